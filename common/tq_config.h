@@ -1,0 +1,83 @@
+/* tq_config.h - one declarative table of settings per program drives
+ * flag parsing, environment variables, --help and docs/, so they cannot
+ * disagree.
+ *
+ *   typedef struct { int64_t concurrency; char *name; ... } my_settings_t;
+ *   static const tq_cfg_entry_t table[] = {
+ *       { "concurrency", TQ_CFG_INT, "0", 0, 4096, NULL, NULL,
+ *         offsetof(my_settings_t, concurrency), "N", "tasks run at once (0: cores)" },
+ *       ...
+ *       { NULL }
+ *   };
+ *
+ * Values are stored into a settings struct at `offset`:
+ *   TQ_CFG_INT      int64_t, decimal, within [min, max]
+ *   TQ_CFG_MS       int64_t milliseconds, given as decimal seconds ("1.5"),
+ *                   bounds in ms
+ *   TQ_CFG_SIZE     int64_t bytes, with optional K/M/G suffix (powers of
+ *                   1024), within [min, max]
+ *   TQ_CFG_STRING   char * (heap copy; NULL when unset and no default)
+ *   TQ_CFG_ENUM     char * one of `choices` ("always|interval|off")
+ *   TQ_CFG_FLAG     int 0/1, takes no value
+ *   TQ_CFG_LIST     tq_strlist_t, repeatable, in order given
+ * Flags are "--name VALUE" or "--name=VALUE". */
+#ifndef TQ_CONFIG_H
+#define TQ_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    TQ_CFG_INT,
+    TQ_CFG_MS,
+    TQ_CFG_SIZE,
+    TQ_CFG_STRING,
+    TQ_CFG_ENUM,
+    TQ_CFG_FLAG,
+    TQ_CFG_LIST,
+} tq_cfg_type_t;
+
+typedef struct {
+    char **items;
+    size_t n;
+} tq_strlist_t;
+
+typedef struct {
+    const char *name;     /* flag without "--"; NULL ends the table */
+    tq_cfg_type_t type;
+    const char *def;      /* default as text, or NULL */
+    int64_t min, max;     /* bounds for INT / MS / SIZE */
+    const char *choices;  /* ENUM: "a|b|c" */
+    const char *env;      /* environment variable consulted when the flag
+                             is absent, or NULL */
+    size_t offset;        /* where the value lives in the settings struct */
+    const char *metavar;  /* "N", "FILE", ... for --help */
+    const char *help;
+} tq_cfg_entry_t;
+
+/* Apply defaults, then environment variables, then flags from
+ * argv[*argi...]. Parsing stops at the first argument that is not a flag
+ * ("-" and anything not starting with "--" count as arguments), or after
+ * "--"; *argi is left at it. "--help" sets *help_out (if non-NULL) and
+ * stops. Returns 0, or -1 with err naming the flag (or the environment
+ * variable) and what was wrong:
+ *   "--concurrency: '0x' is not a number"
+ *   "--concurrency: 99999 is out of range (1..4096)"
+ *   "unknown option --frobnicate" */
+int tq_cfg_parse(const tq_cfg_entry_t *table, void *settings, int argc, char **argv, int *argi,
+                 int *help_out, char *err, size_t errlen);
+
+/* Apply only the defaults (settings that no flag set). Returns 0 or -1. */
+int tq_cfg_defaults(const tq_cfg_entry_t *table, void *settings, char *err, size_t errlen);
+
+/* Print "  --name METAVAR   help (default: X; env: Y)" lines for --help. */
+void tq_cfg_usage(const tq_cfg_entry_t *table, FILE *out);
+
+/* Free heap values (STRING, ENUM, LIST) held in settings. */
+void tq_cfg_free(const tq_cfg_entry_t *table, void *settings);
+
+/* Print the table as a Markdown table (for docs/). */
+void tq_cfg_markdown(const tq_cfg_entry_t *table, FILE *out);
+
+#endif

@@ -1,0 +1,29 @@
+/* tq_log.h - one logging API for every program. Lines go to stderr as
+ *   2026-11-21T22:30:01.123Z master INFO listening on tcp://127.0.0.1:7070
+ * The level is checked before the arguments are formatted. Thread-safe
+ * (one write(2) per line). Never log a secret. */
+#ifndef TQ_LOG_H
+#define TQ_LOG_H
+
+typedef enum { TQ_LOG_ERROR = 0, TQ_LOG_WARN = 1, TQ_LOG_INFO = 2, TQ_LOG_DEBUG = 3 } tq_log_level_t;
+
+/* Set the role prefix ("master", "worker[3]", "taskq"); copied. */
+void tq_log_init(const char *role);
+void tq_log_set_level(int level);
+int tq_log_level(void);
+/* Parse "error|warn|info|debug"; returns the level or -1. */
+int tq_log_level_parse(const char *s);
+
+void tq_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define TQ_LOG(level, ...)                                                                         \
+    do {                                                                                           \
+        if ((level) <= tq_log_level())                                                             \
+            tq_log_write((level), __VA_ARGS__);                                                    \
+    } while (0)
+#define tq_error(...) TQ_LOG(TQ_LOG_ERROR, __VA_ARGS__)
+#define tq_warn(...) TQ_LOG(TQ_LOG_WARN, __VA_ARGS__)
+#define tq_info(...) TQ_LOG(TQ_LOG_INFO, __VA_ARGS__)
+#define tq_debug(...) TQ_LOG(TQ_LOG_DEBUG, __VA_ARGS__)
+
+#endif

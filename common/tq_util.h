@@ -1,0 +1,51 @@
+/* tq_util.h - small things every program needs: checked allocation,
+ * string copies, clocks, number parsing, always-on asserts. */
+#ifndef TQ_UTIL_H
+#define TQ_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Always-on invariant check (our bug if it fires): prints file:line and
+ * aborts, also in release builds. */
+#define TQ_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            tq_assert_fail(#cond, __FILE__, __LINE__);                                             \
+    } while (0)
+void tq_assert_fail(const char *what, const char *file, int line) __attribute__((noreturn));
+
+/* Allocation for internal, fixed-size or self-bounded objects: aborts
+ * with a message on out-of-memory. Sizes a peer controls must use plain
+ * malloc and fail gracefully instead. */
+void *tq_malloc(size_t n);
+void *tq_calloc(size_t n, size_t size);
+void *tq_realloc(void *p, size_t n);
+char *tq_strdup(const char *s);
+void *tq_memdup(const void *p, size_t n); /* n may be 0: returns a valid pointer */
+
+/* Copy src into dst[size], always NUL-terminated. Returns 0, or -1 if
+ * src was truncated. */
+int tq_strlcpy(char *dst, const char *src, size_t size);
+
+/* Clocks. Monotonic for timers and intervals; wall clock for display
+ * and TTLs that must survive a restart. */
+int64_t tq_mono_ms(void);
+int64_t tq_mono_us(void);
+int64_t tq_wall_ms(void);
+int64_t tq_wall_us(void);
+
+/* Strict number parsing of a whole string (no trailing junk, no
+ * overflow). Return 0 or -1. */
+int tq_parse_i64(const char *s, int64_t *out);
+int tq_parse_u64(const char *s, uint64_t *out);
+/* Seconds as a decimal ("1.5", "30") into milliseconds; >= 0. */
+int tq_parse_seconds_ms(const char *s, int64_t *out_ms);
+
+/* Number of online CPUs (>= 1). */
+int tq_ncpus(void);
+
+/* 1 if the n bytes are valid UTF-8. */
+int tq_utf8_valid(const void *p, size_t n);
+
+#endif

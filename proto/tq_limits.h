@@ -1,0 +1,58 @@
+/* tq_limits.h - every size a peer controls, capped before anything is
+ * allocated. One place, each with its reason. proto/PROTOCOL.md lists the
+ * same numbers; change both together. */
+#ifndef TQ_LIMITS_H
+#define TQ_LIMITS_H
+
+/* Tasks in one SUBMIT, DISPATCH, RESULT, WAIT, RESULTS, CANCEL or RELEASE
+ * message. Enough to amortise the per-message CURVE box and syscall over
+ * many tasks; small enough that one message never holds the event loop
+ * for long, and that a decoder can use fixed arrays of this many items. */
+#define TQ_MAX_BATCH 1024
+
+/* Frames in one message: header frame, one payload frame per task, and
+ * on a ROUTER the routing-id frame. Anything longer is malformed. */
+#define TQ_MAX_FRAMES (TQ_MAX_BATCH + 2)
+
+/* Default cap on one payload, result or error (the master's
+ * --max-payload may lower or raise it up to the hard cap). The tutorial
+ * advises sending a path rather than the data; 64 MiB is generous. */
+#define TQ_PAYLOAD_DEFAULT_MAX (64u * 1024u * 1024u)
+
+/* Hard cap on --max-payload: a single frame above this is refused by
+ * ZeroMQ itself (ZMQ_MAXMSGSIZE) before it is buffered. */
+#define TQ_PAYLOAD_HARD_MAX (512u * 1024u * 1024u)
+
+/* Senders close a batch once its payloads reach this many bytes, so one
+ * message stays a bounded unit of work for every hop. */
+#define TQ_BATCH_BYTES (4u * 1024u * 1024u)
+
+/* Function and queue names: short identifiers, [A-Za-z0-9_.:-]. Fits a
+ * u8 length prefix with room to spare. */
+#define TQ_MAX_NAME 64
+
+/* Idempotency keys (submit --key): opaque bytes, u8 length prefix. */
+#define TQ_MAX_KEY 128
+
+/* Worker and client names shown in status: printable ASCII. */
+#define TQ_MAX_PEER_NAME 128
+
+/* Functions one worker may declare in HELLO. */
+#define TQ_MAX_FUNCTIONS 256
+
+/* Slots one worker may declare: credit is a u16 on the wire. */
+#define TQ_MAX_SLOTS 4096
+
+/* A JSON control message (HELLO, WELCOME, ERROR, STATUS request). The
+ * master's STATUS reply is the one large JSON message; clients accept up
+ * to TQ_MAX_STATUS_JSON for it. */
+#define TQ_MAX_JSON (64u * 1024u)
+#define TQ_MAX_STATUS_JSON (16u * 1024u * 1024u)
+
+/* ZeroMQ routing ids are at most 255 bytes. */
+#define TQ_MAX_ROUTING_ID 255
+
+/* Error message text carried in an ERROR reply. */
+#define TQ_MAX_ERROR_TEXT 512
+
+#endif

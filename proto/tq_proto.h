@@ -1,0 +1,311 @@
+/* tq_proto.h - taskq wire protocol v1: message types, codes, encoders and
+ * decoders. The bytes are described in proto/PROTOCOL.md; this header is
+ * the C view of the same thing.
+ *
+ * Every message is a ZeroMQ multipart message. Frame 0 is the head:
+ *   'T' 'Q' VERSION TYPE  body...
+ * Integers in bodies are little-endian. Hot-path bodies (SUBMIT,
+ * SUBMIT_ACK, DISPATCH, RESULT, WAIT, RESULTS, CANCEL, CANCEL_ACK,
+ * RELEASE, KILL) are binary; control bodies (HELLO, WELCOME, ERROR,
+ * STATUS, STATUS_REPLY) are one JSON object. Payloads, results and error
+ * texts travel in frames 1..n, one per task, in record order.
+ *
+ * Decoders never copy: they return views (tq_bytes_t) into the received
+ * frames, valid while the tq_in_t they came from is alive. */
+#ifndef TQ_PROTO_H
+#define TQ_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tq_limits.h"
+#include "tq_wire.h"
+
+/* Bump when a message's layout or meaning changes incompatibly. A peer
+ * speaking another version gets ERROR TQ_ERR_VERSION; the 4-byte head
+ * itself never changes, so that reply is always readable. */
+#define TQ_PROTO_VERSION 1
+#define TQ_SIG0 'T'
+#define TQ_SIG1 'Q'
+#define TQ_HEAD_SIZE 4
+
+typedef enum {
+    /* control, JSON bodies */
+    TQ_MSG_HELLO = 0x01,        /* peer -> master: role, name, slots, functions */
+    TQ_MSG_WELCOME = 0x02,      /* master -> peer: heartbeat, limits */
+    TQ_MSG_HEARTBEAT = 0x03,    /* both ways, empty body */
+    TQ_MSG_ERROR = 0x04,        /* both ways: {"code","message","ref"} */
+    TQ_MSG_BYE = 0x05,          /* peer -> master: leaving, empty body */
+    TQ_MSG_STATUS = 0x06,       /* client -> master: {} */
+    TQ_MSG_STATUS_REPLY = 0x07, /* master -> client: status document */
+    TQ_MSG_DRAIN = 0x08,        /* worker -> master: take no new tasks, empty */
+
+    /* client <-> master, binary */
+    TQ_MSG_SUBMIT = 0x10,     /* req, flags, tasks + payload frames */
+    TQ_MSG_SUBMIT_ACK = 0x11, /* req, task ids in order */
+    TQ_MSG_WAIT = 0x12,       /* req, ids: send me these results */
+    TQ_MSG_RESULTS = 0x13,    /* outcomes + data frames */
+    TQ_MSG_CANCEL = 0x14,     /* req, ids */
+    TQ_MSG_CANCEL_ACK = 0x15, /* req, (id, outcome) */
+
+    /* master <-> worker, binary */
+    TQ_MSG_DISPATCH = 0x20, /* tasks leased to the worker + payload frames */
+    TQ_MSG_RESULT = 0x21,   /* credit, outcomes + data frames */
+    TQ_MSG_RELEASE = 0x22,  /* worker hands back unfinished tasks */
+    TQ_MSG_KILL = 0x23,     /* master: stop running these attempts */
+} tq_msg_type_t;
+
+/* SUBMIT flags */
+#define TQ_SUBMIT_SUBSCRIBE 0x0001u /* also send me the results (as WAIT) */
+
+/* Error codes in ERROR messages (and tq_error_t). Stable numbers. */
+typedef enum {
+    TQ_ERR_NONE = 0,
+    TQ_ERR_MALFORMED = 1,      /* short, truncated, trailing bytes, bad field */
+    TQ_ERR_VERSION = 2,        /* wrong protocol version */
+    TQ_ERR_UNKNOWN_TYPE = 3,   /* message type not defined in this version */
+    TQ_ERR_TOO_LARGE = 4,      /* payload or message over a limit */
+    TQ_ERR_TOO_MANY = 5,       /* more records or frames than allowed */
+    TQ_ERR_NOT_REGISTERED = 6, /* send HELLO first */
+    TQ_ERR_BAD_NAME = 7,       /* function, queue or peer name not valid */
+    TQ_ERR_WRONG_ROLE = 8,     /* e.g. a client sent RESULT */
+    TQ_ERR_FULL = 9,           /* master at --max-tasks */
+    TQ_ERR_SIGNATURE = 10,     /* frame 0 does not start with "TQ" */
+    TQ_ERR_INTERNAL = 11,      /* master's own fault; logged there */
+    TQ_ERR_UNAVAILABLE = 12,   /* master cannot accept now (journal, drain) */
+} tq_err_code_t;
+
+/* A decoder's verdict: code plus a human message naming the field. */
+typedef struct {
+    int code;
+    char msg[TQ_MAX_ERROR_TEXT];
+} tq_error_t;
+
+/* Task outcome status in RESULTS (master -> client). */
+typedef enum {
+    TQ_ST_DONE = 1,      /* data = result */
+    TQ_ST_FAILED = 2,    /* data = error text */
+    TQ_ST_CANCELLED = 3, /* data = empty */
+    TQ_ST_UNKNOWN = 4,   /* no such task (never existed, or expired) */
+    TQ_ST_DEAD = 5,      /* gave up after max attempts; data = last error */
+} tq_task_status_t;
+
+/* Result status in RESULT (worker -> master). */
+typedef enum {
+    TQ_RUN_OK = 0,       /* data = result */
+    TQ_RUN_FAILED = 1,   /* data = error text */
+    TQ_RUN_TIMEOUT = 2,  /* data = error text */
+} tq_run_status_t;
+
+/* CANCEL_ACK outcome per id. */
+typedef enum {
+    TQ_CANCEL_OK = 0,       /* was queued or running; now cancelled */
+    TQ_CANCEL_FINISHED = 1, /* already done/failed: nothing to cancel */
+    TQ_CANCEL_UNKNOWN = 2,  /* no such task */
+} tq_cancel_outcome_t;
+
+/* ---- decoded records (views into received frames) ---------------------- */
+
+/* One task of a SUBMIT. */
+typedef struct {
+    tq_bytes_t fn;       /* 1..TQ_MAX_NAME, a valid name */
+    tq_bytes_t queue;    /* 0..TQ_MAX_NAME; empty means "default" */
+    tq_bytes_t key;      /* idempotency key, 0..TQ_MAX_KEY bytes */
+    int32_t priority;    /* higher runs first */
+    uint32_t timeout_ms; /* run timeout, 0 = none */
+    uint16_t retries;    /* re-runs after failure */
+    tq_bytes_t payload;  /* the task's frame */
+} tq_task_spec_t;
+
+/* One task of a DISPATCH. */
+typedef struct {
+    uint64_t id;
+    uint32_t attempt;    /* fencing token: echo it in RESULT */
+    uint32_t timeout_ms; /* 0 = none */
+    tq_bytes_t fn;
+    tq_bytes_t payload;
+} tq_dispatch_item_t;
+
+/* One outcome of a RESULT (worker -> master). */
+typedef struct {
+    uint64_t id;
+    uint32_t attempt;
+    uint8_t status; /* tq_run_status_t */
+    tq_bytes_t data;
+} tq_result_item_t;
+
+/* One outcome of RESULTS (master -> client). */
+typedef struct {
+    uint64_t id;
+    uint8_t status;    /* tq_task_status_t */
+    uint32_t attempts; /* dispatches it took */
+    tq_bytes_t data;
+} tq_outcome_t;
+
+/* One (id, attempt) of RELEASE and KILL. */
+typedef struct {
+    uint64_t id;
+    uint32_t attempt;
+} tq_lease_ref_t;
+
+/* One (id, outcome) of CANCEL_ACK. */
+typedef struct {
+    uint64_t id;
+    uint8_t outcome; /* tq_cancel_outcome_t */
+} tq_cancel_item_t;
+
+/* ---- names ------------------------------------------------------------- */
+
+/* 1 if b is a valid function or queue name: 1..TQ_MAX_NAME bytes of
+ * [A-Za-z0-9_.:-]. */
+int tq_name_valid(tq_bytes_t b);
+
+/* Text for a message type ("SUBMIT") or "UNKNOWN"; for logs. */
+const char *tq_msg_type_name(int type);
+
+/* Text for an error code ("malformed message"). */
+const char *tq_err_code_name(int code);
+
+/* Fill err with code and a printf-style message. Returns -1 so decoders
+ * can `return tq_error_set(...)`. */
+int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- decoding ----------------------------------------------------------
+ * Every decoder returns 0, or -1 with err filled. Counts are bounded by
+ * TQ_MAX_BATCH; `out` arrays must hold TQ_MAX_BATCH items. `parts` are
+ * frames 1..n of the message (payload/data frames), nparts their number:
+ * a record count that disagrees with nparts is TQ_ERR_MALFORMED. */
+
+/* Check the head of frame 0: signature, version, known type. On success
+ * *type is set and *body is the rest of frame 0. */
+int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *err);
+
+/* SUBMIT. max_payload: the master's current cap for one payload. */
+int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
+                     size_t max_payload, uint32_t *req_id, uint16_t *flags,
+                     tq_task_spec_t *out, size_t *count, tq_error_t *err);
+
+/* SUBMIT_ACK: ids in submit order. */
+int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id,
+                         uint64_t *ids, size_t *count, tq_error_t *err);
+
+/* WAIT and CANCEL: a request id and task ids. */
+int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
+                  size_t *count, tq_error_t *err);
+
+/* RESULTS (master -> client). */
+int tq_decode_results(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
+                      tq_outcome_t *out, size_t *count, tq_error_t *err);
+
+/* CANCEL_ACK. */
+int tq_decode_cancel_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id,
+                         tq_cancel_item_t *out, size_t *count, tq_error_t *err);
+
+/* DISPATCH (master -> worker). */
+int tq_decode_dispatch(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
+                       tq_dispatch_item_t *out, size_t *count, tq_error_t *err);
+
+/* RESULT (worker -> master). *credit: slots the worker adds. */
+int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
+                     size_t max_payload, uint16_t *credit, tq_result_item_t *out,
+                     size_t *count, tq_error_t *err);
+
+/* RELEASE and KILL. */
+int tq_decode_leases(tq_bytes_t body, size_t nparts, tq_lease_ref_t *out, size_t *count,
+                     tq_error_t *err);
+
+/* An empty-body message (HEARTBEAT, BYE, DRAIN): body and parts must be
+ * empty. */
+int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_error_t *err);
+
+/* A JSON body of at most max_len bytes that parses to an object.
+ * Caller owns *out (cJSON_Delete). Declared as void ** so that this
+ * header does not pull in cJSON. */
+int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out,
+                   tq_error_t *err);
+
+/* ---- encoding -----------------------------------------------------------
+ * tq_out_t builds one outgoing message: frame 0 in `head`, and borrowed
+ * views of the data frames, which must stay valid until tq_out_send.
+ * Typical use:
+ *     tq_out_begin(&o, TQ_MSG_DISPATCH);
+ *     for (...) tq_out_dispatch_item(&o, &item);
+ *     tq_out_send(&o, sock, rid, 0);
+ * Builders abort on out-of-memory (internal, fixed-size growth). Adding
+ * more than TQ_MAX_BATCH items is a caller bug (assert): check
+ * tq_out_full() first. */
+typedef struct {
+    tq_buf_t head;
+    int type;
+    size_t count_off; /* offset of the u16 record count in head */
+    size_t count;
+    size_t part_bytes; /* sum of data frame sizes: for TQ_BATCH_BYTES */
+    tq_bytes_t *parts;
+    size_t nparts, cap;
+} tq_out_t;
+
+void tq_out_init(tq_out_t *o);
+void tq_out_free(tq_out_t *o);
+
+/* Start a message of `type`, discarding anything built before. For the
+ * binary types the fixed fields follow: */
+void tq_out_begin(tq_out_t *o, int type);
+void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags);
+void tq_out_begin_ids(tq_out_t *o, int type /* WAIT|CANCEL|SUBMIT_ACK */, uint32_t req_id);
+void tq_out_begin_cancel_ack(tq_out_t *o, uint32_t req_id);
+void tq_out_begin_result(tq_out_t *o, uint16_t credit);
+
+/* 1 when no more records fit (TQ_MAX_BATCH records or TQ_BATCH_BYTES of
+ * data frames): send and begin again. */
+int tq_out_full(const tq_out_t *o);
+/* Records in the message so far. */
+size_t tq_out_count(const tq_out_t *o);
+
+void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t);
+void tq_out_id(tq_out_t *o, uint64_t id); /* WAIT, CANCEL, SUBMIT_ACK */
+void tq_out_cancel_item(tq_out_t *o, uint64_t id, uint8_t outcome);
+void tq_out_outcome(tq_out_t *o, const tq_outcome_t *r);         /* RESULTS */
+void tq_out_dispatch_item(tq_out_t *o, const tq_dispatch_item_t *d);
+void tq_out_result_item(tq_out_t *o, const tq_result_item_t *r); /* RESULT */
+void tq_out_lease(tq_out_t *o, uint64_t id, uint32_t attempt);   /* RELEASE, KILL */
+
+/* A JSON control message: head + the serialised object (cJSON *). */
+void tq_out_json(tq_out_t *o, int type, const void *json);
+/* An ERROR message: {"code":code,"message":msg,"ref":ref}. */
+void tq_out_error(tq_out_t *o, int code, uint32_t ref, const char *msg);
+
+/* Send the message on a ZeroMQ socket. routing_id: the ROUTER peer to
+ * address, or NULL on a DEALER. zmq_flags: 0 or ZMQ_DONTWAIT. Returns 0,
+ * or -1 with errno from zmq_send (EAGAIN, EHOSTUNREACH, ...); a failed
+ * send never leaves half a message queued. The builder is left intact
+ * (call tq_out_begin to reuse it). */
+int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags);
+
+/* ---- receiving ----------------------------------------------------------
+ * tq_in_t receives one multipart message into fixed storage. */
+typedef struct tq_in tq_in_t;
+
+/* Caller owns the result: tq_in_destroy. */
+tq_in_t *tq_in_new(void);
+void tq_in_destroy(tq_in_t **self_p);
+
+/* Receive one whole message from sock (close what the previous call
+ * held first). router: 1 if frame 0 is a routing id. zmq_flags: 0 or
+ * ZMQ_DONTWAIT. Returns 0, or -1 with errno (EAGAIN, EINTR, ...). A
+ * message with more than TQ_MAX_FRAMES frames is read to its end and
+ * marked oversized (tq_in_oversized), so the stream stays in step. */
+int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags);
+
+/* Views of what tq_in_recv got. routing id is empty on a DEALER. */
+tq_bytes_t tq_in_routing_id(const tq_in_t *self);
+tq_bytes_t tq_in_frame0(const tq_in_t *self); /* empty if no frames */
+const tq_bytes_t *tq_in_parts(const tq_in_t *self); /* frames after frame 0 */
+size_t tq_in_nparts(const tq_in_t *self);
+int tq_in_oversized(const tq_in_t *self);
+
+/* Head and body of the received message, with the frame-count check:
+ * returns 0, or -1 with err (signature, version, type, oversized). */
+int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err);
+
+#endif
