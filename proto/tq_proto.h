@@ -303,6 +303,10 @@ tq_bytes_t tq_in_frame0(const tq_in_t *self); /* empty if no frames */
 const tq_bytes_t *tq_in_parts(const tq_in_t *self); /* frames after frame 0 */
 size_t tq_in_nparts(const tq_in_t *self);
 int tq_in_oversized(const tq_in_t *self);
+/* The sender's address ("192.0.2.1") from ZeroMQ's Peer-Address
+ * property of the last message, or "?" when unknown. Valid until the
+ * next tq_in_recv. */
+const char *tq_in_peer_address(const tq_in_t *self);
 
 /* Head and body of the received message, with the frame-count check:
  * returns 0, or -1 with err (signature, version, type, oversized). */
