@@ -10,8 +10,9 @@
  * for long, and that a decoder can use fixed arrays of this many items. */
 #define TQ_MAX_BATCH 1024
 
-/* Frames in one message: header frame, one payload frame per task, and
- * on a ROUTER the routing-id frame. Anything longer is malformed. */
+/* Frames in one message, not counting a ROUTER's routing-id frame: the
+ * head frame and one data frame per record, with one to spare. Anything
+ * longer is malformed (read to its end and discarded). */
 #define TQ_MAX_FRAMES (TQ_MAX_BATCH + 2)
 
 /* Default cap on one payload, result or error (the master's

@@ -1,0 +1,974 @@
+/* tq_proto_test.c - unit tests of the wire buffer, cursor, encoders and
+ * decoders (no sockets), and one real inproc ROUTER/DEALER exchange. */
+#include "tq_proto.h"
+#include "tq_test.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+static tq_bytes_t B(const char *s) { return tq_bytes_str(s); }
+
+static tq_bytes_t head_of(const tq_out_t *o)
+{
+    tq_bytes_t b = {o->head.data, o->head.len};
+    return b;
+}
+
+/* Decode the head of a built message, expecting `type`; *body set. */
+static void expect_head(const tq_out_t *o, int type, tq_bytes_t *body)
+{
+    tq_error_t err;
+    int t = -1;
+    CHECK_EQ_INT(tq_decode_head(head_of(o), &t, body, &err), 0);
+    CHECK_EQ_INT(t, type);
+}
+
+/* Heap copy of exactly n bytes, so valgrind sees any read past the end. */
+static tq_bytes_t exact_copy(const uint8_t *p, size_t n, uint8_t **keep)
+{
+    *keep = malloc(n ? n : 1);
+    if (n)
+        memcpy(*keep, p, n);
+    tq_bytes_t b = {*keep, n};
+    return b;
+}
+
+/* ---- wire ---------------------------------------------------------------- */
+
+static void test_wire(void)
+{
+    tq_buf_t b;
+    tq_buf_init(&b);
+    tq_buf_u8(&b, 0xab);
+    tq_buf_u16(&b, 0x1234);
+    tq_buf_u32(&b, 0xdeadbeef);
+    tq_buf_u64(&b, 0x0102030405060708ull);
+    tq_buf_i32(&b, -2);
+    tq_buf_str8(&b, B("hi"));
+    tq_buf_str8(&b, B(""));
+    CHECK_EQ_INT(b.len, 1 + 2 + 4 + 8 + 4 + 3 + 1);
+    static const uint8_t want[] = {0xab, 0x34, 0x12, 0xef, 0xbe, 0xad, 0xde, 8, 7, 6, 5, 4, 3,
+                                   2, 1, 0xfe, 0xff, 0xff, 0xff, 2, 'h', 'i', 0};
+    CHECK(memcmp(b.data, want, sizeof want) == 0);
+    tq_buf_patch_u16(&b, 1, 0xbeef);
+    CHECK(b.data[1] == 0xef && b.data[2] == 0xbe);
+
+    tq_cursor_t c;
+    tq_bytes_t all = {b.data, b.len}, v;
+    tq_cursor_init(&c, all);
+    uint8_t u8;
+    uint16_t u16;
+    uint32_t u32;
+    uint64_t u64;
+    int32_t i32;
+    CHECK_EQ_INT(tq_cursor_u8(&c, &u8), 0);
+    CHECK_EQ_INT(u8, 0xab);
+    CHECK_EQ_INT(tq_cursor_u16(&c, &u16), 0);
+    CHECK_EQ_INT(u16, 0xbeef);
+    CHECK_EQ_INT(tq_cursor_u32(&c, &u32), 0);
+    CHECK_EQ_INT(u32, 0xdeadbeef);
+    CHECK_EQ_INT(tq_cursor_u64(&c, &u64), 0);
+    CHECK(u64 == 0x0102030405060708ull);
+    CHECK_EQ_INT(tq_cursor_i32(&c, &i32), 0);
+    CHECK_EQ_INT(i32, -2);
+    CHECK_EQ_INT(tq_cursor_str8(&c, &v), 0);
+    CHECK(tq_bytes_eq_str(v, "hi"));
+    CHECK_EQ_INT(tq_cursor_str8(&c, &v), 0);
+    CHECK_EQ_INT(v.len, 0);
+    CHECK_EQ_INT(tq_cursor_left(&c), 0);
+    CHECK_EQ_INT(tq_cursor_u8(&c, &u8), -1);
+    CHECK_EQ_INT(tq_cursor_bytes(&c, 1, &v), -1);
+    CHECK_EQ_INT(tq_cursor_bytes(&c, 0, &v), 0);
+
+    /* a short read leaves the cursor where it was */
+    static const uint8_t s[] = {6, 'a', 'b', 1, 2, 3};
+    tq_bytes_t sb = {s, sizeof s};
+    tq_cursor_init(&c, sb);
+    CHECK_EQ_INT(tq_cursor_str8(&c, &v), -1);
+    CHECK_EQ_INT(tq_cursor_left(&c), 6);
+    CHECK_EQ_INT(tq_cursor_u64(&c, &u64), -1);
+    CHECK_EQ_INT(tq_cursor_left(&c), 6);
+    CHECK_EQ_INT(tq_cursor_u32(&c, &u32), 0);
+    CHECK_EQ_INT(tq_cursor_u32(&c, &u32), -1);
+    CHECK_EQ_INT(tq_cursor_left(&c), 2);
+    tq_cursor_init(&c, (tq_bytes_t){NULL, 0});
+    CHECK_EQ_INT(tq_cursor_left(&c), 0);
+    CHECK_EQ_INT(tq_cursor_u16(&c, &u16), -1);
+
+    /* i32 extremes */
+    tq_buf_t e;
+    tq_buf_init(&e);
+    tq_buf_i32(&e, INT32_MIN);
+    tq_buf_i32(&e, INT32_MAX);
+    tq_cursor_init(&c, (tq_bytes_t){e.data, e.len});
+    CHECK_EQ_INT(tq_cursor_i32(&c, &i32), 0);
+    CHECK(i32 == INT32_MIN);
+    CHECK_EQ_INT(tq_cursor_i32(&c, &i32), 0);
+    CHECK(i32 == INT32_MAX);
+    tq_buf_free(&e);
+
+    /* geometric growth: a megabyte one byte at a time, few reallocs */
+    size_t grows = 0, cap = b.cap;
+    for (int i = 0; i < 1 << 20; i++) {
+        tq_buf_u8(&b, (uint8_t)i);
+        if (b.cap != cap) {
+            grows++;
+            cap = b.cap;
+        }
+    }
+    CHECK(grows < 20);
+    tq_buf_free(&b);
+    CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
+
+    CHECK(tq_bytes_eq(B("abc"), B("abc")));
+    CHECK(!tq_bytes_eq(B("abc"), B("abd")));
+    CHECK(!tq_bytes_eq(B("abc"), B("ab")));
+    CHECK(tq_bytes_eq(B(""), (tq_bytes_t){NULL, 0}));
+}
+
+static void test_names(void)
+{
+    CHECK(tq_name_valid(B("square")));
+    CHECK(tq_name_valid(B("a.b:c-d_E9")));
+    CHECK(!tq_name_valid(B("")));
+    CHECK(!tq_name_valid(B("has space")));
+    CHECK(!tq_name_valid(B("slash/")));
+    CHECK(!tq_name_valid(B("\xc3\xa9")));
+    char n64[65], n65[66];
+    memset(n64, 'x', 64);
+    n64[64] = 0;
+    memset(n65, 'x', 65);
+    n65[65] = 0;
+    CHECK(tq_name_valid(B(n64)));
+    CHECK(!tq_name_valid(B(n65)));
+    CHECK_EQ_STR(tq_msg_type_name(TQ_MSG_SUBMIT), "SUBMIT");
+    CHECK_EQ_STR(tq_msg_type_name(0x7f), "UNKNOWN");
+    CHECK_EQ_STR(tq_err_code_name(TQ_ERR_NOT_REGISTERED), "not registered");
+    CHECK_EQ_STR(tq_err_code_name(999), "unknown error");
+}
+
+/* ---- head ---------------------------------------------------------------- */
+
+static void test_head(void)
+{
+    tq_error_t err;
+    int type;
+    tq_bytes_t body;
+    static const uint8_t ok[] = {'T', 'Q', 1, 0x03};
+    CHECK_EQ_INT(tq_decode_head((tq_bytes_t){ok, 4}, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_HEARTBEAT);
+    CHECK_EQ_INT(body.len, 0);
+
+    CHECK_EQ_INT(tq_decode_head((tq_bytes_t){NULL, 0}, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK(strstr(err.msg, "empty") != NULL);
+
+    for (size_t n = 1; n < TQ_HEAD_SIZE; n++) {
+        uint8_t *keep;
+        tq_bytes_t b = exact_copy(ok, n, &keep);
+        CHECK_EQ_INT(tq_decode_head(b, &type, &body, &err), -1);
+        CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+        free(keep);
+    }
+
+    static const uint8_t sig[] = {'G', 'E', 'T', ' ', '/'};
+    CHECK_EQ_INT(tq_decode_head((tq_bytes_t){sig, sizeof sig}, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_SIGNATURE);
+
+    static const uint8_t ver[] = {'T', 'Q', 2, 0x03};
+    CHECK_EQ_INT(tq_decode_head((tq_bytes_t){ver, 4}, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_VERSION);
+    CHECK(strstr(err.msg, "version 2") != NULL);
+
+    static const uint8_t unk[] = {'T', 'Q', 1, 0x09};
+    CHECK_EQ_INT(tq_decode_head((tq_bytes_t){unk, 4}, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_UNKNOWN_TYPE);
+    static const uint8_t unk2[] = {'T', 'Q', 1, 0xff};
+    CHECK_EQ_INT(tq_decode_head((tq_bytes_t){unk2, 4}, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_UNKNOWN_TYPE);
+}
+
+/* ---- round trips ----------------------------------------------------------- */
+
+static void test_control_roundtrip(void)
+{
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_error_t err;
+    tq_bytes_t body;
+    void *j = NULL;
+
+    static const int empties[] = {TQ_MSG_HEARTBEAT, TQ_MSG_BYE, TQ_MSG_DRAIN};
+    for (size_t i = 0; i < 3; i++) {
+        tq_out_begin(&o, empties[i]);
+        CHECK_EQ_INT(o.head.len, 4);
+        CHECK_EQ_INT(o.nparts, 0);
+        expect_head(&o, empties[i], &body);
+        CHECK_EQ_INT(tq_decode_empty(body, 0, &err), 0);
+    }
+    static const uint8_t hb_body[] = {0};
+    CHECK_EQ_INT(tq_decode_empty((tq_bytes_t){hb_body, 1}, 0, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK_EQ_INT(tq_decode_empty((tq_bytes_t){NULL, 0}, 1, &err), -1);
+
+    /* HELLO worker */
+    cJSON *h = cJSON_CreateObject();
+    cJSON_AddStringToObject(h, "role", "worker");
+    cJSON_AddStringToObject(h, "name", "host:42");
+    cJSON_AddNumberToObject(h, "slots", 4);
+    cJSON *fns = cJSON_AddArrayToObject(h, "functions");
+    cJSON_AddItemToArray(fns, cJSON_CreateString("square"));
+    cJSON_AddItemToArray(fns, cJSON_CreateString("echo"));
+    tq_out_json(&o, TQ_MSG_HELLO, h);
+    cJSON_Delete(h);
+    expect_head(&o, TQ_MSG_HELLO, &body);
+    CHECK_EQ_INT(tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err), 0);
+    CHECK(j != NULL);
+    if (j) {
+        cJSON *role = cJSON_GetObjectItemCaseSensitive(j, "role");
+        CHECK(cJSON_IsString(role) && strcmp(role->valuestring, "worker") == 0);
+        cJSON *slots = cJSON_GetObjectItemCaseSensitive(j, "slots");
+        CHECK(cJSON_IsNumber(slots) && slots->valueint == 4);
+        CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "functions")), 2);
+        cJSON_Delete(j);
+    }
+
+    /* WELCOME, STATUS ({} from NULL), STATUS_REPLY */
+    cJSON *w = cJSON_CreateObject();
+    cJSON_AddNumberToObject(w, "version", 1);
+    cJSON_AddNumberToObject(w, "heartbeat_ms", 1000);
+    tq_out_json(&o, TQ_MSG_WELCOME, w);
+    cJSON_Delete(w);
+    expect_head(&o, TQ_MSG_WELCOME, &body);
+    CHECK_EQ_INT(tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err), 0);
+    cJSON_Delete(j);
+
+    tq_out_json(&o, TQ_MSG_STATUS, NULL);
+    expect_head(&o, TQ_MSG_STATUS, &body);
+    CHECK(tq_bytes_eq_str(body, "{}"));
+    CHECK_EQ_INT(tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err), 0);
+    cJSON_Delete(j);
+
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddArrayToObject(s, "queues");
+    tq_out_json(&o, TQ_MSG_STATUS_REPLY, s);
+    cJSON_Delete(s);
+    expect_head(&o, TQ_MSG_STATUS_REPLY, &body);
+    CHECK_EQ_INT(tq_decode_json(body, 0, TQ_MAX_STATUS_JSON, &j, &err), 0);
+    cJSON_Delete(j);
+
+    /* ERROR */
+    tq_out_error(&o, TQ_ERR_NOT_REGISTERED, 77, "not registered: say \"HELLO\" first");
+    expect_head(&o, TQ_MSG_ERROR, &body);
+    CHECK_EQ_INT(tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err), 0);
+    if (j) {
+        CHECK_EQ_INT(cJSON_GetObjectItemCaseSensitive(j, "code")->valueint, 6);
+        CHECK_EQ_INT(cJSON_GetObjectItemCaseSensitive(j, "ref")->valuedouble, 77);
+        CHECK_EQ_STR(cJSON_GetObjectItemCaseSensitive(j, "message")->valuestring,
+                     "not registered: say \"HELLO\" first");
+        cJSON_Delete(j);
+    }
+
+    /* ERROR text: capped on a character boundary, non-UTF-8 replaced */
+    char big[2000];
+    size_t bn = 0;
+    big[bn++] = 'x';
+    big[bn++] = (char)0xff; /* not UTF-8 */
+    while (bn + 2 < sizeof big) {
+        big[bn++] = (char)0xc3; /* e-acute, 2 bytes */
+        big[bn++] = (char)0xa9;
+    }
+    big[bn] = 0;
+    tq_out_error(&o, TQ_ERR_MALFORMED, 4294967295u, big);
+    expect_head(&o, TQ_MSG_ERROR, &body);
+    CHECK_EQ_INT(tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err), 0);
+    if (j) {
+        const char *m = cJSON_GetObjectItemCaseSensitive(j, "message")->valuestring;
+        size_t ml = strlen(m);
+        CHECK(ml < TQ_MAX_ERROR_TEXT);
+        CHECK(ml >= TQ_MAX_ERROR_TEXT - 2);
+        CHECK(m[0] == 'x' && m[1] == '?');
+        CHECK((uint8_t)m[ml - 1] == 0xa9); /* ends on a whole character */
+        CHECK(cJSON_GetObjectItemCaseSensitive(j, "ref")->valuedouble == 4294967295.0);
+        cJSON_Delete(j);
+    }
+    tq_out_error(&o, TQ_ERR_INTERNAL, 0, NULL);
+    expect_head(&o, TQ_MSG_ERROR, &body);
+    CHECK_EQ_INT(tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err), 0);
+    cJSON_Delete(j);
+
+    tq_out_free(&o);
+}
+
+static void test_json_rejects(void)
+{
+    tq_error_t err;
+    void *j = (void *)1;
+    const char *bad[] = {"[1,2]", "\"str\"", "42", "null", "", "{", "{\"a\":", "{} x", "{}{}",
+                         "{\"a\":12"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint8_t *keep;
+        tq_bytes_t b = exact_copy((const uint8_t *)bad[i], strlen(bad[i]), &keep);
+        CHECK_EQ_INT(tq_decode_json(b, 0, TQ_MAX_JSON, &j, &err), -1);
+        CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+        CHECK(j == NULL);
+        free(keep);
+    }
+    CHECK(strstr(err.msg, "JSON") != NULL);
+    {
+        uint8_t *keep;
+        tq_bytes_t b = exact_copy((const uint8_t *)"[1]", 3, &keep);
+        CHECK_EQ_INT(tq_decode_json(b, 0, TQ_MAX_JSON, &j, &err), -1);
+        CHECK(strstr(err.msg, "not an object") != NULL);
+        free(keep);
+    }
+    /* trailing whitespace is fine, a NUL is not */
+    uint8_t *keep;
+    tq_bytes_t b = exact_copy((const uint8_t *)"{\"a\":1} \n", 9, &keep);
+    CHECK_EQ_INT(tq_decode_json(b, 0, TQ_MAX_JSON, &j, &err), 0);
+    cJSON_Delete(j);
+    free(keep);
+    static const uint8_t nul[] = {'{', '"', 'a', '"', ':', '"', 0, '"', '}'};
+    CHECK_EQ_INT(tq_decode_json((tq_bytes_t){nul, sizeof nul}, 0, TQ_MAX_JSON, &j, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+
+    /* too long: a valid object one byte over the cap */
+    size_t cap = 100;
+    char *big = malloc(cap + 2);
+    memset(big, ' ', cap + 1);
+    big[0] = '{';
+    big[cap] = '}';
+    big[cap + 1] = 0;
+    CHECK_EQ_INT(tq_decode_json((tq_bytes_t){(uint8_t *)big, cap}, 0, cap, &j, &err), -1); /* "{  ..." unfinished */
+    CHECK_EQ_INT(tq_decode_json((tq_bytes_t){(uint8_t *)big, cap + 1}, 0, cap, &j, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_LARGE);
+    CHECK_EQ_INT(tq_decode_json((tq_bytes_t){(uint8_t *)big, cap + 1}, 0, cap + 1, &j, &err), 0);
+    cJSON_Delete(j);
+    free(big);
+
+    /* data frames are not allowed with JSON */
+    CHECK_EQ_INT(tq_decode_json(B("{}"), 1, TQ_MAX_JSON, &j, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+}
+
+static tq_task_spec_t spec(const char *fn, const char *queue, const char *key, int32_t prio,
+                           uint32_t timeout, uint16_t retries, const char *payload)
+{
+    tq_task_spec_t t = {B(fn), B(queue), B(key), prio, timeout, retries, B(payload)};
+    return t;
+}
+
+static tq_task_spec_t g_specs[TQ_MAX_BATCH];
+
+static void test_submit_roundtrip(void)
+{
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_task_spec_t in[3] = {
+        spec("square", "", "", 0, 0, 0, "7"),
+        spec("echo", "fast.q", "key-1", -5, 30000, 3, ""),
+        spec("a:b.c-d_e", "q", "k", INT32_MAX, UINT32_MAX, UINT16_MAX, "payload with \0 nul"),
+    };
+    in[2].payload.len = 18; /* include the embedded NUL */
+    tq_out_begin_submit(&o, 0xa1b2c3d4, TQ_SUBMIT_SUBSCRIBE);
+    for (int i = 0; i < 3; i++)
+        tq_out_submit_task(&o, &in[i]);
+    CHECK_EQ_INT(tq_out_count(&o), 3);
+    CHECK_EQ_INT(o.nparts, 3);
+    CHECK_EQ_INT(o.part_bytes, 1 + 0 + 18);
+    CHECK(!tq_out_full(&o));
+
+    tq_bytes_t body;
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    uint32_t req = 0;
+    uint16_t flags = 0;
+    size_t n = 0;
+    tq_error_t err;
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, o.nparts, TQ_PAYLOAD_DEFAULT_MAX, &req, &flags,
+                                  g_specs, &n, &err), 0);
+    CHECK(req == 0xa1b2c3d4);
+    CHECK_EQ_INT(flags, TQ_SUBMIT_SUBSCRIBE);
+    CHECK_EQ_INT(n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        CHECK(tq_bytes_eq(g_specs[i].fn, in[i].fn));
+        CHECK(tq_bytes_eq(g_specs[i].queue, in[i].queue));
+        CHECK(tq_bytes_eq(g_specs[i].key, in[i].key));
+        CHECK_EQ_INT(g_specs[i].priority, in[i].priority);
+        CHECK(g_specs[i].timeout_ms == in[i].timeout_ms);
+        CHECK_EQ_INT(g_specs[i].retries, in[i].retries);
+        CHECK(tq_bytes_eq(g_specs[i].payload, in[i].payload));
+    }
+
+    /* the builder is reused: begin again discards the previous message */
+    tq_out_begin_submit(&o, 1, 0);
+    tq_out_submit_task(&o, &in[0]);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, o.nparts, 10, &req, &flags, g_specs, &n, &err), 0);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(req, 1);
+    CHECK_EQ_INT(flags, 0);
+    tq_out_free(&o);
+}
+
+static void test_ids_roundtrip(void)
+{
+    static const int types[] = {TQ_MSG_WAIT, TQ_MSG_CANCEL, TQ_MSG_SUBMIT_ACK};
+    static uint64_t ids[TQ_MAX_BATCH];
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_error_t err;
+    tq_bytes_t body;
+    for (size_t k = 0; k < 3; k++) {
+        tq_out_begin_ids(&o, types[k], 900 + (uint32_t)k);
+        for (uint64_t i = 0; i < 5; i++)
+            tq_out_id(&o, (i << 40) + i + k);
+        expect_head(&o, types[k], &body);
+        uint32_t req = 0;
+        size_t n = 0;
+        int rc = types[k] == TQ_MSG_SUBMIT_ACK
+                     ? tq_decode_submit_ack(body, 0, &req, ids, &n, &err)
+                     : tq_decode_ids(body, 0, &req, ids, &n, &err);
+        CHECK_EQ_INT(rc, 0);
+        CHECK_EQ_INT(req, 900 + k);
+        CHECK_EQ_INT(n, 5);
+        for (uint64_t i = 0; i < 5; i++)
+            CHECK(ids[i] == (i << 40) + i + k);
+    }
+    /* an empty list is well-formed */
+    tq_out_begin_ids(&o, TQ_MSG_WAIT, 5);
+    expect_head(&o, TQ_MSG_WAIT, &body);
+    uint32_t req;
+    size_t n = 99;
+    CHECK_EQ_INT(tq_decode_ids(body, 0, &req, ids, &n, &err), 0);
+    CHECK_EQ_INT(n, 0);
+
+    /* full batch: TQ_MAX_BATCH ids, then tq_out_full */
+    tq_out_begin_ids(&o, TQ_MSG_CANCEL, 6);
+    for (uint64_t i = 0; i < TQ_MAX_BATCH; i++) {
+        CHECK(!tq_out_full(&o));
+        tq_out_id(&o, i);
+    }
+    CHECK(tq_out_full(&o));
+    expect_head(&o, TQ_MSG_CANCEL, &body);
+    CHECK_EQ_INT(tq_decode_ids(body, 0, &req, ids, &n, &err), 0);
+    CHECK_EQ_INT(n, TQ_MAX_BATCH);
+    CHECK(ids[TQ_MAX_BATCH - 1] == TQ_MAX_BATCH - 1);
+
+    /* CANCEL_ACK */
+    static tq_cancel_item_t ci[TQ_MAX_BATCH];
+    tq_out_begin_cancel_ack(&o, 31);
+    tq_out_cancel_item(&o, 10, TQ_CANCEL_OK);
+    tq_out_cancel_item(&o, 11, TQ_CANCEL_FINISHED);
+    tq_out_cancel_item(&o, 12, TQ_CANCEL_UNKNOWN);
+    expect_head(&o, TQ_MSG_CANCEL_ACK, &body);
+    CHECK_EQ_INT(tq_decode_cancel_ack(body, 0, &req, ci, &n, &err), 0);
+    CHECK_EQ_INT(req, 31);
+    CHECK_EQ_INT(n, 3);
+    CHECK(ci[1].id == 11 && ci[1].outcome == TQ_CANCEL_FINISHED);
+    CHECK(ci[2].id == 12 && ci[2].outcome == TQ_CANCEL_UNKNOWN);
+    /* outcome out of range */
+    o.head.data[o.head.len - 1] = 3;
+    CHECK_EQ_INT(tq_decode_cancel_ack(body, 0, &req, ci, &n, &err), -1);
+    CHECK(strstr(err.msg, "CANCEL_ACK record 2") != NULL);
+
+    /* RELEASE and KILL */
+    static tq_lease_ref_t lr[TQ_MAX_BATCH];
+    static const int ltypes[] = {TQ_MSG_RELEASE, TQ_MSG_KILL};
+    for (size_t k = 0; k < 2; k++) {
+        tq_out_begin(&o, ltypes[k]);
+        tq_out_lease(&o, 1, 1);
+        tq_out_lease(&o, UINT64_MAX, UINT32_MAX);
+        expect_head(&o, ltypes[k], &body);
+        CHECK_EQ_INT(tq_decode_leases(body, 0, lr, &n, &err), 0);
+        CHECK_EQ_INT(n, 2);
+        CHECK(lr[0].id == 1 && lr[0].attempt == 1);
+        CHECK(lr[1].id == UINT64_MAX && lr[1].attempt == UINT32_MAX);
+        CHECK_EQ_INT(tq_decode_leases(body, 1, lr, &n, &err), -1);
+        CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    }
+    tq_out_free(&o);
+}
+
+static void test_data_roundtrip(void)
+{
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_error_t err;
+    tq_bytes_t body;
+    size_t n;
+
+    /* DISPATCH */
+    static tq_dispatch_item_t d[TQ_MAX_BATCH];
+    tq_dispatch_item_t din[2] = {{42, 1, 0, B("square"), B("9")},
+                                 {43, 7, 5000, B("echo"), B("hello world")}};
+    tq_out_begin(&o, TQ_MSG_DISPATCH);
+    tq_out_dispatch_item(&o, &din[0]);
+    tq_out_dispatch_item(&o, &din[1]);
+    expect_head(&o, TQ_MSG_DISPATCH, &body);
+    CHECK_EQ_INT(tq_decode_dispatch(body, o.parts, o.nparts, d, &n, &err), 0);
+    CHECK_EQ_INT(n, 2);
+    for (size_t i = 0; i < 2; i++) {
+        CHECK(d[i].id == din[i].id && d[i].attempt == din[i].attempt);
+        CHECK(d[i].timeout_ms == din[i].timeout_ms);
+        CHECK(tq_bytes_eq(d[i].fn, din[i].fn));
+        CHECK(tq_bytes_eq(d[i].payload, din[i].payload));
+    }
+    /* bad fn in a DISPATCH */
+    tq_dispatch_item_t bad = {1, 1, 0, B("no good"), B("")};
+    tq_out_begin(&o, TQ_MSG_DISPATCH);
+    tq_out_dispatch_item(&o, &bad);
+    expect_head(&o, TQ_MSG_DISPATCH, &body);
+    CHECK_EQ_INT(tq_decode_dispatch(body, o.parts, o.nparts, d, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_BAD_NAME);
+
+    /* RESULT */
+    static tq_result_item_t r[TQ_MAX_BATCH];
+    tq_result_item_t rin[3] = {{42, 1, TQ_RUN_OK, B("9 * 9 = 81")},
+                               {43, 7, TQ_RUN_FAILED, B("boom")},
+                               {44, 2, TQ_RUN_TIMEOUT, B("")}};
+    tq_out_begin_result(&o, 3);
+    for (int i = 0; i < 3; i++)
+        tq_out_result_item(&o, &rin[i]);
+    expect_head(&o, TQ_MSG_RESULT, &body);
+    uint16_t credit = 0;
+    CHECK_EQ_INT(tq_decode_result(body, o.parts, o.nparts, 100, &credit, r, &n, &err), 0);
+    CHECK_EQ_INT(credit, 3);
+    CHECK_EQ_INT(n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        CHECK(r[i].id == rin[i].id && r[i].attempt == rin[i].attempt);
+        CHECK_EQ_INT(r[i].status, rin[i].status);
+        CHECK(tq_bytes_eq(r[i].data, rin[i].data));
+    }
+    /* over max_payload names the record and the sizes */
+    CHECK_EQ_INT(tq_decode_result(body, o.parts, o.nparts, 5, &credit, r, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_LARGE);
+    CHECK_EQ_STR(err.msg, "RESULT record 0: data is 10 bytes, max 5");
+    /* a credit-only RESULT (no records) is well-formed */
+    tq_out_begin_result(&o, 1);
+    expect_head(&o, TQ_MSG_RESULT, &body);
+    CHECK_EQ_INT(tq_decode_result(body, o.parts, o.nparts, 100, &credit, r, &n, &err), 0);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(credit, 1);
+    tq_out_begin_result(&o, TQ_MAX_SLOTS + 1);
+    expect_head(&o, TQ_MSG_RESULT, &body);
+    CHECK_EQ_INT(tq_decode_result(body, o.parts, o.nparts, 100, &credit, r, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
+    /* run status out of range */
+    tq_result_item_t rbad = {1, 1, 3, B("")};
+    tq_out_begin_result(&o, 1);
+    tq_out_result_item(&o, &rbad);
+    expect_head(&o, TQ_MSG_RESULT, &body);
+    CHECK_EQ_INT(tq_decode_result(body, o.parts, o.nparts, 100, &credit, r, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+
+    /* RESULTS */
+    static tq_outcome_t oc[TQ_MAX_BATCH];
+    tq_outcome_t ocin[5] = {{1, TQ_ST_DONE, 1, B("1 * 1 = 1")},
+                            {2, TQ_ST_FAILED, 2, B("exit 3")},
+                            {3, TQ_ST_CANCELLED, 0, B("")},
+                            {4, TQ_ST_UNKNOWN, 0, B("")},
+                            {5, TQ_ST_DEAD, 4, B("last error")}};
+    tq_out_begin(&o, TQ_MSG_RESULTS);
+    for (int i = 0; i < 5; i++)
+        tq_out_outcome(&o, &ocin[i]);
+    expect_head(&o, TQ_MSG_RESULTS, &body);
+    CHECK_EQ_INT(tq_decode_results(body, o.parts, o.nparts, oc, &n, &err), 0);
+    CHECK_EQ_INT(n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        CHECK(oc[i].id == ocin[i].id && oc[i].attempts == ocin[i].attempts);
+        CHECK_EQ_INT(oc[i].status, ocin[i].status);
+        CHECK(tq_bytes_eq(oc[i].data, ocin[i].data));
+    }
+    tq_outcome_t obad = {1, 0, 1, B("")};
+    tq_out_begin(&o, TQ_MSG_RESULTS);
+    tq_out_outcome(&o, &obad);
+    expect_head(&o, TQ_MSG_RESULTS, &body);
+    CHECK_EQ_INT(tq_decode_results(body, o.parts, o.nparts, oc, &n, &err), -1);
+    CHECK(strstr(err.msg, "status 0 not valid") != NULL);
+
+    /* batch bytes close a batch */
+    static uint8_t blob[TQ_BATCH_BYTES / 2];
+    tq_outcome_t big = {9, TQ_ST_DONE, 1, {blob, sizeof blob}};
+    tq_out_begin(&o, TQ_MSG_RESULTS);
+    tq_out_outcome(&o, &big);
+    CHECK(!tq_out_full(&o));
+    tq_out_outcome(&o, &big);
+    CHECK(tq_out_full(&o));
+    tq_out_free(&o);
+}
+
+/* ---- rejections ------------------------------------------------------------ */
+
+static void build_submit(tq_out_t *o, size_t ntasks)
+{
+    tq_out_begin_submit(o, 7, 0);
+    for (size_t i = 0; i < ntasks; i++) {
+        tq_task_spec_t t = spec(i % 2 ? "echo" : "square", i % 2 ? "q1" : "", i % 3 ? "" : "kk",
+                                (int32_t)i - 1, 1000, 2, i % 2 ? "xyz" : "5");
+        tq_out_submit_task(o, &t);
+    }
+}
+
+static void test_submit_rejects(void)
+{
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_error_t err;
+    tq_bytes_t body;
+    uint32_t req;
+    uint16_t flags;
+    size_t n;
+
+    /* truncated at every byte boundary of a 3-record SUBMIT */
+    build_submit(&o, 3);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 3, 100, &req, &flags, g_specs, &n, &err), 0);
+    int all_malformed = 1, all_named = 1;
+    for (size_t len = 0; len < body.len; len++) {
+        uint8_t *keep;
+        tq_bytes_t cut = exact_copy(body.data, len, &keep);
+        if (tq_decode_submit(cut, o.parts, 3, 100, &req, &flags, g_specs, &n, &err) != -1 ||
+            err.code != TQ_ERR_MALFORMED)
+            all_malformed = 0;
+        if (!strstr(err.msg, "SUBMIT"))
+            all_named = 0;
+        free(keep);
+    }
+    CHECK(all_malformed);
+    CHECK(all_named);
+    /* the message names the record and field */
+    {
+        uint8_t *keep;
+        tq_bytes_t cut = exact_copy(body.data, 8 + 1, &keep); /* fixed fields + fn length */
+        CHECK_EQ_INT(tq_decode_submit(cut, o.parts, 3, 100, &req, &flags, g_specs, &n, &err), -1);
+        CHECK_EQ_STR(err.msg, "SUBMIT record 0: truncated at fn");
+        free(keep);
+    }
+
+    /* trailing bytes */
+    tq_buf_u8(&o.head, 0);
+    tq_buf_u8(&o.head, 0);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 3, 100, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK_EQ_STR(err.msg, "SUBMIT: 2 bytes left over after 3 records");
+    CHECK_EQ_INT(req, 7); /* req is known even when the rest is bad */
+
+    /* count vs frame mismatch, both ways */
+    build_submit(&o, 3);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 2, 100, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK(strstr(err.msg, "count is 3 but 2 data frames") != NULL);
+    tq_bytes_t four[4] = {B("1"), B("2"), B("3"), B("4")};
+    CHECK_EQ_INT(tq_decode_submit(body, four, 4, 100, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+
+    /* count > TQ_MAX_BATCH */
+    tq_buf_patch_u16(&o.head, o.count_off, TQ_MAX_BATCH + 1);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 3, 100, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
+
+    /* count 0 */
+    tq_out_begin_submit(&o, 7, 0);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, NULL, 0, 100, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+
+    /* unknown flags */
+    tq_out_begin_submit(&o, 7, 0x8000);
+    tq_task_spec_t ok = spec("square", "", "", 0, 0, 0, "1");
+    tq_out_submit_task(&o, &ok);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 1, 100, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+
+    /* bad fn name in record 3, bad queue, empty fn */
+    const char *badfn[] = {"", "two words", "semi;colon", "\xff"};
+    for (size_t k = 0; k < 4; k++) {
+        tq_out_begin_submit(&o, 7, 0);
+        for (int i = 0; i < 3; i++)
+            tq_out_submit_task(&o, &ok);
+        tq_task_spec_t t = spec(badfn[k], "", "", 0, 0, 0, "1");
+        tq_out_submit_task(&o, &t);
+        expect_head(&o, TQ_MSG_SUBMIT, &body);
+        CHECK_EQ_INT(tq_decode_submit(body, o.parts, 4, 100, &req, &flags, g_specs, &n, &err), -1);
+        CHECK_EQ_INT(err.code, TQ_ERR_BAD_NAME);
+        CHECK_EQ_STR(err.msg, "SUBMIT record 3: fn name not valid");
+    }
+    tq_task_spec_t bq = spec("square", "bad queue", "", 0, 0, 0, "1");
+    tq_out_begin_submit(&o, 7, 0);
+    tq_out_submit_task(&o, &bq);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 1, 100, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_BAD_NAME);
+    CHECK(strstr(err.msg, "queue") != NULL);
+
+    /* over max_payload */
+    tq_task_spec_t big = spec("square", "", "", 0, 0, 0, "0123456789");
+    tq_out_begin_submit(&o, 7, 0);
+    tq_out_submit_task(&o, &ok);
+    tq_out_submit_task(&o, &big);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 2, 10, &req, &flags, g_specs, &n, &err), 0);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 2, 9, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_LARGE);
+    CHECK_EQ_STR(err.msg, "SUBMIT record 1: payload is 10 bytes, max 9");
+
+    /* key too long (TQ_MAX_KEY + 1), and exactly TQ_MAX_KEY */
+    char key[TQ_MAX_KEY + 2];
+    memset(key, 'k', sizeof key - 1);
+    key[TQ_MAX_KEY + 1] = 0;
+    tq_task_spec_t lk = spec("square", "", key, 0, 0, 0, "1");
+    tq_out_begin_submit(&o, 7, 0);
+    tq_out_submit_task(&o, &lk);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 1, 10, &req, &flags, g_specs, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_LARGE);
+    CHECK(strstr(err.msg, "record 0: key") != NULL);
+    key[TQ_MAX_KEY] = 0;
+    lk = spec("square", "", key, 0, 0, 0, "1");
+    tq_out_begin_submit(&o, 7, 0);
+    tq_out_submit_task(&o, &lk);
+    expect_head(&o, TQ_MSG_SUBMIT, &body);
+    CHECK_EQ_INT(tq_decode_submit(body, o.parts, 1, 10, &req, &flags, g_specs, &n, &err), 0);
+    CHECK_EQ_INT(g_specs[0].key.len, TQ_MAX_KEY);
+
+    tq_out_free(&o);
+}
+
+static void test_other_rejects(void)
+{
+    tq_error_t err;
+    uint64_t ids[TQ_MAX_BATCH];
+    static tq_outcome_t oc[TQ_MAX_BATCH];
+    static tq_result_item_t r[TQ_MAX_BATCH];
+    static tq_dispatch_item_t d[TQ_MAX_BATCH];
+    uint32_t req;
+    size_t n;
+    uint16_t credit;
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_bytes_t body;
+
+    /* ids: truncated at every boundary, trailing bytes, parts, too many */
+    tq_out_begin_ids(&o, TQ_MSG_WAIT, 1);
+    tq_out_id(&o, 1);
+    tq_out_id(&o, 2);
+    expect_head(&o, TQ_MSG_WAIT, &body);
+    for (size_t len = 0; len < body.len; len++) {
+        uint8_t *keep;
+        tq_bytes_t cut = exact_copy(body.data, len, &keep);
+        CHECK_EQ_INT(tq_decode_ids(cut, 0, &req, ids, &n, &err), -1);
+        CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+        free(keep);
+    }
+    CHECK_EQ_INT(tq_decode_ids(body, 2, &req, ids, &n, &err), -1);
+    tq_buf_u8(&o.head, 9);
+    expect_head(&o, TQ_MSG_WAIT, &body);
+    CHECK_EQ_INT(tq_decode_ids(body, 0, &req, ids, &n, &err), -1);
+    CHECK(strstr(err.msg, "1 bytes left over after 2 records") != NULL);
+    tq_buf_patch_u16(&o.head, o.count_off, 0xffff);
+    CHECK_EQ_INT(tq_decode_ids(body, 0, &req, ids, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
+
+    /* DISPATCH / RESULT / RESULTS: count vs frames and truncation */
+    tq_dispatch_item_t di = {1, 1, 0, B("square"), B("2")};
+    tq_out_begin(&o, TQ_MSG_DISPATCH);
+    tq_out_dispatch_item(&o, &di);
+    tq_out_dispatch_item(&o, &di);
+    expect_head(&o, TQ_MSG_DISPATCH, &body);
+    CHECK_EQ_INT(tq_decode_dispatch(body, o.parts, 1, d, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    for (size_t len = 0; len < body.len; len++) {
+        uint8_t *keep;
+        tq_bytes_t cut = exact_copy(body.data, len, &keep);
+        CHECK_EQ_INT(tq_decode_dispatch(cut, o.parts, 2, d, &n, &err), -1);
+        free(keep);
+    }
+    tq_result_item_t ri = {1, 1, 0, B("x")};
+    tq_out_begin_result(&o, 1);
+    tq_out_result_item(&o, &ri);
+    expect_head(&o, TQ_MSG_RESULT, &body);
+    CHECK_EQ_INT(tq_decode_result(body, o.parts, 0, 10, &credit, r, &n, &err), -1);
+    for (size_t len = 0; len < body.len; len++) {
+        uint8_t *keep;
+        tq_bytes_t cut = exact_copy(body.data, len, &keep);
+        CHECK_EQ_INT(tq_decode_result(cut, o.parts, 1, 10, &credit, r, &n, &err), -1);
+        free(keep);
+    }
+    tq_buf_u32(&o.head, 0);
+    expect_head(&o, TQ_MSG_RESULT, &body);
+    CHECK_EQ_INT(tq_decode_result(body, o.parts, 1, 10, &credit, r, &n, &err), -1);
+    CHECK_EQ_STR(err.msg, "RESULT: 4 bytes left over after 1 records");
+    tq_outcome_t oi = {1, TQ_ST_DONE, 1, B("x")};
+    tq_out_begin(&o, TQ_MSG_RESULTS);
+    tq_out_outcome(&o, &oi);
+    expect_head(&o, TQ_MSG_RESULTS, &body);
+    CHECK_EQ_INT(tq_decode_results(body, o.parts, 2, oc, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    tq_out_free(&o);
+}
+
+/* ---- sockets ---------------------------------------------------------------- */
+
+static void test_sockets(void)
+{
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    void *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int timeout = 5000, one = 1;
+    zmq_setsockopt(router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    CHECK_EQ_INT(zmq_bind(router, "inproc://tq-proto-test"), 0);
+    CHECK_EQ_INT(zmq_connect(dealer, "inproc://tq-proto-test"), 0);
+
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_in_t *rin = tq_in_new(), *din = tq_in_new();
+    tq_error_t err;
+    int type;
+    tq_bytes_t body;
+    size_t n;
+
+    /* nothing to read yet */
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, ZMQ_DONTWAIT), -1);
+    CHECK_EQ_INT(errno, EAGAIN);
+
+    /* dealer -> router: HELLO, so the router learns the routing id */
+    tq_out_json(&o, TQ_MSG_HELLO, NULL);
+    CHECK_EQ_INT(tq_out_send(&o, dealer, NULL, 0), 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK(tq_in_routing_id(rin).len > 0);
+    CHECK_EQ_INT(tq_in_nparts(rin), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_HELLO);
+    CHECK(tq_in_peer_address(rin) != NULL);
+    uint8_t rid_copy[TQ_MAX_ROUTING_ID];
+    tq_bytes_t rid = tq_in_routing_id(rin);
+    memcpy(rid_copy, rid.data, rid.len);
+    rid.data = rid_copy;
+
+    /* router -> dealer: DISPATCH with payloads, one of them large */
+    size_t big_len = 300000;
+    uint8_t *big = malloc(big_len);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (uint8_t)(i * 7);
+    tq_dispatch_item_t di[3] = {{100, 1, 0, B("square"), B("12")},
+                                {101, 2, 1500, B("echo"), {big, big_len}},
+                                {102, 3, 0, B("echo"), B("")}};
+    tq_out_begin(&o, TQ_MSG_DISPATCH);
+    for (int i = 0; i < 3; i++)
+        tq_out_dispatch_item(&o, &di[i]);
+    CHECK_EQ_INT(tq_out_send(&o, router, &rid, 0), 0);
+    CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
+    CHECK_EQ_INT(tq_in_routing_id(din).len, 0);
+    CHECK_EQ_INT(tq_in_head(din, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_DISPATCH);
+    static tq_dispatch_item_t d[TQ_MAX_BATCH];
+    CHECK_EQ_INT(tq_decode_dispatch(body, tq_in_parts(din), tq_in_nparts(din), d, &n, &err), 0);
+    CHECK_EQ_INT(n, 3);
+    CHECK(d[1].id == 101 && d[1].attempt == 2 && d[1].timeout_ms == 1500);
+    CHECK(tq_bytes_eq(d[0].payload, B("12")));
+    CHECK(tq_bytes_eq(d[1].payload, (tq_bytes_t){big, big_len}));
+    CHECK_EQ_INT(d[2].payload.len, 0);
+
+    /* dealer -> router: RESULT with data */
+    tq_result_item_t ri[2] = {{100, 1, TQ_RUN_OK, B("12 * 12 = 144")},
+                              {101, 2, TQ_RUN_OK, {big, big_len}}};
+    tq_out_begin_result(&o, 2);
+    tq_out_result_item(&o, &ri[0]);
+    tq_out_result_item(&o, &ri[1]);
+    CHECK_EQ_INT(tq_out_send(&o, dealer, NULL, 0), 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK(tq_bytes_eq(tq_in_routing_id(rin), rid));
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_RESULT);
+    static tq_result_item_t r[TQ_MAX_BATCH];
+    uint16_t credit;
+    CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
+                                  &credit, r, &n, &err), 0);
+    CHECK_EQ_INT(credit, 2);
+    CHECK_EQ_INT(n, 2);
+    CHECK(tq_bytes_eq(r[0].data, B("12 * 12 = 144")));
+    CHECK(tq_bytes_eq(r[1].data, (tq_bytes_t){big, big_len}));
+
+    /* oversized: TQ_MAX_FRAMES + 5 frames, then a normal message */
+    static const uint8_t head[] = {'T', 'Q', 1, TQ_MSG_RESULTS};
+    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    for (int i = 1; i < TQ_MAX_FRAMES + 5; i++)
+        zmq_send(dealer, "p", 1, i + 1 < TQ_MAX_FRAMES + 5 ? ZMQ_SNDMORE : 0);
+    tq_out_begin(&o, TQ_MSG_HEARTBEAT);
+    CHECK_EQ_INT(tq_out_send(&o, dealer, NULL, 0), 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK(tq_in_oversized(rin));
+    CHECK(tq_bytes_eq(tq_in_routing_id(rin), rid));
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK(!tq_in_oversized(rin));
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_HEARTBEAT);
+    CHECK_EQ_INT(tq_in_nparts(rin), 0);
+    CHECK_EQ_INT(tq_decode_empty(body, tq_in_nparts(rin), &err), 0);
+
+    /* exactly TQ_MAX_FRAMES frames is not oversized (on a DEALER too) */
+    zmq_send(router, rid.data, rid.len, ZMQ_SNDMORE);
+    zmq_send(router, head, sizeof head, ZMQ_SNDMORE);
+    for (int i = 1; i < TQ_MAX_FRAMES; i++)
+        zmq_send(router, "p", 1, i + 1 < TQ_MAX_FRAMES ? ZMQ_SNDMORE : 0);
+    CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
+    CHECK(!tq_in_oversized(din));
+    CHECK_EQ_INT(tq_in_nparts(din), TQ_MAX_FRAMES - 1);
+
+    /* an unknown routing id fails on the first frame and queues nothing */
+    tq_bytes_t nobody = B("nobody");
+    tq_out_begin(&o, TQ_MSG_HEARTBEAT);
+    CHECK_EQ_INT(tq_out_send(&o, router, &nobody, ZMQ_DONTWAIT), -1);
+    CHECK_EQ_INT(errno, EHOSTUNREACH);
+    tq_out_error(&o, TQ_ERR_NOT_REGISTERED, 3, "not registered");
+    CHECK_EQ_INT(tq_out_send(&o, router, &rid, 0), 0);
+    CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
+    CHECK_EQ_INT(tq_in_head(din, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_ERROR);
+    void *j = NULL;
+    CHECK_EQ_INT(tq_decode_json(body, tq_in_nparts(din), TQ_MAX_JSON, &j, &err), 0);
+    cJSON_Delete(j);
+
+    /* a non-taskq message */
+    zmq_send(dealer, "", 0, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+
+    free(big);
+    tq_in_destroy(&rin);
+    tq_in_destroy(&din);
+    CHECK(rin == NULL);
+    tq_in_destroy(&rin); /* NULL is fine */
+    tq_out_free(&o);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+int main(void)
+{
+    RUN(test_wire);
+    RUN(test_names);
+    RUN(test_head);
+    RUN(test_control_roundtrip);
+    RUN(test_json_rejects);
+    RUN(test_submit_roundtrip);
+    RUN(test_ids_roundtrip);
+    RUN(test_data_roundtrip);
+    RUN(test_submit_rejects);
+    RUN(test_other_rejects);
+    RUN(test_sockets);
+    TEST_MAIN_END();
+}
