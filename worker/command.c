@@ -1,0 +1,473 @@
+/* command.c - split COMMAND into words; run it per task with posix_spawnp,
+ * pipes driven by poll(), and process-group kills. */
+#include "command.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tq_proto.h"
+
+/* After the program exits, how long to keep reading pipes that a
+ * leftover grandchild still holds open before killing the group. */
+#define CMD_EXIT_GRACE_MS 100
+/* Poll wake-up to notice the program exiting while its pipes stay open. */
+#define CMD_EXIT_CHECK_MS 200
+/* Bytes moved per read/write call. */
+#define CMD_CHUNK 65536
+
+struct tq_command {
+    char *text;
+    char **argv;
+    size_t argc;
+};
+
+/* ---- word splitting ---------------------------------------------------- */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} wbuf_t;
+
+static int wbuf_put(wbuf_t *w, char c)
+{
+    if (w->len + 1 >= w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        char *p = realloc(w->buf, cap);
+        if (!p)
+            return -1;
+        w->buf = p;
+        w->cap = cap;
+    }
+    w->buf[w->len++] = c;
+    w->buf[w->len] = '\0';
+    return 0;
+}
+
+void tq_command_free_words(char **argv)
+{
+    if (!argv)
+        return;
+    for (size_t i = 0; argv[i]; i++)
+        free(argv[i]);
+    free(argv);
+}
+
+int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, char *err,
+                     size_t errlen)
+{
+    char **argv = calloc(TQ_COMMAND_MAX_WORDS + 1, sizeof *argv);
+    size_t argc = 0;
+    wbuf_t w = {0};
+    int in_word = 0;
+    const char *why = NULL;
+
+    if (!argv) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (strlen(text) > TQ_COMMAND_MAX_TEXT) {
+        why = "command is too long";
+        goto fail;
+    }
+    for (const char *p = text;; p++) {
+        char c = *p;
+        if (c == '\0' || c == ' ' || c == '\t' || c == '\n') {
+            if (in_word) {
+                if (argc == TQ_COMMAND_MAX_WORDS) {
+                    why = "too many words";
+                    goto fail;
+                }
+                if (!w.buf && wbuf_put(&w, 'x') == 0)
+                    w.len = 0, w.buf[0] = '\0'; /* an empty word such as '' */
+                if (!w.buf)
+                    goto oom;
+                argv[argc++] = w.buf;
+                w = (wbuf_t){0};
+                in_word = 0;
+            }
+            if (c == '\0')
+                break;
+            continue;
+        }
+        in_word = 1;
+        if (c == '\'') {
+            for (p++; *p != '\''; p++) {
+                if (*p == '\0') {
+                    why = "unterminated single quote";
+                    goto fail;
+                }
+                if (wbuf_put(&w, *p) < 0)
+                    goto oom;
+            }
+        } else if (c == '"') {
+            for (p++; *p != '"'; p++) {
+                if (*p == '\0') {
+                    why = "unterminated double quote";
+                    goto fail;
+                }
+                if (*p == '\\' && (p[1] == '"' || p[1] == '\\' || p[1] == '$' || p[1] == '`' ||
+                                   p[1] == '\n')) {
+                    p++;
+                    if (*p == '\n')
+                        continue; /* line continuation */
+                }
+                if (wbuf_put(&w, *p) < 0)
+                    goto oom;
+            }
+        } else if (c == '\\') {
+            p++;
+            if (*p == '\0') {
+                why = "trailing backslash";
+                goto fail;
+            }
+            if (*p == '\n') {
+                /* line continuation: not part of the word */
+                if (!w.buf)
+                    in_word = 0;
+                continue;
+            }
+            if (wbuf_put(&w, *p) < 0)
+                goto oom;
+        } else {
+            if (wbuf_put(&w, c) < 0)
+                goto oom;
+        }
+    }
+    if (argc == 0) {
+        why = "empty command";
+        goto fail;
+    }
+    *argv_out = argv;
+    *argc_out = argc;
+    return 0;
+oom:
+    why = "out of memory";
+fail:
+    snprintf(err, errlen, "%s", why);
+    free(w.buf);
+    tq_command_free_words(argv);
+    return -1;
+}
+
+tq_command_t *tq_command_new(const char *text, char *err, size_t errlen)
+{
+    tq_command_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->text = strdup(text);
+    if (!self->text || tq_command_split(text, &self->argv, &self->argc, err, errlen) < 0) {
+        if (!self->text)
+            snprintf(err, errlen, "out of memory");
+        free(self->text);
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void tq_command_destroy(tq_command_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    tq_command_t *self = *self_p;
+    tq_command_free_words(self->argv);
+    free(self->text);
+    free(self);
+    *self_p = NULL;
+}
+
+char *const *tq_command_argv(const tq_command_t *self)
+{
+    return self->argv;
+}
+
+const char *tq_command_text(const tq_command_t *self)
+{
+    return self->text;
+}
+
+/* ---- running ----------------------------------------------------------- */
+
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGHUP: return "SIGHUP";
+    case SIGINT: return "SIGINT";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGILL: return "SIGILL";
+    case SIGTRAP: return "SIGTRAP";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGKILL: return "SIGKILL";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGALRM: return "SIGALRM";
+    case SIGTERM: return "SIGTERM";
+    case SIGXCPU: return "SIGXCPU";
+    case SIGXFSZ: return "SIGXFSZ";
+    case SIGSYS: return "SIGSYS";
+    default: return "unknown signal";
+    }
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* The stderr tail, trimmed of trailing whitespace, as "prefix: tail" or
+ * just "prefix". */
+static void fail_with_tail(tq_run_result_t *out, const char *prefix, const char *tail, size_t n)
+{
+    while (n && (tail[n - 1] == '\n' || tail[n - 1] == '\r' || tail[n - 1] == ' ' ||
+                 tail[n - 1] == '\t'))
+        n--;
+    if (n)
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "%s: %.*s", prefix, (int)n, tail);
+    else
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "%s", prefix);
+}
+
+enum { END_EXITED, END_TIMEOUT, END_CANCELLED, END_TOO_BIG, END_NOMEM };
+
+void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_result_t *out)
+{
+    int in[2] = {-1, -1}, po[2] = {-1, -1}, pe[2] = {-1, -1};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t all, none;
+    pid_t pid;
+
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0) {
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "cannot run '%s': pipe: %s", self->argv[0],
+                          strerror(errno));
+        close_fd(&in[0]), close_fd(&in[1]), close_fd(&po[0]), close_fd(&po[1]);
+        return;
+    }
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    /* Belt and braces: our fds are O_CLOEXEC, libraries' may not be. */
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
+    posix_spawnattr_init(&attr);
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETSIGMASK);
+    int rc = posix_spawnp(&pid, self->argv[0], &fa, &attr, self->argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    close_fd(&in[0]);
+    close_fd(&po[1]);
+    close_fd(&pe[1]);
+    if (rc != 0) {
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "cannot run '%s': %s", self->argv[0],
+                          strerror(rc));
+        close_fd(&in[1]), close_fd(&po[0]), close_fd(&pe[0]);
+        return;
+    }
+    set_nonblock(in[1]);
+    set_nonblock(po[0]);
+    set_nonblock(pe[0]);
+
+    uint8_t *res = NULL;
+    size_t res_len = 0, res_cap = 0, in_off = 0;
+    char tail[TQ_COMMAND_STDERR_TAIL];
+    size_t tail_len = 0;
+    uint8_t *chunk = malloc(CMD_CHUNK);
+    int end = END_EXITED, exited = 0;
+    int64_t exit_at = 0, tick = 1;
+
+    if (!chunk)
+        end = END_NOMEM;
+    if (ctx->len == 0)
+        close_fd(&in[1]);
+    while (chunk) {
+        int64_t now = tq_run_now_ms();
+        if (!exited) {
+            siginfo_t si;
+            memset(&si, 0, sizeof si);
+            /* WNOWAIT: the zombie keeps the pid, so killpg below cannot
+             * hit a recycled process group. */
+            if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid == pid) {
+                exited = 1;
+                exit_at = now;
+            }
+        }
+        if (exited && po[0] < 0 && pe[0] < 0)
+            break;
+        if (exited && now - exit_at >= CMD_EXIT_GRACE_MS)
+            break;
+        if (ctx->deadline_ms > 0 && now >= ctx->deadline_ms) {
+            end = END_TIMEOUT;
+            break;
+        }
+        struct pollfd pfd[4];
+        int n = 0, i_cancel = -1, i_in = -1, i_out = -1, i_err = -1;
+        if (ctx->cancel_fd >= 0)
+            i_cancel = n, pfd[n++] = (struct pollfd){.fd = ctx->cancel_fd, .events = POLLIN};
+        if (in[1] >= 0)
+            i_in = n, pfd[n++] = (struct pollfd){.fd = in[1], .events = POLLOUT};
+        if (po[0] >= 0)
+            i_out = n, pfd[n++] = (struct pollfd){.fd = po[0], .events = POLLIN};
+        if (pe[0] >= 0)
+            i_err = n, pfd[n++] = (struct pollfd){.fd = pe[0], .events = POLLIN};
+        int64_t wait;
+        if (exited)
+            wait = CMD_EXIT_GRACE_MS - (now - exit_at);
+        else if (po[0] < 0 && pe[0] < 0) {
+            wait = tick; /* pipes closed: only the exit is left to see */
+            tick = tick < 50 ? tick * 2 : 50;
+        } else
+            wait = CMD_EXIT_CHECK_MS;
+        if (ctx->deadline_ms > 0 && ctx->deadline_ms - now < wait)
+            wait = ctx->deadline_ms - now;
+        if (wait < 0)
+            wait = 0;
+        int pr = poll(pfd, (nfds_t)n, (int)wait);
+        if (pr < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (i_cancel >= 0 && pfd[i_cancel].revents) {
+            end = END_CANCELLED;
+            break;
+        }
+        if (i_in >= 0 && pfd[i_in].revents) {
+            ssize_t w = write(in[1], ctx->payload + in_off, ctx->len - in_off);
+            if (w > 0)
+                in_off += (size_t)w;
+            /* EPIPE: the program does not read its input; that is its call. */
+            if (in_off == ctx->len || (w < 0 && errno != EAGAIN && errno != EINTR))
+                close_fd(&in[1]);
+        }
+        if (i_out >= 0 && pfd[i_out].revents) {
+            for (;;) {
+                ssize_t r = read(po[0], chunk, CMD_CHUNK);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                    close_fd(&po[0]);
+                    break;
+                }
+                if (r < 0)
+                    break;
+                if ((size_t)r > ctx->max_result - res_len || res_len + (size_t)r > ctx->max_result) {
+                    end = END_TOO_BIG;
+                    break;
+                }
+                if (res_len + (size_t)r > res_cap) {
+                    size_t cap = res_cap ? res_cap : CMD_CHUNK;
+                    while (cap < res_len + (size_t)r)
+                        cap *= 2;
+                    if (cap > ctx->max_result)
+                        cap = ctx->max_result;
+                    uint8_t *p = realloc(res, cap);
+                    if (!p) {
+                        end = END_NOMEM;
+                        break;
+                    }
+                    res = p;
+                    res_cap = cap;
+                }
+                memcpy(res + res_len, chunk, (size_t)r);
+                res_len += (size_t)r;
+            }
+            if (end == END_TOO_BIG || end == END_NOMEM)
+                break;
+        }
+        if (i_err >= 0 && pfd[i_err].revents) {
+            for (;;) {
+                ssize_t r = read(pe[0], chunk, CMD_CHUNK);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                    close_fd(&pe[0]);
+                    break;
+                }
+                if (r < 0)
+                    break;
+                size_t k = (size_t)r, keep = k < sizeof tail ? k : sizeof tail;
+                if (tail_len + keep > sizeof tail) {
+                    size_t drop = tail_len + keep - sizeof tail;
+                    memmove(tail, tail + drop, tail_len - drop);
+                    tail_len -= drop;
+                }
+                memcpy(tail + tail_len, chunk + k - keep, keep);
+                tail_len += keep;
+            }
+        }
+    }
+    free(chunk);
+    close_fd(&in[1]);
+    close_fd(&po[0]);
+    close_fd(&pe[0]);
+    /* The group leader is not reaped yet, so its id still names this
+     * group: kill whatever is left in it (grandchildren included). */
+    kill(-pid, SIGKILL);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+
+    switch (end) {
+    case END_TIMEOUT:
+        tq_run_result_timeout(out, ctx);
+        break;
+    case END_CANCELLED:
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "cancelled");
+        break;
+    case END_TOO_BIG:
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "result exceeds max payload (%zu bytes)",
+                          ctx->max_result);
+        break;
+    case END_NOMEM:
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "worker out of memory for the result");
+        break;
+    default:
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+            tq_run_result_free(out);
+            out->status = TQ_RUN_OK;
+            out->data = res;
+            out->len = res_len;
+            res = NULL;
+        } else if (WIFEXITED(st)) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "exit status %d", WEXITSTATUS(st));
+            fail_with_tail(out, prefix, tail, tail_len);
+        } else if (WIFSIGNALED(st)) {
+            char prefix[80];
+            snprintf(prefix, sizeof prefix, "killed by signal %d (%s)", WTERMSIG(st),
+                     signal_name(WTERMSIG(st)));
+            fail_with_tail(out, prefix, tail, tail_len);
+        } else {
+            tq_run_result_fmt(out, TQ_RUN_FAILED, "ended with wait status %d", st);
+        }
+    }
+    free(res);
+}

@@ -1,0 +1,52 @@
+/* command.h - `--fn NAME=COMMAND`: an external program run once per task.
+ *
+ * COMMAND is split into words as a POSIX shell would split it (single
+ * quotes, double quotes with backslash escapes, backslash outside quotes)
+ * but no shell runs and nothing is expanded. Each task runs the program
+ * (found on PATH) in its own process group with the payload on stdin;
+ * stdout is the result, the last TQ_COMMAND_STDERR_TAIL bytes of stderr
+ * go into the error text. Children start with default signal
+ * dispositions, an empty signal mask and only fds 0, 1 and 2. When the
+ * program exits, anything left in its process group is killed. */
+#ifndef TQ_WORKER_COMMAND_H
+#define TQ_WORKER_COMMAND_H
+
+#include <stddef.h>
+
+#include "run.h"
+
+/* Bytes of stderr kept for the error message. */
+#define TQ_COMMAND_STDERR_TAIL 4096
+/* Words in one COMMAND, and bytes in its text. */
+#define TQ_COMMAND_MAX_WORDS 256
+#define TQ_COMMAND_MAX_TEXT 8192
+
+typedef struct tq_command tq_command_t;
+
+/* Split text into words. Returns 0 with *argv_out (NULL-terminated,
+ * caller frees with tq_command_free_words) and *argc_out, or -1 with a
+ * message in err ("unterminated single quote", "empty command", ...). */
+int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, char *err,
+                     size_t errlen);
+void tq_command_free_words(char **argv);
+
+/* Parse COMMAND. Caller owns the result (tq_command_destroy). NULL with
+ * err filled when the text does not split. */
+tq_command_t *tq_command_new(const char *text, char *err, size_t errlen);
+void tq_command_destroy(tq_command_t **self_p);
+/* The words (NULL-terminated) and the original text. */
+char *const *tq_command_argv(const tq_command_t *self);
+const char *tq_command_text(const tq_command_t *self);
+
+/* Run the command once for a task; thread-safe. Fills *out:
+ *   exit 0                TQ_RUN_OK, stdout
+ *   non-zero exit         TQ_RUN_FAILED "exit status 3: <stderr tail>"
+ *   killed by a signal    TQ_RUN_FAILED "killed by signal 9 (SIGKILL): <stderr tail>"
+ *   cannot start          TQ_RUN_FAILED "cannot run 'cmd': <strerror>"
+ *   stdout > max_result   TQ_RUN_FAILED "result exceeds max payload (N bytes)"
+ *   deadline passed       TQ_RUN_TIMEOUT "timed out after S s"
+ * In the last two cases and when ctx->cancel_fd becomes readable, the
+ * whole process group gets SIGKILL. Returns when the child is reaped. */
+void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_result_t *out);
+
+#endif

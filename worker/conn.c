@@ -1,0 +1,696 @@
+/* conn.c - the connection thread: DEALER to the master, heartbeats,
+ * reconnection, credit, batching of results, drain. */
+#include "conn.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "tq_curve.h"
+#include "tq_exit.h"
+#include "tq_idmap.h"
+#include "tq_log.h"
+#include "tq_proto.h"
+#include "tq_util.h"
+
+/* Until WELCOME says otherwise. */
+#define CONN_DEFAULT_HB_MS 1000
+#define CONN_DEFAULT_HB_TIMEOUT_MS 5000
+/* Bounds accepted from WELCOME (a silly value must not spin or stall us). */
+#define CONN_HB_MIN_MS 10
+#define CONN_HB_MAX_MS 600000
+/* Reconnect backoff. */
+#define CONN_BACKOFF_MIN_MS 100
+#define CONN_BACKOFF_MAX_MS 5000
+/* "cannot reach master" warning period. */
+#define CONN_WARN_MS 5000
+/* Longest poll sleep, so timers stay responsive. */
+#define CONN_POLL_MAX_MS 100
+/* Messages read from one socket per loop iteration (fairness). */
+#define CONN_RECV_BURST 64
+/* After a drain kill, how long to wait for slots to give tasks back. */
+#define CONN_KILL_WAIT_MS 5000
+/* Linger on the final close so RESULT/RELEASE/BYE flush. */
+#define CONN_FINAL_LINGER_MS 1000
+/* Task pointers handed back by slot threads. */
+#define CONN_RESULT_ENDPOINT "inproc://taskq-worker-results"
+
+typedef struct {
+    uint64_t id;
+    uint32_t attempt;
+} lease_t;
+
+typedef struct {
+    const tq_conn_opts_t *o;
+    void *zctx;
+    void *sock;           /* DEALER, NULL while waiting to reconnect */
+    tq_hswatch_t *watch;
+    unsigned watch_seq;
+    void *pull;
+    tq_pool_t *pool;
+    tq_in_t *in;
+    tq_out_t out;
+    tq_dispatch_item_t *items; /* TQ_MAX_BATCH */
+    tq_lease_ref_t *refs;      /* TQ_MAX_BATCH */
+
+    int welcomed;
+    int hello_pending;      /* HELLO sent, WELCOME not yet seen */
+    int ever_ok;            /* a handshake or WELCOME ever succeeded */
+    int64_t hb_ms, hb_timeout_ms;
+    size_t max_payload;
+    int64_t last_recv, last_hb, conn_started, next_connect, backoff, last_warn;
+
+    tq_idmap_t *tasks;      /* id -> running task of the current attempt */
+    size_t inflight;        /* tasks handed to the pool, not yet back */
+    size_t debt;            /* slots announced in HELLO that are still busy */
+    size_t credit;          /* slots freed, to announce in the next RESULT */
+    tq_task_t *done_head, *done_tail; /* finished, result not yet sent */
+    lease_t *rel;           /* leases to hand back with RELEASE */
+    size_t nrel, relcap;
+
+    int nsignals;
+    int draining, drain_killed;
+    int64_t drain_deadline, kill_deadline;
+} conn_t;
+
+/* ---- sending ------------------------------------------------------------ */
+
+static void push_done(conn_t *c, tq_task_t *t);
+
+static void send_simple(conn_t *c, int type)
+{
+    if (!c->sock)
+        return;
+    tq_out_begin(&c->out, type);
+    if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0)
+        tq_debug("cannot send %s: %s", tq_msg_type_name(type), zmq_strerror(errno));
+}
+
+static void send_hello(conn_t *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "role", "worker");
+    cJSON_AddStringToObject(j, "name", c->o->name);
+    cJSON_AddNumberToObject(j, "slots", (double)c->o->slots);
+    cJSON *fns = cJSON_AddArrayToObject(j, "functions");
+    for (size_t i = 0; i < c->o->nfns; i++)
+        cJSON_AddItemToArray(fns, cJSON_CreateString(c->o->fns[i].name));
+    tq_out_json(&c->out, TQ_MSG_HELLO, j);
+    cJSON_Delete(j);
+    if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0)
+        tq_warn("cannot send HELLO: %s", zmq_strerror(errno));
+    /* The master now counts all our slots as free; the ones still busy
+     * must not be announced again when they finish. */
+    c->welcomed = 0;
+    c->hello_pending = 1;
+    c->debt = c->inflight;
+    c->credit = 0;
+}
+
+/* Send finished results, as few RESULT messages as fit. Tasks are freed
+ * once their message is sent; on a send failure the rest wait. */
+static void flush_results(conn_t *c)
+{
+    tq_task_t *batch[TQ_MAX_BATCH];
+    if (!c->sock || !c->welcomed)
+        return;
+    /* A slot freed with no outcome to report (a KILLed attempt) gives
+     * its credit back in a RESULT with no records. */
+    if (!c->done_head && c->credit > 0 && !c->draining) {
+        size_t credit = c->credit > TQ_MAX_SLOTS ? TQ_MAX_SLOTS : c->credit;
+        tq_out_begin_result(&c->out, (uint16_t)credit);
+        if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) == 0)
+            c->credit -= credit;
+        return;
+    }
+    while (c->done_head) {
+        size_t credit = c->draining ? 0 : c->credit;
+        if (credit > TQ_MAX_SLOTS)
+            credit = TQ_MAX_SLOTS;
+        tq_out_begin_result(&c->out, (uint16_t)credit);
+        size_t n = 0;
+        for (tq_task_t *t = c->done_head; t && !tq_out_full(&c->out); t = t->next) {
+            tq_result_item_t r = {
+                .id = t->id,
+                .attempt = t->attempt,
+                .status = (uint8_t)t->result.status,
+                .data = {t->result.data, t->result.len},
+            };
+            tq_out_result_item(&c->out, &r);
+            batch[n++] = t;
+        }
+        if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0) {
+            tq_debug("cannot send RESULT now: %s", zmq_strerror(errno));
+            return;
+        }
+        tq_debug("sent RESULT: %zu outcomes, credit %zu", n, credit);
+        if (!c->draining)
+            c->credit -= credit;
+        for (size_t i = 0; i < n; i++) {
+            c->done_head = batch[i]->next;
+            tq_task_free(batch[i]);
+        }
+        if (!c->done_head)
+            c->done_tail = NULL;
+    }
+}
+
+static void flush_releases(conn_t *c)
+{
+    if (!c->sock || !c->welcomed)
+        return;
+    size_t i = 0;
+    while (i < c->nrel) {
+        tq_out_begin(&c->out, TQ_MSG_RELEASE);
+        size_t start = i;
+        for (; i < c->nrel && !tq_out_full(&c->out); i++)
+            tq_out_lease(&c->out, c->rel[i].id, c->rel[i].attempt);
+        if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0) {
+            i = start;
+            break;
+        }
+        tq_debug("sent RELEASE of %zu tasks", i - start);
+    }
+    if (i == 0)
+        return;
+    memmove(c->rel, c->rel + i, (c->nrel - i) * sizeof *c->rel);
+    c->nrel -= i;
+}
+
+static void add_release(conn_t *c, uint64_t id, uint32_t attempt)
+{
+    /* Bounded by the tasks we hold plus one DISPATCH: older entries are
+     * stale anyway once the master has requeued them. */
+    size_t cap = 2 * c->o->slots + TQ_MAX_BATCH;
+    if (c->nrel == cap) {
+        tq_warn("dropping RELEASE of task %llu: backlog full", (unsigned long long)id);
+        return;
+    }
+    if (c->nrel == c->relcap) {
+        c->relcap = c->relcap ? c->relcap * 2 : 64;
+        c->rel = tq_realloc(c->rel, c->relcap * sizeof *c->rel);
+    }
+    c->rel[c->nrel++] = (lease_t){id, attempt};
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+static void close_sock(conn_t *c, int linger)
+{
+    tq_hswatch_destroy(&c->watch);
+    if (c->sock) {
+        zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(c->sock);
+        c->sock = NULL;
+    }
+    c->welcomed = 0;
+    c->hello_pending = 0;
+}
+
+/* Open a fresh DEALER and say HELLO. Returns 0 or -1 (fatal set-up). */
+static int open_sock(conn_t *c)
+{
+    int64_t now = tq_mono_ms();
+    void *s = zmq_socket(c->zctx, ZMQ_DEALER);
+    if (!s)
+        return -1;
+    int zero = 0, ivl = CONN_BACKOFF_MIN_MS, ivl_max = CONN_BACKOFF_MAX_MS;
+    int64_t maxmsg = (int64_t)TQ_PAYLOAD_HARD_MAX + TQ_MAX_JSON;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (tq_curve_client(s, c->o->keys) < 0) {
+        tq_error("cannot set up CURVE: %s", zmq_strerror(errno));
+        zmq_close(s);
+        return -1;
+    }
+    char wname[32];
+    snprintf(wname, sizeof wname, "worker-%u", c->watch_seq++);
+    c->watch = tq_hswatch_new(c->zctx, s, wname);
+    if (!c->watch) {
+        tq_error("cannot watch the handshake: %s", zmq_strerror(errno));
+        zmq_close(s);
+        return -1;
+    }
+    if (zmq_connect(s, c->o->endpoint) < 0) {
+        tq_error("cannot connect to %s: %s", c->o->endpoint, zmq_strerror(errno));
+        tq_hswatch_destroy(&c->watch);
+        zmq_close(s);
+        return -1;
+    }
+    c->sock = s;
+    c->conn_started = now;
+    c->last_recv = now;
+    c->last_warn = now;
+    c->hb_ms = CONN_DEFAULT_HB_MS;
+    c->hb_timeout_ms = CONN_DEFAULT_HB_TIMEOUT_MS;
+    send_hello(c);
+    return 0;
+}
+
+/* ---- tasks ---------------------------------------------------------------- */
+
+static const tq_fn_t *find_fn(conn_t *c, tq_bytes_t name)
+{
+    for (size_t i = 0; i < c->o->nfns; i++)
+        if (tq_bytes_eq_str(name, c->o->fns[i].name))
+            return &c->o->fns[i];
+    return NULL;
+}
+
+static void push_done(conn_t *c, tq_task_t *t)
+{
+    t->next = NULL;
+    if (c->done_tail)
+        c->done_tail->next = t;
+    else
+        c->done_head = t;
+    c->done_tail = t;
+}
+
+/* A slot is free again. */
+static void slot_freed(conn_t *c)
+{
+    if (c->debt)
+        c->debt--;
+    else
+        c->credit++;
+}
+
+static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
+{
+    if (c->draining) {
+        add_release(c, d->id, d->attempt);
+        return;
+    }
+    tq_task_t *old = tq_idmap_get(c->tasks, d->id);
+    if (old) {
+        if (old->attempt == d->attempt)
+            return; /* a duplicate of what already runs */
+        /* The master moved on to a newer attempt: the old one is moot. */
+        tq_pool_cancel(c->pool, old, TQ_CANCEL_KILLED);
+        tq_idmap_remove(c->tasks, d->id);
+    }
+    if (c->inflight >= 2 * c->o->slots) {
+        tq_warn("master sent task %llu beyond our slots; handing it back",
+                (unsigned long long)d->id);
+        add_release(c, d->id, d->attempt);
+        return;
+    }
+    tq_task_t *t = calloc(1, sizeof *t);
+    uint8_t *payload = malloc(d->payload.len ? d->payload.len : 1);
+    if (!t || !payload) {
+        free(t);
+        free(payload);
+        tq_warn("out of memory for task %llu (%zu bytes); handing it back",
+                (unsigned long long)d->id, d->payload.len);
+        add_release(c, d->id, d->attempt);
+        return;
+    }
+    if (d->payload.len)
+        memcpy(payload, d->payload.data, d->payload.len);
+    t->id = d->id;
+    t->attempt = d->attempt;
+    t->timeout_ms = d->timeout_ms;
+    t->payload = payload;
+    t->len = d->payload.len;
+    t->max_result = c->max_payload;
+    t->accepted_ms = tq_mono_ms();
+    atomic_init(&t->cancel, TQ_CANCEL_NONE);
+    t->slot = -1;
+    t->fn = find_fn(c, d->fn);
+    if (!t->fn) {
+        /* Not ours to run; the slot it was given is free at once. */
+        tq_run_result_fmt(&t->result, TQ_RUN_FAILED, "function '%.*s' is not served by worker %s",
+                          (int)d->fn.len, (const char *)d->fn.data, c->o->name);
+        slot_freed(c);
+        push_done(c, t);
+        return;
+    }
+    tq_debug("task %llu attempt %u: %s, %zu bytes", (unsigned long long)t->id, t->attempt,
+             t->fn->name, t->len);
+    tq_idmap_put(c->tasks, t->id, t);
+    c->inflight++;
+    tq_pool_submit(c->pool, t);
+}
+
+/* A slot gave a task back. */
+static void on_task_back(conn_t *c, tq_task_t *t)
+{
+    TQ_ASSERT(c->inflight > 0);
+    c->inflight--;
+    if (tq_idmap_get(c->tasks, t->id) == t)
+        tq_idmap_remove(c->tasks, t->id);
+    slot_freed(c);
+    switch (atomic_load(&t->cancel)) {
+    case TQ_CANCEL_KILLED:
+        tq_debug("task %llu attempt %u killed", (unsigned long long)t->id, t->attempt);
+        tq_task_free(t);
+        break;
+    case TQ_CANCEL_RELEASED:
+        tq_info("task %llu handed back", (unsigned long long)t->id);
+        add_release(c, t->id, t->attempt);
+        tq_task_free(t);
+        break;
+    default:
+        tq_debug("task %llu attempt %u finished: status %d, %zu bytes, %lld ms",
+                 (unsigned long long)t->id, t->attempt, t->result.status, t->result.len,
+                 (long long)(tq_mono_ms() - t->accepted_ms));
+        push_done(c, t);
+    }
+}
+
+static void cancel_each(uint64_t id, void *value, void *arg)
+{
+    conn_t *c = arg;
+    (void)id;
+    tq_pool_cancel(c->pool, value, TQ_CANCEL_RELEASED);
+}
+
+/* ---- drain ---------------------------------------------------------------- */
+
+static void start_drain(conn_t *c)
+{
+    c->draining = 1;
+    c->drain_deadline = tq_mono_ms() + c->o->drain_timeout_ms;
+    tq_info("draining: %zu tasks running, waiting up to %lld ms", c->inflight,
+            (long long)c->o->drain_timeout_ms);
+    if (c->welcomed)
+        send_simple(c, TQ_MSG_DRAIN);
+}
+
+static void drain_kill(conn_t *c)
+{
+    if (c->drain_killed)
+        return;
+    c->drain_killed = 1;
+    c->kill_deadline = tq_mono_ms() + CONN_KILL_WAIT_MS;
+    if (c->inflight)
+        tq_warn("drain: stopping %zu running tasks and handing them back", c->inflight);
+    tq_idmap_each(c->tasks, cancel_each, c);
+}
+
+/* ---- receiving ------------------------------------------------------------ */
+
+static void on_welcome(conn_t *c, tq_bytes_t body, size_t nparts)
+{
+    tq_error_t err;
+    void *jv = NULL;
+    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &jv, &err) < 0) {
+        tq_warn("bad WELCOME from master: %s", err.msg);
+        return;
+    }
+    cJSON *j = jv;
+    const cJSON *hb = cJSON_GetObjectItemCaseSensitive(j, "heartbeat_ms");
+    const cJSON *hbt = cJSON_GetObjectItemCaseSensitive(j, "heartbeat_timeout_ms");
+    const cJSON *mp = cJSON_GetObjectItemCaseSensitive(j, "max_payload");
+    if (cJSON_IsNumber(hb) && hb->valuedouble >= CONN_HB_MIN_MS && hb->valuedouble <= CONN_HB_MAX_MS)
+        c->hb_ms = (int64_t)hb->valuedouble;
+    if (cJSON_IsNumber(hbt) && hbt->valuedouble >= CONN_HB_MIN_MS &&
+        hbt->valuedouble <= CONN_HB_MAX_MS)
+        c->hb_timeout_ms = (int64_t)hbt->valuedouble;
+    if (c->hb_timeout_ms < 2 * c->hb_ms)
+        c->hb_timeout_ms = 2 * c->hb_ms;
+    if (cJSON_IsNumber(mp) && mp->valuedouble >= 1 && mp->valuedouble <= TQ_PAYLOAD_HARD_MAX)
+        c->max_payload = (size_t)mp->valuedouble;
+    cJSON_Delete(j);
+    c->welcomed = 1;
+    c->hello_pending = 0;
+    c->ever_ok = 1;
+    c->backoff = CONN_BACKOFF_MIN_MS;
+    c->last_hb = tq_mono_ms();
+    tq_info("connected to master at %s as %s (%zu slots, heartbeat %lld/%lld ms, max payload %zu)",
+            c->o->endpoint, c->o->name, c->o->slots, (long long)c->hb_ms,
+            (long long)c->hb_timeout_ms, c->max_payload);
+    if (c->draining)
+        send_simple(c, TQ_MSG_DRAIN);
+}
+
+static void on_error_msg(conn_t *c, tq_bytes_t body, size_t nparts)
+{
+    tq_error_t err;
+    void *jv = NULL;
+    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &jv, &err) < 0) {
+        tq_warn("bad ERROR from master: %s", err.msg);
+        return;
+    }
+    cJSON *j = jv;
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "code");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
+    int cd = cJSON_IsNumber(code) ? (int)code->valuedouble : -1;
+    char text[TQ_MAX_ERROR_TEXT];
+    snprintf(text, sizeof text, "%s", cJSON_IsString(msg) ? msg->valuestring : "");
+    cJSON_Delete(j);
+    if (cd == TQ_ERR_NOT_REGISTERED) {
+        /* Several messages sent while the master was away each earn this
+         * error; one HELLO answers them all (a second would make the
+         * master forget the registration the first one made). */
+        if (c->hello_pending)
+            return;
+        tq_info("master does not know us (restarted?): saying HELLO again");
+        send_hello(c);
+        return;
+    }
+    tq_warn("master says: %s (%s)", text, tq_err_code_name(cd));
+}
+
+static void on_message(conn_t *c)
+{
+    tq_error_t err;
+    int type;
+    tq_bytes_t body;
+    const tq_bytes_t *parts = tq_in_parts(c->in);
+    size_t nparts = tq_in_nparts(c->in), n = 0;
+
+    c->last_recv = tq_mono_ms();
+    if (tq_in_head(c->in, &type, &body, &err) < 0) {
+        tq_warn("bad message from master: %s", err.msg);
+        return;
+    }
+    switch (type) {
+    case TQ_MSG_WELCOME:
+        on_welcome(c, body, nparts);
+        break;
+    case TQ_MSG_HEARTBEAT:
+        break;
+    case TQ_MSG_ERROR:
+        on_error_msg(c, body, nparts);
+        break;
+    case TQ_MSG_DISPATCH:
+        if (tq_decode_dispatch(body, parts, nparts, c->items, &n, &err) < 0) {
+            tq_warn("bad DISPATCH from master: %s", err.msg);
+            break;
+        }
+        for (size_t i = 0; i < n; i++)
+            on_dispatch_item(c, &c->items[i]);
+        break;
+    case TQ_MSG_KILL:
+        if (tq_decode_leases(body, nparts, c->refs, &n, &err) < 0) {
+            tq_warn("bad KILL from master: %s", err.msg);
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            tq_task_t *t = tq_idmap_get(c->tasks, c->refs[i].id);
+            if (t && t->attempt == c->refs[i].attempt) {
+                tq_info("killing task %llu attempt %u at the master's request",
+                        (unsigned long long)t->id, t->attempt);
+                tq_pool_cancel(c->pool, t, TQ_CANCEL_KILLED);
+                tq_idmap_remove(c->tasks, t->id);
+            }
+        }
+        break;
+    default:
+        tq_warn("unexpected %s from master; ignored", tq_msg_type_name(type));
+    }
+}
+
+/* ---- the loop ------------------------------------------------------------- */
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static int loop(conn_t *c)
+{
+    for (;;) {
+        int64_t now = tq_mono_ms();
+
+        /* Finished? */
+        if (c->draining && c->inflight == 0)
+            return TQ_EXIT_OK;
+        if (c->draining && !c->drain_killed && now >= c->drain_deadline)
+            drain_kill(c);
+        if (c->drain_killed && now >= c->kill_deadline) {
+            tq_error("drain: %zu tasks did not stop; exiting anyway", c->inflight);
+            return TQ_EXIT_OK;
+        }
+
+        /* Connection timers. */
+        if (!c->sock && now >= c->next_connect && open_sock(c) < 0)
+            return TQ_EXIT_INTERNAL;
+        if (c->sock) {
+            if (now - c->last_recv >= c->hb_timeout_ms) {
+                if (c->welcomed)
+                    tq_warn("master at %s silent for %lld ms; reconnecting", c->o->endpoint,
+                            (long long)(now - c->last_recv));
+                close_sock(c, 0);
+                c->next_connect = now + c->backoff;
+                c->backoff = min64(c->backoff * 2, CONN_BACKOFF_MAX_MS);
+                continue;
+            }
+            if (c->welcomed && now - c->last_hb >= c->hb_ms) {
+                send_simple(c, TQ_MSG_HEARTBEAT);
+                c->last_hb = now;
+            }
+        }
+        if (!c->welcomed && now - c->last_warn >= CONN_WARN_MS) {
+            tq_warn("cannot reach master at %s, retrying", c->o->endpoint);
+            c->last_warn = now;
+        }
+
+        zmq_pollitem_t items[4];
+        int n = 0, i_sock = -1, i_watch = -1, i_pull, i_sig;
+        i_pull = n, items[n++] = (zmq_pollitem_t){c->pull, 0, ZMQ_POLLIN, 0};
+        i_sig = n, items[n++] = (zmq_pollitem_t){NULL, c->o->signal_fd, ZMQ_POLLIN, 0};
+        if (c->sock) {
+            i_sock = n, items[n++] = (zmq_pollitem_t){c->sock, 0, ZMQ_POLLIN, 0};
+            i_watch = n, items[n++] = (zmq_pollitem_t){tq_hswatch_socket(c->watch), 0, ZMQ_POLLIN, 0};
+        }
+        int64_t wait = CONN_POLL_MAX_MS;
+        if (c->welcomed)
+            wait = min64(wait, c->last_hb + c->hb_ms - now);
+        if (!c->sock)
+            wait = min64(wait, c->next_connect - now);
+        if (wait < 0)
+            wait = 0;
+        if (zmq_poll(items, n, (long)wait) < 0) {
+            if (errno == EINTR)
+                continue;
+            tq_error("zmq_poll: %s", zmq_strerror(errno));
+            return TQ_EXIT_INTERNAL;
+        }
+
+        if (i_watch >= 0 && (items[i_watch].revents & ZMQ_POLLIN)) {
+            int hs = tq_hswatch_poll(c->watch);
+            if (hs > 0) {
+                c->ever_ok = 1;
+            } else if (hs < 0) {
+                if (!c->ever_ok) {
+                    fprintf(stderr,
+                            "taskq-worker: authentication failed connecting to %s (wrong authkey?)\n",
+                            c->o->endpoint);
+                    return TQ_EXIT_CONNECT;
+                }
+                tq_warn("authentication failed connecting to %s (wrong authkey?); retrying",
+                        c->o->endpoint);
+            }
+        }
+        if (i_sock >= 0 && (items[i_sock].revents & ZMQ_POLLIN)) {
+            for (int k = 0; k < CONN_RECV_BURST && c->sock; k++) {
+                if (tq_in_recv(c->in, c->sock, 0, ZMQ_DONTWAIT) < 0)
+                    break;
+                on_message(c);
+            }
+        }
+        if (items[i_pull].revents & ZMQ_POLLIN) {
+            for (;;) {
+                tq_task_t *t;
+                int r = zmq_recv(c->pull, &t, sizeof t, ZMQ_DONTWAIT);
+                if (r < 0)
+                    break;
+                TQ_ASSERT(r == (int)sizeof t);
+                on_task_back(c, t);
+            }
+        }
+        if (items[i_sig].revents & ZMQ_POLLIN) {
+            char buf[16];
+            ssize_t r = read(c->o->signal_fd, buf, sizeof buf);
+            for (ssize_t k = 0; k < r; k++) {
+                c->nsignals++;
+                if (c->nsignals == 1) {
+                    start_drain(c);
+                } else if (!c->drain_killed) {
+                    tq_info("second signal: not waiting for running tasks");
+                    drain_kill(c);
+                }
+            }
+            if (c->draining)
+                tq_pool_cancel_queued(c->pool, TQ_CANCEL_RELEASED);
+        }
+        /* Whatever finished in this iteration goes out in one RESULT. */
+        flush_results(c);
+        flush_releases(c);
+    }
+}
+
+int tq_conn_run(const tq_conn_opts_t *opts)
+{
+    conn_t c = {0};
+    int rc = TQ_EXIT_INTERNAL;
+    c.o = opts;
+    c.max_payload = TQ_PAYLOAD_DEFAULT_MAX;
+    c.backoff = CONN_BACKOFF_MIN_MS;
+    c.hb_ms = CONN_DEFAULT_HB_MS;
+    c.hb_timeout_ms = CONN_DEFAULT_HB_TIMEOUT_MS;
+    c.zctx = zmq_ctx_new();
+    if (!c.zctx)
+        return TQ_EXIT_INTERNAL;
+    c.in = tq_in_new();
+    tq_out_init(&c.out);
+    c.items = tq_calloc(TQ_MAX_BATCH, sizeof *c.items);
+    c.refs = tq_calloc(TQ_MAX_BATCH, sizeof *c.refs);
+    c.tasks = tq_idmap_new();
+    c.pull = zmq_socket(c.zctx, ZMQ_PULL);
+    if (!c.pull || zmq_bind(c.pull, CONN_RESULT_ENDPOINT) < 0) {
+        tq_error("cannot bind %s: %s", CONN_RESULT_ENDPOINT, zmq_strerror(errno));
+        goto done;
+    }
+    c.pool = tq_pool_new(c.zctx, CONN_RESULT_ENDPOINT, opts->slots);
+    if (!c.pool)
+        goto done;
+    tq_info("worker %s starting: %zu slots, connecting to %s", opts->name, opts->slots,
+            opts->endpoint);
+    rc = loop(&c);
+    if (rc == TQ_EXIT_OK) {
+        flush_results(&c);
+        flush_releases(&c);
+        if (c.done_head || c.nrel)
+            tq_warn("exiting with results or releases the master did not get (not connected)");
+        if (c.sock && c.welcomed)
+            send_simple(&c, TQ_MSG_BYE);
+        tq_info("drained; bye");
+    }
+done:
+    close_sock(&c, rc == TQ_EXIT_OK ? CONN_FINAL_LINGER_MS : 0);
+    /* Slots must be idle before the pool stops: drain kills them above;
+     * on a fatal exit nothing was dispatched (or we leave them). */
+    if (c.pool && c.inflight == 0)
+        tq_pool_destroy(&c.pool);
+    while (c.done_head) {
+        tq_task_t *t = c.done_head;
+        c.done_head = t->next;
+        tq_task_free(t);
+    }
+    if (c.pull) {
+        int zero = 0;
+        zmq_setsockopt(c.pull, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(c.pull);
+    }
+    tq_idmap_destroy(&c.tasks);
+    free(c.rel);
+    free(c.items);
+    free(c.refs);
+    tq_out_free(&c.out);
+    tq_in_destroy(&c.in);
+    /* zmq_ctx_term would wait for slot sockets of a stuck pool; only
+     * terminate when the pool is gone. */
+    if (!c.pool)
+        zmq_ctx_term(c.zctx);
+    return rc;
+}

@@ -1,0 +1,52 @@
+/* conn.h - the worker's connection to the master, and its main loop.
+ *
+ * The calling thread becomes the connection thread: it owns the DEALER
+ * (CURVE client), the handshake watch, the task table and the slot
+ * pool, and runs until the worker has drained or cannot go on.
+ *
+ *  - HELLO {"role":"worker","name","slots","functions"} on every new
+ *    socket; WELCOME sets heartbeat_ms, heartbeat_timeout_ms and
+ *    max_payload. ERROR not-registered: HELLO again.
+ *  - HEARTBEAT every heartbeat_ms once welcomed. Nothing from the master
+ *    for heartbeat_timeout_ms: close the socket (linger 0) and connect a
+ *    fresh one after a backoff (100 ms doubling to 5 s). Running tasks
+ *    keep running; their results go out on the new connection.
+ *  - DISPATCH runs tasks on the pool; finished tasks go back in one
+ *    RESULT per poll iteration, with credit = slots freed (0 while
+ *    draining). KILL stops an (id, attempt) and reports no real
+ *    outcome; its freed slot rides on the next RESULT's credit, or on a
+ *    "killed" outcome for that attempt (fenced off by the master as
+ *    late) when there is nothing else to send.
+ *  - Authentication failure before any handshake ever succeeded:
+ *    "taskq-worker: authentication failed connecting to ENDPOINT (wrong
+ *    authkey?)" on stderr and TQ_EXIT_CONNECT.
+ *  - A byte on signal_fd is a SIGTERM/SIGINT: the first starts a drain
+ *    (DRAIN, new dispatches handed back with RELEASE, wait up to
+ *    drain_timeout_ms, then kill and RELEASE what still runs, BYE); the
+ *    second skips the wait. */
+#ifndef TQ_WORKER_CONN_H
+#define TQ_WORKER_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool.h"
+#include "tq_authkey.h"
+
+typedef struct {
+    const char *endpoint;         /* tcp://host:port */
+    const tq_curve_keys_t *keys;  /* derived from the authkey */
+    const char *name;             /* shown in the master's status */
+    size_t slots;                 /* 1..TQ_MAX_SLOTS */
+    const tq_fn_t *fns;           /* functions served */
+    size_t nfns;
+    int64_t drain_timeout_ms;
+    int signal_fd;                /* readable: one byte per SIGTERM/SIGINT */
+} tq_conn_opts_t;
+
+/* Run the worker until it has drained (returns TQ_EXIT_OK) or cannot go
+ * on (TQ_EXIT_CONNECT after an authentication failure, TQ_EXIT_INTERNAL
+ * when ZeroMQ or the pool cannot be set up). */
+int tq_conn_run(const tq_conn_opts_t *opts);
+
+#endif

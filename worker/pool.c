@@ -1,0 +1,205 @@
+/* pool.c - N slot threads fed by a mutex+condvar queue. */
+#include "pool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "builtins.h"
+#include "tq_log.h"
+#include "tq_proto.h"
+#include "tq_util.h"
+
+typedef struct {
+    tq_pool_t *pool;
+    size_t index;
+    int wake_fd; /* eventfd: readable when the running task is cancelled */
+    pthread_t thread;
+    int started;
+} slot_t;
+
+struct tq_pool {
+    void *zctx;
+    char endpoint[256];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    tq_task_t *head, *tail;
+    int stopping;
+    size_t nslots;
+    slot_t *slots;
+};
+
+void tq_task_free(tq_task_t *task)
+{
+    if (!task)
+        return;
+    free(task->payload);
+    tq_run_result_free(&task->result);
+    free(task);
+}
+
+static void drain_fd(int fd)
+{
+    uint64_t v;
+    while (read(fd, &v, sizeof v) > 0)
+        ;
+}
+
+static void run_task(slot_t *slot, tq_task_t *task)
+{
+    tq_run_ctx_t ctx = {
+        .payload = task->payload,
+        .len = task->len,
+        .cancel_fd = slot->wake_fd,
+        .timeout_ms = task->timeout_ms,
+        .deadline_ms = task->timeout_ms ? tq_run_now_ms() + task->timeout_ms : 0,
+        .max_result = task->max_result,
+    };
+    task->ran = 1;
+    if (task->fn->cmd)
+        tq_command_run(task->fn->cmd, &ctx, &task->result);
+    else if (tq_builtin_run(task->fn->name, &ctx, &task->result) < 0)
+        tq_run_result_fmt(&task->result, TQ_RUN_FAILED, "function '%s' is not served here",
+                          task->fn->name);
+}
+
+static void *slot_main(void *arg)
+{
+    slot_t *slot = arg;
+    tq_pool_t *pool = slot->pool;
+    sigset_t all;
+
+    /* Signals are the connection thread's business. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+    void *push = zmq_socket(pool->zctx, ZMQ_PUSH);
+    TQ_ASSERT(push);
+    int linger = 0;
+    zmq_setsockopt(push, ZMQ_LINGER, &linger, sizeof linger);
+    TQ_ASSERT(zmq_connect(push, pool->endpoint) == 0);
+
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        while (!pool->head && !pool->stopping)
+            pthread_cond_wait(&pool->cv, &pool->mu);
+        if (pool->stopping)
+            break;
+        tq_task_t *task = pool->head;
+        pool->head = task->next;
+        if (!pool->head)
+            pool->tail = NULL;
+        task->next = NULL;
+        /* Clear stale wake-ups before the task becomes cancellable here. */
+        drain_fd(slot->wake_fd);
+        task->slot = (int)slot->index;
+        pthread_mutex_unlock(&pool->mu);
+
+        if (atomic_load(&task->cancel) == TQ_CANCEL_NONE)
+            run_task(slot, task);
+
+        pthread_mutex_lock(&pool->mu);
+        task->slot = -1;
+        pthread_mutex_unlock(&pool->mu);
+        /* After this send the task belongs to the connection thread again. */
+        while (zmq_send(push, &task, sizeof task, 0) < 0 && errno == EINTR)
+            ;
+        pthread_mutex_lock(&pool->mu);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    zmq_close(push);
+    return NULL;
+}
+
+tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots)
+{
+    tq_pool_t *self = tq_calloc(1, sizeof *self);
+    self->zctx = zctx;
+    if (tq_strlcpy(self->endpoint, result_endpoint, sizeof self->endpoint) < 0 || nslots == 0) {
+        free(self);
+        return NULL;
+    }
+    pthread_mutex_init(&self->mu, NULL);
+    pthread_cond_init(&self->cv, NULL);
+    self->nslots = nslots;
+    self->slots = tq_calloc(nslots, sizeof *self->slots);
+    for (size_t i = 0; i < nslots; i++)
+        self->slots[i].wake_fd = -1;
+    for (size_t i = 0; i < nslots; i++) {
+        slot_t *s = &self->slots[i];
+        s->pool = self;
+        s->index = i;
+        s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->wake_fd < 0 || pthread_create(&s->thread, NULL, slot_main, s) != 0) {
+            tq_error("cannot start slot %zu: %s", i, strerror(errno));
+            tq_pool_destroy(&self);
+            return NULL;
+        }
+        s->started = 1;
+    }
+    return self;
+}
+
+void tq_pool_submit(tq_pool_t *self, tq_task_t *task)
+{
+    task->next = NULL;
+    task->slot = -1;
+    pthread_mutex_lock(&self->mu);
+    if (self->tail)
+        self->tail->next = task;
+    else
+        self->head = task;
+    self->tail = task;
+    pthread_cond_signal(&self->cv);
+    pthread_mutex_unlock(&self->mu);
+}
+
+void tq_pool_cancel(tq_pool_t *self, tq_task_t *task, int reason)
+{
+    int expected = TQ_CANCEL_NONE;
+    atomic_compare_exchange_strong(&task->cancel, &expected, reason);
+    pthread_mutex_lock(&self->mu);
+    if (task->slot >= 0) {
+        uint64_t one = 1;
+        ssize_t w = write(self->slots[task->slot].wake_fd, &one, sizeof one);
+        (void)w;
+    }
+    pthread_mutex_unlock(&self->mu);
+}
+
+void tq_pool_cancel_queued(tq_pool_t *self, int reason)
+{
+    pthread_mutex_lock(&self->mu);
+    for (tq_task_t *t = self->head; t; t = t->next) {
+        int expected = TQ_CANCEL_NONE;
+        atomic_compare_exchange_strong(&t->cancel, &expected, reason);
+    }
+    pthread_mutex_unlock(&self->mu);
+}
+
+void tq_pool_destroy(tq_pool_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    tq_pool_t *self = *self_p;
+    pthread_mutex_lock(&self->mu);
+    self->stopping = 1;
+    pthread_cond_broadcast(&self->cv);
+    pthread_mutex_unlock(&self->mu);
+    for (size_t i = 0; i < self->nslots; i++) {
+        if (self->slots[i].started)
+            pthread_join(self->slots[i].thread, NULL);
+        if (self->slots[i].wake_fd >= 0)
+            close(self->slots[i].wake_fd);
+    }
+    pthread_mutex_destroy(&self->mu);
+    pthread_cond_destroy(&self->cv);
+    free(self->slots);
+    free(self);
+    *self_p = NULL;
+}

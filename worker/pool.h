@@ -1,0 +1,78 @@
+/* pool.h - the slot threads that run tasks.
+ *
+ * The connection thread owns every tq_task_t. It hands a task to the pool
+ * with tq_pool_submit; a slot thread runs it and sends the task pointer
+ * back over an inproc PUSH socket connected to the endpoint given to
+ * tq_pool_new (the connection thread binds the PULL end first and polls
+ * it with its DEALER). Between submit and that message a slot may write
+ * the task's `result`; the connection thread must not free the task and
+ * may only touch it through tq_pool_cancel. */
+#ifndef TQ_WORKER_POOL_H
+#define TQ_WORKER_POOL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "command.h"
+#include "run.h"
+#include "tq_limits.h"
+
+/* A function this worker serves: a built-in, or an external command. */
+typedef struct {
+    char name[TQ_MAX_NAME + 1];
+    tq_command_t *cmd; /* NULL: built-in of the same name */
+} tq_fn_t;
+
+/* Why a task was cancelled (tq_task_t.cancel). */
+enum {
+    TQ_CANCEL_NONE = 0,
+    TQ_CANCEL_KILLED = 1,   /* KILL from the master, or a newer attempt: report nothing */
+    TQ_CANCEL_RELEASED = 2, /* drain ran out of time: hand back with RELEASE */
+};
+
+typedef struct tq_task {
+    uint64_t id;
+    uint32_t attempt;
+    uint32_t timeout_ms;
+    const tq_fn_t *fn;
+    uint8_t *payload;
+    size_t len;
+    size_t max_result;
+    int64_t accepted_ms;   /* when it arrived (tq_run_now_ms) */
+    atomic_int cancel;     /* TQ_CANCEL_*, set by tq_pool_cancel */
+    int slot;              /* running on this slot, -1 if not (pool mutex) */
+    int ran;               /* 1 once a slot ran it (written by the slot) */
+    tq_run_result_t result; /* written by the slot */
+    struct tq_task *next;  /* pool queue link, then free for the owner */
+} tq_task_t;
+
+typedef struct tq_pool tq_pool_t;
+
+/* Start nslots threads whose PUSH sockets connect to result_endpoint
+ * (an inproc endpoint already bound by the caller in zctx). Caller owns
+ * the result. NULL on failure. */
+tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots);
+
+/* Queue a task; the next free slot runs it. Ownership stays with the
+ * caller (see above). */
+void tq_pool_submit(tq_pool_t *self, tq_task_t *task);
+
+/* Ask a queued or running task to stop: sets task->cancel to reason (if
+ * not already set) and wakes the handler. The task still comes back over
+ * the result socket (unrun if it had not started). */
+void tq_pool_cancel(tq_pool_t *self, tq_task_t *task, int reason);
+
+/* Cancel every task still waiting in the queue (not yet on a slot) with
+ * reason; they come back unrun. */
+void tq_pool_cancel_queued(tq_pool_t *self, int reason);
+
+/* Stop the slot threads (they finish their current task first, so
+ * cancel running tasks before) and free the pool. Tasks still queued are
+ * not returned. Accepts NULL; nulls *self_p. */
+void tq_pool_destroy(tq_pool_t **self_p);
+
+/* Free a task and its payload and result. Accepts NULL. */
+void tq_task_free(tq_task_t *task);
+
+#endif
