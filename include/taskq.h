@@ -1,0 +1,241 @@
+/* taskq.h - libtaskq, the C client library of the taskq task queue.
+ *
+ * A program connects to one master, queues tasks locally, and reads
+ * events back:
+ *
+ *     taskq_error_t err;
+ *     taskq_t *tq = taskq_connect("tcp://127.0.0.1:7070", "/etc/taskq/authkey",
+ *                                 10000, NULL, &err);
+ *     if (!tq) { fprintf(stderr, "%s\n", err.message); exit(err.code); }
+ *     taskq_task_opts_t o = TASKQ_TASK_OPTS_INIT;
+ *     o.fn = "square";
+ *     uint64_t seq;
+ *     taskq_submit(tq, &o, "7", 1, TASKQ_SUBSCRIBE, &seq, &err);
+ *     taskq_event_t ev;
+ *     while (taskq_next_event(tq, -1, &ev, &err) == 1)
+ *         if (ev.type == TASKQ_EVENT_RESULT) { ... break; }
+ *     taskq_close(&tq);
+ *
+ * Submission is pipelined: taskq_submit only copies the task into the
+ * current batch; a batch goes out as one SUBMIT message when it holds
+ * TASKQ_BATCH_MAX tasks or TASKQ_BATCH_BYTES of payload, or when the
+ * program flushes or waits for events. There is never one round trip per
+ * task. The master answers each batch with the task ids, which arrive as
+ * TASKQ_EVENT_SUBMITTED events mapping the local sequence number that
+ * taskq_submit returned to the task id.
+ *
+ * Threads: a taskq_t is single-threaded. Use one handle per thread;
+ * handles share nothing. All work (heartbeats, resends) happens inside
+ * library calls: a program that does not call into the library for
+ * longer than the master's heartbeat timeout (5 s by default) is
+ * forgotten by the master, and the library quietly says HELLO again and
+ * re-sends what was not acknowledged on its next call.
+ *
+ * Errors: functions return 0 (or a pointer, or an event count) on
+ * success and -1 (or NULL) on failure, with *err filled when err is not
+ * NULL. err->code is one of the TASKQ_ERR_* categories below, which
+ * have the same numbers as the exit statuses of the taskq command. */
+#ifndef TASKQ_H
+#define TASKQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TASKQ_API __attribute__((visibility("default")))
+#else
+#define TASKQ_API
+#endif
+
+#define TASKQ_VERSION_STRING "0.1.0"
+
+/* ---- error categories (same numbers as the taskq exit statuses) ------- */
+#define TASKQ_OK 0
+#define TASKQ_ERR_TASK_FAILED 1 /* a task failed or is dead */
+#define TASKQ_ERR_USAGE 2       /* bad argument from the caller */
+#define TASKQ_ERR_CONNECT 3     /* cannot connect, authentication failed,
+                                   or the master went silent */
+#define TASKQ_ERR_TIMEOUT 4     /* a blocking call's timeout passed */
+#define TASKQ_ERR_CANCELLED 5   /* a task was cancelled */
+#define TASKQ_ERR_NOT_FOUND 6   /* a task id is unknown to the master */
+#define TASKQ_ERR_REFUSED 7     /* the master refused the request (payload
+                                   too large, bad name, full, ...) */
+#define TASKQ_ERR_ENV 8         /* key file unreadable, bad mode, ... */
+#define TASKQ_ERR_INTERNAL 70   /* a bug, or the master broke the protocol */
+
+#define TASKQ_ERROR_MAX 512
+
+/* What went wrong: a category and a one-line message (no trailing
+ * newline, never containing key material). */
+typedef struct {
+    int code;
+    char message[TASKQ_ERROR_MAX];
+} taskq_error_t;
+
+/* ---- limits mirrored from the wire protocol -------------------------- */
+#define TASKQ_BATCH_MAX 1024                  /* tasks per SUBMIT message */
+#define TASKQ_BATCH_BYTES (4u * 1024u * 1024u) /* payload bytes per SUBMIT */
+#define TASKQ_NAME_MAX 64                     /* fn and queue names */
+#define TASKQ_KEY_MAX 128                     /* idempotency key bytes */
+
+typedef struct taskq taskq_t;
+
+/* Connect to the master at endpoint ("tcp://HOST:PORT"; NULL means
+ * "tcp://127.0.0.1:7070") using the authkey in the file authkey_path
+ * (required; the file must not be readable by group or others).
+ * connect_timeout_ms <= 0 means 10000. name is how the master shows this
+ * client in status (printable ASCII, at most 128 bytes); NULL means
+ * "HOST:PID".
+ *
+ * Blocks until the master's WELCOME arrives: at most connect_timeout_ms,
+ * then fails with TASKQ_ERR_CONNECT "cannot connect to ENDPOINT". A
+ * handshake rejected because the keys differ fails sooner (within about
+ * 5 s) with TASKQ_ERR_CONNECT "authentication failed connecting to
+ * ENDPOINT (wrong authkey?)". A bad key file is TASKQ_ERR_ENV; a bad
+ * endpoint or name TASKQ_ERR_USAGE.
+ *
+ * Caller owns the result: release it with taskq_close. */
+TASKQ_API taskq_t *taskq_connect(const char *endpoint, const char *authkey_path,
+                                 int connect_timeout_ms, const char *name, taskq_error_t *err);
+
+/* Say BYE and release everything. Tasks queued locally but not yet sent
+ * are dropped (call taskq_flush first to send them); tasks the master
+ * has acknowledged are not affected. Waits at most 1 s for queued
+ * messages to leave. Accepts NULL and *self_p == NULL; sets *self_p to
+ * NULL. */
+TASKQ_API void taskq_close(taskq_t **self_p);
+
+/* The endpoint this handle talks to (owned by the handle). */
+TASKQ_API const char *taskq_endpoint(const taskq_t *self);
+
+/* Largest payload the master accepts, from its WELCOME. */
+TASKQ_API size_t taskq_max_payload(const taskq_t *self);
+
+/* ---- submitting ------------------------------------------------------- */
+
+/* Per-task options. Strings are copied by taskq_submit. */
+typedef struct {
+    const char *fn;      /* function name, [A-Za-z0-9_.:-]{1,64}; required */
+    const char *queue;   /* queue name; NULL or "" means "default" */
+    int32_t priority;    /* higher runs first; default 0 */
+    uint32_t timeout_ms; /* run timeout on the worker; 0 = none */
+    uint16_t retries;    /* re-runs after a lost worker or timeout */
+    const void *key;     /* idempotency key, or NULL */
+    size_t key_len;      /* bytes of key, at most TASKQ_KEY_MAX */
+} taskq_task_opts_t;
+
+#define TASKQ_TASK_OPTS_INIT {NULL, NULL, 0, 0, 3, NULL, 0}
+
+/* taskq_submit flags */
+#define TASKQ_SUBSCRIBE 0x1 /* push this task's result as an event when it
+                               finishes (as if taskq_wait had been called) */
+
+/* Queue one task locally. The payload (len bytes, may contain any bytes,
+ * len 0 allowed) and the options are copied; the caller keeps
+ * ownership of its buffers. *seq_out (if not NULL) receives the task's
+ * local sequence number: 1, 2, 3, ... in call order for this handle; the
+ * TASKQ_EVENT_SUBMITTED event for that number carries the task id.
+ *
+ * Sends the current batch first when this task would not fit in it
+ * (TASKQ_BATCH_MAX tasks, TASKQ_BATCH_BYTES of payload, different
+ * flags); that send may block while ZeroMQ's queue to the master is full.
+ * Returns 0, or -1 with TASKQ_ERR_USAGE (bad fn, queue or key),
+ * TASKQ_ERR_REFUSED (payload larger than the master's max_payload) or
+ * TASKQ_ERR_CONNECT (send failed). */
+TASKQ_API int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *payload,
+                           size_t len, int flags, uint64_t *seq_out, taskq_error_t *err);
+
+/* Send the partly filled batch now. taskq_next_event does this itself
+ * before it blocks. Returns 0 or -1 (TASKQ_ERR_CONNECT). */
+TASKQ_API int taskq_flush(taskq_t *self, taskq_error_t *err);
+
+/* Ask for the results of n task ids (n may exceed TASKQ_BATCH_MAX: the
+ * ids go in several WAIT messages). Does not block for the results: each
+ * comes back once as a TASKQ_EVENT_RESULT (done, failed, cancelled,
+ * unknown or dead). Returns 0 or -1 (TASKQ_ERR_USAGE for id 0,
+ * TASKQ_ERR_CONNECT). */
+TASKQ_API int taskq_wait(taskq_t *self, const uint64_t *ids, size_t n, taskq_error_t *err);
+
+/* ---- events ------------------------------------------------------------ */
+
+typedef enum {
+    TASKQ_EVENT_SUBMITTED = 1, /* seq -> id: the master stored the task */
+    TASKQ_EVENT_RESULT = 2,    /* id, status, attempts, data */
+    TASKQ_EVENT_ERROR = 3,     /* the master refused a batch: seq .. seq+count-1
+                                  (count 0: not tied to tasks); code, message */
+} taskq_event_type_t;
+
+/* Task status in a TASKQ_EVENT_RESULT. */
+typedef enum {
+    TASKQ_DONE = 1,      /* data = the result */
+    TASKQ_FAILED = 2,    /* data = the error text */
+    TASKQ_CANCELLED = 3, /* data empty */
+    TASKQ_UNKNOWN = 4,   /* no such task (never existed, or expired) */
+    TASKQ_DEAD = 5,      /* gave up after the retries; data = last error */
+} taskq_status_t;
+
+typedef struct {
+    int type;          /* taskq_event_type_t */
+    uint64_t seq;      /* SUBMITTED, ERROR: local sequence number (first) */
+    size_t count;      /* ERROR: how many tasks from seq were refused */
+    uint64_t id;       /* SUBMITTED, RESULT: the task id */
+    int status;        /* RESULT: taskq_status_t */
+    uint32_t attempts; /* RESULT: dispatches the task took */
+    const void *data;  /* RESULT: result or error bytes (not NUL-terminated) */
+    size_t len;
+    int code;          /* ERROR: TASKQ_ERR_* category */
+    const char *message; /* ERROR: NUL-terminated text */
+} taskq_event_t;
+
+/* Wait up to timeout_ms (-1: forever, 0: just look) for the next event.
+ * Sends the pending batch first, keeps the heartbeat going while it
+ * waits, and transparently registers again and re-sends unacknowledged
+ * work when the master says it does not know this client (a master
+ * restart). Events come in arrival order, except that a task's
+ * SUBMITTED event always comes before its RESULT.
+ *
+ * Returns 1 with *ev filled; its data and message stay valid until the
+ * next call of taskq_next_event, taskq_cancel, taskq_status or
+ * taskq_close on this handle. Returns 0 when the timeout passed. Returns
+ * -1 with TASKQ_ERR_CONNECT "lost connection to master at ENDPOINT" when
+ * the master was silent for its heartbeat timeout; the handle is then
+ * only good for taskq_close. */
+TASKQ_API int taskq_next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev,
+                               taskq_error_t *err);
+
+/* ---- cancel and status ------------------------------------------------- */
+
+/* Outcome of one id in taskq_cancel. */
+typedef enum {
+    TASKQ_CANCEL_OK = 0,       /* it was queued or running: now cancelled */
+    TASKQ_CANCEL_FINISHED = 1, /* already done or failed */
+    TASKQ_CANCEL_UNKNOWN = 2,  /* no such task */
+} taskq_cancel_outcome_t;
+
+/* Cancel n tasks. outcomes[i] (caller's array of n ints) receives the
+ * taskq_cancel_outcome_t of ids[i]. Blocks until every answer arrived,
+ * at most timeout_ms (-1: forever). Events that arrive meanwhile are
+ * kept for taskq_next_event. Returns 0, or -1 with TASKQ_ERR_USAGE (id
+ * 0), TASKQ_ERR_TIMEOUT, TASKQ_ERR_REFUSED or TASKQ_ERR_CONNECT. */
+TASKQ_API int taskq_cancel(taskq_t *self, const uint64_t *ids, size_t n, int *outcomes,
+                           int timeout_ms, taskq_error_t *err);
+
+/* The master's status document (JSON text, see docs/cli.md). Blocks at
+ * most timeout_ms (-1: forever). On success *json_out is a NUL-terminated
+ * heap string that the caller owns and frees with free(). Returns 0 or
+ * -1 (TASKQ_ERR_TIMEOUT, TASKQ_ERR_REFUSED, TASKQ_ERR_CONNECT). */
+TASKQ_API int taskq_status(taskq_t *self, int timeout_ms, char **json_out, taskq_error_t *err);
+
+/* Static text for a status ("done", "failed", "cancelled", "unknown",
+ * "dead") or "?". */
+TASKQ_API const char *taskq_status_name(int status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

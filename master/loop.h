@@ -1,0 +1,38 @@
+/* loop.h - the master's event loop: one thread owns the ROUTER socket
+ * and every task, queue and peer. */
+#ifndef TQ_MASTER_LOOP_H
+#define TQ_MASTER_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tq_authkey.h"
+
+typedef struct {
+    const char *endpoint;         /* ROUTER bind address */
+    int64_t heartbeat_ms;         /* HEARTBEAT period */
+    int64_t heartbeat_timeout_ms; /* silence after which a peer is dead */
+    size_t max_payload;           /* one payload, result or error */
+    int64_t result_ttl_ms;        /* keep results this long after delivery */
+    int64_t unfetched_ttl_ms;     /* ... and this long if never delivered */
+    size_t max_tasks;             /* tasks stored in any state */
+    uint32_t max_attempts;        /* lost leases before a task is dead */
+} tq_loop_cfg_t;
+
+typedef struct tq_loop tq_loop_t;
+
+/* Create the ROUTER (CURVE server with keys), start the auth actor, and
+ * bind. Returns the loop, or NULL with a message in err (for a bind
+ * failure: "cannot bind ENDPOINT: REASON"). Caller owns the result. */
+tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
+                       char *err, size_t errlen);
+
+/* Run until stop_fd (e.g. a signalfd; -1 for none) becomes readable.
+ * Returns 0 on a requested stop, -1 on a fatal socket error (logged). */
+int tq_loop_run(tq_loop_t *self, int stop_fd);
+
+/* Log the shutdown summary, close the socket, stop the auth actor, free
+ * everything. Accepts NULL; nulls *self_p. */
+void tq_loop_destroy(tq_loop_t **self_p);
+
+#endif

@@ -1,0 +1,229 @@
+/* main.c - taskq-master: settings table, start-up, signals.
+ *
+ *   taskq-master --bind ENDPOINT --data-dir DIR --authkey-file FILE [options]
+ *
+ * Exit statuses (common/tq_exit.h): 0 after SIGTERM/SIGINT, TQ_EXIT_USAGE
+ * for a bad flag, TQ_EXIT_ENV when the key, the data dir or the bind
+ * address cannot be used, TQ_EXIT_INTERNAL when the loop fails. */
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "loop.h"
+#include "tq_authkey.h"
+#include "tq_config.h"
+#include "tq_exit.h"
+#include "tq_limits.h"
+#include "tq_log.h"
+#include "tq_util.h"
+
+typedef struct {
+    char *bind;
+    char *data_dir;
+    char *authkey_file;
+    int64_t heartbeat_interval_ms;
+    int64_t heartbeat_timeout_ms;
+    int64_t max_payload;
+    int64_t result_ttl_ms;
+    int64_t unfetched_ttl_ms;
+    int64_t max_tasks;
+    int64_t max_attempts;
+    char *log_level;
+} settings_t;
+
+#define S(f) offsetof(settings_t, f)
+#define YEAR_MS (366LL * 24 * 3600 * 1000)
+
+static const tq_cfg_entry_t table[] = {
+    {"bind", TQ_CFG_STRING, "tcp://127.0.0.1:7070", 0, 0, NULL, "TASKQ_BIND", S(bind), "ENDPOINT",
+     "ZeroMQ endpoint to listen on"},
+    {"data-dir", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(data_dir), "DIR",
+     "state directory (required; created with mode 0700)"},
+    {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE", S(authkey_file), "FILE",
+     "shared secret (default: DIR/authkey, generated on first start)"},
+    {"heartbeat-interval", TQ_CFG_MS, "1", 50, 60000, NULL, NULL, S(heartbeat_interval_ms), "SECONDS",
+     "send HEARTBEAT to every peer this often"},
+    {"heartbeat-timeout", TQ_CFG_MS, "5", 100, 3600000, NULL, NULL, S(heartbeat_timeout_ms),
+     "SECONDS", "a peer silent this long is dead (must be > --heartbeat-interval)"},
+    {"max-payload", TQ_CFG_SIZE, "64M", 1, (int64_t)TQ_PAYLOAD_HARD_MAX, NULL, NULL,
+     S(max_payload), "SIZE", "largest payload, result or error"},
+    {"result-ttl", TQ_CFG_MS, "3600", 0, 10 * YEAR_MS, NULL, NULL, S(result_ttl_ms), "SECONDS",
+     "keep a result this long after it was delivered to a client"},
+    {"unfetched-ttl", TQ_CFG_MS, "604800", 0, 10 * YEAR_MS, NULL, NULL, S(unfetched_ttl_ms),
+     "SECONDS", "keep a result nobody fetched this long"},
+    {"max-tasks", TQ_CFG_INT, "10000000", 1, 1000000000, NULL, NULL, S(max_tasks), "N",
+     "tasks stored in any state; SUBMIT beyond it is refused (full)"},
+    {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
+     "dispatches without a result before a task is dead"},
+    {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
+     "log verbosity"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: taskq-master --bind ENDPOINT --data-dir DIR --authkey-file FILE "
+                 "[options]\n\noptions:\n");
+    tq_cfg_usage(table, out);
+}
+
+/* Create dir (mode 0700) if missing; check it is a writable directory. */
+static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(dir, &st) < 0) {
+        if (errno != ENOENT) {
+            snprintf(err, errlen, "--data-dir %s: %s", dir, strerror(errno));
+            return -1;
+        }
+        if (mkdir(dir, 0700) < 0) {
+            snprintf(err, errlen, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
+            return -1;
+        }
+        tq_info("created data dir %s (mode 0700)", dir);
+        return 0;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "--data-dir %s: exists and is not a directory", dir);
+        return -1;
+    }
+    if (access(dir, R_OK | W_OK | X_OK) < 0) {
+        snprintf(err, errlen, "--data-dir %s: not writable: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The key file to use; generates DIR/authkey when no file was named and
+ * it does not exist yet. path[len] receives the path. */
+static int resolve_authkey(const settings_t *s, char *path, size_t len, char *err,
+                           size_t errlen) {
+    if (s->authkey_file && *s->authkey_file) {
+        tq_strlcpy(path, s->authkey_file, len);
+        return 0;
+    }
+    int n = snprintf(path, len, "%s/authkey", s->data_dir);
+    if (n < 0 || (size_t)n >= len) {
+        snprintf(err, errlen, "--data-dir: path too long");
+        return -1;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return 0;
+    if (tq_authkey_generate(path, err, errlen) < 0)
+        return -1;
+    tq_info("generated a new authkey at %s; copy it to workers and clients", path);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    tq_log_init("master");
+    settings_t s;
+    memset(&s, 0, sizeof s);
+    char err[512];
+    int argi = 1, help = 0;
+    if (tq_cfg_parse(table, &s, argc, argv, &argi, &help, err, sizeof err) < 0) {
+        fprintf(stderr, "taskq-master: %s\n(try taskq-master --help)\n", err);
+        tq_cfg_free(table, &s);
+        return TQ_EXIT_USAGE;
+    }
+    if (help) {
+        usage(stdout);
+        tq_cfg_free(table, &s);
+        return TQ_EXIT_OK;
+    }
+    int rc = TQ_EXIT_USAGE;
+    if (argi < argc) {
+        fprintf(stderr, "taskq-master: unexpected argument '%s'\n", argv[argi]);
+        goto out;
+    }
+    if (!s.data_dir || !*s.data_dir) {
+        fprintf(stderr, "taskq-master: --data-dir is required\n");
+        goto out;
+    }
+    if (s.heartbeat_timeout_ms <= s.heartbeat_interval_ms) {
+        fprintf(stderr,
+                "taskq-master: --heartbeat-timeout (%.3g s) must be greater than "
+                "--heartbeat-interval (%.3g s)\n",
+                (double)s.heartbeat_timeout_ms / 1000.0, (double)s.heartbeat_interval_ms / 1000.0);
+        goto out;
+    }
+    if (!s.bind || !*s.bind) {
+        fprintf(stderr, "taskq-master: --bind must not be empty\n");
+        goto out;
+    }
+    tq_log_set_level(tq_log_level_parse(s.log_level));
+
+    rc = TQ_EXIT_ENV;
+    if (prepare_data_dir(s.data_dir, err, sizeof err) < 0) {
+        tq_error("%s", err);
+        goto out;
+    }
+    char keypath[4096];
+    if (resolve_authkey(&s, keypath, sizeof keypath, err, sizeof err) < 0) {
+        tq_error("%s", err);
+        goto out;
+    }
+    tq_curve_keys_t keys;
+    if (tq_authkey_load(keypath, &keys, err, sizeof err) < 0) {
+        tq_error("%s", err);
+        goto out;
+    }
+
+    /* Signals arrive on a signalfd polled by the loop: block them before
+     * any thread (ZeroMQ's, the auth actor) exists, so all inherit it. */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) {
+        tq_error("signalfd: %s", strerror(errno));
+        tq_curve_keys_wipe(&keys);
+        rc = TQ_EXIT_INTERNAL;
+        goto out;
+    }
+
+    void *ctx = zmq_ctx_new();
+    tq_loop_cfg_t lcfg = {
+        .endpoint = s.bind,
+        .heartbeat_ms = s.heartbeat_interval_ms,
+        .heartbeat_timeout_ms = s.heartbeat_timeout_ms,
+        .max_payload = (size_t)s.max_payload,
+        .result_ttl_ms = s.result_ttl_ms,
+        .unfetched_ttl_ms = s.unfetched_ttl_ms,
+        .max_tasks = (size_t)s.max_tasks,
+        .max_attempts = (uint32_t)s.max_attempts,
+    };
+    tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, &keys, err, sizeof err) : NULL;
+    tq_curve_keys_wipe(&keys);
+    if (!loop) {
+        tq_error("%s", ctx ? err : "cannot create the ZeroMQ context");
+        rc = TQ_EXIT_ENV;
+    } else {
+        tq_info("listening on %s, data dir %s", s.bind, s.data_dir);
+        if (tq_loop_run(loop, sfd) == 0) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+                tq_info("%s received, shutting down", strsignal((int)si.ssi_signo));
+            rc = TQ_EXIT_OK;
+        } else {
+            rc = TQ_EXIT_INTERNAL;
+        }
+        tq_loop_destroy(&loop);
+    }
+    if (ctx)
+        zmq_ctx_term(ctx);
+    close(sfd);
+out:
+    tq_cfg_free(table, &s);
+    return rc;
+}

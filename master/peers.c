@@ -1,0 +1,192 @@
+/* peers.c - workers and clients by routing id. See peers.h. */
+#include "peers.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq_util.h"
+
+#define PEERS_BUCKETS 1024 /* hash chains; peers are few (hundreds) */
+
+struct tq_peers {
+    tq_peer_t **all;
+    size_t n, cap;
+    tq_peer_t *buckets[PEERS_BUCKETS];
+    size_t rr, qrr;
+};
+
+static uint64_t rid_hash(tq_bytes_t b) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < b.len; i++) {
+        h ^= b.data[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+tq_peers_t *tq_peers_new(void) { return tq_calloc(1, sizeof(tq_peers_t)); }
+
+static void peer_free(tq_peer_t *p) {
+    free(p->fns);
+    free(p->leased);
+    free(p->pending);
+    tq_idmap_destroy(&p->waits);
+    free(p);
+}
+
+void tq_peers_destroy(tq_peers_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    tq_peers_t *self = *self_p;
+    for (size_t i = 0; i < self->n; i++)
+        peer_free(self->all[i]);
+    free(self->all);
+    free(self);
+    *self_p = NULL;
+}
+
+tq_peer_t *tq_peers_find(const tq_peers_t *self, tq_bytes_t rid) {
+    uint64_t h = rid_hash(rid);
+    for (tq_peer_t *p = self->buckets[h % PEERS_BUCKETS]; p; p = p->hnext)
+        if (p->hash == h && p->rid_len == rid.len && memcmp(p->rid, rid.data, rid.len) == 0)
+            return p;
+    return NULL;
+}
+
+tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_t now_ms) {
+    TQ_ASSERT(rid.len >= 1 && rid.len <= TQ_MAX_ROUTING_ID);
+    TQ_ASSERT(!tq_peers_find(self, rid));
+    tq_peer_t *p = tq_calloc(1, sizeof *p);
+    memcpy(p->rid, rid.data, rid.len);
+    p->rid_len = rid.len;
+    p->role = role;
+    p->joined_ms = p->last_seen_ms = now_ms;
+    p->hash = rid_hash(rid);
+    p->hnext = self->buckets[p->hash % PEERS_BUCKETS];
+    self->buckets[p->hash % PEERS_BUCKETS] = p;
+    if (self->n == self->cap) {
+        self->cap = self->cap ? self->cap * 2 : 16;
+        self->all = tq_realloc(self->all, self->cap * sizeof *self->all);
+    }
+    p->idx = self->n;
+    self->all[self->n++] = p;
+    if (role == TQ_ROLE_CLIENT)
+        p->waits = tq_idmap_new();
+    return p;
+}
+
+void tq_peers_remove(tq_peers_t *self, tq_peer_t **peer_p) {
+    tq_peer_t *p = *peer_p;
+    TQ_ASSERT(p->nleased == 0);
+    TQ_ASSERT(!p->waits || tq_idmap_size(p->waits) == 0);
+    tq_peer_t **pp = &self->buckets[p->hash % PEERS_BUCKETS];
+    while (*pp != p)
+        pp = &(*pp)->hnext;
+    *pp = p->hnext;
+    TQ_ASSERT(self->all[p->idx] == p);
+    self->all[p->idx] = self->all[--self->n];
+    self->all[p->idx]->idx = p->idx;
+    peer_free(p);
+    *peer_p = NULL;
+}
+
+size_t tq_peers_count(const tq_peers_t *self) { return self->n; }
+tq_peer_t *tq_peers_at(const tq_peers_t *self, size_t i) {
+    return i < self->n ? self->all[i] : NULL;
+}
+
+size_t tq_peers_count_role(const tq_peers_t *self, tq_role_t role) {
+    size_t n = 0;
+    for (size_t i = 0; i < self->n; i++)
+        n += self->all[i]->role == role;
+    return n;
+}
+
+size_t *tq_peers_rr(tq_peers_t *self) { return &self->rr; }
+size_t *tq_peers_qrr(tq_peers_t *self) { return &self->qrr; }
+
+int tq_peer_serves(const tq_peer_t *w, const char *fn) {
+    for (size_t i = 0; i < w->nfns; i++)
+        if (w->fns[i] == fn)
+            return 1;
+    return 0;
+}
+
+void tq_peer_set_fns(tq_peer_t *w, const char *const *fns, size_t n) {
+    free(w->fns);
+    w->fns = tq_calloc(n ? n : 1, sizeof *w->fns);
+    memcpy(w->fns, fns, n * sizeof *fns);
+    w->nfns = n;
+}
+
+void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t) {
+    if (w->nleased == w->capleased) {
+        w->capleased = w->capleased ? w->capleased * 2 : 8;
+        w->leased = tq_realloc(w->leased, w->capleased * sizeof *w->leased);
+    }
+    t->lease_idx = w->nleased;
+    w->leased[w->nleased++] = t;
+}
+
+void tq_peer_lease_remove(tq_peer_t *w, tq_task_t *t) {
+    size_t i = t->lease_idx;
+    TQ_ASSERT(i < w->nleased && w->leased[i] == t);
+    w->leased[i] = w->leased[--w->nleased];
+    w->leased[i]->lease_idx = i;
+    t->lease_idx = (size_t)-1;
+}
+
+int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t) {
+    if (tq_idmap_get(c->waits, t->id))
+        return -1;
+    tq_idmap_put(c->waits, t->id, t);
+    tq_task_waiter_add(t, c);
+    return 0;
+}
+
+void tq_peer_pending_add(tq_peer_t *c, uint64_t id) {
+    if (c->npending == c->cappending) {
+        c->cappending = c->cappending ? c->cappending * 2 : 16;
+        c->pending = tq_realloc(c->pending, c->cappending * sizeof *c->pending);
+    }
+    c->pending[c->npending++] = id;
+}
+
+void tq_peer_notify_waiters(tq_task_t *t) {
+    for (size_t i = 0; i < t->nwaiters; i++) {
+        tq_peer_t *c = t->waiters[i];
+        tq_idmap_remove(c->waits, t->id);
+        tq_peer_pending_add(c, t->id);
+    }
+    t->nwaiters = 0;
+}
+
+typedef struct {
+    tq_peer_t *client;
+} drop_arg_t;
+
+static void drop_one(uint64_t id, void *value, void *arg) {
+    (void)id;
+    tq_task_waiter_remove(value, ((drop_arg_t *)arg)->client);
+}
+
+void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store) {
+    (void)store;
+    if (!c->waits)
+        return;
+    drop_arg_t a = {c};
+    tq_idmap_each(c->waits, drop_one, &a);
+    tq_idmap_destroy(&c->waits);
+    c->waits = tq_idmap_new();
+    c->npending = 0;
+}
+
+int tq_peer_name_valid(const char *s) {
+    size_t n = strlen(s);
+    if (n < 1 || n > TQ_MAX_PEER_NAME)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}

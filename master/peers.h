@@ -1,0 +1,102 @@
+/* peers.h - the workers and clients the master knows, keyed by their
+ * ZeroMQ routing id. Owned by the loop thread. A peer exists from its
+ * first valid HELLO until BYE, heartbeat timeout or a failed send.
+ *
+ * No sockets here: the loop sends, this module keeps the books (credit,
+ * leases, waits, pending RESULTS), so the scheduler can be tested alone. */
+#ifndef TQ_MASTER_PEERS_H
+#define TQ_MASTER_PEERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+#include "tq_idmap.h"
+#include "tq_proto.h"
+
+typedef enum { TQ_ROLE_WORKER = 1, TQ_ROLE_CLIENT = 2 } tq_role_t;
+
+typedef struct tq_peer {
+    uint8_t rid[TQ_MAX_ROUTING_ID];
+    size_t rid_len;
+    tq_role_t role;
+    char name[TQ_MAX_PEER_NAME + 1];
+    char address[64];
+    int64_t joined_ms;    /* monotonic */
+    int64_t last_seen_ms; /* monotonic: last message from it */
+    size_t idx;           /* index in the peers array */
+    struct tq_peer *hnext; /* hash chain */
+    uint64_t hash;
+
+    /* worker */
+    uint32_t slots;
+    uint32_t credit;       /* tasks it can take now; never above slots */
+    const char **fns;      /* interned function names */
+    size_t nfns;
+    int draining;
+    int gone;              /* a send failed for good: removed after this
+                              loop iteration; the scheduler skips it */
+    int stalled;           /* a send would block: skip until next iteration */
+    tq_task_t **leased;    /* tasks leased to it; task->lease_idx */
+    size_t nleased, capleased;
+    uint64_t done;         /* tasks it finished (any outcome) */
+
+    /* client */
+    tq_idmap_t *waits;     /* task id -> task it waits for */
+    uint64_t *pending;     /* ids whose outcome goes out in the next RESULTS */
+    size_t npending, cappending;
+
+    /* log rate limit (malformed input): lines in the current second */
+    int64_t log_window_ms;
+    unsigned log_lines, log_suppressed;
+} tq_peer_t;
+
+typedef struct tq_peers tq_peers_t;
+
+/* Caller owns the result (tq_peers_destroy). */
+tq_peers_t *tq_peers_new(void);
+/* Frees every peer (not the tasks). Accepts NULL; nulls *self_p. */
+void tq_peers_destroy(tq_peers_t **self_p);
+
+/* The peer with routing id rid, or NULL. */
+tq_peer_t *tq_peers_find(const tq_peers_t *self, tq_bytes_t rid);
+/* A new peer of this role (rid must not be known; rid.len 1..255). */
+tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_t now_ms);
+/* Forget a peer. Its leases and waits must have been handled first
+ * (asserted). Nulls *peer_p. */
+void tq_peers_remove(tq_peers_t *self, tq_peer_t **peer_p);
+
+size_t tq_peers_count(const tq_peers_t *self);
+/* The i-th peer (order changes when a peer is removed). */
+tq_peer_t *tq_peers_at(const tq_peers_t *self, size_t i);
+size_t tq_peers_count_role(const tq_peers_t *self, tq_role_t role);
+
+/* Round-robin cursor over workers, kept across scheduler runs. */
+size_t *tq_peers_rr(tq_peers_t *self);
+/* Round-robin cursor over queues, kept across scheduler runs. */
+size_t *tq_peers_qrr(tq_peers_t *self);
+
+/* 1 if worker w declared the interned function name fn. */
+int tq_peer_serves(const tq_peer_t *w, const char *fn);
+/* Set a worker's interned functions (copied array). */
+void tq_peer_set_fns(tq_peer_t *w, const char *const *fns, size_t n);
+
+/* Leases of a worker. */
+void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t);
+void tq_peer_lease_remove(tq_peer_t *w, tq_task_t *t);
+
+/* Client waits: add returns 0 or -1 if already waiting. The task's
+ * waiter list and the client's wait map are kept in step. */
+int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t);
+/* A task finished: drop it from every waiter's wait map and queue its id
+ * for each waiter's next RESULTS. Clears t's waiter list. */
+void tq_peer_notify_waiters(tq_task_t *t);
+/* Queue an id for the client's next RESULTS. */
+void tq_peer_pending_add(tq_peer_t *c, uint64_t id);
+/* Drop every wait of client c (dead or re-registering). */
+void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store);
+
+/* Printable ASCII, 1..TQ_MAX_PEER_NAME bytes. */
+int tq_peer_name_valid(const char *s);
+
+#endif

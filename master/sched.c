@@ -1,0 +1,94 @@
+/* sched.c - routing by function, credit, fair spread. See sched.h. */
+#include "sched.h"
+
+#include <stdlib.h>
+
+#include "tq_util.h"
+
+/* One eligible worker's batch under construction. */
+typedef struct {
+    tq_peer_t *w;
+    tq_task_t **tasks; /* up to TQ_MAX_BATCH */
+    size_t n;
+    size_t bytes;
+} slot_t;
+
+static void flush(slot_t *s, tq_sched_emit_fn emit, void *arg) {
+    if (s->n)
+        emit(arg, s->w, s->tasks, s->n);
+    s->n = 0;
+    s->bytes = 0;
+}
+
+/* Best task for worker w, queues round-robin from *qrr. */
+static tq_task_t *pick(tq_store_t *store, tq_peer_t *w, size_t *qrr) {
+    size_t nq = tq_store_nqueues(store);
+    for (size_t i = 0; i < nq; i++) {
+        size_t qi = (*qrr + i) % nq;
+        tq_task_t *t = tq_queue_best(tq_store_queue_at(store, qi), w->fns, w->nfns);
+        if (t) {
+            *qrr = (qi + 1) % nq;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit, void *arg) {
+    tq_queue_counts_t c;
+    tq_store_counts(store, &c);
+    if (c.queued == 0)
+        return 0;
+
+    size_t np = tq_peers_count(peers), ns = 0;
+    slot_t *slots = tq_calloc(np ? np : 1, sizeof *slots);
+    size_t *rr = tq_peers_rr(peers);
+    for (size_t k = 0; k < np; k++) {
+        tq_peer_t *w = tq_peers_at(peers, (*rr + k) % np);
+        if (w->role != TQ_ROLE_WORKER || w->draining || w->gone || w->stalled || w->credit == 0 ||
+            w->nfns == 0)
+            continue;
+        slots[ns].w = w;
+        size_t cap = w->credit < TQ_MAX_BATCH ? w->credit : TQ_MAX_BATCH;
+        slots[ns].tasks = tq_malloc(cap * sizeof(tq_task_t *));
+        ns++;
+    }
+    if (np)
+        *rr = (*rr + 1) % np; /* next run starts with another worker */
+
+    size_t *qrr_p = tq_peers_qrr(peers);
+    size_t qrr = *qrr_p;
+    size_t leased = 0;
+    size_t active = ns;
+    while (active > 0) {
+        active = 0;
+        for (size_t k = 0; k < ns; k++) {
+            slot_t *s = &slots[k];
+            if (!s->w || s->w->credit == 0 || s->w->gone || s->w->stalled)
+                continue;
+            tq_task_t *t = pick(store, s->w, &qrr);
+            if (!t) {
+                flush(s, emit, arg);
+                s->w = NULL; /* nothing it can run: out of this round */
+                continue;
+            }
+            if (s->n > 0 && (s->n == TQ_MAX_BATCH || s->bytes + t->payload_len > TQ_BATCH_BYTES))
+                flush(s, emit, arg);
+            tq_store_lease(store, t, s->w);
+            tq_peer_lease_add(s->w, t);
+            s->w->credit--;
+            s->tasks[s->n++] = t;
+            s->bytes += t->payload_len;
+            leased++;
+            active++;
+        }
+    }
+    for (size_t k = 0; k < ns; k++) {
+        if (slots[k].w)
+            flush(&slots[k], emit, arg);
+        free(slots[k].tasks);
+    }
+    free(slots);
+    *qrr_p = qrr;
+    return leased;
+}

@@ -1,0 +1,29 @@
+/* sched.h - dispatch: which queued task goes to which worker.
+ *
+ * Rules: a task goes only to a worker that declared its function; a
+ * worker never gets more tasks than its credit; draining workers get
+ * none. Tasks are handed out ONE at a time round-robin over the eligible
+ * workers, so a burst is split evenly; queues are served round-robin;
+ * within a queue the highest priority (then the oldest) goes first.
+ *
+ * The scheduler leases the tasks in the store, moves credit, records the
+ * lease on the worker, and hands each worker's batch to a callback (the
+ * loop encodes and sends one DISPATCH per call). No sockets here. */
+#ifndef TQ_MASTER_SCHED_H
+#define TQ_MASTER_SCHED_H
+
+#include <stddef.h>
+
+#include "peers.h"
+#include "store.h"
+
+/* One DISPATCH worth of tasks for worker w: n is 1..TQ_MAX_BATCH and the
+ * payloads total at most TQ_BATCH_BYTES (or one task, if it alone is
+ * larger). The tasks are already leased to w. */
+typedef void (*tq_sched_emit_fn)(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n);
+
+/* Hand out as many queued tasks as credit allows. Returns the number of
+ * tasks leased. */
+size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit, void *arg);
+
+#endif

@@ -1,0 +1,557 @@
+/* store.c - tasks, queues, priority heaps, results and TTLs. See store.h. */
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq_idmap.h"
+#include "tq_util.h"
+
+/* The binary heap of queued tasks of one (queue, function) pair. */
+struct tq_fnheap {
+    const char *fn;
+    tq_task_t **items;
+    size_t n, cap;
+};
+
+struct tq_queue {
+    const char *name;
+    tq_fnheap_t **heaps;
+    size_t nheaps;
+    size_t queued_total;
+    tq_queue_counts_t counts;
+};
+
+/* Interned name: the string, and the queue of that name if one exists. */
+typedef struct {
+    char *name;
+    size_t len;
+    uint64_t hash;
+    tq_queue_t *queue;
+} name_ent_t;
+
+typedef struct {
+    tq_task_t *head, *tail;
+} ttl_list_t;
+
+struct tq_store {
+    tq_store_cfg_t cfg;
+    tq_idmap_t *tasks;
+    uint64_t next_id;
+    uint64_t next_seq;
+    name_ent_t *names; /* open addressing, capacity a power of two */
+    size_t nnames, names_cap;
+    tq_queue_t **queues;
+    size_t nqueues;
+    ttl_list_t unfetched, fetched;
+    tq_store_totals_t totals;
+};
+
+/* ---- names ---------------------------------------------------------- */
+
+static uint64_t hash_bytes(const uint8_t *p, size_t n) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void names_grow(tq_store_t *self) {
+    size_t ncap = self->names_cap ? self->names_cap * 2 : 64;
+    name_ent_t *n = tq_calloc(ncap, sizeof *n);
+    for (size_t i = 0; i < self->names_cap; i++) {
+        name_ent_t *e = &self->names[i];
+        if (!e->name)
+            continue;
+        size_t j = (size_t)e->hash & (ncap - 1);
+        while (n[j].name)
+            j = (j + 1) & (ncap - 1);
+        n[j] = *e;
+    }
+    free(self->names);
+    self->names = n;
+    self->names_cap = ncap;
+}
+
+/* The entry for name, created if absent; NULL when the table is full. */
+static name_ent_t *name_entry(tq_store_t *self, tq_bytes_t name) {
+    uint64_t h = hash_bytes(name.data, name.len);
+    if (self->names_cap) {
+        size_t j = (size_t)h & (self->names_cap - 1);
+        while (self->names[j].name) {
+            name_ent_t *e = &self->names[j];
+            if (e->hash == h && e->len == name.len && memcmp(e->name, name.data, name.len) == 0)
+                return e;
+            j = (j + 1) & (self->names_cap - 1);
+        }
+    }
+    if (self->nnames >= TQ_STORE_MAX_NAMES)
+        return NULL;
+    if ((self->nnames + 1) * 2 > self->names_cap)
+        names_grow(self);
+    size_t j = (size_t)h & (self->names_cap - 1);
+    while (self->names[j].name)
+        j = (j + 1) & (self->names_cap - 1);
+    name_ent_t *e = &self->names[j];
+    e->name = tq_malloc(name.len + 1);
+    memcpy(e->name, name.data, name.len);
+    e->name[name.len] = '\0';
+    e->len = name.len;
+    e->hash = h;
+    e->queue = NULL;
+    self->nnames++;
+    return e;
+}
+
+const char *tq_store_intern(tq_store_t *self, tq_bytes_t name) {
+    name_ent_t *e = name_entry(self, name);
+    return e ? e->name : NULL;
+}
+
+/* ---- heaps ------------------------------------------------------------ */
+
+/* 1 if a runs before b. */
+static int task_before(const tq_task_t *a, const tq_task_t *b) {
+    if (a->priority != b->priority)
+        return a->priority > b->priority;
+    return a->seq < b->seq;
+}
+
+static void heap_set(tq_fnheap_t *h, size_t i, tq_task_t *t) {
+    h->items[i] = t;
+    t->heap_idx = i;
+}
+
+static void heap_up(tq_fnheap_t *h, size_t i) {
+    tq_task_t *t = h->items[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!task_before(t, h->items[p]))
+            break;
+        heap_set(h, i, h->items[p]);
+        i = p;
+    }
+    heap_set(h, i, t);
+}
+
+static void heap_down(tq_fnheap_t *h, size_t i) {
+    tq_task_t *t = h->items[i];
+    for (;;) {
+        size_t l = 2 * i + 1, best = i;
+        tq_task_t *bt = t;
+        if (l < h->n && task_before(h->items[l], bt)) {
+            best = l;
+            bt = h->items[l];
+        }
+        if (l + 1 < h->n && task_before(h->items[l + 1], bt))
+            best = l + 1;
+        if (best == i)
+            break;
+        heap_set(h, i, h->items[best]);
+        i = best;
+    }
+    heap_set(h, i, t);
+}
+
+static void heap_push(tq_fnheap_t *h, tq_task_t *t) {
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 16;
+        h->items = tq_realloc(h->items, h->cap * sizeof *h->items);
+    }
+    h->items[h->n] = t;
+    t->heap_idx = h->n;
+    h->n++;
+    heap_up(h, h->n - 1);
+}
+
+static void heap_remove(tq_fnheap_t *h, tq_task_t *t) {
+    size_t i = t->heap_idx;
+    TQ_ASSERT(i < h->n && h->items[i] == t);
+    h->n--;
+    if (i != h->n) {
+        tq_task_t *moved = h->items[h->n];
+        heap_set(h, i, moved);
+        heap_up(h, i);
+        heap_down(h, moved->heap_idx);
+    }
+    t->heap_idx = (size_t)-1;
+}
+
+/* ---- queues ----------------------------------------------------------- */
+
+static tq_queue_t *queue_get(tq_store_t *self, name_ent_t *e) {
+    if (!e->queue) {
+        tq_queue_t *q = tq_calloc(1, sizeof *q);
+        q->name = e->name;
+        e->queue = q;
+        self->queues = tq_realloc(self->queues, (self->nqueues + 1) * sizeof *self->queues);
+        self->queues[self->nqueues++] = q;
+    }
+    return e->queue;
+}
+
+static tq_fnheap_t *queue_heap(tq_queue_t *q, const char *fn) {
+    for (size_t i = 0; i < q->nheaps; i++)
+        if (q->heaps[i]->fn == fn)
+            return q->heaps[i];
+    tq_fnheap_t *h = tq_calloc(1, sizeof *h);
+    h->fn = fn;
+    q->heaps = tq_realloc(q->heaps, (q->nheaps + 1) * sizeof *q->heaps);
+    q->heaps[q->nheaps++] = h;
+    return h;
+}
+
+size_t tq_store_nqueues(const tq_store_t *self) { return self->nqueues; }
+tq_queue_t *tq_store_queue_at(const tq_store_t *self, size_t i) {
+    return i < self->nqueues ? self->queues[i] : NULL;
+}
+const char *tq_queue_name(const tq_queue_t *q) { return q->name; }
+const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q) { return &q->counts; }
+size_t tq_queue_queued(const tq_queue_t *q) { return q->queued_total; }
+
+tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfns) {
+    if (q->queued_total == 0)
+        return NULL;
+    tq_task_t *best = NULL;
+    for (size_t i = 0; i < q->nheaps; i++) {
+        tq_fnheap_t *h = q->heaps[i];
+        if (h->n == 0)
+            continue;
+        int serves = 0;
+        for (size_t j = 0; j < nfns && !serves; j++)
+            serves = fns[j] == h->fn;
+        if (serves && (!best || task_before(h->items[0], best)))
+            best = h->items[0];
+    }
+    return best;
+}
+
+/* ---- per-state counters ------------------------------------------------ */
+
+static size_t *count_slot(tq_queue_t *q, tq_task_state_t st) {
+    switch (st) {
+    case TQ_TASK_QUEUED: return &q->counts.queued;
+    case TQ_TASK_LEASED: return &q->counts.running;
+    case TQ_TASK_DONE: return &q->counts.done;
+    case TQ_TASK_FAILED:
+    case TQ_TASK_DEAD: return &q->counts.failed;
+    case TQ_TASK_CANCELLED: return &q->counts.cancelled;
+    }
+    TQ_ASSERT(0);
+    return NULL;
+}
+
+static void set_state(tq_task_t *t, tq_task_state_t st) {
+    size_t *from = count_slot(t->queue, t->state);
+    TQ_ASSERT(*from > 0);
+    (*from)--;
+    t->state = st;
+    (*count_slot(t->queue, st))++;
+}
+
+/* ---- TTL lists -------------------------------------------------------- */
+
+static void ttl_append(ttl_list_t *l, tq_task_t *t) {
+    t->ttl_next = NULL;
+    t->ttl_prev = l->tail;
+    if (l->tail)
+        l->tail->ttl_next = t;
+    else
+        l->head = t;
+    l->tail = t;
+}
+
+static void ttl_unlink(ttl_list_t *l, tq_task_t *t) {
+    if (t->ttl_prev)
+        t->ttl_prev->ttl_next = t->ttl_next;
+    else
+        l->head = t->ttl_next;
+    if (t->ttl_next)
+        t->ttl_next->ttl_prev = t->ttl_prev;
+    else
+        l->tail = t->ttl_prev;
+    t->ttl_prev = t->ttl_next = NULL;
+}
+
+/* ---- store ------------------------------------------------------------ */
+
+tq_store_t *tq_store_new(const tq_store_cfg_t *cfg) {
+    tq_store_t *self = tq_calloc(1, sizeof *self);
+    self->cfg = *cfg;
+    self->tasks = tq_idmap_new();
+    self->next_id = cfg->first_id ? cfg->first_id : 1;
+    self->next_seq = 1;
+    return self;
+}
+
+static void task_free(tq_task_t *t) {
+    free(t->payload);
+    free(t->data);
+    free(t->waiters);
+    free(t);
+}
+
+static void free_task_cb(uint64_t id, void *value, void *arg) {
+    (void)id;
+    (void)arg;
+    task_free(value);
+}
+
+void tq_store_destroy(tq_store_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    tq_store_t *self = *self_p;
+    tq_idmap_each(self->tasks, free_task_cb, NULL);
+    tq_idmap_destroy(&self->tasks);
+    for (size_t i = 0; i < self->nqueues; i++) {
+        tq_queue_t *q = self->queues[i];
+        for (size_t j = 0; j < q->nheaps; j++) {
+            free(q->heaps[j]->items);
+            free(q->heaps[j]);
+        }
+        free(q->heaps);
+        free(q);
+    }
+    free(self->queues);
+    for (size_t i = 0; i < self->names_cap; i++)
+        free(self->names[i].name);
+    free(self->names);
+    free(self);
+    *self_p = NULL;
+}
+
+int tq_store_has_room(const tq_store_t *self, size_t n) {
+    return tq_idmap_size(self->tasks) + n <= self->cfg.max_tasks;
+}
+
+tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
+                        int *err_code) {
+    if (!tq_store_has_room(self, 1)) {
+        *err_code = TQ_ERR_FULL;
+        return NULL;
+    }
+    tq_bytes_t qname = spec->queue.len ? spec->queue : tq_bytes_str("default");
+    name_ent_t *qe = name_entry(self, qname);
+    const char *fn = qe ? tq_store_intern(self, spec->fn) : NULL;
+    if (!fn) {
+        *err_code = TQ_ERR_TOO_MANY;
+        return NULL;
+    }
+    /* The payload size is the peer's choice (bounded by --max-payload):
+     * plain malloc, failing into a protocol error. */
+    uint8_t *payload = malloc(spec->payload.len ? spec->payload.len : 1);
+    if (!payload) {
+        *err_code = TQ_ERR_TOO_LARGE;
+        return NULL;
+    }
+    if (spec->payload.len)
+        memcpy(payload, spec->payload.data, spec->payload.len);
+    tq_task_t *t = tq_calloc(1, sizeof *t);
+    t->id = self->next_id++;
+    t->seq = self->next_seq++;
+    t->priority = spec->priority;
+    t->timeout_ms = spec->timeout_ms;
+    t->retries = spec->retries;
+    t->fn = fn;
+    t->queue = queue_get(self, qe);
+    t->heap = queue_heap(t->queue, fn);
+    t->payload = payload;
+    t->payload_len = spec->payload.len;
+    t->created_ms = now_ms;
+    t->state = TQ_TASK_QUEUED;
+    t->queue->counts.queued++;
+    t->queue->queued_total++;
+    heap_push(t->heap, t);
+    tq_idmap_put(self->tasks, t->id, t);
+    self->totals.submitted++;
+    return t;
+}
+
+void tq_store_remove_queued(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(t->state == TQ_TASK_QUEUED && t->nwaiters == 0);
+    heap_remove(t->heap, t);
+    t->queue->queued_total--;
+    t->queue->counts.queued--;
+    tq_idmap_remove(self->tasks, t->id);
+    self->totals.submitted--;
+    task_free(t);
+}
+
+tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id) {
+    return id ? tq_idmap_get(self->tasks, id) : NULL;
+}
+
+size_t tq_store_size(const tq_store_t *self) { return tq_idmap_size(self->tasks); }
+
+static void dequeue(tq_task_t *t) {
+    heap_remove(t->heap, t);
+    t->queue->queued_total--;
+}
+
+static void enqueue(tq_task_t *t) {
+    heap_push(t->heap, t);
+    t->queue->queued_total++;
+}
+
+void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker) {
+    TQ_ASSERT(t->state == TQ_TASK_QUEUED);
+    dequeue(t);
+    set_state(t, TQ_TASK_LEASED);
+    t->attempt++;
+    t->worker = worker;
+    self->totals.dispatched++;
+}
+
+void tq_store_unlease(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(t->state == TQ_TASK_LEASED && t->attempt > 0);
+    t->attempt--;
+    t->worker = NULL;
+    set_state(t, TQ_TASK_QUEUED);
+    enqueue(t);
+    self->totals.dispatched--;
+}
+
+void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released) {
+    TQ_ASSERT(t->state == TQ_TASK_LEASED);
+    if (released)
+        t->releases++;
+    t->worker = NULL;
+    set_state(t, TQ_TASK_QUEUED);
+    enqueue(t); /* same seq: back at its old place */
+    self->totals.requeued++;
+}
+
+uint32_t tq_task_lost(const tq_task_t *t) {
+    return t->attempt > t->releases ? t->attempt - t->releases : 0;
+}
+
+void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const void *data,
+                     size_t len, int64_t now_ms) {
+    TQ_ASSERT(!tq_task_finished(t));
+    TQ_ASSERT(st >= TQ_TASK_DONE);
+    if (t->state == TQ_TASK_QUEUED)
+        dequeue(t);
+    t->worker = NULL;
+    set_state(t, st);
+    free(t->payload); /* not needed any more: keep memory to the results */
+    t->payload = NULL;
+    t->payload_len = 0;
+    free(t->data);
+    t->data = NULL;
+    t->data_len = 0;
+    if (len) {
+        t->data = malloc(len);
+        if (t->data) {
+            memcpy(t->data, data, len);
+            t->data_len = len;
+        } else {
+            static const char oom[] = "master could not store the result (out of memory)";
+            t->data = tq_memdup(oom, sizeof oom - 1);
+            t->data_len = sizeof oom - 1;
+        }
+    }
+    t->finished_ms = now_ms;
+    t->expires_ms = now_ms + self->cfg.unfetched_ttl_ms;
+    ttl_append(&self->unfetched, t);
+    switch (st) {
+    case TQ_TASK_DONE: self->totals.done++; break;
+    case TQ_TASK_FAILED: self->totals.failed++; break;
+    case TQ_TASK_CANCELLED: self->totals.cancelled++; break;
+    case TQ_TASK_DEAD: self->totals.dead++; break;
+    default: break;
+    }
+}
+
+void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms) {
+    TQ_ASSERT(tq_task_finished(t));
+    if (t->fetched)
+        return;
+    t->fetched = 1;
+    ttl_unlink(&self->unfetched, t);
+    t->expires_ms = now_ms + self->cfg.result_ttl_ms;
+    ttl_append(&self->fetched, t);
+}
+
+static void delete_task(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(tq_task_finished(t) && t->nwaiters == 0);
+    ttl_unlink(t->fetched ? &self->fetched : &self->unfetched, t);
+    (*count_slot(t->queue, t->state))--;
+    tq_idmap_remove(self->tasks, t->id);
+    self->totals.expired++;
+    task_free(t);
+}
+
+size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps) {
+    size_t n = 0;
+    while (n < max_steps) {
+        tq_task_t *a = self->unfetched.head, *b = self->fetched.head;
+        tq_task_t *t = a && (!b || a->expires_ms <= b->expires_ms) ? a : b;
+        if (!t || t->expires_ms > now_ms)
+            break;
+        delete_task(self, t);
+        n++;
+    }
+    return n;
+}
+
+int64_t tq_store_next_expiry(const tq_store_t *self, int64_t now_ms) {
+    tq_task_t *a = self->unfetched.head, *b = self->fetched.head;
+    tq_task_t *t = a && (!b || a->expires_ms <= b->expires_ms) ? a : b;
+    if (!t)
+        return -1;
+    return t->expires_ms > now_ms ? t->expires_ms - now_ms : 0;
+}
+
+const tq_store_totals_t *tq_store_totals(const tq_store_t *self) { return &self->totals; }
+
+void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out) {
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < self->nqueues; i++) {
+        const tq_queue_counts_t *c = &self->queues[i]->counts;
+        out->queued += c->queued;
+        out->running += c->running;
+        out->done += c->done;
+        out->failed += c->failed;
+        out->cancelled += c->cancelled;
+    }
+}
+
+int tq_task_finished(const tq_task_t *t) { return t->state >= TQ_TASK_DONE; }
+
+uint8_t tq_task_wire_status(const tq_task_t *t) {
+    switch (t->state) {
+    case TQ_TASK_DONE: return TQ_ST_DONE;
+    case TQ_TASK_FAILED: return TQ_ST_FAILED;
+    case TQ_TASK_CANCELLED: return TQ_ST_CANCELLED;
+    case TQ_TASK_DEAD: return TQ_ST_DEAD;
+    default: return TQ_ST_UNKNOWN;
+    }
+}
+
+const char *tq_task_state_name(tq_task_state_t st) {
+    static const char *names[] = {"queued", "leased", "done", "failed", "cancelled", "dead"};
+    return (size_t)st < sizeof names / sizeof names[0] ? names[st] : "?";
+}
+
+int tq_task_waiter_add(tq_task_t *t, void *p) {
+    for (size_t i = 0; i < t->nwaiters; i++)
+        if (t->waiters[i] == p)
+            return -1;
+    if (t->nwaiters == t->capwaiters) {
+        t->capwaiters = t->capwaiters ? t->capwaiters * 2 : 2;
+        t->waiters = tq_realloc(t->waiters, t->capwaiters * sizeof *t->waiters);
+    }
+    t->waiters[t->nwaiters++] = p;
+    return 0;
+}
+
+int tq_task_waiter_remove(tq_task_t *t, void *p) {
+    for (size_t i = 0; i < t->nwaiters; i++)
+        if (t->waiters[i] == p) {
+            t->waiters[i] = t->waiters[--t->nwaiters];
+            return 0;
+        }
+    return -1;
+}

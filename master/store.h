@@ -1,0 +1,174 @@
+/* store.h - the master's tasks: ids, states, per-queue priority heaps,
+ * results and their time to live.
+ *
+ * Owned by the loop thread; no locks. Every queued task sits in the heap
+ * of its (queue, function) pair, ordered by priority (higher first) then
+ * sequence (lower first, i.e. FIFO). A task remembers its heap index, so
+ * cancel removes it from the middle in O(log n). Finished tasks (done,
+ * failed, cancelled, dead) sit on one of two lists ordered by expiry:
+ * "unfetched" (expires unfetched_ttl after it finished) and "fetched"
+ * (expires result_ttl after it was delivered to a client). Both TTLs are
+ * fixed for a run, so appending keeps each list sorted and the sweep only
+ * looks at list heads.
+ *
+ * The store knows nothing about sockets; peers are opaque pointers. */
+#ifndef TQ_MASTER_STORE_H
+#define TQ_MASTER_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tq_proto.h"
+
+/* Distinct queue and function names the master keeps (interned for the
+ * run). A client inventing names cannot grow the name table without
+ * bound: past this, SUBMIT gets ERROR TQ_ERR_TOO_MANY. */
+#define TQ_STORE_MAX_NAMES 65536
+
+typedef enum {
+    TQ_TASK_QUEUED = 0,
+    TQ_TASK_LEASED,
+    TQ_TASK_DONE,
+    TQ_TASK_FAILED,
+    TQ_TASK_CANCELLED,
+    TQ_TASK_DEAD,
+} tq_task_state_t;
+
+typedef struct tq_store tq_store_t;
+typedef struct tq_queue tq_queue_t;
+typedef struct tq_fnheap tq_fnheap_t;
+
+/* One task. Fields are read freely by the master's modules; they are
+ * changed only through the tq_store_* functions below (and lease_idx /
+ * waiters by peers.c). */
+typedef struct tq_task {
+    uint64_t id;
+    uint64_t seq;         /* FIFO order within a priority; kept on requeue */
+    int32_t priority;
+    uint32_t attempt;     /* dispatches so far (the current lease's token) */
+    uint32_t releases;    /* handed back by RELEASE: not failures */
+    uint32_t timeout_ms;
+    uint16_t retries;
+    tq_task_state_t state;
+    const char *fn;       /* interned */
+    tq_queue_t *queue;
+    tq_fnheap_t *heap;    /* heap of (queue, fn) */
+    size_t heap_idx;      /* index in heap while queued */
+    uint8_t *payload;
+    size_t payload_len;
+    uint8_t *data;        /* result or error text once finished */
+    size_t data_len;
+    int64_t created_ms;   /* wall clock */
+    int64_t finished_ms;  /* wall clock; 0 while not finished */
+    int64_t expires_ms;   /* wall clock; 0 while not finished */
+    int fetched;          /* delivered to a client at least once */
+    void *worker;         /* tq_peer_t holding the lease, or NULL */
+    size_t lease_idx;     /* index in the worker's lease array */
+    void **waiters;       /* tq_peer_t clients waiting for the outcome */
+    size_t nwaiters, capwaiters;
+    struct tq_task *ttl_prev, *ttl_next; /* expiry list while finished */
+} tq_task_t;
+
+typedef struct {
+    uint64_t first_id;        /* ids count up from here; non-zero */
+    size_t max_tasks;         /* tasks stored in any state */
+    int64_t result_ttl_ms;    /* after delivery to a client */
+    int64_t unfetched_ttl_ms; /* after finishing, if never delivered */
+} tq_store_cfg_t;
+
+/* Per-queue counts of tasks stored now, by state. */
+typedef struct {
+    size_t queued, running, done, failed, cancelled;
+} tq_queue_counts_t;
+
+/* Cumulative counters since start. */
+typedef struct {
+    uint64_t submitted, dispatched, done, failed, cancelled, dead, requeued, expired;
+} tq_store_totals_t;
+
+/* Caller owns the result (tq_store_destroy). */
+tq_store_t *tq_store_new(const tq_store_cfg_t *cfg);
+/* Frees every task. Accepts NULL; nulls *self_p. */
+void tq_store_destroy(tq_store_t **self_p);
+
+/* Add a queued task from a validated SUBMIT record (the decoder checked
+ * the names). The payload is copied. Returns the task, or NULL with
+ * *err_code TQ_ERR_FULL (max_tasks reached), TQ_ERR_TOO_MANY (name table
+ * full) or TQ_ERR_TOO_LARGE (payload could not be allocated). */
+tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
+                        int *err_code);
+/* Undo tq_store_add of a task that is still queued (a SUBMIT batch that
+ * failed half-way): it is freed as if it never existed. */
+void tq_store_remove_queued(tq_store_t *self, tq_task_t *t);
+/* 1 if n more tasks fit under max_tasks. */
+int tq_store_has_room(const tq_store_t *self, size_t n);
+
+/* The task with this id, or NULL. */
+tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id);
+size_t tq_store_size(const tq_store_t *self);
+
+/* Interned copy of a name (NUL-terminated, lives as long as the store),
+ * or NULL when the name table is full. */
+const char *tq_store_intern(tq_store_t *self, tq_bytes_t name);
+
+/* Queues, in creation order (round-robin order for the scheduler). */
+size_t tq_store_nqueues(const tq_store_t *self);
+tq_queue_t *tq_store_queue_at(const tq_store_t *self, size_t i);
+const char *tq_queue_name(const tq_queue_t *q);
+const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q);
+/* Queued tasks in this queue (all functions). */
+size_t tq_queue_queued(const tq_queue_t *q);
+
+/* The next task of queue q for a worker serving the interned function
+ * names fns[nfns]: the highest (priority, -sequence) top among the
+ * queue's heaps whose function is in fns. NULL if none. Does not remove. */
+tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfns);
+
+/* Queued -> leased to worker: leaves its heap, attempt + 1. */
+void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker);
+/* Undo a lease whose DISPATCH could not be sent: back in the heap at the
+ * same place, attempt - 1, not counted anywhere. */
+void tq_store_unlease(tq_store_t *self, tq_task_t *t);
+/* Leased -> queued at its old place (same sequence). released: 1 when
+ * the worker handed it back (RELEASE), 0 when the worker was lost. */
+void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released);
+/* Lost leases so far (dispatches that ended without a result or release). */
+uint32_t tq_task_lost(const tq_task_t *t);
+
+/* Queued or leased -> finished state st (DONE, FAILED, CANCELLED, DEAD)
+ * with data copied (may be empty). If the copy cannot be allocated the
+ * data becomes a short error text. The task's worker link is cleared
+ * (the caller removes it from the worker's lease list first). The task
+ * starts its unfetched TTL. */
+void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const void *data,
+                     size_t len, int64_t now_ms);
+/* A finished task was delivered to a client: its result TTL starts now
+ * (once; later deliveries do not extend it). */
+void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms);
+
+/* Delete at most max_steps finished tasks whose TTL passed at now_ms.
+ * Returns how many were deleted. Tasks with waiters are never deleted
+ * (finished tasks have none: waiters are served when a task finishes). */
+size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps);
+
+/* Milliseconds until the earliest expiry from now_ms (0 if overdue), or
+ * -1 when nothing is finished. */
+int64_t tq_store_next_expiry(const tq_store_t *self, int64_t now_ms);
+
+const tq_store_totals_t *tq_store_totals(const tq_store_t *self);
+/* Tasks stored now in each state, over all queues. */
+void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out);
+
+/* 1 if st is a finished state (done, failed, cancelled, dead). */
+int tq_task_finished(const tq_task_t *t);
+/* Wire status (tq_task_status_t) of a finished task. */
+uint8_t tq_task_wire_status(const tq_task_t *t);
+/* "queued", "leased", ... for logs. */
+const char *tq_task_state_name(tq_task_state_t st);
+
+/* Waiting clients (opaque peers). add returns 0, or -1 if p already
+ * waits. remove returns 0, or -1 if p was not waiting. */
+int tq_task_waiter_add(tq_task_t *t, void *p);
+int tq_task_waiter_remove(tq_task_t *t, void *p);
+
+#endif

@@ -1,0 +1,190 @@
+/* store_test.c - priority heaps, cancel from the middle, requeue, TTLs. */
+#include "store.h"
+
+#include <string.h>
+
+#include "tq_test.h"
+
+static tq_store_t *new_store(size_t max_tasks) {
+    tq_store_cfg_t cfg = {.first_id = 1000, .max_tasks = max_tasks,
+                          .result_ttl_ms = 100, .unfetched_ttl_ms = 1000};
+    return tq_store_new(&cfg);
+}
+
+static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t prio,
+                      const char *payload) {
+    tq_task_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.fn = tq_bytes_str(fn);
+    spec.queue = tq_bytes_str(queue);
+    spec.priority = prio;
+    spec.payload = tq_bytes_str(payload);
+    int code = 0;
+    return tq_store_add(s, &spec, 0, &code);
+}
+
+/* Pop the best task of queue 0 for fn by leasing it; returns its payload[0]. */
+static char pop(tq_store_t *s, const char *fn) {
+    const char *f = tq_store_intern(s, tq_bytes_str(fn));
+    tq_task_t *t = tq_queue_best(tq_store_queue_at(s, 0), &f, 1);
+    if (!t)
+        return 0;
+    tq_store_lease(s, t, NULL);
+    return (char)t->payload[0];
+}
+
+static void test_priority_then_fifo(void) {
+    tq_store_t *s = new_store(100);
+    add(s, "f", "", 0, "a");
+    add(s, "f", "", 5, "b");
+    add(s, "f", "", 0, "c");
+    add(s, "f", "", 5, "d");
+    add(s, "f", "", -3, "e");
+    add(s, "f", "", 9, "g");
+    char order[8] = {0};
+    for (int i = 0; i < 6; i++)
+        order[i] = pop(s, "f");
+    CHECK_EQ_STR(order, "gbdace");
+    CHECK_EQ_INT(pop(s, "f"), 0);
+    CHECK_EQ_STR(tq_queue_name(tq_store_queue_at(s, 0)), "default");
+    tq_store_destroy(&s);
+    CHECK(s == NULL);
+}
+
+static void test_ids_count_up(void) {
+    tq_store_t *s = new_store(100);
+    tq_task_t *a = add(s, "f", "", 0, "a"), *b = add(s, "f", "", 0, "b");
+    CHECK_EQ_INT(a->id, 1000);
+    CHECK_EQ_INT(b->id, 1001);
+    CHECK(tq_store_get(s, 1001) == b);
+    CHECK(tq_store_get(s, 5) == NULL);
+    tq_store_destroy(&s);
+}
+
+static void test_cancel_middle(void) {
+    tq_store_t *s = new_store(1000);
+    tq_task_t *ts[200];
+    for (int i = 0; i < 200; i++) {
+        char p[2] = {(char)('A' + i % 26), 0};
+        ts[i] = add(s, "f", "q", (i * 7) % 13, p);
+    }
+    /* cancel every third task, from all over the heap */
+    int cancelled = 0;
+    for (int i = 0; i < 200; i += 3) {
+        tq_store_finish(s, ts[i], TQ_TASK_CANCELLED, NULL, 0, 0);
+        cancelled++;
+    }
+    tq_queue_t *q = tq_store_queue_at(s, 0);
+    CHECK_EQ_INT(tq_queue_queued(q), 200 - cancelled);
+    CHECK_EQ_INT(tq_queue_counts(q)->cancelled, cancelled);
+    /* the rest still come out in (priority desc, seq asc) order */
+    const char *f = tq_store_intern(s, tq_bytes_str("f"));
+    tq_task_t *prev = NULL;
+    int n = 0, ordered = 1;
+    tq_task_t *t;
+    while ((t = tq_queue_best(q, &f, 1)) != NULL) {
+        CHECK(t->state == TQ_TASK_QUEUED);
+        if (prev && (t->priority > prev->priority ||
+                     (t->priority == prev->priority && t->seq < prev->seq)))
+            ordered = 0;
+        tq_store_lease(s, t, NULL);
+        prev = t;
+        n++;
+    }
+    CHECK(ordered);
+    CHECK_EQ_INT(n, 200 - cancelled);
+    tq_store_destroy(&s);
+}
+
+static void test_requeue_keeps_place(void) {
+    tq_store_t *s = new_store(100);
+    add(s, "f", "", 1, "a");
+    add(s, "f", "", 1, "b");
+    add(s, "f", "", 1, "c");
+    const char *f = tq_store_intern(s, tq_bytes_str("f"));
+    tq_queue_t *q = tq_store_queue_at(s, 0);
+    tq_task_t *a = tq_queue_best(q, &f, 1);
+    tq_store_lease(s, a, NULL);
+    CHECK_EQ_INT(a->attempt, 1);
+    CHECK_EQ_INT(pop(s, "f"), 'b');
+    tq_store_requeue(s, a, 0);
+    CHECK_EQ_INT(pop(s, "f"), 'a'); /* before c: same sequence */
+    CHECK_EQ_INT(a->attempt, 2);
+    CHECK_EQ_INT(tq_task_lost(a), 2);
+    tq_store_requeue(s, a, 1); /* released: not a loss */
+    CHECK_EQ_INT(tq_task_lost(a), 1);
+    CHECK_EQ_INT(tq_store_totals(s)->requeued, 2);
+    tq_store_destroy(&s);
+}
+
+static void test_functions_separate(void) {
+    tq_store_t *s = new_store(100);
+    add(s, "x", "", 0, "1");
+    add(s, "y", "", 9, "2");
+    CHECK_EQ_INT(pop(s, "x"), '1');
+    CHECK_EQ_INT(pop(s, "x"), 0);
+    CHECK_EQ_INT(pop(s, "z"), 0);
+    CHECK_EQ_INT(pop(s, "y"), '2');
+    tq_store_destroy(&s);
+}
+
+static void test_max_tasks(void) {
+    tq_store_t *s = new_store(2);
+    CHECK(add(s, "f", "", 0, "a") != NULL);
+    CHECK(add(s, "f", "", 0, "b") != NULL);
+    tq_task_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.fn = tq_bytes_str("f");
+    int code = 0;
+    CHECK(tq_store_add(s, &spec, 0, &code) == NULL);
+    CHECK_EQ_INT(code, TQ_ERR_FULL);
+    tq_store_destroy(&s);
+}
+
+static void test_ttl_expiry(void) {
+    tq_store_t *s = new_store(100); /* result ttl 100 ms, unfetched 1000 ms */
+    tq_task_t *a = add(s, "f", "", 0, "a");
+    tq_task_t *b = add(s, "f", "", 0, "b");
+    tq_task_t *c = add(s, "f", "", 0, "c");
+    uint64_t ida = a->id, idb = b->id, idc = c->id;
+    CHECK_EQ_INT(tq_store_next_expiry(s, 0), -1);
+    tq_store_lease(s, a, NULL);
+    tq_store_finish(s, a, TQ_TASK_DONE, "r", 1, 10);
+    tq_store_finish(s, b, TQ_TASK_CANCELLED, NULL, 0, 20);
+    CHECK_EQ_INT(tq_store_next_expiry(s, 10), 1000);
+    tq_store_fetched(s, a, 50); /* a now expires at 150 */
+    tq_store_fetched(s, a, 90); /* a second delivery does not extend it */
+    CHECK_EQ_INT(tq_store_next_expiry(s, 50), 100);
+    CHECK_EQ_INT(tq_store_sweep(s, 149, 100), 0);
+    CHECK_EQ_INT(tq_store_sweep(s, 150, 100), 1);
+    CHECK(tq_store_get(s, ida) == NULL);
+    CHECK(tq_store_get(s, idb) != NULL);
+    CHECK_EQ_INT(tq_store_sweep(s, 1019, 100), 0);
+    CHECK_EQ_INT(tq_store_sweep(s, 1020, 100), 1);
+    CHECK(tq_store_get(s, idb) == NULL);
+    CHECK(tq_store_get(s, idc) != NULL); /* queued tasks never expire */
+    CHECK_EQ_INT(tq_store_size(s), 1);
+    /* bounded steps */
+    for (int i = 0; i < 10; i++) {
+        tq_task_t *t = add(s, "f", "", 0, "x");
+        tq_store_finish(s, t, TQ_TASK_FAILED, "e", 1, 0);
+    }
+    CHECK_EQ_INT(tq_store_sweep(s, 5000, 4), 4);
+    CHECK_EQ_INT(tq_store_sweep(s, 5000, 100), 6);
+    tq_queue_counts_t cnt;
+    tq_store_counts(s, &cnt);
+    CHECK_EQ_INT(cnt.queued, 1);
+    CHECK_EQ_INT(cnt.failed, 0);
+    tq_store_destroy(&s);
+}
+
+int main(void) {
+    RUN(test_priority_then_fifo);
+    RUN(test_ids_count_up);
+    RUN(test_cancel_middle);
+    RUN(test_requeue_keeps_place);
+    RUN(test_functions_separate);
+    RUN(test_max_tasks);
+    RUN(test_ttl_expiry);
+    TEST_MAIN_END();
+}
