@@ -37,6 +37,8 @@
 #define LOOP_SWEEP_MS 1000
 /* Warn lines about bad input per peer per second; the rest are counted. */
 #define LOOP_WARN_PER_S 3
+/* Poll timeout while dispatch work is pending after a failed send (ms). */
+#define LOOP_RETRY_MS 10
 #define MONITOR_ENDPOINT "inproc://taskq-master-monitor"
 
 typedef struct {
@@ -636,7 +638,12 @@ static void handle(tq_loop_t *self) {
         return;
     }
     if (!p) {
-        if (type == TQ_MSG_HEARTBEAT || type == TQ_MSG_BYE)
+        if (type == TQ_MSG_BYE || type == TQ_MSG_ERROR) {
+            /* nothing to undo, and never answer an ERROR with an ERROR */
+            tq_debug("%s from unregistered peer %s", tq_msg_type_name(type), addr);
+            return;
+        }
+        if (type == TQ_MSG_HEARTBEAT) /* e.g. a peer that has not noticed a restart */
             tq_debug("%s from unregistered peer %s", tq_msg_type_name(type), addr);
         else
             warn_peer(self, NULL, addr, "%s before HELLO", tq_msg_type_name(type));
@@ -788,6 +795,10 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         int64_t next = self->next_hb_ms < self->next_sweep_ms ? self->next_hb_ms
                                                               : self->next_sweep_ms;
         long timeout = next > now ? (long)(next - now) : 0;
+        /* Work left over (a send failed; tasks went back): retry soon,
+         * without spinning on a worker whose pipe is full. */
+        if (self->sched_dirty && timeout > LOOP_RETRY_MS)
+            timeout = LOOP_RETRY_MS;
         zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0}, {NULL, stop_fd, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(items, stop_fd >= 0 ? 2 : 1, timeout);
         if (rc < 0) {

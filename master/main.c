@@ -50,11 +50,11 @@ static const tq_cfg_entry_t table[] = {
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE", S(authkey_file), "FILE",
      "shared secret (default: DIR/authkey, generated on first start)"},
     {"heartbeat-interval", TQ_CFG_MS, "1", 50, 60000, NULL, NULL, S(heartbeat_interval_ms), "SECONDS",
-     "send HEARTBEAT to every peer this often"},
+     "send HEARTBEAT to every peer this often (0.05..60)"},
     {"heartbeat-timeout", TQ_CFG_MS, "5", 100, 3600000, NULL, NULL, S(heartbeat_timeout_ms),
-     "SECONDS", "a peer silent this long is dead (must be > --heartbeat-interval)"},
+     "SECONDS", "a peer silent this long is dead (> --heartbeat-interval, up to 3600)"},
     {"max-payload", TQ_CFG_SIZE, "64M", 1, (int64_t)TQ_PAYLOAD_HARD_MAX, NULL, NULL,
-     S(max_payload), "SIZE", "largest payload, result or error"},
+     S(max_payload), "SIZE", "largest payload, result or error (up to 512M)"},
     {"result-ttl", TQ_CFG_MS, "3600", 0, 10 * YEAR_MS, NULL, NULL, S(result_ttl_ms), "SECONDS",
      "keep a result this long after it was delivered to a client"},
     {"unfetched-ttl", TQ_CFG_MS, "604800", 0, 10 * YEAR_MS, NULL, NULL, S(unfetched_ttl_ms),
@@ -64,7 +64,7 @@ static const tq_cfg_entry_t table[] = {
     {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
      "dispatches without a result before a task is dead"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
-     "log verbosity"},
+     "error, warn, info or debug"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -124,6 +124,11 @@ static int resolve_authkey(const settings_t *s, char *path, size_t len, char *er
 
 int main(int argc, char **argv) {
     tq_log_init("master");
+    /* The flags table in docs/master.md is generated from the same table. */
+    if (argc == 2 && strcmp(argv[1], "--help-markdown") == 0) {
+        tq_cfg_markdown(table, stdout);
+        return TQ_EXIT_OK;
+    }
     settings_t s;
     memset(&s, 0, sizeof s);
     char err[512];

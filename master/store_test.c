@@ -138,6 +138,13 @@ static void test_max_tasks(void) {
     int code = 0;
     CHECK(tq_store_add(s, &spec, 0, &code) == NULL);
     CHECK_EQ_INT(code, TQ_ERR_FULL);
+    /* undoing an add (a batch that failed half-way) frees the room */
+    tq_task_t *b = tq_store_get(s, 1001);
+    tq_store_remove_queued(s, b);
+    CHECK(tq_store_get(s, 1001) == NULL);
+    CHECK_EQ_INT(tq_queue_queued(tq_store_queue_at(s, 0)), 1);
+    CHECK_EQ_INT(tq_store_totals(s)->submitted, 1);
+    CHECK(tq_store_add(s, &spec, 0, &code) != NULL);
     tq_store_destroy(&s);
 }
 

@@ -866,10 +866,13 @@ int tq_in_oversized(const tq_in_t *self)
 
 const char *tq_in_peer_address(const tq_in_t *self)
 {
-    if (self->nmsgs == 0)
+    /* A ROUTER's routing-id frame is made locally and carries no
+     * metadata: ask the first frame the peer sent. Metadata lives as long
+     * as the frame, i.e. until the next recv. */
+    size_t i = (size_t)self->router;
+    if (self->nmsgs <= i)
         return "?";
-    /* metadata lives as long as the frame, i.e. until the next recv */
-    const char *a = zmq_msg_gets(&self->msgs[0], "Peer-Address");
+    const char *a = zmq_msg_gets(&self->msgs[i], "Peer-Address");
     return a && *a ? a : "?";
 }
 

@@ -9,7 +9,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tqharness import TQTestCase, main, wait_until, CLIENT_BIN, clean_env  # noqa: E402
+from tqharness import (TQTestCase, main, wait_until, CLIENT_BIN, clean_env,  # noqa: E402
+                       die_with_parent)
 
 
 class Reliability(TQTestCase):
@@ -24,14 +25,19 @@ class Reliability(TQTestCase):
         out = {}
 
         def run():
-            out["r"] = self.tq("map", "--fn", "sleep", *["0.%d" % (n % 3 + 1) for n in nums],
-                               timeout=90)
+            try:
+                out["r"] = self.tq("map", "--fn", "sleep",
+                                   *["0.%d" % (n % 3 + 1) for n in nums], timeout=90)
+            except AssertionError as e:
+                out["e"] = e
         t = threading.Thread(target=run)
         t.start()
         wait_until(lambda: self.worker_status(a.wname)["done"] >= 4, 30,
                    what="worker A to have done some work")
         a.signal(signal.SIGKILL)
         t.join(100)
+        if "e" in out:
+            raise out["e"]
         r = out["r"]
         self.assertEqual(r.rc, 0, r)
         self.assertEqual(r.out, "".join("slept 0.%d\n" % (n % 3 + 1) for n in nums))
@@ -46,7 +52,8 @@ class Reliability(TQTestCase):
             argv = [CLIENT_BIN, "--connect", self.endpoint, "--authkey-file", self.key,
                     "map", "--fn", "square"] + [str(c * 1000 + i) for i in range(150)]
             procs.append((c, subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, env=clean_env())))
+                                              stderr=subprocess.PIPE, env=clean_env(),
+                                              preexec_fn=die_with_parent)))
         for c, p in procs:
             try:
                 out, err = p.communicate(timeout=60)
@@ -90,7 +97,7 @@ class Reliability(TQTestCase):
         argv = [CLIENT_BIN, "--connect", self.endpoint, "--authkey-file", self.key,
                 "map", "--fn", "sleep", "1"]
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=clean_env())
+                             env=clean_env(), preexec_fn=die_with_parent)
         wait_until(lambda: self.status()["totals"]["running"] == 1, 10,
                    what="the task to start")
         p.kill()

@@ -4,9 +4,10 @@ master and serve new tasks."""
 import os
 import signal
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tqharness import TQTestCase, main, wait_until  # noqa: E402
+from tqharness import TQTestCase, main, wait_until, EXIT_CONNECT  # noqa: E402
 
 
 class Restart(TQTestCase):
@@ -43,6 +44,30 @@ class Restart(TQTestCase):
         r = self.tq_ok("map", "--fn", "echo", "back", timeout=30)
         self.assertEqual(r.out, "back\n")
         self.assertTrue(w.alive())
+
+    def test_client_exits_3_when_master_gone(self):
+        m = self.start_master()
+        ids = self.submit("--fn", "echo", "nobody")  # no worker: wait blocks
+        out = {}
+
+        def run():
+            try:
+                # heartbeat timeout is 1 s: 30 s is a generous bound
+                out["r"] = self.tq("wait", *ids, timeout=30)
+            except AssertionError as e:
+                out["e"] = e
+        t = threading.Thread(target=run)
+        t.start()
+        wait_until(lambda: self.status()["clients"] >= 2, 10,
+                   what="the waiting client to be connected")
+        m.signal(signal.SIGKILL)
+        m.wait(5)
+        t.join(40)
+        if "e" in out:
+            raise out["e"]
+        r = out["r"]
+        self.assertEqual(r.rc, EXIT_CONNECT, r)
+        self.assertIn(self.endpoint, r.err)
 
     def test_queued_tasks_survive_master_restart(self):
         m = self.start_master()

@@ -15,6 +15,8 @@ Only the standard library and pyzmq are used. Run a test file alone with:
     TQ_BUILD_DIR=build-itest /usr/bin/python3 tests/integration/test_x.py
 """
 
+import atexit
+import ctypes
 import hashlib
 import json
 import os
@@ -69,6 +71,49 @@ EXIT_ENV = 8
 HB_FLAGS = ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "1"]
 
 KEY_TEXT = "itest-secret-3c1f9a7e5b2d4c6f8a0b1d3e5f7a9c2e"
+
+
+# Every started program and temp dir still alive, so that an interrupted
+# run (meson's timeout sends SIGTERM, Ctrl-C) leaves nothing behind.
+_LIVE_PROCS = set()
+_LIVE_DIRS = set()
+
+
+def _kill_everything():
+    for p in list(_LIVE_PROCS):
+        for target in (lambda: os.killpg(p.pid, signal.SIGKILL),
+                       lambda: os.kill(p.pid, signal.SIGKILL)):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+    if not os.environ.get("TQ_KEEP_TMP"):
+        for d in list(_LIVE_DIRS):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _on_term(signum, _frame):
+    _kill_everything()
+    os._exit(128 + signum)
+
+
+atexit.register(_kill_everything)
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_sig, _on_term)
+
+_libc = None
+
+
+def die_with_parent():
+    """preexec_fn: the child gets SIGKILL if this test process dies, even
+    by SIGKILL (prctl PR_SET_PDEATHSIG)."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort
+        pass
 
 
 def free_port():
@@ -131,8 +176,9 @@ class Proc:
         self.log = open(log_path, "wb")
         self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                   stderr=subprocess.STDOUT, env=env,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=die_with_parent)
         self.pid = self.p.pid
+        _LIVE_PROCS.add(self)
 
     def alive(self):
         return self.p.poll() is None
@@ -177,6 +223,7 @@ class Proc:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        _LIVE_PROCS.discard(self)
         self.log.close()
 
     def rss_kb(self):
@@ -204,6 +251,7 @@ class TQTestCase(unittest.TestCase):
             if not os.path.exists(b):
                 self.fail("program not built: %s (set TQ_BUILD_DIR)" % b)
         self.tmp = tempfile.mkdtemp(prefix="tq-itest-")
+        _LIVE_DIRS.add(self.tmp)
         self.procs = []
         self.outputs = []  # (label, text) of taskq runs, for failure reports
         self.port = free_port()
@@ -232,6 +280,7 @@ class TQTestCase(unittest.TestCase):
             sys.stderr.write("kept %s\n" % self.tmp)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        _LIVE_DIRS.discard(self.tmp)
 
     # ---- files -------------------------------------------------------------
 
@@ -331,7 +380,8 @@ class TQTestCase(unittest.TestCase):
             input = input.encode()
         p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=clean_env(env), start_new_session=True)
+                             env=clean_env(env), start_new_session=True,
+                             preexec_fn=die_with_parent)
         try:
             out, err = p.communicate(input=input, timeout=timeout)
         except subprocess.TimeoutExpired:
