@@ -45,6 +45,7 @@ typedef struct {
     char *authkey_file;
     int64_t connect_timeout_ms;
     int version;
+    int help;
 } global_t;
 
 static const tq_cfg_entry_t global_table[] = {
@@ -56,6 +57,8 @@ static const tq_cfg_entry_t global_table[] = {
      offsetof(global_t, connect_timeout_ms), "S", "give up connecting after S seconds"},
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(global_t, version), NULL,
      "print the version and exit"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(global_t, help), NULL,
+     "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -69,6 +72,7 @@ typedef struct {
     char *key;
     int json;
     int64_t window;
+    int help;
 } task_settings_t;
 
 #define TASK_COMMON_ENTRIES                                                                        \
@@ -91,6 +95,8 @@ static const tq_cfg_entry_t submit_table[] = {
     TASK_COMMON_ENTRIES,
     {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, key), "KEY",
      "idempotency key: submitting the same key again gives the same task (one PAYLOAD)"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, help), NULL,
+     "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -98,12 +104,15 @@ static const tq_cfg_entry_t map_table[] = {
     TASK_COMMON_ENTRIES,
     {"window", TQ_CFG_INT, "10000", 1, 1000000, NULL, NULL, offsetof(task_settings_t, window),
      "N", "at most N tasks submitted and not yet printed"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, help), NULL,
+     "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
 typedef struct {
     int64_t timeout_ms;
     int json;
+    int help;
 } wait_settings_t;
 
 static const tq_cfg_entry_t wait_table[] = {
@@ -111,24 +120,31 @@ static const tq_cfg_entry_t wait_table[] = {
      "SECONDS", "give up after SECONDS (0: wait forever)"},
     {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(wait_settings_t, json), NULL,
      "print one JSON object per task"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(wait_settings_t, help), NULL,
+     "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
 typedef struct {
     int json;
+    int help;
 } status_settings_t;
 
 static const tq_cfg_entry_t status_table[] = {
     {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(status_settings_t, json), NULL,
      "print the master's status document as JSON"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(status_settings_t, help), NULL,
+     "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
 typedef struct {
-    int unused;
+    int help;
 } cancel_settings_t;
 
 static const tq_cfg_entry_t cancel_table[] = {
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(cancel_settings_t, help), NULL,
+     "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -141,6 +157,7 @@ struct command {
     const char *name;
     const tq_cfg_entry_t *table;
     size_t settings_size;
+    size_t help_offset;  /* the int set by --help */
     const char *args;    /* synopsis of the arguments */
     const char *summary; /* one line for taskq --help */
     const char *details; /* more for taskq COMMAND --help */
@@ -154,25 +171,25 @@ static int run_status(const command_t *, global_t *, void *, int, char **);
 static int run_cancel(const command_t *, global_t *, void *, int, char **);
 
 static const command_t commands[] = {
-    {"submit", submit_table, sizeof(task_settings_t), "PAYLOAD... | -",
+    {"submit", submit_table, sizeof(task_settings_t), offsetof(task_settings_t, help), "PAYLOAD... | -",
      "queue tasks; print one task id per line, in input order",
      "'-' reads one payload per line from stdin (the newline is not part of it).\n"
      "With --json, prints {\"id\":N,\"status\":\"queued\"} per task.\n",
      run_submit},
-    {"map", map_table, sizeof(task_settings_t), "PAYLOAD... | -",
+    {"map", map_table, sizeof(task_settings_t), offsetof(task_settings_t, help), "PAYLOAD... | -",
      "submit all, print the results in input order as they become printable",
      "'-' reads one payload per line from stdin, lazily: at most --window tasks are\n"
      "in flight. Failed tasks print nothing on stdout and 'taskq: task ID failed: ERROR'\n"
      "on stderr. A progress bar is drawn on stderr when it is a terminal.\n",
      run_map},
-    {"wait", wait_table, sizeof(wait_settings_t), "ID...",
+    {"wait", wait_table, sizeof(wait_settings_t), offsetof(wait_settings_t, help), "ID...",
      "print each task's result on its own line, in the order of the ids",
      "Failed tasks print nothing on stdout and 'taskq: task ID failed: ERROR' on stderr.\n"
      "On --timeout, the results that arrived are printed up to the first missing one.\n",
      run_wait},
-    {"status", status_table, sizeof(status_settings_t), "",
+    {"status", status_table, sizeof(status_settings_t), offsetof(status_settings_t, help), "",
      "queues, counts per state, workers and rates", "", run_status},
-    {"cancel", cancel_table, sizeof(cancel_settings_t), "ID...",
+    {"cancel", cancel_table, sizeof(cancel_settings_t), offsetof(cancel_settings_t, help), "ID...",
      "cancel tasks that have not finished",
      "Prints 'ID cancelled', 'ID already finished' or 'ID unknown' per id.\n", run_cancel},
 };
@@ -202,7 +219,7 @@ static void print_main_help(FILE *out)
                  "Submit tasks to a taskq master and collect their results.\n\n"
                  "options:\n");
     tq_cfg_usage(global_table, out);
-    fprintf(out, "  --help  show this help\n\ncommands:\n");
+    fprintf(out, "\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  %-7s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n'taskq COMMAND --help' lists a command's options.\n\n");
@@ -214,11 +231,8 @@ static void print_command_help(const command_t *c, FILE *out)
     fprintf(out, "usage: taskq [OPTIONS] %s [OPTIONS] %s\n\n%s.\n", c->name, c->args, c->summary);
     if (c->details[0])
         fprintf(out, "\n%s", c->details);
-    if (c->table[0].name) {
-        fprintf(out, "\noptions:\n");
-        tq_cfg_usage(c->table, out);
-    }
-    fprintf(out, "  --help  show this help\n");
+    fprintf(out, "\noptions:\n");
+    tq_cfg_usage(c->table, out);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -661,7 +675,7 @@ static int run_wait(const command_t *cmd, global_t *g, void *settings, int argc,
             if (r == 0 && deadline >= 0 && tq_mono_ms() >= deadline) {
                 const tq_slot_t *miss = tq_reorder_oldest(ro);
                 fflush(stdout);
-                fprintf(stderr, "taskq: timed out waiting for task %" PRIu64 " (%zu of %zu results missing)\n",
+                fprintf(stderr, "taskq: timed out waiting for task %" PRIu64 " (%zu of %zu results not printed)\n",
                         miss ? miss->id : 0, tq_reorder_inflight(ro), n);
                 tally.timed_out = 1;
                 break;
@@ -879,7 +893,7 @@ int main(int argc, char **argv)
         status = usage_error("%s", err);
         goto out;
     }
-    if (help) {
+    if (help || g.help) {
         print_main_help(stdout);
         status = TQ_EXIT_OK;
         goto out;
@@ -906,7 +920,7 @@ int main(int argc, char **argv)
     void *settings = tq_calloc(1, cmd->settings_size);
     if (tq_cfg_parse(cmd->table, settings, argc, argv, &argi, &help, err, sizeof err) < 0) {
         status = usage_error("%s: %s", cmd->name, err);
-    } else if (help) {
+    } else if (help || *(int *)((char *)settings + cmd->help_offset)) {
         print_command_help(cmd, stdout);
         status = TQ_EXIT_OK;
     } else {

@@ -109,7 +109,7 @@ struct taskq {
     tq_out_t out;
     int64_t hb_ms, hb_timeout_ms;
     size_t max_payload;
-    int64_t last_recv, last_send, last_pump;
+    int64_t last_recv, last_send, last_call;
     int lost;
     int rehello_pending;
     uint32_t next_req;
@@ -620,17 +620,10 @@ static int pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
 {
     if (self->lost)
         return fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s", self->endpoint);
-    int64_t now = tq_mono_ms();
-    /* The caller may not have called us for a while: the master's
-     * heartbeats queued up meanwhile and are read now; give it a fresh
-     * grace period rather than blame it for our absence. */
-    if (now - self->last_pump > self->hb_ms)
-        self->last_recv = now > self->last_recv ? now : self->last_recv;
     int got = drain(self, err);
     if (got < 0)
         return -1;
-    now = tq_mono_ms();
-    self->last_pump = now;
+    int64_t now = tq_mono_ms();
     if (now - self->last_send >= self->hb_ms && send_empty(self, TQ_MSG_HEARTBEAT, err) < 0)
         return -1;
     if (got > 0)
@@ -656,8 +649,24 @@ static int pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
     got = drain(self, err);
     if (got < 0)
         return -1;
-    self->last_pump = tq_mono_ms();
     return got > 0;
+}
+
+/* Called when a public call starts. If the caller has not called us
+ * for longer than a heartbeat interval, the master's heartbeats queued up
+ * meanwhile (read by the next pump); give it a fresh grace period rather
+ * than blame it for our own absence. */
+static void on_enter(taskq_t *self)
+{
+    int64_t now = tq_mono_ms();
+    if (now - self->last_call > self->hb_ms && now > self->last_recv)
+        self->last_recv = now;
+}
+
+/* Called when a public call returns. */
+static void on_leave(taskq_t *self)
+{
+    self->last_call = tq_mono_ms();
 }
 
 /* ---- connect and close ------------------------------------------------ */
@@ -838,7 +847,7 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
         handle_free(self);
         return NULL;
     }
-    self->last_recv = self->last_pump = tq_mono_ms();
+    self->last_recv = self->last_call = tq_mono_ms();
     return self;
 }
 
@@ -974,10 +983,8 @@ int taskq_wait(taskq_t *self, const uint64_t *ids, size_t n, taskq_error_t *err)
 
 /* ---- events ------------------------------------------------------------ */
 
-int taskq_next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_error_t *err)
+static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_error_t *err)
 {
-    ev_free(self->current);
-    self->current = NULL;
     if (flush_batch(self, err) < 0)
         return -1;
     int64_t deadline = timeout_ms < 0 ? -1 : tq_mono_ms() + timeout_ms;
@@ -1001,25 +1008,38 @@ int taskq_next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_err
     }
 }
 
+int taskq_next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_error_t *err)
+{
+    ev_free(self->current);
+    self->current = NULL;
+    on_enter(self);
+    int rc = next_event(self, timeout_ms, ev, err);
+    on_leave(self);
+    return rc;
+}
+
 /* ---- cancel and status --------------------------------------------------- */
 
 /* Pump until the blocking request is answered or the deadline passes. */
 static int blk_run(taskq_t *self, int timeout_ms, const char *what, taskq_error_t *err)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : tq_mono_ms() + timeout_ms;
-    if (blk_send(self, err) < 0)
-        return -1;
-    while (!self->blk.done) {
+    on_enter(self);
+    int rc = blk_send(self, err);
+    while (rc == 0 && !self->blk.done) {
         int64_t left = -1;
         if (deadline >= 0) {
             left = deadline - tq_mono_ms();
             if (left <= 0)
-                return fail(err, TASKQ_ERR_TIMEOUT, "no %s reply from %s within %d ms", what,
-                            self->endpoint, timeout_ms);
+                rc = fail(err, TASKQ_ERR_TIMEOUT, "no %s reply from %s within %d ms", what,
+                          self->endpoint, timeout_ms);
         }
-        if (pump(self, left, err) < 0)
-            return -1;
+        if (rc == 0 && pump(self, left, err) < 0)
+            rc = -1;
     }
+    on_leave(self);
+    if (rc < 0)
+        return -1;
     if (self->blk.err_code)
         return fail(err, self->blk.err_code, "%s", self->blk.err_msg);
     return 0;

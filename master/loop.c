@@ -19,7 +19,7 @@
 
 #include "auth.h"
 #include "peers.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "status.h"
 #include "store.h"
 #include "tq_curve.h"
@@ -39,6 +39,8 @@
 #define LOOP_WARN_PER_S 3
 /* Poll timeout while dispatch work is pending after a failed send (ms). */
 #define LOOP_RETRY_MS 10
+/* Expired leases ended per timer tick (one KILL batch at most). */
+#define LOOP_EXPIRE_STEPS TQ_MAX_BATCH
 #define MONITOR_ENDPOINT "inproc://taskq-master-monitor"
 
 typedef struct {
@@ -345,6 +347,10 @@ out:
 
 /* ---- client messages ---------------------------------------------------- */
 
+/* SUBMIT: a record whose non-empty key is held (within the retention
+ * window) gets the existing task's id and stores nothing; two records of
+ * one batch with the same key get the same id. The new tasks of a batch
+ * are stored whole or not at all. */
 static void on_submit(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body, const tq_bytes_t *parts,
                       size_t nparts) {
     uint32_t req = 0;
@@ -357,7 +363,14 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body, const tq_b
         reply_error(self, rid_of(p), err.code, req, err.msg);
         return;
     }
-    if (!tq_store_has_room(self->store, n)) {
+    int64_t now = tq_wall_ms();
+    size_t nnew = 0;
+    for (size_t i = 0; i < n; i++) {
+        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
+        if (!self->ids[i])
+            nnew++;
+    }
+    if (nnew && !tq_store_has_room(self->store, nnew)) {
         char msg[160];
         snprintf(msg, sizeof msg, "master is full: %zu tasks stored (--max-tasks %zu)",
                  tq_store_size(self->store), self->cfg.max_tasks);
@@ -367,6 +380,8 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body, const tq_b
     /* Intern every name first, so that the batch is accepted whole or
      * not at all. */
     for (size_t i = 0; i < n; i++) {
+        if (self->ids[i])
+            continue;
         if (!tq_store_intern(self->store, self->specs[i].fn) ||
             (self->specs[i].queue.len && !tq_store_intern(self->store, self->specs[i].queue))) {
             reply_error(self, rid_of(p), TQ_ERR_TOO_MANY, req,
@@ -374,22 +389,46 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body, const tq_b
             return;
         }
     }
-    int64_t now = tq_wall_ms();
     for (size_t i = 0; i < n; i++) {
+        self->added[i] = NULL;
+        if (self->ids[i])
+            continue;
+        /* a key seen earlier in this batch */
+        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
+        if (self->ids[i])
+            continue;
         int code = TQ_ERR_INTERNAL;
         self->added[i] = tq_store_add(self->store, &self->specs[i], now, &code);
         if (!self->added[i]) {
             while (i-- > 0)
-                tq_store_remove_queued(self->store, self->added[i]);
-            reply_error(self, rid_of(p), code, req, "cannot store the tasks (out of memory)");
+                if (self->added[i])
+                    tq_store_remove_queued(self->store, self->added[i]);
+            char msg[160];
+            if (code == TQ_ERR_FULL)
+                snprintf(msg, sizeof msg,
+                         "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
+                         tq_store_size(self->store) > tq_store_nkeys(self->store)
+                             ? tq_store_size(self->store)
+                             : tq_store_nkeys(self->store),
+                         self->cfg.max_tasks);
+            else
+                snprintf(msg, sizeof msg, "cannot store the tasks (%s)",
+                         code == TQ_ERR_TOO_MANY ? "too many distinct names" : "out of memory");
+            reply_error(self, rid_of(p), code, req, msg);
             return;
         }
+        self->ids[i] = self->added[i]->id;
     }
     tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
     for (size_t i = 0; i < n; i++) {
-        tq_out_id(&self->out, self->added[i]->id);
-        if (flags & TQ_SUBMIT_SUBSCRIBE)
-            tq_peer_wait_add(p, self->added[i]);
+        tq_out_id(&self->out, self->ids[i]);
+        if (!(flags & TQ_SUBMIT_SUBSCRIBE))
+            continue;
+        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
+        if (t && !tq_task_finished(t))
+            tq_peer_wait_add(p, t);
+        else if (!self->added[i])
+            tq_peer_pending_add(p, self->ids[i]); /* known key: outcome (or unknown) now */
     }
     send_peer(self, p);
     self->sched_dirty = 1;
@@ -508,13 +547,24 @@ static void on_result(tq_loop_t *self, tq_peer_t *w, tq_bytes_t body, const tq_b
             continue;
         }
         tq_peer_lease_remove(w, t);
+        w->done++;
+        if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
+            tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retry %u of %u", t->id,
+                     t->attempt, r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name,
+                     (unsigned)t->retried + 1, (unsigned)t->retries);
+            tq_store_retry(self->store, t);
+            continue;
+        }
         tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
                         r->data.data, r->data.len, now);
         tq_peer_notify_waiters(t);
-        w->done++;
     }
-    uint32_t c = w->credit + credit;
-    w->credit = c > w->slots ? w->slots : c;
+    /* A RESULT with count 0 is fine: it only gives credit back (e.g. for
+     * a KILLed run). A draining worker's credit stays 0. */
+    if (!w->draining) {
+        uint32_t c = w->credit + credit;
+        w->credit = c > w->slots ? w->slots : c;
+    }
     self->sched_dirty = 1;
 }
 
@@ -550,8 +600,18 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
                                 {tasks[i]->payload, tasks[i]->payload_len}};
         tq_out_dispatch_item(&self->out, &d);
     }
-    if (send_peer(self, w) == 0)
+    if (send_peer(self, w) == 0) {
+        /* Run timeout at the master: the worker stops the run itself at
+         * timeout_ms; if it has said nothing by timeout + 2 heartbeats,
+         * the lease expires (expire_leases). */
+        int64_t now = tq_mono_ms();
+        for (size_t i = 0; i < n; i++)
+            if (tasks[i]->timeout_ms > 0)
+                tq_store_set_deadline(self->store, tasks[i],
+                                      now + (int64_t)tasks[i]->timeout_ms +
+                                          2 * self->cfg.heartbeat_ms);
         return;
+    }
     if (errno == EAGAIN)
         w->stalled = 1;
     for (size_t i = 0; i < n; i++) {
@@ -717,6 +777,36 @@ static void handle(tq_loop_t *self) {
 
 /* ---- timers ------------------------------------------------------------- */
 
+/* End at most LOOP_EXPIRE_STEPS leases whose deadline (run timeout + 2
+ * heartbeat intervals) passed: KILL the attempt on its worker, then
+ * retry the task if it has retries left, else it fails as timed out. */
+static void expire_leases(tq_loop_t *self, int64_t now) {
+    size_t nk = 0;
+    int64_t wall = tq_wall_ms();
+    tq_task_t *t;
+    while (nk < LOOP_EXPIRE_STEPS && (t = tq_store_overdue(self->store, now)) != NULL) {
+        tq_peer_t *w = t->worker;
+        self->kill_to[nk] = w;
+        self->kills[nk].id = t->id;
+        self->kills[nk].attempt = t->attempt;
+        nk++;
+        tq_peer_lease_remove(w, t);
+        char why[256];
+        snprintf(why, sizeof why,
+                 "timed out: no result from worker %s within %.3g s (run timeout + 2 heartbeats)",
+                 w->name, (double)((int64_t)t->timeout_ms + 2 * self->cfg.heartbeat_ms) / 1000.0);
+        tq_info("task %" PRIu64 " attempt %" PRIu32 " lease expired: %s", t->id, t->attempt, why);
+        if (tq_task_can_retry(t)) {
+            tq_store_retry(self->store, t);
+        } else {
+            tq_store_finish(self->store, t, TQ_TASK_FAILED, why, strlen(why), wall);
+            tq_peer_notify_waiters(t);
+        }
+        self->sched_dirty = 1;
+    }
+    send_kills(self, nk);
+}
+
 static void heartbeat(tq_loop_t *self, int64_t now) {
     for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
         tq_peer_t *p = tq_peers_at(self->peers, i);
@@ -743,7 +833,7 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
     self->cfg.endpoint = self->endpoint;
     tq_store_cfg_t scfg = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms,
-                           cfg->unfetched_ttl_ms};
+                           cfg->unfetched_ttl_ms, cfg->key_retention_ms};
     self->store = tq_store_new(&scfg);
     self->peers = tq_peers_new();
     self->start_ms = tq_mono_ms();
@@ -825,13 +915,15 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         }
         now = tq_mono_ms();
         if (now >= self->next_hb_ms) {
+            expire_leases(self, now);
             heartbeat(self, now);
             self->next_hb_ms = now + self->cfg.heartbeat_ms;
         }
         if (now >= self->next_sweep_ms) {
             size_t n = tq_store_sweep(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS);
             if (n)
-                tq_debug("expired %zu finished task%s", n, n == 1 ? "" : "s");
+                tq_debug("expired %zu finished task%s or idempotency key%s", n,
+                         n == 1 ? "" : "s", n == 1 ? "" : "s");
             /* more overdue: come back at once, after other work */
             self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
         }
@@ -863,11 +955,11 @@ void tq_loop_destroy(tq_loop_t **self_p) {
         tq_store_counts(self->store, &c);
         tq_info("shutting down: %zu tasks stored (%zu queued, %zu running, %zu results); "
                 "since start: %" PRIu64 " submitted, %" PRIu64 " done, %" PRIu64 " failed, %" PRIu64
-                " dead, %" PRIu64 " cancelled, %" PRIu64 " requeued, %" PRIu64
+                " dead, %" PRIu64 " cancelled, %" PRIu64 " requeued, %" PRIu64 " retried, %" PRIu64
                 " late results; %zu workers, %zu clients connected",
                 tq_store_size(self->store), c.queued, c.running, c.done + c.failed + c.cancelled,
                 t->submitted, t->done, t->failed, t->dead, t->cancelled, t->requeued,
-                self->late_results, tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
+                t->retried, self->late_results, tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
                 tq_peers_count_role(self->peers, TQ_ROLE_CLIENT));
     }
     if (self->router) {

@@ -17,6 +17,7 @@ typedef struct {
     int64_t unfetched_ttl_ms;     /* ... and this long if never delivered */
     size_t max_tasks;             /* tasks stored in any state */
     uint32_t max_attempts;        /* lost leases before a task is dead */
+    int64_t key_retention_ms;     /* keep an idempotency key this long */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;

@@ -36,6 +36,7 @@ typedef struct {
     int64_t unfetched_ttl_ms;
     int64_t max_tasks;
     int64_t max_attempts;
+    int64_t key_retention_ms;
     char *log_level;
 } settings_t;
 
@@ -63,6 +64,8 @@ static const tq_cfg_entry_t table[] = {
      "tasks stored in any state; SUBMIT beyond it is refused (full)"},
     {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
      "dispatches without a result before a task is dead"},
+    {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
+     "remember a SUBMIT idempotency key this long (1..31622400)"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
      "error, warn, info or debug"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
@@ -207,6 +210,7 @@ int main(int argc, char **argv) {
         .unfetched_ttl_ms = s.unfetched_ttl_ms,
         .max_tasks = (size_t)s.max_tasks,
         .max_attempts = (uint32_t)s.max_attempts,
+        .key_retention_ms = s.key_retention_ms,
     };
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, &keys, err, sizeof err) : NULL;
     tq_curve_keys_wipe(&keys);

@@ -95,6 +95,7 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
     cJSON_AddNumberToObject(tot, "failed", (double)(t->failed + t->dead));
     cJSON_AddNumberToObject(tot, "cancelled", (double)t->cancelled);
     cJSON_AddNumberToObject(tot, "requeued", (double)t->requeued);
+    cJSON_AddNumberToObject(tot, "retried", (double)t->retried);
     cJSON_AddNumberToObject(tot, "late_results", (double)info->late_results);
     cJSON_AddNumberToObject(tot, "queued", (double)c.queued);
     cJSON_AddNumberToObject(tot, "running", (double)c.running);

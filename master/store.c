@@ -34,6 +34,19 @@ typedef struct {
     tq_task_t *head, *tail;
 } ttl_list_t;
 
+/* Idempotency key -> task id, with its own expiry. Entries sit on one
+ * list in creation order (the retention is fixed for a run, so the list
+ * is sorted by expiry up to wall clock steps) and in a chained hash. */
+typedef struct key_ent {
+    struct key_ent *hnext;       /* hash chain */
+    struct key_ent *prev, *next; /* expiry list */
+    uint64_t hash;
+    uint64_t id;
+    int64_t expires_ms;          /* wall clock */
+    size_t len;
+    uint8_t key[];
+} key_ent_t;
+
 struct tq_store {
     tq_store_cfg_t cfg;
     tq_idmap_t *tasks;
@@ -44,6 +57,11 @@ struct tq_store {
     tq_queue_t **queues;
     size_t nqueues;
     ttl_list_t unfetched, fetched;
+    key_ent_t **kbuckets; /* capacity a power of two */
+    size_t nkeys, kcap;
+    key_ent_t *khead, *ktail;
+    tq_task_t **dl;   /* min-heap of leased tasks by deadline_ms */
+    size_t ndl, capdl;
     tq_store_totals_t totals;
 };
 
@@ -109,6 +127,61 @@ const char *tq_store_intern(tq_store_t *self, tq_bytes_t name) {
     name_ent_t *e = name_entry(self, name);
     return e ? e->name : NULL;
 }
+
+/* ---- idempotency keys --------------------------------------------------- */
+
+static key_ent_t *key_lookup(const tq_store_t *self, tq_bytes_t key, uint64_t h) {
+    if (!self->kcap)
+        return NULL;
+    for (key_ent_t *e = self->kbuckets[h & (self->kcap - 1)]; e; e = e->hnext)
+        if (e->hash == h && e->len == key.len && memcmp(e->key, key.data, key.len) == 0)
+            return e;
+    return NULL;
+}
+
+static void keys_grow(tq_store_t *self) {
+    size_t ncap = self->kcap ? self->kcap * 2 : 64;
+    key_ent_t **nb = tq_calloc(ncap, sizeof *nb);
+    for (size_t i = 0; i < self->kcap; i++) {
+        key_ent_t *e = self->kbuckets[i];
+        while (e) {
+            key_ent_t *next = e->hnext;
+            size_t j = e->hash & (ncap - 1);
+            e->hnext = nb[j];
+            nb[j] = e;
+            e = next;
+        }
+    }
+    free(self->kbuckets);
+    self->kbuckets = nb;
+    self->kcap = ncap;
+}
+
+static void key_delete(tq_store_t *self, key_ent_t *e) {
+    key_ent_t **pp = &self->kbuckets[e->hash & (self->kcap - 1)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        self->khead = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        self->ktail = e->prev;
+    self->nkeys--;
+    free(e);
+}
+
+uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_ms) {
+    if (key.len == 0 || key.len > TQ_MAX_KEY)
+        return 0;
+    key_ent_t *e = key_lookup(self, key, hash_bytes(key.data, key.len));
+    return e && e->expires_ms > now_ms ? e->id : 0;
+}
+
+size_t tq_store_nkeys(const tq_store_t *self) { return self->nkeys; }
 
 /* ---- heaps ------------------------------------------------------------ */
 
@@ -177,6 +250,81 @@ static void heap_remove(tq_fnheap_t *h, tq_task_t *t) {
         heap_down(h, moved->heap_idx);
     }
     t->heap_idx = (size_t)-1;
+}
+
+/* ---- lease deadlines (min-heap on deadline_ms) -------------------------- */
+
+static void dl_set(tq_store_t *self, size_t i, tq_task_t *t) {
+    self->dl[i] = t;
+    t->dl_idx = i;
+}
+
+static void dl_up(tq_store_t *self, size_t i) {
+    tq_task_t *t = self->dl[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (self->dl[p]->deadline_ms <= t->deadline_ms)
+            break;
+        dl_set(self, i, self->dl[p]);
+        i = p;
+    }
+    dl_set(self, i, t);
+}
+
+static void dl_down(tq_store_t *self, size_t i) {
+    tq_task_t *t = self->dl[i];
+    for (;;) {
+        size_t l = 2 * i + 1, best = i;
+        int64_t bd = t->deadline_ms;
+        if (l < self->ndl && self->dl[l]->deadline_ms < bd) {
+            best = l;
+            bd = self->dl[l]->deadline_ms;
+        }
+        if (l + 1 < self->ndl && self->dl[l + 1]->deadline_ms < bd)
+            best = l + 1;
+        if (best == i)
+            break;
+        dl_set(self, i, self->dl[best]);
+        i = best;
+    }
+    dl_set(self, i, t);
+}
+
+/* Drop t's deadline, if it has one. */
+static void dl_clear(tq_store_t *self, tq_task_t *t) {
+    if (!t->deadline_ms)
+        return;
+    size_t i = t->dl_idx;
+    TQ_ASSERT(i < self->ndl && self->dl[i] == t);
+    self->ndl--;
+    if (i != self->ndl) {
+        tq_task_t *moved = self->dl[self->ndl];
+        dl_set(self, i, moved);
+        dl_up(self, i);
+        dl_down(self, moved->dl_idx);
+    }
+    t->deadline_ms = 0;
+    t->dl_idx = (size_t)-1;
+}
+
+void tq_store_set_deadline(tq_store_t *self, tq_task_t *t, int64_t deadline_ms) {
+    TQ_ASSERT(t->state == TQ_TASK_LEASED);
+    dl_clear(self, t);
+    if (deadline_ms <= 0)
+        deadline_ms = 1; /* 0 means none */
+    if (self->ndl == self->capdl) {
+        self->capdl = self->capdl ? self->capdl * 2 : 64;
+        self->dl = tq_realloc(self->dl, self->capdl * sizeof *self->dl);
+    }
+    t->deadline_ms = deadline_ms;
+    self->dl[self->ndl] = t;
+    t->dl_idx = self->ndl;
+    self->ndl++;
+    dl_up(self, self->ndl - 1);
+}
+
+tq_task_t *tq_store_overdue(const tq_store_t *self, int64_t now_ms) {
+    return self->ndl && self->dl[0]->deadline_ms <= now_ms ? self->dl[0] : NULL;
 }
 
 /* ---- queues ----------------------------------------------------------- */
@@ -305,6 +453,13 @@ void tq_store_destroy(tq_store_t **self_p) {
     tq_store_t *self = *self_p;
     tq_idmap_each(self->tasks, free_task_cb, NULL);
     tq_idmap_destroy(&self->tasks);
+    while (self->khead) {
+        key_ent_t *e = self->khead;
+        self->khead = e->next;
+        free(e);
+    }
+    free(self->kbuckets);
+    free(self->dl);
     for (size_t i = 0; i < self->nqueues; i++) {
         tq_queue_t *q = self->queues[i];
         for (size_t j = 0; j < q->nheaps; j++) {
@@ -339,10 +494,32 @@ tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t no
         *err_code = TQ_ERR_TOO_MANY;
         return NULL;
     }
+    if (spec->key.len > TQ_MAX_KEY) {
+        *err_code = TQ_ERR_TOO_LARGE;
+        return NULL;
+    }
+    key_ent_t *ke = NULL;
+    uint64_t kh = 0;
+    if (spec->key.len) {
+        kh = hash_bytes(spec->key.data, spec->key.len);
+        key_ent_t *old = key_lookup(self, spec->key, kh);
+        if (old) /* held but past retention (the caller checked): replace */
+            key_delete(self, old);
+        if (self->nkeys >= self->cfg.max_tasks) {
+            *err_code = TQ_ERR_FULL;
+            return NULL;
+        }
+        ke = malloc(sizeof *ke + spec->key.len);
+        if (!ke) {
+            *err_code = TQ_ERR_TOO_LARGE;
+            return NULL;
+        }
+    }
     /* The payload size is the peer's choice (bounded by --max-payload):
      * plain malloc, failing into a protocol error. */
     uint8_t *payload = malloc(spec->payload.len ? spec->payload.len : 1);
     if (!payload) {
+        free(ke);
         *err_code = TQ_ERR_TOO_LARGE;
         return NULL;
     }
@@ -366,6 +543,26 @@ tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t no
     heap_push(t->heap, t);
     tq_idmap_put(self->tasks, t->id, t);
     self->totals.submitted++;
+    if (ke) {
+        memcpy(ke->key, spec->key.data, spec->key.len);
+        ke->len = spec->key.len;
+        ke->hash = kh;
+        ke->id = t->id;
+        ke->expires_ms = now_ms + self->cfg.key_retention_ms;
+        if ((self->nkeys + 1) > self->kcap)
+            keys_grow(self);
+        size_t j = kh & (self->kcap - 1);
+        ke->hnext = self->kbuckets[j];
+        self->kbuckets[j] = ke;
+        ke->next = NULL;
+        ke->prev = self->ktail;
+        if (self->ktail)
+            self->ktail->next = ke;
+        else
+            self->khead = ke;
+        self->ktail = ke;
+        self->nkeys++;
+    }
     return t;
 }
 
@@ -376,6 +573,9 @@ void tq_store_remove_queued(tq_store_t *self, tq_task_t *t) {
     t->queue->counts.queued--;
     tq_idmap_remove(self->tasks, t->id);
     self->totals.submitted--;
+    /* Batches are undone newest first, so its key (if any) is the newest. */
+    if (self->ktail && self->ktail->id == t->id)
+        key_delete(self, self->ktail);
     task_free(t);
 }
 
@@ -406,6 +606,7 @@ void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker) {
 
 void tq_store_unlease(tq_store_t *self, tq_task_t *t) {
     TQ_ASSERT(t->state == TQ_TASK_LEASED && t->attempt > 0);
+    dl_clear(self, t);
     t->attempt--;
     t->worker = NULL;
     set_state(t, TQ_TASK_QUEUED);
@@ -415,6 +616,7 @@ void tq_store_unlease(tq_store_t *self, tq_task_t *t) {
 
 void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released) {
     TQ_ASSERT(t->state == TQ_TASK_LEASED);
+    dl_clear(self, t);
     if (released)
         t->releases++;
     t->worker = NULL;
@@ -423,8 +625,21 @@ void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released) {
     self->totals.requeued++;
 }
 
+void tq_store_retry(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(t->state == TQ_TASK_LEASED && tq_task_can_retry(t));
+    dl_clear(self, t);
+    t->retried++;
+    t->worker = NULL;
+    set_state(t, TQ_TASK_QUEUED);
+    enqueue(t); /* same seq: back at its old place */
+    self->totals.retried++;
+}
+
+int tq_task_can_retry(const tq_task_t *t) { return t->retried < t->retries; }
+
 uint32_t tq_task_lost(const tq_task_t *t) {
-    return t->attempt > t->releases ? t->attempt - t->releases : 0;
+    uint64_t kept = (uint64_t)t->releases + t->retried;
+    return t->attempt > kept ? (uint32_t)(t->attempt - kept) : 0;
 }
 
 void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const void *data,
@@ -433,6 +648,7 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
     TQ_ASSERT(st >= TQ_TASK_DONE);
     if (t->state == TQ_TASK_QUEUED)
         dequeue(t);
+    dl_clear(self, t);
     t->worker = NULL;
     set_state(t, st);
     free(t->payload); /* not needed any more: keep memory to the results */
@@ -491,6 +707,10 @@ size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps) {
         if (!t || t->expires_ms > now_ms)
             break;
         delete_task(self, t);
+        n++;
+    }
+    while (n < max_steps && self->khead && self->khead->expires_ms <= now_ms) {
+        key_delete(self, self->khead);
         n++;
     }
     return n;

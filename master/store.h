@@ -11,6 +11,13 @@
  * fixed for a run, so appending keeps each list sorted and the sweep only
  * looks at list heads.
  *
+ * Idempotency keys: a SUBMIT record's non-empty key maps to the id of the
+ * task it created, for key_retention_ms after that task was created. The
+ * key entry is separate from the task (a small key -> id record with its
+ * own expiry), so the id is still given back after the task's result
+ * expired. Keys are swept in bounded steps with the tasks, and count
+ * against max_tasks (at most max_tasks keys are held).
+ *
  * The store knows nothing about sockets; peers are opaque pointers. */
 #ifndef TQ_MASTER_STORE_H
 #define TQ_MASTER_STORE_H
@@ -48,7 +55,8 @@ typedef struct tq_task {
     uint32_t attempt;     /* dispatches so far (the current lease's token) */
     uint32_t releases;    /* handed back by RELEASE: not failures */
     uint32_t timeout_ms;
-    uint16_t retries;
+    uint16_t retries;     /* re-runs allowed after a failed/timed-out run */
+    uint16_t retried;     /* re-runs used so far */
     tq_task_state_t state;
     const char *fn;       /* interned */
     tq_queue_t *queue;
@@ -63,6 +71,8 @@ typedef struct tq_task {
     int64_t expires_ms;   /* wall clock; 0 while not finished */
     int fetched;          /* delivered to a client at least once */
     void *worker;         /* tq_peer_t holding the lease, or NULL */
+    int64_t deadline_ms;  /* monotonic: lease expiry (run timeout), 0 = none */
+    size_t dl_idx;        /* index in the store's deadline heap */
     size_t lease_idx;     /* index in the worker's lease array */
     void **waiters;       /* tq_peer_t clients waiting for the outcome */
     size_t nwaiters, capwaiters;
@@ -74,6 +84,7 @@ typedef struct {
     size_t max_tasks;         /* tasks stored in any state */
     int64_t result_ttl_ms;    /* after delivery to a client */
     int64_t unfetched_ttl_ms; /* after finishing, if never delivered */
+    int64_t key_retention_ms; /* keep an idempotency key this long */
 } tq_store_cfg_t;
 
 /* Per-queue counts of tasks stored now, by state. */
@@ -83,7 +94,7 @@ typedef struct {
 
 /* Cumulative counters since start. */
 typedef struct {
-    uint64_t submitted, dispatched, done, failed, cancelled, dead, requeued, expired;
+    uint64_t submitted, dispatched, done, failed, cancelled, dead, requeued, retried, expired;
 } tq_store_totals_t;
 
 /* Caller owns the result (tq_store_destroy). */
@@ -92,16 +103,27 @@ tq_store_t *tq_store_new(const tq_store_cfg_t *cfg);
 void tq_store_destroy(tq_store_t **self_p);
 
 /* Add a queued task from a validated SUBMIT record (the decoder checked
- * the names). The payload is copied. Returns the task, or NULL with
- * *err_code TQ_ERR_FULL (max_tasks reached), TQ_ERR_TOO_MANY (name table
- * full) or TQ_ERR_TOO_LARGE (payload could not be allocated). */
+ * the names). The payload is copied. A non-empty spec->key is recorded
+ * (key -> the new id, kept key_retention_ms from now_ms); the caller
+ * checks tq_store_key_find first, so the key must not be held. Returns
+ * the task, or NULL with *err_code TQ_ERR_FULL (max_tasks tasks, or
+ * max_tasks keys, held), TQ_ERR_TOO_MANY (name table full) or
+ * TQ_ERR_TOO_LARGE (payload or key too large, or could not be
+ * allocated). */
 tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
                         int *err_code);
 /* Undo tq_store_add of a task that is still queued (a SUBMIT batch that
- * failed half-way): it is freed as if it never existed. */
+ * failed half-way): it is freed as if it never existed, with its key. */
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t);
 /* 1 if n more tasks fit under max_tasks. */
 int tq_store_has_room(const tq_store_t *self, size_t n);
+
+/* The task id recorded for idempotency key `key` (1..TQ_MAX_KEY bytes)
+ * if it is held and its retention has not passed at now_ms (wall
+ * clock), else 0. The task itself may have expired meanwhile. */
+uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_ms);
+/* Idempotency keys held now (including ones past retention not swept). */
+size_t tq_store_nkeys(const tq_store_t *self);
 
 /* The task with this id, or NULL. */
 tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id);
@@ -132,7 +154,21 @@ void tq_store_unlease(tq_store_t *self, tq_task_t *t);
 /* Leased -> queued at its old place (same sequence). released: 1 when
  * the worker handed it back (RELEASE), 0 when the worker was lost. */
 void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released);
-/* Lost leases so far (dispatches that ended without a result or release). */
+/* Leased -> queued at its old place after a failed or timed-out run,
+ * using up one retry (t->retried < t->retries is asserted). Counted as
+ * "retried", not "requeued". The next dispatch raises the attempt. */
+void tq_store_retry(tq_store_t *self, tq_task_t *t);
+/* 1 if the task has a retry left (retried < retries). */
+int tq_task_can_retry(const tq_task_t *t);
+/* Give leased task t a lease deadline (monotonic ms). The deadline is
+ * dropped whenever the task leaves the leased state. */
+void tq_store_set_deadline(tq_store_t *self, tq_task_t *t, int64_t deadline_ms);
+/* The leased task with the earliest deadline if that deadline is <=
+ * now_ms, else NULL. O(1); the caller ends the lease (which drops the
+ * deadline) before asking again. */
+tq_task_t *tq_store_overdue(const tq_store_t *self, int64_t now_ms);
+/* Lost leases so far (dispatches that ended without a result, a release
+ * or a retried failure). */
 uint32_t tq_task_lost(const tq_task_t *t);
 
 /* Queued or leased -> finished state st (DONE, FAILED, CANCELLED, DEAD)
@@ -146,9 +182,11 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
  * (once; later deliveries do not extend it). */
 void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms);
 
-/* Delete at most max_steps finished tasks whose TTL passed at now_ms.
- * Returns how many were deleted. Tasks with waiters are never deleted
- * (finished tasks have none: waiters are served when a task finishes). */
+/* Delete at most max_steps finished tasks whose TTL passed at now_ms and
+ * idempotency keys whose retention passed (one step each). Returns the
+ * steps used (max_steps means: more may be overdue). Tasks with waiters
+ * are never deleted (finished tasks have none: waiters are served when a
+ * task finishes). */
 size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps);
 
 /* Milliseconds until the earliest expiry from now_ms (0 if overdue), or

@@ -1,4 +1,5 @@
-/* store_test.c - priority heaps, cancel from the middle, requeue, TTLs. */
+/* store_test.c - priority heaps, cancel from the middle, requeue, TTLs,
+ * idempotency keys, retries, lease deadlines. */
 #include "store.h"
 
 #include <string.h>
@@ -185,6 +186,122 @@ static void test_ttl_expiry(void) {
     tq_store_destroy(&s);
 }
 
+static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, int *code) {
+    tq_task_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.fn = tq_bytes_str("f");
+    spec.key = tq_bytes_str(key);
+    spec.payload = tq_bytes_str("p");
+    *code = 0;
+    return tq_store_add(s, &spec, now, code);
+}
+
+static void test_idempotency_keys(void) {
+    tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 3, .result_ttl_ms = 100,
+                          .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
+    tq_store_t *s = tq_store_new(&cfg);
+    int code;
+    CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 0), 0);
+    CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str(""), 0), 0);
+    tq_task_t *a = add_key(s, "k1", 0, &code);
+    CHECK(a != NULL);
+    uint64_t ida = a->id;
+    CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 10), ida);
+    CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k2"), 10), 0);
+    /* binary keys: a NUL inside is part of the key */
+    tq_bytes_t bin1 = {(const uint8_t *)"a\0b", 3}, bin2 = {(const uint8_t *)"a\0c", 3};
+    tq_task_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.fn = tq_bytes_str("f");
+    spec.key = bin1;
+    tq_task_t *b = tq_store_add(s, &spec, 0, &code);
+    CHECK(b != NULL);
+    CHECK_EQ_INT(tq_store_key_find(s, bin1, 0), b->id);
+    CHECK_EQ_INT(tq_store_key_find(s, bin2, 0), 0);
+    /* undoing an add forgets its key */
+    tq_store_remove_queued(s, b);
+    CHECK_EQ_INT(tq_store_key_find(s, bin1, 0), 0);
+    CHECK_EQ_INT(tq_store_nkeys(s), 1);
+    /* the key outlives the task's result */
+    tq_store_finish(s, a, TQ_TASK_DONE, "r", 1, 0);
+    CHECK_EQ_INT(tq_store_sweep(s, 200, 100), 1);
+    CHECK(tq_store_get(s, ida) == NULL);
+    CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 200), ida);
+    /* keys count against max_tasks (3) */
+    CHECK(add_key(s, "k2", 100, &code) != NULL);
+    CHECK(add_key(s, "k3", 100, &code) != NULL);
+    CHECK(add_key(s, "k4", 100, &code) == NULL);
+    CHECK_EQ_INT(code, TQ_ERR_FULL);
+    /* retention: forgotten when the window passes, swept in bounded steps */
+    CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 5000), 0);
+    CHECK_EQ_INT(tq_store_sweep(s, 5000, 100), 1);
+    CHECK_EQ_INT(tq_store_nkeys(s), 2);
+    CHECK_EQ_INT(tq_store_sweep(s, 5100, 1), 1);
+    CHECK_EQ_INT(tq_store_sweep(s, 5100, 1), 1);
+    CHECK_EQ_INT(tq_store_nkeys(s), 0);
+    /* a key past retention but not yet swept is replaced by a new add */
+    tq_store_destroy(&s);
+    s = tq_store_new(&cfg);
+    tq_task_t *x = add_key(s, "k", 0, &code);
+    CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k"), 6000), 0);
+    tq_task_t *y = add_key(s, "k", 6000, &code);
+    CHECK(y != NULL && y->id != x->id);
+    CHECK_EQ_INT(tq_store_nkeys(s), 1);
+    CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k"), 6000), y->id);
+    tq_store_destroy(&s);
+}
+
+static void test_retry(void) {
+    tq_store_t *s = new_store(100);
+    tq_task_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.fn = tq_bytes_str("f");
+    spec.payload = tq_bytes_str("a");
+    spec.retries = 2;
+    int code = 0;
+    tq_task_t *a = tq_store_add(s, &spec, 0, &code);
+    add(s, "f", "", 0, "b");
+    CHECK_EQ_INT(pop(s, "f"), 'a');
+    CHECK(tq_task_can_retry(a));
+    tq_store_retry(s, a); /* failed run: back at its old place */
+    CHECK_EQ_INT(a->state, TQ_TASK_QUEUED);
+    CHECK_EQ_INT(pop(s, "f"), 'a');
+    CHECK_EQ_INT(a->attempt, 2);
+    tq_store_retry(s, a);
+    CHECK_EQ_INT(pop(s, "f"), 'a');
+    CHECK_EQ_INT(a->attempt, 3);
+    CHECK(!tq_task_can_retry(a));
+    CHECK_EQ_INT(tq_task_lost(a), 1); /* retried runs are not lost leases */
+    CHECK_EQ_INT(tq_store_totals(s)->retried, 2);
+    CHECK_EQ_INT(tq_store_totals(s)->requeued, 0);
+    tq_store_finish(s, a, TQ_TASK_FAILED, "e", 1, 0);
+    CHECK_EQ_INT(tq_store_totals(s)->failed, 1);
+    tq_store_destroy(&s);
+}
+
+static void test_deadlines(void) {
+    tq_store_t *s = new_store(100);
+    tq_task_t *t[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = add(s, "f", "", 0, "x");
+        tq_store_lease(s, t[i], NULL);
+    }
+    tq_store_set_deadline(s, t[0], 300);
+    tq_store_set_deadline(s, t[1], 100);
+    tq_store_set_deadline(s, t[2], 200);
+    /* t[3]: no deadline */
+    CHECK(tq_store_overdue(s, 99) == NULL);
+    CHECK(tq_store_overdue(s, 100) == t[1]);
+    tq_store_finish(s, t[1], TQ_TASK_DONE, NULL, 0, 0); /* drops its deadline */
+    CHECK(tq_store_overdue(s, 150) == NULL);
+    tq_store_requeue(s, t[2], 0);
+    CHECK(tq_store_overdue(s, 1000) == t[0]);
+    tq_store_unlease(s, t[0]);
+    CHECK(tq_store_overdue(s, 1000) == NULL);
+    CHECK_EQ_INT(t[0]->deadline_ms, 0);
+    tq_store_destroy(&s);
+}
+
 int main(void) {
     RUN(test_priority_then_fifo);
     RUN(test_ids_count_up);
@@ -193,5 +310,8 @@ int main(void) {
     RUN(test_functions_separate);
     RUN(test_max_tasks);
     RUN(test_ttl_expiry);
+    RUN(test_idempotency_keys);
+    RUN(test_retry);
+    RUN(test_deadlines);
     TEST_MAIN_END();
 }

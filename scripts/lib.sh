@@ -16,7 +16,7 @@ TQ_FG_PID=""       # the command tq_fg is waiting for
 TQ_LOGS=()         # every log file started, for tq_show_logs
 
 # tq_build DIR [meson setup options...]: configure DIR once, then build it.
-# Build output goes to DIR/build.log and is shown only on failure.
+# The build's output is shown (its last 60 lines) only on failure.
 tq_build() {
     local dir=$1
     shift
@@ -44,7 +44,8 @@ s.close()'
 }
 
 # tq_cluster_init: make the temp dir, a fresh 0600 authkey (32 random bytes
-# as hex, like the master's own generated key) and pick the endpoint.
+# as hex, like the master's own generated key) and pick the endpoint. The
+# master creates its data dir, TQ_TMP/data, itself.
 tq_cluster_init() {
     TQ_TMP=$(mktemp -d "${TMPDIR:-/tmp}/taskq.XXXXXX")
     TQ_KEY=$TQ_TMP/authkey
@@ -54,7 +55,6 @@ tq_cluster_init() {
         echo >>"$TQ_KEY"
     )
     chmod 600 "$TQ_KEY"
-    mkdir -p "$TQ_TMP/data"
     TQ_ENDPOINT=tcp://127.0.0.1:$(tq_free_port)
 }
 

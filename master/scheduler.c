@@ -1,5 +1,5 @@
-/* sched.c - routing by function, credit, fair spread. See sched.h. */
-#include "sched.h"
+/* scheduler.c - routing by function, credit, fair spread. See scheduler.h. */
+#include "scheduler.h"
 
 #include <stdlib.h>
 

@@ -1,5 +1,5 @@
-/* sched_test.c - routing by function, credit, fair spread, priorities. */
-#include "sched.h"
+/* scheduler_test.c - routing by function, credit, fair spread, priorities. */
+#include "scheduler.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* sched.h - dispatch: which queued task goes to which worker.
+/* scheduler.h - dispatch: which queued task goes to which worker.
  *
  * Rules: a task goes only to a worker that declared its function; a
  * worker never gets more tasks than its credit; draining workers get
@@ -9,8 +9,8 @@
  * The scheduler leases the tasks in the store, moves credit, records the
  * lease on the worker, and hands each worker's batch to a callback (the
  * loop encodes and sends one DISPATCH per call). No sockets here. */
-#ifndef TQ_MASTER_SCHED_H
-#define TQ_MASTER_SCHED_H
+#ifndef TQ_MASTER_SCHEDULER_H
+#define TQ_MASTER_SCHEDULER_H
 
 #include <stddef.h>
 
