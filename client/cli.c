@@ -85,9 +85,9 @@ typedef struct {
         {"timeout", TQ_CFG_MS, "0", 0, UINT32_MAX, NULL, NULL,                                     \
          offsetof(task_settings_t, timeout_ms), "SECONDS",                                         \
          "run timeout of each task on a worker (0: none)"},                                        \
-        {"retries", TQ_CFG_INT, "3", 0, UINT16_MAX, NULL, NULL,                                    \
+        {"retries", TQ_CFG_INT, "0", 0, UINT16_MAX, NULL, NULL,                                    \
          offsetof(task_settings_t, retries), "N",                                                  \
-         "re-runs after a lost worker or a run timeout"},                                          \
+         "re-runs after a failed or timed-out run (a lost worker never uses one)"},                                          \
         {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, json), NULL,       \
          "print one JSON object per task"}
 
@@ -404,8 +404,8 @@ static void progress_draw(progress_t *pr, uint64_t done, uint64_t total, int tot
     for (int i = 0; i < width; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[width] = '\0';
-    fprintf(stderr, "\r\033[K[%s] %" PRIu64 "/%" PRIu64 "%s  %.0f/s", bar, done, total,
-            total_known ? "" : "+", rate);
+    fprintf(stderr, "\r\033[K[%s] %" PRIu64 "/%" PRIu64 "%s  %.*f/s", bar, done, total,
+            total_known ? "" : "+", rate < 10 ? 1 : 0, rate);
     fflush(stderr);
     pr->drawn = 1;
 }
@@ -487,8 +487,9 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
     uint64_t admitted = 0, answered = 0;
     for (;;) {
         /* Admit what the window allows and the input has ready. */
-        while (!eof && tq_reorder_inflight(ro) < window &&
-               (tq_reorder_inflight(ro) == 0 || source_ready(src))) {
+        /* Only read what is ready: while stdin is quiet we keep serving
+         * the connection (heartbeats, results) below. */
+        while (!eof && tq_reorder_inflight(ro) < window && source_ready(src)) {
             const char *p;
             size_t len;
             int r = source_next(src, &p, &len, &status);

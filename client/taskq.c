@@ -494,25 +494,36 @@ static void on_status_reply(taskq_t *self, tq_bytes_t body)
     b->done = 1;
 }
 
-static int on_error(taskq_t *self, tq_bytes_t body, size_t nparts, taskq_error_t *err)
+/* Read an ERROR body: code, ref (the request id it answers, 0 if none)
+ * and message into msg[size]. Unreadable bodies give TQ_ERR_INTERNAL. */
+static void parse_error(tq_bytes_t body, size_t nparts, int *code, uint32_t *ref, char *msg,
+                        size_t size)
 {
     void *parsed = NULL;
     tq_error_t e;
-    int code = TQ_ERR_INTERNAL;
-    uint32_t ref = 0;
-    char msg[TQ_MAX_ERROR_TEXT + 1] = "master sent an unreadable error";
-    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &parsed, &e) == 0) {
-        cJSON *j = parsed;
-        const cJSON *v;
-        if ((v = cJSON_GetObjectItemCaseSensitive(j, "code")) && cJSON_IsNumber(v))
-            code = (int)v->valuedouble;
-        if ((v = cJSON_GetObjectItemCaseSensitive(j, "ref")) && cJSON_IsNumber(v) &&
-            v->valuedouble >= 0 && v->valuedouble <= 4294967295.0)
-            ref = (uint32_t)v->valuedouble;
-        if ((v = cJSON_GetObjectItemCaseSensitive(j, "message")) && cJSON_IsString(v))
-            snprintf(msg, sizeof msg, "%s", v->valuestring);
-        cJSON_Delete(j);
-    }
+    *code = TQ_ERR_INTERNAL;
+    *ref = 0;
+    snprintf(msg, size, "master sent an unreadable error");
+    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &parsed, &e) < 0)
+        return;
+    cJSON *j = parsed;
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "code")) && cJSON_IsNumber(v))
+        *code = (int)v->valuedouble;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "ref")) && cJSON_IsNumber(v) &&
+        v->valuedouble >= 0 && v->valuedouble <= 4294967295.0)
+        *ref = (uint32_t)v->valuedouble;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "message")) && cJSON_IsString(v))
+        tq_strlcpy(msg, v->valuestring, size);
+    cJSON_Delete(j);
+}
+
+static int on_error(taskq_t *self, tq_bytes_t body, size_t nparts, taskq_error_t *err)
+{
+    int code;
+    uint32_t ref;
+    char msg[TQ_MAX_ERROR_TEXT];
+    parse_error(body, nparts, &code, &ref, msg, sizeof msg);
     if (code == TQ_ERR_NOT_REGISTERED) {
         /* Errors for what we sent before our HELLO arrive before WELCOME:
          * all of that has been re-sent already. */
@@ -749,13 +760,12 @@ static int await_welcome(taskq_t *self, tq_hswatch_t *watch, int64_t timeout_ms,
                 return 0;
             }
             if (type == TQ_MSG_ERROR) {
-                taskq_error_t tmp;
-                self->blk.active = 1; /* collect the message */
-                self->blk.done = 0;
-                on_error(self, body, tq_in_nparts(self->in), &tmp);
-                self->blk.active = 0;
+                int code;
+                uint32_t ref;
+                char msg[TQ_MAX_ERROR_TEXT];
+                parse_error(body, tq_in_nparts(self->in), &code, &ref, msg, sizeof msg);
                 return fail(err, TASKQ_ERR_REFUSED, "master at %s refused the connection: %s",
-                            self->endpoint, self->blk.err_msg);
+                            self->endpoint, msg);
             }
         }
     }
