@@ -25,11 +25,23 @@
  * taskq_submit returned to the task id.
  *
  * Threads: a taskq_t is single-threaded. Use one handle per thread;
- * handles share nothing. All work (heartbeats, resends) happens inside
- * library calls: a program that does not call into the library for
- * longer than the master's heartbeat timeout (5 s by default) is
- * forgotten by the master, and the library quietly says HELLO again and
- * re-sends what was not acknowledged on its next call.
+ * handles share nothing.
+ *
+ * Heartbeats: the library starts no thread and installs no timer, so it
+ * heartbeats only while the program is inside a library call. Heartbeats
+ * are sent, and the master's are read, only inside taskq_next_event,
+ * taskq_cancel and taskq_status (taskq_submit, taskq_flush and
+ * taskq_wait only send). Between calls nothing is sent: a program that
+ * stays out of those calls for longer than the master's heartbeat
+ * timeout (5 s by default) is forgotten by the master, which drops its
+ * result subscriptions (the results stay stored). That is recoverable,
+ * not an error: on the next call the library quietly says HELLO again
+ * and re-sends every unacknowledged batch, the WAIT for every result
+ * still expected, and the pending cancel or status request. The time
+ * the program spent away is not counted against the master either. To
+ * stay registered during long work between calls, call
+ * taskq_next_event(tq, 0, &ev, &err) at least once per heartbeat
+ * interval (1 s by default) and handle any event it returns.
  *
  * Errors: functions return 0 (or a pointer, or an event count) on
  * success and -1 (or NULL) on failure, with *err filled when err is not

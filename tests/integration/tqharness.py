@@ -2,7 +2,7 @@
 
 Every test gets a temp dir (removed afterwards unless TQ_KEEP_TMP is set),
 a fresh loopback port and a mode-0600 authkey file. Programs run as
-subprocesses with their output in log files in the temp dir. tearDown sends
+subprocesses with their output in log files in the temp dir. A cleanup sends
 SIGTERM to everything still running, then SIGKILL after a bound, so no
 process outlives its test even when the test fails; on failure the tails
 of all logs are printed.
@@ -260,12 +260,16 @@ class TQTestCase(unittest.TestCase):
         self.data_dir = os.path.join(self.tmp, "data")
         self.master = None
         self._nworkers = 0
+        # A cleanup, not tearDown: cleanups also run when setUp fails
+        # half-way (a worker that never joined), so the programs are
+        # stopped and their logs shown in that case too.
+        self.addCleanup(self._stop_all)
 
     def _failed(self):
         outcome = getattr(self, "_outcome", None)
         return outcome is not None and not getattr(outcome, "success", True)
 
-    def tearDown(self):
+    def _stop_all(self):
         failed = self._failed()
         for p in reversed(self.procs):
             p.stop()

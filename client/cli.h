@@ -1,0 +1,79 @@
+/* cli.h - inside the taskq command: the settings structs its option
+ * tables fill, the command table's shape, and the helpers that cli.c
+ * (global options, dispatch, help, status, cancel) shares with
+ * cli_tasks.c (submit, map, wait). Not installed. */
+#ifndef TQ_CLI_H
+#define TQ_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "taskq.h"
+#include "tq_config.h"
+
+/* The global options (before the COMMAND). */
+typedef struct {
+    char *connect;
+    char *authkey_file;
+    int64_t connect_timeout_ms;
+    int version;
+    int help;
+} global_t;
+
+/* submit and map share one settings struct; each has its own table. */
+typedef struct {
+    char *fn;
+    char *queue;
+    int64_t priority;
+    int64_t timeout_ms;
+    int64_t retries;
+    char *key;
+    int json;
+    int64_t window;
+    int help;
+} task_settings_t;
+
+typedef struct {
+    int64_t timeout_ms;
+    int json;
+    int help;
+} wait_settings_t;
+
+typedef struct command command_t;
+typedef int (*run_fn)(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+
+struct command {
+    const char *name;
+    const tq_cfg_entry_t *table;
+    size_t settings_size;
+    size_t help_offset;  /* the int set by --help */
+    const char *args;    /* synopsis of the arguments */
+    const char *summary; /* one line for taskq --help */
+    const char *details; /* more for taskq COMMAND --help */
+    run_fn run;
+};
+
+/* Print "taskq: MESSAGE" on stderr (after flushing stdout) and return
+ * the usage exit status. */
+int tq_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print a library error as "taskq: MESSAGE" and return its category,
+ * which is the exit status. */
+int tq_cli_lib_error(const taskq_error_t *e);
+
+/* Connect as the global options say. Returns NULL after printing the
+ * error; *status gets the exit status. Caller closes the handle. */
+taskq_t *tq_cli_connect(const global_t *g, int *status);
+
+/* Task ids from the arguments. Returns 0, or the usage exit status after
+ * printing which argument is wrong. Caller frees *ids_out. */
+int tq_cli_parse_ids(const char *cmd, int argc, char **argv, uint64_t **ids_out, size_t *n_out);
+
+/* The commands of cli_tasks.c; settings is the command's settings
+ * struct, argv its arguments after the options. Each returns the exit
+ * status (common/tq_exit.h) after printing what it has to say. */
+int tq_cli_run_submit(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_map(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_wait(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+
+#endif

@@ -1,0 +1,469 @@
+/* session.c - libtaskq's connection to the master: the DEALER socket
+ * with CURVE, the handshake watch, HELLO/WELCOME, heartbeats, noticing a
+ * silent master, and registering again when the master forgot us. The
+ * public taskq_connect, taskq_close, taskq_endpoint and
+ * taskq_max_payload live here; see include/taskq.h for their promises.
+ *
+ * Single-threaded like the handle: the network is only looked at inside
+ * library calls, in tq_session_pump. Messages for the API state
+ * (acks, results, replies) go to taskq.c through session.h. */
+#include "session.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <zmq.h>
+
+#include "tq_authkey.h"
+#include "tq_curve.h"
+
+#define DEFAULT_ENDPOINT "tcp://127.0.0.1:7070"
+#define DEFAULT_CONNECT_TIMEOUT_MS 10000
+/* Until WELCOME says otherwise (PROTOCOL.md defaults). */
+#define DEFAULT_HEARTBEAT_MS 1000
+#define DEFAULT_HEARTBEAT_TIMEOUT_MS 5000
+/* How long close waits for BYE and queued batches to leave. */
+#define CLOSE_LINGER_MS 1000
+/* Messages handled per drain before looking at timers again. */
+#define DRAIN_MAX 256
+
+/* ---- sending ---------------------------------------------------------- */
+
+/* Promised in session.h. */
+int tq_client_fail(taskq_error_t *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Promised in session.h. */
+int tq_session_send(taskq_t *self, taskq_error_t *err)
+{
+    if (tq_out_send(&self->out, self->sock, NULL, 0) < 0) {
+        if (errno == EAGAIN)
+            return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+                                  self->endpoint);
+        return tq_client_fail(err, TASKQ_ERR_CONNECT, "cannot send to master at %s: %s",
+                              self->endpoint, zmq_strerror(errno));
+    }
+    self->last_send = tq_mono_ms();
+    return 0;
+}
+
+static int send_hello(taskq_t *self, taskq_error_t *err)
+{
+    cJSON *j = cJSON_CreateObject();
+    TQ_ASSERT(j);
+    cJSON_AddStringToObject(j, "role", "client");
+    cJSON_AddStringToObject(j, "name", self->name);
+    tq_out_json(&self->out, TQ_MSG_HELLO, j);
+    cJSON_Delete(j);
+    return tq_session_send(self, err);
+}
+
+static int send_empty(taskq_t *self, int type, taskq_error_t *err)
+{
+    tq_out_begin(&self->out, type);
+    return tq_session_send(self, err);
+}
+
+/* The master does not know us (it restarted, or we were silent too
+ * long): say HELLO again, then let taskq.c re-send what the master may
+ * have forgotten. ZeroMQ keeps the order, so the master sees HELLO
+ * first. */
+static int rehello(taskq_t *self, taskq_error_t *err)
+{
+    self->rehello_pending = 1;
+    if (send_hello(self, err) < 0)
+        return -1;
+    return tq_api_resend(self, err);
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+static void on_welcome(taskq_t *self, cJSON *j)
+{
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "heartbeat_ms")) && cJSON_IsNumber(v) &&
+        v->valuedouble >= 10 && v->valuedouble <= 3600000)
+        self->hb_ms = (int64_t)v->valuedouble;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "heartbeat_timeout_ms")) && cJSON_IsNumber(v) &&
+        v->valuedouble >= 50 && v->valuedouble <= 36000000)
+        self->hb_timeout_ms = (int64_t)v->valuedouble;
+    if (self->hb_timeout_ms <= self->hb_ms)
+        self->hb_timeout_ms = self->hb_ms * 5;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "max_payload")) && cJSON_IsNumber(v) &&
+        v->valuedouble >= 1 && v->valuedouble <= (double)TQ_PAYLOAD_HARD_MAX)
+        self->max_payload = (size_t)v->valuedouble;
+    int ms = (int)self->hb_timeout_ms;
+    zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &ms, sizeof ms);
+    self->rehello_pending = 0;
+}
+
+/* Read an ERROR body: code, ref (the request id it answers, 0 if none)
+ * and message into msg[size]. Unreadable bodies give TQ_ERR_INTERNAL. */
+static void parse_error(tq_bytes_t body, size_t nparts, int *code, uint32_t *ref, char *msg,
+                        size_t size)
+{
+    void *parsed = NULL;
+    tq_error_t e;
+    *code = TQ_ERR_INTERNAL;
+    *ref = 0;
+    snprintf(msg, size, "master sent an unreadable error");
+    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &parsed, &e) < 0)
+        return;
+    cJSON *j = parsed;
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "code")) && cJSON_IsNumber(v))
+        *code = (int)v->valuedouble;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "ref")) && cJSON_IsNumber(v) &&
+        v->valuedouble >= 0 && v->valuedouble <= 4294967295.0)
+        *ref = (uint32_t)v->valuedouble;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "message")) && cJSON_IsString(v))
+        tq_strlcpy(msg, v->valuestring, size);
+    cJSON_Delete(j);
+}
+
+/* An ERROR from the master. "Not registered" makes us say HELLO again;
+ * anything else is for the API state. Returns 0 or -1 (send failure). */
+static int on_error(taskq_t *self, tq_bytes_t body, size_t nparts, taskq_error_t *err)
+{
+    int code;
+    uint32_t ref;
+    char msg[TQ_MAX_ERROR_TEXT];
+    parse_error(body, nparts, &code, &ref, msg, sizeof msg);
+    if (code == TQ_ERR_NOT_REGISTERED) {
+        /* Errors for what we sent before our HELLO arrive before WELCOME:
+         * all of that has been re-sent already. */
+        if (self->rehello_pending)
+            return 0;
+        return rehello(self, err);
+    }
+    tq_api_on_error(self, ref, msg);
+    return 0;
+}
+
+/* Handle the message in self->in. Malformed messages from the master
+ * are ignored: what they would have answered is re-sent after a
+ * re-HELLO or runs into the caller's timeout. Returns 0 or -1 (send
+ * failure). */
+static int handle(taskq_t *self, taskq_error_t *err)
+{
+    int type;
+    tq_bytes_t body;
+    tq_error_t e;
+    if (tq_in_head(self->in, &type, &body, &e) < 0)
+        return 0;
+    size_t nparts = tq_in_nparts(self->in);
+    switch (type) {
+    case TQ_MSG_WELCOME: {
+        void *j = NULL;
+        if (tq_decode_json(body, nparts, TQ_MAX_JSON, &j, &e) == 0) {
+            on_welcome(self, j);
+            cJSON_Delete(j);
+        }
+        return 0;
+    }
+    case TQ_MSG_HEARTBEAT:
+        return 0;
+    case TQ_MSG_SUBMIT_ACK:
+    case TQ_MSG_RESULTS:
+    case TQ_MSG_CANCEL_ACK:
+    case TQ_MSG_STATUS_REPLY:
+        tq_api_on_message(self, type, body, nparts);
+        return 0;
+    case TQ_MSG_ERROR:
+        return on_error(self, body, nparts, err);
+    default:
+        return 0;
+    }
+}
+
+/* Handle every message already received, up to DRAIN_MAX. Returns the
+ * number handled, or -1. */
+static int drain(taskq_t *self, taskq_error_t *err)
+{
+    int handled = 0;
+    while (handled < DRAIN_MAX) {
+        if (tq_in_recv(self->in, self->sock, 0, ZMQ_DONTWAIT) < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            self->lost = 1;
+            return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+                                  self->endpoint);
+        }
+        self->last_recv = tq_mono_ms();
+        handled++;
+        if (handle(self, err) < 0)
+            return -1;
+    }
+    return handled;
+}
+
+/* One step of the connection: handle what arrived, keep the heartbeat
+ * going, and wait at most wait_ms (-1: until the next timer) for more.
+ * Returns 1 if messages were handled, 0 if not, -1 on a lost master. */
+int tq_session_pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
+{
+    if (self->lost)
+        return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+                              self->endpoint);
+    int got = drain(self, err);
+    if (got < 0)
+        return -1;
+    int64_t now = tq_mono_ms();
+    if (now - self->last_send >= self->hb_ms && send_empty(self, TQ_MSG_HEARTBEAT, err) < 0)
+        return -1;
+    if (got > 0)
+        return 1;
+    if (now - self->last_recv >= self->hb_timeout_ms) {
+        self->lost = 1;
+        return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+                              self->endpoint);
+    }
+    int64_t t = self->last_send + self->hb_ms - now;
+    int64_t silent = self->last_recv + self->hb_timeout_ms - now;
+    if (silent < t)
+        t = silent;
+    if (wait_ms >= 0 && wait_ms < t)
+        t = wait_ms;
+    if (t < 0)
+        t = 0;
+    zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+    int rc = zmq_poll(&item, 1, (long)t);
+    if (rc < 0 && errno != EINTR)
+        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+    if (rc <= 0)
+        return 0;
+    got = drain(self, err);
+    if (got < 0)
+        return -1;
+    return got > 0;
+}
+
+/* Called when a public call starts. If the caller has not called us
+ * for longer than a heartbeat interval, the master's heartbeats queued up
+ * meanwhile (read by the next pump); give it a fresh grace period rather
+ * than blame it for our own absence. */
+void tq_session_enter(taskq_t *self)
+{
+    int64_t now = tq_mono_ms();
+    if (now - self->last_call > self->hb_ms && now > self->last_recv)
+        self->last_recv = now;
+}
+
+/* Called when a public call returns. */
+void tq_session_leave(taskq_t *self)
+{
+    self->last_call = tq_mono_ms();
+}
+
+/* ---- connect and close ------------------------------------------------ */
+
+static void default_name(char *out, size_t size)
+{
+    char host[64] = "localhost";
+    if (gethostname(host, sizeof host) < 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(out, size, "%s:%ld", host, (long)getpid());
+}
+
+static int name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > TQ_MAX_PEER_NAME)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+static void handle_free(taskq_t *self)
+{
+    if (self->sock)
+        zmq_close(self->sock);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+    tq_in_destroy(&self->in);
+    tq_out_free(&self->out);
+    tq_api_free(self);
+    free(self);
+}
+
+/* Wait for WELCOME after HELLO, watching the handshake. Returns 0 or -1. */
+static int await_welcome(taskq_t *self, tq_hswatch_t *watch, int64_t timeout_ms,
+                         taskq_error_t *err)
+{
+    int64_t deadline = tq_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - tq_mono_ms();
+        if (left <= 0)
+            return tq_client_fail(err, TASKQ_ERR_CONNECT, "cannot connect to %s", self->endpoint);
+        zmq_pollitem_t items[2] = {{self->sock, 0, ZMQ_POLLIN, 0},
+                                   {tq_hswatch_socket(watch), 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, 2, (long)(left < 100 ? left : 100));
+        if (rc < 0 && errno != EINTR)
+            return tq_client_fail(err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+        if (tq_hswatch_poll(watch) < 0)
+            return tq_client_fail(err, TASKQ_ERR_CONNECT,
+                                  "authentication failed connecting to %s (wrong authkey?)",
+                                  self->endpoint);
+        while (tq_in_recv(self->in, self->sock, 0, ZMQ_DONTWAIT) == 0) {
+            int type;
+            tq_bytes_t body;
+            tq_error_t e;
+            self->last_recv = tq_mono_ms();
+            if (tq_in_head(self->in, &type, &body, &e) < 0)
+                return tq_client_fail(err, TASKQ_ERR_CONNECT, "%s is not a taskq master (%s)",
+                                      self->endpoint, e.msg);
+            if (type == TQ_MSG_WELCOME) {
+                void *j = NULL;
+                if (tq_decode_json(body, tq_in_nparts(self->in), TQ_MAX_JSON, &j, &e) < 0)
+                    return tq_client_fail(err, TASKQ_ERR_CONNECT, "bad WELCOME from %s: %s",
+                                          self->endpoint, e.msg);
+                on_welcome(self, j);
+                cJSON_Delete(j);
+                return 0;
+            }
+            if (type == TQ_MSG_ERROR) {
+                int code;
+                uint32_t ref;
+                char msg[TQ_MAX_ERROR_TEXT];
+                parse_error(body, tq_in_nparts(self->in), &code, &ref, msg, sizeof msg);
+                return tq_client_fail(err, TASKQ_ERR_REFUSED,
+                                      "master at %s refused the connection: %s", self->endpoint,
+                                      msg);
+            }
+        }
+    }
+}
+
+taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int connect_timeout_ms,
+                       const char *name, taskq_error_t *err)
+{
+    if (!endpoint || !*endpoint)
+        endpoint = DEFAULT_ENDPOINT;
+    if (strlen(endpoint) >= TQ_CLIENT_ENDPOINT_MAX) {
+        tq_client_fail(err, TASKQ_ERR_USAGE, "endpoint too long (at most %d bytes)",
+                       TQ_CLIENT_ENDPOINT_MAX - 1);
+        return NULL;
+    }
+    if (!authkey_path || !*authkey_path) {
+        tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
+        return NULL;
+    }
+    if (name && !name_ok(name)) {
+        tq_client_fail(err, TASKQ_ERR_USAGE, "client name must be 1..%d printable ASCII characters",
+                       TQ_MAX_PEER_NAME);
+        return NULL;
+    }
+    tq_curve_keys_t keys;
+    char kerr[TASKQ_ERROR_MAX];
+    if (tq_authkey_load(authkey_path, &keys, kerr, sizeof kerr) < 0) {
+        tq_curve_keys_wipe(&keys);
+        tq_client_fail(err, TASKQ_ERR_ENV, "%s", kerr);
+        return NULL;
+    }
+
+    taskq_t *self = tq_calloc(1, sizeof *self);
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
+    if (name)
+        snprintf(self->name, sizeof self->name, "%s", name);
+    else
+        default_name(self->name, sizeof self->name);
+    self->hb_ms = DEFAULT_HEARTBEAT_MS;
+    self->hb_timeout_ms = DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    self->max_payload = TQ_PAYLOAD_DEFAULT_MAX;
+    self->next_req = 1;
+    self->in = tq_in_new();
+    tq_out_init(&self->out);
+    tq_api_init(self);
+
+    self->ctx = zmq_ctx_new();
+    self->sock = self->ctx ? zmq_socket(self->ctx, ZMQ_DEALER) : NULL;
+    if (!self->sock) {
+        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ socket: %s",
+                       zmq_strerror(errno));
+        tq_curve_keys_wipe(&keys);
+        handle_free(self);
+        return NULL;
+    }
+    int linger = CLOSE_LINGER_MS, sndtimeo = DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    int64_t maxmsg = TQ_PAYLOAD_HARD_MAX;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    int crc = tq_curve_client(self->sock, &keys);
+    tq_curve_keys_wipe(&keys);
+    if (crc < 0) {
+        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot set up CURVE: %s", zmq_strerror(errno));
+        handle_free(self);
+        return NULL;
+    }
+    tq_hswatch_t *watch = tq_hswatch_new(self->ctx, self->sock, "taskq-client");
+    if (!watch) {
+        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot monitor the connection: %s",
+                       zmq_strerror(errno));
+        handle_free(self);
+        return NULL;
+    }
+    if (zmq_connect(self->sock, self->endpoint) < 0) {
+        tq_client_fail(err, TASKQ_ERR_USAGE, "invalid endpoint '%s': %s (expected tcp://HOST:PORT)",
+                       self->endpoint, zmq_strerror(errno));
+        tq_hswatch_destroy(&watch);
+        handle_free(self);
+        return NULL;
+    }
+    int64_t timeout = connect_timeout_ms > 0 ? connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+    int rc = send_hello(self, err);
+    if (rc == 0)
+        rc = await_welcome(self, watch, timeout, err);
+    tq_hswatch_destroy(&watch);
+    if (rc < 0) {
+        /* Nothing worth delivering: drop queued messages at once. */
+        int zero = 0;
+        zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof zero);
+        handle_free(self);
+        return NULL;
+    }
+    self->last_recv = self->last_call = tq_mono_ms();
+    return self;
+}
+
+void taskq_close(taskq_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    taskq_t *self = *self_p;
+    if (!self->lost)
+        send_empty(self, TQ_MSG_BYE, NULL);
+    else {
+        int zero = 0;
+        zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof zero);
+    }
+    handle_free(self);
+    *self_p = NULL;
+}
+
+const char *taskq_endpoint(const taskq_t *self)
+{
+    return self->endpoint;
+}
+
+size_t taskq_max_payload(const taskq_t *self)
+{
+    return self->max_payload;
+}
