@@ -1,4 +1,5 @@
-/* loop.c - the master's event loop. See loop.h.
+/* loop.c - the master's event loop. See loop.h; the handler of each
+ * incoming message type is in handlers.c.
  *
  * One iteration: zmq_poll on the ROUTER (timeout from the next timer),
  * read up to LOOP_MAX_MSGS messages and handle each, run the timers
@@ -7,24 +8,18 @@
  * batched for each client. Sends never block: ZMQ_DONTWAIT everywhere. */
 #include "loop.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
-#include "auth.h"
-#include "peers.h"
+#include "loop_internal.h"
 #include "scheduler.h"
-#include "status.h"
-#include "store.h"
 #include "tq_curve.h"
 #include "tq_log.h"
-#include "tq_proto.h"
 #include "tq_util.h"
 
 /* Messages handled per poll iteration before the timers, the scheduler
@@ -43,49 +38,14 @@
 #define LOOP_EXPIRE_STEPS TQ_MAX_BATCH
 #define MONITOR_ENDPOINT "inproc://taskq-master-monitor"
 
-typedef struct {
-    int64_t window_ms;
-    unsigned lines, suppressed;
-} ratelimit_t;
+/* ---- logging ----------------------------------------------------------- */
 
-struct tq_loop {
-    void *ctx;
-    void *router;
-    tq_auth_t *auth;
-    tq_loop_cfg_t cfg;
-    char endpoint[256];
-    tq_store_t *store;
-    tq_peers_t *peers;
-    tq_status_t *status;
-    tq_in_t *in;
-    tq_out_t out;
-    int64_t start_ms;
-    int64_t next_hb_ms;
-    int64_t next_sweep_ms;
-    int sched_dirty;
-    int started; /* bound and ready: log a summary at destroy */
-    uint64_t late_results;
-    ratelimit_t anon_rl; /* for peers not registered */
-    /* decode scratch: TQ_MAX_BATCH records each */
-    tq_task_spec_t specs[TQ_MAX_BATCH];
-    tq_task_t *added[TQ_MAX_BATCH];
-    uint64_t ids[TQ_MAX_BATCH];
-    tq_result_item_t results[TQ_MAX_BATCH];
-    tq_lease_ref_t leases[TQ_MAX_BATCH];
-    tq_peer_t *kill_to[TQ_MAX_BATCH];
-    tq_lease_ref_t kills[TQ_MAX_BATCH];
-};
-
-/* ---- logging helpers ------------------------------------------------- */
-
-/* Warn about bad input from a peer, at most LOOP_WARN_PER_S lines per
+/* See loop_internal.h. Warn about bad input from a peer, at most LOOP_WARN_PER_S lines per
  * second per peer (unregistered peers share one budget). */
-static void warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...) {
+void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...) {
     if (TQ_LOG_WARN > tq_log_level())
         return;
-    ratelimit_t tmp, *rl = &self->anon_rl;
+    tq_loop_ratelimit_t tmp, *rl = &self->anon_rl;
     if (p) {
         tmp.window_ms = p->log_window_ms;
         tmp.lines = p->log_lines;
@@ -118,36 +78,14 @@ static void warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const cha
     }
 }
 
-/* "a,b,c" of a worker's functions, cut to fit. */
-static void fns_text(const tq_peer_t *w, char *buf, size_t len) {
-    size_t off = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < w->nfns; i++) {
-        int n = snprintf(buf + off, len - off, "%s%s", i ? "," : "", w->fns[i]);
-        if (n < 0 || (size_t)n >= len - off) {
-            if (len > 4)
-                memcpy(buf + len - 4, "...", 4);
-            return;
-        }
-        off += (size_t)n;
-    }
-}
+/* ---- sending (what these promise: loop_internal.h) -------------------- */
 
-/* ---- sending ---------------------------------------------------------- */
-
-static tq_bytes_t rid_of(const tq_peer_t *p) {
-    tq_bytes_t b = {p->rid, p->rid_len};
-    return b;
-}
-
-/* Send self->out to a registered peer. On EHOSTUNREACH the peer is gone
- * (forgotten at the end of the iteration). Returns 0 or -1 (errno). */
-static int send_peer(tq_loop_t *self, tq_peer_t *p) {
+int tq_loop_send_peer(tq_loop_t *self, tq_peer_t *p) {
     if (p->gone) {
         errno = EHOSTUNREACH;
         return -1;
     }
-    tq_bytes_t rid = rid_of(p);
+    tq_bytes_t rid = tq_loop_rid(p);
     if (tq_out_send(&self->out, self->router, &rid, ZMQ_DONTWAIT) == 0)
         return 0;
     int e = errno;
@@ -166,15 +104,40 @@ static int send_peer(tq_loop_t *self, tq_peer_t *p) {
 static void send_rid(tq_loop_t *self, tq_bytes_t rid) {
     tq_peer_t *p = tq_peers_find(self->peers, rid);
     if (p) {
-        send_peer(self, p);
+        tq_loop_send_peer(self, p);
         return;
     }
     tq_out_send(&self->out, self->router, &rid, ZMQ_DONTWAIT);
 }
 
-static void reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref, const char *msg) {
+void tq_loop_reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref, const char *msg) {
     tq_out_error(&self->out, code, ref, msg);
     send_rid(self, rid);
+}
+
+void tq_loop_kill_add(tq_loop_t *self, size_t *nk, tq_task_t *t) {
+    TQ_ASSERT(*nk < TQ_MAX_BATCH);
+    tq_peer_t *w = t->worker;
+    self->kill_to[*nk] = w;
+    self->kills[*nk].id = t->id;
+    self->kills[*nk].attempt = t->attempt;
+    (*nk)++;
+    tq_peer_lease_remove(w, t);
+}
+
+void tq_loop_send_kills(tq_loop_t *self, size_t nk) {
+    for (size_t i = 0; i < nk; i++) {
+        tq_peer_t *w = self->kill_to[i];
+        if (!w)
+            continue;
+        tq_out_begin(&self->out, TQ_MSG_KILL);
+        for (size_t k = i; k < nk; k++)
+            if (self->kill_to[k] == w) {
+                tq_out_lease(&self->out, self->kills[k].id, self->kills[k].attempt);
+                self->kill_to[k] = NULL;
+            }
+        tq_loop_send_peer(self, w);
+    }
 }
 
 /* ---- peers leaving ------------------------------------------------------ */
@@ -207,12 +170,11 @@ static void peer_unregister(tq_loop_t *self, tq_peer_t *p) {
     self->sched_dirty = 1;
 }
 
-/* Forget a peer. why: "left", "lost (...)" for the log. */
-static void peer_forget(tq_loop_t *self, tq_peer_t **pp, const char *why) {
+void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why) {
     tq_peer_t *p = *pp;
     if (p->role == TQ_ROLE_WORKER) {
         char fns[256];
-        fns_text(p, fns, sizeof fns);
+        tq_peer_fns_text(p, fns, sizeof fns);
         tq_info("worker %s %s (address %s, slots %" PRIu32 ", functions %s, %zu leased task%s back)",
                 p->name, why, p->address, p->slots, fns, p->nleased, p->nleased == 1 ? "" : "s");
     } else {
@@ -227,364 +189,8 @@ static void reap_gone(tq_loop_t *self) {
     for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
         tq_peer_t *p = tq_peers_at(self->peers, i);
         if (p->gone)
-            peer_forget(self, &p, "lost (unreachable)");
+            tq_loop_forget_peer(self, &p, "lost (unreachable)");
     }
-}
-
-/* ---- HELLO ------------------------------------------------------------- */
-
-static int hello_error(tq_loop_t *self, tq_bytes_t rid, const char *addr, int code,
-                       const char *msg) {
-    warn_peer(self, tq_peers_find(self->peers, rid), addr, "HELLO refused: %s", msg);
-    reply_error(self, rid, code, 0, msg);
-    return -1;
-}
-
-static void on_hello(tq_loop_t *self, tq_bytes_t rid, const char *addr, tq_bytes_t body,
-                     size_t nparts) {
-    void *jv = NULL;
-    tq_error_t err;
-    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &jv, &err) < 0) {
-        hello_error(self, rid, addr, err.code, err.msg);
-        return;
-    }
-    cJSON *j = jv;
-    char msg[TQ_MAX_ERROR_TEXT];
-    const cJSON *role = cJSON_GetObjectItemCaseSensitive(j, "role");
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
-    tq_role_t r;
-    if (!cJSON_IsString(role) ||
-        (strcmp(role->valuestring, "worker") != 0 && strcmp(role->valuestring, "client") != 0)) {
-        hello_error(self, rid, addr, TQ_ERR_MALFORMED,
-                    "HELLO: \"role\" must be \"worker\" or \"client\"");
-        goto out;
-    }
-    r = strcmp(role->valuestring, "worker") == 0 ? TQ_ROLE_WORKER : TQ_ROLE_CLIENT;
-    if (!cJSON_IsString(name) || !tq_peer_name_valid(name->valuestring)) {
-        snprintf(msg, sizeof msg, "HELLO: \"name\" must be 1..%d printable ASCII characters",
-                 TQ_MAX_PEER_NAME);
-        hello_error(self, rid, addr, TQ_ERR_BAD_NAME, msg);
-        goto out;
-    }
-    uint32_t slots = 0;
-    const char *fns[TQ_MAX_FUNCTIONS];
-    size_t nfns = 0;
-    if (r == TQ_ROLE_WORKER) {
-        const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "slots");
-        if (!cJSON_IsNumber(s) || s->valuedouble != (double)(int64_t)s->valuedouble ||
-            s->valuedouble < 1 || s->valuedouble > TQ_MAX_SLOTS) {
-            snprintf(msg, sizeof msg, "HELLO: \"slots\" must be an integer 1..%d", TQ_MAX_SLOTS);
-            hello_error(self, rid, addr, TQ_ERR_MALFORMED, msg);
-            goto out;
-        }
-        slots = (uint32_t)s->valuedouble;
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "functions");
-        if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) < 1) {
-            hello_error(self, rid, addr, TQ_ERR_MALFORMED,
-                        "HELLO: \"functions\" must be a non-empty array of names");
-            goto out;
-        }
-        if (cJSON_GetArraySize(f) > TQ_MAX_FUNCTIONS) {
-            snprintf(msg, sizeof msg, "HELLO: %d functions, max %d", cJSON_GetArraySize(f),
-                     TQ_MAX_FUNCTIONS);
-            hello_error(self, rid, addr, TQ_ERR_TOO_MANY, msg);
-            goto out;
-        }
-        const cJSON *it;
-        cJSON_ArrayForEach(it, f) {
-            if (!cJSON_IsString(it) || !tq_name_valid(tq_bytes_str(it->valuestring))) {
-                snprintf(msg, sizeof msg,
-                         "HELLO: functions[%zu] is not a valid name (1..%d of [A-Za-z0-9_.:-])",
-                         nfns, TQ_MAX_NAME);
-                hello_error(self, rid, addr, TQ_ERR_BAD_NAME, msg);
-                goto out;
-            }
-            const char *in = tq_store_intern(self->store, tq_bytes_str(it->valuestring));
-            if (!in) {
-                hello_error(self, rid, addr, TQ_ERR_TOO_MANY,
-                            "HELLO: the master's name table is full");
-                goto out;
-            }
-            int dup = 0;
-            for (size_t k = 0; k < nfns && !dup; k++)
-                dup = fns[k] == in;
-            if (!dup)
-                fns[nfns++] = in;
-        }
-    }
-
-    int64_t now = tq_mono_ms();
-    tq_peer_t *old = tq_peers_find(self->peers, rid);
-    if (old)
-        peer_forget(self, &old, "re-registered");
-    tq_peer_t *p = tq_peers_add(self->peers, rid, r, now);
-    tq_strlcpy(p->name, name->valuestring, sizeof p->name);
-    tq_strlcpy(p->address, addr, sizeof p->address);
-    if (r == TQ_ROLE_WORKER) {
-        p->slots = p->credit = slots;
-        tq_peer_set_fns(p, fns, nfns);
-        char ft[256];
-        fns_text(p, ft, sizeof ft);
-        tq_info("worker %s joined (address %s, slots %" PRIu32 ", functions %s)", p->name,
-                p->address, p->slots, ft);
-        self->sched_dirty = 1;
-    } else {
-        tq_debug("client %s joined (address %s)", p->name, p->address);
-    }
-
-    cJSON *w = cJSON_CreateObject();
-    cJSON_AddNumberToObject(w, "version", TQ_PROTO_VERSION);
-    cJSON_AddNumberToObject(w, "heartbeat_ms", (double)self->cfg.heartbeat_ms);
-    cJSON_AddNumberToObject(w, "heartbeat_timeout_ms", (double)self->cfg.heartbeat_timeout_ms);
-    cJSON_AddNumberToObject(w, "max_payload", (double)self->cfg.max_payload);
-    cJSON_AddStringToObject(w, "master", "taskq-master " TQ_VERSION);
-    tq_out_json(&self->out, TQ_MSG_WELCOME, w);
-    cJSON_Delete(w);
-    send_peer(self, p);
-out:
-    cJSON_Delete(j);
-}
-
-/* ---- client messages ---------------------------------------------------- */
-
-/* SUBMIT: a record whose non-empty key is held (within the retention
- * window) gets the existing task's id and stores nothing; two records of
- * one batch with the same key get the same id. The new tasks of a batch
- * are stored whole or not at all. */
-static void on_submit(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body, const tq_bytes_t *parts,
-                      size_t nparts) {
-    uint32_t req = 0;
-    uint16_t flags = 0;
-    size_t n = 0;
-    tq_error_t err;
-    if (tq_decode_submit(body, parts, nparts, self->cfg.max_payload, &req, &flags, self->specs,
-                         &n, &err) < 0) {
-        warn_peer(self, p, p->address, "bad SUBMIT: %s", err.msg);
-        reply_error(self, rid_of(p), err.code, req, err.msg);
-        return;
-    }
-    int64_t now = tq_wall_ms();
-    size_t nnew = 0;
-    for (size_t i = 0; i < n; i++) {
-        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
-        if (!self->ids[i])
-            nnew++;
-    }
-    if (nnew && !tq_store_has_room(self->store, nnew)) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "master is full: %zu tasks stored (--max-tasks %zu)",
-                 tq_store_size(self->store), self->cfg.max_tasks);
-        reply_error(self, rid_of(p), TQ_ERR_FULL, req, msg);
-        return;
-    }
-    /* Intern every name first, so that the batch is accepted whole or
-     * not at all. */
-    for (size_t i = 0; i < n; i++) {
-        if (self->ids[i])
-            continue;
-        if (!tq_store_intern(self->store, self->specs[i].fn) ||
-            (self->specs[i].queue.len && !tq_store_intern(self->store, self->specs[i].queue))) {
-            reply_error(self, rid_of(p), TQ_ERR_TOO_MANY, req,
-                        "too many distinct queue and function names");
-            return;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        self->added[i] = NULL;
-        if (self->ids[i])
-            continue;
-        /* a key seen earlier in this batch */
-        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
-        if (self->ids[i])
-            continue;
-        int code = TQ_ERR_INTERNAL;
-        self->added[i] = tq_store_add(self->store, &self->specs[i], now, &code);
-        if (!self->added[i]) {
-            while (i-- > 0)
-                if (self->added[i])
-                    tq_store_remove_queued(self->store, self->added[i]);
-            char msg[160];
-            if (code == TQ_ERR_FULL)
-                snprintf(msg, sizeof msg,
-                         "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
-                         tq_store_size(self->store) > tq_store_nkeys(self->store)
-                             ? tq_store_size(self->store)
-                             : tq_store_nkeys(self->store),
-                         self->cfg.max_tasks);
-            else
-                snprintf(msg, sizeof msg, "cannot store the tasks (%s)",
-                         code == TQ_ERR_TOO_MANY ? "too many distinct names" : "out of memory");
-            reply_error(self, rid_of(p), code, req, msg);
-            return;
-        }
-        self->ids[i] = self->added[i]->id;
-    }
-    tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
-    for (size_t i = 0; i < n; i++) {
-        tq_out_id(&self->out, self->ids[i]);
-        if (!(flags & TQ_SUBMIT_SUBSCRIBE))
-            continue;
-        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
-        if (t && !tq_task_finished(t))
-            tq_peer_wait_add(p, t);
-        else if (!self->added[i])
-            tq_peer_pending_add(p, self->ids[i]); /* known key: outcome (or unknown) now */
-    }
-    send_peer(self, p);
-    self->sched_dirty = 1;
-}
-
-static void on_wait(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body, size_t nparts) {
-    uint32_t req = 0;
-    size_t n = 0;
-    tq_error_t err;
-    if (tq_decode_ids(body, nparts, &req, self->ids, &n, &err) < 0) {
-        warn_peer(self, p, p->address, "bad WAIT: %s", err.msg);
-        reply_error(self, rid_of(p), err.code, req, err.msg);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
-        if (!t || tq_task_finished(t))
-            tq_peer_pending_add(p, self->ids[i]); /* RESULTS at the end of the iteration */
-        else
-            tq_peer_wait_add(p, t);
-    }
-}
-
-static void send_kills(tq_loop_t *self, size_t nk) {
-    for (size_t i = 0; i < nk; i++) {
-        tq_peer_t *w = self->kill_to[i];
-        if (!w)
-            continue;
-        tq_out_begin(&self->out, TQ_MSG_KILL);
-        for (size_t k = i; k < nk; k++)
-            if (self->kill_to[k] == w) {
-                tq_out_lease(&self->out, self->kills[k].id, self->kills[k].attempt);
-                self->kill_to[k] = NULL;
-            }
-        send_peer(self, w);
-    }
-}
-
-static void on_cancel(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body, size_t nparts) {
-    uint32_t req = 0;
-    size_t n = 0, nk = 0;
-    tq_error_t err;
-    if (tq_decode_ids(body, nparts, &req, self->ids, &n, &err) < 0) {
-        warn_peer(self, p, p->address, "bad CANCEL: %s", err.msg);
-        reply_error(self, rid_of(p), err.code, req, err.msg);
-        return;
-    }
-    int64_t now = tq_wall_ms();
-    uint8_t outcome[TQ_MAX_BATCH];
-    for (size_t i = 0; i < n; i++) {
-        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
-        if (!t) {
-            outcome[i] = TQ_CANCEL_UNKNOWN;
-            continue;
-        }
-        if (tq_task_finished(t)) {
-            outcome[i] = TQ_CANCEL_FINISHED;
-            continue;
-        }
-        if (t->state == TQ_TASK_LEASED) {
-            tq_peer_t *w = t->worker;
-            self->kill_to[nk] = w;
-            self->kills[nk].id = t->id;
-            self->kills[nk].attempt = t->attempt;
-            nk++;
-            tq_peer_lease_remove(w, t);
-        }
-        tq_store_finish(self->store, t, TQ_TASK_CANCELLED, NULL, 0, now);
-        tq_peer_notify_waiters(t);
-        outcome[i] = TQ_CANCEL_OK;
-    }
-    tq_out_begin_cancel_ack(&self->out, req);
-    for (size_t i = 0; i < n; i++)
-        tq_out_cancel_item(&self->out, self->ids[i], outcome[i]);
-    send_peer(self, p);
-    send_kills(self, nk);
-}
-
-static void on_status(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body, size_t nparts) {
-    void *j = NULL;
-    tq_error_t err;
-    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &j, &err) < 0) {
-        warn_peer(self, p, p->address, "bad STATUS: %s", err.msg);
-        reply_error(self, rid_of(p), err.code, 0, err.msg);
-        return;
-    }
-    cJSON_Delete(j);
-    tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results};
-    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, tq_mono_ms());
-    tq_out_json(&self->out, TQ_MSG_STATUS_REPLY, doc);
-    cJSON_Delete(doc);
-    send_peer(self, p);
-}
-
-/* ---- worker messages ---------------------------------------------------- */
-
-static void on_result(tq_loop_t *self, tq_peer_t *w, tq_bytes_t body, const tq_bytes_t *parts,
-                      size_t nparts) {
-    uint16_t credit = 0;
-    size_t n = 0;
-    tq_error_t err;
-    if (tq_decode_result(body, parts, nparts, self->cfg.max_payload, &credit, self->results, &n,
-                         &err) < 0) {
-        warn_peer(self, w, w->address, "bad RESULT: %s", err.msg);
-        reply_error(self, rid_of(w), err.code, 0, err.msg);
-        return;
-    }
-    int64_t now = tq_wall_ms();
-    for (size_t i = 0; i < n; i++) {
-        const tq_result_item_t *r = &self->results[i];
-        tq_task_t *t = tq_store_get(self->store, r->id);
-        if (!t || t->state != TQ_TASK_LEASED || t->worker != w || t->attempt != r->attempt) {
-            self->late_results++;
-            tq_debug("late result for task %" PRIu64 " attempt %" PRIu32 " from %s", r->id,
-                     r->attempt, w->name);
-            continue;
-        }
-        tq_peer_lease_remove(w, t);
-        w->done++;
-        if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
-            tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retry %u of %u", t->id,
-                     t->attempt, r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name,
-                     (unsigned)t->retried + 1, (unsigned)t->retries);
-            tq_store_retry(self->store, t);
-            continue;
-        }
-        tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
-                        r->data.data, r->data.len, now);
-        tq_peer_notify_waiters(t);
-    }
-    /* A RESULT with count 0 is fine: it only gives credit back (e.g. for
-     * a KILLed run). A draining worker's credit stays 0. */
-    if (!w->draining) {
-        uint32_t c = w->credit + credit;
-        w->credit = c > w->slots ? w->slots : c;
-    }
-    self->sched_dirty = 1;
-}
-
-static void on_release(tq_loop_t *self, tq_peer_t *w, tq_bytes_t body, size_t nparts) {
-    size_t n = 0;
-    tq_error_t err;
-    if (tq_decode_leases(body, nparts, self->leases, &n, &err) < 0) {
-        warn_peer(self, w, w->address, "bad RELEASE: %s", err.msg);
-        reply_error(self, rid_of(w), err.code, 0, err.msg);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        tq_task_t *t = tq_store_get(self->store, self->leases[i].id);
-        if (!t || t->state != TQ_TASK_LEASED || t->worker != w ||
-            t->attempt != self->leases[i].attempt)
-            continue; /* already cancelled or requeued: nothing to give back */
-        tq_peer_lease_remove(w, t);
-        tq_store_requeue(self->store, t, 1);
-    }
-    self->sched_dirty = 1;
 }
 
 /* ---- dispatch ----------------------------------------------------------- */
@@ -600,7 +206,7 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
                                 {tasks[i]->payload, tasks[i]->payload_len}};
         tq_out_dispatch_item(&self->out, &d);
     }
-    if (send_peer(self, w) == 0) {
+    if (tq_loop_send_peer(self, w) == 0) {
         /* Run timeout at the master: the worker stops the run itself at
          * timeout_ms; if it has said nothing by timeout + 2 heartbeats,
          * the lease expires (expire_leases). */
@@ -623,6 +229,9 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
 
 /* ---- RESULTS to clients ------------------------------------------------- */
 
+/* Send client c the outcomes queued for it (c->pending) in as many
+ * RESULTS as they need, and empty the queue. After a failed send the
+ * rest is dropped: the results stay stored and the client WAITs again. */
 static void flush_results(tq_loop_t *self, tq_peer_t *c) {
     size_t i = 0;
     int64_t now = tq_wall_ms();
@@ -641,7 +250,7 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
             tq_out_outcome(&self->out, &o);
             i++;
         }
-        if (send_peer(self, c) < 0)
+        if (tq_loop_send_peer(self, c) < 0)
             break; /* EAGAIN: results stay stored, the client will WAIT again */
         for (size_t k = first; k < i; k++) {
             tq_task_t *t = tq_store_get(self->store, c->pending[k]);
@@ -650,129 +259,6 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
         }
     }
     c->npending = 0;
-}
-
-/* ---- dispatching one message -------------------------------------------- */
-
-static int role_ok(tq_loop_t *self, tq_peer_t *p, int type, tq_role_t need) {
-    if (p->role == need)
-        return 1;
-    char msg[128];
-    snprintf(msg, sizeof msg, "%s is not allowed from a %s", tq_msg_type_name(type),
-             p->role == TQ_ROLE_WORKER ? "worker" : "client");
-    warn_peer(self, p, p->address, "%s", msg);
-    reply_error(self, rid_of(p), TQ_ERR_WRONG_ROLE, 0, msg);
-    return 0;
-}
-
-/* The request id of a SUBMIT/WAIT/CANCEL body, for an ERROR's ref. */
-static uint32_t body_req(int type, tq_bytes_t body) {
-    uint32_t v = 0;
-    if ((type == TQ_MSG_SUBMIT || type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL) && body.len >= 4)
-        v = (uint32_t)body.data[0] | (uint32_t)body.data[1] << 8 | (uint32_t)body.data[2] << 16 |
-            (uint32_t)body.data[3] << 24;
-    return v;
-}
-
-static void handle(tq_loop_t *self) {
-    tq_bytes_t rid = tq_in_routing_id(self->in);
-    if (rid.len == 0)
-        return;
-    const char *addr = tq_in_peer_address(self->in);
-    tq_peer_t *p = tq_peers_find(self->peers, rid);
-    int64_t now = tq_mono_ms();
-    if (p)
-        p->last_seen_ms = now;
-    int type = 0;
-    tq_bytes_t body;
-    tq_error_t err;
-    if (tq_in_head(self->in, &type, &body, &err) < 0) {
-        warn_peer(self, p, addr, "malformed message: %s", err.msg);
-        reply_error(self, rid, err.code, 0, err.msg);
-        return;
-    }
-    const tq_bytes_t *parts = tq_in_parts(self->in);
-    size_t nparts = tq_in_nparts(self->in);
-    if (type == TQ_MSG_HELLO) {
-        on_hello(self, rid, addr, body, nparts);
-        return;
-    }
-    if (!p) {
-        if (type == TQ_MSG_BYE || type == TQ_MSG_ERROR) {
-            /* nothing to undo, and never answer an ERROR with an ERROR */
-            tq_debug("%s from unregistered peer %s", tq_msg_type_name(type), addr);
-            return;
-        }
-        if (type == TQ_MSG_HEARTBEAT) /* e.g. a peer that has not noticed a restart */
-            tq_debug("%s from unregistered peer %s", tq_msg_type_name(type), addr);
-        else
-            warn_peer(self, NULL, addr, "%s before HELLO", tq_msg_type_name(type));
-        reply_error(self, rid, TQ_ERR_NOT_REGISTERED, body_req(type, body),
-                    "not registered: send HELLO first");
-        return;
-    }
-    switch (type) {
-    case TQ_MSG_HEARTBEAT:
-    case TQ_MSG_BYE:
-    case TQ_MSG_DRAIN:
-        if (tq_decode_empty(body, nparts, &err) < 0) {
-            warn_peer(self, p, addr, "bad %s: %s", tq_msg_type_name(type), err.msg);
-            reply_error(self, rid, err.code, 0, err.msg);
-            return;
-        }
-        if (type == TQ_MSG_BYE) {
-            peer_forget(self, &p, "left");
-        } else if (type == TQ_MSG_DRAIN && role_ok(self, p, type, TQ_ROLE_WORKER)) {
-            p->draining = 1;
-            p->credit = 0;
-            tq_info("worker %s is draining (%zu task%s running)", p->name, p->nleased,
-                    p->nleased == 1 ? "" : "s");
-        }
-        return;
-    case TQ_MSG_ERROR: {
-        void *j = NULL;
-        if (tq_decode_json(body, nparts, TQ_MAX_JSON, &j, &err) == 0) {
-            const cJSON *m = cJSON_GetObjectItemCaseSensitive((cJSON *)j, "message");
-            warn_peer(self, p, addr, "sent ERROR: %s",
-                      cJSON_IsString(m) ? m->valuestring : "(no message)");
-            cJSON_Delete(j);
-        } else {
-            warn_peer(self, p, addr, "sent a malformed ERROR: %s", err.msg);
-        }
-        return; /* never answer an ERROR with an ERROR */
-    }
-    case TQ_MSG_STATUS:
-        if (role_ok(self, p, type, TQ_ROLE_CLIENT))
-            on_status(self, p, body, nparts);
-        return;
-    case TQ_MSG_SUBMIT:
-        if (role_ok(self, p, type, TQ_ROLE_CLIENT))
-            on_submit(self, p, body, parts, nparts);
-        return;
-    case TQ_MSG_WAIT:
-        if (role_ok(self, p, type, TQ_ROLE_CLIENT))
-            on_wait(self, p, body, nparts);
-        return;
-    case TQ_MSG_CANCEL:
-        if (role_ok(self, p, type, TQ_ROLE_CLIENT))
-            on_cancel(self, p, body, nparts);
-        return;
-    case TQ_MSG_RESULT:
-        if (role_ok(self, p, type, TQ_ROLE_WORKER))
-            on_result(self, p, body, parts, nparts);
-        return;
-    case TQ_MSG_RELEASE:
-        if (role_ok(self, p, type, TQ_ROLE_WORKER))
-            on_release(self, p, body, nparts);
-        return;
-    default: {
-        char msg[96];
-        snprintf(msg, sizeof msg, "%s is sent by the master, not to it", tq_msg_type_name(type));
-        warn_peer(self, p, addr, "%s", msg);
-        reply_error(self, rid, TQ_ERR_WRONG_ROLE, 0, msg);
-        return;
-    }
-    }
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -786,11 +272,7 @@ static void expire_leases(tq_loop_t *self, int64_t now) {
     tq_task_t *t;
     while (nk < LOOP_EXPIRE_STEPS && (t = tq_store_overdue(self->store, now)) != NULL) {
         tq_peer_t *w = t->worker;
-        self->kill_to[nk] = w;
-        self->kills[nk].id = t->id;
-        self->kills[nk].attempt = t->attempt;
-        nk++;
-        tq_peer_lease_remove(w, t);
+        tq_loop_kill_add(self, &nk, t);
         char why[256];
         snprintf(why, sizeof why,
                  "timed out: no result from worker %s within %.3g s (run timeout + 2 heartbeats)",
@@ -804,9 +286,11 @@ static void expire_leases(tq_loop_t *self, int64_t now) {
         }
         self->sched_dirty = 1;
     }
-    send_kills(self, nk);
+    tq_loop_send_kills(self, nk);
 }
 
+/* Forget peers silent for longer than the heartbeat timeout, send a
+ * HEARTBEAT to the others, and take a status sample. */
 static void heartbeat(tq_loop_t *self, int64_t now) {
     for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
         tq_peer_t *p = tq_peers_at(self->peers, i);
@@ -814,11 +298,11 @@ static void heartbeat(tq_loop_t *self, int64_t now) {
         if (silent > self->cfg.heartbeat_timeout_ms) {
             char why[96];
             snprintf(why, sizeof why, "lost (no message for %.1f s)", (double)silent / 1000.0);
-            peer_forget(self, &p, why);
+            tq_loop_forget_peer(self, &p, why);
             continue;
         }
         tq_out_begin(&self->out, TQ_MSG_HEARTBEAT);
-        send_peer(self, p);
+        tq_loop_send_peer(self, p);
     }
     tq_status_sample(self->status, self->store, now);
 }
@@ -910,7 +394,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                     }
                     break;
                 }
-                handle(self);
+                tq_loop_handle(self);
             }
         }
         now = tq_mono_ms();

@@ -1,6 +1,7 @@
 /* peers.c - workers and clients by routing id. See peers.h. */
 #include "peers.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,6 +118,20 @@ void tq_peer_set_fns(tq_peer_t *w, const char *const *fns, size_t n) {
     w->fns = tq_calloc(n ? n : 1, sizeof *w->fns);
     memcpy(w->fns, fns, n * sizeof *fns);
     w->nfns = n;
+}
+
+void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len) {
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < w->nfns; i++) {
+        int n = snprintf(buf + off, len - off, "%s%s", i ? "," : "", w->fns[i]);
+        if (n < 0 || (size_t)n >= len - off) {
+            if (len > 4)
+                memcpy(buf + len - 4, "...", 4);
+            return;
+        }
+        off += (size_t)n;
+    }
 }
 
 void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t) {

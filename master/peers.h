@@ -80,6 +80,9 @@ size_t *tq_peers_qrr(tq_peers_t *self);
 int tq_peer_serves(const tq_peer_t *w, const char *fn);
 /* Set a worker's interned functions (copied array). */
 void tq_peer_set_fns(tq_peer_t *w, const char *const *fns, size_t n);
+/* "a,b,c" of a worker's functions into buf (len >= 1), always
+ * terminated; a list that does not fit ends in "...". */
+void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len);
 
 /* Leases of a worker. */
 void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t);

@@ -1,0 +1,577 @@
+/* handlers.c - the master's answer to each message a peer sends: one
+ * handler per type (HELLO, HEARTBEAT, BYE, DRAIN, ERROR, STATUS, SUBMIT,
+ * WAIT, CANCEL, RESULT, RELEASE), with the ERROR replies for bad input.
+ * See loop_internal.h. Sending, timers and peers leaving are in loop.c.
+ *
+ * Order of checks for one message: routing id, header, HELLO (any time),
+ * registered, type known and meant for the master, role, then the body. */
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "loop_internal.h"
+#include "tq_log.h"
+#include "tq_util.h"
+
+/* One message from the ROUTER, as tq_loop_handle found it. */
+typedef struct {
+    tq_bytes_t rid;
+    const char *addr; /* the peer's network address, for the log */
+    int type;
+    tq_bytes_t body;
+    const tq_bytes_t *parts;
+    size_t nparts;
+} msg_t;
+
+/* A handler for a registered peer p. */
+typedef void handler_fn(tq_loop_t *self, tq_peer_t *p, const msg_t *m);
+
+/* Log a body that did not decode and answer it with an ERROR (ref req).
+ * addr is the address to log. */
+static void bad_body(tq_loop_t *self, tq_peer_t *p, const char *addr, const msg_t *m, uint32_t req,
+                     const tq_error_t *err) {
+    tq_loop_warn_peer(self, p, addr, "bad %s: %s", tq_msg_type_name(m->type), err->msg);
+    tq_loop_reply_error(self, m->rid, err->code, req, err->msg);
+}
+
+/* 1 if p has the role need, else 0 after a WRONG_ROLE error reply. */
+static int role_ok(tq_loop_t *self, tq_peer_t *p, int type, tq_role_t need) {
+    if (p->role == need)
+        return 1;
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s is not allowed from a %s", tq_msg_type_name(type),
+             p->role == TQ_ROLE_WORKER ? "worker" : "client");
+    tq_loop_warn_peer(self, p, p->address, "%s", msg);
+    tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_WRONG_ROLE, 0, msg);
+    return 0;
+}
+
+/* ---- HELLO ------------------------------------------------------------- */
+
+/* What a valid HELLO says. */
+typedef struct {
+    tq_role_t role;
+    const char *name; /* points into the HELLO's JSON */
+    uint32_t slots;
+    const char *fns[TQ_MAX_FUNCTIONS]; /* interned, no duplicates */
+    size_t nfns;
+} hello_t;
+
+/* Log and answer a refused HELLO. */
+static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code,
+                         const char *msg) {
+    tq_loop_warn_peer(self, p, m->addr, "HELLO refused: %s", msg);
+    tq_loop_reply_error(self, m->rid, code, 0, msg);
+}
+
+/* Read a worker's "slots" and "functions" into h (names interned).
+ * Returns 0, or -1 after refusing the HELLO. */
+static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
+                        hello_t *h) {
+    char msg[TQ_MAX_ERROR_TEXT];
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "slots");
+    if (!cJSON_IsNumber(s) || s->valuedouble != (double)(int64_t)s->valuedouble ||
+        s->valuedouble < 1 || s->valuedouble > TQ_MAX_SLOTS) {
+        snprintf(msg, sizeof msg, "HELLO: \"slots\" must be an integer 1..%d", TQ_MAX_SLOTS);
+        hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
+        return -1;
+    }
+    h->slots = (uint32_t)s->valuedouble;
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "functions");
+    if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) < 1) {
+        hello_refuse(self, p, m, TQ_ERR_MALFORMED,
+                     "HELLO: \"functions\" must be a non-empty array of names");
+        return -1;
+    }
+    if (cJSON_GetArraySize(f) > TQ_MAX_FUNCTIONS) {
+        snprintf(msg, sizeof msg, "HELLO: %d functions, max %d", cJSON_GetArraySize(f),
+                 TQ_MAX_FUNCTIONS);
+        hello_refuse(self, p, m, TQ_ERR_TOO_MANY, msg);
+        return -1;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, f) {
+        if (!cJSON_IsString(it) || !tq_name_valid(tq_bytes_str(it->valuestring))) {
+            snprintf(msg, sizeof msg,
+                     "HELLO: functions[%zu] is not a valid name (1..%d of [A-Za-z0-9_.:-])",
+                     h->nfns, TQ_MAX_NAME);
+            hello_refuse(self, p, m, TQ_ERR_BAD_NAME, msg);
+            return -1;
+        }
+        const char *in = tq_store_intern(self->store, tq_bytes_str(it->valuestring));
+        if (!in) {
+            hello_refuse(self, p, m, TQ_ERR_TOO_MANY, "HELLO: the master's name table is full");
+            return -1;
+        }
+        int dup = 0;
+        for (size_t k = 0; k < h->nfns && !dup; k++)
+            dup = h->fns[k] == in;
+        if (!dup)
+            h->fns[h->nfns++] = in;
+    }
+    return 0;
+}
+
+/* Check a HELLO's role and name (and a worker's slots and functions)
+ * into h. Returns 0, or -1 after refusing the HELLO. */
+static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
+                       hello_t *h) {
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(j, "role");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+    if (!cJSON_IsString(role) ||
+        (strcmp(role->valuestring, "worker") != 0 && strcmp(role->valuestring, "client") != 0)) {
+        hello_refuse(self, p, m, TQ_ERR_MALFORMED,
+                     "HELLO: \"role\" must be \"worker\" or \"client\"");
+        return -1;
+    }
+    h->role = strcmp(role->valuestring, "worker") == 0 ? TQ_ROLE_WORKER : TQ_ROLE_CLIENT;
+    if (!cJSON_IsString(name) || !tq_peer_name_valid(name->valuestring)) {
+        char msg[TQ_MAX_ERROR_TEXT];
+        snprintf(msg, sizeof msg, "HELLO: \"name\" must be 1..%d printable ASCII characters",
+                 TQ_MAX_PEER_NAME);
+        hello_refuse(self, p, m, TQ_ERR_BAD_NAME, msg);
+        return -1;
+    }
+    h->name = name->valuestring;
+    h->slots = 0;
+    h->nfns = 0;
+    return h->role == TQ_ROLE_WORKER ? hello_worker(self, p, m, j, h) : 0;
+}
+
+/* Register the peer of a valid HELLO, replacing old (its earlier
+ * registration, or NULL). Returns the new peer. */
+static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m,
+                                 const hello_t *h) {
+    int64_t now = tq_mono_ms();
+    if (old)
+        tq_loop_forget_peer(self, &old, "re-registered");
+    tq_peer_t *p = tq_peers_add(self->peers, m->rid, h->role, now);
+    tq_strlcpy(p->name, h->name, sizeof p->name);
+    tq_strlcpy(p->address, m->addr, sizeof p->address);
+    if (h->role == TQ_ROLE_WORKER) {
+        p->slots = p->credit = h->slots;
+        tq_peer_set_fns(p, h->fns, h->nfns);
+        char ft[256];
+        tq_peer_fns_text(p, ft, sizeof ft);
+        tq_info("worker %s joined (address %s, slots %" PRIu32 ", functions %s)", p->name,
+                p->address, p->slots, ft);
+        self->sched_dirty = 1;
+    } else {
+        tq_debug("client %s joined (address %s)", p->name, p->address);
+    }
+    return p;
+}
+
+static void send_welcome(tq_loop_t *self, tq_peer_t *p) {
+    cJSON *w = cJSON_CreateObject();
+    cJSON_AddNumberToObject(w, "version", TQ_PROTO_VERSION);
+    cJSON_AddNumberToObject(w, "heartbeat_ms", (double)self->cfg.heartbeat_ms);
+    cJSON_AddNumberToObject(w, "heartbeat_timeout_ms", (double)self->cfg.heartbeat_timeout_ms);
+    cJSON_AddNumberToObject(w, "max_payload", (double)self->cfg.max_payload);
+    cJSON_AddStringToObject(w, "master", "taskq-master " TQ_VERSION);
+    tq_out_json(&self->out, TQ_MSG_WELCOME, w);
+    cJSON_Delete(w);
+    tq_loop_send_peer(self, p);
+}
+
+/* HELLO, from anyone at any time (p: the peer's current registration or
+ * NULL). A valid one (re-)registers the peer and gets a WELCOME. */
+static void on_hello(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    void *j = NULL;
+    tq_error_t err;
+    if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) < 0) {
+        hello_refuse(self, p, m, err.code, err.msg);
+        return;
+    }
+    hello_t h;
+    if (hello_parse(self, p, m, j, &h) == 0)
+        send_welcome(self, hello_register(self, p, m, &h));
+    cJSON_Delete(j);
+}
+
+/* ---- any registered peer ------------------------------------------------ */
+
+/* HEARTBEAT, BYE and DRAIN have no body. Returns 0, or -1 after an
+ * error reply. */
+static int body_empty(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    tq_error_t err;
+    if (tq_decode_empty(m->body, m->nparts, &err) == 0)
+        return 0;
+    bad_body(self, p, m->addr, m, 0, &err);
+    return -1;
+}
+
+/* The peer's last_seen_ms is already updated: nothing else to do. */
+static void on_heartbeat(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    body_empty(self, p, m);
+}
+
+static void on_bye(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    if (body_empty(self, p, m) == 0)
+        tq_loop_forget_peer(self, &p, "left");
+}
+
+/* A worker stops taking tasks; those it runs finish normally. The body
+ * is checked before the role (so a malformed DRAIN says so). */
+static void on_drain(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    if (body_empty(self, p, m) < 0 || !role_ok(self, p, m->type, TQ_ROLE_WORKER))
+        return;
+    p->draining = 1;
+    p->credit = 0;
+    tq_info("worker %s is draining (%zu task%s running)", p->name, p->nleased,
+            p->nleased == 1 ? "" : "s");
+}
+
+/* Logged only: never answer an ERROR with an ERROR. */
+static void on_error(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    void *j = NULL;
+    tq_error_t err;
+    if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) == 0) {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive((cJSON *)j, "message");
+        tq_loop_warn_peer(self, p, m->addr, "sent ERROR: %s",
+                          cJSON_IsString(msg) ? msg->valuestring : "(no message)");
+        cJSON_Delete(j);
+    } else {
+        tq_loop_warn_peer(self, p, m->addr, "sent a malformed ERROR: %s", err.msg);
+    }
+}
+
+/* ---- client messages ---------------------------------------------------- */
+
+static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    void *j = NULL;
+    tq_error_t err;
+    if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) < 0) {
+        bad_body(self, p, p->address, m, 0, &err);
+        return;
+    }
+    cJSON_Delete(j);
+    tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results};
+    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, tq_mono_ms());
+    tq_out_json(&self->out, TQ_MSG_STATUS_REPLY, doc);
+    cJSON_Delete(doc);
+    tq_loop_send_peer(self, p);
+}
+
+/* SUBMIT, step 1: self->ids[i] = the task a held key names (0 if none);
+ * check there is room for the new tasks and intern every new name, so
+ * that the batch is accepted whole or not at all. Returns 0, or -1 after
+ * an error reply. */
+static int submit_check(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int64_t now) {
+    size_t nnew = 0;
+    for (size_t i = 0; i < n; i++) {
+        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
+        if (!self->ids[i])
+            nnew++;
+    }
+    if (nnew && !tq_store_has_room(self->store, nnew)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "master is full: %zu tasks stored (--max-tasks %zu)",
+                 tq_store_size(self->store), self->cfg.max_tasks);
+        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_FULL, req, msg);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (self->ids[i])
+            continue;
+        if (!tq_store_intern(self->store, self->specs[i].fn) ||
+            (self->specs[i].queue.len && !tq_store_intern(self->store, self->specs[i].queue))) {
+            tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_TOO_MANY, req,
+                                "too many distinct queue and function names");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Answer a failed tq_store_add (code from it) with an ERROR. */
+static void submit_store_error(tq_loop_t *self, tq_peer_t *p, uint32_t req, int code) {
+    char msg[160];
+    if (code == TQ_ERR_FULL)
+        snprintf(msg, sizeof msg,
+                 "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
+                 tq_store_size(self->store) > tq_store_nkeys(self->store)
+                     ? tq_store_size(self->store)
+                     : tq_store_nkeys(self->store),
+                 self->cfg.max_tasks);
+    else
+        snprintf(msg, sizeof msg, "cannot store the tasks (%s)",
+                 code == TQ_ERR_TOO_MANY ? "too many distinct names" : "out of memory");
+    tq_loop_reply_error(self, tq_loop_rid(p), code, req, msg);
+}
+
+/* SUBMIT, step 2: store the new tasks (self->added[i], NULL where the
+ * id is a held key's). On a failure the tasks stored so far are removed
+ * again. Returns 0, or -1 after an error reply. */
+static int submit_store(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int64_t now) {
+    for (size_t i = 0; i < n; i++) {
+        self->added[i] = NULL;
+        if (self->ids[i])
+            continue;
+        /* a key seen earlier in this batch */
+        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
+        if (self->ids[i])
+            continue;
+        int code = TQ_ERR_INTERNAL;
+        self->added[i] = tq_store_add(self->store, &self->specs[i], now, &code);
+        if (!self->added[i]) {
+            while (i-- > 0)
+                if (self->added[i])
+                    tq_store_remove_queued(self->store, self->added[i]);
+            submit_store_error(self, p, req, code);
+            return -1;
+        }
+        self->ids[i] = self->added[i]->id;
+    }
+    return 0;
+}
+
+/* SUBMIT: a record whose non-empty key is held (within the retention
+ * window) gets the existing task's id and stores nothing; two records of
+ * one batch with the same key get the same id. The new tasks of a batch
+ * are stored whole or not at all. */
+static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    uint32_t req = 0;
+    uint16_t flags = 0;
+    size_t n = 0;
+    tq_error_t err;
+    if (tq_decode_submit(m->body, m->parts, m->nparts, self->cfg.max_payload, &req, &flags,
+                         self->specs, &n, &err) < 0) {
+        bad_body(self, p, p->address, m, req, &err);
+        return;
+    }
+    int64_t now = tq_wall_ms();
+    if (submit_check(self, p, n, req, now) < 0 || submit_store(self, p, n, req, now) < 0)
+        return;
+    tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
+    for (size_t i = 0; i < n; i++) {
+        tq_out_id(&self->out, self->ids[i]);
+        if (!(flags & TQ_SUBMIT_SUBSCRIBE))
+            continue;
+        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
+        if (t && !tq_task_finished(t))
+            tq_peer_wait_add(p, t);
+        else if (!self->added[i])
+            tq_peer_pending_add(p, self->ids[i]); /* known key: outcome (or unknown) now */
+    }
+    tq_loop_send_peer(self, p);
+    self->sched_dirty = 1;
+}
+
+/* WAIT: finished (or unknown) tasks go out in the RESULTS at the end of
+ * the iteration; the others when they finish. */
+static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    uint32_t req = 0;
+    size_t n = 0;
+    tq_error_t err;
+    if (tq_decode_ids(m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
+        bad_body(self, p, p->address, m, req, &err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
+        if (!t || tq_task_finished(t))
+            tq_peer_pending_add(p, self->ids[i]); /* RESULTS at the end of the iteration */
+        else
+            tq_peer_wait_add(p, t);
+    }
+}
+
+/* CANCEL: one outcome per id in the CANCEL_ACK; a running attempt gets
+ * a KILL on its worker. */
+static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    uint32_t req = 0;
+    size_t n = 0, nk = 0;
+    tq_error_t err;
+    if (tq_decode_ids(m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
+        bad_body(self, p, p->address, m, req, &err);
+        return;
+    }
+    int64_t now = tq_wall_ms();
+    uint8_t outcome[TQ_MAX_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
+        if (!t) {
+            outcome[i] = TQ_CANCEL_UNKNOWN;
+            continue;
+        }
+        if (tq_task_finished(t)) {
+            outcome[i] = TQ_CANCEL_FINISHED;
+            continue;
+        }
+        if (t->state == TQ_TASK_LEASED)
+            tq_loop_kill_add(self, &nk, t);
+        tq_store_finish(self->store, t, TQ_TASK_CANCELLED, NULL, 0, now);
+        tq_peer_notify_waiters(t);
+        outcome[i] = TQ_CANCEL_OK;
+    }
+    tq_out_begin_cancel_ack(&self->out, req);
+    for (size_t i = 0; i < n; i++)
+        tq_out_cancel_item(&self->out, self->ids[i], outcome[i]);
+    tq_loop_send_peer(self, p);
+    tq_loop_send_kills(self, nk);
+}
+
+/* ---- worker messages ---------------------------------------------------- */
+
+/* The task of lease (id, attempt) if it is still leased to w, else NULL
+ * (it was cancelled, requeued or expired meanwhile). */
+static tq_task_t *current_lease(tq_loop_t *self, const tq_peer_t *w, uint64_t id,
+                                uint32_t attempt) {
+    tq_task_t *t = tq_store_get(self->store, id);
+    if (!t || t->state != TQ_TASK_LEASED || t->worker != w || t->attempt != attempt)
+        return NULL;
+    return t;
+}
+
+/* One outcome of a RESULT from w: a late one is counted and dropped; a
+ * failure with retries left is retried; anything else finishes the task
+ * (now: wall ms). */
+static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r, int64_t now) {
+    tq_task_t *t = current_lease(self, w, r->id, r->attempt);
+    if (!t) {
+        self->late_results++;
+        tq_debug("late result for task %" PRIu64 " attempt %" PRIu32 " from %s", r->id,
+                 r->attempt, w->name);
+        return;
+    }
+    tq_peer_lease_remove(w, t);
+    w->done++;
+    if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
+        tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retry %u of %u", t->id,
+                 t->attempt, r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name,
+                 (unsigned)t->retried + 1, (unsigned)t->retries);
+        tq_store_retry(self->store, t);
+        return;
+    }
+    tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
+                    r->data.data, r->data.len, now);
+    tq_peer_notify_waiters(t);
+}
+
+static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
+    uint16_t credit = 0;
+    size_t n = 0;
+    tq_error_t err;
+    if (tq_decode_result(m->body, m->parts, m->nparts, self->cfg.max_payload, &credit,
+                         self->results, &n, &err) < 0) {
+        bad_body(self, w, w->address, m, 0, &err);
+        return;
+    }
+    int64_t now = tq_wall_ms();
+    for (size_t i = 0; i < n; i++)
+        result_one(self, w, &self->results[i], now);
+    /* A RESULT with count 0 is fine: it only gives credit back (e.g. for
+     * a KILLed run). A draining worker's credit stays 0. */
+    if (!w->draining) {
+        uint32_t c = w->credit + credit;
+        w->credit = c > w->slots ? w->slots : c;
+    }
+    self->sched_dirty = 1;
+}
+
+/* RELEASE: the worker gives tasks back unrun; they keep their place. */
+static void on_release(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
+    size_t n = 0;
+    tq_error_t err;
+    if (tq_decode_leases(m->body, m->nparts, self->leases, &n, &err) < 0) {
+        bad_body(self, w, w->address, m, 0, &err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        tq_task_t *t = current_lease(self, w, self->leases[i].id, self->leases[i].attempt);
+        if (!t)
+            continue; /* already cancelled or requeued: nothing to give back */
+        tq_peer_lease_remove(w, t);
+        tq_store_requeue(self->store, t, 1);
+    }
+    self->sched_dirty = 1;
+}
+
+/* ---- dispatching one message -------------------------------------------- */
+
+/* The messages a registered peer may send, and who may send them
+ * (need 0: any role, or the handler checks). */
+static const struct {
+    int type;
+    int need;
+    handler_fn *fn;
+} handlers[] = {
+    {TQ_MSG_HEARTBEAT, 0, on_heartbeat},
+    {TQ_MSG_BYE, 0, on_bye},
+    {TQ_MSG_DRAIN, 0, on_drain},
+    {TQ_MSG_ERROR, 0, on_error},
+    {TQ_MSG_STATUS, TQ_ROLE_CLIENT, on_status},
+    {TQ_MSG_SUBMIT, TQ_ROLE_CLIENT, on_submit},
+    {TQ_MSG_WAIT, TQ_ROLE_CLIENT, on_wait},
+    {TQ_MSG_CANCEL, TQ_ROLE_CLIENT, on_cancel},
+    {TQ_MSG_RESULT, TQ_ROLE_WORKER, on_result},
+    {TQ_MSG_RELEASE, TQ_ROLE_WORKER, on_release},
+};
+
+/* The request id of a SUBMIT/WAIT/CANCEL body, for an ERROR's ref. */
+static uint32_t body_req(int type, tq_bytes_t body) {
+    uint32_t v = 0;
+    if ((type == TQ_MSG_SUBMIT || type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL) && body.len >= 4)
+        v = (uint32_t)body.data[0] | (uint32_t)body.data[1] << 8 | (uint32_t)body.data[2] << 16 |
+            (uint32_t)body.data[3] << 24;
+    return v;
+}
+
+/* Anything but HELLO from a peer that is not registered. */
+static void on_unregistered(tq_loop_t *self, const msg_t *m) {
+    if (m->type == TQ_MSG_BYE || m->type == TQ_MSG_ERROR) {
+        /* nothing to undo, and never answer an ERROR with an ERROR */
+        tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
+        return;
+    }
+    if (m->type == TQ_MSG_HEARTBEAT) /* e.g. a peer that has not noticed a restart */
+        tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
+    else
+        tq_loop_warn_peer(self, NULL, m->addr, "%s before HELLO", tq_msg_type_name(m->type));
+    tq_loop_reply_error(self, m->rid, TQ_ERR_NOT_REGISTERED, body_req(m->type, m->body),
+                        "not registered: send HELLO first");
+}
+
+/* A type only the master sends (WELCOME, DISPATCH, ...), or unknown. */
+static void on_not_for_master(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s is sent by the master, not to it", tq_msg_type_name(m->type));
+    tq_loop_warn_peer(self, p, m->addr, "%s", msg);
+    tq_loop_reply_error(self, m->rid, TQ_ERR_WRONG_ROLE, 0, msg);
+}
+
+void tq_loop_handle(tq_loop_t *self) {
+    msg_t m = {tq_in_routing_id(self->in), NULL, 0, {NULL, 0}, NULL, 0};
+    if (m.rid.len == 0)
+        return;
+    m.addr = tq_in_peer_address(self->in);
+    tq_peer_t *p = tq_peers_find(self->peers, m.rid);
+    if (p)
+        p->last_seen_ms = tq_mono_ms();
+    tq_error_t err;
+    if (tq_in_head(self->in, &m.type, &m.body, &err) < 0) {
+        tq_loop_warn_peer(self, p, m.addr, "malformed message: %s", err.msg);
+        tq_loop_reply_error(self, m.rid, err.code, 0, err.msg);
+        return;
+    }
+    m.parts = tq_in_parts(self->in);
+    m.nparts = tq_in_nparts(self->in);
+    if (m.type == TQ_MSG_HELLO) {
+        on_hello(self, p, &m);
+        return;
+    }
+    if (!p) {
+        on_unregistered(self, &m);
+        return;
+    }
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
+        if (handlers[i].type != m.type)
+            continue;
+        if (!handlers[i].need || role_ok(self, p, m.type, (tq_role_t)handlers[i].need))
+            handlers[i].fn(self, p, &m);
+        return;
+    }
+    on_not_for_master(self, p, &m);
+}

@@ -1,0 +1,93 @@
+/* loop_internal.h - the master loop's state, shared by loop.c (sockets,
+ * poll, timers, outgoing batches) and handlers.c (one handler per
+ * incoming message type). Nothing else includes this header.
+ *
+ * All of it runs on the loop thread; nothing here locks. */
+#ifndef TQ_MASTER_LOOP_INTERNAL_H
+#define TQ_MASTER_LOOP_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "loop.h"
+#include "peers.h"
+#include "status.h"
+#include "store.h"
+#include "tq_proto.h"
+
+/* Warn lines in the current second, and how many were held back. */
+typedef struct {
+    int64_t window_ms;
+    unsigned lines, suppressed;
+} tq_loop_ratelimit_t;
+
+struct tq_loop {
+    void *ctx;
+    void *router;
+    tq_auth_t *auth;
+    tq_loop_cfg_t cfg;
+    char endpoint[256];
+    tq_store_t *store;
+    tq_peers_t *peers;
+    tq_status_t *status;
+    tq_in_t *in;
+    tq_out_t out;
+    int64_t start_ms;
+    int64_t next_hb_ms;
+    int64_t next_sweep_ms;
+    int sched_dirty;
+    int started; /* bound and ready: log a summary at destroy */
+    uint64_t late_results;
+    tq_loop_ratelimit_t anon_rl; /* for peers not registered */
+    /* decode scratch: TQ_MAX_BATCH records each */
+    tq_task_spec_t specs[TQ_MAX_BATCH];
+    tq_task_t *added[TQ_MAX_BATCH];
+    uint64_t ids[TQ_MAX_BATCH];
+    tq_result_item_t results[TQ_MAX_BATCH];
+    tq_lease_ref_t leases[TQ_MAX_BATCH];
+    tq_peer_t *kill_to[TQ_MAX_BATCH];
+    tq_lease_ref_t kills[TQ_MAX_BATCH];
+};
+
+/* ---- loop.c: what the handlers use ---------------------------------- */
+
+/* The routing id of a registered peer (points into p). */
+static inline tq_bytes_t tq_loop_rid(const tq_peer_t *p) {
+    tq_bytes_t b = {p->rid, p->rid_len};
+    return b;
+}
+
+/* Warn about bad input from a peer (p NULL: not registered; addr is its
+ * network address), at most a few lines per second per peer. */
+void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Send self->out to a registered peer without blocking. On EHOSTUNREACH
+ * the peer is marked gone (forgotten at the end of the iteration).
+ * Returns 0, or -1 with errno set. */
+int tq_loop_send_peer(tq_loop_t *self, tq_peer_t *p);
+
+/* Send an ERROR (code, ref, msg) to a routing id, registered or not. */
+void tq_loop_reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref, const char *msg);
+
+/* Forget a peer: its leased tasks go back to their queues (or die), a
+ * client's waits are dropped. why ("left", "lost (...)") is for the log.
+ * Nulls *pp. */
+void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why);
+
+/* End t's lease (t must be leased) and note a KILL of its attempt as the
+ * (*nk)-th entry of the next tq_loop_send_kills; increments *nk. */
+void tq_loop_kill_add(tq_loop_t *self, size_t *nk, tq_task_t *t);
+
+/* Send the nk KILLs noted by tq_loop_kill_add: one KILL per worker. */
+void tq_loop_send_kills(tq_loop_t *self, size_t nk);
+
+/* ---- handlers.c -------------------------------------------------------- */
+
+/* Handle the message just received into self->in: every reply, error or
+ * state change it calls for. Never fails: bad input is logged and
+ * answered with an ERROR. */
+void tq_loop_handle(tq_loop_t *self);
+
+#endif
