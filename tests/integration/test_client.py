@@ -34,9 +34,9 @@ def _asan_env():
     """Under ASan, freed memory sits in a quarantine (256 MiB by default),
     which would make peak RSS grow with the total allocated rather than
     with what is live. Keep the quarantine small for the RSS runs."""
-    a = os.environ.get("ASAN_OPTIONS")
-    if a is None:
-        return None
+    # Set it always: a program built without ASan ignores the variable, and
+    # a sanitizer build run by hand (no ASAN_OPTIONS exported) needs it too.
+    a = os.environ.get("ASAN_OPTIONS", "")
     return {"ASAN_OPTIONS": (a + ":" if a else "") + "quarantine_size_mb=1"}
 
 
