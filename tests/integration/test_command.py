@@ -1,5 +1,6 @@
 """--fn NAME=COMMAND: external commands with the payload on stdin."""
 
+import base64
 import json
 import os
 import sys
@@ -64,6 +65,28 @@ class Command(TQTestCase):
         for fn in ("up", "bad", "quoted", "missing"):
             self.assertIn(fn, ws["functions"])
 
+
+
+class CommandOutputCap(TQTestCase):
+    """A command's stdout is capped at the master's max payload."""
+
+    def test_result_over_max_payload_fails_task(self):
+        self.start_master("--max-payload", "1K")
+        self.start_worker(concurrency=1, fns=[
+            "big=head -c 5000 /dev/zero",
+            "small=head -c 1000 /dev/zero",
+        ])
+        r = self.tq("map", "--fn", "big", "--json", "x")
+        self.assertEqual(r.rc, EXIT_TASK_FAILED, r)
+        o = json.loads(r.out)
+        self.assertEqual(o["status"], "failed")
+        self.assertIn("result exceeds max payload (1024 bytes)", o["error"])
+        # at the cap is fine, and the worker kept serving
+        r = self.tq_ok("map", "--fn", "small", "--json", "x")
+        o = json.loads(r.out)
+        self.assertEqual(o["status"], "done")
+        # NUL bytes are not JSON text: the result comes as base64
+        self.assertEqual(base64.b64decode(o["result_base64"]), b"\0" * 1000)
 
 if __name__ == "__main__":
     main()
