@@ -90,6 +90,7 @@ struct taskq {
     /* ---- the API state (taskq.c) ---- */
     uint64_t next_seq;
     batch_t *cur;                      /* filling, not yet sent */
+    batch_t *spare;                    /* one acknowledged batch kept for reuse */
     batch_t *unacked_head, *unacked_tail;
     size_t unacked_subscribe;          /* unacked batches with SUBSCRIBE */
     tq_idmap_t *awaited;               /* ids whose result we still expect */

@@ -82,6 +82,42 @@ static void batch_free(batch_t *b)
     free(b);
 }
 
+/* Done with b: keep one batch for reuse. A batch holds TQ_MAX_BATCH task
+ * slots (~56 KiB), and map flushes small batches whenever it waits, so
+ * allocating and zeroing a fresh one each time was the client's largest
+ * cost (perf: 11% in memset). */
+static void batch_release(taskq_t *self, batch_t *b)
+{
+    if (!b)
+        return;
+    if (self->spare) {
+        batch_free(b);
+        return;
+    }
+    b->bytes.len = 0; /* keep the buffer's capacity */
+    self->spare = b;
+}
+
+/* A batch ready to fill: the spare one, or a new one. Only the header is
+ * reset; task slots are written before they are read (count bounds them). */
+static batch_t *batch_take(taskq_t *self)
+{
+    batch_t *b = self->spare;
+    if (b) {
+        self->spare = NULL;
+    } else {
+        b = tq_malloc(sizeof *b);
+        tq_buf_init(&b->bytes);
+    }
+    b->next = NULL;
+    b->req = 0;
+    b->flags = 0;
+    b->first_seq = 0;
+    b->count = 0;
+    b->pay_bytes = 0;
+    return b;
+}
+
 /* ---- sending ---------------------------------------------------------- */
 
 static int send_batch(taskq_t *self, const batch_t *b, taskq_error_t *err)
@@ -245,7 +281,7 @@ static void on_submit_ack(taskq_t *self, tq_bytes_t body, size_t nparts)
     }
     if (subscribed)
         self->unacked_subscribe--;
-    batch_free(b);
+    batch_release(self, b);
     if (self->deferred.n > 0)
         release_deferred(self);
 }
@@ -344,7 +380,7 @@ void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg)
         if (b->flags & TQ_SUBMIT_SUBSCRIBE)
             self->unacked_subscribe--;
         push_error_event(self, TASKQ_ERR_REFUSED, b->first_seq, b->count, msg);
-        batch_free(b);
+        batch_release(self, b);
         if (self->deferred.n > 0)
             release_deferred(self);
         return;
@@ -393,6 +429,8 @@ void tq_api_free(taskq_t *self)
 {
     batch_free(self->cur);
     self->cur = NULL;
+    batch_free(self->spare);
+    self->spare = NULL;
     while (self->unacked_head) {
         batch_t *b = self->unacked_head;
         self->unacked_head = b->next;
@@ -474,8 +512,7 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
         b = NULL;
     }
     if (!b) {
-        b = tq_calloc(1, sizeof *b);
-        tq_buf_init(&b->bytes);
+        b = batch_take(self);
         b->flags = wflags;
         b->first_seq = self->next_seq;
         self->cur = b;
