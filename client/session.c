@@ -126,7 +126,7 @@ static void parse_error(tq_bytes_t body, size_t nparts, int *code, uint32_t *ref
     cJSON *j = parsed;
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "code")) && cJSON_IsNumber(v))
-        *code = (int)v->valuedouble;
+        *code = v->valueint; /* cJSON saturates valueint: no overflowing cast */
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "ref")) && cJSON_IsNumber(v) &&
         v->valuedouble >= 0 && v->valuedouble <= 4294967295.0)
         *ref = (uint32_t)v->valuedouble;

@@ -71,8 +71,10 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
                         hello_t *h) {
     char msg[TQ_MAX_ERROR_TEXT];
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "slots");
-    if (!cJSON_IsNumber(s) || s->valuedouble != (double)(int64_t)s->valuedouble ||
-        s->valuedouble < 1 || s->valuedouble > TQ_MAX_SLOTS) {
+    /* Range first: converting an out-of-range double to an integer is
+     * undefined behaviour. */
+    if (!cJSON_IsNumber(s) || !(s->valuedouble >= 1 && s->valuedouble <= TQ_MAX_SLOTS) ||
+        s->valuedouble != (double)(int64_t)s->valuedouble) {
         snprintf(msg, sizeof msg, "HELLO: \"slots\" must be an integer 1..%d", TQ_MAX_SLOTS);
         hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
         return -1;

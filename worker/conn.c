@@ -442,7 +442,7 @@ static void on_error_msg(conn_t *c, tq_bytes_t body, size_t nparts)
     cJSON *j = jv;
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "code");
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
-    int cd = cJSON_IsNumber(code) ? (int)code->valuedouble : -1;
+    int cd = cJSON_IsNumber(code) ? code->valueint : -1; /* saturated by cJSON */
     char text[TQ_MAX_ERROR_TEXT];
     snprintf(text, sizeof text, "%s", cJSON_IsString(msg) ? msg->valuestring : "");
     cJSON_Delete(j);
