@@ -20,6 +20,9 @@
 int tq_curve_server(void *sock, const tq_curve_keys_t *keys)
 {
     int one = 1;
+    /* IPv6 endpoints (tcp://[::1]:7070) need ZMQ_IPV6; IPv4 still works. */
+    if (zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one) < 0)
+        return -1;
     if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) < 0)
         return -1;
     if (zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, keys->server_secret, 32) < 0)
@@ -31,6 +34,9 @@ int tq_curve_server(void *sock, const tq_curve_keys_t *keys)
 
 int tq_curve_client(void *sock, const tq_curve_keys_t *keys)
 {
+    int one = 1;
+    if (zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one) < 0)
+        return -1;
     if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, keys->server_public, 32) < 0)
         return -1;
     if (zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, keys->client_public, 32) < 0)

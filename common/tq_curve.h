@@ -6,7 +6,9 @@
 #include "tq_authkey.h"
 
 /* Make sock a CURVE server with the derived server key pair, and set
- * ZMQ_ZAP_DOMAIN "taskq" so the master's ZAP handler is consulted.
+ * ZMQ_ZAP_DOMAIN "taskq" so the master's ZAP handler is consulted. Both
+ * set-ups also turn on ZMQ_IPV6, so tcp://[::1]:PORT endpoints work (IPv4
+ * endpoints still do).
  * Call before zmq_bind. Returns 0 or -1 (errno from zmq_setsockopt). */
 int tq_curve_server(void *sock, const tq_curve_keys_t *keys);
 

@@ -3,9 +3,12 @@ submit/wait, --json output, stdin input."""
 
 import json
 import os
+import socket
 import sys
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tqharness as h  # noqa: E402
 from tqharness import TQTestCase, main, EXIT_TASK_FAILED  # noqa: E402
 
 
@@ -98,6 +101,30 @@ class E2E(TQTestCase):
             self.assertIn("id", o)
             self.assertIn("status", o)
 
+
+
+def _ipv6_loopback():
+    """True if this host can bind ::1 (some CI sandboxes have no IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class IPv6(TQTestCase):
+    @unittest.skipUnless(_ipv6_loopback(), "no IPv6 loopback on this host")
+    def test_map_over_ipv6_loopback(self):
+        self.endpoint = "tcp://[::1]:%d" % self.port
+        self.master = self.start("master", [h.MASTER_BIN, "--bind", self.endpoint,
+                                            "--data-dir", self.data_dir,
+                                            "--authkey-file", self.key] + h.HB_FLAGS)
+        self.wait_master_ready()
+        self.start_worker(concurrency=1)
+        r = self.tq_ok("map", "--fn", "square", "1", "2", "3")
+        self.assertEqual(r.out, "1 * 1 = 1\n2 * 2 = 4\n3 * 3 = 9\n")
+        self.assertEqual(self.status()["workers"][0]["address"], "::1")
 
 if __name__ == "__main__":
     main()
