@@ -168,9 +168,15 @@ static void conn_put(tq_auth_t *self, int fd) {
             snprintf(addr, sizeof addr, "%s:%d", host, port);
         } else if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
             port = ntohs(in6->sin6_port);
-            snprintf(addr, sizeof addr, "[%s]:%d", host, port);
+            if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+                /* an IPv4 peer of a dual-stack socket: show it as IPv4 */
+                inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof host);
+                snprintf(addr, sizeof addr, "%s:%d", host, port);
+            } else {
+                inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+                snprintf(addr, sizeof addr, "[%s]:%d", host, port);
+            }
         } else {
             snprintf(addr, sizeof addr, "local");
         }

@@ -873,7 +873,14 @@ const char *tq_in_peer_address(const tq_in_t *self)
     if (self->nmsgs <= i)
         return "?";
     const char *a = zmq_msg_gets(&self->msgs[i], "Peer-Address");
-    return a && *a ? a : "?";
+    if (!a || !*a)
+        return "?";
+    /* A dual-stack (ZMQ_IPV6) socket reports IPv4 peers as IPv4-mapped
+     * IPv6 addresses: show them as the IPv4 address they are. */
+    static const char mapped[] = "::ffff:";
+    if (strncmp(a, mapped, sizeof mapped - 1) == 0 && strchr(a + sizeof mapped - 1, '.'))
+        return a + sizeof mapped - 1;
+    return a;
 }
 
 int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err)
