@@ -37,6 +37,10 @@
 /* Expired leases ended per timer tick (one KILL batch at most). */
 #define LOOP_EXPIRE_STEPS TQ_MAX_BATCH
 #define MONITOR_ENDPOINT "inproc://taskq-master-monitor"
+/* Outcomes held for one client that does not read them (8 MiB of ids).
+ * Past it the client is forgotten, as if it had gone: its results stay
+ * stored, and a live client says HELLO again and WAITs for them. */
+#define LOOP_MAX_PENDING (1u << 20)
 
 /* ---- logging ----------------------------------------------------------- */
 
@@ -230,8 +234,10 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
 /* ---- RESULTS to clients ------------------------------------------------- */
 
 /* Send client c the outcomes queued for it (c->pending) in as many
- * RESULTS as they need, and empty the queue. After a failed send the
- * rest is dropped: the results stay stored and the client WAITs again. */
+ * RESULTS as they need. When the client's queue is full (EAGAIN: it
+ * reads slowly), the outcomes not sent stay pending and the loop retries
+ * them soon: a subscribed client never waits again, so an outcome dropped
+ * here would leave it waiting forever. */
 static void flush_results(tq_loop_t *self, tq_peer_t *c) {
     size_t i = 0;
     int64_t now = tq_wall_ms();
@@ -250,8 +256,21 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
             tq_out_outcome(&self->out, &o);
             i++;
         }
-        if (tq_loop_send_peer(self, c) < 0)
-            break; /* EAGAIN: results stay stored, the client will WAIT again */
+        if (tq_loop_send_peer(self, c) < 0) {
+            if (!c->gone) { /* EAGAIN: keep what was not sent, in order */
+                memmove(c->pending, c->pending + first, (c->npending - first) * sizeof *c->pending);
+                c->npending -= first;
+                self->results_stalled = 1;
+                if (c->npending > LOOP_MAX_PENDING) {
+                    tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name,
+                            c->npending);
+                    c->gone = 1;
+                    c->npending = 0;
+                }
+                return;
+            }
+            break; /* gone: reaped with its waits */
+        }
         for (size_t k = first; k < i; k++) {
             tq_task_t *t = tq_store_get(self->store, c->pending[k]);
             if (t && tq_task_finished(t))
@@ -328,7 +347,9 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     self->router = zmq_socket(ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     int64_t maxmsg = (int64_t)TQ_PAYLOAD_HARD_MAX + 65536;
+    int hwm = cfg->peer_queue > 0 ? cfg->peer_queue : 1000;
     if (!self->router || zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
+        zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
         zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
         zmq_setsockopt(self->router, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
         tq_curve_server(self->router, keys) < 0) {
@@ -371,7 +392,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         long timeout = next > now ? (long)(next - now) : 0;
         /* Work left over (a send failed; tasks went back): retry soon,
          * without spinning on a worker whose pipe is full. */
-        if (self->sched_dirty && timeout > LOOP_RETRY_MS)
+        if ((self->sched_dirty || self->results_stalled) && timeout > LOOP_RETRY_MS)
             timeout = LOOP_RETRY_MS;
         zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0}, {NULL, stop_fd, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(items, stop_fd >= 0 ? 2 : 1, timeout);
@@ -416,6 +437,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             self->sched_dirty = 0;
             tq_sched_run(self->store, self->peers, emit_dispatch, self);
         }
+        self->results_stalled = 0;
         for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
             tq_peer_t *p = tq_peers_at(self->peers, i);
             if (p->npending)

@@ -18,6 +18,7 @@ typedef struct {
     size_t max_tasks;             /* tasks stored in any state */
     uint32_t max_attempts;        /* lost leases before a task is dead */
     int64_t key_retention_ms;     /* keep an idempotency key this long */
+    int peer_queue;               /* ZMQ_SNDHWM: messages queued per peer */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;

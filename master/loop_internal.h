@@ -37,6 +37,7 @@ struct tq_loop {
     int64_t next_hb_ms;
     int64_t next_sweep_ms;
     int sched_dirty;
+    int results_stalled; /* a client's RESULTS could not be sent: retry soon */
     int started; /* bound and ready: log a summary at destroy */
     uint64_t late_results;
     tq_loop_ratelimit_t anon_rl; /* for peers not registered */

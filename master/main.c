@@ -36,6 +36,7 @@ typedef struct {
     int64_t unfetched_ttl_ms;
     int64_t max_tasks;
     int64_t max_attempts;
+    int64_t peer_queue;
     int64_t key_retention_ms;
     char *log_level;
 } settings_t;
@@ -64,6 +65,8 @@ static const tq_cfg_entry_t table[] = {
      "tasks stored in any state; SUBMIT beyond it is refused (full)"},
     {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
      "dispatches without a result before a task is dead"},
+    {"peer-queue", TQ_CFG_INT, "1000", 1, 1000000, NULL, NULL, S(peer_queue), "N",
+     "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
      "remember a SUBMIT idempotency key this long (1..31622400)"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
@@ -211,6 +214,7 @@ int main(int argc, char **argv) {
         .max_tasks = (size_t)s.max_tasks,
         .max_attempts = (uint32_t)s.max_attempts,
         .key_retention_ms = s.key_retention_ms,
+        .peer_queue = (int)s.peer_queue,
     };
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, &keys, err, sizeof err) : NULL;
     tq_curve_keys_wipe(&keys);

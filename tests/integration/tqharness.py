@@ -544,11 +544,14 @@ class RawClient:
     """A DEALER with CURVE keys derived in Python; sends and receives raw
     multipart frames."""
 
-    def __init__(self, endpoint, authkey: bytes, ctx=None):
+    def __init__(self, endpoint, authkey: bytes, ctx=None, sockopts=()):
+        """sockopts: (option, value) pairs set before connecting."""
         self.ctx = ctx or zmq.Context.instance()
         spub, _ssec, cpub, csec = derive_keys(authkey)
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        for opt, val in sockopts:
+            s.setsockopt(opt, val)
         s.setsockopt(zmq.CURVE_SERVERKEY, spub)
         s.setsockopt(zmq.CURVE_PUBLICKEY, cpub)
         s.setsockopt(zmq.CURVE_SECRETKEY, csec)

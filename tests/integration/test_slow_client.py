@@ -1,0 +1,74 @@
+"""A client that reads its results slowly loses none of them.
+
+The master queues at most --peer-queue messages for one peer; when a
+subscribed client's queue is full, the outcomes not yet sent must stay
+pending and go out later (a subscribed client never asks again)."""
+
+import os
+import sys
+import time
+
+import zmq
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tqharness as h  # noqa: E402
+from tqharness import TQTestCase, main  # noqa: E402
+
+SUBSCRIBE = 0x0001
+TASKS_PER_BATCH = 100
+BATCHES = 3
+PAYLOAD = 32 * 1024
+
+
+class SlowClient(TQTestCase):
+    def test_results_survive_a_full_peer_queue(self):
+        self.start_master("--peer-queue", "2")
+        self.start_worker(concurrency=4)
+        c = h.RawClient(self.endpoint, h.key_bytes_from_file(self.key),
+                        sockopts=[(zmq.RCVHWM, 1), (zmq.RCVBUF, 4096)])
+        self.addCleanup(c.close)
+        c.hello()
+        sent = {}
+        for b in range(BATCHES):
+            tasks = []
+            for i in range(TASKS_PER_BATCH):
+                n = b * TASKS_PER_BATCH + i
+                tasks.append(({"fn": "echo"}, b"%06d" % n + b"x" * (PAYLOAD - 6)))
+            c.send(h.msg_submit(tasks, req=b + 1, flags=SUBSCRIBE))
+            sent[b + 1] = tasks
+        # Read nothing while every task runs: the master's queue to us
+        # fills. Keep sending heartbeats (the master's timeout is 1 s here)
+        # so that we stay a live, registered client.
+        beat = [h.head(h.T_HEARTBEAT)]
+        for _ in range(15):
+            c.send(beat)
+            time.sleep(0.2)
+        ids, outcomes = [], {}
+        deadline = time.monotonic() + 30
+        while (len(ids) < BATCHES * TASKS_PER_BATCH or len(outcomes) < len(ids)) and \
+                time.monotonic() < deadline:
+            c.send(beat)
+            fr = c.recv(timeout=0.2)
+            if fr is None:
+                continue
+            t = fr[0][3]
+            if t == h.T_SUBMIT_ACK:
+                ids.extend(h.decode_submit_ack(fr)[1])
+            elif t == h.T_RESULTS:
+                for i, status, _attempts, data in h.decode_results(fr):
+                    self.assertNotIn(i, outcomes, "outcome %d delivered twice" % i)
+                    outcomes[i] = (status, data)
+            else:
+                self.fail("unexpected message %r" % fr[0][:80])
+        self.assertEqual(len(ids), BATCHES * TASKS_PER_BATCH)
+        self.assertEqual(sorted(outcomes), sorted(ids),
+                         "%d of %d outcomes arrived" % (len(outcomes), len(ids)))
+        for n, i in enumerate(ids):
+            status, data = outcomes[i]
+            self.assertEqual(status, 1)  # done
+            self.assertEqual(data[:6], b"%06d" % n)
+            self.assertEqual(len(data), PAYLOAD)
+
+
+if __name__ == "__main__":
+    main()
