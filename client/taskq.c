@@ -120,6 +120,19 @@ static batch_t *batch_take(taskq_t *self)
 
 /* ---- sending ---------------------------------------------------------- */
 
+static int flush_batch(taskq_t *self, taskq_error_t *err);
+
+/* The last batch in flight got its answer: send the one that was held
+ * back meanwhile (see next_event). A send failure marks the connection
+ * lost; the caller's next call reports it. */
+static void send_held_batch(taskq_t *self)
+{
+    if (self->unacked_head || !self->cur || self->cur->count == 0)
+        return;
+    taskq_error_t ignored;
+    flush_batch(self, &ignored);
+}
+
 static int send_batch(taskq_t *self, const batch_t *b, taskq_error_t *err)
 {
     tq_out_begin_submit(&self->out, b->req, b->flags);
@@ -284,6 +297,7 @@ static void on_submit_ack(taskq_t *self, tq_bytes_t body, size_t nparts)
     batch_release(self, b);
     if (self->deferred.n > 0)
         release_deferred(self);
+    send_held_batch(self);
 }
 
 static void on_results(taskq_t *self, tq_bytes_t body)
@@ -383,6 +397,7 @@ void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg)
         batch_release(self, b);
         if (self->deferred.n > 0)
             release_deferred(self);
+        send_held_batch(self);
         return;
     }
     if (self->blk.active && !self->blk.done) {
@@ -558,7 +573,10 @@ int taskq_wait(taskq_t *self, const uint64_t *ids, size_t n, taskq_error_t *err)
 
 static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_error_t *err)
 {
-    if (flush_batch(self, err) < 0)
+    /* Nagle: while a batch waits for its ids, let the next one fill; it
+     * goes out when they arrive (on_submit_ack). Flushing here every time
+     * made a fast producer send thousands of 1-task SUBMITs. */
+    if (!self->unacked_head && flush_batch(self, err) < 0)
         return -1;
     int64_t deadline = timeout_ms < 0 ? -1 : tq_mono_ms() + timeout_ms;
     for (;;) {

@@ -18,9 +18,12 @@
  *
  * Submission is pipelined: taskq_submit only copies the task into the
  * current batch; a batch goes out as one SUBMIT message when it holds
- * TASKQ_BATCH_MAX tasks or TASKQ_BATCH_BYTES of payload, or when the
- * program flushes or waits for events. There is never one round trip per
- * task. The master answers each batch with the task ids, which arrive as
+ * TASKQ_BATCH_MAX tasks or TASKQ_BATCH_BYTES of payload, when the program
+ * calls taskq_flush, or when it waits for events while no other batch is
+ * waiting for its ids (as TCP's Nagle rule does: while one batch is in
+ * flight the next keeps filling, and goes out when the ids come back).
+ * There is never one round trip per task, and a lone task is sent at
+ * once. The master answers each batch with the task ids, which arrive as
  * TASKQ_EVENT_SUBMITTED events mapping the local sequence number that
  * taskq_submit returned to the task id.
  *
@@ -162,7 +165,8 @@ TASKQ_API int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const v
                            size_t len, int flags, uint64_t *seq_out, taskq_error_t *err);
 
 /* Send the partly filled batch now. taskq_next_event does this itself
- * before it blocks. Returns 0 or -1 (TASKQ_ERR_CONNECT). */
+ * when no earlier batch is waiting for its ids (and otherwise as soon as
+ * their ids arrive). Returns 0 or -1 (TASKQ_ERR_CONNECT). */
 TASKQ_API int taskq_flush(taskq_t *self, taskq_error_t *err);
 
 /* Ask for the results of n task ids (n may exceed TASKQ_BATCH_MAX: the
@@ -204,7 +208,8 @@ typedef struct {
 } taskq_event_t;
 
 /* Wait up to timeout_ms (-1: forever, 0: just look) for the next event.
- * Sends the pending batch first, keeps the heartbeat going while it
+ * Sends the pending batch first unless an earlier batch still waits for
+ * its ids (it goes out when they arrive), keeps the heartbeat going while it
  * waits, and transparently registers again and re-sends unacknowledged
  * work when the master says it does not know this client (a master
  * restart). Events come in arrival order, except that a task's

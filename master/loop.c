@@ -41,6 +41,8 @@
  * Past it the client is forgotten, as if it had gone: its results stay
  * stored, and a live client says HELLO again and WAITs for them. */
 #define LOOP_MAX_PENDING (1u << 20)
+/* Bytes of deferred replies one peer may hold before it is forgotten. */
+#define LOOP_MAX_DEFERRED_BYTES (64u * 1024u * 1024u)
 
 /* ---- logging ----------------------------------------------------------- */
 
@@ -84,15 +86,66 @@ void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const ch
 
 /* ---- sending (what these promise: loop_internal.h) -------------------- */
 
+/* 1 if self->out may be deferred rather than dropped: a one-frame reply.
+ * HEARTBEATs are replaced by the next one; DISPATCH and RESULTS have
+ * their own retry (leases undone, outcomes kept pending). */
+static int deferrable(const tq_out_t *o) {
+    return o->nparts == 0 && o->type != TQ_MSG_HEARTBEAT && o->type != TQ_MSG_DISPATCH &&
+           o->type != TQ_MSG_RESULTS;
+}
+
+/* Queue a copy of self->out in p. A peer that lets more than
+ * LOOP_MAX_DEFERRED_BYTES pile up reads nothing: it is forgotten. */
+static void defer_out(tq_loop_t *self, tq_peer_t *p) {
+    tq_peer_defer(p, (tq_bytes_t){self->out.head.data, self->out.head.len});
+    self->sends_stalled = 1;
+    if (p->deferred_bytes > LOOP_MAX_DEFERRED_BYTES) {
+        tq_warn("%s %s reads no replies (%zu bytes waiting): forgetting it",
+                p->role == TQ_ROLE_WORKER ? "worker" : "client", p->name, p->deferred_bytes);
+        p->gone = 1;
+        self->sched_dirty = 1;
+    }
+}
+
+/* Send p's deferred replies, oldest first, until its queue is full. */
+static void flush_deferred(tq_loop_t *self, tq_peer_t *p) {
+    size_t sent = 0;
+    while (sent < p->ndeferred && !p->gone) {
+        tq_bytes_t f = p->deferred[sent];
+        if (zmq_send(self->router, p->rid, p->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            if (errno == EHOSTUNREACH) {
+                p->gone = 1;
+                self->sched_dirty = 1;
+            } else {
+                self->sends_stalled = 1;
+            }
+            break;
+        }
+        /* after the routing id is accepted the message goes through whole */
+        zmq_send(self->router, f.data, f.len, ZMQ_DONTWAIT);
+        sent++;
+    }
+    tq_peer_deferred_pop(p, sent);
+}
+
 int tq_loop_send_peer(tq_loop_t *self, tq_peer_t *p) {
     if (p->gone) {
         errno = EHOSTUNREACH;
         return -1;
     }
+    int defer = deferrable(&self->out);
+    if (defer && p->ndeferred > 0) { /* stay behind the older ones */
+        defer_out(self, p);
+        return 0;
+    }
     tq_bytes_t rid = tq_loop_rid(p);
     if (tq_out_send(&self->out, self->router, &rid, ZMQ_DONTWAIT) == 0)
         return 0;
     int e = errno;
+    if (e == EAGAIN && defer) {
+        defer_out(self, p);
+        return 0;
+    }
     if (e == EHOSTUNREACH) {
         p->gone = 1;
         self->sched_dirty = 1;
@@ -260,7 +313,7 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
             if (!c->gone) { /* EAGAIN: keep what was not sent, in order */
                 memmove(c->pending, c->pending + first, (c->npending - first) * sizeof *c->pending);
                 c->npending -= first;
-                self->results_stalled = 1;
+                self->sends_stalled = 1;
                 if (c->npending > LOOP_MAX_PENDING) {
                     tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name,
                             c->npending);
@@ -374,6 +427,17 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     size_t elen = sizeof self->endpoint;
     if (zmq_getsockopt(self->router, ZMQ_LAST_ENDPOINT, self->endpoint, &elen) < 0)
         tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
+    /* The dual-stack socket reports an IPv4 bind as tcp://[::ffff:a.b.c.d]:p;
+     * show it the way the operator wrote it. */
+    static const char mapped[] = "tcp://[::ffff:";
+    char *close_br = strchr(self->endpoint, ']');
+    if (strncmp(self->endpoint, mapped, sizeof mapped - 1) == 0 && close_br &&
+        memchr(self->endpoint, '.', (size_t)(close_br - self->endpoint))) {
+        char v4[sizeof self->endpoint];
+        snprintf(v4, sizeof v4, "tcp://%.*s%s", (int)(close_br - self->endpoint - (sizeof mapped - 1)),
+                 self->endpoint + sizeof mapped - 1, close_br + 1);
+        tq_strlcpy(self->endpoint, v4, sizeof self->endpoint);
+    }
     self->started = 1;
     return self;
 fail:
@@ -392,7 +456,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         long timeout = next > now ? (long)(next - now) : 0;
         /* Work left over (a send failed; tasks went back): retry soon,
          * without spinning on a worker whose pipe is full. */
-        if ((self->sched_dirty || self->results_stalled) && timeout > LOOP_RETRY_MS)
+        if ((self->sched_dirty || self->sends_stalled) && timeout > LOOP_RETRY_MS)
             timeout = LOOP_RETRY_MS;
         zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0}, {NULL, stop_fd, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(items, stop_fd >= 0 ? 2 : 1, timeout);
@@ -437,9 +501,11 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             self->sched_dirty = 0;
             tq_sched_run(self->store, self->peers, emit_dispatch, self);
         }
-        self->results_stalled = 0;
+        self->sends_stalled = 0;
         for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
             tq_peer_t *p = tq_peers_at(self->peers, i);
+            if (p->ndeferred)
+                flush_deferred(self, p);
             if (p->npending)
                 flush_results(self, p);
             if (p->stalled) {

@@ -37,7 +37,7 @@ struct tq_loop {
     int64_t next_hb_ms;
     int64_t next_sweep_ms;
     int sched_dirty;
-    int results_stalled; /* a client's RESULTS could not be sent: retry soon */
+    int sends_stalled; /* RESULTS or deferred replies could not be sent: retry soon */
     int started; /* bound and ready: log a summary at destroy */
     uint64_t late_results;
     tq_loop_ratelimit_t anon_rl; /* for peers not registered */
@@ -65,8 +65,11 @@ void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const ch
     __attribute__((format(printf, 4, 5)));
 
 /* Send self->out to a registered peer without blocking. On EHOSTUNREACH
- * the peer is marked gone (forgotten at the end of the iteration).
- * Returns 0, or -1 with errno set. */
+ * the peer is marked gone (forgotten at the end of the iteration). A
+ * one-frame message other than HEARTBEAT (an ack, ERROR, WELCOME,
+ * STATUS_REPLY, KILL) is never dropped: when the peer's queue is full, or
+ * older such messages still wait, a copy is queued in the peer and sent
+ * in order later (0 is returned). Returns 0, or -1 with errno set. */
 int tq_loop_send_peer(tq_loop_t *self, tq_peer_t *p);
 
 /* Send an ERROR (code, ref, msg) to a routing id, registered or not. */

@@ -28,6 +28,8 @@ static uint64_t rid_hash(tq_bytes_t b) {
 tq_peers_t *tq_peers_new(void) { return tq_calloc(1, sizeof(tq_peers_t)); }
 
 static void peer_free(tq_peer_t *p) {
+    tq_peer_deferred_pop(p, p->ndeferred);
+    free(p->deferred);
     free(p->fns);
     free(p->leased);
     free(p->pending);
@@ -165,6 +167,27 @@ void tq_peer_pending_add(tq_peer_t *c, uint64_t id) {
         c->pending = tq_realloc(c->pending, c->cappending * sizeof *c->pending);
     }
     c->pending[c->npending++] = id;
+}
+
+void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame) {
+    if (p->ndeferred == p->capdeferred) {
+        p->capdeferred = p->capdeferred ? p->capdeferred * 2 : 16;
+        p->deferred = tq_realloc(p->deferred, p->capdeferred * sizeof *p->deferred);
+    }
+    p->deferred[p->ndeferred].data = tq_memdup(frame.data, frame.len);
+    p->deferred[p->ndeferred].len = frame.len;
+    p->ndeferred++;
+    p->deferred_bytes += frame.len;
+}
+
+void tq_peer_deferred_pop(tq_peer_t *p, size_t n) {
+    TQ_ASSERT(n <= p->ndeferred);
+    for (size_t i = 0; i < n; i++) {
+        p->deferred_bytes -= p->deferred[i].len;
+        free((void *)p->deferred[i].data);
+    }
+    memmove(p->deferred, p->deferred + n, (p->ndeferred - n) * sizeof *p->deferred);
+    p->ndeferred -= n;
 }
 
 void tq_peer_notify_waiters(tq_task_t *t) {

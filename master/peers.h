@@ -46,6 +46,12 @@ typedef struct tq_peer {
     uint64_t *pending;     /* ids whose outcome goes out in the next RESULTS */
     size_t npending, cappending;
 
+    /* Single-frame replies (acks, ERROR, STATUS_REPLY, KILL, ...) that
+     * could not be sent because its queue was full, oldest first: they go
+     * out before anything newer of that kind (tq_peer_defer). */
+    tq_bytes_t *deferred;  /* each a malloc'd copy */
+    size_t ndeferred, capdeferred, deferred_bytes;
+
     /* log rate limit (malformed input): lines in the current second */
     int64_t log_window_ms;
     unsigned log_lines, log_suppressed;
@@ -96,6 +102,11 @@ int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t);
 void tq_peer_notify_waiters(tq_task_t *t);
 /* Queue an id for the client's next RESULTS. */
 void tq_peer_pending_add(tq_peer_t *c, uint64_t id);
+/* Keep a copy of a one-frame message for p, to send later in order.
+ * Internal, bounded by the caller (TQ_PEER_MAX_DEFERRED). */
+void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame);
+/* Drop the first n deferred messages (sent). */
+void tq_peer_deferred_pop(tq_peer_t *p, size_t n);
 /* Drop every wait of client c (dead or re-registering). */
 void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store);
 

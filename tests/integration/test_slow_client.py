@@ -1,4 +1,4 @@
-"""A client that reads its results slowly loses none of them.
+"""A client that reads slowly loses none of its results or replies.
 
 The master queues at most --peer-queue messages for one peer; when a
 subscribed client's queue is full, the outcomes not yet sent must stay
@@ -69,6 +69,51 @@ class SlowClient(TQTestCase):
             self.assertEqual(data[:6], b"%06d" % n)
             self.assertEqual(len(data), PAYLOAD)
 
+
+    def test_acks_survive_a_full_peer_queue(self):
+        """SUBMIT_ACKs (and every other one-frame reply) are deferred, not
+        dropped, when the client's queue is full: a lost ack would leave
+        the client waiting for it forever."""
+        self.start_master("--peer-queue", "2")
+        c = h.RawClient(self.endpoint, h.key_bytes_from_file(self.key),
+                        sockopts=[(zmq.RCVHWM, 1), (zmq.RCVBUF, 4096)])
+        self.addCleanup(c.close)
+        c.hello()
+        n = 3000
+        beat = [h.head(h.T_HEARTBEAT)]
+        for req in range(1, n + 1):
+            c.send(h.msg_submit([({"fn": "echo"}, b"p%d" % req)], req=req))
+            if req % 500 == 0:
+                c.send(beat)
+        for _ in range(10):  # read nothing for a while, stay alive
+            c.send(beat)
+            time.sleep(0.2)
+        acked = {}
+        deadline = time.monotonic() + 30
+        while len(acked) < n and time.monotonic() < deadline:
+            c.send(beat)
+            fr = c.recv(timeout=0.2)
+            if fr is None:
+                continue
+            self.assertEqual(fr[0][3], h.T_SUBMIT_ACK, fr[0][:80])
+            req, ids = h.decode_submit_ack(fr)
+            self.assertNotIn(req, acked, "SUBMIT %d acknowledged twice" % req)
+            acked[req] = ids
+        self.assertEqual(sorted(acked), list(range(1, n + 1)),
+                         "%d of %d SUBMITs acknowledged" % (len(acked), n))
+        self.assertEqual(self.status()["totals"]["submitted"], n)
+
+    def test_submit_from_fast_stdin(self):
+        """A producer faster than the master's replies (this hung once:
+        thousands of 1-task SUBMITs, and a dropped ack)."""
+        self.start_master("--peer-queue", "2")
+        n = 50000
+        data = "".join("%d\n" % i for i in range(n))
+        r = self.tq_ok("submit", "--fn", "echo", "-", input=data, timeout=120)
+        ids = r.out.split()
+        self.assertEqual(len(ids), n)
+        self.assertEqual(len(set(ids)), n)
+        self.assertEqual(self.status()["totals"]["submitted"], n)
 
 if __name__ == "__main__":
     main()

@@ -267,7 +267,16 @@ class TQTestCase(unittest.TestCase):
 
     def _failed(self):
         outcome = getattr(self, "_outcome", None)
-        return outcome is not None and not getattr(outcome, "success", True)
+        if outcome is None:
+            return False
+        if not getattr(outcome, "success", True):
+            return True
+        # Python 3.11 records failures straight into the result and leaves
+        # outcome.success True: look there for this test.
+        result = getattr(outcome, "result", None)
+        if result is None:
+            return False
+        return any(t is self for t, _ in list(result.failures) + list(result.errors))
 
     def _stop_all(self):
         failed = self._failed()
