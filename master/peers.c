@@ -182,6 +182,8 @@ void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame) {
 
 void tq_peer_deferred_pop(tq_peer_t *p, size_t n) {
     TQ_ASSERT(n <= p->ndeferred);
+    if (n == 0)
+        return; /* also: deferred may be NULL (memmove's arguments must not be) */
     for (size_t i = 0; i < n; i++) {
         p->deferred_bytes -= p->deferred[i].len;
         free((void *)p->deferred[i].data);
