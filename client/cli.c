@@ -4,6 +4,8 @@
  * contract is in /docs/cli.md (and DESIGN.md); global options and each
  * command's options are one tq_cfg_entry_t table each, which also
  * generates --help. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -130,14 +132,14 @@ static const command_t commands[] = {
      "in flight. Failed tasks print nothing on stdout and 'taskq: task ID failed: ERROR'\n"
      "on stderr. A progress bar is drawn on stderr when it is a terminal.\n",
      tq_cli_run_map},
-    {"wait", wait_table, sizeof(wait_settings_t), offsetof(wait_settings_t, help), "ID...",
+    {"wait", wait_table, sizeof(wait_settings_t), offsetof(wait_settings_t, help), "ID... | -",
      "print each task's result on its own line, in the order of the ids",
      "Failed tasks print nothing on stdout and 'taskq: task ID failed: ERROR' on stderr.\n"
      "On --timeout, the results that arrived are printed up to the first missing one.\n",
      tq_cli_run_wait},
     {"status", status_table, sizeof(status_settings_t), offsetof(status_settings_t, help), "",
      "queues, counts per state, workers and rates", "", run_status},
-    {"cancel", cancel_table, sizeof(cancel_settings_t), offsetof(cancel_settings_t, help), "ID...",
+    {"cancel", cancel_table, sizeof(cancel_settings_t), offsetof(cancel_settings_t, help), "ID... | -",
      "cancel tasks that have not finished",
      "Prints 'ID cancelled', 'ID already finished' or 'ID unknown' per id.\n", run_cancel},
 };
@@ -218,10 +220,66 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
     return tq;
 }
 
+/* Read whitespace-separated task ids from stdin (as `taskq submit`
+ * prints them) into a fresh array. Returns 0 or an exit status after
+ * printing the error (line number and the offending text). */
+static int parse_ids_stdin(const char *cmd, uint64_t **ids_out, size_t *n_out)
+{
+    size_t n = 0, cap = 1024, line = 1;
+    uint64_t *ids = tq_malloc(cap * sizeof *ids);
+    char tok[32]; /* a u64 has at most 20 digits */
+    size_t tl = 0;
+    int c, status = 0;
+    do {
+        c = getchar();
+        if (c != EOF && !isspace(c)) {
+            if (tl + 1 < sizeof tok)
+                tok[tl] = (char)c;
+            tl++;
+            continue;
+        }
+        if (tl > 0) {
+            uint64_t id = 0;
+            if (tl >= sizeof tok) {
+                status = tq_cli_usage_error("%s: stdin line %zu: '%.*s...' is not a task id", cmd,
+                                            line, (int)sizeof tok - 1, tok);
+                break;
+            }
+            tok[tl] = '\0';
+            if (tq_parse_u64(tok, &id) < 0 || id == 0) {
+                status = tq_cli_usage_error("%s: stdin line %zu: '%s' is not a task id", cmd,
+                                            line, tok);
+                break;
+            }
+            if (n == cap) {
+                cap *= 2;
+                ids = tq_realloc(ids, cap * sizeof *ids);
+            }
+            ids[n++] = id;
+            tl = 0;
+        }
+        if (c == '\n')
+            line++;
+    } while (c != EOF);
+    if (!status && ferror(stdin))
+        status = tq_cli_usage_error("%s: cannot read stdin: %s", cmd, strerror(errno));
+    if (!status && n == 0)
+        status = tq_cli_usage_error("%s: no task ID on stdin", cmd);
+    if (status) {
+        free(ids);
+        return status;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return 0;
+}
+
 int tq_cli_parse_ids(const char *cmd, int argc, char **argv, uint64_t **ids_out, size_t *n_out)
 {
     if (argc == 0)
-        return tq_cli_usage_error("%s: no task ID given", cmd);
+        return tq_cli_usage_error("%s: no task ID given (or '-' to read them from stdin)", cmd);
+    if (argc == 1 && strcmp(argv[0], "-") == 0)
+        return parse_ids_stdin(cmd, ids_out, n_out);
     uint64_t *ids = tq_calloc((size_t)argc, sizeof *ids);
     for (int i = 0; i < argc; i++) {
         if (tq_parse_u64(argv[i], &ids[i]) < 0 || ids[i] == 0) {

@@ -65,8 +65,10 @@ int tq_cli_lib_error(const taskq_error_t *e);
  * error; *status gets the exit status. Caller closes the handle. */
 taskq_t *tq_cli_connect(const global_t *g, int *status);
 
-/* Task ids from the arguments. Returns 0, or the usage exit status after
- * printing which argument is wrong. Caller frees *ids_out. */
+/* Task ids from the arguments, or from stdin (whitespace-separated, as
+ * `taskq submit` prints them) when the only argument is "-". Returns 0,
+ * or the usage exit status after printing which id is wrong. Caller frees
+ * *ids_out. */
 int tq_cli_parse_ids(const char *cmd, int argc, char **argv, uint64_t **ids_out, size_t *n_out);
 
 /* The commands of cli_tasks.c; settings is the command's settings

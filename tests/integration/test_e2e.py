@@ -51,6 +51,16 @@ class E2E(TQTestCase):
         r = self.tq_ok("wait", "--timeout", "30", ids[2], ids[0])
         self.assertEqual(r.out, "gamma\nalpha\n")
 
+    def test_submit_piped_into_wait_stdin(self):
+        r = self.tq_ok("submit", "--fn", "square", "4", "5", "6")
+        w = self.tq_ok("wait", "-", input=r.out)
+        self.assertEqual(w.out, "4 * 4 = 16\n5 * 5 = 25\n6 * 6 = 36\n")
+        bad = self.tq("wait", "-", input=r.out.split()[0] + " abc\n")
+        self.assertEqual(bad.rc, 2, bad)
+        self.assertIn("stdin line 1: 'abc' is not a task id", bad.err)
+        empty = self.tq("wait", "-", input="")
+        self.assertEqual(empty.rc, 2, empty)
+
     def test_wait_json(self):
         ids = self.submit("--fn", "square", "7")
         r = self.tq_ok("wait", "--json", "--timeout", "30", *ids)
