@@ -221,6 +221,7 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
 
     taskq_error_t e;
     int eof = 0;
+    int stop_status = 0; /* input stopped at a refused payload */
     uint64_t admitted = 0, answered = 0;
     for (;;) {
         /* Admit what the window allows and the input has ready. */
@@ -230,9 +231,25 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
             const char *p;
             size_t len;
             int r = source_next(src, &p, &len, &status);
+            if (r < 0 && status == TQ_EXIT_REFUSED) {
+                /* A payload the master would refuse: read no further, but
+                 * finish what was already submitted, so every queued task
+                 * has its id (and, for map, its result) printed. */
+                stop_status = status;
+                eof = 1;
+                break;
+            }
             if (r < 0)
                 goto out;
             if (r == 0) {
+                eof = 1;
+                break;
+            }
+            if (len > taskq_max_payload(tq)) {
+                progress_clear(&pr);
+                fprintf(stderr, "taskq: PAYLOAD %d: payload too large (%zu bytes; the master allows %zu)\n",
+                        src->next, len, taskq_max_payload(tq));
+                stop_status = TQ_EXIT_REFUSED;
                 eof = 1;
                 break;
             }
@@ -325,6 +342,8 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
     }
     progress_clear(&pr);
     status = map_mode ? tq_tally_exit(&tally) : TQ_EXIT_OK;
+    if (stop_status && (status == TQ_EXIT_OK || status > stop_status))
+        status = stop_status;
 out:
     fflush(stdout);
     tq_idmap_destroy(&seq_of);

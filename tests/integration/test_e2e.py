@@ -113,6 +113,32 @@ class E2E(TQTestCase):
 
 
 
+class OversizedInput(TQTestCase):
+    """A payload over the master's limit stops the input, but every task
+    already queued still gets its id (submit) or result (map) printed:
+    nothing is queued behind the user's back."""
+
+    def setUp(self):
+        super().setUp()
+        self.start_master("--max-payload", "1K")
+        self.start_worker(concurrency=2)
+
+    def test_submit_stops_at_oversized_line(self):
+        r = self.tq("submit", "--fn", "echo", "-", input="small\n" + "a" * 5000 + "\nafter\n")
+        self.assertEqual(r.rc, 7, r)
+        self.assertIn("stdin line 2: payload too large", r.err)
+        ids = r.out.split()
+        self.assertEqual(len(ids), 1, r)
+        self.assertEqual(self.status()["totals"]["submitted"], 1)
+        self.assertEqual(self.tq_ok("wait", ids[0]).out, "small\n")
+
+    def test_map_prints_results_before_the_oversized_payload(self):
+        r = self.tq("map", "--fn", "square", "3", "4", "9" * 2000, "5")
+        self.assertEqual(r.rc, 7, r)
+        self.assertEqual(r.out, "3 * 3 = 9\n4 * 4 = 16\n")
+        self.assertIn("PAYLOAD 3: payload too large (2000 bytes", r.err)
+        self.assertEqual(self.status()["totals"]["submitted"], 2)
+
 def _ipv6_loopback():
     """True if this host can bind ::1 (some CI sandboxes have no IPv6)."""
     try:
