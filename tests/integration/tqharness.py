@@ -156,6 +156,27 @@ def wait_until(pred, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def sanitizer_report(text):
+    """The first sanitizer report in text (some lines of it), or ""."""
+    for mark in SANITIZER_MARKS:
+        i = text.find(mark)
+        if i >= 0:
+            start = text.rfind("\n", 0, max(i - 200, 0)) + 1
+            return text[start:i + 3000]
+    return ""
+
+
 def tail(path, n=40):
     try:
         with open(path, "rb") as f:
@@ -282,6 +303,14 @@ class TQTestCase(unittest.TestCase):
         failed = self._failed()
         for p in reversed(self.procs):
             p.stop()
+        # A sanitizer report in a daemon's log fails the test even when the
+        # behaviour looked right (a leak at exit, undefined behaviour that
+        # did not crash): in the ASan/UBSan build that is the whole point.
+        reports = []
+        for p in self.procs:
+            excerpt = sanitizer_report(read_text(p.log_path))
+            if excerpt:
+                reports.append("%s (%s):\n%s" % (p.name, p.log_path, excerpt))
         if failed:
             sys.stderr.write("\n==== %s failed; temp dir %s ====\n" % (self.id(), self.tmp))
             for p in self.procs:
@@ -294,6 +323,8 @@ class TQTestCase(unittest.TestCase):
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
         _LIVE_DIRS.discard(self.tmp)
+        if reports:
+            raise AssertionError("sanitizer report in a program's log:\n" + "\n".join(reports))
 
     # ---- files -------------------------------------------------------------
 
@@ -412,6 +443,9 @@ class TQTestCase(unittest.TestCase):
                      err.decode("utf-8", "replace"), time.monotonic() - t0)
         if record:
             self.outputs.append((repr(res), ""))
+        excerpt = sanitizer_report(res.err)
+        if excerpt:
+            raise AssertionError("sanitizer report from %s:\n%s" % (" ".join(argv), excerpt))
         return res
 
     def tq_ok(self, *args, **kw):
