@@ -363,7 +363,7 @@ class TQTestCase(unittest.TestCase):
             self.wait_master_ready(m)
         return m
 
-    def wait_master_ready(self, m=None, timeout=15):
+    def wait_master_ready(self, m=None, timeout=30):
         m = m or self.master
 
         def ready():
@@ -401,7 +401,7 @@ class TQTestCase(unittest.TestCase):
                     if x["name"] not in before and x.get("state") == "active":
                         return x
                 return None
-            w.info = wait_until(joined, 15, interval=0.1, what="worker %s to join" % name)
+            w.info = wait_until(joined, 30, interval=0.1, what="worker %s to join" % name)
             w.wname = w.info["name"]
         return w
 
@@ -454,7 +454,10 @@ class TQTestCase(unittest.TestCase):
         return r
 
     def status(self):
-        r = self.tq("status", "--json", timeout=10, connect_timeout=2, record=False)
+        # A readiness probe, not a timing assertion: generous bounds, so a
+        # loaded CI machine (a cold process start, the CURVE handshake under
+        # ASan) is not mistaken for a master that does not answer.
+        r = self.tq("status", "--json", timeout=20, connect_timeout=5, record=False)
         if r.rc != 0:
             raise AssertionError("taskq status failed: %r" % r)
         return json.loads(r.out)
