@@ -217,6 +217,44 @@ int tq_api_resend(taskq_t *self, taskq_error_t *err)
 
 /* ---- receiving -------------------------------------------------------- */
 
+/* The unacknowledged batch sent as request req, or NULL. */
+static batch_t *unacked_find(const taskq_t *self, uint32_t req)
+{
+    batch_t *b = self->unacked_head;
+    while (b && b->req != req)
+        b = b->next;
+    return b;
+}
+
+/* Unlink b from the unacknowledged list. */
+static void unacked_remove(taskq_t *self, batch_t *b)
+{
+    batch_t *prev = NULL;
+    for (batch_t *x = self->unacked_head; x != b; x = x->next)
+        prev = x;
+    if (prev)
+        prev->next = b->next;
+    else
+        self->unacked_head = b->next;
+    if (self->unacked_tail == b)
+        self->unacked_tail = prev;
+}
+
+static void release_deferred(taskq_t *self);
+
+/* b got its answer (ids or a refusal) and is unlinked: recycle it, let
+ * results that arrived before the ids through, and send the batch held
+ * back meanwhile. */
+static void batch_answered(taskq_t *self, batch_t *b)
+{
+    if (b->flags & TQ_SUBMIT_SUBSCRIBE)
+        self->unacked_subscribe--;
+    batch_release(self, b);
+    if (self->deferred.n > 0)
+        release_deferred(self);
+    send_held_batch(self);
+}
+
 /* Move deferred results whose ids are now awaited to the event queue;
  * drop the rest once no subscribed batch is waiting for its ack (they
  * are duplicates or not ours). */
@@ -269,19 +307,10 @@ static void on_submit_ack(taskq_t *self, tq_bytes_t body, size_t nparts)
     tq_error_t e;
     if (tq_decode_submit_ack(body, nparts, &req, self->ids, &count, &e) < 0)
         return; /* not decodable: the batch stays unacked and is re-sent on re-HELLO */
-    batch_t *prev = NULL, *b = self->unacked_head;
-    while (b && b->req != req) {
-        prev = b;
-        b = b->next;
-    }
+    batch_t *b = unacked_find(self, req);
     if (!b || b->count != count)
         return; /* a duplicate ack (after a re-send), or not ours */
-    if (prev)
-        prev->next = b->next;
-    else
-        self->unacked_head = b->next;
-    if (self->unacked_tail == b)
-        self->unacked_tail = prev;
+    unacked_remove(self, b);
     int subscribed = (b->flags & TQ_SUBMIT_SUBSCRIBE) != 0;
     for (size_t i = 0; i < count; i++) {
         ev_node_t *n = tq_calloc(1, sizeof *n);
@@ -292,12 +321,7 @@ static void on_submit_ack(taskq_t *self, tq_bytes_t body, size_t nparts)
         if (subscribed && self->ids[i] != 0)
             tq_idmap_put(self->awaited, self->ids[i], (void *)1);
     }
-    if (subscribed)
-        self->unacked_subscribe--;
-    batch_release(self, b);
-    if (self->deferred.n > 0)
-        release_deferred(self);
-    send_held_batch(self);
+    batch_answered(self, b);
 }
 
 static void on_results(taskq_t *self, tq_bytes_t body)
@@ -379,25 +403,11 @@ static void on_status_reply(taskq_t *self, tq_bytes_t body)
 /* Promised in session.h. */
 void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg)
 {
-    batch_t *prev = NULL, *b = self->unacked_head;
-    while (b && !(ref != 0 && b->req == ref)) {
-        prev = b;
-        b = b->next;
-    }
+    batch_t *b = ref != 0 ? unacked_find(self, ref) : NULL;
     if (b) {
-        if (prev)
-            prev->next = b->next;
-        else
-            self->unacked_head = b->next;
-        if (self->unacked_tail == b)
-            self->unacked_tail = prev;
-        if (b->flags & TQ_SUBMIT_SUBSCRIBE)
-            self->unacked_subscribe--;
+        unacked_remove(self, b);
         push_error_event(self, TASKQ_ERR_REFUSED, b->first_seq, b->count, msg);
-        batch_release(self, b);
-        if (self->deferred.n > 0)
-            release_deferred(self);
-        send_held_batch(self);
+        batch_answered(self, b);
         return;
     }
     if (self->blk.active && !self->blk.done) {
