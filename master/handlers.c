@@ -249,7 +249,10 @@ static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     }
     cJSON_Delete(j);
-    tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results};
+    tq_persist_stats_t js;
+    tq_persist_stats(self->persist, &js);
+    tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results,
+                             js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
     cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, tq_mono_ms());
     tq_out_json(&self->out, TQ_MSG_STATUS_REPLY, doc);
     cJSON_Delete(doc);
@@ -306,7 +309,8 @@ static void submit_store_error(tq_loop_t *self, tq_peer_t *p, uint32_t req, int 
 /* SUBMIT, step 2: store the new tasks (self->added[i], NULL where the
  * id is a held key's). On a failure the tasks stored so far are removed
  * again. Returns 0, or -1 after an error reply. */
-static int submit_store(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int64_t now) {
+static int submit_store(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int session,
+                        int64_t now) {
     for (size_t i = 0; i < n; i++) {
         self->added[i] = NULL;
         if (self->ids[i])
@@ -316,7 +320,8 @@ static int submit_store(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, i
         if (self->ids[i])
             continue;
         int code = TQ_ERR_INTERNAL;
-        self->added[i] = tq_store_add(self->store, &self->specs[i], now, &code);
+        self->added[i] = session ? tq_store_add_session(self->store, &self->specs[i], now, &code)
+                                 : tq_store_add(self->store, &self->specs[i], now, &code);
         if (!self->added[i]) {
             while (i-- > 0)
                 if (self->added[i])
@@ -344,7 +349,15 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     }
     int64_t now = tq_wall_ms();
-    if (submit_check(self, p, n, req, now) < 0 || submit_store(self, p, n, req, now) < 0)
+    int jerr = tq_persist_failed(self->persist);
+    if (jerr) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "journal write failed: %s", strerror(jerr));
+        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_UNAVAILABLE, req, msg);
+        return;
+    }
+    if (submit_check(self, p, n, req, now) < 0 ||
+        submit_store(self, p, n, req, flags & TQ_SUBMIT_SCOPED_KEYS, now) < 0)
         return;
     tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
     for (size_t i = 0; i < n; i++) {
@@ -357,8 +370,30 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         else if (!self->added[i])
             tq_peer_pending_add(p, self->ids[i]); /* known key: outcome (or unknown) now */
     }
-    tq_loop_send_peer(self, p);
+    /* The ack promises the tasks are durable (--fsync): it waits in the
+     * peer, in order with its other replies, until the journal is there. */
+    uint64_t lsn = tq_persist_lsn(self->persist);
+    if (lsn > tq_persist_ready(self->persist))
+        tq_peer_defer_gated(p, (tq_bytes_t){self->out.head.data, self->out.head.len}, lsn);
+    else
+        tq_loop_send_peer(self, p);
     self->sched_dirty = 1;
+}
+
+/* ACK: these outcomes reached the client; the journal may forget them. */
+static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    uint32_t req = 0;
+    size_t n = 0;
+    tq_error_t err;
+    if (tq_decode_ids(m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
+        bad_body(self, p, p->address, m, req, &err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
+        if (t && tq_task_finished(t))
+            tq_store_ack(self->store, t);
+    }
 }
 
 /* WAIT: finished (or unknown) tasks go out in the RESULTS at the end of
@@ -433,6 +468,24 @@ static tq_task_t *current_lease(tq_loop_t *self, const tq_peer_t *w, uint64_t id
 static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r, int64_t now) {
     tq_task_t *t = current_lease(self, w, r->id, r->attempt);
     if (!t) {
+        /* The lease was lost, not given to anyone else: the master
+         * restarted (recovery requeues leases, keeping the attempt) or
+         * forgot the worker for its silence. The run finished; take it
+         * rather than run the task again. A failure is left to the
+         * re-run (its retry is not counted). */
+        t = tq_store_get(self->store, r->id);
+        if (t && t->state == TQ_TASK_QUEUED && t->attempt == r->attempt && r->attempt > 0 &&
+            (r->status == TQ_RUN_OK || !tq_task_can_retry(t))) {
+            w->done++;
+            tq_debug("result for task %" PRIu64 " attempt %" PRIu32
+                     " from %s after its lease was lost: taken",
+                     r->id, r->attempt, w->name);
+            tq_store_finish(self->store, t,
+                            r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
+                            r->data.data, r->data.len, now);
+            tq_peer_notify_waiters(t);
+            return;
+        }
         self->late_results++;
         tq_debug("late result for task %" PRIu64 " attempt %" PRIu32 " from %s", r->id,
                  r->attempt, w->name);
@@ -508,6 +561,7 @@ static const struct {
     {TQ_MSG_SUBMIT, TQ_ROLE_CLIENT, on_submit},
     {TQ_MSG_WAIT, TQ_ROLE_CLIENT, on_wait},
     {TQ_MSG_CANCEL, TQ_ROLE_CLIENT, on_cancel},
+    {TQ_MSG_ACK, TQ_ROLE_CLIENT, on_ack},
     {TQ_MSG_RESULT, TQ_ROLE_WORKER, on_result},
     {TQ_MSG_RELEASE, TQ_ROLE_WORKER, on_release},
 };
@@ -515,7 +569,9 @@ static const struct {
 /* The request id of a SUBMIT/WAIT/CANCEL body, for an ERROR's ref. */
 static uint32_t body_req(int type, tq_bytes_t body) {
     uint32_t v = 0;
-    if ((type == TQ_MSG_SUBMIT || type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL) && body.len >= 4)
+    if ((type == TQ_MSG_SUBMIT || type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL ||
+         type == TQ_MSG_ACK) &&
+        body.len >= 4)
         v = (uint32_t)body.data[0] | (uint32_t)body.data[1] << 8 | (uint32_t)body.data[2] << 16 |
             (uint32_t)body.data[3] << 24;
     return v;

@@ -36,6 +36,8 @@
 #define LOOP_RETRY_MS 10
 /* Expired leases ended per timer tick (one KILL batch at most). */
 #define LOOP_EXPIRE_STEPS TQ_MAX_BATCH
+/* Journal housekeeping (retries, compaction checks) this often. */
+#define LOOP_JTICK_MS 100
 #define MONITOR_ENDPOINT "inproc://taskq-master-monitor"
 /* Outcomes held for one client that does not read them (8 MiB of ids).
  * Past it the client is forgotten, as if it had gone: its results stay
@@ -110,7 +112,10 @@ static void defer_out(tq_loop_t *self, tq_peer_t *p) {
 /* Send p's deferred replies, oldest first, until its queue is full. */
 static void flush_deferred(tq_loop_t *self, tq_peer_t *p) {
     size_t sent = 0;
+    uint64_t ready = tq_persist_ready(self->persist);
     while (sent < p->ndeferred && !p->gone) {
+        if (p->deferred_lsn[sent] > ready)
+            break; /* an ack whose tasks are not durable yet: after the sync */
         tq_bytes_t f = p->deferred[sent];
         if (zmq_send(self->router, p->rid, p->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
             if (errno == EHOSTUNREACH) {
@@ -381,6 +386,24 @@ static void heartbeat(tq_loop_t *self, int64_t now) {
 
 /* ---- public --------------------------------------------------------------- */
 
+/* What recovery found, in one or two lines. */
+static void log_recovery(const tq_persist_report_t *r) {
+    const tq_journal_report_t *j = &r->journal;
+    if (j->torn)
+        tq_warn("journal: cut off a torn last record in %s at offset %" PRIu64
+                " (a write the crash interrupted; it was never acknowledged)",
+                j->torn_file, j->torn_offset);
+    if (j->repaired)
+        tq_warn("journal: --repair dropped %" PRIu64 " bytes from %s offset %" PRIu64
+                " on: the damaged record and %" PRIu64 " readable records after it, %" PRIu64
+                " of them tasks (those tasks are lost, and any the damaged record held)",
+                j->dropped_bytes, j->damage_file, j->damage_offset, j->dropped_records, r->lost);
+    tq_info("journal: recovered %" PRIu64 " queued tasks, %" PRIu64 " results and %" PRIu64
+            " idempotency keys from %zu segments (%" PRIu64 " records, %.1f MiB) in %lld ms",
+            r->queued, r->finished, r->keys, j->segments, j->records, j->bytes / 1048576.0,
+            (long long)r->elapsed_ms);
+}
+
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
                        char *err, size_t errlen) {
     tq_loop_t *self = tq_calloc(1, sizeof *self);
@@ -391,6 +414,11 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     tq_store_cfg_t scfg = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms,
                            cfg->unfetched_ttl_ms, cfg->key_retention_ms};
     self->store = tq_store_new(&scfg);
+    tq_persist_report_t rep;
+    self->persist = tq_persist_open(&cfg->journal, self->store, &rep, err, errlen);
+    if (!self->persist)
+        goto fail;
+    log_recovery(&rep);
     self->peers = tq_peers_new();
     self->start_ms = tq_mono_ms();
     self->status = tq_status_new(self->start_ms);
@@ -449,6 +477,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
     int64_t now = tq_mono_ms();
     self->next_hb_ms = now + self->cfg.heartbeat_ms;
     self->next_sweep_ms = now + LOOP_SWEEP_MS;
+    self->next_jtick_ms = now + LOOP_JTICK_MS;
     for (;;) {
         now = tq_mono_ms();
         int64_t next = self->next_hb_ms < self->next_sweep_ms ? self->next_hb_ms
@@ -458,8 +487,14 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
          * without spinning on a worker whose pipe is full. */
         if ((self->sched_dirty || self->sends_stalled) && timeout > LOOP_RETRY_MS)
             timeout = LOOP_RETRY_MS;
-        zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0}, {NULL, stop_fd, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, stop_fd >= 0 ? 2 : 1, timeout);
+        if (tq_persist_busy(self->persist))
+            timeout = 0; /* compaction steps left: between messages */
+        else if (self->next_jtick_ms - now < timeout)
+            timeout = self->next_jtick_ms > now ? (long)(self->next_jtick_ms - now) : 0;
+        zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
+                                   {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
+                                   {NULL, stop_fd, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, stop_fd >= 0 ? 3 : 2, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -468,8 +503,10 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             tq_error("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (stop_fd >= 0 && (items[1].revents & ZMQ_POLLIN))
+        if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN))
             return 0;
+        if (items[1].revents & ZMQ_POLLIN)
+            tq_persist_on_sync(self->persist);
         if (items[0].revents & ZMQ_POLLIN) {
             for (int i = 0; i < LOOP_MAX_MSGS; i++) {
                 if (tq_in_recv(self->in, self->router, 1, ZMQ_DONTWAIT) < 0) {
@@ -501,6 +538,13 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             self->sched_dirty = 0;
             tq_sched_run(self->store, self->peers, emit_dispatch, self);
         }
+        if (now >= self->next_jtick_ms || tq_persist_busy(self->persist)) {
+            tq_persist_tick(self->persist, now);
+            self->next_jtick_ms = now + LOOP_JTICK_MS;
+        }
+        /* This iteration's records go to the file before its replies go
+         * out; acks of SUBMITs wait in their peer (gated) until ready. */
+        tq_persist_flush(self->persist);
         self->sends_stalled = 0;
         for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
             tq_peer_t *p = tq_peers_at(self->peers, i);
@@ -540,6 +584,9 @@ void tq_loop_destroy(tq_loop_t **self_p) {
         zmq_close(self->router);
     }
     tq_auth_destroy(&self->auth);
+    /* Sync the journal and stop observing: what follows (leases handed
+     * back in memory) is what recovery does by itself. */
+    tq_persist_destroy(&self->persist);
     /* Leases and waits are plain memory: drop them before freeing. */
     if (self->peers) {
         for (size_t i = 0; i < tq_peers_count(self->peers); i++) {

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "journal.h"
 #include "tq_authkey.h"
 
 typedef struct {
@@ -19,12 +20,14 @@ typedef struct {
     uint32_t max_attempts;        /* lost leases before a task is dead */
     int64_t key_retention_ms;     /* keep an idempotency key this long */
     int peer_queue;               /* ZMQ_SNDHWM: messages queued per peer */
+    tq_journal_cfg_t journal;     /* where and how the journal lives */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;
 
-/* Create the ROUTER (CURVE server with keys), start the auth actor, and
- * bind. Returns the loop, or NULL with a message in err (for a bind
+/* Recover the journal, create the ROUTER (CURVE server with keys), start
+ * the auth actor, and bind. A journal that cannot be opened fails with
+ * its message in err (the loop is not created). Returns the loop, or NULL with a message in err (for a bind
  * failure: "cannot bind ENDPOINT: REASON"). Caller owns the result. */
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
                        char *err, size_t errlen);

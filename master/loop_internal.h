@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "loop.h"
 #include "peers.h"
+#include "persist.h"
 #include "status.h"
 #include "store.h"
 #include "tq_proto.h"
@@ -29,6 +30,8 @@ struct tq_loop {
     tq_loop_cfg_t cfg;
     char endpoint[256];
     tq_store_t *store;
+    tq_persist_t *persist;
+    int64_t next_jtick_ms;
     tq_peers_t *peers;
     tq_status_t *status;
     tq_in_t *in;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "jfault.h"
 #include "loop.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
@@ -38,6 +39,9 @@ typedef struct {
     int64_t max_attempts;
     int64_t peer_queue;
     int64_t key_retention_ms;
+    char *fsync;
+    int64_t fsync_interval_ms;
+    int repair;
     char *log_level;
 } settings_t;
 
@@ -69,6 +73,13 @@ static const tq_cfg_entry_t table[] = {
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
      "remember a SUBMIT idempotency key this long (1..31622400)"},
+    {"fsync", TQ_CFG_ENUM, "interval", 0, 0, "always|interval|off", NULL, S(fsync), "MODE",
+     "when a SUBMIT is acknowledged: always = after fsync of its batch; interval = after the "
+     "write, fsynced within --fsync-interval; off = after the write, the OS syncs"},
+    {"fsync-interval", TQ_CFG_INT, "50", 1, 60000, NULL, NULL, S(fsync_interval_ms), "MS",
+     "with --fsync interval: fsync the journal at most this many milliseconds after a write"},
+    {"repair", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(repair), NULL,
+     "start even if the journal is damaged: drop everything from the damage on"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
      "error, warn, info or debug"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
@@ -203,6 +214,12 @@ int main(int argc, char **argv) {
         goto out;
     }
 
+    if (tq_jfault_install_from_env() < 0) {
+        tq_curve_keys_wipe(&keys);
+        close(sfd);
+        rc = TQ_EXIT_ENV;
+        goto out;
+    }
     void *ctx = zmq_ctx_new();
     tq_loop_cfg_t lcfg = {
         .endpoint = s.bind,
@@ -215,6 +232,13 @@ int main(int argc, char **argv) {
         .max_attempts = (uint32_t)s.max_attempts,
         .key_retention_ms = s.key_retention_ms,
         .peer_queue = (int)s.peer_queue,
+        .journal = {
+            .data_dir = s.data_dir,
+            .mode = (tq_fsync_mode_t)tq_fsync_mode_parse(s.fsync),
+            .interval_ms = s.fsync_interval_ms,
+            .repair = s.repair,
+            .zmq_ctx = ctx,
+        },
     };
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, &keys, err, sizeof err) : NULL;
     tq_curve_keys_wipe(&keys);

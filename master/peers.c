@@ -30,6 +30,7 @@ tq_peers_t *tq_peers_new(void) { return tq_calloc(1, sizeof(tq_peers_t)); }
 static void peer_free(tq_peer_t *p) {
     tq_peer_deferred_pop(p, p->ndeferred);
     free(p->deferred);
+    free(p->deferred_lsn);
     free(p->fns);
     free(p->leased);
     free(p->pending);
@@ -169,13 +170,17 @@ void tq_peer_pending_add(tq_peer_t *c, uint64_t id) {
     c->pending[c->npending++] = id;
 }
 
-void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame) {
+void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame) { tq_peer_defer_gated(p, frame, 0); }
+
+void tq_peer_defer_gated(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn) {
     if (p->ndeferred == p->capdeferred) {
         p->capdeferred = p->capdeferred ? p->capdeferred * 2 : 16;
         p->deferred = tq_realloc(p->deferred, p->capdeferred * sizeof *p->deferred);
+        p->deferred_lsn = tq_realloc(p->deferred_lsn, p->capdeferred * sizeof *p->deferred_lsn);
     }
     p->deferred[p->ndeferred].data = tq_memdup(frame.data, frame.len);
     p->deferred[p->ndeferred].len = frame.len;
+    p->deferred_lsn[p->ndeferred] = lsn;
     p->ndeferred++;
     p->deferred_bytes += frame.len;
 }
@@ -189,6 +194,7 @@ void tq_peer_deferred_pop(tq_peer_t *p, size_t n) {
         free((void *)p->deferred[i].data);
     }
     memmove(p->deferred, p->deferred + n, (p->ndeferred - n) * sizeof *p->deferred);
+    memmove(p->deferred_lsn, p->deferred_lsn + n, (p->ndeferred - n) * sizeof *p->deferred_lsn);
     p->ndeferred -= n;
 }
 

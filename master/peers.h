@@ -50,6 +50,8 @@ typedef struct tq_peer {
      * could not be sent because its queue was full, oldest first: they go
      * out before anything newer of that kind (tq_peer_defer). */
     tq_bytes_t *deferred;  /* each a malloc'd copy */
+    uint64_t *deferred_lsn; /* journal LSN it waits for (0: none): acks of
+                               SUBMITs not yet durable (tq_peer_defer_gated) */
     size_t ndeferred, capdeferred, deferred_bytes;
 
     /* log rate limit (malformed input): lines in the current second */
@@ -105,6 +107,9 @@ void tq_peer_pending_add(tq_peer_t *c, uint64_t id);
 /* Keep a copy of a one-frame message for p, to send later in order.
  * Internal, bounded by the caller (TQ_PEER_MAX_DEFERRED). */
 void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame);
+/* tq_peer_defer for a reply that may go only once the journal holds
+ * everything up to lsn (a SUBMIT_ACK under --fsync). */
+void tq_peer_defer_gated(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn);
 /* Drop the first n deferred messages (sent). */
 void tq_peer_deferred_pop(tq_peer_t *p, size_t n);
 /* Drop every wait of client c (dead or re-registering). */

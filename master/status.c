@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "tq_util.h"
@@ -87,6 +88,16 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
     cJSON_AddStringToObject(m, "endpoint", info->endpoint);
     cJSON_AddNumberToObject(m, "uptime_ms", (double)(now_ms - info->start_ms));
     cJSON_AddNumberToObject(m, "pid", (double)getpid());
+
+    cJSON *jn = cJSON_AddObjectToObject(doc, "journal");
+    cJSON_AddStringToObject(jn, "fsync", info->fsync ? info->fsync : "");
+    cJSON_AddNumberToObject(jn, "bytes", (double)info->journal_bytes);
+    cJSON_AddNumberToObject(jn, "live_bytes", (double)info->journal_live_bytes);
+    cJSON_AddNumberToObject(jn, "compactions", (double)info->compactions);
+    if (info->journal_error)
+        cJSON_AddStringToObject(jn, "error", strerror(info->journal_error));
+    else
+        cJSON_AddNullToObject(jn, "error");
 
     cJSON *tot = cJSON_AddObjectToObject(doc, "totals");
     cJSON_AddNumberToObject(tot, "submitted", (double)t->submitted);

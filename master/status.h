@@ -17,6 +17,10 @@ typedef struct {
     const char *endpoint;
     int64_t start_ms;   /* monotonic */
     uint64_t late_results;
+    /* the journal */
+    const char *fsync;
+    uint64_t journal_bytes, journal_live_bytes, compactions;
+    int journal_error;  /* errno of a standing write failure, or 0 */
 } tq_status_info_t;
 
 /* Caller owns the result (tq_status_destroy). */

@@ -37,12 +37,13 @@ typedef struct {
 /* Idempotency key -> task id, with its own expiry. Entries sit on one
  * list in creation order (the retention is fixed for a run, so the list
  * is sorted by expiry up to wall clock steps) and in a chained hash. */
-typedef struct key_ent {
-    struct key_ent *hnext;       /* hash chain */
-    struct key_ent *prev, *next; /* expiry list */
+typedef struct tq_key {
+    struct tq_key *hnext;       /* hash chain */
+    struct tq_key *prev, *next; /* expiry list (retained keys only) */
     uint64_t hash;
     uint64_t id;
-    int64_t expires_ms;          /* wall clock */
+    int64_t expires_ms;          /* wall clock; INT64_MAX for a session key */
+    int session;                 /* lives with its task, not on the list */
     size_t len;
     uint8_t key[];
 } key_ent_t;
@@ -60,6 +61,10 @@ struct tq_store {
     key_ent_t **kbuckets; /* capacity a power of two */
     size_t nkeys, kcap;
     key_ent_t *khead, *ktail;
+    tq_task_t *all_head, *all_tail; /* every task, creation order */
+    tq_store_task_fn obs;
+    tq_store_key_fn kobs;
+    void *obs_arg;
     tq_task_t **dl;   /* min-heap of leased tasks by deadline_ms */
     size_t ndl, capdl;
     tq_store_totals_t totals;
@@ -158,21 +163,65 @@ static void keys_grow(tq_store_t *self) {
 }
 
 static void key_delete(tq_store_t *self, key_ent_t *e) {
+    if (!e->session && self->kobs)
+        self->kobs(self->obs_arg, e, 1);
     key_ent_t **pp = &self->kbuckets[e->hash & (self->kcap - 1)];
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        self->khead = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        self->ktail = e->prev;
+    if (!e->session) {
+        if (e->prev)
+            e->prev->next = e->next;
+        else
+            self->khead = e->next;
+        if (e->next)
+            e->next->prev = e->prev;
+        else
+            self->ktail = e->prev;
+    }
     self->nkeys--;
     free(e);
 }
+
+/* Put e (filled in but for hnext/prev/next) in the hash, and on the
+ * expiry list unless it is a session key. */
+static void key_insert(tq_store_t *self, key_ent_t *e) {
+    if ((self->nkeys + 1) > self->kcap)
+        keys_grow(self);
+    size_t j = e->hash & (self->kcap - 1);
+    e->hnext = self->kbuckets[j];
+    self->kbuckets[j] = e;
+    e->prev = e->next = NULL;
+    if (!e->session) {
+        e->prev = self->ktail;
+        if (self->ktail)
+            self->ktail->next = e;
+        else
+            self->khead = e;
+        self->ktail = e;
+    }
+    self->nkeys++;
+}
+
+static void notify(tq_store_t *self, tq_task_t *t, tq_store_event_t ev) {
+    if (self->obs)
+        self->obs(self->obs_arg, t, ev);
+}
+
+void tq_store_observe(tq_store_t *self, tq_store_task_fn fn, tq_store_key_fn kfn, void *arg) {
+    self->obs = fn;
+    self->kobs = kfn;
+    self->obs_arg = arg;
+}
+
+tq_key_t *tq_store_key_first(const tq_store_t *self) { return self->khead; }
+tq_key_t *tq_key_next(const tq_key_t *k) { return k->next; }
+tq_bytes_t tq_key_bytes(const tq_key_t *k) {
+    tq_bytes_t b = {k->key, k->len};
+    return b;
+}
+uint64_t tq_key_id(const tq_key_t *k) { return k->id; }
+int64_t tq_key_expires(const tq_key_t *k) { return k->expires_ms; }
 
 uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_ms) {
     if (key.len == 0 || key.len > TQ_MAX_KEY)
@@ -481,8 +530,68 @@ int tq_store_has_room(const tq_store_t *self, size_t n) {
     return tq_idmap_size(self->tasks) + n <= self->cfg.max_tasks;
 }
 
-tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                        int *err_code) {
+/* A fresh key entry for key (1..TQ_MAX_KEY bytes), or NULL when
+ * max_tasks keys are held (*err_code FULL) or memory is short (TOO_LARGE).
+ * A held entry for the same key (past retention: the caller checked)
+ * is deleted first. */
+static key_ent_t *key_new(tq_store_t *self, tq_bytes_t key, int *err_code) {
+    uint64_t kh = hash_bytes(key.data, key.len);
+    key_ent_t *old = key_lookup(self, key, kh);
+    if (old && old->session) {
+        /* a session key still held by a live task: cannot happen, the
+         * caller looked the key up first */
+        *err_code = TQ_ERR_INTERNAL;
+        return NULL;
+    }
+    if (old)
+        key_delete(self, old);
+    if (self->nkeys >= self->cfg.max_tasks) {
+        *err_code = TQ_ERR_FULL;
+        return NULL;
+    }
+    key_ent_t *ke = malloc(sizeof *ke + key.len);
+    if (!ke) {
+        *err_code = TQ_ERR_TOO_LARGE;
+        return NULL;
+    }
+    memset(ke, 0, sizeof *ke);
+    memcpy(ke->key, key.data, key.len);
+    ke->len = key.len;
+    ke->hash = kh;
+    return ke;
+}
+
+static void all_append(tq_store_t *self, tq_task_t *t) {
+    t->all_next = NULL;
+    t->all_prev = self->all_tail;
+    if (self->all_tail)
+        self->all_tail->all_next = t;
+    else
+        self->all_head = t;
+    self->all_tail = t;
+}
+
+/* Unlink t from every store structure but its heap/TTL list (the caller
+ * did those), drop its session key, free it. */
+static void task_forget(tq_store_t *self, tq_task_t *t) {
+    if (t->all_prev)
+        t->all_prev->all_next = t->all_next;
+    else
+        self->all_head = t->all_next;
+    if (t->all_next)
+        t->all_next->all_prev = t->all_prev;
+    else
+        self->all_tail = t->all_prev;
+    if (t->skey)
+        key_delete(self, t->skey);
+    tq_idmap_remove(self->tasks, t->id);
+    task_free(t);
+}
+
+tq_task_t *tq_store_first(const tq_store_t *self) { return self->all_head; }
+
+static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
+                           int session, int *err_code) {
     if (!tq_store_has_room(self, 1)) {
         *err_code = TQ_ERR_FULL;
         return NULL;
@@ -499,22 +608,8 @@ tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t no
         return NULL;
     }
     key_ent_t *ke = NULL;
-    uint64_t kh = 0;
-    if (spec->key.len) {
-        kh = hash_bytes(spec->key.data, spec->key.len);
-        key_ent_t *old = key_lookup(self, spec->key, kh);
-        if (old) /* held but past retention (the caller checked): replace */
-            key_delete(self, old);
-        if (self->nkeys >= self->cfg.max_tasks) {
-            *err_code = TQ_ERR_FULL;
-            return NULL;
-        }
-        ke = malloc(sizeof *ke + spec->key.len);
-        if (!ke) {
-            *err_code = TQ_ERR_TOO_LARGE;
-            return NULL;
-        }
-    }
+    if (spec->key.len && !(ke = key_new(self, spec->key, err_code)))
+        return NULL;
     /* The payload size is the peer's choice (bounded by --max-payload):
      * plain malloc, failing into a protocol error. */
     uint8_t *payload = malloc(spec->payload.len ? spec->payload.len : 1);
@@ -542,42 +637,48 @@ tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t no
     t->queue->queued_total++;
     heap_push(t->heap, t);
     tq_idmap_put(self->tasks, t->id, t);
+    all_append(self, t);
     self->totals.submitted++;
     if (ke) {
-        memcpy(ke->key, spec->key.data, spec->key.len);
-        ke->len = spec->key.len;
-        ke->hash = kh;
         ke->id = t->id;
-        ke->expires_ms = now_ms + self->cfg.key_retention_ms;
-        if ((self->nkeys + 1) > self->kcap)
-            keys_grow(self);
-        size_t j = kh & (self->kcap - 1);
-        ke->hnext = self->kbuckets[j];
-        self->kbuckets[j] = ke;
-        ke->next = NULL;
-        ke->prev = self->ktail;
-        if (self->ktail)
-            self->ktail->next = ke;
+        ke->session = session;
+        ke->expires_ms = session ? INT64_MAX : now_ms + self->cfg.key_retention_ms;
+        key_insert(self, ke);
+        if (session)
+            t->skey = ke;
         else
-            self->khead = ke;
-        self->ktail = ke;
-        self->nkeys++;
+            t->keyed = 1;
     }
+    notify(self, t, TQ_SEV_ADDED);
+    if (ke && !session && self->kobs)
+        self->kobs(self->obs_arg, ke, 0);
     return t;
+}
+
+tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
+                        int *err_code) {
+    return add_task(self, spec, now_ms, 0, err_code);
+}
+
+tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
+                                int *err_code) {
+    return add_task(self, spec, now_ms, 1, err_code);
 }
 
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t) {
     TQ_ASSERT(t->state == TQ_TASK_QUEUED && t->nwaiters == 0);
+    notify(self, t, TQ_SEV_DELETED);
     heap_remove(t->heap, t);
     t->queue->queued_total--;
     t->queue->counts.queued--;
-    tq_idmap_remove(self->tasks, t->id);
     self->totals.submitted--;
     /* Batches are undone newest first, so its key (if any) is the newest. */
-    if (self->ktail && self->ktail->id == t->id)
+    if (!t->skey && self->ktail && self->ktail->id == t->id)
         key_delete(self, self->ktail);
-    task_free(t);
+    task_forget(self, t);
 }
+
+const tq_store_cfg_t *tq_store_cfg(const tq_store_t *self) { return &self->cfg; }
 
 tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id) {
     return id ? tq_idmap_get(self->tasks, id) : NULL;
@@ -602,6 +703,7 @@ void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker) {
     t->attempt++;
     t->worker = worker;
     self->totals.dispatched++;
+    notify(self, t, TQ_SEV_LEASED);
 }
 
 void tq_store_unlease(tq_store_t *self, tq_task_t *t) {
@@ -612,6 +714,7 @@ void tq_store_unlease(tq_store_t *self, tq_task_t *t) {
     set_state(t, TQ_TASK_QUEUED);
     enqueue(t);
     self->totals.dispatched--;
+    notify(self, t, TQ_SEV_REQUEUED);
 }
 
 void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released) {
@@ -623,6 +726,7 @@ void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released) {
     set_state(t, TQ_TASK_QUEUED);
     enqueue(t); /* same seq: back at its old place */
     self->totals.requeued++;
+    notify(self, t, TQ_SEV_REQUEUED);
 }
 
 void tq_store_retry(tq_store_t *self, tq_task_t *t) {
@@ -633,6 +737,7 @@ void tq_store_retry(tq_store_t *self, tq_task_t *t) {
     set_state(t, TQ_TASK_QUEUED);
     enqueue(t); /* same seq: back at its old place */
     self->totals.retried++;
+    notify(self, t, TQ_SEV_REQUEUED);
 }
 
 int tq_task_can_retry(const tq_task_t *t) { return t->retried < t->retries; }
@@ -678,6 +783,7 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
     case TQ_TASK_DEAD: self->totals.dead++; break;
     default: break;
     }
+    notify(self, t, TQ_SEV_FINISHED);
 }
 
 void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms) {
@@ -690,13 +796,25 @@ void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms) {
     ttl_append(&self->fetched, t);
 }
 
+void tq_store_ack(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(tq_task_finished(t));
+    if (t->acked)
+        return;
+    t->acked = 1;
+    if (t->skey) {
+        key_delete(self, t->skey);
+        t->skey = NULL;
+    }
+    notify(self, t, TQ_SEV_ACKED);
+}
+
 static void delete_task(tq_store_t *self, tq_task_t *t) {
     TQ_ASSERT(tq_task_finished(t) && t->nwaiters == 0);
+    notify(self, t, TQ_SEV_DELETED);
     ttl_unlink(t->fetched ? &self->fetched : &self->unfetched, t);
     (*count_slot(t->queue, t->state))--;
-    tq_idmap_remove(self->tasks, t->id);
     self->totals.expired++;
-    task_free(t);
+    task_forget(self, t);
 }
 
 size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps) {
@@ -774,4 +892,142 @@ int tq_task_waiter_remove(tq_task_t *t, void *p) {
             return 0;
         }
     return -1;
+}
+
+/* ---- recovery ------------------------------------------------------------ */
+
+void tq_store_drop(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(t->state != TQ_TASK_LEASED && t->nwaiters == 0);
+    if (t->state == TQ_TASK_QUEUED)
+        dequeue(t);
+    else
+        ttl_unlink(t->fetched ? &self->fetched : &self->unfetched, t);
+    (*count_slot(t->queue, t->state))--;
+    task_forget(self, t);
+}
+
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *err_code) {
+    tq_task_t *old = tq_store_get(self, img->id);
+    if (old)
+        tq_store_drop(self, old);
+    if (!img->id || !tq_store_has_room(self, 1)) {
+        *err_code = TQ_ERR_FULL;
+        return NULL;
+    }
+    if (img->state > TQ_TASK_DEAD || !tq_name_valid(img->fn) ||
+        (img->queue.len && !tq_name_valid(img->queue)) || img->skey.len > TQ_MAX_KEY) {
+        *err_code = TQ_ERR_MALFORMED;
+        return NULL;
+    }
+    tq_bytes_t qname = img->queue.len ? img->queue : tq_bytes_str("default");
+    name_ent_t *qe = name_entry(self, qname);
+    const char *fn = qe ? tq_store_intern(self, img->fn) : NULL;
+    if (!fn) {
+        *err_code = TQ_ERR_TOO_MANY;
+        return NULL;
+    }
+    key_ent_t *ke = NULL;
+    if (img->skey.len) {
+        if (tq_store_key_find(self, img->skey, 0)) {
+            /* held by another task: the older claim wins, this task keeps
+             * no key */
+        } else if (!(ke = key_new(self, img->skey, err_code))) {
+            return NULL;
+        }
+    }
+    uint8_t *blob = malloc(img->blob.len ? img->blob.len : 1);
+    if (!blob) {
+        free(ke);
+        *err_code = TQ_ERR_TOO_LARGE;
+        return NULL;
+    }
+    if (img->blob.len)
+        memcpy(blob, img->blob.data, img->blob.len);
+    tq_task_t *t = tq_calloc(1, sizeof *t);
+    t->id = img->id;
+    t->seq = img->seq;
+    t->priority = img->priority;
+    t->attempt = img->attempt;
+    t->releases = img->releases;
+    t->timeout_ms = img->timeout_ms;
+    t->retries = img->retries;
+    t->retried = img->retried;
+    t->fn = fn;
+    t->queue = queue_get(self, qe);
+    t->heap = queue_heap(t->queue, fn);
+    t->created_ms = img->created_ms;
+    t->keyed = img->keyed;
+    tq_task_state_t st = img->state == TQ_TASK_LEASED ? TQ_TASK_QUEUED : img->state;
+    t->state = st;
+    (*count_slot(t->queue, st))++;
+    if (st == TQ_TASK_QUEUED) {
+        t->payload = blob;
+        t->payload_len = img->blob.len;
+        enqueue(t);
+    } else {
+        if (img->blob.len) {
+            t->data = blob;
+            t->data_len = img->blob.len;
+        } else {
+            free(blob);
+        }
+        t->finished_ms = img->finished_ms;
+        t->expires_ms = img->finished_ms + self->cfg.unfetched_ttl_ms;
+        ttl_append(&self->unfetched, t);
+        if (img->fetched)
+            tq_store_restore_fetched(self, t, img->fetched_ms);
+    }
+    tq_idmap_put(self->tasks, t->id, t);
+    all_append(self, t);
+    if (ke) {
+        ke->id = t->id;
+        ke->session = 1;
+        ke->expires_ms = INT64_MAX;
+        key_insert(self, ke);
+        t->skey = ke;
+    }
+    if (t->id >= self->next_id)
+        self->next_id = t->id + 1;
+    if (t->seq >= self->next_seq)
+        self->next_seq = t->seq + 1;
+    return t;
+}
+
+void tq_store_restore_fetched(tq_store_t *self, tq_task_t *t, int64_t fetched_ms) {
+    TQ_ASSERT(tq_task_finished(t));
+    if (!t->fetched) {
+        t->fetched = 1;
+        ttl_unlink(&self->unfetched, t);
+    } else {
+        ttl_unlink(&self->fetched, t);
+    }
+    t->acked = 1;
+    t->expires_ms = fetched_ms + self->cfg.result_ttl_ms;
+    /* recovery replays in journal order, which is nearly fetch order; a
+     * slightly out-of-order list only delays a deletion to a later sweep */
+    ttl_append(&self->fetched, t);
+}
+
+int tq_store_key_restore(tq_store_t *self, tq_bytes_t key, uint64_t id, int64_t expires_ms) {
+    if (key.len == 0 || key.len > TQ_MAX_KEY || id == 0)
+        return -1;
+    uint64_t kh = hash_bytes(key.data, key.len);
+    key_ent_t *old = key_lookup(self, key, kh);
+    if (old && old->session)
+        return 0; /* a live task's session key: keep it */
+    if (old)
+        key_delete(self, old);
+    key_ent_t *ke = malloc(sizeof *ke + key.len);
+    if (!ke)
+        return -1;
+    memset(ke, 0, sizeof *ke);
+    memcpy(ke->key, key.data, key.len);
+    ke->len = key.len;
+    ke->hash = kh;
+    ke->id = id;
+    ke->expires_ms = expires_ms;
+    key_insert(self, ke);
+    if (id >= self->next_id)
+        self->next_id = id + 1;
+    return 0;
 }

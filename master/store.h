@@ -77,7 +77,34 @@ typedef struct tq_task {
     void **waiters;       /* tq_peer_t clients waiting for the outcome */
     size_t nwaiters, capwaiters;
     struct tq_task *ttl_prev, *ttl_next; /* expiry list while finished */
+    struct tq_task *all_prev, *all_next; /* every task, in creation order */
+    struct tq_key *skey;  /* its session key (TQ_SUBMIT_SCOPED_KEYS), or NULL */
+    int acked;            /* a client ACKed its outcome */
+    int keyed;            /* has a retained idempotency key (kept after ACK) */
+    uint32_t jsize;       /* journal: bytes of its full record while live, 0 = not live */
+    uint64_t jseg;        /* journal: segment holding its last full record */
 } tq_task_t;
+
+/* An idempotency key entry (opaque; see the tq_key_* accessors). */
+typedef struct tq_key tq_key_t;
+
+/* What the store tells its observer (the journal), after the change:
+ * ADDED (queued, new), LEASED (attempt raised), REQUEUED (back in its
+ * heap: lost, released, retried, or a lease undone), FINISHED (result or
+ * error stored), ACKED (a client ACKed the outcome), DELETED (about to be
+ * freed: expired, undone, or dropped). Keys: KEY_ADDED for a retained
+ * key (not session keys, which travel with their task), KEY_DELETED
+ * before any key entry is freed. */
+typedef enum {
+    TQ_SEV_ADDED,
+    TQ_SEV_LEASED,
+    TQ_SEV_REQUEUED,
+    TQ_SEV_FINISHED,
+    TQ_SEV_ACKED,
+    TQ_SEV_DELETED,
+} tq_store_event_t;
+typedef void (*tq_store_task_fn)(void *arg, tq_task_t *t, tq_store_event_t ev);
+typedef void (*tq_store_key_fn)(void *arg, tq_key_t *k, int deleted);
 
 typedef struct {
     uint64_t first_id;        /* ids count up from here; non-zero */
@@ -112,6 +139,11 @@ void tq_store_destroy(tq_store_t **self_p);
  * allocated). */
 tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
                         int *err_code);
+/* tq_store_add with a session key (TQ_SUBMIT_SCOPED_KEYS): the key maps
+ * to the task only while the task is stored and its outcome not ACKed;
+ * it has no retention of its own. */
+tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
+                                int *err_code);
 /* Undo tq_store_add of a task that is still queued (a SUBMIT batch that
  * failed half-way): it is freed as if it never existed, with its key. */
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t);
@@ -124,6 +156,9 @@ int tq_store_has_room(const tq_store_t *self, size_t n);
 uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_ms);
 /* Idempotency keys held now (including ones past retention not swept). */
 size_t tq_store_nkeys(const tq_store_t *self);
+
+/* The settings the store was made with. */
+const tq_store_cfg_t *tq_store_cfg(const tq_store_t *self);
 
 /* The task with this id, or NULL. */
 tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id);
@@ -181,6 +216,57 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
 /* A finished task was delivered to a client: its result TTL starts now
  * (once; later deliveries do not extend it). */
 void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms);
+
+/* A client ACKed t's outcome (t finished): the outcome reached a client,
+ * so the journal may forget it; a session key is dropped. Once only;
+ * later calls do nothing. */
+void tq_store_ack(tq_store_t *self, tq_task_t *t);
+
+/* ---- observer and recovery (persist.c) ---------------------------------- */
+
+/* Call fn/kfn after every change (NULL to stop). */
+void tq_store_observe(tq_store_t *self, tq_store_task_fn fn, tq_store_key_fn kfn, void *arg);
+
+/* A task as the journal holds it. blob is the payload while queued or
+ * leased, the result or error text once finished. */
+typedef struct {
+    uint64_t id, seq;
+    int64_t created_ms;
+    int32_t priority;
+    uint32_t attempt, releases, timeout_ms;
+    uint16_t retries, retried;
+    tq_task_state_t state;   /* LEASED is restored as QUEUED */
+    tq_bytes_t fn, queue;
+    tq_bytes_t skey;         /* session key, or empty */
+    int keyed;               /* has a retained key */
+    tq_bytes_t blob;
+    int64_t finished_ms;     /* finished tasks */
+    int fetched;             /* finished: delivered (and ACKed) */
+    int64_t fetched_ms;
+} tq_task_image_t;
+
+/* Create the task of img, replacing a task with the same id (the newer
+ * record wins). Ids and sequences handed out later are above every
+ * restored one. Emits no events. Returns the task, or NULL with
+ * *err_code as tq_store_add (names, memory). */
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *err_code);
+/* Forget t in any state but leased (recovery: a GONE record). No event. */
+void tq_store_drop(tq_store_t *self, tq_task_t *t);
+/* Restore a retained key -> id until expires_ms (a past expiry is
+ * ignored). Returns 0, or -1 if the key is not valid. */
+int tq_store_key_restore(tq_store_t *self, tq_bytes_t key, uint64_t id, int64_t expires_ms);
+/* Set the fetched mark of finished t as of fetched_ms (no event). */
+void tq_store_restore_fetched(tq_store_t *self, tq_task_t *t, int64_t fetched_ms);
+
+/* Every task, oldest first: the first, and the one after t (NULL at the
+ * end). */
+tq_task_t *tq_store_first(const tq_store_t *self);
+/* Retained keys, oldest first. */
+tq_key_t *tq_store_key_first(const tq_store_t *self);
+tq_key_t *tq_key_next(const tq_key_t *k);
+tq_bytes_t tq_key_bytes(const tq_key_t *k);
+uint64_t tq_key_id(const tq_key_t *k);
+int64_t tq_key_expires(const tq_key_t *k);
 
 /* Delete at most max_steps finished tasks whose TTL passed at now_ms and
  * idempotency keys whose retention passed (one step each). Returns the

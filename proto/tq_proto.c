@@ -59,6 +59,7 @@ const char *tq_msg_type_name(int type)
     case TQ_MSG_RESULTS: return "RESULTS";
     case TQ_MSG_CANCEL: return "CANCEL";
     case TQ_MSG_CANCEL_ACK: return "CANCEL_ACK";
+    case TQ_MSG_ACK: return "ACK";
     case TQ_MSG_DISPATCH: return "DISPATCH";
     case TQ_MSG_RESULT: return "RESULT";
     case TQ_MSG_RELEASE: return "RELEASE";
@@ -104,7 +105,7 @@ int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
 static int type_known(int t)
 {
     return (t >= TQ_MSG_HELLO && t <= TQ_MSG_DRAIN) ||
-           (t >= TQ_MSG_SUBMIT && t <= TQ_MSG_CANCEL_ACK) ||
+           (t >= TQ_MSG_SUBMIT && t <= TQ_MSG_ACK) ||
            (t >= TQ_MSG_DISPATCH && t <= TQ_MSG_KILL);
 }
 
@@ -180,7 +181,7 @@ int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
     *req_id = req; /* early, so that an ERROR reply can carry it as ref */
     if (tq_cursor_u16(&c, &fl) < 0)
         return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: truncated at flags");
-    if (fl & ~TQ_SUBMIT_SUBSCRIBE)
+    if (fl & ~TQ_SUBMIT_FLAGS_ALL)
         return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: unknown flags 0x%04x", fl);
     if (read_count(&c, what, nparts, 1, &n, err) < 0)
         return -1;
@@ -253,7 +254,7 @@ int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint6
 int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids, size_t *count,
                   tq_error_t *err)
 {
-    return decode_req_ids("WAIT/CANCEL", body, nparts, req_id, ids, count, err);
+    return decode_req_ids("WAIT/CANCEL/ACK", body, nparts, req_id, ids, count, err);
 }
 
 int tq_decode_results(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, tq_outcome_t *out,
@@ -495,6 +496,7 @@ static void out_layout(tq_out_t *o, int type, uint32_t req, uint16_t field16)
     case TQ_MSG_WAIT:
     case TQ_MSG_CANCEL:
     case TQ_MSG_CANCEL_ACK:
+    case TQ_MSG_ACK:
         tq_buf_u32(&o->head, req);
         break;
     case TQ_MSG_RESULT:
@@ -524,7 +526,8 @@ void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags)
 
 void tq_out_begin_ids(tq_out_t *o, int type, uint32_t req_id)
 {
-    PROTO_ASSERT(type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL || type == TQ_MSG_SUBMIT_ACK);
+    PROTO_ASSERT(type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL || type == TQ_MSG_SUBMIT_ACK ||
+                 type == TQ_MSG_ACK);
     out_layout(o, type, req_id, 0);
 }
 
@@ -593,7 +596,7 @@ void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t)
 void tq_out_id(tq_out_t *o, uint64_t id)
 {
     PROTO_ASSERT(o->type == TQ_MSG_WAIT || o->type == TQ_MSG_CANCEL ||
-                 o->type == TQ_MSG_SUBMIT_ACK);
+                 o->type == TQ_MSG_SUBMIT_ACK || o->type == TQ_MSG_ACK);
     record_begin(o, o->type, o->type);
     tq_buf_u64(&o->head, id);
     record_end(o);

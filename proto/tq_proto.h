@@ -47,6 +47,7 @@ typedef enum {
     TQ_MSG_RESULTS = 0x13,    /* outcomes + data frames */
     TQ_MSG_CANCEL = 0x14,     /* req, ids */
     TQ_MSG_CANCEL_ACK = 0x15, /* req, (id, outcome) */
+    TQ_MSG_ACK = 0x16,        /* req, ids: these outcomes reached me */
 
     /* master <-> worker, binary */
     TQ_MSG_DISPATCH = 0x20, /* tasks leased to the worker + payload frames */
@@ -57,6 +58,11 @@ typedef enum {
 
 /* SUBMIT flags */
 #define TQ_SUBMIT_SUBSCRIBE 0x0001u /* also send me the results (as WAIT) */
+/* Keys of this batch are held only while their task is stored and its
+ * outcome not ACKed (session keys: a resent batch after a reconnect
+ * gets the same ids), not for --key-retention. */
+#define TQ_SUBMIT_SCOPED_KEYS 0x0002u
+#define TQ_SUBMIT_FLAGS_ALL (TQ_SUBMIT_SUBSCRIBE | TQ_SUBMIT_SCOPED_KEYS)
 
 /* Error codes in ERROR messages (and tq_error_t). Stable numbers. */
 typedef enum {

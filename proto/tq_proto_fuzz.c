@@ -168,7 +168,7 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
         rc = tq_decode_submit(body, parts, nparts, max_payload, &req, &flags, t, &count, &err);
         if (rc == 0) {
             REQUIRE(count >= 1 && count <= TQ_MAX_BATCH && count == nparts);
-            REQUIRE((flags & ~TQ_SUBMIT_SUBSCRIBE) == 0);
+            REQUIRE((flags & ~TQ_SUBMIT_FLAGS_ALL) == 0);
             tq_out_begin_submit(&o, req, flags);
             for (size_t i = 0; i < count; i++) {
                 REQUIRE(tq_name_valid(t[i].fn) && inside(t[i].fn, body));
@@ -187,7 +187,8 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
     }
     case TQ_MSG_SUBMIT_ACK:
     case TQ_MSG_WAIT:
-    case TQ_MSG_CANCEL: {
+    case TQ_MSG_CANCEL:
+    case TQ_MSG_ACK: {
         uint64_t *ids = out_array(&out_ids, sizeof *ids);
         if (type == TQ_MSG_SUBMIT_ACK)
             rc = tq_decode_submit_ack(body, nparts, &req, ids, &count, &err);

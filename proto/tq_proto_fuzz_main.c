@@ -180,7 +180,7 @@ static const int all_types[] = {
     TQ_MSG_HELLO, TQ_MSG_WELCOME, TQ_MSG_HEARTBEAT, TQ_MSG_ERROR, TQ_MSG_BYE,
     TQ_MSG_STATUS, TQ_MSG_STATUS_REPLY, TQ_MSG_DRAIN, TQ_MSG_SUBMIT, TQ_MSG_SUBMIT_ACK,
     TQ_MSG_WAIT, TQ_MSG_RESULTS, TQ_MSG_CANCEL, TQ_MSG_CANCEL_ACK, TQ_MSG_DISPATCH,
-    TQ_MSG_RESULT, TQ_MSG_RELEASE, TQ_MSG_KILL,
+    TQ_MSG_RESULT, TQ_MSG_RELEASE, TQ_MSG_KILL, TQ_MSG_ACK,
 };
 #define NTYPES (sizeof all_types / sizeof all_types[0])
 
@@ -303,6 +303,7 @@ static void gen_valid(msg_t *m, tq_out_t *o)
     case TQ_MSG_SUBMIT_ACK:
     case TQ_MSG_WAIT:
     case TQ_MSG_CANCEL:
+    case TQ_MSG_ACK:
         tq_out_begin_ids(o, type, gen_u32());
         n = batch_len(1);
         for (size_t i = 0; i < n; i++)

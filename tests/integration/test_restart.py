@@ -70,7 +70,6 @@ class Restart(TQTestCase):
         self.assertEqual(r.rc, EXIT_CONNECT, r)
         self.assertIn(self.endpoint, r.err)
 
-    @unittest.skip("needs the journal: the durable-master issue (3) makes this pass")
     def test_queued_tasks_survive_master_restart(self):
         m = self.start_master()
         ids = self.submit("--fn", "echo", "durable1", "durable2")

@@ -1,0 +1,656 @@
+/* journal_test.c - round trips across rotations, every fsync mode, torn
+ * tails, damage and --repair, drop_before, and faults injected through
+ * tq_jio: a full disk, a failing fdatasync, and a power loss. */
+#include "journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "tq_test.h"
+
+static void *ctx;
+static char base[64];
+static int dirs;
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static void fresh_dir(char *out, size_t size) {
+    snprintf(out, size, "%s/d%d", base, ++dirs);
+    mkdir(out, 0700);
+}
+
+static void seg_path(char *out, size_t size, const char *dir, uint64_t seg) {
+    snprintf(out, size, "%s/journal/%016llx.tqj", dir, (unsigned long long)seg);
+}
+
+static long long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* Record i's body: a recognisable pattern of a length that varies. */
+static size_t body_of(unsigned i, uint8_t *buf) {
+    size_t n = 4 + (i * 37u) % 200u;
+    for (size_t k = 0; k < n; k++)
+        buf[k] = (uint8_t)(i * 31u + k);
+    memcpy(buf, &i, sizeof i);
+    return n;
+}
+
+typedef struct {
+    unsigned n;        /* records applied */
+    unsigned ndropped; /* records handed as dropped */
+    int bad;           /* a record was not the one expected */
+    unsigned stop_at;  /* refuse this record (0: never) */
+} replay_t;
+
+static int replay_check(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
+                        char *err, size_t errlen) {
+    replay_t *r = arg;
+    if (dropped) {
+        r->ndropped++;
+        return 0;
+    }
+    uint8_t want[256];
+    unsigned i = r->n;
+    size_t n = body_of(i, want);
+    if (type != (uint8_t)(i % 7 + 1) || len != n || memcmp(body, want, n) != 0)
+        r->bad = 1;
+    r->n++;
+    if (r->stop_at && r->n == r->stop_at) {
+        snprintf(err, errlen, "record %u refused", i);
+        return -1;
+    }
+    return 0;
+}
+
+static tq_journal_t *jopen(const char *dir, tq_fsync_mode_t mode, int repair, replay_t *r,
+                           tq_journal_report_t *rep, char *err, size_t errlen) {
+    tq_journal_cfg_t cfg = {.data_dir = dir, .mode = mode, .interval_ms = 20,
+                            .repair = repair, .zmq_ctx = ctx};
+    return tq_journal_open(&cfg, replay_check, r, rep, err, errlen);
+}
+
+/* Append record i (type and body split in two parts). */
+static uint64_t put(tq_journal_t *j, unsigned i) {
+    uint8_t b[256];
+    size_t n = body_of(i, b);
+    return tq_journal_append(j, (uint8_t)(i % 7 + 1), b, n / 2, b + n / 2, n - n / 2);
+}
+
+/* Serve the sync thread's reports until cond holds or 5 s pass. */
+#define WAIT_FOR(j, cond)                                                                          \
+    do {                                                                                           \
+        int64_t deadline_ = now_ms() + 5000;                                                       \
+        while (!(cond) && now_ms() < deadline_) {                                                  \
+            zmq_pollitem_t it_ = {tq_journal_socket(j), 0, ZMQ_POLLIN, 0};                         \
+            zmq_poll(&it_, 1, 10);                                                                 \
+            tq_journal_on_sync(j);                                                                 \
+            tq_journal_tick(j, now_ms());                                                          \
+        }                                                                                          \
+    } while (0)
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A journal in a fresh dir with n records in segment 1, closed. */
+static void make_journal(char *dir, size_t size, unsigned n) {
+    fresh_dir(dir, size);
+    char err[512];
+    replay_t r = {0};
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    CHECK(j != NULL);
+    for (unsigned i = 0; i < n; i++)
+        put(j, i);
+    CHECK_EQ_INT(tq_journal_write(j), 0);
+    tq_journal_destroy(&j);
+}
+
+/* Offset of record k in a segment made by make_journal. */
+static long long rec_off(unsigned k) {
+    long long off = TQ_JOURNAL_HEADER_SIZE;
+    uint8_t b[256];
+    for (unsigned i = 0; i < k; i++)
+        off += TQ_JOURNAL_RECORD_HEAD + 1 + (long long)body_of(i, b);
+    return off;
+}
+
+static void poke(const char *path, long long off, uint8_t xor_with) {
+    int fd = open(path, O_RDWR);
+    uint8_t c = 0;
+    CHECK(pread(fd, &c, 1, off) == 1);
+    c ^= xor_with;
+    CHECK(pwrite(fd, &c, 1, off) == 1);
+    close(fd);
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void test_mode_names(void) {
+    CHECK_EQ_STR(tq_fsync_mode_name(TQ_FSYNC_ALWAYS), "always");
+    CHECK_EQ_STR(tq_fsync_mode_name(TQ_FSYNC_INTERVAL), "interval");
+    CHECK_EQ_STR(tq_fsync_mode_name(TQ_FSYNC_OFF), "off");
+    CHECK_EQ_INT(tq_fsync_mode_parse("interval"), TQ_FSYNC_INTERVAL);
+    CHECK_EQ_INT(tq_fsync_mode_parse("sometimes"), -1);
+}
+
+static void test_roundtrip_across_rotate(void) {
+    char dir[128], err[512];
+    fresh_dir(dir, sizeof dir);
+    replay_t r = {0};
+    tq_journal_report_t rep;
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_INTERVAL, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(rep.segments, 0);
+    CHECK_EQ_INT(tq_journal_segment(j), 1);
+    uint64_t lsn = 0;
+    for (unsigned i = 0; i < 5000; i++) {
+        lsn = put(j, i);
+        if (i % 100 == 99)
+            CHECK_EQ_INT(tq_journal_write(j), 0);
+        if (i == 2500)
+            CHECK_EQ_INT(tq_journal_rotate(j), 2);
+    }
+    CHECK_EQ_INT(tq_journal_appended(j), lsn);
+    CHECK_EQ_INT(tq_journal_write(j), 0);
+    CHECK_EQ_INT(tq_journal_written(j), lsn);
+    char p1[256], p2[256];
+    seg_path(p1, sizeof p1, dir, 1);
+    seg_path(p2, sizeof p2, dir, 2);
+    CHECK_EQ_INT(tq_journal_bytes(j), file_size(p1) + file_size(p2));
+    tq_journal_destroy(&j);
+    CHECK(j == NULL);
+
+    j = jopen(dir, TQ_FSYNC_ALWAYS, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 5000);
+    CHECK_EQ_INT(r.bad, 0);
+    CHECK_EQ_INT(rep.segments, 2);
+    CHECK_EQ_INT(rep.records, 5000);
+    CHECK_EQ_INT(rep.torn, 0);
+    CHECK_EQ_INT(tq_journal_segment(j), 3);
+    CHECK_EQ_INT(rep.bytes, file_size(p1) + file_size(p2) + TQ_JOURNAL_HEADER_SIZE);
+    CHECK_EQ_INT(tq_journal_bytes(j), rep.bytes);
+    tq_journal_destroy(&j);
+
+    /* A callback that refuses a record stops the open. */
+    r = (replay_t){.stop_at = 10};
+    j = jopen(dir, TQ_FSYNC_ALWAYS, 0, &r, &rep, err, sizeof err);
+    CHECK(j == NULL);
+    CHECK(strstr(err, "record 9 refused") != NULL);
+    tq_journal_destroy(&j); /* accepts NULL */
+}
+
+static void test_modes_reach_durable(void) {
+    tq_fsync_mode_t modes[] = {TQ_FSYNC_ALWAYS, TQ_FSYNC_INTERVAL, TQ_FSYNC_OFF};
+    for (int m = 0; m < 3; m++) {
+        char dir[128], err[512];
+        fresh_dir(dir, sizeof dir);
+        replay_t r = {0};
+        tq_journal_t *j = jopen(dir, modes[m], 0, &r, NULL, err, sizeof err);
+        CHECK(j != NULL);
+        for (unsigned round = 0; round < 20; round++) {
+            for (unsigned i = 0; i < 50; i++)
+                put(j, round * 50 + i);
+            CHECK_EQ_INT(tq_journal_write(j), 0);
+            if (round == 10)
+                tq_journal_rotate(j);
+        }
+        if (modes[m] == TQ_FSYNC_OFF)
+            tq_journal_sync(j);
+        WAIT_FOR(j, tq_journal_durable(j) == tq_journal_written(j));
+        CHECK_EQ_INT(tq_journal_durable(j), tq_journal_written(j));
+        CHECK_EQ_INT(tq_journal_failed(j), 0);
+        tq_journal_destroy(&j);
+    }
+}
+
+/* Two journals in one process: each has its own sync pipe. */
+static void test_two_at_once(void) {
+    char d1[128], d2[128], err[512];
+    fresh_dir(d1, sizeof d1);
+    fresh_dir(d2, sizeof d2);
+    replay_t r = {0};
+    tq_journal_t *a = jopen(d1, TQ_FSYNC_ALWAYS, 0, &r, NULL, err, sizeof err);
+    tq_journal_t *b = jopen(d2, TQ_FSYNC_ALWAYS, 0, &r, NULL, err, sizeof err);
+    CHECK(a && b);
+    put(a, 0);
+    put(b, 0);
+    put(b, 1);
+    tq_journal_write(a);
+    tq_journal_write(b);
+    WAIT_FOR(a, tq_journal_durable(a) == tq_journal_written(a));
+    WAIT_FOR(b, tq_journal_durable(b) == tq_journal_written(b));
+    CHECK(tq_journal_durable(a) > 0 && tq_journal_durable(a) < tq_journal_durable(b));
+    tq_journal_destroy(&a);
+    tq_journal_destroy(&b);
+}
+
+/* Mangle segment 1 of a 20-record journal, reopen: the last record (or
+ * the zeros) is cut and reported, the file truncated at it. */
+static void torn_case(const char *what, int kind) {
+    char dir[128], err[512], path[256];
+    make_journal(dir, sizeof dir, 20);
+    seg_path(path, sizeof path, dir, 1);
+    long long end = file_size(path), last = rec_off(19);
+    CHECK_EQ_INT(end, rec_off(20));
+    unsigned want = 19;
+    long long cut = last;
+    if (kind == 0) { /* record header cut short */
+        CHECK(truncate(path, last + 5) == 0);
+    } else if (kind == 1) { /* length past the end of the file */
+        CHECK(truncate(path, end - 3) == 0);
+    } else if (kind == 2) { /* bad checksum on the record ending at EOF */
+        poke(path, end - 1, 0x40);
+    } else { /* zero-filled tail (preallocated blocks after a crash) */
+        int fd = open(path, O_WRONLY | O_APPEND);
+        uint8_t z[300] = {0};
+        CHECK(write(fd, z, sizeof z) == (ssize_t)sizeof z);
+        close(fd);
+        want = 20;
+        cut = end;
+    }
+    replay_t r = {0};
+    tq_journal_report_t rep;
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_ALWAYS, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    if (!j) {
+        fprintf(stderr, "%s: %s\n", what, err);
+        return;
+    }
+    CHECK_EQ_INT(r.n, want);
+    CHECK_EQ_INT(r.bad, 0);
+    CHECK_EQ_INT(rep.torn, 1);
+    CHECK_EQ_STR(rep.torn_file, "0000000000000001.tqj");
+    CHECK_EQ_INT(rep.torn_offset, cut);
+    CHECK_EQ_INT(file_size(path), cut);
+    CHECK_EQ_INT(rep.repaired, 0);
+    tq_journal_destroy(&j);
+}
+
+static void test_torn_tails(void) {
+    torn_case("header cut short", 0);
+    torn_case("length past EOF", 1);
+    torn_case("bad crc at EOF", 2);
+    torn_case("zero tail", 3);
+}
+
+/* A segment created but its header never written is torn, not damage. */
+static void test_torn_header(void) {
+    char dir[128], err[512], path[256];
+    make_journal(dir, sizeof dir, 5);
+    seg_path(path, sizeof path, dir, 2);
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
+    CHECK(write(fd, "TQJOU", 5) == 5);
+    close(fd);
+    replay_t r = {0};
+    tq_journal_report_t rep;
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 5);
+    CHECK_EQ_INT(rep.torn, 1);
+    CHECK_EQ_INT(file_size(path), TQ_JOURNAL_HEADER_SIZE); /* deleted, made anew */
+    CHECK_EQ_INT(tq_journal_segment(j), 2);
+    tq_journal_destroy(&j);
+}
+
+static void test_damage_and_repair(void) {
+    char dir[128], err[512], p1[256], p2[256], p3[256];
+    fresh_dir(dir, sizeof dir);
+    replay_t r = {0};
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    for (unsigned i = 0; i < 30; i++) {
+        put(j, i);
+        if (i == 19) {
+            tq_journal_write(j);
+            tq_journal_rotate(j);
+        }
+    }
+    tq_journal_write(j);
+    tq_journal_destroy(&j);
+    /* an unrelated file is ignored */
+    char other[256];
+    snprintf(other, sizeof other, "%s/journal/notes.txt", dir);
+    FILE *f = fopen(other, "w");
+    fputs("hello", f);
+    fclose(f);
+    seg_path(p1, sizeof p1, dir, 1);
+    seg_path(p2, sizeof p2, dir, 2);
+    seg_path(p3, sizeof p3, dir, 3);
+    long long off = rec_off(12);
+    poke(p1, off + 10, 0x01); /* record 12's body: its checksum fails */
+
+    r = (replay_t){0};
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    CHECK(j == NULL);
+    char want[64];
+    snprintf(want, sizeof want, "at offset %lld", off);
+    CHECK(strstr(err, "journal damaged") != NULL);
+    CHECK(strstr(err, "0000000000000001.tqj") != NULL);
+    CHECK(strstr(err, want) != NULL);
+    CHECK(strstr(err, "--repair") != NULL);
+    CHECK(file_size(p2) > 0); /* nothing touched */
+
+    r = (replay_t){0};
+    tq_journal_report_t rep;
+    long long total = file_size(p1) + file_size(p2);
+    j = jopen(dir, TQ_FSYNC_OFF, 1, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 12);
+    CHECK_EQ_INT(r.bad, 0);
+    CHECK_EQ_INT(rep.repaired, 1);
+    CHECK_EQ_STR(rep.damage_file, "0000000000000001.tqj");
+    CHECK_EQ_INT(rep.damage_offset, off);
+    CHECK_EQ_INT(rep.dropped_bytes, total - off);
+    CHECK_EQ_INT(rep.dropped_records, 17); /* 13..19, then 20..29 */
+    CHECK_EQ_INT(r.ndropped, 17);
+    CHECK_EQ_INT(file_size(p1), off);
+    CHECK_EQ_INT(file_size(p2), TQ_JOURNAL_HEADER_SIZE); /* deleted, made anew */
+    CHECK_EQ_INT(tq_journal_segment(j), 2);
+    CHECK(file_size(other) == 5);
+    tq_journal_destroy(&j);
+
+    /* the repaired journal is sound */
+    r = (replay_t){0};
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 12);
+    CHECK_EQ_INT(rep.repaired + rep.torn, 0);
+    tq_journal_destroy(&j);
+
+    /* a bad segment header (not the last segment) is damage too */
+    poke(p1, 3, 0xff);
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
+    CHECK(j == NULL);
+    CHECK(strstr(err, "at offset 0") != NULL);
+    CHECK_EQ_INT(file_size(p3), TQ_JOURNAL_HEADER_SIZE); /* untouched */
+    r = (replay_t){0};
+    j = jopen(dir, TQ_FSYNC_OFF, 1, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 0);
+    CHECK_EQ_INT(r.ndropped, 12);
+    CHECK_EQ_INT(rep.repaired, 1);
+    CHECK_EQ_INT(rep.damage_offset, 0);
+    CHECK_EQ_INT(file_size(p2), -1);
+    CHECK_EQ_INT(file_size(p3), -1);
+    CHECK_EQ_INT(tq_journal_segment(j), 1);
+    tq_journal_destroy(&j);
+}
+
+static void test_drop_before(void) {
+    char dir[128], err[512], path[256];
+    fresh_dir(dir, sizeof dir);
+    replay_t r = {0};
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    for (unsigned s = 0; s < 3; s++) {
+        for (unsigned i = 0; i < 100; i++)
+            put(j, i);
+        tq_journal_rotate(j);
+    }
+    CHECK_EQ_INT(tq_journal_segment(j), 4);
+    uint64_t before = tq_journal_bytes(j);
+    tq_journal_drop_before(j, 3);
+    int done = 0;
+    WAIT_FOR(j, (done = tq_journal_bytes(j) < before));
+    CHECK(done);
+    seg_path(path, sizeof path, dir, 1);
+    CHECK_EQ_INT(file_size(path), -1);
+    seg_path(path, sizeof path, dir, 2);
+    CHECK_EQ_INT(file_size(path), -1);
+    seg_path(path, sizeof path, dir, 3);
+    long long s3 = file_size(path);
+    CHECK(s3 > 0);
+    seg_path(path, sizeof path, dir, 4);
+    CHECK_EQ_INT(tq_journal_bytes(j), s3 + file_size(path));
+    CHECK_EQ_INT(tq_journal_durable(j), tq_journal_written(j)); /* synced first */
+    tq_journal_destroy(&j);
+}
+
+/* ---- fault injection ------------------------------------------------------ */
+
+static long long space_left = -1; /* bytes the "disk" still takes; -1: any */
+
+static ssize_t full_disk_write(int fd, const void *buf, size_t n) {
+    if (space_left < 0)
+        return write(fd, buf, n);
+    if (space_left == 0) {
+        errno = ENOSPC;
+        return -1;
+    }
+    size_t k = (long long)n < space_left ? n : (size_t)space_left;
+    ssize_t w = write(fd, buf, k);
+    if (w > 0)
+        space_left -= w;
+    return w;
+}
+
+static void test_enospc(void) {
+    char dir[128], err[512];
+    fresh_dir(dir, sizeof dir);
+    replay_t r = {0};
+    tq_jio_t saved = tq_jio;
+    tq_jio.write = full_disk_write;
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_ALWAYS, 0, &r, NULL, err, sizeof err);
+    CHECK(j != NULL);
+    unsigned i = 0;
+    for (; i < 100; i++)
+        put(j, i);
+    CHECK_EQ_INT(tq_journal_write(j), 0);
+    space_left = 1000; /* the disk fills in the middle of a record */
+    for (; i < 200; i++)
+        put(j, i);
+    CHECK_EQ_INT(tq_journal_write(j), -1);
+    CHECK_EQ_INT(tq_journal_failed(j), ENOSPC);
+    CHECK(tq_journal_written(j) < tq_journal_appended(j));
+    for (; i < 300; i++) /* appends keep going into memory */
+        put(j, i);
+    CHECK_EQ_INT(tq_journal_write(j), -1);
+    tq_journal_tick(j, now_ms() + 1000);
+    CHECK_EQ_INT(tq_journal_failed(j), ENOSPC);
+    space_left = -1; /* space freed */
+    tq_journal_tick(j, now_ms() + 2000);
+    CHECK_EQ_INT(tq_journal_written(j), tq_journal_appended(j));
+    WAIT_FOR(j, tq_journal_failed(j) == 0);
+    CHECK_EQ_INT(tq_journal_failed(j), 0);
+    CHECK_EQ_INT(tq_journal_durable(j), tq_journal_written(j));
+    for (; i < 350; i++)
+        put(j, i);
+    tq_journal_destroy(&j);
+    tq_jio = saved;
+
+    r = (replay_t){0};
+    tq_journal_report_t rep;
+    j = jopen(dir, TQ_FSYNC_ALWAYS, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 350);
+    CHECK_EQ_INT(r.bad, 0);
+    CHECK_EQ_INT(rep.torn, 0);
+    tq_journal_destroy(&j);
+}
+
+static volatile int sync_eio;
+
+static int eio_fdatasync(int fd) {
+    if (__atomic_load_n(&sync_eio, __ATOMIC_SEQ_CST)) {
+        errno = EIO;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+static void test_fdatasync_eio(void) {
+    char dir[128], err[512];
+    fresh_dir(dir, sizeof dir);
+    replay_t r = {0};
+    tq_jio_t saved = tq_jio;
+    tq_jio.fdatasync = eio_fdatasync;
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_ALWAYS, 0, &r, NULL, err, sizeof err);
+    CHECK(j != NULL);
+    __atomic_store_n(&sync_eio, 1, __ATOMIC_SEQ_CST);
+    for (unsigned i = 0; i < 10; i++)
+        put(j, i);
+    CHECK_EQ_INT(tq_journal_write(j), 0);
+    WAIT_FOR(j, tq_journal_failed(j) == EIO);
+    CHECK_EQ_INT(tq_journal_failed(j), EIO);
+    CHECK(tq_journal_durable(j) < tq_journal_written(j));
+    __atomic_store_n(&sync_eio, 0, __ATOMIC_SEQ_CST);
+    WAIT_FOR(j, tq_journal_failed(j) == 0 && tq_journal_durable(j) == tq_journal_written(j));
+    CHECK_EQ_INT(tq_journal_failed(j), 0);
+    CHECK_EQ_INT(tq_journal_durable(j), tq_journal_written(j));
+    tq_journal_destroy(&j);
+    tq_jio = saved;
+}
+
+/* Power loss: what the file held at its last fdatasync, per inode. */
+#define PL_MAX 16
+static pthread_mutex_t pl_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    ino_t ino;
+    off_t size;
+} pl[PL_MAX];
+static int npl;
+
+static int pl_fdatasync(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    if (fdatasync(fd) < 0)
+        return -1;
+    pthread_mutex_lock(&pl_mu);
+    int k = 0;
+    while (k < npl && pl[k].ino != st.st_ino)
+        k++;
+    if (k < PL_MAX) {
+        pl[k].ino = st.st_ino;
+        pl[k].size = st.st_size; /* taken before the sync: what it covers */
+        if (k == npl)
+            npl++;
+    }
+    pthread_mutex_unlock(&pl_mu);
+    return 0;
+}
+
+static void test_power_loss(void) {
+    char dir[128], err[512], path[256];
+    make_journal(dir, sizeof dir, 0); /* segment 1: header only */
+    replay_t r = {0};
+    tq_jio_t saved = tq_jio;
+    tq_jio.fdatasync = pl_fdatasync;
+    npl = 0;
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_ALWAYS, 0, &r, NULL, err, sizeof err);
+    CHECK(j != NULL);
+    static uint64_t lsns[3000];
+    unsigned i = 0;
+    for (; i < 2000; i++) {
+        lsns[i] = put(j, i);
+        if (i % 10 == 9) {
+            tq_journal_write(j);
+            tq_journal_on_sync(j);
+        }
+    }
+    WAIT_FOR(j, tq_journal_durable(j) > lsns[1000]);
+    /* the crash: what is durable now and what the disk kept */
+    tq_journal_on_sync(j);
+    uint64_t durable = tq_journal_durable(j);
+    seg_path(path, sizeof path, dir, 2);
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    off_t kept = -1;
+    pthread_mutex_lock(&pl_mu);
+    for (int k = 0; k < npl; k++)
+        if (pl[k].ino == st.st_ino)
+            kept = pl[k].size;
+    pthread_mutex_unlock(&pl_mu);
+    for (; i < 3000; i++) { /* written after, maybe not synced */
+        lsns[i] = put(j, i);
+        tq_journal_write(j);
+    }
+    tq_journal_destroy(&j);
+    tq_jio = saved;
+    CHECK(kept >= TQ_JOURNAL_HEADER_SIZE);
+    CHECK(truncate(path, kept) == 0);
+
+    unsigned safe = 0;
+    while (safe < 3000 && lsns[safe] <= durable)
+        safe++;
+    r = (replay_t){0};
+    j = jopen(dir, TQ_FSYNC_ALWAYS, 0, &r, NULL, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK(safe > 1000);
+    CHECK(r.n >= safe);
+    CHECK_EQ_INT(r.bad, 0);
+    tq_journal_destroy(&j);
+}
+
+static int count_only(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
+                      char *err, size_t errlen) {
+    (void)type, (void)body, (void)len, (void)dropped, (void)err, (void)errlen;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
+/* Not an assertion: how long a replay of a million small records takes. */
+static void test_scan_speed(void) {
+    char dir[128], err[512];
+    fresh_dir(dir, sizeof dir);
+    replay_t r = {0};
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    uint8_t body[51];
+    memset(body, 'x', sizeof body);
+    for (unsigned i = 0; i < 1000000; i++) {
+        tq_journal_append(j, 1, body, sizeof body, NULL, 0); /* 8 + 1 + 51 = 60 bytes */
+        if (i % 10000 == 9999)
+            tq_journal_write(j);
+    }
+    tq_journal_destroy(&j);
+    uint64_t n = 0;
+    tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_OFF, .zmq_ctx = ctx};
+    int64_t t0 = now_ms();
+    j = tq_journal_open(&cfg, count_only, &n, NULL, err, sizeof err);
+    int64_t t1 = now_ms();
+    CHECK(j != NULL);
+    CHECK_EQ_INT(n, 1000000);
+    printf("timing: scanned 1000000 records of 60 bytes in %lld ms\n", (long long)(t1 - t0));
+    tq_journal_destroy(&j);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+int main(void) {
+    ctx = zmq_ctx_new();
+    snprintf(base, sizeof base, "/tmp/tq-journal-test-XXXXXX");
+    if (!mkdtemp(base)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    RUN(test_mode_names);
+    RUN(test_roundtrip_across_rotate);
+    RUN(test_modes_reach_durable);
+    RUN(test_two_at_once);
+    RUN(test_torn_tails);
+    RUN(test_torn_header);
+    RUN(test_damage_and_repair);
+    RUN(test_drop_before);
+    RUN(test_enospc);
+    RUN(test_fdatasync_eio);
+    RUN(test_power_loss);
+    RUN(test_scan_speed);
+    nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    zmq_ctx_term(ctx);
+    TEST_MAIN_END();
+}

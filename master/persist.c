@@ -1,0 +1,482 @@
+/* persist.c - journal records of task state changes, replay, compaction.
+ * See persist.h; the record layouts are in docs/journal.md. */
+#include "persist.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq_log.h"
+#include "tq_util.h"
+#include "tq_wire.h"
+
+/* Record types (docs/journal.md). Stable numbers: a new meaning gets a
+ * new type; an unknown type refuses the start (written by a newer
+ * taskq). */
+enum {
+    R_TASK = 1,    /* a task's full state (submit, and compaction) */
+    R_LEASE = 2,   /* dispatched: attempt */
+    R_REQUEUE = 3, /* back in its queue: attempt, releases, retried */
+    R_FINISH = 4,  /* finished: state, time, result or error */
+    R_FETCHED = 5, /* a keyed task's outcome was ACKed: its TTL starts */
+    R_GONE = 6,    /* not live any more (ACKed, expired, undone) */
+    R_KEY = 7,     /* retained idempotency key -> id until expiry */
+};
+
+/* R_TASK flag bits */
+#define TF_KEYED 0x01u
+#define TF_FETCHED 0x02u
+
+/* Fixed part of an R_TASK body (before fn, queue, key and the blob). */
+#define TASK_FIXED (8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 1 + 1 + 8 + 8)
+/* Compaction steps stop after this many bytes even within the time. */
+#define STEP_MAX_BYTES (8u * 1024u * 1024u)
+
+typedef enum { C_IDLE, C_TASKS, C_KEYS, C_DROPPING } compact_phase_t;
+
+struct tq_persist {
+    tq_journal_t *j;
+    tq_store_t *store;
+    tq_fsync_mode_t mode;
+    tq_buf_t rec;             /* scratch for one record's fixed part */
+    uint64_t live_bytes;
+    uint64_t records;         /* appended since start */
+    uint64_t compactions;
+    compact_phase_t phase;
+    uint64_t cseg;            /* segment the compaction writes into */
+    tq_task_t *walk;          /* next task to rewrite */
+    tq_key_t *kwalk;          /* next key to rewrite */
+    int64_t compact_start_ms;
+    uint64_t compact_from_bytes;
+    /* replay counters */
+    uint64_t lost;
+    int64_t now_wall;
+};
+
+/* ---- sizes and encodings ------------------------------------------------ */
+
+static uint32_t task_rec_size(const tq_task_t *t) {
+    size_t skey = t->skey ? tq_key_bytes(t->skey).len : 0;
+    size_t blob = tq_task_finished(t) ? t->data_len : t->payload_len;
+    return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + TASK_FIXED + 3 + strlen(t->fn) +
+                      strlen(tq_queue_name(t->queue)) + skey + blob);
+}
+
+static uint32_t key_rec_size(const tq_key_t *k) {
+    return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + 16 + tq_key_bytes(k).len);
+}
+
+static void rec_reset(tq_persist_t *self) { self->rec.len = 0; }
+
+static void append(tq_persist_t *self, uint8_t type, const void *blob, size_t blob_len) {
+    tq_journal_append(self->j, type, self->rec.data, self->rec.len, blob, blob_len);
+    self->records++;
+}
+
+/* Append t's full state; it is live from now, in the current segment. */
+static void put_task(tq_persist_t *self, tq_task_t *t) {
+    int fin = tq_task_finished(t);
+    rec_reset(self);
+    tq_buf_t *b = &self->rec;
+    tq_buf_u64(b, t->id);
+    tq_buf_u64(b, t->seq);
+    tq_buf_u64(b, (uint64_t)t->created_ms);
+    tq_buf_i32(b, t->priority);
+    tq_buf_u32(b, t->attempt);
+    tq_buf_u32(b, t->releases);
+    tq_buf_u32(b, t->timeout_ms);
+    tq_buf_u16(b, t->retries);
+    tq_buf_u16(b, t->retried);
+    tq_buf_u8(b, (uint8_t)t->state);
+    tq_buf_u8(b, (uint8_t)((t->keyed ? TF_KEYED : 0) | (t->acked ? TF_FETCHED : 0)));
+    tq_buf_u64(b, (uint64_t)t->finished_ms);
+    /* a keyed, ACKed task: when it was delivered (its TTL runs from then) */
+    int64_t fetched_ms = t->acked ? t->expires_ms - tq_store_cfg(self->store)->result_ttl_ms : 0;
+    tq_buf_u64(b, (uint64_t)fetched_ms);
+    tq_buf_str8(b, tq_bytes_str(t->fn));
+    tq_buf_str8(b, tq_bytes_str(tq_queue_name(t->queue)));
+    tq_bytes_t sk = t->skey ? tq_key_bytes(t->skey) : (tq_bytes_t){NULL, 0};
+    tq_buf_str8(b, sk);
+    if (fin)
+        append(self, R_TASK, t->data, t->data_len);
+    else
+        append(self, R_TASK, t->payload, t->payload_len);
+    self->live_bytes -= t->jsize;
+    t->jsize = task_rec_size(t);
+    self->live_bytes += t->jsize;
+    t->jseg = tq_journal_segment(self->j);
+}
+
+static void put_key(tq_persist_t *self, const tq_key_t *k) {
+    rec_reset(self);
+    tq_buf_u64(&self->rec, tq_key_id(k));
+    tq_buf_u64(&self->rec, (uint64_t)tq_key_expires(k));
+    tq_bytes_t kb = tq_key_bytes(k);
+    append(self, R_KEY, kb.data, kb.len);
+}
+
+static void put_id(tq_persist_t *self, uint8_t type, uint64_t id) {
+    rec_reset(self);
+    tq_buf_u64(&self->rec, id);
+    append(self, type, NULL, 0);
+}
+
+static void set_not_live(tq_persist_t *self, tq_task_t *t) {
+    put_id(self, R_GONE, t->id);
+    self->live_bytes -= t->jsize;
+    t->jsize = 0;
+}
+
+/* ---- the store's observer ------------------------------------------------ */
+
+static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
+    tq_persist_t *self = arg;
+    switch (ev) {
+    case TQ_SEV_ADDED:
+        put_task(self, t);
+        return;
+    case TQ_SEV_DELETED:
+        if (self->walk == t)
+            self->walk = t->all_next;
+        if (t->jsize)
+            set_not_live(self, t);
+        return;
+    default:
+        break;
+    }
+    if (!t->jsize)
+        return;
+    rec_reset(self);
+    tq_buf_u64(&self->rec, t->id);
+    switch (ev) {
+    case TQ_SEV_LEASED:
+        tq_buf_u32(&self->rec, t->attempt);
+        append(self, R_LEASE, NULL, 0);
+        break;
+    case TQ_SEV_REQUEUED:
+        tq_buf_u32(&self->rec, t->attempt);
+        tq_buf_u32(&self->rec, t->releases);
+        tq_buf_u16(&self->rec, t->retried);
+        append(self, R_REQUEUE, NULL, 0);
+        break;
+    case TQ_SEV_FINISHED:
+        tq_buf_u8(&self->rec, (uint8_t)t->state);
+        tq_buf_u64(&self->rec, (uint64_t)t->finished_ms);
+        append(self, R_FINISH, t->data, t->data_len);
+        self->live_bytes -= t->jsize;
+        t->jsize = task_rec_size(t);
+        self->live_bytes += t->jsize;
+        break;
+    case TQ_SEV_ACKED:
+        if (t->keyed) {
+            tq_buf_u64(&self->rec, (uint64_t)tq_wall_ms());
+            append(self, R_FETCHED, NULL, 0);
+        } else {
+            set_not_live(self, t);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_key(void *arg, tq_key_t *k, int deleted) {
+    tq_persist_t *self = arg;
+    if (deleted) {
+        if (self->kwalk == k)
+            self->kwalk = tq_key_next(k);
+        self->live_bytes -= key_rec_size(k);
+        return;
+    }
+    put_key(self, k);
+    self->live_bytes += key_rec_size(k);
+}
+
+/* ---- replay --------------------------------------------------------------- */
+
+#define BAD(what) (snprintf(err, errlen, "journal record of type %u: %s", type, what), -1)
+
+static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
+                       size_t errlen) {
+    tq_task_image_t img;
+    memset(&img, 0, sizeof img);
+    uint64_t created, finished, fetched;
+    uint8_t st, flags;
+    if (tq_cursor_u64(c, &img.id) < 0 || tq_cursor_u64(c, &img.seq) < 0 ||
+        tq_cursor_u64(c, &created) < 0 || tq_cursor_i32(c, &img.priority) < 0 ||
+        tq_cursor_u32(c, &img.attempt) < 0 || tq_cursor_u32(c, &img.releases) < 0 ||
+        tq_cursor_u32(c, &img.timeout_ms) < 0 || tq_cursor_u16(c, &img.retries) < 0 ||
+        tq_cursor_u16(c, &img.retried) < 0 || tq_cursor_u8(c, &st) < 0 ||
+        tq_cursor_u8(c, &flags) < 0 || tq_cursor_u64(c, &finished) < 0 ||
+        tq_cursor_u64(c, &fetched) < 0 || tq_cursor_str8(c, &img.fn) < 0 ||
+        tq_cursor_str8(c, &img.queue) < 0 || tq_cursor_str8(c, &img.skey) < 0)
+        return BAD("truncated task");
+    if (st > TQ_TASK_DEAD)
+        return BAD("task state not valid");
+    tq_cursor_bytes(c, tq_cursor_left(c), &img.blob);
+    img.state = (tq_task_state_t)st;
+    img.created_ms = (int64_t)created;
+    img.finished_ms = (int64_t)finished;
+    img.keyed = (flags & TF_KEYED) != 0;
+    if (flags & TF_FETCHED) {
+        img.fetched = 1;
+        img.fetched_ms = (int64_t)fetched;
+    }
+    int code = 0;
+    tq_task_t *t = tq_store_restore(self->store, &img, &code);
+    if (!t) {
+        snprintf(err, errlen, "cannot restore task %" PRIu64 " (%s)", img.id,
+                 code == TQ_ERR_FULL       ? "more tasks than --max-tasks"
+                 : code == TQ_ERR_TOO_MANY ? "too many names"
+                 : code == TQ_ERR_MALFORMED ? "record not valid"
+                                            : "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped, char *err,
+                  size_t errlen) {
+    tq_persist_t *self = arg;
+    if (dropped) {
+        if (type == R_TASK)
+            self->lost++;
+        return 0;
+    }
+    tq_cursor_t c;
+    tq_cursor_init(&c, (tq_bytes_t){body, len});
+    if (type == R_TASK)
+        return replay_task(self, &c, type, err, errlen);
+    uint64_t id;
+    if (type < R_TASK || type > R_KEY) {
+        snprintf(err, errlen, "unknown journal record type %u (written by a newer taskq?)", type);
+        return -1;
+    }
+    if (tq_cursor_u64(&c, &id) < 0)
+        return BAD("truncated id");
+    tq_task_t *t = type == R_KEY ? NULL : tq_store_get(self->store, id);
+    switch (type) {
+    case R_LEASE: {
+        uint32_t attempt;
+        if (tq_cursor_u32(&c, &attempt) < 0)
+            return BAD("truncated lease");
+        if (t && !tq_task_finished(t))
+            t->attempt = attempt; /* restored leases are queued: the attempt counts */
+        break;
+    }
+    case R_REQUEUE: {
+        uint32_t attempt, releases;
+        uint16_t retried;
+        if (tq_cursor_u32(&c, &attempt) < 0 || tq_cursor_u32(&c, &releases) < 0 ||
+            tq_cursor_u16(&c, &retried) < 0)
+            return BAD("truncated requeue");
+        if (t && !tq_task_finished(t)) {
+            t->attempt = attempt;
+            t->releases = releases;
+            t->retried = retried;
+        }
+        break;
+    }
+    case R_FINISH: {
+        uint8_t st;
+        uint64_t when;
+        tq_bytes_t data;
+        if (tq_cursor_u8(&c, &st) < 0 || tq_cursor_u64(&c, &when) < 0)
+            return BAD("truncated finish");
+        if (st < TQ_TASK_DONE || st > TQ_TASK_DEAD)
+            return BAD("finished state not valid");
+        tq_cursor_bytes(&c, tq_cursor_left(&c), &data);
+        if (t && !tq_task_finished(t))
+            tq_store_finish(self->store, t, (tq_task_state_t)st, data.data, data.len,
+                            (int64_t)when);
+        break;
+    }
+    case R_FETCHED: {
+        uint64_t when;
+        if (tq_cursor_u64(&c, &when) < 0)
+            return BAD("truncated fetched");
+        if (t && tq_task_finished(t))
+            tq_store_restore_fetched(self->store, t, (int64_t)when);
+        break;
+    }
+    case R_GONE:
+        if (t)
+            tq_store_drop(self->store, t);
+        break;
+    case R_KEY: {
+        uint64_t expires;
+        tq_bytes_t key;
+        if (tq_cursor_u64(&c, &expires) < 0)
+            return BAD("truncated key");
+        tq_cursor_bytes(&c, tq_cursor_left(&c), &key);
+        if ((int64_t)expires > self->now_wall &&
+            tq_store_key_restore(self->store, key, id, (int64_t)expires) < 0)
+            return BAD("key not valid");
+        break;
+    }
+    default:
+        break;
+    }
+    if (type != R_TASK && type != R_FINISH && type != R_KEY && tq_cursor_left(&c) != 0)
+        return BAD("bytes left over");
+    return 0;
+}
+
+/* After replay: count what is live and where (all of it in old segments). */
+static void account(tq_persist_t *self, tq_persist_report_t *rep) {
+    for (tq_task_t *t = tq_store_first(self->store); t; t = t->all_next) {
+        t->jsize = task_rec_size(t);
+        t->jseg = 0;
+        self->live_bytes += t->jsize;
+        if (tq_task_finished(t))
+            rep->finished++;
+        else
+            rep->queued++;
+    }
+    for (tq_key_t *k = tq_store_key_first(self->store); k; k = tq_key_next(k)) {
+        self->live_bytes += key_rec_size(k);
+        rep->keys++;
+    }
+}
+
+tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_store_t *store,
+                              tq_persist_report_t *report, char *err, size_t errlen) {
+    TQ_ASSERT(tq_store_size(store) == 0);
+    tq_persist_t *self = tq_calloc(1, sizeof *self);
+    tq_buf_init(&self->rec);
+    self->store = store;
+    self->mode = cfg->mode;
+    self->now_wall = tq_wall_ms();
+    memset(report, 0, sizeof *report);
+    int64_t t0 = tq_mono_ms();
+    self->j = tq_journal_open(cfg, replay, self, &report->journal, err, errlen);
+    if (!self->j) {
+        tq_buf_free(&self->rec);
+        free(self);
+        return NULL;
+    }
+    account(self, report);
+    report->lost = self->lost;
+    report->elapsed_ms = tq_mono_ms() - t0;
+    tq_store_observe(store, on_task, on_key, self);
+    return self;
+}
+
+void tq_persist_destroy(tq_persist_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    tq_persist_t *self = *self_p;
+    tq_store_observe(self->store, NULL, NULL, NULL);
+    tq_journal_destroy(&self->j);
+    tq_buf_free(&self->rec);
+    free(self);
+    *self_p = NULL;
+}
+
+uint64_t tq_persist_lsn(const tq_persist_t *self) { return tq_journal_appended(self->j); }
+
+uint64_t tq_persist_ready(const tq_persist_t *self) {
+    return self->mode == TQ_FSYNC_ALWAYS ? tq_journal_durable(self->j)
+                                         : tq_journal_written(self->j);
+}
+
+int tq_persist_failed(const tq_persist_t *self) { return tq_journal_failed(self->j); }
+
+int tq_persist_flush(tq_persist_t *self) {
+    uint64_t before = tq_persist_ready(self);
+    if (tq_journal_appended(self->j) != tq_journal_written(self->j))
+        tq_journal_write(self->j);
+    return tq_persist_ready(self) != before;
+}
+
+void *tq_persist_socket(tq_persist_t *self) { return tq_journal_socket(self->j); }
+
+int tq_persist_on_sync(tq_persist_t *self) {
+    uint64_t before = tq_persist_ready(self);
+    int moved = tq_journal_on_sync(self->j);
+    if (self->phase == C_DROPPING && !tq_journal_drop_pending(self->j)) {
+        self->phase = C_IDLE;
+        tq_info("journal compacted in %lld ms: %.1f MiB -> %.1f MiB (%.1f MiB live)",
+                (long long)(tq_mono_ms() - self->compact_start_ms),
+                self->compact_from_bytes / 1048576.0, tq_journal_bytes(self->j) / 1048576.0,
+                self->live_bytes / 1048576.0);
+        moved = 1;
+    }
+    return moved || tq_persist_ready(self) != before;
+}
+
+/* ---- compaction ------------------------------------------------------------ */
+
+static void compact_start(tq_persist_t *self) {
+    uint64_t seg = tq_journal_rotate(self->j);
+    if (!seg)
+        return; /* the journal is failing: try again when it works */
+    self->cseg = seg;
+    self->walk = tq_store_first(self->store);
+    self->kwalk = NULL;
+    self->phase = C_TASKS;
+    self->compact_start_ms = tq_mono_ms();
+    self->compact_from_bytes = tq_journal_bytes(self->j);
+    tq_debug("journal compaction into segment %" PRIu64 ": %.1f MiB on disk, %.1f MiB live", seg,
+             self->compact_from_bytes / 1048576.0, self->live_bytes / 1048576.0);
+}
+
+/* Rewrite live tasks and keys for at most TQ_PERSIST_STEP_MS. */
+static void compact_step(tq_persist_t *self) {
+    int64_t deadline = tq_mono_ms() + TQ_PERSIST_STEP_MS;
+    uint64_t start = tq_journal_appended(self->j);
+    unsigned n = 0;
+    while (self->phase == C_TASKS) {
+        tq_task_t *t = self->walk;
+        if (!t) {
+            self->phase = C_KEYS;
+            self->kwalk = tq_store_key_first(self->store);
+            break;
+        }
+        self->walk = t->all_next;
+        if (t->jsize && t->jseg < self->cseg)
+            put_task(self, t);
+        if ((++n & 127) == 0 && (tq_mono_ms() >= deadline ||
+                                 tq_journal_appended(self->j) - start >= STEP_MAX_BYTES))
+            return;
+    }
+    while (self->phase == C_KEYS) {
+        tq_key_t *k = self->kwalk;
+        if (!k) {
+            tq_journal_drop_before(self->j, self->cseg);
+            self->phase = C_DROPPING;
+            self->compactions++;
+            break;
+        }
+        self->kwalk = tq_key_next(k);
+        put_key(self, k);
+        if ((++n & 127) == 0 && tq_mono_ms() >= deadline)
+            return;
+    }
+}
+
+void tq_persist_tick(tq_persist_t *self, int64_t now_ms) {
+    tq_journal_tick(self->j, now_ms);
+    if (self->phase == C_IDLE) {
+        uint64_t bytes = tq_journal_bytes(self->j);
+        if (bytes > TQ_PERSIST_COMPACT_MIN && self->live_bytes * 2 < bytes &&
+            !tq_journal_failed(self->j))
+            compact_start(self);
+    }
+    if (self->phase == C_TASKS || self->phase == C_KEYS)
+        compact_step(self);
+}
+
+int tq_persist_busy(const tq_persist_t *self) {
+    return self->phase == C_TASKS || self->phase == C_KEYS;
+}
+
+void tq_persist_stats(const tq_persist_t *self, tq_persist_stats_t *out) {
+    out->bytes = tq_journal_bytes(self->j);
+    out->live_bytes = self->live_bytes;
+    out->compactions = self->compactions;
+    out->records = self->records;
+    out->fsync = tq_fsync_mode_name(self->mode);
+    out->failed = tq_journal_failed(self->j);
+}
