@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 
@@ -39,6 +40,9 @@ static const tq_cfg_entry_t global_table[] = {
      offsetof(global_t, authkey_file), "FILE", "file holding the shared authkey (mode 0600)"},
     {"connect-timeout", TQ_CFG_MS, "10", 1, 3600 * 1000, NULL, NULL,
      offsetof(global_t, connect_timeout_ms), "S", "give up connecting after S seconds"},
+    {"reconnect-timeout", TQ_CFG_MS, "60", 0, 24 * 3600 * 1000, NULL, NULL,
+     offsetof(global_t, reconnect_timeout_ms), "S",
+     "keep reconnecting to a lost master for S seconds (0: fail at once)"},
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(global_t, version), NULL,
      "print the version and exit"},
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(global_t, help), NULL,
@@ -206,6 +210,15 @@ int tq_cli_lib_error(const taskq_error_t *e)
     return e->code ? e->code : TQ_EXIT_INTERNAL;
 }
 
+/* libtaskq's connection notices (lost, reconnected): one stderr line
+ * each, after what stdout already holds. */
+static void print_notice(void *arg, const char *message)
+{
+    (void)arg;
+    fflush(stdout);
+    fprintf(stderr, "%staskq: %s\n", isatty(STDERR_FILENO) ? "\r\033[K" : "", message);
+}
+
 taskq_t *tq_cli_connect(const global_t *g, int *status)
 {
     if (!g->authkey_file || !*g->authkey_file) {
@@ -215,8 +228,12 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
     }
     taskq_error_t e;
     taskq_t *tq = taskq_connect(g->connect, g->authkey_file, (int)g->connect_timeout_ms, NULL, &e);
-    if (!tq)
+    if (!tq) {
         *status = tq_cli_lib_error(&e);
+        return NULL;
+    }
+    taskq_set_reconnect(tq, (int)g->reconnect_timeout_ms);
+    taskq_set_notice(tq, print_notice, NULL);
     return tq;
 }
 

@@ -16,6 +16,7 @@ typedef struct {
     char *connect;
     char *authkey_file;
     int64_t connect_timeout_ms;
+    int64_t reconnect_timeout_ms;
     int version;
     int help;
 } global_t;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cJSON.h>
+#include <sodium.h>
 #include <zmq.h>
 
 #include "tq_authkey.h"
@@ -31,6 +32,30 @@
 #define CLOSE_LINGER_MS 1000
 /* Messages handled per drain before looking at timers again. */
 #define DRAIN_MAX 256
+/* Reconnecting: the default budget, the pause between attempts (doubling
+ * from FIRST to MAX), and how long one attempt waits for WELCOME (the
+ * master's heartbeat timeout, within these bounds). */
+#define DEFAULT_RECONNECT_MS 60000
+#define RECONNECT_PAUSE_FIRST_MS 100
+#define RECONNECT_PAUSE_MAX_MS 2000
+#define ATTEMPT_MIN_MS 1000
+#define ATTEMPT_MAX_MS 10000
+
+static int conn_lost(taskq_t *self, taskq_error_t *err);
+
+/* Tell the program's notice callback, if any. */
+static void notice(taskq_t *self, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void notice(taskq_t *self, const char *fmt, ...)
+{
+    if (!self->notice)
+        return;
+    char msg[TASKQ_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    self->notice(self->notice_arg, msg);
+}
 
 /* ---- sending ---------------------------------------------------------- */
 
@@ -50,10 +75,14 @@ int tq_client_fail(taskq_error_t *err, int code, const char *fmt, ...)
 /* Promised in session.h. */
 int tq_session_send(taskq_t *self, taskq_error_t *err)
 {
+    if (self->lost)
+        return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+                              self->endpoint);
+    if (self->reconnecting)
+        return 0; /* repeated by tq_api_resend after WELCOME */
     if (tq_out_send(&self->out, self->sock, NULL, 0) < 0) {
-        if (errno == EAGAIN)
-            return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
-                                  self->endpoint);
+        if (errno == EAGAIN || self->reconnect_ms > 0)
+            return conn_lost(self, err);
         return tq_client_fail(err, TASKQ_ERR_CONNECT, "cannot send to master at %s: %s",
                               self->endpoint, zmq_strerror(errno));
     }
@@ -61,7 +90,7 @@ int tq_session_send(taskq_t *self, taskq_error_t *err)
     return 0;
 }
 
-static int send_hello(taskq_t *self, taskq_error_t *err)
+static void build_hello(taskq_t *self)
 {
     cJSON *j = cJSON_CreateObject();
     TQ_ASSERT(j);
@@ -69,6 +98,11 @@ static int send_hello(taskq_t *self, taskq_error_t *err)
     cJSON_AddStringToObject(j, "name", self->name);
     tq_out_json(&self->out, TQ_MSG_HELLO, j);
     cJSON_Delete(j);
+}
+
+static int send_hello(taskq_t *self, taskq_error_t *err)
+{
+    build_hello(self);
     return tq_session_send(self, err);
 }
 
@@ -150,6 +184,13 @@ static int on_error(taskq_t *self, tq_bytes_t body, size_t nparts, taskq_error_t
             return 0;
         return rehello(self, err);
     }
+    if ((code == TQ_ERR_WRONG_ROLE || code == TQ_ERR_UNKNOWN_TYPE) && ref == 0 &&
+        self->acks_sent) {
+        /* A master from before ACK (it keeps no journal, so it needs
+         * none): stop sending them. */
+        self->acks_off = 1;
+        return 0;
+    }
     tq_api_on_error(self, ref, msg);
     return 0;
 }
@@ -199,39 +240,234 @@ static int drain(taskq_t *self, taskq_error_t *err)
         if (tq_in_recv(self->in, self->sock, 0, ZMQ_DONTWAIT) < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
-            self->lost = 1;
-            return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
-                                  self->endpoint);
+            if (conn_lost(self, err) < 0)
+                return -1;
+            return handled;
         }
         self->last_recv = tq_mono_ms();
         handled++;
         if (handle(self, err) < 0)
             return -1;
+        if (self->reconnecting)
+            break; /* a send failed while handling: the socket is gone */
     }
     return handled;
 }
 
-/* One step of the connection: handle what arrived, keep the heartbeat
- * going, and wait at most wait_ms (-1: until the next timer) for more.
- * Returns 1 if messages were handled, 0 if not, -1 on a lost master. */
+/* ---- losing the master and reconnecting ------------------------------- */
+
+/* Close the socket (dropping what is queued: it is all repeated after a
+ * reconnect) and the handshake watch of an attempt. */
+static void close_socket(taskq_t *self)
+{
+    tq_hswatch_destroy(&self->watch);
+    if (self->sock) {
+        int zero = 0;
+        zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(self->sock);
+        self->sock = NULL;
+    }
+}
+
+/* A fresh DEALER with CURVE, its handshake watch, connected to the
+ * endpoint. Returns 0, or -1 with err (code TASKQ_ERR_USAGE for a bad
+ * endpoint, TASKQ_ERR_INTERNAL otherwise) and nothing left open. */
+static int open_socket(taskq_t *self, taskq_error_t *err)
+{
+    self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
+    if (!self->sock)
+        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ socket: %s",
+                              zmq_strerror(errno));
+    int linger = CLOSE_LINGER_MS, sndtimeo = (int)self->hb_timeout_ms;
+    int64_t maxmsg = TQ_PAYLOAD_HARD_MAX;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (tq_curve_client(self->sock, &self->keys) < 0) {
+        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot set up CURVE: %s", zmq_strerror(errno));
+        close_socket(self);
+        return -1;
+    }
+    char wname[64];
+    snprintf(wname, sizeof wname, "taskq-client-%u", self->watch_gen++);
+    self->watch = tq_hswatch_new(self->ctx, self->sock, wname);
+    if (!self->watch) {
+        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot monitor the connection: %s",
+                       zmq_strerror(errno));
+        close_socket(self);
+        return -1;
+    }
+    if (zmq_connect(self->sock, self->endpoint) < 0) {
+        tq_client_fail(err, TASKQ_ERR_USAGE, "invalid endpoint '%s': %s (expected tcp://HOST:PORT)",
+                       self->endpoint, zmq_strerror(errno));
+        close_socket(self);
+        return -1;
+    }
+    return 0;
+}
+
+/* The master went silent or the socket failed. With reconnecting off,
+ * the handle is lost: returns -1 with err. Otherwise drop the socket and
+ * start reconnecting (the next pump makes the first attempt): returns 0. */
+static int conn_lost(taskq_t *self, taskq_error_t *err)
+{
+    if (self->reconnecting)
+        return 0;
+    if (self->reconnect_ms <= 0) {
+        self->lost = 1;
+        return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+                              self->endpoint);
+    }
+    close_socket(self);
+    int64_t now = tq_mono_ms();
+    self->reconnecting = 1;
+    self->rehello_pending = 0;
+    self->lost_at = now;
+    self->next_attempt = now;
+    self->backoff_ms = RECONNECT_PAUSE_FIRST_MS;
+    notice(self, "lost connection to master at %s; reconnecting (up to %g s)", self->endpoint,
+           (double)self->reconnect_ms / 1000.0);
+    return 0;
+}
+
+/* The attempt failed (no WELCOME in time, or a refusal): close its
+ * socket and pause before the next one. */
+static void attempt_failed(taskq_t *self)
+{
+    close_socket(self);
+    self->next_attempt = tq_mono_ms() + self->backoff_ms;
+    self->backoff_ms *= 2;
+    if (self->backoff_ms > RECONNECT_PAUSE_MAX_MS)
+        self->backoff_ms = RECONNECT_PAUSE_MAX_MS;
+}
+
+/* Start an attempt: fresh socket, HELLO queued. Returns 0 or -1 (cannot
+ * create a socket: fatal). */
+static int attempt_start(taskq_t *self, taskq_error_t *err)
+{
+    if (open_socket(self, err) < 0) {
+        self->lost = 1;
+        return -1;
+    }
+    int64_t w = self->hb_timeout_ms;
+    w = w < ATTEMPT_MIN_MS ? ATTEMPT_MIN_MS : w > ATTEMPT_MAX_MS ? ATTEMPT_MAX_MS : w;
+    self->attempt_end = tq_mono_ms() + w;
+    self->next_attempt = 0;
+    build_hello(self);
+    if (tq_out_send(&self->out, self->sock, NULL, ZMQ_DONTWAIT) < 0)
+        attempt_failed(self);
+    return 0;
+}
+
+/* Read what the attempt's socket got. Returns 1 on WELCOME (connected
+ * again, the resend done), 0 otherwise, -1 on a fatal error. */
+static int attempt_read(taskq_t *self, taskq_error_t *err)
+{
+    while (self->sock && tq_in_recv(self->in, self->sock, 0, ZMQ_DONTWAIT) == 0) {
+        int type;
+        tq_bytes_t body;
+        tq_error_t e;
+        if (tq_in_head(self->in, &type, &body, &e) < 0)
+            continue;
+        if (type == TQ_MSG_ERROR) {
+            /* e.g. too many clients: may pass; try again later. */
+            attempt_failed(self);
+            return 0;
+        }
+        if (type != TQ_MSG_WELCOME)
+            continue;
+        void *j = NULL;
+        if (tq_decode_json(body, tq_in_nparts(self->in), TQ_MAX_JSON, &j, &e) < 0)
+            continue;
+        on_welcome(self, j);
+        cJSON_Delete(j);
+        tq_hswatch_destroy(&self->watch);
+        self->reconnecting = 0;
+        self->acks_sent = self->acks_off = 0; /* maybe a newer master */
+        self->last_recv = self->last_send = tq_mono_ms();
+        notice(self, "reconnected to master at %s", self->endpoint);
+        if (tq_api_resend(self, err) < 0)
+            return -1;
+        return 1;
+    }
+    return 0;
+}
+
+/* One step of reconnecting, waiting at most wait_ms (-1: until the next
+ * timer). Returns 1 when connected again, 0 if not yet, -1 when the
+ * budget is spent or the handshake was rejected. */
+static int reconnect_step(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
+{
+    int64_t now = tq_mono_ms();
+    int64_t budget_left = self->lost_at + self->reconnect_ms - now;
+    if (budget_left <= 0) {
+        close_socket(self);
+        self->lost = 1;
+        return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+                              self->endpoint);
+    }
+    if (!self->sock && now >= self->next_attempt && attempt_start(self, err) < 0)
+        return -1;
+    int64_t t = budget_left;
+    if (self->sock && self->attempt_end - now < t)
+        t = self->attempt_end - now;
+    if (!self->sock && self->next_attempt - now < t)
+        t = self->next_attempt - now;
+    if (wait_ms >= 0 && wait_ms < t)
+        t = wait_ms;
+    if (t < 0)
+        t = 0;
+    zmq_pollitem_t items[2];
+    int n = 0;
+    if (self->sock) {
+        items[n++] = (zmq_pollitem_t){self->sock, 0, ZMQ_POLLIN, 0};
+        items[n++] = (zmq_pollitem_t){tq_hswatch_socket(self->watch), 0, ZMQ_POLLIN, 0};
+    }
+    if (zmq_poll(n ? items : NULL, n, (long)t) < 0 && errno != EINTR)
+        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+    if (!self->sock)
+        return 0;
+    if (tq_hswatch_poll(self->watch) < 0) {
+        close_socket(self);
+        self->lost = 1;
+        return tq_client_fail(err, TASKQ_ERR_CONNECT,
+                              "authentication failed reconnecting to %s (wrong authkey?)",
+                              self->endpoint);
+    }
+    int rc = attempt_read(self, err);
+    if (rc != 0)
+        return rc;
+    if (self->sock && tq_mono_ms() >= self->attempt_end)
+        attempt_failed(self);
+    return 0;
+}
+
+/* ---- the pump ----------------------------------------------------------- */
+
+/* Promised in session.h. */
 int tq_session_pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
 {
     if (self->lost)
         return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
                               self->endpoint);
+    if (self->reconnecting)
+        return reconnect_step(self, wait_ms, err);
     int got = drain(self, err);
     if (got < 0)
         return -1;
+    if (self->reconnecting)
+        return got > 0;
     int64_t now = tq_mono_ms();
     if (now - self->last_send >= self->hb_ms && send_empty(self, TQ_MSG_HEARTBEAT, err) < 0)
         return -1;
     if (got > 0)
         return 1;
-    if (now - self->last_recv >= self->hb_timeout_ms) {
-        self->lost = 1;
-        return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
-                              self->endpoint);
-    }
+    if (now - self->last_recv >= self->hb_timeout_ms)
+        return conn_lost(self, err);
+    if (tq_api_send_acks(self, err) < 0)
+        return -1;
+    if (self->reconnecting)
+        return 0;
     int64_t t = self->last_send + self->hb_ms - now;
     int64_t silent = self->last_recv + self->hb_timeout_ms - now;
     if (silent < t)
@@ -293,8 +529,10 @@ static int name_ok(const char *s)
 
 static void handle_free(taskq_t *self)
 {
+    tq_hswatch_destroy(&self->watch);
     if (self->sock)
         zmq_close(self->sock);
+    tq_curve_keys_wipe(&self->keys);
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     tq_in_destroy(&self->in);
@@ -370,15 +608,14 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
                        TQ_MAX_PEER_NAME);
         return NULL;
     }
-    tq_curve_keys_t keys;
+    taskq_t *self = tq_calloc(1, sizeof *self);
     char kerr[TASKQ_ERROR_MAX];
-    if (tq_authkey_load(authkey_path, &keys, kerr, sizeof kerr) < 0) {
-        tq_curve_keys_wipe(&keys);
+    if (tq_authkey_load(authkey_path, &self->keys, kerr, sizeof kerr) < 0) {
         tq_client_fail(err, TASKQ_ERR_ENV, "%s", kerr);
+        tq_curve_keys_wipe(&self->keys);
+        free(self);
         return NULL;
     }
-
-    taskq_t *self = tq_calloc(1, sizeof *self);
     snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
     if (name)
         snprintf(self->name, sizeof self->name, "%s", name);
@@ -387,51 +624,30 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
     self->hb_ms = DEFAULT_HEARTBEAT_MS;
     self->hb_timeout_ms = DEFAULT_HEARTBEAT_TIMEOUT_MS;
     self->max_payload = TQ_PAYLOAD_DEFAULT_MAX;
+    self->reconnect_ms = 0; /* DEFAULT_RECONNECT_MS once connected */
     self->next_req = 1;
+    /* tq_authkey_load initialised libsodium. */
+    randombytes_buf(self->session_id, sizeof self->session_id);
     self->in = tq_in_new();
     tq_out_init(&self->out);
     tq_api_init(self);
 
     self->ctx = zmq_ctx_new();
-    self->sock = self->ctx ? zmq_socket(self->ctx, ZMQ_DEALER) : NULL;
-    if (!self->sock) {
-        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ socket: %s",
-                       zmq_strerror(errno));
-        tq_curve_keys_wipe(&keys);
-        handle_free(self);
-        return NULL;
-    }
-    int linger = CLOSE_LINGER_MS, sndtimeo = DEFAULT_HEARTBEAT_TIMEOUT_MS;
-    int64_t maxmsg = TQ_PAYLOAD_HARD_MAX;
-    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
-    zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    int crc = tq_curve_client(self->sock, &keys);
-    tq_curve_keys_wipe(&keys);
-    if (crc < 0) {
-        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot set up CURVE: %s", zmq_strerror(errno));
-        handle_free(self);
-        return NULL;
-    }
-    tq_hswatch_t *watch = tq_hswatch_new(self->ctx, self->sock, "taskq-client");
-    if (!watch) {
-        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot monitor the connection: %s",
+    if (!self->ctx) {
+        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
                        zmq_strerror(errno));
         handle_free(self);
         return NULL;
     }
-    if (zmq_connect(self->sock, self->endpoint) < 0) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "invalid endpoint '%s': %s (expected tcp://HOST:PORT)",
-                       self->endpoint, zmq_strerror(errno));
-        tq_hswatch_destroy(&watch);
+    if (open_socket(self, err) < 0) {
         handle_free(self);
         return NULL;
     }
     int64_t timeout = connect_timeout_ms > 0 ? connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
     int rc = send_hello(self, err);
     if (rc == 0)
-        rc = await_welcome(self, watch, timeout, err);
-    tq_hswatch_destroy(&watch);
+        rc = await_welcome(self, self->watch, timeout, err);
+    tq_hswatch_destroy(&self->watch);
     if (rc < 0) {
         /* Nothing worth delivering: drop queued messages at once. */
         int zero = 0;
@@ -440,6 +656,7 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
         return NULL;
     }
     self->last_recv = self->last_call = tq_mono_ms();
+    self->reconnect_ms = DEFAULT_RECONNECT_MS;
     return self;
 }
 
@@ -448,14 +665,31 @@ void taskq_close(taskq_t **self_p)
     if (!self_p || !*self_p)
         return;
     taskq_t *self = *self_p;
-    if (!self->lost)
+    if (!self->lost && !self->reconnecting) {
+        tq_api_send_acks(self, NULL);
         send_empty(self, TQ_MSG_BYE, NULL);
-    else {
+    } else if (self->sock) {
         int zero = 0;
         zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof zero);
     }
     handle_free(self);
     *self_p = NULL;
+}
+
+int taskq_set_reconnect(taskq_t *self, int timeout_ms)
+{
+    if (!self || timeout_ms < 0)
+        return -1;
+    self->reconnect_ms = timeout_ms;
+    return 0;
+}
+
+void taskq_set_notice(taskq_t *self, taskq_notice_fn fn, void *arg)
+{
+    if (!self)
+        return;
+    self->notice = fn;
+    self->notice_arg = arg;
 }
 
 const char *taskq_endpoint(const taskq_t *self)

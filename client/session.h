@@ -17,12 +17,21 @@
 #include <stdint.h>
 
 #include "taskq.h"
+#include "tq_authkey.h"
+#include "tq_curve.h"
 #include "tq_idmap.h"
 #include "tq_limits.h"
 #include "tq_proto.h"
 #include "tq_util.h"
 
 #define TQ_CLIENT_ENDPOINT_MAX 256
+/* Random part of the automatic task keys (TQ_SUBMIT_SCOPED_KEYS): a
+ * session id per handle, then the u64 little-endian sequence number. */
+#define TQ_CLIENT_SESSION_ID 16
+#define TQ_CLIENT_AUTO_KEY (TQ_CLIENT_SESSION_ID + 8)
+/* ACK request ids carry this bit, so that an ERROR answering an ACK
+ * (a master that does not know ACK) is recognised and ignored. */
+#define TQ_CLIENT_ACK_REQ_BIT 0x80000000u
 
 /* One task in a batch: offsets into the batch's byte buffer (which may
  * move while it grows, so no pointers). */
@@ -83,9 +92,21 @@ struct taskq {
     int64_t hb_ms, hb_timeout_ms;      /* from WELCOME */
     size_t max_payload;                /* from WELCOME */
     int64_t last_recv, last_send, last_call;
-    int lost;                          /* master silent: only close is left */
+    int lost;                          /* master gone for good: only close is left */
     int rehello_pending;               /* HELLO re-sent, WELCOME not yet back */
     uint32_t next_req;                 /* request ids, shared by both halves */
+    tq_curve_keys_t keys;              /* kept to reconnect; wiped at close */
+    uint8_t session_id[TQ_CLIENT_SESSION_ID]; /* random, from taskq_connect */
+    int64_t reconnect_ms;              /* budget after losing the master; 0 never */
+    int reconnecting;                  /* lost the master, trying fresh sockets */
+    int64_t lost_at;                   /* when reconnecting started */
+    int64_t attempt_end;               /* the current attempt gives up then */
+    int64_t next_attempt;              /* no socket: the next attempt starts then */
+    int64_t backoff_ms;                /* pause before the attempt after next */
+    tq_hswatch_t *watch;               /* handshake watch of the attempt */
+    unsigned watch_gen;                /* makes the watch names unique */
+    taskq_notice_fn notice;            /* taskq_set_notice, or NULL */
+    void *notice_arg;
 
     /* ---- the API state (taskq.c) ---- */
     uint64_t next_seq;
@@ -98,6 +119,11 @@ struct taskq {
     ev_list_t deferred;                /* results that came before their ack */
     ev_node_t *current;                /* last handed out; freed on next call */
     blocking_t blk;
+    uint64_t *acks;                    /* results handed out, not yet ACKed */
+    size_t nacks, acks_cap;
+    uint32_t next_ack_req;
+    int acks_sent;                     /* an ACK went out on this connection */
+    int acks_off;                      /* the master does not know ACK */
     tq_outcome_t outcomes[TQ_MAX_BATCH];
     tq_cancel_item_t cancel_items[TQ_MAX_BATCH];
     uint64_t ids[TQ_MAX_BATCH];
@@ -111,13 +137,19 @@ int tq_client_fail(taskq_error_t *err, int code, const char *fmt, ...)
 
 /* Send the message built in self->out. Returns 0, or -1 with
  * TASKQ_ERR_CONNECT when ZeroMQ could not queue it within the send
- * timeout (the master is gone and the queue is full). */
+ * timeout (the master is gone and the queue is full) and reconnecting is
+ * off. While reconnecting (self->reconnecting, also when this send is
+ * what noticed the loss) the message is dropped and 0 returned: callers
+ * keep what they sent until it is answered, and tq_api_resend repeats
+ * it once the master welcomes us again. */
 int tq_session_send(taskq_t *self, taskq_error_t *err);
 
 /* One step of the connection: handle what arrived, keep the heartbeat
- * going, and wait at most wait_ms (-1: until the next timer) for more.
- * Returns 1 if messages were handled, 0 if not, -1 on a lost master
- * (after which every call fails with TASKQ_ERR_CONNECT). */
+ * going, send pending ACKs, and wait at most wait_ms (-1: until the next
+ * timer) for more. A silent master starts reconnecting (when enabled);
+ * each pump then advances the attempt. Returns 1 if messages were
+ * handled, 0 if not, -1 on a master lost for good (after which every
+ * call fails with TASKQ_ERR_CONNECT). */
 int tq_session_pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err);
 
 /* Bracket every public call that pumps: enter forgives the silence the
@@ -141,8 +173,13 @@ void tq_api_on_message(taskq_t *self, int type, tq_bytes_t body, size_t nparts);
  * batch or blocking request, or becomes an ERROR event. */
 void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg);
 
-/* After a re-HELLO: re-send every unacknowledged batch, a WAIT for every
- * result still expected, and the blocking request. Returns 0 or -1. */
+/* After a re-HELLO or a reconnect: re-send every unacknowledged batch, a
+ * WAIT for every result still expected, the blocking request, and the
+ * pending ACKs. Returns 0 or -1. */
 int tq_api_resend(taskq_t *self, taskq_error_t *err);
+
+/* Send the ACKs for results handed out, in messages of at most
+ * TQ_MAX_BATCH ids. Kept while not connected. Returns 0 or -1. */
+int tq_api_send_acks(taskq_t *self, taskq_error_t *err);
 
 #endif

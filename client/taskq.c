@@ -210,9 +210,52 @@ int tq_api_resend(taskq_t *self, taskq_error_t *err)
         if (rc < 0)
             return -1;
     }
-    if (self->blk.active && !self->blk.done)
-        return blk_send(self, err);
-    return 0;
+    if (self->blk.active && !self->blk.done && blk_send(self, err) < 0)
+        return -1;
+    return tq_api_send_acks(self, err);
+}
+
+/* Note a result handed to the program, to be ACKed (see taskq.h); a full
+ * message's worth goes out at once. */
+static void ack_add(taskq_t *self, uint64_t id)
+{
+    if (self->nacks == self->acks_cap) {
+        self->acks_cap = self->acks_cap ? self->acks_cap * 2 : TQ_MAX_BATCH;
+        self->acks = tq_realloc(self->acks, self->acks_cap * sizeof *self->acks);
+    }
+    self->acks[self->nacks++] = id;
+    if (self->nacks >= TQ_MAX_BATCH) {
+        taskq_error_t ignored; /* a lost master shows in the next pump */
+        tq_api_send_acks(self, &ignored);
+    }
+}
+
+/* Promised in session.h. */
+int tq_api_send_acks(taskq_t *self, taskq_error_t *err)
+{
+    if (self->acks_off)
+        self->nacks = 0;
+    size_t off = 0;
+    while (off < self->nacks && !self->lost && !self->reconnecting) {
+        size_t k = self->nacks - off < TQ_MAX_BATCH ? self->nacks - off : TQ_MAX_BATCH;
+        uint32_t req = TQ_CLIENT_ACK_REQ_BIT | (self->next_ack_req++ & ~TQ_CLIENT_ACK_REQ_BIT);
+        tq_out_begin_ids(&self->out, TQ_MSG_ACK, req);
+        for (size_t i = 0; i < k; i++)
+            tq_out_id(&self->out, self->acks[off + i]);
+        if (tq_session_send(self, err) < 0)
+            break;
+        if (self->reconnecting)
+            break; /* dropped with the socket: send again after WELCOME */
+        self->acks_sent = 1;
+        off += k;
+    }
+    if (off > 0) {
+        memmove(self->acks, self->acks + off, (self->nacks - off) * sizeof *self->acks);
+        self->nacks -= off;
+    }
+    return self->lost ? tq_client_fail(err, TASKQ_ERR_CONNECT,
+                                       "lost connection to master at %s", self->endpoint)
+                      : 0;
 }
 
 /* ---- receiving -------------------------------------------------------- */
@@ -403,6 +446,8 @@ static void on_status_reply(taskq_t *self, tq_bytes_t body)
 /* Promised in session.h. */
 void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg)
 {
+    if (ref & TQ_CLIENT_ACK_REQ_BIT)
+        return; /* about an ACK (a master without ACK): nothing to fail */
     batch_t *b = ref != 0 ? unacked_find(self, ref) : NULL;
     if (b) {
         unacked_remove(self, b);
@@ -463,6 +508,9 @@ void tq_api_free(taskq_t *self)
     }
     self->unacked_tail = NULL;
     tq_idmap_destroy(&self->awaited);
+    free(self->acks);
+    self->acks = NULL;
+    self->nacks = self->acks_cap = 0;
     ev_list_clear(&self->events);
     ev_list_clear(&self->deferred);
     ev_free(self->current);
@@ -528,7 +576,21 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
         return tq_client_fail(err, TASKQ_ERR_REFUSED,
                               "payload too large (%zu bytes; the master allows %zu)", len,
                               self->max_payload);
+    /* A task without a key gets a session key, so that re-sending its
+     * batch after a reconnect returns the same id; user keys keep their
+     * 24 h meaning, in batches without the flag. */
+    uint8_t auto_key[TQ_CLIENT_AUTO_KEY];
+    const void *key = opts->key;
+    size_t key_len = opts->key_len;
     uint16_t wflags = (flags & TASKQ_SUBSCRIBE) ? TQ_SUBMIT_SUBSCRIBE : 0;
+    if (key_len == 0) {
+        memcpy(auto_key, self->session_id, TQ_CLIENT_SESSION_ID);
+        for (int i = 0; i < 8; i++) /* the sequence number, little-endian */
+            auto_key[TQ_CLIENT_SESSION_ID + i] = (uint8_t)(self->next_seq >> (8 * i));
+        key = auto_key;
+        key_len = sizeof auto_key;
+        wflags |= TQ_SUBMIT_SCOPED_KEYS;
+    }
     batch_t *b = self->cur;
     if (b && (b->count == TQ_MAX_BATCH || b->flags != wflags ||
               (b->count > 0 && b->pay_bytes + len > TQ_BATCH_BYTES))) {
@@ -548,8 +610,8 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
     p->fn_off = put_bytes(b, opts->fn, fn_len);
     p->queue_len = (uint8_t)q_len;
     p->queue_off = put_bytes(b, queue, q_len);
-    p->key_len = (uint8_t)opts->key_len;
-    p->key_off = put_bytes(b, opts->key, opts->key_len);
+    p->key_len = (uint8_t)key_len;
+    p->key_off = put_bytes(b, key, key_len);
     p->pay_len = len;
     p->pay_off = put_bytes(b, payload, len);
     p->priority = opts->priority;
@@ -592,6 +654,8 @@ static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_er
     for (;;) {
         ev_node_t *n = ev_pop(&self->events);
         if (n) {
+            if (n->ev.type == TASKQ_EVENT_RESULT)
+                ack_add(self, n->ev.id);
             self->current = n;
             *ev = n->ev;
             return 1;

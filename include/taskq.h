@@ -46,6 +46,19 @@
  * taskq_next_event(tq, 0, &ev, &err) at least once per heartbeat
  * interval (1 s by default) and handle any event it returns.
  *
+ * Reconnecting: when the master is silent past its heartbeat timeout,
+ * or a send or receive fails, the handle does not fail at once. It opens
+ * a fresh connection (same keys), says HELLO, and on WELCOME re-sends as
+ * above, retrying with a pause of 100 ms doubling up to 2 s, for up to
+ * the reconnect budget (taskq_set_reconnect, 60 s by default) counted
+ * from the loss. Only then do calls fail with TASKQ_ERR_CONNECT "lost
+ * connection to master at ENDPOINT". A handshake rejected during a
+ * reconnect (wrong authkey) fails at once. Nothing is lost or repeated:
+ * tasks submitted without a key get an automatic session key, so a
+ * re-sent batch gets the same ids, and each result is handed out once.
+ * Results handed out by taskq_next_event are acknowledged to the master
+ * (ACK), which may then forget them.
+ *
  * Errors: functions return 0 (or a pointer, or an event count) on
  * success and -1 (or NULL) on failure, with *err filled when err is not
  * NULL. err->code is one of the TASKQ_ERR_* categories below, which
@@ -117,12 +130,29 @@ typedef struct taskq taskq_t;
 TASKQ_API taskq_t *taskq_connect(const char *endpoint, const char *authkey_path,
                                  int connect_timeout_ms, const char *name, taskq_error_t *err);
 
-/* Say BYE and release everything. Tasks queued locally but not yet sent
- * are dropped (call taskq_flush first to send them); tasks the master
- * has acknowledged are not affected. Waits at most 1 s for queued
+/* Acknowledge the results handed out, say BYE and release everything.
+ * Tasks queued locally but not yet sent are dropped (call taskq_flush
+ * first to send them); tasks the master has acknowledged are not
+ * affected. Waits at most 1 s for queued
  * messages to leave. Accepts NULL and *self_p == NULL; sets *self_p to
  * NULL. */
 TASKQ_API void taskq_close(taskq_t **self_p);
+
+/* How long to keep trying to reach a lost master, in ms, counted from
+ * the loss (see "Reconnecting" above). 0 never reconnects: the first
+ * silence past the heartbeat timeout fails the handle. Default 60000.
+ * Returns 0, or -1 if timeout_ms is negative. */
+TASKQ_API int taskq_set_reconnect(taskq_t *self, int timeout_ms);
+
+/* Receives one-line notices about the connection (no trailing newline),
+ * e.g. "lost connection to master at tcp://h:7070; reconnecting (up to
+ * 60 s)" and "reconnected to master at tcp://h:7070". Called inside
+ * library calls; message is valid only during the call. */
+typedef void (*taskq_notice_fn)(void *arg, const char *message);
+
+/* Set (or with NULL clear) the notice callback. The default is none:
+ * the library prints nothing. */
+TASKQ_API void taskq_set_notice(taskq_t *self, taskq_notice_fn fn, void *arg);
 
 /* The endpoint this handle talks to (owned by the handle). */
 TASKQ_API const char *taskq_endpoint(const taskq_t *self);
@@ -139,7 +169,9 @@ typedef struct {
     int32_t priority;    /* higher runs first; default 0 */
     uint32_t timeout_ms; /* run timeout on the worker; 0 = none */
     uint16_t retries;    /* re-runs after a lost worker or timeout */
-    const void *key;     /* idempotency key, or NULL */
+    const void *key;     /* idempotency key (kept 24 h by the master), or
+                            NULL: an automatic key that lives as long as
+                            the task, so a re-send is not a duplicate */
     size_t key_len;      /* bytes of key, at most TASKQ_KEY_MAX */
 } taskq_task_opts_t;
 
@@ -217,10 +249,11 @@ typedef struct {
  *
  * Returns 1 with *ev filled; its data and message stay valid until the
  * next call of taskq_next_event, taskq_cancel, taskq_status or
- * taskq_close on this handle. Returns 0 when the timeout passed. Returns
- * -1 with TASKQ_ERR_CONNECT "lost connection to master at ENDPOINT" when
- * the master was silent for its heartbeat timeout; the handle is then
- * only good for taskq_close. */
+ * taskq_close on this handle. Returns 0 when the timeout passed (also
+ * while reconnecting). Returns -1 with TASKQ_ERR_CONNECT "lost connection
+ * to master at ENDPOINT" when the master stayed unreachable for the
+ * reconnect budget (or its heartbeat timeout, with reconnecting off);
+ * the handle is then only good for taskq_close. */
 TASKQ_API int taskq_next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev,
                                taskq_error_t *err);
 

@@ -54,7 +54,7 @@ class Restart(TQTestCase):
         def run():
             try:
                 # heartbeat timeout is 1 s: 30 s is a generous bound
-                out["r"] = self.tq("wait", *ids, timeout=30)
+                out["r"] = self.tq("--reconnect-timeout", "0", "wait", *ids, timeout=30)
             except AssertionError as e:
                 out["e"] = e
         t = threading.Thread(target=run)
