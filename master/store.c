@@ -493,7 +493,9 @@ static void task_free(tq_task_t *t) {
 static void free_task_cb(uint64_t id, void *value, void *arg) {
     (void)id;
     (void)arg;
-    task_free(value);
+    tq_task_t *t = value;
+    free(t->skey); /* session keys are on no list: their task owns them */
+    task_free(t);
 }
 
 void tq_store_destroy(tq_store_t **self_p) {

@@ -2,6 +2,7 @@
  * idempotency keys, retries, lease deadlines. */
 #include "store.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "tq_test.h"
@@ -302,6 +303,74 @@ static void test_deadlines(void) {
     tq_store_destroy(&s);
 }
 
+/* Events the store reports, as a string of letters. */
+static char events[64];
+static void record_event(void *arg, tq_task_t *t, tq_store_event_t ev) {
+    (void)arg;
+    (void)t;
+    size_t n = strlen(events);
+    if (n + 1 < sizeof events)
+        events[n] = "ALRFKD"[ev];
+}
+
+static void test_session_keys_observer_restore(void) {
+    tq_store_t *s = new_store(100);
+    tq_store_observe(s, record_event, NULL, NULL);
+    tq_task_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.fn = tq_bytes_str("f");
+    spec.key = tq_bytes_str("session-1");
+    spec.payload = tq_bytes_str("p");
+    int code = 0;
+    tq_task_t *t = tq_store_add_session(s, &spec, 0, &code);
+    CHECK(t != NULL);
+    uint64_t id = t->id;
+    /* a session key maps to its task with no time limit */
+    CHECK(tq_store_key_find(s, spec.key, INT64_MAX - 1) == id);
+    CHECK(tq_store_key_first(s) == NULL); /* not on the retention list */
+    tq_store_lease(s, t, NULL);
+    tq_store_requeue(s, t, 0);
+    tq_store_lease(s, t, NULL);
+    tq_store_finish(s, t, TQ_TASK_DONE, "r", 1, 5);
+    CHECK(tq_store_key_find(s, spec.key, 10) == id); /* finished, not ACKed */
+    tq_store_ack(s, t);
+    tq_store_ack(s, t); /* once only */
+    CHECK(tq_store_key_find(s, spec.key, 10) == 0);
+    CHECK(strcmp(events, "ALRLFK") == 0);
+    tq_store_observe(s, NULL, NULL, NULL);
+
+    /* restore: the image's state, ids above it afterwards, leased -> queued */
+    tq_task_image_t img;
+    memset(&img, 0, sizeof img);
+    img.id = 5000;
+    img.seq = 77;
+    img.attempt = 3;
+    img.state = TQ_TASK_LEASED;
+    img.fn = tq_bytes_str("f");
+    img.skey = tq_bytes_str("session-2");
+    img.blob = tq_bytes_str("payload");
+    tq_task_t *r = tq_store_restore(s, &img, &code);
+    CHECK(r != NULL);
+    CHECK(r->state == TQ_TASK_QUEUED && r->attempt == 3 && r->payload_len == 7);
+    CHECK(tq_store_key_find(s, img.skey, 0) == 5000);
+    tq_task_t *n = add(s, "f", "", 0, "x");
+    CHECK(n->id > 5000 && n->seq > 77);
+    /* a newer image of the same id replaces it */
+    img.state = TQ_TASK_DONE;
+    img.finished_ms = 9;
+    img.blob = tq_bytes_str("done!");
+    r = tq_store_restore(s, &img, &code);
+    CHECK(r != NULL && r->state == TQ_TASK_DONE && r->data_len == 5);
+    CHECK(tq_store_get(s, 5000) == r);
+    tq_store_drop(s, r);
+    CHECK(tq_store_get(s, 5000) == NULL);
+    CHECK(tq_store_key_find(s, img.skey, 0) == 0);
+    /* bad images are refused, not stored */
+    img.fn = tq_bytes_str("bad name!");
+    CHECK(tq_store_restore(s, &img, &code) == NULL);
+    tq_store_destroy(&s); /* session keys freed with their tasks (ASan checks) */
+}
+
 int main(void) {
     RUN(test_priority_then_fifo);
     RUN(test_ids_count_up);
@@ -313,5 +382,6 @@ int main(void) {
     RUN(test_idempotency_keys);
     RUN(test_retry);
     RUN(test_deadlines);
+    RUN(test_session_keys_observer_restore);
     TEST_MAIN_END();
 }
