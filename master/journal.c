@@ -126,6 +126,7 @@ struct tq_journal {
     int64_t next_retry_ms;
     int sync_err;
     int drop_pending;     /* a drop_before not yet reported done */
+    int told_pending;     /* an M_WRITTEN the thread has not answered yet */
 
     jmsg_t *outq; /* messages the thread's full inbox did not take yet */
     size_t outq_head, outq_len, outq_cap;
@@ -967,7 +968,14 @@ static int write_batch(tq_journal_t *self, int64_t now) {
     if (done > 0) {
         self->written += done;
         self->bytes += done;
-        tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
+        /* One message per sync round, not per write: a wake-up of the
+         * sync thread per loop pass costs more than the write. What is
+         * written meanwhile is told when the round's answer comes
+         * (tq_journal_on_sync): group commit. */
+        if (!self->told_pending) {
+            tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
+            self->told_pending = 1;
+        }
     }
     if (done < self->blen) {
         /* Keep the exact rest: appended at the file end next time, the
@@ -1038,7 +1046,19 @@ int tq_journal_failed(const tq_journal_t *self) {
     return self->write_err ? self->write_err : self->sync_err;
 }
 
-void tq_journal_sync(tq_journal_t *self) { tell(self, M_SYNC, -1, 0, 0, 0); }
+/* Tell the thread everything written so far (writes tell it only once
+ * per sync round): before a forced sync, a drop, or the stop. */
+static void tell_written(tq_journal_t *self) {
+    if (self->written == 0)
+        return;
+    tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
+    self->told_pending = 1;
+}
+
+void tq_journal_sync(tq_journal_t *self) {
+    tell_written(self);
+    tell(self, M_SYNC, -1, 0, 0, 0);
+}
 
 int tq_journal_on_sync(tq_journal_t *self) {
     int moved = 0;
@@ -1056,6 +1076,7 @@ int tq_journal_on_sync(tq_journal_t *self) {
                 self->durable = m.a;
                 moved = 1;
             }
+            self->told_pending = 0;
             if (self->write_err && self->write_clear_armed && self->durable >= self->write_clear_lsn) {
                 self->write_err = 0;
                 tq_info("journal: writing again");
@@ -1063,6 +1084,7 @@ int tq_journal_on_sync(tq_journal_t *self) {
             break;
         case M_FAILED:
             self->sync_err = m.fd ? m.fd : EIO;
+            self->told_pending = 0;
             break;
         case M_DROPPED:
             self->drop_pending = 0;
@@ -1072,6 +1094,10 @@ int tq_journal_on_sync(tq_journal_t *self) {
         default:
             break;
         }
+    }
+    if (!self->told_pending && self->written > self->durable && self->mode != TQ_FSYNC_OFF) {
+        tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
+        self->told_pending = 1;
     }
     outq_flush(self);
     return moved;
@@ -1103,6 +1129,7 @@ void tq_journal_drop_before(tq_journal_t *self, uint64_t seg) {
     if (seg > self->seg) /* never the segment being written */
         seg = self->seg;
     self->drop_pending = 1;
+    tell_written(self);
     tell(self, M_DROP, -1, 0, seg, self->written);
 }
 
@@ -1117,6 +1144,7 @@ void tq_journal_destroy(tq_journal_t **self_p) {
         tq_error("journal: %zu bytes could not be written at close: %s", self->blen,
                  strerror(self->write_err));
     if (self->thread_started) {
+        tell_written(self);
         jmsg_t stop = {.kind = M_STOP};
         outq_push(self, &stop);
         /* The thread may be waiting for room in our inbox: keep reading
