@@ -112,11 +112,12 @@ typedef struct tq_journal tq_journal_t;
  * each record to replay, then open a fresh segment for writing (the old
  * ones are kept until tq_journal_drop_before) and start the sync thread.
  *
- * A bad last record of the last segment (the last one holding records:
- * newer segments with only a header may follow) (header cut short, length past
- * the end of the file, a checksum that fails on a record that ends at the
- * end of the file, or only zero bytes from it to the end) is torn: it is
- * cut off (the file truncated there) and reported. Any other bad record or
+ * A bad last record of the last segment that holds records (newer
+ * segments with only a header may follow it, as after a power loss) is
+ * torn when its header is cut short, its length runs past the end of the
+ * file, its checksum fails and it ends at the end of the file, or only
+ * zero bytes follow it: it is cut off (the file truncated there, the
+ * header-only segments after it deleted) and reported. Any other bad record or
  * segment header is damage: without repair, open fails with "journal
  * damaged: FILE at offset N: REASON (start with --repair to drop
  * everything from there on)"; with repair, the file is truncated at the
