@@ -450,6 +450,15 @@ static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     tq_loop_send_kills(self, nk);
 }
 
+static void on_admin(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+    if (m->nparts) {
+        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_MALFORMED, 0,
+                            "ADMIN: unexpected data frames");
+        return;
+    }
+    tq_admin_handle(self, p, m->body);
+}
+
 /* ---- worker messages ---------------------------------------------------- */
 
 /* The task of lease (id, attempt) if it is still leased to w, else NULL
@@ -497,7 +506,7 @@ static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r,
         tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retry %u of %u", t->id,
                  t->attempt, r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name,
                  (unsigned)t->retried + 1, (unsigned)t->retries);
-        tq_store_retry(self->store, t);
+        tq_store_retry(self->store, t, tq_loop_backoff(self, t->retried + 1u));
         return;
     }
     tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
@@ -539,7 +548,7 @@ static void on_release(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
         if (!t)
             continue; /* already cancelled or requeued: nothing to give back */
         tq_peer_lease_remove(w, t);
-        tq_store_requeue(self->store, t, 1);
+        tq_store_requeue(self->store, t, 1, 0);
     }
     self->sched_dirty = 1;
 }
@@ -558,6 +567,7 @@ static const struct {
     {TQ_MSG_DRAIN, 0, on_drain},
     {TQ_MSG_ERROR, 0, on_error},
     {TQ_MSG_STATUS, TQ_ROLE_CLIENT, on_status},
+    {TQ_MSG_ADMIN, TQ_ROLE_CLIENT, on_admin},
     {TQ_MSG_SUBMIT, TQ_ROLE_CLIENT, on_submit},
     {TQ_MSG_WAIT, TQ_ROLE_CLIENT, on_wait},
     {TQ_MSG_CANCEL, TQ_ROLE_CLIENT, on_cancel},

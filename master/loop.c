@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <zmq.h>
 
 #include "loop_internal.h"
@@ -204,8 +205,27 @@ void tq_loop_send_kills(tq_loop_t *self, size_t nk) {
 
 /* ---- peers leaving ------------------------------------------------------ */
 
-/* A task a worker lost goes back to its queue, or is dead once it lost
- * max_attempts leases. */
+/* See loop_internal.h. Equal jitter: half of the doubled delay is
+ * fixed, the other half random, so retries of many tasks that failed
+ * together spread out instead of coming back as one burst. */
+int64_t tq_loop_backoff(const tq_loop_t *self, uint32_t n) {
+    int64_t base = self->cfg.backoff_base_ms, cap = self->cfg.backoff_cap_ms;
+    if (base <= 0 || n == 0)
+        return 0;
+    int64_t d = base;
+    for (uint32_t i = 1; i < n && d < cap; i++)
+        d *= 2;
+    if (d > cap)
+        d = cap;
+    int64_t half = d / 2;
+    int64_t spread = d - half;
+    if (spread > 0)
+        half += (int64_t)randombytes_uniform(spread < UINT32_MAX ? (uint32_t)spread + 1 : UINT32_MAX);
+    return tq_wall_ms() + half;
+}
+
+/* A task a worker lost goes back to its queue after a backoff, or is
+ * dead once it lost max_attempts leases. */
 static void task_lost(tq_loop_t *self, tq_task_t *t) {
     if (tq_task_lost(t) >= self->cfg.max_attempts) {
         char why[96];
@@ -215,7 +235,7 @@ static void task_lost(tq_loop_t *self, tq_task_t *t) {
         tq_peer_notify_waiters(t);
         tq_warn("task %" PRIu64 " is dead: %s", t->id, why);
     } else {
-        tq_store_requeue(self->store, t, 0);
+        tq_store_requeue(self->store, t, 0, tq_loop_backoff(self, tq_task_lost(t)));
     }
 }
 
@@ -356,7 +376,7 @@ static void expire_leases(tq_loop_t *self, int64_t now) {
                  w->name, (double)((int64_t)t->timeout_ms + 2 * self->cfg.heartbeat_ms) / 1000.0);
         tq_info("task %" PRIu64 " attempt %" PRIu32 " lease expired: %s", t->id, t->attempt, why);
         if (tq_task_can_retry(t)) {
-            tq_store_retry(self->store, t);
+            tq_store_retry(self->store, t, tq_loop_backoff(self, t->retried + 1u));
         } else {
             tq_store_finish(self->store, t, TQ_TASK_FAILED, why, strlen(why), wall);
             tq_peer_notify_waiters(t);
@@ -414,6 +434,22 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     tq_store_cfg_t scfg = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms,
                            cfg->unfetched_ttl_ms, cfg->key_retention_ms};
     self->store = tq_store_new(&scfg);
+    for (size_t i = 0; i < cfg->nqueue_timeouts; i++) {
+        const char *item = cfg->queue_timeouts[i], *eq = strchr(item, '=');
+        int64_t ms = 0;
+        tq_queue_t *q = eq ? tq_store_queue(self->store, (tq_bytes_t){(const uint8_t *)item,
+                                                                      (size_t)(eq - item)})
+                           : NULL;
+        if (!q || tq_parse_seconds_ms(eq + 1, &ms) < 0 || ms < 1 || ms > (int64_t)UINT32_MAX) {
+            snprintf(err, errlen, "--queue-timeout: '%s' is not valid", item);
+            goto fail;
+        }
+        tq_queue_set_default_timeout(q, (uint32_t)ms);
+    }
+    self->cfg.queue_timeouts = NULL; /* main's strings: not kept */
+    self->cfg.nqueue_timeouts = 0;
+    if (tq_admin_load(self, err, errlen) < 0)
+        goto fail;
     tq_persist_report_t rep;
     self->persist = tq_persist_open(&cfg->journal, self->store, &rep, err, errlen);
     if (!self->persist)
@@ -487,6 +523,9 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
          * without spinning on a worker whose pipe is full. */
         if ((self->sched_dirty || self->sends_stalled) && timeout > LOOP_RETRY_MS)
             timeout = LOOP_RETRY_MS;
+        int64_t due = tq_store_next_due(self->store, tq_wall_ms());
+        if (due >= 0 && due < timeout)
+            timeout = (long)due; /* a delayed task becomes runnable */
         if (tq_persist_busy(self->persist))
             timeout = 0; /* compaction steps left: between messages */
         else if (self->next_jtick_ms - now < timeout)
@@ -533,6 +572,8 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             /* more overdue: come back at once, after other work */
             self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
         }
+        if (tq_store_next_due(self->store, tq_wall_ms()) == 0 && tq_store_promote(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS))
+            self->sched_dirty = 1;
         reap_gone(self);
         if (self->sched_dirty) {
             self->sched_dirty = 0;
@@ -594,7 +635,7 @@ void tq_loop_destroy(tq_loop_t **self_p) {
             while (p->nleased) {
                 tq_task_t *t = p->leased[p->nleased - 1];
                 tq_peer_lease_remove(p, t);
-                tq_store_requeue(self->store, t, 0);
+                tq_store_requeue(self->store, t, 0, 0);
             }
             if (p->role == TQ_ROLE_CLIENT)
                 tq_peer_drop_waits(p, self->store);

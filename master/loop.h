@@ -20,6 +20,11 @@ typedef struct {
     uint32_t max_attempts;        /* lost leases before a task is dead */
     int64_t key_retention_ms;     /* keep an idempotency key this long */
     int peer_queue;               /* ZMQ_SNDHWM: messages queued per peer */
+    int64_t backoff_base_ms;      /* first retry / lost-lease delay; 0 = none */
+    int64_t backoff_cap_ms;       /* the delay doubles up to this */
+    const char *const *queue_timeouts; /* "Q=SECONDS" per-queue default run
+                                        * timeouts (checked by main) */
+    size_t nqueue_timeouts;
     tq_journal_cfg_t journal;     /* where and how the journal lives */
 } tq_loop_cfg_t;
 

@@ -90,6 +90,20 @@ void tq_loop_kill_add(tq_loop_t *self, size_t *nk, tq_task_t *t);
 /* Send the nk KILLs noted by tq_loop_kill_add: one KILL per worker. */
 void tq_loop_send_kills(tq_loop_t *self, size_t nk);
 
+/* When the n-th retry (or lost lease) of a task may run: wall clock ms,
+ * --retry-backoff doubled n - 1 times up to --retry-backoff-max, the
+ * upper half of it random; 0 (at once) when backoff is off. */
+int64_t tq_loop_backoff(const tq_loop_t *self, uint32_t n);
+
+/* ---- admin.c ------------------------------------------------------------- */
+
+/* Read DATA_DIR/paused (one queue name per line) and pause those queues.
+ * Returns 0, or -1 with a message naming the file. */
+int tq_admin_load(tq_loop_t *self, char *err, size_t errlen);
+
+/* Handle an ADMIN message from client p (body: its JSON). */
+void tq_admin_handle(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body);
+
 /* ---- handlers.c -------------------------------------------------------- */
 
 /* Handle the message just received into self->in: every reply, error or

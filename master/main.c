@@ -24,6 +24,7 @@
 #include "tq_exit.h"
 #include "tq_limits.h"
 #include "tq_log.h"
+#include "tq_proto.h"
 #include "tq_util.h"
 
 typedef struct {
@@ -37,6 +38,9 @@ typedef struct {
     int64_t unfetched_ttl_ms;
     int64_t max_tasks;
     int64_t max_attempts;
+    int64_t retry_backoff_ms;
+    int64_t retry_backoff_max_ms;
+    tq_strlist_t queue_timeout;
     int64_t peer_queue;
     int64_t key_retention_ms;
     char *fsync;
@@ -69,6 +73,13 @@ static const tq_cfg_entry_t table[] = {
      "tasks stored in any state; SUBMIT beyond it is refused (full)"},
     {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
      "dispatches without a result before a task is dead"},
+    {"retry-backoff", TQ_CFG_MS, "1", 0, 3600000, NULL, NULL, S(retry_backoff_ms), "SECONDS",
+     "delay before a retry or a lost task's next run: doubles each time, with jitter "
+     "(0 = none)"},
+    {"retry-backoff-max", TQ_CFG_MS, "60", 0, 86400000, NULL, NULL, S(retry_backoff_max_ms),
+     "SECONDS", "longest such delay"},
+    {"queue-timeout", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, S(queue_timeout), "Q=SECONDS",
+     "run timeout for tasks submitted to queue Q without --timeout (repeatable)"},
     {"peer-queue", TQ_CFG_INT, "1000", 1, 1000000, NULL, NULL, S(peer_queue), "N",
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
@@ -89,6 +100,26 @@ static void usage(FILE *out) {
     fprintf(out, "usage: taskq-master --bind ENDPOINT --data-dir DIR --authkey-file FILE "
                  "[options]\n\noptions:\n");
     tq_cfg_usage(table, out);
+}
+
+/* Each --queue-timeout is Q=SECONDS with a valid queue name and a
+ * timeout of 0.001..49 days (the wire's u32 milliseconds). */
+static int check_queue_timeouts(const tq_strlist_t *l, char *err, size_t errlen) {
+    for (size_t i = 0; i < l->n; i++) {
+        const char *item = l->items[i], *eq = strchr(item, '=');
+        int64_t ms;
+        if (!eq || !tq_name_valid((tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)})) {
+            snprintf(err, errlen, "--queue-timeout: '%s' is not QUEUE=SECONDS with a valid queue name",
+                     item);
+            return -1;
+        }
+        if (tq_parse_seconds_ms(eq + 1, &ms) < 0 || ms < 1 || ms > (int64_t)UINT32_MAX) {
+            snprintf(err, errlen, "--queue-timeout: '%s' is not a number of seconds (0.001..4294967)",
+                     eq + 1);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Create dir (mode 0700) if missing; check it is a writable directory. */
@@ -176,6 +207,16 @@ int main(int argc, char **argv) {
                 (double)s.heartbeat_timeout_ms / 1000.0, (double)s.heartbeat_interval_ms / 1000.0);
         goto out;
     }
+    if (s.retry_backoff_max_ms < s.retry_backoff_ms) {
+        fprintf(stderr, "taskq-master: --retry-backoff-max (%.3g s) must not be less than "
+                        "--retry-backoff (%.3g s)\n",
+                (double)s.retry_backoff_max_ms / 1000.0, (double)s.retry_backoff_ms / 1000.0);
+        goto out;
+    }
+    if (check_queue_timeouts(&s.queue_timeout, err, sizeof err) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
     if (!s.bind || !*s.bind) {
         fprintf(stderr, "taskq-master: --bind must not be empty\n");
         goto out;
@@ -232,6 +273,10 @@ int main(int argc, char **argv) {
         .max_attempts = (uint32_t)s.max_attempts,
         .key_retention_ms = s.key_retention_ms,
         .peer_queue = (int)s.peer_queue,
+        .backoff_base_ms = s.retry_backoff_ms,
+        .backoff_cap_ms = s.retry_backoff_max_ms,
+        .queue_timeouts = (const char *const *)s.queue_timeout.items,
+        .nqueue_timeouts = s.queue_timeout.n,
         .journal = {
             .data_dir = s.data_dir,
             .mode = (tq_fsync_mode_t)tq_fsync_mode_parse(s.fsync),

@@ -27,6 +27,8 @@ enum {
 /* R_TASK flag bits */
 #define TF_KEYED 0x01u
 #define TF_FETCHED 0x02u
+#define TF_NOT_BEFORE 0x04u /* u64 not_before_ms follows the names */
+#define TF_PAYLOAD 0x08u    /* dead: u32 length + the payload follow; blob = error */
 
 /* Fixed part of an R_TASK body (before fn, queue, key and the blob). */
 #define TASK_FIXED (8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 1 + 1 + 8 + 8)
@@ -59,8 +61,9 @@ struct tq_persist {
 static uint32_t task_rec_size(const tq_task_t *t) {
     size_t skey = t->skey ? tq_key_bytes(t->skey).len : 0;
     size_t blob = tq_task_finished(t) ? t->data_len : t->payload_len;
+    size_t ext = (t->not_before_ms ? 8 : 0) + (t->state == TQ_TASK_DEAD ? 4 + t->payload_len : 0);
     return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + TASK_FIXED + 3 + strlen(t->fn) +
-                      strlen(tq_queue_name(t->queue)) + skey + blob);
+                      strlen(tq_queue_name(t->queue)) + skey + ext + blob);
 }
 
 static uint32_t key_rec_size(const tq_key_t *k) {
@@ -89,7 +92,9 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     tq_buf_u16(b, t->retries);
     tq_buf_u16(b, t->retried);
     tq_buf_u8(b, (uint8_t)t->state);
-    tq_buf_u8(b, (uint8_t)((t->keyed ? TF_KEYED : 0) | (t->acked ? TF_FETCHED : 0)));
+    int dead = t->state == TQ_TASK_DEAD;
+    tq_buf_u8(b, (uint8_t)((t->keyed ? TF_KEYED : 0) | (t->acked ? TF_FETCHED : 0) |
+                           (t->not_before_ms ? TF_NOT_BEFORE : 0) | (dead ? TF_PAYLOAD : 0)));
     tq_buf_u64(b, (uint64_t)t->finished_ms);
     /* a keyed, ACKed task: when it was delivered (its TTL runs from then) */
     int64_t fetched_ms = t->acked ? t->expires_ms - tq_store_cfg(self->store)->result_ttl_ms : 0;
@@ -98,6 +103,12 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     tq_buf_str8(b, tq_bytes_str(tq_queue_name(t->queue)));
     tq_bytes_t sk = t->skey ? tq_key_bytes(t->skey) : (tq_bytes_t){NULL, 0};
     tq_buf_str8(b, sk);
+    if (t->not_before_ms)
+        tq_buf_u64(b, (uint64_t)t->not_before_ms);
+    if (dead) {
+        tq_buf_u32(b, (uint32_t)t->payload_len);
+        tq_buf_put(b, t->payload, t->payload_len);
+    }
     if (fin)
         append(self, R_TASK, t->data, t->data_len);
     else
@@ -134,6 +145,7 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
     tq_persist_t *self = arg;
     switch (ev) {
     case TQ_SEV_ADDED:
+    case TQ_SEV_REVIVED:
         put_task(self, t);
         return;
     case TQ_SEV_DELETED:
@@ -158,6 +170,8 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
         tq_buf_u32(&self->rec, t->attempt);
         tq_buf_u32(&self->rec, t->releases);
         tq_buf_u16(&self->rec, t->retried);
+        if (t->not_before_ms)
+            tq_buf_u64(&self->rec, (uint64_t)t->not_before_ms); /* its backoff */
         append(self, R_REQUEUE, NULL, 0);
         break;
     case TQ_SEV_FINISHED:
@@ -169,6 +183,8 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
         self->live_bytes += t->jsize;
         break;
     case TQ_SEV_ACKED:
+        if (t->state == TQ_TASK_DEAD)
+            break; /* the dead set is kept until retried or purged */
         if (t->keyed) {
             tq_buf_u64(&self->rec, (uint64_t)tq_wall_ms());
             append(self, R_FETCHED, NULL, 0);
@@ -214,6 +230,20 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
         return BAD("truncated task");
     if (st > TQ_TASK_DEAD)
         return BAD("task state not valid");
+    if (flags & ~(TF_KEYED | TF_FETCHED | TF_NOT_BEFORE | TF_PAYLOAD))
+        return BAD("unknown task flags (written by a newer taskq?)");
+    if (flags & TF_NOT_BEFORE) {
+        uint64_t nb;
+        if (tq_cursor_u64(c, &nb) < 0 || nb > (uint64_t)TQ_MAX_NOT_BEFORE_MS)
+            return BAD("truncated or bad not_before");
+        img.not_before_ms = (int64_t)nb;
+    }
+    if (flags & TF_PAYLOAD) {
+        uint32_t plen;
+        if (st != TQ_TASK_DEAD || tq_cursor_u32(c, &plen) < 0 ||
+            tq_cursor_bytes(c, plen, &img.payload) < 0)
+            return BAD("truncated or misplaced payload");
+    }
     tq_cursor_bytes(c, tq_cursor_left(c), &img.blob);
     img.state = (tq_task_state_t)st;
     img.created_ms = (int64_t)created;
@@ -268,13 +298,16 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
     case R_REQUEUE: {
         uint32_t attempt, releases;
         uint16_t retried;
+        uint64_t nb = 0;
         if (tq_cursor_u32(&c, &attempt) < 0 || tq_cursor_u32(&c, &releases) < 0 ||
-            tq_cursor_u16(&c, &retried) < 0)
+            tq_cursor_u16(&c, &retried) < 0 ||
+            (tq_cursor_left(&c) && tq_cursor_u64(&c, &nb) < 0))
             return BAD("truncated requeue");
         if (t && !tq_task_finished(t)) {
             t->attempt = attempt;
             t->releases = releases;
             t->retried = retried;
+            tq_store_delay(self->store, t, nb > (uint64_t)TQ_MAX_NOT_BEFORE_MS ? 0 : (int64_t)nb);
         }
         break;
     }

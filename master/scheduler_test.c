@@ -66,7 +66,7 @@ static void release_all(tq_store_t *s, tq_peers_t *ps) {
         while (p->nleased) {
             tq_task_t *t = p->leased[0];
             tq_peer_lease_remove(p, t);
-            tq_store_requeue(s, t, 1);
+            tq_store_requeue(s, t, 1, 0);
         }
     }
 }

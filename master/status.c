@@ -112,6 +112,10 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
     cJSON_AddNumberToObject(tot, "running", (double)c.running);
     cJSON_AddNumberToObject(tot, "stored_results", (double)(c.done + c.failed + c.cancelled));
     cJSON_AddNumberToObject(tot, "tasks", (double)tq_store_size(store));
+    cJSON_AddNumberToObject(tot, "delayed", (double)c.delayed);
+    cJSON_AddNumberToObject(tot, "dead", (double)c.dead);
+    cJSON_AddNumberToObject(tot, "revived", (double)t->revived);
+    cJSON_AddNumberToObject(tot, "purged", (double)t->purged);
 
     const sample_t *w0 = window_start(self, now_ms);
     cJSON *r = cJSON_AddObjectToObject(doc, "rates");
@@ -130,6 +134,9 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         cJSON_AddNumberToObject(o, "done", (double)qc->done);
         cJSON_AddNumberToObject(o, "failed", (double)qc->failed);
         cJSON_AddNumberToObject(o, "cancelled", (double)qc->cancelled);
+        cJSON_AddNumberToObject(o, "delayed", (double)qc->delayed);
+        cJSON_AddNumberToObject(o, "dead", (double)qc->dead);
+        cJSON_AddBoolToObject(o, "paused", tq_queue_paused(q));
         cJSON_AddItemToArray(qs, o);
     }
 

@@ -18,9 +18,20 @@ struct tq_queue {
     const char *name;
     tq_fnheap_t **heaps;
     size_t nheaps;
-    size_t queued_total;
+    size_t queued_total; /* runnable: in the heaps */
     tq_queue_counts_t counts;
+    int paused;
+    uint32_t default_timeout_ms;
 };
+
+/* A min-heap of tasks on a time (lease deadlines, delays): key reads the
+ * time, idx points at the task's index field. */
+typedef struct {
+    tq_task_t **a;
+    size_t n, cap;
+    int64_t (*key)(const tq_task_t *);
+    size_t *(*idx)(tq_task_t *);
+} theap_t;
 
 /* Interned name: the string, and the queue of that name if one exists. */
 typedef struct {
@@ -65,8 +76,9 @@ struct tq_store {
     tq_store_task_fn obs;
     tq_store_key_fn kobs;
     void *obs_arg;
-    tq_task_t **dl;   /* min-heap of leased tasks by deadline_ms */
-    size_t ndl, capdl;
+    theap_t dl;      /* leased tasks by deadline_ms */
+    theap_t delayed; /* queued tasks not runnable yet, by not_before_ms */
+    ttl_list_t dead; /* dead tasks, in the order they died */
     tq_store_totals_t totals;
 };
 
@@ -301,79 +313,93 @@ static void heap_remove(tq_fnheap_t *h, tq_task_t *t) {
     t->heap_idx = (size_t)-1;
 }
 
-/* ---- lease deadlines (min-heap on deadline_ms) -------------------------- */
+/* ---- min-heaps on a time ---------------------------------------------- */
 
-static void dl_set(tq_store_t *self, size_t i, tq_task_t *t) {
-    self->dl[i] = t;
-    t->dl_idx = i;
+static int64_t deadline_key(const tq_task_t *t) { return t->deadline_ms; }
+static size_t *deadline_idx(tq_task_t *t) { return &t->dl_idx; }
+static int64_t delay_key(const tq_task_t *t) { return t->not_before_ms; }
+static size_t *delay_idx(tq_task_t *t) { return &t->heap_idx; }
+
+static void theap_set(theap_t *h, size_t i, tq_task_t *t) {
+    h->a[i] = t;
+    *h->idx(t) = i;
 }
 
-static void dl_up(tq_store_t *self, size_t i) {
-    tq_task_t *t = self->dl[i];
+static void theap_up(theap_t *h, size_t i) {
+    tq_task_t *t = h->a[i];
+    int64_t k = h->key(t);
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (self->dl[p]->deadline_ms <= t->deadline_ms)
+        if (h->key(h->a[p]) <= k)
             break;
-        dl_set(self, i, self->dl[p]);
+        theap_set(h, i, h->a[p]);
         i = p;
     }
-    dl_set(self, i, t);
+    theap_set(h, i, t);
 }
 
-static void dl_down(tq_store_t *self, size_t i) {
-    tq_task_t *t = self->dl[i];
+static void theap_down(theap_t *h, size_t i) {
+    tq_task_t *t = h->a[i];
     for (;;) {
         size_t l = 2 * i + 1, best = i;
-        int64_t bd = t->deadline_ms;
-        if (l < self->ndl && self->dl[l]->deadline_ms < bd) {
+        int64_t bk = h->key(t);
+        if (l < h->n && h->key(h->a[l]) < bk) {
             best = l;
-            bd = self->dl[l]->deadline_ms;
+            bk = h->key(h->a[l]);
         }
-        if (l + 1 < self->ndl && self->dl[l + 1]->deadline_ms < bd)
+        if (l + 1 < h->n && h->key(h->a[l + 1]) < bk)
             best = l + 1;
         if (best == i)
             break;
-        dl_set(self, i, self->dl[best]);
+        theap_set(h, i, h->a[best]);
         i = best;
     }
-    dl_set(self, i, t);
+    theap_set(h, i, t);
 }
+
+static void theap_push(theap_t *h, tq_task_t *t) {
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 64;
+        h->a = tq_realloc(h->a, h->cap * sizeof *h->a);
+    }
+    theap_set(h, h->n, t);
+    h->n++;
+    theap_up(h, h->n - 1);
+}
+
+static void theap_remove(theap_t *h, tq_task_t *t) {
+    size_t i = *h->idx(t);
+    TQ_ASSERT(i < h->n && h->a[i] == t);
+    h->n--;
+    if (i != h->n) {
+        tq_task_t *moved = h->a[h->n];
+        theap_set(h, i, moved);
+        theap_up(h, i);
+        theap_down(h, *h->idx(moved));
+    }
+    *h->idx(t) = (size_t)-1;
+}
+
+static tq_task_t *theap_top(const theap_t *h) { return h->n ? h->a[0] : NULL; }
 
 /* Drop t's deadline, if it has one. */
 static void dl_clear(tq_store_t *self, tq_task_t *t) {
     if (!t->deadline_ms)
         return;
-    size_t i = t->dl_idx;
-    TQ_ASSERT(i < self->ndl && self->dl[i] == t);
-    self->ndl--;
-    if (i != self->ndl) {
-        tq_task_t *moved = self->dl[self->ndl];
-        dl_set(self, i, moved);
-        dl_up(self, i);
-        dl_down(self, moved->dl_idx);
-    }
+    theap_remove(&self->dl, t);
     t->deadline_ms = 0;
-    t->dl_idx = (size_t)-1;
 }
 
 void tq_store_set_deadline(tq_store_t *self, tq_task_t *t, int64_t deadline_ms) {
     TQ_ASSERT(t->state == TQ_TASK_LEASED);
     dl_clear(self, t);
-    if (deadline_ms <= 0)
-        deadline_ms = 1; /* 0 means none */
-    if (self->ndl == self->capdl) {
-        self->capdl = self->capdl ? self->capdl * 2 : 64;
-        self->dl = tq_realloc(self->dl, self->capdl * sizeof *self->dl);
-    }
-    t->deadline_ms = deadline_ms;
-    self->dl[self->ndl] = t;
-    t->dl_idx = self->ndl;
-    self->ndl++;
-    dl_up(self, self->ndl - 1);
+    t->deadline_ms = deadline_ms <= 0 ? 1 : deadline_ms; /* 0 means none */
+    theap_push(&self->dl, t);
 }
 
 tq_task_t *tq_store_overdue(const tq_store_t *self, int64_t now_ms) {
-    return self->ndl && self->dl[0]->deadline_ms <= now_ms ? self->dl[0] : NULL;
+    tq_task_t *t = theap_top(&self->dl);
+    return t && t->deadline_ms <= now_ms ? t : NULL;
 }
 
 /* ---- queues ----------------------------------------------------------- */
@@ -407,9 +433,19 @@ tq_queue_t *tq_store_queue_at(const tq_store_t *self, size_t i) {
 const char *tq_queue_name(const tq_queue_t *q) { return q->name; }
 const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q) { return &q->counts; }
 size_t tq_queue_queued(const tq_queue_t *q) { return q->queued_total; }
+void tq_queue_set_paused(tq_queue_t *q, int paused) { q->paused = paused != 0; }
+int tq_queue_paused(const tq_queue_t *q) { return q->paused; }
+void tq_queue_set_default_timeout(tq_queue_t *q, uint32_t timeout_ms) {
+    q->default_timeout_ms = timeout_ms;
+}
+
+tq_queue_t *tq_store_queue(tq_store_t *self, tq_bytes_t name) {
+    name_ent_t *e = name_entry(self, name);
+    return e ? queue_get(self, e) : NULL;
+}
 
 tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfns) {
-    if (q->queued_total == 0)
+    if (q->queued_total == 0 || q->paused)
         return NULL;
     tq_task_t *best = NULL;
     for (size_t i = 0; i < q->nheaps; i++) {
@@ -440,12 +476,24 @@ static size_t *count_slot(tq_queue_t *q, tq_task_state_t st) {
     return NULL;
 }
 
-static void set_state(tq_task_t *t, tq_task_state_t st) {
+static void count_inc(tq_task_t *t) {
+    (*count_slot(t->queue, t->state))++;
+    if (t->state == TQ_TASK_DEAD)
+        t->queue->counts.dead++;
+}
+
+static void count_dec(tq_task_t *t) {
     size_t *from = count_slot(t->queue, t->state);
     TQ_ASSERT(*from > 0);
     (*from)--;
+    if (t->state == TQ_TASK_DEAD)
+        t->queue->counts.dead--;
+}
+
+static void set_state(tq_task_t *t, tq_task_state_t st) {
+    count_dec(t);
     t->state = st;
-    (*count_slot(t->queue, st))++;
+    count_inc(t);
 }
 
 /* ---- TTL lists -------------------------------------------------------- */
@@ -458,6 +506,13 @@ static void ttl_append(ttl_list_t *l, tq_task_t *t) {
     else
         l->head = t;
     l->tail = t;
+}
+
+/* The list finished t is on: by expiry, or the dead list. */
+static ttl_list_t *ttl_list_of(tq_store_t *self, tq_task_t *t) {
+    if (t->state == TQ_TASK_DEAD)
+        return &self->dead;
+    return t->fetched ? &self->fetched : &self->unfetched;
 }
 
 static void ttl_unlink(ttl_list_t *l, tq_task_t *t) {
@@ -480,6 +535,10 @@ tq_store_t *tq_store_new(const tq_store_cfg_t *cfg) {
     self->tasks = tq_idmap_new();
     self->next_id = cfg->first_id ? cfg->first_id : 1;
     self->next_seq = 1;
+    self->dl.key = deadline_key;
+    self->dl.idx = deadline_idx;
+    self->delayed.key = delay_key;
+    self->delayed.idx = delay_idx;
     return self;
 }
 
@@ -510,7 +569,8 @@ void tq_store_destroy(tq_store_t **self_p) {
         free(e);
     }
     free(self->kbuckets);
-    free(self->dl);
+    free(self->dl.a);
+    free(self->delayed.a);
     for (size_t i = 0; i < self->nqueues; i++) {
         tq_queue_t *q = self->queues[i];
         for (size_t j = 0; j < q->nheaps; j++) {
@@ -592,6 +652,55 @@ static void task_forget(tq_store_t *self, tq_task_t *t) {
 
 tq_task_t *tq_store_first(const tq_store_t *self) { return self->all_head; }
 
+/* Queued t leaves its heap (or the delayed heap). */
+static void dequeue(tq_store_t *self, tq_task_t *t) {
+    if (t->not_before_ms) {
+        theap_remove(&self->delayed, t);
+        t->not_before_ms = 0;
+        t->queue->counts.delayed--;
+        return;
+    }
+    heap_remove(t->heap, t);
+    t->queue->queued_total--;
+}
+
+/* Queued t enters its heap, or the delayed heap while not_before_ms is
+ * set. */
+static void enqueue(tq_store_t *self, tq_task_t *t) {
+    if (t->not_before_ms) {
+        theap_push(&self->delayed, t);
+        t->queue->counts.delayed++;
+        return;
+    }
+    heap_push(t->heap, t);
+    t->queue->queued_total++;
+}
+
+void tq_store_delay(tq_store_t *self, tq_task_t *t, int64_t not_before_ms) {
+    TQ_ASSERT(t->state == TQ_TASK_QUEUED);
+    dequeue(self, t);
+    t->not_before_ms = not_before_ms > 0 ? not_before_ms : 0;
+    enqueue(self, t);
+}
+
+size_t tq_store_promote(tq_store_t *self, int64_t now_ms, size_t max) {
+    size_t n = 0;
+    tq_task_t *t;
+    while (n < max && (t = theap_top(&self->delayed)) != NULL && t->not_before_ms <= now_ms) {
+        dequeue(self, t);
+        enqueue(self, t);
+        n++;
+    }
+    return n;
+}
+
+int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms) {
+    tq_task_t *t = theap_top(&self->delayed);
+    if (!t)
+        return -1;
+    return t->not_before_ms > now_ms ? t->not_before_ms - now_ms : 0;
+}
+
 static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
                            int session, int *err_code) {
     if (!tq_store_has_room(self, 1)) {
@@ -626,18 +735,18 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
     t->id = self->next_id++;
     t->seq = self->next_seq++;
     t->priority = spec->priority;
-    t->timeout_ms = spec->timeout_ms;
     t->retries = spec->retries;
     t->fn = fn;
     t->queue = queue_get(self, qe);
+    t->timeout_ms = spec->timeout_ms ? spec->timeout_ms : t->queue->default_timeout_ms;
     t->heap = queue_heap(t->queue, fn);
     t->payload = payload;
     t->payload_len = spec->payload.len;
     t->created_ms = now_ms;
+    t->not_before_ms = spec->not_before_ms > now_ms ? spec->not_before_ms : 0;
     t->state = TQ_TASK_QUEUED;
-    t->queue->counts.queued++;
-    t->queue->queued_total++;
-    heap_push(t->heap, t);
+    count_inc(t);
+    enqueue(self, t);
     tq_idmap_put(self->tasks, t->id, t);
     all_append(self, t);
     self->totals.submitted++;
@@ -670,9 +779,8 @@ tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, in
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t) {
     TQ_ASSERT(t->state == TQ_TASK_QUEUED && t->nwaiters == 0);
     notify(self, t, TQ_SEV_DELETED);
-    heap_remove(t->heap, t);
-    t->queue->queued_total--;
-    t->queue->counts.queued--;
+    dequeue(self, t);
+    count_dec(t);
     self->totals.submitted--;
     /* Batches are undone newest first, so its key (if any) is the newest. */
     if (!t->skey && self->ktail && self->ktail->id == t->id)
@@ -688,19 +796,9 @@ tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id) {
 
 size_t tq_store_size(const tq_store_t *self) { return tq_idmap_size(self->tasks); }
 
-static void dequeue(tq_task_t *t) {
-    heap_remove(t->heap, t);
-    t->queue->queued_total--;
-}
-
-static void enqueue(tq_task_t *t) {
-    heap_push(t->heap, t);
-    t->queue->queued_total++;
-}
-
 void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker) {
-    TQ_ASSERT(t->state == TQ_TASK_QUEUED);
-    dequeue(t);
+    TQ_ASSERT(t->state == TQ_TASK_QUEUED && !t->not_before_ms);
+    dequeue(self, t);
     set_state(t, TQ_TASK_LEASED);
     t->attempt++;
     t->worker = worker;
@@ -714,30 +812,32 @@ void tq_store_unlease(tq_store_t *self, tq_task_t *t) {
     t->attempt--;
     t->worker = NULL;
     set_state(t, TQ_TASK_QUEUED);
-    enqueue(t);
+    enqueue(self, t);
     self->totals.dispatched--;
     notify(self, t, TQ_SEV_REQUEUED);
 }
 
-void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released) {
+void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released, int64_t not_before_ms) {
     TQ_ASSERT(t->state == TQ_TASK_LEASED);
     dl_clear(self, t);
     if (released)
         t->releases++;
     t->worker = NULL;
     set_state(t, TQ_TASK_QUEUED);
-    enqueue(t); /* same seq: back at its old place */
+    t->not_before_ms = not_before_ms > 0 ? not_before_ms : 0;
+    enqueue(self, t); /* same seq: back at its old place */
     self->totals.requeued++;
     notify(self, t, TQ_SEV_REQUEUED);
 }
 
-void tq_store_retry(tq_store_t *self, tq_task_t *t) {
+void tq_store_retry(tq_store_t *self, tq_task_t *t, int64_t not_before_ms) {
     TQ_ASSERT(t->state == TQ_TASK_LEASED && tq_task_can_retry(t));
     dl_clear(self, t);
     t->retried++;
     t->worker = NULL;
     set_state(t, TQ_TASK_QUEUED);
-    enqueue(t); /* same seq: back at its old place */
+    t->not_before_ms = not_before_ms > 0 ? not_before_ms : 0;
+    enqueue(self, t); /* same seq: back at its old place */
     self->totals.retried++;
     notify(self, t, TQ_SEV_REQUEUED);
 }
@@ -754,13 +854,15 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
     TQ_ASSERT(!tq_task_finished(t));
     TQ_ASSERT(st >= TQ_TASK_DONE);
     if (t->state == TQ_TASK_QUEUED)
-        dequeue(t);
+        dequeue(self, t);
     dl_clear(self, t);
     t->worker = NULL;
     set_state(t, st);
-    free(t->payload); /* not needed any more: keep memory to the results */
-    t->payload = NULL;
-    t->payload_len = 0;
+    if (st != TQ_TASK_DEAD) {
+        free(t->payload); /* not needed any more: keep memory to the results */
+        t->payload = NULL;
+        t->payload_len = 0;
+    }
     free(t->data);
     t->data = NULL;
     t->data_len = 0;
@@ -776,8 +878,8 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
         }
     }
     t->finished_ms = now_ms;
-    t->expires_ms = now_ms + self->cfg.unfetched_ttl_ms;
-    ttl_append(&self->unfetched, t);
+    t->expires_ms = st == TQ_TASK_DEAD ? 0 : now_ms + self->cfg.unfetched_ttl_ms;
+    ttl_append(ttl_list_of(self, t), t);
     switch (st) {
     case TQ_TASK_DONE: self->totals.done++; break;
     case TQ_TASK_FAILED: self->totals.failed++; break;
@@ -792,6 +894,10 @@ void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms) {
     TQ_ASSERT(tq_task_finished(t));
     if (t->fetched)
         return;
+    if (t->state == TQ_TASK_DEAD) {
+        t->fetched = 1; /* no TTL: it stays on the dead list */
+        return;
+    }
     t->fetched = 1;
     ttl_unlink(&self->unfetched, t);
     t->expires_ms = now_ms + self->cfg.result_ttl_ms;
@@ -813,10 +919,36 @@ void tq_store_ack(tq_store_t *self, tq_task_t *t) {
 static void delete_task(tq_store_t *self, tq_task_t *t) {
     TQ_ASSERT(tq_task_finished(t) && t->nwaiters == 0);
     notify(self, t, TQ_SEV_DELETED);
-    ttl_unlink(t->fetched ? &self->fetched : &self->unfetched, t);
-    (*count_slot(t->queue, t->state))--;
-    self->totals.expired++;
+    ttl_unlink(ttl_list_of(self, t), t);
+    count_dec(t);
     task_forget(self, t);
+}
+
+tq_task_t *tq_store_dead_first(const tq_store_t *self) { return self->dead.head; }
+tq_task_t *tq_store_dead_next(const tq_task_t *t) { return t->ttl_next; }
+
+void tq_store_revive(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(t->state == TQ_TASK_DEAD && t->nwaiters == 0);
+    ttl_unlink(ttl_list_of(self, t), t);
+    free(t->data);
+    t->data = NULL;
+    t->data_len = 0;
+    t->releases = t->attempt; /* no lost leases from here */
+    t->retried = 0;
+    t->fetched = 0;
+    t->acked = 0;
+    t->finished_ms = 0;
+    t->expires_ms = 0;
+    set_state(t, TQ_TASK_QUEUED);
+    enqueue(self, t);
+    self->totals.revived++;
+    notify(self, t, TQ_SEV_REVIVED);
+}
+
+void tq_store_purge(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(t->state == TQ_TASK_DEAD);
+    self->totals.purged++;
+    delete_task(self, t);
 }
 
 size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps) {
@@ -827,6 +959,7 @@ size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps) {
         if (!t || t->expires_ms > now_ms)
             break;
         delete_task(self, t);
+        self->totals.expired++;
         n++;
     }
     while (n < max_steps && self->khead && self->khead->expires_ms <= now_ms) {
@@ -855,6 +988,8 @@ void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out) {
         out->done += c->done;
         out->failed += c->failed;
         out->cancelled += c->cancelled;
+        out->delayed += c->delayed;
+        out->dead += c->dead;
     }
 }
 
@@ -901,10 +1036,10 @@ int tq_task_waiter_remove(tq_task_t *t, void *p) {
 void tq_store_drop(tq_store_t *self, tq_task_t *t) {
     TQ_ASSERT(t->state != TQ_TASK_LEASED && t->nwaiters == 0);
     if (t->state == TQ_TASK_QUEUED)
-        dequeue(t);
+        dequeue(self, t);
     else
-        ttl_unlink(t->fetched ? &self->fetched : &self->unfetched, t);
-    (*count_slot(t->queue, t->state))--;
+        ttl_unlink(ttl_list_of(self, t), t);
+    count_dec(t);
     task_forget(self, t);
 }
 
@@ -961,11 +1096,12 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
     t->keyed = img->keyed;
     tq_task_state_t st = img->state == TQ_TASK_LEASED ? TQ_TASK_QUEUED : img->state;
     t->state = st;
-    (*count_slot(t->queue, st))++;
+    count_inc(t);
     if (st == TQ_TASK_QUEUED) {
         t->payload = blob;
         t->payload_len = img->blob.len;
-        enqueue(t);
+        t->not_before_ms = img->not_before_ms > 0 ? img->not_before_ms : 0;
+        enqueue(self, t);
     } else {
         if (img->blob.len) {
             t->data = blob;
@@ -973,9 +1109,13 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
         } else {
             free(blob);
         }
+        if (st == TQ_TASK_DEAD) {
+            t->payload = tq_memdup(img->payload.data, img->payload.len);
+            t->payload_len = img->payload.len;
+        }
         t->finished_ms = img->finished_ms;
-        t->expires_ms = img->finished_ms + self->cfg.unfetched_ttl_ms;
-        ttl_append(&self->unfetched, t);
+        t->expires_ms = st == TQ_TASK_DEAD ? 0 : img->finished_ms + self->cfg.unfetched_ttl_ms;
+        ttl_append(ttl_list_of(self, t), t);
         if (img->fetched)
             tq_store_restore_fetched(self, t, img->fetched_ms);
     }
@@ -997,6 +1137,11 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
 
 void tq_store_restore_fetched(tq_store_t *self, tq_task_t *t, int64_t fetched_ms) {
     TQ_ASSERT(tq_task_finished(t));
+    if (t->state == TQ_TASK_DEAD) {
+        t->fetched = 1; /* dead tasks have no TTL */
+        t->acked = 1;
+        return;
+    }
     if (!t->fetched) {
         t->fetched = 1;
         ttl_unlink(&self->unfetched, t);

@@ -53,7 +53,8 @@ typedef struct tq_task {
     uint64_t seq;         /* FIFO order within a priority; kept on requeue */
     int32_t priority;
     uint32_t attempt;     /* dispatches so far (the current lease's token) */
-    uint32_t releases;    /* handed back by RELEASE: not failures */
+    uint32_t releases;    /* dispatches not counted as lost: handed back
+                           * by RELEASE, or before a manual retry */
     uint32_t timeout_ms;
     uint16_t retries;     /* re-runs allowed after a failed/timed-out run */
     uint16_t retried;     /* re-runs used so far */
@@ -61,14 +62,18 @@ typedef struct tq_task {
     const char *fn;       /* interned */
     tq_queue_t *queue;
     tq_fnheap_t *heap;    /* heap of (queue, fn) */
-    size_t heap_idx;      /* index in heap while queued */
+    size_t heap_idx;      /* index in heap (or the delayed heap) while queued */
+    int64_t not_before_ms; /* wall clock; non-zero while queued but not yet
+                            * runnable (in the delayed heap): submit
+                            * --delay/--at, or a retry's backoff */
     uint8_t *payload;
     size_t payload_len;
     uint8_t *data;        /* result or error text once finished */
     size_t data_len;
     int64_t created_ms;   /* wall clock */
     int64_t finished_ms;  /* wall clock; 0 while not finished */
-    int64_t expires_ms;   /* wall clock; 0 while not finished */
+    int64_t expires_ms;   /* wall clock; 0 while not finished, and for dead
+                           * tasks (kept until retried or purged) */
     int fetched;          /* delivered to a client at least once */
     void *worker;         /* tq_peer_t holding the lease, or NULL */
     int64_t deadline_ms;  /* monotonic: lease expiry (run timeout), 0 = none */
@@ -76,7 +81,8 @@ typedef struct tq_task {
     size_t lease_idx;     /* index in the worker's lease array */
     void **waiters;       /* tq_peer_t clients waiting for the outcome */
     size_t nwaiters, capwaiters;
-    struct tq_task *ttl_prev, *ttl_next; /* expiry list while finished */
+    struct tq_task *ttl_prev, *ttl_next; /* expiry list while finished; the
+                                          * dead list while dead */
     struct tq_task *all_prev, *all_next; /* every task, in creation order */
     struct tq_key *skey;  /* its session key (TQ_SUBMIT_SCOPED_KEYS), or NULL */
     int acked;            /* a client ACKed its outcome */
@@ -102,6 +108,7 @@ typedef enum {
     TQ_SEV_FINISHED,
     TQ_SEV_ACKED,
     TQ_SEV_DELETED,
+    TQ_SEV_REVIVED, /* dead -> queued by tq_store_revive */
 } tq_store_event_t;
 typedef void (*tq_store_task_fn)(void *arg, tq_task_t *t, tq_store_event_t ev);
 typedef void (*tq_store_key_fn)(void *arg, tq_key_t *k, int deleted);
@@ -114,14 +121,17 @@ typedef struct {
     int64_t key_retention_ms; /* keep an idempotency key this long */
 } tq_store_cfg_t;
 
-/* Per-queue counts of tasks stored now, by state. */
+/* Per-queue counts of tasks stored now, by state. queued includes the
+ * delayed ones (not runnable yet); failed includes the dead ones. */
 typedef struct {
     size_t queued, running, done, failed, cancelled;
+    size_t delayed, dead;
 } tq_queue_counts_t;
 
 /* Cumulative counters since start. */
 typedef struct {
     uint64_t submitted, dispatched, done, failed, cancelled, dead, requeued, retried, expired;
+    uint64_t revived, purged; /* dead tasks retried / purged by an operator */
 } tq_store_totals_t;
 
 /* Caller owns the result (tq_store_destroy). */
@@ -173,12 +183,21 @@ size_t tq_store_nqueues(const tq_store_t *self);
 tq_queue_t *tq_store_queue_at(const tq_store_t *self, size_t i);
 const char *tq_queue_name(const tq_queue_t *q);
 const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q);
-/* Queued tasks in this queue (all functions). */
+/* Runnable queued tasks in this queue (all functions; not the delayed). */
 size_t tq_queue_queued(const tq_queue_t *q);
+/* The queue of this name, created if new. NULL when the name table is
+ * full. The name must be valid (tq_name_valid). */
+tq_queue_t *tq_store_queue(tq_store_t *self, tq_bytes_t name);
+/* Paused: tq_queue_best finds nothing in it (tasks are still accepted). */
+void tq_queue_set_paused(tq_queue_t *q, int paused);
+int tq_queue_paused(const tq_queue_t *q);
+/* Run timeout given to tasks submitted to q without one (0 = none). */
+void tq_queue_set_default_timeout(tq_queue_t *q, uint32_t timeout_ms);
 
 /* The next task of queue q for a worker serving the interned function
  * names fns[nfns]: the highest (priority, -sequence) top among the
- * queue's heaps whose function is in fns. NULL if none. Does not remove. */
+ * queue's heaps whose function is in fns. NULL if none or q is paused.
+ * Does not remove. */
 tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfns);
 
 /* Queued -> leased to worker: leaves its heap, attempt + 1. */
@@ -187,12 +206,37 @@ void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker);
  * same place, attempt - 1, not counted anywhere. */
 void tq_store_unlease(tq_store_t *self, tq_task_t *t);
 /* Leased -> queued at its old place (same sequence). released: 1 when
- * the worker handed it back (RELEASE), 0 when the worker was lost. */
-void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released);
+ * the worker handed it back (RELEASE), 0 when the worker was lost.
+ * not_before_ms (wall clock, 0 = at once): not runnable before then
+ * (the backoff of a lost lease). */
+void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released, int64_t not_before_ms);
 /* Leased -> queued at its old place after a failed or timed-out run,
- * using up one retry (t->retried < t->retries is asserted). Counted as
- * "retried", not "requeued". The next dispatch raises the attempt. */
-void tq_store_retry(tq_store_t *self, tq_task_t *t);
+ * using up one retry (t->retried < t->retries is asserted), runnable
+ * from not_before_ms (the backoff; 0 = at once). Counted as "retried",
+ * not "requeued". The next dispatch raises the attempt. */
+void tq_store_retry(tq_store_t *self, tq_task_t *t, int64_t not_before_ms);
+/* Queued t becomes runnable at not_before_ms (0 = now): recovery. */
+void tq_store_delay(tq_store_t *self, tq_task_t *t, int64_t not_before_ms);
+/* Make at most max delayed tasks whose time came (not_before_ms <=
+ * now_ms, wall clock) runnable. Returns how many. */
+size_t tq_store_promote(tq_store_t *self, int64_t now_ms, size_t max);
+/* Milliseconds from now_ms until the next delayed task is due (0 if
+ * overdue), or -1 when none is delayed. */
+int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms);
+
+/* ---- the dead set ---------------------------------------------------------
+ * A dead task keeps its payload and stays stored (no TTL) until an
+ * operator retries or purges it; dead tasks sit on a list in the order
+ * they died. */
+/* The first dead task, and the one after dead task t (NULL at the end). */
+tq_task_t *tq_store_dead_first(const tq_store_t *self);
+tq_task_t *tq_store_dead_next(const tq_task_t *t);
+/* Dead -> queued as if new: lost leases and used retries start again
+ * from 0 (the attempt number keeps rising, for fencing); the error text
+ * is dropped. Emits REVIVED. */
+void tq_store_revive(tq_store_t *self, tq_task_t *t);
+/* Delete dead task t (emits DELETED). */
+void tq_store_purge(tq_store_t *self, tq_task_t *t);
 /* 1 if the task has a retry left (retried < retries). */
 int tq_task_can_retry(const tq_task_t *t);
 /* Give leased task t a lease deadline (monotonic ms). The deadline is
@@ -240,6 +284,8 @@ typedef struct {
     tq_bytes_t skey;         /* session key, or empty */
     int keyed;               /* has a retained key */
     tq_bytes_t blob;
+    tq_bytes_t payload;      /* dead tasks: the payload (blob is the error) */
+    int64_t not_before_ms;   /* queued: not runnable before (wall clock) */
     int64_t finished_ms;     /* finished tasks */
     int fetched;             /* finished: delivered (and ACKed) */
     int64_t fetched_ms;

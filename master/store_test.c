@@ -109,11 +109,11 @@ static void test_requeue_keeps_place(void) {
     tq_store_lease(s, a, NULL);
     CHECK_EQ_INT(a->attempt, 1);
     CHECK_EQ_INT(pop(s, "f"), 'b');
-    tq_store_requeue(s, a, 0);
+    tq_store_requeue(s, a, 0, 0);
     CHECK_EQ_INT(pop(s, "f"), 'a'); /* before c: same sequence */
     CHECK_EQ_INT(a->attempt, 2);
     CHECK_EQ_INT(tq_task_lost(a), 2);
-    tq_store_requeue(s, a, 1); /* released: not a loss */
+    tq_store_requeue(s, a, 1, 0); /* released: not a loss */
     CHECK_EQ_INT(tq_task_lost(a), 1);
     CHECK_EQ_INT(tq_store_totals(s)->requeued, 2);
     tq_store_destroy(&s);
@@ -264,11 +264,11 @@ static void test_retry(void) {
     add(s, "f", "", 0, "b");
     CHECK_EQ_INT(pop(s, "f"), 'a');
     CHECK(tq_task_can_retry(a));
-    tq_store_retry(s, a); /* failed run: back at its old place */
+    tq_store_retry(s, a, 0); /* failed run: back at its old place */
     CHECK_EQ_INT(a->state, TQ_TASK_QUEUED);
     CHECK_EQ_INT(pop(s, "f"), 'a');
     CHECK_EQ_INT(a->attempt, 2);
-    tq_store_retry(s, a);
+    tq_store_retry(s, a, 0);
     CHECK_EQ_INT(pop(s, "f"), 'a');
     CHECK_EQ_INT(a->attempt, 3);
     CHECK(!tq_task_can_retry(a));
@@ -295,7 +295,7 @@ static void test_deadlines(void) {
     CHECK(tq_store_overdue(s, 100) == t[1]);
     tq_store_finish(s, t[1], TQ_TASK_DONE, NULL, 0, 0); /* drops its deadline */
     CHECK(tq_store_overdue(s, 150) == NULL);
-    tq_store_requeue(s, t[2], 0);
+    tq_store_requeue(s, t[2], 0, 0);
     CHECK(tq_store_overdue(s, 1000) == t[0]);
     tq_store_unlease(s, t[0]);
     CHECK(tq_store_overdue(s, 1000) == NULL);
@@ -329,7 +329,7 @@ static void test_session_keys_observer_restore(void) {
     CHECK(tq_store_key_find(s, spec.key, INT64_MAX - 1) == id);
     CHECK(tq_store_key_first(s) == NULL); /* not on the retention list */
     tq_store_lease(s, t, NULL);
-    tq_store_requeue(s, t, 0);
+    tq_store_requeue(s, t, 0, 0);
     tq_store_lease(s, t, NULL);
     tq_store_finish(s, t, TQ_TASK_DONE, "r", 1, 5);
     CHECK(tq_store_key_find(s, spec.key, 10) == id); /* finished, not ACKed */

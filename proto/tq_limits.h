@@ -50,6 +50,16 @@
 #define TQ_MAX_JSON (64u * 1024u)
 #define TQ_MAX_STATUS_JSON (16u * 1024u * 1024u)
 
+/* ADMIN requests: ids one request may name (retry, purge), and dead
+ * tasks one "dead" reply may list (the client pages with "after"). An
+ * ADMIN request is at most TQ_MAX_JSON bytes; a reply at most
+ * TQ_MAX_STATUS_JSON. */
+#define TQ_MAX_ADMIN_IDS 1024
+#define TQ_MAX_ADMIN_LIST 1000
+
+/* Latest not_before_ms a SUBMIT may carry: 9999-12-31T23:59:59Z. */
+#define TQ_MAX_NOT_BEFORE_MS 253402300799000LL
+
 /* ZeroMQ routing ids are at most 255 bytes. */
 #define TQ_MAX_ROUTING_ID 255
 

@@ -53,6 +53,8 @@ const char *tq_msg_type_name(int type)
     case TQ_MSG_STATUS: return "STATUS";
     case TQ_MSG_STATUS_REPLY: return "STATUS_REPLY";
     case TQ_MSG_DRAIN: return "DRAIN";
+    case TQ_MSG_ADMIN: return "ADMIN";
+    case TQ_MSG_ADMIN_REPLY: return "ADMIN_REPLY";
     case TQ_MSG_SUBMIT: return "SUBMIT";
     case TQ_MSG_SUBMIT_ACK: return "SUBMIT_ACK";
     case TQ_MSG_WAIT: return "WAIT";
@@ -104,7 +106,7 @@ int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
 
 static int type_known(int t)
 {
-    return (t >= TQ_MSG_HELLO && t <= TQ_MSG_DRAIN) ||
+    return (t >= TQ_MSG_HELLO && t <= TQ_MSG_ADMIN_REPLY) ||
            (t >= TQ_MSG_SUBMIT && t <= TQ_MSG_ACK) ||
            (t >= TQ_MSG_DISPATCH && t <= TQ_MSG_KILL);
 }
@@ -208,6 +210,17 @@ int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
             return TRUNC(what, i, "timeout_ms");
         if (tq_cursor_u16(&c, &t->retries) < 0)
             return TRUNC(what, i, "retries");
+        t->not_before_ms = 0;
+        if (fl & TQ_SUBMIT_NOT_BEFORE) {
+            uint64_t nb;
+            if (tq_cursor_u64(&c, &nb) < 0)
+                return TRUNC(what, i, "not_before_ms");
+            if (nb > (uint64_t)TQ_MAX_NOT_BEFORE_MS)
+                return tq_error_set(err, TQ_ERR_MALFORMED,
+                                    "SUBMIT record %zu: not_before_ms %llu is past year 9999", i,
+                                    (unsigned long long)nb);
+            t->not_before_ms = (int64_t)nb;
+        }
         t->payload = parts[i];
         if (t->payload.len > max_payload)
             return tq_error_set(err, TQ_ERR_TOO_LARGE,
@@ -483,6 +496,7 @@ static void out_layout(tq_out_t *o, int type, uint32_t req, uint16_t field16)
     tq_buf_u8(&o->head, TQ_PROTO_VERSION);
     tq_buf_u8(&o->head, (uint8_t)type);
     o->type = type;
+    o->flags = type == TQ_MSG_SUBMIT ? field16 : 0;
     o->count = 0;
     o->count_off = 0;
     o->nparts = 0;
@@ -589,6 +603,8 @@ void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t)
     tq_buf_i32(&o->head, t->priority);
     tq_buf_u32(&o->head, t->timeout_ms);
     tq_buf_u16(&o->head, t->retries);
+    if (o->flags & TQ_SUBMIT_NOT_BEFORE)
+        tq_buf_u64(&o->head, (uint64_t)(t->not_before_ms > 0 ? t->not_before_ms : 0));
     add_part(o, t->payload);
     record_end(o);
 }

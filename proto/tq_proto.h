@@ -39,6 +39,8 @@ typedef enum {
     TQ_MSG_STATUS = 0x06,       /* client -> master: {} */
     TQ_MSG_STATUS_REPLY = 0x07, /* master -> client: status document */
     TQ_MSG_DRAIN = 0x08,        /* worker -> master: take no new tasks, empty */
+    TQ_MSG_ADMIN = 0x09,        /* client -> master: {"req","op",...} (dead set, pause) */
+    TQ_MSG_ADMIN_REPLY = 0x0A,  /* master -> client: {"req","ok",...} */
 
     /* client <-> master, binary */
     TQ_MSG_SUBMIT = 0x10,     /* req, flags, tasks + payload frames */
@@ -62,7 +64,10 @@ typedef enum {
  * outcome not ACKed (session keys: a resent batch after a reconnect
  * gets the same ids), not for --key-retention. */
 #define TQ_SUBMIT_SCOPED_KEYS 0x0002u
-#define TQ_SUBMIT_FLAGS_ALL (TQ_SUBMIT_SUBSCRIBE | TQ_SUBMIT_SCOPED_KEYS)
+/* Every record carries a not_before_ms (u64, Unix ms) after retries:
+ * the task is not runnable before then (submit --delay / --at). */
+#define TQ_SUBMIT_NOT_BEFORE 0x0004u
+#define TQ_SUBMIT_FLAGS_ALL (TQ_SUBMIT_SUBSCRIBE | TQ_SUBMIT_SCOPED_KEYS | TQ_SUBMIT_NOT_BEFORE)
 
 /* Error codes in ERROR messages (and tq_error_t). Stable numbers. */
 typedef enum {
@@ -121,6 +126,8 @@ typedef struct {
     uint32_t timeout_ms; /* run timeout, 0 = none */
     uint16_t retries;    /* re-runs after failure */
     tq_bytes_t payload;  /* the task's frame */
+    int64_t not_before_ms; /* wall clock (Unix ms); 0 = runnable now.
+                            * Sent only with TQ_SUBMIT_NOT_BEFORE. */
 } tq_task_spec_t;
 
 /* One task of a DISPATCH. */
@@ -245,6 +252,7 @@ typedef struct {
     tq_buf_t head;
     int type;
     size_t count_off; /* offset of the u16 record count in head */
+    unsigned flags;   /* SUBMIT: the message's flags (record layout) */
     size_t count;
     size_t part_bytes; /* sum of data frame sizes: for TQ_BATCH_BYTES */
     tq_bytes_t *parts;

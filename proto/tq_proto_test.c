@@ -357,7 +357,7 @@ static void test_json_rejects(void)
 static tq_task_spec_t spec(const char *fn, const char *queue, const char *key, int32_t prio,
                            uint32_t timeout, uint16_t retries, const char *payload)
 {
-    tq_task_spec_t t = {B(fn), B(queue), B(key), prio, timeout, retries, B(payload)};
+    tq_task_spec_t t = {B(fn), B(queue), B(key), prio, timeout, retries, B(payload), 0};
     return t;
 }
 

@@ -1,0 +1,397 @@
+/* admin.c - ADMIN requests (proto/PROTOCOL.md): list, retry and purge
+ * the dead set; pause and resume queues. The paused set lives in
+ * DATA_DIR/paused, one queue name per line, replaced atomically (write a
+ * temporary file, fsync, rename, fsync the directory) on every change,
+ * so it survives restarts without a journal record type. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "loop_internal.h"
+#include "tq_log.h"
+#include "tq_util.h"
+
+/* A dead task's error text in a "dead" listing is cut to this many
+ * bytes, and a listing stops adding tasks once its error texts reach
+ * ADMIN_LIST_BYTES, so one reply stays well under TQ_MAX_STATUS_JSON. */
+#define ADMIN_ERROR_MAX 4096
+#define ADMIN_LIST_BYTES (4u * 1024u * 1024u)
+/* The paused file holds at most every queue name: bounded like them. */
+#define PAUSED_FILE_MAX ((size_t)TQ_STORE_MAX_NAMES * (TQ_MAX_NAME + 1))
+
+/* ---- the paused file ------------------------------------------------------ */
+
+static int paused_path(const tq_loop_t *self, const char *suffix, char *out, size_t len) {
+    int n = snprintf(out, len, "%s/paused%s", self->cfg.journal.data_dir, suffix);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+int tq_admin_load(tq_loop_t *self, char *err, size_t errlen) {
+    char path[4096];
+    if (paused_path(self, "", path, sizeof path) < 0) {
+        snprintf(err, errlen, "--data-dir: path too long");
+        return -1;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[TQ_MAX_NAME + 2];
+    size_t lineno = 0, total = 0;
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t n = strlen(line);
+        total += n;
+        int whole = n > 0 && line[n - 1] == '\n';
+        if (whole)
+            line[--n] = '\0';
+        tq_bytes_t name = {(const uint8_t *)line, n};
+        if (total > PAUSED_FILE_MAX || (!whole && !feof(f)) || (n && !tq_name_valid(name))) {
+            snprintf(err, errlen, "%s line %zu: not a queue name (remove the line or the file)",
+                     path, lineno);
+            rc = -1;
+            break;
+        }
+        tq_queue_t *q = n ? tq_store_queue(self->store, name) : NULL;
+        if (q) {
+            tq_queue_set_paused(q, 1);
+            tq_info("queue %s is paused (%s)", line, path);
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        rc = -1;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* Replace DATA_DIR/paused with the queues paused now. Returns 0, or -1
+ * with errno. */
+static int paused_save(tq_loop_t *self) {
+    char path[4096], tmp[4096];
+    if (paused_path(self, "", path, sizeof path) < 0 ||
+        paused_path(self, ".tmp", tmp, sizeof tmp) < 0) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    tq_buf_t b;
+    tq_buf_init(&b);
+    for (size_t i = 0; i < tq_store_nqueues(self->store); i++) {
+        const tq_queue_t *q = tq_store_queue_at(self->store, i);
+        if (!tq_queue_paused(q))
+            continue;
+        tq_buf_put(&b, tq_queue_name(q), strlen(tq_queue_name(q)));
+        tq_buf_put(&b, "\n", 1);
+    }
+    int rc = 0;
+    for (size_t off = 0; off < b.len && rc == 0;) {
+        ssize_t w = write(fd, b.data + off, b.len - off);
+        if (w < 0 && errno != EINTR)
+            rc = -1;
+        else if (w > 0)
+            off += (size_t)w;
+    }
+    if (rc == 0 && fsync(fd) < 0)
+        rc = -1;
+    int saved = errno;
+    tq_buf_free(&b);
+    close(fd);
+    if (rc == 0 && rename(tmp, path) < 0) {
+        rc = -1;
+        saved = errno;
+    }
+    if (rc < 0) {
+        unlink(tmp);
+        errno = saved;
+        return -1;
+    }
+    int dfd = open(self->cfg.journal.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd); /* the rename is durable; failure here is not fatal */
+        close(dfd);
+    }
+    return 0;
+}
+
+/* ---- requests ---------------------------------------------------------------- */
+
+/* One request being answered. */
+typedef struct {
+    tq_loop_t *loop;
+    tq_peer_t *peer;
+    uint32_t req;
+    const cJSON *j;
+} admin_t;
+
+static void fail(admin_t *a, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(admin_t *a, int code, const char *fmt, ...) {
+    char msg[TQ_MAX_ERROR_TEXT];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tq_loop_warn_peer(a->loop, a->peer, a->peer->address, "%s", msg);
+    tq_loop_reply_error(a->loop, tq_loop_rid(a->peer), code, a->req, msg);
+}
+
+static void reply(admin_t *a, cJSON *doc) {
+    cJSON_AddNumberToObject(doc, "req", (double)a->req);
+    cJSON_AddBoolToObject(doc, "ok", 1);
+    tq_out_json(&a->loop->out, TQ_MSG_ADMIN_REPLY, doc);
+    cJSON_Delete(doc);
+    tq_loop_send_peer(a->loop, a->peer);
+}
+
+/* An optional non-negative integer field no larger than max: 0 when
+ * absent (*out = def), -1 (after an ERROR reply) when not valid. */
+static int get_uint(admin_t *a, const char *name, uint64_t def, uint64_t max, uint64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, name);
+    *out = def;
+    if (!v)
+        return 0;
+    /* ids go up to 2^64-1 but JSON numbers are doubles: exact up to 2^53 */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= (double)max) ||
+        v->valuedouble != (double)(uint64_t)v->valuedouble) {
+        fail(a, TQ_ERR_MALFORMED, "ADMIN: \"%s\" must be an integer 0..%" PRIu64, name, max);
+        return -1;
+    }
+    *out = (uint64_t)v->valuedouble;
+    return 0;
+}
+
+/* The "queue" field: *q = NULL when absent and optional; -1 (after an
+ * ERROR) when not valid, or absent but required. */
+static int get_queue(admin_t *a, int required, tq_queue_t **q) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "queue");
+    *q = NULL;
+    if (!v && !required)
+        return 0;
+    if (!cJSON_IsString(v) || !tq_name_valid(tq_bytes_str(v->valuestring))) {
+        fail(a, v ? TQ_ERR_BAD_NAME : TQ_ERR_MALFORMED,
+             v ? "ADMIN: \"queue\" is not a valid queue name" : "ADMIN: \"queue\" is required");
+        return -1;
+    }
+    *q = tq_store_queue(a->loop->store, tq_bytes_str(v->valuestring));
+    if (!*q) {
+        fail(a, TQ_ERR_TOO_MANY, "ADMIN: too many queue and function names");
+        return -1;
+    }
+    return 0;
+}
+
+/* Add t's error text as "error" (UTF-8) or "error_base64", cut to
+ * ADMIN_ERROR_MAX bytes. */
+static void add_error(cJSON *o, const tq_task_t *t) {
+    size_t len = t->data_len > ADMIN_ERROR_MAX ? ADMIN_ERROR_MAX : t->data_len;
+    const char *data = t->data ? (const char *)t->data : "";
+    if (len < t->data_len) {
+        while (len > 0 && ((unsigned char)data[len] & 0xC0) == 0x80)
+            len--; /* do not cut a UTF-8 sequence in two */
+        cJSON_AddBoolToObject(o, "error_truncated", 1);
+    }
+    if (tq_utf8_valid(data, len) && !memchr(data, '\0', len)) {
+        char *s = tq_malloc(len + 1);
+        memcpy(s, data, len);
+        s[len] = '\0';
+        cJSON_AddStringToObject(o, "error", s);
+        free(s);
+        return;
+    }
+    size_t blen = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+    char *b = tq_malloc(blen);
+    sodium_bin2base64(b, blen, (const unsigned char *)data, len, sodium_base64_VARIANT_ORIGINAL);
+    cJSON_AddStringToObject(o, "error_base64", b);
+    free(b);
+}
+
+static void op_dead(admin_t *a) {
+    tq_queue_t *q;
+    uint64_t after, limit;
+    if (get_queue(a, 0, &q) < 0 || get_uint(a, "after", 0, UINT64_MAX, &after) < 0 ||
+        get_uint(a, "limit", TQ_MAX_ADMIN_LIST, TQ_MAX_ADMIN_LIST, &limit) < 0)
+        return;
+    if (limit == 0) {
+        fail(a, TQ_ERR_MALFORMED, "ADMIN: \"limit\" must be 1..%d", TQ_MAX_ADMIN_LIST);
+        return;
+    }
+    tq_task_t *t = tq_store_dead_first(a->loop->store);
+    if (after) {
+        tq_task_t *prev = tq_store_get(a->loop->store, after);
+        if (!prev || prev->state != TQ_TASK_DEAD) {
+            fail(a, TQ_ERR_MALFORMED,
+                 "ADMIN: dead: task %" PRIu64 " (\"after\") is not dead any more; list again",
+                 after);
+            return;
+        }
+        t = tq_store_dead_next(prev);
+    }
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
+    size_t n = 0, bytes = 0;
+    for (; t && n < limit && bytes < ADMIN_LIST_BYTES; t = tq_store_dead_next(t)) {
+        if (q && t->queue != q)
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", (double)t->id);
+        cJSON_AddStringToObject(o, "queue", tq_queue_name(t->queue));
+        cJSON_AddStringToObject(o, "fn", t->fn);
+        cJSON_AddNumberToObject(o, "attempts", (double)t->attempt);
+        add_error(o, t);
+        cJSON_AddNumberToObject(o, "finished_ms", (double)t->finished_ms);
+        cJSON_AddNumberToObject(o, "payload_bytes", (double)t->payload_len);
+        cJSON_AddItemToArray(arr, o);
+        bytes += t->data_len < ADMIN_ERROR_MAX ? t->data_len : ADMIN_ERROR_MAX;
+        n++;
+    }
+    while (t && q && t->queue != q)
+        t = tq_store_dead_next(t);
+    cJSON_AddBoolToObject(doc, "more", t != NULL);
+    reply(a, doc);
+}
+
+/* retry (purge = 0) or purge (purge = 1) of "ids" or "all". */
+static void op_retry_purge(admin_t *a, int purge) {
+    static const char *done_word[] = {"retried", "purged"};
+    tq_store_t *store = a->loop->store;
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(a->j, "ids");
+    const cJSON *all = cJSON_GetObjectItemCaseSensitive(a->j, "all");
+    tq_queue_t *q;
+    if (get_queue(a, 0, &q) < 0)
+        return;
+    if ((ids != NULL) == cJSON_IsTrue(all)) {
+        fail(a, TQ_ERR_MALFORMED, "ADMIN: %s needs either \"ids\" or \"all\":true",
+             done_word[purge]);
+        return;
+    }
+    size_t count = 0;
+    cJSON *doc = cJSON_CreateObject();
+    if (ids) {
+        int n = cJSON_IsArray(ids) ? cJSON_GetArraySize(ids) : -1;
+        if (n < 0 || n > TQ_MAX_ADMIN_IDS) {
+            cJSON_Delete(doc);
+            fail(a, n < 0 ? TQ_ERR_MALFORMED : TQ_ERR_TOO_MANY,
+                 "ADMIN: \"ids\" must be an array of at most %d ids", TQ_MAX_ADMIN_IDS);
+            return;
+        }
+        const cJSON *it;
+        cJSON_ArrayForEach(it, ids) {
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1 && it->valuedouble < 0x1p64) ||
+                it->valuedouble != (double)(uint64_t)it->valuedouble) {
+                cJSON_Delete(doc);
+                fail(a, TQ_ERR_MALFORMED, "ADMIN: \"ids\" must hold positive integers");
+                return;
+            }
+        }
+        cJSON *items = cJSON_AddArrayToObject(doc, "items");
+        cJSON_ArrayForEach(it, ids) {
+            uint64_t id = (uint64_t)it->valuedouble;
+            tq_task_t *t = tq_store_get(store, id);
+            const char *outcome = !t ? "unknown"
+                                  : t->state != TQ_TASK_DEAD || (q && t->queue != q) ? "not dead"
+                                                                                      : NULL;
+            if (!outcome) {
+                if (purge)
+                    tq_store_purge(store, t);
+                else
+                    tq_store_revive(store, t);
+                outcome = done_word[purge];
+                count++;
+            }
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "id", (double)id);
+            cJSON_AddStringToObject(o, "outcome", outcome);
+            cJSON_AddItemToArray(items, o);
+        }
+    } else {
+        tq_task_t *t = tq_store_dead_first(store);
+        while (t) {
+            tq_task_t *next = tq_store_dead_next(t);
+            if (!q || t->queue == q) {
+                if (purge)
+                    tq_store_purge(store, t);
+                else
+                    tq_store_revive(store, t);
+                count++;
+            }
+            t = next;
+        }
+    }
+    if (count)
+        tq_info("%s %zu dead task%s", done_word[purge], count, count == 1 ? "" : "s");
+    if (count && !purge)
+        a->loop->sched_dirty = 1;
+    cJSON_AddNumberToObject(doc, "count", (double)count);
+    reply(a, doc);
+}
+
+static void op_pause(admin_t *a, int pause) {
+    tq_queue_t *q;
+    if (get_queue(a, 1, &q) < 0)
+        return;
+    int changed = tq_queue_paused(q) != pause;
+    if (changed) {
+        tq_queue_set_paused(q, pause);
+        if (paused_save(a->loop) < 0) {
+            int e = errno;
+            tq_queue_set_paused(q, !pause);
+            tq_error("cannot save %s/paused: %s", a->loop->cfg.journal.data_dir, strerror(e));
+            fail(a, TQ_ERR_UNAVAILABLE, "cannot save the paused queues: %s", strerror(e));
+            return;
+        }
+        tq_info("queue %s %s", tq_queue_name(q), pause ? "paused" : "resumed");
+        if (!pause)
+            a->loop->sched_dirty = 1;
+    }
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
+    cJSON_AddBoolToObject(doc, "paused", pause);
+    cJSON_AddBoolToObject(doc, "changed", changed);
+    reply(a, doc);
+}
+
+void tq_admin_handle(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body) {
+    admin_t a = {self, p, 0, NULL};
+    void *j = NULL;
+    tq_error_t err;
+    if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
+        fail(&a, err.code, "ADMIN: %s", err.msg);
+        return;
+    }
+    a.j = j;
+    uint64_t req;
+    if (get_uint(&a, "req", 0, UINT32_MAX, &req) < 0) {
+        cJSON_Delete(j);
+        return;
+    }
+    a.req = (uint32_t)req;
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
+    const char *o = cJSON_IsString(op) ? op->valuestring : "";
+    if (strcmp(o, "dead") == 0)
+        op_dead(&a);
+    else if (strcmp(o, "retry") == 0)
+        op_retry_purge(&a, 0);
+    else if (strcmp(o, "purge") == 0)
+        op_retry_purge(&a, 1);
+    else if (strcmp(o, "pause") == 0)
+        op_pause(&a, 1);
+    else if (strcmp(o, "resume") == 0)
+        op_pause(&a, 0);
+    else
+        fail(&a, TQ_ERR_MALFORMED, "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume)");
+    cJSON_Delete(j);
+}
