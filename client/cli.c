@@ -65,6 +65,10 @@ static const tq_cfg_entry_t global_table[] = {
         {"retries", TQ_CFG_INT, "0", 0, UINT16_MAX, NULL, NULL,                                    \
          offsetof(task_settings_t, retries), "N",                                                  \
          "re-runs after a failed or timed-out run (a lost worker never uses one)"},                                          \
+        {"delay", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, delay),         \
+         "SECONDS", "do not run the tasks before SECONDS from now (0..315576000: 10 years)"},     \
+        {"at", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, at), "TIME",       \
+         "do not run the tasks before TIME (RFC 3339: 2026-11-22T10:00:00Z)"},                     \
         {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, json), NULL,       \
          "print one JSON object per task"}
 
@@ -119,6 +123,34 @@ static const tq_cfg_entry_t cancel_table[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
+static const tq_cfg_entry_t dead_table[] = {
+    {"queue", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(dead_settings_t, queue), "Q",
+     "only the dead tasks of queue Q"},
+    {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(dead_settings_t, json), NULL,
+     "print one JSON object per task, as the master sent it"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(dead_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
+/* retry and purge */
+static const tq_cfg_entry_t fix_table[] = {
+    {"all", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, all), NULL,
+     "every dead task (of --queue Q, if given) instead of IDs"},
+    {"queue", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, queue), "Q",
+     "with --all: only the dead tasks of queue Q"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
+/* pause and resume */
+static const tq_cfg_entry_t queue_op_table[] = {
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(queue_op_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
 /* ---- commands ------------------------------------------------------------ */
 
 static int run_status(const command_t *, global_t *, void *, int, char **);
@@ -146,8 +178,33 @@ static const command_t commands[] = {
     {"cancel", cancel_table, sizeof(cancel_settings_t), offsetof(cancel_settings_t, help), "ID... | -",
      "cancel tasks that have not finished",
      "Prints 'ID cancelled', 'ID already finished' or 'ID unknown' per id.\n", run_cancel},
+    {"dead", dead_table, sizeof(dead_settings_t), offsetof(dead_settings_t, help), "",
+     "list the dead tasks (out of retries, kept until retried or purged)",
+     "Prints a header, then one line per task: ID QUEUE FN ATTEMPTS DIED ERROR\n"
+     "(DIED in UTC, ERROR on one line), or 'no dead tasks'.\n",
+     tq_cli_run_dead},
+    {"retry", fix_table, sizeof(fix_settings_t), offsetof(fix_settings_t, help),
+     "ID... | - | --all",
+     "put dead tasks back in their queues, as if new",
+     "Prints 'ID retried', 'ID not dead' or 'ID unknown' per id; with --all,\n"
+     "'N task(s) retried'. Exit 6 if any id is unknown, else 7 if any is not dead.\n",
+     tq_cli_run_fix},
+    {"purge", fix_table, sizeof(fix_settings_t), offsetof(fix_settings_t, help),
+     "ID... | - | --all", "delete dead tasks",
+     "Prints 'ID purged', 'ID not dead' or 'ID unknown' per id; with --all,\n"
+     "'N task(s) purged'. Exit 6 if any id is unknown, else 7 if any is not dead.\n",
+     tq_cli_run_fix},
+    {"pause", queue_op_table, sizeof(queue_op_settings_t), offsetof(queue_op_settings_t, help),
+     "QUEUE", "stop dispatching tasks from a queue (submitting still works)",
+     "Running tasks finish. The pause survives master restarts.\n"
+     "Prints 'queue Q paused' or 'queue Q was already paused'.\n",
+     tq_cli_run_queue_op},
+    {"resume", queue_op_table, sizeof(queue_op_settings_t), offsetof(queue_op_settings_t, help),
+     "QUEUE", "dispatch tasks from a paused queue again",
+     "Prints 'queue Q resumed' or 'queue Q was not paused'.\n", tq_cli_run_queue_op},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
+#define COMMAND_LIST "submit, map, wait, status, cancel, dead, retry, purge, pause, resume"
 
 static void print_exit_table(FILE *out)
 {
@@ -159,7 +216,8 @@ static void print_exit_table(FILE *out)
                  "  %-3d --timeout passed before every result came\n"
                  "  %-3d at least one task was cancelled (and none failed)\n"
                  "  %-3d at least one task id is unknown to the master\n"
-                 "  %-3d the master refused the request (too large, bad name, full, ...)\n"
+                 "  %-3d the master refused the request (too large, bad name, full, ...),\n"
+                 "      or retry/purge named a task that is not dead\n"
                  "  %-3d cannot start: key file unreadable or unsafe\n"
                  "  %-3d a bug in taskq\n",
             TQ_EXIT_OK, TQ_EXIT_TASK_FAILED, TQ_EXIT_USAGE, TQ_EXIT_CONNECT, TQ_EXIT_TIMEOUT,
@@ -354,6 +412,11 @@ static double jnum(const cJSON *obj, const char *name)
     return cJSON_IsNumber(v) ? v->valuedouble : 0.0;
 }
 
+static int jhas(const cJSON *obj, const char *name)
+{
+    return cJSON_GetObjectItemCaseSensitive(obj, name) != NULL;
+}
+
 /* A string field made safe for one terminal cell. */
 static void jstr(const cJSON *obj, const char *name, char *out, size_t size)
 {
@@ -391,24 +454,42 @@ static void print_status(FILE *out, const cJSON *doc)
             cJSON_IsArray(workers) ? cJSON_GetArraySize(workers) : 0);
     fprintf(out,
             "tasks: %.0f queued, %.0f running, %.0f submitted, %.0f done, %.0f failed, "
-            "%.0f cancelled, %.0f requeued; %.1f submitted/s, %.1f done/s\n",
+            "%.0f cancelled, %.0f requeued",
             jnum(t, "queued"), jnum(t, "running"), jnum(t, "submitted"), jnum(t, "done"),
-            jnum(t, "failed"), jnum(t, "cancelled"), jnum(t, "requeued"),
-            jnum(r, "submitted_per_s"), jnum(r, "done_per_s"));
+            jnum(t, "failed"), jnum(t, "cancelled"), jnum(t, "requeued"));
+    /* Masters before the dead set and delays do not send these. */
+    if (jhas(t, "delayed"))
+        fprintf(out, ", %.0f delayed", jnum(t, "delayed"));
+    if (jhas(t, "dead"))
+        fprintf(out, ", %.0f dead", jnum(t, "dead"));
+    fprintf(out, "; %.1f submitted/s, %.1f done/s\n", jnum(r, "submitted_per_s"),
+            jnum(r, "done_per_s"));
 
-    int w = 5;
+    int w = 5, delayed = 0, paused = 0;
     const cJSON *q;
     cJSON_ArrayForEach(q, queues) {
         jstr(q, "name", a, sizeof a);
         if ((int)strlen(a) > w)
             w = (int)strlen(a);
+        delayed |= jhas(q, "delayed");
+        paused |= jhas(q, "paused");
     }
-    fprintf(out, "\n%-*s %10s %10s %10s %10s %10s\n", w, "QUEUE", "QUEUED", "RUNNING", "DONE",
+    fprintf(out, "\n%-*s %10s %10s %10s %10s %10s", w, "QUEUE", "QUEUED", "RUNNING", "DONE",
             "FAILED", "CANCELLED");
+    if (delayed)
+        fprintf(out, " %10s", "DELAYED");
+    fprintf(out, "%s\n", paused ? " STATE" : "");
     cJSON_ArrayForEach(q, queues) {
         jstr(q, "name", a, sizeof a);
-        fprintf(out, "%-*s %10.0f %10.0f %10.0f %10.0f %10.0f\n", w, a, jnum(q, "queued"),
+        fprintf(out, "%-*s %10.0f %10.0f %10.0f %10.0f %10.0f", w, a, jnum(q, "queued"),
                 jnum(q, "running"), jnum(q, "done"), jnum(q, "failed"), jnum(q, "cancelled"));
+        if (delayed)
+            fprintf(out, " %10.0f", jnum(q, "delayed"));
+        if (paused)
+            fprintf(out, " %s",
+                    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "paused")) ? "paused"
+                                                                                : "active");
+        fputc('\n', out);
     }
 
     int wn = 6, wa = 7;
@@ -506,7 +587,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (argi >= argc) {
-        status = tq_cli_usage_error("no COMMAND given (submit, map, wait, status, cancel; see taskq --help)");
+        status = tq_cli_usage_error("no COMMAND given (%s; see taskq --help)", COMMAND_LIST);
         goto out;
     }
     const command_t *cmd = NULL;
@@ -514,8 +595,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[argi], commands[i].name) == 0)
             cmd = &commands[i];
     if (!cmd) {
-        status = tq_cli_usage_error(
-            "unknown command '%.64s' (submit, map, wait, status, cancel)", argv[argi]);
+        status = tq_cli_usage_error("unknown command '%.64s' (%s)", argv[argi], COMMAND_LIST);
         goto out;
     }
     argi++;

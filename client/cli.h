@@ -1,7 +1,8 @@
 /* cli.h - inside the taskq command: the settings structs its option
  * tables fill, the command table's shape, and the helpers that cli.c
  * (global options, dispatch, help, status, cancel) shares with
- * cli_tasks.c (submit, map, wait). Not installed. */
+ * cli_tasks.c (submit, map, wait) and cli_admin.c (dead, retry, purge,
+ * pause, resume). Not installed. */
 #ifndef TQ_CLI_H
 #define TQ_CLI_H
 
@@ -29,6 +30,8 @@ typedef struct {
     int64_t timeout_ms;
     int64_t retries;
     char *key;
+    char *delay; /* --delay SECONDS, as given (NULL: not given) */
+    char *at;    /* --at TIME (RFC 3339), as given (NULL: not given) */
     int json;
     int64_t window;
     int help;
@@ -39,6 +42,25 @@ typedef struct {
     int json;
     int help;
 } wait_settings_t;
+
+/* dead */
+typedef struct {
+    char *queue;
+    int json;
+    int help;
+} dead_settings_t;
+
+/* retry and purge */
+typedef struct {
+    int all;
+    char *queue;
+    int help;
+} fix_settings_t;
+
+/* pause and resume */
+typedef struct {
+    int help;
+} queue_op_settings_t;
 
 typedef struct command command_t;
 typedef int (*run_fn)(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
@@ -78,5 +100,13 @@ int tq_cli_parse_ids(const char *cmd, int argc, char **argv, uint64_t **ids_out,
 int tq_cli_run_submit(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
 int tq_cli_run_map(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
 int tq_cli_run_wait(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+
+/* The commands of cli_admin.c (operator requests, ADMIN in
+ * proto/PROTOCOL.md); same shape as above. retry and purge tell
+ * themselves apart by cmd->name, as do pause and resume. */
+int tq_cli_run_dead(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int argc,
+                        char **argv);
 
 #endif

@@ -19,6 +19,7 @@
 #include "tq_limits.h"
 #include "tq_proto.h"
 #include "tq_util.h"
+#include "when.h"
 
 /* stdin read chunk. */
 #define STDIN_CHUNK (64 * 1024)
@@ -173,6 +174,27 @@ static int check_task_settings(const task_settings_t *s)
     return 0;
 }
 
+/* --delay / --at, checked before connecting. *delay_ms gets the delay
+ * and *at_ms the absolute Unix ms (0: none, or at once). Returns 0 or the
+ * usage exit status after naming the flag and its value. */
+static int check_not_before(const task_settings_t *s, int64_t *delay_ms, int64_t *at_ms)
+{
+    *delay_ms = *at_ms = 0;
+    if (s->delay && s->at)
+        return tq_cli_usage_error("--delay and --at cannot be used together");
+    if (s->delay && tq_when_parse_delay(s->delay, delay_ms) < 0)
+        return tq_cli_usage_error("--delay: '%.80s' is not a number of seconds from 0 to %lld "
+                                  "(10 years)",
+                                  s->delay, TQ_WHEN_MAX_DELAY_MS / 1000);
+    if (s->at && tq_when_parse_at(s->at, at_ms) < 0)
+        return tq_cli_usage_error("--at: '%.80s' is not an RFC 3339 time such as "
+                                  "2026-11-22T10:00:00Z or 2026-11-22T10:00:00.5+01:00",
+                                  s->at);
+    if (*at_ms > TQ_MAX_NOT_BEFORE_MS)
+        return tq_cli_usage_error("--at: '%.80s' is after 9999-12-31T23:59:59Z", s->at);
+    return 0;
+}
+
 /* Submit every payload of src, at most `window` not yet printed, and
  * print in input order: task ids (submit) or results (map). Returns the
  * exit status. */
@@ -180,7 +202,8 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
                     int map_mode)
 {
     int status = 0;
-    if ((status = check_task_settings(s)))
+    int64_t delay_ms, at_ms;
+    if ((status = check_task_settings(s)) || (status = check_not_before(s, &delay_ms, &at_ms)))
         return status;
     if (argc == 0)
         return tq_cli_usage_error("%s: no PAYLOAD given (or '-' to read them from stdin)", cmd);
@@ -218,6 +241,11 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
     o.retries = (uint16_t)s->retries;
     o.key = s->key;
     o.key_len = s->key ? strlen(s->key) : 0;
+    /* A delay counts from now, when the first task can go out; --at past
+     * runs at once, as the master treats any past time. */
+    o.not_before_ms = at_ms ? at_ms : delay_ms > 0 ? tq_wall_ms() + delay_ms : 0;
+    if (o.not_before_ms > TQ_MAX_NOT_BEFORE_MS)
+        o.not_before_ms = TQ_MAX_NOT_BEFORE_MS;
 
     taskq_error_t e;
     int eof = 0;

@@ -222,6 +222,7 @@ static int handle(taskq_t *self, taskq_error_t *err)
     case TQ_MSG_RESULTS:
     case TQ_MSG_CANCEL_ACK:
     case TQ_MSG_STATUS_REPLY:
+    case TQ_MSG_ADMIN_REPLY:
         tq_api_on_message(self, type, body, nparts);
         return 0;
     case TQ_MSG_ERROR:

@@ -41,6 +41,7 @@ typedef struct {
     int32_t priority;
     uint32_t timeout_ms;
     uint16_t retries;
+    int64_t not_before_ms; /* 0: none (the batch has no TQ_SUBMIT_NOT_BEFORE) */
 } ptask_t;
 
 /* A SUBMIT batch: filled locally, then sent and kept until its
@@ -67,16 +68,17 @@ typedef struct {
     size_t n;
 } ev_list_t;
 
-/* The one blocking request (cancel or status) in progress. */
+/* The one blocking request (cancel, status or admin) in progress. */
 typedef struct {
     int active;
-    int type; /* TQ_MSG_CANCEL or TQ_MSG_STATUS */
+    int type; /* TQ_MSG_CANCEL, TQ_MSG_STATUS or TQ_MSG_ADMIN */
     uint32_t req;
     const uint64_t *ids; /* CANCEL: this message's ids */
     size_t n;
     int *outcomes;
     int done;
-    char *json; /* STATUS: the reply */
+    char *json; /* STATUS, ADMIN: the reply */
+    void *request; /* ADMIN: the request (a cJSON object with "req") */
     int err_code;
     char err_msg[TASKQ_ERROR_MAX];
 } blocking_t;
@@ -164,7 +166,7 @@ void tq_session_leave(taskq_t *self);
 void tq_api_init(taskq_t *self);
 void tq_api_free(taskq_t *self);
 
-/* A SUBMIT_ACK, RESULTS, CANCEL_ACK or STATUS_REPLY in self->in (body
+/* A SUBMIT_ACK, RESULTS, CANCEL_ACK, STATUS_REPLY or ADMIN_REPLY in self->in (body
  * and nparts from its head). Malformed messages are ignored. */
 void tq_api_on_message(taskq_t *self, int type, tq_bytes_t body, size_t nparts);
 

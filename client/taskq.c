@@ -29,6 +29,7 @@ _Static_assert(TASKQ_BATCH_MAX == TQ_MAX_BATCH, "public limits mirror tq_limits.
 _Static_assert(TASKQ_BATCH_BYTES == TQ_BATCH_BYTES, "public limits mirror tq_limits.h");
 _Static_assert(TASKQ_NAME_MAX == TQ_MAX_NAME, "public limits mirror tq_limits.h");
 _Static_assert(TASKQ_KEY_MAX == TQ_MAX_KEY, "public limits mirror tq_limits.h");
+_Static_assert(TASKQ_MAX_NOT_BEFORE_MS == TQ_MAX_NOT_BEFORE_MS, "public limits mirror tq_limits.h");
 _Static_assert((int)TASKQ_DONE == (int)TQ_ST_DONE && (int)TASKQ_DEAD == (int)TQ_ST_DEAD,
                "statuses mirror the wire");
 _Static_assert((int)TASKQ_CANCEL_UNKNOWN == (int)TQ_CANCEL_UNKNOWN, "outcomes mirror the wire");
@@ -147,6 +148,7 @@ static int send_batch(taskq_t *self, const batch_t *b, taskq_error_t *err)
         t.priority = p->priority;
         t.timeout_ms = p->timeout_ms;
         t.retries = p->retries;
+        t.not_before_ms = p->not_before_ms; /* written only with TQ_SUBMIT_NOT_BEFORE */
         tq_out_submit_task(&self->out, &t);
     }
     return tq_session_send(self, err);
@@ -175,6 +177,8 @@ static int blk_send(taskq_t *self, taskq_error_t *err)
         TQ_ASSERT(j);
         tq_out_json(&self->out, TQ_MSG_STATUS, j);
         cJSON_Delete(j);
+    } else if (b->type == TQ_MSG_ADMIN) {
+        tq_out_json(&self->out, TQ_MSG_ADMIN, b->request);
     } else {
         tq_out_begin_ids(&self->out, TQ_MSG_CANCEL, b->req);
         for (size_t i = 0; i < b->n; i++)
@@ -443,6 +447,39 @@ static void on_status_reply(taskq_t *self, tq_bytes_t body)
     b->done = 1;
 }
 
+/* The answer to the ADMIN request in progress: kept as text once it is
+ * known to be a JSON object with our req and "ok": true. A reply for
+ * another req (an answer to a request sent before a reconnect) is
+ * ignored. */
+static void on_admin_reply(taskq_t *self, tq_bytes_t body)
+{
+    blocking_t *b = &self->blk;
+    if (!b->active || b->type != TQ_MSG_ADMIN || b->done)
+        return;
+    if (body.len > TQ_MAX_STATUS_JSON)
+        return; /* cannot be ours: the session caps messages anyway */
+    cJSON *j = cJSON_ParseWithLength((const char *)body.data, body.len);
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(j, "req");
+    if (!j || !cJSON_IsObject(j) || !cJSON_IsNumber(req) || req->valuedouble != (double)b->req) {
+        cJSON_Delete(j);
+        return;
+    }
+    const cJSON *ok = cJSON_GetObjectItemCaseSensitive(j, "ok");
+    if (!cJSON_IsTrue(ok)) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "message");
+        b->err_code = TASKQ_ERR_REFUSED;
+        snprintf(b->err_msg, sizeof b->err_msg, "%s",
+                 cJSON_IsString(m) && m->valuestring ? m->valuestring
+                                                     : "master answered the request with ok:false");
+    } else {
+        b->json = tq_malloc(body.len + 1);
+        memcpy(b->json, body.data, body.len);
+        b->json[body.len] = '\0';
+    }
+    cJSON_Delete(j);
+    b->done = 1;
+}
+
 /* Promised in session.h. */
 void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg)
 {
@@ -479,6 +516,9 @@ void tq_api_on_message(taskq_t *self, int type, tq_bytes_t body, size_t nparts)
         break;
     case TQ_MSG_STATUS_REPLY:
         on_status_reply(self, body);
+        break;
+    case TQ_MSG_ADMIN_REPLY:
+        on_admin_reply(self, body);
         break;
     default:
         break;
@@ -517,6 +557,8 @@ void tq_api_free(taskq_t *self)
     self->current = NULL;
     free(self->blk.json);
     self->blk.json = NULL;
+    cJSON_Delete(self->blk.request);
+    self->blk.request = NULL;
 }
 
 /* ---- submit ------------------------------------------------------------ */
@@ -572,6 +614,10 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
                               TQ_MAX_KEY);
     if (len > 0 && !payload)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "payload is NULL");
+    if (opts->not_before_ms < 0 || opts->not_before_ms > TQ_MAX_NOT_BEFORE_MS)
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
+                              "not_before_ms %lld is out of range (0..%lld)",
+                              (long long)opts->not_before_ms, (long long)TQ_MAX_NOT_BEFORE_MS);
     if (len > self->max_payload)
         return tq_client_fail(err, TASKQ_ERR_REFUSED,
                               "payload too large (%zu bytes; the master allows %zu)", len,
@@ -583,6 +629,10 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
     const void *key = opts->key;
     size_t key_len = opts->key_len;
     uint16_t wflags = (flags & TASKQ_SUBSCRIBE) ? TQ_SUBMIT_SUBSCRIBE : 0;
+    /* Only delayed tasks use the longer record, so a master from before
+     * delays still takes every other batch. */
+    if (opts->not_before_ms > 0)
+        wflags |= TQ_SUBMIT_NOT_BEFORE;
     if (key_len == 0) {
         memcpy(auto_key, self->session_id, TQ_CLIENT_SESSION_ID);
         for (int i = 0; i < 8; i++) /* the sequence number, little-endian */
@@ -617,6 +667,7 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
     p->priority = opts->priority;
     p->timeout_ms = opts->timeout_ms;
     p->retries = opts->retries;
+    p->not_before_ms = opts->not_before_ms;
     b->count++;
     b->pay_bytes += len;
     if (seq_out)
@@ -712,6 +763,7 @@ static int blk_run(taskq_t *self, int timeout_ms, const char *what, taskq_error_
 
 static void blk_reset(taskq_t *self)
 {
+    cJSON_Delete(self->blk.request);
     free(self->blk.json);
     memset(&self->blk, 0, sizeof self->blk);
 }
@@ -755,6 +807,47 @@ int taskq_status(taskq_t *self, int timeout_ms, char **json_out, taskq_error_t *
     int rc = blk_run(self, timeout_ms, "status", err);
     if (rc == 0) {
         *json_out = self->blk.json;
+        self->blk.json = NULL;
+    }
+    blk_reset(self);
+    return rc;
+}
+
+int taskq_admin(taskq_t *self, const char *request_json, int timeout_ms, char **reply_json,
+                taskq_error_t *err)
+{
+    *reply_json = NULL;
+    if (!request_json)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "admin request is NULL");
+    size_t len = strnlen(request_json, TQ_MAX_JSON + 1);
+    if (len > TQ_MAX_JSON - 32) /* room for the "req" we add */
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "admin request larger than %u bytes",
+                              TQ_MAX_JSON - 32);
+    cJSON *req = cJSON_ParseWithLength(request_json, len);
+    if (!req || !cJSON_IsObject(req)) {
+        cJSON_Delete(req);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "admin request is not a JSON object");
+    }
+    ev_free(self->current);
+    self->current = NULL;
+    if (flush_batch(self, err) < 0) {
+        cJSON_Delete(req);
+        return -1;
+    }
+    blk_reset(self);
+    self->blk.active = 1;
+    self->blk.type = TQ_MSG_ADMIN;
+    self->blk.req = self->next_req++;
+    if (self->blk.req == 0 || (self->blk.req & TQ_CLIENT_ACK_REQ_BIT)) {
+        self->blk.req = 1; /* 0 means none; the top bit is the ACKs' */
+        self->next_req = 2;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(req, "req");
+    TQ_ASSERT(cJSON_AddNumberToObject(req, "req", (double)self->blk.req));
+    self->blk.request = req;
+    int rc = blk_run(self, timeout_ms, "admin", err);
+    if (rc == 0) {
+        *reply_json = self->blk.json;
         self->blk.json = NULL;
     }
     blk_reset(self);

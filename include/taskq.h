@@ -33,14 +33,14 @@
  * Heartbeats: the library starts no thread and installs no timer, so it
  * heartbeats only while the program is inside a library call. Heartbeats
  * are sent, and the master's are read, only inside taskq_next_event,
- * taskq_cancel and taskq_status (taskq_submit, taskq_flush and
+ * taskq_cancel, taskq_status and taskq_admin (taskq_submit, taskq_flush and
  * taskq_wait only send). Between calls nothing is sent: a program that
  * stays out of those calls for longer than the master's heartbeat
  * timeout (5 s by default) is forgotten by the master, which drops its
  * result subscriptions (the results stay stored). That is recoverable,
  * not an error: on the next call the library quietly says HELLO again
  * and re-sends every unacknowledged batch, the WAIT for every result
- * still expected, and the pending cancel or status request. The time
+ * still expected, and the pending cancel, status or admin request. The time
  * the program spent away is not counted against the master either. To
  * stay registered during long work between calls, call
  * taskq_next_event(tq, 0, &ev, &err) at least once per heartbeat
@@ -173,9 +173,15 @@ typedef struct {
                             NULL: an automatic key that lives as long as
                             the task, so a re-send is not a duplicate */
     size_t key_len;      /* bytes of key, at most TASKQ_KEY_MAX */
+    int64_t not_before_ms; /* not runnable before this wall-clock time
+                              (Unix ms, UTC); 0 or a past time = at once;
+                              at most TASKQ_MAX_NOT_BEFORE_MS */
 } taskq_task_opts_t;
 
-#define TASKQ_TASK_OPTS_INIT {NULL, NULL, 0, 0, 3, NULL, 0}
+#define TASKQ_TASK_OPTS_INIT {NULL, NULL, 0, 0, 3, NULL, 0, 0}
+
+/* Latest not_before_ms: 9999-12-31T23:59:59Z. */
+#define TASKQ_MAX_NOT_BEFORE_MS 253402300799000LL
 
 /* taskq_submit flags */
 #define TASKQ_SUBSCRIBE 0x1 /* push this task's result as an event when it
@@ -189,8 +195,13 @@ typedef struct {
  *
  * Sends the current batch first when this task would not fit in it
  * (TASKQ_BATCH_MAX tasks, TASKQ_BATCH_BYTES of payload, different
- * flags); that send may block while ZeroMQ's queue to the master is full.
- * Returns 0, or -1 with TASKQ_ERR_USAGE (bad fn, queue or key),
+ * flags, or a not_before_ms where the batch's tasks have none or the
+ * other way round); that send may block while ZeroMQ's queue to the
+ * master is full. A delayed task (not_before_ms > 0) is stored, and its
+ * SUBMITTED event comes, at once; the master dispatches it only from
+ * not_before_ms on (by the master's clock).
+ * Returns 0, or -1 with TASKQ_ERR_USAGE (bad fn, queue or key,
+ * not_before_ms < 0 or > TASKQ_MAX_NOT_BEFORE_MS),
  * TASKQ_ERR_REFUSED (payload larger than the master's max_payload) or
  * TASKQ_ERR_CONNECT (send failed). */
 TASKQ_API int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *payload,
@@ -248,7 +259,7 @@ typedef struct {
  * SUBMITTED event always comes before its RESULT.
  *
  * Returns 1 with *ev filled; its data and message stay valid until the
- * next call of taskq_next_event, taskq_cancel, taskq_status or
+ * next call of taskq_next_event, taskq_cancel, taskq_status, taskq_admin or
  * taskq_close on this handle. Returns 0 when the timeout passed (also
  * while reconnecting). Returns -1 with TASKQ_ERR_CONNECT "lost connection
  * to master at ENDPOINT" when the master stayed unreachable for the
@@ -279,6 +290,28 @@ TASKQ_API int taskq_cancel(taskq_t *self, const uint64_t *ids, size_t n, int *ou
  * heap string that the caller owns and frees with free(). Returns 0 or
  * -1 (TASKQ_ERR_TIMEOUT, TASKQ_ERR_REFUSED, TASKQ_ERR_CONNECT). */
 TASKQ_API int taskq_status(taskq_t *self, int timeout_ms, char **json_out, taskq_error_t *err);
+
+/* ---- operator requests (dead set, pause) -------------------------------- */
+
+/* Send one ADMIN request and block for its answer. request_json is one
+ * JSON object of at most 64 KiB, e.g. {"op":"dead","after":0} or
+ * {"op":"pause","queue":"mail"}; the ops and their fields are in
+ * proto/PROTOCOL.md ("ADMIN"). The library sets its "req" (a "req" in
+ * request_json is replaced). Blocks at most timeout_ms (-1: forever),
+ * keeps the heartbeat going, and across a reconnect sends the request
+ * again (so a retry or purge the master applied just before the
+ * connection was lost answers "not dead" or "unknown" the second time).
+ * Events that arrive meanwhile are kept for taskq_next_event.
+ *
+ * On success *reply_json is the master's reply object (NUL-terminated
+ * JSON text, {"req":N,"ok":true,...}) on the heap: the caller owns it and
+ * frees it with free(). Returns 0, or -1 with *reply_json NULL and
+ * TASKQ_ERR_USAGE (request_json is not a JSON object, or too large),
+ * TASKQ_ERR_REFUSED (the master's ERROR, with its message: unknown op,
+ * bad field, bad queue name, ...), TASKQ_ERR_TIMEOUT, TASKQ_ERR_CONNECT,
+ * or TASKQ_ERR_INTERNAL (a reply that is not a JSON object). */
+TASKQ_API int taskq_admin(taskq_t *self, const char *request_json, int timeout_ms,
+                          char **reply_json, taskq_error_t *err);
 
 /* Static text for a status ("done", "failed", "cancelled", "unknown",
  * "dead") or "?". */

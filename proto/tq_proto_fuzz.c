@@ -135,7 +135,9 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
     case TQ_MSG_WELCOME:
     case TQ_MSG_ERROR:
     case TQ_MSG_STATUS:
-    case TQ_MSG_STATUS_REPLY: {
+    case TQ_MSG_STATUS_REPLY:
+    case TQ_MSG_ADMIN:
+    case TQ_MSG_ADMIN_REPLY: {
         size_t max_len = tq_fuzz_max_json(config);
         void *j = (void *)&err; /* must be overwritten: NULL on failure */
         rc = tq_decode_json(body, nparts, max_len, &j, &err);

@@ -183,7 +183,7 @@ static void test_head(void)
     CHECK_EQ_INT(err.code, TQ_ERR_VERSION);
     CHECK(strstr(err.msg, "version 2") != NULL);
 
-    static const uint8_t unk[] = {'T', 'Q', 1, 0x09};
+    static const uint8_t unk[] = {'T', 'Q', 1, 0x0B};
     CHECK_EQ_INT(tq_decode_head((tq_bytes_t){unk, 4}, &type, &body, &err), -1);
     CHECK_EQ_INT(err.code, TQ_ERR_UNKNOWN_TYPE);
     static const uint8_t unk2[] = {'T', 'Q', 1, 0xff};
