@@ -179,7 +179,7 @@ static const command_t commands[] = {
      "cancel tasks that have not finished",
      "Prints 'ID cancelled', 'ID already finished' or 'ID unknown' per id.\n", run_cancel},
     {"dead", dead_table, sizeof(dead_settings_t), offsetof(dead_settings_t, help), "",
-     "list the dead tasks (out of retries, kept until retried or purged)",
+     "list the dead tasks (given up on; kept until retried or purged)",
      "Prints a header, then one line per task: ID QUEUE FN ATTEMPTS DIED ERROR\n"
      "(DIED in UTC, ERROR on one line), or 'no dead tasks'.\n",
      tq_cli_run_dead},

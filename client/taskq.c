@@ -448,9 +448,9 @@ static void on_status_reply(taskq_t *self, tq_bytes_t body)
 }
 
 /* The answer to the ADMIN request in progress: kept as text once it is
- * known to be a JSON object with our req and "ok": true. A reply for
- * another req (an answer to a request sent before a reconnect) is
- * ignored. */
+ * known to be a JSON object with our req (or none) and "ok": true; "ok"
+ * not true fails the request with the reply's "message". A reply for
+ * another req (to a request sent before a reconnect) is ignored. */
 static void on_admin_reply(taskq_t *self, tq_bytes_t body)
 {
     blocking_t *b = &self->blk;
@@ -459,8 +459,11 @@ static void on_admin_reply(taskq_t *self, tq_bytes_t body)
     if (body.len > TQ_MAX_STATUS_JSON)
         return; /* cannot be ours: the session caps messages anyway */
     cJSON *j = cJSON_ParseWithLength((const char *)body.data, body.len);
+    /* Only one ADMIN is in flight, so a reply without "req" is its
+     * answer too (rather than a hang until the caller's timeout). */
     const cJSON *req = cJSON_GetObjectItemCaseSensitive(j, "req");
-    if (!j || !cJSON_IsObject(j) || !cJSON_IsNumber(req) || req->valuedouble != (double)b->req) {
+    if (!j || !cJSON_IsObject(j) ||
+        (req && (!cJSON_IsNumber(req) || req->valuedouble != (double)b->req))) {
         cJSON_Delete(j);
         return;
     }

@@ -156,22 +156,22 @@ class Lifecycle(TQTestCase):
         self.start_master("--max-attempts", "3", "--retry-backoff", "0.2")
         fns = ["poison=sh -c 'kill -9 $PPID'", "ok=echo fine"]
         poison = self.submit("--fn", "poison", "--retries", "5", "p")[0]
+        # A worker dies as soon as it gets the task, maybe before the
+        # harness saw it join: start them without waiting.
         deaths = 0
-        w = self.start_worker(concurrency=1, fns=fns)
+        w = self.start_worker(concurrency=1, fns=fns, wait=False)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            st = self.status()["totals"]
-            if st["dead"] == 1:
-                break
+        while time.monotonic() < deadline and self.status()["totals"]["dead"] == 0:
             if not w.alive():
                 deaths += 1
-                w = self.start_worker(concurrency=1, fns=fns)
+                w = self.start_worker(concurrency=1, fns=fns, wait=False)
             time.sleep(0.1)
         self.assertEqual(self.status()["totals"]["dead"], 1)
-        if not w.alive():  # the last one died before the master noticed
+        w.wait(5)  # the last one is dying (the master noticed its loss)
+        if not w.alive():
             deaths += 1
-            self.start_worker(concurrency=1, fns=fns)
         self.assertEqual(deaths, 3)
+        self.start_worker(concurrency=1, fns=fns)
         r = self.tq("wait", "--json", "--timeout", "10", poison)
         self.assertEqual(r.rc, EXIT_TASK_FAILED, r)
         o = json.loads(r.out)
