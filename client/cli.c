@@ -465,19 +465,22 @@ static void print_status(FILE *out, const cJSON *doc)
     fprintf(out, "; %.1f submitted/s, %.1f done/s\n", jnum(r, "submitted_per_s"),
             jnum(r, "done_per_s"));
 
-    int w = 5, delayed = 0, paused = 0;
+    int w = 5, delayed = 0, dead = 0, paused = 0;
     const cJSON *q;
     cJSON_ArrayForEach(q, queues) {
         jstr(q, "name", a, sizeof a);
         if ((int)strlen(a) > w)
             w = (int)strlen(a);
         delayed |= jhas(q, "delayed");
+        dead |= jhas(q, "dead");
         paused |= jhas(q, "paused");
     }
     fprintf(out, "\n%-*s %10s %10s %10s %10s %10s", w, "QUEUE", "QUEUED", "RUNNING", "DONE",
             "FAILED", "CANCELLED");
     if (delayed)
         fprintf(out, " %10s", "DELAYED");
+    if (dead)
+        fprintf(out, " %10s", "DEAD");
     fprintf(out, "%s\n", paused ? " STATE" : "");
     cJSON_ArrayForEach(q, queues) {
         jstr(q, "name", a, sizeof a);
@@ -485,6 +488,8 @@ static void print_status(FILE *out, const cJSON *doc)
                 jnum(q, "running"), jnum(q, "done"), jnum(q, "failed"), jnum(q, "cancelled"));
         if (delayed)
             fprintf(out, " %10.0f", jnum(q, "delayed"));
+        if (dead)
+            fprintf(out, " %10.0f", jnum(q, "dead"));
         if (paused)
             fprintf(out, " %s",
                     cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "paused")) ? "paused"

@@ -194,6 +194,14 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
     return 0;
 }
 
+/* "id": the id as an exact integer (cJSON would print a double, and
+ * 16-digit ids in exponent form). */
+static void add_id(cJSON *o, uint64_t id) {
+    char text[24];
+    snprintf(text, sizeof text, "%" PRIu64, id);
+    cJSON_AddItemToObject(o, "id", cJSON_CreateRaw(text));
+}
+
 /* Add t's error text as "error" (UTF-8) or "error_base64", cut to
  * ADMIN_ERROR_MAX bytes. */
 static void add_error(cJSON *o, const tq_task_t *t) {
@@ -229,17 +237,7 @@ static void op_dead(admin_t *a) {
         fail(a, TQ_ERR_MALFORMED, "ADMIN: \"limit\" must be 1..%d", TQ_MAX_ADMIN_LIST);
         return;
     }
-    tq_task_t *t = tq_store_dead_first(a->loop->store);
-    if (after) {
-        tq_task_t *prev = tq_store_get(a->loop->store, after);
-        if (!prev || prev->state != TQ_TASK_DEAD) {
-            fail(a, TQ_ERR_MALFORMED,
-                 "ADMIN: dead: task %" PRIu64 " (\"after\") is not dead any more; list again",
-                 after);
-            return;
-        }
-        t = tq_store_dead_next(prev);
-    }
+    tq_task_t *t = tq_store_dead_after(a->loop->store, after);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
@@ -247,7 +245,7 @@ static void op_dead(admin_t *a) {
         if (q && t->queue != q)
             continue;
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "id", (double)t->id);
+        add_id(o, t->id);
         cJSON_AddStringToObject(o, "queue", tq_queue_name(t->queue));
         cJSON_AddStringToObject(o, "fn", t->fn);
         cJSON_AddNumberToObject(o, "attempts", (double)t->attempt);
@@ -313,7 +311,7 @@ static void op_retry_purge(admin_t *a, int purge) {
                 count++;
             }
             cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "id", (double)id);
+            add_id(o, id);
             cJSON_AddStringToObject(o, "outcome", outcome);
             cJSON_AddItemToArray(items, o);
         }

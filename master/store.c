@@ -515,6 +515,31 @@ static ttl_list_t *ttl_list_of(tq_store_t *self, tq_task_t *t) {
     return t->fetched ? &self->fetched : &self->unfetched;
 }
 
+/* Put finished t on its list: appended to a TTL list (the TTLs are fixed
+ * for a run, so that keeps it sorted by expiry), or into the dead list
+ * in id order (tasks die in nearly id order: the walk from the tail is
+ * short). */
+static void ttl_add(tq_store_t *self, tq_task_t *t) {
+    ttl_list_t *l = ttl_list_of(self, t);
+    if (t->state != TQ_TASK_DEAD) {
+        ttl_append(l, t);
+        return;
+    }
+    tq_task_t *before = l->tail;
+    while (before && before->id > t->id)
+        before = before->ttl_prev;
+    t->ttl_prev = before;
+    t->ttl_next = before ? before->ttl_next : l->head;
+    if (t->ttl_next)
+        t->ttl_next->ttl_prev = t;
+    else
+        l->tail = t;
+    if (before)
+        before->ttl_next = t;
+    else
+        l->head = t;
+}
+
 static void ttl_unlink(ttl_list_t *l, tq_task_t *t) {
     if (t->ttl_prev)
         t->ttl_prev->ttl_next = t->ttl_next;
@@ -879,7 +904,7 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
     }
     t->finished_ms = now_ms;
     t->expires_ms = st == TQ_TASK_DEAD ? 0 : now_ms + self->cfg.unfetched_ttl_ms;
-    ttl_append(ttl_list_of(self, t), t);
+    ttl_add(self, t);
     switch (st) {
     case TQ_TASK_DONE: self->totals.done++; break;
     case TQ_TASK_FAILED: self->totals.failed++; break;
@@ -925,6 +950,15 @@ static void delete_task(tq_store_t *self, tq_task_t *t) {
 }
 
 tq_task_t *tq_store_dead_first(const tq_store_t *self) { return self->dead.head; }
+
+tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id) {
+    tq_task_t *t = tq_store_get(self, id);
+    if (t && t->state == TQ_TASK_DEAD)
+        return t->ttl_next;
+    for (t = self->dead.head; t && t->id <= id; t = t->ttl_next)
+        ;
+    return t;
+}
 tq_task_t *tq_store_dead_next(const tq_task_t *t) { return t->ttl_next; }
 
 void tq_store_revive(tq_store_t *self, tq_task_t *t) {
@@ -1115,7 +1149,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
         }
         t->finished_ms = img->finished_ms;
         t->expires_ms = st == TQ_TASK_DEAD ? 0 : img->finished_ms + self->cfg.unfetched_ttl_ms;
-        ttl_append(ttl_list_of(self, t), t);
+        ttl_add(self, t);
         if (img->fetched)
             tq_store_restore_fetched(self, t, img->fetched_ms);
     }

@@ -226,11 +226,12 @@ int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms);
 
 /* ---- the dead set ---------------------------------------------------------
  * A dead task keeps its payload and stays stored (no TTL) until an
- * operator retries or purges it; dead tasks sit on a list in the order
- * they died. */
+ * operator retries or purges it; dead tasks sit on a list in id order. */
 /* The first dead task, and the one after dead task t (NULL at the end). */
 tq_task_t *tq_store_dead_first(const tq_store_t *self);
 tq_task_t *tq_store_dead_next(const tq_task_t *t);
+/* The first dead task with an id above id (O(1) when id is dead). */
+tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id);
 /* Dead -> queued as if new: lost leases and used retries start again
  * from 0 (the attempt number keeps rising, for fencing); the error text
  * is dropped. Emits REVIVED. */

@@ -371,6 +371,69 @@ static void test_session_keys_observer_restore(void) {
     tq_store_destroy(&s); /* session keys freed with their tasks (ASan checks) */
 }
 
+/* Delayed tasks stay out of the heaps until promoted; the dead set is in
+ * id order, keeps payloads, has no TTL; revive and purge; pause. */
+static void test_delay_dead_pause(void) {
+    tq_store_t *s = new_store(100);
+    tq_task_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.fn = tq_bytes_str("f");
+    spec.payload = tq_bytes_str("d");
+    spec.not_before_ms = 5000;
+    int code = 0;
+    tq_task_t *d = tq_store_add(s, &spec, 1000, &code);
+    tq_task_t *a = add(s, "f", "", 0, "a");
+    tq_queue_counts_t c;
+    tq_store_counts(s, &c);
+    CHECK_EQ_INT(c.queued, 2);
+    CHECK_EQ_INT(c.delayed, 1);
+    CHECK_EQ_INT(tq_store_next_due(s, 1000), 4000);
+    CHECK_EQ_INT(pop(s, "f"), 'a');
+    CHECK_EQ_INT(pop(s, "f"), 0); /* d is not runnable yet */
+    CHECK_EQ_INT(tq_store_promote(s, 4999, 10), 0);
+    CHECK_EQ_INT(tq_store_promote(s, 5000, 10), 1);
+    CHECK_EQ_INT(tq_store_next_due(s, 5000), -1);
+    /* paused: nothing comes out */
+    tq_queue_t *q = tq_store_queue(s, tq_bytes_str("default"));
+    tq_queue_set_paused(q, 1);
+    CHECK_EQ_INT(pop(s, "f"), 0);
+    tq_queue_set_paused(q, 0);
+    CHECK_EQ_INT(pop(s, "f"), 'd');
+    /* retry with a backoff goes to the delayed heap */
+    d->retries = 1;
+    tq_store_retry(s, d, 9000);
+    tq_store_counts(s, &c);
+    CHECK_EQ_INT(c.delayed, 1);
+    CHECK_EQ_INT(tq_store_promote(s, 9000, 10), 1);
+    CHECK_EQ_INT(pop(s, "f"), 'd');
+    /* d dies after a (later id), out of id order: listed in id order */
+    tq_store_finish(s, a, TQ_TASK_DEAD, "x", 1, 10);
+    tq_store_finish(s, d, TQ_TASK_DEAD, "y", 1, 11);
+    CHECK(tq_store_dead_first(s) == d && tq_store_dead_next(d) == a);
+    CHECK(tq_store_dead_after(s, d->id) == a);
+    CHECK(tq_store_dead_after(s, 0) == d);
+    CHECK(tq_store_dead_after(s, a->id) == NULL);
+    CHECK_EQ_INT(a->payload_len, 1); /* kept for a retry */
+    CHECK_EQ_INT(tq_store_sweep(s, INT64_MAX / 2, 100), 0); /* no TTL */
+    tq_store_fetched(s, a, 20);
+    CHECK_EQ_INT(tq_store_sweep(s, INT64_MAX / 2, 100), 0);
+    uint32_t att = d->attempt;
+    tq_store_revive(s, d);
+    CHECK_EQ_INT(tq_task_lost(d), 0);
+    CHECK_EQ_INT(d->attempt, att);
+    CHECK(tq_store_dead_first(s) == a);
+    CHECK_EQ_INT(pop(s, "f"), 'd');
+    CHECK_EQ_INT(d->attempt, att + 1);
+    tq_store_purge(s, a);
+    CHECK(tq_store_dead_first(s) == NULL);
+    CHECK(tq_store_get(s, 1001) == NULL);
+    tq_store_counts(s, &c);
+    CHECK_EQ_INT(c.dead, 0);
+    CHECK_EQ_INT(c.failed, 0);
+    CHECK_EQ_INT(tq_store_totals(s)->purged, 1);
+    tq_store_destroy(&s);
+}
+
 int main(void) {
     RUN(test_priority_then_fifo);
     RUN(test_ids_count_up);
@@ -383,5 +446,6 @@ int main(void) {
     RUN(test_retry);
     RUN(test_deadlines);
     RUN(test_session_keys_observer_restore);
+    RUN(test_delay_dead_pause);
     TEST_MAIN_END();
 }

@@ -284,7 +284,7 @@ class Lifecycle(TQTestCase):
                ({"req": 10, "op": "purge", "ids": [0]}, E_MALFORMED),
                ({"req": 11, "op": "purge", "ids": ["1"]}, E_MALFORMED),
                ({"req": 12, "op": "dead", "limit": 0}, E_MALFORMED),
-               ({"req": 13, "op": "dead", "after": 999}, E_MALFORMED),
+               ({"req": 13, "op": "dead", "after": 2.5}, E_MALFORMED),
                ({"req": 14, "op": "retry", "ids": list(range(1, 1026))}, 5)]
         for req, code in bad:
             e = self.admin(c, req)

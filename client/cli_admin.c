@@ -1,0 +1,340 @@
+/* cli_admin.c - the taskq commands for operators: dead (list the dead
+ * set), retry and purge (act on it), pause and resume (a queue's
+ * dispatch). Each is one or more ADMIN requests (proto/PROTOCOL.md)
+ * through taskq_admin; the contract is docs/cli.md. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+#include <sodium.h>
+
+#include "cli.h"
+#include "output.h"
+#include "taskq.h"
+#include "tq_exit.h"
+#include "tq_idmap.h"
+#include "tq_limits.h"
+#include "tq_proto.h"
+#include "tq_util.h"
+#include "when.h"
+
+/* Widest error text shown by `taskq dead` (the rest becomes "..."). */
+#define DEAD_ERROR_SHOWN 400
+
+/* Send req (consumed) and parse the reply. Returns the reply object
+ * (caller deletes it), or NULL after printing the error, with *status
+ * set to the exit status. */
+static cJSON *admin(taskq_t *tq, cJSON *req, int *status)
+{
+    char *text = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    TQ_ASSERT(text);
+    char *reply = NULL;
+    taskq_error_t e;
+    int rc = taskq_admin(tq, text, -1, &reply, &e);
+    free(text);
+    if (rc < 0) {
+        *status = tq_cli_lib_error(&e);
+        return NULL;
+    }
+    cJSON *j = cJSON_Parse(reply);
+    free(reply);
+    if (!j) { /* taskq_admin checked it already */
+        fflush(stdout);
+        fprintf(stderr, "taskq: the master's reply is not JSON\n");
+        *status = TQ_EXIT_INTERNAL;
+    }
+    return j;
+}
+
+static int bad_reply(const char *what)
+{
+    fflush(stdout);
+    fprintf(stderr, "taskq: the master's reply has no valid %s\n", what);
+    return TQ_EXIT_INTERNAL;
+}
+
+/* A JSON number that is a task id (a positive integer). */
+static int json_id(const cJSON *v, uint64_t *id)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 18446744073709549568.0 ||
+        v->valuedouble != (double)(uint64_t)v->valuedouble)
+        return -1;
+    *id = (uint64_t)v->valuedouble;
+    return 0;
+}
+
+/* A task id as a JSON number written out in full. cJSON prints numbers
+ * with 15 significant digits when that reads back the same, so an id
+ * such as 1795309534193450 would become 1.79530953419345e+15: exact,
+ * but not what a script expects an id to look like. */
+static cJSON *json_exact_id(uint64_t id)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, id);
+    cJSON *v = cJSON_CreateRaw(buf);
+    TQ_ASSERT(v);
+    return v;
+}
+
+static int check_queue(const char *flag, const char *q)
+{
+    if (q && !tq_name_valid(tq_bytes_str(q)))
+        return tq_cli_usage_error("%s: '%.80s' is not a valid queue name (1..%d of A-Z a-z 0-9 _ . : -)",
+                                  flag, q, TQ_MAX_NAME);
+    return 0;
+}
+
+/* ---- dead ----------------------------------------------------------------- */
+
+/* One row of the text listing. */
+static void print_dead_row(FILE *out, const cJSON *t, uint64_t id)
+{
+    char queue[TQ_MAX_NAME * 2 + 4], fn[TQ_MAX_NAME * 2 + 4], died[TQ_WHEN_UTC_LEN];
+    char err[DEAD_ERROR_SHOWN];
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, "queue");
+    const char *s = cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : "default";
+    tq_error_line(s, strlen(s), queue, sizeof queue);
+    v = cJSON_GetObjectItemCaseSensitive(t, "fn");
+    s = cJSON_IsString(v) ? v->valuestring : "-";
+    tq_error_line(s, strlen(s), fn, sizeof fn);
+    v = cJSON_GetObjectItemCaseSensitive(t, "attempts");
+    double attempts = cJSON_IsNumber(v) ? v->valuedouble : 0;
+    v = cJSON_GetObjectItemCaseSensitive(t, "finished_ms");
+    tq_when_format_utc(cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15
+                           ? (int64_t)v->valuedouble
+                           : -1,
+                       died, sizeof died);
+    v = cJSON_GetObjectItemCaseSensitive(t, "error");
+    const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(t, "error_base64");
+    if (cJSON_IsString(v)) {
+        tq_error_line(v->valuestring, strlen(v->valuestring), err, sizeof err);
+    } else if (cJSON_IsString(b64)) {
+        /* Not UTF-8 on the master's side: decode, then show it as wait does. */
+        size_t blen = strlen(b64->valuestring), dlen = 0;
+        unsigned char *bin = tq_malloc(blen / 4 * 3 + 3);
+        if (sodium_base642bin(bin, blen / 4 * 3 + 3, b64->valuestring, blen, NULL, &dlen, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) == 0)
+            tq_error_line(bin, dlen, err, sizeof err);
+        else
+            snprintf(err, sizeof err, "-");
+        free(bin);
+    } else {
+        snprintf(err, sizeof err, "-");
+    }
+    fprintf(out, "%-16" PRIu64 " %-12s %-12s %8.0f %-20s %s\n", id, queue, fn, attempts, died, err);
+}
+
+int tq_cli_run_dead(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    dead_settings_t *s = settings;
+    int status;
+    if (argc > 0)
+        return tq_cli_usage_error("%s: unexpected argument '%.64s'", cmd->name, argv[0]);
+    if ((status = check_queue("--queue", s->queue)))
+        return status;
+    taskq_t *tq = tq_cli_connect(g, &status);
+    if (!tq)
+        return status;
+    /* Each page asks for the tasks after the last one listed. Every id
+     * listed is remembered, so that a master repeating itself ends the
+     * run instead of paging forever. */
+    uint64_t after = 0, shown = 0;
+    tq_idmap_t *seen = tq_idmap_new();
+    status = TQ_EXIT_OK;
+    for (;;) {
+        cJSON *req = cJSON_CreateObject();
+        TQ_ASSERT(req);
+        cJSON_AddStringToObject(req, "op", "dead");
+        if (s->queue)
+            cJSON_AddStringToObject(req, "queue", s->queue);
+        cJSON_AddItemToObject(req, "after", json_exact_id(after));
+        cJSON_AddNumberToObject(req, "limit", TQ_MAX_ADMIN_LIST);
+        cJSON *rep = admin(tq, req, &status);
+        if (!rep)
+            break;
+        const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(rep, "tasks");
+        const cJSON *more = cJSON_GetObjectItemCaseSensitive(rep, "more");
+        if (!cJSON_IsArray(tasks)) {
+            cJSON_Delete(rep);
+            status = bad_reply("\"tasks\" array");
+            break;
+        }
+        cJSON *t; /* not const: --json rewrites its id */
+        cJSON_ArrayForEach(t, tasks) {
+            uint64_t id;
+            if (json_id(cJSON_GetObjectItemCaseSensitive(t, "id"), &id) < 0 ||
+                tq_idmap_get(seen, id)) {
+                status = bad_reply("task id (or it listed one twice)");
+                break;
+            }
+            tq_idmap_put(seen, id, (void *)1);
+            after = id;
+            if (s->json) {
+                cJSON_ReplaceItemInObjectCaseSensitive(t, "id", json_exact_id(id));
+                char *line = cJSON_PrintUnformatted(t);
+                TQ_ASSERT(line);
+                printf("%s\n", line);
+                free(line);
+            } else {
+                if (shown == 0)
+                    printf("%-16s %-12s %-12s %8s %-20s %s\n", "ID", "QUEUE", "FN", "ATTEMPTS",
+                           "DIED", "ERROR");
+                print_dead_row(stdout, t, id);
+            }
+            shown++;
+        }
+        int again = cJSON_IsTrue(more) && cJSON_GetArraySize(tasks) > 0;
+        cJSON_Delete(rep);
+        if (status != TQ_EXIT_OK || !again)
+            break;
+    }
+    if (status == TQ_EXIT_OK && shown == 0 && !s->json)
+        printf("no dead tasks\n");
+    fflush(stdout);
+    tq_idmap_destroy(&seen);
+    taskq_close(&tq);
+    return status;
+}
+
+/* ---- retry and purge --------------------------------------------------------- */
+
+/* Print the per-id outcomes of one request (ids[0..n)) from its reply
+ * items and fold them into *unknown / *not_dead. Returns 0 or an exit
+ * status after printing what is wrong with the reply. */
+static int print_items(const cJSON *rep, const uint64_t *ids, size_t n, const char *done_word,
+                       int *unknown, int *not_dead)
+{
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(rep, "items");
+    if (!cJSON_IsArray(items) || (size_t)cJSON_GetArraySize(items) != n)
+        return bad_reply("\"items\" array (one per id)");
+    const cJSON *it = items->child;
+    for (size_t i = 0; i < n; i++, it = it->next) {
+        uint64_t id;
+        const cJSON *oc = cJSON_GetObjectItemCaseSensitive(it, "outcome");
+        if (json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &id) < 0 || id != ids[i] ||
+            !cJSON_IsString(oc))
+            return bad_reply("\"items\" (in request order)");
+        const char *what;
+        if (strcmp(oc->valuestring, done_word) == 0) {
+            what = done_word;
+        } else if (strcmp(oc->valuestring, "not dead") == 0) {
+            what = "not dead";
+            *not_dead = 1;
+        } else if (strcmp(oc->valuestring, "unknown") == 0) {
+            what = "unknown";
+            *unknown = 1;
+        } else {
+            return bad_reply("outcome");
+        }
+        printf("%" PRIu64 " %s\n", id, what);
+    }
+    return 0;
+}
+
+int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    fix_settings_t *s = settings;
+    int purge = strcmp(cmd->name, "purge") == 0;
+    const char *done_word = purge ? "purged" : "retried";
+    int status;
+    uint64_t *ids = NULL;
+    size_t n = 0;
+    if (s->all && argc > 0)
+        return tq_cli_usage_error("%s: give task IDs or --all, not both", cmd->name);
+    if (s->queue && !s->all)
+        return tq_cli_usage_error("%s: --queue goes with --all (IDs name their tasks already)",
+                                  cmd->name);
+    if ((status = check_queue("--queue", s->queue)))
+        return status;
+    if (!s->all && (status = tq_cli_parse_ids(cmd->name, argc, argv, &ids, &n)))
+        return status;
+    taskq_t *tq = tq_cli_connect(g, &status);
+    if (!tq) {
+        free(ids);
+        return status;
+    }
+    status = TQ_EXIT_OK;
+    if (s->all) {
+        cJSON *req = cJSON_CreateObject();
+        TQ_ASSERT(req);
+        cJSON_AddStringToObject(req, "op", cmd->name);
+        cJSON_AddTrueToObject(req, "all");
+        if (s->queue)
+            cJSON_AddStringToObject(req, "queue", s->queue);
+        cJSON *rep = admin(tq, req, &status);
+        if (rep) {
+            const cJSON *count = cJSON_GetObjectItemCaseSensitive(rep, "count");
+            if (cJSON_IsNumber(count) && count->valuedouble >= 0)
+                printf("%.0f task(s) %s\n", count->valuedouble, done_word);
+            else
+                status = bad_reply("\"count\"");
+            cJSON_Delete(rep);
+        }
+    } else {
+        int unknown = 0, not_dead = 0;
+        for (size_t off = 0; off < n && status == TQ_EXIT_OK; off += TQ_MAX_ADMIN_IDS) {
+            size_t k = n - off < TQ_MAX_ADMIN_IDS ? n - off : TQ_MAX_ADMIN_IDS;
+            cJSON *req = cJSON_CreateObject();
+            TQ_ASSERT(req);
+            cJSON_AddStringToObject(req, "op", cmd->name);
+            cJSON *arr = cJSON_AddArrayToObject(req, "ids");
+            TQ_ASSERT(arr);
+            for (size_t i = 0; i < k; i++)
+                cJSON_AddItemToArray(arr, json_exact_id(ids[off + i]));
+            cJSON *rep = admin(tq, req, &status);
+            if (!rep)
+                break;
+            status = print_items(rep, ids + off, k, done_word, &unknown, &not_dead);
+            cJSON_Delete(rep);
+        }
+        if (status == TQ_EXIT_OK)
+            status = unknown ? TQ_EXIT_NOT_FOUND : not_dead ? TQ_EXIT_REFUSED : TQ_EXIT_OK;
+    }
+    fflush(stdout);
+    free(ids);
+    taskq_close(&tq);
+    return status;
+}
+
+/* ---- pause and resume ----------------------------------------------------------- */
+
+int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int argc,
+                        char **argv)
+{
+    (void)settings;
+    int pause = strcmp(cmd->name, "pause") == 0;
+    int status;
+    if (argc == 0)
+        return tq_cli_usage_error("%s: no QUEUE given", cmd->name);
+    if (argc > 1)
+        return tq_cli_usage_error("%s: unexpected argument '%.64s' (one QUEUE)", cmd->name,
+                                  argv[1]);
+    if (!tq_name_valid(tq_bytes_str(argv[0])))
+        return tq_cli_usage_error("%s: '%.80s' is not a valid queue name (1..%d of A-Z a-z 0-9 _ . : -)",
+                                  cmd->name, argv[0], TQ_MAX_NAME);
+    taskq_t *tq = tq_cli_connect(g, &status);
+    if (!tq)
+        return status;
+    cJSON *req = cJSON_CreateObject();
+    TQ_ASSERT(req);
+    cJSON_AddStringToObject(req, "op", cmd->name);
+    cJSON_AddStringToObject(req, "queue", argv[0]);
+    cJSON *rep = admin(tq, req, &status);
+    if (rep) {
+        const cJSON *changed = cJSON_GetObjectItemCaseSensitive(rep, "changed");
+        status = TQ_EXIT_OK;
+        if (!cJSON_IsBool(changed))
+            status = bad_reply("\"changed\"");
+        else if (cJSON_IsTrue(changed))
+            printf("queue %s %s\n", argv[0], pause ? "paused" : "resumed");
+        else
+            printf("queue %s %s\n", argv[0], pause ? "was already paused" : "was not paused");
+        cJSON_Delete(rep);
+    }
+    fflush(stdout);
+    taskq_close(&tq);
+    return status;
+}
