@@ -1,4 +1,6 @@
-/* taskq.h - libtaskq, the C client library of the taskq task queue.
+/* taskq.h - libtaskq, the C library of the taskq task queue: the client
+ * API (submit, wait, events; this part) and the worker API (serve
+ * functions; "writing workers" below, guide in docs/workers.md).
  *
  * A program connects to one master, queues tasks locally, and reads
  * events back:
@@ -316,6 +318,238 @@ TASKQ_API int taskq_admin(taskq_t *self, const char *request_json, int timeout_m
 /* Static text for a status ("done", "failed", "cancelled", "unknown",
  * "dead") or "?". */
 TASKQ_API const char *taskq_status_name(int status);
+
+/* ==== writing workers ====================================================
+ *
+ * The same engine as taskq-worker (which is built on this API): a
+ * worker connects to one master, says which functions it serves and how
+ * many tasks it runs at once (slots), runs what it is dispatched on its
+ * slot threads and sends the results back. Heartbeats, credit,
+ * reconnection after a master restart, KILL, run timeouts and the drain
+ * on stop behave as docs/workers.md describes for taskq-worker.
+ *
+ *     static int cube(const void *p, size_t len, taskq_result_t *out, void *arg)
+ *     {
+ *         long n = strtol(...);            // parse p[len] (not NUL-terminated)
+ *         return taskq_result_printf(out, "%ld", n * n * n);
+ *     }
+ *     ...
+ *     taskq_worker_opts_t o = TASKQ_WORKER_OPTS_INIT;
+ *     o.endpoint = "tcp://127.0.0.1:7070";
+ *     o.authkey_file = "/etc/taskq/authkey";
+ *     o.slots = 4;
+ *     taskq_worker_t *w = taskq_worker_new(&o, &err);
+ *     taskq_worker_add(w, "cube", cube, NULL, &err);
+ *     // SIGTERM handler: taskq_worker_stop(w);
+ *     int rc = taskq_worker_run(w, &err);   // until stopped and drained
+ *     taskq_worker_destroy(&w);
+ *
+ * Threads: taskq_worker_run makes the calling thread the connection
+ * thread and starts `slots` slot threads (with every signal blocked);
+ * a function runs on a slot thread, so several run at once, each on its
+ * own slot. A crash in a function takes the whole worker down (its
+ * tasks are then re-run elsewhere by the master). Configure (new, add,
+ * load_plugin) from one thread before taskq_worker_run; taskq_worker_stop
+ * may be called from anywhere, signal handlers included.
+ *
+ * Bump TASKQ_WORKER_ABI whenever anything a plugin relies on changes
+ * incompatibly: a structure below, a function's signature or promise. */
+#define TASKQ_WORKER_ABI 1
+
+typedef struct taskq_worker taskq_worker_t;
+
+/* The outcome being built for one task, and what the function may ask
+ * about the task. Owned by the library; valid only during the call. */
+typedef struct taskq_result taskq_result_t;
+
+/* A task function. payload[len] is the task's payload (any bytes, not
+ * NUL-terminated, len may be 0), valid during the call. arg is the arg
+ * given at registration. Set the outcome through out:
+ *  - taskq_result_set/append/printf build the result (the task is done);
+ *  - taskq_result_error makes the task fail with a text (it wins over
+ *    any result set before or after).
+ * Return 0 for "the outcome is in out" (nothing set: done, empty
+ * result); any other value fails the task ("NAME: failed (returned N)"
+ * unless taskq_result_error gave a text). A function that runs past the
+ * task's run timeout is reported as "timed out after S s" whatever it
+ * set; long functions should watch taskq_result_cancelled() or poll
+ * taskq_result_cancel_fd() and return early. */
+typedef int (*taskq_fn)(const void *payload, size_t len, taskq_result_t *out, void *arg);
+
+/* Per-slot state (the tutorial's ThreadLocal). slot_init runs on the
+ * slot thread before that slot's first task of the function, and stores
+ * what the function's calls on that slot get from taskq_result_slot_ctx;
+ * it returns 0, or non-zero to fail that task ("NAME: slot
+ * initialisation failed") and be tried again on the next one.
+ * slot_fini runs on the same thread when the worker stops, for each slot
+ * where slot_init succeeded. slot is 0..slots-1. */
+typedef int (*taskq_slot_init_fn)(void *arg, int slot, void **slot_ctx);
+typedef void (*taskq_slot_fini_fn)(void *arg, int slot, void *slot_ctx);
+
+/* Execution modes (how a function is run). */
+#define TASKQ_MODE_THREAD 0 /* on the worker's slot threads (the only mode yet) */
+
+/* A function to register. Strings are copied. */
+typedef struct {
+    const char *name;             /* [A-Za-z0-9_.:-]{1,64}; required */
+    taskq_fn fn;                  /* required */
+    void *arg;                    /* passed to fn, slot_init, slot_fini */
+    taskq_slot_init_fn slot_init; /* optional */
+    taskq_slot_fini_fn slot_fini; /* optional */
+    int mode;                     /* TASKQ_MODE_*; 0 = thread */
+} taskq_fn_def_t;
+
+#define TASKQ_FN_DEF_INIT {NULL, NULL, NULL, NULL, NULL, TASKQ_MODE_THREAD}
+
+/* Log verbosity of the worker engine (lines on stderr, prefixed
+ * "worker"). */
+#define TASKQ_LOG_ERROR 0
+#define TASKQ_LOG_WARN 1
+#define TASKQ_LOG_INFO 2
+#define TASKQ_LOG_DEBUG 3
+
+typedef struct {
+    const char *endpoint;     /* "tcp://HOST:PORT" or "ipc://PATH"; NULL:
+                                 "tcp://127.0.0.1:7070" */
+    const char *authkey_file; /* required; read by taskq_worker_run */
+    const char *name;         /* shown in status: 1..128 printable ASCII,
+                                 no spaces; NULL: "HOST:PID" */
+    size_t slots;             /* tasks at once, 1..4096; 0: number of cores */
+    int64_t drain_timeout_ms; /* on stop, how long running tasks may finish;
+                                 0..86400000; < 0: 30000 */
+    int log_level;            /* TASKQ_LOG_*; < 0: TASKQ_LOG_INFO */
+} taskq_worker_opts_t;
+
+#define TASKQ_WORKER_OPTS_INIT {NULL, NULL, NULL, 0, -1, -1}
+
+/* Create a worker (it does not connect yet). Checks the options and
+ * fails with TASKQ_ERR_USAGE naming the bad one. Caller owns the result
+ * (taskq_worker_destroy). */
+TASKQ_API taskq_worker_t *taskq_worker_new(const taskq_worker_opts_t *opts, taskq_error_t *err);
+
+/* Stop the slot threads (after slot_fini), unload plugins, free
+ * everything. Not while taskq_worker_run runs. Accepts NULL; nulls
+ * *self_p. */
+TASKQ_API void taskq_worker_destroy(taskq_worker_t **self_p);
+
+/* Register a function (the simple form of taskq_worker_add_def). */
+TASKQ_API int taskq_worker_add(taskq_worker_t *self, const char *name, taskq_fn fn, void *arg,
+                               taskq_error_t *err);
+
+/* Register a function. Returns 0, or -1 with TASKQ_ERR_USAGE: bad or
+ * duplicate name, fn NULL, an unknown mode, more than 256 functions, or
+ * the worker already running. Functions are announced to the master in
+ * registration order. */
+TASKQ_API int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *def,
+                                   taskq_error_t *err);
+
+/* Register NAME as an external command run once per task (what
+ * `taskq-worker --fn NAME=COMMAND` does; docs/workers.md): COMMAND is
+ * split into words like a shell would, with no shell; payload on stdin,
+ * stdout is the result. -1 with TASKQ_ERR_USAGE as taskq_worker_add_def,
+ * or for a COMMAND that does not split ("unterminated single quote"). */
+TASKQ_API int taskq_worker_add_command(taskq_worker_t *self, const char *name,
+                                       const char *command, taskq_error_t *err);
+
+/* The built-in functions: taskq_worker_builtin(i) for i = 0, 1, ... is
+ * "square", "echo", "sleep", "fail", then NULL. */
+TASKQ_API const char *taskq_worker_builtin(size_t i);
+
+/* Register built-in `name` (see docs/workers.md). -1 with
+ * TASKQ_ERR_USAGE for a name that is not a built-in, or as
+ * taskq_worker_add_def. */
+TASKQ_API int taskq_worker_add_builtin(taskq_worker_t *self, const char *name,
+                                       taskq_error_t *err);
+
+/* ---- plugins --------------------------------------------------------------
+ * A plugin is a shared object that exports
+ *
+ *     const int taskq_plugin_abi = TASKQ_WORKER_ABI;
+ *     int taskq_plugin_init(taskq_worker_t *w, int abi, taskq_error_t *err);
+ *
+ * taskq_plugin_init registers the plugin's functions with taskq_worker_add
+ * or taskq_worker_add_def (abi is the worker's TASKQ_WORKER_ABI) and
+ * returns 0, or -1 with err filled. TASKQ_PLUGIN_DECLARE() declares both
+ * with default visibility. */
+#define TASKQ_PLUGIN_INIT_SYMBOL "taskq_plugin_init"
+#define TASKQ_PLUGIN_ABI_SYMBOL "taskq_plugin_abi"
+typedef int (*taskq_plugin_init_fn)(taskq_worker_t *w, int abi, taskq_error_t *err);
+
+#define TASKQ_PLUGIN_DECLARE()                                                                     \
+    TASKQ_API extern const int taskq_plugin_abi;                                                   \
+    TASKQ_API const int taskq_plugin_abi = TASKQ_WORKER_ABI;                                       \
+    TASKQ_API int taskq_plugin_init(taskq_worker_t *w, int abi, taskq_error_t *err)
+
+/* Load the plugin at path (dlopen, RTLD_NOW | RTLD_LOCAL; a path without
+ * a '/' is searched as dlopen searches) and call its taskq_plugin_init.
+ * The object stays loaded until taskq_worker_destroy. Returns 0, or -1
+ * with TASKQ_ERR_ENV and a message naming the file: it cannot be loaded
+ * (dlerror's text), it lacks taskq_plugin_abi or taskq_plugin_init ("not
+ * a taskq plugin"), its ABI is not this library's ("built for worker ABI
+ * 2, this worker has ABI 1"), or taskq_plugin_init failed (its message).
+ * TASKQ_ERR_USAGE once the worker runs. */
+TASKQ_API int taskq_worker_load_plugin(taskq_worker_t *self, const char *path,
+                                       taskq_error_t *err);
+
+/* ---- running ----------------------------------------------------------- */
+
+/* Read the key, start the slots, connect and serve until stopped and
+ * drained (at least one function must be registered). While the master
+ * is unreachable, silent or restarting it keeps trying, for ever.
+ * Returns 0 after the drain (BYE sent); -1 with TASKQ_ERR_USAGE (no
+ * functions, run twice), TASKQ_ERR_ENV (key file missing, unreadable or
+ * readable by others), TASKQ_ERR_CONNECT ("authentication failed
+ * connecting to ENDPOINT (wrong authkey?)": the master rejected the
+ * key before any handshake succeeded) or TASKQ_ERR_INTERNAL (ZeroMQ or
+ * threads could not be set up). */
+TASKQ_API int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err);
+
+/* Ask the worker to stop; async-signal-safe (one write(2) to a pipe),
+ * callable from any thread and before taskq_worker_run (which then
+ * drains at once). The first call drains: the master is told (DRAIN),
+ * running tasks get up to drain_timeout_ms to finish and send their
+ * results, what still runs is cancelled and handed back (RELEASE), BYE,
+ * and taskq_worker_run returns 0. A second call skips the wait. */
+TASKQ_API void taskq_worker_stop(taskq_worker_t *self);
+
+/* ---- inside a task function (out is the function's argument) ---------- */
+
+/* Replace the result with a copy of data[len]. Returns 0, or -1 when len
+ * exceeds the master's max payload (the task then fails with "result
+ * exceeds max payload (N bytes)"). */
+TASKQ_API int taskq_result_set(taskq_result_t *out, const void *data, size_t len);
+/* Append data[len] to the result; 0 or -1 as taskq_result_set. */
+TASKQ_API int taskq_result_append(taskq_result_t *out, const void *data, size_t len);
+/* Replace the result with printf-formatted text (at most 64 KiB). */
+TASKQ_API int taskq_result_printf(taskq_result_t *out, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Fail the task with a printf-formatted error text (at most 8 KiB).
+ * Returns -1, so `return taskq_result_error(out, ...)` fails the task. */
+TASKQ_API int taskq_result_error(taskq_result_t *out, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* 1 once the task must stop (KILL from the master, drain ran out, run
+ * timeout passed), else 0. */
+TASKQ_API int taskq_result_cancelled(const taskq_result_t *out);
+/* A file descriptor that becomes readable when the task must stop (not
+ * at its run timeout: use taskq_result_deadline_ms). Do not read or
+ * close it. */
+TASKQ_API int taskq_result_cancel_fd(const taskq_result_t *out);
+/* Milliseconds left before the run timeout (0 once passed), or -1 when
+ * the task has none. */
+TASKQ_API int64_t taskq_result_remaining_ms(const taskq_result_t *out);
+/* The task's id and attempt number (as `taskq status` shows them). */
+TASKQ_API uint64_t taskq_result_task_id(const taskq_result_t *out);
+TASKQ_API uint32_t taskq_result_attempt(const taskq_result_t *out);
+/* The slot running the task (0..slots-1) and the slot_ctx that the
+ * function's slot_init stored for it (NULL without slot_init). */
+TASKQ_API int taskq_result_slot(const taskq_result_t *out);
+TASKQ_API void *taskq_result_slot_ctx(const taskq_result_t *out);
 
 #ifdef __cplusplus
 }

@@ -1,10 +1,12 @@
 /* main.c - taskq-worker: the settings table, start-up checks, signals.
  *
  *   taskq-worker --connect ENDPOINT --authkey-file FILE [--concurrency N]
- *                [--fn NAME=COMMAND]... [options]
+ *                [--fn NAME=COMMAND]... [--plugin PATH.so]... [options]
  *
- * All work happens in conn.c (connection thread = this thread) and
- * pool.c (slot threads). */
+ * A program on libtaskq's worker API (taskq.h): it registers the
+ * built-ins, the --fn commands and the plugins' functions, and runs the
+ * worker; SIGTERM/SIGINT call taskq_worker_stop. The engine is
+ * workerlib/, inside libtaskq. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -14,10 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "builtins.h"
-#include "command.h"
-#include "conn.h"
-#include "pool.h"
+#include "taskq.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
@@ -37,6 +36,7 @@ typedef struct {
     int64_t concurrency;
     char *name;
     tq_strlist_t fn;
+    tq_strlist_t plugin;
     char *functions;
     int64_t drain_timeout_ms;
     char *log_level;
@@ -55,6 +55,8 @@ static const tq_cfg_entry_t table[] = {
      "name shown in the master's status (default: HOSTNAME:PID)"},
     {"fn", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, fn), "NAME=COMMAND",
      "serve NAME by running COMMAND per task (payload on stdin, result on stdout)"},
+    {"plugin", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, plugin), "PATH.so",
+     "load a C plugin and serve the functions it registers (docs/workers.md)"},
     {"functions", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, functions),
      "LIST", "comma list of the built-ins to serve (default: all; --fn functions are always served)"},
     {"drain-timeout", TQ_CFG_MS, "30", 0, 86400000, NULL, NULL,
@@ -67,22 +69,21 @@ static const tq_cfg_entry_t table[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
-/* Write end of the self-pipe that turns signals into poll events. */
-static int signal_pipe_w = -1;
+/* The worker the signal handlers stop (set once before they are
+ * installed). */
+static taskq_worker_t *volatile signal_worker;
 
 static void on_signal(int sig)
 {
-    int saved = errno;
-    char b = (char)sig;
-    ssize_t w = write(signal_pipe_w, &b, 1);
-    (void)w;
-    errno = saved;
+    (void)sig;
+    /* async-signal-safe: one write(2) to the worker's stop pipe */
+    taskq_worker_stop(signal_worker);
 }
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: taskq-worker --connect ENDPOINT --authkey-file FILE [--concurrency N]\n"
-                 "                    [--fn NAME=COMMAND]... [options]\n\n"
+                 "                    [--fn NAME=COMMAND]... [--plugin PATH.so]... [options]\n\n"
                  "Runs tasks for a taskq master. Built-in functions: square, echo, sleep, fail.\n\n"
                  "options:\n");
     tq_cfg_usage(table, out);
@@ -119,25 +120,24 @@ static int name_printable(const char *s)
     return 1;
 }
 
-/* Build the list of functions served from the built-ins, --functions
- * and --fn. Returns 0 or an exit status (after printing why). */
-static int build_functions(const settings_t *s, tq_fn_t **fns_out, size_t *n_out)
+/* Register the functions served from the built-ins, --functions and
+ * --fn, in that order (a --fn with a built-in's name replaces it).
+ * Returns 0 or an exit status (after printing why). */
+static int add_functions(const settings_t *s, taskq_worker_t *w)
 {
     size_t nb = 0;
-    while (tq_builtin_names[nb])
+    while (taskq_worker_builtin(nb))
         nb++;
-    size_t cap = nb + s->fn.n;
     if (s->fn.n > TQ_MAX_FUNCTIONS)
         return usage_error("--fn: at most %s functions (%s given)", "256", "more");
-    tq_fn_t *fns = tq_calloc(cap ? cap : 1, sizeof *fns);
-    size_t n = 0;
-    char err[256];
+    char (*names)[TQ_MAX_NAME + 1] = tq_calloc(s->fn.n ? s->fn.n : 1, sizeof *names);
+    const char **cmds = tq_calloc(s->fn.n ? s->fn.n : 1, sizeof *cmds);
+    size_t ncmd = 0;
     int rc = 0;
+    taskq_error_t err;
 
     /* --fn first, so they can be checked by --functions and override a
      * built-in of the same name. */
-    tq_fn_t *cmds = tq_calloc(s->fn.n ? s->fn.n : 1, sizeof *cmds);
-    size_t ncmd = 0;
     for (size_t i = 0; i < s->fn.n && rc == 0; i++) {
         const char *arg = s->fn.items[i];
         const char *eq = strchr(arg, '=');
@@ -154,21 +154,14 @@ static int build_functions(const settings_t *s, tq_fn_t **fns_out, size_t *n_out
                              "[A-Za-z0-9_.:-])%s", nm, "");
             break;
         }
-        memcpy(cmds[ncmd].name, arg, nl);
-        cmds[ncmd].name[nl] = '\0';
+        memcpy(names[ncmd], arg, nl);
+        names[ncmd][nl] = '\0';
         for (size_t k = 0; k < ncmd; k++)
-            if (strcmp(cmds[k].name, cmds[ncmd].name) == 0) {
-                rc = usage_error("--fn: function '%s' given twice%s", cmds[ncmd].name, "");
+            if (strcmp(names[k], names[ncmd]) == 0) {
+                rc = usage_error("--fn: function '%s' given twice%s", names[ncmd], "");
                 break;
             }
-        if (rc)
-            break;
-        cmds[ncmd].cmd = tq_command_new(eq + 1, err, sizeof err);
-        if (!cmds[ncmd].cmd) {
-            rc = usage_error("--fn %s: %s", cmds[ncmd].name, err);
-            break;
-        }
-        ncmd++;
+        cmds[ncmd++] = eq + 1;
     }
 
     /* Which built-ins: all, or those --functions lists. */
@@ -185,10 +178,10 @@ static int build_functions(const settings_t *s, tq_fn_t **fns_out, size_t *n_out
                 tok[--tl] = '\0';
             int found = 0;
             for (size_t b = 0; b < nb; b++)
-                if (strcmp(tok, tq_builtin_names[b]) == 0)
+                if (strcmp(tok, taskq_worker_builtin(b)) == 0)
                     want[b] = found = 1;
             for (size_t k = 0; k < ncmd; k++)
-                if (strcmp(tok, cmds[k].name) == 0)
+                if (strcmp(tok, names[k]) == 0)
                     found = 1;
             if (!found)
                 rc = usage_error("--functions: '%s' is not a built-in (square, echo, sleep, "
@@ -199,35 +192,29 @@ static int build_functions(const settings_t *s, tq_fn_t **fns_out, size_t *n_out
         for (size_t b = 0; b < nb; b++)
             want[b] = 1;
     }
-    if (rc == 0) {
-        for (size_t b = 0; b < nb; b++) {
-            int shadowed = 0;
-            for (size_t k = 0; k < ncmd; k++)
-                if (strcmp(cmds[k].name, tq_builtin_names[b]) == 0)
-                    shadowed = 1;
-            if (want[b] && !shadowed) {
-                tq_strlcpy(fns[n].name, tq_builtin_names[b], sizeof fns[n].name);
-                n++;
-            }
-        }
+    size_t n = 0;
+    for (size_t b = 0; b < nb && rc == 0; b++) {
+        int shadowed = 0;
         for (size_t k = 0; k < ncmd; k++)
-            fns[n++] = cmds[k];
-        ncmd = 0;
-        if (n == 0)
-            rc = usage_error("--functions: no functions left to serve%s%s", "", "");
+            if (strcmp(names[k], taskq_worker_builtin(b)) == 0)
+                shadowed = 1;
+        if (want[b] && !shadowed) {
+            TQ_ASSERT(taskq_worker_add_builtin(w, taskq_worker_builtin(b), &err) == 0);
+            n++;
+        }
     }
-    for (size_t k = 0; k < ncmd; k++)
-        tq_command_destroy(&cmds[k].cmd);
+    for (size_t k = 0; k < ncmd && rc == 0; k++) {
+        if (taskq_worker_add_command(w, names[k], cmds[k], &err) < 0) {
+            rc = usage_error("--fn %s: %s", names[k], err.message);
+            break;
+        }
+        n++;
+    }
+    if (rc == 0 && n == 0 && s->plugin.n == 0)
+        rc = usage_error("--functions: no functions left to serve%s%s", "", "");
+    free(names);
     free(cmds);
-    if (rc) {
-        for (size_t k = 0; k < n; k++)
-            tq_command_destroy(&fns[k].cmd);
-        free(fns);
-        return rc;
-    }
-    *fns_out = fns;
-    *n_out = n;
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -235,10 +222,8 @@ int main(int argc, char **argv)
     settings_t s;
     char err[512];
     int argi = 1, help = 0;
-    tq_fn_t *fns = NULL;
-    size_t nfns = 0;
-    char defname[TQ_MAX_PEER_NAME + 1];
-    tq_curve_keys_t keys;
+    taskq_worker_t *w = NULL;
+    taskq_error_t werr;
 
     memset(&s, 0, sizeof s);
     ensure_std_fds();
@@ -262,7 +247,8 @@ int main(int argc, char **argv)
         usage_error("unexpected argument '%s'%s", argv[argi], "");
         goto out;
     }
-    tq_log_set_level(tq_log_level_parse(s.log_level));
+    int level = tq_log_level_parse(s.log_level);
+    tq_log_set_level(level);
     if (!s.connect || !*s.connect) {
         usage_error("--connect: endpoint is empty%s%s", "", "");
         goto out;
@@ -276,38 +262,37 @@ int main(int argc, char **argv)
                     "");
         goto out;
     }
-    if (!s.name) {
-        char host[TQ_MAX_PEER_NAME] = "localhost";
-        if (gethostname(host, sizeof host) < 0)
-            tq_strlcpy(host, "localhost", sizeof host);
-        host[sizeof host - 1] = '\0';
-        snprintf(defname, sizeof defname, "%.100s:%ld", host, (long)getpid());
-        if (!name_printable(defname))
-            snprintf(defname, sizeof defname, "worker:%ld", (long)getpid());
+    const char *keypath = tq_authkey_path(s.authkey_file);
+    taskq_worker_opts_t o = TASKQ_WORKER_OPTS_INIT;
+    o.endpoint = s.connect;
+    o.authkey_file = keypath;
+    o.name = s.name;
+    o.slots = (size_t)s.concurrency; /* 0: the number of cores */
+    o.drain_timeout_ms = s.drain_timeout_ms;
+    o.log_level = level;
+    w = taskq_worker_new(&o, &werr);
+    if (!w) {
+        fprintf(stderr, "taskq-worker: %s\n(see taskq-worker --help)\n", werr.message);
+        rc = werr.code;
+        goto out;
     }
-    if ((rc = build_functions(&s, &fns, &nfns)) != 0)
+    if ((rc = add_functions(&s, w)) != 0)
         goto out;
     rc = TQ_EXIT_USAGE;
-    const char *keypath = tq_authkey_path(s.authkey_file);
     if (!keypath) {
         fprintf(stderr, "taskq-worker: no authkey: give --authkey-file FILE or set "
                         "TASKQ_AUTHKEY_FILE\n");
         goto out;
     }
-    if (tq_authkey_load(keypath, &keys, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-worker: %s\n", err);
-        rc = TQ_EXIT_ENV;
-        goto out;
+    for (size_t i = 0; i < s.plugin.n; i++) {
+        if (taskq_worker_load_plugin(w, s.plugin.items[i], &werr) < 0) {
+            fprintf(stderr, "taskq-worker: --plugin: %s\n", werr.message);
+            rc = TQ_EXIT_ENV;
+            goto out;
+        }
     }
 
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) < 0) {
-        fprintf(stderr, "taskq-worker: pipe: %s\n", strerror(errno));
-        rc = TQ_EXIT_INTERNAL;
-        tq_curve_keys_wipe(&keys);
-        goto out;
-    }
-    signal_pipe_w = pfd[1];
+    signal_worker = w;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -317,25 +302,17 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    size_t slots = s.concurrency > 0 ? (size_t)s.concurrency : (size_t)tq_ncpus();
-    if (slots > TQ_MAX_SLOTS)
-        slots = TQ_MAX_SLOTS;
-    tq_conn_opts_t o = {
-        .endpoint = s.connect,
-        .keys = &keys,
-        .name = s.name ? s.name : defname,
-        .slots = slots,
-        .fns = fns,
-        .nfns = nfns,
-        .drain_timeout_ms = s.drain_timeout_ms,
-        .signal_fd = pfd[0],
-    };
-    rc = tq_conn_run(&o);
-    tq_curve_keys_wipe(&keys);
+    if (taskq_worker_run(w, &werr) < 0) {
+        fprintf(stderr, "taskq-worker: %s\n", werr.message);
+        rc = werr.code;
+    } else {
+        rc = TQ_EXIT_OK;
+    }
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal_worker = NULL;
 out:
-    for (size_t k = 0; k < nfns; k++)
-        tq_command_destroy(&fns[k].cmd);
-    free(fns);
+    taskq_worker_destroy(&w);
     tq_cfg_free(table, &s);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* run.h - what a task handler is given and what it gives back. Shared by
- * the built-ins (builtins.c), external commands (command.c) and the slot
- * threads (pool.c). Nothing here touches the network. */
+ * the built-ins (builtins.c), external commands (command.c), C functions
+ * (cfn.c) and the slot threads (pool.c). Nothing here touches the
+ * network. */
 #ifndef TQ_WORKER_RUN_H
 #define TQ_WORKER_RUN_H
 

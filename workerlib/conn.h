@@ -1,4 +1,5 @@
-/* conn.h - the worker's connection to the master, and its main loop.
+/* conn.h - the worker's connection to the master, and its main loop
+ * (the engine behind taskq_worker_run, worker.c).
  *
  * The calling thread becomes the connection thread: it owns the DEALER
  * (CURVE client), the handshake watch, the task table and the slot
@@ -18,9 +19,10 @@
  *    "killed" outcome for that attempt (fenced off by the master as
  *    late) when there is nothing else to send.
  *  - Authentication failure before any handshake ever succeeded:
- *    "taskq-worker: authentication failed connecting to ENDPOINT (wrong
- *    authkey?)" on stderr and TQ_EXIT_CONNECT.
- *  - A byte on signal_fd is a SIGTERM/SIGINT: the first starts a drain
+ *    TQ_EXIT_CONNECT (the caller reports "authentication failed
+ *    connecting to ENDPOINT (wrong authkey?)").
+ *  - A byte on stop_fd is a stop request (taskq_worker_stop, which
+ *    taskq-worker calls on SIGTERM/SIGINT): the first starts a drain
  *    (DRAIN, new dispatches handed back with RELEASE, wait up to
  *    drain_timeout_ms, then kill and RELEASE what still runs, BYE); the
  *    second skips the wait. */
@@ -41,12 +43,14 @@ typedef struct {
     const tq_fn_t *fns;           /* functions served */
     size_t nfns;
     int64_t drain_timeout_ms;
-    int signal_fd;                /* readable: one byte per SIGTERM/SIGINT */
+    int stop_fd;                  /* readable: one byte per stop request */
 } tq_conn_opts_t;
 
 /* Run the worker until it has drained (returns TQ_EXIT_OK) or cannot go
  * on (TQ_EXIT_CONNECT after an authentication failure, TQ_EXIT_INTERNAL
- * when ZeroMQ or the pool cannot be set up). */
-int tq_conn_run(const tq_conn_opts_t *opts);
+ * when ZeroMQ or the pool cannot be set up). *stuck is set to 1 when slot
+ * threads were left running (tasks that did not stop after a drain):
+ * the functions they run (fns, plugin code) must then stay alive. */
+int tq_conn_run(const tq_conn_opts_t *opts, int *stuck);
 
 #endif

@@ -16,12 +16,19 @@
 
 #include "command.h"
 #include "run.h"
+#include "taskq.h"
 #include "tq_limits.h"
 
-/* A function this worker serves: a built-in, or an external command. */
+/* A function this worker serves: a built-in, an external command or a C
+ * function registered through the API. */
 typedef struct {
     char name[TQ_MAX_NAME + 1];
-    tq_command_t *cmd; /* NULL: built-in of the same name */
+    tq_command_t *cmd;  /* an external command, or NULL */
+    taskq_fn cfn;       /* a C function, or NULL (both NULL: the built-in) */
+    void *arg;
+    taskq_slot_init_fn slot_init;
+    taskq_slot_fini_fn slot_fini;
+    int mode;           /* TASKQ_MODE_* */
 } tq_fn_t;
 
 /* Why a task was cancelled (tq_task_t.cancel). */
@@ -50,9 +57,14 @@ typedef struct tq_task {
 typedef struct tq_pool tq_pool_t;
 
 /* Start nslots threads whose PUSH sockets connect to result_endpoint
- * (an inproc endpoint already bound by the caller in zctx). Caller owns
- * the result. NULL on failure. */
-tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots);
+ * (an inproc endpoint already bound by the caller in zctx). fns[nfns]
+ * are the functions tasks may name (tq_task_t.fn points into it); they
+ * must outlive the pool. Each slot keeps per-function slot state: a
+ * function's slot_init runs on the slot before its first task there,
+ * its slot_fini when the pool is destroyed. Caller owns the result.
+ * NULL on failure. */
+tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
+                       const tq_fn_t *fns, size_t nfns);
 
 /* Queue a task; the next free slot runs it. Ownership stays with the
  * caller (see above). */

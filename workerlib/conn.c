@@ -557,7 +557,7 @@ static int loop(conn_t *c)
         zmq_pollitem_t items[4];
         int n = 0, i_sock = -1, i_watch = -1, i_pull, i_sig;
         i_pull = n, items[n++] = (zmq_pollitem_t){c->pull, 0, ZMQ_POLLIN, 0};
-        i_sig = n, items[n++] = (zmq_pollitem_t){NULL, c->o->signal_fd, ZMQ_POLLIN, 0};
+        i_sig = n, items[n++] = (zmq_pollitem_t){NULL, c->o->stop_fd, ZMQ_POLLIN, 0};
         if (c->sock) {
             i_sock = n, items[n++] = (zmq_pollitem_t){c->sock, 0, ZMQ_POLLIN, 0};
             i_watch = n, items[n++] = (zmq_pollitem_t){tq_hswatch_socket(c->watch), 0, ZMQ_POLLIN, 0};
@@ -581,12 +581,8 @@ static int loop(conn_t *c)
             if (hs > 0) {
                 c->ever_ok = 1;
             } else if (hs < 0) {
-                if (!c->ever_ok) {
-                    fprintf(stderr,
-                            "taskq-worker: authentication failed connecting to %s (wrong authkey?)\n",
-                            c->o->endpoint);
+                if (!c->ever_ok)
                     return TQ_EXIT_CONNECT;
-                }
                 tq_warn("authentication failed connecting to %s (wrong authkey?); retrying",
                         c->o->endpoint);
             }
@@ -610,7 +606,7 @@ static int loop(conn_t *c)
         }
         if (items[i_sig].revents & ZMQ_POLLIN) {
             char buf[16];
-            ssize_t r = read(c->o->signal_fd, buf, sizeof buf);
+            ssize_t r = read(c->o->stop_fd, buf, sizeof buf);
             for (ssize_t k = 0; k < r; k++) {
                 c->nsignals++;
                 if (c->nsignals == 1) {
@@ -629,7 +625,7 @@ static int loop(conn_t *c)
     }
 }
 
-int tq_conn_run(const tq_conn_opts_t *opts)
+int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
 {
     conn_t c = {0};
     int rc = TQ_EXIT_INTERNAL;
@@ -651,7 +647,7 @@ int tq_conn_run(const tq_conn_opts_t *opts)
         tq_error("cannot bind %s: %s", CONN_RESULT_ENDPOINT, zmq_strerror(errno));
         goto done;
     }
-    c.pool = tq_pool_new(c.zctx, CONN_RESULT_ENDPOINT, opts->slots);
+    c.pool = tq_pool_new(c.zctx, CONN_RESULT_ENDPOINT, opts->slots, opts->fns, opts->nfns);
     if (!c.pool)
         goto done;
     tq_info("worker %s starting: %zu slots, connecting to %s", opts->name, opts->slots,
@@ -692,5 +688,6 @@ done:
      * terminate when the pool is gone. */
     if (!c.pool)
         zmq_ctx_term(c.zctx);
+    *stuck = c.pool != NULL;
     return rc;
 }

@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "builtins.h"
+#include "cfn.h"
 #include "tq_log.h"
 #include "tq_proto.h"
 #include "tq_util.h"
@@ -21,6 +22,8 @@ typedef struct {
     int wake_fd; /* eventfd: readable when the running task is cancelled */
     pthread_t thread;
     int started;
+    void **fn_ctx;         /* per function: slot_init's slot_ctx */
+    unsigned char *fn_ok;  /* per function: slot_init succeeded */
 } slot_t;
 
 struct tq_pool {
@@ -32,6 +35,8 @@ struct tq_pool {
     int stopping;
     size_t nslots;
     slot_t *slots;
+    const tq_fn_t *fns;
+    size_t nfns;
 };
 
 void tq_task_free(tq_task_t *task)
@@ -50,6 +55,33 @@ static void drain_fd(int fd)
         ;
 }
 
+/* Run a C function on this slot: its slot_init first if the slot has
+ * not initialised it yet (again after a failure). */
+static void run_cfn(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx)
+{
+    const tq_fn_t *fn = task->fn;
+    size_t k = (size_t)(fn - slot->pool->fns);
+    TQ_ASSERT(k < slot->pool->nfns);
+    if (fn->slot_init && !slot->fn_ok[k]) {
+        void *sc = NULL;
+        if (fn->slot_init(fn->arg, (int)slot->index, &sc) != 0) {
+            tq_run_result_fmt(&task->result, TQ_RUN_FAILED, "%s: slot initialisation failed",
+                              fn->name);
+            return;
+        }
+        slot->fn_ctx[k] = sc;
+        slot->fn_ok[k] = 1;
+    }
+    tq_cfn_task_t info = {
+        .id = task->id,
+        .attempt = task->attempt,
+        .slot = (int)slot->index,
+        .slot_ctx = slot->fn_ctx[k],
+        .cancel = &task->cancel,
+    };
+    tq_cfn_run(fn, ctx, &info, &task->result);
+}
+
 static void run_task(slot_t *slot, tq_task_t *task)
 {
     tq_run_ctx_t ctx = {
@@ -61,7 +93,9 @@ static void run_task(slot_t *slot, tq_task_t *task)
         .max_result = task->max_result,
     };
     task->ran = 1;
-    if (task->fn->cmd)
+    if (task->fn->cfn)
+        run_cfn(slot, task, &ctx);
+    else if (task->fn->cmd)
         tq_command_run(task->fn->cmd, &ctx, &task->result);
     else if (tq_builtin_run(task->fn->name, &ctx, &task->result) < 0)
         tq_run_result_fmt(&task->result, TQ_RUN_FAILED, "function '%s' is not served here",
@@ -113,13 +147,19 @@ static void *slot_main(void *arg)
     }
     pthread_mutex_unlock(&pool->mu);
     zmq_close(push);
+    for (size_t k = 0; k < pool->nfns; k++)
+        if (slot->fn_ok[k] && pool->fns[k].slot_fini)
+            pool->fns[k].slot_fini(pool->fns[k].arg, (int)slot->index, slot->fn_ctx[k]);
     return NULL;
 }
 
-tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots)
+tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
+                       const tq_fn_t *fns, size_t nfns)
 {
     tq_pool_t *self = tq_calloc(1, sizeof *self);
     self->zctx = zctx;
+    self->fns = fns;
+    self->nfns = nfns;
     if (tq_strlcpy(self->endpoint, result_endpoint, sizeof self->endpoint) < 0 || nslots == 0) {
         free(self);
         return NULL;
@@ -128,8 +168,11 @@ tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots)
     pthread_cond_init(&self->cv, NULL);
     self->nslots = nslots;
     self->slots = tq_calloc(nslots, sizeof *self->slots);
-    for (size_t i = 0; i < nslots; i++)
+    for (size_t i = 0; i < nslots; i++) {
         self->slots[i].wake_fd = -1;
+        self->slots[i].fn_ctx = tq_calloc(nfns ? nfns : 1, sizeof(void *));
+        self->slots[i].fn_ok = tq_calloc(nfns ? nfns : 1, 1);
+    }
     for (size_t i = 0; i < nslots; i++) {
         slot_t *s = &self->slots[i];
         s->pool = self;
@@ -196,6 +239,8 @@ void tq_pool_destroy(tq_pool_t **self_p)
             pthread_join(self->slots[i].thread, NULL);
         if (self->slots[i].wake_fd >= 0)
             close(self->slots[i].wake_fd);
+        free(self->slots[i].fn_ctx);
+        free(self->slots[i].fn_ok);
     }
     pthread_mutex_destroy(&self->mu);
     pthread_cond_destroy(&self->cv);

@@ -1,0 +1,349 @@
+/* worker.c - the public worker API of libtaskq (taskq.h, "writing
+ * workers"): options, the function table, plugins, run and stop. The
+ * engine is conn.c (connection thread) and pool.c (slot threads). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <dlfcn.h>
+
+#include "builtins.h"
+#include "command.h"
+#include "conn.h"
+#include "plugin.h"
+#include "pool.h"
+#include "taskq.h"
+#include "tq_authkey.h"
+#include "tq_exit.h"
+#include "tq_limits.h"
+#include "tq_log.h"
+#include "tq_proto.h"
+#include "tq_util.h"
+
+#define WORKER_DEFAULT_ENDPOINT "tcp://127.0.0.1:7070"
+#define WORKER_DEFAULT_DRAIN_MS 30000
+#define WORKER_MAX_DRAIN_MS 86400000
+/* Longest endpoint text accepted. */
+#define WORKER_MAX_ENDPOINT 1024
+
+struct taskq_worker {
+    char *endpoint;
+    char *authkey_file;            /* NULL: none given */
+    char name[TQ_MAX_PEER_NAME + 1];
+    size_t slots;
+    int64_t drain_timeout_ms;
+    tq_fn_t *fns;                  /* TQ_MAX_FUNCTIONS entries */
+    size_t nfns;
+    void **plugins;                /* dlopen handles, TQ_MAX_FUNCTIONS */
+    size_t nplugins;
+    int stop_r, stop_w;            /* taskq_worker_stop's pipe */
+    int ran;                       /* taskq_worker_run was called */
+    int stuck;                     /* slot threads were left running */
+};
+
+static int fail(taskq_error_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(taskq_error_t *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* 1..TQ_MAX_PEER_NAME printable ASCII bytes without spaces. */
+static int name_printable(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > TQ_MAX_PEER_NAME)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+static void default_name(char *out, size_t outlen)
+{
+    char host[TQ_MAX_PEER_NAME] = "localhost";
+    if (gethostname(host, sizeof host) < 0)
+        tq_strlcpy(host, "localhost", sizeof host);
+    host[sizeof host - 1] = '\0';
+    snprintf(out, outlen, "%.100s:%ld", host, (long)getpid());
+    if (!name_printable(out))
+        snprintf(out, outlen, "worker:%ld", (long)getpid());
+}
+
+taskq_worker_t *taskq_worker_new(const taskq_worker_opts_t *opts, taskq_error_t *err)
+{
+    taskq_worker_opts_t def = TASKQ_WORKER_OPTS_INIT;
+    if (!opts)
+        opts = &def;
+    const char *ep = opts->endpoint ? opts->endpoint : WORKER_DEFAULT_ENDPOINT;
+    if (strlen(ep) > WORKER_MAX_ENDPOINT ||
+        (strncmp(ep, "tcp://", 6) != 0 && strncmp(ep, "ipc://", 6) != 0)) {
+        fail(err, TASKQ_ERR_USAGE, "endpoint '%.64s' is not like tcp://HOST:PORT", ep);
+        return NULL;
+    }
+    if (opts->name && !name_printable(opts->name)) {
+        fail(err, TASKQ_ERR_USAGE,
+             "name: must be 1..128 printable ASCII characters without spaces");
+        return NULL;
+    }
+    if (opts->slots > TQ_MAX_SLOTS) {
+        fail(err, TASKQ_ERR_USAGE, "slots: %zu is more than %d", opts->slots, TQ_MAX_SLOTS);
+        return NULL;
+    }
+    if (opts->drain_timeout_ms > WORKER_MAX_DRAIN_MS) {
+        fail(err, TASKQ_ERR_USAGE, "drain_timeout_ms: more than %d", WORKER_MAX_DRAIN_MS);
+        return NULL;
+    }
+    if (opts->log_level > TASKQ_LOG_DEBUG) {
+        fail(err, TASKQ_ERR_USAGE, "log_level: %d is not a TASKQ_LOG_* level", opts->log_level);
+        return NULL;
+    }
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) < 0) {
+        fail(err, TASKQ_ERR_INTERNAL, "pipe: %s", strerror(errno));
+        return NULL;
+    }
+    taskq_worker_t *self = tq_calloc(1, sizeof *self);
+    self->stop_r = pfd[0];
+    self->stop_w = pfd[1];
+    self->endpoint = tq_strdup(ep);
+    self->authkey_file = opts->authkey_file ? tq_strdup(opts->authkey_file) : NULL;
+    if (opts->name)
+        tq_strlcpy(self->name, opts->name, sizeof self->name);
+    else
+        default_name(self->name, sizeof self->name);
+    self->slots = opts->slots ? opts->slots : (size_t)tq_ncpus();
+    if (self->slots > TQ_MAX_SLOTS)
+        self->slots = TQ_MAX_SLOTS;
+    if (self->slots == 0)
+        self->slots = 1;
+    self->drain_timeout_ms =
+        opts->drain_timeout_ms < 0 ? WORKER_DEFAULT_DRAIN_MS : opts->drain_timeout_ms;
+    self->fns = tq_calloc(TQ_MAX_FUNCTIONS, sizeof *self->fns);
+    self->plugins = tq_calloc(TQ_MAX_FUNCTIONS, sizeof *self->plugins);
+    /* The engine's log lines (this library's copy of the logger). */
+    tq_log_init("worker");
+    tq_log_set_level(opts->log_level < 0 ? TQ_LOG_INFO : opts->log_level);
+    return self;
+}
+
+/* Drop functions from index n on (a failed plugin's). */
+static void truncate_fns(taskq_worker_t *self, size_t n)
+{
+    while (self->nfns > n) {
+        tq_fn_t *f = &self->fns[--self->nfns];
+        tq_command_destroy(&f->cmd);
+        memset(f, 0, sizeof *f);
+    }
+}
+
+void taskq_worker_destroy(taskq_worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    taskq_worker_t *self = *self_p;
+    close(self->stop_r);
+    close(self->stop_w);
+    if (!self->stuck) {
+        /* Slot threads (and with them slot_fini) ended in run. */
+        truncate_fns(self, 0);
+        free(self->fns);
+        for (size_t i = self->nplugins; i > 0; i--)
+            dlclose(self->plugins[i - 1]);
+        free(self->plugins);
+    }
+    /* else: threads still run a function; its code and table stay. */
+    free(self->endpoint);
+    free(self->authkey_file);
+    free(self);
+    *self_p = NULL;
+}
+
+/* Checks shared by every registration; returns a free entry or NULL. */
+static tq_fn_t *new_entry(taskq_worker_t *self, const char *name, taskq_error_t *err)
+{
+    if (!self) {
+        fail(err, TASKQ_ERR_USAGE, "worker is NULL");
+        return NULL;
+    }
+    if (self->ran) {
+        fail(err, TASKQ_ERR_USAGE, "functions are registered before taskq_worker_run");
+        return NULL;
+    }
+    size_t nl = name ? strlen(name) : 0;
+    if (!name || nl > TQ_MAX_NAME || !tq_name_valid((tq_bytes_t){(const uint8_t *)name, nl})) {
+        fail(err, TASKQ_ERR_USAGE,
+             "'%.64s' is not a valid function name (1..64 of [A-Za-z0-9_.:-])",
+             name ? name : "(null)");
+        return NULL;
+    }
+    for (size_t i = 0; i < self->nfns; i++)
+        if (strcmp(self->fns[i].name, name) == 0) {
+            fail(err, TASKQ_ERR_USAGE, "function '%s' is already registered", name);
+            return NULL;
+        }
+    if (self->nfns == TQ_MAX_FUNCTIONS) {
+        fail(err, TASKQ_ERR_USAGE, "at most %d functions", TQ_MAX_FUNCTIONS);
+        return NULL;
+    }
+    tq_fn_t *f = &self->fns[self->nfns];
+    memset(f, 0, sizeof *f);
+    tq_strlcpy(f->name, name, sizeof f->name);
+    return f;
+}
+
+int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *def, taskq_error_t *err)
+{
+    if (!def)
+        return fail(err, TASKQ_ERR_USAGE, "function definition is NULL");
+    if (!def->fn)
+        return fail(err, TASKQ_ERR_USAGE, "function '%.64s': fn is NULL",
+                    def->name ? def->name : "(null)");
+    if (def->mode != TASKQ_MODE_THREAD)
+        return fail(err, TASKQ_ERR_USAGE, "function '%.64s': mode %d is not supported",
+                    def->name ? def->name : "(null)", def->mode);
+    tq_fn_t *f = new_entry(self, def->name, err);
+    if (!f)
+        return -1;
+    f->cfn = def->fn;
+    f->arg = def->arg;
+    f->slot_init = def->slot_init;
+    f->slot_fini = def->slot_fini;
+    f->mode = def->mode;
+    self->nfns++;
+    return 0;
+}
+
+int taskq_worker_add(taskq_worker_t *self, const char *name, taskq_fn fn, void *arg,
+                     taskq_error_t *err)
+{
+    taskq_fn_def_t def = TASKQ_FN_DEF_INIT;
+    def.name = name;
+    def.fn = fn;
+    def.arg = arg;
+    return taskq_worker_add_def(self, &def, err);
+}
+
+int taskq_worker_add_command(taskq_worker_t *self, const char *name, const char *command,
+                             taskq_error_t *err)
+{
+    char why[256];
+    if (!command)
+        return fail(err, TASKQ_ERR_USAGE, "empty command");
+    tq_fn_t *f = new_entry(self, name, err);
+    if (!f)
+        return -1;
+    f->cmd = tq_command_new(command, why, sizeof why);
+    if (!f->cmd)
+        return fail(err, TASKQ_ERR_USAGE, "%s", why);
+    self->nfns++;
+    return 0;
+}
+
+const char *taskq_worker_builtin(size_t i)
+{
+    for (size_t k = 0; tq_builtin_names[k]; k++)
+        if (k == i)
+            return tq_builtin_names[k];
+    return NULL;
+}
+
+int taskq_worker_add_builtin(taskq_worker_t *self, const char *name, taskq_error_t *err)
+{
+    if (!name || !tq_builtin_exists(name))
+        return fail(err, TASKQ_ERR_USAGE, "'%.64s' is not a built-in (square, echo, sleep, fail)",
+                    name ? name : "(null)");
+    tq_fn_t *f = new_entry(self, name, err);
+    if (!f)
+        return -1;
+    self->nfns++;
+    return 0;
+}
+
+int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error_t *err)
+{
+    if (!self || self->ran)
+        return fail(err, TASKQ_ERR_USAGE, "plugins are loaded before taskq_worker_run");
+    if (self->nplugins == TQ_MAX_FUNCTIONS)
+        return fail(err, TASKQ_ERR_USAGE, "at most %d plugins", TQ_MAX_FUNCTIONS);
+    taskq_plugin_init_fn init = NULL;
+    void *h = tq_plugin_open(path, &init, err);
+    if (!h)
+        return -1;
+    size_t before = self->nfns;
+    taskq_error_t perr = {0, ""};
+    if (init(self, TASKQ_WORKER_ABI, &perr) != 0) {
+        truncate_fns(self, before);
+        dlclose(h);
+        if (perr.message[0])
+            return fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed: %s", path,
+                        perr.message);
+        return fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed", path);
+    }
+    if (self->nfns == before)
+        tq_warn("plugin %s registered no functions", path);
+    self->plugins[self->nplugins++] = h;
+    return 0;
+}
+
+int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
+{
+    char why[512];
+    tq_curve_keys_t keys;
+    if (!self)
+        return fail(err, TASKQ_ERR_USAGE, "worker is NULL");
+    if (self->ran)
+        return fail(err, TASKQ_ERR_USAGE, "a worker runs once");
+    if (self->nfns == 0)
+        return fail(err, TASKQ_ERR_USAGE, "no functions registered");
+    if (!self->authkey_file || !*self->authkey_file)
+        return fail(err, TASKQ_ERR_USAGE, "no authkey file given");
+    if (tq_authkey_load(self->authkey_file, &keys, why, sizeof why) < 0)
+        return fail(err, TASKQ_ERR_ENV, "%s", why);
+    self->ran = 1;
+    tq_conn_opts_t o = {
+        .endpoint = self->endpoint,
+        .keys = &keys,
+        .name = self->name,
+        .slots = self->slots,
+        .fns = self->fns,
+        .nfns = self->nfns,
+        .drain_timeout_ms = self->drain_timeout_ms,
+        .stop_fd = self->stop_r,
+    };
+    int rc = tq_conn_run(&o, &self->stuck);
+    tq_curve_keys_wipe(&keys);
+    switch (rc) {
+    case TQ_EXIT_OK:
+        return 0;
+    case TQ_EXIT_CONNECT:
+        return fail(err, TASKQ_ERR_CONNECT,
+                    "authentication failed connecting to %s (wrong authkey?)", self->endpoint);
+    default:
+        return fail(err, TASKQ_ERR_INTERNAL, "cannot run the worker (see the log)");
+    }
+}
+
+void taskq_worker_stop(taskq_worker_t *self)
+{
+    if (!self)
+        return;
+    int saved = errno;
+    char b = 's';
+    ssize_t w = write(self->stop_w, &b, 1);
+    (void)w;
+    errno = saved;
+}

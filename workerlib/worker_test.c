@@ -1,0 +1,160 @@
+/* worker_test.c - the worker API's checks through libtaskq: options,
+ * registration, plugins that cannot load, run's errors, stop before
+ * run. No master is needed. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "taskq.h"
+#include "tq_test.h"
+
+static int noop(const void *p, size_t len, taskq_result_t *out, void *arg)
+{
+    (void)p;
+    (void)len;
+    (void)out;
+    (void)arg;
+    return 0;
+}
+
+static taskq_worker_t *new_worker(void)
+{
+    taskq_error_t err;
+    taskq_worker_opts_t o = TASKQ_WORKER_OPTS_INIT;
+    o.endpoint = "tcp://127.0.0.1:1";
+    o.slots = 2;
+    o.log_level = TASKQ_LOG_ERROR;
+    taskq_worker_t *w = taskq_worker_new(&o, &err);
+    CHECK(w != NULL);
+    return w;
+}
+
+static void test_options(void)
+{
+    taskq_error_t err;
+    taskq_worker_opts_t o = TASKQ_WORKER_OPTS_INIT;
+    o.endpoint = "http://x";
+    CHECK(taskq_worker_new(&o, &err) == NULL);
+    CHECK_EQ_INT(err.code, TASKQ_ERR_USAGE);
+    CHECK(strstr(err.message, "http://x") != NULL);
+    o = (taskq_worker_opts_t)TASKQ_WORKER_OPTS_INIT;
+    o.name = "has space";
+    CHECK(taskq_worker_new(&o, &err) == NULL);
+    CHECK_EQ_INT(err.code, TASKQ_ERR_USAGE);
+    o = (taskq_worker_opts_t)TASKQ_WORKER_OPTS_INIT;
+    o.slots = 4097;
+    CHECK(taskq_worker_new(&o, &err) == NULL);
+    o = (taskq_worker_opts_t)TASKQ_WORKER_OPTS_INIT;
+    o.log_level = 9;
+    CHECK(taskq_worker_new(&o, &err) == NULL);
+    /* NULL options: all defaults */
+    taskq_worker_t *w = taskq_worker_new(NULL, &err);
+    CHECK(w != NULL);
+    taskq_worker_destroy(&w);
+    CHECK(w == NULL);
+    taskq_worker_destroy(NULL);
+}
+
+static void test_register(void)
+{
+    taskq_error_t err;
+    taskq_worker_t *w = new_worker();
+    CHECK_EQ_INT(taskq_worker_add(w, "f", noop, NULL, &err), 0);
+    CHECK_EQ_INT(taskq_worker_add(w, "f", noop, NULL, &err), -1);
+    CHECK_EQ_STR(err.message, "function 'f' is already registered");
+    CHECK_EQ_INT(taskq_worker_add(w, "bad name", noop, NULL, &err), -1);
+    CHECK_EQ_INT(err.code, TASKQ_ERR_USAGE);
+    CHECK_EQ_INT(taskq_worker_add(w, "", noop, NULL, &err), -1);
+    CHECK_EQ_INT(taskq_worker_add(w, NULL, noop, NULL, &err), -1);
+    CHECK_EQ_INT(taskq_worker_add(w, "g", NULL, NULL, &err), -1);
+    taskq_fn_def_t d = TASKQ_FN_DEF_INIT;
+    d.name = "h";
+    d.fn = noop;
+    d.mode = 7;
+    CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), -1);
+    CHECK_EQ_STR(err.message, "function 'h': mode 7 is not supported");
+    d.mode = TASKQ_MODE_THREAD;
+    CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), 0);
+
+    CHECK_EQ_STR(taskq_worker_builtin(0), "square");
+    CHECK_EQ_STR(taskq_worker_builtin(3), "fail");
+    CHECK(taskq_worker_builtin(4) == NULL);
+    CHECK_EQ_INT(taskq_worker_add_builtin(w, "square", &err), 0);
+    CHECK_EQ_INT(taskq_worker_add_builtin(w, "cube", &err), -1);
+    CHECK_EQ_INT(taskq_worker_add_command(w, "c", "cat 'x", &err), -1);
+    CHECK_EQ_STR(err.message, "unterminated single quote");
+    CHECK_EQ_INT(taskq_worker_add_command(w, "c", "cat", &err), 0);
+
+    /* at most 256 functions */
+    char name[16];
+    int rc = 0;
+    for (int i = 0; i < 300 && rc == 0; i++) {
+        snprintf(name, sizeof name, "n%d", i);
+        rc = taskq_worker_add(w, name, noop, NULL, &err);
+    }
+    CHECK_EQ_INT(rc, -1);
+    CHECK_EQ_STR(err.message, "at most 256 functions");
+    taskq_worker_destroy(&w);
+}
+
+static void test_plugins_and_run(void)
+{
+    taskq_error_t err;
+    taskq_worker_t *w = new_worker();
+    CHECK_EQ_INT(taskq_worker_load_plugin(w, "/nonexistent.so", &err), -1);
+    CHECK_EQ_INT(err.code, TASKQ_ERR_ENV);
+    CHECK(strstr(err.message, "plugin /nonexistent.so: cannot load") == err.message);
+    /* run: no functions, no key, bad key */
+    CHECK_EQ_INT(taskq_worker_run(w, &err), -1);
+    CHECK_EQ_STR(err.message, "no functions registered");
+    CHECK_EQ_INT(taskq_worker_add(w, "f", noop, NULL, &err), 0);
+    CHECK_EQ_INT(taskq_worker_run(w, &err), -1);
+    CHECK_EQ_STR(err.message, "no authkey file given");
+    taskq_worker_destroy(&w);
+
+    char dir[] = "/tmp/tq-worker-test-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char key[64];
+    snprintf(key, sizeof key, "%s/key", dir);
+    int fd = open(key, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0);
+    CHECK_EQ_INT(write(fd, "0123456789abcdef-secret\n", 24), 24);
+    close(fd);
+    chmod(key, 0644);
+    taskq_worker_opts_t o = TASKQ_WORKER_OPTS_INIT;
+    o.endpoint = "tcp://127.0.0.1:1";
+    o.authkey_file = key;
+    o.slots = 2;
+    o.log_level = TASKQ_LOG_ERROR;
+    w = taskq_worker_new(&o, &err);
+    CHECK_EQ_INT(taskq_worker_add(w, "f", noop, NULL, &err), 0);
+    CHECK_EQ_INT(taskq_worker_run(w, &err), -1);
+    CHECK_EQ_INT(err.code, TASKQ_ERR_ENV);
+    taskq_worker_destroy(&w);
+
+    /* stopped before it runs: run drains at once and returns 0 */
+    chmod(key, 0600);
+    w = taskq_worker_new(&o, &err);
+    CHECK_EQ_INT(taskq_worker_add(w, "f", noop, NULL, &err), 0);
+    taskq_worker_stop(w);
+    CHECK_EQ_INT(taskq_worker_run(w, &err), 0);
+    CHECK_EQ_INT(taskq_worker_run(w, &err), -1);
+    CHECK_EQ_STR(err.message, "a worker runs once");
+    CHECK_EQ_INT(taskq_worker_add(w, "g", noop, NULL, &err), -1);
+    CHECK_EQ_INT(taskq_worker_load_plugin(w, "/x.so", &err), -1);
+    CHECK_EQ_INT(err.code, TASKQ_ERR_USAGE);
+    taskq_worker_destroy(&w);
+    unlink(key);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    RUN(test_options);
+    RUN(test_register);
+    RUN(test_plugins_and_run);
+    TEST_MAIN_END();
+}
