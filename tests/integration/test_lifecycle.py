@@ -55,10 +55,14 @@ def recv_alive(c, mtype, timeout):
 
 
 class Lifecycle(TQTestCase):
-    def raw(self, hello=None):
+    def raw(self, hello=False):
+        """A raw peer: hello=False says HELLO as a client, None says
+        nothing, else the HELLO frames to send (WELCOME expected)."""
         c = RawClient(self.endpoint, key_bytes_from_file(self.key))
         self.addCleanup(c.close)
         if hello is None:
+            return c
+        if hello is False:
             c.hello()
         else:
             c.send(hello)
@@ -108,6 +112,31 @@ class Lifecycle(TQTestCase):
                    what="second stale result counted")
         r = self.tq_ok("wait", "--timeout", "10", tid)
         self.assertEqual(r.out, "from B\n")
+
+    def test_hello_busy_slots_get_no_credit(self):
+        """A worker that says HELLO again while its slots still run tasks
+        of its old connection announces them as busy: the master gives
+        it credit only for the free ones, and the rest as they finish."""
+        self.start_master()
+        w = self.raw(None)
+        w.send([head(0x01) + json.dumps({"role": "worker", "name": "rawW:1", "slots": 2,
+                                         "busy": 2, "functions": ["echo"]}).encode()])
+        self.assertEqual(w.recv_type(T_WELCOME, 5)[0][3], T_WELCOME)
+        self.submit("--fn", "echo", "a", "b")
+        st = [x for x in self.status()["workers"] if x["name"] == "rawW:1"][0]
+        self.assertEqual((st["slots"], st["credit"]), (2, 0), st)
+        self.assertIsNone(recv_alive(w, T_DISPATCH, 1.0), "dispatched to a busy slot")
+        w.send(msg_result([], credit=1))  # one old run ended
+        fr = recv_alive(w, T_DISPATCH, 5)
+        self.assertIsNotNone(fr)
+        self.assertEqual(len(decode_dispatch(fr)), 1)
+        for bad in (-1, 3, 1.5, "1"):
+            c = self.raw(None)
+            c.send([head(0x01) + json.dumps({"role": "worker", "name": "x:1", "slots": 2,
+                                             "busy": bad, "functions": ["echo"]}).encode()])
+            e = decode_error(c.recv_type(T_WELCOME, 5))
+            self.assertEqual(e["code"], E_MALFORMED, (bad, e))
+            self.assertIn("busy", e["message"])
 
     # ---- retries and backoff --------------------------------------------------
 
