@@ -13,7 +13,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tqharness import (  # noqa: E402
     E_BAD_NAME, E_MALFORMED, EXIT_OK, EXIT_TASK_FAILED, MASTER_BIN, T_ADMIN, T_ADMIN_REPLY,
-    T_DISPATCH, T_ERROR, T_HEARTBEAT, T_RESULTS, T_SUBMIT, T_SUBMIT_ACK, T_WELCOME, RawClient,
+    T_DISPATCH, T_ERROR, T_HEARTBEAT, T_KILL, T_RESULTS, T_SUBMIT, T_SUBMIT_ACK, T_WELCOME, RawClient,
     TQTestCase, decode_error, decode_results, decode_submit_ack, head, key_bytes_from_file, main,
     msg_hello_worker, msg_result, str8, wait_until)
 FLAG_SUBSCRIBE = 0x0001
@@ -137,6 +137,34 @@ class Lifecycle(TQTestCase):
             e = decode_error(c.recv_type(T_WELCOME, 5))
             self.assertEqual(e["code"], E_MALFORMED, (bad, e))
             self.assertIn("busy", e["message"])
+
+    def test_silent_worker_lease_expires_with_kill(self):
+        """A worker that stays connected (heartbeats) but never reports a
+        task with a run timeout: the master expires the lease at timeout
+        + 2 heartbeats, sends KILL for that attempt, and the task fails
+        as timed out (no retry left)."""
+        self.start_master()
+        w = self.raw(msg_hello_worker("rawS:1", 1, ["echo"]))
+        t0 = time.monotonic()
+        tid = self.submit("--fn", "echo", "--timeout", "1", "x")[0]
+        (i, att, tmo, _fn, _p), = decode_dispatch(recv_alive(w, T_DISPATCH, 5))
+        self.assertEqual((str(i), att, tmo), (tid, 1, 1000))
+        fr = recv_alive(w, T_KILL, 10)
+        self.assertIsNotNone(fr, "no KILL")
+        took = time.monotonic() - t0
+        body = fr[0][4:]
+        (n,) = struct.unpack_from("<H", body, 0)
+        self.assertEqual(struct.unpack_from("<QI", body, 2), (i, 1))
+        self.assertEqual(n, 1)
+        self.assertGreaterEqual(took, 1.0 + 2 * 0.2 - 0.05)
+        r = self.tq("wait", "--timeout", "10", tid)
+        self.assertEqual(r.rc, EXIT_TASK_FAILED, r)
+        self.assertIn("timed out: no result from worker rawS:1", r.err)
+        # the worker's late report of that attempt is fenced
+        w.send(msg_result([(i, 1, 0, b"too late")]))
+        wait_until(lambda: self.status()["totals"]["late_results"] == 1, 5,
+                   what="the late report counted")
+        self.assertEqual(self.tq("wait", tid).rc, EXIT_TASK_FAILED)
 
     # ---- retries and backoff --------------------------------------------------
 
