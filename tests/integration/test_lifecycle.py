@@ -214,21 +214,22 @@ class Lifecycle(TQTestCase):
         fns = ["poison=sh -c 'kill -9 $PPID'", "ok=echo fine"]
         poison = self.submit("--fn", "poison", "--retries", "5", "p")[0]
         # A worker dies as soon as it gets the task, maybe before the
-        # harness saw it join: start them without waiting.
-        deaths = 0
-        w = self.start_worker(concurrency=1, fns=fns, wait=False)
+        # harness saw it join: start them without waiting, one more each
+        # time the last one died.
+        workers = [self.start_worker(concurrency=1, fns=fns, wait=False)]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.status()["totals"]["dead"] == 0:
-            if not w.alive():
-                deaths += 1
-                w = self.start_worker(concurrency=1, fns=fns, wait=False)
+            if not workers[-1].alive():
+                workers.append(self.start_worker(concurrency=1, fns=fns, wait=False))
             time.sleep(0.1)
         self.assertEqual(self.status()["totals"]["dead"], 1)
-        w.wait(5)  # the last one is dying (the master noticed its loss)
-        if not w.alive():
-            deaths += 1
-        self.assertEqual(deaths, 3)
-        self.start_worker(concurrency=1, fns=fns)
+        # exactly the 3 that got the task died (the master noticed each)
+        wait_until(lambda: sum(not w.alive() for w in workers) >= 3, 10,
+                   what="3 workers killed by the poison task")
+        time.sleep(0.5)
+        self.assertEqual(sum(not w.alive() for w in workers), 3)
+        if not workers[-1].alive():
+            self.start_worker(concurrency=1, fns=fns)
         r = self.tq("wait", "--json", "--timeout", "10", poison)
         self.assertEqual(r.rc, EXIT_TASK_FAILED, r)
         o = json.loads(r.out)
