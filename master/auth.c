@@ -26,6 +26,8 @@
 #define ZAP_FRAME_MAX 256
 /* Accepted connections remembered for the handshake-failure log. */
 #define AUTH_MAX_CONNS 65536
+/* Handshake failures remembered until their connection is dropped. */
+#define AUTH_PENDING_FAILS 64
 
 typedef struct {
     int fd;
@@ -43,7 +45,12 @@ struct tq_auth {
     /* thread-only state */
     conn_t *conns;
     size_t nconns, capconns;
-    unsigned pending_fail; /* HANDSHAKE_FAILED seen, DISCONNECTED not yet */
+    /* HANDSHAKE_FAILED events seen whose DISCONNECTED has not come yet,
+     * oldest first: 1 = the keys did not match (PROTOCOL, AUTH), 0 = the
+     * peer closed during the handshake (NO_DETAIL: a port probe, a health
+     * check). A ring; when full the oldest is forgotten. */
+    uint8_t fail_kind[AUTH_PENDING_FAILS];
+    unsigned fail_head, nfail;
     int64_t log_window_ms;  /* rate limit of refusal lines: a peer with a */
     unsigned log_lines;     /* wrong key reconnects every few hundred ms */
     unsigned log_suppressed;
@@ -246,13 +253,22 @@ static void monitor_handle(tq_auth_t *self, void *mon) {
     case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
         /* Reported with the listener's endpoint: the peer is the next
          * connection to be dropped. */
-        self->pending_fail++;
+        if (self->nfail == AUTH_PENDING_FAILS) {
+            self->fail_head = (self->fail_head + 1) % AUTH_PENDING_FAILS;
+            self->nfail--;
+        }
+        self->fail_kind[(self->fail_head + self->nfail++) % AUTH_PENDING_FAILS] =
+            event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
         break;
     case ZMQ_EVENT_DISCONNECTED:
         conn_take(self, (int)value, addr, sizeof addr);
-        if (self->pending_fail > 0) {
-            self->pending_fail--;
-            if (log_ok(self))
+        if (self->nfail > 0) {
+            int keys = self->fail_kind[self->fail_head];
+            self->fail_head = (self->fail_head + 1) % AUTH_PENDING_FAILS;
+            self->nfail--;
+            if (!keys)
+                tq_debug("peer %s closed the connection during the handshake", addr);
+            else if (log_ok(self))
                 tq_warn("authentication failed for peer %s (handshake rejected: wrong authkey?)",
                         addr);
         }

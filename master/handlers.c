@@ -54,6 +54,7 @@ typedef struct {
     tq_role_t role;
     const char *name; /* points into the HELLO's JSON */
     uint32_t slots;
+    uint32_t busy; /* slots still running runs of an earlier connection */
     const char *fns[TQ_MAX_FUNCTIONS]; /* interned, no duplicates */
     size_t nfns;
 } hello_t;
@@ -80,6 +81,18 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
         return -1;
     }
     h->slots = (uint32_t)s->valuedouble;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "busy");
+    h->busy = 0;
+    if (b) {
+        if (!cJSON_IsNumber(b) || !(b->valuedouble >= 0 && b->valuedouble <= h->slots) ||
+            b->valuedouble != (double)(int64_t)b->valuedouble) {
+            snprintf(msg, sizeof msg, "HELLO: \"busy\" must be an integer 0..slots (%" PRIu32 ")",
+                     h->slots);
+            hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
+            return -1;
+        }
+        h->busy = (uint32_t)b->valuedouble;
+    }
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "functions");
     if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) < 1) {
         hello_refuse(self, p, m, TQ_ERR_MALFORMED,
@@ -152,7 +165,8 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
     tq_strlcpy(p->name, h->name, sizeof p->name);
     tq_strlcpy(p->address, m->addr, sizeof p->address);
     if (h->role == TQ_ROLE_WORKER) {
-        p->slots = p->credit = h->slots;
+        p->slots = h->slots;
+        p->credit = h->slots - h->busy; /* the busy ones come back as RESULT credit */
         tq_peer_set_fns(p, h->fns, h->nfns);
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);

@@ -96,6 +96,11 @@ static void send_hello(conn_t *c)
     cJSON_AddStringToObject(j, "role", "worker");
     cJSON_AddStringToObject(j, "name", c->o->name);
     cJSON_AddNumberToObject(j, "slots", (double)c->o->slots);
+    /* Slots still running tasks of an earlier connection: the master
+     * gives us only the rest as credit, and each gives its credit back
+     * when it finishes (PROTOCOL.md 12.1). */
+    size_t busy = c->inflight < c->o->slots ? c->inflight : c->o->slots;
+    cJSON_AddNumberToObject(j, "busy", (double)busy);
     cJSON *fns = cJSON_AddArrayToObject(j, "functions");
     for (size_t i = 0; i < c->o->nfns; i++)
         cJSON_AddItemToArray(fns, cJSON_CreateString(c->o->fns[i].name));
@@ -103,11 +108,12 @@ static void send_hello(conn_t *c)
     cJSON_Delete(j);
     if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0)
         tq_warn("cannot send HELLO: %s", zmq_strerror(errno));
-    /* The master now counts all our slots as free; the ones still busy
-     * must not be announced again when they finish. */
+    /* The master counts slots - busy as free; a busy slot gives its
+     * credit back when it finishes. Tasks beyond our slots (queued in
+     * the pool) must not give credit when they finish. */
     c->welcomed = 0;
     c->hello_pending = 1;
-    c->debt = c->inflight;
+    c->debt = c->inflight - busy;
     c->credit = 0;
 }
 

@@ -13,7 +13,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tqharness import (  # noqa: E402
     E_BAD_NAME, E_MALFORMED, EXIT_OK, EXIT_TASK_FAILED, MASTER_BIN, T_ADMIN, T_ADMIN_REPLY,
-    T_DISPATCH, T_ERROR, T_HEARTBEAT, T_RESULTS, T_SUBMIT, T_SUBMIT_ACK, T_WELCOME, RawClient,
+    T_DISPATCH, T_ERROR, T_HEARTBEAT, T_KILL, T_RESULTS, T_SUBMIT, T_SUBMIT_ACK, T_WELCOME, RawClient,
     TQTestCase, decode_error, decode_results, decode_submit_ack, head, key_bytes_from_file, main,
     msg_hello_worker, msg_result, str8, wait_until)
 FLAG_SUBSCRIBE = 0x0001
@@ -55,10 +55,14 @@ def recv_alive(c, mtype, timeout):
 
 
 class Lifecycle(TQTestCase):
-    def raw(self, hello=None):
+    def raw(self, hello=False):
+        """A raw peer: hello=False says HELLO as a client, None says
+        nothing, else the HELLO frames to send (WELCOME expected)."""
         c = RawClient(self.endpoint, key_bytes_from_file(self.key))
         self.addCleanup(c.close)
         if hello is None:
+            return c
+        if hello is False:
             c.hello()
         else:
             c.send(hello)
@@ -109,6 +113,59 @@ class Lifecycle(TQTestCase):
         r = self.tq_ok("wait", "--timeout", "10", tid)
         self.assertEqual(r.out, "from B\n")
 
+    def test_hello_busy_slots_get_no_credit(self):
+        """A worker that says HELLO again while its slots still run tasks
+        of its old connection announces them as busy: the master gives
+        it credit only for the free ones, and the rest as they finish."""
+        self.start_master()
+        w = self.raw(None)
+        w.send([head(0x01) + json.dumps({"role": "worker", "name": "rawW:1", "slots": 2,
+                                         "busy": 2, "functions": ["echo"]}).encode()])
+        self.assertEqual(w.recv_type(T_WELCOME, 5)[0][3], T_WELCOME)
+        self.submit("--fn", "echo", "a", "b")
+        st = [x for x in self.status()["workers"] if x["name"] == "rawW:1"][0]
+        self.assertEqual((st["slots"], st["credit"]), (2, 0), st)
+        self.assertIsNone(recv_alive(w, T_DISPATCH, 1.0), "dispatched to a busy slot")
+        w.send(msg_result([], credit=1))  # one old run ended
+        fr = recv_alive(w, T_DISPATCH, 5)
+        self.assertIsNotNone(fr)
+        self.assertEqual(len(decode_dispatch(fr)), 1)
+        for bad in (-1, 3, 1.5, "1"):
+            c = self.raw(None)
+            c.send([head(0x01) + json.dumps({"role": "worker", "name": "x:1", "slots": 2,
+                                             "busy": bad, "functions": ["echo"]}).encode()])
+            e = decode_error(c.recv_type(T_WELCOME, 5))
+            self.assertEqual(e["code"], E_MALFORMED, (bad, e))
+            self.assertIn("busy", e["message"])
+
+    def test_silent_worker_lease_expires_with_kill(self):
+        """A worker that stays connected (heartbeats) but never reports a
+        task with a run timeout: the master expires the lease at timeout
+        + 2 heartbeats, sends KILL for that attempt, and the task fails
+        as timed out (no retry left)."""
+        self.start_master()
+        w = self.raw(msg_hello_worker("rawS:1", 1, ["echo"]))
+        t0 = time.monotonic()
+        tid = self.submit("--fn", "echo", "--timeout", "1", "x")[0]
+        (i, att, tmo, _fn, _p), = decode_dispatch(recv_alive(w, T_DISPATCH, 5))
+        self.assertEqual((str(i), att, tmo), (tid, 1, 1000))
+        fr = recv_alive(w, T_KILL, 10)
+        self.assertIsNotNone(fr, "no KILL")
+        took = time.monotonic() - t0
+        body = fr[0][4:]
+        (n,) = struct.unpack_from("<H", body, 0)
+        self.assertEqual(struct.unpack_from("<QI", body, 2), (i, 1))
+        self.assertEqual(n, 1)
+        self.assertGreaterEqual(took, 1.0 + 2 * 0.2 - 0.05)
+        r = self.tq("wait", "--timeout", "10", tid)
+        self.assertEqual(r.rc, EXIT_TASK_FAILED, r)
+        self.assertIn("timed out: no result from worker rawS:1", r.err)
+        # the worker's late report of that attempt is fenced
+        w.send(msg_result([(i, 1, 0, b"too late")]))
+        wait_until(lambda: self.status()["totals"]["late_results"] == 1, 5,
+                   what="the late report counted")
+        self.assertEqual(self.tq("wait", tid).rc, EXIT_TASK_FAILED)
+
     # ---- retries and backoff --------------------------------------------------
 
     def run_failing_task(self, *master_flags):
@@ -157,21 +214,22 @@ class Lifecycle(TQTestCase):
         fns = ["poison=sh -c 'kill -9 $PPID'", "ok=echo fine"]
         poison = self.submit("--fn", "poison", "--retries", "5", "p")[0]
         # A worker dies as soon as it gets the task, maybe before the
-        # harness saw it join: start them without waiting.
-        deaths = 0
-        w = self.start_worker(concurrency=1, fns=fns, wait=False)
+        # harness saw it join: start them without waiting, one more each
+        # time the last one died.
+        workers = [self.start_worker(concurrency=1, fns=fns, wait=False)]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.status()["totals"]["dead"] == 0:
-            if not w.alive():
-                deaths += 1
-                w = self.start_worker(concurrency=1, fns=fns, wait=False)
+            if not workers[-1].alive():
+                workers.append(self.start_worker(concurrency=1, fns=fns, wait=False))
             time.sleep(0.1)
         self.assertEqual(self.status()["totals"]["dead"], 1)
-        w.wait(5)  # the last one is dying (the master noticed its loss)
-        if not w.alive():
-            deaths += 1
-        self.assertEqual(deaths, 3)
-        self.start_worker(concurrency=1, fns=fns)
+        # exactly the 3 that got the task died (the master noticed each)
+        wait_until(lambda: sum(not w.alive() for w in workers) >= 3, 10,
+                   what="3 workers killed by the poison task")
+        time.sleep(0.5)
+        self.assertEqual(sum(not w.alive() for w in workers), 3)
+        if not workers[-1].alive():
+            self.start_worker(concurrency=1, fns=fns)
         r = self.tq("wait", "--json", "--timeout", "10", poison)
         self.assertEqual(r.rc, EXIT_TASK_FAILED, r)
         o = json.loads(r.out)

@@ -47,6 +47,23 @@ class Security(TQTestCase):
         self.assertEqual(self.status()["workers"], [])
         self.assert_no_key_text(r.out, r.err)
 
+    def test_port_probe_is_not_an_authentication_failure(self):
+        """A bare TCP connect and close (a health check, a port scan) is
+        not logged as a wrong authkey; a wrong key still is."""
+        import socket
+        m = self.start_master()
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5):
+                pass
+        self.status()  # the master has handled the probes' events by now
+        time.sleep(0.5)
+        self.assertNotIn("authentication failed", m.output())
+        wrong = self.make_key("wrongkey", WRONG_TEXT)
+        r = self.tq("status", key=wrong, timeout=5)
+        self.assertEqual(r.rc, EXIT_CONNECT, r)
+        wait_until(lambda: "authentication failed for peer" in m.output(), 5,
+                   what="the wrong key logged")
+
     def test_key_mode_0644_refused_everywhere(self):
         loose = self.make_key("loosekey", KEY_TEXT, mode=0o644)
         m = self.start_master(key=loose, wait=False)
