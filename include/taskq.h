@@ -347,8 +347,10 @@ TASKQ_API const char *taskq_status_name(int status);
  * Threads: taskq_worker_run makes the calling thread the connection
  * thread and starts `slots` slot threads (with every signal blocked);
  * a function runs on a slot thread, so several run at once, each on its
- * own slot. A crash in a function takes the whole worker down (its
- * tasks are then re-run elsewhere by the master). Configure (new, add,
+ * own slot. In the default mode (thread) a crash in a function takes
+ * the whole worker down (its tasks are then re-run elsewhere by the
+ * master); the prefork and spawn modes run it in child processes
+ * instead (TASKQ_MODE_* below). Configure (new, add,
  * load_plugin) from one thread before taskq_worker_run; taskq_worker_stop
  * may be called from anywhere, signal handlers included.
  *
@@ -386,8 +388,27 @@ typedef int (*taskq_fn)(const void *payload, size_t len, taskq_result_t *out, vo
 typedef int (*taskq_slot_init_fn)(void *arg, int slot, void **slot_ctx);
 typedef void (*taskq_slot_fini_fn)(void *arg, int slot, void *slot_ctx);
 
-/* Execution modes (how a function is run). */
-#define TASKQ_MODE_THREAD 0 /* on the worker's slot threads (the only mode yet) */
+/* Execution modes: how a function is run (docs/workers.md, "Execution
+ * modes"). Every child process runs in its own process group with
+ * default signal dispositions, an empty signal mask, no fds of the
+ * worker but 0, 1 (the worker's stdout, or the coprocess framing) and 2,
+ * and the limits of taskq_worker_set_limits. */
+#define TASKQ_MODE_THREAD 0    /* C functions, built-ins: on the worker's slot
+                                  threads; a crash takes the worker down */
+#define TASKQ_MODE_PREFORK 1   /* C functions, built-ins: one long-lived fork of
+                                  the worker per slot (slot_init runs there);
+                                  a crash or abort() fails that task only
+                                  ("worker child died: signal 11
+                                  (Segmentation fault)") and the child is
+                                  started again; a run timeout or KILL kills it */
+#define TASKQ_MODE_SPAWN 2     /* a fresh process per task: a fork for C
+                                  functions and built-ins, an exec for
+                                  commands (their default) */
+#define TASKQ_MODE_COPROCESS 3 /* commands: one long-lived program per slot
+                                  speaking the length-prefixed framing of
+                                  docs/workers.md on stdin/stdout; a death
+                                  fails that task ("coprocess died: ...") and
+                                  the program is started again */
 
 /* A function to register. Strings are copied. */
 typedef struct {
@@ -396,7 +417,7 @@ typedef struct {
     void *arg;                    /* passed to fn, slot_init, slot_fini */
     taskq_slot_init_fn slot_init; /* optional */
     taskq_slot_fini_fn slot_fini; /* optional */
-    int mode;                     /* TASKQ_MODE_*; 0 = thread */
+    int mode;                     /* thread, prefork or spawn; 0 = thread */
 } taskq_fn_def_t;
 
 #define TASKQ_FN_DEF_INIT {NULL, NULL, NULL, NULL, NULL, TASKQ_MODE_THREAD}
@@ -450,6 +471,29 @@ TASKQ_API int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *d
  * or for a COMMAND that does not split ("unterminated single quote"). */
 TASKQ_API int taskq_worker_add_command(taskq_worker_t *self, const char *name,
                                        const char *command, taskq_error_t *err);
+
+/* Set the mode of a registered function (a C function or built-in:
+ * thread, prefork or spawn; a command: spawn, its default, or
+ * coprocess). Returns 0, or -1 with TASKQ_ERR_USAGE (not registered, a
+ * mode that does not fit the kind of function, or the worker already
+ * running). */
+TASKQ_API int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode,
+                                    taskq_error_t *err);
+
+/* "thread", "prefork", "spawn", "coprocess" for a TASKQ_MODE_*, or NULL;
+ * and the other way round (-1 for an unknown name). */
+TASKQ_API const char *taskq_mode_name(int mode);
+TASKQ_API int taskq_mode_parse(const char *text);
+
+/* Resource limits set with setrlimit in every child process that runs a
+ * task (commands, prefork, spawn, coprocess; never in thread mode):
+ * memory_bytes as RLIMIT_AS (0: none; else at least 1 MiB), cpu_seconds
+ * as RLIMIT_CPU (0: none; at most 86400; the child gets SIGXCPU, then
+ * SIGKILL a second later). A forked child (prefork, spawn of a C
+ * function) starts with the worker's address space, which counts
+ * against RLIMIT_AS. Returns 0, or -1 with TASKQ_ERR_USAGE. */
+TASKQ_API int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes,
+                                      uint64_t cpu_seconds, taskq_error_t *err);
 
 /* The built-in functions: taskq_worker_builtin(i) for i = 0, 1, ... is
  * "square", "echo", "sleep", "fail", then NULL. */

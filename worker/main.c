@@ -37,6 +37,9 @@ typedef struct {
     char *name;
     tq_strlist_t fn;
     tq_strlist_t plugin;
+    tq_strlist_t fn_mode;
+    int64_t task_memory;
+    int64_t task_cpu_seconds;
     char *functions;
     int64_t drain_timeout_ms;
     char *log_level;
@@ -57,6 +60,16 @@ static const tq_cfg_entry_t table[] = {
      "serve NAME by running COMMAND per task (payload on stdin, result on stdout)"},
     {"plugin", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, plugin), "PATH.so",
      "load a C plugin and serve the functions it registers (docs/workers.md)"},
+    {"fn-mode", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, fn_mode),
+     "NAME=MODE",
+     "run NAME as thread|prefork|spawn (C functions, built-ins) or spawn|coprocess (--fn "
+     "commands); default thread, commands spawn"},
+    {"task-memory", TQ_CFG_SIZE, "0", 0, (int64_t)1 << 40, NULL, NULL,
+     offsetof(settings_t, task_memory), "SIZE",
+     "address-space limit (RLIMIT_AS) of each child process running tasks (0: none)"},
+    {"task-cpu-seconds", TQ_CFG_INT, "0", 0, 86400, NULL, NULL,
+     offsetof(settings_t, task_cpu_seconds), "N",
+     "CPU-time limit (RLIMIT_CPU) of each child process running tasks (0: none)"},
     {"functions", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, functions),
      "LIST", "comma list of the built-ins to serve (default: all; --fn functions are always served)"},
     {"drain-timeout", TQ_CFG_MS, "30", 0, 86400000, NULL, NULL,
@@ -83,7 +96,8 @@ static void on_signal(int sig)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: taskq-worker --connect ENDPOINT --authkey-file FILE [--concurrency N]\n"
-                 "                    [--fn NAME=COMMAND]... [--plugin PATH.so]... [options]\n\n"
+                 "                    [--fn NAME=COMMAND]... [--plugin PATH.so]...\n"
+                 "                    [--fn-mode NAME=MODE]... [options]\n\n"
                  "Runs tasks for a taskq master. Built-in functions: square, echo, sleep, fail.\n\n"
                  "options:\n");
     tq_cfg_usage(table, out);
@@ -290,6 +304,32 @@ int main(int argc, char **argv)
             rc = TQ_EXIT_ENV;
             goto out;
         }
+    }
+
+    for (size_t i = 0; i < s.fn_mode.n; i++) {
+        const char *arg = s.fn_mode.items[i];
+        const char *eq = strchr(arg, '=');
+        char nm[TQ_MAX_NAME + 1];
+        if (!eq || (size_t)(eq - arg) > TQ_MAX_NAME) {
+            usage_error("--fn-mode: '%s' is not NAME=MODE%s", arg, "");
+            goto out;
+        }
+        snprintf(nm, sizeof nm, "%.*s", (int)(eq - arg), arg);
+        int mode = taskq_mode_parse(eq + 1);
+        if (mode < 0) {
+            usage_error("--fn-mode %s: '%s' is not thread, prefork, spawn or coprocess", nm,
+                        eq + 1);
+            goto out;
+        }
+        if (taskq_worker_set_mode(w, nm, mode, &werr) < 0) {
+            usage_error("--fn-mode: %s%s", werr.message, "");
+            goto out;
+        }
+    }
+    if (taskq_worker_set_limits(w, (uint64_t)s.task_memory, (uint64_t)s.task_cpu_seconds,
+                                &werr) < 0) {
+        usage_error("--task-memory/--task-cpu-seconds: %s%s", werr.message, "");
+        goto out;
     }
 
     signal_worker = w;

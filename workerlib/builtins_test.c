@@ -11,7 +11,7 @@
 /* Run built-in fn on payload; returns the status, result text in buf. */
 static int run(const char *fn, const char *payload, size_t len, char *buf, size_t buflen)
 {
-    tq_run_ctx_t ctx = {(const uint8_t *)payload, len, -1, 0, 0, 1u << 20};
+    tq_run_ctx_t ctx = {(const uint8_t *)payload, len, -1, 0, 0, 1u << 20, {0, 0}};
     tq_run_result_t r = {0};
     CHECK_EQ_INT(tq_builtin_run(fn, &ctx, &r), 0);
     snprintf(buf, buflen, "%.*s", (int)r.len, r.data ? (const char *)r.data : "");
@@ -65,7 +65,7 @@ static void test_echo_fail(void)
     CHECK_EQ_INT(run("echo", "", 0, b, sizeof b), TQ_RUN_OK);
     CHECK_EQ_STR(b, "");
     /* byte for byte, NULs included */
-    tq_run_ctx_t ctx = {(const uint8_t *)"a\0b", 3, -1, 0, 0, 1024};
+    tq_run_ctx_t ctx = {(const uint8_t *)"a\0b", 3, -1, 0, 0, 1024, {0, 0}};
     tq_run_result_t r = {0};
     tq_builtin_run("echo", &ctx, &r);
     CHECK(r.len == 3 && memcmp(r.data, "a\0b", 3) == 0);
@@ -89,7 +89,7 @@ static void test_sleep(void)
 
     /* A cancelled sleep returns at once. */
     int fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
-    tq_run_ctx_t ctx = {(const uint8_t *)"60", 2, fd, 0, 0, 1024};
+    tq_run_ctx_t ctx = {(const uint8_t *)"60", 2, fd, 0, 0, 1024, {0, 0}};
     tq_run_result_t r = {0};
     int64_t t0 = tq_run_now_ms();
     tq_builtin_run("sleep", &ctx, &r);
@@ -98,7 +98,7 @@ static void test_sleep(void)
     close(fd);
 
     /* A task timeout shorter than the sleep. */
-    tq_run_ctx_t ctx2 = {(const uint8_t *)"60", 2, -1, 100, tq_run_now_ms() + 100, 1024};
+    tq_run_ctx_t ctx2 = {(const uint8_t *)"60", 2, -1, 100, tq_run_now_ms() + 100, 1024, {0, 0}};
     tq_builtin_run("sleep", &ctx2, &r);
     CHECK_EQ_INT(r.status, TQ_RUN_TIMEOUT);
     snprintf(b, sizeof b, "%.*s", (int)r.len, (const char *)r.data);

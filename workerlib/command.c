@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -197,6 +198,81 @@ const char *tq_command_text(const tq_command_t *self)
     return self->text;
 }
 
+static void apply_limits(const tq_limits_t *l)
+{
+    if (l->memory) {
+        struct rlimit r = {(rlim_t)l->memory, (rlim_t)l->memory};
+        setrlimit(RLIMIT_AS, &r);
+    }
+    if (l->cpu_seconds) {
+        struct rlimit r = {(rlim_t)l->cpu_seconds, (rlim_t)l->cpu_seconds + 1};
+        setrlimit(RLIMIT_CPU, &r);
+    }
+}
+
+/* In a fresh child (only async-signal-safe calls): own process group,
+ * default signal dispositions, empty mask, limits. */
+void tq_command_child_setup(const tq_limits_t *limits)
+{
+    setpgid(0, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            sigaction(s, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    apply_limits(limits);
+}
+
+pid_t tq_command_exec(char *const argv[], int fd0, int fd1, int fd2, const tq_limits_t *limits,
+                      int *errno_out)
+{
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) < 0) {
+        *errno_out = errno;
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        *errno_out = errno;
+        close(ep[0]);
+        close(ep[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        tq_command_child_setup(limits);
+        if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
+            goto failed;
+        /* Everything else closes at exec (ep[1] too, telling the parent
+         * the exec worked). */
+        close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+        execvp(argv[0], argv);
+    failed:;
+        int e = errno;
+        ssize_t w = write(ep[1], &e, sizeof e);
+        (void)w;
+        _exit(127);
+    }
+    setpgid(pid, pid); /* also here: no window where a kill misses it */
+    close(ep[1]);
+    int e = 0;
+    ssize_t r;
+    while ((r = read(ep[0], &e, sizeof e)) < 0 && errno == EINTR)
+        ;
+    close(ep[0]);
+    if (r == (ssize_t)sizeof e) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        *errno_out = e;
+        return -1;
+    }
+    return pid;
+}
+
 /* ---- running ----------------------------------------------------------- */
 
 static const char *signal_name(int sig)
@@ -282,7 +358,15 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
     posix_spawnattr_setpgroup(&attr, 0);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETSIGMASK);
-    int rc = posix_spawnp(&pid, self->argv[0], &fa, &attr, self->argv, environ);
+    int rc;
+    if (ctx->limits.memory || ctx->limits.cpu_seconds) {
+        /* posix_spawn cannot set limits: fork, setrlimit, exec. */
+        int e = 0;
+        pid = tq_command_exec(self->argv, in[0], po[1], pe[1], &ctx->limits, &e);
+        rc = pid < 0 ? e : 0;
+    } else {
+        rc = posix_spawnp(&pid, self->argv[0], &fa, &attr, self->argv, environ);
+    }
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     close_fd(&in[0]);

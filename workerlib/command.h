@@ -7,11 +7,14 @@
  * stdout is the result, the last TQ_COMMAND_STDERR_TAIL bytes of stderr
  * go into the error text. Children start with default signal
  * dispositions, an empty signal mask and only fds 0, 1 and 2. When the
- * program exits, anything left in its process group is killed. */
+ * program exits, anything left in its process group is killed. With
+ * resource limits in the task's context (tq_run_ctx_t.limits) it is
+ * started with fork + setrlimit + exec instead of posix_spawn. */
 #ifndef TQ_WORKER_COMMAND_H
 #define TQ_WORKER_COMMAND_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "run.h"
 
@@ -48,5 +51,18 @@ const char *tq_command_text(const tq_command_t *self);
  * In the last two cases and when ctx->cancel_fd becomes readable, the
  * whole process group gets SIGKILL. Returns when the child is reaped. */
 void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_result_t *out);
+
+/* In a freshly forked child (async-signal-safe calls only): its own
+ * process group, default signal dispositions, an empty signal mask, and
+ * the limits (setrlimit RLIMIT_AS, RLIMIT_CPU) that are not 0. */
+void tq_command_child_setup(const tq_limits_t *limits);
+
+/* fork and exec argv (searched on PATH) with fd0, fd1, fd2 as its 0, 1,
+ * 2, in its own process group, default signal dispositions, an empty
+ * signal mask, limits applied and no other fds. Returns the pid, or -1
+ * with *errno_out set (fork failed, or the exec failed: the child is
+ * reaped). Safe to call from any thread. */
+pid_t tq_command_exec(char *const argv[], int fd0, int fd1, int fd2, const tq_limits_t *limits,
+                      int *errno_out);
 
 #endif

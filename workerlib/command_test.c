@@ -76,7 +76,7 @@ static int run_cmd(const char *text, const char *payload, size_t len, uint32_t t
     if (!c)
         return -1;
     tq_run_ctx_t ctx = {(const uint8_t *)payload, len, -1, timeout_ms,
-                        timeout_ms ? tq_run_now_ms() + timeout_ms : 0, max};
+                        timeout_ms ? tq_run_now_ms() + timeout_ms : 0, max, {0, 0}};
     tq_run_result_t r = {0};
     tq_command_run(c, &ctx, &r);
     tq_command_destroy(&c);
@@ -203,7 +203,7 @@ static void test_cancel(void)
     char err[64];
     tq_command_t *c = tq_command_new("sleep 30", err, sizeof err);
     int fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
-    tq_run_ctx_t ctx = {(const uint8_t *)"", 0, fd, 0, 0, 1024};
+    tq_run_ctx_t ctx = {(const uint8_t *)"", 0, fd, 0, 0, 1024, {0, 0}};
     tq_run_result_t r = {0};
     int64_t t0 = tq_run_now_ms();
     tq_command_run(c, &ctx, &r);

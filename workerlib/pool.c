@@ -12,6 +12,7 @@
 
 #include "builtins.h"
 #include "cfn.h"
+#include "child.h"
 #include "tq_log.h"
 #include "tq_proto.h"
 #include "tq_util.h"
@@ -24,6 +25,7 @@ typedef struct {
     int started;
     void **fn_ctx;         /* per function: slot_init's slot_ctx */
     unsigned char *fn_ok;  /* per function: slot_init succeeded */
+    tq_child_t **child;    /* per function: its child process (isolated modes) */
 } slot_t;
 
 struct tq_pool {
@@ -82,6 +84,28 @@ static void run_cfn(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx)
     tq_cfn_run(fn, ctx, &info, &task->result);
 }
 
+/* 1 if fn runs in a child process of this slot (prefork, spawn of a C
+ * function or built-in, coprocess); a spawned command is tq_command_run. */
+static int in_child(const tq_fn_t *fn)
+{
+    if (fn->cmd)
+        return fn->mode == TASKQ_MODE_COPROCESS;
+    return fn->mode == TASKQ_MODE_PREFORK || fn->mode == TASKQ_MODE_SPAWN;
+}
+
+static void run_in_child(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx)
+{
+    size_t k = (size_t)(task->fn - slot->pool->fns);
+    TQ_ASSERT(k < slot->pool->nfns);
+    if (!slot->child[k])
+        slot->child[k] = tq_child_new(task->fn, (int)slot->index);
+    if (!slot->child[k]) {
+        tq_run_result_fmt(&task->result, TQ_RUN_FAILED, "worker out of memory");
+        return;
+    }
+    tq_child_run(slot->child[k], ctx, task->id, task->attempt, &task->result);
+}
+
 static void run_task(slot_t *slot, tq_task_t *task)
 {
     tq_run_ctx_t ctx = {
@@ -91,9 +115,12 @@ static void run_task(slot_t *slot, tq_task_t *task)
         .timeout_ms = task->timeout_ms,
         .deadline_ms = task->timeout_ms ? tq_run_now_ms() + task->timeout_ms : 0,
         .max_result = task->max_result,
+        .limits = task->fn->limits,
     };
     task->ran = 1;
-    if (task->fn->cfn)
+    if (in_child(task->fn))
+        run_in_child(slot, task, &ctx);
+    else if (task->fn->cfn)
         run_cfn(slot, task, &ctx);
     else if (task->fn->cmd)
         tq_command_run(task->fn->cmd, &ctx, &task->result);
@@ -148,6 +175,8 @@ static void *slot_main(void *arg)
     pthread_mutex_unlock(&pool->mu);
     zmq_close(push);
     for (size_t k = 0; k < pool->nfns; k++)
+        tq_child_destroy(&slot->child[k]);
+    for (size_t k = 0; k < pool->nfns; k++)
         if (slot->fn_ok[k] && pool->fns[k].slot_fini)
             pool->fns[k].slot_fini(pool->fns[k].arg, (int)slot->index, slot->fn_ctx[k]);
     return NULL;
@@ -172,6 +201,7 @@ tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
         self->slots[i].wake_fd = -1;
         self->slots[i].fn_ctx = tq_calloc(nfns ? nfns : 1, sizeof(void *));
         self->slots[i].fn_ok = tq_calloc(nfns ? nfns : 1, 1);
+        self->slots[i].child = tq_calloc(nfns ? nfns : 1, sizeof(tq_child_t *));
     }
     for (size_t i = 0; i < nslots; i++) {
         slot_t *s = &self->slots[i];
@@ -241,6 +271,7 @@ void tq_pool_destroy(tq_pool_t **self_p)
             close(self->slots[i].wake_fd);
         free(self->slots[i].fn_ctx);
         free(self->slots[i].fn_ok);
+        free(self->slots[i].child);
     }
     pthread_mutex_destroy(&self->mu);
     pthread_cond_destroy(&self->cv);

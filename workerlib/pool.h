@@ -28,7 +28,8 @@ typedef struct {
     void *arg;
     taskq_slot_init_fn slot_init;
     taskq_slot_fini_fn slot_fini;
-    int mode;           /* TASKQ_MODE_* */
+    int mode;           /* TASKQ_MODE_* (commands: spawn or coprocess) */
+    tq_limits_t limits; /* for its child processes (set when the worker runs) */
 } tq_fn_t;
 
 /* Why a task was cancelled (tq_task_t.cancel). */

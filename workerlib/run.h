@@ -8,6 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Resource limits applied (setrlimit) in a child process that runs a
+ * task; 0 = no limit. */
+typedef struct {
+    uint64_t memory;      /* RLIMIT_AS, bytes */
+    uint64_t cpu_seconds; /* RLIMIT_CPU soft limit (SIGXCPU; SIGKILL 1 s later) */
+} tq_limits_t;
+
 /* One task's input. The handler must return promptly once cancel_fd
  * becomes readable (the task was killed, or the worker is shutting
  * down); the caller then ignores the outcome. */
@@ -18,6 +25,7 @@ typedef struct {
     uint32_t timeout_ms; /* run timeout from DISPATCH, 0 = none */
     int64_t deadline_ms; /* tq_run_now_ms() value at which it times out; 0 = none */
     size_t max_result;   /* the master's max_payload: cap on the result */
+    tq_limits_t limits;  /* for child processes (commands, isolated modes) */
 } tq_run_ctx_t;
 
 /* One task's outcome: status (tq_run_status_t) and the result or error

@@ -29,6 +29,9 @@
 #define WORKER_MAX_DRAIN_MS 86400000
 /* Longest endpoint text accepted. */
 #define WORKER_MAX_ENDPOINT 1024
+/* Smallest memory limit accepted (1 MiB), and largest CPU limit (a day). */
+#define TQ_WORKER_MIN_MEMORY (1024 * 1024)
+#define TQ_WORKER_MAX_CPU_SECONDS 86400
 
 struct taskq_worker {
     char *endpoint;
@@ -43,6 +46,7 @@ struct taskq_worker {
     int stop_r, stop_w;            /* taskq_worker_stop's pipe */
     int ran;                       /* taskq_worker_run was called */
     int stuck;                     /* slot threads were left running */
+    tq_limits_t limits;            /* for every child process */
 };
 
 static int fail(taskq_error_t *err, int code, const char *fmt, ...)
@@ -212,7 +216,13 @@ int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *def, taskq_
     if (!def->fn)
         return fail(err, TASKQ_ERR_USAGE, "function '%.64s': fn is NULL",
                     def->name ? def->name : "(null)");
-    if (def->mode != TASKQ_MODE_THREAD)
+    if (def->mode == TASKQ_MODE_COPROCESS)
+        return fail(err, TASKQ_ERR_USAGE,
+                    "function '%.64s': coprocess is for commands; a C function runs as thread, "
+                    "prefork or spawn",
+                    def->name ? def->name : "(null)");
+    if (def->mode != TASKQ_MODE_THREAD && def->mode != TASKQ_MODE_PREFORK &&
+        def->mode != TASKQ_MODE_SPAWN)
         return fail(err, TASKQ_ERR_USAGE, "function '%.64s': mode %d is not supported",
                     def->name ? def->name : "(null)", def->mode);
     tq_fn_t *f = new_entry(self, def->name, err);
@@ -249,7 +259,67 @@ int taskq_worker_add_command(taskq_worker_t *self, const char *name, const char 
     f->cmd = tq_command_new(command, why, sizeof why);
     if (!f->cmd)
         return fail(err, TASKQ_ERR_USAGE, "%s", why);
+    f->mode = TASKQ_MODE_SPAWN;
     self->nfns++;
+    return 0;
+}
+
+static const char *const mode_names[] = {"thread", "prefork", "spawn", "coprocess"};
+
+const char *taskq_mode_name(int mode)
+{
+    if (mode < 0 || (size_t)mode >= sizeof mode_names / sizeof mode_names[0])
+        return NULL;
+    return mode_names[mode];
+}
+
+int taskq_mode_parse(const char *text)
+{
+    for (size_t i = 0; text && i < sizeof mode_names / sizeof mode_names[0]; i++)
+        if (strcmp(text, mode_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode, taskq_error_t *err)
+{
+    if (!self || self->ran)
+        return fail(err, TASKQ_ERR_USAGE, "modes are set before taskq_worker_run");
+    if (!taskq_mode_name(mode))
+        return fail(err, TASKQ_ERR_USAGE, "mode %d is not a TASKQ_MODE_*", mode);
+    tq_fn_t *f = NULL;
+    for (size_t i = 0; i < self->nfns; i++)
+        if (name && strcmp(self->fns[i].name, name) == 0)
+            f = &self->fns[i];
+    if (!f)
+        return fail(err, TASKQ_ERR_USAGE, "function '%.64s' is not registered",
+                    name ? name : "(null)");
+    if (f->cmd && mode != TASKQ_MODE_SPAWN && mode != TASKQ_MODE_COPROCESS)
+        return fail(err, TASKQ_ERR_USAGE,
+                    "function '%s' is a command: its mode is spawn or coprocess, not %s", f->name,
+                    taskq_mode_name(mode));
+    if (!f->cmd && mode == TASKQ_MODE_COPROCESS)
+        return fail(err, TASKQ_ERR_USAGE,
+                    "function '%s' is not a command: coprocess is for --fn NAME=COMMAND; use "
+                    "thread, prefork or spawn",
+                    f->name);
+    f->mode = mode;
+    return 0;
+}
+
+int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes, uint64_t cpu_seconds,
+                            taskq_error_t *err)
+{
+    if (!self || self->ran)
+        return fail(err, TASKQ_ERR_USAGE, "limits are set before taskq_worker_run");
+    if (memory_bytes != 0 && memory_bytes < TQ_WORKER_MIN_MEMORY)
+        return fail(err, TASKQ_ERR_USAGE, "memory limit %llu is less than %d bytes",
+                    (unsigned long long)memory_bytes, TQ_WORKER_MIN_MEMORY);
+    if (cpu_seconds > TQ_WORKER_MAX_CPU_SECONDS)
+        return fail(err, TASKQ_ERR_USAGE, "cpu limit %llu s is more than %d s",
+                    (unsigned long long)cpu_seconds, TQ_WORKER_MAX_CPU_SECONDS);
+    self->limits.memory = memory_bytes;
+    self->limits.cpu_seconds = cpu_seconds;
     return 0;
 }
 
@@ -314,6 +384,8 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     if (tq_authkey_load(self->authkey_file, &keys, why, sizeof why) < 0)
         return fail(err, TASKQ_ERR_ENV, "%s", why);
     self->ran = 1;
+    for (size_t i = 0; i < self->nfns; i++)
+        self->fns[i].limits = self->limits;
     tq_conn_opts_t o = {
         .endpoint = self->endpoint,
         .keys = &keys,

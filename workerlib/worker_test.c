@@ -88,6 +88,36 @@ static void test_register(void)
     CHECK_EQ_STR(err.message, "unterminated single quote");
     CHECK_EQ_INT(taskq_worker_add_command(w, "c", "cat", &err), 0);
 
+    /* execution modes */
+    d.name = "h2";
+    d.mode = TASKQ_MODE_COPROCESS;
+    CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), -1);
+    CHECK_EQ_STR(err.message, "function 'h2': coprocess is for commands; a C function runs as "
+                              "thread, prefork or spawn");
+    d.mode = TASKQ_MODE_PREFORK;
+    CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), 0);
+    CHECK_EQ_STR(taskq_mode_name(TASKQ_MODE_SPAWN), "spawn");
+    CHECK(taskq_mode_name(4) == NULL);
+    CHECK(taskq_mode_name(-1) == NULL);
+    CHECK_EQ_INT(taskq_mode_parse("coprocess"), TASKQ_MODE_COPROCESS);
+    CHECK_EQ_INT(taskq_mode_parse("Thread"), -1);
+    CHECK_EQ_INT(taskq_mode_parse(NULL), -1);
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "c", TASKQ_MODE_COPROCESS, &err), 0);
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "c", TASKQ_MODE_THREAD, &err), -1);
+    CHECK_EQ_STR(err.message,
+                 "function 'c' is a command: its mode is spawn or coprocess, not thread");
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "square", TASKQ_MODE_SPAWN, &err), 0);
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "square", TASKQ_MODE_COPROCESS, &err), -1);
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "nosuch", TASKQ_MODE_SPAWN, &err), -1);
+    CHECK_EQ_STR(err.message, "function 'nosuch' is not registered");
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "h", 9, &err), -1);
+    CHECK_EQ_INT(err.code, TASKQ_ERR_USAGE);
+    CHECK_EQ_INT(taskq_worker_set_limits(w, 64u << 20, 10, &err), 0);
+    CHECK_EQ_INT(taskq_worker_set_limits(w, 0, 0, &err), 0);
+    CHECK_EQ_INT(taskq_worker_set_limits(w, 1000, 0, &err), -1);
+    CHECK_EQ_INT(taskq_worker_set_limits(w, 0, 86401, &err), -1);
+    CHECK_EQ_INT(err.code, TASKQ_ERR_USAGE);
+
     /* at most 256 functions */
     char name[16];
     int rc = 0;

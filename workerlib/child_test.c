@@ -1,0 +1,166 @@
+/* child_test.c - the execution modes' child processes (child.c): prefork
+ * and spawn forks, a coprocess and its framing's edge cases, kills. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "tq_proto.h"
+#include "tq_test.h"
+
+/* A coprocess in Python (only double quotes: it goes inside single
+ * ones): "die" exits 3, "garbage" answers status 9, "huge" answers 70,000
+ * bytes, "slow" sleeps, anything else is echoed. */
+static const char coproc_cmd[] =
+    "python3 -c '\n"
+    "import struct, sys, time\n"
+    "i, o = sys.stdin.buffer, sys.stdout.buffer\n"
+    "while True:\n"
+    "    h = i.read(4)\n"
+    "    if len(h) < 4: sys.exit(0)\n"
+    "    p = i.read(struct.unpack(\">I\", h)[0])\n"
+    "    if p == b\"die\": sys.exit(3)\n"
+    "    if p == b\"slow\": time.sleep(30)\n"
+    "    st, d = (9, b\"\") if p == b\"garbage\" else (0, b\"x\" * 70000 if p == b\"huge\" else p)\n"
+    "    o.write(struct.pack(\">BI\", st, len(d)) + d); o.flush()\n"
+    "'";
+
+static int f_crashy(const void *p, size_t len, taskq_result_t *out, void *arg)
+{
+    (void)arg;
+    if (len == 5 && memcmp(p, "crash", 5) == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        raise(SIGSEGV);
+    }
+    return taskq_result_printf(out, "pid %ld", (long)getpid());
+}
+
+static void run(tq_child_t *c, const char *payload, int64_t timeout_ms, size_t max, int cancel_fd,
+                tq_run_result_t *r, char *text, size_t textlen)
+{
+    tq_run_ctx_t ctx = {(const uint8_t *)payload, strlen(payload), cancel_fd,
+                        (uint32_t)timeout_ms, timeout_ms ? tq_run_now_ms() + timeout_ms : 0, max,
+                        {0, 0}};
+    tq_run_result_free(r);
+    tq_child_run(c, &ctx, 1, 1, r);
+    snprintf(text, textlen, "%.*s", (int)r->len, r->data ? (const char *)r->data : "");
+}
+
+static void test_prefork_and_spawn(void)
+{
+    tq_fn_t fn;
+    memset(&fn, 0, sizeof fn);
+    snprintf(fn.name, sizeof fn.name, "crashy");
+    fn.cfn = f_crashy;
+    fn.mode = TASKQ_MODE_PREFORK;
+    tq_child_t *c = tq_child_new(&fn, 0);
+    tq_run_result_t r = {0, NULL, 0};
+    char a[128], b[128];
+    run(c, "x", 0, 1024, -1, &r, a, sizeof a);
+    CHECK_EQ_INT(r.status, TQ_RUN_OK);
+    run(c, "y", 0, 1024, -1, &r, b, sizeof b);
+    CHECK_EQ_STR(a, b); /* the same long-lived child */
+    run(c, "crash", 0, 1024, -1, &r, b, sizeof b);
+    CHECK_EQ_INT(r.status, TQ_RUN_FAILED);
+    CHECK_EQ_STR(b, "worker child died: signal 11 (Segmentation fault)");
+    run(c, "z", 0, 1024, -1, &r, b, sizeof b);
+    CHECK_EQ_INT(r.status, TQ_RUN_OK);
+    CHECK(strcmp(a, b) != 0); /* restarted */
+    tq_child_destroy(&c);
+    CHECK(c == NULL);
+
+    fn.mode = TASKQ_MODE_SPAWN;
+    c = tq_child_new(&fn, 0);
+    run(c, "x", 0, 1024, -1, &r, a, sizeof a);
+    run(c, "y", 0, 1024, -1, &r, b, sizeof b);
+    CHECK_EQ_INT(r.status, TQ_RUN_OK);
+    CHECK(strcmp(a, b) != 0); /* a process per task */
+    tq_child_destroy(&c);
+
+    /* a built-in in a fork */
+    memset(&fn, 0, sizeof fn);
+    snprintf(fn.name, sizeof fn.name, "square");
+    fn.mode = TASKQ_MODE_PREFORK;
+    c = tq_child_new(&fn, 0);
+    run(c, "-7", 0, 1024, -1, &r, a, sizeof a);
+    CHECK_EQ_STR(a, "-7 * -7 = 49");
+    run(c, "x", 0, 1024, -1, &r, a, sizeof a);
+    CHECK_EQ_INT(r.status, TQ_RUN_FAILED);
+    CHECK_EQ_STR(a, "square: payload is not an integer: 'x'");
+    tq_child_destroy(&c);
+    tq_run_result_free(&r);
+}
+
+static void test_coprocess(void)
+{
+    char err[256], t[256];
+    tq_command_t *command = tq_command_new(coproc_cmd, err, sizeof err);
+    CHECK(command != NULL);
+    if (!command)
+        return;
+    tq_fn_t fn;
+    memset(&fn, 0, sizeof fn);
+    snprintf(fn.name, sizeof fn.name, "co");
+    fn.cmd = command;
+    fn.mode = TASKQ_MODE_COPROCESS;
+    tq_child_t *c = tq_child_new(&fn, 0);
+    tq_run_result_t r = {0, NULL, 0};
+
+    run(c, "hello", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_INT(r.status, TQ_RUN_OK);
+    CHECK_EQ_STR(t, "hello");
+    run(c, "", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_INT(r.status, TQ_RUN_OK);
+    CHECK_EQ_INT((int)r.len, 0);
+    run(c, "die", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "coprocess died: exit status 3");
+    run(c, "garbage", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "coprocess broke the framing: reply status byte 9 (0 or 1 expected)");
+    run(c, "huge", 0, 100 * 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_INT(r.status, TQ_RUN_OK);
+    CHECK_EQ_INT((int)r.len, 70000);
+    run(c, "huge", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "result exceeds max payload (1024 bytes)");
+    int64_t t0 = tq_run_now_ms();
+    run(c, "slow", 300, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_INT(r.status, TQ_RUN_TIMEOUT);
+    CHECK_EQ_STR(t, "timed out after 0.3 s");
+    CHECK(tq_run_now_ms() - t0 < 5000);
+    int fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+    run(c, "slow", 0, 1024, fd, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "cancelled");
+    close(fd);
+    run(c, "again", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "again");
+    tq_child_destroy(&c);
+
+    tq_command_t *missing = tq_command_new("/nonexistent/coproc", err, sizeof err);
+    fn.cmd = missing;
+    c = tq_child_new(&fn, 0);
+    run(c, "x", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "cannot run '/nonexistent/coproc': No such file or directory");
+    tq_child_destroy(&c);
+    tq_command_destroy(&missing);
+    tq_command_destroy(&command);
+    tq_run_result_free(&r);
+}
+
+static void test_describe(void)
+{
+    char b[64];
+    tq_child_describe(3 << 8, b, sizeof b);
+    CHECK_EQ_STR(b, "exit status 3");
+    tq_child_describe(SIGABRT, b, sizeof b);
+    CHECK_EQ_STR(b, "signal 6 (Aborted)");
+}
+
+int main(void)
+{
+    RUN(test_prefork_and_spawn);
+    RUN(test_coprocess);
+    RUN(test_describe);
+    TEST_MAIN_END();
+}
