@@ -517,16 +517,6 @@ static void default_name(char *out, size_t size)
     snprintf(out, size, "%s:%ld", host, (long)getpid());
 }
 
-static int name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > TQ_MAX_PEER_NAME)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-            return 0;
-    return 1;
-}
 
 static void handle_free(taskq_t *self)
 {
@@ -604,7 +594,7 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
         tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
         return NULL;
     }
-    if (name && !name_ok(name)) {
+    if (name && !tq_peer_name_valid(name, TQ_MAX_PEER_NAME, 1)) {
         tq_client_fail(err, TASKQ_ERR_USAGE, "client name must be 1..%d printable ASCII characters",
                        TQ_MAX_PEER_NAME);
         return NULL;

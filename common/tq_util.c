@@ -247,3 +247,15 @@ int tq_utf8_valid(const void *ptr, size_t n)
     }
     return 1;
 }
+
+int tq_peer_name_valid(const char *s, size_t max_len, int allow_space)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max_len)
+        return 0;
+    unsigned char lowest = allow_space ? 0x20 : 0x21;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < lowest || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}

@@ -48,4 +48,9 @@ int tq_ncpus(void);
 /* 1 if the n bytes are valid UTF-8. */
 int tq_utf8_valid(const void *p, size_t n);
 
+/* 1 if s is a peer name (HELLO "name"): 1..max_len bytes of printable
+ * ASCII, spaces allowed only when allow_space (worker names have none:
+ * they are columns in `taskq status`). */
+int tq_peer_name_valid(const char *s, size_t max_len, int allow_space);
+
 #endif

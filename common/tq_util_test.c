@@ -225,6 +225,19 @@ static void test_log(void)
     tq_log_set_level(TQ_LOG_INFO);
 }
 
+static void test_peer_name(void)
+{
+    CHECK_EQ_INT(tq_peer_name_valid("host:42", 128, 0), 1);
+    CHECK_EQ_INT(tq_peer_name_valid("a b", 128, 0), 0);
+    CHECK_EQ_INT(tq_peer_name_valid("a b", 128, 1), 1);
+    CHECK_EQ_INT(tq_peer_name_valid("", 128, 1), 0);
+    CHECK_EQ_INT(tq_peer_name_valid("abcd", 3, 1), 0);
+    CHECK_EQ_INT(tq_peer_name_valid("abc", 3, 1), 1);
+    CHECK_EQ_INT(tq_peer_name_valid("tab\there", 128, 1), 0);
+    CHECK_EQ_INT(tq_peer_name_valid("caf\xc3\xa9", 128, 1), 0);
+    CHECK_EQ_INT(tq_peer_name_valid("del\x7f", 128, 1), 0);
+}
+
 int main(void)
 {
     RUN(test_parse_i64);
@@ -234,6 +247,7 @@ int main(void)
     RUN(test_alloc);
     RUN(test_clocks);
     RUN(test_utf8);
+    RUN(test_peer_name);
     RUN(test_log);
     TEST_MAIN_END();
 }

@@ -141,7 +141,7 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSO
         return -1;
     }
     h->role = strcmp(role->valuestring, "worker") == 0 ? TQ_ROLE_WORKER : TQ_ROLE_CLIENT;
-    if (!cJSON_IsString(name) || !tq_peer_name_valid(name->valuestring)) {
+    if (!cJSON_IsString(name) || !tq_peer_name_valid(name->valuestring, TQ_MAX_PEER_NAME, 1)) {
         char msg[TQ_MAX_ERROR_TEXT];
         snprintf(msg, sizeof msg, "HELLO: \"name\" must be 1..%d printable ASCII characters",
                  TQ_MAX_PEER_NAME);

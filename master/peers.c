@@ -227,12 +227,3 @@ void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store) {
     c->npending = 0;
 }
 
-int tq_peer_name_valid(const char *s) {
-    size_t n = strlen(s);
-    if (n < 1 || n > TQ_MAX_PEER_NAME)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-            return 0;
-    return 1;
-}

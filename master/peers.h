@@ -115,7 +115,4 @@ void tq_peer_deferred_pop(tq_peer_t *p, size_t n);
 /* Drop every wait of client c (dead or re-registering). */
 void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store);
 
-/* Printable ASCII, 1..TQ_MAX_PEER_NAME bytes. */
-int tq_peer_name_valid(const char *s);
-
 #endif

@@ -123,16 +123,6 @@ static void ensure_std_fds(void)
     }
 }
 
-static int name_printable(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > TQ_MAX_PEER_NAME)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
-            return 0;
-    return 1;
-}
 
 /* Register the functions served from the built-ins, --functions and
  * --fn, in that order (a --fn with a built-in's name replaces it).
@@ -271,7 +261,7 @@ int main(int argc, char **argv)
         usage_error("--connect: '%s' is not an endpoint like tcp://HOST:PORT%s", s.connect, "");
         goto out;
     }
-    if (s.name && !name_printable(s.name)) {
+    if (s.name && !tq_peer_name_valid(s.name, TQ_MAX_PEER_NAME, 0)) {
         usage_error("--name: must be 1..128 printable ASCII characters without spaces%s%s", "",
                     "");
         goto out;

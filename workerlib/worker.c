@@ -64,17 +64,6 @@ static int fail(taskq_error_t *err, int code, const char *fmt, ...)
     return -1;
 }
 
-/* 1..TQ_MAX_PEER_NAME printable ASCII bytes without spaces. */
-static int name_printable(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > TQ_MAX_PEER_NAME)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
-            return 0;
-    return 1;
-}
 
 static void default_name(char *out, size_t outlen)
 {
@@ -83,7 +72,7 @@ static void default_name(char *out, size_t outlen)
         tq_strlcpy(host, "localhost", sizeof host);
     host[sizeof host - 1] = '\0';
     snprintf(out, outlen, "%.100s:%ld", host, (long)getpid());
-    if (!name_printable(out))
+    if (!tq_peer_name_valid(out, TQ_MAX_PEER_NAME, 0))
         snprintf(out, outlen, "worker:%ld", (long)getpid());
 }
 
@@ -98,7 +87,7 @@ taskq_worker_t *taskq_worker_new(const taskq_worker_opts_t *opts, taskq_error_t 
         fail(err, TASKQ_ERR_USAGE, "endpoint '%.64s' is not like tcp://HOST:PORT", ep);
         return NULL;
     }
-    if (opts->name && !name_printable(opts->name)) {
+    if (opts->name && !tq_peer_name_valid(opts->name, TQ_MAX_PEER_NAME, 0)) {
         fail(err, TASKQ_ERR_USAGE,
              "name: must be 1..128 printable ASCII characters without spaces");
         return NULL;
