@@ -189,6 +189,7 @@ static int start_forked(tq_child_t *c, const tq_run_ctx_t *ctx, char *why, size_
         return -1;
     }
     pid_t parent = getpid();
+    char **env = tq_command_task_env();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(why, whylen, "fork: %s", strerror(errno));
@@ -197,7 +198,7 @@ static int start_forked(tq_child_t *c, const tq_run_ctx_t *ctx, char *why, size_
         return -1;
     }
     if (pid == 0) {
-        tq_command_child_setup(&ctx->limits);
+        tq_command_child_setup(&ctx->limits, env);
         /* Die with the worker (the forking slot thread lives as long). */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)

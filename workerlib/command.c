@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "tq_proto.h"
+#include "tq_util.h"
 
 /* After the program exits, how long to keep reading pipes that a
  * leftover grandchild still holds open before killing the group. */
@@ -210,10 +212,33 @@ static void apply_limits(const tq_limits_t *l)
     }
 }
 
-/* In a fresh child (only async-signal-safe calls): own process group,
- * default signal dispositions, empty mask, limits. */
-void tq_command_child_setup(const tq_limits_t *limits)
+static char **task_env;
+static pthread_once_t task_env_once = PTHREAD_ONCE_INIT;
+
+static void task_env_build(void)
 {
+    size_t n = 0, k = 0;
+    while (environ && environ[n])
+        n++;
+    task_env = tq_calloc(n + 1, sizeof *task_env);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "TASKQ_", 6) != 0)
+            task_env[k++] = environ[i];
+    task_env[k] = NULL;
+}
+
+char **tq_command_task_env(void)
+{
+    pthread_once(&task_env_once, task_env_build);
+    return task_env;
+}
+
+/* In a fresh child (only async-signal-safe calls): own process group,
+ * default signal dispositions, empty mask, limits, the task environment
+ * (a pointer assignment: no allocation, no lock). */
+void tq_command_child_setup(const tq_limits_t *limits, char **env)
+{
+    environ = env;
     setpgid(0, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -231,6 +256,7 @@ pid_t tq_command_exec(char *const argv[], int fd0, int fd1, int fd2, const tq_li
                       int *errno_out)
 {
     int ep[2];
+    char **env = tq_command_task_env();
     if (pipe2(ep, O_CLOEXEC) < 0) {
         *errno_out = errno;
         return -1;
@@ -243,7 +269,7 @@ pid_t tq_command_exec(char *const argv[], int fd0, int fd1, int fd2, const tq_li
         return -1;
     }
     if (pid == 0) {
-        tq_command_child_setup(limits);
+        tq_command_child_setup(limits, env);
         if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
             goto failed;
         /* Everything else closes at exec (ep[1] too, telling the parent
@@ -365,7 +391,7 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
         pid = tq_command_exec(self->argv, in[0], po[1], pe[1], &ctx->limits, &e);
         rc = pid < 0 ? e : 0;
     } else {
-        rc = posix_spawnp(&pid, self->argv[0], &fa, &attr, self->argv, environ);
+        rc = posix_spawnp(&pid, self->argv[0], &fa, &attr, self->argv, tq_command_task_env());
     }
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);

@@ -52,10 +52,17 @@ const char *tq_command_text(const tq_command_t *self);
  * whole process group gets SIGKILL. Returns when the child is reaped. */
 void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_result_t *out);
 
+/* The environment every task child gets: the worker's, without the
+ * TASKQ_* variables (the worker's own settings: its endpoint, the path
+ * of its key file, its log level), which are no business of a task.
+ * Built once (thread-safe); the strings are the worker's own. */
+char **tq_command_task_env(void);
+
 /* In a freshly forked child (async-signal-safe calls only): its own
- * process group, default signal dispositions, an empty signal mask, and
- * the limits (setrlimit RLIMIT_AS, RLIMIT_CPU) that are not 0. */
-void tq_command_child_setup(const tq_limits_t *limits);
+ * process group, default signal dispositions, an empty signal mask, the
+ * limits (setrlimit RLIMIT_AS, RLIMIT_CPU) that are not 0, and env
+ * (tq_command_task_env(), fetched before the fork) as its environment. */
+void tq_command_child_setup(const tq_limits_t *limits, char **env);
 
 /* fork and exec argv (searched on PATH) with fd0, fd1, fd2 as its 0, 1,
  * 2, in its own process group, default signal dispositions, an empty

@@ -21,6 +21,21 @@ class Command(TQTestCase):
             "missing=/nonexistent/taskq-no-such-program --flag",
         ])
 
+    def test_task_environment_has_no_taskq_variables(self):
+        """A task child gets the worker's environment without TASKQ_*
+        (the worker's endpoint and key file path); other variables pass."""
+        from tqharness import WORKER_BIN
+        env = {"TASKQ_AUTHKEY_FILE": self.key, "TASKQ_CONNECT": self.endpoint,
+               "TQ_ENV_PROBE": "kept"}
+        self.start("envworker", [WORKER_BIN, "--concurrency", "2", "--name", "envw",
+                                 "--fn", "envs=env"], env=env)
+        from tqharness import wait_until
+        wait_until(lambda: any(w["name"] == "envw" for w in self.status()["workers"]), 30,
+                   what="the env worker to join")
+        r = self.tq_ok("wait", "--timeout", "20", *self.submit("--fn", "envs", "x"))
+        self.assertIn("TQ_ENV_PROBE=kept", r.out)
+        self.assertNotIn("TASKQ_", r.out)
+
     def test_uppercase(self):
         r = self.tq_ok("map", "--fn", "up", "hello", "World")
         self.assertEqual(r.out, "HELLO\nWORLD\n")
