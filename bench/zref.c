@@ -12,7 +12,9 @@
  *   taskq-zref producer --connect ENDPOINT --n N [--window W] [--curve] ...
  *   taskq-zref latency  --connect ENDPOINT --n N [--curve] ...
  *   taskq-zref bench    [--n N] [--curve] [--workers W] [--slots S] ...
- *   taskq-zref keys
+ *
+ * --payload-size P (W3) replaces the integer payloads by P-byte ones
+ * that the workers echo back unchanged.  *   taskq-zref keys
  *
  * Exit status: 0 done, 1 failure at run time (timeout, wrong result,
  * a child that failed), 2 usage. */
@@ -42,11 +44,16 @@
 #define ZREF_MAX_PAYLOAD 64
 /* Result text: "n * n = n²" or an error sentence. */
 #define ZREF_MAX_TEXT 256
+/* --payload-size (W3): echo payloads of this many bytes at most; the
+ * broker accepts payloads and result texts up to this size. The first
+ * ZREF_TAG_DIGITS bytes of such a payload are the tag in decimal. */
+#define ZREF_MAX_BIG_PAYLOAD 65536
+#define ZREF_TAG_DIGITS 20
 /* ZeroMQ routing ids are 1..255 bytes. */
 #define ZREF_MAX_ROUTING_ID 255
 /* The largest message any peer may send (TASK/DONE with a full routing
  * id); ZMQ_MAXMSGSIZE drops a peer that sends more. */
-#define ZREF_MAX_MSG (2 + ZREF_MAX_ROUTING_ID + 8 + 1 + ZREF_MAX_TEXT)
+#define ZREF_MAX_MSG (2 + ZREF_MAX_ROUTING_ID + 8 + 1 + ZREF_MAX_BIG_PAYLOAD)
 /* Workers the broker keeps; a READY beyond this is ignored. */
 #define ZREF_MAX_WORKERS 256
 /* Slots one worker may announce. */
@@ -184,16 +191,22 @@ typedef struct {
     uint64_t n, window, slots, workers, latency_n, timeout_s;
     int64_t wait_workers; /* -1: do not wait */
     int ready_fd;         /* -1: none */
+    uint64_t payload_size; /* 0: integer payloads for `square`; else echo */
 } opts_t;
+
+/* opts_t.payload_size of this process: producer, latency and bench
+ * build and check payloads with it, a worker echoes when it is set. */
+static uint64_t g_payload_size;
 
 static const char *const usage_text =
     "usage: taskq-zref broker   --bind ENDPOINT [--curve] [--ready-fd FD]\n"
-    "       taskq-zref worker   --connect ENDPOINT [--slots N] [--curve]\n"
+    "       taskq-zref worker   --connect ENDPOINT [--slots N] [--curve] [--payload-size P]\n"
     "       taskq-zref producer --connect ENDPOINT --n N [--window W] [--wait-workers K]\n"
-    "                           [--timeout S] [--curve]\n"
+    "                           [--timeout S] [--curve] [--payload-size P]\n"
     "       taskq-zref latency  --connect ENDPOINT --n N [--wait-workers K] [--timeout S] [--curve]\n"
+    "                           [--payload-size P]\n"
     "       taskq-zref bench    [--n N] [--latency-n N] [--workers W] [--slots S] [--window W]\n"
-    "                           [--timeout S] [--curve] [--pin]\n"
+    "                           [--timeout S] [--curve] [--pin] [--payload-size P]\n"
     "       taskq-zref keys\n"
     "With --curve, keys come from ZREF_SERVER_PUBLIC, ZREF_SERVER_SECRET, ZREF_CLIENT_PUBLIC\n"
     "and ZREF_CLIENT_SECRET (Z85); `eval \"$(taskq-zref keys)\"` sets them. bench makes its own.\n";
@@ -295,6 +308,11 @@ static int parse_opts(int argc, char **argv, const char *allowed, opts_t *o)
             if (parse_u64(val, 1, ZREF_MAX_TIMEOUT_S, &v) != 0)
                 return usage("--timeout must be 1..%d seconds", ZREF_MAX_TIMEOUT_S);
             o->timeout_s = v;
+        } else if (strcmp(name, "--payload-size") == 0) {
+            if (parse_u64(val, 0, ZREF_MAX_BIG_PAYLOAD, &v) != 0 || (v != 0 && v < ZREF_TAG_DIGITS))
+                return usage("--payload-size must be 0 (integers) or %d..%d bytes", ZREF_TAG_DIGITS,
+                             ZREF_MAX_BIG_PAYLOAD);
+            o->payload_size = v;
         } else if (strcmp(name, "--ready-fd") == 0) {
             if (parse_u64(val, 0, 65535, &v) != 0)
                 return usage("--ready-fd must be a file descriptor number");
@@ -618,7 +636,7 @@ static void broker_handle(broker_t *b, const uint8_t *id, size_t idlen, const ui
         return;
     }
     case MSG_SUBMIT: {
-        if (len < 9 || len - 9 > ZREF_MAX_PAYLOAD) {
+        if (len < 9 || len - 9 > ZREF_MAX_BIG_PAYLOAD) {
             b->bad++;
             if (len >= 9)
                 broker_refuse(b, id, idlen, get_u64(body + 1), "broker: payload too large");
@@ -642,7 +660,7 @@ static void broker_handle(broker_t *b, const uint8_t *id, size_t idlen, const ui
     case MSG_DONE: {
         zworker_t *w = broker_find(b, id, idlen);
         size_t pl = len >= 2 ? body[1] : 0;
-        if (!w || w->out == 0 || len < 2 || pl == 0 || len - 2 < pl + 9 || len - 2 - pl - 9 > ZREF_MAX_TEXT) {
+        if (!w || w->out == 0 || len < 2 || pl == 0 || len - 2 < pl + 9 || len - 2 - pl - 9 > ZREF_MAX_BIG_PAYLOAD) {
             b->bad++; /* not a worker, or a result it was not given */
             return;
         }
@@ -836,7 +854,13 @@ static int run_worker(const opts_t *o)
         size_t head = 2 + pl + 8, tlen = 0;
         out[0] = MSG_DONE;
         memcpy(out + 1, in + 1, head - 1);
-        int st = square(in + head, len - head, (char *)out + head + 1, ZREF_MAX_TEXT + 1, &tlen);
+        int st = ST_OK;
+        if (g_payload_size) { /* W3: the result is the payload */
+            tlen = len - head;
+            memcpy(out + head + 1, in + head, tlen);
+        } else {
+            st = square(in + head, len - head, (char *)out + head + 1, ZREF_MAX_TEXT + 1, &tlen);
+        }
         out[head] = (uint8_t)st;
         while (zmq_send(s, out, head + 1 + tlen, 0) < 0) {
             if (zmq_errno() != EINTR || g_stop)
@@ -888,12 +912,41 @@ static int wait_broker(void *s, int64_t want, int64_t deadline)
     return -1;
 }
 
+/* Filler of --payload-size payloads after the tag digits (printable). */
+static uint8_t g_filler[ZREF_MAX_BIG_PAYLOAD];
+
+static void filler_init(void)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    for (size_t i = 0; i < sizeof g_filler; i++)
+        g_filler[i] = (uint8_t)alphabet[i % (sizeof alphabet - 1)];
+}
+
+/* SUBMIT for task `tag` into buf (16 + ZREF_MAX_BIG_PAYLOAD bytes): the
+ * decimal tag, or with --payload-size the tag in ZREF_TAG_DIGITS zero-
+ * padded digits and filler up to the size. Returns the length. */
 static size_t submit_msg(uint8_t *buf, uint64_t tag)
 {
     buf[0] = MSG_SUBMIT;
     put_u64(buf + 1, tag);
+    if (g_payload_size) {
+        char digits[ZREF_TAG_DIGITS + 1];
+        snprintf(digits, sizeof digits, "%0*" PRIu64, ZREF_TAG_DIGITS, tag);
+        memcpy(buf + 9, digits, ZREF_TAG_DIGITS);
+        memcpy(buf + 9 + ZREF_TAG_DIGITS, g_filler, g_payload_size - ZREF_TAG_DIGITS);
+        return 9 + g_payload_size;
+    }
     int n = snprintf((char *)buf + 9, ZREF_MAX_PAYLOAD + 1, "%" PRIu64, tag);
     return 9 + (size_t)n;
+}
+
+/* With --payload-size: is RESULT text t[n] the echo of task tag's payload? */
+static bool echo_ok(const uint8_t *t, size_t n, uint64_t tag)
+{
+    char digits[ZREF_TAG_DIGITS + 1];
+    snprintf(digits, sizeof digits, "%0*" PRIu64, ZREF_TAG_DIGITS, tag);
+    return n == g_payload_size && memcmp(t, digits, ZREF_TAG_DIGITS) == 0 &&
+           memcmp(t + ZREF_TAG_DIGITS, g_filler, n - ZREF_TAG_DIGITS) == 0;
 }
 
 /* Check RESULT buf[n] for a task in 1..max; sets *tag. 0 or -1. */
@@ -902,6 +955,13 @@ static int check_result(const uint8_t *buf, int n, uint64_t max, uint64_t *tag)
     if (n < 10 || buf[0] != MSG_RESULT)
         return n == 13 && buf[0] == MSG_STATUS_REPLY ? 1 : -1; /* late STATUS reply: ignore */
     *tag = get_u64(buf + 1);
+    if (g_payload_size) {
+        if (*tag < 1 || *tag > max || buf[9] != ST_OK || !echo_ok(buf + 10, (size_t)n - 10, *tag)) {
+            say("wrong result for task %" PRIu64 ": status %u, %d bytes", *tag, buf[9], n - 10);
+            return -1;
+        }
+        return 0;
+    }
     char want[96];
     int wl = snprintf(want, sizeof want, "%" PRIu64 " * %" PRIu64 " = %" PRIu64, *tag, *tag, *tag * *tag);
     if (*tag < 1 || *tag > max || buf[9] != ST_OK || (size_t)n - 10 != (size_t)wl ||
@@ -927,7 +987,7 @@ static int run_producer(const opts_t *o)
     uint8_t *seen = calloc(o->n / 8 + 1, 1);
     if (!s || !seen || wait_broker(s, o->wait_workers, deadline) != 0)
         return 1;
-    uint8_t out[16 + ZREF_MAX_PAYLOAD], in[ZREF_MAX_MSG];
+    static uint8_t out[16 + ZREF_MAX_BIG_PAYLOAD], in[ZREF_MAX_MSG];
     uint64_t sent = 0, got = 0;
     int64_t t0 = now_ns();
     while (got < o->n) {
@@ -957,8 +1017,14 @@ static int run_producer(const opts_t *o)
         got++;
     }
     double secs = (double)(now_ns() - t0) / 1e9;
-    printf("{\"mode\":\"w1\",\"n\":%" PRIu64 ",\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"curve\":%s}\n", o->n, secs,
-           (double)o->n / secs, o->curve ? "true" : "false");
+    if (g_payload_size) /* W3: payload counted to the worker and back, 10^6 bytes */
+        printf("{\"mode\":\"w1\",\"n\":%" PRIu64 ",\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"curve\":%s,"
+               "\"payload_bytes\":%" PRIu64 ",\"mb_per_s\":%.1f}\n",
+               o->n, secs, (double)o->n / secs, o->curve ? "true" : "false", g_payload_size,
+               2.0 * (double)o->n * (double)g_payload_size / 1e6 / secs);
+    else
+        printf("{\"mode\":\"w1\",\"n\":%" PRIu64 ",\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"curve\":%s}\n", o->n,
+               secs, (double)o->n / secs, o->curve ? "true" : "false");
     fflush(stdout);
     free(seen);
     zmq_close(s);
@@ -993,7 +1059,7 @@ static int run_latency(const opts_t *o)
     int64_t *rtt = malloc(o->n * sizeof *rtt);
     if (!s || !rtt || wait_broker(s, o->wait_workers, deadline) != 0)
         return 1;
-    uint8_t out[16 + ZREF_MAX_PAYLOAD], in[ZREF_MAX_MSG];
+    static uint8_t out[16 + ZREF_MAX_BIG_PAYLOAD], in[ZREF_MAX_MSG];
     for (uint64_t i = 0; i < o->n + ZREF_LATENCY_WARMUP; i++) {
         uint64_t want = i + 1, tag = 0;
         size_t len = submit_msg(out, want);
@@ -1184,10 +1250,11 @@ static pid_t start_broker(bool curve, char *endpoint, size_t cap)
 
 static pid_t start_worker(const char *endpoint, uint64_t slots, bool curve)
 {
-    char st[24];
+    char st[24], ps[24];
     snprintf(st, sizeof st, "%" PRIu64, slots);
+    snprintf(ps, sizeof ps, "%" PRIu64, g_payload_size);
     char *argv[] = {"taskq-zref", "worker", "--connect", (char *)endpoint, "--slots", st,
-                    curve ? "--curve" : NULL, NULL};
+                    "--payload-size", ps, curve ? "--curve" : NULL, NULL};
     return spawn(argv, -1);
 }
 
@@ -1195,12 +1262,13 @@ static pid_t start_worker(const char *endpoint, uint64_t slots, bool curve)
 static int run_client(const char *mode, const char *endpoint, uint64_t n, uint64_t window, uint64_t workers,
                       const opts_t *o)
 {
-    char nt[24], wt[24], kt[24], tt[24];
+    char nt[24], wt[24], kt[24], tt[24], ps[24];
     snprintf(nt, sizeof nt, "%" PRIu64, n);
     snprintf(wt, sizeof wt, "%" PRIu64, window);
     snprintf(kt, sizeof kt, "%" PRIu64, workers);
     snprintf(tt, sizeof tt, "%" PRIu64, o->timeout_s);
-    char *argv[16];
+    snprintf(ps, sizeof ps, "%" PRIu64, g_payload_size);
+    char *argv[18];
     size_t a = 0;
     argv[a++] = "taskq-zref";
     argv[a++] = (char *)mode;
@@ -1212,6 +1280,8 @@ static int run_client(const char *mode, const char *endpoint, uint64_t n, uint64
     argv[a++] = kt;
     argv[a++] = "--timeout";
     argv[a++] = tt;
+    argv[a++] = "--payload-size";
+    argv[a++] = ps;
     if (strcmp(mode, "producer") == 0) {
         argv[a++] = "--window";
         argv[a++] = wt;
@@ -1320,8 +1390,9 @@ int main(int argc, char **argv)
         return run_broker(&o);
     }
     if (strcmp(mode, "worker") == 0) {
-        if ((rc = parse_opts(argc, argv, "--connect --slots --curve", &o)) != 0)
+        if ((rc = parse_opts(argc, argv, "--connect --slots --curve --payload-size", &o)) != 0)
             return rc;
+        g_payload_size = o.payload_size;
         return run_worker(&o);
     }
     if (strcmp(mode, "producer") == 0 || strcmp(mode, "latency") == 0) {
@@ -1330,10 +1401,12 @@ int main(int argc, char **argv)
         for (int i = 2; i < argc; i++)
             has_n |= strcmp(argv[i], "--n") == 0 || strncmp(argv[i], "--n=", 4) == 0;
         if ((rc = parse_opts(argc, argv,
-                             w1 ? "--connect --n --window --wait-workers --timeout --curve"
-                                : "--connect --n --wait-workers --timeout --curve",
+                             w1 ? "--connect --n --window --wait-workers --timeout --curve --payload-size"
+                                : "--connect --n --wait-workers --timeout --curve --payload-size",
                              &o)) != 0)
             return rc;
+        g_payload_size = o.payload_size;
+        filler_init();
         if (!has_n)
             return usage("%s needs --n N", mode);
         if (!w1 && o.n > ZREF_MAX_LATENCY_N)
@@ -1341,9 +1414,11 @@ int main(int argc, char **argv)
         return w1 ? run_producer(&o) : run_latency(&o);
     }
     if (strcmp(mode, "bench") == 0) {
-        if ((rc = parse_opts(argc, argv, "--n --latency-n --workers --slots --window --timeout --curve --pin",
+        if ((rc = parse_opts(argc, argv,
+                             "--n --latency-n --workers --slots --window --timeout --curve --pin --payload-size",
                              &o)) != 0)
             return rc;
+        g_payload_size = o.payload_size;
         return run_bench(&o);
     }
     if (strcmp(mode, "keys") == 0) {
