@@ -60,19 +60,6 @@ static void notice(taskq_t *self, const char *fmt, ...)
 /* ---- sending ---------------------------------------------------------- */
 
 /* Promised in session.h. */
-int tq_client_fail(taskq_error_t *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-/* Promised in session.h. */
 int tq_session_send(taskq_t *self, taskq_error_t *err)
 {
     if (self->lost)

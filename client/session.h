@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "taskq.h"
+#include "tqerr.h"
 #include "tq_authkey.h"
 #include "tq_curve.h"
 #include "tq_idmap.h"
@@ -132,10 +133,6 @@ struct taskq {
 };
 
 /* ---- provided by session.c ---------------------------------------------- */
-
-/* Fill err (when given) with code and the formatted message; returns -1. */
-int tq_client_fail(taskq_error_t *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Send the message built in self->out. Returns 0, or -1 with
  * TASKQ_ERR_CONNECT when ZeroMQ could not queue it within the send

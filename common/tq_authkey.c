@@ -169,16 +169,9 @@ int tq_authkey_generate(const char *path, char *err, size_t errlen)
                  strerror(errno));
         goto out;
     }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            snprintf(err, errlen, "cannot write authkey file %s: %s", path, strerror(errno));
-            goto out;
-        }
-        off += (size_t)w;
+    if (tq_write_all(fd, text, len) < 0) {
+        snprintf(err, errlen, "cannot write authkey file %s: %s", path, strerror(errno));
+        goto out;
     }
     if (fsync(fd) < 0) {
         snprintf(err, errlen, "cannot sync authkey file %s: %s", path, strerror(errno));

@@ -45,6 +45,11 @@ int tq_parse_seconds_ms(const char *s, int64_t *out_ms);
 /* Number of online CPUs (>= 1). */
 int tq_ncpus(void);
 
+/* write(2) all n bytes of buf to fd, retrying after EINTR and short
+ * writes. Returns 0, or -1 with errno (ENOSPC if a write made no
+ * progress). */
+int tq_write_all(int fd, const void *buf, size_t n);
+
 /* 1 if the n bytes are valid UTF-8. */
 int tq_utf8_valid(const void *p, size_t n);
 

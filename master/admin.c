@@ -98,16 +98,7 @@ static int paused_save(tq_loop_t *self) {
         tq_buf_put(&b, tq_queue_name(q), strlen(tq_queue_name(q)));
         tq_buf_put(&b, "\n", 1);
     }
-    int rc = 0;
-    for (size_t off = 0; off < b.len && rc == 0;) {
-        ssize_t w = write(fd, b.data + off, b.len - off);
-        if (w < 0 && errno != EINTR)
-            rc = -1;
-        else if (w > 0)
-            off += (size_t)w;
-    }
-    if (rc == 0 && fsync(fd) < 0)
-        rc = -1;
+    int rc = tq_write_all(fd, b.data, b.len) < 0 || fsync(fd) < 0 ? -1 : 0;
     int saved = errno;
     tq_buf_free(&b);
     close(fd);
@@ -271,8 +262,9 @@ static void op_retry_purge(admin_t *a, int purge) {
     tq_queue_t *q;
     if (get_queue(a, 0, &q) < 0)
         return;
-    if ((ids != NULL) == cJSON_IsTrue(all)) {
-        fail(a, TQ_ERR_MALFORMED, "ADMIN: %s needs either \"ids\" or \"all\":true",
+    if ((ids != NULL) == cJSON_IsTrue(all) || (ids && q)) {
+        fail(a, TQ_ERR_MALFORMED,
+             "ADMIN: %s needs either \"ids\" or \"all\":true (\"queue\" only with \"all\")",
              done_word[purge]);
         return;
     }
@@ -299,9 +291,7 @@ static void op_retry_purge(admin_t *a, int purge) {
         cJSON_ArrayForEach(it, ids) {
             uint64_t id = (uint64_t)it->valuedouble;
             tq_task_t *t = tq_store_get(store, id);
-            const char *outcome = !t ? "unknown"
-                                  : t->state != TQ_TASK_DEAD || (q && t->queue != q) ? "not dead"
-                                                                                      : NULL;
+            const char *outcome = !t ? "unknown" : t->state != TQ_TASK_DEAD ? "not dead" : NULL;
             if (!outcome) {
                 if (purge)
                     tq_store_purge(store, t);

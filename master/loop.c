@@ -435,18 +435,11 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
                            cfg->unfetched_ttl_ms, cfg->key_retention_ms};
     self->store = tq_store_new(&scfg);
     for (size_t i = 0; i < cfg->nqueue_timeouts; i++) {
-        const char *item = cfg->queue_timeouts[i], *eq = strchr(item, '=');
-        int64_t ms = 0;
-        tq_queue_t *q = eq ? tq_store_queue(self->store, (tq_bytes_t){(const uint8_t *)item,
-                                                                      (size_t)(eq - item)})
-                           : NULL;
-        if (!q || tq_parse_seconds_ms(eq + 1, &ms) < 0 || ms < 1 || ms > (int64_t)UINT32_MAX) {
-            snprintf(err, errlen, "--queue-timeout: '%s' is not valid", item);
-            goto fail;
-        }
-        tq_queue_set_default_timeout(q, (uint32_t)ms);
+        tq_queue_t *q = tq_store_queue(self->store, cfg->queue_timeouts[i].queue);
+        TQ_ASSERT(q); /* main allows at most 1024: far from the name table's limit */
+        tq_queue_set_default_timeout(q, cfg->queue_timeouts[i].timeout_ms);
     }
-    self->cfg.queue_timeouts = NULL; /* main's strings: not kept */
+    self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
     if (tq_admin_load(self, err, errlen) < 0)
         goto fail;
@@ -572,8 +565,8 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             /* more overdue: come back at once, after other work */
             self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
         }
-        if (tq_store_next_due(self->store, tq_wall_ms()) == 0 && tq_store_promote(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS))
-            self->sched_dirty = 1;
+        if (tq_store_promote(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS))
+            self->sched_dirty = 1; /* delayed tasks became runnable */
         reap_gone(self);
         if (self->sched_dirty) {
             self->sched_dirty = 0;

@@ -8,6 +8,13 @@
 
 #include "journal.h"
 #include "tq_authkey.h"
+#include "tq_wire.h"
+
+/* A per-queue default run timeout (--queue-timeout Q=SECONDS). */
+typedef struct {
+    tq_bytes_t queue;    /* a valid queue name */
+    uint32_t timeout_ms; /* 1.. */
+} tq_queue_timeout_t;
 
 typedef struct {
     const char *endpoint;         /* ROUTER bind address */
@@ -22,8 +29,7 @@ typedef struct {
     int peer_queue;               /* ZMQ_SNDHWM: messages queued per peer */
     int64_t backoff_base_ms;      /* first retry / lost-lease delay; 0 = none */
     int64_t backoff_cap_ms;       /* the delay doubles up to this */
-    const char *const *queue_timeouts; /* "Q=SECONDS" per-queue default run
-                                        * timeouts (checked by main) */
+    const tq_queue_timeout_t *queue_timeouts; /* --queue-timeout, parsed */
     size_t nqueue_timeouts;
     tq_journal_cfg_t journal;     /* where and how the journal lives */
 } tq_loop_cfg_t;

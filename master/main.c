@@ -50,6 +50,9 @@ typedef struct {
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
+/* --queue-timeout flags at most (each names a queue: far below the
+ * store's name table, TQ_STORE_MAX_NAMES). */
+#define MAX_QUEUE_TIMEOUTS 1024
 #define YEAR_MS (366LL * 24 * 3600 * 1000)
 
 static const tq_cfg_entry_t table[] = {
@@ -79,7 +82,7 @@ static const tq_cfg_entry_t table[] = {
     {"retry-backoff-max", TQ_CFG_MS, "60", 0, 86400000, NULL, NULL, S(retry_backoff_max_ms),
      "SECONDS", "longest such delay"},
     {"queue-timeout", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, S(queue_timeout), "Q=SECONDS",
-     "run timeout for tasks submitted to queue Q without --timeout (repeatable)"},
+     "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues)"},
     {"peer-queue", TQ_CFG_INT, "1000", 1, 1000000, NULL, NULL, S(peer_queue), "N",
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
@@ -102,9 +105,16 @@ static void usage(FILE *out) {
     tq_cfg_usage(table, out);
 }
 
-/* Each --queue-timeout is Q=SECONDS with a valid queue name and a
- * timeout of 0.001..49 days (the wire's u32 milliseconds). */
-static int check_queue_timeouts(const tq_strlist_t *l, char *err, size_t errlen) {
+/* Parse each --queue-timeout Q=SECONDS (a valid queue name, a timeout
+ * of 0.001..49 days: the wire's u32 milliseconds) into out[l->n]; the
+ * names point into l's strings. */
+static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, char *err,
+                                size_t errlen) {
+    if (l->n > MAX_QUEUE_TIMEOUTS) {
+        snprintf(err, errlen, "--queue-timeout: given %zu times, at most %d", l->n,
+                 MAX_QUEUE_TIMEOUTS);
+        return -1;
+    }
     for (size_t i = 0; i < l->n; i++) {
         const char *item = l->items[i], *eq = strchr(item, '=');
         int64_t ms;
@@ -118,6 +128,8 @@ static int check_queue_timeouts(const tq_strlist_t *l, char *err, size_t errlen)
                      eq + 1);
             return -1;
         }
+        out[i].queue = (tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)};
+        out[i].timeout_ms = (uint32_t)ms;
     }
     return 0;
 }
@@ -178,6 +190,7 @@ int main(int argc, char **argv) {
         return TQ_EXIT_OK;
     }
     settings_t s;
+    tq_queue_timeout_t *qtimeouts = NULL;
     memset(&s, 0, sizeof s);
     char err[512];
     int argi = 1, help = 0;
@@ -213,7 +226,8 @@ int main(int argc, char **argv) {
                 (double)s.retry_backoff_max_ms / 1000.0, (double)s.retry_backoff_ms / 1000.0);
         goto out;
     }
-    if (check_queue_timeouts(&s.queue_timeout, err, sizeof err) < 0) {
+    qtimeouts = tq_calloc(s.queue_timeout.n ? s.queue_timeout.n : 1, sizeof *qtimeouts);
+    if (parse_queue_timeouts(&s.queue_timeout, qtimeouts, err, sizeof err) < 0) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
     }
@@ -275,7 +289,7 @@ int main(int argc, char **argv) {
         .peer_queue = (int)s.peer_queue,
         .backoff_base_ms = s.retry_backoff_ms,
         .backoff_cap_ms = s.retry_backoff_max_ms,
-        .queue_timeouts = (const char *const *)s.queue_timeout.items,
+        .queue_timeouts = qtimeouts,
         .nqueue_timeouts = s.queue_timeout.n,
         .journal = {
             .data_dir = s.data_dir,
@@ -306,6 +320,7 @@ int main(int argc, char **argv) {
         zmq_ctx_term(ctx);
     close(sfd);
 out:
+    free(qtimeouts);
     tq_cfg_free(table, &s);
     return rc;
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "builtins.h"
+#include "tq_util.h"
 #include "cfn.h"
 #include "taskq.h"
 #include "tq_proto.h"
@@ -87,20 +88,6 @@ static int read_full(int fd, void *buf, size_t n)
     return 0;
 }
 
-static int write_full(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* ---- the forked child (prefork, spawn) ----------------------------------- */
 
@@ -164,12 +151,12 @@ static void child_serve(const tq_fn_t *fn, int slot, int fd, int oneshot)
             _exit(3);
         size_t sent = (size_t)w;
         if (sent < sizeof rh) {
-            if (write_full(fd, rh + sent, sizeof rh - sent) < 0)
+            if (tq_write_all(fd, rh + sent, sizeof rh - sent) < 0)
                 _exit(3);
             sent = sizeof rh;
         }
         size_t done = sent - sizeof rh;
-        if (done < res.len && write_full(fd, res.data + done, res.len - done) < 0)
+        if (done < res.len && tq_write_all(fd, res.data + done, res.len - done) < 0)
             _exit(3);
         tq_run_result_free(&res);
         free(req);

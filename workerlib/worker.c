@@ -23,6 +23,7 @@
 #include "tq_log.h"
 #include "tq_proto.h"
 #include "tq_util.h"
+#include "tqerr.h"
 
 #define WORKER_DEFAULT_ENDPOINT "tcp://127.0.0.1:7070"
 #define WORKER_DEFAULT_DRAIN_MS 30000
@@ -49,22 +50,6 @@ struct taskq_worker {
     tq_limits_t limits;            /* for every child process */
 };
 
-static int fail(taskq_error_t *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(taskq_error_t *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-
 static void default_name(char *out, size_t outlen)
 {
     char host[TQ_MAX_PEER_NAME] = "localhost";
@@ -84,29 +69,29 @@ taskq_worker_t *taskq_worker_new(const taskq_worker_opts_t *opts, taskq_error_t 
     const char *ep = opts->endpoint ? opts->endpoint : WORKER_DEFAULT_ENDPOINT;
     if (strlen(ep) > WORKER_MAX_ENDPOINT ||
         (strncmp(ep, "tcp://", 6) != 0 && strncmp(ep, "ipc://", 6) != 0)) {
-        fail(err, TASKQ_ERR_USAGE, "endpoint '%.64s' is not like tcp://HOST:PORT", ep);
+        tq_client_fail(err, TASKQ_ERR_USAGE, "endpoint '%.64s' is not like tcp://HOST:PORT", ep);
         return NULL;
     }
     if (opts->name && !tq_peer_name_valid(opts->name, TQ_MAX_PEER_NAME, 0)) {
-        fail(err, TASKQ_ERR_USAGE,
+        tq_client_fail(err, TASKQ_ERR_USAGE,
              "name: must be 1..128 printable ASCII characters without spaces");
         return NULL;
     }
     if (opts->slots > TQ_MAX_SLOTS) {
-        fail(err, TASKQ_ERR_USAGE, "slots: %zu is more than %d", opts->slots, TQ_MAX_SLOTS);
+        tq_client_fail(err, TASKQ_ERR_USAGE, "slots: %zu is more than %d", opts->slots, TQ_MAX_SLOTS);
         return NULL;
     }
     if (opts->drain_timeout_ms > WORKER_MAX_DRAIN_MS) {
-        fail(err, TASKQ_ERR_USAGE, "drain_timeout_ms: more than %d", WORKER_MAX_DRAIN_MS);
+        tq_client_fail(err, TASKQ_ERR_USAGE, "drain_timeout_ms: more than %d", WORKER_MAX_DRAIN_MS);
         return NULL;
     }
     if (opts->log_level > TASKQ_LOG_DEBUG) {
-        fail(err, TASKQ_ERR_USAGE, "log_level: %d is not a TASKQ_LOG_* level", opts->log_level);
+        tq_client_fail(err, TASKQ_ERR_USAGE, "log_level: %d is not a TASKQ_LOG_* level", opts->log_level);
         return NULL;
     }
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) < 0) {
-        fail(err, TASKQ_ERR_INTERNAL, "pipe: %s", strerror(errno));
+        tq_client_fail(err, TASKQ_ERR_INTERNAL, "pipe: %s", strerror(errno));
         return NULL;
     }
     taskq_worker_t *self = tq_calloc(1, sizeof *self);
@@ -169,27 +154,27 @@ void taskq_worker_destroy(taskq_worker_t **self_p)
 static tq_fn_t *new_entry(taskq_worker_t *self, const char *name, taskq_error_t *err)
 {
     if (!self) {
-        fail(err, TASKQ_ERR_USAGE, "worker is NULL");
+        tq_client_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
         return NULL;
     }
     if (self->ran) {
-        fail(err, TASKQ_ERR_USAGE, "functions are registered before taskq_worker_run");
+        tq_client_fail(err, TASKQ_ERR_USAGE, "functions are registered before taskq_worker_run");
         return NULL;
     }
     size_t nl = name ? strlen(name) : 0;
     if (!name || nl > TQ_MAX_NAME || !tq_name_valid((tq_bytes_t){(const uint8_t *)name, nl})) {
-        fail(err, TASKQ_ERR_USAGE,
+        tq_client_fail(err, TASKQ_ERR_USAGE,
              "'%.64s' is not a valid function name (1..64 of [A-Za-z0-9_.:-])",
              name ? name : "(null)");
         return NULL;
     }
     for (size_t i = 0; i < self->nfns; i++)
         if (strcmp(self->fns[i].name, name) == 0) {
-            fail(err, TASKQ_ERR_USAGE, "function '%s' is already registered", name);
+            tq_client_fail(err, TASKQ_ERR_USAGE, "function '%s' is already registered", name);
             return NULL;
         }
     if (self->nfns == TQ_MAX_FUNCTIONS) {
-        fail(err, TASKQ_ERR_USAGE, "at most %d functions", TQ_MAX_FUNCTIONS);
+        tq_client_fail(err, TASKQ_ERR_USAGE, "at most %d functions", TQ_MAX_FUNCTIONS);
         return NULL;
     }
     tq_fn_t *f = &self->fns[self->nfns];
@@ -201,18 +186,18 @@ static tq_fn_t *new_entry(taskq_worker_t *self, const char *name, taskq_error_t 
 int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *def, taskq_error_t *err)
 {
     if (!def)
-        return fail(err, TASKQ_ERR_USAGE, "function definition is NULL");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "function definition is NULL");
     if (!def->fn)
-        return fail(err, TASKQ_ERR_USAGE, "function '%.64s': fn is NULL",
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "function '%.64s': fn is NULL",
                     def->name ? def->name : "(null)");
     if (def->mode == TASKQ_MODE_COPROCESS)
-        return fail(err, TASKQ_ERR_USAGE,
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
                     "function '%.64s': coprocess is for commands; a C function runs as thread, "
                     "prefork or spawn",
                     def->name ? def->name : "(null)");
     if (def->mode != TASKQ_MODE_THREAD && def->mode != TASKQ_MODE_PREFORK &&
         def->mode != TASKQ_MODE_SPAWN)
-        return fail(err, TASKQ_ERR_USAGE, "function '%.64s': mode %d is not supported",
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "function '%.64s': mode %d is not supported",
                     def->name ? def->name : "(null)", def->mode);
     tq_fn_t *f = new_entry(self, def->name, err);
     if (!f)
@@ -241,13 +226,13 @@ int taskq_worker_add_command(taskq_worker_t *self, const char *name, const char 
 {
     char why[256];
     if (!command)
-        return fail(err, TASKQ_ERR_USAGE, "empty command");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "empty command");
     tq_fn_t *f = new_entry(self, name, err);
     if (!f)
         return -1;
     f->cmd = tq_command_new(command, why, sizeof why);
     if (!f->cmd)
-        return fail(err, TASKQ_ERR_USAGE, "%s", why);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
     f->mode = TASKQ_MODE_SPAWN;
     self->nfns++;
     return 0;
@@ -273,22 +258,22 @@ int taskq_mode_parse(const char *text)
 int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode, taskq_error_t *err)
 {
     if (!self || self->ran)
-        return fail(err, TASKQ_ERR_USAGE, "modes are set before taskq_worker_run");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "modes are set before taskq_worker_run");
     if (!taskq_mode_name(mode))
-        return fail(err, TASKQ_ERR_USAGE, "mode %d is not a TASKQ_MODE_*", mode);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "mode %d is not a TASKQ_MODE_*", mode);
     tq_fn_t *f = NULL;
     for (size_t i = 0; i < self->nfns; i++)
         if (name && strcmp(self->fns[i].name, name) == 0)
             f = &self->fns[i];
     if (!f)
-        return fail(err, TASKQ_ERR_USAGE, "function '%.64s' is not registered",
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "function '%.64s' is not registered",
                     name ? name : "(null)");
     if (f->cmd && mode != TASKQ_MODE_SPAWN && mode != TASKQ_MODE_COPROCESS)
-        return fail(err, TASKQ_ERR_USAGE,
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
                     "function '%s' is a command: its mode is spawn or coprocess, not %s", f->name,
                     taskq_mode_name(mode));
     if (!f->cmd && mode == TASKQ_MODE_COPROCESS)
-        return fail(err, TASKQ_ERR_USAGE,
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
                     "function '%s' is not a command: coprocess is for --fn NAME=COMMAND; use "
                     "thread, prefork or spawn",
                     f->name);
@@ -300,12 +285,12 @@ int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes, uint64_
                             taskq_error_t *err)
 {
     if (!self || self->ran)
-        return fail(err, TASKQ_ERR_USAGE, "limits are set before taskq_worker_run");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "limits are set before taskq_worker_run");
     if (memory_bytes != 0 && memory_bytes < TQ_WORKER_MIN_MEMORY)
-        return fail(err, TASKQ_ERR_USAGE, "memory limit %llu is less than %d bytes",
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "memory limit %llu is less than %d bytes",
                     (unsigned long long)memory_bytes, TQ_WORKER_MIN_MEMORY);
     if (cpu_seconds > TQ_WORKER_MAX_CPU_SECONDS)
-        return fail(err, TASKQ_ERR_USAGE, "cpu limit %llu s is more than %d s",
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "cpu limit %llu s is more than %d s",
                     (unsigned long long)cpu_seconds, TQ_WORKER_MAX_CPU_SECONDS);
     self->limits.memory = memory_bytes;
     self->limits.cpu_seconds = cpu_seconds;
@@ -323,7 +308,7 @@ const char *taskq_worker_builtin(size_t i)
 int taskq_worker_add_builtin(taskq_worker_t *self, const char *name, taskq_error_t *err)
 {
     if (!name || !tq_builtin_exists(name))
-        return fail(err, TASKQ_ERR_USAGE, "'%.64s' is not a built-in (square, echo, sleep, fail)",
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "'%.64s' is not a built-in (square, echo, sleep, fail)",
                     name ? name : "(null)");
     tq_fn_t *f = new_entry(self, name, err);
     if (!f)
@@ -335,9 +320,9 @@ int taskq_worker_add_builtin(taskq_worker_t *self, const char *name, taskq_error
 int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error_t *err)
 {
     if (!self || self->ran)
-        return fail(err, TASKQ_ERR_USAGE, "plugins are loaded before taskq_worker_run");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "plugins are loaded before taskq_worker_run");
     if (self->nplugins == TQ_MAX_FUNCTIONS)
-        return fail(err, TASKQ_ERR_USAGE, "at most %d plugins", TQ_MAX_FUNCTIONS);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "at most %d plugins", TQ_MAX_FUNCTIONS);
     taskq_plugin_init_fn init = NULL;
     void *h = tq_plugin_open(path, &init, err);
     if (!h)
@@ -348,9 +333,9 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
         truncate_fns(self, before);
         dlclose(h);
         if (perr.message[0])
-            return fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed: %s", path,
+            return tq_client_fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed: %s", path,
                         perr.message);
-        return fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed", path);
+        return tq_client_fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed", path);
     }
     if (self->nfns == before)
         tq_warn("plugin %s registered no functions", path);
@@ -363,15 +348,15 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     char why[512];
     tq_curve_keys_t keys;
     if (!self)
-        return fail(err, TASKQ_ERR_USAGE, "worker is NULL");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
     if (self->ran)
-        return fail(err, TASKQ_ERR_USAGE, "a worker runs once");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "a worker runs once");
     if (self->nfns == 0)
-        return fail(err, TASKQ_ERR_USAGE, "no functions registered");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "no functions registered");
     if (!self->authkey_file || !*self->authkey_file)
-        return fail(err, TASKQ_ERR_USAGE, "no authkey file given");
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
     if (tq_authkey_load(self->authkey_file, &keys, why, sizeof why) < 0)
-        return fail(err, TASKQ_ERR_ENV, "%s", why);
+        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
     self->ran = 1;
     for (size_t i = 0; i < self->nfns; i++)
         self->fns[i].limits = self->limits;
@@ -391,10 +376,10 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     case TQ_EXIT_OK:
         return 0;
     case TQ_EXIT_CONNECT:
-        return fail(err, TASKQ_ERR_CONNECT,
+        return tq_client_fail(err, TASKQ_ERR_CONNECT,
                     "authentication failed connecting to %s (wrong authkey?)", self->endpoint);
     default:
-        return fail(err, TASKQ_ERR_INTERNAL, "cannot run the worker (see the log)");
+        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot run the worker (see the log)");
     }
 }
 

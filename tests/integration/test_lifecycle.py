@@ -344,7 +344,8 @@ class Lifecycle(TQTestCase):
                ({"req": 11, "op": "purge", "ids": ["1"]}, E_MALFORMED),
                ({"req": 12, "op": "dead", "limit": 0}, E_MALFORMED),
                ({"req": 13, "op": "dead", "after": 2.5}, E_MALFORMED),
-               ({"req": 14, "op": "retry", "ids": list(range(1, 1026))}, 5)]
+               ({"req": 14, "op": "retry", "ids": list(range(1, 1026))}, 5),
+               ({"req": 15, "op": "retry", "ids": [1], "queue": "q1"}, E_MALFORMED)]
         for req, code in bad:
             e = self.admin(c, req)
             self.assertEqual((e.get("code"), e.get("ref")), (code, req["req"]), (req, e))
