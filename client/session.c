@@ -67,7 +67,7 @@ int tq_session_send(taskq_t *self, taskq_error_t *err)
                               self->endpoint);
     if (self->reconnecting)
         return 0; /* repeated by tq_api_resend after WELCOME */
-    if (tq_out_send(&self->out, self->sock, NULL, 0) < 0) {
+    if (tq_out_send_packed(&self->out, self->sock, NULL, 0, self->packed) < 0) {
         if (errno == EAGAIN || self->reconnect_ms > 0)
             return conn_lost(self, err);
         return tq_client_fail(err, TASKQ_ERR_CONNECT, "cannot send to master at %s: %s",
@@ -82,6 +82,7 @@ static void build_hello(taskq_t *self)
     cJSON *j = cJSON_CreateObject();
     TQ_ASSERT(j);
     cJSON_AddStringToObject(j, "role", "client");
+    cJSON_AddBoolToObject(j, "packed", 1);
     cJSON_AddStringToObject(j, "name", self->name);
     tq_out_json(&self->out, TQ_MSG_HELLO, j);
     cJSON_Delete(j);
@@ -127,6 +128,7 @@ static void on_welcome(taskq_t *self, cJSON *j)
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "max_payload")) && cJSON_IsNumber(v) &&
         v->valuedouble >= 1 && v->valuedouble <= (double)TQ_PAYLOAD_HARD_MAX)
         self->max_payload = (size_t)v->valuedouble;
+    self->packed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "packed"));
     int ms = (int)self->hb_timeout_ms;
     zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &ms, sizeof ms);
     self->rehello_pending = 0;

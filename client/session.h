@@ -94,6 +94,7 @@ struct taskq {
     tq_out_t out;                      /* the message being built */
     int64_t hb_ms, hb_timeout_ms;      /* from WELCOME */
     size_t max_payload;                /* from WELCOME */
+    int packed;                        /* WELCOME: the master takes packed messages */
     int64_t last_recv, last_send, last_call;
     int lost;                          /* master gone for good: only close is left */
     int rehello_pending;               /* HELLO re-sent, WELCOME not yet back */

@@ -409,6 +409,17 @@ typedef void (*taskq_slot_fini_fn)(void *arg, int slot, void *slot_ctx);
                                   docs/workers.md on stdin/stdout; a death
                                   fails that task ("coprocess died: ...") and
                                   the program is started again */
+#define TASKQ_MODE_INLINE 4    /* C functions, built-ins: on the worker's
+                                  connection thread, as soon as a DISPATCH
+                                  arrives, one after another; no thread
+                                  hand-off, so the fastest mode for
+                                  functions of a few microseconds. The
+                                  function must be quick and must not block
+                                  (heartbeats and other tasks wait for it);
+                                  a crash takes the worker down; no
+                                  slot_init/slot_fini (taskq_result_slot is
+                                  -1); a KILL cannot stop it. The default of
+                                  the built-ins square, echo and fail */
 
 /* A function to register. Strings are copied. */
 typedef struct {
@@ -417,7 +428,7 @@ typedef struct {
     void *arg;                    /* passed to fn, slot_init, slot_fini */
     taskq_slot_init_fn slot_init; /* optional */
     taskq_slot_fini_fn slot_fini; /* optional */
-    int mode;                     /* thread, prefork or spawn; 0 = thread */
+    int mode;                     /* thread, prefork, spawn or inline; 0 = thread */
 } taskq_fn_def_t;
 
 #define TASKQ_FN_DEF_INIT {NULL, NULL, NULL, NULL, NULL, TASKQ_MODE_THREAD}
@@ -473,14 +484,24 @@ TASKQ_API int taskq_worker_add_command(taskq_worker_t *self, const char *name,
                                        const char *command, taskq_error_t *err);
 
 /* Set the mode of a registered function (a C function or built-in:
- * thread, prefork or spawn; a command: spawn, its default, or
+ * thread, prefork, spawn or inline; a command: spawn, its default, or
  * coprocess). Returns 0, or -1 with TASKQ_ERR_USAGE (not registered, a
  * mode that does not fit the kind of function, or the worker already
  * running). */
 TASKQ_API int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode,
                                     taskq_error_t *err);
 
-/* "thread", "prefork", "spawn", "coprocess" for a TASKQ_MODE_*, or NULL;
+/* Tasks the worker takes beyond its slots (0..4096; default 0), so that
+ * short tasks do not each wait a round trip to the master: they wait in
+ * the worker instead, and a slot that finishes starts the next one at
+ * once. The master only sends tasks without a run timeout beyond the
+ * slots (a timeout counts from dispatch). Prefetched tasks are not
+ * spread to other workers meanwhile, so keep it 0 for long tasks.
+ * Returns 0, or -1 with TASKQ_ERR_USAGE (out of range, or the worker
+ * already running). */
+TASKQ_API int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err);
+
+/* "thread", "prefork", "spawn", "coprocess", "inline" for a TASKQ_MODE_*, or NULL;
  * and the other way round (-1 for an unknown name). */
 TASKQ_API const char *taskq_mode_name(int mode);
 TASKQ_API int taskq_mode_parse(const char *text);
@@ -590,8 +611,9 @@ TASKQ_API int64_t taskq_result_remaining_ms(const taskq_result_t *out);
 /* The task's id and attempt number (as `taskq status` shows them). */
 TASKQ_API uint64_t taskq_result_task_id(const taskq_result_t *out);
 TASKQ_API uint32_t taskq_result_attempt(const taskq_result_t *out);
-/* The slot running the task (0..slots-1) and the slot_ctx that the
- * function's slot_init stored for it (NULL without slot_init). */
+/* The slot running the task (0..slots-1; -1 in inline mode) and the
+ * slot_ctx that the function's slot_init stored for it (NULL without
+ * slot_init). */
 TASKQ_API int taskq_result_slot(const taskq_result_t *out);
 TASKQ_API void *taskq_result_slot_ctx(const taskq_result_t *out);
 

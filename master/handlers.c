@@ -54,7 +54,9 @@ typedef struct {
     tq_role_t role;
     const char *name; /* points into the HELLO's JSON */
     uint32_t slots;
-    uint32_t busy; /* slots still running runs of an earlier connection */
+    int packed;        /* it takes packed messages (TQ_TYPE_PACKED) */
+    uint32_t prefetch; /* tasks it takes beyond its slots */
+    uint32_t busy; /* runs of an earlier connection it still holds */
     const char *fns[TQ_MAX_FUNCTIONS]; /* interned, no duplicates */
     size_t nfns;
 } hello_t;
@@ -81,13 +83,26 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
         return -1;
     }
     h->slots = (uint32_t)s->valuedouble;
+    const cJSON *pf = cJSON_GetObjectItemCaseSensitive(j, "prefetch");
+    h->prefetch = 0;
+    if (pf) {
+        if (!cJSON_IsNumber(pf) || !(pf->valuedouble >= 0 && pf->valuedouble <= TQ_MAX_PREFETCH) ||
+            pf->valuedouble != (double)(int64_t)pf->valuedouble) {
+            snprintf(msg, sizeof msg, "HELLO: \"prefetch\" must be an integer 0..%d",
+                     TQ_MAX_PREFETCH);
+            hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
+            return -1;
+        }
+        h->prefetch = (uint32_t)pf->valuedouble;
+    }
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "busy");
     h->busy = 0;
     if (b) {
-        if (!cJSON_IsNumber(b) || !(b->valuedouble >= 0 && b->valuedouble <= h->slots) ||
+        uint32_t cap = h->slots + h->prefetch;
+        if (!cJSON_IsNumber(b) || !(b->valuedouble >= 0 && b->valuedouble <= cap) ||
             b->valuedouble != (double)(int64_t)b->valuedouble) {
-            snprintf(msg, sizeof msg, "HELLO: \"busy\" must be an integer 0..slots (%" PRIu32 ")",
-                     h->slots);
+            snprintf(msg, sizeof msg,
+                     "HELLO: \"busy\" must be an integer 0..slots+prefetch (%" PRIu32 ")", cap);
             hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
             return -1;
         }
@@ -149,7 +164,14 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSO
         return -1;
     }
     h->name = name->valuestring;
+    const cJSON *pk = cJSON_GetObjectItemCaseSensitive(j, "packed");
+    if (pk && !cJSON_IsBool(pk)) {
+        hello_refuse(self, p, m, TQ_ERR_MALFORMED, "HELLO: \"packed\" must be true or false");
+        return -1;
+    }
+    h->packed = cJSON_IsTrue(pk);
     h->slots = 0;
+    h->prefetch = 0;
     h->nfns = 0;
     return h->role == TQ_ROLE_WORKER ? hello_worker(self, p, m, j, h) : 0;
 }
@@ -164,14 +186,18 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
     tq_peer_t *p = tq_peers_add(self->peers, m->rid, h->role, now);
     tq_strlcpy(p->name, h->name, sizeof p->name);
     tq_strlcpy(p->address, m->addr, sizeof p->address);
+    p->packed = h->packed;
     if (h->role == TQ_ROLE_WORKER) {
         p->slots = h->slots;
-        p->credit = h->slots - h->busy; /* the busy ones come back as RESULT credit */
+        p->prefetch = h->prefetch;
+        /* the busy ones come back as RESULT credit */
+        p->credit = h->slots + h->prefetch - h->busy;
         tq_peer_set_fns(p, h->fns, h->nfns);
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);
-        tq_info("worker %s joined (address %s, slots %" PRIu32 ", functions %s)", p->name,
-                p->address, p->slots, ft);
+        tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
+                ", functions %s)",
+                p->name, p->address, p->slots, p->prefetch, ft);
         self->sched_dirty = 1;
     } else {
         tq_debug("client %s joined (address %s)", p->name, p->address);
@@ -185,6 +211,7 @@ static void send_welcome(tq_loop_t *self, tq_peer_t *p) {
     cJSON_AddNumberToObject(w, "heartbeat_ms", (double)self->cfg.heartbeat_ms);
     cJSON_AddNumberToObject(w, "heartbeat_timeout_ms", (double)self->cfg.heartbeat_timeout_ms);
     cJSON_AddNumberToObject(w, "max_payload", (double)self->cfg.max_payload);
+    cJSON_AddBoolToObject(w, "packed", 1); /* we take packed messages */
     cJSON_AddStringToObject(w, "master", "taskq-master " TQ_VERSION);
     tq_out_json(&self->out, TQ_MSG_WELCOME, w);
     cJSON_Delete(w);
@@ -543,8 +570,8 @@ static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
     /* A RESULT with count 0 is fine: it only gives credit back (e.g. for
      * a KILLed run). A draining worker's credit stays 0. */
     if (!w->draining) {
-        uint32_t c = w->credit + credit;
-        w->credit = c > w->slots ? w->slots : c;
+        uint32_t c = w->credit + credit, cap = w->slots + w->prefetch;
+        w->credit = c > cap ? cap : c;
     }
     self->sched_dirty = 1;
 }

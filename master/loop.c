@@ -145,7 +145,7 @@ int tq_loop_send_peer(tq_loop_t *self, tq_peer_t *p) {
         return 0;
     }
     tq_bytes_t rid = tq_loop_rid(p);
-    if (tq_out_send(&self->out, self->router, &rid, ZMQ_DONTWAIT) == 0)
+    if (tq_out_send_packed(&self->out, self->router, &rid, ZMQ_DONTWAIT, p->packed) == 0)
         return 0;
     int e = errno;
     if (e == EAGAIN && defer) {

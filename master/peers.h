@@ -20,6 +20,7 @@ typedef struct tq_peer {
     uint8_t rid[TQ_MAX_ROUTING_ID];
     size_t rid_len;
     tq_role_t role;
+    int packed;           /* HELLO "packed": send it packed messages */
     char name[TQ_MAX_PEER_NAME + 1];
     char address[64];
     int64_t joined_ms;    /* monotonic */
@@ -30,7 +31,10 @@ typedef struct tq_peer {
 
     /* worker */
     uint32_t slots;
-    uint32_t credit;       /* tasks it can take now; never above slots */
+    uint32_t prefetch;     /* tasks it takes beyond its slots (no run
+                              timeout: tq_sched_run) */
+    uint32_t credit;       /* tasks it can take now; never above
+                              slots + prefetch */
     const char **fns;      /* interned function names */
     size_t nfns;
     int draining;

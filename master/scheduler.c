@@ -67,6 +67,12 @@ size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit,
             if (!s->w || s->w->credit == 0 || s->w->gone || s->w->stalled)
                 continue;
             tq_task_t *t = pick(store, s->w, &qrr);
+            /* Beyond its slots a worker only takes tasks without a run
+             * timeout: a prefetched task waits there, and the lease of a
+             * task with a timeout expires timeout + 2 heartbeats after
+             * dispatch, not after the run starts. */
+            if (t && t->timeout_ms && s->w->nleased >= s->w->slots)
+                t = NULL;
             if (!t) {
                 flush(s, emit, arg);
                 s->w = NULL; /* nothing it can run: out of this round */

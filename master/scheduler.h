@@ -1,8 +1,10 @@
 /* scheduler.h - dispatch: which queued task goes to which worker.
  *
  * Rules: a task goes only to a worker that declared its function; a
- * worker never gets more tasks than its credit; draining workers get
- * none. Tasks are handed out ONE at a time round-robin over the eligible
+ * worker never gets more tasks than its credit (slots + prefetch); a
+ * task with a run timeout only goes to a worker holding fewer leases
+ * than its slots (it must start at once: its lease expires timeout + 2
+ * heartbeats after dispatch); draining workers get none. Tasks are handed out ONE at a time round-robin over the eligible
  * workers, so a burst is split evenly; queues are served round-robin;
  * within a queue the highest priority (then the oldest) goes first.
  *

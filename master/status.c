@@ -151,6 +151,7 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         cJSON_AddStringToObject(o, "name", p->name);
         cJSON_AddStringToObject(o, "address", p->address);
         cJSON_AddNumberToObject(o, "slots", p->slots);
+        cJSON_AddNumberToObject(o, "prefetch", p->prefetch);
         cJSON_AddNumberToObject(o, "busy", (double)p->nleased);
         cJSON_AddNumberToObject(o, "credit", p->credit);
         cJSON *fns = cJSON_AddArrayToObject(o, "functions");

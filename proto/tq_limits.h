@@ -43,6 +43,9 @@
 
 /* Slots one worker may declare: credit is a u16 on the wire. */
 #define TQ_MAX_SLOTS 4096
+/* Tasks a worker may take beyond its slots (HELLO "prefetch"): the
+ * master holds a lease per task, so the same bound as slots. */
+#define TQ_MAX_PREFETCH 4096
 
 /* A JSON control message (HELLO, WELCOME, ERROR, STATUS request). The
  * master's STATUS reply is the one large JSON message; clients accept up

@@ -473,12 +473,14 @@ void tq_out_init(tq_out_t *o)
 {
     memset(o, 0, sizeof *o);
     tq_buf_init(&o->head);
+    tq_buf_init(&o->pack);
     o->type = -1;
 }
 
 void tq_out_free(tq_out_t *o)
 {
     tq_buf_free(&o->head);
+    tq_buf_free(&o->pack);
     free(o->parts);
     tq_out_init(o);
 }
@@ -778,6 +780,33 @@ int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_f
     return 0;
 }
 
+int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
+                       int packed)
+{
+    if (!packed || o->nparts < 2 || o->part_bytes > TQ_BATCH_BYTES)
+        return tq_out_send(o, sock, routing_id, zmq_flags);
+    PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
+    o->pack.len = 0;
+    tq_buf_reserve(&o->pack, o->part_bytes + 4 * o->nparts);
+    for (size_t i = 0; i < o->nparts; i++) {
+        tq_buf_u32(&o->pack, (uint32_t)o->parts[i].len);
+        tq_buf_put(&o->pack, o->parts[i].data, o->parts[i].len);
+    }
+    int first = 1;
+    if (routing_id) {
+        if (send_frame(sock, routing_id->data, routing_id->len, zmq_flags | ZMQ_SNDMORE, 1) < 0)
+            return -1;
+        first = 0;
+    }
+    /* The builder stays intact: the bit is set for this send only. */
+    o->head.data[3] |= TQ_TYPE_PACKED;
+    int rc = send_frame(sock, o->head.data, o->head.len, zmq_flags | ZMQ_SNDMORE, first);
+    o->head.data[3] &= (uint8_t)~TQ_TYPE_PACKED;
+    if (rc < 0)
+        return -1;
+    return send_frame(sock, o->pack.data, o->pack.len, zmq_flags, 0);
+}
+
 /* ---- receiving ------------------------------------------------------------ */
 
 /* Room for a whole message of TQ_MAX_FRAMES plus a ROUTER's routing id. */
@@ -786,9 +815,13 @@ int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_f
 struct tq_in {
     zmq_msg_t msgs[IN_SLOTS];
     tq_bytes_t views[IN_SLOTS];
-    size_t nmsgs; /* frames held (initialised msgs) */
+    size_t nmsgs;  /* frames held (initialised msgs) */
+    size_t nviews; /* views: the frames, or a packed message's records */
     int router;
     int oversized;
+    int badpack;   /* packed, but 1: not one data frame, 2: a record
+                      runs past the pack frame's end */
+    size_t badpack_at; /* the record where the pack went wrong */
 };
 
 tq_in_t *tq_in_new(void)
@@ -814,11 +847,51 @@ void tq_in_destroy(tq_in_t **self_p)
     *self_p = NULL;
 }
 
+/* A packed message (TQ_TYPE_PACKED in frame 0's type byte): split its
+ * one data frame, records of u32 length + bytes, into views, and clear
+ * the bit so that the head reads as the plain type. */
+static void in_unpack(tq_in_t *self)
+{
+    size_t h = (size_t)self->router;
+    if (self->nmsgs <= h || self->views[h].len < TQ_HEAD_SIZE)
+        return;
+    uint8_t *head = zmq_msg_data(&self->msgs[h]);
+    if (head[0] != TQ_SIG0 || head[1] != TQ_SIG1 || !(head[3] & TQ_TYPE_PACKED))
+        return;
+    head[3] &= (uint8_t)~TQ_TYPE_PACKED;
+    self->badpack_at = 0;
+    if (self->nmsgs != h + 2) {
+        self->badpack = 1; /* not exactly one pack frame */
+        self->nviews = h + 1;
+        return;
+    }
+    tq_cursor_t c;
+    tq_cursor_init(&c, self->views[h + 1]);
+    size_t k = h + 1;
+    while (tq_cursor_left(&c) > 0) {
+        uint32_t len;
+        tq_bytes_t rec;
+        if (k == IN_SLOTS) {
+            self->oversized = 1;
+            break;
+        }
+        if (tq_cursor_u32(&c, &len) < 0 || tq_cursor_bytes(&c, len, &rec) < 0) {
+            self->badpack = 2;
+            self->badpack_at = k - h - 1;
+            break;
+        }
+        self->views[k++] = rec;
+    }
+    self->nviews = self->badpack || self->oversized ? h + 1 : k;
+}
+
 int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
 {
     in_release(self, 0);
     self->router = router ? 1 : 0;
     self->oversized = 0;
+    self->badpack = 0;
+    self->nviews = 0;
     size_t cap = TQ_MAX_FRAMES + (size_t)self->router;
     int more = 1;
     while (more) {
@@ -851,6 +924,8 @@ int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
      * routing id and frame 0, let go of the data frames now. */
     if (self->oversized)
         in_release(self, (size_t)self->router + 1);
+    self->nviews = self->nmsgs;
+    in_unpack(self);
     return 0;
 }
 
@@ -875,7 +950,7 @@ const tq_bytes_t *tq_in_parts(const tq_in_t *self)
 size_t tq_in_nparts(const tq_in_t *self)
 {
     size_t skip = (size_t)self->router + 1;
-    return self->nmsgs > skip ? self->nmsgs - skip : 0;
+    return self->nviews > skip ? self->nviews - skip : 0;
 }
 
 int tq_in_oversized(const tq_in_t *self)
@@ -911,5 +986,13 @@ int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err
     if (self->oversized)
         return tq_error_set(err, TQ_ERR_TOO_MANY, "%s message has more than %d frames",
                             tq_msg_type_name(*type), TQ_MAX_FRAMES);
+    if (self->badpack == 1)
+        return tq_error_set(err, TQ_ERR_MALFORMED,
+                            "packed %s message has %zu data frames, expected 1",
+                            tq_msg_type_name(*type), self->nmsgs - (size_t)self->router - 1);
+    if (self->badpack)
+        return tq_error_set(err, TQ_ERR_MALFORMED,
+                            "packed %s message: record %zu runs past the end of the pack frame",
+                            tq_msg_type_name(*type), self->badpack_at);
     return 0;
 }

@@ -28,6 +28,11 @@
 #define TQ_SIG0 'T'
 #define TQ_SIG1 'Q'
 #define TQ_HEAD_SIZE 4
+/* Set in the head's TYPE byte: the message's data frames travel packed
+ * in one frame (PROTOCOL.md 3.1), so CURVE seals one frame, not one per
+ * record. Sent only to peers that said they take it (HELLO/WELCOME
+ * "packed"); tq_in_recv unpacks and clears the bit. */
+#define TQ_TYPE_PACKED 0x80
 
 typedef enum {
     /* control, JSON bodies */
@@ -257,6 +262,7 @@ typedef struct {
     size_t part_bytes; /* sum of data frame sizes: for TQ_BATCH_BYTES */
     tq_bytes_t *parts;
     size_t nparts, cap;
+    tq_buf_t pack;     /* the packed data frame (tq_out_send_packed) */
 } tq_out_t;
 
 void tq_out_init(tq_out_t *o);
@@ -295,6 +301,11 @@ void tq_out_error(tq_out_t *o, int code, uint32_t ref, const char *msg);
  * send never leaves half a message queued. The builder is left intact
  * (call tq_out_begin to reuse it). */
 int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags);
+/* The same, but with packed != 0 and two or more data frames totalling
+ * at most TQ_BATCH_BYTES, they go packed into one frame (TQ_TYPE_PACKED):
+ * only for a peer that takes packed messages. */
+int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
+                       int packed);
 
 /* ---- receiving ----------------------------------------------------------
  * tq_in_t receives one multipart message into fixed storage. */
@@ -308,7 +319,10 @@ void tq_in_destroy(tq_in_t **self_p);
  * held first). router: 1 if frame 0 is a routing id. zmq_flags: 0 or
  * ZMQ_DONTWAIT. Returns 0, or -1 with errno (EAGAIN, EINTR, ...). A
  * message with more than TQ_MAX_FRAMES frames is read to its end and
- * marked oversized (tq_in_oversized), so the stream stays in step. */
+ * marked oversized (tq_in_oversized), so the stream stays in step. A
+ * packed message (TQ_TYPE_PACKED) is unpacked: tq_in_parts then shows
+ * its records' data as if they had come as frames, and the head's type
+ * has the bit cleared; a malformed pack is reported by tq_in_head. */
 int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags);
 
 /* Views of what tq_in_recv got. routing id is empty on a DEALER. */

@@ -957,6 +957,132 @@ static void test_sockets(void)
     zmq_ctx_term(ctx);
 }
 
+/* Packed data frames (PROTOCOL.md 3.1): both directions, the size
+ * rule, and malformed packs. */
+static void test_packed(void)
+{
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    void *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int timeout = 5000;
+    zmq_setsockopt(router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    CHECK_EQ_INT(zmq_bind(router, "inproc://tq-proto-packed"), 0);
+    CHECK_EQ_INT(zmq_connect(dealer, "inproc://tq-proto-packed"), 0);
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_in_t *rin = tq_in_new(), *din = tq_in_new();
+    tq_error_t err;
+    int type;
+    tq_bytes_t body;
+    size_t n;
+    static tq_result_item_t r[TQ_MAX_BATCH];
+    static tq_dispatch_item_t d[TQ_MAX_BATCH];
+    uint16_t credit;
+
+    /* dealer -> router: RESULT with 3 records, one empty, packed */
+    tq_result_item_t ri[3] = {{7, 1, TQ_RUN_OK, B("7 * 7 = 49")},
+                              {8, 1, TQ_RUN_FAILED, B("")},
+                              {9, 2, TQ_RUN_OK, B("81")}};
+    tq_out_begin_result(&o, 3);
+    for (int i = 0; i < 3; i++)
+        tq_out_result_item(&o, &ri[i]);
+    CHECK_EQ_INT(tq_out_send_packed(&o, dealer, NULL, 0, 1), 0);
+    CHECK_EQ_INT(o.head.data[3], TQ_MSG_RESULT); /* the builder is intact */
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    /* on the wire: routing id, head with the bit, one pack frame */
+    CHECK_EQ_INT(tq_in_nparts(rin), 3);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_RESULT);
+    CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
+                                  &credit, r, &n, &err), 0);
+    CHECK_EQ_INT(n, 3);
+    CHECK_EQ_INT(credit, 3);
+    CHECK(tq_bytes_eq(r[0].data, B("7 * 7 = 49")));
+    CHECK_EQ_INT(r[1].data.len, 0);
+    CHECK(tq_bytes_eq(r[2].data, B("81")));
+    uint8_t rid_copy[TQ_MAX_ROUTING_ID];
+    tq_bytes_t rid = tq_in_routing_id(rin);
+    memcpy(rid_copy, rid.data, rid.len);
+    rid.data = rid_copy;
+
+    /* router -> dealer: DISPATCH packed; a single record goes plain */
+    tq_dispatch_item_t di[2] = {{1, 1, 0, B("square"), B("12")}, {2, 1, 0, B("square"), B("13")}};
+    tq_out_begin(&o, TQ_MSG_DISPATCH);
+    tq_out_dispatch_item(&o, &di[0]);
+    tq_out_dispatch_item(&o, &di[1]);
+    CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 1), 0);
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    CHECK(zmq_msg_recv(&m, dealer, 0) >= 4);
+    CHECK_EQ_INT(((uint8_t *)zmq_msg_data(&m))[3], TQ_MSG_DISPATCH | TQ_TYPE_PACKED);
+    CHECK(zmq_msg_more(&m));
+    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), 2 * (4 + 2));
+    CHECK(!zmq_msg_more(&m));
+    zmq_msg_close(&m);
+    CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 1), 0);
+    CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
+    CHECK_EQ_INT(tq_in_head(din, &type, &body, &err), 0);
+    CHECK_EQ_INT(tq_decode_dispatch(body, tq_in_parts(din), tq_in_nparts(din), d, &n, &err), 0);
+    CHECK(n == 2 && tq_bytes_eq(d[1].payload, B("13")));
+    tq_out_begin(&o, TQ_MSG_DISPATCH);
+    tq_out_dispatch_item(&o, &di[0]);
+    CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 1), 0);
+    zmq_msg_init(&m);
+    CHECK(zmq_msg_recv(&m, dealer, 0) >= 4);
+    CHECK_EQ_INT(((uint8_t *)zmq_msg_data(&m))[3], TQ_MSG_DISPATCH); /* plain */
+    zmq_msg_close(&m);
+    zmq_msg_init(&m);
+    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), 2);
+    zmq_msg_close(&m);
+
+    /* malformed: a record longer than the pack */
+    uint8_t head[4 + 2] = {'T', 'Q', 1, TQ_MSG_RESULT | TQ_TYPE_PACKED, 1, 0};
+    uint8_t pack[4 + 3] = {5, 0, 0, 0, 'a', 'b', 'c'};
+    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    zmq_send(dealer, pack, sizeof pack, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK(strstr(err.msg, "record 0 runs past") != NULL);
+    /* malformed: two data frames */
+    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    zmq_send(dealer, pack, 4, ZMQ_SNDMORE);
+    zmq_send(dealer, pack, 4, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK(strstr(err.msg, "2 data frames, expected 1") != NULL);
+    /* a truncated length prefix */
+    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    zmq_send(dealer, pack, 3, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    /* too many records in one pack: oversized, as with frames */
+    static uint8_t many[4 * (TQ_MAX_FRAMES + 3)];
+    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    zmq_send(dealer, many, sizeof many, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
+    /* a well-formed pack of two empty records: two parts */
+    uint8_t two[8] = {0};
+    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    zmq_send(dealer, two, sizeof two, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_RESULT);
+    CHECK_EQ_INT(tq_in_nparts(rin), 2);
+    CHECK_EQ_INT(tq_in_parts(rin)[1].len, 0);
+
+    tq_in_destroy(&rin);
+    tq_in_destroy(&din);
+    tq_out_free(&o);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     RUN(test_wire);
@@ -970,5 +1096,6 @@ int main(void)
     RUN(test_submit_rejects);
     RUN(test_other_rejects);
     RUN(test_sockets);
+    RUN(test_packed);
     TEST_MAIN_END();
 }

@@ -34,6 +34,7 @@ typedef struct {
     char *connect;
     char *authkey_file;
     int64_t concurrency;
+    int64_t prefetch;
     char *name;
     tq_strlist_t fn;
     tq_strlist_t plugin;
@@ -54,6 +55,8 @@ static const tq_cfg_entry_t table[] = {
      "shared secret file (mode 0600); required"},
     {"concurrency", TQ_CFG_INT, "0", 0, TQ_MAX_SLOTS, NULL, NULL,
      offsetof(settings_t, concurrency), "N", "tasks run at once (0: number of cores)"},
+    {"prefetch", TQ_CFG_INT, "0", 0, TQ_MAX_PREFETCH, NULL, NULL, offsetof(settings_t, prefetch),
+     "N", "tasks taken beyond --concurrency, waiting here (only tasks without --timeout)"},
     {"name", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, name), "NAME",
      "name shown in the master's status (default: HOSTNAME:PID)"},
     {"fn", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, fn), "NAME=COMMAND",
@@ -62,8 +65,8 @@ static const tq_cfg_entry_t table[] = {
      "load a C plugin and serve the functions it registers (docs/workers.md)"},
     {"fn-mode", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, fn_mode),
      "NAME=MODE",
-     "run NAME as thread|prefork|spawn (C functions, built-ins) or spawn|coprocess (--fn "
-     "commands); default thread, commands spawn"},
+     "run NAME as thread|prefork|spawn|inline (C functions, built-ins) or spawn|coprocess (--fn "
+     "commands); default thread (built-ins square, echo, fail: inline), commands spawn"},
     {"task-memory", TQ_CFG_SIZE, "0", 0, (int64_t)1 << 40, NULL, NULL,
      offsetof(settings_t, task_memory), "SIZE",
      "address-space limit (RLIMIT_AS) of each child process running tasks (0: none)"},
@@ -282,6 +285,10 @@ int main(int argc, char **argv)
     }
     if ((rc = add_functions(&s, w)) != 0)
         goto out;
+    if (taskq_worker_set_prefetch(w, (size_t)s.prefetch, &werr) < 0) {
+        rc = usage_error("--prefetch: %s%s", werr.message, "");
+        goto out;
+    }
     rc = TQ_EXIT_USAGE;
     if (!keypath) {
         fprintf(stderr, "taskq-worker: no authkey: give --authkey-file FILE or set "

@@ -62,6 +62,7 @@ typedef struct {
     int ever_ok;            /* a handshake or WELCOME ever succeeded */
     int64_t hb_ms, hb_timeout_ms;
     size_t max_payload;
+    int packed;             /* the master takes packed messages (WELCOME) */
     int64_t last_recv, last_hb, conn_started, next_connect, backoff, last_warn;
 
     tq_idmap_t *tasks;      /* id -> running task of the current attempt */
@@ -94,12 +95,16 @@ static void send_hello(conn_t *c)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "role", "worker");
+    cJSON_AddBoolToObject(j, "packed", 1);
     cJSON_AddStringToObject(j, "name", c->o->name);
     cJSON_AddNumberToObject(j, "slots", (double)c->o->slots);
-    /* Slots still running tasks of an earlier connection: the master
-     * gives us only the rest as credit, and each gives its credit back
-     * when it finishes (PROTOCOL.md 12.1). */
-    size_t busy = c->inflight < c->o->slots ? c->inflight : c->o->slots;
+    if (c->o->prefetch)
+        cJSON_AddNumberToObject(j, "prefetch", (double)c->o->prefetch);
+    /* Tasks still held (running or waiting) from an earlier connection:
+     * the master gives us only the rest as credit, and each gives its
+     * credit back when it finishes (PROTOCOL.md 12.1). */
+    size_t cap = c->o->slots + c->o->prefetch;
+    size_t busy = c->inflight < cap ? c->inflight : cap;
     cJSON_AddNumberToObject(j, "busy", (double)busy);
     cJSON *fns = cJSON_AddArrayToObject(j, "functions");
     for (size_t i = 0; i < c->o->nfns; i++)
@@ -108,9 +113,9 @@ static void send_hello(conn_t *c)
     cJSON_Delete(j);
     if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0)
         tq_warn("cannot send HELLO: %s", zmq_strerror(errno));
-    /* The master counts slots - busy as free; a busy slot gives its
-     * credit back when it finishes. Tasks beyond our slots (queued in
-     * the pool) must not give credit when they finish. */
+    /* The master counts slots + prefetch - busy as free; a busy task
+     * gives its credit back when it finishes. Tasks beyond that (queued
+     * in the pool) must not give credit when they finish. */
     c->welcomed = 0;
     c->hello_pending = 1;
     c->debt = c->inflight - busy;
@@ -149,7 +154,7 @@ static void flush_results(conn_t *c)
             tq_out_result_item(&c->out, &r);
             batch[n++] = t;
         }
-        if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0) {
+        if (tq_out_send_packed(&c->out, c->sock, NULL, ZMQ_DONTWAIT, c->packed) < 0) {
             tq_debug("cannot send RESULT now: %s", zmq_strerror(errno));
             return;
         }
@@ -288,6 +293,32 @@ static void slot_freed(conn_t *c)
         c->credit++;
 }
 
+/* Run an inline-mode task now, on this thread; its payload is read in
+ * place from the DISPATCH. */
+static void run_inline(conn_t *c, const tq_dispatch_item_t *d, const tq_fn_t *fn)
+{
+    tq_task_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        tq_warn("out of memory for task %llu; handing it back", (unsigned long long)d->id);
+        add_release(c, d->id, d->attempt);
+        return;
+    }
+    t->id = d->id;
+    t->attempt = d->attempt;
+    t->timeout_ms = d->timeout_ms;
+    t->fn = fn;
+    t->payload = (uint8_t *)d->payload.data; /* borrowed: not freed */
+    t->len = d->payload.len;
+    t->max_result = c->max_payload;
+    atomic_init(&t->cancel, TQ_CANCEL_NONE);
+    t->slot = -1;
+    tq_pool_run_inline(c->pool, t);
+    t->payload = NULL;
+    t->len = 0;
+    slot_freed(c);
+    push_done(c, t);
+}
+
 static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
 {
     if (c->draining) {
@@ -302,10 +333,15 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
         tq_pool_cancel(c->pool, old, TQ_CANCEL_KILLED);
         tq_idmap_remove(c->tasks, d->id);
     }
-    if (c->inflight >= 2 * c->o->slots) {
+    if (c->inflight >= 2 * (c->o->slots + c->o->prefetch)) {
         tq_warn("master sent task %llu beyond our slots; handing it back",
                 (unsigned long long)d->id);
         add_release(c, d->id, d->attempt);
+        return;
+    }
+    const tq_fn_t *fn = find_fn(c, d->fn);
+    if (fn && fn->mode == TASKQ_MODE_INLINE) {
+        run_inline(c, d, fn);
         return;
     }
     tq_task_t *t = calloc(1, sizeof *t);
@@ -329,7 +365,7 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
     t->accepted_ms = tq_mono_ms();
     atomic_init(&t->cancel, TQ_CANCEL_NONE);
     t->slot = -1;
-    t->fn = find_fn(c, d->fn);
+    t->fn = fn;
     if (!t->fn) {
         /* Not ours to run; the slot it was given is free at once. */
         tq_run_result_fmt(&t->result, TQ_RUN_FAILED, "function '%.*s' is not served by worker %s",
@@ -424,6 +460,7 @@ static void on_welcome(conn_t *c, tq_bytes_t body, size_t nparts)
         c->hb_timeout_ms = 2 * c->hb_ms;
     if (cJSON_IsNumber(mp) && mp->valuedouble >= 1 && mp->valuedouble <= TQ_PAYLOAD_HARD_MAX)
         c->max_payload = (size_t)mp->valuedouble;
+    c->packed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "packed"));
     cJSON_Delete(j);
     c->welcomed = 1;
     c->hello_pending = 0;

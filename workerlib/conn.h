@@ -5,14 +5,15 @@
  * (CURVE client), the handshake watch, the task table and the slot
  * pool, and runs until the worker has drained or cannot go on.
  *
- *  - HELLO {"role":"worker","name","slots","functions"} on every new
+ *  - HELLO {"role":"worker","name","slots","prefetch","busy","functions"} on every new
  *    socket; WELCOME sets heartbeat_ms, heartbeat_timeout_ms and
  *    max_payload. ERROR not-registered: HELLO again.
  *  - HEARTBEAT every heartbeat_ms once welcomed. Nothing from the master
  *    for heartbeat_timeout_ms: close the socket (linger 0) and connect a
  *    fresh one after a backoff (100 ms doubling to 5 s). Running tasks
  *    keep running; their results go out on the new connection.
- *  - DISPATCH runs tasks on the pool; finished tasks go back in one
+ *  - DISPATCH runs tasks on the pool (inline-mode functions at once,
+ *    on this thread); finished tasks go back in one
  *    RESULT per poll iteration, with credit = slots freed (0 while
  *    draining). KILL stops an (id, attempt) and reports no real
  *    outcome; its freed slot rides on the next RESULT's credit, or on a
@@ -40,6 +41,7 @@ typedef struct {
     const tq_curve_keys_t *keys;  /* derived from the authkey */
     const char *name;             /* shown in the master's status */
     size_t slots;                 /* 1..TQ_MAX_SLOTS */
+    size_t prefetch;              /* 0..TQ_MAX_PREFETCH tasks beyond the slots */
     const tq_fn_t *fns;           /* functions served */
     size_t nfns;
     int64_t drain_timeout_ms;

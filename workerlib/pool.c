@@ -30,6 +30,7 @@ typedef struct {
 
 struct tq_pool {
     void *zctx;
+    int inline_fd; /* the cancel_fd of inline runs: never signalled */
     char endpoint[256];
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -106,17 +107,22 @@ static void run_in_child(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx)
     tq_child_run(slot->child[k], ctx, task->id, task->attempt, &task->result);
 }
 
-static void run_task(slot_t *slot, tq_task_t *task)
+static tq_run_ctx_t run_ctx(const tq_task_t *task, int cancel_fd)
 {
-    tq_run_ctx_t ctx = {
+    return (tq_run_ctx_t){
         .payload = task->payload,
         .len = task->len,
-        .cancel_fd = slot->wake_fd,
+        .cancel_fd = cancel_fd,
         .timeout_ms = task->timeout_ms,
         .deadline_ms = task->timeout_ms ? tq_run_now_ms() + task->timeout_ms : 0,
         .max_result = task->max_result,
         .limits = task->fn->limits,
     };
+}
+
+static void run_task(slot_t *slot, tq_task_t *task)
+{
+    tq_run_ctx_t ctx = run_ctx(task, slot->wake_fd);
     task->ran = 1;
     if (in_child(task->fn))
         run_in_child(slot, task, &ctx);
@@ -182,6 +188,25 @@ static void *slot_main(void *arg)
     return NULL;
 }
 
+void tq_pool_run_inline(tq_pool_t *self, tq_task_t *task)
+{
+    TQ_ASSERT(task->fn->mode == TASKQ_MODE_INLINE);
+    tq_run_ctx_t ctx = run_ctx(task, self->inline_fd);
+    task->ran = 1;
+    if (task->fn->cfn) {
+        tq_cfn_task_t info = {
+            .id = task->id,
+            .attempt = task->attempt,
+            .slot = -1,
+            .cancel = &task->cancel,
+        };
+        tq_cfn_run(task->fn, &ctx, &info, &task->result);
+    } else if (tq_builtin_run(task->fn->name, &ctx, &task->result) < 0) {
+        tq_run_result_fmt(&task->result, TQ_RUN_FAILED, "function '%s' is not served here",
+                          task->fn->name);
+    }
+}
+
 tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
                        const tq_fn_t *fns, size_t nfns)
 {
@@ -190,6 +215,12 @@ tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
     self->fns = fns;
     self->nfns = nfns;
     if (tq_strlcpy(self->endpoint, result_endpoint, sizeof self->endpoint) < 0 || nslots == 0) {
+        free(self);
+        return NULL;
+    }
+    self->inline_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (self->inline_fd < 0) {
+        tq_error("cannot create an eventfd: %s", strerror(errno));
         free(self);
         return NULL;
     }
@@ -275,6 +306,7 @@ void tq_pool_destroy(tq_pool_t **self_p)
     }
     pthread_mutex_destroy(&self->mu);
     pthread_cond_destroy(&self->cv);
+    close(self->inline_fd);
     free(self->slots);
     free(self);
     *self_p = NULL;

@@ -67,6 +67,10 @@ typedef struct tq_pool tq_pool_t;
 tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
                        const tq_fn_t *fns, size_t nfns);
 
+/* Run an inline-mode task (fn->mode TASKQ_MODE_INLINE) on the calling
+ * thread: its result is in task->result on return. */
+void tq_pool_run_inline(tq_pool_t *self, tq_task_t *task);
+
 /* Queue a task; the next free slot runs it. Ownership stays with the
  * caller (see above). */
 void tq_pool_submit(tq_pool_t *self, tq_task_t *task);

@@ -39,6 +39,7 @@ struct taskq_worker {
     char *authkey_file;            /* NULL: none given */
     char name[TQ_MAX_PEER_NAME + 1];
     size_t slots;
+    size_t prefetch;               /* tasks taken beyond the slots */
     int64_t drain_timeout_ms;
     tq_fn_t *fns;                  /* TQ_MAX_FUNCTIONS entries */
     size_t nfns;
@@ -193,12 +194,16 @@ int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *def, taskq_
     if (def->mode == TASKQ_MODE_COPROCESS)
         return tq_client_fail(err, TASKQ_ERR_USAGE,
                     "function '%.64s': coprocess is for commands; a C function runs as thread, "
-                    "prefork or spawn",
+                    "prefork, spawn or inline",
                     def->name ? def->name : "(null)");
     if (def->mode != TASKQ_MODE_THREAD && def->mode != TASKQ_MODE_PREFORK &&
-        def->mode != TASKQ_MODE_SPAWN)
+        def->mode != TASKQ_MODE_SPAWN && def->mode != TASKQ_MODE_INLINE)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "function '%.64s': mode %d is not supported",
                     def->name ? def->name : "(null)", def->mode);
+    if (def->mode == TASKQ_MODE_INLINE && (def->slot_init || def->slot_fini))
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
+                    "function '%.64s': inline mode has no slots, so no slot_init/slot_fini",
+                    def->name ? def->name : "(null)");
     tq_fn_t *f = new_entry(self, def->name, err);
     if (!f)
         return -1;
@@ -238,7 +243,7 @@ int taskq_worker_add_command(taskq_worker_t *self, const char *name, const char 
     return 0;
 }
 
-static const char *const mode_names[] = {"thread", "prefork", "spawn", "coprocess"};
+static const char *const mode_names[] = {"thread", "prefork", "spawn", "coprocess", "inline"};
 
 const char *taskq_mode_name(int mode)
 {
@@ -277,7 +282,24 @@ int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode, task
                     "function '%s' is not a command: coprocess is for --fn NAME=COMMAND; use "
                     "thread, prefork or spawn",
                     f->name);
+    if (mode == TASKQ_MODE_INLINE && (f->slot_init || f->slot_fini))
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
+                    "function '%s' has slot_init/slot_fini: inline mode has no slots", f->name);
+    if (mode == TASKQ_MODE_INLINE && !f->cfn && strcmp(f->name, "sleep") == 0)
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
+                    "built-in 'sleep' blocks: it cannot run inline (thread, prefork or spawn)");
     f->mode = mode;
+    return 0;
+}
+
+int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err)
+{
+    if (!self || self->ran)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "prefetch is set before taskq_worker_run");
+    if (prefetch > TQ_MAX_PREFETCH)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "prefetch: %zu is more than %d", prefetch,
+                              TQ_MAX_PREFETCH);
+    self->prefetch = prefetch;
     return 0;
 }
 
@@ -313,6 +335,9 @@ int taskq_worker_add_builtin(taskq_worker_t *self, const char *name, taskq_error
     tq_fn_t *f = new_entry(self, name, err);
     if (!f)
         return -1;
+    /* Microseconds of work each: a thread hand-off would cost more. */
+    if (strcmp(name, "sleep") != 0)
+        f->mode = TASKQ_MODE_INLINE;
     self->nfns++;
     return 0;
 }
@@ -365,6 +390,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .keys = &keys,
         .name = self->name,
         .slots = self->slots,
+        .prefetch = self->prefetch,
         .fns = self->fns,
         .nfns = self->nfns,
         .drain_timeout_ms = self->drain_timeout_ms,

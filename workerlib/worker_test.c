@@ -58,6 +58,14 @@ static void test_options(void)
     taskq_worker_destroy(NULL);
 }
 
+static int slot_init_ok(void *arg, int slot, void **ctx)
+{
+    (void)arg;
+    (void)slot;
+    *ctx = NULL;
+    return 0;
+}
+
 static void test_register(void)
 {
     taskq_error_t err;
@@ -93,11 +101,13 @@ static void test_register(void)
     d.mode = TASKQ_MODE_COPROCESS;
     CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), -1);
     CHECK_EQ_STR(err.message, "function 'h2': coprocess is for commands; a C function runs as "
-                              "thread, prefork or spawn");
+                              "thread, prefork, spawn or inline");
     d.mode = TASKQ_MODE_PREFORK;
     CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), 0);
     CHECK_EQ_STR(taskq_mode_name(TASKQ_MODE_SPAWN), "spawn");
-    CHECK(taskq_mode_name(4) == NULL);
+    CHECK_EQ_STR(taskq_mode_name(TASKQ_MODE_INLINE), "inline");
+    CHECK_EQ_INT(taskq_mode_parse("inline"), TASKQ_MODE_INLINE);
+    CHECK(taskq_mode_name(5) == NULL);
     CHECK(taskq_mode_name(-1) == NULL);
     CHECK_EQ_INT(taskq_mode_parse("coprocess"), TASKQ_MODE_COPROCESS);
     CHECK_EQ_INT(taskq_mode_parse("Thread"), -1);
@@ -112,6 +122,31 @@ static void test_register(void)
     CHECK_EQ_STR(err.message, "function 'nosuch' is not registered");
     CHECK_EQ_INT(taskq_worker_set_mode(w, "h", 9, &err), -1);
     CHECK_EQ_INT(err.code, TASKQ_ERR_USAGE);
+    /* inline: no slots, so no per-slot state; the blocking built-in
+     * cannot run inline */
+    d.name = "h3";
+    d.mode = TASKQ_MODE_INLINE;
+    d.slot_init = slot_init_ok;
+    CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), -1);
+    CHECK_EQ_STR(err.message, "function 'h3': inline mode has no slots, so no slot_init/slot_fini");
+    d.slot_init = NULL;
+    CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), 0);
+    d.name = "h4";
+    d.mode = TASKQ_MODE_THREAD;
+    d.slot_init = slot_init_ok;
+    CHECK_EQ_INT(taskq_worker_add_def(w, &d, &err), 0);
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "h4", TASKQ_MODE_INLINE, &err), -1);
+    CHECK_EQ_STR(err.message, "function 'h4' has slot_init/slot_fini: inline mode has no slots");
+    CHECK_EQ_INT(taskq_worker_add_builtin(w, "sleep", &err), 0);
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "sleep", TASKQ_MODE_INLINE, &err), -1);
+    CHECK_EQ_STR(err.message,
+                 "built-in 'sleep' blocks: it cannot run inline (thread, prefork or spawn)");
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "square", TASKQ_MODE_INLINE, &err), 0);
+    CHECK_EQ_INT(taskq_worker_set_mode(w, "c", TASKQ_MODE_INLINE, &err), -1);
+    CHECK_EQ_INT(taskq_worker_set_prefetch(w, 4096, &err), 0);
+    CHECK_EQ_INT(taskq_worker_set_prefetch(w, 4097, &err), -1);
+    CHECK_EQ_STR(err.message, "prefetch: 4097 is more than 4096");
+    CHECK_EQ_INT(taskq_worker_set_prefetch(NULL, 1, &err), -1);
     CHECK_EQ_INT(taskq_worker_set_limits(w, 64u << 20, 10, &err), 0);
     CHECK_EQ_INT(taskq_worker_set_limits(w, 0, 0, &err), 0);
     CHECK_EQ_INT(taskq_worker_set_limits(w, 1000, 0, &err), -1);
