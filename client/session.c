@@ -454,7 +454,7 @@ int tq_session_pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
         return 1;
     if (now - self->last_recv >= self->hb_timeout_ms)
         return conn_lost(self, err);
-    if (tq_api_send_acks(self, err) < 0)
+    if (self->nacks && now >= self->acks_due && tq_api_send_acks(self, err) < 0)
         return -1;
     if (self->reconnecting)
         return 0;
@@ -462,6 +462,8 @@ int tq_session_pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
     int64_t silent = self->last_recv + self->hb_timeout_ms - now;
     if (silent < t)
         t = silent;
+    if (self->nacks && self->acks_due - now < t)
+        t = self->acks_due - now;
     if (wait_ms >= 0 && wait_ms < t)
         t = wait_ms;
     if (t < 0)

@@ -33,6 +33,11 @@
 /* ACK request ids carry this bit, so that an ERROR answering an ACK
  * (a master that does not know ACK) is recognised and ignored. */
 #define TQ_CLIENT_ACK_REQ_BIT 0x80000000u
+/* ACKs wait at most this long for company (a full batch sends at once;
+ * taskq_close sends what is left): the master only forgets results
+ * sooner because of them, and a lone ACK per result would cost the
+ * master a message and a journal write between requests. */
+#define TQ_CLIENT_ACK_DELAY_MS 50
 
 /* One task in a batch: offsets into the batch's byte buffer (which may
  * move while it grows, so no pointers). */
@@ -125,6 +130,7 @@ struct taskq {
     blocking_t blk;
     uint64_t *acks;                    /* results handed out, not yet ACKed */
     size_t nacks, acks_cap;
+    int64_t acks_due;                  /* monotonic: send the ACK by then */
     uint32_t next_ack_req;
     int acks_sent;                     /* an ACK went out on this connection */
     int acks_off;                      /* the master does not know ACK */

@@ -220,13 +220,17 @@ int tq_api_resend(taskq_t *self, taskq_error_t *err)
 }
 
 /* Note a result handed to the program, to be ACKed (see taskq.h); a full
- * message's worth goes out at once. */
+ * message's worth goes out at once, the rest at most
+ * TQ_CLIENT_ACK_DELAY_MS later (tq_session_pump), so that ACKs ride in
+ * batches and stay off the path of the next request. */
 static void ack_add(taskq_t *self, uint64_t id)
 {
     if (self->nacks == self->acks_cap) {
         self->acks_cap = self->acks_cap ? self->acks_cap * 2 : TQ_MAX_BATCH;
         self->acks = tq_realloc(self->acks, self->acks_cap * sizeof *self->acks);
     }
+    if (self->nacks == 0)
+        self->acks_due = tq_mono_ms() + TQ_CLIENT_ACK_DELAY_MS;
     self->acks[self->nacks++] = id;
     if (self->nacks >= TQ_MAX_BATCH) {
         taskq_error_t ignored; /* a lost master shows in the next pump */
