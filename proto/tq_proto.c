@@ -783,28 +783,25 @@ int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_f
 int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
                        int packed)
 {
-    if (!packed || o->nparts < 2 || o->part_bytes > TQ_BATCH_BYTES)
+    if (!packed || o->nparts == 0 || o->part_bytes > TQ_BATCH_BYTES)
         return tq_out_send(o, sock, routing_id, zmq_flags);
     PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
+    /* One frame: head (with the bit), body, the records' data, and the
+     * length of that data; CURVE then seals the message once. */
     o->pack.len = 0;
-    tq_buf_reserve(&o->pack, o->part_bytes + 4 * o->nparts);
+    tq_buf_reserve(&o->pack, o->head.len + o->part_bytes + 4 * o->nparts + 4);
+    tq_buf_put(&o->pack, o->head.data, o->head.len);
+    o->pack.data[3] |= TQ_TYPE_PACKED;
+    size_t start = o->pack.len;
     for (size_t i = 0; i < o->nparts; i++) {
         tq_buf_u32(&o->pack, (uint32_t)o->parts[i].len);
         tq_buf_put(&o->pack, o->parts[i].data, o->parts[i].len);
     }
-    int first = 1;
-    if (routing_id) {
-        if (send_frame(sock, routing_id->data, routing_id->len, zmq_flags | ZMQ_SNDMORE, 1) < 0)
-            return -1;
-        first = 0;
-    }
-    /* The builder stays intact: the bit is set for this send only. */
-    o->head.data[3] |= TQ_TYPE_PACKED;
-    int rc = send_frame(sock, o->head.data, o->head.len, zmq_flags | ZMQ_SNDMORE, first);
-    o->head.data[3] &= (uint8_t)~TQ_TYPE_PACKED;
-    if (rc < 0)
+    tq_buf_u32(&o->pack, (uint32_t)(o->pack.len - start));
+    if (routing_id &&
+        send_frame(sock, routing_id->data, routing_id->len, zmq_flags | ZMQ_SNDMORE, 1) < 0)
         return -1;
-    return send_frame(sock, o->pack.data, o->pack.len, zmq_flags, 0);
+    return send_frame(sock, o->pack.data, o->pack.len, zmq_flags, routing_id == NULL);
 }
 
 /* ---- receiving ------------------------------------------------------------ */
@@ -819,8 +816,8 @@ struct tq_in {
     size_t nviews; /* views: the frames, or a packed message's records */
     int router;
     int oversized;
-    int badpack;   /* packed, but 1: not one data frame, 2: a record
-                      runs past the pack frame's end */
+    int badpack;   /* packed, but 1: data frames follow, 2: a record
+                      runs past the pack's end, 3: bad pack length */
     size_t badpack_at; /* the record where the pack went wrong */
 };
 
@@ -847,9 +844,10 @@ void tq_in_destroy(tq_in_t **self_p)
     *self_p = NULL;
 }
 
-/* A packed message (TQ_TYPE_PACKED in frame 0's type byte): split its
- * one data frame, records of u32 length + bytes, into views, and clear
- * the bit so that the head reads as the plain type. */
+/* A packed message (TQ_TYPE_PACKED in frame 0's type byte) is one
+ * frame: head, body, pack, u32 pack length. Split the pack (records of
+ * u32 length + bytes) into views, end frame 0's view at the body, and
+ * clear the bit so that the head reads as the plain type. */
 static void in_unpack(tq_in_t *self)
 {
     size_t h = (size_t)self->router;
@@ -860,22 +858,36 @@ static void in_unpack(tq_in_t *self)
         return;
     head[3] &= (uint8_t)~TQ_TYPE_PACKED;
     self->badpack_at = 0;
-    if (self->nmsgs != h + 2) {
-        self->badpack = 1; /* not exactly one pack frame */
-        self->nviews = h + 1;
+    self->nviews = h + 1;
+    if (self->nmsgs != h + 1) {
+        self->badpack = 1; /* a packed message is one frame */
         return;
     }
+    /* frame 0 = head, body, pack, u32 length of the pack */
+    size_t len = self->views[h].len;
+    uint32_t plen = 0;
+    if (len >= TQ_HEAD_SIZE + 4) {
+        tq_cursor_t t;
+        tq_cursor_init(&t, (tq_bytes_t){head + len - 4, 4});
+        tq_cursor_u32(&t, &plen);
+    }
+    if (len < TQ_HEAD_SIZE + 4 || plen > len - TQ_HEAD_SIZE - 4) {
+        self->badpack = 3;
+        return;
+    }
+    size_t body_end = len - 4 - plen;
+    self->views[h].len = body_end;
     tq_cursor_t c;
-    tq_cursor_init(&c, self->views[h + 1]);
+    tq_cursor_init(&c, (tq_bytes_t){head + body_end, plen});
     size_t k = h + 1;
     while (tq_cursor_left(&c) > 0) {
-        uint32_t len;
+        uint32_t rlen;
         tq_bytes_t rec;
         if (k == IN_SLOTS) {
             self->oversized = 1;
             break;
         }
-        if (tq_cursor_u32(&c, &len) < 0 || tq_cursor_bytes(&c, len, &rec) < 0) {
+        if (tq_cursor_u32(&c, &rlen) < 0 || tq_cursor_bytes(&c, rlen, &rec) < 0) {
             self->badpack = 2;
             self->badpack_at = k - h - 1;
             break;
@@ -988,11 +1000,16 @@ int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err
                             tq_msg_type_name(*type), TQ_MAX_FRAMES);
     if (self->badpack == 1)
         return tq_error_set(err, TQ_ERR_MALFORMED,
-                            "packed %s message has %zu data frames, expected 1",
+                            "packed %s message has %zu data frames, expected none",
                             tq_msg_type_name(*type), self->nmsgs - (size_t)self->router - 1);
+    if (self->badpack == 3)
+        return tq_error_set(err, TQ_ERR_MALFORMED,
+                            "packed %s message: the pack length at the end of frame 0 is "
+                            "missing or larger than the frame",
+                            tq_msg_type_name(*type));
     if (self->badpack)
         return tq_error_set(err, TQ_ERR_MALFORMED,
-                            "packed %s message: record %zu runs past the end of the pack frame",
+                            "packed %s message: record %zu runs past the end of the pack",
                             tq_msg_type_name(*type), self->badpack_at);
     return 0;
 }

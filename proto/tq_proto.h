@@ -28,9 +28,9 @@
 #define TQ_SIG0 'T'
 #define TQ_SIG1 'Q'
 #define TQ_HEAD_SIZE 4
-/* Set in the head's TYPE byte: the message's data frames travel packed
- * in one frame (PROTOCOL.md 3.1), so CURVE seals one frame, not one per
- * record. Sent only to peers that said they take it (HELLO/WELCOME
+/* Set in the head's TYPE byte: the message is one frame, its data
+ * frames packed after the body (PROTOCOL.md 3.1), so CURVE seals it
+ * once, not once per record. Sent only to peers that said they take it (HELLO/WELCOME
  * "packed"); tq_in_recv unpacks and clears the bit. */
 #define TQ_TYPE_PACKED 0x80
 
@@ -301,9 +301,9 @@ void tq_out_error(tq_out_t *o, int code, uint32_t ref, const char *msg);
  * send never leaves half a message queued. The builder is left intact
  * (call tq_out_begin to reuse it). */
 int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags);
-/* The same, but with packed != 0 and two or more data frames totalling
- * at most TQ_BATCH_BYTES, they go packed into one frame (TQ_TYPE_PACKED):
- * only for a peer that takes packed messages. */
+/* The same, but with packed != 0 and data frames totalling at most
+ * TQ_BATCH_BYTES, the whole message goes as one frame (TQ_TYPE_PACKED,
+ * PROTOCOL.md 3.1): only for a peer that takes packed messages. */
 int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
                        int packed);
 

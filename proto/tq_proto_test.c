@@ -1006,72 +1006,87 @@ static void test_packed(void)
     memcpy(rid_copy, rid.data, rid.len);
     rid.data = rid_copy;
 
-    /* router -> dealer: DISPATCH packed; a single record goes plain */
+    /* router -> dealer: DISPATCH packed, one frame; packed = 0 sends
+     * plain frames */
     tq_dispatch_item_t di[2] = {{1, 1, 0, B("square"), B("12")}, {2, 1, 0, B("square"), B("13")}};
     tq_out_begin(&o, TQ_MSG_DISPATCH);
     tq_out_dispatch_item(&o, &di[0]);
     tq_out_dispatch_item(&o, &di[1]);
+    size_t head_len = o.head.len;
     CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 1), 0);
     zmq_msg_t m;
     zmq_msg_init(&m);
-    CHECK(zmq_msg_recv(&m, dealer, 0) >= 4);
+    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), (int)(head_len + 2 * (4 + 2) + 4));
     CHECK_EQ_INT(((uint8_t *)zmq_msg_data(&m))[3], TQ_MSG_DISPATCH | TQ_TYPE_PACKED);
-    CHECK(zmq_msg_more(&m));
-    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), 2 * (4 + 2));
     CHECK(!zmq_msg_more(&m));
     zmq_msg_close(&m);
     CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 1), 0);
     CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
     CHECK_EQ_INT(tq_in_head(din, &type, &body, &err), 0);
+    CHECK_EQ_INT(type, TQ_MSG_DISPATCH);
+    CHECK_EQ_INT(tq_in_frame0(din).len, head_len); /* the view ends at the body */
     CHECK_EQ_INT(tq_decode_dispatch(body, tq_in_parts(din), tq_in_nparts(din), d, &n, &err), 0);
-    CHECK(n == 2 && tq_bytes_eq(d[1].payload, B("13")));
-    tq_out_begin(&o, TQ_MSG_DISPATCH);
-    tq_out_dispatch_item(&o, &di[0]);
-    CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 1), 0);
+    CHECK(n == 2 && tq_bytes_eq(d[0].payload, B("12")) && tq_bytes_eq(d[1].payload, B("13")));
+    CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 0), 0);
     zmq_msg_init(&m);
-    CHECK(zmq_msg_recv(&m, dealer, 0) >= 4);
+    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), (int)head_len);
     CHECK_EQ_INT(((uint8_t *)zmq_msg_data(&m))[3], TQ_MSG_DISPATCH); /* plain */
+    CHECK(zmq_msg_more(&m));
+    zmq_msg_close(&m);
+    zmq_msg_init(&m);
+    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), 2); /* the data frame "12" */
+    CHECK(zmq_msg_more(&m));
     zmq_msg_close(&m);
     zmq_msg_init(&m);
     CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), 2);
+    CHECK(!zmq_msg_more(&m));
     zmq_msg_close(&m);
 
-    /* malformed: a record longer than the pack */
-    uint8_t head[4 + 2] = {'T', 'Q', 1, TQ_MSG_RESULT | TQ_TYPE_PACKED, 1, 0};
-    uint8_t pack[4 + 3] = {5, 0, 0, 0, 'a', 'b', 'c'};
-    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
-    zmq_send(dealer, pack, sizeof pack, 0);
+    /* malformed packs, each one frame: head + RESULT body + pack + u32 */
+    static uint8_t f[64];
+    static const uint8_t rhead[] = {'T', 'Q', 1, TQ_MSG_RESULT | TQ_TYPE_PACKED, 1, 0, 0, 0};
+    memcpy(f, rhead, sizeof rhead);
+    /* a record longer than the pack */
+    memcpy(f + 8, (uint8_t[]){50, 0, 0, 0, 'a', 'b', 7, 0, 0, 0}, 10);
+    zmq_send(dealer, f, 18, 0);
     CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
     CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
     CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
     CHECK(strstr(err.msg, "record 0 runs past") != NULL);
-    /* malformed: two data frames */
-    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
-    zmq_send(dealer, pack, 4, ZMQ_SNDMORE);
-    zmq_send(dealer, pack, 4, 0);
+    /* a pack length beyond the frame */
+    memcpy(f + 8, (uint8_t[]){99, 0, 0, 0}, 4);
+    zmq_send(dealer, f, 12, 0);
     CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
     CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK(strstr(err.msg, "2 data frames, expected 1") != NULL);
-    /* a truncated length prefix */
-    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
-    zmq_send(dealer, pack, 3, 0);
+    CHECK(strstr(err.msg, "pack length") != NULL);
+    /* too short to hold a length */
+    zmq_send(dealer, f, 6, 0);
     CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
     CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK(strstr(err.msg, "pack length") != NULL);
+    /* data frames after a packed frame 0 */
+    memcpy(f + 8, (uint8_t[]){0, 0, 0, 0}, 4);
+    zmq_send(dealer, f, 12, ZMQ_SNDMORE);
+    zmq_send(dealer, "x", 1, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK(strstr(err.msg, "1 data frames, expected none") != NULL);
     /* too many records in one pack: oversized, as with frames */
-    static uint8_t many[4 * (TQ_MAX_FRAMES + 3)];
-    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    static uint8_t many[8 + 4 * (TQ_MAX_FRAMES + 3) + 4];
+    memcpy(many, rhead, sizeof rhead);
+    uint32_t mlen = 4 * (TQ_MAX_FRAMES + 3);
+    memcpy(many + sizeof many - 4, (uint8_t[]){(uint8_t)mlen, (uint8_t)(mlen >> 8), 0, 0}, 4);
     zmq_send(dealer, many, sizeof many, 0);
     CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
     CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
     CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
-    /* a well-formed pack of two empty records: two parts */
-    uint8_t two[8] = {0};
-    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
-    zmq_send(dealer, two, sizeof two, 0);
+    /* a well-formed pack of two empty records: two parts, body intact */
+    memcpy(f + 8, (uint8_t[]){0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0}, 12);
+    zmq_send(dealer, f, 20, 0);
     CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
     CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
     CHECK_EQ_INT(type, TQ_MSG_RESULT);
+    CHECK_EQ_INT(body.len, 4);
     CHECK_EQ_INT(tq_in_nparts(rin), 2);
     CHECK_EQ_INT(tq_in_parts(rin)[1].len, 0);
 

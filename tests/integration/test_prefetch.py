@@ -16,18 +16,25 @@ from tqharness import TQTestCase, main, RawClient, head, wait_until  # noqa: E40
 PACKED = 0x80
 
 
-def pack(datas):
-    """PROTOCOL.md 3.1: u32 length + bytes per record, in one frame."""
-    return b"".join(struct.pack("<I", len(d)) + d for d in datas)
+def packed(frames):
+    """PROTOCOL.md 3.1: one frame = head (type | 0x80), body, the data
+    frames as u32 length + bytes each, then the u32 length of those."""
+    f0 = frames[0]
+    pk = b"".join(struct.pack("<I", len(d)) + d for d in frames[1:])
+    return f0[:3] + bytes([f0[3] | PACKED]) + f0[4:] + pk + struct.pack("<I", len(pk))
 
 
-def unpack(frame):
-    out, off = [], 0
-    while off < len(frame):
+def unpacked(frame):
+    """The plain frames of a packed message."""
+    assert frame[3] & PACKED, frame[:4]
+    (plen,) = struct.unpack_from("<I", frame, len(frame) - 4)
+    end = len(frame) - 4 - plen
+    out, off = [frame[:3] + bytes([frame[3] & ~PACKED]) + frame[4:end]], end
+    while off < len(frame) - 4:
         (n,) = struct.unpack_from("<I", frame, off)
         out.append(frame[off + 4:off + 4 + n])
         off += 4 + n
-    assert off == len(frame), "pack frame has trailing bytes"
+    assert off == len(frame) - 4, "pack has trailing bytes"
     return out
 
 
@@ -132,17 +139,16 @@ class Packed(TQTestCase):
         c, _ = self.peer({"role": "client", "name": "raw:c", "packed": True})
         payloads = [b"alpha", b"", b"\x00\xffbinary"]
         tasks = [({"fn": "echo"}, p) for p in payloads]
-        frames = h.msg_submit(tasks, req=7, flags=1)  # subscribe
         # the client may send packed: the master said so in WELCOME
-        body = frames[0]
-        c.send([body[:3] + bytes([body[3] | PACKED]) + body[4:], pack(payloads)])
+        c.send([packed(h.msg_submit(tasks, req=7, flags=1))])  # subscribe
         req, ids = h.decode_submit_ack(c.recv_type(h.T_SUBMIT_ACK))
         self.assertEqual((req, len(ids)), (7, 3))
         fr = w.recv_type(h.T_DISPATCH | PACKED, 5)
         self.assertIsNotNone(fr, "no packed DISPATCH")
         self.assertEqual(fr[0][3], h.T_DISPATCH | PACKED, fr[0][:8])
-        self.assertEqual(len(fr), 2, "a packed message has one data frame")
-        self.assertEqual(unpack(fr[1]), payloads)
+        self.assertEqual(len(fr), 1, "a packed message is one frame")
+        fr = unpacked(fr[0])
+        self.assertEqual(fr[1:], payloads)
         # count, then (id, attempt, timeout, fn) per record
         (count,) = struct.unpack_from("<H", fr[0], 4)
         off, got = 6, []
@@ -154,12 +160,11 @@ class Packed(TQTestCase):
         self.assertEqual([i for i, _ in got], ids)
         # results back packed; the client gets RESULTS packed
         items = [(i, a, 1, p.upper()) for (i, a), p in zip(got, payloads)]
-        res = h.msg_result(items, credit=3)
-        w.send([res[0][:3] + bytes([h.T_RESULT | PACKED]) + res[0][4:],
-                pack([p.upper() for p in payloads])])
+        w.send([packed(h.msg_result(items, credit=3))])
         fr = c.recv_type(h.T_RESULTS | PACKED, 5)
         self.assertIsNotNone(fr, "no packed RESULTS")
-        outs = h.decode_results([fr[0][:3] + bytes([h.T_RESULTS]) + fr[0][4:]] + unpack(fr[1]))
+        self.assertEqual(len(fr), 1)
+        outs = h.decode_results(unpacked(fr[0]))
         self.assertEqual(sorted((i, d) for i, _s, _a, d in outs),
                          sorted(zip(ids, (p.upper() for p in payloads))))
         # a plain client (no "packed") gets plain frames, one per record
@@ -172,13 +177,16 @@ class Packed(TQTestCase):
 
     def test_malformed_packs_are_refused_by_name(self):
         c, _ = self.peer({"role": "client", "name": "raw:bad", "packed": True})
-        body = h.msg_submit([({"fn": "echo"}, b"x"), ({"fn": "echo"}, b"y")], req=3)[0]
-        bad = body[:3] + bytes([body[3] | PACKED]) + body[4:]
+        good = packed(h.msg_submit([({"fn": "echo"}, b"x"), ({"fn": "echo"}, b"y")], req=3))
+        (plen,) = struct.unpack_from("<I", good, len(good) - 4)
+        body = good[:len(good) - 4 - plen]
+        one = packed(h.msg_submit([({"fn": "echo"}, b"x")], req=3, count=2))
         cases = [
-            ([bad, struct.pack("<I", 50) + b"short"], "record 0 runs past the end"),
-            ([bad, pack([b"x"]), pack([b"y"])], "2 data frames, expected 1"),
-            ([bad], "0 data frames, expected 1"),
-            ([bad, pack([b"x"])], "1 data frames"),
+            ([body + struct.pack("<I", 50) + b"short" + struct.pack("<I", 9)],
+             "record 0 runs past the end"),
+            ([body + struct.pack("<I", 1 << 20)], "pack length at the end of frame 0"),
+            ([good, b"x"], "1 data frames, expected none"),
+            ([one], "count is 2 but 1 data frames"),
         ]
         for frames, text in cases:
             c.send(frames)
