@@ -401,23 +401,34 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         submit_store(self, p, n, req, flags & TQ_SUBMIT_SCOPED_KEYS, now) < 0)
         return;
     tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
+    int waited = 0;
     for (size_t i = 0; i < n; i++) {
         tq_out_id(&self->out, self->ids[i]);
         if (!(flags & TQ_SUBMIT_SUBSCRIBE))
             continue;
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
-        if (t && !tq_task_finished(t))
+        if (t && !tq_task_finished(t)) {
             tq_peer_wait_add(p, t);
+            waited = 1;
+        }
         else if (!self->added[i])
             tq_peer_pending_add(p, self->ids[i]); /* known key: outcome (or unknown) now */
     }
     /* The ack promises the tasks are durable (--fsync): it waits in the
-     * peer, in order with its other replies, until the journal is there. */
+     * peer, in order with its other replies, until the journal is there.
+     * When the client waits for results of the batch, the ack also waits
+     * for the end of the next loop pass (LOOP_ACK_HOLD_MS at most), to
+     * travel with the first of them. */
     uint64_t lsn = tq_persist_lsn(self->persist);
-    if (lsn > tq_persist_ready(self->persist))
+    if (waited) {
+        self->held_until = self->pass + 1;
+        tq_peer_defer_held(p, (tq_bytes_t){self->out.head.data, self->out.head.len}, lsn,
+                           self->held_until);
+    } else if (lsn > tq_persist_ready(self->persist)) {
         tq_peer_defer_gated(p, (tq_bytes_t){self->out.head.data, self->out.head.len}, lsn);
-    else
+    } else {
         tq_loop_send_peer(self, p);
+    }
     self->sched_dirty = 1;
 }
 

@@ -35,6 +35,11 @@
 #define LOOP_WARN_PER_S 3
 /* Poll timeout while dispatch work is pending after a failed send (ms). */
 #define LOOP_RETRY_MS 10
+/* A SUBMIT_ACK whose tasks the client waits for is held one loop pass,
+ * at most this long, so that it shares the client's wake-up (and the
+ * master's send) with the first results instead of costing one of its
+ * own; most short tasks finish within one pass. */
+#define LOOP_ACK_HOLD_MS 1
 /* Expired leases ended per timer tick (one KILL batch at most). */
 #define LOOP_EXPIRE_STEPS TQ_MAX_BATCH
 /* Journal housekeeping (retries, compaction checks) this often. */
@@ -117,6 +122,8 @@ static void flush_deferred(tq_loop_t *self, tq_peer_t *p) {
     while (sent < p->ndeferred && !p->gone) {
         if (p->deferred_lsn[sent] > ready)
             break; /* an ack whose tasks are not durable yet: after the sync */
+        if (p->deferred_pass[sent] > self->pass)
+            break; /* an ack held for its results: next pass */
         tq_bytes_t f = p->deferred[sent];
         if (zmq_send(self->router, p->rid, p->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
             if (errno == EHOSTUNREACH) {
@@ -516,6 +523,9 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
          * without spinning on a worker whose pipe is full. */
         if ((self->sched_dirty || self->sends_stalled) && timeout > LOOP_RETRY_MS)
             timeout = LOOP_RETRY_MS;
+        self->pass++;
+        if (self->held_until >= self->pass && timeout > LOOP_ACK_HOLD_MS)
+            timeout = LOOP_ACK_HOLD_MS; /* a held ack goes out soon anyway */
         int64_t due = tq_store_next_due(self->store, tq_wall_ms());
         if (due >= 0 && due < timeout)
             timeout = (long)due; /* a delayed task becomes runnable */

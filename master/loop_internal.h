@@ -40,6 +40,8 @@ struct tq_loop {
     int64_t next_hb_ms;
     int64_t next_sweep_ms;
     int sched_dirty;
+    uint64_t pass;       /* loop passes so far */
+    uint64_t held_until; /* a SUBMIT_ACK is held until this pass ends */
     int sends_stalled; /* RESULTS or deferred replies could not be sent: retry soon */
     int started; /* bound and ready: log a summary at destroy */
     uint64_t late_results;

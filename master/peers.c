@@ -31,6 +31,7 @@ static void peer_free(tq_peer_t *p) {
     tq_peer_deferred_pop(p, p->ndeferred);
     free(p->deferred);
     free(p->deferred_lsn);
+    free(p->deferred_pass);
     free(p->fns);
     free(p->leased);
     free(p->pending);
@@ -173,11 +174,18 @@ void tq_peer_pending_add(tq_peer_t *c, uint64_t id) {
 void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame) { tq_peer_defer_gated(p, frame, 0); }
 
 void tq_peer_defer_gated(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn) {
+    tq_peer_defer_held(p, frame, lsn, 0);
+}
+
+void tq_peer_defer_held(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn, uint64_t pass) {
     if (p->ndeferred == p->capdeferred) {
         p->capdeferred = p->capdeferred ? p->capdeferred * 2 : 16;
         p->deferred = tq_realloc(p->deferred, p->capdeferred * sizeof *p->deferred);
         p->deferred_lsn = tq_realloc(p->deferred_lsn, p->capdeferred * sizeof *p->deferred_lsn);
+        p->deferred_pass =
+            tq_realloc(p->deferred_pass, p->capdeferred * sizeof *p->deferred_pass);
     }
+    p->deferred_pass[p->ndeferred] = pass;
     p->deferred[p->ndeferred].data = tq_memdup(frame.data, frame.len);
     p->deferred[p->ndeferred].len = frame.len;
     p->deferred_lsn[p->ndeferred] = lsn;
@@ -195,6 +203,8 @@ void tq_peer_deferred_pop(tq_peer_t *p, size_t n) {
     }
     memmove(p->deferred, p->deferred + n, (p->ndeferred - n) * sizeof *p->deferred);
     memmove(p->deferred_lsn, p->deferred_lsn + n, (p->ndeferred - n) * sizeof *p->deferred_lsn);
+    memmove(p->deferred_pass, p->deferred_pass + n,
+            (p->ndeferred - n) * sizeof *p->deferred_pass);
     p->ndeferred -= n;
 }
 

@@ -56,6 +56,8 @@ typedef struct tq_peer {
     tq_bytes_t *deferred;  /* each a malloc'd copy */
     uint64_t *deferred_lsn; /* journal LSN it waits for (0: none): acks of
                                SUBMITs not yet durable (tq_peer_defer_gated) */
+    uint64_t *deferred_pass; /* loop pass it waits for (0: none): acks held
+                                for their results (tq_peer_defer_held) */
     size_t ndeferred, capdeferred, deferred_bytes;
 
     /* log rate limit (malformed input): lines in the current second */
@@ -114,6 +116,10 @@ void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame);
 /* tq_peer_defer for a reply that may go only once the journal holds
  * everything up to lsn (a SUBMIT_ACK under --fsync). */
 void tq_peer_defer_gated(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn);
+/* tq_peer_defer_gated for a reply that also waits for the loop's pass
+ * number `pass` (a SUBMIT_ACK held one pass so that it shares the
+ * client's wake-up with the first results). */
+void tq_peer_defer_held(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn, uint64_t pass);
 /* Drop the first n deferred messages (sent). */
 void tq_peer_deferred_pop(tq_peer_t *p, size_t n);
 /* Drop every wait of client c (dead or re-registering). */

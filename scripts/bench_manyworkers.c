@@ -1,13 +1,14 @@
 /* bench_manyworkers.c - issue 5's W4 helper of scripts/bench: many
  * connected workers from one process.
  *
- *   bench_manyworkers ENDPOINT AUTHKEY_FILE K NAME_PREFIX
+ *   bench_manyworkers ENDPOINT AUTHKEY_FILE K NAME_PREFIX [PREFETCH]
  *
  * Runs K workers of libtaskq's worker API (include/taskq.h, "writing
  * workers") in this process, each on its own thread with its own
  * connection to the master (its own ZeroMQ context and socket), one slot
- * each, serving `square` (a C function with the built-in's result text,
- * "n * n = n²"). Worker i is named NAME_PREFIX-i. Runs until SIGTERM or
+ * each plus PREFETCH (default 0) tasks held beyond it, serving `square`
+ * (a C function with the built-in's result text, "n * n = n²", run in
+ * inline mode like the built-in). Worker i is named NAME_PREFIX-i. Runs until SIGTERM or
  * SIGINT, then stops every worker (drain of at most 2 s) and exits 0;
  * exits 1 when a worker fails to start or stops with an error, 2 on bad
  * arguments. Each worker costs about four threads (its connection thread,
@@ -93,12 +94,17 @@ static int parse_long(const char *s, long min, long max, long *out)
 int main(int argc, char **argv)
 {
     long k = 0;
-    if (argc != 5) {
-        fprintf(stderr, "usage: bench_manyworkers ENDPOINT AUTHKEY_FILE K NAME_PREFIX\n");
+    long prefetch = 0;
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: bench_manyworkers ENDPOINT AUTHKEY_FILE K NAME_PREFIX [PREFETCH]\n");
         return 2;
     }
     if (parse_long(argv[3], 1, WORKERS_MAX, &k) != 0) {
         fprintf(stderr, "bench_manyworkers: K must be 1..%d\n", WORKERS_MAX);
+        return 2;
+    }
+    if (argc == 6 && parse_long(argv[5], 0, 4096, &prefetch) != 0) {
+        fprintf(stderr, "bench_manyworkers: PREFETCH must be 0..4096\n");
         return 2;
     }
     if (argv[4][0] == '\0' || strlen(argv[4]) > PREFIX_MAX) {
@@ -142,7 +148,12 @@ int main(int argc, char **argv)
         taskq_error_t err = {0, ""};
         slot_t *s = &slots[i];
         s->w = taskq_worker_new(&o, &err);
-        if (!s->w || taskq_worker_add(s->w, "square", square, NULL, &err) != 0) {
+        taskq_fn_def_t def = TASKQ_FN_DEF_INIT;
+        def.name = "square";
+        def.fn = square;
+        def.mode = TASKQ_MODE_INLINE;
+        if (!s->w || taskq_worker_add_def(s->w, &def, &err) != 0 ||
+            taskq_worker_set_prefetch(s->w, (size_t)prefetch, &err) != 0) {
             fprintf(stderr, "bench_manyworkers: worker %ld: %s\n", i, err.message);
             status = 1;
             break;
