@@ -501,6 +501,14 @@ TASKQ_API int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int 
  * already running). */
 TASKQ_API int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err);
 
+/* Run the worker's sockets in this ZeroMQ context (void * from
+ * zmq_ctx_new) instead of one of its own: many workers in one process
+ * then share the context's I/O threads. The context must outlive
+ * taskq_worker_run, and the caller terminates it. NULL: the worker's own
+ * context (the default). Returns 0, or -1 with TASKQ_ERR_USAGE when the
+ * worker already runs. */
+TASKQ_API int taskq_worker_set_context(taskq_worker_t *self, void *zmq_context, taskq_error_t *err);
+
 /* "thread", "prefork", "spawn", "coprocess", "inline" for a TASKQ_MODE_*, or NULL;
  * and the other way round (-1 for an unknown name). */
 TASKQ_API const char *taskq_mode_name(int mode);

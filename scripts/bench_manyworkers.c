@@ -11,8 +11,9 @@
  * inline mode like the built-in). Worker i is named NAME_PREFIX-i. Runs until SIGTERM or
  * SIGINT, then stops every worker (drain of at most 2 s) and exits 0;
  * exits 1 when a worker fails to start or stops with an error, 2 on bad
- * arguments. Each worker costs about four threads (its connection thread,
- * its slot thread, ZeroMQ's I/O and reaper threads) and a few fds. */
+ * arguments. The workers share one ZeroMQ context (taskq_worker_set_context):
+ * one process, one I/O thread, many sockets. Each worker costs two
+ * threads (its connection thread and its slot thread) and a few fds. */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -24,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+
+#include <zmq.h>
 
 #include "taskq.h"
 
@@ -131,6 +134,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_manyworkers: out of memory\n");
         return 1;
     }
+    void *zctx = zmq_ctx_new();
+    if (!zctx) {
+        fprintf(stderr, "bench_manyworkers: zmq_ctx_new: %s\n", zmq_strerror(errno));
+        return 1;
+    }
+    /* the default socket limit (1023) is below what many workers need */
+    zmq_ctx_set(zctx, ZMQ_MAX_SOCKETS, 8 * (int)k + 64);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, THREAD_STACK);
@@ -153,6 +163,7 @@ int main(int argc, char **argv)
         def.fn = square;
         def.mode = TASKQ_MODE_INLINE;
         if (!s->w || taskq_worker_add_def(s->w, &def, &err) != 0 ||
+            taskq_worker_set_context(s->w, zctx, &err) != 0 ||
             taskq_worker_set_prefetch(s->w, (size_t)prefetch, &err) != 0) {
             fprintf(stderr, "bench_manyworkers: worker %ld: %s\n", i, err.message);
             status = 1;
@@ -182,6 +193,7 @@ int main(int argc, char **argv)
         taskq_worker_destroy(&slots[i].w);
     }
     free(slots);
+    zmq_ctx_term(zctx);
     if (atomic_load(&g_failed))
         status = 1;
     return status;

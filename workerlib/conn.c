@@ -37,7 +37,9 @@
 /* Linger on the final close so RESULT/RELEASE/BYE flush. */
 #define CONN_FINAL_LINGER_MS 1000
 /* Task pointers handed back by slot threads. */
-#define CONN_RESULT_ENDPOINT "inproc://taskq-worker-results"
+/* Task pointers handed back by slot threads: inproc://taskq-worker-
+ * results-ADDRESS, unique per worker (workers may share a context). */
+#define CONN_RESULT_PREFIX "inproc://taskq-worker-results"
 
 typedef struct {
     uint64_t id;
@@ -240,8 +242,8 @@ static int open_sock(conn_t *c)
         zmq_close(s);
         return -1;
     }
-    char wname[32];
-    snprintf(wname, sizeof wname, "worker-%u", c->watch_seq++);
+    char wname[64];
+    snprintf(wname, sizeof wname, "worker-%p-%u", (void *)c, c->watch_seq++);
     c->watch = tq_hswatch_new(c->zctx, s, wname);
     if (!c->watch) {
         tq_error("cannot watch the handshake: %s", zmq_strerror(errno));
@@ -677,20 +679,22 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
     c.backoff = CONN_BACKOFF_MIN_MS;
     c.hb_ms = CONN_DEFAULT_HB_MS;
     c.hb_timeout_ms = CONN_DEFAULT_HB_TIMEOUT_MS;
-    c.zctx = zmq_ctx_new();
+    c.zctx = opts->zctx ? opts->zctx : zmq_ctx_new();
     if (!c.zctx)
         return TQ_EXIT_INTERNAL;
+    char result_ep[96];
+    snprintf(result_ep, sizeof result_ep, "%s-%p", CONN_RESULT_PREFIX, (void *)&c);
     c.in = tq_in_new();
     tq_out_init(&c.out);
     c.items = tq_calloc(TQ_MAX_BATCH, sizeof *c.items);
     c.refs = tq_calloc(TQ_MAX_BATCH, sizeof *c.refs);
     c.tasks = tq_idmap_new();
     c.pull = zmq_socket(c.zctx, ZMQ_PULL);
-    if (!c.pull || zmq_bind(c.pull, CONN_RESULT_ENDPOINT) < 0) {
-        tq_error("cannot bind %s: %s", CONN_RESULT_ENDPOINT, zmq_strerror(errno));
+    if (!c.pull || zmq_bind(c.pull, result_ep) < 0) {
+        tq_error("cannot bind %s: %s", result_ep, zmq_strerror(errno));
         goto done;
     }
-    c.pool = tq_pool_new(c.zctx, CONN_RESULT_ENDPOINT, opts->slots, opts->fns, opts->nfns);
+    c.pool = tq_pool_new(c.zctx, result_ep, opts->slots, opts->fns, opts->nfns);
     if (!c.pool)
         goto done;
     tq_info("worker %s starting: %zu slots, connecting to %s", opts->name, opts->slots,
@@ -729,8 +733,8 @@ done:
     tq_in_destroy(&c.in);
     /* zmq_ctx_term would wait for slot sockets of a stuck pool; only
      * terminate when the pool is gone. */
-    if (!c.pool)
-        zmq_ctx_term(c.zctx);
+    if (!c.pool && !opts->zctx)
+        zmq_ctx_term(c.zctx); /* a context given by the caller stays theirs */
     *stuck = c.pool != NULL;
     return rc;
 }

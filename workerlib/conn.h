@@ -46,6 +46,7 @@ typedef struct {
     size_t nfns;
     int64_t drain_timeout_ms;
     int stop_fd;                  /* readable: one byte per stop request */
+    void *zctx;                   /* ZeroMQ context to use, or NULL: our own */
 } tq_conn_opts_t;
 
 /* Run the worker until it has drained (returns TQ_EXIT_OK) or cannot go

@@ -40,6 +40,7 @@ struct taskq_worker {
     char name[TQ_MAX_PEER_NAME + 1];
     size_t slots;
     size_t prefetch;               /* tasks taken beyond the slots */
+    void *zctx;                    /* the caller's ZeroMQ context, or NULL */
     int64_t drain_timeout_ms;
     tq_fn_t *fns;                  /* TQ_MAX_FUNCTIONS entries */
     size_t nfns;
@@ -292,6 +293,14 @@ int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode, task
     return 0;
 }
 
+int taskq_worker_set_context(taskq_worker_t *self, void *zmq_context, taskq_error_t *err)
+{
+    if (!self || self->ran)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "the context is set before taskq_worker_run");
+    self->zctx = zmq_context;
+    return 0;
+}
+
 int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err)
 {
     if (!self || self->ran)
@@ -391,6 +400,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .name = self->name,
         .slots = self->slots,
         .prefetch = self->prefetch,
+        .zctx = self->zctx,
         .fns = self->fns,
         .nfns = self->nfns,
         .drain_timeout_ms = self->drain_timeout_ms,

@@ -5,6 +5,7 @@ PROTOCOL.md."""
 
 import json
 import os
+import signal
 import struct
 import sys
 import unittest
@@ -107,6 +108,31 @@ class Inline(TQTestCase):
                            "--fn", "up=tr a-z A-Z", "--fn-mode", "up=inline"])
         self.assertEqual(r.rc, 2, r)
         self.assertIn("is a command", r.err)
+
+
+MANYW = os.path.join(h.BUILD, "tests", "bench_manyworkers")
+
+
+class SharedContext(TQTestCase):
+    def test_workers_sharing_one_context(self):
+        """taskq_worker_set_context: 20 workers in one process, one ZeroMQ
+        context (their inproc endpoints must not clash), all serving."""
+        self.start_master()
+        w = self.start("manyw", [MANYW, self.endpoint, self.key, "20", "shared", "4"])
+        wait_until(lambda: len([x for x in self.status()["workers"]
+                                if x["name"].startswith("shared-")]) == 20, 30,
+                   what="20 workers to join")
+        ws = [x for x in self.status()["workers"] if x["name"].startswith("shared-")]
+        self.assertEqual({(x["slots"], x["prefetch"]) for x in ws}, {(1, 4)})
+        r = self.tq_ok("map", "--fn", "square", "-",
+                       input="".join("%d\n" % i for i in range(1, 2001)))
+        lines = r.out.splitlines()
+        self.assertEqual(lines, ["%d * %d = %d" % (i, i, i * i) for i in range(1, 2001)])
+        done = [x["done"] for x in self.status()["workers"] if x["name"].startswith("shared-")]
+        self.assertEqual(sum(done), 2000)
+        self.assertGreater(min(done), 0, done)
+        w.signal(signal.SIGTERM)
+        self.assertEqual(w.wait(20), 0, h.tail(w.log_path))
 
 
 @unittest.skipIf(h.zmq is None, "pyzmq not available")
