@@ -14,6 +14,8 @@ struct tq_peers {
     size_t n, cap;
     tq_peer_t *buckets[PEERS_BUCKETS];
     size_t rr, qrr;
+    void *scratch;      /* tq_peers_scratch */
+    size_t scratch_cap;
 };
 
 static uint64_t rid_hash(tq_bytes_t b) {
@@ -46,6 +48,7 @@ void tq_peers_destroy(tq_peers_t **self_p) {
     for (size_t i = 0; i < self->n; i++)
         peer_free(self->all[i]);
     free(self->all);
+    free(self->scratch);
     free(self);
     *self_p = NULL;
 }
@@ -109,6 +112,15 @@ size_t tq_peers_count_role(const tq_peers_t *self, tq_role_t role) {
 
 size_t *tq_peers_rr(tq_peers_t *self) { return &self->rr; }
 size_t *tq_peers_qrr(tq_peers_t *self) { return &self->qrr; }
+
+void *tq_peers_scratch(tq_peers_t *self, size_t bytes) {
+    if (bytes > self->scratch_cap) {
+        free(self->scratch);
+        self->scratch_cap = bytes > 2 * self->scratch_cap ? bytes : 2 * self->scratch_cap;
+        self->scratch = tq_malloc(self->scratch_cap);
+    }
+    return self->scratch;
+}
 
 int tq_peer_serves(const tq_peer_t *w, const char *fn) {
     for (size_t i = 0; i < w->nfns; i++)

@@ -89,6 +89,10 @@ size_t tq_peers_count_role(const tq_peers_t *self, tq_role_t role);
 size_t *tq_peers_rr(tq_peers_t *self);
 /* Round-robin cursor over queues, kept across scheduler runs. */
 size_t *tq_peers_qrr(tq_peers_t *self);
+/* A buffer of at least `bytes` for the scheduler's work (kept between
+ * calls, so a pass over 1,000 workers allocates nothing); its contents
+ * are undefined and valid until the next call. */
+void *tq_peers_scratch(tq_peers_t *self, size_t bytes);
 
 /* 1 if worker w declared the interned function name fn. */
 int tq_peer_serves(const tq_peer_t *w, const char *fn);

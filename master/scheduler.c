@@ -34,23 +34,36 @@ static tq_task_t *pick(tq_store_t *store, tq_peer_t *w, size_t *qrr) {
     return NULL;
 }
 
+/* A worker that may get tasks in this run. */
+static int eligible(const tq_peer_t *w) {
+    return w->role == TQ_ROLE_WORKER && !w->draining && !w->gone && !w->stalled &&
+           w->credit > 0 && w->nfns > 0;
+}
+
 size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit, void *arg) {
     tq_queue_counts_t c;
     tq_store_counts(store, &c);
     if (c.queued == 0)
         return 0;
 
-    size_t np = tq_peers_count(peers), ns = 0;
-    slot_t *slots = tq_calloc(np ? np : 1, sizeof *slots);
+    /* One scratch region: the eligible workers' slot_t entries, then a
+     * slice of task pointers per worker (its credit, at most a batch). */
+    size_t np = tq_peers_count(peers), ns = 0, ntasks = 0;
     size_t *rr = tq_peers_rr(peers);
     for (size_t k = 0; k < np; k++) {
+        tq_peer_t *w = tq_peers_at(peers, k);
+        if (eligible(w))
+            ntasks += w->credit < TQ_MAX_BATCH ? w->credit : TQ_MAX_BATCH;
+    }
+    size_t head = (np ? np : 1) * sizeof(slot_t);
+    slot_t *slots = tq_peers_scratch(peers, head + ntasks * sizeof(tq_task_t *));
+    tq_task_t **arena = (tq_task_t **)(void *)((char *)slots + head);
+    for (size_t k = 0; k < np; k++) {
         tq_peer_t *w = tq_peers_at(peers, (*rr + k) % np);
-        if (w->role != TQ_ROLE_WORKER || w->draining || w->gone || w->stalled || w->credit == 0 ||
-            w->nfns == 0)
+        if (!eligible(w))
             continue;
-        slots[ns].w = w;
-        size_t cap = w->credit < TQ_MAX_BATCH ? w->credit : TQ_MAX_BATCH;
-        slots[ns].tasks = tq_malloc(cap * sizeof(tq_task_t *));
+        slots[ns] = (slot_t){.w = w, .tasks = arena};
+        arena += w->credit < TQ_MAX_BATCH ? w->credit : TQ_MAX_BATCH;
         ns++;
     }
     if (np)
@@ -89,12 +102,9 @@ size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit,
             active++;
         }
     }
-    for (size_t k = 0; k < ns; k++) {
+    for (size_t k = 0; k < ns; k++)
         if (slots[k].w)
             flush(&slots[k], emit, arg);
-        free(slots[k].tasks);
-    }
-    free(slots);
     *qrr_p = qrr;
     return leased;
 }
