@@ -816,17 +816,26 @@ static void test_other_rejects(void)
 
 /* ---- sockets ---------------------------------------------------------------- */
 
-static void test_sockets(void)
+/* A ROUTER bound to endpoint and a DEALER connected to it, both with a
+ * 5 s receive timeout; the ROUTER refuses unknown routing ids. */
+static void *socket_pair(const char *endpoint, void **router, void **dealer)
 {
     void *ctx = zmq_ctx_new();
-    void *router = zmq_socket(ctx, ZMQ_ROUTER);
-    void *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    *router = zmq_socket(ctx, ZMQ_ROUTER);
+    *dealer = zmq_socket(ctx, ZMQ_DEALER);
     int timeout = 5000, one = 1;
-    zmq_setsockopt(router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    CHECK_EQ_INT(zmq_bind(router, "inproc://tq-proto-test"), 0);
-    CHECK_EQ_INT(zmq_connect(dealer, "inproc://tq-proto-test"), 0);
+    zmq_setsockopt(*router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(*dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(*router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    CHECK_EQ_INT(zmq_bind(*router, endpoint), 0);
+    CHECK_EQ_INT(zmq_connect(*dealer, endpoint), 0);
+    return ctx;
+}
+
+static void test_sockets(void)
+{
+    void *router, *dealer;
+    void *ctx = socket_pair("inproc://tq-proto-test", &router, &dealer);
 
     tq_out_t o;
     tq_out_init(&o);
@@ -961,14 +970,8 @@ static void test_sockets(void)
  * rule, and malformed packs. */
 static void test_packed(void)
 {
-    void *ctx = zmq_ctx_new();
-    void *router = zmq_socket(ctx, ZMQ_ROUTER);
-    void *dealer = zmq_socket(ctx, ZMQ_DEALER);
-    int timeout = 5000;
-    zmq_setsockopt(router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    CHECK_EQ_INT(zmq_bind(router, "inproc://tq-proto-packed"), 0);
-    CHECK_EQ_INT(zmq_connect(dealer, "inproc://tq-proto-packed"), 0);
+    void *router, *dealer;
+    void *ctx = socket_pair("inproc://tq-proto-packed", &router, &dealer);
     tq_out_t o;
     tq_out_init(&o);
     tq_in_t *rin = tq_in_new(), *din = tq_in_new();
