@@ -196,9 +196,10 @@ static void add_id(cJSON *o, uint64_t id) {
 /* Add t's error text as "error" (UTF-8) or "error_base64", cut to
  * ADMIN_ERROR_MAX bytes. */
 static void add_error(cJSON *o, const tq_task_t *t) {
-    size_t len = t->data_len > ADMIN_ERROR_MAX ? ADMIN_ERROR_MAX : t->data_len;
-    const char *data = t->data ? (const char *)t->data : "";
-    if (len < t->data_len) {
+    tq_bytes_t d = tq_task_data(t);
+    size_t len = d.len > ADMIN_ERROR_MAX ? ADMIN_ERROR_MAX : d.len;
+    const char *data = d.data ? (const char *)d.data : "";
+    if (len < d.len) {
         while (len > 0 && ((unsigned char)data[len] & 0xC0) == 0x80)
             len--; /* do not cut a UTF-8 sequence in two */
         cJSON_AddBoolToObject(o, "error_truncated", 1);
@@ -233,21 +234,21 @@ static void op_dead(admin_t *a) {
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
     for (; t && n < limit && bytes < ADMIN_LIST_BYTES; t = tq_store_dead_next(t)) {
-        if (q && t->queue != q)
+        if (q && tq_task_queue(t) != q)
             continue;
         cJSON *o = cJSON_CreateObject();
         add_id(o, t->id);
-        cJSON_AddStringToObject(o, "queue", tq_queue_name(t->queue));
-        cJSON_AddStringToObject(o, "fn", t->fn);
-        cJSON_AddNumberToObject(o, "attempts", (double)t->attempt);
+        cJSON_AddStringToObject(o, "queue", tq_queue_name(tq_task_queue(t)));
+        cJSON_AddStringToObject(o, "fn", tq_task_fn(t));
+        cJSON_AddNumberToObject(o, "attempts", (double)tq_task_attempt(t));
         add_error(o, t);
-        cJSON_AddNumberToObject(o, "finished_ms", (double)t->finished_ms);
+        cJSON_AddNumberToObject(o, "finished_ms", (double)tq_task_finished_ms(t));
         cJSON_AddNumberToObject(o, "payload_bytes", (double)t->payload_len);
         cJSON_AddItemToArray(arr, o);
-        bytes += t->data_len < ADMIN_ERROR_MAX ? t->data_len : ADMIN_ERROR_MAX;
+        bytes += tq_task_data(t).len < ADMIN_ERROR_MAX ? tq_task_data(t).len : ADMIN_ERROR_MAX;
         n++;
     }
-    while (t && q && t->queue != q)
+    while (t && q && tq_task_queue(t) != q)
         t = tq_store_dead_next(t);
     cJSON_AddBoolToObject(doc, "more", t != NULL);
     reply(a, doc);
@@ -309,7 +310,7 @@ static void op_retry_purge(admin_t *a, int purge) {
         tq_task_t *t = tq_store_dead_first(store);
         while (t) {
             tq_task_t *next = tq_store_dead_next(t);
-            if (!q || t->queue == q) {
+            if (!q || tq_task_queue(t) == q) {
                 if (purge)
                     tq_store_purge(store, t);
                 else

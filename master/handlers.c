@@ -518,7 +518,7 @@ static void on_admin(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 static tq_task_t *current_lease(tq_loop_t *self, const tq_peer_t *w, uint64_t id,
                                 uint32_t attempt) {
     tq_task_t *t = tq_store_get(self->store, id);
-    if (!t || t->state != TQ_TASK_LEASED || t->worker != w || t->attempt != attempt)
+    if (!t || t->state != TQ_TASK_LEASED || tq_task_worker(t) != w || tq_task_attempt(t) != attempt)
         return NULL;
     return t;
 }
@@ -535,7 +535,7 @@ static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r,
          * rather than run the task again. A failure is left to the
          * re-run (its retry is not counted). */
         t = tq_store_get(self->store, r->id);
-        if (t && t->state == TQ_TASK_QUEUED && t->attempt == r->attempt && r->attempt > 0 &&
+        if (t && t->state == TQ_TASK_QUEUED && tq_task_attempt(t) == r->attempt && r->attempt > 0 &&
             (r->status == TQ_RUN_OK || !tq_task_can_retry(t))) {
             w->done++;
             tq_debug("result for task %" PRIu64 " attempt %" PRIu32
@@ -556,9 +556,9 @@ static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r,
     w->done++;
     if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
         tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retry %u of %u", t->id,
-                 t->attempt, r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name,
-                 (unsigned)t->retried + 1, (unsigned)t->retries);
-        tq_store_retry(self->store, t, tq_loop_backoff(self, t->retried + 1u));
+                 tq_task_attempt(t), r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name,
+                 (unsigned)tq_task_retried(t) + 1, (unsigned)t->retries);
+        tq_store_retry(self->store, t, tq_loop_backoff(self, tq_task_retried(t) + 1u));
         return;
     }
     tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,

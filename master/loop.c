@@ -187,10 +187,10 @@ void tq_loop_reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref
 
 void tq_loop_kill_add(tq_loop_t *self, size_t *nk, tq_task_t *t) {
     TQ_ASSERT(*nk < TQ_MAX_BATCH);
-    tq_peer_t *w = t->worker;
+    tq_peer_t *w = tq_task_worker(t);
     self->kill_to[*nk] = w;
     self->kills[*nk].id = t->id;
-    self->kills[*nk].attempt = t->attempt;
+    self->kills[*nk].attempt = tq_task_attempt(t);
     (*nk)++;
     tq_peer_lease_remove(w, t);
 }
@@ -290,9 +290,8 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
     tq_loop_t *self = arg;
     tq_out_begin(&self->out, TQ_MSG_DISPATCH);
     for (size_t i = 0; i < n; i++) {
-        tq_dispatch_item_t d = {tasks[i]->id, tasks[i]->attempt, tasks[i]->timeout_ms,
-                                tq_bytes_str(tasks[i]->fn),
-                                {tasks[i]->payload, tasks[i]->payload_len}};
+        tq_dispatch_item_t d = {tasks[i]->id, tq_task_attempt(tasks[i]), tq_task_timeout(tasks[i]),
+                                tq_bytes_str(tq_task_fn(tasks[i])), tq_task_payload(tasks[i])};
         tq_out_dispatch_item(&self->out, &d);
     }
     if (tq_loop_send_peer(self, w) == 0) {
@@ -301,9 +300,9 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
          * the lease expires (expire_leases). */
         int64_t now = tq_mono_ms();
         for (size_t i = 0; i < n; i++)
-            if (tasks[i]->timeout_ms > 0)
+            if (tq_task_timeout(tasks[i]) > 0)
                 tq_store_set_deadline(self->store, tasks[i],
-                                      now + (int64_t)tasks[i]->timeout_ms +
+                                      now + (int64_t)tq_task_timeout(tasks[i]) +
                                           2 * self->cfg.heartbeat_ms);
         return;
     }
@@ -334,9 +333,8 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
             tq_outcome_t o = {c->pending[i], TQ_ST_UNKNOWN, 0, {NULL, 0}};
             if (t && tq_task_finished(t)) {
                 o.status = tq_task_wire_status(t);
-                o.attempts = t->attempt;
-                o.data.data = t->data;
-                o.data.len = t->data_len;
+                o.attempts = tq_task_attempt(t);
+                o.data = tq_task_data(t);
             }
             tq_out_outcome(&self->out, &o);
             i++;
@@ -375,15 +373,17 @@ static void expire_leases(tq_loop_t *self, int64_t now) {
     int64_t wall = tq_wall_ms();
     tq_task_t *t;
     while (nk < LOOP_EXPIRE_STEPS && (t = tq_store_overdue(self->store, now)) != NULL) {
-        tq_peer_t *w = t->worker;
+        tq_peer_t *w = tq_task_worker(t);
         tq_loop_kill_add(self, &nk, t);
         char why[256];
         snprintf(why, sizeof why,
                  "timed out: no result from worker %s within %.3g s (run timeout + 2 heartbeats)",
-                 w->name, (double)((int64_t)t->timeout_ms + 2 * self->cfg.heartbeat_ms) / 1000.0);
-        tq_info("task %" PRIu64 " attempt %" PRIu32 " lease expired: %s", t->id, t->attempt, why);
+                 w->name,
+                 (double)((int64_t)tq_task_timeout(t) + 2 * self->cfg.heartbeat_ms) / 1000.0);
+        tq_info("task %" PRIu64 " attempt %" PRIu32 " lease expired: %s", t->id, tq_task_attempt(t),
+                why);
         if (tq_task_can_retry(t)) {
-            tq_store_retry(self->store, t, tq_loop_backoff(self, t->retried + 1u));
+            tq_store_retry(self->store, t, tq_loop_backoff(self, tq_task_retried(t) + 1u));
         } else {
             tq_store_finish(self->store, t, TQ_TASK_FAILED, why, strlen(why), wall);
             tq_peer_notify_waiters(t);

@@ -155,16 +155,16 @@ void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t) {
         w->capleased = w->capleased ? w->capleased * 2 : 8;
         w->leased = tq_realloc(w->leased, w->capleased * sizeof *w->leased);
     }
-    t->lease_idx = w->nleased;
+    t->x->lease_idx = w->nleased; /* leased tasks have their cold part */
     w->leased[w->nleased++] = t;
 }
 
 void tq_peer_lease_remove(tq_peer_t *w, tq_task_t *t) {
-    size_t i = t->lease_idx;
+    size_t i = t->x->lease_idx;
     TQ_ASSERT(i < w->nleased && w->leased[i] == t);
     w->leased[i] = w->leased[--w->nleased];
-    w->leased[i]->lease_idx = i;
-    t->lease_idx = (size_t)-1;
+    w->leased[i]->x->lease_idx = i;
+    t->x->lease_idx = (size_t)-1;
 }
 
 int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t) {
@@ -221,12 +221,13 @@ void tq_peer_deferred_pop(tq_peer_t *p, size_t n) {
 }
 
 void tq_peer_notify_waiters(tq_task_t *t) {
-    for (size_t i = 0; i < t->nwaiters; i++) {
-        tq_peer_t *c = t->waiters[i];
+    for (size_t i = 0; i < tq_task_nwaiters(t); i++) {
+        tq_peer_t *c = t->x->waiters[i];
         tq_idmap_remove(c->waits, t->id);
         tq_peer_pending_add(c, t->id);
     }
-    t->nwaiters = 0;
+    if (t->x)
+        t->x->nwaiters = 0;
 }
 
 typedef struct {

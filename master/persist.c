@@ -47,7 +47,9 @@ struct tq_persist {
     uint64_t compactions;
     compact_phase_t phase;
     uint64_t cseg;            /* segment the compaction writes into */
-    tq_task_t *walk;          /* next task to rewrite */
+    uint64_t walk;            /* next task id to look at (0: none left) */
+    uint8_t jgen;             /* TQ_TASK_F_JGEN of records written since the
+                               * current (or last) compaction started */
     tq_key_t *kwalk;          /* next key to rewrite */
     int64_t compact_start_ms;
     uint64_t compact_from_bytes;
@@ -59,11 +61,12 @@ struct tq_persist {
 /* ---- sizes and encodings ------------------------------------------------ */
 
 static uint32_t task_rec_size(const tq_task_t *t) {
-    size_t skey = t->skey ? tq_key_bytes(t->skey).len : 0;
-    size_t blob = tq_task_finished(t) ? t->data_len : t->payload_len;
-    size_t ext = (t->not_before_ms ? 8 : 0) + (t->state == TQ_TASK_DEAD ? 4 + t->payload_len : 0);
-    return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + TASK_FIXED + 3 + strlen(t->fn) +
-                      strlen(tq_queue_name(t->queue)) + skey + ext + blob);
+    size_t skey = tq_task_skey_len(t);
+    size_t blob = tq_task_finished(t) ? tq_task_data(t).len : t->payload_len;
+    size_t ext =
+        (tq_task_not_before(t) ? 8 : 0) + (t->state == TQ_TASK_DEAD ? 4 + t->payload_len : 0);
+    return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + TASK_FIXED + 3 + strlen(tq_task_fn(t)) +
+                      strlen(tq_queue_name(tq_task_queue(t))) + skey + ext + blob);
 }
 
 static uint32_t key_rec_size(const tq_key_t *k) {
@@ -83,40 +86,43 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     rec_reset(self);
     tq_buf_t *b = &self->rec;
     tq_buf_u64(b, t->id);
-    tq_buf_u64(b, t->seq);
+    tq_buf_u64(b, tq_task_seq(t));
     tq_buf_u64(b, (uint64_t)t->created_ms);
-    tq_buf_i32(b, t->priority);
-    tq_buf_u32(b, t->attempt);
-    tq_buf_u32(b, t->releases);
-    tq_buf_u32(b, t->timeout_ms);
+    tq_buf_i32(b, tq_task_priority(t));
+    tq_buf_u32(b, tq_task_attempt(t));
+    tq_buf_u32(b, tq_task_releases(t));
+    tq_buf_u32(b, tq_task_timeout(t));
     tq_buf_u16(b, t->retries);
-    tq_buf_u16(b, t->retried);
+    tq_buf_u16(b, tq_task_retried(t));
     tq_buf_u8(b, (uint8_t)t->state);
     int dead = t->state == TQ_TASK_DEAD;
-    tq_buf_u8(b, (uint8_t)((t->keyed ? TF_KEYED : 0) | (t->acked ? TF_FETCHED : 0) |
-                           (t->not_before_ms ? TF_NOT_BEFORE : 0) | (dead ? TF_PAYLOAD : 0)));
-    tq_buf_u64(b, (uint64_t)t->finished_ms);
+    int64_t not_before = tq_task_not_before(t);
+    tq_buf_u8(b, (uint8_t)((tq_task_keyed(t) ? TF_KEYED : 0) | (tq_task_acked(t) ? TF_FETCHED : 0) |
+                           (not_before ? TF_NOT_BEFORE : 0) | (dead ? TF_PAYLOAD : 0)));
+    tq_buf_u64(b, (uint64_t)tq_task_finished_ms(t));
     /* a keyed, ACKed task: when it was delivered (its TTL runs from then) */
-    int64_t fetched_ms = t->acked ? t->expires_ms - tq_store_cfg(self->store)->result_ttl_ms : 0;
+    int64_t fetched_ms =
+        tq_task_acked(t) ? tq_task_expires_ms(t) - tq_store_cfg(self->store)->result_ttl_ms : 0;
     tq_buf_u64(b, (uint64_t)fetched_ms);
-    tq_buf_str8(b, tq_bytes_str(t->fn));
-    tq_buf_str8(b, tq_bytes_str(tq_queue_name(t->queue)));
-    tq_bytes_t sk = t->skey ? tq_key_bytes(t->skey) : (tq_bytes_t){NULL, 0};
+    tq_buf_str8(b, tq_bytes_str(tq_task_fn(t)));
+    tq_buf_str8(b, tq_bytes_str(tq_queue_name(tq_task_queue(t))));
+    uint8_t kb[TQ_MAX_KEY];
+    tq_bytes_t sk = {kb, tq_store_task_skey(self->store, t, kb)};
     tq_buf_str8(b, sk);
-    if (t->not_before_ms)
-        tq_buf_u64(b, (uint64_t)t->not_before_ms);
+    if (not_before)
+        tq_buf_u64(b, (uint64_t)not_before);
+    tq_bytes_t payload = tq_task_payload(t);
     if (dead) {
-        tq_buf_u32(b, (uint32_t)t->payload_len);
-        tq_buf_put(b, t->payload, t->payload_len);
+        tq_buf_u32(b, (uint32_t)payload.len);
+        tq_buf_put(b, payload.data, payload.len);
     }
-    if (fin)
-        append(self, R_TASK, t->data, t->data_len);
-    else
-        append(self, R_TASK, t->payload, t->payload_len);
+    tq_bytes_t blob = fin ? tq_task_data(t) : payload;
+    append(self, R_TASK, blob.data, blob.len);
     self->live_bytes -= t->jsize;
     t->jsize = task_rec_size(t);
     self->live_bytes += t->jsize;
-    t->jseg = tq_journal_segment(self->j);
+    /* written after the current compaction started (or outside one) */
+    t->flags = (uint8_t)((t->flags & ~TQ_TASK_F_JGEN) | self->jgen);
 }
 
 static void put_key(tq_persist_t *self, const tq_key_t *k) {
@@ -149,8 +155,6 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
         put_task(self, t);
         return;
     case TQ_SEV_DELETED:
-        if (self->walk == t)
-            self->walk = t->all_next;
         if (t->jsize)
             set_not_live(self, t);
         return;
@@ -163,21 +167,21 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
     tq_buf_u64(&self->rec, t->id);
     switch (ev) {
     case TQ_SEV_LEASED:
-        tq_buf_u32(&self->rec, t->attempt);
+        tq_buf_u32(&self->rec, tq_task_attempt(t));
         append(self, R_LEASE, NULL, 0);
         break;
     case TQ_SEV_REQUEUED:
-        tq_buf_u32(&self->rec, t->attempt);
-        tq_buf_u32(&self->rec, t->releases);
-        tq_buf_u16(&self->rec, t->retried);
-        if (t->not_before_ms)
-            tq_buf_u64(&self->rec, (uint64_t)t->not_before_ms); /* its backoff */
+        tq_buf_u32(&self->rec, tq_task_attempt(t));
+        tq_buf_u32(&self->rec, tq_task_releases(t));
+        tq_buf_u16(&self->rec, tq_task_retried(t));
+        if (tq_task_not_before(t))
+            tq_buf_u64(&self->rec, (uint64_t)tq_task_not_before(t)); /* its backoff */
         append(self, R_REQUEUE, NULL, 0);
         break;
     case TQ_SEV_FINISHED:
         tq_buf_u8(&self->rec, (uint8_t)t->state);
-        tq_buf_u64(&self->rec, (uint64_t)t->finished_ms);
-        append(self, R_FINISH, t->data, t->data_len);
+        tq_buf_u64(&self->rec, (uint64_t)tq_task_finished_ms(t));
+        append(self, R_FINISH, tq_task_data(t).data, tq_task_data(t).len);
         self->live_bytes -= t->jsize;
         t->jsize = task_rec_size(t);
         self->live_bytes += t->jsize;
@@ -185,7 +189,7 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
     case TQ_SEV_ACKED:
         if (t->state == TQ_TASK_DEAD)
             break; /* the dead set is kept until retried or purged */
-        if (t->keyed) {
+        if (tq_task_keyed(t)) {
             tq_buf_u64(&self->rec, (uint64_t)tq_wall_ms());
             append(self, R_FETCHED, NULL, 0);
         } else {
@@ -291,8 +295,8 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
         uint32_t attempt;
         if (tq_cursor_u32(&c, &attempt) < 0)
             return BAD("truncated lease");
-        if (t && !tq_task_finished(t))
-            t->attempt = attempt; /* restored leases are queued: the attempt counts */
+        if (t && !tq_task_finished(t)) /* restored leases are queued: the attempt counts */
+            tq_task_set_counts(t, attempt, tq_task_releases(t), tq_task_retried(t));
         break;
     }
     case R_REQUEUE: {
@@ -304,9 +308,7 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
             (tq_cursor_left(&c) && tq_cursor_u64(&c, &nb) < 0))
             return BAD("truncated requeue");
         if (t && !tq_task_finished(t)) {
-            t->attempt = attempt;
-            t->releases = releases;
-            t->retried = retried;
+            tq_task_set_counts(t, attempt, releases, retried);
             tq_store_delay(self->store, t, nb > (uint64_t)TQ_MAX_NOT_BEFORE_MS ? 0 : (int64_t)nb);
         }
         break;
@@ -358,9 +360,10 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
 
 /* After replay: count what is live and where (all of it in old segments). */
 static void account(tq_persist_t *self, tq_persist_report_t *rep) {
-    for (tq_task_t *t = tq_store_first(self->store); t; t = t->all_next) {
+    for (tq_task_t *t = tq_store_first(self->store); t; t = tq_store_next(self->store, t)) {
         t->jsize = task_rec_size(t);
-        t->jseg = 0;
+        /* in old segments: the next compaction flips jgen, and so rewrites it */
+        t->flags = (uint8_t)((t->flags & ~TQ_TASK_F_JGEN) | self->jgen);
         self->live_bytes += t->jsize;
         if (tq_task_finished(t))
             rep->finished++;
@@ -446,7 +449,8 @@ static void compact_start(tq_persist_t *self) {
     if (!seg)
         return; /* the journal is failing: try again when it works */
     self->cseg = seg;
-    self->walk = tq_store_first(self->store);
+    self->jgen ^= TQ_TASK_F_JGEN; /* every live task is from before now */
+    self->walk = 1;
     self->kwalk = NULL;
     self->phase = C_TASKS;
     self->compact_start_ms = tq_mono_ms();
@@ -461,14 +465,14 @@ static void compact_step(tq_persist_t *self) {
     uint64_t start = tq_journal_appended(self->j);
     unsigned n = 0;
     while (self->phase == C_TASKS) {
-        tq_task_t *t = self->walk;
+        tq_task_t *t = self->walk ? tq_store_from(self->store, self->walk) : NULL;
         if (!t) {
             self->phase = C_KEYS;
             self->kwalk = tq_store_key_first(self->store);
             break;
         }
-        self->walk = t->all_next;
-        if (t->jsize && t->jseg < self->cseg)
+        self->walk = t->id + 1; /* 0 (the end) after the largest id */
+        if (t->jsize && (t->flags & TQ_TASK_F_JGEN) != self->jgen)
             put_task(self, t);
         if ((++n & 127) == 0 && (tq_mono_ms() >= deadline ||
                                  tq_journal_appended(self->j) - start >= STEP_MAX_BYTES))

@@ -21,7 +21,7 @@ static void on_emit(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) {
     if (n > log->max_batch)
         log->max_batch = n;
     for (size_t i = 0; i < n; i++) {
-        if (!tq_peer_serves(w, tasks[i]->fn) || tasks[i]->worker != w)
+        if (!tq_peer_serves(w, tq_task_fn(tasks[i])) || tq_task_worker(tasks[i]) != w)
             log->wrong_fn = 1;
     }
     if (w->nleased > w->slots)
@@ -146,9 +146,9 @@ static void test_routing_by_function(void) {
     CHECK_EQ_INT(wx->nleased, 30);
     CHECK_EQ_INT(wy->nleased, 30);
     for (size_t i = 0; i < wx->nleased; i++)
-        CHECK_EQ_STR(wx->leased[i]->fn, "x");
+        CHECK_EQ_STR(tq_task_fn(wx->leased[i]), "x");
     for (size_t i = 0; i < wy->nleased; i++)
-        CHECK_EQ_STR(wy->leased[i]->fn, "y");
+        CHECK_EQ_STR(tq_task_fn(wy->leased[i]), "y");
     tq_queue_counts_t c;
     tq_store_counts(s, &c);
     CHECK_EQ_INT(c.queued, 30); /* "nobody" tasks wait */

@@ -16,7 +16,15 @@
  * key entry is separate from the task (a small key -> id record with its
  * own expiry), so the id is still given back after the task's result
  * expired. Keys are swept in bounded steps with the tasks, and count
- * against max_tasks (at most max_tasks keys are held).
+ * against max_tasks (at most max_tasks keys are held). Session keys
+ * (TQ_SUBMIT_SCOPED_KEYS) have no entry of their own: they are kept in
+ * their task's record and found through a table of task pointers.
+ *
+ * Memory: millions of queued tasks are the common case, so a task is a
+ * small record (tq_task_t) with its payload inline, from a slab
+ * allocator; what matters only once it is leased, delayed, waited on or
+ * finished is in tq_task_ext_t, made then. Tasks by id are in a paged
+ * map (taskidx.h) that also gives the id-order walk.
  *
  * The store knows nothing about sockets; peers are opaque pointers. */
 #ifndef TQ_MASTER_STORE_H
@@ -25,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tq_limits.h"
 #include "tq_proto.h"
 
 /* Distinct queue and function names the master keeps (interned for the
@@ -45,51 +54,77 @@ typedef struct tq_store tq_store_t;
 typedef struct tq_queue tq_queue_t;
 typedef struct tq_fnheap tq_fnheap_t;
 
-/* One task. Fields are read freely by the master's modules; they are
- * changed only through the tq_store_* functions below (and lease_idx /
- * waiters by peers.c). */
-typedef struct tq_task {
-    uint64_t id;
-    uint64_t seq;         /* FIFO order within a priority; kept on requeue */
-    int32_t priority;
-    uint32_t attempt;     /* dispatches so far (the current lease's token) */
-    uint32_t releases;    /* dispatches not counted as lost: handed back
-                           * by RELEASE, or before a manual retry */
-    uint32_t timeout_ms;
-    uint16_t retries;     /* re-runs allowed after a failed/timed-out run */
-    uint16_t retried;     /* re-runs used so far */
-    tq_task_state_t state;
-    const char *fn;       /* interned */
-    tq_queue_t *queue;
-    tq_fnheap_t *heap;    /* heap of (queue, fn) */
-    size_t heap_idx;      /* index in heap (or the delayed heap) while queued */
-    int64_t not_before_ms; /* wall clock; non-zero while queued but not yet
-                            * runnable (in the delayed heap): submit
-                            * --delay/--at, or a retry's backoff */
-    uint8_t *payload;
-    size_t payload_len;
-    uint8_t *data;        /* result or error text once finished */
-    size_t data_len;
-    int64_t created_ms;   /* wall clock */
-    int64_t finished_ms;  /* wall clock; 0 while not finished */
-    int64_t expires_ms;   /* wall clock; 0 while not finished, and for dead
-                           * tasks (kept until retried or purged) */
-    int fetched;          /* delivered to a client at least once */
+/* A task's cold part: only tasks that were leased, finished, delayed or
+ * waited on have one (tq_task_t.x); it stays until the task is freed. */
+typedef struct tq_task_ext {
     void *worker;         /* tq_peer_t holding the lease, or NULL */
     int64_t deadline_ms;  /* monotonic: lease expiry (run timeout), 0 = none */
     size_t dl_idx;        /* index in the store's deadline heap */
-    size_t lease_idx;     /* index in the worker's lease array */
+    size_t lease_idx;     /* index in the worker's lease array (peers.c) */
     void **waiters;       /* tq_peer_t clients waiting for the outcome */
-    size_t nwaiters, capwaiters;
+    uint8_t *data;        /* result or error text once finished */
+    size_t data_len;
+    int64_t finished_ms;  /* wall clock; 0 while not finished */
+    int64_t expires_ms;   /* wall clock; 0 while not finished, and for dead
+                           * tasks (kept until retried or purged) */
+    int64_t not_before_ms; /* wall clock; non-zero while queued but not yet
+                            * runnable (in the delayed heap): submit
+                            * --delay/--at, or a retry's backoff */
     struct tq_task *ttl_prev, *ttl_next; /* expiry list while finished; the
                                           * dead list while dead */
-    struct tq_task *all_prev, *all_next; /* every task, in creation order */
-    struct tq_key *skey;  /* its session key (TQ_SUBMIT_SCOPED_KEYS), or NULL */
-    int acked;            /* a client ACKed its outcome */
-    int keyed;            /* has a retained idempotency key (kept after ACK) */
+    uint32_t nwaiters, capwaiters;
+    uint32_t attempt;     /* dispatches so far (the current lease's token) */
+    uint32_t releases;    /* dispatches not counted as lost: handed back
+                           * by RELEASE, or before a manual retry */
+    uint16_t retried;     /* re-runs used so far */
+} tq_task_ext_t;
+
+/* What tasks submitted alike share: their (queue, function) heap,
+ * priority and run timeout. Interned and counted by the store. */
+typedef struct tq_tclass {
+    tq_fnheap_t *heap;
+    int32_t priority;
+    uint32_t timeout_ms;
+    uint32_t refs; /* store's */
+} tq_tclass_t;
+
+/* tq_task_t.flags */
+#define TQ_TASK_F_KEYED 0x01u   /* has a retained idempotency key (kept after ACK) */
+#define TQ_TASK_F_ACKED 0x02u   /* a client ACKed its outcome */
+#define TQ_TASK_F_FETCHED 0x04u /* delivered to a client at least once */
+#define TQ_TASK_F_SKEY 0x08u    /* its session key is held (TQ_SUBMIT_SCOPED_KEYS) */
+#define TQ_TASK_F_PAYEXT 0x10u  /* the payload is a separate allocation */
+#define TQ_TASK_F_JGEN 0x80u    /* the journal's: compaction generation of its last record */
+
+/* One task: the part every task has, kept small (the master holds
+ * millions of queued tasks). The payload (up to TQ_TASK_INLINE_PAYLOAD
+ * bytes) and the session key live in the same allocation, after the
+ * fields. Fields are read freely by the master's modules (the rest
+ * through the tq_task_* accessors); they are changed only through the
+ * tq_store_* functions below (and x->lease_idx / x->waiters by peers.c,
+ * the F_JGEN bit and jsize by persist.c). */
+typedef struct tq_task {
+    uint64_t id;          /* also its FIFO order within a priority: ids are
+                           * handed out counting up, kept on requeue */
+    tq_task_ext_t *x;     /* cold part, or NULL */
+    tq_tclass_t *cls;     /* heap, priority, timeout: tq_task_fn, tq_task_queue,
+                           * tq_task_priority, tq_task_timeout */
+    int64_t created_ms;   /* wall clock */
+    uint32_t heap_idx;    /* index in heap (or the delayed heap) while queued */
+    uint32_t payload_len; /* 0 once finished, but for dead tasks */
     uint32_t jsize;       /* journal: bytes of its full record while live, 0 = not live */
-    uint64_t jseg;        /* journal: segment holding its last full record */
+    uint16_t retries;     /* re-runs allowed after a failed/timed-out run */
+    uint8_t state;        /* tq_task_state_t */
+    uint8_t flags;        /* TQ_TASK_F_* */
+    uint8_t skey_len;     /* session key length (bytes kept while F_SKEY) */
+    uint8_t rsize8;       /* store's: allocation size / 8 */
+    uint8_t bytes[];      /* session key part, then the payload part */
 } tq_task_t;
+
+/* Payloads up to this size are kept inside the task record (and only
+ * freed with it); larger ones are allocated apart and freed when the
+ * task finishes. */
+#define TQ_TASK_INLINE_PAYLOAD 128
 
 /* An idempotency key entry (opaque; see the tq_key_* accessors). */
 typedef struct tq_key tq_key_t;
@@ -275,7 +310,8 @@ void tq_store_observe(tq_store_t *self, tq_store_task_fn fn, tq_store_key_fn kfn
 /* A task as the journal holds it. blob is the payload while queued or
  * leased, the result or error text once finished. */
 typedef struct {
-    uint64_t id, seq;
+    uint64_t id, seq;        /* seq: read from old journals, not kept (the id
+                              * gives the same order) */
     int64_t created_ms;
     int32_t priority;
     uint32_t attempt, releases, timeout_ms;
@@ -305,9 +341,11 @@ int tq_store_key_restore(tq_store_t *self, tq_bytes_t key, uint64_t id, int64_t 
 /* Set the fetched mark of finished t as of fetched_ms (no event). */
 void tq_store_restore_fetched(tq_store_t *self, tq_task_t *t, int64_t fetched_ms);
 
-/* Every task, oldest first: the first, and the one after t (NULL at the
- * end). */
+/* Every task, in id order (oldest first): the first, the one after t,
+ * and the first with an id >= id (NULL at the end). */
 tq_task_t *tq_store_first(const tq_store_t *self);
+tq_task_t *tq_store_next(const tq_store_t *self, const tq_task_t *t);
+tq_task_t *tq_store_from(const tq_store_t *self, uint64_t id);
 /* Retained keys, oldest first. */
 tq_key_t *tq_store_key_first(const tq_store_t *self);
 tq_key_t *tq_key_next(const tq_key_t *k);
@@ -336,6 +374,46 @@ int tq_task_finished(const tq_task_t *t);
 uint8_t tq_task_wire_status(const tq_task_t *t);
 /* "queued", "leased", ... for logs. */
 const char *tq_task_state_name(tq_task_state_t st);
+
+/* ---- task accessors ---------------------------------------------------- */
+
+const char *tq_task_fn(const tq_task_t *t); /* interned */
+static inline int32_t tq_task_priority(const tq_task_t *t) { return t->cls->priority; }
+/* Run timeout in ms (0 = none). */
+static inline uint32_t tq_task_timeout(const tq_task_t *t) { return t->cls->timeout_ms; }
+tq_queue_t *tq_task_queue(const tq_task_t *t);
+/* FIFO order within a priority (the id: see tq_task_t.id). */
+static inline uint64_t tq_task_seq(const tq_task_t *t) { return t->id; }
+static inline uint32_t tq_task_attempt(const tq_task_t *t) { return t->x ? t->x->attempt : 0; }
+static inline uint32_t tq_task_releases(const tq_task_t *t) { return t->x ? t->x->releases : 0; }
+static inline uint16_t tq_task_retried(const tq_task_t *t) { return t->x ? t->x->retried : 0; }
+static inline void *tq_task_worker(const tq_task_t *t) { return t->x ? t->x->worker : NULL; }
+static inline int64_t tq_task_not_before(const tq_task_t *t) {
+    return t->x ? t->x->not_before_ms : 0;
+}
+static inline int64_t tq_task_finished_ms(const tq_task_t *t) {
+    return t->x ? t->x->finished_ms : 0;
+}
+static inline int64_t tq_task_expires_ms(const tq_task_t *t) {
+    return t->x ? t->x->expires_ms : 0;
+}
+static inline size_t tq_task_nwaiters(const tq_task_t *t) { return t->x ? t->x->nwaiters : 0; }
+static inline int tq_task_keyed(const tq_task_t *t) { return (t->flags & TQ_TASK_F_KEYED) != 0; }
+static inline int tq_task_acked(const tq_task_t *t) { return (t->flags & TQ_TASK_F_ACKED) != 0; }
+static inline int tq_task_fetched(const tq_task_t *t) {
+    return (t->flags & TQ_TASK_F_FETCHED) != 0;
+}
+/* The result or error text of a finished task (empty if none). */
+tq_bytes_t tq_task_data(const tq_task_t *t);
+/* The payload (empty once finished, but for dead tasks). */
+tq_bytes_t tq_task_payload(const tq_task_t *t);
+/* Set the lease counters (recovery replays them). */
+void tq_task_set_counts(tq_task_t *t, uint32_t attempt, uint32_t releases, uint16_t retried);
+/* Length of t's session key while held, else 0. */
+size_t tq_task_skey_len(const tq_task_t *t);
+/* Copy t's session key (while held) into out; returns its length, 0 if
+ * none. */
+size_t tq_store_task_skey(const tq_store_t *self, const tq_task_t *t, uint8_t out[TQ_MAX_KEY]);
 
 /* Waiting clients (opaque peers). add returns 0, or -1 if p already
  * waits. remove returns 0, or -1 if p was not waiting. */

@@ -32,7 +32,7 @@ static char pop(tq_store_t *s, const char *fn) {
     if (!t)
         return 0;
     tq_store_lease(s, t, NULL);
-    return (char)t->payload[0];
+    return (char)tq_task_payload(t).data[0];
 }
 
 static void test_priority_then_fifo(void) {
@@ -86,8 +86,9 @@ static void test_cancel_middle(void) {
     tq_task_t *t;
     while ((t = tq_queue_best(q, &f, 1)) != NULL) {
         CHECK(t->state == TQ_TASK_QUEUED);
-        if (prev && (t->priority > prev->priority ||
-                     (t->priority == prev->priority && t->seq < prev->seq)))
+        if (prev && (tq_task_priority(t) > tq_task_priority(prev) ||
+                     (tq_task_priority(t) == tq_task_priority(prev) &&
+                      tq_task_seq(t) < tq_task_seq(prev))))
             ordered = 0;
         tq_store_lease(s, t, NULL);
         prev = t;
@@ -107,11 +108,11 @@ static void test_requeue_keeps_place(void) {
     tq_queue_t *q = tq_store_queue_at(s, 0);
     tq_task_t *a = tq_queue_best(q, &f, 1);
     tq_store_lease(s, a, NULL);
-    CHECK_EQ_INT(a->attempt, 1);
+    CHECK_EQ_INT(tq_task_attempt(a), 1);
     CHECK_EQ_INT(pop(s, "f"), 'b');
     tq_store_requeue(s, a, 0, 0);
     CHECK_EQ_INT(pop(s, "f"), 'a'); /* before c: same sequence */
-    CHECK_EQ_INT(a->attempt, 2);
+    CHECK_EQ_INT(tq_task_attempt(a), 2);
     CHECK_EQ_INT(tq_task_lost(a), 2);
     tq_store_requeue(s, a, 1, 0); /* released: not a loss */
     CHECK_EQ_INT(tq_task_lost(a), 1);
@@ -267,10 +268,10 @@ static void test_retry(void) {
     tq_store_retry(s, a, 0); /* failed run: back at its old place */
     CHECK_EQ_INT(a->state, TQ_TASK_QUEUED);
     CHECK_EQ_INT(pop(s, "f"), 'a');
-    CHECK_EQ_INT(a->attempt, 2);
+    CHECK_EQ_INT(tq_task_attempt(a), 2);
     tq_store_retry(s, a, 0);
     CHECK_EQ_INT(pop(s, "f"), 'a');
-    CHECK_EQ_INT(a->attempt, 3);
+    CHECK_EQ_INT(tq_task_attempt(a), 3);
     CHECK(!tq_task_can_retry(a));
     CHECK_EQ_INT(tq_task_lost(a), 1); /* retried runs are not lost leases */
     CHECK_EQ_INT(tq_store_totals(s)->retried, 2);
@@ -299,7 +300,7 @@ static void test_deadlines(void) {
     CHECK(tq_store_overdue(s, 1000) == t[0]);
     tq_store_unlease(s, t[0]);
     CHECK(tq_store_overdue(s, 1000) == NULL);
-    CHECK_EQ_INT(t[0]->deadline_ms, 0);
+    CHECK_EQ_INT(t[0]->x->deadline_ms, 0);
     tq_store_destroy(&s);
 }
 
@@ -351,16 +352,16 @@ static void test_session_keys_observer_restore(void) {
     img.blob = tq_bytes_str("payload");
     tq_task_t *r = tq_store_restore(s, &img, &code);
     CHECK(r != NULL);
-    CHECK(r->state == TQ_TASK_QUEUED && r->attempt == 3 && r->payload_len == 7);
+    CHECK(r->state == TQ_TASK_QUEUED && tq_task_attempt(r) == 3 && r->payload_len == 7);
     CHECK(tq_store_key_find(s, img.skey, 0) == 5000);
     tq_task_t *n = add(s, "f", "", 0, "x");
-    CHECK(n->id > 5000 && n->seq > 77);
+    CHECK(n->id > 5000 && tq_task_seq(n) > 77);
     /* a newer image of the same id replaces it */
     img.state = TQ_TASK_DONE;
     img.finished_ms = 9;
     img.blob = tq_bytes_str("done!");
     r = tq_store_restore(s, &img, &code);
-    CHECK(r != NULL && r->state == TQ_TASK_DONE && r->data_len == 5);
+    CHECK(r != NULL && r->state == TQ_TASK_DONE && tq_task_data(r).len == 5);
     CHECK(tq_store_get(s, 5000) == r);
     tq_store_drop(s, r);
     CHECK(tq_store_get(s, 5000) == NULL);
@@ -417,13 +418,13 @@ static void test_delay_dead_pause(void) {
     CHECK_EQ_INT(tq_store_sweep(s, INT64_MAX / 2, 100), 0); /* no TTL */
     tq_store_fetched(s, a, 20);
     CHECK_EQ_INT(tq_store_sweep(s, INT64_MAX / 2, 100), 0);
-    uint32_t att = d->attempt;
+    uint32_t att = tq_task_attempt(d);
     tq_store_revive(s, d);
     CHECK_EQ_INT(tq_task_lost(d), 0);
-    CHECK_EQ_INT(d->attempt, att);
+    CHECK_EQ_INT(tq_task_attempt(d), att);
     CHECK(tq_store_dead_first(s) == a);
     CHECK_EQ_INT(pop(s, "f"), 'd');
-    CHECK_EQ_INT(d->attempt, att + 1);
+    CHECK_EQ_INT(tq_task_attempt(d), att + 1);
     tq_store_purge(s, a);
     CHECK(tq_store_dead_first(s) == NULL);
     CHECK(tq_store_get(s, 1001) == NULL);

@@ -1,0 +1,206 @@
+/* store_queues.c - interned names, queues and their (queue, function)
+ * heaps, and the scheduler's pick of a queue's best task. See store.h. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+#include "tq_util.h"
+
+/* ---- names ---------------------------------------------------------- */
+
+static void names_grow(tq_store_t *self) {
+    size_t ncap = self->names_cap ? self->names_cap * 2 : 64;
+    name_ent_t *n = tq_calloc(ncap, sizeof *n);
+    for (size_t i = 0; i < self->names_cap; i++) {
+        name_ent_t *e = &self->names[i];
+        if (!e->name)
+            continue;
+        size_t j = (size_t)e->hash & (ncap - 1);
+        while (n[j].name)
+            j = (j + 1) & (ncap - 1);
+        n[j] = *e;
+    }
+    free(self->names);
+    self->names = n;
+    self->names_cap = ncap;
+}
+
+/* The entry for name, created if absent; NULL when the table is full. */
+name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name) {
+    uint64_t h = tq_store_hash(TQ_FNV_BASIS, name.data, name.len);
+    if (self->names_cap) {
+        size_t j = (size_t)h & (self->names_cap - 1);
+        while (self->names[j].name) {
+            name_ent_t *e = &self->names[j];
+            if (e->hash == h && e->len == name.len && memcmp(e->name, name.data, name.len) == 0)
+                return e;
+            j = (j + 1) & (self->names_cap - 1);
+        }
+    }
+    if (self->nnames >= TQ_STORE_MAX_NAMES)
+        return NULL;
+    if ((self->nnames + 1) * 2 > self->names_cap)
+        names_grow(self);
+    size_t j = (size_t)h & (self->names_cap - 1);
+    while (self->names[j].name)
+        j = (j + 1) & (self->names_cap - 1);
+    name_ent_t *e = &self->names[j];
+    e->name = tq_malloc(name.len + 1);
+    memcpy(e->name, name.data, name.len);
+    e->name[name.len] = '\0';
+    e->len = name.len;
+    e->hash = h;
+    e->queue = NULL;
+    self->nnames++;
+    return e;
+}
+
+const char *tq_store_intern(tq_store_t *self, tq_bytes_t name) {
+    name_ent_t *e = store_name_entry(self, name);
+    return e ? e->name : NULL;
+}
+
+/* ---- queues ----------------------------------------------------------- */
+
+tq_queue_t *store_queue_get(tq_store_t *self, name_ent_t *e) {
+    if (!e->queue) {
+        tq_queue_t *q = tq_calloc(1, sizeof *q);
+        q->name = e->name;
+        e->queue = q;
+        self->queues = tq_realloc(self->queues, (self->nqueues + 1) * sizeof *self->queues);
+        self->queues[self->nqueues++] = q;
+    }
+    return e->queue;
+}
+
+tq_fnheap_t *store_queue_heap(tq_queue_t *q, const char *fn) {
+    for (size_t i = 0; i < q->nheaps; i++)
+        if (q->heaps[i]->fn == fn)
+            return q->heaps[i];
+    tq_fnheap_t *h = tq_calloc(1, sizeof *h);
+    h->fn = fn;
+    h->queue = q;
+    q->heaps = tq_realloc(q->heaps, (q->nheaps + 1) * sizeof *q->heaps);
+    q->heaps[q->nheaps++] = h;
+    return h;
+}
+
+size_t tq_store_nqueues(const tq_store_t *self) { return self->nqueues; }
+tq_queue_t *tq_store_queue_at(const tq_store_t *self, size_t i) {
+    return i < self->nqueues ? self->queues[i] : NULL;
+}
+const char *tq_queue_name(const tq_queue_t *q) { return q->name; }
+const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q) { return &q->counts; }
+size_t tq_queue_queued(const tq_queue_t *q) { return q->queued_total; }
+void tq_queue_set_paused(tq_queue_t *q, int paused) { q->paused = paused != 0; }
+int tq_queue_paused(const tq_queue_t *q) { return q->paused; }
+void tq_queue_set_default_timeout(tq_queue_t *q, uint32_t timeout_ms) {
+    q->default_timeout_ms = timeout_ms;
+}
+
+tq_queue_t *tq_store_queue(tq_store_t *self, tq_bytes_t name) {
+    name_ent_t *e = store_name_entry(self, name);
+    return e ? store_queue_get(self, e) : NULL;
+}
+
+tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfns) {
+    if (q->queued_total == 0 || q->paused)
+        return NULL;
+    tq_task_t *best = NULL;
+    for (size_t i = 0; i < q->nheaps; i++) {
+        tq_fnheap_t *h = q->heaps[i];
+        if (h->n == 0)
+            continue;
+        int serves = 0;
+        for (size_t j = 0; j < nfns && !serves; j++)
+            serves = fns[j] == h->fn;
+        if (serves && (!best || fnheap_before(h->items[0], best)))
+            best = h->items[0];
+    }
+    return best;
+}
+
+
+/* ---- task classes ----------------------------------------------------- */
+
+static uint64_t tclass_hash(const tq_fnheap_t *heap, int32_t priority, uint32_t timeout_ms) {
+    uint64_t h = (uint64_t)(uintptr_t)heap * 0x9E3779B97F4A7C15ull;
+    h ^= ((uint64_t)(uint32_t)priority << 32 | timeout_ms) * 0xC2B2AE3D27D4EB4Full;
+    return h ^ (h >> 29);
+}
+
+static size_t tclass_home(const tq_store_t *self, const tq_tclass_t *c) {
+    return (size_t)tclass_hash(c->heap, c->priority, c->timeout_ms) & (self->classes_cap - 1);
+}
+
+static void tclass_put(tq_store_t *self, tq_tclass_t *c) {
+    size_t m = self->classes_cap - 1;
+    size_t j = tclass_home(self, c);
+    while (self->classes[j])
+        j = (j + 1) & m;
+    self->classes[j] = c;
+}
+
+tq_tclass_t *store_tclass_ref(tq_store_t *self, tq_fnheap_t *heap, int32_t priority,
+                              uint32_t timeout_ms) {
+    if (self->classes_cap) {
+        size_t m = self->classes_cap - 1;
+        for (size_t j = (size_t)tclass_hash(heap, priority, timeout_ms) & m; self->classes[j];
+             j = (j + 1) & m) {
+            tq_tclass_t *c = self->classes[j];
+            if (c->heap == heap && c->priority == priority && c->timeout_ms == timeout_ms) {
+                TQ_ASSERT(c->refs < UINT32_MAX);
+                c->refs++;
+                return c;
+            }
+        }
+    }
+    if ((self->nclasses + 1) * 2 > self->classes_cap) {
+        tq_tclass_t **old = self->classes;
+        size_t ocap = self->classes_cap;
+        self->classes_cap = ocap ? ocap * 2 : 16;
+        self->classes = tq_calloc(self->classes_cap, sizeof *self->classes);
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i])
+                tclass_put(self, old[i]);
+        free(old);
+    }
+    tq_tclass_t *c = tq_malloc(sizeof *c);
+    c->heap = heap;
+    c->priority = priority;
+    c->timeout_ms = timeout_ms;
+    c->refs = 1;
+    tclass_put(self, c);
+    self->nclasses++;
+    return c;
+}
+
+void store_tclass_unref(tq_store_t *self, tq_tclass_t *c) {
+    TQ_ASSERT(c->refs > 0);
+    if (--c->refs > 0)
+        return;
+    /* out of the table: backward shift, so probes stay unbroken */
+    size_t m = self->classes_cap - 1;
+    size_t i = tclass_home(self, c);
+    while (self->classes[i] != c)
+        i = (i + 1) & m;
+    for (size_t j = (i + 1) & m; self->classes[j]; j = (j + 1) & m) {
+        size_t home = tclass_home(self, self->classes[j]);
+        if (((j - home) & m) >= ((j - i) & m)) {
+            self->classes[i] = self->classes[j];
+            i = j;
+        }
+    }
+    self->classes[i] = NULL;
+    self->nclasses--;
+    free(c);
+}
+
+void store_tclass_free(tq_store_t *self) {
+    for (size_t i = 0; i < self->classes_cap; i++)
+        free(self->classes[i]);
+    free(self->classes);
+    self->classes = NULL;
+    self->nclasses = self->classes_cap = 0;
+}
