@@ -84,7 +84,7 @@ size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit,
              * timeout: a prefetched task waits there, and the lease of a
              * task with a timeout expires timeout + 2 heartbeats after
              * dispatch, not after the run starts. */
-            if (t && t->timeout_ms && s->w->nleased >= s->w->slots)
+            if (t && tq_task_timeout(t) && s->w->nleased >= s->w->slots)
                 t = NULL;
             if (!t) {
                 flush(s, emit, arg);
