@@ -599,13 +599,23 @@ static int loop(conn_t *c)
             c->last_warn = now;
         }
 
+        /* Every ZeroMQ socket in the set costs zmq_poll two system calls
+         * (its mailbox is checked before and after waiting): poll the
+         * slots' results only while tasks are out there, and the
+         * handshake watch only until the master has welcomed us (its
+         * events wait in the monitor socket meanwhile; a new socket gets
+         * a new watch). */
         zmq_pollitem_t items[4];
-        int n = 0, i_sock = -1, i_watch = -1, i_pull, i_sig;
-        i_pull = n, items[n++] = (zmq_pollitem_t){c->pull, 0, ZMQ_POLLIN, 0};
+        int n = 0, i_sock = -1, i_watch = -1, i_pull = -1, i_sig;
+        if (c->inflight > 0)
+            i_pull = n, items[n++] = (zmq_pollitem_t){c->pull, 0, ZMQ_POLLIN, 0};
         i_sig = n, items[n++] = (zmq_pollitem_t){NULL, c->o->stop_fd, ZMQ_POLLIN, 0};
         if (c->sock) {
             i_sock = n, items[n++] = (zmq_pollitem_t){c->sock, 0, ZMQ_POLLIN, 0};
-            i_watch = n, items[n++] = (zmq_pollitem_t){tq_hswatch_socket(c->watch), 0, ZMQ_POLLIN, 0};
+            if (!c->welcomed) {
+                i_watch = n;
+                items[n++] = (zmq_pollitem_t){tq_hswatch_socket(c->watch), 0, ZMQ_POLLIN, 0};
+            }
         }
         int64_t wait = CONN_POLL_MAX_MS;
         if (c->welcomed)
@@ -639,7 +649,7 @@ static int loop(conn_t *c)
                 on_message(c);
             }
         }
-        if (items[i_pull].revents & ZMQ_POLLIN) {
+        if (i_pull >= 0 && (items[i_pull].revents & ZMQ_POLLIN)) {
             for (;;) {
                 tq_task_t *t;
                 int r = zmq_recv(c->pull, &t, sizeof t, ZMQ_DONTWAIT);
