@@ -410,9 +410,9 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         if (t && !tq_task_finished(t)) {
             tq_peer_wait_add(p, t);
             waited = 1;
-        }
-        else if (!self->added[i])
+        } else if (!self->added[i]) {
             tq_peer_pending_add(p, self->ids[i]); /* known key: outcome (or unknown) now */
+        }
     }
     /* The ack promises the tasks are durable (--fsync): it waits in the
      * peer, in order with its other replies, until the journal is there.

@@ -36,7 +36,6 @@
 #define CONN_KILL_WAIT_MS 5000
 /* Linger on the final close so RESULT/RELEASE/BYE flush. */
 #define CONN_FINAL_LINGER_MS 1000
-/* Task pointers handed back by slot threads. */
 /* Task pointers handed back by slot threads: inproc://taskq-worker-
  * results-ADDRESS, unique per worker (workers may share a context). */
 #define CONN_RESULT_PREFIX "inproc://taskq-worker-results"
