@@ -260,6 +260,16 @@ int tq_peer_name_valid(const char *s, size_t max_len, int allow_space)
     return 1;
 }
 
+uint64_t tq_fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 int tq_write_all(int fd, const void *buf, size_t n)
 {
     const unsigned char *p = buf;

@@ -50,6 +50,12 @@ int tq_ncpus(void);
  * progress). */
 int tq_write_all(int fd, const void *buf, size_t n);
 
+/* FNV-1a of p[n], continuing from h (start a hash with TQ_FNV_BASIS):
+ * for hash tables keyed by short byte strings (routing ids, names,
+ * idempotency keys). */
+#define TQ_FNV_BASIS 0xcbf29ce484222325ull
+uint64_t tq_fnv1a(uint64_t h, const void *p, size_t n);
+
 /* 1 if the n bytes are valid UTF-8. */
 int tq_utf8_valid(const void *p, size_t n);
 

@@ -238,6 +238,17 @@ static void test_peer_name(void)
     CHECK_EQ_INT(tq_peer_name_valid("del\x7f", 128, 1), 0);
 }
 
+/* FNV-1a 64 test vectors (the published ones), and continuing a hash
+ * equals hashing the concatenation. */
+static void test_fnv1a(void)
+{
+    CHECK(tq_fnv1a(TQ_FNV_BASIS, "", 0) == 0xcbf29ce484222325ull);
+    CHECK(tq_fnv1a(TQ_FNV_BASIS, "a", 1) == 0xaf63dc4c8601ec8cull);
+    CHECK(tq_fnv1a(TQ_FNV_BASIS, "foobar", 6) == 0x85944171f73967e8ull);
+    CHECK(tq_fnv1a(tq_fnv1a(TQ_FNV_BASIS, "foo", 3), "bar", 3) ==
+          tq_fnv1a(TQ_FNV_BASIS, "foobar", 6));
+}
+
 int main(void)
 {
     RUN(test_parse_i64);
@@ -249,5 +260,6 @@ int main(void)
     RUN(test_utf8);
     RUN(test_peer_name);
     RUN(test_log);
+    RUN(test_fnv1a);
     TEST_MAIN_END();
 }

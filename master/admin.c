@@ -155,13 +155,10 @@ static int get_uint(admin_t *a, const char *name, uint64_t def, uint64_t max, ui
     *out = def;
     if (!v)
         return 0;
-    /* ids go up to 2^64-1 but JSON numbers are doubles: exact up to 2^53 */
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= (double)max) ||
-        v->valuedouble != (double)(uint64_t)v->valuedouble) {
+    if (tq_json_uint(v, 0, max, out) < 0) {
         fail(a, TQ_ERR_MALFORMED, "ADMIN: \"%s\" must be an integer 0..%" PRIu64, name, max);
         return -1;
     }
-    *out = (uint64_t)v->valuedouble;
     return 0;
 }
 
@@ -280,9 +277,9 @@ static void op_retry_purge(admin_t *a, int purge) {
             return;
         }
         const cJSON *it;
+        uint64_t id;
         cJSON_ArrayForEach(it, ids) {
-            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1 && it->valuedouble < 0x1p64) ||
-                it->valuedouble != (double)(uint64_t)it->valuedouble) {
+            if (tq_json_uint(it, 1, UINT64_MAX, &id) < 0) {
                 cJSON_Delete(doc);
                 fail(a, TQ_ERR_MALFORMED, "ADMIN: \"ids\" must hold positive integers");
                 return;
@@ -290,7 +287,7 @@ static void op_retry_purge(admin_t *a, int purge) {
         }
         cJSON *items = cJSON_AddArrayToObject(doc, "items");
         cJSON_ArrayForEach(it, ids) {
-            uint64_t id = (uint64_t)it->valuedouble;
+            tq_json_uint(it, 1, UINT64_MAX, &id); /* checked above */
             tq_task_t *t = tq_store_get(store, id);
             const char *outcome = !t ? "unknown" : t->state != TQ_TASK_DEAD ? "not dead" : NULL;
             if (!outcome) {

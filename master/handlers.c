@@ -73,41 +73,29 @@ static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code
 static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
                         hello_t *h) {
     char msg[TQ_MAX_ERROR_TEXT];
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "slots");
-    /* Range first: converting an out-of-range double to an integer is
-     * undefined behaviour. */
-    if (!cJSON_IsNumber(s) || !(s->valuedouble >= 1 && s->valuedouble <= TQ_MAX_SLOTS) ||
-        s->valuedouble != (double)(int64_t)s->valuedouble) {
+    uint64_t slots, prefetch = 0, busy = 0;
+    if (tq_json_uint(cJSON_GetObjectItemCaseSensitive(j, "slots"), 1, TQ_MAX_SLOTS, &slots) < 0) {
         snprintf(msg, sizeof msg, "HELLO: \"slots\" must be an integer 1..%d", TQ_MAX_SLOTS);
         hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
         return -1;
     }
-    h->slots = (uint32_t)s->valuedouble;
     const cJSON *pf = cJSON_GetObjectItemCaseSensitive(j, "prefetch");
-    h->prefetch = 0;
-    if (pf) {
-        if (!cJSON_IsNumber(pf) || !(pf->valuedouble >= 0 && pf->valuedouble <= TQ_MAX_PREFETCH) ||
-            pf->valuedouble != (double)(int64_t)pf->valuedouble) {
-            snprintf(msg, sizeof msg, "HELLO: \"prefetch\" must be an integer 0..%d",
-                     TQ_MAX_PREFETCH);
-            hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
-            return -1;
-        }
-        h->prefetch = (uint32_t)pf->valuedouble;
+    if (pf && tq_json_uint(pf, 0, TQ_MAX_PREFETCH, &prefetch) < 0) {
+        snprintf(msg, sizeof msg, "HELLO: \"prefetch\" must be an integer 0..%d", TQ_MAX_PREFETCH);
+        hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
+        return -1;
     }
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "busy");
-    h->busy = 0;
-    if (b) {
-        uint32_t cap = h->slots + h->prefetch;
-        if (!cJSON_IsNumber(b) || !(b->valuedouble >= 0 && b->valuedouble <= cap) ||
-            b->valuedouble != (double)(int64_t)b->valuedouble) {
-            snprintf(msg, sizeof msg,
-                     "HELLO: \"busy\" must be an integer 0..slots+prefetch (%" PRIu32 ")", cap);
-            hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
-            return -1;
-        }
-        h->busy = (uint32_t)b->valuedouble;
+    if (b && tq_json_uint(b, 0, slots + prefetch, &busy) < 0) {
+        snprintf(msg, sizeof msg,
+                 "HELLO: \"busy\" must be an integer 0..slots+prefetch (%" PRIu64 ")",
+                 slots + prefetch);
+        hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
+        return -1;
     }
+    h->slots = (uint32_t)slots;
+    h->prefetch = (uint32_t)prefetch;
+    h->busy = (uint32_t)busy;
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "functions");
     if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) < 1) {
         hello_refuse(self, p, m, TQ_ERR_MALFORMED,

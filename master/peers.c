@@ -18,14 +18,7 @@ struct tq_peers {
     size_t scratch_cap;
 };
 
-static uint64_t rid_hash(tq_bytes_t b) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < b.len; i++) {
-        h ^= b.data[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
+static uint64_t rid_hash(tq_bytes_t b) { return tq_fnv1a(TQ_FNV_BASIS, b.data, b.len); }
 
 tq_peers_t *tq_peers_new(void) { return tq_calloc(1, sizeof(tq_peers_t)); }
 

@@ -113,10 +113,6 @@ struct tq_store {
     tq_store_totals_t totals;
 };
 
-/* FNV-1a of p[n], continuing from h (start: TQ_FNV_BASIS). */
-#define TQ_FNV_BASIS 1469598103934665603ull
-uint64_t tq_store_hash(uint64_t h, const uint8_t *p, size_t n);
-
 /* ---- store_queues.c ---- */
 /* The entry for name, created if absent; NULL when the table is full. */
 name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name);

@@ -8,14 +8,6 @@
 #include "store_int.h"
 #include "tq_util.h"
 
-uint64_t tq_store_hash(uint64_t h, const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 size_t keys_part_size(size_t len) { return len <= TQ_KEY_TAIL ? len : 4 + TQ_KEY_TAIL; }
 
 size_t keys_count(const tq_store_t *self) { return self->keys.nret + self->keys.nsess; }
@@ -120,11 +112,11 @@ static void stem_unref(keys_t *k, uint32_t idx) {
 
 /* ---- session keys ------------------------------------------------------ */
 
-/* Hash of t's session key (the same as tq_store_hash over its bytes). */
+/* Hash of t's session key (the same as tq_fnv1a over its bytes). */
 static uint64_t task_key_hash(const keys_t *k, const tq_task_t *t) {
     if (t->skey_len <= TQ_KEY_TAIL)
-        return tq_store_hash(TQ_FNV_BASIS, t->bytes, t->skey_len);
-    return tq_store_hash(k->stems[task_stem(t)]->hash, t->bytes + 4, TQ_KEY_TAIL);
+        return tq_fnv1a(TQ_FNV_BASIS, t->bytes, t->skey_len);
+    return tq_fnv1a(k->stems[task_stem(t)]->hash, t->bytes + 4, TQ_KEY_TAIL);
 }
 
 static void stab_put(keys_t *k, tq_task_t *t) {
@@ -155,13 +147,13 @@ tq_task_t *keys_session_find(const tq_store_t *self, tq_bytes_t key) {
     const uint8_t *tail = key.data;
     if (key.len > TQ_KEY_TAIL) {
         size_t sl = key.len - TQ_KEY_TAIL;
-        uint64_t sh = tq_store_hash(TQ_FNV_BASIS, key.data, sl);
+        uint64_t sh = tq_fnv1a(TQ_FNV_BASIS, key.data, sl);
         if (!(stem = stem_find(k, key.data, sl, sh)))
             return NULL; /* no held key starts so */
         tail = key.data + sl;
-        h = tq_store_hash(sh, tail, TQ_KEY_TAIL);
+        h = tq_fnv1a(sh, tail, TQ_KEY_TAIL);
     } else {
-        h = tq_store_hash(TQ_FNV_BASIS, key.data, key.len);
+        h = tq_fnv1a(TQ_FNV_BASIS, key.data, key.len);
     }
     size_t m = k->scap - 1;
     for (size_t j = (size_t)h & m; k->stab[j]; j = (j + 1) & m) {
@@ -182,7 +174,7 @@ void keys_session_attach(tq_store_t *self, tq_task_t *t, tq_bytes_t key) {
         memcpy(t->bytes, key.data, key.len);
     } else {
         size_t sl = key.len - TQ_KEY_TAIL;
-        uint32_t idx = stem_ref(k, key.data, sl, tq_store_hash(TQ_FNV_BASIS, key.data, sl));
+        uint32_t idx = stem_ref(k, key.data, sl, tq_fnv1a(TQ_FNV_BASIS, key.data, sl));
         memcpy(t->bytes, &idx, sizeof idx);
         memcpy(t->bytes + 4, key.data + sl, TQ_KEY_TAIL);
     }
@@ -238,7 +230,7 @@ key_ent_t *keys_retained_find(const tq_store_t *self, tq_bytes_t key) {
     const keys_t *k = &self->keys;
     if (!k->cap)
         return NULL;
-    uint64_t h = tq_store_hash(TQ_FNV_BASIS, key.data, key.len);
+    uint64_t h = tq_fnv1a(TQ_FNV_BASIS, key.data, key.len);
     for (key_ent_t *e = k->buckets[h & (k->cap - 1)]; e; e = e->hnext)
         if (e->hash == h && e->len == key.len && memcmp(e->key, key.data, key.len) == 0)
             return e;
@@ -307,7 +299,7 @@ key_ent_t *keys_retained_new(tq_bytes_t key) {
     memset(e, 0, sizeof *e);
     memcpy(e->key, key.data, key.len);
     e->len = key.len;
-    e->hash = tq_store_hash(TQ_FNV_BASIS, key.data, key.len);
+    e->hash = tq_fnv1a(TQ_FNV_BASIS, key.data, key.len);
     return e;
 }
 

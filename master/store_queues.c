@@ -28,7 +28,7 @@ static void names_grow(tq_store_t *self) {
 
 /* The entry for name, created if absent; NULL when the table is full. */
 name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name) {
-    uint64_t h = tq_store_hash(TQ_FNV_BASIS, name.data, name.len);
+    uint64_t h = tq_fnv1a(TQ_FNV_BASIS, name.data, name.len);
     if (self->names_cap) {
         size_t j = (size_t)h & (self->names_cap - 1);
         while (self->names[j].name) {

@@ -429,6 +429,24 @@ static int is_json_space(uint8_t ch)
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
 }
 
+int tq_json_uint(const void *item, uint64_t min, uint64_t max, uint64_t *out)
+{
+    const cJSON *v = item;
+    if (!cJSON_IsNumber(v))
+        return -1;
+    double d = v->valuedouble;
+    /* Range first, on the double: casting one outside the target type's
+     * range is undefined. (double)max may round up; the check on u
+     * below is exact. */
+    if (!(d >= (double)min && d <= (double)max && d < 0x1p64))
+        return -1;
+    uint64_t u = (uint64_t)d;
+    if ((double)u != d || u < min || u > max)
+        return -1;
+    *out = u;
+    return 0;
+}
+
 int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out, tq_error_t *err)
 {
     *out = NULL;

@@ -243,6 +243,13 @@ int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_error_t *err);
 int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out,
                    tq_error_t *err);
 
+/* A field of such a document (a cJSON *, or NULL) that must be an
+ * integer in min..max: returns 0 with *out, or -1 when it is absent, not
+ * a number, not whole, or out of range. JSON numbers are doubles, so
+ * integers above 2^53 are not all representable; a value of 2^64 or
+ * more is refused before any conversion (which would be undefined). */
+int tq_json_uint(const void *item, uint64_t min, uint64_t max, uint64_t *out);
+
 /* ---- encoding -----------------------------------------------------------
  * tq_out_t builds one outgoing message: frame 0 in `head`, and borrowed
  * views of the data frames, which must stay valid until tq_out_send.

@@ -303,6 +303,33 @@ static void test_control_roundtrip(void)
     tq_out_free(&o);
 }
 
+/* tq_json_uint: integers in range, everything else refused, and no
+ * undefined conversion at or past 2^64. */
+static void test_json_uint(void)
+{
+    cJSON *doc = cJSON_Parse("{\"a\":7,\"b\":7.5,\"c\":-1,\"d\":\"7\",\"e\":18446744073709551616,"
+                             "\"f\":1e300,\"g\":9007199254740992,\"h\":0,\"i\":4096}");
+    CHECK(doc != NULL);
+    uint64_t v = 99;
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "a"), 1, 10, &v), 0);
+    CHECK(v == 7);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "a"), 8, 10, &v), -1);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "a"), 0, 6, &v), -1);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "b"), 0, 10, &v), -1);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "c"), 0, 10, &v), -1);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "d"), 0, 10, &v), -1);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "e"), 0, UINT64_MAX, &v), -1);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "f"), 0, UINT64_MAX, &v), -1);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "g"), 0, UINT64_MAX, &v), 0);
+    CHECK(v == 9007199254740992ull);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "h"), 0, 0, &v), 0);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "h"), 1, 5, &v), -1);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "i"), 1, 4096, &v), 0);
+    CHECK_EQ_INT(tq_json_uint(cJSON_GetObjectItem(doc, "nosuch"), 0, 10, &v), -1);
+    CHECK(v == 4096); /* untouched on failure */
+    cJSON_Delete(doc);
+}
+
 static void test_json_rejects(void)
 {
     tq_error_t err;
@@ -1108,6 +1135,7 @@ int main(void)
     RUN(test_head);
     RUN(test_control_roundtrip);
     RUN(test_json_rejects);
+    RUN(test_json_uint);
     RUN(test_submit_roundtrip);
     RUN(test_ids_roundtrip);
     RUN(test_data_roundtrip);
