@@ -7,6 +7,7 @@
  * registered, type known and meant for the master, role, then the body. */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,6 +58,7 @@ typedef struct {
     int packed;        /* it takes packed messages (TQ_TYPE_PACKED) */
     uint32_t prefetch; /* tasks it takes beyond its slots */
     uint32_t busy; /* runs of an earlier connection it still holds */
+    uint64_t instance; /* "instance", or 0 when not given */
     const char *fns[TQ_MAX_FUNCTIONS]; /* interned, no duplicates */
     size_t nfns;
 } hello_t;
@@ -68,8 +70,27 @@ static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code
     tq_loop_reply_error(self, m->rid, code, 0, msg);
 }
 
-/* Read a worker's "slots" and "functions" into h (names interned).
- * Returns 0, or -1 after refusing the HELLO. */
+/* A worker's "instance": TQ_INSTANCE_HEX lowercase hex digits, not all
+ * zero, into *out (0 when absent). Returns 0, or -1 when not valid. */
+static int hello_instance(const cJSON *v, uint64_t *out) {
+    *out = 0;
+    if (!v)
+        return 0;
+    if (!cJSON_IsString(v) || strlen(v->valuestring) != TQ_INSTANCE_HEX)
+        return -1;
+    uint64_t x = 0;
+    for (const char *c = v->valuestring; *c; c++) {
+        int d = *c >= '0' && *c <= '9' ? *c - '0' : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10 : -1;
+        if (d < 0)
+            return -1;
+        x = x << 4 | (uint64_t)d;
+    }
+    *out = x;
+    return x ? 0 : -1;
+}
+
+/* Read a worker's "slots", "instance" and "functions" into h (names
+ * interned). Returns 0, or -1 after refusing the HELLO. */
 static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
                         hello_t *h) {
     char msg[TQ_MAX_ERROR_TEXT];
@@ -90,6 +111,13 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
         snprintf(msg, sizeof msg,
                  "HELLO: \"busy\" must be an integer 0..slots+prefetch (%" PRIu64 ")",
                  slots + prefetch);
+        hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
+        return -1;
+    }
+    if (hello_instance(cJSON_GetObjectItemCaseSensitive(j, "instance"), &h->instance) < 0) {
+        snprintf(msg, sizeof msg,
+                 "HELLO: \"instance\" must be %d lowercase hex digits, not all zero",
+                 TQ_INSTANCE_HEX);
         hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
         return -1;
     }
@@ -160,6 +188,7 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSO
     h->packed = cJSON_IsTrue(pk);
     h->slots = 0;
     h->prefetch = 0;
+    h->instance = 0;
     h->nfns = 0;
     return h->role == TQ_ROLE_WORKER ? hello_worker(self, p, m, j, h) : 0;
 }
@@ -178,6 +207,11 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
     if (h->role == TQ_ROLE_WORKER) {
         p->slots = h->slots;
         p->prefetch = h->prefetch;
+        /* Without an instance id its results count only on this
+         * registration: a random id no other peer can name. */
+        p->instance = h->instance;
+        while (!p->instance)
+            randombytes_buf(&p->instance, sizeof p->instance);
         /* the busy ones come back as RESULT credit */
         p->credit = h->slots + h->prefetch - h->busy;
         tq_peer_set_fns(p, h->fns, h->nfns);
@@ -511,36 +545,77 @@ static tq_task_t *current_lease(tq_loop_t *self, const tq_peer_t *w, uint64_t id
     return t;
 }
 
-/* One outcome of a RESULT from w: a late one is counted and dropped; a
- * failure with retries left is retried; anything else finishes the task
- * (now: wall ms). */
+/* What a RESULT record (id, attempt) from worker w may do to its task. */
+typedef enum {
+    R_LATE,    /* the attempt is not the task's current one, or it finished */
+    R_FOREIGN, /* the current attempt, but w never held it: forged or confused */
+    R_LEASED,  /* w (this or an earlier connection of it) holds the lease */
+    R_LOST,    /* the lease was lost (queued again, not re-dispatched) and w
+                * is the worker that held it */
+} result_fate_t;
+
+/* Decide the fate of r from w; *tp is the task (NULL if unknown). The
+ * holder of an attempt is the instance id (HELLO "instance") of the
+ * worker it was dispatched to, so a worker that reconnected, or
+ * reconnected to a restarted master (the journal keeps the holder),
+ * still has its result taken; no other worker's is. */
+static result_fate_t result_fate(tq_loop_t *self, const tq_peer_t *w, const tq_result_item_t *r,
+                                 tq_task_t **tp) {
+    tq_task_t *t = *tp = tq_store_get(self->store, r->id);
+    if (!t || r->attempt == 0 || tq_task_attempt(t) != r->attempt ||
+        (t->state != TQ_TASK_LEASED && t->state != TQ_TASK_QUEUED))
+        return R_LATE;
+    if (tq_task_holder(t) != w->instance)
+        return R_FOREIGN;
+    return t->state == TQ_TASK_LEASED ? R_LEASED : R_LOST;
+}
+
+/* One outcome of a RESULT from w: a late or foreign one is counted and
+ * dropped; a failure with retries left is retried; anything else
+ * finishes the task (now: wall ms). */
 static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r, int64_t now) {
-    tq_task_t *t = current_lease(self, w, r->id, r->attempt);
-    if (!t) {
-        /* The lease was lost, not given to anyone else: the master
-         * restarted (recovery requeues leases, keeping the attempt) or
-         * forgot the worker for its silence. The run finished; take it
-         * rather than run the task again. A failure is left to the
-         * re-run (its retry is not counted). */
-        t = tq_store_get(self->store, r->id);
-        if (t && t->state == TQ_TASK_QUEUED && tq_task_attempt(t) == r->attempt && r->attempt > 0 &&
-            (r->status == TQ_RUN_OK || !tq_task_can_retry(t))) {
-            w->done++;
-            tq_debug("result for task %" PRIu64 " attempt %" PRIu32
-                     " from %s after its lease was lost: taken",
-                     r->id, r->attempt, w->name);
-            tq_store_finish(self->store, t,
-                            r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
-                            r->data.data, r->data.len, now);
-            tq_peer_notify_waiters(t);
-            return;
-        }
+    tq_task_t *t;
+    switch (result_fate(self, w, r, &t)) {
+    case R_LATE:
         self->late_results++;
         tq_debug("late result for task %" PRIu64 " attempt %" PRIu32 " from %s", r->id,
                  r->attempt, w->name);
         return;
+    case R_FOREIGN:
+        self->late_results++;
+        tq_loop_warn_peer(self, w, w->address,
+                          "result for task %" PRIu64 " attempt %" PRIu32
+                          " that was not dispatched to this worker: ignored",
+                          r->id, r->attempt);
+        return;
+    case R_LOST:
+        /* The lease was lost, not given to anyone else: the master
+         * restarted (recovery requeues leases, keeping the attempt and
+         * its holder), forgot the worker for its silence, or expired the
+         * lease. The run finished; take it rather than run the task
+         * again. A failure is left to the re-run (its retry is not
+         * counted). */
+        if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
+            self->late_results++;
+            tq_debug("failed result for task %" PRIu64 " attempt %" PRIu32
+                     " from %s after its lease was lost: the task runs again",
+                     r->id, r->attempt, w->name);
+            return;
+        }
+        w->done++;
+        tq_debug("result for task %" PRIu64 " attempt %" PRIu32
+                 " from %s after its lease was lost: taken",
+                 r->id, r->attempt, w->name);
+        tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
+                        r->data.data, r->data.len, now);
+        tq_peer_notify_waiters(t);
+        return;
+    case R_LEASED:
+        break;
     }
-    tq_peer_lease_remove(w, t);
+    /* Leased to w, or to an earlier connection of the same worker that
+     * the master has not forgotten yet: the lease ends there. */
+    tq_peer_lease_remove(tq_task_worker(t), t);
     w->done++;
     if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
         tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retry %u of %u", t->id,

@@ -231,16 +231,17 @@ int64_t tq_loop_backoff(const tq_loop_t *self, uint32_t n) {
     return tq_wall_ms() + half;
 }
 
-/* A task a worker lost goes back to its queue after a backoff, or is
- * dead once it lost max_attempts leases. */
-static void task_lost(tq_loop_t *self, tq_task_t *t) {
+/* A task whose lease ended without a result (its worker was lost, or
+ * the lease expired: why says which) goes back to its queue after a
+ * backoff, or is dead once it lost max_attempts leases. The one place
+ * that decides between the two. */
+static void task_lost(tq_loop_t *self, tq_task_t *t, const char *why) {
     if (tq_task_lost(t) >= self->cfg.max_attempts) {
-        char why[96];
-        snprintf(why, sizeof why, "gave up after %" PRIu32 " attempts: worker lost",
-                 tq_task_lost(t));
-        tq_store_finish(self->store, t, TQ_TASK_DEAD, why, strlen(why), tq_wall_ms());
+        char err[256];
+        snprintf(err, sizeof err, "gave up after %" PRIu32 " attempts: %s", tq_task_lost(t), why);
+        tq_store_finish(self->store, t, TQ_TASK_DEAD, err, strlen(err), tq_wall_ms());
         tq_peer_notify_waiters(t);
-        tq_warn("task %" PRIu64 " is dead: %s", t->id, why);
+        tq_warn("task %" PRIu64 " is dead: %s", t->id, err);
     } else {
         tq_store_requeue(self->store, t, 0, tq_loop_backoff(self, tq_task_lost(t)));
     }
@@ -252,7 +253,7 @@ static void peer_unregister(tq_loop_t *self, tq_peer_t *p) {
     while (p->nleased > 0) {
         tq_task_t *t = p->leased[p->nleased - 1];
         tq_peer_lease_remove(p, t);
-        task_lost(self, t);
+        task_lost(self, t, "worker lost");
     }
     if (p->role == TQ_ROLE_CLIENT)
         tq_peer_drop_waits(p, self->store);
@@ -297,13 +298,18 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
     if (tq_loop_send_peer(self, w) == 0) {
         /* Run timeout at the master: the worker stops the run itself at
          * timeout_ms; if it has said nothing by timeout + 2 heartbeats,
-         * the lease expires (expire_leases). */
+         * the lease expires (expire_leases). A task without one gets
+         * --lease-timeout from now: its clock starts at dispatch, so
+         * time spent prefetched on the worker counts. */
         int64_t now = tq_mono_ms();
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             if (tq_task_timeout(tasks[i]) > 0)
                 tq_store_set_deadline(self->store, tasks[i],
                                       now + (int64_t)tq_task_timeout(tasks[i]) +
                                           2 * self->cfg.heartbeat_ms);
+            else if (self->cfg.lease_timeout_ms > 0)
+                tq_store_set_deadline(self->store, tasks[i], now + self->cfg.lease_timeout_ms);
+        }
         return;
     }
     if (errno == EAGAIN)
@@ -365,9 +371,12 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
 
 /* ---- timers ------------------------------------------------------------- */
 
-/* End at most LOOP_EXPIRE_STEPS leases whose deadline (run timeout + 2
- * heartbeat intervals) passed: KILL the attempt on its worker, then
- * retry the task if it has retries left, else it fails as timed out. */
+/* End at most LOOP_EXPIRE_STEPS leases whose deadline passed, with a
+ * KILL of the attempt on its worker. A task with a run timeout (deadline
+ * run timeout + 2 heartbeat intervals) is retried if it has retries
+ * left, else it fails as timed out. A task without one reached
+ * --lease-timeout: a lost lease (task_lost: requeued, or dead after
+ * --max-attempts). */
 static void expire_leases(tq_loop_t *self, int64_t now) {
     size_t nk = 0;
     int64_t wall = tq_wall_ms();
@@ -376,6 +385,15 @@ static void expire_leases(tq_loop_t *self, int64_t now) {
         tq_peer_t *w = tq_task_worker(t);
         tq_loop_kill_add(self, &nk, t);
         char why[256];
+        self->sched_dirty = 1;
+        if (!tq_task_timeout(t)) {
+            snprintf(why, sizeof why, "lease expired after %.3g s without a result",
+                     (double)self->cfg.lease_timeout_ms / 1000.0);
+            tq_info("task %" PRIu64 " attempt %" PRIu32 " on worker %s: %s (--lease-timeout)",
+                    t->id, tq_task_attempt(t), w->name, why);
+            task_lost(self, t, why);
+            continue;
+        }
         snprintf(why, sizeof why,
                  "timed out: no result from worker %s within %.3g s (run timeout + 2 heartbeats)",
                  w->name,
@@ -388,7 +406,6 @@ static void expire_leases(tq_loop_t *self, int64_t now) {
             tq_store_finish(self->store, t, TQ_TASK_FAILED, why, strlen(why), wall);
             tq_peer_notify_waiters(t);
         }
-        self->sched_dirty = 1;
     }
     tq_loop_send_kills(self, nk);
 }

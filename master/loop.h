@@ -25,6 +25,8 @@ typedef struct {
     int64_t unfetched_ttl_ms;     /* ... and this long if never delivered */
     size_t max_tasks;             /* tasks stored in any state */
     uint32_t max_attempts;        /* lost leases before a task is dead */
+    int64_t lease_timeout_ms;     /* a task without a run timeout is taken back
+                                   * this long after dispatch; 0 = never */
     int64_t key_retention_ms;     /* keep an idempotency key this long */
     int peer_queue;               /* ZMQ_SNDHWM: messages queued per peer */
     int64_t backoff_base_ms;      /* first retry / lost-lease delay; 0 = none */

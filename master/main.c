@@ -38,6 +38,7 @@ typedef struct {
     int64_t unfetched_ttl_ms;
     int64_t max_tasks;
     int64_t max_attempts;
+    int64_t lease_timeout_ms;
     int64_t retry_backoff_ms;
     int64_t retry_backoff_max_ms;
     tq_strlist_t queue_timeout;
@@ -76,6 +77,9 @@ static const tq_cfg_entry_t table[] = {
      "tasks stored in any state; SUBMIT beyond it is refused (full)"},
     {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
      "dispatches without a result before a task is dead"},
+    {"lease-timeout", TQ_CFG_MS, "1800", 0, YEAR_MS, NULL, NULL, S(lease_timeout_ms), "SECONDS",
+     "a task without a run timeout is taken back from its worker (KILL) and requeued this long "
+     "after dispatch, as a lost lease (0 = never)"},
     {"retry-backoff", TQ_CFG_MS, "1", 0, 3600000, NULL, NULL, S(retry_backoff_ms), "SECONDS",
      "delay before a retry or a lost task's next run: doubles each time, with jitter "
      "(0 = none)"},
@@ -285,6 +289,7 @@ int main(int argc, char **argv) {
         .unfetched_ttl_ms = s.unfetched_ttl_ms,
         .max_tasks = (size_t)s.max_tasks,
         .max_attempts = (uint32_t)s.max_attempts,
+        .lease_timeout_ms = s.lease_timeout_ms,
         .key_retention_ms = s.key_retention_ms,
         .peer_queue = (int)s.peer_queue,
         .backoff_base_ms = s.retry_backoff_ms,

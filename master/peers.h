@@ -30,6 +30,9 @@ typedef struct tq_peer {
     uint64_t hash;
 
     /* worker */
+    uint64_t instance;     /* HELLO "instance" (the same across its
+                              reconnects), or random per registration;
+                              never 0: leases record it (tq_task_holder) */
     uint32_t slots;
     uint32_t prefetch;     /* tasks it takes beyond its slots (no run
                               timeout: tq_sched_run) */

@@ -16,7 +16,7 @@
  * taskq). */
 enum {
     R_TASK = 1,    /* a task's full state (submit, and compaction) */
-    R_LEASE = 2,   /* dispatched: attempt */
+    R_LEASE = 2,   /* dispatched: attempt, optionally the holder */
     R_REQUEUE = 3, /* back in its queue: attempt, releases, retried */
     R_FINISH = 4,  /* finished: state, time, result or error */
     R_FETCHED = 5, /* a keyed task's outcome was ACKed: its TTL starts */
@@ -80,6 +80,16 @@ static void append(tq_persist_t *self, uint8_t type, const void *blob, size_t bl
     self->records++;
 }
 
+/* Append a LEASE record: t's attempt and the instance id of the worker
+ * holding it (docs/journal.md). */
+static void put_lease(tq_persist_t *self, const tq_task_t *t) {
+    rec_reset(self);
+    tq_buf_u64(&self->rec, t->id);
+    tq_buf_u32(&self->rec, tq_task_attempt(t));
+    tq_buf_u64(&self->rec, tq_task_holder(t));
+    append(self, R_LEASE, NULL, 0);
+}
+
 /* Append t's full state; it is live from now, in the current segment. */
 static void put_task(tq_persist_t *self, tq_task_t *t) {
     int fin = tq_task_finished(t);
@@ -118,6 +128,8 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     }
     tq_bytes_t blob = fin ? tq_task_data(t) : payload;
     append(self, R_TASK, blob.data, blob.len);
+    if (!fin && tq_task_holder(t))
+        put_lease(self, t); /* compaction: the holder survives a restart */
     self->live_bytes -= t->jsize;
     t->jsize = task_rec_size(t);
     self->live_bytes += t->jsize;
@@ -163,13 +175,13 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
     }
     if (!t->jsize)
         return;
+    if (ev == TQ_SEV_LEASED) {
+        put_lease(self, t);
+        return;
+    }
     rec_reset(self);
     tq_buf_u64(&self->rec, t->id);
     switch (ev) {
-    case TQ_SEV_LEASED:
-        tq_buf_u32(&self->rec, tq_task_attempt(t));
-        append(self, R_LEASE, NULL, 0);
-        break;
     case TQ_SEV_REQUEUED:
         tq_buf_u32(&self->rec, tq_task_attempt(t));
         tq_buf_u32(&self->rec, tq_task_releases(t));
@@ -293,10 +305,14 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
     switch (type) {
     case R_LEASE: {
         uint32_t attempt;
-        if (tq_cursor_u32(&c, &attempt) < 0)
+        uint64_t holder = 0; /* absent in journals before issue 12 */
+        if (tq_cursor_u32(&c, &attempt) < 0 ||
+            (tq_cursor_left(&c) && tq_cursor_u64(&c, &holder) < 0))
             return BAD("truncated lease");
-        if (t && !tq_task_finished(t)) /* restored leases are queued: the attempt counts */
+        if (t && !tq_task_finished(t)) { /* restored leases are queued: the attempt counts */
             tq_task_set_counts(t, attempt, tq_task_releases(t), tq_task_retried(t));
+            tq_task_set_holder(t, holder, attempt);
+        }
         break;
     }
     case R_REQUEUE: {

@@ -93,7 +93,7 @@ size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit,
             }
             if (s->n > 0 && (s->n == TQ_MAX_BATCH || s->bytes + t->payload_len > TQ_BATCH_BYTES))
                 flush(s, emit, arg);
-            tq_store_lease(store, t, s->w);
+            tq_store_lease(store, t, s->w, s->w->instance);
             tq_peer_lease_add(s->w, t);
             s->w->credit--;
             s->tasks[s->n++] = t;

@@ -12,7 +12,9 @@
 /* The record's fixed part is what every queued task pays: keep it small
  * (a 16-byte payload and a 24-byte session key make an 80-byte record). */
 _Static_assert(offsetof(tq_task_t, bytes) <= 50, "tq_task_t grew");
-_Static_assert(sizeof(tq_task_ext_t) <= 120, "tq_task_ext_t grew");
+/* Only leased, finished, delayed or waited-on tasks have the cold part;
+ * 128 with the lease holder (issue 12: results only from the holder). */
+_Static_assert(sizeof(tq_task_ext_t) <= 128, "tq_task_ext_t grew");
 
 static void notify(tq_store_t *self, tq_task_t *t, tq_store_event_t ev) {
     if (self->obs)
@@ -63,6 +65,12 @@ void tq_task_set_counts(tq_task_t *t, uint32_t attempt, uint32_t releases, uint1
     x->attempt = attempt;
     x->releases = releases;
     x->retried = retried;
+}
+
+void tq_task_set_holder(tq_task_t *t, uint64_t holder, uint32_t attempt) {
+    tq_task_ext_t *x = ext(t);
+    x->holder = holder;
+    x->holder_attempt = attempt;
 }
 
 /* Free the payload when it is a separate allocation. */
@@ -459,13 +467,15 @@ tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id) {
 
 size_t tq_store_size(const tq_store_t *self) { return tq_taskidx_size(self->tasks); }
 
-void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker) {
+void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holder) {
     TQ_ASSERT(t->state == TQ_TASK_QUEUED && !tq_task_not_before(t));
     dequeue(self, t);
     set_state(t, TQ_TASK_LEASED);
     tq_task_ext_t *x = ext(t);
     x->attempt++;
     x->worker = worker;
+    x->holder = holder;
+    x->holder_attempt = x->attempt;
     self->totals.dispatched++;
     notify(self, t, TQ_SEV_LEASED);
 }

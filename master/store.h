@@ -72,8 +72,11 @@ typedef struct tq_task_ext {
                             * --delay/--at, or a retry's backoff */
     struct tq_task *ttl_prev, *ttl_next; /* expiry list while finished; the
                                           * dead list while dead */
+    uint64_t holder;      /* instance id of the worker given attempt
+                           * holder_attempt (tq_task_holder), 0 = none */
     uint32_t nwaiters, capwaiters;
     uint32_t attempt;     /* dispatches so far (the current lease's token) */
+    uint32_t holder_attempt; /* the attempt holder was given */
     uint32_t releases;    /* dispatches not counted as lost: handed back
                            * by RELEASE, or before a manual retry */
     uint16_t retried;     /* re-runs used so far */
@@ -235,8 +238,12 @@ void tq_queue_set_default_timeout(tq_queue_t *q, uint32_t timeout_ms);
  * Does not remove. */
 tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfns);
 
-/* Queued -> leased to worker: leaves its heap, attempt + 1. */
-void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker);
+/* Queued -> leased to worker: leaves its heap, attempt + 1. holder is
+ * the worker's instance id (HELLO "instance"), recorded with the new
+ * attempt (tq_task_holder) before the observer hears of the lease, so
+ * the journal keeps it: only that worker's RESULT for the attempt is
+ * taken, even after the lease was lost. */
+void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holder);
 /* Undo a lease whose DISPATCH could not be sent: back in the heap at the
  * same place, attempt - 1, not counted anywhere. */
 void tq_store_unlease(tq_store_t *self, tq_task_t *t);
@@ -407,6 +414,14 @@ static inline int tq_task_fetched(const tq_task_t *t) {
 tq_bytes_t tq_task_data(const tq_task_t *t);
 /* The payload (empty once finished, but for dead tasks). */
 tq_bytes_t tq_task_payload(const tq_task_t *t);
+/* The instance id of the worker that holds, or last held, t's current
+ * attempt; 0 when not known (never dispatched, a dispatch undone, or a
+ * lease journaled without one). */
+static inline uint64_t tq_task_holder(const tq_task_t *t) {
+    return t->x && t->x->holder_attempt == t->x->attempt ? t->x->holder : 0;
+}
+/* Recovery: holder held attempt `attempt` of t (a LEASE record). */
+void tq_task_set_holder(tq_task_t *t, uint64_t holder, uint32_t attempt);
 /* Set the lease counters (recovery replays them). */
 void tq_task_set_counts(tq_task_t *t, uint32_t attempt, uint32_t releases, uint16_t retried);
 /* Length of t's session key while held, else 0. */

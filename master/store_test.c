@@ -31,7 +31,7 @@ static char pop(tq_store_t *s, const char *fn) {
     tq_task_t *t = tq_queue_best(tq_store_queue_at(s, 0), &f, 1);
     if (!t)
         return 0;
-    tq_store_lease(s, t, NULL);
+    tq_store_lease(s, t, NULL, 0);
     return (char)tq_task_payload(t).data[0];
 }
 
@@ -90,7 +90,7 @@ static void test_cancel_middle(void) {
                      (tq_task_priority(t) == tq_task_priority(prev) &&
                       tq_task_seq(t) < tq_task_seq(prev))))
             ordered = 0;
-        tq_store_lease(s, t, NULL);
+        tq_store_lease(s, t, NULL, 0);
         prev = t;
         n++;
     }
@@ -107,7 +107,7 @@ static void test_requeue_keeps_place(void) {
     const char *f = tq_store_intern(s, tq_bytes_str("f"));
     tq_queue_t *q = tq_store_queue_at(s, 0);
     tq_task_t *a = tq_queue_best(q, &f, 1);
-    tq_store_lease(s, a, NULL);
+    tq_store_lease(s, a, NULL, 0);
     CHECK_EQ_INT(tq_task_attempt(a), 1);
     CHECK_EQ_INT(pop(s, "f"), 'b');
     tq_store_requeue(s, a, 0, 0);
@@ -158,7 +158,7 @@ static void test_ttl_expiry(void) {
     tq_task_t *c = add(s, "f", "", 0, "c");
     uint64_t ida = a->id, idb = b->id, idc = c->id;
     CHECK_EQ_INT(tq_store_next_expiry(s, 0), -1);
-    tq_store_lease(s, a, NULL);
+    tq_store_lease(s, a, NULL, 0);
     tq_store_finish(s, a, TQ_TASK_DONE, "r", 1, 10);
     tq_store_finish(s, b, TQ_TASK_CANCELLED, NULL, 0, 20);
     CHECK_EQ_INT(tq_store_next_expiry(s, 10), 1000);
@@ -286,7 +286,7 @@ static void test_deadlines(void) {
     tq_task_t *t[4];
     for (int i = 0; i < 4; i++) {
         t[i] = add(s, "f", "", 0, "x");
-        tq_store_lease(s, t[i], NULL);
+        tq_store_lease(s, t[i], NULL, 0);
     }
     tq_store_set_deadline(s, t[0], 300);
     tq_store_set_deadline(s, t[1], 100);
@@ -329,9 +329,9 @@ static void test_session_keys_observer_restore(void) {
     /* a session key maps to its task with no time limit */
     CHECK(tq_store_key_find(s, spec.key, INT64_MAX - 1) == id);
     CHECK(tq_store_key_first(s) == NULL); /* not on the retention list */
-    tq_store_lease(s, t, NULL);
+    tq_store_lease(s, t, NULL, 0);
     tq_store_requeue(s, t, 0, 0);
-    tq_store_lease(s, t, NULL);
+    tq_store_lease(s, t, NULL, 0);
     tq_store_finish(s, t, TQ_TASK_DONE, "r", 1, 5);
     CHECK(tq_store_key_find(s, spec.key, 10) == id); /* finished, not ACKed */
     tq_store_ack(s, t);

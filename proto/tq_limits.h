@@ -38,6 +38,12 @@
 /* Worker and client names shown in status: printable ASCII. */
 #define TQ_MAX_PEER_NAME 128
 
+/* A worker's instance id in HELLO ("instance"): exactly this many
+ * lowercase hex digits (64 random bits, not all zero), the same on each
+ * reconnect of one worker; the master takes a result only from the
+ * instance that holds, or last held, the attempt. */
+#define TQ_INSTANCE_HEX 16
+
 /* Functions one worker may declare in HELLO. */
 #define TQ_MAX_FUNCTIONS 256
 

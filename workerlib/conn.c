@@ -4,6 +4,8 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +76,11 @@ typedef struct {
     lease_t *rel;           /* leases to hand back with RELEASE */
     size_t nrel, relcap;
 
+    /* HELLO "instance": this run's random id, the same on every
+     * reconnect, so the master takes results of runs that finished while
+     * the connection (or the master) was away from us and no one else. */
+    char instance[TQ_INSTANCE_HEX + 1];
+
     int nsignals;
     int draining, drain_killed;
     int64_t drain_deadline, kill_deadline;
@@ -99,6 +106,7 @@ static void send_hello(conn_t *c)
     cJSON_AddBoolToObject(j, "packed", 1);
     cJSON_AddStringToObject(j, "name", c->o->name);
     cJSON_AddNumberToObject(j, "slots", (double)c->o->slots);
+    cJSON_AddStringToObject(j, "instance", c->instance);
     if (c->o->prefetch)
         cJSON_AddNumberToObject(j, "prefetch", (double)c->o->prefetch);
     /* Tasks still held (running or waiting) from an earlier connection:
@@ -688,6 +696,12 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
     c.backoff = CONN_BACKOFF_MIN_MS;
     c.hb_ms = CONN_DEFAULT_HB_MS;
     c.hb_timeout_ms = CONN_DEFAULT_HB_TIMEOUT_MS;
+    if (sodium_init() < 0)
+        return TQ_EXIT_INTERNAL;
+    uint64_t inst = 0;
+    while (!inst)
+        randombytes_buf(&inst, sizeof inst);
+    snprintf(c.instance, sizeof c.instance, "%016" PRIx64, inst);
     c.zctx = opts->zctx ? opts->zctx : zmq_ctx_new();
     if (!c.zctx)
         return TQ_EXIT_INTERNAL;
