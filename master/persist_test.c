@@ -1,0 +1,173 @@
+/* persist_test.c - the lease holder (the worker instance a RESULT is
+ * taken from) survives a restart: LEASE records carry it, an undone
+ * dispatch forgets it, and compaction rewrites it with the task. */
+#include "persist.h"
+
+#include <dirent.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "tq_log.h"
+#include "tq_test.h"
+#include "tq_util.h"
+
+static void *ctx;
+static char base[64];
+
+static tq_store_t *new_store(void) {
+    tq_store_cfg_t c = {1, 1000000, 3600000, 3600000, 86400000};
+    return tq_store_new(&c);
+}
+
+static tq_persist_t *open_dir(const char *dir, tq_store_t *s) {
+    tq_journal_cfg_t cfg = {dir, TQ_FSYNC_INTERVAL, 50, 0, ctx};
+    tq_persist_report_t rep;
+    char err[512];
+    tq_persist_t *p = tq_persist_open(&cfg, s, &rep, err, sizeof err);
+    if (!p)
+        fprintf(stderr, "persist_open: %s\n", err);
+    return p;
+}
+
+static tq_task_t *add(tq_store_t *s, size_t payload_len) {
+    static uint8_t buf[100 * 1024];
+    tq_task_spec_t spec = {tq_bytes_str("echo"), tq_bytes_str(""), {NULL, 0}, 0, 0, 0,
+                           {buf, payload_len}, 0};
+    int code = 0;
+    tq_task_t *t = tq_store_add(s, &spec, tq_wall_ms(), &code);
+    CHECK(t != NULL);
+    return t;
+}
+
+/* Close and reopen: the store as recovery rebuilds it. */
+static void reopen(const char *dir, tq_store_t **s, tq_persist_t **p) {
+    tq_persist_flush(*p);
+    tq_persist_destroy(p);
+    tq_store_destroy(s);
+    *s = new_store();
+    *p = open_dir(dir, *s);
+    CHECK(*p != NULL);
+}
+
+/* 1 if the journal of dir has segment file name. */
+static int has_segment(const char *dir, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/journal/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* The name of the journal's oldest segment into out (empty if none). */
+static void oldest_segment(const char *dir, char *out, size_t size) {
+    char jd[256];
+    snprintf(jd, sizeof jd, "%s/journal", dir);
+    DIR *d = opendir(jd);
+    out[0] = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        if (strstr(e->d_name, ".tqj") && (!out[0] || strcmp(e->d_name, out) < 0))
+            snprintf(out, size, "%s", e->d_name);
+    if (d)
+        closedir(d);
+}
+
+static void test_holder_replayed(void) {
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/a", base);
+    mkdir(dir, 0700);
+    tq_store_t *s = new_store();
+    tq_persist_t *p = open_dir(dir, s);
+    int w; /* a worker: an opaque pointer to the store */
+    tq_task_t *a = add(s, 10), *b = add(s, 10);
+    uint64_t ida = a->id, idb = b->id;
+    tq_store_lease(s, a, &w, 0x1111222233334444ull);
+    CHECK_EQ_INT(tq_task_holder(a), 0x1111222233334444ull);
+    tq_store_lease(s, b, &w, 0x5555);
+    tq_store_requeue(s, b, 0, 0); /* b's lease is lost: its holder stays */
+    tq_store_lease(s, b, &w, 0x6666);
+    tq_store_unlease(s, b); /* dispatch undone: attempt 1 again, holder unknown */
+    CHECK_EQ_INT(tq_task_attempt(b), 1);
+    CHECK_EQ_INT(tq_task_holder(b), 0);
+    reopen(dir, &s, &p);
+    a = tq_store_get(s, ida);
+    b = tq_store_get(s, idb);
+    CHECK(a && b);
+    CHECK_EQ_INT(a->state, TQ_TASK_QUEUED); /* a restored lease is queued */
+    CHECK_EQ_INT(tq_task_attempt(a), 1);
+    CHECK_EQ_INT(tq_task_holder(a), 0x1111222233334444ull);
+    CHECK_EQ_INT(tq_task_attempt(b), 1);
+    CHECK_EQ_INT(tq_task_holder(b), 0);
+    tq_persist_destroy(&p);
+    tq_store_destroy(&s);
+}
+
+static void test_holder_survives_compaction(void) {
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/b", base);
+    mkdir(dir, 0700);
+    tq_store_t *s = new_store();
+    tq_persist_t *p = open_dir(dir, s);
+    int w;
+    tq_task_t *t = add(s, 10), *q = add(s, 10);
+    uint64_t id = t->id, idq = q->id;
+    tq_store_lease(s, t, &w, 0xabcdef);
+    tq_store_lease(s, q, &w, 0x123);
+    tq_store_requeue(s, q, 0, 0); /* lost: queued, the holder of attempt 1 kept */
+    /* Garbage past TQ_PERSIST_COMPACT_MIN: finished and ACKed tasks. */
+    for (int i = 0; i < 60; i++) {
+        tq_task_t *g = add(s, 100 * 1024);
+        tq_store_finish(s, g, TQ_TASK_DONE, "x", 1, tq_wall_ms());
+        tq_store_ack(s, g);
+    }
+    tq_persist_flush(p);
+    char first[256];
+    oldest_segment(dir, first, sizeof first);
+    CHECK(first[0] != 0);
+    tq_persist_stats_t st;
+    int64_t end = tq_mono_ms() + 10000;
+    do {
+        tq_persist_tick(p, tq_mono_ms());
+        tq_persist_flush(p);
+        zmq_pollitem_t it = {tq_persist_socket(p), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 10) > 0)
+            tq_persist_on_sync(p);
+        tq_persist_stats(p, &st);
+    } while (tq_mono_ms() < end && (st.compactions == 0 || has_segment(dir, first)));
+    CHECK(st.compactions >= 1);
+    CHECK(!has_segment(dir, first)); /* the segment with the LEASE records is gone */
+    reopen(dir, &s, &p);
+    t = tq_store_get(s, id);
+    q = tq_store_get(s, idq);
+    CHECK(t && q);
+    CHECK_EQ_INT(tq_task_attempt(t), 1);
+    CHECK_EQ_INT(tq_task_holder(t), 0xabcdef);
+    CHECK_EQ_INT(tq_task_attempt(q), 1);
+    CHECK_EQ_INT(tq_task_holder(q), 0x123);
+    tq_persist_destroy(&p);
+    tq_store_destroy(&s);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+int main(void) {
+    tq_log_init("persist_test");
+    tq_log_set_level(TQ_LOG_WARN);
+    ctx = zmq_ctx_new();
+    snprintf(base, sizeof base, "/tmp/tq-persist-test-XXXXXX");
+    if (!mkdtemp(base)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    RUN(test_holder_replayed);
+    RUN(test_holder_survives_compaction);
+    nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    zmq_ctx_term(ctx);
+    TEST_MAIN_END();
+}
