@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "dirlock.h"
 #include "jfault.h"
 #include "loop.h"
 #include "tq_authkey.h"
@@ -193,7 +194,7 @@ int main(int argc, char **argv) {
     tq_queue_timeout_t *qtimeouts = NULL;
     memset(&s, 0, sizeof s);
     char err[512];
-    int argi = 1, help = 0;
+    int argi = 1, help = 0, lockfd = -1;
     if (tq_cfg_parse(table, &s, argc, argv, &argi, &help, err, sizeof err) < 0) {
         fprintf(stderr, "taskq-master: %s\n(try taskq-master --help)\n", err);
         tq_cfg_free(table, &s);
@@ -239,6 +240,11 @@ int main(int argc, char **argv) {
 
     rc = TQ_EXIT_ENV;
     if (prepare_data_dir(s.data_dir, err, sizeof err) < 0) {
+        tq_error("%s", err);
+        goto out;
+    }
+    /* One master per data dir, before anything in it is read. */
+    if ((lockfd = tq_dirlock_acquire(s.data_dir, err, sizeof err)) < 0) {
         tq_error("%s", err);
         goto out;
     }
@@ -320,6 +326,7 @@ int main(int argc, char **argv) {
         zmq_ctx_term(ctx);
     close(sfd);
 out:
+    tq_dirlock_release(lockfd);
     free(qtimeouts);
     tq_cfg_free(table, &s);
     return rc;
