@@ -135,6 +135,29 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
     return 0;
 }
 
+/* A tcp:// --bind must end in ":PORT" with PORT "*" or 0..65535:
+ * ZeroMQ itself keeps only the low 16 bits (99999 listened on 34463).
+ * Other transports (ipc://, ...) are left to ZeroMQ. */
+static int check_bind(const char *ep, char *err, size_t errlen) {
+    if (strncmp(ep, "tcp://", 6) != 0)
+        return 0;
+    const char *colon = strrchr(ep + 6, ':');
+    if (!colon) {
+        snprintf(err, errlen, "--bind: '%s' has no port (tcp://HOST:PORT)", ep);
+        return -1;
+    }
+    const char *port = colon + 1;
+    int64_t n;
+    if (strcmp(port, "*") == 0)
+        return 0;
+    if (strspn(port, "0123456789") != strlen(port) || tq_parse_i64(port, &n) < 0 || n > 65535) {
+        snprintf(err, errlen, "--bind: port '%s' in '%s' is not a number from 0 to 65535 (or *)",
+                 port, ep);
+        return -1;
+    }
+    return 0;
+}
+
 /* Create dir (mode 0700) if missing; check it is a writable directory. */
 static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
     struct stat st;
@@ -236,6 +259,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: --bind must not be empty\n");
         goto out;
     }
+    if (check_bind(s.bind, err, sizeof err) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
     tq_log_set_level(tq_log_level_parse(s.log_level));
 
     rc = TQ_EXIT_ENV;
@@ -311,7 +338,7 @@ int main(int argc, char **argv) {
         tq_error("%s", ctx ? err : "cannot create the ZeroMQ context");
         rc = TQ_EXIT_ENV;
     } else {
-        tq_info("listening on %s, data dir %s", s.bind, s.data_dir);
+        tq_info("listening on %s, data dir %s", tq_loop_endpoint(loop), s.data_dir);
         if (tq_loop_run(loop, sfd) == 0) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
