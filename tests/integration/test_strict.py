@@ -42,8 +42,8 @@ class BindPort(TQTestCase):
                 "--authkey-file", self.key] + h.HB_FLAGS
 
     def test_port_over_65535_is_a_usage_error(self):
-        for bad in ("tcp://127.0.0.1:99999", "tcp://127.0.0.1:65536", "tcp://127.0.0.1:-1",
-                    "tcp://127.0.0.1:70x"):
+        for bad in ("tcp://127.0.0.1:99999", "tcp://127.0.0.1:65536",
+                    "tcp://127.0.0.1:99999999999999999999999"):
             m = self.start(re.sub(r"\W", "_", bad), self.master_argv(bad))
             rc = m.wait(20)
             out = m.output()
