@@ -192,6 +192,10 @@ int tq_parse_seconds_ms(const char *s, int64_t *out_ms)
     if (sec > (INT64_MAX - ms) / 1000)
         return -1;
     *out_ms = sec * 1000 + ms;
+    /* Only an exact zero is zero: a positive duration below 1 ms counts
+     * as 1 ms (0 means "none" for many flags; 0.0004 must not). */
+    if (*out_ms == 0 && strspn(s, "0.") != strlen(s))
+        *out_ms = 1;
     return 0;
 }
 

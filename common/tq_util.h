@@ -39,7 +39,10 @@ int64_t tq_wall_us(void);
  * overflow). Return 0 or -1. */
 int tq_parse_i64(const char *s, int64_t *out);
 int tq_parse_u64(const char *s, uint64_t *out);
-/* Seconds as a decimal ("1.5", "30") into milliseconds; >= 0. */
+/* Seconds as a decimal ("1.5", "30") into milliseconds; >= 0. Digits
+ * past the millisecond are dropped, except that a positive value below
+ * 1 ms ("0.0004") is 1 ms: only an exact zero ("0", "0.000") is 0, which
+ * many flags read as "none". */
 int tq_parse_seconds_ms(const char *s, int64_t *out_ms);
 
 /* Number of online CPUs (>= 1). */

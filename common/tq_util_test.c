@@ -49,7 +49,9 @@ static void test_parse_seconds(void)
         const char *s;
         int64_t ms;
     } ok[] = {{"1", 1000}, {"1.5", 1500}, {"0.001", 1},  {"0", 0},       {"30", 30000},
-              {".5", 500}, {"2.25", 2250}, {"0.0004", 0}, {"1.2345", 1234}, {"86400", 86400000}};
+              {".5", 500}, {"2.25", 2250}, {"1.2345", 1234}, {"86400", 86400000},
+              /* below 1 ms but not zero: 1 ms ("none" is only an exact 0) */
+              {"0.0004", 1}, {".0001", 1}, {"0.0009999", 1}, {"0.0000", 0}, {"00.000", 0}};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         CHECK_EQ_INT(tq_parse_seconds_ms(ok[i].s, &ms), 0);
         CHECK_EQ_INT(ms, ok[i].ms);

@@ -1002,8 +1002,10 @@ uint64_t tq_journal_append(tq_journal_t *self, uint8_t type, const void *part1, 
     size_t len = 1 + len1 + len2, need = TQ_JOURNAL_RECORD_HEAD + len;
     if (self->bcap - self->blen < need) {
         size_t cap = self->bcap ? self->bcap : 64 * 1024;
-        while (cap - self->blen < need)
+        while (cap - self->blen < need && need <= JOURNAL_BATCH_KEEP)
             cap *= 2;
+        if (cap - self->blen < need)
+            cap = self->blen + need; /* a big record: room for it, not twice it */
         self->batch = tq_realloc(self->batch, cap);
         self->bcap = cap;
     }

@@ -48,14 +48,21 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "tq_limits.h"
+
 /* Bump when the header or record framing changes in a way an older
  * master cannot read (docs/journal.md: rules for changing the format). */
 #define TQ_JOURNAL_VERSION 1u
 #define TQ_JOURNAL_HEADER_SIZE 32u
 #define TQ_JOURNAL_RECORD_HEAD 8u
-/* One record (type + body): a task with a max payload and a max result
- * fits with room to spare (TQ_PAYLOAD_HARD_MAX twice + 64 KiB). */
-#define TQ_JOURNAL_MAX_RECORD (2u * 64u * 1024u * 1024u + 65536u)
+/* One record (type + body): the largest record the master writes fits
+ * with room to spare. That is a dead task's R_TASK, which carries both
+ * its payload and its error text, each up to --max-payload (at most
+ * TQ_PAYLOAD_HARD_MAX), plus names and fixed fields (far below 64 KiB);
+ * persist.c checks this at compile time. So no payload, result or error
+ * the master accepts can reach tq_journal_append's assertion. 1 GiB +
+ * 64 KiB, well inside the u32 length field. */
+#define TQ_JOURNAL_MAX_RECORD (2u * TQ_PAYLOAD_HARD_MAX + 65536u)
 
 typedef enum {
     TQ_FSYNC_ALWAYS = 0,
@@ -135,7 +142,9 @@ void tq_journal_destroy(tq_journal_t **self_p);
 
 /* Copy one record into the current batch. body may be split in two parts
  * (a head and a payload) to save a copy; part2 may be NULL/0. Returns the
- * LSN at the record's end. Asserts 1 + len1 + len2 <= TQ_JOURNAL_MAX_RECORD. */
+ * LSN at the record's end. Asserts 1 + len1 + len2 <= TQ_JOURNAL_MAX_RECORD:
+ * a caller's bug, never an input's, since every record the master writes
+ * fits by construction (the limit above). */
 uint64_t tq_journal_append(tq_journal_t *self, uint8_t type, const void *part1, size_t len1,
                            const void *part2, size_t len2);
 

@@ -526,6 +526,8 @@ fail:
     return NULL;
 }
 
+const char *tq_loop_endpoint(const tq_loop_t *self) { return self->endpoint; }
+
 int tq_loop_run(tq_loop_t *self, int stop_fd) {
     int64_t now = tq_mono_ms();
     self->next_hb_ms = now + self->cfg.heartbeat_ms;

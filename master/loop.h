@@ -45,6 +45,10 @@ typedef struct tq_loop tq_loop_t;
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
                        char *err, size_t errlen);
 
+/* The endpoint actually bound (ZMQ_LAST_ENDPOINT: a port 0 or "*"
+ * resolved, an IPv4 address shown as written), as status reports it. */
+const char *tq_loop_endpoint(const tq_loop_t *self);
+
 /* Run until stop_fd (e.g. a signalfd; -1 for none) becomes readable.
  * Returns 0 on a requested stop, -1 on a fatal socket error (logged). */
 int tq_loop_run(tq_loop_t *self, int stop_fd);

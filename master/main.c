@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "dirlock.h"
 #include "jfault.h"
 #include "loop.h"
 #include "tq_authkey.h"
@@ -138,6 +139,24 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
     return 0;
 }
 
+/* A numeric port in a tcp:// --bind must be 0..65535: ZeroMQ itself
+ * keeps only the low 16 bits (99999 listened on 34463). Anything else
+ * ZeroMQ refuses by itself (exit 8, "cannot bind"), as before. */
+static int check_bind(const char *ep, char *err, size_t errlen) {
+    if (strncmp(ep, "tcp://", 6) != 0)
+        return 0;
+    const char *colon = strrchr(ep + 6, ':');
+    if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+        return 0;
+    int64_t n;
+    if (tq_parse_i64(colon + 1, &n) < 0 || n > 65535) {
+        snprintf(err, errlen, "--bind: port %.40s in '%.200s' is out of range (0..65535, or *)",
+                 colon + 1, ep);
+        return -1;
+    }
+    return 0;
+}
+
 /* Create dir (mode 0700) if missing; check it is a writable directory. */
 static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
     struct stat st;
@@ -197,7 +216,7 @@ int main(int argc, char **argv) {
     tq_queue_timeout_t *qtimeouts = NULL;
     memset(&s, 0, sizeof s);
     char err[512];
-    int argi = 1, help = 0;
+    int argi = 1, help = 0, lockfd = -1;
     if (tq_cfg_parse(table, &s, argc, argv, &argi, &help, err, sizeof err) < 0) {
         fprintf(stderr, "taskq-master: %s\n(try taskq-master --help)\n", err);
         tq_cfg_free(table, &s);
@@ -239,10 +258,19 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: --bind must not be empty\n");
         goto out;
     }
+    if (check_bind(s.bind, err, sizeof err) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
     tq_log_set_level(tq_log_level_parse(s.log_level));
 
     rc = TQ_EXIT_ENV;
     if (prepare_data_dir(s.data_dir, err, sizeof err) < 0) {
+        tq_error("%s", err);
+        goto out;
+    }
+    /* One master per data dir, before anything in it is read. */
+    if ((lockfd = tq_dirlock_acquire(s.data_dir, err, sizeof err)) < 0) {
         tq_error("%s", err);
         goto out;
     }
@@ -310,7 +338,7 @@ int main(int argc, char **argv) {
         tq_error("%s", ctx ? err : "cannot create the ZeroMQ context");
         rc = TQ_EXIT_ENV;
     } else {
-        tq_info("listening on %s, data dir %s", s.bind, s.data_dir);
+        tq_info("listening on %s, data dir %s", tq_loop_endpoint(loop), s.data_dir);
         if (tq_loop_run(loop, sfd) == 0) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
@@ -325,6 +353,7 @@ int main(int argc, char **argv) {
         zmq_ctx_term(ctx);
     close(sfd);
 out:
+    tq_dirlock_release(lockfd);
     free(qtimeouts);
     tq_cfg_free(table, &s);
     return rc;

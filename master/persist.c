@@ -32,6 +32,14 @@ enum {
 
 /* Fixed part of an R_TASK body (before fn, queue, key and the blob). */
 #define TASK_FIXED (8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 1 + 1 + 8 + 8)
+/* The largest record: a dead task's R_TASK, with the longest names and
+ * key, a not-before time, its payload and its error text, each at the
+ * highest --max-payload. It must fit a journal record, or an input the
+ * master accepted would reach tq_journal_append's assertion. */
+_Static_assert(1 + TASK_FIXED + 3 + 2 * TQ_MAX_NAME + TQ_MAX_KEY + 8 + 4 +
+                       2 * (uint64_t)TQ_PAYLOAD_HARD_MAX <=
+                   TQ_JOURNAL_MAX_RECORD,
+               "a task at --max-payload's hard cap must fit one journal record");
 /* Compaction steps stop after this many bytes even within the time. */
 #define STEP_MAX_BYTES (8u * 1024u * 1024u)
 

@@ -131,6 +131,27 @@ static void send_hello(conn_t *c)
     c->credit = 0;
 }
 
+/* Make t's outcome fit the master's --max-payload (max, from its
+ * WELCOME; it may have changed since the task ran): a result over it
+ * becomes a failure saying so, and a failure text over it is cut (at a
+ * UTF-8 character boundary) to max bytes. The master would refuse the
+ * whole RESULT message (ERROR too-large) otherwise, and the task would
+ * stay leased with no outcome anyone sees. */
+static void fit_result(tq_task_t *t, size_t max)
+{
+    if (t->result.len <= max)
+        return;
+    if (t->result.status == TQ_RUN_OK)
+        tq_run_result_fmt(&t->result, TQ_RUN_FAILED, "result exceeds max payload (%zu bytes)",
+                          max);
+    if (t->result.len <= max)
+        return;
+    size_t n = max;
+    while (n > 0 && (t->result.data[n] & 0xC0) == 0x80)
+        n--; /* data[n] continues a character: cut before that character */
+    t->result.len = n;
+}
+
 /* Send finished results, as few RESULT messages as fit. Tasks are freed
  * once their message is sent; on a send failure the rest wait. */
 static void flush_results(conn_t *c)
@@ -154,6 +175,7 @@ static void flush_results(conn_t *c)
         tq_out_begin_result(&c->out, (uint16_t)credit);
         size_t n = 0;
         for (tq_task_t *t = c->done_head; t && !tq_out_full(&c->out); t = t->next) {
+            fit_result(t, c->max_payload);
             tq_result_item_t r = {
                 .id = t->id,
                 .attempt = t->attempt,
