@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "loop_internal.h"
@@ -430,14 +431,34 @@ static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     }
     for (size_t i = 0; i < n; i++) {
+        tq_peer_sent_ack(p, self->ids[i]); /* read: room for more RESULTS */
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
         if (t && tq_task_finished(t))
             tq_store_ack(self->store, t);
     }
 }
 
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sort ids[0..n) and drop repeats; returns the new count. A message
+ * naming one id many times costs no more than naming it once. */
+static size_t ids_unique(uint64_t *ids, size_t n) {
+    if (n < 2)
+        return n;
+    qsort(ids, n, sizeof *ids, cmp_u64);
+    size_t k = 1;
+    for (size_t i = 1; i < n; i++)
+        if (ids[i] != ids[k - 1])
+            ids[k++] = ids[i];
+    return k;
+}
+
 /* WAIT: finished (or unknown) tasks go out in the RESULTS at the end of
- * the iteration; the others when they finish. */
+ * the iteration; the others when they finish. An id named twice is
+ * answered once. */
 static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
@@ -446,6 +467,7 @@ static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
+    n = ids_unique(self->ids, n);
     for (size_t i = 0; i < n; i++) {
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
         if (!t || tq_task_finished(t))

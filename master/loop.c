@@ -49,6 +49,10 @@
  * Past it the client is forgotten, as if it had gone: its results stay
  * stored, and a live client says HELLO again and WAITs for them. */
 #define LOOP_MAX_PENDING (1u << 20)
+/* What one outcome in RESULTS costs against --peer-queue-bytes besides
+ * its data: its record and ZeroMQ's bookkeeping, so that empty results
+ * are bounded too (and the ring of unconfirmed outcomes with them). */
+#define LOOP_OUTCOME_COST 64u
 /* Bytes of deferred replies one peer may hold before it is forgotten. */
 #define LOOP_MAX_DEFERRED_BYTES (64u * 1024u * 1024u)
 
@@ -321,12 +325,23 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
  * RESULTS as they need. When the client's queue is full (EAGAIN: it
  * reads slowly), the outcomes not sent stay pending and the loop retries
  * them soon: a subscribed client never waits again, so an outcome dropped
- * here would leave it waiting forever. */
+ * here would leave it waiting forever.
+ *
+ * ZMQ_SNDHWM counts messages, not bytes, so the bytes handed to ZeroMQ
+ * for one client are bounded here: an outcome costs its data plus
+ * LOOP_OUTCOME_COST, and once --peer-queue-bytes of them wait for the
+ * client's ACK (tq_peer_unconfirmed) the rest stay pending as task ids
+ * (8 bytes each, no copy) until an ACK says the client read them. One
+ * outcome larger than the budget still goes when nothing else waits. */
 static void flush_results(tq_loop_t *self, tq_peer_t *c) {
     size_t i = 0;
     int64_t now = tq_wall_ms();
-    while (i < c->npending) {
+    uint64_t budget = self->cfg.peer_queue_bytes ? self->cfg.peer_queue_bytes : UINT64_MAX;
+    uint64_t charge[TQ_MAX_BATCH];
+    int over = 0;
+    while (i < c->npending && !over) {
         size_t first = i;
+        uint64_t inflight = tq_peer_unconfirmed(c);
         tq_out_begin(&self->out, TQ_MSG_RESULTS);
         while (i < c->npending && !tq_out_full(&self->out)) {
             tq_task_t *t = tq_store_get(self->store, c->pending[i]);
@@ -336,31 +351,42 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
                 o.attempts = tq_task_attempt(t);
                 o.data = tq_task_data(t);
             }
+            uint64_t cost = (uint64_t)o.data.len + LOOP_OUTCOME_COST;
+            if (inflight > 0 && (inflight > budget || budget - inflight < cost)) {
+                over = 1; /* the client has not read what it has: wait for its ACK */
+                break;
+            }
+            inflight += cost;
+            charge[i - first] = cost;
             tq_out_outcome(&self->out, &o);
             i++;
         }
+        if (i == first)
+            break;
         if (tq_loop_send_peer(self, c) < 0) {
             if (!c->gone) { /* EAGAIN: keep what was not sent, in order */
-                memmove(c->pending, c->pending + first, (c->npending - first) * sizeof *c->pending);
-                c->npending -= first;
+                i = first;
                 self->sends_stalled = 1;
-                if (c->npending > LOOP_MAX_PENDING) {
-                    tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name,
-                            c->npending);
-                    c->gone = 1;
-                    c->npending = 0;
-                }
-                return;
+                break;
             }
-            break; /* gone: reaped with its waits */
+            c->npending = 0;
+            return; /* gone: reaped with its waits */
         }
         for (size_t k = first; k < i; k++) {
+            tq_peer_sent_add(c, c->pending[k], charge[k - first]);
             tq_task_t *t = tq_store_get(self->store, c->pending[k]);
             if (t && tq_task_finished(t))
                 tq_store_fetched(self->store, t, now);
         }
     }
-    c->npending = 0;
+    /* keep what was not sent, in order */
+    memmove(c->pending, c->pending + i, (c->npending - i) * sizeof *c->pending);
+    c->npending -= i;
+    if (c->npending > LOOP_MAX_PENDING) {
+        tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name, c->npending);
+        c->gone = 1;
+        c->npending = 0;
+    }
 }
 
 /* ---- timers ------------------------------------------------------------- */

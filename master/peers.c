@@ -30,6 +30,8 @@ static void peer_free(tq_peer_t *p) {
     free(p->fns);
     free(p->leased);
     free(p->pending);
+    free(p->sent);
+    tq_idmap_destroy(&p->sent_ids);
     tq_idmap_destroy(&p->waits);
     free(p);
 }
@@ -71,8 +73,10 @@ tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_
     }
     p->idx = self->n;
     self->all[self->n++] = p;
-    if (role == TQ_ROLE_CLIENT)
+    if (role == TQ_ROLE_CLIENT) {
         p->waits = tq_idmap_new();
+        p->sent_ids = tq_idmap_new();
+    }
     return p;
 }
 
@@ -176,6 +180,51 @@ void tq_peer_pending_add(tq_peer_t *c, uint64_t id) {
     c->pending[c->npending++] = id;
 }
 
+void tq_peer_sent_add(tq_peer_t *c, uint64_t id, uint64_t bytes) {
+    TQ_ASSERT(bytes > 0 && c->sent_ids);
+    if (c->nsent == c->capsent) { /* grow the ring, unrolled to the front */
+        size_t ncap = c->capsent ? c->capsent * 2 : 64;
+        tq_peer_sent_t *n = tq_malloc(ncap * sizeof *n);
+        for (size_t i = 0; i < c->nsent; i++)
+            n[i] = c->sent[(c->sent_head + i) % c->capsent];
+        free(c->sent);
+        c->sent = n;
+        c->capsent = ncap;
+        c->sent_head = 0;
+    }
+    c->sent_total += bytes;
+    c->sent[(c->sent_head + c->nsent) % c->capsent] = (tq_peer_sent_t){id, c->sent_total};
+    c->nsent++;
+    tq_idmap_put(c->sent_ids, id, (void *)(uintptr_t)c->sent_total);
+}
+
+void tq_peer_sent_ack(tq_peer_t *c, uint64_t id) {
+    if (!c->sent_ids)
+        return;
+    uintptr_t mark = (uintptr_t)tq_idmap_get(c->sent_ids, id);
+    if (mark == 0 || mark <= c->acked_total)
+        return;
+    c->acked_total = mark;
+    while (c->nsent > 0 && c->sent[c->sent_head].mark <= c->acked_total) {
+        const tq_peer_sent_t *s = &c->sent[c->sent_head];
+        if ((uintptr_t)tq_idmap_get(c->sent_ids, s->id) == s->mark)
+            tq_idmap_remove(c->sent_ids, s->id);
+        c->sent_head = (c->sent_head + 1) % c->capsent;
+        c->nsent--;
+    }
+}
+
+/* Forget every unconfirmed outcome (a new session: the old queue is
+ * gone or will be read by the new one). */
+static void sent_reset(tq_peer_t *c) {
+    if (c->sent_ids) {
+        tq_idmap_destroy(&c->sent_ids);
+        c->sent_ids = tq_idmap_new();
+    }
+    c->nsent = c->sent_head = 0;
+    c->acked_total = c->sent_total;
+}
+
 void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame) { tq_peer_defer_gated(p, frame, 0); }
 
 void tq_peer_defer_gated(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn) {
@@ -241,5 +290,6 @@ void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store) {
     tq_idmap_destroy(&c->waits);
     c->waits = tq_idmap_new();
     c->npending = 0;
+    sent_reset(c);
 }
 
