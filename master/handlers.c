@@ -278,12 +278,22 @@ static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, 0, &err);
         return;
     }
+    /* optional "queue_offset": the first queue row (pages through many) */
+    uint64_t qoff = 0;
+    const cJSON *qo = cJSON_GetObjectItemCaseSensitive((cJSON *)j, "queue_offset");
+    int bad = qo && tq_json_uint(qo, 0, UINT32_MAX, &qoff) < 0;
     cJSON_Delete(j);
+    if (bad) {
+        tq_error_t e = {TQ_ERR_MALFORMED, "STATUS: \"queue_offset\" must be an integer 0..4294967295"};
+        bad_body(self, p, p->address, m, 0, &e);
+        return;
+    }
     tq_persist_stats_t js;
     tq_persist_stats(self->persist, &js);
     tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results,
                              js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
-    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, tq_mono_ms());
+    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, (size_t)qoff,
+                                tq_mono_ms());
     tq_out_json(&self->out, TQ_MSG_STATUS_REPLY, doc);
     cJSON_Delete(doc);
     tq_loop_send_peer(self, p);

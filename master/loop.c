@@ -474,7 +474,7 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     }
     self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
-    if (tq_admin_load(self, err, errlen) < 0)
+    if (tq_admin_load(self, err, errlen) < 0 || tq_admin_open(self, err, errlen) < 0)
         goto fail;
     tq_persist_report_t rep;
     self->persist = tq_persist_open(&cfg->journal, self->store, &rep, err, errlen);
@@ -559,10 +559,11 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             timeout = 0; /* compaction steps left: between messages */
         else if (self->next_jtick_ms - now < timeout)
             timeout = self->next_jtick_ms > now ? (long)(self->next_jtick_ms - now) : 0;
-        zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
+                                   {tq_admin_socket(self), 0, ZMQ_POLLIN, 0},
                                    {NULL, stop_fd, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, stop_fd >= 0 ? 3 : 2, timeout);
+        int rc = zmq_poll(items, stop_fd >= 0 ? 4 : 3, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -571,10 +572,12 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             tq_error("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN))
+        if (stop_fd >= 0 && (items[3].revents & ZMQ_POLLIN))
             return 0;
         if (items[1].revents & ZMQ_POLLIN)
             tq_persist_on_sync(self->persist);
+        if (items[2].revents & ZMQ_POLLIN)
+            tq_admin_on_saved(self); /* pause/resume replies, now durable */
         if (items[0].revents & ZMQ_POLLIN) {
             for (int i = 0; i < LOOP_MAX_MSGS; i++) {
                 if (tq_in_recv(self->in, self->router, 1, ZMQ_DONTWAIT) < 0) {
@@ -654,6 +657,7 @@ void tq_loop_destroy(tq_loop_t **self_p) {
         zmq_close(self->router);
     }
     tq_auth_destroy(&self->auth);
+    tq_admin_close(self);
     /* Sync the journal and stop observing: what follows (leases handed
      * back in memory) is what recovery does by itself. */
     tq_persist_destroy(&self->persist);

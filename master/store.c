@@ -151,33 +151,41 @@ tq_task_t *tq_store_overdue(const tq_store_t *self, int64_t now_ms) {
 
 /* ---- per-state counters ------------------------------------------------ */
 
-static size_t *count_slot(tq_queue_t *q, tq_task_state_t st) {
+static size_t *count_slot(tq_queue_counts_t *c, tq_task_state_t st) {
     switch (st) {
-    case TQ_TASK_QUEUED: return &q->counts.queued;
-    case TQ_TASK_LEASED: return &q->counts.running;
-    case TQ_TASK_DONE: return &q->counts.done;
+    case TQ_TASK_QUEUED: return &c->queued;
+    case TQ_TASK_LEASED: return &c->running;
+    case TQ_TASK_DONE: return &c->done;
     case TQ_TASK_FAILED:
-    case TQ_TASK_DEAD: return &q->counts.failed;
-    case TQ_TASK_CANCELLED: return &q->counts.cancelled;
+    case TQ_TASK_DEAD: return &c->failed;
+    case TQ_TASK_CANCELLED: return &c->cancelled;
     }
     TQ_ASSERT(0);
     return NULL;
 }
 
+/* Count t in its queue and in the store's sum over all queues (kept
+ * here, so a status costs no walk over every queue). */
 static void count_inc(tq_task_t *t) {
     tq_queue_t *q = t->cls->heap->queue;
-    (*count_slot(q, (tq_task_state_t)t->state))++;
-    if (t->state == TQ_TASK_DEAD)
+    (*count_slot(&q->counts, (tq_task_state_t)t->state))++;
+    (*count_slot(q->all, (tq_task_state_t)t->state))++;
+    if (t->state == TQ_TASK_DEAD) {
         q->counts.dead++;
+        q->all->dead++;
+    }
 }
 
 static void count_dec(tq_task_t *t) {
     tq_queue_t *q = t->cls->heap->queue;
-    size_t *from = count_slot(q, (tq_task_state_t)t->state);
+    size_t *from = count_slot(&q->counts, (tq_task_state_t)t->state);
     TQ_ASSERT(*from > 0);
     (*from)--;
-    if (t->state == TQ_TASK_DEAD)
+    (*count_slot(q->all, (tq_task_state_t)t->state))--;
+    if (t->state == TQ_TASK_DEAD) {
         q->counts.dead--;
+        q->all->dead--;
+    }
 }
 
 static void set_state(tq_task_t *t, tq_task_state_t st) {
@@ -319,6 +327,7 @@ static void dequeue(tq_store_t *self, tq_task_t *t) {
         theap_remove(&self->delayed, t);
         t->x->not_before_ms = 0;
         t->cls->heap->queue->counts.delayed--;
+        t->cls->heap->queue->all->delayed--;
         return;
     }
     fnheap_remove(t->cls->heap, t);
@@ -331,6 +340,7 @@ static void enqueue(tq_store_t *self, tq_task_t *t) {
     if (tq_task_not_before(t)) {
         theap_push(&self->delayed, t);
         t->cls->heap->queue->counts.delayed++;
+        t->cls->heap->queue->all->delayed++;
         return;
     }
     fnheap_push(t->cls->heap, t);
@@ -658,19 +668,7 @@ int64_t tq_store_next_expiry(const tq_store_t *self, int64_t now_ms) {
 
 const tq_store_totals_t *tq_store_totals(const tq_store_t *self) { return &self->totals; }
 
-void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out) {
-    memset(out, 0, sizeof *out);
-    for (size_t i = 0; i < self->nqueues; i++) {
-        const tq_queue_counts_t *c = &self->queues[i]->counts;
-        out->queued += c->queued;
-        out->running += c->running;
-        out->done += c->done;
-        out->failed += c->failed;
-        out->cancelled += c->cancelled;
-        out->delayed += c->delayed;
-        out->dead += c->dead;
-    }
-}
+void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out) { *out = self->all_counts; }
 
 int tq_task_finished(const tq_task_t *t) { return t->state >= TQ_TASK_DONE; }
 

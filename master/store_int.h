@@ -21,6 +21,7 @@ struct tq_queue {
     size_t nheaps;
     size_t queued_total; /* runnable: in the heaps */
     tq_queue_counts_t counts;
+    tq_queue_counts_t *all; /* the store's sum over all queues */
     int paused;
     uint32_t default_timeout_ms;
 };
@@ -111,6 +112,7 @@ struct tq_store {
     theap_t delayed; /* queued tasks not runnable yet, by not_before_ms */
     ttl_list_t dead; /* dead tasks, in the order they died */
     tq_store_totals_t totals;
+    tq_queue_counts_t all_counts; /* every queue's counts, summed */
 };
 
 /* ---- store_queues.c ---- */

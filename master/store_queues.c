@@ -67,6 +67,7 @@ tq_queue_t *store_queue_get(tq_store_t *self, name_ent_t *e) {
     if (!e->queue) {
         tq_queue_t *q = tq_calloc(1, sizeof *q);
         q->name = e->name;
+        q->all = &self->all_counts;
         e->queue = q;
         self->queues = tq_realloc(self->queues, (self->nqueues + 1) * sizeof *self->queues);
         self->queues[self->nqueues++] = q;
