@@ -287,7 +287,16 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
              v ? "ADMIN: \"queue\" is not a valid queue name" : "ADMIN: \"queue\" is required");
         return -1;
     }
-    *q = tq_store_queue(a->loop->store, tq_bytes_str(v->valuestring));
+    tq_bytes_t name = tq_bytes_str(v->valuestring);
+    if (!tq_store_name_known(a->loop->store, name) &&
+        tq_peer_take_name(a->peer, tq_mono_ms()) < 0) {
+        fail(a, TQ_ERR_TOO_MANY,
+             "ADMIN: too many new queue and function names from this connection (at most %d at "
+             "once, then %d a second)",
+             TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
+        return -1;
+    }
+    *q = tq_store_queue(a->loop->store, name);
     if (!*q) {
         fail(a, TQ_ERR_TOO_MANY, "ADMIN: too many queue and function names");
         return -1;

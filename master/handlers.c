@@ -62,6 +62,27 @@ typedef struct {
     size_t nfns;
 } hello_t;
 
+/* The error text for a peer past its new-name budget. */
+#define NAME_BUDGET_MSG                                                                            \
+    "too many new queue and function names from this connection (at most %d at once, then %d "    \
+    "a second): use fewer distinct names"
+
+/* Intern name for peer p: a name not known yet takes one of p's tokens
+ * (tq_peer_take_name). Returns the interned name, or NULL with *code
+ * TOO_MANY and a message in msg (p's budget, or the table, is full). */
+static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
+                              size_t msglen) {
+    if (!tq_store_name_known(self->store, name) && tq_peer_take_name(p, tq_mono_ms()) < 0) {
+        snprintf(msg, msglen, NAME_BUDGET_MSG, TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
+        return NULL;
+    }
+    const char *in = tq_store_intern(self->store, name);
+    if (!in)
+        snprintf(msg, msglen, "the master's name table is full (%d queue and function names)",
+                 TQ_STORE_MAX_NAMES);
+    return in;
+}
+
 /* Log and answer a refused HELLO. */
 static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code,
                          const char *msg) {
@@ -118,9 +139,12 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
             hello_refuse(self, p, m, TQ_ERR_BAD_NAME, msg);
             return -1;
         }
-        const char *in = tq_store_intern(self->store, tq_bytes_str(it->valuestring));
+        char why[TQ_MAX_ERROR_TEXT - 16];
+        const char *in = p ? intern_for(self, p, tq_bytes_str(it->valuestring), why, sizeof why)
+                           : tq_store_intern(self->store, tq_bytes_str(it->valuestring));
         if (!in) {
-            hello_refuse(self, p, m, TQ_ERR_TOO_MANY, "HELLO: the master's name table is full");
+            snprintf(msg, sizeof msg, "HELLO: %s", p ? why : "the master's name table is full");
+            hello_refuse(self, p, m, TQ_ERR_TOO_MANY, msg);
             return -1;
         }
         int dup = 0;
@@ -182,6 +206,8 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
         /* the busy ones come back as RESULT credit */
         p->credit = h->slots + h->prefetch - h->busy;
         tq_peer_set_fns(p, h->fns, h->nfns);
+        for (size_t i = 0; i < h->nfns; i++) /* released by tq_loop_forget_peer */
+            tq_store_name_hold(self->store, h->fns[i]);
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);
         tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
@@ -317,13 +343,15 @@ static int submit_check(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, i
         tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_FULL, req, msg);
         return -1;
     }
+    char msg[TQ_MAX_ERROR_TEXT];
     for (size_t i = 0; i < n; i++) {
         if (self->ids[i])
             continue;
-        if (!tq_store_intern(self->store, self->specs[i].fn) ||
-            (self->specs[i].queue.len && !tq_store_intern(self->store, self->specs[i].queue))) {
-            tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_TOO_MANY, req,
-                                "too many distinct queue and function names");
+        tq_bytes_t q = self->specs[i].queue.len ? self->specs[i].queue : tq_bytes_str("default");
+        if (!intern_for(self, p, self->specs[i].fn, msg, sizeof msg) ||
+            !intern_for(self, p, q, msg, sizeof msg)) {
+            tq_loop_warn_peer(self, p, p->address, "SUBMIT refused: %s", msg);
+            tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_TOO_MANY, req, msg);
             return -1;
         }
     }

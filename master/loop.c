@@ -29,6 +29,10 @@
 /* Finished tasks deleted per sweep step, so a mass expiry never holds
  * the loop for long. */
 #define LOOP_SWEEP_STEPS 10000
+/* Queues and name slots the sweep looks at for ones nothing uses (the
+ * whole table of 65,536 names in a few seconds, a fraction of a
+ * millisecond at a time). */
+#define LOOP_GC_STEPS 16384
 /* Sweep at least this often (ms). */
 #define LOOP_SWEEP_MS 1000
 /* Warn lines about bad input per peer per second; the rest are counted. */
@@ -274,6 +278,8 @@ void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why) {
         tq_debug("client %s %s (address %s)", p->name, why, p->address);
     }
     peer_unregister(self, p);
+    for (size_t i = 0; i < p->nfns; i++) /* held since its HELLO */
+        tq_store_name_release(self->store, p->fns[i]);
     tq_peers_remove(self->peers, pp);
 }
 
@@ -603,6 +609,10 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                          n == 1 ? "" : "s", n == 1 ? "" : "s");
             /* more overdue: come back at once, after other work */
             self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
+            /* names and queues nothing uses any more */
+            size_t freed = tq_store_gc(self->store, LOOP_GC_STEPS);
+            if (freed)
+                tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
         }
         if (tq_store_promote(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS))
             self->sched_dirty = 1; /* delayed tasks became runnable */

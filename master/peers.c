@@ -64,6 +64,8 @@ tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_
     p->rid_len = rid.len;
     p->role = role;
     p->joined_ms = p->last_seen_ms = now_ms;
+    p->name_tokens = TQ_PEER_NEW_NAMES_BURST;
+    p->name_refill_ms = now_ms;
     p->hash = rid_hash(rid);
     p->hnext = self->buckets[p->hash % PEERS_BUCKETS];
     self->buckets[p->hash % PEERS_BUCKETS] = p;
@@ -145,6 +147,23 @@ void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len) {
         }
         off += (size_t)n;
     }
+}
+
+int tq_peer_take_name(tq_peer_t *p, int64_t now_ms) {
+    if (p->name_tokens >= TQ_PEER_NEW_NAMES_BURST) {
+        p->name_refill_ms = now_ms;
+    } else if (now_ms > p->name_refill_ms) {
+        int64_t add = (now_ms - p->name_refill_ms) * TQ_PEER_NEW_NAMES_PER_S / 1000;
+        if (add > 0) {
+            int64_t t = p->name_tokens + add;
+            p->name_tokens = t > TQ_PEER_NEW_NAMES_BURST ? TQ_PEER_NEW_NAMES_BURST : (uint32_t)t;
+            p->name_refill_ms += add * 1000 / TQ_PEER_NEW_NAMES_PER_S;
+        }
+    }
+    if (p->name_tokens == 0)
+        return -1;
+    p->name_tokens--;
+    return 0;
 }
 
 void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t) {

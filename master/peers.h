@@ -75,6 +75,11 @@ typedef struct tq_peer {
                                 for their results (tq_peer_defer_held) */
     size_t ndeferred, capdeferred, deferred_bytes;
 
+    /* new names it may still create (TQ_PEER_NEW_NAMES_*), refilled
+     * from name_refill_ms on: tq_peer_take_name */
+    uint32_t name_tokens;
+    int64_t name_refill_ms;
+
     /* log rate limit (malformed input): lines in the current second */
     int64_t log_window_ms;
     unsigned log_lines, log_suppressed;
@@ -116,6 +121,10 @@ void tq_peer_set_fns(tq_peer_t *w, const char *const *fns, size_t n);
 /* "a,b,c" of a worker's functions into buf (len >= 1), always
  * terminated; a list that does not fit ends in "...". */
 void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len);
+
+/* Take one of p's new-name tokens (TQ_PEER_NEW_NAMES_BURST, refilled
+ * at TQ_PEER_NEW_NAMES_PER_S). Returns 0, or -1 when none is left. */
+int tq_peer_take_name(tq_peer_t *p, int64_t now_ms);
 
 /* Leases of a worker. */
 void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t);

@@ -119,6 +119,7 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
     cJSON_AddNumberToObject(tot, "dead", (double)c.dead);
     cJSON_AddNumberToObject(tot, "revived", (double)t->revived);
     cJSON_AddNumberToObject(tot, "purged", (double)t->purged);
+    cJSON_AddNumberToObject(tot, "names", (double)tq_store_nnames(store));
 
     const sample_t *w0 = window_start(self, now_ms);
     cJSON *r = cJSON_AddObjectToObject(doc, "rates");

@@ -387,9 +387,10 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
         return NULL;
     }
     tq_bytes_t qname = spec->queue.len ? spec->queue : tq_bytes_str("default");
-    name_ent_t *qe = store_name_entry(self, qname);
-    const char *fn = qe ? tq_store_intern(self, spec->fn) : NULL;
-    if (!fn) {
+    /* fn first: interning may grow the table and move qe */
+    const char *fn = tq_store_intern(self, spec->fn);
+    name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
+    if (!qe) {
         *err_code = TQ_ERR_TOO_MANY;
         return NULL;
     }
@@ -416,7 +417,7 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
     t->id = self->next_id++;
     t->retries = spec->retries;
     tq_queue_t *q = store_queue_get(self, qe);
-    t->cls = store_tclass_ref(self, store_queue_heap(q, fn), spec->priority,
+    t->cls = store_tclass_ref(self, store_queue_heap(self, q, fn), spec->priority,
                               spec->timeout_ms ? spec->timeout_ms : q->default_timeout_ms);
     t->created_ms = now_ms;
     set_not_before(t, spec->not_before_ms > now_ms ? spec->not_before_ms : 0);
@@ -738,9 +739,10 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
         return NULL;
     }
     tq_bytes_t qname = img->queue.len ? img->queue : tq_bytes_str("default");
-    name_ent_t *qe = store_name_entry(self, qname);
-    const char *fn = qe ? tq_store_intern(self, img->fn) : NULL;
-    if (!fn) {
+    /* fn first: interning may grow the table and move qe */
+    const char *fn = tq_store_intern(self, img->fn);
+    name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
+    if (!qe) {
         *err_code = TQ_ERR_TOO_MANY;
         return NULL;
     }
@@ -768,7 +770,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
     if (img->attempt || img->releases || img->retried)
         tq_task_set_counts(t, img->attempt, img->releases, img->retried);
     t->retries = img->retries;
-    t->cls = store_tclass_ref(self, store_queue_heap(store_queue_get(self, qe), fn), img->priority,
+    t->cls = store_tclass_ref(self, store_queue_heap(self, store_queue_get(self, qe), fn), img->priority,
                               img->timeout_ms);
     t->created_ms = img->created_ms;
     if (img->keyed)

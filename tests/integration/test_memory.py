@@ -112,5 +112,79 @@ class PeerQueueBytes(TQTestCase):
         self.assertEqual(got, self.WAITS, "outcomes after reading and ACKing")
 
 
+class NameTable(TQTestCase):
+    """65,536 distinct names used to fill the master's name table until a
+    restart; now names nothing uses are freed, and one connection may
+    create only so many."""
+
+    TABLE = 65536
+
+    def submit_queues(self, c, names, req):
+        """SUBMIT one task of fn nofn (no worker has it) per queue name;
+        returns (ids, error dict or None)."""
+        c.send(h.msg_submit([({"fn": "nofn", "queue": q}, b"") for q in names], req=req))
+        fr = c.recv_type(h.T_SUBMIT_ACK, timeout=30)
+        self.assertIsNotNone(fr, "no answer to SUBMIT")
+        err = h.decode_error(fr)
+        return ([] if err else h.decode_submit_ack(fr)[1]), err
+
+    def test_names_nothing_uses_are_freed(self):
+        self.start_master("--unfetched-ttl", "0", "--result-ttl", "0")
+        ids, n, full = [], 0, None
+        # Fill the table, 1,000 new names per connection.
+        for conn in range(80):
+            c = raw_client(self)
+            names = ["q%05d" % i for i in range(n, n + 1000)]
+            got, err = self.submit_queues(c, names, req=conn + 1)
+            c.close()
+            if err:
+                full = err
+                break
+            ids.extend(got)
+            n += 1000
+        self.assertIsNotNone(full, "the name table never filled")
+        self.assertEqual(full["code"], h.E_TOO_MANY, full)
+        self.assertIn("name", full["message"])
+        # Cancel every task: nothing uses those queues any more once the
+        # cancelled tasks expire (--unfetched-ttl 0).
+        c = raw_client(self)
+        for i in range(0, len(ids), 1024):
+            c.send(h.msg_ids(h.T_CANCEL, ids[i:i + 1024], req=i + 1))
+            self.assertIsNotNone(c.recv_type(h.T_CANCEL_ACK, timeout=30))
+
+        def new_queue_ok():
+            _ids, err = self.submit_queues(raw_client(self), ["fresh-queue"], req=9)
+            return err is None
+        h.wait_until(new_queue_ok, 30, interval=0.5,
+                     what="a new queue to be accepted after the old ones were emptied")
+        self.start_worker(fns=["fresh-fn=cat"])
+        h.wait_until(lambda: self.status()["totals"]["names"] < 100, 30, interval=0.5,
+                     what="the unused names to be freed")
+
+    def test_one_connection_cannot_create_a_flood_of_names(self):
+        self.start_master()
+        c = raw_client(self)
+        t0 = time.monotonic()
+        created, refused = 0, None
+        for b in range(20):
+            names = ["flood%06d" % i for i in range(created, created + 500)]
+            _ids, err = self.submit_queues(c, names, req=b + 1)
+            if err:
+                refused = err
+                break
+            created += 500
+        elapsed = time.monotonic() - t0
+        self.assertIsNotNone(refused, "%d new names from one connection were all accepted"
+                             % created)
+        self.assertEqual(refused["code"], h.E_TOO_MANY, refused)
+        self.assertIn("new queue and function names from this connection", refused["message"])
+        self.assertLessEqual(created, 1024 + 100 * (elapsed + 1))
+        # That connection still works with names it made, and others are served.
+        _ids, err = self.submit_queues(c, ["flood000001"], req=99)
+        self.assertIsNone(err, err)
+        other = self.submit("--queue", "another-queue", "--fn", "echo", "x")
+        self.assertTrue(other)
+
+
 if __name__ == "__main__":
     main()
