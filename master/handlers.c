@@ -325,6 +325,24 @@ static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     tq_loop_send_peer(self, p);
 }
 
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sort ids[0..n) and drop repeats; returns the new count. A message
+ * naming one id many times costs no more than naming it once. */
+static size_t ids_unique(uint64_t *ids, size_t n) {
+    if (n < 2)
+        return n;
+    qsort(ids, n, sizeof *ids, cmp_u64);
+    size_t k = 1;
+    for (size_t i = 1; i < n; i++)
+        if (ids[i] != ids[k - 1])
+            ids[k++] = ids[i];
+    return k;
+}
+
 /* SUBMIT, step 1: self->ids[i] = the task a held key names (0 if none);
  * check there is room for the new tasks and intern every new name, so
  * that the batch is accepted whole or not at all. Returns 0, or -1 after
@@ -429,6 +447,8 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
     int waited = 0;
+    uint64_t known[TQ_MAX_BATCH];
+    size_t nknown = 0;
     for (size_t i = 0; i < n; i++) {
         tq_out_id(&self->out, self->ids[i]);
         if (!(flags & TQ_SUBMIT_SUBSCRIBE))
@@ -438,9 +458,12 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
             tq_peer_wait_add(p, t);
             waited = 1;
         } else if (!self->added[i]) {
-            tq_peer_pending_add(p, self->ids[i]); /* known key: outcome (or unknown) now */
+            known[nknown++] = self->ids[i]; /* known key: outcome (or unknown) now */
         }
     }
+    nknown = ids_unique(known, nknown); /* records of one key: one outcome */
+    for (size_t i = 0; i < nknown; i++)
+        tq_peer_pending_add(p, known[i]);
     /* The ack promises the tasks are durable (--fsync): it waits in the
      * peer, in order with its other replies, until the journal is there.
      * When the client waits for results of the batch, the ack also waits
@@ -474,24 +497,6 @@ static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         if (t && tq_task_finished(t))
             tq_store_ack(self->store, t);
     }
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Sort ids[0..n) and drop repeats; returns the new count. A message
- * naming one id many times costs no more than naming it once. */
-static size_t ids_unique(uint64_t *ids, size_t n) {
-    if (n < 2)
-        return n;
-    qsort(ids, n, sizeof *ids, cmp_u64);
-    size_t k = 1;
-    for (size_t i = 1; i < n; i++)
-        if (ids[i] != ids[k - 1])
-            ids[k++] = ids[i];
-    return k;
 }
 
 /* WAIT: finished (or unknown) tasks go out in the RESULTS at the end of
