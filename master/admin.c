@@ -115,14 +115,21 @@ int tq_admin_open(tq_loop_t *self, char *err, size_t errlen) {
     return 0;
 }
 
+static int paused_save(tq_loop_t *self);
+
 void tq_admin_close(tq_loop_t *self) {
     tq_admin_state_t *a = self->admin;
     if (!a)
         return;
-    tq_pausefile_destroy(&a->pf); /* finishes the save in flight */
-    if (a->dirty || a->nw)
-        tq_warn("paused queues: %zu change%s not acknowledged at shutdown", a->nw,
-                a->nw == 1 ? "" : "s");
+    if (a->dirty && paused_save(self) == 0) /* a change made while a save was in flight */
+        a->dirty = 0;
+    tq_pausefile_destroy(&a->pf); /* finishes the saves handed over */
+    if (a->dirty)
+        tq_warn("cannot save %s/paused at shutdown: the last pause/resume may be lost",
+                self->cfg.journal.data_dir);
+    else if (a->nw)
+        tq_info("paused queues saved at shutdown; %zu pause/resume repl%s not sent", a->nw,
+                a->nw == 1 ? "y" : "ies");
     free(a->w);
     free(a);
     self->admin = NULL;

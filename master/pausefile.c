@@ -102,8 +102,8 @@ static void *writer_main(void *arg) {
                 zmq_msg_close(&next);
                 break;
             }
-            zmq_msg_close(&cur);
-            cur = next;
+            zmq_msg_move(&cur, &next); /* releases the older contents */
+            zmq_msg_close(&next);
         }
         uint64_t seq = msg_seq(&cur);
         if (seq) {

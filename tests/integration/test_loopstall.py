@@ -19,16 +19,22 @@ NQUEUES = 60 * 1024
 ASAN = "asan" in os.environ.get("TQ_BUILD_DIR", "")
 
 
-def many_queues(tc, c, n):
-    """n tasks, each in a queue of its own (no worker serves "nofn")."""
+def many_queues(tc, n):
+    """n tasks, each in a queue of its own (no worker serves "nofn"). One
+    connection may create 1024 new names at once: 1000 per connection."""
     req = 1
-    for start in range(0, n, 1024):
-        tasks = [({"fn": "nofn", "queue": "q%06d" % i}, b"")
-                 for i in range(start, min(n, start + 1024))]
-        c.send(h.msg_submit(tasks, req=req))
-        fr = c.recv_type(h.T_SUBMIT_ACK, timeout=30)
-        tc.assertIsNotNone(fr, "no SUBMIT_ACK")
-        tc.assertIsNone(h.decode_error(fr), fr[0][:200])
+    for start in range(0, n, 1000):
+        c = h.RawClient(tc.endpoint, h.key_bytes_from_file(tc.key))
+        try:
+            c.hello()
+            tasks = [({"fn": "nofn", "queue": "q%06d" % i}, b"")
+                     for i in range(start, min(n, start + 1000))]
+            c.send(h.msg_submit(tasks, req=req))
+            fr = c.recv_type(h.T_SUBMIT_ACK, timeout=30)
+            tc.assertIsNotNone(fr, "no SUBMIT_ACK")
+            tc.assertIsNone(h.decode_error(fr), fr[0][:200])
+        finally:
+            c.close()
         req += 1
 
 
@@ -49,11 +55,12 @@ def round_trips(tc, c, seconds):
 
 class LoopStall(TQTestCase):
     def test_status_with_many_queues_does_not_stall_other_clients(self):
-        self.start_master()
+        # default heartbeats (5 s): the Python clients are silent at times
+        self.start_master(hb=False)
         c = h.RawClient(self.endpoint, h.key_bytes_from_file(self.key))
         self.addCleanup(c.close)
         c.hello()
-        many_queues(self, c, NQUEUES)
+        many_queues(self, NQUEUES)
         st = self.status()
         self.assertEqual(st.get("queues_total"), NQUEUES + 1 if any(
             q["name"] == "default" for q in st["queues"]) else NQUEUES, list(st)[:20])
@@ -77,12 +84,19 @@ class LoopStall(TQTestCase):
         base = round_trips(self, c, 1.0)
         stop = threading.Event()
         nstatus = [0]
+        errors, sizes = [], []
 
         def hammer():
+            # three in flight, so the master always has one to build
+            for _ in range(2):
+                s.send(h.msg_status())
             while not stop.is_set():
                 s.send(h.msg_status())
-                if s.recv_type(h.T_STATUS_REPLY, timeout=20) is None:
+                fr = s.recv_type(h.T_STATUS_REPLY, timeout=20)
+                if fr is None or fr[0][3] != h.T_STATUS_REPLY:
+                    errors.append(fr and fr[0][:200])
                     return
+                sizes.append(len(fr[0]))
                 nstatus[0] += 1
         t = threading.Thread(target=hammer)
         t.start()
@@ -93,9 +107,12 @@ class LoopStall(TQTestCase):
             stop.set()
             t.join(30)
         p50 = statistics.median(during)
-        print("round trip p50 %.2f ms alone, %.2f ms during %d STATUS (max %.1f ms)"
-              % (statistics.median(base), p50, nstatus[0], max(during)), file=sys.stderr)
+        print("round trip p50 %.2f ms alone, %.2f ms during %d STATUS of %d bytes (max %.1f ms)"
+              % (statistics.median(base), p50, nstatus[0], max(sizes or [0]), max(during)),
+              file=sys.stderr)
+        self.assertEqual(errors, [])
         self.assertGreater(nstatus[0], 3)
+        self.assertGreater(min(sizes), 50000)  # a page of 1000 queue rows
         self.assertLess(p50, 90 if ASAN else 30,
                         "another client's round trip p50 %.1f ms during repeated STATUS "
                         "with %d queues" % (p50, NQUEUES))
