@@ -60,6 +60,7 @@ typedef struct {
     uint32_t busy; /* runs of an earlier connection it still holds */
     const char *fns[TQ_MAX_FUNCTIONS]; /* interned, no duplicates */
     size_t nfns;
+    uint32_t new_names; /* of fns, created for a connection not registered yet */
 } hello_t;
 
 /* The error text for a peer past its new-name budget. */
@@ -140,6 +141,8 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
             return -1;
         }
         char why[TQ_MAX_ERROR_TEXT - 16];
+        if (!p && !tq_store_name_known(self->store, tq_bytes_str(it->valuestring)))
+            h->new_names++; /* charged once it is registered (hello_register) */
         const char *in = p ? intern_for(self, p, tq_bytes_str(it->valuestring), why, sizeof why)
                            : tq_store_intern(self->store, tq_bytes_str(it->valuestring));
         if (!in) {
@@ -186,6 +189,7 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSO
     h->slots = 0;
     h->prefetch = 0;
     h->nfns = 0;
+    h->new_names = 0;
     return h->role == TQ_ROLE_WORKER ? hello_worker(self, p, m, j, h) : 0;
 }
 
@@ -194,9 +198,14 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSO
 static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m,
                                  const hello_t *h) {
     int64_t now = tq_mono_ms();
+    /* the new-name budget is the connection's: it outlives a re-HELLO */
+    uint32_t tokens = old ? old->name_tokens : TQ_PEER_NEW_NAMES_BURST;
+    int64_t refill = old ? old->name_refill_ms : now;
     if (old)
         tq_loop_forget_peer(self, &old, "re-registered");
     tq_peer_t *p = tq_peers_add(self->peers, m->rid, h->role, now);
+    p->name_tokens = tokens > h->new_names ? tokens - h->new_names : 0;
+    p->name_refill_ms = refill;
     tq_strlcpy(p->name, h->name, sizeof p->name);
     tq_strlcpy(p->address, m->addr, sizeof p->address);
     p->packed = h->packed;

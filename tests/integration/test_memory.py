@@ -185,6 +185,24 @@ class NameTable(TQTestCase):
         other = self.submit("--queue", "another-queue", "--fn", "echo", "x")
         self.assertTrue(other)
 
+    def test_a_worker_saying_hello_again_does_not_reset_its_budget(self):
+        self.start_master()
+        w = h.RawClient(self.endpoint, h.key_bytes_from_file(self.key))
+        self.addCleanup(w.close)
+        refused = None
+        for n in range(12):
+            fns = ["fn%d_%d" % (n, i) for i in range(256)]
+            w.send(h.msg_hello_worker(name="w:%d" % n, functions=fns))
+            fr = w.recv_type(h.T_WELCOME, timeout=10)
+            self.assertIsNotNone(fr, "no answer to HELLO")
+            refused = h.decode_error(fr)
+            if refused:
+                break
+        self.assertIsNotNone(refused, "12 HELLOs of 256 new functions each were all accepted")
+        self.assertEqual(refused["code"], h.E_TOO_MANY, refused)
+        self.assertIn("new queue and function names", refused["message"])
+        self.assertLessEqual(n, 6)
+
 
 if __name__ == "__main__":
     main()
