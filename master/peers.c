@@ -220,14 +220,18 @@ void tq_peer_sent_add(tq_peer_t *c, uint64_t id, uint64_t bytes) {
 void tq_peer_sent_ack(tq_peer_t *c, uint64_t id) {
     if (!c->sent_ids)
         return;
-    uintptr_t mark = (uintptr_t)tq_idmap_get(c->sent_ids, id);
+    /* ACKs come mostly in send order: the oldest outcome needs no lookup */
+    uintptr_t mark = c->nsent && c->sent[c->sent_head].id == id
+                         ? (uintptr_t)c->sent[c->sent_head].mark
+                         : (uintptr_t)tq_idmap_get(c->sent_ids, id);
     if (mark == 0 || mark <= c->acked_total)
         return;
     c->acked_total = mark;
     while (c->nsent > 0 && c->sent[c->sent_head].mark <= c->acked_total) {
         const tq_peer_sent_t *s = &c->sent[c->sent_head];
-        if ((uintptr_t)tq_idmap_get(c->sent_ids, s->id) == s->mark)
-            tq_idmap_remove(c->sent_ids, s->id);
+        void *v = tq_idmap_remove(c->sent_ids, s->id);
+        if (v && (uintptr_t)v != s->mark)
+            tq_idmap_put(c->sent_ids, s->id, v); /* a newer copy of that id */
         c->sent_head = (c->sent_head + 1) % c->capsent;
         c->nsent--;
     }
