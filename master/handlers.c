@@ -73,11 +73,14 @@ typedef struct {
  * TOO_MANY and a message in msg (p's budget, or the table, is full). */
 static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
                               size_t msglen) {
-    if (!tq_store_name_known(self->store, name) && tq_peer_take_name(p, tq_mono_ms()) < 0) {
+    const char *in = tq_store_lookup(self->store, name);
+    if (in)
+        return in;
+    if (tq_peer_take_name(p, tq_mono_ms()) < 0) {
         snprintf(msg, msglen, NAME_BUDGET_MSG, TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
         return NULL;
     }
-    const char *in = tq_store_intern(self->store, name);
+    in = tq_store_intern(self->store, name);
     if (!in)
         snprintf(msg, msglen, "the master's name table is full (%d queue and function names)",
                  TQ_STORE_MAX_NAMES);

@@ -217,6 +217,8 @@ size_t tq_store_size(const tq_store_t *self);
 const char *tq_store_intern(tq_store_t *self, tq_bytes_t name);
 /* 1 if name is interned now (nothing created). */
 int tq_store_name_known(const tq_store_t *self, tq_bytes_t name);
+/* The interned name if it is interned now, else NULL (nothing created). */
+const char *tq_store_lookup(const tq_store_t *self, tq_bytes_t name);
 /* Names interned now. */
 size_t tq_store_nnames(const tq_store_t *self);
 /* Count a use of interned name by someone outside the store (a worker

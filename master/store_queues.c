@@ -74,6 +74,11 @@ int tq_store_name_known(const tq_store_t *self, tq_bytes_t name) {
     return store_name_find(self, name) != NULL;
 }
 
+const char *tq_store_lookup(const tq_store_t *self, tq_bytes_t name) {
+    const name_ent_t *e = store_name_find(self, name);
+    return e ? e->name : NULL;
+}
+
 size_t tq_store_nnames(const tq_store_t *self) { return self->nnames; }
 
 void tq_store_name_hold(tq_store_t *self, const char *name) {
