@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -19,6 +20,7 @@
 #include "tq_util.h"
 
 struct tq_pausefile {
+    int delay_ms; /* test hook TASKQ_TEST_PAUSED_DELAY_MS: a slow disk */
     void *ctx;
     void *pipe; /* the loop's end */
     char ep[96];
@@ -106,6 +108,10 @@ static void *writer_main(void *arg) {
             zmq_msg_close(&next);
         }
         uint64_t seq = msg_seq(&cur);
+        if (seq && pf->delay_ms > 0) {
+            struct timespec ts = {pf->delay_ms / 1000, (long)(pf->delay_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         if (seq) {
             const uint8_t *d = zmq_msg_data(&cur);
             int32_t e = write_file(pf->dir, d + sizeof seq, zmq_msg_size(&cur) - sizeof seq);
@@ -126,6 +132,13 @@ tq_pausefile_t *tq_pausefile_new(void *ctx, const char *dir, char *err, size_t e
     self->ctx = ctx;
     self->dir = tq_strdup(dir);
     self->next_seq = 1;
+    /* Test hook: every save takes this long more, as on a slow disk
+     * (tests/integration/test_loopstall.py). Not for production. */
+    const char *delay = getenv("TASKQ_TEST_PAUSED_DELAY_MS");
+    if (delay) {
+        long ms = strtol(delay, NULL, 10);
+        self->delay_ms = ms > 0 && ms <= 60000 ? (int)ms : 0;
+    }
     snprintf(self->ep, sizeof self->ep, "inproc://taskq-paused-%u-%p",
              __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED), (void *)self);
     int zero = 0;

@@ -5,7 +5,10 @@
  * The loop hands it the whole new contents with tq_pausefile_save and
  * goes on; the thread writes the newest contents it has (older ones still
  * queued are skipped: the newest includes them) and answers with the
- * sequence number written. Loop thread only, except the actor itself. */
+ * sequence number written. Loop thread only, except the actor itself.
+ *
+ * Test hook: TASKQ_TEST_PAUSED_DELAY_MS=N in the environment makes each
+ * save N ms (at most 60000) slower, as a slow disk would. */
 #ifndef TQ_MASTER_PAUSEFILE_H
 #define TQ_MASTER_PAUSEFILE_H
 

@@ -132,6 +132,36 @@ class LoopStall(TQTestCase):
         self.assertTrue(st.get("gamma"))
         self.assertFalse(st.get("beta", False))
 
+    def test_a_slow_paused_file_does_not_stall_the_loop(self):
+        """The paused file is written by a thread of its own: with each save
+        1.5 s slow (test hook), `taskq pause` returns once it is saved, and
+        another client is served meanwhile."""
+        argv = [h.MASTER_BIN, "--bind", "tcp://127.0.0.1:%d" % self.port,
+                "--data-dir", self.data_dir, "--authkey-file", self.key]
+        self.master = self.start("master", argv, env={"TASKQ_TEST_PAUSED_DELAY_MS": "1500"})
+        self.wait_master_ready(self.master)
+        c = h.RawClient(self.endpoint, h.key_bytes_from_file(self.key))
+        self.addCleanup(c.close)
+        c.hello()
+        result = {}
+
+        def pause():
+            result["r"] = self.tq("pause", "slowq")
+        t = threading.Thread(target=pause)
+        t0 = time.monotonic()
+        t.start()
+        time.sleep(0.3)
+        during = round_trips(self, c, 0.8)
+        t.join(30)
+        took = time.monotonic() - t0
+        self.assertEqual(result["r"].rc, 0, result["r"])
+        self.assertGreaterEqual(took, 1.4, "the pause was answered before its file was saved")
+        self.assertLess(max(during), 500,
+                        "round trips took up to %.0f ms while the paused file was written"
+                        % max(during))
+        with open(os.path.join(self.data_dir, "paused")) as f:
+            self.assertEqual(f.read().split(), ["slowq"])
+
 
 if __name__ == "__main__":
     main()
