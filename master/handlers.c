@@ -69,8 +69,8 @@ typedef struct {
     "a second): use fewer distinct names"
 
 /* Intern name for peer p: a name not known yet takes one of p's tokens
- * (tq_peer_take_name). Returns the interned name, or NULL with *code
- * TOO_MANY and a message in msg (p's budget, or the table, is full). */
+ * (tq_peer_take_name). Returns the interned name, or NULL with a message
+ * in msg when p's budget or the name table is full (ERROR TOO_MANY). */
 static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
                               size_t msglen) {
     const char *in = tq_store_lookup(self->store, name);
