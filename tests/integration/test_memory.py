@@ -4,6 +4,9 @@
 - Outcomes sent to a client that does not read are bounded in bytes
   (--peer-queue-bytes): the rest wait in the master as task ids, and go
   out once the client ACKs what it read.
+- Queue and function names nothing uses any more are freed (65,536
+  distinct names no longer lock out new queues and workers until a
+  restart), and one connection may create only so many new names.
 """
 
 import os
