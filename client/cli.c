@@ -450,8 +450,11 @@ static void print_status(FILE *out, const cJSON *doc)
     jstr(m, "endpoint", b, sizeof b);
     fprintf(out, "master %s at %s, pid %.0f, up ", a, b, jnum(m, "pid"));
     print_duration(out, jnum(m, "uptime_ms"));
-    fprintf(out, ", %.0f client(s), %d worker(s)\n", jnum(doc, "clients"),
-            cJSON_IsArray(workers) ? cJSON_GetArraySize(workers) : 0);
+    /* "workers_total": the list may be cut (masters before it: the list) */
+    fprintf(out, ", %.0f client(s), %.0f worker(s)\n", jnum(doc, "clients"),
+            jhas(doc, "workers_total") ? jnum(doc, "workers_total")
+            : cJSON_IsArray(workers)    ? (double)cJSON_GetArraySize(workers)
+                                        : 0.0);
     fprintf(out,
             "tasks: %.0f queued, %.0f running, %.0f submitted, %.0f done, %.0f failed, "
             "%.0f cancelled, %.0f requeued",
@@ -496,6 +499,14 @@ static void print_status(FILE *out, const cJSON *doc)
                                                                                 : "active");
         fputc('\n', out);
     }
+    /* A master with many queues sends one page of rows and the count. */
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "queues_truncated")))
+        fprintf(out, "(%d of %.0f queues shown)\n",
+                cJSON_IsArray(queues) ? cJSON_GetArraySize(queues) : 0,
+                jnum(doc, "queues_total"));
+    if (cJSON_IsArray(workers) && jnum(doc, "workers_total") > cJSON_GetArraySize(workers))
+        fprintf(out, "(%d of %.0f workers shown below)\n", cJSON_GetArraySize(workers),
+                jnum(doc, "workers_total"));
 
     int wn = 6, wa = 7;
     cJSON_ArrayForEach(q, workers) {

@@ -2,7 +2,10 @@
  * the dead set; pause and resume queues. The paused set lives in
  * DATA_DIR/paused, one queue name per line, replaced atomically (write a
  * temporary file, fsync, rename, fsync the directory) on every change,
- * so it survives restarts without a journal record type. */
+ * so it survives restarts without a journal record type. The writing is
+ * done by an actor thread (pausefile.c), never by the loop: a pause or
+ * resume takes effect at once, and its ADMIN_REPLY waits in the list
+ * below until the file that holds it is durable. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include "loop_internal.h"
+#include "pausefile.h"
 #include "tq_log.h"
 #include "tq_util.h"
 
@@ -77,18 +81,65 @@ int tq_admin_load(tq_loop_t *self, char *err, size_t errlen) {
     return rc;
 }
 
-/* Replace DATA_DIR/paused with the queues paused now. Returns 0, or -1
- * with errno. */
-static int paused_save(tq_loop_t *self) {
-    char path[4096], tmp[4096];
-    if (paused_path(self, "", path, sizeof path) < 0 ||
-        paused_path(self, ".tmp", tmp, sizeof tmp) < 0) {
-        errno = ENAMETOOLONG;
+/* Pause/resume replies waiting for the paused file: beyond this many
+ * a request is refused (UNAVAILABLE) rather than held without bound. */
+#define ADMIN_MAX_WAITING 4096
+
+/* A pause or resume whose reply waits until the file holding it is
+ * durable (save number seq). */
+typedef struct {
+    uint8_t rid[TQ_MAX_ROUTING_ID];
+    size_t rid_len;
+    uint32_t req;
+    char queue[TQ_MAX_NAME + 1];
+    int pause, changed;
+    uint64_t seq;
+} admin_wait_t;
+
+struct tq_admin_state {
+    tq_pausefile_t *pf;
+    uint64_t inflight; /* save being written (0: none) */
+    int dirty;         /* changed since that save's contents were taken */
+    admin_wait_t *w;
+    size_t nw, capw;
+};
+
+int tq_admin_open(tq_loop_t *self, char *err, size_t errlen) {
+    tq_admin_state_t *a = tq_calloc(1, sizeof *a);
+    a->pf = tq_pausefile_new(self->ctx, self->cfg.journal.data_dir, err, errlen);
+    if (!a->pf) {
+        free(a);
         return -1;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
+    self->admin = a;
+    return 0;
+}
+
+static int paused_save(tq_loop_t *self);
+
+void tq_admin_close(tq_loop_t *self) {
+    tq_admin_state_t *a = self->admin;
+    if (!a)
+        return;
+    if (a->dirty && paused_save(self) == 0) /* a change made while a save was in flight */
+        a->dirty = 0;
+    tq_pausefile_destroy(&a->pf); /* finishes the saves handed over */
+    if (a->dirty)
+        tq_warn("cannot save %s/paused at shutdown: the last pause/resume may be lost",
+                self->cfg.journal.data_dir);
+    else if (a->nw)
+        tq_info("paused queues saved at shutdown; %zu pause/resume repl%s not sent", a->nw,
+                a->nw == 1 ? "y" : "ies");
+    free(a->w);
+    free(a);
+    self->admin = NULL;
+}
+
+void *tq_admin_socket(tq_loop_t *self) { return tq_pausefile_socket(self->admin->pf); }
+
+/* Hand the queues paused now to the writer. Returns 0, or -1 with errno. */
+static int paused_save(tq_loop_t *self) {
+    tq_admin_state_t *a = self->admin;
     tq_buf_t b;
     tq_buf_init(&b);
     for (size_t i = 0; i < tq_store_nqueues(self->store); i++) {
@@ -98,25 +149,94 @@ static int paused_save(tq_loop_t *self) {
         tq_buf_put(&b, tq_queue_name(q), strlen(tq_queue_name(q)));
         tq_buf_put(&b, "\n", 1);
     }
-    int rc = tq_write_all(fd, b.data, b.len) < 0 || fsync(fd) < 0 ? -1 : 0;
-    int saved = errno;
+    uint64_t seq = tq_pausefile_save(a->pf, b.data, b.len);
+    int e = errno;
     tq_buf_free(&b);
-    close(fd);
-    if (rc == 0 && rename(tmp, path) < 0) {
-        rc = -1;
-        saved = errno;
-    }
-    if (rc < 0) {
-        unlink(tmp);
-        errno = saved;
+    if (!seq) {
+        errno = e;
         return -1;
     }
-    int dfd = open(self->cfg.journal.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd); /* the rename is durable; failure here is not fatal */
-        close(dfd);
-    }
+    a->inflight = seq;
+    a->dirty = 0;
     return 0;
+}
+
+/* The save a change made now will be durable with: the one in flight
+ * if its contents are not taken yet, else the next. Starts a save when
+ * none is in flight. Returns its number, or 0 with errno. */
+static uint64_t paused_changed(tq_loop_t *self) {
+    tq_admin_state_t *a = self->admin;
+    if (a->inflight) {
+        a->dirty = 1;
+        return a->inflight + 1; /* saves are numbered one by one */
+    }
+    return paused_save(self) < 0 ? 0 : a->inflight;
+}
+
+static void send_pause_reply(tq_loop_t *self, const admin_wait_t *w, int err) {
+    tq_bytes_t rid = {w->rid, w->rid_len};
+    tq_peer_t *p = tq_peers_find(self->peers, rid);
+    if (!p)
+        return; /* it left meanwhile */
+    if (err) {
+        char msg[TQ_MAX_ERROR_TEXT];
+        snprintf(msg, sizeof msg, "cannot save the paused queues: %s", strerror(err));
+        tq_loop_reply_error(self, rid, TQ_ERR_UNAVAILABLE, w->req, msg);
+        return;
+    }
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "queue", w->queue);
+    cJSON_AddBoolToObject(doc, "paused", w->pause);
+    cJSON_AddBoolToObject(doc, "changed", w->changed);
+    cJSON_AddNumberToObject(doc, "req", (double)w->req);
+    cJSON_AddBoolToObject(doc, "ok", 1);
+    tq_out_json(&self->out, TQ_MSG_ADMIN_REPLY, doc);
+    cJSON_Delete(doc);
+    tq_loop_send_peer(self, p);
+}
+
+void tq_admin_on_saved(tq_loop_t *self) {
+    tq_admin_state_t *a = self->admin;
+    uint64_t seq;
+    int err;
+    while (tq_pausefile_done(a->pf, &seq, &err)) {
+        if (seq >= a->inflight)
+            a->inflight = 0;
+        if (err)
+            tq_error("cannot save %s/paused: %s", self->cfg.journal.data_dir, strerror(err));
+        int reverted = 0;
+        size_t k = 0;
+        for (size_t i = 0; i < a->nw; i++) {
+            admin_wait_t *w = &a->w[i];
+            if (w->seq > seq) {
+                a->w[k++] = *w;
+                continue;
+            }
+            if (err && w->changed) { /* not durable: undo it, as if never asked */
+                tq_queue_t *q = tq_store_queue(self->store, tq_bytes_str(w->queue));
+                if (q && tq_queue_paused(q) == w->pause) {
+                    tq_queue_set_paused(q, !w->pause);
+                    reverted = 1;
+                    if (w->pause)
+                        self->sched_dirty = 1;
+                }
+            }
+            if (!err)
+                tq_info("queue %s %s (saved)", w->queue, w->pause ? "paused" : "resumed");
+            send_pause_reply(self, w, err);
+        }
+        a->nw = k;
+        if (reverted)
+            a->dirty = 1; /* the file must say what memory says again */
+    }
+    if (!a->inflight && a->dirty && paused_save(self) < 0) {
+        int e = errno;
+        tq_error("cannot save %s/paused: %s", self->cfg.journal.data_dir, strerror(e));
+        for (size_t i = 0; i < a->nw; i++)
+            send_pause_reply(self, &a->w[i], e);
+        a->nw = 0;
+        a->dirty = 0;
+    }
 }
 
 /* ---- requests ---------------------------------------------------------------- */
@@ -174,7 +294,16 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
              v ? "ADMIN: \"queue\" is not a valid queue name" : "ADMIN: \"queue\" is required");
         return -1;
     }
-    *q = tq_store_queue(a->loop->store, tq_bytes_str(v->valuestring));
+    tq_bytes_t name = tq_bytes_str(v->valuestring);
+    if (!tq_store_name_known(a->loop->store, name) &&
+        tq_peer_take_name(a->peer, tq_mono_ms()) < 0) {
+        fail(a, TQ_ERR_TOO_MANY,
+             "ADMIN: too many new queue and function names from this connection (at most %d at "
+             "once, then %d a second)",
+             TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
+        return -1;
+    }
+    *q = tq_store_queue(a->loop->store, name);
     if (!*q) {
         fail(a, TQ_ERR_TOO_MANY, "ADMIN: too many queue and function names");
         return -1;
@@ -325,29 +454,48 @@ static void op_retry_purge(admin_t *a, int purge) {
     reply(a, doc);
 }
 
+/* pause / resume: the change is made at once; the reply goes when the
+ * paused file that holds it is durable (tq_admin_on_saved). */
 static void op_pause(admin_t *a, int pause) {
+    tq_admin_state_t *st = a->loop->admin;
     tq_queue_t *q;
     if (get_queue(a, 1, &q) < 0)
         return;
+    if (st->nw >= ADMIN_MAX_WAITING) {
+        fail(a, TQ_ERR_UNAVAILABLE, "ADMIN: %zu pause/resume requests wait for the disk; retry later",
+             st->nw);
+        return;
+    }
     int changed = tq_queue_paused(q) != pause;
+    uint64_t seq = 0;
     if (changed) {
         tq_queue_set_paused(q, pause);
-        if (paused_save(a->loop) < 0) {
+        seq = paused_changed(a->loop);
+        if (!seq) {
             int e = errno;
             tq_queue_set_paused(q, !pause);
             tq_error("cannot save %s/paused: %s", a->loop->cfg.journal.data_dir, strerror(e));
             fail(a, TQ_ERR_UNAVAILABLE, "cannot save the paused queues: %s", strerror(e));
             return;
         }
-        tq_info("queue %s %s", tq_queue_name(q), pause ? "paused" : "resumed");
         if (!pause)
             a->loop->sched_dirty = 1;
+    } else if (st->inflight) {
+        seq = st->dirty ? st->inflight + 1 : st->inflight; /* the state it reports */
     }
-    cJSON *doc = cJSON_CreateObject();
-    cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
-    cJSON_AddBoolToObject(doc, "paused", pause);
-    cJSON_AddBoolToObject(doc, "changed", changed);
-    reply(a, doc);
+    admin_wait_t w = {.rid_len = a->peer->rid_len, .req = a->req, .pause = pause,
+                      .changed = changed, .seq = seq};
+    memcpy(w.rid, a->peer->rid, a->peer->rid_len);
+    tq_strlcpy(w.queue, tq_queue_name(q), sizeof w.queue);
+    if (!seq) {
+        send_pause_reply(a->loop, &w, 0);
+        return;
+    }
+    if (st->nw == st->capw) {
+        st->capw = st->capw ? st->capw * 2 : 16;
+        st->w = tq_realloc(st->w, st->capw * sizeof *st->w);
+    }
+    st->w[st->nw++] = w;
 }
 
 void tq_admin_handle(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body) {

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "loop_internal.h"
@@ -61,7 +62,32 @@ typedef struct {
     uint64_t instance; /* "instance", or 0 when not given */
     const char *fns[TQ_MAX_FUNCTIONS]; /* interned, no duplicates */
     size_t nfns;
+    uint32_t new_names; /* of fns, created for a connection not registered yet */
 } hello_t;
+
+/* The error text for a peer past its new-name budget. */
+#define NAME_BUDGET_MSG                                                                            \
+    "too many new queue and function names from this connection (at most %d at once, then %d "    \
+    "a second): use fewer distinct names"
+
+/* Intern name for peer p: a name not known yet takes one of p's tokens
+ * (tq_peer_take_name). Returns the interned name, or NULL with a message
+ * in msg when p's budget or the name table is full (ERROR TOO_MANY). */
+static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
+                              size_t msglen) {
+    const char *in = tq_store_lookup(self->store, name);
+    if (in)
+        return in;
+    if (tq_peer_take_name(p, tq_mono_ms()) < 0) {
+        snprintf(msg, msglen, NAME_BUDGET_MSG, TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
+        return NULL;
+    }
+    in = tq_store_intern(self->store, name);
+    if (!in)
+        snprintf(msg, msglen, "the master's name table is full (%d queue and function names)",
+                 TQ_STORE_MAX_NAMES);
+    return in;
+}
 
 /* Log and answer a refused HELLO. */
 static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code,
@@ -145,9 +171,14 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
             hello_refuse(self, p, m, TQ_ERR_BAD_NAME, msg);
             return -1;
         }
-        const char *in = tq_store_intern(self->store, tq_bytes_str(it->valuestring));
+        char why[TQ_MAX_ERROR_TEXT - 16];
+        if (!p && !tq_store_name_known(self->store, tq_bytes_str(it->valuestring)))
+            h->new_names++; /* charged once it is registered (hello_register) */
+        const char *in = p ? intern_for(self, p, tq_bytes_str(it->valuestring), why, sizeof why)
+                           : tq_store_intern(self->store, tq_bytes_str(it->valuestring));
         if (!in) {
-            hello_refuse(self, p, m, TQ_ERR_TOO_MANY, "HELLO: the master's name table is full");
+            snprintf(msg, sizeof msg, "HELLO: %s", p ? why : "the master's name table is full");
+            hello_refuse(self, p, m, TQ_ERR_TOO_MANY, msg);
             return -1;
         }
         int dup = 0;
@@ -190,6 +221,7 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSO
     h->prefetch = 0;
     h->instance = 0;
     h->nfns = 0;
+    h->new_names = 0;
     return h->role == TQ_ROLE_WORKER ? hello_worker(self, p, m, j, h) : 0;
 }
 
@@ -198,9 +230,14 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSO
 static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m,
                                  const hello_t *h) {
     int64_t now = tq_mono_ms();
+    /* the new-name budget is the connection's: it outlives a re-HELLO */
+    uint32_t tokens = old ? old->name_tokens : TQ_PEER_NEW_NAMES_BURST;
+    int64_t refill = old ? old->name_refill_ms : now;
     if (old)
         tq_loop_forget_peer(self, &old, "re-registered");
     tq_peer_t *p = tq_peers_add(self->peers, m->rid, h->role, now);
+    p->name_tokens = tokens > h->new_names ? tokens - h->new_names : 0;
+    p->name_refill_ms = refill;
     tq_strlcpy(p->name, h->name, sizeof p->name);
     tq_strlcpy(p->address, m->addr, sizeof p->address);
     p->packed = h->packed;
@@ -215,6 +252,8 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
         /* the busy ones come back as RESULT credit */
         p->credit = h->slots + h->prefetch - h->busy;
         tq_peer_set_fns(p, h->fns, h->nfns);
+        for (size_t i = 0; i < h->nfns; i++) /* released by tq_loop_forget_peer */
+            tq_store_name_hold(self->store, h->fns[i]);
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);
         tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
@@ -311,15 +350,43 @@ static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, 0, &err);
         return;
     }
+    /* optional "queue_offset": the first queue row (pages through many) */
+    uint64_t qoff = 0;
+    const cJSON *qo = cJSON_GetObjectItemCaseSensitive((cJSON *)j, "queue_offset");
+    int bad = qo && tq_json_uint(qo, 0, UINT32_MAX, &qoff) < 0;
     cJSON_Delete(j);
+    if (bad) {
+        tq_error_t e = {TQ_ERR_MALFORMED, "STATUS: \"queue_offset\" must be an integer 0..4294967295"};
+        bad_body(self, p, p->address, m, 0, &e);
+        return;
+    }
     tq_persist_stats_t js;
     tq_persist_stats(self->persist, &js);
     tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results,
                              js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
-    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, tq_mono_ms());
+    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, (size_t)qoff,
+                                tq_mono_ms());
     tq_out_json(&self->out, TQ_MSG_STATUS_REPLY, doc);
     cJSON_Delete(doc);
     tq_loop_send_peer(self, p);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sort ids[0..n) and drop repeats; returns the new count. A message
+ * naming one id many times costs no more than naming it once. */
+static size_t ids_unique(uint64_t *ids, size_t n) {
+    if (n < 2)
+        return n;
+    qsort(ids, n, sizeof *ids, cmp_u64);
+    size_t k = 1;
+    for (size_t i = 1; i < n; i++)
+        if (ids[i] != ids[k - 1])
+            ids[k++] = ids[i];
+    return k;
 }
 
 /* SUBMIT, step 1: self->ids[i] = the task a held key names (0 if none);
@@ -340,13 +407,15 @@ static int submit_check(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, i
         tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_FULL, req, msg);
         return -1;
     }
+    char msg[TQ_MAX_ERROR_TEXT];
     for (size_t i = 0; i < n; i++) {
         if (self->ids[i])
             continue;
-        if (!tq_store_intern(self->store, self->specs[i].fn) ||
-            (self->specs[i].queue.len && !tq_store_intern(self->store, self->specs[i].queue))) {
-            tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_TOO_MANY, req,
-                                "too many distinct queue and function names");
+        tq_bytes_t q = self->specs[i].queue.len ? self->specs[i].queue : tq_bytes_str("default");
+        if (!intern_for(self, p, self->specs[i].fn, msg, sizeof msg) ||
+            !intern_for(self, p, q, msg, sizeof msg)) {
+            tq_loop_warn_peer(self, p, p->address, "SUBMIT refused: %s", msg);
+            tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_TOO_MANY, req, msg);
             return -1;
         }
     }
@@ -424,6 +493,8 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
     int waited = 0;
+    uint64_t known[TQ_MAX_BATCH];
+    size_t nknown = 0;
     for (size_t i = 0; i < n; i++) {
         tq_out_id(&self->out, self->ids[i]);
         if (!(flags & TQ_SUBMIT_SUBSCRIBE))
@@ -433,9 +504,12 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
             tq_peer_wait_add(p, t);
             waited = 1;
         } else if (!self->added[i]) {
-            tq_peer_pending_add(p, self->ids[i]); /* known key: outcome (or unknown) now */
+            known[nknown++] = self->ids[i]; /* known key: outcome (or unknown) now */
         }
     }
+    nknown = ids_unique(known, nknown); /* records of one key: one outcome */
+    for (size_t i = 0; i < nknown; i++)
+        tq_peer_pending_add(p, known[i]);
     /* The ack promises the tasks are durable (--fsync): it waits in the
      * peer, in order with its other replies, until the journal is there.
      * When the client waits for results of the batch, the ack also waits
@@ -464,6 +538,7 @@ static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     }
     for (size_t i = 0; i < n; i++) {
+        tq_peer_sent_ack(p, self->ids[i]); /* read: room for more RESULTS */
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
         if (t && tq_task_finished(t))
             tq_store_ack(self->store, t);
@@ -471,7 +546,8 @@ static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* WAIT: finished (or unknown) tasks go out in the RESULTS at the end of
- * the iteration; the others when they finish. */
+ * the iteration; the others when they finish. An id named twice is
+ * answered once. */
 static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
@@ -480,6 +556,7 @@ static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
+    n = ids_unique(self->ids, n);
     for (size_t i = 0; i < n; i++) {
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
         if (!t || tq_task_finished(t))

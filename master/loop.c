@@ -29,6 +29,10 @@
 /* Finished tasks deleted per sweep step, so a mass expiry never holds
  * the loop for long. */
 #define LOOP_SWEEP_STEPS 10000
+/* Queues and name slots the sweep looks at for ones nothing uses (the
+ * whole table of 65,536 names in a few seconds, a fraction of a
+ * millisecond at a time). */
+#define LOOP_GC_STEPS 16384
 /* Sweep at least this often (ms). */
 #define LOOP_SWEEP_MS 1000
 /* Warn lines about bad input per peer per second; the rest are counted. */
@@ -49,6 +53,10 @@
  * Past it the client is forgotten, as if it had gone: its results stay
  * stored, and a live client says HELLO again and WAITs for them. */
 #define LOOP_MAX_PENDING (1u << 20)
+/* What one outcome in RESULTS costs against --peer-queue-bytes besides
+ * its data: its record and ZeroMQ's bookkeeping, so that empty results
+ * are bounded too (and the ring of unconfirmed outcomes with them). */
+#define LOOP_OUTCOME_COST 64u
 /* Bytes of deferred replies one peer may hold before it is forgotten. */
 #define LOOP_MAX_DEFERRED_BYTES (64u * 1024u * 1024u)
 
@@ -271,6 +279,8 @@ void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why) {
         tq_debug("client %s %s (address %s)", p->name, why, p->address);
     }
     peer_unregister(self, p);
+    for (size_t i = 0; i < p->nfns; i++) /* held since its HELLO */
+        tq_store_name_release(self->store, p->fns[i]);
     tq_peers_remove(self->peers, pp);
 }
 
@@ -327,12 +337,23 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
  * RESULTS as they need. When the client's queue is full (EAGAIN: it
  * reads slowly), the outcomes not sent stay pending and the loop retries
  * them soon: a subscribed client never waits again, so an outcome dropped
- * here would leave it waiting forever. */
+ * here would leave it waiting forever.
+ *
+ * ZMQ_SNDHWM counts messages, not bytes, so the bytes handed to ZeroMQ
+ * for one client are bounded here: an outcome costs its data plus
+ * LOOP_OUTCOME_COST, and once --peer-queue-bytes of them wait for the
+ * client's ACK (tq_peer_unconfirmed) the rest stay pending as task ids
+ * (8 bytes each, no copy) until an ACK says the client read them. One
+ * outcome larger than the budget still goes when nothing else waits. */
 static void flush_results(tq_loop_t *self, tq_peer_t *c) {
     size_t i = 0;
     int64_t now = tq_wall_ms();
-    while (i < c->npending) {
+    uint64_t budget = self->cfg.peer_queue_bytes ? self->cfg.peer_queue_bytes : UINT64_MAX;
+    uint64_t charge[TQ_MAX_BATCH];
+    int over = 0;
+    while (i < c->npending && !over) {
         size_t first = i;
+        uint64_t inflight = tq_peer_unconfirmed(c);
         tq_out_begin(&self->out, TQ_MSG_RESULTS);
         while (i < c->npending && !tq_out_full(&self->out)) {
             tq_task_t *t = tq_store_get(self->store, c->pending[i]);
@@ -342,31 +363,42 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
                 o.attempts = tq_task_attempt(t);
                 o.data = tq_task_data(t);
             }
+            uint64_t cost = (uint64_t)o.data.len + LOOP_OUTCOME_COST;
+            if (inflight > 0 && (inflight > budget || budget - inflight < cost)) {
+                over = 1; /* the client has not read what it has: wait for its ACK */
+                break;
+            }
+            inflight += cost;
+            charge[i - first] = cost;
             tq_out_outcome(&self->out, &o);
             i++;
         }
+        if (i == first)
+            break;
         if (tq_loop_send_peer(self, c) < 0) {
             if (!c->gone) { /* EAGAIN: keep what was not sent, in order */
-                memmove(c->pending, c->pending + first, (c->npending - first) * sizeof *c->pending);
-                c->npending -= first;
+                i = first;
                 self->sends_stalled = 1;
-                if (c->npending > LOOP_MAX_PENDING) {
-                    tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name,
-                            c->npending);
-                    c->gone = 1;
-                    c->npending = 0;
-                }
-                return;
+                break;
             }
-            break; /* gone: reaped with its waits */
+            c->npending = 0;
+            return; /* gone: reaped with its waits */
         }
         for (size_t k = first; k < i; k++) {
+            tq_peer_sent_add(c, c->pending[k], charge[k - first]);
             tq_task_t *t = tq_store_get(self->store, c->pending[k]);
             if (t && tq_task_finished(t))
                 tq_store_fetched(self->store, t, now);
         }
     }
-    c->npending = 0;
+    /* keep what was not sent, in order */
+    memmove(c->pending, c->pending + i, (c->npending - i) * sizeof *c->pending);
+    c->npending -= i;
+    if (c->npending > LOOP_MAX_PENDING) {
+        tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name, c->npending);
+        c->gone = 1;
+        c->npending = 0;
+    }
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -465,7 +497,7 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     }
     self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
-    if (tq_admin_load(self, err, errlen) < 0)
+    if (tq_admin_load(self, err, errlen) < 0 || tq_admin_open(self, err, errlen) < 0)
         goto fail;
     tq_persist_report_t rep;
     self->persist = tq_persist_open(&cfg->journal, self->store, &rep, err, errlen);
@@ -552,10 +584,11 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             timeout = 0; /* compaction steps left: between messages */
         else if (self->next_jtick_ms - now < timeout)
             timeout = self->next_jtick_ms > now ? (long)(self->next_jtick_ms - now) : 0;
-        zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
+                                   {tq_admin_socket(self), 0, ZMQ_POLLIN, 0},
                                    {NULL, stop_fd, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, stop_fd >= 0 ? 3 : 2, timeout);
+        int rc = zmq_poll(items, stop_fd >= 0 ? 4 : 3, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -564,10 +597,12 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             tq_error("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN))
+        if (stop_fd >= 0 && (items[3].revents & ZMQ_POLLIN))
             return 0;
         if (items[1].revents & ZMQ_POLLIN)
             tq_persist_on_sync(self->persist);
+        if (items[2].revents & ZMQ_POLLIN)
+            tq_admin_on_saved(self); /* pause/resume replies, now durable */
         if (items[0].revents & ZMQ_POLLIN) {
             for (int i = 0; i < LOOP_MAX_MSGS; i++) {
                 if (tq_in_recv(self->in, self->router, 1, ZMQ_DONTWAIT) < 0) {
@@ -593,6 +628,10 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                          n == 1 ? "" : "s", n == 1 ? "" : "s");
             /* more overdue: come back at once, after other work */
             self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
+            /* names and queues nothing uses any more */
+            size_t freed = tq_store_gc(self->store, LOOP_GC_STEPS);
+            if (freed)
+                tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
         }
         if (tq_store_promote(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS))
             self->sched_dirty = 1; /* delayed tasks became runnable */
@@ -647,6 +686,7 @@ void tq_loop_destroy(tq_loop_t **self_p) {
         zmq_close(self->router);
     }
     tq_auth_destroy(&self->auth);
+    tq_admin_close(self);
     /* Sync the journal and stop observing: what follows (leases handed
      * back in memory) is what recovery does by itself. */
     tq_persist_destroy(&self->persist);

@@ -46,6 +46,7 @@ struct tq_loop {
     int started; /* bound and ready: log a summary at destroy */
     uint64_t late_results;
     tq_loop_ratelimit_t anon_rl; /* for peers not registered */
+    struct tq_admin_state *admin; /* admin.c: the paused file's writer */
     /* decode scratch: TQ_MAX_BATCH records each */
     tq_task_spec_t specs[TQ_MAX_BATCH];
     tq_task_t *added[TQ_MAX_BATCH];
@@ -102,6 +103,20 @@ int64_t tq_loop_backoff(const tq_loop_t *self, uint32_t n);
 /* Read DATA_DIR/paused (one queue name per line) and pause those queues.
  * Returns 0, or -1 with a message naming the file. */
 int tq_admin_load(tq_loop_t *self, char *err, size_t errlen);
+
+typedef struct tq_admin_state tq_admin_state_t;
+
+/* Start the writer of DATA_DIR/paused (after tq_admin_load). Returns 0,
+ * or -1 with a message. */
+int tq_admin_open(tq_loop_t *self, char *err, size_t errlen);
+/* Finish the save in flight and stop the writer. Accepts a loop
+ * without one. */
+void tq_admin_close(tq_loop_t *self);
+/* The socket to poll: readable when a save of the paused file ended. */
+void *tq_admin_socket(tq_loop_t *self);
+/* Answer the pause/resume requests the finished saves made durable (or
+ * undo them and answer ERROR when a save failed). */
+void tq_admin_on_saved(tq_loop_t *self);
 
 /* Handle an ADMIN message from client p (body: its JSON). */
 void tq_admin_handle(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body);

@@ -44,6 +44,7 @@ typedef struct {
     int64_t retry_backoff_max_ms;
     tq_strlist_t queue_timeout;
     int64_t peer_queue;
+    int64_t peer_queue_bytes;
     int64_t key_retention_ms;
     char *fsync;
     int64_t fsync_interval_ms;
@@ -90,6 +91,10 @@ static const tq_cfg_entry_t table[] = {
      "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues)"},
     {"peer-queue", TQ_CFG_INT, "1000", 1, 1000000, NULL, NULL, S(peer_queue), "N",
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
+    {"peer-queue-bytes", TQ_CFG_SIZE, "64M", 65536, (int64_t)1 << 40, NULL, NULL,
+     S(peer_queue_bytes), "SIZE",
+     "result bytes sent to one client and not yet ACKed before more wait in the master "
+     "as task ids (one larger result still goes alone)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
      "remember a SUBMIT idempotency key this long (1..31622400)"},
     {"fsync", TQ_CFG_ENUM, "interval", 0, 0, "always|interval|off", NULL, S(fsync), "MODE",
@@ -320,6 +325,7 @@ int main(int argc, char **argv) {
         .lease_timeout_ms = s.lease_timeout_ms,
         .key_retention_ms = s.key_retention_ms,
         .peer_queue = (int)s.peer_queue,
+        .peer_queue_bytes = (uint64_t)s.peer_queue_bytes,
         .backoff_base_ms = s.retry_backoff_ms,
         .backoff_cap_ms = s.retry_backoff_max_ms,
         .queue_timeouts = qtimeouts,

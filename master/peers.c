@@ -30,6 +30,8 @@ static void peer_free(tq_peer_t *p) {
     free(p->fns);
     free(p->leased);
     free(p->pending);
+    free(p->sent);
+    tq_idmap_destroy(&p->sent_ids);
     tq_idmap_destroy(&p->waits);
     free(p);
 }
@@ -62,6 +64,8 @@ tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_
     p->rid_len = rid.len;
     p->role = role;
     p->joined_ms = p->last_seen_ms = now_ms;
+    p->name_tokens = TQ_PEER_NEW_NAMES_BURST;
+    p->name_refill_ms = now_ms;
     p->hash = rid_hash(rid);
     p->hnext = self->buckets[p->hash % PEERS_BUCKETS];
     self->buckets[p->hash % PEERS_BUCKETS] = p;
@@ -71,8 +75,10 @@ tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_
     }
     p->idx = self->n;
     self->all[self->n++] = p;
-    if (role == TQ_ROLE_CLIENT)
+    if (role == TQ_ROLE_CLIENT) {
         p->waits = tq_idmap_new();
+        p->sent_ids = tq_idmap_new();
+    }
     return p;
 }
 
@@ -143,6 +149,23 @@ void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len) {
     }
 }
 
+int tq_peer_take_name(tq_peer_t *p, int64_t now_ms) {
+    if (p->name_tokens >= TQ_PEER_NEW_NAMES_BURST) {
+        p->name_refill_ms = now_ms;
+    } else if (now_ms > p->name_refill_ms) {
+        int64_t add = (now_ms - p->name_refill_ms) * TQ_PEER_NEW_NAMES_PER_S / 1000;
+        if (add > 0) {
+            int64_t t = p->name_tokens + add;
+            p->name_tokens = t > TQ_PEER_NEW_NAMES_BURST ? TQ_PEER_NEW_NAMES_BURST : (uint32_t)t;
+            p->name_refill_ms += add * 1000 / TQ_PEER_NEW_NAMES_PER_S;
+        }
+    }
+    if (p->name_tokens == 0)
+        return -1;
+    p->name_tokens--;
+    return 0;
+}
+
 void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t) {
     if (w->nleased == w->capleased) {
         w->capleased = w->capleased ? w->capleased * 2 : 8;
@@ -174,6 +197,55 @@ void tq_peer_pending_add(tq_peer_t *c, uint64_t id) {
         c->pending = tq_realloc(c->pending, c->cappending * sizeof *c->pending);
     }
     c->pending[c->npending++] = id;
+}
+
+void tq_peer_sent_add(tq_peer_t *c, uint64_t id, uint64_t bytes) {
+    TQ_ASSERT(bytes > 0 && c->sent_ids);
+    if (c->nsent == c->capsent) { /* grow the ring, unrolled to the front */
+        size_t ncap = c->capsent ? c->capsent * 2 : 64;
+        tq_peer_sent_t *n = tq_malloc(ncap * sizeof *n);
+        for (size_t i = 0; i < c->nsent; i++)
+            n[i] = c->sent[(c->sent_head + i) % c->capsent];
+        free(c->sent);
+        c->sent = n;
+        c->capsent = ncap;
+        c->sent_head = 0;
+    }
+    c->sent_total += bytes;
+    c->sent[(c->sent_head + c->nsent) % c->capsent] = (tq_peer_sent_t){id, c->sent_total};
+    c->nsent++;
+    tq_idmap_put(c->sent_ids, id, (void *)(uintptr_t)c->sent_total);
+}
+
+void tq_peer_sent_ack(tq_peer_t *c, uint64_t id) {
+    if (!c->sent_ids)
+        return;
+    /* ACKs come mostly in send order: the oldest outcome needs no lookup */
+    uintptr_t mark = c->nsent && c->sent[c->sent_head].id == id
+                         ? (uintptr_t)c->sent[c->sent_head].mark
+                         : (uintptr_t)tq_idmap_get(c->sent_ids, id);
+    if (mark == 0 || mark <= c->acked_total)
+        return;
+    c->acked_total = mark;
+    while (c->nsent > 0 && c->sent[c->sent_head].mark <= c->acked_total) {
+        const tq_peer_sent_t *s = &c->sent[c->sent_head];
+        void *v = tq_idmap_remove(c->sent_ids, s->id);
+        if (v && (uintptr_t)v != s->mark)
+            tq_idmap_put(c->sent_ids, s->id, v); /* a newer copy of that id */
+        c->sent_head = (c->sent_head + 1) % c->capsent;
+        c->nsent--;
+    }
+}
+
+/* Forget every unconfirmed outcome (a new session: the old queue is
+ * gone or will be read by the new one). */
+static void sent_reset(tq_peer_t *c) {
+    if (c->sent_ids) {
+        tq_idmap_destroy(&c->sent_ids);
+        c->sent_ids = tq_idmap_new();
+    }
+    c->nsent = c->sent_head = 0;
+    c->acked_total = c->sent_total;
 }
 
 void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame) { tq_peer_defer_gated(p, frame, 0); }
@@ -241,5 +313,6 @@ void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store) {
     tq_idmap_destroy(&c->waits);
     c->waits = tq_idmap_new();
     c->npending = 0;
+    sent_reset(c);
 }
 

@@ -16,6 +16,13 @@
 
 typedef enum { TQ_ROLE_WORKER = 1, TQ_ROLE_CLIENT = 2 } tq_role_t;
 
+/* One outcome handed to ZeroMQ: its id, and the peer's sent_total
+ * once it was charged. */
+typedef struct {
+    uint64_t id;
+    uint64_t mark;
+} tq_peer_sent_t;
+
 typedef struct tq_peer {
     uint8_t rid[TQ_MAX_ROUTING_ID];
     size_t rid_len;
@@ -52,6 +59,14 @@ typedef struct tq_peer {
     tq_idmap_t *waits;     /* task id -> task it waits for */
     uint64_t *pending;     /* ids whose outcome goes out in the next RESULTS */
     size_t npending, cappending;
+    /* Outcomes handed to ZeroMQ that the client has not confirmed yet
+     * (tq_peer_sent_add / tq_peer_sent_ack): bytes charged so far and
+     * bytes confirmed, as running totals; sent_total - acked_total is
+     * what may still sit in ZeroMQ's queue (--peer-queue-bytes). */
+    uint64_t sent_total, acked_total;
+    tq_peer_sent_t *sent;  /* ring, in send order */
+    size_t sent_head, nsent, capsent;
+    tq_idmap_t *sent_ids;  /* id -> its sent_total mark (newest copy) */
 
     /* Single-frame replies (acks, ERROR, STATUS_REPLY, KILL, ...) that
      * could not be sent because its queue was full, oldest first: they go
@@ -62,6 +77,11 @@ typedef struct tq_peer {
     uint64_t *deferred_pass; /* loop pass it waits for (0: none): acks held
                                 for their results (tq_peer_defer_held) */
     size_t ndeferred, capdeferred, deferred_bytes;
+
+    /* new names it may still create (TQ_PEER_NEW_NAMES_*), refilled
+     * from name_refill_ms on: tq_peer_take_name */
+    uint32_t name_tokens;
+    int64_t name_refill_ms;
 
     /* log rate limit (malformed input): lines in the current second */
     int64_t log_window_ms;
@@ -105,6 +125,10 @@ void tq_peer_set_fns(tq_peer_t *w, const char *const *fns, size_t n);
  * terminated; a list that does not fit ends in "...". */
 void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len);
 
+/* Take one of p's new-name tokens (TQ_PEER_NEW_NAMES_BURST, refilled
+ * at TQ_PEER_NEW_NAMES_PER_S). Returns 0, or -1 when none is left. */
+int tq_peer_take_name(tq_peer_t *p, int64_t now_ms);
+
 /* Leases of a worker. */
 void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t);
 void tq_peer_lease_remove(tq_peer_t *w, tq_task_t *t);
@@ -115,6 +139,17 @@ int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t);
 /* A task finished: drop it from every waiter's wait map and queue its id
  * for each waiter's next RESULTS. Clears t's waiter list. */
 void tq_peer_notify_waiters(tq_task_t *t);
+/* Outcome id went to ZeroMQ for client c, charged `bytes` (> 0) against
+ * its byte budget. */
+void tq_peer_sent_add(tq_peer_t *c, uint64_t id, uint64_t bytes);
+/* The client ACKed id: everything sent to it up to that outcome has been
+ * read (ZeroMQ keeps the order), so its charge is released. Unknown ids
+ * are ignored. */
+void tq_peer_sent_ack(tq_peer_t *c, uint64_t id);
+/* Bytes of outcomes sent to c and not confirmed by an ACK. */
+static inline uint64_t tq_peer_unconfirmed(const tq_peer_t *c) {
+    return c->sent_total - c->acked_total;
+}
 /* Queue an id for the client's next RESULTS. */
 void tq_peer_pending_add(tq_peer_t *c, uint64_t id);
 /* Keep a copy of a one-frame message for p, to send later in order.

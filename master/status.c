@@ -10,10 +10,13 @@
 
 /* Samples kept: one a second over the rate window, plus one. */
 #define RATE_SAMPLES 11
-/* Longest lists in the document: about 300 bytes per worker, so these
- * keep it well under TQ_MAX_STATUS_JSON (16 MiB). */
-#define STATUS_MAX_WORKERS 20000
-#define STATUS_MAX_QUEUES 20000
+/* Longest lists in one document. The loop builds the whole reply at
+ * once, so these bound the time one STATUS holds it (about 300 bytes
+ * and a few microseconds a row) and keep the document far below
+ * TQ_MAX_STATUS_JSON (16 MiB); "queues_total" / "workers_total" say how
+ * many there are, and "queue_offset" in the request pages through the
+ * queues. */
+#define STATUS_MAX_WORKERS 5000
 
 typedef struct {
     int64_t t;
@@ -77,7 +80,7 @@ static double rate(uint64_t now_v, uint64_t then_v, int64_t dt_ms) {
 }
 
 void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers_t *peers,
-                      const tq_status_info_t *info, int64_t now_ms) {
+                      const tq_status_info_t *info, size_t queue_offset, int64_t now_ms) {
     const tq_store_totals_t *t = tq_store_totals(store);
     tq_queue_counts_t c;
     tq_store_counts(store, &c);
@@ -116,6 +119,7 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
     cJSON_AddNumberToObject(tot, "dead", (double)c.dead);
     cJSON_AddNumberToObject(tot, "revived", (double)t->revived);
     cJSON_AddNumberToObject(tot, "purged", (double)t->purged);
+    cJSON_AddNumberToObject(tot, "names", (double)tq_store_nnames(store));
 
     const sample_t *w0 = window_start(self, now_ms);
     cJSON *r = cJSON_AddObjectToObject(doc, "rates");
@@ -124,7 +128,12 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
 
     cJSON *qs = cJSON_AddArrayToObject(doc, "queues");
     size_t nq = tq_store_nqueues(store);
-    for (size_t i = 0; i < nq && i < STATUS_MAX_QUEUES; i++) {
+    size_t qend = queue_offset < nq ? queue_offset : nq;
+    qend = nq - qend > TQ_STATUS_QUEUE_ROWS ? qend + TQ_STATUS_QUEUE_ROWS : nq;
+    cJSON_AddNumberToObject(doc, "queues_total", (double)nq);
+    cJSON_AddNumberToObject(doc, "queue_offset", (double)queue_offset);
+    cJSON_AddBoolToObject(doc, "queues_truncated", queue_offset > 0 || qend < nq);
+    for (size_t i = queue_offset; i < qend; i++) {
         tq_queue_t *q = tq_store_queue_at(store, i);
         const tq_queue_counts_t *qc = tq_queue_counts(q);
         cJSON *o = cJSON_CreateObject();
@@ -140,8 +149,13 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         cJSON_AddItemToArray(qs, o);
     }
 
+    size_t np = tq_peers_count(peers), shown = 0, nworkers = 0;
+    for (size_t i = 0; i < np; i++) {
+        const tq_peer_t *p = tq_peers_at(peers, i);
+        nworkers += p->role == TQ_ROLE_WORKER && !p->gone;
+    }
+    cJSON_AddNumberToObject(doc, "workers_total", (double)nworkers);
     cJSON *ws = cJSON_AddArrayToObject(doc, "workers");
-    size_t np = tq_peers_count(peers), shown = 0;
     for (size_t i = 0; i < np && shown < STATUS_MAX_WORKERS; i++) {
         const tq_peer_t *p = tq_peers_at(peers, i);
         if (p->role != TQ_ROLE_WORKER || p->gone)

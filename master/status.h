@@ -8,6 +8,10 @@
 #include "peers.h"
 #include "store.h"
 
+/* Queue rows in one status document (from the request's
+ * "queue_offset"); "queues_total" has the count. */
+#define TQ_STATUS_QUEUE_ROWS 1000
+
 /* Window of the rates in the status document. */
 #define TQ_STATUS_RATE_WINDOW_MS 10000
 
@@ -31,10 +35,12 @@ void tq_status_destroy(tq_status_t **self_p);
  * heartbeat timer). now_ms is monotonic. */
 void tq_status_sample(tq_status_t *self, const tq_store_t *store, int64_t now_ms);
 
-/* Build the document. Returns a cJSON object (void * so this header does
- * not pull cJSON in); caller owns it (cJSON_Delete). Lists are capped so
- * that the document stays below TQ_MAX_STATUS_JSON. */
+/* Build the document, with at most TQ_STATUS_QUEUE_ROWS queues from
+ * index queue_offset on (and at most a few thousand workers), so one
+ * STATUS costs the loop a bounded time whatever the number of queues.
+ * Returns a cJSON object (void * so this header does not pull cJSON in);
+ * caller owns it (cJSON_Delete). */
 void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers_t *peers,
-                      const tq_status_info_t *info, int64_t now_ms);
+                      const tq_status_info_t *info, size_t queue_offset, int64_t now_ms);
 
 #endif

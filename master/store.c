@@ -159,33 +159,41 @@ tq_task_t *tq_store_overdue(const tq_store_t *self, int64_t now_ms) {
 
 /* ---- per-state counters ------------------------------------------------ */
 
-static size_t *count_slot(tq_queue_t *q, tq_task_state_t st) {
+static size_t *count_slot(tq_queue_counts_t *c, tq_task_state_t st) {
     switch (st) {
-    case TQ_TASK_QUEUED: return &q->counts.queued;
-    case TQ_TASK_LEASED: return &q->counts.running;
-    case TQ_TASK_DONE: return &q->counts.done;
+    case TQ_TASK_QUEUED: return &c->queued;
+    case TQ_TASK_LEASED: return &c->running;
+    case TQ_TASK_DONE: return &c->done;
     case TQ_TASK_FAILED:
-    case TQ_TASK_DEAD: return &q->counts.failed;
-    case TQ_TASK_CANCELLED: return &q->counts.cancelled;
+    case TQ_TASK_DEAD: return &c->failed;
+    case TQ_TASK_CANCELLED: return &c->cancelled;
     }
     TQ_ASSERT(0);
     return NULL;
 }
 
+/* Count t in its queue and in the store's sum over all queues (kept
+ * here, so a status costs no walk over every queue). */
 static void count_inc(tq_task_t *t) {
     tq_queue_t *q = t->cls->heap->queue;
-    (*count_slot(q, (tq_task_state_t)t->state))++;
-    if (t->state == TQ_TASK_DEAD)
+    (*count_slot(&q->counts, (tq_task_state_t)t->state))++;
+    (*count_slot(q->all, (tq_task_state_t)t->state))++;
+    if (t->state == TQ_TASK_DEAD) {
         q->counts.dead++;
+        q->all->dead++;
+    }
 }
 
 static void count_dec(tq_task_t *t) {
     tq_queue_t *q = t->cls->heap->queue;
-    size_t *from = count_slot(q, (tq_task_state_t)t->state);
+    size_t *from = count_slot(&q->counts, (tq_task_state_t)t->state);
     TQ_ASSERT(*from > 0);
     (*from)--;
-    if (t->state == TQ_TASK_DEAD)
+    (*count_slot(q->all, (tq_task_state_t)t->state))--;
+    if (t->state == TQ_TASK_DEAD) {
         q->counts.dead--;
+        q->all->dead--;
+    }
 }
 
 static void set_state(tq_task_t *t, tq_task_state_t st) {
@@ -327,6 +335,7 @@ static void dequeue(tq_store_t *self, tq_task_t *t) {
         theap_remove(&self->delayed, t);
         t->x->not_before_ms = 0;
         t->cls->heap->queue->counts.delayed--;
+        t->cls->heap->queue->all->delayed--;
         return;
     }
     fnheap_remove(t->cls->heap, t);
@@ -339,6 +348,7 @@ static void enqueue(tq_store_t *self, tq_task_t *t) {
     if (tq_task_not_before(t)) {
         theap_push(&self->delayed, t);
         t->cls->heap->queue->counts.delayed++;
+        t->cls->heap->queue->all->delayed++;
         return;
     }
     fnheap_push(t->cls->heap, t);
@@ -385,9 +395,10 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
         return NULL;
     }
     tq_bytes_t qname = spec->queue.len ? spec->queue : tq_bytes_str("default");
-    name_ent_t *qe = store_name_entry(self, qname);
-    const char *fn = qe ? tq_store_intern(self, spec->fn) : NULL;
-    if (!fn) {
+    /* fn first: interning may grow the table and move qe */
+    const char *fn = tq_store_intern(self, spec->fn);
+    name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
+    if (!qe) {
         *err_code = TQ_ERR_TOO_MANY;
         return NULL;
     }
@@ -414,7 +425,7 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
     t->id = self->next_id++;
     t->retries = spec->retries;
     tq_queue_t *q = store_queue_get(self, qe);
-    t->cls = store_tclass_ref(self, store_queue_heap(q, fn), spec->priority,
+    t->cls = store_tclass_ref(self, store_queue_heap(self, q, fn), spec->priority,
                               spec->timeout_ms ? spec->timeout_ms : q->default_timeout_ms);
     t->created_ms = now_ms;
     set_not_before(t, spec->not_before_ms > now_ms ? spec->not_before_ms : 0);
@@ -668,19 +679,7 @@ int64_t tq_store_next_expiry(const tq_store_t *self, int64_t now_ms) {
 
 const tq_store_totals_t *tq_store_totals(const tq_store_t *self) { return &self->totals; }
 
-void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out) {
-    memset(out, 0, sizeof *out);
-    for (size_t i = 0; i < self->nqueues; i++) {
-        const tq_queue_counts_t *c = &self->queues[i]->counts;
-        out->queued += c->queued;
-        out->running += c->running;
-        out->done += c->done;
-        out->failed += c->failed;
-        out->cancelled += c->cancelled;
-        out->delayed += c->delayed;
-        out->dead += c->dead;
-    }
-}
+void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out) { *out = self->all_counts; }
 
 int tq_task_finished(const tq_task_t *t) { return t->state >= TQ_TASK_DONE; }
 
@@ -750,9 +749,10 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
         return NULL;
     }
     tq_bytes_t qname = img->queue.len ? img->queue : tq_bytes_str("default");
-    name_ent_t *qe = store_name_entry(self, qname);
-    const char *fn = qe ? tq_store_intern(self, img->fn) : NULL;
-    if (!fn) {
+    /* fn first: interning may grow the table and move qe */
+    const char *fn = tq_store_intern(self, img->fn);
+    name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
+    if (!qe) {
         *err_code = TQ_ERR_TOO_MANY;
         return NULL;
     }
@@ -780,7 +780,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
     if (img->attempt || img->releases || img->retried)
         tq_task_set_counts(t, img->attempt, img->releases, img->retried);
     t->retries = img->retries;
-    t->cls = store_tclass_ref(self, store_queue_heap(store_queue_get(self, qe), fn), img->priority,
+    t->cls = store_tclass_ref(self, store_queue_heap(self, store_queue_get(self, qe), fn), img->priority,
                               img->timeout_ms);
     t->created_ms = img->created_ms;
     if (img->keyed)

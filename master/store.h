@@ -36,9 +36,10 @@
 #include "tq_limits.h"
 #include "tq_proto.h"
 
-/* Distinct queue and function names the master keeps (interned for the
- * run). A client inventing names cannot grow the name table without
- * bound: past this, SUBMIT gets ERROR TQ_ERR_TOO_MANY. */
+/* Distinct queue and function names the master keeps at once. A client
+ * inventing names cannot grow the name table without bound: past this,
+ * SUBMIT gets ERROR TQ_ERR_TOO_MANY. Names nothing uses any more are
+ * freed again (tq_store_gc). */
 #define TQ_STORE_MAX_NAMES 65536
 
 typedef enum {
@@ -212,9 +213,27 @@ const tq_store_cfg_t *tq_store_cfg(const tq_store_t *self);
 tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id);
 size_t tq_store_size(const tq_store_t *self);
 
-/* Interned copy of a name (NUL-terminated, lives as long as the store),
- * or NULL when the name table is full. */
+/* Interned copy of a name (NUL-terminated), or NULL when the name table
+ * is full. It lives while something uses it (a task or a setting of its
+ * queue, a heap, a tq_store_name_hold) and at least until tq_store_gc
+ * runs: a caller that keeps it past its handler must hold it. */
 const char *tq_store_intern(tq_store_t *self, tq_bytes_t name);
+/* 1 if name is interned now (nothing created). */
+int tq_store_name_known(const tq_store_t *self, tq_bytes_t name);
+/* The interned name if it is interned now, else NULL (nothing created). */
+const char *tq_store_lookup(const tq_store_t *self, tq_bytes_t name);
+/* Names interned now. */
+size_t tq_store_nnames(const tq_store_t *self);
+/* Count a use of interned name by someone outside the store (a worker
+ * declaring the function), and drop it again. */
+void tq_store_name_hold(tq_store_t *self, const char *name);
+void tq_store_name_release(tq_store_t *self, const char *name);
+/* Free up to `steps` queues that no task or setting uses (not paused, no
+ * --queue-timeout, no task in any state) and look at up to `steps` name
+ * slots, freeing the names nothing uses. Returns the names freed. Queue
+ * order (tq_store_queue_at) changes: a freed queue takes the last one's
+ * index. */
+size_t tq_store_gc(tq_store_t *self, size_t steps);
 
 /* Queues, in creation order (round-robin order for the scheduler). */
 size_t tq_store_nqueues(const tq_store_t *self);

@@ -13,6 +13,7 @@ struct tq_fnheap {
     tq_queue_t *queue;
     tq_task_t **items;
     size_t n, cap;
+    uint32_t nclasses; /* task classes on it: the heap is in use while > 0 */
 };
 
 struct tq_queue {
@@ -21,6 +22,7 @@ struct tq_queue {
     size_t nheaps;
     size_t queued_total; /* runnable: in the heaps */
     tq_queue_counts_t counts;
+    tq_queue_counts_t *all; /* the store's sum over all queues */
     int paused;
     uint32_t default_timeout_ms;
 };
@@ -35,12 +37,16 @@ typedef struct {
     void (*set)(tq_task_t *, size_t);
 } theap_t;
 
-/* Interned name: the string, and the queue of that name if one exists. */
+/* Interned name: the string, and the queue of that name if one exists.
+ * A name is in use while it has a queue, is the function of a heap, or
+ * a worker declares it; tq_store_gc frees the others. */
 typedef struct {
     char *name;
     size_t len;
     uint64_t hash;
     tq_queue_t *queue;
+    uint32_t fn_heaps; /* heaps (of any queue) for this function */
+    uint32_t holds;    /* tq_store_name_hold: workers declaring it */
 } name_ent_t;
 
 typedef struct {
@@ -100,6 +106,7 @@ struct tq_store {
     size_t nnames, names_cap;
     tq_queue_t **queues;
     size_t nqueues;
+    size_t gc_queue, gc_name; /* tq_store_gc's cursors */
     tq_tclass_t **classes; /* open addressing, capacity a power of two */
     size_t nclasses, classes_cap;
     ttl_list_t unfetched, fetched;
@@ -111,6 +118,7 @@ struct tq_store {
     theap_t delayed; /* queued tasks not runnable yet, by not_before_ms */
     ttl_list_t dead; /* dead tasks, in the order they died */
     tq_store_totals_t totals;
+    tq_queue_counts_t all_counts; /* every queue's counts, summed */
 };
 
 /* ---- store_queues.c ---- */
@@ -118,8 +126,10 @@ struct tq_store {
 name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name);
 /* The queue of name entry e, created if absent. */
 tq_queue_t *store_queue_get(tq_store_t *self, name_ent_t *e);
+/* The entry of an interned name, or NULL (not interned). */
+name_ent_t *store_name_find(const tq_store_t *self, tq_bytes_t name);
 /* q's heap for interned fn, created if absent. */
-tq_fnheap_t *store_queue_heap(tq_queue_t *q, const char *fn);
+tq_fnheap_t *store_queue_heap(tq_store_t *self, tq_queue_t *q, const char *fn);
 
 /* A counted reference to the class (heap, priority, timeout_ms),
  * created if new. */

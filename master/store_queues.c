@@ -26,18 +26,26 @@ static void names_grow(tq_store_t *self) {
     self->names_cap = ncap;
 }
 
+name_ent_t *store_name_find(const tq_store_t *self, tq_bytes_t name) {
+    if (!self->names_cap)
+        return NULL;
+    uint64_t h = tq_fnv1a(TQ_FNV_BASIS, name.data, name.len);
+    size_t j = (size_t)h & (self->names_cap - 1);
+    while (self->names[j].name) {
+        name_ent_t *e = &self->names[j];
+        if (e->hash == h && e->len == name.len && memcmp(e->name, name.data, name.len) == 0)
+            return e;
+        j = (j + 1) & (self->names_cap - 1);
+    }
+    return NULL;
+}
+
 /* The entry for name, created if absent; NULL when the table is full. */
 name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name) {
+    name_ent_t *found = store_name_find(self, name);
+    if (found)
+        return found;
     uint64_t h = tq_fnv1a(TQ_FNV_BASIS, name.data, name.len);
-    if (self->names_cap) {
-        size_t j = (size_t)h & (self->names_cap - 1);
-        while (self->names[j].name) {
-            name_ent_t *e = &self->names[j];
-            if (e->hash == h && e->len == name.len && memcmp(e->name, name.data, name.len) == 0)
-                return e;
-            j = (j + 1) & (self->names_cap - 1);
-        }
-    }
     if (self->nnames >= TQ_STORE_MAX_NAMES)
         return NULL;
     if ((self->nnames + 1) * 2 > self->names_cap)
@@ -52,6 +60,7 @@ name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name) {
     e->len = name.len;
     e->hash = h;
     e->queue = NULL;
+    e->fn_heaps = e->holds = 0;
     self->nnames++;
     return e;
 }
@@ -61,12 +70,128 @@ const char *tq_store_intern(tq_store_t *self, tq_bytes_t name) {
     return e ? e->name : NULL;
 }
 
+int tq_store_name_known(const tq_store_t *self, tq_bytes_t name) {
+    return store_name_find(self, name) != NULL;
+}
+
+const char *tq_store_lookup(const tq_store_t *self, tq_bytes_t name) {
+    const name_ent_t *e = store_name_find(self, name);
+    return e ? e->name : NULL;
+}
+
+size_t tq_store_nnames(const tq_store_t *self) { return self->nnames; }
+
+void tq_store_name_hold(tq_store_t *self, const char *name) {
+    name_ent_t *e = store_name_find(self, tq_bytes_str(name));
+    TQ_ASSERT(e && e->name == name && e->holds < UINT32_MAX);
+    e->holds++;
+}
+
+void tq_store_name_release(tq_store_t *self, const char *name) {
+    name_ent_t *e = store_name_find(self, tq_bytes_str(name));
+    TQ_ASSERT(e && e->name == name && e->holds > 0);
+    e->holds--;
+}
+
+/* Take slot i out of the name table (backward shift, so probes stay
+ * unbroken) and free its string. */
+static void name_delete(tq_store_t *self, size_t i) {
+    size_t m = self->names_cap - 1;
+    free(self->names[i].name);
+    for (size_t j = (i + 1) & m; self->names[j].name; j = (j + 1) & m) {
+        size_t home = (size_t)self->names[j].hash & m;
+        if (((j - home) & m) >= ((j - i) & m)) {
+            self->names[i] = self->names[j]; /* the string stays where it is */
+            i = j;
+        }
+    }
+    memset(&self->names[i], 0, sizeof self->names[i]);
+    self->nnames--;
+}
+
+/* Free heap k of q (no task class on it: it is empty); the last heap
+ * takes its place. */
+static void heap_delete(tq_store_t *self, tq_queue_t *q, size_t k) {
+    tq_fnheap_t *h = q->heaps[k];
+    TQ_ASSERT(h->n == 0 && h->nclasses == 0);
+    name_ent_t *fe = store_name_find(self, tq_bytes_str(h->fn));
+    TQ_ASSERT(fe && fe->fn_heaps > 0);
+    fe->fn_heaps--;
+    free(h->items);
+    free(h);
+    q->heaps[k] = q->heaps[--q->nheaps];
+}
+
+/* Free the heaps of q that no task class uses (a queue that lives on
+ * must not pin every function name it ever saw). */
+static void heaps_prune(tq_store_t *self, tq_queue_t *q) {
+    for (size_t k = 0; k < q->nheaps;) {
+        if (q->heaps[k]->nclasses == 0)
+            heap_delete(self, q, k);
+        else
+            k++;
+    }
+}
+
+/* A queue no task, setting or heap needs: free it and its (empty)
+ * heaps; queues[i] takes the last queue's place. */
+static void queue_delete(tq_store_t *self, size_t i) {
+    tq_queue_t *q = self->queues[i];
+    while (q->nheaps)
+        heap_delete(self, q, q->nheaps - 1);
+    free(q->heaps);
+    name_ent_t *qe = store_name_find(self, tq_bytes_str(q->name));
+    TQ_ASSERT(qe && qe->queue == q);
+    qe->queue = NULL;
+    self->queues[i] = self->queues[--self->nqueues];
+    free(q);
+}
+
+/* 1 if nothing refers to q: no task (every task holds a class of one of
+ * its heaps), not paused, no default timeout. */
+static int queue_unused(const tq_queue_t *q) {
+    if (q->paused || q->default_timeout_ms || q->queued_total)
+        return 0;
+    for (size_t k = 0; k < q->nheaps; k++)
+        if (q->heaps[k]->nclasses)
+            return 0;
+    return 1;
+}
+
+size_t tq_store_gc(tq_store_t *self, size_t steps) {
+    size_t freed = 0;
+    for (size_t s = 0; s < steps && self->nqueues; s++) {
+        if (self->gc_queue >= self->nqueues)
+            self->gc_queue = 0;
+        tq_queue_t *q = self->queues[self->gc_queue];
+        if (queue_unused(q)) {
+            queue_delete(self, self->gc_queue); /* the last one moved here: look again */
+        } else {
+            heaps_prune(self, q);
+            self->gc_queue++;
+        }
+    }
+    for (size_t s = 0; s < steps && self->names_cap; s++) {
+        if (self->gc_name >= self->names_cap)
+            self->gc_name = 0;
+        name_ent_t *e = &self->names[self->gc_name];
+        if (e->name && !e->queue && !e->fn_heaps && !e->holds) {
+            name_delete(self, self->gc_name); /* another entry may shift here */
+            freed++;
+        } else {
+            self->gc_name++;
+        }
+    }
+    return freed;
+}
+
 /* ---- queues ----------------------------------------------------------- */
 
 tq_queue_t *store_queue_get(tq_store_t *self, name_ent_t *e) {
     if (!e->queue) {
         tq_queue_t *q = tq_calloc(1, sizeof *q);
         q->name = e->name;
+        q->all = &self->all_counts;
         e->queue = q;
         self->queues = tq_realloc(self->queues, (self->nqueues + 1) * sizeof *self->queues);
         self->queues[self->nqueues++] = q;
@@ -74,13 +199,16 @@ tq_queue_t *store_queue_get(tq_store_t *self, name_ent_t *e) {
     return e->queue;
 }
 
-tq_fnheap_t *store_queue_heap(tq_queue_t *q, const char *fn) {
+tq_fnheap_t *store_queue_heap(tq_store_t *self, tq_queue_t *q, const char *fn) {
     for (size_t i = 0; i < q->nheaps; i++)
         if (q->heaps[i]->fn == fn)
             return q->heaps[i];
     tq_fnheap_t *h = tq_calloc(1, sizeof *h);
     h->fn = fn;
     h->queue = q;
+    name_ent_t *fe = store_name_find(self, tq_bytes_str(fn));
+    TQ_ASSERT(fe && fe->name == fn);
+    fe->fn_heaps++;
     q->heaps = tq_realloc(q->heaps, (q->nheaps + 1) * sizeof *q->heaps);
     q->heaps[q->nheaps++] = h;
     return h;
@@ -167,6 +295,7 @@ tq_tclass_t *store_tclass_ref(tq_store_t *self, tq_fnheap_t *heap, int32_t prior
         free(old);
     }
     tq_tclass_t *c = tq_malloc(sizeof *c);
+    heap->nclasses++;
     c->heap = heap;
     c->priority = priority;
     c->timeout_ms = timeout_ms;
@@ -194,6 +323,7 @@ void store_tclass_unref(tq_store_t *self, tq_tclass_t *c) {
     }
     self->classes[i] = NULL;
     self->nclasses--;
+    c->heap->nclasses--;
     free(c);
 }
 

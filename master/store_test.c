@@ -3,6 +3,7 @@
 #include "store.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "tq_test.h"
@@ -435,6 +436,53 @@ static void test_delay_dead_pause(void) {
     tq_store_destroy(&s);
 }
 
+/* Names and queues nothing uses are freed by tq_store_gc; a paused
+ * queue, a queue with tasks and a held function name stay. */
+static void test_name_gc(void) {
+    tq_store_t *s = new_store(100000);
+    char q[32], f[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(q, sizeof q, "q%d", i);
+        snprintf(f, sizeof f, "f%d", i);
+        tq_task_t *t = add(s, f, q, 0, "x");
+        CHECK(t != NULL);
+        if (i >= 3)
+            tq_store_remove_queued(s, t);
+    }
+    tq_queue_t *paused = tq_store_queue(s, tq_bytes_str("paused"));
+    tq_queue_set_paused(paused, 1);
+    const char *held = tq_store_intern(s, tq_bytes_str("held"));
+    tq_store_name_hold(s, held);
+    CHECK_EQ_INT(tq_store_nnames(s), 2002);
+    for (int i = 0; i < 10; i++)
+        tq_store_gc(s, 1000);
+    /* q0..q2 with f0..f2, "paused", "held" */
+    CHECK_EQ_INT(tq_store_nnames(s), 8);
+    CHECK_EQ_INT(tq_store_nqueues(s), 4);
+    CHECK(tq_store_name_known(s, tq_bytes_str("q1")));
+    CHECK(tq_store_name_known(s, tq_bytes_str("f2")));
+    CHECK(!tq_store_name_known(s, tq_bytes_str("q3")));
+    CHECK(!tq_store_name_known(s, tq_bytes_str("f999")));
+    CHECK(tq_store_intern(s, tq_bytes_str("held")) == held);
+    /* the survivors still work: the tasks of q0..q2 are there */
+    for (int i = 0; i < 3; i++) {
+        snprintf(q, sizeof q, "q%d", i);
+        snprintf(f, sizeof f, "f%d", i);
+        tq_queue_t *qq = tq_store_queue(s, tq_bytes_str(q));
+        const char *ff = tq_store_intern(s, tq_bytes_str(f));
+        CHECK(tq_queue_best(qq, &ff, 1) != NULL);
+    }
+    tq_store_name_release(s, held);
+    tq_queue_set_paused(paused, 0);
+    for (int i = 0; i < 10; i++)
+        tq_store_gc(s, 1000);
+    CHECK_EQ_INT(tq_store_nnames(s), 6);
+    /* a freed name can be made again */
+    CHECK(add(s, "f999", "q999", 0, "y") != NULL);
+    CHECK_EQ_INT(tq_store_nnames(s), 8);
+    tq_store_destroy(&s);
+}
+
 int main(void) {
     RUN(test_priority_then_fifo);
     RUN(test_ids_count_up);
@@ -448,5 +496,6 @@ int main(void) {
     RUN(test_deadlines);
     RUN(test_session_keys_observer_restore);
     RUN(test_delay_dead_pause);
+    RUN(test_name_gc);
     TEST_MAIN_END();
 }

@@ -44,6 +44,15 @@
  * instance that holds, or last held, the attempt. */
 #define TQ_INSTANCE_HEX 16
 
+/* New queue and function names one connection may make the master
+ * create (SUBMIT, a worker's HELLO, ADMIN naming a queue): a burst, then
+ * a steady rate. The master keeps 65,536 names at once (freeing those
+ * nothing uses); without this one client inventing names could fill the
+ * table for everyone. Real clients use a handful of names. Past it:
+ * ERROR TQ_ERR_TOO_MANY. */
+#define TQ_PEER_NEW_NAMES_BURST 1024
+#define TQ_PEER_NEW_NAMES_PER_S 100
+
 /* Functions one worker may declare in HELLO. */
 #define TQ_MAX_FUNCTIONS 256
 
