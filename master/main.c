@@ -6,12 +6,14 @@
  * for a bad flag, TQ_EXIT_ENV when the key, the data dir or the bind
  * address cannot be used, TQ_EXIT_INTERNAL when the loop fails. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -42,6 +44,8 @@ typedef struct {
     int64_t retry_backoff_max_ms;
     tq_strlist_t queue_timeout;
     int64_t peer_queue;
+    int64_t max_connections;
+    int64_t handshake_timeout_ms;
     int64_t key_retention_ms;
     char *fsync;
     int64_t fsync_interval_ms;
@@ -54,6 +58,16 @@ typedef struct {
  * store's name table, TQ_STORE_MAX_NAMES). */
 #define MAX_QUEUE_TIMEOUTS 1024
 #define YEAR_MS (366LL * 24 * 3600 * 1000)
+/* File descriptors kept for everything but peer connections: stdio, the
+ * signalfd, ZeroMQ's own (a mailbox per socket and thread, epoll, the
+ * listener), the journal (its directory, the open segment, the next one
+ * and compaction's output, a reserve), the data dir's lock and
+ * temporary files. About 25 are used; the rest absorbs connections
+ * accepted in a burst before the cap cuts them. */
+#define FD_RESERVE 64
+/* --max-connections at most (and its default when the fd limit is
+ * higher): the auth actor keeps a table entry per connection. */
+#define MAX_CONNECTIONS 1000000
 
 static const tq_cfg_entry_t table[] = {
     {"bind", TQ_CFG_STRING, "tcp://127.0.0.1:7070", 0, 0, NULL, "TASKQ_BIND", S(bind), "ENDPOINT",
@@ -85,6 +99,12 @@ static const tq_cfg_entry_t table[] = {
      "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues)"},
     {"peer-queue", TQ_CFG_INT, "1000", 1, 1000000, NULL, NULL, S(peer_queue), "N",
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
+    {"max-connections", TQ_CFG_INT, NULL, 1, MAX_CONNECTIONS, NULL, NULL, S(max_connections), "N",
+     "open connections at most; past it the oldest connection that has sent no message is "
+     "closed, or else the new one (default: the file descriptor limit minus 64)"},
+    {"handshake-timeout", TQ_CFG_MS, "10", 100, 3600000, NULL, NULL, S(handshake_timeout_ms),
+     "SECONDS", "a connection that has not finished its CURVE handshake this long after it "
+     "opened is closed (0.1..3600)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
      "remember a SUBMIT idempotency key this long (1..31622400)"},
     {"fsync", TQ_CFG_ENUM, "interval", 0, 0, "always|interval|off", NULL, S(fsync), "MODE",
@@ -131,6 +151,60 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
         out[i].queue = (tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)};
         out[i].timeout_ms = (uint32_t)ms;
     }
+    return 0;
+}
+
+/* Raise the soft RLIMIT_NOFILE to the hard limit (each connection holds
+ * a descriptor), log what is in force, and work out --max-connections:
+ * the limit minus FD_RESERVE unless given (then it must fit). Sets
+ * *fd_limit and *max_conns; returns -1 with err when the limit leaves no
+ * room for connections. */
+static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, char *err,
+                            size_t errlen) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
+    }
+    rlim_t before = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max;
+        /* an unlimited hard limit is refused: try the kernel's usual cap */
+        if (setrlimit(RLIMIT_NOFILE, &up) < 0 && rl.rlim_max == RLIM_INFINITY) {
+            up.rlim_cur = 1048576;
+            setrlimit(RLIMIT_NOFILE, &up);
+        }
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    int64_t limit = rl.rlim_cur > (rlim_t)INT32_MAX ? INT32_MAX : (int64_t)rl.rlim_cur;
+    if (rl.rlim_cur != before)
+        tq_info("file descriptors: %" PRId64 " (soft limit raised from %" PRIu64
+                " to the hard limit)",
+                limit, (uint64_t)before);
+    else
+        tq_info("file descriptors: %" PRId64 " (soft limit, equal to the hard limit)", limit);
+    if (limit < FD_RESERVE + 8) {
+        snprintf(err, errlen,
+                 "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master needs "
+                 "%d for itself and the journal, and more for connections (raise it to at "
+                 "least %d)",
+                 limit, FD_RESERVE, FD_RESERVE + 64);
+        return -1;
+    }
+    int64_t room = limit - FD_RESERVE;
+    if (asked > room) {
+        tq_warn("--max-connections %" PRId64 " does not fit the file descriptor limit %" PRId64
+                " (%d are kept for the journal and the master): using %" PRId64,
+                asked, limit, FD_RESERVE, room);
+        asked = room;
+    }
+    int64_t n = asked > 0 ? asked : room < MAX_CONNECTIONS ? room : MAX_CONNECTIONS;
+    tq_info("max-connections %" PRId64 " (%s)", n,
+            asked > 0 ? "--max-connections" : "the file descriptor limit minus 64 kept for the "
+                                               "journal and the master");
+    *fd_limit = (int)limit;
+    *max_conns = (size_t)n;
     return 0;
 }
 
@@ -252,6 +326,13 @@ int main(int argc, char **argv) {
         tq_error("%s", err);
         goto out;
     }
+    int fd_limit = 0;
+    size_t max_conns = 0;
+    if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, err, sizeof err) < 0) {
+        tq_error("%s", err);
+        tq_curve_keys_wipe(&keys);
+        goto out;
+    }
 
     /* Signals arrive on a signalfd polled by the loop: block them before
      * any thread (ZeroMQ's, the auth actor) exists, so all inherit it. */
@@ -287,6 +368,9 @@ int main(int argc, char **argv) {
         .max_attempts = (uint32_t)s.max_attempts,
         .key_retention_ms = s.key_retention_ms,
         .peer_queue = (int)s.peer_queue,
+        .max_connections = max_conns,
+        .fd_limit = fd_limit,
+        .handshake_timeout_ms = s.handshake_timeout_ms,
         .backoff_base_ms = s.retry_backoff_ms,
         .backoff_cap_ms = s.retry_backoff_max_ms,
         .queue_timeouts = qtimeouts,

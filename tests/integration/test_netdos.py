@@ -1,0 +1,209 @@
+"""Denial of service on the master's port (issue 12, points 5 and 6b).
+
+Point 5, without the key: a flood of idle TCP connections must not use up
+the master's file descriptors (after which libzmq's I/O thread spins on a
+listener it cannot accept from, nobody can connect and the journal cannot
+open its next segment). The master caps its connections, refuses the
+excess, closes connections that never finish the CURVE handshake, and
+keeps serving a client and a worker with the key throughout.
+
+Point 6(b), with the key: what one message may make the master buffer.
+ZMQ_MAXMSGSIZE follows --max-payload (a frame larger than a message may be
+is refused by libzmq as it arrives), and a message with too many frames is
+answered with ERROR 5 without the master keeping its frames.
+
+Floods go to loopback only and stay small (a few hundred sockets)."""
+
+import errno
+import json
+import os
+import resource
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tqharness as h  # noqa: E402
+from tqharness import TQTestCase, main  # noqa: E402
+
+PRLIMIT = shutil.which("prlimit")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is state (field 3); utime, stime are fields 14, 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def is_closed(s):
+    """1 if the master closed (or reset) this connection. Reads what the
+    master sent (its ZMTP greeting) to see the end behind it."""
+    while True:
+        try:
+            d = s.recv(4096, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return 1
+        if d == b"":
+            return 1
+
+
+class ConnectionFlood(TQTestCase):
+    def start_limited_master(self, nofile, *extra):
+        """The master with soft and hard RLIMIT_NOFILE = nofile."""
+        self.assertTrue(PRLIMIT, "prlimit(1) not found (util-linux)")
+        argv = [PRLIMIT, "--nofile=%d:%d" % (nofile, nofile), "--", h.MASTER_BIN,
+                "--bind", self.endpoint, "--data-dir", self.data_dir,
+                "--authkey-file", self.key] + h.HB_FLAGS + list(extra)
+        m = self.start("master", argv)
+        self.master = m
+        self.wait_master_ready(m)
+        return m
+
+    def flood(self, n):
+        socks = []
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        self.addCleanup(lambda: [s.close() for s in socks])
+        return socks
+
+    def test_idle_flood_is_capped_and_good_clients_are_served(self):
+        m = self.start_limited_master(160, "--handshake-timeout", "2")
+        log0 = m.output()
+        self.assertRegex(log0, r"file descriptors: \d+")
+        cap_line = [l for l in log0.splitlines() if "max-connections" in l]
+        self.assertTrue(cap_line, log0)
+        self.start_worker(concurrency=2)
+        socks = self.flood(400)
+        time.sleep(0.5)
+        # (b) the master does not spin on a listener it cannot accept from
+        c0 = cpu_seconds(m.pid)
+        time.sleep(2.0)
+        used = cpu_seconds(m.pid) - c0
+        self.assertLess(used, 0.5, "master used %.2f s of CPU in 2 s during the flood" % used)
+        # (c) the excess was refused: the master keeps within its fd limit
+        closed = sum(is_closed(s) for s in socks)
+        self.assertGreater(closed, 400 - 160, "only %d of 400 flood connections closed" % closed)
+        self.assertLess(open_fds(m.pid), 160)
+        # (a) a client and a worker with the key are served during the flood
+        r = self.tq_ok("map", "--fn", "square", "1", "2", "3", timeout=30)
+        self.assertEqual(r.out, "1 * 1 = 1\n2 * 2 = 4\n3 * 3 = 9\n")
+        ids = self.submit("--fn", "echo", "during-flood", timeout=30)
+        r = self.tq_ok("wait", "--timeout", "20", *ids, timeout=30)
+        self.assertEqual(r.out, "during-flood\n")
+        # (d) connections that never finish the handshake are closed after
+        # --handshake-timeout, all of them
+        h.wait_until(lambda: sum(is_closed(s) for s in socks) == len(socks), 15,
+                     what="every flood connection to be closed")
+        # ... and the log says so in a few summary lines, not one per connection
+        h.wait_until(lambda: "connections" in m.output()[len(log0):], 5,
+                     what="a summary of the refused connections in the log")
+        new = m.output()[len(log0):]
+        self.assertLess(len(new.splitlines()), 40, new[-4000:])
+        self.assertRegex(new, r"\d+ closed over --max-connections|"
+                              r"\d+ closed before finishing the handshake")
+        # the journal can still open files: a submit is acknowledged
+        self.submit("--fn", "echo", "after-flood", timeout=30)
+
+    def test_max_connections_flag(self):
+        m = self.start_limited_master(1024, "--max-connections", "20", "--handshake-timeout", "5")
+        self.assertIn("max-connections 20", m.output())
+        w = self.start_worker(concurrency=1)
+        socks = self.flood(60)
+        time.sleep(1.0)
+        closed = sum(is_closed(s) for s in socks)
+        self.assertGreaterEqual(closed, 60 - 20, "only %d of 60 closed with a cap of 20" % closed)
+        r = self.tq_ok("map", "--fn", "square", "7", timeout=30)
+        self.assertEqual(r.out, "7 * 7 = 49\n")
+        self.assertTrue(w.alive())
+
+    def test_handshake_that_stalls_is_closed(self):
+        m = self.start_limited_master(1024, "--handshake-timeout", "1")
+        # one connection silent, one that sends half a ZMTP greeting
+        a = socket.create_connection(("127.0.0.1", self.port))
+        b = socket.create_connection(("127.0.0.1", self.port))
+        b.sendall(b"\xff" + b"\x00" * 8 + b"\x7f\x03")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        t0 = time.monotonic()
+        for s in (a, b):
+            s.settimeout(10)
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+        self.assertLess(time.monotonic() - t0, 8)
+
+    def test_limits_are_logged_and_flag_is_checked(self):
+        r = self.run_prog([h.MASTER_BIN, "--data-dir", self.data_dir, "--max-connections", "0"])
+        self.assertEqual(r.rc, h.EXIT_USAGE, r)
+        m = self.start_limited_master(1024)
+        out = m.output()
+        self.assertRegex(out, r"file descriptors: \d+ \(soft limit")
+        self.assertRegex(out, r"max-connections \d+")
+
+
+class MessageBounds(TQTestCase):
+    """Point 6(b): what one message from a peer with the key may hold."""
+
+    def test_big_frames_over_max_payload_do_not_grow_the_master(self):
+        m = self.start_master("--max-payload", "4K")
+        rss0 = m.rss_kb()
+        c = h.RawClient(self.endpoint, h.key_bytes_from_file(self.key),
+                        sockopts=((h.zmq.SNDHWM, 0),))
+        self.addCleanup(c.close)
+        c.hello()
+        big = b"\x00" * (64 << 20)
+        f0 = h.msg_submit([({"fn": "echo"}, b"")])[0]
+        c.send([f0, big, big, big, big])
+        time.sleep(3)
+        rss1 = m.rss_kb()
+        self.assertLess(rss1 - rss0, 48 * 1024,
+                        "master RSS grew from %d to %d KiB on four 64 MiB frames "
+                        "with --max-payload 4K" % (rss0, rss1))
+        # the master still serves others
+        self.assertTrue(m.alive())
+        self.tq_ok("status")
+
+    def test_many_frames_get_an_error(self):
+        m = self.start_master()
+        c = h.RawClient(self.endpoint, h.key_bytes_from_file(self.key))
+        self.addCleanup(c.close)
+        c.hello()
+        rss0 = m.rss_kb()
+        f0 = h.msg_submit([({"fn": "echo"}, b"")])[0]
+        c.send([f0] + [b"x" * 1000] * 20000)
+        fr = c.recv_type(h.T_ERROR, timeout=20)
+        self.assertIsNotNone(fr, "no answer to a message of 20,001 frames")
+        e = h.decode_error(fr)
+        self.assertEqual(e["code"], 5, e)
+        self.assertIn("frames", e["message"])
+        rss1 = m.rss_kb()
+        self.assertLess(rss1 - rss0, 64 * 1024, "RSS %d -> %d KiB" % (rss0, rss1))
+        self.tq_ok("status")
+
+
+if __name__ == "__main__":
+    main()
