@@ -1001,9 +1001,11 @@ void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes)
 
 int tq_in_source_fd(const tq_in_t *self)
 {
-    if (self->nmsgs == 0)
+    /* metadata, like Peer-Address: on the frames the peer sent */
+    size_t i = (size_t)self->router;
+    if (self->nmsgs <= i)
         return -1;
-    return zmq_msg_get(&self->msgs[0], ZMQ_SRCFD);
+    return zmq_msg_get(&self->msgs[i], ZMQ_SRCFD);
 }
 
 tq_bytes_t tq_in_routing_id(const tq_in_t *self)
