@@ -33,6 +33,8 @@
  * summary of refused and timed-out connections may be logged (ms). */
 #define AUTH_SWEEP_MS 5000
 #define AUTH_SUMMARY_MS 5000
+/* Connections being closed at once to get out of EMFILE (accept_failed). */
+#define AUTH_CUTS_IN_FLIGHT 8
 
 /* One open connection, as the monitor reported it. Candidates for a cut
  * (not known to talk, not being closed) are linked oldest first. */
@@ -364,16 +366,17 @@ static void conn_gone(tq_auth_t *self, int fd, char *addr, size_t len) {
 }
 
 /* accept() failed in libzmq. Out of descriptors (EMFILE, ENFILE) its I/O
- * thread retries at once, forever, while the listener stays readable:
- * free one by cutting the oldest silent connection (one at a time, so a
- * burst of these events does not empty the table). */
+ * thread retries at once, forever, while the listener stays readable
+ * (one event each time): free descriptors by cutting the oldest silent
+ * connections, with at most AUTH_CUTS_IN_FLIGHT under way, so a burst of
+ * these events does not empty the table. */
 static void accept_failed(tq_auth_t *self, int err) {
     if (err != EMFILE && err != ENFILE)
         return;
     self->n_accept_failed++;
     self->last_accept_errno = err;
-    if (self->nopen < self->nconns)
-        return; /* a cut is under way */
+    if (self->nconns - self->nopen >= AUTH_CUTS_IN_FLIGHT)
+        return; /* enough cuts under way */
     int32_t v;
     while ((v = oldest_silent(self)) >= 0 && !conn_cut(self, v))
         ;

@@ -62,9 +62,12 @@ typedef struct {
  * signalfd, ZeroMQ's own (a mailbox per socket and thread, epoll, the
  * listener), the journal (its directory, the open segment, the next one
  * and compaction's output, a reserve), the data dir's lock and
- * temporary files. About 25 are used; the rest absorbs connections
- * accepted in a burst before the cap cuts them. */
-#define FD_RESERVE 64
+ * temporary files. About 25 are used; the rest absorbs connections that
+ * libzmq accepts in a burst before the auth actor cuts the excess (it
+ * reacts within milliseconds; a burst is bounded by the listen backlog
+ * and the accept rate). An eighth of the limit, 64..4096. */
+#define FD_RESERVE_MIN 64
+#define FD_RESERVE_MAX 4096
 /* --max-connections at most (and its default when the fd limit is
  * higher): the auth actor keeps a table entry per connection. */
 #define MAX_CONNECTIONS 1000000
@@ -101,7 +104,8 @@ static const tq_cfg_entry_t table[] = {
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
     {"max-connections", TQ_CFG_INT, NULL, 1, MAX_CONNECTIONS, NULL, NULL, S(max_connections), "N",
      "open connections at most; past it the oldest connection that has sent no message is "
-     "closed, or else the new one (default: the file descriptor limit minus 64)"},
+     "closed, or else the new one (default: the file descriptor limit minus an eighth of it, "
+     "at least 64, at most 4096)"},
     {"handshake-timeout", TQ_CFG_MS, "10", 100, 3600000, NULL, NULL, S(handshake_timeout_ms),
      "SECONDS", "a connection that has not finished its CURVE handshake this long after it "
      "opened is closed (0.1..3600)"},
@@ -156,7 +160,7 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
 
 /* Raise the soft RLIMIT_NOFILE to the hard limit (each connection holds
  * a descriptor), log what is in force, and work out --max-connections:
- * the limit minus FD_RESERVE unless given (then it must fit). Sets
+ * the limit minus a reserve unless given (then it must fit). Sets
  * *fd_limit and *max_conns; returns -1 with err when the limit leaves no
  * room for connections. */
 static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, char *err,
@@ -184,25 +188,32 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, cha
                 limit, (uint64_t)before);
     else
         tq_info("file descriptors: %" PRId64 " (soft limit, equal to the hard limit)", limit);
-    if (limit < FD_RESERVE + 8) {
+    int64_t reserve = limit / 8;
+    reserve = reserve < FD_RESERVE_MIN ? FD_RESERVE_MIN
+              : reserve > FD_RESERVE_MAX ? FD_RESERVE_MAX
+                                         : reserve;
+    if (limit < FD_RESERVE_MIN + 8) {
         snprintf(err, errlen,
-                 "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master needs "
-                 "%d for itself and the journal, and more for connections (raise it to at "
+                 "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
+                 "%d for itself and the journal, and needs more for connections (raise it to at "
                  "least %d)",
-                 limit, FD_RESERVE, FD_RESERVE + 64);
+                 limit, FD_RESERVE_MIN, FD_RESERVE_MIN + 64);
         return -1;
     }
-    int64_t room = limit - FD_RESERVE;
+    int64_t room = limit - reserve;
     if (asked > room) {
         tq_warn("--max-connections %" PRId64 " does not fit the file descriptor limit %" PRId64
-                " (%d are kept for the journal and the master): using %" PRId64,
-                asked, limit, FD_RESERVE, room);
+                " (%" PRId64 " are kept for the journal and the master): using %" PRId64,
+                asked, limit, reserve, room);
         asked = room;
     }
     int64_t n = asked > 0 ? asked : room < MAX_CONNECTIONS ? room : MAX_CONNECTIONS;
-    tq_info("max-connections %" PRId64 " (%s)", n,
-            asked > 0 ? "--max-connections" : "the file descriptor limit minus 64 kept for the "
-                                               "journal and the master");
+    if (asked > 0)
+        tq_info("max-connections %" PRId64 " (--max-connections)", n);
+    else
+        tq_info("max-connections %" PRId64 " (the file descriptor limit minus %" PRId64
+                " kept for the journal and the master)",
+                n, reserve);
     *fd_limit = (int)limit;
     *max_conns = (size_t)n;
     return 0;
