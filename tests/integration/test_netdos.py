@@ -130,6 +130,8 @@ class ConnectionFlood(TQTestCase):
                      what="a summary of the refused connections in the log")
         new = m.output()[len(log0):]
         self.assertLess(len(new.splitlines()), 40, new[-4000:])
+        # the worker, which talks, was never the connection cut
+        self.assertNotIn("lost", new)
         # the journal can still open files: a submit is acknowledged
         self.submit("--fn", "echo", "after-flood", timeout=30)
 
@@ -144,6 +146,7 @@ class ConnectionFlood(TQTestCase):
         r = self.tq_ok("map", "--fn", "square", "7", timeout=30)
         self.assertEqual(r.out, "7 * 7 = 49\n")
         self.assertTrue(w.alive())
+        self.assertNotIn("lost", m.output())
 
     def test_handshake_that_stalls_is_closed(self):
         m = self.start_limited_master(1024, "--handshake-timeout", "1")
