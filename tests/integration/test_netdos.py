@@ -67,7 +67,8 @@ def is_closed(s):
 class ConnectionFlood(TQTestCase):
     def start_limited_master(self, nofile, *extra):
         """The master with soft and hard RLIMIT_NOFILE = nofile."""
-        self.assertTrue(PRLIMIT, "prlimit(1) not found (util-linux)")
+        if not PRLIMIT:
+            self.skipTest("prlimit(1) not found (util-linux)")
         argv = [PRLIMIT, "--nofile=%d:%d" % (nofile, nofile), "--", h.MASTER_BIN,
                 "--bind", self.endpoint, "--data-dir", self.data_dir,
                 "--authkey-file", self.key] + h.HB_FLAGS + list(extra)
