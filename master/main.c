@@ -68,6 +68,8 @@ typedef struct {
  * and the accept rate). An eighth of the limit, 64..4096. */
 #define FD_RESERVE_MIN 64
 #define FD_RESERVE_MAX 4096
+/* Lowest file descriptor limit the master starts with. */
+#define FD_MIN (FD_RESERVE_MIN + 16)
 /* --max-connections at most (and its default when the fd limit is
  * higher): the auth actor keeps a table entry per connection. */
 #define MAX_CONNECTIONS 1000000
@@ -192,12 +194,12 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, cha
     reserve = reserve < FD_RESERVE_MIN ? FD_RESERVE_MIN
               : reserve > FD_RESERVE_MAX ? FD_RESERVE_MAX
                                          : reserve;
-    if (limit < FD_RESERVE_MIN + 8) {
+    if (limit < FD_MIN) {
         snprintf(err, errlen,
                  "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
                  "%d for itself and the journal, and needs more for connections (raise it to at "
                  "least %d)",
-                 limit, FD_RESERVE_MIN, FD_RESERVE_MIN + 64);
+                 limit, FD_RESERVE_MIN, FD_MIN);
         return -1;
     }
     int64_t room = limit - reserve;
@@ -323,6 +325,12 @@ int main(int argc, char **argv) {
     tq_log_set_level(tq_log_level_parse(s.log_level));
 
     rc = TQ_EXIT_ENV;
+    int fd_limit = 0;
+    size_t max_conns = 0;
+    if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, err, sizeof err) < 0) {
+        tq_error("%s", err);
+        goto out;
+    }
     if (prepare_data_dir(s.data_dir, err, sizeof err) < 0) {
         tq_error("%s", err);
         goto out;
@@ -335,13 +343,6 @@ int main(int argc, char **argv) {
     tq_curve_keys_t keys;
     if (tq_authkey_load(keypath, &keys, err, sizeof err) < 0) {
         tq_error("%s", err);
-        goto out;
-    }
-    int fd_limit = 0;
-    size_t max_conns = 0;
-    if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, err, sizeof err) < 0) {
-        tq_error("%s", err);
-        tq_curve_keys_wipe(&keys);
         goto out;
     }
 

@@ -180,6 +180,12 @@ class ConnectionFlood(TQTestCase):
     def test_limits_are_logged_and_flag_is_checked(self):
         r = self.run_prog([h.MASTER_BIN, "--data-dir", self.data_dir, "--max-connections", "0"])
         self.assertEqual(r.rc, h.EXIT_USAGE, r)
+        if PRLIMIT:
+            r = self.run_prog([PRLIMIT, "--nofile=50:50", "--", h.MASTER_BIN,
+                               "--data-dir", self.data_dir, "--bind", self.endpoint])
+            self.assertEqual(r.rc, h.EXIT_ENV, r)
+            self.assertIn("the file descriptor limit (50, ulimit -n) is too low", r.err)
+            self.assertFalse(os.path.exists(self.data_dir))
         m = self.start_limited_master(1024)
         out = m.output()
         self.assertRegex(out, r"file descriptors: \d+ \(soft limit")
