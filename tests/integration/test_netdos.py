@@ -17,7 +17,9 @@ Floods go to loopback only and stay small (a few hundred sockets)."""
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -176,6 +178,27 @@ class ConnectionFlood(TQTestCase):
         new = m.output()[len(log0):]
         self.assertLess(len(new.splitlines()), 5, new)
         self.assertEqual(counted(), 101, new)
+
+    def test_peer_that_stops_answering_is_closed(self):
+        """After the handshake, ZMTP heartbeats: a peer process that stops
+        (SIGSTOP: its libzmq answers no PING, its TCP stays up) loses its
+        connection after the heartbeat timeout (1 s here), so it does not
+        keep a descriptor in the master for ever."""
+        m = self.start_master()
+        fd0 = open_fds(m.pid)
+        code = ("import sys, time; sys.path.insert(0, %r); import tqharness as h; "
+                "c = h.RawClient(%r, h.key_bytes_from_file(%r)); c.hello(); "
+                "print('ready', flush=True); time.sleep(60)"
+                % (os.path.dirname(os.path.abspath(__file__)), self.endpoint, self.key))
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             env=h.clean_env(None))
+        self.addCleanup(lambda: (p.kill(), p.wait()))
+        self.assertEqual(p.stdout.readline().strip(), b"ready")
+        h.wait_until(lambda: open_fds(m.pid) == fd0 + 1, 5, what="the peer's connection")
+        os.kill(p.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: os.kill(p.pid, signal.SIGCONT))
+        h.wait_until(lambda: open_fds(m.pid) == fd0, 10,
+                     what="the master to close the stopped peer's connection")
 
     def test_limits_are_logged_and_flag_is_checked(self):
         r = self.run_prog([h.MASTER_BIN, "--data-dir", self.data_dir, "--max-connections", "0"])
