@@ -192,7 +192,7 @@ class ConnectionFlood(TQTestCase):
                 % (os.path.dirname(os.path.abspath(__file__)), self.endpoint, self.key))
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                              env=h.clean_env(None))
-        self.addCleanup(lambda: (p.kill(), p.wait()))
+        self.addCleanup(lambda: (p.kill(), p.wait(), p.stdout.close()))
         self.assertEqual(p.stdout.readline().strip(), b"ready")
         h.wait_until(lambda: open_fds(m.pid) == fd0 + 1, 5, what="the peer's connection")
         os.kill(p.pid, signal.SIGSTOP)
