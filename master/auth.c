@@ -4,8 +4,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,13 +26,25 @@
 #define ZAP_MAX_FRAMES 8
 /* Largest ZAP frame we look at (addresses, ids, 32-byte keys). */
 #define ZAP_FRAME_MAX 256
-/* Accepted connections remembered for the handshake-failure log. */
-#define AUTH_MAX_CONNS 65536
 /* Handshake failures remembered until their connection is dropped. */
 #define AUTH_PENDING_FAILS 64
+/* How often the connection table is checked against the kernel (an entry
+ * whose DISCONNECTED event never came is dropped), and how often the
+ * summary of refused and timed-out connections may be logged (ms). */
+#define AUTH_SWEEP_MS 5000
+#define AUTH_SUMMARY_MS 5000
+/* Connections being closed at once to get out of EMFILE (accept_failed). */
+#define AUTH_CUTS_IN_FLIGHT 8
 
+/* One open connection, as the monitor reported it. Candidates for a cut
+ * (not known to talk, not being closed) are linked oldest first. */
 typedef struct {
     int fd;
+    uint8_t closing; /* shut down by us; libzmq closes it */
+    uint8_t linked;  /* in the candidate list */
+    int32_t prev, next;
+    socklen_t peerlen; /* 0: getpeername failed at accept */
+    struct sockaddr_storage peer;
     char addr[64];
 } conn_t;
 
@@ -42,9 +56,16 @@ struct tq_auth {
     char monitor_ep[128];
     int has_monitor;
     uint8_t client_public[32];
+    size_t max_conns; /* 0: no cap */
+    int fd_limit;
+    int64_t handshake_ms;
+    _Atomic uint8_t *active; /* [fd_limit]: the connection on fd talks */
     /* thread-only state */
     conn_t *conns;
     size_t nconns, capconns;
+    size_t nopen;   /* conns not being closed: what the cap counts */
+    int32_t *slot;  /* [fd_limit]: index in conns, or -1 */
+    int32_t head, tail; /* candidate list */
     /* HANDSHAKE_FAILED events seen whose DISCONNECTED has not come yet,
      * oldest first: 1 = the keys did not match (PROTOCOL, AUTH), 0 = the
      * peer closed during the handshake (NO_DETAIL: a port probe, a health
@@ -54,6 +75,10 @@ struct tq_auth {
     int64_t log_window_ms;  /* rate limit of refusal lines: a peer with a */
     unsigned log_lines;     /* wrong key reconnects every few hundred ms */
     unsigned log_suppressed;
+    /* counted since the last summary line */
+    uint64_t n_cut, n_hs_closed, n_accept_failed;
+    int last_accept_errno;
+    int64_t summary_ms, sweep_ms;
     char start_err[256];
 };
 
@@ -161,61 +186,233 @@ static void zap_handle(tq_auth_t *self, void *zap) {
 
 /* ---- monitor ------------------------------------------------------------ */
 
-static void conn_put(tq_auth_t *self, int fd) {
-    char addr[64] = "?";
+/* "host:port" of a peer address, IPv4-mapped IPv6 shown as IPv4. */
+static void format_addr(const struct sockaddr_storage *ss, socklen_t len, char *addr,
+                        size_t addrlen) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (len == 0) {
+        snprintf(addr, addrlen, "?");
+    } else if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        snprintf(addr, addrlen, "%s:%d", host, ntohs(in->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        int port = ntohs(in6->sin6_port);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            /* an IPv4 peer of a dual-stack socket: show it as IPv4 */
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof host);
+            snprintf(addr, addrlen, "%s:%d", host, port);
+        } else {
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+            snprintf(addr, addrlen, "[%s]:%d", host, port);
+        }
+    } else {
+        snprintf(addr, addrlen, "local");
+    }
+}
+
+/* 1 if fd is still the connection c was accepted as: same peer address
+ * and port (an fd closed and reused for another connection or a file
+ * fails this). */
+static int conn_same(const conn_t *c) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        char host[INET6_ADDRSTRLEN] = "?";
-        int port = 0;
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-            port = ntohs(in->sin_port);
-            snprintf(addr, sizeof addr, "%s:%d", host, port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-            port = ntohs(in6->sin6_port);
-            if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-                /* an IPv4 peer of a dual-stack socket: show it as IPv4 */
-                inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof host);
-                snprintf(addr, sizeof addr, "%s:%d", host, port);
-            } else {
-                inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-                snprintf(addr, sizeof addr, "[%s]:%d", host, port);
-            }
-        } else {
-            snprintf(addr, sizeof addr, "local");
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) < 0)
+        return 0;
+    return c->peerlen != 0 && sl == c->peerlen && memcmp(&ss, &c->peer, sl) == 0;
+}
+
+static void list_unlink(tq_auth_t *self, int32_t i) {
+    conn_t *c = &self->conns[i];
+    if (!c->linked)
+        return;
+    if (c->prev >= 0)
+        self->conns[c->prev].next = c->next;
+    else
+        self->head = c->next;
+    if (c->next >= 0)
+        self->conns[c->next].prev = c->prev;
+    else
+        self->tail = c->prev;
+    c->linked = 0;
+    c->prev = c->next = -1;
+}
+
+static void list_push(tq_auth_t *self, int32_t i) {
+    conn_t *c = &self->conns[i];
+    c->prev = self->tail;
+    c->next = -1;
+    if (self->tail >= 0)
+        self->conns[self->tail].next = i;
+    else
+        self->head = i;
+    self->tail = i;
+    c->linked = 1;
+}
+
+/* Forget entry i (its connection is gone): the last entry moves into
+ * its place, links and fd slot updated. */
+static void conn_remove(tq_auth_t *self, int32_t i) {
+    conn_t *c = &self->conns[i];
+    list_unlink(self, i);
+    if (!c->closing)
+        self->nopen--;
+    self->slot[c->fd] = -1;
+    int32_t last = (int32_t)self->nconns - 1;
+    if (i != last) {
+        conn_t *m = &self->conns[last];
+        *c = *m;
+        self->slot[c->fd] = i;
+        if (c->linked) {
+            if (c->prev >= 0)
+                self->conns[c->prev].next = i;
+            else
+                self->head = i;
+            if (c->next >= 0)
+                self->conns[c->next].prev = i;
+            else
+                self->tail = i;
         }
     }
-    for (size_t i = 0; i < self->nconns; i++)
-        if (self->conns[i].fd == fd) { /* fd reused: replace */
-            tq_strlcpy(self->conns[i].addr, addr, sizeof self->conns[i].addr);
-            return;
+    self->nconns--;
+}
+
+/* Shut connection i down so that libzmq closes it (it sees the peer
+ * go). Checks first that the fd is still that connection; a stale entry
+ * is only forgotten. Returns 1 if a connection was cut. */
+static int conn_cut(tq_auth_t *self, int32_t i) {
+    conn_t *c = &self->conns[i];
+    if (!conn_same(c)) {
+        conn_remove(self, i);
+        return 0;
+    }
+    shutdown(c->fd, SHUT_RDWR);
+    tq_debug("closed connection from %s: over --max-connections %zu", c->addr, self->max_conns);
+    list_unlink(self, i);
+    c->closing = 1;
+    self->nopen--;
+    self->n_cut++;
+    return 1;
+}
+
+/* The oldest candidate for a cut that has not talked (those that talked
+ * leave the list for good), or -1. */
+static int32_t oldest_silent(tq_auth_t *self) {
+    while (self->head >= 0) {
+        int32_t i = self->head;
+        int fd = self->conns[i].fd;
+        if (!atomic_load_explicit(&self->active[fd], memory_order_relaxed))
+            return i;
+        list_unlink(self, i);
+    }
+    return -1;
+}
+
+/* Bring the open connections down to the cap; `fresh` is the entry of
+ * the connection just accepted (cut when every other one talks). */
+static void enforce_cap(tq_auth_t *self, int32_t fresh) {
+    while (self->max_conns && self->nopen > self->max_conns) {
+        int32_t v = oldest_silent(self);
+        if (v < 0) {
+            if (fresh < 0 || fresh >= (int32_t)self->nconns || self->conns[fresh].closing)
+                return;
+            v = fresh;
         }
-    if (self->nconns >= AUTH_MAX_CONNS)
+        int32_t last = (int32_t)self->nconns - 1;
+        if (conn_cut(self, v) || v == fresh)
+            fresh = v == fresh ? -1 : fresh;
+        else if (fresh == last)
+            fresh = v; /* the stale entry's removal moved fresh into v */
+    }
+}
+
+static void conn_accepted(tq_auth_t *self, int fd) {
+    if (fd < 0 || fd >= self->fd_limit)
         return;
+    if (self->slot[fd] >= 0) /* fd reused and its DISCONNECTED not seen */
+        conn_remove(self, self->slot[fd]);
+    /* A new connection has said nothing yet. This event comes before the
+     * connection's ZAP request, and the thread reads every pending event
+     * before it answers one (auth_main), so the loop cannot have marked
+     * this connection yet: only its predecessor on the same fd. */
+    atomic_store_explicit(&self->active[fd], 0, memory_order_relaxed);
     if (self->nconns == self->capconns) {
-        self->capconns = self->capconns ? self->capconns * 2 : 16;
+        self->capconns = self->capconns ? self->capconns * 2 : 64;
         self->conns = tq_realloc(self->conns, self->capconns * sizeof *self->conns);
     }
-    self->conns[self->nconns].fd = fd;
-    tq_strlcpy(self->conns[self->nconns].addr, addr, sizeof self->conns[self->nconns].addr);
-    self->nconns++;
+    int32_t i = (int32_t)self->nconns++;
+    conn_t *c = &self->conns[i];
+    memset(c, 0, sizeof *c);
+    c->fd = fd;
+    c->prev = c->next = -1;
+    socklen_t sl = sizeof c->peer;
+    if (getpeername(fd, (struct sockaddr *)&c->peer, &sl) == 0)
+        c->peerlen = sl;
+    format_addr(&c->peer, c->peerlen, c->addr, sizeof c->addr);
+    self->slot[fd] = i;
+    self->nopen++;
+    list_push(self, i);
+    enforce_cap(self, i);
 }
 
-/* Remove fd's entry, copying its address to addr. */
-static void conn_take(tq_auth_t *self, int fd, char *addr, size_t len) {
+/* Forget fd's entry, copying its address to addr. */
+static void conn_gone(tq_auth_t *self, int fd, char *addr, size_t len) {
     tq_strlcpy(addr, "?", len);
-    for (size_t i = 0; i < self->nconns; i++)
-        if (self->conns[i].fd == fd) {
-            tq_strlcpy(addr, self->conns[i].addr, len);
-            self->conns[i] = self->conns[--self->nconns];
-            return;
-        }
+    if (fd < 0 || fd >= self->fd_limit || self->slot[fd] < 0)
+        return;
+    tq_strlcpy(addr, self->conns[self->slot[fd]].addr, len);
+    conn_remove(self, self->slot[fd]);
 }
 
-static void monitor_handle(tq_auth_t *self, void *mon) {
+/* accept() failed in libzmq. Out of descriptors (EMFILE, ENFILE) its I/O
+ * thread retries at once, forever, while the listener stays readable
+ * (one event each time): free descriptors by cutting the oldest silent
+ * connections, with at most AUTH_CUTS_IN_FLIGHT under way, so a burst of
+ * these events does not empty the table. */
+static void accept_failed(tq_auth_t *self, int err) {
+    if (err != EMFILE && err != ENFILE)
+        return;
+    self->n_accept_failed++;
+    self->last_accept_errno = err;
+    if (self->nconns - self->nopen >= AUTH_CUTS_IN_FLIGHT)
+        return; /* enough cuts under way */
+    int32_t v;
+    while ((v = oldest_silent(self)) >= 0 && !conn_cut(self, v))
+        ;
+}
+
+/* Check every entry against the kernel: one whose connection is gone
+ * without a DISCONNECTED event (not expected, but the cap must not
+ * leak) is forgotten. */
+static void sweep(tq_auth_t *self) {
+    for (size_t i = self->nconns; i-- > 0;)
+        if (!conn_same(&self->conns[i]))
+            conn_remove(self, (int32_t)i);
+}
+
+/* One line for what was counted since the last one. */
+static void summary(tq_auth_t *self, int64_t now) {
+    if (now - self->summary_ms < AUTH_SUMMARY_MS)
+        return;
+    self->summary_ms = now;
+    if (self->n_cut || self->n_accept_failed)
+        tq_warn("connections in the last %d s: %" PRIu64 " closed over --max-connections %zu, "
+                "%" PRIu64 " closed before finishing the handshake (limit %.3g s), %" PRIu64
+                " accept failures (%s); %zu open",
+                AUTH_SUMMARY_MS / 1000, self->n_cut, self->max_conns, self->n_hs_closed,
+                (double)self->handshake_ms / 1000.0, self->n_accept_failed,
+                self->n_accept_failed ? strerror(self->last_accept_errno) : "none", self->nopen);
+    else if (self->n_hs_closed)
+        tq_info("connections in the last %d s: %" PRIu64 " closed before finishing the "
+                "handshake (limit %.3g s); %zu open",
+                AUTH_SUMMARY_MS / 1000, self->n_hs_closed, (double)self->handshake_ms / 1000.0,
+                self->nopen);
+    self->n_cut = self->n_hs_closed = self->n_accept_failed = 0;
+}
+
+/* Handle one monitor event if one is waiting. Returns -1 if none. */
+static int monitor_handle(tq_auth_t *self, void *mon) {
     uint8_t ev[6] = {0};
     int more = 0;
     size_t n = 0;
@@ -224,9 +421,9 @@ static void monitor_handle(tq_auth_t *self, void *mon) {
     do {
         zmq_msg_t m;
         zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, mon, 0) < 0) {
+        if (zmq_msg_recv(&m, mon, frame == 0 ? ZMQ_DONTWAIT : 0) < 0) {
             zmq_msg_close(&m);
-            return;
+            return -1;
         }
         if (frame == 0) {
             n = zmq_msg_size(&m);
@@ -238,7 +435,7 @@ static void monitor_handle(tq_auth_t *self, void *mon) {
         frame++;
     } while (more);
     if (n != sizeof ev)
-        return;
+        return 0;
     uint16_t event;
     uint32_t value;
     memcpy(&event, ev, 2);
@@ -246,13 +443,18 @@ static void monitor_handle(tq_auth_t *self, void *mon) {
     char addr[64];
     switch (event) {
     case ZMQ_EVENT_ACCEPTED:
-        conn_put(self, (int)value);
+        conn_accepted(self, (int)value);
+        break;
+    case ZMQ_EVENT_ACCEPT_FAILED:
+        accept_failed(self, (int)value);
         break;
     case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
     case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
     case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
         /* Reported with the listener's endpoint: the peer is the next
          * connection to be dropped. */
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            self->n_hs_closed++;
         if (self->nfail == AUTH_PENDING_FAILS) {
             self->fail_head = (self->fail_head + 1) % AUTH_PENDING_FAILS;
             self->nfail--;
@@ -261,7 +463,7 @@ static void monitor_handle(tq_auth_t *self, void *mon) {
             event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
         break;
     case ZMQ_EVENT_DISCONNECTED:
-        conn_take(self, (int)value, addr, sizeof addr);
+        conn_gone(self, (int)value, addr, sizeof addr);
         if (self->nfail > 0) {
             int keys = self->fail_kind[self->fail_head];
             self->fail_head = (self->fail_head + 1) % AUTH_PENDING_FAILS;
@@ -276,6 +478,7 @@ static void monitor_handle(tq_auth_t *self, void *mon) {
     default:
         break;
     }
+    return 0;
 }
 
 /* ---- thread ------------------------------------------------------------- */
@@ -313,8 +516,22 @@ static void *auth_main(void *arg) {
         zmq_pollitem_t items[3] = {{pipe, 0, ZMQ_POLLIN, 0}, {zap, 0, ZMQ_POLLIN, 0},
                                    {mon, 0, ZMQ_POLLIN, 0}};
         int nitems = mon ? 3 : 2;
+        self->sweep_ms = self->summary_ms = tq_mono_ms();
         for (;;) {
-            if (zmq_poll(items, nitems, -1) < 0) {
+            /* wake up for the summary line and the sweep while there is
+             * something to report or check */
+            long timeout = self->nconns || self->n_cut || self->n_hs_closed ||
+                                   self->n_accept_failed
+                               ? 1000
+                               : -1;
+            int rc = zmq_poll(items, nitems, timeout);
+            int64_t now = tq_mono_ms();
+            if (now - self->sweep_ms >= AUTH_SWEEP_MS) {
+                self->sweep_ms = now;
+                sweep(self);
+            }
+            summary(self, now);
+            if (rc < 0) {
                 if (errno == EINTR)
                     continue;
                 tq_error("auth: poll failed: %s", zmq_strerror(errno));
@@ -325,10 +542,13 @@ static void *auth_main(void *arg) {
                 zmq_recv(pipe, buf, sizeof buf, 0); /* any message means stop */
                 break;
             }
+            /* Every pending event first: a connection's ACCEPTED is
+             * queued before its ZAP request (conn_accepted relies on it). */
+            if (mon)
+                while (monitor_handle(self, mon) == 0)
+                    ;
             if (items[1].revents & ZMQ_POLLIN)
                 zap_handle(self, zap);
-            if (nitems > 2 && (items[2].revents & ZMQ_POLLIN))
-                monitor_handle(self, mon);
         }
     }
 out:
@@ -341,10 +561,18 @@ out:
     return NULL;
 }
 
-tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monitor_ep, char *err,
-                       size_t errlen) {
+tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monitor_ep,
+                       const tq_auth_cfg_t *cfg, char *err, size_t errlen) {
     tq_auth_t *self = tq_calloc(1, sizeof *self);
     self->ctx = ctx;
+    self->max_conns = cfg->max_connections;
+    self->fd_limit = cfg->fd_limit > 0 ? cfg->fd_limit : 1;
+    self->handshake_ms = cfg->handshake_ms;
+    self->active = tq_calloc((size_t)self->fd_limit, sizeof *self->active);
+    self->slot = tq_calloc((size_t)self->fd_limit, sizeof *self->slot);
+    for (int i = 0; i < self->fd_limit; i++)
+        self->slot[i] = -1;
+    self->head = self->tail = -1;
     memcpy(self->client_public, keys->client_public, 32);
     snprintf(self->pipe_ep, sizeof self->pipe_ep, "inproc://taskq-auth-%p", (void *)self);
     if (monitor_ep) {
@@ -380,6 +608,8 @@ tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monit
 fail:
     if (self->pipe)
         zmq_close(self->pipe);
+    free(self->active);
+    free(self->slot);
     free(self);
     return NULL;
 }
@@ -392,7 +622,16 @@ void tq_auth_destroy(tq_auth_t **self_p) {
     pthread_join(self->thread, NULL);
     zmq_close(self->pipe);
     free(self->conns);
+    free(self->slot);
+    free(self->active);
     sodium_memzero(self->client_public, sizeof self->client_public);
     free(self);
     *self_p = NULL;
+}
+
+void tq_auth_mark_active(tq_auth_t *self, int fd) {
+    if (!self || fd < 0 || fd >= self->fd_limit)
+        return;
+    if (!atomic_load_explicit(&self->active[fd], memory_order_relaxed))
+        atomic_store_explicit(&self->active[fd], 1, memory_order_relaxed);
 }

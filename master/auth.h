@@ -1,24 +1,50 @@
 /* auth.h - the master's auth actor: a thread that answers ZAP requests
  * (RFC 27) on inproc://zeromq.zap.01 and watches the ROUTER's monitor to
- * log the address of peers whose CURVE handshake failed.
+ * log the address of peers whose CURVE handshake failed, and to hold the
+ * number of open connections to --max-connections.
  *
- * It shares nothing with the loop thread except the keys, copied at
- * start. Start it BEFORE the ROUTER binds (so no handshake goes
- * unanswered); stop it after the ROUTER is closed. */
+ * libzmq accepts every TCP connection itself and has no per-socket cap.
+ * The actor counts connections from the monitor's ACCEPTED and
+ * DISCONNECTED events; past the cap it shuts a connection down
+ * (shutdown(2) on its fd, after checking the fd is still that
+ * connection), and libzmq then closes it as if the peer had gone. The
+ * connection shut down is the oldest one that has delivered no message
+ * yet (one still in, or idle after, the handshake: what a flood without
+ * the key consists of), else the new one: peers that talk are never cut.
+ *
+ * It shares with the loop thread the keys (copied at start) and a table
+ * of "this fd delivered a message" flags (atomic bytes, set by the loop
+ * through tq_auth_mark_active). Start it BEFORE the ROUTER binds (so no
+ * handshake goes unanswered); stop it after the ROUTER is closed. */
 #ifndef TQ_MASTER_AUTH_H
 #define TQ_MASTER_AUTH_H
 
 #include "tq_authkey.h"
 
+#include <stddef.h>
+#include <stdint.h>
+
 typedef struct tq_auth tq_auth_t;
+
+typedef struct {
+    size_t max_connections; /* open connections at most; 0 = no cap */
+    int fd_limit;           /* RLIMIT_NOFILE: every fd is below it */
+    int64_t handshake_ms;   /* ZMQ_HANDSHAKE_IVL, for the log only */
+} tq_auth_cfg_t;
 
 /* Start the actor on ctx: binds the ZAP endpoint and connects to the
  * monitor endpoint `monitor_ep` (already set up with zmq_socket_monitor
- * on the ROUTER, or NULL for none). Returns when the actor is ready, or
- * NULL with a message in err (e.g. the ZAP endpoint is taken). Caller
- * owns the result (tq_auth_destroy). */
-tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monitor_ep, char *err,
-                       size_t errlen);
+ * on the ROUTER for ACCEPTED, ACCEPT_FAILED, DISCONNECTED and the
+ * HANDSHAKE_FAILED events, or NULL for none: then nothing is counted).
+ * Returns when the actor is ready, or NULL with a message in err (e.g.
+ * the ZAP endpoint is taken). Caller owns the result (tq_auth_destroy). */
+tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monitor_ep,
+                       const tq_auth_cfg_t *cfg, char *err, size_t errlen);
+
+/* Loop thread: a message came in on connection fd (zmq_msg_get
+ * ZMQ_SRCFD), so that connection finished its handshake and talks; the
+ * connection cap never cuts it. Ignores fd < 0. */
+void tq_auth_mark_active(tq_auth_t *self, int fd);
 
 /* Stop the actor (a message over its pipe), join it, free it. Accepts
  * NULL; nulls *self_p. */

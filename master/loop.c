@@ -512,24 +512,46 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
 
     self->router = zmq_socket(ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
-    int64_t maxmsg = (int64_t)TQ_PAYLOAD_HARD_MAX + 65536;
+    /* The largest frame a peer may send is a whole packed message: a
+     * longer one is refused by libzmq as its header arrives, before it is
+     * buffered, and the connection dropped. (libzmq cannot cap the number
+     * of frames of a message: PROTOCOL.md section 9.) */
+    uint64_t msgmax = TQ_MSG_MAX(cfg->max_payload);
+    int64_t maxmsg = (int64_t)msgmax;
+    tq_in_set_max_bytes(self->in, (size_t)msgmax);
     int hwm = cfg->peer_queue > 0 ? cfg->peer_queue : 1000;
+    /* ZMTP heartbeats, answered by the peers' libzmq: a connection whose
+     * peer stopped answering is closed by libzmq itself (it holds an fd
+     * even when the loop has forgotten the peer). A connection gets
+     * handshake_ivl to finish its greeting and CURVE handshake. */
+    int hb_ivl = (int)cfg->heartbeat_ms;
+    int hb_timeout = (int)cfg->heartbeat_timeout_ms;
+    int hb_ttl = hb_timeout < 6553599 ? hb_timeout : 6553599; /* ZMTP: deciseconds in a u16 */
+    int hs_ivl = cfg->handshake_timeout_ms > 0 ? (int)cfg->handshake_timeout_ms : 0;
     if (!self->router || zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
         zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
         zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
         zmq_setsockopt(self->router, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+        zmq_setsockopt(self->router, ZMQ_HANDSHAKE_IVL, &hs_ivl, sizeof hs_ivl) < 0 ||
+        zmq_setsockopt(self->router, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) < 0 ||
+        zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) < 0 ||
+        zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TTL, &hb_ttl, sizeof hb_ttl) < 0 ||
         tq_curve_server(self->router, keys) < 0) {
         snprintf(err, errlen, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
         goto fail;
     }
-    int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_ACCEPT_FAILED | ZMQ_EVENT_DISCONNECTED |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
     int have_monitor = zmq_socket_monitor(self->router, MONITOR_ENDPOINT, events) == 0;
     if (!have_monitor)
-        tq_warn("no socket monitor (%s): failed handshakes will not be logged",
+        tq_warn("no socket monitor (%s): failed handshakes will not be logged and "
+                "--max-connections is not enforced",
                 zmq_strerror(errno));
     /* The ZAP handler must be up before the first peer can connect. */
-    self->auth = tq_auth_new(ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, err, errlen);
+    tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms};
+    self->auth =
+        tq_auth_new(ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err, errlen);
     if (!self->auth)
         goto fail;
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
@@ -612,6 +634,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                     }
                     break;
                 }
+                tq_auth_mark_active(self->auth, tq_in_source_fd(self->in));
                 tq_loop_handle(self);
             }
         }

@@ -30,6 +30,9 @@ typedef struct {
     int64_t key_retention_ms;     /* keep an idempotency key this long */
     int peer_queue;               /* ZMQ_SNDHWM: messages queued per peer */
     uint64_t peer_queue_bytes;    /* outcome bytes sent to a client, not ACKed */
+    size_t max_connections;       /* open connections at most (auth.h) */
+    int fd_limit;                 /* RLIMIT_NOFILE soft limit in force */
+    int64_t handshake_timeout_ms; /* ZMQ_HANDSHAKE_IVL: time to finish CURVE */
     int64_t backoff_base_ms;      /* first retry / lost-lease delay; 0 = none */
     int64_t backoff_cap_ms;       /* the delay doubles up to this */
     const tq_queue_timeout_t *queue_timeouts; /* --queue-timeout, parsed */

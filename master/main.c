@@ -6,12 +6,14 @@
  * for a bad flag, TQ_EXIT_ENV when the key, the data dir or the bind
  * address cannot be used, TQ_EXIT_INTERNAL when the loop fails. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,6 +47,8 @@ typedef struct {
     tq_strlist_t queue_timeout;
     int64_t peer_queue;
     int64_t peer_queue_bytes;
+    int64_t max_connections;
+    int64_t handshake_timeout_ms;
     int64_t key_retention_ms;
     char *fsync;
     int64_t fsync_interval_ms;
@@ -57,6 +61,21 @@ typedef struct {
  * store's name table, TQ_STORE_MAX_NAMES). */
 #define MAX_QUEUE_TIMEOUTS 1024
 #define YEAR_MS (366LL * 24 * 3600 * 1000)
+/* File descriptors kept for everything but peer connections: stdio, the
+ * signalfd, ZeroMQ's own (a mailbox per socket and thread, epoll, the
+ * listener), the journal (its directory, the open segment, the next one
+ * and compaction's output, a reserve), the data dir's lock and
+ * temporary files. About 25 are used; the rest absorbs connections that
+ * libzmq accepts in a burst before the auth actor cuts the excess (it
+ * reacts within milliseconds; a burst is bounded by the listen backlog
+ * and the accept rate). An eighth of the limit, 64..4096. */
+#define FD_RESERVE_MIN 64
+#define FD_RESERVE_MAX 4096
+/* Lowest file descriptor limit the master starts with. */
+#define FD_MIN (FD_RESERVE_MIN + 16)
+/* --max-connections at most (and its default when the fd limit is
+ * higher): the auth actor keeps a table entry per connection. */
+#define MAX_CONNECTIONS 1000000
 
 static const tq_cfg_entry_t table[] = {
     {"bind", TQ_CFG_STRING, "tcp://127.0.0.1:7070", 0, 0, NULL, "TASKQ_BIND", S(bind), "ENDPOINT",
@@ -95,6 +114,13 @@ static const tq_cfg_entry_t table[] = {
      S(peer_queue_bytes), "SIZE",
      "result bytes sent to one client and not yet ACKed before more wait in the master "
      "as task ids (one larger result still goes alone)"},
+    {"max-connections", TQ_CFG_INT, NULL, 1, MAX_CONNECTIONS, NULL, NULL, S(max_connections), "N",
+     "open connections at most; past it the oldest connection that has sent no message is "
+     "closed, or else the new one (default: the file descriptor limit minus an eighth of it, "
+     "at least 64, at most 4096)"},
+    {"handshake-timeout", TQ_CFG_MS, "10", 100, 3600000, NULL, NULL, S(handshake_timeout_ms),
+     "SECONDS", "a connection that has not finished its CURVE handshake this long after it "
+     "opened is closed (0.1..3600)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
      "remember a SUBMIT idempotency key this long (1..31622400)"},
     {"fsync", TQ_CFG_ENUM, "interval", 0, 0, "always|interval|off", NULL, S(fsync), "MODE",
@@ -159,6 +185,67 @@ static int check_bind(const char *ep, char *err, size_t errlen) {
                  colon + 1, ep);
         return -1;
     }
+    return 0;
+}
+
+/* Raise the soft RLIMIT_NOFILE to the hard limit (each connection holds
+ * a descriptor), log what is in force, and work out --max-connections:
+ * the limit minus a reserve unless given (then it must fit). Sets
+ * *fd_limit and *max_conns; returns -1 with err when the limit leaves no
+ * room for connections. */
+static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, char *err,
+                            size_t errlen) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
+    }
+    rlim_t before = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max;
+        /* an unlimited hard limit is refused: try the kernel's usual cap */
+        if (setrlimit(RLIMIT_NOFILE, &up) < 0 && rl.rlim_max == RLIM_INFINITY) {
+            up.rlim_cur = 1048576;
+            setrlimit(RLIMIT_NOFILE, &up);
+        }
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    int64_t limit = rl.rlim_cur > (rlim_t)INT32_MAX ? INT32_MAX : (int64_t)rl.rlim_cur;
+    if (rl.rlim_cur != before)
+        tq_info("file descriptors: %" PRId64 " (soft limit raised from %" PRIu64
+                " to the hard limit)",
+                limit, (uint64_t)before);
+    else
+        tq_info("file descriptors: %" PRId64 " (soft limit, equal to the hard limit)", limit);
+    int64_t reserve = limit / 8;
+    reserve = reserve < FD_RESERVE_MIN ? FD_RESERVE_MIN
+              : reserve > FD_RESERVE_MAX ? FD_RESERVE_MAX
+                                         : reserve;
+    if (limit < FD_MIN) {
+        snprintf(err, errlen,
+                 "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
+                 "%d for itself and the journal, and needs more for connections (raise it to at "
+                 "least %d)",
+                 limit, FD_RESERVE_MIN, FD_MIN);
+        return -1;
+    }
+    int64_t room = limit - reserve;
+    if (asked > room) {
+        tq_warn("--max-connections %" PRId64 " does not fit the file descriptor limit %" PRId64
+                " (%" PRId64 " are kept for the journal and the master): using %" PRId64,
+                asked, limit, reserve, room);
+        asked = room;
+    }
+    int64_t n = asked > 0 ? asked : room < MAX_CONNECTIONS ? room : MAX_CONNECTIONS;
+    if (asked > 0)
+        tq_info("max-connections %" PRId64 " (--max-connections)", n);
+    else
+        tq_info("max-connections %" PRId64 " (the file descriptor limit minus %" PRId64
+                " kept for the journal and the master)",
+                n, reserve);
+    *fd_limit = (int)limit;
+    *max_conns = (size_t)n;
     return 0;
 }
 
@@ -270,6 +357,12 @@ int main(int argc, char **argv) {
     tq_log_set_level(tq_log_level_parse(s.log_level));
 
     rc = TQ_EXIT_ENV;
+    int fd_limit = 0;
+    size_t max_conns = 0;
+    if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, err, sizeof err) < 0) {
+        tq_error("%s", err);
+        goto out;
+    }
     if (prepare_data_dir(s.data_dir, err, sizeof err) < 0) {
         tq_error("%s", err);
         goto out;
@@ -326,6 +419,9 @@ int main(int argc, char **argv) {
         .key_retention_ms = s.key_retention_ms,
         .peer_queue = (int)s.peer_queue,
         .peer_queue_bytes = (uint64_t)s.peer_queue_bytes,
+        .max_connections = max_conns,
+        .fd_limit = fd_limit,
+        .handshake_timeout_ms = s.handshake_timeout_ms,
         .backoff_base_ms = s.retry_backoff_ms,
         .backoff_cap_ms = s.retry_backoff_max_ms,
         .queue_timeouts = qtimeouts,

@@ -28,6 +28,19 @@
  * message stays a bounded unit of work for every hop. */
 #define TQ_BATCH_BYTES (4u * 1024u * 1024u)
 
+/* Bytes of one message besides its records' data: frame 0 with 1024
+ * records of names, keys and fields (about 270 bytes each at most), a
+ * pack's length prefixes, a JSON body (TQ_MAX_JSON), with room to spare. */
+#define TQ_MSG_OVERHEAD (1u << 20)
+
+/* Most bytes one message to the master may carry, with --max-payload
+ * mp: senders close a batch once its data reaches TQ_BATCH_BYTES, so a
+ * message's data stays below TQ_BATCH_BYTES + one record's data. It is
+ * also the largest frame (a packed message is one frame): the master's
+ * ZMQ_MAXMSGSIZE, so libzmq refuses a longer frame as its header
+ * arrives, before buffering it. */
+#define TQ_MSG_MAX(mp) ((uint64_t)(mp) + TQ_BATCH_BYTES + TQ_MSG_OVERHEAD)
+
 /* Function and queue names: short identifiers, [A-Za-z0-9_.:-]. Fits a
  * u8 length prefix with room to spare. */
 #define TQ_MAX_NAME 64

@@ -834,9 +834,12 @@ struct tq_in {
     size_t nviews; /* views: the frames, or a packed message's records */
     int router;
     int oversized;
+    int toolarge;  /* frames past max_bytes: dropped as they were read */
     int badpack;   /* packed, but 1: data frames follow, 2: a record
                       runs past the pack's end, 3: bad pack length */
     size_t badpack_at; /* the record where the pack went wrong */
+    size_t nframes;    /* frames the peer sent (no routing id) */
+    size_t max_bytes;  /* 0: no cap */
 };
 
 tq_in_t *tq_in_new(void)
@@ -877,7 +880,7 @@ static void in_unpack(tq_in_t *self)
     head[3] &= (uint8_t)~TQ_TYPE_PACKED;
     self->badpack_at = 0;
     self->nviews = h + 1;
-    if (self->nmsgs != h + 1) {
+    if (self->nframes != 1) {
         self->badpack = 1; /* a packed message is one frame */
         return;
     }
@@ -915,21 +918,39 @@ static void in_unpack(tq_in_t *self)
     self->nviews = self->badpack || self->oversized ? h + 1 : k;
 }
 
+/* 1 if frame f starts a packed message ('T' 'Q' VERSION TYPE|0x80). */
+static int frame_packed(zmq_msg_t *f)
+{
+    const uint8_t *b = zmq_msg_data(f);
+    return zmq_msg_size(f) >= TQ_HEAD_SIZE && b[0] == TQ_SIG0 && b[1] == TQ_SIG1 &&
+           (b[3] & TQ_TYPE_PACKED);
+}
+
 int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
 {
     in_release(self, 0);
     self->router = router ? 1 : 0;
     self->oversized = 0;
+    self->toolarge = 0;
     self->badpack = 0;
     self->nviews = 0;
+    self->nframes = 0;
     size_t cap = TQ_MAX_FRAMES + (size_t)self->router;
+    size_t h = (size_t)self->router; /* index of frame 0 */
+    size_t bytes = 0;                /* of the frames kept after frame 0 */
+    int packed = 0;
     int more = 1;
     while (more) {
-        zmq_msg_t scratch, *m = self->nmsgs < cap ? &self->msgs[self->nmsgs] : &scratch;
+        /* Kept: the routing id, frame 0, and data frames while the
+         * message stays within TQ_MAX_FRAMES and max_bytes, and is not
+         * packed (a packed message is one frame). The rest is read and
+         * let go at once, so the stream stays in step. */
+        int keep = self->nmsgs < cap && !self->toolarge && !(packed && self->nmsgs > h);
+        zmq_msg_t scratch, *m = keep ? &self->msgs[self->nmsgs] : &scratch;
         zmq_msg_init(m);
         /* The first frame honours the caller's flags; the rest of the
          * message is already here (ZeroMQ delivers messages whole). */
-        int flags = self->nmsgs == 0 && m != &scratch ? zmq_flags : 0;
+        int flags = self->nmsgs == 0 && keep ? zmq_flags : 0;
         int rc;
         while ((rc = zmq_msg_recv(m, sock, flags)) < 0 && self->nmsgs > 0 && errno == EINTR)
             ;
@@ -941,10 +962,24 @@ int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
             return -1;
         }
         more = zmq_msg_more(m);
+        if (self->nmsgs >= h || m == &scratch)
+            self->nframes++;
+        if (m != &scratch && self->nmsgs > h && self->max_bytes &&
+            zmq_msg_size(m) > self->max_bytes - bytes) {
+            zmq_msg_close(m);
+            self->toolarge = 1;
+            in_release(self, h + 1); /* what was kept goes now */
+            continue;
+        }
         if (m == &scratch) {
             zmq_msg_close(m);
-            self->oversized = 1;
+            if (!packed && !self->toolarge)
+                self->oversized = 1;
         } else {
+            if (self->nmsgs == h)
+                packed = frame_packed(m);
+            else if (self->nmsgs > h)
+                bytes += zmq_msg_size(m);
             self->views[self->nmsgs].data = zmq_msg_data(m);
             self->views[self->nmsgs].len = zmq_msg_size(m);
             self->nmsgs++;
@@ -952,11 +987,25 @@ int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
     }
     /* An oversized message is only answered with an error: keep the
      * routing id and frame 0, let go of the data frames now. */
-    if (self->oversized)
-        in_release(self, (size_t)self->router + 1);
+    if (self->oversized || self->toolarge)
+        in_release(self, h + 1);
     self->nviews = self->nmsgs;
     in_unpack(self);
     return 0;
+}
+
+void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes)
+{
+    self->max_bytes = max_bytes;
+}
+
+int tq_in_source_fd(const tq_in_t *self)
+{
+    /* metadata, like Peer-Address: on the frames the peer sent */
+    size_t i = (size_t)self->router;
+    if (self->nmsgs <= i)
+        return -1;
+    return zmq_msg_get(&self->msgs[i], ZMQ_SRCFD);
 }
 
 tq_bytes_t tq_in_routing_id(const tq_in_t *self)
@@ -1016,10 +1065,15 @@ int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err
     if (self->oversized)
         return tq_error_set(err, TQ_ERR_TOO_MANY, "%s message has more than %d frames",
                             tq_msg_type_name(*type), TQ_MAX_FRAMES);
+    if (self->toolarge)
+        return tq_error_set(err, TQ_ERR_TOO_LARGE,
+                            "%s message carries more than %zu bytes (max_payload + %u)",
+                            tq_msg_type_name(*type), self->max_bytes,
+                            TQ_BATCH_BYTES + TQ_MSG_OVERHEAD);
     if (self->badpack == 1)
         return tq_error_set(err, TQ_ERR_MALFORMED,
                             "packed %s message has %zu data frames, expected none",
-                            tq_msg_type_name(*type), self->nmsgs - (size_t)self->router - 1);
+                            tq_msg_type_name(*type), self->nframes - 1);
     if (self->badpack == 3)
         return tq_error_set(err, TQ_ERR_MALFORMED,
                             "packed %s message: the pack length at the end of frame 0 is "

@@ -332,6 +332,16 @@ void tq_in_destroy(tq_in_t **self_p);
  * has the bit cleared; a malformed pack is reported by tq_in_head. */
 int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags);
 
+/* Cap the bytes of one received message's data frames (0: no cap, the
+ * default). Past it tq_in_recv lets go of the data frames as it reads
+ * them (it still reads the message to its end) and tq_in_head reports
+ * TQ_ERR_TOO_LARGE. The master sets TQ_MSG_MAX(max_payload). */
+void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes);
+
+/* The fd of the connection the last message came in on (ZMQ_SRCFD), or
+ * -1. */
+int tq_in_source_fd(const tq_in_t *self);
+
 /* Views of what tq_in_recv got. routing id is empty on a DEALER. */
 tq_bytes_t tq_in_routing_id(const tq_in_t *self);
 tq_bytes_t tq_in_frame0(const tq_in_t *self); /* empty if no frames */

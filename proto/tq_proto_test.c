@@ -976,6 +976,29 @@ static void test_sockets(void)
     CHECK_EQ_INT(tq_decode_json(body, tq_in_nparts(din), TQ_MAX_JSON, &j, &err), 0);
     cJSON_Delete(j);
 
+    /* a byte cap on data frames: frames past it are let go of as read;
+     * a message within it is untouched; the cap is on data frames only */
+    tq_in_set_max_bytes(rin, 10);
+    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    zmq_send(dealer, "123456", 6, ZMQ_SNDMORE);
+    zmq_send(dealer, "123456", 6, ZMQ_SNDMORE);
+    zmq_send(dealer, "1", 1, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK(tq_bytes_eq(tq_in_routing_id(rin), rid));
+    CHECK_EQ_INT(tq_in_nparts(rin), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_LARGE);
+    CHECK(strstr(err.msg, "RESULTS message carries more than 10 bytes") != NULL);
+    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
+    zmq_send(dealer, "12345", 5, ZMQ_SNDMORE);
+    zmq_send(dealer, "12345", 5, 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+    CHECK_EQ_INT(tq_in_nparts(rin), 2);
+    tq_in_set_max_bytes(rin, 0);
+    /* inproc has no fd: -1; a DEALER's message too */
+    CHECK_EQ_INT(tq_in_source_fd(rin), -1);
+
     /* a non-taskq message */
     zmq_send(dealer, "", 0, 0);
     CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
@@ -1101,6 +1124,15 @@ static void test_packed(void)
     CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
     CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
     CHECK(strstr(err.msg, "1 data frames, expected none") != NULL);
+    /* many frames after a packed frame 0: none kept, the count told */
+    zmq_send(dealer, f, 12, ZMQ_SNDMORE);
+    for (int i = 0; i < TQ_MAX_FRAMES + 10; i++)
+        zmq_send(dealer, "x", 1, i + 1 < TQ_MAX_FRAMES + 10 ? ZMQ_SNDMORE : 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_nparts(rin), 0);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK(strstr(err.msg, "1036 data frames, expected none") != NULL);
     /* too many records in one pack: oversized, as with frames */
     static uint8_t many[8 + 4 * (TQ_MAX_FRAMES + 3) + 4];
     memcpy(many, rhead, sizeof rhead);
