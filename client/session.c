@@ -22,6 +22,7 @@
 
 #include "tq_authkey.h"
 #include "tq_curve.h"
+#include "tq_log.h"
 
 #define DEFAULT_ENDPOINT "tcp://127.0.0.1:7070"
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
@@ -154,7 +155,7 @@ static void parse_error(tq_bytes_t body, size_t nparts, int *code, uint32_t *ref
         v->valuedouble >= 0 && v->valuedouble <= 4294967295.0)
         *ref = (uint32_t)v->valuedouble;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "message")) && cJSON_IsString(v))
-        tq_strlcpy(msg, v->valuestring, size);
+        tq_log_escape_str(msg, size, v->valuestring); /* it may reach a terminal or log */
     cJSON_Delete(j);
 }
 

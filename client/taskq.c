@@ -17,6 +17,7 @@
 #include <cJSON.h>
 
 #include "tq_exit.h"
+#include "tq_log.h"
 
 /* The public numbers are promised to equal the exit statuses. */
 _Static_assert(TASKQ_ERR_CONNECT == TQ_EXIT_CONNECT, "error categories follow tq_exit.h");
@@ -475,9 +476,10 @@ static void on_admin_reply(taskq_t *self, tq_bytes_t body)
     if (!cJSON_IsTrue(ok)) {
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "message");
         b->err_code = TASKQ_ERR_REFUSED;
-        snprintf(b->err_msg, sizeof b->err_msg, "%s",
-                 cJSON_IsString(m) && m->valuestring ? m->valuestring
-                                                     : "master answered the request with ok:false");
+        tq_log_escape_str(b->err_msg, sizeof b->err_msg,
+                          cJSON_IsString(m) && m->valuestring
+                              ? m->valuestring
+                              : "master answered the request with ok:false");
     } else {
         b->json = tq_malloc(body.len + 1);
         memcpy(b->json, body.data, body.len);

@@ -46,6 +46,8 @@ struct tq_loop {
     int started; /* bound and ready: log a summary at destroy */
     uint64_t late_results;
     tq_loop_ratelimit_t anon_rl; /* for peers not registered */
+    tq_loop_ratelimit_t warn_rl; /* bad-input lines of all peers together */
+    tq_loop_ratelimit_t peer_rl; /* join/leave/drain lines of all peers */
     /* decode scratch: TQ_MAX_BATCH records each */
     tq_task_spec_t specs[TQ_MAX_BATCH];
     tq_task_t *added[TQ_MAX_BATCH];
@@ -68,6 +70,12 @@ static inline tq_bytes_t tq_loop_rid(const tq_peer_t *p) {
  * network address), at most a few lines per second per peer. */
 void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* 1 if a line about a peer joining, leaving or draining may be logged
+ * at level now: it is enabled, and fewer than LOOP_PEER_LINES_PER_S such
+ * lines went out in the current second (the rest are counted, and a
+ * summary says how many were not logged). */
+int tq_loop_peer_line(tq_loop_t *self, int level);
 
 /* Send self->out to a registered peer without blocking. On EHOSTUNREACH
  * the peer is marked gone (forgotten at the end of the iteration). A
