@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "output.h"
 #include "taskq.h"
+#include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
 #include "tq_log.h"
@@ -568,6 +569,7 @@ static int run_status(const command_t *cmd, global_t *g, void *settings, int arg
 
 int main(int argc, char **argv)
 {
+    tq_process_protect(); /* no core file or ptrace with the keys in memory */
     static char outbuf[STDOUT_BUFFER];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
     tq_log_init("taskq");

@@ -274,7 +274,7 @@ static int open_socket(taskq_t *self, taskq_error_t *err)
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    if (tq_curve_client(self->sock, &self->keys) < 0) {
+    if (tq_curve_client(self->sock, self->keys) < 0) {
         tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot set up CURVE: %s", zmq_strerror(errno));
         close_socket(self);
         return -1;
@@ -515,7 +515,7 @@ static void handle_free(taskq_t *self)
     tq_hswatch_destroy(&self->watch);
     if (self->sock)
         zmq_close(self->sock);
-    tq_curve_keys_wipe(&self->keys);
+    tq_curve_keys_free(&self->keys);
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     tq_in_destroy(&self->in);
@@ -593,9 +593,17 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
     }
     taskq_t *self = tq_calloc(1, sizeof *self);
     char kerr[TASKQ_ERROR_MAX];
-    if (tq_authkey_load(authkey_path, &self->keys, kerr, sizeof kerr) < 0) {
+    /* Only the client pair and the server's public key are kept, in
+     * memory a core dump leaves out (tq_authkey.h). */
+    self->keys = tq_curve_keys_new();
+    if (!self->keys) {
+        tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s", strerror(errno));
+        free(self);
+        return NULL;
+    }
+    if (tq_authkey_load_peer(authkey_path, self->keys, kerr, sizeof kerr) < 0) {
         tq_client_fail(err, TASKQ_ERR_ENV, "%s", kerr);
-        tq_curve_keys_wipe(&self->keys);
+        tq_curve_keys_free(&self->keys);
         free(self);
         return NULL;
     }

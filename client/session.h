@@ -104,7 +104,7 @@ struct taskq {
     int lost;                          /* master gone for good: only close is left */
     int rehello_pending;               /* HELLO re-sent, WELCOME not yet back */
     uint32_t next_req;                 /* request ids, shared by both halves */
-    tq_curve_keys_t keys;              /* kept to reconnect; wiped at close */
+    tq_curve_keys_t *keys; /* kept to reconnect (no server secret); freed at close */
     uint8_t session_id[TQ_CLIENT_SESSION_ID]; /* random, from taskq_connect */
     int64_t reconnect_ms;              /* budget after losing the master; 0 never */
     int reconnecting;                  /* lost the master, trying fresh sockets */
