@@ -675,6 +675,14 @@ int taskq_set_reconnect(taskq_t *self, int timeout_ms)
     return 0;
 }
 
+int taskq_set_ack_timeout(taskq_t *self, int timeout_ms)
+{
+    if (!self || timeout_ms < 0)
+        return -1;
+    self->ack_timeout_ms = timeout_ms;
+    return 0;
+}
+
 void taskq_set_notice(taskq_t *self, taskq_notice_fn fn, void *arg)
 {
     if (!self)

@@ -135,8 +135,9 @@ static void send_held_batch(taskq_t *self)
     flush_batch(self, &ignored);
 }
 
-static int send_batch(taskq_t *self, const batch_t *b, taskq_error_t *err)
+static int send_batch(taskq_t *self, batch_t *b, taskq_error_t *err)
 {
+    b->sent_ms = tq_mono_ms();
     tq_out_begin_submit(&self->out, b->req, b->flags);
     for (size_t i = 0; i < b->count; i++) {
         const ptask_t *p = &b->tasks[i];
@@ -725,6 +726,19 @@ static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_er
             left = deadline - tq_mono_ms();
             if (left < 0)
                 return 0;
+        }
+        /* A connected master that does not answer a batch (see
+         * taskq_set_ack_timeout); a reconnect sends it again. */
+        int64_t ack_left = -1;
+        if (self->ack_timeout_ms > 0 && self->unacked_head && !self->reconnecting) {
+            ack_left = self->unacked_head->sent_ms + self->ack_timeout_ms - tq_mono_ms();
+            if (ack_left <= 0)
+                return tq_client_fail(err, TASKQ_ERR_TIMEOUT,
+                                      "no acknowledgement from master at %s within %.3g s (is its "
+                                      "journal failing? see taskq status)",
+                                      self->endpoint, (double)self->ack_timeout_ms / 1000.0);
+            if (left < 0 || ack_left < left)
+                left = ack_left;
         }
         if (tq_session_pump(self, left, err) < 0)
             return -1;

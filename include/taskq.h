@@ -146,6 +146,19 @@ TASKQ_API void taskq_close(taskq_t **self_p);
  * Returns 0, or -1 if timeout_ms is negative. */
 TASKQ_API int taskq_set_reconnect(taskq_t *self, int timeout_ms);
 
+/* How long, in ms, a batch of submitted tasks may wait for the master's
+ * answer (its ids, or a refusal) while connected: when the oldest
+ * unanswered batch was sent (or sent again after a reconnect) longer ago,
+ * taskq_next_event fails with TASKQ_ERR_TIMEOUT "no acknowledgement from
+ * master at ENDPOINT within S s (is its journal failing? see taskq
+ * status)"; later calls fail the same way until the answer comes. A
+ * master that stays connected but does not answer (a journal write that
+ * failed under the batch, a master stuck) then does not block the
+ * program for ever. Time spent reconnecting is not counted (that is the
+ * reconnect budget's). 0 (the default): no limit. Returns 0, or -1 if
+ * timeout_ms is negative. */
+TASKQ_API int taskq_set_ack_timeout(taskq_t *self, int timeout_ms);
+
 /* Receives one-line notices about the connection (no trailing newline),
  * e.g. "lost connection to master at tcp://h:7070; reconnecting (up to
  * 60 s)" and "reconnected to master at tcp://h:7070". Called inside
