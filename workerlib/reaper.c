@@ -29,6 +29,7 @@ static pid_t *own;                                           /* pids we reap our
 static size_t nown, own_cap;
 static uint64_t *running; /* begin ticks of running tasks */
 static size_t nrunning, running_cap;
+static uint64_t started; /* ticks when tq_reaper_start ran */
 
 /* Clock ticks since boot, the unit of /proc/PID/stat's starttime. */
 static uint64_t boot_ticks(void)
@@ -44,6 +45,9 @@ static uint64_t boot_ticks(void)
 
 int tq_reaper_start(void)
 {
+    pthread_mutex_lock(&mu);
+    started = boot_ticks();
+    pthread_mutex_unlock(&mu);
     return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -1;
 }
 
@@ -186,12 +190,14 @@ static size_t list_children(pid_t *out, size_t max)
 }
 
 /* 1 if pid is one we reap ourselves; *min_begin: the earliest begin of
- * a running task (UINT64_MAX when none runs). */
-static int is_own(pid_t pid, uint64_t *min_begin)
+ * a running task (UINT64_MAX when none runs); *since: when the reaper
+ * started. */
+static int is_own(pid_t pid, uint64_t *min_begin, uint64_t *since)
 {
     int found = 0;
     uint64_t m = UINT64_MAX;
     pthread_mutex_lock(&mu);
+    *since = started;
     for (size_t i = 0; i < nown && !found; i++)
         found = own[i] == pid;
     for (size_t i = 0; i < nrunning; i++)
@@ -206,16 +212,26 @@ int tq_reaper_sweep(int all)
 {
     static pid_t kids[REAPER_MAX_CHILDREN]; /* under sweep_mu */
     int killed = 0;
+    pid_t our_group = getpgrp();
     pthread_mutex_lock(&sweep_mu);
     for (int round = 0; round < REAPER_ROUNDS; round++) {
         size_t n = list_children(kids, REAPER_MAX_CHILDREN);
         int killed_now = 0;
         for (size_t i = 0; i < n; i++) {
             pid_t pid = kids[i];
-            uint64_t min_begin, start;
+            uint64_t min_begin, since, start;
             char state;
             pid_t pgrp;
-            if (is_own(pid, &min_begin) || proc_stat(pid, &state, &pgrp, &start) < 0)
+            if (is_own(pid, &min_begin, &since) || proc_stat(pid, &state, &pgrp, &start) < 0)
+                continue;
+            /* Not a task's: every task process starts in a group of its
+             * own, so one in ours was started by the program itself (a
+             * thread-mode function's system(), a host program's child),
+             * as was one older than the worker. */
+            if (pgrp == our_group || start < since)
+                continue;
+            /* A running task may own a process born after it began. */
+            if (!all && start >= min_begin)
                 continue;
             int st;
             if (state == 'Z' || state == 'X') {
@@ -224,9 +240,6 @@ int tq_reaper_sweep(int all)
                     ;
                 continue;
             }
-            /* A running task may own a process born after it began. */
-            if (!all && start >= min_begin)
-                continue;
             tq_info("killing process %d: it escaped its task (left the task's process group "
                     "and outlived its parent)",
                     (int)pid);

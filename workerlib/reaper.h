@@ -11,6 +11,11 @@
  * worker ends, every stray is killed. Strays are SIGKILLed with their
  * process group and reaped, so none is left a zombie.
  *
+ * Never taken for strays: children in this process's own process group
+ * (every task process starts in a group of its own; a thread-mode
+ * function's system() or a host program's child stays in ours) and
+ * children older than tq_reaper_start.
+ *
  * Thread-safe; sweeps are serialised (a pid is only reaped by its owner
  * or under the sweep lock, so a killed pid cannot have been recycled). */
 #ifndef TQ_WORKERLIB_REAPER_H

@@ -15,9 +15,11 @@ from tqharness import (TQTestCase, main, wait_until, EXIT_CANCELLED,  # noqa: E4
 
 def escaper(pidfile, then):
     """A --fn command whose grandchild setsids, writes its pid to pidfile
-    and sleeps 300 s; the command itself then runs `then`."""
-    return ("sh -c 'setsid sh -c \"echo \\$\\$ > %s; exec sleep 300\" "
-            "</dev/null >/dev/null 2>&1 & %s'" % (pidfile, then))
+    and sleeps 300 s; the command itself waits for the pid file, then
+    runs `then`."""
+    return ("sh -c 'setsid sh -c \"echo \\$\\$ > %s.tmp; mv %s.tmp %s; exec sleep 300\" "
+            "</dev/null >/dev/null 2>&1 & while [ ! -s %s ]; do sleep 0.05; done; %s'"
+            % (pidfile, pidfile, pidfile, pidfile, then))
 
 
 def read_pid(path):
