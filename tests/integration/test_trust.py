@@ -24,25 +24,33 @@ def as_nobody():
     os.setuid(NOBODY)
 
 
-def readable_memory(pid):
-    """(start, bytes) of every readable mapping of pid (needs root)."""
-    out = []
+# Mappings larger than this are skipped (a sanitizer's shadow memory:
+# terabytes reserved, never a key); the rest is read in chunks.
+MAX_MAPPING = 1 << 30
+CHUNK = 16 << 20
+
+
+def memory_holds(pid, needle):
+    """True if needle occurs in a readable mapping of pid (needs root)."""
     with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
         for line in maps:
             fields = line.split()
             if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
                 continue
             start, end = (int(x, 16) for x in fields[0].split("-"))
-            try:
-                mem.seek(start)
-                out.append((start, mem.read(end - start)))
-            except (OSError, ValueError, OverflowError):
-                pass
-    return out
-
-
-def memory_holds(pid, needle):
-    return any(needle in data for _, data in readable_memory(pid))
+            if end - start > MAX_MAPPING:
+                continue
+            tail = b""
+            for off in range(start, end, CHUNK):
+                try:
+                    mem.seek(off)
+                    data = tail + mem.read(min(CHUNK, end - off))
+                except (OSError, ValueError, OverflowError):
+                    break
+                if needle in data:
+                    return True
+                tail = data[-(len(needle) - 1):]
+    return False
 
 
 class Trust(TQTestCase):
