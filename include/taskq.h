@@ -582,9 +582,17 @@ TASKQ_API int taskq_worker_load_plugin(taskq_worker_t *self, const char *path,
 /* Read the key, start the slots, connect and serve until stopped and
  * drained (at least one function must be registered). While the master
  * is unreachable, silent or restarting it keeps trying, for ever.
+ * The process becomes the subreaper of its descendants
+ * (PR_SET_CHILD_SUBREAPER): a task's process that leaves the task's
+ * process group and outlives its parent comes back to it and is killed
+ * and reaped when the task ends (docs/workers.md); children of the
+ * program in its own process group, or started before this call, are
+ * left alone. Only the client key pair and the master's public key are
+ * kept, in memory left out of core dumps (the program may also call
+ * prctl(PR_SET_DUMPABLE, 0), as taskq-worker does).
  * Returns 0 after the drain (BYE sent); -1 with TASKQ_ERR_USAGE (no
- * functions, run twice), TASKQ_ERR_ENV (key file missing, unreadable or
- * readable by others), TASKQ_ERR_CONNECT ("authentication failed
+ * functions, run twice), TASKQ_ERR_ENV (key file missing, unreadable,
+ * readable by others, owned by another user, or trivial), TASKQ_ERR_CONNECT ("authentication failed
  * connecting to ENDPOINT (wrong authkey?)": the master rejected the
  * key before any handshake succeeded) or TASKQ_ERR_INTERNAL (ZeroMQ or
  * threads could not be set up). */
