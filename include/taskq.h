@@ -116,8 +116,11 @@ typedef struct taskq taskq_t;
 
 /* Connect to the master at endpoint ("tcp://HOST:PORT"; NULL means
  * "tcp://127.0.0.1:7070") using the authkey in the file authkey_path
- * (required; the file must not be readable by group or others).
- * connect_timeout_ms <= 0 means 10000. name is how the master shows this
+ * (required; the file must not be readable by group or others, nor owned
+ * by another user than ours or root, and the key must not be trivial:
+ * fewer than 3 distinct bytes). Only the client key pair and the
+ * master's public key are kept (never the master's secret key), in
+ * memory left out of core dumps. connect_timeout_ms <= 0 means 10000. name is how the master shows this
  * client in status (printable ASCII, at most 128 bytes); NULL means
  * "HOST:PID".
  *
