@@ -183,12 +183,12 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
         tq_peer_set_fns(p, h->fns, h->nfns);
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);
-        if (tq_loop_peer_line(self, TQ_LOG_INFO))
+        if (tq_loop_peer_line(self, TQ_LOG_INFO, p->address))
             tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
                     ", functions %s)",
                     p->name, p->address, p->slots, p->prefetch, ft);
         self->sched_dirty = 1;
-    } else if (tq_loop_peer_line(self, TQ_LOG_DEBUG)) {
+    } else if (tq_loop_peer_line(self, TQ_LOG_DEBUG, p->address)) {
         tq_debug("client %s joined (address %s)", p->name, p->address);
     }
     return p;
@@ -251,7 +251,7 @@ static void on_drain(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     p->draining = 1;
     p->credit = 0;
-    if (tq_loop_peer_line(self, TQ_LOG_INFO))
+    if (tq_loop_peer_line(self, TQ_LOG_INFO, p->address))
         tq_info("worker %s is draining (%zu task%s running)", p->name, p->nleased,
                 p->nleased == 1 ? "" : "s");
 }

@@ -39,6 +39,9 @@
 /* Lines about peers joining, leaving or draining per second, all peers
  * together (a peer looping HELLO/BYE must not fill the disk with log). */
 #define LOOP_PEER_LINES_PER_S 20
+/* ... and per peer address, so that one flooding host does not use up
+ * the budget of the others. */
+#define LOOP_PEER_LINES_PER_ADDR_S 5
 /* Poll timeout while dispatch work is pending after a failed send (ms). */
 #define LOOP_RETRY_MS 10
 /* A SUBMIT_ACK whose tasks the client waits for is held one loop pass,
@@ -87,10 +90,25 @@ static int rl_take(tq_loop_ratelimit_t *rl, int64_t now, unsigned per_s, const c
 #define WARN_WHAT "lines about bad messages from peers"
 #define PEER_WHAT "lines about peers joining or leaving"
 
-int tq_loop_peer_line(tq_loop_t *self, int level) {
+int tq_loop_peer_line(tq_loop_t *self, int level, const char *addr) {
     if (level > tq_log_level())
         return 0;
-    return rl_take(&self->peer_rl, tq_mono_ms(), LOOP_PEER_LINES_PER_S, PEER_WHAT);
+    int64_t now = tq_mono_ms();
+    uint64_t h = tq_fnv1a(TQ_FNV_BASIS, addr, strlen(addr));
+    tq_loop_ratelimit_t *a = &self->addr_rl[h % TQ_LOOP_ADDR_BUCKETS];
+    if (now - a->window_ms >= 1000) {
+        a->window_ms = now;
+        a->lines = 0;
+    }
+    if (a->lines >= LOOP_PEER_LINES_PER_ADDR_S) {
+        rl_roll(&self->peer_rl, now, PEER_WHAT);
+        self->peer_rl.suppressed++; /* one summary for both limits */
+        return 0;
+    }
+    if (!rl_take(&self->peer_rl, now, LOOP_PEER_LINES_PER_S, PEER_WHAT))
+        return 0;
+    a->lines++;
+    return 1;
 }
 
 /* Log the summaries of limiters whose second is over (from a timer, so
@@ -311,7 +329,8 @@ static void peer_unregister(tq_loop_t *self, tq_peer_t *p) {
 
 void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why) {
     tq_peer_t *p = *pp;
-    if (!tq_loop_peer_line(self, p->role == TQ_ROLE_WORKER ? TQ_LOG_INFO : TQ_LOG_DEBUG)) {
+    if (!tq_loop_peer_line(self, p->role == TQ_ROLE_WORKER ? TQ_LOG_INFO : TQ_LOG_DEBUG,
+                           p->address)) {
         /* rate-limited: counted */
     } else if (p->role == TQ_ROLE_WORKER) {
         char fns[256];

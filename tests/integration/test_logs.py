@@ -5,6 +5,7 @@ cannot forge log lines or send terminal escapes."""
 
 import os
 import sys
+import threading
 import time
 import unittest
 
@@ -24,23 +25,37 @@ class Logs(TQTestCase):
         return read_text(self.m.log_path)
 
     def test_hello_bye_flood_is_rate_limited(self):
-        c = RawClient(self.endpoint, self.authkey)
+        # the flood comes from 127.0.0.2, a good worker from 127.0.0.1
+        c = RawClient("tcp://127.0.0.2:0;127.0.0.1:%d" % self.port, self.authkey)
         self.addCleanup(c.close)
         hello = h.msg_hello_worker(name="flood:1")
         bye = [h.head(h.T_BYE)]
-        sent = 0
-        end = time.monotonic() + 3
-        while time.monotonic() < end:
-            for _ in range(100):
-                c.sock.send_multipart(hello)
-                c.sock.send_multipart(bye)
-                sent += 1
-            try:  # read the WELCOMEs so that nothing backs up
-                while True:
-                    c.sock.recv_multipart(h.zmq.NOBLOCK)
-            except h.zmq.Again:
-                pass
+        counts = {"sent": 0}
+
+        def flood():
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                for _ in range(100):
+                    c.sock.send_multipart(hello)
+                    c.sock.send_multipart(bye)
+                    counts["sent"] += 1
+                try:  # read the WELCOMEs so that nothing backs up
+                    while True:
+                        c.sock.recv_multipart(h.zmq.NOBLOCK)
+                except h.zmq.Again:
+                    pass
+        t = threading.Thread(target=flood)
+        t.start()
+        try:
+            time.sleep(1)
+            w = self.start_worker(concurrency=1)
+        finally:
+            t.join()
+        sent = counts["sent"]
         self.assertGreater(sent, 1000)
+        # one host's flood does not use up the others' budget
+        self.assertIn("worker %s joined" % w.wname, self.log())
+        self.assertIn("worker flood:1 joined (address 127.0.0.2", self.log())
         self.status()  # the master has read the flood
         size = os.path.getsize(self.m.log_path)
         self.assertLess(size, 1 << 20, "master log grew to %d bytes for %d HELLO/BYE pairs"
