@@ -732,11 +732,20 @@ static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_er
         int64_t ack_left = -1;
         if (self->ack_timeout_ms > 0 && self->unacked_head && !self->reconnecting) {
             ack_left = self->unacked_head->sent_ms + self->ack_timeout_ms - tq_mono_ms();
-            if (ack_left <= 0)
+            if (ack_left <= 0) {
+                /* The answer may wait unread (the program was busy
+                 * between calls): only when nothing more has come is the
+                 * batch unanswered. */
+                int got = tq_session_pump(self, 0, err);
+                if (got < 0)
+                    return -1;
+                if (got > 0 || self->reconnecting)
+                    continue;
                 return tq_client_fail(err, TASKQ_ERR_TIMEOUT,
                                       "no acknowledgement from master at %s within %.3g s (is its "
                                       "journal failing? see taskq status)",
                                       self->endpoint, (double)self->ack_timeout_ms / 1000.0);
+            }
             if (left < 0 || ack_left < left)
                 left = ack_left;
         }
