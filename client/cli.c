@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "output.h"
 #include "taskq.h"
+#include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
 #include "tq_log.h"
@@ -27,6 +28,9 @@
 #ifndef TQ_VERSION
 #define TQ_VERSION "0.1.0"
 #endif
+
+/* --ack-timeout for one request's answer, as tq_cli_connect set it. */
+static int request_ms = -1;
 
 /* stdout buffer: results are many small writes; flushed whenever we block. */
 #define STDOUT_BUFFER (256 * 1024)
@@ -43,6 +47,10 @@ static const tq_cfg_entry_t global_table[] = {
     {"reconnect-timeout", TQ_CFG_MS, "60", 0, 24 * 3600 * 1000, NULL, NULL,
      offsetof(global_t, reconnect_timeout_ms), "S",
      "keep reconnecting to a lost master for S seconds (0: fail at once)"},
+    {"ack-timeout", TQ_CFG_MS, "60", 0, 24 * 3600 * 1000, NULL, NULL,
+     offsetof(global_t, ack_timeout_ms), "S",
+     "give up (exit 4) when the connected master has not answered a request (submitted "
+     "tasks, cancel, status, admin) within S seconds (0: wait for ever)"},
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(global_t, version), NULL,
      "print the version and exit"},
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(global_t, help), NULL,
@@ -291,8 +299,15 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
         return NULL;
     }
     taskq_set_reconnect(tq, (int)g->reconnect_timeout_ms);
+    taskq_set_ack_timeout(tq, (int)g->ack_timeout_ms);
+    request_ms = g->ack_timeout_ms > 0 ? (int)g->ack_timeout_ms : -1;
     taskq_set_notice(tq, print_notice, NULL);
     return tq;
+}
+
+int tq_cli_request_ms(void)
+{
+    return request_ms;
 }
 
 /* Read whitespace-separated task ids from stdin (as `taskq submit`
@@ -384,7 +399,7 @@ static int run_cancel(const command_t *cmd, global_t *g, void *settings, int arg
     }
     int *outcomes = tq_calloc(n, sizeof *outcomes);
     taskq_error_t e;
-    if (taskq_cancel(tq, ids, n, outcomes, -1, &e) < 0) {
+    if (taskq_cancel(tq, ids, n, outcomes, tq_cli_request_ms(), &e) < 0) {
         status = tq_cli_lib_error(&e);
     } else {
         status = TQ_EXIT_OK;
@@ -552,7 +567,7 @@ static int run_status(const command_t *cmd, global_t *g, void *settings, int arg
         return status;
     char *json = NULL;
     taskq_error_t e;
-    if (taskq_status(tq, -1, &json, &e) < 0) {
+    if (taskq_status(tq, tq_cli_request_ms(), &json, &e) < 0) {
         status = tq_cli_lib_error(&e);
     } else if (s->json) {
         fputs(json, stdout);
@@ -579,6 +594,7 @@ static int run_status(const command_t *cmd, global_t *g, void *settings, int arg
 
 int main(int argc, char **argv)
 {
+    tq_process_protect(); /* no core file or ptrace with the keys in memory */
     static char outbuf[STDOUT_BUFFER];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
     tq_log_init("taskq");

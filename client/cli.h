@@ -18,6 +18,7 @@ typedef struct {
     char *authkey_file;
     int64_t connect_timeout_ms;
     int64_t reconnect_timeout_ms;
+    int64_t ack_timeout_ms; /* 0: wait for answers for ever */
     int version;
     int help;
 } global_t;
@@ -87,6 +88,9 @@ int tq_cli_lib_error(const taskq_error_t *e);
 /* Connect as the global options say. Returns NULL after printing the
  * error; *status gets the exit status. Caller closes the handle. */
 taskq_t *tq_cli_connect(const global_t *g, int *status);
+/* The bound for one request's answer (status, cancel, admin) after
+ * tq_cli_connect: --ack-timeout in ms, or -1 (none). */
+int tq_cli_request_ms(void);
 
 /* Task ids from the arguments, or from stdin (whitespace-separated, as
  * `taskq submit` prints them) when the only argument is "-". Returns 0,

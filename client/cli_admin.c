@@ -33,7 +33,7 @@ static cJSON *admin(taskq_t *tq, cJSON *req, int *status)
     TQ_ASSERT(text);
     char *reply = NULL;
     taskq_error_t e;
-    int rc = taskq_admin(tq, text, -1, &reply, &e);
+    int rc = taskq_admin(tq, text, tq_cli_request_ms(), &reply, &e);
     free(text);
     if (rc < 0) {
         *status = tq_cli_lib_error(&e);

@@ -22,6 +22,7 @@
 
 #include "tq_authkey.h"
 #include "tq_curve.h"
+#include "tq_log.h"
 
 #define DEFAULT_ENDPOINT "tcp://127.0.0.1:7070"
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
@@ -154,7 +155,7 @@ static void parse_error(tq_bytes_t body, size_t nparts, int *code, uint32_t *ref
         v->valuedouble >= 0 && v->valuedouble <= 4294967295.0)
         *ref = (uint32_t)v->valuedouble;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "message")) && cJSON_IsString(v))
-        tq_strlcpy(msg, v->valuestring, size);
+        tq_log_escape_str(msg, size, v->valuestring); /* it may reach a terminal or log */
     cJSON_Delete(j);
 }
 
@@ -273,7 +274,7 @@ static int open_socket(taskq_t *self, taskq_error_t *err)
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    if (tq_curve_client(self->sock, &self->keys) < 0) {
+    if (tq_curve_client(self->sock, self->keys) < 0) {
         tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot set up CURVE: %s", zmq_strerror(errno));
         close_socket(self);
         return -1;
@@ -514,7 +515,7 @@ static void handle_free(taskq_t *self)
     tq_hswatch_destroy(&self->watch);
     if (self->sock)
         zmq_close(self->sock);
-    tq_curve_keys_wipe(&self->keys);
+    tq_curve_keys_free(&self->keys);
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     tq_in_destroy(&self->in);
@@ -592,9 +593,17 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
     }
     taskq_t *self = tq_calloc(1, sizeof *self);
     char kerr[TASKQ_ERROR_MAX];
-    if (tq_authkey_load(authkey_path, &self->keys, kerr, sizeof kerr) < 0) {
+    /* Only the client pair and the server's public key are kept, in
+     * memory a core dump leaves out (tq_authkey.h). */
+    self->keys = tq_curve_keys_new();
+    if (!self->keys) {
+        tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s", strerror(errno));
+        free(self);
+        return NULL;
+    }
+    if (tq_authkey_load_peer(authkey_path, self->keys, kerr, sizeof kerr) < 0) {
         tq_client_fail(err, TASKQ_ERR_ENV, "%s", kerr);
-        tq_curve_keys_wipe(&self->keys);
+        tq_curve_keys_free(&self->keys);
         free(self);
         return NULL;
     }
@@ -663,6 +672,14 @@ int taskq_set_reconnect(taskq_t *self, int timeout_ms)
     if (!self || timeout_ms < 0)
         return -1;
     self->reconnect_ms = timeout_ms;
+    return 0;
+}
+
+int taskq_set_ack_timeout(taskq_t *self, int timeout_ms)
+{
+    if (!self || timeout_ms < 0)
+        return -1;
+    self->ack_timeout_ms = timeout_ms;
     return 0;
 }
 

@@ -56,6 +56,7 @@ typedef struct batch {
     struct batch *next;
     uint32_t req;
     uint16_t flags;
+    int64_t sent_ms; /* monotonic: last (re)sent */
     uint64_t first_seq;
     size_t count;
     size_t pay_bytes;
@@ -104,9 +105,10 @@ struct taskq {
     int lost;                          /* master gone for good: only close is left */
     int rehello_pending;               /* HELLO re-sent, WELCOME not yet back */
     uint32_t next_req;                 /* request ids, shared by both halves */
-    tq_curve_keys_t keys;              /* kept to reconnect; wiped at close */
+    tq_curve_keys_t *keys; /* kept to reconnect (no server secret); freed at close */
     uint8_t session_id[TQ_CLIENT_SESSION_ID]; /* random, from taskq_connect */
     int64_t reconnect_ms;              /* budget after losing the master; 0 never */
+    int64_t ack_timeout_ms;            /* taskq_set_ack_timeout; 0 none */
     int reconnecting;                  /* lost the master, trying fresh sockets */
     int64_t lost_at;                   /* when reconnecting started */
     int64_t attempt_end;               /* the current attempt gives up then */

@@ -17,6 +17,7 @@
 #include <cJSON.h>
 
 #include "tq_exit.h"
+#include "tq_log.h"
 
 /* The public numbers are promised to equal the exit statuses. */
 _Static_assert(TASKQ_ERR_CONNECT == TQ_EXIT_CONNECT, "error categories follow tq_exit.h");
@@ -134,8 +135,9 @@ static void send_held_batch(taskq_t *self)
     flush_batch(self, &ignored);
 }
 
-static int send_batch(taskq_t *self, const batch_t *b, taskq_error_t *err)
+static int send_batch(taskq_t *self, batch_t *b, taskq_error_t *err)
 {
+    b->sent_ms = tq_mono_ms();
     tq_out_begin_submit(&self->out, b->req, b->flags);
     for (size_t i = 0; i < b->count; i++) {
         const ptask_t *p = &b->tasks[i];
@@ -475,9 +477,10 @@ static void on_admin_reply(taskq_t *self, tq_bytes_t body)
     if (!cJSON_IsTrue(ok)) {
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "message");
         b->err_code = TASKQ_ERR_REFUSED;
-        snprintf(b->err_msg, sizeof b->err_msg, "%s",
-                 cJSON_IsString(m) && m->valuestring ? m->valuestring
-                                                     : "master answered the request with ok:false");
+        tq_log_escape_str(b->err_msg, sizeof b->err_msg,
+                          cJSON_IsString(m) && m->valuestring
+                              ? m->valuestring
+                              : "master answered the request with ok:false");
     } else {
         b->json = tq_malloc(body.len + 1);
         memcpy(b->json, body.data, body.len);
@@ -723,6 +726,28 @@ static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_er
             left = deadline - tq_mono_ms();
             if (left < 0)
                 return 0;
+        }
+        /* A connected master that does not answer a batch (see
+         * taskq_set_ack_timeout); a reconnect sends it again. */
+        int64_t ack_left = -1;
+        if (self->ack_timeout_ms > 0 && self->unacked_head && !self->reconnecting) {
+            ack_left = self->unacked_head->sent_ms + self->ack_timeout_ms - tq_mono_ms();
+            if (ack_left <= 0) {
+                /* The answer may wait unread (the program was busy
+                 * between calls): only when nothing more has come is the
+                 * batch unanswered. */
+                int got = tq_session_pump(self, 0, err);
+                if (got < 0)
+                    return -1;
+                if (got > 0 || self->reconnecting)
+                    continue;
+                return tq_client_fail(err, TASKQ_ERR_TIMEOUT,
+                                      "no acknowledgement from master at %s within %.3g s (is its "
+                                      "journal failing? see taskq status)",
+                                      self->endpoint, (double)self->ack_timeout_ms / 1000.0);
+            }
+            if (left < 0 || ack_left < left)
+                left = ack_left;
         }
         if (tq_session_pump(self, left, err) < 0)
             return -1;

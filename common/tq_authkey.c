@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -35,32 +37,67 @@ static int derive_pair(const uint8_t k[32], const char *context, uint8_t pk[32],
     return rc == 0 ? 0 : -1;
 }
 
-int tq_authkey_derive(const uint8_t *key, size_t len, tq_curve_keys_t *keys)
+/* Overwrite the stack below the caller's frame: the key derivation's
+ * callees (libsodium's hash and scalar multiplication) leave copies of
+ * secret material in stack frames they do not wipe. */
+static __attribute__((noinline)) void scrub_stack(void)
+{
+    volatile uint8_t pad[32768];
+    sodium_memzero((void *)pad, sizeof pad);
+    __asm__ __volatile__("" : : "r"(pad) : "memory");
+}
+
+/* Derive keys; peer: the server's secret key is not kept. */
+static int derive(const uint8_t *key, size_t len, tq_curve_keys_t *keys, int peer)
 {
     if (!key || len < 1 || !keys || sodium_ready() < 0)
         return -1;
-    uint8_t k[32];
+    uint8_t k[32], server_secret[32];
     int rc = -1;
     if (crypto_generichash(k, sizeof k, key, len, NULL, 0) != 0)
         goto out;
-    if (derive_pair(k, TQ_KDF_CONTEXT_SERVER, keys->server_public, keys->server_secret) < 0)
+    if (derive_pair(k, TQ_KDF_CONTEXT_SERVER, keys->server_public,
+                    peer ? server_secret : keys->server_secret) < 0)
         goto out;
     if (derive_pair(k, TQ_KDF_CONTEXT_CLIENT, keys->client_public, keys->client_secret) < 0)
         goto out;
     if (!zmq_z85_encode(keys->server_public_z85, keys->server_public, 32) ||
-        !zmq_z85_encode(keys->server_secret_z85, keys->server_secret, 32) ||
+        (!peer && !zmq_z85_encode(keys->server_secret_z85, keys->server_secret, 32)) ||
         !zmq_z85_encode(keys->client_public_z85, keys->client_public, 32) ||
         !zmq_z85_encode(keys->client_secret_z85, keys->client_secret, 32))
         goto out;
     rc = 0;
 out:
     sodium_memzero(k, sizeof k);
+    sodium_memzero(server_secret, sizeof server_secret);
+    if (peer) {
+        sodium_memzero(keys->server_secret, sizeof keys->server_secret);
+        sodium_memzero(keys->server_secret_z85, sizeof keys->server_secret_z85);
+        scrub_stack();
+    }
     if (rc < 0)
         tq_curve_keys_wipe(keys);
     return rc;
 }
 
-int tq_authkey_load(const char *path, tq_curve_keys_t *keys, char *err, size_t errlen)
+int tq_authkey_derive(const uint8_t *key, size_t len, tq_curve_keys_t *keys)
+{
+    return derive(key, len, keys, 0);
+}
+
+/* Number of distinct byte values in key[len]. */
+static int distinct_bytes(const uint8_t *key, size_t len)
+{
+    uint8_t seen[256] = {0};
+    int n = 0;
+    for (size_t i = 0; i < len; i++)
+        if (!seen[key[i]]++)
+            n++;
+    sodium_memzero(seen, sizeof seen);
+    return n;
+}
+
+static int load(const char *path, tq_curve_keys_t *keys, int peer, char *err, size_t errlen)
 {
     if (!path || !*path) {
         snprintf(err, errlen, "no authkey file given (use --authkey-file FILE or TASKQ_AUTHKEY_FILE)");
@@ -87,6 +124,14 @@ int tq_authkey_load(const char *path, tq_curve_keys_t *keys, char *err, size_t e
     }
     if (!S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "authkey file %s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (st.st_uid != geteuid() && st.st_uid != 0) {
+        snprintf(err, errlen,
+                 "authkey file %s is owned by uid %u, not by us (uid %u) or root: another user "
+                 "could have chosen the key; use a key file of our own",
+                 path, (unsigned)st.st_uid, (unsigned)geteuid());
         close(fd);
         return -1;
     }
@@ -130,7 +175,15 @@ int tq_authkey_load(const char *path, tq_curve_keys_t *keys, char *err, size_t e
                  path, len, TQ_AUTHKEY_MIN, path, path);
         goto out;
     }
-    if (tq_authkey_derive(buf, len, keys) < 0) {
+    int distinct = distinct_bytes(buf, len);
+    if (distinct < TQ_AUTHKEY_MIN_DISTINCT) {
+        snprintf(err, errlen,
+                 "authkey in %s is trivial (%d distinct byte value%s, need at least %d): use a "
+                 "random key, e.g. head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > %s",
+                 path, distinct, distinct == 1 ? "" : "s", TQ_AUTHKEY_MIN_DISTINCT, path);
+        goto out;
+    }
+    if (derive(buf, len, keys, peer) < 0) {
         snprintf(err, errlen, "cannot derive keys from authkey file %s", path);
         goto out;
     }
@@ -139,6 +192,16 @@ out:
     sodium_memzero(buf, sizeof buf);
     close(fd);
     return rc;
+}
+
+int tq_authkey_load(const char *path, tq_curve_keys_t *keys, char *err, size_t errlen)
+{
+    return load(path, keys, 0, err, errlen);
+}
+
+int tq_authkey_load_peer(const char *path, tq_curve_keys_t *keys, char *err, size_t errlen)
+{
+    return load(path, keys, 1, err, errlen);
 }
 
 int tq_authkey_generate(const char *path, char *err, size_t errlen)
@@ -194,6 +257,48 @@ void tq_curve_keys_wipe(tq_curve_keys_t *keys)
 {
     if (keys)
         sodium_memzero(keys, sizeof *keys);
+}
+
+/* Bytes mapped for one tq_curve_keys_t: whole pages. */
+static size_t keys_map_len(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size_t p = page > 0 ? (size_t)page : 4096;
+    return (sizeof(tq_curve_keys_t) + p - 1) / p * p;
+}
+
+tq_curve_keys_t *tq_curve_keys_new(void)
+{
+    size_t len = keys_map_len();
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    /* Best effort each: a kernel without them still gets working keys,
+     * and PR_SET_DUMPABLE 0 (tq_process_protect) keeps cores away. */
+#ifdef MADV_DONTDUMP
+    (void)madvise(p, len, MADV_DONTDUMP);
+#endif
+#ifdef MADV_WIPEONFORK
+    (void)madvise(p, len, MADV_WIPEONFORK);
+#endif
+    (void)mlock(p, len);
+    return p; /* anonymous pages are zero */
+}
+
+void tq_curve_keys_free(tq_curve_keys_t **keys_p)
+{
+    if (!keys_p || !*keys_p)
+        return;
+    size_t len = keys_map_len();
+    sodium_memzero(*keys_p, len);
+    (void)munlock(*keys_p, len);
+    munmap(*keys_p, len);
+    *keys_p = NULL;
+}
+
+void tq_process_protect(void)
+{
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
 const char *tq_authkey_path(const char *flag_value)

@@ -22,6 +22,10 @@
 
 /* Shortest key accepted; shorter keys are refused. */
 #define TQ_AUTHKEY_MIN 16
+/* Fewest distinct byte values a key must hold: fewer is a trivial key
+ * (all zeros, one repeated character, "abababab..."), refused. A random
+ * key of 16 hex digits has fewer by chance about once in 10^13. */
+#define TQ_AUTHKEY_MIN_DISTINCT 3
 /* Longest key file read. */
 #define TQ_AUTHKEY_MAX 4096
 
@@ -39,9 +43,31 @@ typedef struct {
 
 /* Read the authkey file at path and derive the keys into *keys.
  * Returns 0, or -1 with a message in err[errlen] that names the file and
- * the fix (missing file, mode allows group/others, empty or too short,
- * too long). The message never contains key bytes. */
+ * the fix (missing file, mode allows group/others, owned by another user
+ * than us or root, empty or too short, trivial, too long). The message
+ * never contains key bytes. */
 int tq_authkey_load(const char *path, tq_curve_keys_t *keys, char *err, size_t errlen);
+
+/* tq_authkey_load for a connecting peer (worker, client): the same
+ * checks, but only what a CURVE client needs is kept: the client key pair
+ * and the server's public key. The server's secret key is derived on the
+ * way to its public key and wiped at once (server_secret and its Z85 form
+ * stay zero), and the stack the derivation used is scrubbed. */
+int tq_authkey_load_peer(const char *path, tq_curve_keys_t *keys, char *err, size_t errlen);
+
+/* Memory for keys that a core dump leaves out (MADV_DONTDUMP), that a
+ * fork()ed child sees zeroed (MADV_WIPEONFORK, where the kernel has it)
+ * and that is locked in RAM where RLIMIT_MEMLOCK allows. Zeroed. Caller
+ * owns it: tq_curve_keys_free. NULL when it cannot be mapped. */
+tq_curve_keys_t *tq_curve_keys_new(void);
+/* Wipe and unmap *keys_p (NULL or *NULL: nothing); nulls it. */
+void tq_curve_keys_free(tq_curve_keys_t **keys_p);
+
+/* What every taskq program does at start, before it reads a key: make
+ * the process non-dumpable (prctl PR_SET_DUMPABLE 0), so that a crash
+ * leaves no core file with a secret in it and other processes of the
+ * same user cannot read its memory (ptrace, /proc/PID/mem). */
+void tq_process_protect(void);
 
 /* Derive keys from raw key bytes (len >= 1). Returns 0 or -1 (libsodium
  * failure). */

@@ -185,7 +185,7 @@ static void test_missing_and_odd_files(void)
 
 static void test_length_limits(void)
 {
-    char p[256], err[1024] = "";
+    char p[256], err[1024] = "", want[512];
     tq_curve_keys_t k;
     path_in(p, sizeof p, "short");
     write_file(p, "shortkey12345\n", 14, 0600); /* 13 bytes after the newline */
@@ -204,6 +204,15 @@ static void test_length_limits(void)
 
     static char big[TQ_AUTHKEY_MAX + 2];
     memset(big, 'k', sizeof big);
+    write_file(p, big, 32, 0600); /* one repeated byte: trivial */
+    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    snprintf(want, sizeof want,
+             "authkey in %s is trivial (1 distinct byte value, need at least 3)", p);
+    CHECK(strncmp(err, want, strlen(want)) == 0);
+    CHECK(strstr(err, "kkkk") == NULL);
+    for (size_t i = 0; i < sizeof big; i += 7)
+        big[i] = 'q'; /* no longer trivial */
+    big[3] = 'z';
     write_file(p, big, TQ_AUTHKEY_MAX, 0600);
     CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), 0);
     big[TQ_AUTHKEY_MAX] = '\n';
@@ -211,7 +220,6 @@ static void test_length_limits(void)
     CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
     write_file(p, big, TQ_AUTHKEY_MAX + 2, 0600);
     CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
-    char want[512];
     snprintf(want, sizeof want, "authkey file %s is too long (over 4096 bytes)", p);
     CHECK_EQ_STR(err, want);
     CHECK(strstr(err, "kkkk") == NULL);
@@ -221,6 +229,49 @@ static void test_length_limits(void)
     char small[8];
     CHECK_EQ_INT(tq_authkey_load("/nonexistent/x", &k, small, sizeof small), -1);
     CHECK_EQ_INT((int)strlen(small), 7);
+}
+
+/* Trivial keys (fewer than 3 distinct bytes) and key files owned by
+ * another user are refused; a peer's load keeps no server secret. */
+static void test_trust(void)
+{
+    char p[256], err[1024] = "";
+    tq_curve_keys_t k, full;
+    path_in(p, sizeof p, "trivial");
+    static const uint8_t zeros[32];
+    write_file(p, (const char *)zeros, sizeof zeros, 0600);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    CHECK(strstr(err, "is trivial (1 distinct byte value") != NULL);
+    write_file(p, "abababababababababab\n", 21, 0600);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    CHECK(strstr(err, "is trivial (2 distinct byte values, need at least 3)") != NULL);
+    CHECK(strstr(err, "abab") == NULL);
+    write_file(p, "abcabcabcabcabcabc", 18, 0600); /* 3: accepted */
+    CHECK_EQ_INT(tq_authkey_load(p, &full, err, sizeof err), 0);
+
+    /* the peer's load: same public keys and client pair, no server secret */
+    tq_curve_keys_t *pk = tq_curve_keys_new();
+    CHECK(pk != NULL);
+    if (pk) {
+        CHECK_EQ_INT(tq_authkey_load_peer(p, pk, err, sizeof err), 0);
+        CHECK(memcmp(pk->server_public, full.server_public, 32) == 0);
+        CHECK(memcmp(pk->client_secret, full.client_secret, 32) == 0);
+        CHECK_EQ_STR(pk->client_secret_z85, full.client_secret_z85);
+        static const uint8_t zero32[32];
+        CHECK(memcmp(pk->server_secret, zero32, 32) == 0);
+        CHECK_EQ_STR(pk->server_secret_z85, "");
+        tq_curve_keys_free(&pk);
+        CHECK(pk == NULL);
+    }
+    tq_curve_keys_free(&pk); /* NULL: nothing */
+
+    /* owned by another user (only root can make one) */
+    if (geteuid() == 0) {
+        CHECK_EQ_INT(chown(p, 65534, 65534), 0);
+        CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+        CHECK(strstr(err, "is owned by uid 65534, not by us (uid 0) or root") != NULL);
+    }
+    unlink(p);
 }
 
 static void test_generate(void)
@@ -283,6 +334,7 @@ int main(void)
     RUN(test_mode_refused);
     RUN(test_missing_and_odd_files);
     RUN(test_length_limits);
+    RUN(test_trust);
     RUN(test_generate);
     RUN(test_path);
     rmdir(tmpdir);

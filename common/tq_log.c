@@ -55,6 +55,93 @@ int tq_log_level_parse(const char *s)
     return -1;
 }
 
+/* Length of the valid UTF-8 sequence at p[0..n) (no overlongs, no
+ * surrogates, at most U+10FFFF), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* The output piece for the byte(s) at p[i..n): *len source bytes taken;
+ * returns the piece's length, written to out (at most 4 bytes). */
+static size_t escape_piece(const unsigned char *p, size_t i, size_t n, char out[4], size_t *len)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char c = p[i];
+    size_t k;
+    if (c >= 0x20 && c < 0x7f) {
+        out[0] = (char)c;
+        *len = 1;
+        return 1;
+    }
+    if (c >= 0x80 && (k = utf8_len(p + i, n - i)) > 0) {
+        memcpy(out, p + i, k);
+        *len = k;
+        return k;
+    }
+    out[0] = '\\', out[1] = 'x', out[2] = hex[c >> 4], out[3] = hex[c & 15];
+    *len = 1;
+    return 4;
+}
+
+char *tq_log_escape(char *dst, size_t dstlen, const void *src, size_t srclen)
+{
+    const unsigned char *p = src;
+    if (dstlen == 0)
+        return dst;
+    if (!p)
+        srclen = 0;
+    char piece[4];
+    size_t used, total = 0;
+    for (size_t i = 0; i < srclen && total < dstlen; i += used)
+        total += escape_piece(p, i, srclen, piece, &used);
+    /* All of it fits, or whole pieces up to where "..." still fits. */
+    size_t room = total < dstlen ? dstlen - 1 : (dstlen > 3 ? dstlen - 4 : 0);
+    size_t o = 0;
+    for (size_t i = 0; i < srclen; i += used) {
+        size_t n = escape_piece(p, i, srclen, piece, &used);
+        if (o + n > room)
+            break;
+        memcpy(dst + o, piece, n);
+        o += n;
+    }
+    if (total >= dstlen && dstlen > 3) {
+        memcpy(dst + o, "...", 3);
+        o += 3;
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
+char *tq_log_escape_str(char *dst, size_t dstlen, const char *src)
+{
+    return tq_log_escape(dst, dstlen, src, src ? strlen(src) : 0);
+}
+
 /* Formats the whole line into a stack buffer so that concurrent writers
  * never interleave within a line. Preserves errno. */
 void tq_log_write(int level, const char *fmt, ...)
@@ -95,6 +182,13 @@ void tq_log_write(int level, const char *fmt, ...)
     /* Strip a trailing newline the caller may have added. */
     while (len > 0 && line[len - 1] == '\n')
         len--;
+    /* Escape the message part: whatever it quotes stays on this line. */
+    char msg[TQ_LOG_LINE_MAX];
+    size_t head = (size_t)n < len ? (size_t)n : len;
+    tq_log_escape(msg, sizeof line - head - 1, line + head, len - head);
+    size_t mlen = strlen(msg); /* < sizeof line - head - 1 */
+    memcpy(line + head, msg, mlen);
+    len = head + mlen;
     line[len++] = '\n';
 
     const char *p = line;

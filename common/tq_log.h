@@ -5,6 +5,8 @@
 #ifndef TQ_LOG_H
 #define TQ_LOG_H
 
+#include <stddef.h>
+
 typedef enum { TQ_LOG_ERROR = 0, TQ_LOG_WARN = 1, TQ_LOG_INFO = 2, TQ_LOG_DEBUG = 3 } tq_log_level_t;
 
 /* Set the role prefix ("master", "worker[3]", "taskq"); copied. */
@@ -14,7 +16,23 @@ int tq_log_level(void);
 /* Parse "error|warn|info|debug"; returns the level or -1. */
 int tq_log_level_parse(const char *s);
 
+/* Write one line. The message is passed through tq_log_escape (so no
+ * text, a peer's included, can break a line in two or send terminal
+ * escapes); a trailing newline is dropped. */
 void tq_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Copy src[srclen] into dst[dstlen] (always NUL-terminated when dstlen >
+ * 0) so that it is safe in one log line: a control byte (below 0x20, or
+ * DEL) and a byte that is not part of valid UTF-8 become the four
+ * characters \xNN; other bytes, valid UTF-8 sequences and backslashes
+ * are kept. The output of this function passes through it unchanged, so
+ * text escaped at one boundary may be escaped again at the next. Text
+ * that does not fit is cut at a character boundary and ends in "...".
+ * Returns dst. Use it on anything a peer sent (messages, names, error
+ * texts) before it is logged or printed. */
+char *tq_log_escape(char *dst, size_t dstlen, const void *src, size_t srclen);
+/* tq_log_escape of a NUL-terminated string (NULL: ""). Returns dst. */
+char *tq_log_escape_str(char *dst, size_t dstlen, const char *src);
 
 #define TQ_LOG(level, ...)                                                                         \
     do {                                                                                           \

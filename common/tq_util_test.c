@@ -227,6 +227,46 @@ static void test_log(void)
     tq_log_set_level(TQ_LOG_INFO);
 }
 
+static void log_forged(void)
+{
+    tq_warn("peer says: %s", "ok\n2026-11-21T22:30:01.123Z master INFO forged\x1b[31m\r");
+}
+
+/* tq_log_escape: control bytes, DEL and invalid UTF-8 become \xNN; valid
+ * UTF-8 and backslashes stay; escaping twice changes nothing; cuts land
+ * between whole pieces; log lines escape whatever they quote. */
+static void test_log_escape(void)
+{
+    char b[64];
+    CHECK_EQ_STR(tq_log_escape_str(b, sizeof b, "plain text"), "plain text");
+    CHECK_EQ_STR(tq_log_escape_str(b, sizeof b, "a\nb\rc\td\x1b[0m\x7f"),
+                 "a\\x0ab\\x0dc\\x09d\\x1b[0m\\x7f");
+    CHECK_EQ_STR(tq_log_escape_str(b, sizeof b, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
+                 "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    /* invalid: lone continuation, overlong, surrogate, cut sequence */
+    CHECK_EQ_STR(tq_log_escape_str(b, sizeof b, "\x80|\xc0\xaf|\xed\xa0\x80|\xe2\x82"),
+                 "\\x80|\\xc0\\xaf|\\xed\\xa0\\x80|\\xe2\\x82");
+    CHECK_EQ_STR(tq_log_escape(b, sizeof b, "a\0b", 3), "a\\x00b");
+    CHECK_EQ_STR(tq_log_escape_str(b, sizeof b, NULL), "");
+    CHECK_EQ_STR(tq_log_escape_str(b, sizeof b, "back\\slash"), "back\\slash");
+    char twice[64];
+    tq_log_escape_str(b, sizeof b, "x\x1by\xffz");
+    CHECK_EQ_STR(tq_log_escape_str(twice, sizeof twice, b), b);
+    /* cuts: whole pieces, then "..." */
+    CHECK_EQ_STR(tq_log_escape_str(b, 8, "abcdefghij"), "abcd...");
+    CHECK_EQ_STR(tq_log_escape_str(b, 8, "ab\ncdefg"), "ab...");
+    CHECK_EQ_STR(tq_log_escape_str(b, 8, "abcdefg"), "abcdefg");
+    CHECK_EQ_STR(tq_log_escape_str(b, 3, "abcdefg"), "");
+    CHECK_EQ_STR(tq_log_escape_str(b, 3, "ab"), "ab");
+
+    char buf[4096];
+    size_t n = capture(log_forged, buf, sizeof buf);
+    CHECK(n > 0 && strchr(buf, '\n') == buf + n - 1); /* one line */
+    CHECK(strstr(buf, "peer says: ok\\x0a2026-11-21T22:30:01.123Z master INFO "
+                      "forged\\x1b[31m\\x0d\n") != NULL);
+    CHECK(strchr(buf, '\x1b') == NULL);
+}
+
 static void test_peer_name(void)
 {
     CHECK_EQ_INT(tq_peer_name_valid("host:42", 128, 0), 1);
@@ -262,6 +302,7 @@ int main(void)
     RUN(test_utf8);
     RUN(test_peer_name);
     RUN(test_log);
+    RUN(test_log_escape);
     RUN(test_fnv1a);
     TEST_MAIN_END();
 }

@@ -116,8 +116,11 @@ typedef struct taskq taskq_t;
 
 /* Connect to the master at endpoint ("tcp://HOST:PORT"; NULL means
  * "tcp://127.0.0.1:7070") using the authkey in the file authkey_path
- * (required; the file must not be readable by group or others).
- * connect_timeout_ms <= 0 means 10000. name is how the master shows this
+ * (required; the file must not be readable by group or others, nor owned
+ * by another user than ours or root, and the key must not be trivial:
+ * fewer than 3 distinct bytes). Only the client key pair and the
+ * master's public key are kept (never the master's secret key), in
+ * memory left out of core dumps. connect_timeout_ms <= 0 means 10000. name is how the master shows this
  * client in status (printable ASCII, at most 128 bytes); NULL means
  * "HOST:PID".
  *
@@ -145,6 +148,19 @@ TASKQ_API void taskq_close(taskq_t **self_p);
  * silence past the heartbeat timeout fails the handle. Default 60000.
  * Returns 0, or -1 if timeout_ms is negative. */
 TASKQ_API int taskq_set_reconnect(taskq_t *self, int timeout_ms);
+
+/* How long, in ms, a batch of submitted tasks may wait for the master's
+ * answer (its ids, or a refusal) while connected: when the oldest
+ * unanswered batch was sent (or sent again after a reconnect) longer ago,
+ * taskq_next_event fails with TASKQ_ERR_TIMEOUT "no acknowledgement from
+ * master at ENDPOINT within S s (is its journal failing? see taskq
+ * status)"; later calls fail the same way until the answer comes. A
+ * master that stays connected but does not answer (a journal write that
+ * failed under the batch, a master stuck) then does not block the
+ * program for ever. Time spent reconnecting is not counted (that is the
+ * reconnect budget's). 0 (the default): no limit. Returns 0, or -1 if
+ * timeout_ms is negative. */
+TASKQ_API int taskq_set_ack_timeout(taskq_t *self, int timeout_ms);
 
 /* Receives one-line notices about the connection (no trailing newline),
  * e.g. "lost connection to master at tcp://h:7070; reconnecting (up to
@@ -569,9 +585,17 @@ TASKQ_API int taskq_worker_load_plugin(taskq_worker_t *self, const char *path,
 /* Read the key, start the slots, connect and serve until stopped and
  * drained (at least one function must be registered). While the master
  * is unreachable, silent or restarting it keeps trying, for ever.
+ * The process becomes the subreaper of its descendants
+ * (PR_SET_CHILD_SUBREAPER): a task's process that leaves the task's
+ * process group and outlives its parent comes back to it and is killed
+ * and reaped when the task ends (docs/workers.md); children of the
+ * program in its own process group, or started before this call, are
+ * left alone. Only the client key pair and the master's public key are
+ * kept, in memory left out of core dumps (the program may also call
+ * prctl(PR_SET_DUMPABLE, 0), as taskq-worker does).
  * Returns 0 after the drain (BYE sent); -1 with TASKQ_ERR_USAGE (no
- * functions, run twice), TASKQ_ERR_ENV (key file missing, unreadable or
- * readable by others), TASKQ_ERR_CONNECT ("authentication failed
+ * functions, run twice), TASKQ_ERR_ENV (key file missing, unreadable,
+ * readable by others, owned by another user, or trivial), TASKQ_ERR_CONNECT ("authentication failed
  * connecting to ENDPOINT (wrong authkey?)": the master rejected the
  * key before any handshake succeeded) or TASKQ_ERR_INTERNAL (ZeroMQ or
  * threads could not be set up). */

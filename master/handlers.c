@@ -256,11 +256,12 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
             tq_store_name_hold(self->store, h->fns[i]);
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);
-        tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
-                ", functions %s)",
-                p->name, p->address, p->slots, p->prefetch, ft);
+        if (tq_loop_peer_line(self, TQ_LOG_INFO, p->address))
+            tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
+                    ", functions %s)",
+                    p->name, p->address, p->slots, p->prefetch, ft);
         self->sched_dirty = 1;
-    } else {
+    } else if (tq_loop_peer_line(self, TQ_LOG_DEBUG, p->address)) {
         tq_debug("client %s joined (address %s)", p->name, p->address);
     }
     return p;
@@ -323,8 +324,9 @@ static void on_drain(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     p->draining = 1;
     p->credit = 0;
-    tq_info("worker %s is draining (%zu task%s running)", p->name, p->nleased,
-            p->nleased == 1 ? "" : "s");
+    if (tq_loop_peer_line(self, TQ_LOG_INFO, p->address))
+        tq_info("worker %s is draining (%zu task%s running)", p->name, p->nleased,
+                p->nleased == 1 ? "" : "s");
 }
 
 /* Logged only: never answer an ERROR with an ERROR. */

@@ -37,6 +37,15 @@
 #define LOOP_SWEEP_MS 1000
 /* Warn lines about bad input per peer per second; the rest are counted. */
 #define LOOP_WARN_PER_S 3
+/* ... and of all peers together, so that many peers cannot flood the
+ * log either. */
+#define LOOP_WARN_ALL_PER_S 30
+/* Lines about peers joining, leaving or draining per second, all peers
+ * together (a peer looping HELLO/BYE must not fill the disk with log). */
+#define LOOP_PEER_LINES_PER_S 20
+/* ... and per peer address, so that one flooding host does not use up
+ * the budget of the others. */
+#define LOOP_PEER_LINES_PER_ADDR_S 5
 /* Poll timeout while dispatch work is pending after a failed send (ms). */
 #define LOOP_RETRY_MS 10
 /* A SUBMIT_ACK whose tasks the client waits for is held one loop pass,
@@ -62,6 +71,61 @@
 
 /* ---- logging ----------------------------------------------------------- */
 
+/* If rl's second is over: log how many lines it held back (what names
+ * them) and start a new one. */
+static void rl_roll(tq_loop_ratelimit_t *rl, int64_t now, const char *what) {
+    if (now - rl->window_ms < 1000)
+        return;
+    if (rl->suppressed)
+        tq_warn("%u %s not logged (rate limit)", rl->suppressed, what);
+    rl->window_ms = now;
+    rl->lines = 0;
+    rl->suppressed = 0;
+}
+
+/* 1 if one more line fits in rl's current second (at most per_s), else
+ * counts it and returns 0. */
+static int rl_take(tq_loop_ratelimit_t *rl, int64_t now, unsigned per_s, const char *what) {
+    rl_roll(rl, now, what);
+    if (rl->lines < per_s) {
+        rl->lines++;
+        return 1;
+    }
+    rl->suppressed++;
+    return 0;
+}
+
+#define WARN_WHAT "lines about bad messages from peers"
+#define PEER_WHAT "lines about peers joining or leaving"
+
+int tq_loop_peer_line(tq_loop_t *self, int level, const char *addr) {
+    if (level > tq_log_level())
+        return 0;
+    int64_t now = tq_mono_ms();
+    uint64_t h = tq_fnv1a(TQ_FNV_BASIS, addr, strlen(addr));
+    tq_loop_ratelimit_t *a = &self->addr_rl[h % TQ_LOOP_ADDR_BUCKETS];
+    if (now - a->window_ms >= 1000) {
+        a->window_ms = now;
+        a->lines = 0;
+    }
+    if (a->lines >= LOOP_PEER_LINES_PER_ADDR_S) {
+        rl_roll(&self->peer_rl, now, PEER_WHAT);
+        self->peer_rl.suppressed++; /* one summary for both limits */
+        return 0;
+    }
+    if (!rl_take(&self->peer_rl, now, LOOP_PEER_LINES_PER_S, PEER_WHAT))
+        return 0;
+    a->lines++;
+    return 1;
+}
+
+/* Log the summaries of limiters whose second is over (from a timer, so
+ * they appear when a flood stops too). */
+static void rl_flush(tq_loop_t *self, int64_t now) {
+    rl_roll(&self->warn_rl, now, WARN_WHAT);
+    rl_roll(&self->peer_rl, now, PEER_WHAT);
+}
+
 /* See loop_internal.h. Warn about bad input from a peer, at most LOOP_WARN_PER_S lines per
  * second per peer (unregistered peers share one budget). */
 void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...) {
@@ -84,6 +148,9 @@ void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const ch
     }
     if (rl->lines < LOOP_WARN_PER_S) {
         rl->lines++;
+        if (!rl_take(&self->warn_rl, now, LOOP_WARN_ALL_PER_S, WARN_WHAT))
+            goto out;
+        /* tq_log_write escapes what the peer sent (tq_log_escape). */
         char text[600];
         va_list ap;
         va_start(ap, fmt);
@@ -93,6 +160,7 @@ void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const ch
     } else {
         rl->suppressed++;
     }
+out:
     if (p) {
         p->log_window_ms = tmp.window_ms;
         p->log_lines = tmp.lines;
@@ -270,7 +338,10 @@ static void peer_unregister(tq_loop_t *self, tq_peer_t *p) {
 
 void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why) {
     tq_peer_t *p = *pp;
-    if (p->role == TQ_ROLE_WORKER) {
+    if (!tq_loop_peer_line(self, p->role == TQ_ROLE_WORKER ? TQ_LOG_INFO : TQ_LOG_DEBUG,
+                           p->address)) {
+        /* rate-limited: counted */
+    } else if (p->role == TQ_ROLE_WORKER) {
         char fns[256];
         tq_peer_fns_text(p, fns, sizeof fns);
         tq_info("worker %s %s (address %s, slots %" PRIu32 ", functions %s, %zu leased task%s back)",
@@ -645,6 +716,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             self->next_hb_ms = now + self->cfg.heartbeat_ms;
         }
         if (now >= self->next_sweep_ms) {
+            rl_flush(self, now);
             size_t n = tq_store_sweep(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS);
             if (n)
                 tq_debug("expired %zu finished task%s or idempotency key%s", n,

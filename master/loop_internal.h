@@ -17,6 +17,10 @@
 #include "store.h"
 #include "tq_proto.h"
 
+/* Peer addresses are spread over this many join/leave line budgets (a
+ * hash; addresses that share one share its budget). */
+#define TQ_LOOP_ADDR_BUCKETS 256
+
 /* Warn lines in the current second, and how many were held back. */
 typedef struct {
     int64_t window_ms;
@@ -47,6 +51,9 @@ struct tq_loop {
     uint64_t late_results;
     tq_loop_ratelimit_t anon_rl; /* for peers not registered */
     struct tq_admin_state *admin; /* admin.c: the paused file's writer */
+    tq_loop_ratelimit_t warn_rl; /* bad-input lines of all peers together */
+    tq_loop_ratelimit_t peer_rl; /* join/leave/drain lines of all peers */
+    tq_loop_ratelimit_t addr_rl[TQ_LOOP_ADDR_BUCKETS]; /* ... per address (hashed) */
     /* decode scratch: TQ_MAX_BATCH records each */
     tq_task_spec_t specs[TQ_MAX_BATCH];
     tq_task_t *added[TQ_MAX_BATCH];
@@ -69,6 +76,13 @@ static inline tq_bytes_t tq_loop_rid(const tq_peer_t *p) {
  * network address), at most a few lines per second per peer. */
 void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* 1 if a line about a peer at network address addr joining, leaving or
+ * draining may be logged at level now: it is enabled, fewer than
+ * LOOP_PEER_LINES_PER_ADDR_S such lines about addr and fewer than
+ * LOOP_PEER_LINES_PER_S about all peers went out in the current second
+ * (the rest are counted, and a summary says how many were not logged). */
+int tq_loop_peer_line(tq_loop_t *self, int level, const char *addr);
 
 /* Send self->out to a registered peer without blocking. On EHOSTUNREACH
  * the peer is marked gone (forgotten at the end of the iteration). A

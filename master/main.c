@@ -249,7 +249,11 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, cha
     return 0;
 }
 
-/* Create dir (mode 0700) if missing; check it is a writable directory. */
+/* Create dir (mode 0700) if missing; check it is a writable directory
+ * that no other user controls (as ssh checks its files): owned by us or
+ * root, not writable by group or others. Another user's data dir could
+ * hold that user's authkey (used when no --authkey-file is given) and
+ * journal. */
 static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
     struct stat st;
     if (stat(dir, &st) < 0) {
@@ -266,6 +270,20 @@ static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
     }
     if (!S_ISDIR(st.st_mode)) {
         snprintf(err, errlen, "--data-dir %s: exists and is not a directory", dir);
+        return -1;
+    }
+    if (st.st_uid != geteuid() && st.st_uid != 0) {
+        snprintf(err, errlen,
+                 "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
+                 "could have put its authkey and journal there; use a directory of our own",
+                 dir, (unsigned)st.st_uid, (unsigned)geteuid());
+        return -1;
+    }
+    if ((st.st_mode & 022) != 0) {
+        snprintf(err, errlen,
+                 "--data-dir %s: writable by group or others (mode %04o): another user could "
+                 "put its authkey and journal there; fix it with: chmod go-w %s",
+                 dir, (unsigned)(st.st_mode & 07777), dir);
         return -1;
     }
     if (access(dir, R_OK | W_OK | X_OK) < 0) {
@@ -299,6 +317,7 @@ static int resolve_authkey(const settings_t *s, char *path, size_t len, char *er
 
 int main(int argc, char **argv) {
     tq_log_init("master");
+    tq_process_protect(); /* no core file or ptrace with the keys in memory */
     /* The flags table in docs/master.md is generated from the same table. */
     if (argc == 2 && strcmp(argv[1], "--help-markdown") == 0) {
         tq_cfg_markdown(table, stdout);
@@ -377,9 +396,15 @@ int main(int argc, char **argv) {
         tq_error("%s", err);
         goto out;
     }
-    tq_curve_keys_t keys;
-    if (tq_authkey_load(keypath, &keys, err, sizeof err) < 0) {
+    /* Keys live in memory a core dump leaves out (tq_authkey.h). */
+    tq_curve_keys_t *keys = tq_curve_keys_new();
+    if (!keys) {
+        tq_error("cannot map memory for the keys: %s", strerror(errno));
+        goto out;
+    }
+    if (tq_authkey_load(keypath, keys, err, sizeof err) < 0) {
         tq_error("%s", err);
+        tq_curve_keys_free(&keys);
         goto out;
     }
 
@@ -394,13 +419,13 @@ int main(int argc, char **argv) {
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0) {
         tq_error("signalfd: %s", strerror(errno));
-        tq_curve_keys_wipe(&keys);
+        tq_curve_keys_free(&keys);
         rc = TQ_EXIT_INTERNAL;
         goto out;
     }
 
     if (tq_jfault_install_from_env() < 0) {
-        tq_curve_keys_wipe(&keys);
+        tq_curve_keys_free(&keys);
         close(sfd);
         rc = TQ_EXIT_ENV;
         goto out;
@@ -434,8 +459,8 @@ int main(int argc, char **argv) {
             .zmq_ctx = ctx,
         },
     };
-    tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, &keys, err, sizeof err) : NULL;
-    tq_curve_keys_wipe(&keys);
+    tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, err, sizeof err) : NULL;
+    tq_curve_keys_free(&keys);
     if (!loop) {
         tq_error("%s", ctx ? err : "cannot create the ZeroMQ context");
         rc = TQ_EXIT_ENV;

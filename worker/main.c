@@ -226,6 +226,7 @@ static int add_functions(const settings_t *s, taskq_worker_t *w)
 
 int main(int argc, char **argv)
 {
+    tq_process_protect(); /* no core file or ptrace with the keys in memory */
     settings_t s;
     char err[512];
     int argi = 1, help = 0;

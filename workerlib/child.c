@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "builtins.h"
+#include "reaper.h"
 #include "tq_util.h"
 #include "cfn.h"
 #include "taskq.h"
@@ -203,6 +204,7 @@ static int start_forked(tq_child_t *c, const tq_run_ctx_t *ctx, char *why, size_
         child_serve(c->fn, c->slot, 3, c->fn->mode == TASKQ_MODE_SPAWN);
     }
     setpgid(pid, pid);
+    tq_reaper_own(pid);
     close(sv[1]);
     c->pid = pid;
     c->wfd = c->rfd = sv[0];
@@ -308,6 +310,7 @@ static void reap(tq_child_t *c, int64_t grace_ms, int *st)
     if (!done)
         while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
             ;
+    tq_reaper_disown(c->pid);
     if (st)
         *st = status;
     c->pid = 0;

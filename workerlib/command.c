@@ -1,6 +1,7 @@
 /* command.c - split COMMAND into words; run it per task with posix_spawnp,
  * pipes driven by poll(), and process-group kills. */
 #include "command.h"
+#include "reaper.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -283,6 +284,7 @@ pid_t tq_command_exec(char *const argv[], int fd0, int fd1, int fd2, const tq_li
         _exit(127);
     }
     setpgid(pid, pid); /* also here: no window where a kill misses it */
+    tq_reaper_own(pid);
     close(ep[1]);
     int e = 0;
     ssize_t r;
@@ -293,6 +295,7 @@ pid_t tq_command_exec(char *const argv[], int fd0, int fd1, int fd2, const tq_li
         int st;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
             ;
+        tq_reaper_disown(pid);
         *errno_out = e;
         return -1;
     }
@@ -392,6 +395,8 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
         rc = pid < 0 ? e : 0;
     } else {
         rc = posix_spawnp(&pid, self->argv[0], &fa, &attr, self->argv, tq_command_task_env());
+        if (rc == 0)
+            tq_reaper_own(pid);
     }
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
@@ -544,6 +549,7 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
+    tq_reaper_disown(pid);
 
     switch (end) {
     case END_TIMEOUT:

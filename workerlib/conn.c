@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "reaper.h"
 #include "tq_curve.h"
 #include "tq_exit.h"
 #include "tq_idmap.h"
@@ -739,6 +740,12 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
         tq_error("cannot bind %s: %s", result_ep, zmq_strerror(errno));
         goto done;
     }
+    /* Processes that leave a task's group come back to us, to be killed
+     * when their task ends (reaper.h). */
+    if (tq_reaper_start() < 0)
+        tq_warn("cannot become the subreaper of task processes (%s): a process that "
+                "leaves its task's process group can outlive the task",
+                strerror(errno));
     c.pool = tq_pool_new(c.zctx, result_ep, opts->slots, opts->fns, opts->nfns);
     if (!c.pool)
         goto done;
@@ -760,6 +767,8 @@ done:
      * on a fatal exit nothing was dispatched (or we leave them). */
     if (c.pool && c.inflight == 0)
         tq_pool_destroy(&c.pool);
+    if (!c.pool)
+        tq_reaper_sweep(1); /* no task runs any more: every stray goes */
     while (c.done_head) {
         tq_task_t *t = c.done_head;
         c.done_head = t->next;

@@ -13,6 +13,7 @@
 #include "builtins.h"
 #include "cfn.h"
 #include "child.h"
+#include "reaper.h"
 #include "tq_log.h"
 #include "tq_proto.h"
 #include "tq_util.h"
@@ -120,10 +121,10 @@ static tq_run_ctx_t run_ctx(const tq_task_t *task, int cancel_fd)
     };
 }
 
-static void run_task(slot_t *slot, tq_task_t *task)
+/* Run task in slot the way its function's mode says. */
+static void run_task_in(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx_p)
 {
-    tq_run_ctx_t ctx = run_ctx(task, slot->wake_fd);
-    task->ran = 1;
+    tq_run_ctx_t ctx = *ctx_p;
     if (in_child(task->fn))
         run_in_child(slot, task, &ctx);
     else if (task->fn->cfn)
@@ -133,6 +134,16 @@ static void run_task(slot_t *slot, tq_task_t *task)
     else if (tq_builtin_run(task->fn->name, &ctx, &task->result) < 0)
         tq_run_result_fmt(&task->result, TQ_RUN_FAILED, "function '%s' is not served here",
                           task->fn->name);
+}
+
+static void run_task(slot_t *slot, tq_task_t *task)
+{
+    tq_run_ctx_t ctx = run_ctx(task, slot->wake_fd);
+    task->ran = 1;
+    uint64_t token = tq_reaper_task_begin();
+    run_task_in(slot, task, &ctx);
+    /* Processes ran (a command, a child): kill what escaped them. */
+    tq_reaper_task_end(token, in_child(task->fn) || task->fn->cmd != NULL);
 }
 
 static void *slot_main(void *arg)
@@ -193,6 +204,7 @@ void tq_pool_run_inline(tq_pool_t *self, tq_task_t *task)
     TQ_ASSERT(task->fn->mode == TASKQ_MODE_INLINE);
     tq_run_ctx_t ctx = run_ctx(task, self->inline_fd);
     task->ran = 1;
+    uint64_t token = tq_reaper_task_begin();
     if (task->fn->cfn) {
         tq_cfn_task_t info = {
             .id = task->id,
@@ -205,6 +217,7 @@ void tq_pool_run_inline(tq_pool_t *self, tq_task_t *task)
         tq_run_result_fmt(&task->result, TQ_RUN_FAILED, "function '%s' is not served here",
                           task->fn->name);
     }
+    tq_reaper_task_end(token, 0);
 }
 
 tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,

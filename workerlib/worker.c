@@ -380,7 +380,7 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
 int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
 {
     char why[512];
-    tq_curve_keys_t keys;
+    tq_curve_keys_t *keys = NULL;
     if (!self)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
     if (self->ran)
@@ -389,14 +389,22 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "no functions registered");
     if (!self->authkey_file || !*self->authkey_file)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
-    if (tq_authkey_load(self->authkey_file, &keys, why, sizeof why) < 0)
+    /* Only the client pair and the server's public key are kept, in
+     * memory a core dump leaves out (tq_authkey.h). */
+    keys = tq_curve_keys_new();
+    if (!keys)
+        return tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
+                              strerror(errno));
+    if (tq_authkey_load_peer(self->authkey_file, keys, why, sizeof why) < 0) {
+        tq_curve_keys_free(&keys);
         return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
+    }
     self->ran = 1;
     for (size_t i = 0; i < self->nfns; i++)
         self->fns[i].limits = self->limits;
     tq_conn_opts_t o = {
         .endpoint = self->endpoint,
-        .keys = &keys,
+        .keys = keys,
         .name = self->name,
         .slots = self->slots,
         .prefetch = self->prefetch,
@@ -407,7 +415,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .stop_fd = self->stop_r,
     };
     int rc = tq_conn_run(&o, &self->stuck);
-    tq_curve_keys_wipe(&keys);
+    tq_curve_keys_free(&keys);
     switch (rc) {
     case TQ_EXIT_OK:
         return 0;
