@@ -20,6 +20,10 @@ from tqharness import TQTestCase, main, RawClient  # noqa: E402
 MIB = 1024 * 1024
 OLD_RECORD_LIMIT = 2 * 64 * MIB + 64 * 1024
 BIG = OLD_RECORD_LIMIT + 8 * MIB  # 136 MiB: over the old limit, under --max-payload 512M
+# A 136 MiB frame can take seconds to cross CURVE on a loaded machine (the
+# ASan build, CI): the peer is heard only once the whole frame is in, so
+# these masters allow a long silence rather than the harness's 1 s.
+SLOW_HB = ["--heartbeat-interval", "1", "--heartbeat-timeout", "60"]
 
 
 @unittest.skipIf(h.zmq is None, "pyzmq not available")
@@ -28,10 +32,10 @@ class BigRecords(TQTestCase):
         m = self.master
         m.signal(signal.SIGTERM)
         self.assertEqual(m.wait(60), 0, m.output()[-3000:])
-        return self.start_master(*extra, name="master-again")
+        return self.start_master(*extra, name="master-again", hb=False)
 
     def test_big_payload_is_journaled_and_recovered(self):
-        self.start_master("--max-payload", "512M")
+        self.start_master("--max-payload", "512M", *SLOW_HB, hb=False)
         c = RawClient(self.endpoint, h.key_bytes_from_file(self.key))
         try:
             c.hello()
@@ -46,7 +50,7 @@ class BigRecords(TQTestCase):
             c.close()
         self.assertTrue(self.master.alive(), self.master.output()[-3000:])
         # The record is read back after a restart (no crash loop) ...
-        self.restart_master("--max-payload", "512M")
+        self.restart_master("--max-payload", "512M", *SLOW_HB)
         self.assertEqual(self.status()["totals"]["queued"], 1)
         # ... and the task runs with its whole payload.
         self.start_worker(fns=["count=wc -c"])
@@ -56,7 +60,7 @@ class BigRecords(TQTestCase):
         self.assertTrue(self.master.alive(), self.master.output()[-3000:])
 
     def test_big_result_is_journaled_and_recovered(self):
-        self.start_master("--max-payload", "512M")
+        self.start_master("--max-payload", "512M", *SLOW_HB, hb=False)
         self.start_worker(fns=["gen=head -c %d /dev/zero" % BIG])
         tid = self.submit("--fn", "gen", "x")[0]
         r = self.tq("wait", "--timeout", "120", "--json", tid, timeout=180)
@@ -64,7 +68,7 @@ class BigRecords(TQTestCase):
         self.assertEqual(r.rc, 0, r)
         self.assertIn('"status":"done"', r.out.replace(" ", ""))
         # The FINISH record with the result is read back at the next start.
-        self.restart_master("--max-payload", "512M")
+        self.restart_master("--max-payload", "512M", *SLOW_HB)
         self.assertTrue(self.master.alive())
         st = self.status()
         self.assertEqual(st["totals"]["queued"], 0, st["totals"])
