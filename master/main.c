@@ -170,24 +170,6 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
     return 0;
 }
 
-/* A numeric port in a tcp:// --bind must be 0..65535: ZeroMQ itself
- * keeps only the low 16 bits (99999 listened on 34463). Anything else
- * ZeroMQ refuses by itself (exit 8, "cannot bind"), as before. */
-static int check_bind(const char *ep, char *err, size_t errlen) {
-    if (strncmp(ep, "tcp://", 6) != 0)
-        return 0;
-    const char *colon = strrchr(ep + 6, ':');
-    if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
-        return 0;
-    int64_t n;
-    if (tq_parse_i64(colon + 1, &n) < 0 || n > 65535) {
-        snprintf(err, errlen, "--bind: port %.40s in '%.200s' is out of range (0..65535, or *)",
-                 colon + 1, ep);
-        return -1;
-    }
-    return 0;
-}
-
 /* Raise the soft RLIMIT_NOFILE to the hard limit (each connection holds
  * a descriptor), log what is in force, and work out --max-connections:
  * the limit minus a reserve unless given (then it must fit). Sets
@@ -369,7 +351,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: --bind must not be empty\n");
         goto out;
     }
-    if (check_bind(s.bind, err, sizeof err) < 0) {
+    if (tq_endpoint_port_check(s.bind, "--bind", err, sizeof err) < 0) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
     }
