@@ -418,7 +418,8 @@ static void log_recovery(const tq_persist_report_t *r) {
     const tq_journal_report_t *j = &r->journal;
     if (j->torn)
         tq_warn("journal: cut off a torn last record in %s at offset %" PRIu64
-                " (a write the crash interrupted; it was never acknowledged)",
+                " of the newest segment (a write the crash interrupted: not acknowledged under "
+                "--fsync always)",
                 j->torn_file, j->torn_offset);
     if (j->repaired) {
         char ids[TQ_PERSIST_LOST_IDS * 21 + 8];
