@@ -529,6 +529,7 @@ typedef struct {
     char *err;
     size_t errlen;
     const char *dir;
+    int dirfd;
 } scan_t;
 
 static int seg_map(seg_t *g, segfile_t *sf, const char *dir, char *err, size_t errlen) {
@@ -867,6 +868,13 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
                      g1->size - g1->limit);
             return damage(s, g1->name, g1->limit, why);
         }
+        /* one file open at a time: a journal may have many segments */
+        g1->fd = openat(s->dirfd, g1->name, O_RDWR | O_CLOEXEC);
+        if (g1->fd < 0) {
+            snprintf(s->err, s->errlen, "journal: cannot open %s/%s: %s", s->dir, g1->name,
+                     strerror(errno));
+            return -1;
+        }
         segfile_t sf;
         if (seg_map(g1, &sf, s->dir, s->err, s->errlen) < 0)
             return -1;
@@ -913,6 +921,8 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
             }
             g1->size = cut;
         }
+        close(g1->fd);
+        g1->fd = -1;
     }
     return 0;
 }
@@ -1124,6 +1134,8 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, char
             segs_close(g, n);
             return NULL;
         }
+        close(g1->fd); /* opened again one at a time */
+        g1->fd = -1;
         parse_header(g1, h, (size_t)got);
         g1->hsize = g1->version ? g1->hsize : TQ_JOURNAL_HEADER_SIZE_V1;
         if (i + 1 == n && g1->bad &&
@@ -1201,12 +1213,19 @@ static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, c
     uint64_t num = last ? last->num + 1 : 1;
     /* What the previous master wrote may not be durable yet: it must be
      * before a newer segment names its size. */
-    for (size_t i = 0; i < m; i++)
-        if (!g[i].skip && tq_jio.fdatasync(g[i].fd) < 0) {
+    for (size_t i = 0; i < m; i++) {
+        if (g[i].skip)
+            continue;
+        int fd = openat(self->dirfd, g[i].name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || tq_jio.fdatasync(fd) < 0) {
             snprintf(err, errlen, "journal: fdatasync of %s/%s failed: %s", self->dir, g[i].name,
                      strerror(errno));
+            if (fd >= 0)
+                close(fd);
             return -1;
         }
+        close(fd);
+    }
     int has_prev = last && !last->skip && last->num >= first;
     int fd = seg_create(self, num, has_prev ? first : num, has_prev ? last->size : 0, has_prev);
     if (fd < 0 && errno == ENOSPC && reserve_release(self))
@@ -1298,7 +1317,7 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     g = segs_load(self, nums, n, err, errlen);
     if (!g)
         goto fail;
-    scan_t s = {cfg, replay, arg, report, err, errlen, self->dir};
+    scan_t s = {cfg, replay, arg, report, err, errlen, self->dir, self->dirfd};
     uint64_t first = 1;
     if (scan_all(&s, g, n, &first) < 0)
         goto fail;
@@ -1311,8 +1330,6 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
         report->torn_offset = 0;
         tq_warn("journal: %s/%s: %s; deleting it (a crash while it was created)", self->dir,
                 g[m].name, g[m].bad);
-        close(g[m].fd);
-        g[m].fd = -1;
         if (unlinkat(self->dirfd, g[m].name, 0) < 0) {
             snprintf(err, errlen, "journal: cannot delete %s/%s: %s", self->dir, g[m].name,
                      strerror(errno));
