@@ -53,6 +53,7 @@ typedef struct {
     char *fsync;
     int64_t fsync_interval_ms;
     int repair;
+    int64_t journal_reserve;
     char *log_level;
 } settings_t;
 
@@ -129,7 +130,12 @@ static const tq_cfg_entry_t table[] = {
     {"fsync-interval", TQ_CFG_INT, "50", 1, 60000, NULL, NULL, S(fsync_interval_ms), "MS",
      "with --fsync interval: fsync the journal at most this many milliseconds after a write"},
     {"repair", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(repair), NULL,
-     "start even if the journal is damaged: drop everything from the damage on"},
+     "start even if the journal is damaged: replay what can be read, drop the rest and say "
+     "how many tasks that lost"},
+    {"journal-reserve", TQ_CFG_SIZE, "64M", 0, (int64_t)1 << 40, NULL, NULL, S(journal_reserve),
+     "SIZE",
+     "disk space kept allocated in DIR/journal/reserve and given back when the disk is full, so "
+     "compaction and a restart have room (at most 1/8 of the file system; 0 = none)"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
      "error, warn, info or debug"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
@@ -438,6 +444,7 @@ int main(int argc, char **argv) {
             .mode = (tq_fsync_mode_t)tq_fsync_mode_parse(s.fsync),
             .interval_ms = s.fsync_interval_ms,
             .repair = s.repair,
+            .reserve = (uint64_t)s.journal_reserve,
             .zmq_ctx = ctx,
         },
     };
