@@ -611,10 +611,16 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     int hwm = cfg->peer_queue > 0 ? cfg->peer_queue : 1000;
     /* ZMTP heartbeats, answered by the peers' libzmq: a connection whose
      * peer stopped answering is closed by libzmq itself (it holds an fd
-     * even when the loop has forgotten the peer). A connection gets
-     * handshake_ivl to finish its greeting and CURVE handshake. */
+     * even when the loop has forgotten the peer). They are the backstop
+     * that frees descriptors, not the liveness rule (the loop's own
+     * heartbeats forget a silent peer after heartbeat_timeout): three
+     * times as lenient, so a peer whose machine stalls for a moment, or
+     * a frame that takes a while to arrive, does not lose its connection
+     * and the messages queued on it. A connection gets handshake_ivl to
+     * finish its greeting and CURVE handshake. */
     int hb_ivl = (int)cfg->heartbeat_ms;
-    int hb_timeout = (int)cfg->heartbeat_timeout_ms;
+    int64_t zmtp_timeout = 3 * cfg->heartbeat_timeout_ms;
+    int hb_timeout = zmtp_timeout < INT32_MAX ? (int)zmtp_timeout : INT32_MAX;
     int hb_ttl = hb_timeout < 6553599 ? hb_timeout : 6553599; /* ZMTP: deciseconds in a u16 */
     int hs_ivl = cfg->handshake_timeout_ms > 0 ? (int)cfg->handshake_timeout_ms : 0;
     if (!self->router || zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
