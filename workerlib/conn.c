@@ -17,7 +17,7 @@
 #include "tq_exit.h"
 #include "tq_idmap.h"
 #include "tq_log.h"
-#include "tq_proto.h"
+#include "tq_frame.h"
 #include "tq_util.h"
 
 /* Until WELCOME says otherwise. */
