@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 void tq_proto_die(const char *what, const char *file, int line)
@@ -34,34 +35,6 @@ int tq_name_valid(tq_bytes_t b)
         return 0;
     }
     return 1;
-}
-
-const char *tq_msg_type_name(int type)
-{
-    switch (type) {
-    case TQ_MSG_HELLO: return "HELLO";
-    case TQ_MSG_WELCOME: return "WELCOME";
-    case TQ_MSG_HEARTBEAT: return "HEARTBEAT";
-    case TQ_MSG_ERROR: return "ERROR";
-    case TQ_MSG_BYE: return "BYE";
-    case TQ_MSG_STATUS: return "STATUS";
-    case TQ_MSG_STATUS_REPLY: return "STATUS_REPLY";
-    case TQ_MSG_DRAIN: return "DRAIN";
-    case TQ_MSG_ADMIN: return "ADMIN";
-    case TQ_MSG_ADMIN_REPLY: return "ADMIN_REPLY";
-    case TQ_MSG_SUBMIT: return "SUBMIT";
-    case TQ_MSG_SUBMIT_ACK: return "SUBMIT_ACK";
-    case TQ_MSG_WAIT: return "WAIT";
-    case TQ_MSG_RESULTS: return "RESULTS";
-    case TQ_MSG_CANCEL: return "CANCEL";
-    case TQ_MSG_CANCEL_ACK: return "CANCEL_ACK";
-    case TQ_MSG_ACK: return "ACK";
-    case TQ_MSG_DISPATCH: return "DISPATCH";
-    case TQ_MSG_RESULT: return "RESULT";
-    case TQ_MSG_RELEASE: return "RELEASE";
-    case TQ_MSG_KILL: return "KILL";
-    default: return "UNKNOWN";
-    }
 }
 
 const char *tq_err_code_name(int code)
@@ -96,14 +69,95 @@ int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
     return -1;
 }
 
-/* ---- decoding ------------------------------------------------------------ */
+/* ---- the message table (tq_msgs.def) ---------------------------------------- */
 
-static int type_known(int t)
+/* What a JSON or empty message decodes records into: nothing. */
+typedef struct {
+    char unused;
+} tq_no_rec_t;
+#define none tq_no_rec_t
+
+enum { P_END, P_FIX, P_REC, P_DATA };
+enum { W_U8, W_U16, W_U32, W_U64, W_I32, W_STR8, W_FRAME };
+enum {
+    C_ANY, C_COUNT, C_RANGE, C_LIMIT, C_FLAGS, C_NAME, C_QNAME, C_MAXLEN, C_PAYLOAD, C_WHENFLAG
+};
+enum { B_BIN, B_JSON, B_EMPTY };
+
+/* One field of a binary body: where it goes (tq_fixed_t, or the
+ * record struct at off) and the rule it must pass. */
+typedef struct {
+    uint8_t part, wire, check;
+    uint16_t off;
+    uint64_t a, b;
+    const char *name;
+} field_t;
+
+/* One message type. */
+typedef struct {
+    const char *name;
+    uint8_t body;
+    uint8_t frames;   /* 1: one data frame per record */
+    size_t json_max;  /* JSON bodies: largest accepted */
+    size_t rec_size;  /* sizeof the record struct */
+    const field_t *fields; /* P_FIX ones first, ended by P_END */
+} msg_desc_t;
+
+/* Record struct of each message, by name, for offsetof. */
+#define M(N, code, body, sender, frames, jmax, rect) typedef rect rec_##N##_t;
+TQ_MSGS(M)
+#undef M
+
+#define OFF_FIX(N, f) offsetof(tq_fixed_t, f)
+#define OFF_REC(N, f) offsetof(rec_##N##_t, f)
+#define OFF_DATA(N, f) offsetof(rec_##N##_t, f)
+#define FIELD(N, part, f, wire, check, a, b)                                                       \
+    {P_##part, W_##wire, C_##check, (uint16_t)OFF_##part(N, f), (uint64_t)(a), (uint64_t)(b), #f},
+#define M(N, code, body, sender, frames, jmax, rect)                                              \
+    static const field_t fields_##N[] = {TQ_FIELDS_##N(FIELD){P_END, 0, 0, 0, 0, 0, NULL}};
+TQ_MSGS(M)
+#undef M
+
+static const msg_desc_t msg_table[256] = {
+#define M(N, code, body, sender, frames, jmax, rect)                                              \
+    [code] = {#N, B_##body, frames, jmax, sizeof(rec_##N##_t), fields_##N},
+    TQ_MSGS(M)
+#undef M
+};
+#undef none
+
+/* The description of type, or NULL if the type is not defined. */
+static const msg_desc_t *msg_desc(int type)
 {
-    return (t >= TQ_MSG_HELLO && t <= TQ_MSG_ADMIN_REPLY) ||
-           (t >= TQ_MSG_SUBMIT && t <= TQ_MSG_ACK) ||
-           (t >= TQ_MSG_DISPATCH && t <= TQ_MSG_KILL);
+    if (type < 0 || type > 255 || !msg_table[type].name)
+        return NULL;
+    return &msg_table[type];
 }
+
+const char *tq_msg_type_name(int type)
+{
+    const msg_desc_t *d = msg_desc(type);
+    return d ? d->name : "UNKNOWN";
+}
+
+int tq_msg_has_req(int type)
+{
+    const msg_desc_t *d = msg_desc(type);
+    return d && d->body == B_BIN && d->fields[0].part == P_FIX &&
+           d->fields[0].off == offsetof(tq_fixed_t, req) && strcmp(d->fields[0].name, "req") == 0;
+}
+
+uint32_t tq_msg_peek_req(int type, tq_bytes_t body)
+{
+    tq_cursor_t c;
+    uint32_t req = 0;
+    tq_cursor_init(&c, body);
+    if (tq_msg_has_req(type))
+        (void)tq_cursor_u32(&c, &req);
+    return req;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
 
 int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *err)
 {
@@ -119,7 +173,7 @@ int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *e
     if (h[2] != TQ_PROTO_VERSION)
         return tq_error_set(err, TQ_ERR_VERSION, "protocol version %u not supported (this is %d)",
                             h[2], TQ_PROTO_VERSION);
-    if (!type_known(h[3]))
+    if (!msg_desc(h[3]))
         return tq_error_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x unknown in version %d",
                             h[3], TQ_PROTO_VERSION);
     *type = h[3];
@@ -128,286 +182,243 @@ int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *e
     return 0;
 }
 
-/* Read a record count and check it against the batch limit and, for
- * types with data frames, against the number of data frames; types
- * without data frames must have none. */
-static int read_count(tq_cursor_t *c, const char *what, size_t nparts, int with_parts,
-                      size_t *count, tq_error_t *err)
+/* Read an integer field of wire type w. */
+static int get_int(tq_cursor_t *c, int w, uint64_t *v)
 {
-    uint16_t n;
-    if (tq_cursor_u16(c, &n) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at count", what);
-    if (n > TQ_MAX_BATCH)
-        return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %d", what, n,
-                            TQ_MAX_BATCH);
-    if (with_parts && n != nparts)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u but %zu data frames follow",
-                            what, n, nparts);
-    if (!with_parts && nparts != 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", what, nparts);
+    uint8_t u8;
+    uint16_t u16;
+    uint32_t u32;
+    int32_t i32;
+    int rc;
+    switch (w) {
+    case W_U8: rc = tq_cursor_u8(c, &u8), *v = u8; break;
+    case W_U16: rc = tq_cursor_u16(c, &u16), *v = u16; break;
+    case W_U32: rc = tq_cursor_u32(c, &u32), *v = u32; break;
+    case W_I32: rc = tq_cursor_i32(c, &i32), *v = (uint64_t)(uint32_t)i32; break;
+    default: rc = tq_cursor_u64(c, v); break;
+    }
+    return rc;
+}
+
+/* Store integer v of wire type w at p (a struct member of that width). */
+static void put_int(void *p, int w, uint64_t v)
+{
+    uint8_t u8 = (uint8_t)v;
+    uint16_t u16 = (uint16_t)v;
+    uint32_t u32 = (uint32_t)v;
+    switch (w) {
+    case W_U8: memcpy(p, &u8, 1); break;
+    case W_U16: memcpy(p, &u16, 2); break;
+    case W_U32:
+    case W_I32: memcpy(p, &u32, 4); break;
+    default: memcpy(p, &v, 8); break;
+    }
+}
+
+/* A fixed field's rule (count, flags, credit); v its value. */
+static int check_fix(const msg_desc_t *d, const field_t *f, uint64_t v, size_t nparts,
+                     tq_error_t *err)
+{
+    switch (f->check) {
+    case C_COUNT:
+        if (v > f->b)
+            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %u", d->name,
+                                (unsigned)v, (unsigned)f->b);
+        if (d->frames && v != nparts)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u but %zu data frames follow",
+                                d->name, (unsigned)v, nparts);
+        if (!d->frames && nparts != 0)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", d->name,
+                                nparts);
+        if (v < f->a)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u, need at least %u", d->name,
+                                (unsigned)v, (unsigned)f->a);
+        return 0;
+    case C_FLAGS:
+        if (v & ~f->a)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: unknown %s 0x%04x", d->name, f->name,
+                                (unsigned)v);
+        return 0;
+    case C_LIMIT:
+        if (v > f->b)
+            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: %s %llu over the limit of %llu", d->name,
+                                f->name, (unsigned long long)v, (unsigned long long)f->b);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* Record i's field f into rec: read from c (or parts[i] for the data
+ * frame) and checked by its rule. */
+static int decode_field(const msg_desc_t *d, const field_t *f, size_t i, tq_cursor_t *c,
+                        const tq_bytes_t *parts, size_t max_payload, const tq_fixed_t *fx,
+                        uint8_t *rec, tq_error_t *err)
+{
+    void *p = rec + f->off;
+    tq_bytes_t b;
+    uint64_t v = 0;
+    if (f->wire == W_FRAME || f->wire == W_STR8) {
+        if (f->wire == W_FRAME)
+            b = parts[i];
+        else if (tq_cursor_str8(c, &b) < 0)
+            goto truncated;
+        memcpy(p, &b, sizeof b);
+        if ((f->check == C_NAME && !tq_name_valid(b)) ||
+            (f->check == C_QNAME && b.len && !tq_name_valid(b)))
+            return tq_error_set(err, TQ_ERR_BAD_NAME, "%s record %zu: %s name not valid", d->name,
+                                i, f->name);
+        if (f->check == C_MAXLEN && b.len > f->a)
+            return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %u",
+                                d->name, i, f->name, b.len, (unsigned)f->a);
+        if (f->check == C_PAYLOAD && b.len > max_payload)
+            return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %zu",
+                                d->name, i, f->name, b.len, max_payload);
+        return 0;
+    }
+    if (f->check == C_WHENFLAG && !(fx->flags & f->a)) {
+        put_int(p, f->wire, 0);
+        return 0;
+    }
+    if (get_int(c, f->wire, &v) < 0)
+        goto truncated;
+    if (f->check == C_RANGE && (v < f->a || v > f->b))
+        return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: %s %u not valid", d->name, i,
+                            f->name, (unsigned)v);
+    if (f->check == C_WHENFLAG && v > f->b)
+        return tq_error_set(err, TQ_ERR_MALFORMED,
+                            "%s record %zu: %s %llu over the limit of %llu (year 9999)", d->name, i,
+                            f->name, (unsigned long long)v, (unsigned long long)f->b);
+    put_int(p, f->wire, v);
+    return 0;
+truncated:
+    return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", d->name, i,
+                        f->name);
+}
+
+/* The decoder of every binary body, driven by the table; what: the name
+ * in error texts (NULL: the type's). */
+static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_bytes_t *parts,
+                      size_t nparts, size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count,
+                      tq_error_t *err)
+{
+    const msg_desc_t *d = msg_desc(type);
+    PROTO_ASSERT(d && d->body == B_BIN);
+    msg_desc_t named = *d;
+    if (what)
+        named.name = what;
+    d = &named;
+    memset(fx, 0, sizeof *fx);
+    *count = 0;
+    tq_cursor_t c;
+    tq_cursor_init(&c, body);
+    const field_t *f = d->fields;
+    for (; f->part == P_FIX; f++) {
+        uint64_t v;
+        if (get_int(&c, f->wire, &v) < 0)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at %s", d->name, f->name);
+        /* stored before the check, so that an ERROR can carry req as ref */
+        put_int((uint8_t *)fx + f->off, f->wire, v);
+        if (check_fix(d, f, v, nparts, err) < 0)
+            return -1;
+    }
+    size_t n = fx->count;
+    uint8_t *rec = recs;
+    for (size_t i = 0; i < n; i++, rec += d->rec_size)
+        for (const field_t *g = f; g->part != P_END; g++)
+            if (decode_field(d, g, i, &c, parts, max_payload, fx, rec, err) < 0)
+                return -1;
+    size_t left = tq_cursor_left(&c);
+    if (left)
+        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records",
+                            d->name, left, n);
     *count = n;
     return 0;
 }
 
-static int check_end(const tq_cursor_t *c, const char *what, size_t n, tq_error_t *err)
+int tq_decode_msg(int type, tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
+                  size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count, tq_error_t *err)
 {
-    size_t left = tq_cursor_left(c);
-    if (left)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records",
-                            what, left, n);
-    return 0;
+    return decode_bin(type, NULL, body, parts, nparts, max_payload, fx, recs, count, err);
 }
-
-/* A truncated field inside record i. */
-#define TRUNC(what, i, field)                                                                      \
-    tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", what, (size_t)(i), field)
 
 int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                      size_t max_payload, uint32_t *req_id, uint16_t *flags,
                      tq_task_spec_t *out, size_t *count, tq_error_t *err)
 {
-    static const char what[] = "SUBMIT";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    uint32_t req;
-    uint16_t fl;
-    size_t n;
-    if (tq_cursor_u32(&c, &req) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: truncated at req");
-    *req_id = req; /* early, so that an ERROR reply can carry it as ref */
-    if (tq_cursor_u16(&c, &fl) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: truncated at flags");
-    if (fl & ~TQ_SUBMIT_FLAGS_ALL)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: unknown flags 0x%04x", fl);
-    if (read_count(&c, what, nparts, 1, &n, err) < 0)
-        return -1;
-    if (n == 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: count is 0, need at least 1 task");
-    for (size_t i = 0; i < n; i++) {
-        tq_task_spec_t *t = &out[i];
-        if (tq_cursor_str8(&c, &t->fn) < 0)
-            return TRUNC(what, i, "fn");
-        if (!tq_name_valid(t->fn))
-            return tq_error_set(err, TQ_ERR_BAD_NAME, "SUBMIT record %zu: fn name not valid", i);
-        if (tq_cursor_str8(&c, &t->queue) < 0)
-            return TRUNC(what, i, "queue");
-        if (t->queue.len && !tq_name_valid(t->queue))
-            return tq_error_set(err, TQ_ERR_BAD_NAME, "SUBMIT record %zu: queue name not valid", i);
-        if (tq_cursor_str8(&c, &t->key) < 0)
-            return TRUNC(what, i, "key");
-        if (t->key.len > TQ_MAX_KEY)
-            return tq_error_set(err, TQ_ERR_TOO_LARGE, "SUBMIT record %zu: key is %zu bytes, max %d",
-                                i, t->key.len, TQ_MAX_KEY);
-        if (tq_cursor_i32(&c, &t->priority) < 0)
-            return TRUNC(what, i, "priority");
-        if (tq_cursor_u32(&c, &t->timeout_ms) < 0)
-            return TRUNC(what, i, "timeout_ms");
-        if (tq_cursor_u16(&c, &t->retries) < 0)
-            return TRUNC(what, i, "retries");
-        t->not_before_ms = 0;
-        if (fl & TQ_SUBMIT_NOT_BEFORE) {
-            uint64_t nb;
-            if (tq_cursor_u64(&c, &nb) < 0)
-                return TRUNC(what, i, "not_before_ms");
-            if (nb > (uint64_t)TQ_MAX_NOT_BEFORE_MS)
-                return tq_error_set(err, TQ_ERR_MALFORMED,
-                                    "SUBMIT record %zu: not_before_ms %llu is past year 9999", i,
-                                    (unsigned long long)nb);
-            t->not_before_ms = (int64_t)nb;
-        }
-        t->payload = parts[i];
-        if (t->payload.len > max_payload)
-            return tq_error_set(err, TQ_ERR_TOO_LARGE,
-                                "SUBMIT record %zu: payload is %zu bytes, max %zu", i,
-                                t->payload.len, max_payload);
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *flags = fl;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    int rc = decode_bin(TQ_MSG_SUBMIT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
+    *req_id = fx.req;
+    *flags = fx.flags;
+    return rc;
 }
 
-/* u32 req, u16 count, count x u64 id; no data frames. */
-static int decode_req_ids(const char *what, tq_bytes_t body, size_t nparts, uint32_t *req_id,
-                          uint64_t *ids, size_t *count, tq_error_t *err)
+/* The id lists: SUBMIT_ACK, WAIT, CANCEL, ACK (tq_id_rec_t is a u64). */
+_Static_assert(sizeof(tq_id_rec_t) == sizeof(uint64_t), "tq_id_rec_t must be a bare u64");
+
+int tq_decode_req_ids(int type, tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
+                      size_t *count, tq_error_t *err)
 {
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    uint32_t req;
-    size_t n;
-    if (tq_cursor_u32(&c, &req) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at req", what);
-    *req_id = req;
-    if (read_count(&c, what, nparts, 0, &n, err) < 0)
-        return -1;
-    if (tq_cursor_left(&c) < n * 8)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at id", what,
-                            tq_cursor_left(&c) / 8);
-    for (size_t i = 0; i < n; i++)
-        (void)tq_cursor_u64(&c, &ids[i]);
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    int rc = decode_bin(type, NULL, body, NULL, nparts, 0, &fx, ids, count, err);
+    *req_id = fx.req;
+    return rc;
 }
 
 int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
                          size_t *count, tq_error_t *err)
 {
-    return decode_req_ids("SUBMIT_ACK", body, nparts, req_id, ids, count, err);
+    return tq_decode_req_ids(TQ_MSG_SUBMIT_ACK, body, nparts, req_id, ids, count, err);
 }
 
 int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids, size_t *count,
                   tq_error_t *err)
 {
-    return decode_req_ids("WAIT/CANCEL/ACK", body, nparts, req_id, ids, count, err);
+    tq_fixed_t fx;
+    int rc = decode_bin(TQ_MSG_WAIT, "WAIT/CANCEL", body, NULL, nparts, 0, &fx, ids, count, err);
+    *req_id = fx.req;
+    return rc;
 }
 
 int tq_decode_results(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, tq_outcome_t *out,
                       size_t *count, tq_error_t *err)
 {
-    static const char what[] = "RESULTS";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    size_t n;
-    if (read_count(&c, what, nparts, 1, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        tq_outcome_t *r = &out[i];
-        if (tq_cursor_u64(&c, &r->id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u8(&c, &r->status) < 0)
-            return TRUNC(what, i, "status");
-        if (r->status < TQ_ST_DONE || r->status > TQ_ST_DEAD)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "RESULTS record %zu: status %u not valid", i,
-                                r->status);
-        if (tq_cursor_u32(&c, &r->attempts) < 0)
-            return TRUNC(what, i, "attempts");
-        r->data = parts[i];
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    return decode_bin(TQ_MSG_RESULTS, NULL, body, parts, nparts, 0, &fx, out, count, err);
 }
 
 int tq_decode_cancel_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, tq_cancel_item_t *out,
                          size_t *count, tq_error_t *err)
 {
-    static const char what[] = "CANCEL_ACK";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    uint32_t req;
-    size_t n;
-    if (tq_cursor_u32(&c, &req) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "CANCEL_ACK: truncated at req");
-    *req_id = req;
-    if (read_count(&c, what, nparts, 0, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (tq_cursor_u64(&c, &out[i].id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u8(&c, &out[i].outcome) < 0)
-            return TRUNC(what, i, "outcome");
-        if (out[i].outcome > TQ_CANCEL_UNKNOWN)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "CANCEL_ACK record %zu: outcome %u not valid",
-                                i, out[i].outcome);
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    int rc = decode_bin(TQ_MSG_CANCEL_ACK, NULL, body, NULL, nparts, 0, &fx, out, count, err);
+    *req_id = fx.req;
+    return rc;
 }
 
 int tq_decode_dispatch(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                        tq_dispatch_item_t *out, size_t *count, tq_error_t *err)
 {
-    static const char what[] = "DISPATCH";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    size_t n;
-    if (read_count(&c, what, nparts, 1, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        tq_dispatch_item_t *d = &out[i];
-        if (tq_cursor_u64(&c, &d->id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u32(&c, &d->attempt) < 0)
-            return TRUNC(what, i, "attempt");
-        if (tq_cursor_u32(&c, &d->timeout_ms) < 0)
-            return TRUNC(what, i, "timeout_ms");
-        if (tq_cursor_str8(&c, &d->fn) < 0)
-            return TRUNC(what, i, "fn");
-        if (!tq_name_valid(d->fn))
-            return tq_error_set(err, TQ_ERR_BAD_NAME, "DISPATCH record %zu: fn name not valid", i);
-        d->payload = parts[i];
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    return decode_bin(TQ_MSG_DISPATCH, NULL, body, parts, nparts, 0, &fx, out, count, err);
 }
 
 int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, size_t max_payload,
                      uint16_t *credit, tq_result_item_t *out, size_t *count, tq_error_t *err)
 {
-    static const char what[] = "RESULT";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    uint16_t cr;
-    size_t n;
-    if (tq_cursor_u16(&c, &cr) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "RESULT: truncated at credit");
-    if (cr > TQ_MAX_SLOTS)
-        return tq_error_set(err, TQ_ERR_TOO_MANY, "RESULT: credit %u over the slot limit of %d", cr,
-                            TQ_MAX_SLOTS);
-    if (read_count(&c, what, nparts, 1, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        tq_result_item_t *r = &out[i];
-        if (tq_cursor_u64(&c, &r->id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u32(&c, &r->attempt) < 0)
-            return TRUNC(what, i, "attempt");
-        if (tq_cursor_u8(&c, &r->status) < 0)
-            return TRUNC(what, i, "status");
-        if (r->status > TQ_RUN_TIMEOUT)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "RESULT record %zu: status %u not valid", i,
-                                r->status);
-        r->data = parts[i];
-        if (r->data.len > max_payload)
-            return tq_error_set(err, TQ_ERR_TOO_LARGE,
-                                "RESULT record %zu: data is %zu bytes, max %zu", i, r->data.len,
-                                max_payload);
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *credit = cr;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    int rc = decode_bin(TQ_MSG_RESULT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
+    *credit = fx.credit;
+    return rc;
 }
 
 int tq_decode_leases(tq_bytes_t body, size_t nparts, tq_lease_ref_t *out, size_t *count,
                      tq_error_t *err)
 {
-    static const char what[] = "RELEASE/KILL";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    size_t n;
-    if (read_count(&c, what, nparts, 0, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (tq_cursor_u64(&c, &out[i].id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u32(&c, &out[i].attempt) < 0)
-            return TRUNC(what, i, "attempt");
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    return decode_bin(TQ_MSG_RELEASE, "RELEASE/KILL", body, NULL, nparts, 0, &fx, out, count, err);
 }
+
 
 int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_error_t *err)
 {
@@ -497,12 +508,40 @@ void tq_out_free(tq_out_t *o)
     tq_out_init(o);
 }
 
-/* Head, fixed fields and the record count placeholder of `type`. The
- * buffers are kept: building the next message allocates nothing once
- * they have grown to fit. */
-static void out_layout(tq_out_t *o, int type, uint32_t req, uint16_t field16)
+static void put_wire(tq_buf_t *b, int w, uint64_t v)
 {
-    PROTO_ASSERT(type >= 0 && type <= 255);
+    switch (w) {
+    case W_U8: tq_buf_u8(b, (uint8_t)v); break;
+    case W_U16: tq_buf_u16(b, (uint16_t)v); break;
+    case W_U32:
+    case W_I32: tq_buf_u32(b, (uint32_t)v); break;
+    default: tq_buf_u64(b, v); break;
+    }
+}
+
+/* Integer member of wire type w at p. */
+static uint64_t load_int(const void *p, int w)
+{
+    uint8_t u8;
+    uint16_t u16;
+    uint32_t u32;
+    uint64_t u64;
+    switch (w) {
+    case W_U8: memcpy(&u8, p, 1); return u8;
+    case W_U16: memcpy(&u16, p, 2); return u16;
+    case W_U32:
+    case W_I32: memcpy(&u32, p, 4); return u32;
+    default: memcpy(&u64, p, 8); return u64;
+    }
+}
+
+void tq_out_begin_msg(tq_out_t *o, int type, const tq_fixed_t *fx)
+{
+    static const tq_fixed_t zero;
+    const msg_desc_t *d = msg_desc(type);
+    PROTO_ASSERT(d);
+    if (!fx)
+        fx = &zero;
     o->head.len = 0;
     tq_buf_reserve(&o->head, 64);
     tq_buf_u8(&o->head, TQ_SIG0);
@@ -510,63 +549,43 @@ static void out_layout(tq_out_t *o, int type, uint32_t req, uint16_t field16)
     tq_buf_u8(&o->head, TQ_PROTO_VERSION);
     tq_buf_u8(&o->head, (uint8_t)type);
     o->type = type;
-    o->flags = type == TQ_MSG_SUBMIT ? field16 : 0;
+    o->flags = fx->flags;
     o->count = 0;
     o->count_off = 0;
     o->nparts = 0;
     o->part_bytes = 0;
-    switch (type) {
-    case TQ_MSG_SUBMIT:
-        tq_buf_u32(&o->head, req);
-        tq_buf_u16(&o->head, field16); /* flags */
-        break;
-    case TQ_MSG_SUBMIT_ACK:
-    case TQ_MSG_WAIT:
-    case TQ_MSG_CANCEL:
-    case TQ_MSG_CANCEL_ACK:
-    case TQ_MSG_ACK:
-        tq_buf_u32(&o->head, req);
-        break;
-    case TQ_MSG_RESULT:
-        tq_buf_u16(&o->head, field16); /* credit */
-        break;
-    case TQ_MSG_RESULTS:
-    case TQ_MSG_DISPATCH:
-    case TQ_MSG_RELEASE:
-    case TQ_MSG_KILL:
-        break;
-    default:
-        return; /* no records */
+    for (const field_t *f = d->fields; f->part == P_FIX; f++) {
+        if (f->check == C_COUNT)
+            o->count_off = o->head.len; /* patched as records are added */
+        put_wire(&o->head, f->wire, f->check == C_COUNT ? 0 : load_int((const uint8_t *)fx + f->off, f->wire));
     }
-    o->count_off = o->head.len;
-    tq_buf_u16(&o->head, 0);
 }
 
 void tq_out_begin(tq_out_t *o, int type)
 {
-    out_layout(o, type, 0, 0);
+    tq_out_begin_msg(o, type, NULL);
 }
 
 void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags)
 {
-    out_layout(o, TQ_MSG_SUBMIT, req_id, flags);
+    tq_out_begin_msg(o, TQ_MSG_SUBMIT, &(tq_fixed_t){.req = req_id, .flags = flags});
 }
 
 void tq_out_begin_ids(tq_out_t *o, int type, uint32_t req_id)
 {
     PROTO_ASSERT(type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL || type == TQ_MSG_SUBMIT_ACK ||
                  type == TQ_MSG_ACK);
-    out_layout(o, type, req_id, 0);
+    tq_out_begin_msg(o, type, &(tq_fixed_t){.req = req_id});
 }
 
 void tq_out_begin_cancel_ack(tq_out_t *o, uint32_t req_id)
 {
-    out_layout(o, TQ_MSG_CANCEL_ACK, req_id, 0);
+    tq_out_begin_msg(o, TQ_MSG_CANCEL_ACK, &(tq_fixed_t){.req = req_id});
 }
 
 void tq_out_begin_result(tq_out_t *o, uint16_t credit)
 {
-    out_layout(o, TQ_MSG_RESULT, 0, credit);
+    tq_out_begin_msg(o, TQ_MSG_RESULT, &(tq_fixed_t){.credit = credit});
 }
 
 int tq_out_full(const tq_out_t *o)
@@ -577,21 +596,6 @@ int tq_out_full(const tq_out_t *o)
 size_t tq_out_count(const tq_out_t *o)
 {
     return o->count;
-}
-
-/* Called before each record: the builder must be of one of the given
- * types (a = b when only one) and have room. */
-static void record_begin(tq_out_t *o, int a, int b)
-{
-    PROTO_ASSERT(o->type == a || o->type == b);
-    PROTO_ASSERT(o->count_off != 0);
-    PROTO_ASSERT(o->count < TQ_MAX_BATCH);
-}
-
-static void record_end(tq_out_t *o)
-{
-    o->count++;
-    tq_buf_patch_u16(&o->head, o->count_off, (uint16_t)o->count);
 }
 
 static void add_part(tq_out_t *o, tq_bytes_t part)
@@ -608,80 +612,83 @@ static void add_part(tq_out_t *o, tq_bytes_t part)
     o->part_bytes += part.len;
 }
 
+void tq_out_record(tq_out_t *o, const void *rec)
+{
+    const msg_desc_t *d = msg_desc(o->type);
+    PROTO_ASSERT(d && o->count_off != 0);
+    PROTO_ASSERT(o->count < TQ_MAX_BATCH);
+    const field_t *f = d->fields;
+    while (f->part == P_FIX)
+        f++;
+    for (; f->part != P_END; f++) {
+        const uint8_t *p = (const uint8_t *)rec + f->off;
+        tq_bytes_t b;
+        if (f->wire == W_FRAME || f->wire == W_STR8) {
+            memcpy(&b, p, sizeof b);
+            if (f->wire == W_FRAME)
+                add_part(o, b);
+            else
+                tq_buf_str8(&o->head, b);
+        } else if (f->check == C_WHENFLAG) {
+            if (o->flags & f->a) {
+                int64_t v;
+                memcpy(&v, p, sizeof v); /* signed in the struct: nothing before 1970 */
+                tq_buf_u64(&o->head, v > 0 ? (uint64_t)v : 0);
+            }
+        } else {
+            put_wire(&o->head, f->wire, load_int(p, f->wire));
+        }
+    }
+    o->count++;
+    tq_buf_patch_u16(&o->head, o->count_off, (uint16_t)o->count);
+}
+
 void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t)
 {
-    record_begin(o, TQ_MSG_SUBMIT, TQ_MSG_SUBMIT);
-    tq_buf_str8(&o->head, t->fn);
-    tq_buf_str8(&o->head, t->queue);
-    tq_buf_str8(&o->head, t->key);
-    tq_buf_i32(&o->head, t->priority);
-    tq_buf_u32(&o->head, t->timeout_ms);
-    tq_buf_u16(&o->head, t->retries);
-    if (o->flags & TQ_SUBMIT_NOT_BEFORE)
-        tq_buf_u64(&o->head, (uint64_t)(t->not_before_ms > 0 ? t->not_before_ms : 0));
-    add_part(o, t->payload);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_SUBMIT);
+    tq_out_record(o, t);
 }
 
 void tq_out_id(tq_out_t *o, uint64_t id)
 {
     PROTO_ASSERT(o->type == TQ_MSG_WAIT || o->type == TQ_MSG_CANCEL ||
                  o->type == TQ_MSG_SUBMIT_ACK || o->type == TQ_MSG_ACK);
-    record_begin(o, o->type, o->type);
-    tq_buf_u64(&o->head, id);
-    record_end(o);
+    tq_out_record(o, &(tq_id_rec_t){id});
 }
 
 void tq_out_cancel_item(tq_out_t *o, uint64_t id, uint8_t outcome)
 {
-    record_begin(o, TQ_MSG_CANCEL_ACK, TQ_MSG_CANCEL_ACK);
-    tq_buf_u64(&o->head, id);
-    tq_buf_u8(&o->head, outcome);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_CANCEL_ACK);
+    tq_out_record(o, &(tq_cancel_item_t){.id = id, .outcome = outcome});
 }
 
 void tq_out_outcome(tq_out_t *o, const tq_outcome_t *r)
 {
-    record_begin(o, TQ_MSG_RESULTS, TQ_MSG_RESULTS);
-    tq_buf_u64(&o->head, r->id);
-    tq_buf_u8(&o->head, r->status);
-    tq_buf_u32(&o->head, r->attempts);
-    add_part(o, r->data);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_RESULTS);
+    tq_out_record(o, r);
 }
 
 void tq_out_dispatch_item(tq_out_t *o, const tq_dispatch_item_t *d)
 {
-    record_begin(o, TQ_MSG_DISPATCH, TQ_MSG_DISPATCH);
-    tq_buf_u64(&o->head, d->id);
-    tq_buf_u32(&o->head, d->attempt);
-    tq_buf_u32(&o->head, d->timeout_ms);
-    tq_buf_str8(&o->head, d->fn);
-    add_part(o, d->payload);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_DISPATCH);
+    tq_out_record(o, d);
 }
 
 void tq_out_result_item(tq_out_t *o, const tq_result_item_t *r)
 {
-    record_begin(o, TQ_MSG_RESULT, TQ_MSG_RESULT);
-    tq_buf_u64(&o->head, r->id);
-    tq_buf_u32(&o->head, r->attempt);
-    tq_buf_u8(&o->head, r->status);
-    add_part(o, r->data);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_RESULT);
+    tq_out_record(o, r);
 }
 
 void tq_out_lease(tq_out_t *o, uint64_t id, uint32_t attempt)
 {
-    record_begin(o, TQ_MSG_RELEASE, TQ_MSG_KILL);
-    tq_buf_u64(&o->head, id);
-    tq_buf_u32(&o->head, attempt);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_RELEASE || o->type == TQ_MSG_KILL);
+    tq_out_record(o, &(tq_lease_ref_t){.id = id, .attempt = attempt});
 }
 
 void tq_out_json(tq_out_t *o, int type, const void *json)
 {
-    out_layout(o, type, 0, 0);
+    tq_out_begin_msg(o, type, NULL);
     if (!json) {
         tq_buf_put(&o->head, "{}", 2);
         return;

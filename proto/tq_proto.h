@@ -34,33 +34,15 @@
  * "packed"); tq_in_recv unpacks and clears the bit. */
 #define TQ_TYPE_PACKED 0x80
 
+/* Every message type and its fields are described once, in
+ * tq_msgs.def (see there); PROTOCOL.md section 4 says what each means. */
+#include "tq_msgs.def"
+
+/* TQ_MSG_HELLO = 0x01, ... TQ_MSG_KILL = 0x23. */
 typedef enum {
-    /* control, JSON bodies */
-    TQ_MSG_HELLO = 0x01,        /* peer -> master: role, name, slots, functions */
-    TQ_MSG_WELCOME = 0x02,      /* master -> peer: heartbeat, limits */
-    TQ_MSG_HEARTBEAT = 0x03,    /* both ways, empty body */
-    TQ_MSG_ERROR = 0x04,        /* both ways: {"code","message","ref"} */
-    TQ_MSG_BYE = 0x05,          /* peer -> master: leaving, empty body */
-    TQ_MSG_STATUS = 0x06,       /* client -> master: {} */
-    TQ_MSG_STATUS_REPLY = 0x07, /* master -> client: status document */
-    TQ_MSG_DRAIN = 0x08,        /* worker -> master: take no new tasks, empty */
-    TQ_MSG_ADMIN = 0x09,        /* client -> master: {"req","op",...} (dead set, pause) */
-    TQ_MSG_ADMIN_REPLY = 0x0A,  /* master -> client: {"req","ok",...} */
-
-    /* client <-> master, binary */
-    TQ_MSG_SUBMIT = 0x10,     /* req, flags, tasks + payload frames */
-    TQ_MSG_SUBMIT_ACK = 0x11, /* req, task ids in order */
-    TQ_MSG_WAIT = 0x12,       /* req, ids: send me these results */
-    TQ_MSG_RESULTS = 0x13,    /* outcomes + data frames */
-    TQ_MSG_CANCEL = 0x14,     /* req, ids */
-    TQ_MSG_CANCEL_ACK = 0x15, /* req, (id, outcome) */
-    TQ_MSG_ACK = 0x16,        /* req, ids: these outcomes reached me */
-
-    /* master <-> worker, binary */
-    TQ_MSG_DISPATCH = 0x20, /* tasks leased to the worker + payload frames */
-    TQ_MSG_RESULT = 0x21,   /* credit, outcomes + data frames */
-    TQ_MSG_RELEASE = 0x22,  /* worker hands back unfinished tasks */
-    TQ_MSG_KILL = 0x23,     /* master: stop running these attempts */
+#define TQ_MSG_ENUM_(N, code, body, sender, frames, jmax, rect) TQ_MSG_##N = code,
+    TQ_MSGS(TQ_MSG_ENUM_)
+#undef TQ_MSG_ENUM_
 } tq_msg_type_t;
 
 /* SUBMIT flags */
@@ -166,6 +148,20 @@ typedef struct {
     uint32_t attempt;
 } tq_lease_ref_t;
 
+/* One id of SUBMIT_ACK, WAIT, CANCEL and ACK. */
+typedef struct {
+    uint64_t id;
+} tq_id_rec_t;
+
+/* The fixed fields before the records of a binary body (each message
+ * has those tq_msgs.def lists; the others read 0). */
+typedef struct {
+    uint32_t req;   /* SUBMIT, SUBMIT_ACK, WAIT, CANCEL, CANCEL_ACK, ACK */
+    uint16_t flags; /* SUBMIT */
+    uint16_t credit; /* RESULT */
+    uint16_t count; /* records */
+} tq_fixed_t;
+
 /* One (id, outcome) of CANCEL_ACK. */
 typedef struct {
     uint64_t id;
@@ -199,6 +195,27 @@ int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
  * *type is set and *body is the rest of frame 0. */
 int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *err);
 
+/* Any binary body (SUBMIT ... KILL), as tq_msgs.def describes it:
+ * fixed fields into *fx, records into recs, an array of TQ_MAX_BATCH of
+ * the type's record struct (tq_task_spec_t for SUBMIT, tq_id_rec_t or
+ * uint64_t for the id lists, ...). max_payload caps the data frames
+ * whose rule is PAYLOAD (SUBMIT, RESULT). fx->req is set as soon as it
+ * is read, also when the body is refused later, so that the ERROR can
+ * carry it as ref. The tq_decode_<type> functions below are this one. */
+int tq_decode_msg(int type, tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
+                  size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count, tq_error_t *err);
+
+/* 1 if a body of type starts with a u32 req (the types of tq_fixed_t.req). */
+int tq_msg_has_req(int type);
+/* The req of such a body, or 0 (other types, or shorter than 4 bytes):
+ * the ref of an ERROR about a message refused before its body was
+ * decoded (too many frames, a bad pack). */
+uint32_t tq_msg_peek_req(int type, tq_bytes_t body);
+
+/* SUBMIT_ACK, WAIT, CANCEL, ACK: a request id and task ids. */
+int tq_decode_req_ids(int type, tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
+                      size_t *count, tq_error_t *err);
+
 /* SUBMIT. max_payload: the master's current cap for one payload. */
 int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                      size_t max_payload, uint32_t *req_id, uint16_t *flags,
@@ -208,7 +225,7 @@ int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
 int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id,
                          uint64_t *ids, size_t *count, tq_error_t *err);
 
-/* WAIT and CANCEL: a request id and task ids. */
+/* WAIT and CANCEL (the same layout): tq_decode_req_ids. */
 int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
                   size_t *count, tq_error_t *err);
 
@@ -277,6 +294,9 @@ void tq_out_free(tq_out_t *o);
 
 /* Start a message of `type`, discarding anything built before. For the
  * binary types the fixed fields follow: */
+/* Any type: the fixed fields come from fx (NULL: all 0; count is
+ * kept by the builder). */
+void tq_out_begin_msg(tq_out_t *o, int type, const tq_fixed_t *fx);
 void tq_out_begin(tq_out_t *o, int type);
 void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags);
 void tq_out_begin_ids(tq_out_t *o, int type /* WAIT|CANCEL|SUBMIT_ACK */, uint32_t req_id);
@@ -289,6 +309,10 @@ int tq_out_full(const tq_out_t *o);
 /* Records in the message so far. */
 size_t tq_out_count(const tq_out_t *o);
 
+/* One record of the message begun: rec is the type's record struct
+ * (as for tq_decode_msg); its data frame is borrowed. The
+ * tq_out_<record> functions below are this one. */
+void tq_out_record(tq_out_t *o, const void *rec);
 void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t);
 void tq_out_id(tq_out_t *o, uint64_t id); /* WAIT, CANCEL, SUBMIT_ACK */
 void tq_out_cancel_item(tq_out_t *o, uint64_t id, uint8_t outcome);
