@@ -1,5 +1,6 @@
 /* tq_proto_test.c - unit tests of the wire buffer, cursor, encoders and
  * decoders. Links no libzmq: the socket side is tq_frame_test.c. */
+#include "tq_ctl.h"
 #include "tq_proto.h"
 #include "tq_test.h"
 
@@ -840,6 +841,217 @@ static void test_other_rejects(void)
     tq_out_free(&o);
 }
 
+
+/* ---- control messages (tq_ctl.h) ------------------------------------------------ */
+
+static int welcome_of(const char *json, tq_welcome_t *w, tq_error_t *err)
+{
+    return tq_welcome_decode(B(json), 0, w, err);
+}
+
+static void test_ctl_welcome(void)
+{
+    tq_welcome_t w;
+    tq_error_t err;
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":5000,"
+                            "\"max_payload\":67108864,\"master\":\"taskq-master 0.1.0\","
+                            "\"packed\":true,\"future\":[1]}", &w, &err), 0);
+    CHECK_EQ_INT(w.heartbeat_ms, 1000);
+    CHECK_EQ_INT(w.heartbeat_timeout_ms, 5000);
+    CHECK_EQ_INT(w.max_payload, 67108864);
+    CHECK_EQ_INT(w.packed, 1);
+    CHECK_EQ_STR(w.master, "taskq-master 0.1.0");
+    /* the one bound for every receiver (the client took 3,600,000, the
+     * worker 600,000) */
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":600000,\"heartbeat_timeout_ms\":"
+                            "3600000,\"max_payload\":1}", &w, &err), 0);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":600001,\"heartbeat_timeout_ms\":"
+                            "3600000,\"max_payload\":1}", &w, &err), -1);
+    CHECK_EQ_STR(err.msg, "WELCOME: \"heartbeat_ms\" must be an integer 10..600000");
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":3600000,\"heartbeat_timeout_ms\":"
+                            "36000000,\"max_payload\":1}", &w, &err), -1);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":9,\"heartbeat_timeout_ms\":"
+                            "5000,\"max_payload\":1}", &w, &err), -1);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
+                            "1000,\"max_payload\":1}", &w, &err), -1);
+    CHECK(strstr(err.msg, "must be greater than") != NULL);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
+                            "5000}", &w, &err), -1);
+    CHECK_EQ_STR(err.msg, "WELCOME: \"max_payload\" missing");
+    CHECK_EQ_INT(welcome_of("{\"version\":2,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
+                            "5000,\"max_payload\":1}", &w, &err), -1);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
+                            "5000,\"max_payload\":1,\"packed\":1}", &w, &err), -1);
+    CHECK_EQ_INT(welcome_of("[]", &w, &err), -1);
+
+    /* the encoder gives back what the decoder takes */
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_welcome_t in, back;
+    memset(&in, 0, sizeof in);
+    in = (tq_welcome_t){1, 200, 1000, 1048576, "m", 1};
+    tq_out_welcome(&o, &in);
+    tq_bytes_t body;
+    expect_head(&o, TQ_MSG_WELCOME, &body);
+    CHECK_EQ_INT(tq_welcome_decode(body, 0, &back, &err), 0);
+    CHECK_EQ_INT(back.heartbeat_ms, 200);
+    CHECK_EQ_INT(back.heartbeat_timeout_ms, 1000);
+    CHECK_EQ_INT(back.max_payload, 1048576);
+    CHECK_EQ_STR(back.master, "m");
+    CHECK_EQ_INT(back.packed, 1);
+    tq_out_free(&o);
+}
+
+static void test_ctl_error_status(void)
+{
+    tq_errmsg_t e;
+    tq_error_t err;
+    CHECK_EQ_INT(tq_errmsg_decode(B("{\"code\":6,\"message\":\"not registered\",\"ref\":7}"), 0,
+                                  &e, &err), 0);
+    CHECK_EQ_INT(e.code, 6);
+    CHECK_EQ_INT(e.ref, 7);
+    CHECK_EQ_STR(e.message, "not registered");
+    CHECK_EQ_INT(tq_errmsg_decode(B("{\"code\":\"x\"}"), 0, &e, &err), -1);
+    CHECK_EQ_INT(e.code, TQ_ERR_INTERNAL);
+    CHECK_EQ_INT(e.ref, 0);
+    CHECK(strstr(e.message, "unreadable error") != NULL);
+    /* ERROR as the encoder writes it */
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_bytes_t body;
+    tq_out_error(&o, TQ_ERR_TOO_MANY, 4294967295u, "too many");
+    expect_head(&o, TQ_MSG_ERROR, &body);
+    CHECK_EQ_INT(tq_errmsg_decode(body, 0, &e, &err), 0);
+    CHECK_EQ_INT(e.code, TQ_ERR_TOO_MANY);
+    CHECK_EQ_INT(e.ref, 4294967295u);
+
+    tq_status_req_t s;
+    CHECK_EQ_INT(tq_status_req_decode(B("{}"), 0, &s, &err), 0);
+    CHECK_EQ_INT(s.req, 0);
+    CHECK_EQ_INT(tq_status_req_decode(B("{\"req\":9,\"queue_offset\":-1}"), 0, &s, &err), -1);
+    CHECK_EQ_INT(s.req, 9); /* read first: the ERROR's ref */
+    CHECK_EQ_STR(err.msg, "STATUS: \"queue_offset\" must be an integer 0..4294967295");
+    tq_status_req_t sin = {12, 1000};
+    tq_out_status_req(&o, &sin);
+    expect_head(&o, TQ_MSG_STATUS, &body);
+    CHECK_EQ_INT(tq_status_req_decode(body, 0, &s, &err), 0);
+    CHECK_EQ_INT(s.req, 12);
+    CHECK_EQ_INT(s.queue_offset, 1000);
+    tq_out_free(&o);
+}
+
+static int hello_of(const char *json, tq_hello_t *h, tq_error_t *err)
+{
+    return tq_hello_decode(B(json), 0, h, err);
+}
+
+static void test_ctl_hello(void)
+{
+    static tq_hello_t h, back;
+    tq_error_t err;
+    CHECK_EQ_INT(hello_of("{\"role\":\"client\",\"name\":\"host:1\",\"slots\":\"junk\"}", &h, &err),
+                 0); /* a client's worker fields are ignored */
+    CHECK_EQ_INT(h.worker, 0);
+    CHECK_EQ_STR(h.name, "host:1");
+    CHECK_EQ_INT(hello_of("{\"role\":\"worker\",\"name\":\"w 1\",\"instance\":\"3f9c0a51d2e4b786\","
+                          "\"slots\":4,\"prefetch\":2,\"busy\":6,\"packed\":true,"
+                          "\"functions\":[\"square\",\"echo\"]}", &h, &err), 0);
+    CHECK_EQ_INT(h.worker, 1);
+    CHECK_EQ_INT(h.slots, 4);
+    CHECK_EQ_INT(h.prefetch, 2);
+    CHECK_EQ_INT(h.busy, 6);
+    CHECK(h.instance_id == 0x3f9c0a51d2e4b786ull);
+    CHECK_EQ_INT(h.nfunctions, 2);
+    CHECK_EQ_STR(h.functions[1], "echo");
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_out_hello(&o, &h);
+    tq_bytes_t body;
+    expect_head(&o, TQ_MSG_HELLO, &body);
+    CHECK_EQ_INT(tq_hello_decode(body, 0, &back, &err), 0);
+    CHECK_EQ_INT(memcmp(&h, &back, sizeof h), 0);
+    tq_out_free(&o);
+
+    static const struct {
+        const char *json;
+        int code;
+        const char *msg;
+    } bad[] = {
+        {"{\"role\":\"boss\",\"name\":\"x\"}", TQ_ERR_MALFORMED, "HELLO: \"role\" must be"},
+        {"{\"role\":\"client\",\"name\":\"\"}", TQ_ERR_BAD_NAME, "HELLO: \"name\" must be 1..128"},
+        {"{\"role\":\"client\",\"name\":\"a\\tb\"}", TQ_ERR_BAD_NAME, "HELLO: \"name\""},
+        {"{\"role\":\"client\",\"name\":\"x\",\"packed\":1}", TQ_ERR_MALFORMED,
+         "HELLO: \"packed\" must be true or false"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"functions\":[\"f\"]}", TQ_ERR_MALFORMED,
+         "HELLO: \"slots\" missing"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":0,\"functions\":[\"f\"]}", TQ_ERR_MALFORMED,
+         "HELLO: \"slots\" must be an integer 1..4096"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"busy\":2,\"functions\":[\"f\"]}",
+         TQ_ERR_MALFORMED, "HELLO: \"busy\" must be an integer 0..slots+prefetch (1)"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"instance\":\"0000000000000000\","
+         "\"functions\":[\"f\"]}", TQ_ERR_MALFORMED, "HELLO: \"instance\""},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"instance\":\"3F9C0A51D2E4B786\","
+         "\"functions\":[\"f\"]}", TQ_ERR_MALFORMED, "HELLO: \"instance\""},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[]}", TQ_ERR_MALFORMED,
+         "HELLO: \"functions\" must be a non-empty array"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[\"a b\"]}",
+         TQ_ERR_BAD_NAME, "HELLO: functions[0] is not a valid name"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[\"f\",3]}",
+         TQ_ERR_BAD_NAME, "HELLO: functions[1] is not a valid name"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ_INT(hello_of(bad[i].json, &h, &err), -1);
+        CHECK_EQ_INT(err.code, bad[i].code);
+        CHECK(strncmp(err.msg, bad[i].msg, strlen(bad[i].msg)) == 0);
+    }
+    /* 257 functions: TOO_MANY */
+    char big[4096] = "{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[\"f\"";
+    for (int i = 0; i < TQ_MAX_FUNCTIONS; i++)
+        strcat(big, ",\"f\"");
+    strcat(big, "]}");
+    CHECK_EQ_INT(hello_of(big, &h, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
+}
+
+/* What the table says about req, ACK's count, and the names. */
+static void test_table(void)
+{
+    CHECK_EQ_INT(tq_msg_has_req(TQ_MSG_SUBMIT), 1);
+    CHECK_EQ_INT(tq_msg_has_req(TQ_MSG_ACK), 1);
+    CHECK_EQ_INT(tq_msg_has_req(TQ_MSG_RESULT), 0);
+    CHECK_EQ_INT(tq_msg_has_req(TQ_MSG_STATUS), 0);
+    uint8_t b[] = {0x2a, 0, 0, 0, 9};
+    tq_bytes_t body = {b, sizeof b};
+    CHECK_EQ_INT(tq_msg_peek_req(TQ_MSG_SUBMIT, body), 42);
+    CHECK_EQ_INT(tq_msg_peek_req(TQ_MSG_RESULTS, body), 0);
+    body.len = 3;
+    CHECK_EQ_INT(tq_msg_peek_req(TQ_MSG_WAIT, body), 0);
+    CHECK_EQ_STR(tq_msg_type_name(TQ_MSG_CANCEL_ACK), "CANCEL_ACK");
+    CHECK_EQ_STR(tq_msg_type_name(0x17), "UNKNOWN");
+
+    /* ACK is 1..1024 ids (PROTOCOL.md 4): an empty one is refused, with
+     * its req for the ERROR's ref */
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_out_begin_ids(&o, TQ_MSG_ACK, 77);
+    tq_bytes_t hb;
+    expect_head(&o, TQ_MSG_ACK, &hb);
+    uint32_t req = 0;
+    uint64_t ids[TQ_MAX_BATCH];
+    size_t n = 9;
+    tq_error_t err;
+    CHECK_EQ_INT(tq_decode_req_ids(TQ_MSG_ACK, hb, 0, &req, ids, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK_EQ_STR(err.msg, "ACK: count is 0, need at least 1");
+    CHECK_EQ_INT(req, 77);
+    /* WAIT and CANCEL may be empty */
+    tq_out_begin_ids(&o, TQ_MSG_WAIT, 78);
+    expect_head(&o, TQ_MSG_WAIT, &hb);
+    CHECK_EQ_INT(tq_decode_req_ids(TQ_MSG_WAIT, hb, 0, &req, ids, &n, &err), 0);
+    CHECK_EQ_INT(n, 0);
+    tq_out_free(&o);
+}
+
 int main(void)
 {
     RUN(test_wire);
@@ -853,5 +1065,9 @@ int main(void)
     RUN(test_data_roundtrip);
     RUN(test_submit_rejects);
     RUN(test_other_rejects);
+    RUN(test_ctl_welcome);
+    RUN(test_ctl_error_status);
+    RUN(test_ctl_hello);
+    RUN(test_table);
     TEST_MAIN_END();
 }
