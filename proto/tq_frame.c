@@ -42,6 +42,15 @@ int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_f
     return 0;
 }
 
+static uint8_t *put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+    return p + 4;
+}
+
 int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
                        int packed)
 {
@@ -49,21 +58,41 @@ int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, in
         return tq_out_send(o, sock, routing_id, zmq_flags);
     PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
     /* One frame: head (with the bit), body, the records' data, and the
-     * length of that data; CURVE then seals the message once. */
-    o->pack.len = 0;
-    tq_buf_reserve(&o->pack, o->head.len + o->part_bytes + 4 * o->nparts + 4);
-    tq_buf_put(&o->pack, o->head.data, o->head.len);
-    o->pack.data[3] |= TQ_TYPE_PACKED;
-    size_t start = o->pack.len;
-    for (size_t i = 0; i < o->nparts; i++) {
-        tq_buf_u32(&o->pack, (uint32_t)o->parts[i].len);
-        tq_buf_put(&o->pack, o->parts[i].data, o->parts[i].len);
-    }
-    tq_buf_u32(&o->pack, (uint32_t)(o->pack.len - start));
-    if (routing_id &&
-        send_frame(sock, routing_id->data, routing_id->len, zmq_flags | ZMQ_SNDMORE, 1) < 0)
+     * length of that data; CURVE then seals the message once. It is
+     * written straight into the ZeroMQ message, which ZeroMQ then owns:
+     * the data is copied once (not into a buffer and again by zmq_send). */
+    size_t plen = o->part_bytes + 4 * o->nparts;
+    zmq_msg_t m;
+    if (zmq_msg_init_size(&m, o->head.len + plen + 4) < 0)
         return -1;
-    return send_frame(sock, o->pack.data, o->pack.len, zmq_flags, routing_id == NULL);
+    uint8_t *p = zmq_msg_data(&m);
+    memcpy(p, o->head.data, o->head.len);
+    p[3] |= TQ_TYPE_PACKED;
+    p += o->head.len;
+    for (size_t i = 0; i < o->nparts; i++) {
+        p = put_u32(p, (uint32_t)o->parts[i].len);
+        if (o->parts[i].len)
+            memcpy(p, o->parts[i].data, o->parts[i].len);
+        p += o->parts[i].len;
+    }
+    put_u32(p, (uint32_t)plen);
+    if (routing_id &&
+        send_frame(sock, routing_id->data, routing_id->len, zmq_flags | ZMQ_SNDMORE, 1) < 0) {
+        zmq_msg_close(&m);
+        return -1;
+    }
+    /* after a routing id the message is committed: retry an interrupted
+     * call (as send_frame does) */
+    int rc;
+    while ((rc = zmq_msg_send(&m, sock, zmq_flags)) < 0 && routing_id && errno == EINTR)
+        ;
+    if (rc < 0) {
+        int e = errno;
+        zmq_msg_close(&m);
+        errno = e;
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- receiving ------------------------------------------------------------ */

@@ -496,14 +496,12 @@ void tq_out_init(tq_out_t *o)
 {
     memset(o, 0, sizeof *o);
     tq_buf_init(&o->head);
-    tq_buf_init(&o->pack);
     o->type = -1;
 }
 
 void tq_out_free(tq_out_t *o)
 {
     tq_buf_free(&o->head);
-    tq_buf_free(&o->pack);
     free(o->parts);
     tq_out_init(o);
 }

@@ -286,7 +286,6 @@ typedef struct {
     size_t part_bytes; /* sum of data frame sizes: for TQ_BATCH_BYTES */
     tq_bytes_t *parts;
     size_t nparts, cap;
-    tq_buf_t pack;     /* the packed data frame (tq_out_send_packed) */
 } tq_out_t;
 
 void tq_out_init(tq_out_t *o);
