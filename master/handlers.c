@@ -244,16 +244,14 @@ static void on_drain(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* Logged only: never answer an ERROR with an ERROR. */
 static void on_error(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
-    void *j = NULL;
+    tq_errmsg_t e;
     tq_error_t err;
-    if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) == 0) {
-        const cJSON *msg = cJSON_GetObjectItemCaseSensitive((cJSON *)j, "message");
-        tq_loop_warn_peer(self, p, m->addr, "sent ERROR: %s",
-                          cJSON_IsString(msg) ? msg->valuestring : "(no message)");
-        cJSON_Delete(j);
-    } else {
+    if (tq_errmsg_decode(m->body, m->nparts, &e, &err) == 0)
+        tq_loop_warn_peer(self, p, m->addr, "sent ERROR: %s (code %u, ref %u)",
+                          e.message[0] ? e.message : "(no message)", (unsigned)e.code,
+                          (unsigned)e.ref);
+    else
         tq_loop_warn_peer(self, p, m->addr, "sent a malformed ERROR: %s", err.msg);
-    }
 }
 
 /* ---- client messages ---------------------------------------------------- */
