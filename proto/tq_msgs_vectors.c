@@ -57,13 +57,18 @@ static int hexval(char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Bytes of a hex string, in a buffer that lives until exit (a tool). */
+/* Buffers of the message being handled, freed after it. */
+static void *held[4 * TQ_MAX_BATCH * 16];
+static size_t nheld;
+
+/* Bytes of a hex string, in a buffer held until the message is done. */
 static tq_bytes_t unhex(const char *s)
 {
     size_t n = strlen(s) / 2;
     uint8_t *p = malloc(n + 1);
-    if (!p)
+    if (!p || nheld == sizeof held / sizeof held[0])
         abort();
+    held[nheld++] = p;
     for (size_t i = 0; i < n; i++)
         p[i] = (uint8_t)(hexval(s[2 * i]) << 4 | hexval(s[2 * i + 1]));
     return (tq_bytes_t){p, n};
@@ -205,6 +210,8 @@ static void one(const cJSON *in)
     cJSON_Delete(out);
     free(rec);
     tq_out_free(&o);
+    while (nheld)
+        free(held[--nheld]);
 }
 
 int main(void)

@@ -302,14 +302,16 @@ static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_byte
                       size_t nparts, size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count,
                       tq_error_t *err)
 {
+    memset(fx, 0, sizeof *fx);
+    *count = 0;
     const msg_desc_t *d = msg_desc(type);
-    PROTO_ASSERT(d && d->body == B_BIN);
+    if (!d || d->body != B_BIN)
+        return tq_error_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x has no binary body",
+                            (unsigned)type & 0xffu);
     msg_desc_t named = *d;
     if (what)
         named.name = what;
     d = &named;
-    memset(fx, 0, sizeof *fx);
-    *count = 0;
     tq_cursor_t c;
     tq_cursor_init(&c, body);
     const field_t *f = d->fields;
