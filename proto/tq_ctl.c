@@ -71,9 +71,9 @@ static int read_fields(const char *what, const cJSON *j, const jfield_t *fields,
         switch (f->type) {
         case J_INT:
             if (tq_json_uint(v, f->a, f->b, &u) < 0)
-                return tq_error_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be an integer %llu..%llu",
-                                    what, f->name, (unsigned long long)f->a,
-                                    (unsigned long long)f->b);
+                return tq_error_set(err, TQ_ERR_MALFORMED,
+                                    "%s: \"%s\" must be an integer %llu..%llu", what, f->name,
+                                    (unsigned long long)f->a, (unsigned long long)f->b);
             store_uint(p, f->size, u);
             break;
         case J_BOOL:
@@ -172,8 +172,8 @@ int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *h, tq_error_t *e
     }
     h->worker = strcmp(role->valuestring, "worker") == 0;
     if (!cJSON_IsString(name) || !printable(name->valuestring, TQ_MAX_PEER_NAME)) {
-        tq_error_set(err, TQ_ERR_BAD_NAME, "HELLO: \"name\" must be 1..%d printable ASCII characters",
-                     TQ_MAX_PEER_NAME);
+        tq_error_set(err, TQ_ERR_BAD_NAME,
+                     "HELLO: \"name\" must be 1..%d printable ASCII characters", TQ_MAX_PEER_NAME);
         goto out;
     }
     if (read_fields("HELLO", j, json_hello, h->worker, h, err) < 0)

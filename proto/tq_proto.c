@@ -349,7 +349,8 @@ int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                      tq_task_spec_t *out, size_t *count, tq_error_t *err)
 {
     tq_fixed_t fx;
-    int rc = decode_bin(TQ_MSG_SUBMIT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
+    int rc =
+        decode_bin(TQ_MSG_SUBMIT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
     *req_id = fx.req;
     *flags = fx.flags;
     return rc;
@@ -409,7 +410,8 @@ int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, si
                      uint16_t *credit, tq_result_item_t *out, size_t *count, tq_error_t *err)
 {
     tq_fixed_t fx;
-    int rc = decode_bin(TQ_MSG_RESULT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
+    int rc =
+        decode_bin(TQ_MSG_RESULT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
     *credit = fx.credit;
     return rc;
 }
@@ -557,7 +559,8 @@ void tq_out_begin_msg(tq_out_t *o, int type, const tq_fixed_t *fx)
     for (const field_t *f = d->fields; f->part == P_FIX; f++) {
         if (f->check == C_COUNT)
             o->count_off = o->head.len; /* patched as records are added */
-        put_wire(&o->head, f->wire, f->check == C_COUNT ? 0 : load_int((const uint8_t *)fx + f->off, f->wire));
+        uint64_t v = f->check == C_COUNT ? 0 : load_int((const uint8_t *)fx + f->off, f->wire);
+        put_wire(&o->head, f->wire, v);
     }
 }
 

@@ -147,7 +147,8 @@ static void decode_ctl(int type, tq_bytes_t body, size_t nparts)
     case TQ_MSG_WELCOME:
         rc = tq_welcome_decode(body, nparts, &w, &err);
         if (rc == 0)
-            REQUIRE(w.heartbeat_ms >= TQ_WELCOME_HB_MIN_MS && w.heartbeat_ms <= TQ_WELCOME_HB_MAX_MS &&
+            REQUIRE(w.heartbeat_ms >= TQ_WELCOME_HB_MIN_MS &&
+                    w.heartbeat_ms <= TQ_WELCOME_HB_MAX_MS &&
                     w.heartbeat_timeout_ms > w.heartbeat_ms &&
                     w.heartbeat_timeout_ms <= TQ_WELCOME_HB_TIMEOUT_MAX_MS &&
                     w.max_payload >= 1 && w.max_payload <= TQ_PAYLOAD_HARD_MAX &&

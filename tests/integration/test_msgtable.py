@@ -169,8 +169,8 @@ class MessageTable(unittest.TestCase):
 
         def hexed(d):
             return {k: v.hex() if isinstance(v, bytes) else v for k, v in d.items()}
-        lines = "".join(json.dumps({"msg": n, "fixed": fx, "records": [hexed(r) for r in rs]}) + "\n"
-                        for n, fx, rs in cases)
+        lines = "".join(json.dumps({"msg": n, "fixed": fx, "records": [hexed(r) for r in rs]})
+                        + "\n" for n, fx, rs in cases)
         out = subprocess.run([VECTORS], input=lines.encode(), stdout=subprocess.PIPE,
                              timeout=60, check=True).stdout.decode().splitlines()
         self.assertEqual(len(out), len(cases))
