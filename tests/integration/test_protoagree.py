@@ -6,6 +6,7 @@ and a worker's credit after a second HELLO on its connection."""
 import json
 import os
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -125,6 +126,59 @@ class ProtocolAgrees(TQTestCase):
         w.send([tqmsgs.head("HELLO") + json.dumps(hello).encode()])
         self.assertIsNotNone(w.recv_type(h.T_WELCOME, 5))
         self.assertEqual(self.worker_row("again:1")["credit"], 1)
+
+
+class FakeMaster(threading.Thread):
+    """A ROUTER that answers every HELLO with the WELCOME it was given."""
+
+    def __init__(self, endpoint, authkey, welcome):
+        super().__init__(daemon=True)
+        _spub, ssec, _cpub, _csec = h.derive_keys(authkey)
+        self.ctx = h.zmq.Context()
+        s = self.ctx.socket(h.zmq.ROUTER)
+        s.setsockopt(h.zmq.LINGER, 0)
+        s.setsockopt(h.zmq.CURVE_SERVER, 1)
+        s.setsockopt(h.zmq.CURVE_SECRETKEY, ssec)
+        s.bind(endpoint)
+        self.sock, self.welcome, self.hellos = s, welcome, 0
+        self.stop = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            if not self.sock.poll(20):
+                continue
+            rid, f0 = self.sock.recv_multipart()[:2]
+            if f0[:4] == tqmsgs.head("HELLO"):
+                self.hellos += 1
+                self.sock.send_multipart([rid, tqmsgs.head("WELCOME") +
+                                          json.dumps(self.welcome).encode()])
+
+    def close(self):
+        self.stop.set()
+        self.join(5)
+        self.sock.close(0)
+        self.ctx.term()
+
+
+@unittest.skipIf(h.zmq is None, "pyzmq not available")
+class OneWelcomeRule(TQTestCase):
+    """The client and the worker take or refuse a WELCOME by the same
+    rule (tq_welcome_decode): heartbeat_ms 1,000,000 was taken by the
+    client (up to 3,600,000) and ignored by the worker (up to 600,000)."""
+
+    def test_client_and_worker_refuse_the_same_welcome(self):
+        welcome = {"version": 1, "heartbeat_ms": 1000000, "heartbeat_timeout_ms": 5000000,
+                   "max_payload": 1048576, "master": "fake"}
+        fake = FakeMaster(self.endpoint, h.key_bytes_from_file(self.key), welcome)
+        self.addCleanup(fake.close)
+        r = self.tq("status", "--json", connect_timeout=3, timeout=30)
+        self.assertEqual(r.rc, h.EXIT_CONNECT, r)
+        self.assertIn("bad WELCOME", r.err)
+        self.assertIn("heartbeat_ms", r.err)
+        w = self.start_worker(fns=["square=true"], wait=False)
+        h.wait_until(lambda: "bad WELCOME" in w.output(), 20, what="the worker to refuse it")
+        self.assertIn('"heartbeat_ms" must be an integer 10..600000', w.output())
 
 
 if __name__ == "__main__":
