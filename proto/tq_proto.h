@@ -10,6 +10,11 @@
  * STATUS, STATUS_REPLY) are one JSON object. Payloads, results and error
  * texts travel in frames 1..n, one per task, in record order.
  *
+ * Every message and field is described once, in tq_msgs.def: the
+ * encoder and decoder here walk that table. Control messages (HELLO,
+ * WELCOME, ERROR, STATUS) have structs and validators in tq_ctl.h;
+ * sending and receiving on ZeroMQ sockets is tq_frame.h.
+ *
  * Decoders never copy: they return views (tq_bytes_t) into the received
  * frames, valid while the tq_in_t they came from is alive. */
 #ifndef TQ_PROTO_H
