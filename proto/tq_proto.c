@@ -93,6 +93,14 @@ typedef struct {
     const char *name;
 } field_t;
 
+/* The records of a message: decode n of them from c (and parts) into
+ * recs, or encode one (rec) into o. Generated from the table for each
+ * message (REC_CODEC below), so that the hot path runs straight-line
+ * code, not an interpreter of the table. */
+typedef int rec_dec_fn(const char *what, tq_cursor_t *c, const tq_bytes_t *parts, size_t n,
+                       size_t max_payload, unsigned flags, void *recs, tq_error_t *err);
+typedef void rec_enc_fn(tq_out_t *o, const void *rec);
+
 /* One message type. */
 typedef struct {
     const char *name;
@@ -101,6 +109,8 @@ typedef struct {
     size_t json_max;  /* JSON bodies: largest accepted */
     size_t rec_size;  /* sizeof the record struct */
     const field_t *fields; /* P_FIX ones first, ended by P_END */
+    rec_dec_fn *dec;
+    rec_enc_fn *enc;
 } msg_desc_t;
 
 /* Record struct of each message, by name, for offsetof. */
@@ -118,9 +128,131 @@ TQ_MSGS(M)
 TQ_MSGS(M)
 #undef M
 
+static int field_error(const char *what, int check, const char *name, size_t i, uint64_t v,
+                       size_t len, uint64_t a, uint64_t b, size_t max_payload, tq_error_t *err);
+static void add_part(tq_out_t *o, tq_bytes_t part);
+
+/* Reading a record field of each wire type into its struct member
+ * (whose size must match: checked at compile time). */
+static inline int rd_u64(tq_cursor_t *c, void *p)
+{
+    uint64_t v;
+    if (tq_cursor_u64(c, &v) < 0)
+        return -1;
+    memcpy(p, &v, 8); /* also into an int64_t (not_before_ms) */
+    return 0;
+}
+#define RD_U8 tq_cursor_u8
+#define RD_U16 tq_cursor_u16
+#define RD_U32 tq_cursor_u32
+#define RD_I32 tq_cursor_i32
+#define RD_U64 rd_u64
+#define RD_STR8 tq_cursor_str8
+#define SIZE_U8 1
+#define SIZE_U16 2
+#define SIZE_U32 4
+#define SIZE_I32 4
+#define SIZE_U64 8
+#define SIZE_STR8 sizeof(tq_bytes_t)
+#define SIZE_FRAME sizeof(tq_bytes_t)
+/* The value (integers) or length (bytes) of a field, for error texts. */
+#define VAL_U8(x) (uint64_t)(x)
+#define VAL_U16(x) (uint64_t)(x)
+#define VAL_U32(x) (uint64_t)(x)
+#define VAL_I32(x) (uint64_t)(x)
+#define VAL_U64(x) (uint64_t)(x)
+#define VAL_STR8(x) 0
+#define VAL_FRAME(x) 0
+#define LEN_U8(x) 0
+#define LEN_U16(x) 0
+#define LEN_U32(x) 0
+#define LEN_I32(x) 0
+#define LEN_U64(x) 0
+#define LEN_STR8(x) (x).len
+#define LEN_FRAME(x) (x).len
+/* The rules of record fields (tq_msgs.def): 1 when v passes. */
+#define OK_ANY(v, a, b) 1
+#define OK_RANGE(v, a, b) ((uint64_t)(v) - (uint64_t)(a) <= (uint64_t)(b) - (uint64_t)(a))
+#define OK_WHENFLAG(v, a, b) ((uint64_t)(v) <= (uint64_t)(b))
+#define OK_NAME(v, a, b) tq_name_valid(v)
+#define OK_QNAME(v, a, b) ((v).len == 0 || tq_name_valid(v))
+#define OK_MAXLEN(v, a, b) ((v).len <= (a))
+#define OK_PAYLOAD(v, a, b) ((v).len <= max_payload)
+/* Whether a field is in the record: WHENFLAG ones only with their flag. */
+#define WHEN_ANY(a) 1
+#define WHEN_RANGE(a) 1
+#define WHEN_NAME(a) 1
+#define WHEN_QNAME(a) 1
+#define WHEN_MAXLEN(a) 1
+#define WHEN_PAYLOAD(a) 1
+#define WHEN_WHENFLAG(a) (flags & (a))
+/* A member's value as sent: a WHENFLAG time before 1970 goes as 0. */
+#define ENCV_ANY(x) (x)
+#define ENCV_RANGE(x) (x)
+#define ENCV_NAME(x) (x)
+#define ENCV_QNAME(x) (x)
+#define ENCV_MAXLEN(x) (x)
+#define ENCV_PAYLOAD(x) (x)
+#define ENCV_WHENFLAG(x) ((x) > 0 ? (uint64_t)(x) : 0)
+#define WR_U8 tq_buf_u8
+#define WR_U16 tq_buf_u16
+#define WR_U32 tq_buf_u32
+#define WR_I32 tq_buf_i32
+#define WR_U64 tq_buf_u64
+#define WR_STR8 tq_buf_str8
+
+#define FIELD_ERROR(f, wire, check, a, b)                                                          \
+    field_error(what, C_##check, #f, i, VAL_##wire(r->f), LEN_##wire(r->f), (uint64_t)(a),         \
+                (uint64_t)(b), max_payload, err)
+#define DEC_STEP(N, part, f, wire, check, a, b) DEC_##part(f, wire, check, a, b)
+#define DEC_FIX(f, wire, check, a, b)
+#define DEC_REC(f, wire, check, a, b)                                                              \
+    _Static_assert(sizeof r->f == SIZE_##wire, #f ": member and wire size differ");                 \
+    if (WHEN_##check(a)) {                                                                         \
+        if (RD_##wire(c, &r->f) < 0)                                                               \
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", what, i,   \
+                                #f);                                                               \
+        if (!OK_##check(r->f, a, b))                                                               \
+            return FIELD_ERROR(f, wire, check, a, b);                                              \
+    } else {                                                                                       \
+        memset(&r->f, 0, sizeof r->f);                                                             \
+    }
+#define DEC_DATA(f, wire, check, a, b)                                                             \
+    r->f = parts[i];                                                                               \
+    if (!OK_##check(r->f, a, b))                                                                   \
+        return FIELD_ERROR(f, wire, check, a, b);
+#define ENC_STEP(N, part, f, wire, check, a, b) ENC_##part(f, wire, check, a, b)
+#define ENC_FIX(f, wire, check, a, b)
+#define ENC_REC(f, wire, check, a, b)                                                              \
+    if (WHEN_##check(a))                                                                           \
+        WR_##wire(&o->head, ENCV_##check(r->f));
+#define ENC_DATA(f, wire, check, a, b) add_part(o, r->f);
+
+#define REC_CODEC(N, code, body, sender, frames, jmax, rect)                                      \
+    static int rec_dec_##N(const char *what, tq_cursor_t *c, const tq_bytes_t *parts, size_t n,   \
+                           size_t max_payload, unsigned flags, void *recs, tq_error_t *err)       \
+    {                                                                                              \
+        (void)what, (void)c, (void)parts, (void)max_payload, (void)flags, (void)err;               \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            rect *r = (rect *)recs + i;                                                            \
+            (void)r;                                                                               \
+            TQ_FIELDS_##N(DEC_STEP)                                                                \
+        }                                                                                          \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static void rec_enc_##N(tq_out_t *o, const void *rec)                                          \
+    {                                                                                              \
+        const rect *r = rec;                                                                       \
+        unsigned flags = o->flags;                                                                 \
+        (void)r, (void)flags;                                                                      \
+        TQ_FIELDS_##N(ENC_STEP)                                                                    \
+    }
+TQ_MSGS(REC_CODEC)
+
 static const msg_desc_t msg_table[256] = {
 #define M(N, code, body, sender, frames, jmax, rect)                                              \
-    [code] = {#N, B_##body, frames, jmax, sizeof(rec_##N##_t), fields_##N},
+    [code] = {#N, B_##body, frames, jmax, sizeof(rec_##N##_t), fields_##N, rec_dec_##N,          \
+              rec_enc_##N},
     TQ_MSGS(M)
 #undef M
 };
@@ -216,32 +348,32 @@ static void put_int(void *p, int w, uint64_t v)
 }
 
 /* A fixed field's rule (count, flags, credit); v its value. */
-static int check_fix(const msg_desc_t *d, const field_t *f, uint64_t v, size_t nparts,
-                     tq_error_t *err)
+static int check_fix(const msg_desc_t *d, const char *what, const field_t *f, uint64_t v,
+                     size_t nparts, tq_error_t *err)
 {
     switch (f->check) {
     case C_COUNT:
         if (v > f->b)
-            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %u", d->name,
+            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %u", what,
                                 (unsigned)v, (unsigned)f->b);
         if (d->frames && v != nparts)
             return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u but %zu data frames follow",
-                                d->name, (unsigned)v, nparts);
+                                what, (unsigned)v, nparts);
         if (!d->frames && nparts != 0)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", d->name,
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", what,
                                 nparts);
         if (v < f->a)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u, need at least %u", d->name,
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u, need at least %u", what,
                                 (unsigned)v, (unsigned)f->a);
         return 0;
     case C_FLAGS:
         if (v & ~f->a)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: unknown %s 0x%04x", d->name, f->name,
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: unknown %s 0x%04x", what, f->name,
                                 (unsigned)v);
         return 0;
     case C_LIMIT:
         if (v > f->b)
-            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: %s %llu over the limit of %llu", d->name,
+            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: %s %llu over the limit of %llu", what,
                                 f->name, (unsigned long long)v, (unsigned long long)f->b);
         return 0;
     default:
@@ -249,51 +381,30 @@ static int check_fix(const msg_desc_t *d, const field_t *f, uint64_t v, size_t n
     }
 }
 
-/* Record i's field f into rec: read from c (or parts[i] for the data
- * frame) and checked by its rule. */
-static int decode_field(const msg_desc_t *d, const field_t *f, size_t i, tq_cursor_t *c,
-                        const tq_bytes_t *parts, size_t max_payload, const tq_fixed_t *fx,
-                        uint8_t *rec, tq_error_t *err)
+/* A record field's rule failed (check, on value v or length len): the
+ * error for it. */
+static int field_error(const char *what, int check, const char *name, size_t i, uint64_t v,
+                       size_t len, uint64_t a, uint64_t b, size_t max_payload, tq_error_t *err)
 {
-    void *p = rec + f->off;
-    tq_bytes_t b;
-    uint64_t v = 0;
-    if (f->wire == W_FRAME || f->wire == W_STR8) {
-        if (f->wire == W_FRAME)
-            b = parts[i];
-        else if (tq_cursor_str8(c, &b) < 0)
-            goto truncated;
-        memcpy(p, &b, sizeof b);
-        if ((f->check == C_NAME && !tq_name_valid(b)) ||
-            (f->check == C_QNAME && b.len && !tq_name_valid(b)))
-            return tq_error_set(err, TQ_ERR_BAD_NAME, "%s record %zu: %s name not valid", d->name,
-                                i, f->name);
-        if (f->check == C_MAXLEN && b.len > f->a)
-            return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %u",
-                                d->name, i, f->name, b.len, (unsigned)f->a);
-        if (f->check == C_PAYLOAD && b.len > max_payload)
-            return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %zu",
-                                d->name, i, f->name, b.len, max_payload);
-        return 0;
-    }
-    if (f->check == C_WHENFLAG && !(fx->flags & f->a)) {
-        put_int(p, f->wire, 0);
-        return 0;
-    }
-    if (get_int(c, f->wire, &v) < 0)
-        goto truncated;
-    if (f->check == C_RANGE && (v < f->a || v > f->b))
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: %s %u not valid", d->name, i,
-                            f->name, (unsigned)v);
-    if (f->check == C_WHENFLAG && v > f->b)
+    switch (check) {
+    case C_NAME:
+    case C_QNAME:
+        return tq_error_set(err, TQ_ERR_BAD_NAME, "%s record %zu: %s name not valid", what, i,
+                            name);
+    case C_MAXLEN:
+        return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %u", what,
+                            i, name, len, (unsigned)a);
+    case C_PAYLOAD:
+        return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %zu", what,
+                            i, name, len, max_payload);
+    case C_RANGE:
+        return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: %s %u not valid", what, i, name,
+                            (unsigned)v);
+    default: /* C_WHENFLAG */
         return tq_error_set(err, TQ_ERR_MALFORMED,
-                            "%s record %zu: %s %llu over the limit of %llu (year 9999)", d->name, i,
-                            f->name, (unsigned long long)v, (unsigned long long)f->b);
-    put_int(p, f->wire, v);
-    return 0;
-truncated:
-    return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", d->name, i,
-                        f->name);
+                            "%s record %zu: %s %llu over the limit of %llu (year 9999)", what, i,
+                            name, (unsigned long long)v, (unsigned long long)b);
+    }
 }
 
 /* The decoder of every binary body, driven by the table; what: the name
@@ -308,32 +419,27 @@ static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_byte
     if (!d || d->body != B_BIN)
         return tq_error_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x has no binary body",
                             (unsigned)type & 0xffu);
-    msg_desc_t named = *d;
-    if (what)
-        named.name = what;
-    d = &named;
+    if (!what)
+        what = d->name;
     tq_cursor_t c;
     tq_cursor_init(&c, body);
     const field_t *f = d->fields;
     for (; f->part == P_FIX; f++) {
         uint64_t v;
         if (get_int(&c, f->wire, &v) < 0)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at %s", d->name, f->name);
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at %s", what, f->name);
         /* stored before the check, so that an ERROR can carry req as ref */
         put_int((uint8_t *)fx + f->off, f->wire, v);
-        if (check_fix(d, f, v, nparts, err) < 0)
+        if (check_fix(d, what, f, v, nparts, err) < 0)
             return -1;
     }
     size_t n = fx->count;
-    uint8_t *rec = recs;
-    for (size_t i = 0; i < n; i++, rec += d->rec_size)
-        for (const field_t *g = f; g->part != P_END; g++)
-            if (decode_field(d, g, i, &c, parts, max_payload, fx, rec, err) < 0)
-                return -1;
+    if (d->dec(what, &c, parts, n, max_payload, fx->flags, recs, err) < 0)
+        return -1;
     size_t left = tq_cursor_left(&c);
     if (left)
         return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records",
-                            d->name, left, n);
+                            what, left, n);
     *count = n;
     return 0;
 }
@@ -620,28 +726,7 @@ void tq_out_record(tq_out_t *o, const void *rec)
     const msg_desc_t *d = msg_desc(o->type);
     PROTO_ASSERT(d && o->count_off != 0);
     PROTO_ASSERT(o->count < TQ_MAX_BATCH);
-    const field_t *f = d->fields;
-    while (f->part == P_FIX)
-        f++;
-    for (; f->part != P_END; f++) {
-        const uint8_t *p = (const uint8_t *)rec + f->off;
-        tq_bytes_t b;
-        if (f->wire == W_FRAME || f->wire == W_STR8) {
-            memcpy(&b, p, sizeof b);
-            if (f->wire == W_FRAME)
-                add_part(o, b);
-            else
-                tq_buf_str8(&o->head, b);
-        } else if (f->check == C_WHENFLAG) {
-            if (o->flags & f->a) {
-                int64_t v;
-                memcpy(&v, p, sizeof v); /* signed in the struct: nothing before 1970 */
-                tq_buf_u64(&o->head, v > 0 ? (uint64_t)v : 0);
-            }
-        } else {
-            put_wire(&o->head, f->wire, load_int(p, f->wire));
-        }
-    }
+    d->enc(o, rec);
     o->count++;
     tq_buf_patch_u16(&o->head, o->count_off, (uint16_t)o->count);
 }

@@ -111,6 +111,26 @@ class MessageTable(unittest.TestCase):
             checked.add(name)
         self.assertEqual(checked, {n for n, m in tqmsgs.MSGS.items() if m.json})
 
+    def test_table_rules_are_implemented(self):
+        """Each field's rule is one the C codec implements for its part and
+        wire type (tq_proto.c: check_fix for FIX; the generated record code
+        compiles only sensible combinations of REC and DATA)."""
+        allowed = {
+            "FIX": {("U32", "ANY"), ("U16", "COUNT"), ("U16", "FLAGS"), ("U16", "LIMIT")},
+            "REC": {(w, "ANY") for w in ("U8", "U16", "U32", "I32", "U64")} |
+                   {("U8", "RANGE"), ("U64", "WHENFLAG"), ("STR8", "NAME"), ("STR8", "QNAME"),
+                    ("STR8", "MAXLEN")},
+            "DATA": {("FRAME", "ANY"), ("FRAME", "PAYLOAD")},
+        }
+        for m in tqmsgs.MSGS.values():
+            parts = [f.part for f in m.fields]
+            self.assertEqual(parts, sorted(parts, key=["FIX", "REC", "DATA"].index), m.name)
+            if m.body == "BIN":
+                self.assertEqual([f.check for f in m.fixed].count("COUNT"), 1, m.name)
+                self.assertEqual(len(m.data), m.frames, m.name)
+            for f in m.fields:
+                self.assertIn((f.wire, f.check), allowed[f.part], (m.name, f))
+
     def test_worked_example(self):
         """Section 13's SUBMIT head, byte for byte."""
         text = md_sections()["13. A worked example: one SUBMIT head frame"]
