@@ -21,6 +21,7 @@
 #include <zmq.h>
 
 #include "tq_authkey.h"
+#include "tq_ctl.h"
 #include "tq_curve.h"
 #include "tq_log.h"
 
@@ -115,21 +116,13 @@ static int rehello(taskq_t *self, taskq_error_t *err)
 
 /* ---- receiving -------------------------------------------------------- */
 
-static void on_welcome(taskq_t *self, cJSON *j)
+/* Take a WELCOME's settings (checked by tq_welcome_decode). */
+static void on_welcome(taskq_t *self, const tq_welcome_t *w)
 {
-    const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(j, "heartbeat_ms")) && cJSON_IsNumber(v) &&
-        v->valuedouble >= 10 && v->valuedouble <= 3600000)
-        self->hb_ms = (int64_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(j, "heartbeat_timeout_ms")) && cJSON_IsNumber(v) &&
-        v->valuedouble >= 50 && v->valuedouble <= 36000000)
-        self->hb_timeout_ms = (int64_t)v->valuedouble;
-    if (self->hb_timeout_ms <= self->hb_ms)
-        self->hb_timeout_ms = self->hb_ms * 5;
-    if ((v = cJSON_GetObjectItemCaseSensitive(j, "max_payload")) && cJSON_IsNumber(v) &&
-        v->valuedouble >= 1 && v->valuedouble <= (double)TQ_PAYLOAD_HARD_MAX)
-        self->max_payload = (size_t)v->valuedouble;
-    self->packed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "packed"));
+    self->hb_ms = w->heartbeat_ms;
+    self->hb_timeout_ms = w->heartbeat_timeout_ms;
+    self->max_payload = (size_t)w->max_payload;
+    self->packed = w->packed;
     int ms = (int)self->hb_timeout_ms;
     zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &ms, sizeof ms);
     self->rehello_pending = 0;
@@ -140,23 +133,12 @@ static void on_welcome(taskq_t *self, cJSON *j)
 static void parse_error(tq_bytes_t body, size_t nparts, int *code, uint32_t *ref, char *msg,
                         size_t size)
 {
-    void *parsed = NULL;
-    tq_error_t e;
-    *code = TQ_ERR_INTERNAL;
-    *ref = 0;
-    snprintf(msg, size, "master sent an unreadable error");
-    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &parsed, &e) < 0)
-        return;
-    cJSON *j = parsed;
-    const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(j, "code")) && cJSON_IsNumber(v))
-        *code = v->valueint; /* cJSON saturates valueint: no overflowing cast */
-    if ((v = cJSON_GetObjectItemCaseSensitive(j, "ref")) && cJSON_IsNumber(v) &&
-        v->valuedouble >= 0 && v->valuedouble <= 4294967295.0)
-        *ref = (uint32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(j, "message")) && cJSON_IsString(v))
-        tq_log_escape_str(msg, size, v->valuestring); /* it may reach a terminal or log */
-    cJSON_Delete(j);
+    tq_errmsg_t e;
+    tq_error_t why;
+    (void)tq_errmsg_decode(body, nparts, &e, &why); /* a bad one reads as INTERNAL */
+    *code = e.code > INT32_MAX ? INT32_MAX : (int)e.code;
+    *ref = e.ref;
+    tq_log_escape_str(msg, size, e.message); /* it may reach a terminal or log */
 }
 
 /* An ERROR from the master. "Not registered" makes us say HELLO again;
@@ -199,11 +181,9 @@ static int handle(taskq_t *self, taskq_error_t *err)
     size_t nparts = tq_in_nparts(self->in);
     switch (type) {
     case TQ_MSG_WELCOME: {
-        void *j = NULL;
-        if (tq_decode_json(body, nparts, TQ_MAX_JSON, &j, &e) == 0) {
-            on_welcome(self, j);
-            cJSON_Delete(j);
-        }
+        tq_welcome_t w;
+        if (tq_welcome_decode(body, nparts, &w, &e) == 0)
+            on_welcome(self, &w);
         return 0;
     }
     case TQ_MSG_HEARTBEAT:
@@ -367,11 +347,10 @@ static int attempt_read(taskq_t *self, taskq_error_t *err)
         }
         if (type != TQ_MSG_WELCOME)
             continue;
-        void *j = NULL;
-        if (tq_decode_json(body, tq_in_nparts(self->in), TQ_MAX_JSON, &j, &e) < 0)
+        tq_welcome_t w;
+        if (tq_welcome_decode(body, tq_in_nparts(self->in), &w, &e) < 0)
             continue;
-        on_welcome(self, j);
-        cJSON_Delete(j);
+        on_welcome(self, &w);
         tq_hswatch_destroy(&self->watch);
         self->reconnecting = 0;
         self->acks_sent = self->acks_off = 0; /* maybe a newer master */
@@ -551,12 +530,11 @@ static int await_welcome(taskq_t *self, tq_hswatch_t *watch, int64_t timeout_ms,
                 return tq_client_fail(err, TASKQ_ERR_CONNECT, "%s is not a taskq master (%s)",
                                       self->endpoint, e.msg);
             if (type == TQ_MSG_WELCOME) {
-                void *j = NULL;
-                if (tq_decode_json(body, tq_in_nparts(self->in), TQ_MAX_JSON, &j, &e) < 0)
+                tq_welcome_t w;
+                if (tq_welcome_decode(body, tq_in_nparts(self->in), &w, &e) < 0)
                     return tq_client_fail(err, TASKQ_ERR_CONNECT, "bad WELCOME from %s: %s",
                                           self->endpoint, e.msg);
-                on_welcome(self, j);
-                cJSON_Delete(j);
+                on_welcome(self, &w);
                 return 0;
             }
             if (type == TQ_MSG_ERROR) {

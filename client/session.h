@@ -22,7 +22,7 @@
 #include "tq_curve.h"
 #include "tq_idmap.h"
 #include "tq_limits.h"
-#include "tq_proto.h"
+#include "tq_frame.h"
 #include "tq_util.h"
 
 #define TQ_CLIENT_ENDPOINT_MAX 256

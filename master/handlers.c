@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "loop_internal.h"
+#include "tq_ctl.h"
 #include "tq_log.h"
 #include "tq_util.h"
 
@@ -54,7 +55,7 @@ static int role_ok(tq_loop_t *self, tq_peer_t *p, int type, tq_role_t need) {
 /* What a valid HELLO says. */
 typedef struct {
     tq_role_t role;
-    const char *name; /* points into the HELLO's JSON */
+    const char *name; /* points into the tq_hello_t */
     uint32_t slots;
     int packed;        /* it takes packed messages (TQ_TYPE_PACKED) */
     uint32_t prefetch; /* tasks it takes beyond its slots */
@@ -96,86 +97,18 @@ static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code
     tq_loop_reply_error(self, m->rid, code, 0, msg);
 }
 
-/* A worker's "instance": TQ_INSTANCE_HEX lowercase hex digits, not all
- * zero, into *out (0 when absent). Returns 0, or -1 when not valid. */
-static int hello_instance(const cJSON *v, uint64_t *out) {
-    *out = 0;
-    if (!v)
-        return 0;
-    if (!cJSON_IsString(v) || strlen(v->valuestring) != TQ_INSTANCE_HEX)
-        return -1;
-    uint64_t x = 0;
-    for (const char *c = v->valuestring; *c; c++) {
-        int d = *c >= '0' && *c <= '9' ? *c - '0' : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10 : -1;
-        if (d < 0)
-            return -1;
-        x = x << 4 | (uint64_t)d;
-    }
-    *out = x;
-    return x ? 0 : -1;
-}
-
-/* Read a worker's "slots", "instance" and "functions" into h (names
- * interned). Returns 0, or -1 after refusing the HELLO. */
-static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
-                        hello_t *h) {
+/* Intern a worker's functions (checked by tq_hello_decode) into h.
+ * Returns 0, or -1 after refusing the HELLO. */
+static int hello_functions(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const tq_hello_t *w,
+                           hello_t *h) {
     char msg[TQ_MAX_ERROR_TEXT];
-    uint64_t slots, prefetch = 0, busy = 0;
-    if (tq_json_uint(cJSON_GetObjectItemCaseSensitive(j, "slots"), 1, TQ_MAX_SLOTS, &slots) < 0) {
-        snprintf(msg, sizeof msg, "HELLO: \"slots\" must be an integer 1..%d", TQ_MAX_SLOTS);
-        hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
-        return -1;
-    }
-    const cJSON *pf = cJSON_GetObjectItemCaseSensitive(j, "prefetch");
-    if (pf && tq_json_uint(pf, 0, TQ_MAX_PREFETCH, &prefetch) < 0) {
-        snprintf(msg, sizeof msg, "HELLO: \"prefetch\" must be an integer 0..%d", TQ_MAX_PREFETCH);
-        hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
-        return -1;
-    }
-    const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "busy");
-    if (b && tq_json_uint(b, 0, slots + prefetch, &busy) < 0) {
-        snprintf(msg, sizeof msg,
-                 "HELLO: \"busy\" must be an integer 0..slots+prefetch (%" PRIu64 ")",
-                 slots + prefetch);
-        hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
-        return -1;
-    }
-    if (hello_instance(cJSON_GetObjectItemCaseSensitive(j, "instance"), &h->instance) < 0) {
-        snprintf(msg, sizeof msg,
-                 "HELLO: \"instance\" must be %d lowercase hex digits, not all zero",
-                 TQ_INSTANCE_HEX);
-        hello_refuse(self, p, m, TQ_ERR_MALFORMED, msg);
-        return -1;
-    }
-    h->slots = (uint32_t)slots;
-    h->prefetch = (uint32_t)prefetch;
-    h->busy = (uint32_t)busy;
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "functions");
-    if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) < 1) {
-        hello_refuse(self, p, m, TQ_ERR_MALFORMED,
-                     "HELLO: \"functions\" must be a non-empty array of names");
-        return -1;
-    }
-    if (cJSON_GetArraySize(f) > TQ_MAX_FUNCTIONS) {
-        snprintf(msg, sizeof msg, "HELLO: %d functions, max %d", cJSON_GetArraySize(f),
-                 TQ_MAX_FUNCTIONS);
-        hello_refuse(self, p, m, TQ_ERR_TOO_MANY, msg);
-        return -1;
-    }
-    const cJSON *it;
-    cJSON_ArrayForEach(it, f) {
-        if (!cJSON_IsString(it) || !tq_name_valid(tq_bytes_str(it->valuestring))) {
-            snprintf(msg, sizeof msg,
-                     "HELLO: functions[%zu] is not a valid name (1..%d of [A-Za-z0-9_.:-])",
-                     h->nfns, TQ_MAX_NAME);
-            hello_refuse(self, p, m, TQ_ERR_BAD_NAME, msg);
-            return -1;
-        }
+    for (size_t i = 0; i < w->nfunctions; i++) {
+        tq_bytes_t fn = tq_bytes_str(w->functions[i]);
         char why[TQ_MAX_ERROR_TEXT - 16];
-        if (!p && !tq_store_name_known(self->store, tq_bytes_str(it->valuestring)))
+        if (!p && !tq_store_name_known(self->store, fn))
             h->new_names++; /* charged once it is registered (hello_register) */
-        const char *in = p ? intern_for(self, p, tq_bytes_str(it->valuestring), why, sizeof why)
-                           : tq_store_intern(self->store, tq_bytes_str(it->valuestring));
+        const char *in = p ? intern_for(self, p, fn, why, sizeof why)
+                           : tq_store_intern(self->store, fn);
         if (!in) {
             snprintf(msg, sizeof msg, "HELLO: %s", p ? why : "the master's name table is full");
             hello_refuse(self, p, m, TQ_ERR_TOO_MANY, msg);
@@ -190,39 +123,26 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
     return 0;
 }
 
-/* Check a HELLO's role and name (and a worker's slots and functions)
- * into h. Returns 0, or -1 after refusing the HELLO. */
-static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
+/* Check a HELLO (tq_hello_decode: role, name, a worker's slots,
+ * instance and functions) into h, the functions interned. Returns 0, or
+ * -1 after refusing the HELLO. */
+static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w,
                        hello_t *h) {
-    const cJSON *role = cJSON_GetObjectItemCaseSensitive(j, "role");
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
-    if (!cJSON_IsString(role) ||
-        (strcmp(role->valuestring, "worker") != 0 && strcmp(role->valuestring, "client") != 0)) {
-        hello_refuse(self, p, m, TQ_ERR_MALFORMED,
-                     "HELLO: \"role\" must be \"worker\" or \"client\"");
+    tq_error_t err;
+    if (tq_hello_decode(m->body, m->nparts, w, &err) < 0) {
+        hello_refuse(self, p, m, err.code, err.msg);
         return -1;
     }
-    h->role = strcmp(role->valuestring, "worker") == 0 ? TQ_ROLE_WORKER : TQ_ROLE_CLIENT;
-    if (!cJSON_IsString(name) || !tq_peer_name_valid(name->valuestring, TQ_MAX_PEER_NAME, 1)) {
-        char msg[TQ_MAX_ERROR_TEXT];
-        snprintf(msg, sizeof msg, "HELLO: \"name\" must be 1..%d printable ASCII characters",
-                 TQ_MAX_PEER_NAME);
-        hello_refuse(self, p, m, TQ_ERR_BAD_NAME, msg);
-        return -1;
-    }
-    h->name = name->valuestring;
-    const cJSON *pk = cJSON_GetObjectItemCaseSensitive(j, "packed");
-    if (pk && !cJSON_IsBool(pk)) {
-        hello_refuse(self, p, m, TQ_ERR_MALFORMED, "HELLO: \"packed\" must be true or false");
-        return -1;
-    }
-    h->packed = cJSON_IsTrue(pk);
-    h->slots = 0;
-    h->prefetch = 0;
-    h->instance = 0;
+    h->role = w->worker ? TQ_ROLE_WORKER : TQ_ROLE_CLIENT;
+    h->name = w->name;
+    h->packed = w->packed;
+    h->slots = w->slots;
+    h->prefetch = w->prefetch;
+    h->busy = w->busy;
+    h->instance = w->instance_id;
     h->nfns = 0;
     h->new_names = 0;
-    return h->role == TQ_ROLE_WORKER ? hello_worker(self, p, m, j, h) : 0;
+    return w->worker ? hello_functions(self, p, m, w, h) : 0;
 }
 
 /* Register the peer of a valid HELLO, replacing old (its earlier
@@ -268,31 +188,24 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
 }
 
 static void send_welcome(tq_loop_t *self, tq_peer_t *p) {
-    cJSON *w = cJSON_CreateObject();
-    cJSON_AddNumberToObject(w, "version", TQ_PROTO_VERSION);
-    cJSON_AddNumberToObject(w, "heartbeat_ms", (double)self->cfg.heartbeat_ms);
-    cJSON_AddNumberToObject(w, "heartbeat_timeout_ms", (double)self->cfg.heartbeat_timeout_ms);
-    cJSON_AddNumberToObject(w, "max_payload", (double)self->cfg.max_payload);
-    cJSON_AddBoolToObject(w, "packed", 1); /* we take packed messages */
-    cJSON_AddStringToObject(w, "master", "taskq-master " TQ_VERSION);
-    tq_out_json(&self->out, TQ_MSG_WELCOME, w);
-    cJSON_Delete(w);
+    tq_welcome_t w = {.version = TQ_PROTO_VERSION,
+                      .heartbeat_ms = (uint32_t)self->cfg.heartbeat_ms,
+                      .heartbeat_timeout_ms = (uint32_t)self->cfg.heartbeat_timeout_ms,
+                      .max_payload = self->cfg.max_payload,
+                      .master = "taskq-master " TQ_VERSION,
+                      .packed = 1}; /* we take packed messages */
+    tq_out_welcome(&self->out, &w);
     tq_loop_send_peer(self, p);
 }
 
 /* HELLO, from anyone at any time (p: the peer's current registration or
  * NULL). A valid one (re-)registers the peer and gets a WELCOME. */
 static void on_hello(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
-    void *j = NULL;
-    tq_error_t err;
-    if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) < 0) {
-        hello_refuse(self, p, m, err.code, err.msg);
-        return;
-    }
+    tq_hello_t *w = tq_malloc(sizeof *w); /* 17 KB: not on the loop's stack */
     hello_t h;
-    if (hello_parse(self, p, m, j, &h) == 0)
+    if (hello_parse(self, p, m, w, &h) == 0)
         send_welcome(self, hello_register(self, p, m, &h));
-    cJSON_Delete(j);
+    free(w);
 }
 
 /* ---- any registered peer ------------------------------------------------ */
@@ -331,43 +244,34 @@ static void on_drain(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* Logged only: never answer an ERROR with an ERROR. */
 static void on_error(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
-    void *j = NULL;
+    tq_errmsg_t e;
     tq_error_t err;
-    if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) == 0) {
-        const cJSON *msg = cJSON_GetObjectItemCaseSensitive((cJSON *)j, "message");
-        tq_loop_warn_peer(self, p, m->addr, "sent ERROR: %s",
-                          cJSON_IsString(msg) ? msg->valuestring : "(no message)");
-        cJSON_Delete(j);
-    } else {
+    if (tq_errmsg_decode(m->body, m->nparts, &e, &err) == 0)
+        tq_loop_warn_peer(self, p, m->addr, "sent ERROR: %s (code %u, ref %u)",
+                          e.message[0] ? e.message : "(no message)", (unsigned)e.code,
+                          (unsigned)e.ref);
+    else
         tq_loop_warn_peer(self, p, m->addr, "sent a malformed ERROR: %s", err.msg);
-    }
 }
 
 /* ---- client messages ---------------------------------------------------- */
 
 static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
-    void *j = NULL;
+    /* optional "req" (echoed) and "queue_offset" (the first queue row:
+     * pages through many) */
+    tq_status_req_t req;
     tq_error_t err;
-    if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) < 0) {
-        bad_body(self, p, p->address, m, 0, &err);
-        return;
-    }
-    /* optional "queue_offset": the first queue row (pages through many) */
-    uint64_t qoff = 0;
-    const cJSON *qo = cJSON_GetObjectItemCaseSensitive((cJSON *)j, "queue_offset");
-    int bad = qo && tq_json_uint(qo, 0, UINT32_MAX, &qoff) < 0;
-    cJSON_Delete(j);
-    if (bad) {
-        tq_error_t e = {TQ_ERR_MALFORMED, "STATUS: \"queue_offset\" must be an integer 0..4294967295"};
-        bad_body(self, p, p->address, m, 0, &e);
+    if (tq_status_req_decode(m->body, m->nparts, &req, &err) < 0) {
+        bad_body(self, p, p->address, m, req.req, &err);
         return;
     }
     tq_persist_stats_t js;
     tq_persist_stats(self->persist, &js);
     tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results,
                              js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
-    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, (size_t)qoff,
-                                tq_mono_ms());
+    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info,
+                                 (size_t)req.queue_offset, tq_mono_ms());
+    cJSON_AddNumberToObject(doc, "req", req.req);
     tq_out_json(&self->out, TQ_MSG_STATUS_REPLY, doc);
     cJSON_Delete(doc);
     tq_loop_send_peer(self, p);
@@ -535,7 +439,7 @@ static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
     tq_error_t err;
-    if (tq_decode_ids(m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
+    if (tq_decode_req_ids(m->type, m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
@@ -554,7 +458,7 @@ static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
     tq_error_t err;
-    if (tq_decode_ids(m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
+    if (tq_decode_req_ids(m->type, m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
@@ -574,7 +478,7 @@ static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0, nk = 0;
     tq_error_t err;
-    if (tq_decode_ids(m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
+    if (tq_decode_req_ids(m->type, m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
@@ -770,17 +674,6 @@ static const struct {
     {TQ_MSG_RELEASE, TQ_ROLE_WORKER, on_release},
 };
 
-/* The request id of a SUBMIT/WAIT/CANCEL body, for an ERROR's ref. */
-static uint32_t body_req(int type, tq_bytes_t body) {
-    uint32_t v = 0;
-    if ((type == TQ_MSG_SUBMIT || type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL ||
-         type == TQ_MSG_ACK) &&
-        body.len >= 4)
-        v = (uint32_t)body.data[0] | (uint32_t)body.data[1] << 8 | (uint32_t)body.data[2] << 16 |
-            (uint32_t)body.data[3] << 24;
-    return v;
-}
-
 /* Anything but HELLO from a peer that is not registered. */
 static void on_unregistered(tq_loop_t *self, const msg_t *m) {
     if (m->type == TQ_MSG_BYE || m->type == TQ_MSG_ERROR) {
@@ -792,7 +685,7 @@ static void on_unregistered(tq_loop_t *self, const msg_t *m) {
         tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
     else
         tq_loop_warn_peer(self, NULL, m->addr, "%s before HELLO", tq_msg_type_name(m->type));
-    tq_loop_reply_error(self, m->rid, TQ_ERR_NOT_REGISTERED, body_req(m->type, m->body),
+    tq_loop_reply_error(self, m->rid, TQ_ERR_NOT_REGISTERED, tq_msg_peek_req(m->type, m->body),
                         "not registered: send HELLO first");
 }
 
@@ -814,8 +707,10 @@ void tq_loop_handle(tq_loop_t *self) {
         p->last_seen_ms = tq_mono_ms();
     tq_error_t err;
     if (tq_in_head(self->in, &m.type, &m.body, &err) < 0) {
+        /* refused as a whole (too many frames, too large, a bad pack):
+         * the req, if the head was readable, is still the ERROR's ref */
         tq_loop_warn_peer(self, p, m.addr, "malformed message: %s", err.msg);
-        tq_loop_reply_error(self, m.rid, err.code, 0, err.msg);
+        tq_loop_reply_error(self, m.rid, err.code, tq_msg_peek_req(m.type, m.body), err.msg);
         return;
     }
     m.parts = tq_in_parts(self->in);

@@ -15,7 +15,7 @@
 #include "persist.h"
 #include "status.h"
 #include "store.h"
-#include "tq_proto.h"
+#include "tq_frame.h"
 
 /* Peer addresses are spread over this many join/leave line budgets (a
  * hash; addresses that share one share its budget). */

@@ -81,6 +81,16 @@
 #define TQ_MAX_JSON (64u * 1024u)
 #define TQ_MAX_STATUS_JSON (16u * 1024u * 1024u)
 
+/* WELCOME heartbeat settings a peer accepts (one validator for the
+ * client and the worker, tq_welcome_decode): the master sends
+ * 50..60000 ms and a timeout of 100..3600000 ms (its flags); a peer
+ * takes ten times more room either way, so that a later master may
+ * widen its flags, but refuses values that would make it spin (below
+ * 10 ms) or never notice a dead master (above 10 hours). */
+#define TQ_WELCOME_HB_MIN_MS 10
+#define TQ_WELCOME_HB_MAX_MS 600000
+#define TQ_WELCOME_HB_TIMEOUT_MAX_MS 36000000
+
 /* ADMIN requests: ids one request may name (retry, purge), and dead
  * tasks one "dead" reply may list (the client pages with "after"). An
  * ADMIN request is at most TQ_MAX_JSON bytes; a reply at most

@@ -1,30 +1,25 @@
 /* tq_proto.c - taskq wire protocol v1: names, decoders, the outgoing
- * message builder and multipart send/receive. Layouts: proto/PROTOCOL.md.
+ * message builder (sockets: tq_frame.c). Layouts: proto/PROTOCOL.md.
  *
  * Decoders are the hot path of the master and the worker: they walk a
  * cursor over the body, never read past it, never allocate, and return
  * views into the received frames. */
 #include "tq_proto.h"
+#include "tq_proto_int.h"
 
 #include <cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
-#include <zmq.h>
 
-/* proto/ depends on nothing of ours, so it has its own abort-on-bug. */
-static void proto_die(const char *what, const char *file, int line)
+void tq_proto_die(const char *what, const char *file, int line)
 {
     fprintf(stderr, "taskq: %s:%d: %s\n", file, line, what);
     abort();
 }
-#define PROTO_ASSERT(cond)                                                                         \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            proto_die("assertion failed: " #cond, __FILE__, __LINE__);                             \
-    } while (0)
 
 /* ---- names -------------------------------------------------------------- */
 
@@ -40,34 +35,6 @@ int tq_name_valid(tq_bytes_t b)
         return 0;
     }
     return 1;
-}
-
-const char *tq_msg_type_name(int type)
-{
-    switch (type) {
-    case TQ_MSG_HELLO: return "HELLO";
-    case TQ_MSG_WELCOME: return "WELCOME";
-    case TQ_MSG_HEARTBEAT: return "HEARTBEAT";
-    case TQ_MSG_ERROR: return "ERROR";
-    case TQ_MSG_BYE: return "BYE";
-    case TQ_MSG_STATUS: return "STATUS";
-    case TQ_MSG_STATUS_REPLY: return "STATUS_REPLY";
-    case TQ_MSG_DRAIN: return "DRAIN";
-    case TQ_MSG_ADMIN: return "ADMIN";
-    case TQ_MSG_ADMIN_REPLY: return "ADMIN_REPLY";
-    case TQ_MSG_SUBMIT: return "SUBMIT";
-    case TQ_MSG_SUBMIT_ACK: return "SUBMIT_ACK";
-    case TQ_MSG_WAIT: return "WAIT";
-    case TQ_MSG_RESULTS: return "RESULTS";
-    case TQ_MSG_CANCEL: return "CANCEL";
-    case TQ_MSG_CANCEL_ACK: return "CANCEL_ACK";
-    case TQ_MSG_ACK: return "ACK";
-    case TQ_MSG_DISPATCH: return "DISPATCH";
-    case TQ_MSG_RESULT: return "RESULT";
-    case TQ_MSG_RELEASE: return "RELEASE";
-    case TQ_MSG_KILL: return "KILL";
-    default: return "UNKNOWN";
-    }
 }
 
 const char *tq_err_code_name(int code)
@@ -102,14 +69,227 @@ int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
     return -1;
 }
 
-/* ---- decoding ------------------------------------------------------------ */
+/* ---- the message table (tq_msgs.def) ---------------------------------------- */
 
-static int type_known(int t)
+/* What a JSON or empty message decodes records into: nothing. */
+typedef struct {
+    char unused;
+} tq_no_rec_t;
+#define none tq_no_rec_t
+
+enum { P_END, P_FIX, P_REC, P_DATA };
+enum { W_U8, W_U16, W_U32, W_U64, W_I32, W_STR8, W_FRAME };
+enum {
+    C_ANY, C_COUNT, C_RANGE, C_LIMIT, C_FLAGS, C_NAME, C_QNAME, C_MAXLEN, C_PAYLOAD, C_WHENFLAG
+};
+enum { B_BIN, B_JSON, B_EMPTY };
+
+/* One field of a binary body: where it goes (tq_fixed_t, or the
+ * record struct at off) and the rule it must pass. */
+typedef struct {
+    uint8_t part, wire, check;
+    uint16_t off;
+    uint64_t a, b;
+    const char *name;
+} field_t;
+
+/* The records of a message: decode n of them from c (and parts) into
+ * recs, or encode one (rec) into o. Generated from the table for each
+ * message (REC_CODEC below), so that the hot path runs straight-line
+ * code, not an interpreter of the table. */
+typedef int rec_dec_fn(const char *what, tq_cursor_t *c, const tq_bytes_t *parts, size_t n,
+                       size_t max_payload, unsigned flags, void *recs, tq_error_t *err);
+typedef void rec_enc_fn(tq_out_t *o, const void *rec);
+
+/* One message type. */
+typedef struct {
+    const char *name;
+    uint8_t body;
+    uint8_t frames;   /* 1: one data frame per record */
+    size_t json_max;  /* JSON bodies: largest accepted */
+    size_t rec_size;  /* sizeof the record struct */
+    const field_t *fields; /* P_FIX ones first, ended by P_END */
+    rec_dec_fn *dec;
+    rec_enc_fn *enc;
+} msg_desc_t;
+
+/* Record struct of each message, by name, for offsetof. */
+#define M(N, code, body, sender, frames, jmax, rect) typedef rect rec_##N##_t;
+TQ_MSGS(M)
+#undef M
+
+#define OFF_FIX(N, f) offsetof(tq_fixed_t, f)
+#define OFF_REC(N, f) offsetof(rec_##N##_t, f)
+#define OFF_DATA(N, f) offsetof(rec_##N##_t, f)
+#define FIELD(N, part, f, wire, check, a, b)                                                       \
+    {P_##part, W_##wire, C_##check, (uint16_t)OFF_##part(N, f), (uint64_t)(a), (uint64_t)(b), #f},
+#define M(N, code, body, sender, frames, jmax, rect)                                              \
+    static const field_t fields_##N[] = {TQ_FIELDS_##N(FIELD){P_END, 0, 0, 0, 0, 0, NULL}};
+TQ_MSGS(M)
+#undef M
+
+static int field_error(const char *what, int check, const char *name, size_t i, uint64_t v,
+                       size_t len, uint64_t a, uint64_t b, size_t max_payload, tq_error_t *err);
+static void add_part(tq_out_t *o, tq_bytes_t part);
+
+/* Reading a record field of each wire type into its struct member
+ * (whose size must match: checked at compile time). */
+static inline int rd_u64(tq_cursor_t *c, void *p)
 {
-    return (t >= TQ_MSG_HELLO && t <= TQ_MSG_ADMIN_REPLY) ||
-           (t >= TQ_MSG_SUBMIT && t <= TQ_MSG_ACK) ||
-           (t >= TQ_MSG_DISPATCH && t <= TQ_MSG_KILL);
+    uint64_t v;
+    if (tq_cursor_u64(c, &v) < 0)
+        return -1;
+    memcpy(p, &v, 8); /* also into an int64_t (not_before_ms) */
+    return 0;
 }
+#define RD_U8 tq_cursor_u8
+#define RD_U16 tq_cursor_u16
+#define RD_U32 tq_cursor_u32
+#define RD_I32 tq_cursor_i32
+#define RD_U64 rd_u64
+#define RD_STR8 tq_cursor_str8
+#define SIZE_U8 1
+#define SIZE_U16 2
+#define SIZE_U32 4
+#define SIZE_I32 4
+#define SIZE_U64 8
+#define SIZE_STR8 sizeof(tq_bytes_t)
+#define SIZE_FRAME sizeof(tq_bytes_t)
+/* The value (integers) or length (bytes) of a field, for error texts. */
+#define VAL_U8(x) (uint64_t)(x)
+#define VAL_U16(x) (uint64_t)(x)
+#define VAL_U32(x) (uint64_t)(x)
+#define VAL_I32(x) (uint64_t)(x)
+#define VAL_U64(x) (uint64_t)(x)
+#define VAL_STR8(x) 0
+#define VAL_FRAME(x) 0
+#define LEN_U8(x) 0
+#define LEN_U16(x) 0
+#define LEN_U32(x) 0
+#define LEN_I32(x) 0
+#define LEN_U64(x) 0
+#define LEN_STR8(x) (x).len
+#define LEN_FRAME(x) (x).len
+/* The rules of record fields (tq_msgs.def): 1 when v passes. */
+#define OK_ANY(v, a, b) 1
+#define OK_RANGE(v, a, b) ((uint64_t)(v) - (uint64_t)(a) <= (uint64_t)(b) - (uint64_t)(a))
+#define OK_WHENFLAG(v, a, b) ((uint64_t)(v) <= (uint64_t)(b))
+#define OK_NAME(v, a, b) tq_name_valid(v)
+#define OK_QNAME(v, a, b) ((v).len == 0 || tq_name_valid(v))
+#define OK_MAXLEN(v, a, b) ((v).len <= (a))
+#define OK_PAYLOAD(v, a, b) ((v).len <= max_payload)
+/* Whether a field is in the record: WHENFLAG ones only with their flag. */
+#define WHEN_ANY(a) 1
+#define WHEN_RANGE(a) 1
+#define WHEN_NAME(a) 1
+#define WHEN_QNAME(a) 1
+#define WHEN_MAXLEN(a) 1
+#define WHEN_PAYLOAD(a) 1
+#define WHEN_WHENFLAG(a) (flags & (a))
+/* A member's value as sent: a WHENFLAG time before 1970 goes as 0. */
+#define ENCV_ANY(x) (x)
+#define ENCV_RANGE(x) (x)
+#define ENCV_NAME(x) (x)
+#define ENCV_QNAME(x) (x)
+#define ENCV_MAXLEN(x) (x)
+#define ENCV_PAYLOAD(x) (x)
+#define ENCV_WHENFLAG(x) ((x) > 0 ? (uint64_t)(x) : 0)
+#define WR_U8 tq_buf_u8
+#define WR_U16 tq_buf_u16
+#define WR_U32 tq_buf_u32
+#define WR_I32 tq_buf_i32
+#define WR_U64 tq_buf_u64
+#define WR_STR8 tq_buf_str8
+
+#define FIELD_ERROR(f, wire, check, a, b)                                                          \
+    field_error(what, C_##check, #f, i, VAL_##wire(r->f), LEN_##wire(r->f), (uint64_t)(a),         \
+                (uint64_t)(b), max_payload, err)
+#define DEC_STEP(N, part, f, wire, check, a, b) DEC_##part(f, wire, check, a, b)
+#define DEC_FIX(f, wire, check, a, b)
+#define DEC_REC(f, wire, check, a, b)                                                              \
+    _Static_assert(sizeof r->f == SIZE_##wire, #f ": member and wire size differ");                 \
+    if (WHEN_##check(a)) {                                                                         \
+        if (RD_##wire(c, &r->f) < 0)                                                               \
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", what, i,   \
+                                #f);                                                               \
+        if (!OK_##check(r->f, a, b))                                                               \
+            return FIELD_ERROR(f, wire, check, a, b);                                              \
+    } else {                                                                                       \
+        memset(&r->f, 0, sizeof r->f);                                                             \
+    }
+#define DEC_DATA(f, wire, check, a, b)                                                             \
+    r->f = parts[i];                                                                               \
+    if (!OK_##check(r->f, a, b))                                                                   \
+        return FIELD_ERROR(f, wire, check, a, b);
+#define ENC_STEP(N, part, f, wire, check, a, b) ENC_##part(f, wire, check, a, b)
+#define ENC_FIX(f, wire, check, a, b)
+#define ENC_REC(f, wire, check, a, b)                                                              \
+    if (WHEN_##check(a))                                                                           \
+        WR_##wire(&o->head, ENCV_##check(r->f));
+#define ENC_DATA(f, wire, check, a, b) add_part(o, r->f);
+
+#define REC_CODEC(N, code, body, sender, frames, jmax, rect)                                      \
+    static int rec_dec_##N(const char *what, tq_cursor_t *c, const tq_bytes_t *parts, size_t n,   \
+                           size_t max_payload, unsigned flags, void *recs, tq_error_t *err)       \
+    {                                                                                              \
+        (void)what, (void)c, (void)parts, (void)max_payload, (void)flags, (void)err;               \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            rect *r = (rect *)recs + i;                                                            \
+            (void)r;                                                                               \
+            TQ_FIELDS_##N(DEC_STEP)                                                                \
+        }                                                                                          \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static void rec_enc_##N(tq_out_t *o, const void *rec)                                          \
+    {                                                                                              \
+        const rect *r = rec;                                                                       \
+        unsigned flags = o->flags;                                                                 \
+        (void)r, (void)flags;                                                                      \
+        TQ_FIELDS_##N(ENC_STEP)                                                                    \
+    }
+TQ_MSGS(REC_CODEC)
+
+static const msg_desc_t msg_table[256] = {
+#define M(N, code, body, sender, frames, jmax, rect)                                              \
+    [code] = {#N, B_##body, frames, jmax, sizeof(rec_##N##_t), fields_##N, rec_dec_##N,          \
+              rec_enc_##N},
+    TQ_MSGS(M)
+#undef M
+};
+#undef none
+
+/* The description of type, or NULL if the type is not defined. */
+static const msg_desc_t *msg_desc(int type)
+{
+    if (type < 0 || type > 255 || !msg_table[type].name)
+        return NULL;
+    return &msg_table[type];
+}
+
+const char *tq_msg_type_name(int type)
+{
+    const msg_desc_t *d = msg_desc(type);
+    return d ? d->name : "UNKNOWN";
+}
+
+int tq_msg_has_req(int type)
+{
+    const msg_desc_t *d = msg_desc(type);
+    return d && d->body == B_BIN && d->fields[0].part == P_FIX &&
+           d->fields[0].off == offsetof(tq_fixed_t, req) && strcmp(d->fields[0].name, "req") == 0;
+}
+
+uint32_t tq_msg_peek_req(int type, tq_bytes_t body)
+{
+    tq_cursor_t c;
+    uint32_t req = 0;
+    tq_cursor_init(&c, body);
+    if (tq_msg_has_req(type))
+        (void)tq_cursor_u32(&c, &req);
+    return req;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
 
 int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *err)
 {
@@ -125,7 +305,7 @@ int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *e
     if (h[2] != TQ_PROTO_VERSION)
         return tq_error_set(err, TQ_ERR_VERSION, "protocol version %u not supported (this is %d)",
                             h[2], TQ_PROTO_VERSION);
-    if (!type_known(h[3]))
+    if (!msg_desc(h[3]))
         return tq_error_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x unknown in version %d",
                             h[3], TQ_PROTO_VERSION);
     *type = h[3];
@@ -134,286 +314,221 @@ int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *e
     return 0;
 }
 
-/* Read a record count and check it against the batch limit and, for
- * types with data frames, against the number of data frames; types
- * without data frames must have none. */
-static int read_count(tq_cursor_t *c, const char *what, size_t nparts, int with_parts,
-                      size_t *count, tq_error_t *err)
+/* Read an integer field of wire type w. */
+static int get_int(tq_cursor_t *c, int w, uint64_t *v)
 {
-    uint16_t n;
-    if (tq_cursor_u16(c, &n) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at count", what);
-    if (n > TQ_MAX_BATCH)
-        return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %d", what, n,
-                            TQ_MAX_BATCH);
-    if (with_parts && n != nparts)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u but %zu data frames follow",
-                            what, n, nparts);
-    if (!with_parts && nparts != 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", what, nparts);
+    uint8_t u8;
+    uint16_t u16;
+    uint32_t u32;
+    int32_t i32;
+    int rc;
+    switch (w) {
+    case W_U8: rc = tq_cursor_u8(c, &u8), *v = u8; break;
+    case W_U16: rc = tq_cursor_u16(c, &u16), *v = u16; break;
+    case W_U32: rc = tq_cursor_u32(c, &u32), *v = u32; break;
+    case W_I32: rc = tq_cursor_i32(c, &i32), *v = (uint64_t)(uint32_t)i32; break;
+    default: rc = tq_cursor_u64(c, v); break;
+    }
+    return rc;
+}
+
+/* Store integer v of wire type w at p (a struct member of that width). */
+static void put_int(void *p, int w, uint64_t v)
+{
+    uint8_t u8 = (uint8_t)v;
+    uint16_t u16 = (uint16_t)v;
+    uint32_t u32 = (uint32_t)v;
+    switch (w) {
+    case W_U8: memcpy(p, &u8, 1); break;
+    case W_U16: memcpy(p, &u16, 2); break;
+    case W_U32:
+    case W_I32: memcpy(p, &u32, 4); break;
+    default: memcpy(p, &v, 8); break;
+    }
+}
+
+/* A fixed field's rule (count, flags, credit); v its value. */
+static int check_fix(const msg_desc_t *d, const char *what, const field_t *f, uint64_t v,
+                     size_t nparts, tq_error_t *err)
+{
+    switch (f->check) {
+    case C_COUNT:
+        if (v > f->b)
+            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %u", what,
+                                (unsigned)v, (unsigned)f->b);
+        if (d->frames && v != nparts)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u but %zu data frames follow",
+                                what, (unsigned)v, nparts);
+        if (!d->frames && nparts != 0)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", what,
+                                nparts);
+        if (v < f->a)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u, need at least %u", what,
+                                (unsigned)v, (unsigned)f->a);
+        return 0;
+    case C_FLAGS:
+        if (v & ~f->a)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: unknown %s 0x%04x", what, f->name,
+                                (unsigned)v);
+        return 0;
+    case C_LIMIT:
+        if (v > f->b)
+            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: %s %llu over the limit of %llu", what,
+                                f->name, (unsigned long long)v, (unsigned long long)f->b);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* A record field's rule failed (check, on value v or length len): the
+ * error for it. */
+static int field_error(const char *what, int check, const char *name, size_t i, uint64_t v,
+                       size_t len, uint64_t a, uint64_t b, size_t max_payload, tq_error_t *err)
+{
+    switch (check) {
+    case C_NAME:
+    case C_QNAME:
+        return tq_error_set(err, TQ_ERR_BAD_NAME, "%s record %zu: %s name not valid", what, i,
+                            name);
+    case C_MAXLEN:
+        return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %u", what,
+                            i, name, len, (unsigned)a);
+    case C_PAYLOAD:
+        return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %zu", what,
+                            i, name, len, max_payload);
+    case C_RANGE:
+        return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: %s %u not valid", what, i, name,
+                            (unsigned)v);
+    default: /* C_WHENFLAG */
+        return tq_error_set(err, TQ_ERR_MALFORMED,
+                            "%s record %zu: %s %llu over the limit of %llu (year 9999)", what, i,
+                            name, (unsigned long long)v, (unsigned long long)b);
+    }
+}
+
+/* The decoder of every binary body, driven by the table; what: the name
+ * in error texts (NULL: the type's). */
+static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_bytes_t *parts,
+                      size_t nparts, size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count,
+                      tq_error_t *err)
+{
+    memset(fx, 0, sizeof *fx);
+    *count = 0;
+    const msg_desc_t *d = msg_desc(type);
+    if (!d || d->body != B_BIN)
+        return tq_error_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x has no binary body",
+                            (unsigned)type & 0xffu);
+    if (!what)
+        what = d->name;
+    tq_cursor_t c;
+    tq_cursor_init(&c, body);
+    const field_t *f = d->fields;
+    for (; f->part == P_FIX; f++) {
+        uint64_t v;
+        if (get_int(&c, f->wire, &v) < 0)
+            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at %s", what, f->name);
+        /* stored before the check, so that an ERROR can carry req as ref */
+        put_int((uint8_t *)fx + f->off, f->wire, v);
+        if (check_fix(d, what, f, v, nparts, err) < 0)
+            return -1;
+    }
+    size_t n = fx->count;
+    if (d->dec(what, &c, parts, n, max_payload, fx->flags, recs, err) < 0)
+        return -1;
+    size_t left = tq_cursor_left(&c);
+    if (left)
+        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records",
+                            what, left, n);
     *count = n;
     return 0;
 }
 
-static int check_end(const tq_cursor_t *c, const char *what, size_t n, tq_error_t *err)
+int tq_decode_msg(int type, tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
+                  size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count, tq_error_t *err)
 {
-    size_t left = tq_cursor_left(c);
-    if (left)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records",
-                            what, left, n);
-    return 0;
+    return decode_bin(type, NULL, body, parts, nparts, max_payload, fx, recs, count, err);
 }
-
-/* A truncated field inside record i. */
-#define TRUNC(what, i, field)                                                                      \
-    tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", what, (size_t)(i), field)
 
 int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                      size_t max_payload, uint32_t *req_id, uint16_t *flags,
                      tq_task_spec_t *out, size_t *count, tq_error_t *err)
 {
-    static const char what[] = "SUBMIT";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    uint32_t req;
-    uint16_t fl;
-    size_t n;
-    if (tq_cursor_u32(&c, &req) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: truncated at req");
-    *req_id = req; /* early, so that an ERROR reply can carry it as ref */
-    if (tq_cursor_u16(&c, &fl) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: truncated at flags");
-    if (fl & ~TQ_SUBMIT_FLAGS_ALL)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: unknown flags 0x%04x", fl);
-    if (read_count(&c, what, nparts, 1, &n, err) < 0)
-        return -1;
-    if (n == 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "SUBMIT: count is 0, need at least 1 task");
-    for (size_t i = 0; i < n; i++) {
-        tq_task_spec_t *t = &out[i];
-        if (tq_cursor_str8(&c, &t->fn) < 0)
-            return TRUNC(what, i, "fn");
-        if (!tq_name_valid(t->fn))
-            return tq_error_set(err, TQ_ERR_BAD_NAME, "SUBMIT record %zu: fn name not valid", i);
-        if (tq_cursor_str8(&c, &t->queue) < 0)
-            return TRUNC(what, i, "queue");
-        if (t->queue.len && !tq_name_valid(t->queue))
-            return tq_error_set(err, TQ_ERR_BAD_NAME, "SUBMIT record %zu: queue name not valid", i);
-        if (tq_cursor_str8(&c, &t->key) < 0)
-            return TRUNC(what, i, "key");
-        if (t->key.len > TQ_MAX_KEY)
-            return tq_error_set(err, TQ_ERR_TOO_LARGE, "SUBMIT record %zu: key is %zu bytes, max %d",
-                                i, t->key.len, TQ_MAX_KEY);
-        if (tq_cursor_i32(&c, &t->priority) < 0)
-            return TRUNC(what, i, "priority");
-        if (tq_cursor_u32(&c, &t->timeout_ms) < 0)
-            return TRUNC(what, i, "timeout_ms");
-        if (tq_cursor_u16(&c, &t->retries) < 0)
-            return TRUNC(what, i, "retries");
-        t->not_before_ms = 0;
-        if (fl & TQ_SUBMIT_NOT_BEFORE) {
-            uint64_t nb;
-            if (tq_cursor_u64(&c, &nb) < 0)
-                return TRUNC(what, i, "not_before_ms");
-            if (nb > (uint64_t)TQ_MAX_NOT_BEFORE_MS)
-                return tq_error_set(err, TQ_ERR_MALFORMED,
-                                    "SUBMIT record %zu: not_before_ms %llu is past year 9999", i,
-                                    (unsigned long long)nb);
-            t->not_before_ms = (int64_t)nb;
-        }
-        t->payload = parts[i];
-        if (t->payload.len > max_payload)
-            return tq_error_set(err, TQ_ERR_TOO_LARGE,
-                                "SUBMIT record %zu: payload is %zu bytes, max %zu", i,
-                                t->payload.len, max_payload);
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *flags = fl;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    int rc =
+        decode_bin(TQ_MSG_SUBMIT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
+    *req_id = fx.req;
+    *flags = fx.flags;
+    return rc;
 }
 
-/* u32 req, u16 count, count x u64 id; no data frames. */
-static int decode_req_ids(const char *what, tq_bytes_t body, size_t nparts, uint32_t *req_id,
-                          uint64_t *ids, size_t *count, tq_error_t *err)
+/* The id lists: SUBMIT_ACK, WAIT, CANCEL, ACK (tq_id_rec_t is a u64). */
+_Static_assert(sizeof(tq_id_rec_t) == sizeof(uint64_t), "tq_id_rec_t must be a bare u64");
+
+int tq_decode_req_ids(int type, tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
+                      size_t *count, tq_error_t *err)
 {
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    uint32_t req;
-    size_t n;
-    if (tq_cursor_u32(&c, &req) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at req", what);
-    *req_id = req;
-    if (read_count(&c, what, nparts, 0, &n, err) < 0)
-        return -1;
-    if (tq_cursor_left(&c) < n * 8)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at id", what,
-                            tq_cursor_left(&c) / 8);
-    for (size_t i = 0; i < n; i++)
-        (void)tq_cursor_u64(&c, &ids[i]);
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    int rc = decode_bin(type, NULL, body, NULL, nparts, 0, &fx, ids, count, err);
+    *req_id = fx.req;
+    return rc;
 }
 
 int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
                          size_t *count, tq_error_t *err)
 {
-    return decode_req_ids("SUBMIT_ACK", body, nparts, req_id, ids, count, err);
+    return tq_decode_req_ids(TQ_MSG_SUBMIT_ACK, body, nparts, req_id, ids, count, err);
 }
 
 int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids, size_t *count,
                   tq_error_t *err)
 {
-    return decode_req_ids("WAIT/CANCEL/ACK", body, nparts, req_id, ids, count, err);
+    tq_fixed_t fx;
+    int rc = decode_bin(TQ_MSG_WAIT, "WAIT/CANCEL", body, NULL, nparts, 0, &fx, ids, count, err);
+    *req_id = fx.req;
+    return rc;
 }
 
 int tq_decode_results(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, tq_outcome_t *out,
                       size_t *count, tq_error_t *err)
 {
-    static const char what[] = "RESULTS";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    size_t n;
-    if (read_count(&c, what, nparts, 1, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        tq_outcome_t *r = &out[i];
-        if (tq_cursor_u64(&c, &r->id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u8(&c, &r->status) < 0)
-            return TRUNC(what, i, "status");
-        if (r->status < TQ_ST_DONE || r->status > TQ_ST_DEAD)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "RESULTS record %zu: status %u not valid", i,
-                                r->status);
-        if (tq_cursor_u32(&c, &r->attempts) < 0)
-            return TRUNC(what, i, "attempts");
-        r->data = parts[i];
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    return decode_bin(TQ_MSG_RESULTS, NULL, body, parts, nparts, 0, &fx, out, count, err);
 }
 
 int tq_decode_cancel_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, tq_cancel_item_t *out,
                          size_t *count, tq_error_t *err)
 {
-    static const char what[] = "CANCEL_ACK";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    uint32_t req;
-    size_t n;
-    if (tq_cursor_u32(&c, &req) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "CANCEL_ACK: truncated at req");
-    *req_id = req;
-    if (read_count(&c, what, nparts, 0, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (tq_cursor_u64(&c, &out[i].id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u8(&c, &out[i].outcome) < 0)
-            return TRUNC(what, i, "outcome");
-        if (out[i].outcome > TQ_CANCEL_UNKNOWN)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "CANCEL_ACK record %zu: outcome %u not valid",
-                                i, out[i].outcome);
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    int rc = decode_bin(TQ_MSG_CANCEL_ACK, NULL, body, NULL, nparts, 0, &fx, out, count, err);
+    *req_id = fx.req;
+    return rc;
 }
 
 int tq_decode_dispatch(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                        tq_dispatch_item_t *out, size_t *count, tq_error_t *err)
 {
-    static const char what[] = "DISPATCH";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    size_t n;
-    if (read_count(&c, what, nparts, 1, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        tq_dispatch_item_t *d = &out[i];
-        if (tq_cursor_u64(&c, &d->id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u32(&c, &d->attempt) < 0)
-            return TRUNC(what, i, "attempt");
-        if (tq_cursor_u32(&c, &d->timeout_ms) < 0)
-            return TRUNC(what, i, "timeout_ms");
-        if (tq_cursor_str8(&c, &d->fn) < 0)
-            return TRUNC(what, i, "fn");
-        if (!tq_name_valid(d->fn))
-            return tq_error_set(err, TQ_ERR_BAD_NAME, "DISPATCH record %zu: fn name not valid", i);
-        d->payload = parts[i];
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    return decode_bin(TQ_MSG_DISPATCH, NULL, body, parts, nparts, 0, &fx, out, count, err);
 }
 
 int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, size_t max_payload,
                      uint16_t *credit, tq_result_item_t *out, size_t *count, tq_error_t *err)
 {
-    static const char what[] = "RESULT";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    uint16_t cr;
-    size_t n;
-    if (tq_cursor_u16(&c, &cr) < 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "RESULT: truncated at credit");
-    if (cr > TQ_MAX_SLOTS)
-        return tq_error_set(err, TQ_ERR_TOO_MANY, "RESULT: credit %u over the slot limit of %d", cr,
-                            TQ_MAX_SLOTS);
-    if (read_count(&c, what, nparts, 1, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        tq_result_item_t *r = &out[i];
-        if (tq_cursor_u64(&c, &r->id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u32(&c, &r->attempt) < 0)
-            return TRUNC(what, i, "attempt");
-        if (tq_cursor_u8(&c, &r->status) < 0)
-            return TRUNC(what, i, "status");
-        if (r->status > TQ_RUN_TIMEOUT)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "RESULT record %zu: status %u not valid", i,
-                                r->status);
-        r->data = parts[i];
-        if (r->data.len > max_payload)
-            return tq_error_set(err, TQ_ERR_TOO_LARGE,
-                                "RESULT record %zu: data is %zu bytes, max %zu", i, r->data.len,
-                                max_payload);
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *credit = cr;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    int rc =
+        decode_bin(TQ_MSG_RESULT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
+    *credit = fx.credit;
+    return rc;
 }
 
 int tq_decode_leases(tq_bytes_t body, size_t nparts, tq_lease_ref_t *out, size_t *count,
                      tq_error_t *err)
 {
-    static const char what[] = "RELEASE/KILL";
-    tq_cursor_t c;
-    tq_cursor_init(&c, body);
-    size_t n;
-    if (read_count(&c, what, nparts, 0, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (tq_cursor_u64(&c, &out[i].id) < 0)
-            return TRUNC(what, i, "id");
-        if (tq_cursor_u32(&c, &out[i].attempt) < 0)
-            return TRUNC(what, i, "attempt");
-    }
-    if (check_end(&c, what, n, err) < 0)
-        return -1;
-    *count = n;
-    return 0;
+    tq_fixed_t fx;
+    return decode_bin(TQ_MSG_RELEASE, "RELEASE/KILL", body, NULL, nparts, 0, &fx, out, count, err);
 }
+
 
 int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_error_t *err)
 {
@@ -491,24 +606,50 @@ void tq_out_init(tq_out_t *o)
 {
     memset(o, 0, sizeof *o);
     tq_buf_init(&o->head);
-    tq_buf_init(&o->pack);
     o->type = -1;
 }
 
 void tq_out_free(tq_out_t *o)
 {
     tq_buf_free(&o->head);
-    tq_buf_free(&o->pack);
     free(o->parts);
     tq_out_init(o);
 }
 
-/* Head, fixed fields and the record count placeholder of `type`. The
- * buffers are kept: building the next message allocates nothing once
- * they have grown to fit. */
-static void out_layout(tq_out_t *o, int type, uint32_t req, uint16_t field16)
+static void put_wire(tq_buf_t *b, int w, uint64_t v)
 {
-    PROTO_ASSERT(type >= 0 && type <= 255);
+    switch (w) {
+    case W_U8: tq_buf_u8(b, (uint8_t)v); break;
+    case W_U16: tq_buf_u16(b, (uint16_t)v); break;
+    case W_U32:
+    case W_I32: tq_buf_u32(b, (uint32_t)v); break;
+    default: tq_buf_u64(b, v); break;
+    }
+}
+
+/* Integer member of wire type w at p. */
+static uint64_t load_int(const void *p, int w)
+{
+    uint8_t u8;
+    uint16_t u16;
+    uint32_t u32;
+    uint64_t u64;
+    switch (w) {
+    case W_U8: memcpy(&u8, p, 1); return u8;
+    case W_U16: memcpy(&u16, p, 2); return u16;
+    case W_U32:
+    case W_I32: memcpy(&u32, p, 4); return u32;
+    default: memcpy(&u64, p, 8); return u64;
+    }
+}
+
+void tq_out_begin_msg(tq_out_t *o, int type, const tq_fixed_t *fx)
+{
+    static const tq_fixed_t zero;
+    const msg_desc_t *d = msg_desc(type);
+    PROTO_ASSERT(d);
+    if (!fx)
+        fx = &zero;
     o->head.len = 0;
     tq_buf_reserve(&o->head, 64);
     tq_buf_u8(&o->head, TQ_SIG0);
@@ -516,63 +657,44 @@ static void out_layout(tq_out_t *o, int type, uint32_t req, uint16_t field16)
     tq_buf_u8(&o->head, TQ_PROTO_VERSION);
     tq_buf_u8(&o->head, (uint8_t)type);
     o->type = type;
-    o->flags = type == TQ_MSG_SUBMIT ? field16 : 0;
+    o->flags = fx->flags;
     o->count = 0;
     o->count_off = 0;
     o->nparts = 0;
     o->part_bytes = 0;
-    switch (type) {
-    case TQ_MSG_SUBMIT:
-        tq_buf_u32(&o->head, req);
-        tq_buf_u16(&o->head, field16); /* flags */
-        break;
-    case TQ_MSG_SUBMIT_ACK:
-    case TQ_MSG_WAIT:
-    case TQ_MSG_CANCEL:
-    case TQ_MSG_CANCEL_ACK:
-    case TQ_MSG_ACK:
-        tq_buf_u32(&o->head, req);
-        break;
-    case TQ_MSG_RESULT:
-        tq_buf_u16(&o->head, field16); /* credit */
-        break;
-    case TQ_MSG_RESULTS:
-    case TQ_MSG_DISPATCH:
-    case TQ_MSG_RELEASE:
-    case TQ_MSG_KILL:
-        break;
-    default:
-        return; /* no records */
+    for (const field_t *f = d->fields; f->part == P_FIX; f++) {
+        if (f->check == C_COUNT)
+            o->count_off = o->head.len; /* patched as records are added */
+        uint64_t v = f->check == C_COUNT ? 0 : load_int((const uint8_t *)fx + f->off, f->wire);
+        put_wire(&o->head, f->wire, v);
     }
-    o->count_off = o->head.len;
-    tq_buf_u16(&o->head, 0);
 }
 
 void tq_out_begin(tq_out_t *o, int type)
 {
-    out_layout(o, type, 0, 0);
+    tq_out_begin_msg(o, type, NULL);
 }
 
 void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags)
 {
-    out_layout(o, TQ_MSG_SUBMIT, req_id, flags);
+    tq_out_begin_msg(o, TQ_MSG_SUBMIT, &(tq_fixed_t){.req = req_id, .flags = flags});
 }
 
 void tq_out_begin_ids(tq_out_t *o, int type, uint32_t req_id)
 {
     PROTO_ASSERT(type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL || type == TQ_MSG_SUBMIT_ACK ||
                  type == TQ_MSG_ACK);
-    out_layout(o, type, req_id, 0);
+    tq_out_begin_msg(o, type, &(tq_fixed_t){.req = req_id});
 }
 
 void tq_out_begin_cancel_ack(tq_out_t *o, uint32_t req_id)
 {
-    out_layout(o, TQ_MSG_CANCEL_ACK, req_id, 0);
+    tq_out_begin_msg(o, TQ_MSG_CANCEL_ACK, &(tq_fixed_t){.req = req_id});
 }
 
 void tq_out_begin_result(tq_out_t *o, uint16_t credit)
 {
-    out_layout(o, TQ_MSG_RESULT, 0, credit);
+    tq_out_begin_msg(o, TQ_MSG_RESULT, &(tq_fixed_t){.credit = credit});
 }
 
 int tq_out_full(const tq_out_t *o)
@@ -585,28 +707,13 @@ size_t tq_out_count(const tq_out_t *o)
     return o->count;
 }
 
-/* Called before each record: the builder must be of one of the given
- * types (a = b when only one) and have room. */
-static void record_begin(tq_out_t *o, int a, int b)
-{
-    PROTO_ASSERT(o->type == a || o->type == b);
-    PROTO_ASSERT(o->count_off != 0);
-    PROTO_ASSERT(o->count < TQ_MAX_BATCH);
-}
-
-static void record_end(tq_out_t *o)
-{
-    o->count++;
-    tq_buf_patch_u16(&o->head, o->count_off, (uint16_t)o->count);
-}
-
 static void add_part(tq_out_t *o, tq_bytes_t part)
 {
     if (o->nparts == o->cap) {
         size_t cap = o->cap ? o->cap * 2 : 16;
         tq_bytes_t *p = realloc(o->parts, cap * sizeof *p);
         if (!p)
-            proto_die("out of memory growing a message", __FILE__, __LINE__);
+            tq_proto_die("out of memory growing a message", __FILE__, __LINE__);
         o->parts = p;
         o->cap = cap;
     }
@@ -614,87 +721,69 @@ static void add_part(tq_out_t *o, tq_bytes_t part)
     o->part_bytes += part.len;
 }
 
+void tq_out_record(tq_out_t *o, const void *rec)
+{
+    const msg_desc_t *d = msg_desc(o->type);
+    PROTO_ASSERT(d && o->count_off != 0);
+    PROTO_ASSERT(o->count < TQ_MAX_BATCH);
+    d->enc(o, rec);
+    o->count++;
+    tq_buf_patch_u16(&o->head, o->count_off, (uint16_t)o->count);
+}
+
 void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t)
 {
-    record_begin(o, TQ_MSG_SUBMIT, TQ_MSG_SUBMIT);
-    tq_buf_str8(&o->head, t->fn);
-    tq_buf_str8(&o->head, t->queue);
-    tq_buf_str8(&o->head, t->key);
-    tq_buf_i32(&o->head, t->priority);
-    tq_buf_u32(&o->head, t->timeout_ms);
-    tq_buf_u16(&o->head, t->retries);
-    if (o->flags & TQ_SUBMIT_NOT_BEFORE)
-        tq_buf_u64(&o->head, (uint64_t)(t->not_before_ms > 0 ? t->not_before_ms : 0));
-    add_part(o, t->payload);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_SUBMIT);
+    tq_out_record(o, t);
 }
 
 void tq_out_id(tq_out_t *o, uint64_t id)
 {
     PROTO_ASSERT(o->type == TQ_MSG_WAIT || o->type == TQ_MSG_CANCEL ||
                  o->type == TQ_MSG_SUBMIT_ACK || o->type == TQ_MSG_ACK);
-    record_begin(o, o->type, o->type);
-    tq_buf_u64(&o->head, id);
-    record_end(o);
+    tq_out_record(o, &(tq_id_rec_t){id});
 }
 
 void tq_out_cancel_item(tq_out_t *o, uint64_t id, uint8_t outcome)
 {
-    record_begin(o, TQ_MSG_CANCEL_ACK, TQ_MSG_CANCEL_ACK);
-    tq_buf_u64(&o->head, id);
-    tq_buf_u8(&o->head, outcome);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_CANCEL_ACK);
+    tq_out_record(o, &(tq_cancel_item_t){.id = id, .outcome = outcome});
 }
 
 void tq_out_outcome(tq_out_t *o, const tq_outcome_t *r)
 {
-    record_begin(o, TQ_MSG_RESULTS, TQ_MSG_RESULTS);
-    tq_buf_u64(&o->head, r->id);
-    tq_buf_u8(&o->head, r->status);
-    tq_buf_u32(&o->head, r->attempts);
-    add_part(o, r->data);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_RESULTS);
+    tq_out_record(o, r);
 }
 
 void tq_out_dispatch_item(tq_out_t *o, const tq_dispatch_item_t *d)
 {
-    record_begin(o, TQ_MSG_DISPATCH, TQ_MSG_DISPATCH);
-    tq_buf_u64(&o->head, d->id);
-    tq_buf_u32(&o->head, d->attempt);
-    tq_buf_u32(&o->head, d->timeout_ms);
-    tq_buf_str8(&o->head, d->fn);
-    add_part(o, d->payload);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_DISPATCH);
+    tq_out_record(o, d);
 }
 
 void tq_out_result_item(tq_out_t *o, const tq_result_item_t *r)
 {
-    record_begin(o, TQ_MSG_RESULT, TQ_MSG_RESULT);
-    tq_buf_u64(&o->head, r->id);
-    tq_buf_u32(&o->head, r->attempt);
-    tq_buf_u8(&o->head, r->status);
-    add_part(o, r->data);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_RESULT);
+    tq_out_record(o, r);
 }
 
 void tq_out_lease(tq_out_t *o, uint64_t id, uint32_t attempt)
 {
-    record_begin(o, TQ_MSG_RELEASE, TQ_MSG_KILL);
-    tq_buf_u64(&o->head, id);
-    tq_buf_u32(&o->head, attempt);
-    record_end(o);
+    PROTO_ASSERT(o->type == TQ_MSG_RELEASE || o->type == TQ_MSG_KILL);
+    tq_out_record(o, &(tq_lease_ref_t){.id = id, .attempt = attempt});
 }
 
 void tq_out_json(tq_out_t *o, int type, const void *json)
 {
-    out_layout(o, type, 0, 0);
+    tq_out_begin_msg(o, type, NULL);
     if (!json) {
         tq_buf_put(&o->head, "{}", 2);
         return;
     }
     char *s = cJSON_PrintUnformatted((const cJSON *)json);
     if (!s)
-        proto_die("out of memory printing JSON", __FILE__, __LINE__);
+        tq_proto_die("out of memory printing JSON", __FILE__, __LINE__);
     tq_buf_put(&o->head, s, strlen(s));
     cJSON_free(s);
 }
@@ -760,328 +849,7 @@ void tq_out_error(tq_out_t *o, int code, uint32_t ref, const char *msg)
     if (!j || !cJSON_AddNumberToObject(j, "code", code) ||
         !cJSON_AddStringToObject(j, "message", text) ||
         !cJSON_AddNumberToObject(j, "ref", (double)ref))
-        proto_die("out of memory building an ERROR", __FILE__, __LINE__);
+        tq_proto_die("out of memory building an ERROR", __FILE__, __LINE__);
     tq_out_json(o, TQ_MSG_ERROR, j);
     cJSON_Delete(j);
-}
-
-/* Send one frame; after the first frame of a message, ZeroMQ has
- * committed to the message and only an interrupted blocking call can
- * fail, so retry that rather than leave half a message queued. */
-static int send_frame(void *sock, const void *p, size_t n, int flags, int first)
-{
-    for (;;) {
-        if (zmq_send(sock, p, n, flags) >= 0)
-            return 0;
-        if (first || errno != EINTR)
-            return -1;
-    }
-}
-
-int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags)
-{
-    PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
-    int first = 1;
-    if (routing_id) {
-        if (send_frame(sock, routing_id->data, routing_id->len, zmq_flags | ZMQ_SNDMORE, 1) < 0)
-            return -1;
-        first = 0;
-    }
-    if (send_frame(sock, o->head.data, o->head.len, zmq_flags | (o->nparts ? ZMQ_SNDMORE : 0),
-                   first) < 0)
-        return -1;
-    for (size_t i = 0; i < o->nparts; i++) {
-        int more = i + 1 < o->nparts ? ZMQ_SNDMORE : 0;
-        if (send_frame(sock, o->parts[i].data, o->parts[i].len, zmq_flags | more, 0) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
-                       int packed)
-{
-    if (!packed || o->nparts == 0 || o->part_bytes > TQ_BATCH_BYTES)
-        return tq_out_send(o, sock, routing_id, zmq_flags);
-    PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
-    /* One frame: head (with the bit), body, the records' data, and the
-     * length of that data; CURVE then seals the message once. */
-    o->pack.len = 0;
-    tq_buf_reserve(&o->pack, o->head.len + o->part_bytes + 4 * o->nparts + 4);
-    tq_buf_put(&o->pack, o->head.data, o->head.len);
-    o->pack.data[3] |= TQ_TYPE_PACKED;
-    size_t start = o->pack.len;
-    for (size_t i = 0; i < o->nparts; i++) {
-        tq_buf_u32(&o->pack, (uint32_t)o->parts[i].len);
-        tq_buf_put(&o->pack, o->parts[i].data, o->parts[i].len);
-    }
-    tq_buf_u32(&o->pack, (uint32_t)(o->pack.len - start));
-    if (routing_id &&
-        send_frame(sock, routing_id->data, routing_id->len, zmq_flags | ZMQ_SNDMORE, 1) < 0)
-        return -1;
-    return send_frame(sock, o->pack.data, o->pack.len, zmq_flags, routing_id == NULL);
-}
-
-/* ---- receiving ------------------------------------------------------------ */
-
-/* Room for a whole message of TQ_MAX_FRAMES plus a ROUTER's routing id. */
-#define IN_SLOTS (TQ_MAX_FRAMES + 1)
-
-struct tq_in {
-    zmq_msg_t msgs[IN_SLOTS];
-    tq_bytes_t views[IN_SLOTS];
-    size_t nmsgs;  /* frames held (initialised msgs) */
-    size_t nviews; /* views: the frames, or a packed message's records */
-    int router;
-    int oversized;
-    int toolarge;  /* frames past max_bytes: dropped as they were read */
-    int badpack;   /* packed, but 1: data frames follow, 2: a record
-                      runs past the pack's end, 3: bad pack length */
-    size_t badpack_at; /* the record where the pack went wrong */
-    size_t nframes;    /* frames the peer sent (no routing id) */
-    size_t max_bytes;  /* 0: no cap */
-};
-
-tq_in_t *tq_in_new(void)
-{
-    tq_in_t *self = calloc(1, sizeof *self);
-    if (!self)
-        proto_die("out of memory", __FILE__, __LINE__);
-    return self;
-}
-
-static void in_release(tq_in_t *self, size_t keep)
-{
-    while (self->nmsgs > keep)
-        zmq_msg_close(&self->msgs[--self->nmsgs]);
-}
-
-void tq_in_destroy(tq_in_t **self_p)
-{
-    if (!self_p || !*self_p)
-        return;
-    in_release(*self_p, 0);
-    free(*self_p);
-    *self_p = NULL;
-}
-
-/* A packed message (TQ_TYPE_PACKED in frame 0's type byte) is one
- * frame: head, body, pack, u32 pack length. Split the pack (records of
- * u32 length + bytes) into views, end frame 0's view at the body, and
- * clear the bit so that the head reads as the plain type. */
-static void in_unpack(tq_in_t *self)
-{
-    size_t h = (size_t)self->router;
-    if (self->nmsgs <= h || self->views[h].len < TQ_HEAD_SIZE)
-        return;
-    uint8_t *head = zmq_msg_data(&self->msgs[h]);
-    if (head[0] != TQ_SIG0 || head[1] != TQ_SIG1 || !(head[3] & TQ_TYPE_PACKED))
-        return;
-    head[3] &= (uint8_t)~TQ_TYPE_PACKED;
-    self->badpack_at = 0;
-    self->nviews = h + 1;
-    if (self->nframes != 1) {
-        self->badpack = 1; /* a packed message is one frame */
-        return;
-    }
-    /* frame 0 = head, body, pack, u32 length of the pack */
-    size_t len = self->views[h].len;
-    uint32_t plen = 0;
-    if (len >= TQ_HEAD_SIZE + 4) {
-        tq_cursor_t t;
-        tq_cursor_init(&t, (tq_bytes_t){head + len - 4, 4});
-        tq_cursor_u32(&t, &plen);
-    }
-    if (len < TQ_HEAD_SIZE + 4 || plen > len - TQ_HEAD_SIZE - 4) {
-        self->badpack = 3;
-        return;
-    }
-    size_t body_end = len - 4 - plen;
-    self->views[h].len = body_end;
-    tq_cursor_t c;
-    tq_cursor_init(&c, (tq_bytes_t){head + body_end, plen});
-    size_t k = h + 1;
-    while (tq_cursor_left(&c) > 0) {
-        uint32_t rlen;
-        tq_bytes_t rec;
-        if (k == IN_SLOTS) {
-            self->oversized = 1;
-            break;
-        }
-        if (tq_cursor_u32(&c, &rlen) < 0 || tq_cursor_bytes(&c, rlen, &rec) < 0) {
-            self->badpack = 2;
-            self->badpack_at = k - h - 1;
-            break;
-        }
-        self->views[k++] = rec;
-    }
-    self->nviews = self->badpack || self->oversized ? h + 1 : k;
-}
-
-/* 1 if frame f starts a packed message ('T' 'Q' VERSION TYPE|0x80). */
-static int frame_packed(zmq_msg_t *f)
-{
-    const uint8_t *b = zmq_msg_data(f);
-    return zmq_msg_size(f) >= TQ_HEAD_SIZE && b[0] == TQ_SIG0 && b[1] == TQ_SIG1 &&
-           (b[3] & TQ_TYPE_PACKED);
-}
-
-int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
-{
-    in_release(self, 0);
-    self->router = router ? 1 : 0;
-    self->oversized = 0;
-    self->toolarge = 0;
-    self->badpack = 0;
-    self->nviews = 0;
-    self->nframes = 0;
-    size_t cap = TQ_MAX_FRAMES + (size_t)self->router;
-    size_t h = (size_t)self->router; /* index of frame 0 */
-    size_t bytes = 0;                /* of the frames kept after frame 0 */
-    int packed = 0;
-    int more = 1;
-    while (more) {
-        /* Kept: the routing id, frame 0, and data frames while the
-         * message stays within TQ_MAX_FRAMES and max_bytes, and is not
-         * packed (a packed message is one frame). The rest is read and
-         * let go at once, so the stream stays in step. */
-        int keep = self->nmsgs < cap && !self->toolarge && !(packed && self->nmsgs > h);
-        zmq_msg_t scratch, *m = keep ? &self->msgs[self->nmsgs] : &scratch;
-        zmq_msg_init(m);
-        /* The first frame honours the caller's flags; the rest of the
-         * message is already here (ZeroMQ delivers messages whole). */
-        int flags = self->nmsgs == 0 && keep ? zmq_flags : 0;
-        int rc;
-        while ((rc = zmq_msg_recv(m, sock, flags)) < 0 && self->nmsgs > 0 && errno == EINTR)
-            ;
-        if (rc < 0) {
-            int e = errno;
-            zmq_msg_close(m);
-            in_release(self, 0);
-            errno = e;
-            return -1;
-        }
-        more = zmq_msg_more(m);
-        if (self->nmsgs >= h || m == &scratch)
-            self->nframes++;
-        if (m != &scratch && self->nmsgs > h && self->max_bytes &&
-            zmq_msg_size(m) > self->max_bytes - bytes) {
-            zmq_msg_close(m);
-            self->toolarge = 1;
-            in_release(self, h + 1); /* what was kept goes now */
-            continue;
-        }
-        if (m == &scratch) {
-            zmq_msg_close(m);
-            if (!packed && !self->toolarge)
-                self->oversized = 1;
-        } else {
-            if (self->nmsgs == h)
-                packed = frame_packed(m);
-            else if (self->nmsgs > h)
-                bytes += zmq_msg_size(m);
-            self->views[self->nmsgs].data = zmq_msg_data(m);
-            self->views[self->nmsgs].len = zmq_msg_size(m);
-            self->nmsgs++;
-        }
-    }
-    /* An oversized message is only answered with an error: keep the
-     * routing id and frame 0, let go of the data frames now. */
-    if (self->oversized || self->toolarge)
-        in_release(self, h + 1);
-    self->nviews = self->nmsgs;
-    in_unpack(self);
-    return 0;
-}
-
-void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes)
-{
-    self->max_bytes = max_bytes;
-}
-
-int tq_in_source_fd(const tq_in_t *self)
-{
-    /* metadata, like Peer-Address: on the frames the peer sent */
-    size_t i = (size_t)self->router;
-    if (self->nmsgs <= i)
-        return -1;
-    return zmq_msg_get(&self->msgs[i], ZMQ_SRCFD);
-}
-
-tq_bytes_t tq_in_routing_id(const tq_in_t *self)
-{
-    tq_bytes_t none = {NULL, 0};
-    return self->router && self->nmsgs > 0 ? self->views[0] : none;
-}
-
-tq_bytes_t tq_in_frame0(const tq_in_t *self)
-{
-    tq_bytes_t none = {NULL, 0};
-    size_t i = (size_t)self->router;
-    return self->nmsgs > i ? self->views[i] : none;
-}
-
-const tq_bytes_t *tq_in_parts(const tq_in_t *self)
-{
-    return &self->views[self->router + 1];
-}
-
-size_t tq_in_nparts(const tq_in_t *self)
-{
-    size_t skip = (size_t)self->router + 1;
-    return self->nviews > skip ? self->nviews - skip : 0;
-}
-
-int tq_in_oversized(const tq_in_t *self)
-{
-    return self->oversized;
-}
-
-const char *tq_in_peer_address(const tq_in_t *self)
-{
-    /* A ROUTER's routing-id frame is made locally and carries no
-     * metadata: ask the first frame the peer sent. Metadata lives as long
-     * as the frame, i.e. until the next recv. */
-    size_t i = (size_t)self->router;
-    if (self->nmsgs <= i)
-        return "?";
-    const char *a = zmq_msg_gets(&self->msgs[i], "Peer-Address");
-    if (!a || !*a)
-        return "?";
-    /* A dual-stack (ZMQ_IPV6) socket reports IPv4 peers as IPv4-mapped
-     * IPv6 addresses: show them as the IPv4 address they are. */
-    static const char mapped[] = "::ffff:";
-    if (strncmp(a, mapped, sizeof mapped - 1) == 0 && strchr(a + sizeof mapped - 1, '.'))
-        return a + sizeof mapped - 1;
-    return a;
-}
-
-int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err)
-{
-    if (self->nmsgs <= (size_t)self->router)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "message has no frame 0");
-    if (tq_decode_head(tq_in_frame0(self), type, body, err) < 0)
-        return -1;
-    if (self->oversized)
-        return tq_error_set(err, TQ_ERR_TOO_MANY, "%s message has more than %d frames",
-                            tq_msg_type_name(*type), TQ_MAX_FRAMES);
-    if (self->toolarge)
-        return tq_error_set(err, TQ_ERR_TOO_LARGE,
-                            "%s message carries more than %zu bytes (max_payload + %u)",
-                            tq_msg_type_name(*type), self->max_bytes,
-                            TQ_BATCH_BYTES + TQ_MSG_OVERHEAD);
-    if (self->badpack == 1)
-        return tq_error_set(err, TQ_ERR_MALFORMED,
-                            "packed %s message has %zu data frames, expected none",
-                            tq_msg_type_name(*type), self->nframes - 1);
-    if (self->badpack == 3)
-        return tq_error_set(err, TQ_ERR_MALFORMED,
-                            "packed %s message: the pack length at the end of frame 0 is "
-                            "missing or larger than the frame",
-                            tq_msg_type_name(*type));
-    if (self->badpack)
-        return tq_error_set(err, TQ_ERR_MALFORMED,
-                            "packed %s message: record %zu runs past the end of the pack",
-                            tq_msg_type_name(*type), self->badpack_at);
-    return 0;
 }

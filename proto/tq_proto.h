@@ -10,6 +10,11 @@
  * STATUS, STATUS_REPLY) are one JSON object. Payloads, results and error
  * texts travel in frames 1..n, one per task, in record order.
  *
+ * Every message and field is described once, in tq_msgs.def: the
+ * encoder and decoder here walk that table. Control messages (HELLO,
+ * WELCOME, ERROR, STATUS) have structs and validators in tq_ctl.h;
+ * sending and receiving on ZeroMQ sockets is tq_frame.h.
+ *
  * Decoders never copy: they return views (tq_bytes_t) into the received
  * frames, valid while the tq_in_t they came from is alive. */
 #ifndef TQ_PROTO_H
@@ -34,33 +39,15 @@
  * "packed"); tq_in_recv unpacks and clears the bit. */
 #define TQ_TYPE_PACKED 0x80
 
+/* Every message type and its fields are described once, in
+ * tq_msgs.def (see there); PROTOCOL.md section 4 says what each means. */
+#include "tq_msgs.def"
+
+/* TQ_MSG_HELLO = 0x01, ... TQ_MSG_KILL = 0x23. */
 typedef enum {
-    /* control, JSON bodies */
-    TQ_MSG_HELLO = 0x01,        /* peer -> master: role, name, slots, functions */
-    TQ_MSG_WELCOME = 0x02,      /* master -> peer: heartbeat, limits */
-    TQ_MSG_HEARTBEAT = 0x03,    /* both ways, empty body */
-    TQ_MSG_ERROR = 0x04,        /* both ways: {"code","message","ref"} */
-    TQ_MSG_BYE = 0x05,          /* peer -> master: leaving, empty body */
-    TQ_MSG_STATUS = 0x06,       /* client -> master: {} */
-    TQ_MSG_STATUS_REPLY = 0x07, /* master -> client: status document */
-    TQ_MSG_DRAIN = 0x08,        /* worker -> master: take no new tasks, empty */
-    TQ_MSG_ADMIN = 0x09,        /* client -> master: {"req","op",...} (dead set, pause) */
-    TQ_MSG_ADMIN_REPLY = 0x0A,  /* master -> client: {"req","ok",...} */
-
-    /* client <-> master, binary */
-    TQ_MSG_SUBMIT = 0x10,     /* req, flags, tasks + payload frames */
-    TQ_MSG_SUBMIT_ACK = 0x11, /* req, task ids in order */
-    TQ_MSG_WAIT = 0x12,       /* req, ids: send me these results */
-    TQ_MSG_RESULTS = 0x13,    /* outcomes + data frames */
-    TQ_MSG_CANCEL = 0x14,     /* req, ids */
-    TQ_MSG_CANCEL_ACK = 0x15, /* req, (id, outcome) */
-    TQ_MSG_ACK = 0x16,        /* req, ids: these outcomes reached me */
-
-    /* master <-> worker, binary */
-    TQ_MSG_DISPATCH = 0x20, /* tasks leased to the worker + payload frames */
-    TQ_MSG_RESULT = 0x21,   /* credit, outcomes + data frames */
-    TQ_MSG_RELEASE = 0x22,  /* worker hands back unfinished tasks */
-    TQ_MSG_KILL = 0x23,     /* master: stop running these attempts */
+#define TQ_MSG_ENUM_(N, code, body, sender, frames, jmax, rect) TQ_MSG_##N = code,
+    TQ_MSGS(TQ_MSG_ENUM_)
+#undef TQ_MSG_ENUM_
 } tq_msg_type_t;
 
 /* SUBMIT flags */
@@ -166,6 +153,20 @@ typedef struct {
     uint32_t attempt;
 } tq_lease_ref_t;
 
+/* One id of SUBMIT_ACK, WAIT, CANCEL and ACK. */
+typedef struct {
+    uint64_t id;
+} tq_id_rec_t;
+
+/* The fixed fields before the records of a binary body (each message
+ * has those tq_msgs.def lists; the others read 0). */
+typedef struct {
+    uint32_t req;   /* SUBMIT, SUBMIT_ACK, WAIT, CANCEL, CANCEL_ACK, ACK */
+    uint16_t flags; /* SUBMIT */
+    uint16_t credit; /* RESULT */
+    uint16_t count; /* records */
+} tq_fixed_t;
+
 /* One (id, outcome) of CANCEL_ACK. */
 typedef struct {
     uint64_t id;
@@ -199,6 +200,27 @@ int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
  * *type is set and *body is the rest of frame 0. */
 int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *err);
 
+/* Any binary body (SUBMIT ... KILL), as tq_msgs.def describes it:
+ * fixed fields into *fx, records into recs, an array of TQ_MAX_BATCH of
+ * the type's record struct (tq_task_spec_t for SUBMIT, tq_id_rec_t or
+ * uint64_t for the id lists, ...). max_payload caps the data frames
+ * whose rule is PAYLOAD (SUBMIT, RESULT). fx->req is set as soon as it
+ * is read, also when the body is refused later, so that the ERROR can
+ * carry it as ref. The tq_decode_<type> functions below are this one. */
+int tq_decode_msg(int type, tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
+                  size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count, tq_error_t *err);
+
+/* 1 if a body of type starts with a u32 req (the types of tq_fixed_t.req). */
+int tq_msg_has_req(int type);
+/* The req of such a body, or 0 (other types, or shorter than 4 bytes):
+ * the ref of an ERROR about a message refused before its body was
+ * decoded (too many frames, a bad pack). */
+uint32_t tq_msg_peek_req(int type, tq_bytes_t body);
+
+/* SUBMIT_ACK, WAIT, CANCEL, ACK: a request id and task ids. */
+int tq_decode_req_ids(int type, tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
+                      size_t *count, tq_error_t *err);
+
 /* SUBMIT. max_payload: the master's current cap for one payload. */
 int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                      size_t max_payload, uint32_t *req_id, uint16_t *flags,
@@ -208,7 +230,7 @@ int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
 int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id,
                          uint64_t *ids, size_t *count, tq_error_t *err);
 
-/* WAIT and CANCEL: a request id and task ids. */
+/* WAIT and CANCEL (the same layout): tq_decode_req_ids. */
 int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
                   size_t *count, tq_error_t *err);
 
@@ -269,7 +291,6 @@ typedef struct {
     size_t part_bytes; /* sum of data frame sizes: for TQ_BATCH_BYTES */
     tq_bytes_t *parts;
     size_t nparts, cap;
-    tq_buf_t pack;     /* the packed data frame (tq_out_send_packed) */
 } tq_out_t;
 
 void tq_out_init(tq_out_t *o);
@@ -277,6 +298,9 @@ void tq_out_free(tq_out_t *o);
 
 /* Start a message of `type`, discarding anything built before. For the
  * binary types the fixed fields follow: */
+/* Any type: the fixed fields come from fx (NULL: all 0; count is
+ * kept by the builder). */
+void tq_out_begin_msg(tq_out_t *o, int type, const tq_fixed_t *fx);
 void tq_out_begin(tq_out_t *o, int type);
 void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags);
 void tq_out_begin_ids(tq_out_t *o, int type /* WAIT|CANCEL|SUBMIT_ACK */, uint32_t req_id);
@@ -289,6 +313,10 @@ int tq_out_full(const tq_out_t *o);
 /* Records in the message so far. */
 size_t tq_out_count(const tq_out_t *o);
 
+/* One record of the message begun: rec is the type's record struct
+ * (as for tq_decode_msg); its data frame is borrowed. The
+ * tq_out_<record> functions below are this one. */
+void tq_out_record(tq_out_t *o, const void *rec);
 void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t);
 void tq_out_id(tq_out_t *o, uint64_t id); /* WAIT, CANCEL, SUBMIT_ACK */
 void tq_out_cancel_item(tq_out_t *o, uint64_t id, uint8_t outcome);
@@ -301,60 +329,5 @@ void tq_out_lease(tq_out_t *o, uint64_t id, uint32_t attempt);   /* RELEASE, KIL
 void tq_out_json(tq_out_t *o, int type, const void *json);
 /* An ERROR message: {"code":code,"message":msg,"ref":ref}. */
 void tq_out_error(tq_out_t *o, int code, uint32_t ref, const char *msg);
-
-/* Send the message on a ZeroMQ socket. routing_id: the ROUTER peer to
- * address, or NULL on a DEALER. zmq_flags: 0 or ZMQ_DONTWAIT. Returns 0,
- * or -1 with errno from zmq_send (EAGAIN, EHOSTUNREACH, ...); a failed
- * send never leaves half a message queued. The builder is left intact
- * (call tq_out_begin to reuse it). */
-int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags);
-/* The same, but with packed != 0 and data frames totalling at most
- * TQ_BATCH_BYTES, the whole message goes as one frame (TQ_TYPE_PACKED,
- * PROTOCOL.md 3.1): only for a peer that takes packed messages. */
-int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
-                       int packed);
-
-/* ---- receiving ----------------------------------------------------------
- * tq_in_t receives one multipart message into fixed storage. */
-typedef struct tq_in tq_in_t;
-
-/* Caller owns the result: tq_in_destroy. */
-tq_in_t *tq_in_new(void);
-void tq_in_destroy(tq_in_t **self_p);
-
-/* Receive one whole message from sock (close what the previous call
- * held first). router: 1 if frame 0 is a routing id. zmq_flags: 0 or
- * ZMQ_DONTWAIT. Returns 0, or -1 with errno (EAGAIN, EINTR, ...). A
- * message with more than TQ_MAX_FRAMES frames is read to its end and
- * marked oversized (tq_in_oversized), so the stream stays in step. A
- * packed message (TQ_TYPE_PACKED) is unpacked: tq_in_parts then shows
- * its records' data as if they had come as frames, and the head's type
- * has the bit cleared; a malformed pack is reported by tq_in_head. */
-int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags);
-
-/* Cap the bytes of one received message's data frames (0: no cap, the
- * default). Past it tq_in_recv lets go of the data frames as it reads
- * them (it still reads the message to its end) and tq_in_head reports
- * TQ_ERR_TOO_LARGE. The master sets TQ_MSG_MAX(max_payload). */
-void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes);
-
-/* The fd of the connection the last message came in on (ZMQ_SRCFD), or
- * -1. */
-int tq_in_source_fd(const tq_in_t *self);
-
-/* Views of what tq_in_recv got. routing id is empty on a DEALER. */
-tq_bytes_t tq_in_routing_id(const tq_in_t *self);
-tq_bytes_t tq_in_frame0(const tq_in_t *self); /* empty if no frames */
-const tq_bytes_t *tq_in_parts(const tq_in_t *self); /* frames after frame 0 */
-size_t tq_in_nparts(const tq_in_t *self);
-int tq_in_oversized(const tq_in_t *self);
-/* The sender's address ("192.0.2.1") from ZeroMQ's Peer-Address
- * property of the last message, or "?" when unknown. Valid until the
- * next tq_in_recv. */
-const char *tq_in_peer_address(const tq_in_t *self);
-
-/* Head and body of the received message, with the frame-count check:
- * returns 0, or -1 with err (signature, version, type, oversized). */
-int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err);
 
 #endif

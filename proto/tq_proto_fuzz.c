@@ -15,6 +15,7 @@
  * tq_proto_fuzz_main.c as the deterministic `proto_fuzz` unit test. */
 #include "tq_proto_fuzz.h"
 
+#include "tq_ctl.h"
 #include "tq_proto.h"
 
 #include <cJSON.h>
@@ -117,6 +118,62 @@ static void *out_specs, *out_ids, *out_outcomes, *out_cancels, *out_dispatch, *o
     *out_leases;
 
 /* Decode the body of a message of `type` and check the result. */
+/* The control-message validators (tq_ctl.h) on the same body: they
+ * refuse with an error or fill their struct with NUL-terminated texts
+ * and values in their ranges. */
+static void decode_ctl(int type, tq_bytes_t body, size_t nparts)
+{
+    tq_error_t err;
+    static tq_hello_t hello;
+    tq_welcome_t w;
+    tq_errmsg_t e;
+    tq_status_req_t st;
+    int rc;
+    switch (type) {
+    case TQ_MSG_HELLO:
+        rc = tq_hello_decode(body, nparts, &hello, &err);
+        if (rc == 0) {
+            REQUIRE(strlen(hello.name) >= 1 && strlen(hello.name) <= TQ_MAX_PEER_NAME);
+            REQUIRE(!hello.worker || (hello.slots >= 1 && hello.slots <= TQ_MAX_SLOTS &&
+                                      hello.busy <= hello.slots + hello.prefetch &&
+                                      hello.nfunctions >= 1 &&
+                                      hello.nfunctions <= TQ_MAX_FUNCTIONS));
+            for (size_t i = 0; i < hello.nfunctions; i++)
+                REQUIRE(tq_name_valid(tq_bytes_str(hello.functions[i])));
+        } else {
+            require_error(rc, &err);
+        }
+        break;
+    case TQ_MSG_WELCOME:
+        rc = tq_welcome_decode(body, nparts, &w, &err);
+        if (rc == 0)
+            REQUIRE(w.heartbeat_ms >= TQ_WELCOME_HB_MIN_MS &&
+                    w.heartbeat_ms <= TQ_WELCOME_HB_MAX_MS &&
+                    w.heartbeat_timeout_ms > w.heartbeat_ms &&
+                    w.heartbeat_timeout_ms <= TQ_WELCOME_HB_TIMEOUT_MAX_MS &&
+                    w.max_payload >= 1 && w.max_payload <= TQ_PAYLOAD_HARD_MAX &&
+                    memchr(w.master, 0, sizeof w.master));
+        else
+            require_error(rc, &err);
+        break;
+    case TQ_MSG_ERROR:
+        rc = tq_errmsg_decode(body, nparts, &e, &err);
+        if (rc < 0) {
+            require_error(rc, &err);
+            REQUIRE(e.code == TQ_ERR_INTERNAL && e.ref == 0);
+        }
+        REQUIRE(memchr(e.message, 0, sizeof e.message) != NULL);
+        break;
+    case TQ_MSG_STATUS:
+        rc = tq_status_req_decode(body, nparts, &st, &err);
+        if (rc < 0)
+            require_error(rc, &err);
+        break;
+    default:
+        break;
+    }
+}
+
 static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_bytes_t *parts,
                         size_t nparts, uint8_t config)
 {
@@ -153,6 +210,7 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
             require_error(rc, &err);
             REQUIRE(j == NULL);
         }
+        decode_ctl(type, body, nparts);
         break;
     }
     case TQ_MSG_HEARTBEAT:
@@ -194,10 +252,14 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
         uint64_t *ids = out_array(&out_ids, sizeof *ids);
         if (type == TQ_MSG_SUBMIT_ACK)
             rc = tq_decode_submit_ack(body, nparts, &req, ids, &count, &err);
-        else
+        else if (type == TQ_MSG_WAIT)
             rc = tq_decode_ids(body, nparts, &req, ids, &count, &err);
+        else
+            rc = tq_decode_req_ids(type, body, nparts, &req, ids, &count, &err);
         if (rc == 0) {
             REQUIRE(count <= TQ_MAX_BATCH && nparts == 0);
+            REQUIRE(type != TQ_MSG_ACK || count >= 1);
+            REQUIRE(req == tq_msg_peek_req(type, body));
             tq_out_begin_ids(&o, type, req);
             for (size_t i = 0; i < count; i++)
                 tq_out_id(&o, ids[i]);

@@ -1,5 +1,6 @@
 /* tq_proto_test.c - unit tests of the wire buffer, cursor, encoders and
- * decoders (no sockets), and one real inproc ROUTER/DEALER exchange. */
+ * decoders. Links no libzmq: the socket side is tq_frame_test.c. */
+#include "tq_ctl.h"
 #include "tq_proto.h"
 #include "tq_test.h"
 
@@ -7,7 +8,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 static tq_bytes_t B(const char *s) { return tq_bytes_str(s); }
 
@@ -841,323 +841,215 @@ static void test_other_rejects(void)
     tq_out_free(&o);
 }
 
-/* ---- sockets ---------------------------------------------------------------- */
 
-/* A ROUTER bound to endpoint and a DEALER connected to it, both with a
- * 5 s receive timeout; the ROUTER refuses unknown routing ids. */
-static void *socket_pair(const char *endpoint, void **router, void **dealer)
+/* ---- control messages (tq_ctl.h) ------------------------------------------------ */
+
+static int welcome_of(const char *json, tq_welcome_t *w, tq_error_t *err)
 {
-    void *ctx = zmq_ctx_new();
-    *router = zmq_socket(ctx, ZMQ_ROUTER);
-    *dealer = zmq_socket(ctx, ZMQ_DEALER);
-    int timeout = 5000, one = 1;
-    zmq_setsockopt(*router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(*dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(*router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    CHECK_EQ_INT(zmq_bind(*router, endpoint), 0);
-    CHECK_EQ_INT(zmq_connect(*dealer, endpoint), 0);
-    return ctx;
+    return tq_welcome_decode(B(json), 0, w, err);
 }
 
-static void test_sockets(void)
+static void test_ctl_welcome(void)
 {
-    void *router, *dealer;
-    void *ctx = socket_pair("inproc://tq-proto-test", &router, &dealer);
+    tq_welcome_t w;
+    tq_error_t err;
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":5000,"
+                            "\"max_payload\":67108864,\"master\":\"taskq-master 0.1.0\","
+                            "\"packed\":true,\"future\":[1]}", &w, &err), 0);
+    CHECK_EQ_INT(w.heartbeat_ms, 1000);
+    CHECK_EQ_INT(w.heartbeat_timeout_ms, 5000);
+    CHECK_EQ_INT(w.max_payload, 67108864);
+    CHECK_EQ_INT(w.packed, 1);
+    CHECK_EQ_STR(w.master, "taskq-master 0.1.0");
+    /* the one bound for every receiver (the client took 3,600,000, the
+     * worker 600,000) */
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":600000,\"heartbeat_timeout_ms\":"
+                            "3600000,\"max_payload\":1}", &w, &err), 0);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":600001,\"heartbeat_timeout_ms\":"
+                            "3600000,\"max_payload\":1}", &w, &err), -1);
+    CHECK_EQ_STR(err.msg, "WELCOME: \"heartbeat_ms\" must be an integer 10..600000");
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":3600000,\"heartbeat_timeout_ms\":"
+                            "36000000,\"max_payload\":1}", &w, &err), -1);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":9,\"heartbeat_timeout_ms\":"
+                            "5000,\"max_payload\":1}", &w, &err), -1);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
+                            "1000,\"max_payload\":1}", &w, &err), -1);
+    CHECK(strstr(err.msg, "must be greater than") != NULL);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
+                            "5000}", &w, &err), -1);
+    CHECK_EQ_STR(err.msg, "WELCOME: \"max_payload\" missing");
+    CHECK_EQ_INT(welcome_of("{\"version\":2,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
+                            "5000,\"max_payload\":1}", &w, &err), -1);
+    CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
+                            "5000,\"max_payload\":1,\"packed\":1}", &w, &err), -1);
+    CHECK_EQ_INT(welcome_of("[]", &w, &err), -1);
 
+    /* the encoder gives back what the decoder takes */
     tq_out_t o;
     tq_out_init(&o);
-    tq_in_t *rin = tq_in_new(), *din = tq_in_new();
-    tq_error_t err;
-    int type;
+    tq_welcome_t in, back;
+    memset(&in, 0, sizeof in);
+    in = (tq_welcome_t){1, 200, 1000, 1048576, "m", 1};
+    tq_out_welcome(&o, &in);
     tq_bytes_t body;
-    size_t n;
-
-    /* nothing to read yet */
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, ZMQ_DONTWAIT), -1);
-    CHECK_EQ_INT(errno, EAGAIN);
-
-    /* dealer -> router: HELLO, so the router learns the routing id */
-    tq_out_json(&o, TQ_MSG_HELLO, NULL);
-    CHECK_EQ_INT(tq_out_send(&o, dealer, NULL, 0), 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK(tq_in_routing_id(rin).len > 0);
-    CHECK_EQ_INT(tq_in_nparts(rin), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
-    CHECK_EQ_INT(type, TQ_MSG_HELLO);
-    CHECK(tq_in_peer_address(rin) != NULL);
-    uint8_t rid_copy[TQ_MAX_ROUTING_ID];
-    tq_bytes_t rid = tq_in_routing_id(rin);
-    memcpy(rid_copy, rid.data, rid.len);
-    rid.data = rid_copy;
-
-    /* router -> dealer: DISPATCH with payloads, one of them large */
-    size_t big_len = 300000;
-    uint8_t *big = malloc(big_len);
-    for (size_t i = 0; i < big_len; i++)
-        big[i] = (uint8_t)(i * 7);
-    tq_dispatch_item_t di[3] = {{100, 1, 0, B("square"), B("12")},
-                                {101, 2, 1500, B("echo"), {big, big_len}},
-                                {102, 3, 0, B("echo"), B("")}};
-    tq_out_begin(&o, TQ_MSG_DISPATCH);
-    for (int i = 0; i < 3; i++)
-        tq_out_dispatch_item(&o, &di[i]);
-    CHECK_EQ_INT(tq_out_send(&o, router, &rid, 0), 0);
-    CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
-    CHECK_EQ_INT(tq_in_routing_id(din).len, 0);
-    CHECK_EQ_INT(tq_in_head(din, &type, &body, &err), 0);
-    CHECK_EQ_INT(type, TQ_MSG_DISPATCH);
-    static tq_dispatch_item_t d[TQ_MAX_BATCH];
-    CHECK_EQ_INT(tq_decode_dispatch(body, tq_in_parts(din), tq_in_nparts(din), d, &n, &err), 0);
-    CHECK_EQ_INT(n, 3);
-    CHECK(d[1].id == 101 && d[1].attempt == 2 && d[1].timeout_ms == 1500);
-    CHECK(tq_bytes_eq(d[0].payload, B("12")));
-    CHECK(tq_bytes_eq(d[1].payload, (tq_bytes_t){big, big_len}));
-    CHECK_EQ_INT(d[2].payload.len, 0);
-
-    /* dealer -> router: RESULT with data */
-    tq_result_item_t ri[2] = {{100, 1, TQ_RUN_OK, B("12 * 12 = 144")},
-                              {101, 2, TQ_RUN_OK, {big, big_len}}};
-    tq_out_begin_result(&o, 2);
-    tq_out_result_item(&o, &ri[0]);
-    tq_out_result_item(&o, &ri[1]);
-    CHECK_EQ_INT(tq_out_send(&o, dealer, NULL, 0), 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK(tq_bytes_eq(tq_in_routing_id(rin), rid));
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
-    CHECK_EQ_INT(type, TQ_MSG_RESULT);
-    static tq_result_item_t r[TQ_MAX_BATCH];
-    uint16_t credit;
-    CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
-                                  &credit, r, &n, &err), 0);
-    CHECK_EQ_INT(credit, 2);
-    CHECK_EQ_INT(n, 2);
-    CHECK(tq_bytes_eq(r[0].data, B("12 * 12 = 144")));
-    CHECK(tq_bytes_eq(r[1].data, (tq_bytes_t){big, big_len}));
-
-    /* oversized: TQ_MAX_FRAMES + 5 frames, then a normal message */
-    static const uint8_t head[] = {'T', 'Q', 1, TQ_MSG_RESULTS};
-    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
-    for (int i = 1; i < TQ_MAX_FRAMES + 5; i++)
-        zmq_send(dealer, "p", 1, i + 1 < TQ_MAX_FRAMES + 5 ? ZMQ_SNDMORE : 0);
-    tq_out_begin(&o, TQ_MSG_HEARTBEAT);
-    CHECK_EQ_INT(tq_out_send(&o, dealer, NULL, 0), 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK(tq_in_oversized(rin));
-    CHECK(tq_bytes_eq(tq_in_routing_id(rin), rid));
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK(!tq_in_oversized(rin));
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
-    CHECK_EQ_INT(type, TQ_MSG_HEARTBEAT);
-    CHECK_EQ_INT(tq_in_nparts(rin), 0);
-    CHECK_EQ_INT(tq_decode_empty(body, tq_in_nparts(rin), &err), 0);
-
-    /* exactly TQ_MAX_FRAMES frames is not oversized (on a DEALER too) */
-    zmq_send(router, rid.data, rid.len, ZMQ_SNDMORE);
-    zmq_send(router, head, sizeof head, ZMQ_SNDMORE);
-    for (int i = 1; i < TQ_MAX_FRAMES; i++)
-        zmq_send(router, "p", 1, i + 1 < TQ_MAX_FRAMES ? ZMQ_SNDMORE : 0);
-    CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
-    CHECK(!tq_in_oversized(din));
-    CHECK_EQ_INT(tq_in_nparts(din), TQ_MAX_FRAMES - 1);
-
-    /* an unknown routing id fails on the first frame and queues nothing */
-    tq_bytes_t nobody = B("nobody");
-    tq_out_begin(&o, TQ_MSG_HEARTBEAT);
-    CHECK_EQ_INT(tq_out_send(&o, router, &nobody, ZMQ_DONTWAIT), -1);
-    CHECK_EQ_INT(errno, EHOSTUNREACH);
-    tq_out_error(&o, TQ_ERR_NOT_REGISTERED, 3, "not registered");
-    CHECK_EQ_INT(tq_out_send(&o, router, &rid, 0), 0);
-    CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
-    CHECK_EQ_INT(tq_in_head(din, &type, &body, &err), 0);
-    CHECK_EQ_INT(type, TQ_MSG_ERROR);
-    void *j = NULL;
-    CHECK_EQ_INT(tq_decode_json(body, tq_in_nparts(din), TQ_MAX_JSON, &j, &err), 0);
-    cJSON_Delete(j);
-
-    /* a byte cap on data frames: frames past it are let go of as read;
-     * a message within it is untouched; the cap is on data frames only */
-    tq_in_set_max_bytes(rin, 10);
-    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
-    zmq_send(dealer, "123456", 6, ZMQ_SNDMORE);
-    zmq_send(dealer, "123456", 6, ZMQ_SNDMORE);
-    zmq_send(dealer, "1", 1, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK(tq_bytes_eq(tq_in_routing_id(rin), rid));
-    CHECK_EQ_INT(tq_in_nparts(rin), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK_EQ_INT(err.code, TQ_ERR_TOO_LARGE);
-    CHECK(strstr(err.msg, "RESULTS message carries more than 10 bytes") != NULL);
-    zmq_send(dealer, head, sizeof head, ZMQ_SNDMORE);
-    zmq_send(dealer, "12345", 5, ZMQ_SNDMORE);
-    zmq_send(dealer, "12345", 5, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
-    CHECK_EQ_INT(tq_in_nparts(rin), 2);
-    tq_in_set_max_bytes(rin, 0);
-    /* inproc has no fd: -1; a DEALER's message too */
-    CHECK_EQ_INT(tq_in_source_fd(rin), -1);
-
-    /* a non-taskq message */
-    zmq_send(dealer, "", 0, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
-
-    free(big);
-    tq_in_destroy(&rin);
-    tq_in_destroy(&din);
-    CHECK(rin == NULL);
-    tq_in_destroy(&rin); /* NULL is fine */
+    expect_head(&o, TQ_MSG_WELCOME, &body);
+    CHECK_EQ_INT(tq_welcome_decode(body, 0, &back, &err), 0);
+    CHECK_EQ_INT(back.heartbeat_ms, 200);
+    CHECK_EQ_INT(back.heartbeat_timeout_ms, 1000);
+    CHECK_EQ_INT(back.max_payload, 1048576);
+    CHECK_EQ_STR(back.master, "m");
+    CHECK_EQ_INT(back.packed, 1);
     tq_out_free(&o);
-    zmq_close(dealer);
-    zmq_close(router);
-    zmq_ctx_term(ctx);
 }
 
-/* Packed data frames (PROTOCOL.md 3.1): both directions, the size
- * rule, and malformed packs. */
-static void test_packed(void)
+static void test_ctl_error_status(void)
 {
-    void *router, *dealer;
-    void *ctx = socket_pair("inproc://tq-proto-packed", &router, &dealer);
+    tq_errmsg_t e;
+    tq_error_t err;
+    CHECK_EQ_INT(tq_errmsg_decode(B("{\"code\":6,\"message\":\"not registered\",\"ref\":7}"), 0,
+                                  &e, &err), 0);
+    CHECK_EQ_INT(e.code, 6);
+    CHECK_EQ_INT(e.ref, 7);
+    CHECK_EQ_STR(e.message, "not registered");
+    CHECK_EQ_INT(tq_errmsg_decode(B("{\"code\":\"x\"}"), 0, &e, &err), -1);
+    CHECK_EQ_INT(e.code, TQ_ERR_INTERNAL);
+    CHECK_EQ_INT(e.ref, 0);
+    CHECK(strstr(e.message, "unreadable error") != NULL);
+    /* ERROR as the encoder writes it */
     tq_out_t o;
     tq_out_init(&o);
-    tq_in_t *rin = tq_in_new(), *din = tq_in_new();
-    tq_error_t err;
-    int type;
     tq_bytes_t body;
-    size_t n;
-    static tq_result_item_t r[TQ_MAX_BATCH];
-    static tq_dispatch_item_t d[TQ_MAX_BATCH];
-    uint16_t credit;
+    tq_out_error(&o, TQ_ERR_TOO_MANY, 4294967295u, "too many");
+    expect_head(&o, TQ_MSG_ERROR, &body);
+    CHECK_EQ_INT(tq_errmsg_decode(body, 0, &e, &err), 0);
+    CHECK_EQ_INT(e.code, TQ_ERR_TOO_MANY);
+    CHECK_EQ_INT(e.ref, 4294967295u);
 
-    /* dealer -> router: RESULT with 3 records, one empty, packed */
-    tq_result_item_t ri[3] = {{7, 1, TQ_RUN_OK, B("7 * 7 = 49")},
-                              {8, 1, TQ_RUN_FAILED, B("")},
-                              {9, 2, TQ_RUN_OK, B("81")}};
-    tq_out_begin_result(&o, 3);
-    for (int i = 0; i < 3; i++)
-        tq_out_result_item(&o, &ri[i]);
-    CHECK_EQ_INT(tq_out_send_packed(&o, dealer, NULL, 0, 1), 0);
-    CHECK_EQ_INT(o.head.data[3], TQ_MSG_RESULT); /* the builder is intact */
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    /* on the wire: routing id, head with the bit, one pack frame */
-    CHECK_EQ_INT(tq_in_nparts(rin), 3);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
-    CHECK_EQ_INT(type, TQ_MSG_RESULT);
-    CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
-                                  &credit, r, &n, &err), 0);
-    CHECK_EQ_INT(n, 3);
-    CHECK_EQ_INT(credit, 3);
-    CHECK(tq_bytes_eq(r[0].data, B("7 * 7 = 49")));
-    CHECK_EQ_INT(r[1].data.len, 0);
-    CHECK(tq_bytes_eq(r[2].data, B("81")));
-    uint8_t rid_copy[TQ_MAX_ROUTING_ID];
-    tq_bytes_t rid = tq_in_routing_id(rin);
-    memcpy(rid_copy, rid.data, rid.len);
-    rid.data = rid_copy;
-
-    /* router -> dealer: DISPATCH packed, one frame; packed = 0 sends
-     * plain frames */
-    tq_dispatch_item_t di[2] = {{1, 1, 0, B("square"), B("12")}, {2, 1, 0, B("square"), B("13")}};
-    tq_out_begin(&o, TQ_MSG_DISPATCH);
-    tq_out_dispatch_item(&o, &di[0]);
-    tq_out_dispatch_item(&o, &di[1]);
-    size_t head_len = o.head.len;
-    CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 1), 0);
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), (int)(head_len + 2 * (4 + 2) + 4));
-    CHECK_EQ_INT(((uint8_t *)zmq_msg_data(&m))[3], TQ_MSG_DISPATCH | TQ_TYPE_PACKED);
-    CHECK(!zmq_msg_more(&m));
-    zmq_msg_close(&m);
-    CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 1), 0);
-    CHECK_EQ_INT(tq_in_recv(din, dealer, 0, 0), 0);
-    CHECK_EQ_INT(tq_in_head(din, &type, &body, &err), 0);
-    CHECK_EQ_INT(type, TQ_MSG_DISPATCH);
-    CHECK_EQ_INT(tq_in_frame0(din).len, head_len); /* the view ends at the body */
-    CHECK_EQ_INT(tq_decode_dispatch(body, tq_in_parts(din), tq_in_nparts(din), d, &n, &err), 0);
-    CHECK(n == 2 && tq_bytes_eq(d[0].payload, B("12")) && tq_bytes_eq(d[1].payload, B("13")));
-    CHECK_EQ_INT(tq_out_send_packed(&o, router, &rid, 0, 0), 0);
-    zmq_msg_init(&m);
-    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), (int)head_len);
-    CHECK_EQ_INT(((uint8_t *)zmq_msg_data(&m))[3], TQ_MSG_DISPATCH); /* plain */
-    CHECK(zmq_msg_more(&m));
-    zmq_msg_close(&m);
-    zmq_msg_init(&m);
-    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), 2); /* the data frame "12" */
-    CHECK(zmq_msg_more(&m));
-    zmq_msg_close(&m);
-    zmq_msg_init(&m);
-    CHECK_EQ_INT(zmq_msg_recv(&m, dealer, 0), 2);
-    CHECK(!zmq_msg_more(&m));
-    zmq_msg_close(&m);
-
-    /* malformed packs, each one frame: head + RESULT body + pack + u32 */
-    static uint8_t f[64];
-    static const uint8_t rhead[] = {'T', 'Q', 1, TQ_MSG_RESULT | TQ_TYPE_PACKED, 1, 0, 0, 0};
-    memcpy(f, rhead, sizeof rhead);
-    /* a record longer than the pack */
-    memcpy(f + 8, (uint8_t[]){50, 0, 0, 0, 'a', 'b', 7, 0, 0, 0}, 10);
-    zmq_send(dealer, f, 18, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
-    CHECK(strstr(err.msg, "record 0 runs past") != NULL);
-    /* a pack length beyond the frame */
-    memcpy(f + 8, (uint8_t[]){99, 0, 0, 0}, 4);
-    zmq_send(dealer, f, 12, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK(strstr(err.msg, "pack length") != NULL);
-    /* too short to hold a length */
-    zmq_send(dealer, f, 6, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK(strstr(err.msg, "pack length") != NULL);
-    /* data frames after a packed frame 0 */
-    memcpy(f + 8, (uint8_t[]){0, 0, 0, 0}, 4);
-    zmq_send(dealer, f, 12, ZMQ_SNDMORE);
-    zmq_send(dealer, "x", 1, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK(strstr(err.msg, "1 data frames, expected none") != NULL);
-    /* many frames after a packed frame 0: none kept, the count told */
-    zmq_send(dealer, f, 12, ZMQ_SNDMORE);
-    for (int i = 0; i < TQ_MAX_FRAMES + 10; i++)
-        zmq_send(dealer, "x", 1, i + 1 < TQ_MAX_FRAMES + 10 ? ZMQ_SNDMORE : 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_nparts(rin), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
-    CHECK(strstr(err.msg, "1036 data frames, expected none") != NULL);
-    /* too many records in one pack: oversized, as with frames */
-    static uint8_t many[8 + 4 * (TQ_MAX_FRAMES + 3) + 4];
-    memcpy(many, rhead, sizeof rhead);
-    uint32_t mlen = 4 * (TQ_MAX_FRAMES + 3);
-    memcpy(many + sizeof many - 4, (uint8_t[]){(uint8_t)mlen, (uint8_t)(mlen >> 8), 0, 0}, 4);
-    zmq_send(dealer, many, sizeof many, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), -1);
-    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
-    /* a well-formed pack of two empty records: two parts, body intact */
-    memcpy(f + 8, (uint8_t[]){0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0}, 12);
-    zmq_send(dealer, f, 20, 0);
-    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
-    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
-    CHECK_EQ_INT(type, TQ_MSG_RESULT);
-    CHECK_EQ_INT(body.len, 4);
-    CHECK_EQ_INT(tq_in_nparts(rin), 2);
-    CHECK_EQ_INT(tq_in_parts(rin)[1].len, 0);
-
-    tq_in_destroy(&rin);
-    tq_in_destroy(&din);
+    tq_status_req_t s;
+    CHECK_EQ_INT(tq_status_req_decode(B("{}"), 0, &s, &err), 0);
+    CHECK_EQ_INT(s.req, 0);
+    CHECK_EQ_INT(tq_status_req_decode(B("{\"req\":9,\"queue_offset\":-1}"), 0, &s, &err), -1);
+    CHECK_EQ_INT(s.req, 9); /* read first: the ERROR's ref */
+    CHECK_EQ_STR(err.msg, "STATUS: \"queue_offset\" must be an integer 0..4294967295");
+    tq_status_req_t sin = {12, 1000};
+    tq_out_status_req(&o, &sin);
+    expect_head(&o, TQ_MSG_STATUS, &body);
+    CHECK_EQ_INT(tq_status_req_decode(body, 0, &s, &err), 0);
+    CHECK_EQ_INT(s.req, 12);
+    CHECK_EQ_INT(s.queue_offset, 1000);
     tq_out_free(&o);
-    zmq_close(dealer);
-    zmq_close(router);
-    zmq_ctx_term(ctx);
+}
+
+static int hello_of(const char *json, tq_hello_t *h, tq_error_t *err)
+{
+    return tq_hello_decode(B(json), 0, h, err);
+}
+
+static void test_ctl_hello(void)
+{
+    static tq_hello_t h, back;
+    tq_error_t err;
+    CHECK_EQ_INT(hello_of("{\"role\":\"client\",\"name\":\"host:1\",\"slots\":\"junk\"}", &h, &err),
+                 0); /* a client's worker fields are ignored */
+    CHECK_EQ_INT(h.worker, 0);
+    CHECK_EQ_STR(h.name, "host:1");
+    CHECK_EQ_INT(hello_of("{\"role\":\"worker\",\"name\":\"w 1\",\"instance\":\"3f9c0a51d2e4b786\","
+                          "\"slots\":4,\"prefetch\":2,\"busy\":6,\"packed\":true,"
+                          "\"functions\":[\"square\",\"echo\"]}", &h, &err), 0);
+    CHECK_EQ_INT(h.worker, 1);
+    CHECK_EQ_INT(h.slots, 4);
+    CHECK_EQ_INT(h.prefetch, 2);
+    CHECK_EQ_INT(h.busy, 6);
+    CHECK(h.instance_id == 0x3f9c0a51d2e4b786ull);
+    CHECK_EQ_INT(h.nfunctions, 2);
+    CHECK_EQ_STR(h.functions[1], "echo");
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_out_hello(&o, &h);
+    tq_bytes_t body;
+    expect_head(&o, TQ_MSG_HELLO, &body);
+    CHECK_EQ_INT(tq_hello_decode(body, 0, &back, &err), 0);
+    CHECK_EQ_INT(memcmp(&h, &back, sizeof h), 0);
+    tq_out_free(&o);
+
+    static const struct {
+        const char *json;
+        int code;
+        const char *msg;
+    } bad[] = {
+        {"{\"role\":\"boss\",\"name\":\"x\"}", TQ_ERR_MALFORMED, "HELLO: \"role\" must be"},
+        {"{\"role\":\"client\",\"name\":\"\"}", TQ_ERR_BAD_NAME, "HELLO: \"name\" must be 1..128"},
+        {"{\"role\":\"client\",\"name\":\"a\\tb\"}", TQ_ERR_BAD_NAME, "HELLO: \"name\""},
+        {"{\"role\":\"client\",\"name\":\"x\",\"packed\":1}", TQ_ERR_MALFORMED,
+         "HELLO: \"packed\" must be true or false"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"functions\":[\"f\"]}", TQ_ERR_MALFORMED,
+         "HELLO: \"slots\" missing"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":0,\"functions\":[\"f\"]}", TQ_ERR_MALFORMED,
+         "HELLO: \"slots\" must be an integer 1..4096"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"busy\":2,\"functions\":[\"f\"]}",
+         TQ_ERR_MALFORMED, "HELLO: \"busy\" must be an integer 0..slots+prefetch (1)"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"instance\":\"0000000000000000\","
+         "\"functions\":[\"f\"]}", TQ_ERR_MALFORMED, "HELLO: \"instance\""},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"instance\":\"3F9C0A51D2E4B786\","
+         "\"functions\":[\"f\"]}", TQ_ERR_MALFORMED, "HELLO: \"instance\""},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[]}", TQ_ERR_MALFORMED,
+         "HELLO: \"functions\" must be a non-empty array"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[\"a b\"]}",
+         TQ_ERR_BAD_NAME, "HELLO: functions[0] is not a valid name"},
+        {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[\"f\",3]}",
+         TQ_ERR_BAD_NAME, "HELLO: functions[1] is not a valid name"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ_INT(hello_of(bad[i].json, &h, &err), -1);
+        CHECK_EQ_INT(err.code, bad[i].code);
+        CHECK(strncmp(err.msg, bad[i].msg, strlen(bad[i].msg)) == 0);
+    }
+    /* 257 functions: TOO_MANY */
+    char big[4096] = "{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[\"f\"";
+    for (int i = 0; i < TQ_MAX_FUNCTIONS; i++)
+        strcat(big, ",\"f\"");
+    strcat(big, "]}");
+    CHECK_EQ_INT(hello_of(big, &h, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_TOO_MANY);
+}
+
+/* What the table says about req, ACK's count, and the names. */
+static void test_table(void)
+{
+    CHECK_EQ_INT(tq_msg_has_req(TQ_MSG_SUBMIT), 1);
+    CHECK_EQ_INT(tq_msg_has_req(TQ_MSG_ACK), 1);
+    CHECK_EQ_INT(tq_msg_has_req(TQ_MSG_RESULT), 0);
+    CHECK_EQ_INT(tq_msg_has_req(TQ_MSG_STATUS), 0);
+    uint8_t b[] = {0x2a, 0, 0, 0, 9};
+    tq_bytes_t body = {b, sizeof b};
+    CHECK_EQ_INT(tq_msg_peek_req(TQ_MSG_SUBMIT, body), 42);
+    CHECK_EQ_INT(tq_msg_peek_req(TQ_MSG_RESULTS, body), 0);
+    body.len = 3;
+    CHECK_EQ_INT(tq_msg_peek_req(TQ_MSG_WAIT, body), 0);
+    CHECK_EQ_STR(tq_msg_type_name(TQ_MSG_CANCEL_ACK), "CANCEL_ACK");
+    CHECK_EQ_STR(tq_msg_type_name(0x17), "UNKNOWN");
+
+    /* ACK is 1..1024 ids (PROTOCOL.md 4): an empty one is refused, with
+     * its req for the ERROR's ref */
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_out_begin_ids(&o, TQ_MSG_ACK, 77);
+    tq_bytes_t hb;
+    expect_head(&o, TQ_MSG_ACK, &hb);
+    uint32_t req = 0;
+    uint64_t ids[TQ_MAX_BATCH];
+    size_t n = 9;
+    tq_error_t err;
+    CHECK_EQ_INT(tq_decode_req_ids(TQ_MSG_ACK, hb, 0, &req, ids, &n, &err), -1);
+    CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
+    CHECK_EQ_STR(err.msg, "ACK: count is 0, need at least 1");
+    CHECK_EQ_INT(req, 77);
+    /* WAIT and CANCEL may be empty */
+    tq_out_begin_ids(&o, TQ_MSG_WAIT, 78);
+    expect_head(&o, TQ_MSG_WAIT, &hb);
+    CHECK_EQ_INT(tq_decode_req_ids(TQ_MSG_WAIT, hb, 0, &req, ids, &n, &err), 0);
+    CHECK_EQ_INT(n, 0);
+    tq_out_free(&o);
 }
 
 int main(void)
@@ -1173,7 +1065,9 @@ int main(void)
     RUN(test_data_roundtrip);
     RUN(test_submit_rejects);
     RUN(test_other_rejects);
-    RUN(test_sockets);
-    RUN(test_packed);
+    RUN(test_ctl_welcome);
+    RUN(test_ctl_error_status);
+    RUN(test_ctl_hello);
+    RUN(test_table);
     TEST_MAIN_END();
 }

@@ -17,15 +17,13 @@
 #include "tq_exit.h"
 #include "tq_idmap.h"
 #include "tq_log.h"
-#include "tq_proto.h"
+#include "tq_ctl.h"
+#include "tq_frame.h"
 #include "tq_util.h"
 
 /* Until WELCOME says otherwise. */
 #define CONN_DEFAULT_HB_MS 1000
 #define CONN_DEFAULT_HB_TIMEOUT_MS 5000
-/* Bounds accepted from WELCOME (a silly value must not spin or stall us). */
-#define CONN_HB_MIN_MS 10
-#define CONN_HB_MAX_MS 600000
 /* Reconnect backoff. */
 #define CONN_BACKOFF_MIN_MS 100
 #define CONN_BACKOFF_MAX_MS 5000
@@ -474,26 +472,15 @@ static void drain_kill(conn_t *c)
 static void on_welcome(conn_t *c, tq_bytes_t body, size_t nparts)
 {
     tq_error_t err;
-    void *jv = NULL;
-    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &jv, &err) < 0) {
+    tq_welcome_t w;
+    if (tq_welcome_decode(body, nparts, &w, &err) < 0) {
         tq_warn("bad WELCOME from master: %s", err.msg);
         return;
     }
-    cJSON *j = jv;
-    const cJSON *hb = cJSON_GetObjectItemCaseSensitive(j, "heartbeat_ms");
-    const cJSON *hbt = cJSON_GetObjectItemCaseSensitive(j, "heartbeat_timeout_ms");
-    const cJSON *mp = cJSON_GetObjectItemCaseSensitive(j, "max_payload");
-    if (cJSON_IsNumber(hb) && hb->valuedouble >= CONN_HB_MIN_MS && hb->valuedouble <= CONN_HB_MAX_MS)
-        c->hb_ms = (int64_t)hb->valuedouble;
-    if (cJSON_IsNumber(hbt) && hbt->valuedouble >= CONN_HB_MIN_MS &&
-        hbt->valuedouble <= CONN_HB_MAX_MS)
-        c->hb_timeout_ms = (int64_t)hbt->valuedouble;
-    if (c->hb_timeout_ms < 2 * c->hb_ms)
-        c->hb_timeout_ms = 2 * c->hb_ms;
-    if (cJSON_IsNumber(mp) && mp->valuedouble >= 1 && mp->valuedouble <= TQ_PAYLOAD_HARD_MAX)
-        c->max_payload = (size_t)mp->valuedouble;
-    c->packed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "packed"));
-    cJSON_Delete(j);
+    c->hb_ms = w.heartbeat_ms;
+    c->hb_timeout_ms = w.heartbeat_timeout_ms;
+    c->max_payload = (size_t)w.max_payload;
+    c->packed = w.packed;
     c->welcomed = 1;
     c->hello_pending = 0;
     c->ever_ok = 1;
@@ -509,18 +496,14 @@ static void on_welcome(conn_t *c, tq_bytes_t body, size_t nparts)
 static void on_error_msg(conn_t *c, tq_bytes_t body, size_t nparts)
 {
     tq_error_t err;
-    void *jv = NULL;
-    if (tq_decode_json(body, nparts, TQ_MAX_JSON, &jv, &err) < 0) {
+    tq_errmsg_t e;
+    if (tq_errmsg_decode(body, nparts, &e, &err) < 0) {
         tq_warn("bad ERROR from master: %s", err.msg);
         return;
     }
-    cJSON *j = jv;
-    const cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "code");
-    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
-    int cd = cJSON_IsNumber(code) ? code->valueint : -1; /* saturated by cJSON */
+    int cd = e.code > INT32_MAX ? INT32_MAX : (int)e.code;
     char text[TQ_MAX_ERROR_TEXT];
-    snprintf(text, sizeof text, "%s", cJSON_IsString(msg) ? msg->valuestring : "");
-    cJSON_Delete(j);
+    tq_log_escape_str(text, sizeof text, e.message); /* it reaches the log */
     if (cd == TQ_ERR_NOT_REGISTERED) {
         /* Several messages sent while the master was away each earn this
          * error; one HELLO answers them all (a second would make the

@@ -30,6 +30,9 @@ import tempfile
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tqmsgs  # noqa: E402  (the message table, proto/tq_msgs.def)
+
 try:
     import zmq
     import zmq.utils.z85
@@ -500,10 +503,10 @@ def key_bytes_from_file(path):
     return data
 
 
-T_HELLO, T_WELCOME, T_HEARTBEAT, T_ERROR, T_BYE, T_STATUS, T_STATUS_REPLY, T_DRAIN, \
-    T_ADMIN, T_ADMIN_REPLY = range(1, 11)
-T_SUBMIT, T_SUBMIT_ACK, T_WAIT, T_RESULTS, T_CANCEL, T_CANCEL_ACK = range(0x10, 0x16)
-T_DISPATCH, T_RESULT, T_RELEASE, T_KILL = range(0x20, 0x24)
+# Message types and codecs come from proto/tq_msgs.def (tqmsgs.py):
+# T_HELLO = 0x01 ... T_KILL = 0x23.
+for _m in tqmsgs.MSGS.values():
+    globals()["T_" + _m.name] = _m.code
 
 E_MALFORMED, E_VERSION, E_UNKNOWN_TYPE, E_TOO_LARGE, E_TOO_MANY, E_NOT_REGISTERED, \
     E_BAD_NAME, E_WRONG_ROLE, E_FULL, E_SIGNATURE = range(1, 11)
@@ -533,50 +536,36 @@ def str8(b):
 
 
 def submit_record(fn="echo", queue="", key="", priority=0, timeout_ms=0, retries=0):
-    return str8(fn) + str8(queue) + str8(key) + struct.pack("<iIH", priority, timeout_ms, retries)
+    return tqmsgs.encode_record("SUBMIT", dict(fn=fn, queue=queue, key=key, priority=priority,
+                                               timeout_ms=timeout_ms, retries=retries))
 
 
 def msg_submit(tasks, req=1, flags=0, count=None):
     """tasks: list of (record_kwargs dict, payload bytes)."""
-    body = struct.pack("<IHH", req, flags, len(tasks) if count is None else count)
-    for kw, _ in tasks:
-        body += submit_record(**kw)
-    return [head(T_SUBMIT) + body] + [p for _, p in tasks]
+    return tqmsgs.encode("SUBMIT", {"req": req, "flags": flags},
+                         [dict(kw, payload=p) for kw, p in tasks], count=count)
 
 
 def msg_ids(mtype, ids, req=1):
-    return [head(mtype) + struct.pack("<IH", req, len(ids)) +
-            b"".join(struct.pack("<Q", i) for i in ids)]
+    return tqmsgs.encode(tqmsgs.BY_CODE[mtype].name, {"req": req}, [{"id": i} for i in ids])
 
 
 def msg_result(items, credit=1):
     """items: list of (id, attempt, status, data)."""
-    body = struct.pack("<HH", credit, len(items))
-    for i, a, s, _ in items:
-        body += struct.pack("<QIB", i, a, s)
-    return [head(T_RESULT) + body] + [d for _, _, _, d in items]
+    return tqmsgs.encode("RESULT", {"credit": credit},
+                         [dict(id=i, attempt=a, status=s, data=d) for i, a, s, d in items])
 
 
 def decode_submit_ack(frames):
-    b = frames[0]
-    assert b[:4] == head(T_SUBMIT_ACK), b[:4]
-    req, count = struct.unpack_from("<IH", b, 4)
-    ids = list(struct.unpack_from("<%dQ" % count, b, 10))
-    assert len(b) == 10 + 8 * count, "trailing bytes in SUBMIT_ACK"
-    return req, ids
+    name, fixed, recs = tqmsgs.decode(frames)
+    assert name == "SUBMIT_ACK", name
+    return fixed["req"], [r["id"] for r in recs]
 
 
 def decode_results(frames):
-    b = frames[0]
-    assert b[:4] == head(T_RESULTS), b[:4]
-    (count,) = struct.unpack_from("<H", b, 4)
-    out = []
-    off = 6
-    for n in range(count):
-        i, s, a = struct.unpack_from("<QBI", b, off)
-        off += 13
-        out.append((i, s, a, frames[1 + n]))
-    return out
+    name, _, recs = tqmsgs.decode(frames)
+    assert name == "RESULTS", name
+    return [(r["id"], r["status"], r["attempts"], r["data"]) for r in recs]
 
 
 def decode_error(frames):

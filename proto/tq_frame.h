@@ -1,0 +1,67 @@
+/* tq_frame.h - taskq messages on ZeroMQ sockets: sending a built
+ * tq_out_t as a multipart (or packed, PROTOCOL.md 3.1) message, and
+ * receiving one into fixed storage with the frame and byte caps.
+ *
+ * This is the only part of proto/ that needs libzmq: the codec
+ * (tq_proto.h, tq_msgs.def) builds and is tested without it. */
+#ifndef TQ_FRAME_H
+#define TQ_FRAME_H
+
+#include "tq_proto.h"
+
+/* Send the message on a ZeroMQ socket. routing_id: the ROUTER peer to
+ * address, or NULL on a DEALER. zmq_flags: 0 or ZMQ_DONTWAIT. Returns 0,
+ * or -1 with errno from zmq_send (EAGAIN, EHOSTUNREACH, ...); a failed
+ * send never leaves half a message queued. The builder is left intact
+ * (call tq_out_begin to reuse it). */
+int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags);
+/* The same, but with packed != 0 and data frames totalling at most
+ * TQ_BATCH_BYTES, the whole message goes as one frame (TQ_TYPE_PACKED,
+ * PROTOCOL.md 3.1): only for a peer that takes packed messages. */
+int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
+                       int packed);
+
+/* ---- receiving ----------------------------------------------------------
+ * tq_in_t receives one multipart message into fixed storage. */
+typedef struct tq_in tq_in_t;
+
+/* Caller owns the result: tq_in_destroy. */
+tq_in_t *tq_in_new(void);
+void tq_in_destroy(tq_in_t **self_p);
+
+/* Receive one whole message from sock (close what the previous call
+ * held first). router: 1 if frame 0 is a routing id. zmq_flags: 0 or
+ * ZMQ_DONTWAIT. Returns 0, or -1 with errno (EAGAIN, EINTR, ...). A
+ * message with more than TQ_MAX_FRAMES frames is read to its end and
+ * marked oversized (tq_in_oversized), so the stream stays in step. A
+ * packed message (TQ_TYPE_PACKED) is unpacked: tq_in_parts then shows
+ * its records' data as if they had come as frames, and the head's type
+ * has the bit cleared; a malformed pack is reported by tq_in_head. */
+int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags);
+
+/* Cap the bytes of one received message's data frames (0: no cap, the
+ * default). Past it tq_in_recv lets go of the data frames as it reads
+ * them (it still reads the message to its end) and tq_in_head reports
+ * TQ_ERR_TOO_LARGE. The master sets TQ_MSG_MAX(max_payload). */
+void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes);
+
+/* The fd of the connection the last message came in on (ZMQ_SRCFD), or
+ * -1. */
+int tq_in_source_fd(const tq_in_t *self);
+
+/* Views of what tq_in_recv got. routing id is empty on a DEALER. */
+tq_bytes_t tq_in_routing_id(const tq_in_t *self);
+tq_bytes_t tq_in_frame0(const tq_in_t *self); /* empty if no frames */
+const tq_bytes_t *tq_in_parts(const tq_in_t *self); /* frames after frame 0 */
+size_t tq_in_nparts(const tq_in_t *self);
+int tq_in_oversized(const tq_in_t *self);
+/* The sender's address ("192.0.2.1") from ZeroMQ's Peer-Address
+ * property of the last message, or "?" when unknown. Valid until the
+ * next tq_in_recv. */
+const char *tq_in_peer_address(const tq_in_t *self);
+
+/* Head and body of the received message, with the frame-count check:
+ * returns 0, or -1 with err (signature, version, type, oversized). */
+int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err);
+
+#endif
