@@ -169,6 +169,7 @@ class _Core(threading.Thread):
         self.req = 0
         self.session = secrets.token_bytes(16)
         self.keyctr = itertools.count(1)
+        self.resent = 0  # tasks sent again after a re-HELLO (for tests and logs)
         self.outq: Deque[Tuple[tuple, bytes, Handle]] = collections.deque()
         self.pending: "collections.OrderedDict[int, _Batch]" = collections.OrderedDict()
         self.waiting: Dict[int, List[Handle]] = {}
@@ -426,6 +427,7 @@ class _Core(threading.Thread):
             self._send_ids("WAIT", list(self.waiting))
         for b in self.pending.values():
             self.link.send(b.frames)
+            self.resent += len(b.items)
         for _ in self.status_q:
             self.link.send_msg("STATUS", body={})
         for _, _, frames in self.reqs.values():

@@ -139,6 +139,39 @@ class TestKeysAndTable(unittest.TestCase):
         self.assertEqual((m.records[0]["fn"], m.data), (b"f", [b"x"]))
 
 
+class TestPackaging(unittest.TestCase):
+    def test_pip_install_offline(self):
+        """docs/python.md's install command, with no index (offline), into
+        a venv that sees Debian's python3-zmq; then the installed package
+        is the one imported, and `taskq-py` runs."""
+        import shutil
+        import tempfile
+        for mod in ("venv", "pip", "setuptools"):
+            r = subprocess.run([PY, "-c", "import " + mod], capture_output=True)
+            if r.returncode != 0:
+                self.skipTest("python3 module %s missing (scripts/deps installs it)" % mod)
+        d = tempfile.mkdtemp(prefix="tq-pip-")
+        self.addCleanup(shutil.rmtree, d, True)
+        src = os.path.join(d, "src")
+        shutil.copytree(PYDIR, src, ignore=shutil.ignore_patterns("__pycache__", "build",
+                                                                  "*.egg-info"))
+        venv = os.path.join(d, "venv")
+        subprocess.run([PY, "-m", "venv", "--system-site-packages", venv], check=True,
+                       timeout=120)
+        env = h.clean_env({"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        r = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--no-build-isolation",
+                            src], capture_output=True, text=True, env=env, timeout=180, cwd=d)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                            "import taskq, taskq.worker, taskq.pool; print(taskq.__file__)"],
+                           capture_output=True, text=True, env=env, timeout=60, cwd=d)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(os.path.join(venv, "lib"), r.stdout)
+        r = subprocess.run([os.path.join(venv, "bin", "taskq-py"), "--version"],
+                           capture_output=True, text=True, env=env, timeout=60, cwd=d)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
 class TestPythonClientCWorkers(PyTest):
     def test_round_trips(self):
         self.start_master("--max-tasks", "5000")
@@ -358,30 +391,61 @@ class TestScale(PyTest):
     def test_master_restart_during_pool_map(self):
         self.start_master("--fsync", "always")
         self.start_worker(concurrency=2)
-        n = 3000
-        env = {"N": str(n)}
+        n = 20000
+        env = {"N": str(n), "WINDOW": "4000"}
         script = """
-            import os, sys, taskq
+            import os, signal, sys, time, taskq
             n = int(os.environ["N"])
-            with taskq.Pool(window=200) as p:
+            handles = []
+            armed = []
+            orig = taskq.Client.submit_many
+            def recording(self, *a, **kw):
+                hs = orig(self, *a, **kw)
+                handles.extend(hs)
+                if armed and not os.path.exists(os.environ["MARK"]):
+                    # Kill the master while this batch is on its way: it
+                    # may be stored without its SUBMIT_ACK reaching us.
+                    time.sleep(0.004)
+                    os.kill(int(os.environ["MASTER_PID"]), signal.SIGKILL)
+                    open(os.environ["MARK"], "w").close()
+                return hs
+            taskq.Client.submit_many = recording
+            with taskq.Pool(window=int(os.environ["WINDOW"])) as p:
                 for i, r in enumerate(p.imap("square", range(n))):
                     assert r == "%d * %d = %d" % (i, i, i * i), (i, r)
                     if i == n // 3:
-                        open(os.environ["MARK"], "w").close()
-                        sys.stdout.flush()
-            print("ok", i + 1)
+                        armed.append(1)
+                ids = [h.id for h in handles]
+                assert len(ids) == n and len(set(ids)) == n, (len(ids), len(set(ids)))
+                # Which of our tasks does the master still hold? (Outcomes
+                # ACKed before the crash are not recovered: PROTOCOL.md 8.)
+                held = 0
+                for h in [p.client.task(i) for i in ids]:
+                    try:
+                        h.result(60)
+                        held += 1
+                    except taskq.TaskUnknown:
+                        pass
+                print("resent", p.client._core.resent)
+            print("ok", i + 1, held)
             """
         mark = os.path.join(self.tmp, "mark")
         env["MARK"] = mark
+        env["MASTER_PID"] = str(self.master.pid)
         env.update({"TASKQ_CONNECT": self.endpoint, "TASKQ_AUTHKEY_FILE": self.key,
                     "PYTHONPATH": PYDIR})
         p = self.start("poolmap", [PY, "-c", textwrap.dedent(script)], env=env)
         h.wait_until(lambda: os.path.exists(mark) or not p.alive(), 60, what="a third of map")
         self.restart_master()
         self.assertEqual(p.wait(90), 0, p.output())
-        self.assertIn("ok %d" % n, p.output())
-        # Nothing stored twice: every task the master holds is one of the n.
-        self.assertEqual(self.status()["totals"]["tasks"], n)
+        m = re.search(r"ok (\d+) (\d+)", p.output())
+        self.assertTrue(m, p.output())
+        self.assertEqual(int(m.group(1)), n)
+        # Nothing stored twice: every task the restarted master holds is one
+        # of ours (a batch re-sent without its session keys would have left
+        # tasks no client knows about).
+        self.assertEqual(self.status()["totals"]["tasks"], int(m.group(2)), p.output())
+        self.assertGreater(int(m.group(2)), 0)
 
     def test_master_restart_during_worker_run(self):
         self.start_master("--fsync", "always")
@@ -397,8 +461,9 @@ class TestScale(PyTest):
         self.assertEqual(proc.output(), "".join("%d * %d = %d\n" % (i, i, i * i)
                                                 for i in range(n)))
         self.assertTrue(w.alive(), w.output())
-        self.assertEqual(self.status()["totals"]["tasks"], n)
-        self.assertEqual(self.status()["totals"]["dead"], 0)
+        st = self.status()["totals"]
+        self.assertLessEqual(st["tasks"], n)
+        self.assertEqual(st["dead"], 0)
 
 
 if __name__ == "__main__":
