@@ -36,6 +36,18 @@ def _arg(args: Any) -> Payload:
     raise TypeError("a taskq payload is str, bytes, int or float, not %s" % type(args).__name__)
 
 
+def _fn_name(func: Any) -> str:
+    """A function name, or a callable standing for the function a worker
+    registered under its name (``@worker.function`` sets ``__taskq_name__``;
+    otherwise ``__name__``), so ``p.apply_async(long_time_task, (i,))`` works."""
+    if isinstance(func, str):
+        return func
+    name = getattr(func, "__taskq_name__", None) or getattr(func, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise TypeError("give a function name (str) or a named function, not %r" % (func,))
+    return name
+
+
 class AsyncResult:
     """multiprocessing.pool.AsyncResult for one task."""
 
@@ -104,39 +116,42 @@ class Pool:
         with self._lock:
             self._outstanding.discard(h)
 
-    def apply_async(self, func: str, args: Any = (), kwds: Optional[dict] = None,
+    def apply_async(self, func: Any, args: Any = (), kwds: Optional[dict] = None,
                     callback: Optional[Callable[[Any], None]] = None,
                     error_callback: Optional[Callable[[BaseException], None]] = None,
                     **submit_kw: Any) -> AsyncResult:
-        """Run ``func`` (a function name) on ``args`` (one payload) on the cluster."""
+        """Run ``func`` (a function name, or a function whose name a worker
+        serves) on ``args`` (one payload) on the cluster."""
         self._check()
         if kwds:
             raise TypeError("taskq tasks take no keyword arguments")
-        return AsyncResult(self._track(self.client.submit(func, _arg(args), **submit_kw)),
+        return AsyncResult(self._track(self.client.submit(_fn_name(func), _arg(args), **submit_kw)),
                            callback, error_callback)
 
-    def apply(self, func: str, args: Any = (), kwds: Optional[dict] = None) -> Payload:
+    def apply(self, func: Any, args: Any = (), kwds: Optional[dict] = None) -> Payload:
         return self.apply_async(func, args, kwds).get()
 
-    def map(self, func: str, iterable: Iterable[Any], chunksize: Optional[int] = None,
+    def map(self, func: Any, iterable: Iterable[Any], chunksize: Optional[int] = None,
             **submit_kw: Any) -> List[Payload]:
         """Results of ``func`` on every item, in order (as a list)."""
         return list(self.imap(func, iterable, **submit_kw))
 
-    def imap(self, func: str, iterable: Iterable[Any], chunksize: int = 1,
+    def imap(self, func: Any, iterable: Iterable[Any], chunksize: int = 1,
              **submit_kw: Any) -> Iterator[Payload]:
         """Results in input order, as they come; bounded memory (window)."""
         self._check()
-        return self.client.map(func, (_arg(x) for x in iterable), window=self.window, **submit_kw)
+        return self.client.map(_fn_name(func), (_arg(x) for x in iterable), window=self.window,
+                               **submit_kw)
 
-    def imap_unordered(self, func: str, iterable: Iterable[Any], chunksize: int = 1,
+    def imap_unordered(self, func: Any, iterable: Iterable[Any], chunksize: int = 1,
                        **submit_kw: Any) -> Iterator[Payload]:
         """Results in the order tasks finish; bounded memory (window)."""
         self._check()
-        return self.client.map_unordered(func, (_arg(x) for x in iterable), window=self.window,
+        return self.client.map_unordered(_fn_name(func), (_arg(x) for x in iterable),
+                                         window=self.window,
                                          **submit_kw)
 
-    def starmap(self, func: str, iterable: Iterable[Sequence[Any]]) -> List[Payload]:
+    def starmap(self, func: Any, iterable: Iterable[Sequence[Any]]) -> List[Payload]:
         return self.map(func, (tuple(a) for a in iterable))
 
     def close(self) -> None:
@@ -189,10 +204,10 @@ class Executor(concurrent.futures.Executor):
         self._futures: "set[concurrent.futures.Future]" = set()
         self._lock = threading.Lock()
 
-    def submit(self, fn: str, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        h = self.client.submit(fn, _arg(args), **kwargs)
+        h = self.client.submit(_fn_name(fn), _arg(args), **kwargs)
         f = h.future
         with self._lock:
             self._futures.add(f)

@@ -136,6 +136,10 @@ class Worker:
         task with ``ExceptionType: message``."""
         def deco(fn: Fn) -> Fn:
             self.register(name, fn, binary=binary)
+            try:  # so Pool.apply_async(fn, ...) submits to this name
+                fn.__taskq_name__ = name  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
             return fn
         return deco
 

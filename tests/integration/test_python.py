@@ -99,7 +99,7 @@ class PyTest(h.TQTestCase):
 class TestKeysAndTable(unittest.TestCase):
     def test_key_vectors_match_c(self):
         """The vectors of common/tq_authkey_test.c and PROTOCOL.md section 2."""
-        src = open(os.path.join(h.REPO, "common", "tq_authkey_test.c")).read()
+        src = h.read_text(os.path.join(h.REPO, "common", "tq_authkey_test.c"))
         body = src[src.index("vectors[] = {"):]
         quads = re.findall(r'\{(key_\w+), (\d+), "([^"]+)", "([^"]+)",\s*"([^"]+)", "([^"]+)"\}',
                            body)
@@ -110,7 +110,7 @@ class TestKeysAndTable(unittest.TestCase):
             self.assertEqual((k["server"][0].decode(), k["server"][1].decode(),
                               k["client"][0].decode(), k["client"][1].decode()),
                              (spub, ssec, cpub, csec), name)
-        doc = open(os.path.join(h.REPO, "proto", "PROTOCOL.md")).read()
+        doc = h.read_text(os.path.join(h.REPO, "proto", "PROTOCOL.md"))
         want = re.findall(r"\| (server|client) (public|secret) \| `([^`]+)` \|", doc)
         k = taskq.derive_keys(b"correct horse battery staple")
         for role, kind, z in want:
@@ -120,7 +120,7 @@ class TestKeysAndTable(unittest.TestCase):
     def test_message_table_matches_protocol_md(self):
         """Every row of PROTOCOL.md section 4's table is in _proto.MESSAGES
         with the same type byte, and nothing else is."""
-        doc = open(os.path.join(h.REPO, "proto", "PROTOCOL.md")).read()
+        doc = h.read_text(os.path.join(h.REPO, "proto", "PROTOCOL.md"))
         rows = dict((name, int(t, 16)) for t, name in
                     re.findall(r"^\| (0x[0-9A-F]{2}) \| ([A-Z_]+) \|", doc, re.M))
         self.assertEqual(rows, {m.name: m.type for m in _proto.MESSAGES})
@@ -358,6 +358,70 @@ class TestFailures(PyTest):
         time.sleep(3)  # three heartbeat timeouts of the harness's master
         self.assertEqual(c.status()["clients"], 1)
         self.assertEqual(c.submit("square", "2").result(30), "2 * 2 = 4")
+
+
+class TestTutorial(PyTest):
+    """docs/python.md's taskq versions of the tutorial's scripts, as printed
+    there (only the tutorial's port 5000 becomes the test's)."""
+
+    def doc_scripts(self):
+        doc = h.read_text(os.path.join(h.REPO, "docs", "python.md"))
+        sec = doc[doc.index("## The tutorial, side by side"):]
+        blocks = re.findall(r"```python\n(.*?)```", sec, re.S)
+        self.assertEqual(len(blocks), 6, "three tables of two scripts")
+        paths = []
+        for name, code in (("task_master.py", blocks[1]), ("task_worker.py", blocks[3]),
+                           ("pool.py", blocks[5])):
+            path = os.path.join(self.tmp, name)
+            with open(path, "w") as f:
+                f.write(code.replace(":5000", ":%d" % self.port))
+            paths.append(path)
+        return paths
+
+    def test_task_master_and_task_worker(self):
+        master_py, worker_py, _ = self.doc_scripts()
+        self.start_master()
+        env = {"TASKQ_CONNECT": self.endpoint, "TASKQ_AUTHKEY_FILE": self.key,
+               "PYTHONPATH": PYDIR, "PYTHONUNBUFFERED": "1"}
+        workers = []
+        for i in range(3):
+            before = len(self.status()["workers"])
+            workers.append(self.start("task_worker%d" % i, [PY, worker_py], env=env))
+            h.wait_until(lambda: len(self.status()["workers"]) > before, 30,
+                         what="task_worker.py to join")
+        r = self.run_prog([PY, master_py], env=env, timeout=60)
+        self.assertEqual(r.rc, 0, r)
+        lines = r.out.splitlines()
+        puts = [int(m) for m in re.findall(r"^Put task (\d+)\.\.\.$", r.out, re.M)]
+        self.assertEqual(len(puts), 10, r.out)
+        self.assertEqual(lines[10], "Try get results...")
+        self.assertEqual(lines[11:21], ["Result: %d * %d = %d" % (n, n, n * n) for n in puts])
+        self.assertEqual(lines[21:], ["master exit."])
+        ran = []
+        for w in workers:
+            w.signal(signal.SIGTERM)
+            self.assertEqual(w.wait(20), 0, w.output())
+            out = w.output()
+            self.assertIn("Connect to server 127.0.0.1...", out)
+            self.assertIn("worker exit.", out)
+            ran += [int(m) for m in re.findall(r"^run task (\d+) \* \1\.\.\.$", out, re.M)]
+        self.assertEqual(sorted(ran), sorted(puts))
+
+    def test_pool_example(self):
+        _, _, pool_py = self.doc_scripts()
+        self.start_master()
+        env = {"TASKQ_CONNECT": self.endpoint, "TASKQ_AUTHKEY_FILE": self.key,
+               "PYTHONPATH": PYDIR, "PYTHONUNBUFFERED": "1"}
+        w = self.start("poolworker", [PY, pool_py, "worker"], env=env)
+        h.wait_until(lambda: len(self.status()["workers"]) == 1, 30, what="worker to join")
+        r = self.run_prog([PY, pool_py], env=env, timeout=60)
+        self.assertEqual(r.rc, 0, r)
+        self.assertTrue(r.out.endswith("Waiting for all subprocesses done...\n"
+                                       "All subprocesses done.\n"), r.out)
+        w.signal(signal.SIGTERM)
+        self.assertEqual(w.wait(20), 0, w.output())
+        self.assertEqual(sorted(re.findall(r"^Task (\d) runs", w.output(), re.M)),
+                         ["0", "1", "2", "3", "4"])
 
 
 class TestScale(PyTest):
