@@ -60,74 +60,140 @@ class Handle:
     """One submitted task. ``id`` blocks until the master stored it;
     ``result()`` blocks until its outcome: the result (``str`` if the
     payload was ``str``, else ``bytes``), or raises TaskFailed,
-    TaskCancelled or TaskUnknown."""
+    TaskCancelled or TaskUnknown.
 
-    __slots__ = ("_client", "future", "_id", "_id_set", "_id_error", "_text", "__weakref__")
+    Handles are light (no lock of their own: they share their client's
+    condition variable), so a map over millions of items stays cheap;
+    ``future`` makes a concurrent.futures.Future on first use."""
 
-    def __init__(self, client: "Client", text: bool) -> None:
-        self._client = client
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
-        self.future.set_running_or_notify_cancel()
+    __slots__ = ("_cond", "_core", "_id", "_id_error", "_done", "_value", "_exc", "_text",
+                 "_cbs", "_fut", "__weakref__")
+
+    def __init__(self, core: "_Core", text: bool) -> None:
+        self._core = core
+        self._cond = core.cond
         self._id: Optional[int] = None
-        self._id_set = threading.Event()
         self._id_error: Optional[BaseException] = None
+        self._done = False
+        self._value: Any = None
+        self._exc: Optional[BaseException] = None
         self._text = text
+        self._cbs: Optional[List[Callable[["Handle"], None]]] = None
+        self._fut: Optional[concurrent.futures.Future] = None
 
     def __repr__(self) -> str:
-        state = "done" if self.future.done() else "pending"
-        return "<taskq.Handle id=%s %s>" % (self._id, state)
+        return "<taskq.Handle id=%s %s>" % (self._id, "done" if self._done else "pending")
 
     @property
     def id(self) -> int:
-        """The task id (waits for the master to store the task)."""
-        self._id_set.wait()
+        """The task id (waits for the master to store the task; raises
+        Refused if it would not)."""
+        if self._id is None and self._id_error is None:
+            with self._cond:
+                while self._id is None and self._id_error is None:
+                    self._cond.wait()
         if self._id_error is not None:
             raise self._id_error
         return self._id  # type: ignore[return-value]
 
     def done(self) -> bool:
         """True once the outcome is here (or the submission failed)."""
-        return self.future.done()
+        return self._done
+
+    def _wait(self, timeout: Optional[float]) -> None:
+        if self._done:
+            return
+        with self._cond:
+            if timeout is None:
+                while not self._done:
+                    self._cond.wait()
+                return
+            end = time.monotonic() + timeout
+            while not self._done:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise Timeout("no outcome within %s s" % timeout)
+                self._cond.wait(left)
 
     def result(self, timeout: Optional[float] = None) -> Payload:
         """The task's result; waits up to ``timeout`` seconds (None: for
         ever), then raises taskq.Timeout (the task goes on)."""
-        try:
-            return self.future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise Timeout("no outcome within %s s" % timeout) from None
+        self._wait(timeout)
+        if self._exc is not None:
+            raise self._exc
+        return self._value
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        try:
-            return self.future.exception(timeout)
-        except concurrent.futures.TimeoutError:
-            raise Timeout("no outcome within %s s" % timeout) from None
+        """The task's error (None if it succeeded); waits like result()."""
+        self._wait(timeout)
+        return self._exc
 
     def cancel(self) -> bool:
         """Cancel the task at the master; True if it was cancelled (it had
         not finished), False if it had finished already or is unknown."""
-        return self._client.cancel(self.id) == "cancelled"
+        return self._core.client_cancel(self.id) == "cancelled"
 
-    # I/O thread side
-    def _set_id(self, tid: Optional[int], err: Optional[BaseException] = None) -> None:
+    def add_done_callback(self, fn: Callable[["Handle"], None]) -> None:
+        """Call fn(handle) when the outcome is here (at once if it is);
+        from the client's I/O thread, so keep it short."""
+        with self._cond:
+            if not self._done:
+                if self._cbs is None:
+                    self._cbs = []
+                self._cbs.append(fn)
+                return
+        fn(self)
+
+    @property
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future for the outcome (made on first use)."""
+        with self._cond:
+            f = self._fut
+            if f is None:
+                f = self._fut = concurrent.futures.Future()
+                f.set_running_or_notify_cancel()
+            else:
+                return f
+        self.add_done_callback(_resolve_future)
+        return f
+
+    # I/O thread side, with the condition held; callbacks go in fire.
+    def _complete(self, value: Any, exc: Optional[BaseException], fire: List["Handle"]) -> None:
+        if self._done:
+            return
+        self._value = value
+        self._exc = exc
+        self._done = True
+        if self._cbs:
+            fire.append(self)
+
+    def _set_id(self, tid: Optional[int], err: Optional[BaseException], fire: List["Handle"]
+                ) -> None:
         self._id = tid
         self._id_error = err
-        self._id_set.set()
-        if err is not None and not self.future.done():
-            self.future.set_exception(err)
+        if err is not None:
+            self._complete(None, err, fire)
 
-    def _finish(self, tid: int, status: int, attempts: int, data: bytes) -> None:
-        if self.future.done():
-            return
+    def _finish(self, tid: int, status: int, attempts: int, data: bytes,
+                fire: List["Handle"]) -> None:
         if status == _proto.TASK_DONE:
-            self.future.set_result(data.decode("utf-8", "replace") if self._text else data)
+            self._complete(data.decode("utf-8", "replace") if self._text else data, None, fire)
         elif status in (_proto.TASK_FAILED, _proto.TASK_DEAD):
-            self.future.set_exception(TaskFailed(tid, _proto.TASK_STATUS_NAMES[status], attempts,
-                                                 data.decode("utf-8", "replace")))
+            self._complete(None, TaskFailed(tid, _proto.TASK_STATUS_NAMES[status], attempts,
+                                            data.decode("utf-8", "replace")), fire)
         elif status == _proto.TASK_CANCELLED:
-            self.future.set_exception(TaskCancelled(tid))
+            self._complete(None, TaskCancelled(tid), fire)
         else:
-            self.future.set_exception(TaskUnknown(tid))
+            self._complete(None, TaskUnknown(tid), fire)
+
+
+def _resolve_future(h: Handle) -> None:
+    f = h._fut
+    if f is not None and not f.done():
+        if h._exc is not None:
+            f.set_exception(h._exc)
+        else:
+            f.set_result(h._value)
 
 
 class _Batch:
@@ -156,6 +222,8 @@ class _Core(threading.Thread):
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.wake_flag = False
+        self.cond = threading.Condition(threading.Lock())  # guards every Handle's state
+        self.fire: List[Handle] = []  # handles completed with callbacks to run
         self.ready = threading.Event()
         self.fatal: Optional[BaseException] = None
         self.stopping = False
@@ -169,6 +237,7 @@ class _Core(threading.Thread):
         self.req = 0
         self.session = secrets.token_bytes(16)
         self.keyctr = itertools.count(1)
+        self.ack_timeout = 60.0
         self.resent = 0  # tasks sent again after a re-HELLO (for tests and logs)
         self.outq: Deque[Tuple[tuple, bytes, Handle]] = collections.deque()
         self.pending: "collections.OrderedDict[int, _Batch]" = collections.OrderedDict()
@@ -267,16 +336,21 @@ class _Core(threading.Thread):
                 if self.link.handshake_verdict() < 0:
                     raise AuthenticationError("authentication failed connecting to %s "
                                               "(wrong authkey?)" % self.endpoint)
-            self._drain_cmds()
-            if self.link.sock in events:
-                for _ in range(256):
-                    m = self.link.recv()
-                    if m is None:
-                        break
-                    self._handle(m)
-            if self.registered:
-                self._flush_acks()
-                self._flush_submits()
+            with self.cond:
+                try:
+                    self._drain_cmds()
+                    if self.link.sock in events:
+                        for _ in range(256):
+                            m = self.link.recv()
+                            if m is None:
+                                break
+                            self._handle(m)
+                    if self.registered:
+                        self._flush_acks()
+                        self._flush_submits()
+                finally:
+                    self.cond.notify_all()
+            self._fire()
 
     def _drain_cmds(self) -> None:
         while self.cmds:
@@ -333,7 +407,8 @@ class _Core(threading.Thread):
                     self.outq.popleft()
                     h._set_id(None, Refused(4, "payload too large (%d bytes, the master's "
                                             "max_payload is %d)" % (len(data),
-                                                                     self.link.max_payload)))
+                                                                     self.link.max_payload)),
+                              self.fire)
                     continue
                 self.outq.popleft()
                 items.append((rec, data, h))
@@ -360,7 +435,7 @@ class _Core(threading.Thread):
                 hs = self.waiting.pop(tid, None)
                 if hs is not None:
                     for h in hs:
-                        h._finish(tid, r["status"], r["attempts"], data)
+                        h._finish(tid, r["status"], r["attempts"], data, self.fire)
                 elif self.pending:
                     self.early[tid] = (r["status"], r["attempts"], data)
         elif t == _proto.SUBMIT_ACK:
@@ -369,10 +444,10 @@ class _Core(threading.Thread):
                 return
             for (rec, data, h), r in zip(b.items, m.records):
                 tid = r["id"]
-                h._set_id(tid)
+                h._set_id(tid, None, self.fire)
                 e = self.early.pop(tid, None)
                 if e is not None:
-                    h._finish(tid, *e)
+                    h._finish(tid, e[0], e[1], e[2], self.fire)
                 else:
                     self.waiting.setdefault(tid, []).append(h)
             if not self.pending:
@@ -409,7 +484,7 @@ class _Core(threading.Thread):
             b = self.pending.pop(e["ref"], None)
             if b is not None:
                 for _, _, h in b.items:
-                    h._set_id(None, err)
+                    h._set_id(None, err, self.fire)
                 return
             ent = self.reqs.pop(e["ref"], None)
             if ent is not None and not ent[1].done():
@@ -434,29 +509,31 @@ class _Core(threading.Thread):
             self.link.send(frames)
 
     def _fail_all(self, err: BaseException) -> None:
-        for b in self.pending.values():
-            for _, _, h in b.items:
-                h._set_id(None, err)
-        self.pending.clear()
-        for _, _, h in self.outq:
-            h._set_id(None, err)
-        self.outq.clear()
-        while self.cmds:
-            cmd = self.cmds.popleft()
-            if cmd[0] == "submit":
-                for _, _, h in cmd[1]:
-                    h._set_id(None, err)
-            elif cmd[0] in ("status", "admin", "cancel"):
-                cmd[2].set_exception(err)
-            elif cmd[0] == "wait":
-                for _, h in cmd[1]:
-                    if not h.future.done():
-                        h.future.set_exception(err)
-        for hs in self.waiting.values():
-            for h in hs:
-                if not h.future.done():
-                    h.future.set_exception(err)
-        self.waiting.clear()
+        with self.cond:
+            fire = self.fire
+            for b in self.pending.values():
+                for _, _, h in b.items:
+                    h._set_id(None, err, fire)
+            self.pending.clear()
+            for _, _, h in self.outq:
+                h._set_id(None, err, fire)
+            self.outq.clear()
+            while self.cmds:
+                cmd = self.cmds.popleft()
+                if cmd[0] == "submit":
+                    for _, _, h in cmd[1]:
+                        h._set_id(None, err, fire)
+                elif cmd[0] in ("status", "admin", "cancel"):
+                    cmd[2].set_exception(err)
+                elif cmd[0] == "wait":
+                    for _, h in cmd[1]:
+                        h._complete(None, err, fire)
+            for hs in self.waiting.values():
+                for h in hs:
+                    h._complete(None, err, fire)
+            self.waiting.clear()
+            self.cond.notify_all()
+        self._fire()
         for f in self.status_q:
             if not f.done():
                 f.set_exception(err)
@@ -464,6 +541,25 @@ class _Core(threading.Thread):
             if not f.done():
                 f.set_exception(err)
         self.reqs.clear()
+
+    def _fire(self) -> None:
+        """Run the done-callbacks of handles completed meanwhile (outside the lock)."""
+        while self.fire:
+            h = self.fire.pop()
+            for cb in h._cbs or ():
+                try:
+                    cb(h)
+                except Exception:  # noqa: BLE001 - a caller's callback must not kill I/O
+                    pass
+
+    def client_cancel(self, tid: int) -> str:
+        f: concurrent.futures.Future = concurrent.futures.Future()
+        self.post(("cancel", [tid], f))
+        try:
+            return f.result(self.ack_timeout or None)[0][1]
+        except concurrent.futures.TimeoutError:
+            raise Timeout("no reply from master at %s within %s s"
+                          % (self.endpoint, self.ack_timeout)) from None
 
 
 class Client:
@@ -487,6 +583,7 @@ class Client:
         self.ack_timeout = ack_timeout
         self._core = _Core(self.endpoint, bytes(authkey), name or default_name(),
                            connect_timeout, reconnect_timeout)
+        self._core.ack_timeout = ack_timeout
         self._core.start()
         self._core.ready.wait()
         if self._core.fatal is not None:
@@ -556,7 +653,7 @@ class Client:
         core = self._core
         for p in payloads:
             data, text = _payload_bytes(p)
-            h = Handle(self, text)
+            h = Handle(core, text)
             r = rec
             if rec[6]:  # a session key per task: safe to re-send
                 r = rec[:7] + (core.session + next(core.keyctr).to_bytes(8, "little"),)
@@ -569,8 +666,8 @@ class Client:
 
     def task(self, task_id: int, text: bool = False) -> Handle:
         """A Handle for a task submitted earlier (by anyone): WAITs for it."""
-        h = Handle(self, text)
-        h._set_id(int(task_id))
+        h = Handle(self._core, text)
+        h._id = int(task_id)
         self._core.post(("wait", [(int(task_id), h)]))
         return h
 
@@ -621,7 +718,7 @@ class Client:
         def take(hs: List[Handle]) -> None:
             for h in hs:
                 outstanding[0] += 1
-                h.future.add_done_callback(lambda _f, h=h: done.put(h))
+                h.add_done_callback(done.put)
 
         while True:
             if not exhausted and outstanding[0] <= window // 2:

@@ -55,14 +55,14 @@ class AsyncResult:
                  error_callback: Optional[Callable[[BaseException], None]] = None) -> None:
         self.handle = handle
         if callback or error_callback:
-            def done(f: concurrent.futures.Future) -> None:
-                e = f.exception()
+            def done(h: Handle) -> None:
+                e = h.exception()
                 if e is None:
                     if callback:
-                        callback(f.result())
+                        callback(h.result())
                 elif error_callback:
                     error_callback(e)
-            handle.future.add_done_callback(done)
+            handle.add_done_callback(done)
 
     def get(self, timeout: Optional[float] = None) -> Payload:
         """The result; raises the task's error (TaskFailed, ...) or
@@ -83,7 +83,7 @@ class AsyncResult:
         """True if the task succeeded; ValueError while it is not ready."""
         if not self.ready():
             raise ValueError("%r not ready" % self)
-        return self.handle.future.exception() is None
+        return self.handle.exception() is None
 
 
 class Pool:
@@ -109,7 +109,7 @@ class Pool:
     def _track(self, h: Handle) -> Handle:
         with self._lock:
             self._outstanding.add(h)
-        h.future.add_done_callback(lambda _f: self._untrack(h))
+        h.add_done_callback(self._untrack)
         return h
 
     def _untrack(self, h: Handle) -> None:

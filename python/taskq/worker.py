@@ -277,6 +277,7 @@ class _Engine:
 
     def _hello(self) -> None:
         busy = min(len(self.jobs), self.slots + self.w.prefetch)
+        self.credit = 0  # what finished before this HELLO is not in its busy
         self.link.hello({"role": "worker", "name": self.w.name, "instance": self.w.instance,
                          "slots": self.slots, "prefetch": self.w.prefetch, "busy": busy,
                          "packed": True, "functions": sorted(self.w.functions)})
