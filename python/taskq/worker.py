@@ -202,9 +202,6 @@ class _Slot(threading.Thread):
 
     def run(self) -> None:
         eng = self.eng
-        if eng.processes:
-            with eng.fork_lock:
-                self._spawn()
         try:
             while True:
                 job = eng.jobq.get()
@@ -266,14 +263,17 @@ class _Engine:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+        self.wake_lock = threading.Lock()
 
     # slot threads
     def done(self, job: _Job, outcome: Optional[Tuple[int, bytes]]) -> None:
         self.finished.append((job, outcome))
-        try:
-            os.write(self.wake_w, b"d")
-        except BlockingIOError:
-            pass
+        with self.wake_lock:  # never write to the pipe once run() closed it
+            if self.wake_w >= 0:
+                try:
+                    os.write(self.wake_w, b"d")
+                except BlockingIOError:
+                    pass
 
     def _hello(self) -> None:
         busy = min(len(self.jobs), self.slots + self.w.prefetch)
@@ -293,6 +293,10 @@ class _Engine:
         self._hello()
 
     def run(self) -> int:
+        self.threads = [_Slot(self, i) for i in range(self.slots)]
+        if self.processes:  # fork the slots before ZeroMQ starts its threads
+            for t in self.threads:
+                t._spawn()
         old = {}
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT):
@@ -301,7 +305,6 @@ class _Engine:
         self.w._stops = 0
         self.ctx = zmq.Context()
         self.link = Link(self.ctx, self.w.endpoint, self.w._keys)
-        self.threads = [_Slot(self, i) for i in range(self.slots)]
         try:
             for t in self.threads:
                 t.start()
@@ -317,11 +320,13 @@ class _Engine:
             self.w._wake_w = None
             for s, h in old.items():
                 signal.signal(s, h)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            if self.processes:
+            if self.processes:  # their children are killed; threads running Python code are not
                 for t in self.threads:
                     t.join(2)
+            with self.wake_lock:
+                os.close(self.wake_r)
+                os.close(self.wake_w)
+                self.wake_w = -1
 
     def _loop(self) -> int:
         first = True
