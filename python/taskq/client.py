@@ -197,10 +197,12 @@ def _resolve_future(h: Handle) -> None:
 
 
 class _Batch:
-    __slots__ = ("req", "items", "frames")
+    __slots__ = ("req", "seq", "items", "frames")
 
-    def __init__(self, req: int, items: List[Tuple[tuple, bytes, Handle]], frames: List[bytes]):
+    def __init__(self, req: int, seq: int, items: List[Tuple[tuple, bytes, Handle]],
+                 frames: List[bytes]):
         self.req = req
+        self.seq = seq  # order of first sending (never wraps, unlike req)
         self.items = items
         self.frames = frames
 
@@ -242,7 +244,15 @@ class _Core(threading.Thread):
         self.outq: Deque[Tuple[tuple, bytes, Handle]] = collections.deque()
         self.pending: "collections.OrderedDict[int, _Batch]" = collections.OrderedDict()
         self.waiting: Dict[int, List[Handle]] = {}
-        self.early: Dict[int, Tuple[int, int, bytes]] = {}
+        # Outcomes that may answer a SUBMIT not acknowledged yet (a fast
+        # task's RESULTS can overtake its SUBMIT_ACK; a key already held is
+        # answered at once): id -> (status, attempts, data, seq of the last
+        # SUBMIT sent when it came). Kept only while a SUBMIT sent before it
+        # came is unacknowledged: the master answers a SUBMIT only after
+        # receiving it, so later outcomes cannot belong to earlier batches.
+        self.early: "collections.OrderedDict[int, Tuple[int, int, bytes, int]]" = \
+            collections.OrderedDict()
+        self.seq = 0
         self.to_ack: List[int] = []
         self.status_q: Deque[concurrent.futures.Future] = collections.deque()
         self.reqs: Dict[int, Tuple[str, concurrent.futures.Future, List[bytes]]] = {}
@@ -423,7 +433,8 @@ class _Core(threading.Thread):
             frames = _proto.encode("SUBMIT", fields={"req": req, "flags": flags},
                                    records=records, data=[d for _, d, _ in items],
                                    packed=self.link.packed)
-            self.pending[req] = _Batch(req, items, frames)
+            self.seq += 1
+            self.pending[req] = _Batch(req, self.seq, items, frames)
             self.link.send(frames)
 
     def _handle(self, m: _proto.Decoded) -> None:
@@ -436,8 +447,9 @@ class _Core(threading.Thread):
                 if hs is not None:
                     for h in hs:
                         h._finish(tid, r["status"], r["attempts"], data, self.fire)
-                elif self.pending:
-                    self.early[tid] = (r["status"], r["attempts"], data)
+                if self.pending:  # it may also answer a SUBMIT on its way (same key)
+                    self.early[tid] = (r["status"], r["attempts"], data, self.seq)
+                    self.early.move_to_end(tid)
         elif t == _proto.SUBMIT_ACK:
             b = self.pending.pop(m.fields["req"], None)
             if b is None:
@@ -445,13 +457,12 @@ class _Core(threading.Thread):
             for (rec, data, h), r in zip(b.items, m.records):
                 tid = r["id"]
                 h._set_id(tid, None, self.fire)
-                e = self.early.pop(tid, None)
+                e = self.early.get(tid)
                 if e is not None:
                     h._finish(tid, e[0], e[1], e[2], self.fire)
                 else:
                     self.waiting.setdefault(tid, []).append(h)
-            if not self.pending:
-                self.early.clear()
+            self._prune_early()
         elif t == _proto.STATUS_REPLY:
             if self.status_q:
                 f = self.status_q.popleft()
@@ -485,10 +496,24 @@ class _Core(threading.Thread):
             if b is not None:
                 for _, _, h in b.items:
                     h._set_id(None, err, self.fire)
+                self._prune_early()
                 return
             ent = self.reqs.pop(e["ref"], None)
             if ent is not None and not ent[1].done():
                 ent[1].set_exception(err)
+
+    def _prune_early(self) -> None:
+        """Keep only the outcomes that came after the oldest unacknowledged
+        SUBMIT was sent (only those may answer it)."""
+        if not self.pending:
+            self.early.clear()
+            return
+        oldest = next(iter(self.pending.values())).seq  # pending is in sending order
+        while self.early:
+            tid, e = next(iter(self.early.items()))
+            if e[3] >= oldest:
+                break
+            self.early.popitem(last=False)
 
     def _welcome(self, body: Dict[str, Any]) -> None:
         self.link.welcome(body)

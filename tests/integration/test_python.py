@@ -217,6 +217,23 @@ class TestPythonClientCWorkers(PyTest):
             c.submit_many("square", ["1"] * 5000)[-1].id
         self.assertEqual(cm.exception.code, 9)
 
+    def test_same_key_twice_gets_its_outcome(self):
+        """A task submitted again with its key, in the same batch, in the
+        next batch, or after the first was acknowledged: one outcome
+        (which may overtake the SUBMIT_ACKs) answers both handles."""
+        self.start_master("--fsync", "always")  # acks wait for the disk: outcomes overtake them
+        self.start_worker(concurrency=2)
+        c = self.client()
+        for i in range(60):
+            a = c.submit("square", str(i), key="twice-%d" % i)
+            if i % 3 == 1:
+                a.id  # the first batch is acknowledged
+            elif i % 3 == 2:
+                time.sleep(0.001)  # most often a batch of its own, not yet acknowledged
+            b = c.submit("square", str(i), key="twice-%d" % i)
+            self.assertEqual((a.result(30), b.result(30)), ("%d * %d = %d" % (i, i, i * i),) * 2)
+            self.assertEqual(a.id, b.id)
+
     def test_pool_and_executor(self):
         self.start_master()
         self.start_worker(concurrency=2)
