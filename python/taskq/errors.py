@@ -9,7 +9,6 @@ exit with for the same condition (common/tq_exit.h), so a script can
 from __future__ import annotations
 
 import builtins
-from typing import Optional
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1

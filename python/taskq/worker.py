@@ -35,7 +35,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import zmq
@@ -329,7 +328,6 @@ class _Engine:
                 self.wake_w = -1
 
     def _loop(self) -> int:
-        first = True
         backoff = 0.1
         reach_log = time.monotonic()
         while True:
@@ -387,8 +385,7 @@ class _Engine:
                     m = self.link.recv()
                     if m is None:
                         break
-                    if self._handle(m):
-                        first = False
+                    if self._handle(m):  # WELCOME
                         backoff = 0.1
             if self.registered:
                 self._flush()
