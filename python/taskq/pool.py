@@ -90,7 +90,8 @@ class Pool:
     """``multiprocessing.Pool`` over a taskq master: ``apply_async``,
     ``apply``, ``map``, ``imap``, ``imap_unordered``, ``close``, ``join``,
     ``terminate``; a context manager. ``processes`` is accepted for
-    compatibility and sets the map window (tasks in flight) when given."""
+    compatibility and ignored: the cluster's workers decide how many
+    tasks run at once; ``window`` bounds the tasks imap/map keep in flight."""
 
     def __init__(self, processes: Optional[int] = None, *, connect: Optional[str] = None,
                  authkey_file: Optional[str] = None, client: Optional[Client] = None,
