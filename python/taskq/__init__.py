@@ -11,7 +11,7 @@ Pure Python (standard library + pyzmq). Speaks proto/PROTOCOL.md v1::
 See docs/python.md.
 """
 
-from .errors import (AuthenticationError, ConnectionError, KeyFileError, Refused,
+from .errors import (AuthenticationError, ConnectionError, Fail, KeyFileError, Refused,
                      TaskCancelled, TaskFailed, TaskqError, TaskUnknown, Timeout)
 from ._auth import derive_keys, read_authkey
 from .client import Client, Handle
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = ["Client", "Handle", "Worker", "Pool", "AsyncResult", "Executor",
            "TaskqError", "TaskFailed", "TaskCancelled", "TaskUnknown", "Refused",
-           "AuthenticationError", "ConnectionError", "KeyFileError", "Timeout",
+           "AuthenticationError", "ConnectionError", "KeyFileError", "Timeout", "Fail",
            "derive_keys", "read_authkey"]
 
 

@@ -96,3 +96,8 @@ class Timeout(TaskqError, TimeoutError):
     """A wait passed its timeout (the task goes on)."""
 
     exit_status = EXIT_TIMEOUT
+
+
+class Fail(Exception):
+    """Raised by a worker function: fail the task with exactly this text
+    (str or bytes) as its error, instead of ``ExceptionType: message``."""

@@ -43,7 +43,7 @@ from . import _proto
 from ._auth import derive_keys, read_authkey
 from ._conn import Link, default_name, error_body
 from .client import DEFAULT_CONNECT, _check_name
-from .errors import EXIT_CONNECT, EXIT_OK
+from .errors import EXIT_CONNECT, EXIT_OK, Fail
 
 Fn = Callable[[Any], Any]
 
@@ -68,8 +68,16 @@ def _run_fn(fn: Fn, binary: bool, payload: bytes) -> Tuple[int, bytes]:
         if isinstance(e, (KeyboardInterrupt, SystemExit)) and threading.current_thread() is \
                 threading.main_thread():
             raise
-        text = "%s: %s" % (type(e).__name__, e)
+        if isinstance(e, Fail) and e.args and isinstance(e.args[0], (bytes, bytearray)):
+            return _proto.RUN_FAILED, bytes(e.args[0])
+        text = str(e) if isinstance(e, Fail) else "%s: %s" % (type(e).__name__, e)
         return _proto.RUN_FAILED, text.encode("utf-8", "replace")
+
+
+def _timeout_text(ms: int) -> bytes:
+    """"timed out after 1.5 s", as the C worker says it (workerlib/run.c)."""
+    frac = ("%03d" % (ms % 1000)).rstrip("0")
+    return ("timed out after %d%s s" % (ms // 1000, "." + frac if frac else "")).encode()
 
 
 def _child_main(conn: Any, functions: Dict[str, Tuple[Fn, bool]]) -> None:
@@ -86,14 +94,15 @@ def _child_main(conn: Any, functions: Dict[str, Tuple[Fn, bool]]) -> None:
 
 
 class _Job:
-    __slots__ = ("id", "attempt", "fn", "payload", "timeout_s", "state", "deadline", "killed",
-                 "reported")
+    __slots__ = ("id", "attempt", "fn", "payload", "timeout_ms", "timeout_s", "state", "deadline",
+                 "killed", "reported")
 
     def __init__(self, tid: int, attempt: int, fn: str, payload: bytes, timeout_ms: int):
         self.id = tid
         self.attempt = attempt
         self.fn = fn
         self.payload = payload
+        self.timeout_ms = timeout_ms
         self.timeout_s = timeout_ms / 1000.0
         self.state = "queued"  # queued, running, done
         self.deadline = 0.0
@@ -234,7 +243,7 @@ class _Slot(threading.Thread):
                     return None
                 if job.deadline and time.monotonic() >= job.deadline:
                     self._kill_child()
-                    return (_proto.RUN_TIMEOUT, b"timed out after %g s" % job.timeout_s)
+                    return (_proto.RUN_TIMEOUT, _timeout_text(job.timeout_ms))
         except (EOFError, OSError):
             code = self.proc.exitcode if self.proc is not None else None
             self._kill_child()
@@ -362,7 +371,7 @@ class _Engine:
                     if now >= j.deadline:
                         j.reported = True
                         self.out.append((j.id, j.attempt, _proto.RUN_TIMEOUT,
-                                         b"timed out after %g s" % j.timeout_s))
+                                         _timeout_text(j.timeout_ms)))
                     else:
                         timeout = min(timeout, j.deadline - now)
             events = dict(self.poller.poll(max(1, int(timeout * 1000))))

@@ -53,6 +53,25 @@ WORKER_SCRIPT = textwrap.dedent("""\
     def pyecho(p):
         return p
 
+    # The C worker's built-ins, in Python, for the shared round trips.
+    @w.function("square")
+    def square(p):
+        n = int(p)
+        return "%%d * %%d = %%d" %% (n, n, n * n)
+
+    @w.function("echo", binary=True)
+    def echo(p):
+        return p
+
+    @w.function("fail", binary=True)
+    def fail(p):
+        raise taskq.Fail(p)
+
+    @w.function("sleep")
+    def sleep(p):
+        time.sleep(float(p))
+        return "slept " + p.strip()
+
     sys.exit(w.run(concurrency=int(os.environ.get("SLOTS", "2")),
                    processes=os.environ.get("PROCESSES") == "1"))
     """) % PYDIR
@@ -271,6 +290,86 @@ class TestPythonClientCWorkers(PyTest):
         self.assertEqual((r2.rc, r2.out), (0, "6 * 6 = 36\n"), r2)
         r = self.run_prog([PY, "-m", "taskq", "status", "--json"], env=env)
         self.assertEqual(r.rc, 0, r)
+
+
+class TestSameRoundTrips(PyTest):
+    """The same round trips, outcome for outcome, for every pair of client
+    (Python taskq.Client, C taskq) and worker (C taskq-worker built-ins,
+    Python taskq.Worker serving the same four functions)."""
+
+    CASES = [  # (fn, payloads, run timeout, expected [(status, text)])
+        ("square", [str(i) for i in range(-5, 300)], 0,
+         [("done", "%d * %d = %d" % (i, i, i * i)) for i in range(-5, 300)]),
+        ("echo", ["a", "b b", "\u00fc-\u6f22", ""], 0,
+         [("done", x) for x in ["a", "b b", "\u00fc-\u6f22", ""]]),
+        ("fail", ["boom", "bad input 7"], 0, [("failed", "boom"), ("failed", "bad input 7")]),
+        ("sleep", ["0.1"], 0, [("done", "slept 0.1")]),
+        ("sleep", ["5"], 0.3, [("failed", "timed out after 0.3 s")]),
+    ]
+
+    def outcomes_py(self, c, fn, payloads, timeout):
+        out = []
+        for hd in c.submit_many(fn, payloads, timeout=timeout):
+            try:
+                out.append(("done", hd.result(60)))
+            except taskq.TaskFailed as e:
+                out.append((e.status, e.message))
+            except taskq.TaskCancelled:
+                out.append(("cancelled", ""))
+        return out
+
+    def outcomes_c(self, fn, payloads, timeout):
+        args = ["map", "--json", "--fn", fn] + (["--timeout", str(timeout)] if timeout else [])
+        r = self.tq(*args, "-", input="".join(p + "\n" for p in payloads))
+        self.assertIn(r.rc, (0, h.EXIT_TASK_FAILED), r)
+        out = []
+        for line in r.out.splitlines():
+            o = __import__("json").loads(line)
+            out.append((o["status"], o.get("result", o.get("error", ""))))
+        return out
+
+    def cancel_py(self, c):
+        hd = c.submit("sleep", "3")
+        h.wait_until(lambda: self.status()["totals"]["running"] == 1, 20, what="task to run")
+        self.assertEqual(hd.cancel(), True)
+        with self.assertRaises(taskq.TaskCancelled):
+            hd.result(30)
+
+    def cancel_c(self):
+        (tid,) = self.submit("--fn", "sleep", "3")
+        h.wait_until(lambda: self.status()["totals"]["running"] == 1, 20, what="task to run")
+        self.tq_ok("cancel", tid)
+        r = self.tq("wait", tid)
+        self.assertEqual(r.rc, h.EXIT_CANCELLED, r)
+
+    def round_trips(self, client, worker):
+        self.start_master()
+        if worker == "c":
+            self.start_worker(concurrency=2)
+        else:
+            self.start_pyworker(slots=2)
+        c = self.client() if client == "py" else None
+        for fn, payloads, timeout, want in self.CASES:
+            got = (self.outcomes_py(c, fn, payloads, timeout) if c else
+                   self.outcomes_c(fn, payloads, timeout))
+            self.assertEqual(got, want, "%s client, %s worker, fn %s" % (client, worker, fn))
+        self.cancel_py(c) if c else self.cancel_c()
+        # The worker still serves after the KILL.
+        got = (self.outcomes_py(c, "square", ["9"], 0) if c else
+               self.outcomes_c("square", ["9"], 0))
+        self.assertEqual(got, [("done", "9 * 9 = 81")])
+
+    def test_python_client_c_workers(self):
+        self.round_trips("py", "c")
+
+    def test_c_client_python_workers(self):
+        self.round_trips("c", "py")
+
+    def test_python_client_python_workers(self):
+        self.round_trips("py", "py")
+
+    def test_c_client_c_workers(self):
+        self.round_trips("c", "c")
 
 
 class TestCClientPythonWorkers(PyTest):
