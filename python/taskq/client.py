@@ -240,6 +240,7 @@ class _Core(threading.Thread):
         self.session = secrets.token_bytes(16)
         self.keyctr = itertools.count(1)
         self.ack_timeout = 60.0
+        self.welcomes = 0  # WELCOMEs received: 1 unless it had to say HELLO again
         self.resent = 0  # tasks sent again after a re-HELLO (for tests and logs)
         self.outq: Deque[Tuple[tuple, bytes, Handle]] = collections.deque()
         self.pending: "collections.OrderedDict[int, _Batch]" = collections.OrderedDict()
@@ -518,6 +519,7 @@ class _Core(threading.Thread):
     def _welcome(self, body: Dict[str, Any]) -> None:
         self.link.welcome(body)
         self.registered = True
+        self.welcomes += 1
         self.lost_since = None
         if self.first:
             self.first = False

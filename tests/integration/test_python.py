@@ -467,13 +467,28 @@ class TestFailures(PyTest):
         self.assertGreaterEqual(self.status()["totals"]["requeued"], 2)
 
     def test_busy_caller_is_not_dropped(self):
-        """The I/O thread heartbeats while the caller does not call us."""
+        """The I/O thread heartbeats while the caller computes (holding
+        the GIL between switches) for three of the master's heartbeat
+        timeouts: the client is never dropped nor says HELLO again."""
         self.start_master()
         self.start_worker(concurrency=1)
         c = self.client()
-        time.sleep(3)  # three heartbeat timeouts of the harness's master
-        self.assertEqual(c.status()["clients"], 1)
+        end = time.monotonic() + 3.0
+        x = 0
+        while time.monotonic() < end:  # busy, no call into taskq
+            x = (x * 31 + 7) % 1000003
         self.assertEqual(c.submit("square", "2").result(30), "2 * 2 = 4")
+        self.assertEqual(c._core.welcomes, 1)
+
+    def test_outcomes_are_acked(self):
+        """With --peer-queue-bytes 64K the master sends more outcomes only
+        as the client ACKs them: 2 MiB of results still all arrive."""
+        self.start_master("--peer-queue-bytes", "64K")
+        self.start_worker(concurrency=2)
+        c = self.client()
+        payloads = ["%04d" % i + "x" * 1020 for i in range(2048)]
+        hs = c.submit_many("echo", payloads)
+        self.assertEqual([hd.result(30) for hd in hs], payloads)
 
 
 class TestTutorial(PyTest):
