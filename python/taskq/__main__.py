@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Iterator, List, Optional
 
 from . import errors
@@ -149,11 +150,13 @@ def _run(c: Client, a: argparse.Namespace, ids: List[int]) -> int:
     if a.cmd == "wait":
         rc = 0
         hs = [c.task(i, text=True) for i in ids]
-        for h in hs:
+        end = time.monotonic() + a.timeout if a.timeout else None
+        for n, h in enumerate(hs):
             try:
-                _print_result(h.result(a.timeout or None))
+                _print_result(h.result(None if end is None else max(0.0, end - time.monotonic())))
             except errors.Timeout:
-                print("taskq: timed out waiting for task %d" % h.id, file=sys.stderr)
+                print("taskq: timed out waiting for task %d (%d of %d results not printed)"
+                      % (h.id, len(hs) - n, len(hs)), file=sys.stderr)
                 return errors.EXIT_TIMEOUT
             except TaskqError as e:
                 rc = _worst(rc, _outcome_status(e))
@@ -173,7 +176,7 @@ def _run(c: Client, a: argparse.Namespace, ids: List[int]) -> int:
     if a.cmd == "cancel":
         rc = 0
         for tid, outcome in c.cancel_many(ids):
-            print("%d %s" % (tid, outcome))
+            print("%d %s" % (tid, "already finished" if outcome == "finished" else outcome))
             if outcome == "unknown":
                 rc = errors.EXIT_NOT_FOUND
         return rc
