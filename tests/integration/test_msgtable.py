@@ -178,6 +178,31 @@ class MessageTable(unittest.TestCase):
         return fixed, recs
 
     @unittest.skipUnless(os.path.exists(VECTORS), "build/proto/tq_msgs_vectors not built")
+    def test_python_package_table_matches(self):
+        """python/taskq/_proto.py describes the messages a second time (the
+        package must not need the C tree): every message, body kind,
+        sender, field name, type, order, the conditional field and the
+        data frames must be the ones of proto/tq_msgs.def."""
+        sys.path.insert(0, os.path.join(h.REPO, "python"))
+        try:
+            from taskq import _proto as P
+        finally:
+            sys.path.pop(0)
+        body = {"BIN": "binary", "JSON": "json", "EMPTY": "empty"}
+        self.assertEqual(sorted(P.BY_NAME), sorted(tqmsgs.MSGS))
+        for name, m in tqmsgs.MSGS.items():
+            pm = P.BY_NAME[name]
+            self.assertEqual((pm.type, pm.body, pm.sender, pm.data),
+                             (m.code, body[m.body], m.sender.lower(), bool(m.data)), name)
+            for part, pyfields in (("FIX", pm.fixed), ("REC", pm.record)):
+                want = [(f.name, f.wire.lower(), f.check == "WHENFLAG")
+                        for f in m.fields if f.part == part]
+                got = [(f.name, f.type, bool(f.if_flag)) for f in pyfields]
+                self.assertEqual(got, want, "%s %s fields" % (name, part))
+            for f in pm.record:
+                if f.if_flag:
+                    self.assertEqual(f.if_flag, tqmsgs.const("TQ_SUBMIT_NOT_BEFORE"), name)
+
     def test_c_and_python_same_bytes(self):
         rnd = random.Random(1302)
         cases = []
