@@ -315,7 +315,7 @@ static void test_silence_and_reconnect(void)
     /* The first attempt starts at once. */
     int64_t t_lost = tq_mono_ms();
     CHECK_EQ_INT(wait_event(l, 500, &ev), TQ_LINK_HELLO);
-    CHECK(tq_mono_ms() - t_lost < 200);
+    CHECK(tq_mono_ms() - t_lost < 1000); /* no backoff before the first */
     say_hello(l);
     CHECK_EQ_INT(master_recv(&m, 1000, NULL, NULL), TQ_MSG_HELLO);
     uint8_t rid1[256];
@@ -328,7 +328,7 @@ static void test_silence_and_reconnect(void)
     CHECK_EQ_INT(wait_event(l, 3000, &ev), TQ_LINK_HELLO);
     int64_t gap = tq_mono_ms() - t1;
     CHECK(gap >= TQ_LINK_ATTEMPT_MIN_MS + TQ_LINK_BACKOFF_FIRST_MS - SLACK_MS);
-    CHECK(gap < TQ_LINK_ATTEMPT_MIN_MS + TQ_LINK_BACKOFF_FIRST_MS + 1000);
+    CHECK(gap < TQ_LINK_ATTEMPT_MIN_MS + TQ_LINK_BACKOFF_FIRST_MS + 2000);
     say_hello(l);
     CHECK_EQ_INT(master_recv(&m, 1000, NULL, NULL), TQ_MSG_HELLO);
     CHECK(m.rid_len != rid1_len || memcmp(m.rid, rid1, rid1_len) != 0); /* a fresh socket */

@@ -499,7 +499,7 @@ static int on_link_event(conn_t *c, const tq_link_event_t *ev)
                 c->o->endpoint);
         break;
     case TQ_LINK_DEAD:
-        tq_error("cannot open a connection to %s: %s", c->o->endpoint, zmq_strerror(errno));
+        tq_error("cannot open a new socket to %s (out of sockets or memory?)", c->o->endpoint);
         return TQ_EXIT_INTERNAL;
     default:
         break;
