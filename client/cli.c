@@ -292,6 +292,11 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
             "no authkey: give --authkey-file FILE or set TASKQ_AUTHKEY_FILE");
         return NULL;
     }
+    char eperr[320];
+    if (g->connect && tq_endpoint_port_check(g->connect, "--connect", eperr, sizeof eperr) < 0) {
+        *status = tq_cli_usage_error("%s", eperr);
+        return NULL;
+    }
     taskq_error_t e;
     taskq_t *tq = taskq_connect(g->connect, g->authkey_file, (int)g->connect_timeout_ms, NULL, &e);
     if (!tq) {

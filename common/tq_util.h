@@ -45,6 +45,13 @@ int tq_parse_u64(const char *s, uint64_t *out);
  * many flags read as "none". */
 int tq_parse_seconds_ms(const char *s, int64_t *out_ms);
 
+/* A numeric port in a tcp:// endpoint must be 0..65535: ZeroMQ keeps
+ * only its low 16 bits (tcp://127.0.0.1:99999 listens on, or connects
+ * to, 34463). Returns 0 when ep is not tcp://, has no numeric port (`*`,
+ * a service name: ZeroMQ judges those) or its port is in range; else -1
+ * with "FLAG: port N in 'EP' is out of range (0..65535)" in err. */
+int tq_endpoint_port_check(const char *ep, const char *flag, char *err, size_t errlen);
+
 /* Number of online CPUs (>= 1). */
 int tq_ncpus(void);
 

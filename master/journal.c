@@ -20,6 +20,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zmq.h>
@@ -36,6 +38,16 @@
 #define JOURNAL_BATCH_KEEP (1u << 20)
 /* "SSSSSSSSSSSSSSSS.tqj" */
 #define SEG_NAME_LEN 20
+/* The file of reserved bytes, and the temporary name of a segment that
+ * --repair writes (neither is a segment name: the scan ignores them). */
+#define RESERVE_NAME "reserve"
+#define CHECKPOINT_TMP "checkpoint.tmp"
+/* Low on space ends when the reserve can be taken again and this much
+ * more is free besides (with twice the reserve). */
+#define LOW_SPACE_SLACK (64u * 1024u)
+/* --repair looks this far (bytes checksummed) for the next sound record
+ * after damage before giving up on the rest of the segment. */
+#define RESYNC_BUDGET (256u * 1024u * 1024u)
 
 static ssize_t sys_write(int fd, const void *buf, size_t n) { return write(fd, buf, n); }
 static int sys_fdatasync(int fd) { return fdatasync(fd); }
@@ -115,6 +127,22 @@ struct tq_journal {
 
     int fd;       /* current segment, O_APPEND */
     uint64_t seg; /* its number */
+    uint64_t seg_size; /* bytes in it (its header included) */
+    uint64_t first;    /* the oldest segment replay needs */
+    /* A rotation asked for: the new segment is created once everything
+     * up to rot_lsn (the old one's end) is durable. */
+    int rot_pending;
+    int rot_sync_asked;
+    uint64_t rot_lsn, rot_first;
+    /* drop_before: 1 its rotation waits to start, 2 it is pending */
+    int drop_stage;
+    uint64_t drop_seg;
+    /* the reserve */
+    int resfd;
+    uint64_t reserve_want; /* cfg->reserve */
+    uint64_t reserve_held; /* bytes allocated in it now */
+    int low_space;
+    int64_t next_space_ms;
     uint8_t *batch; /* appended, not yet written (a failed write's rest first) */
     size_t blen, bcap;
     uint64_t appended, written, durable;
@@ -393,7 +421,7 @@ static int64_t tdue(tstate_t *t, int64_t now) {
     if (j->mode == TQ_FSYNC_INTERVAL && dirty && t->timer < 0)
         t->timer = now + j->interval_ms; /* the first write after a sync */
     int64_t due = -1;
-    if (t->force || (t->drop_pending && t->durable < t->drop_lsn) ||
+    if (t->force || (t->drop_pending && (t->durable < t->drop_lsn || dirty)) ||
         (j->mode == TQ_FSYNC_ALWAYS && dirty))
         due = now;
     else if (j->mode == TQ_FSYNC_INTERVAL && t->timer >= 0)
@@ -441,7 +469,9 @@ static void *sync_main(void *arg) {
         due = tdue(&t, now);
         if (due >= 0 && due <= now)
             tsync(&t);
-        if (t.drop_pending && t.durable >= t.drop_lsn)
+        /* The header that says the journal starts at drop_seg must be
+         * durable before anything older goes: nothing may be dirty. */
+        if (t.drop_pending && t.durable >= t.drop_lsn && !tdirty(&t))
             tdrop(&t);
         tflush(&t);
     }
@@ -450,7 +480,7 @@ static void *sync_main(void *arg) {
         int err = tround(&t);
         if (err)
             tq_error("journal: last fdatasync failed: %s", strerror(err));
-        else if (t.drop_pending && t.durable >= t.drop_lsn)
+        else if (t.drop_pending && t.durable >= t.drop_lsn && !tdirty(&t))
             tdrop(&t);
     }
     for (size_t i = 0; i < j->nfiles; i++)
@@ -464,6 +494,34 @@ static void *sync_main(void *arg) {
 /* ---- scan ----------------------------------------------------------------- */
 
 typedef struct {
+    uint8_t *map;
+    size_t size;
+    int fd;
+} segfile_t;
+
+/* One segment file as the scan sees it. */
+typedef struct {
+    uint64_t num;
+    char name[32];
+    int fd;
+    uint64_t size;
+    uint32_t version;    /* 1 or 2 if the header is sound, else 0 */
+    uint32_t hsize;      /* its header size */
+    const char *bad;     /* why the header is not sound */
+    uint32_t other;      /* a sound header of a version this master cannot read */
+    uint64_t first;      /* v2: the oldest segment replay needs */
+    uint64_t prev_size;  /* v2: the size of segment num - 1 when it was closed */
+    int has_prev;
+    int torn_create;     /* the newest, its header cut short or zero: a crash
+                            while it was created */
+    int skip;            /* older than the journal's first: left over */
+    int eligible;        /* may end in a torn record */
+    uint64_t limit;      /* replay up to here */
+    uint64_t cut_short;  /* bytes the next header says are missing at its end */
+    uint64_t missing_from; /* v2: segments missing_from..num-1 are missing (0: none) */
+} seg_t;
+
+typedef struct {
     const tq_journal_cfg_t *cfg;
     tq_journal_replay_fn replay;
     void *arg;
@@ -471,36 +529,19 @@ typedef struct {
     char *err;
     size_t errlen;
     const char *dir;
+    int dirfd;
 } scan_t;
 
-typedef struct {
-    uint8_t *map;
-    size_t size;
-    int fd;
-} segfile_t;
-
-static int seg_map(const char *path, segfile_t *sf, char *err, size_t errlen) {
+static int seg_map(seg_t *g, segfile_t *sf, const char *dir, char *err, size_t errlen) {
     sf->map = NULL;
-    sf->size = 0;
-    sf->fd = open(path, O_RDWR | O_CLOEXEC);
-    if (sf->fd < 0) {
-        snprintf(err, errlen, "journal: cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(sf->fd, &st) < 0) {
-        snprintf(err, errlen, "journal: cannot stat %s: %s", path, strerror(errno));
-        close(sf->fd);
-        return -1;
-    }
-    sf->size = (size_t)st.st_size;
+    sf->fd = g->fd;
+    sf->size = (size_t)g->size;
     if (sf->size == 0)
         return 0;
     sf->map = mmap(NULL, sf->size, PROT_READ, MAP_PRIVATE, sf->fd, 0);
     if (sf->map == MAP_FAILED) {
-        snprintf(err, errlen, "journal: cannot map %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "journal: cannot map %s/%s: %s", dir, g->name, strerror(errno));
         sf->map = NULL;
-        close(sf->fd);
         return -1;
     }
     madvise(sf->map, sf->size, MADV_SEQUENTIAL);
@@ -511,9 +552,6 @@ static void seg_unmap(segfile_t *sf) {
     if (sf->map)
         munmap(sf->map, sf->size);
     sf->map = NULL;
-    if (sf->fd >= 0)
-        close(sf->fd);
-    sf->fd = -1;
 }
 
 static int all_zero(const uint8_t *p, size_t n) {
@@ -523,46 +561,166 @@ static int all_zero(const uint8_t *p, size_t n) {
     return 1;
 }
 
-/* Check a segment header. Returns NULL or the reason it is bad; sets
- * *version_bad for a sound header of another version. */
-static const char *check_header(const uint8_t *p, size_t size, uint64_t seg, uint32_t *version) {
-    *version = 0;
-    if (size < TQ_JOURNAL_HEADER_SIZE)
-        return "segment header cut short";
-    if (memcmp(p, "TQJOURNL", 8) != 0)
-        return "bad segment magic";
-    if (crc(0, p, 28) != get32(p + 28))
-        return "segment header checksum mismatch";
-    if (get32(p + 8) != TQ_JOURNAL_VERSION) {
-        *version = get32(p + 8);
-        return "unsupported version";
+/* Fill g's header fields from the got bytes at its start. */
+static void parse_header(seg_t *g, const uint8_t *h, size_t got) {
+    g->version = 0;
+    g->bad = NULL;
+    if (got < 16) {
+        g->bad = "segment header cut short";
+        return;
     }
-    if (get32(p + 12) != TQ_JOURNAL_HEADER_SIZE)
-        return "bad segment header size";
-    if (get64(p + 16) != seg)
-        return "segment number does not match the file name";
-    if (get32(p + 24) != 0)
-        return "bad segment header";
-    return NULL;
+    if (memcmp(h, "TQJOURNL", 8) != 0) {
+        g->bad = "bad segment magic";
+        return;
+    }
+    uint32_t v = get32(h + 8);
+    if (v == 1) {
+        if (got < TQ_JOURNAL_HEADER_SIZE_V1)
+            g->bad = "segment header cut short";
+        else if (crc(0, h, 28) != get32(h + 28))
+            g->bad = "segment header checksum mismatch";
+        else if (get32(h + 12) != TQ_JOURNAL_HEADER_SIZE_V1)
+            g->bad = "bad segment header size";
+        else if (get64(h + 16) != g->num)
+            g->bad = "segment number does not match the file name";
+        else if (get32(h + 24) != 0)
+            g->bad = "bad segment header";
+        else {
+            g->version = 1;
+            g->hsize = TQ_JOURNAL_HEADER_SIZE_V1;
+        }
+        return;
+    }
+    if (v == 2) {
+        uint32_t flags = got >= TQ_JOURNAL_HEADER_SIZE ? get32(h + 40) : 0;
+        if (got < TQ_JOURNAL_HEADER_SIZE)
+            g->bad = "segment header cut short";
+        else if (crc(0, h, 60) != get32(h + 60))
+            g->bad = "segment header checksum mismatch";
+        else if (get32(h + 12) != TQ_JOURNAL_HEADER_SIZE)
+            g->bad = "bad segment header size";
+        else if (get64(h + 16) != g->num)
+            g->bad = "segment number does not match the file name";
+        else if ((flags & ~1u) || !all_zero(h + 44, 16) || get64(h + 24) > g->num ||
+                 get64(h + 24) == 0 || ((flags & 1u) && get64(h + 24) == g->num))
+            g->bad = "bad segment header";
+        else {
+            g->version = 2;
+            g->hsize = TQ_JOURNAL_HEADER_SIZE;
+            g->first = get64(h + 24);
+            g->prev_size = get64(h + 32);
+            g->has_prev = (flags & 1u) != 0;
+        }
+        return;
+    }
+    if ((got >= 32 && crc(0, h, 28) == get32(h + 28)) ||
+        (got >= 64 && crc(0, h, 60) == get32(h + 60)))
+        g->other = v;
+    else
+        g->bad = "segment header checksum mismatch";
 }
 
-/* Records of one mapped segment from pos. Stops at the first bad record:
- * *bad gets its offset and reason (NULL if the segment is sound), *torn 1
- * if it is a torn tail by journal.h's rules (only if last), *skip the
- * offset after it if its length was sane (else 0). dropped: hand records
- * as dropped. Returns 0, or -1 if the replay callback refused. */
-static int scan_records(scan_t *s, const char *name, const segfile_t *sf, size_t pos, int last,
-                        int dropped, uint64_t *bad_off, const char **reason, int *torn,
-                        uint64_t *skip) {
+/* 1 if a sound record starts at q (before limit); *next gets its end. */
+static int rec_ok(const uint8_t *p, size_t q, size_t limit, size_t *next) {
+    if (limit - q < TQ_JOURNAL_RECORD_HEAD)
+        return 0;
+    uint32_t len = get32(p + q);
+    if (len == 0 || len > TQ_JOURNAL_MAX_RECORD || len > limit - q - TQ_JOURNAL_RECORD_HEAD)
+        return 0;
+    if (crc(0, p + q + 8, len) != get32(p + q + 4))
+        return 0;
+    *next = q + TQ_JOURNAL_RECORD_HEAD + len;
+    return 1;
+}
+
+/* Where the damage at pos ends: after the record at pos if its length is
+ * sane and a sound record (or the end) follows it; else the first offset
+ * after pos where a sound record starts that is followed by another or
+ * by the end (two checksums: a false match is not a worry); else limit. */
+static size_t damage_end(const uint8_t *p, size_t pos, size_t limit) {
+    size_t nx, nx2;
+    if (limit - pos >= TQ_JOURNAL_RECORD_HEAD) {
+        uint32_t len = get32(p + pos);
+        if (len > 0 && len <= TQ_JOURNAL_MAX_RECORD && len <= limit - pos - TQ_JOURNAL_RECORD_HEAD) {
+            nx = pos + TQ_JOURNAL_RECORD_HEAD + len;
+            if (nx == limit || rec_ok(p, nx, limit, &nx2))
+                return nx;
+        }
+    }
+    uint64_t budget = RESYNC_BUDGET;
+    for (size_t q = pos + 1; q + TQ_JOURNAL_RECORD_HEAD <= limit; q++) {
+        uint32_t len = get32(p + q);
+        if (len == 0 || len > TQ_JOURNAL_MAX_RECORD || len > limit - q - TQ_JOURNAL_RECORD_HEAD)
+            continue;
+        if (budget < len)
+            break;
+        budget -= len;
+        if (rec_ok(p, q, limit, &nx) && (nx == limit || rec_ok(p, nx, limit, &nx2)))
+            return q;
+    }
+    return limit;
+}
+
+/* Damage at name/off: without repair, fail with the message; with it,
+ * count and log it. Returns 0 or -1 (s->err filled). */
+static int damage(scan_t *s, const char *name, uint64_t off, const char *why) {
+    if (!s->cfg->repair) {
+        snprintf(s->err, s->errlen,
+                 "journal damaged: %s/%s at offset %" PRIu64
+                 ": %s (start with --repair to replay what can be read and drop the rest)",
+                 s->dir, name, off, why);
+        return -1;
+    }
+    if (!s->rep->repaired) {
+        s->rep->repaired = 1;
+        tq_strlcpy(s->rep->damage_file, name, sizeof s->rep->damage_file);
+        s->rep->damage_offset = off;
+    }
+    s->rep->damage_places++;
+    tq_error("journal damaged: %s/%s at offset %" PRIu64 ": %s; --repair drops what cannot be read",
+             s->dir, name, off, why);
+    return 0;
+}
+
+/* Hand the callback what --repair drops at [pos, end): a damaged record
+ * (its type and body as found) when there is room for one, else lost
+ * bytes. n == 0 with p NULL: bytes missing, how many unknown. */
+static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t pos, size_t end,
+                        uint64_t missing) {
+    char cberr[512] = "";
+    int rc;
+    if (p && end - pos >= TQ_JOURNAL_RECORD_HEAD + 1 + 8) {
+        s->rep->dropped_bytes += end - pos;
+        s->rep->dropped_records++;
+        rc = s->replay ? s->replay(s->arg, p[pos + 8], p + pos + 9,
+                                   end - pos - TQ_JOURNAL_RECORD_HEAD - 1, TQ_JREC_DAMAGED, cberr,
+                                   sizeof cberr)
+                       : 0;
+    } else {
+        uint64_t n = p ? end - pos : missing;
+        s->rep->dropped_bytes += n;
+        rc = s->replay ? s->replay(s->arg, 0, NULL, (size_t)n, TQ_JREC_LOST, cberr, sizeof cberr)
+                       : 0;
+    }
+    if (rc < 0) {
+        snprintf(s->err, s->errlen, "journal replay: %s/%s at offset %zu: %s", s->dir, name, pos,
+                 cberr[0] ? cberr : "record refused");
+        return -1;
+    }
+    return 0;
+}
+
+/* Replay the records of g from pos to g->limit. A bad record of an
+ * eligible segment that is torn by journal.h's rules is cut: *cut gets
+ * its offset. Any other is damage. Returns 0, or -1 with s->err. */
+static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, uint64_t *cut) {
     const uint8_t *p = sf->map;
-    size_t size = sf->size;
+    size_t limit = (size_t)g->limit;
     char cberr[512];
     cberr[0] = '\0';
-    *reason = NULL;
-    *torn = 0;
-    *skip = 0;
-    while (pos < size) {
-        size_t rem = size - pos;
+    *cut = UINT64_MAX;
+    while (pos < limit) {
+        size_t rem = limit - pos;
         const char *why = NULL;
         int tail = 0; /* torn kinds */
         uint32_t len = 0;
@@ -579,21 +737,30 @@ static int scan_records(scan_t *s, const char *name, const segfile_t *sf, size_t
             } else if (crc(0, p + pos + 8, len) != get32(p + pos + 4)) {
                 why = "record checksum mismatch";
                 tail = len == rem - TQ_JOURNAL_RECORD_HEAD;
-                *skip = pos + 8 + len;
             }
         }
         if (why) {
-            *bad_off = pos;
-            *reason = why;
-            *torn = last && (tail || all_zero(p + pos, rem));
-            return 0;
+            if (g->eligible && (tail || all_zero(p + pos, rem))) {
+                *cut = pos;
+                s->rep->torn = 1;
+                tq_strlcpy(s->rep->torn_file, g->name, sizeof s->rep->torn_file);
+                s->rep->torn_offset = pos;
+                tq_warn("journal: %s/%s at offset %zu: %s; cutting the torn tail (%zu bytes)",
+                        s->dir, g->name, pos, why, rem);
+                return 0;
+            }
+            if (damage(s, g->name, pos, why) < 0)
+                return -1;
+            size_t end = damage_end(p, pos, limit);
+            if (hand_dropped(s, g->name, p, pos, end, 0) < 0)
+                return -1;
+            pos = end;
+            continue;
         }
         s->rep->records++;
-        if (dropped)
-            s->rep->dropped_records++;
-        if (s->replay &&
-            s->replay(s->arg, p[pos + 8], p + pos + 9, len - 1, dropped, cberr, sizeof cberr) < 0) {
-            snprintf(s->err, s->errlen, "journal replay: %s/%s at offset %zu: %s", s->dir, name,
+        if (s->replay && s->replay(s->arg, p[pos + 8], p + pos + 9, len - 1, TQ_JREC_OK, cberr,
+                                   sizeof cberr) < 0) {
+            snprintf(s->err, s->errlen, "journal replay: %s/%s at offset %zu: %s", s->dir, g->name,
                      pos, cberr[0] ? cberr : "record refused");
             return -1;
         }
@@ -602,144 +769,160 @@ static int scan_records(scan_t *s, const char *name, const segfile_t *sf, size_t
     return 0;
 }
 
-/* Read the segments listed in segs[0..n) in order. Sets *nkept (segments
- * left on disk) and *bytes. Returns 0 or -1 with s->err. */
-static int scan_all(scan_t *s, uint64_t *segs, size_t n, size_t *nkept, uint64_t *bytes) {
-    char name[32], path[PATH_MAX + 32];
-    *bytes = 0;
-    *nkept = n;
-    /* The last segment with records: a power loss can keep a newer,
-     * still empty segment (created and its directory entry synced) while
-     * the end of this one was lost, so "the last record of the journal"
-     * is the last of this segment. */
-    size_t last_full = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct stat st;
-        seg_name(name, sizeof name, segs[i]);
-        snprintf(path, sizeof path, "%s/%s", s->dir, name);
-        if (stat(path, &st) == 0 && st.st_size > (off_t)TQ_JOURNAL_HEADER_SIZE)
-            last_full = i;
-    }
-    for (size_t i = 0; i < n; i++) {
-        seg_name(name, sizeof name, segs[i]);
-        snprintf(path, sizeof path, "%s/%s", s->dir, name);
-        segfile_t sf;
-        if (seg_map(path, &sf, s->err, s->errlen) < 0)
-            return -1;
-        int last = i + 1 == n || i >= last_full;
-        s->rep->segments++;
-        uint32_t version;
-        const char *why = check_header(sf.map, sf.size, segs[i], &version);
-        uint64_t bad_off = 0, skip = 0;
-        int torn = 0;
-        if (why && version) {
+/* Work out, from the headers alone, which segments are needed (first ..
+ * newest), which are missing, cut short or grown, and which may end torn.
+ * Returns the index of the first needed segment (n if none), or -1 with
+ * s->err (a version this master cannot read). */
+static long plan(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
+    for (size_t i = 0; i < n; i++)
+        if (g[i].other) {
             snprintf(s->err, s->errlen,
-                     "journal %s has format version %" PRIu32 "; this master reads version %u",
-                     path, version, TQ_JOURNAL_VERSION);
-            seg_unmap(&sf);
+                     "journal %s/%s has format version %" PRIu32
+                     "; this master reads versions 1 and %u",
+                     s->dir, g[i].name, g[i].other, TQ_JOURNAL_VERSION);
             return -1;
         }
-        if (why) {
-            /* a crash while the segment was being created */
-            torn = last && (sf.size < TQ_JOURNAL_HEADER_SIZE || all_zero(sf.map, sf.size));
-            skip = TQ_JOURNAL_HEADER_SIZE; /* --repair counts what follows */
-        } else if (scan_records(s, name, &sf, TQ_JOURNAL_HEADER_SIZE, last, 0, &bad_off, &why,
-                                &torn, &skip) < 0) {
-            seg_unmap(&sf);
-            return -1;
+    /* the newest file, cut while it was being created */
+    if (n > 0 && g[n - 1].torn_create)
+        n--;
+    uint64_t f = 0;
+    for (size_t i = 0; i < n; i++)
+        if (g[i].version == 2 && g[i].first > f)
+            f = g[i].first;
+    if (f == 0)
+        f = n ? g[0].num : 1; /* version 1 only: every segment, as before */
+    *first = f;
+    size_t start = 0;
+    while (start < n && g[start].num < f)
+        g[start++].skip = 1;
+    for (size_t i = start; i < n; i++) {
+        g[i].limit = g[i].size;
+        if (g[i].version != 2)
+            continue;
+        if (i == start) /* it is the first or the first is missing */
+            continue;
+        if (g[i - 1].num != g[i].num - 1)
+            g[i].missing_from = g[i - 1].num + 1;
+        else if (g[i].has_prev) {
+            seg_t *pg = &g[i - 1];
+            if (pg->size < g[i].prev_size)
+                pg->cut_short = g[i].prev_size - pg->size;
+            else if (pg->size > g[i].prev_size)
+                pg->limit = g[i].prev_size;
         }
-        if (!why) {
-            *bytes += sf.size;
-            seg_unmap(&sf);
+    }
+    /* Only the newest may end torn; version-1 segments followed only by
+     * version-1 segments holding no records, as the previous release. */
+    for (size_t i = n; i-- > start;) {
+        if (i + 1 == n) {
+            g[i].eligible = 1;
             continue;
         }
-        if (torn) {
-            /* A crash while this segment was being written: cut it. */
-            s->rep->torn = 1;
-            tq_strlcpy(s->rep->torn_file, name, sizeof s->rep->torn_file);
-            s->rep->torn_offset = bad_off;
-            tq_warn("journal: %s at offset %" PRIu64 ": %s; cutting the torn tail (%zu bytes)",
-                    path, bad_off, why, sf.size - (size_t)bad_off);
-        } else if (!s->cfg->repair) {
-            snprintf(s->err, s->errlen,
-                     "journal damaged: %s at offset %" PRIu64
-                     ": %s (start with --repair to drop everything from there on)",
-                     path, bad_off, why);
-            seg_unmap(&sf);
+        if (g[i].version == 1 && g[i + 1].version == 1 && g[i + 1].eligible &&
+            g[i + 1].size <= TQ_JOURNAL_HEADER_SIZE_V1)
+            g[i].eligible = 1;
+    }
+    return (long)start;
+}
+
+/* Read the segments g[0..n) (headers already parsed), replay them, cut a
+ * torn tail. Sets *first. Returns 0 or -1 with s->err. */
+static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
+    long start = plan(s, g, n, first);
+    if (start < 0)
+        return -1;
+    size_t m = n > 0 && g[n - 1].torn_create ? n - 1 : n;
+    /* the journal's first segment must be there */
+    if ((size_t)start < m && g[start].num != *first) {
+        char name[32];
+        seg_name(name, sizeof name, *first);
+        if (damage(s, name, 0, "segment missing (a later segment's header says the journal "
+                               "starts there)") < 0 ||
+            hand_dropped(s, name, NULL, 0, 0, 0) < 0)
             return -1;
-        } else {
-            s->rep->repaired = 1;
-            tq_strlcpy(s->rep->damage_file, name, sizeof s->rep->damage_file);
-            s->rep->damage_offset = bad_off;
-            s->rep->dropped_bytes = sf.size - bad_off;
-            tq_error("journal damaged: %s at offset %" PRIu64 ": %s; --repair drops everything "
-                     "from there on",
-                     path, bad_off, why);
-            /* Count (and show the caller) what is still readable and lost. */
-            uint64_t b2, s2;
-            const char *w2;
-            int t2;
-            if (skip && skip < sf.size &&
-                scan_records(s, name, &sf, skip, 0, 1, &b2, &w2, &t2, &s2) < 0) {
+    }
+    for (size_t i = (size_t)start; i < m; i++) {
+        seg_t *g1 = &g[i];
+        s->rep->segments++;
+        if (g1->missing_from) {
+            char name[32];
+            seg_name(name, sizeof name, g1->missing_from);
+            char why[160];
+            snprintf(why, sizeof why, "segment missing (%s names segment %" PRIu64
+                     " as the one before it)", g1->name, g1->num - 1);
+            if (damage(s, name, 0, why) < 0 || hand_dropped(s, name, NULL, 0, 0, 0) < 0)
+                return -1;
+        }
+        /* what the next header says about this one, before its records */
+        char why[200];
+        if (g1->cut_short && !s->cfg->repair) {
+            snprintf(why, sizeof why,
+                     "segment cut short: %" PRIu64 " bytes, but the next segment's header says it "
+                     "had %" PRIu64 " when it was closed",
+                     g1->size, g1->size + g1->cut_short);
+            return damage(s, g1->name, g1->size, why);
+        }
+        if (g1->limit < g1->size && !s->cfg->repair) {
+            snprintf(why, sizeof why,
+                     "%" PRIu64 " bytes after the end the next segment's header gives it",
+                     g1->size - g1->limit);
+            return damage(s, g1->name, g1->limit, why);
+        }
+        /* one file open at a time: a journal may have many segments */
+        g1->fd = openat(s->dirfd, g1->name, O_RDWR | O_CLOEXEC);
+        if (g1->fd < 0) {
+            snprintf(s->err, s->errlen, "journal: cannot open %s/%s: %s", s->dir, g1->name,
+                     strerror(errno));
+            return -1;
+        }
+        segfile_t sf;
+        if (seg_map(g1, &sf, s->dir, s->err, s->errlen) < 0)
+            return -1;
+        uint64_t cut = UINT64_MAX;
+        size_t pos = g1->hsize;
+        if (g1->bad) {
+            if (damage(s, g1->name, 0, g1->bad) < 0) {
                 seg_unmap(&sf);
                 return -1;
             }
-            for (size_t k = i + 1; k < n; k++) {
-                char n2[32], p2[PATH_MAX + 32];
-                seg_name(n2, sizeof n2, segs[k]);
-                snprintf(p2, sizeof p2, "%s/%s", s->dir, n2);
-                segfile_t sf2;
-                if (seg_map(p2, &sf2, s->err, s->errlen) < 0) {
-                    seg_unmap(&sf);
-                    return -1;
-                }
-                s->rep->dropped_bytes += sf2.size;
-                int rc = 0;
-                if (!check_header(sf2.map, sf2.size, segs[k], &version))
-                    rc = scan_records(s, n2, &sf2, TQ_JOURNAL_HEADER_SIZE, 0, 1, &b2, &w2, &t2,
-                                      &s2);
-                seg_unmap(&sf2);
-                if (rc < 0) {
-                    seg_unmap(&sf);
-                    return -1;
-                }
-            }
-        }
-        /* Cut: truncate at the bad offset, or delete a file whose header
-         * is bad (a headerless file would be damage next time). */
-        if (sf.map)
-            munmap(sf.map, sf.size);
-        sf.map = NULL;
-        if (bad_off == 0) {
-            close(sf.fd);
-            sf.fd = -1;
-            if (unlink(path) < 0) {
-                snprintf(s->err, s->errlen, "journal: cannot delete %s: %s", path,
-                         strerror(errno));
-                return -1;
-            }
-            *nkept = i;
-        } else {
-            if (tq_jio.ftruncate(sf.fd, (off_t)bad_off) < 0 || tq_jio.fdatasync(sf.fd) < 0) {
-                snprintf(s->err, s->errlen, "journal: cannot truncate %s: %s", path,
-                         strerror(errno));
+            /* where records might start again */
+            pos = sf.size > 8 ? damage_end(sf.map, 0, (size_t)g1->limit) : (size_t)g1->limit;
+            if (hand_dropped(s, g1->name, NULL, 0, 0, pos) < 0) {
                 seg_unmap(&sf);
                 return -1;
             }
-            *bytes += bad_off;
-            *nkept = i + 1;
         }
+        int rc = scan_records(s, g1, &sf, pos, &cut);
         seg_unmap(&sf);
-        for (size_t k = i + 1; k < n; k++) {
-            seg_name(name, sizeof name, segs[k]);
-            snprintf(path, sizeof path, "%s/%s", s->dir, name);
-            if (unlink(path) < 0) {
-                snprintf(s->err, s->errlen, "journal: cannot delete %s: %s", path,
-                         strerror(errno));
+        if (rc < 0)
+            return -1;
+        if (g1->limit < g1->size) {
+            snprintf(why, sizeof why,
+                     "%" PRIu64 " bytes after the end the next segment's header gives it",
+                     g1->size - g1->limit);
+            if (damage(s, g1->name, g1->limit, why) < 0 ||
+                hand_dropped(s, g1->name, NULL, 0, 0, g1->size - g1->limit) < 0)
+                return -1;
+        }
+        if (g1->cut_short) {
+            snprintf(why, sizeof why,
+                     "segment cut short: %" PRIu64 " bytes, but the next segment's header says it "
+                     "had %" PRIu64 " when it was closed",
+                     g1->size, g1->size + g1->cut_short);
+            if (damage(s, g1->name, g1->size, why) < 0 ||
+                hand_dropped(s, g1->name, NULL, 0, 0, g1->cut_short) < 0)
+                return -1;
+        }
+        if (cut != UINT64_MAX) {
+            if (tq_jio.ftruncate(g1->fd, (off_t)cut) < 0 || tq_jio.fdatasync(g1->fd) < 0) {
+                snprintf(s->err, s->errlen, "journal: cannot truncate %s/%s: %s", s->dir,
+                         g1->name, strerror(errno));
                 return -1;
             }
+            g1->size = cut;
         }
-        return 0;
+        close(g1->fd);
+        g1->fd = -1;
     }
     return 0;
 }
@@ -798,20 +981,30 @@ static size_t write_all(int fd, const uint8_t *buf, size_t n, int *err) {
     return done;
 }
 
-/* Create segment seg with its header. Returns the fd or -1 with errno. */
-static int seg_create(tq_journal_t *self, uint64_t seg) {
-    char name[32];
-    seg_name(name, sizeof name, seg);
-    int fd = openat(self->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
-    uint8_t h[TQ_JOURNAL_HEADER_SIZE];
+/* A version-2 header. has_prev: prev_size is the size of segment seg - 1. */
+static void header_build(uint8_t *h, uint64_t seg, uint64_t first, uint64_t prev_size,
+                         int has_prev) {
+    memset(h, 0, TQ_JOURNAL_HEADER_SIZE);
     memcpy(h, "TQJOURNL", 8);
     put32(h + 8, TQ_JOURNAL_VERSION);
     put32(h + 12, TQ_JOURNAL_HEADER_SIZE);
     put64(h + 16, seg);
-    put32(h + 24, 0);
-    put32(h + 28, crc(0, h, 28));
+    put64(h + 24, first);
+    put64(h + 32, has_prev ? prev_size : 0);
+    put32(h + 40, has_prev ? 1u : 0u);
+    put32(h + 60, crc(0, h, 60));
+}
+
+/* Create file name with a header for seg. Returns the fd or -1 with
+ * errno (nothing left behind). */
+static int seg_create_as(tq_journal_t *self, const char *name, int excl, uint64_t seg,
+                         uint64_t first, uint64_t prev_size, int has_prev) {
+    int fd = openat(self->dirfd, name,
+                    O_WRONLY | O_CREAT | (excl ? O_EXCL : O_TRUNC) | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    uint8_t h[TQ_JOURNAL_HEADER_SIZE];
+    header_build(h, seg, first, prev_size, has_prev);
     int e;
     if (write_all(fd, h, sizeof h, &e) != sizeof h) {
         close(fd);
@@ -820,6 +1013,247 @@ static int seg_create(tq_journal_t *self, uint64_t seg) {
         return -1;
     }
     return fd;
+}
+
+static int seg_create(tq_journal_t *self, uint64_t seg, uint64_t first, uint64_t prev_size,
+                      int has_prev) {
+    char name[32];
+    seg_name(name, sizeof name, seg);
+    return seg_create_as(self, name, 1, seg, first, prev_size, has_prev);
+}
+
+/* ---- the reserve ------------------------------------------------------------ */
+
+/* The reserve's size now: cfg's, at most an eighth of the file system. */
+static uint64_t reserve_size(tq_journal_t *self) {
+    struct statvfs vs;
+    uint64_t want = self->reserve_want;
+    if (want && fstatvfs(self->dirfd, &vs) == 0) {
+        uint64_t fs = (uint64_t)vs.f_blocks * vs.f_frsize;
+        if (want > fs / 8)
+            want = fs / 8;
+    }
+    return want;
+}
+
+/* Allocate the reserve. Returns 0, or -1 (nothing of it kept). */
+static int reserve_take(tq_journal_t *self) {
+    if (self->resfd < 0)
+        return 0;
+    uint64_t want = reserve_size(self);
+    if (want == 0 || self->reserve_held >= want)
+        return 0;
+    int rc = fallocate(self->resfd, 0, 0, (off_t)want);
+    if (rc == 0) {
+        self->reserve_held = want;
+        return 0;
+    }
+    int e = errno;
+    if (e == EOPNOTSUPP || e == ENOSYS) {
+        tq_warn("journal: %s cannot preallocate (%s): no reserve for a full disk", self->dir,
+                strerror(e));
+        close(self->resfd);
+        self->resfd = -1;
+        unlinkat(self->dirfd, RESERVE_NAME, 0);
+        return 0;
+    }
+    if (ftruncate(self->resfd, 0) == 0) /* a part of it would only take room */
+        self->reserve_held = 0;
+    errno = e;
+    return -1;
+}
+
+/* The disk is full: give the reserve back. Returns 1 if bytes were freed. */
+static int reserve_release(tq_journal_t *self) {
+    int had = self->resfd >= 0 && self->reserve_held > 0;
+    if (had && ftruncate(self->resfd, 0) == 0) {
+        tq_warn("journal: the disk is full: gave back the reserve of %.1f MiB; new tasks are "
+                "refused until there is room again",
+                self->reserve_held / 1048576.0);
+        self->reserve_held = 0;
+    } else {
+        had = 0;
+    }
+    if (!self->low_space && self->resfd >= 0)
+        self->low_space = 1;
+    return had;
+}
+
+/* Low on space: take the reserve back once there is room for it twice. */
+static void space_check(tq_journal_t *self, int64_t now) {
+    if (!self->low_space || now < self->next_space_ms)
+        return;
+    self->next_space_ms = now + JOURNAL_RETRY_MS;
+    struct statvfs vs;
+    if (fstatvfs(self->dirfd, &vs) < 0)
+        return;
+    uint64_t avail = (uint64_t)vs.f_bavail * vs.f_frsize, want = reserve_size(self);
+    if (avail < 2 * want + LOW_SPACE_SLACK)
+        return;
+    if (reserve_take(self) < 0)
+        return;
+    self->low_space = 0;
+    tq_info("journal: room on the disk again (%.1f MiB free); reserve of %.1f MiB taken back, "
+            "new tasks accepted",
+            (avail - want) / 1048576.0, want / 1048576.0);
+}
+
+/* ---- open ------------------------------------------------------------------- */
+
+static void segs_close(seg_t *g, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (g[i].fd >= 0)
+            close(g[i].fd);
+    free(g);
+}
+
+/* Open and read the header of every segment file. */
+static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, char *err,
+                        size_t errlen) {
+    seg_t *g = tq_calloc(n ? n : 1, sizeof *g);
+    for (size_t i = 0; i < n; i++)
+        g[i].fd = -1;
+    for (size_t i = 0; i < n; i++) {
+        seg_t *g1 = &g[i];
+        g1->num = nums[i];
+        seg_name(g1->name, sizeof g1->name, nums[i]);
+        g1->fd = openat(self->dirfd, g1->name, O_RDWR | O_CLOEXEC);
+        struct stat st;
+        if (g1->fd < 0 || fstat(g1->fd, &st) < 0) {
+            snprintf(err, errlen, "journal: cannot open %s/%s: %s", self->dir, g1->name,
+                     strerror(errno));
+            segs_close(g, n);
+            return NULL;
+        }
+        g1->size = (uint64_t)st.st_size;
+        uint8_t h[TQ_JOURNAL_HEADER_SIZE];
+        ssize_t got = pread(g1->fd, h, sizeof h, 0);
+        if (got < 0) {
+            snprintf(err, errlen, "journal: cannot read %s/%s: %s", self->dir, g1->name,
+                     strerror(errno));
+            segs_close(g, n);
+            return NULL;
+        }
+        close(g1->fd); /* opened again one at a time */
+        g1->fd = -1;
+        parse_header(g1, h, (size_t)got);
+        g1->hsize = g1->version ? g1->hsize : TQ_JOURNAL_HEADER_SIZE_V1;
+        if (i + 1 == n && g1->bad &&
+            (strcmp(g1->bad, "segment header cut short") == 0 || all_zero(h, (size_t)got)))
+            g1->torn_create = 1;
+    }
+    return g;
+}
+
+/* --repair: write the recovered state to a segment that needs no older
+ * one (under a temporary name, renamed once durable), then move the old
+ * segments to damaged-TIME/. Returns 0 or -1 with err. */
+static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, void *arg, seg_t *g,
+                             size_t n, uint64_t num, tq_journal_report_t *rep, char *err,
+                             size_t errlen) {
+    if (cfg->checkpoint)
+        cfg->checkpoint(arg, self);
+    int fd = seg_create_as(self, CHECKPOINT_TMP, 0, num, num, 0, 0);
+    int e = 0;
+    if (fd >= 0 && write_all(fd, self->batch, self->blen, &e) != self->blen) {
+        close(fd);
+        fd = -1;
+        errno = e;
+    }
+    char name[32];
+    seg_name(name, sizeof name, num);
+    if (fd < 0 || tq_jio.fdatasync(fd) < 0 ||
+        renameat(self->dirfd, CHECKPOINT_TMP, self->dirfd, name) < 0 ||
+        tq_jio.fsync_dir(self->dirfd) < 0) {
+        snprintf(err, errlen, "journal: cannot write the repaired journal to %s/%s: %s",
+                 self->dir, name, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        unlinkat(self->dirfd, CHECKPOINT_TMP, 0);
+        return -1;
+    }
+    self->fd = fd;
+    self->seg = num;
+    self->first = num;
+    self->seg_size = TQ_JOURNAL_HEADER_SIZE + self->blen;
+    self->appended = self->written = self->durable = self->blen;
+    self->blen = 0;
+    /* The old segments are superseded now: keep them for a look. */
+    char sub[64];
+    snprintf(sub, sizeof sub, "damaged-%lld", (long long)time(NULL));
+    if (mkdirat(self->dirfd, sub, 0700) < 0 && errno != EEXIST) {
+        tq_error("journal: cannot create %s/%s: %s; the damaged segments are deleted at the "
+                 "next start",
+                 self->dir, sub, strerror(errno));
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char to[128];
+        snprintf(to, sizeof to, "%s/%s", sub, g[i].name);
+        if (g[i].num < num && renameat(self->dirfd, g[i].name, self->dirfd, to) < 0)
+            tq_error("journal: cannot move %s/%s to %s: %s", self->dir, g[i].name, sub,
+                     strerror(errno));
+    }
+    tq_jio.fsync_dir(self->dirfd);
+    tq_strlcpy(rep->moved_to, sub, sizeof rep->moved_to);
+    return 0;
+}
+
+/* The segment to write to after a clean scan: a new one after the newest,
+ * its header naming the newest's size; on a full disk the reserve is
+ * given back first, and failing that the newest (version 2) segment is
+ * appended to. Returns 0 or -1 with err. */
+static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, char *err,
+                       size_t errlen) {
+    seg_t *last = m ? &g[m - 1] : NULL;
+    if (last && last->num == UINT64_MAX) {
+        snprintf(err, errlen, "journal: segment numbers exhausted in %s", self->dir);
+        return -1;
+    }
+    uint64_t num = last ? last->num + 1 : 1;
+    /* What the previous master wrote may not be durable yet: it must be
+     * before a newer segment names its size. */
+    for (size_t i = 0; i < m; i++) {
+        if (g[i].skip)
+            continue;
+        int fd = openat(self->dirfd, g[i].name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || tq_jio.fdatasync(fd) < 0) {
+            snprintf(err, errlen, "journal: fdatasync of %s/%s failed: %s", self->dir, g[i].name,
+                     strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        close(fd);
+    }
+    int has_prev = last && !last->skip && last->num >= first;
+    int fd = seg_create(self, num, has_prev ? first : num, has_prev ? last->size : 0, has_prev);
+    if (fd < 0 && errno == ENOSPC && reserve_release(self))
+        fd = seg_create(self, num, has_prev ? first : num, has_prev ? last->size : 0, has_prev);
+    if (fd >= 0) {
+        self->fd = fd;
+        self->seg = num;
+        self->first = has_prev ? first : num;
+        self->seg_size = TQ_JOURNAL_HEADER_SIZE;
+        return 0;
+    }
+    int e = errno;
+    if (e == ENOSPC && has_prev && last->version == 2) {
+        fd = openat(self->dirfd, last->name, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fd >= 0) {
+            tq_warn("journal: no room for a new segment in %s: appending to %s", self->dir,
+                    last->name);
+            self->fd = fd;
+            self->seg = last->num;
+            self->first = first;
+            self->seg_size = last->size;
+            self->low_space = 1;
+            return 0;
+        }
+        e = errno;
+    }
+    snprintf(err, errlen, "journal: cannot create a segment in %s: %s", self->dir, strerror(e));
+    return -1;
 }
 
 tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn replay, void *arg,
@@ -840,12 +1274,14 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     tq_journal_t *self = tq_calloc(1, sizeof *self);
     self->dirfd = -1;
     self->fd = -1;
+    self->resfd = -1;
     self->mode = cfg->mode;
     self->interval_ms = cfg->interval_ms;
     self->ctx = cfg->zmq_ctx;
-    uint64_t *segs = NULL;
-    size_t nsegs = 0, nkept = 0;
-    uint64_t bytes = 0;
+    self->reserve_want = cfg->reserve;
+    uint64_t *nums = NULL;
+    size_t n = 0;
+    seg_t *g = NULL;
     if (snprintf(self->dir, sizeof self->dir, "%s/journal", cfg->data_dir) >=
         (int)sizeof self->dir) {
         snprintf(err, errlen, "journal: data directory path too long");
@@ -864,31 +1300,79 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
         snprintf(err, errlen, "journal: cannot open %s: %s", self->dir, strerror(errno));
         goto fail;
     }
-    if (list_segments(self->dir, &segs, &nsegs, err, errlen) < 0)
-        goto fail;
-    scan_t s = {cfg, replay, arg, report, err, errlen, self->dir};
-    if (scan_all(&s, segs, nsegs, &nkept, &bytes) < 0)
-        goto fail;
-    uint64_t last = nkept ? segs[nkept - 1] : 0;
-    if (last == UINT64_MAX) {
-        snprintf(err, errlen, "journal: segment numbers exhausted in %s", self->dir);
-        goto fail;
+    if (cfg->reserve > 0) {
+        self->resfd = openat(self->dirfd, RESERVE_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        struct stat st;
+        if (self->resfd >= 0 && fstat(self->resfd, &st) == 0)
+            self->reserve_held = (uint64_t)st.st_blocks * 512u;
+        else if (self->resfd < 0)
+            tq_warn("journal: cannot open %s/%s: %s: no reserve for a full disk", self->dir,
+                    RESERVE_NAME, strerror(errno));
+    } else {
+        unlinkat(self->dirfd, RESERVE_NAME, 0); /* one from an earlier run */
     }
-    self->seg = last + 1;
-    self->fd = seg_create(self, self->seg);
-    if (self->fd < 0) {
-        snprintf(err, errlen, "journal: cannot create a segment in %s: %s", self->dir,
-                 strerror(errno));
+    unlinkat(self->dirfd, CHECKPOINT_TMP, 0); /* a --repair that did not finish */
+    if (list_segments(self->dir, &nums, &n, err, errlen) < 0)
+        goto fail;
+    g = segs_load(self, nums, n, err, errlen);
+    if (!g)
+        goto fail;
+    scan_t s = {cfg, replay, arg, report, err, errlen, self->dir, self->dirfd};
+    uint64_t first = 1;
+    if (scan_all(&s, g, n, &first) < 0)
+        goto fail;
+    size_t m = n;
+    if (m > 0 && g[m - 1].torn_create) {
+        /* a crash while the newest segment was being created */
+        m--;
+        report->torn = 1;
+        tq_strlcpy(report->torn_file, g[m].name, sizeof report->torn_file);
+        report->torn_offset = 0;
+        tq_warn("journal: %s/%s: %s; deleting it (a crash while it was created)", self->dir,
+                g[m].name, g[m].bad);
+        if (unlinkat(self->dirfd, g[m].name, 0) < 0) {
+            snprintf(err, errlen, "journal: cannot delete %s/%s: %s", self->dir, g[m].name,
+                     strerror(errno));
+            goto fail;
+        }
+    }
+    if (report->repaired) {
+        uint64_t num = m ? g[m - 1].num + 1 : 1;
+        if (repair_checkpoint(self, cfg, arg, g, m, num, report, err, errlen) < 0)
+            goto fail;
+    } else if (open_writer(self, g, m, first, err, errlen) < 0) {
         goto fail;
     }
     if (tq_jio.fsync_dir(self->dirfd) < 0) {
         snprintf(err, errlen, "journal: fsync of %s failed: %s", self->dir, strerror(errno));
         goto fail;
     }
-    self->bytes = bytes + TQ_JOURNAL_HEADER_SIZE;
+    /* Left over from a compaction whose deletes did not finish. */
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (g[i].skip || g[i].num < self->first) {
+            if (report->repaired)
+                continue; /* moved */
+            if (unlinkat(self->dirfd, g[i].name, 0) == 0)
+                report->left_over++;
+            continue;
+        }
+        if (g[i].num != self->seg)
+            bytes += g[i].size;
+    }
+    self->bytes = bytes + self->seg_size;
     report->bytes = self->bytes;
-    free(segs);
-    segs = NULL;
+    if (reserve_take(self) < 0 || self->low_space) {
+        self->low_space = 1;
+        report->low_space = 1;
+        tq_warn("journal: not enough room in %s for the reserve of %.1f MiB: new tasks are refused "
+                "until there is",
+                self->dir, reserve_size(self) / 1048576.0);
+    }
+    segs_close(g, n);
+    g = NULL;
+    free(nums);
+    nums = NULL;
 
     /* The sync thread: bind our end, start it, wait for its hello. */
     snprintf(self->pipe_ep, sizeof self->pipe_ep, "inproc://taskq-journal-%u-%p",
@@ -900,7 +1384,7 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
         snprintf(err, errlen, "journal: cannot create the sync pipe: %s", zmq_strerror(errno));
         goto fail;
     }
-    tfile_add(self, self->fd, 0);
+    tfile_add(self, self->fd, self->written);
     if (pthread_create(&self->thread, NULL, sync_main, self) != 0) {
         snprintf(err, errlen, "journal: cannot start the sync thread");
         goto fail;
@@ -908,10 +1392,10 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     int rcvtimeo = 5000;
     zmq_setsockopt(self->pipe, ZMQ_RCVTIMEO, &rcvtimeo, sizeof rcvtimeo);
     char hello[8];
-    int n = zmq_recv(self->pipe, hello, sizeof hello, 0);
+    int hn = zmq_recv(self->pipe, hello, sizeof hello, 0);
     int none = -1;
     zmq_setsockopt(self->pipe, ZMQ_RCVTIMEO, &none, sizeof none);
-    if (n != 2 || memcmp(hello, "ok", 2) != 0) {
+    if (hn != 2 || memcmp(hello, "ok", 2) != 0) {
         snprintf(err, errlen, "journal: no answer from the sync thread: %s",
                  zmq_strerror(errno));
         pthread_join(self->thread, NULL); /* it could not connect: it has exited */
@@ -920,13 +1404,18 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     self->thread_started = 1;
     return self;
 fail:
-    free(segs);
+    if (g)
+        segs_close(g, n);
+    free(nums);
     if (self->pipe)
         zmq_close(self->pipe);
     if (self->fd >= 0)
         close(self->fd);
+    if (self->resfd >= 0)
+        close(self->resfd);
     if (self->dirfd >= 0)
         close(self->dirfd);
+    free(self->batch);
     free(self->files);
     free(self);
     return NULL;
@@ -956,37 +1445,103 @@ static void write_ok(tq_journal_t *self) {
     self->write_clear_lsn = self->written;
 }
 
-static int write_batch(tq_journal_t *self, int64_t now) {
-    outq_flush(self);
-    if (self->blen == 0) {
-        if (self->write_err && !self->write_clear_armed)
-            write_ok(self);
+/* Tell the thread everything written so far (writes tell it only once
+ * per sync round): before a forced sync, a drop, or the stop. */
+static void tell_written(tq_journal_t *self) {
+    if (self->written == 0)
+        return;
+    tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
+    self->told_pending = 1;
+}
+
+static void rotation_start(tq_journal_t *self, uint64_t first) {
+    self->rot_pending = 1;
+    self->rot_sync_asked = 0;
+    self->rot_lsn = self->appended;
+    self->rot_first = first;
+}
+
+/* The old segment holds everything up to rot_lsn: once that is durable,
+ * create the next one. Returns 0 (done, or still waiting for the sync)
+ * or -1 with the journal failed. */
+static int rotation_finish(tq_journal_t *self, int64_t now) {
+    if (self->durable < self->rot_lsn) {
+        if (!self->rot_sync_asked) {
+            tell_written(self);
+            tell(self, M_SYNC, -1, 0, 0, 0);
+            self->rot_sync_asked = 1;
+        }
         return 0;
     }
-    int e;
-    size_t done = write_all(self->fd, self->batch, self->blen, &e);
-    if (done > 0) {
-        self->written += done;
-        self->bytes += done;
-        /* One message per sync round, not per write: a wake-up of the
-         * sync thread per loop pass costs more than the write. What is
-         * written meanwhile is told when the round's answer comes
-         * (tq_journal_on_sync): group commit. */
-        if (!self->told_pending) {
-            tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
-            self->told_pending = 1;
-        }
-    }
-    if (done < self->blen) {
-        /* Keep the exact rest: appended at the file end next time, the
-         * file stays a clean prefix of the record stream. */
-        memmove(self->batch, self->batch + done, self->blen - done);
-        self->blen -= done;
-        write_failed(self, e, now);
+    int fd = seg_create(self, self->seg + 1, self->rot_first, self->seg_size, 1);
+    if (fd < 0 && errno == ENOSPC && reserve_release(self))
+        fd = seg_create(self, self->seg + 1, self->rot_first, self->seg_size, 1);
+    if (fd < 0) {
+        write_failed(self, errno ? errno : EIO, now);
         return -1;
     }
-    self->blen = 0;
-    if (self->bcap > JOURNAL_BATCH_KEEP) {
+    /* The old fd is the thread's now: it syncs, then closes it. */
+    tell(self, M_ROTATED, self->fd, fd, self->written, 0);
+    self->fd = fd;
+    self->seg++;
+    self->first = self->rot_first;
+    self->seg_size = TQ_JOURNAL_HEADER_SIZE;
+    self->bytes += TQ_JOURNAL_HEADER_SIZE;
+    self->rot_pending = 0;
+    if (self->drop_stage == 2) {
+        /* the header naming drop_seg as the first goes with this sync */
+        self->drop_stage = 0;
+        tell(self, M_DROP, -1, 0, self->drop_seg, self->written);
+    } else if (self->drop_stage == 1) {
+        self->drop_stage = 2;
+        rotation_start(self, self->drop_seg);
+    }
+    return 0;
+}
+
+static int write_batch(tq_journal_t *self, int64_t now) {
+    outq_flush(self);
+    for (;;) {
+        /* a record never spans two segments: the old one ends at rot_lsn */
+        size_t n = self->rot_pending ? (size_t)(self->rot_lsn - self->written) : self->blen;
+        if (n > 0) {
+            int e;
+            size_t done = write_all(self->fd, self->batch, n, &e);
+            if (done < n && e == ENOSPC && reserve_release(self)) {
+                int e2;
+                done += write_all(self->fd, self->batch + done, n - done, &e2);
+                e = e2;
+            }
+            if (done > 0) {
+                self->written += done;
+                self->bytes += done;
+                self->seg_size += done;
+                /* One message per sync round, not per write: a wake-up of
+                 * the sync thread per loop pass costs more than the write.
+                 * What is written meanwhile is told when the round's answer
+                 * comes (tq_journal_on_sync): group commit. */
+                if (!self->told_pending) {
+                    tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
+                    self->told_pending = 1;
+                }
+                /* Keep the exact rest: appended at the file end next time,
+                 * the file stays a clean prefix of the record stream. */
+                memmove(self->batch, self->batch + done, self->blen - done);
+                self->blen -= done;
+            }
+            if (done < n) {
+                write_failed(self, e, now);
+                return -1;
+            }
+        }
+        if (!self->rot_pending)
+            break;
+        if (rotation_finish(self, now) < 0)
+            return -1;
+        if (self->rot_pending)
+            break; /* waits for the old segment's sync */
+    }
+    if (self->blen == 0 && self->bcap > JOURNAL_BATCH_KEEP) {
         free(self->batch);
         self->batch = NULL;
         self->bcap = 0;
@@ -1035,6 +1590,7 @@ void tq_journal_tick(tq_journal_t *self, int64_t now_ms) {
     outq_flush(self);
     if (self->write_err && now_ms >= self->next_retry_ms)
         write_batch(self, now_ms);
+    space_check(self, now_ms);
 }
 
 uint64_t tq_journal_appended(const tq_journal_t *self) { return self->appended; }
@@ -1045,17 +1601,13 @@ uint64_t tq_journal_segment(const tq_journal_t *self) { return self->seg; }
 void *tq_journal_socket(tq_journal_t *self) { return self->pipe; }
 
 int tq_journal_failed(const tq_journal_t *self) {
-    return self->write_err ? self->write_err : self->sync_err;
+    return self->write_err ? self->write_err
+           : self->sync_err ? self->sync_err
+           : self->low_space ? ENOSPC
+                             : 0;
 }
 
-/* Tell the thread everything written so far (writes tell it only once
- * per sync round): before a forced sync, a drop, or the stop. */
-static void tell_written(tq_journal_t *self) {
-    if (self->written == 0)
-        return;
-    tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
-    self->told_pending = 1;
-}
+int tq_journal_low_space(const tq_journal_t *self) { return self->low_space; }
 
 void tq_journal_sync(tq_journal_t *self) {
     tell_written(self);
@@ -1097,6 +1649,10 @@ int tq_journal_on_sync(tq_journal_t *self) {
             break;
         }
     }
+    /* a rotation waiting for the old segment's sync */
+    if (self->rot_pending && self->written == self->rot_lsn && self->durable >= self->rot_lsn &&
+        !(self->write_err && tq_mono_ms() < self->next_retry_ms))
+        write_batch(self, tq_mono_ms());
     if (!self->told_pending && self->written > self->durable && self->mode != TQ_FSYNC_OFF) {
         tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
         self->told_pending = 1;
@@ -1106,33 +1662,28 @@ int tq_journal_on_sync(tq_journal_t *self) {
 }
 
 uint64_t tq_journal_rotate(tq_journal_t *self) {
-    int64_t now = tq_mono_ms();
-    /* The batch must go first: a record never spans two segments. */
-    if (write_batch(self, now) < 0)
+    if (self->rot_pending)
+        return self->seg + 1; /* what is appended from now goes there anyway */
+    if (self->seg >= UINT64_MAX - 2)
         return 0;
-    if (self->seg == UINT64_MAX) {
-        write_failed(self, EOVERFLOW, now);
-        return 0;
-    }
-    int fd = seg_create(self, self->seg + 1);
-    if (fd < 0) {
-        write_failed(self, errno ? errno : EIO, now);
-        return 0;
-    }
-    /* The old fd is the thread's now: it syncs, then closes it. */
-    tell(self, M_ROTATED, self->fd, fd, self->written, 0);
-    self->fd = fd;
-    self->seg++;
-    self->bytes += TQ_JOURNAL_HEADER_SIZE;
-    return self->seg;
+    rotation_start(self, self->first);
+    write_batch(self, tq_mono_ms());
+    return self->rot_pending ? self->seg + 1 : self->seg;
 }
 
 void tq_journal_drop_before(tq_journal_t *self, uint64_t seg) {
-    if (seg > self->seg) /* never the segment being written */
-        seg = self->seg;
+    uint64_t cur = self->seg + (self->rot_pending ? 1u : 0u);
+    if (seg > cur) /* never the segment being written */
+        seg = cur;
     self->drop_pending = 1;
-    tell_written(self);
-    tell(self, M_DROP, -1, 0, seg, self->written);
+    self->drop_seg = seg;
+    if (self->rot_pending) {
+        self->drop_stage = 1; /* after the rotation under way */
+        return;
+    }
+    self->drop_stage = 2;
+    rotation_start(self, seg);
+    write_batch(self, tq_mono_ms());
 }
 
 int tq_journal_drop_pending(const tq_journal_t *self) { return self->drop_pending; }
@@ -1142,9 +1693,19 @@ void tq_journal_destroy(tq_journal_t **self_p) {
         return;
     tq_journal_t *self = *self_p;
     write_batch(self, tq_mono_ms());
+    if (self->rot_pending && self->written == self->rot_lsn && self->thread_started) {
+        /* A rotation waiting for its sync: wait for it here (the loop is
+         * done), so that what follows it is written too. */
+        int64_t deadline = tq_mono_ms() + 10000;
+        while (self->rot_pending && !self->write_err && tq_mono_ms() < deadline) {
+            zmq_pollitem_t item = {self->pipe, 0, ZMQ_POLLIN, 0};
+            zmq_poll(&item, 1, 100);
+            tq_journal_on_sync(self);
+        }
+    }
     if (self->blen > 0)
         tq_error("journal: %zu bytes could not be written at close: %s", self->blen,
-                 strerror(self->write_err));
+                 strerror(self->write_err ? self->write_err : EAGAIN));
     if (self->thread_started) {
         tell_written(self);
         jmsg_t stop = {.kind = M_STOP};
@@ -1163,6 +1724,8 @@ void tq_journal_destroy(tq_journal_t **self_p) {
     }
     zmq_close(self->pipe);
     close(self->fd);
+    if (self->resfd >= 0)
+        close(self->resfd);
     close(self->dirfd);
     free(self->batch);
     free(self->outq);

@@ -8,16 +8,32 @@
  * thread. Everything but the sync thread runs on the loop thread.
  *
  * Files. DATA_DIR/journal/SSSSSSSSSSSSSSSS.tqj, S = the segment number in
- * 16 hex digits, counting up from 1. A segment is a 32-byte header then
- * records:
+ * 16 hex digits, counting up from 1 with no gaps. A segment is a header
+ * then records (docs/journal.md has the tables):
  *
- *   header: magic "TQJOURNL" (8) | u32 version (TQ_JOURNAL_VERSION) |
- *           u32 header size (32) | u64 segment number | u32 reserved (0) |
- *           u32 crc32 of the previous 28 bytes
+ *   header v2 (64 bytes): magic "TQJOURNL" (8) | u32 version (2) |
+ *           u32 header size (64) | u64 segment number | u64 first (the
+ *           oldest segment replay needs) | u64 prev size (bytes of segment
+ *           number - 1 when it was closed) | u32 flags (1: prev size given)
+ *           | 16 bytes 0 | u32 crc32 of the previous 60 bytes
+ *   header v1 (32 bytes, read only): magic | u32 version (1) | u32 32 |
+ *           u64 segment number | u32 0 | u32 crc32 of the previous 28
  *   record: u32 len | u32 crc32 | len bytes (u8 type, body)
  *
  * Little-endian; crc32 is zlib's (IEEE 802.3). len counts the type byte
  * and the body, 1..TQ_JOURNAL_MAX_RECORD.
+ *
+ * Evidence. A segment is created only once the one before it is durable
+ * at its final size, and its header records that size: so a closed
+ * segment that was cut short, grew, went missing or lost its start is
+ * damage, and only the newest segment may end in a torn record. The
+ * oldest segment replay needs is named by the headers ("first"); older
+ * files are left over from a compaction and are deleted. Version-1
+ * segments carry none of this and are read as the previous release did.
+ *
+ * DATA_DIR/journal/reserve is a file of allocated bytes the journal gives
+ * back to the file system when a write finds the disk full, so that
+ * compaction and a restart always have room (see tq_journal_low_space).
  *
  * Write path. tq_journal_append copies records into the current batch;
  * tq_journal_write (once per loop iteration) writes the batch with one
@@ -52,8 +68,9 @@
 
 /* Bump when the header or record framing changes in a way an older
  * master cannot read (docs/journal.md: rules for changing the format). */
-#define TQ_JOURNAL_VERSION 1u
-#define TQ_JOURNAL_HEADER_SIZE 32u
+#define TQ_JOURNAL_VERSION 2u
+#define TQ_JOURNAL_HEADER_SIZE 64u    /* version 2 */
+#define TQ_JOURNAL_HEADER_SIZE_V1 32u /* version 1, still read */
 #define TQ_JOURNAL_RECORD_HEAD 8u
 /* One record (type + body): the largest record the master writes fits
  * with room to spare. That is a dead task's R_TASK, which carries both
@@ -82,12 +99,22 @@ typedef struct {
 } tq_jio_t;
 extern tq_jio_t tq_jio;
 
+typedef struct tq_journal tq_journal_t;
+
 typedef struct {
     const char *data_dir;   /* the journal lives in DATA_DIR/journal */
     tq_fsync_mode_t mode;
     int64_t interval_ms;    /* TQ_FSYNC_INTERVAL: sync within this */
-    int repair;             /* drop everything from a damaged record on */
+    int repair;             /* replay what is readable around damage */
     void *zmq_ctx;          /* for the sync thread's inproc PAIR */
+    /* Bytes kept allocated in DATA_DIR/journal/reserve (0: none); at
+     * most an eighth of the file system is taken. */
+    uint64_t reserve;
+    /* With repair, after a replay that went past damage: append the
+     * whole recovered state (tq_journal_append on j). The journal writes
+     * it to a fresh segment that needs no older one, and moves the
+     * damaged segments to DATA_DIR/journal/damaged-TIME/. */
+    void (*checkpoint)(void *arg, tq_journal_t *j);
 } tq_journal_cfg_t;
 
 /* What the scan at open found. */
@@ -98,37 +125,57 @@ typedef struct {
     int torn;               /* a torn last record was cut off */
     char torn_file[256];    /* its file name (no directory) */
     uint64_t torn_offset;   /* and offset */
-    int repaired;           /* --repair dropped a damaged part */
-    char damage_file[256];  /* where the damage was */
+    int repaired;           /* --repair went past damage */
+    char damage_file[256];  /* where the first damage was */
     uint64_t damage_offset;
-    uint64_t dropped_bytes; /* bytes --repair dropped */
-    uint64_t dropped_records; /* records after the damage that --repair
-                                 still could read and dropped */
+    uint64_t damage_places; /* damaged places (records, gaps, segments) */
+    uint64_t dropped_bytes; /* bytes --repair could not replay, missing
+                               ones (a cut or deleted segment) included */
+    uint64_t dropped_records; /* damaged records handed as TQ_JREC_DAMAGED */
+    char moved_to[64];      /* where --repair moved the damaged segments */
+    uint64_t left_over;     /* segments older than the journal's first
+                               (a compaction's unfinished delete): deleted */
+    int low_space;          /* started without its reserve (disk full) */
 } tq_journal_report_t;
 
-/* Replay callback: one record, in journal order. dropped is 1 for records
- * after a damage that --repair is dropping (readable but not applied;
- * given so the caller can count what is lost), else 0. Returns 0, or -1
- * to stop the open (a record the caller cannot accept; it fills err). */
+/* What the replay callback is handed (its "dropped" argument). */
+enum {
+    TQ_JREC_OK = 0,      /* a sound record: apply it */
+    TQ_JREC_DAMAGED = 1, /* --repair: a record whose checksum failed; type
+                            and body as found, maybe wrong: do not apply,
+                            count what it probably was */
+    TQ_JREC_LOST = 2,    /* --repair: len bytes here are missing or could
+                            not be split into records (body NULL) */
+};
+
+/* Replay callback: one record, in journal order; dropped is a TQ_JREC_
+ * value. Returns 0, or -1 to stop the open (a record the caller cannot
+ * accept; it fills err). */
 typedef int (*tq_journal_replay_fn)(void *arg, uint8_t type, const uint8_t *body, size_t len,
                                     int dropped, char *err, size_t errlen);
-
-typedef struct tq_journal tq_journal_t;
 
 /* Create DATA_DIR/journal if needed, read every segment in order and hand
  * each record to replay, then open a fresh segment for writing (the old
  * ones are kept until tq_journal_drop_before) and start the sync thread.
  *
- * A bad last record of the last segment that holds records (newer
- * segments with only a header may follow it, as after a power loss) is
- * torn when its header is cut short, its length runs past the end of the
- * file, its checksum fails and it ends at the end of the file, or only
- * zero bytes follow it: it is cut off (the file truncated there, the
- * header-only segments after it deleted) and reported. Any other bad record or
- * segment header is damage: without repair, open fails with "journal
- * damaged: FILE at offset N: REASON (start with --repair to drop
- * everything from there on)"; with repair, the file is truncated at the
- * damage, later segments are deleted, and it is reported.
+ * Only the newest segment may end torn (a crash during a write): a bad
+ * last record of it is torn when its header is cut short, its length
+ * runs past the end of the file, its checksum fails and it ends at the end
+ * of the file, or only zero bytes follow it; a newest segment whose header
+ * is cut short or zero is torn too. Torn parts are cut off and reported.
+ * Anything else is damage: a bad record or header elsewhere, a closed
+ * segment shorter or longer than its successor's header says, a segment
+ * missing between the first and the newest. Without repair, open fails
+ * with "journal damaged: FILE at offset N: REASON (...)". With repair,
+ * every readable record is replayed (later segments included), what was
+ * not is handed as TQ_JREC_DAMAGED / TQ_JREC_LOST and counted in the
+ * report, the recovered state is written anew by cfg->checkpoint and the
+ * damaged files are moved aside.
+ *
+ * Disk full: when the new segment cannot be created for want of space,
+ * the reserve is given back first; failing that, the newest segment is
+ * appended to. A journal that started without its whole reserve is low
+ * on space (tq_journal_low_space).
  *
  * Returns the journal, or NULL with a message in err. Caller owns the
  * result (tq_journal_destroy). */
@@ -158,8 +205,18 @@ uint64_t tq_journal_appended(const tq_journal_t *self);
 uint64_t tq_journal_written(const tq_journal_t *self);
 uint64_t tq_journal_durable(const tq_journal_t *self);
 
-/* errno of the failure that stands now (a write or a sync), or 0. */
+/* errno of the failure that stands now (a write or a sync), or 0; ENOSPC
+ * while the journal is low on space. */
 int tq_journal_failed(const tq_journal_t *self);
+
+/* 1 while the journal is low on space: a write found the disk full and
+ * the reserve was given back (or it could not be allocated). Records are
+ * still written into the room the reserve left, but new work should be
+ * refused (tq_journal_failed says ENOSPC) and compaction should run to
+ * free space. It ends by itself (checked every 100 ms by
+ * tq_journal_tick) once the reserve can be allocated again with as much
+ * free space again left over. */
+int tq_journal_low_space(const tq_journal_t *self);
 
 /* Ask the sync thread to fdatasync everything written so far, whatever
  * the mode (compaction and shutdown use it). Asynchronous: durable moves
@@ -177,15 +234,19 @@ int tq_journal_on_sync(tq_journal_t *self);
  * the loop's timer. now_ms: monotonic. */
 void tq_journal_tick(tq_journal_t *self, int64_t now_ms);
 
-/* Write the batch, then start a new segment: later appends go there.
- * Returns the new segment's number, or 0 with the journal failed if the
- * file could not be created (appends keep going to the old one). */
+/* Start a new segment: records appended from now on go there. The new
+ * file is created once everything appended before is durable in the old
+ * one (its header records the old one's final size); until then later
+ * records wait in memory. Returns the new segment's number (0 if the
+ * numbers are exhausted). */
 uint64_t tq_journal_rotate(tq_journal_t *self);
 uint64_t tq_journal_segment(const tq_journal_t *self); /* current number */
 
-/* Once everything written so far is durable, delete every segment whose
- * number is below seg and fsync the directory (done by the sync thread;
- * tq_journal_on_sync returns 1 when it finished). */
+/* Compaction's end: every segment below seg is superseded. Rotates to a
+ * new segment whose header says the journal starts at seg; once that is
+ * durable, the sync thread deletes the segments below seg (oldest first)
+ * and syncs the directory; tq_journal_on_sync returns 1 when it finished.
+ * seg must be at most the current segment. */
 void tq_journal_drop_before(tq_journal_t *self, uint64_t seg);
 
 /* 1 while a tq_journal_drop_before has not finished. */

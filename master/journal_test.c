@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <zmq.h>
 
 #include "tq_test.h"
@@ -48,9 +49,12 @@ static size_t body_of(unsigned i, uint8_t *buf) {
 
 typedef struct {
     unsigned n;        /* records applied */
-    unsigned ndropped; /* records handed as dropped */
+    unsigned ndropped; /* records handed as damaged or lost */
+    unsigned nlost;    /* of them lost bytes */
     int bad;           /* a record was not the one expected */
     unsigned stop_at;  /* refuse this record (0: never) */
+    int any_order;     /* records may come in any order (checked by index) */
+    uint8_t seen[4096]; /* any_order: which indices were applied */
 } replay_t;
 
 static int replay_check(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
@@ -58,10 +62,21 @@ static int replay_check(void *arg, uint8_t type, const uint8_t *body, size_t len
     replay_t *r = arg;
     if (dropped) {
         r->ndropped++;
+        if (dropped == TQ_JREC_LOST)
+            r->nlost++;
         return 0;
     }
     uint8_t want[256];
     unsigned i = r->n;
+    if (r->any_order) {
+        if (len < sizeof i)
+            r->bad = 1;
+        else
+            memcpy(&i, body, sizeof i);
+        if (i >= sizeof r->seen)
+            r->bad = 1, i = 0;
+        r->seen[i] = 1;
+    }
     size_t n = body_of(i, want);
     if (type != (uint8_t)(i % 7 + 1) || len != n || memcmp(body, want, n) != 0)
         r->bad = 1;
@@ -73,10 +88,20 @@ static int replay_check(void *arg, uint8_t type, const uint8_t *body, size_t len
     return 0;
 }
 
+static uint64_t put(tq_journal_t *j, unsigned i);
+
+/* --repair's checkpoint: the records seen, again, in index order. */
+static void checkpoint_seen(void *arg, tq_journal_t *j) {
+    replay_t *r = arg;
+    for (unsigned i = 0; i < sizeof r->seen; i++)
+        if (r->seen[i])
+            put(j, i);
+}
+
 static tq_journal_t *jopen(const char *dir, tq_fsync_mode_t mode, int repair, replay_t *r,
                            tq_journal_report_t *rep, char *err, size_t errlen) {
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = mode, .interval_ms = 20,
-                            .repair = repair, .zmq_ctx = ctx};
+                            .repair = repair, .zmq_ctx = ctx, .checkpoint = checkpoint_seen};
     return tq_journal_open(&cfg, replay_check, r, rep, err, errlen);
 }
 
@@ -146,6 +171,8 @@ static void test_mode_names(void) {
     CHECK_EQ_INT(tq_fsync_mode_parse("sometimes"), -1);
 }
 
+static uint64_t rotate_now(tq_journal_t *j);
+
 static void test_roundtrip_across_rotate(void) {
     char dir[128], err[512];
     fresh_dir(dir, sizeof dir);
@@ -161,7 +188,7 @@ static void test_roundtrip_across_rotate(void) {
         if (i % 100 == 99)
             CHECK_EQ_INT(tq_journal_write(j), 0);
         if (i == 2500)
-            CHECK_EQ_INT(tq_journal_rotate(j), 2);
+            CHECK_EQ_INT(rotate_now(j), 2);
     }
     CHECK_EQ_INT(tq_journal_appended(j), lsn);
     CHECK_EQ_INT(tq_journal_write(j), 0);
@@ -206,7 +233,7 @@ static void test_modes_reach_durable(void) {
                 put(j, round * 50 + i);
             CHECK_EQ_INT(tq_journal_write(j), 0);
             if (round == 10)
-                tq_journal_rotate(j);
+                rotate_now(j);
         }
         if (modes[m] == TQ_FSYNC_OFF)
             tq_journal_sync(j);
@@ -306,20 +333,138 @@ static void test_torn_header(void) {
     tq_journal_destroy(&j);
 }
 
-static void test_damage_and_repair(void) {
-    char dir[128], err[512], p1[256], p2[256], p3[256];
-    fresh_dir(dir, sizeof dir);
+/* Rotate and serve the sync thread until the new segment exists. */
+static uint64_t rotate_now(tq_journal_t *j) {
+    uint64_t want = tq_journal_rotate(j);
+    tq_journal_write(j);
+    WAIT_FOR(j, tq_journal_segment(j) == want);
+    CHECK_EQ_INT(tq_journal_segment(j), want);
+    return want;
+}
+
+/* Segments 1, 2, 3 with records 0..9, 10..19, 20..29; closed. */
+static void make3(char *dir, size_t size) {
+    fresh_dir(dir, size);
+    char err[512];
     replay_t r = {0};
     tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    CHECK(j != NULL);
     for (unsigned i = 0; i < 30; i++) {
         put(j, i);
-        if (i == 19) {
-            tq_journal_write(j);
-            tq_journal_rotate(j);
+        if (i == 9 || i == 19) {
+            CHECK_EQ_INT(tq_journal_write(j), 0);
+            rotate_now(j);
         }
     }
-    tq_journal_write(j);
+    CHECK_EQ_INT(tq_journal_write(j), 0);
     tq_journal_destroy(&j);
+}
+
+/* The open refuses dir with an error naming seg's file and want. */
+static void check_refused(const char *dir, uint64_t seg, const char *want, const char *what) {
+    char err[512], name[32];
+    replay_t r = {0};
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    CHECK(j == NULL);
+    if (j) {
+        fprintf(stderr, "%s: opened\n", what);
+        tq_journal_destroy(&j);
+        return;
+    }
+    snprintf(name, sizeof name, "%016llx.tqj", (unsigned long long)seg);
+    CHECK(strstr(err, "journal damaged") != NULL);
+    CHECK(strstr(err, name) != NULL);
+    CHECK(strstr(err, want) != NULL);
+    CHECK(strstr(err, "--repair") != NULL);
+    if (!strstr(err, name) || !strstr(err, want))
+        fprintf(stderr, "%s: %s\n", what, err);
+}
+
+/* A closed segment cut short (in a record or between two), emptied,
+ * deleted or grown, or the first one deleted: refused with file and
+ * offset. Only the newest may end torn. */
+static void test_cut_and_missing_segments(void) {
+    char dir[128], p1[256], p2[256], want[64];
+    make3(dir, sizeof dir);
+    seg_path(p2, sizeof p2, dir, 2);
+    long long s2 = file_size(p2);
+    CHECK(truncate(p2, s2 - 3) == 0); /* in its last record */
+    snprintf(want, sizeof want, "at offset %lld: segment cut short", s2 - 3);
+    check_refused(dir, 2, want, "cut in a record");
+
+    make3(dir, sizeof dir);
+    seg_path(p2, sizeof p2, dir, 2);
+    long long last = s2 - (TQ_JOURNAL_RECORD_HEAD + 1 + (long long)body_of(19, (uint8_t[256]){0}));
+    CHECK(truncate(p2, last) == 0); /* between two records: looks clean */
+    snprintf(want, sizeof want, "at offset %lld: segment cut short", last);
+    check_refused(dir, 2, want, "cut between records");
+
+    make3(dir, sizeof dir);
+    seg_path(p2, sizeof p2, dir, 2);
+    CHECK(truncate(p2, 0) == 0);
+    check_refused(dir, 2, "at offset 0", "emptied");
+
+    make3(dir, sizeof dir);
+    seg_path(p2, sizeof p2, dir, 2);
+    CHECK(unlink(p2) == 0);
+    check_refused(dir, 2, "at offset 0: segment missing", "deleted");
+
+    make3(dir, sizeof dir);
+    seg_path(p1, sizeof p1, dir, 1);
+    CHECK(unlink(p1) == 0);
+    check_refused(dir, 1, "at offset 0: segment missing", "first deleted");
+
+    make3(dir, sizeof dir);
+    seg_path(p2, sizeof p2, dir, 2);
+    int fd = open(p2, O_WRONLY | O_APPEND);
+    CHECK(write(fd, "xyz", 3) == 3);
+    close(fd);
+    snprintf(want, sizeof want, "at offset %lld", s2);
+    check_refused(dir, 2, want, "grown");
+
+    /* with --repair: the rest is replayed, the journal is sound after */
+    make3(dir, sizeof dir);
+    seg_path(p2, sizeof p2, dir, 2);
+    CHECK(unlink(p2) == 0);
+    char err[512];
+    replay_t r = {.any_order = 1};
+    tq_journal_report_t rep;
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 1, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 20);
+    CHECK_EQ_INT(r.bad, 0);
+    CHECK_EQ_INT(r.nlost, 1);
+    CHECK_EQ_INT(rep.repaired, 1);
+    CHECK_EQ_STR(rep.damage_file, "0000000000000002.tqj");
+    CHECK(strncmp(rep.moved_to, "damaged-", 8) == 0);
+    tq_journal_destroy(&j);
+    replay_t r2 = {.any_order = 1};
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r2, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r2.n, 20);
+    CHECK_EQ_INT(r2.bad, 0);
+    CHECK(memcmp(r.seen, r2.seen, sizeof r.seen) == 0);
+    CHECK_EQ_INT(rep.repaired + rep.torn, 0);
+    tq_journal_destroy(&j);
+
+    /* the newest segment may still end torn; the others were synced */
+    make3(dir, sizeof dir);
+    char p3[256];
+    seg_path(p3, sizeof p3, dir, 3);
+    long long s3 = file_size(p3);
+    CHECK(truncate(p3, s3 - 3) == 0);
+    r = (replay_t){0};
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 29);
+    CHECK_EQ_INT(rep.torn, 1);
+    CHECK_EQ_STR(rep.torn_file, "0000000000000003.tqj");
+    tq_journal_destroy(&j);
+}
+
+static void test_damage_and_repair(void) {
+    char dir[128], err[512], p1[256], p2[256];
+    make3(dir, sizeof dir);
     /* an unrelated file is ignored */
     char other[256];
     snprintf(other, sizeof other, "%s/journal/notes.txt", dir);
@@ -328,12 +473,11 @@ static void test_damage_and_repair(void) {
     fclose(f);
     seg_path(p1, sizeof p1, dir, 1);
     seg_path(p2, sizeof p2, dir, 2);
-    seg_path(p3, sizeof p3, dir, 3);
-    long long off = rec_off(12);
-    poke(p1, off + 10, 0x01); /* record 12's body: its checksum fails */
+    long long off = rec_off(5);
+    poke(p1, off + 10, 0x01); /* record 5's body: its checksum fails */
 
-    r = (replay_t){0};
-    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    replay_t r = {0};
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
     CHECK(j == NULL);
     char want[64];
     snprintf(want, sizeof want, "at offset %lld", off);
@@ -343,49 +487,63 @@ static void test_damage_and_repair(void) {
     CHECK(strstr(err, "--repair") != NULL);
     CHECK(file_size(p2) > 0); /* nothing touched */
 
-    r = (replay_t){0};
+    /* --repair drops record 5 alone and keeps the later segments */
+    r = (replay_t){.any_order = 1};
     tq_journal_report_t rep;
-    long long total = file_size(p1) + file_size(p2);
     j = jopen(dir, TQ_FSYNC_OFF, 1, &r, &rep, err, sizeof err);
     CHECK(j != NULL);
-    CHECK_EQ_INT(r.n, 12);
+    CHECK_EQ_INT(r.n, 29);
     CHECK_EQ_INT(r.bad, 0);
+    CHECK_EQ_INT(r.seen[5], 0);
+    CHECK_EQ_INT(r.ndropped, 1);
+    CHECK_EQ_INT(r.nlost, 0);
     CHECK_EQ_INT(rep.repaired, 1);
+    CHECK_EQ_INT(rep.damage_places, 1);
     CHECK_EQ_STR(rep.damage_file, "0000000000000001.tqj");
     CHECK_EQ_INT(rep.damage_offset, off);
-    CHECK_EQ_INT(rep.dropped_bytes, total - off);
-    CHECK_EQ_INT(rep.dropped_records, 17); /* 13..19, then 20..29 */
-    CHECK_EQ_INT(r.ndropped, 17);
-    CHECK_EQ_INT(file_size(p1), off);
-    CHECK_EQ_INT(file_size(p2), TQ_JOURNAL_HEADER_SIZE); /* deleted, made anew */
-    CHECK_EQ_INT(tq_journal_segment(j), 2);
+    CHECK_EQ_INT(rep.dropped_bytes, rec_off(6) - rec_off(5));
+    CHECK_EQ_INT(rep.dropped_records, 1);
+    CHECK_EQ_INT(file_size(p1), -1); /* moved aside */
+    CHECK_EQ_INT(tq_journal_segment(j), 4);
     CHECK(file_size(other) == 5);
+    char moved[256];
+    snprintf(moved, sizeof moved, "%s/journal/%s/0000000000000001.tqj", dir, rep.moved_to);
+    CHECK(file_size(moved) > 0);
     tq_journal_destroy(&j);
 
     /* the repaired journal is sound */
-    r = (replay_t){0};
-    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
+    replay_t r2 = {.any_order = 1};
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r2, &rep, err, sizeof err);
     CHECK(j != NULL);
-    CHECK_EQ_INT(r.n, 12);
+    CHECK_EQ_INT(r2.n, 29);
+    CHECK_EQ_INT(r2.bad, 0);
     CHECK_EQ_INT(rep.repaired + rep.torn, 0);
     tq_journal_destroy(&j);
 
-    /* a bad segment header (not the last segment) is damage too */
-    poke(p1, 3, 0xff);
-    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
-    CHECK(j == NULL);
-    CHECK(strstr(err, "at offset 0") != NULL);
-    CHECK_EQ_INT(file_size(p3), TQ_JOURNAL_HEADER_SIZE); /* untouched */
-    r = (replay_t){0};
+    /* a damaged length: the next record is found again */
+    make3(dir, sizeof dir);
+    seg_path(p1, sizeof p1, dir, 1);
+    poke(p1, rec_off(5) + 2, 0x40);
+    r = (replay_t){.any_order = 1};
     j = jopen(dir, TQ_FSYNC_OFF, 1, &r, &rep, err, sizeof err);
     CHECK(j != NULL);
-    CHECK_EQ_INT(r.n, 0);
-    CHECK_EQ_INT(r.ndropped, 12);
+    CHECK_EQ_INT(r.n, 29);
+    CHECK_EQ_INT(r.seen[5], 0);
+    CHECK_EQ_INT(r.seen[6], 1);
+    CHECK_EQ_INT(rep.dropped_bytes, rec_off(6) - rec_off(5));
+    tq_journal_destroy(&j);
+
+    /* a bad segment header (not the last segment) is damage too */
+    make3(dir, sizeof dir);
+    seg_path(p1, sizeof p1, dir, 1);
+    poke(p1, 3, 0xff);
+    check_refused(dir, 1, "at offset 0", "bad header");
+    r = (replay_t){.any_order = 1};
+    j = jopen(dir, TQ_FSYNC_OFF, 1, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 30); /* its records are found after the header */
     CHECK_EQ_INT(rep.repaired, 1);
     CHECK_EQ_INT(rep.damage_offset, 0);
-    CHECK_EQ_INT(file_size(p2), -1);
-    CHECK_EQ_INT(file_size(p3), -1);
-    CHECK_EQ_INT(tq_journal_segment(j), 1);
     tq_journal_destroy(&j);
 }
 
@@ -397,15 +555,20 @@ static void test_drop_before(void) {
     for (unsigned s = 0; s < 3; s++) {
         for (unsigned i = 0; i < 100; i++)
             put(j, i);
-        tq_journal_rotate(j);
+        rotate_now(j);
     }
     CHECK_EQ_INT(tq_journal_segment(j), 4);
+    seg_path(path, sizeof path, dir, 1);
+    char keep[300];
+    snprintf(keep, sizeof keep, "%s.keep", path);
+    CHECK(link(path, keep) == 0);
     uint64_t before = tq_journal_bytes(j);
     tq_journal_drop_before(j, 3);
     int done = 0;
-    WAIT_FOR(j, (done = tq_journal_bytes(j) < before));
+    WAIT_FOR(j, (done = !tq_journal_drop_pending(j)));
     CHECK(done);
-    seg_path(path, sizeof path, dir, 1);
+    CHECK(tq_journal_bytes(j) < before);
+    CHECK_EQ_INT(tq_journal_segment(j), 5); /* its header says the journal starts at 3 */
     CHECK_EQ_INT(file_size(path), -1);
     seg_path(path, sizeof path, dir, 2);
     CHECK_EQ_INT(file_size(path), -1);
@@ -413,9 +576,89 @@ static void test_drop_before(void) {
     long long s3 = file_size(path);
     CHECK(s3 > 0);
     seg_path(path, sizeof path, dir, 4);
-    CHECK_EQ_INT(tq_journal_bytes(j), s3 + file_size(path));
+    long long s4 = file_size(path);
+    seg_path(path, sizeof path, dir, 5);
+    CHECK_EQ_INT(tq_journal_bytes(j), s3 + s4 + file_size(path));
     CHECK_EQ_INT(tq_journal_durable(j), tq_journal_written(j)); /* synced first */
     tq_journal_destroy(&j);
+
+    /* A drop that did not finish: segment 1 is back. It is older than
+     * the journal's first: not replayed, deleted. */
+    seg_path(path, sizeof path, dir, 1);
+    CHECK(rename(keep, path) == 0);
+    tq_journal_report_t rep;
+    r = (replay_t){0};
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 100); /* segment 3's */
+    CHECK_EQ_INT(rep.left_over, 1);
+    CHECK_EQ_INT(file_size(path), -1);
+    tq_journal_destroy(&j);
+}
+
+/* Append a record in the version-1 framing (unchanged in version 2). */
+static void raw_record(FILE *f, unsigned i) {
+    uint8_t b[256 + 9];
+    size_t n = body_of(i, b + 9);
+    uint32_t len = (uint32_t)(n + 1);
+    b[8] = (uint8_t)(i % 7 + 1);
+    uint32_t c = (uint32_t)crc32(0, b + 8, len);
+    memcpy(b, &len, 4);
+    memcpy(b + 4, &c, 4);
+    fwrite(b, 1, 8 + len, f);
+}
+
+static void raw_v1_header(FILE *f, uint64_t seg) {
+    uint8_t h[32] = "TQJOURNL";
+    uint32_t v = 1, hs = 32;
+    memcpy(h + 8, &v, 4);
+    memcpy(h + 12, &hs, 4);
+    memcpy(h + 16, &seg, 8);
+    uint32_t c = (uint32_t)crc32(0, h, 28);
+    memcpy(h + 28, &c, 4);
+    fwrite(h, 1, sizeof h, f);
+}
+
+/* A journal of the previous release (version 1) is read as it was: its
+ * last segment with records may end torn when only header-only segments
+ * follow; the next segment is version 2 and names its size. */
+static void test_version1_journal(void) {
+    char dir[128], jdir[160], p1[256], p2[256], err[512];
+    fresh_dir(dir, sizeof dir);
+    snprintf(jdir, sizeof jdir, "%s/journal", dir);
+    mkdir(jdir, 0700);
+    seg_path(p1, sizeof p1, dir, 1);
+    seg_path(p2, sizeof p2, dir, 2);
+    FILE *f = fopen(p1, "wb");
+    raw_v1_header(f, 1);
+    for (unsigned i = 0; i < 10; i++)
+        raw_record(f, i);
+    fwrite("\x20\x00\x00\x00\x01", 1, 5, f); /* a torn record */
+    fclose(f);
+    f = fopen(p2, "wb");
+    raw_v1_header(f, 2);
+    fclose(f);
+    replay_t r = {0};
+    tq_journal_report_t rep;
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 10);
+    CHECK_EQ_INT(r.bad, 0);
+    CHECK_EQ_INT(rep.torn, 1);
+    CHECK_EQ_INT(tq_journal_segment(j), 3);
+    for (unsigned i = 10; i < 15; i++)
+        put(j, i);
+    tq_journal_destroy(&j);
+    r = (replay_t){0};
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, &rep, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 15);
+    CHECK_EQ_INT(r.bad, 0);
+    CHECK_EQ_INT(rep.torn + rep.repaired, 0);
+    tq_journal_destroy(&j);
+    /* segment 2 (version 1) emptied: segment 3's header tells */
+    CHECK(truncate(p2, 0) == 0);
+    check_refused(dir, 2, "at offset 0", "v1 emptied");
 }
 
 /* ---- fault injection ------------------------------------------------------ */
@@ -645,6 +888,8 @@ int main(void) {
     RUN(test_torn_tails);
     RUN(test_torn_header);
     RUN(test_damage_and_repair);
+    RUN(test_cut_and_missing_segments);
+    RUN(test_version1_journal);
     RUN(test_drop_before);
     RUN(test_enospc);
     RUN(test_fdatasync_eio);

@@ -538,13 +538,31 @@ static void log_recovery(const tq_persist_report_t *r) {
     const tq_journal_report_t *j = &r->journal;
     if (j->torn)
         tq_warn("journal: cut off a torn last record in %s at offset %" PRIu64
-                " (a write the crash interrupted; it was never acknowledged)",
+                " of the newest segment (a write the crash interrupted: not acknowledged under "
+                "--fsync always)",
                 j->torn_file, j->torn_offset);
-    if (j->repaired)
-        tq_warn("journal: --repair dropped %" PRIu64 " bytes from %s offset %" PRIu64
-                " on: the damaged record and %" PRIu64 " readable records after it, %" PRIu64
-                " of them tasks (those tasks are lost, and any the damaged record held)",
-                j->dropped_bytes, j->damage_file, j->damage_offset, j->dropped_records, r->lost);
+    if (j->repaired) {
+        char ids[TQ_PERSIST_LOST_IDS * 21 + 8];
+        size_t off = 0, n = r->lost < TQ_PERSIST_LOST_IDS ? (size_t)r->lost : TQ_PERSIST_LOST_IDS;
+        ids[0] = '\0';
+        for (size_t i = 0; i < n && off < sizeof ids; i++)
+            off += (size_t)snprintf(ids + off, sizeof ids - off, "%s%" PRIu64, i ? " " : " (ids ",
+                                    r->lost_ids[i]);
+        if (n && off < sizeof ids)
+            snprintf(ids + off, sizeof ids - off, "%s)", r->lost > n ? " ..." : "");
+        tq_warn("journal: --repair dropped %" PRIu64 " bytes in %" PRIu64
+                " damaged places (the first: %s offset %" PRIu64 ") and replayed the rest: %" PRIu64
+                " damaged records; %" PRIu64 " tasks lost%s; %" PRIu64
+                " tasks set back to an earlier state (a finished one runs again); %" PRIu64
+                " places unreadable or missing (a task recorded only there is not counted). "
+                "The damaged segments are in journal/%s",
+                j->dropped_bytes, j->damage_places, j->damage_file, j->damage_offset,
+                j->dropped_records, r->lost, ids, r->earlier, r->unreadable,
+                j->moved_to[0] ? j->moved_to : "(not moved)");
+    }
+    if (j->left_over)
+        tq_info("journal: deleted %" PRIu64 " segments left over from a compaction that did not "
+                "finish", j->left_over);
     tq_info("journal: recovered %" PRIu64 " queued tasks, %" PRIu64 " results and %" PRIu64
             " idempotency keys from %zu segments (%" PRIu64 " records, %.1f MiB) in %lld ms",
             r->queued, r->finished, r->keys, j->segments, j->records, j->bytes / 1048576.0,
@@ -593,10 +611,16 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     int hwm = cfg->peer_queue > 0 ? cfg->peer_queue : 1000;
     /* ZMTP heartbeats, answered by the peers' libzmq: a connection whose
      * peer stopped answering is closed by libzmq itself (it holds an fd
-     * even when the loop has forgotten the peer). A connection gets
-     * handshake_ivl to finish its greeting and CURVE handshake. */
+     * even when the loop has forgotten the peer). They are the backstop
+     * that frees descriptors, not the liveness rule (the loop's own
+     * heartbeats forget a silent peer after heartbeat_timeout): three
+     * times as lenient, so a peer whose machine stalls for a moment, or
+     * a frame that takes a while to arrive, does not lose its connection
+     * and the messages queued on it. A connection gets handshake_ivl to
+     * finish its greeting and CURVE handshake. */
     int hb_ivl = (int)cfg->heartbeat_ms;
-    int hb_timeout = (int)cfg->heartbeat_timeout_ms;
+    int64_t zmtp_timeout = 3 * cfg->heartbeat_timeout_ms;
+    int hb_timeout = zmtp_timeout < INT32_MAX ? (int)zmtp_timeout : INT32_MAX;
     int hb_ttl = hb_timeout < 6553599 ? hb_timeout : 6553599; /* ZMTP: deciseconds in a u16 */
     int hs_ivl = cfg->handshake_timeout_ms > 0 ? (int)cfg->handshake_timeout_ms : 0;
     if (!self->router || zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||

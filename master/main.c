@@ -53,6 +53,7 @@ typedef struct {
     char *fsync;
     int64_t fsync_interval_ms;
     int repair;
+    int64_t journal_reserve;
     char *log_level;
 } settings_t;
 
@@ -129,7 +130,12 @@ static const tq_cfg_entry_t table[] = {
     {"fsync-interval", TQ_CFG_INT, "50", 1, 60000, NULL, NULL, S(fsync_interval_ms), "MS",
      "with --fsync interval: fsync the journal at most this many milliseconds after a write"},
     {"repair", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(repair), NULL,
-     "start even if the journal is damaged: drop everything from the damage on"},
+     "start even if the journal is damaged: replay what can be read, drop the rest and say "
+     "how many tasks that lost"},
+    {"journal-reserve", TQ_CFG_SIZE, "64M", 0, (int64_t)1 << 40, NULL, NULL, S(journal_reserve),
+     "SIZE",
+     "disk space kept allocated in DIR/journal/reserve and given back when the disk is full, so "
+     "compaction and a restart have room (at most 1/8 of the file system; 0 = none)"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
      "error, warn, info or debug"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
@@ -166,24 +172,6 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
         }
         out[i].queue = (tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)};
         out[i].timeout_ms = (uint32_t)ms;
-    }
-    return 0;
-}
-
-/* A numeric port in a tcp:// --bind must be 0..65535: ZeroMQ itself
- * keeps only the low 16 bits (99999 listened on 34463). Anything else
- * ZeroMQ refuses by itself (exit 8, "cannot bind"), as before. */
-static int check_bind(const char *ep, char *err, size_t errlen) {
-    if (strncmp(ep, "tcp://", 6) != 0)
-        return 0;
-    const char *colon = strrchr(ep + 6, ':');
-    if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
-        return 0;
-    int64_t n;
-    if (tq_parse_i64(colon + 1, &n) < 0 || n > 65535) {
-        snprintf(err, errlen, "--bind: port %.40s in '%.200s' is out of range (0..65535, or *)",
-                 colon + 1, ep);
-        return -1;
     }
     return 0;
 }
@@ -369,7 +357,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: --bind must not be empty\n");
         goto out;
     }
-    if (check_bind(s.bind, err, sizeof err) < 0) {
+    if (tq_endpoint_port_check(s.bind, "--bind", err, sizeof err) < 0) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
     }
@@ -456,6 +444,7 @@ int main(int argc, char **argv) {
             .mode = (tq_fsync_mode_t)tq_fsync_mode_parse(s.fsync),
             .interval_ms = s.fsync_interval_ms,
             .repair = s.repair,
+            .reserve = (uint64_t)s.journal_reserve,
             .zmq_ctx = ctx,
         },
     };

@@ -2,6 +2,7 @@
  * See persist.h; the record layouts are in docs/journal.md. */
 #include "persist.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,10 +62,23 @@ struct tq_persist {
     tq_key_t *kwalk;          /* next key to rewrite */
     int64_t compact_start_ms;
     uint64_t compact_from_bytes;
-    /* replay counters */
-    uint64_t lost;
+    /* replay */
     int64_t now_wall;
+    int damaged;              /* --repair went past damage */
+    uint64_t unreadable;      /* places with missing or unreadable bytes */
+    struct {                  /* ids damage touched: id -> DM_ flags */
+        uint64_t *ids;
+        uint8_t *flags;
+        size_t cap, n;
+    } dm;
 };
+
+/* What --repair learned about a task id (persist.c's damage map). */
+#define DM_TASK 0x01u   /* a damaged TASK record named it */
+#define DM_OTHER 0x02u  /* a damaged record of another type named it */
+#define DM_ORPHAN 0x04u /* a later record named it, unknown then */
+#define DM_GONE 0x08u   /* it was not needed any more after the damage */
+#define DM_TASK_AFTER 0x10u /* a sound TASK record came after */
 
 /* ---- sizes and encodings ------------------------------------------------ */
 
@@ -199,6 +213,16 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
         append(self, R_REQUEUE, NULL, 0);
         break;
     case TQ_SEV_FINISHED:
+        if (tq_journal_low_space(self->j)) {
+            /* The disk is full: a result would eat the room compaction
+             * needs. Nobody waits for a FINISH record (after a crash the
+             * task runs again: at-least-once); the next compaction writes
+             * the finished task whole (it rewrites every live task). */
+            self->live_bytes -= t->jsize;
+            t->jsize = task_rec_size(t);
+            self->live_bytes += t->jsize;
+            break;
+        }
         tq_buf_u8(&self->rec, (uint8_t)t->state);
         tq_buf_u64(&self->rec, (uint64_t)tq_task_finished_ms(t));
         append(self, R_FINISH, tq_task_data(t).data, tq_task_data(t).len);
@@ -234,6 +258,96 @@ static void on_key(void *arg, tq_key_t *k, int deleted) {
 }
 
 /* ---- replay --------------------------------------------------------------- */
+
+/* The damage map's slot for id (open addressing; ids are not 0). */
+static size_t dm_slot(const tq_persist_t *self, uint64_t id) {
+    size_t mask = self->dm.cap - 1, i = (size_t)(id * 0x9E3779B97F4A7C15ull >> 20) & mask;
+    while (self->dm.ids[i] && self->dm.ids[i] != id)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Add flags to id (add: 1 also creates it). */
+static void dm_mark(tq_persist_t *self, uint64_t id, uint8_t flags, int add) {
+    if (id == 0)
+        return;
+    if (add && (self->dm.n + 1) * 2 > self->dm.cap) {
+        size_t oldcap = self->dm.cap;
+        uint64_t *oids = self->dm.ids;
+        uint8_t *ofl = self->dm.flags;
+        self->dm.cap = oldcap ? oldcap * 2 : 1024;
+        self->dm.ids = tq_calloc(self->dm.cap, sizeof *self->dm.ids);
+        self->dm.flags = tq_calloc(self->dm.cap, 1);
+        for (size_t i = 0; i < oldcap; i++)
+            if (oids[i]) {
+                size_t k = dm_slot(self, oids[i]);
+                self->dm.ids[k] = oids[i];
+                self->dm.flags[k] = ofl[i];
+            }
+        free(oids);
+        free(ofl);
+    }
+    if (!self->dm.cap)
+        return;
+    size_t k = dm_slot(self, id);
+    if (!self->dm.ids[k]) {
+        if (!add)
+            return;
+        self->dm.ids[k] = id;
+        self->dm.n++;
+    }
+    self->dm.flags[k] |= flags;
+}
+
+/* --repair hands what it could not replay: note what it probably was
+ * (a damaged record's type and id may be wrong: a best guess, as the
+ * report says). */
+static void note_dropped(tq_persist_t *self, uint8_t type, const uint8_t *body, size_t len,
+                         int how) {
+    self->damaged = 1;
+    if (how == TQ_JREC_LOST || !body || len < 8) {
+        self->unreadable++;
+        return;
+    }
+    uint64_t id = 0;
+    for (int i = 7; i >= 0; i--)
+        id = id << 8 | body[i];
+    /* a damaged type byte: a body as long as a task's is taken for one */
+    int task = type == R_TASK || ((type < R_TASK || type > R_KEY) && len >= TASK_FIXED + 3);
+    if (type == R_KEY)
+        return; /* a key's loss loses no task */
+    dm_mark(self, id, task ? DM_TASK : DM_OTHER, 1);
+}
+
+/* After the replay: which tasks the damage took, and which it set back. */
+static void count_lost(tq_persist_t *self, tq_persist_report_t *rep) {
+    for (size_t i = 0; i < self->dm.cap; i++) {
+        uint64_t id = self->dm.ids[i];
+        uint8_t f = self->dm.flags[i];
+        if (!id)
+            continue;
+        if (tq_store_get(self->store, id)) {
+            if ((f & (DM_TASK | DM_OTHER)) && !(f & DM_TASK_AFTER))
+                rep->earlier++;
+        } else if (!(f & DM_GONE)) {
+            if (rep->lost < TQ_PERSIST_LOST_IDS)
+                rep->lost_ids[rep->lost] = id;
+            rep->lost++;
+        }
+    }
+    /* listed in order */
+    size_t n = rep->lost < TQ_PERSIST_LOST_IDS ? (size_t)rep->lost : TQ_PERSIST_LOST_IDS;
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && rep->lost_ids[k - 1] > rep->lost_ids[k]; k--) {
+            uint64_t t = rep->lost_ids[k];
+            rep->lost_ids[k] = rep->lost_ids[k - 1];
+            rep->lost_ids[k - 1] = t;
+        }
+    rep->unreadable = self->unreadable;
+    free(self->dm.ids);
+    free(self->dm.flags);
+    memset(&self->dm, 0, sizeof self->dm);
+}
 
 #define BAD(what) (snprintf(err, errlen, "journal record of type %u: %s", type, what), -1)
 
@@ -294,15 +408,20 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
                   size_t errlen) {
     tq_persist_t *self = arg;
     if (dropped) {
-        if (type == R_TASK)
-            self->lost++;
+        note_dropped(self, type, body, len, dropped);
         return 0;
     }
     tq_cursor_t c;
     tq_cursor_init(&c, (tq_bytes_t){body, len});
-    if (type == R_TASK)
-        return replay_task(self, &c, type, err, errlen);
     uint64_t id;
+    if (type == R_TASK) {
+        if (self->damaged && len >= 8) {
+            tq_cursor_t c2 = c;
+            if (tq_cursor_u64(&c2, &id) == 0)
+                dm_mark(self, id, DM_TASK_AFTER, 0);
+        }
+        return replay_task(self, &c, type, err, errlen);
+    }
     if (type < R_TASK || type > R_KEY) {
         snprintf(err, errlen, "unknown journal record type %u (written by a newer taskq?)", type);
         return -1;
@@ -310,6 +429,14 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
     if (tq_cursor_u64(&c, &id) < 0)
         return BAD("truncated id");
     tq_task_t *t = type == R_KEY ? NULL : tq_store_get(self->store, id);
+    if (self->damaged && type != R_KEY) {
+        /* after damage: a record about a task nobody created names a
+         * task whose TASK record was lost (unless it was not needed) */
+        if (type == R_GONE)
+            dm_mark(self, id, DM_GONE, !t);
+        else if (!t)
+            dm_mark(self, id, DM_ORPHAN, 1);
+    }
     switch (type) {
     case R_LEASE: {
         uint32_t attempt;
@@ -400,6 +527,16 @@ static void account(tq_persist_t *self, tq_persist_report_t *rep) {
     }
 }
 
+/* --repair: the recovered state, appended whole (journal.h). */
+static void checkpoint(void *arg, tq_journal_t *j) {
+    tq_persist_t *self = arg;
+    self->j = j;
+    for (tq_task_t *t = tq_store_first(self->store); t; t = tq_store_next(self->store, t))
+        put_task(self, t);
+    for (tq_key_t *k = tq_store_key_first(self->store); k; k = tq_key_next(k))
+        put_key(self, k);
+}
+
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_store_t *store,
                               tq_persist_report_t *report, char *err, size_t errlen) {
     TQ_ASSERT(tq_store_size(store) == 0);
@@ -410,14 +547,22 @@ tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_store_t *store,
     self->now_wall = tq_wall_ms();
     memset(report, 0, sizeof *report);
     int64_t t0 = tq_mono_ms();
-    self->j = tq_journal_open(cfg, replay, self, &report->journal, err, errlen);
+    tq_journal_cfg_t jcfg = *cfg;
+    jcfg.checkpoint = checkpoint;
+    self->j = tq_journal_open(&jcfg, replay, self, &report->journal, err, errlen);
     if (!self->j) {
+        free(self->dm.ids);
+        free(self->dm.flags);
         tq_buf_free(&self->rec);
         free(self);
         return NULL;
     }
+    /* a checkpoint counted the live bytes once already: account again */
+    self->live_bytes = 0;
+    for (tq_task_t *t = tq_store_first(store); t; t = tq_store_next(store, t))
+        t->jsize = 0;
     account(self, report);
-    report->lost = self->lost;
+    count_lost(self, report);
     report->elapsed_ms = tq_mono_ms() - t0;
     tq_store_observe(store, on_task, on_key, self);
     return self;
@@ -521,8 +666,12 @@ void tq_persist_tick(tq_persist_t *self, int64_t now_ms) {
     tq_journal_tick(self->j, now_ms);
     if (self->phase == C_IDLE) {
         uint64_t bytes = tq_journal_bytes(self->j);
-        if (bytes > TQ_PERSIST_COMPACT_MIN && self->live_bytes * 2 < bytes &&
-            !tq_journal_failed(self->j))
+        int failed = tq_journal_failed(self->j);
+        /* The disk is full: compaction is what frees room, whatever the
+         * journal's size (the reserve given back leaves room for it). */
+        if (failed == ENOSPC ? bytes > self->live_bytes * 2 + TQ_PERSIST_COMPACT_SLACK
+                             : !failed && bytes > TQ_PERSIST_COMPACT_MIN &&
+                                   self->live_bytes * 2 < bytes)
             compact_start(self);
     }
     if (self->phase == C_TASKS || self->phase == C_KEYS)

@@ -21,16 +21,28 @@
 #include "journal.h"
 #include "store.h"
 
-/* Journal bytes below which compaction never starts. */
+/* Journal bytes below which compaction never starts (except when the
+ * disk is full: then it starts once the dead bytes exceed the live ones
+ * by TQ_PERSIST_COMPACT_SLACK). */
 #define TQ_PERSIST_COMPACT_MIN (4u * 1024u * 1024u)
+#define TQ_PERSIST_COMPACT_SLACK (64u * 1024u)
 /* Longest a compaction step may keep the loop busy. */
 #define TQ_PERSIST_STEP_MS 5
 
 typedef struct tq_persist tq_persist_t;
 
+/* Lost task ids --repair lists in its report (the count is whole). */
+#define TQ_PERSIST_LOST_IDS 16
+
 typedef struct {
     uint64_t queued, finished, keys; /* recovered */
-    uint64_t lost;                   /* tasks --repair dropped */
+    /* --repair: tasks the damage took (their records, as far as the
+     * damaged bytes and later records tell), tasks it set back to an
+     * earlier state (a finished one runs again), and places where bytes
+     * were missing or unreadable (a task whose every record was there is
+     * in neither count). */
+    uint64_t lost, earlier, unreadable;
+    uint64_t lost_ids[TQ_PERSIST_LOST_IDS];
     int64_t elapsed_ms;
     tq_journal_report_t journal;
 } tq_persist_report_t;

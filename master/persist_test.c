@@ -25,7 +25,7 @@ static tq_store_t *new_store(void) {
 }
 
 static tq_persist_t *open_dir(const char *dir, tq_store_t *s) {
-    tq_journal_cfg_t cfg = {dir, TQ_FSYNC_INTERVAL, 50, 0, ctx};
+    tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50, .zmq_ctx = ctx};
     tq_persist_report_t rep;
     char err[512];
     tq_persist_t *p = tq_persist_open(&cfg, s, &rep, err, sizeof err);

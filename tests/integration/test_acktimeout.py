@@ -106,7 +106,9 @@ class FullDisk(TQTestCase):
         self.addCleanup(subprocess.call, ["umount", "-l", self.mnt])
 
     def test_submit_on_full_disk_is_bounded(self):
-        self.start_master(data_dir=os.path.join(self.mnt, "data"))
+        # No --journal-reserve: the reserve would absorb this one write
+        # (test_durable covers that); here the write must fail.
+        self.start_master("--journal-reserve", "0", data_dir=os.path.join(self.mnt, "data"))
         fd = os.open(os.path.join(self.mnt, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             while os.write(fd, b"\0" * 65536) > 0:

@@ -22,6 +22,7 @@ from tqharness import (TQTestCase, main, wait_until, tail, read_text, RawClient,
 
 EXIT_ENV = 8
 HEADER = 32
+HEADER_V2 = 64
 T_ACK = 0x16
 
 
@@ -38,7 +39,8 @@ def records(path):
     with open(path, "rb") as f:
         b = f.read()
     out = []
-    off = HEADER
+    # the header: 32 bytes in version 1, 64 in version 2 (docs/journal.md)
+    off = HEADER_V2 if len(b) >= 12 and struct.unpack_from("<I", b, 8)[0] == 2 else HEADER
     while off + 8 <= len(b):
         ln, crc = struct.unpack_from("<II", b, off)
         if ln == 0 or off + 8 + ln > len(b):
@@ -155,11 +157,89 @@ class Durable(TQTestCase):
         m3 = self.start_master("--repair", name="master3")
         log = read_text(m3.log_path)
         self.assertIn("--repair dropped", log)
-        self.assertIn("1 readable records after it, 1 of them tasks", log)
+        # only y1's record is dropped: y2, after it, is kept (issue 12)
+        self.assertIn("1 damaged records; 1 tasks lost", log)
         del text
-        self.assertEqual(self.queued(), 2)  # x1, x2 survive
+        self.assertEqual(self.queued(), 3)  # x1, x2 and y2 survive
         self.start_worker(concurrency=1)
         self.assertEqual(self.tq_ok("wait", "--timeout", "20", *first).out, "x1\nx2\n")
+
+    # ---- damage a torn tail cannot explain (issue 12) ----------------------
+
+    def three_segments(self):
+        """a0..a9 in segment 1, b0..b9 in segment 2, segment 3 with only
+        its header (three starts, each stopped with SIGTERM)."""
+        m = self.start_master()
+        a = self.submit("--fn", "echo", *["a%d" % i for i in range(10)])
+        m = self.restart(m, sig=signal.SIGTERM)
+        b = self.submit("--fn", "echo", *["b%d" % i for i in range(10)])
+        m = self.restart(m, sig=signal.SIGTERM, name="master3")
+        m.signal(signal.SIGTERM)
+        self.assertEqual(m.wait(10), 0)
+        segs = segments(self.data_dir)
+        self.assertEqual(len(segs), 3, segs)
+        self.assertEqual(len([r for r in records(segs[0]) if r[2] == 1]), 10)
+        self.assertEqual(len([r for r in records(segs[1]) if r[2] == 1]), 10)
+        return a, b, segs
+
+    def assert_refused(self, seg, offset):
+        r = self.run_prog(self.master.argv, timeout=15)
+        self.assertEqual(r.rc, EXIT_ENV, r)
+        self.assertIn("journal damaged", r.err)
+        self.assertIn(os.path.basename(seg), r.err)
+        self.assertIn("at offset %d" % offset, r.err)
+        self.assertIn("--repair", r.err)
+
+    def test_cut_middle_segment_refuses_start(self):
+        # segment 2 cut in its last record; only a header-only segment
+        # follows it (before: taken for a torn tail, b9 silently dropped)
+        _, _, segs = self.three_segments()
+        size = os.path.getsize(segs[1])
+        os.truncate(segs[1], size - 10)
+        self.assert_refused(segs[1], size - 10)
+
+    def test_cut_between_records_refuses_start(self):
+        # segment 1 loses its last record cleanly: nothing looked wrong
+        _, _, segs = self.three_segments()
+        last = records(segs[0])[-1][0]
+        os.truncate(segs[0], last)
+        self.assert_refused(segs[0], last)
+
+    def test_emptied_middle_segment_refuses_start(self):
+        # before: a zero-length segment 2 was "torn": it and segment 3 were
+        # deleted with a warning, b0..b9 gone
+        _, _, segs = self.three_segments()
+        os.truncate(segs[1], 0)
+        self.assert_refused(segs[1], 0)
+
+    def test_deleted_middle_segment_refuses_start(self):
+        # before: not noticed at all, b0..b9 gone
+        _, _, segs = self.three_segments()
+        os.unlink(segs[1])
+        self.assert_refused(segs[1], 0)
+
+    def test_repair_keeps_later_segments_and_counts_lost_tasks(self):
+        a, b, segs = self.three_segments()
+        # one flipped byte in a5's TASK record, in the older segment
+        off = [r for r in records(segs[0]) if r[2] == 1][5][0]
+        with open(segs[0], "r+b") as f:
+            f.seek(off + 8 + 40)
+            byte = f.read(1)
+            f.seek(off + 8 + 40)
+            f.write(bytes([byte[0] ^ 0x01]))
+        self.assert_refused(segs[0], off)
+        m = self.start_master("--repair", name="repair")
+        log = read_text(m.log_path)
+        self.assertIn("1 damaged records; 1 tasks lost (ids %s)" % a[5], log)
+        self.assertEqual(self.queued(), 19)  # b0..b9 kept: before, all 15 after a5 were dropped
+        m = self.restart(m, sig=signal.SIGTERM, name="after-repair")  # sound now, no --repair
+        self.assertEqual(self.queued(), 19)
+        self.assertTrue(glob.glob(os.path.join(self.data_dir, "journal", "damaged-*", "*.tqj")))
+        self.start_worker(concurrency=2)
+        rest = a[:5] + a[6:] + b
+        r = self.tq_ok("wait", "--timeout", "30", *rest)
+        self.assertEqual(r.out.split(), ["a%d" % i for i in range(10) if i != 5] +
+                         ["b%d" % i for i in range(10)])
 
     def test_journal_stays_small_after_a_million_tasks(self):
         m = self.start_master()
@@ -229,6 +309,68 @@ class Durable(TQTestCase):
         self.start_worker(concurrency=4)
         r = self.tq_ok("wait", "--timeout", "60", *(acked + more))
         self.assertEqual(len(r.out.splitlines()), len(acked) + 1)
+
+    def test_full_disk_compacts_when_tasks_are_done_and_restarts(self):
+        """The journal fills its disk: submits are refused (not hung);
+        once the tasks are done and ACKed the journal compacts and submits
+        are accepted again; a master restarted on a full disk starts."""
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        mnt = os.path.join(self.tmp, "full")
+        os.mkdir(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount tmpfs: %s" % r.stderr.strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+        data = os.path.join(mnt, "data")
+        m = self.start_master(data_dir=data)  # reserve: 1/8 of 2 MiB
+        payload = "q" * 20000
+        acked, refused = [], None
+        for i in range(200):
+            p = self.tq("submit", "--fn", "echo", "%s%d" % (payload, i), timeout=20)
+            if p.rc == 0:
+                acked += p.out.split()
+                continue
+            refused = p
+            break
+        self.assertIsNotNone(refused, "2 MiB never filled up")
+        self.assertEqual(refused.rc, 7, refused)
+        self.assertIn("journal write failed: No space left on device", refused.err)
+        self.assertGreater(len(acked), 20)
+        st = self.status()
+        self.assertEqual(st["journal"]["error"], "No space left on device")
+        # every task done and its result ACKed: the journal compacts by
+        # itself and takes its reserve back
+        self.start_worker(concurrency=4)
+        r = self.tq_ok("wait", "--timeout", "60", *acked)
+        self.assertEqual(len(r.out.splitlines()), len(acked))
+        wait_until(lambda: self.status()["journal"]["error"] is None, 30,
+                   what="the journal to compact and accept submits (status: %s)" %
+                   self.status()["journal"])
+        self.assertGreaterEqual(self.status()["journal"]["compactions"], 1)
+        more = self.submit("--fn", "echo", "after")
+        # fill the disk to the last byte, then restart on it
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        m.signal(signal.SIGKILL)
+        m.wait(10)
+        m = self.start_master(data_dir=data, name="master-full")
+        self.assertEqual(self.status()["totals"]["tasks"], 1)  # "after" (its result or itself)
+        p = self.tq("submit", "--fn", "echo", "refused", timeout=20)
+        self.assertEqual(p.rc, 7, p)
+        self.assertIn("No space left on device", p.err)
+        os.unlink(filler)
+        wait_until(lambda: self.status()["journal"]["error"] is None, 30,
+                   what="journal error to clear after the filler went")
+        more += self.submit("--fn", "echo", "again")
+        r = self.tq_ok("wait", "--timeout", "30", *more)
+        self.assertEqual(r.out, "after\nagain\n")
 
     # ---- power loss ----------------------------------------------------------
 

@@ -182,7 +182,7 @@ class ConnectionFlood(TQTestCase):
     def test_peer_that_stops_answering_is_closed(self):
         """After the handshake, ZMTP heartbeats: a peer process that stops
         (SIGSTOP: its libzmq answers no PING, its TCP stays up) loses its
-        connection after the heartbeat timeout (1 s here), so it does not
+        connection after three heartbeat timeouts (3 s here), so it does not
         keep a descriptor in the master for ever."""
         m = self.start_master()
         fd0 = open_fds(m.pid)

@@ -75,6 +75,18 @@ class BindPort(TQTestCase):
             self.assertEqual(m2.p.returncode, h.EXIT_ENV, m2.output())
             self.assertIn("cannot bind", m2.output())
 
+    def test_connect_port_over_65535_is_a_usage_error(self):
+        # The same lie on the other side: the worker and the client would
+        # connect to port 34463 when told 99999.
+        for bad in ("tcp://127.0.0.1:99999", "tcp://127.0.0.1:65536"):
+            r = self.tq("status", endpoint=bad, timeout=20)
+            self.assertEqual(r.rc, h.EXIT_USAGE, "%s: %s" % (bad, r))
+            self.assertIn("--connect: port", r.err)
+            w = self.start("worker" + re.sub(r"\W", "_", bad),
+                           [h.WORKER_BIN, "--connect", bad, "--authkey-file", self.key])
+            self.assertEqual(w.wait(20), h.EXIT_USAGE, w.output())
+            self.assertIn("--connect: port", w.output())
+
 
 @unittest.skipIf(h.zmq is None, "pyzmq not available")
 class AdminTooManyIds(TQTestCase):
