@@ -42,19 +42,17 @@
  * master a message and a journal write between requests. */
 #define TQ_CLIENT_ACK_DELAY_MS 50
 
-/* One task in a batch: offsets into the batch's byte buffer (which may
- * move while it grows, so no pointers). */
-typedef struct {
-    size_t fn_off, queue_off, key_off, pay_off, pay_len;
-    uint8_t fn_len, queue_len, key_len;
-    int32_t priority;
-    uint32_t timeout_ms;
-    uint16_t retries;
-    int64_t not_before_ms; /* 0: none (the batch has no TQ_SUBMIT_NOT_BEFORE) */
-} ptask_t;
+/* Where a batch keeps its payloads: blocks that never move, so that the
+ * batch's message can point at them from the first task on. */
+typedef struct chunk {
+    struct chunk *next;
+    size_t cap, len;
+    uint8_t data[];
+} chunk_t;
 
-/* A SUBMIT batch: filled locally, then sent and kept until its
- * SUBMIT_ACK so that it can be re-sent after a re-HELLO. */
+/* A SUBMIT batch: encoded once, task by task, as it fills (its request
+ * id and flags are fixed when it starts); sent, and kept until its
+ * SUBMIT_ACK so that a re-HELLO re-sends the very same message. */
 typedef struct batch {
     struct batch *next;
     uint32_t req;
@@ -63,8 +61,8 @@ typedef struct batch {
     uint64_t first_seq;
     size_t count;
     size_t pay_bytes;
-    tq_buf_t bytes;
-    ptask_t tasks[TQ_MAX_BATCH];
+    tq_out_t msg;    /* the SUBMIT message; its data frames point into chunks */
+    chunk_t *chunks; /* the payload copies, newest first */
 } batch_t;
 
 typedef struct ev_node {
@@ -111,6 +109,8 @@ struct taskq {
     uint64_t next_seq;
     batch_t *cur;                      /* filling, not yet sent */
     batch_t *spare;                    /* one acknowledged batch kept for reuse */
+    tq_buf_t pack;                     /* the packed frame's buffer, lent to each batch
+                                          while it is sent (send_batch) */
     batch_t *unacked_head, *unacked_tail;
     size_t unacked_subscribe;          /* unacked batches with SUBSCRIBE */
     tq_idmap_t *awaited;               /* ids whose result we still expect */

@@ -82,18 +82,32 @@ static void ev_list_clear(ev_list_t *l)
         ev_free(n);
 }
 
+/* Payload chunks: the first holds BATCH_CHUNK_MIN bytes, each next one
+ * twice the one before (or the payload, if larger), up to a batch's
+ * worth. */
+#define BATCH_CHUNK_MIN (64u * 1024u)
+
+static void chunks_free(chunk_t *c)
+{
+    while (c) {
+        chunk_t *next = c->next;
+        free(c);
+        c = next;
+    }
+}
+
 static void batch_free(batch_t *b)
 {
     if (!b)
         return;
-    tq_buf_free(&b->bytes);
+    tq_out_free(&b->msg);
+    chunks_free(b->chunks);
     free(b);
 }
 
-/* Done with b: keep one batch for reuse. A batch holds TQ_MAX_BATCH task
- * slots (~56 KiB), and map flushes small batches whenever it waits, so
- * allocating and zeroing a fresh one each time was the client's largest
- * cost (perf: 11% in memset). */
+/* Done with b: keep one batch for reuse, with its largest chunk. A
+ * fresh batch per flush was the client's largest cost once (perf: 11%
+ * in memset), as map flushes small batches whenever it waits. */
 static void batch_release(taskq_t *self, batch_t *b)
 {
     if (!b)
@@ -102,28 +116,68 @@ static void batch_release(taskq_t *self, batch_t *b)
         batch_free(b);
         return;
     }
-    b->bytes.len = 0; /* keep the buffer's capacity */
+    chunk_t *keep = b->chunks;
+    for (chunk_t *c = b->chunks; c; c = c->next)
+        if (c->cap > keep->cap)
+            keep = c;
+    for (chunk_t *c = b->chunks, *next; c; c = next) {
+        next = c->next;
+        if (c != keep)
+            free(c);
+    }
+    if (keep) {
+        keep->next = NULL;
+        keep->len = 0;
+    }
+    b->chunks = keep;
     self->spare = b;
 }
 
-/* A batch ready to fill: the spare one, or a new one. Only the header is
- * reset; task slots are written before they are read (count bounds them). */
-static batch_t *batch_take(taskq_t *self)
+/* A batch ready to fill with tasks of these flags: the spare one, or a
+ * new one. It takes its request id now, since the id is in the
+ * message's head. */
+static batch_t *batch_take(taskq_t *self, uint16_t flags)
 {
     batch_t *b = self->spare;
     if (b) {
         self->spare = NULL;
     } else {
-        b = tq_malloc(sizeof *b);
-        tq_buf_init(&b->bytes);
+        b = tq_calloc(1, sizeof *b);
+        tq_out_init(&b->msg);
     }
     b->next = NULL;
-    b->req = 0;
-    b->flags = 0;
-    b->first_seq = 0;
+    b->req = self->next_req++;
+    b->flags = flags;
+    b->first_seq = self->next_seq;
     b->count = 0;
     b->pay_bytes = 0;
+    tq_out_begin_submit(&b->msg, b->req, flags);
     return b;
+}
+
+/* A copy of payload[0..len) that stays where it is while the batch
+ * lives (the message's data frame points at it). */
+static tq_bytes_t batch_keep(batch_t *b, const void *payload, size_t len)
+{
+    if (len == 0)
+        return (tq_bytes_t){(const uint8_t *)"", 0};
+    chunk_t *c = b->chunks;
+    if (!c || c->cap - c->len < len) {
+        size_t cap = c ? 2 * c->cap : BATCH_CHUNK_MIN;
+        if (cap > TQ_BATCH_BYTES)
+            cap = TQ_BATCH_BYTES;
+        if (cap < len)
+            cap = len;
+        chunk_t *n = tq_malloc(sizeof *n + cap);
+        n->cap = cap;
+        n->len = 0;
+        n->next = c;
+        b->chunks = c = n;
+    }
+    uint8_t *dst = c->data + c->len;
+    memcpy(dst, payload, len);
+    c->len += len;
+    return (tq_bytes_t){dst, len};
 }
 
 /* ---- sending ---------------------------------------------------------- */
@@ -178,25 +232,19 @@ static void send_held_batch(taskq_t *self)
     flush_batch(self, &ignored);
 }
 
+/* Send b's message as it was encoded (a re-send sends the same bytes).
+ * The packed frame is built in the handle's one pack buffer, lent to
+ * the message for the send, so that batches waiting for their ack do
+ * not each keep a second copy of their payloads. */
 static int send_batch(taskq_t *self, batch_t *b, taskq_error_t *err)
 {
     b->sent_ms = tq_mono_ms();
-    tq_out_begin_submit(tq_link_out(self->link), b->req, b->flags);
-    for (size_t i = 0; i < b->count; i++) {
-        const ptask_t *p = &b->tasks[i];
-        const uint8_t *base = b->bytes.data;
-        tq_task_spec_t t;
-        t.fn = (tq_bytes_t){base + p->fn_off, p->fn_len};
-        t.queue = (tq_bytes_t){base + p->queue_off, p->queue_len};
-        t.key = (tq_bytes_t){base + p->key_off, p->key_len};
-        t.payload = (tq_bytes_t){base + p->pay_off, p->pay_len};
-        t.priority = p->priority;
-        t.timeout_ms = p->timeout_ms;
-        t.retries = p->retries;
-        t.not_before_ms = p->not_before_ms; /* written only with TQ_SUBMIT_NOT_BEFORE */
-        tq_out_submit_task(tq_link_out(self->link), &t);
-    }
-    return send_msg(self, err);
+    tq_buf_t own = b->msg.pack;
+    b->msg.pack = self->pack;
+    int rc = tq_link_send_msg(self->link, &b->msg, TQ_LINK_BLOCK);
+    self->pack = b->msg.pack;
+    b->msg.pack = own;
+    return rc < 0 ? lost(self, err) : 0;
 }
 
 /* WAIT for ids[0..n), in messages of at most TQ_MAX_BATCH ids. */
@@ -604,11 +652,13 @@ void tq_api_init(taskq_t *self)
 {
     self->next_seq = 1;
     self->awaited = tq_idmap_new();
+    tq_buf_init(&self->pack);
 }
 
 /* Promised in session.h. */
 void tq_api_free(taskq_t *self)
 {
+    tq_buf_free(&self->pack);
     batch_free(self->cur);
     self->cur = NULL;
     batch_free(self->spare);
@@ -751,7 +801,6 @@ static int flush_batch(taskq_t *self, taskq_error_t *err)
     if (!b || b->count == 0)
         return 0;
     self->cur = NULL;
-    b->req = self->next_req++;
     if (self->unacked_tail)
         self->unacked_tail->next = b;
     else
@@ -767,14 +816,6 @@ static int flush_batch(taskq_t *self, taskq_error_t *err)
 int taskq_flush(taskq_t *self, taskq_error_t *err)
 {
     return flush_batch(self, err);
-}
-
-static size_t put_bytes(batch_t *b, const void *p, size_t n)
-{
-    size_t off = b->bytes.len;
-    if (n > 0)
-        tq_buf_put(&b->bytes, p, n);
-    return off;
 }
 
 int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *payload, size_t len,
@@ -830,25 +871,20 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
         b = NULL;
     }
     if (!b) {
-        b = batch_take(self);
-        b->flags = wflags;
-        b->first_seq = self->next_seq;
+        b = batch_take(self, wflags);
         self->cur = b;
     }
-    ptask_t *p = &b->tasks[b->count];
-    size_t fn_len = strlen(opts->fn), q_len = strlen(queue);
-    p->fn_len = (uint8_t)fn_len;
-    p->fn_off = put_bytes(b, opts->fn, fn_len);
-    p->queue_len = (uint8_t)q_len;
-    p->queue_off = put_bytes(b, queue, q_len);
-    p->key_len = (uint8_t)key_len;
-    p->key_off = put_bytes(b, key, key_len);
-    p->pay_len = len;
-    p->pay_off = put_bytes(b, payload, len);
-    p->priority = opts->priority;
-    p->timeout_ms = opts->timeout_ms;
-    p->retries = opts->retries;
-    p->not_before_ms = opts->not_before_ms;
+    tq_task_spec_t t = {
+        .fn = {(const uint8_t *)opts->fn, strlen(opts->fn)},
+        .queue = {(const uint8_t *)queue, strlen(queue)},
+        .key = {key, key_len},
+        .priority = opts->priority,
+        .timeout_ms = opts->timeout_ms,
+        .retries = opts->retries,
+        .payload = batch_keep(b, payload, len),
+        .not_before_ms = opts->not_before_ms, /* written only with TQ_SUBMIT_NOT_BEFORE */
+    };
+    tq_out_submit_task(&b->msg, &t);
     b->count++;
     b->pay_bytes += len;
     if (seq_out)

@@ -280,12 +280,18 @@ int tq_link_hello(tq_link_t *self, void *json)
 /* Promised in tq_link.h. */
 int tq_link_send(tq_link_t *self, int mode)
 {
+    return tq_link_send_msg(self, &self->out, mode);
+}
+
+/* Promised in tq_link.h. */
+int tq_link_send_msg(tq_link_t *self, tq_out_t *msg, int mode)
+{
     if (self->dead)
         return -1;
     if (!self->sock || !self->sock_welcomed)
         return 0;
     int flags = mode == TQ_LINK_BLOCK ? 0 : ZMQ_DONTWAIT;
-    if (tq_out_send_packed(&self->out, self->sock, NULL, flags, self->w.packed) == 0) {
+    if (tq_out_send_packed(msg, self->sock, NULL, flags, self->w.packed) == 0) {
         self->last_send = tq_mono_ms();
         return 1;
     }

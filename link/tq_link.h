@@ -163,6 +163,9 @@ enum { TQ_LINK_NOWAIT = 0, TQ_LINK_BLOCK = 1 };
  * (TQ_LINK_LOST follows from tq_link_next). Returns 1 sent, 0 not sent,
  * -1 the link is dead. */
 int tq_link_send(tq_link_t *self, int mode);
+/* The same for a message the owner built and keeps (e.g. a batch that
+ * may be sent again as it is). */
+int tq_link_send_msg(tq_link_t *self, tq_out_t *msg, int mode);
 
 /* Give up: close the socket; the link is dead (e.g. the owner refuses
  * to go on after an authentication failure). */
