@@ -1,15 +1,17 @@
-/* session.h - inside libtaskq: the handle, and the calls between its two
- * halves. Not installed; nothing here is exported (the library is built
- * with hidden visibility, and only TASKQ_API functions are public).
+/* session.h - inside libtaskq: the client handle. Not installed; nothing
+ * here is exported (the library is built with hidden visibility, and
+ * only TASKQ_API functions are public).
  *
- * session.c owns the connection to the master: socket, CURVE, handshake
- * watch, HELLO/WELCOME, heartbeats, lost-master detection and
- * re-registration. taskq.c owns the public API state: submit batches,
- * awaited ids, events, the blocking cancel/status request.
+ * The connection itself (socket, CURVE, handshake watch, HELLO/WELCOME,
+ * heartbeats, lost-master detection, re-registration, reconnects) is the
+ * link (link/tq_link.h). session.c makes and ends the handle: it
+ * connects the link and waits for the first WELCOME (taskq_connect),
+ * and says BYE (taskq_close). taskq.c owns the public API state (submit
+ * batches, awaited ids, events, the blocking request) and drives the
+ * link: it answers the link's events, re-sending what the master may
+ * have forgotten when the link says it is registered again.
  *
- * The session hands every message it does not handle itself to
- * tq_api_on_message / tq_api_on_error, and after a re-HELLO asks
- * tq_api_resend to re-send what the master may have forgotten. */
+ * Calls go one way: session.c -> taskq.c (tq_api_*) -> link. */
 #ifndef TQ_CLIENT_SESSION_H
 #define TQ_CLIENT_SESSION_H
 
@@ -21,6 +23,7 @@
 #include "tq_authkey.h"
 #include "tq_curve.h"
 #include "tq_idmap.h"
+#include "tq_link.h"
 #include "tq_limits.h"
 #include "tq_frame.h"
 #include "tq_util.h"
@@ -39,19 +42,17 @@
  * master a message and a journal write between requests. */
 #define TQ_CLIENT_ACK_DELAY_MS 50
 
-/* One task in a batch: offsets into the batch's byte buffer (which may
- * move while it grows, so no pointers). */
-typedef struct {
-    size_t fn_off, queue_off, key_off, pay_off, pay_len;
-    uint8_t fn_len, queue_len, key_len;
-    int32_t priority;
-    uint32_t timeout_ms;
-    uint16_t retries;
-    int64_t not_before_ms; /* 0: none (the batch has no TQ_SUBMIT_NOT_BEFORE) */
-} ptask_t;
+/* Where a batch keeps its payloads: blocks that never move, so that the
+ * batch's message can point at them from the first task on. */
+typedef struct chunk {
+    struct chunk *next;
+    size_t cap, len;
+    uint8_t data[];
+} chunk_t;
 
-/* A SUBMIT batch: filled locally, then sent and kept until its
- * SUBMIT_ACK so that it can be re-sent after a re-HELLO. */
+/* A SUBMIT batch: encoded once, task by task, as it fills (its request
+ * id and flags are fixed when it starts); sent, and kept until its
+ * SUBMIT_ACK so that a re-HELLO re-sends the very same message. */
 typedef struct batch {
     struct batch *next;
     uint32_t req;
@@ -60,8 +61,8 @@ typedef struct batch {
     uint64_t first_seq;
     size_t count;
     size_t pay_bytes;
-    tq_buf_t bytes;
-    ptask_t tasks[TQ_MAX_BATCH];
+    tq_out_t msg;    /* the SUBMIT message; its data frames point into chunks */
+    chunk_t *chunks; /* the payload copies, newest first */
 } batch_t;
 
 typedef struct ev_node {
@@ -91,31 +92,16 @@ typedef struct {
 } blocking_t;
 
 struct taskq {
-    /* ---- the connection (session.c) ---- */
+    /* ---- the connection (session.c sets it up, taskq.c drives it) ---- */
     void *ctx;
-    void *sock;
-    char endpoint[TQ_CLIENT_ENDPOINT_MAX];
-    char name[TQ_MAX_PEER_NAME + 1];
-    tq_in_t *in;                       /* the message being handled */
-    tq_out_t out;                      /* the message being built */
-    int64_t hb_ms, hb_timeout_ms;      /* from WELCOME */
-    size_t max_payload;                /* from WELCOME */
-    int packed;                        /* WELCOME: the master takes packed messages */
-    int64_t last_recv, last_send, last_call;
-    int lost;                          /* master gone for good: only close is left */
-    int rehello_pending;               /* HELLO re-sent, WELCOME not yet back */
-    uint32_t next_req;                 /* request ids, shared by both halves */
+    tq_link_t *link;                   /* socket, handshake, heartbeats, reconnects */
+    void *hello;                       /* our HELLO body (cJSON), said again on request */
     tq_curve_keys_t *keys; /* kept to reconnect (no server secret); freed at close */
     uint8_t session_id[TQ_CLIENT_SESSION_ID]; /* random, from taskq_connect */
-    int64_t reconnect_ms;              /* budget after losing the master; 0 never */
+    int64_t last_call;                 /* when the last public call returned */
     int64_t ack_timeout_ms;            /* taskq_set_ack_timeout; 0 none */
-    int reconnecting;                  /* lost the master, trying fresh sockets */
-    int64_t lost_at;                   /* when reconnecting started */
-    int64_t attempt_end;               /* the current attempt gives up then */
-    int64_t next_attempt;              /* no socket: the next attempt starts then */
-    int64_t backoff_ms;                /* pause before the attempt after next */
-    tq_hswatch_t *watch;               /* handshake watch of the attempt */
-    unsigned watch_gen;                /* makes the watch names unique */
+    int was_lost;                      /* LOST seen, not yet registered again */
+    uint32_t next_req;                 /* request ids */
     taskq_notice_fn notice;            /* taskq_set_notice, or NULL */
     void *notice_arg;
 
@@ -141,50 +127,12 @@ struct taskq {
     uint64_t ids[TQ_MAX_BATCH];
 };
 
-/* ---- provided by session.c ---------------------------------------------- */
-
-/* Send the message built in self->out. Returns 0, or -1 with
- * TASKQ_ERR_CONNECT when ZeroMQ could not queue it within the send
- * timeout (the master is gone and the queue is full) and reconnecting is
- * off. While reconnecting (self->reconnecting, also when this send is
- * what noticed the loss) the message is dropped and 0 returned: callers
- * keep what they sent until it is answered, and tq_api_resend repeats
- * it once the master welcomes us again. */
-int tq_session_send(taskq_t *self, taskq_error_t *err);
-
-/* One step of the connection: handle what arrived, keep the heartbeat
- * going, send pending ACKs, and wait at most wait_ms (-1: until the next
- * timer) for more. A silent master starts reconnecting (when enabled);
- * each pump then advances the attempt. Returns 1 if messages were
- * handled, 0 if not, -1 on a master lost for good (after which every
- * call fails with TASKQ_ERR_CONNECT). */
-int tq_session_pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err);
-
-/* Bracket every public call that pumps: enter forgives the silence the
- * caller's own absence caused; leave notes when the call returned. */
-void tq_session_enter(taskq_t *self);
-void tq_session_leave(taskq_t *self);
-
 /* ---- provided by taskq.c ------------------------------------------------- */
 
 /* Set up and release the API state of a handle (the session fields are
  * session.c's). tq_api_free accepts a half-initialised handle. */
 void tq_api_init(taskq_t *self);
 void tq_api_free(taskq_t *self);
-
-/* A SUBMIT_ACK, RESULTS, CANCEL_ACK, STATUS_REPLY or ADMIN_REPLY in self->in (body
- * and nparts from its head). Malformed messages are ignored. */
-void tq_api_on_message(taskq_t *self, int type, tq_bytes_t body, size_t nparts);
-
-/* An ERROR from the master other than "not registered": ref is the
- * request id it answers (0 if none), msg its text. Fails the matching
- * batch or blocking request, or becomes an ERROR event. */
-void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg);
-
-/* After a re-HELLO or a reconnect: re-send every unacknowledged batch, a
- * WAIT for every result still expected, the blocking request, and the
- * pending ACKs. Returns 0 or -1. */
-int tq_api_resend(taskq_t *self, taskq_error_t *err);
 
 /* Send the ACKs for results handed out, in messages of at most
  * TQ_MAX_BATCH ids. Kept while not connected. Returns 0 or -1. */

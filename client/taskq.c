@@ -1,20 +1,26 @@
 /* taskq.c - libtaskq's public API: pipelined submission in batches,
  * waits, events, cancel and status. See include/taskq.h for what each
  * public function promises; the connection itself (socket, handshake,
- * heartbeats, re-registration) is session.c.
+ * heartbeats, re-registration, reconnects) is the link (link/tq_link.h),
+ * which this file drives.
  *
  * The handle is single-threaded: every network step happens inside a
- * library call, in tq_session_pump. Incoming RESULTS and SUBMIT_ACKs
- * become events in a FIFO that taskq_next_event hands out one at a
- * time; unacknowledged batches, awaited ids and the blocking request are
- * kept so that tq_api_resend can repeat them after a re-HELLO. */
+ * library call, in pump. Incoming RESULTS and SUBMIT_ACKs become events
+ * in a FIFO that taskq_next_event hands out one at a time;
+ * unacknowledged batches, awaited ids and the blocking request are kept
+ * so that resend can repeat them when the link says it is registered
+ * again. Handlers of incoming messages only change state; what they make
+ * possible to send (the held batch) is sent after the drain. */
 #include "session.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cJSON.h>
+#include <zmq.h>
 
 #include "tq_exit.h"
 #include "tq_log.h"
@@ -76,18 +82,32 @@ static void ev_list_clear(ev_list_t *l)
         ev_free(n);
 }
 
+/* Payload chunks: the first holds BATCH_CHUNK_MIN bytes, each next one
+ * twice the one before (or the payload, if larger), up to a batch's
+ * worth. */
+#define BATCH_CHUNK_MIN (64u * 1024u)
+
+static void chunks_free(chunk_t *c)
+{
+    while (c) {
+        chunk_t *next = c->next;
+        free(c);
+        c = next;
+    }
+}
+
 static void batch_free(batch_t *b)
 {
     if (!b)
         return;
-    tq_buf_free(&b->bytes);
+    tq_out_free(&b->msg);
+    chunks_free(b->chunks);
     free(b);
 }
 
-/* Done with b: keep one batch for reuse. A batch holds TQ_MAX_BATCH task
- * slots (~56 KiB), and map flushes small batches whenever it waits, so
- * allocating and zeroing a fresh one each time was the client's largest
- * cost (perf: 11% in memset). */
+/* Done with b: keep one batch for reuse, with its largest chunk. A
+ * fresh batch per flush was the client's largest cost once (perf: 11%
+ * in memset), as map flushes small batches whenever it waits. */
 static void batch_release(taskq_t *self, batch_t *b)
 {
     if (!b)
@@ -96,37 +116,114 @@ static void batch_release(taskq_t *self, batch_t *b)
         batch_free(b);
         return;
     }
-    b->bytes.len = 0; /* keep the buffer's capacity */
+    chunk_t *keep = b->chunks;
+    for (chunk_t *c = b->chunks; c; c = c->next)
+        if (c->cap > keep->cap)
+            keep = c;
+    for (chunk_t *c = b->chunks, *next; c; c = next) {
+        next = c->next;
+        if (c != keep)
+            free(c);
+    }
+    if (keep) {
+        keep->next = NULL;
+        keep->len = 0;
+    }
+    b->chunks = keep;
     self->spare = b;
 }
 
-/* A batch ready to fill: the spare one, or a new one. Only the header is
- * reset; task slots are written before they are read (count bounds them). */
-static batch_t *batch_take(taskq_t *self)
+/* A batch ready to fill with tasks of these flags: the spare one, or a
+ * new one. It takes its request id now, since the id is in the
+ * message's head. */
+static batch_t *batch_take(taskq_t *self, uint16_t flags)
 {
     batch_t *b = self->spare;
     if (b) {
         self->spare = NULL;
     } else {
-        b = tq_malloc(sizeof *b);
-        tq_buf_init(&b->bytes);
+        b = tq_calloc(1, sizeof *b);
+        tq_out_init(&b->msg);
     }
     b->next = NULL;
-    b->req = 0;
-    b->flags = 0;
-    b->first_seq = 0;
+    b->req = self->next_req++;
+    b->flags = flags;
+    b->first_seq = self->next_seq;
     b->count = 0;
     b->pay_bytes = 0;
+    tq_out_begin_submit(&b->msg, b->req, flags);
     return b;
+}
+
+/* A copy of payload[0..len) that stays where it is while the batch
+ * lives (the message's data frame points at it). */
+static tq_bytes_t batch_keep(batch_t *b, const void *payload, size_t len)
+{
+    if (len == 0)
+        return (tq_bytes_t){(const uint8_t *)"", 0};
+    chunk_t *c = b->chunks;
+    if (!c || c->cap - c->len < len) {
+        size_t cap = c ? 2 * c->cap : BATCH_CHUNK_MIN;
+        if (cap > TQ_BATCH_BYTES)
+            cap = TQ_BATCH_BYTES;
+        if (cap < len)
+            cap = len;
+        chunk_t *n = tq_malloc(sizeof *n + cap);
+        n->cap = cap;
+        n->len = 0;
+        n->next = c;
+        b->chunks = c = n;
+    }
+    uint8_t *dst = c->data + c->len;
+    memcpy(dst, payload, len);
+    c->len += len;
+    return (tq_bytes_t){dst, len};
 }
 
 /* ---- sending ---------------------------------------------------------- */
 
+/* Messages handled per drain before looking at timers again. */
+#define DRAIN_MAX 256
+
 static int flush_batch(taskq_t *self, taskq_error_t *err);
 
+static int lost(taskq_t *self, taskq_error_t *err)
+{
+    return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+                          tq_link_endpoint(self->link));
+}
+
+/* Send the message built in the link's builder, waiting for room up to
+ * the heartbeat timeout. Returns 0, or -1 with TASKQ_ERR_CONNECT when the
+ * link is dead (the master lost and reconnecting off or given up). While
+ * the link is not up the message is dropped and 0 returned: callers keep
+ * what they sent until it is answered, and resend repeats it once the
+ * master welcomes us again. */
+static int send_msg(taskq_t *self, taskq_error_t *err)
+{
+    if (tq_link_send(self->link, TQ_LINK_BLOCK) < 0)
+        return lost(self, err);
+    return 0;
+}
+
+/* Tell the program's notice callback, if any. */
+static void notice(taskq_t *self, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void notice(taskq_t *self, const char *fmt, ...)
+{
+    if (!self->notice)
+        return;
+    char msg[TASKQ_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    self->notice(self->notice_arg, msg);
+}
+
 /* The last batch in flight got its answer: send the one that was held
- * back meanwhile (see next_event). A send failure marks the connection
- * lost; the caller's next call reports it. */
+ * back meanwhile (see next_event). Called after a drain, never from a
+ * handler. A send failure marks the connection lost; the caller's next
+ * call reports it. */
 static void send_held_batch(taskq_t *self)
 {
     if (self->unacked_head || !self->cur || self->cur->count == 0)
@@ -135,25 +232,14 @@ static void send_held_batch(taskq_t *self)
     flush_batch(self, &ignored);
 }
 
+/* Send b's message as it was encoded (a re-send sends the same bytes;
+ * a packed message is written straight into its ZeroMQ message by
+ * tq_frame, so no batch keeps a second copy of its payloads). */
 static int send_batch(taskq_t *self, batch_t *b, taskq_error_t *err)
 {
     b->sent_ms = tq_mono_ms();
-    tq_out_begin_submit(&self->out, b->req, b->flags);
-    for (size_t i = 0; i < b->count; i++) {
-        const ptask_t *p = &b->tasks[i];
-        const uint8_t *base = b->bytes.data;
-        tq_task_spec_t t;
-        t.fn = (tq_bytes_t){base + p->fn_off, p->fn_len};
-        t.queue = (tq_bytes_t){base + p->queue_off, p->queue_len};
-        t.key = (tq_bytes_t){base + p->key_off, p->key_len};
-        t.payload = (tq_bytes_t){base + p->pay_off, p->pay_len};
-        t.priority = p->priority;
-        t.timeout_ms = p->timeout_ms;
-        t.retries = p->retries;
-        t.not_before_ms = p->not_before_ms; /* written only with TQ_SUBMIT_NOT_BEFORE */
-        tq_out_submit_task(&self->out, &t);
-    }
-    return tq_session_send(self, err);
+    int rc = tq_link_send_msg(self->link, &b->msg, TQ_LINK_BLOCK);
+    return rc < 0 ? lost(self, err) : 0;
 }
 
 /* WAIT for ids[0..n), in messages of at most TQ_MAX_BATCH ids. */
@@ -161,10 +247,10 @@ static int send_wait(taskq_t *self, const uint64_t *ids, size_t n, taskq_error_t
 {
     for (size_t off = 0; off < n; off += TQ_MAX_BATCH) {
         size_t k = n - off < TQ_MAX_BATCH ? n - off : TQ_MAX_BATCH;
-        tq_out_begin_ids(&self->out, TQ_MSG_WAIT, self->next_req++);
+        tq_out_begin_ids(tq_link_out(self->link), TQ_MSG_WAIT, self->next_req++);
         for (size_t i = 0; i < k; i++)
-            tq_out_id(&self->out, ids[off + i]);
-        if (tq_session_send(self, err) < 0)
+            tq_out_id(tq_link_out(self->link), ids[off + i]);
+        if (send_msg(self, err) < 0)
             return -1;
     }
     return 0;
@@ -177,16 +263,16 @@ static int blk_send(taskq_t *self, taskq_error_t *err)
     if (b->type == TQ_MSG_STATUS) {
         cJSON *j = cJSON_CreateObject();
         TQ_ASSERT(j);
-        tq_out_json(&self->out, TQ_MSG_STATUS, j);
+        tq_out_json(tq_link_out(self->link), TQ_MSG_STATUS, j);
         cJSON_Delete(j);
     } else if (b->type == TQ_MSG_ADMIN) {
-        tq_out_json(&self->out, TQ_MSG_ADMIN, b->request);
+        tq_out_json(tq_link_out(self->link), TQ_MSG_ADMIN, b->request);
     } else {
-        tq_out_begin_ids(&self->out, TQ_MSG_CANCEL, b->req);
+        tq_out_begin_ids(tq_link_out(self->link), TQ_MSG_CANCEL, b->req);
         for (size_t i = 0; i < b->n; i++)
-            tq_out_id(&self->out, b->ids[i]);
+            tq_out_id(tq_link_out(self->link), b->ids[i]);
     }
-    return tq_session_send(self, err);
+    return send_msg(self, err);
 }
 
 struct collect {
@@ -201,8 +287,10 @@ static void collect_id(uint64_t id, void *value, void *arg)
     c->ids[c->n++] = id;
 }
 
-/* Promised in session.h. */
-int tq_api_resend(taskq_t *self, taskq_error_t *err)
+/* After a re-HELLO or a reconnect: re-send every unacknowledged batch, a
+ * WAIT for every result still expected, the blocking request, and the
+ * pending ACKs. Returns 0 or -1. */
+static int resend(taskq_t *self, taskq_error_t *err)
 {
     for (batch_t *b = self->unacked_head; b; b = b->next)
         if (send_batch(self, b, err) < 0)
@@ -223,7 +311,7 @@ int tq_api_resend(taskq_t *self, taskq_error_t *err)
 
 /* Note a result handed to the program, to be ACKed (see taskq.h); a full
  * message's worth goes out at once, the rest at most
- * TQ_CLIENT_ACK_DELAY_MS later (tq_session_pump), so that ACKs ride in
+ * TQ_CLIENT_ACK_DELAY_MS later (pump), so that ACKs ride in
  * batches and stay off the path of the next request. */
 static void ack_add(taskq_t *self, uint64_t id)
 {
@@ -246,15 +334,14 @@ int tq_api_send_acks(taskq_t *self, taskq_error_t *err)
     if (self->acks_off)
         self->nacks = 0;
     size_t off = 0;
-    while (off < self->nacks && !self->lost && !self->reconnecting) {
+    while (off < self->nacks && tq_link_up(self->link)) {
         size_t k = self->nacks - off < TQ_MAX_BATCH ? self->nacks - off : TQ_MAX_BATCH;
         uint32_t req = TQ_CLIENT_ACK_REQ_BIT | (self->next_ack_req++ & ~TQ_CLIENT_ACK_REQ_BIT);
-        tq_out_begin_ids(&self->out, TQ_MSG_ACK, req);
+        tq_out_begin_ids(tq_link_out(self->link), TQ_MSG_ACK, req);
         for (size_t i = 0; i < k; i++)
-            tq_out_id(&self->out, self->acks[off + i]);
-        if (tq_session_send(self, err) < 0)
-            break;
-        if (self->reconnecting)
+            tq_out_id(tq_link_out(self->link), self->acks[off + i]);
+        int rc = tq_link_send(self->link, TQ_LINK_BLOCK);
+        if (rc <= 0)
             break; /* dropped with the socket: send again after WELCOME */
         self->acks_sent = 1;
         off += k;
@@ -263,9 +350,7 @@ int tq_api_send_acks(taskq_t *self, taskq_error_t *err)
         memmove(self->acks, self->acks + off, (self->nacks - off) * sizeof *self->acks);
         self->nacks -= off;
     }
-    return self->lost ? tq_client_fail(err, TASKQ_ERR_CONNECT,
-                                       "lost connection to master at %s", self->endpoint)
-                      : 0;
+    return tq_link_dead(self->link) ? lost(self, err) : 0;
 }
 
 /* ---- receiving -------------------------------------------------------- */
@@ -305,7 +390,6 @@ static void batch_answered(taskq_t *self, batch_t *b)
     batch_release(self, b);
     if (self->deferred.n > 0)
         release_deferred(self);
-    send_held_batch(self);
 }
 
 /* Move deferred results whose ids are now awaited to the event queue;
@@ -381,7 +465,8 @@ static void on_results(taskq_t *self, tq_bytes_t body)
 {
     size_t count;
     tq_error_t e;
-    if (tq_decode_results(body, tq_in_parts(self->in), tq_in_nparts(self->in), self->outcomes,
+    tq_in_t *in = tq_link_in(self->link);
+    if (tq_decode_results(body, tq_in_parts(in), tq_in_nparts(in), self->outcomes,
                           &count, &e) < 0)
         return;
     for (size_t i = 0; i < count; i++) {
@@ -490,8 +575,10 @@ static void on_admin_reply(taskq_t *self, tq_bytes_t body)
     b->done = 1;
 }
 
-/* Promised in session.h. */
-void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg)
+/* An ERROR from the master other than "not registered": ref is the
+ * request id it answers (0 if none), msg its text. Fails the matching
+ * batch or blocking request, or becomes an ERROR event. */
+static void on_error(taskq_t *self, uint32_t ref, const char *msg)
 {
     if (ref & TQ_CLIENT_ACK_REQ_BIT)
         return; /* about an ACK (a master without ACK): nothing to fail */
@@ -511,10 +598,28 @@ void tq_api_on_error(taskq_t *self, uint32_t ref, const char *msg)
     push_error_event(self, TASKQ_ERR_REFUSED, 0, 0, msg);
 }
 
-/* Promised in session.h. */
-void tq_api_on_message(taskq_t *self, int type, tq_bytes_t body, size_t nparts)
+/* A message from the master (the link handled WELCOME, HEARTBEAT and
+ * ERROR not-registered). Malformed messages are ignored: what they would
+ * have answered is re-sent after a re-HELLO or runs into the caller's
+ * timeout. */
+static void on_message(taskq_t *self, int type, tq_bytes_t body, size_t nparts)
 {
     switch (type) {
+    case TQ_MSG_ERROR: {
+        int code;
+        uint32_t ref;
+        char msg[TQ_MAX_ERROR_TEXT];
+        tq_link_error_parse(body, nparts, &code, &ref, msg, sizeof msg);
+        if ((code == TQ_ERR_WRONG_ROLE || code == TQ_ERR_UNKNOWN_TYPE) && ref == 0 &&
+            self->acks_sent) {
+            /* A master from before ACK (it keeps no journal, so it needs
+             * none): stop sending them. */
+            self->acks_off = 1;
+            break;
+        }
+        on_error(self, ref, msg);
+        break;
+    }
     case TQ_MSG_SUBMIT_ACK:
         on_submit_ack(self, body, nparts);
         break;
@@ -571,6 +676,115 @@ void tq_api_free(taskq_t *self)
     self->blk.request = NULL;
 }
 
+/* ---- the link ------------------------------------------------------------ */
+
+/* One event of the link. Returns 0, or -1 with err when the master is
+ * lost for good. */
+static int on_link_event(taskq_t *self, const tq_link_event_t *ev, taskq_error_t *err)
+{
+    switch (ev->type) {
+    case TQ_LINK_HELLO:
+        tq_link_hello(self->link, self->hello);
+        return 0;
+    case TQ_LINK_REGISTERED:
+        self->acks_sent = self->acks_off = 0; /* maybe a newer master */
+        if (self->was_lost) {
+            self->was_lost = 0;
+            notice(self, "reconnected to master at %s", tq_link_endpoint(self->link));
+        }
+        return resend(self, err);
+    case TQ_LINK_MESSAGE:
+        on_message(self, ev->msg_type, ev->body, ev->nparts);
+        return 0;
+    case TQ_LINK_LOST:
+        self->was_lost = 1;
+        notice(self, "lost connection to master at %s; reconnecting (up to %g s)",
+               tq_link_endpoint(self->link),
+               (double)tq_link_reconnect_budget(self->link) / 1000.0);
+        return 0;
+    case TQ_LINK_AUTH_FAILED:
+        /* The key was right before: a different master answers now. */
+        tq_link_kill(self->link);
+        return tq_client_fail(err, TASKQ_ERR_CONNECT,
+                              "authentication failed reconnecting to %s (wrong authkey?)",
+                              tq_link_endpoint(self->link));
+    case TQ_LINK_DEAD:
+        return lost(self, err);
+    default: /* SKIP; REFUSED and BAD: the attempt goes on or is retried */
+        return 0;
+    }
+}
+
+/* Handle every event the link has now, up to DRAIN_MAX messages.
+ * Returns the number of messages read, or -1. */
+static int drain(taskq_t *self, taskq_error_t *err)
+{
+    int handled = 0;
+    tq_link_event_t ev;
+    while (handled < DRAIN_MAX) {
+        int t = tq_link_next(self->link, &ev);
+        if (t == TQ_LINK_NONE)
+            break;
+        if (t == TQ_LINK_MESSAGE || t == TQ_LINK_SKIP || t == TQ_LINK_REGISTERED ||
+            t == TQ_LINK_REFUSED || t == TQ_LINK_BAD)
+            handled++;
+        if (on_link_event(self, &ev, err) < 0)
+            return -1;
+    }
+    return handled;
+}
+
+/* One step of the connection: handle what arrived, send the held batch
+ * and due ACKs, and wait at most wait_ms (-1: until the link's next
+ * timer) for more. Returns 1 if messages were handled, 0 if not, -1 on a
+ * master lost for good (after which every call fails with
+ * TASKQ_ERR_CONNECT). */
+static int pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
+{
+    if (tq_link_dead(self->link))
+        return lost(self, err);
+    int got = drain(self, err);
+    if (got < 0)
+        return -1;
+    send_held_batch(self);
+    int64_t now = tq_mono_ms();
+    if (self->nacks && now >= self->acks_due && tq_api_send_acks(self, err) < 0)
+        return -1;
+    if (got > 0)
+        return 1;
+    int64_t t = tq_link_wait_ms(self->link);
+    if (self->nacks && self->acks_due - now < t)
+        t = self->acks_due - now;
+    if (wait_ms >= 0 && wait_ms < t)
+        t = wait_ms;
+    if (t < 0)
+        t = 0;
+    zmq_pollitem_t items[2];
+    int n = tq_link_pollitems(self->link, items);
+    if (zmq_poll(n ? items : NULL, n, (long)t) < 0 && errno != EINTR)
+        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+    got = drain(self, err);
+    if (got < 0)
+        return -1;
+    send_held_batch(self);
+    return got > 0;
+}
+
+/* Called when a public call that pumps starts. If the caller has not
+ * called us for longer than a heartbeat interval, the master's
+ * heartbeats queued up meanwhile (read by the next pump); give it a
+ * fresh grace period rather than blame it for our own absence. */
+static void call_enter(taskq_t *self)
+{
+    tq_link_forgive(self->link, self->last_call);
+}
+
+/* Called when a public call returns. */
+static void call_leave(taskq_t *self)
+{
+    self->last_call = tq_mono_ms();
+}
+
 /* ---- submit ------------------------------------------------------------ */
 
 /* Send the filling batch (if any) and keep it until its ack. */
@@ -580,7 +794,6 @@ static int flush_batch(taskq_t *self, taskq_error_t *err)
     if (!b || b->count == 0)
         return 0;
     self->cur = NULL;
-    b->req = self->next_req++;
     if (self->unacked_tail)
         self->unacked_tail->next = b;
     else
@@ -588,23 +801,14 @@ static int flush_batch(taskq_t *self, taskq_error_t *err)
     self->unacked_tail = b;
     if (b->flags & TQ_SUBMIT_SUBSCRIBE)
         self->unacked_subscribe++;
-    if (self->lost)
-        return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
-                              self->endpoint);
+    if (tq_link_dead(self->link))
+        return lost(self, err);
     return send_batch(self, b, err);
 }
 
 int taskq_flush(taskq_t *self, taskq_error_t *err)
 {
     return flush_batch(self, err);
-}
-
-static size_t put_bytes(batch_t *b, const void *p, size_t n)
-{
-    size_t off = b->bytes.len;
-    if (n > 0)
-        tq_buf_put(&b->bytes, p, n);
-    return off;
 }
 
 int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *payload, size_t len,
@@ -628,10 +832,11 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
         return tq_client_fail(err, TASKQ_ERR_USAGE,
                               "not_before_ms %lld is out of range (0..%lld)",
                               (long long)opts->not_before_ms, (long long)TQ_MAX_NOT_BEFORE_MS);
-    if (len > self->max_payload)
+    size_t max_payload = tq_link_welcome(self->link)->max_payload;
+    if (len > max_payload)
         return tq_client_fail(err, TASKQ_ERR_REFUSED,
                               "payload too large (%zu bytes; the master allows %zu)", len,
-                              self->max_payload);
+                              max_payload);
     /* A task without a key gets a session key, so that re-sending its
      * batch after a reconnect returns the same id; user keys keep their
      * 24 h meaning, in batches without the flag. */
@@ -659,25 +864,20 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
         b = NULL;
     }
     if (!b) {
-        b = batch_take(self);
-        b->flags = wflags;
-        b->first_seq = self->next_seq;
+        b = batch_take(self, wflags);
         self->cur = b;
     }
-    ptask_t *p = &b->tasks[b->count];
-    size_t fn_len = strlen(opts->fn), q_len = strlen(queue);
-    p->fn_len = (uint8_t)fn_len;
-    p->fn_off = put_bytes(b, opts->fn, fn_len);
-    p->queue_len = (uint8_t)q_len;
-    p->queue_off = put_bytes(b, queue, q_len);
-    p->key_len = (uint8_t)key_len;
-    p->key_off = put_bytes(b, key, key_len);
-    p->pay_len = len;
-    p->pay_off = put_bytes(b, payload, len);
-    p->priority = opts->priority;
-    p->timeout_ms = opts->timeout_ms;
-    p->retries = opts->retries;
-    p->not_before_ms = opts->not_before_ms;
+    tq_task_spec_t t = {
+        .fn = {(const uint8_t *)opts->fn, strlen(opts->fn)},
+        .queue = {(const uint8_t *)queue, strlen(queue)},
+        .key = {key, key_len},
+        .priority = opts->priority,
+        .timeout_ms = opts->timeout_ms,
+        .retries = opts->retries,
+        .payload = batch_keep(b, payload, len),
+        .not_before_ms = opts->not_before_ms, /* written only with TQ_SUBMIT_NOT_BEFORE */
+    };
+    tq_out_submit_task(&b->msg, &t);
     b->count++;
     b->pay_bytes += len;
     if (seq_out)
@@ -696,9 +896,8 @@ int taskq_wait(taskq_t *self, const uint64_t *ids, size_t n, taskq_error_t *err)
             return tq_client_fail(err, TASKQ_ERR_USAGE, "0 is not a task id");
     for (size_t i = 0; i < n; i++)
         tq_idmap_put(self->awaited, ids[i], (void *)1);
-    if (self->lost)
-        return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
-                              self->endpoint);
+    if (tq_link_dead(self->link))
+        return lost(self, err);
     return send_wait(self, ids, n, err);
 }
 
@@ -730,26 +929,27 @@ static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_er
         /* A connected master that does not answer a batch (see
          * taskq_set_ack_timeout); a reconnect sends it again. */
         int64_t ack_left = -1;
-        if (self->ack_timeout_ms > 0 && self->unacked_head && !self->reconnecting) {
+        if (self->ack_timeout_ms > 0 && self->unacked_head && tq_link_up(self->link)) {
             ack_left = self->unacked_head->sent_ms + self->ack_timeout_ms - tq_mono_ms();
             if (ack_left <= 0) {
                 /* The answer may wait unread (the program was busy
                  * between calls): only when nothing more has come is the
                  * batch unanswered. */
-                int got = tq_session_pump(self, 0, err);
+                int got = pump(self, 0, err);
                 if (got < 0)
                     return -1;
-                if (got > 0 || self->reconnecting)
+                if (got > 0 || !tq_link_up(self->link))
                     continue;
                 return tq_client_fail(err, TASKQ_ERR_TIMEOUT,
                                       "no acknowledgement from master at %s within %.3g s (is its "
                                       "journal failing? see taskq status)",
-                                      self->endpoint, (double)self->ack_timeout_ms / 1000.0);
+                                      tq_link_endpoint(self->link),
+                                      (double)self->ack_timeout_ms / 1000.0);
             }
             if (left < 0 || ack_left < left)
                 left = ack_left;
         }
-        if (tq_session_pump(self, left, err) < 0)
+        if (pump(self, left, err) < 0)
             return -1;
         if (deadline >= 0 && left == 0 && !self->events.head)
             return 0;
@@ -760,9 +960,9 @@ int taskq_next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_err
 {
     ev_free(self->current);
     self->current = NULL;
-    tq_session_enter(self);
+    call_enter(self);
     int rc = next_event(self, timeout_ms, ev, err);
-    tq_session_leave(self);
+    call_leave(self);
     return rc;
 }
 
@@ -772,7 +972,7 @@ int taskq_next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_err
 static int blk_run(taskq_t *self, int timeout_ms, const char *what, taskq_error_t *err)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : tq_mono_ms() + timeout_ms;
-    tq_session_enter(self);
+    call_enter(self);
     int rc = blk_send(self, err);
     while (rc == 0 && !self->blk.done) {
         int64_t left = -1;
@@ -780,12 +980,12 @@ static int blk_run(taskq_t *self, int timeout_ms, const char *what, taskq_error_
             left = deadline - tq_mono_ms();
             if (left <= 0)
                 rc = tq_client_fail(err, TASKQ_ERR_TIMEOUT, "no %s reply from %s within %d ms",
-                                    what, self->endpoint, timeout_ms);
+                                    what, tq_link_endpoint(self->link), timeout_ms);
         }
-        if (rc == 0 && tq_session_pump(self, left, err) < 0)
+        if (rc == 0 && pump(self, left, err) < 0)
             rc = -1;
     }
-    tq_session_leave(self);
+    call_leave(self);
     if (rc < 0)
         return -1;
     if (self->blk.err_code)

@@ -14,13 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "taskq.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
-#include "tq_log.h"
 #include "tq_proto.h"
 #include "tq_util.h"
 
@@ -115,6 +115,18 @@ static int usage_error(const char *fmt, const char *a, const char *b)
 }
 
 /* 0,1,2 must be open, so that our pipes never land on them. */
+/* --log-level (the settings table allows only these names). */
+static int log_level(const char *name)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    static const int levels[] = {TASKQ_LOG_ERROR, TASKQ_LOG_WARN, TASKQ_LOG_INFO,
+                                 TASKQ_LOG_DEBUG};
+    for (size_t i = 0; name && i < sizeof levels / sizeof levels[0]; i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return levels[i];
+    return TASKQ_LOG_INFO;
+}
+
 static void ensure_std_fds(void)
 {
     for (int fd = 0; fd < 3; fd++) {
@@ -235,7 +247,6 @@ int main(int argc, char **argv)
 
     memset(&s, 0, sizeof s);
     ensure_std_fds();
-    tq_log_init("worker");
     if (tq_cfg_parse(table, &s, argc, argv, &argi, &help, err, sizeof err) < 0) {
         fprintf(stderr, "taskq-worker: %s\n(see taskq-worker --help)\n", err);
         return TQ_EXIT_USAGE;
@@ -255,8 +266,8 @@ int main(int argc, char **argv)
         usage_error("unexpected argument '%s'%s", argv[argi], "");
         goto out;
     }
-    int level = tq_log_level_parse(s.log_level);
-    tq_log_set_level(level);
+    /* The library's logger is the only one: taskq_worker_new sets it up. */
+    int level = log_level(s.log_level);
     if (!s.connect || !*s.connect) {
         usage_error("--connect: endpoint is empty%s%s", "", "");
         goto out;

@@ -1,5 +1,6 @@
-/* conn.c - the connection thread: DEALER to the master, heartbeats,
- * reconnection, credit, batching of results, drain. */
+/* conn.c - the connection thread: the link to the master (link/tq_link.h:
+ * socket, handshake, heartbeats, reconnects), credit, batching of
+ * results, KILL, drain. */
 #include "conn.h"
 
 #include <cJSON.h>
@@ -14,19 +15,13 @@
 
 #include "reaper.h"
 #include "tq_curve.h"
+#include "tq_link.h"
 #include "tq_exit.h"
 #include "tq_idmap.h"
 #include "tq_log.h"
-#include "tq_ctl.h"
-#include "tq_frame.h"
+#include "tq_proto.h"
 #include "tq_util.h"
 
-/* Until WELCOME says otherwise. */
-#define CONN_DEFAULT_HB_MS 1000
-#define CONN_DEFAULT_HB_TIMEOUT_MS 5000
-/* Reconnect backoff. */
-#define CONN_BACKOFF_MIN_MS 100
-#define CONN_BACKOFF_MAX_MS 5000
 /* "cannot reach master" warning period. */
 #define CONN_WARN_MS 5000
 /* Longest poll sleep, so timers stay responsive. */
@@ -49,23 +44,13 @@ typedef struct {
 typedef struct {
     const tq_conn_opts_t *o;
     void *zctx;
-    void *sock;           /* DEALER, NULL while waiting to reconnect */
-    tq_hswatch_t *watch;
-    unsigned watch_seq;
+    tq_link_t *link;      /* the connection to the master */
     void *pull;
     tq_pool_t *pool;
-    tq_in_t *in;
-    tq_out_t out;
     tq_dispatch_item_t *items; /* TQ_MAX_BATCH */
     tq_lease_ref_t *refs;      /* TQ_MAX_BATCH */
 
-    int welcomed;
-    int hello_pending;      /* HELLO sent, WELCOME not yet seen */
-    int ever_ok;            /* a handshake or WELCOME ever succeeded */
-    int64_t hb_ms, hb_timeout_ms;
-    size_t max_payload;
-    int packed;             /* the master takes packed messages (WELCOME) */
-    int64_t last_recv, last_hb, conn_started, next_connect, backoff, last_warn;
+    int64_t last_warn;      /* "cannot reach master" said then */
 
     tq_idmap_t *tasks;      /* id -> running task of the current attempt */
     size_t inflight;        /* tasks handed to the pool, not yet back */
@@ -91,18 +76,22 @@ static void push_done(conn_t *c, tq_task_t *t);
 
 static void send_simple(conn_t *c, int type)
 {
-    if (!c->sock)
-        return;
-    tq_out_begin(&c->out, type);
-    if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0)
-        tq_debug("cannot send %s: %s", tq_msg_type_name(type), zmq_strerror(errno));
+    tq_out_begin(tq_link_out(c->link), type);
+    if (tq_link_send(c->link, TQ_LINK_NOWAIT) <= 0)
+        tq_debug("cannot send %s now", tq_msg_type_name(type));
 }
 
+/* The master's --max-payload, from its WELCOME. */
+static size_t max_payload(const conn_t *c)
+{
+    return tq_link_welcome(c->link)->max_payload;
+}
+
+/* The link asks for HELLO (a new socket, or a master that forgot us). */
 static void send_hello(conn_t *c)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "role", "worker");
-    cJSON_AddBoolToObject(j, "packed", 1);
     cJSON_AddStringToObject(j, "name", c->o->name);
     cJSON_AddNumberToObject(j, "slots", (double)c->o->slots);
     cJSON_AddStringToObject(j, "instance", c->instance);
@@ -117,15 +106,12 @@ static void send_hello(conn_t *c)
     cJSON *fns = cJSON_AddArrayToObject(j, "functions");
     for (size_t i = 0; i < c->o->nfns; i++)
         cJSON_AddItemToArray(fns, cJSON_CreateString(c->o->fns[i].name));
-    tq_out_json(&c->out, TQ_MSG_HELLO, j);
+    if (tq_link_hello(c->link, j) < 0)
+        tq_warn("cannot send HELLO now");
     cJSON_Delete(j);
-    if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0)
-        tq_warn("cannot send HELLO: %s", zmq_strerror(errno));
     /* The master counts slots + prefetch - busy as free; a busy task
      * gives its credit back when it finishes. Tasks beyond that (queued
      * in the pool) must not give credit when they finish. */
-    c->welcomed = 0;
-    c->hello_pending = 1;
     c->debt = c->inflight - busy;
     c->credit = 0;
 }
@@ -156,14 +142,15 @@ static void fit_result(tq_task_t *t, size_t max)
 static void flush_results(conn_t *c)
 {
     tq_task_t *batch[TQ_MAX_BATCH];
-    if (!c->sock || !c->welcomed)
+    tq_out_t *out = tq_link_out(c->link);
+    if (!tq_link_registered(c->link))
         return;
     /* A slot freed with no outcome to report (a KILLed attempt) gives
      * its credit back in a RESULT with no records. */
     if (!c->done_head && c->credit > 0 && !c->draining) {
         size_t credit = c->credit > TQ_MAX_SLOTS ? TQ_MAX_SLOTS : c->credit;
-        tq_out_begin_result(&c->out, (uint16_t)credit);
-        if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) == 0)
+        tq_out_begin_result(out, (uint16_t)credit);
+        if (tq_link_send(c->link, TQ_LINK_NOWAIT) == 1)
             c->credit -= credit;
         return;
     }
@@ -171,21 +158,21 @@ static void flush_results(conn_t *c)
         size_t credit = c->draining ? 0 : c->credit;
         if (credit > TQ_MAX_SLOTS)
             credit = TQ_MAX_SLOTS;
-        tq_out_begin_result(&c->out, (uint16_t)credit);
+        tq_out_begin_result(out, (uint16_t)credit);
         size_t n = 0;
-        for (tq_task_t *t = c->done_head; t && !tq_out_full(&c->out); t = t->next) {
-            fit_result(t, c->max_payload);
+        for (tq_task_t *t = c->done_head; t && !tq_out_full(out); t = t->next) {
+            fit_result(t, max_payload(c));
             tq_result_item_t r = {
                 .id = t->id,
                 .attempt = t->attempt,
                 .status = (uint8_t)t->result.status,
                 .data = {t->result.data, t->result.len},
             };
-            tq_out_result_item(&c->out, &r);
+            tq_out_result_item(out, &r);
             batch[n++] = t;
         }
-        if (tq_out_send_packed(&c->out, c->sock, NULL, ZMQ_DONTWAIT, c->packed) < 0) {
-            tq_debug("cannot send RESULT now: %s", zmq_strerror(errno));
+        if (tq_link_send(c->link, TQ_LINK_NOWAIT) != 1) {
+            tq_debug("cannot send RESULT now");
             return;
         }
         tq_debug("sent RESULT: %zu outcomes, credit %zu", n, credit);
@@ -202,15 +189,16 @@ static void flush_results(conn_t *c)
 
 static void flush_releases(conn_t *c)
 {
-    if (!c->sock || !c->welcomed)
+    tq_out_t *out = tq_link_out(c->link);
+    if (!tq_link_registered(c->link))
         return;
     size_t i = 0;
     while (i < c->nrel) {
-        tq_out_begin(&c->out, TQ_MSG_RELEASE);
+        tq_out_begin(out, TQ_MSG_RELEASE);
         size_t start = i;
-        for (; i < c->nrel && !tq_out_full(&c->out); i++)
-            tq_out_lease(&c->out, c->rel[i].id, c->rel[i].attempt);
-        if (tq_out_send(&c->out, c->sock, NULL, ZMQ_DONTWAIT) < 0) {
+        for (; i < c->nrel && !tq_out_full(out); i++)
+            tq_out_lease(out, c->rel[i].id, c->rel[i].attempt);
+        if (tq_link_send(c->link, TQ_LINK_NOWAIT) != 1) {
             i = start;
             break;
         }
@@ -236,62 +224,6 @@ static void add_release(conn_t *c, uint64_t id, uint32_t attempt)
         c->rel = tq_realloc(c->rel, c->relcap * sizeof *c->rel);
     }
     c->rel[c->nrel++] = (lease_t){id, attempt};
-}
-
-/* ---- connecting --------------------------------------------------------- */
-
-static void close_sock(conn_t *c, int linger)
-{
-    tq_hswatch_destroy(&c->watch);
-    if (c->sock) {
-        zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_close(c->sock);
-        c->sock = NULL;
-    }
-    c->welcomed = 0;
-    c->hello_pending = 0;
-}
-
-/* Open a fresh DEALER and say HELLO. Returns 0 or -1 (fatal set-up). */
-static int open_sock(conn_t *c)
-{
-    int64_t now = tq_mono_ms();
-    void *s = zmq_socket(c->zctx, ZMQ_DEALER);
-    if (!s)
-        return -1;
-    int zero = 0, ivl = CONN_BACKOFF_MIN_MS, ivl_max = CONN_BACKOFF_MAX_MS;
-    int64_t maxmsg = (int64_t)TQ_PAYLOAD_HARD_MAX + TQ_MAX_JSON;
-    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
-    zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
-    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    if (tq_curve_client(s, c->o->keys) < 0) {
-        tq_error("cannot set up CURVE: %s", zmq_strerror(errno));
-        zmq_close(s);
-        return -1;
-    }
-    char wname[64];
-    snprintf(wname, sizeof wname, "worker-%p-%u", (void *)c, c->watch_seq++);
-    c->watch = tq_hswatch_new(c->zctx, s, wname);
-    if (!c->watch) {
-        tq_error("cannot watch the handshake: %s", zmq_strerror(errno));
-        zmq_close(s);
-        return -1;
-    }
-    if (zmq_connect(s, c->o->endpoint) < 0) {
-        tq_error("cannot connect to %s: %s", c->o->endpoint, zmq_strerror(errno));
-        tq_hswatch_destroy(&c->watch);
-        zmq_close(s);
-        return -1;
-    }
-    c->sock = s;
-    c->conn_started = now;
-    c->last_recv = now;
-    c->last_warn = now;
-    c->hb_ms = CONN_DEFAULT_HB_MS;
-    c->hb_timeout_ms = CONN_DEFAULT_HB_TIMEOUT_MS;
-    send_hello(c);
-    return 0;
 }
 
 /* ---- tasks ---------------------------------------------------------------- */
@@ -339,7 +271,7 @@ static void run_inline(conn_t *c, const tq_dispatch_item_t *d, const tq_fn_t *fn
     t->fn = fn;
     t->payload = (uint8_t *)d->payload.data; /* borrowed: not freed */
     t->len = d->payload.len;
-    t->max_result = c->max_payload;
+    t->max_result = max_payload(c);
     atomic_init(&t->cancel, TQ_CANCEL_NONE);
     t->slot = -1;
     tq_pool_run_inline(c->pool, t);
@@ -391,7 +323,7 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
     t->timeout_ms = d->timeout_ms;
     t->payload = payload;
     t->len = d->payload.len;
-    t->max_result = c->max_payload;
+    t->max_result = max_payload(c);
     t->accepted_ms = tq_mono_ms();
     atomic_init(&t->cancel, TQ_CANCEL_NONE);
     t->slot = -1;
@@ -452,7 +384,7 @@ static void start_drain(conn_t *c)
     c->drain_deadline = tq_mono_ms() + c->o->drain_timeout_ms;
     tq_info("draining: %zu tasks running, waiting up to %lld ms", c->inflight,
             (long long)c->o->drain_timeout_ms);
-    if (c->welcomed)
+    if (tq_link_registered(c->link))
         send_simple(c, TQ_MSG_DRAIN);
 }
 
@@ -469,76 +401,35 @@ static void drain_kill(conn_t *c)
 
 /* ---- receiving ------------------------------------------------------------ */
 
-static void on_welcome(conn_t *c, tq_bytes_t body, size_t nparts)
+/* Registered with the master (the first time, or again). */
+static void on_registered(conn_t *c)
 {
-    tq_error_t err;
-    tq_welcome_t w;
-    if (tq_welcome_decode(body, nparts, &w, &err) < 0) {
-        tq_warn("bad WELCOME from master: %s", err.msg);
-        return;
-    }
-    c->hb_ms = w.heartbeat_ms;
-    c->hb_timeout_ms = w.heartbeat_timeout_ms;
-    c->max_payload = (size_t)w.max_payload;
-    c->packed = w.packed;
-    c->welcomed = 1;
-    c->hello_pending = 0;
-    c->ever_ok = 1;
-    c->backoff = CONN_BACKOFF_MIN_MS;
-    c->last_hb = tq_mono_ms();
+    const tq_link_welcome_t *w = tq_link_welcome(c->link);
+    c->last_warn = tq_mono_ms();
     tq_info("connected to master at %s as %s (%zu slots, heartbeat %lld/%lld ms, max payload %zu)",
-            c->o->endpoint, c->o->name, c->o->slots, (long long)c->hb_ms,
-            (long long)c->hb_timeout_ms, c->max_payload);
+            c->o->endpoint, c->o->name, c->o->slots, (long long)w->hb_ms,
+            (long long)w->hb_timeout_ms, w->max_payload);
     if (c->draining)
         send_simple(c, TQ_MSG_DRAIN);
 }
 
-static void on_error_msg(conn_t *c, tq_bytes_t body, size_t nparts)
+/* A message for us (the link handled WELCOME, HEARTBEAT and ERROR not
+ * registered). */
+static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
 {
     tq_error_t err;
-    tq_errmsg_t e;
-    if (tq_errmsg_decode(body, nparts, &e, &err) < 0) {
-        tq_warn("bad ERROR from master: %s", err.msg);
-        return;
-    }
-    int cd = e.code > INT32_MAX ? INT32_MAX : (int)e.code;
-    char text[TQ_MAX_ERROR_TEXT];
-    tq_log_escape_str(text, sizeof text, e.message); /* it reaches the log */
-    if (cd == TQ_ERR_NOT_REGISTERED) {
-        /* Several messages sent while the master was away each earn this
-         * error; one HELLO answers them all (a second would make the
-         * master forget the registration the first one made). */
-        if (c->hello_pending)
-            return;
-        tq_info("master does not know us (restarted?): saying HELLO again");
-        send_hello(c);
-        return;
-    }
-    tq_warn("master says: %s (%s)", text, tq_err_code_name(cd));
-}
+    const tq_bytes_t *parts = tq_in_parts(tq_link_in(c->link));
+    size_t n = 0;
 
-static void on_message(conn_t *c)
-{
-    tq_error_t err;
-    int type;
-    tq_bytes_t body;
-    const tq_bytes_t *parts = tq_in_parts(c->in);
-    size_t nparts = tq_in_nparts(c->in), n = 0;
-
-    c->last_recv = tq_mono_ms();
-    if (tq_in_head(c->in, &type, &body, &err) < 0) {
-        tq_warn("bad message from master: %s", err.msg);
-        return;
-    }
     switch (type) {
-    case TQ_MSG_WELCOME:
-        on_welcome(c, body, nparts);
+    case TQ_MSG_ERROR: {
+        int code;
+        uint32_t ref;
+        char text[TQ_MAX_ERROR_TEXT];
+        tq_link_error_parse(body, nparts, &code, &ref, text, sizeof text);
+        tq_warn("master says: %s (%s)", text, tq_err_code_name(code));
         break;
-    case TQ_MSG_HEARTBEAT:
-        break;
-    case TQ_MSG_ERROR:
-        on_error_msg(c, body, nparts);
-        break;
+    }
     case TQ_MSG_DISPATCH:
         if (tq_decode_dispatch(body, parts, nparts, c->items, &n, &err) < 0) {
             tq_warn("bad DISPATCH from master: %s", err.msg);
@@ -574,6 +465,48 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* One event of the link. Returns -1 to go on, or an exit status. */
+static int on_link_event(conn_t *c, const tq_link_event_t *ev)
+{
+    switch (ev->type) {
+    case TQ_LINK_HELLO:
+        send_hello(c);
+        break;
+    case TQ_LINK_REGISTERED:
+        on_registered(c);
+        break;
+    case TQ_LINK_MESSAGE:
+        on_message(c, ev->msg_type, ev->body, ev->nparts);
+        break;
+    case TQ_LINK_LOST:
+        if (ev->silent_ms > 0)
+            tq_warn("master at %s silent for %lld ms; reconnecting", c->o->endpoint,
+                    (long long)ev->silent_ms);
+        else
+            tq_warn("lost connection to master at %s; reconnecting", c->o->endpoint);
+        break;
+    case TQ_LINK_REFUSED:
+        tq_warn("master at %s refused us: %s; retrying", c->o->endpoint, ev->text);
+        break;
+    case TQ_LINK_BAD:
+        tq_warn("bad %s from master: %s",
+                ev->msg_type >= 0 ? tq_msg_type_name(ev->msg_type) : "message", ev->text);
+        break;
+    case TQ_LINK_AUTH_FAILED:
+        if (!ev->again)
+            return TQ_EXIT_CONNECT;
+        tq_warn("authentication failed connecting to %s (wrong authkey?); retrying",
+                c->o->endpoint);
+        break;
+    case TQ_LINK_DEAD:
+        tq_error("cannot open a new socket to %s (out of sockets or memory?)", c->o->endpoint);
+        return TQ_EXIT_INTERNAL;
+    default:
+        break;
+    }
+    return -1;
+}
+
 static int loop(conn_t *c)
 {
     for (;;) {
@@ -588,55 +521,22 @@ static int loop(conn_t *c)
             tq_error("drain: %zu tasks did not stop; exiting anyway", c->inflight);
             return TQ_EXIT_OK;
         }
-
-        /* Connection timers. */
-        if (!c->sock && now >= c->next_connect && open_sock(c) < 0)
-            return TQ_EXIT_INTERNAL;
-        if (c->sock) {
-            if (now - c->last_recv >= c->hb_timeout_ms) {
-                if (c->welcomed)
-                    tq_warn("master at %s silent for %lld ms; reconnecting", c->o->endpoint,
-                            (long long)(now - c->last_recv));
-                close_sock(c, 0);
-                c->next_connect = now + c->backoff;
-                c->backoff = min64(c->backoff * 2, CONN_BACKOFF_MAX_MS);
-                continue;
-            }
-            if (c->welcomed && now - c->last_hb >= c->hb_ms) {
-                send_simple(c, TQ_MSG_HEARTBEAT);
-                c->last_hb = now;
-            }
-        }
-        if (!c->welcomed && now - c->last_warn >= CONN_WARN_MS) {
+        if (!tq_link_registered(c->link) && now - c->last_warn >= CONN_WARN_MS) {
             tq_warn("cannot reach master at %s, retrying", c->o->endpoint);
             c->last_warn = now;
         }
 
         /* Every ZeroMQ socket in the set costs zmq_poll two system calls
          * (its mailbox is checked before and after waiting): poll the
-         * slots' results only while tasks are out there, and the
-         * handshake watch only until the master has welcomed us (its
-         * events wait in the monitor socket meanwhile; a new socket gets
-         * a new watch). */
+         * slots' results only while tasks are out there (the link polls
+         * the handshake watch only until the master has welcomed us). */
         zmq_pollitem_t items[4];
-        int n = 0, i_sock = -1, i_watch = -1, i_pull = -1, i_sig;
+        int n = 0, i_pull = -1, i_sig;
         if (c->inflight > 0)
             i_pull = n, items[n++] = (zmq_pollitem_t){c->pull, 0, ZMQ_POLLIN, 0};
         i_sig = n, items[n++] = (zmq_pollitem_t){NULL, c->o->stop_fd, ZMQ_POLLIN, 0};
-        if (c->sock) {
-            i_sock = n, items[n++] = (zmq_pollitem_t){c->sock, 0, ZMQ_POLLIN, 0};
-            if (!c->welcomed) {
-                i_watch = n;
-                items[n++] = (zmq_pollitem_t){tq_hswatch_socket(c->watch), 0, ZMQ_POLLIN, 0};
-            }
-        }
-        int64_t wait = CONN_POLL_MAX_MS;
-        if (c->welcomed)
-            wait = min64(wait, c->last_hb + c->hb_ms - now);
-        if (!c->sock)
-            wait = min64(wait, c->next_connect - now);
-        if (wait < 0)
-            wait = 0;
+        n += tq_link_pollitems(c->link, items + n);
+        int64_t wait = min64(CONN_POLL_MAX_MS, tq_link_wait_ms(c->link));
         if (zmq_poll(items, n, (long)wait) < 0) {
             if (errno == EINTR)
                 continue;
@@ -644,23 +544,16 @@ static int loop(conn_t *c)
             return TQ_EXIT_INTERNAL;
         }
 
-        if (i_watch >= 0 && (items[i_watch].revents & ZMQ_POLLIN)) {
-            int hs = tq_hswatch_poll(c->watch);
-            if (hs > 0) {
-                c->ever_ok = 1;
-            } else if (hs < 0) {
-                if (!c->ever_ok)
-                    return TQ_EXIT_CONNECT;
-                tq_warn("authentication failed connecting to %s (wrong authkey?); retrying",
-                        c->o->endpoint);
-            }
-        }
-        if (i_sock >= 0 && (items[i_sock].revents & ZMQ_POLLIN)) {
-            for (int k = 0; k < CONN_RECV_BURST && c->sock; k++) {
-                if (tq_in_recv(c->in, c->sock, 0, ZMQ_DONTWAIT) < 0)
-                    break;
-                on_message(c);
-            }
+        /* The link: its timers, then what the master sent, a burst at a
+         * time (fairness with the slots). */
+        tq_link_event_t ev;
+        for (int k = 0; k < CONN_RECV_BURST; k++) {
+            int t = tq_link_next(c->link, &ev);
+            if (t == TQ_LINK_NONE)
+                break;
+            int rc = on_link_event(c, &ev);
+            if (rc >= 0)
+                return rc;
         }
         if (i_pull >= 0 && (items[i_pull].revents & ZMQ_POLLIN)) {
             for (;;) {
@@ -698,10 +591,6 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
     conn_t c = {0};
     int rc = TQ_EXIT_INTERNAL;
     c.o = opts;
-    c.max_payload = TQ_PAYLOAD_DEFAULT_MAX;
-    c.backoff = CONN_BACKOFF_MIN_MS;
-    c.hb_ms = CONN_DEFAULT_HB_MS;
-    c.hb_timeout_ms = CONN_DEFAULT_HB_TIMEOUT_MS;
     if (sodium_init() < 0)
         return TQ_EXIT_INTERNAL;
     uint64_t inst = 0;
@@ -713,8 +602,12 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
         return TQ_EXIT_INTERNAL;
     char result_ep[96];
     snprintf(result_ep, sizeof result_ep, "%s-%p", CONN_RESULT_PREFIX, (void *)&c);
-    c.in = tq_in_new();
-    tq_out_init(&c.out);
+    char wname[64];
+    snprintf(wname, sizeof wname, "worker-%p", (void *)&c);
+    tq_link_opts_t lo = {
+        .endpoint = opts->endpoint, .keys = opts->keys, .zctx = c.zctx, .watch_name = wname};
+    c.link = tq_link_new(&lo);
+    TQ_ASSERT(c.link); /* the options are complete */
     c.items = tq_calloc(TQ_MAX_BATCH, sizeof *c.items);
     c.refs = tq_calloc(TQ_MAX_BATCH, sizeof *c.refs);
     c.tasks = tq_idmap_new();
@@ -734,18 +627,23 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
         goto done;
     tq_info("worker %s starting: %zu slots, connecting to %s", opts->name, opts->slots,
             opts->endpoint);
+    c.last_warn = tq_mono_ms();
+    if (tq_link_start(c.link) < 0) {
+        tq_error("cannot connect to %s: %s", opts->endpoint, zmq_strerror(errno));
+        goto done;
+    }
     rc = loop(&c);
     if (rc == TQ_EXIT_OK) {
         flush_results(&c);
         flush_releases(&c);
         if (c.done_head || c.nrel)
             tq_warn("exiting with results or releases the master did not get (not connected)");
-        if (c.sock && c.welcomed)
+        if (tq_link_registered(c.link))
             send_simple(&c, TQ_MSG_BYE);
         tq_info("drained; bye");
     }
 done:
-    close_sock(&c, rc == TQ_EXIT_OK ? CONN_FINAL_LINGER_MS : 0);
+    tq_link_free(&c.link, rc == TQ_EXIT_OK ? CONN_FINAL_LINGER_MS : 0);
     /* Slots must be idle before the pool stops: drain kills them above;
      * on a fatal exit nothing was dispatched (or we leave them). */
     if (c.pool && c.inflight == 0)
@@ -766,8 +664,6 @@ done:
     free(c.rel);
     free(c.items);
     free(c.refs);
-    tq_out_free(&c.out);
-    tq_in_destroy(&c.in);
     /* zmq_ctx_term would wait for slot sockets of a stuck pool; only
      * terminate when the pool is gone. */
     if (!c.pool && !opts->zctx)

@@ -29,6 +29,7 @@ except ImportError:
 T_ACK = 0x16
 F_SUBSCRIBE, F_SCOPED_KEYS = 0x1, 0x2
 E_UNAVAILABLE = 12
+E_NOT_REGISTERED = 6
 LOST = "lost connection to master at"
 RECONNECTED = "reconnected to master at"
 
@@ -255,10 +256,12 @@ def parse_submit(frames):
 class FakeMaster(threading.Thread):
     """A CURVE ROUTER speaking just enough of the protocol: WELCOME, a
     SUBMIT_ACK with one id per key (the same key gets the same id), the
-    RESULTS of subscribed tasks at once (echo), and it records SUBMITs and
-    ACKs. With refuse set, every SUBMIT gets ERROR 12 instead."""
+    RESULTS of subscribed tasks at once (echo), and it records SUBMITs
+    (decoded, and their frames as sent) and ACKs. With refuse set, every
+    SUBMIT gets ERROR 12 instead; the first `forget` SUBMITs get ERROR 6
+    not registered (as from a master that restarted)."""
 
-    def __init__(self, endpoint, authkey, refuse=None):
+    def __init__(self, endpoint, authkey, refuse=None, forget=0):
         super().__init__(daemon=True)
         _spub, ssec, _cpub, _csec = derive_keys(authkey)
         self.ctx = zmq.Context()
@@ -272,6 +275,9 @@ class FakeMaster(threading.Thread):
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
         self.submits = []  # (flags, [(fn, key, payload)])
+        self.raw_submits = []  # [frame bytes] of each SUBMIT
+        self.forget = forget
+        self.hellos = 0
         self.acked = []    # ids in ACK messages
         self.byes = 0
         self.ids = {}
@@ -293,6 +299,8 @@ class FakeMaster(threading.Thread):
                 rid, f0 = frames[0], frames[1]
                 t = f0[3] if len(f0) >= 4 and f0[:3] == b"TQ\x01" else None
                 if t == T_HELLO:
+                    with self.lock:
+                        self.hellos += 1
                     w = {"version": 1, "heartbeat_ms": 200, "heartbeat_timeout_ms": 1000,
                          "max_payload": 1048576, "master": "fake"}
                     self.sock.send_multipart([rid, head(T_WELCOME) + json.dumps(w).encode()])
@@ -301,6 +309,13 @@ class FakeMaster(threading.Thread):
                     req, flags, recs = parse_submit(frames[1:])
                     with self.lock:
                         self.submits.append((flags, recs))
+                        self.raw_submits.append([bytes(f) for f in frames[1:]])
+                    if self.forget > 0:
+                        self.forget -= 1
+                        e = {"code": E_NOT_REGISTERED, "ref": 0,
+                             "message": "not registered: send HELLO first"}
+                        self.sock.send_multipart([rid, head(T_ERROR) + json.dumps(e).encode()])
+                        continue
                     if self.refuse:
                         e = {"code": E_UNAVAILABLE, "ref": req, "message": self.refuse}
                         self.sock.send_multipart([rid, head(T_ERROR) + json.dumps(e).encode()])
@@ -364,6 +379,18 @@ class WireBehaviour(TQTestCase):
         self.tq_ok("submit", "--fn", "echo", "d")
         k2 = fake.submits[-1][1][0][1]
         self.assertNotEqual(k2[:16], keys[0][:16])
+
+    def test_resend_after_rehello_sends_the_same_bytes(self):
+        # The master forgets us when the batch arrives: the client says
+        # HELLO again and, once welcomed, sends the batch as it was
+        # encoded (same request id, same session keys, same payloads).
+        fake = self.fake(forget=1)
+        r = self.tq_ok("map", "--fn", "echo", "a", "bb", "ccc")
+        self.assertEqual(r.out, "a\nbb\nccc\n")
+        self.assertEqual(fake.errors, [])
+        self.assertEqual(fake.hellos, 2, "one HELLO again for the forgotten batch")
+        self.assertEqual(len(fake.raw_submits), 2, fake.submits)
+        self.assertEqual(fake.raw_submits[0], fake.raw_submits[1])
 
     def test_user_key_travels_without_scoped_flag(self):
         fake = self.fake()
