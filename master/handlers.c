@@ -391,27 +391,13 @@ static size_t ids_unique(uint64_t *ids, size_t n) {
     return k;
 }
 
-/* SUBMIT, step 1: self->ids[i] = the task a held key names (0 if none);
- * check there is room for the new tasks and intern every new name, so
- * that the batch is accepted whole or not at all. Returns 0, or -1 after
- * an error reply. */
-static int submit_check(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int64_t now) {
-    size_t nnew = 0;
-    for (size_t i = 0; i < n; i++) {
-        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
-        if (!self->ids[i])
-            nnew++;
-    }
-    if (nnew && !tq_store_has_room(self->store, nnew)) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "master is full: %zu tasks stored (--max-tasks %zu)",
-                 tq_store_size(self->store), self->cfg.max_tasks);
-        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_FULL, req, msg);
-        return -1;
-    }
+/* SUBMIT, before the engine stores the batch: intern the names of the
+ * records whose key is not held, charging p's new-name budget. Returns
+ * 0, or -1 after an error reply. */
+static int submit_names(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int64_t now) {
     char msg[TQ_MAX_ERROR_TEXT];
     for (size_t i = 0; i < n; i++) {
-        if (self->ids[i])
+        if (tq_store_key_find(self->store, self->specs[i].key, now))
             continue;
         tq_bytes_t q = self->specs[i].queue.len ? self->specs[i].queue : tq_bytes_str("default");
         if (!intern_for(self, p, self->specs[i].fn, msg, sizeof msg) ||
@@ -420,50 +406,6 @@ static int submit_check(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, i
             tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_TOO_MANY, req, msg);
             return -1;
         }
-    }
-    return 0;
-}
-
-/* Answer a failed tq_store_add (code from it) with an ERROR. */
-static void submit_store_error(tq_loop_t *self, tq_peer_t *p, uint32_t req, int code) {
-    char msg[160];
-    if (code == TQ_ERR_FULL)
-        snprintf(msg, sizeof msg,
-                 "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
-                 tq_store_size(self->store) > tq_store_nkeys(self->store)
-                     ? tq_store_size(self->store)
-                     : tq_store_nkeys(self->store),
-                 self->cfg.max_tasks);
-    else
-        snprintf(msg, sizeof msg, "cannot store the tasks (%s)",
-                 code == TQ_ERR_TOO_MANY ? "too many distinct names" : "out of memory");
-    tq_loop_reply_error(self, tq_loop_rid(p), code, req, msg);
-}
-
-/* SUBMIT, step 2: store the new tasks (self->added[i], NULL where the
- * id is a held key's). On a failure the tasks stored so far are removed
- * again. Returns 0, or -1 after an error reply. */
-static int submit_store(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int session,
-                        int64_t now) {
-    for (size_t i = 0; i < n; i++) {
-        self->added[i] = NULL;
-        if (self->ids[i])
-            continue;
-        /* a key seen earlier in this batch */
-        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
-        if (self->ids[i])
-            continue;
-        int code = TQ_ERR_INTERNAL;
-        self->added[i] = session ? tq_store_add_session(self->store, &self->specs[i], now, &code)
-                                 : tq_store_add(self->store, &self->specs[i], now, &code);
-        if (!self->added[i]) {
-            while (i-- > 0)
-                if (self->added[i])
-                    tq_store_remove_queued(self->store, self->added[i]);
-            submit_store_error(self, p, req, code);
-            return -1;
-        }
-        self->ids[i] = self->added[i]->id;
     }
     return 0;
 }
@@ -482,7 +424,7 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
-    int64_t now = tq_wall_ms();
+    tq_now_t now = tq_loop_now();
     int jerr = tq_persist_failed(self->persist);
     if (jerr) {
         char msg[160];
@@ -490,9 +432,14 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_UNAVAILABLE, req, msg);
         return;
     }
-    if (submit_check(self, p, n, req, now) < 0 ||
-        submit_store(self, p, n, req, flags & TQ_SUBMIT_SCOPED_KEYS, now) < 0)
+    if (submit_names(self, p, n, req, now.wall_ms) < 0)
         return;
+    tq_engine_err_t eerr;
+    if (tq_engine_submit(self->engine, self->specs, n, flags & TQ_SUBMIT_SCOPED_KEYS, now,
+                         self->ids, self->added, &eerr) < 0) {
+        tq_loop_reply_error(self, tq_loop_rid(p), eerr.code, req, eerr.msg);
+        return;
+    }
     tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
     int waited = 0;
     uint64_t known[TQ_MAX_BATCH];
@@ -527,7 +474,6 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     } else {
         tq_loop_send_peer(self, p);
     }
-    self->sched_dirty = 1;
 }
 
 /* ACK: these outcomes reached the client; the journal may forget them. */
@@ -541,9 +487,7 @@ static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     }
     for (size_t i = 0; i < n; i++) {
         tq_peer_sent_ack(p, self->ids[i]); /* read: room for more RESULTS */
-        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
-        if (t && tq_task_finished(t))
-            tq_store_ack(self->store, t);
+        tq_engine_ack(self->engine, self->ids[i]);
     }
 }
 
@@ -572,35 +516,21 @@ static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
  * a KILL on its worker. */
 static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
-    size_t n = 0, nk = 0;
+    size_t n = 0;
     tq_error_t err;
     if (tq_decode_ids(m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
-    int64_t now = tq_wall_ms();
+    tq_now_t now = tq_loop_now();
     uint8_t outcome[TQ_MAX_BATCH];
-    for (size_t i = 0; i < n; i++) {
-        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
-        if (!t) {
-            outcome[i] = TQ_CANCEL_UNKNOWN;
-            continue;
-        }
-        if (tq_task_finished(t)) {
-            outcome[i] = TQ_CANCEL_FINISHED;
-            continue;
-        }
-        if (t->state == TQ_TASK_LEASED)
-            tq_loop_kill_add(self, &nk, t);
-        tq_store_finish(self->store, t, TQ_TASK_CANCELLED, NULL, 0, now);
-        tq_peer_notify_waiters(t);
-        outcome[i] = TQ_CANCEL_OK;
-    }
+    for (size_t i = 0; i < n; i++)
+        outcome[i] = tq_engine_cancel(self->engine, self->ids[i], now);
     tq_out_begin_cancel_ack(&self->out, req);
     for (size_t i = 0; i < n; i++)
         tq_out_cancel_item(&self->out, self->ids[i], outcome[i]);
     tq_loop_send_peer(self, p);
-    tq_loop_send_kills(self, nk);
+    tq_loop_send_kills(self);
 }
 
 static void on_admin(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
@@ -614,98 +544,36 @@ static void on_admin(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* ---- worker messages ---------------------------------------------------- */
 
-/* The task of lease (id, attempt) if it is still leased to w, else NULL
- * (it was cancelled, requeued or expired meanwhile). */
-static tq_task_t *current_lease(tq_loop_t *self, const tq_peer_t *w, uint64_t id,
-                                uint32_t attempt) {
-    tq_task_t *t = tq_store_get(self->store, id);
-    if (!t || t->state != TQ_TASK_LEASED || tq_task_worker(t) != w || tq_task_attempt(t) != attempt)
-        return NULL;
-    return t;
-}
-
-/* What a RESULT record (id, attempt) from worker w may do to its task. */
-typedef enum {
-    R_LATE,    /* the attempt is not the task's current one, or it finished */
-    R_FOREIGN, /* the current attempt, but w never held it: forged or confused */
-    R_LEASED,  /* w (this or an earlier connection of it) holds the lease */
-    R_LOST,    /* the lease was lost (queued again, not re-dispatched) and w
-                * is the worker that held it */
-} result_fate_t;
-
-/* Decide the fate of r from w; *tp is the task (NULL if unknown). The
- * holder of an attempt is the instance id (HELLO "instance") of the
- * worker it was dispatched to, so a worker that reconnected, or
- * reconnected to a restarted master (the journal keeps the holder),
- * still has its result taken; no other worker's is. */
-static result_fate_t result_fate(tq_loop_t *self, const tq_peer_t *w, const tq_result_item_t *r,
-                                 tq_task_t **tp) {
-    tq_task_t *t = *tp = tq_store_get(self->store, r->id);
-    if (!t || r->attempt == 0 || tq_task_attempt(t) != r->attempt ||
-        (t->state != TQ_TASK_LEASED && t->state != TQ_TASK_QUEUED))
-        return R_LATE;
-    if (tq_task_holder(t) != w->instance)
-        return R_FOREIGN;
-    return t->state == TQ_TASK_LEASED ? R_LEASED : R_LOST;
-}
-
-/* One outcome of a RESULT from w: a late or foreign one is counted and
- * dropped; a failure with retries left is retried; anything else
- * finishes the task (now: wall ms). */
-static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r, int64_t now) {
-    tq_task_t *t;
-    switch (result_fate(self, w, r, &t)) {
-    case R_LATE:
+/* One outcome of a RESULT from w (the engine decides what it does to
+ * its task): here only the log and w's count. */
+static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r, tq_now_t now) {
+    switch (tq_engine_result(self->engine, w->instance, r, now)) {
+    case TQ_RES_LATE:
         self->late_results++;
         tq_debug("late result for task %" PRIu64 " attempt %" PRIu32 " from %s", r->id,
                  r->attempt, w->name);
         return;
-    case R_FOREIGN:
+    case TQ_RES_FOREIGN:
         self->late_results++;
         tq_loop_warn_peer(self, w, w->address,
                           "result for task %" PRIu64 " attempt %" PRIu32
                           " that was not dispatched to this worker: ignored",
                           r->id, r->attempt);
         return;
-    case R_LOST:
-        /* The lease was lost, not given to anyone else: the master
-         * restarted (recovery requeues leases, keeping the attempt and
-         * its holder), forgot the worker for its silence, or expired the
-         * lease. The run finished; take it rather than run the task
-         * again. A failure is left to the re-run (its retry is not
-         * counted). */
-        if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
-            self->late_results++;
-            tq_debug("failed result for task %" PRIu64 " attempt %" PRIu32
-                     " from %s after its lease was lost: the task runs again",
-                     r->id, r->attempt, w->name);
-            return;
-        }
-        w->done++;
-        tq_debug("result for task %" PRIu64 " attempt %" PRIu32
-                 " from %s after its lease was lost: taken",
+    case TQ_RES_RERUN:
+        self->late_results++;
+        tq_debug("failed result for task %" PRIu64 " attempt %" PRIu32
+                 " from %s after its lease was lost: the task runs again",
                  r->id, r->attempt, w->name);
-        tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
-                        r->data.data, r->data.len, now);
-        tq_peer_notify_waiters(t);
         return;
-    case R_LEASED:
+    case TQ_RES_RETRIED:
+        tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retried", r->id, r->attempt,
+                 r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name);
+        break;
+    case TQ_RES_TAKEN:
         break;
     }
-    /* Leased to w, or to an earlier connection of the same worker that
-     * the master has not forgotten yet: the lease ends there. */
-    tq_peer_lease_remove(tq_task_worker(t), t);
     w->done++;
-    if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
-        tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retry %u of %u", t->id,
-                 tq_task_attempt(t), r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name,
-                 (unsigned)tq_task_retried(t) + 1, (unsigned)t->retries);
-        tq_store_retry(self->store, t, tq_loop_backoff(self, tq_task_retried(t) + 1u));
-        return;
-    }
-    tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
-                    r->data.data, r->data.len, now);
-    tq_peer_notify_waiters(t);
 }
 
 static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
@@ -717,7 +585,7 @@ static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
         bad_body(self, w, w->address, m, 0, &err);
         return;
     }
-    int64_t now = tq_wall_ms();
+    tq_now_t now = tq_loop_now();
     for (size_t i = 0; i < n; i++)
         result_one(self, w, &self->results[i], now);
     /* A RESULT with count 0 is fine: it only gives credit back (e.g. for
@@ -737,14 +605,8 @@ static void on_release(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
         bad_body(self, w, w->address, m, 0, &err);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        tq_task_t *t = current_lease(self, w, self->leases[i].id, self->leases[i].attempt);
-        if (!t)
-            continue; /* already cancelled or requeued: nothing to give back */
-        tq_peer_lease_remove(w, t);
-        tq_store_requeue(self->store, t, 1, 0);
-    }
-    self->sched_dirty = 1;
+    for (size_t i = 0; i < n; i++)
+        tq_engine_release(self->engine, w, self->leases[i].id, self->leases[i].attempt);
 }
 
 /* ---- dispatching one message -------------------------------------------- */

@@ -261,17 +261,8 @@ void tq_loop_reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref
     send_rid(self, rid);
 }
 
-void tq_loop_kill_add(tq_loop_t *self, size_t *nk, tq_task_t *t) {
-    TQ_ASSERT(*nk < TQ_MAX_BATCH);
-    tq_peer_t *w = tq_task_worker(t);
-    self->kill_to[*nk] = w;
-    self->kills[*nk].id = t->id;
-    self->kills[*nk].attempt = tq_task_attempt(t);
-    (*nk)++;
-    tq_peer_lease_remove(w, t);
-}
-
-void tq_loop_send_kills(tq_loop_t *self, size_t nk) {
+void tq_loop_send_kills(tq_loop_t *self) {
+    size_t nk = self->nkills;
     for (size_t i = 0; i < nk; i++) {
         tq_peer_t *w = self->kill_to[i];
         if (!w)
@@ -284,53 +275,52 @@ void tq_loop_send_kills(tq_loop_t *self, size_t nk) {
             }
         tq_loop_send_peer(self, w);
     }
+    self->nkills = 0;
 }
 
-/* ---- peers leaving ------------------------------------------------------ */
-
-/* See loop_internal.h. Equal jitter: half of the doubled delay is
- * fixed, the other half random, so retries of many tasks that failed
- * together spread out instead of coming back as one burst. */
-int64_t tq_loop_backoff(const tq_loop_t *self, uint32_t n) {
-    int64_t base = self->cfg.backoff_base_ms, cap = self->cfg.backoff_cap_ms;
-    if (base <= 0 || n == 0)
-        return 0;
-    int64_t d = base;
-    for (uint32_t i = 1; i < n && d < cap; i++)
-        d *= 2;
-    if (d > cap)
-        d = cap;
-    int64_t half = d / 2;
-    int64_t spread = d - half;
-    if (spread > 0)
-        half += (int64_t)randombytes_uniform(spread < UINT32_MAX ? (uint32_t)spread + 1 : UINT32_MAX);
-    return tq_wall_ms() + half;
+tq_now_t tq_loop_now(void) {
+    tq_now_t now = {tq_wall_ms(), tq_mono_ms()};
+    return now;
 }
 
-/* A task whose lease ended without a result (its worker was lost, or
- * the lease expired: why says which) goes back to its queue after a
- * backoff, or is dead once it lost max_attempts leases. The one place
- * that decides between the two. */
-static void task_lost(tq_loop_t *self, tq_task_t *t, const char *why) {
-    if (tq_task_lost(t) >= self->cfg.max_attempts) {
-        char err[256];
-        snprintf(err, sizeof err, "gave up after %" PRIu32 " attempts: %s", tq_task_lost(t), why);
-        tq_store_finish(self->store, t, TQ_TASK_DEAD, err, strlen(err), tq_wall_ms());
-        tq_peer_notify_waiters(t);
-        tq_warn("task %" PRIu64 " is dead: %s", t->id, err);
-    } else {
-        tq_store_requeue(self->store, t, 0, tq_loop_backoff(self, tq_task_lost(t)));
+/* The loop's subscription to the engine: a lease that ends leaves its
+ * worker's books (and its run is KILLed when the engine says so), a
+ * finished task's waiters get its outcome, the scheduler wakes. */
+static void on_engine(void *arg, const tq_engine_ev_t *ev) {
+    tq_loop_t *self = arg;
+    switch (ev->kind) {
+    case TQ_EV_LEASE_END:
+        if (ev->kill && ev->worker) {
+            TQ_ASSERT(self->nkills < TQ_MAX_BATCH);
+            self->kill_to[self->nkills] = ev->worker;
+            self->kills[self->nkills].id = ev->task->id;
+            self->kills[self->nkills].attempt = ev->attempt;
+            self->nkills++;
+        }
+        if (ev->worker)
+            tq_peer_lease_remove(ev->worker, ev->task);
+        break;
+    case TQ_EV_FINISHED:
+        tq_peer_notify_waiters(ev->task);
+        break;
+    case TQ_EV_WAKE:
+        self->sched_dirty = 1;
+        break;
+    default:
+        break;
     }
 }
+
+static const char *worker_name(const void *w) { return ((const tq_peer_t *)w)->name; }
+
+/* ---- peers leaving ------------------------------------------------------ */
 
 /* Undo a worker's registration: its leased tasks go back (or die), a
  * client's waits are dropped. The peer stays in the table. */
 static void peer_unregister(tq_loop_t *self, tq_peer_t *p) {
-    while (p->nleased > 0) {
-        tq_task_t *t = p->leased[p->nleased - 1];
-        tq_peer_lease_remove(p, t);
-        task_lost(self, t, "worker lost");
-    }
+    tq_now_t now = tq_loop_now();
+    while (p->nleased > 0) /* the engine's LEASE_END takes it off p */
+        tq_engine_lost(self->engine, p->leased[p->nleased - 1], "worker lost", now);
     if (p->role == TQ_ROLE_CLIENT)
         tq_peer_drop_waits(p, self->store);
     self->sched_dirty = 1;
@@ -376,23 +366,8 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
                                 tq_bytes_str(tq_task_fn(tasks[i])), tq_task_payload(tasks[i])};
         tq_out_dispatch_item(&self->out, &d);
     }
-    if (tq_loop_send_peer(self, w) == 0) {
-        /* Run timeout at the master: the worker stops the run itself at
-         * timeout_ms; if it has said nothing by timeout + 2 heartbeats,
-         * the lease expires (expire_leases). A task without one gets
-         * --lease-timeout from now: its clock starts at dispatch, so
-         * time spent prefetched on the worker counts. */
-        int64_t now = tq_mono_ms();
-        for (size_t i = 0; i < n; i++) {
-            if (tq_task_timeout(tasks[i]) > 0)
-                tq_store_set_deadline(self->store, tasks[i],
-                                      now + (int64_t)tq_task_timeout(tasks[i]) +
-                                          2 * self->cfg.heartbeat_ms);
-            else if (self->cfg.lease_timeout_ms > 0)
-                tq_store_set_deadline(self->store, tasks[i], now + self->cfg.lease_timeout_ms);
-        }
+    if (tq_loop_send_peer(self, w) == 0)
         return;
-    }
     if (errno == EAGAIN)
         w->stalled = 1;
     for (size_t i = 0; i < n; i++) {
@@ -418,7 +393,7 @@ static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) 
  * outcome larger than the budget still goes when nothing else waits. */
 static void flush_results(tq_loop_t *self, tq_peer_t *c) {
     size_t i = 0;
-    int64_t now = tq_wall_ms();
+    tq_now_t now = tq_loop_now();
     uint64_t budget = self->cfg.peer_queue_bytes ? self->cfg.peer_queue_bytes : UINT64_MAX;
     uint64_t charge[TQ_MAX_BATCH];
     int over = 0;
@@ -459,7 +434,7 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
             tq_peer_sent_add(c, c->pending[k], charge[k - first]);
             tq_task_t *t = tq_store_get(self->store, c->pending[k]);
             if (t && tq_task_finished(t))
-                tq_store_fetched(self->store, t, now);
+                tq_engine_fetched(self->engine, t, now);
         }
     }
     /* keep what was not sent, in order */
@@ -480,37 +455,11 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
  * left, else it fails as timed out. A task without one reached
  * --lease-timeout: a lost lease (task_lost: requeued, or dead after
  * --max-attempts). */
-static void expire_leases(tq_loop_t *self, int64_t now) {
-    size_t nk = 0;
-    int64_t wall = tq_wall_ms();
-    tq_task_t *t;
-    while (nk < LOOP_EXPIRE_STEPS && (t = tq_store_overdue(self->store, now)) != NULL) {
-        tq_peer_t *w = tq_task_worker(t);
-        tq_loop_kill_add(self, &nk, t);
-        char why[256];
-        self->sched_dirty = 1;
-        if (!tq_task_timeout(t)) {
-            snprintf(why, sizeof why, "lease expired after %.3g s without a result",
-                     (double)self->cfg.lease_timeout_ms / 1000.0);
-            tq_info("task %" PRIu64 " attempt %" PRIu32 " on worker %s: %s (--lease-timeout)",
-                    t->id, tq_task_attempt(t), w->name, why);
-            task_lost(self, t, why);
-            continue;
-        }
-        snprintf(why, sizeof why,
-                 "timed out: no result from worker %s within %.3g s (run timeout + 2 heartbeats)",
-                 w->name,
-                 (double)((int64_t)tq_task_timeout(t) + 2 * self->cfg.heartbeat_ms) / 1000.0);
-        tq_info("task %" PRIu64 " attempt %" PRIu32 " lease expired: %s", t->id, tq_task_attempt(t),
-                why);
-        if (tq_task_can_retry(t)) {
-            tq_store_retry(self->store, t, tq_loop_backoff(self, tq_task_retried(t) + 1u));
-        } else {
-            tq_store_finish(self->store, t, TQ_TASK_FAILED, why, strlen(why), wall);
-            tq_peer_notify_waiters(t);
-        }
-    }
-    tq_loop_send_kills(self, nk);
+static void expire_leases(tq_loop_t *self) {
+    tq_now_t now = tq_loop_now();
+    for (size_t n = 0; n < LOOP_EXPIRE_STEPS && tq_engine_expire_one(self->engine, now); n++)
+        ;
+    tq_loop_send_kills(self);
 }
 
 /* Forget peers silent for longer than the heartbeat timeout, send a
@@ -576,9 +525,21 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     self->cfg = *cfg;
     tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
     self->cfg.endpoint = self->endpoint;
-    tq_store_cfg_t scfg = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms,
-                           cfg->unfetched_ttl_ms, cfg->key_retention_ms};
-    self->store = tq_store_new(&scfg);
+    uint64_t seed;
+    randombytes_buf(&seed, sizeof seed);
+    tq_engine_cfg_t ecfg = {
+        .store = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms,
+                  cfg->unfetched_ttl_ms, cfg->key_retention_ms},
+        .max_attempts = cfg->max_attempts,
+        .lease_timeout_ms = cfg->lease_timeout_ms,
+        .heartbeat_ms = cfg->heartbeat_ms,
+        .backoff_base_ms = cfg->backoff_base_ms,
+        .backoff_cap_ms = cfg->backoff_cap_ms,
+        .seed = seed,
+        .worker_name = worker_name,
+    };
+    self->engine = tq_engine_new(&ecfg);
+    self->store = tq_engine_store(self->engine);
     for (size_t i = 0; i < cfg->nqueue_timeouts; i++) {
         tq_queue_t *q = tq_store_queue(self->store, cfg->queue_timeouts[i].queue);
         TQ_ASSERT(q); /* main allows at most 1024: far from the name table's limit */
@@ -586,11 +547,12 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     }
     self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
-    if (tq_admin_load(self, err, errlen) < 0 || tq_admin_open(self, err, errlen) < 0)
-        goto fail;
     tq_persist_report_t rep;
-    self->persist = tq_persist_open(&cfg->journal, self->store, &rep, err, errlen);
+    self->persist = tq_persist_open(&cfg->journal, self->engine, &rep, err, errlen);
     if (!self->persist)
+        goto fail;
+    tq_engine_subscribe(self->engine, on_engine, self);
+    if (tq_admin_load(self, err, errlen) < 0)
         goto fail;
     log_recovery(&rep);
     self->peers = tq_peers_new();
@@ -695,11 +657,10 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             timeout = 0; /* compaction steps left: between messages */
         else if (self->next_jtick_ms - now < timeout)
             timeout = self->next_jtick_ms > now ? (long)(self->next_jtick_ms - now) : 0;
-        zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
-                                   {tq_admin_socket(self), 0, ZMQ_POLLIN, 0},
                                    {NULL, stop_fd, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, stop_fd >= 0 ? 4 : 3, timeout);
+        int rc = zmq_poll(items, stop_fd >= 0 ? 3 : 2, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -708,12 +669,12 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             tq_error("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (stop_fd >= 0 && (items[3].revents & ZMQ_POLLIN))
+        if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN))
             return 0;
-        if (items[1].revents & ZMQ_POLLIN)
+        if (items[1].revents & ZMQ_POLLIN) {
             tq_persist_on_sync(self->persist);
-        if (items[2].revents & ZMQ_POLLIN)
-            tq_admin_on_saved(self); /* pause/resume replies, now durable */
+            tq_admin_drop_file(self, 0);
+        }
         if (items[0].revents & ZMQ_POLLIN) {
             for (int i = 0; i < LOOP_MAX_MSGS; i++) {
                 if (tq_in_recv(self->in, self->router, 1, ZMQ_DONTWAIT) < 0) {
@@ -729,13 +690,13 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         }
         now = tq_mono_ms();
         if (now >= self->next_hb_ms) {
-            expire_leases(self, now);
+            expire_leases(self);
             heartbeat(self, now);
             self->next_hb_ms = now + self->cfg.heartbeat_ms;
         }
         if (now >= self->next_sweep_ms) {
             rl_flush(self, now);
-            size_t n = tq_store_sweep(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS);
+            size_t n = tq_engine_sweep(self->engine, tq_loop_now(), LOOP_SWEEP_STEPS);
             if (n)
                 tq_debug("expired %zu finished task%s or idempotency key%s", n,
                          n == 1 ? "" : "s", n == 1 ? "" : "s");
@@ -746,12 +707,11 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             if (freed)
                 tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
         }
-        if (tq_store_promote(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS))
-            self->sched_dirty = 1; /* delayed tasks became runnable */
+        tq_engine_promote(self->engine, tq_loop_now(), LOOP_SWEEP_STEPS); /* WAKE if any */
         reap_gone(self);
         if (self->sched_dirty) {
             self->sched_dirty = 0;
-            tq_sched_run(self->store, self->peers, emit_dispatch, self);
+            tq_sched_run(self->engine, self->peers, tq_loop_now(), emit_dispatch, self);
         }
         if (now >= self->next_jtick_ms || tq_persist_busy(self->persist)) {
             tq_persist_tick(self->persist, now);
@@ -799,25 +759,27 @@ void tq_loop_destroy(tq_loop_t **self_p) {
         zmq_close(self->router);
     }
     tq_auth_destroy(&self->auth);
-    tq_admin_close(self);
     /* Sync the journal and stop observing: what follows (leases handed
      * back in memory) is what recovery does by itself. */
+    int had_journal = self->persist != NULL;
     tq_persist_destroy(&self->persist);
+    if (had_journal)
+        tq_admin_drop_file(self, 1); /* everything is synced now */
     /* Leases and waits are plain memory: drop them before freeing. */
     if (self->peers) {
         for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
             tq_peer_t *p = tq_peers_at(self->peers, i);
-            while (p->nleased) {
+            while (p->nleased) { /* LEASE_END takes it off p */
                 tq_task_t *t = p->leased[p->nleased - 1];
-                tq_peer_lease_remove(p, t);
-                tq_store_requeue(self->store, t, 0, 0);
+                tq_engine_release(self->engine, p, t->id, tq_task_attempt(t));
             }
             if (p->role == TQ_ROLE_CLIENT)
                 tq_peer_drop_waits(p, self->store);
         }
     }
     tq_peers_destroy(&self->peers);
-    tq_store_destroy(&self->store);
+    tq_engine_destroy(&self->engine);
+    self->store = NULL;
     tq_status_destroy(&self->status);
     tq_in_destroy(&self->in);
     tq_out_free(&self->out);

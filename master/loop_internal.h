@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "engine.h"
 #include "loop.h"
 #include "peers.h"
 #include "persist.h"
@@ -33,7 +34,8 @@ struct tq_loop {
     tq_auth_t *auth;
     tq_loop_cfg_t cfg;
     char endpoint[256];
-    tq_store_t *store;
+    tq_engine_t *engine; /* every change of a task's state */
+    tq_store_t *store;   /* the engine's: read, and names interned */
     tq_persist_t *persist;
     int64_t next_jtick_ms;
     tq_peers_t *peers;
@@ -50,19 +52,26 @@ struct tq_loop {
     int started; /* bound and ready: log a summary at destroy */
     uint64_t late_results;
     tq_loop_ratelimit_t anon_rl; /* for peers not registered */
-    struct tq_admin_state *admin; /* admin.c: the paused file's writer */
+    int paused_file;          /* DATA_DIR/paused was read: delete it ... */
+    uint64_t paused_file_lsn; /* ... once the journal is durable up to here */
     tq_loop_ratelimit_t warn_rl; /* bad-input lines of all peers together */
     tq_loop_ratelimit_t peer_rl; /* join/leave/drain lines of all peers */
     tq_loop_ratelimit_t addr_rl[TQ_LOOP_ADDR_BUCKETS]; /* ... per address (hashed) */
     /* decode scratch: TQ_MAX_BATCH records each */
     tq_task_spec_t specs[TQ_MAX_BATCH];
-    tq_task_t *added[TQ_MAX_BATCH];
+    uint8_t added[TQ_MAX_BATCH];
     uint64_t ids[TQ_MAX_BATCH];
     tq_result_item_t results[TQ_MAX_BATCH];
     tq_lease_ref_t leases[TQ_MAX_BATCH];
+    /* KILLs the engine asked for (LEASE_END with kill), sent by
+     * tq_loop_send_kills */
     tq_peer_t *kill_to[TQ_MAX_BATCH];
     tq_lease_ref_t kills[TQ_MAX_BATCH];
+    size_t nkills;
 };
+
+/* The time of a command now (engine.h). */
+tq_now_t tq_loop_now(void);
 
 /* ---- loop.c: what the handlers use ---------------------------------- */
 
@@ -100,37 +109,20 @@ void tq_loop_reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref
  * Nulls *pp. */
 void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why);
 
-/* End t's lease (t must be leased) and note a KILL of its attempt as the
- * (*nk)-th entry of the next tq_loop_send_kills; increments *nk. */
-void tq_loop_kill_add(tq_loop_t *self, size_t *nk, tq_task_t *t);
-
-/* Send the nk KILLs noted by tq_loop_kill_add: one KILL per worker. */
-void tq_loop_send_kills(tq_loop_t *self, size_t nk);
-
-/* When the n-th retry (or lost lease) of a task may run: wall clock ms,
- * --retry-backoff doubled n - 1 times up to --retry-backoff-max, the
- * upper half of it random; 0 (at once) when backoff is off. */
-int64_t tq_loop_backoff(const tq_loop_t *self, uint32_t n);
+/* Send the KILLs the engine asked for since the last call (at most
+ * TQ_MAX_BATCH: one command's worth): one KILL per worker. */
+void tq_loop_send_kills(tq_loop_t *self);
 
 /* ---- admin.c ------------------------------------------------------------- */
 
-/* Read DATA_DIR/paused (one queue name per line) and pause those queues.
- * Returns 0, or -1 with a message naming the file. */
+/* Read DATA_DIR/paused of an earlier version (one queue name per line),
+ * if there is one, and pause those queues through the engine (the
+ * journal records them). Call after the journal is open. Returns 0, or
+ * -1 with a message naming the file and line. */
 int tq_admin_load(tq_loop_t *self, char *err, size_t errlen);
-
-typedef struct tq_admin_state tq_admin_state_t;
-
-/* Start the writer of DATA_DIR/paused (after tq_admin_load). Returns 0,
- * or -1 with a message. */
-int tq_admin_open(tq_loop_t *self, char *err, size_t errlen);
-/* Finish the save in flight and stop the writer. Accepts a loop
- * without one. */
-void tq_admin_close(tq_loop_t *self);
-/* The socket to poll: readable when a save of the paused file ended. */
-void *tq_admin_socket(tq_loop_t *self);
-/* Answer the pause/resume requests the finished saves made durable (or
- * undo them and answer ERROR when a save failed). */
-void tq_admin_on_saved(tq_loop_t *self);
+/* Delete that file once the journal has its queues on disk (synced: 1
+ * when the journal was just closed, so everything is). */
+void tq_admin_drop_file(tq_loop_t *self, int synced);
 
 /* Handle an ADMIN message from client p (body: its JSON). */
 void tq_admin_handle(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body);

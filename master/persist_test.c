@@ -19,16 +19,26 @@
 static void *ctx;
 static char base[64];
 
+static tq_engine_t *engine;
+
+/* A store inside an engine (so that its changes reach the journal). */
 static tq_store_t *new_store(void) {
-    tq_store_cfg_t c = {1, 1000000, 3600000, 3600000, 86400000};
-    return tq_store_new(&c);
+    tq_engine_cfg_t c = {.store = {1, 1000000, 3600000, 3600000, 86400000}, .max_attempts = 3};
+    engine = tq_engine_new(&c);
+    return tq_engine_store(engine);
+}
+
+static void store_destroy(tq_store_t **s) {
+    tq_engine_destroy(&engine);
+    *s = NULL;
 }
 
 static tq_persist_t *open_dir(const char *dir, tq_store_t *s) {
+    TQ_ASSERT(s == tq_engine_store(engine));
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50, .zmq_ctx = ctx};
     tq_persist_report_t rep;
     char err[512];
-    tq_persist_t *p = tq_persist_open(&cfg, s, &rep, err, sizeof err);
+    tq_persist_t *p = tq_persist_open(&cfg, engine, &rep, err, sizeof err);
     if (!p)
         fprintf(stderr, "persist_open: %s\n", err);
     return p;
@@ -48,7 +58,7 @@ static tq_task_t *add(tq_store_t *s, size_t payload_len) {
 static void reopen(const char *dir, tq_store_t **s, tq_persist_t **p) {
     tq_persist_flush(*p);
     tq_persist_destroy(p);
-    tq_store_destroy(s);
+    store_destroy(s);
     *s = new_store();
     *p = open_dir(dir, *s);
     CHECK(*p != NULL);
@@ -102,7 +112,7 @@ static void test_holder_replayed(void) {
     CHECK_EQ_INT(tq_task_attempt(b), 1);
     CHECK_EQ_INT(tq_task_holder(b), 0);
     tq_persist_destroy(&p);
-    tq_store_destroy(&s);
+    store_destroy(&s);
 }
 
 static void test_holder_survives_compaction(void) {
@@ -148,7 +158,7 @@ static void test_holder_survives_compaction(void) {
     CHECK_EQ_INT(tq_task_attempt(q), 1);
     CHECK_EQ_INT(tq_task_holder(q), 0x123);
     tq_persist_destroy(&p);
-    tq_store_destroy(&s);
+    store_destroy(&s);
 }
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {

@@ -21,7 +21,7 @@ static void flush(slot_t *s, tq_sched_emit_fn emit, void *arg) {
 }
 
 /* Best task for worker w, queues round-robin from *qrr. */
-static tq_task_t *pick(tq_store_t *store, tq_peer_t *w, size_t *qrr) {
+static tq_task_t *pick(const tq_store_t *store, tq_peer_t *w, size_t *qrr) {
     size_t nq = tq_store_nqueues(store);
     for (size_t i = 0; i < nq; i++) {
         size_t qi = (*qrr + i) % nq;
@@ -40,7 +40,9 @@ static int eligible(const tq_peer_t *w) {
            w->credit > 0 && w->nfns > 0;
 }
 
-size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit, void *arg) {
+size_t tq_sched_run(tq_engine_t *engine, tq_peers_t *peers, tq_now_t now, tq_sched_emit_fn emit,
+                    void *arg) {
+    tq_store_t *store = tq_engine_store(engine);
     tq_queue_counts_t c;
     tq_store_counts(store, &c);
     if (c.queued == 0)
@@ -93,7 +95,7 @@ size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit,
             }
             if (s->n > 0 && (s->n == TQ_MAX_BATCH || s->bytes + t->payload_len > TQ_BATCH_BYTES))
                 flush(s, emit, arg);
-            tq_store_lease(store, t, s->w, s->w->instance);
+            tq_engine_lease(engine, t, s->w, s->w->instance, now);
             tq_peer_lease_add(s->w, t);
             s->w->credit--;
             s->tasks[s->n++] = t;

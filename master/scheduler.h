@@ -8,7 +8,7 @@
  * workers, so a burst is split evenly; queues are served round-robin;
  * within a queue the highest priority (then the oldest) goes first.
  *
- * The scheduler leases the tasks in the store, moves credit, records the
+ * The scheduler leases the tasks through the engine, moves credit, records the
  * lease on the worker, and hands each worker's batch to a callback (the
  * loop encodes and sends one DISPATCH per call). No sockets here. */
 #ifndef TQ_MASTER_SCHEDULER_H
@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 
+#include "engine.h"
 #include "peers.h"
 #include "store.h"
 
@@ -26,6 +27,7 @@ typedef void (*tq_sched_emit_fn)(void *arg, tq_peer_t *w, tq_task_t **tasks, siz
 
 /* Hand out as many queued tasks as credit allows. Returns the number of
  * tasks leased. */
-size_t tq_sched_run(tq_store_t *store, tq_peers_t *peers, tq_sched_emit_fn emit, void *arg);
+size_t tq_sched_run(tq_engine_t *engine, tq_peers_t *peers, tq_now_t now, tq_sched_emit_fn emit,
+                    void *arg);
 
 #endif

@@ -28,10 +28,16 @@ static void on_emit(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) {
         log->over_credit = 1;
 }
 
+/* The scheduler leases through an engine; the tests read its store. */
+static tq_engine_t *engine;
+static const tq_now_t now0 = {0, 0};
+
 static tq_store_t *new_store(void) {
-    tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 100000, .result_ttl_ms = 1000,
-                          .unfetched_ttl_ms = 1000};
-    return tq_store_new(&cfg);
+    tq_engine_cfg_t cfg = {.store = {.first_id = 1, .max_tasks = 100000, .result_ttl_ms = 1000,
+                                     .unfetched_ttl_ms = 1000},
+                           .max_attempts = 3};
+    engine = tq_engine_new(&cfg);
+    return tq_engine_store(engine);
 }
 
 static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t prio) {
@@ -74,7 +80,8 @@ static void release_all(tq_store_t *s, tq_peers_t *ps) {
 static void teardown(tq_store_t **s, tq_peers_t **ps) {
     release_all(*s, *ps);
     tq_peers_destroy(ps);
-    tq_store_destroy(s);
+    tq_engine_destroy(&engine);
+    *s = NULL;
 }
 
 static void test_fair_spread(void) {
@@ -89,7 +96,7 @@ static void test_fair_spread(void) {
     for (int i = 0; i < 100; i++)
         add(s, "square", "", 0);
     emit_log_t log = {0};
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 100);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 100);
     for (int i = 0; i < 4; i++) {
         CHECK_EQ_INT(w[i]->nleased, 25);
         CHECK_EQ_INT(w[i]->credit, 75);
@@ -108,25 +115,25 @@ static void test_credit_never_exceeded(void) {
     for (int i = 0; i < 50; i++)
         add(s, "f", "", 0);
     emit_log_t log = {0};
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 4);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 4);
     CHECK_EQ_INT(a->nleased, 3);
     CHECK_EQ_INT(b->nleased, 1);
     CHECK_EQ_INT(a->credit, 0);
     CHECK_EQ_INT(b->credit, 0);
     CHECK(!log.over_credit);
     /* no credit: nothing more goes out */
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 0);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 0);
     /* a result gives one credit back: exactly one more task */
     tq_task_t *t = a->leased[0];
     tq_peer_lease_remove(a, t);
     tq_store_finish(s, t, TQ_TASK_DONE, "r", 1, 0);
     a->credit = 1;
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 1);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 1);
     CHECK_EQ_INT(a->nleased, 3);
     /* draining workers get nothing */
     b->credit = 1;
     b->draining = 1;
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 0);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 0);
     teardown(&s, &ps);
 }
 
@@ -141,7 +148,7 @@ static void test_routing_by_function(void) {
         add(s, "nobody", "", 0);
     }
     emit_log_t log = {0};
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 60);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 60);
     CHECK(!log.wrong_fn);
     CHECK_EQ_INT(wx->nleased, 30);
     CHECK_EQ_INT(wy->nleased, 30);
@@ -163,18 +170,18 @@ static void test_priority_and_queues(void) {
     tq_task_t *high = add(s, "f", "q1", 10);
     tq_task_t *other = add(s, "f", "q2", -5);
     emit_log_t log = {0};
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 1);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 1);
     CHECK(w->leased[0] == high);
     /* finish it; the next pick is served from the other queue (round-robin) */
     tq_peer_lease_remove(w, high);
     tq_store_finish(s, high, TQ_TASK_DONE, NULL, 0, 0);
     w->credit = 1;
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 1);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 1);
     CHECK(w->leased[0] == other);
     tq_peer_lease_remove(w, other);
     tq_store_finish(s, other, TQ_TASK_DONE, NULL, 0, 0);
     w->credit = 1;
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 1);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 1);
     CHECK(w->leased[0] == low);
     teardown(&s, &ps);
 }
@@ -186,7 +193,7 @@ static void test_large_burst_batches(void) {
     for (int i = 0; i < 3000; i++)
         add(s, "f", "", 0);
     emit_log_t log = {0};
-    CHECK_EQ_INT(tq_sched_run(s, ps, on_emit, &log), 3000);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 3000);
     CHECK_EQ_INT(log.max_batch, TQ_MAX_BATCH);
     CHECK_EQ_INT(log.calls, 3);
     CHECK_EQ_INT(w->credit, TQ_MAX_SLOTS - 3000);
