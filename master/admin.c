@@ -125,15 +125,15 @@ static void fail(admin_t *a, int code, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     tq_loop_warn_peer(a->loop, a->peer, a->peer->address, "%s", msg);
-    tq_loop_reply_error(a->loop, tq_loop_rid(a->peer), code, a->req, msg);
+    tq_outbox_error(a->loop->outbox, tq_loop_rid(a->peer), code, a->req, msg);
 }
 
 static void reply(admin_t *a, cJSON *doc) {
     cJSON_AddNumberToObject(doc, "req", (double)a->req);
     cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(&a->loop->out, TQ_MSG_ADMIN_REPLY, doc);
+    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
     cJSON_Delete(doc);
-    tq_loop_send_peer(a->loop, a->peer);
+    tq_outbox_send(a->loop->outbox, a->peer);
 }
 
 /* An optional non-negative integer field no larger than max: 0 when
@@ -329,15 +329,11 @@ static void op_pause(admin_t *a, int pause) {
     cJSON_AddBoolToObject(doc, "changed", changed);
     cJSON_AddNumberToObject(doc, "req", (double)a->req);
     cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(&a->loop->out, TQ_MSG_ADMIN_REPLY, doc);
+    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
     cJSON_Delete(doc);
     /* the state it reports may be another request's, not durable yet */
-    uint64_t lsn = tq_persist_lsn(a->loop->persist);
-    if (lsn > tq_persist_ready(a->loop->persist))
-        tq_peer_defer_gated(a->peer,
-                            (tq_bytes_t){a->loop->out.head.data, a->loop->out.head.len}, lsn);
-    else
-        tq_loop_send_peer(a->loop, a->peer);
+    tq_outbox_send_gated(a->loop->outbox, a->peer, tq_persist_lsn(a->loop->persist),
+                         tq_persist_ready(a->loop->persist), 0);
 }
 
 void tq_admin_handle(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body) {

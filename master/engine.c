@@ -208,6 +208,9 @@ void tq_engine_lease(tq_engine_t *self, tq_task_t *t, void *worker, uint64_t hol
         tq_store_set_deadline(self->store, t, now.mono_ms + self->cfg.lease_timeout_ms);
 }
 
+void tq_engine_hold(tq_engine_t *self, tq_task_t *t) { tq_store_hold(self->store, t); }
+void tq_engine_unhold(tq_engine_t *self, tq_task_t *t) { tq_store_unhold(self->store, t); }
+
 int tq_engine_release(tq_engine_t *self, void *worker, uint64_t id, uint32_t attempt) {
     tq_task_t *t = tq_store_get(self->store, id);
     if (!t || t->state != TQ_TASK_LEASED || tq_task_worker(t) != worker ||

@@ -113,11 +113,18 @@ typedef struct {
 int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, int session,
                      tq_now_t now, uint64_t *ids, uint8_t *added, tq_engine_err_t *err);
 
-/* Queued, runnable t leased to worker (instance holder): attempt + 1,
+/* Queued, runnable (or held) t leased to worker (instance holder): attempt + 1,
  * and a lease deadline: run timeout + 2 heartbeats, or --lease-timeout,
  * from now. */
 void tq_engine_lease(tq_engine_t *self, tq_task_t *t, void *worker, uint64_t holder,
                      tq_now_t now);
+
+/* Dispatch planning (scheduler.h): queued, runnable t is held out of
+ * its heap for a plan, or put back at its place. No event: a held task
+ * is still queued, and the plan is committed (tq_engine_lease) or
+ * dropped within the same call. */
+void tq_engine_hold(tq_engine_t *self, tq_task_t *t);
+void tq_engine_unhold(tq_engine_t *self, tq_task_t *t);
 
 /* The worker (worker, instance) handed back (id, attempt) unrun: if it
  * still holds that lease the task is queued again at its old place.

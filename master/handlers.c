@@ -34,7 +34,7 @@ typedef void handler_fn(tq_loop_t *self, tq_peer_t *p, const msg_t *m);
 static void bad_body(tq_loop_t *self, tq_peer_t *p, const char *addr, const msg_t *m, uint32_t req,
                      const tq_error_t *err) {
     tq_loop_warn_peer(self, p, addr, "bad %s: %s", tq_msg_type_name(m->type), err->msg);
-    tq_loop_reply_error(self, m->rid, err->code, req, err->msg);
+    tq_outbox_error(self->outbox, m->rid, err->code, req, err->msg);
 }
 
 /* 1 if p has the role need, else 0 after a WRONG_ROLE error reply. */
@@ -45,7 +45,7 @@ static int role_ok(tq_loop_t *self, tq_peer_t *p, int type, tq_role_t need) {
     snprintf(msg, sizeof msg, "%s is not allowed from a %s", tq_msg_type_name(type),
              p->role == TQ_ROLE_WORKER ? "worker" : "client");
     tq_loop_warn_peer(self, p, p->address, "%s", msg);
-    tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_WRONG_ROLE, 0, msg);
+    tq_outbox_error(self->outbox, tq_loop_rid(p), TQ_ERR_WRONG_ROLE, 0, msg);
     return 0;
 }
 
@@ -93,7 +93,7 @@ static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, ch
 static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code,
                          const char *msg) {
     tq_loop_warn_peer(self, p, m->addr, "HELLO refused: %s", msg);
-    tq_loop_reply_error(self, m->rid, code, 0, msg);
+    tq_outbox_error(self->outbox, m->rid, code, 0, msg);
 }
 
 /* A worker's "instance": TQ_INSTANCE_HEX lowercase hex digits, not all
@@ -275,9 +275,9 @@ static void send_welcome(tq_loop_t *self, tq_peer_t *p) {
     cJSON_AddNumberToObject(w, "max_payload", (double)self->cfg.max_payload);
     cJSON_AddBoolToObject(w, "packed", 1); /* we take packed messages */
     cJSON_AddStringToObject(w, "master", "taskq-master " TQ_VERSION);
-    tq_out_json(&self->out, TQ_MSG_WELCOME, w);
+    tq_out_json(tq_outbox_msg(self->outbox), TQ_MSG_WELCOME, w);
     cJSON_Delete(w);
-    tq_loop_send_peer(self, p);
+    tq_outbox_send(self->outbox, p);
 }
 
 /* HELLO, from anyone at any time (p: the peer's current registration or
@@ -368,9 +368,9 @@ static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
                              js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
     cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, (size_t)qoff,
                                 tq_mono_ms());
-    tq_out_json(&self->out, TQ_MSG_STATUS_REPLY, doc);
+    tq_out_json(tq_outbox_msg(self->outbox), TQ_MSG_STATUS_REPLY, doc);
     cJSON_Delete(doc);
-    tq_loop_send_peer(self, p);
+    tq_outbox_send(self->outbox, p);
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -403,7 +403,7 @@ static int submit_names(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, i
         if (!intern_for(self, p, self->specs[i].fn, msg, sizeof msg) ||
             !intern_for(self, p, q, msg, sizeof msg)) {
             tq_loop_warn_peer(self, p, p->address, "SUBMIT refused: %s", msg);
-            tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_TOO_MANY, req, msg);
+            tq_outbox_error(self->outbox, tq_loop_rid(p), TQ_ERR_TOO_MANY, req, msg);
             return -1;
         }
     }
@@ -429,7 +429,7 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     if (jerr) {
         char msg[160];
         snprintf(msg, sizeof msg, "journal write failed: %s", strerror(jerr));
-        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_UNAVAILABLE, req, msg);
+        tq_outbox_error(self->outbox, tq_loop_rid(p), TQ_ERR_UNAVAILABLE, req, msg);
         return;
     }
     if (submit_names(self, p, n, req, now.wall_ms) < 0)
@@ -437,15 +437,15 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     tq_engine_err_t eerr;
     if (tq_engine_submit(self->engine, self->specs, n, flags & TQ_SUBMIT_SCOPED_KEYS, now,
                          self->ids, self->added, &eerr) < 0) {
-        tq_loop_reply_error(self, tq_loop_rid(p), eerr.code, req, eerr.msg);
+        tq_outbox_error(self->outbox, tq_loop_rid(p), eerr.code, req, eerr.msg);
         return;
     }
-    tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
+    tq_out_begin_ids(tq_outbox_msg(self->outbox), TQ_MSG_SUBMIT_ACK, req);
     int waited = 0;
     uint64_t known[TQ_MAX_BATCH];
     size_t nknown = 0;
     for (size_t i = 0; i < n; i++) {
-        tq_out_id(&self->out, self->ids[i]);
+        tq_out_id(tq_outbox_msg(self->outbox), self->ids[i]);
         if (!(flags & TQ_SUBMIT_SUBSCRIBE))
             continue;
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
@@ -464,16 +464,8 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
      * When the client waits for results of the batch, the ack also waits
      * for the end of the next loop pass (LOOP_ACK_HOLD_MS at most), to
      * travel with the first of them. */
-    uint64_t lsn = tq_persist_lsn(self->persist);
-    if (waited) {
-        self->held_until = self->pass + 1;
-        tq_peer_defer_held(p, (tq_bytes_t){self->out.head.data, self->out.head.len}, lsn,
-                           self->held_until);
-    } else if (lsn > tq_persist_ready(self->persist)) {
-        tq_peer_defer_gated(p, (tq_bytes_t){self->out.head.data, self->out.head.len}, lsn);
-    } else {
-        tq_loop_send_peer(self, p);
-    }
+    tq_outbox_send_gated(self->outbox, p, tq_persist_lsn(self->persist),
+                         tq_persist_ready(self->persist), waited);
 }
 
 /* ACK: these outcomes reached the client; the journal may forget them. */
@@ -526,16 +518,15 @@ static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     uint8_t outcome[TQ_MAX_BATCH];
     for (size_t i = 0; i < n; i++)
         outcome[i] = tq_engine_cancel(self->engine, self->ids[i], now);
-    tq_out_begin_cancel_ack(&self->out, req);
+    tq_out_begin_cancel_ack(tq_outbox_msg(self->outbox), req);
     for (size_t i = 0; i < n; i++)
-        tq_out_cancel_item(&self->out, self->ids[i], outcome[i]);
-    tq_loop_send_peer(self, p);
-    tq_loop_send_kills(self);
-}
+        tq_out_cancel_item(tq_outbox_msg(self->outbox), self->ids[i], outcome[i]);
+    tq_outbox_send(self->outbox, p);
+    }
 
 static void on_admin(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     if (m->nparts) {
-        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_MALFORMED, 0,
+        tq_outbox_error(self->outbox, tq_loop_rid(p), TQ_ERR_MALFORMED, 0,
                             "ADMIN: unexpected data frames");
         return;
     }
@@ -654,7 +645,7 @@ static void on_unregistered(tq_loop_t *self, const msg_t *m) {
         tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
     else
         tq_loop_warn_peer(self, NULL, m->addr, "%s before HELLO", tq_msg_type_name(m->type));
-    tq_loop_reply_error(self, m->rid, TQ_ERR_NOT_REGISTERED, body_req(m->type, m->body),
+    tq_outbox_error(self->outbox, m->rid, TQ_ERR_NOT_REGISTERED, body_req(m->type, m->body),
                         "not registered: send HELLO first");
 }
 
@@ -663,7 +654,7 @@ static void on_not_for_master(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     char msg[96];
     snprintf(msg, sizeof msg, "%s is sent by the master, not to it", tq_msg_type_name(m->type));
     tq_loop_warn_peer(self, p, m->addr, "%s", msg);
-    tq_loop_reply_error(self, m->rid, TQ_ERR_WRONG_ROLE, 0, msg);
+    tq_outbox_error(self->outbox, m->rid, TQ_ERR_WRONG_ROLE, 0, msg);
 }
 
 void tq_loop_handle(tq_loop_t *self) {
@@ -677,7 +668,7 @@ void tq_loop_handle(tq_loop_t *self) {
     tq_error_t err;
     if (tq_in_head(self->in, &m.type, &m.body, &err) < 0) {
         tq_loop_warn_peer(self, p, m.addr, "malformed message: %s", err.msg);
-        tq_loop_reply_error(self, m.rid, err.code, 0, err.msg);
+        tq_outbox_error(self->outbox, m.rid, err.code, 0, err.msg);
         return;
     }
     m.parts = tq_in_parts(self->in);

@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "loop_internal.h"
+#include "outbox.h"
 #include "scheduler.h"
 #include "tq_curve.h"
 #include "tq_log.h"
@@ -66,8 +67,6 @@
  * its data: its record and ZeroMQ's bookkeeping, so that empty results
  * are bounded too (and the ring of unconfirmed outcomes with them). */
 #define LOOP_OUTCOME_COST 64u
-/* Bytes of deferred replies one peer may hold before it is forgotten. */
-#define LOOP_MAX_DEFERRED_BYTES (64u * 1024u * 1024u)
 
 /* ---- logging ----------------------------------------------------------- */
 
@@ -168,115 +167,7 @@ out:
     }
 }
 
-/* ---- sending (what these promise: loop_internal.h) -------------------- */
-
-/* 1 if self->out may be deferred rather than dropped: a one-frame reply.
- * HEARTBEATs are replaced by the next one; DISPATCH and RESULTS have
- * their own retry (leases undone, outcomes kept pending). */
-static int deferrable(const tq_out_t *o) {
-    return o->nparts == 0 && o->type != TQ_MSG_HEARTBEAT && o->type != TQ_MSG_DISPATCH &&
-           o->type != TQ_MSG_RESULTS;
-}
-
-/* Queue a copy of self->out in p. A peer that lets more than
- * LOOP_MAX_DEFERRED_BYTES pile up reads nothing: it is forgotten. */
-static void defer_out(tq_loop_t *self, tq_peer_t *p) {
-    tq_peer_defer(p, (tq_bytes_t){self->out.head.data, self->out.head.len});
-    self->sends_stalled = 1;
-    if (p->deferred_bytes > LOOP_MAX_DEFERRED_BYTES) {
-        tq_warn("%s %s reads no replies (%zu bytes waiting): forgetting it",
-                p->role == TQ_ROLE_WORKER ? "worker" : "client", p->name, p->deferred_bytes);
-        p->gone = 1;
-        self->sched_dirty = 1;
-    }
-}
-
-/* Send p's deferred replies, oldest first, until its queue is full. */
-static void flush_deferred(tq_loop_t *self, tq_peer_t *p) {
-    size_t sent = 0;
-    uint64_t ready = tq_persist_ready(self->persist);
-    while (sent < p->ndeferred && !p->gone) {
-        if (p->deferred_lsn[sent] > ready)
-            break; /* an ack whose tasks are not durable yet: after the sync */
-        if (p->deferred_pass[sent] > self->pass)
-            break; /* an ack held for its results: next pass */
-        tq_bytes_t f = p->deferred[sent];
-        if (zmq_send(self->router, p->rid, p->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-            if (errno == EHOSTUNREACH) {
-                p->gone = 1;
-                self->sched_dirty = 1;
-            } else {
-                self->sends_stalled = 1;
-            }
-            break;
-        }
-        /* after the routing id is accepted the message goes through whole */
-        zmq_send(self->router, f.data, f.len, ZMQ_DONTWAIT);
-        sent++;
-    }
-    tq_peer_deferred_pop(p, sent);
-}
-
-int tq_loop_send_peer(tq_loop_t *self, tq_peer_t *p) {
-    if (p->gone) {
-        errno = EHOSTUNREACH;
-        return -1;
-    }
-    int defer = deferrable(&self->out);
-    if (defer && p->ndeferred > 0) { /* stay behind the older ones */
-        defer_out(self, p);
-        return 0;
-    }
-    tq_bytes_t rid = tq_loop_rid(p);
-    if (tq_out_send_packed(&self->out, self->router, &rid, ZMQ_DONTWAIT, p->packed) == 0)
-        return 0;
-    int e = errno;
-    if (e == EAGAIN && defer) {
-        defer_out(self, p);
-        return 0;
-    }
-    if (e == EHOSTUNREACH) {
-        p->gone = 1;
-        self->sched_dirty = 1;
-    } else if (e != EAGAIN) {
-        tq_warn("send %s to %s failed: %s", tq_msg_type_name(self->out.type), p->name,
-                zmq_strerror(e));
-    }
-    errno = e;
-    return -1;
-}
-
-/* Send self->out to a routing id (a peer that may not be registered). */
-static void send_rid(tq_loop_t *self, tq_bytes_t rid) {
-    tq_peer_t *p = tq_peers_find(self->peers, rid);
-    if (p) {
-        tq_loop_send_peer(self, p);
-        return;
-    }
-    tq_out_send(&self->out, self->router, &rid, ZMQ_DONTWAIT);
-}
-
-void tq_loop_reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref, const char *msg) {
-    tq_out_error(&self->out, code, ref, msg);
-    send_rid(self, rid);
-}
-
-void tq_loop_send_kills(tq_loop_t *self) {
-    size_t nk = self->nkills;
-    for (size_t i = 0; i < nk; i++) {
-        tq_peer_t *w = self->kill_to[i];
-        if (!w)
-            continue;
-        tq_out_begin(&self->out, TQ_MSG_KILL);
-        for (size_t k = i; k < nk; k++)
-            if (self->kill_to[k] == w) {
-                tq_out_lease(&self->out, self->kills[k].id, self->kills[k].attempt);
-                self->kill_to[k] = NULL;
-            }
-        tq_loop_send_peer(self, w);
-    }
-    self->nkills = 0;
-}
+/* ---- the engine's events ------------------------------------------------ */
 
 tq_now_t tq_loop_now(void) {
     tq_now_t now = {tq_wall_ms(), tq_mono_ms()};
@@ -290,13 +181,8 @@ static void on_engine(void *arg, const tq_engine_ev_t *ev) {
     tq_loop_t *self = arg;
     switch (ev->kind) {
     case TQ_EV_LEASE_END:
-        if (ev->kill && ev->worker) {
-            TQ_ASSERT(self->nkills < TQ_MAX_BATCH);
-            self->kill_to[self->nkills] = ev->worker;
-            self->kills[self->nkills].id = ev->task->id;
-            self->kills[self->nkills].attempt = ev->attempt;
-            self->nkills++;
-        }
+        if (ev->kill && ev->worker) /* sent after the command (tq_outbox_send_kills) */
+            tq_outbox_kill(self->outbox, ev->worker, ev->task->id, ev->attempt);
         if (ev->worker)
             tq_peer_lease_remove(ev->worker, ev->task);
         break;
@@ -342,6 +228,7 @@ void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why) {
     peer_unregister(self, p);
     for (size_t i = 0; i < p->nfns; i++) /* held since its HELLO */
         tq_store_name_release(self->store, p->fns[i]);
+    tq_outbox_forget(self->outbox, p);
     tq_peers_remove(self->peers, pp);
 }
 
@@ -356,25 +243,11 @@ static void reap_gone(tq_loop_t *self) {
 
 /* ---- dispatch ----------------------------------------------------------- */
 
-/* Scheduler callback: one DISPATCH for worker w. If it cannot be sent,
- * the leases are undone (the tasks keep their place and attempt). */
-static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) {
+/* The scheduler's send callback: one DISPATCH for worker w, handed to
+ * the outbox (sent, or queued in order when w's pipe is full). */
+static int send_dispatch(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
     tq_loop_t *self = arg;
-    tq_out_begin(&self->out, TQ_MSG_DISPATCH);
-    for (size_t i = 0; i < n; i++) {
-        tq_dispatch_item_t d = {tasks[i]->id, tq_task_attempt(tasks[i]), tq_task_timeout(tasks[i]),
-                                tq_bytes_str(tq_task_fn(tasks[i])), tq_task_payload(tasks[i])};
-        tq_out_dispatch_item(&self->out, &d);
-    }
-    if (tq_loop_send_peer(self, w) == 0)
-        return;
-    if (errno == EAGAIN)
-        w->stalled = 1;
-    for (size_t i = 0; i < n; i++) {
-        tq_peer_lease_remove(w, tasks[i]);
-        tq_store_unlease(self->store, tasks[i]);
-    }
-    w->credit += (uint32_t)n;
+    return tq_outbox_dispatch(self->outbox, w, tasks, n);
 }
 
 /* ---- RESULTS to clients ------------------------------------------------- */
@@ -400,8 +273,9 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
     while (i < c->npending && !over) {
         size_t first = i;
         uint64_t inflight = tq_peer_unconfirmed(c);
-        tq_out_begin(&self->out, TQ_MSG_RESULTS);
-        while (i < c->npending && !tq_out_full(&self->out)) {
+        tq_out_t *out = tq_outbox_msg(self->outbox);
+        tq_out_begin(out, TQ_MSG_RESULTS);
+        while (i < c->npending && !tq_out_full(out)) {
             tq_task_t *t = tq_store_get(self->store, c->pending[i]);
             tq_outcome_t o = {c->pending[i], TQ_ST_UNKNOWN, 0, {NULL, 0}};
             if (t && tq_task_finished(t)) {
@@ -416,12 +290,12 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
             }
             inflight += cost;
             charge[i - first] = cost;
-            tq_out_outcome(&self->out, &o);
+            tq_out_outcome(out, &o);
             i++;
         }
         if (i == first)
             break;
-        if (tq_loop_send_peer(self, c) < 0) {
+        if (tq_outbox_send(self->outbox, c) < 0) {
             if (!c->gone) { /* EAGAIN: keep what was not sent, in order */
                 i = first;
                 self->sends_stalled = 1;
@@ -459,7 +333,7 @@ static void expire_leases(tq_loop_t *self) {
     tq_now_t now = tq_loop_now();
     for (size_t n = 0; n < LOOP_EXPIRE_STEPS && tq_engine_expire_one(self->engine, now); n++)
         ;
-    tq_loop_send_kills(self);
+    tq_outbox_send_kills(self->outbox);
 }
 
 /* Forget peers silent for longer than the heartbeat timeout, send a
@@ -474,8 +348,8 @@ static void heartbeat(tq_loop_t *self, int64_t now) {
             tq_loop_forget_peer(self, &p, why);
             continue;
         }
-        tq_out_begin(&self->out, TQ_MSG_HEARTBEAT);
-        tq_loop_send_peer(self, p);
+        tq_out_begin(tq_outbox_msg(self->outbox), TQ_MSG_HEARTBEAT);
+        tq_outbox_send(self->outbox, p);
     }
     tq_status_sample(self->status, self->store, now);
 }
@@ -559,7 +433,6 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     self->start_ms = tq_mono_ms();
     self->status = tq_status_new(self->start_ms);
     self->in = tq_in_new();
-    tq_out_init(&self->out);
 
     self->router = zmq_socket(ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
@@ -591,6 +464,7 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
         snprintf(err, errlen, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
         goto fail;
     }
+    self->outbox = tq_outbox_new(self->router, self->peers);
     int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_ACCEPT_FAILED | ZMQ_EVENT_DISCONNECTED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
@@ -647,8 +521,8 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
          * without spinning on a worker whose pipe is full. */
         if ((self->sched_dirty || self->sends_stalled) && timeout > LOOP_RETRY_MS)
             timeout = LOOP_RETRY_MS;
-        self->pass++;
-        if (self->held_until >= self->pass && timeout > LOOP_ACK_HOLD_MS)
+        tq_outbox_pass(self->outbox);
+        if (tq_outbox_held(self->outbox) && timeout > LOOP_ACK_HOLD_MS)
             timeout = LOOP_ACK_HOLD_MS; /* a held ack goes out soon anyway */
         int64_t due = tq_store_next_due(self->store, tq_wall_ms());
         if (due >= 0 && due < timeout)
@@ -686,6 +560,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                 }
                 tq_auth_mark_active(self->auth, tq_in_source_fd(self->in));
                 tq_loop_handle(self);
+                tq_outbox_send_kills(self->outbox); /* what the command asked for */
             }
         }
         now = tq_mono_ms();
@@ -711,7 +586,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         reap_gone(self);
         if (self->sched_dirty) {
             self->sched_dirty = 0;
-            tq_sched_run(self->engine, self->peers, tq_loop_now(), emit_dispatch, self);
+            tq_sched_run(self->engine, self->peers, tq_loop_now(), send_dispatch, self);
         }
         if (now >= self->next_jtick_ms || tq_persist_busy(self->persist)) {
             tq_persist_tick(self->persist, now);
@@ -721,17 +596,22 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
          * out; acks of SUBMITs wait in their peer (gated) until ready. */
         tq_persist_flush(self->persist);
         self->sends_stalled = 0;
+        uint64_t ready = tq_persist_ready(self->persist);
         for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
             tq_peer_t *p = tq_peers_at(self->peers, i);
-            if (p->ndeferred)
-                flush_deferred(self, p);
+            if (p->outq.n)
+                tq_outbox_flush(self->outbox, p, ready);
             if (p->npending)
                 flush_results(self, p);
-            if (p->stalled) {
+            if (p->stalled && !p->outq.n) {
                 p->stalled = 0;
-                self->sched_dirty = 1; /* try it again next iteration */
+                self->sched_dirty = 1; /* it can take tasks again */
             }
         }
+        if (tq_outbox_take_stalled(self->outbox))
+            self->sends_stalled = 1;
+        if (tq_outbox_take_gone(self->outbox))
+            self->sched_dirty = 1;
         reap_gone(self);
     }
 }
@@ -775,14 +655,15 @@ void tq_loop_destroy(tq_loop_t **self_p) {
             }
             if (p->role == TQ_ROLE_CLIENT)
                 tq_peer_drop_waits(p, self->store);
+            tq_outbox_forget(self->outbox, p);
         }
     }
+    tq_outbox_destroy(&self->outbox);
     tq_peers_destroy(&self->peers);
     tq_engine_destroy(&self->engine);
     self->store = NULL;
     tq_status_destroy(&self->status);
     tq_in_destroy(&self->in);
-    tq_out_free(&self->out);
     free(self);
     *self_p = NULL;
 }

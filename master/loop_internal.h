@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "engine.h"
 #include "loop.h"
+#include "outbox.h"
 #include "peers.h"
 #include "persist.h"
 #include "status.h"
@@ -41,13 +42,11 @@ struct tq_loop {
     tq_peers_t *peers;
     tq_status_t *status;
     tq_in_t *in;
-    tq_out_t out;
+    tq_outbox_t *outbox; /* every send, the per-peer queues and their gates */
     int64_t start_ms;
     int64_t next_hb_ms;
     int64_t next_sweep_ms;
     int sched_dirty;
-    uint64_t pass;       /* loop passes so far */
-    uint64_t held_until; /* a SUBMIT_ACK is held until this pass ends */
     int sends_stalled; /* RESULTS or deferred replies could not be sent: retry soon */
     int started; /* bound and ready: log a summary at destroy */
     uint64_t late_results;
@@ -63,11 +62,6 @@ struct tq_loop {
     uint64_t ids[TQ_MAX_BATCH];
     tq_result_item_t results[TQ_MAX_BATCH];
     tq_lease_ref_t leases[TQ_MAX_BATCH];
-    /* KILLs the engine asked for (LEASE_END with kill), sent by
-     * tq_loop_send_kills */
-    tq_peer_t *kill_to[TQ_MAX_BATCH];
-    tq_lease_ref_t kills[TQ_MAX_BATCH];
-    size_t nkills;
 };
 
 /* The time of a command now (engine.h). */
@@ -93,25 +87,11 @@ void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const ch
  * (the rest are counted, and a summary says how many were not logged). */
 int tq_loop_peer_line(tq_loop_t *self, int level, const char *addr);
 
-/* Send self->out to a registered peer without blocking. On EHOSTUNREACH
- * the peer is marked gone (forgotten at the end of the iteration). A
- * one-frame message other than HEARTBEAT (an ack, ERROR, WELCOME,
- * STATUS_REPLY, KILL) is never dropped: when the peer's queue is full, or
- * older such messages still wait, a copy is queued in the peer and sent
- * in order later (0 is returned). Returns 0, or -1 with errno set. */
-int tq_loop_send_peer(tq_loop_t *self, tq_peer_t *p);
-
-/* Send an ERROR (code, ref, msg) to a routing id, registered or not. */
-void tq_loop_reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref, const char *msg);
-
 /* Forget a peer: its leased tasks go back to their queues (or die), a
  * client's waits are dropped. why ("left", "lost (...)") is for the log.
  * Nulls *pp. */
 void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why);
 
-/* Send the KILLs the engine asked for since the last call (at most
- * TQ_MAX_BATCH: one command's worth): one KILL per worker. */
-void tq_loop_send_kills(tq_loop_t *self);
 
 /* ---- admin.c ------------------------------------------------------------- */
 

@@ -1,6 +1,7 @@
 /* persist_test.c - the lease holder (the worker instance a RESULT is
- * taken from) survives a restart: LEASE records carry it, an undone
- * dispatch forgets it, and compaction rewrites it with the task. */
+ * taken from) survives a restart: LEASE records carry it, a planned
+ * dispatch that was not made writes nothing, and compaction rewrites it
+ * with the task. */
 #include "persist.h"
 
 #include <dirent.h>
@@ -98,10 +99,10 @@ static void test_holder_replayed(void) {
     CHECK_EQ_INT(tq_task_holder(a), 0x1111222233334444ull);
     tq_store_lease(s, b, &w, 0x5555);
     tq_store_requeue(s, b, 0, 0); /* b's lease is lost: its holder stays */
-    tq_store_lease(s, b, &w, 0x6666);
-    tq_store_unlease(s, b); /* dispatch undone: attempt 1 again, holder unknown */
+    tq_store_hold(s, b); /* planned, not dispatched: nothing is written */
+    tq_store_unhold(s, b);
     CHECK_EQ_INT(tq_task_attempt(b), 1);
-    CHECK_EQ_INT(tq_task_holder(b), 0);
+    CHECK_EQ_INT(tq_task_holder(b), 0x5555);
     reopen(dir, &s, &p);
     a = tq_store_get(s, ida);
     b = tq_store_get(s, idb);
@@ -110,7 +111,7 @@ static void test_holder_replayed(void) {
     CHECK_EQ_INT(tq_task_attempt(a), 1);
     CHECK_EQ_INT(tq_task_holder(a), 0x1111222233334444ull);
     CHECK_EQ_INT(tq_task_attempt(b), 1);
-    CHECK_EQ_INT(tq_task_holder(b), 0);
+    CHECK_EQ_INT(tq_task_holder(b), 0x5555); /* a lost lease keeps its holder */
     tq_persist_destroy(&p);
     store_destroy(&s);
 }

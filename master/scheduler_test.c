@@ -14,18 +14,21 @@ typedef struct {
     int over_credit;
 } emit_log_t;
 
-static void on_emit(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) {
+/* The send callback: the tasks are planned (held) for w, not leased yet. */
+static int on_emit(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
     emit_log_t *log = arg;
     log->calls++;
     log->tasks += n;
     if (n > log->max_batch)
         log->max_batch = n;
     for (size_t i = 0; i < n; i++) {
-        if (!tq_peer_serves(w, tq_task_fn(tasks[i])) || tq_task_worker(tasks[i]) != w)
+        if (!tq_peer_serves(w, tq_task_fn(tasks[i])) || tasks[i]->state != TQ_TASK_QUEUED ||
+            tq_task_worker(tasks[i]) != NULL)
             log->wrong_fn = 1;
     }
-    if (w->nleased > w->slots)
+    if (w->nleased + n > w->slots || n > w->credit)
         log->over_credit = 1;
+    return 0;
 }
 
 /* The scheduler leases through an engine; the tests read its store. */
@@ -200,11 +203,60 @@ static void test_large_burst_batches(void) {
     teardown(&s, &ps);
 }
 
+static int refuse_b(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
+    (void)tasks, (void)n;
+    return strcmp(w->name, (const char *)arg) == 0 ? -1 : 0;
+}
+
+static void count_leases(void *arg, const tq_engine_ev_t *ev) {
+    if (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_LEASED)
+        ++*(size_t *)arg;
+}
+
+/* A batch whose DISPATCH cannot be queued (its worker is gone) is not
+ * leased: no LEASE is recorded, and its tasks keep their place. */
+static void test_refused_batch_not_leased(void) {
+    tq_store_t *s = new_store();
+    tq_peers_t *ps = tq_peers_new();
+    tq_peer_t *a = worker(ps, s, "a", 2, "f", NULL);
+    tq_peer_t *b = worker(ps, s, "b", 2, "f", NULL);
+    tq_task_t *t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = add(s, "f", "", 0);
+    size_t leases = 0;
+    tq_engine_subscribe(engine, count_leases, &leases);
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, refuse_b, (void *)"b"), 2);
+    CHECK_EQ_INT(leases, 2);
+    CHECK_EQ_INT(a->nleased, 2);
+    CHECK_EQ_INT(a->credit, 0);
+    CHECK_EQ_INT(b->nleased, 0);
+    CHECK_EQ_INT(b->credit, 2);
+    size_t queued = 0;
+    for (int i = 0; i < 4; i++) {
+        if (t[i]->state == TQ_TASK_LEASED) {
+            CHECK(tq_task_worker(t[i]) == a);
+            CHECK_EQ_INT(tq_task_attempt(t[i]), 1);
+        } else {
+            CHECK_EQ_INT(tq_task_attempt(t[i]), 0);
+            queued++;
+        }
+    }
+    CHECK_EQ_INT(queued, 2);
+    /* they are runnable again: b gets them when it can take them */
+    emit_log_t log = {0};
+    CHECK_EQ_INT(tq_sched_run(engine, ps, now0, on_emit, &log), 2);
+    CHECK_EQ_INT(b->nleased, 2);
+    CHECK_EQ_INT(leases, 4);
+    tq_engine_unsubscribe(engine, count_leases, &leases);
+    teardown(&s, &ps);
+}
+
 int main(void) {
     RUN(test_fair_spread);
     RUN(test_credit_never_exceeded);
     RUN(test_routing_by_function);
     RUN(test_priority_and_queues);
     RUN(test_large_burst_batches);
+    RUN(test_refused_batch_not_leased);
     TEST_MAIN_END();
 }
