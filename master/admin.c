@@ -16,7 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "loop_internal.h"
+#include "admin.h"
+#include "now.h"
 #include "tq_log.h"
 #include "tq_util.h"
 
@@ -30,14 +31,16 @@
 
 /* ---- the paused file of earlier versions ------------------------------------ */
 
-static int paused_path(const tq_loop_t *self, const char *suffix, char *out, size_t len) {
-    int n = snprintf(out, len, "%s/paused%s", self->cfg.journal.data_dir, suffix);
+static int paused_path(const char *data_dir, char *out, size_t len) {
+    int n = snprintf(out, len, "%s/paused", data_dir);
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-int tq_admin_load(tq_loop_t *self, char *err, size_t errlen) {
+int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir,
+                  uint64_t *lsn, char *err, size_t errlen) {
+    tq_store_t *store = tq_engine_store(engine);
     char path[4096];
-    if (paused_path(self, "", path, sizeof path) < 0) {
+    if (paused_path(data_dir, path, sizeof path) < 0) {
         snprintf(err, errlen, "--data-dir: path too long");
         return -1;
     }
@@ -72,13 +75,13 @@ int tq_admin_load(tq_loop_t *self, char *err, size_t errlen) {
             }
             if (pass == 0 || !n)
                 continue;
-            tq_queue_t *q = tq_store_queue(self->store, name);
+            tq_queue_t *q = tq_store_queue(store, name);
             if (!q) {
                 snprintf(err, errlen, "%s line %zu: too many queue names", path, lineno);
                 rc = -1;
                 break;
             }
-            if (tq_engine_pause(self->engine, q, 1)) /* journaled */
+            if (tq_engine_pause(engine, q, 1)) /* journaled */
                 tq_info("queue %s is paused (%s, now in the journal)", line, path);
         }
         if (rc == 0 && ferror(f)) {
@@ -87,20 +90,15 @@ int tq_admin_load(tq_loop_t *self, char *err, size_t errlen) {
         }
     }
     fclose(f);
-    if (rc == 0) {
-        self->paused_file = 1;
-        self->paused_file_lsn = tq_persist_lsn(self->persist);
-    }
-    return rc;
+    if (rc < 0)
+        return -1;
+    *lsn = tq_persist_lsn(persist);
+    return 1;
 }
 
-void tq_admin_drop_file(tq_loop_t *self, int synced) {
-    if (!self->paused_file ||
-        (!synced && tq_persist_durable(self->persist) < self->paused_file_lsn))
-        return;
-    self->paused_file = 0;
+void tq_admin_drop_file(const char *data_dir) {
     char path[4096];
-    if (paused_path(self, "", path, sizeof path) == 0 && unlink(path) < 0 && errno != ENOENT)
+    if (paused_path(data_dir, path, sizeof path) == 0 && unlink(path) < 0 && errno != ENOENT)
         tq_warn("cannot delete %s (its queues are in the journal now): %s", path,
                 strerror(errno));
     else
@@ -111,7 +109,7 @@ void tq_admin_drop_file(tq_loop_t *self, int synced) {
 
 /* One request being answered. */
 typedef struct {
-    tq_loop_t *loop;
+    const tq_admin_deps_t *loop;
     tq_peer_t *peer;
     uint32_t req;
     const cJSON *j;
@@ -124,8 +122,8 @@ static void fail(admin_t *a, int code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    tq_loop_warn_peer(a->loop, a->peer, a->peer->address, "%s", msg);
-    tq_outbox_error(a->loop->outbox, tq_loop_rid(a->peer), code, a->req, msg);
+    tq_roster_warn(a->loop->roster, a->peer, a->peer->address, "%s", msg);
+    tq_outbox_error(a->loop->outbox, (tq_bytes_t){a->peer->rid, a->peer->rid_len}, code, a->req, msg);
 }
 
 static void reply(admin_t *a, cJSON *doc) {
@@ -163,15 +161,15 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
         return -1;
     }
     tq_bytes_t name = tq_bytes_str(v->valuestring);
-    if (!tq_store_name_known(a->loop->store, name) &&
-        tq_peer_take_name(a->peer, tq_mono_ms()) < 0) {
+    if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) &&
+        tq_peer_take_name(a->peer, tq_now().mono_ms) < 0) {
         fail(a, TQ_ERR_TOO_MANY,
              "ADMIN: too many new queue and function names from this connection (at most %d at "
              "once, then %d a second)",
              TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
         return -1;
     }
-    *q = tq_store_queue(a->loop->store, name);
+    *q = tq_store_queue(tq_engine_store(a->loop->engine), name);
     if (!*q) {
         fail(a, TQ_ERR_TOO_MANY, "ADMIN: too many queue and function names");
         return -1;
@@ -223,7 +221,7 @@ static void op_dead(admin_t *a) {
         fail(a, TQ_ERR_MALFORMED, "ADMIN: \"limit\" must be 1..%d", TQ_MAX_ADMIN_LIST);
         return;
     }
-    tq_task_t *t = tq_store_dead_after(a->loop->store, after);
+    tq_task_t *t = tq_store_dead_after(tq_engine_store(a->loop->engine), after);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
@@ -251,7 +249,7 @@ static void op_dead(admin_t *a) {
 /* retry (purge = 0) or purge (purge = 1) of "ids" or "all". */
 static void op_retry_purge(admin_t *a, int purge) {
     static const char *done_word[] = {"retried", "purged"};
-    tq_store_t *store = a->loop->store;
+    tq_store_t *store = tq_engine_store(a->loop->engine);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(a->j, "ids");
     const cJSON *all = cJSON_GetObjectItemCaseSensitive(a->j, "all");
     tq_queue_t *q;
@@ -336,8 +334,8 @@ static void op_pause(admin_t *a, int pause) {
                          tq_persist_ready(a->loop->persist), 0);
 }
 
-void tq_admin_handle(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body) {
-    admin_t a = {self, p, 0, NULL};
+void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
+    admin_t a = {d, p, 0, NULL};
     void *j = NULL;
     tq_error_t err;
     if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {

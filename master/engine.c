@@ -142,7 +142,8 @@ int64_t tq_engine_backoff(tq_engine_t *self, uint32_t n, tq_now_t now) {
 /* ---- submit --------------------------------------------------------------- */
 
 int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, int session,
-                     tq_now_t now, uint64_t *ids, uint8_t *added, tq_engine_err_t *err) {
+                     tq_now_t now, tq_engine_names_fn names, void *names_arg, uint64_t *ids,
+                     uint8_t *added, tq_engine_err_t *err) {
     tq_store_t *s = self->store;
     size_t nnew = 0;
     for (size_t i = 0; i < n; i++) {
@@ -157,6 +158,9 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
                  tq_store_size(s), self->cfg.store.max_tasks);
         return -1;
     }
+    for (size_t i = 0; i < n && names; i++)
+        if (!ids[i] && names(names_arg, &specs[i], err) < 0)
+            return -1;
     for (size_t i = 0; i < n; i++) {
         if (ids[i])
             continue;

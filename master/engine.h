@@ -101,17 +101,25 @@ const tq_engine_cfg_t *tq_engine_cfg(const tq_engine_t *self);
 /* Why a SUBMIT was refused: code (TQ_ERR_*) and a message. */
 typedef struct {
     int code;
-    char msg[160];
+    char msg[TQ_MAX_ERROR_TEXT];
 } tq_engine_err_t;
 
-/* SUBMIT of specs[n] (names valid and interned by the caller): a record
- * whose non-empty key is held gets the existing task's id and stores
- * nothing; two records with the same key get the same id. The new tasks
- * are stored whole or not at all. session: keys are session keys
- * (TQ_SUBMIT_SCOPED_KEYS). Fills ids[i] and added[i] (1: a new task).
- * Returns 0, or -1 with *err (nothing stored). */
+/* Called by tq_engine_submit for each record that will make a new task
+ * (its key is not held), after the room check and before anything is
+ * stored: the caller interns its names (charging its peer's budget).
+ * Returns 0, or -1 with *err filled (the SUBMIT is refused). */
+typedef int (*tq_engine_names_fn)(void *arg, const tq_task_spec_t *spec, tq_engine_err_t *err);
+
+/* SUBMIT of specs[n] (names valid): a record whose non-empty key is held
+ * gets the existing task's id and stores nothing; two records with the
+ * same key get the same id. The new tasks are stored whole or not at
+ * all. session: keys are session keys (TQ_SUBMIT_SCOPED_KEYS). names
+ * (may be NULL) interns the names of the new ones. Fills ids[i] and
+ * added[i] (1: a new task). Returns 0, or -1 with *err (nothing
+ * stored). */
 int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, int session,
-                     tq_now_t now, uint64_t *ids, uint8_t *added, tq_engine_err_t *err);
+                     tq_now_t now, tq_engine_names_fn names, void *names_arg, uint64_t *ids,
+                     uint8_t *added, tq_engine_err_t *err);
 
 /* Queued, runnable (or held) t leased to worker (instance holder): attempt + 1,
  * and a lease deadline: run timeout + 2 heartbeats, or --lease-timeout,

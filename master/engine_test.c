@@ -94,7 +94,7 @@ static uint64_t submit1(tq_engine_t *e, tq_task_spec_t s, tq_now_t now) {
     uint64_t id = 0;
     uint8_t added = 0;
     tq_engine_err_t err;
-    CHECK_EQ_INT(tq_engine_submit(e, &s, 1, 0, now, &id, &added, &err), 0);
+    CHECK_EQ_INT(tq_engine_submit(e, &s, 1, 0, now, NULL, NULL, &id, &added, &err), 0);
     return id;
 }
 
@@ -128,14 +128,14 @@ static void test_submit_lease_result(void) {
     uint64_t ids[3];
     uint8_t added[3];
     tq_engine_err_t err;
-    CHECK_EQ_INT(tq_engine_submit(e, s, 3, 0, now, ids, added, &err), 0);
+    CHECK_EQ_INT(tq_engine_submit(e, s, 3, 0, now, NULL, NULL, ids, added, &err), 0);
     CHECK_EQ_INT(ids[0], ids[2]); /* one key, one task */
     CHECK(ids[0] != ids[1]);
     CHECK_EQ_INT(added[0] + added[1] + added[2], 2);
     CHECK_EQ_INT(h.ev[TQ_EV_WAKE], 1);
     CHECK_EQ_INT(tq_store_size(tq_engine_store(e)), 2);
     /* the key holds: a second SUBMIT stores nothing */
-    CHECK_EQ_INT(tq_engine_submit(e, s, 1, 0, now, ids + 2, added, &err), 0);
+    CHECK_EQ_INT(tq_engine_submit(e, s, 1, 0, now, NULL, NULL, ids + 2, added, &err), 0);
     CHECK_EQ_INT(ids[2], ids[0]);
     CHECK_EQ_INT(added[0], 0);
 

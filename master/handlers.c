@@ -1,7 +1,8 @@
 /* handlers.c - the master's answer to each message a peer sends: one
  * handler per type (HELLO, HEARTBEAT, BYE, DRAIN, ERROR, STATUS, SUBMIT,
  * WAIT, CANCEL, RESULT, RELEASE), with the ERROR replies for bad input.
- * See loop_internal.h. Sending, timers and peers leaving are in loop.c.
+ * See handlers.h. Sending is the outbox's, peers leaving the roster's,
+ * state changes the engine's.
  *
  * Order of checks for one message: routing id, header, HELLO (any time),
  * registered, type known and meant for the master, role, then the body. */
@@ -12,11 +13,41 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_internal.h"
+#include "admin.h"
+#include "handlers.h"
+#include "now.h"
 #include "tq_log.h"
 #include "tq_util.h"
 
-/* One message from the ROUTER, as tq_loop_handle found it. */
+struct tq_handlers {
+    tq_engine_t *engine;
+    tq_store_t *store; /* the engine's: read, and names interned */
+    tq_persist_t *persist;
+    tq_peers_t *peers;
+    tq_outbox_t *outbox;
+    tq_roster_t *roster;
+    tq_status_t *status;
+    tq_loop_cfg_t cfg;
+    const char *endpoint;
+    int64_t start_ms;
+    int *wake;
+    tq_admin_deps_t admin;
+    uint64_t late_results;
+    /* decode buffers, TQ_MAX_BATCH records each: one message's, filled
+     * by its decoder and read by its handler only */
+    tq_task_spec_t specs[TQ_MAX_BATCH];
+    uint64_t ids[TQ_MAX_BATCH];
+    uint8_t added[TQ_MAX_BATCH];
+    tq_result_item_t results[TQ_MAX_BATCH];
+    tq_lease_ref_t leases[TQ_MAX_BATCH];
+};
+
+typedef tq_handlers_t hctx_t;
+
+/* The routing id of a registered peer (points into p). */
+static tq_bytes_t rid_of(const tq_peer_t *p) { return (tq_bytes_t){p->rid, p->rid_len}; }
+
+/* One message from the ROUTER, as tq_handlers_handle found it. */
 typedef struct {
     tq_bytes_t rid;
     const char *addr; /* the peer's network address, for the log */
@@ -27,25 +58,25 @@ typedef struct {
 } msg_t;
 
 /* A handler for a registered peer p. */
-typedef void handler_fn(tq_loop_t *self, tq_peer_t *p, const msg_t *m);
+typedef void handler_fn(hctx_t *self, tq_peer_t *p, const msg_t *m);
 
 /* Log a body that did not decode and answer it with an ERROR (ref req).
  * addr is the address to log. */
-static void bad_body(tq_loop_t *self, tq_peer_t *p, const char *addr, const msg_t *m, uint32_t req,
+static void bad_body(hctx_t *self, tq_peer_t *p, const char *addr, const msg_t *m, uint32_t req,
                      const tq_error_t *err) {
-    tq_loop_warn_peer(self, p, addr, "bad %s: %s", tq_msg_type_name(m->type), err->msg);
+    tq_roster_warn(self->roster, p, addr, "bad %s: %s", tq_msg_type_name(m->type), err->msg);
     tq_outbox_error(self->outbox, m->rid, err->code, req, err->msg);
 }
 
 /* 1 if p has the role need, else 0 after a WRONG_ROLE error reply. */
-static int role_ok(tq_loop_t *self, tq_peer_t *p, int type, tq_role_t need) {
+static int role_ok(hctx_t *self, tq_peer_t *p, int type, tq_role_t need) {
     if (p->role == need)
         return 1;
     char msg[128];
     snprintf(msg, sizeof msg, "%s is not allowed from a %s", tq_msg_type_name(type),
              p->role == TQ_ROLE_WORKER ? "worker" : "client");
-    tq_loop_warn_peer(self, p, p->address, "%s", msg);
-    tq_outbox_error(self->outbox, tq_loop_rid(p), TQ_ERR_WRONG_ROLE, 0, msg);
+    tq_roster_warn(self->roster, p, p->address, "%s", msg);
+    tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_WRONG_ROLE, 0, msg);
     return 0;
 }
 
@@ -73,12 +104,12 @@ typedef struct {
 /* Intern name for peer p: a name not known yet takes one of p's tokens
  * (tq_peer_take_name). Returns the interned name, or NULL with a message
  * in msg when p's budget or the name table is full (ERROR TOO_MANY). */
-static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
+static const char *intern_for(hctx_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
                               size_t msglen) {
     const char *in = tq_store_lookup(self->store, name);
     if (in)
         return in;
-    if (tq_peer_take_name(p, tq_mono_ms()) < 0) {
+    if (tq_peer_take_name(p, tq_now().mono_ms) < 0) {
         snprintf(msg, msglen, NAME_BUDGET_MSG, TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
         return NULL;
     }
@@ -90,9 +121,9 @@ static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, ch
 }
 
 /* Log and answer a refused HELLO. */
-static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code,
+static void hello_refuse(hctx_t *self, tq_peer_t *p, const msg_t *m, int code,
                          const char *msg) {
-    tq_loop_warn_peer(self, p, m->addr, "HELLO refused: %s", msg);
+    tq_roster_warn(self->roster, p, m->addr, "HELLO refused: %s", msg);
     tq_outbox_error(self->outbox, m->rid, code, 0, msg);
 }
 
@@ -117,7 +148,7 @@ static int hello_instance(const cJSON *v, uint64_t *out) {
 
 /* Read a worker's "slots", "instance" and "functions" into h (names
  * interned). Returns 0, or -1 after refusing the HELLO. */
-static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
+static int hello_worker(hctx_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
                         hello_t *h) {
     char msg[TQ_MAX_ERROR_TEXT];
     uint64_t slots, prefetch = 0, busy = 0;
@@ -192,7 +223,7 @@ static int hello_worker(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJS
 
 /* Check a HELLO's role and name (and a worker's slots and functions)
  * into h. Returns 0, or -1 after refusing the HELLO. */
-static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
+static int hello_parse(hctx_t *self, tq_peer_t *p, const msg_t *m, const cJSON *j,
                        hello_t *h) {
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(j, "role");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
@@ -227,14 +258,14 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const cJSO
 
 /* Register the peer of a valid HELLO, replacing old (its earlier
  * registration, or NULL). Returns the new peer. */
-static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m,
+static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
                                  const hello_t *h) {
-    int64_t now = tq_mono_ms();
+    int64_t now = tq_now().mono_ms;
     /* the new-name budget is the connection's: it outlives a re-HELLO */
     uint32_t tokens = old ? old->name_tokens : TQ_PEER_NEW_NAMES_BURST;
     int64_t refill = old ? old->name_refill_ms : now;
     if (old)
-        tq_loop_forget_peer(self, &old, "re-registered");
+        tq_roster_forget(self->roster, &old, "re-registered");
     tq_peer_t *p = tq_peers_add(self->peers, m->rid, h->role, now);
     p->name_tokens = tokens > h->new_names ? tokens - h->new_names : 0;
     p->name_refill_ms = refill;
@@ -252,22 +283,22 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
         /* the busy ones come back as RESULT credit */
         p->credit = h->slots + h->prefetch - h->busy;
         tq_peer_set_fns(p, h->fns, h->nfns);
-        for (size_t i = 0; i < h->nfns; i++) /* released by tq_loop_forget_peer */
+        for (size_t i = 0; i < h->nfns; i++) /* released by tq_roster_forget */
             tq_store_name_hold(self->store, h->fns[i]);
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);
-        if (tq_loop_peer_line(self, TQ_LOG_INFO, p->address))
+        if (tq_roster_line(self->roster, TQ_LOG_INFO, p->address))
             tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
                     ", functions %s)",
                     p->name, p->address, p->slots, p->prefetch, ft);
-        self->sched_dirty = 1;
-    } else if (tq_loop_peer_line(self, TQ_LOG_DEBUG, p->address)) {
+        *self->wake = 1;
+    } else if (tq_roster_line(self->roster, TQ_LOG_DEBUG, p->address)) {
         tq_debug("client %s joined (address %s)", p->name, p->address);
     }
     return p;
 }
 
-static void send_welcome(tq_loop_t *self, tq_peer_t *p) {
+static void send_welcome(hctx_t *self, tq_peer_t *p) {
     cJSON *w = cJSON_CreateObject();
     cJSON_AddNumberToObject(w, "version", TQ_PROTO_VERSION);
     cJSON_AddNumberToObject(w, "heartbeat_ms", (double)self->cfg.heartbeat_ms);
@@ -282,7 +313,7 @@ static void send_welcome(tq_loop_t *self, tq_peer_t *p) {
 
 /* HELLO, from anyone at any time (p: the peer's current registration or
  * NULL). A valid one (re-)registers the peer and gets a WELCOME. */
-static void on_hello(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_hello(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     void *j = NULL;
     tq_error_t err;
     if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) < 0) {
@@ -299,7 +330,7 @@ static void on_hello(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* HEARTBEAT, BYE and DRAIN have no body. Returns 0, or -1 after an
  * error reply. */
-static int body_empty(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static int body_empty(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_error_t err;
     if (tq_decode_empty(m->body, m->nparts, &err) == 0)
         return 0;
@@ -308,44 +339,44 @@ static int body_empty(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* The peer's last_seen_ms is already updated: nothing else to do. */
-static void on_heartbeat(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_heartbeat(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     body_empty(self, p, m);
 }
 
-static void on_bye(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_bye(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     if (body_empty(self, p, m) == 0)
-        tq_loop_forget_peer(self, &p, "left");
+        tq_roster_forget(self->roster, &p, "left");
 }
 
 /* A worker stops taking tasks; those it runs finish normally. The body
  * is checked before the role (so a malformed DRAIN says so). */
-static void on_drain(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_drain(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     if (body_empty(self, p, m) < 0 || !role_ok(self, p, m->type, TQ_ROLE_WORKER))
         return;
     p->draining = 1;
     p->credit = 0;
-    if (tq_loop_peer_line(self, TQ_LOG_INFO, p->address))
+    if (tq_roster_line(self->roster, TQ_LOG_INFO, p->address))
         tq_info("worker %s is draining (%zu task%s running)", p->name, p->nleased,
                 p->nleased == 1 ? "" : "s");
 }
 
 /* Logged only: never answer an ERROR with an ERROR. */
-static void on_error(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_error(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     void *j = NULL;
     tq_error_t err;
     if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) == 0) {
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive((cJSON *)j, "message");
-        tq_loop_warn_peer(self, p, m->addr, "sent ERROR: %s",
+        tq_roster_warn(self->roster, p, m->addr, "sent ERROR: %s",
                           cJSON_IsString(msg) ? msg->valuestring : "(no message)");
         cJSON_Delete(j);
     } else {
-        tq_loop_warn_peer(self, p, m->addr, "sent a malformed ERROR: %s", err.msg);
+        tq_roster_warn(self->roster, p, m->addr, "sent a malformed ERROR: %s", err.msg);
     }
 }
 
 /* ---- client messages ---------------------------------------------------- */
 
-static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_status(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     void *j = NULL;
     tq_error_t err;
     if (tq_decode_json(m->body, m->nparts, TQ_MAX_JSON, &j, &err) < 0) {
@@ -367,7 +398,7 @@ static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results,
                              js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
     cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, (size_t)qoff,
-                                tq_mono_ms());
+                                tq_now().mono_ms);
     tq_out_json(tq_outbox_msg(self->outbox), TQ_MSG_STATUS_REPLY, doc);
     cJSON_Delete(doc);
     tq_outbox_send(self->outbox, p);
@@ -391,30 +422,31 @@ static size_t ids_unique(uint64_t *ids, size_t n) {
     return k;
 }
 
-/* SUBMIT, before the engine stores the batch: intern the names of the
- * records whose key is not held, charging p's new-name budget. Returns
- * 0, or -1 after an error reply. */
-static int submit_names(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int64_t now) {
-    char msg[TQ_MAX_ERROR_TEXT];
-    for (size_t i = 0; i < n; i++) {
-        if (tq_store_key_find(self->store, self->specs[i].key, now))
-            continue;
-        tq_bytes_t q = self->specs[i].queue.len ? self->specs[i].queue : tq_bytes_str("default");
-        if (!intern_for(self, p, self->specs[i].fn, msg, sizeof msg) ||
-            !intern_for(self, p, q, msg, sizeof msg)) {
-            tq_loop_warn_peer(self, p, p->address, "SUBMIT refused: %s", msg);
-            tq_outbox_error(self->outbox, tq_loop_rid(p), TQ_ERR_TOO_MANY, req, msg);
-            return -1;
-        }
-    }
-    return 0;
+/* What the engine's names callback needs for one SUBMIT. */
+typedef struct {
+    hctx_t *self;
+    tq_peer_t *p;
+} submit_names_t;
+
+/* tq_engine_names_fn for a SUBMIT: intern the record's function and
+ * queue names, charging p's new-name budget (ERROR TOO_MANY when it or
+ * the name table is full). */
+static int submit_names(void *arg, const tq_task_spec_t *spec, tq_engine_err_t *err) {
+    submit_names_t *sn = arg;
+    tq_bytes_t q = spec->queue.len ? spec->queue : tq_bytes_str("default");
+    if (intern_for(sn->self, sn->p, spec->fn, err->msg, sizeof err->msg) &&
+        intern_for(sn->self, sn->p, q, err->msg, sizeof err->msg))
+        return 0;
+    err->code = TQ_ERR_TOO_MANY;
+    tq_roster_warn(sn->self->roster, sn->p, sn->p->address, "SUBMIT refused: %s", err->msg);
+    return -1;
 }
 
 /* SUBMIT: a record whose non-empty key is held (within the retention
  * window) gets the existing task's id and stores nothing; two records of
  * one batch with the same key get the same id. The new tasks of a batch
  * are stored whole or not at all. */
-static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     uint16_t flags = 0;
     size_t n = 0;
@@ -424,20 +456,19 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
-    tq_now_t now = tq_loop_now();
+    tq_now_t now = tq_now();
     int jerr = tq_persist_failed(self->persist);
     if (jerr) {
         char msg[160];
         snprintf(msg, sizeof msg, "journal write failed: %s", strerror(jerr));
-        tq_outbox_error(self->outbox, tq_loop_rid(p), TQ_ERR_UNAVAILABLE, req, msg);
+        tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_UNAVAILABLE, req, msg);
         return;
     }
-    if (submit_names(self, p, n, req, now.wall_ms) < 0)
-        return;
     tq_engine_err_t eerr;
+    submit_names_t sn = {self, p};
     if (tq_engine_submit(self->engine, self->specs, n, flags & TQ_SUBMIT_SCOPED_KEYS, now,
-                         self->ids, self->added, &eerr) < 0) {
-        tq_outbox_error(self->outbox, tq_loop_rid(p), eerr.code, req, eerr.msg);
+                         submit_names, &sn, self->ids, self->added, &eerr) < 0) {
+        tq_outbox_error(self->outbox, rid_of(p), eerr.code, req, eerr.msg);
         return;
     }
     tq_out_begin_ids(tq_outbox_msg(self->outbox), TQ_MSG_SUBMIT_ACK, req);
@@ -469,7 +500,7 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* ACK: these outcomes reached the client; the journal may forget them. */
-static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
     tq_error_t err;
@@ -486,7 +517,7 @@ static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 /* WAIT: finished (or unknown) tasks go out in the RESULTS at the end of
  * the iteration; the others when they finish. An id named twice is
  * answered once. */
-static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_wait(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
     tq_error_t err;
@@ -506,7 +537,7 @@ static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* CANCEL: one outcome per id in the CANCEL_ACK; a running attempt gets
  * a KILL on its worker. */
-static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
     tq_error_t err;
@@ -514,7 +545,7 @@ static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
-    tq_now_t now = tq_loop_now();
+    tq_now_t now = tq_now();
     uint8_t outcome[TQ_MAX_BATCH];
     for (size_t i = 0; i < n; i++)
         outcome[i] = tq_engine_cancel(self->engine, self->ids[i], now);
@@ -524,20 +555,20 @@ static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     tq_outbox_send(self->outbox, p);
     }
 
-static void on_admin(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_admin(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     if (m->nparts) {
-        tq_outbox_error(self->outbox, tq_loop_rid(p), TQ_ERR_MALFORMED, 0,
+        tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_MALFORMED, 0,
                             "ADMIN: unexpected data frames");
         return;
     }
-    tq_admin_handle(self, p, m->body);
+    tq_admin_handle(&self->admin, p, m->body);
 }
 
 /* ---- worker messages ---------------------------------------------------- */
 
 /* One outcome of a RESULT from w (the engine decides what it does to
  * its task): here only the log and w's count. */
-static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r, tq_now_t now) {
+static void result_one(hctx_t *self, tq_peer_t *w, const tq_result_item_t *r, tq_now_t now) {
     switch (tq_engine_result(self->engine, w->instance, r, now)) {
     case TQ_RES_LATE:
         self->late_results++;
@@ -546,7 +577,7 @@ static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r,
         return;
     case TQ_RES_FOREIGN:
         self->late_results++;
-        tq_loop_warn_peer(self, w, w->address,
+        tq_roster_warn(self->roster, w, w->address,
                           "result for task %" PRIu64 " attempt %" PRIu32
                           " that was not dispatched to this worker: ignored",
                           r->id, r->attempt);
@@ -567,7 +598,7 @@ static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r,
     w->done++;
 }
 
-static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
+static void on_result(hctx_t *self, tq_peer_t *w, const msg_t *m) {
     uint16_t credit = 0;
     size_t n = 0;
     tq_error_t err;
@@ -576,7 +607,7 @@ static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
         bad_body(self, w, w->address, m, 0, &err);
         return;
     }
-    tq_now_t now = tq_loop_now();
+    tq_now_t now = tq_now();
     for (size_t i = 0; i < n; i++)
         result_one(self, w, &self->results[i], now);
     /* A RESULT with count 0 is fine: it only gives credit back (e.g. for
@@ -585,11 +616,11 @@ static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
         uint32_t c = w->credit + credit, cap = w->slots + w->prefetch;
         w->credit = c > cap ? cap : c;
     }
-    self->sched_dirty = 1;
+    *self->wake = 1;
 }
 
 /* RELEASE: the worker gives tasks back unrun; they keep their place. */
-static void on_release(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
+static void on_release(hctx_t *self, tq_peer_t *w, const msg_t *m) {
     size_t n = 0;
     tq_error_t err;
     if (tq_decode_leases(m->body, m->nparts, self->leases, &n, &err) < 0) {
@@ -635,7 +666,7 @@ static uint32_t body_req(int type, tq_bytes_t body) {
 }
 
 /* Anything but HELLO from a peer that is not registered. */
-static void on_unregistered(tq_loop_t *self, const msg_t *m) {
+static void on_unregistered(hctx_t *self, const msg_t *m) {
     if (m->type == TQ_MSG_BYE || m->type == TQ_MSG_ERROR) {
         /* nothing to undo, and never answer an ERROR with an ERROR */
         tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
@@ -644,35 +675,61 @@ static void on_unregistered(tq_loop_t *self, const msg_t *m) {
     if (m->type == TQ_MSG_HEARTBEAT) /* e.g. a peer that has not noticed a restart */
         tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
     else
-        tq_loop_warn_peer(self, NULL, m->addr, "%s before HELLO", tq_msg_type_name(m->type));
+        tq_roster_warn(self->roster, NULL, m->addr, "%s before HELLO", tq_msg_type_name(m->type));
     tq_outbox_error(self->outbox, m->rid, TQ_ERR_NOT_REGISTERED, body_req(m->type, m->body),
                         "not registered: send HELLO first");
 }
 
 /* A type only the master sends (WELCOME, DISPATCH, ...), or unknown. */
-static void on_not_for_master(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_not_for_master(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     char msg[96];
     snprintf(msg, sizeof msg, "%s is sent by the master, not to it", tq_msg_type_name(m->type));
-    tq_loop_warn_peer(self, p, m->addr, "%s", msg);
+    tq_roster_warn(self->roster, p, m->addr, "%s", msg);
     tq_outbox_error(self->outbox, m->rid, TQ_ERR_WRONG_ROLE, 0, msg);
 }
 
-void tq_loop_handle(tq_loop_t *self) {
-    msg_t m = {tq_in_routing_id(self->in), NULL, 0, {NULL, 0}, NULL, 0};
+tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
+    tq_handlers_t *self = tq_calloc(1, sizeof *self);
+    self->engine = d->engine;
+    self->store = tq_engine_store(d->engine);
+    self->persist = d->persist;
+    self->peers = d->peers;
+    self->outbox = d->outbox;
+    self->roster = d->roster;
+    self->status = d->status;
+    self->cfg = *d->cfg;
+    self->endpoint = d->endpoint;
+    self->start_ms = d->start_ms;
+    self->wake = d->wake;
+    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster};
+    return self;
+}
+
+void tq_handlers_destroy(tq_handlers_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    free(*self_p);
+    *self_p = NULL;
+}
+
+uint64_t tq_handlers_late(const tq_handlers_t *self) { return self->late_results; }
+
+void tq_handlers_handle(hctx_t *self, tq_in_t *in) {
+    msg_t m = {tq_in_routing_id(in), NULL, 0, {NULL, 0}, NULL, 0};
     if (m.rid.len == 0)
         return;
-    m.addr = tq_in_peer_address(self->in);
+    m.addr = tq_in_peer_address(in);
     tq_peer_t *p = tq_peers_find(self->peers, m.rid);
     if (p)
-        p->last_seen_ms = tq_mono_ms();
+        p->last_seen_ms = tq_now().mono_ms;
     tq_error_t err;
-    if (tq_in_head(self->in, &m.type, &m.body, &err) < 0) {
-        tq_loop_warn_peer(self, p, m.addr, "malformed message: %s", err.msg);
+    if (tq_in_head(in, &m.type, &m.body, &err) < 0) {
+        tq_roster_warn(self->roster, p, m.addr, "malformed message: %s", err.msg);
         tq_outbox_error(self->outbox, m.rid, err.code, 0, err.msg);
         return;
     }
-    m.parts = tq_in_parts(self->in);
-    m.nparts = tq_in_nparts(self->in);
+    m.parts = tq_in_parts(in);
+    m.nparts = tq_in_nparts(in);
     if (m.type == TQ_MSG_HELLO) {
         on_hello(self, p, &m);
         return;

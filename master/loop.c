@@ -1,5 +1,9 @@
-/* loop.c - the master's event loop. See loop.h; the handler of each
- * incoming message type is in handlers.c.
+/* loop.c - the master's event loop. See loop.h. The loop owns the
+ * sockets, poll, the timers and the end-of-pass flushes; a message is
+ * handed to handlers.c, state changes are the engine's, sends the
+ * outbox's, peers leaving the roster's. Calls go one way: loop ->
+ * handlers -> engine / outbox / roster; nothing calls back up (the
+ * engine's events reach the loop through its subscription).
  *
  * One iteration: zmq_poll on the ROUTER (timeout from the next timer),
  * read up to LOOP_MAX_MSGS messages and handle each, run the timers
@@ -17,9 +21,19 @@
 #include <sodium.h>
 #include <zmq.h>
 
-#include "loop_internal.h"
+#include "admin.h"
+#include "auth.h"
+#include "engine.h"
+#include "handlers.h"
+#include "now.h"
 #include "outbox.h"
+#include "peers.h"
+#include "persist.h"
+#include "roster.h"
 #include "scheduler.h"
+#include "status.h"
+#include "store.h"
+#include "tq_proto.h"
 #include "tq_curve.h"
 #include "tq_log.h"
 #include "tq_util.h"
@@ -68,111 +82,33 @@
  * are bounded too (and the ring of unconfirmed outcomes with them). */
 #define LOOP_OUTCOME_COST 64u
 
-/* ---- logging ----------------------------------------------------------- */
-
-/* If rl's second is over: log how many lines it held back (what names
- * them) and start a new one. */
-static void rl_roll(tq_loop_ratelimit_t *rl, int64_t now, const char *what) {
-    if (now - rl->window_ms < 1000)
-        return;
-    if (rl->suppressed)
-        tq_warn("%u %s not logged (rate limit)", rl->suppressed, what);
-    rl->window_ms = now;
-    rl->lines = 0;
-    rl->suppressed = 0;
-}
-
-/* 1 if one more line fits in rl's current second (at most per_s), else
- * counts it and returns 0. */
-static int rl_take(tq_loop_ratelimit_t *rl, int64_t now, unsigned per_s, const char *what) {
-    rl_roll(rl, now, what);
-    if (rl->lines < per_s) {
-        rl->lines++;
-        return 1;
-    }
-    rl->suppressed++;
-    return 0;
-}
-
-#define WARN_WHAT "lines about bad messages from peers"
-#define PEER_WHAT "lines about peers joining or leaving"
-
-int tq_loop_peer_line(tq_loop_t *self, int level, const char *addr) {
-    if (level > tq_log_level())
-        return 0;
-    int64_t now = tq_mono_ms();
-    uint64_t h = tq_fnv1a(TQ_FNV_BASIS, addr, strlen(addr));
-    tq_loop_ratelimit_t *a = &self->addr_rl[h % TQ_LOOP_ADDR_BUCKETS];
-    if (now - a->window_ms >= 1000) {
-        a->window_ms = now;
-        a->lines = 0;
-    }
-    if (a->lines >= LOOP_PEER_LINES_PER_ADDR_S) {
-        rl_roll(&self->peer_rl, now, PEER_WHAT);
-        self->peer_rl.suppressed++; /* one summary for both limits */
-        return 0;
-    }
-    if (!rl_take(&self->peer_rl, now, LOOP_PEER_LINES_PER_S, PEER_WHAT))
-        return 0;
-    a->lines++;
-    return 1;
-}
-
-/* Log the summaries of limiters whose second is over (from a timer, so
- * they appear when a flood stops too). */
-static void rl_flush(tq_loop_t *self, int64_t now) {
-    rl_roll(&self->warn_rl, now, WARN_WHAT);
-    rl_roll(&self->peer_rl, now, PEER_WHAT);
-}
-
-/* See loop_internal.h. Warn about bad input from a peer, at most LOOP_WARN_PER_S lines per
- * second per peer (unregistered peers share one budget). */
-void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...) {
-    if (TQ_LOG_WARN > tq_log_level())
-        return;
-    tq_loop_ratelimit_t tmp, *rl = &self->anon_rl;
-    if (p) {
-        tmp.window_ms = p->log_window_ms;
-        tmp.lines = p->log_lines;
-        tmp.suppressed = p->log_suppressed;
-        rl = &tmp;
-    }
-    int64_t now = tq_mono_ms();
-    if (now - rl->window_ms >= 1000) {
-        if (rl->suppressed)
-            tq_warn("peer %s: %u more bad messages not logged", addr, rl->suppressed);
-        rl->window_ms = now;
-        rl->lines = 0;
-        rl->suppressed = 0;
-    }
-    if (rl->lines < LOOP_WARN_PER_S) {
-        rl->lines++;
-        if (!rl_take(&self->warn_rl, now, LOOP_WARN_ALL_PER_S, WARN_WHAT))
-            goto out;
-        /* tq_log_write escapes what the peer sent (tq_log_escape). */
-        char text[600];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(text, sizeof text, fmt, ap);
-        va_end(ap);
-        tq_warn("peer %s%s%s: %s", addr, p ? " " : "", p ? p->name : "", text);
-    } else {
-        rl->suppressed++;
-    }
-out:
-    if (p) {
-        p->log_window_ms = tmp.window_ms;
-        p->log_lines = tmp.lines;
-        p->log_suppressed = tmp.suppressed;
-    }
-}
+struct tq_loop {
+    void *ctx;
+    void *router;
+    tq_auth_t *auth;
+    tq_loop_cfg_t cfg;
+    char endpoint[256];
+    tq_engine_t *engine;   /* every change of a task's state */
+    tq_store_t *store;     /* the engine's: read */
+    tq_persist_t *persist;
+    tq_peers_t *peers;
+    tq_status_t *status;
+    tq_in_t *in;
+    tq_outbox_t *outbox;   /* every send, the per-peer queues and their gates */
+    tq_roster_t *roster;   /* peers leaving, log lines about peers */
+    tq_handlers_t *handlers;
+    int64_t start_ms;
+    int64_t next_hb_ms;    /* timers (monotonic ms) */
+    int64_t next_sweep_ms;
+    int64_t next_jtick_ms;
+    int sched_dirty;       /* run the scheduler at the end of this pass */
+    int sends_stalled;     /* RESULTS or queued messages could not be sent: retry soon */
+    int started;           /* bound and ready: log a summary at destroy */
+    int paused_file;       /* DATA_DIR/paused was read: delete it ... */
+    uint64_t paused_file_lsn; /* ... once the journal is durable up to here */
+};
 
 /* ---- the engine's events ------------------------------------------------ */
-
-tq_now_t tq_loop_now(void) {
-    tq_now_t now = {tq_wall_ms(), tq_mono_ms()};
-    return now;
-}
 
 /* The loop's subscription to the engine: a lease that ends leaves its
  * worker's books (and its run is KILLed when the engine says so), a
@@ -199,48 +135,6 @@ static void on_engine(void *arg, const tq_engine_ev_t *ev) {
 
 static const char *worker_name(const void *w) { return ((const tq_peer_t *)w)->name; }
 
-/* ---- peers leaving ------------------------------------------------------ */
-
-/* Undo a worker's registration: its leased tasks go back (or die), a
- * client's waits are dropped. The peer stays in the table. */
-static void peer_unregister(tq_loop_t *self, tq_peer_t *p) {
-    tq_now_t now = tq_loop_now();
-    while (p->nleased > 0) /* the engine's LEASE_END takes it off p */
-        tq_engine_lost(self->engine, p->leased[p->nleased - 1], "worker lost", now);
-    if (p->role == TQ_ROLE_CLIENT)
-        tq_peer_drop_waits(p, self->store);
-    self->sched_dirty = 1;
-}
-
-void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why) {
-    tq_peer_t *p = *pp;
-    if (!tq_loop_peer_line(self, p->role == TQ_ROLE_WORKER ? TQ_LOG_INFO : TQ_LOG_DEBUG,
-                           p->address)) {
-        /* rate-limited: counted */
-    } else if (p->role == TQ_ROLE_WORKER) {
-        char fns[256];
-        tq_peer_fns_text(p, fns, sizeof fns);
-        tq_info("worker %s %s (address %s, slots %" PRIu32 ", functions %s, %zu leased task%s back)",
-                p->name, why, p->address, p->slots, fns, p->nleased, p->nleased == 1 ? "" : "s");
-    } else {
-        tq_debug("client %s %s (address %s)", p->name, why, p->address);
-    }
-    peer_unregister(self, p);
-    for (size_t i = 0; i < p->nfns; i++) /* held since its HELLO */
-        tq_store_name_release(self->store, p->fns[i]);
-    tq_outbox_forget(self->outbox, p);
-    tq_peers_remove(self->peers, pp);
-}
-
-/* Forget every peer marked gone (a send failed with EHOSTUNREACH). */
-static void reap_gone(tq_loop_t *self) {
-    for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
-        tq_peer_t *p = tq_peers_at(self->peers, i);
-        if (p->gone)
-            tq_loop_forget_peer(self, &p, "lost (unreachable)");
-    }
-}
-
 /* ---- dispatch ----------------------------------------------------------- */
 
 /* The scheduler's send callback: one DISPATCH for worker w, handed to
@@ -266,7 +160,7 @@ static int send_dispatch(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_
  * outcome larger than the budget still goes when nothing else waits. */
 static void flush_results(tq_loop_t *self, tq_peer_t *c) {
     size_t i = 0;
-    tq_now_t now = tq_loop_now();
+    tq_now_t now = tq_now();
     uint64_t budget = self->cfg.peer_queue_bytes ? self->cfg.peer_queue_bytes : UINT64_MAX;
     uint64_t charge[TQ_MAX_BATCH];
     int over = 0;
@@ -330,7 +224,7 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
  * --lease-timeout: a lost lease (task_lost: requeued, or dead after
  * --max-attempts). */
 static void expire_leases(tq_loop_t *self) {
-    tq_now_t now = tq_loop_now();
+    tq_now_t now = tq_now();
     for (size_t n = 0; n < LOOP_EXPIRE_STEPS && tq_engine_expire_one(self->engine, now); n++)
         ;
     tq_outbox_send_kills(self->outbox);
@@ -345,7 +239,7 @@ static void heartbeat(tq_loop_t *self, int64_t now) {
         if (silent > self->cfg.heartbeat_timeout_ms) {
             char why[96];
             snprintf(why, sizeof why, "lost (no message for %.1f s)", (double)silent / 1000.0);
-            tq_loop_forget_peer(self, &p, why);
+            tq_roster_forget(self->roster, &p, why);
             continue;
         }
         tq_out_begin(tq_outbox_msg(self->outbox), TQ_MSG_HEARTBEAT);
@@ -392,13 +286,10 @@ static void log_recovery(const tq_persist_report_t *r) {
             (long long)r->elapsed_ms);
 }
 
-tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen) {
-    tq_loop_t *self = tq_calloc(1, sizeof *self);
-    self->ctx = ctx;
-    self->cfg = *cfg;
-    tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
-    self->cfg.endpoint = self->endpoint;
+/* The engine (seeded at random), the queue defaults, the journal
+ * replayed into it, and an earlier version's paused file. Returns 0, or
+ * -1 with a message in err. */
+static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size_t errlen) {
     uint64_t seed;
     randombytes_buf(&seed, sizeof seed);
     tq_engine_cfg_t ecfg = {
@@ -424,17 +315,22 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     tq_persist_report_t rep;
     self->persist = tq_persist_open(&cfg->journal, self->engine, &rep, err, errlen);
     if (!self->persist)
-        goto fail;
+        return -1;
     tq_engine_subscribe(self->engine, on_engine, self);
-    if (tq_admin_load(self, err, errlen) < 0)
-        goto fail;
+    int loaded = tq_admin_load(self->engine, self->persist, cfg->journal.data_dir,
+                               &self->paused_file_lsn, err, errlen);
+    if (loaded < 0)
+        return -1;
+    self->paused_file = loaded;
     log_recovery(&rep);
-    self->peers = tq_peers_new();
-    self->start_ms = tq_mono_ms();
-    self->status = tq_status_new(self->start_ms);
-    self->in = tq_in_new();
+    return 0;
+}
 
-    self->router = zmq_socket(ctx, ZMQ_ROUTER);
+/* The ROUTER with its options (CURVE server with keys). Returns 0, or
+ * -1 with a message in err. */
+static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
+                       char *err, size_t errlen) {
+    self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     /* The largest frame a peer may send is a whole packed message: a
      * longer one is refused by libzmq as its header arrives, before it is
@@ -462,9 +358,16 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
         zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TTL, &hb_ttl, sizeof hb_ttl) < 0 ||
         tq_curve_server(self->router, keys) < 0) {
         snprintf(err, errlen, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
-        goto fail;
+        return -1;
     }
-    self->outbox = tq_outbox_new(self->router, self->peers);
+    return 0;
+}
+
+/* The auth actor (it must answer before the first peer connects), then
+ * the bind, and the endpoint as bound. Returns 0, or -1 with a message
+ * in err. */
+static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
+                       char *err, size_t errlen) {
     int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_ACCEPT_FAILED | ZMQ_EVENT_DISCONNECTED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
@@ -476,12 +379,12 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     /* The ZAP handler must be up before the first peer can connect. */
     tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms};
     self->auth =
-        tq_auth_new(ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err, errlen);
+        tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err, errlen);
     if (!self->auth)
-        goto fail;
+        return -1;
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
         snprintf(err, errlen, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
-        goto fail;
+        return -1;
     }
     /* The actual endpoint: a bind to port 0 or "*" gets resolved here. */
     size_t elen = sizeof self->endpoint;
@@ -498,6 +401,37 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
                  self->endpoint + sizeof mapped - 1, close_br + 1);
         tq_strlcpy(self->endpoint, v4, sizeof self->endpoint);
     }
+    return 0;
+}
+
+/* The parts that work on the state: outbox, roster, handlers. */
+static void wire(tq_loop_t *self) {
+    self->outbox = tq_outbox_new(self->router, self->peers);
+    self->roster = tq_roster_new(self->engine, self->peers, self->outbox, &self->sched_dirty);
+    tq_handlers_deps_t hd = {self->engine, self->persist, self->peers,   self->outbox,
+                             self->roster, self->status,  &self->cfg,    self->endpoint,
+                             self->start_ms, &self->sched_dirty};
+    self->handlers = tq_handlers_new(&hd);
+}
+
+tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
+                       char *err, size_t errlen) {
+    tq_loop_t *self = tq_calloc(1, sizeof *self);
+    self->ctx = ctx;
+    self->cfg = *cfg;
+    tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
+    self->cfg.endpoint = self->endpoint;
+    if (open_state(self, cfg, err, errlen) < 0)
+        goto fail;
+    self->peers = tq_peers_new();
+    self->start_ms = tq_mono_ms();
+    self->status = tq_status_new(self->start_ms);
+    self->in = tq_in_new();
+    if (open_router(self, cfg, keys, err, errlen) < 0)
+        goto fail;
+    wire(self);
+    if (bind_router(self, cfg, keys, err, errlen) < 0)
+        goto fail;
     self->started = 1;
     return self;
 fail:
@@ -506,6 +440,66 @@ fail:
 }
 
 const char *tq_loop_endpoint(const tq_loop_t *self) { return self->endpoint; }
+
+/* The timers due at now (monotonic ms): lease expiry and heartbeats,
+ * the sweep of expired results, keys and unused names. */
+static void run_timers(tq_loop_t *self, int64_t now) {
+    if (now >= self->next_hb_ms) {
+        expire_leases(self);
+        heartbeat(self, now);
+        self->next_hb_ms = now + self->cfg.heartbeat_ms;
+    }
+    if (now >= self->next_sweep_ms) {
+        tq_roster_tick(self->roster, now);
+        size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
+        if (n)
+            tq_debug("expired %zu finished task%s or idempotency key%s", n,
+                     n == 1 ? "" : "s", n == 1 ? "" : "s");
+        /* more overdue: come back at once, after other work */
+        self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
+        /* names and queues nothing uses any more */
+        size_t freed = tq_store_gc(self->store, LOOP_GC_STEPS);
+        if (freed)
+            tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
+    }
+}
+
+/* The end of a loop pass: delayed tasks that became runnable, peers that
+ * went away, the scheduler, journal housekeeping, then the journal write
+ * and every peer's queued messages and RESULTS. */
+static void end_pass(tq_loop_t *self, int64_t now) {
+    tq_engine_promote(self->engine, tq_now(), LOOP_SWEEP_STEPS); /* WAKE if any */
+    tq_roster_reap(self->roster);
+    if (self->sched_dirty) {
+        self->sched_dirty = 0;
+        tq_sched_run(self->engine, self->peers, tq_now(), send_dispatch, self);
+    }
+    if (now >= self->next_jtick_ms || tq_persist_busy(self->persist)) {
+        tq_persist_tick(self->persist, now);
+        self->next_jtick_ms = now + LOOP_JTICK_MS;
+    }
+    /* This iteration's records go to the file before its replies go
+     * out; acks of SUBMITs wait in their peer (gated) until ready. */
+    tq_persist_flush(self->persist);
+    self->sends_stalled = 0;
+    uint64_t ready = tq_persist_ready(self->persist);
+    for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
+        tq_peer_t *p = tq_peers_at(self->peers, i);
+        if (p->outq.n)
+            tq_outbox_flush(self->outbox, p, ready);
+        if (p->npending)
+            flush_results(self, p);
+        if (p->stalled && !p->outq.n) {
+            p->stalled = 0;
+            self->sched_dirty = 1; /* it can take tasks again */
+        }
+    }
+    if (tq_outbox_take_stalled(self->outbox))
+        self->sends_stalled = 1;
+    if (tq_outbox_take_gone(self->outbox))
+        self->sched_dirty = 1;
+    tq_roster_reap(self->roster);
+}
 
 int tq_loop_run(tq_loop_t *self, int stop_fd) {
     int64_t now = tq_mono_ms();
@@ -547,7 +541,10 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             return 0;
         if (items[1].revents & ZMQ_POLLIN) {
             tq_persist_on_sync(self->persist);
-            tq_admin_drop_file(self, 0);
+            if (self->paused_file && tq_persist_durable(self->persist) >= self->paused_file_lsn) {
+                tq_admin_drop_file(self->cfg.journal.data_dir); /* its queues are on disk */
+                self->paused_file = 0;
+            }
         }
         if (items[0].revents & ZMQ_POLLIN) {
             for (int i = 0; i < LOOP_MAX_MSGS; i++) {
@@ -559,60 +556,13 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                     break;
                 }
                 tq_auth_mark_active(self->auth, tq_in_source_fd(self->in));
-                tq_loop_handle(self);
+                tq_handlers_handle(self->handlers, self->in);
                 tq_outbox_send_kills(self->outbox); /* what the command asked for */
             }
         }
         now = tq_mono_ms();
-        if (now >= self->next_hb_ms) {
-            expire_leases(self);
-            heartbeat(self, now);
-            self->next_hb_ms = now + self->cfg.heartbeat_ms;
-        }
-        if (now >= self->next_sweep_ms) {
-            rl_flush(self, now);
-            size_t n = tq_engine_sweep(self->engine, tq_loop_now(), LOOP_SWEEP_STEPS);
-            if (n)
-                tq_debug("expired %zu finished task%s or idempotency key%s", n,
-                         n == 1 ? "" : "s", n == 1 ? "" : "s");
-            /* more overdue: come back at once, after other work */
-            self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
-            /* names and queues nothing uses any more */
-            size_t freed = tq_store_gc(self->store, LOOP_GC_STEPS);
-            if (freed)
-                tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
-        }
-        tq_engine_promote(self->engine, tq_loop_now(), LOOP_SWEEP_STEPS); /* WAKE if any */
-        reap_gone(self);
-        if (self->sched_dirty) {
-            self->sched_dirty = 0;
-            tq_sched_run(self->engine, self->peers, tq_loop_now(), send_dispatch, self);
-        }
-        if (now >= self->next_jtick_ms || tq_persist_busy(self->persist)) {
-            tq_persist_tick(self->persist, now);
-            self->next_jtick_ms = now + LOOP_JTICK_MS;
-        }
-        /* This iteration's records go to the file before its replies go
-         * out; acks of SUBMITs wait in their peer (gated) until ready. */
-        tq_persist_flush(self->persist);
-        self->sends_stalled = 0;
-        uint64_t ready = tq_persist_ready(self->persist);
-        for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
-            tq_peer_t *p = tq_peers_at(self->peers, i);
-            if (p->outq.n)
-                tq_outbox_flush(self->outbox, p, ready);
-            if (p->npending)
-                flush_results(self, p);
-            if (p->stalled && !p->outq.n) {
-                p->stalled = 0;
-                self->sched_dirty = 1; /* it can take tasks again */
-            }
-        }
-        if (tq_outbox_take_stalled(self->outbox))
-            self->sends_stalled = 1;
-        if (tq_outbox_take_gone(self->outbox))
-            self->sched_dirty = 1;
-        reap_gone(self);
+        run_timers(self, now);
+        end_pass(self, now);
     }
 }
 
@@ -630,7 +580,7 @@ void tq_loop_destroy(tq_loop_t **self_p) {
                 " late results; %zu workers, %zu clients connected",
                 tq_store_size(self->store), c.queued, c.running, c.done + c.failed + c.cancelled,
                 t->submitted, t->done, t->failed, t->dead, t->cancelled, t->requeued,
-                t->retried, self->late_results, tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
+                t->retried, tq_handlers_late(self->handlers), tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
                 tq_peers_count_role(self->peers, TQ_ROLE_CLIENT));
     }
     if (self->router) {
@@ -643,8 +593,8 @@ void tq_loop_destroy(tq_loop_t **self_p) {
      * back in memory) is what recovery does by itself. */
     int had_journal = self->persist != NULL;
     tq_persist_destroy(&self->persist);
-    if (had_journal)
-        tq_admin_drop_file(self, 1); /* everything is synced now */
+    if (had_journal && self->paused_file)
+        tq_admin_drop_file(self->cfg.journal.data_dir); /* everything is synced now */
     /* Leases and waits are plain memory: drop them before freeing. */
     if (self->peers) {
         for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
@@ -658,6 +608,8 @@ void tq_loop_destroy(tq_loop_t **self_p) {
             tq_outbox_forget(self->outbox, p);
         }
     }
+    tq_handlers_destroy(&self->handlers);
+    tq_roster_destroy(&self->roster);
     tq_outbox_destroy(&self->outbox);
     tq_peers_destroy(&self->peers);
     tq_engine_destroy(&self->engine);

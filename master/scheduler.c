@@ -16,6 +16,25 @@ typedef struct {
     int done;        /* nothing more it can run */
 } slot_t;
 
+/* Append s's planned tasks to plan as DISPATCHes of at most
+ * TQ_MAX_BATCH tasks and TQ_BATCH_BYTES of payload (or one larger task). */
+static void cut_batches(tq_sched_plan_t *plan, const slot_t *s) {
+    size_t i = 0;
+    while (i < s->n) {
+        tq_sched_batch_t *b = &plan->b[plan->n++];
+        b->w = s->w;
+        b->tasks = s->tasks + i;
+        b->n = 0;
+        size_t bytes = 0;
+        while (i < s->n && b->n < TQ_MAX_BATCH &&
+               (b->n == 0 || bytes + s->tasks[i]->payload_len <= TQ_BATCH_BYTES)) {
+            bytes += s->tasks[i]->payload_len;
+            b->n++;
+            i++;
+        }
+    }
+}
+
 /* Best task for worker w, queues round-robin from *qrr. */
 static tq_task_t *pick(const tq_store_t *store, const tq_peer_t *w, size_t *qrr) {
     size_t nq = tq_store_nqueues(store);
@@ -106,26 +125,9 @@ size_t tq_sched_plan(tq_engine_t *engine, tq_peers_t *peers, tq_sched_plan_t *pl
     }
     *qrr_p = qrr;
 
-    /* Each worker's tasks in DISPATCHes of at most TQ_MAX_BATCH tasks
-     * and TQ_BATCH_BYTES of payload (or one larger task). */
-    for (size_t k = 0; k < ns; k++) {
-        slot_t *s = &slots[k];
-        size_t i = 0;
-        while (i < s->n) {
-            tq_sched_batch_t *b = &batches[plan->n++];
-            b->w = s->w;
-            b->tasks = s->tasks + i;
-            b->n = 0;
-            size_t bytes = 0;
-            while (i < s->n && b->n < TQ_MAX_BATCH &&
-                   (b->n == 0 || bytes + s->tasks[i]->payload_len <= TQ_BATCH_BYTES)) {
-                bytes += s->tasks[i]->payload_len;
-                b->n++;
-                i++;
-            }
-        }
-    }
     plan->b = batches;
+    for (size_t k = 0; k < ns; k++)
+        cut_batches(plan, &slots[k]);
     return planned;
 }
 
