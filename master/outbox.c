@@ -102,8 +102,12 @@ static void enqueue(tq_outbox_t *self, tq_peer_t *p, uint64_t lsn, uint64_t pass
     m->dispatch = o->type == TQ_MSG_DISPATCH;
     if (!m->dispatch)
         q->reply_bytes += m->bytes;
-    if (blocked)
+    if (blocked) {
         self->stalled = 1; /* the pipe was full: try again soon */
+        if (m->dispatch)
+            tq_debug("worker %s: its queue is full, a DISPATCH of %zu bytes waits in the master",
+                     p->name, m->bytes);
+    }
     if (q->reply_bytes > TQ_OUTBOX_MAX_QUEUED_BYTES && !p->gone) {
         tq_warn("%s %s reads no replies (%zu bytes waiting): forgetting it",
                 p->role == TQ_ROLE_WORKER ? "worker" : "client", p->name, q->reply_bytes);
