@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,14 +74,15 @@
 /* Journal housekeeping (retries, compaction checks) this often. */
 #define LOOP_JTICK_MS 100
 #define MONITOR_ENDPOINT "inproc://taskq-master-monitor"
-/* Outcomes held for one client that does not read them (8 MiB of ids).
- * Past it the client is forgotten, as if it had gone: its results stay
- * stored, and a live client says HELLO again and WAITs for them. */
-#define LOOP_MAX_PENDING (1u << 20)
-/* What one outcome in RESULTS costs against --peer-queue-bytes besides
- * its data: its record and ZeroMQ's bookkeeping, so that empty results
- * are bounded too (and the ring of unconfirmed outcomes with them). */
-#define LOOP_OUTCOME_COST 64u
+
+/* A timer: fn runs once its time (monotonic ms) has come, and returns
+ * when it is due next. */
+typedef int64_t (*loop_timer_fn)(tq_loop_t *self, int64_t now);
+typedef struct {
+    int64_t next_ms;
+    loop_timer_fn fn;
+} loop_timer_t;
+#define LOOP_TIMERS 4
 
 struct tq_loop {
     void *ctx;
@@ -98,9 +100,8 @@ struct tq_loop {
     tq_roster_t *roster;   /* peers leaving, log lines about peers */
     tq_handlers_t *handlers;
     int64_t start_ms;
-    int64_t next_hb_ms;    /* timers (monotonic ms) */
-    int64_t next_sweep_ms;
-    int64_t next_jtick_ms;
+    loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
+    size_t ntimers;
     int sched_dirty;       /* run the scheduler at the end of this pass */
     int sends_stalled;     /* RESULTS or queued messages could not be sent: retry soon */
     int started;           /* bound and ready: log a summary at destroy */
@@ -142,77 +143,6 @@ static const char *worker_name(const void *w) { return ((const tq_peer_t *)w)->n
 static int send_dispatch(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
     tq_loop_t *self = arg;
     return tq_outbox_dispatch(self->outbox, w, tasks, n);
-}
-
-/* ---- RESULTS to clients ------------------------------------------------- */
-
-/* Send client c the outcomes queued for it (c->pending) in as many
- * RESULTS as they need. When the client's queue is full (EAGAIN: it
- * reads slowly), the outcomes not sent stay pending and the loop retries
- * them soon: a subscribed client never waits again, so an outcome dropped
- * here would leave it waiting forever.
- *
- * ZMQ_SNDHWM counts messages, not bytes, so the bytes handed to ZeroMQ
- * for one client are bounded here: an outcome costs its data plus
- * LOOP_OUTCOME_COST, and once --peer-queue-bytes of them wait for the
- * client's ACK (tq_peer_unconfirmed) the rest stay pending as task ids
- * (8 bytes each, no copy) until an ACK says the client read them. One
- * outcome larger than the budget still goes when nothing else waits. */
-static void flush_results(tq_loop_t *self, tq_peer_t *c) {
-    size_t i = 0;
-    tq_now_t now = tq_now();
-    uint64_t budget = self->cfg.peer_queue_bytes ? self->cfg.peer_queue_bytes : UINT64_MAX;
-    uint64_t charge[TQ_MAX_BATCH];
-    int over = 0;
-    while (i < c->npending && !over) {
-        size_t first = i;
-        uint64_t inflight = tq_peer_unconfirmed(c);
-        tq_out_t *out = tq_outbox_msg(self->outbox);
-        tq_out_begin(out, TQ_MSG_RESULTS);
-        while (i < c->npending && !tq_out_full(out)) {
-            tq_task_t *t = tq_store_get(self->store, c->pending[i]);
-            tq_outcome_t o = {c->pending[i], TQ_ST_UNKNOWN, 0, {NULL, 0}};
-            if (t && tq_task_finished(t)) {
-                o.status = tq_task_wire_status(t);
-                o.attempts = tq_task_attempt(t);
-                o.data = tq_task_data(t);
-            }
-            uint64_t cost = (uint64_t)o.data.len + LOOP_OUTCOME_COST;
-            if (inflight > 0 && (inflight > budget || budget - inflight < cost)) {
-                over = 1; /* the client has not read what it has: wait for its ACK */
-                break;
-            }
-            inflight += cost;
-            charge[i - first] = cost;
-            tq_out_outcome(out, &o);
-            i++;
-        }
-        if (i == first)
-            break;
-        if (tq_outbox_send(self->outbox, c) < 0) {
-            if (!c->gone) { /* EAGAIN: keep what was not sent, in order */
-                i = first;
-                self->sends_stalled = 1;
-                break;
-            }
-            c->npending = 0;
-            return; /* gone: reaped with its waits */
-        }
-        for (size_t k = first; k < i; k++) {
-            tq_peer_sent_add(c, c->pending[k], charge[k - first]);
-            tq_task_t *t = tq_store_get(self->store, c->pending[k]);
-            if (t && tq_task_finished(t))
-                tq_engine_fetched(self->engine, t, now);
-        }
-    }
-    /* keep what was not sent, in order */
-    memmove(c->pending, c->pending + i, (c->npending - i) * sizeof *c->pending);
-    c->npending -= i;
-    if (c->npending > LOOP_MAX_PENDING) {
-        tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name, c->npending);
-        c->gone = 1;
-        c->npending = 0;
-    }
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -443,52 +373,81 @@ const char *tq_loop_endpoint(const tq_loop_t *self) { return self->endpoint; }
 
 /* The timers due at now (monotonic ms): lease expiry and heartbeats,
  * the sweep of expired results, keys and unused names. */
+/* Timer: lease expiry, peer timeouts and heartbeats. */
+static int64_t on_heartbeat_timer(tq_loop_t *self, int64_t now) {
+    expire_leases(self);
+    heartbeat(self, now);
+    return now + self->cfg.heartbeat_ms;
+}
+
+/* Timer: the sweep of expired results and keys, unused names, and the
+ * summaries of the log limits. */
+static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
+    tq_roster_tick(self->roster, now);
+    size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
+    if (n)
+        tq_debug("expired %zu finished task%s or idempotency key%s", n, n == 1 ? "" : "s",
+                 n == 1 ? "" : "s");
+    /* names and queues nothing uses any more */
+    size_t freed = tq_store_gc(self->store, LOOP_GC_STEPS);
+    if (freed)
+        tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
+    /* more overdue: come back at once, after other work */
+    return n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
+}
+
+/* Timer: journal housekeeping (retries, compaction); every pass while a
+ * compaction has steps left. */
+static int64_t on_journal_timer(tq_loop_t *self, int64_t now) {
+    tq_persist_tick(self->persist, now);
+    return tq_persist_busy(self->persist) ? now : now + LOOP_JTICK_MS;
+}
+
+static void timer_add(tq_loop_t *self, int64_t first_ms, loop_timer_fn fn) {
+    TQ_ASSERT(self->ntimers < LOOP_TIMERS);
+    self->timers[self->ntimers++] = (loop_timer_t){first_ms, fn};
+}
+
+/* Run the timers whose time has come at now (monotonic ms). */
 static void run_timers(tq_loop_t *self, int64_t now) {
-    if (now >= self->next_hb_ms) {
-        expire_leases(self);
-        heartbeat(self, now);
-        self->next_hb_ms = now + self->cfg.heartbeat_ms;
-    }
-    if (now >= self->next_sweep_ms) {
-        tq_roster_tick(self->roster, now);
-        size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
-        if (n)
-            tq_debug("expired %zu finished task%s or idempotency key%s", n,
-                     n == 1 ? "" : "s", n == 1 ? "" : "s");
-        /* more overdue: come back at once, after other work */
-        self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
-        /* names and queues nothing uses any more */
-        size_t freed = tq_store_gc(self->store, LOOP_GC_STEPS);
-        if (freed)
-            tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
-    }
+    for (size_t i = 0; i < self->ntimers; i++)
+        if (now >= self->timers[i].next_ms)
+            self->timers[i].next_ms = self->timers[i].fn(self, now);
+}
+
+/* Milliseconds from now until the next timer is due (0 if one is). */
+static long timers_timeout(const tq_loop_t *self, int64_t now) {
+    int64_t next = INT64_MAX;
+    for (size_t i = 0; i < self->ntimers; i++)
+        if (self->timers[i].next_ms < next)
+            next = self->timers[i].next_ms;
+    if (next <= now)
+        return 0;
+    return next - now > LONG_MAX ? LONG_MAX : (long)(next - now);
 }
 
 /* The end of a loop pass: delayed tasks that became runnable, peers that
- * went away, the scheduler, journal housekeeping, then the journal write
- * and every peer's queued messages and RESULTS. */
-static void end_pass(tq_loop_t *self, int64_t now) {
+ * went away, the scheduler, then the journal write and every peer's
+ * queued messages and RESULTS. */
+static void end_pass(tq_loop_t *self) {
     tq_engine_promote(self->engine, tq_now(), LOOP_SWEEP_STEPS); /* WAKE if any */
     tq_roster_reap(self->roster);
     if (self->sched_dirty) {
         self->sched_dirty = 0;
         tq_sched_run(self->engine, self->peers, tq_now(), send_dispatch, self);
     }
-    if (now >= self->next_jtick_ms || tq_persist_busy(self->persist)) {
-        tq_persist_tick(self->persist, now);
-        self->next_jtick_ms = now + LOOP_JTICK_MS;
-    }
     /* This iteration's records go to the file before its replies go
      * out; acks of SUBMITs wait in their peer (gated) until ready. */
     tq_persist_flush(self->persist);
     self->sends_stalled = 0;
     uint64_t ready = tq_persist_ready(self->persist);
+    tq_now_t now_c = tq_now();
     for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
         tq_peer_t *p = tq_peers_at(self->peers, i);
         if (p->outq.n)
             tq_outbox_flush(self->outbox, p, ready);
         if (p->npending)
-            flush_results(self, p);
+            tq_outbox_results(self->outbox, p, self->engine, self->cfg.peer_queue_bytes, now_c);
         if (p->stalled && !p->outq.n) {
             p->stalled = 0;
             self->sched_dirty = 1; /* it can take tasks again */
@@ -503,14 +462,13 @@ static void end_pass(tq_loop_t *self, int64_t now) {
 
 int tq_loop_run(tq_loop_t *self, int stop_fd) {
     int64_t now = tq_mono_ms();
-    self->next_hb_ms = now + self->cfg.heartbeat_ms;
-    self->next_sweep_ms = now + LOOP_SWEEP_MS;
-    self->next_jtick_ms = now + LOOP_JTICK_MS;
+    self->ntimers = 0;
+    timer_add(self, now + self->cfg.heartbeat_ms, on_heartbeat_timer);
+    timer_add(self, now + LOOP_SWEEP_MS, on_sweep_timer);
+    timer_add(self, now + LOOP_JTICK_MS, on_journal_timer);
     for (;;) {
         now = tq_mono_ms();
-        int64_t next = self->next_hb_ms < self->next_sweep_ms ? self->next_hb_ms
-                                                              : self->next_sweep_ms;
-        long timeout = next > now ? (long)(next - now) : 0;
+        long timeout = timers_timeout(self, now);
         /* Work left over (a send failed; tasks went back): retry soon,
          * without spinning on a worker whose pipe is full. */
         if ((self->sched_dirty || self->sends_stalled) && timeout > LOOP_RETRY_MS)
@@ -521,10 +479,6 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         int64_t due = tq_store_next_due(self->store, tq_wall_ms());
         if (due >= 0 && due < timeout)
             timeout = (long)due; /* a delayed task becomes runnable */
-        if (tq_persist_busy(self->persist))
-            timeout = 0; /* compaction steps left: between messages */
-        else if (self->next_jtick_ms - now < timeout)
-            timeout = self->next_jtick_ms > now ? (long)(self->next_jtick_ms - now) : 0;
         zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
                                    {NULL, stop_fd, ZMQ_POLLIN, 0}};
@@ -562,7 +516,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         }
         now = tq_mono_ms();
         run_timers(self, now);
-        end_pass(self, now);
+        end_pass(self);
     }
 }
 

@@ -10,6 +10,15 @@
 #include "tq_log.h"
 #include "tq_util.h"
 
+/* Outcomes held for one client that does not read them (8 MiB of ids).
+ * Past it the client is forgotten, as if it had gone: its results stay
+ * stored, and a live client says HELLO again and WAITs for them. */
+#define OUTBOX_MAX_PENDING (1u << 20)
+/* What one outcome in RESULTS costs against --peer-queue-bytes besides
+ * its data: its record and ZeroMQ's bookkeeping, so that empty results
+ * are bounded too (and the ring of unconfirmed outcomes with them). */
+#define OUTBOX_OUTCOME_COST 64u
+
 /* One queued message: its frames one after another in data. */
 struct tq_outmsg {
     uint8_t *data;
@@ -281,6 +290,78 @@ void tq_outbox_send_kills(tq_outbox_t *self) {
         tq_outbox_send(self, w);
     }
     self->nkills = 0;
+}
+
+/* ---- RESULTS ------------------------------------------------------------- */
+
+/* Send client c the outcomes queued for it (c->pending) in as many
+ * RESULTS as they need. When the client's queue is full (EAGAIN: it
+ * reads slowly), the outcomes not sent stay pending and are tried again
+ * soon: a subscribed client never waits again, so an outcome dropped
+ * here would leave it waiting forever.
+ *
+ * ZMQ_SNDHWM counts messages, not bytes, so the bytes handed to ZeroMQ
+ * for one client are bounded here: an outcome costs its data plus
+ * OUTBOX_OUTCOME_COST, and once --peer-queue-bytes of them wait for the
+ * client's ACK (tq_peer_unconfirmed) the rest stay pending as task ids
+ * (8 bytes each, no copy) until an ACK says the client read them. One
+ * outcome larger than the budget still goes when nothing else waits. */
+void tq_outbox_results(tq_outbox_t *self, tq_peer_t *c, tq_engine_t *engine, uint64_t peer_bytes,
+                       tq_now_t now) {
+    tq_store_t *store = tq_engine_store(engine);
+    size_t i = 0;
+    uint64_t budget = peer_bytes ? peer_bytes : UINT64_MAX;
+    uint64_t charge[TQ_MAX_BATCH];
+    int over = 0;
+    while (i < c->npending && !over) {
+        size_t first = i;
+        uint64_t inflight = tq_peer_unconfirmed(c);
+        tq_out_t *out = &self->out;
+        tq_out_begin(out, TQ_MSG_RESULTS);
+        while (i < c->npending && !tq_out_full(out)) {
+            tq_task_t *t = tq_store_get(store, c->pending[i]);
+            tq_outcome_t o = {c->pending[i], TQ_ST_UNKNOWN, 0, {NULL, 0}};
+            if (t && tq_task_finished(t)) {
+                o.status = tq_task_wire_status(t);
+                o.attempts = tq_task_attempt(t);
+                o.data = tq_task_data(t);
+            }
+            uint64_t cost = (uint64_t)o.data.len + OUTBOX_OUTCOME_COST;
+            if (inflight > 0 && (inflight > budget || budget - inflight < cost)) {
+                over = 1; /* the client has not read what it has: wait for its ACK */
+                break;
+            }
+            inflight += cost;
+            charge[i - first] = cost;
+            tq_out_outcome(out, &o);
+            i++;
+        }
+        if (i == first)
+            break;
+        if (tq_outbox_send(self, c) < 0) {
+            if (!c->gone) { /* EAGAIN: keep what was not sent, in order */
+                i = first;
+                self->stalled = 1;
+                break;
+            }
+            c->npending = 0;
+            return; /* gone: reaped with its waits */
+        }
+        for (size_t k = first; k < i; k++) {
+            tq_peer_sent_add(c, c->pending[k], charge[k - first]);
+            tq_task_t *t = tq_store_get(store, c->pending[k]);
+            if (t && tq_task_finished(t))
+                tq_engine_fetched(engine, t, now);
+        }
+    }
+    /* keep what was not sent, in order */
+    memmove(c->pending, c->pending + i, (c->npending - i) * sizeof *c->pending);
+    c->npending -= i;
+    if (c->npending > OUTBOX_MAX_PENDING) {
+        tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name, c->npending);
+        mark_gone(self, c);
+        c->npending = 0;
+    }
 }
 
 /* ---- passes and flags ----------------------------------------------------- */

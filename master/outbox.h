@@ -7,8 +7,8 @@
  *
  * Order: a peer's messages leave in the order they were handed over,
  * except HEARTBEAT (dropped when the peer's pipe is full: the next one
- * replaces it) and RESULTS (the loop keeps their ids pending and
- * re-encodes them). A DISPATCH is queued like a reply, so once
+ * replaces it) and RESULTS (their ids stay pending in the client's books
+ * and tq_outbox_results encodes them again). A DISPATCH is queued like a reply, so once
  * tq_outbox_dispatch returns 0 it will be sent (or its worker is
  * forgotten and the leases are lost like any others): a lease is
  * committed only then, and never undone.
@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine.h"
 #include "peers.h"
 #include "store.h"
 #include "tq_proto.h"
@@ -80,6 +81,15 @@ int tq_outbox_held(const tq_outbox_t *self);
  * (journal ready below its LSN, or held for a later pass) or p's pipe is
  * full. */
 void tq_outbox_flush(tq_outbox_t *self, tq_peer_t *p, uint64_t ready_lsn);
+
+/* Send client c the outcomes of its pending ids (c->pending) in as many
+ * RESULTS as they need; each one sent starts its task's result TTL
+ * (tq_engine_fetched at now). Outcomes that do not fit (c's pipe is full,
+ * or peer_bytes, --peer-queue-bytes, of them wait for its ACK) stay
+ * pending as ids, in order. A client with more than a million pending is
+ * forgotten (marked gone). */
+void tq_outbox_results(tq_outbox_t *self, tq_peer_t *c, tq_engine_t *engine, uint64_t peer_bytes,
+                       tq_now_t now);
 
 /* 1 (and cleared) if a send would have blocked since the last call:
  * retry soon. */
