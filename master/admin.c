@@ -1,11 +1,10 @@
 /* admin.c - ADMIN requests (proto/PROTOCOL.md): list, retry and purge
- * the dead set; pause and resume queues. The paused set lives in
- * DATA_DIR/paused, one queue name per line, replaced atomically (write a
- * temporary file, fsync, rename, fsync the directory) on every change,
- * so it survives restarts without a journal record type. The writing is
- * done by an actor thread (pausefile.c), never by the loop: a pause or
- * resume takes effect at once, and its ADMIN_REPLY waits in the list
- * below until the file that holds it is durable. */
+ * the dead set; pause and resume queues. A pause or resume is an engine
+ * command: it takes effect at once, the journal records it (PAUSE
+ * record), and its ADMIN_REPLY waits in the peer, like a SUBMIT_ACK,
+ * until the journal holds the record. The DATA_DIR/paused file of
+ * earlier versions is read once at start (tq_admin_load), journaled,
+ * and deleted. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,8 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "loop_internal.h"
-#include "pausefile.h"
+#include "admin.h"
+#include "now.h"
 #include "tq_log.h"
 #include "tq_util.h"
 
@@ -30,16 +29,18 @@
 /* The paused file holds at most every queue name: bounded like them. */
 #define PAUSED_FILE_MAX ((size_t)TQ_STORE_MAX_NAMES * (TQ_MAX_NAME + 1))
 
-/* ---- the paused file ------------------------------------------------------ */
+/* ---- the paused file of earlier versions ------------------------------------ */
 
-static int paused_path(const tq_loop_t *self, const char *suffix, char *out, size_t len) {
-    int n = snprintf(out, len, "%s/paused%s", self->cfg.journal.data_dir, suffix);
+static int paused_path(const char *data_dir, char *out, size_t len) {
+    int n = snprintf(out, len, "%s/paused", data_dir);
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-int tq_admin_load(tq_loop_t *self, char *err, size_t errlen) {
+int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir,
+                  uint64_t *lsn, char *err, size_t errlen) {
+    tq_store_t *store = tq_engine_store(engine);
     char path[4096];
-    if (paused_path(self, "", path, sizeof path) < 0) {
+    if (paused_path(data_dir, path, sizeof path) < 0) {
         snprintf(err, errlen, "--data-dir: path too long");
         return -1;
     }
@@ -50,200 +51,65 @@ int tq_admin_load(tq_loop_t *self, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
         return -1;
     }
+    /* Two passes: the whole file is checked before any queue is paused,
+     * so a refused start leaves nothing behind in the journal. */
     char line[TQ_MAX_NAME + 2];
-    size_t lineno = 0, total = 0;
     int rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        size_t n = strlen(line);
-        total += n;
-        int whole = n > 0 && line[n - 1] == '\n';
-        if (whole)
-            line[--n] = '\0';
-        tq_bytes_t name = {(const uint8_t *)line, n};
-        if (total > PAUSED_FILE_MAX || (!whole && !feof(f)) || (n && !tq_name_valid(name))) {
-            snprintf(err, errlen, "%s line %zu: not a queue name (remove the line or the file)",
-                     path, lineno);
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        size_t lineno = 0, total = 0;
+        rewind(f);
+        while (fgets(line, sizeof line, f)) {
+            lineno++;
+            size_t n = strlen(line);
+            total += n;
+            int whole = n > 0 && line[n - 1] == '\n';
+            if (whole)
+                line[--n] = '\0';
+            tq_bytes_t name = {(const uint8_t *)line, n};
+            if (total > PAUSED_FILE_MAX || (!whole && !feof(f)) || (n && !tq_name_valid(name))) {
+                snprintf(err, errlen,
+                         "%s line %zu: not a queue name (remove the line or the file)", path,
+                         lineno);
+                rc = -1;
+                break;
+            }
+            if (pass == 0 || !n)
+                continue;
+            tq_queue_t *q = tq_store_queue(store, name);
+            if (!q) {
+                snprintf(err, errlen, "%s line %zu: too many queue names", path, lineno);
+                rc = -1;
+                break;
+            }
+            if (tq_engine_pause(engine, q, 1)) /* journaled */
+                tq_info("queue %s is paused (%s, now in the journal)", line, path);
+        }
+        if (rc == 0 && ferror(f)) {
+            snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
             rc = -1;
-            break;
         }
-        tq_queue_t *q = n ? tq_store_queue(self->store, name) : NULL;
-        if (q) {
-            tq_queue_set_paused(q, 1);
-            tq_info("queue %s is paused (%s)", line, path);
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-        rc = -1;
     }
     fclose(f);
-    return rc;
-}
-
-/* Pause/resume replies waiting for the paused file: beyond this many
- * a request is refused (UNAVAILABLE) rather than held without bound. */
-#define ADMIN_MAX_WAITING 4096
-
-/* A pause or resume whose reply waits until the file holding it is
- * durable (save number seq). */
-typedef struct {
-    uint8_t rid[TQ_MAX_ROUTING_ID];
-    size_t rid_len;
-    uint32_t req;
-    char queue[TQ_MAX_NAME + 1];
-    int pause, changed;
-    uint64_t seq;
-} admin_wait_t;
-
-struct tq_admin_state {
-    tq_pausefile_t *pf;
-    uint64_t inflight; /* save being written (0: none) */
-    int dirty;         /* changed since that save's contents were taken */
-    admin_wait_t *w;
-    size_t nw, capw;
-};
-
-int tq_admin_open(tq_loop_t *self, char *err, size_t errlen) {
-    tq_admin_state_t *a = tq_calloc(1, sizeof *a);
-    a->pf = tq_pausefile_new(self->ctx, self->cfg.journal.data_dir, err, errlen);
-    if (!a->pf) {
-        free(a);
+    if (rc < 0)
         return -1;
-    }
-    self->admin = a;
-    return 0;
+    *lsn = tq_persist_lsn(persist);
+    return 1;
 }
 
-static int paused_save(tq_loop_t *self);
-
-void tq_admin_close(tq_loop_t *self) {
-    tq_admin_state_t *a = self->admin;
-    if (!a)
-        return;
-    if (a->dirty && paused_save(self) == 0) /* a change made while a save was in flight */
-        a->dirty = 0;
-    tq_pausefile_destroy(&a->pf); /* finishes the saves handed over */
-    if (a->dirty)
-        tq_warn("cannot save %s/paused at shutdown: the last pause/resume may be lost",
-                self->cfg.journal.data_dir);
-    else if (a->nw)
-        tq_info("paused queues saved at shutdown; %zu pause/resume repl%s not sent", a->nw,
-                a->nw == 1 ? "y" : "ies");
-    free(a->w);
-    free(a);
-    self->admin = NULL;
-}
-
-void *tq_admin_socket(tq_loop_t *self) { return tq_pausefile_socket(self->admin->pf); }
-
-/* Hand the queues paused now to the writer. Returns 0, or -1 with errno. */
-static int paused_save(tq_loop_t *self) {
-    tq_admin_state_t *a = self->admin;
-    tq_buf_t b;
-    tq_buf_init(&b);
-    for (size_t i = 0; i < tq_store_nqueues(self->store); i++) {
-        const tq_queue_t *q = tq_store_queue_at(self->store, i);
-        if (!tq_queue_paused(q))
-            continue;
-        tq_buf_put(&b, tq_queue_name(q), strlen(tq_queue_name(q)));
-        tq_buf_put(&b, "\n", 1);
-    }
-    uint64_t seq = tq_pausefile_save(a->pf, b.data, b.len);
-    int e = errno;
-    tq_buf_free(&b);
-    if (!seq) {
-        errno = e;
-        return -1;
-    }
-    a->inflight = seq;
-    a->dirty = 0;
-    return 0;
-}
-
-/* The save a change made now will be durable with: the one in flight
- * if its contents are not taken yet, else the next. Starts a save when
- * none is in flight. Returns its number, or 0 with errno. */
-static uint64_t paused_changed(tq_loop_t *self) {
-    tq_admin_state_t *a = self->admin;
-    if (a->inflight) {
-        a->dirty = 1;
-        return a->inflight + 1; /* saves are numbered one by one */
-    }
-    return paused_save(self) < 0 ? 0 : a->inflight;
-}
-
-static void send_pause_reply(tq_loop_t *self, const admin_wait_t *w, int err) {
-    tq_bytes_t rid = {w->rid, w->rid_len};
-    tq_peer_t *p = tq_peers_find(self->peers, rid);
-    if (!p)
-        return; /* it left meanwhile */
-    if (err) {
-        char msg[TQ_MAX_ERROR_TEXT];
-        snprintf(msg, sizeof msg, "cannot save the paused queues: %s", strerror(err));
-        tq_loop_reply_error(self, rid, TQ_ERR_UNAVAILABLE, w->req, msg);
-        return;
-    }
-    cJSON *doc = cJSON_CreateObject();
-    cJSON_AddStringToObject(doc, "queue", w->queue);
-    cJSON_AddBoolToObject(doc, "paused", w->pause);
-    cJSON_AddBoolToObject(doc, "changed", w->changed);
-    cJSON_AddNumberToObject(doc, "req", (double)w->req);
-    cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(&self->out, TQ_MSG_ADMIN_REPLY, doc);
-    cJSON_Delete(doc);
-    tq_loop_send_peer(self, p);
-}
-
-void tq_admin_on_saved(tq_loop_t *self) {
-    tq_admin_state_t *a = self->admin;
-    uint64_t seq;
-    int err;
-    while (tq_pausefile_done(a->pf, &seq, &err)) {
-        if (seq >= a->inflight)
-            a->inflight = 0;
-        if (err)
-            tq_error("cannot save %s/paused: %s", self->cfg.journal.data_dir, strerror(err));
-        int reverted = 0;
-        size_t k = 0;
-        for (size_t i = 0; i < a->nw; i++) {
-            admin_wait_t *w = &a->w[i];
-            if (w->seq > seq) {
-                a->w[k++] = *w;
-                continue;
-            }
-            if (err && w->changed) { /* not durable: undo it, as if never asked */
-                tq_queue_t *q = tq_store_queue(self->store, tq_bytes_str(w->queue));
-                if (q && tq_queue_paused(q) == w->pause) {
-                    tq_queue_set_paused(q, !w->pause);
-                    reverted = 1;
-                    if (w->pause)
-                        self->sched_dirty = 1;
-                }
-            }
-            if (!err)
-                tq_info("queue %s %s (saved)", w->queue, w->pause ? "paused" : "resumed");
-            send_pause_reply(self, w, err);
-        }
-        a->nw = k;
-        if (reverted)
-            a->dirty = 1; /* the file must say what memory says again */
-    }
-    if (!a->inflight && a->dirty && paused_save(self) < 0) {
-        int e = errno;
-        tq_error("cannot save %s/paused: %s", self->cfg.journal.data_dir, strerror(e));
-        for (size_t i = 0; i < a->nw; i++)
-            send_pause_reply(self, &a->w[i], e);
-        a->nw = 0;
-        a->dirty = 0;
-    }
+void tq_admin_drop_file(const char *data_dir) {
+    char path[4096];
+    if (paused_path(data_dir, path, sizeof path) == 0 && unlink(path) < 0 && errno != ENOENT)
+        tq_warn("cannot delete %s (its queues are in the journal now): %s", path,
+                strerror(errno));
+    else
+        tq_info("deleted %s: the paused queues are in the journal now", path);
 }
 
 /* ---- requests ---------------------------------------------------------------- */
 
 /* One request being answered. */
 typedef struct {
-    tq_loop_t *loop;
+    const tq_admin_deps_t *loop;
     tq_peer_t *peer;
     uint32_t req;
     const cJSON *j;
@@ -256,16 +122,16 @@ static void fail(admin_t *a, int code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    tq_loop_warn_peer(a->loop, a->peer, a->peer->address, "%s", msg);
-    tq_loop_reply_error(a->loop, tq_loop_rid(a->peer), code, a->req, msg);
+    tq_roster_warn(a->loop->roster, a->peer, a->peer->address, "%s", msg);
+    tq_outbox_error(a->loop->outbox, (tq_bytes_t){a->peer->rid, a->peer->rid_len}, code, a->req, msg);
 }
 
 static void reply(admin_t *a, cJSON *doc) {
     cJSON_AddNumberToObject(doc, "req", (double)a->req);
     cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(&a->loop->out, TQ_MSG_ADMIN_REPLY, doc);
+    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
     cJSON_Delete(doc);
-    tq_loop_send_peer(a->loop, a->peer);
+    tq_outbox_send(a->loop->outbox, a->peer);
 }
 
 /* An optional non-negative integer field no larger than max: 0 when
@@ -295,15 +161,15 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
         return -1;
     }
     tq_bytes_t name = tq_bytes_str(v->valuestring);
-    if (!tq_store_name_known(a->loop->store, name) &&
-        tq_peer_take_name(a->peer, tq_mono_ms()) < 0) {
+    if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) &&
+        tq_peer_take_name(a->peer, tq_now().mono_ms) < 0) {
         fail(a, TQ_ERR_TOO_MANY,
              "ADMIN: too many new queue and function names from this connection (at most %d at "
              "once, then %d a second)",
              TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
         return -1;
     }
-    *q = tq_store_queue(a->loop->store, name);
+    *q = tq_store_queue(tq_engine_store(a->loop->engine), name);
     if (!*q) {
         fail(a, TQ_ERR_TOO_MANY, "ADMIN: too many queue and function names");
         return -1;
@@ -355,7 +221,7 @@ static void op_dead(admin_t *a) {
         fail(a, TQ_ERR_MALFORMED, "ADMIN: \"limit\" must be 1..%d", TQ_MAX_ADMIN_LIST);
         return;
     }
-    tq_task_t *t = tq_store_dead_after(a->loop->store, after);
+    tq_task_t *t = tq_store_dead_after(tq_engine_store(a->loop->engine), after);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
@@ -383,7 +249,7 @@ static void op_dead(admin_t *a) {
 /* retry (purge = 0) or purge (purge = 1) of "ids" or "all". */
 static void op_retry_purge(admin_t *a, int purge) {
     static const char *done_word[] = {"retried", "purged"};
-    tq_store_t *store = a->loop->store;
+    tq_store_t *store = tq_engine_store(a->loop->engine);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(a->j, "ids");
     const cJSON *all = cJSON_GetObjectItemCaseSensitive(a->j, "all");
     tq_queue_t *q;
@@ -421,9 +287,9 @@ static void op_retry_purge(admin_t *a, int purge) {
             const char *outcome = !t ? "unknown" : t->state != TQ_TASK_DEAD ? "not dead" : NULL;
             if (!outcome) {
                 if (purge)
-                    tq_store_purge(store, t);
+                    tq_engine_purge(a->loop->engine, id);
                 else
-                    tq_store_revive(store, t);
+                    tq_engine_revive(a->loop->engine, id);
                 outcome = done_word[purge];
                 count++;
             }
@@ -433,73 +299,43 @@ static void op_retry_purge(admin_t *a, int purge) {
             cJSON_AddItemToArray(items, o);
         }
     } else {
-        tq_task_t *t = tq_store_dead_first(store);
-        while (t) {
-            tq_task_t *next = tq_store_dead_next(t);
-            if (!q || tq_task_queue(t) == q) {
-                if (purge)
-                    tq_store_purge(store, t);
-                else
-                    tq_store_revive(store, t);
-                count++;
-            }
-            t = next;
-        }
+        count = tq_engine_revive_all(a->loop->engine, q, purge);
     }
     if (count)
         tq_info("%s %zu dead task%s", done_word[purge], count, count == 1 ? "" : "s");
-    if (count && !purge)
-        a->loop->sched_dirty = 1;
     cJSON_AddNumberToObject(doc, "count", (double)count);
     reply(a, doc);
 }
 
 /* pause / resume: the change is made at once; the reply goes when the
- * paused file that holds it is durable (tq_admin_on_saved). */
+ * journal holds it (gated on the journal's LSN, as a SUBMIT_ACK). */
 static void op_pause(admin_t *a, int pause) {
-    tq_admin_state_t *st = a->loop->admin;
     tq_queue_t *q;
     if (get_queue(a, 1, &q) < 0)
         return;
-    if (st->nw >= ADMIN_MAX_WAITING) {
-        fail(a, TQ_ERR_UNAVAILABLE, "ADMIN: %zu pause/resume requests wait for the disk; retry later",
-             st->nw);
+    int jerr = tq_persist_failed(a->loop->persist);
+    if (jerr) {
+        fail(a, TQ_ERR_UNAVAILABLE, "journal write failed: %s", strerror(jerr));
         return;
     }
-    int changed = tq_queue_paused(q) != pause;
-    uint64_t seq = 0;
-    if (changed) {
-        tq_queue_set_paused(q, pause);
-        seq = paused_changed(a->loop);
-        if (!seq) {
-            int e = errno;
-            tq_queue_set_paused(q, !pause);
-            tq_error("cannot save %s/paused: %s", a->loop->cfg.journal.data_dir, strerror(e));
-            fail(a, TQ_ERR_UNAVAILABLE, "cannot save the paused queues: %s", strerror(e));
-            return;
-        }
-        if (!pause)
-            a->loop->sched_dirty = 1;
-    } else if (st->inflight) {
-        seq = st->dirty ? st->inflight + 1 : st->inflight; /* the state it reports */
-    }
-    admin_wait_t w = {.rid_len = a->peer->rid_len, .req = a->req, .pause = pause,
-                      .changed = changed, .seq = seq};
-    memcpy(w.rid, a->peer->rid, a->peer->rid_len);
-    tq_strlcpy(w.queue, tq_queue_name(q), sizeof w.queue);
-    if (!seq) {
-        send_pause_reply(a->loop, &w, 0);
-        return;
-    }
-    if (st->nw == st->capw) {
-        st->capw = st->capw ? st->capw * 2 : 16;
-        st->w = tq_realloc(st->w, st->capw * sizeof *st->w);
-    }
-    st->w[st->nw++] = w;
+    int changed = tq_engine_pause(a->loop->engine, q, pause);
+    if (changed)
+        tq_info("queue %s %s", tq_queue_name(q), pause ? "paused" : "resumed");
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
+    cJSON_AddBoolToObject(doc, "paused", pause);
+    cJSON_AddBoolToObject(doc, "changed", changed);
+    cJSON_AddNumberToObject(doc, "req", (double)a->req);
+    cJSON_AddBoolToObject(doc, "ok", 1);
+    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
+    cJSON_Delete(doc);
+    /* the state it reports may be another request's, not durable yet */
+    tq_outbox_send_gated(a->loop->outbox, a->peer, tq_persist_lsn(a->loop->persist),
+                         tq_persist_ready(a->loop->persist), 0);
 }
 
-void tq_admin_handle(tq_loop_t *self, tq_peer_t *p, tq_bytes_t body) {
-    admin_t a = {self, p, 0, NULL};
+void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
+    admin_t a = {d, p, 0, NULL};
     void *j = NULL;
     tq_error_t err;
     if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {

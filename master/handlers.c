@@ -1,7 +1,8 @@
 /* handlers.c - the master's answer to each message a peer sends: one
  * handler per type (HELLO, HEARTBEAT, BYE, DRAIN, ERROR, STATUS, SUBMIT,
  * WAIT, CANCEL, RESULT, RELEASE), with the ERROR replies for bad input.
- * See loop_internal.h. Sending, timers and peers leaving are in loop.c.
+ * See handlers.h. Sending is the outbox's, peers leaving the roster's,
+ * state changes the engine's.
  *
  * Order of checks for one message: routing id, header, HELLO (any time),
  * registered, type known and meant for the master, role, then the body. */
@@ -12,12 +13,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_internal.h"
+#include "admin.h"
+#include "handlers.h"
+#include "now.h"
 #include "tq_ctl.h"
 #include "tq_log.h"
 #include "tq_util.h"
 
-/* One message from the ROUTER, as tq_loop_handle found it. */
+struct tq_handlers {
+    tq_engine_t *engine;
+    tq_store_t *store; /* the engine's: read, and names interned */
+    tq_persist_t *persist;
+    tq_peers_t *peers;
+    tq_outbox_t *outbox;
+    tq_roster_t *roster;
+    tq_status_t *status;
+    tq_loop_cfg_t cfg;
+    const char *endpoint;
+    int64_t start_ms;
+    int *wake;
+    tq_admin_deps_t admin;
+    uint64_t late_results;
+    /* decode buffers, TQ_MAX_BATCH records each: one message's, filled
+     * by its decoder and read by its handler only */
+    tq_task_spec_t specs[TQ_MAX_BATCH];
+    uint64_t ids[TQ_MAX_BATCH];
+    uint8_t added[TQ_MAX_BATCH];
+    tq_result_item_t results[TQ_MAX_BATCH];
+    tq_lease_ref_t leases[TQ_MAX_BATCH];
+};
+
+typedef tq_handlers_t hctx_t;
+
+/* The routing id of a registered peer (points into p). */
+static tq_bytes_t rid_of(const tq_peer_t *p) { return (tq_bytes_t){p->rid, p->rid_len}; }
+
+/* One message from the ROUTER, as tq_handlers_handle found it. */
 typedef struct {
     tq_bytes_t rid;
     const char *addr; /* the peer's network address, for the log */
@@ -28,25 +59,25 @@ typedef struct {
 } msg_t;
 
 /* A handler for a registered peer p. */
-typedef void handler_fn(tq_loop_t *self, tq_peer_t *p, const msg_t *m);
+typedef void handler_fn(hctx_t *self, tq_peer_t *p, const msg_t *m);
 
 /* Log a body that did not decode and answer it with an ERROR (ref req).
  * addr is the address to log. */
-static void bad_body(tq_loop_t *self, tq_peer_t *p, const char *addr, const msg_t *m, uint32_t req,
+static void bad_body(hctx_t *self, tq_peer_t *p, const char *addr, const msg_t *m, uint32_t req,
                      const tq_error_t *err) {
-    tq_loop_warn_peer(self, p, addr, "bad %s: %s", tq_msg_type_name(m->type), err->msg);
-    tq_loop_reply_error(self, m->rid, err->code, req, err->msg);
+    tq_roster_warn(self->roster, p, addr, "bad %s: %s", tq_msg_type_name(m->type), err->msg);
+    tq_outbox_error(self->outbox, m->rid, err->code, req, err->msg);
 }
 
 /* 1 if p has the role need, else 0 after a WRONG_ROLE error reply. */
-static int role_ok(tq_loop_t *self, tq_peer_t *p, int type, tq_role_t need) {
+static int role_ok(hctx_t *self, tq_peer_t *p, int type, tq_role_t need) {
     if (p->role == need)
         return 1;
     char msg[128];
     snprintf(msg, sizeof msg, "%s is not allowed from a %s", tq_msg_type_name(type),
              p->role == TQ_ROLE_WORKER ? "worker" : "client");
-    tq_loop_warn_peer(self, p, p->address, "%s", msg);
-    tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_WRONG_ROLE, 0, msg);
+    tq_roster_warn(self->roster, p, p->address, "%s", msg);
+    tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_WRONG_ROLE, 0, msg);
     return 0;
 }
 
@@ -74,12 +105,12 @@ typedef struct {
 /* Intern name for peer p: a name not known yet takes one of p's tokens
  * (tq_peer_take_name). Returns the interned name, or NULL with a message
  * in msg when p's budget or the name table is full (ERROR TOO_MANY). */
-static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
+static const char *intern_for(hctx_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
                               size_t msglen) {
     const char *in = tq_store_lookup(self->store, name);
     if (in)
         return in;
-    if (tq_peer_take_name(p, tq_mono_ms()) < 0) {
+    if (tq_peer_take_name(p, tq_now().mono_ms) < 0) {
         snprintf(msg, msglen, NAME_BUDGET_MSG, TQ_PEER_NEW_NAMES_BURST, TQ_PEER_NEW_NAMES_PER_S);
         return NULL;
     }
@@ -91,15 +122,15 @@ static const char *intern_for(tq_loop_t *self, tq_peer_t *p, tq_bytes_t name, ch
 }
 
 /* Log and answer a refused HELLO. */
-static void hello_refuse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, int code,
+static void hello_refuse(hctx_t *self, tq_peer_t *p, const msg_t *m, int code,
                          const char *msg) {
-    tq_loop_warn_peer(self, p, m->addr, "HELLO refused: %s", msg);
-    tq_loop_reply_error(self, m->rid, code, 0, msg);
+    tq_roster_warn(self->roster, p, m->addr, "HELLO refused: %s", msg);
+    tq_outbox_error(self->outbox, m->rid, code, 0, msg);
 }
 
 /* Intern a worker's functions (checked by tq_hello_decode) into h.
  * Returns 0, or -1 after refusing the HELLO. */
-static int hello_functions(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const tq_hello_t *w,
+static int hello_functions(hctx_t *self, tq_peer_t *p, const msg_t *m, const tq_hello_t *w,
                            hello_t *h) {
     char msg[TQ_MAX_ERROR_TEXT];
     for (size_t i = 0; i < w->nfunctions; i++) {
@@ -126,7 +157,7 @@ static int hello_functions(tq_loop_t *self, tq_peer_t *p, const msg_t *m, const 
 /* Check a HELLO (tq_hello_decode: role, name, a worker's slots,
  * instance and functions) into h, the functions interned. Returns 0, or
  * -1 after refusing the HELLO. */
-static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w,
+static int hello_parse(hctx_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w,
                        hello_t *h) {
     tq_error_t err;
     if (tq_hello_decode(m->body, m->nparts, w, &err) < 0) {
@@ -147,14 +178,14 @@ static int hello_parse(tq_loop_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t
 
 /* Register the peer of a valid HELLO, replacing old (its earlier
  * registration, or NULL). Returns the new peer. */
-static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m,
+static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
                                  const hello_t *h) {
-    int64_t now = tq_mono_ms();
+    int64_t now = tq_now().mono_ms;
     /* the new-name budget is the connection's: it outlives a re-HELLO */
     uint32_t tokens = old ? old->name_tokens : TQ_PEER_NEW_NAMES_BURST;
     int64_t refill = old ? old->name_refill_ms : now;
     if (old)
-        tq_loop_forget_peer(self, &old, "re-registered");
+        tq_roster_forget(self->roster, &old, "re-registered");
     tq_peer_t *p = tq_peers_add(self->peers, m->rid, h->role, now);
     p->name_tokens = tokens > h->new_names ? tokens - h->new_names : 0;
     p->name_refill_ms = refill;
@@ -172,35 +203,35 @@ static tq_peer_t *hello_register(tq_loop_t *self, tq_peer_t *old, const msg_t *m
         /* the busy ones come back as RESULT credit */
         p->credit = h->slots + h->prefetch - h->busy;
         tq_peer_set_fns(p, h->fns, h->nfns);
-        for (size_t i = 0; i < h->nfns; i++) /* released by tq_loop_forget_peer */
+        for (size_t i = 0; i < h->nfns; i++) /* released by tq_roster_forget */
             tq_store_name_hold(self->store, h->fns[i]);
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);
-        if (tq_loop_peer_line(self, TQ_LOG_INFO, p->address))
+        if (tq_roster_line(self->roster, TQ_LOG_INFO, p->address))
             tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
                     ", functions %s)",
                     p->name, p->address, p->slots, p->prefetch, ft);
-        self->sched_dirty = 1;
-    } else if (tq_loop_peer_line(self, TQ_LOG_DEBUG, p->address)) {
+        *self->wake = 1;
+    } else if (tq_roster_line(self->roster, TQ_LOG_DEBUG, p->address)) {
         tq_debug("client %s joined (address %s)", p->name, p->address);
     }
     return p;
 }
 
-static void send_welcome(tq_loop_t *self, tq_peer_t *p) {
+static void send_welcome(hctx_t *self, tq_peer_t *p) {
     tq_welcome_t w = {.version = TQ_PROTO_VERSION,
                       .heartbeat_ms = (uint32_t)self->cfg.heartbeat_ms,
                       .heartbeat_timeout_ms = (uint32_t)self->cfg.heartbeat_timeout_ms,
                       .max_payload = self->cfg.max_payload,
                       .master = "taskq-master " TQ_VERSION,
                       .packed = 1}; /* we take packed messages */
-    tq_out_welcome(&self->out, &w);
-    tq_loop_send_peer(self, p);
+    tq_out_welcome(tq_outbox_msg(self->outbox), &w);
+    tq_outbox_send(self->outbox, p);
 }
 
 /* HELLO, from anyone at any time (p: the peer's current registration or
  * NULL). A valid one (re-)registers the peer and gets a WELCOME. */
-static void on_hello(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_hello(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_hello_t *w = tq_malloc(sizeof *w); /* 17 KB: not on the loop's stack */
     hello_t h;
     if (hello_parse(self, p, m, w, &h) == 0)
@@ -212,7 +243,7 @@ static void on_hello(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* HEARTBEAT, BYE and DRAIN have no body. Returns 0, or -1 after an
  * error reply. */
-static int body_empty(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static int body_empty(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_error_t err;
     if (tq_decode_empty(m->body, m->nparts, &err) == 0)
         return 0;
@@ -221,42 +252,42 @@ static int body_empty(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* The peer's last_seen_ms is already updated: nothing else to do. */
-static void on_heartbeat(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_heartbeat(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     body_empty(self, p, m);
 }
 
-static void on_bye(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_bye(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     if (body_empty(self, p, m) == 0)
-        tq_loop_forget_peer(self, &p, "left");
+        tq_roster_forget(self->roster, &p, "left");
 }
 
 /* A worker stops taking tasks; those it runs finish normally. The body
  * is checked before the role (so a malformed DRAIN says so). */
-static void on_drain(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_drain(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     if (body_empty(self, p, m) < 0 || !role_ok(self, p, m->type, TQ_ROLE_WORKER))
         return;
     p->draining = 1;
     p->credit = 0;
-    if (tq_loop_peer_line(self, TQ_LOG_INFO, p->address))
+    if (tq_roster_line(self->roster, TQ_LOG_INFO, p->address))
         tq_info("worker %s is draining (%zu task%s running)", p->name, p->nleased,
                 p->nleased == 1 ? "" : "s");
 }
 
 /* Logged only: never answer an ERROR with an ERROR. */
-static void on_error(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_error(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_errmsg_t e;
     tq_error_t err;
     if (tq_errmsg_decode(m->body, m->nparts, &e, &err) == 0)
-        tq_loop_warn_peer(self, p, m->addr, "sent ERROR: %s (code %u, ref %u)",
-                          e.message[0] ? e.message : "(no message)", (unsigned)e.code,
-                          (unsigned)e.ref);
+        tq_roster_warn(self->roster, p, m->addr, "sent ERROR: %s (code %u, ref %u)",
+                       e.message[0] ? e.message : "(no message)", (unsigned)e.code,
+                       (unsigned)e.ref);
     else
-        tq_loop_warn_peer(self, p, m->addr, "sent a malformed ERROR: %s", err.msg);
+        tq_roster_warn(self->roster, p, m->addr, "sent a malformed ERROR: %s", err.msg);
 }
 
 /* ---- client messages ---------------------------------------------------- */
 
-static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_status(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     /* optional "req" (echoed) and "queue_offset" (the first queue row:
      * pages through many) */
     tq_status_req_t req;
@@ -270,11 +301,11 @@ static void on_status(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results,
                              js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
     cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info,
-                                 (size_t)req.queue_offset, tq_mono_ms());
+                                 (size_t)req.queue_offset, tq_now().mono_ms);
     cJSON_AddNumberToObject(doc, "req", req.req);
-    tq_out_json(&self->out, TQ_MSG_STATUS_REPLY, doc);
+    tq_out_json(tq_outbox_msg(self->outbox), TQ_MSG_STATUS_REPLY, doc);
     cJSON_Delete(doc);
-    tq_loop_send_peer(self, p);
+    tq_outbox_send(self->outbox, p);
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -295,88 +326,31 @@ static size_t ids_unique(uint64_t *ids, size_t n) {
     return k;
 }
 
-/* SUBMIT, step 1: self->ids[i] = the task a held key names (0 if none);
- * check there is room for the new tasks and intern every new name, so
- * that the batch is accepted whole or not at all. Returns 0, or -1 after
- * an error reply. */
-static int submit_check(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int64_t now) {
-    size_t nnew = 0;
-    for (size_t i = 0; i < n; i++) {
-        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
-        if (!self->ids[i])
-            nnew++;
-    }
-    if (nnew && !tq_store_has_room(self->store, nnew)) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "master is full: %zu tasks stored (--max-tasks %zu)",
-                 tq_store_size(self->store), self->cfg.max_tasks);
-        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_FULL, req, msg);
-        return -1;
-    }
-    char msg[TQ_MAX_ERROR_TEXT];
-    for (size_t i = 0; i < n; i++) {
-        if (self->ids[i])
-            continue;
-        tq_bytes_t q = self->specs[i].queue.len ? self->specs[i].queue : tq_bytes_str("default");
-        if (!intern_for(self, p, self->specs[i].fn, msg, sizeof msg) ||
-            !intern_for(self, p, q, msg, sizeof msg)) {
-            tq_loop_warn_peer(self, p, p->address, "SUBMIT refused: %s", msg);
-            tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_TOO_MANY, req, msg);
-            return -1;
-        }
-    }
-    return 0;
-}
+/* What the engine's names callback needs for one SUBMIT. */
+typedef struct {
+    hctx_t *self;
+    tq_peer_t *p;
+} submit_names_t;
 
-/* Answer a failed tq_store_add (code from it) with an ERROR. */
-static void submit_store_error(tq_loop_t *self, tq_peer_t *p, uint32_t req, int code) {
-    char msg[160];
-    if (code == TQ_ERR_FULL)
-        snprintf(msg, sizeof msg,
-                 "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
-                 tq_store_size(self->store) > tq_store_nkeys(self->store)
-                     ? tq_store_size(self->store)
-                     : tq_store_nkeys(self->store),
-                 self->cfg.max_tasks);
-    else
-        snprintf(msg, sizeof msg, "cannot store the tasks (%s)",
-                 code == TQ_ERR_TOO_MANY ? "too many distinct names" : "out of memory");
-    tq_loop_reply_error(self, tq_loop_rid(p), code, req, msg);
-}
-
-/* SUBMIT, step 2: store the new tasks (self->added[i], NULL where the
- * id is a held key's). On a failure the tasks stored so far are removed
- * again. Returns 0, or -1 after an error reply. */
-static int submit_store(tq_loop_t *self, tq_peer_t *p, size_t n, uint32_t req, int session,
-                        int64_t now) {
-    for (size_t i = 0; i < n; i++) {
-        self->added[i] = NULL;
-        if (self->ids[i])
-            continue;
-        /* a key seen earlier in this batch */
-        self->ids[i] = tq_store_key_find(self->store, self->specs[i].key, now);
-        if (self->ids[i])
-            continue;
-        int code = TQ_ERR_INTERNAL;
-        self->added[i] = session ? tq_store_add_session(self->store, &self->specs[i], now, &code)
-                                 : tq_store_add(self->store, &self->specs[i], now, &code);
-        if (!self->added[i]) {
-            while (i-- > 0)
-                if (self->added[i])
-                    tq_store_remove_queued(self->store, self->added[i]);
-            submit_store_error(self, p, req, code);
-            return -1;
-        }
-        self->ids[i] = self->added[i]->id;
-    }
-    return 0;
+/* tq_engine_names_fn for a SUBMIT: intern the record's function and
+ * queue names, charging p's new-name budget (ERROR TOO_MANY when it or
+ * the name table is full). */
+static int submit_names(void *arg, const tq_task_spec_t *spec, tq_engine_err_t *err) {
+    submit_names_t *sn = arg;
+    tq_bytes_t q = spec->queue.len ? spec->queue : tq_bytes_str("default");
+    if (intern_for(sn->self, sn->p, spec->fn, err->msg, sizeof err->msg) &&
+        intern_for(sn->self, sn->p, q, err->msg, sizeof err->msg))
+        return 0;
+    err->code = TQ_ERR_TOO_MANY;
+    tq_roster_warn(sn->self->roster, sn->p, sn->p->address, "SUBMIT refused: %s", err->msg);
+    return -1;
 }
 
 /* SUBMIT: a record whose non-empty key is held (within the retention
  * window) gets the existing task's id and stores nothing; two records of
  * one batch with the same key get the same id. The new tasks of a batch
  * are stored whole or not at all. */
-static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     uint16_t flags = 0;
     size_t n = 0;
@@ -386,23 +360,27 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
-    int64_t now = tq_wall_ms();
+    tq_now_t now = tq_now();
     int jerr = tq_persist_failed(self->persist);
     if (jerr) {
         char msg[160];
         snprintf(msg, sizeof msg, "journal write failed: %s", strerror(jerr));
-        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_UNAVAILABLE, req, msg);
+        tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_UNAVAILABLE, req, msg);
         return;
     }
-    if (submit_check(self, p, n, req, now) < 0 ||
-        submit_store(self, p, n, req, flags & TQ_SUBMIT_SCOPED_KEYS, now) < 0)
+    tq_engine_err_t eerr;
+    submit_names_t sn = {self, p};
+    if (tq_engine_submit(self->engine, self->specs, n, flags & TQ_SUBMIT_SCOPED_KEYS, now,
+                         submit_names, &sn, self->ids, self->added, &eerr) < 0) {
+        tq_outbox_error(self->outbox, rid_of(p), eerr.code, req, eerr.msg);
         return;
-    tq_out_begin_ids(&self->out, TQ_MSG_SUBMIT_ACK, req);
+    }
+    tq_out_begin_ids(tq_outbox_msg(self->outbox), TQ_MSG_SUBMIT_ACK, req);
     int waited = 0;
     uint64_t known[TQ_MAX_BATCH];
     size_t nknown = 0;
     for (size_t i = 0; i < n; i++) {
-        tq_out_id(&self->out, self->ids[i]);
+        tq_out_id(tq_outbox_msg(self->outbox), self->ids[i]);
         if (!(flags & TQ_SUBMIT_SUBSCRIBE))
             continue;
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
@@ -421,21 +399,12 @@ static void on_submit(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
      * When the client waits for results of the batch, the ack also waits
      * for the end of the next loop pass (LOOP_ACK_HOLD_MS at most), to
      * travel with the first of them. */
-    uint64_t lsn = tq_persist_lsn(self->persist);
-    if (waited) {
-        self->held_until = self->pass + 1;
-        tq_peer_defer_held(p, (tq_bytes_t){self->out.head.data, self->out.head.len}, lsn,
-                           self->held_until);
-    } else if (lsn > tq_persist_ready(self->persist)) {
-        tq_peer_defer_gated(p, (tq_bytes_t){self->out.head.data, self->out.head.len}, lsn);
-    } else {
-        tq_loop_send_peer(self, p);
-    }
-    self->sched_dirty = 1;
+    tq_outbox_send_gated(self->outbox, p, tq_persist_lsn(self->persist),
+                         tq_persist_ready(self->persist), waited);
 }
 
 /* ACK: these outcomes reached the client; the journal may forget them. */
-static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
     tq_error_t err;
@@ -445,16 +414,14 @@ static void on_ack(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
     }
     for (size_t i = 0; i < n; i++) {
         tq_peer_sent_ack(p, self->ids[i]); /* read: room for more RESULTS */
-        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
-        if (t && tq_task_finished(t))
-            tq_store_ack(self->store, t);
+        tq_engine_ack(self->engine, self->ids[i]);
     }
 }
 
 /* WAIT: finished (or unknown) tasks go out in the RESULTS at the end of
  * the iteration; the others when they finish. An id named twice is
  * answered once. */
-static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_wait(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
     tq_error_t err;
@@ -474,145 +441,68 @@ static void on_wait(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* CANCEL: one outcome per id in the CANCEL_ACK; a running attempt gets
  * a KILL on its worker. */
-static void on_cancel(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
-    size_t n = 0, nk = 0;
+    size_t n = 0;
     tq_error_t err;
     if (tq_decode_req_ids(m->type, m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
-    int64_t now = tq_wall_ms();
+    tq_now_t now = tq_now();
     uint8_t outcome[TQ_MAX_BATCH];
-    for (size_t i = 0; i < n; i++) {
-        tq_task_t *t = tq_store_get(self->store, self->ids[i]);
-        if (!t) {
-            outcome[i] = TQ_CANCEL_UNKNOWN;
-            continue;
-        }
-        if (tq_task_finished(t)) {
-            outcome[i] = TQ_CANCEL_FINISHED;
-            continue;
-        }
-        if (t->state == TQ_TASK_LEASED)
-            tq_loop_kill_add(self, &nk, t);
-        tq_store_finish(self->store, t, TQ_TASK_CANCELLED, NULL, 0, now);
-        tq_peer_notify_waiters(t);
-        outcome[i] = TQ_CANCEL_OK;
-    }
-    tq_out_begin_cancel_ack(&self->out, req);
     for (size_t i = 0; i < n; i++)
-        tq_out_cancel_item(&self->out, self->ids[i], outcome[i]);
-    tq_loop_send_peer(self, p);
-    tq_loop_send_kills(self, nk);
-}
+        outcome[i] = tq_engine_cancel(self->engine, self->ids[i], now);
+    tq_out_begin_cancel_ack(tq_outbox_msg(self->outbox), req);
+    for (size_t i = 0; i < n; i++)
+        tq_out_cancel_item(tq_outbox_msg(self->outbox), self->ids[i], outcome[i]);
+    tq_outbox_send(self->outbox, p);
+    }
 
-static void on_admin(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_admin(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     if (m->nparts) {
-        tq_loop_reply_error(self, tq_loop_rid(p), TQ_ERR_MALFORMED, 0,
+        tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_MALFORMED, 0,
                             "ADMIN: unexpected data frames");
         return;
     }
-    tq_admin_handle(self, p, m->body);
+    tq_admin_handle(&self->admin, p, m->body);
 }
 
 /* ---- worker messages ---------------------------------------------------- */
 
-/* The task of lease (id, attempt) if it is still leased to w, else NULL
- * (it was cancelled, requeued or expired meanwhile). */
-static tq_task_t *current_lease(tq_loop_t *self, const tq_peer_t *w, uint64_t id,
-                                uint32_t attempt) {
-    tq_task_t *t = tq_store_get(self->store, id);
-    if (!t || t->state != TQ_TASK_LEASED || tq_task_worker(t) != w || tq_task_attempt(t) != attempt)
-        return NULL;
-    return t;
-}
-
-/* What a RESULT record (id, attempt) from worker w may do to its task. */
-typedef enum {
-    R_LATE,    /* the attempt is not the task's current one, or it finished */
-    R_FOREIGN, /* the current attempt, but w never held it: forged or confused */
-    R_LEASED,  /* w (this or an earlier connection of it) holds the lease */
-    R_LOST,    /* the lease was lost (queued again, not re-dispatched) and w
-                * is the worker that held it */
-} result_fate_t;
-
-/* Decide the fate of r from w; *tp is the task (NULL if unknown). The
- * holder of an attempt is the instance id (HELLO "instance") of the
- * worker it was dispatched to, so a worker that reconnected, or
- * reconnected to a restarted master (the journal keeps the holder),
- * still has its result taken; no other worker's is. */
-static result_fate_t result_fate(tq_loop_t *self, const tq_peer_t *w, const tq_result_item_t *r,
-                                 tq_task_t **tp) {
-    tq_task_t *t = *tp = tq_store_get(self->store, r->id);
-    if (!t || r->attempt == 0 || tq_task_attempt(t) != r->attempt ||
-        (t->state != TQ_TASK_LEASED && t->state != TQ_TASK_QUEUED))
-        return R_LATE;
-    if (tq_task_holder(t) != w->instance)
-        return R_FOREIGN;
-    return t->state == TQ_TASK_LEASED ? R_LEASED : R_LOST;
-}
-
-/* One outcome of a RESULT from w: a late or foreign one is counted and
- * dropped; a failure with retries left is retried; anything else
- * finishes the task (now: wall ms). */
-static void result_one(tq_loop_t *self, tq_peer_t *w, const tq_result_item_t *r, int64_t now) {
-    tq_task_t *t;
-    switch (result_fate(self, w, r, &t)) {
-    case R_LATE:
+/* One outcome of a RESULT from w (the engine decides what it does to
+ * its task): here only the log and w's count. */
+static void result_one(hctx_t *self, tq_peer_t *w, const tq_result_item_t *r, tq_now_t now) {
+    switch (tq_engine_result(self->engine, w->instance, r, now)) {
+    case TQ_RES_LATE:
         self->late_results++;
         tq_debug("late result for task %" PRIu64 " attempt %" PRIu32 " from %s", r->id,
                  r->attempt, w->name);
         return;
-    case R_FOREIGN:
+    case TQ_RES_FOREIGN:
         self->late_results++;
-        tq_loop_warn_peer(self, w, w->address,
+        tq_roster_warn(self->roster, w, w->address,
                           "result for task %" PRIu64 " attempt %" PRIu32
                           " that was not dispatched to this worker: ignored",
                           r->id, r->attempt);
         return;
-    case R_LOST:
-        /* The lease was lost, not given to anyone else: the master
-         * restarted (recovery requeues leases, keeping the attempt and
-         * its holder), forgot the worker for its silence, or expired the
-         * lease. The run finished; take it rather than run the task
-         * again. A failure is left to the re-run (its retry is not
-         * counted). */
-        if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
-            self->late_results++;
-            tq_debug("failed result for task %" PRIu64 " attempt %" PRIu32
-                     " from %s after its lease was lost: the task runs again",
-                     r->id, r->attempt, w->name);
-            return;
-        }
-        w->done++;
-        tq_debug("result for task %" PRIu64 " attempt %" PRIu32
-                 " from %s after its lease was lost: taken",
+    case TQ_RES_RERUN:
+        self->late_results++;
+        tq_debug("failed result for task %" PRIu64 " attempt %" PRIu32
+                 " from %s after its lease was lost: the task runs again",
                  r->id, r->attempt, w->name);
-        tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
-                        r->data.data, r->data.len, now);
-        tq_peer_notify_waiters(t);
         return;
-    case R_LEASED:
+    case TQ_RES_RETRIED:
+        tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retried", r->id, r->attempt,
+                 r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name);
+        break;
+    case TQ_RES_TAKEN:
         break;
     }
-    /* Leased to w, or to an earlier connection of the same worker that
-     * the master has not forgotten yet: the lease ends there. */
-    tq_peer_lease_remove(tq_task_worker(t), t);
     w->done++;
-    if (r->status != TQ_RUN_OK && tq_task_can_retry(t)) {
-        tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retry %u of %u", t->id,
-                 tq_task_attempt(t), r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name,
-                 (unsigned)tq_task_retried(t) + 1, (unsigned)t->retries);
-        tq_store_retry(self->store, t, tq_loop_backoff(self, tq_task_retried(t) + 1u));
-        return;
-    }
-    tq_store_finish(self->store, t, r->status == TQ_RUN_OK ? TQ_TASK_DONE : TQ_TASK_FAILED,
-                    r->data.data, r->data.len, now);
-    tq_peer_notify_waiters(t);
 }
 
-static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
+static void on_result(hctx_t *self, tq_peer_t *w, const msg_t *m) {
     uint16_t credit = 0;
     size_t n = 0;
     tq_error_t err;
@@ -621,7 +511,7 @@ static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
         bad_body(self, w, w->address, m, 0, &err);
         return;
     }
-    int64_t now = tq_wall_ms();
+    tq_now_t now = tq_now();
     for (size_t i = 0; i < n; i++)
         result_one(self, w, &self->results[i], now);
     /* A RESULT with count 0 is fine: it only gives credit back (e.g. for
@@ -630,25 +520,19 @@ static void on_result(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
         uint32_t c = w->credit + credit, cap = w->slots + w->prefetch;
         w->credit = c > cap ? cap : c;
     }
-    self->sched_dirty = 1;
+    *self->wake = 1;
 }
 
 /* RELEASE: the worker gives tasks back unrun; they keep their place. */
-static void on_release(tq_loop_t *self, tq_peer_t *w, const msg_t *m) {
+static void on_release(hctx_t *self, tq_peer_t *w, const msg_t *m) {
     size_t n = 0;
     tq_error_t err;
     if (tq_decode_leases(m->body, m->nparts, self->leases, &n, &err) < 0) {
         bad_body(self, w, w->address, m, 0, &err);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        tq_task_t *t = current_lease(self, w, self->leases[i].id, self->leases[i].attempt);
-        if (!t)
-            continue; /* already cancelled or requeued: nothing to give back */
-        tq_peer_lease_remove(w, t);
-        tq_store_requeue(self->store, t, 1, 0);
-    }
-    self->sched_dirty = 1;
+    for (size_t i = 0; i < n; i++)
+        tq_engine_release(self->engine, w, self->leases[i].id, self->leases[i].attempt);
 }
 
 /* ---- dispatching one message -------------------------------------------- */
@@ -675,7 +559,7 @@ static const struct {
 };
 
 /* Anything but HELLO from a peer that is not registered. */
-static void on_unregistered(tq_loop_t *self, const msg_t *m) {
+static void on_unregistered(hctx_t *self, const msg_t *m) {
     if (m->type == TQ_MSG_BYE || m->type == TQ_MSG_ERROR) {
         /* nothing to undo, and never answer an ERROR with an ERROR */
         tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
@@ -684,37 +568,63 @@ static void on_unregistered(tq_loop_t *self, const msg_t *m) {
     if (m->type == TQ_MSG_HEARTBEAT) /* e.g. a peer that has not noticed a restart */
         tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
     else
-        tq_loop_warn_peer(self, NULL, m->addr, "%s before HELLO", tq_msg_type_name(m->type));
-    tq_loop_reply_error(self, m->rid, TQ_ERR_NOT_REGISTERED, tq_msg_peek_req(m->type, m->body),
+        tq_roster_warn(self->roster, NULL, m->addr, "%s before HELLO", tq_msg_type_name(m->type));
+    tq_outbox_error(self->outbox, m->rid, TQ_ERR_NOT_REGISTERED, tq_msg_peek_req(m->type, m->body),
                         "not registered: send HELLO first");
 }
 
 /* A type only the master sends (WELCOME, DISPATCH, ...), or unknown. */
-static void on_not_for_master(tq_loop_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_not_for_master(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     char msg[96];
     snprintf(msg, sizeof msg, "%s is sent by the master, not to it", tq_msg_type_name(m->type));
-    tq_loop_warn_peer(self, p, m->addr, "%s", msg);
-    tq_loop_reply_error(self, m->rid, TQ_ERR_WRONG_ROLE, 0, msg);
+    tq_roster_warn(self->roster, p, m->addr, "%s", msg);
+    tq_outbox_error(self->outbox, m->rid, TQ_ERR_WRONG_ROLE, 0, msg);
 }
 
-void tq_loop_handle(tq_loop_t *self) {
-    msg_t m = {tq_in_routing_id(self->in), NULL, 0, {NULL, 0}, NULL, 0};
+tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
+    tq_handlers_t *self = tq_calloc(1, sizeof *self);
+    self->engine = d->engine;
+    self->store = tq_engine_store(d->engine);
+    self->persist = d->persist;
+    self->peers = d->peers;
+    self->outbox = d->outbox;
+    self->roster = d->roster;
+    self->status = d->status;
+    self->cfg = *d->cfg;
+    self->endpoint = d->endpoint;
+    self->start_ms = d->start_ms;
+    self->wake = d->wake;
+    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster};
+    return self;
+}
+
+void tq_handlers_destroy(tq_handlers_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    free(*self_p);
+    *self_p = NULL;
+}
+
+uint64_t tq_handlers_late(const tq_handlers_t *self) { return self->late_results; }
+
+void tq_handlers_handle(hctx_t *self, tq_in_t *in) {
+    msg_t m = {tq_in_routing_id(in), NULL, 0, {NULL, 0}, NULL, 0};
     if (m.rid.len == 0)
         return;
-    m.addr = tq_in_peer_address(self->in);
+    m.addr = tq_in_peer_address(in);
     tq_peer_t *p = tq_peers_find(self->peers, m.rid);
     if (p)
-        p->last_seen_ms = tq_mono_ms();
+        p->last_seen_ms = tq_now().mono_ms;
     tq_error_t err;
-    if (tq_in_head(self->in, &m.type, &m.body, &err) < 0) {
+    if (tq_in_head(in, &m.type, &m.body, &err) < 0) {
         /* refused as a whole (too many frames, too large, a bad pack):
          * the req, if the head was readable, is still the ERROR's ref */
-        tq_loop_warn_peer(self, p, m.addr, "malformed message: %s", err.msg);
-        tq_loop_reply_error(self, m.rid, err.code, tq_msg_peek_req(m.type, m.body), err.msg);
+        tq_roster_warn(self->roster, p, m.addr, "malformed message: %s", err.msg);
+        tq_outbox_error(self->outbox, m.rid, err.code, tq_msg_peek_req(m.type, m.body), err.msg);
         return;
     }
-    m.parts = tq_in_parts(self->in);
-    m.nparts = tq_in_nparts(self->in);
+    m.parts = tq_in_parts(in);
+    m.nparts = tq_in_nparts(in);
     if (m.type == TQ_MSG_HELLO) {
         on_hello(self, p, &m);
         return;

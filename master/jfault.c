@@ -1,4 +1,5 @@
-/* jfault.c - the power-loss recording hook (test only). See jfault.h. */
+/* jfault.c - the power-loss recording and slow-disk hooks (test only).
+ * See jfault.h. */
 #include "jfault.h"
 
 #include <dirent.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "journal.h"
@@ -86,10 +88,41 @@ static int rec_fsync_dir(int dirfd) {
     return rc;
 }
 
+static int64_t sync_delay_ms;
+static int (*inner_fdatasync)(int fd);
+
+/* A slow disk: every journal fdatasync takes sync_delay_ms longer (on
+ * the sync thread, as a slow disk would). */
+static int slow_fdatasync(int fd) {
+    struct timespec ts = {(time_t)(sync_delay_ms / 1000), (long)(sync_delay_ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+    return inner_fdatasync(fd);
+}
+
+/* TASKQ_TEST_SYNC_DELAY_MS=N (at most 60000): see jfault.h. */
+static void install_delay(void) {
+    const char *d = getenv("TASKQ_TEST_SYNC_DELAY_MS");
+    if (!d || !*d)
+        return;
+    char *end;
+    long v = strtol(d, &end, 10);
+    if (*end || v <= 0 || v > 60000) {
+        tq_warn("TASKQ_TEST_SYNC_DELAY_MS=%s ignored (1..60000 ms)", d);
+        return;
+    }
+    sync_delay_ms = v;
+    inner_fdatasync = tq_jio.fdatasync;
+    tq_jio.fdatasync = slow_fdatasync;
+    tq_warn("test hook: every journal sync is %ld ms slower (TASKQ_TEST_SYNC_DELAY_MS)", v);
+}
+
 int tq_jfault_install_from_env(void) {
     const char *path = getenv("TASKQ_TEST_POWERLOG");
-    if (!path || !*path)
+    if (!path || !*path) {
+        install_delay();
         return 0;
+    }
     log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0) {
         tq_error("TASKQ_TEST_POWERLOG %s: %s", path, strerror(errno));
@@ -100,5 +133,6 @@ int tq_jfault_install_from_env(void) {
     tq_jio.fdatasync = rec_fdatasync;
     tq_jio.fsync_dir = rec_fsync_dir;
     tq_warn("test hook: recording journal syncs to %s (TASKQ_TEST_POWERLOG)", path);
+    install_delay();
     return 0;
 }

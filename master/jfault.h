@@ -8,7 +8,10 @@
  * tests/integration/test_durable.py kills the master, cuts every segment
  * back to its last synced length (deleting files whose names no
  * directory sync saw), and restarts it: that is what a power loss leaves.
- * Without the variable nothing changes. */
+ * With TASKQ_TEST_SYNC_DELAY_MS=N (1..60000), every journal fdatasync
+ * takes N ms longer, as on a slow disk (test_loopstall.py: a pause
+ * answered once its record is durable does not stall the loop).
+ * Without the variables nothing changes. */
 #ifndef TQ_MASTER_JFAULT_H
 #define TQ_MASTER_JFAULT_H
 

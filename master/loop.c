@@ -1,5 +1,9 @@
-/* loop.c - the master's event loop. See loop.h; the handler of each
- * incoming message type is in handlers.c.
+/* loop.c - the master's event loop. See loop.h. The loop owns the
+ * sockets, poll, the timers and the end-of-pass flushes; a message is
+ * handed to handlers.c, state changes are the engine's, sends the
+ * outbox's, peers leaving the roster's. Calls go one way: loop ->
+ * handlers -> engine / outbox / roster; nothing calls back up (the
+ * engine's events reach the loop through its subscription).
  *
  * One iteration: zmq_poll on the ROUTER (timeout from the next timer),
  * read up to LOOP_MAX_MSGS messages and handle each, run the timers
@@ -10,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +22,19 @@
 #include <sodium.h>
 #include <zmq.h>
 
-#include "loop_internal.h"
+#include "admin.h"
+#include "auth.h"
+#include "engine.h"
+#include "handlers.h"
+#include "now.h"
+#include "outbox.h"
+#include "peers.h"
+#include "persist.h"
+#include "roster.h"
 #include "scheduler.h"
+#include "status.h"
+#include "store.h"
+#include "tq_frame.h"
 #include "tq_curve.h"
 #include "tq_log.h"
 #include "tq_util.h"
@@ -58,418 +74,75 @@
 /* Journal housekeeping (retries, compaction checks) this often. */
 #define LOOP_JTICK_MS 100
 #define MONITOR_ENDPOINT "inproc://taskq-master-monitor"
-/* Outcomes held for one client that does not read them (8 MiB of ids).
- * Past it the client is forgotten, as if it had gone: its results stay
- * stored, and a live client says HELLO again and WAITs for them. */
-#define LOOP_MAX_PENDING (1u << 20)
-/* What one outcome in RESULTS costs against --peer-queue-bytes besides
- * its data: its record and ZeroMQ's bookkeeping, so that empty results
- * are bounded too (and the ring of unconfirmed outcomes with them). */
-#define LOOP_OUTCOME_COST 64u
-/* Bytes of deferred replies one peer may hold before it is forgotten. */
-#define LOOP_MAX_DEFERRED_BYTES (64u * 1024u * 1024u)
 
-/* ---- logging ----------------------------------------------------------- */
+/* A timer: fn runs once its time (monotonic ms) has come, and returns
+ * when it is due next. */
+typedef int64_t (*loop_timer_fn)(tq_loop_t *self, int64_t now);
+typedef struct {
+    int64_t next_ms;
+    loop_timer_fn fn;
+} loop_timer_t;
+#define LOOP_TIMERS 4
 
-/* If rl's second is over: log how many lines it held back (what names
- * them) and start a new one. */
-static void rl_roll(tq_loop_ratelimit_t *rl, int64_t now, const char *what) {
-    if (now - rl->window_ms < 1000)
-        return;
-    if (rl->suppressed)
-        tq_warn("%u %s not logged (rate limit)", rl->suppressed, what);
-    rl->window_ms = now;
-    rl->lines = 0;
-    rl->suppressed = 0;
-}
+struct tq_loop {
+    void *ctx;
+    void *router;
+    tq_auth_t *auth;
+    tq_loop_cfg_t cfg;
+    char endpoint[256];
+    tq_engine_t *engine;   /* every change of a task's state */
+    tq_store_t *store;     /* the engine's: read */
+    tq_persist_t *persist;
+    tq_peers_t *peers;
+    tq_status_t *status;
+    tq_in_t *in;
+    tq_outbox_t *outbox;   /* every send, the per-peer queues and their gates */
+    tq_roster_t *roster;   /* peers leaving, log lines about peers */
+    tq_handlers_t *handlers;
+    int64_t start_ms;
+    loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
+    size_t ntimers;
+    int sched_dirty;       /* run the scheduler at the end of this pass */
+    int sends_stalled;     /* RESULTS or queued messages could not be sent: retry soon */
+    int started;           /* bound and ready: log a summary at destroy */
+    int paused_file;       /* DATA_DIR/paused was read: delete it ... */
+    uint64_t paused_file_lsn; /* ... once the journal is durable up to here */
+};
 
-/* 1 if one more line fits in rl's current second (at most per_s), else
- * counts it and returns 0. */
-static int rl_take(tq_loop_ratelimit_t *rl, int64_t now, unsigned per_s, const char *what) {
-    rl_roll(rl, now, what);
-    if (rl->lines < per_s) {
-        rl->lines++;
-        return 1;
-    }
-    rl->suppressed++;
-    return 0;
-}
+/* ---- the engine's events ------------------------------------------------ */
 
-#define WARN_WHAT "lines about bad messages from peers"
-#define PEER_WHAT "lines about peers joining or leaving"
-
-int tq_loop_peer_line(tq_loop_t *self, int level, const char *addr) {
-    if (level > tq_log_level())
-        return 0;
-    int64_t now = tq_mono_ms();
-    uint64_t h = tq_fnv1a(TQ_FNV_BASIS, addr, strlen(addr));
-    tq_loop_ratelimit_t *a = &self->addr_rl[h % TQ_LOOP_ADDR_BUCKETS];
-    if (now - a->window_ms >= 1000) {
-        a->window_ms = now;
-        a->lines = 0;
-    }
-    if (a->lines >= LOOP_PEER_LINES_PER_ADDR_S) {
-        rl_roll(&self->peer_rl, now, PEER_WHAT);
-        self->peer_rl.suppressed++; /* one summary for both limits */
-        return 0;
-    }
-    if (!rl_take(&self->peer_rl, now, LOOP_PEER_LINES_PER_S, PEER_WHAT))
-        return 0;
-    a->lines++;
-    return 1;
-}
-
-/* Log the summaries of limiters whose second is over (from a timer, so
- * they appear when a flood stops too). */
-static void rl_flush(tq_loop_t *self, int64_t now) {
-    rl_roll(&self->warn_rl, now, WARN_WHAT);
-    rl_roll(&self->peer_rl, now, PEER_WHAT);
-}
-
-/* See loop_internal.h. Warn about bad input from a peer, at most LOOP_WARN_PER_S lines per
- * second per peer (unregistered peers share one budget). */
-void tq_loop_warn_peer(tq_loop_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...) {
-    if (TQ_LOG_WARN > tq_log_level())
-        return;
-    tq_loop_ratelimit_t tmp, *rl = &self->anon_rl;
-    if (p) {
-        tmp.window_ms = p->log_window_ms;
-        tmp.lines = p->log_lines;
-        tmp.suppressed = p->log_suppressed;
-        rl = &tmp;
-    }
-    int64_t now = tq_mono_ms();
-    if (now - rl->window_ms >= 1000) {
-        if (rl->suppressed)
-            tq_warn("peer %s: %u more bad messages not logged", addr, rl->suppressed);
-        rl->window_ms = now;
-        rl->lines = 0;
-        rl->suppressed = 0;
-    }
-    if (rl->lines < LOOP_WARN_PER_S) {
-        rl->lines++;
-        if (!rl_take(&self->warn_rl, now, LOOP_WARN_ALL_PER_S, WARN_WHAT))
-            goto out;
-        /* tq_log_write escapes what the peer sent (tq_log_escape). */
-        char text[600];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(text, sizeof text, fmt, ap);
-        va_end(ap);
-        tq_warn("peer %s%s%s: %s", addr, p ? " " : "", p ? p->name : "", text);
-    } else {
-        rl->suppressed++;
-    }
-out:
-    if (p) {
-        p->log_window_ms = tmp.window_ms;
-        p->log_lines = tmp.lines;
-        p->log_suppressed = tmp.suppressed;
-    }
-}
-
-/* ---- sending (what these promise: loop_internal.h) -------------------- */
-
-/* 1 if self->out may be deferred rather than dropped: a one-frame reply.
- * HEARTBEATs are replaced by the next one; DISPATCH and RESULTS have
- * their own retry (leases undone, outcomes kept pending). */
-static int deferrable(const tq_out_t *o) {
-    return o->nparts == 0 && o->type != TQ_MSG_HEARTBEAT && o->type != TQ_MSG_DISPATCH &&
-           o->type != TQ_MSG_RESULTS;
-}
-
-/* Queue a copy of self->out in p. A peer that lets more than
- * LOOP_MAX_DEFERRED_BYTES pile up reads nothing: it is forgotten. */
-static void defer_out(tq_loop_t *self, tq_peer_t *p) {
-    tq_peer_defer(p, (tq_bytes_t){self->out.head.data, self->out.head.len});
-    self->sends_stalled = 1;
-    if (p->deferred_bytes > LOOP_MAX_DEFERRED_BYTES) {
-        tq_warn("%s %s reads no replies (%zu bytes waiting): forgetting it",
-                p->role == TQ_ROLE_WORKER ? "worker" : "client", p->name, p->deferred_bytes);
-        p->gone = 1;
+/* The loop's subscription to the engine: a lease that ends leaves its
+ * worker's books (and its run is KILLed when the engine says so), a
+ * finished task's waiters get its outcome, the scheduler wakes. */
+static void on_engine(void *arg, const tq_engine_ev_t *ev) {
+    tq_loop_t *self = arg;
+    switch (ev->kind) {
+    case TQ_EV_LEASE_END:
+        if (ev->kill && ev->worker) /* sent after the command (tq_outbox_send_kills) */
+            tq_outbox_kill(self->outbox, ev->worker, ev->task->id, ev->attempt);
+        if (ev->worker)
+            tq_peer_lease_remove(ev->worker, ev->task);
+        break;
+    case TQ_EV_FINISHED:
+        tq_peer_notify_waiters(ev->task);
+        break;
+    case TQ_EV_WAKE:
         self->sched_dirty = 1;
+        break;
+    default:
+        break;
     }
 }
 
-/* Send p's deferred replies, oldest first, until its queue is full. */
-static void flush_deferred(tq_loop_t *self, tq_peer_t *p) {
-    size_t sent = 0;
-    uint64_t ready = tq_persist_ready(self->persist);
-    while (sent < p->ndeferred && !p->gone) {
-        if (p->deferred_lsn[sent] > ready)
-            break; /* an ack whose tasks are not durable yet: after the sync */
-        if (p->deferred_pass[sent] > self->pass)
-            break; /* an ack held for its results: next pass */
-        tq_bytes_t f = p->deferred[sent];
-        if (zmq_send(self->router, p->rid, p->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-            if (errno == EHOSTUNREACH) {
-                p->gone = 1;
-                self->sched_dirty = 1;
-            } else {
-                self->sends_stalled = 1;
-            }
-            break;
-        }
-        /* after the routing id is accepted the message goes through whole */
-        zmq_send(self->router, f.data, f.len, ZMQ_DONTWAIT);
-        sent++;
-    }
-    tq_peer_deferred_pop(p, sent);
-}
-
-int tq_loop_send_peer(tq_loop_t *self, tq_peer_t *p) {
-    if (p->gone) {
-        errno = EHOSTUNREACH;
-        return -1;
-    }
-    int defer = deferrable(&self->out);
-    if (defer && p->ndeferred > 0) { /* stay behind the older ones */
-        defer_out(self, p);
-        return 0;
-    }
-    tq_bytes_t rid = tq_loop_rid(p);
-    if (tq_out_send_packed(&self->out, self->router, &rid, ZMQ_DONTWAIT, p->packed) == 0)
-        return 0;
-    int e = errno;
-    if (e == EAGAIN && defer) {
-        defer_out(self, p);
-        return 0;
-    }
-    if (e == EHOSTUNREACH) {
-        p->gone = 1;
-        self->sched_dirty = 1;
-    } else if (e != EAGAIN) {
-        tq_warn("send %s to %s failed: %s", tq_msg_type_name(self->out.type), p->name,
-                zmq_strerror(e));
-    }
-    errno = e;
-    return -1;
-}
-
-/* Send self->out to a routing id (a peer that may not be registered). */
-static void send_rid(tq_loop_t *self, tq_bytes_t rid) {
-    tq_peer_t *p = tq_peers_find(self->peers, rid);
-    if (p) {
-        tq_loop_send_peer(self, p);
-        return;
-    }
-    tq_out_send(&self->out, self->router, &rid, ZMQ_DONTWAIT);
-}
-
-void tq_loop_reply_error(tq_loop_t *self, tq_bytes_t rid, int code, uint32_t ref, const char *msg) {
-    tq_out_error(&self->out, code, ref, msg);
-    send_rid(self, rid);
-}
-
-void tq_loop_kill_add(tq_loop_t *self, size_t *nk, tq_task_t *t) {
-    TQ_ASSERT(*nk < TQ_MAX_BATCH);
-    tq_peer_t *w = tq_task_worker(t);
-    self->kill_to[*nk] = w;
-    self->kills[*nk].id = t->id;
-    self->kills[*nk].attempt = tq_task_attempt(t);
-    (*nk)++;
-    tq_peer_lease_remove(w, t);
-}
-
-void tq_loop_send_kills(tq_loop_t *self, size_t nk) {
-    for (size_t i = 0; i < nk; i++) {
-        tq_peer_t *w = self->kill_to[i];
-        if (!w)
-            continue;
-        tq_out_begin(&self->out, TQ_MSG_KILL);
-        for (size_t k = i; k < nk; k++)
-            if (self->kill_to[k] == w) {
-                tq_out_lease(&self->out, self->kills[k].id, self->kills[k].attempt);
-                self->kill_to[k] = NULL;
-            }
-        tq_loop_send_peer(self, w);
-    }
-}
-
-/* ---- peers leaving ------------------------------------------------------ */
-
-/* See loop_internal.h. Equal jitter: half of the doubled delay is
- * fixed, the other half random, so retries of many tasks that failed
- * together spread out instead of coming back as one burst. */
-int64_t tq_loop_backoff(const tq_loop_t *self, uint32_t n) {
-    int64_t base = self->cfg.backoff_base_ms, cap = self->cfg.backoff_cap_ms;
-    if (base <= 0 || n == 0)
-        return 0;
-    int64_t d = base;
-    for (uint32_t i = 1; i < n && d < cap; i++)
-        d *= 2;
-    if (d > cap)
-        d = cap;
-    int64_t half = d / 2;
-    int64_t spread = d - half;
-    if (spread > 0)
-        half += (int64_t)randombytes_uniform(spread < UINT32_MAX ? (uint32_t)spread + 1 : UINT32_MAX);
-    return tq_wall_ms() + half;
-}
-
-/* A task whose lease ended without a result (its worker was lost, or
- * the lease expired: why says which) goes back to its queue after a
- * backoff, or is dead once it lost max_attempts leases. The one place
- * that decides between the two. */
-static void task_lost(tq_loop_t *self, tq_task_t *t, const char *why) {
-    if (tq_task_lost(t) >= self->cfg.max_attempts) {
-        char err[256];
-        snprintf(err, sizeof err, "gave up after %" PRIu32 " attempts: %s", tq_task_lost(t), why);
-        tq_store_finish(self->store, t, TQ_TASK_DEAD, err, strlen(err), tq_wall_ms());
-        tq_peer_notify_waiters(t);
-        tq_warn("task %" PRIu64 " is dead: %s", t->id, err);
-    } else {
-        tq_store_requeue(self->store, t, 0, tq_loop_backoff(self, tq_task_lost(t)));
-    }
-}
-
-/* Undo a worker's registration: its leased tasks go back (or die), a
- * client's waits are dropped. The peer stays in the table. */
-static void peer_unregister(tq_loop_t *self, tq_peer_t *p) {
-    while (p->nleased > 0) {
-        tq_task_t *t = p->leased[p->nleased - 1];
-        tq_peer_lease_remove(p, t);
-        task_lost(self, t, "worker lost");
-    }
-    if (p->role == TQ_ROLE_CLIENT)
-        tq_peer_drop_waits(p, self->store);
-    self->sched_dirty = 1;
-}
-
-void tq_loop_forget_peer(tq_loop_t *self, tq_peer_t **pp, const char *why) {
-    tq_peer_t *p = *pp;
-    if (!tq_loop_peer_line(self, p->role == TQ_ROLE_WORKER ? TQ_LOG_INFO : TQ_LOG_DEBUG,
-                           p->address)) {
-        /* rate-limited: counted */
-    } else if (p->role == TQ_ROLE_WORKER) {
-        char fns[256];
-        tq_peer_fns_text(p, fns, sizeof fns);
-        tq_info("worker %s %s (address %s, slots %" PRIu32 ", functions %s, %zu leased task%s back)",
-                p->name, why, p->address, p->slots, fns, p->nleased, p->nleased == 1 ? "" : "s");
-    } else {
-        tq_debug("client %s %s (address %s)", p->name, why, p->address);
-    }
-    peer_unregister(self, p);
-    for (size_t i = 0; i < p->nfns; i++) /* held since its HELLO */
-        tq_store_name_release(self->store, p->fns[i]);
-    tq_peers_remove(self->peers, pp);
-}
-
-/* Forget every peer marked gone (a send failed with EHOSTUNREACH). */
-static void reap_gone(tq_loop_t *self) {
-    for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
-        tq_peer_t *p = tq_peers_at(self->peers, i);
-        if (p->gone)
-            tq_loop_forget_peer(self, &p, "lost (unreachable)");
-    }
-}
+static const char *worker_name(const void *w) { return ((const tq_peer_t *)w)->name; }
 
 /* ---- dispatch ----------------------------------------------------------- */
 
-/* Scheduler callback: one DISPATCH for worker w. If it cannot be sent,
- * the leases are undone (the tasks keep their place and attempt). */
-static void emit_dispatch(void *arg, tq_peer_t *w, tq_task_t **tasks, size_t n) {
+/* The scheduler's send callback: one DISPATCH for worker w, handed to
+ * the outbox (sent, or queued in order when w's pipe is full). */
+static int send_dispatch(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
     tq_loop_t *self = arg;
-    tq_out_begin(&self->out, TQ_MSG_DISPATCH);
-    for (size_t i = 0; i < n; i++) {
-        tq_dispatch_item_t d = {tasks[i]->id, tq_task_attempt(tasks[i]), tq_task_timeout(tasks[i]),
-                                tq_bytes_str(tq_task_fn(tasks[i])), tq_task_payload(tasks[i])};
-        tq_out_dispatch_item(&self->out, &d);
-    }
-    if (tq_loop_send_peer(self, w) == 0) {
-        /* Run timeout at the master: the worker stops the run itself at
-         * timeout_ms; if it has said nothing by timeout + 2 heartbeats,
-         * the lease expires (expire_leases). A task without one gets
-         * --lease-timeout from now: its clock starts at dispatch, so
-         * time spent prefetched on the worker counts. */
-        int64_t now = tq_mono_ms();
-        for (size_t i = 0; i < n; i++) {
-            if (tq_task_timeout(tasks[i]) > 0)
-                tq_store_set_deadline(self->store, tasks[i],
-                                      now + (int64_t)tq_task_timeout(tasks[i]) +
-                                          2 * self->cfg.heartbeat_ms);
-            else if (self->cfg.lease_timeout_ms > 0)
-                tq_store_set_deadline(self->store, tasks[i], now + self->cfg.lease_timeout_ms);
-        }
-        return;
-    }
-    if (errno == EAGAIN)
-        w->stalled = 1;
-    for (size_t i = 0; i < n; i++) {
-        tq_peer_lease_remove(w, tasks[i]);
-        tq_store_unlease(self->store, tasks[i]);
-    }
-    w->credit += (uint32_t)n;
-}
-
-/* ---- RESULTS to clients ------------------------------------------------- */
-
-/* Send client c the outcomes queued for it (c->pending) in as many
- * RESULTS as they need. When the client's queue is full (EAGAIN: it
- * reads slowly), the outcomes not sent stay pending and the loop retries
- * them soon: a subscribed client never waits again, so an outcome dropped
- * here would leave it waiting forever.
- *
- * ZMQ_SNDHWM counts messages, not bytes, so the bytes handed to ZeroMQ
- * for one client are bounded here: an outcome costs its data plus
- * LOOP_OUTCOME_COST, and once --peer-queue-bytes of them wait for the
- * client's ACK (tq_peer_unconfirmed) the rest stay pending as task ids
- * (8 bytes each, no copy) until an ACK says the client read them. One
- * outcome larger than the budget still goes when nothing else waits. */
-static void flush_results(tq_loop_t *self, tq_peer_t *c) {
-    size_t i = 0;
-    int64_t now = tq_wall_ms();
-    uint64_t budget = self->cfg.peer_queue_bytes ? self->cfg.peer_queue_bytes : UINT64_MAX;
-    uint64_t charge[TQ_MAX_BATCH];
-    int over = 0;
-    while (i < c->npending && !over) {
-        size_t first = i;
-        uint64_t inflight = tq_peer_unconfirmed(c);
-        tq_out_begin(&self->out, TQ_MSG_RESULTS);
-        while (i < c->npending && !tq_out_full(&self->out)) {
-            tq_task_t *t = tq_store_get(self->store, c->pending[i]);
-            tq_outcome_t o = {c->pending[i], TQ_ST_UNKNOWN, 0, {NULL, 0}};
-            if (t && tq_task_finished(t)) {
-                o.status = tq_task_wire_status(t);
-                o.attempts = tq_task_attempt(t);
-                o.data = tq_task_data(t);
-            }
-            uint64_t cost = (uint64_t)o.data.len + LOOP_OUTCOME_COST;
-            if (inflight > 0 && (inflight > budget || budget - inflight < cost)) {
-                over = 1; /* the client has not read what it has: wait for its ACK */
-                break;
-            }
-            inflight += cost;
-            charge[i - first] = cost;
-            tq_out_outcome(&self->out, &o);
-            i++;
-        }
-        if (i == first)
-            break;
-        if (tq_loop_send_peer(self, c) < 0) {
-            if (!c->gone) { /* EAGAIN: keep what was not sent, in order */
-                i = first;
-                self->sends_stalled = 1;
-                break;
-            }
-            c->npending = 0;
-            return; /* gone: reaped with its waits */
-        }
-        for (size_t k = first; k < i; k++) {
-            tq_peer_sent_add(c, c->pending[k], charge[k - first]);
-            tq_task_t *t = tq_store_get(self->store, c->pending[k]);
-            if (t && tq_task_finished(t))
-                tq_store_fetched(self->store, t, now);
-        }
-    }
-    /* keep what was not sent, in order */
-    memmove(c->pending, c->pending + i, (c->npending - i) * sizeof *c->pending);
-    c->npending -= i;
-    if (c->npending > LOOP_MAX_PENDING) {
-        tq_warn("client %s reads no results (%zu waiting): forgetting it", c->name, c->npending);
-        c->gone = 1;
-        c->npending = 0;
-    }
+    return tq_outbox_dispatch(self->outbox, w, tasks, n);
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -480,37 +153,11 @@ static void flush_results(tq_loop_t *self, tq_peer_t *c) {
  * left, else it fails as timed out. A task without one reached
  * --lease-timeout: a lost lease (task_lost: requeued, or dead after
  * --max-attempts). */
-static void expire_leases(tq_loop_t *self, int64_t now) {
-    size_t nk = 0;
-    int64_t wall = tq_wall_ms();
-    tq_task_t *t;
-    while (nk < LOOP_EXPIRE_STEPS && (t = tq_store_overdue(self->store, now)) != NULL) {
-        tq_peer_t *w = tq_task_worker(t);
-        tq_loop_kill_add(self, &nk, t);
-        char why[256];
-        self->sched_dirty = 1;
-        if (!tq_task_timeout(t)) {
-            snprintf(why, sizeof why, "lease expired after %.3g s without a result",
-                     (double)self->cfg.lease_timeout_ms / 1000.0);
-            tq_info("task %" PRIu64 " attempt %" PRIu32 " on worker %s: %s (--lease-timeout)",
-                    t->id, tq_task_attempt(t), w->name, why);
-            task_lost(self, t, why);
-            continue;
-        }
-        snprintf(why, sizeof why,
-                 "timed out: no result from worker %s within %.3g s (run timeout + 2 heartbeats)",
-                 w->name,
-                 (double)((int64_t)tq_task_timeout(t) + 2 * self->cfg.heartbeat_ms) / 1000.0);
-        tq_info("task %" PRIu64 " attempt %" PRIu32 " lease expired: %s", t->id, tq_task_attempt(t),
-                why);
-        if (tq_task_can_retry(t)) {
-            tq_store_retry(self->store, t, tq_loop_backoff(self, tq_task_retried(t) + 1u));
-        } else {
-            tq_store_finish(self->store, t, TQ_TASK_FAILED, why, strlen(why), wall);
-            tq_peer_notify_waiters(t);
-        }
-    }
-    tq_loop_send_kills(self, nk);
+static void expire_leases(tq_loop_t *self) {
+    tq_now_t now = tq_now();
+    for (size_t n = 0; n < LOOP_EXPIRE_STEPS && tq_engine_expire_one(self->engine, now); n++)
+        ;
+    tq_outbox_send_kills(self->outbox);
 }
 
 /* Forget peers silent for longer than the heartbeat timeout, send a
@@ -522,11 +169,11 @@ static void heartbeat(tq_loop_t *self, int64_t now) {
         if (silent > self->cfg.heartbeat_timeout_ms) {
             char why[96];
             snprintf(why, sizeof why, "lost (no message for %.1f s)", (double)silent / 1000.0);
-            tq_loop_forget_peer(self, &p, why);
+            tq_roster_forget(self->roster, &p, why);
             continue;
         }
-        tq_out_begin(&self->out, TQ_MSG_HEARTBEAT);
-        tq_loop_send_peer(self, p);
+        tq_out_begin(tq_outbox_msg(self->outbox), TQ_MSG_HEARTBEAT);
+        tq_outbox_send(self->outbox, p);
     }
     tq_status_sample(self->status, self->store, now);
 }
@@ -569,16 +216,25 @@ static void log_recovery(const tq_persist_report_t *r) {
             (long long)r->elapsed_ms);
 }
 
-tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen) {
-    tq_loop_t *self = tq_calloc(1, sizeof *self);
-    self->ctx = ctx;
-    self->cfg = *cfg;
-    tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
-    self->cfg.endpoint = self->endpoint;
-    tq_store_cfg_t scfg = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms,
-                           cfg->unfetched_ttl_ms, cfg->key_retention_ms};
-    self->store = tq_store_new(&scfg);
+/* The engine (seeded at random), the queue defaults, the journal
+ * replayed into it, and an earlier version's paused file. Returns 0, or
+ * -1 with a message in err. */
+static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size_t errlen) {
+    uint64_t seed;
+    randombytes_buf(&seed, sizeof seed);
+    tq_engine_cfg_t ecfg = {
+        .store = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms,
+                  cfg->unfetched_ttl_ms, cfg->key_retention_ms},
+        .max_attempts = cfg->max_attempts,
+        .lease_timeout_ms = cfg->lease_timeout_ms,
+        .heartbeat_ms = cfg->heartbeat_ms,
+        .backoff_base_ms = cfg->backoff_base_ms,
+        .backoff_cap_ms = cfg->backoff_cap_ms,
+        .seed = seed,
+        .worker_name = worker_name,
+    };
+    self->engine = tq_engine_new(&ecfg);
+    self->store = tq_engine_store(self->engine);
     for (size_t i = 0; i < cfg->nqueue_timeouts; i++) {
         tq_queue_t *q = tq_store_queue(self->store, cfg->queue_timeouts[i].queue);
         TQ_ASSERT(q); /* main allows at most 1024: far from the name table's limit */
@@ -586,20 +242,25 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     }
     self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
-    if (tq_admin_load(self, err, errlen) < 0 || tq_admin_open(self, err, errlen) < 0)
-        goto fail;
     tq_persist_report_t rep;
-    self->persist = tq_persist_open(&cfg->journal, self->store, &rep, err, errlen);
+    self->persist = tq_persist_open(&cfg->journal, self->engine, &rep, err, errlen);
     if (!self->persist)
-        goto fail;
+        return -1;
+    tq_engine_subscribe(self->engine, on_engine, self);
+    int loaded = tq_admin_load(self->engine, self->persist, cfg->journal.data_dir,
+                               &self->paused_file_lsn, err, errlen);
+    if (loaded < 0)
+        return -1;
+    self->paused_file = loaded;
     log_recovery(&rep);
-    self->peers = tq_peers_new();
-    self->start_ms = tq_mono_ms();
-    self->status = tq_status_new(self->start_ms);
-    self->in = tq_in_new();
-    tq_out_init(&self->out);
+    return 0;
+}
 
-    self->router = zmq_socket(ctx, ZMQ_ROUTER);
+/* The ROUTER with its options (CURVE server with keys). Returns 0, or
+ * -1 with a message in err. */
+static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
+                       char *err, size_t errlen) {
+    self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     /* The largest frame a peer may send is a whole packed message: a
      * longer one is refused by libzmq as its header arrives, before it is
@@ -633,8 +294,16 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
         zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TTL, &hb_ttl, sizeof hb_ttl) < 0 ||
         tq_curve_server(self->router, keys) < 0) {
         snprintf(err, errlen, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
-        goto fail;
+        return -1;
     }
+    return 0;
+}
+
+/* The auth actor (it must answer before the first peer connects), then
+ * the bind, and the endpoint as bound. Returns 0, or -1 with a message
+ * in err. */
+static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
+                       char *err, size_t errlen) {
     int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_ACCEPT_FAILED | ZMQ_EVENT_DISCONNECTED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
@@ -646,12 +315,12 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     /* The ZAP handler must be up before the first peer can connect. */
     tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms};
     self->auth =
-        tq_auth_new(ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err, errlen);
+        tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err, errlen);
     if (!self->auth)
-        goto fail;
+        return -1;
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
         snprintf(err, errlen, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
-        goto fail;
+        return -1;
     }
     /* The actual endpoint: a bind to port 0 or "*" gets resolved here. */
     size_t elen = sizeof self->endpoint;
@@ -668,6 +337,37 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
                  self->endpoint + sizeof mapped - 1, close_br + 1);
         tq_strlcpy(self->endpoint, v4, sizeof self->endpoint);
     }
+    return 0;
+}
+
+/* The parts that work on the state: outbox, roster, handlers. */
+static void wire(tq_loop_t *self) {
+    self->outbox = tq_outbox_new(self->router, self->peers);
+    self->roster = tq_roster_new(self->engine, self->peers, self->outbox, &self->sched_dirty);
+    tq_handlers_deps_t hd = {self->engine, self->persist, self->peers,   self->outbox,
+                             self->roster, self->status,  &self->cfg,    self->endpoint,
+                             self->start_ms, &self->sched_dirty};
+    self->handlers = tq_handlers_new(&hd);
+}
+
+tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
+                       char *err, size_t errlen) {
+    tq_loop_t *self = tq_calloc(1, sizeof *self);
+    self->ctx = ctx;
+    self->cfg = *cfg;
+    tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
+    self->cfg.endpoint = self->endpoint;
+    if (open_state(self, cfg, err, errlen) < 0)
+        goto fail;
+    self->peers = tq_peers_new();
+    self->start_ms = tq_mono_ms();
+    self->status = tq_status_new(self->start_ms);
+    self->in = tq_in_new();
+    if (open_router(self, cfg, keys, err, errlen) < 0)
+        goto fail;
+    wire(self);
+    if (bind_router(self, cfg, keys, err, errlen) < 0)
+        goto fail;
     self->started = 1;
     return self;
 fail:
@@ -677,35 +377,118 @@ fail:
 
 const char *tq_loop_endpoint(const tq_loop_t *self) { return self->endpoint; }
 
+/* The timers due at now (monotonic ms): lease expiry and heartbeats,
+ * the sweep of expired results, keys and unused names. */
+/* Timer: lease expiry, peer timeouts and heartbeats. */
+static int64_t on_heartbeat_timer(tq_loop_t *self, int64_t now) {
+    expire_leases(self);
+    heartbeat(self, now);
+    return now + self->cfg.heartbeat_ms;
+}
+
+/* Timer: the sweep of expired results and keys, unused names, and the
+ * summaries of the log limits. */
+static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
+    tq_roster_tick(self->roster, now);
+    size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
+    if (n)
+        tq_debug("expired %zu finished task%s or idempotency key%s", n, n == 1 ? "" : "s",
+                 n == 1 ? "" : "s");
+    /* names and queues nothing uses any more */
+    size_t freed = tq_store_gc(self->store, LOOP_GC_STEPS);
+    if (freed)
+        tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
+    /* more overdue: come back at once, after other work */
+    return n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
+}
+
+/* Timer: journal housekeeping (retries, compaction); every pass while a
+ * compaction has steps left. */
+static int64_t on_journal_timer(tq_loop_t *self, int64_t now) {
+    tq_persist_tick(self->persist, now);
+    return tq_persist_busy(self->persist) ? now : now + LOOP_JTICK_MS;
+}
+
+static void timer_add(tq_loop_t *self, int64_t first_ms, loop_timer_fn fn) {
+    TQ_ASSERT(self->ntimers < LOOP_TIMERS);
+    self->timers[self->ntimers++] = (loop_timer_t){first_ms, fn};
+}
+
+/* Run the timers whose time has come at now (monotonic ms). */
+static void run_timers(tq_loop_t *self, int64_t now) {
+    for (size_t i = 0; i < self->ntimers; i++)
+        if (now >= self->timers[i].next_ms)
+            self->timers[i].next_ms = self->timers[i].fn(self, now);
+}
+
+/* Milliseconds from now until the next timer is due (0 if one is). */
+static long timers_timeout(const tq_loop_t *self, int64_t now) {
+    int64_t next = INT64_MAX;
+    for (size_t i = 0; i < self->ntimers; i++)
+        if (self->timers[i].next_ms < next)
+            next = self->timers[i].next_ms;
+    if (next <= now)
+        return 0;
+    return next - now > LONG_MAX ? LONG_MAX : (long)(next - now);
+}
+
+/* The end of a loop pass: delayed tasks that became runnable, peers that
+ * went away, the scheduler, then the journal write and every peer's
+ * queued messages and RESULTS. */
+static void end_pass(tq_loop_t *self) {
+    tq_engine_promote(self->engine, tq_now(), LOOP_SWEEP_STEPS); /* WAKE if any */
+    tq_roster_reap(self->roster);
+    if (self->sched_dirty) {
+        self->sched_dirty = 0;
+        tq_sched_run(self->engine, self->peers, tq_now(), send_dispatch, self);
+    }
+    /* This iteration's records go to the file before its replies go
+     * out; acks of SUBMITs wait in their peer (gated) until ready. */
+    tq_persist_flush(self->persist);
+    self->sends_stalled = 0;
+    uint64_t ready = tq_persist_ready(self->persist);
+    tq_now_t now_c = tq_now();
+    for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
+        tq_peer_t *p = tq_peers_at(self->peers, i);
+        if (p->outq.n)
+            tq_outbox_flush(self->outbox, p, ready);
+        if (p->npending)
+            tq_outbox_results(self->outbox, p, self->engine, self->cfg.peer_queue_bytes, now_c);
+        if (p->stalled && !p->outq.n) {
+            p->stalled = 0;
+            self->sched_dirty = 1; /* it can take tasks again */
+        }
+    }
+    if (tq_outbox_take_stalled(self->outbox))
+        self->sends_stalled = 1;
+    if (tq_outbox_take_gone(self->outbox))
+        self->sched_dirty = 1;
+    tq_roster_reap(self->roster);
+}
+
 int tq_loop_run(tq_loop_t *self, int stop_fd) {
     int64_t now = tq_mono_ms();
-    self->next_hb_ms = now + self->cfg.heartbeat_ms;
-    self->next_sweep_ms = now + LOOP_SWEEP_MS;
-    self->next_jtick_ms = now + LOOP_JTICK_MS;
+    self->ntimers = 0;
+    timer_add(self, now + self->cfg.heartbeat_ms, on_heartbeat_timer);
+    timer_add(self, now + LOOP_SWEEP_MS, on_sweep_timer);
+    timer_add(self, now + LOOP_JTICK_MS, on_journal_timer);
     for (;;) {
         now = tq_mono_ms();
-        int64_t next = self->next_hb_ms < self->next_sweep_ms ? self->next_hb_ms
-                                                              : self->next_sweep_ms;
-        long timeout = next > now ? (long)(next - now) : 0;
+        long timeout = timers_timeout(self, now);
         /* Work left over (a send failed; tasks went back): retry soon,
          * without spinning on a worker whose pipe is full. */
         if ((self->sched_dirty || self->sends_stalled) && timeout > LOOP_RETRY_MS)
             timeout = LOOP_RETRY_MS;
-        self->pass++;
-        if (self->held_until >= self->pass && timeout > LOOP_ACK_HOLD_MS)
+        tq_outbox_pass(self->outbox);
+        if (tq_outbox_held(self->outbox) && timeout > LOOP_ACK_HOLD_MS)
             timeout = LOOP_ACK_HOLD_MS; /* a held ack goes out soon anyway */
         int64_t due = tq_store_next_due(self->store, tq_wall_ms());
         if (due >= 0 && due < timeout)
             timeout = (long)due; /* a delayed task becomes runnable */
-        if (tq_persist_busy(self->persist))
-            timeout = 0; /* compaction steps left: between messages */
-        else if (self->next_jtick_ms - now < timeout)
-            timeout = self->next_jtick_ms > now ? (long)(self->next_jtick_ms - now) : 0;
-        zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
-                                   {tq_admin_socket(self), 0, ZMQ_POLLIN, 0},
                                    {NULL, stop_fd, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, stop_fd >= 0 ? 4 : 3, timeout);
+        int rc = zmq_poll(items, stop_fd >= 0 ? 3 : 2, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -714,12 +497,15 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             tq_error("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (stop_fd >= 0 && (items[3].revents & ZMQ_POLLIN))
+        if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN))
             return 0;
-        if (items[1].revents & ZMQ_POLLIN)
+        if (items[1].revents & ZMQ_POLLIN) {
             tq_persist_on_sync(self->persist);
-        if (items[2].revents & ZMQ_POLLIN)
-            tq_admin_on_saved(self); /* pause/resume replies, now durable */
+            if (self->paused_file && tq_persist_durable(self->persist) >= self->paused_file_lsn) {
+                tq_admin_drop_file(self->cfg.journal.data_dir); /* its queues are on disk */
+                self->paused_file = 0;
+            }
+        }
         if (items[0].revents & ZMQ_POLLIN) {
             for (int i = 0; i < LOOP_MAX_MSGS; i++) {
                 if (tq_in_recv(self->in, self->router, 1, ZMQ_DONTWAIT) < 0) {
@@ -730,55 +516,13 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                     break;
                 }
                 tq_auth_mark_active(self->auth, tq_in_source_fd(self->in));
-                tq_loop_handle(self);
+                tq_handlers_handle(self->handlers, self->in);
+                tq_outbox_send_kills(self->outbox); /* what the command asked for */
             }
         }
         now = tq_mono_ms();
-        if (now >= self->next_hb_ms) {
-            expire_leases(self, now);
-            heartbeat(self, now);
-            self->next_hb_ms = now + self->cfg.heartbeat_ms;
-        }
-        if (now >= self->next_sweep_ms) {
-            rl_flush(self, now);
-            size_t n = tq_store_sweep(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS);
-            if (n)
-                tq_debug("expired %zu finished task%s or idempotency key%s", n,
-                         n == 1 ? "" : "s", n == 1 ? "" : "s");
-            /* more overdue: come back at once, after other work */
-            self->next_sweep_ms = n == LOOP_SWEEP_STEPS ? now : now + LOOP_SWEEP_MS;
-            /* names and queues nothing uses any more */
-            size_t freed = tq_store_gc(self->store, LOOP_GC_STEPS);
-            if (freed)
-                tq_debug("freed %zu unused queue or function name%s", freed, freed == 1 ? "" : "s");
-        }
-        if (tq_store_promote(self->store, tq_wall_ms(), LOOP_SWEEP_STEPS))
-            self->sched_dirty = 1; /* delayed tasks became runnable */
-        reap_gone(self);
-        if (self->sched_dirty) {
-            self->sched_dirty = 0;
-            tq_sched_run(self->store, self->peers, emit_dispatch, self);
-        }
-        if (now >= self->next_jtick_ms || tq_persist_busy(self->persist)) {
-            tq_persist_tick(self->persist, now);
-            self->next_jtick_ms = now + LOOP_JTICK_MS;
-        }
-        /* This iteration's records go to the file before its replies go
-         * out; acks of SUBMITs wait in their peer (gated) until ready. */
-        tq_persist_flush(self->persist);
-        self->sends_stalled = 0;
-        for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
-            tq_peer_t *p = tq_peers_at(self->peers, i);
-            if (p->ndeferred)
-                flush_deferred(self, p);
-            if (p->npending)
-                flush_results(self, p);
-            if (p->stalled) {
-                p->stalled = 0;
-                self->sched_dirty = 1; /* try it again next iteration */
-            }
-        }
-        reap_gone(self);
+        run_timers(self, now);
+        end_pass(self);
     }
 }
 
@@ -796,7 +540,7 @@ void tq_loop_destroy(tq_loop_t **self_p) {
                 " late results; %zu workers, %zu clients connected",
                 tq_store_size(self->store), c.queued, c.running, c.done + c.failed + c.cancelled,
                 t->submitted, t->done, t->failed, t->dead, t->cancelled, t->requeued,
-                t->retried, self->late_results, tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
+                t->retried, tq_handlers_late(self->handlers), tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
                 tq_peers_count_role(self->peers, TQ_ROLE_CLIENT));
     }
     if (self->router) {
@@ -805,28 +549,33 @@ void tq_loop_destroy(tq_loop_t **self_p) {
         zmq_close(self->router);
     }
     tq_auth_destroy(&self->auth);
-    tq_admin_close(self);
     /* Sync the journal and stop observing: what follows (leases handed
      * back in memory) is what recovery does by itself. */
+    int had_journal = self->persist != NULL;
     tq_persist_destroy(&self->persist);
+    if (had_journal && self->paused_file)
+        tq_admin_drop_file(self->cfg.journal.data_dir); /* everything is synced now */
     /* Leases and waits are plain memory: drop them before freeing. */
     if (self->peers) {
         for (size_t i = 0; i < tq_peers_count(self->peers); i++) {
             tq_peer_t *p = tq_peers_at(self->peers, i);
-            while (p->nleased) {
+            while (p->nleased) { /* LEASE_END takes it off p */
                 tq_task_t *t = p->leased[p->nleased - 1];
-                tq_peer_lease_remove(p, t);
-                tq_store_requeue(self->store, t, 0, 0);
+                tq_engine_release(self->engine, p, t->id, tq_task_attempt(t));
             }
             if (p->role == TQ_ROLE_CLIENT)
                 tq_peer_drop_waits(p, self->store);
+            tq_outbox_forget(self->outbox, p);
         }
     }
+    tq_handlers_destroy(&self->handlers);
+    tq_roster_destroy(&self->roster);
+    tq_outbox_destroy(&self->outbox);
     tq_peers_destroy(&self->peers);
-    tq_store_destroy(&self->store);
+    tq_engine_destroy(&self->engine);
+    self->store = NULL;
     tq_status_destroy(&self->status);
     tq_in_destroy(&self->in);
-    tq_out_free(&self->out);
     free(self);
     *self_p = NULL;
 }

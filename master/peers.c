@@ -23,10 +23,7 @@ static uint64_t rid_hash(tq_bytes_t b) { return tq_fnv1a(TQ_FNV_BASIS, b.data, b
 tq_peers_t *tq_peers_new(void) { return tq_calloc(1, sizeof(tq_peers_t)); }
 
 static void peer_free(tq_peer_t *p) {
-    tq_peer_deferred_pop(p, p->ndeferred);
-    free(p->deferred);
-    free(p->deferred_lsn);
-    free(p->deferred_pass);
+    TQ_ASSERT(p->outq.n == 0 && p->outq.m == NULL); /* tq_outbox_forget first */
     free(p->fns);
     free(p->leased);
     free(p->pending);
@@ -248,42 +245,6 @@ static void sent_reset(tq_peer_t *c) {
     c->acked_total = c->sent_total;
 }
 
-void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame) { tq_peer_defer_gated(p, frame, 0); }
-
-void tq_peer_defer_gated(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn) {
-    tq_peer_defer_held(p, frame, lsn, 0);
-}
-
-void tq_peer_defer_held(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn, uint64_t pass) {
-    if (p->ndeferred == p->capdeferred) {
-        p->capdeferred = p->capdeferred ? p->capdeferred * 2 : 16;
-        p->deferred = tq_realloc(p->deferred, p->capdeferred * sizeof *p->deferred);
-        p->deferred_lsn = tq_realloc(p->deferred_lsn, p->capdeferred * sizeof *p->deferred_lsn);
-        p->deferred_pass =
-            tq_realloc(p->deferred_pass, p->capdeferred * sizeof *p->deferred_pass);
-    }
-    p->deferred_pass[p->ndeferred] = pass;
-    p->deferred[p->ndeferred].data = tq_memdup(frame.data, frame.len);
-    p->deferred[p->ndeferred].len = frame.len;
-    p->deferred_lsn[p->ndeferred] = lsn;
-    p->ndeferred++;
-    p->deferred_bytes += frame.len;
-}
-
-void tq_peer_deferred_pop(tq_peer_t *p, size_t n) {
-    TQ_ASSERT(n <= p->ndeferred);
-    if (n == 0)
-        return; /* also: deferred may be NULL (memmove's arguments must not be) */
-    for (size_t i = 0; i < n; i++) {
-        p->deferred_bytes -= p->deferred[i].len;
-        free((void *)p->deferred[i].data);
-    }
-    memmove(p->deferred, p->deferred + n, (p->ndeferred - n) * sizeof *p->deferred);
-    memmove(p->deferred_lsn, p->deferred_lsn + n, (p->ndeferred - n) * sizeof *p->deferred_lsn);
-    memmove(p->deferred_pass, p->deferred_pass + n,
-            (p->ndeferred - n) * sizeof *p->deferred_pass);
-    p->ndeferred -= n;
-}
 
 void tq_peer_notify_waiters(tq_task_t *t) {
     for (size_t i = 0; i < tq_task_nwaiters(t); i++) {

@@ -23,6 +23,15 @@ typedef struct {
     uint64_t mark;
 } tq_peer_sent_t;
 
+/* A peer's queue of messages not sent yet: outbox.c's (it fills, sends
+ * and frees it; tq_outbox_forget before the peer is removed). */
+typedef struct tq_outmsg tq_outmsg_t;
+typedef struct {
+    tq_outmsg_t *m;
+    size_t n, cap;
+    size_t reply_bytes; /* of the queued messages but DISPATCH */
+} tq_outq_t;
+
 typedef struct tq_peer {
     uint8_t rid[TQ_MAX_ROUTING_ID];
     size_t rid_len;
@@ -68,15 +77,7 @@ typedef struct tq_peer {
     size_t sent_head, nsent, capsent;
     tq_idmap_t *sent_ids;  /* id -> its sent_total mark (newest copy) */
 
-    /* Single-frame replies (acks, ERROR, STATUS_REPLY, KILL, ...) that
-     * could not be sent because its queue was full, oldest first: they go
-     * out before anything newer of that kind (tq_peer_defer). */
-    tq_bytes_t *deferred;  /* each a malloc'd copy */
-    uint64_t *deferred_lsn; /* journal LSN it waits for (0: none): acks of
-                               SUBMITs not yet durable (tq_peer_defer_gated) */
-    uint64_t *deferred_pass; /* loop pass it waits for (0: none): acks held
-                                for their results (tq_peer_defer_held) */
-    size_t ndeferred, capdeferred, deferred_bytes;
+    tq_outq_t outq;        /* outbox.c's: messages not sent yet, in order */
 
     /* new names it may still create (TQ_PEER_NEW_NAMES_*), refilled
      * from name_refill_ms on: tq_peer_take_name */
@@ -152,18 +153,6 @@ static inline uint64_t tq_peer_unconfirmed(const tq_peer_t *c) {
 }
 /* Queue an id for the client's next RESULTS. */
 void tq_peer_pending_add(tq_peer_t *c, uint64_t id);
-/* Keep a copy of a one-frame message for p, to send later in order.
- * Internal, bounded by the caller (TQ_PEER_MAX_DEFERRED). */
-void tq_peer_defer(tq_peer_t *p, tq_bytes_t frame);
-/* tq_peer_defer for a reply that may go only once the journal holds
- * everything up to lsn (a SUBMIT_ACK under --fsync). */
-void tq_peer_defer_gated(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn);
-/* tq_peer_defer_gated for a reply that also waits for the loop's pass
- * number `pass` (a SUBMIT_ACK held one pass so that it shares the
- * client's wake-up with the first results). */
-void tq_peer_defer_held(tq_peer_t *p, tq_bytes_t frame, uint64_t lsn, uint64_t pass);
-/* Drop the first n deferred messages (sent). */
-void tq_peer_deferred_pop(tq_peer_t *p, size_t n);
 /* Drop every wait of client c (dead or re-registering). */
 void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store);
 

@@ -23,6 +23,7 @@ enum {
     R_FETCHED = 5, /* a keyed task's outcome was ACKed: its TTL starts */
     R_GONE = 6,    /* not live any more (ACKed, expired, undone) */
     R_KEY = 7,     /* retained idempotency key -> id until expiry */
+    R_PAUSE = 8,   /* a queue paused (1) or resumed (0) */
 };
 
 /* R_TASK flag bits */
@@ -49,6 +50,7 @@ typedef enum { C_IDLE, C_TASKS, C_KEYS, C_DROPPING } compact_phase_t;
 struct tq_persist {
     tq_journal_t *j;
     tq_store_t *store;
+    tq_engine_t *engine;      /* whose events become records */
     tq_fsync_mode_t mode;
     tq_buf_t rec;             /* scratch for one record's fixed part */
     uint64_t live_bytes;
@@ -167,6 +169,22 @@ static void put_key(tq_persist_t *self, const tq_key_t *k) {
     append(self, R_KEY, kb.data, kb.len);
 }
 
+/* A queue's paused mark (docs/journal.md). */
+static void put_pause(tq_persist_t *self, const char *queue, int paused) {
+    rec_reset(self);
+    tq_buf_u8(&self->rec, paused ? 1 : 0);
+    append(self, R_PAUSE, queue, strlen(queue));
+}
+
+/* Every paused queue's mark: compaction and --repair's checkpoint. */
+static void put_paused_set(tq_persist_t *self) {
+    for (size_t i = 0; i < tq_store_nqueues(self->store); i++) {
+        const tq_queue_t *q = tq_store_queue_at(self->store, i);
+        if (tq_queue_paused(q))
+            put_pause(self, tq_queue_name(q), 1);
+    }
+}
+
 static void put_id(tq_persist_t *self, uint8_t type, uint64_t id) {
     rec_reset(self);
     tq_buf_u64(&self->rec, id);
@@ -181,8 +199,7 @@ static void set_not_live(tq_persist_t *self, tq_task_t *t) {
 
 /* ---- the store's observer ------------------------------------------------ */
 
-static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
-    tq_persist_t *self = arg;
+static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
     switch (ev) {
     case TQ_SEV_ADDED:
     case TQ_SEV_REVIVED:
@@ -245,8 +262,7 @@ static void on_task(void *arg, tq_task_t *t, tq_store_event_t ev) {
     }
 }
 
-static void on_key(void *arg, tq_key_t *k, int deleted) {
-    tq_persist_t *self = arg;
+static void on_key(tq_persist_t *self, tq_key_t *k, int deleted) {
     if (deleted) {
         if (self->kwalk == k)
             self->kwalk = tq_key_next(k);
@@ -255,6 +271,17 @@ static void on_key(void *arg, tq_key_t *k, int deleted) {
     }
     put_key(self, k);
     self->live_bytes += key_rec_size(k);
+}
+
+/* The engine's subscriber: task and key changes become records. */
+static void on_event(void *arg, const tq_engine_ev_t *ev) {
+    tq_persist_t *self = arg;
+    if (ev->kind == TQ_EV_TASK)
+        on_task(self, ev->task, ev->store_ev);
+    else if (ev->kind == TQ_EV_KEY)
+        on_key(self, ev->key, ev->deleted);
+    else if (ev->kind == TQ_EV_PAUSE)
+        put_pause(self, tq_queue_name(ev->queue), ev->paused);
 }
 
 /* ---- replay --------------------------------------------------------------- */
@@ -313,9 +340,9 @@ static void note_dropped(tq_persist_t *self, uint8_t type, const uint8_t *body, 
     for (int i = 7; i >= 0; i--)
         id = id << 8 | body[i];
     /* a damaged type byte: a body as long as a task's is taken for one */
-    int task = type == R_TASK || ((type < R_TASK || type > R_KEY) && len >= TASK_FIXED + 3);
-    if (type == R_KEY)
-        return; /* a key's loss loses no task */
+    int task = type == R_TASK || ((type < R_TASK || type > R_PAUSE) && len >= TASK_FIXED + 3);
+    if (type == R_KEY || type == R_PAUSE)
+        return; /* a key's or a paused mark's loss loses no task */
     dm_mark(self, id, task ? DM_TASK : DM_OTHER, 1);
 }
 
@@ -404,6 +431,27 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
     return 0;
 }
 
+/* R_PAUSE: u8 paused, then the queue name. */
+static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
+                        size_t errlen) {
+    uint8_t paused;
+    tq_bytes_t name;
+    if (tq_cursor_u8(c, &paused) < 0 || paused > 1)
+        return BAD("truncated or bad paused mark");
+    tq_cursor_bytes(c, tq_cursor_left(c), &name);
+    if (!tq_name_valid(name))
+        return BAD("not a queue name");
+    tq_queue_t *q = paused ? tq_store_queue(self->store, name)
+                           : (tq_store_name_known(self->store, name)
+                                  ? tq_store_queue(self->store, name)
+                                  : NULL);
+    if (paused && !q)
+        return BAD("too many queue names");
+    if (q)
+        tq_queue_set_paused(q, paused); /* recovery: no event */
+    return 0;
+}
+
 static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped, char *err,
                   size_t errlen) {
     tq_persist_t *self = arg;
@@ -422,10 +470,12 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
         }
         return replay_task(self, &c, type, err, errlen);
     }
-    if (type < R_TASK || type > R_KEY) {
+    if (type < R_TASK || type > R_PAUSE) {
         snprintf(err, errlen, "unknown journal record type %u (written by a newer taskq?)", type);
         return -1;
     }
+    if (type == R_PAUSE)
+        return replay_pause(self, &c, type, err, errlen);
     if (tq_cursor_u64(&c, &id) < 0)
         return BAD("truncated id");
     tq_task_t *t = type == R_KEY ? NULL : tq_store_get(self->store, id);
@@ -535,10 +585,12 @@ static void checkpoint(void *arg, tq_journal_t *j) {
         put_task(self, t);
     for (tq_key_t *k = tq_store_key_first(self->store); k; k = tq_key_next(k))
         put_key(self, k);
+    put_paused_set(self);
 }
 
-tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_store_t *store,
+tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
                               tq_persist_report_t *report, char *err, size_t errlen) {
+    tq_store_t *store = tq_engine_store(engine);
     TQ_ASSERT(tq_store_size(store) == 0);
     tq_persist_t *self = tq_calloc(1, sizeof *self);
     tq_buf_init(&self->rec);
@@ -564,7 +616,8 @@ tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_store_t *store,
     account(self, report);
     count_lost(self, report);
     report->elapsed_ms = tq_mono_ms() - t0;
-    tq_store_observe(store, on_task, on_key, self);
+    self->engine = engine;
+    tq_engine_subscribe(engine, on_event, self);
     return self;
 }
 
@@ -572,7 +625,7 @@ void tq_persist_destroy(tq_persist_t **self_p) {
     if (!self_p || !*self_p)
         return;
     tq_persist_t *self = *self_p;
-    tq_store_observe(self->store, NULL, NULL, NULL);
+    tq_engine_unsubscribe(self->engine, on_event, self);
     tq_journal_destroy(&self->j);
     tq_buf_free(&self->rec);
     free(self);
@@ -580,6 +633,8 @@ void tq_persist_destroy(tq_persist_t **self_p) {
 }
 
 uint64_t tq_persist_lsn(const tq_persist_t *self) { return tq_journal_appended(self->j); }
+
+uint64_t tq_persist_durable(const tq_persist_t *self) { return tq_journal_durable(self->j); }
 
 uint64_t tq_persist_ready(const tq_persist_t *self) {
     return self->mode == TQ_FSYNC_ALWAYS ? tq_journal_durable(self->j)
@@ -650,6 +705,7 @@ static void compact_step(tq_persist_t *self) {
     while (self->phase == C_KEYS) {
         tq_key_t *k = self->kwalk;
         if (!k) {
+            put_paused_set(self); /* the older segments' marks go with them */
             tq_journal_drop_before(self->j, self->cseg);
             self->phase = C_DROPPING;
             self->compactions++;

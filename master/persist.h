@@ -3,8 +3,9 @@
  * compaction that keeps the journal proportional to the live tasks.
  *
  * journal.c moves bytes; this module gives them meaning (record types
- * and bodies in docs/journal.md). It observes the store (every change
- * appends a record to the journal's batch) and is driven by the loop:
+ * and bodies in docs/journal.md). It subscribes to the engine (every
+ * change of a task, key or paused mark appends a record to the
+ * journal's batch) and is driven by the loop:
  * tq_persist_flush once per iteration writes the batch, the journal's
  * socket reports durability, tq_persist_tick runs compaction steps.
  *
@@ -18,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine.h"
 #include "journal.h"
 #include "store.h"
 
@@ -47,12 +49,12 @@ typedef struct {
     tq_journal_report_t journal;
 } tq_persist_report_t;
 
-/* Open the journal in cfg->data_dir, replay it into store (which must be
- * empty), log what was recovered, and start observing store. Returns the
+/* Open the journal in cfg->data_dir, replay it into the engine's store
+ * (which must be empty), and subscribe to the engine's events. Returns the
  * object, or NULL with a message in err (damage without --repair, an
  * unreadable directory, a record the store cannot take). Caller owns the
  * result. */
-tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_store_t *store,
+tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
                               tq_persist_report_t *report, char *err, size_t errlen);
 /* Write what is appended, sync everything (any mode), close. Accepts
  * NULL; nulls *self_p. */
@@ -64,6 +66,8 @@ uint64_t tq_persist_lsn(const tq_persist_t *self);
 /* The LSN up to which replies may go now: durable under --fsync always,
  * written under interval and off. */
 uint64_t tq_persist_ready(const tq_persist_t *self);
+/* The LSN up to which the journal is on disk (fdatasync'd), any mode. */
+uint64_t tq_persist_durable(const tq_persist_t *self);
 /* errno of a journal failure that stands (writes refused), or 0. */
 int tq_persist_failed(const tq_persist_t *self);
 

@@ -480,7 +480,10 @@ size_t tq_store_size(const tq_store_t *self) { return tq_taskidx_size(self->task
 
 void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holder) {
     TQ_ASSERT(t->state == TQ_TASK_QUEUED && !tq_task_not_before(t));
-    dequeue(self, t);
+    if (t->flags & TQ_TASK_F_HELD)
+        t->flags &= (uint8_t)~TQ_TASK_F_HELD; /* out of its heap already */
+    else
+        dequeue(self, t);
     set_state(t, TQ_TASK_LEASED);
     tq_task_ext_t *x = ext(t);
     x->attempt++;
@@ -491,15 +494,17 @@ void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holde
     notify(self, t, TQ_SEV_LEASED);
 }
 
-void tq_store_unlease(tq_store_t *self, tq_task_t *t) {
-    TQ_ASSERT(t->state == TQ_TASK_LEASED && tq_task_attempt(t) > 0);
-    dl_clear(self, t);
-    t->x->attempt--;
-    t->x->worker = NULL;
-    set_state(t, TQ_TASK_QUEUED);
-    enqueue(self, t);
-    self->totals.dispatched--;
-    notify(self, t, TQ_SEV_REQUEUED);
+void tq_store_hold(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(t->state == TQ_TASK_QUEUED && !tq_task_not_before(t) &&
+              !(t->flags & TQ_TASK_F_HELD));
+    dequeue(self, t);
+    t->flags |= TQ_TASK_F_HELD;
+}
+
+void tq_store_unhold(tq_store_t *self, tq_task_t *t) {
+    TQ_ASSERT(t->state == TQ_TASK_QUEUED && (t->flags & TQ_TASK_F_HELD));
+    t->flags &= (uint8_t)~TQ_TASK_F_HELD;
+    enqueue(self, t); /* same id: its old place */
 }
 
 void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released, int64_t not_before_ms) {

@@ -98,6 +98,7 @@ typedef struct tq_tclass {
 #define TQ_TASK_F_FETCHED 0x04u /* delivered to a client at least once */
 #define TQ_TASK_F_SKEY 0x08u    /* its session key is held (TQ_SUBMIT_SCOPED_KEYS) */
 #define TQ_TASK_F_PAYEXT 0x10u  /* the payload is a separate allocation */
+#define TQ_TASK_F_HELD 0x20u    /* queued, out of its heap: in a dispatch plan */
 #define TQ_TASK_F_JGEN 0x80u    /* the journal's: compaction generation of its last record */
 
 /* One task: the part every task has, kept small (the master holds
@@ -263,9 +264,12 @@ tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfn
  * the journal keeps it: only that worker's RESULT for the attempt is
  * taken, even after the lease was lost. */
 void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holder);
-/* Undo a lease whose DISPATCH could not be sent: back in the heap at the
- * same place, attempt - 1, not counted anywhere. */
-void tq_store_unlease(tq_store_t *self, tq_task_t *t);
+/* Dispatch planning: runnable queued t leaves its heap but stays queued
+ * (no event), so that the next pick sees the next task. tq_store_lease
+ * takes it from there; tq_store_unhold puts it back at its place. Held
+ * only within one call (the plan is committed or dropped at once). */
+void tq_store_hold(tq_store_t *self, tq_task_t *t);
+void tq_store_unhold(tq_store_t *self, tq_task_t *t);
 /* Leased -> queued at its old place (same sequence). released: 1 when
  * the worker handed it back (RELEASE), 0 when the worker was lost.
  * not_before_ms (wall clock, 0 = at once): not runnable before then

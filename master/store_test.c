@@ -299,9 +299,33 @@ static void test_deadlines(void) {
     CHECK(tq_store_overdue(s, 150) == NULL);
     tq_store_requeue(s, t[2], 0, 0);
     CHECK(tq_store_overdue(s, 1000) == t[0]);
-    tq_store_unlease(s, t[0]);
+    tq_store_requeue(s, t[0], 1, 0);
     CHECK(tq_store_overdue(s, 1000) == NULL);
     CHECK_EQ_INT(t[0]->x->deadline_ms, 0);
+    tq_store_destroy(&s);
+}
+
+/* A dispatch plan holds tasks out of their heap, unseen, and gives them
+ * back at their place (or leases them from there). */
+static void test_hold(void) {
+    tq_store_t *s = new_store(100);
+    tq_task_t *a = add(s, "f", "", 0, "a"), *b = add(s, "f", "", 0, "b");
+    const char *fns[1] = {tq_task_fn(a)};
+    tq_queue_t *q = tq_task_queue(a);
+    CHECK(tq_queue_best(q, fns, 1) == a);
+    tq_store_hold(s, a);
+    CHECK_EQ_INT(a->state, TQ_TASK_QUEUED);
+    CHECK(tq_queue_best(q, fns, 1) == b);
+    tq_store_hold(s, b);
+    CHECK(tq_queue_best(q, fns, 1) == NULL);
+    tq_store_unhold(s, b);
+    tq_store_lease(s, a, NULL, 7); /* from the plan */
+    CHECK_EQ_INT(a->state, TQ_TASK_LEASED);
+    CHECK_EQ_INT(tq_task_attempt(a), 1);
+    CHECK(tq_queue_best(q, fns, 1) == b);
+    CHECK_EQ_INT(tq_task_attempt(b), 0);
+    tq_store_requeue(s, a, 1, 0);
+    CHECK(tq_queue_best(q, fns, 1) == a); /* its old place */
     tq_store_destroy(&s);
 }
 
@@ -494,6 +518,7 @@ int main(void) {
     RUN(test_idempotency_keys);
     RUN(test_retry);
     RUN(test_deadlines);
+    RUN(test_hold);
     RUN(test_session_keys_observer_restore);
     RUN(test_delay_dead_pause);
     RUN(test_name_gc);

@@ -360,14 +360,14 @@ class Lifecycle(TQTestCase):
         self.assertEqual((ok["paused"], ok["changed"]), (True, True))
         ok = self.admin(c, {"req": 23, "op": "pause", "queue": "q1"})
         self.assertEqual(ok["changed"], False)
-        with open(os.path.join(self.data_dir, "paused")) as f:
-            self.assertEqual(f.read(), "q1\n")
+        # the journal holds the paused set: no DATA_DIR/paused any more
+        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "paused")))
         q = [x for x in self.status()["queues"] if x["name"] == "q1"]
         self.assertEqual(q[0]["paused"], True)
         ok = self.admin(c, {"req": 24, "op": "resume", "queue": "q1"})
         self.assertEqual((ok["paused"], ok["changed"]), (False, True))
-        with open(os.path.join(self.data_dir, "paused")) as f:
-            self.assertEqual(f.read(), "")
+        q = [x for x in self.status()["queues"] if x["name"] == "q1"]
+        self.assertEqual(q[0]["paused"], False)
 
     def test_bad_paused_file_refuses_start(self):
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
@@ -376,6 +376,29 @@ class Lifecycle(TQTestCase):
         m = self.start_master(wait=False)
         self.assertEqual(m.wait(10), 8)
         self.assertIn("paused line 2", m.output())
+
+    def test_paused_file_of_an_earlier_version_moves_to_the_journal(self):
+        """An earlier version kept the paused set in DATA_DIR/paused: it
+        is read once, journaled and deleted; the queues stay paused across
+        later restarts, including one without a clean shutdown."""
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self.data_dir, "paused")
+        with open(path, "w") as f:
+            f.write("old1\n\nold2\n")
+
+        def paused():
+            return sorted(q["name"] for q in self.status()["queues"] if q.get("paused"))
+        self.start_master()
+        self.assertEqual(paused(), ["old1", "old2"])
+        self.master.stop()
+        self.assertFalse(os.path.exists(path), "the paused file was not deleted")
+        self.start_master()
+        self.assertEqual(paused(), ["old1", "old2"])
+        self.assertEqual(self.tq_ok("resume", "old1").out, "queue old1 resumed\n")
+        os.kill(self.master.pid, signal.SIGKILL)
+        self.master.wait(10)
+        self.start_master()
+        self.assertEqual(paused(), ["old2"])
 
     # ---- master shutdown --------------------------------------------------------------
 

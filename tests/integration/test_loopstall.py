@@ -3,9 +3,10 @@
 With some 60,000 queues, a STATUS used to build a document of every
 queue on the loop thread (130 ms each): another client's round trips
 waited behind it. Pause and resume wrote and fsynced DATA_DIR/paused on
-the loop thread."""
+the loop thread (now they are journal records, answered once durable)."""
 
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -123,22 +124,31 @@ class LoopStall(TQTestCase):
         self.tq_ok("pause", "beta")
         self.tq_ok("pause", "gamma")
         self.tq_ok("resume", "beta")
-        with open(os.path.join(self.data_dir, "paused")) as f:
-            self.assertEqual(sorted(f.read().split()), ["alpha", "gamma"])
         self.master.stop()
         self.start_master()
         st = {q["name"]: q.get("paused") for q in self.status()["queues"]}
         self.assertTrue(st.get("alpha"))
         self.assertTrue(st.get("gamma"))
         self.assertFalse(st.get("beta", False))
+        # answered pauses survive a crash too (--fsync always: once durable)
+        self.master.stop()
+        self.start_master("--fsync", "always")
+        self.tq_ok("pause", "delta")
+        self.tq_ok("resume", "gamma")
+        os.kill(self.master.pid, signal.SIGKILL)
+        self.master.wait(10)
+        self.start_master()
+        st = {q["name"]: q.get("paused") for q in self.status()["queues"]}
+        self.assertEqual(sorted(k for k, v in st.items() if v), ["alpha", "delta"])
 
-    def test_a_slow_paused_file_does_not_stall_the_loop(self):
-        """The paused file is written by a thread of its own: with each save
-        1.5 s slow (test hook), `taskq pause` returns once it is saved, and
-        another client is served meanwhile."""
+    def test_a_slow_journal_sync_does_not_stall_the_loop_during_a_pause(self):
+        """A pause is a journal record synced by the journal's own thread:
+        with each sync 1.5 s slow (test hook) and --fsync always, `taskq
+        pause` returns once its record is durable, and another client is
+        served meanwhile."""
         argv = [h.MASTER_BIN, "--bind", "tcp://127.0.0.1:%d" % self.port,
-                "--data-dir", self.data_dir, "--authkey-file", self.key]
-        self.master = self.start("master", argv, env={"TASKQ_TEST_PAUSED_DELAY_MS": "1500"})
+                "--data-dir", self.data_dir, "--authkey-file", self.key, "--fsync", "always"]
+        self.master = self.start("master", argv, env={"TASKQ_TEST_SYNC_DELAY_MS": "1500"})
         self.wait_master_ready(self.master)
         c = h.RawClient(self.endpoint, h.key_bytes_from_file(self.key))
         self.addCleanup(c.close)
@@ -155,12 +165,12 @@ class LoopStall(TQTestCase):
         t.join(30)
         took = time.monotonic() - t0
         self.assertEqual(result["r"].rc, 0, result["r"])
-        self.assertGreaterEqual(took, 1.4, "the pause was answered before its file was saved")
+        self.assertGreaterEqual(took, 1.4, "the pause was answered before its record was durable")
         self.assertLess(max(during), 500,
-                        "round trips took up to %.0f ms while the paused file was written"
+                        "round trips took up to %.0f ms while the pause was synced"
                         % max(during))
-        with open(os.path.join(self.data_dir, "paused")) as f:
-            self.assertEqual(f.read().split(), ["slowq"])
+        st = {q["name"]: q.get("paused") for q in self.status()["queues"]}
+        self.assertTrue(st.get("slowq"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+/* admin.h - ADMIN requests (proto/PROTOCOL.md): list, retry and purge
+ * the dead set; pause and resume queues (engine commands; the reply is
+ * gated on the journal like a SUBMIT_ACK). Also the one-time move of an
+ * earlier version's DATA_DIR/paused into the journal. */
+#ifndef TQ_MASTER_ADMIN_H
+#define TQ_MASTER_ADMIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "outbox.h"
+#include "peers.h"
+#include "persist.h"
+#include "roster.h"
+
+/* What ADMIN works with (not owned). */
+typedef struct {
+    tq_engine_t *engine;
+    tq_persist_t *persist;
+    tq_outbox_t *outbox;
+    tq_roster_t *roster;
+} tq_admin_deps_t;
+
+/* Handle an ADMIN message from client p (body: its JSON). */
+void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body);
+
+/* Read data_dir/paused of an earlier version (one queue name per line),
+ * if there is one, and pause those queues through the engine (the
+ * journal records them; call after the journal is open). The file is
+ * checked whole before anything is paused. Returns 1 with *lsn (delete
+ * the file once the journal is durable up to it: tq_admin_drop_file), 0
+ * when there is no file, or -1 with a message naming the file and line. */
+int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir,
+                  uint64_t *lsn, char *err, size_t errlen);
+/* Delete data_dir/paused (its queues are in the journal). */
+void tq_admin_drop_file(const char *data_dir);
+
+#endif
