@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "output.h"
 #include "taskq.h"
+#include "tq_args.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
@@ -214,6 +215,39 @@ static const command_t commands[] = {
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 #define COMMAND_LIST "submit, map, wait, status, cancel, dead, retry, purge, pause, resume"
 
+/* Short forms (docs/cli.md): the global options', then the commands'
+ * (a short form counts only where its long option exists). */
+static const tq_short_t global_shorts[] = {{'h', "help"},    {'V', "version"},
+                                           {'c', "connect"}, {'k', "authkey-file"},
+                                           {0, NULL}};
+static const tq_short_t command_shorts[] = {
+    {'h', "help"},    {'f', "fn"},      {'q', "queue"}, {'p', "priority"}, {'t', "timeout"},
+    {'r', "retries"}, {'d', "delay"},   {'j', "json"},  {'w', "window"},   {'a', "all"},
+    {0, NULL}};
+
+/* The command named name, or NULL. */
+static const command_t *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* "unknown command 'X'", with the nearest command when there is one. */
+static int unknown_command(const char *name)
+{
+    const char *names[NCOMMANDS + 1];
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        names[i] = commands[i].name;
+    names[NCOMMANDS] = "help";
+    const char *near = tq_args_suggest(name, strlen(name), names, NCOMMANDS + 1);
+    if (near)
+        return tq_cli_usage_error("unknown command '%.64s'; did you mean '%s'? (%s)", name, near,
+                                  COMMAND_LIST);
+    return tq_cli_usage_error("unknown command '%.64s' (%s)", name, COMMAND_LIST);
+}
+
 static void print_exit_table(FILE *out)
 {
     fprintf(out, "exit status:\n"
@@ -242,7 +276,9 @@ static void print_main_help(FILE *out)
     fprintf(out, "\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  %-7s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'taskq COMMAND --help' lists a command's options.\n\n");
+    fprintf(out, "  %-7s %s\n", "help", "this help, or a command's: taskq help COMMAND");
+    fprintf(out, "\n'taskq COMMAND --help' (or -h, or 'taskq help COMMAND') lists a command's "
+                 "options.\n\n");
     print_exit_table(out);
 }
 
@@ -609,10 +645,15 @@ int main(int argc, char **argv)
     memset(&g, 0, sizeof g);
     char err[512];
     int argi = 1, help = 0, status;
-    if (tq_cfg_parse(global_table, &g, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    tq_args_t gargs = {0}, cargs = {0};
+    if (tq_args_expand(global_table, global_shorts, argc, argv, 1, &gargs, err, sizeof err) < 0 ||
+        tq_cfg_parse(global_table, &g, gargs.argc, gargs.argv, &argi, &help, err, sizeof err) <
+            0) {
         status = tq_cli_usage_error("%s", err);
         goto out;
     }
+    argc = gargs.argc;
+    argv = gargs.argv;
     if (help || g.help) {
         print_main_help(stdout);
         status = TQ_EXIT_OK;
@@ -627,28 +668,45 @@ int main(int argc, char **argv)
         status = tq_cli_usage_error("no COMMAND given (%s; see taskq --help)", COMMAND_LIST);
         goto out;
     }
-    const command_t *cmd = NULL;
-    for (size_t i = 0; i < NCOMMANDS; i++)
-        if (strcmp(argv[argi], commands[i].name) == 0)
-            cmd = &commands[i];
+    /* taskq help [COMMAND] */
+    if (strcmp(argv[argi], "help") == 0) {
+        if (argi + 1 >= argc) {
+            print_main_help(stdout);
+            status = TQ_EXIT_OK;
+        } else if (argi + 2 < argc) {
+            status = tq_cli_usage_error("help: unexpected argument '%.64s'", argv[argi + 2]);
+        } else if (find_command(argv[argi + 1])) {
+            print_command_help(find_command(argv[argi + 1]), stdout);
+            status = TQ_EXIT_OK;
+        } else {
+            status = unknown_command(argv[argi + 1]);
+        }
+        goto out;
+    }
+    const command_t *cmd = find_command(argv[argi]);
     if (!cmd) {
-        status = tq_cli_usage_error("unknown command '%.64s' (%s)", argv[argi], COMMAND_LIST);
+        status = unknown_command(argv[argi]);
         goto out;
     }
     argi++;
     void *settings = tq_calloc(1, cmd->settings_size);
-    if (tq_cfg_parse(cmd->table, settings, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    if (tq_args_expand(cmd->table, command_shorts, argc, argv, argi, &cargs, err, sizeof err) <
+            0 ||
+        tq_cfg_parse(cmd->table, settings, cargs.argc, cargs.argv, &argi, &help, err,
+                     sizeof err) < 0) {
         status = tq_cli_usage_error("%s: %s", cmd->name, err);
     } else if (help || *(int *)((char *)settings + cmd->help_offset)) {
         print_command_help(cmd, stdout);
         status = TQ_EXIT_OK;
     } else {
-        status = cmd->run(cmd, &g, settings, argc - argi, argv + argi);
+        status = cmd->run(cmd, &g, settings, cargs.argc - argi, cargs.argv + argi);
     }
     tq_cfg_free(cmd->table, settings);
     free(settings);
 out:
     fflush(stdout);
+    tq_args_free(&cargs);
+    tq_args_free(&gargs);
     tq_cfg_free(global_table, &g);
     return status;
 }
