@@ -261,9 +261,10 @@ static void print_exit_table(FILE *out)
                  "  %-3d the master refused the request (too large, bad name, full, ...),\n"
                  "      or retry/purge named a task that is not dead\n"
                  "  %-3d cannot start: key file unreadable or unsafe\n"
+                 "  %-3d status: the master reports a fault (journal error; submits refused)\n"
                  "  %-3d a bug in taskq\n",
             TQ_EXIT_OK, TQ_EXIT_TASK_FAILED, TQ_EXIT_USAGE, TQ_EXIT_CONNECT, TQ_EXIT_TIMEOUT,
-            TQ_EXIT_CANCELLED, TQ_EXIT_NOT_FOUND, TQ_EXIT_REFUSED, TQ_EXIT_ENV,
+            TQ_EXIT_CANCELLED, TQ_EXIT_NOT_FOUND, TQ_EXIT_REFUSED, TQ_EXIT_ENV, TQ_EXIT_FAULT,
             TQ_EXIT_INTERNAL);
 }
 
@@ -523,8 +524,14 @@ static void print_status(FILE *out, const cJSON *doc)
         fprintf(out, ", %.0f dead", jnum(t, "dead"));
     fprintf(out, "; %.1f submitted/s, %.1f done/s\n", jnum(r, "submitted_per_s"),
             jnum(r, "done_per_s"));
+    const cJSON *jn = cJSON_GetObjectItemCaseSensitive(doc, "journal");
+    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(jn, "error"))) {
+        jstr(jn, "error", a, sizeof a);
+        fprintf(out, "journal: ERROR %s: the master refuses submits until it can write again\n",
+                a);
+    }
 
-    int w = 5, delayed = 0, dead = 0, paused = 0;
+    int w = 5, delayed = 0, dead = 0, paused = 0, oldest = 0;
     const cJSON *q;
     cJSON_ArrayForEach(q, queues) {
         jstr(q, "name", a, sizeof a);
@@ -533,6 +540,7 @@ static void print_status(FILE *out, const cJSON *doc)
         delayed |= jhas(q, "delayed");
         dead |= jhas(q, "dead");
         paused |= jhas(q, "paused");
+        oldest |= jhas(q, "oldest_age_ms");
     }
     fprintf(out, "\n%-*s %10s %10s %10s %10s %10s", w, "QUEUE", "QUEUED", "RUNNING", "DONE",
             "FAILED", "CANCELLED");
@@ -540,6 +548,8 @@ static void print_status(FILE *out, const cJSON *doc)
         fprintf(out, " %10s", "DELAYED");
     if (dead)
         fprintf(out, " %10s", "DEAD");
+    if (oldest)
+        fprintf(out, " %10s", "OLDEST");
     fprintf(out, "%s\n", paused ? " STATE" : "");
     cJSON_ArrayForEach(q, queues) {
         jstr(q, "name", a, sizeof a);
@@ -549,6 +559,23 @@ static void print_status(FILE *out, const cJSON *doc)
             fprintf(out, " %10.0f", jnum(q, "delayed"));
         if (dead)
             fprintf(out, " %10.0f", jnum(q, "dead"));
+        if (oldest) {
+            /* age of the oldest queued task; "-" when none is queued */
+            const cJSON *age = cJSON_GetObjectItemCaseSensitive(q, "oldest_age_ms");
+            char cell[32] = "-";
+            if (cJSON_IsNumber(age)) {
+                char *buf = NULL;
+                size_t blen = 0;
+                FILE *mem = open_memstream(&buf, &blen);
+                if (mem) {
+                    print_duration(mem, age->valuedouble);
+                    fclose(mem);
+                    tq_strlcpy(cell, buf, sizeof cell);
+                    free(buf);
+                }
+            }
+            fprintf(out, " %10s", cell);
+        }
         if (paused)
             fprintf(out, " %s",
                     cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "paused")) ? "paused"
@@ -596,6 +623,13 @@ static void print_status(FILE *out, const cJSON *doc)
     }
 }
 
+/* 1 when the status document reports a fault: a journal error. */
+static int master_fault(const cJSON *doc)
+{
+    const cJSON *jn = cJSON_GetObjectItemCaseSensitive(doc, "journal");
+    return cJSON_IsString(cJSON_GetObjectItemCaseSensitive(jn, "error"));
+}
+
 static int run_status(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
 {
     status_settings_t *s = settings;
@@ -613,12 +647,12 @@ static int run_status(const command_t *cmd, global_t *g, void *settings, int arg
     } else if (s->json) {
         fputs(json, stdout);
         fputc('\n', stdout);
-        status = TQ_EXIT_OK;
+        status = TQ_EXIT_OK; /* the document says it ("journal.error"): scripts read it */
     } else {
         cJSON *doc = cJSON_Parse(json);
         if (doc) {
             print_status(stdout, doc);
-            status = TQ_EXIT_OK;
+            status = master_fault(doc) ? TQ_EXIT_FAULT : TQ_EXIT_OK;
         } else {
             fprintf(stderr, "taskq: the master's status reply is not JSON\n");
             status = TQ_EXIT_INTERNAL;

@@ -211,17 +211,46 @@ static void add_error(cJSON *o, const tq_task_t *t) {
     free(b);
 }
 
+/* The "queue" field of a read-only request: the existing queue of that
+ * name (nothing is created: a typo must not add a queue). *q = NULL and
+ * *missing = 0 when absent; *missing = 1 when no such queue exists; -1
+ * (after an ERROR) when not a valid name. */
+static int find_queue(admin_t *a, tq_queue_t **q, int *missing) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "queue");
+    *q = NULL;
+    *missing = 0;
+    if (!v)
+        return 0;
+    if (!cJSON_IsString(v) || !tq_name_valid(tq_bytes_str(v->valuestring))) {
+        fail(a, cJSON_IsString(v) ? TQ_ERR_BAD_NAME : TQ_ERR_MALFORMED,
+             "ADMIN: \"queue\" is not a valid queue name");
+        return -1;
+    }
+    tq_store_t *store = tq_engine_store(a->loop->engine);
+    for (size_t i = 0, n = tq_store_nqueues(store); i < n; i++) {
+        tq_queue_t *qi = tq_store_queue_at(store, i);
+        if (strcmp(tq_queue_name(qi), v->valuestring) == 0) {
+            *q = qi;
+            return 0;
+        }
+    }
+    *missing = 1;
+    return 0;
+}
+
 static void op_dead(admin_t *a) {
     tq_queue_t *q;
     uint64_t after, limit;
-    if (get_queue(a, 0, &q) < 0 || get_uint(a, "after", 0, UINT64_MAX, &after) < 0 ||
+    int missing;
+    if (find_queue(a, &q, &missing) < 0 || get_uint(a, "after", 0, UINT64_MAX, &after) < 0 ||
         get_uint(a, "limit", TQ_MAX_ADMIN_LIST, TQ_MAX_ADMIN_LIST, &limit) < 0)
         return;
     if (limit == 0) {
         fail(a, TQ_ERR_MALFORMED, "ADMIN: \"limit\" must be 1..%d", TQ_MAX_ADMIN_LIST);
         return;
     }
-    tq_task_t *t = tq_store_dead_after(tq_engine_store(a->loop->engine), after);
+    /* no such queue: no dead tasks in it */
+    tq_task_t *t = missing ? NULL : tq_store_dead_after(tq_engine_store(a->loop->engine), after);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;

@@ -7,6 +7,7 @@ suggestions, "--", negative numbers as payloads)."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -74,6 +75,91 @@ class Signals(TQTestCase):
         self.assertEqual(m2.wait(20), 8)
         self.assertIn("another taskq-master (pid %d) is using --data-dir" % self.master.pid,
                       m2.output())
+
+
+class HonestStatus(TQTestCase):
+    def test_totals_after_restart_count_this_process_only(self):
+        m = self.start_master()
+        self.start_worker()
+        self.tq_ok("map", "--fn", "square", "1", "2", "3")
+        self.assertEqual(self.status()["totals"]["done"], 3)
+        m.signal(signal.SIGTERM)
+        self.assertEqual(m.wait(10), 0)
+        self.start_master()
+        st = self.status()
+        # was: "3 done" (and a done/s rate) from journal replay alone
+        self.assertEqual(st["totals"]["done"], 0, st["totals"])
+        self.assertEqual(st["totals"]["submitted"], 0, st["totals"])
+        self.assertEqual(st["rates"]["done_per_s"], 0, st["rates"])
+
+    def test_dead_task_counted_once(self):
+        self.start_master("--max-attempts", "1")
+        w = self.start_worker()
+        self.assertEqual(self.tq("map", "--fn", "fail", "x", timeout=30).rc, 1)
+        self.submit("--fn", "sleep", "30")
+        wait_until(lambda: self.status()["totals"]["running"] == 1, 20, what="task to run")
+        w.signal(signal.SIGKILL)  # its lease is lost; one attempt allowed: dead
+        wait_until(lambda: self.status()["totals"]["dead"] == 1, 20, what="task to die")
+        st = self.status()
+        t = st["totals"]
+        self.assertEqual(t["failed"], 1, t)  # was 2: the dead task counted as failed too
+        self.assertEqual(t["died"], 1, t)
+        q = [x for x in st["queues"] if x["name"] == "default"][0]
+        self.assertEqual((q["failed"], q["dead"]), (1, 1), q)
+        r = self.tq_ok("status")
+        self.assertIn("1 failed", r.out)
+        self.assertIn("1 dead", r.out)
+
+    def test_dead_listing_does_not_create_a_queue(self):
+        self.start_master()
+        r = self.tq("dead", "--queue", "typo")
+        self.assertEqual(r.rc, 0, r)
+        self.assertIn("no dead tasks", r.out)
+        names = [q["name"] for q in self.status()["queues"]]
+        self.assertNotIn("typo", names)  # was: the queue 'typo' was created
+
+    def test_status_shows_oldest_queued_age(self):
+        self.start_master()
+        self.submit("--queue", "slow", "--fn", "nobody", "1")
+        time.sleep(1.2)
+        st = self.status()
+        q = [x for x in st["queues"] if x["name"] == "slow"][0]
+        self.assertGreaterEqual(q["oldest_age_ms"], 1000, q)
+        r = self.tq_ok("status")
+        self.assertIn("OLDEST", r.out)
+        row = [ln for ln in r.out.splitlines() if ln.startswith("slow ")][0]
+        self.assertRegex(row, r" \d+s", row)
+
+    def test_status_shows_journal_error_and_exits_9(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        mnt = os.path.join(self.tmp, "small")
+        os.mkdir(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount tmpfs: %s" % r.stderr.strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+        self.start_master(data_dir=os.path.join(mnt, "data"))
+        argv = [CLIENT_BIN, "--connect", self.endpoint, "--authkey-file", self.key, "submit",
+                "--fn", "echo"]
+        for i in range(400):
+            try:
+                p = subprocess.run(argv + ["p" * 4000 + str(i)], capture_output=True, text=True,
+                                   timeout=5)
+            except subprocess.TimeoutExpired:
+                continue
+            if p.returncode != 0:
+                break
+        self.assertEqual(self.status()["journal"]["error"], "No space left on device")
+        r = self.tq("status")
+        self.assertEqual(r.rc, 9, r)  # was 0, and no word of the error
+        self.assertIn("journal: ERROR No space left on device", r.out)
+        self.assertEqual(self.tq("status", "--json").rc, 0)  # the document says it
+        subprocess.run(["mount", "-o", "remount,size=64m", mnt], check=True)
+        wait_until(lambda: self.status()["journal"]["error"] is None, 10,
+                   what="journal error to clear")
+        self.assertEqual(self.tq("status").rc, 0)
 
 
 class ForgivingCli(TQTestCase):
