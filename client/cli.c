@@ -163,6 +163,7 @@ static const tq_cfg_entry_t queue_op_table[] = {
 /* ---- commands ------------------------------------------------------------ */
 
 static int run_status(const command_t *, global_t *, void *, int, char **);
+static int run_workers(const command_t *, global_t *, void *, int, char **);
 static int run_cancel(const command_t *, global_t *, void *, int, char **);
 
 static const command_t commands[] = {
@@ -211,9 +212,19 @@ static const command_t commands[] = {
     {"resume", queue_op_table, sizeof(queue_op_settings_t), offsetof(queue_op_settings_t, help),
      "QUEUE", "dispatch tasks from a paused queue again",
      "Prints 'queue Q resumed' or 'queue Q was not paused'.\n", tq_cli_run_queue_op},
+    {"workers", status_table, sizeof(status_settings_t), offsetof(status_settings_t, help), "",
+     "list the connected workers: name, id, address, slots, busy, state, functions",
+     "With --json, prints the status document's \"workers\" array.\n", run_workers},
+    {"worker", queue_op_table, sizeof(queue_op_settings_t), offsetof(queue_op_settings_t, help),
+     "quiet|stop NAME|ID", "quiet a worker (finish, take no new tasks) or stop it (drain, exit)",
+     "NAME or ID as 'taskq workers' shows them; every worker of that name is told.\n"
+     "Prints 'worker NAME (id ID) quiet: ...' or '... stopping: ...' per worker;\n"
+     "exit 6 if no worker has that name or id.\n",
+     tq_cli_run_worker_op},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
-#define COMMAND_LIST "submit, map, wait, status, cancel, dead, retry, purge, pause, resume"
+#define COMMAND_LIST                                                                               \
+    "submit, map, wait, status, cancel, dead, retry, purge, pause, resume, workers, worker"
 
 /* Short forms (docs/cli.md): the global options', then the commands'
  * (a short form counts only where its long option exists). */
@@ -621,6 +632,82 @@ static void print_status(FILE *out, const cJSON *doc)
         }
         fprintf(out, "%s\n", first ? "-" : "");
     }
+}
+
+/* taskq workers: the status document's workers, one line each. */
+static void print_workers(FILE *out, const cJSON *doc)
+{
+    const cJSON *workers = cJSON_GetObjectItemCaseSensitive(doc, "workers");
+    const cJSON *q;
+    char a[160], b[160], id[40], st[32];
+    int wn = 6, wa = 7;
+    cJSON_ArrayForEach(q, workers) {
+        jstr(q, "name", a, sizeof a);
+        jstr(q, "address", b, sizeof b);
+        if ((int)strlen(a) > wn)
+            wn = (int)strlen(a);
+        if ((int)strlen(b) > wa)
+            wa = (int)strlen(b);
+    }
+    fprintf(out, "%-*s %-16s %-*s %5s %5s %-8s %s\n", wn, "WORKER", "ID", wa, "ADDRESS", "SLOTS",
+            "BUSY", "STATE", "FUNCTIONS");
+    cJSON_ArrayForEach(q, workers) {
+        jstr(q, "name", a, sizeof a);
+        jstr(q, "id", id, sizeof id);
+        jstr(q, "address", b, sizeof b);
+        jstr(q, "state", st, sizeof st);
+        fprintf(out, "%-*s %-16s %-*s %5.0f %5.0f %-8s ", wn, a, id, wa, b, jnum(q, "slots"),
+                jnum(q, "busy"), st);
+        const cJSON *f;
+        int first = 1;
+        cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
+            if (!cJSON_IsString(f))
+                continue;
+            tq_error_line(f->valuestring, strlen(f->valuestring), a, sizeof a);
+            fprintf(out, "%s%s", first ? "" : ",", a);
+            first = 0;
+        }
+        fprintf(out, "%s\n", first ? "-" : "");
+    }
+    if (cJSON_IsArray(workers) && jnum(doc, "workers_total") > cJSON_GetArraySize(workers))
+        fprintf(out, "(%d of %.0f workers shown)\n", cJSON_GetArraySize(workers),
+                jnum(doc, "workers_total"));
+}
+
+static int run_workers(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    status_settings_t *s = settings;
+    (void)cmd;
+    if (argc > 0)
+        return tq_cli_usage_error("workers: unexpected argument '%.64s'", argv[0]);
+    int status;
+    taskq_t *tq = tq_cli_connect(g, &status);
+    if (!tq)
+        return status;
+    char *json = NULL;
+    taskq_error_t e;
+    if (taskq_status(tq, tq_cli_request_ms(), &json, &e) < 0) {
+        status = tq_cli_lib_error(&e);
+    } else {
+        cJSON *doc = cJSON_Parse(json);
+        status = TQ_EXIT_OK;
+        if (!doc) {
+            fprintf(stderr, "taskq: the master's status reply is not JSON\n");
+            status = TQ_EXIT_INTERNAL;
+        } else if (s->json) {
+            char *text =
+                cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "workers"));
+            printf("%s\n", text ? text : "[]");
+            free(text);
+        } else {
+            print_workers(stdout, doc);
+        }
+        cJSON_Delete(doc);
+    }
+    fflush(stdout);
+    free(json);
+    taskq_close(&tq);
+    return status;
 }
 
 /* 1 when the status document reports a fault: a journal error. */

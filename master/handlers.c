@@ -594,7 +594,7 @@ tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
     self->endpoint = d->endpoint;
     self->start_ms = d->start_ms;
     self->wake = d->wake;
-    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster};
+    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster, d->peers};
     return self;
 }
 

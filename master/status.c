@@ -170,6 +170,9 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         shown++;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", p->name);
+        char id[24];
+        tq_worker_id(p, id, sizeof id);
+        cJSON_AddStringToObject(o, "id", id);
         cJSON_AddStringToObject(o, "address", p->address);
         cJSON_AddNumberToObject(o, "slots", p->slots);
         cJSON_AddNumberToObject(o, "prefetch", p->prefetch);
@@ -178,7 +181,8 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         cJSON *fns = cJSON_AddArrayToObject(o, "functions");
         for (size_t k = 0; k < p->nfns; k++)
             cJSON_AddItemToArray(fns, cJSON_CreateString(p->fns[k]));
-        cJSON_AddStringToObject(o, "state", p->draining ? "draining" : "active");
+        cJSON_AddStringToObject(o, "state", p->draining ? (p->quiet ? "quiet" : "draining")
+                                                        : "active");
         cJSON_AddNumberToObject(o, "idle_ms", (double)(now_ms - p->last_seen_ms));
         cJSON_AddNumberToObject(o, "done", (double)p->done);
         cJSON_AddItemToArray(ws, o);

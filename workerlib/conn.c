@@ -67,6 +67,7 @@ typedef struct {
 
     int nsignals;
     int draining, drain_killed;
+    int quiet; /* QUIET from the master: no new tasks (said again as DRAIN after a reconnect) */
     int64_t drain_deadline, kill_deadline;
 } conn_t;
 
@@ -409,7 +410,7 @@ static void on_registered(conn_t *c)
     tq_info("connected to master at %s as %s (%zu slots, heartbeat %lld/%lld ms, max payload %zu)",
             c->o->endpoint, c->o->name, c->o->slots, (long long)w->hb_ms,
             (long long)w->hb_timeout_ms, w->max_payload);
-    if (c->draining)
+    if (c->draining || c->quiet)
         send_simple(c, TQ_MSG_DRAIN);
 }
 
@@ -451,6 +452,22 @@ static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
                 tq_pool_cancel(c->pool, t, TQ_CANCEL_KILLED);
                 tq_idmap_remove(c->tasks, t->id);
             }
+        }
+        break;
+    case TQ_MSG_QUIET: /* an operator's `taskq worker quiet`: finish, take nothing new */
+        if (!c->quiet && !c->draining) {
+            c->quiet = 1;
+            tq_info("quiet at the master's request: %zu tasks running, taking no new ones",
+                    c->inflight);
+            send_simple(c, TQ_MSG_DRAIN);
+        }
+        break;
+    case TQ_MSG_STOP: /* an operator's `taskq worker stop`: as a first SIGTERM */
+        if (c->nsignals == 0) {
+            c->nsignals = 1;
+            tq_info("stop at the master's request");
+            start_drain(c);
+            tq_pool_cancel_queued(c->pool, TQ_CANCEL_RELEASED);
         }
         break;
     default:

@@ -162,6 +162,44 @@ class HonestStatus(TQTestCase):
         self.assertEqual(self.tq("status").rc, 0)
 
 
+class OperateWorkers(TQTestCase):
+    def test_workers_quiet_and_stop(self):
+        self.start_master()
+        w = self.start_worker("--name", "alpha", concurrency=2)
+        r = self.tq_ok("workers")
+        self.assertIn("alpha", r.out)
+        wid = json.loads(self.tq_ok("workers", "--json").out)[0]["id"]
+        self.assertRegex(wid, r"^[0-9a-f]{16}$")
+        self.assertIn(wid, r.out)
+        slow = self.submit("--fn", "sleep", "1.5")
+        wait_until(lambda: self.status()["totals"]["running"] == 1, 20, what="task to run")
+        r = self.tq_ok("worker", "quiet", "alpha")
+        self.assertIn("worker alpha (id %s) quiet" % wid, r.out)
+        wait_until(lambda: "quiet at the master's request" in w.output(), 10,
+                   what="the worker to hear it")
+        self.assertEqual(self.worker_status("alpha")["state"], "quiet")
+        more = self.submit("--fn", "square", "7")
+        r = self.tq("wait", "--timeout", "1", more[0])
+        self.assertEqual(r.rc, 4, r)  # a quiet worker takes no new task
+        self.assertTrue(w.alive())
+        r = self.tq_ok("wait", "--timeout", "30", slow[0])  # its running task finishes
+        r = self.tq_ok("worker", "stop", wid)
+        self.assertIn("stopping", r.out)
+        self.assertEqual(w.wait(20), 0, w.output())  # drained and exited
+        self.start_worker()
+        self.assertEqual(self.tq_ok("wait", "--timeout", "30", more[0]).out, "7 * 7 = 49\n")
+        m = self.master.output()
+        self.assertIn("admin: quieting worker alpha", m)
+        self.assertIn("admin: stopping worker alpha", m)
+
+    def test_worker_op_unknown_name(self):
+        self.start_master()
+        r = self.tq("worker", "stop", "nobody")
+        self.assertEqual(r.rc, 6, r)
+        self.assertIn("no worker named or with id 'nobody'", r.err)
+        self.assertEqual(self.tq("worker", "frob", "x").rc, 2)
+
+
 class ForgivingCli(TQTestCase):
     def test_short_options_and_negative_payloads(self):
         self.start_master()
