@@ -538,7 +538,12 @@ static int loop(conn_t *c)
             tq_error("drain: %zu tasks did not stop; exiting anyway", c->inflight);
             return TQ_EXIT_OK;
         }
-        if (!tq_link_registered(c->link) && now - c->last_warn >= CONN_WARN_MS) {
+        /* "cannot reach master" after CONN_WARN_MS without registration,
+         * counted from the moment it was lost (not 1 ms before
+         * "connected" again when a restarted master asks for HELLO) */
+        if (tq_link_registered(c->link)) {
+            c->last_warn = now;
+        } else if (now - c->last_warn >= CONN_WARN_MS) {
             tq_warn("cannot reach master at %s, retrying", c->o->endpoint);
             c->last_warn = now;
         }

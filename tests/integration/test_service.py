@@ -54,6 +54,21 @@ class Signals(TQTestCase):
         self.assertEqual(m.wait(10), 0)
         self.assertNotIn("INFO", m.output())
 
+    def test_restart_logs_no_spurious_warnings(self):
+        m = self.start_master()
+        w = self.start_worker(concurrency=2)
+        time.sleep(5.5)  # past the worker's 5 s "cannot reach master" period
+        ids = self.submit("--fn", "sleep", "1.5")
+        wait_until(lambda: self.status()["totals"]["running"] == 1, 20, what="task to run")
+        m.signal(signal.SIGTERM)
+        self.assertEqual(m.wait(10), 0)
+        m2 = self.start_master(name="master2")
+        self.tq_ok("wait", "--timeout", "30", ids[0])
+        wait_until(lambda: "connected to master" in w.output().split("reconnecting")[-1], 20,
+                   what="worker to reconnect")
+        self.assertNotIn("before HELLO", m2.output())  # was: WARN ... RESULT before HELLO
+        self.assertNotIn("cannot reach master", w.output())
+
     def test_version_everywhere(self):
         for prog, flags in ((MASTER_BIN, ("--version", "-V")), (WORKER_BIN, ("--version", "-V")),
                             (CLIENT_BIN, ("--version", "-V"))):
