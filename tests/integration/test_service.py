@@ -10,10 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tqharness as h  # noqa: E402
 from tqharness import (  # noqa: E402
-    CLIENT_BIN, MASTER_BIN, WORKER_BIN, TQTestCase, main, wait_until)
+    CLIENT_BIN, MASTER_BIN, WORKER_BIN, RawClient, TQTestCase, key_bytes_from_file, main,
+    msg_result, wait_until)
 
 
 class Signals(TQTestCase):
@@ -68,6 +71,19 @@ class Signals(TQTestCase):
                    what="worker to reconnect")
         self.assertNotIn("before HELLO", m2.output())  # was: WARN ... RESULT before HELLO
         self.assertNotIn("cannot reach master", w.output())
+
+    @unittest.skipIf(h.zmq is None, "pyzmq not available")
+    def test_result_of_an_earlier_master_is_not_a_warning(self):
+        # A worker of the master before a restart sends its RESULT before
+        # it learns (ERROR not registered) that it must say HELLO again.
+        m = self.start_master()
+        c = RawClient(self.endpoint, key_bytes_from_file(self.key))
+        self.addCleanup(c.close)
+        c.send(msg_result([(1, 1, 0, b"x")]))
+        fr = c.recv_type(h.T_ERROR, 5)
+        self.assertIsNotNone(fr)
+        self.assertEqual(h.decode_error(fr)["code"], h.E_NOT_REGISTERED)
+        self.assertNotIn("before HELLO", m.output())  # was: WARN ... RESULT before HELLO
 
     def test_version_everywhere(self):
         for prog, flags in ((MASTER_BIN, ("--version", "-V")), (WORKER_BIN, ("--version", "-V")),
