@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "output.h"
 #include "taskq.h"
+#include "tq_args.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
@@ -162,6 +163,7 @@ static const tq_cfg_entry_t queue_op_table[] = {
 /* ---- commands ------------------------------------------------------------ */
 
 static int run_status(const command_t *, global_t *, void *, int, char **);
+static int run_workers(const command_t *, global_t *, void *, int, char **);
 static int run_cancel(const command_t *, global_t *, void *, int, char **);
 
 static const command_t commands[] = {
@@ -210,9 +212,52 @@ static const command_t commands[] = {
     {"resume", queue_op_table, sizeof(queue_op_settings_t), offsetof(queue_op_settings_t, help),
      "QUEUE", "dispatch tasks from a paused queue again",
      "Prints 'queue Q resumed' or 'queue Q was not paused'.\n", tq_cli_run_queue_op},
+    {"workers", status_table, sizeof(status_settings_t), offsetof(status_settings_t, help), "",
+     "list the connected workers: name, id, address, slots, busy, state, functions",
+     "With --json, prints the status document's \"workers\" array.\n", run_workers},
+    {"worker", queue_op_table, sizeof(queue_op_settings_t), offsetof(queue_op_settings_t, help),
+     "quiet|stop NAME|ID", "quiet a worker (finish, take no new tasks) or stop it (drain, exit)",
+     "NAME or ID as 'taskq workers' shows them; every worker of that name is told.\n"
+     "Prints 'worker NAME (id ID) quiet: ...' or '... stopping: ...' per worker;\n"
+     "exit 6 if no worker has that name or id.\n",
+     tq_cli_run_worker_op},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
-#define COMMAND_LIST "submit, map, wait, status, cancel, dead, retry, purge, pause, resume"
+#define COMMAND_LIST                                                                               \
+    "submit, map, wait, status, cancel, dead, retry, purge, pause, resume, workers, worker"
+
+/* Short forms (docs/cli.md): the global options', then the commands'
+ * (a short form counts only where its long option exists). */
+static const tq_short_t global_shorts[] = {{'h', "help"},    {'V', "version"},
+                                           {'c', "connect"}, {'k', "authkey-file"},
+                                           {0, NULL}};
+static const tq_short_t command_shorts[] = {
+    {'h', "help"},    {'f', "fn"},      {'q', "queue"}, {'p', "priority"}, {'t', "timeout"},
+    {'r', "retries"}, {'d', "delay"},   {'j', "json"},  {'w', "window"},   {'a', "all"},
+    {0, NULL}};
+
+/* The command named name, or NULL. */
+static const command_t *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* "unknown command 'X'", with the nearest command when there is one. */
+static int unknown_command(const char *name)
+{
+    const char *names[NCOMMANDS + 1];
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        names[i] = commands[i].name;
+    names[NCOMMANDS] = "help";
+    const char *near = tq_args_suggest(name, strlen(name), names, NCOMMANDS + 1);
+    if (near)
+        return tq_cli_usage_error("unknown command '%.64s'; did you mean '%s'? (%s)", name, near,
+                                  COMMAND_LIST);
+    return tq_cli_usage_error("unknown command '%.64s' (%s)", name, COMMAND_LIST);
+}
 
 static void print_exit_table(FILE *out)
 {
@@ -227,9 +272,10 @@ static void print_exit_table(FILE *out)
                  "  %-3d the master refused the request (too large, bad name, full, ...),\n"
                  "      or retry/purge named a task that is not dead\n"
                  "  %-3d cannot start: key file unreadable or unsafe\n"
+                 "  %-3d status: the master reports a fault (journal error; submits refused)\n"
                  "  %-3d a bug in taskq\n",
             TQ_EXIT_OK, TQ_EXIT_TASK_FAILED, TQ_EXIT_USAGE, TQ_EXIT_CONNECT, TQ_EXIT_TIMEOUT,
-            TQ_EXIT_CANCELLED, TQ_EXIT_NOT_FOUND, TQ_EXIT_REFUSED, TQ_EXIT_ENV,
+            TQ_EXIT_CANCELLED, TQ_EXIT_NOT_FOUND, TQ_EXIT_REFUSED, TQ_EXIT_ENV, TQ_EXIT_FAULT,
             TQ_EXIT_INTERNAL);
 }
 
@@ -242,7 +288,9 @@ static void print_main_help(FILE *out)
     fprintf(out, "\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  %-7s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'taskq COMMAND --help' lists a command's options.\n\n");
+    fprintf(out, "  %-7s %s\n", "help", "this help, or a command's: taskq help COMMAND");
+    fprintf(out, "\n'taskq COMMAND --help' (or -h, or 'taskq help COMMAND') lists a command's "
+                 "options.\n\n");
     print_exit_table(out);
 }
 
@@ -487,8 +535,14 @@ static void print_status(FILE *out, const cJSON *doc)
         fprintf(out, ", %.0f dead", jnum(t, "dead"));
     fprintf(out, "; %.1f submitted/s, %.1f done/s\n", jnum(r, "submitted_per_s"),
             jnum(r, "done_per_s"));
+    const cJSON *jn = cJSON_GetObjectItemCaseSensitive(doc, "journal");
+    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(jn, "error"))) {
+        jstr(jn, "error", a, sizeof a);
+        fprintf(out, "journal: ERROR %s: the master refuses submits until it can write again\n",
+                a);
+    }
 
-    int w = 5, delayed = 0, dead = 0, paused = 0;
+    int w = 5, delayed = 0, dead = 0, paused = 0, oldest = 0;
     const cJSON *q;
     cJSON_ArrayForEach(q, queues) {
         jstr(q, "name", a, sizeof a);
@@ -497,6 +551,7 @@ static void print_status(FILE *out, const cJSON *doc)
         delayed |= jhas(q, "delayed");
         dead |= jhas(q, "dead");
         paused |= jhas(q, "paused");
+        oldest |= jhas(q, "oldest_age_ms");
     }
     fprintf(out, "\n%-*s %10s %10s %10s %10s %10s", w, "QUEUE", "QUEUED", "RUNNING", "DONE",
             "FAILED", "CANCELLED");
@@ -504,6 +559,8 @@ static void print_status(FILE *out, const cJSON *doc)
         fprintf(out, " %10s", "DELAYED");
     if (dead)
         fprintf(out, " %10s", "DEAD");
+    if (oldest)
+        fprintf(out, " %10s", "OLDEST");
     fprintf(out, "%s\n", paused ? " STATE" : "");
     cJSON_ArrayForEach(q, queues) {
         jstr(q, "name", a, sizeof a);
@@ -513,6 +570,23 @@ static void print_status(FILE *out, const cJSON *doc)
             fprintf(out, " %10.0f", jnum(q, "delayed"));
         if (dead)
             fprintf(out, " %10.0f", jnum(q, "dead"));
+        if (oldest) {
+            /* age of the oldest queued task; "-" when none is queued */
+            const cJSON *age = cJSON_GetObjectItemCaseSensitive(q, "oldest_age_ms");
+            char cell[32] = "-";
+            if (cJSON_IsNumber(age)) {
+                char *buf = NULL;
+                size_t blen = 0;
+                FILE *mem = open_memstream(&buf, &blen);
+                if (mem) {
+                    print_duration(mem, age->valuedouble);
+                    fclose(mem);
+                    tq_strlcpy(cell, buf, sizeof cell);
+                    free(buf);
+                }
+            }
+            fprintf(out, " %10s", cell);
+        }
         if (paused)
             fprintf(out, " %s",
                     cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "paused")) ? "paused"
@@ -560,6 +634,89 @@ static void print_status(FILE *out, const cJSON *doc)
     }
 }
 
+/* taskq workers: the status document's workers, one line each. */
+static void print_workers(FILE *out, const cJSON *doc)
+{
+    const cJSON *workers = cJSON_GetObjectItemCaseSensitive(doc, "workers");
+    const cJSON *q;
+    char a[160], b[160], id[40], st[32];
+    int wn = 6, wa = 7;
+    cJSON_ArrayForEach(q, workers) {
+        jstr(q, "name", a, sizeof a);
+        jstr(q, "address", b, sizeof b);
+        if ((int)strlen(a) > wn)
+            wn = (int)strlen(a);
+        if ((int)strlen(b) > wa)
+            wa = (int)strlen(b);
+    }
+    fprintf(out, "%-*s %-16s %-*s %5s %5s %-8s %s\n", wn, "WORKER", "ID", wa, "ADDRESS", "SLOTS",
+            "BUSY", "STATE", "FUNCTIONS");
+    cJSON_ArrayForEach(q, workers) {
+        jstr(q, "name", a, sizeof a);
+        jstr(q, "id", id, sizeof id);
+        jstr(q, "address", b, sizeof b);
+        jstr(q, "state", st, sizeof st);
+        fprintf(out, "%-*s %-16s %-*s %5.0f %5.0f %-8s ", wn, a, id, wa, b, jnum(q, "slots"),
+                jnum(q, "busy"), st);
+        const cJSON *f;
+        int first = 1;
+        cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
+            if (!cJSON_IsString(f))
+                continue;
+            tq_error_line(f->valuestring, strlen(f->valuestring), a, sizeof a);
+            fprintf(out, "%s%s", first ? "" : ",", a);
+            first = 0;
+        }
+        fprintf(out, "%s\n", first ? "-" : "");
+    }
+    if (cJSON_IsArray(workers) && jnum(doc, "workers_total") > cJSON_GetArraySize(workers))
+        fprintf(out, "(%d of %.0f workers shown)\n", cJSON_GetArraySize(workers),
+                jnum(doc, "workers_total"));
+}
+
+static int run_workers(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    status_settings_t *s = settings;
+    (void)cmd;
+    if (argc > 0)
+        return tq_cli_usage_error("workers: unexpected argument '%.64s'", argv[0]);
+    int status;
+    taskq_t *tq = tq_cli_connect(g, &status);
+    if (!tq)
+        return status;
+    char *json = NULL;
+    taskq_error_t e;
+    if (taskq_status(tq, tq_cli_request_ms(), &json, &e) < 0) {
+        status = tq_cli_lib_error(&e);
+    } else {
+        cJSON *doc = cJSON_Parse(json);
+        status = TQ_EXIT_OK;
+        if (!doc) {
+            fprintf(stderr, "taskq: the master's status reply is not JSON\n");
+            status = TQ_EXIT_INTERNAL;
+        } else if (s->json) {
+            char *text =
+                cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "workers"));
+            printf("%s\n", text ? text : "[]");
+            free(text);
+        } else {
+            print_workers(stdout, doc);
+        }
+        cJSON_Delete(doc);
+    }
+    fflush(stdout);
+    free(json);
+    taskq_close(&tq);
+    return status;
+}
+
+/* 1 when the status document reports a fault: a journal error. */
+static int master_fault(const cJSON *doc)
+{
+    const cJSON *jn = cJSON_GetObjectItemCaseSensitive(doc, "journal");
+    return cJSON_IsString(cJSON_GetObjectItemCaseSensitive(jn, "error"));
+}
+
 static int run_status(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
 {
     status_settings_t *s = settings;
@@ -577,12 +734,12 @@ static int run_status(const command_t *cmd, global_t *g, void *settings, int arg
     } else if (s->json) {
         fputs(json, stdout);
         fputc('\n', stdout);
-        status = TQ_EXIT_OK;
+        status = TQ_EXIT_OK; /* the document says it ("journal.error"): scripts read it */
     } else {
         cJSON *doc = cJSON_Parse(json);
         if (doc) {
             print_status(stdout, doc);
-            status = TQ_EXIT_OK;
+            status = master_fault(doc) ? TQ_EXIT_FAULT : TQ_EXIT_OK;
         } else {
             fprintf(stderr, "taskq: the master's status reply is not JSON\n");
             status = TQ_EXIT_INTERNAL;
@@ -609,10 +766,15 @@ int main(int argc, char **argv)
     memset(&g, 0, sizeof g);
     char err[512];
     int argi = 1, help = 0, status;
-    if (tq_cfg_parse(global_table, &g, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    tq_args_t gargs = {0}, cargs = {0};
+    if (tq_args_expand(global_table, global_shorts, argc, argv, 1, &gargs, err, sizeof err) < 0 ||
+        tq_cfg_parse(global_table, &g, gargs.argc, gargs.argv, &argi, &help, err, sizeof err) <
+            0) {
         status = tq_cli_usage_error("%s", err);
         goto out;
     }
+    argc = gargs.argc;
+    argv = gargs.argv;
     if (help || g.help) {
         print_main_help(stdout);
         status = TQ_EXIT_OK;
@@ -627,28 +789,45 @@ int main(int argc, char **argv)
         status = tq_cli_usage_error("no COMMAND given (%s; see taskq --help)", COMMAND_LIST);
         goto out;
     }
-    const command_t *cmd = NULL;
-    for (size_t i = 0; i < NCOMMANDS; i++)
-        if (strcmp(argv[argi], commands[i].name) == 0)
-            cmd = &commands[i];
+    /* taskq help [COMMAND] */
+    if (strcmp(argv[argi], "help") == 0) {
+        if (argi + 1 >= argc) {
+            print_main_help(stdout);
+            status = TQ_EXIT_OK;
+        } else if (argi + 2 < argc) {
+            status = tq_cli_usage_error("help: unexpected argument '%.64s'", argv[argi + 2]);
+        } else if (find_command(argv[argi + 1])) {
+            print_command_help(find_command(argv[argi + 1]), stdout);
+            status = TQ_EXIT_OK;
+        } else {
+            status = unknown_command(argv[argi + 1]);
+        }
+        goto out;
+    }
+    const command_t *cmd = find_command(argv[argi]);
     if (!cmd) {
-        status = tq_cli_usage_error("unknown command '%.64s' (%s)", argv[argi], COMMAND_LIST);
+        status = unknown_command(argv[argi]);
         goto out;
     }
     argi++;
     void *settings = tq_calloc(1, cmd->settings_size);
-    if (tq_cfg_parse(cmd->table, settings, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    if (tq_args_expand(cmd->table, command_shorts, argc, argv, argi, &cargs, err, sizeof err) <
+            0 ||
+        tq_cfg_parse(cmd->table, settings, cargs.argc, cargs.argv, &argi, &help, err,
+                     sizeof err) < 0) {
         status = tq_cli_usage_error("%s: %s", cmd->name, err);
     } else if (help || *(int *)((char *)settings + cmd->help_offset)) {
         print_command_help(cmd, stdout);
         status = TQ_EXIT_OK;
     } else {
-        status = cmd->run(cmd, &g, settings, argc - argi, argv + argi);
+        status = cmd->run(cmd, &g, settings, cargs.argc - argi, cargs.argv + argi);
     }
     tq_cfg_free(cmd->table, settings);
     free(settings);
 out:
     fflush(stdout);
+    tq_args_free(&cargs);
+    tq_args_free(&gargs);
     tq_cfg_free(global_table, &g);
     return status;
 }

@@ -110,6 +110,8 @@ int tq_cli_run_wait(const command_t *cmd, global_t *g, void *settings, int argc,
  * themselves apart by cmd->name, as do pause and resume. */
 int tq_cli_run_dead(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
 int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int argc,
+                         char **argv);
 int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int argc,
                         char **argv);
 

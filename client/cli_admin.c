@@ -338,3 +338,66 @@ int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int a
     taskq_close(&tq);
     return status;
 }
+
+/* taskq worker quiet|stop NAME|ID: ADMIN "quiet" or "stop"; prints one
+ * line per worker the master sent it to; exit 6 when none matched. */
+int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int argc,
+                         char **argv)
+{
+    (void)settings;
+    int status;
+    if (argc == 0)
+        return tq_cli_usage_error("%s: no action given (quiet NAME|ID or stop NAME|ID)",
+                                  cmd->name);
+    int stop = strcmp(argv[0], "stop") == 0;
+    if (!stop && strcmp(argv[0], "quiet") != 0)
+        return tq_cli_usage_error("%s: unknown action '%.64s' (quiet or stop)", cmd->name,
+                                  argv[0]);
+    if (argc < 2)
+        return tq_cli_usage_error("%s %s: no worker NAME or ID given", cmd->name, argv[0]);
+    if (argc > 2)
+        return tq_cli_usage_error("%s %s: unexpected argument '%.64s' (one NAME or ID)",
+                                  cmd->name, argv[0], argv[2]);
+    if (!argv[1][0] || strlen(argv[1]) > TQ_MAX_PEER_NAME)
+        return tq_cli_usage_error("%s %s: a worker NAME or ID is 1..%d bytes", cmd->name,
+                                  argv[0], TQ_MAX_PEER_NAME);
+    taskq_t *tq = tq_cli_connect(g, &status);
+    if (!tq)
+        return status;
+    cJSON *req = cJSON_CreateObject();
+    TQ_ASSERT(req);
+    cJSON_AddStringToObject(req, "op", stop ? "stop" : "quiet");
+    cJSON_AddStringToObject(req, "worker", argv[1]);
+    cJSON *rep = admin(tq, req, &status);
+    if (rep) {
+        const cJSON *ws = cJSON_GetObjectItemCaseSensitive(rep, "workers");
+        const cJSON *w;
+        status = TQ_EXIT_OK;
+        if (!cJSON_IsArray(ws)) {
+            status = bad_reply("\"workers\"");
+        } else if (cJSON_GetArraySize(ws) == 0) {
+            char shown[TQ_MAX_PEER_NAME * 4 + 8];
+            tq_error_line(argv[1], strlen(argv[1]), shown, sizeof shown);
+            fprintf(stderr, "taskq: no worker named or with id '%s' (see taskq workers)\n", shown);
+            status = TQ_EXIT_NOT_FOUND;
+        }
+        cJSON_ArrayForEach(w, ws) {
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(w, "name");
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(w, "id");
+            const cJSON *busy = cJSON_GetObjectItemCaseSensitive(w, "busy");
+            char n[TQ_MAX_PEER_NAME * 4 + 8], i[64];
+            const char *ns = cJSON_IsString(name) ? name->valuestring : "-";
+            const char *is = cJSON_IsString(id) ? id->valuestring : "-";
+            tq_error_line(ns, strlen(ns), n, sizeof n);
+            tq_error_line(is, strlen(is), i, sizeof i);
+            printf("worker %s (id %s) %s, %.0f task(s) running\n", n, i,
+                   stop ? "stopping: it finishes its tasks and exits"
+                        : "quiet: it finishes its tasks and takes no new ones",
+                   cJSON_IsNumber(busy) ? busy->valuedouble : 0.0);
+        }
+        cJSON_Delete(rep);
+    }
+    fflush(stdout);
+    taskq_close(&tq);
+    return status;
+}

@@ -15,6 +15,8 @@
 #define TQ_EXIT_REFUSED 7     /* the master refused the request (too large,
                                  bad name, full, ...) */
 #define TQ_EXIT_ENV 8         /* cannot start: key file, data dir, bind address */
+#define TQ_EXIT_FAULT 9       /* taskq status: the master reports a fault (a
+                                 journal error: it refuses submits) */
 #define TQ_EXIT_INTERNAL 70   /* a bug in taskq (as sysexits' EX_SOFTWARE) */
 
 #endif

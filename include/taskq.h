@@ -609,6 +609,19 @@ TASKQ_API int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err);
  * and taskq_worker_run returns 0. A second call skips the wait. */
 TASKQ_API void taskq_worker_stop(taskq_worker_t *self);
 
+/* Change the engine's log verbosity (TASKQ_LOG_*) while it runs, e.g.
+ * on SIGHUP; thread-safe, not async-signal-safe. Logs the change at info
+ * ("log level info -> debug"). Returns 1 when the level changed, 0 when
+ * it already was that level, -1 for a level that is not TASKQ_LOG_*. */
+TASKQ_API int taskq_worker_set_log_level(taskq_worker_t *self, int level);
+
+/* Write one line to the engine's log (stderr, prefixed "worker") at
+ * level TASKQ_LOG_*, if the log level lets it through: for a program on
+ * the worker API that has no logger of its own. Thread-safe, not
+ * async-signal-safe. */
+TASKQ_API void taskq_worker_log(taskq_worker_t *self, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* ---- inside a task function (out is the function's argument) ---------- */
 
 /* Replace the result with a copy of data[len]. Returns 0, or -1 when len

@@ -211,17 +211,46 @@ static void add_error(cJSON *o, const tq_task_t *t) {
     free(b);
 }
 
+/* The "queue" field of a read-only request: the existing queue of that
+ * name (nothing is created: a typo must not add a queue). *q = NULL and
+ * *missing = 0 when absent; *missing = 1 when no such queue exists; -1
+ * (after an ERROR) when not a valid name. */
+static int find_queue(admin_t *a, tq_queue_t **q, int *missing) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "queue");
+    *q = NULL;
+    *missing = 0;
+    if (!v)
+        return 0;
+    if (!cJSON_IsString(v) || !tq_name_valid(tq_bytes_str(v->valuestring))) {
+        fail(a, cJSON_IsString(v) ? TQ_ERR_BAD_NAME : TQ_ERR_MALFORMED,
+             "ADMIN: \"queue\" is not a valid queue name");
+        return -1;
+    }
+    tq_store_t *store = tq_engine_store(a->loop->engine);
+    for (size_t i = 0, n = tq_store_nqueues(store); i < n; i++) {
+        tq_queue_t *qi = tq_store_queue_at(store, i);
+        if (strcmp(tq_queue_name(qi), v->valuestring) == 0) {
+            *q = qi;
+            return 0;
+        }
+    }
+    *missing = 1;
+    return 0;
+}
+
 static void op_dead(admin_t *a) {
     tq_queue_t *q;
     uint64_t after, limit;
-    if (get_queue(a, 0, &q) < 0 || get_uint(a, "after", 0, UINT64_MAX, &after) < 0 ||
+    int missing;
+    if (find_queue(a, &q, &missing) < 0 || get_uint(a, "after", 0, UINT64_MAX, &after) < 0 ||
         get_uint(a, "limit", TQ_MAX_ADMIN_LIST, TQ_MAX_ADMIN_LIST, &limit) < 0)
         return;
     if (limit == 0) {
         fail(a, TQ_ERR_MALFORMED, "ADMIN: \"limit\" must be 1..%d", TQ_MAX_ADMIN_LIST);
         return;
     }
-    tq_task_t *t = tq_store_dead_after(tq_engine_store(a->loop->engine), after);
+    /* no such queue: no dead tasks in it */
+    tq_task_t *t = missing ? NULL : tq_store_dead_after(tq_engine_store(a->loop->engine), after);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
@@ -334,6 +363,50 @@ static void op_pause(admin_t *a, int pause) {
                          tq_persist_ready(a->loop->persist), 0);
 }
 
+/* quiet (stop = 0: take no new tasks, finish the running ones) or stop
+ * (stop = 1: drain and exit) the workers whose name or id is "worker".
+ * Each gets QUIET or STOP, and takes nothing more from now on. The
+ * reply lists the workers it went to ("workers": [] when none
+ * matched). */
+static void op_worker(admin_t *a, int stop) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "worker");
+    if (!cJSON_IsString(v) || !v->valuestring[0] ||
+        strlen(v->valuestring) > TQ_MAX_PEER_NAME) {
+        fail(a, TQ_ERR_MALFORMED, "ADMIN: \"worker\" must be a worker's name or id (1..%d bytes)",
+             TQ_MAX_PEER_NAME);
+        return;
+    }
+    const char *want = v->valuestring;
+    char who[TQ_MAX_PEER_NAME + 8], from[TQ_MAX_PEER_NAME + 8];
+    tq_log_escape_str(from, sizeof from, a->peer->name);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(doc, "workers");
+    for (size_t i = 0, n = tq_peers_count(a->loop->peers); i < n; i++) {
+        tq_peer_t *w = tq_peers_at(a->loop->peers, i);
+        char id[24];
+        if (w->role != TQ_ROLE_WORKER || w->gone)
+            continue;
+        tq_worker_id(w, id, sizeof id);
+        if (strcmp(w->name, want) != 0 && strcmp(id, want) != 0)
+            continue;
+        w->draining = 1; /* nothing more for it, from now on */
+        w->credit = 0;
+        w->quiet = !stop;
+        tq_out_begin(tq_outbox_msg(a->loop->outbox), stop ? TQ_MSG_STOP : TQ_MSG_QUIET);
+        tq_outbox_send(a->loop->outbox, w);
+        tq_log_escape_str(who, sizeof who, w->name);
+        tq_info("admin: %s worker %s (id %s, %zu task%s running) at the request of %s (%s)",
+                stop ? "stopping" : "quieting", who, id, w->nleased, w->nleased == 1 ? "" : "s",
+                from, a->peer->address);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", w->name);
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddNumberToObject(o, "busy", (double)w->nleased);
+        cJSON_AddItemToArray(arr, o);
+    }
+    reply(a, doc);
+}
+
 void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
     admin_t a = {d, p, 0, NULL};
     void *j = NULL;
@@ -361,7 +434,12 @@ void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
         op_pause(&a, 1);
     else if (strcmp(o, "resume") == 0)
         op_pause(&a, 0);
+    else if (strcmp(o, "quiet") == 0)
+        op_worker(&a, 0);
+    else if (strcmp(o, "stop") == 0)
+        op_worker(&a, 1);
     else
-        fail(&a, TQ_ERR_MALFORMED, "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume)");
+        fail(&a, TQ_ERR_MALFORMED,
+             "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop)");
     cJSON_Delete(j);
 }

@@ -1,6 +1,7 @@
 /* admin.h - ADMIN requests (proto/PROTOCOL.md): list, retry and purge
  * the dead set; pause and resume queues (engine commands; the reply is
- * gated on the journal like a SUBMIT_ACK). Also the one-time move of an
+ * gated on the journal like a SUBMIT_ACK); quiet and stop workers (a
+ * QUIET or STOP message to each). Also the one-time move of an
  * earlier version's DATA_DIR/paused into the journal. */
 #ifndef TQ_MASTER_ADMIN_H
 #define TQ_MASTER_ADMIN_H
@@ -20,6 +21,7 @@ typedef struct {
     tq_persist_t *persist;
     tq_outbox_t *outbox;
     tq_roster_t *roster;
+    tq_peers_t *peers; /* quiet and stop find their workers here */
 } tq_admin_deps_t;
 
 /* Handle an ADMIN message from client p (body: its JSON). */

@@ -565,10 +565,12 @@ static void on_unregistered(hctx_t *self, const msg_t *m) {
         tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
         return;
     }
-    if (m->type == TQ_MSG_HEARTBEAT) /* e.g. a peer that has not noticed a restart */
-        tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
-    else
-        tq_roster_warn(self->roster, NULL, m->addr, "%s before HELLO", tq_msg_type_name(m->type));
+    /* A peer of the master before a restart goes on as it was (a worker's
+     * RESULT, a client's ACK) until this ERROR makes it say HELLO again:
+     * normal after every restart, so not a warning. Only a keyholder
+     * gets this far (CURVE). */
+    tq_debug("%s before HELLO from peer %s: asking it to say HELLO", tq_msg_type_name(m->type),
+             m->addr);
     tq_outbox_error(self->outbox, m->rid, TQ_ERR_NOT_REGISTERED, tq_msg_peek_req(m->type, m->body),
                         "not registered: send HELLO first");
 }
@@ -594,7 +596,7 @@ tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
     self->endpoint = d->endpoint;
     self->start_ms = d->start_ms;
     self->wake = d->wake;
-    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster};
+    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster, d->peers};
     return self;
 }
 

@@ -253,6 +253,9 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size
         return -1;
     self->paused_file = loaded;
     log_recovery(&rep);
+    /* "Since start" means this process's work: what replay (and the
+     * paused file) counted is history, not work done now. */
+    tq_store_reset_totals(self->store);
     return 0;
 }
 

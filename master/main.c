@@ -2,6 +2,7 @@
  *
  *   taskq-master --bind ENDPOINT --data-dir DIR --authkey-file FILE [options]
  *
+ * SIGHUP re-reads what can change live (reload_settings) and goes on.
  * Exit statuses (common/tq_exit.h): 0 after SIGTERM/SIGINT, TQ_EXIT_USAGE
  * for a bad flag, TQ_EXIT_ENV when the key, the data dir or the bind
  * address cannot be used, TQ_EXIT_INTERNAL when the loop fails. */
@@ -22,6 +23,7 @@
 #include "dirlock.h"
 #include "jfault.h"
 #include "loop.h"
+#include "tq_args.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
@@ -55,6 +57,7 @@ typedef struct {
     int repair;
     int64_t journal_reserve;
     char *log_level;
+    int version;
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
@@ -136,10 +139,17 @@ static const tq_cfg_entry_t table[] = {
      "SIZE",
      "disk space kept allocated in DIR/journal/reserve and given back when the disk is full, so "
      "compaction and a restart have room (at most 1/8 of the file system; 0 = none)"},
-    {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
-     "error, warn, info or debug"},
+    {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", "TASKQ_LOG_LEVEL",
+     S(log_level), "LEVEL", "error, warn, info or debug (SIGHUP applies a new value)"},
+    {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(version), NULL,
+     "print the version and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
+
+/* Short forms of the common options (docs/master.md). */
+static const tq_short_t shorts[] = {{'h', "help"},         {'V', "version"}, {'b', "bind"},
+                                    {'d', "data-dir"},     {'k', "authkey-file"},
+                                    {0, NULL}};
 
 static void usage(FILE *out) {
     fprintf(out, "usage: taskq-master --bind ENDPOINT --data-dir DIR --authkey-file FILE "
@@ -303,6 +313,33 @@ static int resolve_authkey(const settings_t *s, char *path, size_t len, char *er
     return 0;
 }
 
+/* What SIGHUP applies: the settings that can change in a running
+ * master, read again from their sources (the same parse as at start:
+ * flags over the environment, e.g. TASKQ_LOG_LEVEL; a --config file
+ * joins them there). Today that is the log level. Logs each change, or
+ * that there was nothing to change; a source that no longer parses is
+ * logged and changes nothing. Never stops the master. */
+static void reload_settings(int argc, char **argv) {
+    settings_t now;
+    memset(&now, 0, sizeof now);
+    char err[512];
+    int argi = 1, help = 0;
+    if (tq_cfg_parse(table, &now, argc, argv, &argi, &help, err, sizeof err) < 0) {
+        tq_warn("SIGHUP: %s; nothing changed", err);
+        tq_cfg_free(table, &now);
+        return;
+    }
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    int level = tq_log_level_parse(now.log_level), old = tq_log_level();
+    tq_cfg_free(table, &now);
+    if (level < 0 || level == old) {
+        tq_info("SIGHUP: nothing to reload");
+        return;
+    }
+    tq_log_set_level(level);
+    tq_log_write(TQ_LOG_INFO, "SIGHUP: log level %s -> %s", names[old], names[level]);
+}
+
 int main(int argc, char **argv) {
     tq_log_init("master");
     tq_process_protect(); /* no core file or ptrace with the keys in memory */
@@ -316,13 +353,22 @@ int main(int argc, char **argv) {
     memset(&s, 0, sizeof s);
     char err[512];
     int argi = 1, help = 0, lockfd = -1;
-    if (tq_cfg_parse(table, &s, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    tq_args_t args;
+    if (tq_args_expand(table, shorts, argc, argv, 1, &args, err, sizeof err) < 0 ||
+        tq_cfg_parse(table, &s, args.argc, args.argv, &argi, &help, err, sizeof err) < 0) {
         fprintf(stderr, "taskq-master: %s\n(try taskq-master --help)\n", err);
+        tq_args_free(&args);
         tq_cfg_free(table, &s);
         return TQ_EXIT_USAGE;
     }
-    if (help) {
-        usage(stdout);
+    argc = args.argc; /* from here on, the options as written long */
+    argv = args.argv;
+    if (help || s.version) {
+        if (help)
+            usage(stdout);
+        else
+            printf("taskq-master %s\n", TQ_VERSION);
+        tq_args_free(&args);
         tq_cfg_free(table, &s);
         return TQ_EXIT_OK;
     }
@@ -403,6 +449,7 @@ int main(int argc, char **argv) {
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP); /* reload, never stop (reload_settings) */
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0) {
@@ -455,13 +502,22 @@ int main(int argc, char **argv) {
         rc = TQ_EXIT_ENV;
     } else {
         tq_info("listening on %s, data dir %s", tq_loop_endpoint(loop), s.data_dir);
-        if (tq_loop_run(loop, sfd) == 0) {
+        for (;;) {
+            if (tq_loop_run(loop, sfd) != 0) {
+                rc = TQ_EXIT_INTERNAL;
+                break;
+            }
             struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+            ssize_t got = read(sfd, &si, sizeof si);
+            if (got == (ssize_t)sizeof si && si.ssi_signo == SIGHUP) {
+                tq_info("SIGHUP received: reloading settings");
+                reload_settings(argc, argv);
+                continue; /* the loop picks up where it was */
+            }
+            if (got == (ssize_t)sizeof si)
                 tq_info("%s received, shutting down", strsignal((int)si.ssi_signo));
             rc = TQ_EXIT_OK;
-        } else {
-            rc = TQ_EXIT_INTERNAL;
+            break;
         }
         tq_loop_destroy(&loop);
     }
@@ -472,5 +528,6 @@ out:
     tq_dirlock_release(lockfd);
     free(qtimeouts);
     tq_cfg_free(table, &s);
+    tq_args_free(&args);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* peers.c - workers and clients by routing id. See peers.h. */
 #include "peers.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,3 +278,7 @@ void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store) {
     sent_reset(c);
 }
 
+
+void tq_worker_id(const tq_peer_t *p, char *out, size_t len) {
+    snprintf(out, len, "%016" PRIx64, p->instance);
+}

@@ -57,6 +57,9 @@ typedef struct tq_peer {
     const char **fns;      /* interned function names */
     size_t nfns;
     int draining;
+    int quiet;             /* draining at an operator's request (ADMIN
+                              quiet): it still runs, and may be resumed
+                              by a restart of the worker only */
     int gone;              /* a send failed for good: removed after this
                               loop iteration; the scheduler skips it */
     int stalled;           /* a send would block: skip until next iteration */
@@ -103,6 +106,10 @@ tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_
 /* Forget a peer. Its leases and waits must have been handled first
  * (asserted). Nulls *peer_p. */
 void tq_peers_remove(tq_peers_t *self, tq_peer_t **peer_p);
+
+/* A worker's id as operators see it (status "id", ADMIN quiet/stop):
+ * its instance as 16 hex digits. out needs 17 bytes. */
+void tq_worker_id(const tq_peer_t *p, char *out, size_t len);
 
 size_t tq_peers_count(const tq_peers_t *self);
 /* The i-th peer (order changes when a peer is removed). */

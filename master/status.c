@@ -106,7 +106,9 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
     cJSON_AddNumberToObject(tot, "submitted", (double)t->submitted);
     cJSON_AddNumberToObject(tot, "dispatched", (double)t->dispatched);
     cJSON_AddNumberToObject(tot, "done", (double)t->done);
-    cJSON_AddNumberToObject(tot, "failed", (double)(t->failed + t->dead));
+    /* A dead task is counted once: in "died", not in "failed". */
+    cJSON_AddNumberToObject(tot, "failed", (double)t->failed);
+    cJSON_AddNumberToObject(tot, "died", (double)t->dead);
     cJSON_AddNumberToObject(tot, "cancelled", (double)t->cancelled);
     cJSON_AddNumberToObject(tot, "requeued", (double)t->requeued);
     cJSON_AddNumberToObject(tot, "retried", (double)t->retried);
@@ -141,11 +143,16 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         cJSON_AddNumberToObject(o, "queued", (double)qc->queued);
         cJSON_AddNumberToObject(o, "running", (double)qc->running);
         cJSON_AddNumberToObject(o, "done", (double)qc->done);
-        cJSON_AddNumberToObject(o, "failed", (double)qc->failed);
+        cJSON_AddNumberToObject(o, "failed", (double)(qc->failed - qc->dead)); /* dead apart */
         cJSON_AddNumberToObject(o, "cancelled", (double)qc->cancelled);
         cJSON_AddNumberToObject(o, "delayed", (double)qc->delayed);
         cJSON_AddNumberToObject(o, "dead", (double)qc->dead);
         cJSON_AddBoolToObject(o, "paused", tq_queue_paused(q));
+        int64_t head = tq_queue_head_created(q), wall = tq_wall_ms();
+        if (head >= 0)
+            cJSON_AddNumberToObject(o, "oldest_age_ms", (double)(wall > head ? wall - head : 0));
+        else
+            cJSON_AddNullToObject(o, "oldest_age_ms");
         cJSON_AddItemToArray(qs, o);
     }
 
@@ -163,6 +170,9 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         shown++;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", p->name);
+        char id[24];
+        tq_worker_id(p, id, sizeof id);
+        cJSON_AddStringToObject(o, "id", id);
         cJSON_AddStringToObject(o, "address", p->address);
         cJSON_AddNumberToObject(o, "slots", p->slots);
         cJSON_AddNumberToObject(o, "prefetch", p->prefetch);
@@ -171,7 +181,8 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         cJSON *fns = cJSON_AddArrayToObject(o, "functions");
         for (size_t k = 0; k < p->nfns; k++)
             cJSON_AddItemToArray(fns, cJSON_CreateString(p->fns[k]));
-        cJSON_AddStringToObject(o, "state", p->draining ? "draining" : "active");
+        cJSON_AddStringToObject(o, "state", p->draining ? (p->quiet ? "quiet" : "draining")
+                                                        : "active");
         cJSON_AddNumberToObject(o, "idle_ms", (double)(now_ms - p->last_seen_ms));
         cJSON_AddNumberToObject(o, "done", (double)p->done);
         cJSON_AddItemToArray(ws, o);

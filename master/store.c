@@ -684,6 +684,8 @@ int64_t tq_store_next_expiry(const tq_store_t *self, int64_t now_ms) {
 
 const tq_store_totals_t *tq_store_totals(const tq_store_t *self) { return &self->totals; }
 
+void tq_store_reset_totals(tq_store_t *self) { memset(&self->totals, 0, sizeof self->totals); }
+
 void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out) { *out = self->all_counts; }
 
 int tq_task_finished(const tq_task_t *t) { return t->state >= TQ_TASK_DONE; }

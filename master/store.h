@@ -243,6 +243,11 @@ const char *tq_queue_name(const tq_queue_t *q);
 const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q);
 /* Runnable queued tasks in this queue (all functions; not the delayed). */
 size_t tq_queue_queued(const tq_queue_t *q);
+/* Creation time (wall ms) of the oldest task next in line: the earliest
+ * among each function's first task (O(functions), for status). When the
+ * queue's tasks share a priority this is its oldest queued task; a task
+ * behind higher priorities is not seen. -1 when nothing is queued. */
+int64_t tq_queue_head_created(const tq_queue_t *q);
 /* The queue of this name, created if new. NULL when the name table is
  * full. The name must be valid (tq_name_valid). */
 tq_queue_t *tq_store_queue(tq_store_t *self, tq_bytes_t name);
@@ -395,6 +400,8 @@ size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps);
 int64_t tq_store_next_expiry(const tq_store_t *self, int64_t now_ms);
 
 const tq_store_totals_t *tq_store_totals(const tq_store_t *self);
+/* Zero the cumulative counters (after recovery: replay is not work). */
+void tq_store_reset_totals(tq_store_t *self);
 /* Tasks stored now in each state, over all queues. */
 void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out);
 

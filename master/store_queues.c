@@ -221,6 +221,16 @@ tq_queue_t *tq_store_queue_at(const tq_store_t *self, size_t i) {
 const char *tq_queue_name(const tq_queue_t *q) { return q->name; }
 const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q) { return &q->counts; }
 size_t tq_queue_queued(const tq_queue_t *q) { return q->queued_total; }
+
+int64_t tq_queue_head_created(const tq_queue_t *q) {
+    int64_t oldest = -1;
+    for (size_t i = 0; i < q->nheaps; i++) {
+        const tq_fnheap_t *h = q->heaps[i];
+        if (h && h->n && (oldest < 0 || h->items[0]->created_ms < oldest))
+            oldest = h->items[0]->created_ms;
+    }
+    return oldest;
+}
 void tq_queue_set_paused(tq_queue_t *q, int paused) { q->paused = paused != 0; }
 int tq_queue_paused(const tq_queue_t *q) { return q->paused; }
 void tq_queue_set_default_timeout(tq_queue_t *q, uint32_t timeout_ms) {

@@ -216,6 +216,8 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
     case TQ_MSG_HEARTBEAT:
     case TQ_MSG_BYE:
     case TQ_MSG_DRAIN:
+    case TQ_MSG_QUIET:
+    case TQ_MSG_STOP:
         rc = tq_decode_empty(body, nparts, &err);
         if (rc == 0)
             REQUIRE(body.len == 0 && nparts == 0);

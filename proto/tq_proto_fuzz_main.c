@@ -180,7 +180,7 @@ static const int all_types[] = {
     TQ_MSG_HELLO, TQ_MSG_WELCOME, TQ_MSG_HEARTBEAT, TQ_MSG_ERROR, TQ_MSG_BYE,
     TQ_MSG_STATUS, TQ_MSG_STATUS_REPLY, TQ_MSG_DRAIN, TQ_MSG_SUBMIT, TQ_MSG_SUBMIT_ACK,
     TQ_MSG_WAIT, TQ_MSG_RESULTS, TQ_MSG_CANCEL, TQ_MSG_CANCEL_ACK, TQ_MSG_DISPATCH,
-    TQ_MSG_RESULT, TQ_MSG_RELEASE, TQ_MSG_KILL, TQ_MSG_ACK,
+    TQ_MSG_RESULT, TQ_MSG_RELEASE, TQ_MSG_KILL, TQ_MSG_ACK, TQ_MSG_QUIET, TQ_MSG_STOP,
 };
 #define NTYPES (sizeof all_types / sizeof all_types[0])
 
@@ -282,6 +282,8 @@ static void gen_valid(msg_t *m, tq_out_t *o)
     case TQ_MSG_HEARTBEAT:
     case TQ_MSG_BYE:
     case TQ_MSG_DRAIN:
+    case TQ_MSG_QUIET:
+    case TQ_MSG_STOP:
         tq_out_begin(o, type);
         break;
     case TQ_MSG_SUBMIT:

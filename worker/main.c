@@ -9,7 +9,9 @@
  * workerlib/, inside libtaskq. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #include "taskq.h"
+#include "tq_args.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
@@ -85,6 +88,11 @@ static const tq_cfg_entry_t table[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
+/* Short forms of the common options (docs/workers.md). */
+static const tq_short_t shorts[] = {{'h', "help"},         {'V', "version"}, {'c', "connect"},
+                                    {'k', "authkey-file"}, {'j', "concurrency"}, {'f', "fn"},
+                                    {0, NULL}};
+
 /* The worker the signal handlers stop (set once before they are
  * installed). */
 static taskq_worker_t *volatile signal_worker;
@@ -94,6 +102,57 @@ static void on_signal(int sig)
     (void)sig;
     /* async-signal-safe: one write(2) to the worker's stop pipe */
     taskq_worker_stop(signal_worker);
+}
+
+/* --log-level (the settings table allows only these names). */
+static int log_level(const char *name);
+
+/* What SIGHUP applies: the settings that can change in a running
+ * worker, read again from their sources (the same parse as at start:
+ * flags over the environment, e.g. TASKQ_LOG_LEVEL; a --config file
+ * joins them there). Today that is the log level. Logs each change, or
+ * that there was nothing to change. Never stops the worker. */
+static void reload_settings(taskq_worker_t *w, int argc, char **argv)
+{
+    settings_t now;
+    memset(&now, 0, sizeof now);
+    char err[512];
+    int argi = 1, help = 0;
+    if (tq_cfg_parse(table, &now, argc, argv, &argi, &help, err, sizeof err) < 0) {
+        taskq_worker_log(w, TASKQ_LOG_WARN, "SIGHUP: %s; nothing changed", err);
+        tq_cfg_free(table, &now);
+        return;
+    }
+    int changed = taskq_worker_set_log_level(w, log_level(now.log_level));
+    tq_cfg_free(table, &now);
+    if (changed <= 0)
+        taskq_worker_log(w, TASKQ_LOG_INFO, "SIGHUP: nothing to reload");
+}
+
+/* The thread that takes SIGHUP (blocked everywhere else) with sigwait,
+ * so that a reload may log and take locks, which a handler may not. */
+typedef struct {
+    taskq_worker_t *w;
+    int argc;
+    char **argv;
+    atomic_int done;
+} hup_ctx_t;
+
+static void *hup_main(void *arg)
+{
+    hup_ctx_t *h = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (atomic_load(&h->done))
+            return NULL;
+        taskq_worker_log(h->w, TASKQ_LOG_INFO, "SIGHUP received: reloading settings");
+        reload_settings(h->w, h->argc, h->argv);
+    }
 }
 
 static void usage(FILE *out)
@@ -114,7 +173,6 @@ static int usage_error(const char *fmt, const char *a, const char *b)
     return TQ_EXIT_USAGE;
 }
 
-/* 0,1,2 must be open, so that our pipes never land on them. */
 /* --log-level (the settings table allows only these names). */
 static int log_level(const char *name)
 {
@@ -127,6 +185,7 @@ static int log_level(const char *name)
     return TASKQ_LOG_INFO;
 }
 
+/* 0,1,2 must be open, so that our pipes never land on them. */
 static void ensure_std_fds(void)
 {
     for (int fd = 0; fd < 3; fd++) {
@@ -247,21 +306,36 @@ int main(int argc, char **argv)
 
     memset(&s, 0, sizeof s);
     ensure_std_fds();
-    if (tq_cfg_parse(table, &s, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    /* SIGHUP goes to hup_main alone: block it before any thread (the
+     * slots', ZeroMQ's) exists, so that all inherit the mask. */
+    sigset_t hupset;
+    sigemptyset(&hupset);
+    sigaddset(&hupset, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hupset, NULL);
+    hup_ctx_t hup = {.argc = argc, .argv = argv};
+    pthread_t hup_thread;
+    int hup_started = 0;
+    tq_args_t args;
+    if (tq_args_expand(table, shorts, argc, argv, 1, &args, err, sizeof err) < 0 ||
+        tq_cfg_parse(table, &s, args.argc, args.argv, &argi, &help, err, sizeof err) < 0) {
         fprintf(stderr, "taskq-worker: %s\n(see taskq-worker --help)\n", err);
+        tq_args_free(&args);
         return TQ_EXIT_USAGE;
     }
+    argc = args.argc; /* from here on, the options as written long */
+    argv = args.argv;
+    hup.argc = argc;
+    hup.argv = argv;
+    int rc = TQ_EXIT_OK;
     if (help) {
         usage(stdout);
-        tq_cfg_free(table, &s);
-        return TQ_EXIT_OK;
+        goto out;
     }
     if (s.version) {
         printf("taskq-worker %s\n", TQ_VERSION);
-        tq_cfg_free(table, &s);
-        return TQ_EXIT_OK;
+        goto out;
     }
-    int rc = TQ_EXIT_USAGE;
+    rc = TQ_EXIT_USAGE;
     if (argi < argc) {
         usage_error("unexpected argument '%s'%s", argv[argi], "");
         goto out;
@@ -355,6 +429,8 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    hup.w = w;
+    hup_started = pthread_create(&hup_thread, NULL, hup_main, &hup) == 0;
 
     if (taskq_worker_run(w, &werr) < 0) {
         fprintf(stderr, "taskq-worker: %s\n", werr.message);
@@ -365,8 +441,14 @@ int main(int argc, char **argv)
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal_worker = NULL;
+    if (hup_started) {
+        atomic_store(&hup.done, 1);
+        pthread_kill(hup_thread, SIGHUP); /* wakes its sigwait */
+        pthread_join(hup_thread, NULL);
+    }
 out:
     taskq_worker_destroy(&w);
     tq_cfg_free(table, &s);
+    tq_args_free(&args);
     return rc;
 }

@@ -67,6 +67,7 @@ typedef struct {
 
     int nsignals;
     int draining, drain_killed;
+    int quiet; /* QUIET from the master: no new tasks (said again as DRAIN after a reconnect) */
     int64_t drain_deadline, kill_deadline;
 } conn_t;
 
@@ -409,7 +410,7 @@ static void on_registered(conn_t *c)
     tq_info("connected to master at %s as %s (%zu slots, heartbeat %lld/%lld ms, max payload %zu)",
             c->o->endpoint, c->o->name, c->o->slots, (long long)w->hb_ms,
             (long long)w->hb_timeout_ms, w->max_payload);
-    if (c->draining)
+    if (c->draining || c->quiet)
         send_simple(c, TQ_MSG_DRAIN);
 }
 
@@ -451,6 +452,22 @@ static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
                 tq_pool_cancel(c->pool, t, TQ_CANCEL_KILLED);
                 tq_idmap_remove(c->tasks, t->id);
             }
+        }
+        break;
+    case TQ_MSG_QUIET: /* an operator's `taskq worker quiet`: finish, take nothing new */
+        if (!c->quiet && !c->draining) {
+            c->quiet = 1;
+            tq_info("quiet at the master's request: %zu tasks running, taking no new ones",
+                    c->inflight);
+            send_simple(c, TQ_MSG_DRAIN);
+        }
+        break;
+    case TQ_MSG_STOP: /* an operator's `taskq worker stop`: as a first SIGTERM */
+        if (c->nsignals == 0) {
+            c->nsignals = 1;
+            tq_info("stop at the master's request");
+            start_drain(c);
+            tq_pool_cancel_queued(c->pool, TQ_CANCEL_RELEASED);
         }
         break;
     default:
@@ -521,7 +538,12 @@ static int loop(conn_t *c)
             tq_error("drain: %zu tasks did not stop; exiting anyway", c->inflight);
             return TQ_EXIT_OK;
         }
-        if (!tq_link_registered(c->link) && now - c->last_warn >= CONN_WARN_MS) {
+        /* "cannot reach master" after CONN_WARN_MS without registration,
+         * counted from the moment it was lost (not 1 ms before
+         * "connected" again when a restarted master asks for HELLO) */
+        if (tq_link_registered(c->link)) {
+            c->last_warn = now;
+        } else if (now - c->last_warn >= CONN_WARN_MS) {
             tq_warn("cannot reach master at %s, retrying", c->o->endpoint);
             c->last_warn = now;
         }

@@ -437,3 +437,30 @@ void taskq_worker_stop(taskq_worker_t *self)
     (void)w;
     errno = saved;
 }
+
+int taskq_worker_set_log_level(taskq_worker_t *self, int level)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    (void)self; /* the engine's logger is one per process */
+    if (level < TASKQ_LOG_ERROR || level > TASKQ_LOG_DEBUG)
+        return -1;
+    int old = tq_log_level();
+    if (old == level)
+        return 0;
+    tq_log_set_level(level);
+    tq_log_write(TQ_LOG_INFO, "log level %s -> %s", names[old], names[level]);
+    return 1;
+}
+
+void taskq_worker_log(taskq_worker_t *self, int level, const char *fmt, ...)
+{
+    (void)self;
+    if (level > tq_log_level())
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    tq_log_write(level, "%s", line);
+}

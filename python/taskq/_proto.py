@@ -134,6 +134,8 @@ MESSAGES: Tuple[Message, ...] = (
             "count"),
     Message("KILL", 0x23, "master", "binary", _f("count:u16"), _f("id:u64 attempt:u32"),
             "count"),
+    Message("QUIET", 0x24, "master", "empty"),
+    Message("STOP", 0x25, "master", "empty"),
 )
 
 BY_NAME: Dict[str, Message] = {m.name: m for m in MESSAGES}

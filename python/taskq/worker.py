@@ -311,6 +311,7 @@ class _Engine:
                 old[s] = signal.signal(s, lambda *_: self.w.stop())
         self.w._wake_w = self.wake_w
         self.w._stops = 0
+        self.quiet = False
         self.ctx = zmq.Context()
         self.link = Link(self.ctx, self.w.endpoint, self.w._keys)
         try:
@@ -439,10 +440,19 @@ class _Engine:
                 job = self.jobs.get((r["id"], r["attempt"]))
                 if job is not None:
                     job.killed = True
+        elif t == _proto.QUIET:  # `taskq worker quiet`: no new tasks (DRAIN tells the master)
+            if not self.quiet and not self.draining:
+                self.quiet = True
+                _log("quiet at the master's request: taking no new tasks")
+                self.link.send_msg("DRAIN")
+        elif t == _proto.STOP:  # `taskq worker stop`: as a first stop()
+            if not self.w._stops:
+                _log("stop at the master's request")
+                self.w.stop()
         elif t == _proto.WELCOME:
             self.link.welcome(m.body or {})
             self.registered = True
-            if self.draining:
+            if self.draining or self.quiet:
                 self.link.send_msg("DRAIN")
             return True
         elif t == _proto.ERROR:

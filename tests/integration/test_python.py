@@ -416,6 +416,19 @@ class TestCClientPythonWorkers(PyTest):
         self.assertEqual(r.out, "slept 1\n")
         self.assertIn("drained", w.output())
 
+    def test_quiet_and_stop_through_the_master(self):
+        self.start_master()
+        w = self.start_pyworker(slots=1)
+        wid = w.info["id"]
+        self.tq_ok("worker", "quiet", wid)
+        h.wait_until(lambda: "quiet at the master's request" in w.output(), 10,
+                     what="python worker to hear QUIET")
+        (tid,) = self.submit("--fn", "pysq", "3")
+        self.assertEqual(self.tq("wait", "--timeout", "1", tid).rc, h.EXIT_TIMEOUT)
+        self.assertTrue(w.alive())
+        self.tq_ok("worker", "stop", wid)
+        self.assertEqual(w.wait(20), 0, w.output())
+
 
 class TestFailures(PyTest):
     def test_wrong_key_is_authentication_error_within_5s(self):
