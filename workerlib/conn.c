@@ -47,8 +47,12 @@
 /* Weight of a new run-time sample in the mean of log2(run time): 1/4,
  * so 3 long runs after short ones turn the prefetch off. */
 #define ADAPT_WEIGHT 0.25
-/* Round-trip samples: the least of this period and the one before. */
-#define ADAPT_EPOCH_US 1000000
+/* Weight of a new round-trip sample in its mean: 1/8. */
+#define ADAPT_RTT_WEIGHT 0.125
+/* The most a round-trip sample counts: 10 ms (a master idle before a
+ * burst is not a slow round trip; this bounds what is held for tasks of
+ * a few ms). */
+#define ADAPT_RTT_MAX_US 10000.0
 /* All slots busy and tasks waiting with no run finishing for this long
  * (or 2 round trips if longer): the waiting tasks go back to the master
  * (RELEASE), where a free slot of another worker takes them. */
@@ -93,13 +97,13 @@ typedef struct {
     size_t withheld;        /* credit not given back to the master */
     size_t mcredit;         /* the master's credit for us, as we count it */
     int64_t rtt_stamp;      /* µs: credit sent when the master had none; 0: none */
-    int64_t rtt_cur, rtt_prev; /* least round trip of this and the last epoch */
-    int64_t epoch_us;       /* when this epoch started */
+    double rtt;             /* mean round trip in µs, 0 until measured */
     double lrun;            /* mean of log2(run time in µs) */
     int have_run;           /* lrun has a sample */
     double payload_avg;     /* mean payload bytes */
     int64_t progress_us;    /* a slot took or finished a task then (at least) */
-    int stalled;            /* slots all stuck on long runs: target 0 */
+    size_t held_back;       /* credit of tasks handed back by check_stall,
+                             * kept until a slot finishes a run */
     int64_t log_ms;         /* last "prefetch now" line */
     size_t logged;          /* the target it said */
 
@@ -162,16 +166,15 @@ static void send_hello(conn_t *c)
         c->mcredit = cap - busy;
     c->withheld = c->o->adaptive ? cap - busy - c->mcredit : 0;
     c->rtt_stamp = 0;
+    c->held_back = 0;
 }
 
 /* ---- adaptive prefetch ----------------------------------------------------- */
 
-/* The round trip now: the least sample of this epoch and the one
- * before, 0 when there is none yet. */
+/* The round trip now in µs, 0 when not measured yet. */
 static int64_t rtt_us(const conn_t *c)
 {
-    int64_t r = c->rtt_cur < c->rtt_prev ? c->rtt_cur : c->rtt_prev;
-    return r == INT64_MAX ? 0 : r;
+    return (int64_t)c->rtt;
 }
 
 /* Credit goes to the master (k > 0 in a RESULT): if it had none left,
@@ -190,8 +193,17 @@ static void dispatch_came(conn_t *c, size_t n)
     int64_t now = tq_mono_us();
     if (c->rtt_stamp) {
         int64_t rtt = now - c->rtt_stamp;
-        if (rtt < c->rtt_cur)
-            c->rtt_cur = rtt;
+        /* Only when the master used all the credit: it had tasks
+         * waiting, so the time is the round trip, not a wait for work. A
+         * sample counts at most 4 times the mean and ADAPT_RTT_MAX_US (a
+         * master that just got a burst after an idle spell). */
+        if (n >= c->mcredit) {
+            double x = rtt > ADAPT_RTT_MAX_US ? ADAPT_RTT_MAX_US : (double)rtt;
+            if (c->rtt == 0)
+                c->rtt = x;
+            else
+                c->rtt += ADAPT_RTT_WEIGHT * ((x > 4 * c->rtt ? 4 * c->rtt : x) - c->rtt);
+        }
         c->rtt_stamp = 0;
     }
     c->mcredit = c->mcredit > n ? c->mcredit - n : 0;
@@ -213,13 +225,12 @@ static void run_sample(conn_t *c, int64_t us, size_t len)
 
 /* The prefetch the measurements call for: slots x round trip / mean run
  * time (the mean of log2, so a rare long run does not turn it off for
- * the short ones), none when runs take a round trip or longer or while
- * the slots are stuck on long runs, at most pcap and ADAPT_BYTES of
- * payloads. */
+ * the short ones), none when runs take a round trip or longer, at most
+ * pcap and ADAPT_BYTES of payloads. */
 static size_t adapt_target(const conn_t *c)
 {
     int64_t rtt = rtt_us(c);
-    if (c->stalled || !c->have_run || rtt == 0)
+    if (!c->have_run || rtt == 0)
         return 0;
     double run = exp2(c->lrun);
     if (run >= (double)rtt)
@@ -238,12 +249,6 @@ static void adapt(conn_t *c)
     if (!c->o->adaptive)
         return;
     int64_t now = tq_mono_us();
-    if (now - c->epoch_us >= ADAPT_EPOCH_US) {
-        if (c->rtt_cur != INT64_MAX)
-            c->rtt_prev = c->rtt_cur;
-        c->rtt_cur = INT64_MAX;
-        c->epoch_us = now;
-    }
     c->target = adapt_target(c);
     size_t keep = c->pcap - c->target;
     if (c->withheld > keep && !c->draining) {
@@ -503,9 +508,11 @@ static void on_task_back(conn_t *c, tq_task_t *t)
     if (tq_idmap_get(c->tasks, t->id) == t)
         tq_idmap_remove(c->tasks, t->id);
     c->progress_us = tq_mono_us();
-    c->stalled = 0;
     if (t->ran)
         run_sample(c, t->run_us, t->len);
+    /* a slot is free: the credit of tasks handed back comes back */
+    for (; c->held_back > 0; c->held_back--)
+        slot_freed(c);
     slot_freed(c);
     switch (atomic_load(&t->cancel)) {
     case TQ_CANCEL_KILLED:
@@ -535,8 +542,10 @@ static void cancel_each(uint64_t id, void *value, void *arg)
 /* Adaptive: every slot is busy, tasks wait behind them, and no run has
  * finished for two round trips (at least ADAPT_STALL_MIN_US): the slots
  * are stuck on long runs, so the waiting tasks go back to the master
- * (RELEASE keeps their place), where a free slot elsewhere takes them,
- * and we take no more than the free slots until a run finishes. */
+ * (RELEASE keeps their place), where a free slot elsewhere takes them.
+ * Their credit is kept back until one of our slots finishes a run, so
+ * what comes back to us meanwhile only uses up the master's credit for
+ * us (inline tasks, which need no slot, keep theirs). */
 static int64_t stall_us(const conn_t *c)
 {
     int64_t t = 2 * rtt_us(c);
@@ -548,8 +557,6 @@ static void check_stall(conn_t *c)
     if (!c->o->adaptive || c->draining || c->inflight <= c->o->slots ||
         tq_mono_us() - c->progress_us < stall_us(c))
         return;
-    c->stalled = 1;
-    adapt(c); /* target 0: the released tasks' credit is kept */
     size_t n = 0;
     tq_task_t *t = tq_pool_take_queued(c->pool);
     while (t) {
@@ -559,7 +566,10 @@ static void check_stall(conn_t *c)
             tq_idmap_remove(c->tasks, t->id);
         if (atomic_load(&t->cancel) != TQ_CANCEL_KILLED)
             add_release(c, t->id, t->attempt);
-        slot_freed(c);
+        if (c->debt)
+            c->debt--;
+        else
+            c->held_back++;
         tq_task_free(t);
         n++;
         t = next;
@@ -794,8 +804,6 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
     c.pcap = opts->slots * ADAPT_PER_SLOT;
     if (c.pcap > TQ_MAX_PREFETCH)
         c.pcap = TQ_MAX_PREFETCH;
-    c.rtt_cur = c.rtt_prev = INT64_MAX;
-    c.epoch_us = tq_mono_us();
     if (sodium_init() < 0)
         return TQ_EXIT_INTERNAL;
     uint64_t inst = 0;
