@@ -57,6 +57,10 @@
  * (or 2 round trips if longer): the waiting tasks go back to the master
  * (RELEASE), where a free slot of another worker takes them. */
 #define ADAPT_STALL_MIN_US 1000
+/* Hand-backs in a row wait twice as long each time, up to this: a task
+ * the master sends back to us (no free slot anywhere) is not bounced
+ * more than 50 times a second. */
+#define ADAPT_STALL_MAX_US 20000
 /* "prefetch now N" info lines: at most one a second. */
 #define ADAPT_LOG_MS 1000
 
@@ -102,8 +106,7 @@ typedef struct {
     int have_run;           /* lrun has a sample */
     double payload_avg;     /* mean payload bytes */
     int64_t progress_us;    /* a slot took or finished a task then (at least) */
-    size_t held_back;       /* credit of tasks handed back by check_stall,
-                             * kept until a slot finishes a run */
+    int64_t stall_next;     /* µs: the next hand-back waits this long (0: the least) */
     int64_t log_ms;         /* last "prefetch now" line */
     size_t logged;          /* the target it said */
 
@@ -166,7 +169,6 @@ static void send_hello(conn_t *c)
         c->mcredit = cap - busy;
     c->withheld = c->o->adaptive ? cap - busy - c->mcredit : 0;
     c->rtt_stamp = 0;
-    c->held_back = 0;
 }
 
 /* ---- adaptive prefetch ----------------------------------------------------- */
@@ -497,6 +499,8 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
     tq_idmap_put(c->tasks, t->id, t);
     if (c->inflight++ == c->o->slots)
         c->progress_us = tq_mono_us(); /* a task waits from now */
+    else if (c->inflight <= c->o->slots)
+        c->stall_next = 0; /* nothing waited: hand-backs start afresh */
     tq_pool_submit(c->pool, t);
 }
 
@@ -510,9 +514,6 @@ static void on_task_back(conn_t *c, tq_task_t *t)
     c->progress_us = tq_mono_us();
     if (t->ran)
         run_sample(c, t->run_us, t->len);
-    /* a slot is free: the credit of tasks handed back comes back */
-    for (; c->held_back > 0; c->held_back--)
-        slot_freed(c);
     slot_freed(c);
     switch (atomic_load(&t->cancel)) {
     case TQ_CANCEL_KILLED:
@@ -543,13 +544,15 @@ static void cancel_each(uint64_t id, void *value, void *arg)
  * finished for two round trips (at least ADAPT_STALL_MIN_US): the slots
  * are stuck on long runs, so the waiting tasks go back to the master
  * (RELEASE keeps their place), where a free slot elsewhere takes them.
- * Their credit is kept back until one of our slots finishes a run, so
- * what comes back to us meanwhile only uses up the master's credit for
- * us (inline tasks, which need no slot, keep theirs). */
+ * The master may send them back to us when no slot is free anywhere:
+ * each hand-back in a row waits twice as long as the one before, up to
+ * ADAPT_STALL_MAX_US, until our queue is empty again. */
 static int64_t stall_us(const conn_t *c)
 {
     int64_t t = 2 * rtt_us(c);
-    return t > ADAPT_STALL_MIN_US ? t : ADAPT_STALL_MIN_US;
+    if (t < ADAPT_STALL_MIN_US)
+        t = ADAPT_STALL_MIN_US;
+    return c->stall_next > t ? c->stall_next : t;
 }
 
 static void check_stall(conn_t *c)
@@ -566,15 +569,15 @@ static void check_stall(conn_t *c)
             tq_idmap_remove(c->tasks, t->id);
         if (atomic_load(&t->cancel) != TQ_CANCEL_KILLED)
             add_release(c, t->id, t->attempt);
-        if (c->debt)
-            c->debt--;
-        else
-            c->held_back++;
+        slot_freed(c);
         tq_task_free(t);
         n++;
         t = next;
     }
     c->progress_us = tq_mono_us();
+    c->stall_next = 2 * stall_us(c);
+    if (c->stall_next > ADAPT_STALL_MAX_US)
+        c->stall_next = ADAPT_STALL_MAX_US;
     if (n)
         tq_debug("slots busy with long runs: %zu waiting tasks handed back", n);
 }
