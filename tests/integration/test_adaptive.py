@@ -12,6 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tqharness as h  # noqa: E402
 from tqharness import TQTestCase, main, wait_until, read_text  # noqa: E402
 
 PREFETCH_LINE = re.compile(r"prefetch now (\d+) \(")
@@ -110,6 +111,25 @@ class MixedLoad(TQTestCase):
                         % took)
         done = sorted(x["done"] for x in self.status()["workers"])
         self.assertGreater(done[0], 0, done)
+
+
+class MapWindow(TQTestCase):
+    def test_default_window_grows_to_the_workers_total_credit(self):
+        """3 workers of credit 4,097 each (12,291 > the default window of
+        10,000): `taskq map -` with the default window keeps them all
+        fed, so more than 10,000 tasks are in flight at once."""
+        self.start_master()
+        for _ in range(3):
+            self.start_worker("--prefetch", "4096", concurrency=1)
+        cmd = "yes 30 | head -n 12500 | %s --connect %s --authkey-file %s map --fn sleep -" % (
+            h.CLIENT_BIN, self.endpoint, self.key)
+        self.start("map", ["sh", "-c", cmd])
+
+        def in_flight():
+            st = self.status()
+            n = st["totals"]["queued"] + sum(w["busy"] for w in st["workers"])
+            return n >= 12000 and n
+        wait_until(in_flight, 60, interval=0.2, what="more than the default window in flight")
 
 
 if __name__ == "__main__":
