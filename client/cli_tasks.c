@@ -2,6 +2,7 @@
  * pipeline: payloads from the arguments or stdin, a bounded in-order
  * window, output in input order) and wait. The contract is docs/cli.md;
  * global options and dispatch are cli.c. */
+#include <cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -27,6 +28,11 @@
 #define STDIN_IDLE_MS 50
 /* Progress bar refresh. */
 #define PROGRESS_MS 200
+/* map's default --window, and the most it grows to when the workers'
+ * total credit is larger (a ring slot is 48 bytes; results are held
+ * only until printed): 131,072 tasks in flight. */
+#define MAP_DEFAULT_WINDOW 10000
+#define MAP_AUTO_WINDOW_MAX 131072
 
 /* ---- payload source: arguments or stdin lines ----------------------------- */
 
@@ -195,6 +201,33 @@ static int check_not_before(const task_settings_t *s, int64_t *delay_ms, int64_t
     return 0;
 }
 
+/* The total credit (slots + prefetch) of the active workers, from one
+ * STATUS, or 0 when it cannot be read. */
+static size_t workers_credit(taskq_t *tq)
+{
+    char *json = NULL;
+    taskq_error_t e;
+    if (taskq_status(tq, 5000, &json, &e) < 0)
+        return 0;
+    cJSON *j = cJSON_Parse(json);
+    free(json);
+    size_t total = 0;
+    const cJSON *w;
+    cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(j, "workers")) {
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(w, "state");
+        const cJSON *sl = cJSON_GetObjectItemCaseSensitive(w, "slots");
+        const cJSON *pf = cJSON_GetObjectItemCaseSensitive(w, "prefetch");
+        if (cJSON_IsString(st) && strcmp(st->valuestring, "active") == 0 && cJSON_IsNumber(sl) &&
+            cJSON_IsNumber(pf) && sl->valuedouble >= 0 && pf->valuedouble >= 0 &&
+            sl->valuedouble + pf->valuedouble < (double)MAP_AUTO_WINDOW_MAX)
+            total += (size_t)(sl->valuedouble + pf->valuedouble);
+        if (total >= MAP_AUTO_WINDOW_MAX)
+            break;
+    }
+    cJSON_Delete(j);
+    return total;
+}
+
 /* Submit every payload of src, at most `window` not yet printed, and
  * print in input order: task ids (submit) or results (map). Returns the
  * exit status. */
@@ -225,7 +258,14 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
     src->from_stdin = from_stdin;
     src->max_len = taskq_max_payload(tq);
 
-    size_t window = map_mode ? (size_t)s->window : 10000;
+    size_t window = map_mode ? (size_t)s->window : MAP_DEFAULT_WINDOW;
+    /* map from stdin with the default window: at least the workers'
+     * total credit, so none sits idle for want of tasks (docs/cli.md) */
+    if (map_mode && from_stdin && window == MAP_DEFAULT_WINDOW) {
+        size_t credit = workers_credit(tq);
+        if (credit > window)
+            window = credit < MAP_AUTO_WINDOW_MAX ? credit : MAP_AUTO_WINDOW_MAX;
+    }
     tq_reorder_t *ro = tq_reorder_new(window);
     tq_idmap_t *seq_of = tq_idmap_new(); /* map: task id -> seq */
     tq_tally_t tally = {0};

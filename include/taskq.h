@@ -507,12 +507,14 @@ TASKQ_API int taskq_worker_add_command(taskq_worker_t *self, const char *name,
 TASKQ_API int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode,
                                     taskq_error_t *err);
 
-/* Tasks the worker takes beyond its slots (0..4096; default 0), so that
+/* Fix the tasks the worker takes beyond its slots (0..4096), so that
  * short tasks do not each wait a round trip to the master: they wait in
  * the worker instead, and a slot that finishes starts the next one at
  * once. The master only sends tasks without a run timeout beyond the
- * slots (a timeout counts from dispatch). Prefetched tasks are not
- * spread to other workers meanwhile, so keep it 0 for long tasks.
+ * slots (a timeout counts from dispatch). Without this call the worker
+ * sizes its prefetch itself from measured run times and round trips
+ * (docs/workers.md, "Slots and credit"): up to 31 per slot for short
+ * tasks, none for tasks of a round trip or longer; 0 turns it off.
  * Returns 0, or -1 with TASKQ_ERR_USAGE (out of range, or the worker
  * already running). */
 TASKQ_API int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err);

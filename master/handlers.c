@@ -91,6 +91,7 @@ typedef struct {
     int packed;        /* it takes packed messages (TQ_TYPE_PACKED) */
     uint32_t prefetch; /* tasks it takes beyond its slots */
     uint32_t busy; /* runs of an earlier connection it still holds */
+    int adaptive;  /* it sizes its prefetch itself: first credit without it */
     uint64_t instance; /* "instance", or 0 when not given */
     const char *fns[TQ_MAX_FUNCTIONS]; /* interned, no duplicates */
     size_t nfns;
@@ -170,6 +171,7 @@ static int hello_parse(hctx_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w
     h->slots = w->slots;
     h->prefetch = w->prefetch;
     h->busy = w->busy;
+    h->adaptive = w->adaptive;
     h->instance = w->instance_id;
     h->nfns = 0;
     h->new_names = 0;
@@ -200,8 +202,11 @@ static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
         p->instance = h->instance;
         while (!p->instance)
             randombytes_buf(&p->instance, sizeof p->instance);
-        /* the busy ones come back as RESULT credit */
-        p->credit = h->slots + h->prefetch - h->busy;
+        /* the busy ones come back as RESULT credit; an adaptive worker
+         * starts at its free slots and gives the prefetch it wants in
+         * RESULT credit as it measures (PROTOCOL.md 6) */
+        uint32_t first = h->slots + (h->adaptive ? 0 : h->prefetch);
+        p->credit = first > h->busy ? first - h->busy : 0;
         tq_peer_set_fns(p, h->fns, h->nfns);
         for (size_t i = 0; i < h->nfns; i++) /* released by tq_roster_forget */
             tq_store_name_hold(self->store, h->fns[i]);

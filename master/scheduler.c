@@ -98,11 +98,20 @@ size_t tq_sched_plan(tq_engine_t *engine, tq_peers_t *peers, tq_sched_plan_t *pl
     size_t qrr = *qrr_p;
     size_t planned = 0;
     size_t active = ns;
-    while (active > 0) {
+    /* Free slots first: while any worker has a slot free (fewer leases
+     * than slots), no task goes to wait in another worker's prefetch.
+     * Then the prefetch, round-robin as well. */
+    int prefetch_phase = 0;
+    while (active > 0 || !prefetch_phase) {
+        if (active == 0) {
+            prefetch_phase = 1;
+            for (size_t k = 0; k < ns; k++)
+                slots[k].done = 0; /* out of a round only for the phase */
+        }
         active = 0;
         for (size_t k = 0; k < ns; k++) {
             slot_t *s = &slots[k];
-            if (s->done || s->credit == 0)
+            if (s->done || s->credit == 0 || (!prefetch_phase && s->leased >= s->w->slots))
                 continue;
             tq_task_t *t = pick(store, s->w, &qrr);
             /* Beyond its slots a worker only takes tasks without a run

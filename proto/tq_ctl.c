@@ -224,6 +224,8 @@ void tq_out_hello(tq_out_t *o, const tq_hello_t *h)
             cJSON_AddNumberToObject(j, "prefetch", h->prefetch);
         if (h->busy)
             cJSON_AddNumberToObject(j, "busy", h->busy);
+        if (h->adaptive)
+            cJSON_AddBoolToObject(j, "adaptive", 1);
     }
     if (h->packed)
         cJSON_AddBoolToObject(j, "packed", 1);

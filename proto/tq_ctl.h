@@ -23,6 +23,8 @@ typedef struct {
     uint32_t slots;                             /* worker: 1..TQ_MAX_SLOTS */
     uint32_t prefetch;                          /* worker, default 0 */
     uint32_t busy;                              /* worker, 0..slots+prefetch */
+    int adaptive;                               /* worker: first credit slots - busy,
+                                                 * the rest comes in RESULT credit */
     int packed;                                 /* send me packed messages */
     size_t nfunctions;                          /* worker: 1..TQ_MAX_FUNCTIONS */
     char functions[TQ_MAX_FUNCTIONS][TQ_MAX_NAME + 1]; /* valid names */

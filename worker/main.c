@@ -37,7 +37,7 @@ typedef struct {
     char *connect;
     char *authkey_file;
     int64_t concurrency;
-    int64_t prefetch;
+    char *prefetch;
     char *name;
     tq_strlist_t fn;
     tq_strlist_t plugin;
@@ -58,8 +58,9 @@ static const tq_cfg_entry_t table[] = {
      "shared secret file (mode 0600); required"},
     {"concurrency", TQ_CFG_INT, "0", 0, TQ_MAX_SLOTS, NULL, NULL,
      offsetof(settings_t, concurrency), "N", "tasks run at once (0: number of cores)"},
-    {"prefetch", TQ_CFG_INT, "0", 0, TQ_MAX_PREFETCH, NULL, NULL, offsetof(settings_t, prefetch),
-     "N", "tasks taken beyond --concurrency, waiting here (only tasks without --timeout)"},
+    {"prefetch", TQ_CFG_STRING, "auto", 0, 0, NULL, NULL, offsetof(settings_t, prefetch),
+     "N|auto", "tasks taken beyond --concurrency, waiting here (only tasks without --timeout): "
+     "auto sizes it from measured run times and the round trip (docs/workers.md), 0: none"},
     {"name", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, name), "NAME",
      "name shown in the master's status (default: HOSTNAME:PID)"},
     {"fn", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, fn), "NAME=COMMAND",
@@ -376,9 +377,16 @@ int main(int argc, char **argv)
     }
     if ((rc = add_functions(&s, w)) != 0)
         goto out;
-    if (taskq_worker_set_prefetch(w, (size_t)s.prefetch, &werr) < 0) {
-        rc = usage_error("--prefetch: %s%s", werr.message, "");
-        goto out;
+    if (strcmp(s.prefetch, "auto") != 0) {
+        uint64_t pf;
+        if (tq_parse_u64(s.prefetch, &pf) < 0) {
+            rc = usage_error("--prefetch: '%s' is not auto or a number 0..4096%s", s.prefetch, "");
+            goto out;
+        }
+        if (taskq_worker_set_prefetch(w, (size_t)pf, &werr) < 0) {
+            rc = usage_error("--prefetch: %s%s", werr.message, "");
+            goto out;
+        }
     }
     rc = TQ_EXIT_USAGE;
     if (!keypath) {

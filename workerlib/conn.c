@@ -6,6 +6,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,33 @@
  * results-ADDRESS, unique per worker (workers may share a context). */
 #define CONN_RESULT_PREFIX "inproc://taskq-worker-results"
 
+/* Adaptive prefetch (docs/workers.md, "Slots and credit"). The most it
+ * holds beyond its slots: this many per slot (64 tasks in flight for 2
+ * slots, where the bench's W1 stops gaining), at most TQ_MAX_PREFETCH. */
+#define ADAPT_PER_SLOT 31
+/* ... and at most this many payload bytes waiting (mean payload size x
+ * prefetch), so big payloads are not hoarded in memory. */
+#define ADAPT_BYTES ((double)(16u << 20))
+/* Weight of a new run-time sample in the mean of log2(run time): 1/4,
+ * so 3 long runs after short ones turn the prefetch off. */
+#define ADAPT_WEIGHT 0.25
+/* Weight of a new round-trip sample in its mean: 1/8. */
+#define ADAPT_RTT_WEIGHT 0.125
+/* The most a round-trip sample counts: 10 ms (a master idle before a
+ * burst is not a slow round trip; this bounds what is held for tasks of
+ * a few ms). */
+#define ADAPT_RTT_MAX_US 10000.0
+/* All slots busy and tasks waiting with no run finishing for this long
+ * (or 2 round trips if longer): the waiting tasks go back to the master
+ * (RELEASE), where a free slot of another worker takes them. */
+#define ADAPT_STALL_MIN_US 1000
+/* Hand-backs in a row wait twice as long each time, up to this: a task
+ * the master sends back to us (no free slot anywhere) is not bounced
+ * more than 50 times a second. */
+#define ADAPT_STALL_MAX_US 20000
+/* "prefetch now N" info lines: at most one a second. */
+#define ADAPT_LOG_MS 1000
+
 typedef struct {
     uint64_t id;
     uint32_t attempt;
@@ -64,6 +92,23 @@ typedef struct {
      * reconnect, so the master takes results of runs that finished while
      * the connection (or the master) was away from us and no one else. */
     char instance[TQ_INSTANCE_HEX + 1];
+
+    /* Adaptive prefetch (o->adaptive). Credit the master may give us is
+     * slots + pcap; we keep `withheld` of it back, so what we hold plus
+     * what the master may still send is slots + target. */
+    size_t pcap;            /* HELLO prefetch: the most beyond the slots */
+    size_t target;          /* prefetch wanted now, 0..pcap */
+    size_t withheld;        /* credit not given back to the master */
+    size_t mcredit;         /* the master's credit for us, as we count it */
+    int64_t rtt_stamp;      /* µs: credit sent when the master had none; 0: none */
+    double rtt;             /* mean round trip in µs, 0 until measured */
+    double lrun;            /* mean of log2(run time in µs) */
+    int have_run;           /* lrun has a sample */
+    double payload_avg;     /* mean payload bytes */
+    int64_t progress_us;    /* a slot took or finished a task then (at least) */
+    int64_t stall_next;     /* µs: the next hand-back waits this long (0: the least) */
+    int64_t log_ms;         /* last "prefetch now" line */
+    size_t logged;          /* the target it said */
 
     int nsignals;
     int draining, drain_killed;
@@ -96,12 +141,15 @@ static void send_hello(conn_t *c)
     cJSON_AddStringToObject(j, "name", c->o->name);
     cJSON_AddNumberToObject(j, "slots", (double)c->o->slots);
     cJSON_AddStringToObject(j, "instance", c->instance);
-    if (c->o->prefetch)
-        cJSON_AddNumberToObject(j, "prefetch", (double)c->o->prefetch);
+    size_t prefetch = c->o->adaptive ? c->pcap : c->o->prefetch;
+    if (prefetch)
+        cJSON_AddNumberToObject(j, "prefetch", (double)prefetch);
+    if (c->o->adaptive)
+        cJSON_AddBoolToObject(j, "adaptive", 1);
     /* Tasks still held (running or waiting) from an earlier connection:
      * the master gives us only the rest as credit, and each gives its
      * credit back when it finishes (PROTOCOL.md 12.1). */
-    size_t cap = c->o->slots + c->o->prefetch;
+    size_t cap = c->o->slots + prefetch;
     size_t busy = c->inflight < cap ? c->inflight : cap;
     cJSON_AddNumberToObject(j, "busy", (double)busy);
     cJSON *fns = cJSON_AddArrayToObject(j, "functions");
@@ -115,6 +163,108 @@ static void send_hello(conn_t *c)
      * in the pool) must not give credit when they finish. */
     c->debt = c->inflight - busy;
     c->credit = 0;
+    /* Adaptive: the master starts us at the free slots (HELLO
+     * "adaptive"); the prefetch is withheld until adapt() gives it. */
+    c->mcredit = c->o->slots > busy ? c->o->slots - busy : 0;
+    if (!c->o->adaptive)
+        c->mcredit = cap - busy;
+    c->withheld = c->o->adaptive ? cap - busy - c->mcredit : 0;
+    c->rtt_stamp = 0;
+}
+
+/* ---- adaptive prefetch ----------------------------------------------------- */
+
+/* The round trip now in µs, 0 when not measured yet. */
+static int64_t rtt_us(const conn_t *c)
+{
+    return (int64_t)c->rtt;
+}
+
+/* Credit goes to the master (k > 0 in a RESULT): if it had none left,
+ * the next DISPATCH measures the round trip. */
+static void credit_sent(conn_t *c, size_t k)
+{
+    if (k == 0)
+        return;
+    if (c->mcredit == 0 && !c->rtt_stamp)
+        c->rtt_stamp = tq_mono_us();
+    c->mcredit += k;
+}
+
+static void dispatch_came(conn_t *c, size_t n)
+{
+    int64_t now = tq_mono_us();
+    if (c->rtt_stamp) {
+        int64_t rtt = now - c->rtt_stamp;
+        /* Only when the master used all the credit: it had tasks
+         * waiting, so the time is the round trip, not a wait for work. A
+         * sample counts at most 4 times the mean and ADAPT_RTT_MAX_US (a
+         * master that just got a burst after an idle spell). */
+        if (n >= c->mcredit) {
+            double x = rtt > ADAPT_RTT_MAX_US ? ADAPT_RTT_MAX_US : (double)rtt;
+            if (c->rtt == 0)
+                c->rtt = x;
+            else
+                c->rtt += ADAPT_RTT_WEIGHT * ((x > 4 * c->rtt ? 4 * c->rtt : x) - c->rtt);
+        }
+        c->rtt_stamp = 0;
+    }
+    c->mcredit = c->mcredit > n ? c->mcredit - n : 0;
+}
+
+/* A run took us microseconds (payload of len bytes). */
+static void run_sample(conn_t *c, int64_t us, size_t len)
+{
+    double l = log2(us < 1 ? 1.0 : (double)us);
+    if (!c->have_run) {
+        c->lrun = l;
+        c->payload_avg = (double)len;
+        c->have_run = 1;
+    } else {
+        c->lrun += ADAPT_WEIGHT * (l - c->lrun);
+        c->payload_avg += ADAPT_WEIGHT * ((double)len - c->payload_avg);
+    }
+}
+
+/* The prefetch the measurements call for: slots x round trip / mean run
+ * time (the mean of log2, so a rare long run does not turn it off for
+ * the short ones), none when runs take a round trip or longer, at most
+ * pcap and ADAPT_BYTES of payloads. */
+static size_t adapt_target(const conn_t *c)
+{
+    int64_t rtt = rtt_us(c);
+    if (!c->have_run || rtt == 0)
+        return 0;
+    double run = exp2(c->lrun);
+    if (run >= (double)rtt)
+        return 0;
+    double p = (double)c->o->slots * (double)rtt / run;
+    if (c->payload_avg > 0 && p * c->payload_avg > ADAPT_BYTES)
+        p = ADAPT_BYTES / c->payload_avg;
+    return p >= (double)c->pcap ? c->pcap : (size_t)p;
+}
+
+/* Move the withheld credit towards the target: give back what the
+ * target allows now (it rides on the next RESULT); a lower target takes
+ * effect as tasks finish (slot_freed keeps their credit). */
+static void adapt(conn_t *c)
+{
+    if (!c->o->adaptive)
+        return;
+    int64_t now = tq_mono_us();
+    c->target = adapt_target(c);
+    size_t keep = c->pcap - c->target;
+    if (c->withheld > keep && !c->draining) {
+        c->credit += c->withheld - keep;
+        c->withheld = keep;
+    }
+    int64_t ms = now / 1000;
+    if (c->target != c->logged && ms - c->log_ms >= ADAPT_LOG_MS) {
+        tq_info("prefetch now %zu (run time about %.0f us, round trip %lld us)", c->target,
+                c->have_run ? exp2(c->lrun) : 0.0, (long long)rtt_us(c));
+        c->logged = c->target;
+        c->log_ms = ms;
+    }
 }
 
 /* Make t's outcome fit the master's --max-payload (max, from its
@@ -151,8 +301,10 @@ static void flush_results(conn_t *c)
     if (!c->done_head && c->credit > 0 && !c->draining) {
         size_t credit = c->credit > TQ_MAX_SLOTS ? TQ_MAX_SLOTS : c->credit;
         tq_out_begin_result(out, (uint16_t)credit);
-        if (tq_link_send(c->link, TQ_LINK_NOWAIT) == 1)
+        if (tq_link_send(c->link, TQ_LINK_NOWAIT) == 1) {
             c->credit -= credit;
+            credit_sent(c, credit);
+        }
         return;
     }
     while (c->done_head) {
@@ -177,8 +329,10 @@ static void flush_results(conn_t *c)
             return;
         }
         tq_debug("sent RESULT: %zu outcomes, credit %zu", n, credit);
-        if (!c->draining)
+        if (!c->draining) {
             c->credit -= credit;
+            credit_sent(c, credit);
+        }
         for (size_t i = 0; i < n; i++) {
             c->done_head = batch[i]->next;
             tq_task_free(batch[i]);
@@ -215,7 +369,7 @@ static void add_release(conn_t *c, uint64_t id, uint32_t attempt)
 {
     /* Bounded by the tasks we hold plus one DISPATCH: older entries are
      * stale anyway once the master has requeued them. */
-    size_t cap = 2 * c->o->slots + TQ_MAX_BATCH;
+    size_t cap = 2 * c->o->slots + TQ_MAX_BATCH + c->pcap;
     if (c->nrel == cap) {
         tq_warn("dropping RELEASE of task %llu: backlog full", (unsigned long long)id);
         return;
@@ -252,6 +406,8 @@ static void slot_freed(conn_t *c)
 {
     if (c->debt)
         c->debt--;
+    else if (c->o->adaptive && c->withheld < c->pcap - c->target)
+        c->withheld++; /* above the target: keep it */
     else
         c->credit++;
 }
@@ -275,7 +431,9 @@ static void run_inline(conn_t *c, const tq_dispatch_item_t *d, const tq_fn_t *fn
     t->max_result = max_payload(c);
     atomic_init(&t->cancel, TQ_CANCEL_NONE);
     t->slot = -1;
+    int64_t t0 = tq_mono_us();
     tq_pool_run_inline(c->pool, t);
+    run_sample(c, tq_mono_us() - t0, d->payload.len);
     t->payload = NULL;
     t->len = 0;
     slot_freed(c);
@@ -296,7 +454,7 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
         tq_pool_cancel(c->pool, old, TQ_CANCEL_KILLED);
         tq_idmap_remove(c->tasks, d->id);
     }
-    if (c->inflight >= 2 * (c->o->slots + c->o->prefetch)) {
+    if (c->inflight >= 2 * (c->o->slots + (c->o->adaptive ? c->pcap : c->o->prefetch))) {
         tq_warn("master sent task %llu beyond our slots; handing it back",
                 (unsigned long long)d->id);
         add_release(c, d->id, d->attempt);
@@ -340,7 +498,10 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
     tq_debug("task %llu attempt %u: %s, %zu bytes", (unsigned long long)t->id, t->attempt,
              t->fn->name, t->len);
     tq_idmap_put(c->tasks, t->id, t);
-    c->inflight++;
+    if (c->inflight++ == c->o->slots)
+        c->progress_us = tq_mono_us(); /* a task waits from now */
+    else if (c->inflight <= c->o->slots)
+        c->stall_next = 0; /* nothing waited: hand-backs start afresh */
     tq_pool_submit(c->pool, t);
 }
 
@@ -351,6 +512,9 @@ static void on_task_back(conn_t *c, tq_task_t *t)
     c->inflight--;
     if (tq_idmap_get(c->tasks, t->id) == t)
         tq_idmap_remove(c->tasks, t->id);
+    c->progress_us = tq_mono_us();
+    if (t->ran)
+        run_sample(c, t->run_us, t->len);
     slot_freed(c);
     switch (atomic_load(&t->cancel)) {
     case TQ_CANCEL_KILLED:
@@ -375,6 +539,48 @@ static void cancel_each(uint64_t id, void *value, void *arg)
     conn_t *c = arg;
     (void)id;
     tq_pool_cancel(c->pool, value, TQ_CANCEL_RELEASED);
+}
+
+/* Adaptive: every slot is busy, tasks wait behind them, and no run has
+ * finished for two round trips (at least ADAPT_STALL_MIN_US): the slots
+ * are stuck on long runs, so the waiting tasks go back to the master
+ * (RELEASE keeps their place), where a free slot elsewhere takes them.
+ * The master may send them back to us when no slot is free anywhere:
+ * each hand-back in a row waits twice as long as the one before, up to
+ * ADAPT_STALL_MAX_US, until our queue is empty again. */
+static int64_t stall_us(const conn_t *c)
+{
+    int64_t t = 2 * rtt_us(c);
+    if (t < ADAPT_STALL_MIN_US)
+        t = ADAPT_STALL_MIN_US;
+    return c->stall_next > t ? c->stall_next : t;
+}
+
+static void check_stall(conn_t *c)
+{
+    if (!c->o->adaptive || c->draining || c->inflight <= c->o->slots ||
+        tq_mono_us() - c->progress_us < stall_us(c))
+        return;
+    size_t n = 0;
+    tq_task_t *t = tq_pool_take_queued(c->pool);
+    while (t) {
+        tq_task_t *next = t->next;
+        c->inflight--;
+        if (tq_idmap_get(c->tasks, t->id) == t)
+            tq_idmap_remove(c->tasks, t->id);
+        if (atomic_load(&t->cancel) != TQ_CANCEL_KILLED)
+            add_release(c, t->id, t->attempt);
+        slot_freed(c);
+        tq_task_free(t);
+        n++;
+        t = next;
+    }
+    c->progress_us = tq_mono_us();
+    c->stall_next = 2 * stall_us(c);
+    if (c->stall_next > ADAPT_STALL_MAX_US)
+        c->stall_next = ADAPT_STALL_MAX_US;
+    if (n)
+        tq_debug("slots busy with long runs: %zu waiting tasks handed back", n);
 }
 
 /* ---- drain ---------------------------------------------------------------- */
@@ -436,6 +642,7 @@ static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
             tq_warn("bad DISPATCH from master: %s", err.msg);
             break;
         }
+        dispatch_came(c, n);
         for (size_t i = 0; i < n; i++)
             on_dispatch_item(c, &c->items[i]);
         break;
@@ -559,6 +766,10 @@ static int loop(conn_t *c)
         i_sig = n, items[n++] = (zmq_pollitem_t){NULL, c->o->stop_fd, ZMQ_POLLIN, 0};
         n += tq_link_pollitems(c->link, items + n);
         int64_t wait = min64(CONN_POLL_MAX_MS, tq_link_wait_ms(c->link));
+        if (c->o->adaptive && c->inflight > c->o->slots && !c->draining) {
+            int64_t left = c->progress_us + stall_us(c) - tq_mono_us();
+            wait = min64(wait, left > 0 ? (left + 999) / 1000 : 0);
+        }
         if (zmq_poll(items, n, (long)wait) < 0) {
             if (errno == EINTR)
                 continue;
@@ -602,6 +813,8 @@ static int loop(conn_t *c)
             if (c->draining)
                 tq_pool_cancel_queued(c->pool, TQ_CANCEL_RELEASED);
         }
+        check_stall(c);
+        adapt(c);
         /* Whatever finished in this iteration goes out in one RESULT. */
         flush_results(c);
         flush_releases(c);
@@ -613,6 +826,9 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
     conn_t c = {0};
     int rc = TQ_EXIT_INTERNAL;
     c.o = opts;
+    c.pcap = opts->slots * ADAPT_PER_SLOT;
+    if (c.pcap > TQ_MAX_PREFETCH)
+        c.pcap = TQ_MAX_PREFETCH;
     if (sodium_init() < 0)
         return TQ_EXIT_INTERNAL;
     uint64_t inst = 0;

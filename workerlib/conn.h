@@ -42,6 +42,8 @@ typedef struct {
     const char *name;             /* shown in the master's status */
     size_t slots;                 /* 1..TQ_MAX_SLOTS */
     size_t prefetch;              /* 0..TQ_MAX_PREFETCH tasks beyond the slots */
+    int adaptive;                 /* size the prefetch from what we measure
+                                   * (docs/workers.md); prefetch is unused */
     const tq_fn_t *fns;           /* functions served */
     size_t nfns;
     int64_t drain_timeout_ms;

@@ -178,8 +178,11 @@ static void *slot_main(void *arg)
         task->slot = (int)slot->index;
         pthread_mutex_unlock(&pool->mu);
 
-        if (atomic_load(&task->cancel) == TQ_CANCEL_NONE)
+        if (atomic_load(&task->cancel) == TQ_CANCEL_NONE) {
+            int64_t t0 = tq_mono_us();
             run_task(slot, task);
+            task->run_us = tq_mono_us() - t0;
+        }
 
         pthread_mutex_lock(&pool->mu);
         task->slot = -1;
@@ -297,6 +300,15 @@ void tq_pool_cancel_queued(tq_pool_t *self, int reason)
         atomic_compare_exchange_strong(&t->cancel, &expected, reason);
     }
     pthread_mutex_unlock(&self->mu);
+}
+
+tq_task_t *tq_pool_take_queued(tq_pool_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    tq_task_t *head = self->head;
+    self->head = self->tail = NULL;
+    pthread_mutex_unlock(&self->mu);
+    return head;
 }
 
 void tq_pool_destroy(tq_pool_t **self_p)

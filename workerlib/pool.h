@@ -51,6 +51,7 @@ typedef struct tq_task {
     atomic_int cancel;     /* TQ_CANCEL_*, set by tq_pool_cancel */
     int slot;              /* running on this slot, -1 if not (pool mutex) */
     int ran;               /* 1 once a slot ran it (written by the slot) */
+    int64_t run_us;        /* how long its run took (written by the slot) */
     tq_run_result_t result; /* written by the slot */
     struct tq_task *next;  /* pool queue link, then free for the owner */
 } tq_task_t;
@@ -83,6 +84,11 @@ void tq_pool_cancel(tq_pool_t *self, tq_task_t *task, int reason);
 /* Cancel every task still waiting in the queue (not yet on a slot) with
  * reason; they come back unrun. */
 void tq_pool_cancel_queued(tq_pool_t *self, int reason);
+
+/* Take every task still waiting in the queue (not yet on a slot) out
+ * of it, in order, linked through ->next; they will not come back over
+ * the result socket. NULL when none waits. */
+tq_task_t *tq_pool_take_queued(tq_pool_t *self);
 
 /* Stop the slot threads (they finish their current task first, so
  * cancel running tasks before) and free the pool. Tasks still queued are

@@ -40,6 +40,8 @@ struct taskq_worker {
     char name[TQ_MAX_PEER_NAME + 1];
     size_t slots;
     size_t prefetch;               /* tasks taken beyond the slots */
+    int prefetch_set;              /* fixed by taskq_worker_set_prefetch;
+                                      else adaptive (docs/workers.md) */
     void *zctx;                    /* the caller's ZeroMQ context, or NULL */
     int64_t drain_timeout_ms;
     tq_fn_t *fns;                  /* TQ_MAX_FUNCTIONS entries */
@@ -309,6 +311,7 @@ int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error
         return tq_client_fail(err, TASKQ_ERR_USAGE, "prefetch: %zu is more than %d", prefetch,
                               TQ_MAX_PREFETCH);
     self->prefetch = prefetch;
+    self->prefetch_set = 1;
     return 0;
 }
 
@@ -408,6 +411,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .name = self->name,
         .slots = self->slots,
         .prefetch = self->prefetch,
+        .adaptive = !self->prefetch_set,
         .zctx = self->zctx,
         .fns = self->fns,
         .nfns = self->nfns,

@@ -36,10 +36,17 @@ class Crash(TQTestCase):
                                  stdin=subprocess.PIPE, stdout=out, stderr=err,
                                  env=clean_env(), start_new_session=True)
             self.addCleanup(lambda: p.poll() is None and p.kill())
-            # feed stdin from a thread: map reads its input as it goes
+            # feed stdin from a thread: map reads its input as it goes.
+            # Paced (at least 2 s in all), so the map outlasts the ten
+            # kills however fast the workers are (adaptive prefetch made
+            # the default workers about ten times faster).
 
             def feed():
-                p.stdin.write(inp)
+                step = len(inp) // 200 + 1
+                for off in range(0, len(inp), step):
+                    p.stdin.write(inp[off:off + step])
+                    p.stdin.flush()
+                    time.sleep(0.01)
                 p.stdin.close()
             feeder = threading.Thread(target=feed, daemon=True)
             feeder.start()
