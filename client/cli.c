@@ -55,6 +55,9 @@ static const tq_cfg_entry_t global_table[] = {
      "print the version and exit"},
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(global_t, help), NULL,
      "print this help and exit"},
+    {"config", TQ_CFG_STRING, "~/.config/taskq/config", 0, 0, NULL, "TASKQ_CONFIG",
+     offsetof(global_t, config), "FILE",
+     "read these global options from FILE (name = value; skipped when the default is absent)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -607,7 +610,7 @@ int main(int argc, char **argv)
 
     global_t g;
     memset(&g, 0, sizeof g);
-    char err[512];
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0, status;
     if (tq_cfg_parse(global_table, &g, argc, argv, &argi, &help, err, sizeof err) < 0) {
         status = tq_cli_usage_error("%s", err);

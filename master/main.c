@@ -55,6 +55,9 @@ typedef struct {
     int repair;
     int64_t journal_reserve;
     char *log_level;
+    char *config;
+    int check_config;
+    char *metrics_listen;
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
@@ -136,8 +139,17 @@ static const tq_cfg_entry_t table[] = {
      "SIZE",
      "disk space kept allocated in DIR/journal/reserve and given back when the disk is full, so "
      "compaction and a restart have room (at most 1/8 of the file system; 0 = none)"},
-    {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", NULL, S(log_level), "LEVEL",
+    {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", "TASKQ_LOG_LEVEL", S(log_level), "LEVEL",
      "error, warn, info or debug"},
+    {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_CONFIG", S(config), "FILE",
+     "read settings from FILE (name = value per line, names as these flags; flags and the "
+     "environment win over it; taskq.conf(5))"},
+    {"check-config", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(check_config), NULL,
+     "check the settings (file, environment, flags) and exit: prints 'configuration OK', or "
+     "every error (FILE:LINE: message) and exits 2"},
+    {"metrics-listen", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(metrics_listen), "ADDR:PORT",
+     "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (off by default; give "
+     "127.0.0.1:PORT unless the network in front is trusted)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -311,13 +323,22 @@ int main(int argc, char **argv) {
         tq_cfg_markdown(table, stdout);
         return TQ_EXIT_OK;
     }
+    /* The man page's option list is generated from the same table. */
+    if (argc == 2 && strcmp(argv[1], "--help-scdoc") == 0) {
+        tq_cfg_scdoc(table, stdout);
+        return TQ_EXIT_OK;
+    }
+    int check = tq_cfg_has_flag(table, argc, argv, 1, "check-config");
     settings_t s;
     tq_queue_timeout_t *qtimeouts = NULL;
     memset(&s, 0, sizeof s);
-    char err[512];
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0, lockfd = -1;
     if (tq_cfg_parse(table, &s, argc, argv, &argi, &help, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-master: %s\n(try taskq-master --help)\n", err);
+        if (check)
+            fprintf(stderr, "%s\n", err);
+        else
+            fprintf(stderr, "taskq-master: %s\n(try taskq-master --help)\n", err);
         tq_cfg_free(table, &s);
         return TQ_EXIT_USAGE;
     }
@@ -362,6 +383,11 @@ int main(int argc, char **argv) {
         goto out;
     }
     tq_log_set_level(tq_log_level_parse(s.log_level));
+    if (s.check_config) {
+        printf("configuration OK\n");
+        rc = TQ_EXIT_OK;
+        goto out;
+    }
 
     rc = TQ_EXIT_ENV;
     int fd_limit = 0;

@@ -45,6 +45,8 @@ typedef struct {
     int64_t drain_timeout_ms;
     char *log_level;
     int version;
+    char *config;
+    int check_config;
 } settings_t;
 
 static const tq_cfg_entry_t table[] = {
@@ -82,6 +84,12 @@ static const tq_cfg_entry_t table[] = {
      offsetof(settings_t, log_level), "LEVEL", "log verbosity"},
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, version), NULL,
      "print the version and exit"},
+    {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_CONFIG", offsetof(settings_t, config),
+     "FILE", "read settings from FILE (name = value per line, names as these flags; flags and "
+     "the environment win over it; taskq.conf(5))"},
+    {"check-config", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, check_config),
+     NULL, "check the settings (file, environment, flags) and exit: prints 'configuration OK', "
+     "or every error (FILE:LINE: message) and exits 2"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -240,15 +248,23 @@ int main(int argc, char **argv)
 {
     tq_process_protect(); /* no core file or ptrace with the keys in memory */
     settings_t s;
-    char err[512];
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0;
     taskq_worker_t *w = NULL;
     taskq_error_t werr;
 
     memset(&s, 0, sizeof s);
     ensure_std_fds();
+    /* The man page's option list is generated from the same table. */
+    if (argc == 2 && strcmp(argv[1], "--help-scdoc") == 0) {
+        tq_cfg_scdoc(table, stdout);
+        return TQ_EXIT_OK;
+    }
     if (tq_cfg_parse(table, &s, argc, argv, &argi, &help, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-worker: %s\n(see taskq-worker --help)\n", err);
+        if (tq_cfg_has_flag(table, argc, argv, 1, "check-config"))
+            fprintf(stderr, "%s\n", err);
+        else
+            fprintf(stderr, "taskq-worker: %s\n(see taskq-worker --help)\n", err);
         return TQ_EXIT_USAGE;
     }
     if (help) {
@@ -284,6 +300,11 @@ int main(int argc, char **argv)
     if (s.name && !tq_peer_name_valid(s.name, TQ_MAX_PEER_NAME, 0)) {
         usage_error("--name: must be 1..128 printable ASCII characters without spaces%s%s", "",
                     "");
+        goto out;
+    }
+    if (s.check_config) {
+        printf("configuration OK\n");
+        rc = TQ_EXIT_OK;
         goto out;
     }
     const char *keypath = tq_authkey_path(s.authkey_file);
