@@ -22,6 +22,7 @@
 #include "dirlock.h"
 #include "jfault.h"
 #include "loop.h"
+#include "metrics.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
@@ -383,6 +384,10 @@ int main(int argc, char **argv) {
         goto out;
     }
     tq_log_set_level(tq_log_level_parse(s.log_level));
+    if (s.metrics_listen && tq_metrics_addr_check(s.metrics_listen, err, sizeof err) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
     if (s.check_config) {
         printf("configuration OK\n");
         rc = TQ_EXIT_OK;
@@ -473,6 +478,7 @@ int main(int argc, char **argv) {
             .reserve = (uint64_t)s.journal_reserve,
             .zmq_ctx = ctx,
         },
+        .metrics_listen = s.metrics_listen && *s.metrics_listen ? s.metrics_listen : NULL,
     };
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, err, sizeof err) : NULL;
     tq_curve_keys_free(&keys);
