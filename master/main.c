@@ -17,6 +17,7 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 #include <zmq.h>
 
 #include "dirlock.h"
@@ -487,7 +488,13 @@ int main(int argc, char **argv) {
         rc = TQ_EXIT_ENV;
     } else {
         tq_info("listening on %s, data dir %s", tq_loop_endpoint(loop), s.data_dir);
-        if (tq_loop_run(loop, sfd) == 0) {
+        /* Type=notify units: ready once replayed and bound (a no-op
+         * outside systemd: NOTIFY_SOCKET unset). */
+        sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%lu", tq_loop_endpoint(loop),
+                   (unsigned long)getpid());
+        int run_rc = tq_loop_run(loop, sfd);
+        sd_notify(0, "STOPPING=1");
+        if (run_rc == 0) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
                 tq_info("%s received, shutting down", strsignal((int)si.ssi_signo));
