@@ -57,6 +57,7 @@ typedef struct {
     int repair;
     int64_t journal_reserve;
     char *log_level;
+    char *log_format;
     char *config;
     int check_config;
     char *metrics_listen;
@@ -143,6 +144,9 @@ static const tq_cfg_entry_t table[] = {
      "compaction and a restart have room (at most 1/8 of the file system; 0 = none)"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", "TASKQ_LOG_LEVEL", S(log_level), "LEVEL",
      "error, warn, info or debug"},
+    {"log-format", TQ_CFG_ENUM, "logfmt", 0, 0, TQ_LOG_FORMATS, "TASKQ_LOG_FORMAT", S(log_format),
+     "FORMAT", "log lines as logfmt (ts=... level=... role=master msg=\"...\"), json (one object "
+     "a line) or text (the older 'TIME master LEVEL message')"},
     {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_CONFIG", S(config), "FILE",
      "read settings from FILE (name = value per line, names as these flags; flags and the "
      "environment win over it; taskq.conf(5))"},
@@ -385,6 +389,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     tq_log_set_level(tq_log_level_parse(s.log_level));
+    tq_log_set_format(tq_log_format_parse(s.log_format));
     if (s.metrics_listen && tq_metrics_addr_check(s.metrics_listen, err, sizeof err) < 0) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
@@ -396,6 +401,12 @@ int main(int argc, char **argv) {
     }
 
     rc = TQ_EXIT_ENV;
+    tq_info("taskq-master %s starting: pid %ld, bind %s, data dir %s, fsync %s, max-tasks %" PRId64
+            ", max-payload %" PRId64 ", max-attempts %" PRId64 ", lease-timeout %" PRId64
+            " ms, heartbeat %" PRId64 "/%" PRId64 " ms, log-level %s",
+            TQ_VERSION, (long)getpid(), s.bind, s.data_dir, s.fsync, s.max_tasks, s.max_payload,
+            s.max_attempts, s.lease_timeout_ms, s.heartbeat_interval_ms, s.heartbeat_timeout_ms,
+            s.log_level);
     int fd_limit = 0;
     size_t max_conns = 0;
     if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, err, sizeof err) < 0) {

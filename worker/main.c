@@ -44,6 +44,7 @@ typedef struct {
     char *functions;
     int64_t drain_timeout_ms;
     char *log_level;
+    char *log_format;
     int version;
     char *config;
     int check_config;
@@ -82,6 +83,9 @@ static const tq_cfg_entry_t table[] = {
      "on SIGTERM/SIGINT, wait this long for running tasks before killing them"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", "TASKQ_LOG_LEVEL",
      offsetof(settings_t, log_level), "LEVEL", "log verbosity"},
+    {"log-format", TQ_CFG_ENUM, "logfmt", 0, 0, "logfmt|json|text", "TASKQ_LOG_FORMAT",
+     offsetof(settings_t, log_format), "FORMAT",
+     "log lines as logfmt (ts=... level=... role=worker msg=\"...\"), json or text"},
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, version), NULL,
      "print the version and exit"},
     {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_CONFIG", offsetof(settings_t, config),
@@ -307,6 +311,8 @@ int main(int argc, char **argv)
         rc = TQ_EXIT_OK;
         goto out;
     }
+    /* libtaskq's logger (its own copy) takes the format from here */
+    setenv("TASKQ_LOG_FORMAT", s.log_format, 1);
     const char *keypath = tq_authkey_path(s.authkey_file);
     taskq_worker_opts_t o = TASKQ_WORKER_OPTS_INIT;
     o.endpoint = s.connect;
