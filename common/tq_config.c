@@ -513,14 +513,17 @@ static int load_file(const tq_cfg_entry_t *table, void *settings, track_t *tr, i
         }
         path = full;
     }
+    struct stat st;
+    /* A default path that cannot be seen (missing, or a directory on
+     * the way we may not search, e.g. another user's HOME) is no file;
+     * one that exists and cannot be read is an error. */
+    if (!given && stat(path, &st) < 0)
+        return 0;
     FILE *f = fopen(path, "re");
     if (!f) {
-        if (!given && errno == ENOENT)
-            return 0;
         snprintf(err, errlen, "config file %s: %s", path, strerror(errno));
         return -1;
     }
-    struct stat st;
     if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "config file %s: not a regular file", path);
         fclose(f);
