@@ -209,7 +209,8 @@ tq_metrics_t *tq_metrics_start(const char *listen, char *err, size_t errlen)
         return NULL;
     tq_metrics_t *self = tq_calloc(1, sizeof *self);
     pthread_mutex_init(&self->mu, NULL);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* poll/epoll, not select: the master runs with thousands of descriptors */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port

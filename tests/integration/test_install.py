@@ -133,8 +133,12 @@ class InstallTest(TQTestCase):
         with open(src, "w") as f:
             f.write(PROGRAM)
         exe = os.path.join(self.tmp, "prog")
-        r = run(["cc", "-std=c11", "-Wall", "-Werror", "-o", exe, src] + cflags.stdout.split()
-                + libs)
+        # a sanitizer build's library needs the program built alike
+        san = self.opt.get("b_sanitize", "none")
+        san = ",".join(san) if isinstance(san, list) else san
+        extra = ["-fsanitize=" + san] if san and san != "none" else []
+        r = run(["cc", "-std=c11", "-Wall", "-Werror", "-o", exe, src] + extra
+                + cflags.stdout.split() + libs)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         r = run([exe], env=dict(os.environ, LD_LIBRARY_PATH=self.path(self.opt["libdir"])))
         self.assertEqual((r.returncode, r.stdout.strip()), (0, "builtin0=square"), r)
