@@ -375,6 +375,7 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
         if (!self->metrics)
             goto fail;
         tq_info("metrics on %s", tq_metrics_url(self->metrics));
+        tq_engine_subscribe(self->engine, tq_metrics_on_engine, self->metrics);
     }
     self->started = 1;
     return self;
@@ -571,6 +572,8 @@ void tq_loop_destroy(tq_loop_t **self_p) {
                 t->retried, tq_handlers_late(self->handlers), tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
                 tq_peers_count_role(self->peers, TQ_ROLE_CLIENT));
     }
+    if (self->metrics && self->engine) /* before the leases are handed back below */
+        tq_engine_unsubscribe(self->engine, tq_metrics_on_engine, self->metrics);
     tq_metrics_stop(&self->metrics); /* its thread reads nothing of ours */
     if (self->router) {
         if (self->auth)

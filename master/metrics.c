@@ -15,11 +15,29 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tq_idmap.h"
 #include "tq_log.h"
 #include "tq_util.h"
 
 /* Longest ADDR:PORT accepted. */
 #define METRICS_ADDR_MAX 128
+
+/* Histogram bucket bounds (seconds) for queue wait and run times. */
+static const double hist_le[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                 2.5,   5,    10,    30,   60,  300,  1800, 3600};
+#define HIST_N (sizeof hist_le / sizeof hist_le[0])
+
+typedef struct {
+    uint64_t bucket[HIST_N]; /* observations <= hist_le[i] (not cumulative) */
+    uint64_t count;
+    double sum;
+} hist_t;
+
+/* Per-queue histograms, by queue name (a copy: queues can be freed). */
+typedef struct {
+    char *name;
+    hist_t wait, run;
+} qhist_t;
 
 /* A growing text buffer (loop thread only). */
 typedef struct {
@@ -33,6 +51,11 @@ struct tq_metrics {
     pthread_mutex_t mu; /* guards pub */
     text_t pub;         /* the last published text */
     text_t work;        /* the loop's render buffer; swapped with pub */
+    /* loop thread only: histograms */
+    tq_idmap_t *leased;  /* task id -> dispatch time (wall ms) */
+    tq_idmap_t *qbyhash; /* FNV-1a of the queue name -> qhist_t */
+    qhist_t **qh;        /* in first-seen order, at most TQ_METRICS_MAX_QUEUES */
+    size_t nqh;
 };
 
 static void text_add(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -209,6 +232,8 @@ tq_metrics_t *tq_metrics_start(const char *listen, char *err, size_t errlen)
         return NULL;
     tq_metrics_t *self = tq_calloc(1, sizeof *self);
     pthread_mutex_init(&self->mu, NULL);
+    self->leased = tq_idmap_new();
+    self->qbyhash = tq_idmap_new();
     /* poll/epoll, not select: the master runs with thousands of descriptors */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -252,8 +277,86 @@ void tq_metrics_stop(tq_metrics_t **self_p)
     pthread_mutex_destroy(&self->mu);
     free(self->pub.p);
     free(self->work.p);
+    tq_idmap_destroy(&self->leased);
+    tq_idmap_destroy(&self->qbyhash);
+    for (size_t i = 0; i < self->nqh; i++) {
+        free(self->qh[i]->name);
+        free(self->qh[i]);
+    }
+    free(self->qh);
     free(self);
     *self_p = NULL;
+}
+
+static void hist_add(hist_t *h, double v)
+{
+    h->count++;
+    h->sum += v;
+    for (size_t i = 0; i < HIST_N; i++)
+        if (v <= hist_le[i]) {
+            h->bucket[i]++;
+            return;
+        }
+}
+
+/* The histograms of the task's queue, created on first use; NULL past
+ * TQ_METRICS_MAX_QUEUES queues or on a hash collision (not counted). */
+static qhist_t *queue_hist(tq_metrics_t *self, const tq_task_t *t)
+{
+    const char *name = tq_queue_name(tq_task_queue(t));
+    uint64_t h = tq_fnv1a(TQ_FNV_BASIS, name, strlen(name));
+    h = h ? h : 1;
+    qhist_t *q = tq_idmap_get(self->qbyhash, h);
+    if (q)
+        return strcmp(q->name, name) == 0 ? q : NULL;
+    if (self->nqh >= TQ_METRICS_MAX_QUEUES)
+        return NULL;
+    q = tq_calloc(1, sizeof *q);
+    q->name = tq_strdup(name);
+    self->qh = tq_realloc(self->qh, (self->nqh + 1) * sizeof *self->qh);
+    self->qh[self->nqh++] = q;
+    tq_idmap_put(self->qbyhash, h, q);
+    return q;
+}
+
+void tq_metrics_on_engine(void *arg, const tq_engine_ev_t *ev)
+{
+    tq_metrics_t *self = arg;
+    if (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_LEASED) {
+        int64_t now = tq_wall_ms();
+        tq_task_t *t = ev->task;
+        tq_idmap_put(self->leased, t->id, (void *)(uintptr_t)(now > 0 ? now : 1));
+        qhist_t *q = t->x && t->x->attempt == 1 ? queue_hist(self, t) : NULL;
+        if (q)
+            hist_add(&q->wait, (double)(now - t->created_ms) / 1000.0);
+    } else if (ev->kind == TQ_EV_LEASE_END ||
+               (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_DELETED)) {
+        void *v = tq_idmap_remove(self->leased, ev->task->id);
+        if (!v || ev->kind != TQ_EV_LEASE_END)
+            return;
+        int64_t since = (int64_t)(uintptr_t)v;
+        qhist_t *q = queue_hist(self, ev->task);
+        if (q)
+            hist_add(&q->run, (double)(tq_wall_ms() - since) / 1000.0);
+    }
+}
+
+static void text_hist(text_t *t, const char *metric, const char *queue, const hist_t *h)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i < HIST_N; i++) {
+        cum += h->bucket[i];
+        text_add(t, "%s_bucket{queue=\"", metric);
+        text_label(t, queue);
+        text_add(t, "\",le=\"%g\"} %" PRIu64 "\n", hist_le[i], cum);
+    }
+    text_add(t, "%s_bucket{queue=\"", metric);
+    text_label(t, queue);
+    text_add(t, "\",le=\"+Inf\"} %" PRIu64 "\n%s_sum{queue=\"", h->count, metric);
+    text_label(t, queue);
+    text_add(t, "\"} %.6f\n%s_count{queue=\"", h->sum, metric);
+    text_label(t, queue);
+    text_add(t, "\"} %" PRIu64 "\n", h->count);
 }
 
 /* "# HELP" and "# TYPE" lines of one metric. */
@@ -354,6 +457,15 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         info->compactions);
     one(t, "taskq_journal_error", "gauge",
         "1 while a journal write fails (submits are refused meanwhile)", info->journal_error != 0);
+
+    head(t, "taskq_queue_wait_seconds", "histogram",
+         "time from submit to the first dispatch, tasks submitted since start, by queue");
+    for (size_t i = 0; i < self->nqh; i++)
+        text_hist(t, "taskq_queue_wait_seconds", self->qh[i]->name, &self->qh[i]->wait);
+    head(t, "taskq_task_run_seconds", "histogram",
+         "time from a dispatch to the end of its lease (result, loss, expiry), by queue");
+    for (size_t i = 0; i < self->nqh; i++)
+        text_hist(t, "taskq_task_run_seconds", self->qh[i]->name, &self->qh[i]->run);
 
     /* Publish: the scrape copies under the lock; the loop only swaps. */
     pthread_mutex_lock(&self->mu);

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine.h"
 #include "peers.h"
 #include "store.h"
 
@@ -51,6 +52,13 @@ const char *tq_metrics_url(const tq_metrics_t *self);
 /* Loop thread: render the metrics from the state and publish them. */
 void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_peers_t *peers,
                        const tq_metrics_info_t *info);
+
+/* Loop thread: the engine subscriber behind the wait-time and run-time
+ * histograms (arg: the tq_metrics_t). Wait: from submit to the first
+ * dispatch; run: from a dispatch to the end of its lease (result, loss,
+ * expiry, release), for leases this process gave out. Reads the wall
+ * clock itself (the engine stays free of clocks). */
+void tq_metrics_on_engine(void *arg, const tq_engine_ev_t *ev);
 
 /* Stop the server (waits for its thread), free it. Accepts NULL. */
 void tq_metrics_stop(tq_metrics_t **self_p);

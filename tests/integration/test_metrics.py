@@ -23,7 +23,8 @@ def parse(text):
             continue
         m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$', line)
         assert m, "not a sample line: %r" % line
-        assert m.group(1) in typed, "no # TYPE for %s" % m.group(1)
+        family = re.sub(r"_(bucket|sum|count)$", "", m.group(1))
+        assert m.group(1) in typed or family in typed, "no # TYPE for %s" % m.group(1)
         out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
     return out
 
@@ -65,6 +66,19 @@ class MetricsTest(TQTestCase):
         self.assertGreater(m["taskq_journal_bytes"], 0)
         self.assertEqual(m["taskq_journal_error"], 0)
         self.assertGreaterEqual(m["taskq_connections"], 1)
+        # Histograms: wait (submit -> first dispatch) and run (dispatch ->
+        # lease end), by queue; the tasks waited for the worker to come.
+        m = self.wait_metric(mport, 'taskq_task_run_seconds_count{queue="mq"}',
+                             lambda v: v == 5, "5 runs in the histogram") and self.scrape(mport)
+        self.assertEqual(m['taskq_queue_wait_seconds_count{queue="mq"}'], 5)
+        self.assertEqual(m['taskq_queue_wait_seconds_bucket{queue="mq",le="+Inf"}'], 5)
+        self.assertEqual(m['taskq_queue_wait_seconds_bucket{queue="mq",le="0.005"}'], 0)
+        self.assertGreater(m['taskq_queue_wait_seconds_sum{queue="mq"}'], 0.005 * 5)
+        self.assertEqual(m['taskq_task_run_seconds_bucket{queue="mq",le="+Inf"}'], 5)
+        buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in m.items()
+                         if k.startswith('taskq_task_run_seconds_bucket{queue="mq"')
+                         and "+Inf" not in k)
+        self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets))  # cumulative
         # A failing task.
         self.tq("map", "--fn", "fail", "x")
         self.wait_metric(mport, "taskq_tasks_failed_total", lambda v: v == 1, "1 failed")
