@@ -56,6 +56,9 @@ static const tq_cfg_entry_t global_table[] = {
      "print the version and exit"},
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(global_t, help), NULL,
      "print this help and exit"},
+    {"config", TQ_CFG_STRING, "~/.config/taskq/config", 0, 0, NULL, "TASKQ_CONFIG",
+     offsetof(global_t, config), "FILE",
+     "read these global options from FILE (name = value; skipped when the default is absent)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -754,6 +757,20 @@ static int run_status(const command_t *cmd, global_t *g, void *settings, int arg
 
 /* ---- main -------------------------------------------------------------- */
 
+/* taskq(1)'s generated part: the global options, then each command
+ * with its arguments, summary and options (scdoc markup). */
+static void print_scdoc(FILE *out)
+{
+    fputs("# GLOBAL OPTIONS\n\n", out);
+    tq_cfg_scdoc(global_table, out);
+    fputs("# COMMANDS\n\n", out);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const command_t *c = &commands[i];
+        fprintf(out, "## %s %s\n\n%s.\n\n", c->name, c->args, c->summary);
+        tq_cfg_scdoc(c->table, out);
+    }
+}
+
 int main(int argc, char **argv)
 {
     tq_process_protect(); /* no core file or ptrace with the keys in memory */
@@ -762,9 +779,14 @@ int main(int argc, char **argv)
     tq_log_init("taskq");
     tq_log_set_level(TQ_LOG_WARN);
 
+    /* The man page's option lists are generated from the same tables. */
+    if (argc == 2 && strcmp(argv[1], "--help-scdoc") == 0) {
+        print_scdoc(stdout);
+        return TQ_EXIT_OK;
+    }
     global_t g;
     memset(&g, 0, sizeof g);
-    char err[512];
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0, status;
     tq_args_t gargs = {0}, cargs = {0};
     if (tq_args_expand(global_table, global_shorts, argc, argv, 1, &gargs, err, sizeof err) < 0 ||

@@ -21,6 +21,7 @@ typedef struct {
     int64_t ack_timeout_ms; /* 0: wait for answers for ever */
     int version;
     int help;
+    char *config; /* the config file read (tq_config.h) */
 } global_t;
 
 /* submit and map share one settings struct; each has its own table. */

@@ -10,9 +10,12 @@
 #include "tq_util.h"
 
 #include <errno.h>
+#include <ini.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Longest flag name accepted when matching "--name=value". */
 #define TQ_CFG_NAME_MAX 64
@@ -25,6 +28,7 @@
 typedef struct {
     unsigned char stored;   /* a heap value we stored is in the struct */
     unsigned char from_flag; /* a flag set it (LIST: later flags append) */
+    int file_line;          /* the config file line that set it, or 0 */
 } track_t;
 
 static void *field(void *settings, const tq_cfg_entry_t *e)
@@ -315,6 +319,245 @@ static const tq_cfg_entry_t *lookup(const tq_cfg_entry_t *table, const char *nam
     return NULL;
 }
 
+/* Find --NAME among the flags of argv[argi...] without applying
+ * anything (stops where tq_cfg_parse stops). Returns its value (for a
+ * FLAG: "1"), or NULL when absent. */
+static const char *scan_flag(const tq_cfg_entry_t *table, int argc, char **argv, int argi,
+                             const char *want)
+{
+    const char *found = NULL;
+    for (int i = argi; i < argc;) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+            break;
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name), idx;
+        const tq_cfg_entry_t *e = lookup(table, name, nlen, &idx);
+        if (!e)
+            break;
+        const char *v = "1";
+        if (e->type != TQ_CFG_FLAG) {
+            if (eq) {
+                v = eq + 1;
+            } else {
+                if (i + 1 >= argc)
+                    break;
+                v = argv[++i];
+            }
+        }
+        if (strcmp(e->name, want) == 0)
+            found = v;
+        i++;
+    }
+    return found;
+}
+
+int tq_cfg_has_flag(const tq_cfg_entry_t *table, int argc, char **argv, int argi,
+                    const char *name)
+{
+    return scan_flag(table, argc, argv, argi, name) != NULL;
+}
+
+/* One config file being read. */
+typedef struct {
+    const tq_cfg_entry_t *table;
+    void *settings;
+    track_t *tr;
+    const char *path;
+    FILE *f;
+    char *line;        /* getline's buffer */
+    size_t cap;
+    int lineno;        /* the line inih is handling */
+    int last_bad_line; /* the last line that has an error reported */
+    int nerrors;
+    char *err;         /* every error, one per line */
+    size_t errlen, used;
+} file_ctx_t;
+
+static void file_error(file_ctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Add "FILE:LINE: message" to the error list. */
+static void file_error(file_ctx_t *c, const char *fmt, ...)
+{
+    c->nerrors++;
+    c->last_bad_line = c->lineno;
+    if (c->nerrors > TQ_CFG_FILE_ERRORS_MAX || c->used + 1 >= c->errlen)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int n = snprintf(c->err + c->used, c->errlen - c->used, "%s%s:%d: %s", c->used ? "\n" : "",
+                     c->path, c->lineno, msg);
+    if (n > 0)
+        c->used = (size_t)n < c->errlen - c->used ? c->used + (size_t)n : c->errlen - 1;
+}
+
+static int blank_or_comment(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+        p++;
+    return *p == '\0' || *p == '#' || *p == ';';
+}
+
+/* inih's reader: one whole line per call. A line longer than inih's
+ * buffer, or one that is neither blank, a comment, a section nor
+ * "name = value" (nor an indented continuation), is reported here and
+ * handed on as an empty line, so every bad line gets its own message
+ * and inih never sees a cut line. */
+static char *file_reader(char *str, int num, void *stream)
+{
+    file_ctx_t *c = stream;
+    ssize_t n = getline(&c->line, &c->cap, c->f);
+    if (n < 0)
+        return NULL;
+    c->lineno++;
+    if (n > 0 && c->line[n - 1] == '\n')
+        c->line[--n] = '\0';
+    if (n > 0 && c->line[n - 1] == '\r')
+        c->line[--n] = '\0';
+    if (n >= num - 1 || (size_t)n >= TQ_CFG_LINE_MAX) {
+        file_error(c, "line longer than %d characters", num - 2);
+        str[0] = '\0';
+        return str;
+    }
+    if (memchr(c->line, '\0', (size_t)n)) {
+        file_error(c, "line holds a NUL byte");
+        str[0] = '\0';
+        return str;
+    }
+    const char *p = c->line;
+    int indented = *p == ' ' || *p == '\t';
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '[') {
+        file_error(c, "sections are not used (%.64s): one file per program", p);
+        str[0] = '\0';
+        return str;
+    }
+    if (!blank_or_comment(p) && !indented && !strchr(p, '=') && !strchr(p, ':')) {
+        file_error(c, "expected NAME = VALUE");
+        str[0] = '\0';
+        return str;
+    }
+    memcpy(str, c->line, (size_t)n + 1);
+    return str;
+}
+
+/* inih's handler: one "name = value". Always carries on (errors are
+ * collected), so every bad line is reported. */
+static int file_handler(void *user, const char *section, const char *name, const char *value)
+{
+    file_ctx_t *c = user;
+    (void)section; /* section lines are refused by the reader */
+    size_t idx;
+    const tq_cfg_entry_t *e = lookup(c->table, name, strlen(name), &idx);
+    if (!e) {
+        file_error(c, "unknown setting '%.64s'", name);
+        return 1;
+    }
+    if (!strcmp(e->name, "config") || !strcmp(e->name, "check-config") ||
+        !strcmp(e->name, "help") || !strcmp(e->name, "version")) {
+        file_error(c, "'%s' cannot be set in a config file", e->name);
+        return 1;
+    }
+    track_t *t = &c->tr[idx];
+    if (e->type == TQ_CFG_LIST) {
+        if (!t->file_line)
+            release(c->settings, e, t); /* the file replaces the default */
+    } else if (t->file_line) {
+        file_error(c, "'%s' is set twice (first on line %d)", e->name, t->file_line);
+        return 1;
+    }
+    t->file_line = c->lineno;
+    char msg[384];
+    if (apply(c->settings, e, t, value, e->name, msg, sizeof msg) < 0)
+        file_error(c, "%s", msg);
+    return 1;
+}
+
+/* Read the config file named by the table's "config" entry (flag, else
+ * environment, else default) into settings. Returns 0 (also when there
+ * is no such entry, or a default file does not exist), or -1 with every
+ * error in err. */
+static int load_file(const tq_cfg_entry_t *table, void *settings, track_t *tr, int argc,
+                     char **argv, int argi, char *err, size_t errlen)
+{
+    size_t cidx;
+    const tq_cfg_entry_t *ce = lookup(table, "config", 6, &cidx);
+    if (!ce || ce->type != TQ_CFG_STRING)
+        return 0;
+    const char *path = scan_flag(table, argc, argv, argi, "config");
+    int given = 1;
+    if (!path && ce->env)
+        path = getenv(ce->env);
+    if (!path) {
+        path = ce->def;
+        given = 0;
+    }
+    if (!path || !*path)
+        return 0;
+    char full[4096];
+    if (strncmp(path, "~/", 2) == 0) {
+        const char *home = getenv("HOME");
+        if (!home || !*home) {
+            if (!given)
+                return 0;
+            snprintf(err, errlen, "config file %s: HOME is not set", path);
+            return -1;
+        }
+        if (snprintf(full, sizeof full, "%s/%s", home, path + 2) >= (int)sizeof full) {
+            snprintf(err, errlen, "config file %s: path too long", path);
+            return -1;
+        }
+        path = full;
+    }
+    struct stat st;
+    /* A default path that cannot be seen (missing, or a directory on
+     * the way we may not search, e.g. another user's HOME) is no file;
+     * one that exists and cannot be read is an error. */
+    if (!given && stat(path, &st) < 0)
+        return 0;
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        snprintf(err, errlen, "config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "config file %s: not a regular file", path);
+        fclose(f);
+        return -1;
+    }
+    file_ctx_t c = {.table = table, .settings = settings, .tr = tr, .path = path, .f = f,
+                    .err = err, .errlen = errlen};
+    if (errlen)
+        err[0] = '\0';
+    int rc = ini_parse_stream(file_reader, &c, file_handler, &c);
+    if (rc < 0) {
+        c.lineno = 0;
+        file_error(&c, "cannot read it (out of memory)");
+    } else if (rc > 0 && rc != c.last_bad_line) {
+        /* a line inih found wrong that the reader let through */
+        int keep = c.lineno;
+        c.lineno = rc;
+        file_error(&c, "syntax error");
+        c.lineno = keep;
+    }
+    if (ferror(f)) {
+        c.lineno = 0;
+        file_error(&c, "read error: %s", strerror(errno));
+    }
+    free(c.line);
+    fclose(f);
+    for (size_t i = 0; table[i].name; i++)
+        tr[i].file_line = 0;
+    if (c.nerrors > TQ_CFG_FILE_ERRORS_MAX && c.used + 1 < errlen)
+        snprintf(err + c.used, errlen - c.used, "\n%s: %d more errors", path,
+                 c.nerrors - TQ_CFG_FILE_ERRORS_MAX);
+    return c.nerrors ? -1 : 0;
+}
+
 int tq_cfg_parse(const tq_cfg_entry_t *table, void *settings, int argc, char **argv, int *argi,
                  int *help_out, char *err, size_t errlen)
 {
@@ -323,6 +566,8 @@ int tq_cfg_parse(const tq_cfg_entry_t *table, void *settings, int argc, char **a
     if (help_out)
         *help_out = 0;
     if (apply_defaults(table, settings, tr, err, errlen) < 0)
+        goto out;
+    if (load_file(table, settings, tr, argc, argv, *argi, err, errlen) < 0)
         goto out;
 
     for (size_t i = 0; table[i].name; i++) {
@@ -496,5 +741,31 @@ void tq_cfg_markdown(const tq_cfg_entry_t *table, FILE *out)
         fprintf(out, "` | %s%s%s | %s%s%s | %s%s |\n", e->env ? "`" : "", e->env ? e->env : "",
                 e->env ? "`" : "", e->def ? "`" : "", e->def ? e->def : "", e->def ? "`" : "",
                 e->help ? e->help : "", e->type == TQ_CFG_LIST ? " (repeatable)" : "");
+    }
+}
+
+/* Text for scdoc: '*', '_', '\\' and a leading '-' would be markup. */
+static void scdoc_text(FILE *out, const char *s)
+{
+    for (const char *p = s; p && *p; p++) {
+        if (*p == '*' || *p == '_' || *p == '\\')
+            fputc('\\', out);
+        fputc(*p, out);
+    }
+}
+
+void tq_cfg_scdoc(const tq_cfg_entry_t *table, FILE *out)
+{
+    char flag[160], note[256];
+    for (size_t i = 0; table[i].name; i++) {
+        const tq_cfg_entry_t *e = &table[i];
+        flag_text(e, flag, sizeof flag);
+        notes(e, note, sizeof note);
+        fputc('*', out);
+        scdoc_text(out, flag);
+        fputs("*\n\t", out);
+        scdoc_text(out, e->help ? e->help : "");
+        scdoc_text(out, note);
+        fputs("\n\n", out);
     }
 }

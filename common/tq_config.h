@@ -20,13 +20,32 @@
  *   TQ_CFG_ENUM     char * one of `choices` ("always|interval|off")
  *   TQ_CFG_FLAG     int 0/1, takes no value
  *   TQ_CFG_LIST     tq_strlist_t, repeatable, in order given
- * Flags are "--name VALUE" or "--name=VALUE". */
+ * Flags are "--name VALUE" or "--name=VALUE".
+ *
+ * Config file: a table with a STRING entry named "config" reads the
+ * file it names (from --config, else its environment variable, else its
+ * default) after the defaults and before the environment and the flags,
+ * so file < environment < flags. The file is INI (read with inih):
+ * "name = value" lines whose names are the flags without "--" (repair =
+ * yes for a FLAG; a LIST name may repeat, each line adds one item),
+ * comments start with '#' or ';', no sections. A default path that does
+ * not exist is skipped; one given by flag or environment must exist. A
+ * leading "~/" is $HOME. Every bad line is reported, as "FILE:LINE:
+ * message", one per line of err. */
 #ifndef TQ_CONFIG_H
 #define TQ_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+/* Room for every error of a config file (callers' err buffers). */
+#define TQ_CFG_ERR_MAX 4096
+/* Longest line of a config file: the line buffer of Debian's libinih
+ * (INI_MAX_LINE). Longer lines are an error, never cut. */
+#define TQ_CFG_LINE_MAX 200
+/* Bad lines reported from one config file at most (the rest counted). */
+#define TQ_CFG_FILE_ERRORS_MAX 20
 
 typedef enum {
     TQ_CFG_INT,
@@ -67,6 +86,16 @@ typedef struct {
  *   "unknown option --frobnicate" */
 int tq_cfg_parse(const tq_cfg_entry_t *table, void *settings, int argc, char **argv, int *argi,
                  int *help_out, char *err, size_t errlen);
+
+/* 1 if the flags in argv[argi...] (before the first argument) include
+ * --NAME; stops like tq_cfg_parse. For --check-config, which must be
+ * known before the parse fails. */
+int tq_cfg_has_flag(const tq_cfg_entry_t *table, int argc, char **argv, int argi,
+                    const char *name);
+
+/* Print each setting as a man page list (scdoc markup), for the pages
+ * generated at build time. */
+void tq_cfg_scdoc(const tq_cfg_entry_t *table, FILE *out);
 
 /* Apply only the defaults (settings that no flag set). Returns 0 or -1. */
 int tq_cfg_defaults(const tq_cfg_entry_t *table, void *settings, char *err, size_t errlen);

@@ -5,8 +5,10 @@
 #include "tq_test.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     int64_t concurrency;
@@ -354,6 +356,100 @@ static void test_usage(void)
     free(buf);
 }
 
+/* A table with a config file entry. */
+typedef struct {
+    settings_t s;
+    char *config;
+} fsettings_t;
+
+#define FS(f) (offsetof(fsettings_t, s) + offsetof(settings_t, f))
+static const tq_cfg_entry_t ftable[] = {
+    {"concurrency", TQ_CFG_INT, "0", 0, 4096, NULL, NULL, FS(concurrency), "N", ""},
+    {"connect", TQ_CFG_STRING, "tcp://127.0.0.1:7070", 0, 0, NULL, "TQTEST_CONNECT", FS(connect),
+     "ENDPOINT", ""},
+    {"verbose", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, FS(verbose), NULL, ""},
+    {"fn", TQ_CFG_LIST, "dflt=x", 0, 0, NULL, NULL, FS(fn), "NAME=COMMAND", ""},
+    {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(fsettings_t, config), "FILE", ""},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
+static void write_file(const char *path, const char *text, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f) {
+        fwrite(text, 1, n, f);
+        fclose(f);
+    }
+}
+
+static int fparse(fsettings_t *fs, const char **args, char *e, size_t elen)
+{
+    int argc = 0;
+    while (args[argc])
+        argc++;
+    memset(fs, 0, sizeof *fs);
+    int ai = 1, h = 0;
+    return tq_cfg_parse(ftable, fs, argc, (char **)args, &ai, &h, e, elen);
+}
+
+/* The config file: CRLF lines, comments, a list replacing its default,
+ * file < environment < flags, every bad line reported (NUL bytes, long
+ * lines, unknown names), nothing leaked on errors (ASan). */
+static void test_file(void)
+{
+    char path[] = "/tmp/tq_config_test.XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    const char good[] = "# comment\r\nconcurrency = 7\r\nverbose = yes\nfn = a=1\nfn = b=2\n"
+                        "connect = tcp://file:1\n";
+    write_file(path, good, sizeof good - 1);
+    fsettings_t fs;
+    char e[TQ_CFG_ERR_MAX];
+    const char *a1[] = {"prog", "--config", path, NULL};
+    CHECK_EQ_INT(fparse(&fs, a1, e, sizeof e), 0);
+    CHECK_EQ_INT(fs.s.concurrency, 7);
+    CHECK_EQ_INT(fs.s.verbose, 1);
+    CHECK_EQ_INT((int)fs.s.fn.n, 2);
+    CHECK(fs.s.fn.n == 2 && strcmp(fs.s.fn.items[1], "b=2") == 0);
+    CHECK_EQ_STR(fs.s.connect, "tcp://file:1");
+    tq_cfg_free(ftable, &fs);
+    /* environment over the file, flags over both (a list flag replaces) */
+    setenv("TQTEST_CONNECT", "tcp://env:2", 1);
+    const char *a2[] = {"prog", "--fn", "c=3", "--config", path, "--concurrency", "9", NULL};
+    CHECK_EQ_INT(fparse(&fs, a2, e, sizeof e), 0);
+    CHECK_EQ_STR(fs.s.connect, "tcp://env:2");
+    CHECK_EQ_INT(fs.s.concurrency, 9);
+    CHECK(fs.s.fn.n == 1 && strcmp(fs.s.fn.items[0], "c=3") == 0);
+    tq_cfg_free(ftable, &fs);
+    unsetenv("TQTEST_CONNECT");
+    /* bad lines, all of them */
+    char bad[600];
+    int n = snprintf(bad, sizeof bad, "concurrency = 99999\nnul = a");
+    bad[n++] = '\0';
+    n += snprintf(bad + n, sizeof bad - (size_t)n, "b\nwhat\nfn = %0250d\nconnect = x\n"
+                  "connect = y\n", 0);
+    write_file(path, bad, (size_t)n);
+    CHECK_EQ_INT(fparse(&fs, a1, e, sizeof e), -1);
+    char want[256];
+    snprintf(want, sizeof want, "%s:1: concurrency: 99999 is out of range (0..4096)", path);
+    CHECK(strstr(e, want) != NULL);
+    snprintf(want, sizeof want, "%s:2: line holds a NUL byte", path);
+    CHECK(strstr(e, want) != NULL);
+    snprintf(want, sizeof want, "%s:3: expected NAME = VALUE", path);
+    CHECK(strstr(e, want) != NULL);
+    snprintf(want, sizeof want, "%s:4: line longer than", path);
+    CHECK(strstr(e, want) != NULL);
+    snprintf(want, sizeof want, "%s:6: 'connect' is set twice (first on line 5)", path);
+    CHECK(strstr(e, want) != NULL);
+    CHECK(fs.s.fn.items == NULL && fs.s.connect == NULL); /* released on error */
+    /* a named file that does not exist */
+    unlink(path);
+    CHECK_EQ_INT(fparse(&fs, a1, e, sizeof e), -1);
+    CHECK(strstr(e, "No such file or directory") != NULL);
+}
+
 int main(void)
 {
     clear_env();
@@ -365,5 +461,6 @@ int main(void)
     RUN(test_env);
     RUN(test_bad_default);
     RUN(test_usage);
+    RUN(test_file);
     TEST_MAIN_END();
 }

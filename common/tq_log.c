@@ -8,7 +8,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,13 +21,48 @@
 
 static char log_role[TQ_LOG_ROLE_MAX] = "taskq";
 static atomic_int log_level = TQ_LOG_INFO;
+static atomic_int log_format = TQ_LOG_LOGFMT;
+static atomic_int log_journal; /* stderr is the journal: priority prefixes */
 
 static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+static const char *const level_lower[] = {"error", "warn", "info", "debug"};
+/* syslog priorities: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG */
+static const char *const level_prio[] = {"<3>", "<4>", "<6>", "<7>"};
+
+int tq_log_format_parse(const char *s)
+{
+    static const char *const names[] = {"logfmt", "json", "text"};
+    for (int i = 0; s && i < 3; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void tq_log_set_format(int format)
+{
+    if (format >= TQ_LOG_LOGFMT && format <= TQ_LOG_TEXT)
+        atomic_store(&log_format, format);
+}
+
+/* 1 if JOURNAL_STREAM ("DEV:INODE") names the file stderr is. */
+static int stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    struct stat st;
+    unsigned long long dev, ino;
+    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void tq_log_init(const char *role)
 {
     if (role)
         tq_strlcpy(log_role, role, sizeof log_role);
+    int f = tq_log_format_parse(getenv("TASKQ_LOG_FORMAT"));
+    if (f >= 0)
+        tq_log_set_format(f);
+    atomic_store(&log_journal, stderr_is_journal());
 }
 
 void tq_log_set_level(int level)
@@ -142,54 +179,110 @@ char *tq_log_escape_str(char *dst, size_t dstlen, const char *src)
     return tq_log_escape(dst, dstlen, src, src ? strlen(src) : 0);
 }
 
+/* Quote the raw message src[n] as a logfmt (json = 0) or JSON (json =
+ * 1) string value, without the quotes, into dst[dstlen]: '"' and '\\'
+ * are escaped with a backslash, a control byte or a byte that is not
+ * valid UTF-8 becomes \xNN (JSON: \u00NN, or "\\xNN" for a bad byte), so
+ * the value stays on one line and parses. Cut with "..." when long. */
+static void quote_value(char *dst, size_t dstlen, const char *src, size_t n, int json)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)src;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        char piece[8];
+        size_t k = 0, used = 1;
+        unsigned char c = p[i];
+        size_t u;
+        if (c == '"' || c == '\\') {
+            piece[k++] = '\\';
+            piece[k++] = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            piece[k++] = (char)c;
+        } else if (c >= 0x80 && (u = utf8_len(p + i, n - i)) > 0) {
+            memcpy(piece, p + i, u);
+            k = used = u;
+        } else if (json && c < 0x80) {
+            memcpy(piece, "\\u00", 4);
+            piece[4] = hex[c >> 4], piece[5] = hex[c & 15];
+            k = 6;
+        } else {
+            if (json)
+                piece[k++] = '\\';
+            piece[k++] = '\\', piece[k++] = 'x', piece[k++] = hex[c >> 4];
+            piece[k++] = hex[c & 15];
+        }
+        if (o + k + 4 > dstlen) { /* room for "..." and the NUL */
+            if (dstlen >= 4) {
+                memcpy(dst + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        memcpy(dst + o, piece, k);
+        o += k;
+        i += used;
+    }
+    if (dstlen)
+        dst[o < dstlen ? o : dstlen - 1] = '\0';
+}
+
 /* Formats the whole line into a stack buffer so that concurrent writers
  * never interleave within a line. Preserves errno. */
 void tq_log_write(int level, const char *fmt, ...)
 {
     int saved_errno = errno;
-    char line[TQ_LOG_LINE_MAX];
     if (level < TQ_LOG_ERROR)
         level = TQ_LOG_ERROR;
     if (level > TQ_LOG_DEBUG)
         level = TQ_LOG_DEBUG;
 
+    char raw[TQ_LOG_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    size_t rn = m < 0 ? 0 : (size_t)m < sizeof raw ? (size_t)m : sizeof raw - 1;
+    if (m >= (int)sizeof raw)
+        memcpy(raw + rn - 3, "...", 3);
+    /* Strip a trailing newline the caller may have added. */
+    while (rn > 0 && raw[rn - 1] == '\n')
+        rn--;
+
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000L, log_role, level_names[level]);
-    if (n < 0)
-        n = 0;
-    size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+    char when[64];
+    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             ts.tv_nsec / 1000000L);
+    const char *prio = atomic_load(&log_journal) ? level_prio[level] : "";
+    int format = atomic_load(&log_format);
 
-    /* Room for the message, keeping one byte for '\n' (the NUL written by
-     * vsnprintf lands where the '\n' will go). */
-    size_t room = sizeof line - len - 1;
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + len, room + 1, fmt, ap);
-    va_end(ap);
-    if (m < 0)
-        m = 0;
-    if ((size_t)m > room) {
-        len += room;
-        memcpy(line + len - 3, "...", 3);
-    } else {
-        len += (size_t)m;
-    }
-    /* Strip a trailing newline the caller may have added. */
-    while (len > 0 && line[len - 1] == '\n')
-        len--;
-    /* Escape the message part: whatever it quotes stays on this line. */
+    char line[TQ_LOG_LINE_MAX + 128];
     char msg[TQ_LOG_LINE_MAX];
-    size_t head = (size_t)n < len ? (size_t)n : len;
-    tq_log_escape(msg, sizeof line - head - 1, line + head, len - head);
-    size_t mlen = strlen(msg); /* < sizeof line - head - 1 */
-    memcpy(line + head, msg, mlen);
-    len = head + mlen;
-    line[len++] = '\n';
+    int n;
+    if (format == TQ_LOG_TEXT) {
+        /* Escape the message: whatever it quotes stays on this line. */
+        tq_log_escape(msg, sizeof msg, raw, rn);
+        n = snprintf(line, sizeof line, "%s%s %s %s %s\n", prio, when, log_role,
+                     level_names[level], msg);
+    } else if (format == TQ_LOG_JSON) {
+        quote_value(msg, sizeof msg, raw, rn, 1);
+        char role[2 * TQ_LOG_ROLE_MAX];
+        quote_value(role, sizeof role, log_role, strlen(log_role), 1);
+        n = snprintf(line, sizeof line,
+                     "%s{\"ts\":\"%s\",\"level\":\"%s\",\"role\":\"%s\",\"msg\":\"%s\"}\n", prio,
+                     when, level_lower[level], role, msg);
+    } else {
+        quote_value(msg, sizeof msg, raw, rn, 0);
+        n = snprintf(line, sizeof line, "%sts=%s level=%s role=%s msg=\"%s\"\n", prio, when,
+                     level_lower[level], log_role, msg);
+    }
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+    if (len && line[len - 1] != '\n')
+        line[len - 1] = '\n';
 
     const char *p = line;
     while (len > 0) {

@@ -1,16 +1,32 @@
-/* tq_log.h - one logging API for every program. Lines go to stderr as
+/* tq_log.h - one logging API for every program. One line per event on
+ * stderr, as logfmt by default:
+ *   ts=2026-11-21T22:30:01.123Z level=info role=master msg="listening on tcp://127.0.0.1:7070"
+ * or JSON (--log-format json, TASKQ_LOG_FORMAT=json):
+ *   {"ts":"2026-11-21T22:30:01.123Z","level":"info","role":"master","msg":"listening on ..."}
+ * or the older text form (text):
  *   2026-11-21T22:30:01.123Z master INFO listening on tcp://127.0.0.1:7070
- * The level is checked before the arguments are formatted. Thread-safe
- * (one write(2) per line). Never log a secret. */
+ * When stderr is the systemd journal (JOURNAL_STREAM names it), each line
+ * starts with its syslog priority ("<6>" for info) so the journal keeps
+ * the level. The level is checked before the arguments are formatted.
+ * Thread-safe (one write(2) per line). Never log a secret or a payload. */
 #ifndef TQ_LOG_H
 #define TQ_LOG_H
 
 #include <stddef.h>
 
 typedef enum { TQ_LOG_ERROR = 0, TQ_LOG_WARN = 1, TQ_LOG_INFO = 2, TQ_LOG_DEBUG = 3 } tq_log_level_t;
+typedef enum { TQ_LOG_LOGFMT = 0, TQ_LOG_JSON = 1, TQ_LOG_TEXT = 2 } tq_log_format_t;
 
-/* Set the role prefix ("master", "worker[3]", "taskq"); copied. */
+/* The formats' names, for settings tables (ENUM choices). */
+#define TQ_LOG_FORMATS "logfmt|json|text"
+
+/* Set the role ("master", "worker", "taskq"); copied. Also takes the
+ * format from TASKQ_LOG_FORMAT (when it names one) and looks whether
+ * stderr is the journal (JOURNAL_STREAM). */
 void tq_log_init(const char *role);
+/* Parse "logfmt|json|text"; returns the format or -1. */
+int tq_log_format_parse(const char *s);
+void tq_log_set_format(int format);
 void tq_log_set_level(int level);
 int tq_log_level(void);
 /* Parse "error|warn|info|debug"; returns the level or -1. */

@@ -181,6 +181,7 @@ static int bump(void)
 static void log_some(void)
 {
     tq_log_init("worker[3]");
+    tq_log_set_format(TQ_LOG_TEXT); /* the text form; logfmt and JSON below */
     tq_log_set_level(TQ_LOG_INFO);
     tq_info("listening on %s:%d", "tcp://127.0.0.1", 7070);
     tq_debug("hidden %d", bump()); /* arguments not evaluated below the level */
@@ -229,6 +230,7 @@ static void test_log(void)
 
 static void log_forged(void)
 {
+    tq_log_set_format(TQ_LOG_TEXT);
     tq_warn("peer says: %s", "ok\n2026-11-21T22:30:01.123Z master INFO forged\x1b[31m\r");
 }
 
@@ -265,6 +267,44 @@ static void test_log_escape(void)
     CHECK(strstr(buf, "peer says: ok\\x0a2026-11-21T22:30:01.123Z master INFO "
                       "forged\\x1b[31m\\x0d\n") != NULL);
     CHECK(strchr(buf, '\x1b') == NULL);
+}
+
+static void log_logfmt(void)
+{
+    tq_log_init("master");
+    tq_log_set_format(TQ_LOG_LOGFMT);
+    tq_info("listening on %s", "tcp://127.0.0.1:7070");
+    tq_warn("peer says: %s", "a \"quoted\" back\\slash\nts=1 level=error\x1b\xff caf\xc3\xa9");
+}
+
+static void log_json(void)
+{
+    tq_log_set_format(TQ_LOG_JSON);
+    tq_info("peer says: %s", "a \"q\" b\\s\n\x01\xff");
+    tq_log_set_format(TQ_LOG_LOGFMT);
+}
+
+/* logfmt (the default) and JSON lines: one line per event, the message
+ * quoted so that nothing in it can end the value or the line. */
+static void test_log_formats(void)
+{
+    CHECK_EQ_INT(tq_log_format_parse("logfmt"), TQ_LOG_LOGFMT);
+    CHECK_EQ_INT(tq_log_format_parse("json"), TQ_LOG_JSON);
+    CHECK_EQ_INT(tq_log_format_parse("text"), TQ_LOG_TEXT);
+    CHECK_EQ_INT(tq_log_format_parse("xml"), -1);
+    char buf[4096];
+    size_t n = capture(log_logfmt, buf, sizeof buf);
+    CHECK(n > 0 && strncmp(buf, "ts=", 3) == 0 && buf[3 + 23] == 'Z');
+    CHECK(strstr(buf, "Z level=info role=master msg=\"listening on tcp://127.0.0.1:7070\"\n") !=
+          NULL);
+    CHECK(strstr(buf, " level=warn role=master msg=\"peer says: a \\\"quoted\\\" "
+                      "back\\\\slash\\x0ats=1 level=error\\x1b\\xff caf\xc3\xa9\"\n") != NULL);
+    char *nl = strchr(buf, '\n');
+    CHECK(nl && strchr(nl + 1, '\n') == buf + n - 1); /* two lines */
+    n = capture(log_json, buf, sizeof buf);
+    CHECK(n > 0 && strncmp(buf, "{\"ts\":\"", 7) == 0);
+    CHECK(strstr(buf, "\",\"level\":\"info\",\"role\":\"master\",\"msg\":\"peer says: a "
+                      "\\\"q\\\" b\\\\s\\u000a\\u0001\\\\xff\"}\n") != NULL);
 }
 
 static void test_peer_name(void)
@@ -317,6 +357,7 @@ int main(void)
     RUN(test_peer_name);
     RUN(test_log);
     RUN(test_log_escape);
+    RUN(test_log_formats);
     RUN(test_fnv1a);
     RUN(test_endpoint_port);
     TEST_MAIN_END();

@@ -60,6 +60,8 @@ struct tq_auth {
     int fd_limit;
     int64_t handshake_ms;
     _Atomic uint8_t *active; /* [fd_limit]: the connection on fd talks */
+    _Atomic uint64_t m_auth_failed; /* for the metrics (tq_auth_counts) */
+    _Atomic uint64_t m_open;
     /* thread-only state */
     conn_t *conns;
     size_t nconns, capconns;
@@ -468,6 +470,8 @@ static int monitor_handle(tq_auth_t *self, void *mon) {
             int keys = self->fail_kind[self->fail_head];
             self->fail_head = (self->fail_head + 1) % AUTH_PENDING_FAILS;
             self->nfail--;
+            if (keys)
+                atomic_fetch_add_explicit(&self->m_auth_failed, 1, memory_order_relaxed);
             if (!keys)
                 tq_debug("peer %s closed the connection during the handshake", addr);
             else if (log_ok(self))
@@ -478,7 +482,13 @@ static int monitor_handle(tq_auth_t *self, void *mon) {
     default:
         break;
     }
+    atomic_store_explicit(&self->m_open, self->nopen, memory_order_relaxed);
     return 0;
+}
+
+void tq_auth_counts(const tq_auth_t *self, uint64_t *auth_failures, uint64_t *open_conns) {
+    *auth_failures = atomic_load_explicit(&self->m_auth_failed, memory_order_relaxed);
+    *open_conns = atomic_load_explicit(&self->m_open, memory_order_relaxed);
 }
 
 /* ---- thread ------------------------------------------------------------- */

@@ -46,6 +46,10 @@ tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monit
  * connection cap never cuts it. Ignores fd < 0. */
 void tq_auth_mark_active(tq_auth_t *self, int fd);
 
+/* Any thread: connections refused for a wrong key since start, and
+ * connections open now (as of the last monitor event). */
+void tq_auth_counts(const tq_auth_t *self, uint64_t *auth_failures, uint64_t *open_conns);
+
 /* Stop the actor (a message over its pipe), join it, free it. Accepts
  * NULL; nulls *self_p. */
 void tq_auth_destroy(tq_auth_t **self_p);

@@ -26,6 +26,7 @@
 #include "auth.h"
 #include "engine.h"
 #include "handlers.h"
+#include "metrics.h"
 #include "now.h"
 #include "outbox.h"
 #include "peers.h"
@@ -82,7 +83,7 @@ typedef struct {
     int64_t next_ms;
     loop_timer_fn fn;
 } loop_timer_t;
-#define LOOP_TIMERS 4
+#define LOOP_TIMERS 5
 
 struct tq_loop {
     void *ctx;
@@ -99,6 +100,7 @@ struct tq_loop {
     tq_outbox_t *outbox;   /* every send, the per-peer queues and their gates */
     tq_roster_t *roster;   /* peers leaving, log lines about peers */
     tq_handlers_t *handlers;
+    tq_metrics_t *metrics; /* --metrics-listen, or NULL */
     int64_t start_ms;
     loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
     size_t ntimers;
@@ -371,6 +373,13 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     wire(self);
     if (bind_router(self, cfg, keys, err, errlen) < 0)
         goto fail;
+    if (cfg->metrics_listen) {
+        self->metrics = tq_metrics_start(cfg->metrics_listen, err, errlen);
+        if (!self->metrics)
+            goto fail;
+        tq_info("metrics on %s", tq_metrics_url(self->metrics));
+        tq_engine_subscribe(self->engine, tq_metrics_on_engine, self->metrics);
+    }
     self->started = 1;
     return self;
 fail:
@@ -410,6 +419,24 @@ static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
 static int64_t on_journal_timer(tq_loop_t *self, int64_t now) {
     tq_persist_tick(self->persist, now);
     return tq_persist_busy(self->persist) ? now : now + LOOP_JTICK_MS;
+}
+
+/* Timer: render the metrics for the HTTP thread (metrics.h). */
+static int64_t on_metrics_timer(tq_loop_t *self, int64_t now) {
+    tq_persist_stats_t js;
+    tq_persist_stats(self->persist, &js);
+    tq_metrics_info_t mi = {
+        .uptime_ms = now - self->start_ms,
+        .late_results = tq_handlers_late(self->handlers),
+        .journal_bytes = js.bytes,
+        .journal_live_bytes = js.live_bytes,
+        .compactions = js.compactions,
+        .journal_records = js.records,
+        .journal_error = js.failed,
+    };
+    tq_auth_counts(self->auth, &mi.auth_failures, &mi.connections);
+    tq_metrics_render(self->metrics, self->store, self->peers, &mi);
+    return now + TQ_METRICS_RENDER_MS;
 }
 
 static void timer_add(tq_loop_t *self, int64_t first_ms, loop_timer_fn fn) {
@@ -475,6 +502,8 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
     timer_add(self, now + self->cfg.heartbeat_ms, on_heartbeat_timer);
     timer_add(self, now + LOOP_SWEEP_MS, on_sweep_timer);
     timer_add(self, now + LOOP_JTICK_MS, on_journal_timer);
+    if (self->metrics)
+        timer_add(self, now, on_metrics_timer);
     for (;;) {
         now = tq_mono_ms();
         long timeout = timers_timeout(self, now);
@@ -546,6 +575,9 @@ void tq_loop_destroy(tq_loop_t **self_p) {
                 t->retried, tq_handlers_late(self->handlers), tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
                 tq_peers_count_role(self->peers, TQ_ROLE_CLIENT));
     }
+    if (self->metrics && self->engine) /* before the leases are handed back below */
+        tq_engine_unsubscribe(self->engine, tq_metrics_on_engine, self->metrics);
+    tq_metrics_stop(&self->metrics); /* its thread reads nothing of ours */
     if (self->router) {
         if (self->auth)
             zmq_socket_monitor(self->router, NULL, 0);

@@ -38,6 +38,7 @@ typedef struct {
     const tq_queue_timeout_t *queue_timeouts; /* --queue-timeout, parsed */
     size_t nqueue_timeouts;
     tq_journal_cfg_t journal;     /* where and how the journal lives */
+    const char *metrics_listen;   /* --metrics-listen ADDR:PORT, or NULL (metrics.h) */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;

@@ -18,12 +18,14 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 #include <zmq.h>
 
 #include "dirlock.h"
 #include "jfault.h"
 #include "loop.h"
 #include "tq_args.h"
+#include "metrics.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
@@ -58,6 +60,10 @@ typedef struct {
     int64_t journal_reserve;
     char *log_level;
     int version;
+    char *log_format;
+    char *config;
+    int check_config;
+    char *metrics_listen;
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
@@ -143,6 +149,18 @@ static const tq_cfg_entry_t table[] = {
      S(log_level), "LEVEL", "error, warn, info or debug (SIGHUP applies a new value)"},
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(version), NULL,
      "print the version and exit"},
+    {"log-format", TQ_CFG_ENUM, "logfmt", 0, 0, TQ_LOG_FORMATS, "TASKQ_LOG_FORMAT", S(log_format),
+     "FORMAT", "log lines as logfmt (ts=... level=... role=master msg=\"...\"), json (one object "
+     "a line) or text (the older 'TIME master LEVEL message')"},
+    {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_CONFIG", S(config), "FILE",
+     "read settings from FILE (name = value per line, names as these flags; flags and the "
+     "environment win over it; taskq.conf(5))"},
+    {"check-config", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(check_config), NULL,
+     "check the settings (file, environment, flags) and exit: prints 'configuration OK', or "
+     "every error (FILE:LINE: message) and exits 2"},
+    {"metrics-listen", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(metrics_listen), "ADDR:PORT",
+     "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (off by default; give "
+     "127.0.0.1:PORT unless the network in front is trusted)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -348,15 +366,24 @@ int main(int argc, char **argv) {
         tq_cfg_markdown(table, stdout);
         return TQ_EXIT_OK;
     }
+    /* The man page's option list is generated from the same table. */
+    if (argc == 2 && strcmp(argv[1], "--help-scdoc") == 0) {
+        tq_cfg_scdoc(table, stdout);
+        return TQ_EXIT_OK;
+    }
+    int check = tq_cfg_has_flag(table, argc, argv, 1, "check-config");
     settings_t s;
     tq_queue_timeout_t *qtimeouts = NULL;
     memset(&s, 0, sizeof s);
-    char err[512];
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0, lockfd = -1;
     tq_args_t args;
     if (tq_args_expand(table, shorts, argc, argv, 1, &args, err, sizeof err) < 0 ||
         tq_cfg_parse(table, &s, args.argc, args.argv, &argi, &help, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-master: %s\n(try taskq-master --help)\n", err);
+        if (check)
+            fprintf(stderr, "%s\n", err);
+        else
+            fprintf(stderr, "taskq-master: %s\n(try taskq-master --help)\n", err);
         tq_args_free(&args);
         tq_cfg_free(table, &s);
         return TQ_EXIT_USAGE;
@@ -408,8 +435,24 @@ int main(int argc, char **argv) {
         goto out;
     }
     tq_log_set_level(tq_log_level_parse(s.log_level));
+    tq_log_set_format(tq_log_format_parse(s.log_format));
+    if (s.metrics_listen && tq_metrics_addr_check(s.metrics_listen, err, sizeof err) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
+    if (s.check_config) {
+        printf("configuration OK\n");
+        rc = TQ_EXIT_OK;
+        goto out;
+    }
 
     rc = TQ_EXIT_ENV;
+    tq_info("taskq-master %s starting: pid %ld, bind %s, data dir %s, fsync %s, max-tasks %" PRId64
+            ", max-payload %" PRId64 ", max-attempts %" PRId64 ", lease-timeout %" PRId64
+            " ms, heartbeat %" PRId64 "/%" PRId64 " ms, log-level %s",
+            TQ_VERSION, (long)getpid(), s.bind, s.data_dir, s.fsync, s.max_tasks, s.max_payload,
+            s.max_attempts, s.lease_timeout_ms, s.heartbeat_interval_ms, s.heartbeat_timeout_ms,
+            s.log_level);
     int fd_limit = 0;
     size_t max_conns = 0;
     if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, err, sizeof err) < 0) {
@@ -494,6 +537,7 @@ int main(int argc, char **argv) {
             .reserve = (uint64_t)s.journal_reserve,
             .zmq_ctx = ctx,
         },
+        .metrics_listen = s.metrics_listen && *s.metrics_listen ? s.metrics_listen : NULL,
     };
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, err, sizeof err) : NULL;
     tq_curve_keys_free(&keys);
@@ -502,6 +546,10 @@ int main(int argc, char **argv) {
         rc = TQ_EXIT_ENV;
     } else {
         tq_info("listening on %s, data dir %s", tq_loop_endpoint(loop), s.data_dir);
+        /* Type=notify units: ready once replayed and bound (a no-op
+         * outside systemd: NOTIFY_SOCKET unset). */
+        sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%lu", tq_loop_endpoint(loop),
+                   (unsigned long)getpid());
         for (;;) {
             if (tq_loop_run(loop, sfd) != 0) {
                 rc = TQ_EXIT_INTERNAL;
@@ -519,6 +567,7 @@ int main(int argc, char **argv) {
             rc = TQ_EXIT_OK;
             break;
         }
+        sd_notify(0, "STOPPING=1");
         tq_loop_destroy(&loop);
     }
     if (ctx)

@@ -47,7 +47,10 @@ typedef struct {
     char *functions;
     int64_t drain_timeout_ms;
     char *log_level;
+    char *log_format;
     int version;
+    char *config;
+    int check_config;
 } settings_t;
 
 static const tq_cfg_entry_t table[] = {
@@ -84,8 +87,17 @@ static const tq_cfg_entry_t table[] = {
      "on SIGTERM/SIGINT, wait this long for running tasks before killing them"},
     {"log-level", TQ_CFG_ENUM, "info", 0, 0, "error|warn|info|debug", "TASKQ_LOG_LEVEL",
      offsetof(settings_t, log_level), "LEVEL", "log verbosity"},
+    {"log-format", TQ_CFG_ENUM, "logfmt", 0, 0, "logfmt|json|text", "TASKQ_LOG_FORMAT",
+     offsetof(settings_t, log_format), "FORMAT",
+     "log lines as logfmt (ts=... level=... role=worker msg=\"...\"), json or text"},
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, version), NULL,
      "print the version and exit"},
+    {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_CONFIG", offsetof(settings_t, config),
+     "FILE", "read settings from FILE (name = value per line, names as these flags; flags and "
+     "the environment win over it; taskq.conf(5))"},
+    {"check-config", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, check_config),
+     NULL, "check the settings (file, environment, flags) and exit: prints 'configuration OK', "
+     "or every error (FILE:LINE: message) and exits 2"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -300,13 +312,18 @@ int main(int argc, char **argv)
 {
     tq_process_protect(); /* no core file or ptrace with the keys in memory */
     settings_t s;
-    char err[512];
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0;
     taskq_worker_t *w = NULL;
     taskq_error_t werr;
 
     memset(&s, 0, sizeof s);
     ensure_std_fds();
+    /* The man page's option list is generated from the same table. */
+    if (argc == 2 && strcmp(argv[1], "--help-scdoc") == 0) {
+        tq_cfg_scdoc(table, stdout);
+        return TQ_EXIT_OK;
+    }
     /* SIGHUP goes to hup_main alone: block it before any thread (the
      * slots', ZeroMQ's) exists, so that all inherit the mask. */
     sigset_t hupset;
@@ -319,7 +336,10 @@ int main(int argc, char **argv)
     tq_args_t args;
     if (tq_args_expand(table, shorts, argc, argv, 1, &args, err, sizeof err) < 0 ||
         tq_cfg_parse(table, &s, args.argc, args.argv, &argi, &help, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-worker: %s\n(see taskq-worker --help)\n", err);
+        if (tq_cfg_has_flag(table, argc, argv, 1, "check-config"))
+            fprintf(stderr, "%s\n", err);
+        else
+            fprintf(stderr, "taskq-worker: %s\n(see taskq-worker --help)\n", err);
         tq_args_free(&args);
         return TQ_EXIT_USAGE;
     }
@@ -361,6 +381,13 @@ int main(int argc, char **argv)
                     "");
         goto out;
     }
+    if (s.check_config) {
+        printf("configuration OK\n");
+        rc = TQ_EXIT_OK;
+        goto out;
+    }
+    /* libtaskq's logger (its own copy) takes the format from here */
+    setenv("TASKQ_LOG_FORMAT", s.log_format, 1);
     const char *keypath = tq_authkey_path(s.authkey_file);
     taskq_worker_opts_t o = TASKQ_WORKER_OPTS_INIT;
     o.endpoint = s.connect;

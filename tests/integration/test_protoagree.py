@@ -178,7 +178,9 @@ class OneWelcomeRule(TQTestCase):
         self.assertIn("heartbeat_ms", r.err)
         w = self.start_worker(fns=["square=true"], wait=False)
         h.wait_until(lambda: "bad WELCOME" in w.output(), 20, what="the worker to refuse it")
-        self.assertIn('"heartbeat_ms" must be an integer 10..600000', w.output())
+        # (logfmt quotes the message: its '"' are written '\"')
+        self.assertIn('"heartbeat_ms" must be an integer 10..600000',
+                      w.output().replace('\\"', '"'))
 
 
 if __name__ == "__main__":
