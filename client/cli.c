@@ -677,40 +677,26 @@ static void print_workers(FILE *out, const cJSON *doc)
                 jnum(doc, "workers_total"));
 }
 
-static int run_workers(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+/* The master's status document for `status` and `workers` (name, for
+ * errors): connects, asks, disconnects. Returns the JSON text (caller
+ * frees), or NULL with the exit status in *status. */
+static char *fetch_status(const char *name, global_t *g, int argc, char **argv, int *status)
 {
-    status_settings_t *s = settings;
-    (void)cmd;
-    if (argc > 0)
-        return tq_cli_usage_error("workers: unexpected argument '%.64s'", argv[0]);
-    int status;
-    taskq_t *tq = tq_cli_connect(g, &status);
+    if (argc > 0) {
+        *status = tq_cli_usage_error("%s: unexpected argument '%.64s'", name, argv[0]);
+        return NULL;
+    }
+    taskq_t *tq = tq_cli_connect(g, status);
     if (!tq)
-        return status;
+        return NULL;
     char *json = NULL;
     taskq_error_t e;
     if (taskq_status(tq, tq_cli_request_ms(), &json, &e) < 0) {
-        status = tq_cli_lib_error(&e);
-    } else {
-        cJSON *doc = cJSON_Parse(json);
-        status = TQ_EXIT_OK;
-        if (!doc) {
-            fprintf(stderr, "taskq: the master's status reply is not JSON\n");
-            status = TQ_EXIT_INTERNAL;
-        } else if (s->json) {
-            char *text =
-                cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "workers"));
-            printf("%s\n", text ? text : "[]");
-            free(text);
-        } else {
-            print_workers(stdout, doc);
-        }
-        cJSON_Delete(doc);
+        *status = tq_cli_lib_error(&e);
+        json = NULL;
     }
-    fflush(stdout);
-    free(json);
     taskq_close(&tq);
-    return status;
+    return json;
 }
 
 /* 1 when the status document reports a fault: a journal error. */
@@ -720,39 +706,53 @@ static int master_fault(const cJSON *doc)
     return cJSON_IsString(cJSON_GetObjectItemCaseSensitive(jn, "error"));
 }
 
-static int run_status(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+/* `status` (workers 0) or `workers` (1): print the document as JSON or
+ * for people. The human `status` exits TQ_EXIT_FAULT when the master
+ * reports a fault; --json always exits 0 (the document says it). */
+static int show_status(const char *name, int workers, global_t *g, const status_settings_t *s,
+                       int argc, char **argv)
 {
-    status_settings_t *s = settings;
-    (void)cmd;
-    if (argc > 0)
-        return tq_cli_usage_error("status: unexpected argument '%.64s'", argv[0]);
     int status;
-    taskq_t *tq = tq_cli_connect(g, &status);
-    if (!tq)
+    char *json = fetch_status(name, g, argc, argv, &status);
+    if (!json)
         return status;
-    char *json = NULL;
-    taskq_error_t e;
-    if (taskq_status(tq, tq_cli_request_ms(), &json, &e) < 0) {
-        status = tq_cli_lib_error(&e);
-    } else if (s->json) {
+    status = TQ_EXIT_OK;
+    if (s->json && !workers) {
         fputs(json, stdout);
         fputc('\n', stdout);
-        status = TQ_EXIT_OK; /* the document says it ("journal.error"): scripts read it */
     } else {
         cJSON *doc = cJSON_Parse(json);
-        if (doc) {
-            print_status(stdout, doc);
-            status = master_fault(doc) ? TQ_EXIT_FAULT : TQ_EXIT_OK;
-        } else {
+        if (!doc) {
             fprintf(stderr, "taskq: the master's status reply is not JSON\n");
             status = TQ_EXIT_INTERNAL;
+        } else if (s->json) {
+            char *text =
+                cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "workers"));
+            printf("%s\n", text ? text : "[]");
+            free(text);
+        } else if (workers) {
+            print_workers(stdout, doc);
+        } else {
+            print_status(stdout, doc);
+            status = master_fault(doc) ? TQ_EXIT_FAULT : TQ_EXIT_OK;
         }
         cJSON_Delete(doc);
     }
     fflush(stdout);
     free(json);
-    taskq_close(&tq);
     return status;
+}
+
+static int run_workers(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    (void)cmd;
+    return show_status("workers", 1, g, settings, argc, argv);
+}
+
+static int run_status(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    (void)cmd;
+    return show_status("status", 0, g, settings, argc, argv);
 }
 
 /* ---- main -------------------------------------------------------------- */
