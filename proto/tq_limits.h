@@ -10,6 +10,19 @@
  * for long, and that a decoder can use fixed arrays of this many items. */
 #define TQ_MAX_BATCH 1024
 
+/* Queues named in one GET (it takes from the first of them, in its
+ * order, that has items). A handful covers "my queue, then the shared
+ * one"; the cap bounds the scan a parked GET repeats on every PUT. */
+#define TQ_MAX_GET_QUEUES 16
+
+/* Longest wait of one GET (timeout_ms): a day. Longer waits are a
+ * client's loop of GETs; the bound keeps a parked GET's deadline sane. */
+#define TQ_MAX_GET_WAIT_MS (24u * 3600u * 1000u)
+
+/* Blocking GETs parked at once per connection, and in all: each holds a
+ * little memory until an item or its timeout comes. */
+#define TQ_MAX_GETS_PER_CONN 64
+
 /* Frames in one message, not counting a ROUTER's routing-id frame: the
  * head frame and one data frame per record, with one to spare. Anything
  * longer is malformed (read to its end and discarded). */

@@ -158,12 +158,31 @@ typedef struct {
     uint64_t id;
 } tq_id_rec_t;
 
+/* One item of a PUT (client -> master). */
+typedef struct {
+    tq_bytes_t queue;
+    tq_bytes_t data;
+} tq_put_item_t;
+
+/* The record of a GET: the queue to take from. */
+typedef struct {
+    tq_bytes_t queue;
+} tq_get_rec_t;
+
+/* One item of a GOT (master -> client). */
+typedef struct {
+    uint64_t id;
+    tq_bytes_t data;
+} tq_got_item_t;
+
 /* The fixed fields before the records of a binary body (each message
  * has those tq_msgs.def lists; the others read 0). */
 typedef struct {
     uint32_t req;   /* SUBMIT, SUBMIT_ACK, WAIT, CANCEL, CANCEL_ACK, ACK */
     uint16_t flags; /* SUBMIT */
     uint16_t credit; /* RESULT */
+    uint32_t timeout_ms; /* GET: longest wait, ms */
+    uint16_t max;   /* GET: most items wanted */
     uint16_t count; /* records */
 } tq_fixed_t;
 

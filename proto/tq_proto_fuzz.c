@@ -115,7 +115,7 @@ static void *out_array(void **slot, size_t size)
     return *slot;
 }
 static void *out_specs, *out_ids, *out_outcomes, *out_cancels, *out_dispatch, *out_results,
-    *out_leases;
+    *out_leases, *out_puts;
 
 /* Decode the body of a message of `type` and check the result. */
 /* The control-message validators (tq_ctl.h) on the same body: they
@@ -350,6 +350,45 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
             tq_out_begin(&o, type);
             for (size_t i = 0; i < count; i++)
                 tq_out_lease(&o, l[i].id, l[i].attempt);
+            require_reencodes(&o, frame0);
+        } else {
+            require_error(rc, &err);
+        }
+        break;
+    }
+    case TQ_MSG_PUT:
+    case TQ_MSG_PUT_ACK:
+    case TQ_MSG_GET:
+    case TQ_MSG_GOT:
+    case TQ_MSG_TAKE_ACK: {
+        /* the plain-queue messages go through the table's generic codec */
+        tq_put_item_t *p = out_array(&out_puts, sizeof *p);
+        tq_fixed_t fx;
+        rc = tq_decode_msg(type, body, parts, nparts, max_payload, &fx, p, &count, &err);
+        if (rc == 0) {
+            REQUIRE(count <= TQ_MAX_BATCH);
+            REQUIRE(type != TQ_MSG_GET || (count >= 1 && count <= TQ_MAX_GET_QUEUES));
+            REQUIRE(type != TQ_MSG_GET || fx.max <= TQ_MAX_BATCH);
+            REQUIRE((type != TQ_MSG_PUT && type != TQ_MSG_TAKE_ACK) || count >= 1);
+            REQUIRE(fx.req == tq_msg_peek_req(type, body));
+            tq_out_begin_msg(&o, type, &fx);
+            for (size_t i = 0; i < count; i++) {
+                if (type == TQ_MSG_PUT) {
+                    REQUIRE(tq_name_valid(p[i].queue) && inside(p[i].queue, body));
+                    REQUIRE(same_view(p[i].data, parts[i]) && p[i].data.len <= max_payload);
+                    tq_out_record(&o, &p[i]);
+                } else if (type == TQ_MSG_GET) {
+                    const tq_get_rec_t *g = (const tq_get_rec_t *)p + i;
+                    REQUIRE(tq_name_valid(g->queue) && inside(g->queue, body));
+                    tq_out_record(&o, g);
+                } else if (type == TQ_MSG_GOT) {
+                    const tq_got_item_t *g = (const tq_got_item_t *)p + i;
+                    REQUIRE(same_view(g->data, parts[i]));
+                    tq_out_record(&o, g);
+                } else {
+                    tq_out_record(&o, (const tq_id_rec_t *)p + i);
+                }
+            }
             require_reencodes(&o, frame0);
         } else {
             require_error(rc, &err);
