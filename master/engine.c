@@ -23,6 +23,8 @@ struct tq_engine {
     uint64_t rng; /* splitmix64 state: the backoff jitter */
     sub_t subs[TQ_ENGINE_MAX_SUBS];
     size_t nsubs;
+    tq_items_t *items;     /* plain put/get queues */
+    uint64_t next_item_id; /* item ids: their own sequence, from 1 */
 };
 
 /* ---- events --------------------------------------------------------------- */
@@ -79,6 +81,8 @@ tq_engine_t *tq_engine_new(const tq_engine_cfg_t *cfg) {
     self->rng = cfg->seed;
     self->store = tq_store_new(&cfg->store);
     tq_store_observe(self->store, on_store_task, on_store_key, self);
+    self->items = tq_items_new(cfg->store.max_tasks ? cfg->store.max_tasks : 1, TQ_MAX_ITEM_QUEUES);
+    self->next_item_id = 1;
     return self;
 }
 
@@ -88,6 +92,7 @@ void tq_engine_destroy(tq_engine_t **self_p) {
     tq_engine_t *self = *self_p;
     tq_store_observe(self->store, NULL, NULL, NULL);
     tq_store_destroy(&self->store);
+    tq_items_destroy(&self->items);
     free(self);
     *self_p = NULL;
 }
@@ -456,4 +461,77 @@ void tq_engine_dump(const tq_engine_t *self, tq_buf_t *b) {
     for (size_t i = 0; i < np; i++)
         putf(b, "paused %s\n", names[i]);
     free(names);
+}
+
+/* ---- plain put/get queues -------------------------------------------------- */
+
+const tq_items_t *tq_engine_items(const tq_engine_t *self) { return self->items; }
+
+static void emit_item(tq_engine_t *self, tq_engine_ev_kind_t kind, const tq_item_t *it,
+                      int deleted) {
+    tq_engine_ev_t ev = {.kind = kind, .item = it, .deleted = deleted};
+    emit(self, &ev);
+}
+
+int tq_engine_put(tq_engine_t *self, const tq_put_item_t *items, size_t n, uint64_t *ids,
+                  tq_engine_err_t *err) {
+    if (!tq_items_room(self->items, n)) {
+        err->code = TQ_ERR_TOO_MANY;
+        snprintf(err->msg, sizeof err->msg, "plain queues full: %zu items held (--max-tasks)",
+                 tq_items_count(self->items));
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        tq_item_t *it = tq_items_put(self->items, items[i].queue, self->next_item_id,
+                                     items[i].data.data, items[i].data.len);
+        if (!it) { /* only the queue-name cap is left: earlier ones stay (each is journaled) */
+            err->code = TQ_ERR_TOO_MANY;
+            snprintf(err->msg, sizeof err->msg, "too many plain queue names (max %d)",
+                     TQ_MAX_ITEM_QUEUES);
+            if (i)
+                emit_item(self, TQ_EV_ITEM_READY, NULL, 0);
+            return -1;
+        }
+        ids[i] = self->next_item_id++;
+        emit_item(self, TQ_EV_ITEM, it, 0);
+    }
+    emit_item(self, TQ_EV_ITEM_READY, NULL, 0);
+    return 0;
+}
+
+size_t tq_engine_take(tq_engine_t *self, tq_bytes_t queue, size_t max, void *holder,
+                      tq_item_t **out) {
+    return tq_items_take(self->items, queue, max, holder, out);
+}
+
+int tq_engine_take_ack(tq_engine_t *self, uint64_t id, void *holder) {
+    tq_item_t *it = tq_items_taken(self->items, id, holder);
+    if (!it)
+        return -1;
+    emit_item(self, TQ_EV_ITEM, it, 1);
+    tq_items_delete(self->items, it);
+    return 0;
+}
+
+void tq_engine_untake(tq_engine_t *self, void *holder) {
+    if (tq_items_untake(self->items, holder))
+        emit_item(self, TQ_EV_ITEM_READY, NULL, 0);
+}
+
+int tq_engine_item_restore(tq_engine_t *self, tq_bytes_t queue, uint64_t id, tq_bytes_t data) {
+    if (id == 0 || tq_items_get(self->items, id))
+        return -1;
+    if (!tq_items_put(self->items, queue, id, data.data, data.len))
+        return -1;
+    if (id >= self->next_item_id)
+        self->next_item_id = id + 1;
+    return 0;
+}
+
+void tq_engine_item_drop(tq_engine_t *self, uint64_t id) {
+    tq_item_t *it = tq_items_get(self->items, id);
+    if (it)
+        tq_items_delete(self->items, it);
+    if (id >= self->next_item_id)
+        self->next_item_id = id + 1;
 }

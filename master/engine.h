@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "items.h"
 #include "store.h"
 #include "tq_proto.h"
 
@@ -61,6 +62,9 @@ typedef enum {
     TQ_EV_FINISHED,  /* task finished: serve its waiters */
     TQ_EV_WAKE,      /* tasks may have become runnable: run the scheduler */
     TQ_EV_LATE,      /* a result was not taken (late, foreign) */
+    TQ_EV_ITEM,      /* a plain-queue item was put, or is about to be
+                      * deleted (deleted): the journal's */
+    TQ_EV_ITEM_READY, /* items went (back) into a plain queue: serve parked GETs */
 } tq_engine_ev_kind_t;
 
 typedef struct {
@@ -74,6 +78,7 @@ typedef struct {
     void *worker;              /* LEASE_END */
     uint32_t attempt;          /* LEASE_END */
     int kill;                  /* LEASE_END */
+    const tq_item_t *item;     /* ITEM */
 } tq_engine_ev_t;
 
 typedef void (*tq_engine_fn)(void *arg, const tq_engine_ev_t *ev);
@@ -196,6 +201,28 @@ size_t tq_engine_sweep(tq_engine_t *self, tq_now_t now, size_t max_steps);
  * backoff_base doubled n - 1 times up to backoff_cap, the upper half of
  * it from the jitter generator; 0 (at once) when backoff is off. */
 int64_t tq_engine_backoff(tq_engine_t *self, uint32_t n, tq_now_t now);
+
+/* ---- plain put/get queues (items.h) ------------------------------------ */
+
+/* The items, for reading. */
+const tq_items_t *tq_engine_items(const tq_engine_t *self);
+/* PUT of n items (queue names valid) to their queues: all or nothing.
+ * Fills ids. Returns 0, or -1 with *err (TOO_MANY: the item cap). */
+int tq_engine_put(tq_engine_t *self, const tq_put_item_t *items, size_t n, uint64_t *ids,
+                  tq_engine_err_t *err);
+/* Up to max items from the head of queue, taken by holder (not yet
+ * deleted: tq_engine_take_ack). Returns how many (into out). */
+size_t tq_engine_take(tq_engine_t *self, tq_bytes_t queue, size_t max, void *holder,
+                      tq_item_t **out);
+/* TAKE_ACK: the item id taken by holder is deleted. 0, or -1 if holder
+ * holds no such item. */
+int tq_engine_take_ack(tq_engine_t *self, uint64_t id, void *holder);
+/* The items holder took and did not ack go back to the head of their
+ * queues (its connection ended). */
+void tq_engine_untake(tq_engine_t *self, void *holder);
+/* Recovery (persist.c): an item of the journal, or its deletion. */
+int tq_engine_item_restore(tq_engine_t *self, tq_bytes_t queue, uint64_t id, tq_bytes_t data);
+void tq_engine_item_drop(tq_engine_t *self, uint64_t id);
 
 /* Append a text dump of every task's state (one line each, id order)
  * and the paused queues (by name) to buf: two engines in the same state

@@ -20,6 +20,19 @@
 #include "tq_log.h"
 #include "tq_util.h"
 
+/* A GET waiting for an item: its peer (by routing id and pointer, the
+ * pointer checked against the peer table before use), its request. */
+typedef struct {
+    tq_peer_t *p;
+    uint8_t rid[TQ_MAX_ROUTING_ID];
+    size_t rid_len;
+    uint32_t req;
+    uint16_t max, nq;
+    int64_t deadline_ms; /* monotonic */
+    uint8_t names[TQ_MAX_GET_QUEUES][TQ_MAX_NAME];
+    uint8_t lens[TQ_MAX_GET_QUEUES];
+} parked_get_t;
+
 struct tq_handlers {
     tq_engine_t *engine;
     tq_store_t *store; /* the engine's: read, and names interned */
@@ -41,6 +54,12 @@ struct tq_handlers {
     uint8_t added[TQ_MAX_BATCH];
     tq_result_item_t results[TQ_MAX_BATCH];
     tq_lease_ref_t leases[TQ_MAX_BATCH];
+    tq_put_item_t puts[TQ_MAX_BATCH];
+    tq_item_t *got[TQ_MAX_BATCH];
+    /* parked GETs (PROTOCOL.md GET), in arrival order */
+    parked_get_t *gets;
+    size_t ngets, gets_cap;
+    int items_ready; /* an item went into a plain queue: try the parked GETs */
 };
 
 typedef tq_handlers_t hctx_t;
@@ -542,6 +561,10 @@ static void on_release(hctx_t *self, tq_peer_t *w, const msg_t *m) {
 
 /* ---- dispatching one message -------------------------------------------- */
 
+static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m);
+static void on_get(hctx_t *self, tq_peer_t *p, const msg_t *m);
+static void on_take_ack(hctx_t *self, tq_peer_t *p, const msg_t *m);
+
 /* The messages a registered peer may send, and who may send them
  * (need 0: any role, or the handler checks). */
 static const struct {
@@ -559,9 +582,161 @@ static const struct {
     {TQ_MSG_WAIT, TQ_ROLE_CLIENT, on_wait},
     {TQ_MSG_CANCEL, TQ_ROLE_CLIENT, on_cancel},
     {TQ_MSG_ACK, TQ_ROLE_CLIENT, on_ack},
+    {TQ_MSG_PUT, TQ_ROLE_CLIENT, on_put},
+    {TQ_MSG_GET, TQ_ROLE_CLIENT, on_get},
+    {TQ_MSG_TAKE_ACK, TQ_ROLE_CLIENT, on_take_ack},
     {TQ_MSG_RESULT, TQ_ROLE_WORKER, on_result},
     {TQ_MSG_RELEASE, TQ_ROLE_WORKER, on_release},
 };
+
+/* ---- plain put/get queues --------------------------------------------------- */
+
+/* PUT: the items are stored and journaled; PUT_ACK waits for the journal
+ * like SUBMIT_ACK. */
+static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+    tq_fixed_t fx;
+    size_t n = 0;
+    tq_error_t err;
+    if (tq_decode_msg(TQ_MSG_PUT, m->body, m->parts, m->nparts, self->cfg.max_payload, &fx,
+                      self->puts, &n, &err) < 0) {
+        bad_body(self, p, p->address, m, fx.req, &err);
+        return;
+    }
+    int jerr = tq_persist_failed(self->persist);
+    if (jerr) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "journal write failed: %s", strerror(jerr));
+        tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_UNAVAILABLE, fx.req, msg);
+        return;
+    }
+    tq_engine_err_t eerr;
+    if (tq_engine_put(self->engine, self->puts, n, self->ids, &eerr) < 0) {
+        tq_outbox_error(self->outbox, rid_of(p), eerr.code, fx.req, eerr.msg);
+        return;
+    }
+    tq_out_begin_msg(tq_outbox_msg(self->outbox), TQ_MSG_PUT_ACK, &(tq_fixed_t){.req = fx.req});
+    for (size_t i = 0; i < n; i++)
+        tq_out_record(tq_outbox_msg(self->outbox), &(tq_id_rec_t){self->ids[i]});
+    tq_outbox_send_gated(self->outbox, p, tq_persist_lsn(self->persist),
+                         tq_persist_ready(self->persist), 0);
+}
+
+/* Take up to g->max items from the first of g's queues that has any and
+ * send them in a GOT (also an empty one when force). 1 if sent. */
+static int serve_get(hctx_t *self, tq_peer_t *p, const parked_get_t *g, int force) {
+    size_t n = 0;
+    for (size_t i = 0; i < g->nq && n == 0; i++)
+        n = tq_engine_take(self->engine, (tq_bytes_t){g->names[i], g->lens[i]}, g->max, p,
+                           self->got);
+    if (n == 0 && !force)
+        return 0;
+    tq_out_t *o = tq_outbox_msg(self->outbox);
+    tq_out_begin_msg(o, TQ_MSG_GOT, &(tq_fixed_t){.req = g->req});
+    for (size_t i = 0; i < n; i++)
+        tq_out_record(o, &(tq_got_item_t){self->got[i]->id,
+                                          {self->got[i]->data, self->got[i]->len}});
+    tq_outbox_send(self->outbox, p);
+    return 1;
+}
+
+/* GET: served now, or parked until an item comes or its timeout. */
+static void on_get(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+    tq_fixed_t fx;
+    size_t n = 0;
+    tq_error_t err;
+    tq_get_rec_t q[TQ_MAX_GET_QUEUES];
+    if (tq_decode_msg(TQ_MSG_GET, m->body, m->parts, m->nparts, self->cfg.max_payload, &fx, q,
+                      &n, &err) < 0) {
+        bad_body(self, p, p->address, m, fx.req, &err);
+        return;
+    }
+    if (fx.max == 0 || fx.timeout_ms > TQ_MAX_GET_WAIT_MS) {
+        tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_MALFORMED, fx.req,
+                        fx.max == 0 ? "GET: max is 0 (1..1024 items)"
+                                    : "GET: timeout_ms over the limit of 86400000 (a day)");
+        return;
+    }
+    parked_get_t g = {.p = p, .req = fx.req, .max = fx.max, .nq = (uint16_t)n};
+    memcpy(g.rid, p->rid, p->rid_len);
+    g.rid_len = p->rid_len;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(g.names[i], q[i].queue.data, q[i].queue.len);
+        g.lens[i] = (uint8_t)q[i].queue.len;
+    }
+    /* FIFO: an earlier parked GET of another client comes first */
+    int earlier = 0;
+    for (size_t i = 0; i < self->ngets && !earlier; i++)
+        for (size_t k = 0; k < self->gets[i].nq && !earlier; k++)
+            for (size_t j = 0; j < n && !earlier; j++)
+                earlier = self->gets[i].lens[k] == g.lens[j] &&
+                          memcmp(self->gets[i].names[k], g.names[j], g.lens[j]) == 0;
+    if (!earlier && serve_get(self, p, &g, fx.timeout_ms == 0))
+        return;
+    if (fx.timeout_ms == 0) {
+        serve_get(self, p, &g, 1);
+        return;
+    }
+    size_t mine = 0;
+    for (size_t i = 0; i < self->ngets; i++)
+        mine += self->gets[i].p == p;
+    if (mine >= TQ_MAX_GETS_PER_CONN) {
+        tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_TOO_MANY, fx.req,
+                        "GET: 64 GETs already wait on this connection");
+        return;
+    }
+    if (self->ngets == self->gets_cap) {
+        size_t cap = self->gets_cap ? self->gets_cap * 2 : 16;
+        self->gets = tq_realloc(self->gets, cap * sizeof *self->gets);
+        self->gets_cap = cap;
+    }
+    g.deadline_ms = tq_now().mono_ms + fx.timeout_ms;
+    self->gets[self->ngets++] = g;
+    self->items_ready = 1; /* items may be there that an earlier GET does not want */
+}
+
+/* TAKE_ACK: these items are gone for good (journaled). */
+static void on_take_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+    tq_fixed_t fx;
+    size_t n = 0;
+    tq_error_t err;
+    if (tq_decode_msg(TQ_MSG_TAKE_ACK, m->body, m->parts, m->nparts, 0, &fx, self->ids, &n,
+                      &err) < 0) {
+        bad_body(self, p, p->address, m, fx.req, &err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        (void)tq_engine_take_ack(self->engine, self->ids[i], p); /* unknown ids: ignored */
+}
+
+/* The engine's subscriber: an item came into a plain queue. */
+static void on_engine_event(void *arg, const tq_engine_ev_t *ev) {
+    if (ev->kind == TQ_EV_ITEM_READY)
+        ((hctx_t *)arg)->items_ready = 1;
+}
+
+int64_t tq_handlers_tick(tq_handlers_t *self, int64_t now_ms) {
+    int ready = self->items_ready;
+    self->items_ready = 0;
+    int64_t next = -1;
+    size_t k = 0;
+    for (size_t i = 0; i < self->ngets; i++) {
+        parked_get_t *g = &self->gets[i];
+        tq_peer_t *p = tq_peers_find(self->peers, (tq_bytes_t){g->rid, g->rid_len});
+        if (p != g->p || p->role != TQ_ROLE_CLIENT)
+            continue; /* its connection ended */
+        if (ready && serve_get(self, p, g, 0))
+            continue;
+        if (now_ms >= g->deadline_ms) {
+            serve_get(self, p, g, 1);
+            continue;
+        }
+        if (next < 0 || g->deadline_ms - now_ms < next)
+            next = g->deadline_ms - now_ms;
+        self->gets[k++] = *g;
+    }
+    self->ngets = k;
+    return next;
+}
 
 /* Anything but HELLO from a peer that is not registered. */
 static void on_unregistered(hctx_t *self, const msg_t *m) {
@@ -602,12 +777,15 @@ tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
     self->start_ms = d->start_ms;
     self->wake = d->wake;
     self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster, d->peers};
+    tq_engine_subscribe(self->engine, on_engine_event, self);
     return self;
 }
 
 void tq_handlers_destroy(tq_handlers_t **self_p) {
     if (!self_p || !*self_p)
         return;
+    tq_engine_unsubscribe((*self_p)->engine, on_engine_event, *self_p);
+    free((*self_p)->gets);
     free(*self_p);
     *self_p = NULL;
 }

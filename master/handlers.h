@@ -49,4 +49,8 @@ void tq_handlers_handle(tq_handlers_t *self, tq_in_t *in);
 /* RESULT records not taken so far (late, foreign, or after a lost lease). */
 uint64_t tq_handlers_late(const tq_handlers_t *self);
 
+/* Serve parked GETs (items came, or their timeout passed). Returns ms
+ * until the next parked GET's deadline, or -1 when none waits. */
+int64_t tq_handlers_tick(tq_handlers_t *self, int64_t now_ms);
+
 #endif

@@ -507,6 +507,9 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
     for (;;) {
         now = tq_mono_ms();
         long timeout = timers_timeout(self, now);
+        int64_t get_due = tq_handlers_tick(self->handlers, now); /* parked GETs */
+        if (get_due >= 0 && get_due < timeout)
+            timeout = (long)get_due;
         /* Work left over (a send failed; tasks went back): retry soon,
          * without spinning on a worker whose pipe is full. */
         if ((self->sched_dirty || self->sends_stalled) && timeout > LOOP_RETRY_MS)

@@ -24,6 +24,8 @@ enum {
     R_GONE = 6,    /* not live any more (ACKed, expired, undone) */
     R_KEY = 7,     /* retained idempotency key -> id until expiry */
     R_PAUSE = 8,   /* a queue paused (1) or resumed (0) */
+    R_ITEM = 9,    /* a plain-queue item: id, queue (str8), its bytes */
+    R_ITEM_GONE = 10, /* a plain-queue item taken for good (TAKE_ACK) */
 };
 
 /* R_TASK flag bits */
@@ -191,6 +193,18 @@ static void put_id(tq_persist_t *self, uint8_t type, uint64_t id) {
     append(self, type, NULL, 0);
 }
 
+/* An item's record size, for live_bytes. */
+static size_t item_rec_size(const tq_item_t *it) { return 8 + 1 + tq_iqueue_name(it->q).len + it->len; }
+
+static void put_item(tq_persist_t *self, const tq_item_t *it) {
+    rec_reset(self);
+    tq_buf_u64(&self->rec, it->id);
+    tq_buf_str8(&self->rec, tq_iqueue_name(it->q));
+    append(self, R_ITEM, it->data, it->len);
+}
+
+static void put_item_cb(void *arg, const tq_item_t *it) { put_item(arg, it); }
+
 static void set_not_live(tq_persist_t *self, tq_task_t *t) {
     put_id(self, R_GONE, t->id);
     self->live_bytes -= t->jsize;
@@ -282,6 +296,13 @@ static void on_event(void *arg, const tq_engine_ev_t *ev) {
         on_key(self, ev->key, ev->deleted);
     else if (ev->kind == TQ_EV_PAUSE)
         put_pause(self, tq_queue_name(ev->queue), ev->paused);
+    else if (ev->kind == TQ_EV_ITEM && !ev->deleted) {
+        put_item(self, ev->item);
+        self->live_bytes += item_rec_size(ev->item);
+    } else if (ev->kind == TQ_EV_ITEM) {
+        put_id(self, R_ITEM_GONE, ev->item->id);
+        self->live_bytes -= item_rec_size(ev->item);
+    }
 }
 
 /* ---- replay --------------------------------------------------------------- */
@@ -341,8 +362,8 @@ static void note_dropped(tq_persist_t *self, uint8_t type, const uint8_t *body, 
         id = id << 8 | body[i];
     /* a damaged type byte: a body as long as a task's is taken for one */
     int task = type == R_TASK || ((type < R_TASK || type > R_PAUSE) && len >= TASK_FIXED + 3);
-    if (type == R_KEY || type == R_PAUSE)
-        return; /* a key's or a paused mark's loss loses no task */
+    if (type == R_KEY || type == R_PAUSE || type == R_ITEM || type == R_ITEM_GONE)
+        return; /* a key's, a paused mark's or an item's loss loses no task */
     dm_mark(self, id, task ? DM_TASK : DM_OTHER, 1);
 }
 
@@ -452,6 +473,31 @@ static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *
     return 0;
 }
 
+/* R_ITEM: id, queue (str8), the item's bytes; R_ITEM_GONE: id. */
+static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
+                       size_t errlen) {
+    uint64_t id;
+    if (tq_cursor_u64(c, &id) < 0)
+        return BAD("truncated item id");
+    if (type == R_ITEM_GONE) {
+        const tq_item_t *it = tq_items_get(tq_engine_items(self->engine), id);
+        if (it)
+            self->live_bytes -= item_rec_size(it);
+        tq_engine_item_drop(self->engine, id);
+        return tq_cursor_left(c) ? BAD("bytes left over") : 0;
+    }
+    tq_bytes_t q, data;
+    if (tq_cursor_str8(c, &q) < 0 || !tq_name_valid(q))
+        return BAD("bad item queue name");
+    tq_cursor_bytes(c, tq_cursor_left(c), &data);
+    if (tq_items_get(tq_engine_items(self->engine), id))
+        return 0; /* compaction wrote it again */
+    if (tq_engine_item_restore(self->engine, q, id, data) < 0)
+        return BAD("item not restored (plain queues full)");
+    self->live_bytes += item_rec_size(tq_items_get(tq_engine_items(self->engine), id));
+    return 0;
+}
+
 static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped, char *err,
                   size_t errlen) {
     tq_persist_t *self = arg;
@@ -470,6 +516,8 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
         }
         return replay_task(self, &c, type, err, errlen);
     }
+    if (type == R_ITEM || type == R_ITEM_GONE)
+        return replay_item(self, &c, type, err, errlen);
     if (type < R_TASK || type > R_PAUSE) {
         snprintf(err, errlen, "unknown journal record type %u (written by a newer taskq?)", type);
         return -1;
@@ -586,6 +634,12 @@ static void checkpoint(void *arg, tq_journal_t *j) {
     for (tq_key_t *k = tq_store_key_first(self->store); k; k = tq_key_next(k))
         put_key(self, k);
     put_paused_set(self);
+    if (self->engine)
+        tq_items_each(tq_engine_items(self->engine), put_item_cb, self);
+}
+
+static void add_item_bytes(void *arg, const tq_item_t *it) {
+    ((tq_persist_t *)arg)->live_bytes += item_rec_size(it);
 }
 
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
@@ -595,6 +649,7 @@ tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
     tq_persist_t *self = tq_calloc(1, sizeof *self);
     tq_buf_init(&self->rec);
     self->store = store;
+    self->engine = engine; /* replay restores items into it (no events yet) */
     self->mode = cfg->mode;
     self->now_wall = tq_wall_ms();
     memset(report, 0, sizeof *report);
@@ -614,6 +669,7 @@ tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
     for (tq_task_t *t = tq_store_first(store); t; t = tq_store_next(store, t))
         t->jsize = 0;
     account(self, report);
+    tq_items_each(tq_engine_items(engine), add_item_bytes, self);
     count_lost(self, report);
     report->elapsed_ms = tq_mono_ms() - t0;
     self->engine = engine;
@@ -706,6 +762,7 @@ static void compact_step(tq_persist_t *self) {
         tq_key_t *k = self->kwalk;
         if (!k) {
             put_paused_set(self); /* the older segments' marks go with them */
+            tq_items_each(tq_engine_items(self->engine), put_item_cb, self); /* and items */
             tq_journal_drop_before(self->j, self->cseg);
             self->phase = C_DROPPING;
             self->compactions++;

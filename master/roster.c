@@ -168,8 +168,10 @@ static void peer_unregister(tq_roster_t *self, tq_peer_t *p) {
     tq_now_t now = tq_now();
     while (p->nleased > 0) /* the engine's LEASE_END takes it off p */
         tq_engine_lost(self->engine, p->leased[p->nleased - 1], "worker lost", now);
-    if (p->role == TQ_ROLE_CLIENT)
+    if (p->role == TQ_ROLE_CLIENT) {
         tq_peer_drop_waits(p, self->store);
+        tq_engine_untake(self->engine, p); /* un-acked GOT items: back to their queues */
+    }
     *self->wake = 1;
 }
 

@@ -23,6 +23,11 @@
  * little memory until an item or its timeout comes. */
 #define TQ_MAX_GETS_PER_CONN 64
 
+/* Plain (put/get) queue names held by the master at once: the names
+ * are looked up by a scan, and a client must not make the table grow
+ * without bound. */
+#define TQ_MAX_ITEM_QUEUES 256
+
 /* Frames in one message, not counting a ROUTER's routing-id frame: the
  * head frame and one data frame per record, with one to spare. Anything
  * longer is malformed (read to its end and discarded). */
