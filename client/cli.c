@@ -23,7 +23,9 @@
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
+#include "tq_limits.h"
 #include "tq_log.h"
+#include "tq_proto.h"
 #include "tq_util.h"
 
 #ifndef TQ_VERSION
@@ -156,6 +158,24 @@ static const tq_cfg_entry_t fix_table[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
+/* put */
+static const tq_cfg_entry_t put_table[] = {
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(plain_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
+/* get */
+static const tq_cfg_entry_t get_table[] = {
+    {"timeout", TQ_CFG_MS, "0", 0, 86400000, NULL, NULL, offsetof(plain_settings_t, timeout_ms),
+     "SECONDS", "wait up to SECONDS for an item (0: do not wait; at most a day)"},
+    {"count", TQ_CFG_INT, "1", 1, 1024, NULL, NULL, offsetof(plain_settings_t, count), "N",
+     "take up to N items"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(plain_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
 /* pause and resume */
 static const tq_cfg_entry_t queue_op_table[] = {
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(queue_op_settings_t, help), NULL,
@@ -168,6 +188,8 @@ static const tq_cfg_entry_t queue_op_table[] = {
 static int run_status(const command_t *, global_t *, void *, int, char **);
 static int run_workers(const command_t *, global_t *, void *, int, char **);
 static int run_cancel(const command_t *, global_t *, void *, int, char **);
+static int run_put(const command_t *, global_t *, void *, int, char **);
+static int run_get(const command_t *, global_t *, void *, int, char **);
 
 static const command_t commands[] = {
     {"submit", submit_table, sizeof(task_settings_t), offsetof(task_settings_t, help), "PAYLOAD... | -",
@@ -224,10 +246,20 @@ static const command_t commands[] = {
      "Prints 'worker NAME (id ID) quiet: ...' or '... stopping: ...' per worker;\n"
      "exit 6 if no worker has that name or id.\n",
      tq_cli_run_worker_op},
+    {"put", put_table, sizeof(plain_settings_t), offsetof(plain_settings_t, help),
+     "QUEUE ITEM... | QUEUE -", "append items to a plain (put/get) queue",
+     "Plain queues hold items for 'taskq get' (and taskq.managers queues); they are\n"
+     "apart from task queues. '-' reads one item per line from stdin. Prints nothing;\n"
+     "exit 0 once the master has stored every item.\n",
+     run_put},
+    {"get", get_table, sizeof(plain_settings_t), offsetof(plain_settings_t, help), "QUEUE",
+     "take items from a plain queue; print one per line",
+     "Exit 4 if the queue stays empty for --timeout. Items are gone once printed.\n", run_get},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 #define COMMAND_LIST                                                                               \
-    "submit, map, wait, status, cancel, dead, retry, purge, pause, resume, workers, worker"
+    "submit, map, wait, status, cancel, dead, retry, purge, pause, resume, workers, worker, put, " \
+    "get"
 
 /* Short forms (docs/cli.md): the global options', then the commands'
  * (a short form counts only where its long option exists). */
@@ -471,6 +503,108 @@ static int run_cancel(const command_t *cmd, global_t *g, void *settings, int arg
     fflush(stdout);
     free(outcomes);
     free(ids);
+    taskq_close(&tq);
+    return status;
+}
+
+/* ---- put and get: plain queues ---------------------------------------------- */
+
+/* put QUEUE ITEM... | QUEUE -: items from the arguments or stdin lines,
+ * sent in batches of up to TQ_MAX_BATCH. */
+static int run_put(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    (void)settings;
+    if (argc < 2) {
+        fprintf(stderr, "taskq: %s: need a QUEUE and at least one ITEM (or -)\n", cmd->name);
+        return TQ_EXIT_USAGE;
+    }
+    const char *queue = argv[0];
+    if (!tq_name_valid(tq_bytes_str(queue))) {
+        fprintf(stderr, "taskq: %s: '%s' is not a valid queue name\n", cmd->name, queue);
+        return TQ_EXIT_USAGE;
+    }
+    int from_stdin = argc == 2 && strcmp(argv[1], "-") == 0;
+    int status = TQ_EXIT_OK;
+    taskq_t *tq = tq_cli_connect(g, &status);
+    if (!tq)
+        return status;
+    taskq_item_t items[TQ_MAX_BATCH];
+    char *lines[TQ_MAX_BATCH];
+    size_t n = 0, nlines = 0;
+    taskq_error_t e;
+    int i = 1, eof = 0;
+    while (!eof || n > 0) {
+        if (from_stdin && !eof && n < TQ_MAX_BATCH) {
+            char *line = NULL;
+            size_t cap = 0;
+            ssize_t len = getline(&line, &cap, stdin);
+            if (len < 0) {
+                free(line);
+                eof = 1;
+            } else {
+                if (len > 0 && line[len - 1] == '\n')
+                    line[--len] = '\0';
+                lines[nlines++] = line;
+                items[n++] = (taskq_item_t){line, (size_t)len};
+                continue;
+            }
+        } else if (!from_stdin && !eof && n < TQ_MAX_BATCH) {
+            if (i < argc) {
+                items[n++] = (taskq_item_t){argv[i], strlen(argv[i])};
+                i++;
+                continue;
+            }
+            eof = 1;
+        }
+        if (n == 0)
+            break;
+        if (taskq_put(tq, queue, items, n, tq_cli_request_ms(), &e) < 0) {
+            status = tq_cli_lib_error(&e);
+            break;
+        }
+        for (size_t k = 0; k < nlines; k++)
+            free(lines[k]);
+        n = nlines = 0;
+    }
+    for (size_t k = 0; k < nlines; k++)
+        free(lines[k]);
+    taskq_close(&tq);
+    return status;
+}
+
+static void print_item(void *arg, uint64_t id, const void *data, size_t len)
+{
+    (void)arg;
+    (void)id;
+    fwrite(data, 1, len, stdout);
+    fputc('\n', stdout);
+}
+
+/* get [--timeout S] [--count N] QUEUE: exit 4 when nothing came. */
+static int run_get(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    const plain_settings_t *s = settings;
+    if (argc != 1) {
+        fprintf(stderr, "taskq: %s: need exactly one QUEUE\n", cmd->name);
+        return TQ_EXIT_USAGE;
+    }
+    if (!tq_name_valid(tq_bytes_str(argv[0]))) {
+        fprintf(stderr, "taskq: %s: '%s' is not a valid queue name\n", cmd->name, argv[0]);
+        return TQ_EXIT_USAGE;
+    }
+    int status = TQ_EXIT_OK;
+    taskq_t *tq = tq_cli_connect(g, &status);
+    if (!tq)
+        return status;
+    taskq_error_t e;
+    int n = taskq_get(tq, argv[0], (int)s->timeout_ms, (size_t)s->count, print_item, NULL, &e);
+    fflush(stdout);
+    if (n < 0)
+        status = tq_cli_lib_error(&e);
+    else if (n == 0) {
+        fprintf(stderr, "taskq: %s: queue %s is empty\n", cmd->name, argv[0]);
+        status = TQ_EXIT_TIMEOUT;
+    }
     taskq_close(&tq);
     return status;
 }

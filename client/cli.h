@@ -59,6 +59,13 @@ typedef struct {
     int help;
 } fix_settings_t;
 
+/* put and get (plain queues) */
+typedef struct {
+    int64_t timeout_ms; /* get: how long to wait for an item */
+    int64_t count;      /* get: items at most */
+    int help;
+} plain_settings_t;
+
 /* pause and resume */
 typedef struct {
     int help;

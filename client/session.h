@@ -89,6 +89,15 @@ typedef struct {
     void *request; /* ADMIN: the request (a cJSON object with "req") */
     int err_code;
     char err_msg[TASKQ_ERROR_MAX];
+    /* PUT, GET (plain queues) */
+    const char *queue;
+    const taskq_item_t *items; /* PUT: this message's items */
+    uint32_t wait_ms;          /* GET */
+    size_t max;                /* GET */
+    taskq_item_fn fn;          /* GET: each item */
+    void *fn_arg;
+    uint64_t *got_ids;         /* GET: the ids to TAKE_ACK (max of them) */
+    size_t ngot;
 } blocking_t;
 
 struct taskq {

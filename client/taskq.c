@@ -267,6 +267,17 @@ static int blk_send(taskq_t *self, taskq_error_t *err)
         cJSON_Delete(j);
     } else if (b->type == TQ_MSG_ADMIN) {
         tq_out_json(tq_link_out(self->link), TQ_MSG_ADMIN, b->request);
+    } else if (b->type == TQ_MSG_PUT) {
+        tq_out_t *o = tq_link_out(self->link);
+        tq_out_begin_msg(o, TQ_MSG_PUT, &(tq_fixed_t){.req = b->req});
+        for (size_t i = 0; i < b->n; i++)
+            tq_out_record(o, &(tq_put_item_t){tq_bytes_str(b->queue),
+                                              {b->items[i].data, b->items[i].len}});
+    } else if (b->type == TQ_MSG_GET) {
+        tq_out_t *o = tq_link_out(self->link);
+        tq_out_begin_msg(o, TQ_MSG_GET, &(tq_fixed_t){.req = b->req, .timeout_ms = b->wait_ms,
+                                                      .max = (uint16_t)b->max});
+        tq_out_record(o, &(tq_get_rec_t){tq_bytes_str(b->queue)});
     } else {
         tq_out_begin_ids(tq_link_out(self->link), TQ_MSG_CANCEL, b->req);
         for (size_t i = 0; i < b->n; i++)
@@ -575,6 +586,29 @@ static void on_admin_reply(taskq_t *self, tq_bytes_t body)
     b->done = 1;
 }
 
+/* PUT_ACK or GOT answering the blocking PUT or GET. */
+static void on_plain_reply(taskq_t *self, int type, tq_bytes_t body)
+{
+    blocking_t *b = &self->blk;
+    tq_in_t *in = tq_link_in(self->link);
+    tq_fixed_t fx;
+    tq_got_item_t got[TQ_MAX_BATCH];
+    size_t n = 0;
+    tq_error_t e;
+    if (!b->active || b->done || tq_decode_msg(type, body, tq_in_parts(in), tq_in_nparts(in),
+                                                SIZE_MAX, &fx, got, &n, &e) < 0)
+        return;
+    if (fx.req != b->req || (type == TQ_MSG_PUT_ACK) != (b->type == TQ_MSG_PUT))
+        return; /* an answer to an earlier request (before a reconnect) */
+    if (type == TQ_MSG_GOT) {
+        for (size_t i = 0; i < n && i < b->max; i++) {
+            b->fn(b->fn_arg, got[i].id, got[i].data.data, got[i].data.len);
+            b->got_ids[b->ngot++] = got[i].id;
+        }
+    }
+    b->done = 1;
+}
+
 /* An ERROR from the master other than "not registered": ref is the
  * request id it answers (0 if none), msg its text. Fails the matching
  * batch or blocking request, or becomes an ERROR event. */
@@ -634,6 +668,10 @@ static void on_message(taskq_t *self, int type, tq_bytes_t body, size_t nparts)
         break;
     case TQ_MSG_ADMIN_REPLY:
         on_admin_reply(self, body);
+        break;
+    case TQ_MSG_PUT_ACK:
+    case TQ_MSG_GOT:
+        on_plain_reply(self, type, body);
         break;
     default:
         break;
@@ -1024,6 +1062,74 @@ int taskq_cancel(taskq_t *self, const uint64_t *ids, size_t n, int *outcomes, in
             return -1;
     }
     return 0;
+}
+
+int taskq_put(taskq_t *self, const char *queue, const taskq_item_t *items, size_t n,
+              int timeout_ms, taskq_error_t *err)
+{
+    if (!queue || !tq_name_valid(tq_bytes_str(queue)))
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "'%s' is not a valid queue name",
+                              queue ? queue : "");
+    if (n == 0 || n > TQ_MAX_BATCH)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "put: 1..%d items per call", TQ_MAX_BATCH);
+    for (size_t i = 0; i < n; i++)
+        if (items[i].len > taskq_max_payload(self))
+            return tq_client_fail(err, TASKQ_ERR_USAGE, "item %zu is %zu bytes, max %zu", i + 1,
+                                  items[i].len, taskq_max_payload(self));
+    ev_free(self->current);
+    self->current = NULL;
+    if (flush_batch(self, err) < 0)
+        return -1;
+    blk_reset(self);
+    self->blk.active = 1;
+    self->blk.type = TQ_MSG_PUT;
+    self->blk.req = self->next_req++;
+    self->blk.queue = queue;
+    self->blk.items = items;
+    self->blk.n = n;
+    int rc = blk_run(self, timeout_ms, "put", err);
+    blk_reset(self);
+    return rc;
+}
+
+int taskq_get(taskq_t *self, const char *queue, int wait_ms, size_t max, taskq_item_fn fn,
+              void *arg, taskq_error_t *err)
+{
+    if (!queue || !tq_name_valid(tq_bytes_str(queue)))
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "'%s' is not a valid queue name",
+                              queue ? queue : "");
+    if (max == 0 || max > TQ_MAX_BATCH)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "get: 1..%d items per call", TQ_MAX_BATCH);
+    if (wait_ms < 0 || (uint32_t)wait_ms > TQ_MAX_GET_WAIT_MS)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "get: wait 0..%u ms", TQ_MAX_GET_WAIT_MS);
+    ev_free(self->current);
+    self->current = NULL;
+    if (flush_batch(self, err) < 0)
+        return -1;
+    blk_reset(self);
+    uint64_t *ids = tq_calloc(max, sizeof *ids);
+    self->blk.active = 1;
+    self->blk.type = TQ_MSG_GET;
+    self->blk.req = self->next_req++;
+    self->blk.queue = queue;
+    self->blk.wait_ms = (uint32_t)wait_ms;
+    self->blk.max = max;
+    self->blk.fn = fn;
+    self->blk.fn_arg = arg;
+    self->blk.got_ids = ids;
+    /* the master answers by wait_ms; a reply later than 30 s after is lost */
+    int rc = blk_run(self, wait_ms + 30000, "get", err);
+    size_t n = self->blk.ngot;
+    blk_reset(self);
+    if (rc == 0 && n > 0) {
+        tq_out_t *o = tq_link_out(self->link);
+        tq_out_begin_msg(o, TQ_MSG_TAKE_ACK, &(tq_fixed_t){.req = self->next_req++});
+        for (size_t i = 0; i < n; i++)
+            tq_out_record(o, &(tq_id_rec_t){ids[i]});
+        rc = send_msg(self, err);
+    }
+    free(ids);
+    return rc < 0 ? -1 : (int)n;
 }
 
 int taskq_status(taskq_t *self, int timeout_ms, char **json_out, taskq_error_t *err)

@@ -309,6 +309,35 @@ TASKQ_API int taskq_cancel(taskq_t *self, const uint64_t *ids, size_t n, int *ou
  * -1 (TASKQ_ERR_TIMEOUT, TASKQ_ERR_REFUSED, TASKQ_ERR_CONNECT). */
 TASKQ_API int taskq_status(taskq_t *self, int timeout_ms, char **json_out, taskq_error_t *err);
 
+/* ---- plain put/get queues (PROTOCOL.md PUT, GET) ------------------------ */
+
+/* One item of a plain queue: opaque bytes. */
+typedef struct {
+    const void *data;
+    size_t len;
+} taskq_item_t;
+
+/* Append n items (1..1024) to the plain queue named queue (a valid name;
+ * plain queues are apart from task queues). Blocks until the master has
+ * journaled them, at most timeout_ms (-1: forever). After a reconnect
+ * the PUT is sent again: an item may then be stored twice
+ * (at-least-once). Returns 0, or -1 (TASKQ_ERR_USAGE, TASKQ_ERR_TIMEOUT,
+ * TASKQ_ERR_REFUSED, TASKQ_ERR_CONNECT). */
+TASKQ_API int taskq_put(taskq_t *self, const char *queue, const taskq_item_t *items, size_t n,
+                        int timeout_ms, taskq_error_t *err);
+
+/* Called by taskq_get for each item taken (data valid during the call). */
+typedef void (*taskq_item_fn)(void *arg, uint64_t id, const void *data, size_t len);
+
+/* Take up to max (1..1024) items from the head of the plain queue,
+ * waiting up to wait_ms (0: not at all; at most a day) for one to come.
+ * fn is called for each item, in queue order; then the items are
+ * acknowledged (gone from the master for good). Returns how many items
+ * were taken (0: the queue stayed empty), or -1 (TASKQ_ERR_USAGE,
+ * TASKQ_ERR_TIMEOUT, TASKQ_ERR_REFUSED, TASKQ_ERR_CONNECT). */
+TASKQ_API int taskq_get(taskq_t *self, const char *queue, int wait_ms, size_t max,
+                        taskq_item_fn fn, void *arg, taskq_error_t *err);
+
 /* ---- operator requests (dead set, pause) -------------------------------- */
 
 /* Send one ADMIN request and block for its answer. request_json is one

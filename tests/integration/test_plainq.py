@@ -109,6 +109,19 @@ class PlainQueues(TQTestCase):
         fr = c.recv_type(T_GOT, 5)
         self.assertEqual(decode_error(fr)["code"], 1)
 
+    def test_cli_put_and_get(self):
+        self.start_master()
+        self.tq_ok("put", "jobs", "a b", "c")
+        self.tq_ok("put", "jobs", "-", input="d\ne\n")
+        r = self.tq_ok("get", "--count", "3", "jobs")
+        self.assertEqual(r.out, "a b\nc\nd\n")
+        self.assertEqual(self.tq_ok("get", "jobs").out, "e\n")
+        r = self.tq("get", "--timeout", "0.3", "jobs")
+        self.assertEqual(r.rc, 4, r)
+        self.assertIn("empty", r.err)
+        r = self.tq("put", "bad name", "x")
+        self.assertEqual(r.rc, 2, r)
+
 
 if __name__ == "__main__":
     main()
