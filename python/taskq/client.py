@@ -389,6 +389,14 @@ class _Core(threading.Thread):
                 self.reqs[req] = (kind, cmd[2], frames)
                 if self.registered:
                     self.link.send(frames)
+            elif kind == "plain":  # PUT or GET (plain queues): answered by req
+                _, name, fields, records, data, fut = cmd
+                req = self.next_req()
+                frames = _proto.encode(name, fields=dict(fields, req=req), records=records,
+                                       data=data)
+                self.reqs[req] = (name, fut, frames)
+                if self.registered:
+                    self.link.send(frames)
             elif kind == "stop":
                 self.stopping = True
 
@@ -479,6 +487,17 @@ class _Core(threading.Thread):
                     ent[1].set_result([(r["id"], _proto.CANCEL_OUTCOME_NAMES.get(r["outcome"],
                                                                                 str(r["outcome"])))
                                        for r in m.records])
+        elif t in (_proto.PUT_ACK, _proto.GOT):
+            ent = self.reqs.pop(m.fields["req"], None)
+            if ent is None or ent[1].done():
+                return  # nobody waits: un-acked items go back when we leave
+            if t == _proto.GOT:
+                ids = [r["id"] for r in m.records]
+                if ids:
+                    self._send_ids("TAKE_ACK", ids)
+                ent[1].set_result(list(m.data))
+            else:
+                ent[1].set_result([r["id"] for r in m.records])
         elif t == _proto.WELCOME:
             self._welcome(m.body)
         elif t == _proto.ERROR:
@@ -790,6 +809,30 @@ class Client:
         """The master's status document (PROTOCOL.md 12.4)."""
         f: concurrent.futures.Future = concurrent.futures.Future()
         return self._call(("status", {}, f), f)
+
+    # ---- plain put/get queues (PROTOCOL.md PUT, GET) -------------------------
+
+    def put_items(self, queue: str, items: Sequence[bytes]) -> List[int]:
+        """Append items (bytes, 1..1024) to the plain queue ``queue``;
+        returns their ids once the master has journaled them."""
+        q = _check_name("queue", queue)
+        f: concurrent.futures.Future = concurrent.futures.Future()
+        return self._call(("plain", "PUT", {}, [(q,) for _ in items], list(items), f), f)
+
+    def get_items(self, queue: str, wait: float = 0.0, max: int = 1) -> List[bytes]:
+        """Take up to ``max`` items from the head of the plain queue
+        ``queue``, waiting up to ``wait`` seconds (at most a day) for one;
+        [] when none came. Taken items are acknowledged (gone)."""
+        q = _check_name("queue", queue)
+        ms = max_ms = int(round(wait * 1000))
+        if ms < 0 or max_ms > 86400000:
+            raise ValueError("wait must be 0..86400 seconds")
+        f: concurrent.futures.Future = concurrent.futures.Future()
+        self._core.post(("plain", "GET", {"timeout_ms": ms, "max": int(max)}, [(q,)], [], f))
+        try:
+            return f.result(wait + (self.ack_timeout or 60.0))
+        except concurrent.futures.TimeoutError:
+            raise Timeout("no reply from master at %s" % self.endpoint) from None
 
     def _admin(self, body: Dict[str, Any]) -> Dict[str, Any]:
         f: concurrent.futures.Future = concurrent.futures.Future()
