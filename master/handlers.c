@@ -624,10 +624,14 @@ static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 /* Take up to g->max items from the first of g's queues that has any and
  * send them in a GOT (also an empty one when force). 1 if sent. */
 static int serve_get(hctx_t *self, tq_peer_t *p, const parked_get_t *g, int force) {
-    size_t n = 0;
-    for (size_t i = 0; i < g->nq && n == 0; i++)
-        n = tq_engine_take(self->engine, (tq_bytes_t){g->names[i], g->lens[i]}, g->max, p,
-                           self->got);
+    size_t n = 0, bytes = 0;
+    for (size_t i = 0; i < g->nq && n == 0; i++) {
+        /* one at a time: a GOT stops at TQ_BATCH_BYTES of items (one at least) */
+        while (n < g->max && bytes < TQ_BATCH_BYTES &&
+               tq_engine_take(self->engine, (tq_bytes_t){g->names[i], g->lens[i]}, 1, p,
+                              self->got + n) == 1)
+            bytes += self->got[n++]->len;
+    }
     if (n == 0 && !force)
         return 0;
     tq_out_t *o = tq_outbox_msg(self->outbox);
