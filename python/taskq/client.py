@@ -824,8 +824,8 @@ class Client:
         ``queue``, waiting up to ``wait`` seconds (at most a day) for one;
         [] when none came. Taken items are acknowledged (gone)."""
         q = _check_name("queue", queue)
-        ms = max_ms = int(round(wait * 1000))
-        if ms < 0 or max_ms > 86400000:
+        ms = int(round(wait * 1000))
+        if ms < 0 or ms > 86400000:
             raise ValueError("wait must be 0..86400 seconds")
         f: concurrent.futures.Future = concurrent.futures.Future()
         self._core.post(("plain", "GET", {"timeout_ms": ms, "max": int(max)}, [(q,)], [], f))

@@ -79,8 +79,10 @@ class QueueProxy:
         return "<taskq.managers.QueueProxy %r>" % self._name
 
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        """Append obj (JSON). Raises queue.Full when the master holds no
-        more items; TypeError for what JSON cannot carry."""
+        """Append obj (JSON), returning once the master has journaled it.
+        It never waits for room: block and timeout are accepted for
+        queue.Queue's signature, and queue.Full is raised at once when the
+        master holds no more items. TypeError for what JSON cannot carry."""
         data = _encode(obj)
         try:
             self._client.put_items(self._name, [data])
