@@ -23,6 +23,7 @@ TUTORIAL = os.path.join(HERE, "tutorial")
 
 def port_free(port):
     s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
     try:
         s.bind(("0.0.0.0", port))
         return True
