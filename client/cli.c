@@ -643,6 +643,8 @@ static void print_duration(FILE *out, double ms)
         fprintf(out, "%llds", s);
 }
 
+static void print_worker_rows(FILE *out, const cJSON *workers, int with_id);
+
 static void print_status(FILE *out, const cJSON *doc)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "master");
@@ -739,6 +741,16 @@ static void print_status(FILE *out, const cJSON *doc)
         fprintf(out, "(%d of %.0f workers shown below)\n", cJSON_GetArraySize(workers),
                 jnum(doc, "workers_total"));
 
+    fputc('\n', out);
+    print_worker_rows(out, workers, 0);
+}
+
+/* The worker table: a header, then one line per worker (name, its
+ * instance id when with_id, address, slots, busy, state, functions). */
+static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
+{
+    const cJSON *q;
+    char a[160], b[160], id[40], st[32];
     int wn = 6, wa = 7;
     cJSON_ArrayForEach(q, workers) {
         jstr(q, "name", a, sizeof a);
@@ -748,19 +760,20 @@ static void print_status(FILE *out, const cJSON *doc)
         if ((int)strlen(b) > wa)
             wa = (int)strlen(b);
     }
-    fprintf(out, "\n%-*s %-*s %5s %5s %-8s %s\n", wn, "WORKER", wa, "ADDRESS", "SLOTS", "BUSY",
-            "STATE", "FUNCTIONS");
+    fprintf(out, "%-*s %s%-*s %5s %5s %-8s %s\n", wn, "WORKER", with_id ? "ID               " : "",
+            wa, "ADDRESS", "SLOTS", "BUSY", "STATE", "FUNCTIONS");
     cJSON_ArrayForEach(q, workers) {
-        char st[32];
         jstr(q, "name", a, sizeof a);
+        jstr(q, "id", id, sizeof id);
         jstr(q, "address", b, sizeof b);
         jstr(q, "state", st, sizeof st);
-        fprintf(out, "%-*s %-*s %5.0f %5.0f %-8s ", wn, a, wa, b, jnum(q, "slots"),
-                jnum(q, "busy"), st);
-        const cJSON *fns = cJSON_GetObjectItemCaseSensitive(q, "functions");
+        fprintf(out, "%-*s ", wn, a);
+        if (with_id)
+            fprintf(out, "%-16s ", id);
+        fprintf(out, "%-*s %5.0f %5.0f %-8s ", wa, b, jnum(q, "slots"), jnum(q, "busy"), st);
         const cJSON *f;
         int first = 1;
-        cJSON_ArrayForEach(f, fns) {
+        cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
             if (!cJSON_IsString(f))
                 continue;
             tq_error_line(f->valuestring, strlen(f->valuestring), a, sizeof a);
@@ -775,37 +788,7 @@ static void print_status(FILE *out, const cJSON *doc)
 static void print_workers(FILE *out, const cJSON *doc)
 {
     const cJSON *workers = cJSON_GetObjectItemCaseSensitive(doc, "workers");
-    const cJSON *q;
-    char a[160], b[160], id[40], st[32];
-    int wn = 6, wa = 7;
-    cJSON_ArrayForEach(q, workers) {
-        jstr(q, "name", a, sizeof a);
-        jstr(q, "address", b, sizeof b);
-        if ((int)strlen(a) > wn)
-            wn = (int)strlen(a);
-        if ((int)strlen(b) > wa)
-            wa = (int)strlen(b);
-    }
-    fprintf(out, "%-*s %-16s %-*s %5s %5s %-8s %s\n", wn, "WORKER", "ID", wa, "ADDRESS", "SLOTS",
-            "BUSY", "STATE", "FUNCTIONS");
-    cJSON_ArrayForEach(q, workers) {
-        jstr(q, "name", a, sizeof a);
-        jstr(q, "id", id, sizeof id);
-        jstr(q, "address", b, sizeof b);
-        jstr(q, "state", st, sizeof st);
-        fprintf(out, "%-*s %-16s %-*s %5.0f %5.0f %-8s ", wn, a, id, wa, b, jnum(q, "slots"),
-                jnum(q, "busy"), st);
-        const cJSON *f;
-        int first = 1;
-        cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
-            if (!cJSON_IsString(f))
-                continue;
-            tq_error_line(f->valuestring, strlen(f->valuestring), a, sizeof a);
-            fprintf(out, "%s%s", first ? "" : ",", a);
-            first = 0;
-        }
-        fprintf(out, "%s\n", first ? "-" : "");
-    }
+    print_worker_rows(out, workers, 1);
     if (cJSON_IsArray(workers) && jnum(doc, "workers_total") > cJSON_GetArraySize(workers))
         fprintf(out, "(%d of %.0f workers shown)\n", cJSON_GetArraySize(workers),
                 jnum(doc, "workers_total"));
