@@ -22,6 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tqmsgs  # noqa: E402
 from tqharness import (  # noqa: E402
     EXIT_TASK_FAILED, EXIT_USAGE, HB_FLAGS, MASTER_BIN, T_DISPATCH, T_ERROR, T_HEARTBEAT, T_HELLO,
     T_KILL, T_WELCOME, RawClient, TQTestCase, head, key_bytes_from_file, main, msg_result,
@@ -38,18 +39,12 @@ def hello_worker(name, functions=("echo",), slots=1, instance=None):
 
 
 def decode_dispatch(frames):
-    """[(id, attempt, timeout_ms, fn, payload)] of a DISPATCH."""
-    b = frames[0]
-    (count,) = struct.unpack_from("<H", b, 4)
-    off, out = 6, []
-    for n in range(count):
-        i, a, t = struct.unpack_from("<QII", b, off)
-        off += 16
-        fl = b[off]
-        fn = b[off + 1:off + 1 + fl].decode()
-        off += 1 + fl
-        out.append((i, a, t, fn, frames[1 + n]))
-    return out
+    """[(id, attempt, timeout_ms, fn, payload)] of a DISPATCH (read with
+    the table-driven codec, tqmsgs)."""
+    name, _fixed, recs = tqmsgs.decode(frames)
+    assert name == "DISPATCH", name
+    return [(r["id"], r["attempt"], r["timeout_ms"], r["fn"].decode(), r["payload"])
+            for r in recs]
 
 
 def decode_kill(frames):
