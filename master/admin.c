@@ -107,31 +107,29 @@ void tq_admin_drop_file(const char *data_dir) {
 
 /* ---- requests ---------------------------------------------------------------- */
 
-/* One request being answered. */
+/* One request being answered: the op functions fill res (a reply
+ * document or an error), never send anything themselves. */
 typedef struct {
     const tq_admin_deps_t *loop;
-    tq_peer_t *peer;
-    uint32_t req;
+    const tq_admin_caller_t *who;
     const cJSON *j;
+    tq_admin_result_t *res;
 } admin_t;
 
 static void fail(admin_t *a, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(admin_t *a, int code, const char *fmt, ...) {
-    char msg[TQ_MAX_ERROR_TEXT];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(a->res->msg, sizeof a->res->msg, fmt, ap);
     va_end(ap);
-    tq_roster_warn(a->loop->roster, a->peer, a->peer->address, "%s", msg);
-    tq_outbox_error(a->loop->outbox, (tq_bytes_t){a->peer->rid, a->peer->rid_len}, code, a->req, msg);
+    a->res->code = code;
+    cJSON_Delete(a->res->doc);
+    a->res->doc = NULL;
 }
 
 static void reply(admin_t *a, cJSON *doc) {
-    cJSON_AddNumberToObject(doc, "req", (double)a->req);
-    cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
-    cJSON_Delete(doc);
-    tq_outbox_send(a->loop->outbox, a->peer);
+    cJSON_Delete(a->res->doc);
+    a->res->doc = doc;
 }
 
 /* An optional non-negative integer field no larger than max: 0 when
@@ -162,7 +160,7 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
     }
     tq_bytes_t name = tq_bytes_str(v->valuestring);
     if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) &&
-        tq_peer_take_name(a->peer, tq_now().mono_ms) < 0) {
+        tq_peer_take_name(a->who->limit, tq_now().mono_ms) < 0) {
         fail(a, TQ_ERR_TOO_MANY,
              "ADMIN: too many new queue and function names from this connection (at most %d at "
              "once, then %d a second)",
@@ -354,13 +352,10 @@ static void op_pause(admin_t *a, int pause) {
     cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
     cJSON_AddBoolToObject(doc, "paused", pause);
     cJSON_AddBoolToObject(doc, "changed", changed);
-    cJSON_AddNumberToObject(doc, "req", (double)a->req);
-    cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
-    cJSON_Delete(doc);
+    reply(a, doc);
     /* the state it reports may be another request's, not durable yet */
-    tq_outbox_send_gated(a->loop->outbox, a->peer, tq_persist_lsn(a->loop->persist),
-                         tq_persist_ready(a->loop->persist), 0);
+    a->res->gated = 1;
+    a->res->lsn = tq_persist_lsn(a->loop->persist);
 }
 
 /* quiet (stop = 0: take no new tasks, finish the running ones) or stop
@@ -378,7 +373,7 @@ static void op_worker(admin_t *a, int stop) {
     }
     const char *want = v->valuestring;
     char who[TQ_MAX_PEER_NAME + 8], from[TQ_MAX_PEER_NAME + 8];
-    tq_log_escape_str(from, sizeof from, a->peer->name);
+    tq_log_escape_str(from, sizeof from, a->who->name);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "workers");
     for (size_t i = 0, n = tq_peers_count(a->loop->peers); i < n; i++) {
@@ -397,7 +392,7 @@ static void op_worker(admin_t *a, int stop) {
         tq_log_escape_str(who, sizeof who, w->name);
         tq_info("admin: %s worker %s (id %s, %zu task%s running) at the request of %s (%s)",
                 stop ? "stopping" : "quieting", who, id, w->nleased, w->nleased == 1 ? "" : "s",
-                from, a->peer->address);
+                from, a->who->address);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", w->name);
         cJSON_AddStringToObject(o, "id", id);
@@ -407,21 +402,20 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
-void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
-    admin_t a = {d, p, 0, NULL};
-    void *j = NULL;
-    tq_error_t err;
-    if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
-        fail(&a, err.code, "ADMIN: %s", err.msg);
-        return;
-    }
-    a.j = j;
-    uint64_t req;
-    if (get_uint(&a, "req", 0, UINT32_MAX, &req) < 0) {
-        cJSON_Delete(j);
-        return;
-    }
-    a.req = (uint32_t)req;
+/* Ops that change nothing (tq_admin_op_reads). */
+static const char *const read_ops[] = {"dead", NULL};
+
+int tq_admin_op_reads(const char *op) {
+    for (size_t i = 0; read_ops[i]; i++)
+        if (strcmp(op, read_ops[i]) == 0)
+            return 1;
+    return 0;
+}
+
+void tq_admin_exec(const tq_admin_deps_t *d, const tq_admin_caller_t *who, const void *req,
+                   tq_admin_result_t *res) {
+    memset(res, 0, sizeof *res);
+    admin_t a = {d, who, req, res};
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
     const char *o = cJSON_IsString(op) ? op->valuestring : "";
     if (strcmp(o, "dead") == 0)
@@ -441,5 +435,42 @@ void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
     else
         fail(&a, TQ_ERR_MALFORMED,
              "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop)");
-    cJSON_Delete(j);
+}
+
+void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
+    tq_admin_result_t res;
+    memset(&res, 0, sizeof res);
+    tq_admin_caller_t who = {p->name, p->address, p};
+    void *j = NULL;
+    tq_error_t err;
+    uint64_t req = 0;
+    if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
+        res.code = err.code;
+        snprintf(res.msg, sizeof res.msg, "ADMIN: %.400s", err.msg);
+    } else {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "req");
+        if (v && tq_json_uint(v, 0, UINT32_MAX, &req) < 0) {
+            req = 0;
+            res.code = TQ_ERR_MALFORMED;
+            snprintf(res.msg, sizeof res.msg, "ADMIN: \"req\" must be an integer 0..%u",
+                     UINT32_MAX);
+        } else {
+            tq_admin_exec(d, &who, j, &res);
+        }
+        cJSON_Delete(j);
+    }
+    if (!res.doc) {
+        tq_roster_warn(d->roster, p, p->address, "%s", res.msg);
+        tq_outbox_error(d->outbox, (tq_bytes_t){p->rid, p->rid_len}, res.code, (uint32_t)req,
+                        res.msg);
+        return;
+    }
+    cJSON_AddNumberToObject(res.doc, "req", (double)req);
+    cJSON_AddBoolToObject(res.doc, "ok", 1);
+    tq_out_json(tq_outbox_msg(d->outbox), TQ_MSG_ADMIN_REPLY, res.doc);
+    cJSON_Delete(res.doc);
+    if (res.gated)
+        tq_outbox_send_gated(d->outbox, p, res.lsn, tq_persist_ready(d->persist), 0);
+    else
+        tq_outbox_send(d->outbox, p);
 }
