@@ -83,8 +83,8 @@ typedef struct {
 
 typedef void (*tq_engine_fn)(void *arg, const tq_engine_ev_t *ev);
 
-/* Subscribers at most (journal, loop, stats, tests). */
-#define TQ_ENGINE_MAX_SUBS 4
+/* Subscribers at most (journal, loop, metrics, the HTTP history, tests). */
+#define TQ_ENGINE_MAX_SUBS 8
 
 /* Caller owns the result (tq_engine_destroy). */
 tq_engine_t *tq_engine_new(const tq_engine_cfg_t *cfg);

@@ -12,6 +12,7 @@
  * batched for each client. Sends never block: ZMQ_DONTWAIT everywhere. */
 #include "loop.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -26,6 +27,7 @@
 #include "auth.h"
 #include "engine.h"
 #include "handlers.h"
+#include "http.h"
 #include "metrics.h"
 #include "now.h"
 #include "outbox.h"
@@ -83,7 +85,7 @@ typedef struct {
     int64_t next_ms;
     loop_timer_fn fn;
 } loop_timer_t;
-#define LOOP_TIMERS 5
+#define LOOP_TIMERS 6
 
 struct tq_loop {
     void *ctx;
@@ -100,7 +102,9 @@ struct tq_loop {
     tq_outbox_t *outbox;   /* every send, the per-peer queues and their gates */
     tq_roster_t *roster;   /* peers leaving, log lines about peers */
     tq_handlers_t *handlers;
-    tq_metrics_t *metrics; /* --metrics-listen, or NULL */
+    tq_metrics_t *metrics; /* --metrics-listen or --http-listen, or NULL */
+    tq_http_t *http;       /* --http-listen, or NULL */
+    tq_peer_t http_names;  /* the HTTP side's budget of new queue names (only that) */
     int64_t start_ms;
     loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
     size_t ntimers;
@@ -355,6 +359,40 @@ static void wire(tq_loop_t *self) {
     self->handlers = tq_handlers_new(&hd);
 }
 
+/* --metrics-listen's server, and --http-listen's (which serves the
+ * metrics too: one server when both name the same address). Returns 0,
+ * or -1 with err. */
+static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size_t errlen) {
+    int shared = cfg->metrics_listen && cfg->http_listen &&
+                 tq_http_same_addr(cfg->metrics_listen, cfg->http_listen);
+    if (cfg->metrics_listen && !shared) {
+        self->metrics = tq_metrics_start(cfg->metrics_listen, err, errlen);
+        if (!self->metrics)
+            return -1;
+        tq_info("metrics on %s", tq_metrics_url(self->metrics));
+    } else if (cfg->http_listen) {
+        self->metrics = tq_metrics_new();
+    }
+    if (self->metrics)
+        tq_engine_subscribe(self->engine, tq_metrics_on_engine, self->metrics);
+    if (!cfg->http_listen)
+        return 0;
+    tq_http_cfg_t hc = {cfg->http_listen, cfg->http_auth_file, cfg->http_show_payloads,
+                        self->metrics};
+    self->http = tq_http_start(&hc, err, errlen);
+    if (!self->http)
+        return -1;
+    self->http_names.name_tokens = TQ_PEER_NEW_NAMES_BURST;
+    self->http_names.name_refill_ms = tq_mono_ms();
+    tq_engine_subscribe(self->engine, tq_http_on_engine, self->http);
+    tq_info("dashboard on %s (API %sapi/v1/, metrics %smetrics)%s", tq_http_url(self->http),
+            tq_http_url(self->http), tq_http_url(self->http),
+            cfg->http_auth_file ? "" : "; no --http-auth-file: loopback users are admins");
+    if (shared)
+        tq_info("metrics on %smetrics", tq_http_url(self->http));
+    return 0;
+}
+
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
                        char *err, size_t errlen) {
     tq_loop_t *self = tq_calloc(1, sizeof *self);
@@ -373,13 +411,8 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     wire(self);
     if (bind_router(self, cfg, keys, err, errlen) < 0)
         goto fail;
-    if (cfg->metrics_listen) {
-        self->metrics = tq_metrics_start(cfg->metrics_listen, err, errlen);
-        if (!self->metrics)
-            goto fail;
-        tq_info("metrics on %s", tq_metrics_url(self->metrics));
-        tq_engine_subscribe(self->engine, tq_metrics_on_engine, self->metrics);
-    }
+    if (start_http(self, cfg, err, errlen) < 0)
+        goto fail;
     self->started = 1;
     return self;
 fail:
@@ -439,6 +472,20 @@ static int64_t on_metrics_timer(tq_loop_t *self, int64_t now) {
     return now + TQ_METRICS_RENDER_MS;
 }
 
+/* Timer: publish the dashboard's snapshot and a history point (http.h). */
+static int64_t on_http_timer(tq_loop_t *self, int64_t now) {
+    tq_persist_stats_t js;
+    tq_persist_stats(self->persist, &js);
+    tq_status_info_t info = {self->endpoint, self->start_ms, tq_handlers_late(self->handlers),
+                             js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
+    cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, 0, now);
+    const tq_store_totals_t *t = tq_store_totals(self->store);
+    int64_t wall = tq_wall_ms();
+    cJSON_AddNumberToObject(doc, "time_ms", (double)wall);
+    tq_http_publish(self->http, doc, t->submitted, t->done, t->failed + t->dead, wall);
+    return now + TQ_HTTP_PUBLISH_MS;
+}
+
 static void timer_add(tq_loop_t *self, int64_t first_ms, loop_timer_fn fn) {
     TQ_ASSERT(self->ntimers < LOOP_TIMERS);
     self->timers[self->ntimers++] = (loop_timer_t){first_ms, fn};
@@ -493,6 +540,8 @@ static void end_pass(tq_loop_t *self) {
         self->sends_stalled = 1;
     if (tq_outbox_take_gone(self->outbox))
         self->sched_dirty = 1;
+    if (self->http)
+        tq_http_release(self->http, ready); /* answers the journal now holds */
     tq_roster_reap(self->roster);
 }
 
@@ -504,6 +553,8 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
     timer_add(self, now + LOOP_JTICK_MS, on_journal_timer);
     if (self->metrics)
         timer_add(self, now, on_metrics_timer);
+    if (self->http)
+        timer_add(self, now, on_http_timer);
     for (;;) {
         now = tq_mono_ms();
         long timeout = timers_timeout(self, now);
@@ -520,10 +571,11 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         int64_t due = tq_store_next_due(self->store, tq_wall_ms());
         if (due >= 0 && due < timeout)
             timeout = (long)due; /* a delayed task becomes runnable */
-        zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
-                                   {NULL, stop_fd, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, stop_fd >= 0 ? 3 : 2, timeout);
+                                   {NULL, stop_fd, ZMQ_POLLIN, 0},
+                                   {NULL, self->http ? tq_http_fd(self->http) : -1, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, self->http ? 4 : stop_fd >= 0 ? 3 : 2, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -555,6 +607,12 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                 tq_outbox_send_kills(self->outbox); /* what the command asked for */
             }
         }
+        if (self->http && (items[3].revents & ZMQ_POLLIN)) {
+            tq_admin_deps_t ad = {self->engine, self->persist, self->outbox, self->roster,
+                                  self->peers};
+            tq_http_run(self->http, &ad, &self->http_names); /* the dashboard's requests */
+            tq_outbox_send_kills(self->outbox);
+        }
         now = tq_mono_ms();
         run_timers(self, now);
         end_pass(self);
@@ -578,6 +636,9 @@ void tq_loop_destroy(tq_loop_t **self_p) {
                 t->retried, tq_handlers_late(self->handlers), tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
                 tq_peers_count_role(self->peers, TQ_ROLE_CLIENT));
     }
+    if (self->http && self->engine)
+        tq_engine_unsubscribe(self->engine, tq_http_on_engine, self->http);
+    tq_http_stop(&self->http); /* requests still waiting get 503 */
     if (self->metrics && self->engine) /* before the leases are handed back below */
         tq_engine_unsubscribe(self->engine, tq_metrics_on_engine, self->metrics);
     tq_metrics_stop(&self->metrics); /* its thread reads nothing of ours */

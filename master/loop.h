@@ -39,6 +39,9 @@ typedef struct {
     size_t nqueue_timeouts;
     tq_journal_cfg_t journal;     /* where and how the journal lives */
     const char *metrics_listen;   /* --metrics-listen ADDR:PORT, or NULL (metrics.h) */
+    const char *http_listen;      /* --http-listen ADDR:PORT, or NULL (http.h) */
+    const char *http_auth_file;   /* --http-auth-file, or NULL */
+    int http_show_payloads;       /* --http-show-payloads */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;

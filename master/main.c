@@ -25,6 +25,7 @@
 #include "jfault.h"
 #include "loop.h"
 #include "tq_args.h"
+#include "http.h"
 #include "metrics.h"
 #include "tq_authkey.h"
 #include "tq_config.h"
@@ -64,6 +65,9 @@ typedef struct {
     char *config;
     int check_config;
     char *metrics_listen;
+    char *http_listen;
+    char *http_auth_file;
+    int http_show_payloads;
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
@@ -161,6 +165,15 @@ static const tq_cfg_entry_t table[] = {
     {"metrics-listen", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(metrics_listen), "ADDR:PORT",
      "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (off by default; give "
      "127.0.0.1:PORT unless the network in front is trusted)"},
+    {"http-listen", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(http_listen), "ADDR:PORT",
+     "serve the web dashboard, its JSON API (/api/v1/) and the metrics over HTTP on ADDR:PORT "
+     "(off by default; \":PORT\" is loopback; any other address needs --http-auth-file; "
+     "docs/http.md)"},
+    {"http-auth-file", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(http_auth_file), "FILE",
+     "users of --http-listen, one 'NAME ROLE SECRET' a line (ROLE read or admin; mode 0600): "
+     "requests then need a bearer token or basic password"},
+    {"http-show-payloads", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(http_show_payloads), NULL,
+     "show task payload and result bytes over --http-listen (left out by default)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -440,6 +453,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
     }
+    if (s.http_listen && *s.http_listen &&
+        tq_http_check(s.http_listen, s.http_auth_file, err, sizeof err) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
     if (s.check_config) {
         printf("configuration OK\n");
         rc = TQ_EXIT_OK;
@@ -538,6 +556,9 @@ int main(int argc, char **argv) {
             .zmq_ctx = ctx,
         },
         .metrics_listen = s.metrics_listen && *s.metrics_listen ? s.metrics_listen : NULL,
+        .http_listen = s.http_listen && *s.http_listen ? s.http_listen : NULL,
+        .http_auth_file = s.http_auth_file && *s.http_auth_file ? s.http_auth_file : NULL,
+        .http_show_payloads = s.http_show_payloads,
     };
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, err, sizeof err) : NULL;
     tq_curve_keys_free(&keys);

@@ -97,20 +97,19 @@ static void text_label(text_t *t, const char *v)
     }
 }
 
-/* Parse "ADDR:PORT" into a socket address. */
-static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len, char *err,
-                      size_t errlen)
+int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storage *ss,
+                         socklen_t *len, char *err, size_t errlen)
 {
     char host[METRICS_ADDR_MAX];
     const char *port;
     if (!s || !*s || strlen(s) >= sizeof host) {
-        snprintf(err, errlen, "--metrics-listen: '%.64s' is not ADDR:PORT", s ? s : "");
+        snprintf(err, errlen, "%s: '%.64s' is not ADDR:PORT", flag, s ? s : "");
         return -1;
     }
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (!close || close[1] != ':') {
-            snprintf(err, errlen, "--metrics-listen: '%s' is not [IPV6]:PORT", s);
+            snprintf(err, errlen, "%s: '%s' is not [IPV6]:PORT", flag, s);
             return -1;
         }
         memcpy(host, s + 1, (size_t)(close - s - 1));
@@ -129,7 +128,7 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len
     }
     uint64_t p;
     if (tq_parse_u64(port, &p) < 0 || p > 65535) {
-        snprintf(err, errlen, "--metrics-listen: port '%.16s' is not 0..65535", port);
+        snprintf(err, errlen, "%s: port '%.16s' is not 0..65535", flag, port);
         return -1;
     }
     memset(ss, 0, sizeof *ss);
@@ -150,9 +149,9 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len
         *len = sizeof *a6;
     } else {
         snprintf(err, errlen,
-                 "--metrics-listen: '%s' is not an IP address (give 127.0.0.1, ::1 or "
+                 "%s: '%s' is not an IP address (give 127.0.0.1, ::1 or "
                  "another address of this host)",
-                 host);
+                 flag, host);
         return -1;
     }
     return 0;
@@ -162,7 +161,7 @@ int tq_metrics_addr_check(const char *listen, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    return parse_addr(listen, &ss, &len, err, errlen);
+    return tq_listen_addr_parse("--metrics-listen", listen, &ss, &len, err, errlen);
 }
 
 /* libmicrohttpd's request handler (its thread): GET or HEAD /metrics
@@ -192,12 +191,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         body = tq_strdup("not found: the metrics are at /metrics\n");
         n = strlen(body);
     } else {
-        pthread_mutex_lock(&self->mu);
-        n = self->pub.n;
-        body = tq_malloc(n ? n : 1);
-        if (n)
-            memcpy(body, self->pub.p, n);
-        pthread_mutex_unlock(&self->mu);
+        body = tq_metrics_copy(self, &n);
     }
     struct MHD_Response *r = MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
@@ -224,16 +218,34 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     tq_warn("metrics: %s", line);
 }
 
-tq_metrics_t *tq_metrics_start(const char *listen, char *err, size_t errlen)
+tq_metrics_t *tq_metrics_new(void)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (parse_addr(listen, &ss, &len, err, errlen) < 0)
-        return NULL;
     tq_metrics_t *self = tq_calloc(1, sizeof *self);
     pthread_mutex_init(&self->mu, NULL);
     self->leased = tq_idmap_new();
     self->qbyhash = tq_idmap_new();
+    return self;
+}
+
+char *tq_metrics_copy(tq_metrics_t *self, size_t *len)
+{
+    pthread_mutex_lock(&self->mu);
+    size_t n = self->pub.n;
+    char *body = tq_malloc(n ? n : 1);
+    if (n)
+        memcpy(body, self->pub.p, n);
+    pthread_mutex_unlock(&self->mu);
+    *len = n;
+    return body;
+}
+
+tq_metrics_t *tq_metrics_start(const char *listen, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (tq_listen_addr_parse("--metrics-listen", listen, &ss, &len, err, errlen) < 0)
+        return NULL;
+    tq_metrics_t *self = tq_metrics_new();
     /* poll/epoll, not select: the master runs with thousands of descriptors */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -265,7 +277,7 @@ tq_metrics_t *tq_metrics_start(const char *listen, char *err, size_t errlen)
     return self;
 }
 
-const char *tq_metrics_url(const tq_metrics_t *self) { return self->url; }
+const char *tq_metrics_url(const tq_metrics_t *self) { return self->url[0] ? self->url : NULL; }
 
 void tq_metrics_stop(tq_metrics_t **self_p)
 {

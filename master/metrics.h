@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "engine.h"
 #include "peers.h"
@@ -42,11 +43,25 @@ typedef struct {
  * ":9464" or "9464" alone mean loopback). Returns 0, or -1 with err. */
 int tq_metrics_addr_check(const char *listen, char *err, size_t errlen);
 
+/* Parse "ADDR:PORT" as tq_metrics_addr_check says (flag names the
+ * option in messages). Returns 0, or -1 with err. */
+int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storage *ss,
+                         socklen_t *len, char *err, size_t errlen);
+
+/* The metrics without a server of their own (the HTTP module of
+ * --http-listen serves them: tq_metrics_copy). Caller owns it. */
+tq_metrics_t *tq_metrics_new(void);
+
+/* Any thread: a copy of the last published text (*len bytes, not
+ * NUL-terminated; caller frees). */
+char *tq_metrics_copy(tq_metrics_t *self, size_t *len);
+
 /* Start the HTTP server on listen. Returns it, or NULL with err (bad
  * address, port in use). Caller owns it (tq_metrics_stop). */
 tq_metrics_t *tq_metrics_start(const char *listen, char *err, size_t errlen);
 
-/* "http://ADDR:PORT/metrics" actually bound (port 0 gets one). */
+/* "http://ADDR:PORT/metrics" actually bound (port 0 gets one); NULL
+ * without a server of its own (tq_metrics_new). */
 const char *tq_metrics_url(const tq_metrics_t *self);
 
 /* Loop thread: render the metrics from the state and publish them. */
