@@ -236,7 +236,8 @@ static int find_queue(admin_t *a, tq_queue_t **q, int *missing) {
     return 0;
 }
 
-static void op_dead(admin_t *a) {
+static void op_dead(admin_t *a, int unused) {
+    (void)unused;
     tq_queue_t *q;
     uint64_t after, limit;
     int missing;
@@ -402,14 +403,33 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
-/* Ops that change nothing (tq_admin_op_reads). */
-static const char *const read_ops[] = {"dead", NULL};
+/* The ops: name, 1 if it only reads (an HTTP user with the read role
+ * may call it, with GET), the function and its argument. */
+typedef struct {
+    const char *name;
+    int reads;
+    void (*fn)(admin_t *a, int arg);
+    int arg;
+} op_t;
+
+static const op_t ops[] = {
+    {"dead", 1, op_dead, 0},         {"retry", 0, op_retry_purge, 0},
+    {"purge", 0, op_retry_purge, 1}, {"pause", 0, op_pause, 1},
+    {"resume", 0, op_pause, 0},      {"quiet", 0, op_worker, 0},
+    {"stop", 0, op_worker, 1},
+};
+#define NOPS (sizeof ops / sizeof ops[0])
+
+static const op_t *find_op(const char *name) {
+    for (size_t i = 0; i < NOPS; i++)
+        if (strcmp(name, ops[i].name) == 0)
+            return &ops[i];
+    return NULL;
+}
 
 int tq_admin_op_reads(const char *op) {
-    for (size_t i = 0; read_ops[i]; i++)
-        if (strcmp(op, read_ops[i]) == 0)
-            return 1;
-    return 0;
+    const op_t *o = find_op(op);
+    return o ? o->reads : -1;
 }
 
 void tq_admin_exec(const tq_admin_deps_t *d, const tq_admin_caller_t *who, const void *req,
@@ -417,24 +437,18 @@ void tq_admin_exec(const tq_admin_deps_t *d, const tq_admin_caller_t *who, const
     memset(res, 0, sizeof *res);
     admin_t a = {d, who, req, res};
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
-    const char *o = cJSON_IsString(op) ? op->valuestring : "";
-    if (strcmp(o, "dead") == 0)
-        op_dead(&a);
-    else if (strcmp(o, "retry") == 0)
-        op_retry_purge(&a, 0);
-    else if (strcmp(o, "purge") == 0)
-        op_retry_purge(&a, 1);
-    else if (strcmp(o, "pause") == 0)
-        op_pause(&a, 1);
-    else if (strcmp(o, "resume") == 0)
-        op_pause(&a, 0);
-    else if (strcmp(o, "quiet") == 0)
-        op_worker(&a, 0);
-    else if (strcmp(o, "stop") == 0)
-        op_worker(&a, 1);
-    else
-        fail(&a, TQ_ERR_MALFORMED,
-             "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop)");
+    const op_t *o = find_op(cJSON_IsString(op) ? op->valuestring : "");
+    if (o) {
+        o->fn(&a, o->arg);
+        return;
+    }
+    char names[256];
+    size_t off = 0;
+    names[0] = '\0';
+    for (size_t i = 0; i < NOPS && off < sizeof names; i++)
+        off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
+                                ops[i].name);
+    fail(&a, TQ_ERR_MALFORMED, "ADMIN: unknown \"op\" (%s)", names);
 }
 
 void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {

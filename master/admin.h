@@ -49,7 +49,8 @@ typedef struct {
 void tq_admin_exec(const tq_admin_deps_t *d, const tq_admin_caller_t *who, const void *req,
                    tq_admin_result_t *res);
 
-/* 1 if op only reads (an HTTP user with the read role may call it). */
+/* 1 if op only reads (an HTTP user with the read role may call it), 0
+ * if it changes something, -1 if there is no such op. */
 int tq_admin_op_reads(const char *op);
 
 /* Handle an ADMIN message from client p (body: its JSON): tq_admin_exec,

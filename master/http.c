@@ -493,7 +493,7 @@ void tq_http_run(tq_http_t *self, const tq_admin_deps_t *d, tq_peer_t *limit) {
         tq_admin_caller_t who = {r->user, r->address, limit};
         const cJSON *op = cJSON_GetObjectItemCaseSensitive(r->body, "op");
         const char *opname = cJSON_IsString(op) ? op->valuestring : "?";
-        if (!tq_admin_op_reads(opname)) {
+        if (tq_admin_op_reads(opname) != 1) {
             char *what = cJSON_PrintUnformatted(r->body);
             char esc[300];
             tq_log_escape_str(esc, sizeof esc, what ? what : "");
@@ -698,6 +698,8 @@ static enum MHD_Result api_op(tq_http_t *self, struct MHD_Connection *conn, cons
         return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such op");
     int reads = tq_admin_op_reads(name);
     cJSON *body = NULL;
+    if (reads < 0)
+        return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such op: %s", name);
     if (!post) {
         if (!reads)
             return respond_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
