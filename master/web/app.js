@@ -8,7 +8,7 @@ const POLL_MS = 1000;
 const PAGES = ['overview', 'queues', 'workers', 'tasks', 'dead', 'failed'];
 const state = {
   session: null, status: null, points: [], lastT: 0, charts: null,
-  rendered: {}, listAfter: null, listQuery: null, lastOk: 0,
+  rendered: {}, listAfter: null, listQuery: null, lastOk: 0, setIds: {dead: [], failed: []},
 };
 
 // ---- small helpers -----------------------------------------------------
@@ -183,8 +183,12 @@ function queueRows(s, withActions) {
           : actButton('Pause', 'act-pause', async () => { await action('pause', {queue: q.name}); return 'queue ' + q.name + ' paused'; }),
         ' ',
         actButton('Empty', 'act-empty danger', async () => {
-          const r = await action('empty', {queue: q.name});
-          return 'queue ' + q.name + ': ' + fmtNum(r.count !== undefined ? r.count : r.cancelled) + ' queued tasks cancelled';
+          let n = 0, r;
+          do { // at most 10000 a request: ask again while more
+            r = await action('queue_empty', {queue: q.name});
+            n += r.cancelled;
+          } while (r.more && r.cancelled > 0);
+          return 'queue ' + q.name + ': ' + fmtNum(n) + ' queued tasks cancelled';
         }, 'Cancel every queued task of ' + q.name + '?')));
     return row;
   });
@@ -232,8 +236,16 @@ function render() {
   } else if (page === 'queues') {
     put('queues', key, table('queues-table', QCOLS.concat([['Actions']]), queueRows(s, true),
       i => ({'data-queue': s.queues[i].name})));
-    const warns = (s.warnings || []).map(w => el('p', {class: 'warn'}, typeof w === 'string' ? w : JSON.stringify(w)));
-    put('warnings', JSON.stringify(s.warnings || []), el('div', {}, warns));
+    const fns = s.functions || [];
+    const unserved = fns.filter(f => f.unserved);
+    put('warnings', JSON.stringify(fns), el('div', {},
+      unserved.map(f => el('p', {class: 'warn', 'data-unserved': f.name},
+        fmtNum(f.queued) + ' tasks wait for function ' + f.name + ', which no connected worker serves')),
+      el('h2', {}, 'Functions'),
+      table('functions-table', [['Function'], ['Queued', 'num'], ['Running', 'num'], ['Workers', 'num'], ['']],
+        fns.map(f => [f.name, fmtNum(f.queued), fmtNum(f.running), fmtNum(f.workers),
+          f.unserved ? el('span', {class: 'warn'}, 'no worker serves it') : '']),
+        i => ({'data-fn': fns[i].name}))));
   } else if (page === 'workers') {
     put('workers', key, table('workers-table', WCOLS.concat([['Actions']]), workerRows(s, true),
       i => ({'data-worker': s.workers[i].name})));
@@ -302,7 +314,11 @@ async function showTask(id) {
   $('task-id').value = id;
   try {
     const r = await readOp('show', {ids: String(id).trim()});
-    const t = (r.tasks || [])[0] || r.task || r;
+    const t = (r.tasks || [])[0] || {};
+    if (t.state === 'unknown') {
+      view.replaceChildren(el('p', {class: 'warn'}, 'task ' + id + ': unknown (never submitted, or its result expired)'));
+      return;
+    }
     const box = el('div', {}, el('h3', {}, 'Task ' + id), kvTable('task-detail', t));
     const st = t.state;
     if (st === 'dead' || st === 'failed')
@@ -345,6 +361,7 @@ async function refreshSet(which) {
     return;
   }
   const tasks = r.tasks || [];
+  state.setIds[which] = tasks.map(t => t.id);
   const cols = [['Id'], ['Queue'], ['Function'], ['Attempts', 'num'], ['Error', 'err'], ['Finished'], ['Actions']];
   const rows = tasks.map(t => [taskLink(t.id), t.queue, t.fn, fmtNum(t.attempts),
     t.error !== undefined ? t.error + (t.error_truncated ? ' …' : '') : (t.error_base64 ? '(binary, base64) ' + t.error_base64 : ''),
@@ -362,15 +379,19 @@ function refreshSets() {
   if (page === 'dead' || page === 'failed') refreshSet(page);
 }
 
+// Retry or purge every dead task ("all"), or every failed task listed
+// (the failed set has no "all": its ids, at most 200 shown, go by id).
 function setButtons(which) {
-  // retry/purge take dead tasks by default; the failed set is named
-  const extra = which === 'dead' ? {} : {set: which};
-  $(which + '-retry-all').replaceWith(actButton('Retry all', '', async () => {
-    const r = await action('retry', Object.assign({all: true}, extra)); return 'retried ' + fmtNum(r.count);
-  }, 'Retry every ' + which + ' task?'));
-  $(which + '-purge-all') && $(which + '-purge-all').replaceWith(actButton('Purge all', 'danger', async () => {
-    const r = await action('purge', Object.assign({all: true}, extra)); return 'purged ' + fmtNum(r.count);
-  }, 'Purge every ' + which + ' task?'));
+  const body = () => which === 'dead' ? {all: true} : {ids: state.setIds.failed};
+  const label = which === 'dead' ? 'all' : 'listed';
+  $(which + '-retry-all').replaceWith(actButton('Retry ' + label, 'act-retry-all', async () => {
+    if (which !== 'dead' && !state.setIds.failed.length) return 'nothing to retry';
+    const r = await action('retry', body()); return 'retried ' + fmtNum(r.count);
+  }, 'Retry every ' + which + ' task' + (which === 'dead' ? '' : ' listed') + '?'));
+  $(which + '-purge-all').replaceWith(actButton('Purge ' + label, 'act-purge-all danger', async () => {
+    if (which !== 'dead' && !state.setIds.failed.length) return 'nothing to purge';
+    const r = await action('purge', body()); return 'purged ' + fmtNum(r.count);
+  }, 'Purge every ' + which + ' task' + (which === 'dead' ? '' : ' listed') + '?'));
 }
 
 // ---- the poll ----------------------------------------------------------------
