@@ -478,11 +478,12 @@ void tq_engine_dump(const tq_engine_t *self, tq_buf_t *b) {
         putf(b,
              "task %" PRIu64 " %s q=%s fn=%s attempt=%" PRIu32 " releases=%" PRIu32
              " retried=%u holder=%" PRIx64 " not_before=%" PRId64 " finished=%" PRId64
-             " expires=%" PRId64 " flags=%x data=%.*s\n",
+             " expires=%" PRId64 " flags=%x payload=%zu data=%.*s\n",
              t->id, tq_task_state_name(t->state), tq_queue_name(tq_task_queue(t)), tq_task_fn(t),
              tq_task_attempt(t), tq_task_releases(t), (unsigned)tq_task_retried(t),
              tq_task_holder(t), tq_task_not_before(t), tq_task_finished_ms(t),
              tq_task_expires_ms(t), (unsigned)(t->flags & (uint8_t)~TQ_TASK_F_JGEN),
+             tq_task_payload(t).len,
              (int)(d.len > 64 ? 64 : d.len), d.data ? (const char *)d.data : "");
     }
     /* paused queues by name (queue order depends on how they were made) */

@@ -273,7 +273,12 @@ static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
         if (tq_task_keyed(t) || t->state == TQ_TASK_FAILED) {
             /* the failed set is kept, as keyed tasks are, until its
              * result TTL passes from now */
-            tq_buf_u64(&self->rec, (uint64_t)tq_wall_ms());
+            /* when it was delivered (its TTL runs from then), as
+             * compaction writes it */
+            int64_t when = tq_task_fetched(t) ? tq_task_expires_ms(t) -
+                                                    tq_store_cfg(self->store)->result_ttl_ms
+                                              : tq_wall_ms();
+            tq_buf_u64(&self->rec, (uint64_t)when);
             append(self, R_FETCHED, NULL, 0);
         } else {
             set_not_live(self, t);
