@@ -19,7 +19,7 @@
 #define SHOW_DATA_MAX (16u * 1024u)
 #define LIST_ERROR_MAX 256u
 /* Function rows in one status document ("functions_total" counts all). */
-#define FN_ROWS_MAX 1000
+#define FN_ROWS_MAX TQ_INSPECT_FN_ROWS
 
 static void *fail(int *code, char *err, size_t errlen, int c, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -326,33 +326,29 @@ void *tq_inspect_failed(const tq_store_t *store, const tq_peers_t *peers, const 
 
 /* ---- status rows ------------------------------------------------------- */
 
-typedef struct {
-    const char *fn;
-    size_t queued, running, workers;
-} fnrow_t;
-
 /* The row of interned fn (made when new, while there is room). */
-static fnrow_t *fn_row(tq_idmap_t *map, fnrow_t *rows, size_t *nrows, size_t cap,
-                       const char *fn) {
-    fnrow_t *r = tq_idmap_get(map, (uint64_t)(uintptr_t)fn);
+static tq_inspect_fnrow_t *fn_row(tq_idmap_t *map, tq_inspect_fnrow_t *rows, size_t *nrows,
+                                  size_t cap, const char *fn) {
+    tq_inspect_fnrow_t *r = tq_idmap_get(map, (uint64_t)(uintptr_t)fn);
     if (r || *nrows == cap)
         return r;
     r = &rows[(*nrows)++];
-    *r = (fnrow_t){.fn = fn};
+    *r = (tq_inspect_fnrow_t){.fn = fn};
     tq_idmap_put(map, (uint64_t)(uintptr_t)fn, r);
     return r;
 }
 
-void tq_inspect_functions(const tq_store_t *store, const tq_peers_t *peers, void *doc) {
-    size_t cap = tq_store_nnames(store) + 1, nrows = 0, total = 0;
-    fnrow_t *rows = tq_calloc(cap, sizeof *rows);
+size_t tq_inspect_fn_rows(const tq_store_t *store, const tq_peers_t *peers,
+                          tq_inspect_fnrow_t **out) {
+    size_t cap = tq_store_nnames(store) + 1, nrows = 0;
+    tq_inspect_fnrow_t *rows = tq_calloc(cap, sizeof *rows);
     tq_idmap_t *map = tq_idmap_new();
     for (size_t i = 0, nq = tq_store_nqueues(store); i < nq; i++) {
         const tq_queue_t *q = tq_store_queue_at(store, i);
         for (size_t h = 0; h < tq_queue_nheaps(q); h++) {
             const char *fn;
             size_t queued = tq_queue_heap_at(q, h, &fn);
-            fnrow_t *r = fn_row(map, rows, &nrows, cap, fn);
+            tq_inspect_fnrow_t *r = fn_row(map, rows, &nrows, cap, fn);
             if (r)
                 r->queued += queued;
         }
@@ -362,24 +358,32 @@ void tq_inspect_functions(const tq_store_t *store, const tq_peers_t *peers, void
         if (p->role != TQ_ROLE_WORKER || p->gone)
             continue;
         for (size_t k = 0; k < p->nfns; k++) {
-            fnrow_t *r = fn_row(map, rows, &nrows, cap, p->fns[k]);
+            tq_inspect_fnrow_t *r = fn_row(map, rows, &nrows, cap, p->fns[k]);
             if (r && !p->draining)
                 r->workers++;
         }
         for (size_t k = 0; k < p->nleased; k++) {
-            fnrow_t *r = fn_row(map, rows, &nrows, cap, tq_task_fn(p->leased[k]));
+            tq_inspect_fnrow_t *r = fn_row(map, rows, &nrows, cap, tq_task_fn(p->leased[k]));
             if (r)
                 r->running++;
         }
     }
+    tq_idmap_destroy(&map);
+    /* drop the empty rows (heaps not pruned yet) */
+    size_t n = 0;
+    for (size_t i = 0; i < nrows; i++)
+        if (rows[i].queued || rows[i].running || rows[i].workers)
+            rows[n++] = rows[i];
+    *out = rows;
+    return n;
+}
+
+void tq_inspect_functions(const tq_store_t *store, const tq_peers_t *peers, void *doc) {
+    tq_inspect_fnrow_t *rows;
+    size_t n = tq_inspect_fn_rows(store, peers, &rows);
     cJSON *arr = cJSON_AddArrayToObject(doc, "functions");
-    for (size_t i = 0; i < nrows; i++) {
-        fnrow_t *r = &rows[i];
-        if (!r->queued && !r->running && !r->workers)
-            continue; /* an empty heap not pruned yet */
-        total++;
-        if (total > FN_ROWS_MAX)
-            continue;
+    for (size_t i = 0; i < n && i < FN_ROWS_MAX; i++) {
+        tq_inspect_fnrow_t *r = &rows[i];
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", r->fn);
         cJSON_AddNumberToObject(o, "queued", (double)r->queued);
@@ -388,8 +392,7 @@ void tq_inspect_functions(const tq_store_t *store, const tq_peers_t *peers, void
         cJSON_AddBoolToObject(o, "unserved", r->queued > 0 && r->workers == 0);
         cJSON_AddItemToArray(arr, o);
     }
-    cJSON_AddNumberToObject(doc, "functions_total", (double)total);
-    tq_idmap_destroy(&map);
+    cJSON_AddNumberToObject(doc, "functions_total", (double)n);
     free(rows);
 }
 

@@ -39,6 +39,20 @@ void *tq_inspect_list(const tq_store_t *store, const tq_peers_t *peers, const vo
 void *tq_inspect_failed(const tq_store_t *store, const tq_peers_t *peers, const void *req,
                         int *code, char *err, size_t errlen);
 
+/* One function: runnable tasks queued for it (all queues), tasks of it
+ * running, connected workers (not draining) that serve it. */
+typedef struct {
+    const char *fn; /* interned */
+    size_t queued, running, workers;
+} tq_inspect_fnrow_t;
+/* Every function with tasks queued or running or a worker serving it
+ * (*rows: caller frees). O(queues x functions + workers' functions and
+ * leases). */
+size_t tq_inspect_fn_rows(const tq_store_t *store, const tq_peers_t *peers,
+                          tq_inspect_fnrow_t **rows);
+/* Function rows one status document or metrics page shows at most. */
+#define TQ_INSPECT_FN_ROWS 1000
+
 /* Add the status document's "functions" rows (queued, delayed, running,
  * workers serving it; "unserved" when tasks wait for it and no connected
  * worker serves it) and "functions_total" to doc (a cJSON object). */

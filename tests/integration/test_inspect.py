@@ -10,10 +10,12 @@ import re
 import signal
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tqharness import (EXIT_NOT_FOUND, EXIT_REFUSED,  # noqa: E402
-                       EXIT_TASK_FAILED, EXIT_USAGE, TQTestCase, main, wait_until)
+                       EXIT_TASK_FAILED, EXIT_USAGE, TQTestCase, free_port, main,
+                       wait_until)
 
 UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -218,6 +220,24 @@ class Inspect(TQTestCase):
         rows = {f["name"]: f for f in st["functions"]}
         self.assertEqual((rows["nobody"]["workers"], rows["nobody"]["unserved"]), (1, False))
         self.assertNotIn("warning:", self.tq_ok("status").out)
+
+    def test_function_metrics(self):
+        self.master.signal(signal.SIGTERM)
+        self.master.wait(15)
+        mport = free_port()
+        self.start_master(*self.MASTER_FLAGS, "--metrics-listen", "127.0.0.1:%d" % mport,
+                          name="master2")
+        self.submit("--fn", "nobody", "--queue", "mq", "1", "2")
+
+        def page():
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
+                return r.read().decode()
+        wait_until(lambda: 'taskq_function_queued{fn="nobody"} 2\n' in page(), 10,
+                   what="function rows in the metrics")
+        text = page()
+        self.assertIn('taskq_function_workers{fn="nobody"} 0\n', text)
+        self.assertIn("taskq_functions_unserved 1\n", text)
+        self.assertRegex(text, r'taskq_queue_oldest_age_seconds\{queue="mq"\} \d+\.\d+\n')
 
     def test_workers_running_ids(self):
         w = self.start_worker(concurrency=2, fns=["hang=sleep 60"])
