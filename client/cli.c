@@ -277,7 +277,7 @@ static const command_t commands[] = {
      "QUEUE", "dispatch tasks from a paused queue again",
      "Prints 'queue Q resumed' or 'queue Q was not paused'.\n", tq_cli_run_queue_op},
     {"workers", status_table, sizeof(status_settings_t), offsetof(status_settings_t, help), "",
-     "list the connected workers: name, id, address, slots, busy, state, functions",
+     "list the connected workers: name, id, address, slots, busy, state, functions, running tasks",
      "With --json, prints the status document's \"workers\" array.\n", run_workers},
     {"worker", queue_op_table, sizeof(queue_op_settings_t), offsetof(queue_op_settings_t, help),
      "quiet|stop NAME|ID", "quiet a worker (finish, take no new tasks) or stop it (drain, exit)",

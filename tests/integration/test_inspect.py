@@ -10,12 +10,14 @@ import re
 import signal
 import sys
 import time
+import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tqharness as h  # noqa: E402
 from tqharness import (EXIT_NOT_FOUND, EXIT_REFUSED,  # noqa: E402
-                       EXIT_TASK_FAILED, EXIT_USAGE, TQTestCase, free_port, main,
-                       wait_until)
+                       EXIT_TASK_FAILED, EXIT_USAGE, RawClient, TQTestCase, free_port, head,
+                       main, wait_until)
 
 UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -282,6 +284,56 @@ class Inspect(TQTestCase):
         self.assertIn("no queue named nosuchqueue", r.err)
         r = self.tq("queue", "drop", "q")
         self.assertEqual(r.rc, EXIT_USAGE, r)
+
+
+@unittest.skipIf(h.zmq is None, "pyzmq not available")
+class InspectBadRequests(TQTestCase):
+    """Every field of the new ADMIN ops is checked: a bad one gets ERROR
+    with the request's ref, and the master goes on serving."""
+
+    def admin(self, c, req):
+        c.send([head(h.T_ADMIN) + json.dumps(req).encode()])
+        fr = c.recv_type(h.T_ADMIN_REPLY, timeout=10)
+        self.assertIsNotNone(fr, "no answer to %r" % req)
+        if fr[0][3] == h.T_ERROR:
+            return h.decode_error(fr)
+        return json.loads(fr[0][4:].decode())
+
+    def test_bad_fields(self):
+        self.start_master()
+        c = RawClient(self.endpoint, h.key_bytes_from_file(self.key))
+        try:
+            c.hello()
+            M, N, T = h.E_MALFORMED, h.E_BAD_NAME, h.E_TOO_MANY
+            bad = [({"op": "show"}, M), ({"op": "show", "ids": []}, M),
+                   ({"op": "show", "ids": "1"}, M), ({"op": "show", "ids": [0]}, M),
+                   ({"op": "show", "ids": [-1]}, M), ({"op": "show", "ids": [1.5]}, M),
+                   ({"op": "show", "ids": list(range(1, 102))}, T),
+                   ({"op": "show", "ids": [1], "payload": 1}, M),
+                   ({"op": "list", "state": "sleeping"}, M), ({"op": "list", "state": 3}, M),
+                   ({"op": "list", "limit": 0}, M), ({"op": "list", "limit": 1001}, M),
+                   ({"op": "list", "after": -1}, M), ({"op": "list", "after": "x"}, M),
+                   ({"op": "list", "queue": "a b"}, N), ({"op": "list", "queue": 7}, M),
+                   ({"op": "list", "fn": "x" * 65}, N),
+                   ({"op": "failed", "state": "failed"}, M),
+                   ({"op": "queue_empty"}, M), ({"op": "queue_empty", "queue": "a/b"}, N),
+                   ({"op": "queue_empty", "queue": "nosuch"}, N),
+                   ({"op": "queue_delete", "queue": ["q"]}, M)]
+            for i, (req, code) in enumerate(bad):
+                req["req"] = 100 + i
+                e = self.admin(c, req)
+                self.assertEqual((e.get("code"), e.get("ref")), (code, req["req"]), (req, e))
+            ok = self.admin(c, {"req": 1, "op": "list", "queue": "never-made"})
+            self.assertEqual((ok["tasks"], ok["more"]), ([], False), ok)
+            ok = self.admin(c, {"req": 2, "op": "show", "ids": [2 ** 53]})
+            self.assertEqual(ok["tasks"][0]["state"], "unknown", ok)
+            ok = self.admin(c, {"req": 3, "op": "list", "after": 2 ** 60})
+            self.assertEqual((ok["tasks"], ok["more"]), ([], False), ok)
+            # a query made no queue
+            names = [q["name"] for q in self.status()["queues"]]
+            self.assertNotIn("never-made", names)
+        finally:
+            c.close()
 
 
 if __name__ == "__main__":
