@@ -151,8 +151,10 @@ static const tq_cfg_entry_t dead_table[] = {
 static const tq_cfg_entry_t fix_table[] = {
     {"all", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, all), NULL,
      "every dead task (of --queue Q, if given) instead of IDs"},
+    {"failed", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, failed), NULL,
+     "with --all: every failed task (taskq failed) instead of every dead task"},
     {"queue", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, queue), "Q",
-     "with --all: only the dead tasks of queue Q"},
+     "with --all: only the dead (or --failed) tasks of queue Q"},
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, help), NULL,
      "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},

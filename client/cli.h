@@ -55,6 +55,7 @@ typedef struct {
 /* retry and purge */
 typedef struct {
     int all;
+    int failed; /* with all: the failed set instead of the dead set */
     char *queue;
     int help;
 } fix_settings_t;

@@ -250,6 +250,73 @@ static int print_items(const cJSON *rep, const uint64_t *ids, size_t n, const ch
     return 0;
 }
 
+/* retry|purge --all --failed: page through the failed set (ADMIN
+ * "failed", of queue if given) and send its ids in requests of at most
+ * TQ_MAX_ADMIN_IDS; prints "N task(s) retried|purged". Returns the exit
+ * status. */
+static int fix_all_failed(taskq_t *tq, const char *op, const char *queue, const char *done_word)
+{
+    int status = TQ_EXIT_OK;
+    uint64_t after = 0;
+    double count = 0;
+    uint64_t *ids = tq_malloc(TQ_MAX_ADMIN_LIST * sizeof *ids);
+    for (int more = 1; more && status == TQ_EXIT_OK;) {
+        cJSON *req = cJSON_CreateObject();
+        TQ_ASSERT(req);
+        cJSON_AddStringToObject(req, "op", "failed");
+        if (queue)
+            cJSON_AddStringToObject(req, "queue", queue);
+        cJSON_AddItemToObject(req, "after", json_exact_id(after));
+        cJSON_AddNumberToObject(req, "limit", TQ_MAX_ADMIN_LIST);
+        cJSON *rep = admin(tq, req, &status);
+        if (!rep)
+            break;
+        const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(rep, "tasks");
+        uint64_t next = 0;
+        more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep, "more"));
+        if (!cJSON_IsArray(tasks) || cJSON_GetArraySize(tasks) > TQ_MAX_ADMIN_LIST ||
+            (more && (json_id(cJSON_GetObjectItemCaseSensitive(rep, "next_after"), &next) < 0 ||
+                      next <= after))) {
+            cJSON_Delete(rep);
+            status = bad_reply("\"tasks\" and \"next_after\"");
+            break;
+        }
+        size_t n = 0;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, tasks) {
+            if (json_id(cJSON_GetObjectItemCaseSensitive(t, "id"), &ids[n]) < 0) {
+                status = bad_reply("task id");
+                break;
+            }
+            n++;
+        }
+        cJSON_Delete(rep);
+        after = next;
+        if (status != TQ_EXIT_OK || n == 0)
+            continue;
+        req = cJSON_CreateObject();
+        TQ_ASSERT(req);
+        cJSON_AddStringToObject(req, "op", op);
+        cJSON *arr = cJSON_AddArrayToObject(req, "ids");
+        TQ_ASSERT(arr);
+        for (size_t i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, json_exact_id(ids[i]));
+        rep = admin(tq, req, &status);
+        if (!rep)
+            break;
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(rep, "count");
+        if (cJSON_IsNumber(c) && c->valuedouble >= 0)
+            count += c->valuedouble;
+        else
+            status = bad_reply("\"count\"");
+        cJSON_Delete(rep);
+    }
+    free(ids);
+    if (status == TQ_EXIT_OK)
+        printf("%.0f task(s) %s\n", count, done_word);
+    return status;
+}
+
 int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
 {
     fix_settings_t *s = settings;
@@ -263,6 +330,9 @@ int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, 
     if (s->queue && !s->all)
         return tq_cli_usage_error("%s: --queue goes with --all (IDs name their tasks already)",
                                   cmd->name);
+    if (s->failed && !s->all)
+        return tq_cli_usage_error("%s: --failed goes with --all (IDs name their tasks already)",
+                                  cmd->name);
     if ((status = check_queue("--queue", s->queue)))
         return status;
     if (!s->all && (status = tq_cli_parse_ids(cmd->name, argc, argv, &ids, &n)))
@@ -273,7 +343,9 @@ int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, 
         return status;
     }
     status = TQ_EXIT_OK;
-    if (s->all) {
+    if (s->all && s->failed) {
+        status = fix_all_failed(tq, cmd->name, s->queue, done_word);
+    } else if (s->all) {
         cJSON *req = cJSON_CreateObject();
         TQ_ASSERT(req);
         cJSON_AddStringToObject(req, "op", cmd->name);

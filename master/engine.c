@@ -404,21 +404,15 @@ size_t tq_engine_revive_all(tq_engine_t *self, const tq_queue_t *q, int purge) {
 
 size_t tq_engine_queue_empty(tq_engine_t *self, tq_queue_t *q, size_t max, tq_now_t now,
                              int *more) {
-    tq_task_t *picked[256];
-    size_t count = 0;
-    *more = 0;
-    while (count < max) {
-        size_t want = max - count < 256 ? max - count : 256;
-        size_t n = tq_store_queue_queued_some(self->store, q, picked, want);
-        if (n == 0)
-            break;
-        for (size_t i = 0; i < n; i++)
-            finish(self, picked[i], TQ_TASK_CANCELLED, NULL, 0, now);
-        count += n;
-    }
-    const tq_queue_counts_t *c = tq_queue_counts(q);
-    *more = c->queued > 0;
-    return count;
+    /* one pick (one look at the delayed heap at most), then the cancels */
+    size_t want = tq_queue_counts(q)->queued < max ? tq_queue_counts(q)->queued : max;
+    tq_task_t **picked = tq_malloc((want ? want : 1) * sizeof *picked);
+    size_t n = tq_store_queue_queued_some(self->store, q, picked, want);
+    for (size_t i = 0; i < n; i++)
+        finish(self, picked[i], TQ_TASK_CANCELLED, NULL, 0, now);
+    free(picked);
+    *more = tq_queue_counts(q)->queued > 0;
+    return n;
 }
 
 int tq_engine_queue_delete(tq_engine_t *self, tq_queue_t *q) {

@@ -192,6 +192,23 @@ class Inspect(TQTestCase):
         self.restart_master()
         self.assertEqual(self.tq_ok("failed").out, "no failed tasks\n")
 
+    def test_failed_set_all(self):
+        self.start_worker(concurrency=2, fns=["bad=false"])
+        xs = self.submit("--fn", "bad", "--queue", "x", "1", "2", "3")
+        [y] = self.submit("--fn", "bad", "--queue", "y", "4")
+        self.tq("wait", "--timeout", "30", *(xs + [y]))
+        self.assertEqual(self.tq_ok("purge", "--all", "--failed", "--queue", "x").out,
+                         "3 task(s) purged\n")
+        self.assertEqual([str(o["id"]) for o in jlines(self.tq_ok("failed", "--json").out)],
+                         [y])
+        self.assertEqual(self.tq_ok("retry", "--all", "--failed").out, "1 task(s) retried\n")
+        r = self.tq("wait", "--timeout", "30", y)  # it fails again
+        self.assertEqual(r.rc, EXIT_TASK_FAILED, r)
+        self.assertEqual(self.tq_ok("dead").out, "no dead tasks\n")  # --failed left it alone
+        r = self.tq("retry", "--failed", y)
+        self.assertEqual(r.rc, EXIT_USAGE, r)
+        self.assertIn("--failed goes with --all", r.err)
+
     def test_failed_set_expires_with_result_ttl(self):
         self.master.signal(signal.SIGTERM)
         self.master.wait(15)
