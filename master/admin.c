@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "inspect.h"
 #include "now.h"
 #include "tq_log.h"
 #include "tq_util.h"
@@ -175,38 +176,11 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
     return 0;
 }
 
-/* "id": the id as an exact integer (cJSON would print a double, and
- * 16-digit ids in exponent form). */
-static void add_id(cJSON *o, uint64_t id) {
-    char text[24];
-    snprintf(text, sizeof text, "%" PRIu64, id);
-    cJSON_AddItemToObject(o, "id", cJSON_CreateRaw(text));
-}
+static void add_id(cJSON *o, uint64_t id) { tq_inspect_add_id(o, id); }
 
-/* Add t's error text as "error" (UTF-8) or "error_base64", cut to
- * ADMIN_ERROR_MAX bytes. */
+/* t's error text as "error" or "error_base64", cut to ADMIN_ERROR_MAX. */
 static void add_error(cJSON *o, const tq_task_t *t) {
-    tq_bytes_t d = tq_task_data(t);
-    size_t len = d.len > ADMIN_ERROR_MAX ? ADMIN_ERROR_MAX : d.len;
-    const char *data = d.data ? (const char *)d.data : "";
-    if (len < d.len) {
-        while (len > 0 && ((unsigned char)data[len] & 0xC0) == 0x80)
-            len--; /* do not cut a UTF-8 sequence in two */
-        cJSON_AddBoolToObject(o, "error_truncated", 1);
-    }
-    if (tq_utf8_valid(data, len) && !memchr(data, '\0', len)) {
-        char *s = tq_malloc(len + 1);
-        memcpy(s, data, len);
-        s[len] = '\0';
-        cJSON_AddStringToObject(o, "error", s);
-        free(s);
-        return;
-    }
-    size_t blen = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
-    char *b = tq_malloc(blen);
-    sodium_bin2base64(b, blen, (const unsigned char *)data, len, sodium_base64_VARIANT_ORIGINAL);
-    cJSON_AddStringToObject(o, "error_base64", b);
-    free(b);
+    tq_inspect_add_text(o, "error", tq_task_data(t), ADMIN_ERROR_MAX);
 }
 
 /* The "queue" field of a read-only request: the existing queue of that
@@ -312,7 +286,10 @@ static void op_retry_purge(admin_t *a, int purge) {
         cJSON_ArrayForEach(it, ids) {
             tq_json_uint(it, 1, UINT64_MAX, &id); /* checked above */
             tq_task_t *t = tq_store_get(store, id);
-            const char *outcome = !t ? "unknown" : t->state != TQ_TASK_DEAD ? "not dead" : NULL;
+            /* the dead and the failed set */
+            const char *outcome = !t                                                     ? "unknown"
+                                  : t->state != TQ_TASK_DEAD && t->state != TQ_TASK_FAILED ? "not dead"
+                                                                                         : NULL;
             if (!outcome) {
                 if (purge)
                     tq_engine_purge(a->loop->engine, id);
@@ -330,9 +307,17 @@ static void op_retry_purge(admin_t *a, int purge) {
         count = tq_engine_revive_all(a->loop->engine, q, purge);
     }
     if (count)
-        tq_info("%s %zu dead task%s", done_word[purge], count, count == 1 ? "" : "s");
+        tq_info("%s %zu dead or failed task%s", done_word[purge], count, count == 1 ? "" : "s");
     cJSON_AddNumberToObject(doc, "count", (double)count);
     reply(a, doc);
+}
+
+/* doc is the reply, to be sent once the journal holds what this
+ * request changed (as op_pause). */
+static void reply_gated(admin_t *a, cJSON *doc) {
+    reply(a, doc);
+    a->res->gated = 1;
+    a->res->lsn = tq_persist_lsn(a->loop->persist);
 }
 
 /* pause / resume: the change is made at once; the reply goes when the
@@ -353,10 +338,72 @@ static void op_pause(admin_t *a, int pause) {
     cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
     cJSON_AddBoolToObject(doc, "paused", pause);
     cJSON_AddBoolToObject(doc, "changed", changed);
-    reply(a, doc);
     /* the state it reports may be another request's, not durable yet */
-    a->res->gated = 1;
-    a->res->lsn = tq_persist_lsn(a->loop->persist);
+    reply_gated(a, doc);
+}
+
+/* A read-only op of inspect.h: its reply, or its error. */
+typedef void *(*inspect_fn)(const tq_store_t *, const tq_peers_t *, const void *, int *, char *,
+                            size_t);
+static void op_inspect(admin_t *a, inspect_fn fn) {
+    int code = TQ_ERR_INTERNAL;
+    char err[TQ_MAX_ERROR_TEXT];
+    cJSON *doc = fn(tq_engine_store(a->loop->engine), a->loop->peers, a->j, &code, err, sizeof err);
+    if (!doc) {
+        fail(a, code, "%s", err);
+        return;
+    }
+    reply(a, doc);
+}
+
+/* queue_empty (del = 0: cancel up to TQ_MAX_QUEUE_EMPTY queued tasks of
+ * "queue"; "more" says whether to ask again) or queue_delete (del = 1:
+ * forget a queue with nothing queued or running; "deleted": false with
+ * its counts otherwise). An unknown queue is an ERROR. Engine commands,
+ * journaled; the reply is gated on the journal. */
+static void op_queue(admin_t *a, int del) {
+    tq_queue_t *q;
+    int missing;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "queue");
+    if (!v) {
+        fail(a, TQ_ERR_MALFORMED, "ADMIN: \"queue\" is required");
+        return;
+    }
+    if (find_queue(a, &q, &missing) < 0)
+        return;
+    if (missing) {
+        fail(a, TQ_ERR_BAD_NAME, "ADMIN: no queue named %s", v->valuestring);
+        return;
+    }
+    int jerr = tq_persist_failed(a->loop->persist);
+    if (jerr) {
+        fail(a, TQ_ERR_UNAVAILABLE, "journal write failed: %s", strerror(jerr));
+        return;
+    }
+    char from[TQ_MAX_PEER_NAME + 8];
+    tq_log_escape_str(from, sizeof from, a->who->name);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
+    if (!del) {
+        int more = 0;
+        size_t n = tq_engine_queue_empty(a->loop->engine, q, TQ_MAX_QUEUE_EMPTY, tq_now(), &more);
+        if (n)
+            tq_info("admin: cancelled %zu queued task%s of queue %s at the request of %s (%s)", n,
+                    n == 1 ? "" : "s", tq_queue_name(q), from, a->who->address);
+        cJSON_AddNumberToObject(doc, "cancelled", (double)n);
+        cJSON_AddBoolToObject(doc, "more", more);
+    } else {
+        const tq_queue_counts_t *c = tq_queue_counts(q);
+        size_t queued = c->queued, running = c->running;
+        int ok = tq_engine_queue_delete(a->loop->engine, q) == 0;
+        if (ok)
+            tq_info("admin: deleted queue %s at the request of %s (%s)", tq_queue_name(q), from,
+                    a->who->address);
+        cJSON_AddBoolToObject(doc, "deleted", ok);
+        cJSON_AddNumberToObject(doc, "queued", (double)queued);
+        cJSON_AddNumberToObject(doc, "running", (double)running);
+    }
+    reply_gated(a, doc);
 }
 
 /* quiet (stop = 0: take no new tasks, finish the running ones) or stop
@@ -403,6 +450,19 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
+static void op_show(admin_t *a, int unused) {
+    (void)unused;
+    op_inspect(a, tq_inspect_show);
+}
+static void op_list(admin_t *a, int unused) {
+    (void)unused;
+    op_inspect(a, tq_inspect_list);
+}
+static void op_failed(admin_t *a, int unused) {
+    (void)unused;
+    op_inspect(a, tq_inspect_failed);
+}
+
 /* The ops: name, 1 if it only reads (an HTTP user with the read role
  * may call it, with GET), the function and its argument. */
 typedef struct {
@@ -416,7 +476,9 @@ static const op_t ops[] = {
     {"dead", 1, op_dead, 0},         {"retry", 0, op_retry_purge, 0},
     {"purge", 0, op_retry_purge, 1}, {"pause", 0, op_pause, 1},
     {"resume", 0, op_pause, 0},      {"quiet", 0, op_worker, 0},
-    {"stop", 0, op_worker, 1},
+    {"stop", 0, op_worker, 1},       {"show", 1, op_show, 0},
+    {"list", 1, op_list, 0},         {"failed", 1, op_failed, 0},
+    {"queue_empty", 0, op_queue, 0}, {"queue_delete", 0, op_queue, 1},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 

@@ -1,6 +1,7 @@
 /* metrics.c - the Prometheus text exposition over libmicrohttpd. See
  * metrics.h. */
 #include "metrics.h"
+#include "inspect.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -418,7 +419,45 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         text_label(t, tq_queue_name(q));
         text_add(t, "\"} %d\n", tq_queue_paused(q) ? 1 : 0);
     }
+    head(t, "taskq_queue_oldest_age_seconds", "gauge",
+         "age of the oldest task next in line, by queue (no series when nothing is queued)");
+    int64_t wall = tq_wall_ms();
+    for (size_t i = 0; i < nq && i < TQ_METRICS_MAX_QUEUES; i++) {
+        const tq_queue_t *q = tq_store_queue_at(store, i);
+        int64_t h = tq_queue_head_created(q);
+        if (h < 0)
+            continue;
+        text_add(t, "taskq_queue_oldest_age_seconds{queue=\"");
+        text_label(t, tq_queue_name(q));
+        text_add(t, "\"} %.3f\n", (double)(wall > h ? wall - h : 0) / 1000.0);
+    }
     one(t, "taskq_queues", "gauge", "queues known (series above for the first 1000)", nq);
+
+    /* Per function: queued, running, workers serving it; unserved = 1
+     * when tasks wait for it and no connected worker serves it. */
+    tq_inspect_fnrow_t *fr;
+    size_t nfr = tq_inspect_fn_rows(store, peers, &fr);
+    static const char *const fcols[] = {"queued", "running", "workers"};
+    static const char *const fhelp[] = {"runnable tasks queued for the function, all queues",
+                                        "tasks of the function running",
+                                        "connected workers (not draining) serving the function"};
+    for (size_t k = 0; k < 3; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "taskq_function_%s", fcols[k]);
+        head(t, name, "gauge", fhelp[k]);
+        for (size_t i = 0; i < nfr && i < TQ_INSPECT_FN_ROWS; i++) {
+            size_t v = k == 0 ? fr[i].queued : k == 1 ? fr[i].running : fr[i].workers;
+            text_add(t, "%s{fn=\"", name);
+            text_label(t, fr[i].fn);
+            text_add(t, "\"} %zu\n", v);
+        }
+    }
+    size_t unserved = 0;
+    for (size_t i = 0; i < nfr; i++)
+        unserved += fr[i].queued > 0 && fr[i].workers == 0;
+    free(fr);
+    one(t, "taskq_functions_unserved", "gauge",
+        "functions with queued tasks that no connected worker serves", unserved);
     one(t, "taskq_tasks_stored", "gauge", "tasks stored in any state", tq_store_size(store));
 
     /* Counters since the process started. */
