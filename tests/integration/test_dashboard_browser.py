@@ -26,6 +26,7 @@ try:
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 except ImportError:  # skipped below
     webdriver = None
 
@@ -155,10 +156,26 @@ class DashboardBrowserTest(TQTestCase):
         box.clear()
         box.send_keys(tid)
         self.driver.find_element(By.ID, "task-show").click()
-        detail = self.wait_css("#task-detail, #task-view p.warn", "the task view")
+        self.wait_css("#task-detail", "the task view")
+        state = self.wait_css('#task-detail tr[data-field="state"] td', "the task's state")
+        self.assertEqual(state.text, "done")
+        self.assertEqual(self.find('#task-detail tr[data-field="queue"] td')[0].text, "web")
+        # no result bytes without --http-show-payloads
+        self.assertFalse(self.find('#task-detail tr[data-field="result"]'))
+        self.assertEqual(self.find('#task-detail tr[data-field="payloads_hidden"] td')[0].text, "true")
         self.shot("task")
-        task_view_text = self.driver.find_element(By.ID, "task-view").text
-        self.assertIn(tid, task_view_text)
+        # lists per queue and state, with paging
+        self.driver.find_element(By.ID, "list-queue").send_keys("web")
+        Select(self.driver.find_element(By.ID, "list-state")).select_by_visible_text("done")
+        self.driver.find_element(By.ID, "list-go").click()
+        wait_until(lambda: len(self.find("#tasks-table tbody tr[data-task]")) == 50 or None, 20,
+                   interval=0.1, what="a first page of 50 done tasks of queue web")
+        first_page = [r.get_attribute("data-task") for r in self.find("#tasks-table tbody tr[data-task]")]
+        self.driver.find_element(By.ID, "list-next").click()
+        wait_until(lambda: self.find("#tasks-table tbody tr[data-task]") and
+                   self.find("#tasks-table tbody tr[data-task]")[0].get_attribute("data-task")
+                   not in first_page or None, 20, interval=0.1, what="the next page")
+        self.shot("tasks")
 
         # A dead task: its worker dies under it (--max-attempts 1); retry it
         # from the Dead page and see it finish on a worker that can.
@@ -181,8 +198,10 @@ class DashboardBrowserTest(TQTestCase):
         self.assertEqual(r.rc, 0, r)
         self.assertEqual(json.loads(r.out)["result"].strip(), "finished")
 
-        # Queues: pause and resume.
+        # Queues: pause and resume; a function no worker serves is flagged.
+        self.submit("--fn", "nobody", "--queue", "orphans", "x")
         self.go("queues")
+        self.wait_css('[data-unserved="nobody"]', "the unserved-function warning")
         self.wait_css('#queues-table tr[data-queue="web"]', "queue web on the Queues page")
         self.click_in_row("#queues-table", "data-queue", "web", ".act-pause")
         wait_until(lambda: self.cell("#queues-table", "data-queue", "web", 9) == "paused", 20,
@@ -205,9 +224,12 @@ class DashboardBrowserTest(TQTestCase):
         self.assertEqual(self.worker_status(w1.wname)["state"], "quiet")
         self.shot("workers")
 
-        # The failed page renders (the set itself is the inspection point's).
+        # The failed set: a task that failed with no retry left, with its error.
+        [failed] = self.submit("--fn", "fail", "--queue", "jobs", "boom")
+        self.tq("wait", "--timeout", "20", failed)
         self.go("failed")
-        self.wait_css("#failed table, #failed p", "the Failed page")
+        self.wait_css('#failed-table tr[data-task="%s"]' % failed, "the failed task on its page")
+        self.assertEqual(self.cell("#failed-table", "data-task", failed, 4), "boom")
         self.shot("failed")
 
         # A POST without the CSRF token is refused, from the page's own origin.
