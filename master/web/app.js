@@ -265,7 +265,7 @@ function makeCharts() {
   const common = {
     animation: false, responsive: true, maintainAspectRatio: false, parsing: false,
     interaction: {mode: 'nearest', intersect: false},
-    scales: {x: {type: 'linear', ticks: {callback: v => new Date(v * 1000).toISOString().slice(11, 16), maxTicksLimit: 7}},
+    scales: {x: {type: 'linear', ticks: {callback: v => new Date(v * 1000).toISOString().slice(11, 19), maxTicksLimit: 7}},
       y: {beginAtZero: true}},
     plugins: {legend: {position: 'bottom'}},
     elements: {point: {radius: 0}, line: {borderWidth: 1.5}},

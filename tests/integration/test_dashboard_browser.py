@@ -212,6 +212,13 @@ class DashboardBrowserTest(TQTestCase):
         self.click_in_row("#queues-table", "data-queue", "web", ".act-resume")
         wait_until(lambda: self.cell("#queues-table", "data-queue", "web", 9) == "active", 20,
                    interval=0.1, what="queue web shown active")
+        # Empty a queue (a confirmation first): its queued task is cancelled.
+        self.click_in_row("#queues-table", "data-queue", "orphans", ".act-empty")
+        wait_until(lambda: self.driver.switch_to.alert, 10, interval=0.1, what="the confirmation")
+        self.driver.switch_to.alert.accept()
+        wait_until(lambda: self.cell("#queues-table", "data-queue", "orphans", 7) == "1" or None, 20,
+                   interval=0.1, what="the orphans task cancelled")
+        self.assertEqual(self.cell("#queues-table", "data-queue", "orphans", 1), "0")
         self.assertIn("asks pause", self.master.output())
         self.assertIn("asks resume", self.master.output())
 
