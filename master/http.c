@@ -890,23 +890,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-    (void)cls;
-    char line[512];
-    vsnprintf(line, sizeof line, fmt, ap);
-    size_t n = strlen(line);
-    while (n && line[n - 1] == '\n')
-        line[--n] = '\0';
-    tq_warn("http: %s", line);
-}
-
 /* ---- life ------------------------------------------------------------------------ */
 
 tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, char *err, size_t errlen) {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (tq_http_check(cfg->listen, cfg->auth_file, err, errlen) < 0 ||
-        tq_listen_addr_parse("--http-listen", cfg->listen, &ss, &len, err, errlen) < 0)
+    if (tq_http_check(cfg->listen, cfg->auth_file, err, errlen) < 0)
         return NULL;
     tq_http_t *self = tq_calloc(1, sizeof *self);
     pthread_mutex_init(&self->mu, NULL);
@@ -926,34 +913,12 @@ tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, char *err, size_t errlen) {
     if (cfg->auth_file && *cfg->auth_file && load_users(self, cfg->auth_file, key, err, errlen) < 0)
         goto fail;
     sodium_memzero(key, sizeof key);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_AUTO | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                   : ((struct sockaddr_in *)&ss)->sin_port);
-    self->daemon = MHD_start_daemon(
-        flags, port, NULL, NULL, on_request, self, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)TQ_HTTP_MAX_CONNS, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)TQ_HTTP_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_END);
-    if (!self->daemon) {
-        snprintf(err, errlen,
-                 "--http-listen %s: cannot listen there (address in use, or not an address of "
-                 "this host)",
-                 cfg->listen);
+    /* a thread per connection: a request waits for the loop's answer */
+    self->daemon = tq_mhd_start("--http-listen", cfg->listen, MHD_USE_THREAD_PER_CONNECTION,
+                                TQ_HTTP_MAX_CONNS, TQ_HTTP_CONN_TIMEOUT_S, on_request, self,
+                                on_completed, "/", self->url, sizeof self->url, err, errlen);
+    if (!self->daemon)
         goto fail;
-    }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    unsigned bound = di ? di->port : port;
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
-    else
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
-    snprintf(self->url, sizeof self->url, "http://%s%s%s:%u/", ss.ss_family == AF_INET6 ? "[" : "",
-             host, ss.ss_family == AF_INET6 ? "]" : "", bound);
     return self;
 fail:
     sodium_memzero(key, sizeof key);

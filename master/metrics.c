@@ -207,16 +207,55 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return rc;
 }
 
-/* libmicrohttpd's own error lines go to our log. */
+/* libmicrohttpd's own error lines go to our log (cls: the prefix). */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n && line[n - 1] == '\n')
         line[--n] = '\0';
-    tq_warn("metrics: %s", line);
+    tq_warn("%s: %s", (const char *)cls, line);
+}
+
+struct MHD_Daemon *tq_mhd_start(const char *flag, const char *listen, unsigned flags,
+                                unsigned max_conns, unsigned timeout_s,
+                                MHD_AccessHandlerCallback handler, void *cls,
+                                MHD_RequestCompletedCallback completed, const char *path,
+                                char *url, size_t urllen, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (tq_listen_addr_parse(flag, listen, &ss, &len, err, errlen) < 0)
+        return NULL;
+    /* poll/epoll, not select: the master runs with thousands of descriptors */
+    flags |= MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+    const char *logname = strcmp(flag, "--metrics-listen") == 0 ? "metrics" : "http";
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, port, NULL, NULL, handler, cls, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        (void *)logname, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, max_conns, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+    if (!d) {
+        snprintf(err, errlen,
+                 "%s %s: cannot listen there (address in use, or not an address of this host)",
+                 flag, listen);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned bound = di ? di->port : port;
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
+    else
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+    snprintf(url, urllen, "http://%s%s%s:%u%s", ss.ss_family == AF_INET6 ? "[" : "", host,
+             ss.ss_family == AF_INET6 ? "]" : "", bound, path);
+    return d;
 }
 
 tq_metrics_t *tq_metrics_new(void)
@@ -242,39 +281,12 @@ char *tq_metrics_copy(tq_metrics_t *self, size_t *len)
 
 tq_metrics_t *tq_metrics_start(const char *listen, char *err, size_t errlen)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (tq_listen_addr_parse("--metrics-listen", listen, &ss, &len, err, errlen) < 0)
-        return NULL;
     tq_metrics_t *self = tq_metrics_new();
-    /* poll/epoll, not select: the master runs with thousands of descriptors */
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                   : ((struct sockaddr_in *)&ss)->sin_port);
-    self->daemon = MHD_start_daemon(
-        flags, port, NULL, NULL, on_request, self, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)TQ_METRICS_MAX_CONNS, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)TQ_METRICS_CONN_TIMEOUT_S, MHD_OPTION_END);
-    if (!self->daemon) {
-        snprintf(err, errlen, "--metrics-listen %s: cannot listen there (address in use, or "
-                              "not an address of this host)",
-                 listen);
+    self->daemon = tq_mhd_start("--metrics-listen", listen, 0, TQ_METRICS_MAX_CONNS,
+                                TQ_METRICS_CONN_TIMEOUT_S, on_request, self, NULL, "/metrics",
+                                self->url, sizeof self->url, err, errlen);
+    if (!self->daemon)
         tq_metrics_stop(&self);
-        return NULL;
-    }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    unsigned bound = di ? di->port : port;
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
-    else
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
-    snprintf(self->url, sizeof self->url, "http://%s%s%s:%u/metrics",
-             ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "",
-             bound);
     return self;
 }
 

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <microhttpd.h>
 #include <sys/socket.h>
 
 #include "engine.h"
@@ -47,6 +48,16 @@ int tq_metrics_addr_check(const char *listen, char *err, size_t errlen);
  * option in messages). Returns 0, or -1 with err. */
 int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storage *ss,
                          socklen_t *len, char *err, size_t errlen);
+
+/* Start a libmicrohttpd server (its own polling thread, plus flags) on
+ * flag's ADDR:PORT, its log lines in ours, and write the
+ * "http://ADDR:PORT" + path actually bound (port 0 gets one) to url.
+ * Returns the daemon, or NULL with err (bad address, or in use). */
+struct MHD_Daemon *tq_mhd_start(const char *flag, const char *listen, unsigned flags,
+                                unsigned max_conns, unsigned timeout_s,
+                                MHD_AccessHandlerCallback handler, void *cls,
+                                MHD_RequestCompletedCallback completed, const char *path,
+                                char *url, size_t urllen, char *err, size_t errlen);
 
 /* The metrics without a server of their own (the HTTP module of
  * --http-listen serves them: tq_metrics_copy). Caller owns it. */
