@@ -226,11 +226,20 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, cha
         return -1;
     }
     text[got] = '\0';
+    if (memchr(text, '\0', (size_t)got)) {
+        snprintf(err, errlen, "--http-auth-file %s: holds a NUL byte (not a text file)", path);
+        sodium_memzero(text, (size_t)got);
+        free(text);
+        return -1;
+    }
     int rc = 0;
     size_t lineno = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line && rc == 0;
-         line = strtok_r(NULL, "\n", &save)) {
+    char *next = text;
+    while (next && rc == 0) { /* line by line, blank ones counted */
+        char *line = next, *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        next = nl ? nl + 1 : NULL;
         lineno++;
         char *p = line;
         while (*p == ' ' || *p == '\t')
