@@ -53,7 +53,6 @@ struct tq_metrics {
     text_t pub;         /* the last published text */
     text_t work;        /* the loop's render buffer; swapped with pub */
     /* loop thread only: histograms */
-    tq_idmap_t *leased;  /* task id -> dispatch time (wall ms) */
     tq_idmap_t *qbyhash; /* FNV-1a of the queue name -> qhist_t */
     qhist_t **qh;        /* in first-seen order, at most TQ_METRICS_MAX_QUEUES */
     size_t nqh;
@@ -262,7 +261,6 @@ tq_metrics_t *tq_metrics_new(void)
 {
     tq_metrics_t *self = tq_calloc(1, sizeof *self);
     pthread_mutex_init(&self->mu, NULL);
-    self->leased = tq_idmap_new();
     self->qbyhash = tq_idmap_new();
     return self;
 }
@@ -302,7 +300,6 @@ void tq_metrics_stop(tq_metrics_t **self_p)
     pthread_mutex_destroy(&self->mu);
     free(self->pub.p);
     free(self->work.p);
-    tq_idmap_destroy(&self->leased);
     tq_idmap_destroy(&self->qbyhash);
     for (size_t i = 0; i < self->nqh; i++) {
         free(self->qh[i]->name);
@@ -348,19 +345,16 @@ void tq_metrics_on_engine(void *arg, const tq_engine_ev_t *ev)
 {
     tq_metrics_t *self = arg;
     if (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_LEASED) {
-        int64_t now = tq_wall_ms();
         tq_task_t *t = ev->task;
-        tq_idmap_put(self->leased, t->id, (void *)(uintptr_t)(now > 0 ? now : 1));
         qhist_t *q = t->x && t->x->attempt == 1 ? queue_hist(self, t) : NULL;
         if (q)
-            hist_add(&q->wait, (double)(now - t->created_ms) / 1000.0);
-    } else if (ev->kind == TQ_EV_LEASE_END ||
-               (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_DELETED)) {
-        void *v = tq_idmap_remove(self->leased, ev->task->id);
-        if (!v || ev->kind != TQ_EV_LEASE_END)
-            return;
-        int64_t since = (int64_t)(uintptr_t)v;
-        qhist_t *q = queue_hist(self, ev->task);
+            hist_add(&q->wait, (double)(tq_wall_ms() - t->created_ms) / 1000.0);
+    } else if (ev->kind == TQ_EV_LEASE_END) {
+        /* the dispatch time the engine keeps with the task (not
+         * journaled: a lease replayed at start has none, and is not
+         * counted), so no map of leases here */
+        int64_t since = tq_task_started_ms(ev->task);
+        qhist_t *q = since > 0 ? queue_hist(self, ev->task) : NULL;
         if (q)
             hist_add(&q->run, (double)(tq_wall_ms() - since) / 1000.0);
     }
