@@ -238,6 +238,8 @@ class DashboardBrowserTest(TQTestCase):
         self.wait_css('#failed-table tr[data-task="%s"]' % failed, "the failed task on its page")
         self.assertEqual(self.cell("#failed-table", "data-task", failed, 4), "boom")
         self.shot("failed")
+        jobs = [q for q in self.status()["queues"] if q["name"] == "jobs"][0]
+        self.assertEqual(jobs["failed"], 1, jobs)
 
         # A POST without the CSRF token is refused, from the page's own origin.
         out = self.driver.execute_async_script("""
@@ -257,6 +259,10 @@ class DashboardBrowserTest(TQTestCase):
         errs = self.browser_errors(["/api/v1/ops/pause - "] +
                                    ["/api/v1/ops/%s?" % op for op in missing])
         self.assertEqual(errs, [], "\n".join(e["message"] for e in errs))
+        self.go("overview")
+        wait_until(lambda: self.cell("#ov-queues-table", "data-queue", "jobs", 5) == "1", 20,
+                   interval=0.1, what="the failed task counted on the overview")
+        self.driver.refresh()  # the last action's message gone (docs/dashboard.png is this one)
         self.go("overview")
         self.shot("dashboard")
         print("browser test took %.1f s" % (time.monotonic() - t0))
