@@ -1,5 +1,8 @@
 /* admin.c - ADMIN requests (proto/PROTOCOL.md): list, retry and purge
- * the dead set; pause and resume queues. A pause or resume is an engine
+ * the dead set (retry and purge the failed set); pause and resume
+ * queues; empty and delete queues; quiet and stop workers; the
+ * read-only inspection ops (inspect.c). tq_admin_exec runs an op and
+ * returns its reply or error; tq_admin_handle sends it. A pause or resume is an engine
  * command: it takes effect at once, the journal records it (PAUSE
  * record), and its ADMIN_REPLY waits in the peer, like a SUBMIT_ACK,
  * until the journal holds the record. The DATA_DIR/paused file of
@@ -108,31 +111,38 @@ void tq_admin_drop_file(const char *data_dir) {
 
 /* ---- requests ---------------------------------------------------------------- */
 
-/* One request being answered. */
+/* One request being run: the ops below read the request (j) and leave
+ * either a reply document (doc; gated: send it once the journal holds
+ * what the request changed) or an error (res->code, res->msg) in it.
+ * They send nothing: tq_admin_handle sends for ADMIN, and any other
+ * front end on the loop thread (the HTTP dashboard) runs the same ops
+ * through tq_admin_exec. */
 typedef struct {
     const tq_admin_deps_t *loop;
-    tq_peer_t *peer;
-    uint32_t req;
+    tq_peer_t *peer;  /* the asking connection (new-name budget), or NULL */
+    const char *who;  /* who asked and from where, for the log */
+    const char *addr;
     const cJSON *j;
+    cJSON *doc;
+    tq_admin_result_t *res;
 } admin_t;
 
 static void fail(admin_t *a, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(admin_t *a, int code, const char *fmt, ...) {
-    char msg[TQ_MAX_ERROR_TEXT];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(a->res->msg, sizeof a->res->msg, fmt, ap);
     va_end(ap);
-    tq_roster_warn(a->loop->roster, a->peer, a->peer->address, "%s", msg);
-    tq_outbox_error(a->loop->outbox, (tq_bytes_t){a->peer->rid, a->peer->rid_len}, code, a->req, msg);
+    a->res->code = code;
 }
 
-static void reply(admin_t *a, cJSON *doc) {
-    cJSON_AddNumberToObject(doc, "req", (double)a->req);
-    cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
-    cJSON_Delete(doc);
-    tq_outbox_send(a->loop->outbox, a->peer);
+static void reply(admin_t *a, cJSON *doc) { a->doc = doc; }
+
+/* doc, sent once the journal holds what this request changed (as a
+ * SUBMIT_ACK). */
+static void reply_gated(admin_t *a, cJSON *doc) {
+    a->doc = doc;
+    a->res->gated = 1;
 }
 
 /* An optional non-negative integer field no larger than max: 0 when
@@ -162,7 +172,7 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
         return -1;
     }
     tq_bytes_t name = tq_bytes_str(v->valuestring);
-    if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) &&
+    if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) && a->peer &&
         tq_peer_take_name(a->peer, tq_now().mono_ms) < 0) {
         fail(a, TQ_ERR_TOO_MANY,
              "ADMIN: too many new queue and function names from this connection (at most %d at "
@@ -313,17 +323,6 @@ static void op_retry_purge(admin_t *a, int purge) {
     reply(a, doc);
 }
 
-/* Send doc as the reply once the journal holds what this request
- * changed (as op_pause). */
-static void reply_gated(admin_t *a, cJSON *doc) {
-    cJSON_AddNumberToObject(doc, "req", (double)a->req);
-    cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
-    cJSON_Delete(doc);
-    tq_outbox_send_gated(a->loop->outbox, a->peer, tq_persist_lsn(a->loop->persist),
-                         tq_persist_ready(a->loop->persist), 0);
-}
-
 /* pause / resume: the change is made at once; the reply goes when the
  * journal holds it (gated on the journal's LSN, as a SUBMIT_ACK). */
 static void op_pause(admin_t *a, int pause) {
@@ -385,7 +384,7 @@ static void op_queue(admin_t *a, int del) {
         return;
     }
     char from[TQ_MAX_PEER_NAME + 8];
-    tq_log_escape_str(from, sizeof from, a->peer->name);
+    tq_log_escape_str(from, sizeof from, a->who);
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
     if (!del) {
@@ -393,7 +392,7 @@ static void op_queue(admin_t *a, int del) {
         size_t n = tq_engine_queue_empty(a->loop->engine, q, TQ_MAX_QUEUE_EMPTY, tq_now(), &more);
         if (n)
             tq_info("admin: cancelled %zu queued task%s of queue %s at the request of %s (%s)", n,
-                    n == 1 ? "" : "s", tq_queue_name(q), from, a->peer->address);
+                    n == 1 ? "" : "s", tq_queue_name(q), from, a->addr);
         cJSON_AddNumberToObject(doc, "cancelled", (double)n);
         cJSON_AddBoolToObject(doc, "more", more);
     } else {
@@ -402,7 +401,7 @@ static void op_queue(admin_t *a, int del) {
         int ok = tq_engine_queue_delete(a->loop->engine, q) == 0;
         if (ok)
             tq_info("admin: deleted queue %s at the request of %s (%s)", tq_queue_name(q), from,
-                    a->peer->address);
+                    a->addr);
         cJSON_AddBoolToObject(doc, "deleted", ok);
         cJSON_AddNumberToObject(doc, "queued", (double)queued);
         cJSON_AddNumberToObject(doc, "running", (double)running);
@@ -425,7 +424,7 @@ static void op_worker(admin_t *a, int stop) {
     }
     const char *want = v->valuestring;
     char who[TQ_MAX_PEER_NAME + 8], from[TQ_MAX_PEER_NAME + 8];
-    tq_log_escape_str(from, sizeof from, a->peer->name);
+    tq_log_escape_str(from, sizeof from, a->who);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "workers");
     for (size_t i = 0, n = tq_peers_count(a->loop->peers); i < n; i++) {
@@ -444,7 +443,7 @@ static void op_worker(admin_t *a, int stop) {
         tq_log_escape_str(who, sizeof who, w->name);
         tq_info("admin: %s worker %s (id %s, %zu task%s running) at the request of %s (%s)",
                 stop ? "stopping" : "quieting", who, id, w->nleased, w->nleased == 1 ? "" : "s",
-                from, a->peer->address);
+                from, a->addr);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", w->name);
         cJSON_AddStringToObject(o, "id", id);
@@ -454,21 +453,12 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
-void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
-    admin_t a = {d, p, 0, NULL};
-    void *j = NULL;
-    tq_error_t err;
-    if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
-        fail(&a, err.code, "ADMIN: %s", err.msg);
-        return;
-    }
-    a.j = j;
-    uint64_t req;
-    if (get_uint(&a, "req", 0, UINT32_MAX, &req) < 0) {
-        cJSON_Delete(j);
-        return;
-    }
-    a.req = (uint32_t)req;
+void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, const char *addr,
+                    const void *req, tq_admin_result_t *res) {
+    res->code = 0;
+    res->msg[0] = '\0';
+    res->gated = 0;
+    admin_t a = {d, p, who ? who : "?", addr ? addr : "?", req, NULL, res};
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
     const char *o = cJSON_IsString(op) ? op->valuestring : "";
     if (strcmp(o, "dead") == 0)
@@ -499,5 +489,55 @@ void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
         fail(&a, TQ_ERR_MALFORMED,
              "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop, show, "
              "list, failed, queue_empty, queue_delete)");
+    if (!a.doc && !res->code) {
+        res->code = TQ_ERR_INTERNAL; /* an op must answer */
+        snprintf(res->msg, sizeof res->msg, "ADMIN: no answer");
+    }
+    if (res->code) {
+        cJSON_Delete(a.doc);
+        return NULL;
+    }
+    return a.doc;
+}
+
+/* ERROR about request req to p, with a rate-limited log line. */
+static void send_error(const tq_admin_deps_t *d, tq_peer_t *p, uint32_t req, int code,
+                       const char *msg) {
+    tq_roster_warn(d->roster, p, p->address, "%s", msg);
+    tq_outbox_error(d->outbox, (tq_bytes_t){p->rid, p->rid_len}, code, req, msg);
+}
+
+void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
+    void *j = NULL;
+    tq_error_t err;
+    if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
+        char msg[TQ_MAX_ERROR_TEXT + 8];
+        snprintf(msg, sizeof msg, "ADMIN: %s", err.msg);
+        send_error(d, p, 0, err.code, msg);
+        return;
+    }
+    uint64_t req = 0;
+    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(j, "req");
+    if (rv && tq_json_uint(rv, 0, UINT32_MAX, &req) < 0) {
+        send_error(d, p, 0, TQ_ERR_MALFORMED,
+                   "ADMIN: \"req\" must be an integer 0..4294967295");
+        cJSON_Delete(j);
+        return;
+    }
+    tq_admin_result_t res;
+    cJSON *doc = tq_admin_exec(d, p, p->name, p->address, j, &res);
     cJSON_Delete(j);
+    if (!doc) {
+        send_error(d, p, (uint32_t)req, res.code, res.msg);
+        return;
+    }
+    cJSON_AddNumberToObject(doc, "req", (double)req);
+    cJSON_AddBoolToObject(doc, "ok", 1);
+    tq_out_json(tq_outbox_msg(d->outbox), TQ_MSG_ADMIN_REPLY, doc);
+    cJSON_Delete(doc);
+    if (res.gated) /* the state it reports may be another request's, not durable yet */
+        tq_outbox_send_gated(d->outbox, p, tq_persist_lsn(d->persist), tq_persist_ready(d->persist),
+                             0);
+    else
+        tq_outbox_send(d->outbox, p);
 }
