@@ -2,8 +2,8 @@
  * the dead set (retry and purge the failed set); pause and resume
  * queues; empty and delete queues; quiet and stop workers; the
  * read-only inspection ops (inspect.c). tq_admin_exec runs an op and
- * returns its reply or error; tq_admin_handle sends it. A pause or resume is an engine
- * command: it takes effect at once, the journal records it (PAUSE
+ * returns its reply or error; tq_admin_handle sends it. A pause or
+ * resume is an engine command: it takes effect at once, the journal records it (PAUSE
  * record), and its ADMIN_REPLY waits in the peer, like a SUBMIT_ACK,
  * until the journal holds the record. The DATA_DIR/paused file of
  * earlier versions is read once at start (tq_admin_load), journaled,
