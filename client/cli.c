@@ -961,6 +961,20 @@ static int show_status(const char *name, int workers, global_t *g, const status_
             fprintf(stderr, "taskq: the master's status reply is not JSON\n");
             status = TQ_EXIT_INTERNAL;
         } else if (s->json) {
+            /* task ids in full: cJSON would print 1796648618818370 as
+             * 1.79664861881837e+15 */
+            cJSON *w;
+            cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(doc, "workers")) {
+                cJSON *ids = cJSON_GetObjectItemCaseSensitive(w, "running");
+                for (cJSON *id = ids ? ids->child : NULL, *next; id; id = next) {
+                    next = id->next;
+                    if (cJSON_IsNumber(id)) {
+                        char buf[32];
+                        snprintf(buf, sizeof buf, "%.0f", id->valuedouble);
+                        cJSON_ReplaceItemViaPointer(ids, id, cJSON_CreateRaw(buf));
+                    }
+                }
+            }
             char *text =
                 cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "workers"));
             printf("%s\n", text ? text : "[]");

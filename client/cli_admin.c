@@ -80,6 +80,16 @@ static cJSON *json_exact_id(uint64_t id)
     return v;
 }
 
+/* --json output: the master's task object on one line, its id in full. */
+static void print_json_task(cJSON *t, uint64_t id)
+{
+    cJSON_ReplaceItemInObjectCaseSensitive(t, "id", json_exact_id(id));
+    char *line = cJSON_PrintUnformatted(t);
+    TQ_ASSERT(line);
+    printf("%s\n", line);
+    free(line);
+}
+
 static int check_queue(const char *flag, const char *q)
 {
     if (q && !tq_name_valid(tq_bytes_str(q)))
@@ -178,11 +188,7 @@ int tq_cli_run_dead(const command_t *cmd, global_t *g, void *settings, int argc,
             tq_idmap_put(seen, id, (void *)1);
             after = id;
             if (s->json) {
-                cJSON_ReplaceItemInObjectCaseSensitive(t, "id", json_exact_id(id));
-                char *line = cJSON_PrintUnformatted(t);
-                TQ_ASSERT(line);
-                printf("%s\n", line);
-                free(line);
+                print_json_task(t, id);
             } else {
                 if (shown == 0)
                     printf("%-16s %-12s %-12s %8s %-20s %s\n", "ID", "QUEUE", "FN", "ATTEMPTS",
@@ -648,11 +654,7 @@ int tq_cli_run_show(const command_t *cmd, global_t *g, void *settings, int argc,
             int unk = cJSON_IsString(st) && strcmp(st->valuestring, "unknown") == 0;
             unknown |= unk;
             if (s->json) {
-                cJSON_ReplaceItemInObjectCaseSensitive(t, "id", json_exact_id(id));
-                char *line = cJSON_PrintUnformatted(t);
-                TQ_ASSERT(line);
-                printf("%s\n", line);
-                free(line);
+                print_json_task(t, id);
             } else if (unk) {
                 fflush(stdout);
                 fprintf(stderr, "taskq: task %" PRIu64 " unknown\n", id);
@@ -763,11 +765,7 @@ int tq_cli_run_list(const command_t *cmd, global_t *g, void *settings, int argc,
             }
             last = id;
             if (s->json) {
-                cJSON_ReplaceItemInObjectCaseSensitive(t, "id", json_exact_id(id));
-                char *line = cJSON_PrintUnformatted(t);
-                TQ_ASSERT(line);
-                printf("%s\n", line);
-                free(line);
+                print_json_task(t, id);
             } else {
                 if (shown == 0)
                     printf("%-16s %-9s %-12s %-12s %8s %8s %-20s %s\n", "ID", "STATE", "QUEUE",

@@ -1,6 +1,10 @@
 /* admin.c - ADMIN requests (proto/PROTOCOL.md): list, retry and purge
- * the dead set; pause and resume queues. A pause or resume is an engine
- * command: it takes effect at once, the journal records it (PAUSE
+ * the dead set (retry and purge the failed set); pause and resume
+ * queues; empty and delete queues; quiet and stop workers; the
+ * read-only inspection ops (inspect.c). One table of ops: tq_admin_exec
+ * runs an op and leaves its reply or error (sends nothing), for the
+ * ROUTER (tq_admin_handle sends) and the HTTP API (http.c) alike. A
+ * pause or resume is an engine command: it takes effect at once, the journal records it (PAUSE
  * record), and its ADMIN_REPLY waits in the peer, like a SUBMIT_ACK,
  * until the journal holds the record. The DATA_DIR/paused file of
  * earlier versions is read once at start (tq_admin_load), journaled,

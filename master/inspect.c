@@ -285,9 +285,14 @@ static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const c
     uint64_t last = after;
     int more = 0;
     if (!qunknown && !funknown && after < UINT64_MAX) {
-        /* dead tasks have a list of their own, in id order */
-        int dead = state && strcmp(state, "dead") == 0;
-        tq_task_t *t = dead ? tq_store_dead_after(store, after) : tq_store_from(store, after + 1);
+        /* dead tasks have a list of their own, in id order: followed from
+         * its head, or from a dead task (else the walk to `after` along
+         * it would not be bounded) */
+        const tq_task_t *a = after ? tq_store_get(store, after) : NULL;
+        int dead = state && strcmp(state, "dead") == 0 &&
+                   (!after || (a && a->state == TQ_TASK_DEAD));
+        tq_task_t *t = dead ? (after ? tq_store_dead_after(store, after) : tq_store_dead_first(store))
+                            : tq_store_from(store, after + 1);
         for (; t; t = dead ? tq_store_dead_next(t) : tq_store_next(store, t)) {
             if (n == limit || examined == TQ_INSPECT_SCAN) {
                 more = 1;

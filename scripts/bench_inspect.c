@@ -14,7 +14,7 @@
  *              false (the number of requests and the total time);
  *   stall      a second connection's taskq_status round trip, idle and
  *              while another connection sends list_scan and list_page
- *              requests back to back: the loop runs one request at a time, so the
+ *              requests, one every 2 ms: the loop runs one request at a time, so the
  *              extra time of the probe is the time a dispatch waits.
  * Prints one JSON line; exits 0, or with the libtaskq error category. */
 #include <inttypes.h>
@@ -123,13 +123,18 @@ static void *load_thread(void *arg)
     /* full-budget scans and 1000-row pages of queued tasks, in turn */
     taskq_list_opts_t o = {NULL, NULL, "failed", 1000, first};
     taskq_list_opts_t q = {NULL, NULL, "queued", 1000, first};
+    /* a pause between requests: the probe should meet the loop busy
+     * with a request, not three threads fighting over the cores */
+    const struct timespec pause = {0, 2000000};
     while (atomic_load(&loading)) {
         uint64_t next;
         int more;
         one_list(tq, &o, &next, &more);
         o.after = more ? next : first;
+        nanosleep(&pause, NULL);
         one_list(tq, &q, &next, &more);
         q.after = more ? next : first;
+        nanosleep(&pause, NULL);
     }
     taskq_close(&tq);
     return NULL;
