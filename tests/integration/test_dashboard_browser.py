@@ -137,6 +137,10 @@ class DashboardBrowserTest(TQTestCase):
         moving = wait_until(lambda: (self.card("done (since start)") or 0) > 0 or None, 30,
                             interval=0.2, what="done count to move on the overview")
         self.assertTrue(moving)
+        # the workers table shows the ids of the tasks each one runs
+        wait_until(lambda: any(c.text.strip()[:1].isdigit()
+                               for c in self.find("#ov-workers-table td.ids")) or None, 20,
+                   interval=0.1, what="running task ids on the overview's workers table")
         mid = self.card("done (since start)")
         mapper.join(120)
         wait_until(lambda: self.card("done (since start)") == 200, 30, interval=0.2,
