@@ -134,6 +134,39 @@ class LocalTest(HTTPBase):
         st, _, j = self.post("retry", {"ids": [123]})
         self.assertEqual((st, j["items"][0]["outcome"]), (200, "unknown"), j)
 
+    def test_pause_answered_once_durable(self):
+        """A pause over HTTP is answered when the journal holds it, as its
+        ADMIN_REPLY is: with --fsync always and each sync 1.5 s slow (test
+        hook), the POST takes that long; GETs of the snapshot are served
+        meanwhile (they never wait for the loop)."""
+        self.hport = free_port()
+        argv = [MASTER_BIN, "--bind", self.endpoint, "--data-dir", self.data_dir,
+                "--authkey-file", self.key, "--fsync", "always",
+                "--http-listen", "127.0.0.1:%d" % self.hport]
+        self.master = self.start("master", argv, env={"TASKQ_TEST_SYNC_DELAY_MS": "1500"})
+        self.wait_master_ready(self.master)
+        wait_until(lambda: self.req("GET", "/api/v1/status")[0] == 200, 20, interval=0.1,
+                   what="the first snapshot")
+        csrf = self.csrf()
+        out = {}
+
+        def pause():
+            t0 = time.monotonic()
+            out["r"] = self.post("pause", {"queue": "slowq"}, csrf=csrf)
+            out["took"] = time.monotonic() - t0
+        import threading
+        t = threading.Thread(target=pause)
+        t.start()
+        time.sleep(0.3)
+        t1 = time.monotonic()
+        self.assertEqual(self.req("GET", "/api/v1/status")[0], 200)
+        get_took = time.monotonic() - t1
+        t.join(30)
+        st, _, j = out["r"]
+        self.assertEqual((st, j["paused"]), (200, True), j)
+        self.assertGreaterEqual(out["took"], 1.4, "answered before the journal held the pause")
+        self.assertLess(get_took, 1.0, "a GET of the snapshot waited for the journal")
+
     def test_csrf(self):
         self.start_http()
         # no token, wrong token, another user's token: 403, nothing done
