@@ -11,6 +11,7 @@ import json
 import os
 import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -154,7 +155,6 @@ class LocalTest(HTTPBase):
             t0 = time.monotonic()
             out["r"] = self.post("pause", {"queue": "slowq"}, csrf=csrf)
             out["took"] = time.monotonic() - t0
-        import threading
         t = threading.Thread(target=pause)
         t.start()
         time.sleep(0.3)
