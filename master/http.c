@@ -809,6 +809,46 @@ static enum MHD_Result static_get(tq_http_t *self, struct MHD_Connection *conn, 
                    strlen(msg), 1);
 }
 
+/* 1 if the Host header names this machine's loopback: "localhost",
+ * 127.x.x.x or [::1], with or without a port. Without an auth file
+ * this is required, so a web page whose name was rebound to 127.0.0.1
+ * (DNS rebinding) cannot read the API from the browser. */
+static int host_is_loopback(const char *host) {
+    char h[256];
+    if (!host || strlen(host) >= sizeof h)
+        return 0;
+    tq_strlcpy(h, host, sizeof h);
+    char *end;
+    if (h[0] == '[') {
+        end = strchr(h, ']');
+        if (!end || (end[1] && end[1] != ':'))
+            return 0;
+        *end = '\0';
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, h + 1, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    }
+    end = strchr(h, ':');
+    if (end)
+        *end = '\0';
+    if (strcasecmp(h, "localhost") == 0)
+        return 1;
+    struct in_addr a4;
+    return inet_pton(AF_INET, h, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+/* 1 if a request's Origin (sent by browsers on POST) is absent or names
+ * the host it was sent to: a page of another origin may not act. */
+static int origin_ok(struct MHD_Connection *conn) {
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+    if (!origin)
+        return 1;
+    const char *p = strncmp(origin, "http://", 7) == 0    ? origin + 7
+                    : strncmp(origin, "https://", 8) == 0 ? origin + 8
+                                                          : NULL;
+    return p && host && strcasecmp(p, host) == 0;
+}
+
 static void peer_address(struct MHD_Connection *conn, char *out, size_t len) {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -877,6 +917,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return respond_error(conn, MHD_HTTP_UNAUTHORIZED,
                              "authenticate: Authorization: Bearer TOKEN, or basic (docs/http.md)");
     }
+    if (!self->users &&
+        !host_is_loopback(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host")))
+        return respond_error(conn, MHD_HTTP_FORBIDDEN,
+                             "without --http-auth-file only a loopback Host (localhost, "
+                             "127.0.0.1, [::1]) is served");
+    if (post && !origin_ok(conn))
+        return respond_error(conn, MHD_HTTP_FORBIDDEN, "a POST from another origin");
     if (!post && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return respond_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET, HEAD and POST");
     if (strncmp(url, "/api/", 5) == 0)

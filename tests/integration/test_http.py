@@ -192,6 +192,29 @@ class LocalTest(HTTPBase):
         st, _, j = self.post("pause", {"queue": "c"}, csrf=t1)
         self.assertEqual(st, 403, j)
 
+    def test_host_and_origin(self):
+        """Without an auth file only a loopback Host is served (a page whose
+        name was rebound to 127.0.0.1 cannot read the API, DNS rebinding),
+        and a POST whose Origin is another site is refused."""
+        self.start_http()
+        for host in ("evil.example", "evil.example:%d" % self.hport, "10.0.0.1", "[::2]:80"):
+            st, _, j = self.req("GET", "/api/v1/session", headers={"Host": host})
+            self.assertEqual(st, 403, (host, j))
+            self.assertIn("loopback Host", j["error"])
+        for host in ("localhost:%d" % self.hport, "127.0.0.1", "127.1.2.3:9", "[::1]:%d" % self.hport,
+                     "LOCALHOST"):
+            st, _, j = self.req("GET", "/api/v1/session", headers={"Host": host})
+            self.assertEqual(st, 200, (host, j))
+        csrf = self.csrf()
+        st, _, j = self.req("POST", "/api/v1/ops/pause", {"queue": "o"},
+                            headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"})
+        self.assertEqual(st, 403, j)
+        self.assertIn("another origin", j["error"])
+        st, _, j = self.req("POST", "/api/v1/ops/pause", {"queue": "o"},
+                            headers={"X-CSRF-Token": csrf,
+                                     "Origin": "http://127.0.0.1:%d" % self.hport})
+        self.assertEqual(st, 200, j)
+
     def test_payloads_hidden_unless_asked(self):
         """Payload and result bytes are left out of API replies without
         --http-show-payloads, and there with it (on the show op of the
@@ -367,6 +390,10 @@ class AuthTest(HTTPBase):
         self.assertEqual(st, 401)
         st, _, j = self.req("GET", "/api/v1/session", basic="ops:" + ADMIN_TOKEN)
         self.assertEqual((st, j["role"]), (200, "admin"))
+        # with credentials any Host is served (behind a proxy, on a LAN name)
+        st, _, j = self.req("GET", "/api/v1/session", token=ADMIN_TOKEN,
+                            headers={"Host": "taskq.example"})
+        self.assertEqual(st, 200, j)
 
 
 class StartTest(TQTestCase):
