@@ -448,7 +448,7 @@ void tq_engine_dump(const tq_engine_t *self, tq_buf_t *b) {
              t->id, tq_task_state_name(t->state), tq_queue_name(tq_task_queue(t)), tq_task_fn(t),
              tq_task_attempt(t), tq_task_releases(t), (unsigned)tq_task_retried(t),
              tq_task_holder(t), tq_task_not_before(t), tq_task_finished_ms(t),
-             tq_task_expires_ms(t), (unsigned)(t->flags & (uint8_t)~TQ_TASK_F_JGEN),
+             tq_task_expires_ms(t), (unsigned)t->flags,
              (int)(d.len > 64 ? 64 : d.len), d.data ? (const char *)d.data : "");
     }
     /* paused queues by name (queue order depends on how they were made) */

@@ -63,7 +63,7 @@ typedef struct tq_peer {
     int gone;              /* a send failed for good: removed after this
                               loop iteration; the scheduler skips it */
     int stalled;           /* a send would block: skip until next iteration */
-    tq_task_t **leased;    /* tasks leased to it; task->lease_idx */
+    tq_task_t **leased;    /* tasks leased to it; task->x->peer_lease_idx */
     size_t nleased, capleased;
     uint64_t done;         /* tasks it finished (any outcome) */
 

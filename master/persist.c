@@ -61,7 +61,7 @@ struct tq_persist {
     compact_phase_t phase;
     uint64_t cseg;            /* segment the compaction writes into */
     uint64_t walk;            /* next task id to look at (0: none left) */
-    uint8_t jgen;             /* TQ_TASK_F_JGEN of records written since the
+    unsigned jgen;            /* tq_task_t.jgen of records written since the
                                * current (or last) compaction started */
     tq_key_t *kwalk;          /* next key to rewrite */
     int64_t compact_start_ms;
@@ -93,6 +93,20 @@ static uint32_t task_rec_size(const tq_task_t *t) {
         (tq_task_not_before(t) ? 8 : 0) + (t->state == TQ_TASK_DEAD ? 4 + t->payload_len : 0);
     return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + TASK_FIXED + 3 + strlen(tq_task_fn(t)) +
                       strlen(tq_queue_name(tq_task_queue(t))) + skey + ext + blob);
+}
+
+/* The size of a task's full record fits tq_task_t.jsize (31 bits): a
+ * dead task, the largest, holds its payload and its error text, each at
+ * most TQ_PAYLOAD_HARD_MAX, beside names and fields of a few KiB. */
+_Static_assert(2ull * TQ_PAYLOAD_HARD_MAX + (1u << 20) < (1ull << 31),
+               "a task record fits tq_task_t.jsize");
+
+/* t's record is live with its current full size: persist.c's slot of t
+ * (jsize) and the live byte count follow. */
+static void set_live_size(tq_persist_t *self, tq_task_t *t) {
+    self->live_bytes -= t->jsize;
+    t->jsize = task_rec_size(t) & 0x7fffffffu;
+    self->live_bytes += t->jsize;
 }
 
 static uint32_t key_rec_size(const tq_key_t *k) {
@@ -156,11 +170,9 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     append(self, R_TASK, blob.data, blob.len);
     if (!fin && tq_task_holder(t))
         put_lease(self, t); /* compaction: the holder survives a restart */
-    self->live_bytes -= t->jsize;
-    t->jsize = task_rec_size(t);
-    self->live_bytes += t->jsize;
+    set_live_size(self, t);
     /* written after the current compaction started (or outside one) */
-    t->flags = (uint8_t)((t->flags & ~TQ_TASK_F_JGEN) | self->jgen);
+    t->jgen = self->jgen;
 }
 
 static void put_key(tq_persist_t *self, const tq_key_t *k) {
@@ -249,17 +261,13 @@ static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
              * needs. Nobody waits for a FINISH record (after a crash the
              * task runs again: at-least-once); the next compaction writes
              * the finished task whole (it rewrites every live task). */
-            self->live_bytes -= t->jsize;
-            t->jsize = task_rec_size(t);
-            self->live_bytes += t->jsize;
+            set_live_size(self, t);
             break;
         }
         tq_buf_u8(&self->rec, (uint8_t)t->state);
         tq_buf_u64(&self->rec, (uint64_t)tq_task_finished_ms(t));
         append(self, R_FINISH, tq_task_data(t).data, tq_task_data(t).len);
-        self->live_bytes -= t->jsize;
-        t->jsize = task_rec_size(t);
-        self->live_bytes += t->jsize;
+        set_live_size(self, t);
         break;
     case TQ_SEV_ACKED:
         if (t->state == TQ_TASK_DEAD)
@@ -610,10 +618,10 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
 /* After replay: count what is live and where (all of it in old segments). */
 static void account(tq_persist_t *self, tq_persist_report_t *rep) {
     for (tq_task_t *t = tq_store_first(self->store); t; t = tq_store_next(self->store, t)) {
-        t->jsize = task_rec_size(t);
+        t->jsize = 0;
+        set_live_size(self, t);
         /* in old segments: the next compaction flips jgen, and so rewrites it */
-        t->flags = (uint8_t)((t->flags & ~TQ_TASK_F_JGEN) | self->jgen);
-        self->live_bytes += t->jsize;
+        t->jgen = self->jgen;
         if (tq_task_finished(t))
             rep->finished++;
         else
@@ -729,7 +737,7 @@ static void compact_start(tq_persist_t *self) {
     if (!seg)
         return; /* the journal is failing: try again when it works */
     self->cseg = seg;
-    self->jgen ^= TQ_TASK_F_JGEN; /* every live task is from before now */
+    self->jgen ^= 1u; /* every live task is from before now */
     self->walk = 1;
     self->kwalk = NULL;
     self->phase = C_TASKS;
@@ -752,7 +760,7 @@ static void compact_step(tq_persist_t *self) {
             break;
         }
         self->walk = t->id + 1; /* 0 (the end) after the largest id */
-        if (t->jsize && (t->flags & TQ_TASK_F_JGEN) != self->jgen)
+        if (t->jsize && t->jgen != self->jgen)
             put_task(self, t);
         if ((++n & 127) == 0 && (tq_mono_ms() >= deadline ||
                                  tq_journal_appended(self->j) - start >= STEP_MAX_BYTES))

@@ -729,6 +729,11 @@ int tq_task_waiter_remove(tq_task_t *t, void *p) {
     return -1;
 }
 
+void tq_task_waiters_clear(tq_task_t *t) {
+    if (t->x)
+        t->x->nwaiters = 0;
+}
+
 /* ---- recovery ------------------------------------------------------------ */
 
 void tq_store_drop(tq_store_t *self, tq_task_t *t) {

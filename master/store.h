@@ -61,7 +61,6 @@ typedef struct tq_task_ext {
     void *worker;         /* tq_peer_t holding the lease, or NULL */
     int64_t deadline_ms;  /* monotonic: lease expiry (run timeout), 0 = none */
     size_t dl_idx;        /* index in the store's deadline heap */
-    size_t lease_idx;     /* index in the worker's lease array (peers.c) */
     void **waiters;       /* tq_peer_t clients waiting for the outcome */
     uint8_t *data;        /* result or error text once finished */
     size_t data_len;
@@ -81,6 +80,10 @@ typedef struct tq_task_ext {
     uint32_t releases;    /* dispatches not counted as lost: handed back
                            * by RELEASE, or before a manual retry */
     uint16_t retried;     /* re-runs used so far */
+    /* peers.c's slot, read and written by peers.c alone (the store and
+     * the engine never touch it): the index of this task in its
+     * worker's lease array, for O(1) removal. */
+    size_t peer_lease_idx;
 } tq_task_ext_t;
 
 /* What tasks submitted alike share: their (queue, function) heap,
@@ -99,15 +102,17 @@ typedef struct tq_tclass {
 #define TQ_TASK_F_SKEY 0x08u    /* its session key is held (TQ_SUBMIT_SCOPED_KEYS) */
 #define TQ_TASK_F_PAYEXT 0x10u  /* the payload is a separate allocation */
 #define TQ_TASK_F_HELD 0x20u    /* queued, out of its heap: in a dispatch plan */
-#define TQ_TASK_F_JGEN 0x80u    /* the journal's: compaction generation of its last record */
 
 /* One task: the part every task has, kept small (the master holds
  * millions of queued tasks). The payload (up to TQ_TASK_INLINE_PAYLOAD
  * bytes) and the session key live in the same allocation, after the
  * fields. Fields are read freely by the master's modules (the rest
  * through the tq_task_* accessors); they are changed only through the
- * tq_store_* functions below (and x->lease_idx / x->waiters by peers.c,
- * the F_JGEN bit and jsize by persist.c). */
+ * functions below: the tq_store_* ones by the engine, the waiter list
+ * by peers.c (tq_task_waiter*). The two
+ * slots are the exception: each belongs to one module, which alone
+ * reads and writes it, and holds that module's bookkeeping, not task
+ * state (persist.c's j* fields here, peers.c's x->peer_lease_idx). */
 typedef struct tq_task {
     uint64_t id;          /* also its FIFO order within a priority: ids are
                            * handed out counting up, kept on requeue */
@@ -117,7 +122,10 @@ typedef struct tq_task {
     int64_t created_ms;   /* wall clock */
     uint32_t heap_idx;    /* index in heap (or the delayed heap) while queued */
     uint32_t payload_len; /* 0 once finished, but for dead tasks */
-    uint32_t jsize;       /* journal: bytes of its full record while live, 0 = not live */
+    /* persist.c's slot, read and written by persist.c alone: */
+    uint32_t jsize : 31;  /* bytes of its full journal record while live,
+                           * 0 = not live (below 2^31: see persist.c) */
+    uint32_t jgen : 1;    /* compaction generation of that record */
     uint16_t retries;     /* re-runs allowed after a failed/timed-out run */
     uint8_t state;        /* tq_task_state_t */
     uint8_t flags;        /* TQ_TASK_F_* */
@@ -460,9 +468,11 @@ size_t tq_task_skey_len(const tq_task_t *t);
  * none. */
 size_t tq_store_task_skey(const tq_store_t *self, const tq_task_t *t, uint8_t out[TQ_MAX_KEY]);
 
-/* Waiting clients (opaque peers). add returns 0, or -1 if p already
- * waits. remove returns 0, or -1 if p was not waiting. */
+/* Waiting clients (opaque peers; peers.c keeps the list). add returns
+ * 0, or -1 if p already waits. remove returns 0, or -1 if p was not
+ * waiting. clear forgets them all (once they have been served). */
 int tq_task_waiter_add(tq_task_t *t, void *p);
 int tq_task_waiter_remove(tq_task_t *t, void *p);
+void tq_task_waiters_clear(tq_task_t *t);
 
 #endif
