@@ -57,18 +57,6 @@ const char *tq_err_code_name(int code)
     }
 }
 
-int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* ---- the message table (tq_msgs.def) ---------------------------------------- */
 
 /* What a JSON or empty message decodes records into: nothing. */

@@ -15,9 +15,9 @@
 #include <zmq.h>
 
 #include "reaper.h"
+#include "taskq.h"
 #include "tq_curve.h"
 #include "tq_link.h"
-#include "tq_exit.h"
 #include "tq_idmap.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -114,6 +114,7 @@ typedef struct {
     int draining, drain_killed;
     int quiet; /* QUIET from the master: no new tasks (said again as DRAIN after a reconnect) */
     int64_t drain_deadline, kill_deadline;
+    tq_error_t *err; /* why the run stops early (the caller's) */
 } conn_t;
 
 /* ---- sending ------------------------------------------------------------ */
@@ -689,7 +690,8 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-/* One event of the link. Returns -1 to go on, or an exit status. */
+/* One event of the link. Returns 0 to go on, or -1 (c->err filled) when
+ * the run cannot go on. */
 static int on_link_event(conn_t *c, const tq_link_event_t *ev)
 {
     switch (ev->type) {
@@ -718,17 +720,20 @@ static int on_link_event(conn_t *c, const tq_link_event_t *ev)
         break;
     case TQ_LINK_AUTH_FAILED:
         if (!ev->again)
-            return TQ_EXIT_CONNECT;
+            return tq_error_set(c->err, TASKQ_ERR_CONNECT,
+                                "authentication failed connecting to %s (wrong authkey?)",
+                                c->o->endpoint);
         tq_warn("authentication failed connecting to %s (wrong authkey?); retrying",
                 c->o->endpoint);
         break;
     case TQ_LINK_DEAD:
-        tq_error("cannot open a new socket to %s (out of sockets or memory?)", c->o->endpoint);
-        return TQ_EXIT_INTERNAL;
+        return tq_error_set(c->err, TASKQ_ERR_INTERNAL,
+                            "cannot open a new socket to %s (out of sockets or memory?)",
+                            c->o->endpoint);
     default:
         break;
     }
-    return -1;
+    return 0;
 }
 
 static int loop(conn_t *c)
@@ -738,12 +743,12 @@ static int loop(conn_t *c)
 
         /* Finished? */
         if (c->draining && c->inflight == 0)
-            return TQ_EXIT_OK;
+            return 0;
         if (c->draining && !c->drain_killed && now >= c->drain_deadline)
             drain_kill(c);
         if (c->drain_killed && now >= c->kill_deadline) {
             tq_error("drain: %zu tasks did not stop; exiting anyway", c->inflight);
-            return TQ_EXIT_OK;
+            return 0;
         }
         /* "cannot reach master" after CONN_WARN_MS without registration,
          * counted from the moment it was lost (not 1 ms before
@@ -773,8 +778,7 @@ static int loop(conn_t *c)
         if (zmq_poll(items, n, (long)wait) < 0) {
             if (errno == EINTR)
                 continue;
-            tq_error("zmq_poll: %s", zmq_strerror(errno));
-            return TQ_EXIT_INTERNAL;
+            return tq_error_set(c->err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
         }
 
         /* The link: its timers, then what the master sent, a burst at a
@@ -784,9 +788,8 @@ static int loop(conn_t *c)
             int t = tq_link_next(c->link, &ev);
             if (t == TQ_LINK_NONE)
                 break;
-            int rc = on_link_event(c, &ev);
-            if (rc >= 0)
-                return rc;
+            if (on_link_event(c, &ev) < 0)
+                return -1;
         }
         if (i_pull >= 0 && (items[i_pull].revents & ZMQ_POLLIN)) {
             for (;;) {
@@ -821,23 +824,26 @@ static int loop(conn_t *c)
     }
 }
 
-int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
+int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_error_t *err)
 {
     conn_t c = {0};
-    int rc = TQ_EXIT_INTERNAL;
+    int rc = -1;
     c.o = opts;
+    c.err = err;
+    *stuck = 0;
     c.pcap = opts->slots * ADAPT_PER_SLOT;
     if (c.pcap > TQ_MAX_PREFETCH)
         c.pcap = TQ_MAX_PREFETCH;
     if (sodium_init() < 0)
-        return TQ_EXIT_INTERNAL;
+        return tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot initialise libsodium");
     uint64_t inst = 0;
     while (!inst)
         randombytes_buf(&inst, sizeof inst);
     snprintf(c.instance, sizeof c.instance, "%016" PRIx64, inst);
     c.zctx = opts->zctx ? opts->zctx : zmq_ctx_new();
     if (!c.zctx)
-        return TQ_EXIT_INTERNAL;
+        return tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
+                            zmq_strerror(errno));
     char result_ep[96];
     snprintf(result_ep, sizeof result_ep, "%s-%p", CONN_RESULT_PREFIX, (void *)&c);
     char wname[64];
@@ -851,7 +857,8 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
     c.tasks = tq_idmap_new();
     c.pull = zmq_socket(c.zctx, ZMQ_PULL);
     if (!c.pull || zmq_bind(c.pull, result_ep) < 0) {
-        tq_error("cannot bind %s: %s", result_ep, zmq_strerror(errno));
+        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot bind %s: %s", result_ep,
+                     zmq_strerror(errno));
         goto done;
     }
     /* Processes that leave a task's group come back to us, to be killed
@@ -861,17 +868,21 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
                 "leaves its task's process group can outlive the task",
                 strerror(errno));
     c.pool = tq_pool_new(c.zctx, result_ep, opts->slots, opts->fns, opts->nfns);
-    if (!c.pool)
+    if (!c.pool) {
+        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot start %zu slot threads (see the log)",
+                     opts->slots);
         goto done;
+    }
     tq_info("worker %s starting: %zu slots, connecting to %s", opts->name, opts->slots,
             opts->endpoint);
     c.last_warn = tq_mono_ms();
     if (tq_link_start(c.link) < 0) {
-        tq_error("cannot connect to %s: %s", opts->endpoint, zmq_strerror(errno));
+        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot connect to %s: %s", opts->endpoint,
+                     zmq_strerror(errno));
         goto done;
     }
     rc = loop(&c);
-    if (rc == TQ_EXIT_OK) {
+    if (rc == 0) {
         flush_results(&c);
         flush_releases(&c);
         if (c.done_head || c.nrel)
@@ -881,7 +892,7 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
         tq_info("drained; bye");
     }
 done:
-    tq_link_free(&c.link, rc == TQ_EXIT_OK ? CONN_FINAL_LINGER_MS : 0);
+    tq_link_free(&c.link, rc == 0 ? CONN_FINAL_LINGER_MS : 0);
     /* Slots must be idle before the pool stops: drain kills them above;
      * on a fatal exit nothing was dispatched (or we leave them). */
     if (c.pool && c.inflight == 0)

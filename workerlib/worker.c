@@ -18,7 +18,6 @@
 #include "pool.h"
 #include "taskq.h"
 #include "tq_authkey.h"
-#include "tq_exit.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -361,9 +360,10 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
     if (self->nplugins == TQ_MAX_FUNCTIONS)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "at most %d plugins", TQ_MAX_FUNCTIONS);
     taskq_plugin_init_fn init = NULL;
-    void *h = tq_plugin_open(path, &init, err);
+    tq_error_t oerr;
+    void *h = tq_plugin_open(path, &init, &oerr);
     if (!h)
-        return -1;
+        return tq_error_to_public(err, &oerr);
     size_t before = self->nfns;
     taskq_error_t perr = {0, ""};
     if (init(self, TASKQ_WORKER_ABI, &perr) != 0) {
@@ -418,17 +418,10 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .drain_timeout_ms = self->drain_timeout_ms,
         .stop_fd = self->stop_r,
     };
-    int rc = tq_conn_run(&o, &self->stuck);
+    tq_error_t rerr;
+    int rc = tq_conn_run(&o, &self->stuck, &rerr);
     tq_curve_keys_free(&keys);
-    switch (rc) {
-    case TQ_EXIT_OK:
-        return 0;
-    case TQ_EXIT_CONNECT:
-        return tq_client_fail(err, TASKQ_ERR_CONNECT,
-                    "authentication failed connecting to %s (wrong authkey?)", self->endpoint);
-    default:
-        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot run the worker (see the log)");
-    }
+    return rc < 0 ? tq_error_to_public(err, &rerr) : 0;
 }
 
 void taskq_worker_stop(taskq_worker_t *self)
