@@ -148,7 +148,7 @@ int64_t tq_engine_backoff(tq_engine_t *self, uint32_t n, tq_now_t now) {
 
 int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, int session,
                      tq_now_t now, tq_engine_names_fn names, void *names_arg, uint64_t *ids,
-                     uint8_t *added, tq_engine_err_t *err) {
+                     uint8_t *added, tq_error_t *err) {
     tq_store_t *s = self->store;
     size_t nnew = 0;
     for (size_t i = 0; i < n; i++) {
@@ -158,10 +158,9 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
             nnew++;
     }
     if (nnew && !tq_store_has_room(s, nnew)) {
-        err->code = TQ_ERR_FULL;
-        snprintf(err->msg, sizeof err->msg, "master is full: %zu tasks stored (--max-tasks %zu)",
-                 tq_store_size(s), self->cfg.store.max_tasks);
-        return -1;
+        return tq_error_set(err, TQ_ERR_FULL,
+                            "master is full: %zu tasks stored (--max-tasks %zu)", tq_store_size(s),
+                            self->cfg.store.max_tasks);
     }
     for (size_t i = 0; i < n && names; i++)
         if (!ids[i] && names(names_arg, &specs[i], err) < 0)
@@ -180,17 +179,15 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
             while (i-- > 0)
                 if (added[i])
                     tq_store_remove_queued(s, tq_store_get(s, ids[i]));
-            err->code = code;
             if (code == TQ_ERR_FULL)
-                snprintf(err->msg, sizeof err->msg,
-                         "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
-                         tq_store_size(s) > tq_store_nkeys(s) ? tq_store_size(s)
-                                                              : tq_store_nkeys(s),
-                         self->cfg.store.max_tasks);
-            else
-                snprintf(err->msg, sizeof err->msg, "cannot store the tasks (%s)",
-                         code == TQ_ERR_TOO_MANY ? "too many distinct names" : "out of memory");
-            return -1;
+                return tq_error_set(
+                    err, code,
+                    "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
+                    tq_store_size(s) > tq_store_nkeys(s) ? tq_store_size(s) : tq_store_nkeys(s),
+                    self->cfg.store.max_tasks);
+            return tq_error_set(err, code, "cannot store the tasks (%s)",
+                                code == TQ_ERR_TOO_MANY ? "too many distinct names"
+                                                        : "out of memory");
         }
         ids[i] = t->id;
         added[i] = 1;
@@ -474,12 +471,10 @@ static void emit_item(tq_engine_t *self, tq_engine_ev_kind_t kind, const tq_item
 }
 
 int tq_engine_put(tq_engine_t *self, const tq_put_item_t *items, size_t n, uint64_t *ids,
-                  tq_engine_err_t *err) {
+                  tq_error_t *err) {
     if (!tq_items_room(self->items, n)) {
-        err->code = TQ_ERR_TOO_MANY;
-        snprintf(err->msg, sizeof err->msg, "plain queues full: %zu items held (--max-tasks)",
-                 tq_items_count(self->items));
-        return -1;
+        return tq_error_set(err, TQ_ERR_TOO_MANY, "plain queues full: %zu items held (--max-tasks)",
+                            tq_items_count(self->items));
     }
     for (size_t i = 0; i < n; i++) {
         tq_item_t *it = tq_items_put(self->items, items[i].queue, self->next_item_id,

@@ -221,7 +221,7 @@ static void log_recovery(const tq_persist_report_t *r) {
 /* The engine (seeded at random), the queue defaults, the journal
  * replayed into it, and an earlier version's paused file. Returns 0, or
  * -1 with a message in err. */
-static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size_t errlen) {
+static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err) {
     uint64_t seed;
     randombytes_buf(&seed, sizeof seed);
     tq_engine_cfg_t ecfg = {
@@ -245,14 +245,15 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size
     self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
     tq_persist_report_t rep;
-    self->persist = tq_persist_open(&cfg->journal, self->engine, &rep, err, errlen);
+    self->persist = tq_persist_open(&cfg->journal, self->engine, &rep, err);
     if (!self->persist)
         return -1;
     tq_engine_subscribe(self->engine, on_engine, self);
+    char why[TQ_MAX_ERROR_TEXT]; /* admin.c still fills a char buffer */
     int loaded = tq_admin_load(self->engine, self->persist, cfg->journal.data_dir,
-                               &self->paused_file_lsn, err, errlen);
+                               &self->paused_file_lsn, why, sizeof why);
     if (loaded < 0)
-        return -1;
+        return tq_error_set(err, 0, "%s", why);
     self->paused_file = loaded;
     log_recovery(&rep);
     /* "Since start" means this process's work: what replay (and the
@@ -264,7 +265,7 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size
 /* The ROUTER with its options (CURVE server with keys). Returns 0, or
  * -1 with a message in err. */
 static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen) {
+                       tq_error_t *err) {
     self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     /* The largest frame a peer may send is a whole packed message: a
@@ -298,7 +299,7 @@ static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
         zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) < 0 ||
         zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TTL, &hb_ttl, sizeof hb_ttl) < 0 ||
         tq_curve_server(self->router, keys) < 0) {
-        snprintf(err, errlen, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
+        tq_error_set(err, 0, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
         return -1;
     }
     return 0;
@@ -308,7 +309,7 @@ static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
  * the bind, and the endpoint as bound. Returns 0, or -1 with a message
  * in err. */
 static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen) {
+                       tq_error_t *err) {
     int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_ACCEPT_FAILED | ZMQ_EVENT_DISCONNECTED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
@@ -319,12 +320,13 @@ static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
                 zmq_strerror(errno));
     /* The ZAP handler must be up before the first peer can connect. */
     tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms};
-    self->auth =
-        tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err, errlen);
+    char why[TQ_MAX_ERROR_TEXT]; /* auth.c still fills a char buffer */
+    self->auth = tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, why,
+                             sizeof why);
     if (!self->auth)
-        return -1;
+        return tq_error_set(err, 0, "%s", why);
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
-        snprintf(err, errlen, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
+        tq_error_set(err, 0, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
         return -1;
     }
     /* The actual endpoint: a bind to port 0 or "*" gets resolved here. */
@@ -356,27 +358,30 @@ static void wire(tq_loop_t *self) {
 }
 
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen) {
+                       tq_error_t *err) {
     tq_loop_t *self = tq_calloc(1, sizeof *self);
     self->ctx = ctx;
     self->cfg = *cfg;
     tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
     self->cfg.endpoint = self->endpoint;
-    if (open_state(self, cfg, err, errlen) < 0)
+    if (open_state(self, cfg, err) < 0)
         goto fail;
     self->peers = tq_peers_new();
     self->start_ms = tq_mono_ms();
     self->status = tq_status_new(self->start_ms);
     self->in = tq_in_new();
-    if (open_router(self, cfg, keys, err, errlen) < 0)
+    if (open_router(self, cfg, keys, err) < 0)
         goto fail;
     wire(self);
-    if (bind_router(self, cfg, keys, err, errlen) < 0)
+    if (bind_router(self, cfg, keys, err) < 0)
         goto fail;
     if (cfg->metrics_listen) {
-        self->metrics = tq_metrics_start(cfg->metrics_listen, err, errlen);
-        if (!self->metrics)
+        char why[TQ_MAX_ERROR_TEXT]; /* metrics.c still fills a char buffer */
+        self->metrics = tq_metrics_start(cfg->metrics_listen, why, sizeof why);
+        if (!self->metrics) {
+            tq_error_set(err, 0, "%s", why);
             goto fail;
+        }
         tq_info("metrics on %s", tq_metrics_url(self->metrics));
         tq_engine_subscribe(self->engine, tq_metrics_on_engine, self->metrics);
     }

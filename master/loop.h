@@ -48,7 +48,7 @@ typedef struct tq_loop tq_loop_t;
  * its message in err (the loop is not created). Returns the loop, or NULL with a message in err (for a bind
  * failure: "cannot bind ENDPOINT: REASON"). Caller owns the result. */
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen);
+                       tq_error_t *err);
 
 /* The endpoint actually bound (ZMQ_LAST_ENDPOINT: a port 0 or "*"
  * resolved, an IPv4 address shown as written), as status reports it. */

@@ -464,8 +464,9 @@ int main(int argc, char **argv) {
         goto out;
     }
     /* One master per data dir, before anything in it is read. */
-    if ((lockfd = tq_dirlock_acquire(s.data_dir, err, sizeof err)) < 0) {
-        tq_error("%s", err);
+    tq_error_t e;
+    if ((lockfd = tq_dirlock_acquire(s.data_dir, &e)) < 0) {
+        tq_error("%s", e.msg);
         goto out;
     }
     char keypath[4096];
@@ -539,10 +540,10 @@ int main(int argc, char **argv) {
         },
         .metrics_listen = s.metrics_listen && *s.metrics_listen ? s.metrics_listen : NULL,
     };
-    tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, err, sizeof err) : NULL;
+    tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, &e) : NULL;
     tq_curve_keys_free(&keys);
     if (!loop) {
-        tq_error("%s", ctx ? err : "cannot create the ZeroMQ context");
+        tq_error("%s", ctx ? e.msg : "cannot create the ZeroMQ context");
         rc = TQ_EXIT_ENV;
     } else {
         tq_info("listening on %s, data dir %s", tq_loop_endpoint(loop), s.data_dir);

@@ -405,10 +405,9 @@ static void count_lost(tq_persist_t *self, tq_persist_report_t *rep) {
     memset(&self->dm, 0, sizeof self->dm);
 }
 
-#define BAD(what) (snprintf(err, errlen, "journal record of type %u: %s", type, what), -1)
+#define BAD(what) (tq_error_set(err, 0, "journal record of type %u: %s", type, what), -1)
 
-static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
-                       size_t errlen) {
+static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
     tq_task_image_t img;
     memset(&img, 0, sizeof img);
     uint64_t created, finished, fetched;
@@ -450,10 +449,10 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
     int code = 0;
     tq_task_t *t = tq_store_restore(self->store, &img, &code);
     if (!t) {
-        snprintf(err, errlen, "cannot restore task %" PRIu64 " (%s)", img.id,
-                 code == TQ_ERR_FULL       ? "more tasks than --max-tasks"
-                 : code == TQ_ERR_TOO_MANY ? "too many names"
-                 : code == TQ_ERR_MALFORMED ? "record not valid"
+        tq_error_set(err, 0, "cannot restore task %" PRIu64 " (%s)", img.id,
+                     code == TQ_ERR_FULL       ? "more tasks than --max-tasks"
+                     : code == TQ_ERR_TOO_MANY ? "too many names"
+                     : code == TQ_ERR_MALFORMED ? "record not valid"
                                             : "out of memory");
         return -1;
     }
@@ -461,8 +460,7 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
 }
 
 /* R_PAUSE: u8 paused, then the queue name. */
-static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
-                        size_t errlen) {
+static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
     uint8_t paused;
     tq_bytes_t name;
     if (tq_cursor_u8(c, &paused) < 0 || paused > 1)
@@ -482,8 +480,7 @@ static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *
 }
 
 /* R_ITEM: id, queue (str8), the item's bytes; R_ITEM_GONE: id. */
-static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
-                       size_t errlen) {
+static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
     uint64_t id;
     if (tq_cursor_u64(c, &id) < 0)
         return BAD("truncated item id");
@@ -506,8 +503,8 @@ static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
     return 0;
 }
 
-static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped, char *err,
-                  size_t errlen) {
+static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
+                  tq_error_t *err) {
     tq_persist_t *self = arg;
     if (dropped) {
         note_dropped(self, type, body, len, dropped);
@@ -522,16 +519,16 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
             if (tq_cursor_u64(&c2, &id) == 0)
                 dm_mark(self, id, DM_TASK_AFTER, 0);
         }
-        return replay_task(self, &c, type, err, errlen);
+        return replay_task(self, &c, type, err);
     }
     if (type == R_ITEM || type == R_ITEM_GONE)
-        return replay_item(self, &c, type, err, errlen);
+        return replay_item(self, &c, type, err);
     if (type < R_TASK || type > R_PAUSE) {
-        snprintf(err, errlen, "unknown journal record type %u (written by a newer taskq?)", type);
+        tq_error_set(err, 0, "unknown journal record type %u (written by a newer taskq?)", type);
         return -1;
     }
     if (type == R_PAUSE)
-        return replay_pause(self, &c, type, err, errlen);
+        return replay_pause(self, &c, type, err);
     if (tq_cursor_u64(&c, &id) < 0)
         return BAD("truncated id");
     tq_task_t *t = type == R_KEY ? NULL : tq_store_get(self->store, id);
@@ -651,7 +648,7 @@ static void add_item_bytes(void *arg, const tq_item_t *it) {
 }
 
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
-                              tq_persist_report_t *report, char *err, size_t errlen) {
+                              tq_persist_report_t *report, tq_error_t *err) {
     tq_store_t *store = tq_engine_store(engine);
     TQ_ASSERT(tq_store_size(store) == 0);
     tq_persist_t *self = tq_calloc(1, sizeof *self);
@@ -664,7 +661,7 @@ tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
     int64_t t0 = tq_mono_ms();
     tq_journal_cfg_t jcfg = *cfg;
     jcfg.checkpoint = checkpoint;
-    self->j = tq_journal_open(&jcfg, replay, self, &report->journal, err, errlen);
+    self->j = tq_journal_open(&jcfg, replay, self, &report->journal, err);
     if (!self->j) {
         free(self->dm.ids);
         free(self->dm.flags);

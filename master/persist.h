@@ -55,7 +55,7 @@ typedef struct {
  * unreadable directory, a record the store cannot take). Caller owns the
  * result. */
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
-                              tq_persist_report_t *report, char *err, size_t errlen);
+                              tq_persist_report_t *report, tq_error_t *err);
 /* Write what is appended, sync everything (any mode), close. Accepts
  * NULL; nulls *self_p. */
 void tq_persist_destroy(tq_persist_t **self_p);

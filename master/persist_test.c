@@ -38,10 +38,10 @@ static tq_persist_t *open_dir(const char *dir, tq_store_t *s) {
     TQ_ASSERT(s == tq_engine_store(engine));
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50, .zmq_ctx = ctx};
     tq_persist_report_t rep;
-    char err[512];
-    tq_persist_t *p = tq_persist_open(&cfg, engine, &rep, err, sizeof err);
+    tq_error_t err;
+    tq_persist_t *p = tq_persist_open(&cfg, engine, &rep, &err);
     if (!p)
-        fprintf(stderr, "persist_open: %s\n", err);
+        fprintf(stderr, "persist_open: %s\n", err.msg);
     return p;
 }
 

@@ -7,6 +7,8 @@
 #
 #   tq_error_t, tq_error_set  -> tq_err_t, tq_err_set   (tq_error() stays the
 #       log macro; the error struct joins tq_err_code_t / tq_err_code_name)
+#   tq_engine_err_t           -> tq_err_t  (it was a copy of the same struct;
+#       master/engine.h keeps an alias until this runs)
 #   proto/tq_error.[ch]       -> proto/tq_err.[ch]
 #   tq_error_to_public        -> tq_err_to_public
 #   tq_client_fail            -> tq_api_fail  (it fills the public
@@ -25,7 +27,11 @@ if [ -f proto/tq_error.h ] && [ ! -f proto/tq_err.h ]; then
     git mv proto/tq_error.c proto/tq_err.c
 fi
 
+sed -i '/^\/\* Why a command was refused: tq_error_t/,/^typedef tq_error_t tq_engine_err_t;$/d' \
+    master/engine.h
+
 files | xargs sed -i -E \
+    -e 's/\btq_engine_err_t\b/tq_err_t/g' \
     -e 's/\btq_error_t\b/tq_err_t/g' \
     -e 's/\btq_error_set\b/tq_err_set/g' \
     -e 's/\btq_error_to_public\b/tq_err_to_public/g' \
