@@ -172,22 +172,13 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
         ids[i] = tq_store_key_find(s, specs[i].key, now.wall_ms);
         if (ids[i])
             continue;
-        int code = TQ_ERR_INTERNAL;
-        tq_task_t *t = session ? tq_store_add_session(s, &specs[i], now.wall_ms, &code)
-                               : tq_store_add(s, &specs[i], now.wall_ms, &code);
+        tq_task_t *t = session ? tq_store_add_session(s, &specs[i], now.wall_ms, err)
+                               : tq_store_add(s, &specs[i], now.wall_ms, err);
         if (!t) {
             while (i-- > 0)
                 if (added[i])
                     tq_store_remove_queued(s, tq_store_get(s, ids[i]));
-            if (code == TQ_ERR_FULL)
-                return tq_error_set(
-                    err, code,
-                    "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
-                    tq_store_size(s) > tq_store_nkeys(s) ? tq_store_size(s) : tq_store_nkeys(s),
-                    self->cfg.store.max_tasks);
-            return tq_error_set(err, code, "cannot store the tasks (%s)",
-                                code == TQ_ERR_TOO_MANY ? "too many distinct names"
-                                                        : "out of memory");
+            return -1;
         }
         ids[i] = t->id;
         added[i] = 1;

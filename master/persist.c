@@ -446,16 +446,9 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_erro
         img.fetched = 1;
         img.fetched_ms = (int64_t)fetched;
     }
-    int code = 0;
-    tq_task_t *t = tq_store_restore(self->store, &img, &code);
-    if (!t) {
-        tq_error_set(err, 0, "cannot restore task %" PRIu64 " (%s)", img.id,
-                     code == TQ_ERR_FULL       ? "more tasks than --max-tasks"
-                     : code == TQ_ERR_TOO_MANY ? "too many names"
-                     : code == TQ_ERR_MALFORMED ? "record not valid"
-                                            : "out of memory");
-        return -1;
-    }
+    tq_error_t why;
+    if (!tq_store_restore(self->store, &img, &why))
+        return tq_error_set(err, 0, "cannot restore task %" PRIu64 " (%s)", img.id, why.msg);
     return 0;
 }
 

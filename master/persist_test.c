@@ -49,7 +49,7 @@ static tq_task_t *add(tq_store_t *s, size_t payload_len) {
     static uint8_t buf[100 * 1024];
     tq_task_spec_t spec = {tq_bytes_str("echo"), tq_bytes_str(""), {NULL, 0}, 0, 0, 0,
                            {buf, payload_len}, 0};
-    int code = 0;
+    tq_error_t code = {0, ""};
     tq_task_t *t = tq_store_add(s, &spec, tq_wall_ms(), &code);
     CHECK(t != NULL);
     return t;

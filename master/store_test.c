@@ -22,7 +22,7 @@ static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t 
     spec.queue = tq_bytes_str(queue);
     spec.priority = prio;
     spec.payload = tq_bytes_str(payload);
-    int code = 0;
+    tq_error_t code = {0, ""};
     return tq_store_add(s, &spec, 0, &code);
 }
 
@@ -139,9 +139,11 @@ static void test_max_tasks(void) {
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str("f");
-    int code = 0;
+    tq_error_t code = {0, ""};
     CHECK(tq_store_add(s, &spec, 0, &code) == NULL);
-    CHECK_EQ_INT(code, TQ_ERR_FULL);
+    CHECK_EQ_INT(code.code, TQ_ERR_FULL);
+    CHECK(strstr(code.msg, "master is full: ") == code.msg);
+    CHECK(strstr(code.msg, "(--max-tasks ") != NULL);
     /* undoing an add (a batch that failed half-way) frees the room */
     tq_task_t *b = tq_store_get(s, 1001);
     tq_store_remove_queued(s, b);
@@ -189,13 +191,13 @@ static void test_ttl_expiry(void) {
     tq_store_destroy(&s);
 }
 
-static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, int *code) {
+static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, tq_error_t *code) {
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str("f");
     spec.key = tq_bytes_str(key);
     spec.payload = tq_bytes_str("p");
-    *code = 0;
+    code->code = 0;
     return tq_store_add(s, &spec, now, code);
 }
 
@@ -203,7 +205,7 @@ static void test_idempotency_keys(void) {
     tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 3, .result_ttl_ms = 100,
                           .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
     tq_store_t *s = tq_store_new(&cfg);
-    int code;
+    tq_error_t code = {0, ""};
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 0), 0);
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str(""), 0), 0);
     tq_task_t *a = add_key(s, "k1", 0, &code);
@@ -234,7 +236,7 @@ static void test_idempotency_keys(void) {
     CHECK(add_key(s, "k2", 100, &code) != NULL);
     CHECK(add_key(s, "k3", 100, &code) != NULL);
     CHECK(add_key(s, "k4", 100, &code) == NULL);
-    CHECK_EQ_INT(code, TQ_ERR_FULL);
+    CHECK_EQ_INT(code.code, TQ_ERR_FULL);
     /* retention: forgotten when the window passes, swept in bounded steps */
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 5000), 0);
     CHECK_EQ_INT(tq_store_sweep(s, 5000, 100), 1);
@@ -261,7 +263,7 @@ static void test_retry(void) {
     spec.fn = tq_bytes_str("f");
     spec.payload = tq_bytes_str("a");
     spec.retries = 2;
-    int code = 0;
+    tq_error_t code = {0, ""};
     tq_task_t *a = tq_store_add(s, &spec, 0, &code);
     add(s, "f", "", 0, "b");
     CHECK_EQ_INT(pop(s, "f"), 'a');
@@ -347,7 +349,7 @@ static void test_session_keys_observer_restore(void) {
     spec.fn = tq_bytes_str("f");
     spec.key = tq_bytes_str("session-1");
     spec.payload = tq_bytes_str("p");
-    int code = 0;
+    tq_error_t code = {0, ""};
     tq_task_t *t = tq_store_add_session(s, &spec, 0, &code);
     CHECK(t != NULL);
     uint64_t id = t->id;
@@ -406,7 +408,7 @@ static void test_delay_dead_pause(void) {
     spec.fn = tq_bytes_str("f");
     spec.payload = tq_bytes_str("d");
     spec.not_before_ms = 5000;
-    int code = 0;
+    tq_error_t code = {0, ""};
     tq_task_t *d = tq_store_add(s, &spec, 1000, &code);
     tq_task_t *a = add(s, "f", "", 0, "a");
     tq_queue_counts_t c;
