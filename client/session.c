@@ -121,7 +121,6 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
         return NULL;
     }
     taskq_t *self = tq_calloc(1, sizeof *self);
-    char kerr[TASKQ_ERROR_MAX];
     /* Only the client pair and the server's public key are kept, in
      * memory a core dump leaves out (tq_authkey.h). */
     self->keys = tq_curve_keys_new();
@@ -130,8 +129,9 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
         free(self);
         return NULL;
     }
-    if (tq_authkey_load_peer(authkey_path, self->keys, kerr, sizeof kerr) < 0) {
-        tq_client_fail(err, TASKQ_ERR_ENV, "%s", kerr);
+    tq_error_t kerr;
+    if (tq_authkey_load_peer(authkey_path, self->keys, &kerr) < 0) {
+        tq_client_fail(err, TASKQ_ERR_ENV, "%s", kerr.msg);
         tq_curve_keys_free(&self->keys);
         free(self);
         return NULL;

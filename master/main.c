@@ -178,25 +178,22 @@ static void usage(FILE *out) {
 /* Parse each --queue-timeout Q=SECONDS (a valid queue name, a timeout
  * of 0.001..49 days: the wire's u32 milliseconds) into out[l->n]; the
  * names point into l's strings. */
-static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, char *err,
-                                size_t errlen) {
+static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, tq_error_t *err) {
     if (l->n > MAX_QUEUE_TIMEOUTS) {
-        snprintf(err, errlen, "--queue-timeout: given %zu times, at most %d", l->n,
-                 MAX_QUEUE_TIMEOUTS);
+        tq_error_set(err, 0, "--queue-timeout: given %zu times, at most %d", l->n,
+                     MAX_QUEUE_TIMEOUTS);
         return -1;
     }
     for (size_t i = 0; i < l->n; i++) {
         const char *item = l->items[i], *eq = strchr(item, '=');
         int64_t ms;
         if (!eq || !tq_name_valid((tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)})) {
-            snprintf(err, errlen, "--queue-timeout: '%s' is not QUEUE=SECONDS with a valid queue name",
-                     item);
-            return -1;
+            return tq_error_set(
+                err, 0, "--queue-timeout: '%s' is not QUEUE=SECONDS with a valid queue name", item);
         }
         if (tq_parse_seconds_ms(eq + 1, &ms) < 0 || ms < 1 || ms > (int64_t)UINT32_MAX) {
-            snprintf(err, errlen, "--queue-timeout: '%s' is not a number of seconds (0.001..4294967)",
-                     eq + 1);
-            return -1;
+            return tq_error_set(
+                err, 0, "--queue-timeout: '%s' is not a number of seconds (0.001..4294967)", eq + 1);
         }
         out[i].queue = (tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)};
         out[i].timeout_ms = (uint32_t)ms;
@@ -209,11 +206,10 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
  * the limit minus a reserve unless given (then it must fit). Sets
  * *fd_limit and *max_conns; returns -1 with err when the limit leaves no
  * room for connections. */
-static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, char *err,
-                            size_t errlen) {
+static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_error_t *err) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-        snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        tq_error_set(err, 0, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
         return -1;
     }
     rlim_t before = rl.rlim_cur;
@@ -239,11 +235,11 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, cha
               : reserve > FD_RESERVE_MAX ? FD_RESERVE_MAX
                                          : reserve;
     if (limit < FD_MIN) {
-        snprintf(err, errlen,
-                 "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
-                 "%d for itself and the journal, and needs more for connections (raise it to at "
-                 "least %d)",
-                 limit, FD_RESERVE_MIN, FD_MIN);
+        tq_error_set(err, 0,
+                     "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
+                     "%d for itself and the journal, and needs more for connections (raise it to at "
+                     "least %d)",
+                     limit, FD_RESERVE_MIN, FD_MIN);
         return -1;
     }
     int64_t room = limit - reserve;
@@ -270,40 +266,40 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, cha
  * root, not writable by group or others. Another user's data dir could
  * hold that user's authkey (used when no --authkey-file is given) and
  * journal. */
-static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
+static int prepare_data_dir(const char *dir, tq_error_t *err) {
     struct stat st;
     if (stat(dir, &st) < 0) {
         if (errno != ENOENT) {
-            snprintf(err, errlen, "--data-dir %s: %s", dir, strerror(errno));
+            tq_error_set(err, 0, "--data-dir %s: %s", dir, strerror(errno));
             return -1;
         }
         if (mkdir(dir, 0700) < 0) {
-            snprintf(err, errlen, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
+            tq_error_set(err, 0, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
             return -1;
         }
         tq_info("created data dir %s (mode 0700)", dir);
         return 0;
     }
     if (!S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "--data-dir %s: exists and is not a directory", dir);
+        tq_error_set(err, 0, "--data-dir %s: exists and is not a directory", dir);
         return -1;
     }
     if (st.st_uid != geteuid() && st.st_uid != 0) {
-        snprintf(err, errlen,
-                 "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
-                 "could have put its authkey and journal there; use a directory of our own",
-                 dir, (unsigned)st.st_uid, (unsigned)geteuid());
+        tq_error_set(err, 0,
+                     "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
+                     "could have put its authkey and journal there; use a directory of our own",
+                     dir, (unsigned)st.st_uid, (unsigned)geteuid());
         return -1;
     }
     if ((st.st_mode & 022) != 0) {
-        snprintf(err, errlen,
-                 "--data-dir %s: writable by group or others (mode %04o): another user could "
-                 "put its authkey and journal there; fix it with: chmod go-w %s",
-                 dir, (unsigned)(st.st_mode & 07777), dir);
+        tq_error_set(err, 0,
+                     "--data-dir %s: writable by group or others (mode %04o): another user could "
+                     "put its authkey and journal there; fix it with: chmod go-w %s",
+                     dir, (unsigned)(st.st_mode & 07777), dir);
         return -1;
     }
     if (access(dir, R_OK | W_OK | X_OK) < 0) {
-        snprintf(err, errlen, "--data-dir %s: not writable: %s", dir, strerror(errno));
+        tq_error_set(err, 0, "--data-dir %s: not writable: %s", dir, strerror(errno));
         return -1;
     }
     return 0;
@@ -311,21 +307,20 @@ static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
 
 /* The key file to use; generates DIR/authkey when no file was named and
  * it does not exist yet. path[len] receives the path. */
-static int resolve_authkey(const settings_t *s, char *path, size_t len, char *err,
-                           size_t errlen) {
+static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_error_t *err) {
     if (s->authkey_file && *s->authkey_file) {
         tq_strlcpy(path, s->authkey_file, len);
         return 0;
     }
     int n = snprintf(path, len, "%s/authkey", s->data_dir);
     if (n < 0 || (size_t)n >= len) {
-        snprintf(err, errlen, "--data-dir: path too long");
+        tq_error_set(err, 0, "--data-dir: path too long");
         return -1;
     }
     struct stat st;
     if (stat(path, &st) == 0)
         return 0;
-    if (tq_authkey_generate(path, err, errlen) < 0)
+    if (tq_authkey_generate(path, err) < 0)
         return -1;
     tq_info("generated a new authkey at %s; copy it to workers and clients", path);
     return 0;
@@ -422,8 +417,9 @@ int main(int argc, char **argv) {
         goto out;
     }
     qtimeouts = tq_calloc(s.queue_timeout.n ? s.queue_timeout.n : 1, sizeof *qtimeouts);
-    if (parse_queue_timeouts(&s.queue_timeout, qtimeouts, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", err);
+    tq_error_t e;
+    if (parse_queue_timeouts(&s.queue_timeout, qtimeouts, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     if (!s.bind || !*s.bind) {
@@ -455,23 +451,22 @@ int main(int argc, char **argv) {
             s.log_level);
     int fd_limit = 0;
     size_t max_conns = 0;
-    if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, err, sizeof err) < 0) {
-        tq_error("%s", err);
+    if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, &e) < 0) {
+        tq_error("%s", e.msg);
         goto out;
     }
-    if (prepare_data_dir(s.data_dir, err, sizeof err) < 0) {
-        tq_error("%s", err);
+    if (prepare_data_dir(s.data_dir, &e) < 0) {
+        tq_error("%s", e.msg);
         goto out;
     }
     /* One master per data dir, before anything in it is read. */
-    tq_error_t e;
     if ((lockfd = tq_dirlock_acquire(s.data_dir, &e)) < 0) {
         tq_error("%s", e.msg);
         goto out;
     }
     char keypath[4096];
-    if (resolve_authkey(&s, keypath, sizeof keypath, err, sizeof err) < 0) {
-        tq_error("%s", err);
+    if (resolve_authkey(&s, keypath, sizeof keypath, &e) < 0) {
+        tq_error("%s", e.msg);
         goto out;
     }
     /* Keys live in memory a core dump leaves out (tq_authkey.h). */
@@ -480,8 +475,8 @@ int main(int argc, char **argv) {
         tq_error("cannot map memory for the keys: %s", strerror(errno));
         goto out;
     }
-    if (tq_authkey_load(keypath, keys, err, sizeof err) < 0) {
-        tq_error("%s", err);
+    if (tq_authkey_load(keypath, keys, &e) < 0) {
+        tq_error("%s", e.msg);
         tq_curve_keys_free(&keys);
         goto out;
     }

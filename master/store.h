@@ -374,8 +374,10 @@ typedef struct {
 
 /* Create the task of img, replacing a task with the same id (the newer
  * record wins). Ids and sequences handed out later are above every
- * restored one. Emits no events. Returns the task, or NULL with
- * *err_code as tq_store_add (names, memory). */
+ * restored one. Emits no events. Returns the task, or NULL with err
+ * filled: TQ_ERR_MALFORMED (not a valid task), TQ_ERR_FULL (more than
+ * max_tasks tasks or keys), TQ_ERR_TOO_MANY (names), TQ_ERR_TOO_LARGE
+ * (memory). */
 tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_error_t *err);
 /* Forget t in any state but leased (recovery: a GONE record). No event. */
 void tq_store_drop(tq_store_t *self, tq_task_t *t);

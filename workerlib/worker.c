@@ -231,15 +231,15 @@ int taskq_worker_add(taskq_worker_t *self, const char *name, taskq_fn fn, void *
 int taskq_worker_add_command(taskq_worker_t *self, const char *name, const char *command,
                              taskq_error_t *err)
 {
-    char why[256];
+    tq_error_t why;
     if (!command)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "empty command");
     tq_fn_t *f = new_entry(self, name, err);
     if (!f)
         return -1;
-    f->cmd = tq_command_new(command, why, sizeof why);
+    f->cmd = tq_command_new(command, &why);
     if (!f->cmd)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     f->mode = TASKQ_MODE_SPAWN;
     self->nfns++;
     return 0;
@@ -382,7 +382,6 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
 
 int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
 {
-    char why[512];
     tq_curve_keys_t *keys = NULL;
     if (!self)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
@@ -398,9 +397,10 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     if (!keys)
         return tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
                               strerror(errno));
-    if (tq_authkey_load_peer(self->authkey_file, keys, why, sizeof why) < 0) {
+    tq_error_t why;
+    if (tq_authkey_load_peer(self->authkey_file, keys, &why) < 0) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
+        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why.msg);
     }
     self->ran = 1;
     for (size_t i = 0; i < self->nfns; i++)
