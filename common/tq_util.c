@@ -10,14 +10,6 @@
 #include <time.h>
 #include <unistd.h>
 
-void tq_assert_fail(const char *what, const char *file, int line)
-{
-    fprintf(stderr, "taskq: internal error (a bug): assertion '%s' failed at %s:%d\n", what,
-            file, line);
-    fflush(stderr);
-    abort();
-}
-
 static void oom(size_t n)
 {
     fprintf(stderr, "taskq: out of memory (allocating %zu bytes)\n", n);

@@ -6,14 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Always-on invariant check (our bug if it fires): prints file:line and
- * aborts, also in release builds. */
-#define TQ_ASSERT(cond)                                                                            \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            tq_assert_fail(#cond, __FILE__, __LINE__);                                             \
-    } while (0)
-void tq_assert_fail(const char *what, const char *file, int line) __attribute__((noreturn));
+#include "tq_error.h" /* TQ_ASSERT, the always-on invariant check */
 
 /* Allocation for internal, fixed-size or self-bounded objects: aborts
  * with a message on out-of-memory. Sizes a peer controls must use plain

@@ -3,6 +3,15 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+void tq_assert_fail(const char *what, const char *file, int line)
+{
+    fprintf(stderr, "taskq: internal error (a bug): assertion '%s' failed at %s:%d\n", what,
+            file, line);
+    fflush(stderr);
+    abort();
+}
 
 int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
 {

@@ -38,4 +38,15 @@ typedef struct {
 int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Always-on invariant check, for our own bugs only (never for what a
+ * peer, a file or a flag can cause): prints "internal error (a bug):
+ * assertion ... failed at FILE:LINE" and aborts, also in release
+ * builds. */
+#define TQ_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            tq_assert_fail(#cond, __FILE__, __LINE__);                                             \
+    } while (0)
+void tq_assert_fail(const char *what, const char *file, int line) __attribute__((noreturn));
+
 #endif

@@ -11,6 +11,7 @@
 #       master/engine.h keeps an alias until this runs)
 #   proto/tq_error.[ch]       -> proto/tq_err.[ch]
 #   tq_error_to_public        -> tq_err_to_public
+#   PROTO_ASSERT              -> TQ_ASSERT  (one invariant check, tq_error.h)
 #   tq_client_fail            -> tq_api_fail  (it fills the public
 #       taskq_error_t for the client *and* the worker API)
 #   in workerlib/ only (the master has its own tq_task_t and TQ_CANCEL_*):
@@ -29,6 +30,8 @@ fi
 
 sed -i '/^\/\* Why a command was refused: tq_error_t/,/^typedef tq_error_t tq_engine_err_t;$/d' \
     master/engine.h
+sed -i '/^\/\* The one invariant check (tq_error.h); an alias until$/,/^#define PROTO_ASSERT(cond) TQ_ASSERT(cond)$/d' \
+    proto/tq_proto_int.h
 
 files | xargs sed -i -E \
     -e 's/\btq_engine_err_t\b/tq_err_t/g' \
@@ -36,6 +39,7 @@ files | xargs sed -i -E \
     -e 's/\btq_error_set\b/tq_err_set/g' \
     -e 's/\btq_error_to_public\b/tq_err_to_public/g' \
     -e 's/\btq_client_fail\b/tq_api_fail/g' \
+    -e 's/\bPROTO_ASSERT\b/TQ_ASSERT/g' \
     -e 's/"tq_error\.h"/"tq_err.h"/g' \
     -e "s/'tq_error\.c'/'tq_err.c'/g" \
     -e 's/\btq_error\.([ch])\b/tq_err.\1/g' \
