@@ -375,9 +375,9 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
             "no authkey: give --authkey-file FILE or set TASKQ_AUTHKEY_FILE");
         return NULL;
     }
-    char eperr[320];
-    if (g->connect && tq_endpoint_port_check(g->connect, "--connect", eperr, sizeof eperr) < 0) {
-        *status = tq_cli_usage_error("%s", eperr);
+    tq_error_t eperr;
+    if (g->connect && tq_endpoint_port_check(g->connect, "--connect", &eperr) < 0) {
+        *status = tq_cli_usage_error("%s", eperr.msg);
         return NULL;
     }
     taskq_error_t e;

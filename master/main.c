@@ -426,8 +426,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: --bind must not be empty\n");
         goto out;
     }
-    if (tq_endpoint_port_check(s.bind, "--bind", err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", err);
+    if (tq_endpoint_port_check(s.bind, "--bind", &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     tq_log_set_level(tq_log_level_parse(s.log_level));

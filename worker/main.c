@@ -371,9 +371,9 @@ int main(int argc, char **argv)
         usage_error("--connect: '%s' is not an endpoint like tcp://HOST:PORT%s", s.connect, "");
         goto out;
     }
-    char eperr[320];
-    if (tq_endpoint_port_check(s.connect, "--connect", eperr, sizeof eperr) < 0) {
-        usage_error("%s%s", eperr, "");
+    tq_error_t eperr;
+    if (tq_endpoint_port_check(s.connect, "--connect", &eperr) < 0) {
+        usage_error("%s%s", eperr.msg, "");
         goto out;
     }
     if (s.name && !tq_peer_name_valid(s.name, TQ_MAX_PEER_NAME, 0)) {
