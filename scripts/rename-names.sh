@@ -12,6 +12,8 @@
 #   proto/tq_error.[ch]       -> proto/tq_err.[ch]
 #   tq_error_to_public        -> tq_err_to_public
 #   PROTO_ASSERT              -> TQ_ASSERT  (one invariant check, tq_error.h)
+#   tq_error_line             -> tq_output_error_line  (client/output.c's
+#       printer of an error line; not the log macro either)
 #   tq_client_fail            -> tq_api_fail  (it fills the public
 #       taskq_error_t for the client *and* the worker API)
 #   in workerlib/ only (the master has its own tq_task_t and TQ_CANCEL_*):
@@ -40,6 +42,7 @@ files | xargs sed -i -E \
     -e 's/\btq_error_to_public\b/tq_err_to_public/g' \
     -e 's/\btq_client_fail\b/tq_api_fail/g' \
     -e 's/\bPROTO_ASSERT\b/TQ_ASSERT/g' \
+    -e 's/\btq_error_line\b/tq_output_error_line/g' \
     -e 's/"tq_error\.h"/"tq_err.h"/g' \
     -e "s/'tq_error\.c'/'tq_err.c'/g" \
     -e 's/\btq_error\.([ch])\b/tq_err.\1/g' \
