@@ -44,9 +44,10 @@ typedef struct {
 typedef struct tq_loop tq_loop_t;
 
 /* Recover the journal, create the ROUTER (CURVE server with keys), start
- * the auth actor, and bind. A journal that cannot be opened fails with
- * its message in err (the loop is not created). Returns the loop, or NULL with a message in err (for a bind
- * failure: "cannot bind ENDPOINT: REASON"). Caller owns the result. */
+ * the auth actor, and bind. Returns the loop, or NULL with err filled
+ * (code 0; tq_error.h): the journal's message when it cannot be opened,
+ * "cannot bind ENDPOINT: REASON" for a bind failure. Caller owns the
+ * result. */
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
                        tq_error_t *err);
 
