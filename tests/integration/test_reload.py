@@ -84,5 +84,62 @@ class MasterReload(TQTestCase):
         self.assertEqual(self.status()["master"]["pid"], m.pid)
 
 
+class WorkerReload(TQTestCase):
+    def write_conf(self, text):
+        path = os.path.join(self.tmp, "worker.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def running(self):
+        return self.status()["totals"]["running"]
+
+    def test_sighup_changes_concurrency_without_dropping_tasks(self):
+        m = self.start_master()
+        conf = self.write_conf("concurrency = 1\nprefetch = 0\n")
+        w = self.start_worker("--config", conf, "--name", "wre")
+        self.assertEqual(self.worker_status("wre")["slots"], 1)
+        ids = self.submit("--fn", "sleep", *(["3"] * 4))
+        wait_until(lambda: self.running() == 1, 20, what="one task to run")
+        # grow to 4: the three waiting tasks start while the first runs on
+        self.write_conf("concurrency = 4\nprefetch = 0\ndrain-timeout = 5\n")
+        w.signal(signal.SIGHUP)
+        wait_until(lambda: "setting concurrency changed from 1 to 4" in w.output(), 10,
+                   what="the worker to log the change")
+        self.assertIn("setting drain-timeout changed from 30 to 5 in the configuration but "
+                      "cannot change while running", w.output())
+        wait_until(lambda: self.running() == 4, 10, what="four tasks to run")
+        wait_until(lambda: self.worker_status("wre")["slots"] == 4, 10,
+                   what="the master to see 4 slots")
+        self.assertIn("worker wre now has 4 slots (was 1)", m.output())
+        # shrink to 2 while four run: none is stopped or run twice
+        self.write_conf("concurrency = 2\nprefetch = 0\n")
+        w.signal(signal.SIGHUP)
+        wait_until(lambda: "concurrency changed from 4 to 2 slots" in w.output(), 10,
+                   what="the shrink")
+        for i in ids:
+            r = self.tq("wait", "--json", "--timeout", "30", i)
+            self.assertEqual(json.loads(r.out)["status"], "done", r)
+            self.assertEqual(json.loads(r.out)["attempts"], 1, r)
+        self.assertEqual(self.worker_status("wre")["slots"], 2)
+        st = self.status()["totals"]
+        self.assertEqual(st["requeued"], 0, st)
+        # now at most two run at once
+        more = self.submit("--fn", "sleep", *(["1"] * 4))
+        peak = 0
+        def all_done():
+            nonlocal peak
+            peak = max(peak, self.running())
+            return self.status()["totals"]["queued"] == 0 and self.running() == 0
+        wait_until(all_done, 30, interval=0.1, what="the next four tasks")
+        self.assertLessEqual(peak, 2)
+        for i in more:
+            self.assertEqual(json.loads(self.tq("wait", "--json", i).out)["status"], "done")
+        self.assertTrue(w.alive())
+        self.assertNotIn("re-registered", m.output())
+        w.signal(signal.SIGTERM)
+        self.assertEqual(w.wait(15), 0, w.output())
+
+
 if __name__ == "__main__":
     main()
