@@ -406,6 +406,17 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         text_label(t, tq_queue_name(q));
         text_add(t, "\"} %d\n", tq_queue_paused(q) ? 1 : 0);
     }
+    head(t, "taskq_queue_oldest_age_seconds", "gauge",
+         "age of the oldest task next in line (0: none queued)");
+    int64_t now_ms = tq_wall_ms();
+    for (size_t i = 0; i < nq && i < TQ_METRICS_MAX_QUEUES; i++) {
+        const tq_queue_t *q = tq_store_queue_at(store, i);
+        int64_t created = tq_queue_head_created(q);
+        text_add(t, "taskq_queue_oldest_age_seconds{queue=\"");
+        text_label(t, tq_queue_name(q));
+        text_add(t, "\"} %.3f\n",
+                 created < 0 || now_ms < created ? 0.0 : (double)(now_ms - created) / 1000.0);
+    }
     one(t, "taskq_queues", "gauge", "queues known (series above for the first 1000)", nq);
     one(t, "taskq_tasks_stored", "gauge", "tasks stored in any state", tq_store_size(store));
 
@@ -457,6 +468,20 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         info->compactions);
     one(t, "taskq_journal_error", "gauge",
         "1 while a journal write fails (submits are refused meanwhile)", info->journal_error != 0);
+    one(t, "taskq_journal_write_errors_total", "counter",
+        "failed journal writes and fdatasync rounds (each retry counts)", info->fsync.errors);
+    head(t, "taskq_journal_fsync_seconds", "histogram",
+         "time of one fdatasync round of the journal (every file written since the last)");
+    uint64_t cum = 0;
+    for (size_t i = 0; i < TQ_JOURNAL_SYNC_BUCKETS; i++) {
+        cum += info->fsync.bucket[i];
+        text_add(t, "taskq_journal_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                 (double)tq_journal_sync_le_us[i] / 1e6, cum);
+    }
+    text_add(t, "taskq_journal_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+             info->fsync.count);
+    text_add(t, "taskq_journal_fsync_seconds_sum %.6f\n", (double)info->fsync.sum_us / 1e6);
+    text_add(t, "taskq_journal_fsync_seconds_count %" PRIu64 "\n", info->fsync.count);
 
     head(t, "taskq_queue_wait_seconds", "histogram",
          "time from submit to the first dispatch, tasks submitted since start, by queue");
