@@ -413,6 +413,31 @@ static void push_done(conn_t *c, tq_task_t *t)
     c->done_tail = t;
 }
 
+/* Error text shown in a failed task's log line at most (bytes; cut with
+ * "..."): enough to tell what went wrong, not a whole stderr. */
+#define CONN_LOG_ERROR_MAX 300
+
+/* Log t's outcome: a failure or a timeout at info (id, attempt,
+ * function, run time and the error text, escaped and cut); a success at
+ * debug with its run time. The error text is the task's own output: a
+ * function that puts its payload there puts it in the log. */
+static void log_outcome(const tq_task_t *t, const char *fn, int64_t run_us)
+{
+    double ms = (double)run_us / 1000.0;
+    if (t->result.status == TQ_RUN_OK) {
+        tq_debug("task %llu attempt %u (%s) done in %.1f ms, %zu bytes",
+                 (unsigned long long)t->id, t->attempt, fn, ms, t->result.len);
+        return;
+    }
+    if (tq_log_level() < TQ_LOG_INFO)
+        return;
+    char text[CONN_LOG_ERROR_MAX + 8];
+    tq_log_escape(text, sizeof text, t->result.data, t->result.len);
+    tq_info("task %llu attempt %u (%s) %s after %.1f ms: %s", (unsigned long long)t->id,
+            t->attempt, fn, t->result.status == TQ_RUN_TIMEOUT ? "timed out" : "failed", ms,
+            text);
+}
+
 /* A slot is free again. */
 static void slot_freed(conn_t *c)
 {
@@ -445,7 +470,9 @@ static void run_inline(conn_t *c, const tq_dispatch_item_t *d, const tq_fn_t *fn
     t->slot = -1;
     int64_t t0 = tq_mono_us();
     tq_pool_run_inline(c->pool, t);
-    run_sample(c, tq_mono_us() - t0, d->payload.len);
+    int64_t run_us = tq_mono_us() - t0;
+    run_sample(c, run_us, d->payload.len);
+    log_outcome(t, fn->name, run_us);
     t->payload = NULL;
     t->len = 0;
     slot_freed(c);
@@ -503,6 +530,9 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
         /* Not ours to run; the slot it was given is free at once. */
         tq_run_result_fmt(&t->result, TQ_RUN_FAILED, "function '%.*s' is not served by worker %s",
                           (int)d->fn.len, (const char *)d->fn.data, c->o->name);
+        char fname[TQ_MAX_NAME + 1];
+        tq_log_escape(fname, sizeof fname, d->fn.data, d->fn.len);
+        log_outcome(t, fname, 0);
         slot_freed(c);
         push_done(c, t);
         return;
@@ -539,9 +569,7 @@ static void on_task_back(conn_t *c, tq_task_t *t)
         tq_task_free(t);
         break;
     default:
-        tq_debug("task %llu attempt %u finished: status %d, %zu bytes, %lld ms",
-                 (unsigned long long)t->id, t->attempt, t->result.status, t->result.len,
-                 (long long)(tq_mono_ms() - t->accepted_ms));
+        log_outcome(t, t->fn->name, t->run_us);
         push_done(c, t);
     }
 }
