@@ -520,6 +520,16 @@ static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     for (size_t i = 0; i < n; i++)
         tq_out_cancel_item(tq_outbox_msg(self->outbox), self->ids[i], outcome[i]);
     tq_outbox_send(self->outbox, p);
+    size_t nok = 0;
+    for (size_t i = 0; i < n; i++)
+        nok += outcome[i] == TQ_CANCEL_OK;
+    if (n) { /* an operator's action: who asked */
+        char who[TQ_MAX_PEER_NAME + 8];
+        tq_log_escape_str(who, sizeof who, p->name);
+        tq_info("cancel of %zu task%s (the first %" PRIu64 "): %zu cancelled, at the request "
+                "of %s (%s)",
+                n, n == 1 ? "" : "s", self->ids[0], nok, who, p->address);
+    }
     }
 
 static void on_admin(hctx_t *self, tq_peer_t *p, const msg_t *m) {
