@@ -969,8 +969,10 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
     c.pool = tq_pool_new(c.zctx, result_ep, opts->slots, opts->fns, opts->nfns);
     if (!c.pool)
         goto done;
-    tq_info("worker %s starting: %zu slots, connecting to %s", opts->name, opts->slots,
-            opts->endpoint);
+    tq_info("worker %s starting: %zu slots, connecting to %s (libtaskq %s, pid %ld, prefetch %s, "
+            "drain timeout %lld ms)",
+            opts->name, opts->slots, opts->endpoint, TQ_VERSION, (long)getpid(),
+            opts->adaptive ? "auto" : "fixed", (long long)opts->drain_timeout_ms);
     c.last_warn = tq_mono_ms();
     if (tq_link_start(c.link) < 0) {
         tq_error("cannot connect to %s: %s", opts->endpoint, zmq_strerror(errno));
