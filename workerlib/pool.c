@@ -225,6 +225,17 @@ void tq_pool_run_inline(tq_pool_t *self, tq_task_t *task)
     tq_reaper_task_end(token, 0);
 }
 
+/* Free a slot whose thread is not running (joined, or never started). */
+static void slot_free(slot_t *s)
+{
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
+    free(s->fn_ctx);
+    free(s->fn_ok);
+    free(s->child);
+    free(s);
+}
+
 /* Start slot threads nslots..n-1 (the pool mutex held, or before any
  * slot runs) and make all n active. Returns 0, or -1 (logged) with the
  * slots that did start kept. */
@@ -242,12 +253,7 @@ static int add_slots(tq_pool_t *self, size_t n)
         s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (s->wake_fd < 0 || pthread_create(&s->thread, NULL, slot_main, s) != 0) {
             tq_error("cannot start slot %zu: %s", i, strerror(errno));
-            if (s->wake_fd >= 0)
-                close(s->wake_fd);
-            free(s->fn_ctx);
-            free(s->fn_ok);
-            free(s->child);
-            free(s);
+            slot_free(s);
             self->active = self->nslots;
             return -1;
         }
@@ -368,15 +374,9 @@ void tq_pool_destroy(tq_pool_t **self_p)
     pthread_cond_broadcast(&self->cv);
     pthread_mutex_unlock(&self->mu);
     for (size_t i = 0; i < self->nslots; i++) {
-        slot_t *sl = self->slots[i];
-        if (sl->started)
-            pthread_join(sl->thread, NULL);
-        if (sl->wake_fd >= 0)
-            close(sl->wake_fd);
-        free(sl->fn_ctx);
-        free(sl->fn_ok);
-        free(sl->child);
-        free(sl);
+        if (self->slots[i]->started)
+            pthread_join(self->slots[i]->thread, NULL);
+        slot_free(self->slots[i]);
     }
     pthread_mutex_destroy(&self->mu);
     pthread_cond_destroy(&self->cv);

@@ -11,12 +11,19 @@ import signal
 from tqharness import TQTestCase, main, wait_until
 
 
-class MasterReload(TQTestCase):
+class ReloadCase(TQTestCase):
+    CONF = "taskq.conf"
+
     def write_conf(self, text):
-        path = os.path.join(self.tmp, "master.conf")
+        """(Re)write the config file the daemon under test reads."""
+        path = os.path.join(self.tmp, self.CONF)
         with open(path, "w") as f:
             f.write(text)
         return path
+
+
+class MasterReload(ReloadCase):
+    CONF = "master.conf"
 
     def test_sighup_applies_the_config_file(self):
         conf = self.write_conf("max-tasks = 100\nresult-ttl = 3600\nlog-level = info\n"
@@ -84,12 +91,8 @@ class MasterReload(TQTestCase):
         self.assertEqual(self.status()["master"]["pid"], m.pid)
 
 
-class WorkerReload(TQTestCase):
-    def write_conf(self, text):
-        path = os.path.join(self.tmp, "worker.conf")
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+class WorkerReload(ReloadCase):
+    CONF = "worker.conf"
 
     def running(self):
         return self.status()["totals"]["running"]
