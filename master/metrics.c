@@ -56,6 +56,10 @@ struct tq_metrics {
     tq_idmap_t *qbyhash; /* FNV-1a of the queue name -> qhist_t */
     qhist_t **qh;        /* in first-seen order, at most TQ_METRICS_MAX_QUEUES */
     size_t nqh;
+    /* the last queue looked up and its histograms: most events in a row
+     * are of one queue, and this saves hashing its name for each */
+    const void *last_queue;
+    qhist_t *last_qh;
 };
 
 static void text_add(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -299,11 +303,10 @@ static void hist_add(hist_t *h, double v)
         }
 }
 
-/* The histograms of the task's queue, created on first use; NULL past
+/* The histograms of queue name, created on first use; NULL past
  * TQ_METRICS_MAX_QUEUES queues or on a hash collision (not counted). */
-static qhist_t *queue_hist(tq_metrics_t *self, const tq_task_t *t)
+static qhist_t *queue_hist_find(tq_metrics_t *self, const char *name)
 {
-    const char *name = tq_queue_name(tq_task_queue(t));
     uint64_t h = tq_fnv1a(TQ_FNV_BASIS, name, strlen(name));
     h = h ? h : 1;
     qhist_t *q = tq_idmap_get(self->qbyhash, h);
@@ -319,6 +322,22 @@ static qhist_t *queue_hist(tq_metrics_t *self, const tq_task_t *t)
     return q;
 }
 
+/* queue_hist_find for the task's queue. */
+static qhist_t *queue_hist(tq_metrics_t *self, const tq_task_t *t)
+{
+    const tq_queue_t *queue = tq_task_queue(t);
+    const char *name = tq_queue_name(queue);
+    /* the name check: a freed queue's memory may hold another queue now */
+    if (queue == self->last_queue && strcmp(self->last_qh->name, name) == 0)
+        return self->last_qh;
+    qhist_t *found = queue_hist_find(self, name);
+    if (found) {
+        self->last_queue = queue;
+        self->last_qh = found;
+    }
+    return found;
+}
+
 void tq_metrics_on_engine(void *arg, const tq_engine_ev_t *ev)
 {
     tq_metrics_t *self = arg;
@@ -329,10 +348,11 @@ void tq_metrics_on_engine(void *arg, const tq_engine_ev_t *ev)
         qhist_t *q = t->x && t->x->attempt == 1 ? queue_hist(self, t) : NULL;
         if (q)
             hist_add(&q->wait, (double)(now - t->created_ms) / 1000.0);
-    } else if (ev->kind == TQ_EV_LEASE_END ||
-               (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_DELETED)) {
+    } else if (ev->kind == TQ_EV_LEASE_END) {
+        /* every lease ends with this event before its task finishes or
+         * goes (engine.c: finish), so no entry is left behind */
         void *v = tq_idmap_remove(self->leased, ev->task->id);
-        if (!v || ev->kind != TQ_EV_LEASE_END)
+        if (!v)
             return;
         int64_t since = (int64_t)(uintptr_t)v;
         qhist_t *q = queue_hist(self, ev->task);
