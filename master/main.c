@@ -102,29 +102,31 @@ static const tq_cfg_entry_t table[] = {
     {"max-payload", TQ_CFG_SIZE, "64M", 1, (int64_t)TQ_PAYLOAD_HARD_MAX, NULL, NULL,
      S(max_payload), "SIZE", "largest payload, result or error (up to 512M)"},
     {"result-ttl", TQ_CFG_MS, "3600", 0, 10 * YEAR_MS, NULL, NULL, S(result_ttl_ms), "SECONDS",
-     "keep a result this long after it was delivered to a client"},
+     "keep a result this long after it was delivered to a client (SIGHUP applies a new value)"},
     {"unfetched-ttl", TQ_CFG_MS, "604800", 0, 10 * YEAR_MS, NULL, NULL, S(unfetched_ttl_ms),
-     "SECONDS", "keep a result nobody fetched this long"},
+     "SECONDS", "keep a result nobody fetched this long (SIGHUP applies a new value)"},
     {"max-tasks", TQ_CFG_INT, "10000000", 1, 1000000000, NULL, NULL, S(max_tasks), "N",
-     "tasks stored in any state; SUBMIT beyond it is refused (full)"},
+     "tasks stored in any state; SUBMIT beyond it is refused (full) (SIGHUP applies a new "
+     "value)"},
     {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
-     "dispatches without a result before a task is dead"},
+     "dispatches without a result before a task is dead (SIGHUP applies a new value)"},
     {"lease-timeout", TQ_CFG_MS, "1800", 0, YEAR_MS, NULL, NULL, S(lease_timeout_ms), "SECONDS",
      "a task without a run timeout is taken back from its worker (KILL) and requeued this long "
-     "after dispatch, as a lost lease (0 = never)"},
+     "after dispatch, as a lost lease (0 = never; SIGHUP applies a new value)"},
     {"retry-backoff", TQ_CFG_MS, "1", 0, 3600000, NULL, NULL, S(retry_backoff_ms), "SECONDS",
      "delay before a retry or a lost task's next run: doubles each time, with jitter "
-     "(0 = none)"},
+     "(0 = none; SIGHUP applies a new value)"},
     {"retry-backoff-max", TQ_CFG_MS, "60", 0, 86400000, NULL, NULL, S(retry_backoff_max_ms),
-     "SECONDS", "longest such delay"},
+     "SECONDS", "longest such delay (SIGHUP applies a new value)"},
     {"queue-timeout", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, S(queue_timeout), "Q=SECONDS",
-     "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues)"},
+     "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues; SIGHUP "
+     "applies a new list)"},
     {"peer-queue", TQ_CFG_INT, "1000", 1, 1000000, NULL, NULL, S(peer_queue), "N",
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
     {"peer-queue-bytes", TQ_CFG_SIZE, "64M", 65536, (int64_t)1 << 40, NULL, NULL,
      S(peer_queue_bytes), "SIZE",
      "result bytes sent to one client and not yet ACKed before more wait in the master "
-     "as task ids (one larger result still goes alone)"},
+     "as task ids (one larger result still goes alone; SIGHUP applies a new value)"},
     {"max-connections", TQ_CFG_INT, NULL, 1, MAX_CONNECTIONS, NULL, NULL, S(max_connections), "N",
      "open connections at most; past it the oldest connection that has sent no message is "
      "closed, or else the new one (default: the file descriptor limit minus an eighth of it, "

@@ -60,7 +60,7 @@ static const tq_cfg_entry_t table[] = {
      offsetof(settings_t, authkey_file), "FILE",
      "shared secret file (mode 0600); required"},
     {"concurrency", TQ_CFG_INT, "0", 0, TQ_MAX_SLOTS, NULL, NULL,
-     offsetof(settings_t, concurrency), "N", "tasks run at once (0: number of cores)"},
+     offsetof(settings_t, concurrency), "N", "tasks run at once (0: number of cores; SIGHUP applies a new value)"},
     {"prefetch", TQ_CFG_STRING, "auto", 0, 0, NULL, NULL, offsetof(settings_t, prefetch),
      "N|auto", "tasks taken beyond --concurrency, waiting here (only tasks without --timeout): "
      "auto sizes it from measured run times and the round trip (docs/workers.md), 0: none"},
