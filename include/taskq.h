@@ -646,6 +646,15 @@ TASKQ_API void taskq_worker_stop(taskq_worker_t *self);
  * it already was that level, -1 for a level that is not TASKQ_LOG_*. */
 TASKQ_API int taskq_worker_set_log_level(taskq_worker_t *self, int level);
 
+/* Run tasks on slots slots from now on (0: the number of CPUs; at most
+ * 4096), e.g. on SIGHUP; thread-safe, not async-signal-safe. Before
+ * taskq_worker_run it sets the slots it starts with. While it runs,
+ * running tasks go on: more slots start at once, fewer take effect as
+ * running tasks finish, and the master is told (it keeps the worker's
+ * tasks). Returns 1 when a change was asked, 0 when it already was that
+ * count, -1 for a count over 4096. */
+TASKQ_API int taskq_worker_set_concurrency(taskq_worker_t *self, size_t slots);
+
 /* Write one line to the engine's log (stderr, prefixed "worker") at
  * level TASKQ_LOG_*, if the log level lets it through: for a program on
  * the worker API that has no logger of its own. Thread-safe, not

@@ -330,8 +330,10 @@ static void op_retry_purge(admin_t *a, int purge) {
     } else {
         count = tq_engine_revive_all(a->loop->engine, q, purge);
     }
-    if (count)
-        tq_info("%s %zu dead task%s", done_word[purge], count, count == 1 ? "" : "s");
+    char from[TQ_MAX_PEER_NAME + 8];
+    tq_info("admin: %s %zu dead task%s at the request of %s (%s)", done_word[purge], count,
+            count == 1 ? "" : "s", tq_log_escape_str(from, sizeof from, a->peer->name),
+            a->peer->address);
     cJSON_AddNumberToObject(doc, "count", (double)count);
     reply(a, doc);
 }
@@ -348,8 +350,10 @@ static void op_pause(admin_t *a, int pause) {
         return;
     }
     int changed = tq_engine_pause(a->loop->engine, q, pause);
-    if (changed)
-        tq_info("queue %s %s", tq_queue_name(q), pause ? "paused" : "resumed");
+    char from[TQ_MAX_PEER_NAME + 8];
+    tq_info("admin: queue %s %s%s at the request of %s (%s)", tq_queue_name(q),
+            pause ? "paused" : "resumed", changed ? "" : " (no change)",
+            tq_log_escape_str(from, sizeof from, a->peer->name), a->peer->address);
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
     cJSON_AddBoolToObject(doc, "paused", pause);

@@ -115,6 +115,26 @@ void tq_engine_unsubscribe(tq_engine_t *self, tq_engine_fn fn, void *arg) {
 tq_store_t *tq_engine_store(const tq_engine_t *self) { return self->store; }
 const tq_engine_cfg_t *tq_engine_cfg(const tq_engine_t *self) { return &self->cfg; }
 
+void tq_engine_set_max_tasks(tq_engine_t *self, size_t max_tasks) {
+    self->cfg.store.max_tasks = max_tasks;
+    tq_store_set_max_tasks(self->store, max_tasks);
+    tq_items_set_max(self->items, max_tasks ? max_tasks : 1);
+}
+
+void tq_engine_set_ttls(tq_engine_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+    self->cfg.store.result_ttl_ms = result_ttl_ms;
+    self->cfg.store.unfetched_ttl_ms = unfetched_ttl_ms;
+    tq_store_set_ttls(self->store, result_ttl_ms, unfetched_ttl_ms);
+}
+
+void tq_engine_set_retry(tq_engine_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
+                         int64_t backoff_base_ms, int64_t backoff_cap_ms) {
+    self->cfg.max_attempts = max_attempts ? max_attempts : 1;
+    self->cfg.lease_timeout_ms = lease_timeout_ms;
+    self->cfg.backoff_base_ms = backoff_base_ms;
+    self->cfg.backoff_cap_ms = backoff_cap_ms < backoff_base_ms ? backoff_base_ms : backoff_cap_ms;
+}
+
 /* ---- backoff -------------------------------------------------------------- */
 
 /* splitmix64: small, seedable, and the same on every platform. */

@@ -101,6 +101,21 @@ void tq_engine_unsubscribe(tq_engine_t *self, tq_engine_fn fn, void *arg);
 tq_store_t *tq_engine_store(const tq_engine_t *self);
 const tq_engine_cfg_t *tq_engine_cfg(const tq_engine_t *self);
 
+/* ---- settings changed while running (SIGHUP) ------------------------------ */
+
+/* --max-tasks: tasks, keys and plain-queue items held at most from now
+ * on (what is held stays). */
+void tq_engine_set_max_tasks(tq_engine_t *self, size_t max_tasks);
+/* --result-ttl, --unfetched-ttl: also for results already kept
+ * (tq_store_set_ttls). */
+void tq_engine_set_ttls(tq_engine_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms);
+/* --max-attempts, --lease-timeout, --retry-backoff, --retry-backoff-max:
+ * for what happens from now on (a lease already given keeps its
+ * deadline; a task already past the new max-attempts dies at its next
+ * lost lease). base <= cap, max_attempts >= 1. */
+void tq_engine_set_retry(tq_engine_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
+                         int64_t backoff_base_ms, int64_t backoff_cap_ms);
+
 /* ---- commands ----------------------------------------------------------- */
 
 /* Why a command was refused: tq_error_t, code TQ_ERR_* (tq_error.h);

@@ -253,13 +253,52 @@ static void send_welcome(hctx_t *self, tq_peer_t *p) {
     tq_outbox_send(self->outbox, p);
 }
 
+/* 1 if valid HELLO h from registered peer p only changes its slots or
+ * prefetch: a worker of the same instance, with the same functions, on
+ * the same connection (a worker whose concurrency changed on SIGHUP). */
+static int hello_resizes(const tq_peer_t *p, const hello_t *h) {
+    if (!p || p->role != TQ_ROLE_WORKER || h->role != TQ_ROLE_WORKER || !h->instance ||
+        h->instance != p->instance || h->nfns != p->nfns)
+        return 0;
+    for (size_t i = 0; i < h->nfns; i++) {
+        int found = 0;
+        for (size_t k = 0; k < p->nfns && !found; k++)
+            found = p->fns[k] == h->fns[i]; /* both interned */
+        if (!found)
+            return 0;
+    }
+    return 1;
+}
+
+/* Take a resizing HELLO in place (PROTOCOL.md 12.1): the leases, the
+ * credit and a drain or quiet mark stay; the worker gives the difference
+ * in RESULT credit, or keeps it back from the next slots freed (so the
+ * credit may stay above the new slots + prefetch until it is used). */
+static void hello_resize(hctx_t *self, tq_peer_t *p, const hello_t *h) {
+    uint32_t old = p->slots;
+    p->slots = h->slots;
+    p->prefetch = h->prefetch;
+    if (tq_roster_line(self->roster, TQ_LOG_INFO, p->address))
+        tq_info("worker %s now has %" PRIu32 " slots (was %" PRIu32 "), prefetch %" PRIu32
+                " (address %s, %zu leased)",
+                p->name, p->slots, old, p->prefetch, p->address, p->nleased);
+    *self->wake = 1;
+}
+
 /* HELLO, from anyone at any time (p: the peer's current registration or
- * NULL). A valid one (re-)registers the peer and gets a WELCOME. */
+ * NULL). A valid one (re-)registers the peer, or resizes it in place,
+ * and gets a WELCOME. */
 static void on_hello(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_hello_t *w = tq_malloc(sizeof *w); /* 17 KB: not on the loop's stack */
     hello_t h;
-    if (hello_parse(self, p, m, w, &h) == 0)
-        send_welcome(self, hello_register(self, p, m, &h));
+    if (hello_parse(self, p, m, w, &h) == 0) {
+        if (hello_resizes(p, &h)) {
+            hello_resize(self, p, &h);
+            send_welcome(self, p);
+        } else {
+            send_welcome(self, hello_register(self, p, m, &h));
+        }
+    }
     free(w);
 }
 
@@ -481,6 +520,16 @@ static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     for (size_t i = 0; i < n; i++)
         tq_out_cancel_item(tq_outbox_msg(self->outbox), self->ids[i], outcome[i]);
     tq_outbox_send(self->outbox, p);
+    size_t nok = 0;
+    for (size_t i = 0; i < n; i++)
+        nok += outcome[i] == TQ_CANCEL_OK;
+    if (n) { /* an operator's action: who asked */
+        char who[TQ_MAX_PEER_NAME + 8];
+        tq_log_escape_str(who, sizeof who, p->name);
+        tq_info("cancel of %zu task%s (the first %" PRIu64 "): %zu cancelled, at the request "
+                "of %s (%s)",
+                n, n == 1 ? "" : "s", self->ids[0], nok, who, p->address);
+    }
     }
 
 static void on_admin(hctx_t *self, tq_peer_t *p, const msg_t *m) {

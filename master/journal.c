@@ -64,7 +64,7 @@ enum {
     M_SYNC,        /* loop: fdatasync everything now */
     M_DROP,        /* loop: once LSN b is durable, delete segments below a */
     M_STOP,        /* loop: last sync, then exit */
-    M_DURABLE,     /* thread: durable = a */
+    M_DURABLE,     /* thread: durable = a, after fd2 sync rounds that took b µs */
     M_FAILED,      /* thread: a sync failed with errno fd */
     M_DROPPED,     /* thread: drop done, a bytes freed */
 };
@@ -153,6 +153,7 @@ struct tq_journal {
     uint64_t write_clear_lsn;
     int64_t next_retry_ms;
     int sync_err;
+    tq_journal_sync_stats_t sync_stats; /* fdatasync latency and errors (metrics) */
     int drop_pending;     /* a drop_before not yet reported done */
     int told_pending;     /* an M_WRITTEN the thread has not answered yet */
 
@@ -246,6 +247,7 @@ typedef struct {
      * not events: the latest durable, the latest failure, freed bytes. */
     int tell_durable, tell_failed, tell_dropped;
     uint64_t freed;
+    uint64_t rounds, round_us; /* sync rounds (and their time) not told yet */
 } tstate_t;
 
 static int tsend(tstate_t *t, uint32_t kind, int32_t e, uint64_t a) {
@@ -261,8 +263,19 @@ static int tsend(tstate_t *t, uint32_t kind, int32_t e, uint64_t a) {
 /* Send the pending replies the loop's inbox takes; durable goes before a
  * later failure so the loop ends up with the latest state. */
 static void tflush(tstate_t *t) {
-    if (t->tell_durable && tsend(t, M_DURABLE, 0, t->durable) == 0)
-        t->tell_durable = 0;
+    if (t->tell_durable) {
+        jmsg_t m = {.kind = M_DURABLE,
+                    .fd2 = t->rounds > INT32_MAX ? INT32_MAX : (int32_t)t->rounds,
+                    .a = t->durable,
+                    .b = t->round_us};
+        int rc;
+        while ((rc = zmq_send(t->pipe, &m, sizeof m, ZMQ_DONTWAIT)) < 0 && errno == EINTR)
+            ;
+        if (rc == (int)sizeof m) {
+            t->tell_durable = 0;
+            t->rounds = t->round_us = 0;
+        }
+    }
     if (!t->tell_durable && t->tell_failed && tsend(t, M_FAILED, t->last_err, 0) == 0)
         t->tell_failed = 0;
     if (t->tell_dropped && tsend(t, M_DROPPED, 0, t->freed) == 0) {
@@ -397,7 +410,13 @@ static void thandle(tstate_t *t, const jmsg_t *m, int *stop) {
 
 /* One sync round now; remember the outcome for the loop. */
 static void tsync(tstate_t *t) {
+    int dirty = tdirty(t);
+    int64_t t0 = tq_mono_us();
     int err = tround(t);
+    if (!err && dirty) { /* a round with nothing to sync is no latency */
+        t->rounds++;
+        t->round_us += (uint64_t)(tq_mono_us() - t0);
+    }
     if (err) {
         if (!t->failing || err != t->last_err)
             tq_error("journal: fdatasync failed: %s", strerror(err));
@@ -1418,6 +1437,7 @@ fail:
 /* ---- write path ------------------------------------------------------------ */
 
 static void write_failed(tq_journal_t *self, int e, int64_t now) {
+    self->sync_stats.errors++;
     if (self->write_err != e)
         tq_error("journal: write to %s failed: %s", self->dir, strerror(e));
     self->write_err = e;
@@ -1608,6 +1628,28 @@ void tq_journal_sync(tq_journal_t *self) {
     tell(self, M_SYNC, -1, 0, 0, 0);
 }
 
+const uint64_t tq_journal_sync_le_us[TQ_JOURNAL_SYNC_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 5000000};
+
+/* n sync rounds took us µs in all: n observations of their mean (one
+ * round per report, unless the loop's inbox was full meanwhile). */
+static void sync_observe(tq_journal_sync_stats_t *st, uint64_t n, uint64_t us) {
+    if (n == 0)
+        return;
+    uint64_t mean = us / n;
+    for (size_t i = 0; i < TQ_JOURNAL_SYNC_BUCKETS; i++)
+        if (mean <= tq_journal_sync_le_us[i]) {
+            st->bucket[i] += n;
+            break;
+        }
+    st->count += n;
+    st->sum_us += us;
+}
+
+void tq_journal_sync_stats(const tq_journal_t *self, tq_journal_sync_stats_t *out) {
+    *out = self->sync_stats;
+}
+
 int tq_journal_on_sync(tq_journal_t *self) {
     int moved = 0;
     jmsg_t m;
@@ -1617,6 +1659,7 @@ int tq_journal_on_sync(tq_journal_t *self) {
             continue;
         switch (m.kind) {
         case M_DURABLE:
+            sync_observe(&self->sync_stats, m.fd2 > 0 ? (uint64_t)m.fd2 : 0, m.b);
             if (self->sync_err)
                 tq_info("journal: syncing again");
             self->sync_err = 0;
@@ -1631,6 +1674,7 @@ int tq_journal_on_sync(tq_journal_t *self) {
             }
             break;
         case M_FAILED:
+            self->sync_stats.errors++;
             self->sync_err = m.fd ? m.fd : EIO;
             self->told_pending = 0;
             break;

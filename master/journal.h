@@ -256,6 +256,21 @@ int tq_journal_drop_pending(const tq_journal_t *self);
 /* Bytes in all segment files (headers included), as written. */
 uint64_t tq_journal_bytes(const tq_journal_t *self);
 
+/* fdatasync latency, for metrics: each sync round of the sync thread
+ * (the directory and every file written since the last round), timed
+ * there and reported to the loop with the durable LSN that round made.
+ * Buckets are upper bounds in microseconds (not cumulative counts). */
+#define TQ_JOURNAL_SYNC_BUCKETS 14
+extern const uint64_t tq_journal_sync_le_us[TQ_JOURNAL_SYNC_BUCKETS];
+typedef struct {
+    uint64_t bucket[TQ_JOURNAL_SYNC_BUCKETS]; /* rounds <= le (and > the one before) */
+    uint64_t count;                           /* every round, the slower ones too */
+    uint64_t sum_us;
+    uint64_t errors; /* failed writes and failed sync rounds since open */
+} tq_journal_sync_stats_t;
+/* Loop thread: the counts so far. */
+void tq_journal_sync_stats(const tq_journal_t *self, tq_journal_sync_stats_t *out);
+
 /* "always", "interval", "off"; and back (-1 if unknown). */
 const char *tq_fsync_mode_name(tq_fsync_mode_t m);
 int tq_fsync_mode_parse(const char *s);

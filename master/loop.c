@@ -438,6 +438,7 @@ static int64_t on_metrics_timer(tq_loop_t *self, int64_t now) {
         .compactions = js.compactions,
         .journal_records = js.records,
         .journal_error = js.failed,
+        .fsync = js.sync,
     };
     tq_auth_counts(self->auth, &mi.auth_failures, &mi.connections);
     tq_metrics_render(self->metrics, self->store, self->peers, &mi);
@@ -621,4 +622,52 @@ void tq_loop_destroy(tq_loop_t **self_p) {
     tq_in_destroy(&self->in);
     free(self);
     *self_p = NULL;
+}
+
+/* ---- settings changed while running (SIGHUP) ------------------------------ */
+
+void tq_loop_set_limits(tq_loop_t *self, size_t max_tasks, uint64_t peer_queue_bytes) {
+    self->cfg.max_tasks = max_tasks;
+    self->cfg.peer_queue_bytes = peer_queue_bytes;
+    tq_engine_set_max_tasks(self->engine, max_tasks);
+}
+
+void tq_loop_set_ttls(tq_loop_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+    self->cfg.result_ttl_ms = result_ttl_ms;
+    self->cfg.unfetched_ttl_ms = unfetched_ttl_ms;
+    tq_engine_set_ttls(self->engine, result_ttl_ms, unfetched_ttl_ms);
+}
+
+void tq_loop_set_retry(tq_loop_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
+                       int64_t backoff_base_ms, int64_t backoff_cap_ms) {
+    self->cfg.max_attempts = max_attempts;
+    self->cfg.lease_timeout_ms = lease_timeout_ms;
+    self->cfg.backoff_base_ms = backoff_base_ms;
+    self->cfg.backoff_cap_ms = backoff_cap_ms;
+    tq_engine_set_retry(self->engine, max_attempts, lease_timeout_ms, backoff_base_ms,
+                        backoff_cap_ms);
+}
+
+int tq_loop_set_queue_timeouts(tq_loop_t *self, const tq_queue_timeout_t *old, size_t nold,
+                               const tq_queue_timeout_t *now, size_t n, char *err,
+                               size_t errlen) {
+    tq_queue_t **qs = tq_calloc(n ? n : 1, sizeof *qs);
+    for (size_t i = 0; i < n; i++) {
+        qs[i] = tq_store_queue(self->store, now[i].queue);
+        if (!qs[i]) {
+            snprintf(err, errlen, "queue '%.*s': the master's name table is full",
+                     (int)now[i].queue.len, (const char *)now[i].queue.data);
+            free(qs);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < nold; i++) {
+        tq_queue_t *q = tq_store_queue(self->store, old[i].queue); /* made at start */
+        if (q)
+            tq_queue_set_default_timeout(q, 0);
+    }
+    for (size_t i = 0; i < n; i++)
+        tq_queue_set_default_timeout(qs[i], now[i].timeout_ms);
+    free(qs);
+    return 0;
 }

@@ -59,6 +59,26 @@ const char *tq_loop_endpoint(const tq_loop_t *self);
  * Returns 0 on a requested stop, -1 on a fatal socket error (logged). */
 int tq_loop_run(tq_loop_t *self, int stop_fd);
 
+/* ---- settings changed while running ------------------------------------ */
+/* SIGHUP (main.c): called between two tq_loop_run calls, on the loop's
+ * thread. Each applies one group of settings for what happens from now
+ * on (engine.h says what stays as it was). */
+
+/* --max-tasks and --peer-queue-bytes. */
+void tq_loop_set_limits(tq_loop_t *self, size_t max_tasks, uint64_t peer_queue_bytes);
+/* --result-ttl and --unfetched-ttl (results already kept take them too). */
+void tq_loop_set_ttls(tq_loop_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms);
+/* --max-attempts, --lease-timeout, --retry-backoff, --retry-backoff-max. */
+void tq_loop_set_retry(tq_loop_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
+                       int64_t backoff_base_ms, int64_t backoff_cap_ms);
+/* --queue-timeout: each queue of old[nold] not in now[n] loses its
+ * default run timeout, each of now[n] gets its own (tasks already
+ * submitted keep theirs). Returns 0, or -1 with err when a queue cannot
+ * be made (the name table is full; nothing changed then). */
+int tq_loop_set_queue_timeouts(tq_loop_t *self, const tq_queue_timeout_t *old, size_t nold,
+                               const tq_queue_timeout_t *now, size_t n, char *err,
+                               size_t errlen);
+
 /* Log the shutdown summary, close the socket, stop the auth actor, free
  * everything. Accepts NULL; nulls *self_p. */
 void tq_loop_destroy(tq_loop_t **self_p);

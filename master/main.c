@@ -2,7 +2,8 @@
  *
  *   taskq-master --bind ENDPOINT --data-dir DIR --authkey-file FILE [options]
  *
- * SIGHUP re-reads what can change live (reload_settings) and goes on.
+ * SIGHUP re-reads the settings and applies what can change live
+ * (reload_settings), logging each change and each refusal; it goes on.
  * Exit statuses (common/tq_exit.h): 0 after SIGTERM/SIGINT, TQ_EXIT_USAGE
  * for a bad flag, TQ_EXIT_ENV when the key, the data dir or the bind
  * address cannot be used, TQ_EXIT_INTERNAL when the loop fails. */
@@ -101,29 +102,31 @@ static const tq_cfg_entry_t table[] = {
     {"max-payload", TQ_CFG_SIZE, "64M", 1, (int64_t)TQ_PAYLOAD_HARD_MAX, NULL, NULL,
      S(max_payload), "SIZE", "largest payload, result or error (up to 512M)"},
     {"result-ttl", TQ_CFG_MS, "3600", 0, 10 * YEAR_MS, NULL, NULL, S(result_ttl_ms), "SECONDS",
-     "keep a result this long after it was delivered to a client"},
+     "keep a result this long after it was delivered to a client (SIGHUP applies a new value)"},
     {"unfetched-ttl", TQ_CFG_MS, "604800", 0, 10 * YEAR_MS, NULL, NULL, S(unfetched_ttl_ms),
-     "SECONDS", "keep a result nobody fetched this long"},
+     "SECONDS", "keep a result nobody fetched this long (SIGHUP applies a new value)"},
     {"max-tasks", TQ_CFG_INT, "10000000", 1, 1000000000, NULL, NULL, S(max_tasks), "N",
-     "tasks stored in any state; SUBMIT beyond it is refused (full)"},
+     "tasks stored in any state; SUBMIT beyond it is refused (full) (SIGHUP applies a new "
+     "value)"},
     {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
-     "dispatches without a result before a task is dead"},
+     "dispatches without a result before a task is dead (SIGHUP applies a new value)"},
     {"lease-timeout", TQ_CFG_MS, "1800", 0, YEAR_MS, NULL, NULL, S(lease_timeout_ms), "SECONDS",
      "a task without a run timeout is taken back from its worker (KILL) and requeued this long "
-     "after dispatch, as a lost lease (0 = never)"},
+     "after dispatch, as a lost lease (0 = never; SIGHUP applies a new value)"},
     {"retry-backoff", TQ_CFG_MS, "1", 0, 3600000, NULL, NULL, S(retry_backoff_ms), "SECONDS",
      "delay before a retry or a lost task's next run: doubles each time, with jitter "
-     "(0 = none)"},
+     "(0 = none; SIGHUP applies a new value)"},
     {"retry-backoff-max", TQ_CFG_MS, "60", 0, 86400000, NULL, NULL, S(retry_backoff_max_ms),
-     "SECONDS", "longest such delay"},
+     "SECONDS", "longest such delay (SIGHUP applies a new value)"},
     {"queue-timeout", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, S(queue_timeout), "Q=SECONDS",
-     "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues)"},
+     "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues; SIGHUP "
+     "applies a new list)"},
     {"peer-queue", TQ_CFG_INT, "1000", 1, 1000000, NULL, NULL, S(peer_queue), "N",
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
     {"peer-queue-bytes", TQ_CFG_SIZE, "64M", 65536, (int64_t)1 << 40, NULL, NULL,
      S(peer_queue_bytes), "SIZE",
      "result bytes sent to one client and not yet ACKed before more wait in the master "
-     "as task ids (one larger result still goes alone)"},
+     "as task ids (one larger result still goes alone; SIGHUP applies a new value)"},
     {"max-connections", TQ_CFG_INT, NULL, 1, MAX_CONNECTIONS, NULL, NULL, S(max_connections), "N",
      "open connections at most; past it the oldest connection that has sent no message is "
      "closed, or else the new one (default: the file descriptor limit minus an eighth of it, "
@@ -326,31 +329,124 @@ static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_error
     return 0;
 }
 
-/* What SIGHUP applies: the settings that can change in a running
- * master, read again from their sources (the same parse as at start:
- * flags over the environment, e.g. TASKQ_LOG_LEVEL; a --config file
- * joins them there). Today that is the log level. Logs each change, or
- * that there was nothing to change; a source that no longer parses is
- * logged and changes nothing. Never stops the master. */
-static void reload_settings(int argc, char **argv) {
-    settings_t now;
-    memset(&now, 0, sizeof now);
-    char err[512];
+/* Checks across settings that the table's bounds cannot make: the same
+ * at start and on SIGHUP. Returns 0, or -1 with err. */
+static int check_settings(const settings_t *s, tq_error_t *err) {
+    if (s->heartbeat_timeout_ms <= s->heartbeat_interval_ms) {
+        tq_error_set(err, 0,
+                 "--heartbeat-timeout (%.3g s) must be greater than --heartbeat-interval (%.3g s)",
+                 (double)s->heartbeat_timeout_ms / 1000.0, (double)s->heartbeat_interval_ms / 1000.0);
+        return -1;
+    }
+    if (s->retry_backoff_max_ms < s->retry_backoff_ms) {
+        tq_error_set(err, 0,
+                 "--retry-backoff-max (%.3g s) must not be less than --retry-backoff (%.3g s)",
+                 (double)s->retry_backoff_max_ms / 1000.0, (double)s->retry_backoff_ms / 1000.0);
+        return -1;
+    }
+    tq_queue_timeout_t *qt =
+        tq_calloc(s->queue_timeout.n ? s->queue_timeout.n : 1, sizeof *qt);
+    int rc = parse_queue_timeouts(&s->queue_timeout, qt, err);
+    free(qt);
+    return rc;
+}
+
+/* ---- SIGHUP ----------------------------------------------------------------
+ * reload_settings reads the settings again (the same parse as at start:
+ * the --config file, the environment, the flags) and hands them to
+ * tq_cfg_reload, which applies each changed setting listed in `live`
+ * through its group's function below and refuses, with a log line, the
+ * others (--bind, --data-dir, ...: they need a restart). One function
+ * per group of settings, each applying its whole group from `next`. */
+
+static int apply_log_level(void *arg, const void *cur, const void *next, char *why,
+                           size_t whylen) {
+    (void)arg, (void)cur, (void)why, (void)whylen;
+    tq_log_set_level(tq_log_level_parse(((const settings_t *)next)->log_level));
+    return 0;
+}
+
+static int apply_ttls(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+    (void)cur, (void)why, (void)whylen;
+    const settings_t *n = next;
+    tq_loop_set_ttls(arg, n->result_ttl_ms, n->unfetched_ttl_ms);
+    return 0;
+}
+
+static int apply_limits(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+    (void)cur, (void)why, (void)whylen;
+    const settings_t *n = next;
+    tq_loop_set_limits(arg, (size_t)n->max_tasks, (uint64_t)n->peer_queue_bytes);
+    return 0;
+}
+
+static int apply_retry(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+    (void)cur, (void)why, (void)whylen;
+    const settings_t *n = next;
+    tq_loop_set_retry(arg, (uint32_t)n->max_attempts, n->lease_timeout_ms, n->retry_backoff_ms,
+                      n->retry_backoff_max_ms);
+    return 0;
+}
+
+static int apply_queue_timeouts(void *arg, const void *cur, const void *next, char *why,
+                                size_t whylen) {
+    const settings_t *c = cur, *n = next;
+    tq_queue_timeout_t *old = tq_calloc(c->queue_timeout.n + 1, sizeof *old);
+    tq_queue_timeout_t *now = tq_calloc(n->queue_timeout.n + 1, sizeof *now);
+    tq_error_t e = {0};
+    int rc = 0;
+    if (parse_queue_timeouts(&c->queue_timeout, old, &e) < 0 ||
+        parse_queue_timeouts(&n->queue_timeout, now, &e) < 0) {
+        tq_strlcpy(why, e.msg, whylen);
+        rc = -1;
+    } else if (tq_loop_set_queue_timeouts(arg, old, c->queue_timeout.n, now, n->queue_timeout.n,
+                                          why, whylen) < 0) {
+        rc = -1;
+    }
+    free(old);
+    free(now);
+    return rc;
+}
+
+/* What can change while the master runs (docs/master.md, Signals). */
+static const tq_cfg_live_t live[] = {
+    {"log-level", apply_log_level},
+    {"result-ttl", apply_ttls},
+    {"unfetched-ttl", apply_ttls},
+    {"max-tasks", apply_limits},
+    {"peer-queue-bytes", apply_limits},
+    {"max-attempts", apply_retry},
+    {"lease-timeout", apply_retry},
+    {"retry-backoff", apply_retry},
+    {"retry-backoff-max", apply_retry},
+    {"queue-timeout", apply_queue_timeouts},
+    {NULL, NULL},
+};
+
+static void reload_note(void *arg, int warn, const char *line) {
+    (void)arg;
+    tq_log_write(warn ? TQ_LOG_WARN : TQ_LOG_INFO, "SIGHUP: %s", line);
+}
+
+/* SIGHUP: apply what changed in the settings' sources to cur (the
+ * settings in force, updated with what was applied) and the loop. A
+ * source that no longer parses, or settings that do not fit together,
+ * are logged and change nothing. Never stops the master. */
+static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **argv) {
+    settings_t next;
+    memset(&next, 0, sizeof next);
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0;
-    if (tq_cfg_parse(table, &now, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    tq_error_t e = {0};
+    if (tq_cfg_parse(table, &next, argc, argv, &argi, &help, err, sizeof err) < 0 ||
+        (check_settings(&next, &e) < 0 && tq_strlcpy(err, e.msg, sizeof err) >= 0)) {
         tq_warn("SIGHUP: %s; nothing changed", err);
-        tq_cfg_free(table, &now);
+        tq_cfg_free(table, &next);
         return;
     }
-    static const char *const names[] = {"error", "warn", "info", "debug"};
-    int level = tq_log_level_parse(now.log_level), old = tq_log_level();
-    tq_cfg_free(table, &now);
-    if (level < 0 || level == old) {
+    if (tq_cfg_reload(table, cur, &next, live, loop, reload_note) == 0)
         tq_info("SIGHUP: nothing to reload");
-        return;
-    }
-    tq_log_set_level(level);
-    tq_log_write(TQ_LOG_INFO, "SIGHUP: log level %s -> %s", names[old], names[level]);
+    tq_cfg_free(table, &next);
 }
 
 int main(int argc, char **argv) {
@@ -403,21 +499,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: --data-dir is required\n");
         goto out;
     }
-    if (s.heartbeat_timeout_ms <= s.heartbeat_interval_ms) {
-        fprintf(stderr,
-                "taskq-master: --heartbeat-timeout (%.3g s) must be greater than "
-                "--heartbeat-interval (%.3g s)\n",
-                (double)s.heartbeat_timeout_ms / 1000.0, (double)s.heartbeat_interval_ms / 1000.0);
-        goto out;
-    }
-    if (s.retry_backoff_max_ms < s.retry_backoff_ms) {
-        fprintf(stderr, "taskq-master: --retry-backoff-max (%.3g s) must not be less than "
-                        "--retry-backoff (%.3g s)\n",
-                (double)s.retry_backoff_max_ms / 1000.0, (double)s.retry_backoff_ms / 1000.0);
+    tq_error_t e;
+    if (check_settings(&s, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     qtimeouts = tq_calloc(s.queue_timeout.n ? s.queue_timeout.n : 1, sizeof *qtimeouts);
-    tq_error_t e;
     if (parse_queue_timeouts(&s.queue_timeout, qtimeouts, &e) < 0) {
         fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
@@ -555,7 +642,7 @@ int main(int argc, char **argv) {
             ssize_t got = read(sfd, &si, sizeof si);
             if (got == (ssize_t)sizeof si && si.ssi_signo == SIGHUP) {
                 tq_info("SIGHUP received: reloading settings");
-                reload_settings(argc, argv);
+                reload_settings(&s, loop, argc, argv);
                 continue; /* the loop picks up where it was */
             }
             if (got == (ssize_t)sizeof si)

@@ -52,8 +52,9 @@ typedef struct tq_peer {
     uint32_t slots;
     uint32_t prefetch;     /* tasks it takes beyond its slots (no run
                               timeout: tq_sched_run) */
-    uint32_t credit;       /* tasks it can take now; never above
-                              slots + prefetch */
+    uint32_t credit;       /* tasks it can take now; RESULT credit never
+                              raises it above slots + prefetch (a
+                              resizing HELLO may leave it above) */
     const char **fns;      /* interned function names */
     size_t nfns;
     int draining;

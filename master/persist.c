@@ -800,4 +800,5 @@ void tq_persist_stats(const tq_persist_t *self, tq_persist_stats_t *out) {
     out->records = self->records;
     out->fsync = tq_fsync_mode_name(self->mode);
     out->failed = tq_journal_failed(self->j);
+    tq_journal_sync_stats(self->j, &out->sync);
 }

@@ -89,6 +89,7 @@ typedef struct {
     uint64_t bytes, live_bytes, compactions, records;
     const char *fsync;
     int failed;
+    tq_journal_sync_stats_t sync; /* fdatasync latency, write errors */
 } tq_persist_stats_t;
 void tq_persist_stats(const tq_persist_t *self, tq_persist_stats_t *out);
 

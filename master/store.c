@@ -221,8 +221,18 @@ static ttl_list_t *ttl_list_of(tq_store_t *self, tq_task_t *t) {
     return tq_task_fetched(t) ? &self->fetched : &self->unfetched;
 }
 
-/* Put finished t on its list: appended to a TTL list (the TTLs are fixed
- * for a run, so that keeps it sorted by expiry), or into the dead list
+/* Move every expiry on TTL list l by delta ms: a TTL changed
+ * (tq_store_set_ttls). The order stays. */
+static void ttl_shift(ttl_list_t *l, int64_t delta) {
+    if (delta == 0)
+        return;
+    for (tq_task_t *t = l->head; t; t = t->x->ttl_next)
+        t->x->expires_ms += delta;
+}
+
+/* Put finished t on its list: appended to a TTL list (a TTL applies to
+ * every entry of its list alike, tq_store_set_ttls, so that keeps it
+ * sorted by expiry), or into the dead list
  * in id order (tasks die in nearly id order: the walk from the tail is
  * short). */
 static void ttl_add(tq_store_t *self, tq_task_t *t) {
@@ -305,6 +315,15 @@ void tq_store_destroy(tq_store_t **self_p) {
     free(self->names);
     free(self);
     *self_p = NULL;
+}
+
+void tq_store_set_max_tasks(tq_store_t *self, size_t max_tasks) { self->cfg.max_tasks = max_tasks; }
+
+void tq_store_set_ttls(tq_store_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+    ttl_shift(&self->fetched, result_ttl_ms - self->cfg.result_ttl_ms);
+    ttl_shift(&self->unfetched, unfetched_ttl_ms - self->cfg.unfetched_ttl_ms);
+    self->cfg.result_ttl_ms = result_ttl_ms;
+    self->cfg.unfetched_ttl_ms = unfetched_ttl_ms;
 }
 
 int tq_store_has_room(const tq_store_t *self, size_t n) {

@@ -7,9 +7,10 @@
  * cancel removes it from the middle in O(log n). Finished tasks (done,
  * failed, cancelled, dead) sit on one of two lists ordered by expiry:
  * "unfetched" (expires unfetched_ttl after it finished) and "fetched"
- * (expires result_ttl after it was delivered to a client). Both TTLs are
- * fixed for a run, so appending keeps each list sorted and the sweep only
- * looks at list heads.
+ * (expires result_ttl after it was delivered to a client). A TTL applies
+ * to every entry of its list alike (a new one moves them all), so
+ * appending keeps each list sorted and the sweep only looks at list
+ * heads.
  *
  * Idempotency keys: a SUBMIT record's non-empty key maps to the id of the
  * task it created, for key_retention_ms after that task was created. The
@@ -216,8 +217,15 @@ uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_m
 /* Idempotency keys held now (including ones past retention not swept). */
 size_t tq_store_nkeys(const tq_store_t *self);
 
-/* The settings the store was made with. */
+/* The settings in force (made with, or changed by the setters below). */
 const tq_store_cfg_t *tq_store_cfg(const tq_store_t *self);
+/* SIGHUP: a new --max-tasks. Tasks and keys already held stay; past it,
+ * new ones are refused. */
+void tq_store_set_max_tasks(tq_store_t *self, size_t max_tasks);
+/* SIGHUP: new result TTLs. Results already kept take the new TTL too:
+ * each expiry moves by the difference (so the lists stay sorted), and
+ * one now past expires at the next sweep. */
+void tq_store_set_ttls(tq_store_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms);
 
 /* The task with this id, or NULL. */
 tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id);

@@ -191,6 +191,45 @@ static void test_ttl_expiry(void) {
     tq_store_destroy(&s);
 }
 
+/* SIGHUP's new TTLs apply to results already kept: each expiry moves by
+ * the difference, so the lists stay sorted; a new max-tasks applies to
+ * the next add. */
+static void test_ttls_and_max_tasks_change(void) {
+    tq_store_t *s = new_store(2); /* result ttl 100 ms, unfetched 1000 ms */
+    tq_task_t *a = add(s, "f", "", 0, "a");
+    tq_task_t *b = add(s, "f", "", 0, "b");
+    uint64_t ida = a->id, idb = b->id;
+    tq_store_finish(s, a, TQ_TASK_DONE, "r", 1, 10);  /* unfetched: expires 1010 */
+    tq_store_finish(s, b, TQ_TASK_DONE, "r", 1, 20);  /* 1020 */
+    tq_store_fetched(s, b, 30);                       /* fetched: 130 */
+    tq_store_set_ttls(s, 500, 50); /* fetched b: 530; unfetched a: 60 */
+    CHECK_EQ_INT(tq_store_cfg(s)->result_ttl_ms, 500);
+    CHECK_EQ_INT(tq_store_cfg(s)->unfetched_ttl_ms, 50);
+    CHECK_EQ_INT(tq_store_next_expiry(s, 0), 60);
+    CHECK_EQ_INT(tq_store_sweep(s, 59, 100), 0);
+    CHECK_EQ_INT(tq_store_sweep(s, 60, 100), 1);
+    CHECK(tq_store_get(s, ida) == NULL);
+    CHECK_EQ_INT(tq_store_sweep(s, 529, 100), 0);
+    CHECK(tq_store_get(s, idb) != NULL);
+    /* a task finished after the change gets the new TTL, behind b */
+    tq_task_t *c = add(s, "f", "", 100, "c");
+    uint64_t idc = c->id;
+    tq_store_finish(s, c, TQ_TASK_DONE, "r", 1, 100);
+    tq_store_fetched(s, c, 100); /* 600 */
+    CHECK_EQ_INT(tq_store_sweep(s, 530, 100), 1);
+    CHECK(tq_store_get(s, idb) == NULL);
+    CHECK_EQ_INT(tq_store_sweep(s, 600, 100), 1);
+    CHECK(tq_store_get(s, idc) == NULL);
+    /* max-tasks: 2, then 1 */
+    CHECK(add(s, "f", "", 0, "d") != NULL);
+    tq_store_set_max_tasks(s, 1);
+    CHECK(!tq_store_has_room(s, 1));
+    tq_store_set_max_tasks(s, 3);
+    CHECK(tq_store_has_room(s, 2));
+    CHECK(!tq_store_has_room(s, 3));
+    tq_store_destroy(&s);
+}
+
 static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, tq_error_t *code) {
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
@@ -517,6 +556,7 @@ int main(void) {
     RUN(test_functions_separate);
     RUN(test_max_tasks);
     RUN(test_ttl_expiry);
+    RUN(test_ttls_and_max_tasks_change);
     RUN(test_idempotency_keys);
     RUN(test_retry);
     RUN(test_deadlines);

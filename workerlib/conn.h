@@ -26,10 +26,15 @@
  *    taskq-worker calls on SIGTERM/SIGINT): the first starts a drain
  *    (DRAIN, new dispatches handed back with RELEASE, wait up to
  *    drain_timeout_ms, then kill and RELEASE what still runs, BYE); the
- *    second skips the wait. */
+ *    second skips the wait.
+ *  - *slots_wanted set to another count (taskq_worker_set_concurrency,
+ *    SIGHUP): the pool grows or parks slots, running tasks go on, the
+ *    credit follows, and a HELLO on the same connection tells the
+ *    master, which keeps our leases (PROTOCOL.md 12.1). */
 #ifndef TQ_WORKER_CONN_H
 #define TQ_WORKER_CONN_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,9 +53,15 @@ typedef struct {
     const tq_fn_t *fns;           /* functions served */
     size_t nfns;
     int64_t drain_timeout_ms;
-    int stop_fd;                  /* readable: one byte per stop request */
+    int stop_fd;                  /* readable: one byte per stop request,
+                                   * or TQ_CONN_WAKE_RESIZE */
+    _Atomic size_t *slots_wanted; /* set (1..TQ_MAX_SLOTS) to resize the pool
+                                   * while running; 0: no change; may be NULL */
     void *zctx;                   /* ZeroMQ context to use, or NULL: our own */
 } tq_conn_opts_t;
+
+/* The byte written to stop_fd to look at slots_wanted now (not a stop). */
+#define TQ_CONN_WAKE_RESIZE 'r'
 
 /* Run the worker until it has drained (returns 0) or cannot go on:
  * returns -1 with err filled (tq_error.h; code TASKQ_ERR_CONNECT after

@@ -38,6 +38,7 @@ struct taskq_worker {
     char *authkey_file;            /* NULL: none given */
     char name[TQ_MAX_PEER_NAME + 1];
     size_t slots;
+    _Atomic size_t slots_wanted;   /* taskq_worker_set_concurrency; 0: none */
     size_t prefetch;               /* tasks taken beyond the slots */
     int prefetch_set;              /* fixed by taskq_worker_set_prefetch;
                                       else adaptive (docs/workers.md) */
@@ -409,7 +410,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .endpoint = self->endpoint,
         .keys = keys,
         .name = self->name,
-        .slots = self->slots,
+        .slots = atomic_load(&self->slots_wanted) ? atomic_load(&self->slots_wanted) : self->slots,
         .prefetch = self->prefetch,
         .adaptive = !self->prefetch_set,
         .zctx = self->zctx,
@@ -417,6 +418,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .nfns = self->nfns,
         .drain_timeout_ms = self->drain_timeout_ms,
         .stop_fd = self->stop_r,
+        .slots_wanted = &self->slots_wanted,
     };
     tq_error_t rerr;
     int rc = tq_conn_run(&o, &self->stuck, &rerr);
@@ -446,6 +448,29 @@ int taskq_worker_set_log_level(taskq_worker_t *self, int level)
         return 0;
     tq_log_set_level(level);
     tq_log_write(TQ_LOG_INFO, "log level %s -> %s", names[old], names[level]);
+    return 1;
+}
+
+int taskq_worker_set_concurrency(taskq_worker_t *self, size_t slots)
+{
+    if (!self)
+        return -1;
+    size_t n = slots ? slots : (size_t)tq_ncpus();
+    if (n == 0)
+        n = 1;
+    if (slots > TQ_MAX_SLOTS)
+        return -1;
+    if (n > TQ_MAX_SLOTS)
+        n = TQ_MAX_SLOTS;
+    size_t cur = atomic_load(&self->slots_wanted);
+    if ((cur ? cur : self->slots) == n)
+        return 0;
+    atomic_store(&self->slots_wanted, n);
+    int saved = errno;
+    char b = TQ_CONN_WAKE_RESIZE; /* the connection thread looks now */
+    ssize_t w = write(self->stop_w, &b, 1);
+    (void)w;
+    errno = saved;
     return 1;
 }
 
