@@ -360,6 +360,45 @@ TASKQ_API int taskq_get(taskq_t *self, const char *queue, int wait_ms, size_t ma
 TASKQ_API int taskq_admin(taskq_t *self, const char *request_json, int timeout_ms,
                           char **reply_json, taskq_error_t *err);
 
+/* ---- inspection (show, list) ---------------------------------------------
+ *
+ * Both are ADMIN requests (proto/PROTOCOL.md "show" and "list") sent
+ * through taskq_admin, with its blocking, reconnect and error rules; the
+ * reply is the master's JSON text (the caller frees it with free()).
+ *
+ * taskq_show: the tasks ids[0..n) (n 1..100), each as an object of
+ * "tasks" in request order: "state" (queued, delayed, running, done,
+ * failed, dead, cancelled, or unknown), "queue", "fn", "priority",
+ * "attempts", "retries", "retried", "worker" ({"id","name","connected"}
+ * of the current or last attempt, or null), "submitted_ms",
+ * "not_before_ms", "started_ms", "finished_ms", "expires_ms" (wall clock
+ * ms, or null), "result" or "error" (UTF-8; "..._base64" otherwise; cut
+ * at 16 KiB with "..._truncated"), "payload_bytes", "key" (the
+ * idempotency key, or null), and with with_payload "payload". */
+TASKQ_API int taskq_show(taskq_t *self, const uint64_t *ids, size_t n, int with_payload,
+                         int timeout_ms, char **reply_json, taskq_error_t *err);
+
+/* What taskq_list lists: NULL or 0 fields do not filter. state is one
+ * of "queued", "delayed", "running", "done", "failed", "dead",
+ * "cancelled". limit: rows at most (1..1000; 0: 100). after: list ids
+ * above this (0: from the first). */
+typedef struct {
+    const char *queue;
+    const char *fn;
+    const char *state;
+    size_t limit;
+    uint64_t after;
+} taskq_list_opts_t;
+
+/* taskq_list: one page of tasks in id order (FIFO order within a
+ * priority, so queued tasks come in queue order when they share one):
+ * {"tasks":[...], "more":bool, "next_after":ID}. The master looks at a
+ * bounded number of tasks per request, so a page may hold fewer rows
+ * than limit (even none) with "more": ask again with after =
+ * "next_after" until "more" is false. opts may be NULL. */
+TASKQ_API int taskq_list(taskq_t *self, const taskq_list_opts_t *opts, int timeout_ms,
+                         char **reply_json, taskq_error_t *err);
+
 /* Static text for a status ("done", "failed", "cancelled", "unknown",
  * "dead") or "?". */
 TASKQ_API const char *taskq_status_name(int status);

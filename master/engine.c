@@ -213,6 +213,7 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
 void tq_engine_lease(tq_engine_t *self, tq_task_t *t, void *worker, uint64_t holder,
                      tq_now_t now) {
     tq_store_lease(self->store, t, worker, holder);
+    tq_store_set_started(t, now.wall_ms);
     /* Run timeout at the master: the worker stops the run itself at
      * timeout_ms; if it has said nothing by timeout + 2 heartbeats, the
      * lease expires. A task without one gets --lease-timeout: its clock
@@ -367,9 +368,15 @@ void tq_engine_fetched(tq_engine_t *self, tq_task_t *t, tq_now_t now) {
 
 /* ---- the dead set and queues ---------------------------------------------- */
 
+/* A task an operator may retry or purge: dead, or failed (the failed
+ * set). */
+static int in_fix_set(const tq_task_t *t) {
+    return t && (t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED);
+}
+
 int tq_engine_revive(tq_engine_t *self, uint64_t id) {
     tq_task_t *t = tq_store_get(self->store, id);
-    if (!t || t->state != TQ_TASK_DEAD)
+    if (!in_fix_set(t))
         return 0;
     tq_store_revive(self->store, t);
     emit_kind(self, TQ_EV_WAKE, NULL);
@@ -378,7 +385,7 @@ int tq_engine_revive(tq_engine_t *self, uint64_t id) {
 
 int tq_engine_purge(tq_engine_t *self, uint64_t id) {
     tq_task_t *t = tq_store_get(self->store, id);
-    if (!t || t->state != TQ_TASK_DEAD)
+    if (!in_fix_set(t))
         return 0;
     tq_store_purge(self->store, t);
     return 1;
@@ -401,6 +408,27 @@ size_t tq_engine_revive_all(tq_engine_t *self, const tq_queue_t *q, int purge) {
     if (count && !purge)
         emit_kind(self, TQ_EV_WAKE, NULL);
     return count;
+}
+
+size_t tq_engine_queue_empty(tq_engine_t *self, tq_queue_t *q, size_t max, tq_now_t now,
+                             int *more) {
+    /* one pick (one look at the delayed heap at most), then the cancels */
+    size_t want = tq_queue_counts(q)->queued < max ? tq_queue_counts(q)->queued : max;
+    tq_task_t **picked = tq_malloc((want ? want : 1) * sizeof *picked);
+    size_t n = tq_store_queue_queued_some(self->store, q, picked, want);
+    for (size_t i = 0; i < n; i++)
+        finish(self, picked[i], TQ_TASK_CANCELLED, NULL, 0, now);
+    free(picked);
+    *more = tq_queue_counts(q)->queued > 0;
+    return n;
+}
+
+int tq_engine_queue_delete(tq_engine_t *self, tq_queue_t *q) {
+    const tq_queue_counts_t *c = tq_queue_counts(q);
+    if (c->queued || c->running)
+        return -1;
+    tq_engine_pause(self, q, 0); /* nothing of it is kept: the mark goes too */
+    return 0;
 }
 
 int tq_engine_pause(tq_engine_t *self, tq_queue_t *q, int paused) {
@@ -452,11 +480,12 @@ void tq_engine_dump(const tq_engine_t *self, tq_buf_t *b) {
         putf(b,
              "task %" PRIu64 " %s q=%s fn=%s attempt=%" PRIu32 " releases=%" PRIu32
              " retried=%u holder=%" PRIx64 " not_before=%" PRId64 " finished=%" PRId64
-             " expires=%" PRId64 " flags=%x data=%.*s\n",
+             " expires=%" PRId64 " flags=%x payload=%zu data=%.*s\n",
              t->id, tq_task_state_name(t->state), tq_queue_name(tq_task_queue(t)), tq_task_fn(t),
              tq_task_attempt(t), tq_task_releases(t), (unsigned)tq_task_retried(t),
              tq_task_holder(t), tq_task_not_before(t), tq_task_finished_ms(t),
              tq_task_expires_ms(t), (unsigned)t->flags,
+             tq_task_payload(t).len,
              (int)(d.len > 64 ? 64 : d.len), d.data ? (const char *)d.data : "");
     }
     /* paused queues by name (queue order depends on how they were made) */

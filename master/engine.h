@@ -192,13 +192,28 @@ void tq_engine_ack(tq_engine_t *self, uint64_t id);
 /* Finished t was delivered to a client: its result TTL starts (once). */
 void tq_engine_fetched(tq_engine_t *self, tq_task_t *t, tq_now_t now);
 
-/* Operator: a dead task queued again as new (retry), or deleted
- * (purge). Returns 1, or 0 if id is not a dead task. */
+/* Operator: a dead or failed task (the failed set: it failed after its
+ * retries) queued again as new (retry), or deleted (purge). Returns 1,
+ * or 0 if id is neither dead nor failed. */
 int tq_engine_revive(tq_engine_t *self, uint64_t id);
 int tq_engine_purge(tq_engine_t *self, uint64_t id);
 /* ... every dead task (of queue q, or all when q is NULL). Returns how
  * many. */
 size_t tq_engine_revive_all(tq_engine_t *self, const tq_queue_t *q, int purge);
+
+/* Operator: cancel up to max queued tasks of q (runnable and delayed,
+ * every function; held tasks are not queued), as tq_engine_cancel does:
+ * each finishes as cancelled (FINISHED: its waiters are served; the
+ * journal records it). *more = 1 when q still has queued tasks (call
+ * again: the caller bounds the work of one call). Returns how many. */
+size_t tq_engine_queue_empty(tq_engine_t *self, tq_queue_t *q, size_t max, tq_now_t now,
+                             int *more);
+/* Operator: delete queue q, which must have no queued (or delayed) and
+ * no running task: its paused mark is dropped (journaled), so nothing
+ * keeps it and the store frees it once its stored results expire (at
+ * once when it has none: tq_store_gc). Returns 0, or -1 when q is not
+ * empty (nothing changed). */
+int tq_engine_queue_delete(tq_engine_t *self, tq_queue_t *q);
 
 /* Pause (paused 1) or resume queue q. Returns 1 if its mark changed. */
 int tq_engine_pause(tq_engine_t *self, tq_queue_t *q, int paused);

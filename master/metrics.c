@@ -1,6 +1,7 @@
 /* metrics.c - the Prometheus text exposition over libmicrohttpd. See
  * metrics.h. */
 #include "metrics.h"
+#include "inspect.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -438,6 +439,32 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
                  created < 0 || now_ms < created ? 0.0 : (double)(now_ms - created) / 1000.0);
     }
     one(t, "taskq_queues", "gauge", "queues known (series above for the first 1000)", nq);
+
+    /* Per function: queued, running, workers serving it; unserved = 1
+     * when tasks wait for it and no connected worker serves it. */
+    tq_inspect_fnrow_t *fr;
+    size_t nfr = tq_inspect_fn_rows(store, peers, &fr);
+    static const char *const fcols[] = {"queued", "running", "workers"};
+    static const char *const fhelp[] = {"runnable tasks queued for the function, all queues",
+                                        "tasks of the function running",
+                                        "connected workers (not draining) serving the function"};
+    for (size_t k = 0; k < 3; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "taskq_function_%s", fcols[k]);
+        head(t, name, "gauge", fhelp[k]);
+        for (size_t i = 0; i < nfr && i < TQ_INSPECT_FN_ROWS; i++) {
+            size_t v = k == 0 ? fr[i].queued : k == 1 ? fr[i].running : fr[i].workers;
+            text_add(t, "%s{fn=\"", name);
+            text_label(t, fr[i].fn);
+            text_add(t, "\"} %zu\n", v);
+        }
+    }
+    size_t unserved = 0;
+    for (size_t i = 0; i < nfr; i++)
+        unserved += fr[i].queued > 0 && fr[i].workers == 0;
+    free(fr);
+    one(t, "taskq_functions_unserved", "gauge",
+        "functions with queued tasks that no connected worker serves", unserved);
     one(t, "taskq_tasks_stored", "gauge", "tasks stored in any state", tq_store_size(store));
 
     /* Counters since the process started. */

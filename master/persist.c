@@ -32,7 +32,7 @@ enum {
 #define TF_KEYED 0x01u
 #define TF_FETCHED 0x02u
 #define TF_NOT_BEFORE 0x04u /* u64 not_before_ms follows the names */
-#define TF_PAYLOAD 0x08u    /* dead: u32 length + the payload follow; blob = error */
+#define TF_PAYLOAD 0x08u    /* dead or failed: u32 length + the payload follow; blob = error */
 
 /* Fixed part of an R_TASK body (before fn, queue, key and the blob). */
 #define TASK_FIXED (8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 1 + 1 + 8 + 8)
@@ -86,11 +86,17 @@ struct tq_persist {
 
 /* ---- sizes and encodings ------------------------------------------------ */
 
+/* A finished task whose record carries its payload: the dead and the
+ * failed set (an operator may retry them). */
+static int keeps_payload(const tq_task_t *t) {
+    return t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED;
+}
+
 static uint32_t task_rec_size(const tq_task_t *t) {
     size_t skey = tq_task_skey_len(t);
     size_t blob = tq_task_finished(t) ? tq_task_data(t).len : t->payload_len;
     size_t ext =
-        (tq_task_not_before(t) ? 8 : 0) + (t->state == TQ_TASK_DEAD ? 4 + t->payload_len : 0);
+        (tq_task_not_before(t) ? 8 : 0) + (keeps_payload(t) ? 4 + t->payload_len : 0);
     return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + TASK_FIXED + 3 + strlen(tq_task_fn(t)) +
                       strlen(tq_queue_name(tq_task_queue(t))) + skey + ext + blob);
 }
@@ -145,7 +151,7 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     tq_buf_u16(b, t->retries);
     tq_buf_u16(b, tq_task_retried(t));
     tq_buf_u8(b, (uint8_t)t->state);
-    int dead = t->state == TQ_TASK_DEAD;
+    int dead = keeps_payload(t);
     int64_t not_before = tq_task_not_before(t);
     tq_buf_u8(b, (uint8_t)((tq_task_keyed(t) ? TF_KEYED : 0) | (tq_task_acked(t) ? TF_FETCHED : 0) |
                            (not_before ? TF_NOT_BEFORE : 0) | (dead ? TF_PAYLOAD : 0)));
@@ -272,8 +278,15 @@ static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
     case TQ_SEV_ACKED:
         if (t->state == TQ_TASK_DEAD)
             break; /* the dead set is kept until retried or purged */
-        if (tq_task_keyed(t)) {
-            tq_buf_u64(&self->rec, (uint64_t)tq_wall_ms());
+        if (tq_task_keyed(t) || t->state == TQ_TASK_FAILED) {
+            /* the failed set is kept, as keyed tasks are, until its
+             * result TTL passes from now */
+            /* when it was delivered (its TTL runs from then), as
+             * compaction writes it */
+            int64_t when = tq_task_fetched(t) ? tq_task_expires_ms(t) -
+                                                    tq_store_cfg(self->store)->result_ttl_ms
+                                              : tq_wall_ms();
+            tq_buf_u64(&self->rec, (uint64_t)when);
             append(self, R_FETCHED, NULL, 0);
         } else {
             set_not_live(self, t);
@@ -433,7 +446,7 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_erro
     }
     if (flags & TF_PAYLOAD) {
         uint32_t plen;
-        if (st != TQ_TASK_DEAD || tq_cursor_u32(c, &plen) < 0 ||
+        if ((st != TQ_TASK_DEAD && st != TQ_TASK_FAILED) || tq_cursor_u32(c, &plen) < 0 ||
             tq_cursor_bytes(c, plen, &img.payload) < 0)
             return BAD("truncated or misplaced payload");
     }

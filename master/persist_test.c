@@ -128,6 +128,16 @@ static void test_holder_survives_compaction(void) {
     tq_store_lease(s, t, &w, 0xabcdef);
     tq_store_lease(s, q, &w, 0x123);
     tq_store_requeue(s, q, 0, 0); /* lost: queued, the holder of attempt 1 kept */
+    /* the failed set: failed after its retries, delivered and ACKed: the
+     * journal keeps it with its payload (FETCHED, not GONE), and so does
+     * compaction */
+    tq_task_t *f = add(s, 33);
+    uint64_t idf = f->id;
+    tq_store_lease(s, f, &w, 0x77);
+    tq_store_finish(s, f, TQ_TASK_FAILED, "boom", 4, tq_wall_ms());
+    tq_store_fetched(s, f, tq_wall_ms());
+    int64_t f_expires = tq_task_expires_ms(f);
+    tq_store_ack(s, f);
     /* Garbage past TQ_PERSIST_COMPACT_MIN: finished and ACKed tasks. */
     for (int i = 0; i < 60; i++) {
         tq_task_t *g = add(s, 100 * 1024);
@@ -158,6 +168,15 @@ static void test_holder_survives_compaction(void) {
     CHECK_EQ_INT(tq_task_holder(t), 0xabcdef);
     CHECK_EQ_INT(tq_task_attempt(q), 1);
     CHECK_EQ_INT(tq_task_holder(q), 0x123);
+    f = tq_store_get(s, idf);
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_EQ_INT(f->state, TQ_TASK_FAILED);
+        CHECK_EQ_INT(tq_task_payload(f).len, 33);
+        CHECK(tq_task_data(f).len == 4 && memcmp(tq_task_data(f).data, "boom", 4) == 0);
+        CHECK_EQ_INT(tq_task_expires_ms(f), f_expires); /* the result TTL from delivery */
+        CHECK(tq_task_acked(f));
+    }
     tq_persist_destroy(&p);
     store_destroy(&s);
 }

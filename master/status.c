@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "inspect.h"
 #include "tq_util.h"
 
 /* Samples kept: one a second over the rate window, plus one. */
@@ -185,8 +186,10 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
                                                         : "active");
         cJSON_AddNumberToObject(o, "idle_ms", (double)(now_ms - p->last_seen_ms));
         cJSON_AddNumberToObject(o, "done", (double)p->done);
+        tq_inspect_running(p, o);
         cJSON_AddItemToArray(ws, o);
     }
+    tq_inspect_functions(store, peers, doc);
     cJSON_AddNumberToObject(doc, "clients", (double)tq_peers_count_role(peers, TQ_ROLE_CLIENT));
     return doc;
 }

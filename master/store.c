@@ -374,6 +374,22 @@ static void enqueue(tq_store_t *self, tq_task_t *t) {
     t->cls->heap->queue->queued_total++;
 }
 
+size_t tq_store_queue_queued_some(const tq_store_t *self, const tq_queue_t *q, tq_task_t **out,
+                                  size_t max) {
+    size_t n = 0;
+    /* the ends of the arrays: removing those moves nothing else */
+    for (size_t h = 0; h < q->nheaps && n < max; h++) {
+        const tq_fnheap_t *fh = q->heaps[h];
+        for (size_t i = fh->n; i > 0 && n < max; i--)
+            out[n++] = fh->items[i - 1];
+    }
+    if (q->counts.delayed)
+        for (size_t i = self->delayed.n; i > 0 && n < max; i--)
+            if (self->delayed.a[i - 1]->cls->heap->queue == q)
+                out[n++] = self->delayed.a[i - 1];
+    return n;
+}
+
 /* Set t's not_before_ms (0 = runnable now). */
 static void set_not_before(tq_task_t *t, int64_t not_before_ms) {
     if (not_before_ms > 0)
@@ -514,11 +530,18 @@ void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holde
     set_state(t, TQ_TASK_LEASED);
     tq_task_ext_t *x = ext(t);
     x->attempt++;
+    x->started_after_ms = 0; /* tq_store_set_started */
     x->worker = worker;
     x->holder = holder;
     x->holder_attempt = x->attempt;
     self->totals.dispatched++;
     notify(self, t, TQ_SEV_LEASED);
+}
+
+void tq_store_set_started(tq_task_t *t, int64_t wall_ms) {
+    TQ_ASSERT(t->state == TQ_TASK_LEASED && t->x);
+    int64_t d = wall_ms - t->created_ms;
+    t->x->started_after_ms = d >= 0 && d < (int64_t)UINT32_MAX ? (uint32_t)d + 1 : 0;
 }
 
 void tq_store_hold(tq_store_t *self, tq_task_t *t) {
@@ -576,10 +599,11 @@ static void set_data(tq_task_t *t, const void *data, size_t len) {
     x->data_len = 0;
     if (!len)
         return;
+    TQ_ASSERT(len <= UINT32_MAX); /* results are bounded as payloads */
     x->data = malloc(len);
     if (x->data) {
         memcpy(x->data, data, len);
-        x->data_len = len;
+        x->data_len = (uint32_t)len;
     } else {
         static const char oom[] = "master could not store the result (out of memory)";
         x->data = tq_memdup(oom, sizeof oom - 1);
@@ -597,8 +621,10 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
     tq_task_ext_t *x = ext(t);
     x->worker = NULL;
     set_state(t, st);
-    if (st != TQ_TASK_DEAD) {
-        payload_free(t); /* not needed any more: keep memory to the results */
+    if (st != TQ_TASK_DEAD && st != TQ_TASK_FAILED) {
+        /* not needed any more: keep memory to the results (dead and
+         * failed tasks keep theirs: an operator may retry them) */
+        payload_free(t);
         t->payload_len = 0;
     }
     set_data(t, data, len);
@@ -658,7 +684,8 @@ tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id) {
 tq_task_t *tq_store_dead_next(const tq_task_t *t) { return t->x->ttl_next; }
 
 void tq_store_revive(tq_store_t *self, tq_task_t *t) {
-    TQ_ASSERT(t->state == TQ_TASK_DEAD && tq_task_nwaiters(t) == 0);
+    TQ_ASSERT((t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED) &&
+              tq_task_nwaiters(t) == 0);
     ttl_unlink(ttl_list_of(self, t), t);
     tq_task_ext_t *x = t->x;
     set_data(t, NULL, 0);
@@ -674,7 +701,7 @@ void tq_store_revive(tq_store_t *self, tq_task_t *t) {
 }
 
 void tq_store_purge(tq_store_t *self, tq_task_t *t) {
-    TQ_ASSERT(t->state == TQ_TASK_DEAD);
+    TQ_ASSERT(t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED);
     self->totals.purged++;
     delete_task(self, t);
 }
@@ -812,7 +839,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err
     }
     tq_task_state_t st = img->state == TQ_TASK_LEASED ? TQ_TASK_QUEUED : img->state;
     tq_bytes_t payload = st == TQ_TASK_QUEUED  ? img->blob
-                         : st == TQ_TASK_DEAD ? img->payload
+                         : st == TQ_TASK_DEAD || st == TQ_TASK_FAILED ? img->payload
                                               : (tq_bytes_t){NULL, 0};
     tq_task_t *t = task_alloc(self, keep_key ? img->skey.len : 0, payload.data, payload.len);
     if (!t) {

@@ -64,7 +64,11 @@ typedef struct tq_task_ext {
     size_t dl_idx;        /* index in the store's deadline heap */
     void **waiters;       /* tq_peer_t clients waiting for the outcome */
     uint8_t *data;        /* result or error text once finished */
-    size_t data_len;
+    uint32_t data_len;    /* at most TQ_PAYLOAD_HARD_MAX (results are payloads) */
+    uint32_t started_after_ms; /* the current attempt's dispatch, in ms after
+                                * created_ms, plus 1; 0 = not known (not
+                                * journaled, or 49 days late):
+                                * tq_task_started_ms */
     int64_t finished_ms;  /* wall clock; 0 while not finished */
     int64_t expires_ms;   /* wall clock; 0 while not finished, and for dead
                            * tasks (kept until retried or purged) */
@@ -122,7 +126,7 @@ typedef struct tq_task {
                            * tq_task_priority, tq_task_timeout */
     int64_t created_ms;   /* wall clock */
     uint32_t heap_idx;    /* index in heap (or the delayed heap) while queued */
-    uint32_t payload_len; /* 0 once finished, but for dead tasks */
+    uint32_t payload_len; /* 0 once finished, but for dead and failed tasks */
     /* persist.c's slot, read and written by persist.c alone: */
     uint32_t jsize : 31;  /* bytes of its full journal record while live,
                            * 0 = not live (below 2^31: see persist.c) */
@@ -260,11 +264,21 @@ const char *tq_queue_name(const tq_queue_t *q);
 const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q);
 /* Runnable queued tasks in this queue (all functions; not the delayed). */
 size_t tq_queue_queued(const tq_queue_t *q);
+/* q's (queue, function) heaps: how many, and the i-th one's runnable
+ * task count and function (interned) in *fn. */
+size_t tq_queue_nheaps(const tq_queue_t *q);
+size_t tq_queue_heap_at(const tq_queue_t *q, size_t i, const char **fn);
 /* Creation time (wall ms) of the oldest task next in line: the earliest
  * among each function's first task (O(functions), for status). When the
  * queue's tasks share a priority this is its oldest queued task; a task
  * behind higher priorities is not seen. -1 when nothing is queued. */
 int64_t tq_queue_head_created(const tq_queue_t *q);
+/* Up to max queued tasks of q (runnable ones first, then delayed ones)
+ * into out, in no particular order; nothing is removed. Costs
+ * O(max), plus a look at every delayed task of the store while q has
+ * delayed ones. */
+size_t tq_store_queue_queued_some(const tq_store_t *self, const tq_queue_t *q, tq_task_t **out,
+                                  size_t max);
 /* The queue of this name, created if new. NULL when the name table is
  * full. The name must be valid (tq_name_valid). */
 tq_queue_t *tq_store_queue(tq_store_t *self, tq_bytes_t name);
@@ -286,6 +300,9 @@ tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfn
  * the journal keeps it: only that worker's RESULT for the attempt is
  * taken, even after the lease was lost. */
 void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holder);
+/* Leased t's current attempt was dispatched at wall_ms (the engine's
+ * time; shown by inspection, not journaled). */
+void tq_store_set_started(tq_task_t *t, int64_t wall_ms);
 /* Dispatch planning: runnable queued t leaves its heap but stays queued
  * (no event), so that the next pick sees the next task. tq_store_lease
  * takes it from there; tq_store_unhold puts it back at its place. Held
@@ -313,17 +330,20 @@ int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms);
 
 /* ---- the dead set ---------------------------------------------------------
  * A dead task keeps its payload and stays stored (no TTL) until an
- * operator retries or purges it; dead tasks sit on a list in id order. */
+ * operator retries or purges it; dead tasks sit on a list in id order.
+ * The failed set: a task that failed after its retries keeps its
+ * payload too, until its result TTL passes; tq_store_revive and
+ * tq_store_purge take it as they take a dead task. */
 /* The first dead task, and the one after dead task t (NULL at the end). */
 tq_task_t *tq_store_dead_first(const tq_store_t *self);
 tq_task_t *tq_store_dead_next(const tq_task_t *t);
 /* The first dead task with an id above id (O(1) when id is dead). */
 tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id);
-/* Dead -> queued as if new: lost leases and used retries start again
+/* Dead (or failed) -> queued as if new: lost leases and used retries start again
  * from 0 (the attempt number keeps rising, for fencing); the error text
  * is dropped. Emits REVIVED. */
 void tq_store_revive(tq_store_t *self, tq_task_t *t);
-/* Delete dead task t (emits DELETED). */
+/* Delete dead (or failed) task t (emits DELETED). */
 void tq_store_purge(tq_store_t *self, tq_task_t *t);
 /* 1 if the task has a retry left (retried < retries). */
 int tq_task_can_retry(const tq_task_t *t);
@@ -400,6 +420,11 @@ void tq_store_restore_fetched(tq_store_t *self, tq_task_t *t, int64_t fetched_ms
 tq_task_t *tq_store_first(const tq_store_t *self);
 tq_task_t *tq_store_next(const tq_store_t *self, const tq_task_t *t);
 tq_task_t *tq_store_from(const tq_store_t *self, uint64_t id);
+/* The retained idempotency key of keyed task t (tq_task_keyed), looked
+ * for among at most max_steps key entries (the key list is in creation
+ * order, so a walk from the nearer end finds it quickly): NULL when not
+ * found within them. */
+const tq_key_t *tq_store_key_of(const tq_store_t *self, const tq_task_t *t, size_t max_steps);
 /* Retained keys, oldest first. */
 tq_key_t *tq_store_key_first(const tq_store_t *self);
 tq_key_t *tq_key_next(const tq_key_t *k);
@@ -453,6 +478,10 @@ static inline int64_t tq_task_finished_ms(const tq_task_t *t) {
 static inline int64_t tq_task_expires_ms(const tq_task_t *t) {
     return t->x ? t->x->expires_ms : 0;
 }
+/* Wall ms of the current attempt's dispatch, 0 when not known. */
+static inline int64_t tq_task_started_ms(const tq_task_t *t) {
+    return t->x && t->x->started_after_ms ? t->created_ms + t->x->started_after_ms - 1 : 0;
+}
 static inline size_t tq_task_nwaiters(const tq_task_t *t) { return t->x ? t->x->nwaiters : 0; }
 static inline int tq_task_keyed(const tq_task_t *t) { return (t->flags & TQ_TASK_F_KEYED) != 0; }
 static inline int tq_task_acked(const tq_task_t *t) { return (t->flags & TQ_TASK_F_ACKED) != 0; }
@@ -461,7 +490,7 @@ static inline int tq_task_fetched(const tq_task_t *t) {
 }
 /* The result or error text of a finished task (empty if none). */
 tq_bytes_t tq_task_data(const tq_task_t *t);
-/* The payload (empty once finished, but for dead tasks). */
+/* The payload (empty once finished, but for dead and failed tasks). */
 tq_bytes_t tq_task_payload(const tq_task_t *t);
 /* The instance id of the worker that holds, or last held, t's current
  * attempt; 0 when not known (never dispatched, a dispatch undone, or a

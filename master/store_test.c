@@ -548,6 +548,41 @@ static void test_name_gc(void) {
     tq_store_destroy(&s);
 }
 
+/* tq_store_key_of finds a keyed task's key from either end of the key
+ * list, within its step budget; tq_store_queue_queued_some hands out a
+ * queue's runnable then delayed tasks, bounded by max. */
+static void test_key_of_and_queued_some(void) {
+    tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 100, .result_ttl_ms = 100,
+                          .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
+    tq_store_t *s = tq_store_new(&cfg);
+    tq_error_t code;
+    char key[16];
+    tq_task_t *t[20];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "key-%d", i);
+        t[i] = add_key(s, key, 0, &code);
+        CHECK(t[i] != NULL);
+    }
+    const tq_key_t *k = tq_store_key_of(s, t[0], 2);
+    CHECK(k && tq_key_bytes(k).len == 5 && memcmp(tq_key_bytes(k).data, "key-0", 5) == 0);
+    k = tq_store_key_of(s, t[19], 2);
+    CHECK(k && tq_key_id(k) == t[19]->id);
+    CHECK(tq_store_key_of(s, t[10], 4) == NULL); /* past its budget */
+    k = tq_store_key_of(s, t[10], 100);
+    CHECK(k && tq_key_id(k) == t[10]->id);
+    tq_task_t *plain = add(s, "f", "", 0, "x");
+    CHECK(tq_store_key_of(s, plain, 100) == NULL);
+
+    tq_queue_t *q = tq_task_queue(t[0]);
+    tq_store_delay(s, t[5], 1000);
+    tq_task_t *out[32];
+    CHECK_EQ_INT(tq_store_queue_queued_some(s, q, out, 3), 3);
+    size_t n = tq_store_queue_queued_some(s, q, out, 32);
+    CHECK_EQ_INT(n, 21);
+    CHECK(out[n - 1] == t[5]); /* the delayed one last */
+    tq_store_destroy(&s);
+}
+
 int main(void) {
     RUN(test_priority_then_fifo);
     RUN(test_ids_count_up);
@@ -564,5 +599,6 @@ int main(void) {
     RUN(test_session_keys_observer_restore);
     RUN(test_delay_dead_pause);
     RUN(test_name_gc);
+    RUN(test_key_of_and_queued_some);
     TEST_MAIN_END();
 }

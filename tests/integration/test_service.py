@@ -236,8 +236,8 @@ class OperateWorkers(TQTestCase):
         self.assertRegex(m, r"admin: queue mail paused" + by)
         self.assertRegex(m, r"admin: queue mail resumed" + by)
         self.assertRegex(m, r"cancel of 1 task \(the first %s\): 1 cancelled," % ids[0] + by)
-        self.assertRegex(m, r"admin: retried 0 dead tasks" + by)
-        self.assertRegex(m, r"admin: purged 0 dead tasks" + by)
+        self.assertRegex(m, r"admin: retried 0 dead or failed tasks" + by)
+        self.assertRegex(m, r"admin: purged 0 dead or failed tasks" + by)
 
     def test_worker_op_unknown_name(self):
         self.start_master()
