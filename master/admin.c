@@ -254,8 +254,10 @@ static void op_dead(admin_t *a) {
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
+    const tq_ident_t *id = a->peer->ident; /* key-pair mode: its queues only */
     for (; t && n < limit && bytes < ADMIN_LIST_BYTES; t = tq_store_dead_next(t)) {
-        if (q && tq_task_queue(t) != q)
+        if ((q && tq_task_queue(t) != q) ||
+            (id && !tq_ident_may_queue(id, tq_queue_name(tq_task_queue(t)))))
             continue;
         cJSON *o = cJSON_CreateObject();
         add_id(o, t->id);
@@ -269,7 +271,8 @@ static void op_dead(admin_t *a) {
         bytes += tq_task_data(t).len < ADMIN_ERROR_MAX ? tq_task_data(t).len : ADMIN_ERROR_MAX;
         n++;
     }
-    while (t && q && tq_task_queue(t) != q)
+    while (t && ((q && tq_task_queue(t) != q) ||
+                 (id && !tq_ident_may_queue(id, tq_queue_name(tq_task_queue(t))))))
         t = tq_store_dead_next(t);
     cJSON_AddBoolToObject(doc, "more", t != NULL);
     reply(a, doc);
@@ -407,6 +410,32 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
+static void run_dead(admin_t *a, int arg) {
+    (void)arg;
+    op_dead(a);
+}
+
+/* The operations. access: ADMIN_READ ones change nothing (any client
+ * may ask; a key-pair client's listings show only its queues),
+ * ADMIN_WRITE ones need an admin identity in key-pair mode
+ * (--allow-keys; ERROR FORBIDDEN otherwise). A new operation says which
+ * it is here. */
+enum { ADMIN_READ = 0, ADMIN_WRITE = 1 };
+static const struct {
+    const char *name;
+    int access;
+    void (*fn)(admin_t *a, int arg);
+    int arg;
+} admin_ops[] = {
+    {"dead", ADMIN_READ, run_dead, 0},
+    {"retry", ADMIN_WRITE, op_retry_purge, 0},
+    {"purge", ADMIN_WRITE, op_retry_purge, 1},
+    {"pause", ADMIN_WRITE, op_pause, 1},
+    {"resume", ADMIN_WRITE, op_pause, 0},
+    {"quiet", ADMIN_WRITE, op_worker, 0},
+    {"stop", ADMIN_WRITE, op_worker, 1},
+};
+
 void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
     admin_t a = {d, p, 0, NULL};
     void *j = NULL;
@@ -424,22 +453,15 @@ void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
     a.req = (uint32_t)req;
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
     const char *o = cJSON_IsString(op) ? op->valuestring : "";
-    if (strcmp(o, "dead") == 0)
-        op_dead(&a);
-    else if (strcmp(o, "retry") == 0)
-        op_retry_purge(&a, 0);
-    else if (strcmp(o, "purge") == 0)
-        op_retry_purge(&a, 1);
-    else if (strcmp(o, "pause") == 0)
-        op_pause(&a, 1);
-    else if (strcmp(o, "resume") == 0)
-        op_pause(&a, 0);
-    else if (strcmp(o, "quiet") == 0)
-        op_worker(&a, 0);
-    else if (strcmp(o, "stop") == 0)
-        op_worker(&a, 1);
-    else
+    size_t i = 0, nops = sizeof admin_ops / sizeof admin_ops[0];
+    while (i < nops && strcmp(o, admin_ops[i].name) != 0)
+        i++;
+    if (i == nops)
         fail(&a, TQ_ERR_MALFORMED,
              "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop)");
+    else if (admin_ops[i].access == ADMIN_WRITE && p->ident && p->ident->role != TQ_IDENT_ADMIN)
+        fail(&a, TQ_ERR_FORBIDDEN, "ADMIN %s: identity '%s' is not an admin", o, p->ident_name);
+    else
+        admin_ops[i].fn(&a, admin_ops[i].arg);
     cJSON_Delete(j);
 }

@@ -101,6 +101,8 @@ struct tq_loop {
     tq_roster_t *roster;   /* peers leaving, log lines about peers */
     tq_handlers_t *handlers;
     tq_metrics_t *metrics; /* --metrics-listen, or NULL */
+    tq_policy_t policy;    /* --allow-keys (access.h) */
+    int64_t owners_gc_ms;  /* last sweep of policy.owners */
     int64_t start_ms;
     loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
     size_t ntimers;
@@ -318,11 +320,14 @@ static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
                 "--max-connections is not enforced",
                 zmq_strerror(errno));
     /* The ZAP handler must be up before the first peer can connect. */
-    tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms};
+    tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms,
+                          cfg->accept_shared};
     self->auth =
         tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err, errlen);
     if (!self->auth)
         return -1;
+    if (self->policy.allow)
+        tq_auth_set_keys(self->auth, self->policy.allow);
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
         snprintf(err, errlen, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
         return -1;
@@ -351,7 +356,7 @@ static void wire(tq_loop_t *self) {
     self->roster = tq_roster_new(self->engine, self->peers, self->outbox, &self->sched_dirty);
     tq_handlers_deps_t hd = {self->engine, self->persist, self->peers,   self->outbox,
                              self->roster, self->status,  &self->cfg,    self->endpoint,
-                             self->start_ms, &self->sched_dirty};
+                             self->start_ms, &self->sched_dirty, &self->policy};
     self->handlers = tq_handlers_new(&hd);
 }
 
@@ -362,6 +367,9 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     self->cfg = *cfg;
     tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
     self->cfg.endpoint = self->endpoint;
+    self->policy.allow = cfg->allow; /* ours now */
+    self->cfg.allow = NULL;
+    self->policy.owners = tq_idmap_new();
     if (open_state(self, cfg, err, errlen) < 0)
         goto fail;
     self->peers = tq_peers_new();
@@ -398,10 +406,44 @@ static int64_t on_heartbeat_timer(tq_loop_t *self, int64_t now) {
     return now + self->cfg.heartbeat_ms;
 }
 
+/* Owner tags of tasks gone from the store (ids are never reused, so a
+ * stale entry is harmless until then), dropped every LOOP_OWNERS_GC_MS:
+ * the map stays within the number of tasks stored. */
+#define LOOP_OWNERS_GC_MS 10000
+typedef struct {
+    tq_store_t *store;
+    uint64_t *gone;
+    size_t n, cap;
+} owners_gc_t;
+
+static void owner_check(uint64_t id, void *value, void *arg) {
+    (void)value;
+    owners_gc_t *g = arg;
+    if (tq_store_get(g->store, id))
+        return;
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 256;
+        g->gone = tq_realloc(g->gone, g->cap * sizeof *g->gone);
+    }
+    g->gone[g->n++] = id;
+}
+
+static void owners_gc(tq_loop_t *self, int64_t now) {
+    if (now - self->owners_gc_ms < LOOP_OWNERS_GC_MS || !tq_idmap_size(self->policy.owners))
+        return;
+    self->owners_gc_ms = now;
+    owners_gc_t g = {self->store, NULL, 0, 0};
+    tq_idmap_each(self->policy.owners, owner_check, &g);
+    for (size_t i = 0; i < g.n; i++)
+        tq_idmap_remove(self->policy.owners, g.gone[i]);
+    free(g.gone);
+}
+
 /* Timer: the sweep of expired results and keys, unused names, and the
  * summaries of the log limits. */
 static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
     tq_roster_tick(self->roster, now);
+    owners_gc(self, now);
     size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
     if (n)
         tq_debug("expired %zu finished task%s or idempotency key%s", n, n == 1 ? "" : "s",
@@ -561,6 +603,42 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
     }
 }
 
+void tq_loop_set_allow(tq_loop_t *self, tq_allow_t *allow) {
+    tq_allow_t *old = self->policy.allow;
+    /* first the handshakes: a removed key cannot come back from now on */
+    tq_auth_set_keys(self->auth, allow);
+    self->policy.allow = allow;
+    size_t dropped = 0;
+    for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
+        tq_peer_t *p = tq_peers_at(self->peers, i);
+        if (!p->ident)
+            continue; /* the shared pair (or a peer from before): unchanged */
+        const tq_ident_t *now = tq_allow_find(allow, p->ident_name);
+        int same = now && now->role == p->ident->role &&
+                   sodium_memcmp(now->key, p->ident->key, 32) == 0;
+        if (same && now->role == TQ_IDENT_WORKER) /* its functions must all be allowed still */
+            for (size_t f = 0; f < p->nfns && same; f++)
+                same = tq_ident_may_fn(now, p->fns[f]);
+        if (same) {
+            p->ident = now; /* the new permissions apply from its next message */
+            continue;
+        }
+        char why[TQ_IDENT_NAME_MAX + 96];
+        snprintf(why, sizeof why, "dropped: the key of identity '%s' was %s in --allow-keys",
+                 p->ident_name, now ? "changed" : "removed");
+        tq_warn("SIGHUP: %s %s (address %s) %s", p->role == TQ_ROLE_WORKER ? "worker" : "client",
+                p->name, p->address, why);
+        tq_connref_t conn = p->conn;
+        tq_roster_forget(self->roster, &p, why);
+        tq_connref_cut(&conn);
+        dropped++;
+    }
+    tq_allow_free(&old);
+    tq_info("SIGHUP: --allow-keys reloaded: %zu keys; %zu connections dropped",
+            tq_allow_count(allow), dropped);
+    self->sched_dirty = 1;
+}
+
 void tq_loop_destroy(tq_loop_t **self_p) {
     if (!self_p || !*self_p)
         return;
@@ -614,6 +692,8 @@ void tq_loop_destroy(tq_loop_t **self_p) {
     self->store = NULL;
     tq_status_destroy(&self->status);
     tq_in_destroy(&self->in);
+    tq_allow_free(&self->policy.allow);
+    tq_idmap_destroy(&self->policy.owners);
     free(self);
     *self_p = NULL;
 }

@@ -39,6 +39,8 @@ typedef struct {
     size_t nqueue_timeouts;
     tq_journal_cfg_t journal;     /* where and how the journal lives */
     const char *metrics_listen;   /* --metrics-listen ADDR:PORT, or NULL (metrics.h) */
+    int accept_shared;            /* accept the authkey's client pair (keys->client_*) */
+    struct tq_allow *allow;       /* --allow-keys, or NULL; the loop takes it over */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;
@@ -57,6 +59,13 @@ const char *tq_loop_endpoint(const tq_loop_t *self);
 /* Run until stop_fd (e.g. a signalfd; -1 for none) becomes readable.
  * Returns 0 on a requested stop, -1 on a fatal socket error (logged). */
 int tq_loop_run(tq_loop_t *self, int stop_fd);
+
+/* SIGHUP's new --allow-keys table (the loop takes it over): the ZAP
+ * handler accepts exactly its keys from now on, peers whose identity is
+ * gone or changed its role are forgotten and their connections shut
+ * down, the others get their new permissions. Logs what changed. Only
+ * for a loop started with --allow-keys (allow not NULL). */
+void tq_loop_set_allow(tq_loop_t *self, struct tq_allow *allow);
 
 /* Log the shutdown summary, close the socket, stop the auth actor, free
  * everything. Accepts NULL; nulls *self_p. */

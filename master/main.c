@@ -21,6 +21,7 @@
 #include <systemd/sd-daemon.h>
 #include <zmq.h>
 
+#include "access.h"
 #include "dirlock.h"
 #include "jfault.h"
 #include "loop.h"
@@ -29,6 +30,7 @@
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
+#include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -64,6 +66,8 @@ typedef struct {
     char *config;
     int check_config;
     char *metrics_listen;
+    char *allow_keys;
+    char *key;
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
@@ -161,6 +165,14 @@ static const tq_cfg_entry_t table[] = {
     {"metrics-listen", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(metrics_listen), "ADDR:PORT",
      "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (off by default; give "
      "127.0.0.1:PORT unless the network in front is trusted)"},
+    {"allow-keys", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(allow_keys), "FILE",
+     "key-pair mode: accept exactly the public keys listed in FILE, each with a name, a role "
+     "(worker, client, admin) and its queues and functions (docs/security.md); with "
+     "--authkey-file too, the shared key is accepted as well (SIGHUP re-reads FILE)"},
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(key), "FILE",
+     "the master's own key pair (made by taskq keygen; peers get its .pub as --master-key); "
+     "required with --allow-keys unless --authkey-file is given (then the authkey's pair is "
+     "the default)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -337,7 +349,26 @@ static int resolve_authkey(const settings_t *s, char *path, size_t len, char *er
  * joins them there). Today that is the log level. Logs each change, or
  * that there was nothing to change; a source that no longer parses is
  * logged and changes nothing. Never stops the master. */
-static void reload_settings(int argc, char **argv) {
+/* SIGHUP with --allow-keys: read the file again (now: the settings as
+ * parsed again) and hand it to the loop; a file that does not load
+ * leaves the old one in force. Returns 1 if the loop got a new table. */
+static int reload_allow(tq_loop_t *loop, const settings_t *now) {
+    if (!now->allow_keys || !*now->allow_keys) {
+        tq_warn("SIGHUP: --allow-keys is no longer set: the master stays in key-pair mode "
+                "with the old file (a restart changes the mode)");
+        return 0;
+    }
+    char err[TQ_CFG_ERR_MAX];
+    tq_allow_t *allow = tq_allow_load(now->allow_keys, err, sizeof err);
+    if (!allow) {
+        tq_error("SIGHUP: %s; the old --allow-keys stays in force", err);
+        return 0;
+    }
+    tq_loop_set_allow(loop, allow);
+    return 1;
+}
+
+static void reload_settings(int argc, char **argv, tq_loop_t *loop, int keymode) {
     settings_t now;
     memset(&now, 0, sizeof now);
     char err[512];
@@ -347,11 +378,13 @@ static void reload_settings(int argc, char **argv) {
         tq_cfg_free(table, &now);
         return;
     }
+    int allow = keymode && reload_allow(loop, &now);
     static const char *const names[] = {"error", "warn", "info", "debug"};
     int level = tq_log_level_parse(now.log_level), old = tq_log_level();
     tq_cfg_free(table, &now);
     if (level < 0 || level == old) {
-        tq_info("SIGHUP: nothing to reload");
+        if (!allow)
+            tq_info(keymode ? "SIGHUP: nothing else to reload" : "SIGHUP: nothing to reload");
         return;
     }
     tq_log_set_level(level);
@@ -374,6 +407,7 @@ int main(int argc, char **argv) {
     int check = tq_cfg_has_flag(table, argc, argv, 1, "check-config");
     settings_t s;
     tq_queue_timeout_t *qtimeouts = NULL;
+    tq_allow_t *allow = NULL; /* --allow-keys, until the loop takes it */
     memset(&s, 0, sizeof s);
     char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0, lockfd = -1;
@@ -440,6 +474,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
     }
+    int keymode = s.allow_keys && *s.allow_keys;
+    int use_authkey = !keymode || (s.authkey_file && *s.authkey_file);
+    if (!use_authkey && (!s.key || !*s.key)) {
+        fprintf(stderr, "taskq-master: --allow-keys without --authkey-file needs --key FILE (the "
+                        "master's key pair: taskq keygen master)\n");
+        goto out;
+    }
+    if (keymode && !(allow = tq_allow_load(s.allow_keys, err, sizeof err))) {
+        fprintf(stderr, "%s%s\n", check ? "" : "taskq-master: ", err);
+        goto out;
+    }
     if (s.check_config) {
         printf("configuration OK\n");
         rc = TQ_EXIT_OK;
@@ -469,7 +514,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     char keypath[4096];
-    if (resolve_authkey(&s, keypath, sizeof keypath, err, sizeof err) < 0) {
+    if (use_authkey && resolve_authkey(&s, keypath, sizeof keypath, err, sizeof err) < 0) {
         tq_error("%s", err);
         goto out;
     }
@@ -479,10 +524,22 @@ int main(int argc, char **argv) {
         tq_error("cannot map memory for the keys: %s", strerror(errno));
         goto out;
     }
-    if (tq_authkey_load(keypath, keys, err, sizeof err) < 0) {
+    if ((use_authkey && tq_authkey_load(keypath, keys, err, sizeof err) < 0) ||
+        (s.key && *s.key &&
+         tq_keyfile_load_pair(s.key, keys->server_public, keys->server_secret, err,
+                              sizeof err) < 0)) {
         tq_error("%s", err);
         tq_curve_keys_free(&keys);
         goto out;
+    }
+    if (keymode || (s.key && *s.key)) {
+        char z[41] = "";
+        zmq_z85_encode(z, keys->server_public, 32);
+        tq_info("key-pair mode: %zu keys from --allow-keys %s%s; the master's public key is %s "
+                "(%s: give it to peers as --master-key)",
+                tq_allow_count(allow), keymode ? s.allow_keys : "(none)",
+                use_authkey ? ", and the authkey's pair" : "", z,
+                s.key && *s.key ? s.key : "derived from the authkey");
     }
 
     /* Signals arrive on a signalfd polled by the loop: block them before
@@ -538,8 +595,12 @@ int main(int argc, char **argv) {
             .zmq_ctx = ctx,
         },
         .metrics_listen = s.metrics_listen && *s.metrics_listen ? s.metrics_listen : NULL,
+        .accept_shared = use_authkey,
+        .allow = allow, /* the loop's now */
     };
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, err, sizeof err) : NULL;
+    if (ctx)
+        allow = NULL; /* the loop's (freed by it, also when it failed) */
     tq_curve_keys_free(&keys);
     if (!loop) {
         tq_error("%s", ctx ? err : "cannot create the ZeroMQ context");
@@ -559,7 +620,7 @@ int main(int argc, char **argv) {
             ssize_t got = read(sfd, &si, sizeof si);
             if (got == (ssize_t)sizeof si && si.ssi_signo == SIGHUP) {
                 tq_info("SIGHUP received: reloading settings");
-                reload_settings(argc, argv);
+                reload_settings(argc, argv, loop, keymode);
                 continue; /* the loop picks up where it was */
             }
             if (got == (ssize_t)sizeof si)
@@ -574,6 +635,7 @@ int main(int argc, char **argv) {
         zmq_ctx_term(ctx);
     close(sfd);
 out:
+    tq_allow_free(&allow);
     tq_dirlock_release(lockfd);
     free(qtimeouts);
     tq_cfg_free(table, &s);
