@@ -23,6 +23,7 @@
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
+#include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -45,6 +46,12 @@ static const tq_cfg_entry_t global_table[] = {
      offsetof(global_t, connect), "ENDPOINT", "the master's endpoint"},
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE",
      offsetof(global_t, authkey_file), "FILE", "file holding the shared authkey (mode 0600)"},
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_KEY_FILE", offsetof(global_t, key_file),
+     "FILE", "key-pair mode: this client's key pair (NAME.key from taskq keygen; give the "
+     "master's public key with --master-key)"},
+    {"master-key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_MASTER_KEY_FILE",
+     offsetof(global_t, master_key_file), "FILE",
+     "key-pair mode: the master's public key (its .pub file)"},
     {"connect-timeout", TQ_CFG_MS, "10", 1, 3600 * 1000, NULL, NULL,
      offsetof(global_t, connect_timeout_ms), "S", "give up connecting after S seconds"},
     {"reconnect-timeout", TQ_CFG_MS, "60", 0, 24 * 3600 * 1000, NULL, NULL,
@@ -190,6 +197,17 @@ static int run_workers(const command_t *, global_t *, void *, int, char **);
 static int run_cancel(const command_t *, global_t *, void *, int, char **);
 static int run_put(const command_t *, global_t *, void *, int, char **);
 static int run_get(const command_t *, global_t *, void *, int, char **);
+static int run_keygen(const command_t *, global_t *, void *, int, char **);
+
+typedef struct {
+    int help;
+} keygen_settings_t;
+
+static const tq_cfg_entry_t keygen_table[] = {
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(keygen_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
 
 static const command_t commands[] = {
     {"submit", submit_table, sizeof(task_settings_t), offsetof(task_settings_t, help), "PAYLOAD... | -",
@@ -255,11 +273,17 @@ static const command_t commands[] = {
     {"get", get_table, sizeof(plain_settings_t), offsetof(plain_settings_t, help), "QUEUE",
      "take items from a plain queue; print one per line",
      "Exit 4 if the queue stays empty for --timeout. Items are gone once printed.\n", run_get},
+    {"keygen", keygen_table, sizeof(keygen_settings_t), offsetof(keygen_settings_t, help), "NAME",
+     "make a key pair for key-pair mode: NAME.key (secret, mode 0600) and NAME.pub",
+     "Prints the public key (Z85). Never overwrites: exit 8 if NAME.key or NAME.pub exists.\n"
+     "NAME.pub goes into the master's --allow-keys file (or, for the master's own\n"
+     "--key, to its peers as --master-key); NAME.key stays on this machine.\n",
+     run_keygen},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 #define COMMAND_LIST                                                                               \
     "submit, map, wait, status, cancel, dead, retry, purge, pause, resume, workers, worker, put, " \
-    "get"
+    "get, keygen"
 
 /* Short forms (docs/cli.md): the global options', then the commands'
  * (a short form counts only where its long option exists). */
@@ -370,7 +394,8 @@ static void print_notice(void *arg, const char *message)
 
 taskq_t *tq_cli_connect(const global_t *g, int *status)
 {
-    if (!g->authkey_file || !*g->authkey_file) {
+    int keypair = (g->key_file && *g->key_file) || (g->master_key_file && *g->master_key_file);
+    if ((!g->authkey_file || !*g->authkey_file) && !keypair) {
         *status = tq_cli_usage_error(
             "no authkey: give --authkey-file FILE or set TASKQ_AUTHKEY_FILE");
         return NULL;
@@ -381,7 +406,8 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
         return NULL;
     }
     taskq_error_t e;
-    taskq_t *tq = taskq_connect(g->connect, g->authkey_file, (int)g->connect_timeout_ms, NULL, &e);
+    taskq_t *tq = taskq_connect_keys(g->connect, g->authkey_file, g->key_file,
+                                     g->master_key_file, (int)g->connect_timeout_ms, NULL, &e);
     if (!tq) {
         *status = tq_cli_lib_error(&e);
         return NULL;
@@ -864,6 +890,27 @@ static int run_workers(const command_t *cmd, global_t *g, void *settings, int ar
 {
     (void)cmd;
     return show_status("workers", 1, g, settings, argc, argv);
+}
+
+/* keygen NAME: no connection; the key files of key-pair mode. */
+static int run_keygen(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    (void)cmd;
+    (void)g;
+    (void)settings;
+    if (argc != 1 || !argv[0][0])
+        return tq_cli_usage_error("keygen: give one NAME (writes NAME.key and NAME.pub)");
+    char pub[TQ_Z85_KEY_LEN + 1], err[512];
+    if (tq_keyfile_generate(argv[0], pub, err, sizeof err) < 0) {
+        fflush(stdout);
+        fprintf(stderr, "taskq: %s\n", err);
+        return TQ_EXIT_ENV;
+    }
+    printf("%s\n", pub);
+    fflush(stdout);
+    fprintf(stderr, "taskq: wrote %s.key (secret, mode 0600) and %s.pub (public)\n", argv[0],
+            argv[0]);
+    return TQ_EXIT_OK;
 }
 
 static int run_status(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)

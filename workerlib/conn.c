@@ -719,7 +719,8 @@ static int on_link_event(conn_t *c, const tq_link_event_t *ev)
     case TQ_LINK_AUTH_FAILED:
         if (!ev->again)
             return TQ_EXIT_CONNECT;
-        tq_warn("authentication failed connecting to %s (wrong authkey?); retrying",
+        tq_warn("authentication failed connecting to %s (wrong key, or this key was removed "
+                "from the master's --allow-keys?); retrying",
                 c->o->endpoint);
         break;
     case TQ_LINK_DEAD:

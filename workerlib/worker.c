@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "taskq.h"
 #include "tq_authkey.h"
+#include "tq_keyfile.h"
 #include "tq_exit.h"
 #include "tq_limits.h"
 #include "tq_log.h"
@@ -37,6 +38,8 @@
 struct taskq_worker {
     char *endpoint;
     char *authkey_file;            /* NULL: none given */
+    char *key_file;                /* key-pair mode: our pair, or NULL */
+    char *master_key_file;         /* key-pair mode: the master's public key, or NULL */
     char name[TQ_MAX_PEER_NAME + 1];
     size_t slots;
     size_t prefetch;               /* tasks taken beyond the slots */
@@ -150,6 +153,8 @@ void taskq_worker_destroy(taskq_worker_t **self_p)
     /* else: threads still run a function; its code and table stay. */
     free(self->endpoint);
     free(self->authkey_file);
+    free(self->key_file);
+    free(self->master_key_file);
     free(self);
     *self_p = NULL;
 }
@@ -303,6 +308,20 @@ int taskq_worker_set_context(taskq_worker_t *self, void *zmq_context, taskq_erro
     return 0;
 }
 
+int taskq_worker_set_keys(taskq_worker_t *self, const char *key_file,
+                          const char *master_key_file, taskq_error_t *err)
+{
+    if (!self || self->ran)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "keys are set before taskq_worker_run");
+    if ((!key_file || !*key_file) && (!master_key_file || !*master_key_file))
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "no key file given");
+    free(self->key_file);
+    free(self->master_key_file);
+    self->key_file = key_file && *key_file ? tq_strdup(key_file) : NULL;
+    self->master_key_file = master_key_file && *master_key_file ? tq_strdup(master_key_file) : NULL;
+    return 0;
+}
+
 int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err)
 {
     if (!self || self->ran)
@@ -390,7 +409,8 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "a worker runs once");
     if (self->nfns == 0)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "no functions registered");
-    if (!self->authkey_file || !*self->authkey_file)
+    int keypair = self->key_file || self->master_key_file;
+    if ((!self->authkey_file || !*self->authkey_file) && !keypair)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
     /* Only the client pair and the server's public key are kept, in
      * memory a core dump leaves out (tq_authkey.h). */
@@ -398,9 +418,11 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     if (!keys)
         return tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
                               strerror(errno));
-    if (tq_authkey_load_peer(self->authkey_file, keys, why, sizeof why) < 0) {
+    if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys, why,
+                          sizeof why) < 0) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
+        return tq_client_fail(err, strstr(why, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
+                              why);
     }
     self->ran = 1;
     for (size_t i = 0; i < self->nfns; i++)
@@ -424,8 +446,11 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     case TQ_EXIT_OK:
         return 0;
     case TQ_EXIT_CONNECT:
-        return tq_client_fail(err, TASKQ_ERR_CONNECT,
-                    "authentication failed connecting to %s (wrong authkey?)", self->endpoint);
+        return tq_client_fail(err, TASKQ_ERR_CONNECT, "authentication failed connecting to %s (%s)",
+                              self->endpoint,
+                              keypair ? "key not accepted: is this key's .pub in the master's "
+                                        "--allow-keys, and --master-key the master's public key?"
+                                      : "wrong authkey?");
     default:
         return tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot run the worker (see the log)");
     }
