@@ -776,8 +776,8 @@ static void print_status(FILE *out, const cJSON *doc)
 static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
 {
     const cJSON *q;
-    char a[160], b[160], id[40], st[32];
-    int wn = 6, wa = 7;
+    char a[160], b[160], id[40], st[32], who[80];
+    int wn = 6, wa = 7, wi = 0; /* wi: the IDENTITY column (key-pair mode only) */
     cJSON_ArrayForEach(q, workers) {
         jstr(q, "name", a, sizeof a);
         jstr(q, "address", b, sizeof b);
@@ -785,9 +785,16 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
             wn = (int)strlen(a);
         if ((int)strlen(b) > wa)
             wa = (int)strlen(b);
+        if (cJSON_GetObjectItemCaseSensitive(q, "identity")) {
+            jstr(q, "identity", who, sizeof who);
+            int l = (int)strlen(who) > 8 ? (int)strlen(who) : 8;
+            wi = l > wi ? l : wi;
+        }
     }
-    fprintf(out, "%-*s %s%-*s %5s %5s %-8s %s\n", wn, "WORKER", with_id ? "ID               " : "",
-            wa, "ADDRESS", "SLOTS", "BUSY", "STATE", "FUNCTIONS");
+    fprintf(out, "%-*s %s%-*s ", wn, "WORKER", with_id ? "ID               " : "", wa, "ADDRESS");
+    if (wi)
+        fprintf(out, "%-*s ", wi, "IDENTITY");
+    fprintf(out, "%5s %5s %-8s %s\n", "SLOTS", "BUSY", "STATE", "FUNCTIONS");
     cJSON_ArrayForEach(q, workers) {
         jstr(q, "name", a, sizeof a);
         jstr(q, "id", id, sizeof id);
@@ -796,7 +803,14 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
         fprintf(out, "%-*s ", wn, a);
         if (with_id)
             fprintf(out, "%-16s ", id);
-        fprintf(out, "%-*s %5.0f %5.0f %-8s ", wa, b, jnum(q, "slots"), jnum(q, "busy"), st);
+        fprintf(out, "%-*s ", wa, b);
+        if (wi) {
+            who[0] = '\0';
+            if (cJSON_GetObjectItemCaseSensitive(q, "identity"))
+                jstr(q, "identity", who, sizeof who);
+            fprintf(out, "%-*s ", wi, who[0] ? who : "-");
+        }
+        fprintf(out, "%5.0f %5.0f %-8s ", jnum(q, "slots"), jnum(q, "busy"), st);
         const cJSON *f;
         int first = 1;
         cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
