@@ -64,6 +64,7 @@ typedef struct {
     tq_idmap_t *owners;  /* task id -> owner tag (as a pointer) of tasks a
                             key-pair identity submitted; stale ids are
                             swept (tq_loop: ids are never reused) */
+    uint64_t forbidden;  /* requests refused with FORBIDDEN (metrics) */
 } tq_policy_t;
 
 /* Parse a file's text (path: for messages). Returns the table, or NULL

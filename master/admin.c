@@ -459,9 +459,10 @@ void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
     if (i == nops)
         fail(&a, TQ_ERR_MALFORMED,
              "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop)");
-    else if (admin_ops[i].access == ADMIN_WRITE && p->ident && p->ident->role != TQ_IDENT_ADMIN)
+    else if (admin_ops[i].access == ADMIN_WRITE && p->ident && p->ident->role != TQ_IDENT_ADMIN) {
         fail(&a, TQ_ERR_FORBIDDEN, "ADMIN %s: identity '%s' is not an admin", o, p->ident_name);
-    else
+        d->policy->forbidden++;
+    } else
         admin_ops[i].fn(&a, admin_ops[i].arg);
     cJSON_Delete(j);
 }

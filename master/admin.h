@@ -22,6 +22,7 @@ typedef struct {
     tq_outbox_t *outbox;
     tq_roster_t *roster;
     tq_peers_t *peers; /* quiet and stop find their workers here */
+    tq_policy_t *policy; /* counts refusals (access.h) */
 } tq_admin_deps_t;
 
 /* Handle an ADMIN message from client p (body: its JSON). */

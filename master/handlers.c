@@ -123,6 +123,7 @@ static void forbid(hctx_t *self, tq_peer_t *p, tq_bytes_t rid, const char *addr,
     va_end(ap);
     tq_roster_warn(self->roster, p, addr, "refused: %s", msg);
     tq_outbox_error(self->outbox, rid, TQ_ERR_FORBIDDEN, req, msg);
+    self->policy->forbidden++;
 }
 
 /* A name of a message as a C string (names are at most TQ_MAX_NAME). */
@@ -218,6 +219,8 @@ static const char *intern_for(hctx_t *self, tq_peer_t *p, tq_bytes_t name, char 
 /* Log and answer a refused HELLO. */
 static void hello_refuse(hctx_t *self, tq_peer_t *p, const msg_t *m, int code,
                          const char *msg) {
+    if (code == TQ_ERR_FORBIDDEN)
+        self->policy->forbidden++;
     tq_roster_warn(self->roster, p, m->addr, "HELLO refused: %s", msg);
     tq_outbox_error(self->outbox, m->rid, code, 0, msg);
 }
@@ -954,7 +957,8 @@ tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
     self->start_ms = d->start_ms;
     self->wake = d->wake;
     self->policy = d->policy;
-    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster, d->peers};
+    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster, d->peers,
+                                    d->policy};
     tq_engine_subscribe(self->engine, on_engine_event, self);
     return self;
 }

@@ -475,6 +475,7 @@ static int64_t on_metrics_timer(tq_loop_t *self, int64_t now) {
         .compactions = js.compactions,
         .journal_records = js.records,
         .journal_error = js.failed,
+        .policy = &self->policy,
     };
     tq_auth_counts(self->auth, &mi.auth_failures, &mi.connections);
     tq_metrics_render(self->metrics, self->store, self->peers, &mi);

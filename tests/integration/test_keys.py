@@ -13,6 +13,7 @@ import stat
 import threading
 import time
 import unittest
+import urllib.request
 
 from tqharness import (CLIENT_BIN, T_ADMIN, T_RESULTS, T_SUBMIT_ACK, T_WELCOME, TQTestCase,
                        decode_error, decode_results, decode_submit_ack, head, msg_hello_client,
@@ -52,6 +53,11 @@ class KeyClient(RawClient):
         self.mon = s.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         s.connect(endpoint)
         self.sock = s
+
+    def close(self):
+        self.sock.disable_monitor()
+        self.mon.close(0)
+        super().close()
 
     def disconnected(self, timeout):
         """True once the master closed the connection (monitor event)."""
@@ -233,7 +239,12 @@ class MixedModeTest(KeysBase):
         spub = tqharness.derive_keys(key_bytes_from_file(self.key))[0]
         with open(os.path.join(self.tmp, "master.pub"), "w") as f:
             f.write("public-key = %s\n" % spub.decode())
-        self.start_master("--allow-keys", self.allow)
+        self.start_master("--allow-keys", self.allow, "--metrics-listen", "127.0.0.1:0")
+
+    def metrics(self):
+        m = re.search(r"metrics on (http://\S+/metrics)", self.master.output())
+        with urllib.request.urlopen(m.group(1), timeout=10) as r:
+            return r.read().decode()
 
     def test_mixed_mode_accepts_both(self):
         self.start_worker(fns=("echo=cat",))
@@ -262,6 +273,15 @@ class MixedModeTest(KeysBase):
         self.assertIn(" w1 ", r.out)
         self.assertIn("identity w1", self.master.output())
         self.assertTrue(w.alive())
+        wait_until(lambda: 'taskq_identity_peers{identity="w1",role="worker"} 1' in self.metrics()
+                   and 'taskq_identity_peers{identity="alice",role="client"} 1' in self.metrics(),
+                   10, what="identities in the metrics")
+        self.assertIn('taskq_identity_peers{identity="carol",role="client"} 0', self.metrics())
+        c.send(msg_submit([(dict(fn="echo", queue="payroll"), b"x")], req=7))
+        e = decode_error(c.recv(timeout=10))
+        self.assertEqual(e["code"], E_FORBIDDEN, e)
+        wait_until(lambda: "taskq_forbidden_total 1" in self.metrics(), 10,
+                   what="the refusal counted")
 
     def test_worker_with_forbidden_function(self):
         # rm is dropped (logged), echo served
