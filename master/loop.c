@@ -102,7 +102,7 @@ struct tq_loop {
     tq_handlers_t *handlers;
     tq_metrics_t *metrics; /* --metrics-listen, or NULL */
     tq_policy_t policy;    /* --allow-keys (access.h) */
-    int64_t owners_gc_ms;  /* last sweep of policy.owners */
+    size_t owners_kept;    /* policy.owners' size after its last sweep */
     int64_t start_ms;
     loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
     size_t ntimers;
@@ -407,9 +407,11 @@ static int64_t on_heartbeat_timer(tq_loop_t *self, int64_t now) {
 }
 
 /* Owner tags of tasks gone from the store (ids are never reused, so a
- * stale entry is harmless until then), dropped every LOOP_OWNERS_GC_MS:
- * the map stays within the number of tasks stored. */
-#define LOOP_OWNERS_GC_MS 10000
+ * stale entry is harmless until then) are dropped by a sweep of the
+ * whole map once it has grown to twice its size after the last sweep
+ * (and LOOP_OWNERS_GC_MIN entries more): the map stays within about
+ * twice the tasks stored, at an amortised constant cost per task. */
+#define LOOP_OWNERS_GC_MIN 4096
 typedef struct {
     tq_store_t *store;
     uint64_t *gone;
@@ -428,22 +430,22 @@ static void owner_check(uint64_t id, void *value, void *arg) {
     g->gone[g->n++] = id;
 }
 
-static void owners_gc(tq_loop_t *self, int64_t now) {
-    if (now - self->owners_gc_ms < LOOP_OWNERS_GC_MS || !tq_idmap_size(self->policy.owners))
+static void owners_gc(tq_loop_t *self) {
+    if (tq_idmap_size(self->policy.owners) < 2 * self->owners_kept + LOOP_OWNERS_GC_MIN)
         return;
-    self->owners_gc_ms = now;
     owners_gc_t g = {self->store, NULL, 0, 0};
     tq_idmap_each(self->policy.owners, owner_check, &g);
     for (size_t i = 0; i < g.n; i++)
         tq_idmap_remove(self->policy.owners, g.gone[i]);
     free(g.gone);
+    self->owners_kept = tq_idmap_size(self->policy.owners);
 }
 
 /* Timer: the sweep of expired results and keys, unused names, and the
  * summaries of the log limits. */
 static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
     tq_roster_tick(self->roster, now);
-    owners_gc(self, now);
+    owners_gc(self);
     size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
     if (n)
         tq_debug("expired %zu finished task%s or idempotency key%s", n, n == 1 ? "" : "s",

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import stat
+import sys
 import threading
 import time
 import unittest
@@ -255,6 +256,25 @@ class MixedModeTest(KeysBase):
         tid = self.submit("--fn", "echo", "--queue", "anything", "s")[0]
         r = self.tq_ok("wait", "--timeout", "30", tid)
         self.assertEqual(r.out, "s\n")
+
+    def test_python_client_in_key_pair_mode(self):
+        sys.path.insert(0, os.path.join(tqharness.REPO, "python"))
+        import taskq
+        self.start_worker(fns=("echo=cat",))
+        with taskq.Client(self.endpoint, key_file=os.path.join(self.tmp, "alice.key"),
+                          master_key_file=os.path.join(self.tmp, "master.pub")) as c:
+            self.assertEqual(c.submit("echo", b"py", queue="mail").result(30), b"py")
+            with self.assertRaises(taskq.TaskqError) as cm:
+                c.submit("echo", b"x", queue="payroll").result(30)
+            self.assertIn("identity 'alice' may not use queue 'payroll'", str(cm.exception))
+        with self.assertRaises(taskq.AuthenticationError) as cm:
+            taskq.Client(self.endpoint, key_file=os.path.join(self.tmp, "w2.key"),
+                         master_key_file=os.path.join(self.tmp, "w2.pub"), connect_timeout=10)
+        self.assertIn("key not accepted", str(cm.exception))
+        with self.assertRaises(taskq.KeyFileError) as cm:
+            taskq.Client(self.endpoint, key_file=os.path.join(self.tmp, "alice.key"),
+                         master_key_file=os.path.join(self.tmp, "alice.key"))
+        self.assertIn("holds a secret key", str(cm.exception))
 
     def test_identity_in_status_and_logs(self):
         w = self.worker_k("w1", "echo=cat", name="w1proc")
