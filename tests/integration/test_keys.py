@@ -264,8 +264,9 @@ class MixedModeTest(KeysBase):
         with taskq.Client(self.endpoint, key_file=os.path.join(self.tmp, "alice.key"),
                           master_key_file=os.path.join(self.tmp, "master.pub")) as c:
             self.assertEqual(c.submit("echo", b"py", queue="mail").result(30), b"py")
-            with self.assertRaises(taskq.TaskqError) as cm:
+            with self.assertRaises(taskq.Refused) as cm:
                 c.submit("echo", b"x", queue="payroll").result(30)
+            self.assertEqual(cm.exception.code, E_FORBIDDEN)
             self.assertIn("identity 'alice' may not use queue 'payroll'", str(cm.exception))
         with self.assertRaises(taskq.AuthenticationError) as cm:
             taskq.Client(self.endpoint, key_file=os.path.join(self.tmp, "w2.key"),
