@@ -382,6 +382,46 @@ class MixedModeTest(KeysBase):
         self.assertEqual(r.rc, 0, r)
 
 
+class RotationTest(KeysBase):
+    """docs/security.md "Key rotation": a client's new key is added by
+    SIGHUP (both work), the client moves to it, the old one is removed;
+    the master never restarts and no task is lost."""
+
+    def test_rotate_a_client_key_without_restart(self):
+        self.setup_keys("alice", "alice-2", "ops", "w1")
+        lines = [("ops", "ops", "admin"), ("w1", "w1", "worker", "functions=echo"),
+                 ("alice", "alice", "client", "queues=*")]
+        allow = self.write_allow(lines)
+        self.start_master("--allow-keys", allow, "--key", os.path.join(self.tmp, "master.key"),
+                          key="", wait=False)
+        wait_until(lambda: self.tqk("ops", "status", connect_timeout=1).rc == 0, 30,
+                   interval=0.2, what="master in key-pair mode")
+        r = self.tqk("alice", "submit", "--fn", "echo", "one")
+        self.assertEqual(r.rc, 0, r)
+        first = r.out.split()[0]
+        r = self.tqk("alice-2", "status", connect_timeout=10)
+        self.assertEqual(r.rc, 3, r)  # not listed yet
+        self.write_allow(lines + [("alice-2", "alice-2", "client", "queues=*")])
+        self.master.signal(signal.SIGHUP)
+        wait_until(lambda: "--allow-keys reloaded: 4 keys" in self.master.output(), 10,
+                   what="the reload")
+        self.assertEqual(self.tqk("alice", "status").rc, 0)
+        r = self.tqk("alice-2", "submit", "--fn", "echo", "two")
+        self.assertEqual(r.rc, 0, r)
+        second = r.out.split()[0]
+        self.write_allow(lines[:2] + [("alice-2", "alice-2", "client", "queues=*")])
+        self.master.signal(signal.SIGHUP)
+        wait_until(lambda: "--allow-keys reloaded: 3 keys" in self.master.output(), 10,
+                   what="the second reload")
+        self.assertEqual(self.tqk("alice", "status", connect_timeout=10).rc, 3)
+        self.worker_k("w1", "echo=cat")
+        r = self.tqk("alice-2", "wait", "--timeout", "30", second)
+        self.assertEqual((r.rc, r.out), (0, "two\n"), r)
+        # the first task is the old identity's: an admin reads it
+        r = self.tqk("ops", "wait", "--timeout", "30", first)
+        self.assertEqual((r.rc, r.out), (0, "one\n"), r)
+
+
 class HostileKeyClientTest(KeysBase):
     """Point 5: a key-pair client trying every admin operation and every
     queue it is not allowed, while a good client submits one task at a time
