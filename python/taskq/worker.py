@@ -131,6 +131,7 @@ class Worker:
             authkey = read_authkey(akf)
         self._keys = peer_keys(bytes(authkey) if authkey is not None else None, key_file,
                                master_key_file)
+        self._keypair = bool(key_file or master_key_file)
         self.name = name or default_name()
         if not 0 <= prefetch <= _proto.MAX_SLOTS:
             raise ValueError("prefetch %r is not in 0..4096" % prefetch)
@@ -390,8 +391,10 @@ class _Engine:
                     pass
             if self.link.mon in events or not self.registered:
                 if self.link.handshake_verdict() < 0:
-                    _log("authentication failed connecting to %s (wrong authkey?)"
-                         % self.w.endpoint)
+                    _log("authentication failed connecting to %s (%s)" % (
+                        self.w.endpoint,
+                        "key not accepted: is this key's .pub in the master's --allow-keys?"
+                        if self.w._keypair else "wrong authkey?"))
                     return EXIT_CONNECT
             while self.finished:
                 job, outcome = self.finished.popleft()

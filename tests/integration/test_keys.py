@@ -277,6 +277,21 @@ class MixedModeTest(KeysBase):
                          master_key_file=os.path.join(self.tmp, "alice.key"))
         self.assertIn("holds a secret key", str(cm.exception))
 
+    def test_python_worker_in_key_pair_mode(self):
+        script = os.path.join(self.tmp, "pyworker.py")
+        with open(script, "w") as f:
+            f.write("import sys\nsys.path.insert(0, %r)\nimport taskq\n"
+                    "w = taskq.Worker(sys.argv[3], key_file=sys.argv[1], master_key_file=sys.argv[2])\n"
+                    "w.register('echo', lambda p: p)\n"
+                    "sys.exit(w.run(concurrency=1))\n" % os.path.join(tqharness.REPO, "python"))
+        self.start("pyworker", ["/usr/bin/python3", script, os.path.join(self.tmp, "w1.key"),
+                                os.path.join(self.tmp, "master.pub"), self.endpoint])
+        wait_until(lambda: [x for x in self.status()["workers"] if x.get("identity") == "w1"],
+                   30, what="the Python worker to join as w1")
+        r = self.tqk("alice", "submit", "--fn", "echo", "--queue", "mail", "from-py")
+        r = self.tqk("alice", "wait", "--timeout", "30", r.out.split()[0])
+        self.assertEqual((r.rc, r.out), (0, "from-py\n"), r)
+
     def test_identity_in_status_and_logs(self):
         w = self.worker_k("w1", "echo=cat", name="w1proc")
         c = self.key_client("alice")
