@@ -225,13 +225,16 @@ tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, char 
                 s++;
             if (s == le)
                 break;
-            if (nt == 0 && *s == '#') {
-                comment = 1;
-                break;
-            }
             const char *t = s;
             while (s < le && *s != ' ' && *s != '\t' && *s != '\r')
                 s++;
+            /* '#' starts a comment: a whole line, or the rest of a line
+             * after its fields. (No key begins with '#': Z85's largest
+             * digit cannot lead a 32-bit group.) */
+            if (*t == '#') {
+                comment = nt == 0;
+                break;
+            }
             if (nt == sizeof tok / sizeof tok[0]) {
                 snprintf(err, errlen, "%s:%zu: too many fields", path, lineno);
                 goto fail;

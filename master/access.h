@@ -3,8 +3,9 @@
  * lookups the ZAP handler and the loop make, and the permission tests.
  * docs/security.md "Identities and permissions" is the user's side.
  *
- * File format: one identity a line, fields separated by blanks; '#'
- * starts a comment line; blank lines are skipped.
+ * File format: one identity a line, fields separated by blanks; a field
+ * starting with '#' starts a comment to the end of the line (a whole
+ * line, or after the fields); blank lines are skipped.
  *
  *   PUBLIC-KEY  NAME  ROLE  [queues=PAT,...] [functions=PAT,...]
  *

@@ -60,6 +60,10 @@ static void test_good(void) {
     a = parse(K1 " ops admin\n", err);
     CHECK(a && tq_ident_may_queue(tq_allow_at(a, 0), "x") && tq_ident_may_fn(tq_allow_at(a, 0), "y"));
     tq_allow_free(&a);
+    /* comments after the fields */
+    a = parse(K1 "  c client queues=q   # the mail robot\n#comment\n# another\n", err);
+    CHECK(a && tq_allow_count(a) == 1 && tq_allow_find(a, "c"));
+    tq_allow_free(&a);
     /* a client without functions= may submit any function */
     a = parse(K1 " c client queues=q\n", err);
     CHECK(a && tq_ident_may_fn(tq_allow_at(a, 0), "any"));
