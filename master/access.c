@@ -16,20 +16,58 @@ struct tq_allow {
     size_t n, cap;
 };
 
-/* The key of the owner tags: random per process (tags never leave it). */
-static uint8_t tag_key[crypto_shorthash_KEYBYTES];
-static int tag_key_set;
+/* The interned names: an open-addressing set of strings, grown by
+ * doubling, at most TQ_IDENT_INTERN_MAX (loop thread only). */
+static char **interned;
+static size_t ninterned, capinterned;
 
-uint64_t tq_ident_tag(const char *name) {
-    if (!tag_key_set) {
-        randombytes_buf(tag_key, sizeof tag_key);
-        tag_key_set = 1;
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+const char *tq_ident_intern(const char *name) {
+    if (capinterned) {
+        for (size_t i = name_hash(name) & (capinterned - 1);; i = (i + 1) & (capinterned - 1)) {
+            if (!interned[i])
+                break;
+            if (strcmp(interned[i], name) == 0)
+                return interned[i];
+        }
     }
-    uint8_t h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, (const unsigned char *)name, strlen(name), tag_key);
-    uint64_t t;
-    memcpy(&t, h, sizeof t);
-    return t ? t : 1;
+    if (ninterned >= TQ_IDENT_INTERN_MAX)
+        return NULL;
+    if (2 * (ninterned + 1) > capinterned) { /* grow: at most half full */
+        size_t cap = capinterned ? capinterned * 2 : 64;
+        char **t = tq_calloc(cap, sizeof *t);
+        for (size_t k = 0; k < capinterned; k++) {
+            if (!interned[k])
+                continue;
+            size_t i = name_hash(interned[k]) & (cap - 1);
+            while (t[i])
+                i = (i + 1) & (cap - 1);
+            t[i] = interned[k];
+        }
+        free(interned);
+        interned = t;
+        capinterned = cap;
+    }
+    size_t i = name_hash(name) & (capinterned - 1);
+    while (interned[i])
+        i = (i + 1) & (capinterned - 1);
+    interned[i] = tq_strdup(name);
+    ninterned++;
+    return interned[i];
+}
+
+void tq_ident_intern_free(void) {
+    for (size_t i = 0; i < capinterned; i++)
+        free(interned[i]);
+    free(interned);
+    interned = NULL;
+    ninterned = capinterned = 0;
 }
 
 const char *tq_ident_role_name(tq_ident_role_t role) {
@@ -59,6 +97,13 @@ void tq_allow_free(tq_allow_t **self_p) {
 static int name_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            c == '_' || c == '.' || c == '@' || c == '-';
+}
+
+int tq_ident_name_valid(const char *name, size_t len) {
+    int ok = len >= 1 && len <= TQ_IDENT_NAME_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = name_char(name[i]);
+    return ok;
 }
 
 /* A pattern: 1..TQ_ALLOW_PATTERN_MAX of name characters (tq_name_valid's)
@@ -137,10 +182,7 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
                               ".pub file made by taskq keygen)", TQ_Z85_KEY_LEN);
         return -1;
     }
-    int name_ok = tok[1].n >= 1 && tok[1].n <= TQ_IDENT_NAME_MAX;
-    for (size_t i = 0; name_ok && i < tok[1].n; i++)
-        name_ok = name_char(tok[1].s[i]);
-    if (!name_ok) {
+    if (!tq_ident_name_valid(tok[1].s, tok[1].n)) {
         snprintf(why, whylen, "'%.*s' is not a name (1..%d of letters, digits, _ . @ -)",
                  (int)(tok[1].n > 80 ? 80 : tok[1].n), tok[1].s, TQ_IDENT_NAME_MAX);
         return -1;
@@ -201,7 +243,12 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
                      self->ids[i].name);
             return -1;
         }
-    id->tag = tq_ident_tag(id->name);
+    id->owner = tq_ident_intern(id->name);
+    if (!id->owner) {
+        snprintf(why, whylen, "more than %d identity names since the master started: restart it",
+                 TQ_IDENT_INTERN_MAX);
+        return -1;
+    }
     return 0;
 }
 

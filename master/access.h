@@ -54,7 +54,7 @@ typedef struct {
     size_t nqueues;
     char **fns;    /* worker: patterns; client: patterns, 0 = any */
     size_t nfns;
-    uint64_t tag;  /* a keyed hash of the name: tasks' owner tag */
+    const char *owner; /* the name, interned (tq_ident_intern): tasks' owner */
 } tq_ident_t;
 
 typedef struct tq_allow tq_allow_t;
@@ -62,9 +62,12 @@ typedef struct tq_allow tq_allow_t;
 /* What the loop enforces (owned by the loop; the handlers read it). */
 typedef struct {
     tq_allow_t *allow;   /* --allow-keys, or NULL: no identities, no limits */
-    tq_idmap_t *owners;  /* task id -> owner tag (as a pointer) of tasks a
-                            key-pair identity submitted; stale ids are
-                            swept (tq_loop: ids are never reused) */
+    tq_idmap_t *owners;  /* task id -> owner (an interned identity name) of
+                            tasks a key-pair identity submitted; journaled
+                            with the task (persist.c), stale ids swept
+                            (tq_loop: ids are never reused) */
+    const char *submitter; /* the owner of the tasks a SUBMIT being handled
+                              adds (set around tq_engine_submit), or NULL */
     uint64_t forbidden;  /* requests refused with FORBIDDEN (metrics) */
 } tq_policy_t;
 
@@ -83,9 +86,17 @@ const tq_ident_t *tq_allow_at(const tq_allow_t *self, size_t i);
 /* The identity of that name, or NULL. */
 const tq_ident_t *tq_allow_find(const tq_allow_t *self, const char *name);
 
-/* The owner tag of an identity name (never 0): the same name gives the
- * same tag for the master's life. */
-uint64_t tq_ident_tag(const char *name);
+/* Identity names interned for the master's life (owners of tasks are
+ * compared by pointer): the interned copy of name, or NULL when
+ * TQ_IDENT_INTERN_MAX names are interned already (the task's owner is
+ * then not recorded). */
+#define TQ_IDENT_INTERN_MAX 65536
+const char *tq_ident_intern(const char *name);
+/* Free every interned name (at exit: no owner pointer may be used after). */
+void tq_ident_intern_free(void);
+/* 1 if name is a valid identity name (1..TQ_IDENT_NAME_MAX of letters,
+ * digits and _ . @ -). */
+int tq_ident_name_valid(const char *name, size_t len);
 
 /* 1 if id may use queue (admin: any). */
 int tq_ident_may_queue(const tq_ident_t *id, const char *queue);

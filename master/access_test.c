@@ -49,7 +49,8 @@ static void test_good(void) {
     CHECK_EQ_INT(w->role, TQ_IDENT_WORKER);
     CHECK_EQ_INT(tq_ident_may_fn(w, "anything"), 1);
     CHECK_EQ_INT(tq_ident_may_queue(w, "mail"), 0);
-    CHECK(al->tag == tq_ident_tag("alice") && al->tag != w->tag && al->tag != 0);
+    CHECK(al->owner == tq_ident_intern("alice") && al->owner != w->owner && al->owner);
+    CHECK_EQ_STR(al->owner, "alice");
     char buf[16];
     tq_ident_list_text(al->queues, al->nqueues, buf, sizeof buf);
     CHECK_EQ_STR(buf, "mail,img-*");
@@ -102,5 +103,6 @@ static void test_errors(void) {
 int main(void) {
     RUN(test_good);
     RUN(test_errors);
+    tq_ident_intern_free();
     TEST_MAIN_END();
 }

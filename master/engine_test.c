@@ -476,7 +476,7 @@ static tq_persist_t *open_journal(const char *dir, tq_engine_t *e) {
                             .zmq_ctx = zctx};
     tq_persist_report_t rep;
     char err[512];
-    tq_persist_t *p = tq_persist_open(&cfg, e, &rep, err, sizeof err);
+    tq_persist_t *p = tq_persist_open(&cfg, e, NULL, &rep, err, sizeof err);
     if (!p)
         fprintf(stderr, "persist_open: %s\n", err);
     return p;

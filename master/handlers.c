@@ -148,15 +148,15 @@ static int queue_ok(hctx_t *self, tq_peer_t *p, uint32_t req, const char *what, 
 }
 
 /* 1 if task id is p's to see, wait for, ACK or cancel: p is not limited,
- * or p's identity submitted it, or nobody is recorded as its submitter
- * (submitted with the shared key, or before the master restarted) and
+ * or p's identity submitted it (recorded with the task, journaled), or
+ * nobody is recorded as its submitter (the shared key submitted it) and
  * p may use its queue, or there is no such task (answered "unknown"). */
 static int task_mine(hctx_t *self, const tq_peer_t *p, uint64_t id) {
     if (!limited(p))
         return 1;
-    void *o = tq_idmap_get(self->policy->owners, id);
+    const char *o = tq_idmap_get(self->policy->owners, id);
     if (o)
-        return (uintptr_t)o == (uintptr_t)p->ident_tag;
+        return o == p->ident_owner;
     tq_task_t *t = tq_store_get(self->store, id);
     return !t || tq_ident_may_queue(p->ident, tq_queue_name(tq_task_queue(t)));
 }
@@ -291,7 +291,7 @@ static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
     tq_strlcpy(p->address, m->addr, sizeof p->address);
     tq_strlcpy(p->ident_name, m->user, sizeof p->ident_name);
     p->ident = id;
-    p->ident_tag = id ? id->tag : 0;
+    p->ident_owner = id ? id->owner : NULL;
     tq_connref_get(m->fd, &p->conn);
     /* ", identity NAME" in the join lines with --allow-keys */
     char idt[TQ_IDENT_NAME_MAX + 16] = "";
@@ -553,8 +553,13 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     }
     tq_engine_err_t eerr;
     submit_names_t sn = {self, p};
-    if (tq_engine_submit(self->engine, self->specs, n, flags & TQ_SUBMIT_SCOPED_KEYS, now,
-                         submit_names, &sn, self->ids, self->added, &eerr) < 0) {
+    /* the tasks it adds are p's identity's: persist records the owner
+     * with each task's ADDED record (and in policy->owners) */
+    self->policy->submitter = p->ident_owner;
+    int rc = tq_engine_submit(self->engine, self->specs, n, flags & TQ_SUBMIT_SCOPED_KEYS, now,
+                              submit_names, &sn, self->ids, self->added, &eerr);
+    self->policy->submitter = NULL;
+    if (rc < 0) {
         tq_outbox_error(self->outbox, rid_of(p), eerr.code, req, eerr.msg);
         return;
     }
@@ -564,8 +569,6 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     size_t nknown = 0;
     for (size_t i = 0; i < n; i++) {
         tq_out_id(tq_outbox_msg(self->outbox), self->ids[i]);
-        if (p->ident && self->added[i]) /* its owner, for task_mine */
-            tq_idmap_put(self->policy->owners, self->ids[i], (void *)(uintptr_t)p->ident_tag);
         if (!(flags & TQ_SUBMIT_SUBSCRIBE) || !task_mine(self, p, self->ids[i]))
             continue; /* another identity's task of the same key: not its outcome */
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);

@@ -247,7 +247,7 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size
     self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
     tq_persist_report_t rep;
-    self->persist = tq_persist_open(&cfg->journal, self->engine, &rep, err, errlen);
+    self->persist = tq_persist_open(&cfg->journal, self->engine, &self->policy, &rep, err, errlen);
     if (!self->persist)
         return -1;
     tq_engine_subscribe(self->engine, on_engine, self);
@@ -697,6 +697,7 @@ void tq_loop_destroy(tq_loop_t **self_p) {
     tq_in_destroy(&self->in);
     tq_allow_free(&self->policy.allow);
     tq_idmap_destroy(&self->policy.owners);
+    tq_ident_intern_free(); /* the owners' names: nothing points to them now */
     free(self);
     *self_p = NULL;
 }

@@ -44,11 +44,11 @@ typedef struct tq_peer {
     /* --allow-keys (key-pair mode): the ZAP User-Id of its connection
      * (an identity name, TQ_IDENT_SHARED for the authkey pair, "" without
      * --allow-keys), its identity (NULL: none, or the shared pair: no
-     * limits), the owner tag of what it submits, and its connection (cut
-     * when its key is removed) */
+     * limits), the owner recorded for what it submits (interned, or
+     * NULL), and its connection (cut when its key is removed) */
     char ident_name[TQ_IDENT_NAME_MAX + 1];
     const tq_ident_t *ident;
-    uint64_t ident_tag;
+    const char *ident_owner;
     tq_connref_t conn;
     int64_t joined_ms;    /* monotonic */
     int64_t last_seen_ms; /* monotonic: last message from it */

@@ -364,6 +364,22 @@ class MixedModeTest(KeysBase):
         r = self.tqk("alice", "cancel", r.out.split()[0])
         self.assertEqual(r.rc, 0, r)
 
+    def test_isolation_survives_a_master_restart(self):
+        """Who submitted a task is journaled with it (TF_OWNER): after a
+        restart (and a compaction) carol still cannot read alice's task."""
+        r = self.tqk("alice", "submit", "--fn", "echo", "--queue", "shared", "kept-secret")
+        self.assertEqual(r.rc, 0, r)
+        tid = r.out.split()[0]
+        self.master.stop()
+        self.start_master("--allow-keys", self.allow, "--metrics-listen", "127.0.0.1:0",
+                          name="master2")
+        r = self.tqk("carol", "wait", "--timeout", "5", tid)
+        self.assertEqual(r.rc, 7, r)
+        self.assertIn("task %s was not submitted by identity 'carol'" % tid, r.err)
+        self.start_worker(fns=("echo=cat",))
+        r = self.tqk("alice", "wait", "--timeout", "30", tid)
+        self.assertEqual((r.rc, r.out), (0, "kept-secret\n"), r)
+
     def test_sighup_removes_key_and_drops_its_connection(self):
         w = self.worker_k("w1", "echo=cat", name="w1proc")
         wait_until(lambda: [x for x in self.status()["workers"] if x.get("identity") == "w1"],
