@@ -117,6 +117,22 @@ static void test_holder_replayed(void) {
     store_destroy(&s);
 }
 
+/* Compact the journal of p until its oldest segment (first) is gone. */
+static void compact(const char *dir, tq_persist_t *p, const char *first) {
+    tq_persist_stats_t st;
+    int64_t end = tq_mono_ms() + 10000;
+    do {
+        tq_persist_tick(p, tq_mono_ms());
+        tq_persist_flush(p);
+        zmq_pollitem_t it = {tq_persist_socket(p), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 10) > 0)
+            tq_persist_on_sync(p);
+        tq_persist_stats(p, &st);
+    } while (tq_mono_ms() < end && (st.compactions == 0 || has_segment(dir, first)));
+    CHECK(st.compactions >= 1);
+    CHECK(!has_segment(dir, first));
+}
+
 static void test_holder_survives_compaction(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "%s/b", base);
@@ -139,18 +155,7 @@ static void test_holder_survives_compaction(void) {
     char first[256];
     oldest_segment(dir, first, sizeof first);
     CHECK(first[0] != 0);
-    tq_persist_stats_t st;
-    int64_t end = tq_mono_ms() + 10000;
-    do {
-        tq_persist_tick(p, tq_mono_ms());
-        tq_persist_flush(p);
-        zmq_pollitem_t it = {tq_persist_socket(p), 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 10) > 0)
-            tq_persist_on_sync(p);
-        tq_persist_stats(p, &st);
-    } while (tq_mono_ms() < end && (st.compactions == 0 || has_segment(dir, first)));
-    CHECK(st.compactions >= 1);
-    CHECK(!has_segment(dir, first)); /* the segment with the LEASE records is gone */
+    compact(dir, p, first); /* the segment with the LEASE records goes */
     reopen(dir, &s, &p);
     t = tq_store_get(s, id);
     q = tq_store_get(s, idq);
@@ -161,22 +166,6 @@ static void test_holder_survives_compaction(void) {
     CHECK_EQ_INT(tq_task_holder(q), 0x123);
     tq_persist_destroy(&p);
     store_destroy(&s);
-}
-
-/* Compact the journal of p until its oldest segment (first) is gone. */
-static void compact(const char *dir, tq_persist_t *p, const char *first) {
-    tq_persist_stats_t st;
-    int64_t end = tq_mono_ms() + 10000;
-    do {
-        tq_persist_tick(p, tq_mono_ms());
-        tq_persist_flush(p);
-        zmq_pollitem_t it = {tq_persist_socket(p), 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 10) > 0)
-            tq_persist_on_sync(p);
-        tq_persist_stats(p, &st);
-    } while (tq_mono_ms() < end && (st.compactions == 0 || has_segment(dir, first)));
-    CHECK(st.compactions >= 1);
-    CHECK(!has_segment(dir, first));
 }
 
 /* The identity that submitted a task is recorded with it (TF_OWNER),
