@@ -117,8 +117,18 @@ static void test_holder_replayed(void) {
     store_destroy(&s);
 }
 
-/* Compact the journal of p until its oldest segment (first) is gone. */
-static void compact(const char *dir, tq_persist_t *p, const char *first) {
+/* Add garbage past TQ_PERSIST_COMPACT_MIN (finished and ACKed tasks),
+ * then compact the journal of p until its oldest segment is gone. */
+static void compact(const char *dir, tq_store_t *s, tq_persist_t *p) {
+    for (int i = 0; i < 60; i++) {
+        tq_task_t *g = add(s, 100 * 1024);
+        tq_store_finish(s, g, TQ_TASK_DONE, "x", 1, tq_wall_ms());
+        tq_store_ack(s, g);
+    }
+    tq_persist_flush(p);
+    char first[256];
+    oldest_segment(dir, first, sizeof first);
+    CHECK(first[0] != 0);
     tq_persist_stats_t st;
     int64_t end = tq_mono_ms() + 10000;
     do {
@@ -145,17 +155,7 @@ static void test_holder_survives_compaction(void) {
     tq_store_lease(s, t, &w, 0xabcdef);
     tq_store_lease(s, q, &w, 0x123);
     tq_store_requeue(s, q, 0, 0); /* lost: queued, the holder of attempt 1 kept */
-    /* Garbage past TQ_PERSIST_COMPACT_MIN: finished and ACKed tasks. */
-    for (int i = 0; i < 60; i++) {
-        tq_task_t *g = add(s, 100 * 1024);
-        tq_store_finish(s, g, TQ_TASK_DONE, "x", 1, tq_wall_ms());
-        tq_store_ack(s, g);
-    }
-    tq_persist_flush(p);
-    char first[256];
-    oldest_segment(dir, first, sizeof first);
-    CHECK(first[0] != 0);
-    compact(dir, p, first); /* the segment with the LEASE records goes */
+    compact(dir, s, p); /* the segment with the LEASE records goes */
     reopen(dir, &s, &p);
     t = tq_store_get(s, id);
     q = tq_store_get(s, idq);
@@ -191,15 +191,7 @@ static void test_owner_survives_restart_and_compaction(void) {
     reopen(dir, &s, &p);
     CHECK(tq_idmap_get(pol.owners, mine) == alice);
     CHECK(tq_idmap_get(pol.owners, anon) == NULL);
-    for (int i = 0; i < 60; i++) {
-        tq_task_t *g = add(s, 100 * 1024);
-        tq_store_finish(s, g, TQ_TASK_DONE, "x", 1, tq_wall_ms());
-        tq_store_ack(s, g);
-    }
-    tq_persist_flush(p);
-    char first[256];
-    oldest_segment(dir, first, sizeof first);
-    compact(dir, p, first);
+    compact(dir, s, p);
     tq_persist_flush(p);
     tq_persist_destroy(&p);
     store_destroy(&s);
