@@ -238,8 +238,10 @@ static void op_dead(admin_t *a) {
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
+    const tq_ident_t *id = a->peer ? a->peer->ident : NULL; /* key-pair mode: its queues only */
     for (; t && n < limit && bytes < ADMIN_LIST_BYTES; t = tq_store_dead_next(t)) {
-        if (q && tq_task_queue(t) != q)
+        if ((q && tq_task_queue(t) != q) ||
+            (id && !tq_ident_may_queue(id, tq_queue_name(tq_task_queue(t)))))
             continue;
         cJSON *o = cJSON_CreateObject();
         add_id(o, t->id);
@@ -253,7 +255,8 @@ static void op_dead(admin_t *a) {
         bytes += tq_task_data(t).len < ADMIN_ERROR_MAX ? tq_task_data(t).len : ADMIN_ERROR_MAX;
         n++;
     }
-    while (t && q && tq_task_queue(t) != q)
+    while (t && ((q && tq_task_queue(t) != q) ||
+                 (id && !tq_ident_may_queue(id, tq_queue_name(tq_task_queue(t))))))
         t = tq_store_dead_next(t);
     cJSON_AddBoolToObject(doc, "more", t != NULL);
     reply(a, doc);
@@ -457,6 +460,60 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
+static void run_dead(admin_t *a, int arg) {
+    (void)arg;
+    op_dead(a);
+}
+
+static void run_show(admin_t *a, int arg) {
+    (void)arg;
+    op_inspect(a, tq_inspect_show);
+}
+
+static void run_list(admin_t *a, int arg) {
+    (void)arg;
+    op_inspect(a, tq_inspect_list);
+}
+
+static void run_failed(admin_t *a, int arg) {
+    (void)arg;
+    op_inspect(a, tq_inspect_failed);
+}
+
+/* The operations. access: ADMIN_READ ones change nothing (any client
+ * may ask; a key-pair client's `dead` lists only its queues);
+ * ADMIN_PRIVATE ones change nothing but show any identity's tasks
+ * (payloads, results, errors), and ADMIN_WRITE ones change state: both
+ * need an admin identity in key-pair mode (--allow-keys; ERROR
+ * FORBIDDEN otherwise). A new operation says which it is here. */
+enum { ADMIN_READ = 0, ADMIN_PRIVATE = 1, ADMIN_WRITE = 2 };
+static const struct {
+    const char *name;
+    int access;
+    void (*fn)(admin_t *a, int arg);
+    int arg;
+} admin_ops[] = {
+    {"dead", ADMIN_READ, run_dead, 0},
+    {"retry", ADMIN_WRITE, op_retry_purge, 0},
+    {"purge", ADMIN_WRITE, op_retry_purge, 1},
+    {"pause", ADMIN_WRITE, op_pause, 1},
+    {"resume", ADMIN_WRITE, op_pause, 0},
+    {"quiet", ADMIN_WRITE, op_worker, 0},
+    {"stop", ADMIN_WRITE, op_worker, 1},
+    {"show", ADMIN_PRIVATE, run_show, 0},
+    {"list", ADMIN_PRIVATE, run_list, 0},
+    {"failed", ADMIN_PRIVATE, run_failed, 0},
+    {"queue_empty", ADMIN_WRITE, op_queue, 0},
+    {"queue_delete", ADMIN_WRITE, op_queue, 1},
+};
+
+int tq_admin_op_writes(const char *op) {
+    for (size_t i = 0; i < sizeof admin_ops / sizeof admin_ops[0]; i++)
+        if (strcmp(op, admin_ops[i].name) == 0)
+            return admin_ops[i].access == ADMIN_WRITE;
+    return -1;
+}
+
 void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, const char *addr,
                     const void *req, tq_admin_result_t *res) {
     res->code = 0;
@@ -465,34 +522,20 @@ void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, con
     admin_t a = {d, p, who ? who : "?", addr ? addr : "?", req, NULL, res};
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
     const char *o = cJSON_IsString(op) ? op->valuestring : "";
-    if (strcmp(o, "dead") == 0)
-        op_dead(&a);
-    else if (strcmp(o, "retry") == 0)
-        op_retry_purge(&a, 0);
-    else if (strcmp(o, "purge") == 0)
-        op_retry_purge(&a, 1);
-    else if (strcmp(o, "pause") == 0)
-        op_pause(&a, 1);
-    else if (strcmp(o, "resume") == 0)
-        op_pause(&a, 0);
-    else if (strcmp(o, "quiet") == 0)
-        op_worker(&a, 0);
-    else if (strcmp(o, "stop") == 0)
-        op_worker(&a, 1);
-    else if (strcmp(o, "show") == 0)
-        op_inspect(&a, tq_inspect_show);
-    else if (strcmp(o, "list") == 0)
-        op_inspect(&a, tq_inspect_list);
-    else if (strcmp(o, "failed") == 0)
-        op_inspect(&a, tq_inspect_failed);
-    else if (strcmp(o, "queue_empty") == 0)
-        op_queue(&a, 0);
-    else if (strcmp(o, "queue_delete") == 0)
-        op_queue(&a, 1);
-    else
+    size_t i = 0, nops = sizeof admin_ops / sizeof admin_ops[0];
+    while (i < nops && strcmp(o, admin_ops[i].name) != 0)
+        i++;
+    if (i == nops) {
         fail(&a, TQ_ERR_MALFORMED,
              "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop, show, "
              "list, failed, queue_empty, queue_delete)");
+    } else if (admin_ops[i].access != ADMIN_READ && p && p->ident &&
+               p->ident->role != TQ_IDENT_ADMIN) {
+        fail(&a, TQ_ERR_FORBIDDEN, "ADMIN %s: identity '%s' is not an admin", o, p->ident_name);
+        d->policy->forbidden++;
+    } else {
+        admin_ops[i].fn(&a, admin_ops[i].arg);
+    }
     if (!a.doc && !res->code) {
         res->code = TQ_ERR_INTERNAL; /* an op must answer */
         snprintf(res->msg, sizeof res->msg, "ADMIN: no answer");

@@ -23,6 +23,7 @@ typedef struct {
     tq_outbox_t *outbox;
     tq_roster_t *roster;
     tq_peers_t *peers; /* quiet and stop find their workers here */
+    tq_policy_t *policy; /* counts refusals (access.h) */
 } tq_admin_deps_t;
 
 /* What tq_admin_exec did with a request. */
@@ -43,6 +44,10 @@ typedef struct {
  * res->msg. Sends nothing. */
 void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, const char *addr,
                     const void *req, tq_admin_result_t *res);
+
+/* 1 if ADMIN op changes state (an admin's op in key-pair mode, and a
+ * POST over HTTP), 0 if it only reads, -1 if there is no such op. */
+int tq_admin_op_writes(const char *op);
 
 /* Handle an ADMIN message from client p (body: its JSON): tq_admin_exec,
  * then the reply or ERROR (with the request's "req"). */

@@ -564,7 +564,7 @@ static tq_persist_t *open_journal(const char *dir, tq_engine_t *e) {
                             .zmq_ctx = zctx};
     tq_persist_report_t rep;
     tq_error_t err;
-    tq_persist_t *p = tq_persist_open(&cfg, e, &rep, &err);
+    tq_persist_t *p = tq_persist_open(&cfg, e, NULL, &rep, &err);
     if (!p)
         fprintf(stderr, "persist_open: %s\n", err.msg);
     return p;

@@ -101,6 +101,8 @@ struct tq_loop {
     tq_roster_t *roster;   /* peers leaving, log lines about peers */
     tq_handlers_t *handlers;
     tq_metrics_t *metrics; /* --metrics-listen, or NULL */
+    tq_policy_t policy;    /* --allow-keys (access.h) */
+    size_t owners_kept;    /* policy.owners' size after its last sweep */
     int64_t start_ms;
     loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
     size_t ntimers;
@@ -245,7 +247,7 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err
     self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
     tq_persist_report_t rep;
-    self->persist = tq_persist_open(&cfg->journal, self->engine, &rep, err);
+    self->persist = tq_persist_open(&cfg->journal, self->engine, &self->policy, &rep, err);
     if (!self->persist)
         return -1;
     tq_engine_subscribe(self->engine, on_engine, self);
@@ -319,12 +321,15 @@ static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
                 "--max-connections is not enforced",
                 zmq_strerror(errno));
     /* The ZAP handler must be up before the first peer can connect. */
-    tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms};
+    tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms,
+                          cfg->accept_shared};
     char why[TQ_MAX_ERROR_TEXT]; /* auth.c still fills a char buffer */
     self->auth = tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, why,
                              sizeof why);
     if (!self->auth)
         return tq_error_set(err, 0, "%s", why);
+    if (self->policy.allow)
+        tq_auth_set_keys(self->auth, self->policy.allow);
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
         tq_error_set(err, 0, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
         return -1;
@@ -353,7 +358,7 @@ static void wire(tq_loop_t *self) {
     self->roster = tq_roster_new(self->engine, self->peers, self->outbox, &self->sched_dirty);
     tq_handlers_deps_t hd = {self->engine, self->persist, self->peers,   self->outbox,
                              self->roster, self->status,  &self->cfg,    self->endpoint,
-                             self->start_ms, &self->sched_dirty};
+                             self->start_ms, &self->sched_dirty, &self->policy};
     self->handlers = tq_handlers_new(&hd);
 }
 
@@ -364,6 +369,9 @@ tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_
     self->cfg = *cfg;
     tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
     self->cfg.endpoint = self->endpoint;
+    self->policy.allow = cfg->allow; /* ours now */
+    self->cfg.allow = NULL;
+    self->policy.owners = tq_idmap_new();
     if (open_state(self, cfg, err) < 0)
         goto fail;
     self->peers = tq_peers_new();
@@ -403,10 +411,46 @@ static int64_t on_heartbeat_timer(tq_loop_t *self, int64_t now) {
     return now + self->cfg.heartbeat_ms;
 }
 
+/* Owner tags of tasks gone from the store (ids are never reused, so a
+ * stale entry is harmless until then) are dropped by a sweep of the
+ * whole map once it has grown to twice its size after the last sweep
+ * (and LOOP_OWNERS_GC_MIN entries more): the map stays within about
+ * twice the tasks stored, at an amortised constant cost per task. */
+#define LOOP_OWNERS_GC_MIN 4096
+typedef struct {
+    tq_store_t *store;
+    uint64_t *gone;
+    size_t n, cap;
+} owners_gc_t;
+
+static void owner_check(uint64_t id, void *value, void *arg) {
+    (void)value;
+    owners_gc_t *g = arg;
+    if (tq_store_get(g->store, id))
+        return;
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 256;
+        g->gone = tq_realloc(g->gone, g->cap * sizeof *g->gone);
+    }
+    g->gone[g->n++] = id;
+}
+
+static void owners_gc(tq_loop_t *self) {
+    if (tq_idmap_size(self->policy.owners) < 2 * self->owners_kept + LOOP_OWNERS_GC_MIN)
+        return;
+    owners_gc_t g = {self->store, NULL, 0, 0};
+    tq_idmap_each(self->policy.owners, owner_check, &g);
+    for (size_t i = 0; i < g.n; i++)
+        tq_idmap_remove(self->policy.owners, g.gone[i]);
+    free(g.gone);
+    self->owners_kept = tq_idmap_size(self->policy.owners);
+}
+
 /* Timer: the sweep of expired results and keys, unused names, and the
  * summaries of the log limits. */
 static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
     tq_roster_tick(self->roster, now);
+    owners_gc(self);
     size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
     if (n)
         tq_debug("expired %zu finished task%s or idempotency key%s", n, n == 1 ? "" : "s",
@@ -439,6 +483,7 @@ static int64_t on_metrics_timer(tq_loop_t *self, int64_t now) {
         .journal_records = js.records,
         .journal_error = js.failed,
         .fsync = js.sync,
+        .policy = &self->policy,
     };
     tq_auth_counts(self->auth, &mi.auth_failures, &mi.connections);
     tq_metrics_render(self->metrics, self->store, self->peers, &mi);
@@ -567,6 +612,42 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
     }
 }
 
+void tq_loop_set_allow(tq_loop_t *self, tq_allow_t *allow) {
+    tq_allow_t *old = self->policy.allow;
+    /* first the handshakes: a removed key cannot come back from now on */
+    tq_auth_set_keys(self->auth, allow);
+    self->policy.allow = allow;
+    size_t dropped = 0;
+    for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
+        tq_peer_t *p = tq_peers_at(self->peers, i);
+        if (!p->ident)
+            continue; /* the shared pair (or a peer from before): unchanged */
+        const tq_ident_t *now = tq_allow_find(allow, p->ident_name);
+        int same = now && now->role == p->ident->role &&
+                   sodium_memcmp(now->key, p->ident->key, 32) == 0;
+        if (same && now->role == TQ_IDENT_WORKER) /* its functions must all be allowed still */
+            for (size_t f = 0; f < p->nfns && same; f++)
+                same = tq_ident_may_fn(now, p->fns[f]);
+        if (same) {
+            p->ident = now; /* the new permissions apply from its next message */
+            continue;
+        }
+        char why[TQ_IDENT_NAME_MAX + 96];
+        snprintf(why, sizeof why, "dropped: the key of identity '%s' was %s in --allow-keys",
+                 p->ident_name, now ? "changed" : "removed");
+        tq_warn("SIGHUP: %s %s (address %s) %s", p->role == TQ_ROLE_WORKER ? "worker" : "client",
+                p->name, p->address, why);
+        tq_connref_t conn = p->conn;
+        tq_roster_forget(self->roster, &p, why);
+        tq_connref_cut(&conn);
+        dropped++;
+    }
+    tq_allow_free(&old);
+    tq_info("SIGHUP: --allow-keys reloaded: %zu keys; %zu connections dropped",
+            tq_allow_count(allow), dropped);
+    self->sched_dirty = 1;
+}
+
 void tq_loop_destroy(tq_loop_t **self_p) {
     if (!self_p || !*self_p)
         return;
@@ -620,6 +701,9 @@ void tq_loop_destroy(tq_loop_t **self_p) {
     self->store = NULL;
     tq_status_destroy(&self->status);
     tq_in_destroy(&self->in);
+    tq_allow_free(&self->policy.allow);
+    tq_idmap_destroy(&self->policy.owners);
+    tq_ident_intern_free(); /* the owners' names: nothing points to them now */
     free(self);
     *self_p = NULL;
 }

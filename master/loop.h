@@ -39,6 +39,8 @@ typedef struct {
     size_t nqueue_timeouts;
     tq_journal_cfg_t journal;     /* where and how the journal lives */
     const char *metrics_listen;   /* --metrics-listen ADDR:PORT, or NULL (metrics.h) */
+    int accept_shared;            /* accept the authkey's client pair (keys->client_*) */
+    struct tq_allow *allow;       /* --allow-keys, or NULL; the loop takes it over */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;
@@ -78,6 +80,12 @@ void tq_loop_set_retry(tq_loop_t *self, uint32_t max_attempts, int64_t lease_tim
 int tq_loop_set_queue_timeouts(tq_loop_t *self, const tq_queue_timeout_t *old, size_t nold,
                                const tq_queue_timeout_t *now, size_t n, char *err,
                                size_t errlen);
+/* SIGHUP's new --allow-keys table (the loop takes it over): the ZAP
+ * handler accepts exactly its keys from now on, peers whose identity is
+ * gone or changed its role are forgotten and their connections shut
+ * down, the others get their new permissions. Logs what changed. Only
+ * for a loop started with --allow-keys (allow not NULL). */
+void tq_loop_set_allow(tq_loop_t *self, struct tq_allow *allow);
 
 /* Log the shutdown summary, close the socket, stop the auth actor, free
  * everything. Accepts NULL; nulls *self_p. */

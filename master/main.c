@@ -22,6 +22,7 @@
 #include <systemd/sd-daemon.h>
 #include <zmq.h>
 
+#include "access.h"
 #include "dirlock.h"
 #include "jfault.h"
 #include "loop.h"
@@ -30,6 +31,7 @@
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
+#include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -65,6 +67,8 @@ typedef struct {
     char *config;
     int check_config;
     char *metrics_listen;
+    char *allow_keys;
+    char *key;
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
@@ -164,6 +168,14 @@ static const tq_cfg_entry_t table[] = {
     {"metrics-listen", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(metrics_listen), "ADDR:PORT",
      "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (off by default; give "
      "127.0.0.1:PORT unless the network in front is trusted)"},
+    {"allow-keys", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(allow_keys), "FILE",
+     "key-pair mode: accept exactly the public keys listed in FILE, each with a name, a role "
+     "(worker, client, admin) and its queues and functions (docs/security.md); with "
+     "--authkey-file too, the shared key is accepted as well (SIGHUP re-reads FILE)"},
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(key), "FILE",
+     "the master's own key pair (made by taskq keygen; peers get its .pub as --master-key); "
+     "required with --allow-keys unless --authkey-file is given (then the authkey's pair is "
+     "the default)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -428,11 +440,30 @@ static void reload_note(void *arg, int warn, const char *line) {
     tq_log_write(warn ? TQ_LOG_WARN : TQ_LOG_INFO, "SIGHUP: %s", line);
 }
 
+/* SIGHUP with --allow-keys: read the file again (now: the settings as
+ * parsed again) and hand it to the loop; a file that does not load
+ * leaves the old one in force. Returns 1 if the loop got a new table. */
+static int reload_allow(tq_loop_t *loop, const settings_t *now) {
+    if (!now->allow_keys || !*now->allow_keys) {
+        tq_warn("SIGHUP: --allow-keys is no longer set: the master stays in key-pair mode "
+                "with the old file (a restart changes the mode)");
+        return 0;
+    }
+    char err[TQ_CFG_ERR_MAX];
+    tq_allow_t *allow = tq_allow_load(now->allow_keys, err, sizeof err);
+    if (!allow) {
+        tq_error("SIGHUP: %s; the old --allow-keys stays in force", err);
+        return 0;
+    }
+    tq_loop_set_allow(loop, allow);
+    return 1;
+}
+
 /* SIGHUP: apply what changed in the settings' sources to cur (the
  * settings in force, updated with what was applied) and the loop. A
  * source that no longer parses, or settings that do not fit together,
  * are logged and change nothing. Never stops the master. */
-static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **argv) {
+static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **argv, int keymode) {
     settings_t next;
     memset(&next, 0, sizeof next);
     char err[TQ_CFG_ERR_MAX];
@@ -444,7 +475,9 @@ static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **a
         tq_cfg_free(table, &next);
         return;
     }
-    if (tq_cfg_reload(table, cur, &next, live, loop, reload_note) == 0)
+    int changed = tq_cfg_reload(table, cur, &next, live, loop, reload_note);
+    int allow = keymode && reload_allow(loop, &next);
+    if (changed == 0 && !allow)
         tq_info("SIGHUP: nothing to reload");
     tq_cfg_free(table, &next);
 }
@@ -465,6 +498,7 @@ int main(int argc, char **argv) {
     int check = tq_cfg_has_flag(table, argc, argv, 1, "check-config");
     settings_t s;
     tq_queue_timeout_t *qtimeouts = NULL;
+    tq_allow_t *allow = NULL; /* --allow-keys, until the loop takes it */
     memset(&s, 0, sizeof s);
     char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0, lockfd = -1;
@@ -523,6 +557,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
     }
+    int keymode = s.allow_keys && *s.allow_keys;
+    int use_authkey = !keymode || (s.authkey_file && *s.authkey_file);
+    if (!use_authkey && (!s.key || !*s.key)) {
+        fprintf(stderr, "taskq-master: --allow-keys without --authkey-file needs --key FILE (the "
+                        "master's key pair: taskq keygen master)\n");
+        goto out;
+    }
+    if (keymode && !(allow = tq_allow_load(s.allow_keys, err, sizeof err))) {
+        fprintf(stderr, "%s%s\n", check ? "" : "taskq-master: ", err);
+        goto out;
+    }
     if (s.check_config) {
         printf("configuration OK\n");
         rc = TQ_EXIT_OK;
@@ -552,7 +597,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     char keypath[4096];
-    if (resolve_authkey(&s, keypath, sizeof keypath, &e) < 0) {
+    if (use_authkey && resolve_authkey(&s, keypath, sizeof keypath, &e) < 0) {
         tq_error("%s", e.msg);
         goto out;
     }
@@ -562,10 +607,26 @@ int main(int argc, char **argv) {
         tq_error("cannot map memory for the keys: %s", strerror(errno));
         goto out;
     }
-    if (tq_authkey_load(keypath, keys, &e) < 0) {
-        tq_error("%s", e.msg);
+    if (use_authkey && tq_authkey_load(keypath, keys, &e) < 0)
+        tq_strlcpy(err, e.msg, sizeof err);
+    else if (!(s.key && *s.key &&
+               tq_keyfile_load_pair(s.key, keys->server_public, keys->server_secret, &e) < 0))
+        err[0] = '\0';
+    else
+        tq_strlcpy(err, e.msg, sizeof err);
+    if (err[0]) {
+        tq_error("%s", err);
         tq_curve_keys_free(&keys);
         goto out;
+    }
+    if (keymode || (s.key && *s.key)) {
+        char z[41] = "";
+        zmq_z85_encode(z, keys->server_public, 32);
+        tq_info("key-pair mode: %zu keys from --allow-keys %s%s; the master's public key is %s "
+                "(%s: give it to peers as --master-key)",
+                tq_allow_count(allow), keymode ? s.allow_keys : "(none)",
+                use_authkey ? ", and the authkey's pair" : "", z,
+                s.key && *s.key ? s.key : "derived from the authkey");
     }
 
     /* Signals arrive on a signalfd polled by the loop: block them before
@@ -621,8 +682,12 @@ int main(int argc, char **argv) {
             .zmq_ctx = ctx,
         },
         .metrics_listen = s.metrics_listen && *s.metrics_listen ? s.metrics_listen : NULL,
+        .accept_shared = use_authkey,
+        .allow = allow, /* the loop's now */
     };
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, &e) : NULL;
+    if (ctx)
+        allow = NULL; /* the loop's (freed by it, also when it failed) */
     tq_curve_keys_free(&keys);
     if (!loop) {
         tq_error("%s", ctx ? e.msg : "cannot create the ZeroMQ context");
@@ -642,7 +707,7 @@ int main(int argc, char **argv) {
             ssize_t got = read(sfd, &si, sizeof si);
             if (got == (ssize_t)sizeof si && si.ssi_signo == SIGHUP) {
                 tq_info("SIGHUP received: reloading settings");
-                reload_settings(&s, loop, argc, argv);
+                reload_settings(&s, loop, argc, argv, keymode);
                 continue; /* the loop picks up where it was */
             }
             if (got == (ssize_t)sizeof si)
@@ -657,6 +722,7 @@ int main(int argc, char **argv) {
         zmq_ctx_term(ctx);
     close(sfd);
 out:
+    tq_allow_free(&allow);
     tq_dirlock_release(lockfd);
     free(qtimeouts);
     tq_cfg_free(table, &s);

@@ -392,6 +392,37 @@ static void one(text_t *t, const char *name, const char *type, const char *help,
     text_add(t, "%s %" PRIu64 "\n", name, v);
 }
 
+/* Key-pair mode: peers connected per identity of --allow-keys (every
+ * identity of the file, 0 included, at most TQ_METRICS_MAX_QUEUES), and
+ * the requests refused with FORBIDDEN. */
+static void render_identities(text_t *t, const tq_peers_t *peers, const tq_policy_t *policy)
+{
+    if (!policy || !policy->allow)
+        return;
+    size_t n = tq_allow_count(policy->allow);
+    if (n > TQ_METRICS_MAX_QUEUES)
+        n = TQ_METRICS_MAX_QUEUES;
+    uint64_t *conns = tq_calloc(n ? n : 1, sizeof *conns);
+    const tq_ident_t *first = n ? tq_allow_at(policy->allow, 0) : NULL;
+    for (size_t i = 0; first && i < tq_peers_count(peers); i++) {
+        const tq_peer_t *p = tq_peers_at(peers, i);
+        if (p->ident && !p->gone && p->ident >= first && p->ident < first + n)
+            conns[p->ident - first]++;
+    }
+    head(t, "taskq_identity_peers", "gauge",
+         "workers and clients connected with each key of --allow-keys");
+    for (size_t i = 0; i < n; i++) {
+        const tq_ident_t *id = tq_allow_at(policy->allow, i);
+        text_add(t, "taskq_identity_peers{identity=\"");
+        text_label(t, id->name);
+        text_add(t, "\",role=\"%s\"} %" PRIu64 "\n", tq_ident_role_name(id->role), conns[i]);
+    }
+    free(conns);
+    one(t, "taskq_forbidden_total", "counter",
+        "requests refused because the identity of their key may not make them (FORBIDDEN)",
+        policy->forbidden);
+}
+
 void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_peers_t *peers,
                        const tq_metrics_info_t *info)
 {
@@ -506,6 +537,7 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         info->connections);
     one(t, "taskq_auth_failures_total", "counter",
         "connections whose CURVE handshake was rejected (wrong authkey)", info->auth_failures);
+    render_identities(t, peers, info->policy);
 
     /* The journal. */
     one(t, "taskq_journal_bytes", "gauge", "journal bytes on disk", info->journal_bytes);

@@ -33,6 +33,8 @@ enum {
 #define TF_FETCHED 0x02u
 #define TF_NOT_BEFORE 0x04u /* u64 not_before_ms follows the names */
 #define TF_PAYLOAD 0x08u    /* dead or failed: u32 length + the payload follow; blob = error */
+#define TF_OWNER 0x10u      /* str8 owner (key-pair mode: the identity that
+                               submitted it) follows not_before */
 
 /* Fixed part of an R_TASK body (before fn, queue, key and the blob). */
 #define TASK_FIXED (8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 1 + 1 + 8 + 8)
@@ -40,7 +42,7 @@ enum {
  * key, a not-before time, its payload and its error text, each at the
  * highest --max-payload. It must fit a journal record, or an input the
  * master accepted would reach tq_journal_append's assertion. */
-_Static_assert(1 + TASK_FIXED + 3 + 2 * TQ_MAX_NAME + TQ_MAX_KEY + 8 + 4 +
+_Static_assert(1 + TASK_FIXED + 3 + 2 * TQ_MAX_NAME + TQ_MAX_KEY + 8 + 1 + TQ_IDENT_NAME_MAX + 4 +
                        2 * (uint64_t)TQ_PAYLOAD_HARD_MAX <=
                    TQ_JOURNAL_MAX_RECORD,
                "a task at --max-payload's hard cap must fit one journal record");
@@ -53,6 +55,7 @@ struct tq_persist {
     tq_journal_t *j;
     tq_store_t *store;
     tq_engine_t *engine;      /* whose events become records */
+    tq_policy_t *policy;      /* task owners (key-pair mode), or NULL */
     tq_fsync_mode_t mode;
     tq_buf_t rec;             /* scratch for one record's fixed part */
     uint64_t live_bytes;
@@ -92,11 +95,17 @@ static int keeps_payload(const tq_task_t *t) {
     return t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED;
 }
 
-static uint32_t task_rec_size(const tq_task_t *t) {
+/* The recorded owner of t (key-pair mode), or NULL. */
+static const char *task_owner(const tq_persist_t *self, const tq_task_t *t) {
+    return self->policy ? tq_idmap_get(self->policy->owners, t->id) : NULL;
+}
+
+static uint32_t task_rec_size(const tq_persist_t *self, const tq_task_t *t) {
     size_t skey = tq_task_skey_len(t);
     size_t blob = tq_task_finished(t) ? tq_task_data(t).len : t->payload_len;
-    size_t ext =
-        (tq_task_not_before(t) ? 8 : 0) + (keeps_payload(t) ? 4 + t->payload_len : 0);
+    const char *owner = task_owner(self, t);
+    size_t ext = (tq_task_not_before(t) ? 8 : 0) + (owner ? 1 + strlen(owner) : 0) +
+                 (keeps_payload(t) ? 4 + t->payload_len : 0);
     return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + TASK_FIXED + 3 + strlen(tq_task_fn(t)) +
                       strlen(tq_queue_name(tq_task_queue(t))) + skey + ext + blob);
 }
@@ -111,7 +120,7 @@ _Static_assert(2ull * TQ_PAYLOAD_HARD_MAX + (1u << 20) < (1ull << 31),
  * (jsize) and the live byte count follow. */
 static void set_live_size(tq_persist_t *self, tq_task_t *t) {
     self->live_bytes -= t->jsize;
-    t->jsize = task_rec_size(t) & 0x7fffffffu;
+    t->jsize = task_rec_size(self, t) & 0x7fffffffu;
     self->live_bytes += t->jsize;
 }
 
@@ -153,8 +162,10 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     tq_buf_u8(b, (uint8_t)t->state);
     int dead = keeps_payload(t);
     int64_t not_before = tq_task_not_before(t);
+    const char *owner = task_owner(self, t);
     tq_buf_u8(b, (uint8_t)((tq_task_keyed(t) ? TF_KEYED : 0) | (tq_task_acked(t) ? TF_FETCHED : 0) |
-                           (not_before ? TF_NOT_BEFORE : 0) | (dead ? TF_PAYLOAD : 0)));
+                           (not_before ? TF_NOT_BEFORE : 0) | (dead ? TF_PAYLOAD : 0) |
+                           (owner ? TF_OWNER : 0)));
     tq_buf_u64(b, (uint64_t)tq_task_finished_ms(t));
     /* a keyed, ACKed task: when it was delivered (its TTL runs from then) */
     int64_t fetched_ms =
@@ -167,6 +178,8 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     tq_buf_str8(b, sk);
     if (not_before)
         tq_buf_u64(b, (uint64_t)not_before);
+    if (owner)
+        tq_buf_str8(b, tq_bytes_str(owner));
     tq_bytes_t payload = tq_task_payload(t);
     if (dead) {
         tq_buf_u32(b, (uint32_t)payload.len);
@@ -235,6 +248,9 @@ static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
     switch (ev) {
     case TQ_SEV_ADDED:
     case TQ_SEV_REVIVED:
+        /* a task a key-pair identity submits: its owner goes with it */
+        if (ev == TQ_SEV_ADDED && self->policy && self->policy->submitter)
+            tq_idmap_put(self->policy->owners, t->id, (void *)self->policy->submitter);
         put_task(self, t);
         return;
     case TQ_SEV_DELETED:
@@ -436,7 +452,7 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_erro
         return BAD("truncated task");
     if (st > TQ_TASK_DEAD)
         return BAD("task state not valid");
-    if (flags & ~(TF_KEYED | TF_FETCHED | TF_NOT_BEFORE | TF_PAYLOAD))
+    if (flags & ~(TF_KEYED | TF_FETCHED | TF_NOT_BEFORE | TF_PAYLOAD | TF_OWNER))
         return BAD("unknown task flags (written by a newer taskq?)");
     if (flags & TF_NOT_BEFORE) {
         uint64_t nb;
@@ -444,6 +460,11 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_erro
             return BAD("truncated or bad not_before");
         img.not_before_ms = (int64_t)nb;
     }
+    tq_bytes_t owner = {NULL, 0};
+    if ((flags & TF_OWNER) &&
+        (tq_cursor_str8(c, &owner) < 0 ||
+         !tq_ident_name_valid((const char *)owner.data, owner.len)))
+        return BAD("truncated or bad owner");
     if (flags & TF_PAYLOAD) {
         uint32_t plen;
         if ((st != TQ_TASK_DEAD && st != TQ_TASK_FAILED) || tq_cursor_u32(c, &plen) < 0 ||
@@ -462,6 +483,14 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_erro
     tq_error_t why;
     if (!tq_store_restore(self->store, &img, &why))
         return tq_error_set(err, 0, "cannot restore task %" PRIu64 " (%s)", img.id, why.msg);
+    if (owner.len && self->policy) { /* who submitted it (key-pair mode) */
+        char name[TQ_IDENT_NAME_MAX + 1];
+        memcpy(name, owner.data, owner.len);
+        name[owner.len] = '\0';
+        const char *in = tq_ident_intern(name);
+        if (in)
+            tq_idmap_put(self->policy->owners, img.id, (void *)in);
+    }
     return 0;
 }
 
@@ -654,10 +683,12 @@ static void add_item_bytes(void *arg, const tq_item_t *it) {
 }
 
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
-                              tq_persist_report_t *report, tq_error_t *err) {
+                              tq_policy_t *policy, tq_persist_report_t *report,
+                              tq_error_t *err) {
     tq_store_t *store = tq_engine_store(engine);
     TQ_ASSERT(tq_store_size(store) == 0);
     tq_persist_t *self = tq_calloc(1, sizeof *self);
+    self->policy = policy;
     tq_buf_init(&self->rec);
     self->store = store;
     self->engine = engine; /* replay restores items into it (no events yet) */

@@ -53,6 +53,7 @@ const char *tq_err_code_name(int code)
     case TQ_ERR_SIGNATURE: return "bad signature";
     case TQ_ERR_INTERNAL: return "internal error";
     case TQ_ERR_UNAVAILABLE: return "unavailable";
+    case TQ_ERR_FORBIDDEN: return "forbidden";
     default: return "unknown error";
     }
 }

@@ -78,6 +78,7 @@ typedef enum {
     TQ_ERR_SIGNATURE = 10,     /* frame 0 does not start with "TQ" */
     TQ_ERR_INTERNAL = 11,      /* master's own fault; logged there */
     TQ_ERR_UNAVAILABLE = 12,   /* master cannot accept now (journal, drain) */
+    TQ_ERR_FORBIDDEN = 13,     /* the identity of the key may not do this (--allow-keys) */
 } tq_err_code_t;
 
 

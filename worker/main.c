@@ -36,6 +36,8 @@
 typedef struct {
     char *connect;
     char *authkey_file;
+    char *key_file;
+    char *master_key_file;
     int64_t concurrency;
     char *prefetch;
     char *name;
@@ -59,6 +61,12 @@ static const tq_cfg_entry_t table[] = {
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE",
      offsetof(settings_t, authkey_file), "FILE",
      "shared secret file (mode 0600); required"},
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_KEY_FILE", offsetof(settings_t, key_file),
+     "FILE", "key-pair mode: this worker's key pair (NAME.key from taskq keygen; the master "
+     "lists its .pub in --allow-keys with the functions it may serve)"},
+    {"master-key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_MASTER_KEY_FILE",
+     offsetof(settings_t, master_key_file), "FILE",
+     "key-pair mode: the master's public key (its .pub file)"},
     {"concurrency", TQ_CFG_INT, "0", 0, TQ_MAX_SLOTS, NULL, NULL,
      offsetof(settings_t, concurrency), "N", "tasks run at once (0: number of cores; SIGHUP applies a new value)"},
     {"prefetch", TQ_CFG_STRING, "auto", 0, 0, NULL, NULL, offsetof(settings_t, prefetch),
@@ -453,9 +461,14 @@ int main(int argc, char **argv)
         }
     }
     rc = TQ_EXIT_USAGE;
-    if (!keypath) {
+    int keypair = (s.key_file && *s.key_file) || (s.master_key_file && *s.master_key_file);
+    if (!keypath && !keypair) {
         fprintf(stderr, "taskq-worker: no authkey: give --authkey-file FILE or set "
-                        "TASKQ_AUTHKEY_FILE\n");
+                        "TASKQ_AUTHKEY_FILE (or --key and --master-key)\n");
+        goto out;
+    }
+    if (keypair && taskq_worker_set_keys(w, s.key_file, s.master_key_file, &werr) < 0) {
+        fprintf(stderr, "taskq-worker: %s\n", werr.message);
         goto out;
     }
     for (size_t i = 0; i < s.plugin.n; i++) {

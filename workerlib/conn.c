@@ -823,7 +823,8 @@ static int on_link_event(conn_t *c, const tq_link_event_t *ev)
             return tq_error_set(c->err, TASKQ_ERR_CONNECT,
                                 "authentication failed connecting to %s (wrong authkey?)",
                                 c->o->endpoint);
-        tq_warn("authentication failed connecting to %s (wrong authkey?); retrying",
+        tq_warn("authentication failed connecting to %s (wrong key, or this key was removed "
+                "from the master's --allow-keys?); retrying",
                 c->o->endpoint);
         break;
     case TQ_LINK_DEAD:

@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "taskq.h"
 #include "tq_authkey.h"
+#include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -36,6 +37,8 @@
 struct taskq_worker {
     char *endpoint;
     char *authkey_file;            /* NULL: none given */
+    char *key_file;                /* key-pair mode: our pair, or NULL */
+    char *master_key_file;         /* key-pair mode: the master's public key, or NULL */
     char name[TQ_MAX_PEER_NAME + 1];
     size_t slots;
     _Atomic size_t slots_wanted;   /* taskq_worker_set_concurrency; 0: none */
@@ -150,6 +153,8 @@ void taskq_worker_destroy(taskq_worker_t **self_p)
     /* else: threads still run a function; its code and table stay. */
     free(self->endpoint);
     free(self->authkey_file);
+    free(self->key_file);
+    free(self->master_key_file);
     free(self);
     *self_p = NULL;
 }
@@ -303,6 +308,20 @@ int taskq_worker_set_context(taskq_worker_t *self, void *zmq_context, taskq_erro
     return 0;
 }
 
+int taskq_worker_set_keys(taskq_worker_t *self, const char *key_file,
+                          const char *master_key_file, taskq_error_t *err)
+{
+    if (!self || self->ran)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "keys are set before taskq_worker_run");
+    if ((!key_file || !*key_file) && (!master_key_file || !*master_key_file))
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "no key file given");
+    free(self->key_file);
+    free(self->master_key_file);
+    self->key_file = key_file && *key_file ? tq_strdup(key_file) : NULL;
+    self->master_key_file = master_key_file && *master_key_file ? tq_strdup(master_key_file) : NULL;
+    return 0;
+}
+
 int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err)
 {
     if (!self || self->ran)
@@ -390,7 +409,8 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "a worker runs once");
     if (self->nfns == 0)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "no functions registered");
-    if (!self->authkey_file || !*self->authkey_file)
+    int keypair = self->key_file || self->master_key_file;
+    if ((!self->authkey_file || !*self->authkey_file) && !keypair)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
     /* Only the client pair and the server's public key are kept, in
      * memory a core dump leaves out (tq_authkey.h). */
@@ -399,9 +419,11 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         return tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
                               strerror(errno));
     tq_error_t why;
-    if (tq_authkey_load_peer(self->authkey_file, keys, &why) < 0) {
+    if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys,
+                          &why) < 0) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why.msg);
+        return tq_client_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV,
+                              "%s", why.msg);
     }
     self->ran = 1;
     for (size_t i = 0; i < self->nfns; i++)
@@ -423,6 +445,12 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     tq_error_t rerr;
     int rc = tq_conn_run(&o, &self->stuck, &rerr);
     tq_curve_keys_free(&keys);
+    if (rc < 0 && rerr.code == TASKQ_ERR_CONNECT && keypair)
+        return tq_client_fail(err, TASKQ_ERR_CONNECT,
+                              "authentication failed connecting to %s (key not accepted: is this "
+                              "key's .pub in the master's --allow-keys, and --master-key the "
+                              "master's public key?)",
+                              self->endpoint);
     return rc < 0 ? tq_error_to_public(err, &rerr) : 0;
 }
 
