@@ -23,6 +23,7 @@
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
+#include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -45,6 +46,12 @@ static const tq_cfg_entry_t global_table[] = {
      offsetof(global_t, connect), "ENDPOINT", "the master's endpoint"},
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE",
      offsetof(global_t, authkey_file), "FILE", "file holding the shared authkey (mode 0600)"},
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_KEY_FILE", offsetof(global_t, key_file),
+     "FILE", "key-pair mode: this client's key pair (NAME.key from taskq keygen; give the "
+     "master's public key with --master-key)"},
+    {"master-key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_MASTER_KEY_FILE",
+     offsetof(global_t, master_key_file), "FILE",
+     "key-pair mode: the master's public key (its .pub file)"},
     {"connect-timeout", TQ_CFG_MS, "10", 1, 3600 * 1000, NULL, NULL,
      offsetof(global_t, connect_timeout_ms), "S", "give up connecting after S seconds"},
     {"reconnect-timeout", TQ_CFG_MS, "60", 0, 24 * 3600 * 1000, NULL, NULL,
@@ -231,6 +238,17 @@ static int run_workers(const command_t *, global_t *, void *, int, char **);
 static int run_cancel(const command_t *, global_t *, void *, int, char **);
 static int run_put(const command_t *, global_t *, void *, int, char **);
 static int run_get(const command_t *, global_t *, void *, int, char **);
+static int run_keygen(const command_t *, global_t *, void *, int, char **);
+
+typedef struct {
+    int help;
+} keygen_settings_t;
+
+static const tq_cfg_entry_t keygen_table[] = {
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(keygen_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
 
 static const command_t commands[] = {
     {"submit", submit_table, sizeof(task_settings_t), offsetof(task_settings_t, help), "PAYLOAD... | -",
@@ -319,11 +337,17 @@ static const command_t commands[] = {
      "'queue Q: N queued task(s) cancelled'. delete: forgets a queue with nothing\n"
      "queued or running (its pause too); exit 7 with the counts otherwise.\n",
      tq_cli_run_queue},
+    {"keygen", keygen_table, sizeof(keygen_settings_t), offsetof(keygen_settings_t, help), "NAME",
+     "make a key pair for key-pair mode: NAME.key (secret, mode 0600) and NAME.pub",
+     "Prints the public key (Z85). Never overwrites: exit 8 if NAME.key or NAME.pub exists.\n"
+     "NAME.pub goes into the master's --allow-keys file (or, for the master's own\n"
+     "--key, to its peers as --master-key); NAME.key stays on this machine.\n",
+     run_keygen},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 #define COMMAND_LIST                                                                               \
     "submit, map, wait, status, cancel, dead, retry, purge, pause, resume, workers, worker, put, " \
-    "get, show, list, failed, queue"
+    "get, show, list, failed, queue, keygen"
 
 /* Short forms (docs/cli.md): the global options', then the commands'
  * (a short form counts only where its long option exists). */
@@ -434,18 +458,20 @@ static void print_notice(void *arg, const char *message)
 
 taskq_t *tq_cli_connect(const global_t *g, int *status)
 {
-    if (!g->authkey_file || !*g->authkey_file) {
+    int keypair = (g->key_file && *g->key_file) || (g->master_key_file && *g->master_key_file);
+    if ((!g->authkey_file || !*g->authkey_file) && !keypair) {
         *status = tq_cli_usage_error(
             "no authkey: give --authkey-file FILE or set TASKQ_AUTHKEY_FILE");
         return NULL;
     }
-    char eperr[320];
-    if (g->connect && tq_endpoint_port_check(g->connect, "--connect", eperr, sizeof eperr) < 0) {
-        *status = tq_cli_usage_error("%s", eperr);
+    tq_error_t eperr;
+    if (g->connect && tq_endpoint_port_check(g->connect, "--connect", &eperr) < 0) {
+        *status = tq_cli_usage_error("%s", eperr.msg);
         return NULL;
     }
     taskq_error_t e;
-    taskq_t *tq = taskq_connect(g->connect, g->authkey_file, (int)g->connect_timeout_ms, NULL, &e);
+    taskq_t *tq = taskq_connect_keys(g->connect, g->authkey_file, g->key_file,
+                                     g->master_key_file, (int)g->connect_timeout_ms, NULL, &e);
     if (!tq) {
         *status = tq_cli_lib_error(&e);
         return NULL;
@@ -849,8 +875,8 @@ static void print_status(FILE *out, const cJSON *doc)
 static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
 {
     const cJSON *q;
-    char a[160], b[160], id[40], st[32];
-    int wn = 6, wa = 7;
+    char a[160], b[160], id[40], st[32], who[80];
+    int wn = 6, wa = 7, wi = 0; /* wi: the IDENTITY column (key-pair mode only) */
     cJSON_ArrayForEach(q, workers) {
         jstr(q, "name", a, sizeof a);
         jstr(q, "address", b, sizeof b);
@@ -858,13 +884,21 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
             wn = (int)strlen(a);
         if ((int)strlen(b) > wa)
             wa = (int)strlen(b);
+        if (cJSON_GetObjectItemCaseSensitive(q, "identity")) {
+            jstr(q, "identity", who, sizeof who);
+            int l = (int)strlen(who) > 8 ? (int)strlen(who) : 8;
+            wi = l > wi ? l : wi;
+        }
     }
     /* `workers` adds the running task ids (masters before them send no
      * "running") */
     int running = 0;
     cJSON_ArrayForEach(q, workers) running |= with_id && jhas(q, "running");
-    fprintf(out, "%-*s %s%-*s %5s %5s %-8s %s%s\n", wn, "WORKER", with_id ? "ID               " : "",
-            wa, "ADDRESS", "SLOTS", "BUSY", "STATE", "FUNCTIONS", running ? " RUNNING" : "");
+    fprintf(out, "%-*s %s%-*s ", wn, "WORKER", with_id ? "ID               " : "", wa, "ADDRESS");
+    if (wi)
+        fprintf(out, "%-*s ", wi, "IDENTITY");
+    fprintf(out, "%5s %5s %-8s %s%s\n", "SLOTS", "BUSY", "STATE", "FUNCTIONS",
+            running ? " RUNNING" : "");
     cJSON_ArrayForEach(q, workers) {
         jstr(q, "name", a, sizeof a);
         jstr(q, "id", id, sizeof id);
@@ -873,7 +907,14 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
         fprintf(out, "%-*s ", wn, a);
         if (with_id)
             fprintf(out, "%-16s ", id);
-        fprintf(out, "%-*s %5.0f %5.0f %-8s ", wa, b, jnum(q, "slots"), jnum(q, "busy"), st);
+        fprintf(out, "%-*s ", wa, b);
+        if (wi) {
+            who[0] = '\0';
+            if (cJSON_GetObjectItemCaseSensitive(q, "identity"))
+                jstr(q, "identity", who, sizeof who);
+            fprintf(out, "%-*s ", wi, who[0] ? who : "-");
+        }
+        fprintf(out, "%5.0f %5.0f %-8s ", jnum(q, "slots"), jnum(q, "busy"), st);
         const cJSON *f;
         int first = 1;
         cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
@@ -996,6 +1037,28 @@ static int run_workers(const command_t *cmd, global_t *g, void *settings, int ar
 {
     (void)cmd;
     return show_status("workers", 1, g, settings, argc, argv);
+}
+
+/* keygen NAME: no connection; the key files of key-pair mode. */
+static int run_keygen(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    (void)cmd;
+    (void)g;
+    (void)settings;
+    if (argc != 1 || !argv[0][0])
+        return tq_cli_usage_error("keygen: give one NAME (writes NAME.key and NAME.pub)");
+    char pub[TQ_Z85_KEY_LEN + 1];
+    tq_error_t err;
+    if (tq_keyfile_generate(argv[0], pub, &err) < 0) {
+        fflush(stdout);
+        fprintf(stderr, "taskq: %s\n", err.msg);
+        return TQ_EXIT_ENV;
+    }
+    printf("%s\n", pub);
+    fflush(stdout);
+    fprintf(stderr, "taskq: wrote %s.key (secret, mode 0600) and %s.pub (public)\n", argv[0],
+            argv[0]);
+    return TQ_EXIT_OK;
 }
 
 static int run_status(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)

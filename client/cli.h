@@ -22,6 +22,8 @@ typedef struct {
     int version;
     int help;
     char *config; /* the config file read (tq_config.h) */
+    char *key_file;        /* --key: our key pair (key-pair mode) */
+    char *master_key_file; /* --master-key: the master's public key */
 } global_t;
 
 /* submit and map share one settings struct; each has its own table. */

@@ -1,10 +1,9 @@
 /* admin.c - ADMIN requests (proto/PROTOCOL.md): list, retry and purge
  * the dead set (retry and purge the failed set); pause and resume
  * queues; empty and delete queues; quiet and stop workers; the
- * read-only inspection ops (inspect.c). One table of ops: tq_admin_exec
- * runs an op and leaves its reply or error (sends nothing), for the
- * ROUTER (tq_admin_handle sends) and the HTTP API (http.c) alike. A
- * pause or resume is an engine command: it takes effect at once, the journal records it (PAUSE
+ * read-only inspection ops (inspect.c). tq_admin_exec runs an op and
+ * returns its reply or error; tq_admin_handle sends it. A pause or
+ * resume is an engine command: it takes effect at once, the journal records it (PAUSE
  * record), and its ADMIN_REPLY waits in the peer, like a SUBMIT_ACK,
  * until the journal holds the record. The DATA_DIR/paused file of
  * earlier versions is read once at start (tq_admin_load), journaled,
@@ -112,12 +111,19 @@ void tq_admin_drop_file(const char *data_dir) {
 
 /* ---- requests ---------------------------------------------------------------- */
 
-/* One request being answered: the op functions fill res (a reply
- * document or an error), never send anything themselves. */
+/* One request being run: the ops below read the request (j) and leave
+ * either a reply document (doc; gated: send it once the journal holds
+ * what the request changed) or an error (res->code, res->msg) in it.
+ * They send nothing: tq_admin_handle sends for ADMIN, and any other
+ * front end on the loop thread (the HTTP dashboard) runs the same ops
+ * through tq_admin_exec. */
 typedef struct {
     const tq_admin_deps_t *loop;
-    const tq_admin_caller_t *who;
+    tq_peer_t *peer;  /* the asking connection (new-name budget), or NULL */
+    const char *who;  /* who asked and from where, for the log */
+    const char *addr;
     const cJSON *j;
+    cJSON *doc;
     tq_admin_result_t *res;
 } admin_t;
 
@@ -128,13 +134,15 @@ static void fail(admin_t *a, int code, const char *fmt, ...) {
     vsnprintf(a->res->msg, sizeof a->res->msg, fmt, ap);
     va_end(ap);
     a->res->code = code;
-    cJSON_Delete(a->res->doc);
-    a->res->doc = NULL;
 }
 
-static void reply(admin_t *a, cJSON *doc) {
-    cJSON_Delete(a->res->doc);
-    a->res->doc = doc;
+static void reply(admin_t *a, cJSON *doc) { a->doc = doc; }
+
+/* doc, sent once the journal holds what this request changed (as a
+ * SUBMIT_ACK). */
+static void reply_gated(admin_t *a, cJSON *doc) {
+    a->doc = doc;
+    a->res->gated = 1;
 }
 
 /* An optional non-negative integer field no larger than max: 0 when
@@ -164,8 +172,8 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
         return -1;
     }
     tq_bytes_t name = tq_bytes_str(v->valuestring);
-    if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) &&
-        tq_peer_take_name(a->who->limit, tq_now().mono_ms) < 0) {
+    if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) && a->peer &&
+        tq_peer_take_name(a->peer, tq_now().mono_ms) < 0) {
         fail(a, TQ_ERR_TOO_MANY,
              "ADMIN: too many new queue and function names from this connection (at most %d at "
              "once, then %d a second)",
@@ -214,8 +222,7 @@ static int find_queue(admin_t *a, tq_queue_t **q, int *missing) {
     return 0;
 }
 
-static void op_dead(admin_t *a, int unused) {
-    (void)unused;
+static void op_dead(admin_t *a) {
     tq_queue_t *q;
     uint64_t after, limit;
     int missing;
@@ -231,8 +238,10 @@ static void op_dead(admin_t *a, int unused) {
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
+    const tq_ident_t *id = a->peer ? a->peer->ident : NULL; /* key-pair mode: its queues only */
     for (; t && n < limit && bytes < ADMIN_LIST_BYTES; t = tq_store_dead_next(t)) {
-        if (q && tq_task_queue(t) != q)
+        if ((q && tq_task_queue(t) != q) ||
+            (id && !tq_ident_may_queue(id, tq_queue_name(tq_task_queue(t)))))
             continue;
         cJSON *o = cJSON_CreateObject();
         add_id(o, t->id);
@@ -246,7 +255,8 @@ static void op_dead(admin_t *a, int unused) {
         bytes += tq_task_data(t).len < ADMIN_ERROR_MAX ? tq_task_data(t).len : ADMIN_ERROR_MAX;
         n++;
     }
-    while (t && q && tq_task_queue(t) != q)
+    while (t && ((q && tq_task_queue(t) != q) ||
+                 (id && !tq_ident_may_queue(id, tq_queue_name(tq_task_queue(t))))))
         t = tq_store_dead_next(t);
     cJSON_AddBoolToObject(doc, "more", t != NULL);
     reply(a, doc);
@@ -310,18 +320,12 @@ static void op_retry_purge(admin_t *a, int purge) {
     } else {
         count = tq_engine_revive_all(a->loop->engine, q, purge);
     }
-    if (count)
-        tq_info("%s %zu dead or failed task%s", done_word[purge], count, count == 1 ? "" : "s");
+    char from[TQ_MAX_PEER_NAME + 8];
+    tq_info("admin: %s %zu dead or failed task%s at the request of %s (%s)", done_word[purge], count,
+            count == 1 ? "" : "s", tq_log_escape_str(from, sizeof from, a->who),
+            a->addr);
     cJSON_AddNumberToObject(doc, "count", (double)count);
     reply(a, doc);
-}
-
-/* doc is the reply, to be sent once the journal holds what this
- * request changed (as op_pause). */
-static void reply_gated(admin_t *a, cJSON *doc) {
-    reply(a, doc);
-    a->res->gated = 1;
-    a->res->lsn = tq_persist_lsn(a->loop->persist);
 }
 
 /* pause / resume: the change is made at once; the reply goes when the
@@ -336,8 +340,10 @@ static void op_pause(admin_t *a, int pause) {
         return;
     }
     int changed = tq_engine_pause(a->loop->engine, q, pause);
-    if (changed)
-        tq_info("queue %s %s", tq_queue_name(q), pause ? "paused" : "resumed");
+    char from[TQ_MAX_PEER_NAME + 8];
+    tq_info("admin: queue %s %s%s at the request of %s (%s)", tq_queue_name(q),
+            pause ? "paused" : "resumed", changed ? "" : " (no change)",
+            tq_log_escape_str(from, sizeof from, a->who), a->addr);
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
     cJSON_AddBoolToObject(doc, "paused", pause);
@@ -385,7 +391,7 @@ static void op_queue(admin_t *a, int del) {
         return;
     }
     char from[TQ_MAX_PEER_NAME + 8];
-    tq_log_escape_str(from, sizeof from, a->who->name);
+    tq_log_escape_str(from, sizeof from, a->who);
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
     if (!del) {
@@ -393,7 +399,7 @@ static void op_queue(admin_t *a, int del) {
         size_t n = tq_engine_queue_empty(a->loop->engine, q, TQ_MAX_QUEUE_EMPTY, tq_now(), &more);
         if (n)
             tq_info("admin: cancelled %zu queued task%s of queue %s at the request of %s (%s)", n,
-                    n == 1 ? "" : "s", tq_queue_name(q), from, a->who->address);
+                    n == 1 ? "" : "s", tq_queue_name(q), from, a->addr);
         cJSON_AddNumberToObject(doc, "cancelled", (double)n);
         cJSON_AddBoolToObject(doc, "more", more);
     } else {
@@ -402,7 +408,7 @@ static void op_queue(admin_t *a, int del) {
         int ok = tq_engine_queue_delete(a->loop->engine, q) == 0;
         if (ok)
             tq_info("admin: deleted queue %s at the request of %s (%s)", tq_queue_name(q), from,
-                    a->who->address);
+                    a->addr);
         cJSON_AddBoolToObject(doc, "deleted", ok);
         cJSON_AddNumberToObject(doc, "queued", (double)queued);
         cJSON_AddNumberToObject(doc, "running", (double)running);
@@ -425,7 +431,7 @@ static void op_worker(admin_t *a, int stop) {
     }
     const char *want = v->valuestring;
     char who[TQ_MAX_PEER_NAME + 8], from[TQ_MAX_PEER_NAME + 8];
-    tq_log_escape_str(from, sizeof from, a->who->name);
+    tq_log_escape_str(from, sizeof from, a->who);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "workers");
     for (size_t i = 0, n = tq_peers_count(a->loop->peers); i < n; i++) {
@@ -444,7 +450,7 @@ static void op_worker(admin_t *a, int stop) {
         tq_log_escape_str(who, sizeof who, w->name);
         tq_info("admin: %s worker %s (id %s, %zu task%s running) at the request of %s (%s)",
                 stop ? "stopping" : "quieting", who, id, w->nleased, w->nleased == 1 ? "" : "s",
-                from, a->who->address);
+                from, a->addr);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", w->name);
         cJSON_AddStringToObject(o, "id", id);
@@ -454,103 +460,131 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
-static void op_show(admin_t *a, int unused) {
-    (void)unused;
+static void run_dead(admin_t *a, int arg) {
+    (void)arg;
+    op_dead(a);
+}
+
+static void run_show(admin_t *a, int arg) {
+    (void)arg;
     op_inspect(a, tq_inspect_show);
 }
-static void op_list(admin_t *a, int unused) {
-    (void)unused;
+
+static void run_list(admin_t *a, int arg) {
+    (void)arg;
     op_inspect(a, tq_inspect_list);
 }
-static void op_failed(admin_t *a, int unused) {
-    (void)unused;
+
+static void run_failed(admin_t *a, int arg) {
+    (void)arg;
     op_inspect(a, tq_inspect_failed);
 }
 
-/* The ops: name, 1 if it only reads (an HTTP user with the read role
- * may call it, with GET), the function and its argument. */
-typedef struct {
+/* The operations. access: ADMIN_READ ones change nothing (any client
+ * may ask; a key-pair client's `dead` lists only its queues);
+ * ADMIN_PRIVATE ones change nothing but show any identity's tasks
+ * (payloads, results, errors), and ADMIN_WRITE ones change state: both
+ * need an admin identity in key-pair mode (--allow-keys; ERROR
+ * FORBIDDEN otherwise). A new operation says which it is here. */
+enum { ADMIN_READ = 0, ADMIN_PRIVATE = 1, ADMIN_WRITE = 2 };
+static const struct {
     const char *name;
-    int reads;
+    int access;
     void (*fn)(admin_t *a, int arg);
     int arg;
-} op_t;
-
-static const op_t ops[] = {
-    {"dead", 1, op_dead, 0},         {"retry", 0, op_retry_purge, 0},
-    {"purge", 0, op_retry_purge, 1}, {"pause", 0, op_pause, 1},
-    {"resume", 0, op_pause, 0},      {"quiet", 0, op_worker, 0},
-    {"stop", 0, op_worker, 1},       {"show", 1, op_show, 0},
-    {"list", 1, op_list, 0},         {"failed", 1, op_failed, 0},
-    {"queue_empty", 0, op_queue, 0}, {"queue_delete", 0, op_queue, 1},
+} admin_ops[] = {
+    {"dead", ADMIN_READ, run_dead, 0},
+    {"retry", ADMIN_WRITE, op_retry_purge, 0},
+    {"purge", ADMIN_WRITE, op_retry_purge, 1},
+    {"pause", ADMIN_WRITE, op_pause, 1},
+    {"resume", ADMIN_WRITE, op_pause, 0},
+    {"quiet", ADMIN_WRITE, op_worker, 0},
+    {"stop", ADMIN_WRITE, op_worker, 1},
+    {"show", ADMIN_PRIVATE, run_show, 0},
+    {"list", ADMIN_PRIVATE, run_list, 0},
+    {"failed", ADMIN_PRIVATE, run_failed, 0},
+    {"queue_empty", ADMIN_WRITE, op_queue, 0},
+    {"queue_delete", ADMIN_WRITE, op_queue, 1},
 };
-#define NOPS (sizeof ops / sizeof ops[0])
 
-static const op_t *find_op(const char *name) {
-    for (size_t i = 0; i < NOPS; i++)
-        if (strcmp(name, ops[i].name) == 0)
-            return &ops[i];
-    return NULL;
+int tq_admin_op_writes(const char *op) {
+    for (size_t i = 0; i < sizeof admin_ops / sizeof admin_ops[0]; i++)
+        if (strcmp(op, admin_ops[i].name) == 0)
+            return admin_ops[i].access == ADMIN_WRITE;
+    return -1;
 }
 
-int tq_admin_op_reads(const char *op) {
-    const op_t *o = find_op(op);
-    return o ? o->reads : -1;
-}
-
-void tq_admin_exec(const tq_admin_deps_t *d, const tq_admin_caller_t *who, const void *req,
-                   tq_admin_result_t *res) {
-    memset(res, 0, sizeof *res);
-    admin_t a = {d, who, req, res};
+void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, const char *addr,
+                    const void *req, tq_admin_result_t *res) {
+    res->code = 0;
+    res->msg[0] = '\0';
+    res->gated = 0;
+    admin_t a = {d, p, who ? who : "?", addr ? addr : "?", req, NULL, res};
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
-    const op_t *o = find_op(cJSON_IsString(op) ? op->valuestring : "");
-    if (o) {
-        o->fn(&a, o->arg);
-        return;
+    const char *o = cJSON_IsString(op) ? op->valuestring : "";
+    size_t i = 0, nops = sizeof admin_ops / sizeof admin_ops[0];
+    while (i < nops && strcmp(o, admin_ops[i].name) != 0)
+        i++;
+    if (i == nops) {
+        fail(&a, TQ_ERR_MALFORMED,
+             "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop, show, "
+             "list, failed, queue_empty, queue_delete)");
+    } else if (admin_ops[i].access != ADMIN_READ && p && p->ident &&
+               p->ident->role != TQ_IDENT_ADMIN) {
+        fail(&a, TQ_ERR_FORBIDDEN, "ADMIN %s: identity '%s' is not an admin", o, p->ident_name);
+        d->policy->forbidden++;
+    } else {
+        admin_ops[i].fn(&a, admin_ops[i].arg);
     }
-    char names[256];
-    size_t off = 0;
-    names[0] = '\0';
-    for (size_t i = 0; i < NOPS && off < sizeof names; i++)
-        off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
-                                ops[i].name);
-    fail(&a, TQ_ERR_MALFORMED, "ADMIN: unknown \"op\" (%s)", names);
+    if (!a.doc && !res->code) {
+        res->code = TQ_ERR_INTERNAL; /* an op must answer */
+        snprintf(res->msg, sizeof res->msg, "ADMIN: no answer");
+    }
+    if (res->code) {
+        cJSON_Delete(a.doc);
+        return NULL;
+    }
+    return a.doc;
+}
+
+/* ERROR about request req to p, with a rate-limited log line. */
+static void send_error(const tq_admin_deps_t *d, tq_peer_t *p, uint32_t req, int code,
+                       const char *msg) {
+    tq_roster_warn(d->roster, p, p->address, "%s", msg);
+    tq_outbox_error(d->outbox, (tq_bytes_t){p->rid, p->rid_len}, code, req, msg);
 }
 
 void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
-    tq_admin_result_t res;
-    memset(&res, 0, sizeof res);
-    tq_admin_caller_t who = {p->name, p->address, p};
     void *j = NULL;
     tq_error_t err;
-    uint64_t req = 0;
     if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
-        res.code = err.code;
-        snprintf(res.msg, sizeof res.msg, "ADMIN: %.400s", err.msg);
-    } else {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "req");
-        if (v && tq_json_uint(v, 0, UINT32_MAX, &req) < 0) {
-            req = 0;
-            res.code = TQ_ERR_MALFORMED;
-            snprintf(res.msg, sizeof res.msg, "ADMIN: \"req\" must be an integer 0..%u",
-                     UINT32_MAX);
-        } else {
-            tq_admin_exec(d, &who, j, &res);
-        }
-        cJSON_Delete(j);
-    }
-    if (!res.doc) {
-        tq_roster_warn(d->roster, p, p->address, "%s", res.msg);
-        tq_outbox_error(d->outbox, (tq_bytes_t){p->rid, p->rid_len}, res.code, (uint32_t)req,
-                        res.msg);
+        char msg[TQ_MAX_ERROR_TEXT + 8];
+        snprintf(msg, sizeof msg, "ADMIN: %s", err.msg);
+        send_error(d, p, 0, err.code, msg);
         return;
     }
-    cJSON_AddNumberToObject(res.doc, "req", (double)req);
-    cJSON_AddBoolToObject(res.doc, "ok", 1);
-    tq_out_json(tq_outbox_msg(d->outbox), TQ_MSG_ADMIN_REPLY, res.doc);
-    cJSON_Delete(res.doc);
-    if (res.gated)
-        tq_outbox_send_gated(d->outbox, p, res.lsn, tq_persist_ready(d->persist), 0);
+    uint64_t req = 0;
+    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(j, "req");
+    if (rv && tq_json_uint(rv, 0, UINT32_MAX, &req) < 0) {
+        send_error(d, p, 0, TQ_ERR_MALFORMED,
+                   "ADMIN: \"req\" must be an integer 0..4294967295");
+        cJSON_Delete(j);
+        return;
+    }
+    tq_admin_result_t res;
+    cJSON *doc = tq_admin_exec(d, p, p->name, p->address, j, &res);
+    cJSON_Delete(j);
+    if (!doc) {
+        send_error(d, p, (uint32_t)req, res.code, res.msg);
+        return;
+    }
+    cJSON_AddNumberToObject(doc, "req", (double)req);
+    cJSON_AddBoolToObject(doc, "ok", 1);
+    tq_out_json(tq_outbox_msg(d->outbox), TQ_MSG_ADMIN_REPLY, doc);
+    cJSON_Delete(doc);
+    if (res.gated) /* the state it reports may be another request's, not durable yet */
+        tq_outbox_send_gated(d->outbox, p, tq_persist_lsn(d->persist), tq_persist_ready(d->persist),
+                             0);
     else
         tq_outbox_send(d->outbox, p);
 }

@@ -14,6 +14,7 @@
 #include "peers.h"
 #include "persist.h"
 #include "roster.h"
+#include "tq_limits.h"
 
 /* What ADMIN works with (not owned). */
 typedef struct {
@@ -22,39 +23,34 @@ typedef struct {
     tq_outbox_t *outbox;
     tq_roster_t *roster;
     tq_peers_t *peers; /* quiet and stop find their workers here */
+    tq_policy_t *policy; /* counts refusals (access.h) */
 } tq_admin_deps_t;
 
-/* Who asks: a client on the ROUTER or a user of the HTTP API. */
+/* What tq_admin_exec did with a request. */
 typedef struct {
-    const char *name;    /* the peer's name, or the HTTP user */
-    const char *address; /* where it connects from */
-    tq_peer_t *limit;    /* whose budget of new queue names a request spends
-                          * (tq_peer_take_name): the peer, or the HTTP
-                          * side's own */
-} tq_admin_caller_t;
-
-/* What an op answered: a reply document, or an error. */
-typedef struct {
-    void *doc;       /* cJSON object (owned by the caller), or NULL on error */
-    int code;        /* TQ_ERR_* when doc is NULL */
-    char msg[TQ_MAX_ERROR_TEXT];
-    int gated;       /* send the reply only once the journal is durable ... */
-    uint64_t lsn;    /* ... up to here (tq_persist_ready) */
+    int code;                    /* TQ_ERR_* when it returned NULL, else 0 */
+    char msg[TQ_MAX_ERROR_TEXT]; /* the error's text */
+    int gated;                   /* it changed state: answer only once the journal
+                                  * holds it (tq_persist_lsn / tq_persist_ready) */
 } tq_admin_result_t;
 
-/* Run one ADMIN op (req: the request's cJSON object, "op" and its
- * fields) and fill *res, whoever asked: the ROUTER path
- * (tq_admin_handle) and the HTTP API (http.h) both come here, so an op
- * added to the dispatch is callable from both. Loop thread only. */
-void tq_admin_exec(const tq_admin_deps_t *d, const tq_admin_caller_t *who, const void *req,
-                   tq_admin_result_t *res);
+/* Run one ADMIN request, req (a cJSON object: {"op":...} and the op's
+ * fields, proto/PROTOCOL.md), on the loop thread: the one op dispatch,
+ * for ADMIN messages and the HTTP dashboard alike. p is the asking
+ * connection (its new-name budget; NULL: none), who and addr name the
+ * asker in log lines of operator actions. Returns the reply document (a
+ * cJSON object without "req" and "ok"; the caller sends and deletes it,
+ * after the journal when res->gated), or NULL with res->code and
+ * res->msg. Sends nothing. */
+void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, const char *addr,
+                    const void *req, tq_admin_result_t *res);
 
-/* 1 if op only reads (an HTTP user with the read role may call it), 0
- * if it changes something, -1 if there is no such op. */
-int tq_admin_op_reads(const char *op);
+/* 1 if ADMIN op changes state (an admin's op in key-pair mode, and a
+ * POST over HTTP), 0 if it only reads, -1 if there is no such op. */
+int tq_admin_op_writes(const char *op);
 
 /* Handle an ADMIN message from client p (body: its JSON): tq_admin_exec,
- * then the ADMIN_REPLY (with "req" and "ok") or an ERROR. */
+ * then the reply or ERROR (with the request's "req"). */
 void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body);
 
 /* Read data_dir/paused of an earlier version (one queue name per line),

@@ -499,10 +499,9 @@ void tq_http_run(tq_http_t *self, const tq_admin_deps_t *d, tq_peer_t *limit) {
         req_t *r = list;
         list = r->next;
         r->next = NULL;
-        tq_admin_caller_t who = {r->user, r->address, limit};
         const cJSON *op = cJSON_GetObjectItemCaseSensitive(r->body, "op");
         const char *opname = cJSON_IsString(op) ? op->valuestring : "?";
-        if (tq_admin_op_reads(opname) != 1) {
+        if (tq_admin_op_writes(opname) != 0) {
             char *what = cJSON_PrintUnformatted(r->body);
             char esc[300];
             tq_log_escape_str(esc, sizeof esc, what ? what : "");
@@ -510,8 +509,10 @@ void tq_http_run(tq_http_t *self, const tq_admin_deps_t *d, tq_peer_t *limit) {
             free(what);
         }
         tq_admin_result_t res;
-        tq_admin_exec(d, &who, r->body, &res);
-        if (!res.doc) {
+        /* limit: a peer record that only holds the HTTP side's budget of
+         * new queue names (no identity: the HTTP roles apply) */
+        cJSON *doc = tq_admin_exec(d, limit, r->user, r->address, r->body, &res);
+        if (!doc) {
             cJSON *e = cJSON_CreateObject();
             cJSON_AddBoolToObject(e, "ok", 0);
             cJSON_AddStringToObject(e, "error", res.msg);
@@ -520,7 +521,6 @@ void tq_http_run(tq_http_t *self, const tq_admin_deps_t *d, tq_peer_t *limit) {
             cJSON_Delete(e);
             continue;
         }
-        cJSON *doc = res.doc;
         if (!self->show_payloads)
             strip_payloads(doc);
         cJSON_AddBoolToObject(doc, "ok", 1);
@@ -530,7 +530,7 @@ void tq_http_run(tq_http_t *self, const tq_admin_deps_t *d, tq_peer_t *limit) {
             cJSON_Delete(r->body);
             r->body = NULL;
             r->answer = text;
-            r->lsn = res.lsn;
+            r->lsn = tq_persist_lsn(d->persist);
             r->next = self->held;
             self->held = r;
             continue;
@@ -705,9 +705,9 @@ static enum MHD_Result api_op(tq_http_t *self, struct MHD_Connection *conn, cons
                               const char *addr, const char *name, int post, conn_t *c) {
     if (!op_name_ok(name))
         return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such op");
-    int reads = tq_admin_op_reads(name);
+    int writes = tq_admin_op_writes(name), reads = writes == 0;
     cJSON *body = NULL;
-    if (reads < 0)
+    if (writes < 0)
         return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such op: %s", name);
     if (!post) {
         if (!reads)

@@ -221,8 +221,18 @@ static ttl_list_t *ttl_list_of(tq_store_t *self, tq_task_t *t) {
     return tq_task_fetched(t) ? &self->fetched : &self->unfetched;
 }
 
-/* Put finished t on its list: appended to a TTL list (the TTLs are fixed
- * for a run, so that keeps it sorted by expiry), or into the dead list
+/* Move every expiry on TTL list l by delta ms: a TTL changed
+ * (tq_store_set_ttls). The order stays. */
+static void ttl_shift(ttl_list_t *l, int64_t delta) {
+    if (delta == 0)
+        return;
+    for (tq_task_t *t = l->head; t; t = t->x->ttl_next)
+        t->x->expires_ms += delta;
+}
+
+/* Put finished t on its list: appended to a TTL list (a TTL applies to
+ * every entry of its list alike, tq_store_set_ttls, so that keeps it
+ * sorted by expiry), or into the dead list
  * in id order (tasks die in nearly id order: the walk from the tail is
  * short). */
 static void ttl_add(tq_store_t *self, tq_task_t *t) {
@@ -305,6 +315,15 @@ void tq_store_destroy(tq_store_t **self_p) {
     free(self->names);
     free(self);
     *self_p = NULL;
+}
+
+void tq_store_set_max_tasks(tq_store_t *self, size_t max_tasks) { self->cfg.max_tasks = max_tasks; }
+
+void tq_store_set_ttls(tq_store_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+    ttl_shift(&self->fetched, result_ttl_ms - self->cfg.result_ttl_ms);
+    ttl_shift(&self->unfetched, unfetched_ttl_ms - self->cfg.unfetched_ttl_ms);
+    self->cfg.result_ttl_ms = result_ttl_ms;
+    self->cfg.unfetched_ttl_ms = unfetched_ttl_ms;
 }
 
 int tq_store_has_room(const tq_store_t *self, size_t n) {
@@ -404,10 +423,18 @@ int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms) {
     return t->x->not_before_ms > now_ms ? t->x->not_before_ms - now_ms : 0;
 }
 
+int store_full(const tq_store_t *self, tq_error_t *err) {
+    return tq_error_set(err, TQ_ERR_FULL,
+                        "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
+                        tq_store_size(self) > tq_store_nkeys(self) ? tq_store_size(self)
+                                                                   : tq_store_nkeys(self),
+                        self->cfg.max_tasks);
+}
+
 static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                           int session, int *err_code) {
+                           int session, tq_error_t *err) {
     if (!tq_store_has_room(self, 1)) {
-        *err_code = TQ_ERR_FULL;
+        store_full(self, err);
         return NULL;
     }
     tq_bytes_t qname = spec->queue.len ? spec->queue : tq_bytes_str("default");
@@ -415,18 +442,18 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
     const char *fn = tq_store_intern(self, spec->fn);
     name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
     if (!qe) {
-        *err_code = TQ_ERR_TOO_MANY;
+        tq_error_set(err, TQ_ERR_TOO_MANY, "cannot store the tasks (too many distinct names)");
         return NULL;
     }
     if (spec->key.len > TQ_MAX_KEY || spec->payload.len > UINT32_MAX) {
-        *err_code = TQ_ERR_TOO_LARGE;
+        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (key or payload too large)");
         return NULL;
     }
     key_ent_t *ke = NULL;
-    if (spec->key.len && keys_prepare(self, spec->key, err_code) < 0)
+    if (spec->key.len && keys_prepare(self, spec->key, err) < 0)
         return NULL;
     if (spec->key.len && !session && !(ke = keys_retained_new(spec->key))) {
-        *err_code = TQ_ERR_TOO_LARGE;
+        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (out of memory)");
         return NULL;
     }
     /* The payload size is the peer's choice (bounded by --max-payload):
@@ -435,7 +462,7 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
                               spec->payload.len);
     if (!t) {
         free(ke);
-        *err_code = TQ_ERR_TOO_LARGE;
+        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (out of memory)");
         return NULL;
     }
     t->id = self->next_id++;
@@ -465,13 +492,13 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
 }
 
 tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                        int *err_code) {
-    return add_task(self, spec, now_ms, 0, err_code);
+                        tq_error_t *err) {
+    return add_task(self, spec, now_ms, 0, err);
 }
 
 tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                                int *err_code) {
-    return add_task(self, spec, now_ms, 1, err_code);
+                                tq_error_t *err) {
+    return add_task(self, spec, now_ms, 1, err);
 }
 
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t) {
@@ -756,6 +783,11 @@ int tq_task_waiter_remove(tq_task_t *t, void *p) {
     return -1;
 }
 
+void tq_task_waiters_clear(tq_task_t *t) {
+    if (t->x)
+        t->x->nwaiters = 0;
+}
+
 /* ---- recovery ------------------------------------------------------------ */
 
 void tq_store_drop(tq_store_t *self, tq_task_t *t) {
@@ -768,18 +800,22 @@ void tq_store_drop(tq_store_t *self, tq_task_t *t) {
     task_forget(self, t);
 }
 
-tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *err_code) {
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_error_t *err) {
     tq_task_t *old = tq_store_get(self, img->id);
     if (old)
         tq_store_drop(self, old);
-    if (!img->id || !tq_store_has_room(self, 1)) {
-        *err_code = TQ_ERR_FULL;
+    if (!img->id) {
+        tq_error_set(err, TQ_ERR_MALFORMED, "record not valid (task id 0)");
+        return NULL;
+    }
+    if (!tq_store_has_room(self, 1)) {
+        tq_error_set(err, TQ_ERR_FULL, "more tasks than --max-tasks");
         return NULL;
     }
     if (img->state > TQ_TASK_DEAD || !tq_name_valid(img->fn) ||
         (img->queue.len && !tq_name_valid(img->queue)) || img->skey.len > TQ_MAX_KEY ||
         img->blob.len > UINT32_MAX || img->payload.len > UINT32_MAX) {
-        *err_code = TQ_ERR_MALFORMED;
+        tq_error_set(err, TQ_ERR_MALFORMED, "record not valid");
         return NULL;
     }
     tq_bytes_t qname = img->queue.len ? img->queue : tq_bytes_str("default");
@@ -787,7 +823,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
     const char *fn = tq_store_intern(self, img->fn);
     name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
     if (!qe) {
-        *err_code = TQ_ERR_TOO_MANY;
+        tq_error_set(err, TQ_ERR_TOO_MANY, "too many names");
         return NULL;
     }
     int keep_key = 0;
@@ -795,7 +831,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
         if (tq_store_key_find(self, img->skey, 0)) {
             /* held by another task: the older claim wins, this task keeps
              * no key */
-        } else if (keys_prepare(self, img->skey, err_code) < 0) {
+        } else if (keys_prepare(self, img->skey, err) < 0) {
             return NULL;
         } else {
             keep_key = 1;
@@ -807,7 +843,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
                                               : (tq_bytes_t){NULL, 0};
     tq_task_t *t = task_alloc(self, keep_key ? img->skey.len : 0, payload.data, payload.len);
     if (!t) {
-        *err_code = TQ_ERR_TOO_LARGE;
+        tq_error_set(err, TQ_ERR_TOO_LARGE, "out of memory");
         return NULL;
     }
     t->id = img->id;

@@ -7,9 +7,10 @@
  * cancel removes it from the middle in O(log n). Finished tasks (done,
  * failed, cancelled, dead) sit on one of two lists ordered by expiry:
  * "unfetched" (expires unfetched_ttl after it finished) and "fetched"
- * (expires result_ttl after it was delivered to a client). Both TTLs are
- * fixed for a run, so appending keeps each list sorted and the sweep only
- * looks at list heads.
+ * (expires result_ttl after it was delivered to a client). A TTL applies
+ * to every entry of its list alike (a new one moves them all), so
+ * appending keeps each list sorted and the sweep only looks at list
+ * heads.
  *
  * Idempotency keys: a SUBMIT record's non-empty key maps to the id of the
  * task it created, for key_retention_ms after that task was created. The
@@ -61,7 +62,6 @@ typedef struct tq_task_ext {
     void *worker;         /* tq_peer_t holding the lease, or NULL */
     int64_t deadline_ms;  /* monotonic: lease expiry (run timeout), 0 = none */
     size_t dl_idx;        /* index in the store's deadline heap */
-    size_t lease_idx;     /* index in the worker's lease array (peers.c) */
     void **waiters;       /* tq_peer_t clients waiting for the outcome */
     uint8_t *data;        /* result or error text once finished */
     uint32_t data_len;    /* at most TQ_PAYLOAD_HARD_MAX (results are payloads) */
@@ -85,6 +85,10 @@ typedef struct tq_task_ext {
     uint32_t releases;    /* dispatches not counted as lost: handed back
                            * by RELEASE, or before a manual retry */
     uint16_t retried;     /* re-runs used so far */
+    /* peers.c's slot, read and written by peers.c alone (the store and
+     * the engine never touch it): the index of this task in its
+     * worker's lease array, for O(1) removal. */
+    size_t peer_lease_idx;
 } tq_task_ext_t;
 
 /* What tasks submitted alike share: their (queue, function) heap,
@@ -103,15 +107,17 @@ typedef struct tq_tclass {
 #define TQ_TASK_F_SKEY 0x08u    /* its session key is held (TQ_SUBMIT_SCOPED_KEYS) */
 #define TQ_TASK_F_PAYEXT 0x10u  /* the payload is a separate allocation */
 #define TQ_TASK_F_HELD 0x20u    /* queued, out of its heap: in a dispatch plan */
-#define TQ_TASK_F_JGEN 0x80u    /* the journal's: compaction generation of its last record */
 
 /* One task: the part every task has, kept small (the master holds
  * millions of queued tasks). The payload (up to TQ_TASK_INLINE_PAYLOAD
  * bytes) and the session key live in the same allocation, after the
  * fields. Fields are read freely by the master's modules (the rest
  * through the tq_task_* accessors); they are changed only through the
- * tq_store_* functions below (and x->lease_idx / x->waiters by peers.c,
- * the F_JGEN bit and jsize by persist.c). */
+ * functions below: the tq_store_* ones by the engine, the waiter list
+ * by peers.c (tq_task_waiter*). The two
+ * slots are the exception: each belongs to one module, which alone
+ * reads and writes it, and holds that module's bookkeeping, not task
+ * state (persist.c's j* fields here, peers.c's x->peer_lease_idx). */
 typedef struct tq_task {
     uint64_t id;          /* also its FIFO order within a priority: ids are
                            * handed out counting up, kept on requeue */
@@ -121,7 +127,10 @@ typedef struct tq_task {
     int64_t created_ms;   /* wall clock */
     uint32_t heap_idx;    /* index in heap (or the delayed heap) while queued */
     uint32_t payload_len; /* 0 once finished, but for dead and failed tasks */
-    uint32_t jsize;       /* journal: bytes of its full record while live, 0 = not live */
+    /* persist.c's slot, read and written by persist.c alone: */
+    uint32_t jsize : 31;  /* bytes of its full journal record while live,
+                           * 0 = not live (below 2^31: see persist.c) */
+    uint32_t jgen : 1;    /* compaction generation of that record */
     uint16_t retries;     /* re-runs allowed after a failed/timed-out run */
     uint8_t state;        /* tq_task_state_t */
     uint8_t flags;        /* TQ_TASK_F_* */
@@ -187,17 +196,18 @@ void tq_store_destroy(tq_store_t **self_p);
  * the names). The payload is copied. A non-empty spec->key is recorded
  * (key -> the new id, kept key_retention_ms from now_ms); the caller
  * checks tq_store_key_find first, so the key must not be held. Returns
- * the task, or NULL with *err_code TQ_ERR_FULL (max_tasks tasks, or
- * max_tasks keys, held), TQ_ERR_TOO_MANY (name table full) or
- * TQ_ERR_TOO_LARGE (payload or key too large, or could not be
- * allocated). */
+ * the task, or NULL with err filled (tq_error.h): TQ_ERR_FULL "master
+ * is full: ..." (max_tasks tasks, or max_tasks keys, held),
+ * TQ_ERR_TOO_MANY (name table full) or TQ_ERR_TOO_LARGE (payload or key
+ * too large, or could not be allocated); the message is the one the
+ * SUBMIT's ERROR carries. */
 tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                        int *err_code);
+                        tq_error_t *err);
 /* tq_store_add with a session key (TQ_SUBMIT_SCOPED_KEYS): the key maps
  * to the task only while the task is stored and its outcome not ACKed;
  * it has no retention of its own. */
 tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                                int *err_code);
+                                tq_error_t *err);
 /* Undo tq_store_add of a task that is still queued (a SUBMIT batch that
  * failed half-way): it is freed as if it never existed, with its key. */
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t);
@@ -211,8 +221,15 @@ uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_m
 /* Idempotency keys held now (including ones past retention not swept). */
 size_t tq_store_nkeys(const tq_store_t *self);
 
-/* The settings the store was made with. */
+/* The settings in force (made with, or changed by the setters below). */
 const tq_store_cfg_t *tq_store_cfg(const tq_store_t *self);
+/* SIGHUP: a new --max-tasks. Tasks and keys already held stay; past it,
+ * new ones are refused. */
+void tq_store_set_max_tasks(tq_store_t *self, size_t max_tasks);
+/* SIGHUP: new result TTLs. Results already kept take the new TTL too:
+ * each expiry moves by the difference (so the lists stay sorted), and
+ * one now past expires at the next sweep. */
+void tq_store_set_ttls(tq_store_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms);
 
 /* The task with this id, or NULL. */
 tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id);
@@ -385,9 +402,11 @@ typedef struct {
 
 /* Create the task of img, replacing a task with the same id (the newer
  * record wins). Ids and sequences handed out later are above every
- * restored one. Emits no events. Returns the task, or NULL with
- * *err_code as tq_store_add (names, memory). */
-tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *err_code);
+ * restored one. Emits no events. Returns the task, or NULL with err
+ * filled: TQ_ERR_MALFORMED (not a valid task), TQ_ERR_FULL (more than
+ * max_tasks tasks or keys), TQ_ERR_TOO_MANY (names), TQ_ERR_TOO_LARGE
+ * (memory). */
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_error_t *err);
 /* Forget t in any state but leased (recovery: a GONE record). No event. */
 void tq_store_drop(tq_store_t *self, tq_task_t *t);
 /* Restore a retained key -> id until expires_ms (a past expiry is
@@ -489,9 +508,11 @@ size_t tq_task_skey_len(const tq_task_t *t);
  * none. */
 size_t tq_store_task_skey(const tq_store_t *self, const tq_task_t *t, uint8_t out[TQ_MAX_KEY]);
 
-/* Waiting clients (opaque peers). add returns 0, or -1 if p already
- * waits. remove returns 0, or -1 if p was not waiting. */
+/* Waiting clients (opaque peers; peers.c keeps the list). add returns
+ * 0, or -1 if p already waits. remove returns 0, or -1 if p was not
+ * waiting. clear forgets them all (once they have been served). */
 int tq_task_waiter_add(tq_task_t *t, void *p);
 int tq_task_waiter_remove(tq_task_t *t, void *p);
+void tq_task_waiters_clear(tq_task_t *t);
 
 #endif

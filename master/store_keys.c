@@ -303,20 +303,17 @@ key_ent_t *keys_retained_new(tq_bytes_t key) {
     return e;
 }
 
-int keys_prepare(tq_store_t *self, tq_bytes_t key, int *err_code) {
+int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_error_t *err) {
     if (keys_session_find(self, key)) {
         /* a session key still held by a live task: cannot happen, the
          * caller looked the key up first */
-        *err_code = TQ_ERR_INTERNAL;
-        return -1;
+        return tq_error_set(err, TQ_ERR_INTERNAL, "an idempotency key is held twice");
     }
     key_ent_t *old = keys_retained_find(self, key);
     if (old)
         keys_retained_delete(self, old);
-    if (keys_count(self) >= self->cfg.max_tasks) {
-        *err_code = TQ_ERR_FULL;
-        return -1;
-    }
+    if (keys_count(self) >= self->cfg.max_tasks)
+        return store_full(self, err);
     return 0;
 }
 
