@@ -296,12 +296,23 @@ function taskLink(id) {
   return el('a', {class: 'tid', href: '#tasks/' + id, 'data-task': String(id)}, String(id));
 }
 
+// One value of the show view as text: times in UTC, the worker as
+// "name (id, connected)", other objects as JSON.
+function kvText(k, v) {
+  if (k === 'worker' && v && typeof v === 'object')
+    return (v.name || '?') + ' (' + (v.id || '?') + (v.connected ? ', connected' : ', gone') + ')';
+  if (v !== null && typeof v === 'object')
+    return JSON.stringify(v);
+  if (k.endsWith('_ms') && typeof v === 'number' && v > 1e12)
+    return fmtTime(v) + ' (' + v + ')';
+  return v === null ? '-' : String(v);
+}
+
 function kvTable(id, obj) {
   const rows = Object.entries(obj).filter(([k]) => k !== 'ok').map(([k, v]) =>
     el('tr', {'data-field': k}, el('th', {}, k),
       el('td', {class: k === 'error' || k === 'result' || k === 'payload' ? 'err' : ''},
-        v !== null && typeof v === 'object' ? JSON.stringify(v) :
-          (k.endsWith('_ms') && typeof v === 'number' && v > 1e12 ? fmtTime(v) + ' (' + v + ')' : String(v)))));
+        kvText(k, v))));
   return el('table', {id, class: 'kv'}, el('tbody', {}, rows));
 }
 
