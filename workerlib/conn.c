@@ -248,6 +248,13 @@ static size_t adapt_target(const conn_t *c)
     int64_t rtt = rtt_us(c);
     if (!c->have_run || rtt == 0)
         return 0;
+    /* Every slot busy and none finished for two round trips: the runs in
+     * progress are long whatever the mean of past runs says (a worker
+     * back after a cut, its slots still on slow runs): tasks fetched now
+     * would only wait behind them while another worker's slot is free. */
+    int64_t quiet = 2 * rtt < ADAPT_STALL_MIN_US ? ADAPT_STALL_MIN_US : 2 * rtt;
+    if (c->inflight >= c->slots && tq_mono_us() - c->progress_us >= quiet)
+        return 0;
     double run = exp2(c->lrun);
     if (run >= (double)rtt)
         return 0;

@@ -109,12 +109,20 @@ class MapRun:
     """A `taskq map --fn square -` over 1..n, running in the background;
     stdout is read by a thread that timestamps every chunk."""
 
-    def __init__(self, case, n, host, endpoint, extra=()):
+    def __init__(self, case, n, host, endpoint, extra=(), rate=None):
         self.n = n
-        inp = os.path.join(case.tmp, "map-input.txt")
-        with open(inp, "w") as f:
-            f.write("".join("%d\n" % i for i in range(1, n + 1)))
-        self.stdin = open(inp, "rb")
+        if rate is None:
+            inp = os.path.join(case.tmp, "map-input.txt")
+            with open(inp, "w") as f:
+                f.write("".join("%d\n" % i for i in range(1, n + 1)))
+            self.stdin = open(inp, "rb")
+        else:
+            # rate lines a second through a pipe: the map lasts about
+            # n / rate seconds however fast the workers are
+            rfd, wfd = os.pipe()
+            self.stdin = os.fdopen(rfd, "rb")
+            threading.Thread(target=self._feed, args=(os.fdopen(wfd, "wb"), n, rate),
+                             daemon=True).start()
         case.addCleanup(self.stdin.close)
         self.err_path = os.path.join(case.tmp, "map-stderr.log")
         argv = [CLIENT_BIN, "--connect", endpoint, "--authkey-file", case.key,
@@ -130,6 +138,26 @@ class MapRun:
         self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+
+    @staticmethod
+    def _feed(w, n, rate):
+        step = max(1, rate // 50)
+        t0 = time.monotonic()
+        try:
+            for first in range(1, n + 1, step):
+                w.write("".join("%d\n" % i for i in range(first, min(n, first + step - 1) + 1))
+                        .encode())
+                w.flush()
+                ahead = t0 + (first + step - 1) / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        except (BrokenPipeError, ValueError):
+            pass
+        finally:
+            try:
+                w.close()
+            except OSError:
+                pass
 
     def _read(self):
         fd = self.proc.p.stdout.fileno()
@@ -328,8 +356,8 @@ class MultiHostCase(unittest.TestCase):
     def client_endpoint(self):
         return "tcp://%s:%d" % (self.lab.hub_addr("c"), PORT)
 
-    def start_map(self, n, extra=()):
-        return MapRun(self, n, "c", self.client_endpoint(), extra)
+    def start_map(self, n, extra=(), rate=None):
+        return MapRun(self, n, "c", self.client_endpoint(), extra, rate)
 
     # ---- checks --------------------------------------------------------------
 
@@ -386,7 +414,10 @@ class TestMultiHost(MultiHostCase):
                                          "if [ -e %s ]; then sleep %d; fi; "
                                          "printf \"%%s * %%s = %%s\" \"$n\" \"$n\" "
                                          "\"$((n*n))\"'" % (flag, slow_s)]})
-        run = self.start_map(n)
+        # fed at 4,000 lines a second (about 5 s): with the adaptive
+        # prefetch two workers finish 20,000 squares well within the 0.3 s
+        # below, and the cut must come mid-map
+        run = self.start_map(n, rate=4000)
         run.wait_lines(3000, 60)
         before = self.status()["totals"]["requeued"]
         open(flag, "w").close()
