@@ -896,7 +896,7 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
     }
     batch_t *b = self->cur;
     if (b && (b->count == TQ_MAX_BATCH || b->flags != wflags ||
-              (b->count > 0 && b->pay_bytes + len > TQ_BATCH_BYTES))) {
+              (b->count > 0 && b->pay_bytes + len > TQ_SEND_BYTES))) {
         if (flush_batch(self, err) < 0)
             return -1;
         b = NULL;
@@ -922,7 +922,7 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
         *seq_out = self->next_seq;
     self->next_seq++;
     /* Full: send now rather than on the next call, to keep the pipe busy. */
-    if (b->count == TQ_MAX_BATCH || b->pay_bytes >= TQ_BATCH_BYTES)
+    if (b->count == TQ_MAX_BATCH || b->pay_bytes >= TQ_SEND_BYTES)
         return flush_batch(self, err);
     return 0;
 }

@@ -699,7 +699,7 @@ void tq_out_begin_result(tq_out_t *o, uint16_t credit)
 
 int tq_out_full(const tq_out_t *o)
 {
-    return o->count >= TQ_MAX_BATCH || o->part_bytes >= TQ_BATCH_BYTES;
+    return o->count >= TQ_MAX_BATCH || o->part_bytes >= TQ_SEND_BYTES;
 }
 
 size_t tq_out_count(const tq_out_t *o)
