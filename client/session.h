@@ -69,6 +69,7 @@ typedef struct ev_node {
     struct ev_node *next;
     taskq_event_t ev;
     void *owned; /* data or message copy, freed with the node */
+    tq_msgref_t *ref; /* or the received frame ev.data points into */
 } ev_node_t;
 
 typedef struct {

@@ -72,6 +72,7 @@ static void ev_free(ev_node_t *n)
     if (!n)
         return;
     free(n->owned);
+    tq_msgref_drop(n->ref);
     free(n);
 }
 
@@ -485,7 +486,18 @@ static void on_results(taskq_t *self, tq_bytes_t body)
         int awaited = tq_idmap_remove(self->awaited, o->id) != NULL;
         if (!awaited && self->unacked_subscribe == 0)
             continue; /* a duplicate, or a result nobody here asked for */
-        ev_node_t *n = node_with_copy(o->data.data, o->data.len);
+        /* A large result is handed out as a view of the received
+         * message (kept until the event is freed), not copied. */
+        tq_msgref_t *ref = o->data.len >= TQ_IN_KEEP_MIN ? tq_in_keep(in, i, o->data.data) : NULL;
+        ev_node_t *n;
+        if (ref) {
+            n = tq_calloc(1, sizeof *n);
+            n->ref = ref;
+            n->ev.data = o->data.data;
+            n->ev.len = o->data.len;
+        } else {
+            n = node_with_copy(o->data.data, o->data.len);
+        }
         n->ev.type = TASKQ_EVENT_RESULT;
         n->ev.id = o->id;
         n->ev.status = o->status;

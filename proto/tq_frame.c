@@ -3,6 +3,7 @@
 #include "tq_frame.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -113,6 +114,14 @@ struct tq_in {
     size_t badpack_at; /* the record where the pack went wrong */
     size_t nframes;    /* frames the peer sent (no routing id) */
     size_t max_bytes;  /* 0: no cap */
+    int unpacked;      /* the views after frame 0 are records of frame 0 */
+    tq_msgref_t *kept[IN_SLOTS]; /* frames moved out by tq_in_keep */
+};
+
+/* A frame moved out of a tq_in_t, with its references. */
+struct tq_msgref {
+    atomic_size_t refs;
+    zmq_msg_t msg;
 };
 
 tq_in_t *tq_in_new(void)
@@ -125,8 +134,11 @@ tq_in_t *tq_in_new(void)
 
 static void in_release(tq_in_t *self, size_t keep)
 {
-    while (self->nmsgs > keep)
-        zmq_msg_close(&self->msgs[--self->nmsgs]);
+    while (self->nmsgs > keep) {
+        --self->nmsgs;
+        self->kept[self->nmsgs] = NULL; /* its references keep it */
+        zmq_msg_close(&self->msgs[self->nmsgs]);
+    }
 }
 
 void tq_in_destroy(tq_in_t **self_p)
@@ -189,6 +201,7 @@ static void in_unpack(tq_in_t *self)
         self->views[k++] = rec;
     }
     self->nviews = self->badpack || self->oversized ? h + 1 : k;
+    self->unpacked = !self->badpack && !self->oversized;
 }
 
 /* 1 if frame f starts a packed message ('T' 'Q' VERSION TYPE|0x80). */
@@ -208,6 +221,7 @@ int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
     self->badpack = 0;
     self->nviews = 0;
     self->nframes = 0;
+    self->unpacked = 0;
     size_t cap = TQ_MAX_FRAMES + (size_t)self->router;
     size_t h = (size_t)self->router; /* index of frame 0 */
     size_t bytes = 0;                /* of the frames kept after frame 0 */
@@ -265,6 +279,43 @@ int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
     self->nviews = self->nmsgs;
     in_unpack(self);
     return 0;
+}
+
+tq_msgref_t *tq_in_keep(tq_in_t *self, size_t i, const void *data)
+{
+    size_t h = (size_t)self->router;
+    if (self->oversized || self->toolarge || self->badpack || i >= tq_in_nparts(self) ||
+        tq_in_parts(self)[i].data != data)
+        return NULL;
+    size_t f = self->unpacked ? h : h + 1 + i; /* the frame holding part i */
+    if (f >= self->nmsgs)
+        return NULL;
+    tq_msgref_t *r = self->kept[f];
+    if (!r) {
+        /* Only a frame whose bytes ZeroMQ keeps on the heap: moving it
+         * leaves them (and every view into them) where they are. */
+        if (zmq_msg_size(&self->msgs[f]) < TQ_IN_KEEP_MIN)
+            return NULL;
+        r = malloc(sizeof *r);
+        if (!r)
+            tq_proto_die("out of memory", __FILE__, __LINE__);
+        atomic_init(&r->refs, 0);
+        zmq_msg_init(&r->msg);
+        const void *before = zmq_msg_data(&self->msgs[f]);
+        zmq_msg_move(&r->msg, &self->msgs[f]);
+        PROTO_ASSERT(zmq_msg_data(&r->msg) == before);
+        self->kept[f] = r;
+    }
+    atomic_fetch_add(&r->refs, 1);
+    return r;
+}
+
+void tq_msgref_drop(tq_msgref_t *ref)
+{
+    if (ref && atomic_fetch_sub(&ref->refs, 1) == 1) {
+        zmq_msg_close(&ref->msg);
+        free(ref);
+    }
 }
 
 void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes)

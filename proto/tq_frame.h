@@ -60,6 +60,23 @@ int tq_in_oversized(const tq_in_t *self);
  * next tq_in_recv. */
 const char *tq_in_peer_address(const tq_in_t *self);
 
+/* ---- keeping received bytes (no copy) -----------------------------------
+ * A reference to the ZeroMQ frame that holds part i of the last message
+ * (a packed message's records all live in its one frame), so that a view
+ * of the part stays valid after the next tq_in_recv: the frame is moved
+ * out of the tq_in_t (no copy) and freed with its last reference. data:
+ * where the caller's view of the part starts (a decoder's item), checked
+ * against the part. NULL (copy the bytes instead) when i is out of range
+ * or is not that view, the message was cut
+ * (oversized, too large, bad pack) or the frame is too small for ZeroMQ
+ * to keep its bytes outside the message (TQ_IN_KEEP_MIN). References
+ * may be dropped from any thread. */
+typedef struct tq_msgref tq_msgref_t;
+#define TQ_IN_KEEP_MIN 256
+tq_msgref_t *tq_in_keep(tq_in_t *self, size_t i, const void *data);
+/* Drop one reference (NULL is fine); the frame goes with the last. */
+void tq_msgref_drop(tq_msgref_t *ref);
+
 /* Head and body of the received message, with the frame-count check:
  * returns 0, or -1 with err (signature, version, type, oversized). */
 int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err);

@@ -330,9 +330,70 @@ static void test_packed(void)
     zmq_ctx_term(ctx);
 }
 
+/* tq_in_keep: a kept part stays valid (same bytes, same place) after
+ * the next receive and until its last reference is dropped; small
+ * frames are not kept (the caller copies them). */
+static void test_keep(void)
+{
+    void *router, *dealer;
+    void *ctx = socket_pair("inproc://tq-proto-keep", &router, &dealer);
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_error_t err;
+    int type;
+    tq_bytes_t body;
+    static uint8_t big[5000];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 13);
+    static tq_dispatch_item_t d[TQ_MAX_BATCH];
+    size_t n;
+    for (int packed = 0; packed <= 1; packed++) {
+        tq_dispatch_item_t di[3] = {{1, 1, 0, B("echo"), {big, sizeof big}},
+                                    {2, 1, 0, B("echo"), B("12")},
+                                    {3, 1, 0, B("echo"), {big, 300}}};
+        tq_out_begin(&o, TQ_MSG_DISPATCH);
+        for (int i = 0; i < 3; i++)
+            tq_out_dispatch_item(&o, &di[i]);
+        CHECK_EQ_INT(tq_out_send_packed(&o, dealer, NULL, 0, packed), 0);
+        tq_in_t *rin = tq_in_new();
+        CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+        CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+        CHECK_EQ_INT(tq_decode_dispatch(body, tq_in_parts(rin), tq_in_nparts(rin), d, &n, &err), 0);
+        CHECK_EQ_INT(n, 3);
+        tq_msgref_t *k0 = tq_in_keep(rin, 0, d[0].payload.data);
+        tq_msgref_t *k2 = tq_in_keep(rin, 2, d[2].payload.data);
+        CHECK(k0 != NULL && k2 != NULL);
+        tq_msgref_t *k1 = tq_in_keep(rin, 1, d[1].payload.data);
+        CHECK(k1 == (packed ? k0 : NULL)); /* 2 bytes: its own frame is not kept */
+        tq_msgref_drop(k1);
+        CHECK(packed ? k0 == k2 : k0 != k2); /* a packed message is one frame */
+        CHECK(tq_in_keep(rin, 3, d[2].payload.data) == NULL); /* no such part */
+        CHECK(tq_in_keep(rin, 0, d[2].payload.data) == NULL); /* not that part's view */
+        tq_bytes_t p0 = d[0].payload, p2 = d[2].payload;
+        /* the next message replaces what the tq_in_t holds */
+        tq_out_send_packed(&o, dealer, NULL, 0, packed);
+        CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+        tq_in_destroy(&rin);
+        CHECK(tq_bytes_eq(p0, (tq_bytes_t){big, sizeof big}));
+        CHECK(tq_bytes_eq(p2, (tq_bytes_t){big, 300}));
+        tq_msgref_drop(k0);
+        CHECK(tq_bytes_eq(p2, (tq_bytes_t){big, 300}));
+        tq_msgref_drop(k2);
+        rin = tq_in_new();
+        CHECK(tq_in_keep(rin, 0, NULL) == NULL); /* nothing received */
+        tq_in_destroy(&rin);
+    }
+    tq_msgref_drop(NULL);
+    tq_out_free(&o);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     RUN(test_sockets);
     RUN(test_packed);
+    RUN(test_keep);
     TEST_MAIN_END();
 }

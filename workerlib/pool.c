@@ -47,7 +47,10 @@ void tq_task_free(tq_task_t *task)
 {
     if (!task)
         return;
-    free(task->payload);
+    if (task->payload_ref)
+        tq_msgref_drop(task->payload_ref); /* from a slot thread, too */
+    else
+        free(task->payload);
     tq_run_result_free(&task->result);
     free(task);
 }

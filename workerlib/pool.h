@@ -17,6 +17,7 @@
 #include "command.h"
 #include "run.h"
 #include "taskq.h"
+#include "tq_frame.h"
 #include "tq_limits.h"
 
 /* A function this worker serves: a built-in, an external command or a C
@@ -45,6 +46,7 @@ typedef struct tq_task {
     uint32_t timeout_ms;
     const tq_fn_t *fn;
     uint8_t *payload;
+    tq_msgref_t *payload_ref; /* payload is a view of this received frame, or NULL (owned) */
     size_t len;
     size_t max_result;
     int64_t accepted_ms;   /* when it arrived (tq_run_now_ms) */
