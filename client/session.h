@@ -15,6 +15,7 @@
 #ifndef TQ_CLIENT_SESSION_H
 #define TQ_CLIENT_SESSION_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,7 @@
 typedef struct chunk {
     struct chunk *next;
     size_t cap, len;
+    atomic_int refs; /* the batch's, plus one per ZeroMQ frame lent its bytes */
     uint8_t data[];
 } chunk_t;
 

@@ -390,10 +390,78 @@ static void test_keep(void)
     zmq_ctx_term(ctx);
 }
 
+/* tq_out_lend: a lent part goes to ZeroMQ without a copy (hold before,
+ * release once ZeroMQ is done, the owner's bytes untouched), the
+ * message then goes as plain frames; a message that is mostly copied
+ * data is still packed. */
+static int lend_refs;
+static void lend_hold(void *hint)
+{
+    (void)hint;
+    lend_refs++;
+}
+static void lend_release(void *data, void *hint)
+{
+    CHECK(data == hint);
+    lend_refs--;
+}
+
+static void test_lend(void)
+{
+    void *router, *dealer;
+    void *ctx = socket_pair("inproc://tq-proto-lend", &router, &dealer);
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_in_t *rin = tq_in_new();
+    tq_error_t err;
+    int type;
+    tq_bytes_t body;
+    size_t n;
+    uint16_t credit;
+    static tq_result_item_t r[TQ_MAX_BATCH];
+    static uint8_t big[TQ_LEND_MIN];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 3);
+    tq_out_begin_result(&o, 1);
+    tq_out_result_item(&o, &(tq_result_item_t){5, 1, TQ_RUN_OK, B("small")});
+    tq_out_result_item(&o, &(tq_result_item_t){6, 1, TQ_RUN_OK, {big, sizeof big}});
+    tq_out_lend(&o, lend_hold, lend_release, big);
+    CHECK_EQ_INT(tq_out_send_packed(&o, dealer, NULL, 0, 1), 0);
+    CHECK_EQ_INT(lend_refs, 1); /* ZeroMQ holds the bytes */
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_nparts(rin), 2);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+    CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
+                                  &credit, r, &n, &err), 0);
+    CHECK(n == 2 && tq_bytes_eq(r[0].data, B("small")) &&
+          tq_bytes_eq(r[1].data, (tq_bytes_t){big, sizeof big}));
+    CHECK(r[1].data.data == big); /* inproc hands the very frame over: no copy anywhere */
+    tq_in_destroy(&rin); /* the receiver lets go of the frame */
+    CHECK_EQ_INT(lend_refs, 0);
+    /* begin again: nothing lent; a message of mostly copied data packs */
+    rin = tq_in_new();
+    tq_out_begin_result(&o, 1);
+    for (int i = 0; i < 3; i++)
+        tq_out_result_item(&o, &(tq_result_item_t){(uint64_t)i, 1, TQ_RUN_OK, {big, sizeof big}});
+    tq_out_lend(&o, lend_hold, lend_release, big);
+    tq_out_result_item(&o, &(tq_result_item_t){9, 1, TQ_RUN_OK, B("x")});
+    CHECK_EQ_INT(tq_out_send_packed(&o, dealer, NULL, 0, 1), 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_nparts(rin), 4);
+    CHECK(tq_in_parts(rin)[2].data != big);
+    CHECK_EQ_INT(lend_refs, 0); /* packed: the lent part was copied, never held */
+    tq_in_destroy(&rin);
+    tq_out_free(&o);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     RUN(test_sockets);
     RUN(test_packed);
     RUN(test_keep);
+    RUN(test_lend);
     TEST_MAIN_END();
 }

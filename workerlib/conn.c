@@ -315,13 +315,7 @@ static void flush_results(conn_t *c)
         size_t n = 0;
         for (tq_task_t *t = c->done_head; t && !tq_out_full(out); t = t->next) {
             fit_result(t, max_payload(c));
-            tq_result_item_t r = {
-                .id = t->id,
-                .attempt = t->attempt,
-                .status = (uint8_t)t->result.status,
-                .data = {t->result.data, t->result.len},
-            };
-            tq_out_result_item(out, &r);
+            tq_task_result_item(t, out);
             batch[n++] = t;
         }
         if (tq_link_send(c->link, TQ_LINK_NOWAIT) != 1) {
