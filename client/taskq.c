@@ -831,8 +831,8 @@ static int pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
         t = 0;
     zmq_pollitem_t items[2];
     int n = tq_link_pollitems(self->link, items);
-    if (zmq_poll(n ? items : NULL, n, (long)t) < 0 && errno != EINTR)
-        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+    if (tq_zpoll(items, n, (long)t) < 0 && errno != EINTR)
+        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "poll: %s", zmq_strerror(errno));
     got = drain(self, err);
     if (got < 0)
         return -1;

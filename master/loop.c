@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -497,59 +496,22 @@ static void end_pass(tq_loop_t *self) {
     tq_roster_reap(self->roster);
 }
 
-/* Whether the ZeroMQ socket s has a message to read (ZMQ_EVENTS, which
- * also runs the commands its ZMQ_FD signalled); -1 when the context is
- * gone (errno ETERM) or the call failed. */
-static int zsock_readable(void *s) {
-    int ev = 0;
-    size_t len = sizeof ev;
-    if (zmq_getsockopt(s, ZMQ_EVENTS, &ev, &len) < 0)
-        return -1;
-    return (ev & ZMQ_POLLIN) != 0;
-}
-
-/* The file descriptor ZeroMQ signals s's state changes on (ZMQ_FD), or -1. */
-static int zsock_fd(void *s) {
-    int fd = -1;
-    size_t len = sizeof fd;
-    return zmq_getsockopt(s, ZMQ_FD, &fd, &len) < 0 ? -1 : fd;
-}
-
 /* Waits until the ROUTER or the journal's pipe has a message, stop_fd
  * (if >= 0) is readable, or timeout ms passed. Sets *router_in,
  * *pipe_in and *stop to what is ready. Returns 0, or -1 with errno
- * (EINTR: call again; ETERM: the context is gone).
- *
- * One poll(2) on the sockets' ZMQ_FDs instead of zmq_poll: zmq_poll
- * polls once without waiting, asks each socket for ZMQ_EVENTS, polls
- * again with the timeout and asks each again, which is two poll(2)s,
- * four ZMQ_EVENTS (each a poll(2) and a getpid(2)) per wait where one
- * ZMQ_EVENTS per socket and one poll(2) do: a round trip of a single
- * task costs the master two such waits. ZMQ_FD is edge-triggered (it
- * tells that a socket's state may have changed, not that a message is
- * there), so each socket's ZMQ_EVENTS is asked first, after whatever
- * the last pass sent or received, and the wait is skipped (stop_fd still
- * looked at) when one has a message already. */
+ * (EINTR: call again; ETERM: the context is gone). tq_zpoll, not
+ * zmq_poll: one poll(2) per wait instead of two plus four ZMQ_EVENTS (a
+ * round trip of a single task costs the master two waits). */
 static int loop_wait(tq_loop_t *self, int stop_fd, long timeout, int *router_in, int *pipe_in,
                      int *stop) {
-    void *pipe = tq_persist_socket(self->persist);
-    int rin = zsock_readable(self->router);
-    int pin = rin < 0 ? -1 : zsock_readable(pipe);
-    if (rin < 0 || pin < 0)
+    zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
+                               {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
+                               {NULL, stop_fd, ZMQ_POLLIN, 0}};
+    if (tq_zpoll(items, stop_fd >= 0 ? 3 : 2, timeout) < 0)
         return -1;
-    struct pollfd fds[3] = {{zsock_fd(self->router), POLLIN, 0},
-                            {zsock_fd(pipe), POLLIN, 0},
-                            {stop_fd, POLLIN, 0}};
-    if (fds[0].fd < 0 || fds[1].fd < 0)
-        return -1;
-    int rc = poll(fds, stop_fd >= 0 ? 3 : 2, rin || pin ? 0 : (int)(timeout > INT_MAX ? INT_MAX : timeout));
-    if (rc < 0)
-        return -1;
-    /* a signalled fd only means "ask again": the recv loops do (EAGAIN
-     * when nothing came) */
-    *router_in = rin || (fds[0].revents & (POLLIN | POLLERR | POLLHUP));
-    *pipe_in = pin || (fds[1].revents & (POLLIN | POLLERR | POLLHUP));
-    *stop = stop_fd >= 0 && (fds[2].revents & (POLLIN | POLLERR | POLLHUP));
+    *router_in = (items[0].revents & ZMQ_POLLIN) != 0;
+    *pipe_in = (items[1].revents & ZMQ_POLLIN) != 0;
+    *stop = stop_fd >= 0 && (items[2].revents & (ZMQ_POLLIN | ZMQ_POLLERR));
     return 0;
 }
 

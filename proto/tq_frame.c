@@ -3,6 +3,8 @@
 #include "tq_frame.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +132,62 @@ int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, in
         return -1;
     }
     return 0;
+}
+
+/* ---- waiting -------------------------------------------------------------- */
+
+/* items[i].revents from a ZeroMQ socket's ZMQ_EVENTS; -1 on failure. */
+static int zsock_events(zmq_pollitem_t *it)
+{
+    int ev = 0;
+    size_t len = sizeof ev;
+    if (zmq_getsockopt(it->socket, ZMQ_EVENTS, &ev, &len) < 0)
+        return -1;
+    it->revents = (short)(ev & it->events);
+    return 0;
+}
+
+int tq_zpoll(zmq_pollitem_t *items, int n, long timeout)
+{
+    struct pollfd fds[TQ_ZPOLL_MAX];
+    if (n < 0 || n > TQ_ZPOLL_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    int ready = 0;
+    for (int i = 0; i < n; i++) {
+        items[i].revents = 0;
+        fds[i] = (struct pollfd){items[i].fd, 0, 0};
+        if (items[i].socket) {
+            size_t len = sizeof fds[i].fd;
+            if (zmq_getsockopt(items[i].socket, ZMQ_FD, &fds[i].fd, &len) < 0 ||
+                zsock_events(&items[i]) < 0)
+                return -1;
+            fds[i].events = POLLIN;
+            ready += items[i].revents != 0;
+        } else {
+            fds[i].events = (short)(((items[i].events & ZMQ_POLLIN) ? POLLIN : 0) |
+                                    ((items[i].events & ZMQ_POLLOUT) ? POLLOUT : 0));
+        }
+    }
+    int wait = ready ? 0 : timeout < 0 ? -1 : timeout > INT_MAX ? INT_MAX : (int)timeout;
+    if (poll(fds, (nfds_t)n, wait) < 0)
+        return -1;
+    ready = 0;
+    for (int i = 0; i < n; i++) {
+        if (items[i].socket) {
+            if (fds[i].revents && !items[i].revents && zsock_events(&items[i]) < 0)
+                return -1;
+        } else {
+            /* as zmq_poll: anything but POLLIN and POLLOUT is an error */
+            short r = fds[i].revents;
+            items[i].revents = (short)(((r & POLLIN) ? ZMQ_POLLIN : 0) |
+                                       ((r & POLLOUT) ? ZMQ_POLLOUT : 0) |
+                                       ((r & ~(POLLIN | POLLOUT)) ? ZMQ_POLLERR : 0));
+        }
+        ready += items[i].revents != 0;
+    }
+    return ready;
 }
 
 /* ---- receiving ------------------------------------------------------------ */

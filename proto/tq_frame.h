@@ -7,6 +7,8 @@
 #ifndef TQ_FRAME_H
 #define TQ_FRAME_H
 
+#include <zmq.h>
+
 #include "tq_proto.h"
 
 /* Send the message on a ZeroMQ socket. routing_id: the ROUTER peer to
@@ -20,6 +22,19 @@ int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_f
  * PROTOCOL.md 3.1): only for a peer that takes packed messages. */
 int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
                        int packed);
+
+/* ---- waiting ------------------------------------------------------------
+ * zmq_poll's contract (items, n, timeout ms or -1; revents set; returns
+ * the number of ready items, or -1 with errno), in fewer system calls:
+ * zmq_poll looks without waiting, asks each ZeroMQ socket for
+ * ZMQ_EVENTS (a poll(2) and a getpid(2) inside libzmq each), waits, and
+ * asks each again. tq_zpoll asks each socket once, waits in one poll(2)
+ * on the sockets' ZMQ_FDs and the plain fds (not at all when a socket is
+ * ready already), and asks again only the sockets whose ZMQ_FD fired
+ * (ZMQ_FD is edge-triggered: it says "look", not "a message is here").
+ * At most TQ_ZPOLL_MAX items. */
+#define TQ_ZPOLL_MAX 8
+int tq_zpoll(zmq_pollitem_t *items, int n, long timeout);
 
 /* ---- receiving ----------------------------------------------------------
  * tq_in_t receives one multipart message into fixed storage. */

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 static tq_bytes_t B(const char *s) { return tq_bytes_str(s); }
@@ -457,11 +458,44 @@ static void test_lend(void)
     zmq_ctx_term(ctx);
 }
 
+/* tq_zpoll keeps zmq_poll's contract: a message already queued is ready
+ * at once (even though ZMQ_FD fired before the wait), a plain fd too,
+ * and nothing ready means 0 after the timeout. */
+static void test_zpoll(void)
+{
+    void *router, *dealer;
+    void *ctx = socket_pair("inproc://tq-proto-zpoll", &router, &dealer);
+    int pfd[2];
+    CHECK_EQ_INT(pipe(pfd), 0);
+    zmq_pollitem_t it[2] = {{router, 0, ZMQ_POLLIN, 0}, {NULL, pfd[0], ZMQ_POLLIN, 0}};
+    CHECK_EQ_INT(tq_zpoll(it, 2, 0), 0);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 20), 0);
+    CHECK_EQ_INT(zmq_send(dealer, "x", 1, 0), 1);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 1000), 1);
+    CHECK(it[0].revents == ZMQ_POLLIN && it[1].revents == 0);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 1000), 1); /* still there: asked, not consumed */
+    CHECK_EQ_INT(write(pfd[1], "y", 1), 1);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 1000), 2);
+    CHECK(it[1].revents == ZMQ_POLLIN);
+    char b[8];
+    CHECK(zmq_recv(router, b, sizeof b, 0) > 0); /* routing id */
+    CHECK_EQ_INT(zmq_recv(router, b, sizeof b, 0), 1);
+    CHECK_EQ_INT(read(pfd[0], b, 1), 1);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 10), 0);
+    CHECK_EQ_INT(tq_zpoll(it, TQ_ZPOLL_MAX + 1, 0), -1);
+    close(pfd[0]);
+    close(pfd[1]);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     RUN(test_sockets);
     RUN(test_packed);
     RUN(test_keep);
     RUN(test_lend);
+    RUN(test_zpoll);
     TEST_MAIN_END();
 }

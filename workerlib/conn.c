@@ -774,10 +774,10 @@ static int loop(conn_t *c)
             int64_t left = c->progress_us + stall_us(c) - tq_mono_us();
             wait = min64(wait, left > 0 ? (left + 999) / 1000 : 0);
         }
-        if (zmq_poll(items, n, (long)wait) < 0) {
+        if (tq_zpoll(items, n, (long)wait) < 0) {
             if (errno == EINTR)
                 continue;
-            tq_error("zmq_poll: %s", zmq_strerror(errno));
+            tq_error("poll: %s", zmq_strerror(errno));
             return TQ_EXIT_INTERNAL;
         }
 
