@@ -392,7 +392,9 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
                 tq_reorder_fill(ro, ev.seq, 0, 0, NULL, 0);
         } else if (ev.type == TASKQ_EVENT_RESULT) {
             uint64_t seq = (uint64_t)(uintptr_t)tq_idmap_remove(seq_of, ev.id);
-            if (seq && tq_reorder_fill(ro, seq, ev.status, ev.attempts, ev.data, ev.len) == 0)
+            /* The next to print is printed at the top of the loop, before
+             * the next taskq_next_event: straight from the event. */
+            if (seq && tq_reorder_fill_next(ro, seq, ev.status, ev.attempts, ev.data, ev.len) == 0)
                 answered++;
         } else if (ev.type == TASKQ_EVENT_ERROR) {
             progress_clear(&pr);

@@ -29,7 +29,8 @@ void tq_reorder_destroy(tq_reorder_t **self_p)
         return;
     tq_reorder_t *self = *self_p;
     for (size_t i = 0; i < self->window; i++)
-        free(self->ring[i].data);
+        if (!self->ring[i].borrowed)
+            free(self->ring[i].data);
     free(self->ring);
     free(self);
     *self_p = NULL;
@@ -80,6 +81,23 @@ int tq_reorder_fill(tq_reorder_t *self, uint64_t seq, int status, uint32_t attem
     return 0;
 }
 
+int tq_reorder_fill_next(tq_reorder_t *self, uint64_t seq, int status, uint32_t attempts,
+                         const void *data, size_t len)
+{
+    if (seq != self->next)
+        return tq_reorder_fill(self, seq, status, attempts, data, len);
+    tq_slot_t *s = tq_reorder_slot(self, seq);
+    if (!s || s->ready)
+        return -1;
+    s->data = (uint8_t *)data;
+    s->borrowed = 1;
+    s->len = len;
+    s->status = status;
+    s->attempts = attempts;
+    s->ready = 1;
+    return 0;
+}
+
 const tq_slot_t *tq_reorder_oldest(const tq_reorder_t *self)
 {
     if (self->next == self->end)
@@ -98,7 +116,8 @@ void tq_reorder_pop(tq_reorder_t *self)
     if (self->next == self->end)
         return;
     tq_slot_t *s = &self->ring[self->next % self->window];
-    free(s->data);
+    if (!s->borrowed)
+        free(s->data);
     memset(s, 0, sizeof *s);
     self->next++;
 }

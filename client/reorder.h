@@ -18,8 +18,9 @@ typedef struct {
     int ready;         /* 1 once the answer is in */
     int status;        /* taskq_status_t, or 0 for "queued" (submit) */
     uint32_t attempts;
-    uint8_t *data;     /* owned copy of the result or error (NUL-terminated) */
+    uint8_t *data;     /* owned copy of the result or error (NUL-terminated), */
     size_t len;
+    int borrowed;      /* or the caller's bytes (tq_reorder_fill_next) */
 } tq_slot_t;
 
 typedef struct tq_reorder tq_reorder_t;
@@ -46,6 +47,14 @@ tq_slot_t *tq_reorder_slot(tq_reorder_t *self, uint64_t seq);
  * has its answer (the first answer wins). */
 int tq_reorder_fill(tq_reorder_t *self, uint64_t seq, int status, uint32_t attempts,
                     const void *data, size_t len);
+
+/* The same without the copy when seq is the oldest slot, i.e. the next
+ * to print: the slot then points at data, which the caller keeps valid
+ * until it pops the slot (no NUL is added). Otherwise as
+ * tq_reorder_fill. `taskq map` prints an answer that arrives in order
+ * straight from the received message this way. */
+int tq_reorder_fill_next(tq_reorder_t *self, uint64_t seq, int status, uint32_t attempts,
+                         const void *data, size_t len);
 
 /* The oldest admitted slot if its answer is in, else NULL. */
 const tq_slot_t *tq_reorder_peek(const tq_reorder_t *self);

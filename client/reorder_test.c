@@ -107,10 +107,36 @@ static void test_many_through_small_window(void)
     tq_reorder_destroy(&r);
 }
 
+/* fill_next: the oldest slot borrows the caller's bytes (no copy); any
+ * other slot gets a copy, so the caller's buffer may change at once. */
+static void test_fill_next_borrows_only_the_oldest(void)
+{
+    tq_reorder_t *r = tq_reorder_new(4);
+    uint64_t s;
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(tq_reorder_admit(r, &s), 0);
+    char buf[8] = "two";
+    CHECK_EQ_INT(tq_reorder_fill_next(r, 2, 1, 1, buf, 3), 0);
+    memcpy(buf, "XXX", 3); /* the event's bytes are gone: 2 kept a copy */
+    char one[] = "one";
+    CHECK_EQ_INT(tq_reorder_fill_next(r, 1, 1, 1, one, 3), 0);
+    const tq_slot_t *sl = tq_reorder_peek(r);
+    CHECK(sl && sl->seq == 1 && sl->borrowed && sl->data == (uint8_t *)one && sl->len == 3);
+    CHECK_EQ_INT(tq_reorder_fill_next(r, 1, 1, 1, one, 3), -1); /* the first answer wins */
+    tq_reorder_pop(r);
+    sl = tq_reorder_peek(r);
+    CHECK(sl && sl->seq == 2 && !sl->borrowed && sl->len == 3 && memcmp(sl->data, "two", 3) == 0);
+    tq_reorder_pop(r);
+    char three[] = "three";
+    CHECK_EQ_INT(tq_reorder_fill_next(r, 3, 1, 1, three, 5), 0);
+    tq_reorder_destroy(&r); /* a borrowed slot is not freed */
+}
+
 int main(void)
 {
     RUN(test_in_order_release);
     RUN(test_window_bound);
+    RUN(test_fill_next_borrows_only_the_oldest);
     RUN(test_bad_fills);
     RUN(test_many_through_small_window);
     TEST_MAIN_END();

@@ -15,6 +15,7 @@
 #ifndef TQ_CLIENT_SESSION_H
 #define TQ_CLIENT_SESSION_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,7 @@
 typedef struct chunk {
     struct chunk *next;
     size_t cap, len;
+    atomic_int refs; /* the batch's, plus one per ZeroMQ frame lent its bytes */
     uint8_t data[];
 } chunk_t;
 
@@ -69,6 +71,7 @@ typedef struct ev_node {
     struct ev_node *next;
     taskq_event_t ev;
     void *owned; /* data or message copy, freed with the node */
+    tq_msgref_t *ref; /* or the received frame ev.data points into */
 } ev_node_t;
 
 typedef struct {

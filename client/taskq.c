@@ -72,6 +72,7 @@ static void ev_free(ev_node_t *n)
     if (!n)
         return;
     free(n->owned);
+    tq_msgref_drop(n->ref);
     free(n);
 }
 
@@ -87,11 +88,27 @@ static void ev_list_clear(ev_list_t *l)
  * worth. */
 #define BATCH_CHUNK_MIN (64u * 1024u)
 
+/* A chunk's references (tq_out_lend): the batch holds one, and each
+ * ZeroMQ frame sent from its bytes one more, released by ZeroMQ's I/O
+ * thread once the frame is sent. */
+static void chunk_hold(void *hint)
+{
+    atomic_fetch_add(&((chunk_t *)hint)->refs, 1);
+}
+
+static void chunk_release(void *data, void *hint)
+{
+    (void)data;
+    chunk_t *c = hint;
+    if (atomic_fetch_sub(&c->refs, 1) == 1)
+        free(c);
+}
+
 static void chunks_free(chunk_t *c)
 {
     while (c) {
         chunk_t *next = c->next;
-        free(c);
+        chunk_release(NULL, c);
         c = next;
     }
 }
@@ -116,14 +133,15 @@ static void batch_release(taskq_t *self, batch_t *b)
         batch_free(b);
         return;
     }
-    chunk_t *keep = b->chunks;
+    /* Only a chunk no ZeroMQ frame still reads is written again. */
+    chunk_t *keep = NULL;
     for (chunk_t *c = b->chunks; c; c = c->next)
-        if (c->cap > keep->cap)
+        if (atomic_load(&c->refs) == 1 && (!keep || c->cap > keep->cap))
             keep = c;
     for (chunk_t *c = b->chunks, *next; c; c = next) {
         next = c->next;
         if (c != keep)
-            free(c);
+            chunk_release(NULL, c);
     }
     if (keep) {
         keep->next = NULL;
@@ -156,9 +174,10 @@ static batch_t *batch_take(taskq_t *self, uint16_t flags)
 }
 
 /* A copy of payload[0..len) that stays where it is while the batch
- * lives (the message's data frame points at it). */
-static tq_bytes_t batch_keep(batch_t *b, const void *payload, size_t len)
+ * lives (the message's data frame points at it); *in: its chunk. */
+static tq_bytes_t batch_keep(batch_t *b, const void *payload, size_t len, chunk_t **in)
 {
+    *in = NULL;
     if (len == 0)
         return (tq_bytes_t){(const uint8_t *)"", 0};
     chunk_t *c = b->chunks;
@@ -171,12 +190,14 @@ static tq_bytes_t batch_keep(batch_t *b, const void *payload, size_t len)
         chunk_t *n = tq_malloc(sizeof *n + cap);
         n->cap = cap;
         n->len = 0;
+        atomic_init(&n->refs, 1);
         n->next = c;
         b->chunks = c = n;
     }
     uint8_t *dst = c->data + c->len;
     memcpy(dst, payload, len);
     c->len += len;
+    *in = c;
     return (tq_bytes_t){dst, len};
 }
 
@@ -485,7 +506,18 @@ static void on_results(taskq_t *self, tq_bytes_t body)
         int awaited = tq_idmap_remove(self->awaited, o->id) != NULL;
         if (!awaited && self->unacked_subscribe == 0)
             continue; /* a duplicate, or a result nobody here asked for */
-        ev_node_t *n = node_with_copy(o->data.data, o->data.len);
+        /* A large result is handed out as a view of the received
+         * message (kept until the event is freed), not copied. */
+        tq_msgref_t *ref = o->data.len >= TQ_IN_KEEP_MIN ? tq_in_keep(in, i, o->data.data) : NULL;
+        ev_node_t *n;
+        if (ref) {
+            n = tq_calloc(1, sizeof *n);
+            n->ref = ref;
+            n->ev.data = o->data.data;
+            n->ev.len = o->data.len;
+        } else {
+            n = node_with_copy(o->data.data, o->data.len);
+        }
         n->ev.type = TASKQ_EVENT_RESULT;
         n->ev.id = o->id;
         n->ev.status = o->status;
@@ -799,8 +831,8 @@ static int pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
         t = 0;
     zmq_pollitem_t items[2];
     int n = tq_link_pollitems(self->link, items);
-    if (zmq_poll(n ? items : NULL, n, (long)t) < 0 && errno != EINTR)
-        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+    if (tq_zpoll(items, n, (long)t) < 0 && errno != EINTR)
+        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "poll: %s", zmq_strerror(errno));
     got = drain(self, err);
     if (got < 0)
         return -1;
@@ -896,7 +928,7 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
     }
     batch_t *b = self->cur;
     if (b && (b->count == TQ_MAX_BATCH || b->flags != wflags ||
-              (b->count > 0 && b->pay_bytes + len > TQ_BATCH_BYTES))) {
+              (b->count > 0 && b->pay_bytes + len > TQ_SEND_BYTES))) {
         if (flush_batch(self, err) < 0)
             return -1;
         b = NULL;
@@ -905,6 +937,7 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
         b = batch_take(self, wflags);
         self->cur = b;
     }
+    chunk_t *chunk;
     tq_task_spec_t t = {
         .fn = {(const uint8_t *)opts->fn, strlen(opts->fn)},
         .queue = {(const uint8_t *)queue, strlen(queue)},
@@ -912,17 +945,21 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
         .priority = opts->priority,
         .timeout_ms = opts->timeout_ms,
         .retries = opts->retries,
-        .payload = batch_keep(b, payload, len),
+        .payload = batch_keep(b, payload, len, &chunk),
         .not_before_ms = opts->not_before_ms, /* written only with TQ_SUBMIT_NOT_BEFORE */
     };
     tq_out_submit_task(&b->msg, &t);
+    /* A large payload goes to ZeroMQ from its chunk, without the pack
+     * copy (tq_out_lend); the payload is the record's one data frame. */
+    if (len >= TQ_LEND_MIN && b->msg.parts[b->msg.nparts - 1].data == t.payload.data)
+        tq_out_lend(&b->msg, chunk_hold, chunk_release, chunk);
     b->count++;
     b->pay_bytes += len;
     if (seq_out)
         *seq_out = self->next_seq;
     self->next_seq++;
     /* Full: send now rather than on the next call, to keep the pipe busy. */
-    if (b->count == TQ_MAX_BATCH || b->pay_bytes >= TQ_BATCH_BYTES)
+    if (b->count == TQ_MAX_BATCH || b->pay_bytes >= TQ_SEND_BYTES)
         return flush_batch(self, err);
     return 0;
 }

@@ -5,7 +5,7 @@
  * handlers -> engine / outbox / roster; nothing calls back up (the
  * engine's events reach the loop through its subscription).
  *
- * One iteration: zmq_poll on the ROUTER (timeout from the next timer),
+ * One iteration: poll on the ROUTER (timeout from the next timer),
  * read up to LOOP_MAX_MSGS messages and handle each, run the timers
  * (heartbeats, peer timeouts, TTL sweep), forget peers that went away,
  * run the scheduler (one DISPATCH per worker), then flush the RESULTS
@@ -598,6 +598,35 @@ static void end_pass(tq_loop_t *self) {
     tq_roster_reap(self->roster);
 }
 
+/* Waits until the ROUTER or the journal's pipe has a message, stop_fd
+ * (if >= 0) or the HTTP server's wake-up fd is readable, or timeout ms
+ * passed. Sets *router_in,
+ * *pipe_in, *stop and *http_in to what is ready. Returns 0, or -1 with errno
+ * (EINTR: call again; ETERM: the context is gone). tq_zpoll, not
+ * zmq_poll: one poll(2) per wait instead of two plus four ZMQ_EVENTS (a
+ * round trip of a single task costs the master two waits). */
+static int loop_wait(tq_loop_t *self, int stop_fd, long timeout, int *router_in, int *pipe_in,
+                     int *stop, int *http_in) {
+    zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
+                               {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0}};
+    int n = 2, istop = -1, ihttp = -1;
+    if (stop_fd >= 0) {
+        items[n] = (zmq_pollitem_t){NULL, stop_fd, ZMQ_POLLIN, 0};
+        istop = n++;
+    }
+    if (self->http) {
+        items[n] = (zmq_pollitem_t){NULL, tq_http_fd(self->http), ZMQ_POLLIN, 0};
+        ihttp = n++;
+    }
+    if (tq_zpoll(items, n, timeout) < 0)
+        return -1;
+    *router_in = (items[0].revents & ZMQ_POLLIN) != 0;
+    *pipe_in = (items[1].revents & ZMQ_POLLIN) != 0;
+    *stop = istop >= 0 && (items[istop].revents & (ZMQ_POLLIN | ZMQ_POLLERR));
+    *http_in = ihttp >= 0 && (items[ihttp].revents & ZMQ_POLLIN);
+    return 0;
+}
+
 int tq_loop_run(tq_loop_t *self, int stop_fd) {
     int64_t now = tq_mono_ms();
     self->ntimers = 0;
@@ -624,12 +653,9 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         int64_t due = tq_store_next_due(self->store, tq_wall_ms());
         if (due >= 0 && due < timeout)
             timeout = (long)due; /* a delayed task becomes runnable */
-        zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
-                                   {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0},
-                                   {NULL, stop_fd, ZMQ_POLLIN, 0},
-                                   {NULL, self->http ? tq_http_fd(self->http) : -1, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, self->http ? 4 : stop_fd >= 0 ? 3 : 2, timeout);
-        if (rc < 0) {
+        int router_in = 0, pipe_in = 0, stop = 0, http_in = 0;
+        if (loop_wait(self, stop_fd, timeout, &router_in, &pipe_in, &stop,
+                      &http_in) < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == ETERM)
@@ -637,16 +663,16 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             tq_error("poll failed: %s", zmq_strerror(errno));
             return -1;
         }
-        if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN))
+        if (stop)
             return 0;
-        if (items[1].revents & ZMQ_POLLIN) {
+        if (pipe_in) {
             tq_persist_on_sync(self->persist);
             if (self->paused_file && tq_persist_durable(self->persist) >= self->paused_file_lsn) {
                 tq_admin_drop_file(self->cfg.journal.data_dir); /* its queues are on disk */
                 self->paused_file = 0;
             }
         }
-        if (items[0].revents & ZMQ_POLLIN) {
+        if (router_in) {
             for (int i = 0; i < LOOP_MAX_MSGS; i++) {
                 if (tq_in_recv(self->in, self->router, 1, ZMQ_DONTWAIT) < 0) {
                     if (errno != EAGAIN && errno != EINTR) {
@@ -660,7 +686,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
                 tq_outbox_send_kills(self->outbox); /* what the command asked for */
             }
         }
-        if (self->http && (items[3].revents & ZMQ_POLLIN)) {
+        if (http_in) {
             tq_admin_deps_t ad = {self->engine, self->persist, self->outbox, self->roster,
                                   self->peers, &self->policy};
             tq_http_run(self->http, &ad, &self->http_names); /* the dashboard's requests */

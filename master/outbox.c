@@ -254,6 +254,7 @@ int tq_outbox_dispatch(tq_outbox_t *self, tq_peer_t *w, tq_task_t *const *tasks,
                                 tq_task_timeout(tasks[i]), tq_bytes_str(tq_task_fn(tasks[i])),
                                 tq_task_payload(tasks[i])};
         tq_out_dispatch_item(&self->out, &d);
+        tq_task_lend_payload(tasks[i], &self->out); /* a large one: no copy */
     }
     if (tq_outbox_send(self, w) < 0)
         return -1; /* gone */
@@ -334,6 +335,8 @@ void tq_outbox_results(tq_outbox_t *self, tq_peer_t *c, tq_engine_t *engine, uin
             inflight += cost;
             charge[i - first] = cost;
             tq_out_outcome(out, &o);
+            if (t && tq_task_finished(t))
+                tq_task_lend_data(t, out); /* a large one: no copy */
             i++;
         }
         if (i == first)

@@ -17,7 +17,7 @@ typedef struct {
 } slot_t;
 
 /* Append s's planned tasks to plan as DISPATCHes of at most
- * TQ_MAX_BATCH tasks and TQ_BATCH_BYTES of payload (or one larger task). */
+ * TQ_MAX_BATCH tasks and TQ_SEND_BYTES of payload (or one larger task). */
 static void cut_batches(tq_sched_plan_t *plan, const slot_t *s) {
     size_t i = 0;
     while (i < s->n) {
@@ -27,7 +27,7 @@ static void cut_batches(tq_sched_plan_t *plan, const slot_t *s) {
         b->n = 0;
         size_t bytes = 0;
         while (i < s->n && b->n < TQ_MAX_BATCH &&
-               (b->n == 0 || bytes + s->tasks[i]->payload_len <= TQ_BATCH_BYTES)) {
+               (b->n == 0 || bytes + s->tasks[i]->payload_len <= TQ_SEND_BYTES)) {
             bytes += s->tasks[i]->payload_len;
             b->n++;
             i++;

@@ -2,6 +2,7 @@
  * heaps are in store_heap.c, the idempotency keys in store_keys.c. */
 #include "store.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,38 @@ void tq_store_observe(tq_store_t *self, tq_store_task_fn fn, tq_store_key_fn kfn
     self->obs_arg = arg;
 }
 
+/* ---- payloads and results held apart ------------------------------------
+ * Blocks with a reference count in front: the store holds one, and each
+ * ZeroMQ frame lent the bytes (tq_task_lend_*) one more, released by
+ * ZeroMQ's I/O thread once sent. */
+typedef struct {
+    _Alignas(16) atomic_int refs;
+} rc_head_t;
+
+static void *rc_alloc(size_t len) {
+    rc_head_t *h = malloc(sizeof *h + len);
+    if (!h)
+        return NULL;
+    atomic_init(&h->refs, 1);
+    return h + 1;
+}
+
+static rc_head_t *rc_head(const void *data) { return (rc_head_t *)(uintptr_t)data - 1; }
+
+static void rc_hold(void *hint) { atomic_fetch_add(&((rc_head_t *)hint)->refs, 1); }
+
+static void rc_release(void *data, void *hint) {
+    (void)data;
+    if (atomic_fetch_sub(&((rc_head_t *)hint)->refs, 1) == 1)
+        free(hint);
+}
+
+/* The store's reference (NULL is fine). */
+static void rc_free(void *data) {
+    if (data)
+        rc_release(data, rc_head(data));
+}
+
 /* ---- the task record -------------------------------------------------- */
 
 /* t's cold part, created if absent. */
@@ -46,6 +79,16 @@ tq_bytes_t tq_task_payload(const tq_task_t *t) {
     if (t->payload_len && (t->flags & TQ_TASK_F_PAYEXT))
         memcpy(&b.data, payload_part(t), sizeof b.data);
     return b;
+}
+
+void tq_task_lend_payload(const tq_task_t *t, tq_out_t *out) {
+    if ((t->flags & TQ_TASK_F_PAYEXT) && t->payload_len >= TQ_LEND_MIN)
+        tq_out_lend(out, rc_hold, rc_release, rc_head(tq_task_payload(t).data));
+}
+
+void tq_task_lend_data(const tq_task_t *t, tq_out_t *out) {
+    if (t->x && t->x->data && t->x->data_len >= TQ_LEND_MIN)
+        tq_out_lend(out, rc_hold, rc_release, rc_head(t->x->data));
 }
 
 tq_bytes_t tq_task_data(const tq_task_t *t) {
@@ -78,7 +121,7 @@ static void payload_free(tq_task_t *t) {
     if (t->flags & TQ_TASK_F_PAYEXT) {
         uint8_t *p;
         memcpy(&p, payload_part(t), sizeof p);
-        free(p);
+        rc_free(p);
         t->flags &= (uint8_t)~TQ_TASK_F_PAYEXT;
     }
 }
@@ -95,11 +138,11 @@ static tq_task_t *task_alloc(tq_store_t *self, size_t skey_len, const void *payl
     size = (size + 7) & ~(size_t)7;
     TQ_ASSERT(size / 8 <= UINT8_MAX);
     uint8_t *copy = NULL;
-    if (apart && !(copy = malloc(plen)))
+    if (apart && !(copy = rc_alloc(plen)))
         return NULL;
     tq_task_t *t = tq_slab_alloc(self->slab, size);
     if (!t) {
-        free(copy);
+        rc_free(copy);
         return NULL;
     }
     memset(t, 0, size);
@@ -119,7 +162,7 @@ static tq_task_t *task_alloc(tq_store_t *self, size_t skey_len, const void *payl
 static void task_free(tq_store_t *self, tq_task_t *t) {
     payload_free(t);
     if (t->x) {
-        free(t->x->data);
+        rc_free(t->x->data);
         free(t->x->waiters);
         free(t->x);
     }
@@ -594,20 +637,23 @@ uint32_t tq_task_lost(const tq_task_t *t) {
  * tq_store_finish. */
 static void set_data(tq_task_t *t, const void *data, size_t len) {
     tq_task_ext_t *x = t->x;
-    free(x->data);
+    rc_free(x->data);
     x->data = NULL;
     x->data_len = 0;
     if (!len)
         return;
     TQ_ASSERT(len <= UINT32_MAX); /* results are bounded as payloads */
-    x->data = malloc(len);
+    x->data = rc_alloc(len);
     if (x->data) {
         memcpy(x->data, data, len);
         x->data_len = (uint32_t)len;
     } else {
         static const char oom[] = "master could not store the result (out of memory)";
-        x->data = tq_memdup(oom, sizeof oom - 1);
-        x->data_len = sizeof oom - 1;
+        x->data = rc_alloc(sizeof oom - 1);
+        if (x->data) { /* or no text at all */
+            memcpy(x->data, oom, sizeof oom - 1);
+            x->data_len = sizeof oom - 1;
+        }
     }
 }
 

@@ -492,6 +492,13 @@ static inline int tq_task_fetched(const tq_task_t *t) {
 tq_bytes_t tq_task_data(const tq_task_t *t);
 /* The payload (empty once finished, but for dead and failed tasks). */
 tq_bytes_t tq_task_payload(const tq_task_t *t);
+/* Lend the part just added to out (a DISPATCH's payload, a RESULTS'
+ * data: t's bytes) to the sender when it is large (TQ_LEND_MIN) and
+ * held apart: ZeroMQ then sends it without a copy and keeps the block
+ * alive while it does, even if t is freed meanwhile (a reference count
+ * in front of the block). Otherwise nothing: the part is copied. */
+void tq_task_lend_payload(const tq_task_t *t, tq_out_t *out);
+void tq_task_lend_data(const tq_task_t *t, tq_out_t *out);
 /* The instance id of the worker that holds, or last held, t's current
  * attempt; 0 when not known (never dispatched, a dispatch undone, or a
  * lease journaled without one). */

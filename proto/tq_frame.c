@@ -3,6 +3,9 @@
 #include "tq_frame.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -22,6 +25,38 @@ static int send_frame(void *sock, const void *p, size_t n, int flags, int first)
     }
 }
 
+/* The lend of part i, or NULL when it is not lent. */
+static const tq_out_lend_t *lend_of(const tq_out_t *o, size_t i)
+{
+    return o->lends && i < o->lends_cap && o->lends[i].release ? &o->lends[i] : NULL;
+}
+
+/* Send part i after the message's first frame: a lent part as a ZeroMQ
+ * message over its bytes (no copy; ZeroMQ releases it), others copied. */
+static int send_part(const tq_out_t *o, size_t i, void *sock, int flags)
+{
+    const tq_out_lend_t *l = lend_of(o, i);
+    if (!l)
+        return send_frame(sock, o->parts[i].data, o->parts[i].len, flags, 0);
+    zmq_msg_t m;
+    l->hold(l->hint);
+    if (zmq_msg_init_data(&m, (void *)o->parts[i].data, o->parts[i].len, l->release, l->hint) <
+        0) {
+        l->release((void *)o->parts[i].data, l->hint);
+        return -1;
+    }
+    int rc;
+    while ((rc = zmq_msg_send(&m, sock, flags)) < 0 && errno == EINTR)
+        ;
+    if (rc < 0) {
+        int e = errno;
+        zmq_msg_close(&m); /* releases the bytes */
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
 int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags)
 {
     PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
@@ -36,7 +71,7 @@ int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_f
         return -1;
     for (size_t i = 0; i < o->nparts; i++) {
         int more = i + 1 < o->nparts ? ZMQ_SNDMORE : 0;
-        if (send_frame(sock, o->parts[i].data, o->parts[i].len, zmq_flags | more, 0) < 0)
+        if (send_part(o, i, sock, zmq_flags | more) < 0)
             return -1;
     }
     return 0;
@@ -54,7 +89,11 @@ static uint8_t *put_u32(uint8_t *p, uint32_t v)
 int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
                        int packed)
 {
-    if (!packed || o->nparts == 0 || o->part_bytes > TQ_BATCH_BYTES)
+    /* Plain frames, too, when lent parts are most of the data and the
+     * parts few: their bytes then go to ZeroMQ without a copy, at the
+     * price of one CURVE seal per frame. */
+    if (!packed || o->nparts == 0 || o->part_bytes > TQ_BATCH_BYTES ||
+        (o->lent_bytes > 0 && o->lent_bytes * 2 >= o->part_bytes && o->nparts <= TQ_LEND_MAX_PARTS))
         return tq_out_send(o, sock, routing_id, zmq_flags);
     PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
     /* One frame: head (with the bit), body, the records' data, and the
@@ -95,6 +134,62 @@ int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, in
     return 0;
 }
 
+/* ---- waiting -------------------------------------------------------------- */
+
+/* items[i].revents from a ZeroMQ socket's ZMQ_EVENTS; -1 on failure. */
+static int zsock_events(zmq_pollitem_t *it)
+{
+    int ev = 0;
+    size_t len = sizeof ev;
+    if (zmq_getsockopt(it->socket, ZMQ_EVENTS, &ev, &len) < 0)
+        return -1;
+    it->revents = (short)(ev & it->events);
+    return 0;
+}
+
+int tq_zpoll(zmq_pollitem_t *items, int n, long timeout)
+{
+    struct pollfd fds[TQ_ZPOLL_MAX];
+    if (n < 0 || n > TQ_ZPOLL_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    int ready = 0;
+    for (int i = 0; i < n; i++) {
+        items[i].revents = 0;
+        fds[i] = (struct pollfd){items[i].fd, 0, 0};
+        if (items[i].socket) {
+            size_t len = sizeof fds[i].fd;
+            if (zmq_getsockopt(items[i].socket, ZMQ_FD, &fds[i].fd, &len) < 0 ||
+                zsock_events(&items[i]) < 0)
+                return -1;
+            fds[i].events = POLLIN;
+            ready += items[i].revents != 0;
+        } else {
+            fds[i].events = (short)(((items[i].events & ZMQ_POLLIN) ? POLLIN : 0) |
+                                    ((items[i].events & ZMQ_POLLOUT) ? POLLOUT : 0));
+        }
+    }
+    int wait = ready ? 0 : timeout < 0 ? -1 : timeout > INT_MAX ? INT_MAX : (int)timeout;
+    if (poll(fds, (nfds_t)n, wait) < 0)
+        return -1;
+    ready = 0;
+    for (int i = 0; i < n; i++) {
+        if (items[i].socket) {
+            if (fds[i].revents && !items[i].revents && zsock_events(&items[i]) < 0)
+                return -1;
+        } else {
+            /* as zmq_poll: anything but POLLIN and POLLOUT is an error */
+            short r = fds[i].revents;
+            items[i].revents = (short)(((r & POLLIN) ? ZMQ_POLLIN : 0) |
+                                       ((r & POLLOUT) ? ZMQ_POLLOUT : 0) |
+                                       ((r & ~(POLLIN | POLLOUT)) ? ZMQ_POLLERR : 0));
+        }
+        ready += items[i].revents != 0;
+    }
+    return ready;
+}
+
 /* ---- receiving ------------------------------------------------------------ */
 
 /* Room for a whole message of TQ_MAX_FRAMES plus a ROUTER's routing id. */
@@ -113,6 +208,14 @@ struct tq_in {
     size_t badpack_at; /* the record where the pack went wrong */
     size_t nframes;    /* frames the peer sent (no routing id) */
     size_t max_bytes;  /* 0: no cap */
+    int unpacked;      /* the views after frame 0 are records of frame 0 */
+    tq_msgref_t *kept[IN_SLOTS]; /* frames moved out by tq_in_keep */
+};
+
+/* A frame moved out of a tq_in_t, with its references. */
+struct tq_msgref {
+    atomic_size_t refs;
+    zmq_msg_t msg;
 };
 
 tq_in_t *tq_in_new(void)
@@ -125,8 +228,11 @@ tq_in_t *tq_in_new(void)
 
 static void in_release(tq_in_t *self, size_t keep)
 {
-    while (self->nmsgs > keep)
-        zmq_msg_close(&self->msgs[--self->nmsgs]);
+    while (self->nmsgs > keep) {
+        --self->nmsgs;
+        self->kept[self->nmsgs] = NULL; /* its references keep it */
+        zmq_msg_close(&self->msgs[self->nmsgs]);
+    }
 }
 
 void tq_in_destroy(tq_in_t **self_p)
@@ -189,6 +295,7 @@ static void in_unpack(tq_in_t *self)
         self->views[k++] = rec;
     }
     self->nviews = self->badpack || self->oversized ? h + 1 : k;
+    self->unpacked = !self->badpack && !self->oversized;
 }
 
 /* 1 if frame f starts a packed message ('T' 'Q' VERSION TYPE|0x80). */
@@ -208,6 +315,7 @@ int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
     self->badpack = 0;
     self->nviews = 0;
     self->nframes = 0;
+    self->unpacked = 0;
     size_t cap = TQ_MAX_FRAMES + (size_t)self->router;
     size_t h = (size_t)self->router; /* index of frame 0 */
     size_t bytes = 0;                /* of the frames kept after frame 0 */
@@ -265,6 +373,43 @@ int tq_in_recv(tq_in_t *self, void *sock, int router, int zmq_flags)
     self->nviews = self->nmsgs;
     in_unpack(self);
     return 0;
+}
+
+tq_msgref_t *tq_in_keep(tq_in_t *self, size_t i, const void *data)
+{
+    size_t h = (size_t)self->router;
+    if (self->oversized || self->toolarge || self->badpack || i >= tq_in_nparts(self) ||
+        tq_in_parts(self)[i].data != data)
+        return NULL;
+    size_t f = self->unpacked ? h : h + 1 + i; /* the frame holding part i */
+    if (f >= self->nmsgs)
+        return NULL;
+    tq_msgref_t *r = self->kept[f];
+    if (!r) {
+        /* Only a frame whose bytes ZeroMQ keeps on the heap: moving it
+         * leaves them (and every view into them) where they are. */
+        if (zmq_msg_size(&self->msgs[f]) < TQ_IN_KEEP_MIN)
+            return NULL;
+        r = malloc(sizeof *r);
+        if (!r)
+            tq_proto_die("out of memory", __FILE__, __LINE__);
+        atomic_init(&r->refs, 0);
+        zmq_msg_init(&r->msg);
+        const void *before = zmq_msg_data(&self->msgs[f]);
+        zmq_msg_move(&r->msg, &self->msgs[f]);
+        PROTO_ASSERT(zmq_msg_data(&r->msg) == before);
+        self->kept[f] = r;
+    }
+    atomic_fetch_add(&r->refs, 1);
+    return r;
+}
+
+void tq_msgref_drop(tq_msgref_t *ref)
+{
+    if (ref && atomic_fetch_sub(&ref->refs, 1) == 1) {
+        zmq_msg_close(&ref->msg);
+        free(ref);
+    }
 }
 
 void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes)

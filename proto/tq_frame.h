@@ -7,6 +7,8 @@
 #ifndef TQ_FRAME_H
 #define TQ_FRAME_H
 
+#include <zmq.h>
+
 #include "tq_proto.h"
 
 /* Send the message on a ZeroMQ socket. routing_id: the ROUTER peer to
@@ -20,6 +22,19 @@ int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_f
  * PROTOCOL.md 3.1): only for a peer that takes packed messages. */
 int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags,
                        int packed);
+
+/* ---- waiting ------------------------------------------------------------
+ * zmq_poll's contract (items, n, timeout ms or -1; revents set; returns
+ * the number of ready items, or -1 with errno), in fewer system calls:
+ * zmq_poll looks without waiting, asks each ZeroMQ socket for
+ * ZMQ_EVENTS (a poll(2) and a getpid(2) inside libzmq each), waits, and
+ * asks each again. tq_zpoll asks each socket once, waits in one poll(2)
+ * on the sockets' ZMQ_FDs and the plain fds (not at all when a socket is
+ * ready already), and asks again only the sockets whose ZMQ_FD fired
+ * (ZMQ_FD is edge-triggered: it says "look", not "a message is here").
+ * At most TQ_ZPOLL_MAX items. */
+#define TQ_ZPOLL_MAX 8
+int tq_zpoll(zmq_pollitem_t *items, int n, long timeout);
 
 /* ---- receiving ----------------------------------------------------------
  * tq_in_t receives one multipart message into fixed storage. */
@@ -64,6 +79,22 @@ const char *tq_in_peer_address(const tq_in_t *self);
  * master's auth actor sets it: an identity name, docs/security.md), or
  * "" when none. Valid until the next tq_in_recv. */
 const char *tq_in_user_id(const tq_in_t *self);
+/* ---- keeping received bytes (no copy) -----------------------------------
+ * A reference to the ZeroMQ frame that holds part i of the last message
+ * (a packed message's records all live in its one frame), so that a view
+ * of the part stays valid after the next tq_in_recv: the frame is moved
+ * out of the tq_in_t (no copy) and freed with its last reference. data:
+ * where the caller's view of the part starts (a decoder's item), checked
+ * against the part. NULL (copy the bytes instead) when i is out of range
+ * or is not that view, the message was cut
+ * (oversized, too large, bad pack) or the frame is too small for ZeroMQ
+ * to keep its bytes outside the message (TQ_IN_KEEP_MIN). References
+ * may be dropped from any thread. */
+typedef struct tq_msgref tq_msgref_t;
+#define TQ_IN_KEEP_MIN 256
+tq_msgref_t *tq_in_keep(tq_in_t *self, size_t i, const void *data);
+/* Drop one reference (NULL is fine); the frame goes with the last. */
+void tq_msgref_drop(tq_msgref_t *ref);
 
 /* Head and body of the received message, with the frame-count check:
  * returns 0, or -1 with err (signature, version, type, oversized). */

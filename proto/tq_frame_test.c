@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 static tq_bytes_t B(const char *s) { return tq_bytes_str(s); }
@@ -330,9 +331,171 @@ static void test_packed(void)
     zmq_ctx_term(ctx);
 }
 
+/* tq_in_keep: a kept part stays valid (same bytes, same place) after
+ * the next receive and until its last reference is dropped; small
+ * frames are not kept (the caller copies them). */
+static void test_keep(void)
+{
+    void *router, *dealer;
+    void *ctx = socket_pair("inproc://tq-proto-keep", &router, &dealer);
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_error_t err;
+    int type;
+    tq_bytes_t body;
+    static uint8_t big[5000];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 13);
+    static tq_dispatch_item_t d[TQ_MAX_BATCH];
+    size_t n;
+    for (int packed = 0; packed <= 1; packed++) {
+        tq_dispatch_item_t di[3] = {{1, 1, 0, B("echo"), {big, sizeof big}},
+                                    {2, 1, 0, B("echo"), B("12")},
+                                    {3, 1, 0, B("echo"), {big, 300}}};
+        tq_out_begin(&o, TQ_MSG_DISPATCH);
+        for (int i = 0; i < 3; i++)
+            tq_out_dispatch_item(&o, &di[i]);
+        CHECK_EQ_INT(tq_out_send_packed(&o, dealer, NULL, 0, packed), 0);
+        tq_in_t *rin = tq_in_new();
+        CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+        CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+        CHECK_EQ_INT(tq_decode_dispatch(body, tq_in_parts(rin), tq_in_nparts(rin), d, &n, &err), 0);
+        CHECK_EQ_INT(n, 3);
+        tq_msgref_t *k0 = tq_in_keep(rin, 0, d[0].payload.data);
+        tq_msgref_t *k2 = tq_in_keep(rin, 2, d[2].payload.data);
+        CHECK(k0 != NULL && k2 != NULL);
+        tq_msgref_t *k1 = tq_in_keep(rin, 1, d[1].payload.data);
+        CHECK(k1 == (packed ? k0 : NULL)); /* 2 bytes: its own frame is not kept */
+        tq_msgref_drop(k1);
+        CHECK(packed ? k0 == k2 : k0 != k2); /* a packed message is one frame */
+        CHECK(tq_in_keep(rin, 3, d[2].payload.data) == NULL); /* no such part */
+        CHECK(tq_in_keep(rin, 0, d[2].payload.data) == NULL); /* not that part's view */
+        tq_bytes_t p0 = d[0].payload, p2 = d[2].payload;
+        /* the next message replaces what the tq_in_t holds */
+        tq_out_send_packed(&o, dealer, NULL, 0, packed);
+        CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+        tq_in_destroy(&rin);
+        CHECK(tq_bytes_eq(p0, (tq_bytes_t){big, sizeof big}));
+        CHECK(tq_bytes_eq(p2, (tq_bytes_t){big, 300}));
+        tq_msgref_drop(k0);
+        CHECK(tq_bytes_eq(p2, (tq_bytes_t){big, 300}));
+        tq_msgref_drop(k2);
+        rin = tq_in_new();
+        CHECK(tq_in_keep(rin, 0, NULL) == NULL); /* nothing received */
+        tq_in_destroy(&rin);
+    }
+    tq_msgref_drop(NULL);
+    tq_out_free(&o);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+/* tq_out_lend: a lent part goes to ZeroMQ without a copy (hold before,
+ * release once ZeroMQ is done, the owner's bytes untouched), the
+ * message then goes as plain frames; a message that is mostly copied
+ * data is still packed. */
+static int lend_refs;
+static void lend_hold(void *hint)
+{
+    (void)hint;
+    lend_refs++;
+}
+static void lend_release(void *data, void *hint)
+{
+    CHECK(data == hint);
+    lend_refs--;
+}
+
+static void test_lend(void)
+{
+    void *router, *dealer;
+    void *ctx = socket_pair("inproc://tq-proto-lend", &router, &dealer);
+    tq_out_t o;
+    tq_out_init(&o);
+    tq_in_t *rin = tq_in_new();
+    tq_error_t err;
+    int type;
+    tq_bytes_t body;
+    size_t n;
+    uint16_t credit;
+    static tq_result_item_t r[TQ_MAX_BATCH];
+    static uint8_t big[TQ_LEND_MIN];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 3);
+    tq_out_begin_result(&o, 1);
+    tq_out_result_item(&o, &(tq_result_item_t){5, 1, TQ_RUN_OK, B("small")});
+    tq_out_result_item(&o, &(tq_result_item_t){6, 1, TQ_RUN_OK, {big, sizeof big}});
+    tq_out_lend(&o, lend_hold, lend_release, big);
+    CHECK_EQ_INT(tq_out_send_packed(&o, dealer, NULL, 0, 1), 0);
+    CHECK_EQ_INT(lend_refs, 1); /* ZeroMQ holds the bytes */
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_nparts(rin), 2);
+    CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
+    CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
+                                  &credit, r, &n, &err), 0);
+    CHECK(n == 2 && tq_bytes_eq(r[0].data, B("small")) &&
+          tq_bytes_eq(r[1].data, (tq_bytes_t){big, sizeof big}));
+    CHECK(r[1].data.data == big); /* inproc hands the very frame over: no copy anywhere */
+    tq_in_destroy(&rin); /* the receiver lets go of the frame */
+    CHECK_EQ_INT(lend_refs, 0);
+    /* begin again: nothing lent; a message of mostly copied data packs */
+    rin = tq_in_new();
+    tq_out_begin_result(&o, 1);
+    for (int i = 0; i < 3; i++)
+        tq_out_result_item(&o, &(tq_result_item_t){(uint64_t)i, 1, TQ_RUN_OK, {big, sizeof big}});
+    tq_out_lend(&o, lend_hold, lend_release, big);
+    tq_out_result_item(&o, &(tq_result_item_t){9, 1, TQ_RUN_OK, B("x")});
+    CHECK_EQ_INT(tq_out_send_packed(&o, dealer, NULL, 0, 1), 0);
+    CHECK_EQ_INT(tq_in_recv(rin, router, 1, 0), 0);
+    CHECK_EQ_INT(tq_in_nparts(rin), 4);
+    CHECK(tq_in_parts(rin)[2].data != big);
+    CHECK_EQ_INT(lend_refs, 0); /* packed: the lent part was copied, never held */
+    tq_in_destroy(&rin);
+    tq_out_free(&o);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+/* tq_zpoll keeps zmq_poll's contract: a message already queued is ready
+ * at once (even though ZMQ_FD fired before the wait), a plain fd too,
+ * and nothing ready means 0 after the timeout. */
+static void test_zpoll(void)
+{
+    void *router, *dealer;
+    void *ctx = socket_pair("inproc://tq-proto-zpoll", &router, &dealer);
+    int pfd[2];
+    CHECK_EQ_INT(pipe(pfd), 0);
+    zmq_pollitem_t it[2] = {{router, 0, ZMQ_POLLIN, 0}, {NULL, pfd[0], ZMQ_POLLIN, 0}};
+    CHECK_EQ_INT(tq_zpoll(it, 2, 0), 0);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 20), 0);
+    CHECK_EQ_INT(zmq_send(dealer, "x", 1, 0), 1);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 1000), 1);
+    CHECK(it[0].revents == ZMQ_POLLIN && it[1].revents == 0);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 1000), 1); /* still there: asked, not consumed */
+    CHECK_EQ_INT(write(pfd[1], "y", 1), 1);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 1000), 2);
+    CHECK(it[1].revents == ZMQ_POLLIN);
+    char b[8];
+    CHECK(zmq_recv(router, b, sizeof b, 0) > 0); /* routing id */
+    CHECK_EQ_INT(zmq_recv(router, b, sizeof b, 0), 1);
+    CHECK_EQ_INT(read(pfd[0], b, 1), 1);
+    CHECK_EQ_INT(tq_zpoll(it, 2, 10), 0);
+    CHECK_EQ_INT(tq_zpoll(it, TQ_ZPOLL_MAX + 1, 0), -1);
+    close(pfd[0]);
+    close(pfd[1]);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     RUN(test_sockets);
     RUN(test_packed);
+    RUN(test_keep);
+    RUN(test_lend);
+    RUN(test_zpoll);
     TEST_MAIN_END();
 }

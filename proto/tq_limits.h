@@ -46,6 +46,15 @@
  * message stays a bounded unit of work for every hop. */
 #define TQ_BATCH_BYTES (4u * 1024u * 1024u)
 
+/* The C senders close a message sooner, once its data reaches this many
+ * bytes (TQ_BATCH_BYTES stays what a receiver must take): a message is
+ * received whole before any of it is used, and every hop seals and opens
+ * it whole, so 4 MB messages of large payloads make each hop wait for the
+ * previous one; 256 KiB keeps the hops working side by side while the
+ * per-message cost stays small beside the bytes (W3, issue 14). */
+#define TQ_SEND_BYTES (256u * 1024u)
+_Static_assert(TQ_SEND_BYTES <= TQ_BATCH_BYTES, "senders stay within what receivers take");
+
 /* Bytes of one message besides its records' data: frame 0 with 1024
  * records of names, keys and fields (about 270 bytes each at most), a
  * pack's length prefixes, a JSON body (TQ_MAX_JSON), with room to spare. */

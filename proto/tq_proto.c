@@ -602,6 +602,7 @@ void tq_out_free(tq_out_t *o)
 {
     tq_buf_free(&o->head);
     free(o->parts);
+    free(o->lends);
     tq_out_init(o);
 }
 
@@ -651,6 +652,7 @@ void tq_out_begin_msg(tq_out_t *o, int type, const tq_fixed_t *fx)
     o->count_off = 0;
     o->nparts = 0;
     o->part_bytes = 0;
+    o->lent_bytes = 0;
     for (const field_t *f = d->fields; f->part == P_FIX; f++) {
         if (f->check == C_COUNT)
             o->count_off = o->head.len; /* patched as records are added */
@@ -688,7 +690,7 @@ void tq_out_begin_result(tq_out_t *o, uint16_t credit)
 
 int tq_out_full(const tq_out_t *o)
 {
-    return o->count >= TQ_MAX_BATCH || o->part_bytes >= TQ_BATCH_BYTES;
+    return o->count >= TQ_MAX_BATCH || o->part_bytes >= TQ_SEND_BYTES;
 }
 
 size_t tq_out_count(const tq_out_t *o)
@@ -696,8 +698,27 @@ size_t tq_out_count(const tq_out_t *o)
     return o->count;
 }
 
+void tq_out_lend(tq_out_t *o, void (*hold)(void *hint), void (*release)(void *data, void *hint),
+                 void *hint)
+{
+    PROTO_ASSERT(o->nparts > 0 && hold && release);
+    if (o->lends_cap < o->cap) {
+        tq_out_lend_t *l = realloc(o->lends, o->cap * sizeof *l);
+        if (!l)
+            tq_proto_die("out of memory growing a message", __FILE__, __LINE__);
+        for (size_t i = o->lends_cap; i < o->cap; i++)
+            l[i].release = NULL;
+        o->lends = l;
+        o->lends_cap = o->cap;
+    }
+    o->lends[o->nparts - 1] = (tq_out_lend_t){hold, release, hint};
+    o->lent_bytes += o->parts[o->nparts - 1].len;
+}
+
 static void add_part(tq_out_t *o, tq_bytes_t part)
 {
+    if (o->lends && o->nparts < o->lends_cap)
+        o->lends[o->nparts].release = NULL; /* not lent unless tq_out_lend says so */
     if (o->nparts == o->cap) {
         size_t cap = o->cap ? o->cap * 2 : 16;
         tq_bytes_t *p = realloc(o->parts, cap * sizeof *p);

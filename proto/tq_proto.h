@@ -304,7 +304,34 @@ typedef struct {
     size_t part_bytes; /* sum of data frame sizes: for TQ_BATCH_BYTES */
     tq_bytes_t *parts;
     size_t nparts, cap;
+    /* Parts lent to the sender (tq_out_lend), parallel to parts; NULL
+     * until the first lend. lent_bytes: their total. */
+    struct tq_out_lend *lends;
+    size_t lends_cap, lent_bytes;
 } tq_out_t;
+
+/* A data part whose owner lets the sender hand it to ZeroMQ without a
+ * copy (zero-copy frames): hold(hint) takes one more reference to the
+ * bytes before ZeroMQ gets them, and ZeroMQ calls release(data, hint)
+ * (from its I/O thread, or at once when the send fails) when it is done
+ * with them. The owner keeps its own reference, so a failed or repeated
+ * send changes nothing for it. */
+typedef struct tq_out_lend {
+    void (*hold)(void *hint);
+    void (*release)(void *data, void *hint); /* NULL: not lent */
+    void *hint;
+} tq_out_lend_t;
+
+/* Mark the part added last as lent (see tq_out_lend_t). The sender then
+ * sends the message as plain frames, the lent ones without a copy, when
+ * lent parts are most of its data and it has at most TQ_LEND_MAX_PARTS
+ * parts (each frame is sealed on its own with CURVE); otherwise packed
+ * as usual. */
+#define TQ_LEND_MAX_PARTS 32
+/* Parts smaller than this are not worth lending (a frame of their own). */
+#define TQ_LEND_MIN (16u * 1024u)
+void tq_out_lend(tq_out_t *o, void (*hold)(void *hint), void (*release)(void *data, void *hint),
+                 void *hint);
 
 void tq_out_init(tq_out_t *o);
 void tq_out_free(tq_out_t *o);

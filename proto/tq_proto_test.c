@@ -616,8 +616,8 @@ static void test_data_roundtrip(void)
     CHECK_EQ_INT(tq_decode_results(body, o.parts, o.nparts, oc, &n, &err), -1);
     CHECK(strstr(err.msg, "status 0 not valid") != NULL);
 
-    /* batch bytes close a batch */
-    static uint8_t blob[TQ_BATCH_BYTES / 2];
+    /* TQ_SEND_BYTES of data close a batch (below what receivers take) */
+    static uint8_t blob[TQ_SEND_BYTES / 2];
     tq_outcome_t big = {9, TQ_ST_DONE, 1, {blob, sizeof blob}};
     tq_out_begin(&o, TQ_MSG_RESULTS);
     tq_out_outcome(&o, &big);

@@ -335,13 +335,7 @@ static void flush_results(conn_t *c)
         size_t n = 0;
         for (tq_task_t *t = c->done_head; t && !tq_out_full(out); t = t->next) {
             fit_result(t, max_payload(c));
-            tq_result_item_t r = {
-                .id = t->id,
-                .attempt = t->attempt,
-                .status = (uint8_t)t->result.status,
-                .data = {t->result.data, t->result.len},
-            };
-            tq_out_result_item(out, &r);
+            tq_task_result_item(t, out);
             batch[n++] = t;
         }
         if (tq_link_send(c->link, TQ_LINK_NOWAIT) != 1) {
@@ -487,7 +481,8 @@ static void run_inline(conn_t *c, const tq_dispatch_item_t *d, const tq_fn_t *fn
     push_done(c, t);
 }
 
-static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
+/* d is item i of the DISPATCH just received. */
+static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d, size_t i)
 {
     if (c->draining) {
         add_release(c, d->id, d->attempt);
@@ -513,17 +508,26 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
         return;
     }
     tq_task_t *t = calloc(1, sizeof *t);
-    uint8_t *payload = malloc(d->payload.len ? d->payload.len : 1);
+    /* A large payload stays in the received message (a view of it, kept
+     * until the task is freed); a small one is copied. */
+    tq_msgref_t *ref = d->payload.len >= TQ_IN_KEEP_MIN
+                           ? tq_in_keep(tq_link_in(c->link), i, d->payload.data)
+                           : NULL;
+    uint8_t *payload = ref ? (uint8_t *)d->payload.data : malloc(d->payload.len ? d->payload.len : 1);
     if (!t || !payload) {
         free(t);
-        free(payload);
+        if (ref)
+            tq_msgref_drop(ref);
+        else
+            free(payload);
         tq_warn("out of memory for task %llu (%zu bytes); handing it back",
                 (unsigned long long)d->id, d->payload.len);
         add_release(c, d->id, d->attempt);
         return;
     }
-    if (d->payload.len)
+    if (d->payload.len && !ref)
         memcpy(payload, d->payload.data, d->payload.len);
+    t->payload_ref = ref;
     t->id = d->id;
     t->attempt = d->attempt;
     t->timeout_ms = d->timeout_ms;
@@ -752,7 +756,7 @@ static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
         }
         dispatch_came(c, n);
         for (size_t i = 0; i < n; i++)
-            on_dispatch_item(c, &c->items[i]);
+            on_dispatch_item(c, &c->items[i], i);
         break;
     case TQ_MSG_KILL:
         if (tq_decode_leases(body, nparts, c->refs, &n, &err) < 0) {
@@ -883,10 +887,10 @@ static int loop(conn_t *c)
             int64_t left = c->progress_us + stall_us(c) - tq_mono_us();
             wait = min64(wait, left > 0 ? (left + 999) / 1000 : 0);
         }
-        if (zmq_poll(items, n, (long)wait) < 0) {
+        if (tq_zpoll(items, n, (long)wait) < 0) {
             if (errno == EINTR)
                 continue;
-            return tq_error_set(c->err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+            return tq_error_set(c->err, TASKQ_ERR_INTERNAL, "poll: %s", zmq_strerror(errno));
         }
 
         /* The link: its timers, then what the master sent, a burst at a

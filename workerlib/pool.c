@@ -45,11 +45,62 @@ struct tq_pool {
     size_t nfns;
 };
 
+/* The references to a lent result's bytes: the task's and one per
+ * ZeroMQ frame sent from them. */
+struct tq_result_box {
+    atomic_int refs;
+    uint8_t *data;
+};
+
+static void box_hold(void *hint)
+{
+    atomic_fetch_add(&((struct tq_result_box *)hint)->refs, 1);
+}
+
+static void box_release(void *data, void *hint)
+{
+    (void)data;
+    struct tq_result_box *b = hint;
+    if (atomic_fetch_sub(&b->refs, 1) == 1) {
+        free(b->data);
+        free(b);
+    }
+}
+
+void tq_task_result_item(tq_task_t *task, tq_out_t *out)
+{
+    tq_result_item_t r = {
+        .id = task->id,
+        .attempt = task->attempt,
+        .status = (uint8_t)task->result.status,
+        .data = {task->result.data, task->result.len},
+    };
+    tq_out_result_item(out, &r);
+    if (task->result.len < TQ_LEND_MIN || !task->result.data)
+        return;
+    if (!task->result_box) {
+        struct tq_result_box *b = malloc(sizeof *b);
+        if (!b)
+            return; /* copied, then */
+        atomic_init(&b->refs, 1);
+        b->data = task->result.data;
+        task->result_box = b;
+    }
+    tq_out_lend(out, box_hold, box_release, task->result_box);
+}
+
 void tq_task_free(tq_task_t *task)
 {
     if (!task)
         return;
-    free(task->payload);
+    if (task->result_box) {
+        box_release(NULL, task->result_box); /* ZeroMQ may still hold it */
+        task->result.data = NULL;
+    }
+    if (task->payload_ref)
+        tq_msgref_drop(task->payload_ref); /* from a slot thread, too */
+    else
+        free(task->payload);
     tq_run_result_free(&task->result);
     free(task);
 }

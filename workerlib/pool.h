@@ -17,6 +17,7 @@
 #include "command.h"
 #include "run.h"
 #include "taskq.h"
+#include "tq_frame.h"
 #include "tq_limits.h"
 
 /* A function this worker serves: a built-in, an external command or a C
@@ -45,6 +46,7 @@ typedef struct tq_task {
     uint32_t timeout_ms;
     const tq_fn_t *fn;
     uint8_t *payload;
+    tq_msgref_t *payload_ref; /* payload is a view of this received frame, or NULL (owned) */
     size_t len;
     size_t max_result;
     int64_t accepted_ms;   /* when it arrived (tq_run_now_ms) */
@@ -53,6 +55,7 @@ typedef struct tq_task {
     int ran;               /* 1 once a slot ran it (written by the slot) */
     int64_t run_us;        /* how long its run took (written by the slot) */
     tq_run_result_t result; /* written by the slot */
+    struct tq_result_box *result_box; /* result.data's references once lent (tq_task_lend_result) */
     struct tq_task *next;  /* pool queue link, then free for the owner */
 } tq_task_t;
 
@@ -104,6 +107,12 @@ size_t tq_pool_slots(tq_pool_t *self);
  * cancel running tasks before) and free the pool. Tasks still queued are
  * not returned. Accepts NULL; nulls *self_p. */
 void tq_pool_destroy(tq_pool_t **self_p);
+
+/* Add the task's result to out (a RESULT being built) as a record and,
+ * when it is large (TQ_LEND_MIN), lend its bytes to the sender
+ * (tq_out_lend): ZeroMQ then sends them without a copy and frees them
+ * with its last reference (the task's is dropped by tq_task_free). */
+void tq_task_result_item(tq_task_t *task, tq_out_t *out);
 
 /* Free a task and its payload and result. Accepts NULL. */
 void tq_task_free(tq_task_t *task);

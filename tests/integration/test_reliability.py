@@ -81,6 +81,22 @@ class Reliability(TQTestCase):
         r = self.tq_ok("map", "--fn", "len", "")
         self.assertEqual(r.out.strip(), "0")
 
+    def test_payloads_around_the_no_copy_sizes(self):
+        # Payloads and results of 256 bytes and more are handed out as
+        # views of the received message, and from 16 KiB on sent without
+        # the pack copy (docs/architecture.md, "Copies"): sizes on both
+        # sides of those bounds, in one batch and in batches of their
+        # own, echoed inline (connection thread) and on a slot thread,
+        # come back byte for byte and in order.
+        sizes = [1, 255, 256, 257, 16383, 16384, 16385, 70000, 300000, 3, 20000] * 3
+        lines = [("%06d" % i + chr(97 + i % 26) * n)[:max(n, 6)] for i, n in enumerate(sizes)]
+        data = "".join(l + "\n" for l in lines)
+        for mode in ("inline", "thread"):
+            w = self.start_worker("--fn-mode", "echo=" + mode, concurrency=2)
+            r = self.tq_ok("map", "--fn", "echo", "-", input=data, timeout=60)
+            self.assertEqual(r.out, data, "echo=%s" % mode)
+            w.stop()
+
     def test_idempotency_key(self):
         a = self.submit("--fn", "echo", "--key", "order-42", "first")
         b = self.submit("--fn", "echo", "--key", "order-42", "first")
