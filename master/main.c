@@ -31,6 +31,7 @@
 #include "tq_exit.h"
 #include "tq_limits.h"
 #include "tq_log.h"
+#include "tq_priv.h"
 #include "tq_proto.h"
 #include "tq_util.h"
 
@@ -64,6 +65,7 @@ typedef struct {
     char *config;
     int check_config;
     char *metrics_listen;
+    char *user;
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
@@ -161,6 +163,9 @@ static const tq_cfg_entry_t table[] = {
     {"metrics-listen", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(metrics_listen), "ADDR:PORT",
      "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (off by default; give "
      "127.0.0.1:PORT unless the network in front is trusted)"},
+    {"user", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(user), "USER",
+     "started as root: read the key, open the data dir and bind as root, then run as USER "
+     "for good (the data dir must be USER's; docs/security.md)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -270,7 +275,7 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, cha
  * root, not writable by group or others. Another user's data dir could
  * hold that user's authkey (used when no --authkey-file is given) and
  * journal. */
-static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
+static int prepare_data_dir(const char *dir, const tq_user_t *user, char *err, size_t errlen) {
     struct stat st;
     if (stat(dir, &st) < 0) {
         if (errno != ENOENT) {
@@ -281,11 +286,24 @@ static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
             snprintf(err, errlen, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
             return -1;
         }
-        tq_info("created data dir %s (mode 0700)", dir);
+        if (user && chown(dir, user->uid, user->gid) < 0) {
+            snprintf(err, errlen, "--data-dir %s: cannot give it to --user %s: %s", dir,
+                     user->name, strerror(errno));
+            return -1;
+        }
+        tq_info("created data dir %s (mode 0700%s%s)", dir, user ? ", owner " : "",
+                user ? user->name : "");
         return 0;
     }
     if (!S_ISDIR(st.st_mode)) {
         snprintf(err, errlen, "--data-dir %s: exists and is not a directory", dir);
+        return -1;
+    }
+    if (user && st.st_uid != user->uid) {
+        snprintf(err, errlen,
+                 "--data-dir %s: owned by uid %u, but --user %s (uid %u) runs the master and "
+                 "must own it: chown -R %s %s",
+                 dir, (unsigned)st.st_uid, user->name, (unsigned)user->uid, user->name, dir);
         return -1;
     }
     if (st.st_uid != geteuid() && st.st_uid != 0) {
@@ -302,7 +320,7 @@ static int prepare_data_dir(const char *dir, char *err, size_t errlen) {
                  dir, (unsigned)(st.st_mode & 07777), dir);
         return -1;
     }
-    if (access(dir, R_OK | W_OK | X_OK) < 0) {
+    if (!user && access(dir, R_OK | W_OK | X_OK) < 0) {
         snprintf(err, errlen, "--data-dir %s: not writable: %s", dir, strerror(errno));
         return -1;
     }
@@ -440,6 +458,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
     }
+    tq_user_t user_buf, *user = NULL;
+    if (s.user && tq_user_lookup(s.user, "--user", !s.check_config, &user_buf, err, sizeof err) == 0)
+        user = &user_buf;
+    else if (s.user) {
+        fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
     if (s.check_config) {
         printf("configuration OK\n");
         rc = TQ_EXIT_OK;
@@ -459,15 +484,21 @@ int main(int argc, char **argv) {
         tq_error("%s", err);
         goto out;
     }
-    if (prepare_data_dir(s.data_dir, err, sizeof err) < 0) {
+    if (prepare_data_dir(s.data_dir, user, err, sizeof err) < 0) {
         tq_error("%s", err);
         goto out;
     }
+    /* With --user, the lock and the journal's files are made and opened
+     * as USER (its file system ids); the key file is read as root. */
+    if (user)
+        tq_priv_fs_as(user);
     /* One master per data dir, before anything in it is read. */
     if ((lockfd = tq_dirlock_acquire(s.data_dir, err, sizeof err)) < 0) {
         tq_error("%s", err);
         goto out;
     }
+    if (user)
+        tq_priv_fs_as(NULL); /* a generated key file is root's, as one given */
     char keypath[4096];
     if (resolve_authkey(&s, keypath, sizeof keypath, err, sizeof err) < 0) {
         tq_error("%s", err);
@@ -484,6 +515,8 @@ int main(int argc, char **argv) {
         tq_curve_keys_free(&keys);
         goto out;
     }
+    if (user)
+        tq_priv_fs_as(user); /* the journal's files, before any thread exists */
 
     /* Signals arrive on a signalfd polled by the loop: block them before
      * any thread (ZeroMQ's, the auth actor) exists, so all inherit it. */
@@ -544,7 +577,15 @@ int main(int argc, char **argv) {
     if (!loop) {
         tq_error("%s", ctx ? err : "cannot create the ZeroMQ context");
         rc = TQ_EXIT_ENV;
+    } else if (user && tq_priv_drop(user, err, sizeof err) < 0) {
+        /* bound and replayed as root: now USER for good, or not at all */
+        tq_error("%s", err);
+        rc = TQ_EXIT_ENV;
+        tq_loop_destroy(&loop);
     } else {
+        if (user)
+            tq_info("running as user %s (uid %u, gid %u): root's privileges dropped", user->name,
+                    (unsigned)user->uid, (unsigned)user->gid);
         tq_info("listening on %s, data dir %s", tq_loop_endpoint(loop), s.data_dir);
         /* Type=notify units: ready once replayed and bound (a no-op
          * outside systemd: NOTIFY_SOCKET unset). */
