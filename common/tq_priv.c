@@ -61,6 +61,15 @@ int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t 
     return 0;
 }
 
+int tq_priv_no_new_privs(char *err, size_t errlen)
+{
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+        snprintf(err, errlen, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 void tq_priv_fs_as(const tq_user_t *u)
 {
     if (u) {

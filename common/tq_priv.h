@@ -35,6 +35,12 @@ typedef struct {
 int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t *out, char *err,
                    size_t errlen);
 
+/* Set no_new_privs (no setuid program, nor file capabilities, can raise
+ * privileges at execve). It holds per thread and is inherited: call it
+ * before any thread exists, so that every thread has it. Returns 0 or
+ * -1 with err. */
+int tq_priv_no_new_privs(char *err, size_t errlen);
+
 /* Set this thread's file system ids (setfsuid, setfsgid) to u's, or back
  * to root's with u NULL: files created from now on belong to u and file
  * access is checked as u, while the process keeps root for the rest
@@ -44,9 +50,10 @@ void tq_priv_fs_as(const tq_user_t *u);
 
 /* Become u in every thread of the process for good: setgroups to u's
  * groups, setgid, setuid (real, effective and saved ids), then check
- * that root's uid and gid cannot be regained, set no_new_privs (no
- * setuid program can give them back either) and make the process
- * non-dumpable again (a change of user resets it). Returns 0, or -1
+ * that root's uid and gid cannot be regained, set no_new_privs on this
+ * thread (tq_priv_no_new_privs, called before the threads started,
+ * covers the others) and make the process non-dumpable again (a change
+ * of user resets it). Returns 0, or -1
  * with err naming the step that failed (then stop: the process may be
  * half-dropped). */
 int tq_priv_drop(const tq_user_t *u, char *err, size_t errlen);

@@ -574,7 +574,8 @@ TASKQ_API int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_byte
 /* Least privilege (docs/security.md). taskq_worker_set_user: the worker
  * is started as root and becomes user (a name or a uid) for good in
  * taskq_worker_run, once the key is read, before it connects: real,
- * effective and saved ids, supplementary groups, no_new_privs. Refused
+ * effective and saved ids, supplementary groups; no_new_privs is set at
+ * once (per thread: call it before starting threads of your own). Refused
  * (TASKQ_ERR_USAGE) for an unknown user, root, or when not root.
  *
  * taskq_worker_set_task_process: how every task child process (commands,

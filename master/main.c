@@ -306,7 +306,7 @@ static int prepare_data_dir(const char *dir, const tq_user_t *user, char *err, s
                  dir, (unsigned)st.st_uid, user->name, (unsigned)user->uid, user->name, dir);
         return -1;
     }
-    if (st.st_uid != geteuid() && st.st_uid != 0) {
+    if (!user && st.st_uid != geteuid() && st.st_uid != 0) {
         snprintf(err, errlen,
                  "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
                  "could have put its authkey and journal there; use a directory of our own",
@@ -490,6 +490,10 @@ int main(int argc, char **argv) {
     }
     /* With --user, the lock and the journal's files are made and opened
      * as USER (its file system ids); the key file is read as root. */
+    if (user && tq_priv_no_new_privs(err, sizeof err) < 0) { /* before any thread */
+        tq_error("%s", err);
+        goto out;
+    }
     if (user)
         tq_priv_fs_as(user);
     /* One master per data dir, before anything in it is read. */

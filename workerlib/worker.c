@@ -348,6 +348,9 @@ int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t 
     tq_user_t u;
     if (tq_user_lookup(user, "user", 1, &u, why, sizeof why) < 0)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+    /* per thread and inherited: now, while the caller's threads are few */
+    if (tq_priv_no_new_privs(why, sizeof why) < 0)
+        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
     if (!self->user)
         self->user = tq_calloc(1, sizeof *self->user);
     *self->user = u;
