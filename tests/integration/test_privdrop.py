@@ -133,8 +133,8 @@ class UserFlag(TQTestCase):
         script = "id -u; pwd; env | sort"
         self.start_worker("--task-user", NOBODY, "--task-dir", tdir,
                           "--task-env", "PATH,LC_*,TQ_KEEP_*",
-                          fns=["env=sh -c '%s'" % script], concurrency=1, wait=False,
-                          name="w")
+                          fns=["env=sh -c '%s'" % script, "readkey=cat %s" % self.key],
+                          concurrency=1, wait=False, name="w")
         w = self.procs[-1]
         wait_until(lambda: any(x.get("state") == "active" for x in self.status()["workers"]),
                    30, what="worker to join")
@@ -151,6 +151,10 @@ class UserFlag(TQTestCase):
         allowed = {"PATH", "LC_ALL", "USER", "LOGNAME", "HOME", "PWD", "SHLVL", "_"}
         self.assertFalse(set(env) - allowed - {k for k in env if k.startswith("LC_")},
                          env)
+        # the task user cannot read the worker's key file
+        r = self.tq("map", "--fn", "readkey", "x")
+        self.assertNotEqual(r.rc, 0, r)
+        self.assertIn("Permission denied", r.err)
         # the worker itself is still root (it changes user per task)
         self.assertEqual(ids(w.pid)[str(w.pid)][0][0], "0")
 
