@@ -26,6 +26,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tqharness as h  # noqa: E402
 from tqharness import TQTestCase, main  # noqa: E402
+from test_netdos import idle_connections, open_fds as nfds  # noqa: E402
 
 import zmq  # noqa: E402
 
@@ -39,18 +40,6 @@ SLACK_S = 0.5
 def p99(samples):
     s = sorted(samples)
     return s[min(len(s) - 1, int(len(s) * 0.99))]
-
-
-def vmrss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def nfds(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 class Prober:
@@ -122,13 +111,13 @@ class Hostile(TQTestCase):
         self.addCleanup(probe.close)
         probe.run(10)  # warm up
         quiet = probe.run()
-        rss0, fd0 = vmrss_kb(m.pid), nfds(m.pid)
+        rss0, fd0 = m.rss_kb(), nfds(m.pid)
         att = self.start_attack(*attack_args)
         time.sleep(settle)
         during, rss_max, fd_max = [], rss0, fd0
         while att.poll() is None:
             during.append(probe.once())
-            rss_max = max(rss_max, vmrss_kb(m.pid))
+            rss_max = max(rss_max, m.rss_kb())
             fd_max = max(fd_max, nfds(m.pid))
             time.sleep(0.02)
         out, err = att.communicate()
@@ -235,21 +224,8 @@ class Hostile(TQTestCase):
 
 def attack_handshake(port, n):
     port, n = int(port), int(n)
-    socks = []
     print("started", flush=True)
-    for i in range(n):
-        if i and i % 100 == 0:
-            time.sleep(0.02)  # the accept queue (see test_netdos.flood)
-        s = socket.socket()
-        s.setblocking(False)
-        try:
-            s.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        except OSError:
-            s.close()
-            continue
-        socks.append(s)
+    socks = idle_connections(port, n, burst=100, pause=0.02)
     time.sleep(0.5)
     for s in socks:
         try:
