@@ -33,8 +33,18 @@ import zmq  # noqa: E402
 SUBSCRIBE = 0x0001
 PROBES = 60            # round trips per measurement
 # The bound during an attack: 3x the quiet p99 plus this much slack (the
-# machine is shared, and the sanitizer builds are several times slower).
+# machine is shared), three times as much in a sanitizer build (several
+# times slower).
 SLACK_S = 0.5
+
+
+def sanitizer_slack_kb(pid):
+    """Memory a sanitizer runtime adds to a process's VmRSS on its own:
+    ASan keeps up to 256 MiB of freed memory in quarantine, and TSan's
+    shadow grows with the heap. 0 in a plain build."""
+    with open("/proc/%d/maps" % pid) as f:
+        maps = f.read()
+    return 320 * 1024 if ("libasan" in maps or "libtsan" in maps) else 0
 
 
 def p99(samples):
@@ -57,20 +67,28 @@ class Prober:
         self.c.send(h.msg_submit([({"fn": "echo"}, b"probe-%d" % self.req)], req=self.req,
                                  flags=SUBSCRIBE))
         tid = None
+        seen = {}  # a result may come before the SUBMIT_ACK (gated on the journal)
         deadline = t0 + timeout
+        beat = time.monotonic()
         while time.monotonic() < deadline:
-            fr = self.c.recv(timeout=deadline - time.monotonic())
+            # a live client beats (the master forgets one silent for
+            # --heartbeat-timeout: 1 s in the tests)
+            if time.monotonic() - beat > 0.2:
+                self.c.send([h.head(h.T_HEARTBEAT)])
+                beat = time.monotonic()
+            fr = self.c.recv(timeout=min(0.2, max(deadline - time.monotonic(), 0)))
             if fr is None:
-                break
+                continue
             t = fr[0][3]
             if t == h.T_SUBMIT_ACK:
                 tid = h.decode_submit_ack(fr)[1][0]
             elif t == h.T_RESULTS:
                 for i, status, _a, data in h.decode_results(fr):
-                    if i == tid:
-                        self.c.send(h.msg_ids(h.T_ACK, [i], req=self.req))
-                        assert data == b"probe-%d" % self.req, data
-                        return time.monotonic() - t0
+                    seen[i] = data
+            if tid is not None and tid in seen:
+                self.c.send(h.msg_ids(h.T_ACK, [tid], req=self.req))
+                assert seen[tid] == b"probe-%d" % self.req, seen[tid]
+                return time.monotonic() - t0
         raise AssertionError("probe %d: no result within %ss" % (self.req, timeout))
 
     def run(self, n=PROBES, pace=0.0, until=None):
@@ -129,8 +147,10 @@ class Hostile(TQTestCase):
                        fds_before=fd0, fds_max=fd_max)
         sys.stderr.write("hostile %s: %s\n" % (name, json.dumps(figures)))
         figures["attack"] = out.decode().strip()  # what the attacker reports
-        self.assertLess(d, 3 * q + SLACK_S, figures)
+        sanitized = sanitizer_slack_kb(m.pid) > 0
+        self.assertLess(d, 3 * q + SLACK_S * (3 if sanitized else 1), figures)
         self.assertTrue(m.alive(), "the master died")
+        figures["rss_slack_kb"] = sanitizer_slack_kb(m.pid)
         return figures
 
     def wait_fds_back(self, fd0, slack=16, timeout=20):
@@ -155,7 +175,7 @@ class Hostile(TQTestCase):
         # capped: descriptors never beyond the connections a flood of 5000
         # can hold, and back to normal once they are cut
         self.assertLess(f["fds_max"], fd0 + 5000 + 64, f)
-        self.assertLess(f["rss_kb_max"] - f["rss_kb_before"], 256 * 1024, f)
+        self.assertLess(f["rss_kb_max"] - f["rss_kb_before"], 256 * 1024 + f["rss_slack_kb"], f)
         self.wait_fds_back(fd0)
         self.assertEqual(self.tq_ok("map", "--fn", "square", "4").out, "4 * 4 = 16\n")
 
@@ -166,7 +186,7 @@ class Hostile(TQTestCase):
         self.start_worker(concurrency=2)
         fd0 = nfds(self.master.pid)
         f = self.measure("wrong-key", ["wrongkey", self.endpoint, 1000, 10])
-        self.assertLess(f["rss_kb_max"] - f["rss_kb_before"], 128 * 1024, f)
+        self.assertLess(f["rss_kb_max"] - f["rss_kb_before"], 128 * 1024 + f["rss_slack_kb"], f)
         self.wait_fds_back(fd0)
         failures = self.metric(mport, "taskq_auth_failures_total")
         self.assertGreater(failures, 1000, "the master counted %s failed handshakes" % failures)
@@ -178,12 +198,13 @@ class Hostile(TQTestCase):
         gets every one of them."""
         self.start_master("--peer-queue-bytes", "1M")
         self.start_worker(concurrency=2)
+        self.start_worker("--functions", "echo", fns=["bulk=cat"], concurrency=2)
         f = self.measure("submit-never-read", ["noread", self.endpoint, self.key, 300, 65536, 6])
         ids = [int(x) for x in f["attack"].split()]
         self.assertEqual(len(ids), 300)
         # 300 x 64 KiB payloads and as many results are stored: about
         # 40 MB; the master must not hold much more than that
-        self.assertLess(f["rss_kb_max"] - f["rss_kb_before"], 160 * 1024, f)
+        self.assertLess(f["rss_kb_max"] - f["rss_kb_before"], 160 * 1024 + f["rss_slack_kb"], f)
         # nothing lost: every result is there for a client that reads
         r = self.tq_ok("wait", "--timeout", "60", *[str(i) for i in ids], timeout=90)
         lines = r.out.splitlines()
@@ -200,7 +221,7 @@ class Hostile(TQTestCase):
         ids = self.submit("--fn", "hole", *["t%d" % i for i in range(40)])
         f = self.measure("worker-never-answers", ["blackhole", self.endpoint, self.key, 8])
         self.assertGreater(int(f["attack"]), 0, "the hostile worker took nothing")
-        self.assertLess(f["rss_kb_max"] - f["rss_kb_before"], 64 * 1024, f)
+        self.assertLess(f["rss_kb_max"] - f["rss_kb_before"], 64 * 1024 + f["rss_slack_kb"], f)
         # nothing lost: a real worker for "hole" runs all 40
         self.start_worker(fns=["hole=cat"], concurrency=4)
         r = self.tq_ok("wait", "--timeout", "60", *ids, timeout=90)
@@ -275,7 +296,10 @@ def attack_noread(endpoint, key, n, size, seconds):
                     sockopts=[(zmq.RCVHWM, 1), (zmq.RCVBUF, 4096)])
     c.hello()
     print("started", flush=True)
-    batch = [({"fn": "echo"}, os.urandom(size // 2).hex().encode()[:size]) for _ in range(50)]
+    # a queue and a worker of their own: the good client's tasks do not
+    # wait behind these (that would measure the backlog, not the non-reader)
+    batch = [({"fn": "bulk", "queue": "bulk"}, os.urandom(size // 2).hex().encode()[:size])
+             for _ in range(50)]
     for b in range(n // 50):
         c.send(h.msg_submit(batch, req=b + 1, flags=SUBSCRIBE))
     # read only the SUBMIT_ACKs' worth at the end: until then nothing
