@@ -318,7 +318,11 @@ int tq_command_set_task_proc(const tq_task_proc_t *p, char *err, size_t errlen)
     if (p->has_user && p->ngroups > 0)
         memcpy(task_groups, p->groups, (size_t)p->ngroups * sizeof *task_groups);
     task_proc.groups = task_groups;
+    /* Built now from task_proc, even if the default was built before (no
+     * task runs while this is called; the old array is not reused). */
     pthread_once(&task_env_once, task_env_build);
+    free(task_env);
+    task_env_build();
     return 0;
 }
 
