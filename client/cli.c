@@ -23,6 +23,7 @@
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
+#include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -45,6 +46,12 @@ static const tq_cfg_entry_t global_table[] = {
      offsetof(global_t, connect), "ENDPOINT", "the master's endpoint"},
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE",
      offsetof(global_t, authkey_file), "FILE", "file holding the shared authkey (mode 0600)"},
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_KEY_FILE", offsetof(global_t, key_file),
+     "FILE", "key-pair mode: this client's key pair (NAME.key from taskq keygen; give the "
+     "master's public key with --master-key)"},
+    {"master-key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_MASTER_KEY_FILE",
+     offsetof(global_t, master_key_file), "FILE",
+     "key-pair mode: the master's public key (its .pub file)"},
     {"connect-timeout", TQ_CFG_MS, "10", 1, 3600 * 1000, NULL, NULL,
      offsetof(global_t, connect_timeout_ms), "S", "give up connecting after S seconds"},
     {"reconnect-timeout", TQ_CFG_MS, "60", 0, 24 * 3600 * 1000, NULL, NULL,
@@ -151,8 +158,10 @@ static const tq_cfg_entry_t dead_table[] = {
 static const tq_cfg_entry_t fix_table[] = {
     {"all", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, all), NULL,
      "every dead task (of --queue Q, if given) instead of IDs"},
+    {"failed", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, failed), NULL,
+     "with --all: every failed task (taskq failed) instead of every dead task"},
     {"queue", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, queue), "Q",
-     "with --all: only the dead tasks of queue Q"},
+     "with --all: only the dead (or --failed) tasks of queue Q"},
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(fix_settings_t, help), NULL,
      "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
@@ -183,6 +192,45 @@ static const tq_cfg_entry_t queue_op_table[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
+/* show */
+static const tq_cfg_entry_t show_table[] = {
+    {"payload", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(show_settings_t, payload), NULL,
+     "also print each task's payload (kept while queued or running, and for failed and dead tasks)"},
+    {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(show_settings_t, json), NULL,
+     "print one JSON object per task, as the master sent it"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(show_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
+/* list */
+static const tq_cfg_entry_t list_table[] = {
+    {"queue", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(list_settings_t, queue), "Q",
+     "only the tasks of queue Q"},
+    {"state", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(list_settings_t, state), "STATE",
+     "only tasks in STATE: queued, delayed, running, done, failed, dead or cancelled"},
+    {"fn", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(list_settings_t, fn), "F",
+     "only the tasks of function F"},
+    {"limit", TQ_CFG_INT, "100", 1, 1000000, NULL, NULL, offsetof(list_settings_t, limit), "N",
+     "print at most N tasks"},
+    {"after", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(list_settings_t, after), "ID",
+     "start after task ID (the next page)"},
+    {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(list_settings_t, json), NULL,
+     "print one JSON object per task, as the master sent it"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(list_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
+/* queue empty|delete */
+static const tq_cfg_entry_t queue_table[] = {
+    {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(queue_settings_t, json), NULL,
+     "print the outcome as one JSON object"},
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(queue_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+
 /* ---- commands ------------------------------------------------------------ */
 
 static int run_status(const command_t *, global_t *, void *, int, char **);
@@ -190,6 +238,17 @@ static int run_workers(const command_t *, global_t *, void *, int, char **);
 static int run_cancel(const command_t *, global_t *, void *, int, char **);
 static int run_put(const command_t *, global_t *, void *, int, char **);
 static int run_get(const command_t *, global_t *, void *, int, char **);
+static int run_keygen(const command_t *, global_t *, void *, int, char **);
+
+typedef struct {
+    int help;
+} keygen_settings_t;
+
+static const tq_cfg_entry_t keygen_table[] = {
+    {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(keygen_settings_t, help), NULL,
+     "print this help and exit"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
 
 static const command_t commands[] = {
     {"submit", submit_table, sizeof(task_settings_t), offsetof(task_settings_t, help), "PAYLOAD... | -",
@@ -220,12 +279,12 @@ static const command_t commands[] = {
      tq_cli_run_dead},
     {"retry", fix_table, sizeof(fix_settings_t), offsetof(fix_settings_t, help),
      "ID... | - | --all",
-     "put dead tasks back in their queues, as if new",
+     "put dead or failed tasks back in their queues, as if new",
      "Prints 'ID retried', 'ID not dead' or 'ID unknown' per id; with --all,\n"
      "'N task(s) retried'. Exit 6 if any id is unknown, else 7 if any is not dead.\n",
      tq_cli_run_fix},
     {"purge", fix_table, sizeof(fix_settings_t), offsetof(fix_settings_t, help),
-     "ID... | - | --all", "delete dead tasks",
+     "ID... | - | --all", "delete dead or failed tasks",
      "Prints 'ID purged', 'ID not dead' or 'ID unknown' per id; with --all,\n"
      "'N task(s) purged'. Exit 6 if any id is unknown, else 7 if any is not dead.\n",
      tq_cli_run_fix},
@@ -238,7 +297,7 @@ static const command_t commands[] = {
      "QUEUE", "dispatch tasks from a paused queue again",
      "Prints 'queue Q resumed' or 'queue Q was not paused'.\n", tq_cli_run_queue_op},
     {"workers", status_table, sizeof(status_settings_t), offsetof(status_settings_t, help), "",
-     "list the connected workers: name, id, address, slots, busy, state, functions",
+     "list the connected workers: name, id, address, slots, busy, state, functions, running tasks",
      "With --json, prints the status document's \"workers\" array.\n", run_workers},
     {"worker", queue_op_table, sizeof(queue_op_settings_t), offsetof(queue_op_settings_t, help),
      "quiet|stop NAME|ID", "quiet a worker (finish, take no new tasks) or stop it (drain, exit)",
@@ -255,11 +314,40 @@ static const command_t commands[] = {
     {"get", get_table, sizeof(plain_settings_t), offsetof(plain_settings_t, help), "QUEUE",
      "take items from a plain queue; print one per line",
      "Exit 4 if the queue stays empty for --timeout. Items are gone once printed.\n", run_get},
+    {"show", show_table, sizeof(show_settings_t), offsetof(show_settings_t, help), "ID... | -",
+     "print what the master knows of tasks: state, queue, attempts, worker, times, result",
+     "Prints a block per task (times in UTC, '-' when not known); 'taskq: task ID\n"
+     "unknown' on stderr and exit 6 for an id the master does not hold.\n",
+     tq_cli_run_show},
+    {"list", list_table, sizeof(list_settings_t), offsetof(list_settings_t, help), "",
+     "list stored tasks in id order (queue order within a priority), with filters",
+     "Prints a header, then one line per task: ID STATE QUEUE FN PRIORITY ATTEMPTS\n"
+     "SUBMITTED and the worker (running), the error (failed, dead) or the time it may\n"
+     "run (delayed); then '(more: taskq list --after ID ...)' when --limit cut it.\n",
+     tq_cli_run_list},
+    {"failed", dead_table, sizeof(dead_settings_t), offsetof(dead_settings_t, help), "",
+     "list the failed tasks (failed after their retries; kept as results are)",
+     "Prints a header, then one line per task: ID QUEUE FN ATTEMPTS FAILED ERROR\n"
+     "(FAILED in UTC, ERROR on one line), or 'no failed tasks'. 'taskq retry ID'\n"
+     "runs one again; 'taskq purge ID' deletes it.\n",
+     tq_cli_run_dead},
+    {"queue", queue_table, sizeof(queue_settings_t), offsetof(queue_settings_t, help),
+     "empty|delete QUEUE", "cancel every queued task of a queue, or delete an empty queue",
+     "empty: cancels the queued and delayed tasks (running ones finish); prints\n"
+     "'queue Q: N queued task(s) cancelled'. delete: forgets a queue with nothing\n"
+     "queued or running (its pause too); exit 7 with the counts otherwise.\n",
+     tq_cli_run_queue},
+    {"keygen", keygen_table, sizeof(keygen_settings_t), offsetof(keygen_settings_t, help), "NAME",
+     "make a key pair for key-pair mode: NAME.key (secret, mode 0600) and NAME.pub",
+     "Prints the public key (Z85). Never overwrites: exit 8 if NAME.key or NAME.pub exists.\n"
+     "NAME.pub goes into the master's --allow-keys file (or, for the master's own\n"
+     "--key, to its peers as --master-key); NAME.key stays on this machine.\n",
+     run_keygen},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 #define COMMAND_LIST                                                                               \
     "submit, map, wait, status, cancel, dead, retry, purge, pause, resume, workers, worker, put, " \
-    "get"
+    "get, show, list, failed, queue, keygen"
 
 /* Short forms (docs/cli.md): the global options', then the commands'
  * (a short form counts only where its long option exists). */
@@ -370,18 +458,20 @@ static void print_notice(void *arg, const char *message)
 
 taskq_t *tq_cli_connect(const global_t *g, int *status)
 {
-    if (!g->authkey_file || !*g->authkey_file) {
+    int keypair = (g->key_file && *g->key_file) || (g->master_key_file && *g->master_key_file);
+    if ((!g->authkey_file || !*g->authkey_file) && !keypair) {
         *status = tq_cli_usage_error(
             "no authkey: give --authkey-file FILE or set TASKQ_AUTHKEY_FILE");
         return NULL;
     }
-    char eperr[320];
-    if (g->connect && tq_endpoint_port_check(g->connect, "--connect", eperr, sizeof eperr) < 0) {
-        *status = tq_cli_usage_error("%s", eperr);
+    tq_error_t eperr;
+    if (g->connect && tq_endpoint_port_check(g->connect, "--connect", &eperr) < 0) {
+        *status = tq_cli_usage_error("%s", eperr.msg);
         return NULL;
     }
     taskq_error_t e;
-    taskq_t *tq = taskq_connect(g->connect, g->authkey_file, (int)g->connect_timeout_ms, NULL, &e);
+    taskq_t *tq = taskq_connect_keys(g->connect, g->authkey_file, g->key_file,
+                                     g->master_key_file, (int)g->connect_timeout_ms, NULL, &e);
     if (!tq) {
         *status = tq_cli_lib_error(&e);
         return NULL;
@@ -645,6 +735,40 @@ static void print_duration(FILE *out, double ms)
 
 static void print_worker_rows(FILE *out, const cJSON *workers, int with_id);
 
+/* The per-function table (masters before it send no "functions"), then
+ * a warning line per function that has tasks waiting and no connected
+ * worker serving it. */
+static void print_functions(FILE *out, const cJSON *doc)
+{
+    const cJSON *fns = cJSON_GetObjectItemCaseSensitive(doc, "functions");
+    const cJSON *f;
+    char a[160];
+    int w = 8;
+    if (!cJSON_IsArray(fns) || cJSON_GetArraySize(fns) == 0)
+        return;
+    cJSON_ArrayForEach(f, fns) {
+        jstr(f, "name", a, sizeof a);
+        if ((int)strlen(a) > w)
+            w = (int)strlen(a);
+    }
+    fprintf(out, "\n%-*s %10s %10s %10s\n", w, "FUNCTION", "QUEUED", "RUNNING", "WORKERS");
+    cJSON_ArrayForEach(f, fns) {
+        jstr(f, "name", a, sizeof a);
+        fprintf(out, "%-*s %10.0f %10.0f %10.0f\n", w, a, jnum(f, "queued"), jnum(f, "running"),
+                jnum(f, "workers"));
+    }
+    if (jnum(doc, "functions_total") > cJSON_GetArraySize(fns))
+        fprintf(out, "(%d of %.0f functions shown)\n", cJSON_GetArraySize(fns),
+                jnum(doc, "functions_total"));
+    cJSON_ArrayForEach(f, fns) {
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "unserved")))
+            continue;
+        jstr(f, "name", a, sizeof a);
+        fprintf(out, "warning: %.0f task(s) wait for function %s, which no connected worker serves\n",
+                jnum(f, "queued"), a);
+    }
+}
+
 static void print_status(FILE *out, const cJSON *doc)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "master");
@@ -740,6 +864,7 @@ static void print_status(FILE *out, const cJSON *doc)
     if (cJSON_IsArray(workers) && jnum(doc, "workers_total") > cJSON_GetArraySize(workers))
         fprintf(out, "(%d of %.0f workers shown below)\n", cJSON_GetArraySize(workers),
                 jnum(doc, "workers_total"));
+    print_functions(out, doc);
 
     fputc('\n', out);
     print_worker_rows(out, workers, 0);
@@ -750,8 +875,8 @@ static void print_status(FILE *out, const cJSON *doc)
 static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
 {
     const cJSON *q;
-    char a[160], b[160], id[40], st[32];
-    int wn = 6, wa = 7;
+    char a[160], b[160], id[40], st[32], who[80];
+    int wn = 6, wa = 7, wi = 0; /* wi: the IDENTITY column (key-pair mode only) */
     cJSON_ArrayForEach(q, workers) {
         jstr(q, "name", a, sizeof a);
         jstr(q, "address", b, sizeof b);
@@ -759,9 +884,21 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
             wn = (int)strlen(a);
         if ((int)strlen(b) > wa)
             wa = (int)strlen(b);
+        if (cJSON_GetObjectItemCaseSensitive(q, "identity")) {
+            jstr(q, "identity", who, sizeof who);
+            int l = (int)strlen(who) > 8 ? (int)strlen(who) : 8;
+            wi = l > wi ? l : wi;
+        }
     }
-    fprintf(out, "%-*s %s%-*s %5s %5s %-8s %s\n", wn, "WORKER", with_id ? "ID               " : "",
-            wa, "ADDRESS", "SLOTS", "BUSY", "STATE", "FUNCTIONS");
+    /* `workers` adds the running task ids (masters before them send no
+     * "running") */
+    int running = 0;
+    cJSON_ArrayForEach(q, workers) running |= with_id && jhas(q, "running");
+    fprintf(out, "%-*s %s%-*s ", wn, "WORKER", with_id ? "ID               " : "", wa, "ADDRESS");
+    if (wi)
+        fprintf(out, "%-*s ", wi, "IDENTITY");
+    fprintf(out, "%5s %5s %-8s %s%s\n", "SLOTS", "BUSY", "STATE", "FUNCTIONS",
+            running ? " RUNNING" : "");
     cJSON_ArrayForEach(q, workers) {
         jstr(q, "name", a, sizeof a);
         jstr(q, "id", id, sizeof id);
@@ -770,7 +907,14 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
         fprintf(out, "%-*s ", wn, a);
         if (with_id)
             fprintf(out, "%-16s ", id);
-        fprintf(out, "%-*s %5.0f %5.0f %-8s ", wa, b, jnum(q, "slots"), jnum(q, "busy"), st);
+        fprintf(out, "%-*s ", wa, b);
+        if (wi) {
+            who[0] = '\0';
+            if (cJSON_GetObjectItemCaseSensitive(q, "identity"))
+                jstr(q, "identity", who, sizeof who);
+            fprintf(out, "%-*s ", wi, who[0] ? who : "-");
+        }
+        fprintf(out, "%5.0f %5.0f %-8s ", jnum(q, "slots"), jnum(q, "busy"), st);
         const cJSON *f;
         int first = 1;
         cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
@@ -780,7 +924,22 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
             fprintf(out, "%s%s", first ? "" : ",", a);
             first = 0;
         }
-        fprintf(out, "%s\n", first ? "-" : "");
+        fprintf(out, "%s", first ? "-" : "");
+        if (running) {
+            /* the task ids, comma-separated; "-" when none; "+N" for the
+             * ones the master left out */
+            const cJSON *ids = cJSON_GetObjectItemCaseSensitive(q, "running");
+            int n = 0;
+            cJSON_ArrayForEach(f, ids) {
+                if (cJSON_IsNumber(f))
+                    fprintf(out, "%s%.0f", n++ ? "," : " ", f->valuedouble);
+            }
+            if (!n)
+                fprintf(out, " -");
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "running_truncated")))
+                fprintf(out, ",+%.0f", jnum(q, "busy") - n);
+        }
+        fputc('\n', out);
     }
 }
 
@@ -843,6 +1002,20 @@ static int show_status(const char *name, int workers, global_t *g, const status_
             fprintf(stderr, "taskq: the master's status reply is not JSON\n");
             status = TQ_EXIT_INTERNAL;
         } else if (s->json) {
+            /* task ids in full: cJSON would print 1796648618818370 as
+             * 1.79664861881837e+15 */
+            cJSON *w;
+            cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(doc, "workers")) {
+                cJSON *ids = cJSON_GetObjectItemCaseSensitive(w, "running");
+                for (cJSON *id = ids ? ids->child : NULL, *next; id; id = next) {
+                    next = id->next;
+                    if (cJSON_IsNumber(id)) {
+                        char buf[32];
+                        snprintf(buf, sizeof buf, "%.0f", id->valuedouble);
+                        cJSON_ReplaceItemViaPointer(ids, id, cJSON_CreateRaw(buf));
+                    }
+                }
+            }
             char *text =
                 cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "workers"));
             printf("%s\n", text ? text : "[]");
@@ -864,6 +1037,28 @@ static int run_workers(const command_t *cmd, global_t *g, void *settings, int ar
 {
     (void)cmd;
     return show_status("workers", 1, g, settings, argc, argv);
+}
+
+/* keygen NAME: no connection; the key files of key-pair mode. */
+static int run_keygen(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
+{
+    (void)cmd;
+    (void)g;
+    (void)settings;
+    if (argc != 1 || !argv[0][0])
+        return tq_cli_usage_error("keygen: give one NAME (writes NAME.key and NAME.pub)");
+    char pub[TQ_Z85_KEY_LEN + 1];
+    tq_error_t err;
+    if (tq_keyfile_generate(argv[0], pub, &err) < 0) {
+        fflush(stdout);
+        fprintf(stderr, "taskq: %s\n", err.msg);
+        return TQ_EXIT_ENV;
+    }
+    printf("%s\n", pub);
+    fflush(stdout);
+    fprintf(stderr, "taskq: wrote %s.key (secret, mode 0600) and %s.pub (public)\n", argv[0],
+            argv[0]);
+    return TQ_EXIT_OK;
 }
 
 static int run_status(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)

@@ -22,6 +22,8 @@ typedef struct {
     int version;
     int help;
     char *config; /* the config file read (tq_config.h) */
+    char *key_file;        /* --key: our key pair (key-pair mode) */
+    char *master_key_file; /* --master-key: the master's public key */
 } global_t;
 
 /* submit and map share one settings struct; each has its own table. */
@@ -55,6 +57,7 @@ typedef struct {
 /* retry and purge */
 typedef struct {
     int all;
+    int failed; /* with all: the failed set instead of the dead set */
     char *queue;
     int help;
 } fix_settings_t;
@@ -70,6 +73,30 @@ typedef struct {
 typedef struct {
     int help;
 } queue_op_settings_t;
+
+/* show */
+typedef struct {
+    int payload;
+    int json;
+    int help;
+} show_settings_t;
+
+/* list */
+typedef struct {
+    char *queue;
+    char *state;
+    char *fn;
+    int64_t limit;
+    char *after;
+    int json;
+    int help;
+} list_settings_t;
+
+/* queue empty|delete */
+typedef struct {
+    int json;
+    int help;
+} queue_settings_t;
 
 typedef struct command command_t;
 typedef int (*run_fn)(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
@@ -118,6 +145,9 @@ int tq_cli_run_wait(const command_t *cmd, global_t *g, void *settings, int argc,
  * themselves apart by cmd->name, as do pause and resume. */
 int tq_cli_run_dead(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
 int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_show(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_list(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_queue(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
 int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int argc,
                          char **argv);
 int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int argc,

@@ -17,6 +17,7 @@
 #include <zmq.h>
 
 #include "tq_authkey.h"
+#include "tq_keyfile.h"
 #include "tq_curve.h"
 #include "tq_log.h"
 
@@ -69,8 +70,8 @@ static int await_welcome(taskq_t *self, int64_t timeout_ms, taskq_error_t *err)
                 return 0;
             case TQ_LINK_AUTH_FAILED:
                 return tq_client_fail(err, TASKQ_ERR_CONNECT,
-                                      "authentication failed connecting to %s (wrong authkey?)",
-                                      ep);
+                                      "authentication failed connecting to %s (%s)", ep,
+                                      tq_client_auth_hint(self));
             case TQ_LINK_REFUSED:
                 return tq_client_fail(err, TASKQ_ERR_REFUSED,
                                       "master at %s refused the connection: %s", ep, ev.text);
@@ -101,9 +102,24 @@ static int await_welcome(taskq_t *self, int64_t timeout_ms, taskq_error_t *err)
     }
 }
 
+const char *tq_client_auth_hint(const taskq_t *self)
+{
+    return self->keypair ? "key not accepted: is this key's .pub in the master's --allow-keys, "
+                           "and --master-key the master's public key?"
+                         : "wrong authkey?";
+}
+
 taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int connect_timeout_ms,
                        const char *name, taskq_error_t *err)
 {
+    return taskq_connect_keys(endpoint, authkey_path, NULL, NULL, connect_timeout_ms, name, err);
+}
+
+taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, const char *key_path,
+                            const char *master_key_path, int connect_timeout_ms,
+                            const char *name, taskq_error_t *err)
+{
+    int keypair = (key_path && *key_path) || (master_key_path && *master_key_path);
     if (!endpoint || !*endpoint)
         endpoint = DEFAULT_ENDPOINT;
     if (strlen(endpoint) >= TQ_CLIENT_ENDPOINT_MAX) {
@@ -111,7 +127,7 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
                        TQ_CLIENT_ENDPOINT_MAX - 1);
         return NULL;
     }
-    if (!authkey_path || !*authkey_path) {
+    if ((!authkey_path || !*authkey_path) && !keypair) {
         tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
         return NULL;
     }
@@ -121,7 +137,6 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
         return NULL;
     }
     taskq_t *self = tq_calloc(1, sizeof *self);
-    char kerr[TASKQ_ERROR_MAX];
     /* Only the client pair and the server's public key are kept, in
      * memory a core dump leaves out (tq_authkey.h). */
     self->keys = tq_curve_keys_new();
@@ -130,8 +145,11 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
         free(self);
         return NULL;
     }
-    if (tq_authkey_load_peer(authkey_path, self->keys, kerr, sizeof kerr) < 0) {
-        tq_client_fail(err, TASKQ_ERR_ENV, "%s", kerr);
+    tq_error_t kerr;
+    self->keypair = keypair;
+    if (tq_keys_load_peer(authkey_path, key_path, master_key_path, self->keys, &kerr) < 0) {
+        tq_client_fail(err, strstr(kerr.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
+                       kerr.msg);
         tq_curve_keys_free(&self->keys);
         free(self);
         return NULL;

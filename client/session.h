@@ -106,6 +106,7 @@ struct taskq {
     tq_link_t *link;                   /* socket, handshake, heartbeats, reconnects */
     void *hello;                       /* our HELLO body (cJSON), said again on request */
     tq_curve_keys_t *keys; /* kept to reconnect (no server secret); freed at close */
+    int keypair;           /* key-pair mode (--key / --master-key): for messages */
     uint8_t session_id[TQ_CLIENT_SESSION_ID]; /* random, from taskq_connect */
     int64_t last_call;                 /* when the last public call returned */
     int64_t ack_timeout_ms;            /* taskq_set_ack_timeout; 0 none */
@@ -135,6 +136,12 @@ struct taskq {
     tq_cancel_item_t cancel_items[TQ_MAX_BATCH];
     uint64_t ids[TQ_MAX_BATCH];
 };
+
+/* ---- provided by session.c ----------------------------------------------- */
+
+/* What a rejected handshake most likely means, for its message:
+ * "wrong authkey?", or the key-pair mode's hint. */
+const char *tq_client_auth_hint(const taskq_t *self);
 
 /* ---- provided by taskq.c ------------------------------------------------- */
 

@@ -744,8 +744,8 @@ static int on_link_event(taskq_t *self, const tq_link_event_t *ev, taskq_error_t
         /* The key was right before: a different master answers now. */
         tq_link_kill(self->link);
         return tq_client_fail(err, TASKQ_ERR_CONNECT,
-                              "authentication failed reconnecting to %s (wrong authkey?)",
-                              tq_link_endpoint(self->link));
+                              "authentication failed reconnecting to %s (%s)",
+                              tq_link_endpoint(self->link), tq_client_auth_hint(self));
     case TQ_LINK_DEAD:
         return lost(self, err);
     default: /* SKIP; REFUSED and BAD: the attempt goes on or is retried */

@@ -105,24 +105,25 @@ static void test_vectors(void)
 
 static void test_load_ok_and_newline(void)
 {
-    char p1[256], p2[256], err[512] = "";
+    char p1[256], p2[256];
+    tq_error_t err = {0, ""};
     path_in(p1, sizeof p1, "plain");
     path_in(p2, sizeof p2, "newline");
     write_file(p1, "abcabcabcabcabcabc", 18, 0600);
     write_file(p2, "abcabcabcabcabcabc\n", 19, 0600);
     tq_curve_keys_t a, b;
-    CHECK_EQ_INT(tq_authkey_load(p1, &a, err, sizeof err), 0);
-    CHECK_EQ_INT(tq_authkey_load(p2, &b, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p1, &a, &err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p2, &b, &err), 0);
     CHECK(keys_equal(&a, &b));
     CHECK_EQ_STR(a.server_public_z85, vectors[0].server_public);
 
     /* only one newline is removed */
     write_file(p2, "abcabcabcabcabcabc\n\n", 20, 0600);
-    CHECK_EQ_INT(tq_authkey_load(p2, &b, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p2, &b, &err), 0);
     CHECK(!keys_equal(&a, &b));
     /* mode 0400 is fine too */
     write_file(p1, "abcabcabcabcabcabc", 18, 0400);
-    CHECK_EQ_INT(tq_authkey_load(p1, &b, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p1, &b, &err), 0);
     CHECK(keys_equal(&a, &b));
     unlink(p1);
     unlink(p2);
@@ -130,37 +131,39 @@ static void test_load_ok_and_newline(void)
 
 static void test_mode_refused(void)
 {
-    char p[256], err[512] = "";
+    char p[256];
+    tq_error_t err = {0, ""};
     const char *secret = "supersecretkeytext-0123456789";
     path_in(p, sizeof p, "open");
     write_file(p, secret, strlen(secret), 0644);
     tq_curve_keys_t k;
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
-    CHECK(strstr(err, "chmod 600") != NULL);
-    CHECK(strstr(err, "mode 0644") != NULL);
-    CHECK(strstr(err, p) != NULL);
-    CHECK(strstr(err, "supersecret") == NULL);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
+    CHECK(strstr(err.msg, "chmod 600") != NULL);
+    CHECK(strstr(err.msg, "mode 0644") != NULL);
+    CHECK(strstr(err.msg, p) != NULL);
+    CHECK(strstr(err.msg, "supersecret") == NULL);
     write_file(p, secret, strlen(secret), 0604);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
-    CHECK(strstr(err, "readable by group or others") != NULL);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
+    CHECK(strstr(err.msg, "readable by group or others") != NULL);
     write_file(p, secret, strlen(secret), 0620);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
     unlink(p);
 }
 
 static void test_missing_and_odd_files(void)
 {
-    char p[256], err[512] = "";
+    char p[256];
+    tq_error_t err = {0, ""};
     tq_curve_keys_t k;
     path_in(p, sizeof p, "nonexistent");
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
     char want[512];
     snprintf(want, sizeof want, "cannot read authkey file %s: No such file or directory", p);
-    CHECK_EQ_STR(err, want);
+    CHECK_EQ_STR(err.msg, want);
 
     /* a directory is not a key file */
-    CHECK_EQ_INT(tq_authkey_load(tmpdir, &k, err, sizeof err), -1);
-    CHECK(strstr(err, "not a regular file") != NULL);
+    CHECK_EQ_INT(tq_authkey_load(tmpdir, &k, &err), -1);
+    CHECK(strstr(err.msg, "not a regular file") != NULL);
 
     /* a symbolic link is refused (O_NOFOLLOW) */
     char target[256], link[256];
@@ -169,91 +172,96 @@ static void test_missing_and_odd_files(void)
     write_file(target, "abcabcabcabcabcabc", 18, 0600);
     unlink(link);
     CHECK_EQ_INT(symlink(target, link), 0);
-    CHECK_EQ_INT(tq_authkey_load(link, &k, err, sizeof err), -1);
-    CHECK(strstr(err, link) != NULL);
+    CHECK_EQ_INT(tq_authkey_load(link, &k, &err), -1);
+    CHECK(strstr(err.msg, link) != NULL);
     unlink(link);
     unlink(target);
 
     /* a FIFO must not hang */
     path_in(p, sizeof p, "fifo");
     CHECK_EQ_INT(mkfifo(p, 0600), 0);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
     unlink(p);
 
-    CHECK_EQ_INT(tq_authkey_load("", &k, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_authkey_load("", &k, &err), -1);
 }
 
 static void test_length_limits(void)
 {
-    char p[256], err[1024] = "", want[512];
+    char p[256], want[512];
+    tq_error_t err = {0, ""};
     tq_curve_keys_t k;
     path_in(p, sizeof p, "short");
     write_file(p, "shortkey12345\n", 14, 0600); /* 13 bytes after the newline */
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
-    CHECK(strstr(err, "too short (13 bytes, need at least 16)") != NULL);
-    CHECK(strstr(err, "chmod 600") != NULL);
-    CHECK(strstr(err, "shortkey") == NULL);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
+    CHECK(strstr(err.msg, "too short (13 bytes, need at least 16)") != NULL);
+    CHECK(strstr(err.msg, "chmod 600") != NULL);
+    CHECK(strstr(err.msg, "shortkey") == NULL);
 
     write_file(p, "", 0, 0600);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
-    CHECK(strstr(err, "too short (0 bytes") != NULL);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
+    CHECK(strstr(err.msg, "too short (0 bytes") != NULL);
 
     /* exactly 16 bytes (plus newline) is enough */
     write_file(p, "0123456789abcdef\n", 17, 0600);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), 0);
 
     static char big[TQ_AUTHKEY_MAX + 2];
     memset(big, 'k', sizeof big);
     write_file(p, big, 32, 0600); /* one repeated byte: trivial */
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
     snprintf(want, sizeof want,
              "authkey in %s is trivial (1 distinct byte value, need at least 3)", p);
-    CHECK(strncmp(err, want, strlen(want)) == 0);
-    CHECK(strstr(err, "kkkk") == NULL);
+    CHECK(strncmp(err.msg, want, strlen(want)) == 0);
+    CHECK(strstr(err.msg, "kkkk") == NULL);
     for (size_t i = 0; i < sizeof big; i += 7)
         big[i] = 'q'; /* no longer trivial */
     big[3] = 'z';
     write_file(p, big, TQ_AUTHKEY_MAX, 0600);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), 0);
     big[TQ_AUTHKEY_MAX] = '\n';
     write_file(p, big, TQ_AUTHKEY_MAX + 1, 0600); /* 4096 + newline: too long */
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
     write_file(p, big, TQ_AUTHKEY_MAX + 2, 0600);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
     snprintf(want, sizeof want, "authkey file %s is too long (over 4096 bytes)", p);
-    CHECK_EQ_STR(err, want);
-    CHECK(strstr(err, "kkkk") == NULL);
+    CHECK_EQ_STR(err.msg, want);
+    CHECK(strstr(err.msg, "kkkk") == NULL);
     unlink(p);
 
-    /* a tiny error buffer is never overrun */
-    char small[8];
-    CHECK_EQ_INT(tq_authkey_load("/nonexistent/x", &k, small, sizeof small), -1);
-    CHECK_EQ_INT((int)strlen(small), 7);
+    /* a message longer than the error struct holds is cut, never overrun */
+    char longpath[TQ_MAX_ERROR_TEXT + 64];
+    memset(longpath, 'x', sizeof longpath - 1);
+    longpath[0] = '/';
+    longpath[sizeof longpath - 1] = '\0';
+    CHECK_EQ_INT(tq_authkey_load(longpath, &k, &err), -1);
+    CHECK_EQ_INT((int)strlen(err.msg), TQ_MAX_ERROR_TEXT - 1);
 }
 
 /* Trivial keys (fewer than 3 distinct bytes) and key files owned by
  * another user are refused; a peer's load keeps no server secret. */
 static void test_trust(void)
 {
-    char p[256], err[1024] = "";
+    char p[256];
+    tq_error_t err = {0, ""};
     tq_curve_keys_t k, full;
     path_in(p, sizeof p, "trivial");
     static const uint8_t zeros[32];
     write_file(p, (const char *)zeros, sizeof zeros, 0600);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
-    CHECK(strstr(err, "is trivial (1 distinct byte value") != NULL);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
+    CHECK(strstr(err.msg, "is trivial (1 distinct byte value") != NULL);
     write_file(p, "abababababababababab\n", 21, 0600);
-    CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
-    CHECK(strstr(err, "is trivial (2 distinct byte values, need at least 3)") != NULL);
-    CHECK(strstr(err, "abab") == NULL);
+    CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
+    CHECK(strstr(err.msg, "is trivial (2 distinct byte values, need at least 3)") != NULL);
+    CHECK(strstr(err.msg, "abab") == NULL);
     write_file(p, "abcabcabcabcabcabc", 18, 0600); /* 3: accepted */
-    CHECK_EQ_INT(tq_authkey_load(p, &full, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p, &full, &err), 0);
 
     /* the peer's load: same public keys and client pair, no server secret */
     tq_curve_keys_t *pk = tq_curve_keys_new();
     CHECK(pk != NULL);
     if (pk) {
-        CHECK_EQ_INT(tq_authkey_load_peer(p, pk, err, sizeof err), 0);
+        CHECK_EQ_INT(tq_authkey_load_peer(p, pk, &err), 0);
         CHECK(memcmp(pk->server_public, full.server_public, 32) == 0);
         CHECK(memcmp(pk->client_secret, full.client_secret, 32) == 0);
         CHECK_EQ_STR(pk->client_secret_z85, full.client_secret_z85);
@@ -268,18 +276,19 @@ static void test_trust(void)
     /* owned by another user (only root can make one) */
     if (geteuid() == 0) {
         CHECK_EQ_INT(chown(p, 65534, 65534), 0);
-        CHECK_EQ_INT(tq_authkey_load(p, &k, err, sizeof err), -1);
-        CHECK(strstr(err, "is owned by uid 65534, not by us (uid 0) or root") != NULL);
+        CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
+        CHECK(strstr(err.msg, "is owned by uid 65534, not by us (uid 0) or root") != NULL);
     }
     unlink(p);
 }
 
 static void test_generate(void)
 {
-    char p[256], err[512] = "";
+    char p[256];
+    tq_error_t err = {0, ""};
     path_in(p, sizeof p, "generated");
     unlink(p);
-    CHECK_EQ_INT(tq_authkey_generate(p, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_generate(p, &err), 0);
     struct stat st;
     CHECK_EQ_INT(stat(p, &st), 0);
     CHECK_EQ_INT(st.st_mode & 07777, 0600);
@@ -294,22 +303,22 @@ static void test_generate(void)
     CHECK_EQ_INT(buf[64], '\n');
     CHECK_EQ_INT(strspn(buf, "0123456789abcdef"), 64);
     tq_curve_keys_t a, b;
-    CHECK_EQ_INT(tq_authkey_load(p, &a, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p, &a, &err), 0);
     /* never overwrites */
-    CHECK_EQ_INT(tq_authkey_generate(p, err, sizeof err), -1);
-    CHECK(strstr(err, "File exists") != NULL);
-    CHECK_EQ_INT(tq_authkey_load(p, &b, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_generate(p, &err), -1);
+    CHECK(strstr(err.msg, "File exists") != NULL);
+    CHECK_EQ_INT(tq_authkey_load(p, &b, &err), 0);
     CHECK(keys_equal(&a, &b));
     /* two fresh keys differ */
     char p2[256];
     path_in(p2, sizeof p2, "generated2");
     unlink(p2);
-    CHECK_EQ_INT(tq_authkey_generate(p2, err, sizeof err), 0);
-    CHECK_EQ_INT(tq_authkey_load(p2, &b, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_authkey_generate(p2, &err), 0);
+    CHECK_EQ_INT(tq_authkey_load(p2, &b, &err), 0);
     CHECK(!keys_equal(&a, &b));
     unlink(p);
     unlink(p2);
-    CHECK_EQ_INT(tq_authkey_generate("/nonexistent-dir/authkey", err, sizeof err), -1);
+    CHECK_EQ_INT(tq_authkey_generate("/nonexistent-dir/authkey", &err), -1);
 }
 
 static void test_path(void)

@@ -769,3 +769,142 @@ void tq_cfg_scdoc(const tq_cfg_entry_t *table, FILE *out)
         fputs("\n\n", out);
     }
 }
+
+/* ---- SIGHUP: apply a re-read configuration ------------------------------ */
+
+void tq_cfg_value_text(const tq_cfg_entry_t *e, const void *settings, char *dst, size_t size)
+{
+    void *f = field((void *)settings, e);
+    if (size == 0)
+        return;
+    switch (e->type) {
+    case TQ_CFG_INT:
+    case TQ_CFG_MS:
+    case TQ_CFG_SIZE:
+        fmt_value(dst, size, e, *(const int64_t *)f);
+        return;
+    case TQ_CFG_FLAG:
+        snprintf(dst, size, "%s", *(const int *)f ? "yes" : "no");
+        return;
+    case TQ_CFG_STRING:
+    case TQ_CFG_ENUM: {
+        const char *v = *(char *const *)f;
+        if (v)
+            quote(dst, size, v);
+        else
+            snprintf(dst, size, "(unset)");
+        return;
+    }
+    case TQ_CFG_LIST: {
+        const tq_strlist_t *l = f;
+        size_t off = 0;
+        dst[0] = '\0';
+        if (l->n == 0)
+            snprintf(dst, size, "(none)");
+        for (size_t i = 0; i < l->n && off < size; i++) {
+            int n = snprintf(dst + off, size - off, "%s%s", i ? "," : "", l->items[i]);
+            if (n < 0)
+                break;
+            off += (size_t)n;
+        }
+        if (off >= size && size > 4)
+            memcpy(dst + size - 4, "...", 4);
+        return;
+    }
+    }
+    dst[0] = '\0';
+}
+
+/* 1 if entry e holds the same value in a and b. */
+static int same_value(const tq_cfg_entry_t *e, const void *a, const void *b)
+{
+    const void *fa = field((void *)a, e), *fb = field((void *)b, e);
+    switch (e->type) {
+    case TQ_CFG_INT:
+    case TQ_CFG_MS:
+    case TQ_CFG_SIZE:
+        return *(const int64_t *)fa == *(const int64_t *)fb;
+    case TQ_CFG_FLAG:
+        return *(const int *)fa == *(const int *)fb;
+    case TQ_CFG_STRING:
+    case TQ_CFG_ENUM: {
+        const char *x = *(char *const *)fa, *y = *(char *const *)fb;
+        return x == y || (x && y && strcmp(x, y) == 0);
+    }
+    case TQ_CFG_LIST: {
+        const tq_strlist_t *x = fa, *y = fb;
+        if (x->n != y->n)
+            return 0;
+        for (size_t i = 0; i < x->n; i++)
+            if (strcmp(x->items[i], y->items[i]) != 0)
+                return 0;
+        return 1;
+    }
+    }
+    return 1;
+}
+
+/* Move entry e's value from src into dst (swapping heap values, so
+ * each struct still owns what it holds). */
+static void move_value(const tq_cfg_entry_t *e, void *dst, void *src)
+{
+    void *fd = field(dst, e), *fs = field(src, e);
+    switch (e->type) {
+    case TQ_CFG_INT:
+    case TQ_CFG_MS:
+    case TQ_CFG_SIZE:
+        *(int64_t *)fd = *(int64_t *)fs;
+        return;
+    case TQ_CFG_FLAG:
+        *(int *)fd = *(int *)fs;
+        return;
+    case TQ_CFG_STRING:
+    case TQ_CFG_ENUM: {
+        char *t = *(char **)fd;
+        *(char **)fd = *(char **)fs;
+        *(char **)fs = t;
+        return;
+    }
+    case TQ_CFG_LIST: {
+        tq_strlist_t t = *(tq_strlist_t *)fd;
+        *(tq_strlist_t *)fd = *(tq_strlist_t *)fs;
+        *(tq_strlist_t *)fs = t;
+        return;
+    }
+    }
+}
+
+int tq_cfg_reload(const tq_cfg_entry_t *table, void *cur, void *next, const tq_cfg_live_t *live,
+                  void *arg, tq_cfg_note_fn note)
+{
+    int changed = 0;
+    for (size_t i = 0; table[i].name; i++) {
+        const tq_cfg_entry_t *e = &table[i];
+        if (same_value(e, cur, next))
+            continue;
+        char a[160], b[160], why[256], line[800];
+        tq_cfg_value_text(e, cur, a, sizeof a);
+        tq_cfg_value_text(e, next, b, sizeof b);
+        const tq_cfg_live_t *l = live;
+        while (l && l->name && strcmp(l->name, e->name) != 0)
+            l++;
+        why[0] = '\0';
+        if (!l || !l->name) {
+            snprintf(line, sizeof line,
+                     "setting %s changed from %s to %s in the configuration but cannot change "
+                     "while running: restart to apply it; %s stays %s",
+                     e->name, a, b, e->name, a);
+            note(arg, 1, line);
+        } else if (l->apply(arg, cur, next, why, sizeof why) < 0) {
+            snprintf(line, sizeof line, "setting %s: cannot change from %s to %s: %s; %s stays %s",
+                     e->name, a, b, why[0] ? why : "refused", e->name, a);
+            note(arg, 1, line);
+        } else {
+            snprintf(line, sizeof line, "setting %s changed from %s to %s", e->name, a, b);
+            note(arg, 0, line);
+            move_value(e, cur, next);
+            changed++;
+        }
+    }
+    return changed;
+}

@@ -109,4 +109,37 @@ void tq_cfg_free(const tq_cfg_entry_t *table, void *settings);
 /* Print the table as a Markdown table (for docs/). */
 void tq_cfg_markdown(const tq_cfg_entry_t *table, FILE *out);
 
+
+/* ---- SIGHUP: apply a re-read configuration ------------------------------ */
+
+/* A setting that can change while the program runs. apply puts the
+ * value(s) of next (the settings just read) in force and returns 0, or
+ * -1 with why (the setting then stays as it was). One apply function
+ * may serve a group of settings (listed once per name): it applies the
+ * whole group from next, so calling it again is harmless. cur holds
+ * the settings in force before the reload. */
+typedef struct {
+    const char *name; /* a table entry's name; NULL ends the list */
+    int (*apply)(void *arg, const void *cur, const void *next, char *why, size_t whylen);
+} tq_cfg_live_t;
+
+/* How tq_cfg_reload tells what it did: one line, warn = 1 for what was
+ * not applied. */
+typedef void (*tq_cfg_note_fn)(void *arg, int warn, const char *line);
+
+/* Compare next (just parsed with tq_cfg_parse) with cur (in force),
+ * entry by entry. A changed entry listed in live is applied ("setting
+ * NAME changed from A to B") and its value moves into cur; one not
+ * listed, or whose apply fails, is refused ("setting NAME changed from A
+ * to B in the configuration but cannot change while running: restart
+ * to apply it; NAME stays A", or the apply's reason) and cur keeps it.
+ * Every line goes to note. Returns how many settings changed. next is
+ * left for tq_cfg_free. */
+int tq_cfg_reload(const tq_cfg_entry_t *table, void *cur, void *next, const tq_cfg_live_t *live,
+                  void *arg, tq_cfg_note_fn note);
+
+/* The value of entry e in settings as text ("1.5" seconds, "64M",
+ * "a,b" for a list, "(unset)"), cut to size. */
+void tq_cfg_value_text(const tq_cfg_entry_t *e, const void *settings, char *dst, size_t size);
+
 #endif

@@ -450,6 +450,66 @@ static void test_file(void)
     CHECK(strstr(e, "No such file or directory") != NULL);
 }
 
+/* ---- tq_cfg_reload ---------------------------------------------------------- */
+
+static char notes[2048];
+static int applied_concurrency;
+
+static void note(void *arg, int warn, const char *line)
+{
+    (void)arg;
+    size_t n = strlen(notes);
+    snprintf(notes + n, sizeof notes - n, "%s%s\n", warn ? "W " : "I ", line);
+}
+
+static int apply_concurrency(void *arg, const void *cur, const void *next, char *why,
+                             size_t whylen)
+{
+    (void)arg, (void)cur, (void)why, (void)whylen;
+    applied_concurrency = (int)((const settings_t *)next)->concurrency;
+    return 0;
+}
+
+static int refuse_fn(void *arg, const void *cur, const void *next, char *why, size_t whylen)
+{
+    (void)arg, (void)cur, (void)next;
+    snprintf(why, whylen, "not now");
+    return -1;
+}
+
+static void test_reload(void)
+{
+    static const tq_cfg_live_t live[] = {
+        {"concurrency", apply_concurrency}, {"fn", refuse_fn}, {NULL, NULL}};
+    settings_t cur, next;
+    const char *a[] = {"prog", "--concurrency", "2", "--fn", "a=x", NULL};
+    const char *b[] = {"prog", "--concurrency", "8", "--fn",      "a=x",  "--fn",
+                       "b=y",  "--max-payload", "2M", "--name",   "w 1",  NULL};
+    CHECK_EQ_INT(parse(&cur, a), 0);
+    CHECK_EQ_INT(parse(&next, b), 0);
+    notes[0] = '\0';
+    CHECK_EQ_INT(tq_cfg_reload(table, &cur, &next, live, NULL, note), 1);
+    CHECK_EQ_INT(applied_concurrency, 8);
+    CHECK_EQ_INT(cur.concurrency, 8); /* applied: now in force */
+    CHECK_EQ_INT(cur.max_payload, 1 << 20); /* refused: stays */
+    CHECK(cur.name == NULL);
+    CHECK_EQ_INT(cur.fn.n, 1);
+    CHECK(strstr(notes, "I setting concurrency changed from 2 to 8\n") != NULL);
+    CHECK(strstr(notes, "W setting max-payload changed from 1M to 2M in the configuration but "
+                        "cannot change while running: restart to apply it; max-payload stays "
+                        "1M\n") != NULL);
+    CHECK(strstr(notes, "W setting name changed from (unset) to w 1 in the") != NULL);
+    CHECK(strstr(notes, "W setting fn: cannot change from a=x to a=x,b=y: not now; fn stays "
+                        "a=x\n") != NULL);
+    /* the same again: only the refused ones differ still */
+    notes[0] = '\0';
+    CHECK_EQ_INT(tq_cfg_reload(table, &cur, &next, live, NULL, note), 0);
+    CHECK(strstr(notes, "concurrency") == NULL);
+    CHECK(strstr(notes, "max-payload") != NULL);
+    tq_cfg_free(table, &cur);
+    tq_cfg_free(table, &next);
+}
+
 int main(void)
 {
     clear_env();
@@ -462,5 +522,6 @@ int main(void)
     RUN(test_bad_default);
     RUN(test_usage);
     RUN(test_file);
+    RUN(test_reload);
     TEST_MAIN_END();
 }

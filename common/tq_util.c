@@ -10,14 +10,6 @@
 #include <time.h>
 #include <unistd.h>
 
-void tq_assert_fail(const char *what, const char *file, int line)
-{
-    fprintf(stderr, "taskq: internal error (a bug): assertion '%s' failed at %s:%d\n", what,
-            file, line);
-    fflush(stderr);
-    abort();
-}
-
 static void oom(size_t n)
 {
     fprintf(stderr, "taskq: out of memory (allocating %zu bytes)\n", n);
@@ -293,7 +285,7 @@ int tq_write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-int tq_endpoint_port_check(const char *ep, const char *flag, char *err, size_t errlen) {
+int tq_endpoint_port_check(const char *ep, const char *flag, tq_error_t *err) {
     if (strncmp(ep, "tcp://", 6) != 0)
         return 0;
     const char *colon = strrchr(ep + 6, ':');
@@ -301,8 +293,8 @@ int tq_endpoint_port_check(const char *ep, const char *flag, char *err, size_t e
         return 0;
     int64_t n;
     if (tq_parse_i64(colon + 1, &n) < 0 || n > 65535) {
-        snprintf(err, errlen, "%s: port %.40s in '%.200s' is out of range (0..65535)", flag,
-                 colon + 1, ep);
+        tq_error_set(err, 0, "%s: port %.40s in '%.200s' is out of range (0..65535)", flag,
+                     colon + 1, ep);
         return -1;
     }
     return 0;

@@ -332,16 +332,16 @@ static void test_fnv1a(void)
 }
 
 static void test_endpoint_port(void) {
-    char err[256];
+    tq_error_t err;
     const char *ok[] = {"tcp://127.0.0.1:0", "tcp://127.0.0.1:65535", "tcp://*:7070",
                         "tcp://127.0.0.1:*", "tcp://[::1]:80", "ipc:///tmp/x:99999", "tcp://host"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
-        CHECK_EQ_INT(tq_endpoint_port_check(ok[i], "--bind", err, sizeof err), 0);
+        CHECK_EQ_INT(tq_endpoint_port_check(ok[i], "--bind", &err), 0);
     const char *bad[] = {"tcp://127.0.0.1:65536", "tcp://127.0.0.1:99999", "tcp://[::1]:70000",
                          "tcp://h:99999999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        CHECK_EQ_INT(tq_endpoint_port_check(bad[i], "--connect", err, sizeof err), -1);
-        CHECK(strstr(err, "--connect: port") != NULL);
+        CHECK_EQ_INT(tq_endpoint_port_check(bad[i], "--connect", &err), -1);
+        CHECK(strstr(err.msg, "--connect: port") != NULL);
     }
 }
 

@@ -135,6 +135,20 @@ typedef struct taskq taskq_t;
 TASKQ_API taskq_t *taskq_connect(const char *endpoint, const char *authkey_path,
                                  int connect_timeout_ms, const char *name, taskq_error_t *err);
 
+/* taskq_connect in key-pair mode (docs/security.md): this program's key
+ * pair from key_path (a NAME.key made by `taskq keygen NAME`, mode 0600)
+ * and the master's public key from master_key_path (its .pub file).
+ * Either may be NULL to derive that part from authkey_path instead (the
+ * shared-key mode; authkey_path NULL when both are given). The master
+ * must list this key's public half in its --allow-keys file. A rejected
+ * handshake fails with TASKQ_ERR_CONNECT "authentication failed
+ * connecting to ENDPOINT (key not accepted: ...)"; a missing part is
+ * TASKQ_ERR_USAGE, a bad key file TASKQ_ERR_ENV. */
+TASKQ_API taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path,
+                                      const char *key_path, const char *master_key_path,
+                                      int connect_timeout_ms, const char *name,
+                                      taskq_error_t *err);
+
 /* Acknowledge the results handed out, say BYE and release everything.
  * Tasks queued locally but not yet sent are dropped (call taskq_flush
  * first to send them); tasks the master has acknowledged are not
@@ -360,6 +374,45 @@ TASKQ_API int taskq_get(taskq_t *self, const char *queue, int wait_ms, size_t ma
 TASKQ_API int taskq_admin(taskq_t *self, const char *request_json, int timeout_ms,
                           char **reply_json, taskq_error_t *err);
 
+/* ---- inspection (show, list) ---------------------------------------------
+ *
+ * Both are ADMIN requests (proto/PROTOCOL.md "show" and "list") sent
+ * through taskq_admin, with its blocking, reconnect and error rules; the
+ * reply is the master's JSON text (the caller frees it with free()).
+ *
+ * taskq_show: the tasks ids[0..n) (n 1..100), each as an object of
+ * "tasks" in request order: "state" (queued, delayed, running, done,
+ * failed, dead, cancelled, or unknown), "queue", "fn", "priority",
+ * "attempts", "retries", "retried", "worker" ({"id","name","connected"}
+ * of the current or last attempt, or null), "submitted_ms",
+ * "not_before_ms", "started_ms", "finished_ms", "expires_ms" (wall clock
+ * ms, or null), "result" or "error" (UTF-8; "..._base64" otherwise; cut
+ * at 16 KiB with "..._truncated"), "payload_bytes", "key" (the
+ * idempotency key, or null), and with with_payload "payload". */
+TASKQ_API int taskq_show(taskq_t *self, const uint64_t *ids, size_t n, int with_payload,
+                         int timeout_ms, char **reply_json, taskq_error_t *err);
+
+/* What taskq_list lists: NULL or 0 fields do not filter. state is one
+ * of "queued", "delayed", "running", "done", "failed", "dead",
+ * "cancelled". limit: rows at most (1..1000; 0: 100). after: list ids
+ * above this (0: from the first). */
+typedef struct {
+    const char *queue;
+    const char *fn;
+    const char *state;
+    size_t limit;
+    uint64_t after;
+} taskq_list_opts_t;
+
+/* taskq_list: one page of tasks in id order (FIFO order within a
+ * priority, so queued tasks come in queue order when they share one):
+ * {"tasks":[...], "more":bool, "next_after":ID}. The master looks at a
+ * bounded number of tasks per request, so a page may hold fewer rows
+ * than limit (even none) with "more": ask again with after =
+ * "next_after" until "more" is false. opts may be NULL. */
+TASKQ_API int taskq_list(taskq_t *self, const taskq_list_opts_t *opts, int timeout_ms,
+                         char **reply_json, taskq_error_t *err);
+
 /* Static text for a status ("done", "failed", "cancelled", "unknown",
  * "dead") or "?". */
 TASKQ_API const char *taskq_status_name(int status);
@@ -548,6 +601,15 @@ TASKQ_API int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int 
  * already running). */
 TASKQ_API int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err);
 
+/* Key-pair mode (docs/security.md): connect with the key pair in
+ * key_file (NAME.key from `taskq keygen NAME`) and the master's public
+ * key in master_key_file (its .pub), instead of (or, for a part given
+ * NULL, besides) the authkey; opts.authkey_file may then be NULL. The
+ * files are read by taskq_worker_run. Returns 0, or -1 with
+ * TASKQ_ERR_USAGE (both NULL, or the worker already running). */
+TASKQ_API int taskq_worker_set_keys(taskq_worker_t *self, const char *key_file,
+                                    const char *master_key_file, taskq_error_t *err);
+
 /* Run the worker's sockets in this ZeroMQ context (void * from
  * zmq_ctx_new) instead of one of its own: many workers in one process
  * then share the context's I/O threads. The context must outlive
@@ -666,6 +728,15 @@ TASKQ_API void taskq_worker_stop(taskq_worker_t *self);
  * ("log level info -> debug"). Returns 1 when the level changed, 0 when
  * it already was that level, -1 for a level that is not TASKQ_LOG_*. */
 TASKQ_API int taskq_worker_set_log_level(taskq_worker_t *self, int level);
+
+/* Run tasks on slots slots from now on (0: the number of CPUs; at most
+ * 4096), e.g. on SIGHUP; thread-safe, not async-signal-safe. Before
+ * taskq_worker_run it sets the slots it starts with. While it runs,
+ * running tasks go on: more slots start at once, fewer take effect as
+ * running tasks finish, and the master is told (it keeps the worker's
+ * tasks). Returns 1 when a change was asked, 0 when it already was that
+ * count, -1 for a count over 4096. */
+TASKQ_API int taskq_worker_set_concurrency(taskq_worker_t *self, size_t slots);
 
 /* Write one line to the engine's log (stderr, prefixed "worker") at
  * level TASKQ_LOG_*, if the log level lets it through: for a program on

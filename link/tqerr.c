@@ -15,3 +15,8 @@ int tq_client_fail(taskq_error_t *err, int code, const char *fmt, ...)
     }
     return -1;
 }
+
+int tq_error_to_public(taskq_error_t *err, const tq_error_t *in)
+{
+    return tq_client_fail(err, in->code, "%s", in->msg);
+}

@@ -1,6 +1,9 @@
 /* admin.c - ADMIN requests (proto/PROTOCOL.md): list, retry and purge
- * the dead set; pause and resume queues. A pause or resume is an engine
- * command: it takes effect at once, the journal records it (PAUSE
+ * the dead set (retry and purge the failed set); pause and resume
+ * queues; empty and delete queues; quiet and stop workers; the
+ * read-only inspection ops (inspect.c). tq_admin_exec runs an op and
+ * returns its reply or error; tq_admin_handle sends it. A pause or
+ * resume is an engine command: it takes effect at once, the journal records it (PAUSE
  * record), and its ADMIN_REPLY waits in the peer, like a SUBMIT_ACK,
  * until the journal holds the record. The DATA_DIR/paused file of
  * earlier versions is read once at start (tq_admin_load), journaled,
@@ -17,6 +20,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "inspect.h"
 #include "now.h"
 #include "tq_log.h"
 #include "tq_util.h"
@@ -107,31 +111,38 @@ void tq_admin_drop_file(const char *data_dir) {
 
 /* ---- requests ---------------------------------------------------------------- */
 
-/* One request being answered. */
+/* One request being run: the ops below read the request (j) and leave
+ * either a reply document (doc; gated: send it once the journal holds
+ * what the request changed) or an error (res->code, res->msg) in it.
+ * They send nothing: tq_admin_handle sends for ADMIN, and any other
+ * front end on the loop thread (the HTTP dashboard) runs the same ops
+ * through tq_admin_exec. */
 typedef struct {
     const tq_admin_deps_t *loop;
-    tq_peer_t *peer;
-    uint32_t req;
+    tq_peer_t *peer;  /* the asking connection (new-name budget), or NULL */
+    const char *who;  /* who asked and from where, for the log */
+    const char *addr;
     const cJSON *j;
+    cJSON *doc;
+    tq_admin_result_t *res;
 } admin_t;
 
 static void fail(admin_t *a, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(admin_t *a, int code, const char *fmt, ...) {
-    char msg[TQ_MAX_ERROR_TEXT];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(a->res->msg, sizeof a->res->msg, fmt, ap);
     va_end(ap);
-    tq_roster_warn(a->loop->roster, a->peer, a->peer->address, "%s", msg);
-    tq_outbox_error(a->loop->outbox, (tq_bytes_t){a->peer->rid, a->peer->rid_len}, code, a->req, msg);
+    a->res->code = code;
 }
 
-static void reply(admin_t *a, cJSON *doc) {
-    cJSON_AddNumberToObject(doc, "req", (double)a->req);
-    cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
-    cJSON_Delete(doc);
-    tq_outbox_send(a->loop->outbox, a->peer);
+static void reply(admin_t *a, cJSON *doc) { a->doc = doc; }
+
+/* doc, sent once the journal holds what this request changed (as a
+ * SUBMIT_ACK). */
+static void reply_gated(admin_t *a, cJSON *doc) {
+    a->doc = doc;
+    a->res->gated = 1;
 }
 
 /* An optional non-negative integer field no larger than max: 0 when
@@ -161,7 +172,7 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
         return -1;
     }
     tq_bytes_t name = tq_bytes_str(v->valuestring);
-    if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) &&
+    if (!tq_store_name_known(tq_engine_store(a->loop->engine), name) && a->peer &&
         tq_peer_take_name(a->peer, tq_now().mono_ms) < 0) {
         fail(a, TQ_ERR_TOO_MANY,
              "ADMIN: too many new queue and function names from this connection (at most %d at "
@@ -177,38 +188,11 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
     return 0;
 }
 
-/* "id": the id as an exact integer (cJSON would print a double, and
- * 16-digit ids in exponent form). */
-static void add_id(cJSON *o, uint64_t id) {
-    char text[24];
-    snprintf(text, sizeof text, "%" PRIu64, id);
-    cJSON_AddItemToObject(o, "id", cJSON_CreateRaw(text));
-}
+static void add_id(cJSON *o, uint64_t id) { tq_inspect_add_id(o, id); }
 
-/* Add t's error text as "error" (UTF-8) or "error_base64", cut to
- * ADMIN_ERROR_MAX bytes. */
+/* t's error text as "error" or "error_base64", cut to ADMIN_ERROR_MAX. */
 static void add_error(cJSON *o, const tq_task_t *t) {
-    tq_bytes_t d = tq_task_data(t);
-    size_t len = d.len > ADMIN_ERROR_MAX ? ADMIN_ERROR_MAX : d.len;
-    const char *data = d.data ? (const char *)d.data : "";
-    if (len < d.len) {
-        while (len > 0 && ((unsigned char)data[len] & 0xC0) == 0x80)
-            len--; /* do not cut a UTF-8 sequence in two */
-        cJSON_AddBoolToObject(o, "error_truncated", 1);
-    }
-    if (tq_utf8_valid(data, len) && !memchr(data, '\0', len)) {
-        char *s = tq_malloc(len + 1);
-        memcpy(s, data, len);
-        s[len] = '\0';
-        cJSON_AddStringToObject(o, "error", s);
-        free(s);
-        return;
-    }
-    size_t blen = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
-    char *b = tq_malloc(blen);
-    sodium_bin2base64(b, blen, (const unsigned char *)data, len, sodium_base64_VARIANT_ORIGINAL);
-    cJSON_AddStringToObject(o, "error_base64", b);
-    free(b);
+    tq_inspect_add_text(o, "error", tq_task_data(t), ADMIN_ERROR_MAX);
 }
 
 /* The "queue" field of a read-only request: the existing queue of that
@@ -254,8 +238,10 @@ static void op_dead(admin_t *a) {
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
     size_t n = 0, bytes = 0;
+    const tq_ident_t *id = a->peer ? a->peer->ident : NULL; /* key-pair mode: its queues only */
     for (; t && n < limit && bytes < ADMIN_LIST_BYTES; t = tq_store_dead_next(t)) {
-        if (q && tq_task_queue(t) != q)
+        if ((q && tq_task_queue(t) != q) ||
+            (id && !tq_ident_may_queue(id, tq_queue_name(tq_task_queue(t)))))
             continue;
         cJSON *o = cJSON_CreateObject();
         add_id(o, t->id);
@@ -269,7 +255,8 @@ static void op_dead(admin_t *a) {
         bytes += tq_task_data(t).len < ADMIN_ERROR_MAX ? tq_task_data(t).len : ADMIN_ERROR_MAX;
         n++;
     }
-    while (t && q && tq_task_queue(t) != q)
+    while (t && ((q && tq_task_queue(t) != q) ||
+                 (id && !tq_ident_may_queue(id, tq_queue_name(tq_task_queue(t))))))
         t = tq_store_dead_next(t);
     cJSON_AddBoolToObject(doc, "more", t != NULL);
     reply(a, doc);
@@ -313,7 +300,10 @@ static void op_retry_purge(admin_t *a, int purge) {
         cJSON_ArrayForEach(it, ids) {
             tq_json_uint(it, 1, UINT64_MAX, &id); /* checked above */
             tq_task_t *t = tq_store_get(store, id);
-            const char *outcome = !t ? "unknown" : t->state != TQ_TASK_DEAD ? "not dead" : NULL;
+            /* the dead and the failed set */
+            const char *outcome = !t                                                     ? "unknown"
+                                  : t->state != TQ_TASK_DEAD && t->state != TQ_TASK_FAILED ? "not dead"
+                                                                                         : NULL;
             if (!outcome) {
                 if (purge)
                     tq_engine_purge(a->loop->engine, id);
@@ -330,8 +320,10 @@ static void op_retry_purge(admin_t *a, int purge) {
     } else {
         count = tq_engine_revive_all(a->loop->engine, q, purge);
     }
-    if (count)
-        tq_info("%s %zu dead task%s", done_word[purge], count, count == 1 ? "" : "s");
+    char from[TQ_MAX_PEER_NAME + 8];
+    tq_info("admin: %s %zu dead or failed task%s at the request of %s (%s)", done_word[purge], count,
+            count == 1 ? "" : "s", tq_log_escape_str(from, sizeof from, a->who),
+            a->addr);
     cJSON_AddNumberToObject(doc, "count", (double)count);
     reply(a, doc);
 }
@@ -348,19 +340,80 @@ static void op_pause(admin_t *a, int pause) {
         return;
     }
     int changed = tq_engine_pause(a->loop->engine, q, pause);
-    if (changed)
-        tq_info("queue %s %s", tq_queue_name(q), pause ? "paused" : "resumed");
+    char from[TQ_MAX_PEER_NAME + 8];
+    tq_info("admin: queue %s %s%s at the request of %s (%s)", tq_queue_name(q),
+            pause ? "paused" : "resumed", changed ? "" : " (no change)",
+            tq_log_escape_str(from, sizeof from, a->who), a->addr);
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
     cJSON_AddBoolToObject(doc, "paused", pause);
     cJSON_AddBoolToObject(doc, "changed", changed);
-    cJSON_AddNumberToObject(doc, "req", (double)a->req);
-    cJSON_AddBoolToObject(doc, "ok", 1);
-    tq_out_json(tq_outbox_msg(a->loop->outbox), TQ_MSG_ADMIN_REPLY, doc);
-    cJSON_Delete(doc);
     /* the state it reports may be another request's, not durable yet */
-    tq_outbox_send_gated(a->loop->outbox, a->peer, tq_persist_lsn(a->loop->persist),
-                         tq_persist_ready(a->loop->persist), 0);
+    reply_gated(a, doc);
+}
+
+/* A read-only op of inspect.h: its reply, or its error. */
+typedef void *(*inspect_fn)(const tq_store_t *, const tq_peers_t *, const void *, int *, char *,
+                            size_t);
+static void op_inspect(admin_t *a, inspect_fn fn) {
+    int code = TQ_ERR_INTERNAL;
+    char err[TQ_MAX_ERROR_TEXT];
+    cJSON *doc = fn(tq_engine_store(a->loop->engine), a->loop->peers, a->j, &code, err, sizeof err);
+    if (!doc) {
+        fail(a, code, "%s", err);
+        return;
+    }
+    reply(a, doc);
+}
+
+/* queue_empty (del = 0: cancel up to TQ_MAX_QUEUE_EMPTY queued tasks of
+ * "queue"; "more" says whether to ask again) or queue_delete (del = 1:
+ * forget a queue with nothing queued or running; "deleted": false with
+ * its counts otherwise). An unknown queue is an ERROR. Engine commands,
+ * journaled; the reply is gated on the journal. */
+static void op_queue(admin_t *a, int del) {
+    tq_queue_t *q;
+    int missing;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "queue");
+    if (!v) {
+        fail(a, TQ_ERR_MALFORMED, "ADMIN: \"queue\" is required");
+        return;
+    }
+    if (find_queue(a, &q, &missing) < 0)
+        return;
+    if (missing) {
+        fail(a, TQ_ERR_BAD_NAME, "ADMIN: no queue named %s", v->valuestring);
+        return;
+    }
+    int jerr = tq_persist_failed(a->loop->persist);
+    if (jerr) {
+        fail(a, TQ_ERR_UNAVAILABLE, "journal write failed: %s", strerror(jerr));
+        return;
+    }
+    char from[TQ_MAX_PEER_NAME + 8];
+    tq_log_escape_str(from, sizeof from, a->who);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "queue", tq_queue_name(q));
+    if (!del) {
+        int more = 0;
+        size_t n = tq_engine_queue_empty(a->loop->engine, q, TQ_MAX_QUEUE_EMPTY, tq_now(), &more);
+        if (n)
+            tq_info("admin: cancelled %zu queued task%s of queue %s at the request of %s (%s)", n,
+                    n == 1 ? "" : "s", tq_queue_name(q), from, a->addr);
+        cJSON_AddNumberToObject(doc, "cancelled", (double)n);
+        cJSON_AddBoolToObject(doc, "more", more);
+    } else {
+        const tq_queue_counts_t *c = tq_queue_counts(q);
+        size_t queued = c->queued, running = c->running;
+        int ok = tq_engine_queue_delete(a->loop->engine, q) == 0;
+        if (ok)
+            tq_info("admin: deleted queue %s at the request of %s (%s)", tq_queue_name(q), from,
+                    a->addr);
+        cJSON_AddBoolToObject(doc, "deleted", ok);
+        cJSON_AddNumberToObject(doc, "queued", (double)queued);
+        cJSON_AddNumberToObject(doc, "running", (double)running);
+    }
+    reply_gated(a, doc);
 }
 
 /* quiet (stop = 0: take no new tasks, finish the running ones) or stop
@@ -378,7 +431,7 @@ static void op_worker(admin_t *a, int stop) {
     }
     const char *want = v->valuestring;
     char who[TQ_MAX_PEER_NAME + 8], from[TQ_MAX_PEER_NAME + 8];
-    tq_log_escape_str(from, sizeof from, a->peer->name);
+    tq_log_escape_str(from, sizeof from, a->who);
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "workers");
     for (size_t i = 0, n = tq_peers_count(a->loop->peers); i < n; i++) {
@@ -397,7 +450,7 @@ static void op_worker(admin_t *a, int stop) {
         tq_log_escape_str(who, sizeof who, w->name);
         tq_info("admin: %s worker %s (id %s, %zu task%s running) at the request of %s (%s)",
                 stop ? "stopping" : "quieting", who, id, w->nleased, w->nleased == 1 ? "" : "s",
-                from, a->peer->address);
+                from, a->addr);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", w->name);
         cJSON_AddStringToObject(o, "id", id);
@@ -407,39 +460,131 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
+static void run_dead(admin_t *a, int arg) {
+    (void)arg;
+    op_dead(a);
+}
+
+static void run_show(admin_t *a, int arg) {
+    (void)arg;
+    op_inspect(a, tq_inspect_show);
+}
+
+static void run_list(admin_t *a, int arg) {
+    (void)arg;
+    op_inspect(a, tq_inspect_list);
+}
+
+static void run_failed(admin_t *a, int arg) {
+    (void)arg;
+    op_inspect(a, tq_inspect_failed);
+}
+
+/* The operations. access: ADMIN_READ ones change nothing (any client
+ * may ask; a key-pair client's `dead` lists only its queues);
+ * ADMIN_PRIVATE ones change nothing but show any identity's tasks
+ * (payloads, results, errors), and ADMIN_WRITE ones change state: both
+ * need an admin identity in key-pair mode (--allow-keys; ERROR
+ * FORBIDDEN otherwise). A new operation says which it is here. */
+enum { ADMIN_READ = 0, ADMIN_PRIVATE = 1, ADMIN_WRITE = 2 };
+static const struct {
+    const char *name;
+    int access;
+    void (*fn)(admin_t *a, int arg);
+    int arg;
+} admin_ops[] = {
+    {"dead", ADMIN_READ, run_dead, 0},
+    {"retry", ADMIN_WRITE, op_retry_purge, 0},
+    {"purge", ADMIN_WRITE, op_retry_purge, 1},
+    {"pause", ADMIN_WRITE, op_pause, 1},
+    {"resume", ADMIN_WRITE, op_pause, 0},
+    {"quiet", ADMIN_WRITE, op_worker, 0},
+    {"stop", ADMIN_WRITE, op_worker, 1},
+    {"show", ADMIN_PRIVATE, run_show, 0},
+    {"list", ADMIN_PRIVATE, run_list, 0},
+    {"failed", ADMIN_PRIVATE, run_failed, 0},
+    {"queue_empty", ADMIN_WRITE, op_queue, 0},
+    {"queue_delete", ADMIN_WRITE, op_queue, 1},
+};
+
+int tq_admin_op_writes(const char *op) {
+    for (size_t i = 0; i < sizeof admin_ops / sizeof admin_ops[0]; i++)
+        if (strcmp(op, admin_ops[i].name) == 0)
+            return admin_ops[i].access == ADMIN_WRITE;
+    return -1;
+}
+
+void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, const char *addr,
+                    const void *req, tq_admin_result_t *res) {
+    res->code = 0;
+    res->msg[0] = '\0';
+    res->gated = 0;
+    admin_t a = {d, p, who ? who : "?", addr ? addr : "?", req, NULL, res};
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
+    const char *o = cJSON_IsString(op) ? op->valuestring : "";
+    size_t i = 0, nops = sizeof admin_ops / sizeof admin_ops[0];
+    while (i < nops && strcmp(o, admin_ops[i].name) != 0)
+        i++;
+    if (i == nops) {
+        fail(&a, TQ_ERR_MALFORMED,
+             "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop, show, "
+             "list, failed, queue_empty, queue_delete)");
+    } else if (admin_ops[i].access != ADMIN_READ && p && p->ident &&
+               p->ident->role != TQ_IDENT_ADMIN) {
+        fail(&a, TQ_ERR_FORBIDDEN, "ADMIN %s: identity '%s' is not an admin", o, p->ident_name);
+        d->policy->forbidden++;
+    } else {
+        admin_ops[i].fn(&a, admin_ops[i].arg);
+    }
+    if (!a.doc && !res->code) {
+        res->code = TQ_ERR_INTERNAL; /* an op must answer */
+        snprintf(res->msg, sizeof res->msg, "ADMIN: no answer");
+    }
+    if (res->code) {
+        cJSON_Delete(a.doc);
+        return NULL;
+    }
+    return a.doc;
+}
+
+/* ERROR about request req to p, with a rate-limited log line. */
+static void send_error(const tq_admin_deps_t *d, tq_peer_t *p, uint32_t req, int code,
+                       const char *msg) {
+    tq_roster_warn(d->roster, p, p->address, "%s", msg);
+    tq_outbox_error(d->outbox, (tq_bytes_t){p->rid, p->rid_len}, code, req, msg);
+}
+
 void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
-    admin_t a = {d, p, 0, NULL};
     void *j = NULL;
     tq_error_t err;
     if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
-        fail(&a, err.code, "ADMIN: %s", err.msg);
+        char msg[TQ_MAX_ERROR_TEXT + 8];
+        snprintf(msg, sizeof msg, "ADMIN: %s", err.msg);
+        send_error(d, p, 0, err.code, msg);
         return;
     }
-    a.j = j;
-    uint64_t req;
-    if (get_uint(&a, "req", 0, UINT32_MAX, &req) < 0) {
+    uint64_t req = 0;
+    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(j, "req");
+    if (rv && tq_json_uint(rv, 0, UINT32_MAX, &req) < 0) {
+        send_error(d, p, 0, TQ_ERR_MALFORMED,
+                   "ADMIN: \"req\" must be an integer 0..4294967295");
         cJSON_Delete(j);
         return;
     }
-    a.req = (uint32_t)req;
-    const cJSON *op = cJSON_GetObjectItemCaseSensitive(a.j, "op");
-    const char *o = cJSON_IsString(op) ? op->valuestring : "";
-    if (strcmp(o, "dead") == 0)
-        op_dead(&a);
-    else if (strcmp(o, "retry") == 0)
-        op_retry_purge(&a, 0);
-    else if (strcmp(o, "purge") == 0)
-        op_retry_purge(&a, 1);
-    else if (strcmp(o, "pause") == 0)
-        op_pause(&a, 1);
-    else if (strcmp(o, "resume") == 0)
-        op_pause(&a, 0);
-    else if (strcmp(o, "quiet") == 0)
-        op_worker(&a, 0);
-    else if (strcmp(o, "stop") == 0)
-        op_worker(&a, 1);
-    else
-        fail(&a, TQ_ERR_MALFORMED,
-             "ADMIN: unknown \"op\" (dead, retry, purge, pause, resume, quiet, stop)");
+    tq_admin_result_t res;
+    cJSON *doc = tq_admin_exec(d, p, p->name, p->address, j, &res);
     cJSON_Delete(j);
+    if (!doc) {
+        send_error(d, p, (uint32_t)req, res.code, res.msg);
+        return;
+    }
+    cJSON_AddNumberToObject(doc, "req", (double)req);
+    cJSON_AddBoolToObject(doc, "ok", 1);
+    tq_out_json(tq_outbox_msg(d->outbox), TQ_MSG_ADMIN_REPLY, doc);
+    cJSON_Delete(doc);
+    if (res.gated) /* the state it reports may be another request's, not durable yet */
+        tq_outbox_send_gated(d->outbox, p, tq_persist_lsn(d->persist), tq_persist_ready(d->persist),
+                             0);
+    else
+        tq_outbox_send(d->outbox, p);
 }

@@ -56,6 +56,12 @@ struct tq_auth {
     char monitor_ep[128];
     int has_monitor;
     uint8_t client_public[32];
+    int accept_shared;
+    /* --allow-keys: the accepted keys and their names, replaced whole by
+     * tq_auth_set_keys (under mu) */
+    pthread_mutex_t mu;
+    struct allowed_key *allowed;
+    size_t nallowed;
     size_t max_conns; /* 0: no cap */
     int fd_limit;
     int64_t handshake_ms;
@@ -82,6 +88,12 @@ struct tq_auth {
     int last_accept_errno;
     int64_t summary_ms, sweep_ms;
     char start_err[256];
+};
+
+/* One key of --allow-keys as the ZAP handler needs it. */
+struct allowed_key {
+    uint8_t key[32];
+    char name[TQ_IDENT_NAME_MAX + 1];
 };
 
 /* Refusal lines per second; the rest are counted and summarised. */
@@ -175,15 +187,34 @@ static void zap_handle(tq_auth_t *self, void *zap) {
         zap_reply(zap, &r, "400", "malformed request", "");
         return;
     }
-    if (frame_is(&r, 5, "CURVE") && r.n == 7 && r.len[6] == 32 &&
-        sodium_memcmp(r.data[6], self->client_public, 32) == 0) {
+    int curve = frame_is(&r, 5, "CURVE") && r.n == 7 && r.len[6] == 32;
+    if (curve && self->accept_shared && sodium_memcmp(r.data[6], self->client_public, 32) == 0) {
         tq_debug("accepted peer %s", addr);
-        zap_reply(zap, &r, "200", "OK", "taskq-client");
+        zap_reply(zap, &r, "200", "OK", TQ_IDENT_SHARED);
         return;
     }
-    if (log_ok(self))
-        tq_warn("refused peer %s: wrong key", addr);
-    zap_reply(zap, &r, "400", "wrong key", "");
+    char name[TQ_IDENT_NAME_MAX + 1] = "";
+    pthread_mutex_lock(&self->mu);
+    for (size_t i = 0; curve && i < self->nallowed && !name[0]; i++)
+        if (sodium_memcmp(r.data[6], self->allowed[i].key, 32) == 0)
+            tq_strlcpy(name, self->allowed[i].name, sizeof name);
+    int keymode = self->allowed != NULL;
+    pthread_mutex_unlock(&self->mu);
+    if (name[0]) {
+        tq_debug("accepted peer %s as %s", addr, name);
+        zap_reply(zap, &r, "200", "OK", name);
+        return;
+    }
+    if (log_ok(self)) {
+        if (keymode && curve) {
+            char z[41] = "?";
+            zmq_z85_encode(z, r.data[6], 32);
+            tq_warn("refused peer %s: public key %s is not in --allow-keys", addr, z);
+        } else {
+            tq_warn("refused peer %s: wrong key", addr);
+        }
+    }
+    zap_reply(zap, &r, "400", "key not accepted", "");
 }
 
 /* ---- monitor ------------------------------------------------------------ */
@@ -583,7 +614,10 @@ tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monit
     for (int i = 0; i < self->fd_limit; i++)
         self->slot[i] = -1;
     self->head = self->tail = -1;
-    memcpy(self->client_public, keys->client_public, 32);
+    self->accept_shared = cfg->accept_shared;
+    if (cfg->accept_shared)
+        memcpy(self->client_public, keys->client_public, 32);
+    pthread_mutex_init(&self->mu, NULL);
     snprintf(self->pipe_ep, sizeof self->pipe_ep, "inproc://taskq-auth-%p", (void *)self);
     if (monitor_ep) {
         self->has_monitor = 1;
@@ -618,6 +652,7 @@ tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monit
 fail:
     if (self->pipe)
         zmq_close(self->pipe);
+    pthread_mutex_destroy(&self->mu);
     free(self->active);
     free(self->slot);
     free(self);
@@ -635,6 +670,8 @@ void tq_auth_destroy(tq_auth_t **self_p) {
     free(self->slot);
     free(self->active);
     sodium_memzero(self->client_public, sizeof self->client_public);
+    free(self->allowed);
+    pthread_mutex_destroy(&self->mu);
     free(self);
     *self_p = NULL;
 }
@@ -644,4 +681,39 @@ void tq_auth_mark_active(tq_auth_t *self, int fd) {
         return;
     if (!atomic_load_explicit(&self->active[fd], memory_order_relaxed))
         atomic_store_explicit(&self->active[fd], 1, memory_order_relaxed);
+}
+
+void tq_auth_set_keys(tq_auth_t *self, const tq_allow_t *allow) {
+    size_t n = tq_allow_count(allow);
+    struct allowed_key *keys = allow ? tq_calloc(n ? n : 1, sizeof *keys) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(keys[i].key, tq_allow_at(allow, i)->key, 32);
+        tq_strlcpy(keys[i].name, tq_allow_at(allow, i)->name, sizeof keys[i].name);
+    }
+    pthread_mutex_lock(&self->mu);
+    struct allowed_key *old = self->allowed;
+    self->allowed = keys;
+    self->nallowed = n;
+    pthread_mutex_unlock(&self->mu);
+    free(old);
+}
+
+void tq_connref_get(int fd, tq_connref_t *ref) {
+    memset(ref, 0, sizeof *ref);
+    ref->fd = -1;
+    socklen_t sl = sizeof ref->sa;
+    if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ref->sa, &sl) == 0) {
+        ref->fd = fd;
+        ref->len = sl;
+    }
+}
+
+int tq_connref_cut(const tq_connref_t *ref) {
+    if (ref->fd < 0)
+        return 0;
+    conn_t c = {.fd = ref->fd, .peerlen = ref->len, .peer = ref->sa};
+    if (!conn_same(&c))
+        return 0;
+    shutdown(ref->fd, SHUT_RDWR);
+    return 1;
 }

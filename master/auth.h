@@ -19,10 +19,12 @@
 #ifndef TQ_MASTER_AUTH_H
 #define TQ_MASTER_AUTH_H
 
+#include "access.h"
 #include "tq_authkey.h"
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 typedef struct tq_auth tq_auth_t;
 
@@ -30,6 +32,9 @@ typedef struct {
     size_t max_connections; /* open connections at most; 0 = no cap */
     int fd_limit;           /* RLIMIT_NOFILE: every fd is below it */
     int64_t handshake_ms;   /* ZMQ_HANDSHAKE_IVL, for the log only */
+    int accept_shared;      /* accept the authkey-derived client pair (User-Id
+                               TQ_IDENT_SHARED); keys->client_public is read
+                               only then */
 } tq_auth_cfg_t;
 
 /* Start the actor on ctx: binds the ZAP endpoint and connects to the
@@ -40,6 +45,27 @@ typedef struct {
  * the ZAP endpoint is taken). Caller owns the result (tq_auth_destroy). */
 tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monitor_ep,
                        const tq_auth_cfg_t *cfg, char *err, size_t errlen);
+
+/* Any thread: accept exactly the keys of allow from now on (besides the
+ * shared pair when cfg->accept_shared), each with its name as the ZAP
+ * User-Id; NULL: none. The keys and names are copied. */
+void tq_auth_set_keys(tq_auth_t *self, const tq_allow_t *allow);
+
+/* A connection as the loop saw it (its fd and the peer's address), so
+ * that it can be shut down later: libzmq then closes it as if the peer
+ * had gone. */
+typedef struct {
+    int fd; /* -1: none */
+    socklen_t len;
+    struct sockaddr_storage sa;
+} tq_connref_t;
+
+/* Record the connection on fd (ZMQ_SRCFD of a message just received). */
+void tq_connref_get(int fd, tq_connref_t *ref);
+/* Shut the connection down if fd is still that connection (same peer
+ * address and port: an fd closed and reused is left alone). Returns 1
+ * if it was shut down. */
+int tq_connref_cut(const tq_connref_t *ref);
 
 /* Loop thread: a message came in on connection fd (zmq_msg_get
  * ZMQ_SRCFD), so that connection finished its handshake and talks; the

@@ -115,6 +115,26 @@ void tq_engine_unsubscribe(tq_engine_t *self, tq_engine_fn fn, void *arg) {
 tq_store_t *tq_engine_store(const tq_engine_t *self) { return self->store; }
 const tq_engine_cfg_t *tq_engine_cfg(const tq_engine_t *self) { return &self->cfg; }
 
+void tq_engine_set_max_tasks(tq_engine_t *self, size_t max_tasks) {
+    self->cfg.store.max_tasks = max_tasks;
+    tq_store_set_max_tasks(self->store, max_tasks);
+    tq_items_set_max(self->items, max_tasks ? max_tasks : 1);
+}
+
+void tq_engine_set_ttls(tq_engine_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+    self->cfg.store.result_ttl_ms = result_ttl_ms;
+    self->cfg.store.unfetched_ttl_ms = unfetched_ttl_ms;
+    tq_store_set_ttls(self->store, result_ttl_ms, unfetched_ttl_ms);
+}
+
+void tq_engine_set_retry(tq_engine_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
+                         int64_t backoff_base_ms, int64_t backoff_cap_ms) {
+    self->cfg.max_attempts = max_attempts ? max_attempts : 1;
+    self->cfg.lease_timeout_ms = lease_timeout_ms;
+    self->cfg.backoff_base_ms = backoff_base_ms;
+    self->cfg.backoff_cap_ms = backoff_cap_ms < backoff_base_ms ? backoff_base_ms : backoff_cap_ms;
+}
+
 /* ---- backoff -------------------------------------------------------------- */
 
 /* splitmix64: small, seedable, and the same on every platform. */
@@ -148,7 +168,7 @@ int64_t tq_engine_backoff(tq_engine_t *self, uint32_t n, tq_now_t now) {
 
 int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, int session,
                      tq_now_t now, tq_engine_names_fn names, void *names_arg, uint64_t *ids,
-                     uint8_t *added, tq_engine_err_t *err) {
+                     uint8_t *added, tq_error_t *err) {
     tq_store_t *s = self->store;
     size_t nnew = 0;
     for (size_t i = 0; i < n; i++) {
@@ -158,10 +178,9 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
             nnew++;
     }
     if (nnew && !tq_store_has_room(s, nnew)) {
-        err->code = TQ_ERR_FULL;
-        snprintf(err->msg, sizeof err->msg, "master is full: %zu tasks stored (--max-tasks %zu)",
-                 tq_store_size(s), self->cfg.store.max_tasks);
-        return -1;
+        return tq_error_set(err, TQ_ERR_FULL,
+                            "master is full: %zu tasks stored (--max-tasks %zu)", tq_store_size(s),
+                            self->cfg.store.max_tasks);
     }
     for (size_t i = 0; i < n && names; i++)
         if (!ids[i] && names(names_arg, &specs[i], err) < 0)
@@ -173,23 +192,12 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
         ids[i] = tq_store_key_find(s, specs[i].key, now.wall_ms);
         if (ids[i])
             continue;
-        int code = TQ_ERR_INTERNAL;
-        tq_task_t *t = session ? tq_store_add_session(s, &specs[i], now.wall_ms, &code)
-                               : tq_store_add(s, &specs[i], now.wall_ms, &code);
+        tq_task_t *t = session ? tq_store_add_session(s, &specs[i], now.wall_ms, err)
+                               : tq_store_add(s, &specs[i], now.wall_ms, err);
         if (!t) {
             while (i-- > 0)
                 if (added[i])
                     tq_store_remove_queued(s, tq_store_get(s, ids[i]));
-            err->code = code;
-            if (code == TQ_ERR_FULL)
-                snprintf(err->msg, sizeof err->msg,
-                         "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
-                         tq_store_size(s) > tq_store_nkeys(s) ? tq_store_size(s)
-                                                              : tq_store_nkeys(s),
-                         self->cfg.store.max_tasks);
-            else
-                snprintf(err->msg, sizeof err->msg, "cannot store the tasks (%s)",
-                         code == TQ_ERR_TOO_MANY ? "too many distinct names" : "out of memory");
             return -1;
         }
         ids[i] = t->id;
@@ -205,6 +213,7 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
 void tq_engine_lease(tq_engine_t *self, tq_task_t *t, void *worker, uint64_t holder,
                      tq_now_t now) {
     tq_store_lease(self->store, t, worker, holder);
+    tq_store_set_started(t, now.wall_ms);
     /* Run timeout at the master: the worker stops the run itself at
      * timeout_ms; if it has said nothing by timeout + 2 heartbeats, the
      * lease expires. A task without one gets --lease-timeout: its clock
@@ -359,9 +368,15 @@ void tq_engine_fetched(tq_engine_t *self, tq_task_t *t, tq_now_t now) {
 
 /* ---- the dead set and queues ---------------------------------------------- */
 
+/* A task an operator may retry or purge: dead, or failed (the failed
+ * set). */
+static int in_fix_set(const tq_task_t *t) {
+    return t && (t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED);
+}
+
 int tq_engine_revive(tq_engine_t *self, uint64_t id) {
     tq_task_t *t = tq_store_get(self->store, id);
-    if (!t || t->state != TQ_TASK_DEAD)
+    if (!in_fix_set(t))
         return 0;
     tq_store_revive(self->store, t);
     emit_kind(self, TQ_EV_WAKE, NULL);
@@ -370,7 +385,7 @@ int tq_engine_revive(tq_engine_t *self, uint64_t id) {
 
 int tq_engine_purge(tq_engine_t *self, uint64_t id) {
     tq_task_t *t = tq_store_get(self->store, id);
-    if (!t || t->state != TQ_TASK_DEAD)
+    if (!in_fix_set(t))
         return 0;
     tq_store_purge(self->store, t);
     return 1;
@@ -393,6 +408,27 @@ size_t tq_engine_revive_all(tq_engine_t *self, const tq_queue_t *q, int purge) {
     if (count && !purge)
         emit_kind(self, TQ_EV_WAKE, NULL);
     return count;
+}
+
+size_t tq_engine_queue_empty(tq_engine_t *self, tq_queue_t *q, size_t max, tq_now_t now,
+                             int *more) {
+    /* one pick (one look at the delayed heap at most), then the cancels */
+    size_t want = tq_queue_counts(q)->queued < max ? tq_queue_counts(q)->queued : max;
+    tq_task_t **picked = tq_malloc((want ? want : 1) * sizeof *picked);
+    size_t n = tq_store_queue_queued_some(self->store, q, picked, want);
+    for (size_t i = 0; i < n; i++)
+        finish(self, picked[i], TQ_TASK_CANCELLED, NULL, 0, now);
+    free(picked);
+    *more = tq_queue_counts(q)->queued > 0;
+    return n;
+}
+
+int tq_engine_queue_delete(tq_engine_t *self, tq_queue_t *q) {
+    const tq_queue_counts_t *c = tq_queue_counts(q);
+    if (c->queued || c->running)
+        return -1;
+    tq_engine_pause(self, q, 0); /* nothing of it is kept: the mark goes too */
+    return 0;
 }
 
 int tq_engine_pause(tq_engine_t *self, tq_queue_t *q, int paused) {
@@ -444,11 +480,12 @@ void tq_engine_dump(const tq_engine_t *self, tq_buf_t *b) {
         putf(b,
              "task %" PRIu64 " %s q=%s fn=%s attempt=%" PRIu32 " releases=%" PRIu32
              " retried=%u holder=%" PRIx64 " not_before=%" PRId64 " finished=%" PRId64
-             " expires=%" PRId64 " flags=%x data=%.*s\n",
+             " expires=%" PRId64 " flags=%x payload=%zu data=%.*s\n",
              t->id, tq_task_state_name(t->state), tq_queue_name(tq_task_queue(t)), tq_task_fn(t),
              tq_task_attempt(t), tq_task_releases(t), (unsigned)tq_task_retried(t),
              tq_task_holder(t), tq_task_not_before(t), tq_task_finished_ms(t),
-             tq_task_expires_ms(t), (unsigned)(t->flags & (uint8_t)~TQ_TASK_F_JGEN),
+             tq_task_expires_ms(t), (unsigned)t->flags,
+             tq_task_payload(t).len,
              (int)(d.len > 64 ? 64 : d.len), d.data ? (const char *)d.data : "");
     }
     /* paused queues by name (queue order depends on how they were made) */
@@ -474,12 +511,10 @@ static void emit_item(tq_engine_t *self, tq_engine_ev_kind_t kind, const tq_item
 }
 
 int tq_engine_put(tq_engine_t *self, const tq_put_item_t *items, size_t n, uint64_t *ids,
-                  tq_engine_err_t *err) {
+                  tq_error_t *err) {
     if (!tq_items_room(self->items, n)) {
-        err->code = TQ_ERR_TOO_MANY;
-        snprintf(err->msg, sizeof err->msg, "plain queues full: %zu items held (--max-tasks)",
-                 tq_items_count(self->items));
-        return -1;
+        return tq_error_set(err, TQ_ERR_TOO_MANY, "plain queues full: %zu items held (--max-tasks)",
+                            tq_items_count(self->items));
     }
     for (size_t i = 0; i < n; i++) {
         tq_item_t *it = tq_items_put(self->items, items[i].queue, self->next_item_id,

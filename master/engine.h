@@ -101,19 +101,32 @@ void tq_engine_unsubscribe(tq_engine_t *self, tq_engine_fn fn, void *arg);
 tq_store_t *tq_engine_store(const tq_engine_t *self);
 const tq_engine_cfg_t *tq_engine_cfg(const tq_engine_t *self);
 
+/* ---- settings changed while running (SIGHUP) ------------------------------ */
+
+/* --max-tasks: tasks, keys and plain-queue items held at most from now
+ * on (what is held stays). */
+void tq_engine_set_max_tasks(tq_engine_t *self, size_t max_tasks);
+/* --result-ttl, --unfetched-ttl: also for results already kept
+ * (tq_store_set_ttls). */
+void tq_engine_set_ttls(tq_engine_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms);
+/* --max-attempts, --lease-timeout, --retry-backoff, --retry-backoff-max:
+ * for what happens from now on (a lease already given keeps its
+ * deadline; a task already past the new max-attempts dies at its next
+ * lost lease). base <= cap, max_attempts >= 1. */
+void tq_engine_set_retry(tq_engine_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
+                         int64_t backoff_base_ms, int64_t backoff_cap_ms);
+
 /* ---- commands ----------------------------------------------------------- */
 
-/* Why a SUBMIT was refused: code (TQ_ERR_*) and a message. */
-typedef struct {
-    int code;
-    char msg[TQ_MAX_ERROR_TEXT];
-} tq_engine_err_t;
+/* Why a command was refused: tq_error_t, code TQ_ERR_* (tq_error.h);
+ * an alias until scripts/rename-names.sh deletes these three lines. */
+typedef tq_error_t tq_engine_err_t;
 
 /* Called by tq_engine_submit for each record that will make a new task
  * (its key is not held), after the room check and before anything is
  * stored: the caller interns its names (charging its peer's budget).
  * Returns 0, or -1 with *err filled (the SUBMIT is refused). */
-typedef int (*tq_engine_names_fn)(void *arg, const tq_task_spec_t *spec, tq_engine_err_t *err);
+typedef int (*tq_engine_names_fn)(void *arg, const tq_task_spec_t *spec, tq_error_t *err);
 
 /* SUBMIT of specs[n] (names valid): a record whose non-empty key is held
  * gets the existing task's id and stores nothing; two records with the
@@ -124,7 +137,7 @@ typedef int (*tq_engine_names_fn)(void *arg, const tq_task_spec_t *spec, tq_engi
  * stored). */
 int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, int session,
                      tq_now_t now, tq_engine_names_fn names, void *names_arg, uint64_t *ids,
-                     uint8_t *added, tq_engine_err_t *err);
+                     uint8_t *added, tq_error_t *err);
 
 /* Queued, runnable (or held) t leased to worker (instance holder): attempt + 1,
  * and a lease deadline: run timeout + 2 heartbeats, or --lease-timeout,
@@ -179,13 +192,28 @@ void tq_engine_ack(tq_engine_t *self, uint64_t id);
 /* Finished t was delivered to a client: its result TTL starts (once). */
 void tq_engine_fetched(tq_engine_t *self, tq_task_t *t, tq_now_t now);
 
-/* Operator: a dead task queued again as new (retry), or deleted
- * (purge). Returns 1, or 0 if id is not a dead task. */
+/* Operator: a dead or failed task (the failed set: it failed after its
+ * retries) queued again as new (retry), or deleted (purge). Returns 1,
+ * or 0 if id is neither dead nor failed. */
 int tq_engine_revive(tq_engine_t *self, uint64_t id);
 int tq_engine_purge(tq_engine_t *self, uint64_t id);
 /* ... every dead task (of queue q, or all when q is NULL). Returns how
  * many. */
 size_t tq_engine_revive_all(tq_engine_t *self, const tq_queue_t *q, int purge);
+
+/* Operator: cancel up to max queued tasks of q (runnable and delayed,
+ * every function; held tasks are not queued), as tq_engine_cancel does:
+ * each finishes as cancelled (FINISHED: its waiters are served; the
+ * journal records it). *more = 1 when q still has queued tasks (call
+ * again: the caller bounds the work of one call). Returns how many. */
+size_t tq_engine_queue_empty(tq_engine_t *self, tq_queue_t *q, size_t max, tq_now_t now,
+                             int *more);
+/* Operator: delete queue q, which must have no queued (or delayed) and
+ * no running task: its paused mark is dropped (journaled), so nothing
+ * keeps it and the store frees it once its stored results expire (at
+ * once when it has none: tq_store_gc). Returns 0, or -1 when q is not
+ * empty (nothing changed). */
+int tq_engine_queue_delete(tq_engine_t *self, tq_queue_t *q);
 
 /* Pause (paused 1) or resume queue q. Returns 1 if its mark changed. */
 int tq_engine_pause(tq_engine_t *self, tq_queue_t *q, int paused);
@@ -209,7 +237,7 @@ const tq_items_t *tq_engine_items(const tq_engine_t *self);
 /* PUT of n items (queue names valid) to their queues: all or nothing.
  * Fills ids. Returns 0, or -1 with *err (TOO_MANY: the item cap). */
 int tq_engine_put(tq_engine_t *self, const tq_put_item_t *items, size_t n, uint64_t *ids,
-                  tq_engine_err_t *err);
+                  tq_error_t *err);
 /* Up to max items from the head of queue, taken by holder (not yet
  * deleted: tq_engine_take_ack). Returns how many (into out). */
 size_t tq_engine_take(tq_engine_t *self, tq_bytes_t queue, size_t max, void *holder,

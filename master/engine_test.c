@@ -93,7 +93,7 @@ static uint64_t submit1(tq_engine_t *e, tq_task_spec_t s, tq_now_t now) {
     CHECK(tq_store_intern(st, s.queue.len ? s.queue : tq_bytes_str("default")) != NULL);
     uint64_t id = 0;
     uint8_t added = 0;
-    tq_engine_err_t err;
+    tq_error_t err;
     CHECK_EQ_INT(tq_engine_submit(e, &s, 1, 0, now, NULL, NULL, &id, &added, &err), 0);
     return id;
 }
@@ -127,7 +127,7 @@ static void test_submit_lease_result(void) {
     tq_store_intern(tq_engine_store(e), tq_bytes_str("q"));
     uint64_t ids[3];
     uint8_t added[3];
-    tq_engine_err_t err;
+    tq_error_t err;
     CHECK_EQ_INT(tq_engine_submit(e, s, 3, 0, now, NULL, NULL, ids, added, &err), 0);
     CHECK_EQ_INT(ids[0], ids[2]); /* one key, one task */
     CHECK(ids[0] != ids[1]);
@@ -378,10 +378,84 @@ static void test_pause(void) {
     tq_engine_destroy(&e);
 }
 
+/* The failed set: a task that failed after its retries keeps its
+ * payload; revive runs it again as new, purge deletes it; the time of
+ * each attempt's dispatch is kept. queue_empty cancels a queue's
+ * runnable and delayed tasks in bounded steps (not its running ones);
+ * queue_delete refuses a queue with tasks queued or running. */
+static void test_failed_set_and_queue_empty(void) {
+    heard_t h;
+    tq_engine_t *e = new_engine(&h);
+    tq_now_t now = {1000000, 0};
+    uint64_t f1 = submit1(e, spec("f", "q", "", 0, 0), now);
+    uint64_t f2 = submit1(e, spec("f", "q", "", 0, 0), now);
+    now.wall_ms += 250;
+    lease(e, f1, &wa, now);
+    lease(e, f2, &wa, now);
+    CHECK_EQ_INT(tq_task_started_ms(get(e, f1)), 1000250);
+    CHECK_EQ_INT(result(e, &wa, f1, TQ_RUN_FAILED, "boom", now), TQ_RES_TAKEN);
+    CHECK_EQ_INT(result(e, &wa, f2, TQ_RUN_FAILED, "boom", now), TQ_RES_TAKEN);
+    tq_task_t *t = get(e, f1);
+    CHECK_EQ_INT(t->state, TQ_TASK_FAILED);
+    CHECK(tq_task_payload(t).len == 7 && memcmp(tq_task_payload(t).data, "payload", 7) == 0);
+    CHECK_EQ_INT(tq_task_started_ms(t), 1000250); /* kept once finished */
+    tq_engine_fetched(e, t, now);
+    tq_engine_ack(e, f1);
+    size_t wakes = h.ev[TQ_EV_WAKE];
+    CHECK_EQ_INT(tq_engine_revive(e, f1), 1);
+    CHECK_EQ_INT(h.ev[TQ_EV_WAKE], wakes + 1);
+    CHECK_EQ_INT(t->state, TQ_TASK_QUEUED);
+    CHECK_EQ_INT(tq_task_data(t).len, 0);
+    CHECK_EQ_INT(tq_task_payload(t).len, 7);
+    CHECK_EQ_INT(tq_engine_revive(e, f1), 0); /* queued: neither failed nor dead */
+    CHECK_EQ_INT(tq_engine_purge(e, f2), 1);
+    CHECK(get(e, f2) == NULL);
+    CHECK_EQ_INT(tq_engine_purge(e, f2), 0);
+    /* a done task is in neither set */
+    uint64_t d = submit1(e, spec("f", "other", "", 0, 0), now);
+    lease(e, d, &wa, now);
+    result(e, &wa, d, TQ_RUN_OK, "ok", now);
+    CHECK_EQ_INT(tq_engine_revive(e, d), 0);
+    CHECK_EQ_INT(tq_engine_purge(e, d), 0);
+
+    /* queue q: f1 queued again, 5 more runnable, 2 delayed, 1 running */
+    tq_queue_t *q = tq_task_queue(t);
+    uint64_t ids[8];
+    for (int i = 0; i < 8; i++)
+        ids[i] = submit1(e, spec(i % 2 ? "f" : "g", "q", "", 0, 0), now);
+    tq_task_t *dl = get(e, ids[6]), *dl2 = get(e, ids[7]);
+    tq_store_delay(tq_engine_store(e), dl, now.wall_ms + 60000);
+    tq_store_delay(tq_engine_store(e), dl2, now.wall_ms + 60000);
+    lease(e, ids[0], &wb, now);
+    CHECK_EQ_INT(tq_engine_queue_delete(e, q), -1);
+    int more = 0;
+    size_t fin = h.ev[TQ_EV_FINISHED];
+    CHECK_EQ_INT(tq_engine_queue_empty(e, q, 4, now, &more), 4);
+    CHECK_EQ_INT(more, 1);
+    CHECK_EQ_INT(tq_engine_queue_empty(e, q, 100, now, &more), 4);
+    CHECK_EQ_INT(more, 0);
+    CHECK_EQ_INT(h.ev[TQ_EV_FINISHED], fin + 8);
+    CHECK_EQ_INT(dl->state, TQ_TASK_CANCELLED);
+    CHECK_EQ_INT(dl2->state, TQ_TASK_CANCELLED);
+    CHECK_EQ_INT(t->state, TQ_TASK_CANCELLED);
+    CHECK_EQ_INT(get(e, ids[0])->state, TQ_TASK_LEASED); /* running: untouched */
+    CHECK_EQ_INT(tq_queue_counts(q)->queued, 0);
+    CHECK_EQ_INT(tq_engine_queue_empty(e, q, 100, now, &more), 0);
+    CHECK_EQ_INT(tq_engine_queue_delete(e, q), -1); /* one still running */
+    result(e, &wb, ids[0], TQ_RUN_OK, "ok", now);
+    CHECK_EQ_INT(tq_engine_pause(e, q, 1), 1);
+    size_t pauses = h.ev[TQ_EV_PAUSE];
+    CHECK_EQ_INT(tq_engine_queue_delete(e, q), 0);
+    CHECK_EQ_INT(tq_queue_paused(q), 0);
+    CHECK_EQ_INT(h.ev[TQ_EV_PAUSE], pauses + 1); /* journaled */
+    tq_engine_destroy(&e);
+}
+
 /* ---- a script of commands: restart by replay, determinism ------------------- */
 
 /* Every kind of command, with backoffs (the jitter) in it. Ends with no
- * lease held (a restored lease is queued again) and nothing ACKed. */
+ * lease held (a restored lease is queued again) and nothing ACKed but a
+ * failed task (the failed set, which the journal keeps). */
 static tq_now_t script(tq_engine_t *e, int pause) {
     tq_now_t now = {5000000, 100};
     uint64_t id[8];
@@ -410,6 +484,20 @@ static tq_now_t script(tq_engine_t *e, int pause) {
     result(e, &wb, id[7], TQ_RUN_OK, "r7", now);
     lease(e, id[2], &wb, now);
     result(e, &wb, id[2], TQ_RUN_FAILED, "e2", now); /* its backoff is pending */
+    /* the failed set: failed after its retries, delivered and ACKed (the
+     * journal keeps it, with its payload, until its TTL) */
+    uint64_t fs = submit1(e, spec("f", "qc", "", 0, 0), now);
+    uint64_t fs2 = submit1(e, spec("f", "qc", "", 0, 0), now);
+    lease(e, fs, &wa, now);
+    result(e, &wa, fs, TQ_RUN_FAILED, "failed for good", now);
+    tq_engine_fetched(e, get(e, fs), now);
+    tq_engine_ack(e, fs);
+    /* queue empty: qd's tasks cancelled */
+    uint64_t qd = submit1(e, spec("g", "qd", "", 0, 0), now);
+    (void)qd;
+    int more;
+    tq_engine_queue_empty(e, tq_task_queue(get(e, qd)), 10, now, &more);
+    (void)fs2;
     if (pause) {
         tq_store_t *s = tq_engine_store(e);
         tq_engine_pause(e, tq_store_queue(s, tq_bytes_str("qb")), 1);
@@ -475,10 +563,10 @@ static tq_persist_t *open_journal(const char *dir, tq_engine_t *e) {
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50,
                             .zmq_ctx = zctx};
     tq_persist_report_t rep;
-    char err[512];
-    tq_persist_t *p = tq_persist_open(&cfg, e, &rep, err, sizeof err);
+    tq_error_t err;
+    tq_persist_t *p = tq_persist_open(&cfg, e, NULL, &rep, &err);
     if (!p)
-        fprintf(stderr, "persist_open: %s\n", err);
+        fprintf(stderr, "persist_open: %s\n", err.msg);
     return p;
 }
 
@@ -526,6 +614,7 @@ int main(void) {
     RUN(test_result_after_lost_lease);
     RUN(test_cancel);
     RUN(test_pause);
+    RUN(test_failed_set_and_queue_empty);
     RUN(test_determinism);
     /* the journal's sync thread talks over an inproc pair: no network */
     zctx = zmq_ctx_new();

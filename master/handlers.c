@@ -8,6 +8,7 @@
  * registered, type known and meant for the master, role, then the body. */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ struct tq_handlers {
     const char *endpoint;
     int64_t start_ms;
     int *wake;
+    tq_policy_t *policy;
     tq_admin_deps_t admin;
     uint64_t late_results;
     /* decode buffers, TQ_MAX_BATCH records each: one message's, filled
@@ -71,6 +73,8 @@ static tq_bytes_t rid_of(const tq_peer_t *p) { return (tq_bytes_t){p->rid, p->ri
 typedef struct {
     tq_bytes_t rid;
     const char *addr; /* the peer's network address, for the log */
+    const char *user; /* the connection's ZAP User-Id ("" without --allow-keys) */
+    int fd;           /* the connection's fd (ZMQ_SRCFD), or -1 */
     int type;
     tq_bytes_t body;
     const tq_bytes_t *parts;
@@ -98,6 +102,77 @@ static int role_ok(hctx_t *self, tq_peer_t *p, int type, tq_role_t need) {
     tq_roster_warn(self->roster, p, p->address, "%s", msg);
     tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_WRONG_ROLE, 0, msg);
     return 0;
+}
+
+/* ---- identities and permissions (access.h) ------------------------------ */
+
+/* 1 when p's rights are limited: a key-pair identity that is not admin. */
+static int limited(const tq_peer_t *p) { return p->ident && p->ident->role != TQ_IDENT_ADMIN; }
+
+/* Refuse a request of p (ref req) with ERROR FORBIDDEN; the message
+ * names the identity and what was refused, and is logged (rate-limited
+ * per peer and in all, like every warning about a peer). */
+static void forbid(hctx_t *self, tq_peer_t *p, tq_bytes_t rid, const char *addr, uint32_t req,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void forbid(hctx_t *self, tq_peer_t *p, tq_bytes_t rid, const char *addr, uint32_t req,
+                   const char *fmt, ...) {
+    char msg[TQ_MAX_ERROR_TEXT];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tq_roster_warn(self->roster, p, addr, "refused: %s", msg);
+    tq_outbox_error(self->outbox, rid, TQ_ERR_FORBIDDEN, req, msg);
+    self->policy->forbidden++;
+}
+
+/* A name of a message as a C string (names are at most TQ_MAX_NAME). */
+static const char *cstr(tq_bytes_t b, char buf[TQ_MAX_NAME + 1]) {
+    size_t n = b.len < TQ_MAX_NAME ? b.len : TQ_MAX_NAME;
+    memcpy(buf, b.data, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* 1 if p may use queue q (a valid name); else 0 after an ERROR
+ * FORBIDDEN naming the queue and the identity (what: "SUBMIT"). */
+static int queue_ok(hctx_t *self, tq_peer_t *p, uint32_t req, const char *what, const char *q) {
+    if (!limited(p) || tq_ident_may_queue(p->ident, q))
+        return 1;
+    char allowed[160];
+    tq_ident_list_text(p->ident->queues, p->ident->nqueues, allowed, sizeof allowed);
+    forbid(self, p, rid_of(p), p->address, req,
+           "%s: identity '%s' may not use queue '%s' (its queues: %s)", what, p->ident_name, q,
+           allowed);
+    return 0;
+}
+
+/* 1 if task id is p's to see, wait for, ACK or cancel: p is not limited,
+ * or p's identity submitted it (recorded with the task, journaled), or
+ * nobody is recorded as its submitter (the shared key submitted it) and
+ * p may use its queue, or there is no such task (answered "unknown"). */
+static int task_mine(hctx_t *self, const tq_peer_t *p, uint64_t id) {
+    if (!limited(p))
+        return 1;
+    const char *o = tq_idmap_get(self->policy->owners, id);
+    if (o)
+        return o == p->ident_owner;
+    tq_task_t *t = tq_store_get(self->store, id);
+    return !t || tq_ident_may_queue(p->ident, tq_queue_name(tq_task_queue(t)));
+}
+
+/* 1 if every id of ids[0..n) is p's (task_mine); else 0 after an ERROR
+ * FORBIDDEN naming the first that is not. */
+static int tasks_mine(hctx_t *self, tq_peer_t *p, const msg_t *m, uint32_t req,
+                      const uint64_t *ids, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!task_mine(self, p, ids[i])) {
+            forbid(self, p, m->rid, p->address, req,
+                   "%s: task %" PRIu64 " was not submitted by identity '%s'",
+                   tq_msg_type_name(m->type), ids[i], p->ident_name);
+            return 0;
+        }
+    return 1;
 }
 
 /* ---- HELLO ------------------------------------------------------------- */
@@ -144,6 +219,8 @@ static const char *intern_for(hctx_t *self, tq_peer_t *p, tq_bytes_t name, char 
 /* Log and answer a refused HELLO. */
 static void hello_refuse(hctx_t *self, tq_peer_t *p, const msg_t *m, int code,
                          const char *msg) {
+    if (code == TQ_ERR_FORBIDDEN)
+        self->policy->forbidden++;
     tq_roster_warn(self->roster, p, m->addr, "HELLO refused: %s", msg);
     tq_outbox_error(self->outbox, m->rid, code, 0, msg);
 }
@@ -200,7 +277,7 @@ static int hello_parse(hctx_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w
 /* Register the peer of a valid HELLO, replacing old (its earlier
  * registration, or NULL). Returns the new peer. */
 static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
-                                 const hello_t *h) {
+                                 const hello_t *h, const tq_ident_t *id) {
     int64_t now = tq_now().mono_ms;
     /* the new-name budget is the connection's: it outlives a re-HELLO */
     uint32_t tokens = old ? old->name_tokens : TQ_PEER_NEW_NAMES_BURST;
@@ -212,6 +289,14 @@ static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
     p->name_refill_ms = refill;
     tq_strlcpy(p->name, h->name, sizeof p->name);
     tq_strlcpy(p->address, m->addr, sizeof p->address);
+    tq_strlcpy(p->ident_name, m->user, sizeof p->ident_name);
+    p->ident = id;
+    p->ident_owner = id ? id->owner : NULL;
+    tq_connref_get(m->fd, &p->conn);
+    /* ", identity NAME" in the join lines with --allow-keys */
+    char idt[TQ_IDENT_NAME_MAX + 16] = "";
+    if (m->user[0])
+        snprintf(idt, sizeof idt, ", identity %s", m->user);
     p->packed = h->packed;
     if (h->role == TQ_ROLE_WORKER) {
         p->slots = h->slots;
@@ -232,14 +317,71 @@ static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
         char ft[256];
         tq_peer_fns_text(p, ft, sizeof ft);
         if (tq_roster_line(self->roster, TQ_LOG_INFO, p->address))
-            tq_info("worker %s joined (address %s, slots %" PRIu32 ", prefetch %" PRIu32
+            tq_info("worker %s joined (address %s%s, slots %" PRIu32 ", prefetch %" PRIu32
                     ", functions %s)",
-                    p->name, p->address, p->slots, p->prefetch, ft);
+                    p->name, p->address, idt, p->slots, p->prefetch, ft);
         *self->wake = 1;
     } else if (tq_roster_line(self->roster, TQ_LOG_DEBUG, p->address)) {
-        tq_debug("client %s joined (address %s)", p->name, p->address);
+        tq_debug("client %s joined (address %s%s)", p->name, p->address, idt);
     }
     return p;
+}
+
+/* With --allow-keys: the identity of the HELLO's key (*id; NULL for the
+ * shared pair), its role checked against the HELLO's, and a worker's
+ * functions cut to those it may serve (the others are dropped, with a
+ * warning). Returns 0, or -1 after refusing the HELLO (FORBIDDEN). */
+static int hello_identity(hctx_t *self, tq_peer_t *p, const msg_t *m, hello_t *h,
+                          const tq_ident_t **id) {
+    *id = NULL;
+    if (!self->policy->allow || strcmp(m->user, TQ_IDENT_SHARED) == 0)
+        return 0;
+    char msg[TQ_MAX_ERROR_TEXT];
+    const tq_ident_t *i = tq_allow_find(self->policy->allow, m->user);
+    if (!i) {
+        snprintf(msg, sizeof msg, "HELLO: the key of '%s' is no longer in --allow-keys", m->user);
+        hello_refuse(self, p, m, TQ_ERR_FORBIDDEN, msg);
+        return -1;
+    }
+    int worker = h->role == TQ_ROLE_WORKER;
+    if (worker != (i->role == TQ_IDENT_WORKER)) {
+        snprintf(msg, sizeof msg, "HELLO: identity '%s' is a%s %s: it may not connect as a %s",
+                 i->name, i->role == TQ_IDENT_ADMIN ? "n" : "", tq_ident_role_name(i->role),
+                 worker ? "worker" : "client");
+        hello_refuse(self, p, m, TQ_ERR_FORBIDDEN, msg);
+        return -1;
+    }
+    size_t k = 0;
+    char dropped[200] = "";
+    size_t doff = 0;
+    for (size_t f = 0; f < h->nfns; f++) {
+        if (tq_ident_may_fn(i, h->fns[f])) {
+            h->fns[k++] = h->fns[f];
+            continue;
+        }
+        if (doff < sizeof dropped) {
+            int n = snprintf(dropped + doff, sizeof dropped - doff, "%s%s", doff ? "," : "",
+                             h->fns[f]);
+            doff = n < 0 ? sizeof dropped : doff + (size_t)n;
+        }
+    }
+    if (worker && k < h->nfns) {
+        char allowed[160];
+        tq_ident_list_text(i->fns, i->nfns, allowed, sizeof allowed);
+        if (k == 0) {
+            snprintf(msg, sizeof msg,
+                     "HELLO: identity '%s' may serve none of its functions (%s; allowed: %s)",
+                     i->name, dropped, allowed);
+            hello_refuse(self, p, m, TQ_ERR_FORBIDDEN, msg);
+            return -1;
+        }
+        tq_roster_warn(self->roster, p, m->addr,
+                       "worker identity '%s' may not serve %s (allowed: %s): not given those tasks",
+                       i->name, dropped, allowed);
+        h->nfns = k;
+    }
+    *id = i;
+    return 0;
 }
 
 static void send_welcome(hctx_t *self, tq_peer_t *p) {
@@ -253,13 +395,53 @@ static void send_welcome(hctx_t *self, tq_peer_t *p) {
     tq_outbox_send(self->outbox, p);
 }
 
+/* 1 if valid HELLO h from registered peer p only changes its slots or
+ * prefetch: a worker of the same instance, with the same functions, on
+ * the same connection (a worker whose concurrency changed on SIGHUP). */
+static int hello_resizes(const tq_peer_t *p, const hello_t *h) {
+    if (!p || p->role != TQ_ROLE_WORKER || h->role != TQ_ROLE_WORKER || !h->instance ||
+        h->instance != p->instance || h->nfns != p->nfns)
+        return 0;
+    for (size_t i = 0; i < h->nfns; i++) {
+        int found = 0;
+        for (size_t k = 0; k < p->nfns && !found; k++)
+            found = p->fns[k] == h->fns[i]; /* both interned */
+        if (!found)
+            return 0;
+    }
+    return 1;
+}
+
+/* Take a resizing HELLO in place (PROTOCOL.md 12.1): the leases, the
+ * credit and a drain or quiet mark stay; the worker gives the difference
+ * in RESULT credit, or keeps it back from the next slots freed (so the
+ * credit may stay above the new slots + prefetch until it is used). */
+static void hello_resize(hctx_t *self, tq_peer_t *p, const hello_t *h) {
+    uint32_t old = p->slots;
+    p->slots = h->slots;
+    p->prefetch = h->prefetch;
+    if (tq_roster_line(self->roster, TQ_LOG_INFO, p->address))
+        tq_info("worker %s now has %" PRIu32 " slots (was %" PRIu32 "), prefetch %" PRIu32
+                " (address %s, %zu leased)",
+                p->name, p->slots, old, p->prefetch, p->address, p->nleased);
+    *self->wake = 1;
+}
+
 /* HELLO, from anyone at any time (p: the peer's current registration or
- * NULL). A valid one (re-)registers the peer and gets a WELCOME. */
+ * NULL). A valid one (re-)registers the peer, or resizes it in place,
+ * and gets a WELCOME. */
 static void on_hello(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_hello_t *w = tq_malloc(sizeof *w); /* 17 KB: not on the loop's stack */
     hello_t h;
-    if (hello_parse(self, p, m, w, &h) == 0)
-        send_welcome(self, hello_register(self, p, m, &h));
+    const tq_ident_t *id = NULL;
+    if (hello_parse(self, p, m, w, &h) == 0 && hello_identity(self, p, m, &h, &id) == 0) {
+        if (hello_resizes(p, &h)) {
+            hello_resize(self, p, &h);
+            send_welcome(self, p);
+        } else {
+            send_welcome(self, hello_register(self, p, m, &h, id));
+        }
+    }
     free(w);
 }
 
@@ -384,6 +566,21 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
+    if (limited(p))
+        for (size_t i = 0; i < n; i++) {
+            char qb[TQ_MAX_NAME + 1], fb[TQ_MAX_NAME + 1];
+            const char *q = self->specs[i].queue.len ? cstr(self->specs[i].queue, qb) : "default";
+            if (!queue_ok(self, p, req, "SUBMIT", q))
+                return;
+            if (!tq_ident_may_fn(p->ident, cstr(self->specs[i].fn, fb))) {
+                char allowed[160];
+                tq_ident_list_text(p->ident->fns, p->ident->nfns, allowed, sizeof allowed);
+                forbid(self, p, rid_of(p), p->address, req,
+                       "SUBMIT: identity '%s' may not submit function '%s' (its functions: %s)",
+                       p->ident_name, fb, allowed);
+                return;
+            }
+        }
     tq_now_t now = tq_now();
     int jerr = tq_persist_failed(self->persist);
     if (jerr) {
@@ -394,8 +591,13 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     }
     tq_engine_err_t eerr;
     submit_names_t sn = {self, p};
-    if (tq_engine_submit(self->engine, self->specs, n, flags & TQ_SUBMIT_SCOPED_KEYS, now,
-                         submit_names, &sn, self->ids, self->added, &eerr) < 0) {
+    /* the tasks it adds are p's identity's: persist records the owner
+     * with each task's ADDED record (and in policy->owners) */
+    self->policy->submitter = p->ident_owner;
+    int rc = tq_engine_submit(self->engine, self->specs, n, flags & TQ_SUBMIT_SCOPED_KEYS, now,
+                              submit_names, &sn, self->ids, self->added, &eerr);
+    self->policy->submitter = NULL;
+    if (rc < 0) {
         tq_outbox_error(self->outbox, rid_of(p), eerr.code, req, eerr.msg);
         return;
     }
@@ -405,8 +607,8 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     size_t nknown = 0;
     for (size_t i = 0; i < n; i++) {
         tq_out_id(tq_outbox_msg(self->outbox), self->ids[i]);
-        if (!(flags & TQ_SUBMIT_SUBSCRIBE))
-            continue;
+        if (!(flags & TQ_SUBMIT_SUBSCRIBE) || !task_mine(self, p, self->ids[i]))
+            continue; /* another identity's task of the same key: not its outcome */
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
         if (t && !tq_task_finished(t)) {
             tq_peer_wait_add(p, t);
@@ -438,7 +640,8 @@ static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     }
     for (size_t i = 0; i < n; i++) {
         tq_peer_sent_ack(p, self->ids[i]); /* read: room for more RESULTS */
-        tq_engine_ack(self->engine, self->ids[i]);
+        if (task_mine(self, p, self->ids[i])) /* another's outcome stays unACKed */
+            tq_engine_ack(self->engine, self->ids[i]);
     }
 }
 
@@ -454,6 +657,8 @@ static void on_wait(hctx_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     }
     n = ids_unique(self->ids, n);
+    if (!tasks_mine(self, p, m, req, self->ids, n))
+        return;
     for (size_t i = 0; i < n; i++) {
         tq_task_t *t = tq_store_get(self->store, self->ids[i]);
         if (!t || tq_task_finished(t))
@@ -473,6 +678,8 @@ static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, req, &err);
         return;
     }
+    if (!tasks_mine(self, p, m, req, self->ids, n))
+        return; /* cancelling another identity's task is admin's */
     tq_now_t now = tq_now();
     uint8_t outcome[TQ_MAX_BATCH];
     for (size_t i = 0; i < n; i++)
@@ -481,6 +688,16 @@ static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     for (size_t i = 0; i < n; i++)
         tq_out_cancel_item(tq_outbox_msg(self->outbox), self->ids[i], outcome[i]);
     tq_outbox_send(self->outbox, p);
+    size_t nok = 0;
+    for (size_t i = 0; i < n; i++)
+        nok += outcome[i] == TQ_CANCEL_OK;
+    if (n) { /* an operator's action: who asked */
+        char who[TQ_MAX_PEER_NAME + 8];
+        tq_log_escape_str(who, sizeof who, p->name);
+        tq_info("cancel of %zu task%s (the first %" PRIu64 "): %zu cancelled, at the request "
+                "of %s (%s)",
+                n, n == 1 ? "" : "s", self->ids[0], nok, who, p->address);
+    }
     }
 
 static void on_admin(hctx_t *self, tq_peer_t *p, const msg_t *m) {
@@ -602,6 +819,11 @@ static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m) {
         bad_body(self, p, p->address, m, fx.req, &err);
         return;
     }
+    for (size_t i = 0; limited(p) && i < n; i++) {
+        char qb[TQ_MAX_NAME + 1];
+        if (!queue_ok(self, p, fx.req, "PUT", cstr(self->puts[i].queue, qb)))
+            return;
+    }
     int jerr = tq_persist_failed(self->persist);
     if (jerr) {
         char msg[160];
@@ -659,6 +881,11 @@ static void on_get(hctx_t *self, tq_peer_t *p, const msg_t *m) {
                         fx.max == 0 ? "GET: max is 0 (1..1024 items)"
                                     : "GET: timeout_ms over the limit of 86400000 (a day)");
         return;
+    }
+    for (size_t i = 0; limited(p) && i < n; i++) {
+        char qb[TQ_MAX_NAME + 1];
+        if (!queue_ok(self, p, fx.req, "GET", cstr(q[i].queue, qb)))
+            return;
     }
     parked_get_t g = {.p = p, .req = fx.req, .max = fx.max, .nq = (uint16_t)n};
     memcpy(g.rid, p->rid, p->rid_len);
@@ -780,7 +1007,9 @@ tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
     self->endpoint = d->endpoint;
     self->start_ms = d->start_ms;
     self->wake = d->wake;
-    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster, d->peers};
+    self->policy = d->policy;
+    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster, d->peers,
+                                    d->policy};
     tq_engine_subscribe(self->engine, on_engine_event, self);
     return self;
 }
@@ -797,11 +1026,20 @@ void tq_handlers_destroy(tq_handlers_t **self_p) {
 uint64_t tq_handlers_late(const tq_handlers_t *self) { return self->late_results; }
 
 void tq_handlers_handle(hctx_t *self, tq_in_t *in) {
-    msg_t m = {tq_in_routing_id(in), NULL, 0, {NULL, 0}, NULL, 0};
+    msg_t m = {tq_in_routing_id(in), NULL, "", -1, 0, {NULL, 0}, NULL, 0};
     if (m.rid.len == 0)
         return;
     m.addr = tq_in_peer_address(in);
     tq_peer_t *p = tq_peers_find(self->peers, m.rid);
+    if (self->policy->allow) {
+        /* key-pair mode: the identity is the connection's, checked on
+         * every message (a routing id taken over by another connection
+         * is not the registered peer's) */
+        m.user = tq_in_user_id(in);
+        m.fd = tq_in_source_fd(in);
+        if (p && strcmp(p->ident_name, m.user) != 0)
+            tq_roster_forget(self->roster, &p, "its routing id is another key's connection now");
+    }
     if (p)
         p->last_seen_ms = tq_now().mono_ms;
     tq_error_t err;

@@ -32,6 +32,7 @@ typedef struct {
     const char *endpoint;     /* the bound endpoint, for status (kept) */
     int64_t start_ms;         /* monotonic, for status */
     int *wake;                /* set to 1: run the scheduler (credit changed) */
+    tq_policy_t *policy;      /* identities and permissions (access.h) */
 } tq_handlers_deps_t;
 
 typedef struct tq_handlers tq_handlers_t;

@@ -58,6 +58,8 @@ size_t tq_items_count(const tq_items_t *self) { return self->count; }
 
 int tq_items_room(const tq_items_t *self, size_t n) { return self->count + n <= self->max_items; }
 
+void tq_items_set_max(tq_items_t *self, size_t max_items) { self->max_items = max_items; }
+
 tq_bytes_t tq_iqueue_name(const tq_iqueue_t *q) { return (tq_bytes_t){q->name, q->name_len}; }
 
 /* The queue called name, or NULL (make: create it when there is room). */

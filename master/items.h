@@ -35,6 +35,8 @@ void tq_items_destroy(tq_items_t **self_p);
 size_t tq_items_count(const tq_items_t *self);
 /* 1 if n more items fit. */
 int tq_items_room(const tq_items_t *self, size_t n);
+/* A new cap on items held (SIGHUP): those held already stay. */
+void tq_items_set_max(tq_items_t *self, size_t max_items);
 
 /* Append an item with this id (not 0, not held) to queue name (valid).
  * NULL when the item or queue-name cap is reached. */

@@ -64,7 +64,7 @@ enum {
     M_SYNC,        /* loop: fdatasync everything now */
     M_DROP,        /* loop: once LSN b is durable, delete segments below a */
     M_STOP,        /* loop: last sync, then exit */
-    M_DURABLE,     /* thread: durable = a */
+    M_DURABLE,     /* thread: durable = a, after fd2 sync rounds that took b µs */
     M_FAILED,      /* thread: a sync failed with errno fd */
     M_DROPPED,     /* thread: drop done, a bytes freed */
 };
@@ -153,6 +153,7 @@ struct tq_journal {
     uint64_t write_clear_lsn;
     int64_t next_retry_ms;
     int sync_err;
+    tq_journal_sync_stats_t sync_stats; /* fdatasync latency and errors (metrics) */
     int drop_pending;     /* a drop_before not yet reported done */
     int told_pending;     /* an M_WRITTEN the thread has not answered yet */
 
@@ -246,6 +247,7 @@ typedef struct {
      * not events: the latest durable, the latest failure, freed bytes. */
     int tell_durable, tell_failed, tell_dropped;
     uint64_t freed;
+    uint64_t rounds, round_us; /* sync rounds (and their time) not told yet */
 } tstate_t;
 
 static int tsend(tstate_t *t, uint32_t kind, int32_t e, uint64_t a) {
@@ -261,8 +263,19 @@ static int tsend(tstate_t *t, uint32_t kind, int32_t e, uint64_t a) {
 /* Send the pending replies the loop's inbox takes; durable goes before a
  * later failure so the loop ends up with the latest state. */
 static void tflush(tstate_t *t) {
-    if (t->tell_durable && tsend(t, M_DURABLE, 0, t->durable) == 0)
-        t->tell_durable = 0;
+    if (t->tell_durable) {
+        jmsg_t m = {.kind = M_DURABLE,
+                    .fd2 = t->rounds > INT32_MAX ? INT32_MAX : (int32_t)t->rounds,
+                    .a = t->durable,
+                    .b = t->round_us};
+        int rc;
+        while ((rc = zmq_send(t->pipe, &m, sizeof m, ZMQ_DONTWAIT)) < 0 && errno == EINTR)
+            ;
+        if (rc == (int)sizeof m) {
+            t->tell_durable = 0;
+            t->rounds = t->round_us = 0;
+        }
+    }
     if (!t->tell_durable && t->tell_failed && tsend(t, M_FAILED, t->last_err, 0) == 0)
         t->tell_failed = 0;
     if (t->tell_dropped && tsend(t, M_DROPPED, 0, t->freed) == 0) {
@@ -397,7 +410,13 @@ static void thandle(tstate_t *t, const jmsg_t *m, int *stop) {
 
 /* One sync round now; remember the outcome for the loop. */
 static void tsync(tstate_t *t) {
+    int dirty = tdirty(t);
+    int64_t t0 = tq_mono_us();
     int err = tround(t);
+    if (!err && dirty) { /* a round with nothing to sync is no latency */
+        t->rounds++;
+        t->round_us += (uint64_t)(tq_mono_us() - t0);
+    }
     if (err) {
         if (!t->failing || err != t->last_err)
             tq_error("journal: fdatasync failed: %s", strerror(err));
@@ -526,13 +545,12 @@ typedef struct {
     tq_journal_replay_fn replay;
     void *arg;
     tq_journal_report_t *rep;
-    char *err;
-    size_t errlen;
+    tq_error_t *err;
     const char *dir;
     int dirfd;
 } scan_t;
 
-static int seg_map(seg_t *g, segfile_t *sf, const char *dir, char *err, size_t errlen) {
+static int seg_map(seg_t *g, segfile_t *sf, const char *dir, tq_error_t *err) {
     sf->map = NULL;
     sf->fd = g->fd;
     sf->size = (size_t)g->size;
@@ -540,7 +558,7 @@ static int seg_map(seg_t *g, segfile_t *sf, const char *dir, char *err, size_t e
         return 0;
     sf->map = mmap(NULL, sf->size, PROT_READ, MAP_PRIVATE, sf->fd, 0);
     if (sf->map == MAP_FAILED) {
-        snprintf(err, errlen, "journal: cannot map %s/%s: %s", dir, g->name, strerror(errno));
+        tq_error_set(err, 0, "journal: cannot map %s/%s: %s", dir, g->name, strerror(errno));
         sf->map = NULL;
         return -1;
     }
@@ -665,10 +683,10 @@ static size_t damage_end(const uint8_t *p, size_t pos, size_t limit) {
  * count and log it. Returns 0 or -1 (s->err filled). */
 static int damage(scan_t *s, const char *name, uint64_t off, const char *why) {
     if (!s->cfg->repair) {
-        snprintf(s->err, s->errlen,
-                 "journal damaged: %s/%s at offset %" PRIu64
-                 ": %s (start with --repair to replay what can be read and drop the rest)",
-                 s->dir, name, off, why);
+        tq_error_set(s->err, 0,
+                     "journal damaged: %s/%s at offset %" PRIu64
+                     ": %s (start with --repair to replay what can be read and drop the rest)",
+                     s->dir, name, off, why);
         return -1;
     }
     if (!s->rep->repaired) {
@@ -687,24 +705,23 @@ static int damage(scan_t *s, const char *name, uint64_t off, const char *why) {
  * bytes. n == 0 with p NULL: bytes missing, how many unknown. */
 static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t pos, size_t end,
                         uint64_t missing) {
-    char cberr[512] = "";
+    tq_error_t cberr = {0, ""};
     int rc;
     if (p && end - pos >= TQ_JOURNAL_RECORD_HEAD + 1 + 8) {
         s->rep->dropped_bytes += end - pos;
         s->rep->dropped_records++;
         rc = s->replay ? s->replay(s->arg, p[pos + 8], p + pos + 9,
-                                   end - pos - TQ_JOURNAL_RECORD_HEAD - 1, TQ_JREC_DAMAGED, cberr,
-                                   sizeof cberr)
+                                   end - pos - TQ_JOURNAL_RECORD_HEAD - 1, TQ_JREC_DAMAGED, &cberr)
                        : 0;
     } else {
         uint64_t n = p ? end - pos : missing;
         s->rep->dropped_bytes += n;
-        rc = s->replay ? s->replay(s->arg, 0, NULL, (size_t)n, TQ_JREC_LOST, cberr, sizeof cberr)
+        rc = s->replay ? s->replay(s->arg, 0, NULL, (size_t)n, TQ_JREC_LOST, &cberr)
                        : 0;
     }
     if (rc < 0) {
-        snprintf(s->err, s->errlen, "journal replay: %s/%s at offset %zu: %s", s->dir, name, pos,
-                 cberr[0] ? cberr : "record refused");
+        tq_error_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, name, pos,
+                     cberr.msg[0] ? cberr.msg : "record refused");
         return -1;
     }
     return 0;
@@ -716,8 +733,7 @@ static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t po
 static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, uint64_t *cut) {
     const uint8_t *p = sf->map;
     size_t limit = (size_t)g->limit;
-    char cberr[512];
-    cberr[0] = '\0';
+    tq_error_t cberr = {0, ""};
     *cut = UINT64_MAX;
     while (pos < limit) {
         size_t rem = limit - pos;
@@ -758,10 +774,10 @@ static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, ui
             continue;
         }
         s->rep->records++;
-        if (s->replay && s->replay(s->arg, p[pos + 8], p + pos + 9, len - 1, TQ_JREC_OK, cberr,
-                                   sizeof cberr) < 0) {
-            snprintf(s->err, s->errlen, "journal replay: %s/%s at offset %zu: %s", s->dir, g->name,
-                     pos, cberr[0] ? cberr : "record refused");
+        if (s->replay &&
+            s->replay(s->arg, p[pos + 8], p + pos + 9, len - 1, TQ_JREC_OK, &cberr) < 0) {
+            tq_error_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, g->name,
+                         pos, cberr.msg[0] ? cberr.msg : "record refused");
             return -1;
         }
         pos += TQ_JOURNAL_RECORD_HEAD + len;
@@ -776,10 +792,10 @@ static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, ui
 static long plan(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
     for (size_t i = 0; i < n; i++)
         if (g[i].other) {
-            snprintf(s->err, s->errlen,
-                     "journal %s/%s has format version %" PRIu32
-                     "; this master reads versions 1 and %u",
-                     s->dir, g[i].name, g[i].other, TQ_JOURNAL_VERSION);
+            tq_error_set(s->err, 0,
+                         "journal %s/%s has format version %" PRIu32
+                         "; this master reads versions 1 and %u",
+                         s->dir, g[i].name, g[i].other, TQ_JOURNAL_VERSION);
             return -1;
         }
     /* the newest file, cut while it was being created */
@@ -871,12 +887,12 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
         /* one file open at a time: a journal may have many segments */
         g1->fd = openat(s->dirfd, g1->name, O_RDWR | O_CLOEXEC);
         if (g1->fd < 0) {
-            snprintf(s->err, s->errlen, "journal: cannot open %s/%s: %s", s->dir, g1->name,
-                     strerror(errno));
+            tq_error_set(s->err, 0, "journal: cannot open %s/%s: %s", s->dir, g1->name,
+                         strerror(errno));
             return -1;
         }
         segfile_t sf;
-        if (seg_map(g1, &sf, s->dir, s->err, s->errlen) < 0)
+        if (seg_map(g1, &sf, s->dir, s->err) < 0)
             return -1;
         uint64_t cut = UINT64_MAX;
         size_t pos = g1->hsize;
@@ -915,8 +931,8 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
         }
         if (cut != UINT64_MAX) {
             if (tq_jio.ftruncate(g1->fd, (off_t)cut) < 0 || tq_jio.fdatasync(g1->fd) < 0) {
-                snprintf(s->err, s->errlen, "journal: cannot truncate %s/%s: %s", s->dir,
-                         g1->name, strerror(errno));
+                tq_error_set(s->err, 0, "journal: cannot truncate %s/%s: %s", s->dir,
+                             g1->name, strerror(errno));
                 return -1;
             }
             g1->size = cut;
@@ -933,12 +949,12 @@ static int cmp_u64(const void *a, const void *b) {
 }
 
 /* Segment numbers in dir, sorted. Returns 0 or -1 with err. */
-static int list_segments(const char *dir, uint64_t **out, size_t *n, char *err, size_t errlen) {
+static int list_segments(const char *dir, uint64_t **out, size_t *n, tq_error_t *err) {
     *out = NULL;
     *n = 0;
     DIR *d = opendir(dir);
     if (!d) {
-        snprintf(err, errlen, "journal: cannot read %s: %s", dir, strerror(errno));
+        tq_error_set(err, 0, "journal: cannot read %s: %s", dir, strerror(errno));
         return -1;
     }
     size_t cap = 0;
@@ -1108,8 +1124,7 @@ static void segs_close(seg_t *g, size_t n) {
 }
 
 /* Open and read the header of every segment file. */
-static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, char *err,
-                        size_t errlen) {
+static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_error_t *err) {
     seg_t *g = tq_calloc(n ? n : 1, sizeof *g);
     for (size_t i = 0; i < n; i++)
         g[i].fd = -1;
@@ -1120,8 +1135,8 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, char
         g1->fd = openat(self->dirfd, g1->name, O_RDWR | O_CLOEXEC);
         struct stat st;
         if (g1->fd < 0 || fstat(g1->fd, &st) < 0) {
-            snprintf(err, errlen, "journal: cannot open %s/%s: %s", self->dir, g1->name,
-                     strerror(errno));
+            tq_error_set(err, 0, "journal: cannot open %s/%s: %s", self->dir, g1->name,
+                         strerror(errno));
             segs_close(g, n);
             return NULL;
         }
@@ -1129,8 +1144,8 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, char
         uint8_t h[TQ_JOURNAL_HEADER_SIZE];
         ssize_t got = pread(g1->fd, h, sizeof h, 0);
         if (got < 0) {
-            snprintf(err, errlen, "journal: cannot read %s/%s: %s", self->dir, g1->name,
-                     strerror(errno));
+            tq_error_set(err, 0, "journal: cannot read %s/%s: %s", self->dir, g1->name,
+                         strerror(errno));
             segs_close(g, n);
             return NULL;
         }
@@ -1149,8 +1164,7 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, char
  * one (under a temporary name, renamed once durable), then move the old
  * segments to damaged-TIME/. Returns 0 or -1 with err. */
 static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, void *arg, seg_t *g,
-                             size_t n, uint64_t num, tq_journal_report_t *rep, char *err,
-                             size_t errlen) {
+                             size_t n, uint64_t num, tq_journal_report_t *rep, tq_error_t *err) {
     if (cfg->checkpoint)
         cfg->checkpoint(arg, self);
     int fd = seg_create_as(self, CHECKPOINT_TMP, 0, num, num, 0, 0);
@@ -1165,8 +1179,8 @@ static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, vo
     if (fd < 0 || tq_jio.fdatasync(fd) < 0 ||
         renameat(self->dirfd, CHECKPOINT_TMP, self->dirfd, name) < 0 ||
         tq_jio.fsync_dir(self->dirfd) < 0) {
-        snprintf(err, errlen, "journal: cannot write the repaired journal to %s/%s: %s",
-                 self->dir, name, strerror(errno));
+        tq_error_set(err, 0, "journal: cannot write the repaired journal to %s/%s: %s",
+                     self->dir, name, strerror(errno));
         if (fd >= 0)
             close(fd);
         unlinkat(self->dirfd, CHECKPOINT_TMP, 0);
@@ -1203,11 +1217,10 @@ static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, vo
  * its header naming the newest's size; on a full disk the reserve is
  * given back first, and failing that the newest (version 2) segment is
  * appended to. Returns 0 or -1 with err. */
-static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, char *err,
-                       size_t errlen) {
+static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, tq_error_t *err) {
     seg_t *last = m ? &g[m - 1] : NULL;
     if (last && last->num == UINT64_MAX) {
-        snprintf(err, errlen, "journal: segment numbers exhausted in %s", self->dir);
+        tq_error_set(err, 0, "journal: segment numbers exhausted in %s", self->dir);
         return -1;
     }
     uint64_t num = last ? last->num + 1 : 1;
@@ -1218,8 +1231,8 @@ static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, c
             continue;
         int fd = openat(self->dirfd, g[i].name, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || tq_jio.fdatasync(fd) < 0) {
-            snprintf(err, errlen, "journal: fdatasync of %s/%s failed: %s", self->dir, g[i].name,
-                     strerror(errno));
+            tq_error_set(err, 0, "journal: fdatasync of %s/%s failed: %s", self->dir, g[i].name,
+                         strerror(errno));
             if (fd >= 0)
                 close(fd);
             return -1;
@@ -1252,23 +1265,23 @@ static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, c
         }
         e = errno;
     }
-    snprintf(err, errlen, "journal: cannot create a segment in %s: %s", self->dir, strerror(e));
+    tq_error_set(err, 0, "journal: cannot create a segment in %s: %s", self->dir, strerror(e));
     return -1;
 }
 
 tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn replay, void *arg,
-                              tq_journal_report_t *report, char *err, size_t errlen) {
+                              tq_journal_report_t *report, tq_error_t *err) {
     static unsigned counter;
     tq_journal_report_t dummy;
     if (!report)
         report = &dummy;
     memset(report, 0, sizeof *report);
     if (!cfg || !cfg->data_dir || !cfg->zmq_ctx) {
-        snprintf(err, errlen, "journal: no data directory or ZeroMQ context");
+        tq_error_set(err, 0, "journal: no data directory or ZeroMQ context");
         return NULL;
     }
     if (cfg->mode == TQ_FSYNC_INTERVAL && cfg->interval_ms <= 0) {
-        snprintf(err, errlen, "journal: the fsync interval must be positive");
+        tq_error_set(err, 0, "journal: the fsync interval must be positive");
         return NULL;
     }
     tq_journal_t *self = tq_calloc(1, sizeof *self);
@@ -1284,20 +1297,20 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     seg_t *g = NULL;
     if (snprintf(self->dir, sizeof self->dir, "%s/journal", cfg->data_dir) >=
         (int)sizeof self->dir) {
-        snprintf(err, errlen, "journal: data directory path too long");
+        tq_error_set(err, 0, "journal: data directory path too long");
         goto fail;
     }
     if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "journal: cannot create %s: %s", cfg->data_dir, strerror(errno));
+        tq_error_set(err, 0, "journal: cannot create %s: %s", cfg->data_dir, strerror(errno));
         goto fail;
     }
     if (mkdir(self->dir, 0700) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "journal: cannot create %s: %s", self->dir, strerror(errno));
+        tq_error_set(err, 0, "journal: cannot create %s: %s", self->dir, strerror(errno));
         goto fail;
     }
     self->dirfd = open(self->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (self->dirfd < 0) {
-        snprintf(err, errlen, "journal: cannot open %s: %s", self->dir, strerror(errno));
+        tq_error_set(err, 0, "journal: cannot open %s: %s", self->dir, strerror(errno));
         goto fail;
     }
     if (cfg->reserve > 0) {
@@ -1312,12 +1325,12 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
         unlinkat(self->dirfd, RESERVE_NAME, 0); /* one from an earlier run */
     }
     unlinkat(self->dirfd, CHECKPOINT_TMP, 0); /* a --repair that did not finish */
-    if (list_segments(self->dir, &nums, &n, err, errlen) < 0)
+    if (list_segments(self->dir, &nums, &n, err) < 0)
         goto fail;
-    g = segs_load(self, nums, n, err, errlen);
+    g = segs_load(self, nums, n, err);
     if (!g)
         goto fail;
-    scan_t s = {cfg, replay, arg, report, err, errlen, self->dir, self->dirfd};
+    scan_t s = {cfg, replay, arg, report, err, self->dir, self->dirfd};
     uint64_t first = 1;
     if (scan_all(&s, g, n, &first) < 0)
         goto fail;
@@ -1331,20 +1344,20 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
         tq_warn("journal: %s/%s: %s; deleting it (a crash while it was created)", self->dir,
                 g[m].name, g[m].bad);
         if (unlinkat(self->dirfd, g[m].name, 0) < 0) {
-            snprintf(err, errlen, "journal: cannot delete %s/%s: %s", self->dir, g[m].name,
-                     strerror(errno));
+            tq_error_set(err, 0, "journal: cannot delete %s/%s: %s", self->dir, g[m].name,
+                         strerror(errno));
             goto fail;
         }
     }
     if (report->repaired) {
         uint64_t num = m ? g[m - 1].num + 1 : 1;
-        if (repair_checkpoint(self, cfg, arg, g, m, num, report, err, errlen) < 0)
+        if (repair_checkpoint(self, cfg, arg, g, m, num, report, err) < 0)
             goto fail;
-    } else if (open_writer(self, g, m, first, err, errlen) < 0) {
+    } else if (open_writer(self, g, m, first, err) < 0) {
         goto fail;
     }
     if (tq_jio.fsync_dir(self->dirfd) < 0) {
-        snprintf(err, errlen, "journal: fsync of %s failed: %s", self->dir, strerror(errno));
+        tq_error_set(err, 0, "journal: fsync of %s failed: %s", self->dir, strerror(errno));
         goto fail;
     }
     /* Left over from a compaction whose deletes did not finish. */
@@ -1381,12 +1394,12 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     self->pipe = zmq_socket(self->ctx, ZMQ_PAIR);
     if (!self->pipe || zmq_setsockopt(self->pipe, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
         zmq_bind(self->pipe, self->pipe_ep) < 0) {
-        snprintf(err, errlen, "journal: cannot create the sync pipe: %s", zmq_strerror(errno));
+        tq_error_set(err, 0, "journal: cannot create the sync pipe: %s", zmq_strerror(errno));
         goto fail;
     }
     tfile_add(self, self->fd, self->written);
     if (pthread_create(&self->thread, NULL, sync_main, self) != 0) {
-        snprintf(err, errlen, "journal: cannot start the sync thread");
+        tq_error_set(err, 0, "journal: cannot start the sync thread");
         goto fail;
     }
     int rcvtimeo = 5000;
@@ -1396,8 +1409,8 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     int none = -1;
     zmq_setsockopt(self->pipe, ZMQ_RCVTIMEO, &none, sizeof none);
     if (hn != 2 || memcmp(hello, "ok", 2) != 0) {
-        snprintf(err, errlen, "journal: no answer from the sync thread: %s",
-                 zmq_strerror(errno));
+        tq_error_set(err, 0, "journal: no answer from the sync thread: %s",
+                     zmq_strerror(errno));
         pthread_join(self->thread, NULL); /* it could not connect: it has exited */
         goto fail;
     }
@@ -1424,6 +1437,7 @@ fail:
 /* ---- write path ------------------------------------------------------------ */
 
 static void write_failed(tq_journal_t *self, int e, int64_t now) {
+    self->sync_stats.errors++;
     if (self->write_err != e)
         tq_error("journal: write to %s failed: %s", self->dir, strerror(e));
     self->write_err = e;
@@ -1614,6 +1628,28 @@ void tq_journal_sync(tq_journal_t *self) {
     tell(self, M_SYNC, -1, 0, 0, 0);
 }
 
+const uint64_t tq_journal_sync_le_us[TQ_JOURNAL_SYNC_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 5000000};
+
+/* n sync rounds took us µs in all: n observations of their mean (one
+ * round per report, unless the loop's inbox was full meanwhile). */
+static void sync_observe(tq_journal_sync_stats_t *st, uint64_t n, uint64_t us) {
+    if (n == 0)
+        return;
+    uint64_t mean = us / n;
+    for (size_t i = 0; i < TQ_JOURNAL_SYNC_BUCKETS; i++)
+        if (mean <= tq_journal_sync_le_us[i]) {
+            st->bucket[i] += n;
+            break;
+        }
+    st->count += n;
+    st->sum_us += us;
+}
+
+void tq_journal_sync_stats(const tq_journal_t *self, tq_journal_sync_stats_t *out) {
+    *out = self->sync_stats;
+}
+
 int tq_journal_on_sync(tq_journal_t *self) {
     int moved = 0;
     jmsg_t m;
@@ -1623,6 +1659,7 @@ int tq_journal_on_sync(tq_journal_t *self) {
             continue;
         switch (m.kind) {
         case M_DURABLE:
+            sync_observe(&self->sync_stats, m.fd2 > 0 ? (uint64_t)m.fd2 : 0, m.b);
             if (self->sync_err)
                 tq_info("journal: syncing again");
             self->sync_err = 0;
@@ -1637,6 +1674,7 @@ int tq_journal_on_sync(tq_journal_t *self) {
             }
             break;
         case M_FAILED:
+            self->sync_stats.errors++;
             self->sync_err = m.fd ? m.fd : EIO;
             self->told_pending = 0;
             break;

@@ -64,6 +64,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "tq_error.h"
 #include "tq_limits.h"
 
 /* Bump when the header or record framing changes in a way an older
@@ -152,7 +153,7 @@ enum {
  * value. Returns 0, or -1 to stop the open (a record the caller cannot
  * accept; it fills err). */
 typedef int (*tq_journal_replay_fn)(void *arg, uint8_t type, const uint8_t *body, size_t len,
-                                    int dropped, char *err, size_t errlen);
+                                    int dropped, tq_error_t *err);
 
 /* Create DATA_DIR/journal if needed, read every segment in order and hand
  * each record to replay, then open a fresh segment for writing (the old
@@ -180,7 +181,7 @@ typedef int (*tq_journal_replay_fn)(void *arg, uint8_t type, const uint8_t *body
  * Returns the journal, or NULL with a message in err. Caller owns the
  * result (tq_journal_destroy). */
 tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn replay, void *arg,
-                              tq_journal_report_t *report, char *err, size_t errlen);
+                              tq_journal_report_t *report, tq_error_t *err);
 
 /* Stop the sync thread after a last fdatasync of everything written (a
  * clean shutdown loses nothing in any mode), close files. Accepts NULL;
@@ -254,6 +255,21 @@ int tq_journal_drop_pending(const tq_journal_t *self);
 
 /* Bytes in all segment files (headers included), as written. */
 uint64_t tq_journal_bytes(const tq_journal_t *self);
+
+/* fdatasync latency, for metrics: each sync round of the sync thread
+ * (the directory and every file written since the last round), timed
+ * there and reported to the loop with the durable LSN that round made.
+ * Buckets are upper bounds in microseconds (not cumulative counts). */
+#define TQ_JOURNAL_SYNC_BUCKETS 14
+extern const uint64_t tq_journal_sync_le_us[TQ_JOURNAL_SYNC_BUCKETS];
+typedef struct {
+    uint64_t bucket[TQ_JOURNAL_SYNC_BUCKETS]; /* rounds <= le (and > the one before) */
+    uint64_t count;                           /* every round, the slower ones too */
+    uint64_t sum_us;
+    uint64_t errors; /* failed writes and failed sync rounds since open */
+} tq_journal_sync_stats_t;
+/* Loop thread: the counts so far. */
+void tq_journal_sync_stats(const tq_journal_t *self, tq_journal_sync_stats_t *out);
 
 /* "always", "interval", "off"; and back (-1 if unknown). */
 const char *tq_fsync_mode_name(tq_fsync_mode_t m);

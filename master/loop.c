@@ -101,6 +101,8 @@ struct tq_loop {
     tq_roster_t *roster;   /* peers leaving, log lines about peers */
     tq_handlers_t *handlers;
     tq_metrics_t *metrics; /* --metrics-listen, or NULL */
+    tq_policy_t policy;    /* --allow-keys (access.h) */
+    size_t owners_kept;    /* policy.owners' size after its last sweep */
     int64_t start_ms;
     loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
     size_t ntimers;
@@ -221,7 +223,7 @@ static void log_recovery(const tq_persist_report_t *r) {
 /* The engine (seeded at random), the queue defaults, the journal
  * replayed into it, and an earlier version's paused file. Returns 0, or
  * -1 with a message in err. */
-static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size_t errlen) {
+static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err) {
     uint64_t seed;
     randombytes_buf(&seed, sizeof seed);
     tq_engine_cfg_t ecfg = {
@@ -245,14 +247,15 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size
     self->cfg.queue_timeouts = NULL; /* main's memory: not kept */
     self->cfg.nqueue_timeouts = 0;
     tq_persist_report_t rep;
-    self->persist = tq_persist_open(&cfg->journal, self->engine, &rep, err, errlen);
+    self->persist = tq_persist_open(&cfg->journal, self->engine, &self->policy, &rep, err);
     if (!self->persist)
         return -1;
     tq_engine_subscribe(self->engine, on_engine, self);
+    char why[TQ_MAX_ERROR_TEXT]; /* admin.c still fills a char buffer */
     int loaded = tq_admin_load(self->engine, self->persist, cfg->journal.data_dir,
-                               &self->paused_file_lsn, err, errlen);
+                               &self->paused_file_lsn, why, sizeof why);
     if (loaded < 0)
-        return -1;
+        return tq_error_set(err, 0, "%s", why);
     self->paused_file = loaded;
     log_recovery(&rep);
     /* "Since start" means this process's work: what replay (and the
@@ -264,7 +267,7 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, char *err, size
 /* The ROUTER with its options (CURVE server with keys). Returns 0, or
  * -1 with a message in err. */
 static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen) {
+                       tq_error_t *err) {
     self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     /* The largest frame a peer may send is a whole packed message: a
@@ -298,7 +301,7 @@ static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
         zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) < 0 ||
         zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TTL, &hb_ttl, sizeof hb_ttl) < 0 ||
         tq_curve_server(self->router, keys) < 0) {
-        snprintf(err, errlen, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
+        tq_error_set(err, 0, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
         return -1;
     }
     return 0;
@@ -308,7 +311,7 @@ static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
  * the bind, and the endpoint as bound. Returns 0, or -1 with a message
  * in err. */
 static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen) {
+                       tq_error_t *err) {
     int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_ACCEPT_FAILED | ZMQ_EVENT_DISCONNECTED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
@@ -318,13 +321,17 @@ static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
                 "--max-connections is not enforced",
                 zmq_strerror(errno));
     /* The ZAP handler must be up before the first peer can connect. */
-    tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms};
-    self->auth =
-        tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err, errlen);
+    tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms,
+                          cfg->accept_shared};
+    char why[TQ_MAX_ERROR_TEXT]; /* auth.c still fills a char buffer */
+    self->auth = tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, why,
+                             sizeof why);
     if (!self->auth)
-        return -1;
+        return tq_error_set(err, 0, "%s", why);
+    if (self->policy.allow)
+        tq_auth_set_keys(self->auth, self->policy.allow);
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
-        snprintf(err, errlen, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
+        tq_error_set(err, 0, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
         return -1;
     }
     /* The actual endpoint: a bind to port 0 or "*" gets resolved here. */
@@ -351,32 +358,38 @@ static void wire(tq_loop_t *self) {
     self->roster = tq_roster_new(self->engine, self->peers, self->outbox, &self->sched_dirty);
     tq_handlers_deps_t hd = {self->engine, self->persist, self->peers,   self->outbox,
                              self->roster, self->status,  &self->cfg,    self->endpoint,
-                             self->start_ms, &self->sched_dirty};
+                             self->start_ms, &self->sched_dirty, &self->policy};
     self->handlers = tq_handlers_new(&hd);
 }
 
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen) {
+                       tq_error_t *err) {
     tq_loop_t *self = tq_calloc(1, sizeof *self);
     self->ctx = ctx;
     self->cfg = *cfg;
     tq_strlcpy(self->endpoint, cfg->endpoint, sizeof self->endpoint);
     self->cfg.endpoint = self->endpoint;
-    if (open_state(self, cfg, err, errlen) < 0)
+    self->policy.allow = cfg->allow; /* ours now */
+    self->cfg.allow = NULL;
+    self->policy.owners = tq_idmap_new();
+    if (open_state(self, cfg, err) < 0)
         goto fail;
     self->peers = tq_peers_new();
     self->start_ms = tq_mono_ms();
     self->status = tq_status_new(self->start_ms);
     self->in = tq_in_new();
-    if (open_router(self, cfg, keys, err, errlen) < 0)
+    if (open_router(self, cfg, keys, err) < 0)
         goto fail;
     wire(self);
-    if (bind_router(self, cfg, keys, err, errlen) < 0)
+    if (bind_router(self, cfg, keys, err) < 0)
         goto fail;
     if (cfg->metrics_listen) {
-        self->metrics = tq_metrics_start(cfg->metrics_listen, err, errlen);
-        if (!self->metrics)
+        char why[TQ_MAX_ERROR_TEXT]; /* metrics.c still fills a char buffer */
+        self->metrics = tq_metrics_start(cfg->metrics_listen, why, sizeof why);
+        if (!self->metrics) {
+            tq_error_set(err, 0, "%s", why);
             goto fail;
+        }
         tq_info("metrics on %s", tq_metrics_url(self->metrics));
         tq_engine_subscribe(self->engine, tq_metrics_on_engine, self->metrics);
     }
@@ -398,10 +411,46 @@ static int64_t on_heartbeat_timer(tq_loop_t *self, int64_t now) {
     return now + self->cfg.heartbeat_ms;
 }
 
+/* Owner tags of tasks gone from the store (ids are never reused, so a
+ * stale entry is harmless until then) are dropped by a sweep of the
+ * whole map once it has grown to twice its size after the last sweep
+ * (and LOOP_OWNERS_GC_MIN entries more): the map stays within about
+ * twice the tasks stored, at an amortised constant cost per task. */
+#define LOOP_OWNERS_GC_MIN 4096
+typedef struct {
+    tq_store_t *store;
+    uint64_t *gone;
+    size_t n, cap;
+} owners_gc_t;
+
+static void owner_check(uint64_t id, void *value, void *arg) {
+    (void)value;
+    owners_gc_t *g = arg;
+    if (tq_store_get(g->store, id))
+        return;
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 256;
+        g->gone = tq_realloc(g->gone, g->cap * sizeof *g->gone);
+    }
+    g->gone[g->n++] = id;
+}
+
+static void owners_gc(tq_loop_t *self) {
+    if (tq_idmap_size(self->policy.owners) < 2 * self->owners_kept + LOOP_OWNERS_GC_MIN)
+        return;
+    owners_gc_t g = {self->store, NULL, 0, 0};
+    tq_idmap_each(self->policy.owners, owner_check, &g);
+    for (size_t i = 0; i < g.n; i++)
+        tq_idmap_remove(self->policy.owners, g.gone[i]);
+    free(g.gone);
+    self->owners_kept = tq_idmap_size(self->policy.owners);
+}
+
 /* Timer: the sweep of expired results and keys, unused names, and the
  * summaries of the log limits. */
 static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
     tq_roster_tick(self->roster, now);
+    owners_gc(self);
     size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
     if (n)
         tq_debug("expired %zu finished task%s or idempotency key%s", n, n == 1 ? "" : "s",
@@ -433,6 +482,8 @@ static int64_t on_metrics_timer(tq_loop_t *self, int64_t now) {
         .compactions = js.compactions,
         .journal_records = js.records,
         .journal_error = js.failed,
+        .fsync = js.sync,
+        .policy = &self->policy,
     };
     tq_auth_counts(self->auth, &mi.auth_failures, &mi.connections);
     tq_metrics_render(self->metrics, self->store, self->peers, &mi);
@@ -561,6 +612,42 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
     }
 }
 
+void tq_loop_set_allow(tq_loop_t *self, tq_allow_t *allow) {
+    tq_allow_t *old = self->policy.allow;
+    /* first the handshakes: a removed key cannot come back from now on */
+    tq_auth_set_keys(self->auth, allow);
+    self->policy.allow = allow;
+    size_t dropped = 0;
+    for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
+        tq_peer_t *p = tq_peers_at(self->peers, i);
+        if (!p->ident)
+            continue; /* the shared pair (or a peer from before): unchanged */
+        const tq_ident_t *now = tq_allow_find(allow, p->ident_name);
+        int same = now && now->role == p->ident->role &&
+                   sodium_memcmp(now->key, p->ident->key, 32) == 0;
+        if (same && now->role == TQ_IDENT_WORKER) /* its functions must all be allowed still */
+            for (size_t f = 0; f < p->nfns && same; f++)
+                same = tq_ident_may_fn(now, p->fns[f]);
+        if (same) {
+            p->ident = now; /* the new permissions apply from its next message */
+            continue;
+        }
+        char why[TQ_IDENT_NAME_MAX + 96];
+        snprintf(why, sizeof why, "dropped: the key of identity '%s' was %s in --allow-keys",
+                 p->ident_name, now ? "changed" : "removed");
+        tq_warn("SIGHUP: %s %s (address %s) %s", p->role == TQ_ROLE_WORKER ? "worker" : "client",
+                p->name, p->address, why);
+        tq_connref_t conn = p->conn;
+        tq_roster_forget(self->roster, &p, why);
+        tq_connref_cut(&conn);
+        dropped++;
+    }
+    tq_allow_free(&old);
+    tq_info("SIGHUP: --allow-keys reloaded: %zu keys; %zu connections dropped",
+            tq_allow_count(allow), dropped);
+    self->sched_dirty = 1;
+}
+
 void tq_loop_destroy(tq_loop_t **self_p) {
     if (!self_p || !*self_p)
         return;
@@ -614,6 +701,57 @@ void tq_loop_destroy(tq_loop_t **self_p) {
     self->store = NULL;
     tq_status_destroy(&self->status);
     tq_in_destroy(&self->in);
+    tq_allow_free(&self->policy.allow);
+    tq_idmap_destroy(&self->policy.owners);
+    tq_ident_intern_free(); /* the owners' names: nothing points to them now */
     free(self);
     *self_p = NULL;
+}
+
+/* ---- settings changed while running (SIGHUP) ------------------------------ */
+
+void tq_loop_set_limits(tq_loop_t *self, size_t max_tasks, uint64_t peer_queue_bytes) {
+    self->cfg.max_tasks = max_tasks;
+    self->cfg.peer_queue_bytes = peer_queue_bytes;
+    tq_engine_set_max_tasks(self->engine, max_tasks);
+}
+
+void tq_loop_set_ttls(tq_loop_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+    self->cfg.result_ttl_ms = result_ttl_ms;
+    self->cfg.unfetched_ttl_ms = unfetched_ttl_ms;
+    tq_engine_set_ttls(self->engine, result_ttl_ms, unfetched_ttl_ms);
+}
+
+void tq_loop_set_retry(tq_loop_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
+                       int64_t backoff_base_ms, int64_t backoff_cap_ms) {
+    self->cfg.max_attempts = max_attempts;
+    self->cfg.lease_timeout_ms = lease_timeout_ms;
+    self->cfg.backoff_base_ms = backoff_base_ms;
+    self->cfg.backoff_cap_ms = backoff_cap_ms;
+    tq_engine_set_retry(self->engine, max_attempts, lease_timeout_ms, backoff_base_ms,
+                        backoff_cap_ms);
+}
+
+int tq_loop_set_queue_timeouts(tq_loop_t *self, const tq_queue_timeout_t *old, size_t nold,
+                               const tq_queue_timeout_t *now, size_t n, char *err,
+                               size_t errlen) {
+    tq_queue_t **qs = tq_calloc(n ? n : 1, sizeof *qs);
+    for (size_t i = 0; i < n; i++) {
+        qs[i] = tq_store_queue(self->store, now[i].queue);
+        if (!qs[i]) {
+            snprintf(err, errlen, "queue '%.*s': the master's name table is full",
+                     (int)now[i].queue.len, (const char *)now[i].queue.data);
+            free(qs);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < nold; i++) {
+        tq_queue_t *q = tq_store_queue(self->store, old[i].queue); /* made at start */
+        if (q)
+            tq_queue_set_default_timeout(q, 0);
+    }
+    for (size_t i = 0; i < n; i++)
+        tq_queue_set_default_timeout(qs[i], now[i].timeout_ms);
+    free(qs);
+    return 0;
 }

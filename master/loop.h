@@ -39,16 +39,19 @@ typedef struct {
     size_t nqueue_timeouts;
     tq_journal_cfg_t journal;     /* where and how the journal lives */
     const char *metrics_listen;   /* --metrics-listen ADDR:PORT, or NULL (metrics.h) */
+    int accept_shared;            /* accept the authkey's client pair (keys->client_*) */
+    struct tq_allow *allow;       /* --allow-keys, or NULL; the loop takes it over */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;
 
 /* Recover the journal, create the ROUTER (CURVE server with keys), start
- * the auth actor, and bind. A journal that cannot be opened fails with
- * its message in err (the loop is not created). Returns the loop, or NULL with a message in err (for a bind
- * failure: "cannot bind ENDPOINT: REASON"). Caller owns the result. */
+ * the auth actor, and bind. Returns the loop, or NULL with err filled
+ * (code 0; tq_error.h): the journal's message when it cannot be opened,
+ * "cannot bind ENDPOINT: REASON" for a bind failure. Caller owns the
+ * result. */
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       char *err, size_t errlen);
+                       tq_error_t *err);
 
 /* The endpoint actually bound (ZMQ_LAST_ENDPOINT: a port 0 or "*"
  * resolved, an IPv4 address shown as written), as status reports it. */
@@ -57,6 +60,32 @@ const char *tq_loop_endpoint(const tq_loop_t *self);
 /* Run until stop_fd (e.g. a signalfd; -1 for none) becomes readable.
  * Returns 0 on a requested stop, -1 on a fatal socket error (logged). */
 int tq_loop_run(tq_loop_t *self, int stop_fd);
+
+/* ---- settings changed while running ------------------------------------ */
+/* SIGHUP (main.c): called between two tq_loop_run calls, on the loop's
+ * thread. Each applies one group of settings for what happens from now
+ * on (engine.h says what stays as it was). */
+
+/* --max-tasks and --peer-queue-bytes. */
+void tq_loop_set_limits(tq_loop_t *self, size_t max_tasks, uint64_t peer_queue_bytes);
+/* --result-ttl and --unfetched-ttl (results already kept take them too). */
+void tq_loop_set_ttls(tq_loop_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms);
+/* --max-attempts, --lease-timeout, --retry-backoff, --retry-backoff-max. */
+void tq_loop_set_retry(tq_loop_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
+                       int64_t backoff_base_ms, int64_t backoff_cap_ms);
+/* --queue-timeout: each queue of old[nold] not in now[n] loses its
+ * default run timeout, each of now[n] gets its own (tasks already
+ * submitted keep theirs). Returns 0, or -1 with err when a queue cannot
+ * be made (the name table is full; nothing changed then). */
+int tq_loop_set_queue_timeouts(tq_loop_t *self, const tq_queue_timeout_t *old, size_t nold,
+                               const tq_queue_timeout_t *now, size_t n, char *err,
+                               size_t errlen);
+/* SIGHUP's new --allow-keys table (the loop takes it over): the ZAP
+ * handler accepts exactly its keys from now on, peers whose identity is
+ * gone or changed its role are forgotten and their connections shut
+ * down, the others get their new permissions. Logs what changed. Only
+ * for a loop started with --allow-keys (allow not NULL). */
+void tq_loop_set_allow(tq_loop_t *self, struct tq_allow *allow);
 
 /* Log the shutdown summary, close the socket, stop the auth actor, free
  * everything. Accepts NULL; nulls *self_p. */

@@ -2,7 +2,8 @@
  *
  *   taskq-master --bind ENDPOINT --data-dir DIR --authkey-file FILE [options]
  *
- * SIGHUP re-reads what can change live (reload_settings) and goes on.
+ * SIGHUP re-reads the settings and applies what can change live
+ * (reload_settings), logging each change and each refusal; it goes on.
  * Exit statuses (common/tq_exit.h): 0 after SIGTERM/SIGINT, TQ_EXIT_USAGE
  * for a bad flag, TQ_EXIT_ENV when the key, the data dir or the bind
  * address cannot be used, TQ_EXIT_INTERNAL when the loop fails. */
@@ -21,6 +22,7 @@
 #include <systemd/sd-daemon.h>
 #include <zmq.h>
 
+#include "access.h"
 #include "dirlock.h"
 #include "jfault.h"
 #include "loop.h"
@@ -29,6 +31,7 @@
 #include "tq_authkey.h"
 #include "tq_config.h"
 #include "tq_exit.h"
+#include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_priv.h"
@@ -65,6 +68,8 @@ typedef struct {
     char *config;
     int check_config;
     char *metrics_listen;
+    char *allow_keys;
+    char *key;
     char *user;
 } settings_t;
 
@@ -103,29 +108,31 @@ static const tq_cfg_entry_t table[] = {
     {"max-payload", TQ_CFG_SIZE, "64M", 1, (int64_t)TQ_PAYLOAD_HARD_MAX, NULL, NULL,
      S(max_payload), "SIZE", "largest payload, result or error (up to 512M)"},
     {"result-ttl", TQ_CFG_MS, "3600", 0, 10 * YEAR_MS, NULL, NULL, S(result_ttl_ms), "SECONDS",
-     "keep a result this long after it was delivered to a client"},
+     "keep a result this long after it was delivered to a client (SIGHUP applies a new value)"},
     {"unfetched-ttl", TQ_CFG_MS, "604800", 0, 10 * YEAR_MS, NULL, NULL, S(unfetched_ttl_ms),
-     "SECONDS", "keep a result nobody fetched this long"},
+     "SECONDS", "keep a result nobody fetched this long (SIGHUP applies a new value)"},
     {"max-tasks", TQ_CFG_INT, "10000000", 1, 1000000000, NULL, NULL, S(max_tasks), "N",
-     "tasks stored in any state; SUBMIT beyond it is refused (full)"},
+     "tasks stored in any state; SUBMIT beyond it is refused (full) (SIGHUP applies a new "
+     "value)"},
     {"max-attempts", TQ_CFG_INT, "5", 1, 1000, NULL, NULL, S(max_attempts), "N",
-     "dispatches without a result before a task is dead"},
+     "dispatches without a result before a task is dead (SIGHUP applies a new value)"},
     {"lease-timeout", TQ_CFG_MS, "1800", 0, YEAR_MS, NULL, NULL, S(lease_timeout_ms), "SECONDS",
      "a task without a run timeout is taken back from its worker (KILL) and requeued this long "
-     "after dispatch, as a lost lease (0 = never)"},
+     "after dispatch, as a lost lease (0 = never; SIGHUP applies a new value)"},
     {"retry-backoff", TQ_CFG_MS, "1", 0, 3600000, NULL, NULL, S(retry_backoff_ms), "SECONDS",
      "delay before a retry or a lost task's next run: doubles each time, with jitter "
-     "(0 = none)"},
+     "(0 = none; SIGHUP applies a new value)"},
     {"retry-backoff-max", TQ_CFG_MS, "60", 0, 86400000, NULL, NULL, S(retry_backoff_max_ms),
-     "SECONDS", "longest such delay"},
+     "SECONDS", "longest such delay (SIGHUP applies a new value)"},
     {"queue-timeout", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, S(queue_timeout), "Q=SECONDS",
-     "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues)"},
+     "run timeout for tasks submitted to queue Q without --timeout (up to 1024 queues; SIGHUP "
+     "applies a new list)"},
     {"peer-queue", TQ_CFG_INT, "1000", 1, 1000000, NULL, NULL, S(peer_queue), "N",
      "messages queued to one peer before sends to it wait (bounds the memory a slow peer holds)"},
     {"peer-queue-bytes", TQ_CFG_SIZE, "64M", 65536, (int64_t)1 << 40, NULL, NULL,
      S(peer_queue_bytes), "SIZE",
      "result bytes sent to one client and not yet ACKed before more wait in the master "
-     "as task ids (one larger result still goes alone)"},
+     "as task ids (one larger result still goes alone; SIGHUP applies a new value)"},
     {"max-connections", TQ_CFG_INT, NULL, 1, MAX_CONNECTIONS, NULL, NULL, S(max_connections), "N",
      "open connections at most; past it the oldest connection that has sent no message is "
      "closed, or else the new one (default: the file descriptor limit minus an eighth of it, "
@@ -163,6 +170,14 @@ static const tq_cfg_entry_t table[] = {
     {"metrics-listen", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(metrics_listen), "ADDR:PORT",
      "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (off by default; give "
      "127.0.0.1:PORT unless the network in front is trusted)"},
+    {"allow-keys", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(allow_keys), "FILE",
+     "key-pair mode: accept exactly the public keys listed in FILE, each with a name, a role "
+     "(worker, client, admin) and its queues and functions (docs/security.md); with "
+     "--authkey-file too, the shared key is accepted as well (SIGHUP re-reads FILE)"},
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(key), "FILE",
+     "the master's own key pair (made by taskq keygen; peers get its .pub as --master-key); "
+     "required with --allow-keys unless --authkey-file is given (then the authkey's pair is "
+     "the default)"},
     {"user", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(user), "USER",
      "started as root: read the key, open the data dir and bind as root, then run as USER "
      "for good (the data dir must be USER's; docs/security.md)"},
@@ -183,25 +198,22 @@ static void usage(FILE *out) {
 /* Parse each --queue-timeout Q=SECONDS (a valid queue name, a timeout
  * of 0.001..49 days: the wire's u32 milliseconds) into out[l->n]; the
  * names point into l's strings. */
-static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, char *err,
-                                size_t errlen) {
+static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, tq_error_t *err) {
     if (l->n > MAX_QUEUE_TIMEOUTS) {
-        snprintf(err, errlen, "--queue-timeout: given %zu times, at most %d", l->n,
-                 MAX_QUEUE_TIMEOUTS);
+        tq_error_set(err, 0, "--queue-timeout: given %zu times, at most %d", l->n,
+                     MAX_QUEUE_TIMEOUTS);
         return -1;
     }
     for (size_t i = 0; i < l->n; i++) {
         const char *item = l->items[i], *eq = strchr(item, '=');
         int64_t ms;
         if (!eq || !tq_name_valid((tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)})) {
-            snprintf(err, errlen, "--queue-timeout: '%s' is not QUEUE=SECONDS with a valid queue name",
-                     item);
-            return -1;
+            return tq_error_set(
+                err, 0, "--queue-timeout: '%s' is not QUEUE=SECONDS with a valid queue name", item);
         }
         if (tq_parse_seconds_ms(eq + 1, &ms) < 0 || ms < 1 || ms > (int64_t)UINT32_MAX) {
-            snprintf(err, errlen, "--queue-timeout: '%s' is not a number of seconds (0.001..4294967)",
-                     eq + 1);
-            return -1;
+            return tq_error_set(
+                err, 0, "--queue-timeout: '%s' is not a number of seconds (0.001..4294967)", eq + 1);
         }
         out[i].queue = (tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)};
         out[i].timeout_ms = (uint32_t)ms;
@@ -214,11 +226,10 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
  * the limit minus a reserve unless given (then it must fit). Sets
  * *fd_limit and *max_conns; returns -1 with err when the limit leaves no
  * room for connections. */
-static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, char *err,
-                            size_t errlen) {
+static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_error_t *err) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-        snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        tq_error_set(err, 0, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
         return -1;
     }
     rlim_t before = rl.rlim_cur;
@@ -244,11 +255,11 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, cha
               : reserve > FD_RESERVE_MAX ? FD_RESERVE_MAX
                                          : reserve;
     if (limit < FD_MIN) {
-        snprintf(err, errlen,
-                 "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
-                 "%d for itself and the journal, and needs more for connections (raise it to at "
-                 "least %d)",
-                 limit, FD_RESERVE_MIN, FD_MIN);
+        tq_error_set(err, 0,
+                     "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
+                     "%d for itself and the journal, and needs more for connections (raise it to at "
+                     "least %d)",
+                     limit, FD_RESERVE_MIN, FD_MIN);
         return -1;
     }
     int64_t room = limit - reserve;
@@ -275,20 +286,20 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, cha
  * root, not writable by group or others. Another user's data dir could
  * hold that user's authkey (used when no --authkey-file is given) and
  * journal. */
-static int prepare_data_dir(const char *dir, const tq_user_t *user, char *err, size_t errlen) {
+static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_error_t *err) {
     struct stat st;
     if (stat(dir, &st) < 0) {
         if (errno != ENOENT) {
-            snprintf(err, errlen, "--data-dir %s: %s", dir, strerror(errno));
+            tq_error_set(err, 0, "--data-dir %s: %s", dir, strerror(errno));
             return -1;
         }
         if (mkdir(dir, 0700) < 0) {
-            snprintf(err, errlen, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
+            tq_error_set(err, 0, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
             return -1;
         }
         if (user && chown(dir, user->uid, user->gid) < 0) {
-            snprintf(err, errlen, "--data-dir %s: cannot give it to --user %s: %s", dir,
-                     user->name, strerror(errno));
+            tq_error_set(err, 0, "--data-dir %s: cannot give it to --user %s: %s", dir,
+                         user->name, strerror(errno));
             return -1;
         }
         tq_info("created data dir %s (mode 0700%s%s)", dir, user ? ", owner " : "",
@@ -296,32 +307,32 @@ static int prepare_data_dir(const char *dir, const tq_user_t *user, char *err, s
         return 0;
     }
     if (!S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "--data-dir %s: exists and is not a directory", dir);
+        tq_error_set(err, 0, "--data-dir %s: exists and is not a directory", dir);
         return -1;
     }
     if (user && st.st_uid != user->uid) {
-        snprintf(err, errlen,
-                 "--data-dir %s: owned by uid %u, but --user %s (uid %u) runs the master and "
-                 "must own it: chown -R %s %s",
-                 dir, (unsigned)st.st_uid, user->name, (unsigned)user->uid, user->name, dir);
+        tq_error_set(err, 0,
+                     "--data-dir %s: owned by uid %u, but --user %s (uid %u) runs the master and "
+                     "must own it: chown -R %s %s",
+                     dir, (unsigned)st.st_uid, user->name, (unsigned)user->uid, user->name, dir);
         return -1;
     }
     if (!user && st.st_uid != geteuid() && st.st_uid != 0) {
-        snprintf(err, errlen,
-                 "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
-                 "could have put its authkey and journal there; use a directory of our own",
-                 dir, (unsigned)st.st_uid, (unsigned)geteuid());
+        tq_error_set(err, 0,
+                     "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
+                     "could have put its authkey and journal there; use a directory of our own",
+                     dir, (unsigned)st.st_uid, (unsigned)geteuid());
         return -1;
     }
     if ((st.st_mode & 022) != 0) {
-        snprintf(err, errlen,
-                 "--data-dir %s: writable by group or others (mode %04o): another user could "
-                 "put its authkey and journal there; fix it with: chmod go-w %s",
-                 dir, (unsigned)(st.st_mode & 07777), dir);
+        tq_error_set(err, 0,
+                     "--data-dir %s: writable by group or others (mode %04o): another user could "
+                     "put its authkey and journal there; fix it with: chmod go-w %s",
+                     dir, (unsigned)(st.st_mode & 07777), dir);
         return -1;
     }
     if (!user && access(dir, R_OK | W_OK | X_OK) < 0) {
-        snprintf(err, errlen, "--data-dir %s: not writable: %s", dir, strerror(errno));
+        tq_error_set(err, 0, "--data-dir %s: not writable: %s", dir, strerror(errno));
         return -1;
     }
     return 0;
@@ -329,51 +340,164 @@ static int prepare_data_dir(const char *dir, const tq_user_t *user, char *err, s
 
 /* The key file to use; generates DIR/authkey when no file was named and
  * it does not exist yet. path[len] receives the path. */
-static int resolve_authkey(const settings_t *s, char *path, size_t len, char *err,
-                           size_t errlen) {
+static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_error_t *err) {
     if (s->authkey_file && *s->authkey_file) {
         tq_strlcpy(path, s->authkey_file, len);
         return 0;
     }
     int n = snprintf(path, len, "%s/authkey", s->data_dir);
     if (n < 0 || (size_t)n >= len) {
-        snprintf(err, errlen, "--data-dir: path too long");
+        tq_error_set(err, 0, "--data-dir: path too long");
         return -1;
     }
     struct stat st;
     if (stat(path, &st) == 0)
         return 0;
-    if (tq_authkey_generate(path, err, errlen) < 0)
+    if (tq_authkey_generate(path, err) < 0)
         return -1;
     tq_info("generated a new authkey at %s; copy it to workers and clients", path);
     return 0;
 }
 
-/* What SIGHUP applies: the settings that can change in a running
- * master, read again from their sources (the same parse as at start:
- * flags over the environment, e.g. TASKQ_LOG_LEVEL; a --config file
- * joins them there). Today that is the log level. Logs each change, or
- * that there was nothing to change; a source that no longer parses is
- * logged and changes nothing. Never stops the master. */
-static void reload_settings(int argc, char **argv) {
-    settings_t now;
-    memset(&now, 0, sizeof now);
-    char err[512];
+/* Checks across settings that the table's bounds cannot make: the same
+ * at start and on SIGHUP. Returns 0, or -1 with err. */
+static int check_settings(const settings_t *s, tq_error_t *err) {
+    if (s->heartbeat_timeout_ms <= s->heartbeat_interval_ms) {
+        tq_error_set(err, 0,
+                 "--heartbeat-timeout (%.3g s) must be greater than --heartbeat-interval (%.3g s)",
+                 (double)s->heartbeat_timeout_ms / 1000.0, (double)s->heartbeat_interval_ms / 1000.0);
+        return -1;
+    }
+    if (s->retry_backoff_max_ms < s->retry_backoff_ms) {
+        tq_error_set(err, 0,
+                 "--retry-backoff-max (%.3g s) must not be less than --retry-backoff (%.3g s)",
+                 (double)s->retry_backoff_max_ms / 1000.0, (double)s->retry_backoff_ms / 1000.0);
+        return -1;
+    }
+    tq_queue_timeout_t *qt =
+        tq_calloc(s->queue_timeout.n ? s->queue_timeout.n : 1, sizeof *qt);
+    int rc = parse_queue_timeouts(&s->queue_timeout, qt, err);
+    free(qt);
+    return rc;
+}
+
+/* ---- SIGHUP ----------------------------------------------------------------
+ * reload_settings reads the settings again (the same parse as at start:
+ * the --config file, the environment, the flags) and hands them to
+ * tq_cfg_reload, which applies each changed setting listed in `live`
+ * through its group's function below and refuses, with a log line, the
+ * others (--bind, --data-dir, ...: they need a restart). One function
+ * per group of settings, each applying its whole group from `next`. */
+
+static int apply_log_level(void *arg, const void *cur, const void *next, char *why,
+                           size_t whylen) {
+    (void)arg, (void)cur, (void)why, (void)whylen;
+    tq_log_set_level(tq_log_level_parse(((const settings_t *)next)->log_level));
+    return 0;
+}
+
+static int apply_ttls(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+    (void)cur, (void)why, (void)whylen;
+    const settings_t *n = next;
+    tq_loop_set_ttls(arg, n->result_ttl_ms, n->unfetched_ttl_ms);
+    return 0;
+}
+
+static int apply_limits(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+    (void)cur, (void)why, (void)whylen;
+    const settings_t *n = next;
+    tq_loop_set_limits(arg, (size_t)n->max_tasks, (uint64_t)n->peer_queue_bytes);
+    return 0;
+}
+
+static int apply_retry(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+    (void)cur, (void)why, (void)whylen;
+    const settings_t *n = next;
+    tq_loop_set_retry(arg, (uint32_t)n->max_attempts, n->lease_timeout_ms, n->retry_backoff_ms,
+                      n->retry_backoff_max_ms);
+    return 0;
+}
+
+static int apply_queue_timeouts(void *arg, const void *cur, const void *next, char *why,
+                                size_t whylen) {
+    const settings_t *c = cur, *n = next;
+    tq_queue_timeout_t *old = tq_calloc(c->queue_timeout.n + 1, sizeof *old);
+    tq_queue_timeout_t *now = tq_calloc(n->queue_timeout.n + 1, sizeof *now);
+    tq_error_t e = {0};
+    int rc = 0;
+    if (parse_queue_timeouts(&c->queue_timeout, old, &e) < 0 ||
+        parse_queue_timeouts(&n->queue_timeout, now, &e) < 0) {
+        tq_strlcpy(why, e.msg, whylen);
+        rc = -1;
+    } else if (tq_loop_set_queue_timeouts(arg, old, c->queue_timeout.n, now, n->queue_timeout.n,
+                                          why, whylen) < 0) {
+        rc = -1;
+    }
+    free(old);
+    free(now);
+    return rc;
+}
+
+/* What can change while the master runs (docs/master.md, Signals). */
+static const tq_cfg_live_t live[] = {
+    {"log-level", apply_log_level},
+    {"result-ttl", apply_ttls},
+    {"unfetched-ttl", apply_ttls},
+    {"max-tasks", apply_limits},
+    {"peer-queue-bytes", apply_limits},
+    {"max-attempts", apply_retry},
+    {"lease-timeout", apply_retry},
+    {"retry-backoff", apply_retry},
+    {"retry-backoff-max", apply_retry},
+    {"queue-timeout", apply_queue_timeouts},
+    {NULL, NULL},
+};
+
+static void reload_note(void *arg, int warn, const char *line) {
+    (void)arg;
+    tq_log_write(warn ? TQ_LOG_WARN : TQ_LOG_INFO, "SIGHUP: %s", line);
+}
+
+/* SIGHUP with --allow-keys: read the file again (now: the settings as
+ * parsed again) and hand it to the loop; a file that does not load
+ * leaves the old one in force. Returns 1 if the loop got a new table. */
+static int reload_allow(tq_loop_t *loop, const settings_t *now) {
+    if (!now->allow_keys || !*now->allow_keys) {
+        tq_warn("SIGHUP: --allow-keys is no longer set: the master stays in key-pair mode "
+                "with the old file (a restart changes the mode)");
+        return 0;
+    }
+    char err[TQ_CFG_ERR_MAX];
+    tq_allow_t *allow = tq_allow_load(now->allow_keys, err, sizeof err);
+    if (!allow) {
+        tq_error("SIGHUP: %s; the old --allow-keys stays in force", err);
+        return 0;
+    }
+    tq_loop_set_allow(loop, allow);
+    return 1;
+}
+
+/* SIGHUP: apply what changed in the settings' sources to cur (the
+ * settings in force, updated with what was applied) and the loop. A
+ * source that no longer parses, or settings that do not fit together,
+ * are logged and change nothing. Never stops the master. */
+static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **argv, int keymode) {
+    settings_t next;
+    memset(&next, 0, sizeof next);
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0;
-    if (tq_cfg_parse(table, &now, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    tq_error_t e = {0};
+    if (tq_cfg_parse(table, &next, argc, argv, &argi, &help, err, sizeof err) < 0 ||
+        (check_settings(&next, &e) < 0 && tq_strlcpy(err, e.msg, sizeof err) >= 0)) {
         tq_warn("SIGHUP: %s; nothing changed", err);
-        tq_cfg_free(table, &now);
+        tq_cfg_free(table, &next);
         return;
     }
-    static const char *const names[] = {"error", "warn", "info", "debug"};
-    int level = tq_log_level_parse(now.log_level), old = tq_log_level();
-    tq_cfg_free(table, &now);
-    if (level < 0 || level == old) {
+    int changed = tq_cfg_reload(table, cur, &next, live, loop, reload_note);
+    int allow = keymode && reload_allow(loop, &next);
+    if (changed == 0 && !allow)
         tq_info("SIGHUP: nothing to reload");
-        return;
-    }
-    tq_log_set_level(level);
-    tq_log_write(TQ_LOG_INFO, "SIGHUP: log level %s -> %s", names[old], names[level]);
+    tq_cfg_free(table, &next);
 }
 
 int main(int argc, char **argv) {
@@ -392,6 +516,7 @@ int main(int argc, char **argv) {
     int check = tq_cfg_has_flag(table, argc, argv, 1, "check-config");
     settings_t s;
     tq_queue_timeout_t *qtimeouts = NULL;
+    tq_allow_t *allow = NULL; /* --allow-keys, until the loop takes it */
     memset(&s, 0, sizeof s);
     char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0, lockfd = -1;
@@ -426,36 +551,39 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: --data-dir is required\n");
         goto out;
     }
-    if (s.heartbeat_timeout_ms <= s.heartbeat_interval_ms) {
-        fprintf(stderr,
-                "taskq-master: --heartbeat-timeout (%.3g s) must be greater than "
-                "--heartbeat-interval (%.3g s)\n",
-                (double)s.heartbeat_timeout_ms / 1000.0, (double)s.heartbeat_interval_ms / 1000.0);
-        goto out;
-    }
-    if (s.retry_backoff_max_ms < s.retry_backoff_ms) {
-        fprintf(stderr, "taskq-master: --retry-backoff-max (%.3g s) must not be less than "
-                        "--retry-backoff (%.3g s)\n",
-                (double)s.retry_backoff_max_ms / 1000.0, (double)s.retry_backoff_ms / 1000.0);
+    tq_error_t e;
+    if (check_settings(&s, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     qtimeouts = tq_calloc(s.queue_timeout.n ? s.queue_timeout.n : 1, sizeof *qtimeouts);
-    if (parse_queue_timeouts(&s.queue_timeout, qtimeouts, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", err);
+    if (parse_queue_timeouts(&s.queue_timeout, qtimeouts, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     if (!s.bind || !*s.bind) {
         fprintf(stderr, "taskq-master: --bind must not be empty\n");
         goto out;
     }
-    if (tq_endpoint_port_check(s.bind, "--bind", err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", err);
+    if (tq_endpoint_port_check(s.bind, "--bind", &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     tq_log_set_level(tq_log_level_parse(s.log_level));
     tq_log_set_format(tq_log_format_parse(s.log_format));
     if (s.metrics_listen && tq_metrics_addr_check(s.metrics_listen, err, sizeof err) < 0) {
         fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
+    int keymode = s.allow_keys && *s.allow_keys;
+    int use_authkey = !keymode || (s.authkey_file && *s.authkey_file);
+    if (!use_authkey && (!s.key || !*s.key)) {
+        fprintf(stderr, "taskq-master: --allow-keys without --authkey-file needs --key FILE (the "
+                        "master's key pair: taskq keygen master)\n");
+        goto out;
+    }
+    if (keymode && !(allow = tq_allow_load(s.allow_keys, err, sizeof err))) {
+        fprintf(stderr, "%s%s\n", check ? "" : "taskq-master: ", err);
         goto out;
     }
     tq_user_t user_buf, *user = NULL;
@@ -480,12 +608,12 @@ int main(int argc, char **argv) {
             s.log_level);
     int fd_limit = 0;
     size_t max_conns = 0;
-    if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, err, sizeof err) < 0) {
-        tq_error("%s", err);
+    if (plan_descriptors(s.max_connections, &fd_limit, &max_conns, &e) < 0) {
+        tq_error("%s", e.msg);
         goto out;
     }
-    if (prepare_data_dir(s.data_dir, user, err, sizeof err) < 0) {
-        tq_error("%s", err);
+    if (prepare_data_dir(s.data_dir, user, &e) < 0) {
+        tq_error("%s", e.msg);
         goto out;
     }
     /* With --user, the lock and the journal's files are made and opened
@@ -497,15 +625,15 @@ int main(int argc, char **argv) {
     if (user)
         tq_priv_fs_as(user);
     /* One master per data dir, before anything in it is read. */
-    if ((lockfd = tq_dirlock_acquire(s.data_dir, err, sizeof err)) < 0) {
-        tq_error("%s", err);
+    if ((lockfd = tq_dirlock_acquire(s.data_dir, &e)) < 0) {
+        tq_error("%s", e.msg);
         goto out;
     }
     if (user)
         tq_priv_fs_as(NULL); /* a generated key file is root's, as one given */
     char keypath[4096];
-    if (resolve_authkey(&s, keypath, sizeof keypath, err, sizeof err) < 0) {
-        tq_error("%s", err);
+    if (use_authkey && resolve_authkey(&s, keypath, sizeof keypath, &e) < 0) {
+        tq_error("%s", e.msg);
         goto out;
     }
     /* Keys live in memory a core dump leaves out (tq_authkey.h). */
@@ -514,10 +642,26 @@ int main(int argc, char **argv) {
         tq_error("cannot map memory for the keys: %s", strerror(errno));
         goto out;
     }
-    if (tq_authkey_load(keypath, keys, err, sizeof err) < 0) {
+    if (use_authkey && tq_authkey_load(keypath, keys, &e) < 0)
+        tq_strlcpy(err, e.msg, sizeof err);
+    else if (!(s.key && *s.key &&
+               tq_keyfile_load_pair(s.key, keys->server_public, keys->server_secret, &e) < 0))
+        err[0] = '\0';
+    else
+        tq_strlcpy(err, e.msg, sizeof err);
+    if (err[0]) {
         tq_error("%s", err);
         tq_curve_keys_free(&keys);
         goto out;
+    }
+    if (keymode || (s.key && *s.key)) {
+        char z[41] = "";
+        zmq_z85_encode(z, keys->server_public, 32);
+        tq_info("key-pair mode: %zu keys from --allow-keys %s%s; the master's public key is %s "
+                "(%s: give it to peers as --master-key)",
+                tq_allow_count(allow), keymode ? s.allow_keys : "(none)",
+                use_authkey ? ", and the authkey's pair" : "", z,
+                s.key && *s.key ? s.key : "derived from the authkey");
     }
     if (user)
         tq_priv_fs_as(user); /* the journal's files, before any thread exists */
@@ -575,11 +719,15 @@ int main(int argc, char **argv) {
             .zmq_ctx = ctx,
         },
         .metrics_listen = s.metrics_listen && *s.metrics_listen ? s.metrics_listen : NULL,
+        .accept_shared = use_authkey,
+        .allow = allow, /* the loop's now */
     };
-    tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, err, sizeof err) : NULL;
+    tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, &e) : NULL;
+    if (ctx)
+        allow = NULL; /* the loop's (freed by it, also when it failed) */
     tq_curve_keys_free(&keys);
     if (!loop) {
-        tq_error("%s", ctx ? err : "cannot create the ZeroMQ context");
+        tq_error("%s", ctx ? e.msg : "cannot create the ZeroMQ context");
         rc = TQ_EXIT_ENV;
     } else if (user && tq_priv_drop(user, err, sizeof err) < 0) {
         /* bound and replayed as root: now USER for good, or not at all */
@@ -604,7 +752,7 @@ int main(int argc, char **argv) {
             ssize_t got = read(sfd, &si, sizeof si);
             if (got == (ssize_t)sizeof si && si.ssi_signo == SIGHUP) {
                 tq_info("SIGHUP received: reloading settings");
-                reload_settings(argc, argv);
+                reload_settings(&s, loop, argc, argv, keymode);
                 continue; /* the loop picks up where it was */
             }
             if (got == (ssize_t)sizeof si)
@@ -619,6 +767,7 @@ int main(int argc, char **argv) {
         zmq_ctx_term(ctx);
     close(sfd);
 out:
+    tq_allow_free(&allow);
     tq_dirlock_release(lockfd);
     free(qtimeouts);
     tq_cfg_free(table, &s);

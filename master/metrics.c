@@ -1,6 +1,7 @@
 /* metrics.c - the Prometheus text exposition over libmicrohttpd. See
  * metrics.h. */
 #include "metrics.h"
+#include "inspect.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -56,6 +57,10 @@ struct tq_metrics {
     tq_idmap_t *qbyhash; /* FNV-1a of the queue name -> qhist_t */
     qhist_t **qh;        /* in first-seen order, at most TQ_METRICS_MAX_QUEUES */
     size_t nqh;
+    /* the last queue looked up and its histograms: most events in a row
+     * are of one queue, and this saves hashing its name for each */
+    const void *last_queue;
+    qhist_t *last_qh;
 };
 
 static void text_add(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -299,11 +304,10 @@ static void hist_add(hist_t *h, double v)
         }
 }
 
-/* The histograms of the task's queue, created on first use; NULL past
+/* The histograms of queue name, created on first use; NULL past
  * TQ_METRICS_MAX_QUEUES queues or on a hash collision (not counted). */
-static qhist_t *queue_hist(tq_metrics_t *self, const tq_task_t *t)
+static qhist_t *queue_hist_find(tq_metrics_t *self, const char *name)
 {
-    const char *name = tq_queue_name(tq_task_queue(t));
     uint64_t h = tq_fnv1a(TQ_FNV_BASIS, name, strlen(name));
     h = h ? h : 1;
     qhist_t *q = tq_idmap_get(self->qbyhash, h);
@@ -319,6 +323,22 @@ static qhist_t *queue_hist(tq_metrics_t *self, const tq_task_t *t)
     return q;
 }
 
+/* queue_hist_find for the task's queue. */
+static qhist_t *queue_hist(tq_metrics_t *self, const tq_task_t *t)
+{
+    const tq_queue_t *queue = tq_task_queue(t);
+    const char *name = tq_queue_name(queue);
+    /* the name check: a freed queue's memory may hold another queue now */
+    if (queue == self->last_queue && strcmp(self->last_qh->name, name) == 0)
+        return self->last_qh;
+    qhist_t *found = queue_hist_find(self, name);
+    if (found) {
+        self->last_queue = queue;
+        self->last_qh = found;
+    }
+    return found;
+}
+
 void tq_metrics_on_engine(void *arg, const tq_engine_ev_t *ev)
 {
     tq_metrics_t *self = arg;
@@ -329,10 +349,11 @@ void tq_metrics_on_engine(void *arg, const tq_engine_ev_t *ev)
         qhist_t *q = t->x && t->x->attempt == 1 ? queue_hist(self, t) : NULL;
         if (q)
             hist_add(&q->wait, (double)(now - t->created_ms) / 1000.0);
-    } else if (ev->kind == TQ_EV_LEASE_END ||
-               (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_DELETED)) {
+    } else if (ev->kind == TQ_EV_LEASE_END) {
+        /* every lease ends with this event before its task finishes or
+         * goes (engine.c: finish), so no entry is left behind */
         void *v = tq_idmap_remove(self->leased, ev->task->id);
-        if (!v || ev->kind != TQ_EV_LEASE_END)
+        if (!v)
             return;
         int64_t since = (int64_t)(uintptr_t)v;
         qhist_t *q = queue_hist(self, ev->task);
@@ -371,6 +392,37 @@ static void one(text_t *t, const char *name, const char *type, const char *help,
     text_add(t, "%s %" PRIu64 "\n", name, v);
 }
 
+/* Key-pair mode: peers connected per identity of --allow-keys (every
+ * identity of the file, 0 included, at most TQ_METRICS_MAX_QUEUES), and
+ * the requests refused with FORBIDDEN. */
+static void render_identities(text_t *t, const tq_peers_t *peers, const tq_policy_t *policy)
+{
+    if (!policy || !policy->allow)
+        return;
+    size_t n = tq_allow_count(policy->allow);
+    if (n > TQ_METRICS_MAX_QUEUES)
+        n = TQ_METRICS_MAX_QUEUES;
+    uint64_t *conns = tq_calloc(n ? n : 1, sizeof *conns);
+    const tq_ident_t *first = n ? tq_allow_at(policy->allow, 0) : NULL;
+    for (size_t i = 0; first && i < tq_peers_count(peers); i++) {
+        const tq_peer_t *p = tq_peers_at(peers, i);
+        if (p->ident && !p->gone && p->ident >= first && p->ident < first + n)
+            conns[p->ident - first]++;
+    }
+    head(t, "taskq_identity_peers", "gauge",
+         "workers and clients connected with each key of --allow-keys");
+    for (size_t i = 0; i < n; i++) {
+        const tq_ident_t *id = tq_allow_at(policy->allow, i);
+        text_add(t, "taskq_identity_peers{identity=\"");
+        text_label(t, id->name);
+        text_add(t, "\",role=\"%s\"} %" PRIu64 "\n", tq_ident_role_name(id->role), conns[i]);
+    }
+    free(conns);
+    one(t, "taskq_forbidden_total", "counter",
+        "requests refused because the identity of their key may not make them (FORBIDDEN)",
+        policy->forbidden);
+}
+
 void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_peers_t *peers,
                        const tq_metrics_info_t *info)
 {
@@ -406,7 +458,44 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         text_label(t, tq_queue_name(q));
         text_add(t, "\"} %d\n", tq_queue_paused(q) ? 1 : 0);
     }
+    head(t, "taskq_queue_oldest_age_seconds", "gauge",
+         "age of the oldest task next in line (0: none queued)");
+    int64_t now_ms = tq_wall_ms();
+    for (size_t i = 0; i < nq && i < TQ_METRICS_MAX_QUEUES; i++) {
+        const tq_queue_t *q = tq_store_queue_at(store, i);
+        int64_t created = tq_queue_head_created(q);
+        text_add(t, "taskq_queue_oldest_age_seconds{queue=\"");
+        text_label(t, tq_queue_name(q));
+        text_add(t, "\"} %.3f\n",
+                 created < 0 || now_ms < created ? 0.0 : (double)(now_ms - created) / 1000.0);
+    }
     one(t, "taskq_queues", "gauge", "queues known (series above for the first 1000)", nq);
+
+    /* Per function: queued, running, workers serving it; unserved = 1
+     * when tasks wait for it and no connected worker serves it. */
+    tq_inspect_fnrow_t *fr;
+    size_t nfr = tq_inspect_fn_rows(store, peers, &fr);
+    static const char *const fcols[] = {"queued", "running", "workers"};
+    static const char *const fhelp[] = {"runnable tasks queued for the function, all queues",
+                                        "tasks of the function running",
+                                        "connected workers (not draining) serving the function"};
+    for (size_t k = 0; k < 3; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "taskq_function_%s", fcols[k]);
+        head(t, name, "gauge", fhelp[k]);
+        for (size_t i = 0; i < nfr && i < TQ_INSPECT_FN_ROWS; i++) {
+            size_t v = k == 0 ? fr[i].queued : k == 1 ? fr[i].running : fr[i].workers;
+            text_add(t, "%s{fn=\"", name);
+            text_label(t, fr[i].fn);
+            text_add(t, "\"} %zu\n", v);
+        }
+    }
+    size_t unserved = 0;
+    for (size_t i = 0; i < nfr; i++)
+        unserved += fr[i].queued > 0 && fr[i].workers == 0;
+    free(fr);
+    one(t, "taskq_functions_unserved", "gauge",
+        "functions with queued tasks that no connected worker serves", unserved);
     one(t, "taskq_tasks_stored", "gauge", "tasks stored in any state", tq_store_size(store));
 
     /* Counters since the process started. */
@@ -448,6 +537,7 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         info->connections);
     one(t, "taskq_auth_failures_total", "counter",
         "connections whose CURVE handshake was rejected (wrong authkey)", info->auth_failures);
+    render_identities(t, peers, info->policy);
 
     /* The journal. */
     one(t, "taskq_journal_bytes", "gauge", "journal bytes on disk", info->journal_bytes);
@@ -457,6 +547,20 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         info->compactions);
     one(t, "taskq_journal_error", "gauge",
         "1 while a journal write fails (submits are refused meanwhile)", info->journal_error != 0);
+    one(t, "taskq_journal_write_errors_total", "counter",
+        "failed journal writes and fdatasync rounds (each retry counts)", info->fsync.errors);
+    head(t, "taskq_journal_fsync_seconds", "histogram",
+         "time of one fdatasync round of the journal (every file written since the last)");
+    uint64_t cum = 0;
+    for (size_t i = 0; i < TQ_JOURNAL_SYNC_BUCKETS; i++) {
+        cum += info->fsync.bucket[i];
+        text_add(t, "taskq_journal_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                 (double)tq_journal_sync_le_us[i] / 1e6, cum);
+    }
+    text_add(t, "taskq_journal_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+             info->fsync.count);
+    text_add(t, "taskq_journal_fsync_seconds_sum %.6f\n", (double)info->fsync.sum_us / 1e6);
+    text_add(t, "taskq_journal_fsync_seconds_count %" PRIu64 "\n", info->fsync.count);
 
     head(t, "taskq_queue_wait_seconds", "histogram",
          "time from submit to the first dispatch, tasks submitted since start, by queue");

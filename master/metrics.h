@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "journal.h"
 #include "peers.h"
 #include "store.h"
 
@@ -35,7 +36,9 @@ typedef struct {
     uint64_t late_results;
     uint64_t journal_bytes, journal_live_bytes, compactions, journal_records;
     int journal_error; /* errno of a standing write failure, or 0 */
+    tq_journal_sync_stats_t fsync; /* sync round latency, write errors */
     uint64_t auth_failures, connections;
+    const tq_policy_t *policy; /* key-pair mode: identities (access.h) */
 } tq_metrics_info_t;
 
 /* Check "ADDR:PORT" ("127.0.0.1:9464", "[::1]:9464", "0.0.0.0:9464";

@@ -169,16 +169,16 @@ void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t) {
         w->capleased = w->capleased ? w->capleased * 2 : 8;
         w->leased = tq_realloc(w->leased, w->capleased * sizeof *w->leased);
     }
-    t->x->lease_idx = w->nleased; /* leased tasks have their cold part */
+    t->x->peer_lease_idx = w->nleased; /* leased tasks have their cold part */
     w->leased[w->nleased++] = t;
 }
 
 void tq_peer_lease_remove(tq_peer_t *w, tq_task_t *t) {
-    size_t i = t->x->lease_idx;
+    size_t i = t->x->peer_lease_idx;
     TQ_ASSERT(i < w->nleased && w->leased[i] == t);
     w->leased[i] = w->leased[--w->nleased];
-    w->leased[i]->x->lease_idx = i;
-    t->x->lease_idx = (size_t)-1;
+    w->leased[i]->x->peer_lease_idx = i;
+    t->x->peer_lease_idx = (size_t)-1;
 }
 
 int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t) {
@@ -253,8 +253,7 @@ void tq_peer_notify_waiters(tq_task_t *t) {
         tq_idmap_remove(c->waits, t->id);
         tq_peer_pending_add(c, t->id);
     }
-    if (t->x)
-        t->x->nwaiters = 0;
+    tq_task_waiters_clear(t);
 }
 
 typedef struct {

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "access.h"
+#include "auth.h"
 #include "store.h"
 #include "tq_idmap.h"
 #include "tq_proto.h"
@@ -39,6 +41,15 @@ typedef struct tq_peer {
     int packed;           /* HELLO "packed": send it packed messages */
     char name[TQ_MAX_PEER_NAME + 1];
     char address[64];
+    /* --allow-keys (key-pair mode): the ZAP User-Id of its connection
+     * (an identity name, TQ_IDENT_SHARED for the authkey pair, "" without
+     * --allow-keys), its identity (NULL: none, or the shared pair: no
+     * limits), the owner recorded for what it submits (interned, or
+     * NULL), and its connection (cut when its key is removed) */
+    char ident_name[TQ_IDENT_NAME_MAX + 1];
+    const tq_ident_t *ident;
+    const char *ident_owner;
+    tq_connref_t conn;
     int64_t joined_ms;    /* monotonic */
     int64_t last_seen_ms; /* monotonic: last message from it */
     size_t idx;           /* index in the peers array */
@@ -52,8 +63,9 @@ typedef struct tq_peer {
     uint32_t slots;
     uint32_t prefetch;     /* tasks it takes beyond its slots (no run
                               timeout: tq_sched_run) */
-    uint32_t credit;       /* tasks it can take now; never above
-                              slots + prefetch */
+    uint32_t credit;       /* tasks it can take now; RESULT credit never
+                              raises it above slots + prefetch (a
+                              resizing HELLO may leave it above) */
     const char **fns;      /* interned function names */
     size_t nfns;
     int draining;
@@ -63,7 +75,7 @@ typedef struct tq_peer {
     int gone;              /* a send failed for good: removed after this
                               loop iteration; the scheduler skips it */
     int stalled;           /* a send would block: skip until next iteration */
-    tq_task_t **leased;    /* tasks leased to it; task->lease_idx */
+    tq_task_t **leased;    /* tasks leased to it; task->x->peer_lease_idx */
     size_t nleased, capleased;
     uint64_t done;         /* tasks it finished (any outcome) */
 

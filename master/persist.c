@@ -32,7 +32,9 @@ enum {
 #define TF_KEYED 0x01u
 #define TF_FETCHED 0x02u
 #define TF_NOT_BEFORE 0x04u /* u64 not_before_ms follows the names */
-#define TF_PAYLOAD 0x08u    /* dead: u32 length + the payload follow; blob = error */
+#define TF_PAYLOAD 0x08u    /* dead or failed: u32 length + the payload follow; blob = error */
+#define TF_OWNER 0x10u      /* str8 owner (key-pair mode: the identity that
+                               submitted it) follows not_before */
 
 /* Fixed part of an R_TASK body (before fn, queue, key and the blob). */
 #define TASK_FIXED (8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 2 + 1 + 1 + 8 + 8)
@@ -40,7 +42,7 @@ enum {
  * key, a not-before time, its payload and its error text, each at the
  * highest --max-payload. It must fit a journal record, or an input the
  * master accepted would reach tq_journal_append's assertion. */
-_Static_assert(1 + TASK_FIXED + 3 + 2 * TQ_MAX_NAME + TQ_MAX_KEY + 8 + 4 +
+_Static_assert(1 + TASK_FIXED + 3 + 2 * TQ_MAX_NAME + TQ_MAX_KEY + 8 + 1 + TQ_IDENT_NAME_MAX + 4 +
                        2 * (uint64_t)TQ_PAYLOAD_HARD_MAX <=
                    TQ_JOURNAL_MAX_RECORD,
                "a task at --max-payload's hard cap must fit one journal record");
@@ -53,6 +55,7 @@ struct tq_persist {
     tq_journal_t *j;
     tq_store_t *store;
     tq_engine_t *engine;      /* whose events become records */
+    tq_policy_t *policy;      /* task owners (key-pair mode), or NULL */
     tq_fsync_mode_t mode;
     tq_buf_t rec;             /* scratch for one record's fixed part */
     uint64_t live_bytes;
@@ -61,7 +64,7 @@ struct tq_persist {
     compact_phase_t phase;
     uint64_t cseg;            /* segment the compaction writes into */
     uint64_t walk;            /* next task id to look at (0: none left) */
-    uint8_t jgen;             /* TQ_TASK_F_JGEN of records written since the
+    unsigned jgen;            /* tq_task_t.jgen of records written since the
                                * current (or last) compaction started */
     tq_key_t *kwalk;          /* next key to rewrite */
     int64_t compact_start_ms;
@@ -86,13 +89,39 @@ struct tq_persist {
 
 /* ---- sizes and encodings ------------------------------------------------ */
 
-static uint32_t task_rec_size(const tq_task_t *t) {
+/* A finished task whose record carries its payload: the dead and the
+ * failed set (an operator may retry them). */
+static int keeps_payload(const tq_task_t *t) {
+    return t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED;
+}
+
+/* The recorded owner of t (key-pair mode), or NULL. */
+static const char *task_owner(const tq_persist_t *self, const tq_task_t *t) {
+    return self->policy ? tq_idmap_get(self->policy->owners, t->id) : NULL;
+}
+
+static uint32_t task_rec_size(const tq_persist_t *self, const tq_task_t *t) {
     size_t skey = tq_task_skey_len(t);
     size_t blob = tq_task_finished(t) ? tq_task_data(t).len : t->payload_len;
-    size_t ext =
-        (tq_task_not_before(t) ? 8 : 0) + (t->state == TQ_TASK_DEAD ? 4 + t->payload_len : 0);
+    const char *owner = task_owner(self, t);
+    size_t ext = (tq_task_not_before(t) ? 8 : 0) + (owner ? 1 + strlen(owner) : 0) +
+                 (keeps_payload(t) ? 4 + t->payload_len : 0);
     return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + TASK_FIXED + 3 + strlen(tq_task_fn(t)) +
                       strlen(tq_queue_name(tq_task_queue(t))) + skey + ext + blob);
+}
+
+/* The size of a task's full record fits tq_task_t.jsize (31 bits): a
+ * dead task, the largest, holds its payload and its error text, each at
+ * most TQ_PAYLOAD_HARD_MAX, beside names and fields of a few KiB. */
+_Static_assert(2ull * TQ_PAYLOAD_HARD_MAX + (1u << 20) < (1ull << 31),
+               "a task record fits tq_task_t.jsize");
+
+/* t's record is live with its current full size: persist.c's slot of t
+ * (jsize) and the live byte count follow. */
+static void set_live_size(tq_persist_t *self, tq_task_t *t) {
+    self->live_bytes -= t->jsize;
+    t->jsize = task_rec_size(self, t) & 0x7fffffffu;
+    self->live_bytes += t->jsize;
 }
 
 static uint32_t key_rec_size(const tq_key_t *k) {
@@ -131,10 +160,12 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     tq_buf_u16(b, t->retries);
     tq_buf_u16(b, tq_task_retried(t));
     tq_buf_u8(b, (uint8_t)t->state);
-    int dead = t->state == TQ_TASK_DEAD;
+    int dead = keeps_payload(t);
     int64_t not_before = tq_task_not_before(t);
+    const char *owner = task_owner(self, t);
     tq_buf_u8(b, (uint8_t)((tq_task_keyed(t) ? TF_KEYED : 0) | (tq_task_acked(t) ? TF_FETCHED : 0) |
-                           (not_before ? TF_NOT_BEFORE : 0) | (dead ? TF_PAYLOAD : 0)));
+                           (not_before ? TF_NOT_BEFORE : 0) | (dead ? TF_PAYLOAD : 0) |
+                           (owner ? TF_OWNER : 0)));
     tq_buf_u64(b, (uint64_t)tq_task_finished_ms(t));
     /* a keyed, ACKed task: when it was delivered (its TTL runs from then) */
     int64_t fetched_ms =
@@ -147,6 +178,8 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     tq_buf_str8(b, sk);
     if (not_before)
         tq_buf_u64(b, (uint64_t)not_before);
+    if (owner)
+        tq_buf_str8(b, tq_bytes_str(owner));
     tq_bytes_t payload = tq_task_payload(t);
     if (dead) {
         tq_buf_u32(b, (uint32_t)payload.len);
@@ -156,11 +189,9 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     append(self, R_TASK, blob.data, blob.len);
     if (!fin && tq_task_holder(t))
         put_lease(self, t); /* compaction: the holder survives a restart */
-    self->live_bytes -= t->jsize;
-    t->jsize = task_rec_size(t);
-    self->live_bytes += t->jsize;
+    set_live_size(self, t);
     /* written after the current compaction started (or outside one) */
-    t->flags = (uint8_t)((t->flags & ~TQ_TASK_F_JGEN) | self->jgen);
+    t->jgen = self->jgen;
 }
 
 static void put_key(tq_persist_t *self, const tq_key_t *k) {
@@ -217,6 +248,9 @@ static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
     switch (ev) {
     case TQ_SEV_ADDED:
     case TQ_SEV_REVIVED:
+        /* a task a key-pair identity submits: its owner goes with it */
+        if (ev == TQ_SEV_ADDED && self->policy && self->policy->submitter)
+            tq_idmap_put(self->policy->owners, t->id, (void *)self->policy->submitter);
         put_task(self, t);
         return;
     case TQ_SEV_DELETED:
@@ -249,23 +283,26 @@ static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
              * needs. Nobody waits for a FINISH record (after a crash the
              * task runs again: at-least-once); the next compaction writes
              * the finished task whole (it rewrites every live task). */
-            self->live_bytes -= t->jsize;
-            t->jsize = task_rec_size(t);
-            self->live_bytes += t->jsize;
+            set_live_size(self, t);
             break;
         }
         tq_buf_u8(&self->rec, (uint8_t)t->state);
         tq_buf_u64(&self->rec, (uint64_t)tq_task_finished_ms(t));
         append(self, R_FINISH, tq_task_data(t).data, tq_task_data(t).len);
-        self->live_bytes -= t->jsize;
-        t->jsize = task_rec_size(t);
-        self->live_bytes += t->jsize;
+        set_live_size(self, t);
         break;
     case TQ_SEV_ACKED:
         if (t->state == TQ_TASK_DEAD)
             break; /* the dead set is kept until retried or purged */
-        if (tq_task_keyed(t)) {
-            tq_buf_u64(&self->rec, (uint64_t)tq_wall_ms());
+        if (tq_task_keyed(t) || t->state == TQ_TASK_FAILED) {
+            /* the failed set is kept, as keyed tasks are, until its
+             * result TTL passes from now */
+            /* when it was delivered (its TTL runs from then), as
+             * compaction writes it */
+            int64_t when = tq_task_fetched(t) ? tq_task_expires_ms(t) -
+                                                    tq_store_cfg(self->store)->result_ttl_ms
+                                              : tq_wall_ms();
+            tq_buf_u64(&self->rec, (uint64_t)when);
             append(self, R_FETCHED, NULL, 0);
         } else {
             set_not_live(self, t);
@@ -397,10 +434,9 @@ static void count_lost(tq_persist_t *self, tq_persist_report_t *rep) {
     memset(&self->dm, 0, sizeof self->dm);
 }
 
-#define BAD(what) (snprintf(err, errlen, "journal record of type %u: %s", type, what), -1)
+#define BAD(what) (tq_error_set(err, 0, "journal record of type %u: %s", type, what), -1)
 
-static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
-                       size_t errlen) {
+static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
     tq_task_image_t img;
     memset(&img, 0, sizeof img);
     uint64_t created, finished, fetched;
@@ -416,7 +452,7 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
         return BAD("truncated task");
     if (st > TQ_TASK_DEAD)
         return BAD("task state not valid");
-    if (flags & ~(TF_KEYED | TF_FETCHED | TF_NOT_BEFORE | TF_PAYLOAD))
+    if (flags & ~(TF_KEYED | TF_FETCHED | TF_NOT_BEFORE | TF_PAYLOAD | TF_OWNER))
         return BAD("unknown task flags (written by a newer taskq?)");
     if (flags & TF_NOT_BEFORE) {
         uint64_t nb;
@@ -424,9 +460,14 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
             return BAD("truncated or bad not_before");
         img.not_before_ms = (int64_t)nb;
     }
+    tq_bytes_t owner = {NULL, 0};
+    if ((flags & TF_OWNER) &&
+        (tq_cursor_str8(c, &owner) < 0 ||
+         !tq_ident_name_valid((const char *)owner.data, owner.len)))
+        return BAD("truncated or bad owner");
     if (flags & TF_PAYLOAD) {
         uint32_t plen;
-        if (st != TQ_TASK_DEAD || tq_cursor_u32(c, &plen) < 0 ||
+        if ((st != TQ_TASK_DEAD && st != TQ_TASK_FAILED) || tq_cursor_u32(c, &plen) < 0 ||
             tq_cursor_bytes(c, plen, &img.payload) < 0)
             return BAD("truncated or misplaced payload");
     }
@@ -439,22 +480,22 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
         img.fetched = 1;
         img.fetched_ms = (int64_t)fetched;
     }
-    int code = 0;
-    tq_task_t *t = tq_store_restore(self->store, &img, &code);
-    if (!t) {
-        snprintf(err, errlen, "cannot restore task %" PRIu64 " (%s)", img.id,
-                 code == TQ_ERR_FULL       ? "more tasks than --max-tasks"
-                 : code == TQ_ERR_TOO_MANY ? "too many names"
-                 : code == TQ_ERR_MALFORMED ? "record not valid"
-                                            : "out of memory");
-        return -1;
+    tq_error_t why;
+    if (!tq_store_restore(self->store, &img, &why))
+        return tq_error_set(err, 0, "cannot restore task %" PRIu64 " (%s)", img.id, why.msg);
+    if (owner.len && self->policy) { /* who submitted it (key-pair mode) */
+        char name[TQ_IDENT_NAME_MAX + 1];
+        memcpy(name, owner.data, owner.len);
+        name[owner.len] = '\0';
+        const char *in = tq_ident_intern(name);
+        if (in)
+            tq_idmap_put(self->policy->owners, img.id, (void *)in);
     }
     return 0;
 }
 
 /* R_PAUSE: u8 paused, then the queue name. */
-static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
-                        size_t errlen) {
+static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
     uint8_t paused;
     tq_bytes_t name;
     if (tq_cursor_u8(c, &paused) < 0 || paused > 1)
@@ -474,8 +515,7 @@ static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *
 }
 
 /* R_ITEM: id, queue (str8), the item's bytes; R_ITEM_GONE: id. */
-static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *err,
-                       size_t errlen) {
+static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
     uint64_t id;
     if (tq_cursor_u64(c, &id) < 0)
         return BAD("truncated item id");
@@ -498,8 +538,8 @@ static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, char *e
     return 0;
 }
 
-static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped, char *err,
-                  size_t errlen) {
+static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
+                  tq_error_t *err) {
     tq_persist_t *self = arg;
     if (dropped) {
         note_dropped(self, type, body, len, dropped);
@@ -514,16 +554,16 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
             if (tq_cursor_u64(&c2, &id) == 0)
                 dm_mark(self, id, DM_TASK_AFTER, 0);
         }
-        return replay_task(self, &c, type, err, errlen);
+        return replay_task(self, &c, type, err);
     }
     if (type == R_ITEM || type == R_ITEM_GONE)
-        return replay_item(self, &c, type, err, errlen);
+        return replay_item(self, &c, type, err);
     if (type < R_TASK || type > R_PAUSE) {
-        snprintf(err, errlen, "unknown journal record type %u (written by a newer taskq?)", type);
+        tq_error_set(err, 0, "unknown journal record type %u (written by a newer taskq?)", type);
         return -1;
     }
     if (type == R_PAUSE)
-        return replay_pause(self, &c, type, err, errlen);
+        return replay_pause(self, &c, type, err);
     if (tq_cursor_u64(&c, &id) < 0)
         return BAD("truncated id");
     tq_task_t *t = type == R_KEY ? NULL : tq_store_get(self->store, id);
@@ -610,10 +650,10 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
 /* After replay: count what is live and where (all of it in old segments). */
 static void account(tq_persist_t *self, tq_persist_report_t *rep) {
     for (tq_task_t *t = tq_store_first(self->store); t; t = tq_store_next(self->store, t)) {
-        t->jsize = task_rec_size(t);
+        t->jsize = 0;
+        set_live_size(self, t);
         /* in old segments: the next compaction flips jgen, and so rewrites it */
-        t->flags = (uint8_t)((t->flags & ~TQ_TASK_F_JGEN) | self->jgen);
-        self->live_bytes += t->jsize;
+        t->jgen = self->jgen;
         if (tq_task_finished(t))
             rep->finished++;
         else
@@ -643,10 +683,12 @@ static void add_item_bytes(void *arg, const tq_item_t *it) {
 }
 
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
-                              tq_persist_report_t *report, char *err, size_t errlen) {
+                              tq_policy_t *policy, tq_persist_report_t *report,
+                              tq_error_t *err) {
     tq_store_t *store = tq_engine_store(engine);
     TQ_ASSERT(tq_store_size(store) == 0);
     tq_persist_t *self = tq_calloc(1, sizeof *self);
+    self->policy = policy;
     tq_buf_init(&self->rec);
     self->store = store;
     self->engine = engine; /* replay restores items into it (no events yet) */
@@ -656,7 +698,7 @@ tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
     int64_t t0 = tq_mono_ms();
     tq_journal_cfg_t jcfg = *cfg;
     jcfg.checkpoint = checkpoint;
-    self->j = tq_journal_open(&jcfg, replay, self, &report->journal, err, errlen);
+    self->j = tq_journal_open(&jcfg, replay, self, &report->journal, err);
     if (!self->j) {
         free(self->dm.ids);
         free(self->dm.flags);
@@ -729,7 +771,7 @@ static void compact_start(tq_persist_t *self) {
     if (!seg)
         return; /* the journal is failing: try again when it works */
     self->cseg = seg;
-    self->jgen ^= TQ_TASK_F_JGEN; /* every live task is from before now */
+    self->jgen ^= 1u; /* every live task is from before now */
     self->walk = 1;
     self->kwalk = NULL;
     self->phase = C_TASKS;
@@ -752,7 +794,7 @@ static void compact_step(tq_persist_t *self) {
             break;
         }
         self->walk = t->id + 1; /* 0 (the end) after the largest id */
-        if (t->jsize && (t->flags & TQ_TASK_F_JGEN) != self->jgen)
+        if (t->jsize && t->jgen != self->jgen)
             put_task(self, t);
         if ((++n & 127) == 0 && (tq_mono_ms() >= deadline ||
                                  tq_journal_appended(self->j) - start >= STEP_MAX_BYTES))
@@ -802,4 +844,5 @@ void tq_persist_stats(const tq_persist_t *self, tq_persist_stats_t *out) {
     out->records = self->records;
     out->fsync = tq_fsync_mode_name(self->mode);
     out->failed = tq_journal_failed(self->j);
+    tq_journal_sync_stats(self->j, &out->sync);
 }

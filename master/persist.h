@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "access.h"
 #include "engine.h"
 #include "journal.h"
 #include "store.h"
@@ -50,12 +51,16 @@ typedef struct {
 } tq_persist_report_t;
 
 /* Open the journal in cfg->data_dir, replay it into the engine's store
- * (which must be empty), and subscribe to the engine's events. Returns the
+ * (which must be empty), and subscribe to the engine's events. policy
+ * (NULL: none) holds the owners of tasks in key-pair mode: a task added
+ * while policy->submitter is set is recorded as that identity's, its
+ * records carry the owner, and replay puts it back in policy->owners. Returns the
  * object, or NULL with a message in err (damage without --repair, an
  * unreadable directory, a record the store cannot take). Caller owns the
  * result. */
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
-                              tq_persist_report_t *report, char *err, size_t errlen);
+                              tq_policy_t *policy, tq_persist_report_t *report,
+                              tq_error_t *err);
 /* Write what is appended, sync everything (any mode), close. Accepts
  * NULL; nulls *self_p. */
 void tq_persist_destroy(tq_persist_t **self_p);
@@ -89,6 +94,7 @@ typedef struct {
     uint64_t bytes, live_bytes, compactions, records;
     const char *fsync;
     int failed;
+    tq_journal_sync_stats_t sync; /* fdatasync latency, write errors */
 } tq_persist_stats_t;
 void tq_persist_stats(const tq_persist_t *self, tq_persist_stats_t *out);
 

@@ -1,7 +1,7 @@
 /* persist_test.c - the lease holder (the worker instance a RESULT is
  * taken from) survives a restart: LEASE records carry it, a planned
  * dispatch that was not made writes nothing, and compaction rewrites it
- * with the task. */
+ * with the task. The same for the owner of a task (key-pair mode). */
 #include "persist.h"
 
 #include <dirent.h>
@@ -21,6 +21,7 @@ static void *ctx;
 static char base[64];
 
 static tq_engine_t *engine;
+static tq_policy_t *policy; /* task owners, when a test sets it */
 
 /* A store inside an engine (so that its changes reach the journal). */
 static tq_store_t *new_store(void) {
@@ -38,10 +39,10 @@ static tq_persist_t *open_dir(const char *dir, tq_store_t *s) {
     TQ_ASSERT(s == tq_engine_store(engine));
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50, .zmq_ctx = ctx};
     tq_persist_report_t rep;
-    char err[512];
-    tq_persist_t *p = tq_persist_open(&cfg, engine, &rep, err, sizeof err);
+    tq_error_t err;
+    tq_persist_t *p = tq_persist_open(&cfg, engine, policy, &rep, &err);
     if (!p)
-        fprintf(stderr, "persist_open: %s\n", err);
+        fprintf(stderr, "persist_open: %s\n", err.msg);
     return p;
 }
 
@@ -49,7 +50,7 @@ static tq_task_t *add(tq_store_t *s, size_t payload_len) {
     static uint8_t buf[100 * 1024];
     tq_task_spec_t spec = {tq_bytes_str("echo"), tq_bytes_str(""), {NULL, 0}, 0, 0, 0,
                            {buf, payload_len}, 0};
-    int code = 0;
+    tq_error_t code = {0, ""};
     tq_task_t *t = tq_store_add(s, &spec, tq_wall_ms(), &code);
     CHECK(t != NULL);
     return t;
@@ -116,19 +117,9 @@ static void test_holder_replayed(void) {
     store_destroy(&s);
 }
 
-static void test_holder_survives_compaction(void) {
-    char dir[128];
-    snprintf(dir, sizeof dir, "%s/b", base);
-    mkdir(dir, 0700);
-    tq_store_t *s = new_store();
-    tq_persist_t *p = open_dir(dir, s);
-    int w;
-    tq_task_t *t = add(s, 10), *q = add(s, 10);
-    uint64_t id = t->id, idq = q->id;
-    tq_store_lease(s, t, &w, 0xabcdef);
-    tq_store_lease(s, q, &w, 0x123);
-    tq_store_requeue(s, q, 0, 0); /* lost: queued, the holder of attempt 1 kept */
-    /* Garbage past TQ_PERSIST_COMPACT_MIN: finished and ACKed tasks. */
+/* Add garbage past TQ_PERSIST_COMPACT_MIN (finished and ACKed tasks),
+ * then compact the journal of p until its oldest segment is gone. */
+static void compact(const char *dir, tq_store_t *s, tq_persist_t *p) {
     for (int i = 0; i < 60; i++) {
         tq_task_t *g = add(s, 100 * 1024);
         tq_store_finish(s, g, TQ_TASK_DONE, "x", 1, tq_wall_ms());
@@ -149,7 +140,32 @@ static void test_holder_survives_compaction(void) {
         tq_persist_stats(p, &st);
     } while (tq_mono_ms() < end && (st.compactions == 0 || has_segment(dir, first)));
     CHECK(st.compactions >= 1);
-    CHECK(!has_segment(dir, first)); /* the segment with the LEASE records is gone */
+    CHECK(!has_segment(dir, first));
+}
+
+static void test_holder_survives_compaction(void) {
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/b", base);
+    mkdir(dir, 0700);
+    tq_store_t *s = new_store();
+    tq_persist_t *p = open_dir(dir, s);
+    int w;
+    tq_task_t *t = add(s, 10), *q = add(s, 10);
+    uint64_t id = t->id, idq = q->id;
+    tq_store_lease(s, t, &w, 0xabcdef);
+    tq_store_lease(s, q, &w, 0x123);
+    tq_store_requeue(s, q, 0, 0); /* lost: queued, the holder of attempt 1 kept */
+    /* the failed set: failed after its retries, delivered and ACKed: the
+     * journal keeps it with its payload (FETCHED, not GONE), and so does
+     * compaction */
+    tq_task_t *f = add(s, 33);
+    uint64_t idf = f->id;
+    tq_store_lease(s, f, &w, 0x77);
+    tq_store_finish(s, f, TQ_TASK_FAILED, "boom", 4, tq_wall_ms());
+    tq_store_fetched(s, f, tq_wall_ms());
+    int64_t f_expires = tq_task_expires_ms(f);
+    tq_store_ack(s, f);
+    compact(dir, s, p); /* the segment with the LEASE records goes */
     reopen(dir, &s, &p);
     t = tq_store_get(s, id);
     q = tq_store_get(s, idq);
@@ -158,8 +174,58 @@ static void test_holder_survives_compaction(void) {
     CHECK_EQ_INT(tq_task_holder(t), 0xabcdef);
     CHECK_EQ_INT(tq_task_attempt(q), 1);
     CHECK_EQ_INT(tq_task_holder(q), 0x123);
+    f = tq_store_get(s, idf);
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_EQ_INT(f->state, TQ_TASK_FAILED);
+        CHECK_EQ_INT(tq_task_payload(f).len, 33);
+        CHECK(tq_task_data(f).len == 4 && memcmp(tq_task_data(f).data, "boom", 4) == 0);
+        CHECK_EQ_INT(tq_task_expires_ms(f), f_expires); /* the result TTL from delivery */
+        CHECK(tq_task_acked(f));
+    }
     tq_persist_destroy(&p);
     store_destroy(&s);
+}
+
+/* The identity that submitted a task is recorded with it (TF_OWNER),
+ * replayed into policy->owners, and rewritten by compaction; a task
+ * added without a submitter has no owner. */
+static void test_owner_survives_restart_and_compaction(void) {
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/c", base);
+    mkdir(dir, 0700);
+    tq_policy_t pol = {.owners = tq_idmap_new()};
+    policy = &pol;
+    tq_store_t *s = new_store();
+    tq_persist_t *p = open_dir(dir, s);
+    const char *alice = tq_ident_intern("alice");
+    pol.submitter = alice;
+    uint64_t mine = add(s, 10)->id;
+    pol.submitter = NULL;
+    uint64_t anon = add(s, 10)->id;
+    CHECK(tq_idmap_get(pol.owners, mine) == alice);
+    reopen(dir, &s, &p);
+    tq_idmap_destroy(&pol.owners); /* what replay rebuilds */
+    pol.owners = tq_idmap_new();
+    reopen(dir, &s, &p);
+    CHECK(tq_idmap_get(pol.owners, mine) == alice);
+    CHECK(tq_idmap_get(pol.owners, anon) == NULL);
+    compact(dir, s, p);
+    tq_persist_flush(p);
+    tq_persist_destroy(&p);
+    store_destroy(&s);
+    tq_idmap_destroy(&pol.owners);
+    pol.owners = tq_idmap_new();
+    s = new_store();
+    p = open_dir(dir, s);
+    CHECK(p && tq_store_get(s, mine) && tq_store_get(s, anon));
+    CHECK(tq_idmap_get(pol.owners, mine) == alice);
+    CHECK(tq_idmap_get(pol.owners, anon) == NULL);
+    tq_persist_destroy(&p);
+    store_destroy(&s);
+    tq_idmap_destroy(&pol.owners);
+    policy = NULL;
+    tq_ident_intern_free();
 }
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -178,6 +244,7 @@ int main(void) {
     }
     RUN(test_holder_replayed);
     RUN(test_holder_survives_compaction);
+    RUN(test_owner_survives_restart_and_compaction);
     nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     zmq_ctx_term(ctx);
     TEST_MAIN_END();

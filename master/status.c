@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "inspect.h"
 #include "tq_util.h"
 
 /* Samples kept: one a second over the rate window, plus one. */
@@ -174,6 +175,8 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         tq_worker_id(p, id, sizeof id);
         cJSON_AddStringToObject(o, "id", id);
         cJSON_AddStringToObject(o, "address", p->address);
+        if (p->ident_name[0]) /* key-pair mode: whose key */
+            cJSON_AddStringToObject(o, "identity", p->ident_name);
         cJSON_AddNumberToObject(o, "slots", p->slots);
         cJSON_AddNumberToObject(o, "prefetch", p->prefetch);
         cJSON_AddNumberToObject(o, "busy", (double)p->nleased);
@@ -185,8 +188,27 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
                                                         : "active");
         cJSON_AddNumberToObject(o, "idle_ms", (double)(now_ms - p->last_seen_ms));
         cJSON_AddNumberToObject(o, "done", (double)p->done);
+        tq_inspect_running(p, o);
         cJSON_AddItemToArray(ws, o);
     }
+    tq_inspect_functions(store, peers, doc);
     cJSON_AddNumberToObject(doc, "clients", (double)tq_peers_count_role(peers, TQ_ROLE_CLIENT));
+    /* key-pair mode: the clients with their identities (as many rows as
+     * workers at most) */
+    cJSON *cl = NULL;
+    shown = 0;
+    for (size_t i = 0; i < np && shown < STATUS_MAX_WORKERS; i++) {
+        const tq_peer_t *p = tq_peers_at(peers, i);
+        if (p->role != TQ_ROLE_CLIENT || p->gone || !p->ident_name[0])
+            continue;
+        if (!cl)
+            cl = cJSON_AddArrayToObject(doc, "client_identities");
+        shown++;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", p->name);
+        cJSON_AddStringToObject(o, "address", p->address);
+        cJSON_AddStringToObject(o, "identity", p->ident_name);
+        cJSON_AddItemToArray(cl, o);
+    }
     return doc;
 }

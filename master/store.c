@@ -221,8 +221,18 @@ static ttl_list_t *ttl_list_of(tq_store_t *self, tq_task_t *t) {
     return tq_task_fetched(t) ? &self->fetched : &self->unfetched;
 }
 
-/* Put finished t on its list: appended to a TTL list (the TTLs are fixed
- * for a run, so that keeps it sorted by expiry), or into the dead list
+/* Move every expiry on TTL list l by delta ms: a TTL changed
+ * (tq_store_set_ttls). The order stays. */
+static void ttl_shift(ttl_list_t *l, int64_t delta) {
+    if (delta == 0)
+        return;
+    for (tq_task_t *t = l->head; t; t = t->x->ttl_next)
+        t->x->expires_ms += delta;
+}
+
+/* Put finished t on its list: appended to a TTL list (a TTL applies to
+ * every entry of its list alike, tq_store_set_ttls, so that keeps it
+ * sorted by expiry), or into the dead list
  * in id order (tasks die in nearly id order: the walk from the tail is
  * short). */
 static void ttl_add(tq_store_t *self, tq_task_t *t) {
@@ -307,6 +317,15 @@ void tq_store_destroy(tq_store_t **self_p) {
     *self_p = NULL;
 }
 
+void tq_store_set_max_tasks(tq_store_t *self, size_t max_tasks) { self->cfg.max_tasks = max_tasks; }
+
+void tq_store_set_ttls(tq_store_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+    ttl_shift(&self->fetched, result_ttl_ms - self->cfg.result_ttl_ms);
+    ttl_shift(&self->unfetched, unfetched_ttl_ms - self->cfg.unfetched_ttl_ms);
+    self->cfg.result_ttl_ms = result_ttl_ms;
+    self->cfg.unfetched_ttl_ms = unfetched_ttl_ms;
+}
+
 int tq_store_has_room(const tq_store_t *self, size_t n) {
     return tq_taskidx_size(self->tasks) + n <= self->cfg.max_tasks;
 }
@@ -355,6 +374,22 @@ static void enqueue(tq_store_t *self, tq_task_t *t) {
     t->cls->heap->queue->queued_total++;
 }
 
+size_t tq_store_queue_queued_some(const tq_store_t *self, const tq_queue_t *q, tq_task_t **out,
+                                  size_t max) {
+    size_t n = 0;
+    /* the ends of the arrays: removing those moves nothing else */
+    for (size_t h = 0; h < q->nheaps && n < max; h++) {
+        const tq_fnheap_t *fh = q->heaps[h];
+        for (size_t i = fh->n; i > 0 && n < max; i--)
+            out[n++] = fh->items[i - 1];
+    }
+    if (q->counts.delayed)
+        for (size_t i = self->delayed.n; i > 0 && n < max; i--)
+            if (self->delayed.a[i - 1]->cls->heap->queue == q)
+                out[n++] = self->delayed.a[i - 1];
+    return n;
+}
+
 /* Set t's not_before_ms (0 = runnable now). */
 static void set_not_before(tq_task_t *t, int64_t not_before_ms) {
     if (not_before_ms > 0)
@@ -388,10 +423,18 @@ int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms) {
     return t->x->not_before_ms > now_ms ? t->x->not_before_ms - now_ms : 0;
 }
 
+int store_full(const tq_store_t *self, tq_error_t *err) {
+    return tq_error_set(err, TQ_ERR_FULL,
+                        "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
+                        tq_store_size(self) > tq_store_nkeys(self) ? tq_store_size(self)
+                                                                   : tq_store_nkeys(self),
+                        self->cfg.max_tasks);
+}
+
 static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                           int session, int *err_code) {
+                           int session, tq_error_t *err) {
     if (!tq_store_has_room(self, 1)) {
-        *err_code = TQ_ERR_FULL;
+        store_full(self, err);
         return NULL;
     }
     tq_bytes_t qname = spec->queue.len ? spec->queue : tq_bytes_str("default");
@@ -399,18 +442,18 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
     const char *fn = tq_store_intern(self, spec->fn);
     name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
     if (!qe) {
-        *err_code = TQ_ERR_TOO_MANY;
+        tq_error_set(err, TQ_ERR_TOO_MANY, "cannot store the tasks (too many distinct names)");
         return NULL;
     }
     if (spec->key.len > TQ_MAX_KEY || spec->payload.len > UINT32_MAX) {
-        *err_code = TQ_ERR_TOO_LARGE;
+        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (key or payload too large)");
         return NULL;
     }
     key_ent_t *ke = NULL;
-    if (spec->key.len && keys_prepare(self, spec->key, err_code) < 0)
+    if (spec->key.len && keys_prepare(self, spec->key, err) < 0)
         return NULL;
     if (spec->key.len && !session && !(ke = keys_retained_new(spec->key))) {
-        *err_code = TQ_ERR_TOO_LARGE;
+        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (out of memory)");
         return NULL;
     }
     /* The payload size is the peer's choice (bounded by --max-payload):
@@ -419,7 +462,7 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
                               spec->payload.len);
     if (!t) {
         free(ke);
-        *err_code = TQ_ERR_TOO_LARGE;
+        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (out of memory)");
         return NULL;
     }
     t->id = self->next_id++;
@@ -449,13 +492,13 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
 }
 
 tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                        int *err_code) {
-    return add_task(self, spec, now_ms, 0, err_code);
+                        tq_error_t *err) {
+    return add_task(self, spec, now_ms, 0, err);
 }
 
 tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                                int *err_code) {
-    return add_task(self, spec, now_ms, 1, err_code);
+                                tq_error_t *err) {
+    return add_task(self, spec, now_ms, 1, err);
 }
 
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t) {
@@ -487,11 +530,18 @@ void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holde
     set_state(t, TQ_TASK_LEASED);
     tq_task_ext_t *x = ext(t);
     x->attempt++;
+    x->started_after_ms = 0; /* tq_store_set_started */
     x->worker = worker;
     x->holder = holder;
     x->holder_attempt = x->attempt;
     self->totals.dispatched++;
     notify(self, t, TQ_SEV_LEASED);
+}
+
+void tq_store_set_started(tq_task_t *t, int64_t wall_ms) {
+    TQ_ASSERT(t->state == TQ_TASK_LEASED && t->x);
+    int64_t d = wall_ms - t->created_ms;
+    t->x->started_after_ms = d >= 0 && d < (int64_t)UINT32_MAX ? (uint32_t)d + 1 : 0;
 }
 
 void tq_store_hold(tq_store_t *self, tq_task_t *t) {
@@ -549,10 +599,11 @@ static void set_data(tq_task_t *t, const void *data, size_t len) {
     x->data_len = 0;
     if (!len)
         return;
+    TQ_ASSERT(len <= UINT32_MAX); /* results are bounded as payloads */
     x->data = malloc(len);
     if (x->data) {
         memcpy(x->data, data, len);
-        x->data_len = len;
+        x->data_len = (uint32_t)len;
     } else {
         static const char oom[] = "master could not store the result (out of memory)";
         x->data = tq_memdup(oom, sizeof oom - 1);
@@ -570,8 +621,10 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
     tq_task_ext_t *x = ext(t);
     x->worker = NULL;
     set_state(t, st);
-    if (st != TQ_TASK_DEAD) {
-        payload_free(t); /* not needed any more: keep memory to the results */
+    if (st != TQ_TASK_DEAD && st != TQ_TASK_FAILED) {
+        /* not needed any more: keep memory to the results (dead and
+         * failed tasks keep theirs: an operator may retry them) */
+        payload_free(t);
         t->payload_len = 0;
     }
     set_data(t, data, len);
@@ -631,7 +684,8 @@ tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id) {
 tq_task_t *tq_store_dead_next(const tq_task_t *t) { return t->x->ttl_next; }
 
 void tq_store_revive(tq_store_t *self, tq_task_t *t) {
-    TQ_ASSERT(t->state == TQ_TASK_DEAD && tq_task_nwaiters(t) == 0);
+    TQ_ASSERT((t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED) &&
+              tq_task_nwaiters(t) == 0);
     ttl_unlink(ttl_list_of(self, t), t);
     tq_task_ext_t *x = t->x;
     set_data(t, NULL, 0);
@@ -647,7 +701,7 @@ void tq_store_revive(tq_store_t *self, tq_task_t *t) {
 }
 
 void tq_store_purge(tq_store_t *self, tq_task_t *t) {
-    TQ_ASSERT(t->state == TQ_TASK_DEAD);
+    TQ_ASSERT(t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED);
     self->totals.purged++;
     delete_task(self, t);
 }
@@ -729,6 +783,11 @@ int tq_task_waiter_remove(tq_task_t *t, void *p) {
     return -1;
 }
 
+void tq_task_waiters_clear(tq_task_t *t) {
+    if (t->x)
+        t->x->nwaiters = 0;
+}
+
 /* ---- recovery ------------------------------------------------------------ */
 
 void tq_store_drop(tq_store_t *self, tq_task_t *t) {
@@ -741,18 +800,22 @@ void tq_store_drop(tq_store_t *self, tq_task_t *t) {
     task_forget(self, t);
 }
 
-tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *err_code) {
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_error_t *err) {
     tq_task_t *old = tq_store_get(self, img->id);
     if (old)
         tq_store_drop(self, old);
-    if (!img->id || !tq_store_has_room(self, 1)) {
-        *err_code = TQ_ERR_FULL;
+    if (!img->id) {
+        tq_error_set(err, TQ_ERR_MALFORMED, "record not valid (task id 0)");
+        return NULL;
+    }
+    if (!tq_store_has_room(self, 1)) {
+        tq_error_set(err, TQ_ERR_FULL, "more tasks than --max-tasks");
         return NULL;
     }
     if (img->state > TQ_TASK_DEAD || !tq_name_valid(img->fn) ||
         (img->queue.len && !tq_name_valid(img->queue)) || img->skey.len > TQ_MAX_KEY ||
         img->blob.len > UINT32_MAX || img->payload.len > UINT32_MAX) {
-        *err_code = TQ_ERR_MALFORMED;
+        tq_error_set(err, TQ_ERR_MALFORMED, "record not valid");
         return NULL;
     }
     tq_bytes_t qname = img->queue.len ? img->queue : tq_bytes_str("default");
@@ -760,7 +823,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
     const char *fn = tq_store_intern(self, img->fn);
     name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
     if (!qe) {
-        *err_code = TQ_ERR_TOO_MANY;
+        tq_error_set(err, TQ_ERR_TOO_MANY, "too many names");
         return NULL;
     }
     int keep_key = 0;
@@ -768,7 +831,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
         if (tq_store_key_find(self, img->skey, 0)) {
             /* held by another task: the older claim wins, this task keeps
              * no key */
-        } else if (keys_prepare(self, img->skey, err_code) < 0) {
+        } else if (keys_prepare(self, img->skey, err) < 0) {
             return NULL;
         } else {
             keep_key = 1;
@@ -776,11 +839,11 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *e
     }
     tq_task_state_t st = img->state == TQ_TASK_LEASED ? TQ_TASK_QUEUED : img->state;
     tq_bytes_t payload = st == TQ_TASK_QUEUED  ? img->blob
-                         : st == TQ_TASK_DEAD ? img->payload
+                         : st == TQ_TASK_DEAD || st == TQ_TASK_FAILED ? img->payload
                                               : (tq_bytes_t){NULL, 0};
     tq_task_t *t = task_alloc(self, keep_key ? img->skey.len : 0, payload.data, payload.len);
     if (!t) {
-        *err_code = TQ_ERR_TOO_LARGE;
+        tq_error_set(err, TQ_ERR_TOO_LARGE, "out of memory");
         return NULL;
     }
     t->id = img->id;

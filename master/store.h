@@ -7,9 +7,10 @@
  * cancel removes it from the middle in O(log n). Finished tasks (done,
  * failed, cancelled, dead) sit on one of two lists ordered by expiry:
  * "unfetched" (expires unfetched_ttl after it finished) and "fetched"
- * (expires result_ttl after it was delivered to a client). Both TTLs are
- * fixed for a run, so appending keeps each list sorted and the sweep only
- * looks at list heads.
+ * (expires result_ttl after it was delivered to a client). A TTL applies
+ * to every entry of its list alike (a new one moves them all), so
+ * appending keeps each list sorted and the sweep only looks at list
+ * heads.
  *
  * Idempotency keys: a SUBMIT record's non-empty key maps to the id of the
  * task it created, for key_retention_ms after that task was created. The
@@ -61,10 +62,13 @@ typedef struct tq_task_ext {
     void *worker;         /* tq_peer_t holding the lease, or NULL */
     int64_t deadline_ms;  /* monotonic: lease expiry (run timeout), 0 = none */
     size_t dl_idx;        /* index in the store's deadline heap */
-    size_t lease_idx;     /* index in the worker's lease array (peers.c) */
     void **waiters;       /* tq_peer_t clients waiting for the outcome */
     uint8_t *data;        /* result or error text once finished */
-    size_t data_len;
+    uint32_t data_len;    /* at most TQ_PAYLOAD_HARD_MAX (results are payloads) */
+    uint32_t started_after_ms; /* the current attempt's dispatch, in ms after
+                                * created_ms, plus 1; 0 = not known (not
+                                * journaled, or 49 days late):
+                                * tq_task_started_ms */
     int64_t finished_ms;  /* wall clock; 0 while not finished */
     int64_t expires_ms;   /* wall clock; 0 while not finished, and for dead
                            * tasks (kept until retried or purged) */
@@ -81,6 +85,10 @@ typedef struct tq_task_ext {
     uint32_t releases;    /* dispatches not counted as lost: handed back
                            * by RELEASE, or before a manual retry */
     uint16_t retried;     /* re-runs used so far */
+    /* peers.c's slot, read and written by peers.c alone (the store and
+     * the engine never touch it): the index of this task in its
+     * worker's lease array, for O(1) removal. */
+    size_t peer_lease_idx;
 } tq_task_ext_t;
 
 /* What tasks submitted alike share: their (queue, function) heap,
@@ -99,15 +107,17 @@ typedef struct tq_tclass {
 #define TQ_TASK_F_SKEY 0x08u    /* its session key is held (TQ_SUBMIT_SCOPED_KEYS) */
 #define TQ_TASK_F_PAYEXT 0x10u  /* the payload is a separate allocation */
 #define TQ_TASK_F_HELD 0x20u    /* queued, out of its heap: in a dispatch plan */
-#define TQ_TASK_F_JGEN 0x80u    /* the journal's: compaction generation of its last record */
 
 /* One task: the part every task has, kept small (the master holds
  * millions of queued tasks). The payload (up to TQ_TASK_INLINE_PAYLOAD
  * bytes) and the session key live in the same allocation, after the
  * fields. Fields are read freely by the master's modules (the rest
  * through the tq_task_* accessors); they are changed only through the
- * tq_store_* functions below (and x->lease_idx / x->waiters by peers.c,
- * the F_JGEN bit and jsize by persist.c). */
+ * functions below: the tq_store_* ones by the engine, the waiter list
+ * by peers.c (tq_task_waiter*). The two
+ * slots are the exception: each belongs to one module, which alone
+ * reads and writes it, and holds that module's bookkeeping, not task
+ * state (persist.c's j* fields here, peers.c's x->peer_lease_idx). */
 typedef struct tq_task {
     uint64_t id;          /* also its FIFO order within a priority: ids are
                            * handed out counting up, kept on requeue */
@@ -116,8 +126,11 @@ typedef struct tq_task {
                            * tq_task_priority, tq_task_timeout */
     int64_t created_ms;   /* wall clock */
     uint32_t heap_idx;    /* index in heap (or the delayed heap) while queued */
-    uint32_t payload_len; /* 0 once finished, but for dead tasks */
-    uint32_t jsize;       /* journal: bytes of its full record while live, 0 = not live */
+    uint32_t payload_len; /* 0 once finished, but for dead and failed tasks */
+    /* persist.c's slot, read and written by persist.c alone: */
+    uint32_t jsize : 31;  /* bytes of its full journal record while live,
+                           * 0 = not live (below 2^31: see persist.c) */
+    uint32_t jgen : 1;    /* compaction generation of that record */
     uint16_t retries;     /* re-runs allowed after a failed/timed-out run */
     uint8_t state;        /* tq_task_state_t */
     uint8_t flags;        /* TQ_TASK_F_* */
@@ -183,17 +196,18 @@ void tq_store_destroy(tq_store_t **self_p);
  * the names). The payload is copied. A non-empty spec->key is recorded
  * (key -> the new id, kept key_retention_ms from now_ms); the caller
  * checks tq_store_key_find first, so the key must not be held. Returns
- * the task, or NULL with *err_code TQ_ERR_FULL (max_tasks tasks, or
- * max_tasks keys, held), TQ_ERR_TOO_MANY (name table full) or
- * TQ_ERR_TOO_LARGE (payload or key too large, or could not be
- * allocated). */
+ * the task, or NULL with err filled (tq_error.h): TQ_ERR_FULL "master
+ * is full: ..." (max_tasks tasks, or max_tasks keys, held),
+ * TQ_ERR_TOO_MANY (name table full) or TQ_ERR_TOO_LARGE (payload or key
+ * too large, or could not be allocated); the message is the one the
+ * SUBMIT's ERROR carries. */
 tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                        int *err_code);
+                        tq_error_t *err);
 /* tq_store_add with a session key (TQ_SUBMIT_SCOPED_KEYS): the key maps
  * to the task only while the task is stored and its outcome not ACKed;
  * it has no retention of its own. */
 tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                                int *err_code);
+                                tq_error_t *err);
 /* Undo tq_store_add of a task that is still queued (a SUBMIT batch that
  * failed half-way): it is freed as if it never existed, with its key. */
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t);
@@ -207,8 +221,15 @@ uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_m
 /* Idempotency keys held now (including ones past retention not swept). */
 size_t tq_store_nkeys(const tq_store_t *self);
 
-/* The settings the store was made with. */
+/* The settings in force (made with, or changed by the setters below). */
 const tq_store_cfg_t *tq_store_cfg(const tq_store_t *self);
+/* SIGHUP: a new --max-tasks. Tasks and keys already held stay; past it,
+ * new ones are refused. */
+void tq_store_set_max_tasks(tq_store_t *self, size_t max_tasks);
+/* SIGHUP: new result TTLs. Results already kept take the new TTL too:
+ * each expiry moves by the difference (so the lists stay sorted), and
+ * one now past expires at the next sweep. */
+void tq_store_set_ttls(tq_store_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms);
 
 /* The task with this id, or NULL. */
 tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id);
@@ -243,11 +264,21 @@ const char *tq_queue_name(const tq_queue_t *q);
 const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q);
 /* Runnable queued tasks in this queue (all functions; not the delayed). */
 size_t tq_queue_queued(const tq_queue_t *q);
+/* q's (queue, function) heaps: how many, and the i-th one's runnable
+ * task count and function (interned) in *fn. */
+size_t tq_queue_nheaps(const tq_queue_t *q);
+size_t tq_queue_heap_at(const tq_queue_t *q, size_t i, const char **fn);
 /* Creation time (wall ms) of the oldest task next in line: the earliest
  * among each function's first task (O(functions), for status). When the
  * queue's tasks share a priority this is its oldest queued task; a task
  * behind higher priorities is not seen. -1 when nothing is queued. */
 int64_t tq_queue_head_created(const tq_queue_t *q);
+/* Up to max queued tasks of q (runnable ones first, then delayed ones)
+ * into out, in no particular order; nothing is removed. Costs
+ * O(max), plus a look at every delayed task of the store while q has
+ * delayed ones. */
+size_t tq_store_queue_queued_some(const tq_store_t *self, const tq_queue_t *q, tq_task_t **out,
+                                  size_t max);
 /* The queue of this name, created if new. NULL when the name table is
  * full. The name must be valid (tq_name_valid). */
 tq_queue_t *tq_store_queue(tq_store_t *self, tq_bytes_t name);
@@ -269,6 +300,9 @@ tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfn
  * the journal keeps it: only that worker's RESULT for the attempt is
  * taken, even after the lease was lost. */
 void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holder);
+/* Leased t's current attempt was dispatched at wall_ms (the engine's
+ * time; shown by inspection, not journaled). */
+void tq_store_set_started(tq_task_t *t, int64_t wall_ms);
 /* Dispatch planning: runnable queued t leaves its heap but stays queued
  * (no event), so that the next pick sees the next task. tq_store_lease
  * takes it from there; tq_store_unhold puts it back at its place. Held
@@ -296,17 +330,20 @@ int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms);
 
 /* ---- the dead set ---------------------------------------------------------
  * A dead task keeps its payload and stays stored (no TTL) until an
- * operator retries or purges it; dead tasks sit on a list in id order. */
+ * operator retries or purges it; dead tasks sit on a list in id order.
+ * The failed set: a task that failed after its retries keeps its
+ * payload too, until its result TTL passes; tq_store_revive and
+ * tq_store_purge take it as they take a dead task. */
 /* The first dead task, and the one after dead task t (NULL at the end). */
 tq_task_t *tq_store_dead_first(const tq_store_t *self);
 tq_task_t *tq_store_dead_next(const tq_task_t *t);
 /* The first dead task with an id above id (O(1) when id is dead). */
 tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id);
-/* Dead -> queued as if new: lost leases and used retries start again
+/* Dead (or failed) -> queued as if new: lost leases and used retries start again
  * from 0 (the attempt number keeps rising, for fencing); the error text
  * is dropped. Emits REVIVED. */
 void tq_store_revive(tq_store_t *self, tq_task_t *t);
-/* Delete dead task t (emits DELETED). */
+/* Delete dead (or failed) task t (emits DELETED). */
 void tq_store_purge(tq_store_t *self, tq_task_t *t);
 /* 1 if the task has a retry left (retried < retries). */
 int tq_task_can_retry(const tq_task_t *t);
@@ -365,9 +402,11 @@ typedef struct {
 
 /* Create the task of img, replacing a task with the same id (the newer
  * record wins). Ids and sequences handed out later are above every
- * restored one. Emits no events. Returns the task, or NULL with
- * *err_code as tq_store_add (names, memory). */
-tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, int *err_code);
+ * restored one. Emits no events. Returns the task, or NULL with err
+ * filled: TQ_ERR_MALFORMED (not a valid task), TQ_ERR_FULL (more than
+ * max_tasks tasks or keys), TQ_ERR_TOO_MANY (names), TQ_ERR_TOO_LARGE
+ * (memory). */
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_error_t *err);
 /* Forget t in any state but leased (recovery: a GONE record). No event. */
 void tq_store_drop(tq_store_t *self, tq_task_t *t);
 /* Restore a retained key -> id until expires_ms (a past expiry is
@@ -381,6 +420,11 @@ void tq_store_restore_fetched(tq_store_t *self, tq_task_t *t, int64_t fetched_ms
 tq_task_t *tq_store_first(const tq_store_t *self);
 tq_task_t *tq_store_next(const tq_store_t *self, const tq_task_t *t);
 tq_task_t *tq_store_from(const tq_store_t *self, uint64_t id);
+/* The retained idempotency key of keyed task t (tq_task_keyed), looked
+ * for among at most max_steps key entries (the key list is in creation
+ * order, so a walk from the nearer end finds it quickly): NULL when not
+ * found within them. */
+const tq_key_t *tq_store_key_of(const tq_store_t *self, const tq_task_t *t, size_t max_steps);
 /* Retained keys, oldest first. */
 tq_key_t *tq_store_key_first(const tq_store_t *self);
 tq_key_t *tq_key_next(const tq_key_t *k);
@@ -434,6 +478,10 @@ static inline int64_t tq_task_finished_ms(const tq_task_t *t) {
 static inline int64_t tq_task_expires_ms(const tq_task_t *t) {
     return t->x ? t->x->expires_ms : 0;
 }
+/* Wall ms of the current attempt's dispatch, 0 when not known. */
+static inline int64_t tq_task_started_ms(const tq_task_t *t) {
+    return t->x && t->x->started_after_ms ? t->created_ms + t->x->started_after_ms - 1 : 0;
+}
 static inline size_t tq_task_nwaiters(const tq_task_t *t) { return t->x ? t->x->nwaiters : 0; }
 static inline int tq_task_keyed(const tq_task_t *t) { return (t->flags & TQ_TASK_F_KEYED) != 0; }
 static inline int tq_task_acked(const tq_task_t *t) { return (t->flags & TQ_TASK_F_ACKED) != 0; }
@@ -442,7 +490,7 @@ static inline int tq_task_fetched(const tq_task_t *t) {
 }
 /* The result or error text of a finished task (empty if none). */
 tq_bytes_t tq_task_data(const tq_task_t *t);
-/* The payload (empty once finished, but for dead tasks). */
+/* The payload (empty once finished, but for dead and failed tasks). */
 tq_bytes_t tq_task_payload(const tq_task_t *t);
 /* The instance id of the worker that holds, or last held, t's current
  * attempt; 0 when not known (never dispatched, a dispatch undone, or a
@@ -460,9 +508,11 @@ size_t tq_task_skey_len(const tq_task_t *t);
  * none. */
 size_t tq_store_task_skey(const tq_store_t *self, const tq_task_t *t, uint8_t out[TQ_MAX_KEY]);
 
-/* Waiting clients (opaque peers). add returns 0, or -1 if p already
- * waits. remove returns 0, or -1 if p was not waiting. */
+/* Waiting clients (opaque peers; peers.c keeps the list). add returns
+ * 0, or -1 if p already waits. remove returns 0, or -1 if p was not
+ * waiting. clear forgets them all (once they have been served). */
 int tq_task_waiter_add(tq_task_t *t, void *p);
 int tq_task_waiter_remove(tq_task_t *t, void *p);
+void tq_task_waiters_clear(tq_task_t *t);
 
 #endif

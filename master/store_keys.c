@@ -303,20 +303,17 @@ key_ent_t *keys_retained_new(tq_bytes_t key) {
     return e;
 }
 
-int keys_prepare(tq_store_t *self, tq_bytes_t key, int *err_code) {
+int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_error_t *err) {
     if (keys_session_find(self, key)) {
         /* a session key still held by a live task: cannot happen, the
          * caller looked the key up first */
-        *err_code = TQ_ERR_INTERNAL;
-        return -1;
+        return tq_error_set(err, TQ_ERR_INTERNAL, "an idempotency key is held twice");
     }
     key_ent_t *old = keys_retained_find(self, key);
     if (old)
         keys_retained_delete(self, old);
-    if (keys_count(self) >= self->cfg.max_tasks) {
-        *err_code = TQ_ERR_FULL;
-        return -1;
-    }
+    if (keys_count(self) >= self->cfg.max_tasks)
+        return store_full(self, err);
     return 0;
 }
 
@@ -331,6 +328,26 @@ uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_m
 }
 
 tq_key_t *tq_store_key_first(const tq_store_t *self) { return self->keys.head; }
+
+/* Walk from both ends of the creation-order list at once: a task's key
+ * was made when the task was, so recent and old tasks are both found
+ * within a few steps; at most max_steps entries are looked at. */
+const tq_key_t *tq_store_key_of(const tq_store_t *self, const tq_task_t *t, size_t max_steps) {
+    if (!tq_task_keyed(t))
+        return NULL;
+    const key_ent_t *a = self->keys.head, *b = self->keys.tail;
+    for (size_t n = 0; a && n < max_steps; n += 2) {
+        if (a->id == t->id)
+            return a;
+        if (b->id == t->id)
+            return b;
+        if (a == b || a->next == b)
+            break;
+        a = a->next;
+        b = b->prev;
+    }
+    return NULL;
+}
 tq_key_t *tq_key_next(const tq_key_t *k) { return k->next; }
 tq_bytes_t tq_key_bytes(const tq_key_t *k) {
     tq_bytes_t b = {k->key, k->len};

@@ -344,3 +344,10 @@ void store_tclass_free(tq_store_t *self) {
     self->classes = NULL;
     self->nclasses = self->classes_cap = 0;
 }
+
+size_t tq_queue_nheaps(const tq_queue_t *q) { return q->nheaps; }
+
+size_t tq_queue_heap_at(const tq_queue_t *q, size_t i, const char **fn) {
+    *fn = q->heaps[i]->fn;
+    return q->heaps[i]->n;
+}

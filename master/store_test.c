@@ -22,7 +22,7 @@ static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t 
     spec.queue = tq_bytes_str(queue);
     spec.priority = prio;
     spec.payload = tq_bytes_str(payload);
-    int code = 0;
+    tq_error_t code = {0, ""};
     return tq_store_add(s, &spec, 0, &code);
 }
 
@@ -139,9 +139,11 @@ static void test_max_tasks(void) {
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str("f");
-    int code = 0;
+    tq_error_t code = {0, ""};
     CHECK(tq_store_add(s, &spec, 0, &code) == NULL);
-    CHECK_EQ_INT(code, TQ_ERR_FULL);
+    CHECK_EQ_INT(code.code, TQ_ERR_FULL);
+    CHECK(strstr(code.msg, "master is full: ") == code.msg);
+    CHECK(strstr(code.msg, "(--max-tasks ") != NULL);
     /* undoing an add (a batch that failed half-way) frees the room */
     tq_task_t *b = tq_store_get(s, 1001);
     tq_store_remove_queued(s, b);
@@ -189,13 +191,52 @@ static void test_ttl_expiry(void) {
     tq_store_destroy(&s);
 }
 
-static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, int *code) {
+/* SIGHUP's new TTLs apply to results already kept: each expiry moves by
+ * the difference, so the lists stay sorted; a new max-tasks applies to
+ * the next add. */
+static void test_ttls_and_max_tasks_change(void) {
+    tq_store_t *s = new_store(2); /* result ttl 100 ms, unfetched 1000 ms */
+    tq_task_t *a = add(s, "f", "", 0, "a");
+    tq_task_t *b = add(s, "f", "", 0, "b");
+    uint64_t ida = a->id, idb = b->id;
+    tq_store_finish(s, a, TQ_TASK_DONE, "r", 1, 10);  /* unfetched: expires 1010 */
+    tq_store_finish(s, b, TQ_TASK_DONE, "r", 1, 20);  /* 1020 */
+    tq_store_fetched(s, b, 30);                       /* fetched: 130 */
+    tq_store_set_ttls(s, 500, 50); /* fetched b: 530; unfetched a: 60 */
+    CHECK_EQ_INT(tq_store_cfg(s)->result_ttl_ms, 500);
+    CHECK_EQ_INT(tq_store_cfg(s)->unfetched_ttl_ms, 50);
+    CHECK_EQ_INT(tq_store_next_expiry(s, 0), 60);
+    CHECK_EQ_INT(tq_store_sweep(s, 59, 100), 0);
+    CHECK_EQ_INT(tq_store_sweep(s, 60, 100), 1);
+    CHECK(tq_store_get(s, ida) == NULL);
+    CHECK_EQ_INT(tq_store_sweep(s, 529, 100), 0);
+    CHECK(tq_store_get(s, idb) != NULL);
+    /* a task finished after the change gets the new TTL, behind b */
+    tq_task_t *c = add(s, "f", "", 100, "c");
+    uint64_t idc = c->id;
+    tq_store_finish(s, c, TQ_TASK_DONE, "r", 1, 100);
+    tq_store_fetched(s, c, 100); /* 600 */
+    CHECK_EQ_INT(tq_store_sweep(s, 530, 100), 1);
+    CHECK(tq_store_get(s, idb) == NULL);
+    CHECK_EQ_INT(tq_store_sweep(s, 600, 100), 1);
+    CHECK(tq_store_get(s, idc) == NULL);
+    /* max-tasks: 2, then 1 */
+    CHECK(add(s, "f", "", 0, "d") != NULL);
+    tq_store_set_max_tasks(s, 1);
+    CHECK(!tq_store_has_room(s, 1));
+    tq_store_set_max_tasks(s, 3);
+    CHECK(tq_store_has_room(s, 2));
+    CHECK(!tq_store_has_room(s, 3));
+    tq_store_destroy(&s);
+}
+
+static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, tq_error_t *code) {
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str("f");
     spec.key = tq_bytes_str(key);
     spec.payload = tq_bytes_str("p");
-    *code = 0;
+    code->code = 0;
     return tq_store_add(s, &spec, now, code);
 }
 
@@ -203,7 +244,7 @@ static void test_idempotency_keys(void) {
     tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 3, .result_ttl_ms = 100,
                           .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
     tq_store_t *s = tq_store_new(&cfg);
-    int code;
+    tq_error_t code = {0, ""};
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 0), 0);
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str(""), 0), 0);
     tq_task_t *a = add_key(s, "k1", 0, &code);
@@ -234,7 +275,7 @@ static void test_idempotency_keys(void) {
     CHECK(add_key(s, "k2", 100, &code) != NULL);
     CHECK(add_key(s, "k3", 100, &code) != NULL);
     CHECK(add_key(s, "k4", 100, &code) == NULL);
-    CHECK_EQ_INT(code, TQ_ERR_FULL);
+    CHECK_EQ_INT(code.code, TQ_ERR_FULL);
     /* retention: forgotten when the window passes, swept in bounded steps */
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 5000), 0);
     CHECK_EQ_INT(tq_store_sweep(s, 5000, 100), 1);
@@ -261,7 +302,7 @@ static void test_retry(void) {
     spec.fn = tq_bytes_str("f");
     spec.payload = tq_bytes_str("a");
     spec.retries = 2;
-    int code = 0;
+    tq_error_t code = {0, ""};
     tq_task_t *a = tq_store_add(s, &spec, 0, &code);
     add(s, "f", "", 0, "b");
     CHECK_EQ_INT(pop(s, "f"), 'a');
@@ -347,7 +388,7 @@ static void test_session_keys_observer_restore(void) {
     spec.fn = tq_bytes_str("f");
     spec.key = tq_bytes_str("session-1");
     spec.payload = tq_bytes_str("p");
-    int code = 0;
+    tq_error_t code = {0, ""};
     tq_task_t *t = tq_store_add_session(s, &spec, 0, &code);
     CHECK(t != NULL);
     uint64_t id = t->id;
@@ -406,7 +447,7 @@ static void test_delay_dead_pause(void) {
     spec.fn = tq_bytes_str("f");
     spec.payload = tq_bytes_str("d");
     spec.not_before_ms = 5000;
-    int code = 0;
+    tq_error_t code = {0, ""};
     tq_task_t *d = tq_store_add(s, &spec, 1000, &code);
     tq_task_t *a = add(s, "f", "", 0, "a");
     tq_queue_counts_t c;
@@ -507,6 +548,41 @@ static void test_name_gc(void) {
     tq_store_destroy(&s);
 }
 
+/* tq_store_key_of finds a keyed task's key from either end of the key
+ * list, within its step budget; tq_store_queue_queued_some hands out a
+ * queue's runnable then delayed tasks, bounded by max. */
+static void test_key_of_and_queued_some(void) {
+    tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 100, .result_ttl_ms = 100,
+                          .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
+    tq_store_t *s = tq_store_new(&cfg);
+    tq_error_t code;
+    char key[16];
+    tq_task_t *t[20];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "key-%d", i);
+        t[i] = add_key(s, key, 0, &code);
+        CHECK(t[i] != NULL);
+    }
+    const tq_key_t *k = tq_store_key_of(s, t[0], 2);
+    CHECK(k && tq_key_bytes(k).len == 5 && memcmp(tq_key_bytes(k).data, "key-0", 5) == 0);
+    k = tq_store_key_of(s, t[19], 2);
+    CHECK(k && tq_key_id(k) == t[19]->id);
+    CHECK(tq_store_key_of(s, t[10], 4) == NULL); /* past its budget */
+    k = tq_store_key_of(s, t[10], 100);
+    CHECK(k && tq_key_id(k) == t[10]->id);
+    tq_task_t *plain = add(s, "f", "", 0, "x");
+    CHECK(tq_store_key_of(s, plain, 100) == NULL);
+
+    tq_queue_t *q = tq_task_queue(t[0]);
+    tq_store_delay(s, t[5], 1000);
+    tq_task_t *out[32];
+    CHECK_EQ_INT(tq_store_queue_queued_some(s, q, out, 3), 3);
+    size_t n = tq_store_queue_queued_some(s, q, out, 32);
+    CHECK_EQ_INT(n, 21);
+    CHECK(out[n - 1] == t[5]); /* the delayed one last */
+    tq_store_destroy(&s);
+}
+
 int main(void) {
     RUN(test_priority_then_fifo);
     RUN(test_ids_count_up);
@@ -515,6 +591,7 @@ int main(void) {
     RUN(test_functions_separate);
     RUN(test_max_tasks);
     RUN(test_ttl_expiry);
+    RUN(test_ttls_and_max_tasks_change);
     RUN(test_idempotency_keys);
     RUN(test_retry);
     RUN(test_deadlines);
@@ -522,5 +599,6 @@ int main(void) {
     RUN(test_session_keys_observer_restore);
     RUN(test_delay_dead_pause);
     RUN(test_name_gc);
+    RUN(test_key_of_and_queued_some);
     TEST_MAIN_END();
 }

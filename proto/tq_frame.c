@@ -281,6 +281,15 @@ int tq_in_source_fd(const tq_in_t *self)
     return zmq_msg_get(&self->msgs[i], ZMQ_SRCFD);
 }
 
+const char *tq_in_user_id(const tq_in_t *self)
+{
+    size_t i = (size_t)self->router;
+    if (self->nmsgs <= i)
+        return "";
+    const char *u = zmq_msg_gets(&self->msgs[i], "User-Id");
+    return u ? u : "";
+}
+
 tq_bytes_t tq_in_routing_id(const tq_in_t *self)
 {
     tq_bytes_t none = {NULL, 0};

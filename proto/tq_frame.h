@@ -60,6 +60,11 @@ int tq_in_oversized(const tq_in_t *self);
  * next tq_in_recv. */
 const char *tq_in_peer_address(const tq_in_t *self);
 
+/* The ZAP User-Id of the connection the last message came in on (the
+ * master's auth actor sets it: an identity name, docs/security.md), or
+ * "" when none. Valid until the next tq_in_recv. */
+const char *tq_in_user_id(const tq_in_t *self);
+
 /* Head and body of the received message, with the frame-count check:
  * returns 0, or -1 with err (signature, version, type, oversized). */
 int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err);

@@ -115,6 +115,13 @@
  * TQ_MAX_STATUS_JSON. */
 #define TQ_MAX_ADMIN_IDS 1024
 #define TQ_MAX_ADMIN_LIST 1000
+/* Task ids one ADMIN "show" may name: each answer carries up to 16 KiB
+ * of result and of payload (base64: about 44 KiB), so 100 keep a reply
+ * under 5 MiB, far below TQ_MAX_STATUS_JSON. */
+#define TQ_MAX_SHOW_IDS 100
+/* Queued tasks one ADMIN "queue_empty" cancels (the client asks again
+ * while "more"): bounds the time one request holds the loop. */
+#define TQ_MAX_QUEUE_EMPTY 10000
 
 /* Latest not_before_ms a SUBMIT may carry: 9999-12-31T23:59:59Z. */
 #define TQ_MAX_NOT_BEFORE_MS 253402300799000LL

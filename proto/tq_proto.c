@@ -53,20 +53,9 @@ const char *tq_err_code_name(int code)
     case TQ_ERR_SIGNATURE: return "bad signature";
     case TQ_ERR_INTERNAL: return "internal error";
     case TQ_ERR_UNAVAILABLE: return "unavailable";
+    case TQ_ERR_FORBIDDEN: return "forbidden";
     default: return "unknown error";
     }
-}
-
-int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
 }
 
 /* ---- the message table (tq_msgs.def) ---------------------------------------- */

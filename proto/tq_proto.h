@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tq_error.h"
 #include "tq_limits.h"
 #include "tq_wire.h"
 
@@ -61,7 +62,8 @@ typedef enum {
 #define TQ_SUBMIT_NOT_BEFORE 0x0004u
 #define TQ_SUBMIT_FLAGS_ALL (TQ_SUBMIT_SUBSCRIBE | TQ_SUBMIT_SCOPED_KEYS | TQ_SUBMIT_NOT_BEFORE)
 
-/* Error codes in ERROR messages (and tq_error_t). Stable numbers. */
+/* Error codes in ERROR messages (and tq_error_t.code in proto/ and
+ * master/, tq_error.h). Stable numbers. */
 typedef enum {
     TQ_ERR_NONE = 0,
     TQ_ERR_MALFORMED = 1,      /* short, truncated, trailing bytes, bad field */
@@ -76,13 +78,9 @@ typedef enum {
     TQ_ERR_SIGNATURE = 10,     /* frame 0 does not start with "TQ" */
     TQ_ERR_INTERNAL = 11,      /* master's own fault; logged there */
     TQ_ERR_UNAVAILABLE = 12,   /* master cannot accept now (journal, drain) */
+    TQ_ERR_FORBIDDEN = 13,     /* the identity of the key may not do this (--allow-keys) */
 } tq_err_code_t;
 
-/* A decoder's verdict: code plus a human message naming the field. */
-typedef struct {
-    int code;
-    char msg[TQ_MAX_ERROR_TEXT];
-} tq_error_t;
 
 /* Task outcome status in RESULTS (master -> client). */
 typedef enum {
@@ -204,10 +202,6 @@ const char *tq_msg_type_name(int type);
 /* Text for an error code ("malformed message"). */
 const char *tq_err_code_name(int code);
 
-/* Fill err with code and a printf-style message. Returns -1 so decoders
- * can `return tq_error_set(...)`. */
-int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* ---- decoding ----------------------------------------------------------
  * Every decoder returns 0, or -1 with err filled. Counts are bounded by

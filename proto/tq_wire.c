@@ -3,22 +3,11 @@
  * on any host and never makes an unaligned access. */
 #include "tq_wire.h"
 
+#include "tq_proto_int.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* proto/ depends on nothing of ours (not even common/), so it carries its
- * own abort-on-bug helper. */
-static void wire_die(const char *what, const char *file, int line)
-{
-    fprintf(stderr, "taskq: %s:%d: %s\n", file, line, what);
-    abort();
-}
-#define WIRE_ASSERT(cond)                                                                          \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            wire_die("assertion failed: " #cond, __FILE__, __LINE__);                              \
-    } while (0)
 
 /* ---- views ------------------------------------------------------------ */
 
@@ -59,7 +48,7 @@ void tq_buf_free(tq_buf_t *b)
  * field at a time costs O(n) overall. */
 void tq_buf_reserve(tq_buf_t *b, size_t more)
 {
-    WIRE_ASSERT(more <= SIZE_MAX - b->len);
+    TQ_ASSERT(more <= SIZE_MAX - b->len);
     size_t need = b->len + more;
     if (need <= b->cap)
         return;
@@ -68,7 +57,7 @@ void tq_buf_reserve(tq_buf_t *b, size_t more)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     uint8_t *p = realloc(b->data, cap);
     if (!p)
-        wire_die("out of memory growing a buffer", __FILE__, __LINE__);
+        tq_proto_die("out of memory growing a buffer", __FILE__, __LINE__);
     b->data = p;
     b->cap = cap;
 }
@@ -104,7 +93,7 @@ void tq_buf_i32(tq_buf_t *b, int32_t v) { put_le(b, (uint32_t)v, 4); }
 
 void tq_buf_str8(tq_buf_t *b, tq_bytes_t s)
 {
-    WIRE_ASSERT(s.len <= 255);
+    TQ_ASSERT(s.len <= 255);
     tq_buf_reserve(b, 1 + s.len);
     b->data[b->len++] = (uint8_t)s.len;
     if (s.len) {
@@ -115,7 +104,7 @@ void tq_buf_str8(tq_buf_t *b, tq_bytes_t s)
 
 void tq_buf_patch_u16(tq_buf_t *b, size_t off, uint16_t v)
 {
-    WIRE_ASSERT(off <= b->len && b->len - off >= 2);
+    TQ_ASSERT(off <= b->len && b->len - off >= 2);
     b->data[off] = (uint8_t)v;
     b->data[off + 1] = (uint8_t)(v >> 8);
 }

@@ -36,6 +36,8 @@
 typedef struct {
     char *connect;
     char *authkey_file;
+    char *key_file;
+    char *master_key_file;
     int64_t concurrency;
     char *prefetch;
     char *name;
@@ -63,8 +65,14 @@ static const tq_cfg_entry_t table[] = {
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE",
      offsetof(settings_t, authkey_file), "FILE",
      "shared secret file (mode 0600); required"},
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_KEY_FILE", offsetof(settings_t, key_file),
+     "FILE", "key-pair mode: this worker's key pair (NAME.key from taskq keygen; the master "
+     "lists its .pub in --allow-keys with the functions it may serve)"},
+    {"master-key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_MASTER_KEY_FILE",
+     offsetof(settings_t, master_key_file), "FILE",
+     "key-pair mode: the master's public key (its .pub file)"},
     {"concurrency", TQ_CFG_INT, "0", 0, TQ_MAX_SLOTS, NULL, NULL,
-     offsetof(settings_t, concurrency), "N", "tasks run at once (0: number of cores)"},
+     offsetof(settings_t, concurrency), "N", "tasks run at once (0: number of cores; SIGHUP applies a new value)"},
     {"prefetch", TQ_CFG_STRING, "auto", 0, 0, NULL, NULL, offsetof(settings_t, prefetch),
      "N|auto", "tasks taken beyond --concurrency, waiting here (only tasks without --timeout): "
      "auto sizes it from measured run times and the round trip (docs/workers.md), 0: none"},
@@ -135,32 +143,69 @@ static void on_signal(int sig)
 /* --log-level (the settings table allows only these names). */
 static int log_level(const char *name);
 
-/* What SIGHUP applies: the settings that can change in a running
- * worker, read again from their sources (the same parse as at start:
- * flags over the environment, e.g. TASKQ_LOG_LEVEL; a --config file
- * joins them there). Today that is the log level. Logs each change, or
- * that there was nothing to change. Never stops the worker. */
-static void reload_settings(taskq_worker_t *w, int argc, char **argv)
+/* ---- SIGHUP ----------------------------------------------------------------
+ * reload_settings reads the settings again (the same parse as at start:
+ * the --config file, the environment, the flags) and hands them to
+ * tq_cfg_reload, which applies each changed setting listed in `live`
+ * through its function below and refuses, with a log line, the others
+ * (--connect, --fn, ...: they need a restart). */
+
+static int apply_log_level(void *arg, const void *cur, const void *next, char *why,
+                           size_t whylen)
 {
-    settings_t now;
-    memset(&now, 0, sizeof now);
-    char err[512];
+    (void)cur, (void)why, (void)whylen;
+    taskq_worker_set_log_level(arg, log_level(((const settings_t *)next)->log_level));
+    return 0;
+}
+
+static int apply_concurrency(void *arg, const void *cur, const void *next, char *why,
+                             size_t whylen)
+{
+    (void)cur;
+    if (taskq_worker_set_concurrency(arg, (size_t)((const settings_t *)next)->concurrency) < 0) {
+        snprintf(why, whylen, "out of range");
+        return -1;
+    }
+    return 0;
+}
+
+/* What can change while the worker runs (docs/workers.md, Signals). */
+static const tq_cfg_live_t live[] = {
+    {"log-level", apply_log_level},
+    {"concurrency", apply_concurrency},
+    {NULL, NULL},
+};
+
+static void reload_note(void *arg, int warn, const char *line)
+{
+    taskq_worker_log(arg, warn ? TASKQ_LOG_WARN : TASKQ_LOG_INFO, "SIGHUP: %s", line);
+}
+
+/* SIGHUP: apply what changed in the settings' sources to cur (the
+ * settings in force, updated with what was applied) and the worker. A
+ * source that no longer parses is logged and changes nothing. Never
+ * stops the worker. */
+static void reload_settings(taskq_worker_t *w, settings_t *cur, int argc, char **argv)
+{
+    settings_t next;
+    memset(&next, 0, sizeof next);
+    char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0;
-    if (tq_cfg_parse(table, &now, argc, argv, &argi, &help, err, sizeof err) < 0) {
+    if (tq_cfg_parse(table, &next, argc, argv, &argi, &help, err, sizeof err) < 0) {
         taskq_worker_log(w, TASKQ_LOG_WARN, "SIGHUP: %s; nothing changed", err);
-        tq_cfg_free(table, &now);
+        tq_cfg_free(table, &next);
         return;
     }
-    int changed = taskq_worker_set_log_level(w, log_level(now.log_level));
-    tq_cfg_free(table, &now);
-    if (changed <= 0)
+    if (tq_cfg_reload(table, cur, &next, live, w, reload_note) == 0)
         taskq_worker_log(w, TASKQ_LOG_INFO, "SIGHUP: nothing to reload");
+    tq_cfg_free(table, &next);
 }
 
 /* The thread that takes SIGHUP (blocked everywhere else) with sigwait,
  * so that a reload may log and take locks, which a handler may not. */
 typedef struct {
     taskq_worker_t *w;
+    settings_t *cur; /* the settings in force */
     int argc;
     char **argv;
     atomic_int done;
@@ -179,7 +224,7 @@ static void *hup_main(void *arg)
         if (atomic_load(&h->done))
             return NULL;
         taskq_worker_log(h->w, TASKQ_LOG_INFO, "SIGHUP received: reloading settings");
-        reload_settings(h->w, h->argc, h->argv);
+        reload_settings(h->w, h->cur, h->argc, h->argv);
     }
 }
 
@@ -386,9 +431,9 @@ int main(int argc, char **argv)
         usage_error("--connect: '%s' is not an endpoint like tcp://HOST:PORT%s", s.connect, "");
         goto out;
     }
-    char eperr[320];
-    if (tq_endpoint_port_check(s.connect, "--connect", eperr, sizeof eperr) < 0) {
-        usage_error("%s%s", eperr, "");
+    tq_error_t eperr;
+    if (tq_endpoint_port_check(s.connect, "--connect", &eperr) < 0) {
+        usage_error("%s%s", eperr.msg, "");
         goto out;
     }
     if (s.name && !tq_peer_name_valid(s.name, TQ_MAX_PEER_NAME, 0)) {
@@ -431,9 +476,14 @@ int main(int argc, char **argv)
         }
     }
     rc = TQ_EXIT_USAGE;
-    if (!keypath) {
+    int keypair = (s.key_file && *s.key_file) || (s.master_key_file && *s.master_key_file);
+    if (!keypath && !keypair) {
         fprintf(stderr, "taskq-worker: no authkey: give --authkey-file FILE or set "
-                        "TASKQ_AUTHKEY_FILE\n");
+                        "TASKQ_AUTHKEY_FILE (or --key and --master-key)\n");
+        goto out;
+    }
+    if (keypair && taskq_worker_set_keys(w, s.key_file, s.master_key_file, &werr) < 0) {
+        fprintf(stderr, "taskq-worker: %s\n", werr.message);
         goto out;
     }
     for (size_t i = 0; i < s.plugin.n; i++) {
@@ -494,6 +544,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     hup.w = w;
+    hup.cur = &s;
     hup_started = pthread_create(&hup_thread, NULL, hup_main, &hup) == 0;
 
     if (taskq_worker_run(w, &werr) < 0) {

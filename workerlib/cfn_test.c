@@ -146,17 +146,17 @@ static void test_timeout_and_null(void)
 static void test_plugin_errors(void)
 {
     char b[512];
-    taskq_error_t err;
+    tq_error_t err;
     CHECK_EQ_INT(tq_plugin_check_abi("p.so", TASKQ_WORKER_ABI, &err), 0);
     CHECK_EQ_INT(tq_plugin_check_abi("p.so", TASKQ_WORKER_ABI + 1, &err), -1);
     CHECK_EQ_INT(err.code, TASKQ_ERR_ENV);
     snprintf(b, sizeof b, "plugin p.so: built for worker ABI %d, this worker has ABI %d",
              TASKQ_WORKER_ABI + 1, TASKQ_WORKER_ABI);
-    CHECK_EQ_STR(err.message, b);
+    CHECK_EQ_STR(err.msg, b);
     taskq_plugin_init_fn init = NULL;
     CHECK(tq_plugin_open("/nonexistent/p.so", &init, &err) == NULL);
     CHECK_EQ_INT(err.code, TASKQ_ERR_ENV);
-    CHECK(strstr(err.message, "plugin /nonexistent/p.so: cannot load: ") == err.message);
+    CHECK(strstr(err.msg, "plugin /nonexistent/p.so: cannot load: ") == err.msg);
 }
 
 int main(void)

@@ -96,8 +96,9 @@ static void test_prefork_and_spawn(void)
 
 static void test_coprocess(void)
 {
-    char err[256], t[256];
-    tq_command_t *command = tq_command_new(coproc_cmd, err, sizeof err);
+    char t[256];
+    tq_error_t err;
+    tq_command_t *command = tq_command_new(coproc_cmd, &err);
     CHECK(command != NULL);
     if (!command)
         return;
@@ -137,7 +138,7 @@ static void test_coprocess(void)
     CHECK_EQ_STR(t, "again");
     tq_child_destroy(&c);
 
-    tq_command_t *missing = tq_command_new("/nonexistent/coproc", err, sizeof err);
+    tq_command_t *missing = tq_command_new("/nonexistent/coproc", &err);
     fn.cmd = missing;
     c = tq_child_new(&fn, 0);
     run(c, "x", 0, 1024, -1, &r, t, sizeof t);

@@ -66,8 +66,7 @@ void tq_command_free_words(char **argv)
     free(argv);
 }
 
-int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, char *err,
-                     size_t errlen)
+int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_error_t *err)
 {
     char **argv = calloc(TQ_COMMAND_MAX_WORDS + 1, sizeof *argv);
     size_t argc = 0;
@@ -76,7 +75,7 @@ int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, char 
     const char *why = NULL;
 
     if (!argv) {
-        snprintf(err, errlen, "out of memory");
+        tq_error_set(err, 0, "out of memory");
         return -1;
     }
     if (strlen(text) > TQ_COMMAND_MAX_TEXT) {
@@ -157,23 +156,23 @@ int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, char 
 oom:
     why = "out of memory";
 fail:
-    snprintf(err, errlen, "%s", why);
+    tq_error_set(err, 0, "%s", why);
     free(w.buf);
     tq_command_free_words(argv);
     return -1;
 }
 
-tq_command_t *tq_command_new(const char *text, char *err, size_t errlen)
+tq_command_t *tq_command_new(const char *text, tq_error_t *err)
 {
     tq_command_t *self = calloc(1, sizeof *self);
     if (!self) {
-        snprintf(err, errlen, "out of memory");
+        tq_error_set(err, 0, "out of memory");
         return NULL;
     }
     self->text = strdup(text);
-    if (!self->text || tq_command_split(text, &self->argv, &self->argc, err, errlen) < 0) {
+    if (!self->text || tq_command_split(text, &self->argv, &self->argc, err) < 0) {
         if (!self->text)
-            snprintf(err, errlen, "out of memory");
+            tq_error_set(err, 0, "out of memory");
         free(self->text);
         free(self);
         return NULL;

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "run.h"
+#include "tq_error.h"
 
 /* Bytes of stderr kept for the error message. */
 #define TQ_COMMAND_STDERR_TAIL 4096
@@ -29,13 +30,12 @@ typedef struct tq_command tq_command_t;
 /* Split text into words. Returns 0 with *argv_out (NULL-terminated,
  * caller frees with tq_command_free_words) and *argc_out, or -1 with a
  * message in err ("unterminated single quote", "empty command", ...). */
-int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, char *err,
-                     size_t errlen);
+int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_error_t *err);
 void tq_command_free_words(char **argv);
 
 /* Parse COMMAND. Caller owns the result (tq_command_destroy). NULL with
  * err filled when the text does not split. */
-tq_command_t *tq_command_new(const char *text, char *err, size_t errlen);
+tq_command_t *tq_command_new(const char *text, tq_error_t *err);
 void tq_command_destroy(tq_command_t **self_p);
 /* The words (NULL-terminated) and the original text. */
 char *const *tq_command_argv(const tq_command_t *self);

@@ -13,9 +13,10 @@
 
 static char **split_ok(const char *text, size_t want_argc)
 {
-    char **argv = NULL, err[128] = "";
+    char **argv = NULL;
+    tq_error_t err = {0, ""};
     size_t argc = 0;
-    int rc = tq_command_split(text, &argv, &argc, err, sizeof err);
+    int rc = tq_command_split(text, &argv, &argc, &err);
     CHECK_EQ_INT(rc, 0);
     if (rc == 0)
         CHECK_EQ_INT(argc, want_argc);
@@ -24,10 +25,11 @@ static char **split_ok(const char *text, size_t want_argc)
 
 static void split_fails(const char *text, const char *want)
 {
-    char **argv = NULL, err[128] = "";
+    char **argv = NULL;
+    tq_error_t err = {0, ""};
     size_t argc = 0;
-    CHECK_EQ_INT(tq_command_split(text, &argv, &argc, err, sizeof err), -1);
-    CHECK_EQ_STR(err, want);
+    CHECK_EQ_INT(tq_command_split(text, &argv, &argc, &err), -1);
+    CHECK_EQ_STR(err.msg, want);
 }
 
 static void test_split(void)
@@ -70,8 +72,8 @@ static void test_split(void)
 static int run_cmd(const char *text, const char *payload, size_t len, uint32_t timeout_ms,
                    size_t max, char *buf, size_t buflen, tq_run_result_t *keep)
 {
-    char err[128];
-    tq_command_t *c = tq_command_new(text, err, sizeof err);
+    tq_error_t err;
+    tq_command_t *c = tq_command_new(text, &err);
     CHECK(c != NULL);
     if (!c)
         return -1;
@@ -200,8 +202,8 @@ static void test_timeout_kills_group(void)
 
 static void test_cancel(void)
 {
-    char err[64];
-    tq_command_t *c = tq_command_new("sleep 30", err, sizeof err);
+    tq_error_t err;
+    tq_command_t *c = tq_command_new("sleep 30", &err);
     int fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
     tq_run_ctx_t ctx = {(const uint8_t *)"", 0, fd, 0, 0, 1024, {0, 0}};
     tq_run_result_t r = {0};

@@ -15,9 +15,9 @@
 #include <zmq.h>
 
 #include "reaper.h"
+#include "taskq.h"
 #include "tq_curve.h"
 #include "tq_link.h"
-#include "tq_exit.h"
 #include "tq_idmap.h"
 #include "tq_log.h"
 #include "tq_proto.h"
@@ -81,6 +81,8 @@ typedef struct {
 
     int64_t last_warn;      /* "cannot reach master" said then */
 
+    size_t slots;           /* the pool's slots now (o->slots, or as resized) */
+    int resized;            /* a resizing HELLO is out: its WELCOME is no news */
     tq_idmap_t *tasks;      /* id -> running task of the current attempt */
     size_t inflight;        /* tasks handed to the pool, not yet back */
     size_t debt;            /* slots announced in HELLO that are still busy */
@@ -115,6 +117,7 @@ typedef struct {
     int draining, drain_killed;
     int quiet; /* QUIET from the master: no new tasks (said again as DRAIN after a reconnect) */
     int64_t drain_deadline, kill_deadline;
+    tq_error_t *err; /* why the run stops early (the caller's) */
 } conn_t;
 
 /* ---- sending ------------------------------------------------------------ */
@@ -134,13 +137,13 @@ static size_t max_payload(const conn_t *c)
     return tq_link_welcome(c->link)->max_payload;
 }
 
-/* The link asks for HELLO (a new socket, or a master that forgot us). */
-static void send_hello(conn_t *c)
+/* Build and send HELLO; returns the busy count it announced. */
+static size_t hello_out(conn_t *c)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "role", "worker");
     cJSON_AddStringToObject(j, "name", c->o->name);
-    cJSON_AddNumberToObject(j, "slots", (double)c->o->slots);
+    cJSON_AddNumberToObject(j, "slots", (double)c->slots);
     cJSON_AddStringToObject(j, "instance", c->instance);
     size_t prefetch = c->o->adaptive ? c->pcap : c->o->prefetch;
     if (prefetch)
@@ -150,7 +153,7 @@ static void send_hello(conn_t *c)
     /* Tasks still held (running or waiting) from an earlier connection:
      * the master gives us only the rest as credit, and each gives its
      * credit back when it finishes (PROTOCOL.md 12.1). */
-    size_t cap = c->o->slots + prefetch;
+    size_t cap = c->slots + prefetch;
     size_t busy = c->inflight < cap ? c->inflight : cap;
     cJSON_AddNumberToObject(j, "busy", (double)busy);
     cJSON *fns = cJSON_AddArrayToObject(j, "functions");
@@ -159,6 +162,16 @@ static void send_hello(conn_t *c)
     if (tq_link_hello(c->link, j) < 0)
         tq_warn("cannot send HELLO now");
     cJSON_Delete(j);
+    return busy;
+}
+
+/* The link asks for HELLO (a new socket, or a master that forgot us). */
+static void send_hello(conn_t *c)
+{
+    size_t prefetch = c->o->adaptive ? c->pcap : c->o->prefetch;
+    size_t cap = c->slots + prefetch;
+    size_t busy = hello_out(c);
+    c->resized = 0;
     /* The master counts slots + prefetch - busy as free; a busy task
      * gives its credit back when it finishes. Tasks beyond that (queued
      * in the pool) must not give credit when they finish. */
@@ -166,7 +179,7 @@ static void send_hello(conn_t *c)
     c->credit = 0;
     /* Adaptive: the master starts us at the free slots (HELLO
      * "adaptive"); the prefetch is withheld until adapt() gives it. */
-    c->mcredit = c->o->slots > busy ? c->o->slots - busy : 0;
+    c->mcredit = c->slots > busy ? c->slots - busy : 0;
     if (!c->o->adaptive)
         c->mcredit = cap - busy;
     c->withheld = c->o->adaptive ? cap - busy - c->mcredit : 0;
@@ -239,7 +252,7 @@ static size_t adapt_target(const conn_t *c)
     double run = exp2(c->lrun);
     if (run >= (double)rtt)
         return 0;
-    double p = (double)c->o->slots * (double)rtt / run;
+    double p = (double)c->slots * (double)rtt / run;
     if (c->payload_avg > 0 && p * c->payload_avg > ADAPT_BYTES)
         p = ADAPT_BYTES / c->payload_avg;
     return p >= (double)c->pcap ? c->pcap : (size_t)p;
@@ -370,7 +383,7 @@ static void add_release(conn_t *c, uint64_t id, uint32_t attempt)
 {
     /* Bounded by the tasks we hold plus one DISPATCH: older entries are
      * stale anyway once the master has requeued them. */
-    size_t cap = 2 * c->o->slots + TQ_MAX_BATCH + c->pcap;
+    size_t cap = 2 * c->slots + TQ_MAX_BATCH + c->pcap;
     if (c->nrel == cap) {
         tq_warn("dropping RELEASE of task %llu: backlog full", (unsigned long long)id);
         return;
@@ -400,6 +413,31 @@ static void push_done(conn_t *c, tq_task_t *t)
     else
         c->done_head = t;
     c->done_tail = t;
+}
+
+/* Error text shown in a failed task's log line at most (bytes; cut with
+ * "..."): enough to tell what went wrong, not a whole stderr. */
+#define CONN_LOG_ERROR_MAX 300
+
+/* Log t's outcome: a failure or a timeout at info (id, attempt,
+ * function, run time and the error text, escaped and cut); a success at
+ * debug with its run time. The error text is the task's own output: a
+ * function that puts its payload there puts it in the log. */
+static void log_outcome(const tq_task_t *t, const char *fn, int64_t run_us)
+{
+    double ms = (double)run_us / 1000.0;
+    if (t->result.status == TQ_RUN_OK) {
+        tq_debug("task %llu attempt %u (%s) done in %.1f ms, %zu bytes",
+                 (unsigned long long)t->id, t->attempt, fn, ms, t->result.len);
+        return;
+    }
+    if (tq_log_level() < TQ_LOG_INFO)
+        return;
+    char text[CONN_LOG_ERROR_MAX + 8];
+    tq_log_escape(text, sizeof text, t->result.data, t->result.len);
+    tq_info("task %llu attempt %u (%s) %s after %.1f ms: %s", (unsigned long long)t->id,
+            t->attempt, fn, t->result.status == TQ_RUN_TIMEOUT ? "timed out" : "failed", ms,
+            text);
 }
 
 /* A slot is free again. */
@@ -434,7 +472,9 @@ static void run_inline(conn_t *c, const tq_dispatch_item_t *d, const tq_fn_t *fn
     t->slot = -1;
     int64_t t0 = tq_mono_us();
     tq_pool_run_inline(c->pool, t);
-    run_sample(c, tq_mono_us() - t0, d->payload.len);
+    int64_t run_us = tq_mono_us() - t0;
+    run_sample(c, run_us, d->payload.len);
+    log_outcome(t, fn->name, run_us);
     t->payload = NULL;
     t->len = 0;
     slot_freed(c);
@@ -455,7 +495,7 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
         tq_pool_cancel(c->pool, old, TQ_CANCEL_KILLED);
         tq_idmap_remove(c->tasks, d->id);
     }
-    if (c->inflight >= 2 * (c->o->slots + (c->o->adaptive ? c->pcap : c->o->prefetch))) {
+    if (c->inflight >= 2 * (c->slots + (c->o->adaptive ? c->pcap : c->o->prefetch)) + c->debt) {
         tq_warn("master sent task %llu beyond our slots; handing it back",
                 (unsigned long long)d->id);
         add_release(c, d->id, d->attempt);
@@ -492,6 +532,9 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
         /* Not ours to run; the slot it was given is free at once. */
         tq_run_result_fmt(&t->result, TQ_RUN_FAILED, "function '%.*s' is not served by worker %s",
                           (int)d->fn.len, (const char *)d->fn.data, c->o->name);
+        char fname[TQ_MAX_NAME + 1];
+        tq_log_escape(fname, sizeof fname, d->fn.data, d->fn.len);
+        log_outcome(t, fname, 0);
         slot_freed(c);
         push_done(c, t);
         return;
@@ -499,9 +542,9 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d)
     tq_debug("task %llu attempt %u: %s, %zu bytes", (unsigned long long)t->id, t->attempt,
              t->fn->name, t->len);
     tq_idmap_put(c->tasks, t->id, t);
-    if (c->inflight++ == c->o->slots)
+    if (c->inflight++ == c->slots)
         c->progress_us = tq_mono_us(); /* a task waits from now */
-    else if (c->inflight <= c->o->slots)
+    else if (c->inflight <= c->slots)
         c->stall_next = 0; /* nothing waited: hand-backs start afresh */
     tq_pool_submit(c->pool, t);
 }
@@ -528,9 +571,7 @@ static void on_task_back(conn_t *c, tq_task_t *t)
         tq_task_free(t);
         break;
     default:
-        tq_debug("task %llu attempt %u finished: status %d, %zu bytes, %lld ms",
-                 (unsigned long long)t->id, t->attempt, t->result.status, t->result.len,
-                 (long long)(tq_mono_ms() - t->accepted_ms));
+        log_outcome(t, t->fn->name, t->run_us);
         push_done(c, t);
     }
 }
@@ -559,7 +600,7 @@ static int64_t stall_us(const conn_t *c)
 
 static void check_stall(conn_t *c)
 {
-    if (!c->o->adaptive || c->draining || c->inflight <= c->o->slots ||
+    if (!c->o->adaptive || c->draining || c->inflight <= c->slots ||
         tq_mono_us() - c->progress_us < stall_us(c))
         return;
     size_t n = 0;
@@ -582,6 +623,61 @@ static void check_stall(conn_t *c)
         c->stall_next = ADAPT_STALL_MAX_US;
     if (n)
         tq_debug("slots busy with long runs: %zu waiting tasks handed back", n);
+}
+
+/* ---- concurrency changed (taskq_worker_set_concurrency) ------------------- */
+
+/* Take n units of credit out of what we would give the master: from
+ * credit not sent yet, then from the next freed slots (debt). */
+static void credit_shrink(conn_t *c, size_t n)
+{
+    size_t k = c->credit < n ? c->credit : n;
+    c->credit -= k;
+    c->debt += n - k;
+}
+
+/* Run on want slots from now on (nothing running stops): the pool grows
+ * or parks slots; the credit we give the master grows or shrinks by the
+ * difference; a HELLO on the same connection tells the master the new
+ * count, which it takes in place (its leases stay, PROTOCOL.md 12.1).
+ * Not connected: the next HELLO says it. */
+static void resize(conn_t *c, size_t want)
+{
+    size_t old = c->slots, old_pcap = c->pcap;
+    if (want == old || c->draining)
+        return;
+    if (tq_pool_resize(c->pool, want) < 0) {
+        want = tq_pool_slots(c->pool);
+        tq_warn("concurrency: could not start every slot; running %zu", want);
+        if (want == old)
+            return;
+    }
+    c->slots = want;
+    if (c->o->adaptive) {
+        c->pcap = want * ADAPT_PER_SLOT;
+        if (c->pcap > TQ_MAX_PREFETCH)
+            c->pcap = TQ_MAX_PREFETCH;
+        if (c->target > c->pcap)
+            c->target = c->pcap;
+        /* the prefetch part is withheld, given as adapt() decides */
+        if (c->pcap >= old_pcap) {
+            c->withheld += c->pcap - old_pcap;
+        } else {
+            size_t d = old_pcap - c->pcap, k = c->withheld < d ? c->withheld : d;
+            c->withheld -= k;
+            credit_shrink(c, d - k);
+        }
+    }
+    if (want > old)
+        c->credit += want - old;
+    else
+        credit_shrink(c, old - want);
+    tq_info("concurrency changed from %zu to %zu slots (%zu tasks running)", old, want,
+            c->inflight);
+    if (tq_link_up(c->link)) {
+        c->resized = 1;
+        hello_out(c);
+    }
 }
 
 /* ---- drain ---------------------------------------------------------------- */
@@ -614,8 +710,13 @@ static void on_registered(conn_t *c)
 {
     const tq_link_welcome_t *w = tq_link_welcome(c->link);
     c->last_warn = tq_mono_ms();
+    if (c->resized) { /* the answer to a resizing HELLO */
+        c->resized = 0;
+        tq_debug("the master took our %zu slots", c->slots);
+        return;
+    }
     tq_info("connected to master at %s as %s (%zu slots, heartbeat %lld/%lld ms, max payload %zu)",
-            c->o->endpoint, c->o->name, c->o->slots, (long long)w->hb_ms,
+            c->o->endpoint, c->o->name, c->slots, (long long)w->hb_ms,
             (long long)w->hb_timeout_ms, w->max_payload);
     if (c->draining || c->quiet)
         send_simple(c, TQ_MSG_DRAIN);
@@ -690,7 +791,8 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-/* One event of the link. Returns -1 to go on, or an exit status. */
+/* One event of the link. Returns 0 to go on, or -1 (c->err filled) when
+ * the run cannot go on. */
 static int on_link_event(conn_t *c, const tq_link_event_t *ev)
 {
     switch (ev->type) {
@@ -719,17 +821,21 @@ static int on_link_event(conn_t *c, const tq_link_event_t *ev)
         break;
     case TQ_LINK_AUTH_FAILED:
         if (!ev->again)
-            return TQ_EXIT_CONNECT;
-        tq_warn("authentication failed connecting to %s (wrong authkey?); retrying",
+            return tq_error_set(c->err, TASKQ_ERR_CONNECT,
+                                "authentication failed connecting to %s (wrong authkey?)",
+                                c->o->endpoint);
+        tq_warn("authentication failed connecting to %s (wrong key, or this key was removed "
+                "from the master's --allow-keys?); retrying",
                 c->o->endpoint);
         break;
     case TQ_LINK_DEAD:
-        tq_error("cannot open a new socket to %s (out of sockets or memory?)", c->o->endpoint);
-        return TQ_EXIT_INTERNAL;
+        return tq_error_set(c->err, TASKQ_ERR_INTERNAL,
+                            "cannot open a new socket to %s (out of sockets or memory?)",
+                            c->o->endpoint);
     default:
         break;
     }
-    return -1;
+    return 0;
 }
 
 static int loop(conn_t *c)
@@ -739,12 +845,12 @@ static int loop(conn_t *c)
 
         /* Finished? */
         if (c->draining && c->inflight == 0)
-            return TQ_EXIT_OK;
+            return 0;
         if (c->draining && !c->drain_killed && now >= c->drain_deadline)
             drain_kill(c);
         if (c->drain_killed && now >= c->kill_deadline) {
             tq_error("drain: %zu tasks did not stop; exiting anyway", c->inflight);
-            return TQ_EXIT_OK;
+            return 0;
         }
         /* "cannot reach master" after CONN_WARN_MS without registration,
          * counted from the moment it was lost (not 1 ms before
@@ -767,15 +873,14 @@ static int loop(conn_t *c)
         i_sig = n, items[n++] = (zmq_pollitem_t){NULL, c->o->stop_fd, ZMQ_POLLIN, 0};
         n += tq_link_pollitems(c->link, items + n);
         int64_t wait = min64(CONN_POLL_MAX_MS, tq_link_wait_ms(c->link));
-        if (c->o->adaptive && c->inflight > c->o->slots && !c->draining) {
+        if (c->o->adaptive && c->inflight > c->slots && !c->draining) {
             int64_t left = c->progress_us + stall_us(c) - tq_mono_us();
             wait = min64(wait, left > 0 ? (left + 999) / 1000 : 0);
         }
         if (zmq_poll(items, n, (long)wait) < 0) {
             if (errno == EINTR)
                 continue;
-            tq_error("zmq_poll: %s", zmq_strerror(errno));
-            return TQ_EXIT_INTERNAL;
+            return tq_error_set(c->err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
         }
 
         /* The link: its timers, then what the master sent, a burst at a
@@ -785,9 +890,8 @@ static int loop(conn_t *c)
             int t = tq_link_next(c->link, &ev);
             if (t == TQ_LINK_NONE)
                 break;
-            int rc = on_link_event(c, &ev);
-            if (rc >= 0)
-                return rc;
+            if (on_link_event(c, &ev) < 0)
+                return -1;
         }
         if (i_pull >= 0 && (items[i_pull].revents & ZMQ_POLLIN)) {
             for (;;) {
@@ -804,6 +908,8 @@ static int loop(conn_t *c)
             char buf[16];
             ssize_t r = read(c->o->stop_fd, buf, sizeof buf);
             for (ssize_t k = 0; k < r; k++) {
+                if (buf[k] == TQ_CONN_WAKE_RESIZE)
+                    continue; /* read below */
                 c->nsignals++;
                 if (c->nsignals == 1) {
                     start_drain(c);
@@ -815,6 +921,9 @@ static int loop(conn_t *c)
             if (c->draining)
                 tq_pool_cancel_queued(c->pool, TQ_CANCEL_RELEASED);
         }
+        size_t want = c->o->slots_wanted ? atomic_load(c->o->slots_wanted) : 0;
+        if (want && want != c->slots)
+            resize(c, want);
         check_stall(c);
         adapt(c);
         /* Whatever finished in this iteration goes out in one RESULT. */
@@ -823,23 +932,27 @@ static int loop(conn_t *c)
     }
 }
 
-int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
+int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_error_t *err)
 {
     conn_t c = {0};
-    int rc = TQ_EXIT_INTERNAL;
+    int rc = -1;
     c.o = opts;
+    c.err = err;
+    *stuck = 0;
+    c.slots = opts->slots;
     c.pcap = opts->slots * ADAPT_PER_SLOT;
     if (c.pcap > TQ_MAX_PREFETCH)
         c.pcap = TQ_MAX_PREFETCH;
     if (sodium_init() < 0)
-        return TQ_EXIT_INTERNAL;
+        return tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot initialise libsodium");
     uint64_t inst = 0;
     while (!inst)
         randombytes_buf(&inst, sizeof inst);
     snprintf(c.instance, sizeof c.instance, "%016" PRIx64, inst);
     c.zctx = opts->zctx ? opts->zctx : zmq_ctx_new();
     if (!c.zctx)
-        return TQ_EXIT_INTERNAL;
+        return tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
+                            zmq_strerror(errno));
     char result_ep[96];
     snprintf(result_ep, sizeof result_ep, "%s-%p", CONN_RESULT_PREFIX, (void *)&c);
     char wname[64];
@@ -853,7 +966,8 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
     c.tasks = tq_idmap_new();
     c.pull = zmq_socket(c.zctx, ZMQ_PULL);
     if (!c.pull || zmq_bind(c.pull, result_ep) < 0) {
-        tq_error("cannot bind %s: %s", result_ep, zmq_strerror(errno));
+        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot bind %s: %s", result_ep,
+                     zmq_strerror(errno));
         goto done;
     }
     /* Processes that leave a task's group come back to us, to be killed
@@ -863,17 +977,23 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
                 "leaves its task's process group can outlive the task",
                 strerror(errno));
     c.pool = tq_pool_new(c.zctx, result_ep, opts->slots, opts->fns, opts->nfns);
-    if (!c.pool)
+    if (!c.pool) {
+        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot start %zu slot threads (see the log)",
+                     opts->slots);
         goto done;
-    tq_info("worker %s starting: %zu slots, connecting to %s", opts->name, opts->slots,
-            opts->endpoint);
+    }
+    tq_info("worker %s starting: %zu slots, connecting to %s (libtaskq %s, pid %ld, prefetch %s, "
+            "drain timeout %lld ms)",
+            opts->name, opts->slots, opts->endpoint, TQ_VERSION, (long)getpid(),
+            opts->adaptive ? "auto" : "fixed", (long long)opts->drain_timeout_ms);
     c.last_warn = tq_mono_ms();
     if (tq_link_start(c.link) < 0) {
-        tq_error("cannot connect to %s: %s", opts->endpoint, zmq_strerror(errno));
+        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot connect to %s: %s", opts->endpoint,
+                     zmq_strerror(errno));
         goto done;
     }
     rc = loop(&c);
-    if (rc == TQ_EXIT_OK) {
+    if (rc == 0) {
         flush_results(&c);
         flush_releases(&c);
         if (c.done_head || c.nrel)
@@ -883,7 +1003,7 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck)
         tq_info("drained; bye");
     }
 done:
-    tq_link_free(&c.link, rc == TQ_EXIT_OK ? CONN_FINAL_LINGER_MS : 0);
+    tq_link_free(&c.link, rc == 0 ? CONN_FINAL_LINGER_MS : 0);
     /* Slots must be idle before the pool stops: drain kills them above;
      * on a fatal exit nothing was dispatched (or we leave them). */
     if (c.pool && c.inflight == 0)

@@ -38,8 +38,10 @@ struct tq_pool {
     pthread_cond_t cv;
     tq_task_t *head, *tail;
     int stopping;
-    size_t nslots;
-    slot_t *slots;
+    size_t nslots;   /* slot threads started */
+    size_t active;   /* slots that take tasks: 0..active-1; the rest are
+                        parked (tq_pool_resize) */
+    slot_t **slots;  /* TQ_MAX_SLOTS pointers, nslots made */
     const tq_fn_t *fns;
     size_t nfns;
 };
@@ -165,7 +167,7 @@ static void *slot_main(void *arg)
 
     pthread_mutex_lock(&pool->mu);
     for (;;) {
-        while (!pool->head && !pool->stopping)
+        while ((!pool->head || slot->index >= pool->active) && !pool->stopping)
             pthread_cond_wait(&pool->cv, &pool->mu);
         if (pool->stopping)
             break;
@@ -225,6 +227,45 @@ void tq_pool_run_inline(tq_pool_t *self, tq_task_t *task)
     tq_reaper_task_end(token, 0);
 }
 
+/* Free a slot whose thread is not running (joined, or never started). */
+static void slot_free(slot_t *s)
+{
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
+    free(s->fn_ctx);
+    free(s->fn_ok);
+    free(s->child);
+    free(s);
+}
+
+/* Start slot threads nslots..n-1 (the pool mutex held, or before any
+ * slot runs) and make all n active. Returns 0, or -1 (logged) with the
+ * slots that did start kept. */
+static int add_slots(tq_pool_t *self, size_t n)
+{
+    size_t nfns = self->nfns;
+    while (self->nslots < n) {
+        size_t i = self->nslots;
+        slot_t *s = tq_calloc(1, sizeof *s);
+        s->pool = self;
+        s->index = i;
+        s->fn_ctx = tq_calloc(nfns ? nfns : 1, sizeof(void *));
+        s->fn_ok = tq_calloc(nfns ? nfns : 1, 1);
+        s->child = tq_calloc(nfns ? nfns : 1, sizeof(tq_child_t *));
+        s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->wake_fd < 0 || pthread_create(&s->thread, NULL, slot_main, s) != 0) {
+            tq_error("cannot start slot %zu: %s", i, strerror(errno));
+            slot_free(s);
+            self->active = self->nslots;
+            return -1;
+        }
+        s->started = 1;
+        self->slots[self->nslots++] = s;
+    }
+    self->active = n;
+    return 0;
+}
+
 tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
                        const tq_fn_t *fns, size_t nfns)
 {
@@ -244,25 +285,10 @@ tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
     }
     pthread_mutex_init(&self->mu, NULL);
     pthread_cond_init(&self->cv, NULL);
-    self->nslots = nslots;
-    self->slots = tq_calloc(nslots, sizeof *self->slots);
-    for (size_t i = 0; i < nslots; i++) {
-        self->slots[i].wake_fd = -1;
-        self->slots[i].fn_ctx = tq_calloc(nfns ? nfns : 1, sizeof(void *));
-        self->slots[i].fn_ok = tq_calloc(nfns ? nfns : 1, 1);
-        self->slots[i].child = tq_calloc(nfns ? nfns : 1, sizeof(tq_child_t *));
-    }
-    for (size_t i = 0; i < nslots; i++) {
-        slot_t *s = &self->slots[i];
-        s->pool = self;
-        s->index = i;
-        s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (s->wake_fd < 0 || pthread_create(&s->thread, NULL, slot_main, s) != 0) {
-            tq_error("cannot start slot %zu: %s", i, strerror(errno));
-            tq_pool_destroy(&self);
-            return NULL;
-        }
-        s->started = 1;
+    self->slots = tq_calloc(TQ_MAX_SLOTS, sizeof *self->slots);
+    if (nslots > TQ_MAX_SLOTS || add_slots(self, nslots) < 0) {
+        tq_pool_destroy(&self);
+        return NULL;
     }
     return self;
 }
@@ -277,7 +303,11 @@ void tq_pool_submit(tq_pool_t *self, tq_task_t *task)
     else
         self->head = task;
     self->tail = task;
-    pthread_cond_signal(&self->cv);
+    /* a parked slot may be the one woken: then wake them all */
+    if (self->nslots > self->active)
+        pthread_cond_broadcast(&self->cv);
+    else
+        pthread_cond_signal(&self->cv);
     pthread_mutex_unlock(&self->mu);
 }
 
@@ -288,7 +318,7 @@ void tq_pool_cancel(tq_pool_t *self, tq_task_t *task, int reason)
     pthread_mutex_lock(&self->mu);
     if (task->slot >= 0) {
         uint64_t one = 1;
-        ssize_t w = write(self->slots[task->slot].wake_fd, &one, sizeof one);
+        ssize_t w = write(self->slots[task->slot]->wake_fd, &one, sizeof one);
         (void)w;
     }
     pthread_mutex_unlock(&self->mu);
@@ -313,6 +343,29 @@ tq_task_t *tq_pool_take_queued(tq_pool_t *self)
     return head;
 }
 
+int tq_pool_resize(tq_pool_t *self, size_t n)
+{
+    if (n == 0 || n > TQ_MAX_SLOTS)
+        return -1;
+    pthread_mutex_lock(&self->mu);
+    int rc = 0;
+    if (n > self->nslots)
+        rc = add_slots(self, n);
+    else
+        self->active = n;
+    pthread_cond_broadcast(&self->cv);
+    pthread_mutex_unlock(&self->mu);
+    return rc;
+}
+
+size_t tq_pool_slots(tq_pool_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    size_t n = self->active;
+    pthread_mutex_unlock(&self->mu);
+    return n;
+}
+
 void tq_pool_destroy(tq_pool_t **self_p)
 {
     if (!self_p || !*self_p)
@@ -323,13 +376,9 @@ void tq_pool_destroy(tq_pool_t **self_p)
     pthread_cond_broadcast(&self->cv);
     pthread_mutex_unlock(&self->mu);
     for (size_t i = 0; i < self->nslots; i++) {
-        if (self->slots[i].started)
-            pthread_join(self->slots[i].thread, NULL);
-        if (self->slots[i].wake_fd >= 0)
-            close(self->slots[i].wake_fd);
-        free(self->slots[i].fn_ctx);
-        free(self->slots[i].fn_ok);
-        free(self->slots[i].child);
+        if (self->slots[i]->started)
+            pthread_join(self->slots[i]->thread, NULL);
+        slot_free(self->slots[i]);
     }
     pthread_mutex_destroy(&self->mu);
     pthread_cond_destroy(&self->cv);

@@ -90,6 +90,16 @@ void tq_pool_cancel_queued(tq_pool_t *self, int reason);
  * the result socket. NULL when none waits. */
 tq_task_t *tq_pool_take_queued(tq_pool_t *self);
 
+/* Run tasks on n slots (1..TQ_MAX_SLOTS) from now on: more start new
+ * slot threads; fewer park the highest ones once their running task
+ * is done (a parked slot keeps its slot state and children until it is
+ * needed again or the pool is destroyed). Nothing running is stopped.
+ * Returns 0, or -1 when n is out of range or a thread could not start
+ * (then the slots that did start are used). */
+int tq_pool_resize(tq_pool_t *self, size_t n);
+/* The slots that take tasks now. */
+size_t tq_pool_slots(tq_pool_t *self);
+
 /* Stop the slot threads (they finish their current task first, so
  * cancel running tasks before) and free the pool. Tasks still queued are
  * not returned. Accepts NULL; nulls *self_p. */

@@ -19,7 +19,7 @@
 #include "pool.h"
 #include "taskq.h"
 #include "tq_authkey.h"
-#include "tq_exit.h"
+#include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
 #include "tq_priv.h"
@@ -39,8 +39,11 @@
 struct taskq_worker {
     char *endpoint;
     char *authkey_file;            /* NULL: none given */
+    char *key_file;                /* key-pair mode: our pair, or NULL */
+    char *master_key_file;         /* key-pair mode: the master's public key, or NULL */
     char name[TQ_MAX_PEER_NAME + 1];
     size_t slots;
+    _Atomic size_t slots_wanted;   /* taskq_worker_set_concurrency; 0: none */
     size_t prefetch;               /* tasks taken beyond the slots */
     int prefetch_set;              /* fixed by taskq_worker_set_prefetch;
                                       else adaptive (docs/workers.md) */
@@ -159,6 +162,8 @@ void taskq_worker_destroy(taskq_worker_t **self_p)
     free(self->task_user);
     free(self->task_dir);
     free(self->task_env);
+    free(self->key_file);
+    free(self->master_key_file);
     free(self);
     *self_p = NULL;
 }
@@ -241,15 +246,15 @@ int taskq_worker_add(taskq_worker_t *self, const char *name, taskq_fn fn, void *
 int taskq_worker_add_command(taskq_worker_t *self, const char *name, const char *command,
                              taskq_error_t *err)
 {
-    char why[256];
+    tq_error_t why;
     if (!command)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "empty command");
     tq_fn_t *f = new_entry(self, name, err);
     if (!f)
         return -1;
-    f->cmd = tq_command_new(command, why, sizeof why);
+    f->cmd = tq_command_new(command, &why);
     if (!f->cmd)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     f->mode = TASKQ_MODE_SPAWN;
     self->nfns++;
     return 0;
@@ -309,6 +314,20 @@ int taskq_worker_set_context(taskq_worker_t *self, void *zmq_context, taskq_erro
     if (!self || self->ran)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "the context is set before taskq_worker_run");
     self->zctx = zmq_context;
+    return 0;
+}
+
+int taskq_worker_set_keys(taskq_worker_t *self, const char *key_file,
+                          const char *master_key_file, taskq_error_t *err)
+{
+    if (!self || self->ran)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "keys are set before taskq_worker_run");
+    if ((!key_file || !*key_file) && (!master_key_file || !*master_key_file))
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "no key file given");
+    free(self->key_file);
+    free(self->master_key_file);
+    self->key_file = key_file && *key_file ? tq_strdup(key_file) : NULL;
+    self->master_key_file = master_key_file && *master_key_file ? tq_strdup(master_key_file) : NULL;
     return 0;
 }
 
@@ -422,9 +441,10 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
     if (self->nplugins == TQ_MAX_FUNCTIONS)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "at most %d plugins", TQ_MAX_FUNCTIONS);
     taskq_plugin_init_fn init = NULL;
-    void *h = tq_plugin_open(path, &init, err);
+    tq_error_t oerr;
+    void *h = tq_plugin_open(path, &init, &oerr);
     if (!h)
-        return -1;
+        return tq_error_to_public(err, &oerr);
     size_t before = self->nfns;
     taskq_error_t perr = {0, ""};
     if (init(self, TASKQ_WORKER_ABI, &perr) != 0) {
@@ -443,7 +463,6 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
 
 int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
 {
-    char why[512];
     tq_curve_keys_t *keys = NULL;
     if (!self)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
@@ -451,7 +470,8 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "a worker runs once");
     if (self->nfns == 0)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "no functions registered");
-    if (!self->authkey_file || !*self->authkey_file)
+    int keypair = self->key_file || self->master_key_file;
+    if ((!self->authkey_file || !*self->authkey_file) && !keypair)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
     /* Only the client pair and the server's public key are kept, in
      * memory a core dump leaves out (tq_authkey.h). */
@@ -465,9 +485,12 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
                               "a task user needs the worker to stay root: give the worker a "
                               "user or its tasks one, not both");
     }
-    if (tq_authkey_load_peer(self->authkey_file, keys, why, sizeof why) < 0) {
+    tq_error_t why;
+    if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys,
+                          &why) < 0) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
+        return tq_client_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV,
+                              "%s", why.msg);
     }
     /* Task processes: set once, before any thread that forks exists. */
     const tq_user_t *tu = self->task_user;
@@ -482,15 +505,16 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .home = tu ? tu->home : NULL,
         .env = self->task_env,
     };
-    if (tq_command_set_task_proc(&tp, why, sizeof why) < 0) {
+    char pwhy[512];
+    if (tq_command_set_task_proc(&tp, pwhy, sizeof pwhy) < 0) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", pwhy);
     }
     /* The key is read (and the plugins loaded): root is no longer needed. */
     if (self->user) {
-        if (tq_priv_drop(self->user, why, sizeof why) < 0) {
+        if (tq_priv_drop(self->user, pwhy, sizeof pwhy) < 0) {
             tq_curve_keys_free(&keys);
-            return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
+            return tq_client_fail(err, TASKQ_ERR_ENV, "%s", pwhy);
         }
         tq_info("running as user %s (uid %u, gid %u): root's privileges dropped",
                 self->user->name, (unsigned)self->user->uid, (unsigned)self->user->gid);
@@ -502,7 +526,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .endpoint = self->endpoint,
         .keys = keys,
         .name = self->name,
-        .slots = self->slots,
+        .slots = atomic_load(&self->slots_wanted) ? atomic_load(&self->slots_wanted) : self->slots,
         .prefetch = self->prefetch,
         .adaptive = !self->prefetch_set,
         .zctx = self->zctx,
@@ -510,18 +534,18 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .nfns = self->nfns,
         .drain_timeout_ms = self->drain_timeout_ms,
         .stop_fd = self->stop_r,
+        .slots_wanted = &self->slots_wanted,
     };
-    int rc = tq_conn_run(&o, &self->stuck);
+    tq_error_t rerr;
+    int rc = tq_conn_run(&o, &self->stuck, &rerr);
     tq_curve_keys_free(&keys);
-    switch (rc) {
-    case TQ_EXIT_OK:
-        return 0;
-    case TQ_EXIT_CONNECT:
+    if (rc < 0 && rerr.code == TASKQ_ERR_CONNECT && keypair)
         return tq_client_fail(err, TASKQ_ERR_CONNECT,
-                    "authentication failed connecting to %s (wrong authkey?)", self->endpoint);
-    default:
-        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot run the worker (see the log)");
-    }
+                              "authentication failed connecting to %s (key not accepted: is this "
+                              "key's .pub in the master's --allow-keys, and --master-key the "
+                              "master's public key?)",
+                              self->endpoint);
+    return rc < 0 ? tq_error_to_public(err, &rerr) : 0;
 }
 
 void taskq_worker_stop(taskq_worker_t *self)
@@ -546,6 +570,29 @@ int taskq_worker_set_log_level(taskq_worker_t *self, int level)
         return 0;
     tq_log_set_level(level);
     tq_log_write(TQ_LOG_INFO, "log level %s -> %s", names[old], names[level]);
+    return 1;
+}
+
+int taskq_worker_set_concurrency(taskq_worker_t *self, size_t slots)
+{
+    if (!self)
+        return -1;
+    size_t n = slots ? slots : (size_t)tq_ncpus();
+    if (n == 0)
+        n = 1;
+    if (slots > TQ_MAX_SLOTS)
+        return -1;
+    if (n > TQ_MAX_SLOTS)
+        n = TQ_MAX_SLOTS;
+    size_t cur = atomic_load(&self->slots_wanted);
+    if ((cur ? cur : self->slots) == n)
+        return 0;
+    atomic_store(&self->slots_wanted, n);
+    int saved = errno;
+    char b = TQ_CONN_WAKE_RESIZE; /* the connection thread looks now */
+    ssize_t w = write(self->stop_w, &b, 1);
+    (void)w;
+    errno = saved;
     return 1;
 }
 

@@ -40,6 +40,7 @@ _taskq()
     case $prev in
     --authkey-file | --config) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --queue | -q) COMPREPLY=($(compgen -W "$(_taskq_queues)" -- "$cur")); return ;;
+    --state) COMPREPLY=($(compgen -W "queued delayed running done failed dead cancelled" -- "$cur")); return ;;
     esac
     if [[ -z $cmd ]]; then
         if [[ $cur == -* ]]; then
@@ -51,6 +52,12 @@ _taskq()
         COMPREPLY=($(compgen -W "$(_taskq_flags taskq "$cmd")" -- "$cur"))
     elif [[ $cmd == pause || $cmd == resume ]]; then
         COMPREPLY=($(compgen -W "$(_taskq_queues)" -- "$cur"))
+    elif [[ $cmd == queue ]]; then
+        if [[ $prev == queue || $prev == --json ]]; then
+            COMPREPLY=($(compgen -W "empty delete" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "$(_taskq_queues)" -- "$cur"))
+        fi
     fi
 }
 

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m taskq", description=__doc__.split("\n")[0])
     p.add_argument("--connect")
     p.add_argument("--authkey-file")
+    p.add_argument("--key", dest="key_file", help="key-pair mode: this client's NAME.key")
+    p.add_argument("--master-key", dest="master_key_file",
+                   help="key-pair mode: the master's public key (.pub)")
     p.add_argument("--connect-timeout", type=float, default=10.0)
     p.add_argument("--reconnect-timeout", type=float, default=60.0)
     p.add_argument("--version", action="version", version="taskq (python) 0.1.0")
@@ -111,7 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(e, file=sys.stderr)
         return errors.EXIT_USAGE
     try:
-        c = Client(a.connect, a.authkey_file, connect_timeout=a.connect_timeout,
+        c = Client(a.connect, a.authkey_file, key_file=a.key_file,
+                   master_key_file=a.master_key_file, connect_timeout=a.connect_timeout,
                    reconnect_timeout=a.reconnect_timeout)
     except TaskqError as e:
         print("taskq: %s" % e, file=sys.stderr)

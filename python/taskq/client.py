@@ -26,7 +26,7 @@ from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, Option
 import zmq
 
 from . import _proto
-from ._auth import derive_keys, read_authkey
+from ._auth import peer_keys, read_authkey
 from ._conn import Link, default_name, error_body
 from .errors import (AuthenticationError, ConnectionError, Refused, TaskCancelled, TaskFailed,
                      TaskqError, TaskUnknown, Timeout)
@@ -210,12 +210,13 @@ class _Batch:
 class _Core(threading.Thread):
     """The I/O thread. Callers talk to it only through ``post``."""
 
-    def __init__(self, endpoint: str, authkey: bytes, name: str, connect_timeout: float,
-                 reconnect_timeout: float) -> None:
+    def __init__(self, endpoint: str, keys: dict, name: str, connect_timeout: float,
+                 reconnect_timeout: float, keypair: bool = False) -> None:
         super().__init__(name="taskq-client-io", daemon=True)
         self.endpoint = endpoint
+        self.keypair = keypair
         self.ctx = zmq.Context()
-        self.link = Link(self.ctx, endpoint, derive_keys(authkey))
+        self.link = Link(self.ctx, endpoint, keys)
         self.name = name
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
@@ -345,8 +346,11 @@ class _Core(threading.Thread):
                     pass
             if self.link.mon in events or not self.registered:
                 if self.link.handshake_verdict() < 0:
-                    raise AuthenticationError("authentication failed connecting to %s "
-                                              "(wrong authkey?)" % self.endpoint)
+                    raise AuthenticationError("authentication failed connecting to %s (%s)" % (
+                        self.endpoint,
+                        "key not accepted: is this key's .pub in the master's --allow-keys, "
+                        "and master_key_file the master's public key?" if self.keypair
+                        else "wrong authkey?"))
             with self.cond:
                 try:
                     self._drain_cmds()
@@ -613,7 +617,12 @@ class Client:
 
     ``connect`` defaults to ``$TASKQ_CONNECT`` (else tcp://127.0.0.1:7070),
     ``authkey_file`` to ``$TASKQ_AUTHKEY_FILE``; ``authkey`` (bytes) may be
-    given instead of a file. Raises AuthenticationError within a few
+    given instead of a file. Key-pair mode (docs/security.md): ``key_file``
+    (this client's NAME.key from ``taskq keygen``) and ``master_key_file``
+    (the master's .pub), defaulting to ``$TASKQ_KEY_FILE`` and
+    ``$TASKQ_MASTER_KEY_FILE``; then no authkey is needed. A request the
+    key's identity may not make raises TaskqError with the master's
+    FORBIDDEN message. Raises AuthenticationError within a few
     seconds when the master has another key, ConnectionError after
     ``connect_timeout`` seconds when it does not answer, KeyFileError for
     a bad key file. Use as a context manager, or call ``close()``.
@@ -622,13 +631,20 @@ class Client:
     def __init__(self, connect: Optional[str] = None, authkey_file: Optional[str] = None, *,
                  authkey: Optional[bytes] = None, name: Optional[str] = None,
                  connect_timeout: float = 10.0, reconnect_timeout: float = 60.0,
-                 ack_timeout: float = 60.0) -> None:
+                 ack_timeout: float = 60.0, key_file: Optional[str] = None,
+                 master_key_file: Optional[str] = None) -> None:
         self.endpoint = connect or os.environ.get("TASKQ_CONNECT") or DEFAULT_CONNECT
-        if authkey is None:
-            authkey = read_authkey(authkey_file or os.environ.get("TASKQ_AUTHKEY_FILE", ""))
+        key_file = key_file or os.environ.get("TASKQ_KEY_FILE", "")
+        master_key_file = master_key_file or os.environ.get("TASKQ_MASTER_KEY_FILE", "")
+        keypair = bool(key_file or master_key_file)
+        akf = authkey_file or os.environ.get("TASKQ_AUTHKEY_FILE", "")
+        if authkey is None and (akf or not keypair):
+            authkey = read_authkey(akf)
+        keys = peer_keys(bytes(authkey) if authkey is not None else None, key_file,
+                         master_key_file)
         self.ack_timeout = ack_timeout
-        self._core = _Core(self.endpoint, bytes(authkey), name or default_name(),
-                           connect_timeout, reconnect_timeout)
+        self._core = _Core(self.endpoint, keys, name or default_name(),
+                           connect_timeout, reconnect_timeout, keypair)
         self._core.ack_timeout = ack_timeout
         self._core.start()
         self._core.ready.wait()

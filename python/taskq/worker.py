@@ -40,7 +40,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import zmq
 
 from . import _proto
-from ._auth import derive_keys, read_authkey
+from ._auth import peer_keys, read_authkey
 from ._conn import Link, default_name, error_body
 from .client import DEFAULT_CONNECT, _check_name
 from .errors import EXIT_CONNECT, EXIT_OK, Fail
@@ -120,11 +120,18 @@ class Worker:
 
     def __init__(self, connect: Optional[str] = None, authkey_file: Optional[str] = None, *,
                  authkey: Optional[bytes] = None, name: Optional[str] = None, prefetch: int = 0,
-                 drain_timeout: float = 30.0) -> None:
+                 drain_timeout: float = 30.0, key_file: Optional[str] = None,
+                 master_key_file: Optional[str] = None) -> None:
         self.endpoint = connect or os.environ.get("TASKQ_CONNECT") or DEFAULT_CONNECT
-        if authkey is None:
-            authkey = read_authkey(authkey_file or os.environ.get("TASKQ_AUTHKEY_FILE", ""))
-        self._keys = derive_keys(bytes(authkey))
+        # key-pair mode (docs/security.md): its own pair and the master's public key
+        key_file = key_file or os.environ.get("TASKQ_KEY_FILE", "")
+        master_key_file = master_key_file or os.environ.get("TASKQ_MASTER_KEY_FILE", "")
+        akf = authkey_file or os.environ.get("TASKQ_AUTHKEY_FILE", "")
+        if authkey is None and (akf or not (key_file or master_key_file)):
+            authkey = read_authkey(akf)
+        self._keys = peer_keys(bytes(authkey) if authkey is not None else None, key_file,
+                               master_key_file)
+        self._keypair = bool(key_file or master_key_file)
         self.name = name or default_name()
         if not 0 <= prefetch <= _proto.MAX_SLOTS:
             raise ValueError("prefetch %r is not in 0..4096" % prefetch)
@@ -384,8 +391,10 @@ class _Engine:
                     pass
             if self.link.mon in events or not self.registered:
                 if self.link.handshake_verdict() < 0:
-                    _log("authentication failed connecting to %s (wrong authkey?)"
-                         % self.w.endpoint)
+                    _log("authentication failed connecting to %s (%s)" % (
+                        self.w.endpoint,
+                        "key not accepted: is this key's .pub in the master's --allow-keys?"
+                        if self.w._keypair else "wrong authkey?"))
                     return EXIT_CONNECT
             while self.finished:
                 job, outcome = self.finished.popleft()

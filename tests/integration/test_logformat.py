@@ -80,6 +80,25 @@ class LogFormatTest(TQTestCase):
                           env={"JOURNAL_STREAM": "1:1"})
         self.assertEqual(r.rc, 2)
 
+    def test_worker_logs_task_outcomes(self):
+        self.start_master()
+        w = self.start_worker("--log-level", "debug")
+        ids = self.submit("--fn", "fail", "boom\x1b[31m red")
+        r = self.tq("wait", "--timeout", "30", ids[0])
+        self.assertEqual(r.rc, 1, r)
+        ok = self.submit("--fn", "square", "3")
+        self.tq_ok("wait", "--timeout", "30", ok[0])
+        wait_until(lambda: "done in" in w.output(), 10, what="the done line")
+        fail = [l for l in w.output().splitlines() if "task %s attempt 1" % ids[0] in l]
+        self.assertEqual(len(fail), 1, w.output())
+        # info, with the function, the run time and the error text escaped
+        self.assertIn("level=info", fail[0])
+        self.assertRegex(fail[0], r"\(fail\) failed after [0-9.]+ ms: boom\\\\x1b\[31m red")
+        done = [l for l in w.output().splitlines() if "task %s attempt 1" % ok[0] in l]
+        self.assertEqual(len(done), 1, w.output())
+        self.assertIn("level=debug", done[0])
+        self.assertRegex(done[0], r"\(square\) done in [0-9.]+ ms")
+
     def test_planted_secrets_never_logged(self):
         secret_text = "itest-PLANTED-authkey-7f3e9a1c5b2d4e6f8a0c2e4a6b8d0f1e"
         key = self.key = self.make_key("planted-key", secret_text)

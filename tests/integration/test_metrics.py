@@ -104,6 +104,34 @@ class MetricsTest(TQTestCase):
         m = self.scrape(mport)
         self.assertEqual(m["taskq_auth_failures_total"], 0)
 
+    def test_fsync_histogram_and_oldest_age_move(self):
+        mport = free_port()
+        self.start_master("--metrics-listen", ":%d" % mport, "--fsync", "always")
+        m = self.scrape(mport)
+        self.assertEqual(m["taskq_journal_write_errors_total"], 0)
+        before = m["taskq_journal_fsync_seconds_count"]
+        self.submit("--queue", "aged", "--fn", "square", "1")
+        self.submit("--queue", "aged", "--fn", "square", "2")
+        # each acknowledged submit was fsynced first (--fsync always)
+        m = self.wait_metric(mport, "taskq_journal_fsync_seconds_count",
+                             lambda v: v is not None and v >= before + 2,
+                             "two more fsync rounds") and self.scrape(mport)
+        n = m["taskq_journal_fsync_seconds_count"]
+        self.assertEqual(m['taskq_journal_fsync_seconds_bucket{le="+Inf"}'], n)
+        self.assertGreater(m["taskq_journal_fsync_seconds_sum"], 0)
+        buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in m.items()
+                         if k.startswith("taskq_journal_fsync_seconds_bucket")
+                         and "+Inf" not in k)
+        self.assertEqual(len(buckets), 14)
+        self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets))
+        self.assertLessEqual(buckets[-1][1], n)
+        # the oldest queued task ages while no worker serves it
+        self.wait_metric(mport, 'taskq_queue_oldest_age_seconds{queue="aged"}',
+                         lambda v: v is not None and v >= 1.0, "the oldest task to age 1 s")
+        self.start_worker()
+        self.wait_metric(mport, 'taskq_queue_oldest_age_seconds{queue="aged"}',
+                         lambda v: v == 0, "the age to drop to 0 once served")
+
     def test_off_by_default(self):
         self.start_master()
         self.assertNotIn("metrics on", self.master.output())

@@ -223,6 +223,22 @@ class OperateWorkers(TQTestCase):
         self.assertIn("admin: quieting worker alpha", m)
         self.assertIn("admin: stopping worker alpha", m)
 
+    def test_admin_actions_name_the_requester(self):
+        self.start_master("--max-attempts", "1")
+        self.tq_ok("pause", "mail")
+        self.tq_ok("resume", "mail")
+        ids = self.submit("--queue", "mail", "--fn", "nobody", "x")
+        self.tq("cancel", ids[0])
+        self.tq("retry", "--all")
+        self.tq("purge", "--all")
+        m = self.master.output()
+        by = r" at the request of \S+:\d+ \(127\.0\.0\.1\)"  # the client's HELLO name, address
+        self.assertRegex(m, r"admin: queue mail paused" + by)
+        self.assertRegex(m, r"admin: queue mail resumed" + by)
+        self.assertRegex(m, r"cancel of 1 task \(the first %s\): 1 cancelled," % ids[0] + by)
+        self.assertRegex(m, r"admin: retried 0 dead or failed tasks" + by)
+        self.assertRegex(m, r"admin: purged 0 dead or failed tasks" + by)
+
     def test_worker_op_unknown_name(self):
         self.start_master()
         r = self.tq("worker", "stop", "nobody")
