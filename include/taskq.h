@@ -647,8 +647,10 @@ TASKQ_API int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_byte
  * drop with taskq_worker_set_user; HOME, USER and LOGNAME become the
  * user's), with only the environment variables named in the comma list
  * env ("PATH,LANG,LC_*": a trailing '*' keeps a prefix; NULL: all of the
- * worker's but TASKQ_*). Returns 0, or -1 with TASKQ_ERR_USAGE (no such
- * directory or user, not root, a bad name in env). */
+ * worker's but TASKQ_*). The setting is the process's: with several
+ * workers in one process, the last one started with it sets it for all.
+ * Returns 0, or -1 with TASKQ_ERR_USAGE (no such directory or user, not
+ * root, a bad name in env). */
 TASKQ_API int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t *err);
 TASKQ_API int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir,
                                             const char *user, const char *env,

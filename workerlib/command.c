@@ -218,6 +218,10 @@ static pthread_once_t task_env_once = PTHREAD_ONCE_INIT;
 static tq_task_proc_t task_proc; /* set before tasks run, then read-only */
 static char *task_dir;
 static gid_t task_groups[TQ_TASK_MAX_GROUPS];
+static pthread_mutex_t task_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Environments replaced by tq_command_set_task_proc (kept: see there). */
+static char **retired[16];
+static size_t nretired;
 
 /* 1 if the variable entry "NAME=value" is one the list keeps: a name of
  * the comma list, or a prefix ending in '*'. */
@@ -307,21 +311,24 @@ int tq_command_set_task_proc(const tq_task_proc_t *p, char *err, size_t errlen)
         snprintf(err, errlen, "task user: more than %d groups", TQ_TASK_MAX_GROUPS);
         return -1;
     }
+    pthread_mutex_lock(&task_mu); /* workers of one process may start at once */
     task_proc = *p;
     task_proc.env = p->env ? tq_strdup(p->env) : NULL;
     task_proc.user = p->user ? tq_strdup(p->user) : NULL;
     task_proc.home = p->home ? tq_strdup(p->home) : NULL;
-    free(task_dir);
-    task_dir = p->dir ? tq_strdup(p->dir) : NULL;
+    task_dir = p->dir ? tq_strdup(p->dir) : NULL; /* an older one may be in use: kept */
     task_proc.dir = task_dir;
     if (p->has_user && p->ngroups > 0)
         memcpy(task_groups, p->groups, (size_t)p->ngroups * sizeof *task_groups);
     task_proc.groups = task_groups;
-    /* Built now from task_proc, even if the default was built before (no
-     * task runs while this is called; the old array is not reused). */
+    /* Built now from task_proc, even if the default was built before.
+     * Another worker of this process may be starting a child with the
+     * old array this moment: it is kept (reachable), never freed. */
     pthread_once(&task_env_once, task_env_build);
-    free(task_env);
+    if (nretired < sizeof retired / sizeof *retired)
+        retired[nretired++] = task_env;
     task_env_build();
+    pthread_mutex_unlock(&task_mu);
     return 0;
 }
 

@@ -506,7 +506,10 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .env = self->task_env,
     };
     char pwhy[512];
-    if (tq_command_set_task_proc(&tp, pwhy, sizeof pwhy) < 0) {
+    /* Only when asked: the settings are the process's, shared by every
+     * worker in it (taskq_worker_set_task_process). */
+    if ((self->task_dir || self->task_user || self->task_env) &&
+        tq_command_set_task_proc(&tp, pwhy, sizeof pwhy) < 0) {
         tq_curve_keys_free(&keys);
         return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", pwhy);
     }
