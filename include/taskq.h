@@ -633,6 +633,29 @@ TASKQ_API int taskq_mode_parse(const char *text);
 TASKQ_API int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes,
                                       uint64_t cpu_seconds, taskq_error_t *err);
 
+/* Least privilege (docs/security.md). taskq_worker_set_user: the worker
+ * is started as root and becomes user (a name or a uid) for good in
+ * taskq_worker_run, once the key is read, before it connects: real,
+ * effective and saved ids, supplementary groups; no_new_privs is set at
+ * once (per thread: call it before starting threads of your own). Refused
+ * (TASKQ_ERR_USAGE) for an unknown user, root, or when not root.
+ *
+ * taskq_worker_set_task_process: how every task child process (commands,
+ * coprocess, prefork, spawn; never thread or inline mode, which run in
+ * the worker) starts: in directory dir (NULL: the worker's), as user
+ * (NULL: the worker's own; else the worker must be root and must not
+ * drop with taskq_worker_set_user; HOME, USER and LOGNAME become the
+ * user's), with only the environment variables named in the comma list
+ * env ("PATH,LANG,LC_*": a trailing '*' keeps a prefix; NULL: all of the
+ * worker's but TASKQ_*). The setting is the process's: with several
+ * workers in one process, the last one started with it sets it for all.
+ * Returns 0, or -1 with TASKQ_ERR_USAGE (no such directory or user, not
+ * root, a bad name in env). */
+TASKQ_API int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t *err);
+TASKQ_API int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir,
+                                            const char *user, const char *env,
+                                            taskq_error_t *err);
+
 /* The built-in functions: taskq_worker_builtin(i) for i = 0, 1, ... is
  * "square", "echo", "sleep", "fail", then NULL. */
 TASKQ_API const char *taskq_worker_builtin(size_t i);

@@ -35,6 +35,7 @@
 #include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
+#include "tq_priv.h"
 #include "tq_proto.h"
 #include "tq_util.h"
 
@@ -73,6 +74,7 @@ typedef struct {
     int http_show_payloads;
     char *allow_keys;
     char *key;
+    char *user;
 } settings_t;
 
 #define S(f) offsetof(settings_t, f)
@@ -189,6 +191,9 @@ static const tq_cfg_entry_t table[] = {
      "the master's own key pair (made by taskq keygen; peers get its .pub as --master-key); "
      "required with --allow-keys unless --authkey-file is given (then the authkey's pair is "
      "the default)"},
+    {"user", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, S(user), "USER",
+     "started as root: read the key, open the data dir and bind as root, then run as USER "
+     "for good (the data dir must be USER's; docs/security.md)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -294,7 +299,7 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_
  * root, not writable by group or others. Another user's data dir could
  * hold that user's authkey (used when no --authkey-file is given) and
  * journal. */
-static int prepare_data_dir(const char *dir, tq_error_t *err) {
+static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_error_t *err) {
     struct stat st;
     if (stat(dir, &st) < 0) {
         if (errno != ENOENT) {
@@ -305,14 +310,27 @@ static int prepare_data_dir(const char *dir, tq_error_t *err) {
             tq_error_set(err, 0, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
             return -1;
         }
-        tq_info("created data dir %s (mode 0700)", dir);
+        if (user && chown(dir, user->uid, user->gid) < 0) {
+            tq_error_set(err, 0, "--data-dir %s: cannot give it to --user %s: %s", dir,
+                         user->name, strerror(errno));
+            return -1;
+        }
+        tq_info("created data dir %s (mode 0700%s%s)", dir, user ? ", owner " : "",
+                user ? user->name : "");
         return 0;
     }
     if (!S_ISDIR(st.st_mode)) {
         tq_error_set(err, 0, "--data-dir %s: exists and is not a directory", dir);
         return -1;
     }
-    if (st.st_uid != geteuid() && st.st_uid != 0) {
+    if (user && st.st_uid != user->uid) {
+        tq_error_set(err, 0,
+                     "--data-dir %s: owned by uid %u, but --user %s (uid %u) runs the master and "
+                     "must own it: chown -R %s %s",
+                     dir, (unsigned)st.st_uid, user->name, (unsigned)user->uid, user->name, dir);
+        return -1;
+    }
+    if (!user && st.st_uid != geteuid() && st.st_uid != 0) {
         tq_error_set(err, 0,
                      "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
                      "could have put its authkey and journal there; use a directory of our own",
@@ -326,7 +344,7 @@ static int prepare_data_dir(const char *dir, tq_error_t *err) {
                      dir, (unsigned)(st.st_mode & 07777), dir);
         return -1;
     }
-    if (access(dir, R_OK | W_OK | X_OK) < 0) {
+    if (!user && access(dir, R_OK | W_OK | X_OK) < 0) {
         tq_error_set(err, 0, "--data-dir %s: not writable: %s", dir, strerror(errno));
         return -1;
     }
@@ -586,6 +604,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: %s\n", err);
         goto out;
     }
+    tq_user_t user_buf, *user = NULL;
+    if (s.user && tq_user_lookup(s.user, "--user", !s.check_config, &user_buf, err, sizeof err) == 0)
+        user = &user_buf;
+    else if (s.user) {
+        fprintf(stderr, "taskq-master: %s\n", err);
+        goto out;
+    }
     if (s.check_config) {
         printf("configuration OK\n");
         rc = TQ_EXIT_OK;
@@ -605,15 +630,25 @@ int main(int argc, char **argv) {
         tq_error("%s", e.msg);
         goto out;
     }
-    if (prepare_data_dir(s.data_dir, &e) < 0) {
+    if (prepare_data_dir(s.data_dir, user, &e) < 0) {
         tq_error("%s", e.msg);
         goto out;
     }
+    /* With --user, the lock and the journal's files are made and opened
+     * as USER (its file system ids); the key file is read as root. */
+    if (user && tq_priv_no_new_privs(err, sizeof err) < 0) { /* before any thread */
+        tq_error("%s", err);
+        goto out;
+    }
+    if (user)
+        tq_priv_fs_as(user);
     /* One master per data dir, before anything in it is read. */
     if ((lockfd = tq_dirlock_acquire(s.data_dir, &e)) < 0) {
         tq_error("%s", e.msg);
         goto out;
     }
+    if (user)
+        tq_priv_fs_as(NULL); /* a generated key file is root's, as one given */
     char keypath[4096];
     if (use_authkey && resolve_authkey(&s, keypath, sizeof keypath, &e) < 0) {
         tq_error("%s", e.msg);
@@ -646,6 +681,8 @@ int main(int argc, char **argv) {
                 use_authkey ? ", and the authkey's pair" : "", z,
                 s.key && *s.key ? s.key : "derived from the authkey");
     }
+    if (user)
+        tq_priv_fs_as(user); /* the journal's files, before any thread exists */
 
     /* Signals arrive on a signalfd polled by the loop: block them before
      * any thread (ZeroMQ's, the auth actor) exists, so all inherit it. */
@@ -713,7 +750,15 @@ int main(int argc, char **argv) {
     if (!loop) {
         tq_error("%s", ctx ? e.msg : "cannot create the ZeroMQ context");
         rc = TQ_EXIT_ENV;
+    } else if (user && tq_priv_drop(user, err, sizeof err) < 0) {
+        /* bound and replayed as root: now USER for good, or not at all */
+        tq_error("%s", err);
+        rc = TQ_EXIT_ENV;
+        tq_loop_destroy(&loop);
     } else {
+        if (user)
+            tq_info("running as user %s (uid %u, gid %u): root's privileges dropped", user->name,
+                    (unsigned)user->uid, (unsigned)user->gid);
         tq_info("listening on %s, data dir %s", tq_loop_endpoint(loop), s.data_dir);
         /* Type=notify units: ready once replayed and bound (a no-op
          * outside systemd: NOTIFY_SOCKET unset). */

@@ -53,6 +53,10 @@ typedef struct {
     int version;
     char *config;
     int check_config;
+    char *user;
+    char *task_dir;
+    char *task_user;
+    char *task_env;
 } settings_t;
 
 static const tq_cfg_entry_t table[] = {
@@ -106,6 +110,17 @@ static const tq_cfg_entry_t table[] = {
     {"check-config", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, check_config),
      NULL, "check the settings (file, environment, flags) and exit: prints 'configuration OK', "
      "or every error (FILE:LINE: message) and exits 2"},
+    {"user", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, user), "USER",
+     "started as root: read the key and load plugins as root, then run as USER for good, "
+     "tasks included (docs/security.md)"},
+    {"task-dir", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, task_dir), "DIR",
+     "working directory of each child process running tasks (default: the worker's)"},
+    {"task-user", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, task_user), "USER",
+     "run each child process running tasks as USER (the worker stays root; not with --user; "
+     "thread and inline functions run in the worker)"},
+    {"task-env", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, task_env), "NAMES",
+     "comma list of the worker's environment variables task processes get, e.g. PATH,LANG,LC_* "
+     "(default: all but TASKQ_*)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
@@ -502,6 +517,20 @@ int main(int argc, char **argv)
     if (taskq_worker_set_limits(w, (uint64_t)s.task_memory, (uint64_t)s.task_cpu_seconds,
                                 &werr) < 0) {
         usage_error("--task-memory/--task-cpu-seconds: %s%s", werr.message, "");
+        goto out;
+    }
+    if (s.user && s.task_user) {
+        usage_error("--task-user needs the worker to stay root: give --user or --task-user, "
+                    "not both%s%s", "", "");
+        goto out;
+    }
+    if (s.user && taskq_worker_set_user(w, s.user, &werr) < 0) {
+        usage_error("--%s%s", werr.message, "");
+        goto out;
+    }
+    if ((s.task_dir || s.task_user || s.task_env) &&
+        taskq_worker_set_task_process(w, s.task_dir, s.task_user, s.task_env, &werr) < 0) {
+        usage_error("--task-dir/--task-user/--task-env: %s%s", werr.message, "");
         goto out;
     }
 

@@ -186,7 +186,8 @@ static int start_forked(tq_child_t *c, const tq_run_ctx_t *ctx, char *why, size_
         return -1;
     }
     if (pid == 0) {
-        tq_command_child_setup(&ctx->limits, env);
+        if (tq_command_child_setup(&ctx->limits, env) < 0)
+            _exit(1);
         /* Die with the worker (the forking slot thread lives as long). */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)

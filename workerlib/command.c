@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -214,17 +215,126 @@ static void apply_limits(const tq_limits_t *l)
 
 static char **task_env;
 static pthread_once_t task_env_once = PTHREAD_ONCE_INIT;
+static tq_task_proc_t task_proc; /* set before tasks run, then read-only */
+static char *task_dir;
+static gid_t task_groups[TQ_TASK_MAX_GROUPS];
+static pthread_mutex_t task_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Environments replaced by tq_command_set_task_proc (kept: see there). */
+static char **retired[16];
+static size_t nretired;
 
+/* 1 if the variable entry "NAME=value" is one the list keeps: a name of
+ * the comma list, or a prefix ending in '*'. */
+static int env_kept(const char *entry, const char *list)
+{
+    size_t nlen = strcspn(entry, "=");
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len && p[len - 1] == '*') {
+            if (nlen >= len - 1 && strncmp(entry, p, len - 1) == 0)
+                return 1;
+        } else if (len == nlen && strncmp(entry, p, len) == 0) {
+            return 1;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+static char *env_pair(const char *name, const char *value)
+{
+    size_t n = strlen(name) + strlen(value) + 2;
+    char *e = tq_calloc(n, 1);
+    snprintf(e, n, "%s=%s", name, value);
+    return e;
+}
+
+/* Build task_env from environ and task_proc (once). The strings are
+ * environ's own, or made here for a task user (kept for the process's
+ * life). */
 static void task_env_build(void)
 {
     size_t n = 0, k = 0;
     while (environ && environ[n])
         n++;
-    task_env = tq_calloc(n + 1, sizeof *task_env);
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "TASKQ_", 6) != 0)
+    task_env = tq_calloc(n + 4, sizeof *task_env);
+    const tq_task_proc_t *p = &task_proc;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = environ[i];
+        int keep = p->env ? env_kept(e, p->env) : strncmp(e, "TASKQ_", 6) != 0;
+        if (keep && p->has_user &&
+            (!strncmp(e, "HOME=", 5) || !strncmp(e, "USER=", 5) || !strncmp(e, "LOGNAME=", 8)))
+            keep = 0; /* the task user's own, below */
+        if (keep)
             task_env[k++] = environ[i];
+    }
+    if (p->has_user) {
+        task_env[k++] = env_pair("HOME", p->home ? p->home : "/");
+        task_env[k++] = env_pair("USER", p->user ? p->user : "");
+        task_env[k++] = env_pair("LOGNAME", p->user ? p->user : "");
+    }
     task_env[k] = NULL;
+}
+
+int tq_command_check_env(const tq_task_proc_t *p, char *err, size_t errlen)
+{
+    if (p->env) {
+        for (const char *q = p->env; *q;) {
+            size_t len = strcspn(q, ",");
+            for (size_t i = 0; i < len; i++) {
+                char c = q[i];
+                int ok = c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                         (i > 0 && c >= '0' && c <= '9') || (c == '*' && i + 1 == len && i > 0);
+                if (!ok) {
+                    snprintf(err, errlen,
+                             "task environment: '%.*s' is not a variable name (letters, digits, "
+                             "'_'; a trailing '*' for a prefix)",
+                             (int)len, q);
+                    return -1;
+                }
+            }
+            q += len;
+            if (*q == ',')
+                q++;
+        }
+    }
+    return 0;
+}
+
+int tq_command_set_task_proc(const tq_task_proc_t *p, char *err, size_t errlen)
+{
+    if (tq_command_check_env(p, err, errlen) < 0)
+        return -1;
+    if (p->has_user && (p->ngroups < 0 || p->ngroups > TQ_TASK_MAX_GROUPS)) {
+        snprintf(err, errlen, "task user: more than %d groups", TQ_TASK_MAX_GROUPS);
+        return -1;
+    }
+    pthread_mutex_lock(&task_mu); /* workers of one process may start at once */
+    task_proc = *p;
+    task_proc.env = p->env ? tq_strdup(p->env) : NULL;
+    task_proc.user = p->user ? tq_strdup(p->user) : NULL;
+    task_proc.home = p->home ? tq_strdup(p->home) : NULL;
+    task_dir = p->dir ? tq_strdup(p->dir) : NULL; /* an older one may be in use: kept */
+    task_proc.dir = task_dir;
+    if (p->has_user && p->ngroups > 0)
+        memcpy(task_groups, p->groups, (size_t)p->ngroups * sizeof *task_groups);
+    task_proc.groups = task_groups;
+    /* Built now from task_proc, even if the default was built before.
+     * Another worker of this process may be starting a child with the
+     * old array this moment: it is kept (reachable), never freed. */
+    pthread_once(&task_env_once, task_env_build);
+    if (nretired < sizeof retired / sizeof *retired)
+        retired[nretired++] = task_env;
+    task_env_build();
+    pthread_mutex_unlock(&task_mu);
+    return 0;
+}
+
+int tq_command_task_proc_active(void)
+{
+    return task_proc.dir != NULL || task_proc.has_user;
 }
 
 char **tq_command_task_env(void)
@@ -234,9 +344,11 @@ char **tq_command_task_env(void)
 }
 
 /* In a fresh child (only async-signal-safe calls): own process group,
- * default signal dispositions, empty mask, limits, the task environment
- * (a pointer assignment: no allocation, no lock). */
-void tq_command_child_setup(const tq_limits_t *limits, char **env)
+ * default signal dispositions, empty mask, limits, the task user (raw
+ * system calls: this child has one thread, and glibc's wrappers would
+ * try to reach the parent's), its directory, the task environment (a
+ * pointer assignment: no allocation, no lock). */
+int tq_command_child_setup(const tq_limits_t *limits, char **env)
 {
     environ = env;
     setpgid(0, 0);
@@ -250,6 +362,20 @@ void tq_command_child_setup(const tq_limits_t *limits, char **env)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     apply_limits(limits);
+    const tq_task_proc_t *p = &task_proc;
+    if (p->has_user) {
+        if (syscall(SYS_setgroups, (size_t)p->ngroups, p->groups) < 0 ||
+            syscall(SYS_setresgid, p->gid, p->gid, p->gid) < 0 ||
+            syscall(SYS_setresuid, p->uid, p->uid, p->uid) < 0)
+            return -1;
+        if (syscall(SYS_setresuid, 0, 0, 0) == 0) { /* root must be out of reach */
+            errno = EPERM;
+            return -1;
+        }
+    }
+    if (p->dir && chdir(p->dir) < 0)
+        return -1;
+    return 0;
 }
 
 pid_t tq_command_exec(char *const argv[], int fd0, int fd1, int fd2, const tq_limits_t *limits,
@@ -269,7 +395,8 @@ pid_t tq_command_exec(char *const argv[], int fd0, int fd1, int fd2, const tq_li
         return -1;
     }
     if (pid == 0) {
-        tq_command_child_setup(limits, env);
+        if (tq_command_child_setup(limits, env) < 0)
+            goto failed;
         if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
             goto failed;
         /* Everything else closes at exec (ep[1] too, telling the parent
@@ -387,8 +514,9 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETSIGMASK);
     int rc;
-    if (ctx->limits.memory || ctx->limits.cpu_seconds) {
-        /* posix_spawn cannot set limits: fork, setrlimit, exec. */
+    if (ctx->limits.memory || ctx->limits.cpu_seconds || tq_command_task_proc_active()) {
+        /* posix_spawn cannot set limits or change user or directory:
+         * fork, set up, exec. */
         int e = 0;
         pid = tq_command_exec(self->argv, in[0], po[1], pe[1], &ctx->limits, &e);
         rc = pid < 0 ? e : 0;

@@ -52,17 +52,49 @@ const char *tq_command_text(const tq_command_t *self);
  * whole process group gets SIGKILL. Returns when the child is reaped. */
 void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_result_t *out);
 
-/* The environment every task child gets: the worker's, without the
- * TASKQ_* variables (the worker's own settings: its endpoint, the path
- * of its key file, its log level), which are no business of a task.
- * Built once (thread-safe); the strings are the worker's own. */
+/* Supplementary groups of a task user at most (as tq_priv.h). */
+#define TQ_TASK_MAX_GROUPS 256
+
+/* How task processes run (taskq_worker_set_task_dir, _task_user,
+ * _task_env): set once before any task runs, read-only afterwards. */
+typedef struct {
+    const char *dir;   /* working directory (NULL: the worker's) */
+    int has_user;      /* run as uid/gid with groups (the worker is root) */
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    int ngroups;
+    const char *user, *home; /* USER/LOGNAME and HOME given to tasks */
+    const char *env;   /* comma list of variable names kept ("LC_*": a
+                          prefix), or NULL: all but TASKQ_* */
+} tq_task_proc_t;
+
+/* Take p (copied) for every task child started from now on, and build
+ * its environment. Returns 0, or -1 with err (an invalid name in env). */
+int tq_command_set_task_proc(const tq_task_proc_t *p, char *err, size_t errlen);
+
+/* 0 if p->env is a valid list (or NULL), else -1 with err. */
+int tq_command_check_env(const tq_task_proc_t *p, char *err, size_t errlen);
+
+/* 1 when task children need the fork path (posix_spawn cannot change
+ * user or directory). */
+int tq_command_task_proc_active(void);
+
+/* The environment every task child gets: by default the worker's,
+ * without the TASKQ_* variables (the worker's own settings: its
+ * endpoint, the path of its key file, its log level), which are no
+ * business of a task; with a task_env list only the variables it names
+ * (and HOME, USER, LOGNAME of a task user). Built once (thread-safe). */
 char **tq_command_task_env(void);
 
 /* In a freshly forked child (async-signal-safe calls only): its own
  * process group, default signal dispositions, an empty signal mask, the
- * limits (setrlimit RLIMIT_AS, RLIMIT_CPU) that are not 0, and env
- * (tq_command_task_env(), fetched before the fork) as its environment. */
-void tq_command_child_setup(const tq_limits_t *limits, char **env);
+ * limits (setrlimit RLIMIT_AS, RLIMIT_CPU) that are not 0, the task user
+ * (groups, gid, uid: for good) and directory of tq_command_set_task_proc,
+ * and env (tq_command_task_env(), fetched before the fork) as its
+ * environment. Returns 0, or -1 with errno (a step that failed: the
+ * child must not run the task). */
+int tq_command_child_setup(const tq_limits_t *limits, char **env);
 
 /* fork and exec argv (searched on PATH) with fd0, fd1, fd2 as its 0, 1,
  * 2, in its own process group, default signal dispositions, an empty

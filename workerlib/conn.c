@@ -21,6 +21,7 @@
 #include "tq_idmap.h"
 #include "tq_log.h"
 #include "tq_proto.h"
+#include "tq_tsan.h"
 #include "tq_util.h"
 
 /* "cannot reach master" warning period. */
@@ -910,6 +911,7 @@ static int loop(conn_t *c)
                 if (r < 0)
                     break;
                 TQ_ASSERT(r == (int)sizeof t);
+                TQ_TSAN_ACQUIRE(t); /* the slot's TQ_TSAN_RELEASE before its send */
                 on_task_back(c, t);
             }
         }

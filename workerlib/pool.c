@@ -16,6 +16,7 @@
 #include "reaper.h"
 #include "tq_log.h"
 #include "tq_proto.h"
+#include "tq_tsan.h"
 #include "tq_util.h"
 
 typedef struct {
@@ -241,6 +242,7 @@ static void *slot_main(void *arg)
         task->slot = -1;
         pthread_mutex_unlock(&pool->mu);
         /* After this send the task belongs to the connection thread again. */
+        TQ_TSAN_RELEASE(task);
         while (zmq_send(push, &task, sizeof task, 0) < 0 && errno == EINTR)
             ;
         pthread_mutex_lock(&pool->mu);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <dlfcn.h>
@@ -21,6 +22,7 @@
 #include "tq_keyfile.h"
 #include "tq_limits.h"
 #include "tq_log.h"
+#include "tq_priv.h"
 #include "tq_proto.h"
 #include "tq_util.h"
 #include "tqerr.h"
@@ -55,6 +57,9 @@ struct taskq_worker {
     int ran;                       /* taskq_worker_run was called */
     int stuck;                     /* slot threads were left running */
     tq_limits_t limits;            /* for every child process */
+    tq_user_t *user;               /* taskq_worker_set_user: drop to it */
+    tq_user_t *task_user;          /* task processes run as it */
+    char *task_dir, *task_env;     /* their directory, kept variables */
 };
 
 static void default_name(char *out, size_t outlen)
@@ -153,6 +158,10 @@ void taskq_worker_destroy(taskq_worker_t **self_p)
     /* else: threads still run a function; its code and table stay. */
     free(self->endpoint);
     free(self->authkey_file);
+    free(self->user);
+    free(self->task_user);
+    free(self->task_dir);
+    free(self->task_env);
     free(self->key_file);
     free(self->master_key_file);
     free(self);
@@ -350,6 +359,58 @@ int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes, uint64_
     return 0;
 }
 
+int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t *err)
+{
+    char why[512];
+    if (!self || self->ran)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "the user is set before taskq_worker_run");
+    tq_user_t u;
+    if (tq_user_lookup(user, "user", 1, &u, why, sizeof why) < 0)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+    /* per thread and inherited: now, while the caller's threads are few */
+    if (tq_priv_no_new_privs(why, sizeof why) < 0)
+        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
+    if (!self->user)
+        self->user = tq_calloc(1, sizeof *self->user);
+    *self->user = u;
+    return 0;
+}
+
+int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir, const char *user,
+                                  const char *env, taskq_error_t *err)
+{
+    char why[512];
+    if (!self || self->ran)
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
+                              "task processes are set up before taskq_worker_run");
+    struct stat st;
+    if (dir && stat(dir, &st) < 0)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: %s", dir,
+                              strerror(errno));
+    if (dir && !S_ISDIR(st.st_mode))
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: not a directory",
+                              dir);
+    tq_user_t u;
+    if (user && tq_user_lookup(user, "task user", 1, &u, why, sizeof why) < 0)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+    if (env) {
+        tq_task_proc_t probe = {.env = env};
+        if (tq_command_check_env(&probe, why, sizeof why) < 0)
+            return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+    }
+    free(self->task_dir);
+    free(self->task_env);
+    free(self->task_user);
+    self->task_dir = dir ? tq_strdup(dir) : NULL;
+    self->task_env = env ? tq_strdup(env) : NULL;
+    self->task_user = NULL;
+    if (user) {
+        self->task_user = tq_calloc(1, sizeof *self->task_user);
+        *self->task_user = u;
+    }
+    return 0;
+}
+
 const char *taskq_worker_builtin(size_t i)
 {
     for (size_t k = 0; tq_builtin_names[k]; k++)
@@ -418,12 +479,48 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     if (!keys)
         return tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
                               strerror(errno));
+    if (self->user && self->task_user) {
+        tq_curve_keys_free(&keys);
+        return tq_client_fail(err, TASKQ_ERR_USAGE,
+                              "a task user needs the worker to stay root: give the worker a "
+                              "user or its tasks one, not both");
+    }
     tq_error_t why;
     if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys,
                           &why) < 0) {
         tq_curve_keys_free(&keys);
         return tq_client_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV,
                               "%s", why.msg);
+    }
+    /* Task processes: set once, before any thread that forks exists. */
+    const tq_user_t *tu = self->task_user;
+    tq_task_proc_t tp = {
+        .dir = self->task_dir,
+        .has_user = self->task_user != NULL,
+        .uid = tu ? tu->uid : 0,
+        .gid = tu ? tu->gid : 0,
+        .groups = tu ? tu->groups : NULL,
+        .ngroups = tu ? tu->ngroups : 0,
+        .user = tu ? tu->name : NULL,
+        .home = tu ? tu->home : NULL,
+        .env = self->task_env,
+    };
+    char pwhy[512];
+    /* Only when asked: the settings are the process's, shared by every
+     * worker in it (taskq_worker_set_task_process). */
+    if ((self->task_dir || self->task_user || self->task_env) &&
+        tq_command_set_task_proc(&tp, pwhy, sizeof pwhy) < 0) {
+        tq_curve_keys_free(&keys);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", pwhy);
+    }
+    /* The key is read (and the plugins loaded): root is no longer needed. */
+    if (self->user) {
+        if (tq_priv_drop(self->user, pwhy, sizeof pwhy) < 0) {
+            tq_curve_keys_free(&keys);
+            return tq_client_fail(err, TASKQ_ERR_ENV, "%s", pwhy);
+        }
+        tq_info("running as user %s (uid %u, gid %u): root's privileges dropped",
+                self->user->name, (unsigned)self->user->uid, (unsigned)self->user->gid);
     }
     self->ran = 1;
     for (size_t i = 0; i < self->nfns; i++)

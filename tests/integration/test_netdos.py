@@ -85,6 +85,28 @@ def is_closed(s):
             return 1
 
 
+def idle_connections(port, n, burst=50, pause=0.05):
+    """n idle TCP connections to port, opened in bursts of 50 (a larger
+    burst overflows the kernel's accept queue: those connections look
+    open to us until the kernel retries them, whatever the master does).
+    Non-blocking sockets; the caller closes them."""
+    socks = []
+    for i in range(n):
+        if i and i % burst == 0:
+            time.sleep(pause)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        except OSError:
+            s.close()
+            continue
+        socks.append(s)
+    return socks
+
+
 class ConnectionFlood(TQTestCase):
     def start_limited_master(self, nofile, *extra):
         """The master with soft and hard RLIMIT_NOFILE = nofile."""
@@ -99,23 +121,7 @@ class ConnectionFlood(TQTestCase):
         return m
 
     def flood(self, n):
-        """n idle TCP connections, opened in bursts of 50 (a larger burst
-        overflows the kernel's accept queue: those connections look open
-        to us until the kernel retries them, whatever the master does)."""
-        socks = []
-        for i in range(n):
-            if i and i % 50 == 0:
-                time.sleep(0.05)
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", self.port))
-            except BlockingIOError:
-                pass
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
+        socks = idle_connections(self.port, n)
         self.addCleanup(lambda: [s.close() for s in socks])
         return socks
 

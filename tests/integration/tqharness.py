@@ -159,7 +159,18 @@ def wait_until(pred, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer", "VALGRIND-ERROR-BEGIN")
+
+# TQ_VALGRIND=1: the master and the worker started by Proc run under
+# valgrind's memcheck (a plain build; not with a sanitizer build). Any
+# error it finds, a definite leak at exit included, is marked in the
+# program's log and fails the test like a sanitizer report.
+VALGRIND = os.environ.get("TQ_VALGRIND") == "1"
+VALGRIND_ARGV = ["valgrind", "--tool=memcheck", "-q", "--leak-check=full",
+                 "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
+                 "--error-markers=VALGRIND-ERROR-BEGIN,VALGRIND-ERROR-END",
+                 "--child-silent-after-fork=yes", "--trace-children=no"]
 
 
 def read_text(path):
@@ -198,6 +209,8 @@ class Proc:
         self.argv = argv
         self.log_path = log_path
         self.log = open(log_path, "wb")
+        if VALGRIND and os.path.basename(argv[0]) in ("taskq-master", "taskq-worker"):
+            argv = VALGRIND_ARGV + list(argv)
         self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                   stderr=subprocess.STDOUT, env=env,
                                   start_new_session=True, preexec_fn=die_with_parent)
