@@ -12,7 +12,11 @@
 #define K2 "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
 
 static tq_allow_t *parse(const char *text, char *err) {
-    return tq_allow_parse("allow", text, strlen(text), err, 256);
+    tq_error_t e = {0, ""};
+    tq_allow_t *a = tq_allow_parse("allow", text, strlen(text), &e);
+    memcpy(err, e.msg, 256);
+    err[255] = '\0';
+    return a;
 }
 
 static void expect_err(const char *text, const char *want) {

@@ -127,13 +127,13 @@ static int is_loopback(const struct sockaddr_storage *ss) {
     return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
 }
 
-int tq_http_check(const char *listen, const char *auth_file, char *err, size_t errlen) {
+int tq_http_check(const char *listen, const char *auth_file, tq_error_t *err) {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (tq_listen_addr_parse("--http-listen", listen, &ss, &len, err, errlen) < 0)
+    if (tq_listen_addr_parse("--http-listen", listen, &ss, &len, err) < 0)
         return -1;
     if (!is_loopback(&ss) && !(auth_file && *auth_file)) {
-        snprintf(err, errlen,
+        tq_error_set(err, 0,
                  "--http-listen %s is not a loopback address: anyone who can reach it could "
                  "steer the master, so it needs --http-auth-file (users and roles, "
                  "docs/http.md); or listen on 127.0.0.1",
@@ -146,9 +146,9 @@ int tq_http_check(const char *listen, const char *auth_file, char *err, size_t e
 int tq_http_same_addr(const char *a, const char *b) {
     struct sockaddr_storage x, y;
     socklen_t lx, ly;
-    char err[256];
-    if (tq_listen_addr_parse("", a, &x, &lx, err, sizeof err) < 0 ||
-        tq_listen_addr_parse("", b, &y, &ly, err, sizeof err) < 0 || lx != ly)
+    tq_error_t err;
+    if (tq_listen_addr_parse("", a, &x, &lx, &err) < 0 ||
+        tq_listen_addr_parse("", b, &y, &ly, &err) < 0 || lx != ly)
         return 0;
     if (x.ss_family == AF_INET) {
         const struct sockaddr_in *p = (const void *)&x, *q = (const void *)&y;
@@ -197,18 +197,17 @@ static int name_ok(const char *s) {
  * others (as the authkey), at most TQ_HTTP_AUTH_FILE_MAX bytes and
  * TQ_HTTP_MAX_USERS users, names unique. Only hashes of the secrets are
  * kept. Returns 0, or -1 with err naming the file and line. */
-static int load_users(tq_http_t *self, const char *path, const uint8_t *key, char *err,
-                      size_t errlen) {
+static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_error_t *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
-        snprintf(err, errlen, "--http-auth-file %s: %s", path, strerror(errno));
+        tq_error_set(err, 0, "--http-auth-file %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode) || (st.st_mode & 077) || st.st_size > TQ_HTTP_AUTH_FILE_MAX) {
-        snprintf(err, errlen,
+        tq_error_set(err, 0,
                  (st.st_mode & 077) && S_ISREG(st.st_mode)
                      ? "--http-auth-file %s: readable or writable by group or others (mode "
                        "%04o); fix it with: chmod 600 FILE"
@@ -221,13 +220,13 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, cha
     ssize_t got = read(fd, text, (size_t)st.st_size);
     close(fd);
     if (got != st.st_size) {
-        snprintf(err, errlen, "--http-auth-file %s: short read", path);
+        tq_error_set(err, 0, "--http-auth-file %s: short read", path);
         free(text);
         return -1;
     }
     text[got] = '\0';
     if (memchr(text, '\0', (size_t)got)) {
-        snprintf(err, errlen, "--http-auth-file %s: holds a NUL byte (not a text file)", path);
+        tq_error_set(err, 0, "--http-auth-file %s: holds a NUL byte (not a text file)", path);
         sodium_memzero(text, (size_t)got);
         free(text);
         return -1;
@@ -269,7 +268,7 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, cha
             if (strcmp(self->users[i].name, f[0]) == 0)
                 why = "the name appears twice";
         if (why) {
-            snprintf(err, errlen, "--http-auth-file %s line %zu: %s", path, lineno, why);
+            tq_error_set(err, 0, "--http-auth-file %s line %zu: %s", path, lineno, why);
             rc = -1;
             break;
         }
@@ -285,7 +284,7 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, cha
     sodium_memzero(text, (size_t)st.st_size + 1);
     free(text);
     if (rc == 0 && self->nusers == 0) {
-        snprintf(err, errlen, "--http-auth-file %s: no users (lines NAME ROLE SECRET)", path);
+        tq_error_set(err, 0, "--http-auth-file %s: no users (lines NAME ROLE SECRET)", path);
         rc = -1;
     }
     if (rc == 0 && !self->users)
@@ -948,8 +947,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- life ------------------------------------------------------------------------ */
 
-tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, char *err, size_t errlen) {
-    if (tq_http_check(cfg->listen, cfg->auth_file, err, errlen) < 0)
+tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, tq_error_t *err) {
+    if (tq_http_check(cfg->listen, cfg->auth_file, err) < 0)
         return NULL;
     tq_http_t *self = tq_calloc(1, sizeof *self);
     pthread_mutex_init(&self->mu, NULL);
@@ -963,16 +962,16 @@ tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, char *err, size_t errlen) {
     self->local.role = ROLE_ADMIN;
     csrf_for(&self->local, key);
     if (self->evfd < 0) {
-        snprintf(err, errlen, "--http-listen: eventfd: %s", strerror(errno));
+        tq_error_set(err, 0, "--http-listen: eventfd: %s", strerror(errno));
         goto fail;
     }
-    if (cfg->auth_file && *cfg->auth_file && load_users(self, cfg->auth_file, key, err, errlen) < 0)
+    if (cfg->auth_file && *cfg->auth_file && load_users(self, cfg->auth_file, key, err) < 0)
         goto fail;
     sodium_memzero(key, sizeof key);
     /* a thread per connection: a request waits for the loop's answer */
     self->daemon = tq_mhd_start("--http-listen", cfg->listen, MHD_USE_THREAD_PER_CONNECTION,
                                 TQ_HTTP_MAX_CONNS, TQ_HTTP_CONN_TIMEOUT_S, on_request, self,
-                                on_completed, "/", self->url, sizeof self->url, err, errlen);
+                                on_completed, "/", self->url, sizeof self->url, err);
     if (!self->daemon)
         goto fail;
     return self;

@@ -21,14 +21,14 @@
 /* Function rows in one status document ("functions_total" counts all). */
 #define FN_ROWS_MAX TQ_INSPECT_FN_ROWS
 
-static void *fail(int *code, char *err, size_t errlen, int c, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void *fail(int *code, char *err, size_t errlen, int c, const char *fmt, ...) {
+static void *fail(tq_error_t *err, int c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void *fail(tq_error_t *err, int c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
-    *code = c;
+    err->code = c;
     return NULL;
 }
 
@@ -120,13 +120,13 @@ static void add_worker(cJSON *o, const tq_peers_t *peers, const tq_task_t *t) {
 
 /* An optional integer field min..max (def when absent). -1 when bad. */
 static int get_uint(const cJSON *req, const char *name, uint64_t def, uint64_t min, uint64_t max,
-                    uint64_t *out, int *code, char *err, size_t errlen) {
+                    uint64_t *out, tq_error_t *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, name);
     *out = def;
     if (!v)
         return 0;
     if (tq_json_uint(v, min, max, out) < 0) {
-        fail(code, err, errlen, TQ_ERR_MALFORMED,
+        fail(err, TQ_ERR_MALFORMED,
              "ADMIN: \"%s\" must be an integer %" PRIu64 "..%" PRIu64, name, min, max);
         return -1;
     }
@@ -137,14 +137,14 @@ static int get_uint(const cJSON *req, const char *name, uint64_t def, uint64_t m
  * name, or NULL when absent; *unknown = 1 when valid but not interned
  * (then nothing can match). -1 when not a valid name. */
 static int get_name(const tq_store_t *store, const cJSON *req, const char *field,
-                    const char **interned, int *unknown, int *code, char *err, size_t errlen) {
+                    const char **interned, int *unknown, tq_error_t *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, field);
     *interned = NULL;
     *unknown = 0;
     if (!v)
         return 0;
     if (!cJSON_IsString(v) || !tq_name_valid(tq_bytes_str(v->valuestring))) {
-        fail(code, err, errlen, cJSON_IsString(v) ? TQ_ERR_BAD_NAME : TQ_ERR_MALFORMED,
+        fail(err, cJSON_IsString(v) ? TQ_ERR_BAD_NAME : TQ_ERR_MALFORMED,
              "ADMIN: \"%s\" is not a valid name", field);
         return -1;
     }
@@ -204,21 +204,21 @@ static cJSON *show_one(const tq_store_t *store, const tq_peers_t *peers, uint64_
 }
 
 void *tq_inspect_show(const tq_store_t *store, const tq_peers_t *peers, const void *reqv,
-                      int *code, char *err, size_t errlen) {
+                      tq_error_t *err) {
     const cJSON *req = reqv;
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(req, "ids");
     const cJSON *pl = cJSON_GetObjectItemCaseSensitive(req, "payload");
     int n = cJSON_IsArray(ids) ? cJSON_GetArraySize(ids) : -1;
     if (n < 1 || n > TQ_MAX_SHOW_IDS)
-        return fail(code, err, errlen, n > TQ_MAX_SHOW_IDS ? TQ_ERR_TOO_MANY : TQ_ERR_MALFORMED,
+        return fail(err, n > TQ_MAX_SHOW_IDS ? TQ_ERR_TOO_MANY : TQ_ERR_MALFORMED,
                     "ADMIN: show needs \"ids\": an array of 1..%d task ids", TQ_MAX_SHOW_IDS);
     if (pl && !cJSON_IsBool(pl))
-        return fail(code, err, errlen, TQ_ERR_MALFORMED, "ADMIN: \"payload\" must be true or false");
+        return fail(err, TQ_ERR_MALFORMED, "ADMIN: \"payload\" must be true or false");
     const cJSON *it;
     uint64_t id;
     cJSON_ArrayForEach(it, ids) {
         if (tq_json_uint(it, 1, UINT64_MAX, &id) < 0)
-            return fail(code, err, errlen, TQ_ERR_MALFORMED,
+            return fail(err, TQ_ERR_MALFORMED,
                         "ADMIN: \"ids\" must hold positive integers");
     }
     cJSON *doc = cJSON_CreateObject();
@@ -259,14 +259,14 @@ static cJSON *list_row(const tq_peers_t *peers, const tq_task_t *t) {
 }
 
 static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const cJSON *req,
-                       const char *force_state, int *code, char *err, size_t errlen) {
+                       const char *force_state, tq_error_t *err) {
     const char *queue, *fn;
     int qunknown, funknown;
     uint64_t limit, after;
-    if (get_name(store, req, "queue", &queue, &qunknown, code, err, errlen) < 0 ||
-        get_name(store, req, "fn", &fn, &funknown, code, err, errlen) < 0 ||
-        get_uint(req, "limit", 100, 1, TQ_MAX_ADMIN_LIST, &limit, code, err, errlen) < 0 ||
-        get_uint(req, "after", 0, 0, UINT64_MAX, &after, code, err, errlen) < 0)
+    if (get_name(store, req, "queue", &queue, &qunknown, err) < 0 ||
+        get_name(store, req, "fn", &fn, &funknown, err) < 0 ||
+        get_uint(req, "limit", 100, 1, TQ_MAX_ADMIN_LIST, &limit, err) < 0 ||
+        get_uint(req, "after", 0, 0, UINT64_MAX, &after, err) < 0)
         return NULL;
     const char *state = force_state;
     const cJSON *sv = cJSON_GetObjectItemCaseSensitive(req, "state");
@@ -275,7 +275,7 @@ static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const c
             if (cJSON_IsString(sv) && strcmp(sv->valuestring, STATES[i]) == 0)
                 state = STATES[i];
         if (!state)
-            return fail(code, err, errlen, TQ_ERR_MALFORMED,
+            return fail(err, TQ_ERR_MALFORMED,
                         "ADMIN: \"state\" must be one of queued, delayed, running, done, failed, "
                         "dead, cancelled");
     }
@@ -317,16 +317,16 @@ static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const c
 }
 
 void *tq_inspect_list(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                      int *code, char *err, size_t errlen) {
-    return list_impl(store, peers, req, NULL, code, err, errlen);
+                      tq_error_t *err) {
+    return list_impl(store, peers, req, NULL, err);
 }
 
 void *tq_inspect_failed(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                        int *code, char *err, size_t errlen) {
+                        tq_error_t *err) {
     if (cJSON_GetObjectItemCaseSensitive(req, "state"))
-        return fail(code, err, errlen, TQ_ERR_MALFORMED,
+        return fail(err, TQ_ERR_MALFORMED,
                     "ADMIN: \"failed\" takes no \"state\" (it lists failed tasks)");
-    return list_impl(store, peers, req, "failed", code, err, errlen);
+    return list_impl(store, peers, req, "failed", err);
 }
 
 /* ---- status rows ------------------------------------------------------- */

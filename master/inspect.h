@@ -5,7 +5,7 @@
  * Each op function takes the request object (a cJSON object, passed as
  * void * so callers need no cJSON header) and returns a new cJSON reply
  * document (the caller adds "req" and "ok", sends it and deletes it), or
- * NULL with *code (TQ_ERR_*) and err filled. They change nothing, send
+ * NULL with err filled (its code a TQ_ERR_*). They change nothing, send
  * nothing and read no clock, so the ADMIN handler (admin.c) and any
  * other front end on the loop thread (the HTTP dashboard) run the same
  * code. Every op does bounded work: at most TQ_INSPECT_SCAN task records
@@ -32,13 +32,13 @@
 
 /* ADMIN "show": {"ids":[...], "payload":bool}. */
 void *tq_inspect_show(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                      int *code, char *err, size_t errlen);
+                      tq_error_t *err);
 /* ADMIN "list": {"queue","fn","state","limit","after"}. */
 void *tq_inspect_list(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                      int *code, char *err, size_t errlen);
+                      tq_error_t *err);
 /* ADMIN "failed": "list" with "state":"failed" (the failed set). */
 void *tq_inspect_failed(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                        int *code, char *err, size_t errlen);
+                        tq_error_t *err);
 
 /* One function: runnable tasks queued for it (all queues), tasks of it
  * running, connected workers (not draining) that serve it. */

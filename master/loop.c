@@ -255,11 +255,10 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err
     if (!self->persist)
         return -1;
     tq_engine_subscribe(self->engine, on_engine, self);
-    char why[TQ_MAX_ERROR_TEXT]; /* admin.c still fills a char buffer */
     int loaded = tq_admin_load(self->engine, self->persist, cfg->journal.data_dir,
-                               &self->paused_file_lsn, why, sizeof why);
+                               &self->paused_file_lsn, err);
     if (loaded < 0)
-        return tq_error_set(err, 0, "%s", why);
+        return -1;
     self->paused_file = loaded;
     log_recovery(&rep);
     /* "Since start" means this process's work: what replay (and the
@@ -327,11 +326,9 @@ static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
     /* The ZAP handler must be up before the first peer can connect. */
     tq_auth_cfg_t acfg = {cfg->max_connections, cfg->fd_limit, cfg->handshake_timeout_ms,
                           cfg->accept_shared};
-    char why[TQ_MAX_ERROR_TEXT]; /* auth.c still fills a char buffer */
-    self->auth = tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, why,
-                             sizeof why);
+    self->auth = tq_auth_new(self->ctx, keys, have_monitor ? MONITOR_ENDPOINT : NULL, &acfg, err);
     if (!self->auth)
-        return tq_error_set(err, 0, "%s", why);
+        return -1;
     if (self->policy.allow)
         tq_auth_set_keys(self->auth, self->policy.allow);
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
@@ -370,15 +367,12 @@ static void wire(tq_loop_t *self) {
  * metrics too: one server when both name the same address). Returns 0,
  * or -1 with err. */
 static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err) {
-    char why[TQ_MAX_ERROR_TEXT]; /* metrics.c and http.c fill a char buffer */
     int shared = cfg->metrics_listen && cfg->http_listen &&
                  tq_http_same_addr(cfg->metrics_listen, cfg->http_listen);
     if (cfg->metrics_listen && !shared) {
-        self->metrics = tq_metrics_start(cfg->metrics_listen, why, sizeof why);
-        if (!self->metrics) {
-            tq_error_set(err, 0, "%s", why);
+        self->metrics = tq_metrics_start(cfg->metrics_listen, err);
+        if (!self->metrics)
             return -1;
-        }
         tq_info("metrics on %s", tq_metrics_url(self->metrics));
     } else if (cfg->http_listen) {
         self->metrics = tq_metrics_new();
@@ -389,11 +383,9 @@ static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err
         return 0;
     tq_http_cfg_t hc = {cfg->http_listen, cfg->http_auth_file, cfg->http_show_payloads,
                         self->metrics};
-    self->http = tq_http_start(&hc, why, sizeof why);
-    if (!self->http) {
-        tq_error_set(err, 0, "%s", why);
+    self->http = tq_http_start(&hc, err);
+    if (!self->http)
         return -1;
-    }
     self->http_names.name_tokens = TQ_PEER_NEW_NAMES_BURST;
     self->http_names.name_refill_ms = tq_mono_ms();
     tq_engine_subscribe(self->engine, tq_http_on_engine, self->http);

@@ -480,10 +480,10 @@ static int reload_allow(tq_loop_t *loop, const settings_t *now) {
                 "with the old file (a restart changes the mode)");
         return 0;
     }
-    char err[TQ_CFG_ERR_MAX];
-    tq_allow_t *allow = tq_allow_load(now->allow_keys, err, sizeof err);
+    tq_error_t err;
+    tq_allow_t *allow = tq_allow_load(now->allow_keys, &err);
     if (!allow) {
-        tq_error("SIGHUP: %s; the old --allow-keys stays in force", err);
+        tq_error("SIGHUP: %s; the old --allow-keys stays in force", err.msg);
         return 0;
     }
     tq_loop_set_allow(loop, allow);
@@ -584,8 +584,8 @@ int main(int argc, char **argv) {
     }
     tq_log_set_level(tq_log_level_parse(s.log_level));
     tq_log_set_format(tq_log_format_parse(s.log_format));
-    if (s.metrics_listen && tq_metrics_addr_check(s.metrics_listen, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", err);
+    if (s.metrics_listen && tq_metrics_addr_check(s.metrics_listen, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     int keymode = s.allow_keys && *s.allow_keys;
@@ -595,20 +595,20 @@ int main(int argc, char **argv) {
                         "master's key pair: taskq keygen master)\n");
         goto out;
     }
-    if (keymode && !(allow = tq_allow_load(s.allow_keys, err, sizeof err))) {
-        fprintf(stderr, "%s%s\n", check ? "" : "taskq-master: ", err);
+    if (keymode && !(allow = tq_allow_load(s.allow_keys, &e))) {
+        fprintf(stderr, "%s%s\n", check ? "" : "taskq-master: ", e.msg);
         goto out;
     }
     if (s.http_listen && *s.http_listen &&
-        tq_http_check(s.http_listen, s.http_auth_file, err, sizeof err) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", err);
+        tq_http_check(s.http_listen, s.http_auth_file, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     tq_user_t user_buf, *user = NULL;
-    if (s.user && tq_user_lookup(s.user, "--user", !s.check_config, &user_buf, err, sizeof err) == 0)
+    if (s.user && tq_user_lookup(s.user, "--user", !s.check_config, &user_buf, &e) == 0)
         user = &user_buf;
     else if (s.user) {
-        fprintf(stderr, "taskq-master: %s\n", err);
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;
     }
     if (s.check_config) {
@@ -636,8 +636,8 @@ int main(int argc, char **argv) {
     }
     /* With --user, the lock and the journal's files are made and opened
      * as USER (its file system ids); the key file is read as root. */
-    if (user && tq_priv_no_new_privs(err, sizeof err) < 0) { /* before any thread */
-        tq_error("%s", err);
+    if (user && tq_priv_no_new_privs(&e) < 0) { /* before any thread */
+        tq_error("%s", e.msg);
         goto out;
     }
     if (user)
@@ -750,9 +750,9 @@ int main(int argc, char **argv) {
     if (!loop) {
         tq_error("%s", ctx ? e.msg : "cannot create the ZeroMQ context");
         rc = TQ_EXIT_ENV;
-    } else if (user && tq_priv_drop(user, err, sizeof err) < 0) {
+    } else if (user && tq_priv_drop(user, &e) < 0) {
         /* bound and replayed as root: now USER for good, or not at all */
-        tq_error("%s", err);
+        tq_error("%s", e.msg);
         rc = TQ_EXIT_ENV;
         tq_loop_destroy(&loop);
     } else {

@@ -278,7 +278,7 @@ static void task_env_build(void)
     task_env[k] = NULL;
 }
 
-int tq_command_check_env(const tq_task_proc_t *p, char *err, size_t errlen)
+int tq_command_check_env(const tq_task_proc_t *p, tq_error_t *err)
 {
     if (p->env) {
         for (const char *q = p->env; *q;) {
@@ -288,7 +288,7 @@ int tq_command_check_env(const tq_task_proc_t *p, char *err, size_t errlen)
                 int ok = c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
                          (i > 0 && c >= '0' && c <= '9') || (c == '*' && i + 1 == len && i > 0);
                 if (!ok) {
-                    snprintf(err, errlen,
+                    tq_error_set(err, 0,
                              "task environment: '%.*s' is not a variable name (letters, digits, "
                              "'_'; a trailing '*' for a prefix)",
                              (int)len, q);
@@ -303,12 +303,12 @@ int tq_command_check_env(const tq_task_proc_t *p, char *err, size_t errlen)
     return 0;
 }
 
-int tq_command_set_task_proc(const tq_task_proc_t *p, char *err, size_t errlen)
+int tq_command_set_task_proc(const tq_task_proc_t *p, tq_error_t *err)
 {
-    if (tq_command_check_env(p, err, errlen) < 0)
+    if (tq_command_check_env(p, err) < 0)
         return -1;
     if (p->has_user && (p->ngroups < 0 || p->ngroups > TQ_TASK_MAX_GROUPS)) {
-        snprintf(err, errlen, "task user: more than %d groups", TQ_TASK_MAX_GROUPS);
+        tq_error_set(err, 0, "task user: more than %d groups", TQ_TASK_MAX_GROUPS);
         return -1;
     }
     pthread_mutex_lock(&task_mu); /* workers of one process may start at once */

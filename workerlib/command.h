@@ -71,10 +71,10 @@ typedef struct {
 
 /* Take p (copied) for every task child started from now on, and build
  * its environment. Returns 0, or -1 with err (an invalid name in env). */
-int tq_command_set_task_proc(const tq_task_proc_t *p, char *err, size_t errlen);
+int tq_command_set_task_proc(const tq_task_proc_t *p, tq_error_t *err);
 
 /* 0 if p->env is a valid list (or NULL), else -1 with err. */
-int tq_command_check_env(const tq_task_proc_t *p, char *err, size_t errlen);
+int tq_command_check_env(const tq_task_proc_t *p, tq_error_t *err);
 
 /* 1 when task children need the fork path (posix_spawn cannot change
  * user or directory). */

@@ -220,19 +220,20 @@ static void test_cancel(void)
  * (--task-user needs root: tests/integration/test_privdrop.py.) */
 static void test_task_proc(void)
 {
-    char err[256], b[4096];
+    char b[4096];
+    tq_error_t err;
     tq_task_proc_t bad = {.env = "PATH,A B"};
-    CHECK_EQ_INT(tq_command_check_env(&bad, err, sizeof err), -1);
-    CHECK(strstr(err, "'A B' is not a variable name") != NULL);
+    CHECK_EQ_INT(tq_command_check_env(&bad, &err), -1);
+    CHECK(strstr(err.msg, "'A B' is not a variable name") != NULL);
     bad.env = "1ABC";
-    CHECK_EQ_INT(tq_command_check_env(&bad, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_command_check_env(&bad, &err), -1);
     bad.env = "*";
-    CHECK_EQ_INT(tq_command_check_env(&bad, err, sizeof err), -1);
+    CHECK_EQ_INT(tq_command_check_env(&bad, &err), -1);
     setenv("TQTEST_KEPT", "1", 1);
     setenv("TQTEST2", "no", 1);
     setenv("TASKQ_AUTHKEY_FILE", "/secret/path", 1);
     tq_task_proc_t p = {.dir = "/", .env = "PATH,TQTEST_*"};
-    CHECK_EQ_INT(tq_command_set_task_proc(&p, err, sizeof err), 0);
+    CHECK_EQ_INT(tq_command_set_task_proc(&p, &err), 0);
     CHECK_EQ_INT(tq_command_task_proc_active(), 1);
     CHECK_EQ_INT(run_cmd("sh -c 'pwd; env | grep -v ^PWD= | grep -v ^SHLVL= | grep -v ^_= | sort'",
                          "", 0, 0, 4096, b, sizeof b, NULL),

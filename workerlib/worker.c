@@ -361,15 +361,15 @@ int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes, uint64_
 
 int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t *err)
 {
-    char why[512];
+    tq_error_t why;
     if (!self || self->ran)
         return tq_client_fail(err, TASKQ_ERR_USAGE, "the user is set before taskq_worker_run");
     tq_user_t u;
-    if (tq_user_lookup(user, "user", 1, &u, why, sizeof why) < 0)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+    if (tq_user_lookup(user, "user", 1, &u, &why) < 0)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     /* per thread and inherited: now, while the caller's threads are few */
-    if (tq_priv_no_new_privs(why, sizeof why) < 0)
-        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why);
+    if (tq_priv_no_new_privs(&why) < 0)
+        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why.msg);
     if (!self->user)
         self->user = tq_calloc(1, sizeof *self->user);
     *self->user = u;
@@ -379,7 +379,7 @@ int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t 
 int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir, const char *user,
                                   const char *env, taskq_error_t *err)
 {
-    char why[512];
+    tq_error_t why;
     if (!self || self->ran)
         return tq_client_fail(err, TASKQ_ERR_USAGE,
                               "task processes are set up before taskq_worker_run");
@@ -391,12 +391,12 @@ int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir, const c
         return tq_client_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: not a directory",
                               dir);
     tq_user_t u;
-    if (user && tq_user_lookup(user, "task user", 1, &u, why, sizeof why) < 0)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+    if (user && tq_user_lookup(user, "task user", 1, &u, &why) < 0)
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     if (env) {
         tq_task_proc_t probe = {.env = env};
-        if (tq_command_check_env(&probe, why, sizeof why) < 0)
-            return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why);
+        if (tq_command_check_env(&probe, &why) < 0)
+            return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     }
     free(self->task_dir);
     free(self->task_env);
@@ -505,19 +505,19 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .home = tu ? tu->home : NULL,
         .env = self->task_env,
     };
-    char pwhy[512];
+    tq_error_t pwhy;
     /* Only when asked: the settings are the process's, shared by every
      * worker in it (taskq_worker_set_task_process). */
     if ((self->task_dir || self->task_user || self->task_env) &&
-        tq_command_set_task_proc(&tp, pwhy, sizeof pwhy) < 0) {
+        tq_command_set_task_proc(&tp, &pwhy) < 0) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", pwhy);
+        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", pwhy.msg);
     }
     /* The key is read (and the plugins loaded): root is no longer needed. */
     if (self->user) {
-        if (tq_priv_drop(self->user, pwhy, sizeof pwhy) < 0) {
+        if (tq_priv_drop(self->user, &pwhy) < 0) {
             tq_curve_keys_free(&keys);
-            return tq_client_fail(err, TASKQ_ERR_ENV, "%s", pwhy);
+            return tq_client_fail(err, TASKQ_ERR_ENV, "%s", pwhy.msg);
         }
         tq_info("running as user %s (uid %u, gid %u): root's privileges dropped",
                 self->user->name, (unsigned)self->user->uid, (unsigned)self->user->gid);
