@@ -464,7 +464,7 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
             "no authkey: give --authkey-file FILE or set TASKQ_AUTHKEY_FILE");
         return NULL;
     }
-    tq_error_t eperr;
+    tq_err_t eperr;
     if (g->connect && tq_endpoint_port_check(g->connect, "--connect", &eperr) < 0) {
         *status = tq_cli_usage_error("%s", eperr.msg);
         return NULL;
@@ -717,7 +717,7 @@ static void jstr(const cJSON *obj, const char *name, char *out, size_t size)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     const char *s = cJSON_IsString(v) && v->valuestring ? v->valuestring : "-";
-    tq_error_line(s, strlen(s), out, size);
+    tq_output_error_line(s, strlen(s), out, size);
 }
 
 static void print_duration(FILE *out, double ms)
@@ -920,7 +920,7 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
         cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
             if (!cJSON_IsString(f))
                 continue;
-            tq_error_line(f->valuestring, strlen(f->valuestring), a, sizeof a);
+            tq_output_error_line(f->valuestring, strlen(f->valuestring), a, sizeof a);
             fprintf(out, "%s%s", first ? "" : ",", a);
             first = 0;
         }
@@ -1048,7 +1048,7 @@ static int run_keygen(const command_t *cmd, global_t *g, void *settings, int arg
     if (argc != 1 || !argv[0][0])
         return tq_cli_usage_error("keygen: give one NAME (writes NAME.key and NAME.pub)");
     char pub[TQ_Z85_KEY_LEN + 1];
-    tq_error_t err;
+    tq_err_t err;
     if (tq_keyfile_generate(argv[0], pub, &err) < 0) {
         fflush(stdout);
         fprintf(stderr, "taskq: %s\n", err.msg);

@@ -107,10 +107,10 @@ static void print_dead_row(FILE *out, const cJSON *t, uint64_t id)
     char err[DEAD_ERROR_SHOWN];
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, "queue");
     const char *s = cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : "default";
-    tq_error_line(s, strlen(s), queue, sizeof queue);
+    tq_output_error_line(s, strlen(s), queue, sizeof queue);
     v = cJSON_GetObjectItemCaseSensitive(t, "fn");
     s = cJSON_IsString(v) ? v->valuestring : "-";
-    tq_error_line(s, strlen(s), fn, sizeof fn);
+    tq_output_error_line(s, strlen(s), fn, sizeof fn);
     v = cJSON_GetObjectItemCaseSensitive(t, "attempts");
     double attempts = cJSON_IsNumber(v) ? v->valuedouble : 0;
     v = cJSON_GetObjectItemCaseSensitive(t, "finished_ms");
@@ -121,14 +121,14 @@ static void print_dead_row(FILE *out, const cJSON *t, uint64_t id)
     v = cJSON_GetObjectItemCaseSensitive(t, "error");
     const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(t, "error_base64");
     if (cJSON_IsString(v)) {
-        tq_error_line(v->valuestring, strlen(v->valuestring), err, sizeof err);
+        tq_output_error_line(v->valuestring, strlen(v->valuestring), err, sizeof err);
     } else if (cJSON_IsString(b64)) {
         /* Not UTF-8 on the master's side: decode, then show it as wait does. */
         size_t blen = strlen(b64->valuestring), dlen = 0;
         unsigned char *bin = tq_malloc(blen / 4 * 3 + 3);
         if (sodium_base642bin(bin, blen / 4 * 3 + 3, b64->valuestring, blen, NULL, &dlen, NULL,
                               sodium_base64_VARIANT_ORIGINAL) == 0)
-            tq_error_line(bin, dlen, err, sizeof err);
+            tq_output_error_line(bin, dlen, err, sizeof err);
         else
             snprintf(err, sizeof err, "-");
         free(bin);
@@ -471,7 +471,7 @@ int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int 
             status = bad_reply("\"workers\"");
         } else if (cJSON_GetArraySize(ws) == 0) {
             char shown[TQ_MAX_PEER_NAME * 4 + 8];
-            tq_error_line(argv[1], strlen(argv[1]), shown, sizeof shown);
+            tq_output_error_line(argv[1], strlen(argv[1]), shown, sizeof shown);
             fprintf(stderr, "taskq: no worker named or with id '%s' (see taskq workers)\n", shown);
             status = TQ_EXIT_NOT_FOUND;
         }
@@ -482,8 +482,8 @@ int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int 
             char n[TQ_MAX_PEER_NAME * 4 + 8], i[64];
             const char *ns = cJSON_IsString(name) ? name->valuestring : "-";
             const char *is = cJSON_IsString(id) ? id->valuestring : "-";
-            tq_error_line(ns, strlen(ns), n, sizeof n);
-            tq_error_line(is, strlen(is), i, sizeof i);
+            tq_output_error_line(ns, strlen(ns), n, sizeof n);
+            tq_output_error_line(is, strlen(is), i, sizeof i);
             printf("worker %s (id %s) %s, %.0f task(s) running\n", n, i,
                    stop ? "stopping: it finishes its tasks and exits"
                         : "quiet: it finishes its tasks and takes no new ones",
@@ -526,13 +526,13 @@ static void text_field(const cJSON *t, const char *name, char *out, size_t size)
     snprintf(key, sizeof key, "%s_base64", name);
     const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(t, key);
     if (cJSON_IsString(v)) {
-        tq_error_line(v->valuestring, strlen(v->valuestring), out, size);
+        tq_output_error_line(v->valuestring, strlen(v->valuestring), out, size);
     } else if (cJSON_IsString(b64)) {
         size_t blen = strlen(b64->valuestring), dlen = 0;
         unsigned char *bin = tq_malloc(blen / 4 * 3 + 3);
         if (sodium_base642bin(bin, blen / 4 * 3 + 3, b64->valuestring, blen, NULL, &dlen, NULL,
                               sodium_base64_VARIANT_ORIGINAL) == 0)
-            tq_error_line(bin, dlen, out, size);
+            tq_output_error_line(bin, dlen, out, size);
         else
             snprintf(out, size, "-");
         free(bin);
@@ -549,7 +549,7 @@ static void str_field(const cJSON *t, const char *name, char *out, size_t size)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, name);
     if (cJSON_IsString(v))
-        tq_error_line(v->valuestring, strlen(v->valuestring), out, size);
+        tq_output_error_line(v->valuestring, strlen(v->valuestring), out, size);
     else
         snprintf(out, size, "-");
 }

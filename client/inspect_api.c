@@ -20,7 +20,7 @@ static int send_req(taskq_t *self, cJSON *req, int timeout_ms, char **reply_json
     char *text = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
     if (!text)
-        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "out of memory");
+        return tq_api_fail(err, TASKQ_ERR_INTERNAL, "out of memory");
     int rc = taskq_admin(self, text, timeout_ms, reply_json, err);
     free(text);
     return rc;
@@ -43,14 +43,14 @@ int taskq_show(taskq_t *self, const uint64_t *ids, size_t n, int with_payload, i
 {
     *reply_json = NULL;
     if (!ids || n == 0 || n > TQ_MAX_SHOW_IDS)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "taskq_show: 1..%d ids", TQ_MAX_SHOW_IDS);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "taskq_show: 1..%d ids", TQ_MAX_SHOW_IDS);
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "op", "show");
     cJSON *arr = cJSON_AddArrayToObject(req, "ids");
     for (size_t i = 0; i < n; i++) {
         if (ids[i] == 0) {
             cJSON_Delete(req);
-            return tq_client_fail(err, TASKQ_ERR_USAGE, "taskq_show: task ids are positive");
+            return tq_api_fail(err, TASKQ_ERR_USAGE, "taskq_show: task ids are positive");
         }
         add_id(arr, NULL, ids[i]);
     }
@@ -67,7 +67,7 @@ int taskq_list(taskq_t *self, const taskq_list_opts_t *opts, int timeout_ms, cha
     if (!opts)
         opts = &none;
     if (opts->limit > TQ_MAX_ADMIN_LIST)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "taskq_list: limit is at most %d",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "taskq_list: limit is at most %d",
                               TQ_MAX_ADMIN_LIST);
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "op", "list");

@@ -44,7 +44,7 @@ int tq_tally_exit(const tq_tally_t *t)
     return TQ_EXIT_OK;
 }
 
-void tq_error_line(const void *data, size_t len, char *out, size_t size)
+void tq_output_error_line(const void *data, size_t len, char *out, size_t size)
 {
     const unsigned char *p = data;
     if (size == 0)
@@ -76,7 +76,7 @@ void tq_print_text(FILE *out, FILE *err, uint64_t id, int status, const void *da
         return;
     case TASKQ_FAILED:
     case TASKQ_DEAD:
-        tq_error_line(data, len, line, sizeof line);
+        tq_output_error_line(data, len, line, sizeof line);
         fprintf(err, "taskq: task %" PRIu64 " failed: %s\n", id, line);
         return;
     case TASKQ_CANCELLED:

@@ -38,6 +38,6 @@ void tq_print_json_queued(FILE *out, uint64_t id);
 /* A task's error text made fit for one terminal line in out[size]:
  * trailing newlines removed, other control characters shown as '?',
  * truncated with "..." when longer than the buffer. */
-void tq_error_line(const void *data, size_t len, char *out, size_t size);
+void tq_output_error_line(const void *data, size_t len, char *out, size_t size);
 
 #endif

@@ -108,13 +108,13 @@ static void test_json_base64(void)
 static void test_error_line(void)
 {
     char buf[8];
-    tq_error_line("abc\n\n", 5, buf, sizeof buf);
+    tq_output_error_line("abc\n\n", 5, buf, sizeof buf);
     CHECK_EQ_STR(buf, "abc");
-    tq_error_line("a\tb\rc", 5, buf, sizeof buf);
+    tq_output_error_line("a\tb\rc", 5, buf, sizeof buf);
     CHECK_EQ_STR(buf, "a\tb?c");
-    tq_error_line("0123456789", 10, buf, sizeof buf);
+    tq_output_error_line("0123456789", 10, buf, sizeof buf);
     CHECK_EQ_STR(buf, "0123...");
-    tq_error_line("", 0, buf, sizeof buf);
+    tq_output_error_line("", 0, buf, sizeof buf);
     CHECK_EQ_STR(buf, "");
 }
 

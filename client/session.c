@@ -69,27 +69,27 @@ static int await_welcome(taskq_t *self, int64_t timeout_ms, taskq_error_t *err)
             case TQ_LINK_REGISTERED:
                 return 0;
             case TQ_LINK_AUTH_FAILED:
-                return tq_client_fail(err, TASKQ_ERR_CONNECT,
+                return tq_api_fail(err, TASKQ_ERR_CONNECT,
                                       "authentication failed connecting to %s (%s)", ep,
                                       tq_client_auth_hint(self));
             case TQ_LINK_REFUSED:
-                return tq_client_fail(err, TASKQ_ERR_REFUSED,
+                return tq_api_fail(err, TASKQ_ERR_REFUSED,
                                       "master at %s refused the connection: %s", ep, ev.text);
             case TQ_LINK_BAD:
                 if (ev.msg_type == TQ_MSG_WELCOME)
-                    return tq_client_fail(err, TASKQ_ERR_CONNECT, "bad WELCOME from %s: %s", ep,
+                    return tq_api_fail(err, TASKQ_ERR_CONNECT, "bad WELCOME from %s: %s", ep,
                                           ev.text);
-                return tq_client_fail(err, TASKQ_ERR_CONNECT, "%s is not a taskq master (%s)",
+                return tq_api_fail(err, TASKQ_ERR_CONNECT, "%s is not a taskq master (%s)",
                                       ep, ev.text);
             case TQ_LINK_DEAD:
-                return tq_client_fail(err, TASKQ_ERR_CONNECT, "cannot connect to %s", ep);
+                return tq_api_fail(err, TASKQ_ERR_CONNECT, "cannot connect to %s", ep);
             default:
                 break; /* nothing else comes before WELCOME */
             }
         }
         int64_t left = deadline - tq_mono_ms();
         if (left <= 0)
-            return tq_client_fail(err, TASKQ_ERR_CONNECT, "cannot connect to %s", ep);
+            return tq_api_fail(err, TASKQ_ERR_CONNECT, "cannot connect to %s", ep);
         int64_t w = tq_link_wait_ms(self->link);
         if (w > left)
             w = left;
@@ -98,7 +98,7 @@ static int await_welcome(taskq_t *self, int64_t timeout_ms, taskq_error_t *err)
         zmq_pollitem_t items[2];
         int n = tq_link_pollitems(self->link, items);
         if (zmq_poll(n ? items : NULL, n, (long)w) < 0 && errno != EINTR)
-            return tq_client_fail(err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+            return tq_api_fail(err, TASKQ_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
     }
 }
 
@@ -123,16 +123,16 @@ taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, cons
     if (!endpoint || !*endpoint)
         endpoint = DEFAULT_ENDPOINT;
     if (strlen(endpoint) >= TQ_CLIENT_ENDPOINT_MAX) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "endpoint too long (at most %d bytes)",
+        tq_api_fail(err, TASKQ_ERR_USAGE, "endpoint too long (at most %d bytes)",
                        TQ_CLIENT_ENDPOINT_MAX - 1);
         return NULL;
     }
     if ((!authkey_path || !*authkey_path) && !keypair) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
+        tq_api_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
         return NULL;
     }
     if (name && !tq_peer_name_valid(name, TQ_MAX_PEER_NAME, 1)) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "client name must be 1..%d printable ASCII characters",
+        tq_api_fail(err, TASKQ_ERR_USAGE, "client name must be 1..%d printable ASCII characters",
                        TQ_MAX_PEER_NAME);
         return NULL;
     }
@@ -141,14 +141,14 @@ taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, cons
      * memory a core dump leaves out (tq_authkey.h). */
     self->keys = tq_curve_keys_new();
     if (!self->keys) {
-        tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s", strerror(errno));
+        tq_api_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s", strerror(errno));
         free(self);
         return NULL;
     }
-    tq_error_t kerr;
+    tq_err_t kerr;
     self->keypair = keypair;
     if (tq_keys_load_peer(authkey_path, key_path, master_key_path, self->keys, &kerr) < 0) {
-        tq_client_fail(err, strstr(kerr.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
+        tq_api_fail(err, strstr(kerr.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
                        kerr.msg);
         tq_curve_keys_free(&self->keys);
         free(self);
@@ -171,7 +171,7 @@ taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, cons
 
     self->ctx = zmq_ctx_new();
     if (!self->ctx) {
-        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
+        tq_api_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
                        zmq_strerror(errno));
         handle_free(self, 0);
         return NULL;
@@ -189,10 +189,10 @@ taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, cons
     tq_link_set_reconnect(self->link, 0); /* DEFAULT_RECONNECT_MS once connected */
     int rc = tq_link_start(self->link);
     if (rc == -2)
-        tq_client_fail(err, TASKQ_ERR_USAGE, "invalid endpoint '%s': %s (expected tcp://HOST:PORT)",
+        tq_api_fail(err, TASKQ_ERR_USAGE, "invalid endpoint '%s': %s (expected tcp://HOST:PORT)",
                        endpoint, zmq_strerror(errno));
     else if (rc < 0)
-        tq_client_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ socket: %s",
+        tq_api_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ socket: %s",
                        zmq_strerror(errno));
     else
         rc = await_welcome(self, timeout, err);

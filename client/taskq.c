@@ -210,7 +210,7 @@ static int flush_batch(taskq_t *self, taskq_error_t *err);
 
 static int lost(taskq_t *self, taskq_error_t *err)
 {
-    return tq_client_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
+    return tq_api_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
                           tq_link_endpoint(self->link));
 }
 
@@ -473,7 +473,7 @@ static void on_submit_ack(taskq_t *self, tq_bytes_t body, size_t nparts)
 {
     uint32_t req;
     size_t count;
-    tq_error_t e;
+    tq_err_t e;
     if (tq_decode_submit_ack(body, nparts, &req, self->ids, &count, &e) < 0)
         return; /* not decodable: the batch stays unacked and is re-sent on re-HELLO */
     batch_t *b = unacked_find(self, req);
@@ -496,7 +496,7 @@ static void on_submit_ack(taskq_t *self, tq_bytes_t body, size_t nparts)
 static void on_results(taskq_t *self, tq_bytes_t body)
 {
     size_t count;
-    tq_error_t e;
+    tq_err_t e;
     tq_in_t *in = tq_link_in(self->link);
     if (tq_decode_results(body, tq_in_parts(in), tq_in_nparts(in), self->outcomes,
                           &count, &e) < 0)
@@ -532,7 +532,7 @@ static void on_cancel_ack(taskq_t *self, tq_bytes_t body, size_t nparts)
     blocking_t *b = &self->blk;
     uint32_t req;
     size_t count;
-    tq_error_t e;
+    tq_err_t e;
     if (!b->active || b->type != TQ_MSG_CANCEL || b->done)
         return;
     if (tq_decode_cancel_ack(body, nparts, &req, self->cancel_items, &count, &e) < 0 ||
@@ -626,7 +626,7 @@ static void on_plain_reply(taskq_t *self, int type, tq_bytes_t body)
     tq_fixed_t fx;
     tq_got_item_t got[TQ_MAX_BATCH];
     size_t n = 0;
-    tq_error_t e;
+    tq_err_t e;
     if (!b->active || b->done || tq_decode_msg(type, body, tq_in_parts(in), tq_in_nparts(in),
                                                 SIZE_MAX, &fx, got, &n, &e) < 0)
         return;
@@ -775,7 +775,7 @@ static int on_link_event(taskq_t *self, const tq_link_event_t *ev, taskq_error_t
     case TQ_LINK_AUTH_FAILED:
         /* The key was right before: a different master answers now. */
         tq_link_kill(self->link);
-        return tq_client_fail(err, TASKQ_ERR_CONNECT,
+        return tq_api_fail(err, TASKQ_ERR_CONNECT,
                               "authentication failed reconnecting to %s (%s)",
                               tq_link_endpoint(self->link), tq_client_auth_hint(self));
     case TQ_LINK_DEAD:
@@ -832,7 +832,7 @@ static int pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
     zmq_pollitem_t items[2];
     int n = tq_link_pollitems(self->link, items);
     if (tq_zpoll(items, n, (long)t) < 0 && errno != EINTR)
-        return tq_client_fail(err, TASKQ_ERR_INTERNAL, "poll: %s", zmq_strerror(errno));
+        return tq_api_fail(err, TASKQ_ERR_INTERNAL, "poll: %s", zmq_strerror(errno));
     got = drain(self, err);
     if (got < 0)
         return -1;
@@ -885,26 +885,26 @@ int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *paylo
                  int flags, uint64_t *seq_out, taskq_error_t *err)
 {
     if (!opts || !opts->fn || !tq_name_valid(tq_bytes_str(opts->fn)))
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                               "invalid function name '%.64s' (1..%d of A-Z a-z 0-9 _ . : -)",
                               opts && opts->fn ? opts->fn : "", TQ_MAX_NAME);
     const char *queue = opts->queue ? opts->queue : "";
     if (*queue && !tq_name_valid(tq_bytes_str(queue)))
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                               "invalid queue name '%.64s' (1..%d of A-Z a-z 0-9 _ . : -)", queue,
                               TQ_MAX_NAME);
     if (opts->key_len > TQ_MAX_KEY || (opts->key_len > 0 && !opts->key))
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "idempotency key longer than %d bytes",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "idempotency key longer than %d bytes",
                               TQ_MAX_KEY);
     if (len > 0 && !payload)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "payload is NULL");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "payload is NULL");
     if (opts->not_before_ms < 0 || opts->not_before_ms > TQ_MAX_NOT_BEFORE_MS)
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                               "not_before_ms %lld is out of range (0..%lld)",
                               (long long)opts->not_before_ms, (long long)TQ_MAX_NOT_BEFORE_MS);
     size_t max_payload = tq_link_welcome(self->link)->max_payload;
     if (len > max_payload)
-        return tq_client_fail(err, TASKQ_ERR_REFUSED,
+        return tq_api_fail(err, TASKQ_ERR_REFUSED,
                               "payload too large (%zu bytes; the master allows %zu)", len,
                               max_payload);
     /* A task without a key gets a session key, so that re-sending its
@@ -968,7 +968,7 @@ int taskq_wait(taskq_t *self, const uint64_t *ids, size_t n, taskq_error_t *err)
 {
     for (size_t i = 0; i < n; i++)
         if (ids[i] == 0)
-            return tq_client_fail(err, TASKQ_ERR_USAGE, "0 is not a task id");
+            return tq_api_fail(err, TASKQ_ERR_USAGE, "0 is not a task id");
     for (size_t i = 0; i < n; i++)
         tq_idmap_put(self->awaited, ids[i], (void *)1);
     if (tq_link_dead(self->link))
@@ -1015,7 +1015,7 @@ static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_er
                     return -1;
                 if (got > 0 || !tq_link_up(self->link))
                     continue;
-                return tq_client_fail(err, TASKQ_ERR_TIMEOUT,
+                return tq_api_fail(err, TASKQ_ERR_TIMEOUT,
                                       "no acknowledgement from master at %s within %.3g s (is its "
                                       "journal failing? see taskq status)",
                                       tq_link_endpoint(self->link),
@@ -1054,7 +1054,7 @@ static int blk_run(taskq_t *self, int timeout_ms, const char *what, taskq_error_
         if (deadline >= 0) {
             left = deadline - tq_mono_ms();
             if (left <= 0)
-                rc = tq_client_fail(err, TASKQ_ERR_TIMEOUT, "no %s reply from %s within %d ms",
+                rc = tq_api_fail(err, TASKQ_ERR_TIMEOUT, "no %s reply from %s within %d ms",
                                     what, tq_link_endpoint(self->link), timeout_ms);
         }
         if (rc == 0 && pump(self, left, err) < 0)
@@ -1064,7 +1064,7 @@ static int blk_run(taskq_t *self, int timeout_ms, const char *what, taskq_error_
     if (rc < 0)
         return -1;
     if (self->blk.err_code)
-        return tq_client_fail(err, self->blk.err_code, "%s", self->blk.err_msg);
+        return tq_api_fail(err, self->blk.err_code, "%s", self->blk.err_msg);
     return 0;
 }
 
@@ -1080,7 +1080,7 @@ int taskq_cancel(taskq_t *self, const uint64_t *ids, size_t n, int *outcomes, in
 {
     for (size_t i = 0; i < n; i++)
         if (ids[i] == 0)
-            return tq_client_fail(err, TASKQ_ERR_USAGE, "0 is not a task id");
+            return tq_api_fail(err, TASKQ_ERR_USAGE, "0 is not a task id");
     ev_free(self->current);
     self->current = NULL;
     if (flush_batch(self, err) < 0)
@@ -1105,13 +1105,13 @@ int taskq_put(taskq_t *self, const char *queue, const taskq_item_t *items, size_
               int timeout_ms, taskq_error_t *err)
 {
     if (!queue || !tq_name_valid(tq_bytes_str(queue)))
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "'%s' is not a valid queue name",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "'%s' is not a valid queue name",
                               queue ? queue : "");
     if (n == 0 || n > TQ_MAX_BATCH)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "put: 1..%d items per call", TQ_MAX_BATCH);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "put: 1..%d items per call", TQ_MAX_BATCH);
     for (size_t i = 0; i < n; i++)
         if (items[i].len > taskq_max_payload(self))
-            return tq_client_fail(err, TASKQ_ERR_USAGE, "item %zu is %zu bytes, max %zu", i + 1,
+            return tq_api_fail(err, TASKQ_ERR_USAGE, "item %zu is %zu bytes, max %zu", i + 1,
                                   items[i].len, taskq_max_payload(self));
     ev_free(self->current);
     self->current = NULL;
@@ -1133,12 +1133,12 @@ int taskq_get(taskq_t *self, const char *queue, int wait_ms, size_t max, taskq_i
               void *arg, taskq_error_t *err)
 {
     if (!queue || !tq_name_valid(tq_bytes_str(queue)))
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "'%s' is not a valid queue name",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "'%s' is not a valid queue name",
                               queue ? queue : "");
     if (max == 0 || max > TQ_MAX_BATCH)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "get: 1..%d items per call", TQ_MAX_BATCH);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "get: 1..%d items per call", TQ_MAX_BATCH);
     if (wait_ms < 0 || (uint32_t)wait_ms > TQ_MAX_GET_WAIT_MS)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "get: wait 0..%u ms", TQ_MAX_GET_WAIT_MS);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "get: wait 0..%u ms", TQ_MAX_GET_WAIT_MS);
     ev_free(self->current);
     self->current = NULL;
     if (flush_batch(self, err) < 0)
@@ -1193,15 +1193,15 @@ int taskq_admin(taskq_t *self, const char *request_json, int timeout_ms, char **
 {
     *reply_json = NULL;
     if (!request_json)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "admin request is NULL");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "admin request is NULL");
     size_t len = strnlen(request_json, TQ_MAX_JSON + 1);
     if (len > TQ_MAX_JSON - 32) /* room for the "req" we add */
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "admin request larger than %u bytes",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "admin request larger than %u bytes",
                               TQ_MAX_JSON - 32);
     cJSON *req = cJSON_ParseWithLength(request_json, len);
     if (!req || !cJSON_IsObject(req)) {
         cJSON_Delete(req);
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "admin request is not a JSON object");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "admin request is not a JSON object");
     }
     ev_free(self->current);
     self->current = NULL;

@@ -97,37 +97,37 @@ static int distinct_bytes(const uint8_t *key, size_t len)
     return n;
 }
 
-static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_error_t *err)
+static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_err_t *err)
 {
     if (!path || !*path)
-        return tq_error_set(err, 0,
+        return tq_err_set(err, 0,
                             "no authkey file given (use --authkey-file FILE or TASKQ_AUTHKEY_FILE)");
     if (sodium_ready() < 0) {
-        tq_error_set(err, 0, "cannot initialise libsodium");
+        tq_err_set(err, 0, "cannot initialise libsodium");
         return -1;
     }
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ELOOP)
-            tq_error_set(err, 0, "cannot read authkey file %s: it is a symbolic link "
+            tq_err_set(err, 0, "cannot read authkey file %s: it is a symbolic link "
                          "(give the real path)", path);
         else
-            tq_error_set(err, 0, "cannot read authkey file %s: %s", path, strerror(errno));
+            tq_err_set(err, 0, "cannot read authkey file %s: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        tq_error_set(err, 0, "cannot read authkey file %s: %s", path, strerror(errno));
+        tq_err_set(err, 0, "cannot read authkey file %s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        tq_error_set(err, 0, "authkey file %s is not a regular file", path);
+        tq_err_set(err, 0, "authkey file %s is not a regular file", path);
         close(fd);
         return -1;
     }
     if (st.st_uid != geteuid() && st.st_uid != 0) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                      "authkey file %s is owned by uid %u, not by us (uid %u) or root: another user "
                      "could have chosen the key; use a key file of our own",
                      path, (unsigned)st.st_uid, (unsigned)geteuid());
@@ -135,7 +135,7 @@ static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_error_t *e
         return -1;
     }
     if ((st.st_mode & 077) != 0) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                      "authkey file %s is readable by group or others (mode %04o); fix it with: "
                      "chmod 600 %s",
                      path, (unsigned)(st.st_mode & 07777), path);
@@ -152,7 +152,7 @@ static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_error_t *e
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            tq_error_set(err, 0, "cannot read authkey file %s: %s", path, strerror(errno));
+            tq_err_set(err, 0, "cannot read authkey file %s: %s", path, strerror(errno));
             goto out;
         }
         if (r == 0)
@@ -160,14 +160,14 @@ static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_error_t *e
         len += (size_t)r;
     }
     if (len > TQ_AUTHKEY_MAX) {
-        tq_error_set(err, 0, "authkey file %s is too long (over %d bytes)", path,
+        tq_err_set(err, 0, "authkey file %s is too long (over %d bytes)", path,
                      TQ_AUTHKEY_MAX);
         goto out;
     }
     if (len > 0 && buf[len - 1] == '\n')
         len--;
     if (len < TQ_AUTHKEY_MIN) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                      "authkey in %s is too short (%zu bytes, need at least %d); create one with: "
                      "taskq-master --data-dir DIR (writes DIR/authkey) or: head -c 32 /dev/urandom "
                      "| od -An -tx1 | tr -d ' \\n' > %s && chmod 600 %s",
@@ -176,14 +176,14 @@ static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_error_t *e
     }
     int distinct = distinct_bytes(buf, len);
     if (distinct < TQ_AUTHKEY_MIN_DISTINCT) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                      "authkey in %s is trivial (%d distinct byte value%s, need at least %d): use a "
                      "random key, e.g. head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > %s",
                      path, distinct, distinct == 1 ? "" : "s", TQ_AUTHKEY_MIN_DISTINCT, path);
         goto out;
     }
     if (derive(buf, len, keys, peer) < 0) {
-        tq_error_set(err, 0, "cannot derive keys from authkey file %s", path);
+        tq_err_set(err, 0, "cannot derive keys from authkey file %s", path);
         goto out;
     }
     rc = 0;
@@ -193,29 +193,29 @@ out:
     return rc;
 }
 
-int tq_authkey_load(const char *path, tq_curve_keys_t *keys, tq_error_t *err)
+int tq_authkey_load(const char *path, tq_curve_keys_t *keys, tq_err_t *err)
 {
     return load(path, keys, 0, err);
 }
 
-int tq_authkey_load_peer(const char *path, tq_curve_keys_t *keys, tq_error_t *err)
+int tq_authkey_load_peer(const char *path, tq_curve_keys_t *keys, tq_err_t *err)
 {
     return load(path, keys, 1, err);
 }
 
-int tq_authkey_generate(const char *path, tq_error_t *err)
+int tq_authkey_generate(const char *path, tq_err_t *err)
 {
     if (!path || !*path) {
-        tq_error_set(err, 0, "no path given for the new authkey file");
+        tq_err_set(err, 0, "no path given for the new authkey file");
         return -1;
     }
     if (sodium_ready() < 0) {
-        tq_error_set(err, 0, "cannot initialise libsodium");
+        tq_err_set(err, 0, "cannot initialise libsodium");
         return -1;
     }
     int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        tq_error_set(err, 0, "cannot create authkey file %s: %s", path, strerror(errno));
+        tq_err_set(err, 0, "cannot create authkey file %s: %s", path, strerror(errno));
         return -1;
     }
     uint8_t raw[TQ_AUTHKEY_GEN_BYTES];
@@ -227,16 +227,16 @@ int tq_authkey_generate(const char *path, tq_error_t *err)
     int rc = -1;
     /* The umask may have cleared bits but can never add any: make sure. */
     if (fchmod(fd, 0600) < 0) {
-        tq_error_set(err, 0, "cannot set mode 600 on authkey file %s: %s", path,
+        tq_err_set(err, 0, "cannot set mode 600 on authkey file %s: %s", path,
                      strerror(errno));
         goto out;
     }
     if (tq_write_all(fd, text, len) < 0) {
-        tq_error_set(err, 0, "cannot write authkey file %s: %s", path, strerror(errno));
+        tq_err_set(err, 0, "cannot write authkey file %s: %s", path, strerror(errno));
         goto out;
     }
     if (fsync(fd) < 0) {
-        tq_error_set(err, 0, "cannot sync authkey file %s: %s", path, strerror(errno));
+        tq_err_set(err, 0, "cannot sync authkey file %s: %s", path, strerror(errno));
         goto out;
     }
     rc = 0;
@@ -244,7 +244,7 @@ out:
     sodium_memzero(raw, sizeof raw);
     sodium_memzero(text, sizeof text);
     if (close(fd) < 0 && rc == 0) {
-        tq_error_set(err, 0, "cannot write authkey file %s: %s", path, strerror(errno));
+        tq_err_set(err, 0, "cannot write authkey file %s: %s", path, strerror(errno));
         rc = -1;
     }
     if (rc < 0)

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tq_error.h"
+#include "tq_err.h"
 
 #define TQ_KDF_CONTEXT_SERVER "taskq/v1/curve/server"
 #define TQ_KDF_CONTEXT_CLIENT "taskq/v1/curve/client"
@@ -48,14 +48,14 @@ typedef struct {
  * the fix (missing file, mode allows group/others, owned by another user
  * than us or root, empty or too short, trivial, too long). The message
  * never contains key bytes. */
-int tq_authkey_load(const char *path, tq_curve_keys_t *keys, tq_error_t *err);
+int tq_authkey_load(const char *path, tq_curve_keys_t *keys, tq_err_t *err);
 
 /* tq_authkey_load for a connecting peer (worker, client): the same
  * checks, but only what a CURVE client needs is kept: the client key pair
  * and the server's public key. The server's secret key is derived on the
  * way to its public key and wiped at once (server_secret and its Z85 form
  * stay zero), and the stack the derivation used is scrubbed. */
-int tq_authkey_load_peer(const char *path, tq_curve_keys_t *keys, tq_error_t *err);
+int tq_authkey_load_peer(const char *path, tq_curve_keys_t *keys, tq_err_t *err);
 
 /* Memory for keys that a core dump leaves out (MADV_DONTDUMP), that a
  * fork()ed child sees zeroed (MADV_WIPEONFORK, where the kernel has it)
@@ -78,7 +78,7 @@ int tq_authkey_derive(const uint8_t *key, size_t len, tq_curve_keys_t *keys);
 /* Create a fresh random key file at path with mode 0600 (O_EXCL: never
  * overwrites). 32 random bytes, written as 64 hex characters and a
  * newline so that it can be copied as text. Returns 0 or -1 with err. */
-int tq_authkey_generate(const char *path, tq_error_t *err);
+int tq_authkey_generate(const char *path, tq_err_t *err);
 
 /* Wipe keys (sodium_memzero). */
 void tq_curve_keys_wipe(tq_curve_keys_t *keys);

@@ -106,7 +106,7 @@ static void test_vectors(void)
 static void test_load_ok_and_newline(void)
 {
     char p1[256], p2[256];
-    tq_error_t err = {0, ""};
+    tq_err_t err = {0, ""};
     path_in(p1, sizeof p1, "plain");
     path_in(p2, sizeof p2, "newline");
     write_file(p1, "abcabcabcabcabcabc", 18, 0600);
@@ -132,7 +132,7 @@ static void test_load_ok_and_newline(void)
 static void test_mode_refused(void)
 {
     char p[256];
-    tq_error_t err = {0, ""};
+    tq_err_t err = {0, ""};
     const char *secret = "supersecretkeytext-0123456789";
     path_in(p, sizeof p, "open");
     write_file(p, secret, strlen(secret), 0644);
@@ -153,7 +153,7 @@ static void test_mode_refused(void)
 static void test_missing_and_odd_files(void)
 {
     char p[256];
-    tq_error_t err = {0, ""};
+    tq_err_t err = {0, ""};
     tq_curve_keys_t k;
     path_in(p, sizeof p, "nonexistent");
     CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
@@ -189,7 +189,7 @@ static void test_missing_and_odd_files(void)
 static void test_length_limits(void)
 {
     char p[256], want[512];
-    tq_error_t err = {0, ""};
+    tq_err_t err = {0, ""};
     tq_curve_keys_t k;
     path_in(p, sizeof p, "short");
     write_file(p, "shortkey12345\n", 14, 0600); /* 13 bytes after the newline */
@@ -243,7 +243,7 @@ static void test_length_limits(void)
 static void test_trust(void)
 {
     char p[256];
-    tq_error_t err = {0, ""};
+    tq_err_t err = {0, ""};
     tq_curve_keys_t k, full;
     path_in(p, sizeof p, "trivial");
     static const uint8_t zeros[32];
@@ -285,7 +285,7 @@ static void test_trust(void)
 static void test_generate(void)
 {
     char p[256];
-    tq_error_t err = {0, ""};
+    tq_err_t err = {0, ""};
     path_in(p, sizeof p, "generated");
     unlink(p);
     CHECK_EQ_INT(tq_authkey_generate(p, &err), 0);

@@ -37,7 +37,7 @@ typedef enum {
  * messages ("key file", "--allow-keys file"). Returns 0, or -1 with err
  * naming the file and the fix. */
 int tq_file_read_checked(const char *path, const char *what, tq_file_kind_t kind, size_t max,
-                         char **out, size_t *len, tq_error_t *err);
+                         char **out, size_t *len, tq_err_t *err);
 
 /* Decode 40 Z85 characters (exactly) into key[32]. Returns 0 or -1. */
 int tq_z85_key_decode(const char *text, size_t len, uint8_t key[32]);
@@ -46,16 +46,16 @@ int tq_z85_key_decode(const char *text, size_t len, uint8_t key[32]);
  * 0644), name (base's last component) in their comment; neither may
  * exist (never overwritten). pub_z85[41] receives the public key.
  * Returns 0, or -1 with err (nothing left behind). */
-int tq_keyfile_generate(const char *base, char pub_z85[TQ_Z85_KEY_LEN + 1], tq_error_t *err);
+int tq_keyfile_generate(const char *base, char pub_z85[TQ_Z85_KEY_LEN + 1], tq_err_t *err);
 
 /* Load a key pair (a .key file: secret checks) into pub and sec.
  * Returns 0, or -1 with err. */
-int tq_keyfile_load_pair(const char *path, uint8_t pub[32], uint8_t sec[32], tq_error_t *err);
+int tq_keyfile_load_pair(const char *path, uint8_t pub[32], uint8_t sec[32], tq_err_t *err);
 
 /* Load a public key from a .pub file (a file holding a secret-key line
  * is refused: a peer must not be handed the master's secret). Returns
  * 0, or -1 with err. */
-int tq_keyfile_load_public(const char *path, uint8_t pub[32], tq_error_t *err);
+int tq_keyfile_load_public(const char *path, uint8_t pub[32], tq_err_t *err);
 
 /* The keys a connecting peer (client, worker) uses: its own pair from
  * key_path (key-pair mode) or else derived from authkey_path; the
@@ -63,6 +63,6 @@ int tq_keyfile_load_public(const char *path, uint8_t pub[32], tq_error_t *err);
  * authkey_path. NULL or "" means not given. Returns 0, or -1 with err
  * (a missing source is named with its flag: "--master-key FILE"). */
 int tq_keys_load_peer(const char *authkey_path, const char *key_path, const char *master_path,
-                      tq_curve_keys_t *keys, tq_error_t *err);
+                      tq_curve_keys_t *keys, tq_err_t *err);
 
 #endif

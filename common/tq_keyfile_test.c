@@ -23,7 +23,7 @@ static void write_file(const char *path, const char *text, mode_t mode) {
     chmod(path, mode);
 }
 
-static int err_has(int rc, const tq_error_t *e, const char *want) {
+static int err_has(int rc, const tq_err_t *e, const char *want) {
     const char *err = e->msg;
     if (rc == 0 || !strstr(err, want)) {
         fprintf(stderr, "rc %d, error '%s' lacks '%s'\n", rc, err, want);
@@ -34,7 +34,7 @@ static int err_has(int rc, const tq_error_t *e, const char *want) {
 
 static void test_generate_and_load(void) {
     char base[256], kpath[300], ppath[300], pub[41];
-    tq_error_t e;
+    tq_err_t e;
     snprintf(base, sizeof base, "%s/alice", dir);
     snprintf(kpath, sizeof kpath, "%s.key", base);
     snprintf(ppath, sizeof ppath, "%s.pub", base);
@@ -81,7 +81,7 @@ static void test_generate_and_load(void) {
 
 static void test_bad_files(void) {
     char path[300];
-    tq_error_t e;
+    tq_err_t e;
     uint8_t p[32], s[32];
     snprintf(path, sizeof path, "%s/bad.key", dir);
     write_file(path, "public-key = short\n", 0600);

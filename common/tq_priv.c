@@ -14,11 +14,11 @@
 #include "tq_authkey.h"
 #include "tq_util.h"
 
-int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t *out, tq_error_t *err)
+int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t *out, tq_err_t *err)
 {
     memset(out, 0, sizeof *out);
     if (!user || !*user) {
-        tq_error_set(err, 0, "%s: empty user name", flag);
+        tq_err_set(err, 0, "%s: empty user name", flag);
         return -1;
     }
     char buf[16384];
@@ -32,17 +32,17 @@ int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t 
     }
     if (!found) {
         if (e && e != ENOENT && e != ESRCH)
-            tq_error_set(err, 0, "%s %s: cannot look the user up: %s", flag, user, strerror(e));
+            tq_err_set(err, 0, "%s %s: cannot look the user up: %s", flag, user, strerror(e));
         else
-            tq_error_set(err, 0, "%s %s: no such user", flag, user);
+            tq_err_set(err, 0, "%s %s: no such user", flag, user);
         return -1;
     }
     if (pw.pw_uid == 0) {
-        tq_error_set(err, 0, "%s %s: is root; name an unprivileged user", flag, user);
+        tq_err_set(err, 0, "%s %s: is root; name an unprivileged user", flag, user);
         return -1;
     }
     if (need_root && geteuid() != 0) {
-        tq_error_set(err, 0, "%s %s: only root can change user (we run as uid %u)", flag, user,
+        tq_err_set(err, 0, "%s %s: only root can change user (we run as uid %u)", flag, user,
                  (unsigned)geteuid());
         return -1;
     }
@@ -52,7 +52,7 @@ int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t 
     out->gid = pw.pw_gid;
     int n = TQ_PRIV_MAX_GROUPS;
     if (getgrouplist(pw.pw_name, pw.pw_gid, out->groups, &n) < 0) {
-        tq_error_set(err, 0, "%s %s: member of more than %d groups", flag, user,
+        tq_err_set(err, 0, "%s %s: member of more than %d groups", flag, user,
                  TQ_PRIV_MAX_GROUPS);
         return -1;
     }
@@ -60,10 +60,10 @@ int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t 
     return 0;
 }
 
-int tq_priv_no_new_privs(tq_error_t *err)
+int tq_priv_no_new_privs(tq_err_t *err)
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-        tq_error_set(err, 0, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+        tq_err_set(err, 0, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
         return -1;
     }
     return 0;
@@ -80,20 +80,20 @@ void tq_priv_fs_as(const tq_user_t *u)
     }
 }
 
-int tq_priv_drop(const tq_user_t *u, tq_error_t *err)
+int tq_priv_drop(const tq_user_t *u, tq_err_t *err)
 {
     /* glibc applies each of these to every thread of the process. */
     if (setgroups((size_t)u->ngroups, u->groups) < 0) {
-        tq_error_set(err, 0, "--user %s: setgroups: %s", u->name, strerror(errno));
+        tq_err_set(err, 0, "--user %s: setgroups: %s", u->name, strerror(errno));
         return -1;
     }
     if (setresgid(u->gid, u->gid, u->gid) < 0) {
-        tq_error_set(err, 0, "--user %s: setgid %u: %s", u->name, (unsigned)u->gid,
+        tq_err_set(err, 0, "--user %s: setgid %u: %s", u->name, (unsigned)u->gid,
                  strerror(errno));
         return -1;
     }
     if (setresuid(u->uid, u->uid, u->uid) < 0) {
-        tq_error_set(err, 0, "--user %s: setuid %u: %s", u->name, (unsigned)u->uid,
+        tq_err_set(err, 0, "--user %s: setuid %u: %s", u->name, (unsigned)u->uid,
                  strerror(errno));
         return -1;
     }
@@ -101,16 +101,16 @@ int tq_priv_drop(const tq_user_t *u, tq_error_t *err)
     gid_t gr, ge, gs;
     if (getresuid(&r, &e, &s) < 0 || getresgid(&gr, &ge, &gs) < 0 || r != u->uid ||
         e != u->uid || s != u->uid || gr != u->gid || ge != u->gid || gs != u->gid) {
-        tq_error_set(err, 0, "--user %s: the ids did not change as asked", u->name);
+        tq_err_set(err, 0, "--user %s: the ids did not change as asked", u->name);
         return -1;
     }
     /* Root must be out of reach now: these must fail. */
     if (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0 || setegid(0) == 0) {
-        tq_error_set(err, 0, "--user %s: root could be regained after the drop", u->name);
+        tq_err_set(err, 0, "--user %s: root could be regained after the drop", u->name);
         return -1;
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-        tq_error_set(err, 0, "--user %s: PR_SET_NO_NEW_PRIVS: %s", u->name, strerror(errno));
+        tq_err_set(err, 0, "--user %s: PR_SET_NO_NEW_PRIVS: %s", u->name, strerror(errno));
         return -1;
     }
     tq_process_protect(); /* a change of credentials made us dumpable again */

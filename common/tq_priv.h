@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "tq_error.h"
+#include "tq_err.h"
 
 /* Supplementary groups kept for a user at most. */
 #define TQ_PRIV_MAX_GROUPS 256
@@ -34,13 +34,13 @@ typedef struct {
  * of the settings passes need_root 0). Returns 0, or -1 with err:
  *   "--user nobodyx: no such user"
  *   "--user taskq: only root can change user (we run as uid 1000)" */
-int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t *out, tq_error_t *err);
+int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t *out, tq_err_t *err);
 
 /* Set no_new_privs (no setuid program, nor file capabilities, can raise
  * privileges at execve). It holds per thread and is inherited: call it
  * before any thread exists, so that every thread has it. Returns 0 or
  * -1 with err. */
-int tq_priv_no_new_privs(tq_error_t *err);
+int tq_priv_no_new_privs(tq_err_t *err);
 
 /* Set this thread's file system ids (setfsuid, setfsgid) to u's, or back
  * to root's with u NULL: files created from now on belong to u and file
@@ -57,6 +57,6 @@ void tq_priv_fs_as(const tq_user_t *u);
  * of user resets it). Returns 0, or -1
  * with err naming the step that failed (then stop: the process may be
  * half-dropped). */
-int tq_priv_drop(const tq_user_t *u, tq_error_t *err);
+int tq_priv_drop(const tq_user_t *u, tq_err_t *err);
 
 #endif

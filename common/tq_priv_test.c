@@ -14,7 +14,7 @@
 static void test_unknown_and_root_refused(void)
 {
     tq_user_t u;
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(tq_user_lookup("no-such-user-tq", "--user", 0, &u, &err), -1);
     CHECK(strstr(err.msg, "--user no-such-user-tq: no such user") != NULL);
     CHECK_EQ_INT(tq_user_lookup("", "--task-user", 0, &u, &err), -1);
@@ -31,7 +31,7 @@ static void test_name_and_uid(void)
         return; /* no such account here */
     tq_user_t a, b;
     char num[32];
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(tq_user_lookup("nobody", "--user", 0, &a, &err), 0);
     CHECK_EQ_INT((long)a.uid, (long)pw->pw_uid);
     CHECK_EQ_INT((long)a.gid, (long)pw->pw_gid);

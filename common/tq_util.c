@@ -285,7 +285,7 @@ int tq_write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-int tq_endpoint_port_check(const char *ep, const char *flag, tq_error_t *err) {
+int tq_endpoint_port_check(const char *ep, const char *flag, tq_err_t *err) {
     if (strncmp(ep, "tcp://", 6) != 0)
         return 0;
     const char *colon = strrchr(ep + 6, ':');
@@ -293,7 +293,7 @@ int tq_endpoint_port_check(const char *ep, const char *flag, tq_error_t *err) {
         return 0;
     int64_t n;
     if (tq_parse_i64(colon + 1, &n) < 0 || n > 65535) {
-        tq_error_set(err, 0, "%s: port %.40s in '%.200s' is out of range (0..65535)", flag,
+        tq_err_set(err, 0, "%s: port %.40s in '%.200s' is out of range (0..65535)", flag,
                      colon + 1, ep);
         return -1;
     }

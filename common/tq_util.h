@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tq_error.h" /* TQ_ASSERT, the always-on invariant check */
+#include "tq_err.h" /* TQ_ASSERT, the always-on invariant check */
 
 /* Allocation for internal, fixed-size or self-bounded objects: aborts
  * with a message on out-of-memory. Sizes a peer controls must use plain
@@ -43,7 +43,7 @@ int tq_parse_seconds_ms(const char *s, int64_t *out_ms);
  * to, 34463). Returns 0 when ep is not tcp://, has no numeric port (`*`,
  * a service name: ZeroMQ judges those) or its port is in range; else -1
  * with "FLAG: port N in 'EP' is out of range (0..65535)" in err. */
-int tq_endpoint_port_check(const char *ep, const char *flag, tq_error_t *err);
+int tq_endpoint_port_check(const char *ep, const char *flag, tq_err_t *err);
 
 /* Number of online CPUs (>= 1). */
 int tq_ncpus(void);

@@ -332,7 +332,7 @@ static void test_fnv1a(void)
 }
 
 static void test_endpoint_port(void) {
-    tq_error_t err;
+    tq_err_t err;
     const char *ok[] = {"tcp://127.0.0.1:0", "tcp://127.0.0.1:65535", "tcp://*:7070",
                         "tcp://127.0.0.1:*", "tcp://[::1]:80", "ipc:///tmp/x:99999", "tcp://host"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)

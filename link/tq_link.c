@@ -47,7 +47,7 @@ struct tq_link {
 /* ---- the two control-message validators ------------------------------- */
 
 /* Promised in tq_link.h. */
-int tq_link_welcome_parse(tq_bytes_t body, size_t nparts, tq_link_welcome_t *w, tq_error_t *e)
+int tq_link_welcome_parse(tq_bytes_t body, size_t nparts, tq_link_welcome_t *w, tq_err_t *e)
 {
     tq_welcome_t x; /* proto's one WELCOME validator (tq_ctl.h) */
     if (tq_welcome_decode(body, nparts, &x, e) < 0)
@@ -64,7 +64,7 @@ void tq_link_error_parse(tq_bytes_t body, size_t nparts, int *code, uint32_t *re
                          size_t size)
 {
     tq_errmsg_t m; /* proto's one ERROR validator: a bad body reads as INTERNAL */
-    tq_error_t why;
+    tq_err_t why;
     (void)tq_errmsg_decode(body, nparts, &m, &why);
     *code = m.code > INT32_MAX ? INT32_MAX : (int)m.code;
     *ref = m.ref;
@@ -306,7 +306,7 @@ static int on_message(tq_link_t *self, int64_t now, tq_link_event_t *ev)
 {
     int type;
     tq_bytes_t body;
-    tq_error_t e;
+    tq_err_t e;
     ev->msg_type = -1;
     if (tq_in_head(self->in, &type, &body, &e) < 0) {
         tq_log_escape_str(ev->text, sizeof ev->text, e.msg);

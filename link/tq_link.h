@@ -114,7 +114,7 @@ typedef struct {
  * heartbeat_timeout_ms above it, max_payload). Returns 0, or -1 with e
  * naming the field when the WELCOME is not valid (*w untouched): the
  * link then reports TQ_LINK_BAD and the attempt counts as failed. */
-int tq_link_welcome_parse(tq_bytes_t body, size_t nparts, tq_link_welcome_t *w, tq_error_t *e);
+int tq_link_welcome_parse(tq_bytes_t body, size_t nparts, tq_link_welcome_t *w, tq_err_t *e);
 
 /* Read an ERROR body: code, ref (the request id it answers, 0 if none)
  * and the message, escaped, into msg[size]. An unreadable body gives

@@ -72,7 +72,7 @@ static int master_recv(master_t *m, int timeout_ms, int *nheartbeats, cJSON **js
             continue;
         int type;
         tq_bytes_t body;
-        tq_error_t e;
+        tq_err_t e;
         if (tq_in_head(m->in, &type, &body, &e) < 0)
             return -1;
         if (type == TQ_MSG_HEARTBEAT) {
@@ -180,7 +180,7 @@ static void register_link(tq_link_t *l, master_t *m)
 static void test_validators(void)
 {
     tq_link_welcome_t w = {1000, 5000, 64, 0};
-    tq_error_t e;
+    tq_err_t e;
     const char *ok = "{\"version\":1,\"heartbeat_ms\":200,\"heartbeat_timeout_ms\":900,"
                      "\"max_payload\":77,\"packed\":true}";
     CHECK_EQ_INT(tq_link_welcome_parse((tq_bytes_t){(const uint8_t *)ok, strlen(ok)}, 0, &w, &e),

@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-int tq_client_fail(taskq_error_t *err, int code, const char *fmt, ...)
+int tq_api_fail(taskq_error_t *err, int code, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -16,7 +16,7 @@ int tq_client_fail(taskq_error_t *err, int code, const char *fmt, ...)
     return -1;
 }
 
-int tq_error_to_public(taskq_error_t *err, const tq_error_t *in)
+int tq_err_to_public(taskq_error_t *err, const tq_err_t *in)
 {
-    return tq_client_fail(err, in->code, "%s", in->msg);
+    return tq_api_fail(err, in->code, "%s", in->msg);
 }

@@ -122,7 +122,7 @@ static int pattern_ok(const char *s, size_t n) {
 
 /* Split "a,b,c" (len bytes at s) into *out. Returns 0, or -1 with a
  * message in why. */
-static int parse_list(const char *s, size_t len, char ***out, size_t *n, tq_error_t *why) {
+static int parse_list(const char *s, size_t len, char ***out, size_t *n, tq_err_t *why) {
     *out = NULL;
     *n = 0;
     size_t i = 0;
@@ -131,13 +131,13 @@ static int parse_list(const char *s, size_t len, char ***out, size_t *n, tq_erro
         while (j < len && s[j] != ',')
             j++;
         if (!pattern_ok(s + i, j - i)) {
-            tq_error_set(why, 0,
+            tq_err_set(why, 0,
                      "'%.*s' is not a pattern (1..%d of letters, digits, _ . : - and * ? [ ] !)",
                      (int)(j - i > 80 ? 80 : j - i), s + i, TQ_ALLOW_PATTERN_MAX);
             goto fail;
         }
         if (*n == TQ_ALLOW_MAX_PATTERNS) {
-            tq_error_set(why, 0, "more than %d patterns in one list", TQ_ALLOW_MAX_PATTERNS);
+            tq_err_set(why, 0, "more than %d patterns in one list", TQ_ALLOW_MAX_PATTERNS);
             goto fail;
         }
         *out = tq_realloc(*out, (*n + 1) * sizeof **out);
@@ -169,19 +169,19 @@ typedef struct {
     size_t n;
 } tok_t;
 
-static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t *id, tq_error_t *why) {
+static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t *id, tq_err_t *why) {
     memset(id, 0, sizeof *id);
     if (nt < 3) {
-        tq_error_set(why, 0, "expected PUBLIC-KEY NAME ROLE [queues=...] [functions=...]");
+        tq_err_set(why, 0, "expected PUBLIC-KEY NAME ROLE [queues=...] [functions=...]");
         return -1;
     }
     if (tq_z85_key_decode(tok[0].s, tok[0].n, id->key) < 0) {
-        tq_error_set(why, 0, "the public key is not %d Z85 characters (the public-key of a "
+        tq_err_set(why, 0, "the public key is not %d Z85 characters (the public-key of a "
                               ".pub file made by taskq keygen)", TQ_Z85_KEY_LEN);
         return -1;
     }
     if (!tq_ident_name_valid(tok[1].s, tok[1].n)) {
-        tq_error_set(why, 0, "'%.*s' is not a name (1..%d of letters, digits, _ . @ -)",
+        tq_err_set(why, 0, "'%.*s' is not a name (1..%d of letters, digits, _ . @ -)",
                  (int)(tok[1].n > 80 ? 80 : tok[1].n), tok[1].s, TQ_IDENT_NAME_MAX);
         return -1;
     }
@@ -192,7 +192,7 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
         if (tok[2].n == strlen(roles[r]) && memcmp(tok[2].s, roles[r], tok[2].n) == 0)
             id->role = (tq_ident_role_t)(r + 1);
     if (!id->role) {
-        tq_error_set(why, 0, "role '%.*s' is not worker, client or admin",
+        tq_err_set(why, 0, "role '%.*s' is not worker, client or admin",
                  (int)(tok[2].n > 40 ? 40 : tok[2].n), tok[2].s);
         return -1;
     }
@@ -203,16 +203,16 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
         int isq = k == 6 && memcmp(tok[i].s, "queues", 6) == 0;
         int isf = k == 9 && memcmp(tok[i].s, "functions", 9) == 0;
         if (!eq || (!isq && !isf)) {
-            tq_error_set(why, 0, "'%.*s': expected queues=PATTERNS or functions=PATTERNS",
+            tq_err_set(why, 0, "'%.*s': expected queues=PATTERNS or functions=PATTERNS",
                      (int)(tok[i].n > 80 ? 80 : tok[i].n), tok[i].s);
             return -1;
         }
         if ((isq && hq) || (isf && hf)) {
-            tq_error_set(why, 0, "%s= given twice", isq ? "queues" : "functions");
+            tq_err_set(why, 0, "%s= given twice", isq ? "queues" : "functions");
             return -1;
         }
         if (id->role == TQ_IDENT_ADMIN || (isq && id->role == TQ_IDENT_WORKER)) {
-            tq_error_set(why, 0, "%s= does not apply to %s %s", isq ? "queues" : "functions",
+            tq_err_set(why, 0, "%s= does not apply to %s %s", isq ? "queues" : "functions",
                      id->role == TQ_IDENT_ADMIN ? "an" : "a", tq_ident_role_name(id->role));
             return -1;
         }
@@ -223,38 +223,38 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
         *(isq ? &hq : &hf) = 1;
     }
     if (id->role == TQ_IDENT_CLIENT && !hq) {
-        tq_error_set(why, 0, "a client needs queues=PATTERNS (the queues it may use; * for all)");
+        tq_err_set(why, 0, "a client needs queues=PATTERNS (the queues it may use; * for all)");
         return -1;
     }
     if (id->role == TQ_IDENT_WORKER && !hf) {
-        tq_error_set(why, 0,
+        tq_err_set(why, 0,
                  "a worker needs functions=PATTERNS (the functions it may serve; * for all)");
         return -1;
     }
     if (tq_allow_find(self, id->name)) {
-        tq_error_set(why, 0, "name '%s' is given twice", id->name);
+        tq_err_set(why, 0, "name '%s' is given twice", id->name);
         return -1;
     }
     for (size_t i = 0; i < self->n; i++)
         if (sodium_memcmp(self->ids[i].key, id->key, 32) == 0) {
-            tq_error_set(why, 0, "this public key is given twice (also for '%s')",
+            tq_err_set(why, 0, "this public key is given twice (also for '%s')",
                      self->ids[i].name);
             return -1;
         }
     id->owner = tq_ident_intern(id->name);
     if (!id->owner) {
-        tq_error_set(why, 0, "more than %d identity names since the master started: restart it",
+        tq_err_set(why, 0, "more than %d identity names since the master started: restart it",
                  TQ_IDENT_INTERN_MAX);
         return -1;
     }
     return 0;
 }
 
-tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_error_t *err) {
+tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_err_t *err) {
     tq_allow_t *self = tq_calloc(1, sizeof *self);
     size_t lineno = 0;
     const char *p = text, *end = text + len;
-    tq_error_t why;
+    tq_err_t why;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *le = nl ? nl : end;
@@ -280,7 +280,7 @@ tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_er
                 break;
             }
             if (nt == sizeof tok / sizeof tok[0]) {
-                tq_error_set(err, 0, "%s:%zu: too many fields", path, lineno);
+                tq_err_set(err, 0, "%s:%zu: too many fields", path, lineno);
                 goto fail;
             }
             tok[nt++] = (tok_t){t, (size_t)(s - t)};
@@ -289,18 +289,18 @@ tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_er
             continue;
         for (const char *c = tok[0].s; c < le; c++)
             if ((unsigned char)*c < 0x20 && *c != '\t' && *c != '\r') {
-                tq_error_set(err, 0, "%s:%zu: a control character", path, lineno);
+                tq_err_set(err, 0, "%s:%zu: a control character", path, lineno);
                 goto fail;
             }
         if (self->n == TQ_ALLOW_MAX_KEYS) {
-            tq_error_set(err, 0, "%s:%zu: more than %d keys", path, lineno, TQ_ALLOW_MAX_KEYS);
+            tq_err_set(err, 0, "%s:%zu: more than %d keys", path, lineno, TQ_ALLOW_MAX_KEYS);
             goto fail;
         }
         tq_ident_t id;
         if (parse_line(self, tok, nt, &id, &why) < 0) {
             free_list(id.queues, id.nqueues);
             free_list(id.fns, id.nfns);
-            tq_error_set(err, 0, "%s:%zu: %s", path, lineno, why.msg);
+            tq_err_set(err, 0, "%s:%zu: %s", path, lineno, why.msg);
             goto fail;
         }
         if (self->n == self->cap) {
@@ -310,7 +310,7 @@ tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_er
         self->ids[self->n++] = id;
     }
     if (self->n == 0) {
-        tq_error_set(err, 0, "%s: no keys (one line per key: PUBLIC-KEY NAME ROLE ...)", path);
+        tq_err_set(err, 0, "%s: no keys (one line per key: PUBLIC-KEY NAME ROLE ...)", path);
         goto fail;
     }
     return self;
@@ -319,7 +319,7 @@ fail:
     return NULL;
 }
 
-tq_allow_t *tq_allow_load(const char *path, tq_error_t *err) {
+tq_allow_t *tq_allow_load(const char *path, tq_err_t *err) {
     char *text;
     size_t len;
     if (tq_file_read_checked(path, "--allow-keys file", TQ_FILE_CONFIG, TQ_ALLOW_FILE_MAX, &text,

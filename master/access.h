@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tq_error.h"
+#include "tq_err.h"
 #include "tq_idmap.h"
 
 /* Longest identity name. */
@@ -74,10 +74,10 @@ typedef struct {
 
 /* Parse a file's text (path: for messages). Returns the table, or NULL
  * with err "PATH:LINE: message". Caller owns it (tq_allow_free). */
-tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_error_t *err);
+tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_err_t *err);
 /* Read (owned by us or root, not writable by group or others) and parse
  * path. Returns the table, or NULL with err. */
-tq_allow_t *tq_allow_load(const char *path, tq_error_t *err);
+tq_allow_t *tq_allow_load(const char *path, tq_err_t *err);
 /* Accepts NULL; nulls *self_p. */
 void tq_allow_free(tq_allow_t **self_p);
 

@@ -12,7 +12,7 @@
 #define K2 "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
 
 static tq_allow_t *parse(const char *text, char *err) {
-    tq_error_t e = {0, ""};
+    tq_err_t e = {0, ""};
     tq_allow_t *a = tq_allow_parse("allow", text, strlen(text), &e);
     memcpy(err, e.msg, 256);
     err[255] = '\0';

@@ -41,18 +41,18 @@ static int paused_path(const char *data_dir, char *out, size_t len) {
 }
 
 int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir,
-                  uint64_t *lsn, tq_error_t *err) {
+                  uint64_t *lsn, tq_err_t *err) {
     tq_store_t *store = tq_engine_store(engine);
     char path[4096];
     if (paused_path(data_dir, path, sizeof path) < 0) {
-        tq_error_set(err, 0, "--data-dir: path too long");
+        tq_err_set(err, 0, "--data-dir: path too long");
         return -1;
     }
     FILE *f = fopen(path, "r");
     if (!f) {
         if (errno == ENOENT)
             return 0;
-        tq_error_set(err, 0, "cannot read %s: %s", path, strerror(errno));
+        tq_err_set(err, 0, "cannot read %s: %s", path, strerror(errno));
         return -1;
     }
     /* Two passes: the whole file is checked before any queue is paused,
@@ -71,7 +71,7 @@ int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_d
                 line[--n] = '\0';
             tq_bytes_t name = {(const uint8_t *)line, n};
             if (total > PAUSED_FILE_MAX || (!whole && !feof(f)) || (n && !tq_name_valid(name))) {
-                tq_error_set(err, 0,
+                tq_err_set(err, 0,
                          "%s line %zu: not a queue name (remove the line or the file)", path,
                          lineno);
                 rc = -1;
@@ -81,7 +81,7 @@ int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_d
                 continue;
             tq_queue_t *q = tq_store_queue(store, name);
             if (!q) {
-                tq_error_set(err, 0, "%s line %zu: too many queue names", path, lineno);
+                tq_err_set(err, 0, "%s line %zu: too many queue names", path, lineno);
                 rc = -1;
                 break;
             }
@@ -89,7 +89,7 @@ int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_d
                 tq_info("queue %s is paused (%s, now in the journal)", line, path);
         }
         if (rc == 0 && ferror(f)) {
-            tq_error_set(err, 0, "cannot read %s: %s", path, strerror(errno));
+            tq_err_set(err, 0, "cannot read %s: %s", path, strerror(errno));
             rc = -1;
         }
     }
@@ -353,9 +353,9 @@ static void op_pause(admin_t *a, int pause) {
 }
 
 /* A read-only op of inspect.h: its reply, or its error. */
-typedef void *(*inspect_fn)(const tq_store_t *, const tq_peers_t *, const void *, tq_error_t *);
+typedef void *(*inspect_fn)(const tq_store_t *, const tq_peers_t *, const void *, tq_err_t *);
 static void op_inspect(admin_t *a, inspect_fn fn) {
-    tq_error_t err = {TQ_ERR_INTERNAL, ""};
+    tq_err_t err = {TQ_ERR_INTERNAL, ""};
     cJSON *doc = fn(tq_engine_store(a->loop->engine), a->loop->peers, a->j, &err);
     if (!doc) {
         fail(a, err.code, "%s", err.msg);
@@ -554,7 +554,7 @@ static void send_error(const tq_admin_deps_t *d, tq_peer_t *p, uint32_t req, int
 
 void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
     void *j = NULL;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
         char msg[TQ_MAX_ERROR_TEXT + 8];
         snprintf(msg, sizeof msg, "ADMIN: %s", err.msg);

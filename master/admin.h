@@ -60,7 +60,7 @@ void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body);
  * the file once the journal is durable up to it: tq_admin_drop_file), 0
  * when there is no file, or -1 with a message naming the file and line. */
 int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir,
-                  uint64_t *lsn, tq_error_t *err);
+                  uint64_t *lsn, tq_err_t *err);
 /* Delete data_dir/paused (its queues are in the journal). */
 void tq_admin_drop_file(const char *data_dir);
 

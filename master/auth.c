@@ -603,7 +603,7 @@ out:
 }
 
 tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monitor_ep,
-                       const tq_auth_cfg_t *cfg, tq_error_t *err) {
+                       const tq_auth_cfg_t *cfg, tq_err_t *err) {
     tq_auth_t *self = tq_calloc(1, sizeof *self);
     self->ctx = ctx;
     self->max_conns = cfg->max_connections;
@@ -627,24 +627,24 @@ tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monit
     self->pipe = zmq_socket(ctx, ZMQ_PAIR);
     if (!self->pipe || zmq_setsockopt(self->pipe, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
         zmq_bind(self->pipe, self->pipe_ep) < 0) {
-        tq_error_set(err, 0, "auth: cannot create the control pipe: %s", zmq_strerror(errno));
+        tq_err_set(err, 0, "auth: cannot create the control pipe: %s", zmq_strerror(errno));
         goto fail;
     }
     if (pthread_create(&self->thread, NULL, auth_main, self) != 0) {
-        tq_error_set(err, 0, "auth: cannot start the thread");
+        tq_err_set(err, 0, "auth: cannot start the thread");
         goto fail;
     }
     /* Handshake: the thread says "ok" once the ZAP handler is bound. */
     char buf[256];
     int n = zmq_recv(self->pipe, buf, sizeof buf - 1, 0);
     if (n < 0) {
-        tq_error_set(err, 0, "auth: no answer from the auth thread: %s", zmq_strerror(errno));
+        tq_err_set(err, 0, "auth: no answer from the auth thread: %s", zmq_strerror(errno));
         pthread_join(self->thread, NULL);
         goto fail;
     }
     buf[n < (int)sizeof buf - 1 ? n : (int)sizeof buf - 1] = '\0';
     if (strcmp(buf, "ok") != 0) {
-        tq_error_set(err, 0, "%s", buf);
+        tq_err_set(err, 0, "%s", buf);
         pthread_join(self->thread, NULL);
         goto fail;
     }

@@ -44,7 +44,7 @@ typedef struct {
  * Returns when the actor is ready, or NULL with a message in err (e.g.
  * the ZAP endpoint is taken). Caller owns the result (tq_auth_destroy). */
 tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monitor_ep,
-                       const tq_auth_cfg_t *cfg, tq_error_t *err);
+                       const tq_auth_cfg_t *cfg, tq_err_t *err);
 
 /* Any thread: accept exactly the keys of allow from now on (besides the
  * shared pair when cfg->accept_shared), each with its name as the ZAP

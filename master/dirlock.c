@@ -29,16 +29,16 @@ static long read_holder(int fd) {
     return (long)pid;
 }
 
-int tq_dirlock_acquire(const char *dir, tq_error_t *err) {
+int tq_dirlock_acquire(const char *dir, tq_err_t *err) {
     char path[PATH_MAX];
     int n = snprintf(path, sizeof path, "%s/%s", dir, TQ_DIRLOCK_FILE);
     if (n < 0 || (size_t)n >= sizeof path) {
-        tq_error_set(err, 0, "--data-dir %s: path too long", dir);
+        tq_err_set(err, 0, "--data-dir %s: path too long", dir);
         return -1;
     }
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        tq_error_set(err, 0, "--data-dir %s: cannot open the lock file %s: %s", dir, path,
+        tq_err_set(err, 0, "--data-dir %s: cannot open the lock file %s: %s", dir, path,
                      strerror(errno));
         return -1;
     }
@@ -52,12 +52,12 @@ int tq_dirlock_acquire(const char *dir, tq_error_t *err) {
             char who[48] = "pid unknown";
             if (pid > 0)
                 snprintf(who, sizeof who, "pid %ld", pid);
-            tq_error_set(err, 0,
+            tq_err_set(err, 0,
                          "another taskq-master (%s) is using --data-dir %s (it holds the lock on "
                          "%s): only one master may use a data dir",
                          who, dir, path);
         } else {
-            tq_error_set(err, 0, "--data-dir %s: cannot lock %s: %s", dir, path, strerror(e));
+            tq_err_set(err, 0, "--data-dir %s: cannot lock %s: %s", dir, path, strerror(e));
         }
         close(fd);
         return -1;
@@ -66,7 +66,7 @@ int tq_dirlock_acquire(const char *dir, tq_error_t *err) {
     char buf[32];
     int len = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)len, 0) != (ssize_t)len) {
-        tq_error_set(err, 0, "--data-dir %s: cannot write the lock file %s: %s", dir, path,
+        tq_err_set(err, 0, "--data-dir %s: cannot write the lock file %s: %s", dir, path,
                      strerror(errno));
         close(fd);
         return -1;

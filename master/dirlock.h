@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#include "tq_error.h"
+#include "tq_err.h"
 
 /* Name of the lock file inside the data dir. */
 #define TQ_DIRLOCK_FILE "lock"
@@ -24,7 +24,7 @@
  * keep it open: closing it releases the lock), or -1 with a message in
  * err: "another taskq-master (pid N) is using --data-dir DIR ..."
  * when another process holds the lock, else what failed. */
-int tq_dirlock_acquire(const char *dir, tq_error_t *err);
+int tq_dirlock_acquire(const char *dir, tq_err_t *err);
 
 /* Release the lock (closes fd). Accepts -1. */
 void tq_dirlock_release(int fd);

@@ -168,7 +168,7 @@ int64_t tq_engine_backoff(tq_engine_t *self, uint32_t n, tq_now_t now) {
 
 int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, int session,
                      tq_now_t now, tq_engine_names_fn names, void *names_arg, uint64_t *ids,
-                     uint8_t *added, tq_error_t *err) {
+                     uint8_t *added, tq_err_t *err) {
     tq_store_t *s = self->store;
     size_t nnew = 0;
     for (size_t i = 0; i < n; i++) {
@@ -178,7 +178,7 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
             nnew++;
     }
     if (nnew && !tq_store_has_room(s, nnew)) {
-        return tq_error_set(err, TQ_ERR_FULL,
+        return tq_err_set(err, TQ_ERR_FULL,
                             "master is full: %zu tasks stored (--max-tasks %zu)", tq_store_size(s),
                             self->cfg.store.max_tasks);
     }
@@ -511,9 +511,9 @@ static void emit_item(tq_engine_t *self, tq_engine_ev_kind_t kind, const tq_item
 }
 
 int tq_engine_put(tq_engine_t *self, const tq_put_item_t *items, size_t n, uint64_t *ids,
-                  tq_error_t *err) {
+                  tq_err_t *err) {
     if (!tq_items_room(self->items, n)) {
-        return tq_error_set(err, TQ_ERR_TOO_MANY, "plain queues full: %zu items held (--max-tasks)",
+        return tq_err_set(err, TQ_ERR_TOO_MANY, "plain queues full: %zu items held (--max-tasks)",
                             tq_items_count(self->items));
     }
     for (size_t i = 0; i < n; i++) {

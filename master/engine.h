@@ -118,15 +118,12 @@ void tq_engine_set_retry(tq_engine_t *self, uint32_t max_attempts, int64_t lease
 
 /* ---- commands ----------------------------------------------------------- */
 
-/* Why a command was refused: tq_error_t, code TQ_ERR_* (tq_error.h);
- * an alias until scripts/rename-names.sh deletes these three lines. */
-typedef tq_error_t tq_engine_err_t;
 
 /* Called by tq_engine_submit for each record that will make a new task
  * (its key is not held), after the room check and before anything is
  * stored: the caller interns its names (charging its peer's budget).
  * Returns 0, or -1 with *err filled (the SUBMIT is refused). */
-typedef int (*tq_engine_names_fn)(void *arg, const tq_task_spec_t *spec, tq_error_t *err);
+typedef int (*tq_engine_names_fn)(void *arg, const tq_task_spec_t *spec, tq_err_t *err);
 
 /* SUBMIT of specs[n] (names valid): a record whose non-empty key is held
  * gets the existing task's id and stores nothing; two records with the
@@ -137,7 +134,7 @@ typedef int (*tq_engine_names_fn)(void *arg, const tq_task_spec_t *spec, tq_erro
  * stored). */
 int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, int session,
                      tq_now_t now, tq_engine_names_fn names, void *names_arg, uint64_t *ids,
-                     uint8_t *added, tq_error_t *err);
+                     uint8_t *added, tq_err_t *err);
 
 /* Queued, runnable (or held) t leased to worker (instance holder): attempt + 1,
  * and a lease deadline: run timeout + 2 heartbeats, or --lease-timeout,
@@ -237,7 +234,7 @@ const tq_items_t *tq_engine_items(const tq_engine_t *self);
 /* PUT of n items (queue names valid) to their queues: all or nothing.
  * Fills ids. Returns 0, or -1 with *err (TOO_MANY: the item cap). */
 int tq_engine_put(tq_engine_t *self, const tq_put_item_t *items, size_t n, uint64_t *ids,
-                  tq_error_t *err);
+                  tq_err_t *err);
 /* Up to max items from the head of queue, taken by holder (not yet
  * deleted: tq_engine_take_ack). Returns how many (into out). */
 size_t tq_engine_take(tq_engine_t *self, tq_bytes_t queue, size_t max, void *holder,

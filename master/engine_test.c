@@ -93,7 +93,7 @@ static uint64_t submit1(tq_engine_t *e, tq_task_spec_t s, tq_now_t now) {
     CHECK(tq_store_intern(st, s.queue.len ? s.queue : tq_bytes_str("default")) != NULL);
     uint64_t id = 0;
     uint8_t added = 0;
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(tq_engine_submit(e, &s, 1, 0, now, NULL, NULL, &id, &added, &err), 0);
     return id;
 }
@@ -127,7 +127,7 @@ static void test_submit_lease_result(void) {
     tq_store_intern(tq_engine_store(e), tq_bytes_str("q"));
     uint64_t ids[3];
     uint8_t added[3];
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(tq_engine_submit(e, s, 3, 0, now, NULL, NULL, ids, added, &err), 0);
     CHECK_EQ_INT(ids[0], ids[2]); /* one key, one task */
     CHECK(ids[0] != ids[1]);
@@ -563,7 +563,7 @@ static tq_persist_t *open_journal(const char *dir, tq_engine_t *e) {
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50,
                             .zmq_ctx = zctx};
     tq_persist_report_t rep;
-    tq_error_t err;
+    tq_err_t err;
     tq_persist_t *p = tq_persist_open(&cfg, e, NULL, &rep, &err);
     if (!p)
         fprintf(stderr, "persist_open: %s\n", err.msg);

@@ -87,7 +87,7 @@ typedef void handler_fn(hctx_t *self, tq_peer_t *p, const msg_t *m);
 /* Log a body that did not decode and answer it with an ERROR (ref req).
  * addr is the address to log. */
 static void bad_body(hctx_t *self, tq_peer_t *p, const char *addr, const msg_t *m, uint32_t req,
-                     const tq_error_t *err) {
+                     const tq_err_t *err) {
     tq_roster_warn(self->roster, p, addr, "bad %s: %s", tq_msg_type_name(m->type), err->msg);
     tq_outbox_error(self->outbox, m->rid, err->code, req, err->msg);
 }
@@ -256,7 +256,7 @@ static int hello_functions(hctx_t *self, tq_peer_t *p, const msg_t *m, const tq_
  * -1 after refusing the HELLO. */
 static int hello_parse(hctx_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w,
                        hello_t *h) {
-    tq_error_t err;
+    tq_err_t err;
     if (tq_hello_decode(m->body, m->nparts, w, &err) < 0) {
         hello_refuse(self, p, m, err.code, err.msg);
         return -1;
@@ -450,7 +450,7 @@ static void on_hello(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 /* HEARTBEAT, BYE and DRAIN have no body. Returns 0, or -1 after an
  * error reply. */
 static int body_empty(hctx_t *self, tq_peer_t *p, const msg_t *m) {
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_empty(m->body, m->nparts, &err) == 0)
         return 0;
     bad_body(self, p, m->addr, m, 0, &err);
@@ -482,7 +482,7 @@ static void on_drain(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 /* Logged only: never answer an ERROR with an ERROR. */
 static void on_error(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_errmsg_t e;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_errmsg_decode(m->body, m->nparts, &e, &err) == 0)
         tq_roster_warn(self->roster, p, m->addr, "sent ERROR: %s (code %u, ref %u)",
                        e.message[0] ? e.message : "(no message)", (unsigned)e.code,
@@ -497,7 +497,7 @@ static void on_status(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     /* optional "req" (echoed) and "queue_offset" (the first queue row:
      * pages through many) */
     tq_status_req_t req;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_status_req_decode(m->body, m->nparts, &req, &err) < 0) {
         bad_body(self, p, p->address, m, req.req, &err);
         return;
@@ -541,7 +541,7 @@ typedef struct {
 /* tq_engine_names_fn for a SUBMIT: intern the record's function and
  * queue names, charging p's new-name budget (ERROR TOO_MANY when it or
  * the name table is full). */
-static int submit_names(void *arg, const tq_task_spec_t *spec, tq_engine_err_t *err) {
+static int submit_names(void *arg, const tq_task_spec_t *spec, tq_err_t *err) {
     submit_names_t *sn = arg;
     tq_bytes_t q = spec->queue.len ? spec->queue : tq_bytes_str("default");
     if (intern_for(sn->self, sn->p, spec->fn, err->msg, sizeof err->msg) &&
@@ -560,7 +560,7 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     uint16_t flags = 0;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_submit(m->body, m->parts, m->nparts, self->cfg.max_payload, &req, &flags,
                          self->specs, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
@@ -589,7 +589,7 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
         tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_UNAVAILABLE, req, msg);
         return;
     }
-    tq_engine_err_t eerr;
+    tq_err_t eerr;
     submit_names_t sn = {self, p};
     /* the tasks it adds are p's identity's: persist records the owner
      * with each task's ADDED record (and in policy->owners) */
@@ -633,7 +633,7 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_req_ids(m->type, m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
         return;
@@ -651,7 +651,7 @@ static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 static void on_wait(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_req_ids(m->type, m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
         return;
@@ -673,7 +673,7 @@ static void on_wait(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     uint32_t req = 0;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_req_ids(m->type, m->body, m->nparts, &req, self->ids, &n, &err) < 0) {
         bad_body(self, p, p->address, m, req, &err);
         return;
@@ -746,7 +746,7 @@ static void result_one(hctx_t *self, tq_peer_t *w, const tq_result_item_t *r, tq
 static void on_result(hctx_t *self, tq_peer_t *w, const msg_t *m) {
     uint16_t credit = 0;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_result(m->body, m->parts, m->nparts, self->cfg.max_payload, &credit,
                          self->results, &n, &err) < 0) {
         bad_body(self, w, w->address, m, 0, &err);
@@ -767,7 +767,7 @@ static void on_result(hctx_t *self, tq_peer_t *w, const msg_t *m) {
 /* RELEASE: the worker gives tasks back unrun; they keep their place. */
 static void on_release(hctx_t *self, tq_peer_t *w, const msg_t *m) {
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_leases(m->body, m->nparts, self->leases, &n, &err) < 0) {
         bad_body(self, w, w->address, m, 0, &err);
         return;
@@ -813,7 +813,7 @@ static const struct {
 static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_fixed_t fx;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_msg(TQ_MSG_PUT, m->body, m->parts, m->nparts, self->cfg.max_payload, &fx,
                       self->puts, &n, &err) < 0) {
         bad_body(self, p, p->address, m, fx.req, &err);
@@ -831,7 +831,7 @@ static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m) {
         tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_UNAVAILABLE, fx.req, msg);
         return;
     }
-    tq_engine_err_t eerr;
+    tq_err_t eerr;
     if (tq_engine_put(self->engine, self->puts, n, self->ids, &eerr) < 0) {
         tq_outbox_error(self->outbox, rid_of(p), eerr.code, fx.req, eerr.msg);
         return;
@@ -869,7 +869,7 @@ static int serve_get(hctx_t *self, tq_peer_t *p, const parked_get_t *g, int forc
 static void on_get(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_fixed_t fx;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     tq_get_rec_t q[TQ_MAX_GET_QUEUES];
     if (tq_decode_msg(TQ_MSG_GET, m->body, m->parts, m->nparts, self->cfg.max_payload, &fx, q,
                       &n, &err) < 0) {
@@ -929,7 +929,7 @@ static void on_get(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 static void on_take_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_fixed_t fx;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_decode_msg(TQ_MSG_TAKE_ACK, m->body, m->parts, m->nparts, 0, &fx, self->ids, &n,
                       &err) < 0) {
         bad_body(self, p, p->address, m, fx.req, &err);
@@ -1042,7 +1042,7 @@ void tq_handlers_handle(hctx_t *self, tq_in_t *in) {
     }
     if (p)
         p->last_seen_ms = tq_now().mono_ms;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_in_head(in, &m.type, &m.body, &err) < 0) {
         /* refused as a whole (too many frames, too large, a bad pack):
          * the req, if the head was readable, is still the ERROR's ref */

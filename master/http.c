@@ -127,13 +127,13 @@ static int is_loopback(const struct sockaddr_storage *ss) {
     return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
 }
 
-int tq_http_check(const char *listen, const char *auth_file, tq_error_t *err) {
+int tq_http_check(const char *listen, const char *auth_file, tq_err_t *err) {
     struct sockaddr_storage ss;
     socklen_t len;
     if (tq_listen_addr_parse("--http-listen", listen, &ss, &len, err) < 0)
         return -1;
     if (!is_loopback(&ss) && !(auth_file && *auth_file)) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                  "--http-listen %s is not a loopback address: anyone who can reach it could "
                  "steer the master, so it needs --http-auth-file (users and roles, "
                  "docs/http.md); or listen on 127.0.0.1",
@@ -146,7 +146,7 @@ int tq_http_check(const char *listen, const char *auth_file, tq_error_t *err) {
 int tq_http_same_addr(const char *a, const char *b) {
     struct sockaddr_storage x, y;
     socklen_t lx, ly;
-    tq_error_t err;
+    tq_err_t err;
     if (tq_listen_addr_parse("", a, &x, &lx, &err) < 0 ||
         tq_listen_addr_parse("", b, &y, &ly, &err) < 0 || lx != ly)
         return 0;
@@ -197,17 +197,17 @@ static int name_ok(const char *s) {
  * others (as the authkey), at most TQ_HTTP_AUTH_FILE_MAX bytes and
  * TQ_HTTP_MAX_USERS users, names unique. Only hashes of the secrets are
  * kept. Returns 0, or -1 with err naming the file and line. */
-static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_error_t *err) {
+static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_err_t *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
-        tq_error_set(err, 0, "--http-auth-file %s: %s", path, strerror(errno));
+        tq_err_set(err, 0, "--http-auth-file %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode) || (st.st_mode & 077) || st.st_size > TQ_HTTP_AUTH_FILE_MAX) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                  (st.st_mode & 077) && S_ISREG(st.st_mode)
                      ? "--http-auth-file %s: readable or writable by group or others (mode "
                        "%04o); fix it with: chmod 600 FILE"
@@ -220,13 +220,13 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_
     ssize_t got = read(fd, text, (size_t)st.st_size);
     close(fd);
     if (got != st.st_size) {
-        tq_error_set(err, 0, "--http-auth-file %s: short read", path);
+        tq_err_set(err, 0, "--http-auth-file %s: short read", path);
         free(text);
         return -1;
     }
     text[got] = '\0';
     if (memchr(text, '\0', (size_t)got)) {
-        tq_error_set(err, 0, "--http-auth-file %s: holds a NUL byte (not a text file)", path);
+        tq_err_set(err, 0, "--http-auth-file %s: holds a NUL byte (not a text file)", path);
         sodium_memzero(text, (size_t)got);
         free(text);
         return -1;
@@ -268,7 +268,7 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_
             if (strcmp(self->users[i].name, f[0]) == 0)
                 why = "the name appears twice";
         if (why) {
-            tq_error_set(err, 0, "--http-auth-file %s line %zu: %s", path, lineno, why);
+            tq_err_set(err, 0, "--http-auth-file %s line %zu: %s", path, lineno, why);
             rc = -1;
             break;
         }
@@ -284,7 +284,7 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_
     sodium_memzero(text, (size_t)st.st_size + 1);
     free(text);
     if (rc == 0 && self->nusers == 0) {
-        tq_error_set(err, 0, "--http-auth-file %s: no users (lines NAME ROLE SECRET)", path);
+        tq_err_set(err, 0, "--http-auth-file %s: no users (lines NAME ROLE SECRET)", path);
         rc = -1;
     }
     if (rc == 0 && !self->users)
@@ -947,7 +947,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- life ------------------------------------------------------------------------ */
 
-tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, tq_error_t *err) {
+tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, tq_err_t *err) {
     if (tq_http_check(cfg->listen, cfg->auth_file, err) < 0)
         return NULL;
     tq_http_t *self = tq_calloc(1, sizeof *self);
@@ -962,7 +962,7 @@ tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, tq_error_t *err) {
     self->local.role = ROLE_ADMIN;
     csrf_for(&self->local, key);
     if (self->evfd < 0) {
-        tq_error_set(err, 0, "--http-listen: eventfd: %s", strerror(errno));
+        tq_err_set(err, 0, "--http-listen: eventfd: %s", strerror(errno));
         goto fail;
     }
     if (cfg->auth_file && *cfg->auth_file && load_users(self, cfg->auth_file, key, err) < 0)

@@ -64,7 +64,7 @@ typedef struct {
 /* Check the settings without starting anything: the address parses, and
  * a non-loopback address comes with an auth file. Returns 0, or -1
  * with err (a configuration error). */
-int tq_http_check(const char *listen, const char *auth_file, tq_error_t *err);
+int tq_http_check(const char *listen, const char *auth_file, tq_err_t *err);
 
 /* 1 if the two ADDR:PORT strings name the same address and port (both
  * valid; a port 0 never matches). */
@@ -73,7 +73,7 @@ int tq_http_same_addr(const char *a, const char *b);
 /* Read the auth file (if any) and start the server. Returns it, or
  * NULL with err (auth file unreadable, not private, or bad; address in
  * use). Caller owns it (tq_http_stop). */
-tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, tq_error_t *err);
+tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, tq_err_t *err);
 
 /* "http://ADDR:PORT/" actually bound. */
 const char *tq_http_url(const tq_http_t *self);

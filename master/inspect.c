@@ -21,9 +21,9 @@
 /* Function rows in one status document ("functions_total" counts all). */
 #define FN_ROWS_MAX TQ_INSPECT_FN_ROWS
 
-static void *fail(tq_error_t *err, int c, const char *fmt, ...)
+static void *fail(tq_err_t *err, int c, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void *fail(tq_error_t *err, int c, const char *fmt, ...) {
+static void *fail(tq_err_t *err, int c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
@@ -120,7 +120,7 @@ static void add_worker(cJSON *o, const tq_peers_t *peers, const tq_task_t *t) {
 
 /* An optional integer field min..max (def when absent). -1 when bad. */
 static int get_uint(const cJSON *req, const char *name, uint64_t def, uint64_t min, uint64_t max,
-                    uint64_t *out, tq_error_t *err) {
+                    uint64_t *out, tq_err_t *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, name);
     *out = def;
     if (!v)
@@ -137,7 +137,7 @@ static int get_uint(const cJSON *req, const char *name, uint64_t def, uint64_t m
  * name, or NULL when absent; *unknown = 1 when valid but not interned
  * (then nothing can match). -1 when not a valid name. */
 static int get_name(const tq_store_t *store, const cJSON *req, const char *field,
-                    const char **interned, int *unknown, tq_error_t *err) {
+                    const char **interned, int *unknown, tq_err_t *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, field);
     *interned = NULL;
     *unknown = 0;
@@ -204,7 +204,7 @@ static cJSON *show_one(const tq_store_t *store, const tq_peers_t *peers, uint64_
 }
 
 void *tq_inspect_show(const tq_store_t *store, const tq_peers_t *peers, const void *reqv,
-                      tq_error_t *err) {
+                      tq_err_t *err) {
     const cJSON *req = reqv;
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(req, "ids");
     const cJSON *pl = cJSON_GetObjectItemCaseSensitive(req, "payload");
@@ -259,7 +259,7 @@ static cJSON *list_row(const tq_peers_t *peers, const tq_task_t *t) {
 }
 
 static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const cJSON *req,
-                       const char *force_state, tq_error_t *err) {
+                       const char *force_state, tq_err_t *err) {
     const char *queue, *fn;
     int qunknown, funknown;
     uint64_t limit, after;
@@ -317,12 +317,12 @@ static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const c
 }
 
 void *tq_inspect_list(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                      tq_error_t *err) {
+                      tq_err_t *err) {
     return list_impl(store, peers, req, NULL, err);
 }
 
 void *tq_inspect_failed(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                        tq_error_t *err) {
+                        tq_err_t *err) {
     if (cJSON_GetObjectItemCaseSensitive(req, "state"))
         return fail(err, TQ_ERR_MALFORMED,
                     "ADMIN: \"failed\" takes no \"state\" (it lists failed tasks)");

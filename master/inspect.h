@@ -32,13 +32,13 @@
 
 /* ADMIN "show": {"ids":[...], "payload":bool}. */
 void *tq_inspect_show(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                      tq_error_t *err);
+                      tq_err_t *err);
 /* ADMIN "list": {"queue","fn","state","limit","after"}. */
 void *tq_inspect_list(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                      tq_error_t *err);
+                      tq_err_t *err);
 /* ADMIN "failed": "list" with "state":"failed" (the failed set). */
 void *tq_inspect_failed(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                        tq_error_t *err);
+                        tq_err_t *err);
 
 /* One function: runnable tasks queued for it (all queues), tasks of it
  * running, connected workers (not draining) that serve it. */

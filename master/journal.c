@@ -545,12 +545,12 @@ typedef struct {
     tq_journal_replay_fn replay;
     void *arg;
     tq_journal_report_t *rep;
-    tq_error_t *err;
+    tq_err_t *err;
     const char *dir;
     int dirfd;
 } scan_t;
 
-static int seg_map(seg_t *g, segfile_t *sf, const char *dir, tq_error_t *err) {
+static int seg_map(seg_t *g, segfile_t *sf, const char *dir, tq_err_t *err) {
     sf->map = NULL;
     sf->fd = g->fd;
     sf->size = (size_t)g->size;
@@ -558,7 +558,7 @@ static int seg_map(seg_t *g, segfile_t *sf, const char *dir, tq_error_t *err) {
         return 0;
     sf->map = mmap(NULL, sf->size, PROT_READ, MAP_PRIVATE, sf->fd, 0);
     if (sf->map == MAP_FAILED) {
-        tq_error_set(err, 0, "journal: cannot map %s/%s: %s", dir, g->name, strerror(errno));
+        tq_err_set(err, 0, "journal: cannot map %s/%s: %s", dir, g->name, strerror(errno));
         sf->map = NULL;
         return -1;
     }
@@ -683,7 +683,7 @@ static size_t damage_end(const uint8_t *p, size_t pos, size_t limit) {
  * count and log it. Returns 0 or -1 (s->err filled). */
 static int damage(scan_t *s, const char *name, uint64_t off, const char *why) {
     if (!s->cfg->repair) {
-        tq_error_set(s->err, 0,
+        tq_err_set(s->err, 0,
                      "journal damaged: %s/%s at offset %" PRIu64
                      ": %s (start with --repair to replay what can be read and drop the rest)",
                      s->dir, name, off, why);
@@ -705,7 +705,7 @@ static int damage(scan_t *s, const char *name, uint64_t off, const char *why) {
  * bytes. n == 0 with p NULL: bytes missing, how many unknown. */
 static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t pos, size_t end,
                         uint64_t missing) {
-    tq_error_t cberr = {0, ""};
+    tq_err_t cberr = {0, ""};
     int rc;
     if (p && end - pos >= TQ_JOURNAL_RECORD_HEAD + 1 + 8) {
         s->rep->dropped_bytes += end - pos;
@@ -720,7 +720,7 @@ static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t po
                        : 0;
     }
     if (rc < 0) {
-        tq_error_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, name, pos,
+        tq_err_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, name, pos,
                      cberr.msg[0] ? cberr.msg : "record refused");
         return -1;
     }
@@ -733,7 +733,7 @@ static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t po
 static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, uint64_t *cut) {
     const uint8_t *p = sf->map;
     size_t limit = (size_t)g->limit;
-    tq_error_t cberr = {0, ""};
+    tq_err_t cberr = {0, ""};
     *cut = UINT64_MAX;
     while (pos < limit) {
         size_t rem = limit - pos;
@@ -776,7 +776,7 @@ static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, ui
         s->rep->records++;
         if (s->replay &&
             s->replay(s->arg, p[pos + 8], p + pos + 9, len - 1, TQ_JREC_OK, &cberr) < 0) {
-            tq_error_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, g->name,
+            tq_err_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, g->name,
                          pos, cberr.msg[0] ? cberr.msg : "record refused");
             return -1;
         }
@@ -792,7 +792,7 @@ static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, ui
 static long plan(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
     for (size_t i = 0; i < n; i++)
         if (g[i].other) {
-            tq_error_set(s->err, 0,
+            tq_err_set(s->err, 0,
                          "journal %s/%s has format version %" PRIu32
                          "; this master reads versions 1 and %u",
                          s->dir, g[i].name, g[i].other, TQ_JOURNAL_VERSION);
@@ -887,7 +887,7 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
         /* one file open at a time: a journal may have many segments */
         g1->fd = openat(s->dirfd, g1->name, O_RDWR | O_CLOEXEC);
         if (g1->fd < 0) {
-            tq_error_set(s->err, 0, "journal: cannot open %s/%s: %s", s->dir, g1->name,
+            tq_err_set(s->err, 0, "journal: cannot open %s/%s: %s", s->dir, g1->name,
                          strerror(errno));
             return -1;
         }
@@ -931,7 +931,7 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
         }
         if (cut != UINT64_MAX) {
             if (tq_jio.ftruncate(g1->fd, (off_t)cut) < 0 || tq_jio.fdatasync(g1->fd) < 0) {
-                tq_error_set(s->err, 0, "journal: cannot truncate %s/%s: %s", s->dir,
+                tq_err_set(s->err, 0, "journal: cannot truncate %s/%s: %s", s->dir,
                              g1->name, strerror(errno));
                 return -1;
             }
@@ -949,12 +949,12 @@ static int cmp_u64(const void *a, const void *b) {
 }
 
 /* Segment numbers in dir, sorted. Returns 0 or -1 with err. */
-static int list_segments(const char *dir, uint64_t **out, size_t *n, tq_error_t *err) {
+static int list_segments(const char *dir, uint64_t **out, size_t *n, tq_err_t *err) {
     *out = NULL;
     *n = 0;
     DIR *d = opendir(dir);
     if (!d) {
-        tq_error_set(err, 0, "journal: cannot read %s: %s", dir, strerror(errno));
+        tq_err_set(err, 0, "journal: cannot read %s: %s", dir, strerror(errno));
         return -1;
     }
     size_t cap = 0;
@@ -1124,7 +1124,7 @@ static void segs_close(seg_t *g, size_t n) {
 }
 
 /* Open and read the header of every segment file. */
-static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_error_t *err) {
+static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_err_t *err) {
     seg_t *g = tq_calloc(n ? n : 1, sizeof *g);
     for (size_t i = 0; i < n; i++)
         g[i].fd = -1;
@@ -1135,7 +1135,7 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_e
         g1->fd = openat(self->dirfd, g1->name, O_RDWR | O_CLOEXEC);
         struct stat st;
         if (g1->fd < 0 || fstat(g1->fd, &st) < 0) {
-            tq_error_set(err, 0, "journal: cannot open %s/%s: %s", self->dir, g1->name,
+            tq_err_set(err, 0, "journal: cannot open %s/%s: %s", self->dir, g1->name,
                          strerror(errno));
             segs_close(g, n);
             return NULL;
@@ -1144,7 +1144,7 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_e
         uint8_t h[TQ_JOURNAL_HEADER_SIZE];
         ssize_t got = pread(g1->fd, h, sizeof h, 0);
         if (got < 0) {
-            tq_error_set(err, 0, "journal: cannot read %s/%s: %s", self->dir, g1->name,
+            tq_err_set(err, 0, "journal: cannot read %s/%s: %s", self->dir, g1->name,
                          strerror(errno));
             segs_close(g, n);
             return NULL;
@@ -1164,7 +1164,7 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_e
  * one (under a temporary name, renamed once durable), then move the old
  * segments to damaged-TIME/. Returns 0 or -1 with err. */
 static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, void *arg, seg_t *g,
-                             size_t n, uint64_t num, tq_journal_report_t *rep, tq_error_t *err) {
+                             size_t n, uint64_t num, tq_journal_report_t *rep, tq_err_t *err) {
     if (cfg->checkpoint)
         cfg->checkpoint(arg, self);
     int fd = seg_create_as(self, CHECKPOINT_TMP, 0, num, num, 0, 0);
@@ -1179,7 +1179,7 @@ static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, vo
     if (fd < 0 || tq_jio.fdatasync(fd) < 0 ||
         renameat(self->dirfd, CHECKPOINT_TMP, self->dirfd, name) < 0 ||
         tq_jio.fsync_dir(self->dirfd) < 0) {
-        tq_error_set(err, 0, "journal: cannot write the repaired journal to %s/%s: %s",
+        tq_err_set(err, 0, "journal: cannot write the repaired journal to %s/%s: %s",
                      self->dir, name, strerror(errno));
         if (fd >= 0)
             close(fd);
@@ -1217,10 +1217,10 @@ static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, vo
  * its header naming the newest's size; on a full disk the reserve is
  * given back first, and failing that the newest (version 2) segment is
  * appended to. Returns 0 or -1 with err. */
-static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, tq_error_t *err) {
+static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, tq_err_t *err) {
     seg_t *last = m ? &g[m - 1] : NULL;
     if (last && last->num == UINT64_MAX) {
-        tq_error_set(err, 0, "journal: segment numbers exhausted in %s", self->dir);
+        tq_err_set(err, 0, "journal: segment numbers exhausted in %s", self->dir);
         return -1;
     }
     uint64_t num = last ? last->num + 1 : 1;
@@ -1231,7 +1231,7 @@ static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, t
             continue;
         int fd = openat(self->dirfd, g[i].name, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || tq_jio.fdatasync(fd) < 0) {
-            tq_error_set(err, 0, "journal: fdatasync of %s/%s failed: %s", self->dir, g[i].name,
+            tq_err_set(err, 0, "journal: fdatasync of %s/%s failed: %s", self->dir, g[i].name,
                          strerror(errno));
             if (fd >= 0)
                 close(fd);
@@ -1265,23 +1265,23 @@ static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, t
         }
         e = errno;
     }
-    tq_error_set(err, 0, "journal: cannot create a segment in %s: %s", self->dir, strerror(e));
+    tq_err_set(err, 0, "journal: cannot create a segment in %s: %s", self->dir, strerror(e));
     return -1;
 }
 
 tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn replay, void *arg,
-                              tq_journal_report_t *report, tq_error_t *err) {
+                              tq_journal_report_t *report, tq_err_t *err) {
     static unsigned counter;
     tq_journal_report_t dummy;
     if (!report)
         report = &dummy;
     memset(report, 0, sizeof *report);
     if (!cfg || !cfg->data_dir || !cfg->zmq_ctx) {
-        tq_error_set(err, 0, "journal: no data directory or ZeroMQ context");
+        tq_err_set(err, 0, "journal: no data directory or ZeroMQ context");
         return NULL;
     }
     if (cfg->mode == TQ_FSYNC_INTERVAL && cfg->interval_ms <= 0) {
-        tq_error_set(err, 0, "journal: the fsync interval must be positive");
+        tq_err_set(err, 0, "journal: the fsync interval must be positive");
         return NULL;
     }
     tq_journal_t *self = tq_calloc(1, sizeof *self);
@@ -1297,20 +1297,20 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     seg_t *g = NULL;
     if (snprintf(self->dir, sizeof self->dir, "%s/journal", cfg->data_dir) >=
         (int)sizeof self->dir) {
-        tq_error_set(err, 0, "journal: data directory path too long");
+        tq_err_set(err, 0, "journal: data directory path too long");
         goto fail;
     }
     if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
-        tq_error_set(err, 0, "journal: cannot create %s: %s", cfg->data_dir, strerror(errno));
+        tq_err_set(err, 0, "journal: cannot create %s: %s", cfg->data_dir, strerror(errno));
         goto fail;
     }
     if (mkdir(self->dir, 0700) < 0 && errno != EEXIST) {
-        tq_error_set(err, 0, "journal: cannot create %s: %s", self->dir, strerror(errno));
+        tq_err_set(err, 0, "journal: cannot create %s: %s", self->dir, strerror(errno));
         goto fail;
     }
     self->dirfd = open(self->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (self->dirfd < 0) {
-        tq_error_set(err, 0, "journal: cannot open %s: %s", self->dir, strerror(errno));
+        tq_err_set(err, 0, "journal: cannot open %s: %s", self->dir, strerror(errno));
         goto fail;
     }
     if (cfg->reserve > 0) {
@@ -1344,7 +1344,7 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
         tq_warn("journal: %s/%s: %s; deleting it (a crash while it was created)", self->dir,
                 g[m].name, g[m].bad);
         if (unlinkat(self->dirfd, g[m].name, 0) < 0) {
-            tq_error_set(err, 0, "journal: cannot delete %s/%s: %s", self->dir, g[m].name,
+            tq_err_set(err, 0, "journal: cannot delete %s/%s: %s", self->dir, g[m].name,
                          strerror(errno));
             goto fail;
         }
@@ -1357,7 +1357,7 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
         goto fail;
     }
     if (tq_jio.fsync_dir(self->dirfd) < 0) {
-        tq_error_set(err, 0, "journal: fsync of %s failed: %s", self->dir, strerror(errno));
+        tq_err_set(err, 0, "journal: fsync of %s failed: %s", self->dir, strerror(errno));
         goto fail;
     }
     /* Left over from a compaction whose deletes did not finish. */
@@ -1394,12 +1394,12 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     self->pipe = zmq_socket(self->ctx, ZMQ_PAIR);
     if (!self->pipe || zmq_setsockopt(self->pipe, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
         zmq_bind(self->pipe, self->pipe_ep) < 0) {
-        tq_error_set(err, 0, "journal: cannot create the sync pipe: %s", zmq_strerror(errno));
+        tq_err_set(err, 0, "journal: cannot create the sync pipe: %s", zmq_strerror(errno));
         goto fail;
     }
     tfile_add(self, self->fd, self->written);
     if (pthread_create(&self->thread, NULL, sync_main, self) != 0) {
-        tq_error_set(err, 0, "journal: cannot start the sync thread");
+        tq_err_set(err, 0, "journal: cannot start the sync thread");
         goto fail;
     }
     int rcvtimeo = 5000;
@@ -1409,7 +1409,7 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     int none = -1;
     zmq_setsockopt(self->pipe, ZMQ_RCVTIMEO, &none, sizeof none);
     if (hn != 2 || memcmp(hello, "ok", 2) != 0) {
-        tq_error_set(err, 0, "journal: no answer from the sync thread: %s",
+        tq_err_set(err, 0, "journal: no answer from the sync thread: %s",
                      zmq_strerror(errno));
         pthread_join(self->thread, NULL); /* it could not connect: it has exited */
         goto fail;

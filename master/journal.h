@@ -64,7 +64,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "tq_error.h"
+#include "tq_err.h"
 #include "tq_limits.h"
 
 /* Bump when the header or record framing changes in a way an older
@@ -153,7 +153,7 @@ enum {
  * value. Returns 0, or -1 to stop the open (a record the caller cannot
  * accept; it fills err). */
 typedef int (*tq_journal_replay_fn)(void *arg, uint8_t type, const uint8_t *body, size_t len,
-                                    int dropped, tq_error_t *err);
+                                    int dropped, tq_err_t *err);
 
 /* Create DATA_DIR/journal if needed, read every segment in order and hand
  * each record to replay, then open a fresh segment for writing (the old
@@ -181,7 +181,7 @@ typedef int (*tq_journal_replay_fn)(void *arg, uint8_t type, const uint8_t *body
  * Returns the journal, or NULL with a message in err. Caller owns the
  * result (tq_journal_destroy). */
 tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn replay, void *arg,
-                              tq_journal_report_t *report, tq_error_t *err);
+                              tq_journal_report_t *report, tq_err_t *err);
 
 /* Stop the sync thread after a last fdatasync of everything written (a
  * clean shutdown loses nothing in any mode), close files. Accepts NULL;

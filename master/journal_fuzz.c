@@ -116,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tq_journal_cfg_t jc = {.data_dir = dir, .mode = TQ_FSYNC_OFF, .repair = flags & 1,
                            .zmq_ctx = ctx};
     tq_persist_report_t rep;
-    tq_error_t err;
+    tq_err_t err;
     memset(&err, 0, sizeof err);
     tq_persist_t *p = tq_persist_open(&jc, engine, NULL, &rep, &err);
     if (!p && (!err.msg[0] || !memchr(err.msg, 0, sizeof err.msg)))

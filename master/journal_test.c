@@ -58,7 +58,7 @@ typedef struct {
 } replay_t;
 
 static int replay_check(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
-                        tq_error_t *err) {
+                        tq_err_t *err) {
     replay_t *r = arg;
     if (dropped) {
         r->ndropped++;
@@ -82,7 +82,7 @@ static int replay_check(void *arg, uint8_t type, const uint8_t *body, size_t len
         r->bad = 1;
     r->n++;
     if (r->stop_at && r->n == r->stop_at) {
-        tq_error_set(err, 0, "record %u refused", i);
+        tq_err_set(err, 0, "record %u refused", i);
         return -1;
     }
     return 0;
@@ -102,7 +102,7 @@ static tq_journal_t *jopen(const char *dir, tq_fsync_mode_t mode, int repair, re
                            tq_journal_report_t *rep, char *err, size_t errlen) {
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = mode, .interval_ms = 20,
                             .repair = repair, .zmq_ctx = ctx, .checkpoint = checkpoint_seen};
-    tq_error_t e = {0, ""};
+    tq_err_t e = {0, ""};
     tq_journal_t *j = tq_journal_open(&cfg, replay_check, r, rep, &e);
     snprintf(err, errlen, "%s", e.msg);
     return j;
@@ -841,7 +841,7 @@ static void test_power_loss(void) {
 }
 
 static int count_only(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
-                      tq_error_t *err) {
+                      tq_err_t *err) {
     (void)type, (void)body, (void)len, (void)dropped, (void)err;
     (*(uint64_t *)arg)++;
     return 0;
@@ -864,7 +864,7 @@ static void test_scan_speed(void) {
     uint64_t n = 0;
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_OFF, .zmq_ctx = ctx};
     int64_t t0 = now_ms();
-    tq_error_t e;
+    tq_err_t e;
     j = tq_journal_open(&cfg, count_only, &n, NULL, &e);
     int64_t t1 = now_ms();
     CHECK(j != NULL);

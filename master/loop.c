@@ -227,7 +227,7 @@ static void log_recovery(const tq_persist_report_t *r) {
 /* The engine (seeded at random), the queue defaults, the journal
  * replayed into it, and an earlier version's paused file. Returns 0, or
  * -1 with a message in err. */
-static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err) {
+static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_err_t *err) {
     uint64_t seed;
     randombytes_buf(&seed, sizeof seed);
     tq_engine_cfg_t ecfg = {
@@ -270,7 +270,7 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err
 /* The ROUTER with its options (CURVE server with keys). Returns 0, or
  * -1 with a message in err. */
 static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       tq_error_t *err) {
+                       tq_err_t *err) {
     self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     /* The largest frame a peer may send is a whole packed message: a
@@ -304,7 +304,7 @@ static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
         zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) < 0 ||
         zmq_setsockopt(self->router, ZMQ_HEARTBEAT_TTL, &hb_ttl, sizeof hb_ttl) < 0 ||
         tq_curve_server(self->router, keys) < 0) {
-        tq_error_set(err, 0, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
+        tq_err_set(err, 0, "cannot set up the ROUTER socket: %s", zmq_strerror(errno));
         return -1;
     }
     return 0;
@@ -314,7 +314,7 @@ static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
  * the bind, and the endpoint as bound. Returns 0, or -1 with a message
  * in err. */
 static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       tq_error_t *err) {
+                       tq_err_t *err) {
     int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_ACCEPT_FAILED | ZMQ_EVENT_DISCONNECTED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
@@ -332,7 +332,7 @@ static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
     if (self->policy.allow)
         tq_auth_set_keys(self->auth, self->policy.allow);
     if (zmq_bind(self->router, cfg->endpoint) < 0) {
-        tq_error_set(err, 0, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
+        tq_err_set(err, 0, "cannot bind %s: %s", cfg->endpoint, zmq_strerror(errno));
         return -1;
     }
     /* The actual endpoint: a bind to port 0 or "*" gets resolved here. */
@@ -366,7 +366,7 @@ static void wire(tq_loop_t *self) {
 /* --metrics-listen's server, and --http-listen's (which serves the
  * metrics too: one server when both name the same address). Returns 0,
  * or -1 with err. */
-static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err) {
+static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_err_t *err) {
     int shared = cfg->metrics_listen && cfg->http_listen &&
                  tq_http_same_addr(cfg->metrics_listen, cfg->http_listen);
     if (cfg->metrics_listen && !shared) {
@@ -398,7 +398,7 @@ static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_error_t *err
 }
 
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       tq_error_t *err) {
+                       tq_err_t *err) {
     tq_loop_t *self = tq_calloc(1, sizeof *self);
     self->ctx = ctx;
     self->cfg = *cfg;

@@ -50,11 +50,11 @@ typedef struct tq_loop tq_loop_t;
 
 /* Recover the journal, create the ROUTER (CURVE server with keys), start
  * the auth actor, and bind. Returns the loop, or NULL with err filled
- * (code 0; tq_error.h): the journal's message when it cannot be opened,
+ * (code 0; tq_err.h): the journal's message when it cannot be opened,
  * "cannot bind ENDPOINT: REASON" for a bind failure. Caller owns the
  * result. */
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       tq_error_t *err);
+                       tq_err_t *err);
 
 /* The endpoint actually bound (ZMQ_LAST_ENDPOINT: a port 0 or "*"
  * resolved, an IPv4 address shown as written), as status reports it. */

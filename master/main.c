@@ -211,9 +211,9 @@ static void usage(FILE *out) {
 /* Parse each --queue-timeout Q=SECONDS (a valid queue name, a timeout
  * of 0.001..49 days: the wire's u32 milliseconds) into out[l->n]; the
  * names point into l's strings. */
-static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, tq_error_t *err) {
+static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, tq_err_t *err) {
     if (l->n > MAX_QUEUE_TIMEOUTS) {
-        tq_error_set(err, 0, "--queue-timeout: given %zu times, at most %d", l->n,
+        tq_err_set(err, 0, "--queue-timeout: given %zu times, at most %d", l->n,
                      MAX_QUEUE_TIMEOUTS);
         return -1;
     }
@@ -221,11 +221,11 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
         const char *item = l->items[i], *eq = strchr(item, '=');
         int64_t ms;
         if (!eq || !tq_name_valid((tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)})) {
-            return tq_error_set(
+            return tq_err_set(
                 err, 0, "--queue-timeout: '%s' is not QUEUE=SECONDS with a valid queue name", item);
         }
         if (tq_parse_seconds_ms(eq + 1, &ms) < 0 || ms < 1 || ms > (int64_t)UINT32_MAX) {
-            return tq_error_set(
+            return tq_err_set(
                 err, 0, "--queue-timeout: '%s' is not a number of seconds (0.001..4294967)", eq + 1);
         }
         out[i].queue = (tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)};
@@ -239,10 +239,10 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
  * the limit minus a reserve unless given (then it must fit). Sets
  * *fd_limit and *max_conns; returns -1 with err when the limit leaves no
  * room for connections. */
-static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_error_t *err) {
+static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_err_t *err) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-        tq_error_set(err, 0, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        tq_err_set(err, 0, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
         return -1;
     }
     rlim_t before = rl.rlim_cur;
@@ -268,7 +268,7 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_
               : reserve > FD_RESERVE_MAX ? FD_RESERVE_MAX
                                          : reserve;
     if (limit < FD_MIN) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                      "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
                      "%d for itself and the journal, and needs more for connections (raise it to at "
                      "least %d)",
@@ -299,19 +299,19 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_
  * root, not writable by group or others. Another user's data dir could
  * hold that user's authkey (used when no --authkey-file is given) and
  * journal. */
-static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_error_t *err) {
+static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_err_t *err) {
     struct stat st;
     if (stat(dir, &st) < 0) {
         if (errno != ENOENT) {
-            tq_error_set(err, 0, "--data-dir %s: %s", dir, strerror(errno));
+            tq_err_set(err, 0, "--data-dir %s: %s", dir, strerror(errno));
             return -1;
         }
         if (mkdir(dir, 0700) < 0) {
-            tq_error_set(err, 0, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
+            tq_err_set(err, 0, "--data-dir %s: cannot create it: %s", dir, strerror(errno));
             return -1;
         }
         if (user && chown(dir, user->uid, user->gid) < 0) {
-            tq_error_set(err, 0, "--data-dir %s: cannot give it to --user %s: %s", dir,
+            tq_err_set(err, 0, "--data-dir %s: cannot give it to --user %s: %s", dir,
                          user->name, strerror(errno));
             return -1;
         }
@@ -320,32 +320,32 @@ static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_error_t *
         return 0;
     }
     if (!S_ISDIR(st.st_mode)) {
-        tq_error_set(err, 0, "--data-dir %s: exists and is not a directory", dir);
+        tq_err_set(err, 0, "--data-dir %s: exists and is not a directory", dir);
         return -1;
     }
     if (user && st.st_uid != user->uid) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                      "--data-dir %s: owned by uid %u, but --user %s (uid %u) runs the master and "
                      "must own it: chown -R %s %s",
                      dir, (unsigned)st.st_uid, user->name, (unsigned)user->uid, user->name, dir);
         return -1;
     }
     if (!user && st.st_uid != geteuid() && st.st_uid != 0) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                      "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
                      "could have put its authkey and journal there; use a directory of our own",
                      dir, (unsigned)st.st_uid, (unsigned)geteuid());
         return -1;
     }
     if ((st.st_mode & 022) != 0) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                      "--data-dir %s: writable by group or others (mode %04o): another user could "
                      "put its authkey and journal there; fix it with: chmod go-w %s",
                      dir, (unsigned)(st.st_mode & 07777), dir);
         return -1;
     }
     if (!user && access(dir, R_OK | W_OK | X_OK) < 0) {
-        tq_error_set(err, 0, "--data-dir %s: not writable: %s", dir, strerror(errno));
+        tq_err_set(err, 0, "--data-dir %s: not writable: %s", dir, strerror(errno));
         return -1;
     }
     return 0;
@@ -353,14 +353,14 @@ static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_error_t *
 
 /* The key file to use; generates DIR/authkey when no file was named and
  * it does not exist yet. path[len] receives the path. */
-static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_error_t *err) {
+static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_err_t *err) {
     if (s->authkey_file && *s->authkey_file) {
         tq_strlcpy(path, s->authkey_file, len);
         return 0;
     }
     int n = snprintf(path, len, "%s/authkey", s->data_dir);
     if (n < 0 || (size_t)n >= len) {
-        tq_error_set(err, 0, "--data-dir: path too long");
+        tq_err_set(err, 0, "--data-dir: path too long");
         return -1;
     }
     struct stat st;
@@ -374,15 +374,15 @@ static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_error
 
 /* Checks across settings that the table's bounds cannot make: the same
  * at start and on SIGHUP. Returns 0, or -1 with err. */
-static int check_settings(const settings_t *s, tq_error_t *err) {
+static int check_settings(const settings_t *s, tq_err_t *err) {
     if (s->heartbeat_timeout_ms <= s->heartbeat_interval_ms) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                  "--heartbeat-timeout (%.3g s) must be greater than --heartbeat-interval (%.3g s)",
                  (double)s->heartbeat_timeout_ms / 1000.0, (double)s->heartbeat_interval_ms / 1000.0);
         return -1;
     }
     if (s->retry_backoff_max_ms < s->retry_backoff_ms) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                  "--retry-backoff-max (%.3g s) must not be less than --retry-backoff (%.3g s)",
                  (double)s->retry_backoff_max_ms / 1000.0, (double)s->retry_backoff_ms / 1000.0);
         return -1;
@@ -436,7 +436,7 @@ static int apply_queue_timeouts(void *arg, const void *cur, const void *next, ch
     const settings_t *c = cur, *n = next;
     tq_queue_timeout_t *old = tq_calloc(c->queue_timeout.n + 1, sizeof *old);
     tq_queue_timeout_t *now = tq_calloc(n->queue_timeout.n + 1, sizeof *now);
-    tq_error_t e = {0};
+    tq_err_t e = {0};
     int rc = 0;
     if (parse_queue_timeouts(&c->queue_timeout, old, &e) < 0 ||
         parse_queue_timeouts(&n->queue_timeout, now, &e) < 0) {
@@ -480,7 +480,7 @@ static int reload_allow(tq_loop_t *loop, const settings_t *now) {
                 "with the old file (a restart changes the mode)");
         return 0;
     }
-    tq_error_t err;
+    tq_err_t err;
     tq_allow_t *allow = tq_allow_load(now->allow_keys, &err);
     if (!allow) {
         tq_error("SIGHUP: %s; the old --allow-keys stays in force", err.msg);
@@ -499,7 +499,7 @@ static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **a
     memset(&next, 0, sizeof next);
     char err[TQ_CFG_ERR_MAX];
     int argi = 1, help = 0;
-    tq_error_t e = {0};
+    tq_err_t e = {0};
     if (tq_cfg_parse(table, &next, argc, argv, &argi, &help, err, sizeof err) < 0 ||
         (check_settings(&next, &e) < 0 && tq_strlcpy(err, e.msg, sizeof err) >= 0)) {
         tq_warn("SIGHUP: %s; nothing changed", err);
@@ -564,7 +564,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: --data-dir is required\n");
         goto out;
     }
-    tq_error_t e;
+    tq_err_t e;
     if (check_settings(&s, &e) < 0) {
         fprintf(stderr, "taskq-master: %s\n", e.msg);
         goto out;

@@ -102,18 +102,18 @@ static void text_label(text_t *t, const char *v)
 }
 
 int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storage *ss,
-                         socklen_t *len, tq_error_t *err)
+                         socklen_t *len, tq_err_t *err)
 {
     char host[METRICS_ADDR_MAX];
     const char *port;
     if (!s || !*s || strlen(s) >= sizeof host) {
-        tq_error_set(err, 0, "%s: '%.64s' is not ADDR:PORT", flag, s ? s : "");
+        tq_err_set(err, 0, "%s: '%.64s' is not ADDR:PORT", flag, s ? s : "");
         return -1;
     }
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (!close || close[1] != ':') {
-            tq_error_set(err, 0, "%s: '%s' is not [IPV6]:PORT", flag, s);
+            tq_err_set(err, 0, "%s: '%s' is not [IPV6]:PORT", flag, s);
             return -1;
         }
         memcpy(host, s + 1, (size_t)(close - s - 1));
@@ -132,7 +132,7 @@ int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storag
     }
     uint64_t p;
     if (tq_parse_u64(port, &p) < 0 || p > 65535) {
-        tq_error_set(err, 0, "%s: port '%.16s' is not 0..65535", flag, port);
+        tq_err_set(err, 0, "%s: port '%.16s' is not 0..65535", flag, port);
         return -1;
     }
     memset(ss, 0, sizeof *ss);
@@ -152,7 +152,7 @@ int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storag
         a6->sin6_port = htons((uint16_t)p);
         *len = sizeof *a6;
     } else {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                  "%s: '%s' is not an IP address (give 127.0.0.1, ::1 or "
                  "another address of this host)",
                  flag, host);
@@ -161,7 +161,7 @@ int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storag
     return 0;
 }
 
-int tq_metrics_addr_check(const char *listen, tq_error_t *err)
+int tq_metrics_addr_check(const char *listen, tq_err_t *err)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -225,7 +225,7 @@ struct MHD_Daemon *tq_mhd_start(const char *flag, const char *listen, unsigned f
                                 unsigned max_conns, unsigned timeout_s,
                                 MHD_AccessHandlerCallback handler, void *cls,
                                 MHD_RequestCompletedCallback completed, const char *path,
-                                char *url, size_t urllen, tq_error_t *err)
+                                char *url, size_t urllen, tq_err_t *err)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -244,7 +244,7 @@ struct MHD_Daemon *tq_mhd_start(const char *flag, const char *listen, unsigned f
         MHD_OPTION_CONNECTION_LIMIT, max_conns, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
     if (!d) {
-        tq_error_set(err, 0,
+        tq_err_set(err, 0,
                  "%s %s: cannot listen there (address in use, or not an address of this host)",
                  flag, listen);
         return NULL;
@@ -281,7 +281,7 @@ char *tq_metrics_copy(tq_metrics_t *self, size_t *len)
     return body;
 }
 
-tq_metrics_t *tq_metrics_start(const char *listen, tq_error_t *err)
+tq_metrics_t *tq_metrics_start(const char *listen, tq_err_t *err)
 {
     tq_metrics_t *self = tq_metrics_new();
     self->daemon = tq_mhd_start("--metrics-listen", listen, 0, TQ_METRICS_MAX_CONNS,

@@ -45,12 +45,12 @@ typedef struct {
 
 /* Check "ADDR:PORT" ("127.0.0.1:9464", "[::1]:9464", "0.0.0.0:9464";
  * ":9464" or "9464" alone mean loopback). Returns 0, or -1 with err. */
-int tq_metrics_addr_check(const char *listen, tq_error_t *err);
+int tq_metrics_addr_check(const char *listen, tq_err_t *err);
 
 /* Parse "ADDR:PORT" as tq_metrics_addr_check says (flag names the
  * option in messages). Returns 0, or -1 with err. */
 int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storage *ss,
-                         socklen_t *len, tq_error_t *err);
+                         socklen_t *len, tq_err_t *err);
 
 /* Start a libmicrohttpd server (its own polling thread, plus flags) on
  * flag's ADDR:PORT, its log lines in ours, and write the
@@ -60,7 +60,7 @@ struct MHD_Daemon *tq_mhd_start(const char *flag, const char *listen, unsigned f
                                 unsigned max_conns, unsigned timeout_s,
                                 MHD_AccessHandlerCallback handler, void *cls,
                                 MHD_RequestCompletedCallback completed, const char *path,
-                                char *url, size_t urllen, tq_error_t *err);
+                                char *url, size_t urllen, tq_err_t *err);
 
 /* The metrics without a server of their own (the HTTP module of
  * --http-listen serves them: tq_metrics_copy). Caller owns it. */
@@ -72,7 +72,7 @@ char *tq_metrics_copy(tq_metrics_t *self, size_t *len);
 
 /* Start the HTTP server on listen. Returns it, or NULL with err (bad
  * address, port in use). Caller owns it (tq_metrics_stop). */
-tq_metrics_t *tq_metrics_start(const char *listen, tq_error_t *err);
+tq_metrics_t *tq_metrics_start(const char *listen, tq_err_t *err);
 
 /* "http://ADDR:PORT/metrics" actually bound (port 0 gets one); NULL
  * without a server of its own (tq_metrics_new). */

@@ -434,9 +434,9 @@ static void count_lost(tq_persist_t *self, tq_persist_report_t *rep) {
     memset(&self->dm, 0, sizeof self->dm);
 }
 
-#define BAD(what) (tq_error_set(err, 0, "journal record of type %u: %s", type, what), -1)
+#define BAD(what) (tq_err_set(err, 0, "journal record of type %u: %s", type, what), -1)
 
-static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
+static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err) {
     tq_task_image_t img;
     memset(&img, 0, sizeof img);
     uint64_t created, finished, fetched;
@@ -480,9 +480,9 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_erro
         img.fetched = 1;
         img.fetched_ms = (int64_t)fetched;
     }
-    tq_error_t why;
+    tq_err_t why;
     if (!tq_store_restore(self->store, &img, &why))
-        return tq_error_set(err, 0, "cannot restore task %" PRIu64 " (%s)", img.id, why.msg);
+        return tq_err_set(err, 0, "cannot restore task %" PRIu64 " (%s)", img.id, why.msg);
     if (owner.len && self->policy) { /* who submitted it (key-pair mode) */
         char name[TQ_IDENT_NAME_MAX + 1];
         memcpy(name, owner.data, owner.len);
@@ -495,7 +495,7 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_erro
 }
 
 /* R_PAUSE: u8 paused, then the queue name. */
-static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
+static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err) {
     uint8_t paused;
     tq_bytes_t name;
     if (tq_cursor_u8(c, &paused) < 0 || paused > 1)
@@ -515,7 +515,7 @@ static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err
 }
 
 /* R_ITEM: id, queue (str8), the item's bytes; R_ITEM_GONE: id. */
-static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_error_t *err) {
+static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err) {
     uint64_t id;
     if (tq_cursor_u64(c, &id) < 0)
         return BAD("truncated item id");
@@ -539,7 +539,7 @@ static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_erro
 }
 
 static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
-                  tq_error_t *err) {
+                  tq_err_t *err) {
     tq_persist_t *self = arg;
     if (dropped) {
         note_dropped(self, type, body, len, dropped);
@@ -559,7 +559,7 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
     if (type == R_ITEM || type == R_ITEM_GONE)
         return replay_item(self, &c, type, err);
     if (type < R_TASK || type > R_PAUSE) {
-        tq_error_set(err, 0, "unknown journal record type %u (written by a newer taskq?)", type);
+        tq_err_set(err, 0, "unknown journal record type %u (written by a newer taskq?)", type);
         return -1;
     }
     if (type == R_PAUSE)
@@ -684,7 +684,7 @@ static void add_item_bytes(void *arg, const tq_item_t *it) {
 
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
                               tq_policy_t *policy, tq_persist_report_t *report,
-                              tq_error_t *err) {
+                              tq_err_t *err) {
     tq_store_t *store = tq_engine_store(engine);
     TQ_ASSERT(tq_store_size(store) == 0);
     tq_persist_t *self = tq_calloc(1, sizeof *self);

@@ -60,7 +60,7 @@ typedef struct {
  * result. */
 tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
                               tq_policy_t *policy, tq_persist_report_t *report,
-                              tq_error_t *err);
+                              tq_err_t *err);
 /* Write what is appended, sync everything (any mode), close. Accepts
  * NULL; nulls *self_p. */
 void tq_persist_destroy(tq_persist_t **self_p);

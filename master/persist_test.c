@@ -39,7 +39,7 @@ static tq_persist_t *open_dir(const char *dir, tq_store_t *s) {
     TQ_ASSERT(s == tq_engine_store(engine));
     tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50, .zmq_ctx = ctx};
     tq_persist_report_t rep;
-    tq_error_t err;
+    tq_err_t err;
     tq_persist_t *p = tq_persist_open(&cfg, engine, policy, &rep, &err);
     if (!p)
         fprintf(stderr, "persist_open: %s\n", err.msg);
@@ -50,7 +50,7 @@ static tq_task_t *add(tq_store_t *s, size_t payload_len) {
     static uint8_t buf[100 * 1024];
     tq_task_spec_t spec = {tq_bytes_str("echo"), tq_bytes_str(""), {NULL, 0}, 0, 0, 0,
                            {buf, payload_len}, 0};
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     tq_task_t *t = tq_store_add(s, &spec, tq_wall_ms(), &code);
     CHECK(t != NULL);
     return t;

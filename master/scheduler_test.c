@@ -50,7 +50,7 @@ static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t 
     spec.queue = tq_bytes_str(queue);
     spec.priority = prio;
     spec.payload = tq_bytes_str("p");
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     return tq_store_add(s, &spec, 0, &code);
 }
 

@@ -466,8 +466,8 @@ int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms) {
     return t->x->not_before_ms > now_ms ? t->x->not_before_ms - now_ms : 0;
 }
 
-int store_full(const tq_store_t *self, tq_error_t *err) {
-    return tq_error_set(err, TQ_ERR_FULL,
+int store_full(const tq_store_t *self, tq_err_t *err) {
+    return tq_err_set(err, TQ_ERR_FULL,
                         "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
                         tq_store_size(self) > tq_store_nkeys(self) ? tq_store_size(self)
                                                                    : tq_store_nkeys(self),
@@ -475,7 +475,7 @@ int store_full(const tq_store_t *self, tq_error_t *err) {
 }
 
 static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                           int session, tq_error_t *err) {
+                           int session, tq_err_t *err) {
     if (!tq_store_has_room(self, 1)) {
         store_full(self, err);
         return NULL;
@@ -485,18 +485,18 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
     const char *fn = tq_store_intern(self, spec->fn);
     name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
     if (!qe) {
-        tq_error_set(err, TQ_ERR_TOO_MANY, "cannot store the tasks (too many distinct names)");
+        tq_err_set(err, TQ_ERR_TOO_MANY, "cannot store the tasks (too many distinct names)");
         return NULL;
     }
     if (spec->key.len > TQ_MAX_KEY || spec->payload.len > UINT32_MAX) {
-        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (key or payload too large)");
+        tq_err_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (key or payload too large)");
         return NULL;
     }
     key_ent_t *ke = NULL;
     if (spec->key.len && keys_prepare(self, spec->key, err) < 0)
         return NULL;
     if (spec->key.len && !session && !(ke = keys_retained_new(spec->key))) {
-        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (out of memory)");
+        tq_err_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (out of memory)");
         return NULL;
     }
     /* The payload size is the peer's choice (bounded by --max-payload):
@@ -505,7 +505,7 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
                               spec->payload.len);
     if (!t) {
         free(ke);
-        tq_error_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (out of memory)");
+        tq_err_set(err, TQ_ERR_TOO_LARGE, "cannot store the tasks (out of memory)");
         return NULL;
     }
     t->id = self->next_id++;
@@ -535,12 +535,12 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
 }
 
 tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                        tq_error_t *err) {
+                        tq_err_t *err) {
     return add_task(self, spec, now_ms, 0, err);
 }
 
 tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                                tq_error_t *err) {
+                                tq_err_t *err) {
     return add_task(self, spec, now_ms, 1, err);
 }
 
@@ -846,22 +846,22 @@ void tq_store_drop(tq_store_t *self, tq_task_t *t) {
     task_forget(self, t);
 }
 
-tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_error_t *err) {
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err_t *err) {
     tq_task_t *old = tq_store_get(self, img->id);
     if (old)
         tq_store_drop(self, old);
     if (!img->id) {
-        tq_error_set(err, TQ_ERR_MALFORMED, "record not valid (task id 0)");
+        tq_err_set(err, TQ_ERR_MALFORMED, "record not valid (task id 0)");
         return NULL;
     }
     if (!tq_store_has_room(self, 1)) {
-        tq_error_set(err, TQ_ERR_FULL, "more tasks than --max-tasks");
+        tq_err_set(err, TQ_ERR_FULL, "more tasks than --max-tasks");
         return NULL;
     }
     if (img->state > TQ_TASK_DEAD || !tq_name_valid(img->fn) ||
         (img->queue.len && !tq_name_valid(img->queue)) || img->skey.len > TQ_MAX_KEY ||
         img->blob.len > UINT32_MAX || img->payload.len > UINT32_MAX) {
-        tq_error_set(err, TQ_ERR_MALFORMED, "record not valid");
+        tq_err_set(err, TQ_ERR_MALFORMED, "record not valid");
         return NULL;
     }
     tq_bytes_t qname = img->queue.len ? img->queue : tq_bytes_str("default");
@@ -869,7 +869,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err
     const char *fn = tq_store_intern(self, img->fn);
     name_ent_t *qe = fn ? store_name_entry(self, qname) : NULL;
     if (!qe) {
-        tq_error_set(err, TQ_ERR_TOO_MANY, "too many names");
+        tq_err_set(err, TQ_ERR_TOO_MANY, "too many names");
         return NULL;
     }
     int keep_key = 0;
@@ -889,7 +889,7 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err
                                               : (tq_bytes_t){NULL, 0};
     tq_task_t *t = task_alloc(self, keep_key ? img->skey.len : 0, payload.data, payload.len);
     if (!t) {
-        tq_error_set(err, TQ_ERR_TOO_LARGE, "out of memory");
+        tq_err_set(err, TQ_ERR_TOO_LARGE, "out of memory");
         return NULL;
     }
     t->id = img->id;

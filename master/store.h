@@ -196,18 +196,18 @@ void tq_store_destroy(tq_store_t **self_p);
  * the names). The payload is copied. A non-empty spec->key is recorded
  * (key -> the new id, kept key_retention_ms from now_ms); the caller
  * checks tq_store_key_find first, so the key must not be held. Returns
- * the task, or NULL with err filled (tq_error.h): TQ_ERR_FULL "master
+ * the task, or NULL with err filled (tq_err.h): TQ_ERR_FULL "master
  * is full: ..." (max_tasks tasks, or max_tasks keys, held),
  * TQ_ERR_TOO_MANY (name table full) or TQ_ERR_TOO_LARGE (payload or key
  * too large, or could not be allocated); the message is the one the
  * SUBMIT's ERROR carries. */
 tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                        tq_error_t *err);
+                        tq_err_t *err);
 /* tq_store_add with a session key (TQ_SUBMIT_SCOPED_KEYS): the key maps
  * to the task only while the task is stored and its outcome not ACKed;
  * it has no retention of its own. */
 tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                                tq_error_t *err);
+                                tq_err_t *err);
 /* Undo tq_store_add of a task that is still queued (a SUBMIT batch that
  * failed half-way): it is freed as if it never existed, with its key. */
 void tq_store_remove_queued(tq_store_t *self, tq_task_t *t);
@@ -406,7 +406,7 @@ typedef struct {
  * filled: TQ_ERR_MALFORMED (not a valid task), TQ_ERR_FULL (more than
  * max_tasks tasks or keys), TQ_ERR_TOO_MANY (names), TQ_ERR_TOO_LARGE
  * (memory). */
-tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_error_t *err);
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err_t *err);
 /* Forget t in any state but leased (recovery: a GONE record). No event. */
 void tq_store_drop(tq_store_t *self, tq_task_t *t);
 /* Restore a retained key -> id until expires_ms (a past expiry is

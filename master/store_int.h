@@ -162,10 +162,10 @@ key_ent_t *keys_retained_find(const tq_store_t *self, tq_bytes_t key);
  * retention: the caller checked) is deleted. Returns 0, or -1 with err
  * filled: TQ_ERR_FULL (max_tasks keys held) or TQ_ERR_INTERNAL (a
  * session key still held: the caller looks keys up first). */
-int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_error_t *err);
+int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_err_t *err);
 /* Fill err with TQ_ERR_FULL "master is full: ..." (max_tasks tasks or
  * keys held); returns -1. */
-int store_full(const tq_store_t *self, tq_error_t *err);
+int store_full(const tq_store_t *self, tq_err_t *err);
 /* A fresh retained entry (not held anywhere yet), or NULL on OOM. */
 key_ent_t *keys_retained_new(tq_bytes_t key);
 /* Hold e (id and expiry set): hash and expiry list. */

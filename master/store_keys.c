@@ -303,11 +303,11 @@ key_ent_t *keys_retained_new(tq_bytes_t key) {
     return e;
 }
 
-int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_error_t *err) {
+int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_err_t *err) {
     if (keys_session_find(self, key)) {
         /* a session key still held by a live task: cannot happen, the
          * caller looked the key up first */
-        return tq_error_set(err, TQ_ERR_INTERNAL, "an idempotency key is held twice");
+        return tq_err_set(err, TQ_ERR_INTERNAL, "an idempotency key is held twice");
     }
     key_ent_t *old = keys_retained_find(self, key);
     if (old)

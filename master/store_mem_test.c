@@ -124,7 +124,7 @@ static tq_task_t *add_keyed(tq_store_t *s, const uint8_t *key, size_t klen, size
     spec.fn = tq_bytes_str("f");
     spec.key = (tq_bytes_t){key, klen};
     spec.payload = (tq_bytes_t){payload, plen};
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     return tq_store_add_session(s, &spec, 0, &code);
 }
 

@@ -22,7 +22,7 @@ static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t 
     spec.queue = tq_bytes_str(queue);
     spec.priority = prio;
     spec.payload = tq_bytes_str(payload);
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     return tq_store_add(s, &spec, 0, &code);
 }
 
@@ -139,7 +139,7 @@ static void test_max_tasks(void) {
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str("f");
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     CHECK(tq_store_add(s, &spec, 0, &code) == NULL);
     CHECK_EQ_INT(code.code, TQ_ERR_FULL);
     CHECK(strstr(code.msg, "master is full: ") == code.msg);
@@ -230,7 +230,7 @@ static void test_ttls_and_max_tasks_change(void) {
     tq_store_destroy(&s);
 }
 
-static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, tq_error_t *code) {
+static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, tq_err_t *code) {
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str("f");
@@ -244,7 +244,7 @@ static void test_idempotency_keys(void) {
     tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 3, .result_ttl_ms = 100,
                           .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
     tq_store_t *s = tq_store_new(&cfg);
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 0), 0);
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str(""), 0), 0);
     tq_task_t *a = add_key(s, "k1", 0, &code);
@@ -302,7 +302,7 @@ static void test_retry(void) {
     spec.fn = tq_bytes_str("f");
     spec.payload = tq_bytes_str("a");
     spec.retries = 2;
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     tq_task_t *a = tq_store_add(s, &spec, 0, &code);
     add(s, "f", "", 0, "b");
     CHECK_EQ_INT(pop(s, "f"), 'a');
@@ -388,7 +388,7 @@ static void test_session_keys_observer_restore(void) {
     spec.fn = tq_bytes_str("f");
     spec.key = tq_bytes_str("session-1");
     spec.payload = tq_bytes_str("p");
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     tq_task_t *t = tq_store_add_session(s, &spec, 0, &code);
     CHECK(t != NULL);
     uint64_t id = t->id;
@@ -447,7 +447,7 @@ static void test_delay_dead_pause(void) {
     spec.fn = tq_bytes_str("f");
     spec.payload = tq_bytes_str("d");
     spec.not_before_ms = 5000;
-    tq_error_t code = {0, ""};
+    tq_err_t code = {0, ""};
     tq_task_t *d = tq_store_add(s, &spec, 1000, &code);
     tq_task_t *a = add(s, "f", "", 0, "a");
     tq_queue_counts_t c;
@@ -555,7 +555,7 @@ static void test_key_of_and_queued_some(void) {
     tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 100, .result_ttl_ms = 100,
                           .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
     tq_store_t *s = tq_store_new(&cfg);
-    tq_error_t code;
+    tq_err_t code;
     char key[16];
     tq_task_t *t[20];
     for (int i = 0; i < 20; i++) {

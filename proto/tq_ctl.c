@@ -44,7 +44,7 @@ static void store_uint(void *p, size_t size, uint64_t v)
     if (size == 8) {
         memcpy(p, &v, 8);
     } else {
-        PROTO_ASSERT(size == 4);
+        TQ_ASSERT(size == 4);
         uint32_t u = (uint32_t)v;
         memcpy(p, &u, 4);
     }
@@ -55,7 +55,7 @@ static void store_uint(void *p, size_t size, uint64_t v)
  * without a rule of its own (J_STRS) is checked for its type and size
  * here and read by the message's own validator. */
 static int read_fields(const char *what, const cJSON *j, const jfield_t *fields, int worker,
-                       void *out, tq_error_t *err)
+                       void *out, tq_err_t *err)
 {
     for (const jfield_t *f = fields; f->name; f++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, f->name);
@@ -64,33 +64,33 @@ static int read_fields(const char *what, const cJSON *j, const jfield_t *fields,
             continue; /* a worker's field in a client's HELLO: ignored */
         if (!v) {
             if (f->required == R_REQ || (f->required == R_WORKER && worker))
-                return tq_error_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" missing", what, f->name);
+                return tq_err_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" missing", what, f->name);
             continue;
         }
         uint64_t u;
         switch (f->type) {
         case J_INT:
             if (tq_json_uint(v, f->a, f->b, &u) < 0)
-                return tq_error_set(err, TQ_ERR_MALFORMED,
+                return tq_err_set(err, TQ_ERR_MALFORMED,
                                     "%s: \"%s\" must be an integer %llu..%llu", what, f->name,
                                     (unsigned long long)f->a, (unsigned long long)f->b);
             store_uint(p, f->size, u);
             break;
         case J_BOOL:
             if (!cJSON_IsBool(v))
-                return tq_error_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be true or false", what,
+                return tq_err_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be true or false", what,
                                     f->name);
             *(int *)p = cJSON_IsTrue(v);
             break;
         case J_STR: {
             if (!cJSON_IsString(v))
-                return tq_error_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be a string", what,
+                return tq_err_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be a string", what,
                                     f->name);
             size_t n = strlen(v->valuestring);
             /* a longer text is cut to the member (ERROR message), a
              * shorter one than a is refused */
             if (n < f->a || (n > f->b && f->b < f->size))
-                return tq_error_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be %llu..%llu bytes",
+                return tq_err_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be %llu..%llu bytes",
                                     what, f->name, (unsigned long long)f->a,
                                     (unsigned long long)f->b);
             if (n >= f->size)
@@ -101,10 +101,10 @@ static int read_fields(const char *what, const cJSON *j, const jfield_t *fields,
         }
         case J_STRS:
             if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) < (int)f->a)
-                return tq_error_set(err, TQ_ERR_MALFORMED,
+                return tq_err_set(err, TQ_ERR_MALFORMED,
                                     "%s: \"%s\" must be a non-empty array of names", what, f->name);
             if (cJSON_GetArraySize(v) > (int)f->b)
-                return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: %d %s, max %llu", what,
+                return tq_err_set(err, TQ_ERR_TOO_MANY, "%s: %d %s, max %llu", what,
                                     cJSON_GetArraySize(v), f->name, (unsigned long long)f->b);
             break;
         }
@@ -114,13 +114,13 @@ static int read_fields(const char *what, const cJSON *j, const jfield_t *fields,
 
 /* Parse body as a JSON object of at most max bytes. */
 static int parse(const char *what, tq_bytes_t body, size_t nparts, size_t max, cJSON **j,
-                 tq_error_t *err)
+                 tq_err_t *err)
 {
     void *v = NULL;
     if (tq_decode_json(body, nparts, max, &v, err) < 0) {
         char m[sizeof err->msg];
         snprintf(m, sizeof m, "%s", err->msg);
-        return tq_error_set(err, err->code, "%s: %.480s", what, m);
+        return tq_err_set(err, err->code, "%s: %.480s", what, m);
     }
     *j = v;
     return 0;
@@ -156,7 +156,7 @@ static int instance_value(const char *s, uint64_t *out)
     return x ? 0 : -1;
 }
 
-int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *h, tq_error_t *err)
+int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *h, tq_err_t *err)
 {
     cJSON *j = NULL;
     memset(h, 0, sizeof *h);
@@ -167,12 +167,12 @@ int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *h, tq_error_t *e
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
     if (!cJSON_IsString(role) ||
         (strcmp(role->valuestring, "worker") != 0 && strcmp(role->valuestring, "client") != 0)) {
-        tq_error_set(err, TQ_ERR_MALFORMED, "HELLO: \"role\" must be \"worker\" or \"client\"");
+        tq_err_set(err, TQ_ERR_MALFORMED, "HELLO: \"role\" must be \"worker\" or \"client\"");
         goto out;
     }
     h->worker = strcmp(role->valuestring, "worker") == 0;
     if (!cJSON_IsString(name) || !printable(name->valuestring, TQ_MAX_PEER_NAME)) {
-        tq_error_set(err, TQ_ERR_BAD_NAME,
+        tq_err_set(err, TQ_ERR_BAD_NAME,
                      "HELLO: \"name\" must be 1..%d printable ASCII characters", TQ_MAX_PEER_NAME);
         goto out;
     }
@@ -183,13 +183,13 @@ int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *h, tq_error_t *e
         goto out;
     }
     if (h->instance[0] && instance_value(h->instance, &h->instance_id) < 0) {
-        tq_error_set(err, TQ_ERR_MALFORMED,
+        tq_err_set(err, TQ_ERR_MALFORMED,
                      "HELLO: \"instance\" must be %d lowercase hex digits, not all zero",
                      TQ_INSTANCE_HEX);
         goto out;
     }
     if (h->busy > h->slots + h->prefetch) {
-        tq_error_set(err, TQ_ERR_MALFORMED,
+        tq_err_set(err, TQ_ERR_MALFORMED,
                      "HELLO: \"busy\" must be an integer 0..slots+prefetch (%u)",
                      (unsigned)(h->slots + h->prefetch));
         goto out;
@@ -197,7 +197,7 @@ int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *h, tq_error_t *e
     const cJSON *it;
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "functions")) {
         if (!cJSON_IsString(it) || !tq_name_valid(tq_bytes_str(it->valuestring))) {
-            tq_error_set(err, TQ_ERR_BAD_NAME,
+            tq_err_set(err, TQ_ERR_BAD_NAME,
                          "HELLO: functions[%zu] is not a valid name (1..%d of [A-Za-z0-9_.:-])",
                          h->nfunctions, TQ_MAX_NAME);
             goto out;
@@ -213,7 +213,7 @@ out:
 void tq_out_hello(tq_out_t *o, const tq_hello_t *h)
 {
     cJSON *j = cJSON_CreateObject();
-    PROTO_ASSERT(j);
+    TQ_ASSERT(j);
     cJSON_AddStringToObject(j, "role", h->worker ? "worker" : "client");
     cJSON_AddStringToObject(j, "name", h->name);
     if (h->worker) {
@@ -231,7 +231,7 @@ void tq_out_hello(tq_out_t *o, const tq_hello_t *h)
         cJSON_AddBoolToObject(j, "packed", 1);
     if (h->worker) {
         cJSON *fns = cJSON_AddArrayToObject(j, "functions");
-        PROTO_ASSERT(fns);
+        TQ_ASSERT(fns);
         for (size_t i = 0; i < h->nfunctions; i++)
             cJSON_AddItemToArray(fns, cJSON_CreateString(h->functions[i]));
     }
@@ -241,7 +241,7 @@ void tq_out_hello(tq_out_t *o, const tq_hello_t *h)
 
 /* ---- WELCOME -------------------------------------------------------------- */
 
-int tq_welcome_decode(tq_bytes_t body, size_t nparts, tq_welcome_t *w, tq_error_t *err)
+int tq_welcome_decode(tq_bytes_t body, size_t nparts, tq_welcome_t *w, tq_err_t *err)
 {
     cJSON *j = NULL;
     memset(w, 0, sizeof *w);
@@ -250,7 +250,7 @@ int tq_welcome_decode(tq_bytes_t body, size_t nparts, tq_welcome_t *w, tq_error_
     int rc = read_fields("WELCOME", j, json_welcome, 0, w, err);
     cJSON_Delete(j);
     if (rc == 0 && w->heartbeat_timeout_ms <= w->heartbeat_ms)
-        rc = tq_error_set(err, TQ_ERR_MALFORMED,
+        rc = tq_err_set(err, TQ_ERR_MALFORMED,
                           "WELCOME: \"heartbeat_timeout_ms\" (%u) must be greater than "
                           "\"heartbeat_ms\" (%u)",
                           (unsigned)w->heartbeat_timeout_ms, (unsigned)w->heartbeat_ms);
@@ -260,7 +260,7 @@ int tq_welcome_decode(tq_bytes_t body, size_t nparts, tq_welcome_t *w, tq_error_
 void tq_out_welcome(tq_out_t *o, const tq_welcome_t *w)
 {
     cJSON *j = cJSON_CreateObject();
-    PROTO_ASSERT(j);
+    TQ_ASSERT(j);
     cJSON_AddNumberToObject(j, "version", w->version);
     cJSON_AddNumberToObject(j, "heartbeat_ms", w->heartbeat_ms);
     cJSON_AddNumberToObject(j, "heartbeat_timeout_ms", w->heartbeat_timeout_ms);
@@ -274,7 +274,7 @@ void tq_out_welcome(tq_out_t *o, const tq_welcome_t *w)
 
 /* ---- ERROR ---------------------------------------------------------------- */
 
-int tq_errmsg_decode(tq_bytes_t body, size_t nparts, tq_errmsg_t *e, tq_error_t *err)
+int tq_errmsg_decode(tq_bytes_t body, size_t nparts, tq_errmsg_t *e, tq_err_t *err)
 {
     cJSON *j = NULL;
     memset(e, 0, sizeof *e);
@@ -293,7 +293,7 @@ int tq_errmsg_decode(tq_bytes_t body, size_t nparts, tq_errmsg_t *e, tq_error_t 
 
 /* ---- STATUS --------------------------------------------------------------- */
 
-int tq_status_req_decode(tq_bytes_t body, size_t nparts, tq_status_req_t *s, tq_error_t *err)
+int tq_status_req_decode(tq_bytes_t body, size_t nparts, tq_status_req_t *s, tq_err_t *err)
 {
     cJSON *j = NULL;
     memset(s, 0, sizeof *s);
@@ -312,7 +312,7 @@ int tq_status_req_decode(tq_bytes_t body, size_t nparts, tq_status_req_t *s, tq_
 void tq_out_status_req(tq_out_t *o, const tq_status_req_t *s)
 {
     cJSON *j = cJSON_CreateObject();
-    PROTO_ASSERT(j);
+    TQ_ASSERT(j);
     if (s->req)
         cJSON_AddNumberToObject(j, "req", s->req);
     if (s->queue_offset)

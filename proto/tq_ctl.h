@@ -54,12 +54,12 @@ typedef struct {
     uint32_t queue_offset; /* first queue row wanted */
 } tq_status_req_t;
 
-int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *out, tq_error_t *err);
-int tq_welcome_decode(tq_bytes_t body, size_t nparts, tq_welcome_t *out, tq_error_t *err);
+int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *out, tq_err_t *err);
+int tq_welcome_decode(tq_bytes_t body, size_t nparts, tq_welcome_t *out, tq_err_t *err);
 /* A body that is not a valid ERROR still yields a usable *out: code
  * TQ_ERR_INTERNAL, ref 0, "peer sent an unreadable error (...)". */
-int tq_errmsg_decode(tq_bytes_t body, size_t nparts, tq_errmsg_t *out, tq_error_t *err);
-int tq_status_req_decode(tq_bytes_t body, size_t nparts, tq_status_req_t *out, tq_error_t *err);
+int tq_errmsg_decode(tq_bytes_t body, size_t nparts, tq_errmsg_t *out, tq_err_t *err);
+int tq_status_req_decode(tq_bytes_t body, size_t nparts, tq_status_req_t *out, tq_err_t *err);
 
 /* Encoders: a HELLO of h (a worker's fields only when h->worker; its
  * instance only when set; busy and prefetch only when not 0), a WELCOME

@@ -59,7 +59,7 @@ static int send_part(const tq_out_t *o, size_t i, void *sock, int flags)
 
 int tq_out_send(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, int zmq_flags)
 {
-    PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
+    TQ_ASSERT(o->head.len >= TQ_HEAD_SIZE);
     int first = 1;
     if (routing_id) {
         if (send_frame(sock, routing_id->data, routing_id->len, zmq_flags | ZMQ_SNDMORE, 1) < 0)
@@ -95,7 +95,7 @@ int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, in
     if (!packed || o->nparts == 0 || o->part_bytes > TQ_BATCH_BYTES ||
         (o->lent_bytes > 0 && o->lent_bytes * 2 >= o->part_bytes && o->nparts <= TQ_LEND_MAX_PARTS))
         return tq_out_send(o, sock, routing_id, zmq_flags);
-    PROTO_ASSERT(o->head.len >= TQ_HEAD_SIZE);
+    TQ_ASSERT(o->head.len >= TQ_HEAD_SIZE);
     /* One frame: head (with the bit), body, the records' data, and the
      * length of that data; CURVE then seals the message once. It is
      * written straight into the ZeroMQ message, which ZeroMQ then owns:
@@ -397,7 +397,7 @@ tq_msgref_t *tq_in_keep(tq_in_t *self, size_t i, const void *data)
         zmq_msg_init(&r->msg);
         const void *before = zmq_msg_data(&self->msgs[f]);
         zmq_msg_move(&r->msg, &self->msgs[f]);
-        PROTO_ASSERT(zmq_msg_data(&r->msg) == before);
+        TQ_ASSERT(zmq_msg_data(&r->msg) == before);
         self->kept[f] = r;
     }
     atomic_fetch_add(&r->refs, 1);
@@ -483,31 +483,31 @@ const char *tq_in_peer_address(const tq_in_t *self)
     return a;
 }
 
-int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err)
+int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_err_t *err)
 {
     if (self->nmsgs <= (size_t)self->router)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "message has no frame 0");
+        return tq_err_set(err, TQ_ERR_MALFORMED, "message has no frame 0");
     if (tq_decode_head(tq_in_frame0(self), type, body, err) < 0)
         return -1;
     if (self->oversized)
-        return tq_error_set(err, TQ_ERR_TOO_MANY, "%s message has more than %d frames",
+        return tq_err_set(err, TQ_ERR_TOO_MANY, "%s message has more than %d frames",
                             tq_msg_type_name(*type), TQ_MAX_FRAMES);
     if (self->toolarge)
-        return tq_error_set(err, TQ_ERR_TOO_LARGE,
+        return tq_err_set(err, TQ_ERR_TOO_LARGE,
                             "%s message carries more than %zu bytes (max_payload + %u)",
                             tq_msg_type_name(*type), self->max_bytes,
                             TQ_BATCH_BYTES + TQ_MSG_OVERHEAD);
     if (self->badpack == 1)
-        return tq_error_set(err, TQ_ERR_MALFORMED,
+        return tq_err_set(err, TQ_ERR_MALFORMED,
                             "packed %s message has %zu data frames, expected none",
                             tq_msg_type_name(*type), self->nframes - 1);
     if (self->badpack == 3)
-        return tq_error_set(err, TQ_ERR_MALFORMED,
+        return tq_err_set(err, TQ_ERR_MALFORMED,
                             "packed %s message: the pack length at the end of frame 0 is "
                             "missing or larger than the frame",
                             tq_msg_type_name(*type));
     if (self->badpack)
-        return tq_error_set(err, TQ_ERR_MALFORMED,
+        return tq_err_set(err, TQ_ERR_MALFORMED,
                             "packed %s message: record %zu runs past the end of the pack",
                             tq_msg_type_name(*type), self->badpack_at);
     return 0;

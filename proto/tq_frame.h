@@ -98,6 +98,6 @@ void tq_msgref_drop(tq_msgref_t *ref);
 
 /* Head and body of the received message, with the frame-count check:
  * returns 0, or -1 with err (signature, version, type, oversized). */
-int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_error_t *err);
+int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_err_t *err);
 
 #endif

@@ -38,7 +38,7 @@ static void test_sockets(void)
     tq_out_t o;
     tq_out_init(&o);
     tq_in_t *rin = tq_in_new(), *din = tq_in_new();
-    tq_error_t err;
+    tq_err_t err;
     int type;
     tq_bytes_t body;
     size_t n;
@@ -196,7 +196,7 @@ static void test_packed(void)
     tq_out_t o;
     tq_out_init(&o);
     tq_in_t *rin = tq_in_new(), *din = tq_in_new();
-    tq_error_t err;
+    tq_err_t err;
     int type;
     tq_bytes_t body;
     size_t n;
@@ -340,7 +340,7 @@ static void test_keep(void)
     void *ctx = socket_pair("inproc://tq-proto-keep", &router, &dealer);
     tq_out_t o;
     tq_out_init(&o);
-    tq_error_t err;
+    tq_err_t err;
     int type;
     tq_bytes_t body;
     static uint8_t big[5000];
@@ -414,7 +414,7 @@ static void test_lend(void)
     tq_out_t o;
     tq_out_init(&o);
     tq_in_t *rin = tq_in_new();
-    tq_error_t err;
+    tq_err_t err;
     int type;
     tq_bytes_t body;
     size_t n;

@@ -184,7 +184,7 @@ static void one(const cJSON *in)
 
     int t;
     tq_bytes_t body;
-    tq_error_t err;
+    tq_err_t err;
     size_t n = 0;
     tq_fixed_t back;
     if (tq_decode_head((tq_bytes_t){o.head.data, o.head.len}, &t, &body, &err) < 0 ||

@@ -87,7 +87,7 @@ typedef struct {
  * message (REC_CODEC below), so that the hot path runs straight-line
  * code, not an interpreter of the table. */
 typedef int rec_dec_fn(const char *what, tq_cursor_t *c, const tq_bytes_t *parts, size_t n,
-                       size_t max_payload, unsigned flags, void *recs, tq_error_t *err);
+                       size_t max_payload, unsigned flags, void *recs, tq_err_t *err);
 typedef void rec_enc_fn(tq_out_t *o, const void *rec);
 
 /* One message type. */
@@ -118,7 +118,7 @@ TQ_MSGS(M)
 #undef M
 
 static int field_error(const char *what, int check, const char *name, size_t i, uint64_t v,
-                       size_t len, uint64_t a, uint64_t b, size_t max_payload, tq_error_t *err);
+                       size_t len, uint64_t a, uint64_t b, size_t max_payload, tq_err_t *err);
 static void add_part(tq_out_t *o, tq_bytes_t part);
 
 /* Reading a record field of each wire type into its struct member
@@ -199,7 +199,7 @@ static inline int rd_u64(tq_cursor_t *c, void *p)
     _Static_assert(sizeof r->f == SIZE_##wire, #f ": member and wire size differ");                 \
     if (WHEN_##check(a)) {                                                                         \
         if (RD_##wire(c, &r->f) < 0)                                                               \
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", what, i,   \
+            return tq_err_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", what, i,   \
                                 #f);                                                               \
         if (!OK_##check(r->f, a, b))                                                               \
             return FIELD_ERROR(f, wire, check, a, b);                                              \
@@ -219,7 +219,7 @@ static inline int rd_u64(tq_cursor_t *c, void *p)
 
 #define REC_CODEC(N, code, body, sender, frames, jmax, rect)                                      \
     static int rec_dec_##N(const char *what, tq_cursor_t *c, const tq_bytes_t *parts, size_t n,   \
-                           size_t max_payload, unsigned flags, void *recs, tq_error_t *err)       \
+                           size_t max_payload, unsigned flags, void *recs, tq_err_t *err)       \
     {                                                                                              \
         (void)what, (void)c, (void)parts, (void)max_payload, (void)flags, (void)err;               \
         for (size_t i = 0; i < n; i++) {                                                           \
@@ -280,22 +280,22 @@ uint32_t tq_msg_peek_req(int type, tq_bytes_t body)
 
 /* ---- decoding ------------------------------------------------------------ */
 
-int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *err)
+int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_err_t *err)
 {
     if (frame0.len == 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "frame 0 is empty, expected the 4-byte head");
+        return tq_err_set(err, TQ_ERR_MALFORMED, "frame 0 is empty, expected the 4-byte head");
     if (frame0.len < TQ_HEAD_SIZE)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "frame 0 is %zu bytes, shorter than the %d-byte head",
+        return tq_err_set(err, TQ_ERR_MALFORMED, "frame 0 is %zu bytes, shorter than the %d-byte head",
                             frame0.len, TQ_HEAD_SIZE);
     const uint8_t *h = frame0.data;
     if (h[0] != TQ_SIG0 || h[1] != TQ_SIG1)
-        return tq_error_set(err, TQ_ERR_SIGNATURE,
+        return tq_err_set(err, TQ_ERR_SIGNATURE,
                             "frame 0 starts with 0x%02x 0x%02x, not the signature \"TQ\"", h[0], h[1]);
     if (h[2] != TQ_PROTO_VERSION)
-        return tq_error_set(err, TQ_ERR_VERSION, "protocol version %u not supported (this is %d)",
+        return tq_err_set(err, TQ_ERR_VERSION, "protocol version %u not supported (this is %d)",
                             h[2], TQ_PROTO_VERSION);
     if (!msg_desc(h[3]))
-        return tq_error_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x unknown in version %d",
+        return tq_err_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x unknown in version %d",
                             h[3], TQ_PROTO_VERSION);
     *type = h[3];
     body->data = h + TQ_HEAD_SIZE;
@@ -338,31 +338,31 @@ static void put_int(void *p, int w, uint64_t v)
 
 /* A fixed field's rule (count, flags, credit); v its value. */
 static int check_fix(const msg_desc_t *d, const char *what, const field_t *f, uint64_t v,
-                     size_t nparts, tq_error_t *err)
+                     size_t nparts, tq_err_t *err)
 {
     switch (f->check) {
     case C_COUNT:
         if (v > f->b)
-            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %u", what,
+            return tq_err_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %u", what,
                                 (unsigned)v, (unsigned)f->b);
         if (d->frames && v != nparts)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u but %zu data frames follow",
+            return tq_err_set(err, TQ_ERR_MALFORMED, "%s: count is %u but %zu data frames follow",
                                 what, (unsigned)v, nparts);
         if (!d->frames && nparts != 0)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", what,
+            return tq_err_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", what,
                                 nparts);
         if (v < f->a)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: count is %u, need at least %u", what,
+            return tq_err_set(err, TQ_ERR_MALFORMED, "%s: count is %u, need at least %u", what,
                                 (unsigned)v, (unsigned)f->a);
         return 0;
     case C_FLAGS:
         if (v & ~f->a)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: unknown %s 0x%04x", what, f->name,
+            return tq_err_set(err, TQ_ERR_MALFORMED, "%s: unknown %s 0x%04x", what, f->name,
                                 (unsigned)v);
         return 0;
     case C_LIMIT:
         if (v > f->b)
-            return tq_error_set(err, TQ_ERR_TOO_MANY, "%s: %s %llu over the limit of %llu", what,
+            return tq_err_set(err, TQ_ERR_TOO_MANY, "%s: %s %llu over the limit of %llu", what,
                                 f->name, (unsigned long long)v, (unsigned long long)f->b);
         return 0;
     default:
@@ -373,24 +373,24 @@ static int check_fix(const msg_desc_t *d, const char *what, const field_t *f, ui
 /* A record field's rule failed (check, on value v or length len): the
  * error for it. */
 static int field_error(const char *what, int check, const char *name, size_t i, uint64_t v,
-                       size_t len, uint64_t a, uint64_t b, size_t max_payload, tq_error_t *err)
+                       size_t len, uint64_t a, uint64_t b, size_t max_payload, tq_err_t *err)
 {
     switch (check) {
     case C_NAME:
     case C_QNAME:
-        return tq_error_set(err, TQ_ERR_BAD_NAME, "%s record %zu: %s name not valid", what, i,
+        return tq_err_set(err, TQ_ERR_BAD_NAME, "%s record %zu: %s name not valid", what, i,
                             name);
     case C_MAXLEN:
-        return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %u", what,
+        return tq_err_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %u", what,
                             i, name, len, (unsigned)a);
     case C_PAYLOAD:
-        return tq_error_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %zu", what,
+        return tq_err_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %zu", what,
                             i, name, len, max_payload);
     case C_RANGE:
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s record %zu: %s %u not valid", what, i, name,
+        return tq_err_set(err, TQ_ERR_MALFORMED, "%s record %zu: %s %u not valid", what, i, name,
                             (unsigned)v);
     default: /* C_WHENFLAG */
-        return tq_error_set(err, TQ_ERR_MALFORMED,
+        return tq_err_set(err, TQ_ERR_MALFORMED,
                             "%s record %zu: %s %llu over the limit of %llu (year 9999)", what, i,
                             name, (unsigned long long)v, (unsigned long long)b);
     }
@@ -400,13 +400,13 @@ static int field_error(const char *what, int check, const char *name, size_t i, 
  * in error texts (NULL: the type's). */
 static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_bytes_t *parts,
                       size_t nparts, size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count,
-                      tq_error_t *err)
+                      tq_err_t *err)
 {
     memset(fx, 0, sizeof *fx);
     *count = 0;
     const msg_desc_t *d = msg_desc(type);
     if (!d || d->body != B_BIN)
-        return tq_error_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x has no binary body",
+        return tq_err_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x has no binary body",
                             (unsigned)type & 0xffu);
     if (!what)
         what = d->name;
@@ -416,7 +416,7 @@ static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_byte
     for (; f->part == P_FIX; f++) {
         uint64_t v;
         if (get_int(&c, f->wire, &v) < 0)
-            return tq_error_set(err, TQ_ERR_MALFORMED, "%s: truncated at %s", what, f->name);
+            return tq_err_set(err, TQ_ERR_MALFORMED, "%s: truncated at %s", what, f->name);
         /* stored before the check, so that an ERROR can carry req as ref */
         put_int((uint8_t *)fx + f->off, f->wire, v);
         if (check_fix(d, what, f, v, nparts, err) < 0)
@@ -427,21 +427,21 @@ static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_byte
         return -1;
     size_t left = tq_cursor_left(&c);
     if (left)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records",
+        return tq_err_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records",
                             what, left, n);
     *count = n;
     return 0;
 }
 
 int tq_decode_msg(int type, tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                  size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count, tq_error_t *err)
+                  size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count, tq_err_t *err)
 {
     return decode_bin(type, NULL, body, parts, nparts, max_payload, fx, recs, count, err);
 }
 
 int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                      size_t max_payload, uint32_t *req_id, uint16_t *flags,
-                     tq_task_spec_t *out, size_t *count, tq_error_t *err)
+                     tq_task_spec_t *out, size_t *count, tq_err_t *err)
 {
     tq_fixed_t fx;
     int rc =
@@ -455,7 +455,7 @@ int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
 _Static_assert(sizeof(tq_id_rec_t) == sizeof(uint64_t), "tq_id_rec_t must be a bare u64");
 
 int tq_decode_req_ids(int type, tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
-                      size_t *count, tq_error_t *err)
+                      size_t *count, tq_err_t *err)
 {
     tq_fixed_t fx;
     int rc = decode_bin(type, NULL, body, NULL, nparts, 0, &fx, ids, count, err);
@@ -464,13 +464,13 @@ int tq_decode_req_ids(int type, tq_bytes_t body, size_t nparts, uint32_t *req_id
 }
 
 int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
-                         size_t *count, tq_error_t *err)
+                         size_t *count, tq_err_t *err)
 {
     return tq_decode_req_ids(TQ_MSG_SUBMIT_ACK, body, nparts, req_id, ids, count, err);
 }
 
 int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids, size_t *count,
-                  tq_error_t *err)
+                  tq_err_t *err)
 {
     tq_fixed_t fx;
     int rc = decode_bin(TQ_MSG_WAIT, "WAIT/CANCEL", body, NULL, nparts, 0, &fx, ids, count, err);
@@ -479,14 +479,14 @@ int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *id
 }
 
 int tq_decode_results(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, tq_outcome_t *out,
-                      size_t *count, tq_error_t *err)
+                      size_t *count, tq_err_t *err)
 {
     tq_fixed_t fx;
     return decode_bin(TQ_MSG_RESULTS, NULL, body, parts, nparts, 0, &fx, out, count, err);
 }
 
 int tq_decode_cancel_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, tq_cancel_item_t *out,
-                         size_t *count, tq_error_t *err)
+                         size_t *count, tq_err_t *err)
 {
     tq_fixed_t fx;
     int rc = decode_bin(TQ_MSG_CANCEL_ACK, NULL, body, NULL, nparts, 0, &fx, out, count, err);
@@ -495,14 +495,14 @@ int tq_decode_cancel_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, tq_ca
 }
 
 int tq_decode_dispatch(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                       tq_dispatch_item_t *out, size_t *count, tq_error_t *err)
+                       tq_dispatch_item_t *out, size_t *count, tq_err_t *err)
 {
     tq_fixed_t fx;
     return decode_bin(TQ_MSG_DISPATCH, NULL, body, parts, nparts, 0, &fx, out, count, err);
 }
 
 int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, size_t max_payload,
-                     uint16_t *credit, tq_result_item_t *out, size_t *count, tq_error_t *err)
+                     uint16_t *credit, tq_result_item_t *out, size_t *count, tq_err_t *err)
 {
     tq_fixed_t fx;
     int rc =
@@ -512,19 +512,19 @@ int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, si
 }
 
 int tq_decode_leases(tq_bytes_t body, size_t nparts, tq_lease_ref_t *out, size_t *count,
-                     tq_error_t *err)
+                     tq_err_t *err)
 {
     tq_fixed_t fx;
     return decode_bin(TQ_MSG_RELEASE, "RELEASE/KILL", body, NULL, nparts, 0, &fx, out, count, err);
 }
 
 
-int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_error_t *err)
+int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_err_t *err)
 {
     if (body.len)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "body should be empty, has %zu bytes", body.len);
+        return tq_err_set(err, TQ_ERR_MALFORMED, "body should be empty, has %zu bytes", body.len);
     if (nparts)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "%zu unexpected data frames", nparts);
+        return tq_err_set(err, TQ_ERR_MALFORMED, "%zu unexpected data frames", nparts);
     return 0;
 }
 
@@ -551,25 +551,25 @@ int tq_json_uint(const void *item, uint64_t min, uint64_t max, uint64_t *out)
     return 0;
 }
 
-int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out, tq_error_t *err)
+int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out, tq_err_t *err)
 {
     *out = NULL;
     if (nparts)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "JSON message with %zu unexpected data frames",
+        return tq_err_set(err, TQ_ERR_MALFORMED, "JSON message with %zu unexpected data frames",
                             nparts);
     if (body.len > max_len)
-        return tq_error_set(err, TQ_ERR_TOO_LARGE, "JSON body is %zu bytes, max %zu", body.len,
+        return tq_err_set(err, TQ_ERR_TOO_LARGE, "JSON body is %zu bytes, max %zu", body.len,
                             max_len);
     if (body.len == 0)
-        return tq_error_set(err, TQ_ERR_MALFORMED, "JSON body is empty, expected an object");
+        return tq_err_set(err, TQ_ERR_MALFORMED, "JSON body is empty, expected an object");
     /* cJSON stops at a NUL inside strings; refuse rather than truncate. */
     if (memchr(body.data, 0, body.len))
-        return tq_error_set(err, TQ_ERR_MALFORMED, "JSON body contains a NUL byte");
+        return tq_err_set(err, TQ_ERR_MALFORMED, "JSON body contains a NUL byte");
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts((const char *)body.data, body.len, &end, 0);
     if (!j) {
         size_t at = end && end >= (const char *)body.data ? (size_t)(end - (const char *)body.data) : 0;
-        return tq_error_set(err, TQ_ERR_MALFORMED, "JSON body does not parse (near byte %zu)", at);
+        return tq_err_set(err, TQ_ERR_MALFORMED, "JSON body does not parse (near byte %zu)", at);
     }
     /* cJSON_ParseWithLength accepts trailing bytes after the value; we
      * allow only whitespace there. */
@@ -578,12 +578,12 @@ int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out, t
         p++;
     if (p != stop) {
         cJSON_Delete(j);
-        return tq_error_set(err, TQ_ERR_MALFORMED, "JSON body: %zu bytes left over after the value",
+        return tq_err_set(err, TQ_ERR_MALFORMED, "JSON body: %zu bytes left over after the value",
                             (size_t)(stop - p));
     }
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
-        return tq_error_set(err, TQ_ERR_MALFORMED, "JSON body is not an object");
+        return tq_err_set(err, TQ_ERR_MALFORMED, "JSON body is not an object");
     }
     *out = j;
     return 0;
@@ -637,7 +637,7 @@ void tq_out_begin_msg(tq_out_t *o, int type, const tq_fixed_t *fx)
 {
     static const tq_fixed_t zero;
     const msg_desc_t *d = msg_desc(type);
-    PROTO_ASSERT(d);
+    TQ_ASSERT(d);
     if (!fx)
         fx = &zero;
     o->head.len = 0;
@@ -673,7 +673,7 @@ void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags)
 
 void tq_out_begin_ids(tq_out_t *o, int type, uint32_t req_id)
 {
-    PROTO_ASSERT(type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL || type == TQ_MSG_SUBMIT_ACK ||
+    TQ_ASSERT(type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL || type == TQ_MSG_SUBMIT_ACK ||
                  type == TQ_MSG_ACK);
     tq_out_begin_msg(o, type, &(tq_fixed_t){.req = req_id});
 }
@@ -701,7 +701,7 @@ size_t tq_out_count(const tq_out_t *o)
 void tq_out_lend(tq_out_t *o, void (*hold)(void *hint), void (*release)(void *data, void *hint),
                  void *hint)
 {
-    PROTO_ASSERT(o->nparts > 0 && hold && release);
+    TQ_ASSERT(o->nparts > 0 && hold && release);
     if (o->lends_cap < o->cap) {
         tq_out_lend_t *l = realloc(o->lends, o->cap * sizeof *l);
         if (!l)
@@ -734,8 +734,8 @@ static void add_part(tq_out_t *o, tq_bytes_t part)
 void tq_out_record(tq_out_t *o, const void *rec)
 {
     const msg_desc_t *d = msg_desc(o->type);
-    PROTO_ASSERT(d && o->count_off != 0);
-    PROTO_ASSERT(o->count < TQ_MAX_BATCH);
+    TQ_ASSERT(d && o->count_off != 0);
+    TQ_ASSERT(o->count < TQ_MAX_BATCH);
     d->enc(o, rec);
     o->count++;
     tq_buf_patch_u16(&o->head, o->count_off, (uint16_t)o->count);
@@ -743,44 +743,44 @@ void tq_out_record(tq_out_t *o, const void *rec)
 
 void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t)
 {
-    PROTO_ASSERT(o->type == TQ_MSG_SUBMIT);
+    TQ_ASSERT(o->type == TQ_MSG_SUBMIT);
     tq_out_record(o, t);
 }
 
 void tq_out_id(tq_out_t *o, uint64_t id)
 {
-    PROTO_ASSERT(o->type == TQ_MSG_WAIT || o->type == TQ_MSG_CANCEL ||
+    TQ_ASSERT(o->type == TQ_MSG_WAIT || o->type == TQ_MSG_CANCEL ||
                  o->type == TQ_MSG_SUBMIT_ACK || o->type == TQ_MSG_ACK);
     tq_out_record(o, &(tq_id_rec_t){id});
 }
 
 void tq_out_cancel_item(tq_out_t *o, uint64_t id, uint8_t outcome)
 {
-    PROTO_ASSERT(o->type == TQ_MSG_CANCEL_ACK);
+    TQ_ASSERT(o->type == TQ_MSG_CANCEL_ACK);
     tq_out_record(o, &(tq_cancel_item_t){.id = id, .outcome = outcome});
 }
 
 void tq_out_outcome(tq_out_t *o, const tq_outcome_t *r)
 {
-    PROTO_ASSERT(o->type == TQ_MSG_RESULTS);
+    TQ_ASSERT(o->type == TQ_MSG_RESULTS);
     tq_out_record(o, r);
 }
 
 void tq_out_dispatch_item(tq_out_t *o, const tq_dispatch_item_t *d)
 {
-    PROTO_ASSERT(o->type == TQ_MSG_DISPATCH);
+    TQ_ASSERT(o->type == TQ_MSG_DISPATCH);
     tq_out_record(o, d);
 }
 
 void tq_out_result_item(tq_out_t *o, const tq_result_item_t *r)
 {
-    PROTO_ASSERT(o->type == TQ_MSG_RESULT);
+    TQ_ASSERT(o->type == TQ_MSG_RESULT);
     tq_out_record(o, r);
 }
 
 void tq_out_lease(tq_out_t *o, uint64_t id, uint32_t attempt)
 {
-    PROTO_ASSERT(o->type == TQ_MSG_RELEASE || o->type == TQ_MSG_KILL);
+    TQ_ASSERT(o->type == TQ_MSG_RELEASE || o->type == TQ_MSG_KILL);
     tq_out_record(o, &(tq_lease_ref_t){.id = id, .attempt = attempt});
 }
 

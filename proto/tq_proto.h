@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tq_error.h"
+#include "tq_err.h"
 #include "tq_limits.h"
 #include "tq_wire.h"
 
@@ -62,8 +62,8 @@ typedef enum {
 #define TQ_SUBMIT_NOT_BEFORE 0x0004u
 #define TQ_SUBMIT_FLAGS_ALL (TQ_SUBMIT_SUBSCRIBE | TQ_SUBMIT_SCOPED_KEYS | TQ_SUBMIT_NOT_BEFORE)
 
-/* Error codes in ERROR messages (and tq_error_t.code in proto/ and
- * master/, tq_error.h). Stable numbers. */
+/* Error codes in ERROR messages (and tq_err_t.code in proto/ and
+ * master/, tq_err.h). Stable numbers. */
 typedef enum {
     TQ_ERR_NONE = 0,
     TQ_ERR_MALFORMED = 1,      /* short, truncated, trailing bytes, bad field */
@@ -211,7 +211,7 @@ const char *tq_err_code_name(int code);
 
 /* Check the head of frame 0: signature, version, known type. On success
  * *type is set and *body is the rest of frame 0. */
-int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *err);
+int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_err_t *err);
 
 /* Any binary body (SUBMIT ... KILL), as tq_msgs.def describes it:
  * fixed fields into *fx, records into recs, an array of TQ_MAX_BATCH of
@@ -221,7 +221,7 @@ int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_error_t *e
  * is read, also when the body is refused later, so that the ERROR can
  * carry it as ref. The tq_decode_<type> functions below are this one. */
 int tq_decode_msg(int type, tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                  size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count, tq_error_t *err);
+                  size_t max_payload, tq_fixed_t *fx, void *recs, size_t *count, tq_err_t *err);
 
 /* 1 if a body of type starts with a u32 req (the types of tq_fixed_t.req). */
 int tq_msg_has_req(int type);
@@ -232,51 +232,51 @@ uint32_t tq_msg_peek_req(int type, tq_bytes_t body);
 
 /* SUBMIT_ACK, WAIT, CANCEL, ACK: a request id and task ids. */
 int tq_decode_req_ids(int type, tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
-                      size_t *count, tq_error_t *err);
+                      size_t *count, tq_err_t *err);
 
 /* SUBMIT. max_payload: the master's current cap for one payload. */
 int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                      size_t max_payload, uint32_t *req_id, uint16_t *flags,
-                     tq_task_spec_t *out, size_t *count, tq_error_t *err);
+                     tq_task_spec_t *out, size_t *count, tq_err_t *err);
 
 /* SUBMIT_ACK: ids in submit order. */
 int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id,
-                         uint64_t *ids, size_t *count, tq_error_t *err);
+                         uint64_t *ids, size_t *count, tq_err_t *err);
 
 /* WAIT and CANCEL (the same layout): tq_decode_req_ids. */
 int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
-                  size_t *count, tq_error_t *err);
+                  size_t *count, tq_err_t *err);
 
 /* RESULTS (master -> client). */
 int tq_decode_results(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                      tq_outcome_t *out, size_t *count, tq_error_t *err);
+                      tq_outcome_t *out, size_t *count, tq_err_t *err);
 
 /* CANCEL_ACK. */
 int tq_decode_cancel_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id,
-                         tq_cancel_item_t *out, size_t *count, tq_error_t *err);
+                         tq_cancel_item_t *out, size_t *count, tq_err_t *err);
 
 /* DISPATCH (master -> worker). */
 int tq_decode_dispatch(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                       tq_dispatch_item_t *out, size_t *count, tq_error_t *err);
+                       tq_dispatch_item_t *out, size_t *count, tq_err_t *err);
 
 /* RESULT (worker -> master). *credit: slots the worker adds. */
 int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                      size_t max_payload, uint16_t *credit, tq_result_item_t *out,
-                     size_t *count, tq_error_t *err);
+                     size_t *count, tq_err_t *err);
 
 /* RELEASE and KILL. */
 int tq_decode_leases(tq_bytes_t body, size_t nparts, tq_lease_ref_t *out, size_t *count,
-                     tq_error_t *err);
+                     tq_err_t *err);
 
 /* An empty-body message (HEARTBEAT, BYE, DRAIN): body and parts must be
  * empty. */
-int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_error_t *err);
+int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_err_t *err);
 
 /* A JSON body of at most max_len bytes that parses to an object.
  * Caller owns *out (cJSON_Delete). Declared as void ** so that this
  * header does not pull in cJSON. */
 int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out,
-                   tq_error_t *err);
+                   tq_err_t *err);
 
 /* A field of such a document (a cJSON *, or NULL) that must be an
  * integer in min..max: returns 0 with *out, or -1 when it is absent, not

@@ -87,7 +87,7 @@ static void require_reencodes(const tq_out_t *o, tq_bytes_t frame0)
     REQUIRE(memcmp(o->head.data, frame0.data, frame0.len) == 0);
 }
 
-static void require_error(int rc, const tq_error_t *err)
+static void require_error(int rc, const tq_err_t *err)
 {
     REQUIRE(rc == -1);
     REQUIRE(err->code >= TQ_ERR_MALFORMED && err->code <= TQ_ERR_UNAVAILABLE);
@@ -123,7 +123,7 @@ static void *out_specs, *out_ids, *out_outcomes, *out_cancels, *out_dispatch, *o
  * and values in their ranges. */
 static void decode_ctl(int type, tq_bytes_t body, size_t nparts)
 {
-    tq_error_t err;
+    tq_err_t err;
     static tq_hello_t hello;
     tq_welcome_t w;
     tq_errmsg_t e;
@@ -178,7 +178,7 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
                         size_t nparts, uint8_t config)
 {
     size_t max_payload = tq_fuzz_max_payload(config);
-    tq_error_t err;
+    tq_err_t err;
     memset(&err, 0x55, sizeof err);
     err.code = 0;
     size_t count = (size_t)-1;
@@ -434,7 +434,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int type = -1;
     tq_bytes_t body = {NULL, 0};
-    tq_error_t err;
+    tq_err_t err;
     memset(&err, 0x55, sizeof err);
     int rc = tq_decode_head(frame0, &type, &body, &err);
     if (rc == 0) {

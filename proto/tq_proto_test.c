@@ -20,7 +20,7 @@ static tq_bytes_t head_of(const tq_out_t *o)
 /* Decode the head of a built message, expecting `type`; *body set. */
 static void expect_head(const tq_out_t *o, int type, tq_bytes_t *body)
 {
-    tq_error_t err;
+    tq_err_t err;
     int t = -1;
     CHECK_EQ_INT(tq_decode_head(head_of(o), &t, body, &err), 0);
     CHECK_EQ_INT(t, type);
@@ -154,7 +154,7 @@ static void test_names(void)
 
 static void test_head(void)
 {
-    tq_error_t err;
+    tq_err_t err;
     int type;
     tq_bytes_t body;
     static const uint8_t ok[] = {'T', 'Q', 1, 0x03};
@@ -197,7 +197,7 @@ static void test_control_roundtrip(void)
 {
     tq_out_t o;
     tq_out_init(&o);
-    tq_error_t err;
+    tq_err_t err;
     tq_bytes_t body;
     void *j = NULL;
 
@@ -332,7 +332,7 @@ static void test_json_uint(void)
 
 static void test_json_rejects(void)
 {
-    tq_error_t err;
+    tq_err_t err;
     void *j = (void *)1;
     const char *bad[] = {"[1,2]", "\"str\"", "42", "null", "", "{", "{\"a\":", "{} x", "{}{}",
                          "{\"a\":12"};
@@ -413,7 +413,7 @@ static void test_submit_roundtrip(void)
     uint32_t req = 0;
     uint16_t flags = 0;
     size_t n = 0;
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(tq_decode_submit(body, o.parts, o.nparts, TQ_PAYLOAD_DEFAULT_MAX, &req, &flags,
                                   g_specs, &n, &err), 0);
     CHECK(req == 0xa1b2c3d4);
@@ -446,7 +446,7 @@ static void test_ids_roundtrip(void)
     static uint64_t ids[TQ_MAX_BATCH];
     tq_out_t o;
     tq_out_init(&o);
-    tq_error_t err;
+    tq_err_t err;
     tq_bytes_t body;
     for (size_t k = 0; k < 3; k++) {
         tq_out_begin_ids(&o, types[k], 900 + (uint32_t)k);
@@ -523,7 +523,7 @@ static void test_data_roundtrip(void)
 {
     tq_out_t o;
     tq_out_init(&o);
-    tq_error_t err;
+    tq_err_t err;
     tq_bytes_t body;
     size_t n;
 
@@ -643,7 +643,7 @@ static void test_submit_rejects(void)
 {
     tq_out_t o;
     tq_out_init(&o);
-    tq_error_t err;
+    tq_err_t err;
     tq_bytes_t body;
     uint32_t req;
     uint16_t flags;
@@ -770,7 +770,7 @@ static void test_submit_rejects(void)
 
 static void test_other_rejects(void)
 {
-    tq_error_t err;
+    tq_err_t err;
     uint64_t ids[TQ_MAX_BATCH];
     static tq_outcome_t oc[TQ_MAX_BATCH];
     static tq_result_item_t r[TQ_MAX_BATCH];
@@ -844,7 +844,7 @@ static void test_other_rejects(void)
 
 /* ---- control messages (tq_ctl.h) ------------------------------------------------ */
 
-static int welcome_of(const char *json, tq_welcome_t *w, tq_error_t *err)
+static int welcome_of(const char *json, tq_welcome_t *w, tq_err_t *err)
 {
     return tq_welcome_decode(B(json), 0, w, err);
 }
@@ -852,7 +852,7 @@ static int welcome_of(const char *json, tq_welcome_t *w, tq_error_t *err)
 static void test_ctl_welcome(void)
 {
     tq_welcome_t w;
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":5000,"
                             "\"max_payload\":67108864,\"master\":\"taskq-master 0.1.0\","
                             "\"packed\":true,\"future\":[1]}", &w, &err), 0);
@@ -905,7 +905,7 @@ static void test_ctl_welcome(void)
 static void test_ctl_error_status(void)
 {
     tq_errmsg_t e;
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(tq_errmsg_decode(B("{\"code\":6,\"message\":\"not registered\",\"ref\":7}"), 0,
                                   &e, &err), 0);
     CHECK_EQ_INT(e.code, 6);
@@ -940,7 +940,7 @@ static void test_ctl_error_status(void)
     tq_out_free(&o);
 }
 
-static int hello_of(const char *json, tq_hello_t *h, tq_error_t *err)
+static int hello_of(const char *json, tq_hello_t *h, tq_err_t *err)
 {
     return tq_hello_decode(B(json), 0, h, err);
 }
@@ -948,7 +948,7 @@ static int hello_of(const char *json, tq_hello_t *h, tq_error_t *err)
 static void test_ctl_hello(void)
 {
     static tq_hello_t h, back;
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(hello_of("{\"role\":\"client\",\"name\":\"host:1\",\"slots\":\"junk\"}", &h, &err),
                  0); /* a client's worker fields are ignored */
     CHECK_EQ_INT(h.worker, 0);
@@ -1039,7 +1039,7 @@ static void test_table(void)
     uint32_t req = 0;
     uint64_t ids[TQ_MAX_BATCH];
     size_t n = 9;
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(tq_decode_req_ids(TQ_MSG_ACK, hb, 0, &req, ids, &n, &err), -1);
     CHECK_EQ_INT(err.code, TQ_ERR_MALFORMED);
     CHECK_EQ_STR(err.msg, "ACK: count is 0, need at least 1");

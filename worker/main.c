@@ -431,7 +431,7 @@ int main(int argc, char **argv)
         usage_error("--connect: '%s' is not an endpoint like tcp://HOST:PORT%s", s.connect, "");
         goto out;
     }
-    tq_error_t eperr;
+    tq_err_t eperr;
     if (tq_endpoint_port_check(s.connect, "--connect", &eperr) < 0) {
         usage_error("%s%s", eperr.msg, "");
         goto out;

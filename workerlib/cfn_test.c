@@ -146,7 +146,7 @@ static void test_timeout_and_null(void)
 static void test_plugin_errors(void)
 {
     char b[512];
-    tq_error_t err;
+    tq_err_t err;
     CHECK_EQ_INT(tq_plugin_check_abi("p.so", TASKQ_WORKER_ABI, &err), 0);
     CHECK_EQ_INT(tq_plugin_check_abi("p.so", TASKQ_WORKER_ABI + 1, &err), -1);
     CHECK_EQ_INT(err.code, TASKQ_ERR_ENV);

@@ -97,7 +97,7 @@ static void test_prefork_and_spawn(void)
 static void test_coprocess(void)
 {
     char t[256];
-    tq_error_t err;
+    tq_err_t err;
     tq_command_t *command = tq_command_new(coproc_cmd, &err);
     CHECK(command != NULL);
     if (!command)

@@ -66,7 +66,7 @@ void tq_command_free_words(char **argv)
     free(argv);
 }
 
-int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_error_t *err)
+int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_err_t *err)
 {
     char **argv = calloc(TQ_COMMAND_MAX_WORDS + 1, sizeof *argv);
     size_t argc = 0;
@@ -75,7 +75,7 @@ int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_er
     const char *why = NULL;
 
     if (!argv) {
-        tq_error_set(err, 0, "out of memory");
+        tq_err_set(err, 0, "out of memory");
         return -1;
     }
     if (strlen(text) > TQ_COMMAND_MAX_TEXT) {
@@ -156,23 +156,23 @@ int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_er
 oom:
     why = "out of memory";
 fail:
-    tq_error_set(err, 0, "%s", why);
+    tq_err_set(err, 0, "%s", why);
     free(w.buf);
     tq_command_free_words(argv);
     return -1;
 }
 
-tq_command_t *tq_command_new(const char *text, tq_error_t *err)
+tq_command_t *tq_command_new(const char *text, tq_err_t *err)
 {
     tq_command_t *self = calloc(1, sizeof *self);
     if (!self) {
-        tq_error_set(err, 0, "out of memory");
+        tq_err_set(err, 0, "out of memory");
         return NULL;
     }
     self->text = strdup(text);
     if (!self->text || tq_command_split(text, &self->argv, &self->argc, err) < 0) {
         if (!self->text)
-            tq_error_set(err, 0, "out of memory");
+            tq_err_set(err, 0, "out of memory");
         free(self->text);
         free(self);
         return NULL;
@@ -278,7 +278,7 @@ static void task_env_build(void)
     task_env[k] = NULL;
 }
 
-int tq_command_check_env(const tq_task_proc_t *p, tq_error_t *err)
+int tq_command_check_env(const tq_task_proc_t *p, tq_err_t *err)
 {
     if (p->env) {
         for (const char *q = p->env; *q;) {
@@ -288,7 +288,7 @@ int tq_command_check_env(const tq_task_proc_t *p, tq_error_t *err)
                 int ok = c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
                          (i > 0 && c >= '0' && c <= '9') || (c == '*' && i + 1 == len && i > 0);
                 if (!ok) {
-                    tq_error_set(err, 0,
+                    tq_err_set(err, 0,
                              "task environment: '%.*s' is not a variable name (letters, digits, "
                              "'_'; a trailing '*' for a prefix)",
                              (int)len, q);
@@ -303,12 +303,12 @@ int tq_command_check_env(const tq_task_proc_t *p, tq_error_t *err)
     return 0;
 }
 
-int tq_command_set_task_proc(const tq_task_proc_t *p, tq_error_t *err)
+int tq_command_set_task_proc(const tq_task_proc_t *p, tq_err_t *err)
 {
     if (tq_command_check_env(p, err) < 0)
         return -1;
     if (p->has_user && (p->ngroups < 0 || p->ngroups > TQ_TASK_MAX_GROUPS)) {
-        tq_error_set(err, 0, "task user: more than %d groups", TQ_TASK_MAX_GROUPS);
+        tq_err_set(err, 0, "task user: more than %d groups", TQ_TASK_MAX_GROUPS);
         return -1;
     }
     pthread_mutex_lock(&task_mu); /* workers of one process may start at once */

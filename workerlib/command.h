@@ -17,7 +17,7 @@
 #include <sys/types.h>
 
 #include "run.h"
-#include "tq_error.h"
+#include "tq_err.h"
 
 /* Bytes of stderr kept for the error message. */
 #define TQ_COMMAND_STDERR_TAIL 4096
@@ -30,12 +30,12 @@ typedef struct tq_command tq_command_t;
 /* Split text into words. Returns 0 with *argv_out (NULL-terminated,
  * caller frees with tq_command_free_words) and *argc_out, or -1 with a
  * message in err ("unterminated single quote", "empty command", ...). */
-int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_error_t *err);
+int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_err_t *err);
 void tq_command_free_words(char **argv);
 
 /* Parse COMMAND. Caller owns the result (tq_command_destroy). NULL with
  * err filled when the text does not split. */
-tq_command_t *tq_command_new(const char *text, tq_error_t *err);
+tq_command_t *tq_command_new(const char *text, tq_err_t *err);
 void tq_command_destroy(tq_command_t **self_p);
 /* The words (NULL-terminated) and the original text. */
 char *const *tq_command_argv(const tq_command_t *self);
@@ -71,10 +71,10 @@ typedef struct {
 
 /* Take p (copied) for every task child started from now on, and build
  * its environment. Returns 0, or -1 with err (an invalid name in env). */
-int tq_command_set_task_proc(const tq_task_proc_t *p, tq_error_t *err);
+int tq_command_set_task_proc(const tq_task_proc_t *p, tq_err_t *err);
 
 /* 0 if p->env is a valid list (or NULL), else -1 with err. */
-int tq_command_check_env(const tq_task_proc_t *p, tq_error_t *err);
+int tq_command_check_env(const tq_task_proc_t *p, tq_err_t *err);
 
 /* 1 when task children need the fork path (posix_spawn cannot change
  * user or directory). */

@@ -14,7 +14,7 @@
 static char **split_ok(const char *text, size_t want_argc)
 {
     char **argv = NULL;
-    tq_error_t err = {0, ""};
+    tq_err_t err = {0, ""};
     size_t argc = 0;
     int rc = tq_command_split(text, &argv, &argc, &err);
     CHECK_EQ_INT(rc, 0);
@@ -26,7 +26,7 @@ static char **split_ok(const char *text, size_t want_argc)
 static void split_fails(const char *text, const char *want)
 {
     char **argv = NULL;
-    tq_error_t err = {0, ""};
+    tq_err_t err = {0, ""};
     size_t argc = 0;
     CHECK_EQ_INT(tq_command_split(text, &argv, &argc, &err), -1);
     CHECK_EQ_STR(err.msg, want);
@@ -72,7 +72,7 @@ static void test_split(void)
 static int run_cmd(const char *text, const char *payload, size_t len, uint32_t timeout_ms,
                    size_t max, char *buf, size_t buflen, tq_run_result_t *keep)
 {
-    tq_error_t err;
+    tq_err_t err;
     tq_command_t *c = tq_command_new(text, &err);
     CHECK(c != NULL);
     if (!c)
@@ -202,7 +202,7 @@ static void test_timeout_kills_group(void)
 
 static void test_cancel(void)
 {
-    tq_error_t err;
+    tq_err_t err;
     tq_command_t *c = tq_command_new("sleep 30", &err);
     int fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
     tq_run_ctx_t ctx = {(const uint8_t *)"", 0, fd, 0, 0, 1024, {0, 0}};
@@ -221,7 +221,7 @@ static void test_cancel(void)
 static void test_task_proc(void)
 {
     char b[4096];
-    tq_error_t err;
+    tq_err_t err;
     tq_task_proc_t bad = {.env = "PATH,A B"};
     CHECK_EQ_INT(tq_command_check_env(&bad, &err), -1);
     CHECK(strstr(err.msg, "'A B' is not a variable name") != NULL);

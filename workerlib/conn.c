@@ -87,7 +87,7 @@ typedef struct {
     size_t inflight;        /* tasks handed to the pool, not yet back */
     size_t debt;            /* slots announced in HELLO that are still busy */
     size_t credit;          /* slots freed, to announce in the next RESULT */
-    tq_task_t *done_head, *done_tail; /* finished, result not yet sent */
+    tq_pool_task_t *done_head, *done_tail; /* finished, result not yet sent */
     lease_t *rel;           /* leases to hand back with RELEASE */
     size_t nrel, relcap;
 
@@ -117,12 +117,12 @@ typedef struct {
     int draining, drain_killed;
     int quiet; /* QUIET from the master: no new tasks (said again as DRAIN after a reconnect) */
     int64_t drain_deadline, kill_deadline;
-    tq_error_t *err; /* why the run stops early (the caller's) */
+    tq_err_t *err; /* why the run stops early (the caller's) */
 } conn_t;
 
 /* ---- sending ------------------------------------------------------------ */
 
-static void push_done(conn_t *c, tq_task_t *t);
+static void push_done(conn_t *c, tq_pool_task_t *t);
 
 static void send_simple(conn_t *c, int type)
 {
@@ -294,7 +294,7 @@ static void adapt(conn_t *c)
  * UTF-8 character boundary) to max bytes. The master would refuse the
  * whole RESULT message (ERROR too-large) otherwise, and the task would
  * stay leased with no outcome anyone sees. */
-static void fit_result(tq_task_t *t, size_t max)
+static void fit_result(tq_pool_task_t *t, size_t max)
 {
     if (t->result.len <= max)
         return;
@@ -313,7 +313,7 @@ static void fit_result(tq_task_t *t, size_t max)
  * once their message is sent; on a send failure the rest wait. */
 static void flush_results(conn_t *c)
 {
-    tq_task_t *batch[TQ_MAX_BATCH];
+    tq_pool_task_t *batch[TQ_MAX_BATCH];
     tq_out_t *out = tq_link_out(c->link);
     if (!tq_link_registered(c->link))
         return;
@@ -334,7 +334,7 @@ static void flush_results(conn_t *c)
             credit = TQ_MAX_SLOTS;
         tq_out_begin_result(out, (uint16_t)credit);
         size_t n = 0;
-        for (tq_task_t *t = c->done_head; t && !tq_out_full(out); t = t->next) {
+        for (tq_pool_task_t *t = c->done_head; t && !tq_out_full(out); t = t->next) {
             fit_result(t, max_payload(c));
             tq_task_result_item(t, out);
             batch[n++] = t;
@@ -350,7 +350,7 @@ static void flush_results(conn_t *c)
         }
         for (size_t i = 0; i < n; i++) {
             c->done_head = batch[i]->next;
-            tq_task_free(batch[i]);
+            tq_pool_task_free(batch[i]);
         }
         if (!c->done_head)
             c->done_tail = NULL;
@@ -406,7 +406,7 @@ static const tq_fn_t *find_fn(conn_t *c, tq_bytes_t name)
     return NULL;
 }
 
-static void push_done(conn_t *c, tq_task_t *t)
+static void push_done(conn_t *c, tq_pool_task_t *t)
 {
     t->next = NULL;
     if (c->done_tail)
@@ -424,7 +424,7 @@ static void push_done(conn_t *c, tq_task_t *t)
  * function, run time and the error text, escaped and cut); a success at
  * debug with its run time. The error text is the task's own output: a
  * function that puts its payload there puts it in the log. */
-static void log_outcome(const tq_task_t *t, const char *fn, int64_t run_us)
+static void log_outcome(const tq_pool_task_t *t, const char *fn, int64_t run_us)
 {
     double ms = (double)run_us / 1000.0;
     if (t->result.status == TQ_RUN_OK) {
@@ -456,7 +456,7 @@ static void slot_freed(conn_t *c)
  * place from the DISPATCH. */
 static void run_inline(conn_t *c, const tq_dispatch_item_t *d, const tq_fn_t *fn)
 {
-    tq_task_t *t = calloc(1, sizeof *t);
+    tq_pool_task_t *t = calloc(1, sizeof *t);
     if (!t) {
         tq_warn("out of memory for task %llu; handing it back", (unsigned long long)d->id);
         add_release(c, d->id, d->attempt);
@@ -469,7 +469,7 @@ static void run_inline(conn_t *c, const tq_dispatch_item_t *d, const tq_fn_t *fn
     t->payload = (uint8_t *)d->payload.data; /* borrowed: not freed */
     t->len = d->payload.len;
     t->max_result = max_payload(c);
-    atomic_init(&t->cancel, TQ_CANCEL_NONE);
+    atomic_init(&t->cancel, TQ_POOL_CANCEL_NONE);
     t->slot = -1;
     int64_t t0 = tq_mono_us();
     tq_pool_run_inline(c->pool, t);
@@ -489,12 +489,12 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d, size_t i)
         add_release(c, d->id, d->attempt);
         return;
     }
-    tq_task_t *old = tq_idmap_get(c->tasks, d->id);
+    tq_pool_task_t *old = tq_idmap_get(c->tasks, d->id);
     if (old) {
         if (old->attempt == d->attempt)
             return; /* a duplicate of what already runs */
         /* The master moved on to a newer attempt: the old one is moot. */
-        tq_pool_cancel(c->pool, old, TQ_CANCEL_KILLED);
+        tq_pool_cancel(c->pool, old, TQ_POOL_CANCEL_KILLED);
         tq_idmap_remove(c->tasks, d->id);
     }
     if (c->inflight >= 2 * (c->slots + (c->o->adaptive ? c->pcap : c->o->prefetch)) + c->debt) {
@@ -508,7 +508,7 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d, size_t i)
         run_inline(c, d, fn);
         return;
     }
-    tq_task_t *t = calloc(1, sizeof *t);
+    tq_pool_task_t *t = calloc(1, sizeof *t);
     /* A large payload stays in the received message (a view of it, kept
      * until the task is freed); a small one is copied. */
     tq_msgref_t *ref = d->payload.len >= TQ_IN_KEEP_MIN
@@ -536,7 +536,7 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d, size_t i)
     t->len = d->payload.len;
     t->max_result = max_payload(c);
     t->accepted_ms = tq_mono_ms();
-    atomic_init(&t->cancel, TQ_CANCEL_NONE);
+    atomic_init(&t->cancel, TQ_POOL_CANCEL_NONE);
     t->slot = -1;
     t->fn = fn;
     if (!t->fn) {
@@ -561,7 +561,7 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d, size_t i)
 }
 
 /* A slot gave a task back. */
-static void on_task_back(conn_t *c, tq_task_t *t)
+static void on_task_back(conn_t *c, tq_pool_task_t *t)
 {
     TQ_ASSERT(c->inflight > 0);
     c->inflight--;
@@ -572,14 +572,14 @@ static void on_task_back(conn_t *c, tq_task_t *t)
         run_sample(c, t->run_us, t->len);
     slot_freed(c);
     switch (atomic_load(&t->cancel)) {
-    case TQ_CANCEL_KILLED:
+    case TQ_POOL_CANCEL_KILLED:
         tq_debug("task %llu attempt %u killed", (unsigned long long)t->id, t->attempt);
-        tq_task_free(t);
+        tq_pool_task_free(t);
         break;
-    case TQ_CANCEL_RELEASED:
+    case TQ_POOL_CANCEL_RELEASED:
         tq_info("task %llu handed back", (unsigned long long)t->id);
         add_release(c, t->id, t->attempt);
-        tq_task_free(t);
+        tq_pool_task_free(t);
         break;
     default:
         log_outcome(t, t->fn->name, t->run_us);
@@ -591,7 +591,7 @@ static void cancel_each(uint64_t id, void *value, void *arg)
 {
     conn_t *c = arg;
     (void)id;
-    tq_pool_cancel(c->pool, value, TQ_CANCEL_RELEASED);
+    tq_pool_cancel(c->pool, value, TQ_POOL_CANCEL_RELEASED);
 }
 
 /* Adaptive: every slot is busy, tasks wait behind them, and no run has
@@ -615,16 +615,16 @@ static void check_stall(conn_t *c)
         tq_mono_us() - c->progress_us < stall_us(c))
         return;
     size_t n = 0;
-    tq_task_t *t = tq_pool_take_queued(c->pool);
+    tq_pool_task_t *t = tq_pool_take_queued(c->pool);
     while (t) {
-        tq_task_t *next = t->next;
+        tq_pool_task_t *next = t->next;
         c->inflight--;
         if (tq_idmap_get(c->tasks, t->id) == t)
             tq_idmap_remove(c->tasks, t->id);
-        if (atomic_load(&t->cancel) != TQ_CANCEL_KILLED)
+        if (atomic_load(&t->cancel) != TQ_POOL_CANCEL_KILLED)
             add_release(c, t->id, t->attempt);
         slot_freed(c);
-        tq_task_free(t);
+        tq_pool_task_free(t);
         n++;
         t = next;
     }
@@ -737,7 +737,7 @@ static void on_registered(conn_t *c)
  * registered). */
 static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
 {
-    tq_error_t err;
+    tq_err_t err;
     const tq_bytes_t *parts = tq_in_parts(tq_link_in(c->link));
     size_t n = 0;
 
@@ -765,11 +765,11 @@ static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
             break;
         }
         for (size_t i = 0; i < n; i++) {
-            tq_task_t *t = tq_idmap_get(c->tasks, c->refs[i].id);
+            tq_pool_task_t *t = tq_idmap_get(c->tasks, c->refs[i].id);
             if (t && t->attempt == c->refs[i].attempt) {
                 tq_info("killing task %llu attempt %u at the master's request",
                         (unsigned long long)t->id, t->attempt);
-                tq_pool_cancel(c->pool, t, TQ_CANCEL_KILLED);
+                tq_pool_cancel(c->pool, t, TQ_POOL_CANCEL_KILLED);
                 tq_idmap_remove(c->tasks, t->id);
             }
         }
@@ -787,7 +787,7 @@ static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
             c->nsignals = 1;
             tq_info("stop at the master's request");
             start_drain(c);
-            tq_pool_cancel_queued(c->pool, TQ_CANCEL_RELEASED);
+            tq_pool_cancel_queued(c->pool, TQ_POOL_CANCEL_RELEASED);
         }
         break;
     default:
@@ -832,7 +832,7 @@ static int on_link_event(conn_t *c, const tq_link_event_t *ev)
         break;
     case TQ_LINK_AUTH_FAILED:
         if (!ev->again)
-            return tq_error_set(c->err, TASKQ_ERR_CONNECT,
+            return tq_err_set(c->err, TASKQ_ERR_CONNECT,
                                 "authentication failed connecting to %s (wrong authkey?)",
                                 c->o->endpoint);
         tq_warn("authentication failed connecting to %s (wrong key, or this key was removed "
@@ -840,7 +840,7 @@ static int on_link_event(conn_t *c, const tq_link_event_t *ev)
                 c->o->endpoint);
         break;
     case TQ_LINK_DEAD:
-        return tq_error_set(c->err, TASKQ_ERR_INTERNAL,
+        return tq_err_set(c->err, TASKQ_ERR_INTERNAL,
                             "cannot open a new socket to %s (out of sockets or memory?)",
                             c->o->endpoint);
     default:
@@ -891,7 +891,7 @@ static int loop(conn_t *c)
         if (tq_zpoll(items, n, (long)wait) < 0) {
             if (errno == EINTR)
                 continue;
-            return tq_error_set(c->err, TASKQ_ERR_INTERNAL, "poll: %s", zmq_strerror(errno));
+            return tq_err_set(c->err, TASKQ_ERR_INTERNAL, "poll: %s", zmq_strerror(errno));
         }
 
         /* The link: its timers, then what the master sent, a burst at a
@@ -906,7 +906,7 @@ static int loop(conn_t *c)
         }
         if (i_pull >= 0 && (items[i_pull].revents & ZMQ_POLLIN)) {
             for (;;) {
-                tq_task_t *t;
+                tq_pool_task_t *t;
                 int r = zmq_recv(c->pull, &t, sizeof t, ZMQ_DONTWAIT);
                 if (r < 0)
                     break;
@@ -930,7 +930,7 @@ static int loop(conn_t *c)
                 }
             }
             if (c->draining)
-                tq_pool_cancel_queued(c->pool, TQ_CANCEL_RELEASED);
+                tq_pool_cancel_queued(c->pool, TQ_POOL_CANCEL_RELEASED);
         }
         size_t want = c->o->slots_wanted ? atomic_load(c->o->slots_wanted) : 0;
         if (want && want != c->slots)
@@ -943,7 +943,7 @@ static int loop(conn_t *c)
     }
 }
 
-int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_error_t *err)
+int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_err_t *err)
 {
     conn_t c = {0};
     int rc = -1;
@@ -955,14 +955,14 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_error_t *err)
     if (c.pcap > TQ_MAX_PREFETCH)
         c.pcap = TQ_MAX_PREFETCH;
     if (sodium_init() < 0)
-        return tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot initialise libsodium");
+        return tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot initialise libsodium");
     uint64_t inst = 0;
     while (!inst)
         randombytes_buf(&inst, sizeof inst);
     snprintf(c.instance, sizeof c.instance, "%016" PRIx64, inst);
     c.zctx = opts->zctx ? opts->zctx : zmq_ctx_new();
     if (!c.zctx)
-        return tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
+        return tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
                             zmq_strerror(errno));
     char result_ep[96];
     snprintf(result_ep, sizeof result_ep, "%s-%p", CONN_RESULT_PREFIX, (void *)&c);
@@ -977,7 +977,7 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_error_t *err)
     c.tasks = tq_idmap_new();
     c.pull = zmq_socket(c.zctx, ZMQ_PULL);
     if (!c.pull || zmq_bind(c.pull, result_ep) < 0) {
-        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot bind %s: %s", result_ep,
+        tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot bind %s: %s", result_ep,
                      zmq_strerror(errno));
         goto done;
     }
@@ -989,7 +989,7 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_error_t *err)
                 strerror(errno));
     c.pool = tq_pool_new(c.zctx, result_ep, opts->slots, opts->fns, opts->nfns);
     if (!c.pool) {
-        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot start %zu slot threads (see the log)",
+        tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot start %zu slot threads (see the log)",
                      opts->slots);
         goto done;
     }
@@ -999,7 +999,7 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_error_t *err)
             opts->adaptive ? "auto" : "fixed", (long long)opts->drain_timeout_ms);
     c.last_warn = tq_mono_ms();
     if (tq_link_start(c.link) < 0) {
-        tq_error_set(err, TASKQ_ERR_INTERNAL, "cannot connect to %s: %s", opts->endpoint,
+        tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot connect to %s: %s", opts->endpoint,
                      zmq_strerror(errno));
         goto done;
     }
@@ -1022,9 +1022,9 @@ done:
     if (!c.pool)
         tq_reaper_sweep(1); /* no task runs any more: every stray goes */
     while (c.done_head) {
-        tq_task_t *t = c.done_head;
+        tq_pool_task_t *t = c.done_head;
         c.done_head = t->next;
-        tq_task_free(t);
+        tq_pool_task_free(t);
     }
     if (c.pull) {
         int zero = 0;

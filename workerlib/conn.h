@@ -40,7 +40,7 @@
 
 #include "pool.h"
 #include "tq_authkey.h"
-#include "tq_error.h"
+#include "tq_err.h"
 
 typedef struct {
     const char *endpoint;         /* tcp://host:port */
@@ -64,11 +64,11 @@ typedef struct {
 #define TQ_CONN_WAKE_RESIZE 'r'
 
 /* Run the worker until it has drained (returns 0) or cannot go on:
- * returns -1 with err filled (tq_error.h; code TASKQ_ERR_CONNECT after
+ * returns -1 with err filled (tq_err.h; code TASKQ_ERR_CONNECT after
  * an authentication failure, TASKQ_ERR_INTERNAL when ZeroMQ or the pool
  * cannot be set up). *stuck is set to 1 when slot threads were left
  * running (tasks that did not stop after a drain): the functions they
  * run (fns, plugin code) must then stay alive. */
-int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_error_t *err);
+int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_err_t *err);
 
 #endif

@@ -36,7 +36,7 @@ struct tq_pool {
     char endpoint[256];
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    tq_task_t *head, *tail;
+    tq_pool_task_t *head, *tail;
     int stopping;
     size_t nslots;   /* slot threads started */
     size_t active;   /* slots that take tasks: 0..active-1; the rest are
@@ -68,7 +68,7 @@ static void box_release(void *data, void *hint)
     }
 }
 
-void tq_task_result_item(tq_task_t *task, tq_out_t *out)
+void tq_task_result_item(tq_pool_task_t *task, tq_out_t *out)
 {
     tq_result_item_t r = {
         .id = task->id,
@@ -90,7 +90,7 @@ void tq_task_result_item(tq_task_t *task, tq_out_t *out)
     tq_out_lend(out, box_hold, box_release, task->result_box);
 }
 
-void tq_task_free(tq_task_t *task)
+void tq_pool_task_free(tq_pool_task_t *task)
 {
     if (!task)
         return;
@@ -115,7 +115,7 @@ static void drain_fd(int fd)
 
 /* Run a C function on this slot: its slot_init first if the slot has
  * not initialised it yet (again after a failure). */
-static void run_cfn(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx)
+static void run_cfn(slot_t *slot, tq_pool_task_t *task, const tq_run_ctx_t *ctx)
 {
     const tq_fn_t *fn = task->fn;
     size_t k = (size_t)(fn - slot->pool->fns);
@@ -149,7 +149,7 @@ static int in_child(const tq_fn_t *fn)
     return fn->mode == TASKQ_MODE_PREFORK || fn->mode == TASKQ_MODE_SPAWN;
 }
 
-static void run_in_child(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx)
+static void run_in_child(slot_t *slot, tq_pool_task_t *task, const tq_run_ctx_t *ctx)
 {
     size_t k = (size_t)(task->fn - slot->pool->fns);
     TQ_ASSERT(k < slot->pool->nfns);
@@ -162,7 +162,7 @@ static void run_in_child(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx)
     tq_child_run(slot->child[k], ctx, task->id, task->attempt, &task->result);
 }
 
-static tq_run_ctx_t run_ctx(const tq_task_t *task, int cancel_fd)
+static tq_run_ctx_t run_ctx(const tq_pool_task_t *task, int cancel_fd)
 {
     return (tq_run_ctx_t){
         .payload = task->payload,
@@ -176,7 +176,7 @@ static tq_run_ctx_t run_ctx(const tq_task_t *task, int cancel_fd)
 }
 
 /* Run task in slot the way its function's mode says. */
-static void run_task_in(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx_p)
+static void run_task_in(slot_t *slot, tq_pool_task_t *task, const tq_run_ctx_t *ctx_p)
 {
     tq_run_ctx_t ctx = *ctx_p;
     if (in_child(task->fn))
@@ -190,7 +190,7 @@ static void run_task_in(slot_t *slot, tq_task_t *task, const tq_run_ctx_t *ctx_p
                           task->fn->name);
 }
 
-static void run_task(slot_t *slot, tq_task_t *task)
+static void run_task(slot_t *slot, tq_pool_task_t *task)
 {
     tq_run_ctx_t ctx = run_ctx(task, slot->wake_fd);
     task->ran = 1;
@@ -222,7 +222,7 @@ static void *slot_main(void *arg)
             pthread_cond_wait(&pool->cv, &pool->mu);
         if (pool->stopping)
             break;
-        tq_task_t *task = pool->head;
+        tq_pool_task_t *task = pool->head;
         pool->head = task->next;
         if (!pool->head)
             pool->tail = NULL;
@@ -232,7 +232,7 @@ static void *slot_main(void *arg)
         task->slot = (int)slot->index;
         pthread_mutex_unlock(&pool->mu);
 
-        if (atomic_load(&task->cancel) == TQ_CANCEL_NONE) {
+        if (atomic_load(&task->cancel) == TQ_POOL_CANCEL_NONE) {
             int64_t t0 = tq_mono_us();
             run_task(slot, task);
             task->run_us = tq_mono_us() - t0;
@@ -257,7 +257,7 @@ static void *slot_main(void *arg)
     return NULL;
 }
 
-void tq_pool_run_inline(tq_pool_t *self, tq_task_t *task)
+void tq_pool_run_inline(tq_pool_t *self, tq_pool_task_t *task)
 {
     TQ_ASSERT(task->fn->mode == TASKQ_MODE_INLINE);
     tq_run_ctx_t ctx = run_ctx(task, self->inline_fd);
@@ -344,7 +344,7 @@ tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
     return self;
 }
 
-void tq_pool_submit(tq_pool_t *self, tq_task_t *task)
+void tq_pool_submit(tq_pool_t *self, tq_pool_task_t *task)
 {
     task->next = NULL;
     task->slot = -1;
@@ -362,9 +362,9 @@ void tq_pool_submit(tq_pool_t *self, tq_task_t *task)
     pthread_mutex_unlock(&self->mu);
 }
 
-void tq_pool_cancel(tq_pool_t *self, tq_task_t *task, int reason)
+void tq_pool_cancel(tq_pool_t *self, tq_pool_task_t *task, int reason)
 {
-    int expected = TQ_CANCEL_NONE;
+    int expected = TQ_POOL_CANCEL_NONE;
     atomic_compare_exchange_strong(&task->cancel, &expected, reason);
     pthread_mutex_lock(&self->mu);
     if (task->slot >= 0) {
@@ -378,17 +378,17 @@ void tq_pool_cancel(tq_pool_t *self, tq_task_t *task, int reason)
 void tq_pool_cancel_queued(tq_pool_t *self, int reason)
 {
     pthread_mutex_lock(&self->mu);
-    for (tq_task_t *t = self->head; t; t = t->next) {
-        int expected = TQ_CANCEL_NONE;
+    for (tq_pool_task_t *t = self->head; t; t = t->next) {
+        int expected = TQ_POOL_CANCEL_NONE;
         atomic_compare_exchange_strong(&t->cancel, &expected, reason);
     }
     pthread_mutex_unlock(&self->mu);
 }
 
-tq_task_t *tq_pool_take_queued(tq_pool_t *self)
+tq_pool_task_t *tq_pool_take_queued(tq_pool_t *self)
 {
     pthread_mutex_lock(&self->mu);
-    tq_task_t *head = self->head;
+    tq_pool_task_t *head = self->head;
     self->head = self->tail = NULL;
     pthread_mutex_unlock(&self->mu);
     return head;

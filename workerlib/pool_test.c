@@ -37,11 +37,11 @@ static void submit_n(tq_pool_t *pool, const tq_fn_t *fn, int n)
 {
     static uint64_t next_id = 1;
     for (int i = 0; i < n; i++) {
-        tq_task_t *t = calloc(1, sizeof *t);
+        tq_pool_task_t *t = calloc(1, sizeof *t);
         t->id = next_id++;
         t->fn = fn;
         t->max_result = 1024;
-        atomic_init(&t->cancel, TQ_CANCEL_NONE);
+        atomic_init(&t->cancel, TQ_POOL_CANCEL_NONE);
         tq_pool_submit(pool, t);
     }
 }
@@ -50,11 +50,11 @@ static void submit_n(tq_pool_t *pool, const tq_fn_t *fn, int n)
 static void collect_n(void *pull, int n)
 {
     for (int i = 0; i < n; i++) {
-        tq_task_t *t;
+        tq_pool_task_t *t;
         CHECK_EQ_INT(zmq_recv(pull, &t, sizeof t, 0), (int)sizeof t);
         TQ_TSAN_ACQUIRE(t); /* as conn.c: the slot's release before its send */
         CHECK(t->ran);
-        tq_task_free(t);
+        tq_pool_task_free(t);
     }
 }
 

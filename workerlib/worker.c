@@ -81,29 +81,29 @@ taskq_worker_t *taskq_worker_new(const taskq_worker_opts_t *opts, taskq_error_t 
     const char *ep = opts->endpoint ? opts->endpoint : WORKER_DEFAULT_ENDPOINT;
     if (strlen(ep) > WORKER_MAX_ENDPOINT ||
         (strncmp(ep, "tcp://", 6) != 0 && strncmp(ep, "ipc://", 6) != 0)) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "endpoint '%.64s' is not like tcp://HOST:PORT", ep);
+        tq_api_fail(err, TASKQ_ERR_USAGE, "endpoint '%.64s' is not like tcp://HOST:PORT", ep);
         return NULL;
     }
     if (opts->name && !tq_peer_name_valid(opts->name, TQ_MAX_PEER_NAME, 0)) {
-        tq_client_fail(err, TASKQ_ERR_USAGE,
+        tq_api_fail(err, TASKQ_ERR_USAGE,
              "name: must be 1..128 printable ASCII characters without spaces");
         return NULL;
     }
     if (opts->slots > TQ_MAX_SLOTS) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "slots: %zu is more than %d", opts->slots, TQ_MAX_SLOTS);
+        tq_api_fail(err, TASKQ_ERR_USAGE, "slots: %zu is more than %d", opts->slots, TQ_MAX_SLOTS);
         return NULL;
     }
     if (opts->drain_timeout_ms > WORKER_MAX_DRAIN_MS) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "drain_timeout_ms: more than %d", WORKER_MAX_DRAIN_MS);
+        tq_api_fail(err, TASKQ_ERR_USAGE, "drain_timeout_ms: more than %d", WORKER_MAX_DRAIN_MS);
         return NULL;
     }
     if (opts->log_level > TASKQ_LOG_DEBUG) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "log_level: %d is not a TASKQ_LOG_* level", opts->log_level);
+        tq_api_fail(err, TASKQ_ERR_USAGE, "log_level: %d is not a TASKQ_LOG_* level", opts->log_level);
         return NULL;
     }
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) < 0) {
-        tq_client_fail(err, TASKQ_ERR_INTERNAL, "pipe: %s", strerror(errno));
+        tq_api_fail(err, TASKQ_ERR_INTERNAL, "pipe: %s", strerror(errno));
         return NULL;
     }
     taskq_worker_t *self = tq_calloc(1, sizeof *self);
@@ -172,27 +172,27 @@ void taskq_worker_destroy(taskq_worker_t **self_p)
 static tq_fn_t *new_entry(taskq_worker_t *self, const char *name, taskq_error_t *err)
 {
     if (!self) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
+        tq_api_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
         return NULL;
     }
     if (self->ran) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "functions are registered before taskq_worker_run");
+        tq_api_fail(err, TASKQ_ERR_USAGE, "functions are registered before taskq_worker_run");
         return NULL;
     }
     size_t nl = name ? strlen(name) : 0;
     if (!name || nl > TQ_MAX_NAME || !tq_name_valid((tq_bytes_t){(const uint8_t *)name, nl})) {
-        tq_client_fail(err, TASKQ_ERR_USAGE,
+        tq_api_fail(err, TASKQ_ERR_USAGE,
              "'%.64s' is not a valid function name (1..64 of [A-Za-z0-9_.:-])",
              name ? name : "(null)");
         return NULL;
     }
     for (size_t i = 0; i < self->nfns; i++)
         if (strcmp(self->fns[i].name, name) == 0) {
-            tq_client_fail(err, TASKQ_ERR_USAGE, "function '%s' is already registered", name);
+            tq_api_fail(err, TASKQ_ERR_USAGE, "function '%s' is already registered", name);
             return NULL;
         }
     if (self->nfns == TQ_MAX_FUNCTIONS) {
-        tq_client_fail(err, TASKQ_ERR_USAGE, "at most %d functions", TQ_MAX_FUNCTIONS);
+        tq_api_fail(err, TASKQ_ERR_USAGE, "at most %d functions", TQ_MAX_FUNCTIONS);
         return NULL;
     }
     tq_fn_t *f = &self->fns[self->nfns];
@@ -204,21 +204,21 @@ static tq_fn_t *new_entry(taskq_worker_t *self, const char *name, taskq_error_t 
 int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *def, taskq_error_t *err)
 {
     if (!def)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "function definition is NULL");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "function definition is NULL");
     if (!def->fn)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "function '%.64s': fn is NULL",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "function '%.64s': fn is NULL",
                     def->name ? def->name : "(null)");
     if (def->mode == TASKQ_MODE_COPROCESS)
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                     "function '%.64s': coprocess is for commands; a C function runs as thread, "
                     "prefork, spawn or inline",
                     def->name ? def->name : "(null)");
     if (def->mode != TASKQ_MODE_THREAD && def->mode != TASKQ_MODE_PREFORK &&
         def->mode != TASKQ_MODE_SPAWN && def->mode != TASKQ_MODE_INLINE)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "function '%.64s': mode %d is not supported",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "function '%.64s': mode %d is not supported",
                     def->name ? def->name : "(null)", def->mode);
     if (def->mode == TASKQ_MODE_INLINE && (def->slot_init || def->slot_fini))
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                     "function '%.64s': inline mode has no slots, so no slot_init/slot_fini",
                     def->name ? def->name : "(null)");
     tq_fn_t *f = new_entry(self, def->name, err);
@@ -246,15 +246,15 @@ int taskq_worker_add(taskq_worker_t *self, const char *name, taskq_fn fn, void *
 int taskq_worker_add_command(taskq_worker_t *self, const char *name, const char *command,
                              taskq_error_t *err)
 {
-    tq_error_t why;
+    tq_err_t why;
     if (!command)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "empty command");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "empty command");
     tq_fn_t *f = new_entry(self, name, err);
     if (!f)
         return -1;
     f->cmd = tq_command_new(command, &why);
     if (!f->cmd)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     f->mode = TASKQ_MODE_SPAWN;
     self->nfns++;
     return 0;
@@ -280,30 +280,30 @@ int taskq_mode_parse(const char *text)
 int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode, taskq_error_t *err)
 {
     if (!self || self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "modes are set before taskq_worker_run");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "modes are set before taskq_worker_run");
     if (!taskq_mode_name(mode))
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "mode %d is not a TASKQ_MODE_*", mode);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "mode %d is not a TASKQ_MODE_*", mode);
     tq_fn_t *f = NULL;
     for (size_t i = 0; i < self->nfns; i++)
         if (name && strcmp(self->fns[i].name, name) == 0)
             f = &self->fns[i];
     if (!f)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "function '%.64s' is not registered",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "function '%.64s' is not registered",
                     name ? name : "(null)");
     if (f->cmd && mode != TASKQ_MODE_SPAWN && mode != TASKQ_MODE_COPROCESS)
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                     "function '%s' is a command: its mode is spawn or coprocess, not %s", f->name,
                     taskq_mode_name(mode));
     if (!f->cmd && mode == TASKQ_MODE_COPROCESS)
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                     "function '%s' is not a command: coprocess is for --fn NAME=COMMAND; use "
                     "thread, prefork or spawn",
                     f->name);
     if (mode == TASKQ_MODE_INLINE && (f->slot_init || f->slot_fini))
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                     "function '%s' has slot_init/slot_fini: inline mode has no slots", f->name);
     if (mode == TASKQ_MODE_INLINE && !f->cfn && strcmp(f->name, "sleep") == 0)
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                     "built-in 'sleep' blocks: it cannot run inline (thread, prefork or spawn)");
     f->mode = mode;
     return 0;
@@ -312,7 +312,7 @@ int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode, task
 int taskq_worker_set_context(taskq_worker_t *self, void *zmq_context, taskq_error_t *err)
 {
     if (!self || self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "the context is set before taskq_worker_run");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "the context is set before taskq_worker_run");
     self->zctx = zmq_context;
     return 0;
 }
@@ -321,9 +321,9 @@ int taskq_worker_set_keys(taskq_worker_t *self, const char *key_file,
                           const char *master_key_file, taskq_error_t *err)
 {
     if (!self || self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "keys are set before taskq_worker_run");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "keys are set before taskq_worker_run");
     if ((!key_file || !*key_file) && (!master_key_file || !*master_key_file))
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "no key file given");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "no key file given");
     free(self->key_file);
     free(self->master_key_file);
     self->key_file = key_file && *key_file ? tq_strdup(key_file) : NULL;
@@ -334,9 +334,9 @@ int taskq_worker_set_keys(taskq_worker_t *self, const char *key_file,
 int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error_t *err)
 {
     if (!self || self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "prefetch is set before taskq_worker_run");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "prefetch is set before taskq_worker_run");
     if (prefetch > TQ_MAX_PREFETCH)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "prefetch: %zu is more than %d", prefetch,
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "prefetch: %zu is more than %d", prefetch,
                               TQ_MAX_PREFETCH);
     self->prefetch = prefetch;
     self->prefetch_set = 1;
@@ -347,12 +347,12 @@ int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes, uint64_
                             taskq_error_t *err)
 {
     if (!self || self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "limits are set before taskq_worker_run");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "limits are set before taskq_worker_run");
     if (memory_bytes != 0 && memory_bytes < TQ_WORKER_MIN_MEMORY)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "memory limit %llu is less than %d bytes",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "memory limit %llu is less than %d bytes",
                     (unsigned long long)memory_bytes, TQ_WORKER_MIN_MEMORY);
     if (cpu_seconds > TQ_WORKER_MAX_CPU_SECONDS)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "cpu limit %llu s is more than %d s",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "cpu limit %llu s is more than %d s",
                     (unsigned long long)cpu_seconds, TQ_WORKER_MAX_CPU_SECONDS);
     self->limits.memory = memory_bytes;
     self->limits.cpu_seconds = cpu_seconds;
@@ -361,15 +361,15 @@ int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes, uint64_
 
 int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t *err)
 {
-    tq_error_t why;
+    tq_err_t why;
     if (!self || self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "the user is set before taskq_worker_run");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "the user is set before taskq_worker_run");
     tq_user_t u;
     if (tq_user_lookup(user, "user", 1, &u, &why) < 0)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     /* per thread and inherited: now, while the caller's threads are few */
     if (tq_priv_no_new_privs(&why) < 0)
-        return tq_client_fail(err, TASKQ_ERR_ENV, "%s", why.msg);
+        return tq_api_fail(err, TASKQ_ERR_ENV, "%s", why.msg);
     if (!self->user)
         self->user = tq_calloc(1, sizeof *self->user);
     *self->user = u;
@@ -379,24 +379,24 @@ int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t 
 int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir, const char *user,
                                   const char *env, taskq_error_t *err)
 {
-    tq_error_t why;
+    tq_err_t why;
     if (!self || self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                               "task processes are set up before taskq_worker_run");
     struct stat st;
     if (dir && stat(dir, &st) < 0)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: %s", dir,
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: %s", dir,
                               strerror(errno));
     if (dir && !S_ISDIR(st.st_mode))
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: not a directory",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: not a directory",
                               dir);
     tq_user_t u;
     if (user && tq_user_lookup(user, "task user", 1, &u, &why) < 0)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     if (env) {
         tq_task_proc_t probe = {.env = env};
         if (tq_command_check_env(&probe, &why) < 0)
-            return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
+            return tq_api_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
     }
     free(self->task_dir);
     free(self->task_env);
@@ -422,7 +422,7 @@ const char *taskq_worker_builtin(size_t i)
 int taskq_worker_add_builtin(taskq_worker_t *self, const char *name, taskq_error_t *err)
 {
     if (!name || !tq_builtin_exists(name))
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "'%.64s' is not a built-in (square, echo, sleep, fail)",
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "'%.64s' is not a built-in (square, echo, sleep, fail)",
                     name ? name : "(null)");
     tq_fn_t *f = new_entry(self, name, err);
     if (!f)
@@ -437,23 +437,23 @@ int taskq_worker_add_builtin(taskq_worker_t *self, const char *name, taskq_error
 int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error_t *err)
 {
     if (!self || self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "plugins are loaded before taskq_worker_run");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "plugins are loaded before taskq_worker_run");
     if (self->nplugins == TQ_MAX_FUNCTIONS)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "at most %d plugins", TQ_MAX_FUNCTIONS);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "at most %d plugins", TQ_MAX_FUNCTIONS);
     taskq_plugin_init_fn init = NULL;
-    tq_error_t oerr;
+    tq_err_t oerr;
     void *h = tq_plugin_open(path, &init, &oerr);
     if (!h)
-        return tq_error_to_public(err, &oerr);
+        return tq_err_to_public(err, &oerr);
     size_t before = self->nfns;
     taskq_error_t perr = {0, ""};
     if (init(self, TASKQ_WORKER_ABI, &perr) != 0) {
         truncate_fns(self, before);
         dlclose(h);
         if (perr.message[0])
-            return tq_client_fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed: %s", path,
+            return tq_api_fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed: %s", path,
                         perr.message);
-        return tq_client_fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed", path);
+        return tq_api_fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed", path);
     }
     if (self->nfns == before)
         tq_warn("plugin %s registered no functions", path);
@@ -465,31 +465,31 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
 {
     tq_curve_keys_t *keys = NULL;
     if (!self)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
     if (self->ran)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "a worker runs once");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "a worker runs once");
     if (self->nfns == 0)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "no functions registered");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "no functions registered");
     int keypair = self->key_file || self->master_key_file;
     if ((!self->authkey_file || !*self->authkey_file) && !keypair)
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
     /* Only the client pair and the server's public key are kept, in
      * memory a core dump leaves out (tq_authkey.h). */
     keys = tq_curve_keys_new();
     if (!keys)
-        return tq_client_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
+        return tq_api_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
                               strerror(errno));
     if (self->user && self->task_user) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, TASKQ_ERR_USAGE,
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
                               "a task user needs the worker to stay root: give the worker a "
                               "user or its tasks one, not both");
     }
-    tq_error_t why;
+    tq_err_t why;
     if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys,
                           &why) < 0) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV,
+        return tq_api_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV,
                               "%s", why.msg);
     }
     /* Task processes: set once, before any thread that forks exists. */
@@ -505,19 +505,19 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .home = tu ? tu->home : NULL,
         .env = self->task_env,
     };
-    tq_error_t pwhy;
+    tq_err_t pwhy;
     /* Only when asked: the settings are the process's, shared by every
      * worker in it (taskq_worker_set_task_process). */
     if ((self->task_dir || self->task_user || self->task_env) &&
         tq_command_set_task_proc(&tp, &pwhy) < 0) {
         tq_curve_keys_free(&keys);
-        return tq_client_fail(err, TASKQ_ERR_USAGE, "%s", pwhy.msg);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "%s", pwhy.msg);
     }
     /* The key is read (and the plugins loaded): root is no longer needed. */
     if (self->user) {
         if (tq_priv_drop(self->user, &pwhy) < 0) {
             tq_curve_keys_free(&keys);
-            return tq_client_fail(err, TASKQ_ERR_ENV, "%s", pwhy.msg);
+            return tq_api_fail(err, TASKQ_ERR_ENV, "%s", pwhy.msg);
         }
         tq_info("running as user %s (uid %u, gid %u): root's privileges dropped",
                 self->user->name, (unsigned)self->user->uid, (unsigned)self->user->gid);
@@ -539,16 +539,16 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         .stop_fd = self->stop_r,
         .slots_wanted = &self->slots_wanted,
     };
-    tq_error_t rerr;
+    tq_err_t rerr;
     int rc = tq_conn_run(&o, &self->stuck, &rerr);
     tq_curve_keys_free(&keys);
     if (rc < 0 && rerr.code == TASKQ_ERR_CONNECT && keypair)
-        return tq_client_fail(err, TASKQ_ERR_CONNECT,
+        return tq_api_fail(err, TASKQ_ERR_CONNECT,
                               "authentication failed connecting to %s (key not accepted: is this "
                               "key's .pub in the master's --allow-keys, and --master-key the "
                               "master's public key?)",
                               self->endpoint);
-    return rc < 0 ? tq_error_to_public(err, &rerr) : 0;
+    return rc < 0 ? tq_err_to_public(err, &rerr) : 0;
 }
 
 void taskq_worker_stop(taskq_worker_t *self)

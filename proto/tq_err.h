@@ -1,8 +1,8 @@
-/* tq_error.h - the one error convention inside taskq.
+/* tq_err.h - the one error convention inside taskq.
  *
  * A function that can fail for a reason outside the program (a bad
  * message, a file, the network, a full disk, a peer's misbehaviour)
- * returns -1 (or NULL) and, when the caller passed a tq_error_t, fills
+ * returns -1 (or NULL) and, when the caller passed a tq_err_t, fills
  * it with a code and a one-line message naming what was wrong; on
  * success it returns 0 (or a pointer, or a count) and leaves the struct
  * alone. Callers that only log may pass NULL. A broken invariant (our
@@ -13,7 +13,7 @@
  *     the master answers in an ERROR message;
  *   - link/, client/, workerlib/ (libtaskq's insides): a TASKQ_ERR_*
  *     category of include/taskq.h, copied as is into the caller's
- *     taskq_error_t by the public function (tq_error_to_public, tqerr.h);
+ *     taskq_error_t by the public function (tq_err_to_public, tqerr.h);
  *   - common/: 0 unless its header says otherwise (the callers, often
  *     main(), choose the exit status).
  * The public taskq_error_t appears only in the functions of
@@ -30,12 +30,12 @@
 typedef struct {
     int code;
     char msg[TQ_MAX_ERROR_TEXT];
-} tq_error_t;
+} tq_err_t;
 
 /* Fill err (when not NULL) with code and a printf-style message, cut to
  * TQ_MAX_ERROR_TEXT. Returns -1, so that a failing function can
- * `return tq_error_set(err, ...)`. */
-int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
+ * `return tq_err_set(err, ...)`. */
+int tq_err_set(tq_err_t *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Always-on invariant check, for our own bugs only (never for what a

@@ -1,5 +1,5 @@
-/* tq_error.c - see tq_error.h. */
-#include "tq_error.h"
+/* tq_err.c - see tq_err.h. */
+#include "tq_err.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,7 +13,7 @@ void tq_assert_fail(const char *what, const char *file, int line)
     abort();
 }
 
-int tq_error_set(tq_error_t *err, int code, const char *fmt, ...)
+int tq_err_set(tq_err_t *err, int code, const char *fmt, ...)
 {
     if (err) {
         err->code = code;
