@@ -513,6 +513,179 @@ static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **a
     tq_cfg_free(table, &next);
 }
 
+/* What every start checks (and all --check-config checks): settings
+ * that fit together, the addresses, the --allow-keys file, the --user.
+ * Fills *qt (the parsed --queue-timeout), *allow and *user (user_buf,
+ * when --user is given). Returns 0, or -1 after printing why. */
+static int check_start(settings_t *s, int check, tq_queue_timeout_t **qt, tq_allow_t **allow,
+                       tq_user_t *user_buf, tq_user_t **user) {
+    tq_err_t e;
+    if (!s->data_dir || !*s->data_dir) {
+        fprintf(stderr, "taskq-master: --data-dir is required\n");
+        return -1;
+    }
+    if (check_settings(s, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
+        return -1;
+    }
+    *qt = tq_calloc(s->queue_timeout.n ? s->queue_timeout.n : 1, sizeof **qt);
+    if (parse_queue_timeouts(&s->queue_timeout, *qt, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
+        return -1;
+    }
+    if (!s->bind || !*s->bind) {
+        fprintf(stderr, "taskq-master: --bind must not be empty\n");
+        return -1;
+    }
+    if (tq_endpoint_port_check(s->bind, "--bind", &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
+        return -1;
+    }
+    tq_log_set_level(tq_log_level_parse(s->log_level));
+    tq_log_set_format(tq_log_format_parse(s->log_format));
+    if (s->metrics_listen && tq_metrics_addr_check(s->metrics_listen, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
+        return -1;
+    }
+    int keymode = s->allow_keys && *s->allow_keys;
+    int use_authkey = !keymode || (s->authkey_file && *s->authkey_file);
+    if (!use_authkey && (!s->key || !*s->key)) {
+        fprintf(stderr, "taskq-master: --allow-keys without --authkey-file needs --key FILE (the "
+                        "master's key pair: taskq keygen master)\n");
+        return -1;
+    }
+    if (keymode && !(*allow = tq_allow_load(s->allow_keys, &e))) {
+        fprintf(stderr, "%s%s\n", check ? "" : "taskq-master: ", e.msg);
+        return -1;
+    }
+    if (s->http_listen && *s->http_listen &&
+        tq_http_check(s->http_listen, s->http_auth_file, &e) < 0) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
+        return -1;
+    }
+    if (s->user && tq_user_lookup(s->user, "--user", !s->check_config, user_buf, &e) == 0)
+        *user = user_buf;
+    else if (s->user) {
+        fprintf(stderr, "taskq-master: %s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* The master's keys, in memory a core dump leaves out (tq_authkey.h):
+ * the authkey's derived pair (generated in the data dir when no file is
+ * named) and/or --key's pair (key-pair mode). NULL after logging why. */
+static tq_curve_keys_t *load_keys(const settings_t *s, int use_authkey, int keymode,
+                                  const tq_allow_t *allow) {
+    tq_err_t e;
+    char keypath[4096];
+    if (use_authkey && resolve_authkey(s, keypath, sizeof keypath, &e) < 0) {
+        tq_error("%s", e.msg);
+        return NULL;
+    }
+    tq_curve_keys_t *keys = tq_curve_keys_new();
+    if (!keys) {
+        tq_error("cannot map memory for the keys: %s", strerror(errno));
+        return NULL;
+    }
+    if ((use_authkey && tq_authkey_load(keypath, keys, &e) < 0) ||
+        (s->key && *s->key &&
+         tq_keyfile_load_pair(s->key, keys->server_public, keys->server_secret, &e) < 0)) {
+        tq_error("%s", e.msg);
+        tq_curve_keys_free(&keys);
+        return NULL;
+    }
+    if (keymode || (s->key && *s->key)) {
+        char z[41] = "";
+        zmq_z85_encode(z, keys->server_public, 32);
+        tq_info("key-pair mode: %zu keys from --allow-keys %s%s; the master's public key is %s "
+                "(%s: give it to peers as --master-key)",
+                tq_allow_count(allow), keymode ? s->allow_keys : "(none)",
+                use_authkey ? ", and the authkey's pair" : "", z,
+                s->key && *s->key ? s->key : "derived from the authkey");
+    }
+    return keys;
+}
+
+/* The loop's configuration from the settings (strings point into s). */
+static void loop_config(const settings_t *s, tq_queue_timeout_t *qtimeouts, size_t max_conns,
+                        int fd_limit, void *ctx, int use_authkey, tq_allow_t *allow,
+                        tq_loop_cfg_t *out) {
+    *out = (tq_loop_cfg_t){
+        .endpoint = s->bind,
+        .heartbeat_ms = s->heartbeat_interval_ms,
+        .heartbeat_timeout_ms = s->heartbeat_timeout_ms,
+        .max_payload = (size_t)s->max_payload,
+        .result_ttl_ms = s->result_ttl_ms,
+        .unfetched_ttl_ms = s->unfetched_ttl_ms,
+        .max_tasks = (size_t)s->max_tasks,
+        .max_attempts = (uint32_t)s->max_attempts,
+        .lease_timeout_ms = s->lease_timeout_ms,
+        .key_retention_ms = s->key_retention_ms,
+        .peer_queue = (int)s->peer_queue,
+        .peer_queue_bytes = (uint64_t)s->peer_queue_bytes,
+        .max_connections = max_conns,
+        .fd_limit = fd_limit,
+        .handshake_timeout_ms = s->handshake_timeout_ms,
+        .backoff_base_ms = s->retry_backoff_ms,
+        .backoff_cap_ms = s->retry_backoff_max_ms,
+        .queue_timeouts = qtimeouts,
+        .nqueue_timeouts = s->queue_timeout.n,
+        .journal = {
+            .data_dir = s->data_dir,
+            .mode = (tq_fsync_mode_t)tq_fsync_mode_parse(s->fsync),
+            .interval_ms = s->fsync_interval_ms,
+            .repair = s->repair,
+            .reserve = (uint64_t)s->journal_reserve,
+            .zmq_ctx = ctx,
+        },
+        .metrics_listen = s->metrics_listen && *s->metrics_listen ? s->metrics_listen : NULL,
+        .http_listen = s->http_listen && *s->http_listen ? s->http_listen : NULL,
+        .http_auth_file = s->http_auth_file && *s->http_auth_file ? s->http_auth_file : NULL,
+        .http_show_payloads = s->http_show_payloads,
+        .accept_shared = use_authkey,
+        .allow = allow, /* the loop's now */
+    };
+}
+
+/* Signals arrive on a signalfd polled by the loop: blocked here, before
+ * any thread (ZeroMQ's, the auth actor) exists, so all inherit it.
+ * SIGHUP reloads (reload_settings), never stops. Returns the fd, or -1
+ * after logging why. */
+static int signals_fd(void) {
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        tq_error("signalfd: %s", strerror(errno));
+    return sfd;
+}
+
+/* Run the loop until SIGTERM or SIGINT arrives on sfd; SIGHUP reloads
+ * the settings (reload_settings) and the loop goes on. Returns the exit
+ * status. */
+static int serve(tq_loop_t *loop, int sfd, settings_t *s, int argc, char **argv, int keymode) {
+    for (;;) {
+        if (tq_loop_run(loop, sfd) != 0)
+            return TQ_EXIT_INTERNAL;
+        struct signalfd_siginfo si;
+        ssize_t got = read(sfd, &si, sizeof si);
+        if (got == (ssize_t)sizeof si && si.ssi_signo == SIGHUP) {
+            tq_info("SIGHUP received: reloading settings");
+            reload_settings(s, loop, argc, argv, keymode);
+            continue; /* the loop picks up where it was */
+        }
+        if (got == (ssize_t)sizeof si)
+            tq_info("%s received, shutting down", strsignal((int)si.ssi_signo));
+        return TQ_EXIT_OK;
+    }
+}
+
 int main(int argc, char **argv) {
     tq_log_init("master");
     tq_process_protect(); /* no core file or ptrace with the keys in memory */
@@ -560,57 +733,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "taskq-master: unexpected argument '%s'\n", argv[argi]);
         goto out;
     }
-    if (!s.data_dir || !*s.data_dir) {
-        fprintf(stderr, "taskq-master: --data-dir is required\n");
-        goto out;
-    }
     tq_err_t e;
-    if (check_settings(&s, &e) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", e.msg);
+    tq_user_t user_buf, *user = NULL;
+    if (check_start(&s, check, &qtimeouts, &allow, &user_buf, &user) < 0)
         goto out;
-    }
-    qtimeouts = tq_calloc(s.queue_timeout.n ? s.queue_timeout.n : 1, sizeof *qtimeouts);
-    if (parse_queue_timeouts(&s.queue_timeout, qtimeouts, &e) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", e.msg);
-        goto out;
-    }
-    if (!s.bind || !*s.bind) {
-        fprintf(stderr, "taskq-master: --bind must not be empty\n");
-        goto out;
-    }
-    if (tq_endpoint_port_check(s.bind, "--bind", &e) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", e.msg);
-        goto out;
-    }
-    tq_log_set_level(tq_log_level_parse(s.log_level));
-    tq_log_set_format(tq_log_format_parse(s.log_format));
-    if (s.metrics_listen && tq_metrics_addr_check(s.metrics_listen, &e) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", e.msg);
-        goto out;
-    }
     int keymode = s.allow_keys && *s.allow_keys;
     int use_authkey = !keymode || (s.authkey_file && *s.authkey_file);
-    if (!use_authkey && (!s.key || !*s.key)) {
-        fprintf(stderr, "taskq-master: --allow-keys without --authkey-file needs --key FILE (the "
-                        "master's key pair: taskq keygen master)\n");
-        goto out;
-    }
-    if (keymode && !(allow = tq_allow_load(s.allow_keys, &e))) {
-        fprintf(stderr, "%s%s\n", check ? "" : "taskq-master: ", e.msg);
-        goto out;
-    }
-    if (s.http_listen && *s.http_listen &&
-        tq_http_check(s.http_listen, s.http_auth_file, &e) < 0) {
-        fprintf(stderr, "taskq-master: %s\n", e.msg);
-        goto out;
-    }
-    tq_user_t user_buf, *user = NULL;
-    if (s.user && tq_user_lookup(s.user, "--user", !s.check_config, &user_buf, &e) == 0)
-        user = &user_buf;
-    else if (s.user) {
-        fprintf(stderr, "taskq-master: %s\n", e.msg);
-        goto out;
-    }
     if (s.check_config) {
         printf("configuration OK\n");
         rc = TQ_EXIT_OK;
@@ -649,53 +777,14 @@ int main(int argc, char **argv) {
     }
     if (user)
         tq_priv_fs_as(NULL); /* a generated key file is root's, as one given */
-    char keypath[4096];
-    if (use_authkey && resolve_authkey(&s, keypath, sizeof keypath, &e) < 0) {
-        tq_error("%s", e.msg);
+    tq_curve_keys_t *keys = load_keys(&s, use_authkey, keymode, allow);
+    if (!keys)
         goto out;
-    }
-    /* Keys live in memory a core dump leaves out (tq_authkey.h). */
-    tq_curve_keys_t *keys = tq_curve_keys_new();
-    if (!keys) {
-        tq_error("cannot map memory for the keys: %s", strerror(errno));
-        goto out;
-    }
-    if (use_authkey && tq_authkey_load(keypath, keys, &e) < 0)
-        tq_strlcpy(err, e.msg, sizeof err);
-    else if (!(s.key && *s.key &&
-               tq_keyfile_load_pair(s.key, keys->server_public, keys->server_secret, &e) < 0))
-        err[0] = '\0';
-    else
-        tq_strlcpy(err, e.msg, sizeof err);
-    if (err[0]) {
-        tq_error("%s", err);
-        tq_curve_keys_free(&keys);
-        goto out;
-    }
-    if (keymode || (s.key && *s.key)) {
-        char z[41] = "";
-        zmq_z85_encode(z, keys->server_public, 32);
-        tq_info("key-pair mode: %zu keys from --allow-keys %s%s; the master's public key is %s "
-                "(%s: give it to peers as --master-key)",
-                tq_allow_count(allow), keymode ? s.allow_keys : "(none)",
-                use_authkey ? ", and the authkey's pair" : "", z,
-                s.key && *s.key ? s.key : "derived from the authkey");
-    }
     if (user)
         tq_priv_fs_as(user); /* the journal's files, before any thread exists */
 
-    /* Signals arrive on a signalfd polled by the loop: block them before
-     * any thread (ZeroMQ's, the auth actor) exists, so all inherit it. */
-    signal(SIGPIPE, SIG_IGN);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP); /* reload, never stop (reload_settings) */
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    int sfd = signals_fd();
     if (sfd < 0) {
-        tq_error("signalfd: %s", strerror(errno));
         tq_curve_keys_free(&keys);
         rc = TQ_EXIT_INTERNAL;
         goto out;
@@ -708,41 +797,8 @@ int main(int argc, char **argv) {
         goto out;
     }
     void *ctx = zmq_ctx_new();
-    tq_loop_cfg_t lcfg = {
-        .endpoint = s.bind,
-        .heartbeat_ms = s.heartbeat_interval_ms,
-        .heartbeat_timeout_ms = s.heartbeat_timeout_ms,
-        .max_payload = (size_t)s.max_payload,
-        .result_ttl_ms = s.result_ttl_ms,
-        .unfetched_ttl_ms = s.unfetched_ttl_ms,
-        .max_tasks = (size_t)s.max_tasks,
-        .max_attempts = (uint32_t)s.max_attempts,
-        .lease_timeout_ms = s.lease_timeout_ms,
-        .key_retention_ms = s.key_retention_ms,
-        .peer_queue = (int)s.peer_queue,
-        .peer_queue_bytes = (uint64_t)s.peer_queue_bytes,
-        .max_connections = max_conns,
-        .fd_limit = fd_limit,
-        .handshake_timeout_ms = s.handshake_timeout_ms,
-        .backoff_base_ms = s.retry_backoff_ms,
-        .backoff_cap_ms = s.retry_backoff_max_ms,
-        .queue_timeouts = qtimeouts,
-        .nqueue_timeouts = s.queue_timeout.n,
-        .journal = {
-            .data_dir = s.data_dir,
-            .mode = (tq_fsync_mode_t)tq_fsync_mode_parse(s.fsync),
-            .interval_ms = s.fsync_interval_ms,
-            .repair = s.repair,
-            .reserve = (uint64_t)s.journal_reserve,
-            .zmq_ctx = ctx,
-        },
-        .metrics_listen = s.metrics_listen && *s.metrics_listen ? s.metrics_listen : NULL,
-        .http_listen = s.http_listen && *s.http_listen ? s.http_listen : NULL,
-        .http_auth_file = s.http_auth_file && *s.http_auth_file ? s.http_auth_file : NULL,
-        .http_show_payloads = s.http_show_payloads,
-        .accept_shared = use_authkey,
-        .allow = allow, /* the loop's now */
-    };
+    tq_loop_cfg_t lcfg;
+    loop_config(&s, qtimeouts, max_conns, fd_limit, ctx, use_authkey, allow, &lcfg);
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, &e) : NULL;
     if (ctx)
         allow = NULL; /* the loop's (freed by it, also when it failed) */
@@ -764,23 +820,7 @@ int main(int argc, char **argv) {
          * outside systemd: NOTIFY_SOCKET unset). */
         sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%lu", tq_loop_endpoint(loop),
                    (unsigned long)getpid());
-        for (;;) {
-            if (tq_loop_run(loop, sfd) != 0) {
-                rc = TQ_EXIT_INTERNAL;
-                break;
-            }
-            struct signalfd_siginfo si;
-            ssize_t got = read(sfd, &si, sizeof si);
-            if (got == (ssize_t)sizeof si && si.ssi_signo == SIGHUP) {
-                tq_info("SIGHUP received: reloading settings");
-                reload_settings(&s, loop, argc, argv, keymode);
-                continue; /* the loop picks up where it was */
-            }
-            if (got == (ssize_t)sizeof si)
-                tq_info("%s received, shutting down", strsignal((int)si.ssi_signo));
-            rc = TQ_EXIT_OK;
-            break;
-        }
+        rc = serve(loop, sfd, &s, argc, argv, keymode);
         sd_notify(0, "STOPPING=1");
         tq_loop_destroy(&loop);
     }
