@@ -22,14 +22,17 @@
  * check_responses). Then a fixed health request (GET /api/v1/session
  * as the admin user) must get 200. A broken promise aborts with
  * "http_fuzz: ..." (libFuzzer records the input). State carries over
- * from input to input (paused queues, purged tasks), as in a master. */
+ * from input to input (paused queues, purged tasks), as in a master.
+ * At exit the server stops and its directory is removed. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +82,8 @@ static struct {
     struct sockaddr_in addr;
     pthread_t loop;
     char csrf_admin[65], csrf_read[65]; /* the users' CSRF tokens */
+    char dir[256];                      /* the auth file and the journal */
+    atomic_int stopping;                /* the loop thread returns */
 } g;
 
 static void die(const char *what) {
@@ -99,7 +104,7 @@ static void publish(void) {
 static void *loop_main(void *arg) {
     (void)arg;
     int64_t next_publish = tq_mono_ms() + TQ_HTTP_PUBLISH_MS;
-    for (;;) {
+    while (!atomic_load(&g.stopping)) {
         zmq_pollitem_t items[2] = {{NULL, tq_http_fd(g.http), ZMQ_POLLIN, 0},
                                    {tq_persist_socket(g.persist), 0, ZMQ_POLLIN, 0}};
         int n = items[1].socket ? 2 : 1;
@@ -152,12 +157,28 @@ static void add_tasks(void) {
     tq_engine_lost(g.engine, t, "worker lost", now); /* max_attempts 1: dead */
 }
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *f) {
+    (void)st, (void)flag, (void)f;
+    remove(path);
+    return 0;
+}
+
+/* At exit: stop the loop thread and the server, remove the directory
+ * (the rest is left to the exit). */
+static void stop(void) {
+    atomic_store(&g.stopping, 1);
+    pthread_join(g.loop, NULL);
+    tq_http_stop(&g.http);
+    tq_persist_destroy(&g.persist);
+    nftw(g.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void start(void) {
     tq_log_init("http_fuzz");
     tq_log_set_level(TQ_LOG_ERROR); /* refusals and actions are logged: keep the output readable */
     const char *tmp = getenv("TMPDIR");
-    char dir[256], path[320], err[TQ_MAX_ERROR_TEXT];
-    snprintf(dir, sizeof dir, "%s/tq-http-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    char *dir = g.dir, path[320], err[TQ_MAX_ERROR_TEXT];
+    snprintf(dir, sizeof g.dir, "%s/tq-http-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir))
         die("cannot make a directory in $TMPDIR");
     /* the auth file: private, a read user and an admin user */
@@ -205,6 +226,7 @@ static void start(void) {
     publish();
     if (pthread_create(&g.loop, NULL, loop_main, NULL) != 0)
         die("cannot start the loop thread");
+    atexit(stop);
 }
 
 /* Send req (n bytes) on a new connection, half-close it, read until the
