@@ -144,7 +144,7 @@ static void add_tasks(void) {
         s.queue = tq_bytes_str(queues[i]);
         s.payload = tq_bytes_str("{\"to\":\"a@example.org\"}");
         uint8_t added = 0;
-        tq_error_t err;
+        tq_err_t err;
         if (!tq_store_intern(st, s.fn) || !tq_store_intern(st, s.queue) ||
             tq_engine_submit(g.engine, &s, 1, 0, now, NULL, NULL, &ids[i], &added, &err) < 0)
             die("cannot queue the first tasks");
@@ -196,7 +196,7 @@ static void start(void) {
     g.engine = tq_engine_new(&ec);
     tq_journal_cfg_t jc = {.data_dir = dir, .mode = TQ_FSYNC_OFF, .zmq_ctx = g.ctx};
     tq_persist_report_t rep;
-    tq_error_t perr;
+    tq_err_t perr;
     memset(&perr, 0, sizeof perr);
     g.policy.owners = tq_idmap_new(); /* as the loop's (no --allow-keys) */
     g.persist = tq_persist_open(&jc, g.engine, &g.policy, &rep, &perr);
