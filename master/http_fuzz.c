@@ -177,7 +177,7 @@ static void start(void) {
     tq_log_init("http_fuzz");
     tq_log_set_level(TQ_LOG_ERROR); /* refusals and actions are logged: keep the output readable */
     const char *tmp = getenv("TMPDIR");
-    char *dir = g.dir, path[320], err[TQ_MAX_ERROR_TEXT];
+    char *dir = g.dir, path[320];
     snprintf(dir, sizeof g.dir, "%s/tq-http-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir))
         die("cannot make a directory in $TMPDIR");
@@ -213,9 +213,10 @@ static void start(void) {
 
     g.metrics = tq_metrics_new();
     tq_http_cfg_t hc = {"127.0.0.1:0", path, 0, g.metrics};
-    g.http = tq_http_start(&hc, err, sizeof err);
+    tq_err_t herr;
+    g.http = tq_http_start(&hc, &herr);
     if (!g.http)
-        die(err);
+        die(herr.msg);
     tq_engine_subscribe(g.engine, tq_http_on_engine, g.http);
     unsigned port = 0;
     if (sscanf(tq_http_url(g.http), "http://127.0.0.1:%u/", &port) != 1 || !port || port > 65535)
