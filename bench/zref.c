@@ -189,8 +189,8 @@ typedef struct {
     const char *endpoint;
     bool curve, pin;
     uint64_t n, window, slots, workers, latency_n, timeout_s;
-    int64_t wait_workers; /* -1: do not wait */
-    int ready_fd;         /* -1: none */
+    int64_t wait_workers;  /* -1: do not wait */
+    int ready_fd;          /* -1: none */
     uint64_t payload_size; /* 0: integer payloads for `square`; else echo */
 } opts_t;
 
@@ -203,7 +203,8 @@ static const char *const usage_text =
     "       taskq-zref worker   --connect ENDPOINT [--slots N] [--curve] [--payload-size P]\n"
     "       taskq-zref producer --connect ENDPOINT --n N [--window W] [--wait-workers K]\n"
     "                           [--timeout S] [--curve] [--payload-size P]\n"
-    "       taskq-zref latency  --connect ENDPOINT --n N [--wait-workers K] [--timeout S] [--curve]\n"
+    "       taskq-zref latency  --connect ENDPOINT --n N [--wait-workers K] [--timeout S] "
+    "[--curve]\n"
     "                           [--payload-size P]\n"
     "       taskq-zref bench    [--n N] [--latency-n N] [--workers W] [--slots S] [--window W]\n"
     "                           [--timeout S] [--curve] [--pin] [--payload-size P]\n"
@@ -369,10 +370,7 @@ static int keys_generate(keys_t *k)
 
 /* ---- sockets ---------------------------------------------------------------- */
 
-static int setopt_int(void *s, int opt, int v)
-{
-    return zmq_setsockopt(s, opt, &v, sizeof v);
-}
+static int setopt_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
 
 /* Options every socket gets: bounded messages, HWMs, no linger. */
 static int socket_common(void *s)
@@ -477,7 +475,7 @@ typedef struct {
     void *sock;
     zworker_t *workers;
     size_t nworkers, rr;
-    uint64_t credit; /* sum of every worker's credit */
+    uint64_t credit;  /* sum of every worker's credit */
     zmq_msg_t *queue; /* ring of ready-made TASK bodies */
     size_t qcap, qhead, qlen;
     uint64_t bad, lost_results, refused;
@@ -515,7 +513,8 @@ static int broker_send(broker_t *b, const uint8_t *id, size_t idlen, zmq_msg_t *
 }
 
 /* Reply to a producer; a producer that left or stopped reading loses it. */
-static void broker_reply(broker_t *b, const uint8_t *id, size_t idlen, const uint8_t *body, size_t len)
+static void broker_reply(broker_t *b, const uint8_t *id, size_t idlen, const uint8_t *body,
+                         size_t len)
 {
     zmq_msg_t m;
     zmq_msg_init_size(&m, len);
@@ -526,7 +525,8 @@ static void broker_reply(broker_t *b, const uint8_t *id, size_t idlen, const uin
     }
 }
 
-static void broker_refuse(broker_t *b, const uint8_t *id, size_t idlen, uint64_t tag, const char *why)
+static void broker_refuse(broker_t *b, const uint8_t *id, size_t idlen, uint64_t tag,
+                          const char *why)
 {
     uint8_t out[1 + 8 + 1 + ZREF_MAX_TEXT];
     size_t n = strlen(why);
@@ -598,7 +598,8 @@ static int broker_enqueue(broker_t *b, zmq_msg_t *m)
 }
 
 /* One message from peer `id`: body[len]. */
-static void broker_handle(broker_t *b, const uint8_t *id, size_t idlen, const uint8_t *body, size_t len)
+static void broker_handle(broker_t *b, const uint8_t *id, size_t idlen, const uint8_t *body,
+                          size_t len)
 {
     if (len == 0) {
         b->bad++;
@@ -660,7 +661,8 @@ static void broker_handle(broker_t *b, const uint8_t *id, size_t idlen, const ui
     case MSG_DONE: {
         zworker_t *w = broker_find(b, id, idlen);
         size_t pl = len >= 2 ? body[1] : 0;
-        if (!w || w->out == 0 || len < 2 || pl == 0 || len - 2 < pl + 9 || len - 2 - pl - 9 > ZREF_MAX_BIG_PAYLOAD) {
+        if (!w || w->out == 0 || len < 2 || pl == 0 || len - 2 < pl + 9 ||
+            len - 2 - pl - 9 > ZREF_MAX_BIG_PAYLOAD) {
             b->bad++; /* not a worker, or a result it was not given */
             return;
         }
@@ -690,9 +692,7 @@ static void broker_handle(broker_t *b, const uint8_t *id, size_t idlen, const ui
         broker_reply(b, id, idlen, out, sizeof out);
         return;
     }
-    default:
-        b->bad++;
-        return;
+    default: b->bad++; return;
     }
 }
 
@@ -770,8 +770,8 @@ static int run_broker(const opts_t *o)
         zmq_msg_close(&body);
     }
     if (b.bad || b.lost_results || b.refused)
-        say("dropped %" PRIu64 " malformed messages, %" PRIu64 " undeliverable results, refused %" PRIu64
-            " tasks",
+        say("dropped %" PRIu64 " malformed messages, %" PRIu64
+            " undeliverable results, refused %" PRIu64 " tasks",
             b.bad, b.lost_results, b.refused);
     for (size_t i = 0; i < b.qlen; i++)
         zmq_msg_close(&b.queue[(b.qhead + i) % b.qcap]);
@@ -808,8 +808,8 @@ static int square(const uint8_t *p, size_t n, char *text, size_t cap, size_t *tl
         w = snprintf(text, cap, "square: payload is not an integer whose square fits 64 bits");
         st = ST_FAILED;
     } else {
-        w = snprintf(text, cap, "%s%" PRIu64 " * %s%" PRIu64 " = %" PRIu64, neg && mag ? "-" : "", mag,
-                     neg && mag ? "-" : "", mag, mag * mag);
+        w = snprintf(text, cap, "%s%" PRIu64 " * %s%" PRIu64 " = %" PRIu64, neg && mag ? "-" : "",
+                     mag, neg && mag ? "-" : "", mag, mag * mag);
     }
     *tlen = w < 0 ? 0 : (size_t)w >= cap ? cap - 1 : (size_t)w;
     return st;
@@ -963,11 +963,12 @@ static int check_result(const uint8_t *buf, int n, uint64_t max, uint64_t *tag)
         return 0;
     }
     char want[96];
-    int wl = snprintf(want, sizeof want, "%" PRIu64 " * %" PRIu64 " = %" PRIu64, *tag, *tag, *tag * *tag);
+    int wl = snprintf(want, sizeof want, "%" PRIu64 " * %" PRIu64 " = %" PRIu64, *tag, *tag,
+                      *tag * *tag);
     if (*tag < 1 || *tag > max || buf[9] != ST_OK || (size_t)n - 10 != (size_t)wl ||
         memcmp(buf + 10, want, (size_t)wl) != 0) {
-        say("wrong result for task %" PRIu64 ": status %u, '%.*s'", *tag, buf[9], n - 10 > 80 ? 80 : n - 10,
-            (const char *)buf + 10);
+        say("wrong result for task %" PRIu64 ": status %u, '%.*s'", *tag, buf[9],
+            n - 10 > 80 ? 80 : n - 10, (const char *)buf + 10);
         return -1;
     }
     return 0;
@@ -1000,7 +1001,8 @@ static int run_producer(const opts_t *o)
         }
         int n = recv_until(s, in, sizeof in, deadline);
         if (n == -1) {
-            say("timed out after %" PRIu64 " s with %" PRIu64 " of %" PRIu64 " results", o->timeout_s, got, o->n);
+            say("timed out after %" PRIu64 " s with %" PRIu64 " of %" PRIu64 " results",
+                o->timeout_s, got, o->n);
             return 1;
         }
         uint64_t tag = 0;
@@ -1018,13 +1020,15 @@ static int run_producer(const opts_t *o)
     }
     double secs = (double)(now_ns() - t0) / 1e9;
     if (g_payload_size) /* W3: payload counted to the worker and back, 10^6 bytes */
-        printf("{\"mode\":\"w1\",\"n\":%" PRIu64 ",\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"curve\":%s,"
+        printf("{\"mode\":\"w1\",\"n\":%" PRIu64
+               ",\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"curve\":%s,"
                "\"payload_bytes\":%" PRIu64 ",\"mb_per_s\":%.1f}\n",
                o->n, secs, (double)o->n / secs, o->curve ? "true" : "false", g_payload_size,
                2.0 * (double)o->n * (double)g_payload_size / 1e6 / secs);
     else
-        printf("{\"mode\":\"w1\",\"n\":%" PRIu64 ",\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"curve\":%s}\n", o->n,
-               secs, (double)o->n / secs, o->curve ? "true" : "false");
+        printf("{\"mode\":\"w1\",\"n\":%" PRIu64
+               ",\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"curve\":%s}\n",
+               o->n, secs, (double)o->n / secs, o->curve ? "true" : "false");
     fflush(stdout);
     free(seen);
     zmq_close(s);
@@ -1086,8 +1090,9 @@ static int run_latency(const opts_t *o)
             rtt[i - ZREF_LATENCY_WARMUP] = now_ns() - t0;
     }
     qsort(rtt, o->n, sizeof *rtt, cmp_i64);
-    printf("{\"mode\":\"w2\",\"n\":%" PRIu64 ",\"p50_us\":%.0f,\"p99_us\":%.0f,\"curve\":%s}\n", o->n,
-           percentile_us(rtt, o->n, 50), percentile_us(rtt, o->n, 99), o->curve ? "true" : "false");
+    printf("{\"mode\":\"w2\",\"n\":%" PRIu64 ",\"p50_us\":%.0f,\"p99_us\":%.0f,\"curve\":%s}\n",
+           o->n, percentile_us(rtt, o->n, 50), percentile_us(rtt, o->n, 99),
+           o->curve ? "true" : "false");
     fflush(stdout);
     free(rtt);
     zmq_close(s);
@@ -1216,8 +1221,14 @@ static pid_t start_broker(bool curve, char *endpoint, size_t cap)
     }
     char fdtext[16];
     snprintf(fdtext, sizeof fdtext, "%d", fds[1]);
-    char *argv[] = {"taskq-zref", "broker", "--bind", "tcp://127.0.0.1:*", "--ready-fd", fdtext,
-                    curve ? "--curve" : NULL, NULL};
+    char *argv[] = {"taskq-zref",
+                    "broker",
+                    "--bind",
+                    "tcp://127.0.0.1:*",
+                    "--ready-fd",
+                    fdtext,
+                    curve ? "--curve" : NULL,
+                    NULL};
     pid_t pid = spawn(argv, fds[1]);
     close(fds[1]);
     if (pid < 0) {
@@ -1253,14 +1264,15 @@ static pid_t start_worker(const char *endpoint, uint64_t slots, bool curve)
     char st[24], ps[24];
     snprintf(st, sizeof st, "%" PRIu64, slots);
     snprintf(ps, sizeof ps, "%" PRIu64, g_payload_size);
-    char *argv[] = {"taskq-zref", "worker", "--connect", (char *)endpoint, "--slots", st,
-                    "--payload-size", ps, curve ? "--curve" : NULL, NULL};
+    char *argv[] =
+        {"taskq-zref", "worker",         "--connect", (char *)endpoint,         "--slots",
+         st,           "--payload-size", ps,          curve ? "--curve" : NULL, NULL};
     return spawn(argv, -1);
 }
 
 /* Run a producer or latency child to its end. Returns 0 or -1. */
-static int run_client(const char *mode, const char *endpoint, uint64_t n, uint64_t window, uint64_t workers,
-                      const opts_t *o)
+static int run_client(const char *mode, const char *endpoint, uint64_t n, uint64_t window,
+                      uint64_t workers, const opts_t *o)
 {
     char nt[24], wt[24], kt[24], tt[24], ps[24];
     snprintf(nt, sizeof nt, "%" PRIu64, n);
@@ -1401,7 +1413,8 @@ int main(int argc, char **argv)
         for (int i = 2; i < argc; i++)
             has_n |= strcmp(argv[i], "--n") == 0 || strncmp(argv[i], "--n=", 4) == 0;
         if ((rc = parse_opts(argc, argv,
-                             w1 ? "--connect --n --window --wait-workers --timeout --curve --payload-size"
+                             w1 ? "--connect --n --window --wait-workers --timeout --curve "
+                                  "--payload-size"
                                 : "--connect --n --wait-workers --timeout --curve --payload-size",
                              &o)) != 0)
             return rc;
@@ -1415,7 +1428,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(mode, "bench") == 0) {
         if ((rc = parse_opts(argc, argv,
-                             "--n --latency-n --workers --slots --window --timeout --curve --pin --payload-size",
+                             "--n --latency-n --workers --slots --window --timeout --curve --pin "
+                             "--payload-size",
                              &o)) != 0)
             return rc;
         g_payload_size = o.payload_size;

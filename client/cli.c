@@ -46,8 +46,8 @@ static const tq_cfg_entry_t global_table[] = {
      offsetof(global_t, connect), "ENDPOINT", "the master's endpoint"},
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE",
      offsetof(global_t, authkey_file), "FILE", "file holding the shared authkey (mode 0600)"},
-    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_KEY_FILE", offsetof(global_t, key_file),
-     "FILE", "key-pair mode: this client's key pair (NAME.key from taskq keygen; give the "
+    {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_KEY_FILE", offsetof(global_t, key_file), "FILE",
+     "key-pair mode: this client's key pair (NAME.key from taskq keygen; give the "
      "master's public key with --master-key)"},
     {"master-key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_MASTER_KEY_FILE",
      offsetof(global_t, master_key_file), "FILE",
@@ -74,24 +74,45 @@ static const tq_cfg_entry_t global_table[] = {
 /* The options submit and map share (task_settings_t, cli.h); each has
  * its own table. */
 #define TASK_COMMON_ENTRIES                                                                        \
-    {"fn", TQ_CFG_STRING, "square", 0, 0, NULL, NULL, offsetof(task_settings_t, fn), "NAME",       \
-     "function the workers run"},                                                                  \
-        {"queue", TQ_CFG_STRING, "default", 0, 0, NULL, NULL, offsetof(task_settings_t, queue),    \
-         "Q", "queue to put the tasks in"},                                                        \
-        {"priority", TQ_CFG_INT, "0", INT32_MIN, INT32_MAX, NULL, NULL,                            \
-         offsetof(task_settings_t, priority), "P", "higher runs first"},                           \
-        {"timeout", TQ_CFG_MS, "0", 0, UINT32_MAX, NULL, NULL,                                     \
-         offsetof(task_settings_t, timeout_ms), "SECONDS",                                         \
-         "run timeout of each task on a worker (0: none)"},                                        \
-        {"retries", TQ_CFG_INT, "0", 0, UINT16_MAX, NULL, NULL,                                    \
-         offsetof(task_settings_t, retries), "N",                                                  \
-         "re-runs after a failed or timed-out run (a lost worker never uses one)"},                                          \
-        {"delay", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, delay),         \
-         "SECONDS", "do not run the tasks before SECONDS from now (0..315576000: 10 years)"},     \
-        {"at", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, at), "TIME",       \
-         "do not run the tasks before TIME (RFC 3339: 2026-11-22T10:00:00Z)"},                     \
-        {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, json), NULL,       \
-         "print one JSON object per task"}
+    {"fn",     TQ_CFG_STRING,                                                                      \
+     "square", 0,                                                                                  \
+     0,        NULL,                                                                               \
+     NULL,     offsetof(task_settings_t, fn),                                                      \
+     "NAME",   "function the workers run"},                                                        \
+        {"queue",   TQ_CFG_STRING,                                                                 \
+         "default", 0,                                                                             \
+         0,         NULL,                                                                          \
+         NULL,      offsetof(task_settings_t, queue),                                              \
+         "Q",       "queue to put the tasks in"},                                                  \
+        {"priority", TQ_CFG_INT,                                                                   \
+         "0",        INT32_MIN,                                                                    \
+         INT32_MAX,  NULL,                                                                         \
+         NULL,       offsetof(task_settings_t, priority),                                          \
+         "P",        "higher runs first"},                                                         \
+        {"timeout",  TQ_CFG_MS,                                                                    \
+         "0",        0,                                                                            \
+         UINT32_MAX, NULL,                                                                         \
+         NULL,       offsetof(task_settings_t, timeout_ms),                                        \
+         "SECONDS",  "run timeout of each task on a worker (0: none)"},                            \
+        {"retries",  TQ_CFG_INT,                                                                   \
+         "0",        0,                                                                            \
+         UINT16_MAX, NULL,                                                                         \
+         NULL,       offsetof(task_settings_t, retries),                                           \
+         "N",        "re-runs after a failed or timed-out run (a lost worker never uses one)"},    \
+        {"delay",   TQ_CFG_STRING,                                                                 \
+         NULL,      0,                                                                             \
+         0,         NULL,                                                                          \
+         NULL,      offsetof(task_settings_t, delay),                                              \
+         "SECONDS", "do not run the tasks before SECONDS from now (0..315576000: 10 years)"},      \
+        {"at",   TQ_CFG_STRING,                                                                    \
+         NULL,   0,                                                                                \
+         0,      NULL,                                                                             \
+         NULL,   offsetof(task_settings_t, at),                                                    \
+         "TIME", "do not run the tasks before TIME (RFC 3339: 2026-11-22T10:00:00Z)"},             \
+    {                                                                                              \
+        "json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, json), NULL,        \
+            "print one JSON object per task"                                                       \
+    }
 
 static const tq_cfg_entry_t submit_table[] = {
     TASK_COMMON_ENTRIES,
@@ -104,8 +125,8 @@ static const tq_cfg_entry_t submit_table[] = {
 
 static const tq_cfg_entry_t map_table[] = {
     TASK_COMMON_ENTRIES,
-    {"window", TQ_CFG_INT, "10000", 1, 1000000, NULL, NULL, offsetof(task_settings_t, window),
-     "N", "at most N tasks submitted and not yet printed"},
+    {"window", TQ_CFG_INT, "10000", 1, 1000000, NULL, NULL, offsetof(task_settings_t, window), "N",
+     "at most N tasks submitted and not yet printed"},
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(task_settings_t, help), NULL,
      "print this help and exit"},
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
@@ -195,7 +216,8 @@ static const tq_cfg_entry_t queue_op_table[] = {
 /* show */
 static const tq_cfg_entry_t show_table[] = {
     {"payload", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(show_settings_t, payload), NULL,
-     "also print each task's payload (kept while queued or running, and for failed and dead tasks)"},
+     "also print each task's payload (kept while queued or running, and for failed and dead "
+     "tasks)"},
     {"json", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(show_settings_t, json), NULL,
      "print one JSON object per task, as the master sent it"},
     {"help", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(show_settings_t, help), NULL,
@@ -251,8 +273,8 @@ static const tq_cfg_entry_t keygen_table[] = {
 };
 
 static const command_t commands[] = {
-    {"submit", submit_table, sizeof(task_settings_t), offsetof(task_settings_t, help), "PAYLOAD... | -",
-     "queue tasks; print one task id per line, in input order",
+    {"submit", submit_table, sizeof(task_settings_t), offsetof(task_settings_t, help),
+     "PAYLOAD... | -", "queue tasks; print one task id per line, in input order",
      "'-' reads one payload per line from stdin (the newline is not part of it).\n"
      "With --json, prints {\"id\":N,\"status\":\"queued\"} per task.\n",
      tq_cli_run_submit},
@@ -269,8 +291,8 @@ static const command_t commands[] = {
      tq_cli_run_wait},
     {"status", status_table, sizeof(status_settings_t), offsetof(status_settings_t, help), "",
      "queues, counts per state, workers and rates", "", run_status},
-    {"cancel", cancel_table, sizeof(cancel_settings_t), offsetof(cancel_settings_t, help), "ID... | -",
-     "cancel tasks that have not finished",
+    {"cancel", cancel_table, sizeof(cancel_settings_t), offsetof(cancel_settings_t, help),
+     "ID... | -", "cancel tasks that have not finished",
      "Prints 'ID cancelled', 'ID already finished' or 'ID unknown' per id.\n", run_cancel},
     {"dead", dead_table, sizeof(dead_settings_t), offsetof(dead_settings_t, help), "",
      "list the dead tasks (given up on; kept until retried or purged)",
@@ -278,8 +300,7 @@ static const command_t commands[] = {
      "(DIED in UTC, ERROR on one line), or 'no dead tasks'.\n",
      tq_cli_run_dead},
     {"retry", fix_table, sizeof(fix_settings_t), offsetof(fix_settings_t, help),
-     "ID... | - | --all",
-     "put dead or failed tasks back in their queues, as if new",
+     "ID... | - | --all", "put dead or failed tasks back in their queues, as if new",
      "Prints 'ID retried', 'ID not dead' or 'ID unknown' per id; with --all,\n"
      "'N task(s) retried'. Exit 6 if any id is unknown, else 7 if any is not dead.\n",
      tq_cli_run_fix},
@@ -351,13 +372,15 @@ static const command_t commands[] = {
 
 /* Short forms (docs/cli.md): the global options', then the commands'
  * (a short form counts only where its long option exists). */
-static const tq_short_t global_shorts[] = {{'h', "help"},    {'V', "version"},
-                                           {'c', "connect"}, {'k', "authkey-file"},
+static const tq_short_t global_shorts[] = {{'h', "help"},
+                                           {'V', "version"},
+                                           {'c', "connect"},
+                                           {'k', "authkey-file"},
                                            {0, NULL}};
-static const tq_short_t command_shorts[] = {
-    {'h', "help"},    {'f', "fn"},      {'q', "queue"}, {'p', "priority"}, {'t', "timeout"},
-    {'r', "retries"}, {'d', "delay"},   {'j', "json"},  {'w', "window"},   {'a', "all"},
-    {0, NULL}};
+static const tq_short_t command_shorts[] = {{'h', "help"},     {'f', "fn"},      {'q', "queue"},
+                                            {'p', "priority"}, {'t', "timeout"}, {'r', "retries"},
+                                            {'d', "delay"},    {'j', "json"},    {'w', "window"},
+                                            {'a', "all"},      {0, NULL}};
 
 /* The command named name, or NULL. */
 static const command_t *find_command(const char *name)
@@ -384,19 +407,20 @@ static int unknown_command(const char *name)
 
 static void print_exit_table(FILE *out)
 {
-    fprintf(out, "exit status:\n"
-                 "  %-3d everything succeeded\n"
-                 "  %-3d at least one task failed (or is dead)\n"
-                 "  %-3d bad flag or argument\n"
-                 "  %-3d cannot connect, authentication failed, or the master went away\n"
-                 "  %-3d --timeout passed before every result came\n"
-                 "  %-3d at least one task was cancelled (and none failed)\n"
-                 "  %-3d at least one task id is unknown to the master\n"
-                 "  %-3d the master refused the request (too large, bad name, full, ...),\n"
-                 "      or retry/purge named a task that is not dead\n"
-                 "  %-3d cannot start: key file unreadable or unsafe\n"
-                 "  %-3d status: the master reports a fault (journal error; submits refused)\n"
-                 "  %-3d a bug in taskq\n",
+    fprintf(out,
+            "exit status:\n"
+            "  %-3d everything succeeded\n"
+            "  %-3d at least one task failed (or is dead)\n"
+            "  %-3d bad flag or argument\n"
+            "  %-3d cannot connect, authentication failed, or the master went away\n"
+            "  %-3d --timeout passed before every result came\n"
+            "  %-3d at least one task was cancelled (and none failed)\n"
+            "  %-3d at least one task id is unknown to the master\n"
+            "  %-3d the master refused the request (too large, bad name, full, ...),\n"
+            "      or retry/purge named a task that is not dead\n"
+            "  %-3d cannot start: key file unreadable or unsafe\n"
+            "  %-3d status: the master reports a fault (journal error; submits refused)\n"
+            "  %-3d a bug in taskq\n",
             TQ_EXIT_OK, TQ_EXIT_TASK_FAILED, TQ_EXIT_USAGE, TQ_EXIT_CONNECT, TQ_EXIT_TIMEOUT,
             TQ_EXIT_CANCELLED, TQ_EXIT_NOT_FOUND, TQ_EXIT_REFUSED, TQ_EXIT_ENV, TQ_EXIT_FAULT,
             TQ_EXIT_INTERNAL);
@@ -470,8 +494,8 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
         return NULL;
     }
     taskq_error_t e;
-    taskq_t *tq = taskq_connect_keys(g->connect, g->authkey_file, g->key_file,
-                                     g->master_key_file, (int)g->connect_timeout_ms, NULL, &e);
+    taskq_t *tq = taskq_connect_keys(g->connect, g->authkey_file, g->key_file, g->master_key_file,
+                                     (int)g->connect_timeout_ms, NULL, &e);
     if (!tq) {
         *status = tq_cli_lib_error(&e);
         return NULL;
@@ -483,10 +507,7 @@ taskq_t *tq_cli_connect(const global_t *g, int *status)
     return tq;
 }
 
-int tq_cli_request_ms(void)
-{
-    return request_ms;
-}
+int tq_cli_request_ms(void) { return request_ms; }
 
 /* Read whitespace-separated task ids from stdin (as `taskq submit`
  * prints them) into a fresh array. Returns 0 or an exit status after
@@ -515,8 +536,8 @@ static int parse_ids_stdin(const char *cmd, uint64_t **ids_out, size_t *n_out)
             }
             tok[tl] = '\0';
             if (tq_parse_u64(tok, &id) < 0 || id == 0) {
-                status = tq_cli_usage_error("%s: stdin line %zu: '%s' is not a task id", cmd,
-                                            line, tok);
+                status = tq_cli_usage_error("%s: stdin line %zu: '%s' is not a task id", cmd, line,
+                                            tok);
                 break;
             }
             if (n == cap) {
@@ -746,13 +767,15 @@ static void print_functions(FILE *out, const cJSON *doc)
     int w = 8;
     if (!cJSON_IsArray(fns) || cJSON_GetArraySize(fns) == 0)
         return;
-    cJSON_ArrayForEach(f, fns) {
+    cJSON_ArrayForEach(f, fns)
+    {
         jstr(f, "name", a, sizeof a);
         if ((int)strlen(a) > w)
             w = (int)strlen(a);
     }
     fprintf(out, "\n%-*s %10s %10s %10s\n", w, "FUNCTION", "QUEUED", "RUNNING", "WORKERS");
-    cJSON_ArrayForEach(f, fns) {
+    cJSON_ArrayForEach(f, fns)
+    {
         jstr(f, "name", a, sizeof a);
         fprintf(out, "%-*s %10.0f %10.0f %10.0f\n", w, a, jnum(f, "queued"), jnum(f, "running"),
                 jnum(f, "workers"));
@@ -760,11 +783,13 @@ static void print_functions(FILE *out, const cJSON *doc)
     if (jnum(doc, "functions_total") > cJSON_GetArraySize(fns))
         fprintf(out, "(%d of %.0f functions shown)\n", cJSON_GetArraySize(fns),
                 jnum(doc, "functions_total"));
-    cJSON_ArrayForEach(f, fns) {
+    cJSON_ArrayForEach(f, fns)
+    {
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "unserved")))
             continue;
         jstr(f, "name", a, sizeof a);
-        fprintf(out, "warning: %.0f task(s) wait for function %s, which no connected worker serves\n",
+        fprintf(out,
+                "warning: %.0f task(s) wait for function %s, which no connected worker serves\n",
                 jnum(f, "queued"), a);
     }
 }
@@ -784,8 +809,8 @@ static void print_status(FILE *out, const cJSON *doc)
     /* "workers_total": the list may be cut (masters before it: the list) */
     fprintf(out, ", %.0f client(s), %.0f worker(s)\n", jnum(doc, "clients"),
             jhas(doc, "workers_total") ? jnum(doc, "workers_total")
-            : cJSON_IsArray(workers)    ? (double)cJSON_GetArraySize(workers)
-                                        : 0.0);
+            : cJSON_IsArray(workers)   ? (double)cJSON_GetArraySize(workers)
+                                       : 0.0);
     fprintf(out,
             "tasks: %.0f queued, %.0f running, %.0f submitted, %.0f done, %.0f failed, "
             "%.0f cancelled, %.0f requeued",
@@ -801,13 +826,13 @@ static void print_status(FILE *out, const cJSON *doc)
     const cJSON *jn = cJSON_GetObjectItemCaseSensitive(doc, "journal");
     if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(jn, "error"))) {
         jstr(jn, "error", a, sizeof a);
-        fprintf(out, "journal: ERROR %s: the master refuses submits until it can write again\n",
-                a);
+        fprintf(out, "journal: ERROR %s: the master refuses submits until it can write again\n", a);
     }
 
     int w = 5, delayed = 0, dead = 0, paused = 0, oldest = 0;
     const cJSON *q;
-    cJSON_ArrayForEach(q, queues) {
+    cJSON_ArrayForEach(q, queues)
+    {
         jstr(q, "name", a, sizeof a);
         if ((int)strlen(a) > w)
             w = (int)strlen(a);
@@ -825,7 +850,8 @@ static void print_status(FILE *out, const cJSON *doc)
     if (oldest)
         fprintf(out, " %10s", "OLDEST");
     fprintf(out, "%s\n", paused ? " STATE" : "");
-    cJSON_ArrayForEach(q, queues) {
+    cJSON_ArrayForEach(q, queues)
+    {
         jstr(q, "name", a, sizeof a);
         fprintf(out, "%-*s %10.0f %10.0f %10.0f %10.0f %10.0f", w, a, jnum(q, "queued"),
                 jnum(q, "running"), jnum(q, "done"), jnum(q, "failed"), jnum(q, "cancelled"));
@@ -859,8 +885,7 @@ static void print_status(FILE *out, const cJSON *doc)
     /* A master with many queues sends one page of rows and the count. */
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "queues_truncated")))
         fprintf(out, "(%d of %.0f queues shown)\n",
-                cJSON_IsArray(queues) ? cJSON_GetArraySize(queues) : 0,
-                jnum(doc, "queues_total"));
+                cJSON_IsArray(queues) ? cJSON_GetArraySize(queues) : 0, jnum(doc, "queues_total"));
     if (cJSON_IsArray(workers) && jnum(doc, "workers_total") > cJSON_GetArraySize(workers))
         fprintf(out, "(%d of %.0f workers shown below)\n", cJSON_GetArraySize(workers),
                 jnum(doc, "workers_total"));
@@ -877,7 +902,8 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
     const cJSON *q;
     char a[160], b[160], id[40], st[32], who[80];
     int wn = 6, wa = 7, wi = 0; /* wi: the IDENTITY column (key-pair mode only) */
-    cJSON_ArrayForEach(q, workers) {
+    cJSON_ArrayForEach(q, workers)
+    {
         jstr(q, "name", a, sizeof a);
         jstr(q, "address", b, sizeof b);
         if ((int)strlen(a) > wn)
@@ -899,7 +925,8 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
         fprintf(out, "%-*s ", wi, "IDENTITY");
     fprintf(out, "%5s %5s %-8s %s%s\n", "SLOTS", "BUSY", "STATE", "FUNCTIONS",
             running ? " RUNNING" : "");
-    cJSON_ArrayForEach(q, workers) {
+    cJSON_ArrayForEach(q, workers)
+    {
         jstr(q, "name", a, sizeof a);
         jstr(q, "id", id, sizeof id);
         jstr(q, "address", b, sizeof b);
@@ -917,7 +944,8 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
         fprintf(out, "%5.0f %5.0f %-8s ", jnum(q, "slots"), jnum(q, "busy"), st);
         const cJSON *f;
         int first = 1;
-        cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions")) {
+        cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(q, "functions"))
+        {
             if (!cJSON_IsString(f))
                 continue;
             tq_output_error_line(f->valuestring, strlen(f->valuestring), a, sizeof a);
@@ -930,7 +958,8 @@ static void print_worker_rows(FILE *out, const cJSON *workers, int with_id)
              * ones the master left out */
             const cJSON *ids = cJSON_GetObjectItemCaseSensitive(q, "running");
             int n = 0;
-            cJSON_ArrayForEach(f, ids) {
+            cJSON_ArrayForEach(f, ids)
+            {
                 if (cJSON_IsNumber(f))
                     fprintf(out, "%s%.0f", n++ ? "," : " ", f->valuedouble);
             }
@@ -1005,7 +1034,8 @@ static int show_status(const char *name, int workers, global_t *g, const status_
             /* task ids in full: cJSON would print 1796648618818370 as
              * 1.79664861881837e+15 */
             cJSON *w;
-            cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(doc, "workers")) {
+            cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(doc, "workers"))
+            {
                 cJSON *ids = cJSON_GetObjectItemCaseSensitive(w, "running");
                 for (cJSON *id = ids ? ids->child : NULL, *next; id; id = next) {
                     next = id->next;
@@ -1016,8 +1046,7 @@ static int show_status(const char *name, int workers, global_t *g, const status_
                     }
                 }
             }
-            char *text =
-                cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "workers"));
+            char *text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "workers"));
             printf("%s\n", text ? text : "[]");
             free(text);
         } else if (workers) {
@@ -1102,8 +1131,7 @@ int main(int argc, char **argv)
     int argi = 1, help = 0, status;
     tq_args_t gargs = {0}, cargs = {0};
     if (tq_args_expand(global_table, global_shorts, argc, argv, 1, &gargs, err, sizeof err) < 0 ||
-        tq_cfg_parse(global_table, &g, gargs.argc, gargs.argv, &argi, &help, err, sizeof err) <
-            0) {
+        tq_cfg_parse(global_table, &g, gargs.argc, gargs.argv, &argi, &help, err, sizeof err) < 0) {
         status = tq_cli_usage_error("%s", err);
         goto out;
     }
@@ -1145,10 +1173,9 @@ int main(int argc, char **argv)
     }
     argi++;
     void *settings = tq_calloc(1, cmd->settings_size);
-    if (tq_args_expand(cmd->table, command_shorts, argc, argv, argi, &cargs, err, sizeof err) <
-            0 ||
-        tq_cfg_parse(cmd->table, settings, cargs.argc, cargs.argv, &argi, &help, err,
-                     sizeof err) < 0) {
+    if (tq_args_expand(cmd->table, command_shorts, argc, argv, argi, &cargs, err, sizeof err) < 0 ||
+        tq_cfg_parse(cmd->table, settings, cargs.argc, cargs.argv, &argi, &help, err, sizeof err) <
+            0) {
         status = tq_cli_usage_error("%s: %s", cmd->name, err);
     } else if (help || *(int *)((char *)settings + cmd->help_offset)) {
         print_command_help(cmd, stdout);

@@ -21,7 +21,7 @@ typedef struct {
     int64_t ack_timeout_ms; /* 0: wait for answers for ever */
     int version;
     int help;
-    char *config; /* the config file read (tq_config.h) */
+    char *config;          /* the config file read (tq_config.h) */
     char *key_file;        /* --key: our key pair (key-pair mode) */
     char *master_key_file; /* --master-key: the master's public key */
 } global_t;
@@ -148,9 +148,7 @@ int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, 
 int tq_cli_run_show(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
 int tq_cli_run_list(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
 int tq_cli_run_queue(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
-int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int argc,
-                         char **argv);
-int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int argc,
-                        char **argv);
+int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
+int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int argc, char **argv);
 
 #endif

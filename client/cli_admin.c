@@ -93,7 +93,8 @@ static void print_json_task(cJSON *t, uint64_t id)
 static int check_queue(const char *flag, const char *q)
 {
     if (q && !tq_name_valid(tq_bytes_str(q)))
-        return tq_cli_usage_error("%s: '%.80s' is not a valid queue name (1..%d of A-Z a-z 0-9 _ . : -)",
+        return tq_cli_usage_error("%s: '%.80s' is not a valid queue name (1..%d of A-Z a-z 0-9 _ . "
+                                  ": -)",
                                   flag, q, TQ_MAX_NAME);
     return 0;
 }
@@ -178,7 +179,8 @@ int tq_cli_run_dead(const command_t *cmd, global_t *g, void *settings, int argc,
             break;
         }
         cJSON *t; /* not const: --json rewrites its id */
-        cJSON_ArrayForEach(t, tasks) {
+        cJSON_ArrayForEach(t, tasks)
+        {
             uint64_t id;
             if (json_id(cJSON_GetObjectItemCaseSensitive(t, "id"), &id) < 0 ||
                 tq_idmap_get(seen, id)) {
@@ -289,7 +291,8 @@ static int fix_all_failed(taskq_t *tq, const char *op, const char *queue, const 
         }
         size_t n = 0;
         const cJSON *t;
-        cJSON_ArrayForEach(t, tasks) {
+        cJSON_ArrayForEach(t, tasks)
+        {
             if (json_id(cJSON_GetObjectItemCaseSensitive(t, "id"), &ids[n]) < 0) {
                 status = bad_reply("task id");
                 break;
@@ -395,8 +398,7 @@ int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, 
 
 /* ---- pause and resume ----------------------------------------------------------- */
 
-int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int argc,
-                        char **argv)
+int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
 {
     (void)settings;
     int pause = strcmp(cmd->name, "pause") == 0;
@@ -407,7 +409,8 @@ int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int a
         return tq_cli_usage_error("%s: unexpected argument '%.64s' (one QUEUE)", cmd->name,
                                   argv[1]);
     if (!tq_name_valid(tq_bytes_str(argv[0])))
-        return tq_cli_usage_error("%s: '%.80s' is not a valid queue name (1..%d of A-Z a-z 0-9 _ . : -)",
+        return tq_cli_usage_error("%s: '%.80s' is not a valid queue name (1..%d of A-Z a-z 0-9 _ . "
+                                  ": -)",
                                   cmd->name, argv[0], TQ_MAX_NAME);
     taskq_t *tq = tq_cli_connect(g, &status);
     if (!tq)
@@ -435,26 +438,23 @@ int tq_cli_run_queue_op(const command_t *cmd, global_t *g, void *settings, int a
 
 /* taskq worker quiet|stop NAME|ID: ADMIN "quiet" or "stop"; prints one
  * line per worker the master sent it to; exit 6 when none matched. */
-int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int argc,
-                         char **argv)
+int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
 {
     (void)settings;
     int status;
     if (argc == 0)
-        return tq_cli_usage_error("%s: no action given (quiet NAME|ID or stop NAME|ID)",
-                                  cmd->name);
+        return tq_cli_usage_error("%s: no action given (quiet NAME|ID or stop NAME|ID)", cmd->name);
     int stop = strcmp(argv[0], "stop") == 0;
     if (!stop && strcmp(argv[0], "quiet") != 0)
-        return tq_cli_usage_error("%s: unknown action '%.64s' (quiet or stop)", cmd->name,
-                                  argv[0]);
+        return tq_cli_usage_error("%s: unknown action '%.64s' (quiet or stop)", cmd->name, argv[0]);
     if (argc < 2)
         return tq_cli_usage_error("%s %s: no worker NAME or ID given", cmd->name, argv[0]);
     if (argc > 2)
-        return tq_cli_usage_error("%s %s: unexpected argument '%.64s' (one NAME or ID)",
-                                  cmd->name, argv[0], argv[2]);
+        return tq_cli_usage_error("%s %s: unexpected argument '%.64s' (one NAME or ID)", cmd->name,
+                                  argv[0], argv[2]);
     if (!argv[1][0] || strlen(argv[1]) > TQ_MAX_PEER_NAME)
-        return tq_cli_usage_error("%s %s: a worker NAME or ID is 1..%d bytes", cmd->name,
-                                  argv[0], TQ_MAX_PEER_NAME);
+        return tq_cli_usage_error("%s %s: a worker NAME or ID is 1..%d bytes", cmd->name, argv[0],
+                                  TQ_MAX_PEER_NAME);
     taskq_t *tq = tq_cli_connect(g, &status);
     if (!tq)
         return status;
@@ -475,7 +475,8 @@ int tq_cli_run_worker_op(const command_t *cmd, global_t *g, void *settings, int 
             fprintf(stderr, "taskq: no worker named or with id '%s' (see taskq workers)\n", shown);
             status = TQ_EXIT_NOT_FOUND;
         }
-        cJSON_ArrayForEach(w, ws) {
+        cJSON_ArrayForEach(w, ws)
+        {
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(w, "name");
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(w, "id");
             const cJSON *busy = cJSON_GetObjectItemCaseSensitive(w, "busy");
@@ -580,7 +581,7 @@ static void print_task(const cJSON *t, uint64_t id, int payload)
         str_field(w, "id", b, sizeof b);
         printf("  worker:      %s (id %s%s)\n", a, b,
                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(w, "connected")) ? ""
-                                                                             : ", not connected");
+                                                                              : ", not connected");
     } else {
         printf("  worker:      -\n");
     }
@@ -648,7 +649,8 @@ int tq_cli_run_show(const command_t *cmd, global_t *g, void *settings, int argc,
         }
         cJSON *t;
         size_t i = 0;
-        cJSON_ArrayForEach(t, tasks) {
+        cJSON_ArrayForEach(t, tasks)
+        {
             uint64_t id = ids[off + i++];
             const cJSON *st = cJSON_GetObjectItemCaseSensitive(t, "state");
             int unk = cJSON_IsString(st) && strcmp(st->valuestring, "unknown") == 0;
@@ -677,8 +679,7 @@ int tq_cli_run_show(const command_t *cmd, global_t *g, void *settings, int argc,
 /* One row of `taskq list`. */
 static void print_list_row(const cJSON *t, uint64_t id)
 {
-    char st[32], q[TQ_MAX_NAME * 2 + 4], fn[TQ_MAX_NAME * 2 + 4], sub[TQ_WHEN_UTC_LEN],
-        more[400];
+    char st[32], q[TQ_MAX_NAME * 2 + 4], fn[TQ_MAX_NAME * 2 + 4], sub[TQ_WHEN_UTC_LEN], more[400];
     str_field(t, "state", st, sizeof st);
     str_field(t, "queue", q, sizeof q);
     str_field(t, "fn", fn, sizeof fn);
@@ -704,7 +705,7 @@ int tq_cli_run_list(const command_t *cmd, global_t *g, void *settings, int argc,
 {
     list_settings_t *s = settings;
     int status;
-    static const char *const states[] = {"queued", "delayed", "running", "done",
+    static const char *const states[] = {"queued", "delayed", "running",  "done",
                                          "failed", "dead",    "cancelled"};
     if (argc > 0)
         return tq_cli_usage_error("%s: unexpected argument '%.64s'", cmd->name, argv[0]);
@@ -736,8 +737,7 @@ int tq_cli_run_list(const command_t *cmd, global_t *g, void *settings, int argc,
     while (shown < (uint64_t)s->limit) {
         uint64_t want = (uint64_t)s->limit - shown;
         taskq_list_opts_t o = {s->queue, s->fn, s->state,
-                               want > TQ_MAX_ADMIN_LIST ? TQ_MAX_ADMIN_LIST : (size_t)want,
-                               after};
+                               want > TQ_MAX_ADMIN_LIST ? TQ_MAX_ADMIN_LIST : (size_t)want, after};
         char *text = NULL;
         taskq_error_t e;
         if (taskq_list(tq, &o, tq_cli_request_ms(), &text, &e) < 0) {
@@ -757,7 +757,8 @@ int tq_cli_run_list(const command_t *cmd, global_t *g, void *settings, int argc,
             break;
         }
         cJSON *t;
-        cJSON_ArrayForEach(t, tasks) {
+        cJSON_ArrayForEach(t, tasks)
+        {
             uint64_t id;
             if (json_id(cJSON_GetObjectItemCaseSensitive(t, "id"), &id) < 0 || id <= last) {
                 status = bad_reply("task id (in id order)");

@@ -97,7 +97,9 @@ static int source_next(source_t *s, const char **p, size_t *len, int *status)
         char *nl = memchr(start, '\n', s->clen - s->cpos);
         size_t take = nl ? (size_t)(nl - start) : s->clen - s->cpos;
         if (s->line_len + take > s->max_len) {
-            fprintf(stderr, "taskq: stdin line %" PRIu64 ": payload too large (the master allows %zu bytes)\n",
+            fprintf(stderr,
+                    "taskq: stdin line %" PRIu64
+                    ": payload too large (the master allows %zu bytes)\n",
                     s->lineno + 1, s->max_len);
             *status = TQ_EXIT_REFUSED;
             return -1;
@@ -170,11 +172,13 @@ static void progress_clear(progress_t *pr)
 static int check_task_settings(const task_settings_t *s)
 {
     if (!tq_name_valid(tq_bytes_str(s->fn)))
-        return tq_cli_usage_error("--fn: '%.80s' is not a valid function name (1..%d of A-Z a-z 0-9 _ . : -)",
-                           s->fn, TQ_MAX_NAME);
+        return tq_cli_usage_error("--fn: '%.80s' is not a valid function name (1..%d of A-Z a-z "
+                                  "0-9 _ . : -)",
+                                  s->fn, TQ_MAX_NAME);
     if (!tq_name_valid(tq_bytes_str(s->queue)))
-        return tq_cli_usage_error("--queue: '%.80s' is not a valid queue name (1..%d of A-Z a-z 0-9 _ . : -)",
-                           s->queue, TQ_MAX_NAME);
+        return tq_cli_usage_error("--queue: '%.80s' is not a valid queue name (1..%d of A-Z a-z "
+                                  "0-9 _ . : -)",
+                                  s->queue, TQ_MAX_NAME);
     if (s->key && (strlen(s->key) == 0 || strlen(s->key) > TQ_MAX_KEY))
         return tq_cli_usage_error("--key: must be 1..%d bytes", TQ_MAX_KEY);
     return 0;
@@ -213,7 +217,8 @@ static size_t workers_credit(taskq_t *tq)
     free(json);
     size_t total = 0;
     const cJSON *w;
-    cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(j, "workers")) {
+    cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(j, "workers"))
+    {
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(w, "state");
         const cJSON *sl = cJSON_GetObjectItemCaseSensitive(w, "slots");
         const cJSON *pf = cJSON_GetObjectItemCaseSensitive(w, "prefetch");
@@ -315,7 +320,8 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
             }
             if (len > taskq_max_payload(tq)) {
                 progress_clear(&pr);
-                fprintf(stderr, "taskq: PAYLOAD %d: payload too large (%zu bytes; the master allows %zu)\n",
+                fprintf(stderr,
+                        "taskq: PAYLOAD %d: payload too large (%zu bytes; the master allows %zu)\n",
                         src->next, len, taskq_max_payload(tq));
                 stop_status = TQ_EXIT_REFUSED;
                 eof = 1;
@@ -326,8 +332,7 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
             if (taskq_submit(tq, &o, p, len, map_mode ? TASKQ_SUBSCRIBE : 0, &lseq, &e) < 0) {
                 progress_clear(&pr);
                 if (e.code == TASKQ_ERR_REFUSED && src->from_stdin)
-                    fprintf(stderr, "taskq: stdin line %" PRIu64 ": %s\n", src->lineno,
-                            e.message);
+                    fprintf(stderr, "taskq: stdin line %" PRIu64 ": %s\n", src->lineno, e.message);
                 else
                     fprintf(stderr, "taskq: %s\n", e.message);
                 status = e.code;
@@ -400,7 +405,8 @@ static int pipeline(const char *cmd, global_t *g, task_settings_t *s, int argc, 
             progress_clear(&pr);
             fflush(stdout);
             if (ev.count > 0)
-                fprintf(stderr, "taskq: master refused tasks %" PRIu64 "..%" PRIu64 " of the input: %s\n",
+                fprintf(stderr,
+                        "taskq: master refused tasks %" PRIu64 "..%" PRIu64 " of the input: %s\n",
                         ev.seq, ev.seq + ev.count - 1, ev.message);
             else
                 fprintf(stderr, "taskq: master refused the request: %s\n", ev.message);
@@ -502,7 +508,9 @@ int tq_cli_run_wait(const command_t *cmd, global_t *g, void *settings, int argc,
             if (r == 0 && deadline >= 0 && tq_mono_ms() >= deadline) {
                 const tq_slot_t *miss = tq_reorder_oldest(ro);
                 fflush(stdout);
-                fprintf(stderr, "taskq: timed out waiting for task %" PRIu64 " (%zu of %zu results not printed)\n",
+                fprintf(stderr,
+                        "taskq: timed out waiting for task %" PRIu64
+                        " (%zu of %zu results not printed)\n",
                         miss ? miss->id : 0, tq_reorder_inflight(ro), n);
                 tally.timed_out = 1;
                 break;

@@ -117,8 +117,8 @@ static void test_delay_at_flags(void)
     EXPECT(2, "--at: '2026-02-29T10:00:00Z' is not an RFC 3339 time", "submit", "--at",
            "2026-02-29T10:00:00Z", "1");
     EXPECT(2, "--at: 'tomorrow'", "map", "--at", "tomorrow", "1");
-    EXPECT(2, "--at: '9999-12-31T23:59:59.5Z' is after", "submit", "--at",
-           "9999-12-31T23:59:59.5Z", "1");
+    EXPECT(2, "--at: '9999-12-31T23:59:59.5Z' is after", "submit", "--at", "9999-12-31T23:59:59.5Z",
+           "1");
     EXPECT(2, "no authkey", "submit", "--delay", "315576000", "1");
     EXPECT(2, "no authkey", "map", "--at", "2024-02-29t10:00:00z", "1");
     EXPECT(0, "--delay SECONDS", "submit", "--help");
@@ -155,8 +155,8 @@ static void test_rfc3339_good(void)
     at_ok("2026-11-22T10:00:00.5+01:00", 1795338000500LL);
     at_ok("2026-11-22T10:00:00.500000000+01:00", 1795338000500LL);
     at_ok("2026-11-22T10:30:00.1234+05:30", 1795323600123LL); /* 05:00:00.123Z */
-    at_ok("2026-11-22T00:00:00+01:00", 1795302000000LL); /* the day before in UTC */
-    at_ok("2024-02-29T23:59:59.999-00:30", 1709252999999LL); /* leap day, into March */
+    at_ok("2026-11-22T00:00:00+01:00", 1795302000000LL);      /* the day before in UTC */
+    at_ok("2024-02-29T23:59:59.999-00:30", 1709252999999LL);  /* leap day, into March */
     at_ok("2000-02-29T12:00:00Z", 951825600000LL);            /* divisible by 400: leap */
     at_ok("9999-12-31T23:59:59Z", 253402300799000LL);
 }
@@ -164,34 +164,34 @@ static void test_rfc3339_good(void)
 static void test_rfc3339_bad(void)
 {
     at_bad("");
-    at_bad("2026-11-22");                 /* no time */
-    at_bad("2026-11-22T10:00:00");        /* no offset: a local time */
-    at_bad("2026-11-22 10:00:00Z");       /* RFC 3339 allows it; we keep to 'T' */
-    at_bad("2026-11-22T10:00Z");          /* no seconds */
-    at_bad("2026-11-22T10:00:00.Z");      /* empty fraction */
+    at_bad("2026-11-22");                      /* no time */
+    at_bad("2026-11-22T10:00:00");             /* no offset: a local time */
+    at_bad("2026-11-22 10:00:00Z");            /* RFC 3339 allows it; we keep to 'T' */
+    at_bad("2026-11-22T10:00Z");               /* no seconds */
+    at_bad("2026-11-22T10:00:00.Z");           /* empty fraction */
     at_bad("2026-11-22T10:00:00.1234567891Z"); /* 10 fraction digits */
-    at_bad("2026-11-22T10:00:00+0100");   /* offset without ':' */
+    at_bad("2026-11-22T10:00:00+0100");        /* offset without ':' */
     at_bad("2026-11-22T10:00:00+01");
     at_bad("2026-11-22T10:00:00+24:00");
     at_bad("2026-11-22T10:00:00+01:60");
-    at_bad("2026-02-30T10:00:00Z");       /* no Feb 30 */
-    at_bad("2026-02-29T10:00:00Z");       /* 2026 is not a leap year */
-    at_bad("2100-02-29T10:00:00Z");       /* divisible by 100, not 400 */
+    at_bad("2026-02-30T10:00:00Z"); /* no Feb 30 */
+    at_bad("2026-02-29T10:00:00Z"); /* 2026 is not a leap year */
+    at_bad("2100-02-29T10:00:00Z"); /* divisible by 100, not 400 */
     at_bad("2026-04-31T10:00:00Z");
     at_bad("2026-13-01T10:00:00Z");
     at_bad("2026-00-01T10:00:00Z");
     at_bad("2026-11-00T10:00:00Z");
     at_bad("2026-11-22T24:00:00Z");
     at_bad("2026-11-22T10:60:00Z");
-    at_bad("2026-12-31T23:59:60Z");       /* leap seconds are refused */
+    at_bad("2026-12-31T23:59:60Z"); /* leap seconds are refused */
     at_bad(" 2026-11-22T10:00:00Z");
     at_bad("2026-11-22T10:00:00Z ");
     at_bad("2026-11-22T10:00:00Zjunk");
     at_bad("26-11-22T10:00:00Z");
     at_bad("+2026-11-22T10:00:00Z");
     at_bad("2026-1-22T10:00:00Z");
-    at_bad("1969-12-31T23:59:59Z");       /* before 1970 */
-    at_bad("1970-01-01T00:30:00+01:00");  /* the same, by its offset */
+    at_bad("1969-12-31T23:59:59Z");      /* before 1970 */
+    at_bad("1970-01-01T00:30:00+01:00"); /* the same, by its offset */
     at_bad("2026-11-22T10:00:00.5x");
 }
 
@@ -259,8 +259,8 @@ static void test_help_and_version(void)
 static void test_no_master(void)
 {
     /* Nothing listens on port 1; a missing key file is an env error (8). */
-    EXPECT(8, "nonexistent", "--authkey-file", "/nonexistent/key", "--connect",
-           "tcp://127.0.0.1:1", "--connect-timeout", "0.2", "status");
+    EXPECT(8, "nonexistent", "--authkey-file", "/nonexistent/key", "--connect", "tcp://127.0.0.1:1",
+           "--connect-timeout", "0.2", "status");
 }
 
 int main(int argc, char **argv)

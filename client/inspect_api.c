@@ -68,7 +68,7 @@ int taskq_list(taskq_t *self, const taskq_list_opts_t *opts, int timeout_ms, cha
         opts = &none;
     if (opts->limit > TQ_MAX_ADMIN_LIST)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "taskq_list: limit is at most %d",
-                              TQ_MAX_ADMIN_LIST);
+                           TQ_MAX_ADMIN_LIST);
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "op", "list");
     if (opts->queue)

@@ -15,19 +15,11 @@
 void tq_tally_add(tq_tally_t *t, int status)
 {
     switch (status) {
-    case TASKQ_DONE:
-        t->done++;
-        break;
+    case TASKQ_DONE: t->done++; break;
     case TASKQ_FAILED:
-    case TASKQ_DEAD:
-        t->failed++;
-        break;
-    case TASKQ_CANCELLED:
-        t->cancelled++;
-        break;
-    default:
-        t->unknown++;
-        break;
+    case TASKQ_DEAD: t->failed++; break;
+    case TASKQ_CANCELLED: t->cancelled++; break;
+    default: t->unknown++; break;
     }
 }
 
@@ -79,12 +71,8 @@ void tq_print_text(FILE *out, FILE *err, uint64_t id, int status, const void *da
         tq_output_error_line(data, len, line, sizeof line);
         fprintf(err, "taskq: task %" PRIu64 " failed: %s\n", id, line);
         return;
-    case TASKQ_CANCELLED:
-        fprintf(err, "taskq: task %" PRIu64 " cancelled\n", id);
-        return;
-    default:
-        fprintf(err, "taskq: task %" PRIu64 " unknown\n", id);
-        return;
+    case TASKQ_CANCELLED: fprintf(err, "taskq: task %" PRIu64 " cancelled\n", id); return;
+    default: fprintf(err, "taskq: task %" PRIu64 " unknown\n", id); return;
     }
 }
 

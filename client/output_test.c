@@ -77,12 +77,13 @@ static void test_json_lines(void)
     tq_print_json(c.fo, 3, TASKQ_CANCELLED, 0, "", 0);
     tq_print_json(c.fo, 4, TASKQ_UNKNOWN, 0, "", 0);
     tq_print_json(c.fo, 5, TASKQ_DEAD, 4, "lost", 4);
-    tq_print_json_queued(c.fo, 18446744073709551615ull); /* exact, not via a double */
+    tq_print_json_queued(c.fo, 18446744073709551615ull);     /* exact, not via a double */
     tq_print_json(c.fo, 6, TASKQ_DONE, 1, "caf\xc3\xa9", 5); /* valid UTF-8 stays text */
     cap_close(&c);
     CHECK_EQ_STR(c.out,
                  "{\"id\":1,\"status\":\"done\",\"result\":\"2 * 2 = 4\",\"attempts\":1}\n"
-                 "{\"id\":2,\"status\":\"failed\",\"error\":\"no \\\"such\\\" fn\\n\",\"attempts\":3}\n"
+                 "{\"id\":2,\"status\":\"failed\",\"error\":\"no \\\"such\\\" "
+                 "fn\\n\",\"attempts\":3}\n"
                  "{\"id\":3,\"status\":\"cancelled\",\"attempts\":0}\n"
                  "{\"id\":4,\"status\":\"unknown\",\"attempts\":0}\n"
                  "{\"id\":5,\"status\":\"dead\",\"error\":\"lost\",\"attempts\":4}\n"
@@ -99,9 +100,10 @@ static void test_json_base64(void)
     tq_print_json(c.fo, 2, TASKQ_DONE, 1, "a\0b", 3);             /* NUL: C strings lose it */
     tq_print_json(c.fo, 3, TASKQ_FAILED, 1, "\xc3", 1);           /* truncated sequence */
     cap_close(&c);
-    CHECK_EQ_STR(c.out, "{\"id\":1,\"status\":\"done\",\"result_base64\":\"//4AAQ==\",\"attempts\":1}\n"
-                        "{\"id\":2,\"status\":\"done\",\"result_base64\":\"YQBi\",\"attempts\":1}\n"
-                        "{\"id\":3,\"status\":\"failed\",\"error_base64\":\"ww==\",\"attempts\":1}\n");
+    CHECK_EQ_STR(c.out,
+                 "{\"id\":1,\"status\":\"done\",\"result_base64\":\"//4AAQ==\",\"attempts\":1}\n"
+                 "{\"id\":2,\"status\":\"done\",\"result_base64\":\"YQBi\",\"attempts\":1}\n"
+                 "{\"id\":3,\"status\":\"failed\",\"error_base64\":\"ww==\",\"attempts\":1}\n");
     cap_free(&c);
 }
 

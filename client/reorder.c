@@ -47,15 +47,9 @@ int tq_reorder_admit(tq_reorder_t *self, uint64_t *seq_out)
     return 0;
 }
 
-size_t tq_reorder_inflight(const tq_reorder_t *self)
-{
-    return (size_t)(self->end - self->next);
-}
+size_t tq_reorder_inflight(const tq_reorder_t *self) { return (size_t)(self->end - self->next); }
 
-uint64_t tq_reorder_end(const tq_reorder_t *self)
-{
-    return self->end;
-}
+uint64_t tq_reorder_end(const tq_reorder_t *self) { return self->end; }
 
 tq_slot_t *tq_reorder_slot(tq_reorder_t *self, uint64_t seq)
 {

@@ -13,14 +13,14 @@
 #include <stdint.h>
 
 typedef struct {
-    uint64_t seq;      /* this slot's sequence number */
-    uint64_t id;       /* task id, 0 until known */
-    int ready;         /* 1 once the answer is in */
-    int status;        /* taskq_status_t, or 0 for "queued" (submit) */
+    uint64_t seq; /* this slot's sequence number */
+    uint64_t id;  /* task id, 0 until known */
+    int ready;    /* 1 once the answer is in */
+    int status;   /* taskq_status_t, or 0 for "queued" (submit) */
     uint32_t attempts;
-    uint8_t *data;     /* owned copy of the result or error (NUL-terminated), */
+    uint8_t *data; /* owned copy of the result or error (NUL-terminated), */
     size_t len;
-    int borrowed;      /* or the caller's bytes (tq_reorder_fill_next) */
+    int borrowed; /* or the caller's bytes (tq_reorder_fill_next) */
 } tq_slot_t;
 
 typedef struct tq_reorder tq_reorder_t;

@@ -63,13 +63,13 @@ static void test_bad_fills(void)
     tq_reorder_t *r = tq_reorder_new(3);
     uint64_t s;
     tq_reorder_admit(r, &s);
-    CHECK_EQ_INT(tq_reorder_fill(r, 0, 1, 1, "x", 1), -1);  /* never admitted */
-    CHECK_EQ_INT(tq_reorder_fill(r, 2, 1, 1, "x", 1), -1);  /* not yet admitted */
+    CHECK_EQ_INT(tq_reorder_fill(r, 0, 1, 1, "x", 1), -1); /* never admitted */
+    CHECK_EQ_INT(tq_reorder_fill(r, 2, 1, 1, "x", 1), -1); /* not yet admitted */
     CHECK_EQ_INT(tq_reorder_fill(r, 1, 1, 1, "x", 1), 0);
-    CHECK_EQ_INT(tq_reorder_fill(r, 1, 1, 1, "y", 1), -1);  /* first answer wins */
+    CHECK_EQ_INT(tq_reorder_fill(r, 1, 1, 1, "y", 1), -1); /* first answer wins */
     CHECK_EQ_STR((const char *)tq_reorder_peek(r)->data, "x");
     tq_reorder_pop(r);
-    CHECK_EQ_INT(tq_reorder_fill(r, 1, 1, 1, "z", 1), -1);  /* already popped */
+    CHECK_EQ_INT(tq_reorder_fill(r, 1, 1, 1, "z", 1), -1); /* already popped */
     CHECK(tq_reorder_slot(r, 1) == NULL);
     /* empty data is an empty string, not NULL */
     tq_reorder_admit(r, &s);

@@ -63,28 +63,24 @@ static int await_welcome(taskq_t *self, int64_t timeout_ms, taskq_error_t *err)
         int t;
         while ((t = tq_link_next(self->link, &ev)) != TQ_LINK_NONE) {
             switch (t) {
-            case TQ_LINK_HELLO:
-                tq_link_hello(self->link, self->hello);
-                break;
-            case TQ_LINK_REGISTERED:
-                return 0;
+            case TQ_LINK_HELLO: tq_link_hello(self->link, self->hello); break;
+            case TQ_LINK_REGISTERED: return 0;
             case TQ_LINK_AUTH_FAILED:
                 return tq_api_fail(err, TASKQ_ERR_CONNECT,
-                                      "authentication failed connecting to %s (%s)", ep,
-                                      tq_client_auth_hint(self));
+                                   "authentication failed connecting to %s (%s)", ep,
+                                   tq_client_auth_hint(self));
             case TQ_LINK_REFUSED:
                 return tq_api_fail(err, TASKQ_ERR_REFUSED,
-                                      "master at %s refused the connection: %s", ep, ev.text);
+                                   "master at %s refused the connection: %s", ep, ev.text);
             case TQ_LINK_BAD:
                 if (ev.msg_type == TQ_MSG_WELCOME)
                     return tq_api_fail(err, TASKQ_ERR_CONNECT, "bad WELCOME from %s: %s", ep,
-                                          ev.text);
-                return tq_api_fail(err, TASKQ_ERR_CONNECT, "%s is not a taskq master (%s)",
-                                      ep, ev.text);
+                                       ev.text);
+                return tq_api_fail(err, TASKQ_ERR_CONNECT, "%s is not a taskq master (%s)", ep,
+                                   ev.text);
             case TQ_LINK_DEAD:
                 return tq_api_fail(err, TASKQ_ERR_CONNECT, "cannot connect to %s", ep);
-            default:
-                break; /* nothing else comes before WELCOME */
+            default: break; /* nothing else comes before WELCOME */
             }
         }
         int64_t left = deadline - tq_mono_ms();
@@ -116,15 +112,15 @@ taskq_t *taskq_connect(const char *endpoint, const char *authkey_path, int conne
 }
 
 taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, const char *key_path,
-                            const char *master_key_path, int connect_timeout_ms,
-                            const char *name, taskq_error_t *err)
+                            const char *master_key_path, int connect_timeout_ms, const char *name,
+                            taskq_error_t *err)
 {
     int keypair = (key_path && *key_path) || (master_key_path && *master_key_path);
     if (!endpoint || !*endpoint)
         endpoint = DEFAULT_ENDPOINT;
     if (strlen(endpoint) >= TQ_CLIENT_ENDPOINT_MAX) {
         tq_api_fail(err, TASKQ_ERR_USAGE, "endpoint too long (at most %d bytes)",
-                       TQ_CLIENT_ENDPOINT_MAX - 1);
+                    TQ_CLIENT_ENDPOINT_MAX - 1);
         return NULL;
     }
     if ((!authkey_path || !*authkey_path) && !keypair) {
@@ -133,7 +129,7 @@ taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, cons
     }
     if (name && !tq_peer_name_valid(name, TQ_MAX_PEER_NAME, 1)) {
         tq_api_fail(err, TASKQ_ERR_USAGE, "client name must be 1..%d printable ASCII characters",
-                       TQ_MAX_PEER_NAME);
+                    TQ_MAX_PEER_NAME);
         return NULL;
     }
     taskq_t *self = tq_calloc(1, sizeof *self);
@@ -149,7 +145,7 @@ taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, cons
     self->keypair = keypair;
     if (tq_keys_load_peer(authkey_path, key_path, master_key_path, self->keys, &kerr) < 0) {
         tq_api_fail(err, strstr(kerr.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
-                       kerr.msg);
+                    kerr.msg);
         tq_curve_keys_free(&self->keys);
         free(self);
         return NULL;
@@ -172,7 +168,7 @@ taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, cons
     self->ctx = zmq_ctx_new();
     if (!self->ctx) {
         tq_api_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
-                       zmq_strerror(errno));
+                    zmq_strerror(errno));
         handle_free(self, 0);
         return NULL;
     }
@@ -190,10 +186,10 @@ taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path, cons
     int rc = tq_link_start(self->link);
     if (rc == -2)
         tq_api_fail(err, TASKQ_ERR_USAGE, "invalid endpoint '%s': %s (expected tcp://HOST:PORT)",
-                       endpoint, zmq_strerror(errno));
+                    endpoint, zmq_strerror(errno));
     else if (rc < 0)
         tq_api_fail(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ socket: %s",
-                       zmq_strerror(errno));
+                    zmq_strerror(errno));
     else
         rc = await_welcome(self, timeout, err);
     if (rc < 0) {
@@ -246,12 +242,6 @@ void taskq_set_notice(taskq_t *self, taskq_notice_fn fn, void *arg)
     self->notice_arg = arg;
 }
 
-const char *taskq_endpoint(const taskq_t *self)
-{
-    return tq_link_endpoint(self->link);
-}
+const char *taskq_endpoint(const taskq_t *self) { return tq_link_endpoint(self->link); }
 
-size_t taskq_max_payload(const taskq_t *self)
-{
-    return tq_link_welcome(self->link)->max_payload;
-}
+size_t taskq_max_payload(const taskq_t *self) { return tq_link_welcome(self->link)->max_payload; }

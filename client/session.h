@@ -70,7 +70,7 @@ typedef struct batch {
 typedef struct ev_node {
     struct ev_node *next;
     taskq_event_t ev;
-    void *owned; /* data or message copy, freed with the node */
+    void *owned;      /* data or message copy, freed with the node */
     tq_msgref_t *ref; /* or the received frame ev.data points into */
 } ev_node_t;
 
@@ -88,7 +88,7 @@ typedef struct {
     size_t n;
     int *outcomes;
     int done;
-    char *json; /* STATUS, ADMIN: the reply */
+    char *json;    /* STATUS, ADMIN: the reply */
     void *request; /* ADMIN: the request (a cJSON object with "req") */
     int err_code;
     char err_msg[TASKQ_ERROR_MAX];
@@ -99,42 +99,42 @@ typedef struct {
     size_t max;                /* GET */
     taskq_item_fn fn;          /* GET: each item */
     void *fn_arg;
-    uint64_t *got_ids;         /* GET: the ids to TAKE_ACK (max of them) */
+    uint64_t *got_ids; /* GET: the ids to TAKE_ACK (max of them) */
     size_t ngot;
 } blocking_t;
 
 struct taskq {
     /* ---- the connection (session.c sets it up, taskq.c drives it) ---- */
     void *ctx;
-    tq_link_t *link;                   /* socket, handshake, heartbeats, reconnects */
-    void *hello;                       /* our HELLO body (cJSON), said again on request */
+    tq_link_t *link;       /* socket, handshake, heartbeats, reconnects */
+    void *hello;           /* our HELLO body (cJSON), said again on request */
     tq_curve_keys_t *keys; /* kept to reconnect (no server secret); freed at close */
     int keypair;           /* key-pair mode (--key / --master-key): for messages */
     uint8_t session_id[TQ_CLIENT_SESSION_ID]; /* random, from taskq_connect */
-    int64_t last_call;                 /* when the last public call returned */
-    int64_t ack_timeout_ms;            /* taskq_set_ack_timeout; 0 none */
-    int was_lost;                      /* LOST seen, not yet registered again */
-    uint32_t next_req;                 /* request ids */
-    taskq_notice_fn notice;            /* taskq_set_notice, or NULL */
+    int64_t last_call;                        /* when the last public call returned */
+    int64_t ack_timeout_ms;                   /* taskq_set_ack_timeout; 0 none */
+    int was_lost;                             /* LOST seen, not yet registered again */
+    uint32_t next_req;                        /* request ids */
+    taskq_notice_fn notice;                   /* taskq_set_notice, or NULL */
     void *notice_arg;
 
     /* ---- the API state (taskq.c) ---- */
     uint64_t next_seq;
-    batch_t *cur;                      /* filling, not yet sent */
-    batch_t *spare;                    /* one acknowledged batch kept for reuse */
+    batch_t *cur;   /* filling, not yet sent */
+    batch_t *spare; /* one acknowledged batch kept for reuse */
     batch_t *unacked_head, *unacked_tail;
-    size_t unacked_subscribe;          /* unacked batches with SUBSCRIBE */
-    tq_idmap_t *awaited;               /* ids whose result we still expect */
-    ev_list_t events;                  /* ready for taskq_next_event */
-    ev_list_t deferred;                /* results that came before their ack */
-    ev_node_t *current;                /* last handed out; freed on next call */
+    size_t unacked_subscribe; /* unacked batches with SUBSCRIBE */
+    tq_idmap_t *awaited;      /* ids whose result we still expect */
+    ev_list_t events;         /* ready for taskq_next_event */
+    ev_list_t deferred;       /* results that came before their ack */
+    ev_node_t *current;       /* last handed out; freed on next call */
     blocking_t blk;
-    uint64_t *acks;                    /* results handed out, not yet ACKed */
+    uint64_t *acks; /* results handed out, not yet ACKed */
     size_t nacks, acks_cap;
-    int64_t acks_due;                  /* monotonic: send the ACK by then */
+    int64_t acks_due; /* monotonic: send the ACK by then */
     uint32_t next_ack_req;
-    int acks_sent;                     /* an ACK went out on this connection */
-    int acks_off;                      /* the master does not know ACK */
+    int acks_sent; /* an ACK went out on this connection */
+    int acks_off;  /* the master does not know ACK */
     tq_outcome_t outcomes[TQ_MAX_BATCH];
     tq_cancel_item_t cancel_items[TQ_MAX_BATCH];
     uint64_t ids[TQ_MAX_BATCH];

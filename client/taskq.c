@@ -91,10 +91,7 @@ static void ev_list_clear(ev_list_t *l)
 /* A chunk's references (tq_out_lend): the batch holds one, and each
  * ZeroMQ frame sent from its bytes one more, released by ZeroMQ's I/O
  * thread once the frame is sent. */
-static void chunk_hold(void *hint)
-{
-    atomic_fetch_add(&((chunk_t *)hint)->refs, 1);
-}
+static void chunk_hold(void *hint) { atomic_fetch_add(&((chunk_t *)hint)->refs, 1); }
 
 static void chunk_release(void *data, void *hint)
 {
@@ -211,7 +208,7 @@ static int flush_batch(taskq_t *self, taskq_error_t *err);
 static int lost(taskq_t *self, taskq_error_t *err)
 {
     return tq_api_fail(err, TASKQ_ERR_CONNECT, "lost connection to master at %s",
-                          tq_link_endpoint(self->link));
+                       tq_link_endpoint(self->link));
 }
 
 /* Send the message built in the link's builder, waiting for room up to
@@ -296,8 +293,10 @@ static int blk_send(taskq_t *self, taskq_error_t *err)
                                               {b->items[i].data, b->items[i].len}});
     } else if (b->type == TQ_MSG_GET) {
         tq_out_t *o = tq_link_out(self->link);
-        tq_out_begin_msg(o, TQ_MSG_GET, &(tq_fixed_t){.req = b->req, .timeout_ms = b->wait_ms,
-                                                      .max = (uint16_t)b->max});
+        tq_out_begin_msg(o, TQ_MSG_GET,
+                         &(tq_fixed_t){.req = b->req,
+                                       .timeout_ms = b->wait_ms,
+                                       .max = (uint16_t)b->max});
         tq_out_record(o, &(tq_get_rec_t){tq_bytes_str(b->queue)});
     } else {
         tq_out_begin_ids(tq_link_out(self->link), TQ_MSG_CANCEL, b->req);
@@ -498,8 +497,7 @@ static void on_results(taskq_t *self, tq_bytes_t body)
     size_t count;
     tq_err_t e;
     tq_in_t *in = tq_link_in(self->link);
-    if (tq_decode_results(body, tq_in_parts(in), tq_in_nparts(in), self->outcomes,
-                          &count, &e) < 0)
+    if (tq_decode_results(body, tq_in_parts(in), tq_in_nparts(in), self->outcomes, &count, &e) < 0)
         return;
     for (size_t i = 0; i < count; i++) {
         const tq_outcome_t *o = &self->outcomes[i];
@@ -627,8 +625,9 @@ static void on_plain_reply(taskq_t *self, int type, tq_bytes_t body)
     tq_got_item_t got[TQ_MAX_BATCH];
     size_t n = 0;
     tq_err_t e;
-    if (!b->active || b->done || tq_decode_msg(type, body, tq_in_parts(in), tq_in_nparts(in),
-                                                SIZE_MAX, &fx, got, &n, &e) < 0)
+    if (!b->active || b->done ||
+        tq_decode_msg(type, body, tq_in_parts(in), tq_in_nparts(in), SIZE_MAX, &fx, got, &n, &e) <
+            0)
         return;
     if (fx.req != b->req || (type == TQ_MSG_PUT_ACK) != (b->type == TQ_MSG_PUT))
         return; /* an answer to an earlier request (before a reconnect) */
@@ -686,27 +685,14 @@ static void on_message(taskq_t *self, int type, tq_bytes_t body, size_t nparts)
         on_error(self, ref, msg);
         break;
     }
-    case TQ_MSG_SUBMIT_ACK:
-        on_submit_ack(self, body, nparts);
-        break;
-    case TQ_MSG_RESULTS:
-        on_results(self, body);
-        break;
-    case TQ_MSG_CANCEL_ACK:
-        on_cancel_ack(self, body, nparts);
-        break;
-    case TQ_MSG_STATUS_REPLY:
-        on_status_reply(self, body);
-        break;
-    case TQ_MSG_ADMIN_REPLY:
-        on_admin_reply(self, body);
-        break;
+    case TQ_MSG_SUBMIT_ACK: on_submit_ack(self, body, nparts); break;
+    case TQ_MSG_RESULTS: on_results(self, body); break;
+    case TQ_MSG_CANCEL_ACK: on_cancel_ack(self, body, nparts); break;
+    case TQ_MSG_STATUS_REPLY: on_status_reply(self, body); break;
+    case TQ_MSG_ADMIN_REPLY: on_admin_reply(self, body); break;
     case TQ_MSG_PUT_ACK:
-    case TQ_MSG_GOT:
-        on_plain_reply(self, type, body);
-        break;
-    default:
-        break;
+    case TQ_MSG_GOT: on_plain_reply(self, type, body); break;
+    default: break;
     }
 }
 
@@ -753,9 +739,7 @@ void tq_api_free(taskq_t *self)
 static int on_link_event(taskq_t *self, const tq_link_event_t *ev, taskq_error_t *err)
 {
     switch (ev->type) {
-    case TQ_LINK_HELLO:
-        tq_link_hello(self->link, self->hello);
-        return 0;
+    case TQ_LINK_HELLO: tq_link_hello(self->link, self->hello); return 0;
     case TQ_LINK_REGISTERED:
         self->acks_sent = self->acks_off = 0; /* maybe a newer master */
         if (self->was_lost) {
@@ -763,25 +747,19 @@ static int on_link_event(taskq_t *self, const tq_link_event_t *ev, taskq_error_t
             notice(self, "reconnected to master at %s", tq_link_endpoint(self->link));
         }
         return resend(self, err);
-    case TQ_LINK_MESSAGE:
-        on_message(self, ev->msg_type, ev->body, ev->nparts);
-        return 0;
+    case TQ_LINK_MESSAGE: on_message(self, ev->msg_type, ev->body, ev->nparts); return 0;
     case TQ_LINK_LOST:
         self->was_lost = 1;
         notice(self, "lost connection to master at %s; reconnecting (up to %g s)",
-               tq_link_endpoint(self->link),
-               (double)tq_link_reconnect_budget(self->link) / 1000.0);
+               tq_link_endpoint(self->link), (double)tq_link_reconnect_budget(self->link) / 1000.0);
         return 0;
     case TQ_LINK_AUTH_FAILED:
         /* The key was right before: a different master answers now. */
         tq_link_kill(self->link);
-        return tq_api_fail(err, TASKQ_ERR_CONNECT,
-                              "authentication failed reconnecting to %s (%s)",
-                              tq_link_endpoint(self->link), tq_client_auth_hint(self));
-    case TQ_LINK_DEAD:
-        return lost(self, err);
-    default: /* SKIP; REFUSED and BAD: the attempt goes on or is retried */
-        return 0;
+        return tq_api_fail(err, TASKQ_ERR_CONNECT, "authentication failed reconnecting to %s (%s)",
+                           tq_link_endpoint(self->link), tq_client_auth_hint(self));
+    case TQ_LINK_DEAD: return lost(self, err);
+    default: /* SKIP; REFUSED and BAD: the attempt goes on or is retried */ return 0;
     }
 }
 
@@ -844,16 +822,10 @@ static int pump(taskq_t *self, int64_t wait_ms, taskq_error_t *err)
  * called us for longer than a heartbeat interval, the master's
  * heartbeats queued up meanwhile (read by the next pump); give it a
  * fresh grace period rather than blame it for our own absence. */
-static void call_enter(taskq_t *self)
-{
-    tq_link_forgive(self->link, self->last_call);
-}
+static void call_enter(taskq_t *self) { tq_link_forgive(self->link, self->last_call); }
 
 /* Called when a public call returns. */
-static void call_leave(taskq_t *self)
-{
-    self->last_call = tq_mono_ms();
-}
+static void call_leave(taskq_t *self) { self->last_call = tq_mono_ms(); }
 
 /* ---- submit ------------------------------------------------------------ */
 
@@ -876,37 +848,33 @@ static int flush_batch(taskq_t *self, taskq_error_t *err)
     return send_batch(self, b, err);
 }
 
-int taskq_flush(taskq_t *self, taskq_error_t *err)
-{
-    return flush_batch(self, err);
-}
+int taskq_flush(taskq_t *self, taskq_error_t *err) { return flush_batch(self, err); }
 
 int taskq_submit(taskq_t *self, const taskq_task_opts_t *opts, const void *payload, size_t len,
                  int flags, uint64_t *seq_out, taskq_error_t *err)
 {
     if (!opts || !opts->fn || !tq_name_valid(tq_bytes_str(opts->fn)))
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                              "invalid function name '%.64s' (1..%d of A-Z a-z 0-9 _ . : -)",
-                              opts && opts->fn ? opts->fn : "", TQ_MAX_NAME);
+                           "invalid function name '%.64s' (1..%d of A-Z a-z 0-9 _ . : -)",
+                           opts && opts->fn ? opts->fn : "", TQ_MAX_NAME);
     const char *queue = opts->queue ? opts->queue : "";
     if (*queue && !tq_name_valid(tq_bytes_str(queue)))
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                              "invalid queue name '%.64s' (1..%d of A-Z a-z 0-9 _ . : -)", queue,
-                              TQ_MAX_NAME);
+                           "invalid queue name '%.64s' (1..%d of A-Z a-z 0-9 _ . : -)", queue,
+                           TQ_MAX_NAME);
     if (opts->key_len > TQ_MAX_KEY || (opts->key_len > 0 && !opts->key))
         return tq_api_fail(err, TASKQ_ERR_USAGE, "idempotency key longer than %d bytes",
-                              TQ_MAX_KEY);
+                           TQ_MAX_KEY);
     if (len > 0 && !payload)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "payload is NULL");
     if (opts->not_before_ms < 0 || opts->not_before_ms > TQ_MAX_NOT_BEFORE_MS)
-        return tq_api_fail(err, TASKQ_ERR_USAGE,
-                              "not_before_ms %lld is out of range (0..%lld)",
-                              (long long)opts->not_before_ms, (long long)TQ_MAX_NOT_BEFORE_MS);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "not_before_ms %lld is out of range (0..%lld)",
+                           (long long)opts->not_before_ms, (long long)TQ_MAX_NOT_BEFORE_MS);
     size_t max_payload = tq_link_welcome(self->link)->max_payload;
     if (len > max_payload)
         return tq_api_fail(err, TASKQ_ERR_REFUSED,
-                              "payload too large (%zu bytes; the master allows %zu)", len,
-                              max_payload);
+                           "payload too large (%zu bytes; the master allows %zu)", len,
+                           max_payload);
     /* A task without a key gets a session key, so that re-sending its
      * batch after a reconnect returns the same id; user keys keep their
      * 24 h meaning, in batches without the flag. */
@@ -1016,10 +984,10 @@ static int next_event(taskq_t *self, int timeout_ms, taskq_event_t *ev, taskq_er
                 if (got > 0 || !tq_link_up(self->link))
                     continue;
                 return tq_api_fail(err, TASKQ_ERR_TIMEOUT,
-                                      "no acknowledgement from master at %s within %.3g s (is its "
-                                      "journal failing? see taskq status)",
-                                      tq_link_endpoint(self->link),
-                                      (double)self->ack_timeout_ms / 1000.0);
+                                   "no acknowledgement from master at %s within %.3g s (is its "
+                                   "journal failing? see taskq status)",
+                                   tq_link_endpoint(self->link),
+                                   (double)self->ack_timeout_ms / 1000.0);
             }
             if (left < 0 || ack_left < left)
                 left = ack_left;
@@ -1054,8 +1022,8 @@ static int blk_run(taskq_t *self, int timeout_ms, const char *what, taskq_error_
         if (deadline >= 0) {
             left = deadline - tq_mono_ms();
             if (left <= 0)
-                rc = tq_api_fail(err, TASKQ_ERR_TIMEOUT, "no %s reply from %s within %d ms",
-                                    what, tq_link_endpoint(self->link), timeout_ms);
+                rc = tq_api_fail(err, TASKQ_ERR_TIMEOUT, "no %s reply from %s within %d ms", what,
+                                 tq_link_endpoint(self->link), timeout_ms);
         }
         if (rc == 0 && pump(self, left, err) < 0)
             rc = -1;
@@ -1101,18 +1069,18 @@ int taskq_cancel(taskq_t *self, const uint64_t *ids, size_t n, int *outcomes, in
     return 0;
 }
 
-int taskq_put(taskq_t *self, const char *queue, const taskq_item_t *items, size_t n,
-              int timeout_ms, taskq_error_t *err)
+int taskq_put(taskq_t *self, const char *queue, const taskq_item_t *items, size_t n, int timeout_ms,
+              taskq_error_t *err)
 {
     if (!queue || !tq_name_valid(tq_bytes_str(queue)))
         return tq_api_fail(err, TASKQ_ERR_USAGE, "'%s' is not a valid queue name",
-                              queue ? queue : "");
+                           queue ? queue : "");
     if (n == 0 || n > TQ_MAX_BATCH)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "put: 1..%d items per call", TQ_MAX_BATCH);
     for (size_t i = 0; i < n; i++)
         if (items[i].len > taskq_max_payload(self))
             return tq_api_fail(err, TASKQ_ERR_USAGE, "item %zu is %zu bytes, max %zu", i + 1,
-                                  items[i].len, taskq_max_payload(self));
+                               items[i].len, taskq_max_payload(self));
     ev_free(self->current);
     self->current = NULL;
     if (flush_batch(self, err) < 0)
@@ -1134,7 +1102,7 @@ int taskq_get(taskq_t *self, const char *queue, int wait_ms, size_t max, taskq_i
 {
     if (!queue || !tq_name_valid(tq_bytes_str(queue)))
         return tq_api_fail(err, TASKQ_ERR_USAGE, "'%s' is not a valid queue name",
-                              queue ? queue : "");
+                           queue ? queue : "");
     if (max == 0 || max > TQ_MAX_BATCH)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "get: 1..%d items per call", TQ_MAX_BATCH);
     if (wait_ms < 0 || (uint32_t)wait_ms > TQ_MAX_GET_WAIT_MS)
@@ -1197,7 +1165,7 @@ int taskq_admin(taskq_t *self, const char *request_json, int timeout_ms, char **
     size_t len = strnlen(request_json, TQ_MAX_JSON + 1);
     if (len > TQ_MAX_JSON - 32) /* room for the "req" we add */
         return tq_api_fail(err, TASKQ_ERR_USAGE, "admin request larger than %u bytes",
-                              TQ_MAX_JSON - 32);
+                           TQ_MAX_JSON - 32);
     cJSON *req = cJSON_ParseWithLength(request_json, len);
     if (!req || !cJSON_IsObject(req)) {
         cJSON_Delete(req);
@@ -1232,18 +1200,11 @@ int taskq_admin(taskq_t *self, const char *request_json, int timeout_ms, char **
 const char *taskq_status_name(int status)
 {
     switch (status) {
-    case TASKQ_DONE:
-        return "done";
-    case TASKQ_FAILED:
-        return "failed";
-    case TASKQ_CANCELLED:
-        return "cancelled";
-    case TASKQ_UNKNOWN:
-        return "unknown";
-    case TASKQ_DEAD:
-        return "dead";
-    default:
-        return "?";
+    case TASKQ_DONE: return "done";
+    case TASKQ_FAILED: return "failed";
+    case TASKQ_CANCELLED: return "cancelled";
+    case TASKQ_UNKNOWN: return "unknown";
+    case TASKQ_DEAD: return "dead";
+    default: return "?";
     }
 }
-

@@ -13,10 +13,7 @@
  * tq_when_format_utc prints. */
 #define LAST_MS (253402300799999LL)
 
-static int is_leap(int64_t y)
-{
-    return y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-}
+static int is_leap(int64_t y) { return y % 4 == 0 && (y % 100 != 0 || y % 400 == 0); }
 
 static int days_in_month(int64_t y, int m)
 {
@@ -110,8 +107,8 @@ int tq_when_parse_at(const char *s, int64_t *ms_out)
     } else if (*p == '+' || *p == '-') {
         int sign = *p == '-' ? -1 : 1, oh, om;
         p++;
-        if (digits(&p, 2, &oh) < 0 || expect(&p, ':') < 0 || digits(&p, 2, &om) < 0 ||
-            oh > 23 || om > 59)
+        if (digits(&p, 2, &oh) < 0 || expect(&p, ':') < 0 || digits(&p, 2, &om) < 0 || oh > 23 ||
+            om > 59)
             return -1;
         offset_min = sign * (oh * 60 + om);
     } else {

@@ -38,8 +38,7 @@ static size_t osa_distance(const char *a, size_t la, const char *b, size_t lb)
     return d[la][lb];
 }
 
-const char *tq_args_suggest(const char *word, size_t len, const char *const *cands,
-                            size_t ncands)
+const char *tq_args_suggest(const char *word, size_t len, const char *const *cands, size_t ncands)
 {
     if (len == 0 || len > ARGS_SUGGEST_MAX)
         return NULL;
@@ -79,8 +78,8 @@ static char *own(tq_args_t *a, char *s)
     return s;
 }
 
-int tq_args_expand(const tq_cfg_entry_t *table, const tq_short_t *shorts, int argc,
-                   char **argv, int argi, tq_args_t *out, char *err, size_t errlen)
+int tq_args_expand(const tq_cfg_entry_t *table, const tq_short_t *shorts, int argc, char **argv,
+                   int argi, tq_args_t *out, char *err, size_t errlen)
 {
     out->argc = 0;
     out->nowned = 0;

@@ -24,8 +24,8 @@ typedef struct {
 /* argv as tq_cfg_parse should see it: the short forms written long. */
 typedef struct {
     int argc;
-    char **argv;   /* argv[0..argc), pointing into the original or owned */
-    char **owned;  /* strings made here ("--queue=foo") */
+    char **argv;  /* argv[0..argc), pointing into the original or owned */
+    char **owned; /* strings made here ("--queue=foo") */
     size_t nowned;
 } tq_args_t;
 
@@ -37,14 +37,13 @@ typedef struct {
  *   "unknown option -x (a payload that starts with '-' goes after --)"
  * (a long option unknown and not near any is left for tq_cfg_parse to
  * name, as before). out is valid (free it) either way. */
-int tq_args_expand(const tq_cfg_entry_t *table, const tq_short_t *shorts, int argc,
-                   char **argv, int argi, tq_args_t *out, char *err, size_t errlen);
+int tq_args_expand(const tq_cfg_entry_t *table, const tq_short_t *shorts, int argc, char **argv,
+                   int argi, tq_args_t *out, char *err, size_t errlen);
 void tq_args_free(tq_args_t *a);
 
 /* The candidate closest to word[len] (edit distance with adjacent
  * transpositions at most 1 for words up to 4 bytes, else 2; or the only
  * candidate that word is a prefix of), or NULL. */
-const char *tq_args_suggest(const char *word, size_t len, const char *const *cands,
-                            size_t ncands);
+const char *tq_args_suggest(const char *word, size_t len, const char *const *cands, size_t ncands);
 
 #endif

@@ -20,8 +20,8 @@ static const tq_cfg_entry_t table[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 
-static const tq_short_t shorts[] = {
-    {'q', "queue"}, {'p', "priority"}, {'j', "json"}, {'h', "help"}, {'V', "version"}, {0, NULL}};
+static const tq_short_t shorts[] = {{'q', "queue"}, {'p', "priority"}, {'j', "json"},
+                                    {'h', "help"},  {'V', "version"},  {0, NULL}};
 
 /* Expand argv (NULL-terminated) from word 1 and join the result with
  * spaces into buf; returns the expand's status (err in buf on -1). */

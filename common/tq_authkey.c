@@ -29,8 +29,8 @@ static int sodium_ready(void)
 static int derive_pair(const uint8_t k[32], const char *context, uint8_t pk[32], uint8_t sk[32])
 {
     uint8_t seed[crypto_box_SEEDBYTES];
-    int rc = crypto_generichash(seed, sizeof seed, (const unsigned char *)context,
-                                strlen(context), k, 32);
+    int rc = crypto_generichash(seed, sizeof seed, (const unsigned char *)context, strlen(context),
+                                k, 32);
     if (rc == 0)
         rc = crypto_box_seed_keypair(pk, sk, seed);
     sodium_memzero(seed, sizeof seed);
@@ -101,7 +101,7 @@ static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_err_t *err
 {
     if (!path || !*path)
         return tq_err_set(err, 0,
-                            "no authkey file given (use --authkey-file FILE or TASKQ_AUTHKEY_FILE)");
+                          "no authkey file given (use --authkey-file FILE or TASKQ_AUTHKEY_FILE)");
     if (sodium_ready() < 0) {
         tq_err_set(err, 0, "cannot initialise libsodium");
         return -1;
@@ -109,8 +109,10 @@ static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_err_t *err
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ELOOP)
-            tq_err_set(err, 0, "cannot read authkey file %s: it is a symbolic link "
-                         "(give the real path)", path);
+            tq_err_set(err, 0,
+                       "cannot read authkey file %s: it is a symbolic link "
+                       "(give the real path)",
+                       path);
         else
             tq_err_set(err, 0, "cannot read authkey file %s: %s", path, strerror(errno));
         return -1;
@@ -128,17 +130,17 @@ static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_err_t *err
     }
     if (st.st_uid != geteuid() && st.st_uid != 0) {
         tq_err_set(err, 0,
-                     "authkey file %s is owned by uid %u, not by us (uid %u) or root: another user "
-                     "could have chosen the key; use a key file of our own",
-                     path, (unsigned)st.st_uid, (unsigned)geteuid());
+                   "authkey file %s is owned by uid %u, not by us (uid %u) or root: another user "
+                   "could have chosen the key; use a key file of our own",
+                   path, (unsigned)st.st_uid, (unsigned)geteuid());
         close(fd);
         return -1;
     }
     if ((st.st_mode & 077) != 0) {
         tq_err_set(err, 0,
-                     "authkey file %s is readable by group or others (mode %04o); fix it with: "
-                     "chmod 600 %s",
-                     path, (unsigned)(st.st_mode & 07777), path);
+                   "authkey file %s is readable by group or others (mode %04o); fix it with: "
+                   "chmod 600 %s",
+                   path, (unsigned)(st.st_mode & 07777), path);
         close(fd);
         return -1;
     }
@@ -160,26 +162,25 @@ static int load(const char *path, tq_curve_keys_t *keys, int peer, tq_err_t *err
         len += (size_t)r;
     }
     if (len > TQ_AUTHKEY_MAX) {
-        tq_err_set(err, 0, "authkey file %s is too long (over %d bytes)", path,
-                     TQ_AUTHKEY_MAX);
+        tq_err_set(err, 0, "authkey file %s is too long (over %d bytes)", path, TQ_AUTHKEY_MAX);
         goto out;
     }
     if (len > 0 && buf[len - 1] == '\n')
         len--;
     if (len < TQ_AUTHKEY_MIN) {
         tq_err_set(err, 0,
-                     "authkey in %s is too short (%zu bytes, need at least %d); create one with: "
-                     "taskq-master --data-dir DIR (writes DIR/authkey) or: head -c 32 /dev/urandom "
-                     "| od -An -tx1 | tr -d ' \\n' > %s && chmod 600 %s",
-                     path, len, TQ_AUTHKEY_MIN, path, path);
+                   "authkey in %s is too short (%zu bytes, need at least %d); create one with: "
+                   "taskq-master --data-dir DIR (writes DIR/authkey) or: head -c 32 /dev/urandom "
+                   "| od -An -tx1 | tr -d ' \\n' > %s && chmod 600 %s",
+                   path, len, TQ_AUTHKEY_MIN, path, path);
         goto out;
     }
     int distinct = distinct_bytes(buf, len);
     if (distinct < TQ_AUTHKEY_MIN_DISTINCT) {
         tq_err_set(err, 0,
-                     "authkey in %s is trivial (%d distinct byte value%s, need at least %d): use a "
-                     "random key, e.g. head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > %s",
-                     path, distinct, distinct == 1 ? "" : "s", TQ_AUTHKEY_MIN_DISTINCT, path);
+                   "authkey in %s is trivial (%d distinct byte value%s, need at least %d): use a "
+                   "random key, e.g. head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > %s",
+                   path, distinct, distinct == 1 ? "" : "s", TQ_AUTHKEY_MIN_DISTINCT, path);
         goto out;
     }
     if (derive(buf, len, keys, peer) < 0) {
@@ -227,8 +228,7 @@ int tq_authkey_generate(const char *path, tq_err_t *err)
     int rc = -1;
     /* The umask may have cleared bits but can never add any: make sure. */
     if (fchmod(fd, 0600) < 0) {
-        tq_err_set(err, 0, "cannot set mode 600 on authkey file %s: %s", path,
-                     strerror(errno));
+        tq_err_set(err, 0, "cannot set mode 600 on authkey file %s: %s", path, strerror(errno));
         goto out;
     }
     if (tq_write_all(fd, text, len) < 0) {
@@ -272,7 +272,7 @@ tq_curve_keys_t *tq_curve_keys_new(void)
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    /* Best effort each: a kernel without them still gets working keys,
+        /* Best effort each: a kernel without them still gets working keys,
      * and PR_SET_DUMPABLE 0 (tq_process_protect) keeps cores away. */
 #ifdef MADV_DONTDUMP
     (void)madvise(p, len, MADV_DONTDUMP);
@@ -295,10 +295,7 @@ void tq_curve_keys_free(tq_curve_keys_t **keys_p)
     *keys_p = NULL;
 }
 
-void tq_process_protect(void)
-{
-    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-}
+void tq_process_protect(void) { (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
 const char *tq_authkey_path(const char *flag_value)
 {

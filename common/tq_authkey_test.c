@@ -40,15 +40,16 @@ typedef struct {
 } vector_t;
 
 static const uint8_t key_abc[] = "abcabcabcabcabcabc";
-static const uint8_t key_seq[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
-                                    11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-                                    22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+static const uint8_t key_seq[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
 
 static const vector_t vectors[] = {
-    {key_abc, 18, "Mk1So<OGxA/3M+&}K.oRNa(A?k1SAVIFqHm.+l)T", "K66Dj/)>}&H%15e=]7UyYA.Y=CvsOYQ7PGs^(-Cs",
-     "Ioz#tX/wpj/lai%I2gLG<Uxz>}n!3yWtY}Lx<8zT", "09>c{Y8CwD.(C:bUTKSMXc.hPHdCpFzlb@065bD/"},
-    {key_seq, 32, "d:4<1Mck4F@TD2Oh28VkN0uXI/uV6K>tCHP*Ys/.", "m!N529ZD}[+e35D^57$389w[HLi.ZK1ed]@**s.f",
-     "p7)RrC7@=bfK>:KRfIpeRZmlB2JF&@^4p}.D=BXU", "Sd{VG+?K4D:w+HsYRldDQbKwf/skLC(j2hQ[%]]J"},
+    {key_abc, 18, "Mk1So<OGxA/3M+&}K.oRNa(A?k1SAVIFqHm.+l)T",
+     "K66Dj/)>}&H%15e=]7UyYA.Y=CvsOYQ7PGs^(-Cs", "Ioz#tX/wpj/lai%I2gLG<Uxz>}n!3yWtY}Lx<8zT",
+     "09>c{Y8CwD.(C:bUTKSMXc.hPHdCpFzlb@065bD/"},
+    {key_seq, 32, "d:4<1Mck4F@TD2Oh28VkN0uXI/uV6K>tCHP*Ys/.",
+     "m!N529ZD}[+e35D^57$389w[HLi.ZK1ed]@**s.f", "p7)RrC7@=bfK>:KRfIpeRZmlB2JF&@^4p}.D=BXU",
+     "Sd{VG+?K4D:w+HsYRldDQbKwf/skLC(j2hQ[%]]J"},
 };
 
 static char tmpdir[] = "/tmp/tq_authkey_test.XXXXXX";
@@ -210,8 +211,8 @@ static void test_length_limits(void)
     memset(big, 'k', sizeof big);
     write_file(p, big, 32, 0600); /* one repeated byte: trivial */
     CHECK_EQ_INT(tq_authkey_load(p, &k, &err), -1);
-    snprintf(want, sizeof want,
-             "authkey in %s is trivial (1 distinct byte value, need at least 3)", p);
+    snprintf(want, sizeof want, "authkey in %s is trivial (1 distinct byte value, need at least 3)",
+             p);
     CHECK(strncmp(err.msg, want, strlen(want)) == 0);
     CHECK(strstr(err.msg, "kkkk") == NULL);
     for (size_t i = 0; i < sizeof big; i += 7)

@@ -26,15 +26,12 @@
 
 /* Per-entry bookkeeping for one parse. */
 typedef struct {
-    unsigned char stored;   /* a heap value we stored is in the struct */
+    unsigned char stored;    /* a heap value we stored is in the struct */
     unsigned char from_flag; /* a flag set it (LIST: later flags append) */
-    int file_line;          /* the config file line that set it, or 0 */
+    int file_line;           /* the config file line that set it, or 0 */
 } track_t;
 
-static void *field(void *settings, const tq_cfg_entry_t *e)
-{
-    return (char *)settings + e->offset;
-}
+static void *field(void *settings, const tq_cfg_entry_t *e) { return (char *)settings + e->offset; }
 
 static int64_t *i64_field(void *settings, const tq_cfg_entry_t *e)
 {
@@ -49,10 +46,7 @@ static size_t table_len(const tq_cfg_entry_t *table)
     return n;
 }
 
-static int bounded(const tq_cfg_entry_t *e)
-{
-    return !(e->min == 0 && e->max == 0);
-}
+static int bounded(const tq_cfg_entry_t *e) { return !(e->min == 0 && e->max == 0); }
 
 /* Copy a user value for an error message, cut if long. */
 static void quote(char *dst, size_t size, const char *v)
@@ -110,13 +104,15 @@ static int parse_size(const char *s, int64_t *out)
     char digits[33];
     memcpy(digits, s, n + 1);
     int64_t mult = 1;
-    if (n > 1 && (digits[n - 1] == 'B' || digits[n - 1] == 'b') &&
-        strchr("KkMmGg", digits[n - 2]))
+    if (n > 1 && (digits[n - 1] == 'B' || digits[n - 1] == 'b') && strchr("KkMmGg", digits[n - 2]))
         digits[--n] = '\0';
     switch (digits[n - 1]) {
-    case 'K': case 'k': mult = (int64_t)1 << 10; break;
-    case 'M': case 'm': mult = (int64_t)1 << 20; break;
-    case 'G': case 'g': mult = (int64_t)1 << 30; break;
+    case 'K':
+    case 'k': mult = (int64_t)1 << 10; break;
+    case 'M':
+    case 'm': mult = (int64_t)1 << 20; break;
+    case 'G':
+    case 'g': mult = (int64_t)1 << 30; break;
     default: break;
     }
     if (mult != 1)
@@ -271,15 +267,9 @@ static int apply_defaults(const tq_cfg_entry_t *table, void *settings, track_t *
         switch (e->type) {
         case TQ_CFG_INT:
         case TQ_CFG_MS:
-        case TQ_CFG_SIZE:
-            *i64_field(settings, e) = 0;
-            break;
-        case TQ_CFG_FLAG:
-            *(int *)field(settings, e) = 0;
-            break;
-        default:
-            release(settings, e, &tr[i]);
-            break;
+        case TQ_CFG_SIZE: *i64_field(settings, e) = 0; break;
+        case TQ_CFG_FLAG: *(int *)field(settings, e) = 0; break;
+        default: release(settings, e, &tr[i]); break;
         }
         if (e->def) {
             char src[TQ_CFG_NAME_MAX + 32];
@@ -352,8 +342,7 @@ static const char *scan_flag(const tq_cfg_entry_t *table, int argc, char **argv,
     return found;
 }
 
-int tq_cfg_has_flag(const tq_cfg_entry_t *table, int argc, char **argv, int argi,
-                    const char *name)
+int tq_cfg_has_flag(const tq_cfg_entry_t *table, int argc, char **argv, int argi, const char *name)
 {
     return scan_flag(table, argc, argv, argi, name) != NULL;
 }
@@ -365,12 +354,12 @@ typedef struct {
     track_t *tr;
     const char *path;
     FILE *f;
-    char *line;        /* getline's buffer */
+    char *line; /* getline's buffer */
     size_t cap;
     int lineno;        /* the line inih is handling */
     int last_bad_line; /* the last line that has an error reported */
     int nerrors;
-    char *err;         /* every error, one per line */
+    char *err; /* every error, one per line */
     size_t errlen, used;
 } file_ctx_t;
 
@@ -529,8 +518,13 @@ static int load_file(const tq_cfg_entry_t *table, void *settings, track_t *tr, i
         fclose(f);
         return -1;
     }
-    file_ctx_t c = {.table = table, .settings = settings, .tr = tr, .path = path, .f = f,
-                    .err = err, .errlen = errlen};
+    file_ctx_t c = {.table = table,
+                    .settings = settings,
+                    .tr = tr,
+                    .path = path,
+                    .f = f,
+                    .err = err,
+                    .errlen = errlen};
     if (errlen)
         err[0] = '\0';
     int rc = ini_parse_stream(file_reader, &c, file_handler, &c);
@@ -597,8 +591,9 @@ int tq_cfg_parse(const tq_cfg_entry_t *table, void *settings, int argc, char **a
         const char *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         char shown[TQ_CFG_NAME_MAX + 8];
-        snprintf(shown, sizeof shown, "--%.*s%s", (int)(nlen > TQ_CFG_NAME_MAX ? TQ_CFG_NAME_MAX : nlen),
-                 name, nlen > TQ_CFG_NAME_MAX ? "..." : "");
+        snprintf(shown, sizeof shown, "--%.*s%s",
+                 (int)(nlen > TQ_CFG_NAME_MAX ? TQ_CFG_NAME_MAX : nlen), name,
+                 nlen > TQ_CFG_NAME_MAX ? "..." : "");
         if (nlen == 4 && strncmp(name, "help", 4) == 0 && !eq) {
             size_t hidx;
             if (!lookup(table, name, nlen, &hidx)) {
@@ -780,12 +775,8 @@ void tq_cfg_value_text(const tq_cfg_entry_t *e, const void *settings, char *dst,
     switch (e->type) {
     case TQ_CFG_INT:
     case TQ_CFG_MS:
-    case TQ_CFG_SIZE:
-        fmt_value(dst, size, e, *(const int64_t *)f);
-        return;
-    case TQ_CFG_FLAG:
-        snprintf(dst, size, "%s", *(const int *)f ? "yes" : "no");
-        return;
+    case TQ_CFG_SIZE: fmt_value(dst, size, e, *(const int64_t *)f); return;
+    case TQ_CFG_FLAG: snprintf(dst, size, "%s", *(const int *)f ? "yes" : "no"); return;
     case TQ_CFG_STRING:
     case TQ_CFG_ENUM: {
         const char *v = *(char *const *)f;
@@ -822,10 +813,8 @@ static int same_value(const tq_cfg_entry_t *e, const void *a, const void *b)
     switch (e->type) {
     case TQ_CFG_INT:
     case TQ_CFG_MS:
-    case TQ_CFG_SIZE:
-        return *(const int64_t *)fa == *(const int64_t *)fb;
-    case TQ_CFG_FLAG:
-        return *(const int *)fa == *(const int *)fb;
+    case TQ_CFG_SIZE: return *(const int64_t *)fa == *(const int64_t *)fb;
+    case TQ_CFG_FLAG: return *(const int *)fa == *(const int *)fb;
     case TQ_CFG_STRING:
     case TQ_CFG_ENUM: {
         const char *x = *(char *const *)fa, *y = *(char *const *)fb;
@@ -852,12 +841,8 @@ static void move_value(const tq_cfg_entry_t *e, void *dst, void *src)
     switch (e->type) {
     case TQ_CFG_INT:
     case TQ_CFG_MS:
-    case TQ_CFG_SIZE:
-        *(int64_t *)fd = *(int64_t *)fs;
-        return;
-    case TQ_CFG_FLAG:
-        *(int *)fd = *(int *)fs;
-        return;
+    case TQ_CFG_SIZE: *(int64_t *)fd = *(int64_t *)fs; return;
+    case TQ_CFG_FLAG: *(int *)fd = *(int *)fs; return;
     case TQ_CFG_STRING:
     case TQ_CFG_ENUM: {
         char *t = *(char **)fd;

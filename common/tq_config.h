@@ -63,15 +63,15 @@ typedef struct {
 } tq_strlist_t;
 
 typedef struct {
-    const char *name;     /* flag without "--"; NULL ends the table */
+    const char *name; /* flag without "--"; NULL ends the table */
     tq_cfg_type_t type;
-    const char *def;      /* default as text, or NULL */
-    int64_t min, max;     /* bounds for INT / MS / SIZE */
-    const char *choices;  /* ENUM: "a|b|c" */
-    const char *env;      /* environment variable consulted when the flag
+    const char *def;     /* default as text, or NULL */
+    int64_t min, max;    /* bounds for INT / MS / SIZE */
+    const char *choices; /* ENUM: "a|b|c" */
+    const char *env;     /* environment variable consulted when the flag
                              is absent, or NULL */
-    size_t offset;        /* where the value lives in the settings struct */
-    const char *metavar;  /* "N", "FILE", ... for --help */
+    size_t offset;       /* where the value lives in the settings struct */
+    const char *metavar; /* "N", "FILE", ... for --help */
     const char *help;
 } tq_cfg_entry_t;
 
@@ -90,8 +90,7 @@ int tq_cfg_parse(const tq_cfg_entry_t *table, void *settings, int argc, char **a
 /* 1 if the flags in argv[argi...] (before the first argument) include
  * --NAME; stops like tq_cfg_parse. For --check-config, which must be
  * known before the parse fails. */
-int tq_cfg_has_flag(const tq_cfg_entry_t *table, int argc, char **argv, int argi,
-                    const char *name);
+int tq_cfg_has_flag(const tq_cfg_entry_t *table, int argc, char **argv, int argi, const char *name);
 
 /* Print each setting as a man page list (scdoc markup), for the pages
  * generated at build time. */

@@ -105,9 +105,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (tq_cfg_parse(table, &s, args.argc, args.argv, &argi, &help, err, sizeof err) < 0) {
             if (!err[0])
                 abort();
-        } else if (s.n < 1 || s.n > 1000 || s.ms < 0 || s.ms > 3600000 || s.size < 1 ||
-                   !s.mode || (strcmp(s.mode, "always") && strcmp(s.mode, "interval") &&
-                               strcmp(s.mode, "off")) ||
+        } else if (s.n < 1 || s.n > 1000 || s.ms < 0 || s.ms > 3600000 || s.size < 1 || !s.mode ||
+                   (strcmp(s.mode, "always") && strcmp(s.mode, "interval") &&
+                    strcmp(s.mode, "off")) ||
                    (s.flag != 0 && s.flag != 1) || argi > args.argc) {
             abort(); /* accepted a value outside its table entry */
         }

@@ -98,11 +98,26 @@ static void test_defaults(void)
 static void test_flags(void)
 {
     settings_t s;
-    const char *args[] = {"prog",        "--concurrency", "8",       "--heartbeat-interval=0.25",
-                          "--max-payload", "64K",         "--connect", "tcp://h:1",
-                          "--name=w1",   "--fsync",       "always",  "--verbose",
-                          "--fn",        "sq=echo",       "--fn=cube=cat", "--retries", "-1",
-                          "submit",      "--not-a-flag",  NULL};
+    const char *args[] = {"prog",
+                          "--concurrency",
+                          "8",
+                          "--heartbeat-interval=0.25",
+                          "--max-payload",
+                          "64K",
+                          "--connect",
+                          "tcp://h:1",
+                          "--name=w1",
+                          "--fsync",
+                          "always",
+                          "--verbose",
+                          "--fn",
+                          "sq=echo",
+                          "--fn=cube=cat",
+                          "--retries",
+                          "-1",
+                          "submit",
+                          "--not-a-flag",
+                          NULL};
     CHECK_EQ_INT(parse(&s, args), 0);
     CHECK_EQ_INT(argi, 17);
     CHECK_EQ_STR(args[argi], "submit");
@@ -248,8 +263,8 @@ static void test_sizes(void)
     struct {
         const char *v;
         int64_t want;
-    } cases[] = {{"1024", 1024},       {"64K", 65536},     {"64k", 65536},
-                 {"64M", 64 << 20},    {"1G", 1 << 30},    {"2KB", 2048}};
+    } cases[] = {{"1024", 1024},    {"64K", 65536},  {"64k", 65536},
+                 {"64M", 64 << 20}, {"1G", 1 << 30}, {"2KB", 2048}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *args[] = {"prog", "--max-payload", cases[i].v, NULL};
         settings_t s;
@@ -428,8 +443,10 @@ static void test_file(void)
     char bad[600];
     int n = snprintf(bad, sizeof bad, "concurrency = 99999\nnul = a");
     bad[n++] = '\0';
-    n += snprintf(bad + n, sizeof bad - (size_t)n, "b\nwhat\nfn = %0250d\nconnect = x\n"
-                  "connect = y\n", 0);
+    n += snprintf(bad + n, sizeof bad - (size_t)n,
+                  "b\nwhat\nfn = %0250d\nconnect = x\n"
+                  "connect = y\n",
+                  0);
     write_file(path, bad, (size_t)n);
     CHECK_EQ_INT(fparse(&fs, a1, e, sizeof e), -1);
     char want[256];
@@ -462,8 +479,7 @@ static void note(void *arg, int warn, const char *line)
     snprintf(notes + n, sizeof notes - n, "%s%s\n", warn ? "W " : "I ", line);
 }
 
-static int apply_concurrency(void *arg, const void *cur, const void *next, char *why,
-                             size_t whylen)
+static int apply_concurrency(void *arg, const void *cur, const void *next, char *why, size_t whylen)
 {
     (void)arg, (void)cur, (void)why, (void)whylen;
     applied_concurrency = (int)((const settings_t *)next)->concurrency;
@@ -479,18 +495,19 @@ static int refuse_fn(void *arg, const void *cur, const void *next, char *why, si
 
 static void test_reload(void)
 {
-    static const tq_cfg_live_t live[] = {
-        {"concurrency", apply_concurrency}, {"fn", refuse_fn}, {NULL, NULL}};
+    static const tq_cfg_live_t live[] = {{"concurrency", apply_concurrency},
+                                         {"fn", refuse_fn},
+                                         {NULL, NULL}};
     settings_t cur, next;
     const char *a[] = {"prog", "--concurrency", "2", "--fn", "a=x", NULL};
-    const char *b[] = {"prog", "--concurrency", "8", "--fn",      "a=x",  "--fn",
-                       "b=y",  "--max-payload", "2M", "--name",   "w 1",  NULL};
+    const char *b[] = {"prog", "--concurrency", "8",  "--fn",   "a=x", "--fn",
+                       "b=y",  "--max-payload", "2M", "--name", "w 1", NULL};
     CHECK_EQ_INT(parse(&cur, a), 0);
     CHECK_EQ_INT(parse(&next, b), 0);
     notes[0] = '\0';
     CHECK_EQ_INT(tq_cfg_reload(table, &cur, &next, live, NULL, note), 1);
     CHECK_EQ_INT(applied_concurrency, 8);
-    CHECK_EQ_INT(cur.concurrency, 8); /* applied: now in force */
+    CHECK_EQ_INT(cur.concurrency, 8);       /* applied: now in force */
     CHECK_EQ_INT(cur.max_payload, 1 << 20); /* refused: stays */
     CHECK(cur.name == NULL);
     CHECK_EQ_INT(cur.fn.n, 1);

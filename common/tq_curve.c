@@ -101,10 +101,7 @@ void tq_hswatch_destroy(tq_hswatch_t **self_p)
     *self_p = NULL;
 }
 
-void *tq_hswatch_socket(tq_hswatch_t *self)
-{
-    return self ? self->pair : NULL;
-}
+void *tq_hswatch_socket(tq_hswatch_t *self) { return self ? self->pair : NULL; }
 
 /* Read one monitor event without blocking. Returns 1 with *event set, 0
  * when none is pending, -1 on error. Drains all frames of the event. */
@@ -150,9 +147,7 @@ int tq_hswatch_poll(tq_hswatch_t *self)
             result = 1;
             break;
         case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
-        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-            result = -1;
-            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: result = -1; break;
         case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             if (++self->fails >= TQ_HSWATCH_FAILS)
                 result = -1;
@@ -167,7 +162,4 @@ int tq_hswatch_poll(tq_hswatch_t *self)
     return result;
 }
 
-int tq_hswatch_connected(const tq_hswatch_t *self)
-{
-    return self ? self->connected : 0;
-}
+int tq_hswatch_connected(const tq_hswatch_t *self) { return self ? self->connected : 0; }

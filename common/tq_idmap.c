@@ -130,10 +130,7 @@ void *tq_idmap_remove(tq_idmap_t *self, uint64_t id)
     return value;
 }
 
-size_t tq_idmap_size(const tq_idmap_t *self)
-{
-    return self->size;
-}
+size_t tq_idmap_size(const tq_idmap_t *self) { return self->size; }
 
 void tq_idmap_each(const tq_idmap_t *self, void (*fn)(uint64_t id, void *value, void *arg),
                    void *arg)

@@ -116,9 +116,7 @@ static void test_random_against_reference(void)
                 ref_size--;
             ref[id] = NULL;
             break;
-        default:
-            mismatches += tq_idmap_get(m, key) != ref[id];
-            break;
+        default: mismatches += tq_idmap_get(m, key) != ref[id]; break;
         }
         if (op % 100000 == 0)
             mismatches += tq_idmap_size(m) != ref_size;

@@ -27,7 +27,7 @@ int tq_file_read_checked(const char *path, const char *what, tq_file_kind_t kind
     if (fd < 0) {
         if (errno == ELOOP)
             tq_err_set(err, 0, "cannot read %s %s: it is a symbolic link (give the real path)",
-                     what, path);
+                       what, path);
         else
             tq_err_set(err, 0, "cannot read %s %s: %s", what, path, strerror(errno));
         return -1;
@@ -40,17 +40,17 @@ int tq_file_read_checked(const char *path, const char *what, tq_file_kind_t kind
     }
     if (kind != TQ_FILE_PUBLIC && st.st_uid != geteuid() && st.st_uid != 0) {
         tq_err_set(err, 0,
-                 "%s %s is owned by uid %u, not by us (uid %u) or root: another user could have "
-                 "written it; use a file of our own",
-                 what, path, (unsigned)st.st_uid, (unsigned)geteuid());
+                   "%s %s is owned by uid %u, not by us (uid %u) or root: another user could have "
+                   "written it; use a file of our own",
+                   what, path, (unsigned)st.st_uid, (unsigned)geteuid());
         close(fd);
         return -1;
     }
     unsigned bad = kind == TQ_FILE_SECRET ? 077 : kind == TQ_FILE_CONFIG ? 022 : 0;
     if (st.st_mode & bad) {
         tq_err_set(err, 0, "%s %s is %s by group or others (mode %04o); fix it with: chmod %s %s",
-                 what, path, kind == TQ_FILE_SECRET ? "readable or writable" : "writable",
-                 (unsigned)(st.st_mode & 07777), kind == TQ_FILE_SECRET ? "600" : "go-w", path);
+                   what, path, kind == TQ_FILE_SECRET ? "readable or writable" : "writable",
+                   (unsigned)(st.st_mode & 07777), kind == TQ_FILE_SECRET ? "600" : "go-w", path);
         close(fd);
         return -1;
     }
@@ -122,8 +122,8 @@ static int parse_keys(const char *path, char *text, size_t len, keytext_t *k, tq
             continue;
         char *eq = memchr(s, '=', (size_t)(e - s));
         if (!eq) {
-            tq_err_set(err, 0, "%s:%zu: expected 'public-key = KEY' or 'secret-key = KEY'",
-                     path, lineno);
+            tq_err_set(err, 0, "%s:%zu: expected 'public-key = KEY' or 'secret-key = KEY'", path,
+                       lineno);
             return -1;
         }
         char *ne = eq;
@@ -136,25 +136,24 @@ static int parse_keys(const char *path, char *text, size_t len, keytext_t *k, tq
         int is_pub = nlen == 10 && memcmp(s, "public-key", 10) == 0;
         int is_sec = nlen == 10 && memcmp(s, "secret-key", 10) == 0;
         if (!is_pub && !is_sec) {
-            tq_err_set(err, 0, "%s:%zu: unknown setting (expected public-key or secret-key)",
-                     path, lineno);
+            tq_err_set(err, 0, "%s:%zu: unknown setting (expected public-key or secret-key)", path,
+                       lineno);
             return -1;
         }
         if ((is_pub && k->has_pub) || (is_sec && k->has_sec)) {
             tq_err_set(err, 0, "%s:%zu: %s given twice", path, lineno,
-                     is_pub ? "public-key" : "secret-key");
+                       is_pub ? "public-key" : "secret-key");
             return -1;
         }
         if (tq_z85_key_decode(v, (size_t)(e - v), is_pub ? k->pub : k->sec) < 0) {
             tq_err_set(err, 0, "%s:%zu: %s is not %d Z85 characters", path, lineno,
-                     is_pub ? "public-key" : "secret-key", TQ_Z85_KEY_LEN);
+                       is_pub ? "public-key" : "secret-key", TQ_Z85_KEY_LEN);
             return -1;
         }
         *(is_pub ? &k->has_pub : &k->has_sec) = 1;
     }
     if (!k->has_pub) {
-        tq_err_set(err, 0, "%s: no public-key line (make key files with: taskq keygen NAME)",
-                 path);
+        tq_err_set(err, 0, "%s: no public-key line (make key files with: taskq keygen NAME)", path);
         return -1;
     }
     return 0;
@@ -194,7 +193,7 @@ int tq_keyfile_generate(const char *base, char pub_z85[TQ_Z85_KEY_LEN + 1], tq_e
     struct stat st;
     if (lstat(kpath, &st) == 0 || lstat(ppath, &st) == 0) {
         tq_err_set(err, 0, "keygen: %s already exists: not overwritten (move it away first)",
-                 lstat(kpath, &st) == 0 ? kpath : ppath);
+                   lstat(kpath, &st) == 0 ? kpath : ppath);
         return -1;
     }
     const char *name = strrchr(base, '/');
@@ -231,7 +230,8 @@ int tq_keyfile_load_pair(const char *path, uint8_t pub[32], uint8_t sec[32], tq_
 {
     char *text;
     size_t len;
-    if (tq_file_read_checked(path, "key file", TQ_FILE_SECRET, TQ_KEYFILE_MAX, &text, &len, err) < 0)
+    if (tq_file_read_checked(path, "key file", TQ_FILE_SECRET, TQ_KEYFILE_MAX, &text, &len, err) <
+        0)
         return -1;
     keytext_t k;
     int rc = parse_keys(path, text, len, &k, err);
@@ -242,8 +242,8 @@ int tq_keyfile_load_pair(const char *path, uint8_t pub[32], uint8_t sec[32], tq_
         rc = -1;
     }
     uint8_t check[32];
-    if (rc == 0 && (crypto_scalarmult_base(check, k.sec) != 0 ||
-                    sodium_memcmp(check, k.pub, 32) != 0)) {
+    if (rc == 0 &&
+        (crypto_scalarmult_base(check, k.sec) != 0 || sodium_memcmp(check, k.pub, 32) != 0)) {
         tq_err_set(err, 0, "%s: the public-key does not belong to the secret-key", path);
         rc = -1;
     }
@@ -269,9 +269,9 @@ int tq_keyfile_load_public(const char *path, uint8_t pub[32], tq_err_t *err)
     free(text);
     if (rc == 0 && k.has_sec) {
         tq_err_set(err, 0,
-                 "%s holds a secret key: give the public half (the .pub file), and keep the "
-                 ".key file on its own machine",
-                 path);
+                   "%s holds a secret key: give the public half (the .pub file), and keep the "
+                   ".key file on its own machine",
+                   path);
         rc = -1;
     }
     if (rc == 0)
@@ -291,9 +291,9 @@ int tq_keys_load_peer(const char *authkey_path, const char *key_path, const char
     }
     if (!has_auth && (!has_key || !has_master)) {
         tq_err_set(err, 0, "%s",
-                 has_key ? "key-pair mode needs the master's public key too (--master-key FILE)"
-                 : has_master ? "--master-key needs this program's key pair too (--key FILE)"
-                              : "no authkey file given");
+                   has_key ? "key-pair mode needs the master's public key too (--master-key FILE)"
+                   : has_master ? "--master-key needs this program's key pair too (--key FILE)"
+                                : "no authkey file given");
         return -1;
     }
     if (has_auth && tq_authkey_load_peer(authkey_path, keys, err) < 0)

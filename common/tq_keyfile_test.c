@@ -15,7 +15,8 @@
 
 static char dir[] = "/tmp/tq-keyfile-test-XXXXXX";
 
-static void write_file(const char *path, const char *text, mode_t mode) {
+static void write_file(const char *path, const char *text, mode_t mode)
+{
     unlink(path);
     FILE *f = fopen(path, "w");
     fputs(text, f);
@@ -23,7 +24,8 @@ static void write_file(const char *path, const char *text, mode_t mode) {
     chmod(path, mode);
 }
 
-static int err_has(int rc, const tq_err_t *e, const char *want) {
+static int err_has(int rc, const tq_err_t *e, const char *want)
+{
     const char *err = e->msg;
     if (rc == 0 || !strstr(err, want)) {
         fprintf(stderr, "rc %d, error '%s' lacks '%s'\n", rc, err, want);
@@ -32,7 +34,8 @@ static int err_has(int rc, const tq_err_t *e, const char *want) {
     return 1;
 }
 
-static void test_generate_and_load(void) {
+static void test_generate_and_load(void)
+{
     char base[256], kpath[300], ppath[300], pub[41];
     tq_err_t e;
     snprintf(base, sizeof base, "%s/alice", dir);
@@ -55,8 +58,7 @@ static void test_generate_and_load(void) {
     CHECK(err_has(tq_keyfile_load_pair(ppath, p1, s1, &e), &e,
                   "readable or writable by group or others"));
     chmod(ppath, 0600);
-    CHECK(err_has(tq_keyfile_load_pair(ppath, p1, s1, &e), &e,
-                  "no secret-key line"));
+    CHECK(err_has(tq_keyfile_load_pair(ppath, p1, s1, &e), &e, "no secret-key line"));
     chmod(ppath, 0644);
     /* mode */
     chmod(kpath, 0640);
@@ -73,13 +75,13 @@ static void test_generate_and_load(void) {
                   "needs the master's public key too (--master-key FILE)"));
     CHECK(err_has(tq_keys_load_peer(NULL, NULL, ppath, &k, &e), &e,
                   "--master-key needs this program's key pair too (--key FILE)"));
-    CHECK(err_has(tq_keys_load_peer(NULL, NULL, NULL, &k, &e), &e,
-                  "no authkey file given"));
+    CHECK(err_has(tq_keys_load_peer(NULL, NULL, NULL, &k, &e), &e, "no authkey file given"));
     unlink(kpath);
     unlink(ppath);
 }
 
-static void test_bad_files(void) {
+static void test_bad_files(void)
+{
     char path[300];
     tq_err_t e;
     uint8_t p[32], s[32];
@@ -119,7 +121,8 @@ static void test_bad_files(void) {
     unlink(path);
 }
 
-int main(void) {
+int main(void)
+{
     if (!mkdtemp(dir) || sodium_init() < 0)
         return 1;
     RUN(test_generate_and_load);

@@ -74,10 +74,7 @@ void tq_log_set_level(int level)
     atomic_store(&log_level, level);
 }
 
-int tq_log_level(void)
-{
-    return atomic_load(&log_level);
-}
+int tq_log_level(void) { return atomic_load(&log_level); }
 
 int tq_log_level_parse(const char *s)
 {
@@ -255,8 +252,7 @@ void tq_log_write(int level, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     char when[64];
     snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             ts.tv_nsec / 1000000L);
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L);
     const char *prio = atomic_load(&log_journal) ? level_prio[level] : "";
     int format = atomic_load(&log_format);
 
@@ -266,8 +262,8 @@ void tq_log_write(int level, const char *fmt, ...)
     if (format == TQ_LOG_TEXT) {
         /* Escape the message: whatever it quotes stays on this line. */
         tq_log_escape(msg, sizeof msg, raw, rn);
-        n = snprintf(line, sizeof line, "%s%s %s %s %s\n", prio, when, log_role,
-                     level_names[level], msg);
+        n = snprintf(line, sizeof line, "%s%s %s %s %s\n", prio, when, log_role, level_names[level],
+                     msg);
     } else if (format == TQ_LOG_JSON) {
         quote_value(msg, sizeof msg, raw, rn, 1);
         char role[2 * TQ_LOG_ROLE_MAX];

@@ -14,7 +14,12 @@
 
 #include <stddef.h>
 
-typedef enum { TQ_LOG_ERROR = 0, TQ_LOG_WARN = 1, TQ_LOG_INFO = 2, TQ_LOG_DEBUG = 3 } tq_log_level_t;
+typedef enum {
+    TQ_LOG_ERROR = 0,
+    TQ_LOG_WARN = 1,
+    TQ_LOG_INFO = 2,
+    TQ_LOG_DEBUG = 3
+} tq_log_level_t;
 typedef enum { TQ_LOG_LOGFMT = 0, TQ_LOG_JSON = 1, TQ_LOG_TEXT = 2 } tq_log_format_t;
 
 /* The formats' names, for settings tables (ENUM choices). */

@@ -43,7 +43,7 @@ int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t 
     }
     if (need_root && geteuid() != 0) {
         tq_err_set(err, 0, "%s %s: only root can change user (we run as uid %u)", flag, user,
-                 (unsigned)geteuid());
+                   (unsigned)geteuid());
         return -1;
     }
     tq_strlcpy(out->name, pw.pw_name, sizeof out->name);
@@ -52,8 +52,7 @@ int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t 
     out->gid = pw.pw_gid;
     int n = TQ_PRIV_MAX_GROUPS;
     if (getgrouplist(pw.pw_name, pw.pw_gid, out->groups, &n) < 0) {
-        tq_err_set(err, 0, "%s %s: member of more than %d groups", flag, user,
-                 TQ_PRIV_MAX_GROUPS);
+        tq_err_set(err, 0, "%s %s: member of more than %d groups", flag, user, TQ_PRIV_MAX_GROUPS);
         return -1;
     }
     out->ngroups = n;
@@ -88,19 +87,17 @@ int tq_priv_drop(const tq_user_t *u, tq_err_t *err)
         return -1;
     }
     if (setresgid(u->gid, u->gid, u->gid) < 0) {
-        tq_err_set(err, 0, "--user %s: setgid %u: %s", u->name, (unsigned)u->gid,
-                 strerror(errno));
+        tq_err_set(err, 0, "--user %s: setgid %u: %s", u->name, (unsigned)u->gid, strerror(errno));
         return -1;
     }
     if (setresuid(u->uid, u->uid, u->uid) < 0) {
-        tq_err_set(err, 0, "--user %s: setuid %u: %s", u->name, (unsigned)u->uid,
-                 strerror(errno));
+        tq_err_set(err, 0, "--user %s: setuid %u: %s", u->name, (unsigned)u->uid, strerror(errno));
         return -1;
     }
     uid_t r, e, s;
     gid_t gr, ge, gs;
-    if (getresuid(&r, &e, &s) < 0 || getresgid(&gr, &ge, &gs) < 0 || r != u->uid ||
-        e != u->uid || s != u->uid || gr != u->gid || ge != u->gid || gs != u->gid) {
+    if (getresuid(&r, &e, &s) < 0 || getresgid(&gr, &ge, &gs) < 0 || r != u->uid || e != u->uid ||
+        s != u->uid || gr != u->gid || ge != u->gid || gs != u->gid) {
         tq_err_set(err, 0, "--user %s: the ids did not change as asked", u->name);
         return -1;
     }

@@ -34,7 +34,8 @@ typedef struct {
  * of the settings passes need_root 0). Returns 0, or -1 with err:
  *   "--user nobodyx: no such user"
  *   "--user taskq: only root can change user (we run as uid 1000)" */
-int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t *out, tq_err_t *err);
+int tq_user_lookup(const char *user, const char *flag, int need_root, tq_user_t *out,
+                   tq_err_t *err);
 
 /* Set no_new_privs (no setuid program, nor file capabilities, can raise
  * privileges at execve). It holds per thread and is inherited: call it

@@ -76,30 +76,15 @@ static int64_t clock_us(clockid_t id)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-int64_t tq_mono_ms(void)
-{
-    return clock_us(CLOCK_MONOTONIC) / 1000;
-}
+int64_t tq_mono_ms(void) { return clock_us(CLOCK_MONOTONIC) / 1000; }
 
-int64_t tq_mono_us(void)
-{
-    return clock_us(CLOCK_MONOTONIC);
-}
+int64_t tq_mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
 
-int64_t tq_wall_ms(void)
-{
-    return clock_us(CLOCK_REALTIME) / 1000;
-}
+int64_t tq_wall_ms(void) { return clock_us(CLOCK_REALTIME) / 1000; }
 
-int64_t tq_wall_us(void)
-{
-    return clock_us(CLOCK_REALTIME);
-}
+int64_t tq_wall_us(void) { return clock_us(CLOCK_REALTIME); }
 
-static int is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* Accepts an optional '-' and one or more decimal digits, nothing else
  * (no spaces, no '+', no hex). */
@@ -285,7 +270,8 @@ int tq_write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-int tq_endpoint_port_check(const char *ep, const char *flag, tq_err_t *err) {
+int tq_endpoint_port_check(const char *ep, const char *flag, tq_err_t *err)
+{
     if (strncmp(ep, "tcp://", 6) != 0)
         return 0;
     const char *colon = strrchr(ep + 6, ':');
@@ -293,8 +279,8 @@ int tq_endpoint_port_check(const char *ep, const char *flag, tq_err_t *err) {
         return 0;
     int64_t n;
     if (tq_parse_i64(colon + 1, &n) < 0 || n > 65535) {
-        tq_err_set(err, 0, "%s: port %.40s in '%.200s' is out of range (0..65535)", flag,
-                     colon + 1, ep);
+        tq_err_set(err, 0, "%s: port %.40s in '%.200s' is out of range (0..65535)", flag, colon + 1,
+                   ep);
         return -1;
     }
     return 0;

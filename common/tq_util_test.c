@@ -22,8 +22,19 @@ static void test_parse_i64(void)
     CHECK_EQ_INT(tq_parse_i64("-9223372036854775808", &v), 0);
     CHECK(v == INT64_MIN);
     v = 5;
-    const char *bad[] = {"", "-", "+1", " 1", "1 ", "0x10", "1e3", "9223372036854775808",
-                         "-9223372036854775809", "99999999999999999999", "1.0", "--1", "abc"};
+    const char *bad[] = {"",
+                         "-",
+                         "+1",
+                         " 1",
+                         "1 ",
+                         "0x10",
+                         "1e3",
+                         "9223372036854775808",
+                         "-9223372036854775809",
+                         "99999999999999999999",
+                         "1.0",
+                         "--1",
+                         "abc"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK_EQ_INT(tq_parse_i64(bad[i], &v), -1);
     CHECK_EQ_INT(v, 5);
@@ -48,19 +59,45 @@ static void test_parse_seconds(void)
     struct {
         const char *s;
         int64_t ms;
-    } ok[] = {{"1", 1000}, {"1.5", 1500}, {"0.001", 1},  {"0", 0},       {"30", 30000},
-              {".5", 500}, {"2.25", 2250}, {"1.2345", 1234}, {"86400", 86400000},
+    } ok[] = {{"1", 1000},
+              {"1.5", 1500},
+              {"0.001", 1},
+              {"0", 0},
+              {"30", 30000},
+              {".5", 500},
+              {"2.25", 2250},
+              {"1.2345", 1234},
+              {"86400", 86400000},
               /* below 1 ms but not zero: 1 ms ("none" is only an exact 0) */
-              {"0.0004", 1}, {".0001", 1}, {"0.0009999", 1}, {"0.0000", 0}, {"00.000", 0}};
+              {"0.0004", 1},
+              {".0001", 1},
+              {"0.0009999", 1},
+              {"0.0000", 0},
+              {"00.000", 0}};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         CHECK_EQ_INT(tq_parse_seconds_ms(ok[i].s, &ms), 0);
         CHECK_EQ_INT(ms, ok[i].ms);
     }
     CHECK_EQ_INT(tq_parse_seconds_ms("9223372036854775", &ms), 0);
     CHECK(ms == 9223372036854775000LL);
-    const char *bad[] = {"",    "-1", "-0.5", "1.",  ".",   "1s",  "abc", "1.5.5",
-                         " 1",  "1 ", "+1",   "1e3", "0x1", "9223372036854776",
-                         "99999999999999999999", "nan", "inf", "1,5"};
+    const char *bad[] = {"",
+                         "-1",
+                         "-0.5",
+                         "1.",
+                         ".",
+                         "1s",
+                         "abc",
+                         "1.5.5",
+                         " 1",
+                         "1 ",
+                         "+1",
+                         "1e3",
+                         "0x1",
+                         "9223372036854776",
+                         "99999999999999999999",
+                         "nan",
+                         "inf",
+                         "1,5"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         ms = 77;
         CHECK_EQ_INT(tq_parse_seconds_ms(bad[i], &ms), -1);
@@ -120,28 +157,28 @@ static void test_utf8(void)
         {"", 0, 1},
         {"plain ascii", 11, 1},
         {"caf\xc3\xa9", 5, 1},
-        {"\xe2\x82\xac", 3, 1},         /* euro sign */
-        {"\xf0\x9f\x98\x80", 4, 1},     /* emoji */
-        {"\xf4\x8f\xbf\xbf", 4, 1},     /* U+10FFFF */
-        {"\xef\xbf\xbf", 3, 1},         /* U+FFFF */
-        {"a\0b", 3, 1},                 /* NUL is valid UTF-8 */
-        {"\xc0\xaf", 2, 0},             /* overlong '/' */
-        {"\xc1\xbf", 2, 0},             /* overlong */
-        {"\xe0\x80\xaf", 3, 0},         /* overlong */
-        {"\xe0\x9f\xbf", 3, 0},         /* overlong */
-        {"\xf0\x80\x80\xaf", 4, 0},     /* overlong */
-        {"\xf0\x8f\xbf\xbf", 4, 0},     /* overlong */
-        {"\xed\xa0\x80", 3, 0},         /* surrogate U+D800 */
-        {"\xed\xbf\xbf", 3, 0},         /* surrogate U+DFFF */
-        {"\xed\x9f\xbf", 3, 1},         /* U+D7FF */
-        {"\xf4\x90\x80\x80", 4, 0},     /* > U+10FFFF */
+        {"\xe2\x82\xac", 3, 1},     /* euro sign */
+        {"\xf0\x9f\x98\x80", 4, 1}, /* emoji */
+        {"\xf4\x8f\xbf\xbf", 4, 1}, /* U+10FFFF */
+        {"\xef\xbf\xbf", 3, 1},     /* U+FFFF */
+        {"a\0b", 3, 1},             /* NUL is valid UTF-8 */
+        {"\xc0\xaf", 2, 0},         /* overlong '/' */
+        {"\xc1\xbf", 2, 0},         /* overlong */
+        {"\xe0\x80\xaf", 3, 0},     /* overlong */
+        {"\xe0\x9f\xbf", 3, 0},     /* overlong */
+        {"\xf0\x80\x80\xaf", 4, 0}, /* overlong */
+        {"\xf0\x8f\xbf\xbf", 4, 0}, /* overlong */
+        {"\xed\xa0\x80", 3, 0},     /* surrogate U+D800 */
+        {"\xed\xbf\xbf", 3, 0},     /* surrogate U+DFFF */
+        {"\xed\x9f\xbf", 3, 1},     /* U+D7FF */
+        {"\xf4\x90\x80\x80", 4, 0}, /* > U+10FFFF */
         {"\xf5\x80\x80\x80", 4, 0},
         {"\xff", 1, 0},
-        {"\x80", 1, 0},                 /* lone continuation */
-        {"\xc3", 1, 0},                 /* truncated */
-        {"\xe2\x82", 2, 0},             /* truncated */
-        {"\xf0\x9f\x98", 3, 0},         /* truncated */
-        {"\xe2\x28\xa1", 3, 0},         /* bad continuation */
+        {"\x80", 1, 0},         /* lone continuation */
+        {"\xc3", 1, 0},         /* truncated */
+        {"\xe2\x82", 2, 0},     /* truncated */
+        {"\xf0\x9f\x98", 3, 0}, /* truncated */
+        {"\xe2\x28\xa1", 3, 0}, /* bad continuation */
         {"\xc3\xa9\xc3", 3, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -173,10 +210,7 @@ static size_t capture(void (*fn)(void), char *buf, size_t size)
 }
 
 static int side_effects;
-static int bump(void)
-{
-    return ++side_effects;
-}
+static int bump(void) { return ++side_effects; }
 
 static void log_some(void)
 {
@@ -211,8 +245,8 @@ static void test_log(void)
     CHECK_EQ_INT(side_effects, 0);
     /* "2026-11-21T22:30:01.123Z worker[3] INFO listening on ...\n" */
     CHECK(n > 25);
-    CHECK(buf[4] == '-' && buf[7] == '-' && buf[10] == 'T' && buf[13] == ':' &&
-          buf[16] == ':' && buf[19] == '.' && buf[23] == 'Z' && buf[24] == ' ');
+    CHECK(buf[4] == '-' && buf[7] == '-' && buf[10] == 'T' && buf[13] == ':' && buf[16] == ':' &&
+          buf[19] == '.' && buf[23] == 'Z' && buf[24] == ' ');
     CHECK(strncmp(buf + 25, "worker[3] INFO listening on tcp://127.0.0.1:7070\n", 49) == 0);
     char *second = strchr(buf, '\n');
     CHECK(second && strstr(second + 1, " worker[3] ERROR bad thing\n") != NULL);
@@ -331,10 +365,12 @@ static void test_fnv1a(void)
           tq_fnv1a(TQ_FNV_BASIS, "foobar", 6));
 }
 
-static void test_endpoint_port(void) {
+static void test_endpoint_port(void)
+{
     tq_err_t err;
     const char *ok[] = {"tcp://127.0.0.1:0", "tcp://127.0.0.1:65535", "tcp://*:7070",
-                        "tcp://127.0.0.1:*", "tcp://[::1]:80", "ipc:///tmp/x:99999", "tcp://host"};
+                        "tcp://127.0.0.1:*", "tcp://[::1]:80",        "ipc:///tmp/x:99999",
+                        "tcp://host"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
         CHECK_EQ_INT(tq_endpoint_port_check(ok[i], "--bind", &err), 0);
     const char *bad[] = {"tcp://127.0.0.1:65536", "tcp://127.0.0.1:99999", "tcp://[::1]:70000",

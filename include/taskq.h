@@ -87,15 +87,17 @@ extern "C" {
 #define TASKQ_OK 0
 #define TASKQ_ERR_TASK_FAILED 1 /* a task failed or is dead */
 #define TASKQ_ERR_USAGE 2       /* bad argument from the caller */
-#define TASKQ_ERR_CONNECT 3     /* cannot connect, authentication failed,
+#define TASKQ_ERR_CONNECT                                                                          \
+    3                         /* cannot connect, authentication failed,
                                    or the master went silent */
-#define TASKQ_ERR_TIMEOUT 4     /* a blocking call's timeout passed */
-#define TASKQ_ERR_CANCELLED 5   /* a task was cancelled */
-#define TASKQ_ERR_NOT_FOUND 6   /* a task id is unknown to the master */
-#define TASKQ_ERR_REFUSED 7     /* the master refused the request (payload
+#define TASKQ_ERR_TIMEOUT 4   /* a blocking call's timeout passed */
+#define TASKQ_ERR_CANCELLED 5 /* a task was cancelled */
+#define TASKQ_ERR_NOT_FOUND 6 /* a task id is unknown to the master */
+#define TASKQ_ERR_REFUSED                                                                          \
+    7                         /* the master refused the request (payload
                                    too large, bad name, full, ...) */
-#define TASKQ_ERR_ENV 8         /* key file unreadable, bad mode, ... */
-#define TASKQ_ERR_INTERNAL 70   /* a bug, or the master broke the protocol */
+#define TASKQ_ERR_ENV 8       /* key file unreadable, bad mode, ... */
+#define TASKQ_ERR_INTERNAL 70 /* a bug, or the master broke the protocol */
 
 #define TASKQ_ERROR_MAX 512
 
@@ -107,10 +109,10 @@ typedef struct {
 } taskq_error_t;
 
 /* ---- limits mirrored from the wire protocol -------------------------- */
-#define TASKQ_BATCH_MAX 1024                  /* tasks per SUBMIT message */
+#define TASKQ_BATCH_MAX 1024                   /* tasks per SUBMIT message */
 #define TASKQ_BATCH_BYTES (4u * 1024u * 1024u) /* payload bytes per SUBMIT */
-#define TASKQ_NAME_MAX 64                     /* fn and queue names */
-#define TASKQ_KEY_MAX 128                     /* idempotency key bytes */
+#define TASKQ_NAME_MAX 64                      /* fn and queue names */
+#define TASKQ_KEY_MAX 128                      /* idempotency key bytes */
 
 typedef struct taskq taskq_t;
 
@@ -146,8 +148,7 @@ TASKQ_API taskq_t *taskq_connect(const char *endpoint, const char *authkey_path,
  * TASKQ_ERR_USAGE, a bad key file TASKQ_ERR_ENV. */
 TASKQ_API taskq_t *taskq_connect_keys(const char *endpoint, const char *authkey_path,
                                       const char *key_path, const char *master_key_path,
-                                      int connect_timeout_ms, const char *name,
-                                      taskq_error_t *err);
+                                      int connect_timeout_ms, const char *name, taskq_error_t *err);
 
 /* Acknowledge the results handed out, say BYE and release everything.
  * Tasks queued locally but not yet sent are dropped (call taskq_flush
@@ -196,27 +197,31 @@ TASKQ_API size_t taskq_max_payload(const taskq_t *self);
 
 /* Per-task options. Strings are copied by taskq_submit. */
 typedef struct {
-    const char *fn;      /* function name, [A-Za-z0-9_.:-]{1,64}; required */
-    const char *queue;   /* queue name; NULL or "" means "default" */
-    int32_t priority;    /* higher runs first; default 0 */
-    uint32_t timeout_ms; /* run timeout on the worker; 0 = none */
-    uint16_t retries;    /* re-runs after a lost worker or timeout */
-    const void *key;     /* idempotency key (kept 24 h by the master), or
+    const char *fn;        /* function name, [A-Za-z0-9_.:-]{1,64}; required */
+    const char *queue;     /* queue name; NULL or "" means "default" */
+    int32_t priority;      /* higher runs first; default 0 */
+    uint32_t timeout_ms;   /* run timeout on the worker; 0 = none */
+    uint16_t retries;      /* re-runs after a lost worker or timeout */
+    const void *key;       /* idempotency key (kept 24 h by the master), or
                             NULL: an automatic key that lives as long as
                             the task, so a re-send is not a duplicate */
-    size_t key_len;      /* bytes of key, at most TASKQ_KEY_MAX */
+    size_t key_len;        /* bytes of key, at most TASKQ_KEY_MAX */
     int64_t not_before_ms; /* not runnable before this wall-clock time
                               (Unix ms, UTC); 0 or a past time = at once;
                               at most TASKQ_MAX_NOT_BEFORE_MS */
 } taskq_task_opts_t;
 
-#define TASKQ_TASK_OPTS_INIT {NULL, NULL, 0, 0, 3, NULL, 0, 0}
+#define TASKQ_TASK_OPTS_INIT                                                                       \
+    {                                                                                              \
+        NULL, NULL, 0, 0, 3, NULL, 0, 0                                                            \
+    }
 
 /* Latest not_before_ms: 9999-12-31T23:59:59Z. */
 #define TASKQ_MAX_NOT_BEFORE_MS 253402300799000LL
 
 /* taskq_submit flags */
-#define TASKQ_SUBSCRIBE 0x1 /* push this task's result as an event when it
+#define TASKQ_SUBSCRIBE                                                                            \
+    0x1 /* push this task's result as an event when it
                                finishes (as if taskq_wait had been called) */
 
 /* Queue one task locally. The payload (len bytes, may contain any bytes,
@@ -278,7 +283,7 @@ typedef struct {
     uint32_t attempts; /* RESULT: dispatches the task took */
     const void *data;  /* RESULT: result or error bytes (not NUL-terminated) */
     size_t len;
-    int code;          /* ERROR: TASKQ_ERR_* category */
+    int code;            /* ERROR: TASKQ_ERR_* category */
     const char *message; /* ERROR: NUL-terminated text */
 } taskq_event_t;
 
@@ -349,8 +354,8 @@ typedef void (*taskq_item_fn)(void *arg, uint64_t id, const void *data, size_t l
  * acknowledged (gone from the master for good). Returns how many items
  * were taken (0: the queue stayed empty), or -1 (TASKQ_ERR_USAGE,
  * TASKQ_ERR_TIMEOUT, TASKQ_ERR_REFUSED, TASKQ_ERR_CONNECT). */
-TASKQ_API int taskq_get(taskq_t *self, const char *queue, int wait_ms, size_t max,
-                        taskq_item_fn fn, void *arg, taskq_error_t *err);
+TASKQ_API int taskq_get(taskq_t *self, const char *queue, int wait_ms, size_t max, taskq_item_fn fn,
+                        void *arg, taskq_error_t *err);
 
 /* ---- operator requests (dead set, pause) -------------------------------- */
 
@@ -491,23 +496,28 @@ typedef void (*taskq_slot_fini_fn)(void *arg, int slot, void *slot_ctx);
  * default signal dispositions, an empty signal mask, no fds of the
  * worker but 0, 1 (the worker's stdout, or the coprocess framing) and 2,
  * and the limits of taskq_worker_set_limits. */
-#define TASKQ_MODE_THREAD 0    /* C functions, built-ins: on the worker's slot
+#define TASKQ_MODE_THREAD                                                                          \
+    0 /* C functions, built-ins: on the worker's slot
                                   threads; a crash takes the worker down */
-#define TASKQ_MODE_PREFORK 1   /* C functions, built-ins: one long-lived fork of
+#define TASKQ_MODE_PREFORK                                                                         \
+    1 /* C functions, built-ins: one long-lived fork of
                                   the worker per slot (slot_init runs there);
                                   a crash or abort() fails that task only
                                   ("worker child died: signal 11
                                   (Segmentation fault)") and the child is
                                   started again; a run timeout or KILL kills it */
-#define TASKQ_MODE_SPAWN 2     /* a fresh process per task: a fork for C
+#define TASKQ_MODE_SPAWN                                                                           \
+    2 /* a fresh process per task: a fork for C
                                   functions and built-ins, an exec for
                                   commands (their default) */
-#define TASKQ_MODE_COPROCESS 3 /* commands: one long-lived program per slot
+#define TASKQ_MODE_COPROCESS                                                                       \
+    3 /* commands: one long-lived program per slot
                                   speaking the length-prefixed framing of
                                   docs/workers.md on stdin/stdout; a death
                                   fails that task ("coprocess died: ...") and
                                   the program is started again */
-#define TASKQ_MODE_INLINE 4    /* C functions, built-ins: on the worker's
+#define TASKQ_MODE_INLINE                                                                          \
+    4 /* C functions, built-ins: on the worker's
                                   connection thread, as soon as a DISPATCH
                                   arrives, one after another; no thread
                                   hand-off, so the fastest mode for
@@ -529,7 +539,10 @@ typedef struct {
     int mode;                     /* thread, prefork, spawn or inline; 0 = thread */
 } taskq_fn_def_t;
 
-#define TASKQ_FN_DEF_INIT {NULL, NULL, NULL, NULL, NULL, TASKQ_MODE_THREAD}
+#define TASKQ_FN_DEF_INIT                                                                          \
+    {                                                                                              \
+        NULL, NULL, NULL, NULL, NULL, TASKQ_MODE_THREAD                                            \
+    }
 
 /* Log verbosity of the worker engine (lines on stderr, prefixed
  * "worker"). */
@@ -550,7 +563,10 @@ typedef struct {
     int log_level;            /* TASKQ_LOG_*; < 0: TASKQ_LOG_INFO */
 } taskq_worker_opts_t;
 
-#define TASKQ_WORKER_OPTS_INIT {NULL, NULL, NULL, 0, -1, -1}
+#define TASKQ_WORKER_OPTS_INIT                                                                     \
+    {                                                                                              \
+        NULL, NULL, NULL, 0, -1, -1                                                                \
+    }
 
 /* Create a worker (it does not connect yet). Checks the options and
  * fails with TASKQ_ERR_USAGE naming the bad one. Caller owns the result
@@ -578,8 +594,8 @@ TASKQ_API int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *d
  * split into words like a shell would, with no shell; payload on stdin,
  * stdout is the result. -1 with TASKQ_ERR_USAGE as taskq_worker_add_def,
  * or for a COMMAND that does not split ("unterminated single quote"). */
-TASKQ_API int taskq_worker_add_command(taskq_worker_t *self, const char *name,
-                                       const char *command, taskq_error_t *err);
+TASKQ_API int taskq_worker_add_command(taskq_worker_t *self, const char *name, const char *command,
+                                       taskq_error_t *err);
 
 /* Set the mode of a registered function (a C function or built-in:
  * thread, prefork, spawn or inline; a command: spawn, its default, or
@@ -652,9 +668,8 @@ TASKQ_API int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_byte
  * Returns 0, or -1 with TASKQ_ERR_USAGE (no such directory or user, not
  * root, a bad name in env). */
 TASKQ_API int taskq_worker_set_user(taskq_worker_t *self, const char *user, taskq_error_t *err);
-TASKQ_API int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir,
-                                            const char *user, const char *env,
-                                            taskq_error_t *err);
+TASKQ_API int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir, const char *user,
+                                            const char *env, taskq_error_t *err);
 
 /* The built-in functions: taskq_worker_builtin(i) for i = 0, 1, ... is
  * "square", "echo", "sleep", "fail", then NULL. */
@@ -663,8 +678,7 @@ TASKQ_API const char *taskq_worker_builtin(size_t i);
 /* Register built-in `name` (see docs/workers.md). -1 with
  * TASKQ_ERR_USAGE for a name that is not a built-in, or as
  * taskq_worker_add_def. */
-TASKQ_API int taskq_worker_add_builtin(taskq_worker_t *self, const char *name,
-                                       taskq_error_t *err);
+TASKQ_API int taskq_worker_add_builtin(taskq_worker_t *self, const char *name, taskq_error_t *err);
 
 /* ---- plugins --------------------------------------------------------------
  * A plugin is a shared object that exports
@@ -693,8 +707,7 @@ typedef int (*taskq_plugin_init_fn)(taskq_worker_t *w, int abi, taskq_error_t *e
  * a taskq plugin"), its ABI is not this library's ("built for worker ABI
  * 2, this worker has ABI 1"), or taskq_plugin_init failed (its message).
  * TASKQ_ERR_USAGE once the worker runs. */
-TASKQ_API int taskq_worker_load_plugin(taskq_worker_t *self, const char *path,
-                                       taskq_error_t *err);
+TASKQ_API int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error_t *err);
 
 /* ---- running ----------------------------------------------------------- */
 

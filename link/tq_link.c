@@ -24,22 +24,22 @@ struct tq_link {
     unsigned watch_seq;
     int64_t first_attempt_ms;
 
-    void *sock;            /* DEALER; NULL between attempts */
-    tq_hswatch_t *watch;   /* the socket's handshake watch, until WELCOME */
+    void *sock;          /* DEALER; NULL between attempts */
+    tq_hswatch_t *watch; /* the socket's handshake watch, until WELCOME */
     tq_in_t *in;
     tq_out_t out;
     tq_link_welcome_t w;
 
-    int started;           /* tq_link_start was called */
-    int sock_welcomed;     /* this socket got a WELCOME */
-    int hello_pending;     /* HELLO sent on this socket, no WELCOME since */
-    int need_hello;        /* a new socket: TQ_LINK_HELLO to hand out */
-    int lost_pending;      /* a send failed: TQ_LINK_LOST to hand out */
+    int started;       /* tq_link_start was called */
+    int sock_welcomed; /* this socket got a WELCOME */
+    int hello_pending; /* HELLO sent on this socket, no WELCOME since */
+    int need_hello;    /* a new socket: TQ_LINK_HELLO to hand out */
+    int lost_pending;  /* a send failed: TQ_LINK_LOST to hand out */
     int ever_welcomed;
-    int ever_handshake;    /* some handshake succeeded (the key is right) */
+    int ever_handshake; /* some handshake succeeded (the key is right) */
     int dead, dead_told;
-    int reconnecting;      /* a welcomed socket was lost; no WELCOME since */
-    int64_t budget_ms;     /* reconnect budget; < 0 none */
+    int reconnecting;  /* a welcomed socket was lost; no WELCOME since */
+    int64_t budget_ms; /* reconnect budget; < 0 none */
     int64_t lost_at, attempt_end, next_attempt, backoff_ms;
     int64_t last_recv, last_send;
 };
@@ -89,7 +89,7 @@ static void close_socket(tq_link_t *self, int linger_ms)
 static int64_t attempt_window(const tq_link_t *self)
 {
     int64_t w = self->w.hb_timeout_ms;
-    return w < TQ_LINK_ATTEMPT_MIN_MS ? TQ_LINK_ATTEMPT_MIN_MS
+    return w < TQ_LINK_ATTEMPT_MIN_MS   ? TQ_LINK_ATTEMPT_MIN_MS
            : w > TQ_LINK_ATTEMPT_MAX_MS ? TQ_LINK_ATTEMPT_MAX_MS
                                         : w;
 }
@@ -213,10 +213,7 @@ void tq_link_free(tq_link_t **self_p, int linger_ms)
     *self_p = NULL;
 }
 
-void tq_link_set_reconnect(tq_link_t *self, int64_t budget_ms)
-{
-    self->budget_ms = budget_ms;
-}
+void tq_link_set_reconnect(tq_link_t *self, int64_t budget_ms) { self->budget_ms = budget_ms; }
 
 /* Promised in tq_link.h. */
 int tq_link_start(tq_link_t *self)
@@ -226,10 +223,7 @@ int tq_link_start(tq_link_t *self)
     return open_socket(self, tq_mono_ms(), window);
 }
 
-void tq_link_kill(tq_link_t *self)
-{
-    die(self);
-}
+void tq_link_kill(tq_link_t *self) { die(self); }
 
 /* ---- sending ---------------------------------------------------------- */
 
@@ -257,10 +251,7 @@ int tq_link_hello(tq_link_t *self, void *json)
 }
 
 /* Promised in tq_link.h. */
-int tq_link_send(tq_link_t *self, int mode)
-{
-    return tq_link_send_msg(self, &self->out, mode);
-}
+int tq_link_send(tq_link_t *self, int mode) { return tq_link_send_msg(self, &self->out, mode); }
 
 /* Promised in tq_link.h. */
 int tq_link_send_msg(tq_link_t *self, tq_out_t *msg, int mode)
@@ -283,15 +274,9 @@ int tq_link_send_msg(tq_link_t *self, tq_out_t *msg, int mode)
     return 0;
 }
 
-tq_out_t *tq_link_out(tq_link_t *self)
-{
-    return &self->out;
-}
+tq_out_t *tq_link_out(tq_link_t *self) { return &self->out; }
 
-tq_in_t *tq_link_in(tq_link_t *self)
-{
-    return self->in;
-}
+tq_in_t *tq_link_in(tq_link_t *self) { return self->in; }
 
 /* ---- the step ------------------------------------------------------------ */
 
@@ -334,8 +319,7 @@ static int on_message(tq_link_t *self, int64_t now, tq_link_event_t *ev)
         self->last_send = now; /* our HELLO was the last message */
         return event(ev, TQ_LINK_REGISTERED);
     }
-    case TQ_MSG_HEARTBEAT:
-        return event(ev, TQ_LINK_SKIP);
+    case TQ_MSG_HEARTBEAT: return event(ev, TQ_LINK_SKIP);
     case TQ_MSG_ERROR: {
         int code;
         uint32_t ref;
@@ -355,8 +339,7 @@ static int on_message(tq_link_t *self, int64_t now, tq_link_event_t *ev)
         }
         break;
     }
-    default:
-        break;
+    default: break;
     }
     ev->msg_type = type;
     ev->body = body;
@@ -488,37 +471,19 @@ void tq_link_forgive(tq_link_t *self, int64_t since)
         self->last_recv = now;
 }
 
-int tq_link_dead(const tq_link_t *self)
-{
-    return self->dead;
-}
+int tq_link_dead(const tq_link_t *self) { return self->dead; }
 
 int tq_link_registered(const tq_link_t *self)
 {
     return self->sock && self->sock_welcomed && !self->hello_pending;
 }
 
-int tq_link_up(const tq_link_t *self)
-{
-    return self->sock && self->sock_welcomed;
-}
+int tq_link_up(const tq_link_t *self) { return self->sock && self->sock_welcomed; }
 
-int tq_link_reconnecting(const tq_link_t *self)
-{
-    return self->reconnecting;
-}
+int tq_link_reconnecting(const tq_link_t *self) { return self->reconnecting; }
 
-const char *tq_link_endpoint(const tq_link_t *self)
-{
-    return self->endpoint;
-}
+const char *tq_link_endpoint(const tq_link_t *self) { return self->endpoint; }
 
-const tq_link_welcome_t *tq_link_welcome(const tq_link_t *self)
-{
-    return &self->w;
-}
+const tq_link_welcome_t *tq_link_welcome(const tq_link_t *self) { return &self->w; }
 
-int64_t tq_link_reconnect_budget(const tq_link_t *self)
-{
-    return self->budget_ms;
-}
+int64_t tq_link_reconnect_budget(const tq_link_t *self) { return self->budget_ms; }

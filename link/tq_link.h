@@ -93,12 +93,12 @@ enum {
 };
 
 typedef struct {
-    int type;         /* TQ_LINK_* */
-    int again;        /* REGISTERED, AUTH_FAILED: see above */
-    int msg_type;     /* MESSAGE; BAD: the type (-1: no readable head) */
-    tq_bytes_t body;  /* MESSAGE: a view into tq_link_in, valid until the next call */
-    size_t nparts;    /* MESSAGE */
-    int64_t silent_ms; /* LOST: how long the master was silent (0: a send failed) */
+    int type;                     /* TQ_LINK_* */
+    int again;                    /* REGISTERED, AUTH_FAILED: see above */
+    int msg_type;                 /* MESSAGE; BAD: the type (-1: no readable head) */
+    tq_bytes_t body;              /* MESSAGE: a view into tq_link_in, valid until the next call */
+    size_t nparts;                /* MESSAGE */
+    int64_t silent_ms;            /* LOST: how long the master was silent (0: a send failed) */
     char text[TQ_MAX_ERROR_TEXT]; /* REFUSED, BAD: what (escaped for a terminal) */
 } tq_link_event_t;
 

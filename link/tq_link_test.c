@@ -199,8 +199,8 @@ static void test_validators(void)
         "[1,2]",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        CHECK_EQ_INT(tq_link_welcome_parse((tq_bytes_t){(const uint8_t *)bad[i], strlen(bad[i])},
-                                           0, &w, &e),
+        CHECK_EQ_INT(tq_link_welcome_parse((tq_bytes_t){(const uint8_t *)bad[i], strlen(bad[i])}, 0,
+                                           &w, &e),
                      -1);
         CHECK_EQ_INT(w.hb_ms, 200);
         CHECK_EQ_INT(w.max_payload, 77);
@@ -266,7 +266,8 @@ static void test_register_and_rehello(void)
     CHECK_EQ_INT(wait_event(l, 150, &ev), TQ_LINK_NONE); /* the second error: no HELLO */
     CHECK_EQ_INT(master_recv(&m, 1000, NULL, NULL), TQ_MSG_HELLO);
     CHECK_EQ_INT(master_recv(&m, 100, NULL, NULL), -1); /* only one */
-    master_welcome(&m, "{\"version\":1,\"heartbeat_ms\":100,\"heartbeat_timeout_ms\":600,\"max_payload\":1024}");
+    master_welcome(&m, "{\"version\":1,\"heartbeat_ms\":100,\"heartbeat_timeout_ms\":600,\"max_"
+                       "payload\":1024}");
     CHECK_EQ_INT(wait_event(l, 1000, &ev), TQ_LINK_REGISTERED);
     CHECK_EQ_INT(ev.again, 1); /* the owner re-sends what was forgotten */
     CHECK(tq_link_registered(l));
@@ -342,7 +343,8 @@ static void test_silence_and_reconnect(void)
     CHECK(tq_mono_ms() - t2 >= 2 * TQ_LINK_BACKOFF_FIRST_MS - SLACK_MS);
     say_hello(l);
     CHECK_EQ_INT(master_recv(&m, 1000, NULL, NULL), TQ_MSG_HELLO);
-    master_welcome(&m, "{\"version\":1,\"heartbeat_ms\":100,\"heartbeat_timeout_ms\":600,\"max_payload\":1024}");
+    master_welcome(&m, "{\"version\":1,\"heartbeat_ms\":100,\"heartbeat_timeout_ms\":600,\"max_"
+                       "payload\":1024}");
     CHECK_EQ_INT(wait_event(l, 1000, &ev), TQ_LINK_REGISTERED);
     CHECK_EQ_INT(ev.again, 1);
     CHECK(!tq_link_reconnecting(l));

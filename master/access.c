@@ -21,14 +21,16 @@ struct tq_allow {
 static char **interned;
 static size_t ninterned, capinterned;
 
-static uint64_t name_hash(const char *s) {
+static uint64_t name_hash(const char *s)
+{
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (; *s; s++)
         h = (h ^ (uint8_t)*s) * 1099511628211ull;
     return h;
 }
 
-const char *tq_ident_intern(const char *name) {
+const char *tq_ident_intern(const char *name)
+{
     if (capinterned) {
         for (size_t i = name_hash(name) & (capinterned - 1);; i = (i + 1) & (capinterned - 1)) {
             if (!interned[i])
@@ -62,7 +64,8 @@ const char *tq_ident_intern(const char *name) {
     return interned[i];
 }
 
-void tq_ident_intern_free(void) {
+void tq_ident_intern_free(void)
+{
     for (size_t i = 0; i < capinterned; i++)
         free(interned[i]);
     free(interned);
@@ -70,17 +73,20 @@ void tq_ident_intern_free(void) {
     ninterned = capinterned = 0;
 }
 
-const char *tq_ident_role_name(tq_ident_role_t role) {
+const char *tq_ident_role_name(tq_ident_role_t role)
+{
     return role == TQ_IDENT_WORKER ? "worker" : role == TQ_IDENT_CLIENT ? "client" : "admin";
 }
 
-static void free_list(char **l, size_t n) {
+static void free_list(char **l, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         free(l[i]);
     free(l);
 }
 
-void tq_allow_free(tq_allow_t **self_p) {
+void tq_allow_free(tq_allow_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_allow_t *self = *self_p;
@@ -94,12 +100,14 @@ void tq_allow_free(tq_allow_t **self_p) {
     *self_p = NULL;
 }
 
-static int name_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '@' || c == '-';
+static int name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '@' || c == '-';
 }
 
-int tq_ident_name_valid(const char *name, size_t len) {
+int tq_ident_name_valid(const char *name, size_t len)
+{
     int ok = len >= 1 && len <= TQ_IDENT_NAME_MAX;
     for (size_t i = 0; ok && i < len; i++)
         ok = name_char(name[i]);
@@ -108,7 +116,8 @@ int tq_ident_name_valid(const char *name, size_t len) {
 
 /* A pattern: 1..TQ_ALLOW_PATTERN_MAX of name characters (tq_name_valid's)
  * and fnmatch's * ? [ ] !. */
-static int pattern_ok(const char *s, size_t n) {
+static int pattern_ok(const char *s, size_t n)
+{
     if (n < 1 || n > TQ_ALLOW_PATTERN_MAX)
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -122,7 +131,8 @@ static int pattern_ok(const char *s, size_t n) {
 
 /* Split "a,b,c" (len bytes at s) into *out. Returns 0, or -1 with a
  * message in why. */
-static int parse_list(const char *s, size_t len, char ***out, size_t *n, tq_err_t *why) {
+static int parse_list(const char *s, size_t len, char ***out, size_t *n, tq_err_t *why)
+{
     *out = NULL;
     *n = 0;
     size_t i = 0;
@@ -132,8 +142,8 @@ static int parse_list(const char *s, size_t len, char ***out, size_t *n, tq_err_
             j++;
         if (!pattern_ok(s + i, j - i)) {
             tq_err_set(why, 0,
-                     "'%.*s' is not a pattern (1..%d of letters, digits, _ . : - and * ? [ ] !)",
-                     (int)(j - i > 80 ? 80 : j - i), s + i, TQ_ALLOW_PATTERN_MAX);
+                       "'%.*s' is not a pattern (1..%d of letters, digits, _ . : - and * ? [ ] !)",
+                       (int)(j - i > 80 ? 80 : j - i), s + i, TQ_ALLOW_PATTERN_MAX);
             goto fail;
         }
         if (*n == TQ_ALLOW_MAX_PATTERNS) {
@@ -156,7 +166,8 @@ fail:
     return -1;
 }
 
-const tq_ident_t *tq_allow_find(const tq_allow_t *self, const char *name) {
+const tq_ident_t *tq_allow_find(const tq_allow_t *self, const char *name)
+{
     for (size_t i = 0; self && i < self->n; i++)
         if (strcmp(self->ids[i].name, name) == 0)
             return &self->ids[i];
@@ -169,20 +180,23 @@ typedef struct {
     size_t n;
 } tok_t;
 
-static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t *id, tq_err_t *why) {
+static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t *id, tq_err_t *why)
+{
     memset(id, 0, sizeof *id);
     if (nt < 3) {
         tq_err_set(why, 0, "expected PUBLIC-KEY NAME ROLE [queues=...] [functions=...]");
         return -1;
     }
     if (tq_z85_key_decode(tok[0].s, tok[0].n, id->key) < 0) {
-        tq_err_set(why, 0, "the public key is not %d Z85 characters (the public-key of a "
-                              ".pub file made by taskq keygen)", TQ_Z85_KEY_LEN);
+        tq_err_set(why, 0,
+                   "the public key is not %d Z85 characters (the public-key of a "
+                   ".pub file made by taskq keygen)",
+                   TQ_Z85_KEY_LEN);
         return -1;
     }
     if (!tq_ident_name_valid(tok[1].s, tok[1].n)) {
         tq_err_set(why, 0, "'%.*s' is not a name (1..%d of letters, digits, _ . @ -)",
-                 (int)(tok[1].n > 80 ? 80 : tok[1].n), tok[1].s, TQ_IDENT_NAME_MAX);
+                   (int)(tok[1].n > 80 ? 80 : tok[1].n), tok[1].s, TQ_IDENT_NAME_MAX);
         return -1;
     }
     memcpy(id->name, tok[1].s, tok[1].n);
@@ -193,7 +207,7 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
             id->role = (tq_ident_role_t)(r + 1);
     if (!id->role) {
         tq_err_set(why, 0, "role '%.*s' is not worker, client or admin",
-                 (int)(tok[2].n > 40 ? 40 : tok[2].n), tok[2].s);
+                   (int)(tok[2].n > 40 ? 40 : tok[2].n), tok[2].s);
         return -1;
     }
     int hq = 0, hf = 0;
@@ -204,7 +218,7 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
         int isf = k == 9 && memcmp(tok[i].s, "functions", 9) == 0;
         if (!eq || (!isq && !isf)) {
             tq_err_set(why, 0, "'%.*s': expected queues=PATTERNS or functions=PATTERNS",
-                     (int)(tok[i].n > 80 ? 80 : tok[i].n), tok[i].s);
+                       (int)(tok[i].n > 80 ? 80 : tok[i].n), tok[i].s);
             return -1;
         }
         if ((isq && hq) || (isf && hf)) {
@@ -213,7 +227,7 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
         }
         if (id->role == TQ_IDENT_ADMIN || (isq && id->role == TQ_IDENT_WORKER)) {
             tq_err_set(why, 0, "%s= does not apply to %s %s", isq ? "queues" : "functions",
-                     id->role == TQ_IDENT_ADMIN ? "an" : "a", tq_ident_role_name(id->role));
+                       id->role == TQ_IDENT_ADMIN ? "an" : "a", tq_ident_role_name(id->role));
             return -1;
         }
         char ***l = isq ? &id->queues : &id->fns;
@@ -228,7 +242,7 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
     }
     if (id->role == TQ_IDENT_WORKER && !hf) {
         tq_err_set(why, 0,
-                 "a worker needs functions=PATTERNS (the functions it may serve; * for all)");
+                   "a worker needs functions=PATTERNS (the functions it may serve; * for all)");
         return -1;
     }
     if (tq_allow_find(self, id->name)) {
@@ -237,20 +251,20 @@ static int parse_line(tq_allow_t *self, const tok_t *tok, size_t nt, tq_ident_t 
     }
     for (size_t i = 0; i < self->n; i++)
         if (sodium_memcmp(self->ids[i].key, id->key, 32) == 0) {
-            tq_err_set(why, 0, "this public key is given twice (also for '%s')",
-                     self->ids[i].name);
+            tq_err_set(why, 0, "this public key is given twice (also for '%s')", self->ids[i].name);
             return -1;
         }
     id->owner = tq_ident_intern(id->name);
     if (!id->owner) {
         tq_err_set(why, 0, "more than %d identity names since the master started: restart it",
-                 TQ_IDENT_INTERN_MAX);
+                   TQ_IDENT_INTERN_MAX);
         return -1;
     }
     return 0;
 }
 
-tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_err_t *err) {
+tq_allow_t *tq_allow_parse(const char *path, const char *text, size_t len, tq_err_t *err)
+{
     tq_allow_t *self = tq_calloc(1, sizeof *self);
     size_t lineno = 0;
     const char *p = text, *end = text + len;
@@ -319,7 +333,8 @@ fail:
     return NULL;
 }
 
-tq_allow_t *tq_allow_load(const char *path, tq_err_t *err) {
+tq_allow_t *tq_allow_load(const char *path, tq_err_t *err)
+{
     char *text;
     size_t len;
     if (tq_file_read_checked(path, "--allow-keys file", TQ_FILE_CONFIG, TQ_ALLOW_FILE_MAX, &text,
@@ -333,26 +348,30 @@ tq_allow_t *tq_allow_load(const char *path, tq_err_t *err) {
 size_t tq_allow_count(const tq_allow_t *self) { return self ? self->n : 0; }
 const tq_ident_t *tq_allow_at(const tq_allow_t *self, size_t i) { return &self->ids[i]; }
 
-static int match_any(char *const *pats, size_t n, const char *s) {
+static int match_any(char *const *pats, size_t n, const char *s)
+{
     for (size_t i = 0; i < n; i++)
         if (fnmatch(pats[i], s, 0) == 0)
             return 1;
     return 0;
 }
 
-int tq_ident_may_queue(const tq_ident_t *id, const char *queue) {
+int tq_ident_may_queue(const tq_ident_t *id, const char *queue)
+{
     if (id->role == TQ_IDENT_ADMIN)
         return 1;
     return id->role == TQ_IDENT_CLIENT && match_any(id->queues, id->nqueues, queue);
 }
 
-int tq_ident_may_fn(const tq_ident_t *id, const char *fn) {
+int tq_ident_may_fn(const tq_ident_t *id, const char *fn)
+{
     if (id->role == TQ_IDENT_ADMIN || (id->role == TQ_IDENT_CLIENT && id->nfns == 0))
         return 1;
     return match_any(id->fns, id->nfns, fn);
 }
 
-void tq_ident_list_text(char *const *pats, size_t n, char *buf, size_t len) {
+void tq_ident_list_text(char *const *pats, size_t n, char *buf, size_t len)
+{
     size_t off = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < n && off < len; i++) {

@@ -53,7 +53,7 @@ typedef struct {
     tq_ident_role_t role;
     char **queues; /* client: patterns; admin: none (every queue) */
     size_t nqueues;
-    char **fns;    /* worker: patterns; client: patterns, 0 = any */
+    char **fns; /* worker: patterns; client: patterns, 0 = any */
     size_t nfns;
     const char *owner; /* the name, interned (tq_ident_intern): tasks' owner */
 } tq_ident_t;
@@ -62,14 +62,14 @@ typedef struct tq_allow tq_allow_t;
 
 /* What the loop enforces (owned by the loop; the handlers read it). */
 typedef struct {
-    tq_allow_t *allow;   /* --allow-keys, or NULL: no identities, no limits */
-    tq_idmap_t *owners;  /* task id -> owner (an interned identity name) of
+    tq_allow_t *allow;     /* --allow-keys, or NULL: no identities, no limits */
+    tq_idmap_t *owners;    /* task id -> owner (an interned identity name) of
                             tasks a key-pair identity submitted; journaled
                             with the task (persist.c), stale ids swept
                             (tq_loop: ids are never reused) */
     const char *submitter; /* the owner of the tasks a SUBMIT being handled
                               adds (set around tq_engine_submit), or NULL */
-    uint64_t forbidden;  /* requests refused with FORBIDDEN (metrics) */
+    uint64_t forbidden;    /* requests refused with FORBIDDEN (metrics) */
 } tq_policy_t;
 
 /* Parse a file's text (path: for messages). Returns the table, or NULL

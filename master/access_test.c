@@ -11,7 +11,8 @@
 #define K1 "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
 #define K2 "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
 
-static tq_allow_t *parse(const char *text, char *err) {
+static tq_allow_t *parse(const char *text, char *err)
+{
     tq_err_t e = {0, ""};
     tq_allow_t *a = tq_allow_parse("allow", text, strlen(text), &e);
     memcpy(err, e.msg, 256);
@@ -19,7 +20,8 @@ static tq_allow_t *parse(const char *text, char *err) {
     return a;
 }
 
-static void expect_err(const char *text, const char *want) {
+static void expect_err(const char *text, const char *want)
+{
     char err[256] = "";
     tq_allow_t *a = parse(text, err);
     CHECK(a == NULL);
@@ -30,7 +32,8 @@ static void expect_err(const char *text, const char *want) {
     tq_allow_free(&a);
 }
 
-static void test_good(void) {
+static void test_good(void)
+{
     char err[256] = "";
     tq_allow_t *a = parse("# comment\n\n" K1 " alice client queues=mail,img-* functions=resize\n"
                           "  " K2 "\tw1 worker functions=*\r\n",
@@ -63,7 +66,8 @@ static void test_good(void) {
     tq_allow_free(&a);
     CHECK(a == NULL);
     a = parse(K1 " ops admin\n", err);
-    CHECK(a && tq_ident_may_queue(tq_allow_at(a, 0), "x") && tq_ident_may_fn(tq_allow_at(a, 0), "y"));
+    CHECK(a && tq_ident_may_queue(tq_allow_at(a, 0), "x") &&
+          tq_ident_may_fn(tq_allow_at(a, 0), "y"));
     tq_allow_free(&a);
     /* comments after the fields */
     a = parse(K1 "  c client queues=q   # the mail robot\n#comment\n# another\n", err);
@@ -75,7 +79,8 @@ static void test_good(void) {
     tq_allow_free(&a);
 }
 
-static void test_errors(void) {
+static void test_errors(void)
+{
     expect_err("", "allow: no keys");
     expect_err("# only a comment\n", "allow: no keys");
     expect_err(K1 " alice\n", "allow:1: expected PUBLIC-KEY NAME ROLE");
@@ -104,7 +109,8 @@ static void test_errors(void) {
     expect_err(big, "more than 64 patterns");
 }
 
-int main(void) {
+int main(void)
+{
     RUN(test_good);
     RUN(test_errors);
     tq_ident_intern_free();

@@ -35,13 +35,15 @@
 
 /* ---- the paused file of earlier versions ------------------------------------ */
 
-static int paused_path(const char *data_dir, char *out, size_t len) {
+static int paused_path(const char *data_dir, char *out, size_t len)
+{
     int n = snprintf(out, len, "%s/paused", data_dir);
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir,
-                  uint64_t *lsn, tq_err_t *err) {
+int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir, uint64_t *lsn,
+                  tq_err_t *err)
+{
     tq_store_t *store = tq_engine_store(engine);
     char path[4096];
     if (paused_path(data_dir, path, sizeof path) < 0) {
@@ -71,9 +73,8 @@ int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_d
                 line[--n] = '\0';
             tq_bytes_t name = {(const uint8_t *)line, n};
             if (total > PAUSED_FILE_MAX || (!whole && !feof(f)) || (n && !tq_name_valid(name))) {
-                tq_err_set(err, 0,
-                         "%s line %zu: not a queue name (remove the line or the file)", path,
-                         lineno);
+                tq_err_set(err, 0, "%s line %zu: not a queue name (remove the line or the file)",
+                           path, lineno);
                 rc = -1;
                 break;
             }
@@ -100,11 +101,11 @@ int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_d
     return 1;
 }
 
-void tq_admin_drop_file(const char *data_dir) {
+void tq_admin_drop_file(const char *data_dir)
+{
     char path[4096];
     if (paused_path(data_dir, path, sizeof path) == 0 && unlink(path) < 0 && errno != ENOENT)
-        tq_warn("cannot delete %s (its queues are in the journal now): %s", path,
-                strerror(errno));
+        tq_warn("cannot delete %s (its queues are in the journal now): %s", path, strerror(errno));
     else
         tq_info("deleted %s: the paused queues are in the journal now", path);
 }
@@ -119,8 +120,8 @@ void tq_admin_drop_file(const char *data_dir) {
  * through tq_admin_exec. */
 typedef struct {
     const tq_admin_deps_t *loop;
-    tq_peer_t *peer;  /* the asking connection (new-name budget), or NULL */
-    const char *who;  /* who asked and from where, for the log */
+    tq_peer_t *peer; /* the asking connection (new-name budget), or NULL */
+    const char *who; /* who asked and from where, for the log */
     const char *addr;
     const cJSON *j;
     cJSON *doc;
@@ -128,7 +129,8 @@ typedef struct {
 } admin_t;
 
 static void fail(admin_t *a, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail(admin_t *a, int code, const char *fmt, ...) {
+static void fail(admin_t *a, int code, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(a->res->msg, sizeof a->res->msg, fmt, ap);
@@ -140,14 +142,16 @@ static void reply(admin_t *a, cJSON *doc) { a->doc = doc; }
 
 /* doc, sent once the journal holds what this request changed (as a
  * SUBMIT_ACK). */
-static void reply_gated(admin_t *a, cJSON *doc) {
+static void reply_gated(admin_t *a, cJSON *doc)
+{
     a->doc = doc;
     a->res->gated = 1;
 }
 
 /* An optional non-negative integer field no larger than max: 0 when
  * absent (*out = def), -1 (after an ERROR reply) when not valid. */
-static int get_uint(admin_t *a, const char *name, uint64_t def, uint64_t max, uint64_t *out) {
+static int get_uint(admin_t *a, const char *name, uint64_t def, uint64_t max, uint64_t *out)
+{
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, name);
     *out = def;
     if (!v)
@@ -161,7 +165,8 @@ static int get_uint(admin_t *a, const char *name, uint64_t def, uint64_t max, ui
 
 /* The "queue" field: *q = NULL when absent and optional; -1 (after an
  * ERROR) when not valid, or absent but required. */
-static int get_queue(admin_t *a, int required, tq_queue_t **q) {
+static int get_queue(admin_t *a, int required, tq_queue_t **q)
+{
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "queue");
     *q = NULL;
     if (!v && !required)
@@ -191,7 +196,8 @@ static int get_queue(admin_t *a, int required, tq_queue_t **q) {
 static void add_id(cJSON *o, uint64_t id) { tq_inspect_add_id(o, id); }
 
 /* t's error text as "error" or "error_base64", cut to ADMIN_ERROR_MAX. */
-static void add_error(cJSON *o, const tq_task_t *t) {
+static void add_error(cJSON *o, const tq_task_t *t)
+{
     tq_inspect_add_text(o, "error", tq_task_data(t), ADMIN_ERROR_MAX);
 }
 
@@ -199,7 +205,8 @@ static void add_error(cJSON *o, const tq_task_t *t) {
  * name (nothing is created: a typo must not add a queue). *q = NULL and
  * *missing = 0 when absent; *missing = 1 when no such queue exists; -1
  * (after an ERROR) when not a valid name. */
-static int find_queue(admin_t *a, tq_queue_t **q, int *missing) {
+static int find_queue(admin_t *a, tq_queue_t **q, int *missing)
+{
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "queue");
     *q = NULL;
     *missing = 0;
@@ -222,7 +229,8 @@ static int find_queue(admin_t *a, tq_queue_t **q, int *missing) {
     return 0;
 }
 
-static void op_dead(admin_t *a) {
+static void op_dead(admin_t *a)
+{
     tq_queue_t *q;
     uint64_t after, limit;
     int missing;
@@ -263,7 +271,8 @@ static void op_dead(admin_t *a) {
 }
 
 /* retry (purge = 0) or purge (purge = 1) of "ids" or "all". */
-static void op_retry_purge(admin_t *a, int purge) {
+static void op_retry_purge(admin_t *a, int purge)
+{
     static const char *done_word[] = {"retried", "purged"};
     tq_store_t *store = tq_engine_store(a->loop->engine);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(a->j, "ids");
@@ -289,7 +298,8 @@ static void op_retry_purge(admin_t *a, int purge) {
         }
         const cJSON *it;
         uint64_t id;
-        cJSON_ArrayForEach(it, ids) {
+        cJSON_ArrayForEach(it, ids)
+        {
             if (tq_json_uint(it, 1, UINT64_MAX, &id) < 0) {
                 cJSON_Delete(doc);
                 fail(a, TQ_ERR_MALFORMED, "ADMIN: \"ids\" must hold positive integers");
@@ -297,13 +307,15 @@ static void op_retry_purge(admin_t *a, int purge) {
             }
         }
         cJSON *items = cJSON_AddArrayToObject(doc, "items");
-        cJSON_ArrayForEach(it, ids) {
+        cJSON_ArrayForEach(it, ids)
+        {
             tq_json_uint(it, 1, UINT64_MAX, &id); /* checked above */
             tq_task_t *t = tq_store_get(store, id);
             /* the dead and the failed set */
-            const char *outcome = !t                                                     ? "unknown"
-                                  : t->state != TQ_TASK_DEAD && t->state != TQ_TASK_FAILED ? "not dead"
-                                                                                         : NULL;
+            const char *outcome = !t ? "unknown"
+                                  : t->state != TQ_TASK_DEAD && t->state != TQ_TASK_FAILED
+                                      ? "not dead"
+                                      : NULL;
             if (!outcome) {
                 if (purge)
                     tq_engine_purge(a->loop->engine, id);
@@ -321,16 +333,16 @@ static void op_retry_purge(admin_t *a, int purge) {
         count = tq_engine_revive_all(a->loop->engine, q, purge);
     }
     char from[TQ_MAX_PEER_NAME + 8];
-    tq_info("admin: %s %zu dead or failed task%s at the request of %s (%s)", done_word[purge], count,
-            count == 1 ? "" : "s", tq_log_escape_str(from, sizeof from, a->who),
-            a->addr);
+    tq_info("admin: %s %zu dead or failed task%s at the request of %s (%s)", done_word[purge],
+            count, count == 1 ? "" : "s", tq_log_escape_str(from, sizeof from, a->who), a->addr);
     cJSON_AddNumberToObject(doc, "count", (double)count);
     reply(a, doc);
 }
 
 /* pause / resume: the change is made at once; the reply goes when the
  * journal holds it (gated on the journal's LSN, as a SUBMIT_ACK). */
-static void op_pause(admin_t *a, int pause) {
+static void op_pause(admin_t *a, int pause)
+{
     tq_queue_t *q;
     if (get_queue(a, 1, &q) < 0)
         return;
@@ -354,7 +366,8 @@ static void op_pause(admin_t *a, int pause) {
 
 /* A read-only op of inspect.h: its reply, or its error. */
 typedef void *(*inspect_fn)(const tq_store_t *, const tq_peers_t *, const void *, tq_err_t *);
-static void op_inspect(admin_t *a, inspect_fn fn) {
+static void op_inspect(admin_t *a, inspect_fn fn)
+{
     tq_err_t err = {TQ_ERR_INTERNAL, ""};
     cJSON *doc = fn(tq_engine_store(a->loop->engine), a->loop->peers, a->j, &err);
     if (!doc) {
@@ -369,7 +382,8 @@ static void op_inspect(admin_t *a, inspect_fn fn) {
  * forget a queue with nothing queued or running; "deleted": false with
  * its counts otherwise). An unknown queue is an ERROR. Engine commands,
  * journaled; the reply is gated on the journal. */
-static void op_queue(admin_t *a, int del) {
+static void op_queue(admin_t *a, int del)
+{
     tq_queue_t *q;
     int missing;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "queue");
@@ -419,10 +433,10 @@ static void op_queue(admin_t *a, int del) {
  * Each gets QUIET or STOP, and takes nothing more from now on. The
  * reply lists the workers it went to ("workers": [] when none
  * matched). */
-static void op_worker(admin_t *a, int stop) {
+static void op_worker(admin_t *a, int stop)
+{
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->j, "worker");
-    if (!cJSON_IsString(v) || !v->valuestring[0] ||
-        strlen(v->valuestring) > TQ_MAX_PEER_NAME) {
+    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > TQ_MAX_PEER_NAME) {
         fail(a, TQ_ERR_MALFORMED, "ADMIN: \"worker\" must be a worker's name or id (1..%d bytes)",
              TQ_MAX_PEER_NAME);
         return;
@@ -458,22 +472,26 @@ static void op_worker(admin_t *a, int stop) {
     reply(a, doc);
 }
 
-static void run_dead(admin_t *a, int arg) {
+static void run_dead(admin_t *a, int arg)
+{
     (void)arg;
     op_dead(a);
 }
 
-static void run_show(admin_t *a, int arg) {
+static void run_show(admin_t *a, int arg)
+{
     (void)arg;
     op_inspect(a, tq_inspect_show);
 }
 
-static void run_list(admin_t *a, int arg) {
+static void run_list(admin_t *a, int arg)
+{
     (void)arg;
     op_inspect(a, tq_inspect_list);
 }
 
-static void run_failed(admin_t *a, int arg) {
+static void run_failed(admin_t *a, int arg)
+{
     (void)arg;
     op_inspect(a, tq_inspect_failed);
 }
@@ -491,21 +509,16 @@ static const struct {
     void (*fn)(admin_t *a, int arg);
     int arg;
 } admin_ops[] = {
-    {"dead", ADMIN_READ, run_dead, 0},
-    {"retry", ADMIN_WRITE, op_retry_purge, 0},
-    {"purge", ADMIN_WRITE, op_retry_purge, 1},
-    {"pause", ADMIN_WRITE, op_pause, 1},
-    {"resume", ADMIN_WRITE, op_pause, 0},
-    {"quiet", ADMIN_WRITE, op_worker, 0},
-    {"stop", ADMIN_WRITE, op_worker, 1},
-    {"show", ADMIN_PRIVATE, run_show, 0},
-    {"list", ADMIN_PRIVATE, run_list, 0},
-    {"failed", ADMIN_PRIVATE, run_failed, 0},
-    {"queue_empty", ADMIN_WRITE, op_queue, 0},
-    {"queue_delete", ADMIN_WRITE, op_queue, 1},
+    {"dead", ADMIN_READ, run_dead, 0},         {"retry", ADMIN_WRITE, op_retry_purge, 0},
+    {"purge", ADMIN_WRITE, op_retry_purge, 1}, {"pause", ADMIN_WRITE, op_pause, 1},
+    {"resume", ADMIN_WRITE, op_pause, 0},      {"quiet", ADMIN_WRITE, op_worker, 0},
+    {"stop", ADMIN_WRITE, op_worker, 1},       {"show", ADMIN_PRIVATE, run_show, 0},
+    {"list", ADMIN_PRIVATE, run_list, 0},      {"failed", ADMIN_PRIVATE, run_failed, 0},
+    {"queue_empty", ADMIN_WRITE, op_queue, 0}, {"queue_delete", ADMIN_WRITE, op_queue, 1},
 };
 
-int tq_admin_op_writes(const char *op) {
+int tq_admin_op_writes(const char *op)
+{
     for (size_t i = 0; i < sizeof admin_ops / sizeof admin_ops[0]; i++)
         if (strcmp(op, admin_ops[i].name) == 0)
             return admin_ops[i].access == ADMIN_WRITE;
@@ -513,7 +526,8 @@ int tq_admin_op_writes(const char *op) {
 }
 
 void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, const char *addr,
-                    const void *req, tq_admin_result_t *res) {
+                    const void *req, tq_admin_result_t *res)
+{
     res->code = 0;
     res->msg[0] = '\0';
     res->gated = 0;
@@ -547,12 +561,14 @@ void *tq_admin_exec(const tq_admin_deps_t *d, tq_peer_t *p, const char *who, con
 
 /* ERROR about request req to p, with a rate-limited log line. */
 static void send_error(const tq_admin_deps_t *d, tq_peer_t *p, uint32_t req, int code,
-                       const char *msg) {
+                       const char *msg)
+{
     tq_roster_warn(d->roster, p, p->address, "%s", msg);
     tq_outbox_error(d->outbox, (tq_bytes_t){p->rid, p->rid_len}, code, req, msg);
 }
 
-void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
+void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body)
+{
     void *j = NULL;
     tq_err_t err;
     if (tq_decode_json(body, 0, TQ_MAX_JSON, &j, &err) < 0) {
@@ -564,8 +580,7 @@ void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body) {
     uint64_t req = 0;
     const cJSON *rv = cJSON_GetObjectItemCaseSensitive(j, "req");
     if (rv && tq_json_uint(rv, 0, UINT32_MAX, &req) < 0) {
-        send_error(d, p, 0, TQ_ERR_MALFORMED,
-                   "ADMIN: \"req\" must be an integer 0..4294967295");
+        send_error(d, p, 0, TQ_ERR_MALFORMED, "ADMIN: \"req\" must be an integer 0..4294967295");
         cJSON_Delete(j);
         return;
     }

@@ -22,7 +22,7 @@ typedef struct {
     tq_persist_t *persist;
     tq_outbox_t *outbox;
     tq_roster_t *roster;
-    tq_peers_t *peers; /* quiet and stop find their workers here */
+    tq_peers_t *peers;   /* quiet and stop find their workers here */
     tq_policy_t *policy; /* counts refusals (access.h) */
 } tq_admin_deps_t;
 
@@ -59,8 +59,8 @@ void tq_admin_handle(const tq_admin_deps_t *d, tq_peer_t *p, tq_bytes_t body);
  * checked whole before anything is paused. Returns 1 with *lsn (delete
  * the file once the journal is durable up to it: tq_admin_drop_file), 0
  * when there is no file, or -1 with a message naming the file and line. */
-int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir,
-                  uint64_t *lsn, tq_err_t *err);
+int tq_admin_load(tq_engine_t *engine, tq_persist_t *persist, const char *data_dir, uint64_t *lsn,
+                  tq_err_t *err);
 /* Delete data_dir/paused (its queues are in the journal). */
 void tq_admin_drop_file(const char *data_dir);
 

@@ -65,14 +65,14 @@ struct tq_auth {
     size_t max_conns; /* 0: no cap */
     int fd_limit;
     int64_t handshake_ms;
-    _Atomic uint8_t *active; /* [fd_limit]: the connection on fd talks */
+    _Atomic uint8_t *active;        /* [fd_limit]: the connection on fd talks */
     _Atomic uint64_t m_auth_failed; /* for the metrics (tq_auth_counts) */
     _Atomic uint64_t m_open;
     /* thread-only state */
     conn_t *conns;
     size_t nconns, capconns;
-    size_t nopen;   /* conns not being closed: what the cap counts */
-    int32_t *slot;  /* [fd_limit]: index in conns, or -1 */
+    size_t nopen;       /* conns not being closed: what the cap counts */
+    int32_t *slot;      /* [fd_limit]: index in conns, or -1 */
     int32_t head, tail; /* candidate list */
     /* HANDSHAKE_FAILED events seen whose DISCONNECTED has not come yet,
      * oldest first: 1 = the keys did not match (PROTOCOL, AUTH), 0 = the
@@ -80,8 +80,8 @@ struct tq_auth {
      * check). A ring; when full the oldest is forgotten. */
     uint8_t fail_kind[AUTH_PENDING_FAILS];
     unsigned fail_head, nfail;
-    int64_t log_window_ms;  /* rate limit of refusal lines: a peer with a */
-    unsigned log_lines;     /* wrong key reconnects every few hundred ms */
+    int64_t log_window_ms; /* rate limit of refusal lines: a peer with a */
+    unsigned log_lines;    /* wrong key reconnects every few hundred ms */
     unsigned log_suppressed;
     /* counted since the last summary line */
     uint64_t n_cut, n_hs_closed, n_accept_failed;
@@ -100,7 +100,8 @@ struct allowed_key {
 #define AUTH_LOG_PER_S 3
 
 /* 1 if one more refusal line may be logged now. */
-static int log_ok(tq_auth_t *self) {
+static int log_ok(tq_auth_t *self)
+{
     int64_t now = tq_mono_ms();
     if (now - self->log_window_ms >= 1000) {
         if (self->log_suppressed)
@@ -126,7 +127,8 @@ typedef struct {
     int bad; /* too many frames or a frame too long */
 } zap_req_t;
 
-static int zap_recv(void *sock, zap_req_t *r) {
+static int zap_recv(void *sock, zap_req_t *r)
+{
     memset(r, 0, sizeof *r);
     int more = 1;
     while (more) {
@@ -150,13 +152,15 @@ static int zap_recv(void *sock, zap_req_t *r) {
     return 0;
 }
 
-static int frame_is(const zap_req_t *r, size_t i, const char *s) {
+static int frame_is(const zap_req_t *r, size_t i, const char *s)
+{
     return i < r->n && i < ZAP_MAX_FRAMES && r->len[i] == strlen(s) &&
            memcmp(r->data[i], s, r->len[i]) == 0;
 }
 
 static void zap_reply(void *sock, const zap_req_t *r, const char *code, const char *text,
-                      const char *user) {
+                      const char *user)
+{
     size_t idlen = r->n > 1 && !r->bad ? r->len[1] : 0;
     zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(sock, r->data[1], idlen, ZMQ_SNDMORE);
@@ -168,7 +172,8 @@ static void zap_reply(void *sock, const zap_req_t *r, const char *code, const ch
 
 /* Frames: version, request id, domain, address, identity, mechanism,
  * credentials (the client's long-term public key for CURVE). */
-static void zap_handle(tq_auth_t *self, void *zap) {
+static void zap_handle(tq_auth_t *self, void *zap)
+{
     zap_req_t r;
     if (zap_recv(zap, &r) < 0)
         return;
@@ -221,7 +226,8 @@ static void zap_handle(tq_auth_t *self, void *zap) {
 
 /* "host:port" of a peer address, IPv4-mapped IPv6 shown as IPv4. */
 static void format_addr(const struct sockaddr_storage *ss, socklen_t len, char *addr,
-                        size_t addrlen) {
+                        size_t addrlen)
+{
     char host[INET6_ADDRSTRLEN] = "?";
     if (len == 0) {
         snprintf(addr, addrlen, "?");
@@ -248,7 +254,8 @@ static void format_addr(const struct sockaddr_storage *ss, socklen_t len, char *
 /* 1 if fd is still the connection c was accepted as: same peer address
  * and port (an fd closed and reused for another connection or a file
  * fails this). */
-static int conn_same(const conn_t *c) {
+static int conn_same(const conn_t *c)
+{
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) < 0)
@@ -256,7 +263,8 @@ static int conn_same(const conn_t *c) {
     return c->peerlen != 0 && sl == c->peerlen && memcmp(&ss, &c->peer, sl) == 0;
 }
 
-static void list_unlink(tq_auth_t *self, int32_t i) {
+static void list_unlink(tq_auth_t *self, int32_t i)
+{
     conn_t *c = &self->conns[i];
     if (!c->linked)
         return;
@@ -272,7 +280,8 @@ static void list_unlink(tq_auth_t *self, int32_t i) {
     c->prev = c->next = -1;
 }
 
-static void list_push(tq_auth_t *self, int32_t i) {
+static void list_push(tq_auth_t *self, int32_t i)
+{
     conn_t *c = &self->conns[i];
     c->prev = self->tail;
     c->next = -1;
@@ -286,7 +295,8 @@ static void list_push(tq_auth_t *self, int32_t i) {
 
 /* Forget entry i (its connection is gone): the last entry moves into
  * its place, links and fd slot updated. */
-static void conn_remove(tq_auth_t *self, int32_t i) {
+static void conn_remove(tq_auth_t *self, int32_t i)
+{
     conn_t *c = &self->conns[i];
     list_unlink(self, i);
     if (!c->closing)
@@ -314,7 +324,8 @@ static void conn_remove(tq_auth_t *self, int32_t i) {
 /* Shut connection i down so that libzmq closes it (it sees the peer
  * go). Checks first that the fd is still that connection; a stale entry
  * is only forgotten. Returns 1 if a connection was cut. */
-static int conn_cut(tq_auth_t *self, int32_t i) {
+static int conn_cut(tq_auth_t *self, int32_t i)
+{
     conn_t *c = &self->conns[i];
     if (!conn_same(c)) {
         conn_remove(self, i);
@@ -331,7 +342,8 @@ static int conn_cut(tq_auth_t *self, int32_t i) {
 
 /* The oldest candidate for a cut that has not talked (those that talked
  * leave the list for good), or -1. */
-static int32_t oldest_silent(tq_auth_t *self) {
+static int32_t oldest_silent(tq_auth_t *self)
+{
     while (self->head >= 0) {
         int32_t i = self->head;
         int fd = self->conns[i].fd;
@@ -344,7 +356,8 @@ static int32_t oldest_silent(tq_auth_t *self) {
 
 /* Bring the open connections down to the cap; `fresh` is the entry of
  * the connection just accepted (cut when every other one talks). */
-static void enforce_cap(tq_auth_t *self, int32_t fresh) {
+static void enforce_cap(tq_auth_t *self, int32_t fresh)
+{
     while (self->max_conns && self->nopen > self->max_conns) {
         int32_t v = oldest_silent(self);
         if (v < 0) {
@@ -360,7 +373,8 @@ static void enforce_cap(tq_auth_t *self, int32_t fresh) {
     }
 }
 
-static void conn_accepted(tq_auth_t *self, int fd) {
+static void conn_accepted(tq_auth_t *self, int fd)
+{
     if (fd < 0 || fd >= self->fd_limit)
         return;
     if (self->slot[fd] >= 0) /* fd reused and its DISCONNECTED not seen */
@@ -390,7 +404,8 @@ static void conn_accepted(tq_auth_t *self, int fd) {
 }
 
 /* Forget fd's entry, copying its address to addr. */
-static void conn_gone(tq_auth_t *self, int fd, char *addr, size_t len) {
+static void conn_gone(tq_auth_t *self, int fd, char *addr, size_t len)
+{
     tq_strlcpy(addr, "?", len);
     if (fd < 0 || fd >= self->fd_limit || self->slot[fd] < 0)
         return;
@@ -403,7 +418,8 @@ static void conn_gone(tq_auth_t *self, int fd, char *addr, size_t len) {
  * (one event each time): free descriptors by cutting the oldest silent
  * connections, with at most AUTH_CUTS_IN_FLIGHT under way, so a burst of
  * these events does not empty the table. */
-static void accept_failed(tq_auth_t *self, int err) {
+static void accept_failed(tq_auth_t *self, int err)
+{
     if (err != EMFILE && err != ENFILE)
         return;
     self->n_accept_failed++;
@@ -418,14 +434,16 @@ static void accept_failed(tq_auth_t *self, int err) {
 /* Check every entry against the kernel: one whose connection is gone
  * without a DISCONNECTED event (not expected, but the cap must not
  * leak) is forgotten. */
-static void sweep(tq_auth_t *self) {
+static void sweep(tq_auth_t *self)
+{
     for (size_t i = self->nconns; i-- > 0;)
         if (!conn_same(&self->conns[i]))
             conn_remove(self, (int32_t)i);
 }
 
 /* One line for what was counted since the last one. */
-static void summary(tq_auth_t *self, int64_t now) {
+static void summary(tq_auth_t *self, int64_t now)
+{
     if (now - self->summary_ms < AUTH_SUMMARY_MS)
         return;
     self->summary_ms = now;
@@ -445,7 +463,8 @@ static void summary(tq_auth_t *self, int64_t now) {
 }
 
 /* Handle one monitor event if one is waiting. Returns -1 if none. */
-static int monitor_handle(tq_auth_t *self, void *mon) {
+static int monitor_handle(tq_auth_t *self, void *mon)
+{
     uint8_t ev[6] = {0};
     int more = 0;
     size_t n = 0;
@@ -475,12 +494,8 @@ static int monitor_handle(tq_auth_t *self, void *mon) {
     memcpy(&value, ev + 2, 4);
     char addr[64];
     switch (event) {
-    case ZMQ_EVENT_ACCEPTED:
-        conn_accepted(self, (int)value);
-        break;
-    case ZMQ_EVENT_ACCEPT_FAILED:
-        accept_failed(self, (int)value);
-        break;
+    case ZMQ_EVENT_ACCEPTED: conn_accepted(self, (int)value); break;
+    case ZMQ_EVENT_ACCEPT_FAILED: accept_failed(self, (int)value); break;
     case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
     case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
     case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
@@ -510,21 +525,22 @@ static int monitor_handle(tq_auth_t *self, void *mon) {
                         addr);
         }
         break;
-    default:
-        break;
+    default: break;
     }
     atomic_store_explicit(&self->m_open, self->nopen, memory_order_relaxed);
     return 0;
 }
 
-void tq_auth_counts(const tq_auth_t *self, uint64_t *auth_failures, uint64_t *open_conns) {
+void tq_auth_counts(const tq_auth_t *self, uint64_t *auth_failures, uint64_t *open_conns)
+{
     *auth_failures = atomic_load_explicit(&self->m_auth_failed, memory_order_relaxed);
     *open_conns = atomic_load_explicit(&self->m_open, memory_order_relaxed);
 }
 
 /* ---- thread ------------------------------------------------------------- */
 
-static void *auth_main(void *arg) {
+static void *auth_main(void *arg)
+{
     tq_auth_t *self = arg;
     int zero = 0;
     void *pipe = zmq_socket(self->ctx, ZMQ_PAIR);
@@ -554,15 +570,15 @@ static void *auth_main(void *arg) {
     }
     zmq_send(pipe, verdict, strlen(verdict), 0);
     if (verdict != msg) {
-        zmq_pollitem_t items[3] = {{pipe, 0, ZMQ_POLLIN, 0}, {zap, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[3] = {{pipe, 0, ZMQ_POLLIN, 0},
+                                   {zap, 0, ZMQ_POLLIN, 0},
                                    {mon, 0, ZMQ_POLLIN, 0}};
         int nitems = mon ? 3 : 2;
         self->sweep_ms = self->summary_ms = tq_mono_ms();
         for (;;) {
             /* wake up for the summary line and the sweep while there is
              * something to report or check */
-            long timeout = self->nconns || self->n_cut || self->n_hs_closed ||
-                                   self->n_accept_failed
+            long timeout = self->nconns || self->n_cut || self->n_hs_closed || self->n_accept_failed
                                ? 1000
                                : -1;
             int rc = zmq_poll(items, nitems, timeout);
@@ -603,7 +619,8 @@ out:
 }
 
 tq_auth_t *tq_auth_new(void *ctx, const tq_curve_keys_t *keys, const char *monitor_ep,
-                       const tq_auth_cfg_t *cfg, tq_err_t *err) {
+                       const tq_auth_cfg_t *cfg, tq_err_t *err)
+{
     tq_auth_t *self = tq_calloc(1, sizeof *self);
     self->ctx = ctx;
     self->max_conns = cfg->max_connections;
@@ -659,7 +676,8 @@ fail:
     return NULL;
 }
 
-void tq_auth_destroy(tq_auth_t **self_p) {
+void tq_auth_destroy(tq_auth_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_auth_t *self = *self_p;
@@ -676,14 +694,16 @@ void tq_auth_destroy(tq_auth_t **self_p) {
     *self_p = NULL;
 }
 
-void tq_auth_mark_active(tq_auth_t *self, int fd) {
+void tq_auth_mark_active(tq_auth_t *self, int fd)
+{
     if (!self || fd < 0 || fd >= self->fd_limit)
         return;
     if (!atomic_load_explicit(&self->active[fd], memory_order_relaxed))
         atomic_store_explicit(&self->active[fd], 1, memory_order_relaxed);
 }
 
-void tq_auth_set_keys(tq_auth_t *self, const tq_allow_t *allow) {
+void tq_auth_set_keys(tq_auth_t *self, const tq_allow_t *allow)
+{
     size_t n = tq_allow_count(allow);
     struct allowed_key *keys = allow ? tq_calloc(n ? n : 1, sizeof *keys) : NULL;
     for (size_t i = 0; i < n; i++) {
@@ -698,7 +718,8 @@ void tq_auth_set_keys(tq_auth_t *self, const tq_allow_t *allow) {
     free(old);
 }
 
-void tq_connref_get(int fd, tq_connref_t *ref) {
+void tq_connref_get(int fd, tq_connref_t *ref)
+{
     memset(ref, 0, sizeof *ref);
     ref->fd = -1;
     socklen_t sl = sizeof ref->sa;
@@ -708,7 +729,8 @@ void tq_connref_get(int fd, tq_connref_t *ref) {
     }
 }
 
-int tq_connref_cut(const tq_connref_t *ref) {
+int tq_connref_cut(const tq_connref_t *ref)
+{
     if (ref->fd < 0)
         return 0;
     conn_t c = {.fd = ref->fd, .peerlen = ref->len, .peer = ref->sa};

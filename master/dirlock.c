@@ -14,7 +14,8 @@
 
 /* The pid written in the lock file at fd, or 0 if it holds none (the
  * holder has not written it yet, or the file is not ours). */
-static long read_holder(int fd) {
+static long read_holder(int fd)
+{
     char buf[32];
     ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
     if (n <= 0)
@@ -29,7 +30,8 @@ static long read_holder(int fd) {
     return (long)pid;
 }
 
-int tq_dirlock_acquire(const char *dir, tq_err_t *err) {
+int tq_dirlock_acquire(const char *dir, tq_err_t *err)
+{
     char path[PATH_MAX];
     int n = snprintf(path, sizeof path, "%s/%s", dir, TQ_DIRLOCK_FILE);
     if (n < 0 || (size_t)n >= sizeof path) {
@@ -39,7 +41,7 @@ int tq_dirlock_acquire(const char *dir, tq_err_t *err) {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         tq_err_set(err, 0, "--data-dir %s: cannot open the lock file %s: %s", dir, path,
-                     strerror(errno));
+                   strerror(errno));
         return -1;
     }
     int rc;
@@ -53,9 +55,9 @@ int tq_dirlock_acquire(const char *dir, tq_err_t *err) {
             if (pid > 0)
                 snprintf(who, sizeof who, "pid %ld", pid);
             tq_err_set(err, 0,
-                         "another taskq-master (%s) is using --data-dir %s (it holds the lock on "
-                         "%s): only one master may use a data dir",
-                         who, dir, path);
+                       "another taskq-master (%s) is using --data-dir %s (it holds the lock on "
+                       "%s): only one master may use a data dir",
+                       who, dir, path);
         } else {
             tq_err_set(err, 0, "--data-dir %s: cannot lock %s: %s", dir, path, strerror(e));
         }
@@ -67,14 +69,15 @@ int tq_dirlock_acquire(const char *dir, tq_err_t *err) {
     int len = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)len, 0) != (ssize_t)len) {
         tq_err_set(err, 0, "--data-dir %s: cannot write the lock file %s: %s", dir, path,
-                     strerror(errno));
+                   strerror(errno));
         close(fd);
         return -1;
     }
     return fd;
 }
 
-void tq_dirlock_release(int fd) {
+void tq_dirlock_release(int fd)
+{
     if (fd >= 0)
         close(fd); /* the lock goes with the last descriptor of the open file */
 }

@@ -37,14 +37,14 @@ typedef struct {
 } tq_now_t;
 
 typedef struct {
-    tq_store_cfg_t store;       /* ids, --max-tasks, TTLs, key retention */
-    uint32_t max_attempts;      /* lost leases before a task is dead (>= 1) */
-    int64_t lease_timeout_ms;   /* a task without a run timeout is taken back
+    tq_store_cfg_t store;     /* ids, --max-tasks, TTLs, key retention */
+    uint32_t max_attempts;    /* lost leases before a task is dead (>= 1) */
+    int64_t lease_timeout_ms; /* a task without a run timeout is taken back
                                  * this long after dispatch; 0 = never */
-    int64_t heartbeat_ms;       /* a run timeout's lease lasts timeout + 2 of these */
-    int64_t backoff_base_ms;    /* first retry / lost-lease delay; 0 = none */
-    int64_t backoff_cap_ms;     /* the delay doubles up to this */
-    uint64_t seed;              /* the backoff jitter's generator */
+    int64_t heartbeat_ms;     /* a run timeout's lease lasts timeout + 2 of these */
+    int64_t backoff_base_ms;  /* first retry / lost-lease delay; 0 = none */
+    int64_t backoff_cap_ms;   /* the delay doubles up to this */
+    uint64_t seed;            /* the backoff jitter's generator */
     /* The name of an opaque worker, for error texts and the log (NULL:
      * "?"). Must be a pure function of the worker. */
     const char *(*worker_name)(const void *worker);
@@ -54,15 +54,15 @@ typedef struct tq_engine tq_engine_t;
 
 /* What a subscriber hears, after the change (LEASE_END: just before). */
 typedef enum {
-    TQ_EV_TASK,      /* task changed as store_ev says (the journal's) */
-    TQ_EV_KEY,       /* a retained key was added, or is about to be freed (deleted) */
-    TQ_EV_PAUSE,     /* queue's paused mark changed to `paused` */
-    TQ_EV_LEASE_END, /* task's lease held by worker (attempt) ends now;
+    TQ_EV_TASK,       /* task changed as store_ev says (the journal's) */
+    TQ_EV_KEY,        /* a retained key was added, or is about to be freed (deleted) */
+    TQ_EV_PAUSE,      /* queue's paused mark changed to `paused` */
+    TQ_EV_LEASE_END,  /* task's lease held by worker (attempt) ends now;
                       * kill: its run is to be stopped (send KILL) */
-    TQ_EV_FINISHED,  /* task finished: serve its waiters */
-    TQ_EV_WAKE,      /* tasks may have become runnable: run the scheduler */
-    TQ_EV_LATE,      /* a result was not taken (late, foreign) */
-    TQ_EV_ITEM,      /* a plain-queue item was put, or is about to be
+    TQ_EV_FINISHED,   /* task finished: serve its waiters */
+    TQ_EV_WAKE,       /* tasks may have become runnable: run the scheduler */
+    TQ_EV_LATE,       /* a result was not taken (late, foreign) */
+    TQ_EV_ITEM,       /* a plain-queue item was put, or is about to be
                       * deleted (deleted): the journal's */
     TQ_EV_ITEM_READY, /* items went (back) into a plain queue: serve parked GETs */
 } tq_engine_ev_kind_t;
@@ -139,8 +139,7 @@ int tq_engine_submit(tq_engine_t *self, const tq_task_spec_t *specs, size_t n, i
 /* Queued, runnable (or held) t leased to worker (instance holder): attempt + 1,
  * and a lease deadline: run timeout + 2 heartbeats, or --lease-timeout,
  * from now. */
-void tq_engine_lease(tq_engine_t *self, tq_task_t *t, void *worker, uint64_t holder,
-                     tq_now_t now);
+void tq_engine_lease(tq_engine_t *self, tq_task_t *t, void *worker, uint64_t holder, tq_now_t now);
 
 /* Dispatch planning (scheduler.h): queued, runnable t is held out of
  * its heap for a plan, or put back at its place. No event: a held task
@@ -167,8 +166,8 @@ typedef enum {
  * attempt's holder (the instance it was dispatched to, kept by the
  * journal) decides: a worker that reconnected, even to a restarted
  * master, still has its result taken; no other worker's is. */
-tq_engine_result_t tq_engine_result(tq_engine_t *self, uint64_t instance,
-                                    const tq_result_item_t *r, tq_now_t now);
+tq_engine_result_t tq_engine_result(tq_engine_t *self, uint64_t instance, const tq_result_item_t *r,
+                                    tq_now_t now);
 
 /* Leased t's worker was lost (why: for the error text): back in its
  * queue after a backoff, or dead once it lost --max-attempts leases. */
@@ -203,8 +202,7 @@ size_t tq_engine_revive_all(tq_engine_t *self, const tq_queue_t *q, int purge);
  * each finishes as cancelled (FINISHED: its waiters are served; the
  * journal records it). *more = 1 when q still has queued tasks (call
  * again: the caller bounds the work of one call). Returns how many. */
-size_t tq_engine_queue_empty(tq_engine_t *self, tq_queue_t *q, size_t max, tq_now_t now,
-                             int *more);
+size_t tq_engine_queue_empty(tq_engine_t *self, tq_queue_t *q, size_t max, tq_now_t now, int *more);
 /* Operator: delete queue q, which must have no queued (or delayed) and
  * no running task: its paused mark is dropped (journaled), so nothing
  * keeps it and the store frees it once its stored results expire (at

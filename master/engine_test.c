@@ -34,7 +34,8 @@ typedef struct {
     uint64_t last_finished, last_kill;
 } heard_t;
 
-static void on_event(void *arg, const tq_engine_ev_t *ev) {
+static void on_event(void *arg, const tq_engine_ev_t *ev)
+{
     heard_t *h = arg;
     h->ev[ev->kind]++;
     if (ev->kind == TQ_EV_LEASE_END) {
@@ -48,10 +49,14 @@ static void on_event(void *arg, const tq_engine_ev_t *ev) {
         h->last_finished = ev->task->id;
 }
 
-static tq_engine_cfg_t cfg_with_seed(uint64_t seed) {
+static tq_engine_cfg_t cfg_with_seed(uint64_t seed)
+{
     tq_engine_cfg_t c = {
-        .store = {.first_id = 1, .max_tasks = 1000, .result_ttl_ms = 60000,
-                  .unfetched_ttl_ms = 120000, .key_retention_ms = 3600000},
+        .store = {.first_id = 1,
+                  .max_tasks = 1000,
+                  .result_ttl_ms = 60000,
+                  .unfetched_ttl_ms = 120000,
+                  .key_retention_ms = 3600000},
         .max_attempts = 2,
         .lease_timeout_ms = 5000,
         .heartbeat_ms = 1000,
@@ -63,7 +68,8 @@ static tq_engine_cfg_t cfg_with_seed(uint64_t seed) {
     return c;
 }
 
-static tq_engine_t *new_engine(heard_t *h) {
+static tq_engine_t *new_engine(heard_t *h)
+{
     tq_engine_cfg_t c = cfg_with_seed(42);
     tq_engine_t *e = tq_engine_new(&c);
     if (h) {
@@ -74,7 +80,8 @@ static tq_engine_t *new_engine(heard_t *h) {
 }
 
 static tq_task_spec_t spec(const char *fn, const char *queue, const char *key, uint32_t timeout_ms,
-                           uint16_t retries) {
+                           uint16_t retries)
+{
     tq_task_spec_t s;
     memset(&s, 0, sizeof s);
     s.fn = tq_bytes_str(fn);
@@ -87,7 +94,8 @@ static tq_task_spec_t spec(const char *fn, const char *queue, const char *key, u
 }
 
 /* Submit one task; returns its id. */
-static uint64_t submit1(tq_engine_t *e, tq_task_spec_t s, tq_now_t now) {
+static uint64_t submit1(tq_engine_t *e, tq_task_spec_t s, tq_now_t now)
+{
     tq_store_t *st = tq_engine_store(e);
     CHECK(tq_store_intern(st, s.fn) != NULL);
     CHECK(tq_store_intern(st, s.queue.len ? s.queue : tq_bytes_str("default")) != NULL);
@@ -101,7 +109,8 @@ static uint64_t submit1(tq_engine_t *e, tq_task_spec_t s, tq_now_t now) {
 static tq_task_t *get(tq_engine_t *e, uint64_t id) { return tq_store_get(tq_engine_store(e), id); }
 
 /* Lease task id to w (it must be runnable). */
-static void lease(tq_engine_t *e, uint64_t id, worker_t *w, tq_now_t now) {
+static void lease(tq_engine_t *e, uint64_t id, worker_t *w, tq_now_t now)
+{
     tq_task_t *t = get(e, id);
     CHECK(t && t->state == TQ_TASK_QUEUED && !tq_task_not_before(t));
     if (t && t->state == TQ_TASK_QUEUED && !tq_task_not_before(t))
@@ -109,7 +118,8 @@ static void lease(tq_engine_t *e, uint64_t id, worker_t *w, tq_now_t now) {
 }
 
 static tq_engine_result_t result(tq_engine_t *e, worker_t *w, uint64_t id, uint8_t status,
-                                 const char *data, tq_now_t now) {
+                                 const char *data, tq_now_t now)
+{
     tq_task_t *t = get(e, id);
     tq_result_item_t r = {id, t ? tq_task_attempt(t) : 1, status, tq_bytes_str(data)};
     return tq_engine_result(e, w->instance, &r, now);
@@ -117,7 +127,8 @@ static tq_engine_result_t result(tq_engine_t *e, worker_t *w, uint64_t id, uint8
 
 /* ---- the transitions --------------------------------------------------------- */
 
-static void test_submit_lease_result(void) {
+static void test_submit_lease_result(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -166,7 +177,8 @@ static void test_submit_lease_result(void) {
     tq_engine_destroy(&e);
 }
 
-static void test_release(void) {
+static void test_release(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -186,7 +198,8 @@ static void test_release(void) {
 
 /* A failed run is retried after a backoff (equal jitter: [d/2, d] for
  * d = 100, 200, ... ms), then fails for good. */
-static void test_retry_with_backoff(void) {
+static void test_retry_with_backoff(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -214,7 +227,8 @@ static void test_retry_with_backoff(void) {
 
 /* A run timeout: the lease expires at timeout + 2 heartbeats with a
  * KILL; retried while it has retries, then failed as timed out. */
-static void test_run_timeout(void) {
+static void test_run_timeout(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -247,7 +261,8 @@ static void test_run_timeout(void) {
 /* Lease timeouts and lost workers are lost leases: requeued after a
  * backoff, dead after --max-attempts (2 here). An operator revives the
  * dead task (retry) or purges it. */
-static void test_lost_dead_revive_purge(void) {
+static void test_lost_dead_revive_purge(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -311,7 +326,8 @@ static void test_lost_dead_revive_purge(void) {
 
 /* A result after the lease was lost (not re-dispatched) is taken; a
  * failure then is left to the re-run. */
-static void test_result_after_lost_lease(void) {
+static void test_result_after_lost_lease(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -330,7 +346,8 @@ static void test_result_after_lost_lease(void) {
     tq_engine_destroy(&e);
 }
 
-static void test_cancel(void) {
+static void test_cancel(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -357,7 +374,8 @@ static void test_cancel(void) {
     tq_engine_destroy(&e);
 }
 
-static void test_pause(void) {
+static void test_pause(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -383,7 +401,8 @@ static void test_pause(void) {
  * each attempt's dispatch is kept. queue_empty cancels a queue's
  * runnable and delayed tasks in bounded steps (not its running ones);
  * queue_delete refuses a queue with tasks queued or running. */
-static void test_failed_set_and_queue_empty(void) {
+static void test_failed_set_and_queue_empty(void)
+{
     heard_t h;
     tq_engine_t *e = new_engine(&h);
     tq_now_t now = {1000000, 0};
@@ -456,12 +475,14 @@ static void test_failed_set_and_queue_empty(void) {
 /* Every kind of command, with backoffs (the jitter) in it. Ends with no
  * lease held (a restored lease is queued again) and nothing ACKed but a
  * failed task (the failed set, which the journal keeps). */
-static tq_now_t script(tq_engine_t *e, int pause) {
+static tq_now_t script(tq_engine_t *e, int pause)
+{
     tq_now_t now = {5000000, 100};
     uint64_t id[8];
     for (int i = 0; i < 8; i++)
-        id[i] = submit1(e, spec(i % 2 ? "g" : "f", i < 4 ? "qa" : "qb", i == 3 ? "key3" : "", i == 5 ? 50 : 0,
-                                (uint16_t)(i % 3)),
+        id[i] = submit1(e,
+                        spec(i % 2 ? "g" : "f", i < 4 ? "qa" : "qb", i == 3 ? "key3" : "",
+                             i == 5 ? 50 : 0, (uint16_t)(i % 3)),
                         now);
     for (int i = 0; i < 8; i++)
         lease(e, id[i], i % 2 ? &wb : &wa, now);
@@ -508,7 +529,8 @@ static tq_now_t script(tq_engine_t *e, int pause) {
     return now;
 }
 
-static char *dump(const tq_engine_t *e) {
+static char *dump(const tq_engine_t *e)
+{
     tq_buf_t b;
     tq_buf_init(&b);
     tq_engine_dump(e, &b);
@@ -518,15 +540,17 @@ static char *dump(const tq_engine_t *e) {
 
 /* Every event as a line of text (kind, store event, task id, attempt,
  * kill, paused mark): what a subscriber heard, in order. */
-static void log_event(void *arg, const tq_engine_ev_t *ev) {
+static void log_event(void *arg, const tq_engine_ev_t *ev)
+{
     char line[96];
-    int n = snprintf(line, sizeof line, "%d %d %llu %u %d %d\n", (int)ev->kind,
-                     (int)ev->store_ev, ev->task ? (unsigned long long)ev->task->id : 0ull,
-                     (unsigned)ev->attempt, ev->kill, ev->paused);
+    int n = snprintf(line, sizeof line, "%d %d %llu %u %d %d\n", (int)ev->kind, (int)ev->store_ev,
+                     ev->task ? (unsigned long long)ev->task->id : 0ull, (unsigned)ev->attempt,
+                     ev->kill, ev->paused);
     tq_buf_put(arg, line, (size_t)n);
 }
 
-static void test_determinism(void) {
+static void test_determinism(void)
+{
     tq_engine_t *a = new_engine(NULL), *b = new_engine(NULL);
     tq_buf_t ea, eb;
     tq_buf_init(&ea);
@@ -559,8 +583,11 @@ static void test_determinism(void) {
 static void *zctx;
 static char base[64];
 
-static tq_persist_t *open_journal(const char *dir, tq_engine_t *e) {
-    tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50,
+static tq_persist_t *open_journal(const char *dir, tq_engine_t *e)
+{
+    tq_journal_cfg_t cfg = {.data_dir = dir,
+                            .mode = TQ_FSYNC_INTERVAL,
+                            .interval_ms = 50,
                             .zmq_ctx = zctx};
     tq_persist_report_t rep;
     tq_err_t err;
@@ -571,7 +598,8 @@ static tq_persist_t *open_journal(const char *dir, tq_engine_t *e) {
 }
 
 /* The journal replayed into a new engine gives the same state. */
-static void test_restart_by_replay(void) {
+static void test_restart_by_replay(void)
+{
     char dir[128];
     snprintf(dir, sizeof dir, "%s/replay", base);
     mkdir(dir, 0700);
@@ -598,12 +626,14 @@ static void test_restart_by_replay(void) {
     tq_engine_destroy(&b);
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
     (void)sb, (void)flag, (void)ftw;
     return remove(path);
 }
 
-int main(void) {
+int main(void)
+{
     tq_log_init("engine_test");
     tq_log_set_level(TQ_LOG_ERROR);
     RUN(test_submit_lease_result);

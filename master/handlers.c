@@ -87,13 +87,15 @@ typedef void handler_fn(hctx_t *self, tq_peer_t *p, const msg_t *m);
 /* Log a body that did not decode and answer it with an ERROR (ref req).
  * addr is the address to log. */
 static void bad_body(hctx_t *self, tq_peer_t *p, const char *addr, const msg_t *m, uint32_t req,
-                     const tq_err_t *err) {
+                     const tq_err_t *err)
+{
     tq_roster_warn(self->roster, p, addr, "bad %s: %s", tq_msg_type_name(m->type), err->msg);
     tq_outbox_error(self->outbox, m->rid, err->code, req, err->msg);
 }
 
 /* 1 if p has the role need, else 0 after a WRONG_ROLE error reply. */
-static int role_ok(hctx_t *self, tq_peer_t *p, int type, tq_role_t need) {
+static int role_ok(hctx_t *self, tq_peer_t *p, int type, tq_role_t need)
+{
     if (p->role == need)
         return 1;
     char msg[128];
@@ -115,7 +117,8 @@ static int limited(const tq_peer_t *p) { return p->ident && p->ident->role != TQ
 static void forbid(hctx_t *self, tq_peer_t *p, tq_bytes_t rid, const char *addr, uint32_t req,
                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 static void forbid(hctx_t *self, tq_peer_t *p, tq_bytes_t rid, const char *addr, uint32_t req,
-                   const char *fmt, ...) {
+                   const char *fmt, ...)
+{
     char msg[TQ_MAX_ERROR_TEXT];
     va_list ap;
     va_start(ap, fmt);
@@ -127,7 +130,8 @@ static void forbid(hctx_t *self, tq_peer_t *p, tq_bytes_t rid, const char *addr,
 }
 
 /* A name of a message as a C string (names are at most TQ_MAX_NAME). */
-static const char *cstr(tq_bytes_t b, char buf[TQ_MAX_NAME + 1]) {
+static const char *cstr(tq_bytes_t b, char buf[TQ_MAX_NAME + 1])
+{
     size_t n = b.len < TQ_MAX_NAME ? b.len : TQ_MAX_NAME;
     memcpy(buf, b.data, n);
     buf[n] = '\0';
@@ -136,7 +140,8 @@ static const char *cstr(tq_bytes_t b, char buf[TQ_MAX_NAME + 1]) {
 
 /* 1 if p may use queue q (a valid name); else 0 after an ERROR
  * FORBIDDEN naming the queue and the identity (what: "SUBMIT"). */
-static int queue_ok(hctx_t *self, tq_peer_t *p, uint32_t req, const char *what, const char *q) {
+static int queue_ok(hctx_t *self, tq_peer_t *p, uint32_t req, const char *what, const char *q)
+{
     if (!limited(p) || tq_ident_may_queue(p->ident, q))
         return 1;
     char allowed[160];
@@ -151,7 +156,8 @@ static int queue_ok(hctx_t *self, tq_peer_t *p, uint32_t req, const char *what, 
  * or p's identity submitted it (recorded with the task, journaled), or
  * nobody is recorded as its submitter (the shared key submitted it) and
  * p may use its queue, or there is no such task (answered "unknown"). */
-static int task_mine(hctx_t *self, const tq_peer_t *p, uint64_t id) {
+static int task_mine(hctx_t *self, const tq_peer_t *p, uint64_t id)
+{
     if (!limited(p))
         return 1;
     const char *o = tq_idmap_get(self->policy->owners, id);
@@ -163,8 +169,9 @@ static int task_mine(hctx_t *self, const tq_peer_t *p, uint64_t id) {
 
 /* 1 if every id of ids[0..n) is p's (task_mine); else 0 after an ERROR
  * FORBIDDEN naming the first that is not. */
-static int tasks_mine(hctx_t *self, tq_peer_t *p, const msg_t *m, uint32_t req,
-                      const uint64_t *ids, size_t n) {
+static int tasks_mine(hctx_t *self, tq_peer_t *p, const msg_t *m, uint32_t req, const uint64_t *ids,
+                      size_t n)
+{
     for (size_t i = 0; i < n; i++)
         if (!task_mine(self, p, ids[i])) {
             forbid(self, p, m->rid, p->address, req,
@@ -182,11 +189,11 @@ typedef struct {
     tq_role_t role;
     const char *name; /* points into the tq_hello_t */
     uint32_t slots;
-    int packed;        /* it takes packed messages (TQ_TYPE_PACKED) */
-    uint32_t prefetch; /* tasks it takes beyond its slots */
-    uint32_t busy; /* runs of an earlier connection it still holds */
-    int adaptive;  /* it sizes its prefetch itself: first credit without it */
-    uint64_t instance; /* "instance", or 0 when not given */
+    int packed;                        /* it takes packed messages (TQ_TYPE_PACKED) */
+    uint32_t prefetch;                 /* tasks it takes beyond its slots */
+    uint32_t busy;                     /* runs of an earlier connection it still holds */
+    int adaptive;                      /* it sizes its prefetch itself: first credit without it */
+    uint64_t instance;                 /* "instance", or 0 when not given */
     const char *fns[TQ_MAX_FUNCTIONS]; /* interned, no duplicates */
     size_t nfns;
     uint32_t new_names; /* of fns, created for a connection not registered yet */
@@ -194,14 +201,14 @@ typedef struct {
 
 /* The error text for a peer past its new-name budget. */
 #define NAME_BUDGET_MSG                                                                            \
-    "too many new queue and function names from this connection (at most %d at once, then %d "    \
+    "too many new queue and function names from this connection (at most %d at once, then %d "     \
     "a second): use fewer distinct names"
 
 /* Intern name for peer p: a name not known yet takes one of p's tokens
  * (tq_peer_take_name). Returns the interned name, or NULL with a message
  * in msg when p's budget or the name table is full (ERROR TOO_MANY). */
-static const char *intern_for(hctx_t *self, tq_peer_t *p, tq_bytes_t name, char *msg,
-                              size_t msglen) {
+static const char *intern_for(hctx_t *self, tq_peer_t *p, tq_bytes_t name, char *msg, size_t msglen)
+{
     const char *in = tq_store_lookup(self->store, name);
     if (in)
         return in;
@@ -217,8 +224,8 @@ static const char *intern_for(hctx_t *self, tq_peer_t *p, tq_bytes_t name, char 
 }
 
 /* Log and answer a refused HELLO. */
-static void hello_refuse(hctx_t *self, tq_peer_t *p, const msg_t *m, int code,
-                         const char *msg) {
+static void hello_refuse(hctx_t *self, tq_peer_t *p, const msg_t *m, int code, const char *msg)
+{
     if (code == TQ_ERR_FORBIDDEN)
         self->policy->forbidden++;
     tq_roster_warn(self->roster, p, m->addr, "HELLO refused: %s", msg);
@@ -228,7 +235,8 @@ static void hello_refuse(hctx_t *self, tq_peer_t *p, const msg_t *m, int code,
 /* Intern a worker's functions (checked by tq_hello_decode) into h.
  * Returns 0, or -1 after refusing the HELLO. */
 static int hello_functions(hctx_t *self, tq_peer_t *p, const msg_t *m, const tq_hello_t *w,
-                           hello_t *h) {
+                           hello_t *h)
+{
     char msg[TQ_MAX_ERROR_TEXT];
     for (size_t i = 0; i < w->nfunctions; i++) {
         tq_bytes_t fn = tq_bytes_str(w->functions[i]);
@@ -254,8 +262,8 @@ static int hello_functions(hctx_t *self, tq_peer_t *p, const msg_t *m, const tq_
 /* Check a HELLO (tq_hello_decode: role, name, a worker's slots,
  * instance and functions) into h, the functions interned. Returns 0, or
  * -1 after refusing the HELLO. */
-static int hello_parse(hctx_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w,
-                       hello_t *h) {
+static int hello_parse(hctx_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w, hello_t *h)
+{
     tq_err_t err;
     if (tq_hello_decode(m->body, m->nparts, w, &err) < 0) {
         hello_refuse(self, p, m, err.code, err.msg);
@@ -276,8 +284,9 @@ static int hello_parse(hctx_t *self, tq_peer_t *p, const msg_t *m, tq_hello_t *w
 
 /* Register the peer of a valid HELLO, replacing old (its earlier
  * registration, or NULL). Returns the new peer. */
-static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
-                                 const hello_t *h, const tq_ident_t *id) {
+static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m, const hello_t *h,
+                                 const tq_ident_t *id)
+{
     int64_t now = tq_now().mono_ms;
     /* the new-name budget is the connection's: it outlives a re-HELLO */
     uint32_t tokens = old ? old->name_tokens : TQ_PEER_NEW_NAMES_BURST;
@@ -332,7 +341,8 @@ static tq_peer_t *hello_register(hctx_t *self, tq_peer_t *old, const msg_t *m,
  * functions cut to those it may serve (the others are dropped, with a
  * warning). Returns 0, or -1 after refusing the HELLO (FORBIDDEN). */
 static int hello_identity(hctx_t *self, tq_peer_t *p, const msg_t *m, hello_t *h,
-                          const tq_ident_t **id) {
+                          const tq_ident_t **id)
+{
     *id = NULL;
     if (!self->policy->allow || strcmp(m->user, TQ_IDENT_SHARED) == 0)
         return 0;
@@ -384,7 +394,8 @@ static int hello_identity(hctx_t *self, tq_peer_t *p, const msg_t *m, hello_t *h
     return 0;
 }
 
-static void send_welcome(hctx_t *self, tq_peer_t *p) {
+static void send_welcome(hctx_t *self, tq_peer_t *p)
+{
     tq_welcome_t w = {.version = TQ_PROTO_VERSION,
                       .heartbeat_ms = (uint32_t)self->cfg.heartbeat_ms,
                       .heartbeat_timeout_ms = (uint32_t)self->cfg.heartbeat_timeout_ms,
@@ -398,7 +409,8 @@ static void send_welcome(hctx_t *self, tq_peer_t *p) {
 /* 1 if valid HELLO h from registered peer p only changes its slots or
  * prefetch: a worker of the same instance, with the same functions, on
  * the same connection (a worker whose concurrency changed on SIGHUP). */
-static int hello_resizes(const tq_peer_t *p, const hello_t *h) {
+static int hello_resizes(const tq_peer_t *p, const hello_t *h)
+{
     if (!p || p->role != TQ_ROLE_WORKER || h->role != TQ_ROLE_WORKER || !h->instance ||
         h->instance != p->instance || h->nfns != p->nfns)
         return 0;
@@ -416,7 +428,8 @@ static int hello_resizes(const tq_peer_t *p, const hello_t *h) {
  * credit and a drain or quiet mark stay; the worker gives the difference
  * in RESULT credit, or keeps it back from the next slots freed (so the
  * credit may stay above the new slots + prefetch until it is used). */
-static void hello_resize(hctx_t *self, tq_peer_t *p, const hello_t *h) {
+static void hello_resize(hctx_t *self, tq_peer_t *p, const hello_t *h)
+{
     uint32_t old = p->slots;
     p->slots = h->slots;
     p->prefetch = h->prefetch;
@@ -430,7 +443,8 @@ static void hello_resize(hctx_t *self, tq_peer_t *p, const hello_t *h) {
 /* HELLO, from anyone at any time (p: the peer's current registration or
  * NULL). A valid one (re-)registers the peer, or resizes it in place,
  * and gets a WELCOME. */
-static void on_hello(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_hello(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     tq_hello_t *w = tq_malloc(sizeof *w); /* 17 KB: not on the loop's stack */
     hello_t h;
     const tq_ident_t *id = NULL;
@@ -449,7 +463,8 @@ static void on_hello(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* HEARTBEAT, BYE and DRAIN have no body. Returns 0, or -1 after an
  * error reply. */
-static int body_empty(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static int body_empty(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     tq_err_t err;
     if (tq_decode_empty(m->body, m->nparts, &err) == 0)
         return 0;
@@ -458,18 +473,18 @@ static int body_empty(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* The peer's last_seen_ms is already updated: nothing else to do. */
-static void on_heartbeat(hctx_t *self, tq_peer_t *p, const msg_t *m) {
-    body_empty(self, p, m);
-}
+static void on_heartbeat(hctx_t *self, tq_peer_t *p, const msg_t *m) { body_empty(self, p, m); }
 
-static void on_bye(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_bye(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     if (body_empty(self, p, m) == 0)
         tq_roster_forget(self->roster, &p, "left");
 }
 
 /* A worker stops taking tasks; those it runs finish normally. The body
  * is checked before the role (so a malformed DRAIN says so). */
-static void on_drain(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_drain(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     if (body_empty(self, p, m) < 0 || !role_ok(self, p, m->type, TQ_ROLE_WORKER))
         return;
     p->draining = 1;
@@ -480,7 +495,8 @@ static void on_drain(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* Logged only: never answer an ERROR with an ERROR. */
-static void on_error(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_error(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     tq_errmsg_t e;
     tq_err_t err;
     if (tq_errmsg_decode(m->body, m->nparts, &e, &err) == 0)
@@ -493,7 +509,8 @@ static void on_error(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* ---- client messages ---------------------------------------------------- */
 
-static void on_status(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_status(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     /* optional "req" (echoed) and "queue_offset" (the first queue row:
      * pages through many) */
     tq_status_req_t req;
@@ -504,8 +521,8 @@ static void on_status(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     }
     tq_persist_stats_t js;
     tq_persist_stats(self->persist, &js);
-    tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results,
-                             js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
+    tq_status_info_t info = {self->endpoint, self->start_ms, self->late_results, js.fsync,
+                             js.bytes,       js.live_bytes,  js.compactions,     js.failed};
     cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info,
                                  (size_t)req.queue_offset, tq_now().mono_ms);
     cJSON_AddNumberToObject(doc, "req", req.req);
@@ -514,14 +531,16 @@ static void on_status(hctx_t *self, tq_peer_t *p, const msg_t *m) {
     tq_outbox_send(self->outbox, p);
 }
 
-static int cmp_u64(const void *a, const void *b) {
+static int cmp_u64(const void *a, const void *b)
+{
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
 /* Sort ids[0..n) and drop repeats; returns the new count. A message
  * naming one id many times costs no more than naming it once. */
-static size_t ids_unique(uint64_t *ids, size_t n) {
+static size_t ids_unique(uint64_t *ids, size_t n)
+{
     if (n < 2)
         return n;
     qsort(ids, n, sizeof *ids, cmp_u64);
@@ -541,7 +560,8 @@ typedef struct {
 /* tq_engine_names_fn for a SUBMIT: intern the record's function and
  * queue names, charging p's new-name budget (ERROR TOO_MANY when it or
  * the name table is full). */
-static int submit_names(void *arg, const tq_task_spec_t *spec, tq_err_t *err) {
+static int submit_names(void *arg, const tq_task_spec_t *spec, tq_err_t *err)
+{
     submit_names_t *sn = arg;
     tq_bytes_t q = spec->queue.len ? spec->queue : tq_bytes_str("default");
     if (intern_for(sn->self, sn->p, spec->fn, err->msg, sizeof err->msg) &&
@@ -556,7 +576,8 @@ static int submit_names(void *arg, const tq_task_spec_t *spec, tq_err_t *err) {
  * window) gets the existing task's id and stores nothing; two records of
  * one batch with the same key get the same id. The new tasks of a batch
  * are stored whole or not at all. */
-static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     uint32_t req = 0;
     uint16_t flags = 0;
     size_t n = 0;
@@ -630,7 +651,8 @@ static void on_submit(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* ACK: these outcomes reached the client; the journal may forget them. */
-static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     uint32_t req = 0;
     size_t n = 0;
     tq_err_t err;
@@ -639,7 +661,7 @@ static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        tq_peer_sent_ack(p, self->ids[i]); /* read: room for more RESULTS */
+        tq_peer_sent_ack(p, self->ids[i]);    /* read: room for more RESULTS */
         if (task_mine(self, p, self->ids[i])) /* another's outcome stays unACKed */
             tq_engine_ack(self->engine, self->ids[i]);
     }
@@ -648,7 +670,8 @@ static void on_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 /* WAIT: finished (or unknown) tasks go out in the RESULTS at the end of
  * the iteration; the others when they finish. An id named twice is
  * answered once. */
-static void on_wait(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_wait(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     uint32_t req = 0;
     size_t n = 0;
     tq_err_t err;
@@ -670,7 +693,8 @@ static void on_wait(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* CANCEL: one outcome per id in the CANCEL_ACK; a running attempt gets
  * a KILL on its worker. */
-static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     uint32_t req = 0;
     size_t n = 0;
     tq_err_t err;
@@ -698,12 +722,13 @@ static void on_cancel(hctx_t *self, tq_peer_t *p, const msg_t *m) {
                 "of %s (%s)",
                 n, n == 1 ? "" : "s", self->ids[0], nok, who, p->address);
     }
-    }
+}
 
-static void on_admin(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_admin(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     if (m->nparts) {
         tq_outbox_error(self->outbox, rid_of(p), TQ_ERR_MALFORMED, 0,
-                            "ADMIN: unexpected data frames");
+                        "ADMIN: unexpected data frames");
         return;
     }
     tq_admin_handle(&self->admin, p, m->body);
@@ -713,19 +738,20 @@ static void on_admin(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* One outcome of a RESULT from w (the engine decides what it does to
  * its task): here only the log and w's count. */
-static void result_one(hctx_t *self, tq_peer_t *w, const tq_result_item_t *r, tq_now_t now) {
+static void result_one(hctx_t *self, tq_peer_t *w, const tq_result_item_t *r, tq_now_t now)
+{
     switch (tq_engine_result(self->engine, w->instance, r, now)) {
     case TQ_RES_LATE:
         self->late_results++;
-        tq_debug("late result for task %" PRIu64 " attempt %" PRIu32 " from %s", r->id,
-                 r->attempt, w->name);
+        tq_debug("late result for task %" PRIu64 " attempt %" PRIu32 " from %s", r->id, r->attempt,
+                 w->name);
         return;
     case TQ_RES_FOREIGN:
         self->late_results++;
         tq_roster_warn(self->roster, w, w->address,
-                          "result for task %" PRIu64 " attempt %" PRIu32
-                          " that was not dispatched to this worker: ignored",
-                          r->id, r->attempt);
+                       "result for task %" PRIu64 " attempt %" PRIu32
+                       " that was not dispatched to this worker: ignored",
+                       r->id, r->attempt);
         return;
     case TQ_RES_RERUN:
         self->late_results++;
@@ -737,13 +763,13 @@ static void result_one(hctx_t *self, tq_peer_t *w, const tq_result_item_t *r, tq
         tq_debug("task %" PRIu64 " attempt %" PRIu32 " %s on %s: retried", r->id, r->attempt,
                  r->status == TQ_RUN_TIMEOUT ? "timed out" : "failed", w->name);
         break;
-    case TQ_RES_TAKEN:
-        break;
+    case TQ_RES_TAKEN: break;
     }
     w->done++;
 }
 
-static void on_result(hctx_t *self, tq_peer_t *w, const msg_t *m) {
+static void on_result(hctx_t *self, tq_peer_t *w, const msg_t *m)
+{
     uint16_t credit = 0;
     size_t n = 0;
     tq_err_t err;
@@ -765,7 +791,8 @@ static void on_result(hctx_t *self, tq_peer_t *w, const msg_t *m) {
 }
 
 /* RELEASE: the worker gives tasks back unrun; they keep their place. */
-static void on_release(hctx_t *self, tq_peer_t *w, const msg_t *m) {
+static void on_release(hctx_t *self, tq_peer_t *w, const msg_t *m)
+{
     size_t n = 0;
     tq_err_t err;
     if (tq_decode_leases(m->body, m->nparts, self->leases, &n, &err) < 0) {
@@ -810,7 +837,8 @@ static const struct {
 
 /* PUT: the items are stored and journaled; PUT_ACK waits for the journal
  * like SUBMIT_ACK. */
-static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     tq_fixed_t fx;
     size_t n = 0;
     tq_err_t err;
@@ -845,7 +873,8 @@ static void on_put(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 
 /* Take up to g->max items from the first of g's queues that has any and
  * send them in a GOT (also an empty one when force). 1 if sent. */
-static int serve_get(hctx_t *self, tq_peer_t *p, const parked_get_t *g, int force) {
+static int serve_get(hctx_t *self, tq_peer_t *p, const parked_get_t *g, int force)
+{
     size_t n = 0, bytes = 0;
     for (size_t i = 0; i < g->nq && n == 0; i++) {
         /* one at a time: a GOT stops at TQ_BATCH_BYTES of items (one at least) */
@@ -859,20 +888,21 @@ static int serve_get(hctx_t *self, tq_peer_t *p, const parked_get_t *g, int forc
     tq_out_t *o = tq_outbox_msg(self->outbox);
     tq_out_begin_msg(o, TQ_MSG_GOT, &(tq_fixed_t){.req = g->req});
     for (size_t i = 0; i < n; i++)
-        tq_out_record(o, &(tq_got_item_t){self->got[i]->id,
-                                          {self->got[i]->data, self->got[i]->len}});
+        tq_out_record(o,
+                      &(tq_got_item_t){self->got[i]->id, {self->got[i]->data, self->got[i]->len}});
     tq_outbox_send(self->outbox, p);
     return 1;
 }
 
 /* GET: served now, or parked until an item comes or its timeout. */
-static void on_get(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_get(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     tq_fixed_t fx;
     size_t n = 0;
     tq_err_t err;
     tq_get_rec_t q[TQ_MAX_GET_QUEUES];
-    if (tq_decode_msg(TQ_MSG_GET, m->body, m->parts, m->nparts, self->cfg.max_payload, &fx, q,
-                      &n, &err) < 0) {
+    if (tq_decode_msg(TQ_MSG_GET, m->body, m->parts, m->nparts, self->cfg.max_payload, &fx, q, &n,
+                      &err) < 0) {
         bad_body(self, p, p->address, m, fx.req, &err);
         return;
     }
@@ -926,12 +956,13 @@ static void on_get(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* TAKE_ACK: these items are gone for good (journaled). */
-static void on_take_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_take_ack(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     tq_fixed_t fx;
     size_t n = 0;
     tq_err_t err;
-    if (tq_decode_msg(TQ_MSG_TAKE_ACK, m->body, m->parts, m->nparts, 0, &fx, self->ids, &n,
-                      &err) < 0) {
+    if (tq_decode_msg(TQ_MSG_TAKE_ACK, m->body, m->parts, m->nparts, 0, &fx, self->ids, &n, &err) <
+        0) {
         bad_body(self, p, p->address, m, fx.req, &err);
         return;
     }
@@ -940,12 +971,14 @@ static void on_take_ack(hctx_t *self, tq_peer_t *p, const msg_t *m) {
 }
 
 /* The engine's subscriber: an item came into a plain queue. */
-static void on_engine_event(void *arg, const tq_engine_ev_t *ev) {
+static void on_engine_event(void *arg, const tq_engine_ev_t *ev)
+{
     if (ev->kind == TQ_EV_ITEM_READY)
         ((hctx_t *)arg)->items_ready = 1;
 }
 
-int64_t tq_handlers_tick(tq_handlers_t *self, int64_t now_ms) {
+int64_t tq_handlers_tick(tq_handlers_t *self, int64_t now_ms)
+{
     int ready = self->items_ready;
     self->items_ready = 0;
     int64_t next = -1;
@@ -970,7 +1003,8 @@ int64_t tq_handlers_tick(tq_handlers_t *self, int64_t now_ms) {
 }
 
 /* Anything but HELLO from a peer that is not registered. */
-static void on_unregistered(hctx_t *self, const msg_t *m) {
+static void on_unregistered(hctx_t *self, const msg_t *m)
+{
     if (m->type == TQ_MSG_BYE || m->type == TQ_MSG_ERROR) {
         /* nothing to undo, and never answer an ERROR with an ERROR */
         tq_debug("%s from unregistered peer %s", tq_msg_type_name(m->type), m->addr);
@@ -983,18 +1017,20 @@ static void on_unregistered(hctx_t *self, const msg_t *m) {
     tq_debug("%s before HELLO from peer %s: asking it to say HELLO", tq_msg_type_name(m->type),
              m->addr);
     tq_outbox_error(self->outbox, m->rid, TQ_ERR_NOT_REGISTERED, tq_msg_peek_req(m->type, m->body),
-                        "not registered: send HELLO first");
+                    "not registered: send HELLO first");
 }
 
 /* A type only the master sends (WELCOME, DISPATCH, ...), or unknown. */
-static void on_not_for_master(hctx_t *self, tq_peer_t *p, const msg_t *m) {
+static void on_not_for_master(hctx_t *self, tq_peer_t *p, const msg_t *m)
+{
     char msg[96];
     snprintf(msg, sizeof msg, "%s is sent by the master, not to it", tq_msg_type_name(m->type));
     tq_roster_warn(self->roster, p, m->addr, "%s", msg);
     tq_outbox_error(self->outbox, m->rid, TQ_ERR_WRONG_ROLE, 0, msg);
 }
 
-tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
+tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d)
+{
     tq_handlers_t *self = tq_calloc(1, sizeof *self);
     self->engine = d->engine;
     self->store = tq_engine_store(d->engine);
@@ -1008,13 +1044,14 @@ tq_handlers_t *tq_handlers_new(const tq_handlers_deps_t *d) {
     self->start_ms = d->start_ms;
     self->wake = d->wake;
     self->policy = d->policy;
-    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox, d->roster, d->peers,
-                                    d->policy};
+    self->admin = (tq_admin_deps_t){d->engine, d->persist, d->outbox,
+                                    d->roster, d->peers,   d->policy};
     tq_engine_subscribe(self->engine, on_engine_event, self);
     return self;
 }
 
-void tq_handlers_destroy(tq_handlers_t **self_p) {
+void tq_handlers_destroy(tq_handlers_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_engine_unsubscribe((*self_p)->engine, on_engine_event, *self_p);
@@ -1025,7 +1062,8 @@ void tq_handlers_destroy(tq_handlers_t **self_p) {
 
 uint64_t tq_handlers_late(const tq_handlers_t *self) { return self->late_results; }
 
-void tq_handlers_handle(hctx_t *self, tq_in_t *in) {
+void tq_handlers_handle(hctx_t *self, tq_in_t *in)
+{
     msg_t m = {tq_in_routing_id(in), NULL, "", -1, 0, {NULL, 0}, NULL, 0};
     if (m.rid.len == 0)
         return;

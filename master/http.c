@@ -118,7 +118,8 @@ static _Atomic int64_t auth_log_s;
 /* ---- the address --------------------------------------------------------- */
 
 /* 1 if ss is a loopback address (127.0.0.0/8, ::1, ::ffff:127.x). */
-static int is_loopback(const struct sockaddr_storage *ss) {
+static int is_loopback(const struct sockaddr_storage *ss)
+{
     if (ss->ss_family == AF_INET)
         return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
     const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
@@ -127,23 +128,25 @@ static int is_loopback(const struct sockaddr_storage *ss) {
     return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
 }
 
-int tq_http_check(const char *listen, const char *auth_file, tq_err_t *err) {
+int tq_http_check(const char *listen, const char *auth_file, tq_err_t *err)
+{
     struct sockaddr_storage ss;
     socklen_t len;
     if (tq_listen_addr_parse("--http-listen", listen, &ss, &len, err) < 0)
         return -1;
     if (!is_loopback(&ss) && !(auth_file && *auth_file)) {
         tq_err_set(err, 0,
-                 "--http-listen %s is not a loopback address: anyone who can reach it could "
-                 "steer the master, so it needs --http-auth-file (users and roles, "
-                 "docs/http.md); or listen on 127.0.0.1",
-                 listen);
+                   "--http-listen %s is not a loopback address: anyone who can reach it could "
+                   "steer the master, so it needs --http-auth-file (users and roles, "
+                   "docs/http.md); or listen on 127.0.0.1",
+                   listen);
         return -1;
     }
     return 0;
 }
 
-int tq_http_same_addr(const char *a, const char *b) {
+int tq_http_same_addr(const char *a, const char *b)
+{
     struct sockaddr_storage x, y;
     socklen_t lx, ly;
     tq_err_t err;
@@ -162,7 +165,8 @@ int tq_http_same_addr(const char *a, const char *b) {
 
 /* ---- the auth file --------------------------------------------------------- */
 
-static void hex(char *out, const uint8_t *b, size_t n) {
+static void hex(char *out, const uint8_t *b, size_t n)
+{
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
         out[2 * i] = digits[b[i] >> 4];
@@ -174,14 +178,16 @@ static void hex(char *out, const uint8_t *b, size_t n) {
 /* A user's CSRF token: a keyed hash of the name with the process's
  * random key (a new one at each start: pages fetch it from
  * /api/v1/session). */
-static void csrf_for(user_t *u, const uint8_t *key) {
+static void csrf_for(user_t *u, const uint8_t *key)
+{
     uint8_t h[crypto_generichash_BYTES];
     crypto_generichash(h, sizeof h, (const uint8_t *)u->name, strlen(u->name), key,
                        crypto_generichash_KEYBYTES);
     hex(u->csrf, h, sizeof h);
 }
 
-static int name_ok(const char *s) {
+static int name_ok(const char *s)
+{
     size_t n = strlen(s);
     if (n < 1 || n > TQ_HTTP_MAX_USER)
         return 0;
@@ -197,7 +203,8 @@ static int name_ok(const char *s) {
  * others (as the authkey), at most TQ_HTTP_AUTH_FILE_MAX bytes and
  * TQ_HTTP_MAX_USERS users, names unique. Only hashes of the secrets are
  * kept. Returns 0, or -1 with err naming the file and line. */
-static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_err_t *err) {
+static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_err_t *err)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
@@ -208,11 +215,11 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_
     }
     if (!S_ISREG(st.st_mode) || (st.st_mode & 077) || st.st_size > TQ_HTTP_AUTH_FILE_MAX) {
         tq_err_set(err, 0,
-                 (st.st_mode & 077) && S_ISREG(st.st_mode)
-                     ? "--http-auth-file %s: readable or writable by group or others (mode "
-                       "%04o); fix it with: chmod 600 FILE"
-                     : "--http-auth-file %s: not a regular file of at most 1 MiB (mode %04o)",
-                 path, (unsigned)(st.st_mode & 07777));
+                   (st.st_mode & 077) && S_ISREG(st.st_mode)
+                       ? "--http-auth-file %s: readable or writable by group or others (mode "
+                         "%04o); fix it with: chmod 600 FILE"
+                       : "--http-auth-file %s: not a regular file of at most 1 MiB (mode %04o)",
+                   path, (unsigned)(st.st_mode & 07777));
         close(fd);
         return -1;
     }
@@ -277,8 +284,8 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_
         memset(u, 0, sizeof *u);
         tq_strlcpy(u->name, f[0], sizeof u->name);
         u->role = strcmp(f[1], "admin") == 0 ? ROLE_ADMIN : ROLE_READ;
-        crypto_generichash(u->secret_hash, sizeof u->secret_hash, (const uint8_t *)f[2], slen,
-                           NULL, 0);
+        crypto_generichash(u->secret_hash, sizeof u->secret_hash, (const uint8_t *)f[2], slen, NULL,
+                           0);
         csrf_for(u, key);
     }
     sodium_memzero(text, (size_t)st.st_size + 1);
@@ -295,7 +302,8 @@ static int load_users(tq_http_t *self, const char *path, const uint8_t *key, tq_
 /* The user a request authenticates as: with no auth file, "local"
  * (admin); else the Authorization header's bearer token or basic
  * password. NULL when it does not. */
-static const user_t *authenticate(tq_http_t *self, struct MHD_Connection *conn) {
+static const user_t *authenticate(tq_http_t *self, struct MHD_Connection *conn)
+{
     if (!self->users)
         return &self->local;
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
@@ -339,7 +347,8 @@ static const user_t *authenticate(tq_http_t *self, struct MHD_Connection *conn) 
 /* Queue a response of n bytes of body (taken over: freed by MHD) with
  * the security headers. */
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, const char *type,
-                               char *body, size_t n, int no_store) {
+                               char *body, size_t n, int no_store)
+{
     struct MHD_Response *r = MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(body);
@@ -359,15 +368,17 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, con
     return rc;
 }
 
-static enum MHD_Result respond_json(struct MHD_Connection *conn, unsigned status, char *text) {
+static enum MHD_Result respond_json(struct MHD_Connection *conn, unsigned status, char *text)
+{
     return respond(conn, status, "application/json", text, strlen(text), 1);
 }
 
 /* {"ok":false,"error":MESSAGE} with status. */
-static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status,
-                                     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status,
-                                     const char *fmt, ...) {
+static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status, const char *fmt,
+                                     ...) __attribute__((format(printf, 3, 4)));
+static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status, const char *fmt,
+                                     ...)
+{
     char msg[TQ_MAX_ERROR_TEXT];
     va_list ap;
     va_start(ap, fmt);
@@ -382,17 +393,14 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned statu
 }
 
 /* The HTTP status for an ADMIN error code. */
-static unsigned status_of(int code) {
+static unsigned status_of(int code)
+{
     switch (code) {
-    case TQ_ERR_TOO_LARGE:
-        return MHD_HTTP_CONTENT_TOO_LARGE;
+    case TQ_ERR_TOO_LARGE: return MHD_HTTP_CONTENT_TOO_LARGE;
     case TQ_ERR_FULL:
-    case TQ_ERR_UNAVAILABLE:
-        return MHD_HTTP_SERVICE_UNAVAILABLE;
-    case TQ_ERR_INTERNAL:
-        return MHD_HTTP_INTERNAL_SERVER_ERROR;
-    default:
-        return MHD_HTTP_BAD_REQUEST;
+    case TQ_ERR_UNAVAILABLE: return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case TQ_ERR_INTERNAL: return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    default: return MHD_HTTP_BAD_REQUEST;
     }
 }
 
@@ -400,7 +408,8 @@ static unsigned status_of(int code) {
 
 /* Hand r to the loop and wait for its answer (TQ_HTTP_WAIT_MS at most).
  * Takes r over. */
-static enum MHD_Result ask_loop(tq_http_t *self, struct MHD_Connection *conn, req_t *r) {
+static enum MHD_Result ask_loop(tq_http_t *self, struct MHD_Connection *conn, req_t *r)
+{
     pthread_mutex_lock(&self->mu);
     if (self->closing || self->nqueued >= TQ_HTTP_MAX_PENDING) {
         int closing = self->closing;
@@ -451,7 +460,8 @@ static enum MHD_Result ask_loop(tq_http_t *self, struct MHD_Connection *conn, re
 
 /* Loop thread: give r its answer (text taken over), or free it if its
  * connection gave up waiting. */
-static void answer(tq_http_t *self, req_t *r, unsigned status, char *text) {
+static void answer(tq_http_t *self, req_t *r, unsigned status, char *text)
+{
     cJSON_Delete(r->body);
     r->body = NULL;
     pthread_mutex_lock(&self->mu);
@@ -470,7 +480,8 @@ static void answer(tq_http_t *self, req_t *r, unsigned status, char *text) {
 
 /* Remove the payload and result bytes from a reply (docs/http.md),
  * at any depth, marking where they were. */
-static void strip_payloads(cJSON *o) {
+static void strip_payloads(cJSON *o)
+{
     static const char *const keys[] = {"payload", "payload_base64", "result", "result_base64"};
     if (!cJSON_IsObject(o) && !cJSON_IsArray(o))
         return;
@@ -485,7 +496,8 @@ static void strip_payloads(cJSON *o) {
     cJSON_ArrayForEach(c, o) strip_payloads(c);
 }
 
-void tq_http_run(tq_http_t *self, const tq_admin_deps_t *d, tq_peer_t *limit) {
+void tq_http_run(tq_http_t *self, const tq_admin_deps_t *d, tq_peer_t *limit)
+{
     uint64_t v;
     if (read(self->evfd, &v, sizeof v) < 0 && errno != EAGAIN)
         tq_warn("http: eventfd: %s", strerror(errno));
@@ -538,7 +550,8 @@ void tq_http_run(tq_http_t *self, const tq_admin_deps_t *d, tq_peer_t *limit) {
     }
 }
 
-void tq_http_release(tq_http_t *self, uint64_t ready) {
+void tq_http_release(tq_http_t *self, uint64_t ready)
+{
     for (req_t **pp = &self->held; *pp;) {
         req_t *r = *pp;
         if (r->lsn > ready) {
@@ -555,7 +568,8 @@ void tq_http_release(tq_http_t *self, uint64_t ready) {
 
 /* ---- the snapshot and the history ---------------------------------------------- */
 
-void tq_http_on_engine(void *arg, const tq_engine_ev_t *ev) {
+void tq_http_on_engine(void *arg, const tq_engine_ev_t *ev)
+{
     tq_http_t *self = arg;
     if (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_LEASED && ev->task->x &&
         ev->task->x->attempt == 1) {
@@ -565,8 +579,9 @@ void tq_http_on_engine(void *arg, const tq_engine_ev_t *ev) {
     }
 }
 
-void tq_http_publish(tq_http_t *self, void *doc, uint64_t submitted, uint64_t done,
-                     uint64_t failed, int64_t wall_ms) {
+void tq_http_publish(tq_http_t *self, void *doc, uint64_t submitted, uint64_t done, uint64_t failed,
+                     int64_t wall_ms)
+{
     char *text = cJSON_PrintUnformatted(doc);
     cJSON_Delete(doc);
     point_t pt = {wall_ms / 1000, 0, 0, 0, -1};
@@ -598,7 +613,8 @@ void tq_http_publish(tq_http_t *self, void *doc, uint64_t submitted, uint64_t do
 }
 
 /* GET /api/v1/history?since=T: the points after unix second T. */
-static enum MHD_Result get_history(tq_http_t *self, struct MHD_Connection *conn) {
+static enum MHD_Result get_history(tq_http_t *self, struct MHD_Connection *conn)
+{
     const char *since_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "since");
     uint64_t since = 0;
     if (since_s && tq_parse_u64(since_s, &since) < 0)
@@ -627,8 +643,8 @@ static enum MHD_Result get_history(tq_http_t *self, struct MHD_Connection *conn)
             snprintf(wait, sizeof wait, "null");
         else
             snprintf(wait, sizeof wait, "%.1f", p->wait_ms);
-        off += (size_t)snprintf(text + off, cap - off, "%s[%" PRId64 ",%u,%u,%u,%s]",
-                                i ? "," : "", p->t, p->submitted, p->done, p->failed, wait);
+        off += (size_t)snprintf(text + off, cap - off, "%s[%" PRId64 ",%u,%u,%u,%s]", i ? "," : "",
+                                p->t, p->submitted, p->done, p->failed, wait);
     }
     if (off < cap)
         snprintf(text + off, cap - off, "]}");
@@ -648,7 +664,8 @@ typedef struct {
 } args_t;
 
 static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                              const char *value) {
+                              const char *value)
+{
     (void)kind;
     args_t *a = cls;
     if (a->bad)
@@ -687,7 +704,8 @@ static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *ke
     return MHD_YES;
 }
 
-static int op_name_ok(const char *s) {
+static int op_name_ok(const char *s)
+{
     size_t n = strlen(s);
     if (n < 1 || n > HTTP_OP_MAX)
         return 0;
@@ -701,7 +719,8 @@ static int op_name_ok(const char *s) {
  * POST with a JSON object (any op; admin role for a change; the CSRF
  * token in X-CSRF-Token; Content-Type application/json). */
 static enum MHD_Result api_op(tq_http_t *self, struct MHD_Connection *conn, const user_t *u,
-                              const char *addr, const char *name, int post, conn_t *c) {
+                              const char *addr, const char *name, int post, conn_t *c)
+{
     if (!op_name_ok(name))
         return respond_error(conn, MHD_HTTP_NOT_FOUND, "no such op");
     int writes = tq_admin_op_writes(name), reads = writes == 0;
@@ -754,7 +773,8 @@ static enum MHD_Result api_op(tq_http_t *self, struct MHD_Connection *conn, cons
 }
 
 static enum MHD_Result api(tq_http_t *self, struct MHD_Connection *conn, const user_t *u,
-                           const char *addr, const char *url, int post, conn_t *c) {
+                           const char *addr, const char *url, int post, conn_t *c)
+{
     static const char ops[] = "/api/v1/ops/";
     if (strncmp(url, ops, sizeof ops - 1) == 0)
         return api_op(self, conn, u, addr, url + sizeof ops - 1, post, c);
@@ -787,7 +807,8 @@ static enum MHD_Result api(tq_http_t *self, struct MHD_Connection *conn, const u
 }
 
 /* A page, a script, a style sheet or the metrics. */
-static enum MHD_Result static_get(tq_http_t *self, struct MHD_Connection *conn, const char *url) {
+static enum MHD_Result static_get(tq_http_t *self, struct MHD_Connection *conn, const char *url)
+{
     if (strcmp(url, "/metrics") == 0) {
         size_t n;
         char *body = tq_metrics_copy(self->metrics, &n);
@@ -812,7 +833,8 @@ static enum MHD_Result static_get(tq_http_t *self, struct MHD_Connection *conn, 
  * 127.x.x.x or [::1], with or without a port. Without an auth file
  * this is required, so a web page whose name was rebound to 127.0.0.1
  * (DNS rebinding) cannot read the API from the browser. */
-static int host_is_loopback(const char *host) {
+static int host_is_loopback(const char *host)
+{
     char h[256];
     if (!host || strlen(host) >= sizeof h)
         return 0;
@@ -837,7 +859,8 @@ static int host_is_loopback(const char *host) {
 
 /* 1 if a request's Origin (sent by browsers on POST) is absent or names
  * the host it was sent to: a page of another origin may not act. */
-static int origin_ok(struct MHD_Connection *conn) {
+static int origin_ok(struct MHD_Connection *conn)
+{
     const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
     const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
     if (!origin)
@@ -848,7 +871,8 @@ static int origin_ok(struct MHD_Connection *conn) {
     return p && host && strcasecmp(p, host) == 0;
 }
 
-static void peer_address(struct MHD_Connection *conn, char *out, size_t len) {
+static void peer_address(struct MHD_Connection *conn, char *out, size_t len)
+{
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     tq_strlcpy(out, "?", len);
@@ -870,8 +894,9 @@ static void peer_address(struct MHD_Connection *conn, char *out, size_t len) {
 /* libmicrohttpd's handler (a connection's thread): collect the body,
  * then authenticate and route. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
+{
     tq_http_t *self = cls;
     (void)version;
     conn_t *c = *con_cls;
@@ -933,7 +958,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
+                         enum MHD_RequestTerminationCode toe)
+{
     (void)cls;
     (void)conn;
     (void)toe;
@@ -947,7 +973,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- life ------------------------------------------------------------------------ */
 
-tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, tq_err_t *err) {
+tq_http_t *tq_http_start(const tq_http_cfg_t *cfg, tq_err_t *err)
+{
     if (tq_http_check(cfg->listen, cfg->auth_file, err) < 0)
         return NULL;
     tq_http_t *self = tq_calloc(1, sizeof *self);
@@ -985,7 +1012,8 @@ const char *tq_http_url(const tq_http_t *self) { return self->url; }
 
 int tq_http_fd(const tq_http_t *self) { return self->evfd; }
 
-static void free_reqs(req_t *r) {
+static void free_reqs(req_t *r)
+{
     while (r) {
         req_t *next = r->next;
         cJSON_Delete(r->body);
@@ -995,7 +1023,8 @@ static void free_reqs(req_t *r) {
     }
 }
 
-void tq_http_stop(tq_http_t **self_p) {
+void tq_http_stop(tq_http_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_http_t *self = *self_p;

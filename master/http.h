@@ -92,8 +92,8 @@ void tq_http_release(tq_http_t *self, uint64_t ready);
 /* Loop thread: publish the snapshot (doc: a cJSON object, the status
  * document; taken over) and append one point to the history from the
  * cumulative totals. wall_ms: the time of the sample. */
-void tq_http_publish(tq_http_t *self, void *doc, uint64_t submitted, uint64_t done,
-                     uint64_t failed, int64_t wall_ms);
+void tq_http_publish(tq_http_t *self, void *doc, uint64_t submitted, uint64_t done, uint64_t failed,
+                     int64_t wall_ms);
 
 /* Loop thread: the engine subscriber behind the queue-wait history
  * (arg: the tq_http_t): the wait of each first dispatch. */

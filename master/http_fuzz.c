@@ -86,13 +86,15 @@ static struct {
     atomic_int stopping;                /* the loop thread returns */
 } g;
 
-static void die(const char *what) {
+static void die(const char *what)
+{
     fprintf(stderr, "http_fuzz: %s\n", what);
     abort();
 }
 
 /* A small status document, in place of status.c's (docs/http.md). */
-static void publish(void) {
+static void publish(void)
+{
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "role", "master");
     cJSON_AddNumberToObject(doc, "time_ms", (double)tq_wall_ms());
@@ -101,7 +103,8 @@ static void publish(void) {
 
 /* The loop's part (loop.c): poll the HTTP wake-up fd and the journal,
  * run the requests, flush the journal, answer what it holds now. */
-static void *loop_main(void *arg) {
+static void *loop_main(void *arg)
+{
     (void)arg;
     int64_t next_publish = tq_mono_ms() + TQ_HTTP_PUBLISH_MS;
     while (!atomic_load(&g.stopping)) {
@@ -113,8 +116,7 @@ static void *loop_main(void *arg) {
         if (n == 2 && (items[1].revents & ZMQ_POLLIN))
             tq_persist_on_sync(g.persist);
         if (items[0].revents & ZMQ_POLLIN) {
-            tq_admin_deps_t ad = {g.engine,  g.persist, g.outbox,
-                                  g.roster,  g.peers,   &g.policy};
+            tq_admin_deps_t ad = {g.engine, g.persist, g.outbox, g.roster, g.peers, &g.policy};
             tq_http_run(g.http, &ad, &g.names);
             tq_outbox_send_kills(g.outbox);
         }
@@ -132,7 +134,8 @@ static void *loop_main(void *arg) {
 
 /* Queue a few tasks (queues "default" and "emails"), one of them dead,
  * so that show, list, dead, failed, retry and purge find something. */
-static void add_tasks(void) {
+static void add_tasks(void)
+{
     tq_store_t *st = tq_engine_store(g.engine);
     tq_now_t now = {tq_wall_ms(), tq_mono_ms()};
     const char *queues[] = {"default", "emails", "emails", "default"};
@@ -157,7 +160,8 @@ static void add_tasks(void) {
     tq_engine_lost(g.engine, t, "worker lost", now); /* max_attempts 1: dead */
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *f) {
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
     (void)st, (void)flag, (void)f;
     remove(path);
     return 0;
@@ -165,7 +169,8 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 
 /* At exit: stop the loop thread and the server, remove the directory
  * (the rest is left to the exit). */
-static void stop(void) {
+static void stop(void)
+{
     atomic_store(&g.stopping, 1);
     pthread_join(g.loop, NULL);
     tq_http_stop(&g.http);
@@ -173,7 +178,8 @@ static void stop(void) {
     nftw(g.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static void start(void) {
+static void start(void)
+{
     tq_log_init("http_fuzz");
     tq_log_set_level(TQ_LOG_ERROR); /* refusals and actions are logged: keep the output readable */
     const char *tmp = getenv("TMPDIR");
@@ -235,7 +241,8 @@ static void start(void) {
  * 1 when the connection could not be made or was refused before an
  * answer (the server at its connection limit), or aborts when the
  * server neither answers nor closes within FUZZ_EXCHANGE_MS. */
-static int exchange(const uint8_t *req, size_t n, char **out, size_t *outn) {
+static int exchange(const uint8_t *req, size_t n, char **out, size_t *outn)
+{
     *out = NULL;
     *outn = 0;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -293,7 +300,8 @@ static int exchange(const uint8_t *req, size_t n, char **out, size_t *outn) {
 }
 
 /* Case-insensitive search for needle in the n bytes at h. */
-static const char *find_ci(const char *h, size_t n, const char *needle) {
+static const char *find_ci(const char *h, size_t n, const char *needle)
+{
     size_t k = strlen(needle);
     for (size_t i = 0; i + k <= n; i++)
         if (strncasecmp(h + i, needle, k) == 0)
@@ -303,7 +311,8 @@ static const char *find_ci(const char *h, size_t n, const char *needle) {
 
 /* 1 if the input could carry a user's credentials: a secret as is
  * (Bearer), or any Basic scheme (whose base64 we do not chase). */
-static int has_credentials(const uint8_t *data, size_t size) {
+static int has_credentials(const uint8_t *data, size_t size)
+{
     const char *d = (const char *)data;
     return memmem(d, size, FUZZ_READ_SECRET, strlen(FUZZ_READ_SECRET)) ||
            memmem(d, size, FUZZ_ADMIN_SECRET, strlen(FUZZ_ADMIN_SECRET)) ||
@@ -319,7 +328,8 @@ static int has_credentials(const uint8_t *data, size_t size) {
  * with an unknown version or method and allowed), a 2xx or 3xx to an
  * input with no credentials, or a response of ours (it has our
  * Content-Security-Policy) without X-Content-Type-Options. */
-static unsigned check_responses(const char *r, size_t n, int creds) {
+static unsigned check_responses(const char *r, size_t n, int creds)
+{
     unsigned first = 0;
     for (int i = 0; n > 0; i++) {
         unsigned st = 0;
@@ -365,7 +375,8 @@ static unsigned check_responses(const char *r, size_t n, int creds) {
 }
 
 /* The CSRF token of the user with secret (GET /api/v1/session) into out. */
-static void fetch_csrf(const char *secret, char *out, size_t outlen) {
+static void fetch_csrf(const char *secret, char *out, size_t outlen)
+{
     char req[256], *r;
     size_t n;
     int len = snprintf(req, sizeof req,
@@ -386,7 +397,8 @@ static void fetch_csrf(const char *secret, char *out, size_t outlen) {
 
 /* The input with each "@CSRF-ADMIN@" and "@CSRF-READ@" replaced by the
  * token (malloc'd, *outn bytes). */
-static uint8_t *with_tokens(const uint8_t *data, size_t size, size_t *outn) {
+static uint8_t *with_tokens(const uint8_t *data, size_t size, size_t *outn)
+{
     static const char adm[] = "@CSRF-ADMIN@", rd[] = "@CSRF-READ@";
     size_t cap = size + 1, n = 0;
     uint8_t *out = tq_malloc(cap);
@@ -419,7 +431,8 @@ static const char health[] = "GET /api/v1/session HTTP/1.1\r\nHost: 127.0.0.1\r\
 
 /* The server still answers: the health request gets 200 within
  * FUZZ_HEALTH_MS (refused connections are retried). */
-static void check_health(void) {
+static void check_health(void)
+{
     int64_t deadline = tq_mono_ms() + FUZZ_HEALTH_MS;
     for (;;) {
         char *r;
@@ -440,7 +453,8 @@ static void check_health(void) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
     if (!g.http) {
         start();
         fetch_csrf(FUZZ_ADMIN_SECRET, g.csrf_admin, sizeof g.csrf_admin);

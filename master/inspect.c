@@ -21,9 +21,9 @@
 /* Function rows in one status document ("functions_total" counts all). */
 #define FN_ROWS_MAX TQ_INSPECT_FN_ROWS
 
+static void *fail(tq_err_t *err, int c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void *fail(tq_err_t *err, int c, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void *fail(tq_err_t *err, int c, const char *fmt, ...) {
+{
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
@@ -32,13 +32,15 @@ static void *fail(tq_err_t *err, int c, const char *fmt, ...) {
     return NULL;
 }
 
-void tq_inspect_add_id(void *o, uint64_t id) {
+void tq_inspect_add_id(void *o, uint64_t id)
+{
     char text[24];
     snprintf(text, sizeof text, "%" PRIu64, id);
     cJSON_AddItemToObject(o, "id", cJSON_CreateRaw(text));
 }
 
-void tq_inspect_add_text(void *o, const char *name, tq_bytes_t b, size_t max) {
+void tq_inspect_add_text(void *o, const char *name, tq_bytes_t b, size_t max)
+{
     size_t len = b.len > max ? max : b.len;
     const char *data = b.data ? (const char *)b.data : "";
     char key[64];
@@ -64,7 +66,8 @@ void tq_inspect_add_text(void *o, const char *name, tq_bytes_t b, size_t max) {
     free(enc);
 }
 
-const char *tq_inspect_state(const tq_task_t *t) {
+const char *tq_inspect_state(const tq_task_t *t)
+{
     switch ((tq_task_state_t)t->state) {
     case TQ_TASK_QUEUED: return tq_task_not_before(t) ? "delayed" : "queued";
     case TQ_TASK_LEASED: return "running";
@@ -77,7 +80,8 @@ const char *tq_inspect_state(const tq_task_t *t) {
 }
 
 /* A wall-clock time field, or null when 0 (not known / not yet). */
-static void add_time(cJSON *o, const char *name, int64_t ms) {
+static void add_time(cJSON *o, const char *name, int64_t ms)
+{
     if (ms > 0)
         cJSON_AddNumberToObject(o, name, (double)ms);
     else
@@ -85,7 +89,8 @@ static void add_time(cJSON *o, const char *name, int64_t ms) {
 }
 
 /* The connected worker with this instance id, or NULL. O(peers). */
-static const tq_peer_t *worker_of(const tq_peers_t *peers, uint64_t instance) {
+static const tq_peer_t *worker_of(const tq_peers_t *peers, uint64_t instance)
+{
     for (size_t i = 0, n = tq_peers_count(peers); i < n; i++) {
         const tq_peer_t *p = tq_peers_at(peers, i);
         if (p->role == TQ_ROLE_WORKER && !p->gone && p->instance == instance)
@@ -96,7 +101,8 @@ static const tq_peer_t *worker_of(const tq_peers_t *peers, uint64_t instance) {
 
 /* "worker": the worker of the current or last attempt ({"id","name",
  * "connected"}), or null when no attempt has a known holder. */
-static void add_worker(cJSON *o, const tq_peers_t *peers, const tq_task_t *t) {
+static void add_worker(cJSON *o, const tq_peers_t *peers, const tq_task_t *t)
+{
     const tq_peer_t *w = tq_task_worker(t);
     uint64_t holder = w ? w->instance : tq_task_holder(t);
     if (!holder) {
@@ -120,14 +126,15 @@ static void add_worker(cJSON *o, const tq_peers_t *peers, const tq_task_t *t) {
 
 /* An optional integer field min..max (def when absent). -1 when bad. */
 static int get_uint(const cJSON *req, const char *name, uint64_t def, uint64_t min, uint64_t max,
-                    uint64_t *out, tq_err_t *err) {
+                    uint64_t *out, tq_err_t *err)
+{
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, name);
     *out = def;
     if (!v)
         return 0;
     if (tq_json_uint(v, min, max, out) < 0) {
-        fail(err, TQ_ERR_MALFORMED,
-             "ADMIN: \"%s\" must be an integer %" PRIu64 "..%" PRIu64, name, min, max);
+        fail(err, TQ_ERR_MALFORMED, "ADMIN: \"%s\" must be an integer %" PRIu64 "..%" PRIu64, name,
+             min, max);
         return -1;
     }
     return 0;
@@ -137,7 +144,8 @@ static int get_uint(const cJSON *req, const char *name, uint64_t def, uint64_t m
  * name, or NULL when absent; *unknown = 1 when valid but not interned
  * (then nothing can match). -1 when not a valid name. */
 static int get_name(const tq_store_t *store, const cJSON *req, const char *field,
-                    const char **interned, int *unknown, tq_err_t *err) {
+                    const char **interned, int *unknown, tq_err_t *err)
+{
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, field);
     *interned = NULL;
     *unknown = 0;
@@ -155,8 +163,8 @@ static int get_name(const tq_store_t *store, const cJSON *req, const char *field
 
 /* ---- show --------------------------------------------------------------- */
 
-static cJSON *show_one(const tq_store_t *store, const tq_peers_t *peers, uint64_t id,
-                       int payload) {
+static cJSON *show_one(const tq_store_t *store, const tq_peers_t *peers, uint64_t id, int payload)
+{
     cJSON *o = cJSON_CreateObject();
     tq_inspect_add_id(o, id);
     const tq_task_t *t = tq_store_get(store, id);
@@ -204,7 +212,8 @@ static cJSON *show_one(const tq_store_t *store, const tq_peers_t *peers, uint64_
 }
 
 void *tq_inspect_show(const tq_store_t *store, const tq_peers_t *peers, const void *reqv,
-                      tq_err_t *err) {
+                      tq_err_t *err)
+{
     const cJSON *req = reqv;
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(req, "ids");
     const cJSON *pl = cJSON_GetObjectItemCaseSensitive(req, "payload");
@@ -216,14 +225,15 @@ void *tq_inspect_show(const tq_store_t *store, const tq_peers_t *peers, const vo
         return fail(err, TQ_ERR_MALFORMED, "ADMIN: \"payload\" must be true or false");
     const cJSON *it;
     uint64_t id;
-    cJSON_ArrayForEach(it, ids) {
+    cJSON_ArrayForEach(it, ids)
+    {
         if (tq_json_uint(it, 1, UINT64_MAX, &id) < 0)
-            return fail(err, TQ_ERR_MALFORMED,
-                        "ADMIN: \"ids\" must hold positive integers");
+            return fail(err, TQ_ERR_MALFORMED, "ADMIN: \"ids\" must hold positive integers");
     }
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "tasks");
-    cJSON_ArrayForEach(it, ids) {
+    cJSON_ArrayForEach(it, ids)
+    {
         tq_json_uint(it, 1, UINT64_MAX, &id); /* checked above */
         cJSON_AddItemToArray(arr, show_one(store, peers, id, cJSON_IsTrue(pl)));
     }
@@ -233,11 +243,12 @@ void *tq_inspect_show(const tq_store_t *store, const tq_peers_t *peers, const vo
 /* ---- list ----------------------------------------------------------------- */
 
 /* The "state" filter: a tq_inspect_state name, or "" (any). */
-static const char *const STATES[] = {"queued", "delayed", "running", "done",
+static const char *const STATES[] = {"queued", "delayed", "running",  "done",
                                      "failed", "dead",    "cancelled"};
 
 /* One list row: what a table needs, without the bytes. */
-static cJSON *list_row(const tq_peers_t *peers, const tq_task_t *t) {
+static cJSON *list_row(const tq_peers_t *peers, const tq_task_t *t)
+{
     cJSON *o = cJSON_CreateObject();
     tq_inspect_add_id(o, t->id);
     cJSON_AddStringToObject(o, "state", tq_inspect_state(t));
@@ -259,7 +270,8 @@ static cJSON *list_row(const tq_peers_t *peers, const tq_task_t *t) {
 }
 
 static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const cJSON *req,
-                       const char *force_state, tq_err_t *err) {
+                       const char *force_state, tq_err_t *err)
+{
     const char *queue, *fn;
     int qunknown, funknown;
     uint64_t limit, after;
@@ -291,7 +303,8 @@ static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const c
         const tq_task_t *a = after ? tq_store_get(store, after) : NULL;
         int dead = state && strcmp(state, "dead") == 0 &&
                    (!after || (a && a->state == TQ_TASK_DEAD));
-        tq_task_t *t = dead ? (after ? tq_store_dead_after(store, after) : tq_store_dead_first(store))
+        tq_task_t *t = dead ? (after ? tq_store_dead_after(store, after)
+                                     : tq_store_dead_first(store))
                             : tq_store_from(store, after + 1);
         for (; t; t = dead ? tq_store_dead_next(t) : tq_store_next(store, t)) {
             if (n == limit || examined == TQ_INSPECT_SCAN) {
@@ -301,8 +314,7 @@ static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const c
             examined++;
             last = t->id;
             if ((queue && tq_queue_name(tq_task_queue(t)) != queue) ||
-                (fn && tq_task_fn(t) != fn) ||
-                (state && strcmp(tq_inspect_state(t), state) != 0))
+                (fn && tq_task_fn(t) != fn) || (state && strcmp(tq_inspect_state(t), state) != 0))
                 continue;
             cJSON_AddItemToArray(arr, list_row(peers, t));
             n++;
@@ -317,12 +329,14 @@ static void *list_impl(const tq_store_t *store, const tq_peers_t *peers, const c
 }
 
 void *tq_inspect_list(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                      tq_err_t *err) {
+                      tq_err_t *err)
+{
     return list_impl(store, peers, req, NULL, err);
 }
 
 void *tq_inspect_failed(const tq_store_t *store, const tq_peers_t *peers, const void *req,
-                        tq_err_t *err) {
+                        tq_err_t *err)
+{
     if (cJSON_GetObjectItemCaseSensitive(req, "state"))
         return fail(err, TQ_ERR_MALFORMED,
                     "ADMIN: \"failed\" takes no \"state\" (it lists failed tasks)");
@@ -333,7 +347,8 @@ void *tq_inspect_failed(const tq_store_t *store, const tq_peers_t *peers, const 
 
 /* The row of interned fn (made when new, while there is room). */
 static tq_inspect_fnrow_t *fn_row(tq_idmap_t *map, tq_inspect_fnrow_t *rows, size_t *nrows,
-                                  size_t cap, const char *fn) {
+                                  size_t cap, const char *fn)
+{
     tq_inspect_fnrow_t *r = tq_idmap_get(map, (uint64_t)(uintptr_t)fn);
     if (r || *nrows == cap)
         return r;
@@ -344,7 +359,8 @@ static tq_inspect_fnrow_t *fn_row(tq_idmap_t *map, tq_inspect_fnrow_t *rows, siz
 }
 
 size_t tq_inspect_fn_rows(const tq_store_t *store, const tq_peers_t *peers,
-                          tq_inspect_fnrow_t **out) {
+                          tq_inspect_fnrow_t **out)
+{
     size_t cap = tq_store_nnames(store) + 1, nrows = 0;
     tq_inspect_fnrow_t *rows = tq_calloc(cap, sizeof *rows);
     tq_idmap_t *map = tq_idmap_new();
@@ -383,7 +399,8 @@ size_t tq_inspect_fn_rows(const tq_store_t *store, const tq_peers_t *peers,
     return n;
 }
 
-void tq_inspect_functions(const tq_store_t *store, const tq_peers_t *peers, void *doc) {
+void tq_inspect_functions(const tq_store_t *store, const tq_peers_t *peers, void *doc)
+{
     tq_inspect_fnrow_t *rows;
     size_t n = tq_inspect_fn_rows(store, peers, &rows);
     cJSON *arr = cJSON_AddArrayToObject(doc, "functions");
@@ -401,7 +418,8 @@ void tq_inspect_functions(const tq_store_t *store, const tq_peers_t *peers, void
     free(rows);
 }
 
-void tq_inspect_running(const tq_peer_t *w, void *o) {
+void tq_inspect_running(const tq_peer_t *w, void *o)
+{
     cJSON *arr = cJSON_AddArrayToObject(o, "running");
     size_t n = w->nleased < TQ_INSPECT_RUNNING_IDS ? w->nleased : TQ_INSPECT_RUNNING_IDS;
     char text[24];

@@ -129,8 +129,7 @@ int tq_items_ready(const tq_items_t *self, tq_bytes_t queue)
     return q && q->head;
 }
 
-size_t tq_items_take(tq_items_t *self, tq_bytes_t queue, size_t max, void *holder,
-                     tq_item_t **out)
+size_t tq_items_take(tq_items_t *self, tq_bytes_t queue, size_t max, void *holder, tq_item_t **out)
 {
     tq_iqueue_t *q = find_queue(self, queue);
     size_t n = 0;

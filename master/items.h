@@ -19,7 +19,7 @@ typedef struct tq_iqueue tq_iqueue_t;
 typedef struct tq_item {
     uint64_t id;
     tq_iqueue_t *q;
-    void *holder; /* NULL: queued */
+    void *holder;                /* NULL: queued */
     struct tq_item *prev, *next; /* in q's list, or in the taken list */
     size_t len;
     uint8_t data[];
@@ -44,8 +44,7 @@ tq_item_t *tq_items_put(tq_items_t *self, tq_bytes_t queue, uint64_t id, const u
                         size_t len);
 /* Up to max items from the head of queue name, taken by holder, into
  * out. Returns how many. */
-size_t tq_items_take(tq_items_t *self, tq_bytes_t queue, size_t max, void *holder,
-                     tq_item_t **out);
+size_t tq_items_take(tq_items_t *self, tq_bytes_t queue, size_t max, void *holder, tq_item_t **out);
 /* 1 if queue name has a queued item. */
 int tq_items_ready(const tq_items_t *self, tq_bytes_t queue);
 /* The item id taken by holder, or NULL. */

@@ -22,12 +22,14 @@ static int (*real_fsync_dir)(int dirfd);
 
 /* One line, written with one write(2) on an O_APPEND fd: whole even when
  * the process is killed right after. */
-static void log_line(const char *line, size_t len) {
+static void log_line(const char *line, size_t len)
+{
     ssize_t n = write(log_fd, line, len);
     (void)n; /* a test hook: a failed log shows up as a failed test */
 }
 
-static int fd_path(int fd, char *out, size_t size) {
+static int fd_path(int fd, char *out, size_t size)
+{
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
     ssize_t n = readlink(proc, out, size - 1);
@@ -37,7 +39,8 @@ static int fd_path(int fd, char *out, size_t size) {
     return 0;
 }
 
-static int rec_fdatasync(int fd) {
+static int rec_fdatasync(int fd)
+{
     struct stat st;
     int have = fstat(fd, &st) == 0;
     int64_t t0 = tq_mono_us();
@@ -55,7 +58,8 @@ static int rec_fdatasync(int fd) {
     return rc;
 }
 
-static int rec_fsync_dir(int dirfd) {
+static int rec_fsync_dir(int dirfd)
+{
     int rc = real_fsync_dir(dirfd);
     int e = errno;
     char path[1024];
@@ -93,7 +97,8 @@ static int (*inner_fdatasync)(int fd);
 
 /* A slow disk: every journal fdatasync takes sync_delay_ms longer (on
  * the sync thread, as a slow disk would). */
-static int slow_fdatasync(int fd) {
+static int slow_fdatasync(int fd)
+{
     struct timespec ts = {(time_t)(sync_delay_ms / 1000), (long)(sync_delay_ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
@@ -101,7 +106,8 @@ static int slow_fdatasync(int fd) {
 }
 
 /* TASKQ_TEST_SYNC_DELAY_MS=N (at most 60000): see jfault.h. */
-static void install_delay(void) {
+static void install_delay(void)
+{
     const char *d = getenv("TASKQ_TEST_SYNC_DELAY_MS");
     if (!d || !*d)
         return;
@@ -117,7 +123,8 @@ static void install_delay(void) {
     tq_warn("test hook: every journal sync is %ld ms slower (TASKQ_TEST_SYNC_DELAY_MS)", v);
 }
 
-int tq_jfault_install_from_env(void) {
+int tq_jfault_install_from_env(void)
+{
     const char *path = getenv("TASKQ_TEST_POWERLOG");
     if (!path || !*path) {
         install_delay();

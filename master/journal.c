@@ -79,22 +79,29 @@ typedef struct {
 
 /* ---- little-endian helpers ---------------------------------------------- */
 
-static void put32(uint8_t *p, uint32_t v) {
+static void put32(uint8_t *p, uint32_t v)
+{
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
-static void put64(uint8_t *p, uint64_t v) {
+static void put64(uint8_t *p, uint64_t v)
+{
     put32(p, (uint32_t)v);
     put32(p + 4, (uint32_t)(v >> 32));
 }
-static uint32_t get32(const uint8_t *p) {
+static uint32_t get32(const uint8_t *p)
+{
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
-static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+static uint64_t get64(const uint8_t *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
 
-static uint32_t crc(uint32_t c, const void *p, size_t n) {
+static uint32_t crc(uint32_t c, const void *p, size_t n)
+{
     const uint8_t *b = p;
     while (n > 0) { /* zlib takes a uInt length */
         uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
@@ -125,8 +132,8 @@ struct tq_journal {
     pthread_t thread;
     int thread_started;
 
-    int fd;       /* current segment, O_APPEND */
-    uint64_t seg; /* its number */
+    int fd;            /* current segment, O_APPEND */
+    uint64_t seg;      /* its number */
     uint64_t seg_size; /* bytes in it (its header included) */
     uint64_t first;    /* the oldest segment replay needs */
     /* A rotation asked for: the new segment is created once everything
@@ -148,14 +155,14 @@ struct tq_journal {
     uint64_t appended, written, durable;
     uint64_t bytes;
 
-    int write_err;        /* errno of the write failure that stands */
+    int write_err;         /* errno of the write failure that stands */
     int write_clear_armed; /* a write succeeded since: clears at durable >= */
     uint64_t write_clear_lsn;
     int64_t next_retry_ms;
     int sync_err;
     tq_journal_sync_stats_t sync_stats; /* fdatasync latency and errors (metrics) */
-    int drop_pending;     /* a drop_before not yet reported done */
-    int told_pending;     /* an M_WRITTEN the thread has not answered yet */
+    int drop_pending;                   /* a drop_before not yet reported done */
+    int told_pending;                   /* an M_WRITTEN the thread has not answered yet */
 
     jmsg_t *outq; /* messages the thread's full inbox did not take yet */
     size_t outq_head, outq_len, outq_cap;
@@ -165,12 +172,14 @@ struct tq_journal {
     size_t nfiles, capfiles;
 };
 
-static void seg_name(char *buf, size_t size, uint64_t seg) {
+static void seg_name(char *buf, size_t size, uint64_t seg)
+{
     snprintf(buf, size, "%016" PRIx64 ".tqj", seg);
 }
 
 /* 1 and the number if name is a segment file name (lowercase hex). */
-static int seg_parse(const char *name, uint64_t *seg) {
+static int seg_parse(const char *name, uint64_t *seg)
+{
     if (strlen(name) != SEG_NAME_LEN || strcmp(name + 16, ".tqj") != 0)
         return 0;
     uint64_t v = 0;
@@ -186,7 +195,8 @@ static int seg_parse(const char *name, uint64_t *seg) {
 }
 
 /* Queue a message for the thread; WRITTEN for the same fd coalesces. */
-static void outq_push(tq_journal_t *self, const jmsg_t *m) {
+static void outq_push(tq_journal_t *self, const jmsg_t *m)
+{
     if (m->kind == M_WRITTEN && self->outq_len > 0) {
         jmsg_t *last = &self->outq[self->outq_head + self->outq_len - 1];
         if (last->kind == M_WRITTEN && last->fd == m->fd) {
@@ -207,10 +217,10 @@ static void outq_push(tq_journal_t *self, const jmsg_t *m) {
 }
 
 /* Send what the thread's inbox takes now. */
-static void outq_flush(tq_journal_t *self) {
+static void outq_flush(tq_journal_t *self)
+{
     while (self->outq_len > 0) {
-        if (zmq_send(self->pipe, &self->outq[self->outq_head], sizeof(jmsg_t),
-                     ZMQ_DONTWAIT) < 0) {
+        if (zmq_send(self->pipe, &self->outq[self->outq_head], sizeof(jmsg_t), ZMQ_DONTWAIT) < 0) {
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN)
@@ -223,7 +233,8 @@ static void outq_flush(tq_journal_t *self) {
     self->outq_head = 0;
 }
 
-static void tell(tq_journal_t *self, uint32_t kind, int fd, int fd2, uint64_t a, uint64_t b) {
+static void tell(tq_journal_t *self, uint32_t kind, int fd, int fd2, uint64_t a, uint64_t b)
+{
     jmsg_t m = {.kind = kind, .fd = fd, .fd2 = fd2, .a = a, .b = b};
     outq_push(self, &m);
     outq_flush(self);
@@ -236,11 +247,11 @@ typedef struct {
     void *pipe;
     uint64_t durable;
     int dir_dirty;
-    int force;      /* a sync was asked for (M_SYNC, stop) */
-    int failing;    /* the last round failed */
+    int force;   /* a sync was asked for (M_SYNC, stop) */
+    int failing; /* the last round failed */
     int last_err;
     int64_t retry_at;
-    int64_t timer;  /* interval mode: sync due at, or -1 */
+    int64_t timer; /* interval mode: sync due at, or -1 */
     uint64_t drop_seg, drop_lsn;
     int drop_pending;
     /* Replies not sent yet (the loop's inbox was full). They are state,
@@ -250,7 +261,8 @@ typedef struct {
     uint64_t rounds, round_us; /* sync rounds (and their time) not told yet */
 } tstate_t;
 
-static int tsend(tstate_t *t, uint32_t kind, int32_t e, uint64_t a) {
+static int tsend(tstate_t *t, uint32_t kind, int32_t e, uint64_t a)
+{
     jmsg_t m = {.kind = kind, .fd = e, .a = a};
     for (;;) {
         if (zmq_send(t->pipe, &m, sizeof m, ZMQ_DONTWAIT) == (int)sizeof m)
@@ -262,7 +274,8 @@ static int tsend(tstate_t *t, uint32_t kind, int32_t e, uint64_t a) {
 
 /* Send the pending replies the loop's inbox takes; durable goes before a
  * later failure so the loop ends up with the latest state. */
-static void tflush(tstate_t *t) {
+static void tflush(tstate_t *t)
+{
     if (t->tell_durable) {
         jmsg_t m = {.kind = M_DURABLE,
                     .fd2 = t->rounds > INT32_MAX ? INT32_MAX : (int32_t)t->rounds,
@@ -284,14 +297,16 @@ static void tflush(tstate_t *t) {
     }
 }
 
-static tfile_t *tfile_find(tq_journal_t *j, int fd) {
+static tfile_t *tfile_find(tq_journal_t *j, int fd)
+{
     for (size_t i = 0; i < j->nfiles; i++)
         if (j->files[i].fd == fd)
             return &j->files[i];
     return NULL;
 }
 
-static void tfile_add(tq_journal_t *j, int fd, uint64_t written) {
+static void tfile_add(tq_journal_t *j, int fd, uint64_t written)
+{
     if (j->nfiles == j->capfiles) {
         j->capfiles = j->capfiles ? j->capfiles * 2 : 8;
         j->files = tq_realloc(j->files, j->capfiles * sizeof *j->files);
@@ -299,7 +314,8 @@ static void tfile_add(tq_journal_t *j, int fd, uint64_t written) {
     j->files[j->nfiles++] = (tfile_t){.fd = fd, .written = written, .dirty = 1};
 }
 
-static int tdirty(const tstate_t *t) {
+static int tdirty(const tstate_t *t)
+{
     if (t->dir_dirty)
         return 1;
     for (size_t i = 0; i < t->j->nfiles; i++)
@@ -310,7 +326,8 @@ static int tdirty(const tstate_t *t) {
 
 /* fdatasync the directory and every dirty file in order, closing rotated
  * ones. durable moves as files are done. Returns 0 or an errno. */
-static int tround(tstate_t *t) {
+static int tround(tstate_t *t)
+{
     tq_journal_t *j = t->j;
     if (t->dir_dirty) {
         if (tq_jio.fsync_dir(j->dirfd) < 0)
@@ -342,7 +359,8 @@ static int tround(tstate_t *t) {
 }
 
 /* Delete the segments below t->drop_seg; fsync the directory. */
-static void tdrop(tstate_t *t) {
+static void tdrop(tstate_t *t)
+{
     tq_journal_t *j = t->j;
     t->drop_pending = 0;
     t->tell_dropped = 1;
@@ -370,7 +388,8 @@ static void tdrop(tstate_t *t) {
         tq_warn("journal: fsync of %s failed: %s", j->dir, strerror(errno));
 }
 
-static void thandle(tstate_t *t, const jmsg_t *m, int *stop) {
+static void thandle(tstate_t *t, const jmsg_t *m, int *stop)
+{
     tq_journal_t *j = t->j;
     tfile_t *f;
     switch (m->kind) {
@@ -390,9 +409,7 @@ static void thandle(tstate_t *t, const jmsg_t *m, int *stop) {
         tfile_add(j, m->fd2, m->a);
         t->dir_dirty = 1;
         break;
-    case M_SYNC:
-        t->force = 1;
-        break;
+    case M_SYNC: t->force = 1; break;
     case M_DROP:
         if (!t->drop_pending || m->a > t->drop_seg)
             t->drop_seg = m->a;
@@ -400,16 +417,14 @@ static void thandle(tstate_t *t, const jmsg_t *m, int *stop) {
             t->drop_lsn = m->b;
         t->drop_pending = 1;
         break;
-    case M_STOP:
-        *stop = 1;
-        break;
-    default:
-        break;
+    case M_STOP: *stop = 1; break;
+    default: break;
     }
 }
 
 /* One sync round now; remember the outcome for the loop. */
-static void tsync(tstate_t *t) {
+static void tsync(tstate_t *t)
+{
     int dirty = tdirty(t);
     int64_t t0 = tq_mono_us();
     int err = tround(t);
@@ -434,7 +449,8 @@ static void tsync(tstate_t *t) {
 }
 
 /* When the next sync round is due (<= now: at once), or -1: none wanted. */
-static int64_t tdue(tstate_t *t, int64_t now) {
+static int64_t tdue(tstate_t *t, int64_t now)
+{
     tq_journal_t *j = t->j;
     int dirty = tdirty(t);
     if (j->mode == TQ_FSYNC_INTERVAL && dirty && t->timer < 0)
@@ -450,7 +466,8 @@ static int64_t tdue(tstate_t *t, int64_t now) {
     return due;
 }
 
-static void *sync_main(void *arg) {
+static void *sync_main(void *arg)
+{
     tq_journal_t *j = arg;
     tstate_t t = {.j = j, .timer = -1};
     int zero = 0;
@@ -524,19 +541,19 @@ typedef struct {
     char name[32];
     int fd;
     uint64_t size;
-    uint32_t version;    /* 1 or 2 if the header is sound, else 0 */
-    uint32_t hsize;      /* its header size */
-    const char *bad;     /* why the header is not sound */
-    uint32_t other;      /* a sound header of a version this master cannot read */
-    uint64_t first;      /* v2: the oldest segment replay needs */
-    uint64_t prev_size;  /* v2: the size of segment num - 1 when it was closed */
+    uint32_t version;   /* 1 or 2 if the header is sound, else 0 */
+    uint32_t hsize;     /* its header size */
+    const char *bad;    /* why the header is not sound */
+    uint32_t other;     /* a sound header of a version this master cannot read */
+    uint64_t first;     /* v2: the oldest segment replay needs */
+    uint64_t prev_size; /* v2: the size of segment num - 1 when it was closed */
     int has_prev;
-    int torn_create;     /* the newest, its header cut short or zero: a crash
+    int torn_create;       /* the newest, its header cut short or zero: a crash
                             while it was created */
-    int skip;            /* older than the journal's first: left over */
-    int eligible;        /* may end in a torn record */
-    uint64_t limit;      /* replay up to here */
-    uint64_t cut_short;  /* bytes the next header says are missing at its end */
+    int skip;              /* older than the journal's first: left over */
+    int eligible;          /* may end in a torn record */
+    uint64_t limit;        /* replay up to here */
+    uint64_t cut_short;    /* bytes the next header says are missing at its end */
     uint64_t missing_from; /* v2: segments missing_from..num-1 are missing (0: none) */
 } seg_t;
 
@@ -550,7 +567,8 @@ typedef struct {
     int dirfd;
 } scan_t;
 
-static int seg_map(seg_t *g, segfile_t *sf, const char *dir, tq_err_t *err) {
+static int seg_map(seg_t *g, segfile_t *sf, const char *dir, tq_err_t *err)
+{
     sf->map = NULL;
     sf->fd = g->fd;
     sf->size = (size_t)g->size;
@@ -566,13 +584,15 @@ static int seg_map(seg_t *g, segfile_t *sf, const char *dir, tq_err_t *err) {
     return 0;
 }
 
-static void seg_unmap(segfile_t *sf) {
+static void seg_unmap(segfile_t *sf)
+{
     if (sf->map)
         munmap(sf->map, sf->size);
     sf->map = NULL;
 }
 
-static int all_zero(const uint8_t *p, size_t n) {
+static int all_zero(const uint8_t *p, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         if (p[i])
             return 0;
@@ -580,7 +600,8 @@ static int all_zero(const uint8_t *p, size_t n) {
 }
 
 /* Fill g's header fields from the got bytes at its start. */
-static void parse_header(seg_t *g, const uint8_t *h, size_t got) {
+static void parse_header(seg_t *g, const uint8_t *h, size_t got)
+{
     g->version = 0;
     g->bad = NULL;
     if (got < 16) {
@@ -639,7 +660,8 @@ static void parse_header(seg_t *g, const uint8_t *h, size_t got) {
 }
 
 /* 1 if a sound record starts at q (before limit); *next gets its end. */
-static int rec_ok(const uint8_t *p, size_t q, size_t limit, size_t *next) {
+static int rec_ok(const uint8_t *p, size_t q, size_t limit, size_t *next)
+{
     if (limit - q < TQ_JOURNAL_RECORD_HEAD)
         return 0;
     uint32_t len = get32(p + q);
@@ -655,11 +677,13 @@ static int rec_ok(const uint8_t *p, size_t q, size_t limit, size_t *next) {
  * sane and a sound record (or the end) follows it; else the first offset
  * after pos where a sound record starts that is followed by another or
  * by the end (two checksums: a false match is not a worry); else limit. */
-static size_t damage_end(const uint8_t *p, size_t pos, size_t limit) {
+static size_t damage_end(const uint8_t *p, size_t pos, size_t limit)
+{
     size_t nx, nx2;
     if (limit - pos >= TQ_JOURNAL_RECORD_HEAD) {
         uint32_t len = get32(p + pos);
-        if (len > 0 && len <= TQ_JOURNAL_MAX_RECORD && len <= limit - pos - TQ_JOURNAL_RECORD_HEAD) {
+        if (len > 0 && len <= TQ_JOURNAL_MAX_RECORD &&
+            len <= limit - pos - TQ_JOURNAL_RECORD_HEAD) {
             nx = pos + TQ_JOURNAL_RECORD_HEAD + len;
             if (nx == limit || rec_ok(p, nx, limit, &nx2))
                 return nx;
@@ -681,12 +705,13 @@ static size_t damage_end(const uint8_t *p, size_t pos, size_t limit) {
 
 /* Damage at name/off: without repair, fail with the message; with it,
  * count and log it. Returns 0 or -1 (s->err filled). */
-static int damage(scan_t *s, const char *name, uint64_t off, const char *why) {
+static int damage(scan_t *s, const char *name, uint64_t off, const char *why)
+{
     if (!s->cfg->repair) {
         tq_err_set(s->err, 0,
-                     "journal damaged: %s/%s at offset %" PRIu64
-                     ": %s (start with --repair to replay what can be read and drop the rest)",
-                     s->dir, name, off, why);
+                   "journal damaged: %s/%s at offset %" PRIu64
+                   ": %s (start with --repair to replay what can be read and drop the rest)",
+                   s->dir, name, off, why);
         return -1;
     }
     if (!s->rep->repaired) {
@@ -704,7 +729,8 @@ static int damage(scan_t *s, const char *name, uint64_t off, const char *why) {
  * (its type and body as found) when there is room for one, else lost
  * bytes. n == 0 with p NULL: bytes missing, how many unknown. */
 static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t pos, size_t end,
-                        uint64_t missing) {
+                        uint64_t missing)
+{
     tq_err_t cberr = {0, ""};
     int rc;
     if (p && end - pos >= TQ_JOURNAL_RECORD_HEAD + 1 + 8) {
@@ -716,12 +742,11 @@ static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t po
     } else {
         uint64_t n = p ? end - pos : missing;
         s->rep->dropped_bytes += n;
-        rc = s->replay ? s->replay(s->arg, 0, NULL, (size_t)n, TQ_JREC_LOST, &cberr)
-                       : 0;
+        rc = s->replay ? s->replay(s->arg, 0, NULL, (size_t)n, TQ_JREC_LOST, &cberr) : 0;
     }
     if (rc < 0) {
         tq_err_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, name, pos,
-                     cberr.msg[0] ? cberr.msg : "record refused");
+                   cberr.msg[0] ? cberr.msg : "record refused");
         return -1;
     }
     return 0;
@@ -730,7 +755,8 @@ static int hand_dropped(scan_t *s, const char *name, const uint8_t *p, size_t po
 /* Replay the records of g from pos to g->limit. A bad record of an
  * eligible segment that is torn by journal.h's rules is cut: *cut gets
  * its offset. Any other is damage. Returns 0, or -1 with s->err. */
-static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, uint64_t *cut) {
+static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, uint64_t *cut)
+{
     const uint8_t *p = sf->map;
     size_t limit = (size_t)g->limit;
     tq_err_t cberr = {0, ""};
@@ -776,8 +802,8 @@ static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, ui
         s->rep->records++;
         if (s->replay &&
             s->replay(s->arg, p[pos + 8], p + pos + 9, len - 1, TQ_JREC_OK, &cberr) < 0) {
-            tq_err_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, g->name,
-                         pos, cberr.msg[0] ? cberr.msg : "record refused");
+            tq_err_set(s->err, 0, "journal replay: %s/%s at offset %zu: %s", s->dir, g->name, pos,
+                       cberr.msg[0] ? cberr.msg : "record refused");
             return -1;
         }
         pos += TQ_JOURNAL_RECORD_HEAD + len;
@@ -789,13 +815,14 @@ static int scan_records(scan_t *s, seg_t *g, const segfile_t *sf, size_t pos, ui
  * newest), which are missing, cut short or grown, and which may end torn.
  * Returns the index of the first needed segment (n if none), or -1 with
  * s->err (a version this master cannot read). */
-static long plan(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
+static long plan(scan_t *s, seg_t *g, size_t n, uint64_t *first)
+{
     for (size_t i = 0; i < n; i++)
         if (g[i].other) {
             tq_err_set(s->err, 0,
-                         "journal %s/%s has format version %" PRIu32
-                         "; this master reads versions 1 and %u",
-                         s->dir, g[i].name, g[i].other, TQ_JOURNAL_VERSION);
+                       "journal %s/%s has format version %" PRIu32
+                       "; this master reads versions 1 and %u",
+                       s->dir, g[i].name, g[i].other, TQ_JOURNAL_VERSION);
             return -1;
         }
     /* the newest file, cut while it was being created */
@@ -843,7 +870,8 @@ static long plan(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
 
 /* Read the segments g[0..n) (headers already parsed), replay them, cut a
  * torn tail. Sets *first. Returns 0 or -1 with s->err. */
-static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
+static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first)
+{
     long start = plan(s, g, n, first);
     if (start < 0)
         return -1;
@@ -852,8 +880,9 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
     if ((size_t)start < m && g[start].num != *first) {
         char name[32];
         seg_name(name, sizeof name, *first);
-        if (damage(s, name, 0, "segment missing (a later segment's header says the journal "
-                               "starts there)") < 0 ||
+        if (damage(s, name, 0,
+                   "segment missing (a later segment's header says the journal "
+                   "starts there)") < 0 ||
             hand_dropped(s, name, NULL, 0, 0, 0) < 0)
             return -1;
     }
@@ -864,8 +893,9 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
             char name[32];
             seg_name(name, sizeof name, g1->missing_from);
             char why[160];
-            snprintf(why, sizeof why, "segment missing (%s names segment %" PRIu64
-                     " as the one before it)", g1->name, g1->num - 1);
+            snprintf(why, sizeof why,
+                     "segment missing (%s names segment %" PRIu64 " as the one before it)",
+                     g1->name, g1->num - 1);
             if (damage(s, name, 0, why) < 0 || hand_dropped(s, name, NULL, 0, 0, 0) < 0)
                 return -1;
         }
@@ -888,7 +918,7 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
         g1->fd = openat(s->dirfd, g1->name, O_RDWR | O_CLOEXEC);
         if (g1->fd < 0) {
             tq_err_set(s->err, 0, "journal: cannot open %s/%s: %s", s->dir, g1->name,
-                         strerror(errno));
+                       strerror(errno));
             return -1;
         }
         segfile_t sf;
@@ -931,8 +961,8 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
         }
         if (cut != UINT64_MAX) {
             if (tq_jio.ftruncate(g1->fd, (off_t)cut) < 0 || tq_jio.fdatasync(g1->fd) < 0) {
-                tq_err_set(s->err, 0, "journal: cannot truncate %s/%s: %s", s->dir,
-                             g1->name, strerror(errno));
+                tq_err_set(s->err, 0, "journal: cannot truncate %s/%s: %s", s->dir, g1->name,
+                           strerror(errno));
                 return -1;
             }
             g1->size = cut;
@@ -943,13 +973,15 @@ static int scan_all(scan_t *s, seg_t *g, size_t n, uint64_t *first) {
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b) {
+static int cmp_u64(const void *a, const void *b)
+{
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
 /* Segment numbers in dir, sorted. Returns 0 or -1 with err. */
-static int list_segments(const char *dir, uint64_t **out, size_t *n, tq_err_t *err) {
+static int list_segments(const char *dir, uint64_t **out, size_t *n, tq_err_t *err)
+{
     *out = NULL;
     *n = 0;
     DIR *d = opendir(dir);
@@ -977,7 +1009,8 @@ static int list_segments(const char *dir, uint64_t **out, size_t *n, tq_err_t *e
 
 /* write(2) all of buf through tq_jio. Returns bytes written; sets *err
  * (an errno) if it stopped short. */
-static size_t write_all(int fd, const uint8_t *buf, size_t n, int *err) {
+static size_t write_all(int fd, const uint8_t *buf, size_t n, int *err)
+{
     size_t done = 0;
     *err = 0;
     while (done < n) {
@@ -998,8 +1031,8 @@ static size_t write_all(int fd, const uint8_t *buf, size_t n, int *err) {
 }
 
 /* A version-2 header. has_prev: prev_size is the size of segment seg - 1. */
-static void header_build(uint8_t *h, uint64_t seg, uint64_t first, uint64_t prev_size,
-                         int has_prev) {
+static void header_build(uint8_t *h, uint64_t seg, uint64_t first, uint64_t prev_size, int has_prev)
+{
     memset(h, 0, TQ_JOURNAL_HEADER_SIZE);
     memcpy(h, "TQJOURNL", 8);
     put32(h + 8, TQ_JOURNAL_VERSION);
@@ -1014,7 +1047,8 @@ static void header_build(uint8_t *h, uint64_t seg, uint64_t first, uint64_t prev
 /* Create file name with a header for seg. Returns the fd or -1 with
  * errno (nothing left behind). */
 static int seg_create_as(tq_journal_t *self, const char *name, int excl, uint64_t seg,
-                         uint64_t first, uint64_t prev_size, int has_prev) {
+                         uint64_t first, uint64_t prev_size, int has_prev)
+{
     int fd = openat(self->dirfd, name,
                     O_WRONLY | O_CREAT | (excl ? O_EXCL : O_TRUNC) | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -1032,7 +1066,8 @@ static int seg_create_as(tq_journal_t *self, const char *name, int excl, uint64_
 }
 
 static int seg_create(tq_journal_t *self, uint64_t seg, uint64_t first, uint64_t prev_size,
-                      int has_prev) {
+                      int has_prev)
+{
     char name[32];
     seg_name(name, sizeof name, seg);
     return seg_create_as(self, name, 1, seg, first, prev_size, has_prev);
@@ -1041,7 +1076,8 @@ static int seg_create(tq_journal_t *self, uint64_t seg, uint64_t first, uint64_t
 /* ---- the reserve ------------------------------------------------------------ */
 
 /* The reserve's size now: cfg's, at most an eighth of the file system. */
-static uint64_t reserve_size(tq_journal_t *self) {
+static uint64_t reserve_size(tq_journal_t *self)
+{
     struct statvfs vs;
     uint64_t want = self->reserve_want;
     if (want && fstatvfs(self->dirfd, &vs) == 0) {
@@ -1053,7 +1089,8 @@ static uint64_t reserve_size(tq_journal_t *self) {
 }
 
 /* Allocate the reserve. Returns 0, or -1 (nothing of it kept). */
-static int reserve_take(tq_journal_t *self) {
+static int reserve_take(tq_journal_t *self)
+{
     if (self->resfd < 0)
         return 0;
     uint64_t want = reserve_size(self);
@@ -1080,7 +1117,8 @@ static int reserve_take(tq_journal_t *self) {
 }
 
 /* The disk is full: give the reserve back. Returns 1 if bytes were freed. */
-static int reserve_release(tq_journal_t *self) {
+static int reserve_release(tq_journal_t *self)
+{
     int had = self->resfd >= 0 && self->reserve_held > 0;
     if (had && ftruncate(self->resfd, 0) == 0) {
         tq_warn("journal: the disk is full: gave back the reserve of %.1f MiB; new tasks are "
@@ -1096,7 +1134,8 @@ static int reserve_release(tq_journal_t *self) {
 }
 
 /* Low on space: take the reserve back once there is room for it twice. */
-static void space_check(tq_journal_t *self, int64_t now) {
+static void space_check(tq_journal_t *self, int64_t now)
+{
     if (!self->low_space || now < self->next_space_ms)
         return;
     self->next_space_ms = now + JOURNAL_RETRY_MS;
@@ -1116,7 +1155,8 @@ static void space_check(tq_journal_t *self, int64_t now) {
 
 /* ---- open ------------------------------------------------------------------- */
 
-static void segs_close(seg_t *g, size_t n) {
+static void segs_close(seg_t *g, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         if (g[i].fd >= 0)
             close(g[i].fd);
@@ -1124,7 +1164,8 @@ static void segs_close(seg_t *g, size_t n) {
 }
 
 /* Open and read the header of every segment file. */
-static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_err_t *err) {
+static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_err_t *err)
+{
     seg_t *g = tq_calloc(n ? n : 1, sizeof *g);
     for (size_t i = 0; i < n; i++)
         g[i].fd = -1;
@@ -1136,7 +1177,7 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_e
         struct stat st;
         if (g1->fd < 0 || fstat(g1->fd, &st) < 0) {
             tq_err_set(err, 0, "journal: cannot open %s/%s: %s", self->dir, g1->name,
-                         strerror(errno));
+                       strerror(errno));
             segs_close(g, n);
             return NULL;
         }
@@ -1145,7 +1186,7 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_e
         ssize_t got = pread(g1->fd, h, sizeof h, 0);
         if (got < 0) {
             tq_err_set(err, 0, "journal: cannot read %s/%s: %s", self->dir, g1->name,
-                         strerror(errno));
+                       strerror(errno));
             segs_close(g, n);
             return NULL;
         }
@@ -1164,7 +1205,8 @@ static seg_t *segs_load(tq_journal_t *self, const uint64_t *nums, size_t n, tq_e
  * one (under a temporary name, renamed once durable), then move the old
  * segments to damaged-TIME/. Returns 0 or -1 with err. */
 static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, void *arg, seg_t *g,
-                             size_t n, uint64_t num, tq_journal_report_t *rep, tq_err_t *err) {
+                             size_t n, uint64_t num, tq_journal_report_t *rep, tq_err_t *err)
+{
     if (cfg->checkpoint)
         cfg->checkpoint(arg, self);
     int fd = seg_create_as(self, CHECKPOINT_TMP, 0, num, num, 0, 0);
@@ -1179,8 +1221,8 @@ static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, vo
     if (fd < 0 || tq_jio.fdatasync(fd) < 0 ||
         renameat(self->dirfd, CHECKPOINT_TMP, self->dirfd, name) < 0 ||
         tq_jio.fsync_dir(self->dirfd) < 0) {
-        tq_err_set(err, 0, "journal: cannot write the repaired journal to %s/%s: %s",
-                     self->dir, name, strerror(errno));
+        tq_err_set(err, 0, "journal: cannot write the repaired journal to %s/%s: %s", self->dir,
+                   name, strerror(errno));
         if (fd >= 0)
             close(fd);
         unlinkat(self->dirfd, CHECKPOINT_TMP, 0);
@@ -1217,7 +1259,8 @@ static int repair_checkpoint(tq_journal_t *self, const tq_journal_cfg_t *cfg, vo
  * its header naming the newest's size; on a full disk the reserve is
  * given back first, and failing that the newest (version 2) segment is
  * appended to. Returns 0 or -1 with err. */
-static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, tq_err_t *err) {
+static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, tq_err_t *err)
+{
     seg_t *last = m ? &g[m - 1] : NULL;
     if (last && last->num == UINT64_MAX) {
         tq_err_set(err, 0, "journal: segment numbers exhausted in %s", self->dir);
@@ -1232,7 +1275,7 @@ static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, t
         int fd = openat(self->dirfd, g[i].name, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || tq_jio.fdatasync(fd) < 0) {
             tq_err_set(err, 0, "journal: fdatasync of %s/%s failed: %s", self->dir, g[i].name,
-                         strerror(errno));
+                       strerror(errno));
             if (fd >= 0)
                 close(fd);
             return -1;
@@ -1270,7 +1313,8 @@ static int open_writer(tq_journal_t *self, seg_t *g, size_t m, uint64_t first, t
 }
 
 tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn replay, void *arg,
-                              tq_journal_report_t *report, tq_err_t *err) {
+                              tq_journal_report_t *report, tq_err_t *err)
+{
     static unsigned counter;
     tq_journal_report_t dummy;
     if (!report)
@@ -1345,7 +1389,7 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
                 g[m].name, g[m].bad);
         if (unlinkat(self->dirfd, g[m].name, 0) < 0) {
             tq_err_set(err, 0, "journal: cannot delete %s/%s: %s", self->dir, g[m].name,
-                         strerror(errno));
+                       strerror(errno));
             goto fail;
         }
     }
@@ -1409,8 +1453,7 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
     int none = -1;
     zmq_setsockopt(self->pipe, ZMQ_RCVTIMEO, &none, sizeof none);
     if (hn != 2 || memcmp(hello, "ok", 2) != 0) {
-        tq_err_set(err, 0, "journal: no answer from the sync thread: %s",
-                     zmq_strerror(errno));
+        tq_err_set(err, 0, "journal: no answer from the sync thread: %s", zmq_strerror(errno));
         pthread_join(self->thread, NULL); /* it could not connect: it has exited */
         goto fail;
     }
@@ -1436,7 +1479,8 @@ fail:
 
 /* ---- write path ------------------------------------------------------------ */
 
-static void write_failed(tq_journal_t *self, int e, int64_t now) {
+static void write_failed(tq_journal_t *self, int e, int64_t now)
+{
     self->sync_stats.errors++;
     if (self->write_err != e)
         tq_error("journal: write to %s failed: %s", self->dir, strerror(e));
@@ -1447,7 +1491,8 @@ static void write_failed(tq_journal_t *self, int e, int64_t now) {
 
 /* A write went through: the write failure clears once a sync covers it
  * (at once in mode off, where no sync is coming). */
-static void write_ok(tq_journal_t *self) {
+static void write_ok(tq_journal_t *self)
+{
     if (!self->write_err || self->write_clear_armed)
         return; /* armed once: later writes must not push the goal away */
     if (self->mode == TQ_FSYNC_OFF || self->durable >= self->written) {
@@ -1461,14 +1506,16 @@ static void write_ok(tq_journal_t *self) {
 
 /* Tell the thread everything written so far (writes tell it only once
  * per sync round): before a forced sync, a drop, or the stop. */
-static void tell_written(tq_journal_t *self) {
+static void tell_written(tq_journal_t *self)
+{
     if (self->written == 0)
         return;
     tell(self, M_WRITTEN, self->fd, 0, self->written, 0);
     self->told_pending = 1;
 }
 
-static void rotation_start(tq_journal_t *self, uint64_t first) {
+static void rotation_start(tq_journal_t *self, uint64_t first)
+{
     self->rot_pending = 1;
     self->rot_sync_asked = 0;
     self->rot_lsn = self->appended;
@@ -1478,7 +1525,8 @@ static void rotation_start(tq_journal_t *self, uint64_t first) {
 /* The old segment holds everything up to rot_lsn: once that is durable,
  * create the next one. Returns 0 (done, or still waiting for the sync)
  * or -1 with the journal failed. */
-static int rotation_finish(tq_journal_t *self, int64_t now) {
+static int rotation_finish(tq_journal_t *self, int64_t now)
+{
     if (self->durable < self->rot_lsn) {
         if (!self->rot_sync_asked) {
             tell_written(self);
@@ -1513,7 +1561,8 @@ static int rotation_finish(tq_journal_t *self, int64_t now) {
     return 0;
 }
 
-static int write_batch(tq_journal_t *self, int64_t now) {
+static int write_batch(tq_journal_t *self, int64_t now)
+{
     outq_flush(self);
     for (;;) {
         /* a record never spans two segments: the old one ends at rot_lsn */
@@ -1565,7 +1614,8 @@ static int write_batch(tq_journal_t *self, int64_t now) {
 }
 
 uint64_t tq_journal_append(tq_journal_t *self, uint8_t type, const void *part1, size_t len1,
-                           const void *part2, size_t len2) {
+                           const void *part2, size_t len2)
+{
     TQ_ASSERT(len1 <= TQ_JOURNAL_MAX_RECORD && len2 <= TQ_JOURNAL_MAX_RECORD &&
               1 + len1 + len2 <= TQ_JOURNAL_MAX_RECORD);
     size_t len = 1 + len1 + len2, need = TQ_JOURNAL_RECORD_HEAD + len;
@@ -1591,7 +1641,8 @@ uint64_t tq_journal_append(tq_journal_t *self, uint8_t type, const void *part1, 
     return self->appended;
 }
 
-int tq_journal_write(tq_journal_t *self) {
+int tq_journal_write(tq_journal_t *self)
+{
     int64_t now = tq_mono_ms();
     if (self->write_err && self->blen > 0 && now < self->next_retry_ms) {
         outq_flush(self);
@@ -1600,7 +1651,8 @@ int tq_journal_write(tq_journal_t *self) {
     return write_batch(self, now);
 }
 
-void tq_journal_tick(tq_journal_t *self, int64_t now_ms) {
+void tq_journal_tick(tq_journal_t *self, int64_t now_ms)
+{
     outq_flush(self);
     if (self->write_err && now_ms >= self->next_retry_ms)
         write_batch(self, now_ms);
@@ -1614,26 +1666,31 @@ uint64_t tq_journal_bytes(const tq_journal_t *self) { return self->bytes; }
 uint64_t tq_journal_segment(const tq_journal_t *self) { return self->seg; }
 void *tq_journal_socket(tq_journal_t *self) { return self->pipe; }
 
-int tq_journal_failed(const tq_journal_t *self) {
-    return self->write_err ? self->write_err
-           : self->sync_err ? self->sync_err
+int tq_journal_failed(const tq_journal_t *self)
+{
+    return self->write_err   ? self->write_err
+           : self->sync_err  ? self->sync_err
            : self->low_space ? ENOSPC
                              : 0;
 }
 
 int tq_journal_low_space(const tq_journal_t *self) { return self->low_space; }
 
-void tq_journal_sync(tq_journal_t *self) {
+void tq_journal_sync(tq_journal_t *self)
+{
     tell_written(self);
     tell(self, M_SYNC, -1, 0, 0, 0);
 }
 
-const uint64_t tq_journal_sync_le_us[TQ_JOURNAL_SYNC_BUCKETS] = {
-    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 5000000};
+const uint64_t tq_journal_sync_le_us[TQ_JOURNAL_SYNC_BUCKETS] = {100,     250,    500,    1000,
+                                                                 2500,    5000,   10000,  25000,
+                                                                 50000,   100000, 250000, 500000,
+                                                                 1000000, 5000000};
 
 /* n sync rounds took us µs in all: n observations of their mean (one
  * round per report, unless the loop's inbox was full meanwhile). */
-static void sync_observe(tq_journal_sync_stats_t *st, uint64_t n, uint64_t us) {
+static void sync_observe(tq_journal_sync_stats_t *st, uint64_t n, uint64_t us)
+{
     if (n == 0)
         return;
     uint64_t mean = us / n;
@@ -1646,11 +1703,13 @@ static void sync_observe(tq_journal_sync_stats_t *st, uint64_t n, uint64_t us) {
     st->sum_us += us;
 }
 
-void tq_journal_sync_stats(const tq_journal_t *self, tq_journal_sync_stats_t *out) {
+void tq_journal_sync_stats(const tq_journal_t *self, tq_journal_sync_stats_t *out)
+{
     *out = self->sync_stats;
 }
 
-int tq_journal_on_sync(tq_journal_t *self) {
+int tq_journal_on_sync(tq_journal_t *self)
+{
     int moved = 0;
     jmsg_t m;
     int n;
@@ -1668,7 +1727,8 @@ int tq_journal_on_sync(tq_journal_t *self) {
                 moved = 1;
             }
             self->told_pending = 0;
-            if (self->write_err && self->write_clear_armed && self->durable >= self->write_clear_lsn) {
+            if (self->write_err && self->write_clear_armed &&
+                self->durable >= self->write_clear_lsn) {
                 self->write_err = 0;
                 tq_info("journal: writing again");
             }
@@ -1683,8 +1743,7 @@ int tq_journal_on_sync(tq_journal_t *self) {
             self->bytes = self->bytes >= m.a ? self->bytes - m.a : 0;
             moved = 1;
             break;
-        default:
-            break;
+        default: break;
         }
     }
     /* a rotation waiting for the old segment's sync */
@@ -1699,7 +1758,8 @@ int tq_journal_on_sync(tq_journal_t *self) {
     return moved;
 }
 
-uint64_t tq_journal_rotate(tq_journal_t *self) {
+uint64_t tq_journal_rotate(tq_journal_t *self)
+{
     if (self->rot_pending)
         return self->seg + 1; /* what is appended from now goes there anyway */
     if (self->seg >= UINT64_MAX - 2)
@@ -1709,7 +1769,8 @@ uint64_t tq_journal_rotate(tq_journal_t *self) {
     return self->rot_pending ? self->seg + 1 : self->seg;
 }
 
-void tq_journal_drop_before(tq_journal_t *self, uint64_t seg) {
+void tq_journal_drop_before(tq_journal_t *self, uint64_t seg)
+{
     uint64_t cur = self->seg + (self->rot_pending ? 1u : 0u);
     if (seg > cur) /* never the segment being written */
         seg = cur;
@@ -1726,7 +1787,8 @@ void tq_journal_drop_before(tq_journal_t *self, uint64_t seg) {
 
 int tq_journal_drop_pending(const tq_journal_t *self) { return self->drop_pending; }
 
-void tq_journal_destroy(tq_journal_t **self_p) {
+void tq_journal_destroy(tq_journal_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_journal_t *self = *self_p;
@@ -1772,19 +1834,18 @@ void tq_journal_destroy(tq_journal_t **self_p) {
     *self_p = NULL;
 }
 
-const char *tq_fsync_mode_name(tq_fsync_mode_t m) {
+const char *tq_fsync_mode_name(tq_fsync_mode_t m)
+{
     switch (m) {
-    case TQ_FSYNC_ALWAYS:
-        return "always";
-    case TQ_FSYNC_INTERVAL:
-        return "interval";
-    case TQ_FSYNC_OFF:
-        return "off";
+    case TQ_FSYNC_ALWAYS: return "always";
+    case TQ_FSYNC_INTERVAL: return "interval";
+    case TQ_FSYNC_OFF: return "off";
     }
     return "?";
 }
 
-int tq_fsync_mode_parse(const char *s) {
+int tq_fsync_mode_parse(const char *s)
+{
     if (!s)
         return -1;
     if (strcmp(s, "always") == 0)

@@ -103,11 +103,11 @@ extern tq_jio_t tq_jio;
 typedef struct tq_journal tq_journal_t;
 
 typedef struct {
-    const char *data_dir;   /* the journal lives in DATA_DIR/journal */
+    const char *data_dir; /* the journal lives in DATA_DIR/journal */
     tq_fsync_mode_t mode;
-    int64_t interval_ms;    /* TQ_FSYNC_INTERVAL: sync within this */
-    int repair;             /* replay what is readable around damage */
-    void *zmq_ctx;          /* for the sync thread's inproc PAIR */
+    int64_t interval_ms; /* TQ_FSYNC_INTERVAL: sync within this */
+    int repair;          /* replay what is readable around damage */
+    void *zmq_ctx;       /* for the sync thread's inproc PAIR */
     /* Bytes kept allocated in DATA_DIR/journal/reserve (0: none); at
      * most an eighth of the file system is taken. */
     uint64_t reserve;
@@ -120,23 +120,23 @@ typedef struct {
 
 /* What the scan at open found. */
 typedef struct {
-    size_t segments;        /* segment files read */
-    uint64_t records;       /* records handed to the replay callback */
-    uint64_t bytes;         /* bytes in the journal after open */
-    int torn;               /* a torn last record was cut off */
-    char torn_file[256];    /* its file name (no directory) */
-    uint64_t torn_offset;   /* and offset */
-    int repaired;           /* --repair went past damage */
-    char damage_file[256];  /* where the first damage was */
+    size_t segments;       /* segment files read */
+    uint64_t records;      /* records handed to the replay callback */
+    uint64_t bytes;        /* bytes in the journal after open */
+    int torn;              /* a torn last record was cut off */
+    char torn_file[256];   /* its file name (no directory) */
+    uint64_t torn_offset;  /* and offset */
+    int repaired;          /* --repair went past damage */
+    char damage_file[256]; /* where the first damage was */
     uint64_t damage_offset;
-    uint64_t damage_places; /* damaged places (records, gaps, segments) */
-    uint64_t dropped_bytes; /* bytes --repair could not replay, missing
+    uint64_t damage_places;   /* damaged places (records, gaps, segments) */
+    uint64_t dropped_bytes;   /* bytes --repair could not replay, missing
                                ones (a cut or deleted segment) included */
     uint64_t dropped_records; /* damaged records handed as TQ_JREC_DAMAGED */
-    char moved_to[64];      /* where --repair moved the damaged segments */
-    uint64_t left_over;     /* segments older than the journal's first
+    char moved_to[64];        /* where --repair moved the damaged segments */
+    uint64_t left_over;       /* segments older than the journal's first
                                (a compaction's unfinished delete): deleted */
-    int low_space;          /* started without its reserve (disk full) */
+    int low_space;            /* started without its reserve (disk full) */
 } tq_journal_report_t;
 
 /* What the replay callback is handed (its "dropped" argument). */

@@ -113,7 +113,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     tq_engine_cfg_t ec = {.store = {1, 100000, 3600000, 3600000, 86400000}, .max_attempts = 3};
     tq_engine_t *engine = tq_engine_new(&ec);
-    tq_journal_cfg_t jc = {.data_dir = dir, .mode = TQ_FSYNC_OFF, .repair = flags & 1,
+    tq_journal_cfg_t jc = {.data_dir = dir,
+                           .mode = TQ_FSYNC_OFF,
+                           .repair = flags & 1,
                            .zmq_ctx = ctx};
     tq_persist_report_t rep;
     tq_err_t err;

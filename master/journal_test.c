@@ -24,22 +24,26 @@ static int dirs;
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static void fresh_dir(char *out, size_t size) {
+static void fresh_dir(char *out, size_t size)
+{
     snprintf(out, size, "%s/d%d", base, ++dirs);
     mkdir(out, 0700);
 }
 
-static void seg_path(char *out, size_t size, const char *dir, uint64_t seg) {
+static void seg_path(char *out, size_t size, const char *dir, uint64_t seg)
+{
     snprintf(out, size, "%s/journal/%016llx.tqj", dir, (unsigned long long)seg);
 }
 
-static long long file_size(const char *path) {
+static long long file_size(const char *path)
+{
     struct stat st;
     return stat(path, &st) == 0 ? (long long)st.st_size : -1;
 }
 
 /* Record i's body: a recognisable pattern of a length that varies. */
-static size_t body_of(unsigned i, uint8_t *buf) {
+static size_t body_of(unsigned i, uint8_t *buf)
+{
     size_t n = 4 + (i * 37u) % 200u;
     for (size_t k = 0; k < n; k++)
         buf[k] = (uint8_t)(i * 31u + k);
@@ -48,17 +52,18 @@ static size_t body_of(unsigned i, uint8_t *buf) {
 }
 
 typedef struct {
-    unsigned n;        /* records applied */
-    unsigned ndropped; /* records handed as damaged or lost */
-    unsigned nlost;    /* of them lost bytes */
-    int bad;           /* a record was not the one expected */
-    unsigned stop_at;  /* refuse this record (0: never) */
-    int any_order;     /* records may come in any order (checked by index) */
+    unsigned n;         /* records applied */
+    unsigned ndropped;  /* records handed as damaged or lost */
+    unsigned nlost;     /* of them lost bytes */
+    int bad;            /* a record was not the one expected */
+    unsigned stop_at;   /* refuse this record (0: never) */
+    int any_order;      /* records may come in any order (checked by index) */
     uint8_t seen[4096]; /* any_order: which indices were applied */
 } replay_t;
 
 static int replay_check(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
-                        tq_err_t *err) {
+                        tq_err_t *err)
+{
     replay_t *r = arg;
     if (dropped) {
         r->ndropped++;
@@ -91,7 +96,8 @@ static int replay_check(void *arg, uint8_t type, const uint8_t *body, size_t len
 static uint64_t put(tq_journal_t *j, unsigned i);
 
 /* --repair's checkpoint: the records seen, again, in index order. */
-static void checkpoint_seen(void *arg, tq_journal_t *j) {
+static void checkpoint_seen(void *arg, tq_journal_t *j)
+{
     replay_t *r = arg;
     for (unsigned i = 0; i < sizeof r->seen; i++)
         if (r->seen[i])
@@ -99,9 +105,14 @@ static void checkpoint_seen(void *arg, tq_journal_t *j) {
 }
 
 static tq_journal_t *jopen(const char *dir, tq_fsync_mode_t mode, int repair, replay_t *r,
-                           tq_journal_report_t *rep, char *err, size_t errlen) {
-    tq_journal_cfg_t cfg = {.data_dir = dir, .mode = mode, .interval_ms = 20,
-                            .repair = repair, .zmq_ctx = ctx, .checkpoint = checkpoint_seen};
+                           tq_journal_report_t *rep, char *err, size_t errlen)
+{
+    tq_journal_cfg_t cfg = {.data_dir = dir,
+                            .mode = mode,
+                            .interval_ms = 20,
+                            .repair = repair,
+                            .zmq_ctx = ctx,
+                            .checkpoint = checkpoint_seen};
     tq_err_t e = {0, ""};
     tq_journal_t *j = tq_journal_open(&cfg, replay_check, r, rep, &e);
     snprintf(err, errlen, "%s", e.msg);
@@ -109,7 +120,8 @@ static tq_journal_t *jopen(const char *dir, tq_fsync_mode_t mode, int repair, re
 }
 
 /* Append record i (type and body split in two parts). */
-static uint64_t put(tq_journal_t *j, unsigned i) {
+static uint64_t put(tq_journal_t *j, unsigned i)
+{
     uint8_t b[256];
     size_t n = body_of(i, b);
     return tq_journal_append(j, (uint8_t)(i % 7 + 1), b, n / 2, b + n / 2, n - n / 2);
@@ -127,14 +139,16 @@ static uint64_t put(tq_journal_t *j, unsigned i) {
         }                                                                                          \
     } while (0)
 
-static int64_t now_ms(void) {
+static int64_t now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A journal in a fresh dir with n records in segment 1, closed. */
-static void make_journal(char *dir, size_t size, unsigned n) {
+static void make_journal(char *dir, size_t size, unsigned n)
+{
     fresh_dir(dir, size);
     char err[512];
     replay_t r = {0};
@@ -147,7 +161,8 @@ static void make_journal(char *dir, size_t size, unsigned n) {
 }
 
 /* Offset of record k in a segment made by make_journal. */
-static long long rec_off(unsigned k) {
+static long long rec_off(unsigned k)
+{
     long long off = TQ_JOURNAL_HEADER_SIZE;
     uint8_t b[256];
     for (unsigned i = 0; i < k; i++)
@@ -155,7 +170,8 @@ static long long rec_off(unsigned k) {
     return off;
 }
 
-static void poke(const char *path, long long off, uint8_t xor_with) {
+static void poke(const char *path, long long off, uint8_t xor_with)
+{
     int fd = open(path, O_RDWR);
     uint8_t c = 0;
     CHECK(pread(fd, &c, 1, off) == 1);
@@ -166,7 +182,8 @@ static void poke(const char *path, long long off, uint8_t xor_with) {
 
 /* ---- tests ---------------------------------------------------------------- */
 
-static void test_mode_names(void) {
+static void test_mode_names(void)
+{
     CHECK_EQ_STR(tq_fsync_mode_name(TQ_FSYNC_ALWAYS), "always");
     CHECK_EQ_STR(tq_fsync_mode_name(TQ_FSYNC_INTERVAL), "interval");
     CHECK_EQ_STR(tq_fsync_mode_name(TQ_FSYNC_OFF), "off");
@@ -176,7 +193,8 @@ static void test_mode_names(void) {
 
 static uint64_t rotate_now(tq_journal_t *j);
 
-static void test_roundtrip_across_rotate(void) {
+static void test_roundtrip_across_rotate(void)
+{
     char dir[128], err[512];
     fresh_dir(dir, sizeof dir);
     replay_t r = {0};
@@ -223,7 +241,8 @@ static void test_roundtrip_across_rotate(void) {
     tq_journal_destroy(&j); /* accepts NULL */
 }
 
-static void test_modes_reach_durable(void) {
+static void test_modes_reach_durable(void)
+{
     tq_fsync_mode_t modes[] = {TQ_FSYNC_ALWAYS, TQ_FSYNC_INTERVAL, TQ_FSYNC_OFF};
     for (int m = 0; m < 3; m++) {
         char dir[128], err[512];
@@ -248,7 +267,8 @@ static void test_modes_reach_durable(void) {
 }
 
 /* Two journals in one process: each has its own sync pipe. */
-static void test_two_at_once(void) {
+static void test_two_at_once(void)
+{
     char d1[128], d2[128], err[512];
     fresh_dir(d1, sizeof d1);
     fresh_dir(d2, sizeof d2);
@@ -270,7 +290,8 @@ static void test_two_at_once(void) {
 
 /* Mangle segment 1 of a 20-record journal, reopen: the last record (or
  * the zeros) is cut and reported, the file truncated at it. */
-static void torn_case(const char *what, int kind) {
+static void torn_case(const char *what, int kind)
+{
     char dir[128], err[512], path[256];
     make_journal(dir, sizeof dir, 20);
     seg_path(path, sizeof path, dir, 1);
@@ -310,7 +331,8 @@ static void torn_case(const char *what, int kind) {
     tq_journal_destroy(&j);
 }
 
-static void test_torn_tails(void) {
+static void test_torn_tails(void)
+{
     torn_case("header cut short", 0);
     torn_case("length past EOF", 1);
     torn_case("bad crc at EOF", 2);
@@ -318,7 +340,8 @@ static void test_torn_tails(void) {
 }
 
 /* A segment created but its header never written is torn, not damage. */
-static void test_torn_header(void) {
+static void test_torn_header(void)
+{
     char dir[128], err[512], path[256];
     make_journal(dir, sizeof dir, 5);
     seg_path(path, sizeof path, dir, 2);
@@ -337,7 +360,8 @@ static void test_torn_header(void) {
 }
 
 /* Rotate and serve the sync thread until the new segment exists. */
-static uint64_t rotate_now(tq_journal_t *j) {
+static uint64_t rotate_now(tq_journal_t *j)
+{
     uint64_t want = tq_journal_rotate(j);
     tq_journal_write(j);
     WAIT_FOR(j, tq_journal_segment(j) == want);
@@ -346,7 +370,8 @@ static uint64_t rotate_now(tq_journal_t *j) {
 }
 
 /* Segments 1, 2, 3 with records 0..9, 10..19, 20..29; closed. */
-static void make3(char *dir, size_t size) {
+static void make3(char *dir, size_t size)
+{
     fresh_dir(dir, size);
     char err[512];
     replay_t r = {0};
@@ -364,7 +389,8 @@ static void make3(char *dir, size_t size) {
 }
 
 /* The open refuses dir with an error naming seg's file and want. */
-static void check_refused(const char *dir, uint64_t seg, const char *want, const char *what) {
+static void check_refused(const char *dir, uint64_t seg, const char *want, const char *what)
+{
     char err[512], name[32];
     replay_t r = {0};
     tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
@@ -386,7 +412,8 @@ static void check_refused(const char *dir, uint64_t seg, const char *want, const
 /* A closed segment cut short (in a record or between two), emptied,
  * deleted or grown, or the first one deleted: refused with file and
  * offset. Only the newest may end torn. */
-static void test_cut_and_missing_segments(void) {
+static void test_cut_and_missing_segments(void)
+{
     char dir[128], p1[256], p2[256], want[64];
     make3(dir, sizeof dir);
     seg_path(p2, sizeof p2, dir, 2);
@@ -465,7 +492,8 @@ static void test_cut_and_missing_segments(void) {
     tq_journal_destroy(&j);
 }
 
-static void test_damage_and_repair(void) {
+static void test_damage_and_repair(void)
+{
     char dir[128], err[512], p1[256], p2[256];
     make3(dir, sizeof dir);
     /* an unrelated file is ignored */
@@ -550,7 +578,8 @@ static void test_damage_and_repair(void) {
     tq_journal_destroy(&j);
 }
 
-static void test_drop_before(void) {
+static void test_drop_before(void)
+{
     char dir[128], err[512], path[256];
     fresh_dir(dir, sizeof dir);
     replay_t r = {0};
@@ -600,7 +629,8 @@ static void test_drop_before(void) {
 }
 
 /* Append a record in the version-1 framing (unchanged in version 2). */
-static void raw_record(FILE *f, unsigned i) {
+static void raw_record(FILE *f, unsigned i)
+{
     uint8_t b[256 + 9];
     size_t n = body_of(i, b + 9);
     uint32_t len = (uint32_t)(n + 1);
@@ -611,7 +641,8 @@ static void raw_record(FILE *f, unsigned i) {
     fwrite(b, 1, 8 + len, f);
 }
 
-static void raw_v1_header(FILE *f, uint64_t seg) {
+static void raw_v1_header(FILE *f, uint64_t seg)
+{
     uint8_t h[32] = "TQJOURNL";
     uint32_t v = 1, hs = 32;
     memcpy(h + 8, &v, 4);
@@ -625,7 +656,8 @@ static void raw_v1_header(FILE *f, uint64_t seg) {
 /* A journal of the previous release (version 1) is read as it was: its
  * last segment with records may end torn when only header-only segments
  * follow; the next segment is version 2 and names its size. */
-static void test_version1_journal(void) {
+static void test_version1_journal(void)
+{
     char dir[128], jdir[160], p1[256], p2[256], err[512];
     fresh_dir(dir, sizeof dir);
     snprintf(jdir, sizeof jdir, "%s/journal", dir);
@@ -668,7 +700,8 @@ static void test_version1_journal(void) {
 
 static long long space_left = -1; /* bytes the "disk" still takes; -1: any */
 
-static ssize_t full_disk_write(int fd, const void *buf, size_t n) {
+static ssize_t full_disk_write(int fd, const void *buf, size_t n)
+{
     if (space_left < 0)
         return write(fd, buf, n);
     if (space_left == 0) {
@@ -682,7 +715,8 @@ static ssize_t full_disk_write(int fd, const void *buf, size_t n) {
     return w;
 }
 
-static void test_enospc(void) {
+static void test_enospc(void)
+{
     char dir[128], err[512];
     fresh_dir(dir, sizeof dir);
     replay_t r = {0};
@@ -728,7 +762,8 @@ static void test_enospc(void) {
 
 static volatile int sync_eio;
 
-static int eio_fdatasync(int fd) {
+static int eio_fdatasync(int fd)
+{
     if (__atomic_load_n(&sync_eio, __ATOMIC_SEQ_CST)) {
         errno = EIO;
         return -1;
@@ -736,7 +771,8 @@ static int eio_fdatasync(int fd) {
     return fdatasync(fd);
 }
 
-static void test_fdatasync_eio(void) {
+static void test_fdatasync_eio(void)
+{
     char dir[128], err[512];
     fresh_dir(dir, sizeof dir);
     replay_t r = {0};
@@ -768,7 +804,8 @@ static struct {
 } pl[PL_MAX];
 static int npl;
 
-static int pl_fdatasync(int fd) {
+static int pl_fdatasync(int fd)
+{
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -1;
@@ -788,7 +825,8 @@ static int pl_fdatasync(int fd) {
     return 0;
 }
 
-static void test_power_loss(void) {
+static void test_power_loss(void)
+{
     char dir[128], err[512], path[256];
     make_journal(dir, sizeof dir, 0); /* segment 1: header only */
     replay_t r = {0};
@@ -841,14 +879,16 @@ static void test_power_loss(void) {
 }
 
 static int count_only(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
-                      tq_err_t *err) {
+                      tq_err_t *err)
+{
     (void)type, (void)body, (void)len, (void)dropped, (void)err;
     (*(uint64_t *)arg)++;
     return 0;
 }
 
 /* Not an assertion: how long a replay of a million small records takes. */
-static void test_scan_speed(void) {
+static void test_scan_speed(void)
+{
     char dir[128], err[512];
     fresh_dir(dir, sizeof dir);
     replay_t r = {0};
@@ -873,12 +913,14 @@ static void test_scan_speed(void) {
     tq_journal_destroy(&j);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
     (void)st, (void)flag, (void)ftw;
     return remove(path);
 }
 
-int main(void) {
+int main(void)
+{
     ctx = zmq_ctx_new();
     snprintf(base, sizeof base, "/tmp/tq-journal-test-XXXXXX");
     if (!mkdtemp(base)) {

@@ -93,14 +93,14 @@ struct tq_loop {
     tq_auth_t *auth;
     tq_loop_cfg_t cfg;
     char endpoint[256];
-    tq_engine_t *engine;   /* every change of a task's state */
-    tq_store_t *store;     /* the engine's: read */
+    tq_engine_t *engine; /* every change of a task's state */
+    tq_store_t *store;   /* the engine's: read */
     tq_persist_t *persist;
     tq_peers_t *peers;
     tq_status_t *status;
     tq_in_t *in;
-    tq_outbox_t *outbox;   /* every send, the per-peer queues and their gates */
-    tq_roster_t *roster;   /* peers leaving, log lines about peers */
+    tq_outbox_t *outbox; /* every send, the per-peer queues and their gates */
+    tq_roster_t *roster; /* peers leaving, log lines about peers */
     tq_handlers_t *handlers;
     tq_metrics_t *metrics; /* --metrics-listen or --http-listen, or NULL */
     tq_http_t *http;       /* --http-listen, or NULL */
@@ -110,10 +110,10 @@ struct tq_loop {
     int64_t start_ms;
     loop_timer_t timers[LOOP_TIMERS]; /* registered at tq_loop_run */
     size_t ntimers;
-    int sched_dirty;       /* run the scheduler at the end of this pass */
-    int sends_stalled;     /* RESULTS or queued messages could not be sent: retry soon */
-    int started;           /* bound and ready: log a summary at destroy */
-    int paused_file;       /* DATA_DIR/paused was read: delete it ... */
+    int sched_dirty;          /* run the scheduler at the end of this pass */
+    int sends_stalled;        /* RESULTS or queued messages could not be sent: retry soon */
+    int started;              /* bound and ready: log a summary at destroy */
+    int paused_file;          /* DATA_DIR/paused was read: delete it ... */
     uint64_t paused_file_lsn; /* ... once the journal is durable up to here */
 };
 
@@ -122,7 +122,8 @@ struct tq_loop {
 /* The loop's subscription to the engine: a lease that ends leaves its
  * worker's books (and its run is KILLed when the engine says so), a
  * finished task's waiters get its outcome, the scheduler wakes. */
-static void on_engine(void *arg, const tq_engine_ev_t *ev) {
+static void on_engine(void *arg, const tq_engine_ev_t *ev)
+{
     tq_loop_t *self = arg;
     switch (ev->kind) {
     case TQ_EV_LEASE_END:
@@ -131,14 +132,9 @@ static void on_engine(void *arg, const tq_engine_ev_t *ev) {
         if (ev->worker)
             tq_peer_lease_remove(ev->worker, ev->task);
         break;
-    case TQ_EV_FINISHED:
-        tq_peer_notify_waiters(ev->task);
-        break;
-    case TQ_EV_WAKE:
-        self->sched_dirty = 1;
-        break;
-    default:
-        break;
+    case TQ_EV_FINISHED: tq_peer_notify_waiters(ev->task); break;
+    case TQ_EV_WAKE: self->sched_dirty = 1; break;
+    default: break;
     }
 }
 
@@ -148,7 +144,8 @@ static const char *worker_name(const void *w) { return ((const tq_peer_t *)w)->n
 
 /* The scheduler's send callback: one DISPATCH for worker w, handed to
  * the outbox (sent, or queued in order when w's pipe is full). */
-static int send_dispatch(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
+static int send_dispatch(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n)
+{
     tq_loop_t *self = arg;
     return tq_outbox_dispatch(self->outbox, w, tasks, n);
 }
@@ -161,7 +158,8 @@ static int send_dispatch(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_
  * left, else it fails as timed out. A task without one reached
  * --lease-timeout: a lost lease (task_lost: requeued, or dead after
  * --max-attempts). */
-static void expire_leases(tq_loop_t *self) {
+static void expire_leases(tq_loop_t *self)
+{
     tq_now_t now = tq_now();
     for (size_t n = 0; n < LOOP_EXPIRE_STEPS && tq_engine_expire_one(self->engine, now); n++)
         ;
@@ -170,7 +168,8 @@ static void expire_leases(tq_loop_t *self) {
 
 /* Forget peers silent for longer than the heartbeat timeout, send a
  * HEARTBEAT to the others, and take a status sample. */
-static void heartbeat(tq_loop_t *self, int64_t now) {
+static void heartbeat(tq_loop_t *self, int64_t now)
+{
     for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
         tq_peer_t *p = tq_peers_at(self->peers, i);
         int64_t silent = now - p->last_seen_ms;
@@ -189,7 +188,8 @@ static void heartbeat(tq_loop_t *self, int64_t now) {
 /* ---- public --------------------------------------------------------------- */
 
 /* What recovery found, in one or two lines. */
-static void log_recovery(const tq_persist_report_t *r) {
+static void log_recovery(const tq_persist_report_t *r)
+{
     const tq_journal_report_t *j = &r->journal;
     if (j->torn)
         tq_warn("journal: cut off a torn last record in %s at offset %" PRIu64
@@ -217,7 +217,8 @@ static void log_recovery(const tq_persist_report_t *r) {
     }
     if (j->left_over)
         tq_info("journal: deleted %" PRIu64 " segments left over from a compaction that did not "
-                "finish", j->left_over);
+                "finish",
+                j->left_over);
     tq_info("journal: recovered %" PRIu64 " queued tasks, %" PRIu64 " results and %" PRIu64
             " idempotency keys from %zu segments (%" PRIu64 " records, %.1f MiB) in %lld ms",
             r->queued, r->finished, r->keys, j->segments, j->records, j->bytes / 1048576.0,
@@ -227,12 +228,13 @@ static void log_recovery(const tq_persist_report_t *r) {
 /* The engine (seeded at random), the queue defaults, the journal
  * replayed into it, and an earlier version's paused file. Returns 0, or
  * -1 with a message in err. */
-static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_err_t *err) {
+static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_err_t *err)
+{
     uint64_t seed;
     randombytes_buf(&seed, sizeof seed);
     tq_engine_cfg_t ecfg = {
-        .store = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms,
-                  cfg->unfetched_ttl_ms, cfg->key_retention_ms},
+        .store = {(uint64_t)tq_wall_us(), cfg->max_tasks, cfg->result_ttl_ms, cfg->unfetched_ttl_ms,
+                  cfg->key_retention_ms},
         .max_attempts = cfg->max_attempts,
         .lease_timeout_ms = cfg->lease_timeout_ms,
         .heartbeat_ms = cfg->heartbeat_ms,
@@ -270,7 +272,8 @@ static int open_state(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_err_t *err) 
 /* The ROUTER with its options (CURVE server with keys). Returns 0, or
  * -1 with a message in err. */
 static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       tq_err_t *err) {
+                       tq_err_t *err)
+{
     self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     /* The largest frame a peer may send is a whole packed message: a
@@ -314,7 +317,8 @@ static int open_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
  * the bind, and the endpoint as bound. Returns 0, or -1 with a message
  * in err. */
 static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       tq_err_t *err) {
+                       tq_err_t *err)
+{
     int events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_ACCEPT_FAILED | ZMQ_EVENT_DISCONNECTED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
@@ -346,7 +350,8 @@ static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
     if (strncmp(self->endpoint, mapped, sizeof mapped - 1) == 0 && close_br &&
         memchr(self->endpoint, '.', (size_t)(close_br - self->endpoint))) {
         char v4[sizeof self->endpoint];
-        snprintf(v4, sizeof v4, "tcp://%.*s%s", (int)(close_br - self->endpoint - (sizeof mapped - 1)),
+        snprintf(v4, sizeof v4, "tcp://%.*s%s",
+                 (int)(close_br - self->endpoint - (sizeof mapped - 1)),
                  self->endpoint + sizeof mapped - 1, close_br + 1);
         tq_strlcpy(self->endpoint, v4, sizeof self->endpoint);
     }
@@ -354,11 +359,12 @@ static int bind_router(tq_loop_t *self, const tq_loop_cfg_t *cfg, const tq_curve
 }
 
 /* The parts that work on the state: outbox, roster, handlers. */
-static void wire(tq_loop_t *self) {
+static void wire(tq_loop_t *self)
+{
     self->outbox = tq_outbox_new(self->router, self->peers);
     self->roster = tq_roster_new(self->engine, self->peers, self->outbox, &self->sched_dirty);
-    tq_handlers_deps_t hd = {self->engine, self->persist, self->peers,   self->outbox,
-                             self->roster, self->status,  &self->cfg,    self->endpoint,
+    tq_handlers_deps_t hd = {self->engine,   self->persist,      self->peers,  self->outbox,
+                             self->roster,   self->status,       &self->cfg,   self->endpoint,
                              self->start_ms, &self->sched_dirty, &self->policy};
     self->handlers = tq_handlers_new(&hd);
 }
@@ -366,7 +372,8 @@ static void wire(tq_loop_t *self) {
 /* --metrics-listen's server, and --http-listen's (which serves the
  * metrics too: one server when both name the same address). Returns 0,
  * or -1 with err. */
-static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_err_t *err) {
+static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_err_t *err)
+{
     int shared = cfg->metrics_listen && cfg->http_listen &&
                  tq_http_same_addr(cfg->metrics_listen, cfg->http_listen);
     if (cfg->metrics_listen && !shared) {
@@ -398,7 +405,8 @@ static int start_http(tq_loop_t *self, const tq_loop_cfg_t *cfg, tq_err_t *err) 
 }
 
 tq_loop_t *tq_loop_new(void *ctx, const tq_loop_cfg_t *cfg, const tq_curve_keys_t *keys,
-                       tq_err_t *err) {
+                       tq_err_t *err)
+{
     tq_loop_t *self = tq_calloc(1, sizeof *self);
     self->ctx = ctx;
     self->cfg = *cfg;
@@ -432,7 +440,8 @@ const char *tq_loop_endpoint(const tq_loop_t *self) { return self->endpoint; }
 /* The timers due at now (monotonic ms): lease expiry and heartbeats,
  * the sweep of expired results, keys and unused names. */
 /* Timer: lease expiry, peer timeouts and heartbeats. */
-static int64_t on_heartbeat_timer(tq_loop_t *self, int64_t now) {
+static int64_t on_heartbeat_timer(tq_loop_t *self, int64_t now)
+{
     expire_leases(self);
     heartbeat(self, now);
     return now + self->cfg.heartbeat_ms;
@@ -450,7 +459,8 @@ typedef struct {
     size_t n, cap;
 } owners_gc_t;
 
-static void owner_check(uint64_t id, void *value, void *arg) {
+static void owner_check(uint64_t id, void *value, void *arg)
+{
     (void)value;
     owners_gc_t *g = arg;
     if (tq_store_get(g->store, id))
@@ -462,7 +472,8 @@ static void owner_check(uint64_t id, void *value, void *arg) {
     g->gone[g->n++] = id;
 }
 
-static void owners_gc(tq_loop_t *self) {
+static void owners_gc(tq_loop_t *self)
+{
     if (tq_idmap_size(self->policy.owners) < 2 * self->owners_kept + LOOP_OWNERS_GC_MIN)
         return;
     owners_gc_t g = {self->store, NULL, 0, 0};
@@ -475,7 +486,8 @@ static void owners_gc(tq_loop_t *self) {
 
 /* Timer: the sweep of expired results and keys, unused names, and the
  * summaries of the log limits. */
-static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
+static int64_t on_sweep_timer(tq_loop_t *self, int64_t now)
+{
     tq_roster_tick(self->roster, now);
     owners_gc(self);
     size_t n = tq_engine_sweep(self->engine, tq_now(), LOOP_SWEEP_STEPS);
@@ -492,13 +504,15 @@ static int64_t on_sweep_timer(tq_loop_t *self, int64_t now) {
 
 /* Timer: journal housekeeping (retries, compaction); every pass while a
  * compaction has steps left. */
-static int64_t on_journal_timer(tq_loop_t *self, int64_t now) {
+static int64_t on_journal_timer(tq_loop_t *self, int64_t now)
+{
     tq_persist_tick(self->persist, now);
     return tq_persist_busy(self->persist) ? now : now + LOOP_JTICK_MS;
 }
 
 /* Timer: render the metrics for the HTTP thread (metrics.h). */
-static int64_t on_metrics_timer(tq_loop_t *self, int64_t now) {
+static int64_t on_metrics_timer(tq_loop_t *self, int64_t now)
+{
     tq_persist_stats_t js;
     tq_persist_stats(self->persist, &js);
     tq_metrics_info_t mi = {
@@ -518,11 +532,13 @@ static int64_t on_metrics_timer(tq_loop_t *self, int64_t now) {
 }
 
 /* Timer: publish the dashboard's snapshot and a history point (http.h). */
-static int64_t on_http_timer(tq_loop_t *self, int64_t now) {
+static int64_t on_http_timer(tq_loop_t *self, int64_t now)
+{
     tq_persist_stats_t js;
     tq_persist_stats(self->persist, &js);
     tq_status_info_t info = {self->endpoint, self->start_ms, tq_handlers_late(self->handlers),
-                             js.fsync, js.bytes, js.live_bytes, js.compactions, js.failed};
+                             js.fsync,       js.bytes,       js.live_bytes,
+                             js.compactions, js.failed};
     cJSON *doc = tq_status_build(self->status, self->store, self->peers, &info, 0, now);
     const tq_store_totals_t *t = tq_store_totals(self->store);
     int64_t wall = tq_wall_ms();
@@ -531,20 +547,23 @@ static int64_t on_http_timer(tq_loop_t *self, int64_t now) {
     return now + TQ_HTTP_PUBLISH_MS;
 }
 
-static void timer_add(tq_loop_t *self, int64_t first_ms, loop_timer_fn fn) {
+static void timer_add(tq_loop_t *self, int64_t first_ms, loop_timer_fn fn)
+{
     TQ_ASSERT(self->ntimers < LOOP_TIMERS);
     self->timers[self->ntimers++] = (loop_timer_t){first_ms, fn};
 }
 
 /* Run the timers whose time has come at now (monotonic ms). */
-static void run_timers(tq_loop_t *self, int64_t now) {
+static void run_timers(tq_loop_t *self, int64_t now)
+{
     for (size_t i = 0; i < self->ntimers; i++)
         if (now >= self->timers[i].next_ms)
             self->timers[i].next_ms = self->timers[i].fn(self, now);
 }
 
 /* Milliseconds from now until the next timer is due (0 if one is). */
-static long timers_timeout(const tq_loop_t *self, int64_t now) {
+static long timers_timeout(const tq_loop_t *self, int64_t now)
+{
     int64_t next = INT64_MAX;
     for (size_t i = 0; i < self->ntimers; i++)
         if (self->timers[i].next_ms < next)
@@ -557,7 +576,8 @@ static long timers_timeout(const tq_loop_t *self, int64_t now) {
 /* The end of a loop pass: delayed tasks that became runnable, peers that
  * went away, the scheduler, then the journal write and every peer's
  * queued messages and RESULTS. */
-static void end_pass(tq_loop_t *self) {
+static void end_pass(tq_loop_t *self)
+{
     tq_engine_promote(self->engine, tq_now(), LOOP_SWEEP_STEPS); /* WAKE if any */
     tq_roster_reap(self->roster);
     if (self->sched_dirty) {
@@ -598,7 +618,8 @@ static void end_pass(tq_loop_t *self) {
  * zmq_poll: one poll(2) per wait instead of two plus four ZMQ_EVENTS (a
  * round trip of a single task costs the master two waits). */
 static int loop_wait(tq_loop_t *self, int stop_fd, long timeout, int *router_in, int *pipe_in,
-                     int *stop, int *http_in) {
+                     int *stop, int *http_in)
+{
     zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
                                {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0}};
     int n = 2, istop = -1, ihttp = -1;
@@ -619,7 +640,8 @@ static int loop_wait(tq_loop_t *self, int stop_fd, long timeout, int *router_in,
     return 0;
 }
 
-int tq_loop_run(tq_loop_t *self, int stop_fd) {
+int tq_loop_run(tq_loop_t *self, int stop_fd)
+{
     int64_t now = tq_mono_ms();
     self->ntimers = 0;
     timer_add(self, now + self->cfg.heartbeat_ms, on_heartbeat_timer);
@@ -646,8 +668,7 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
         if (due >= 0 && due < timeout)
             timeout = (long)due; /* a delayed task becomes runnable */
         int router_in = 0, pipe_in = 0, stop = 0, http_in = 0;
-        if (loop_wait(self, stop_fd, timeout, &router_in, &pipe_in, &stop,
-                      &http_in) < 0) {
+        if (loop_wait(self, stop_fd, timeout, &router_in, &pipe_in, &stop, &http_in) < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == ETERM)
@@ -679,8 +700,8 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
             }
         }
         if (http_in) {
-            tq_admin_deps_t ad = {self->engine, self->persist, self->outbox, self->roster,
-                                  self->peers, &self->policy};
+            tq_admin_deps_t ad = {self->engine, self->persist, self->outbox,
+                                  self->roster, self->peers,   &self->policy};
             tq_http_run(self->http, &ad, &self->http_names); /* the dashboard's requests */
             tq_outbox_send_kills(self->outbox);
         }
@@ -690,7 +711,8 @@ int tq_loop_run(tq_loop_t *self, int stop_fd) {
     }
 }
 
-void tq_loop_set_allow(tq_loop_t *self, tq_allow_t *allow) {
+void tq_loop_set_allow(tq_loop_t *self, tq_allow_t *allow)
+{
     tq_allow_t *old = self->policy.allow;
     /* first the handshakes: a removed key cannot come back from now on */
     tq_auth_set_keys(self->auth, allow);
@@ -726,7 +748,8 @@ void tq_loop_set_allow(tq_loop_t *self, tq_allow_t *allow) {
     self->sched_dirty = 1;
 }
 
-void tq_loop_destroy(tq_loop_t **self_p) {
+void tq_loop_destroy(tq_loop_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_loop_t *self = *self_p;
@@ -739,13 +762,13 @@ void tq_loop_destroy(tq_loop_t **self_p) {
                 " dead, %" PRIu64 " cancelled, %" PRIu64 " requeued, %" PRIu64 " retried, %" PRIu64
                 " late results; %zu workers, %zu clients connected",
                 tq_store_size(self->store), c.queued, c.running, c.done + c.failed + c.cancelled,
-                t->submitted, t->done, t->failed, t->dead, t->cancelled, t->requeued,
-                t->retried, tq_handlers_late(self->handlers), tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
+                t->submitted, t->done, t->failed, t->dead, t->cancelled, t->requeued, t->retried,
+                tq_handlers_late(self->handlers), tq_peers_count_role(self->peers, TQ_ROLE_WORKER),
                 tq_peers_count_role(self->peers, TQ_ROLE_CLIENT));
     }
     if (self->http && self->engine)
         tq_engine_unsubscribe(self->engine, tq_http_on_engine, self->http);
-    tq_http_stop(&self->http); /* requests still waiting get 503 */
+    tq_http_stop(&self->http);         /* requests still waiting get 503 */
     if (self->metrics && self->engine) /* before the leases are handed back below */
         tq_engine_unsubscribe(self->engine, tq_metrics_on_engine, self->metrics);
     tq_metrics_stop(&self->metrics); /* its thread reads nothing of ours */
@@ -791,20 +814,23 @@ void tq_loop_destroy(tq_loop_t **self_p) {
 
 /* ---- settings changed while running (SIGHUP) ------------------------------ */
 
-void tq_loop_set_limits(tq_loop_t *self, size_t max_tasks, uint64_t peer_queue_bytes) {
+void tq_loop_set_limits(tq_loop_t *self, size_t max_tasks, uint64_t peer_queue_bytes)
+{
     self->cfg.max_tasks = max_tasks;
     self->cfg.peer_queue_bytes = peer_queue_bytes;
     tq_engine_set_max_tasks(self->engine, max_tasks);
 }
 
-void tq_loop_set_ttls(tq_loop_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+void tq_loop_set_ttls(tq_loop_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms)
+{
     self->cfg.result_ttl_ms = result_ttl_ms;
     self->cfg.unfetched_ttl_ms = unfetched_ttl_ms;
     tq_engine_set_ttls(self->engine, result_ttl_ms, unfetched_ttl_ms);
 }
 
 void tq_loop_set_retry(tq_loop_t *self, uint32_t max_attempts, int64_t lease_timeout_ms,
-                       int64_t backoff_base_ms, int64_t backoff_cap_ms) {
+                       int64_t backoff_base_ms, int64_t backoff_cap_ms)
+{
     self->cfg.max_attempts = max_attempts;
     self->cfg.lease_timeout_ms = lease_timeout_ms;
     self->cfg.backoff_base_ms = backoff_base_ms;
@@ -814,8 +840,8 @@ void tq_loop_set_retry(tq_loop_t *self, uint32_t max_attempts, int64_t lease_tim
 }
 
 int tq_loop_set_queue_timeouts(tq_loop_t *self, const tq_queue_timeout_t *old, size_t nold,
-                               const tq_queue_timeout_t *now, size_t n, char *err,
-                               size_t errlen) {
+                               const tq_queue_timeout_t *now, size_t n, char *err, size_t errlen)
+{
     tq_queue_t **qs = tq_calloc(n ? n : 1, sizeof *qs);
     for (size_t i = 0; i < n; i++) {
         qs[i] = tq_store_queue(self->store, now[i].queue);

@@ -17,33 +17,33 @@ typedef struct {
 } tq_queue_timeout_t;
 
 typedef struct {
-    const char *endpoint;         /* ROUTER bind address */
-    int64_t heartbeat_ms;         /* HEARTBEAT period */
-    int64_t heartbeat_timeout_ms; /* silence after which a peer is dead */
-    size_t max_payload;           /* one payload, result or error */
-    int64_t result_ttl_ms;        /* keep results this long after delivery */
-    int64_t unfetched_ttl_ms;     /* ... and this long if never delivered */
-    size_t max_tasks;             /* tasks stored in any state */
-    uint32_t max_attempts;        /* lost leases before a task is dead */
-    int64_t lease_timeout_ms;     /* a task without a run timeout is taken back
+    const char *endpoint;                     /* ROUTER bind address */
+    int64_t heartbeat_ms;                     /* HEARTBEAT period */
+    int64_t heartbeat_timeout_ms;             /* silence after which a peer is dead */
+    size_t max_payload;                       /* one payload, result or error */
+    int64_t result_ttl_ms;                    /* keep results this long after delivery */
+    int64_t unfetched_ttl_ms;                 /* ... and this long if never delivered */
+    size_t max_tasks;                         /* tasks stored in any state */
+    uint32_t max_attempts;                    /* lost leases before a task is dead */
+    int64_t lease_timeout_ms;                 /* a task without a run timeout is taken back
                                    * this long after dispatch; 0 = never */
-    int64_t key_retention_ms;     /* keep an idempotency key this long */
-    int peer_queue;               /* ZMQ_SNDHWM: messages queued per peer */
-    uint64_t peer_queue_bytes;    /* outcome bytes sent to a client, not ACKed */
-    size_t max_connections;       /* open connections at most (auth.h) */
-    int fd_limit;                 /* RLIMIT_NOFILE soft limit in force */
-    int64_t handshake_timeout_ms; /* ZMQ_HANDSHAKE_IVL: time to finish CURVE */
-    int64_t backoff_base_ms;      /* first retry / lost-lease delay; 0 = none */
-    int64_t backoff_cap_ms;       /* the delay doubles up to this */
+    int64_t key_retention_ms;                 /* keep an idempotency key this long */
+    int peer_queue;                           /* ZMQ_SNDHWM: messages queued per peer */
+    uint64_t peer_queue_bytes;                /* outcome bytes sent to a client, not ACKed */
+    size_t max_connections;                   /* open connections at most (auth.h) */
+    int fd_limit;                             /* RLIMIT_NOFILE soft limit in force */
+    int64_t handshake_timeout_ms;             /* ZMQ_HANDSHAKE_IVL: time to finish CURVE */
+    int64_t backoff_base_ms;                  /* first retry / lost-lease delay; 0 = none */
+    int64_t backoff_cap_ms;                   /* the delay doubles up to this */
     const tq_queue_timeout_t *queue_timeouts; /* --queue-timeout, parsed */
     size_t nqueue_timeouts;
-    tq_journal_cfg_t journal;     /* where and how the journal lives */
-    const char *metrics_listen;   /* --metrics-listen ADDR:PORT, or NULL (metrics.h) */
-    const char *http_listen;      /* --http-listen ADDR:PORT, or NULL (http.h) */
-    const char *http_auth_file;   /* --http-auth-file, or NULL */
-    int http_show_payloads;       /* --http-show-payloads */
-    int accept_shared;            /* accept the authkey's client pair (keys->client_*) */
-    struct tq_allow *allow;       /* --allow-keys, or NULL; the loop takes it over */
+    tq_journal_cfg_t journal;   /* where and how the journal lives */
+    const char *metrics_listen; /* --metrics-listen ADDR:PORT, or NULL (metrics.h) */
+    const char *http_listen;    /* --http-listen ADDR:PORT, or NULL (http.h) */
+    const char *http_auth_file; /* --http-auth-file, or NULL */
+    int http_show_payloads;     /* --http-show-payloads */
+    int accept_shared;          /* accept the authkey's client pair (keys->client_*) */
+    struct tq_allow *allow;     /* --allow-keys, or NULL; the loop takes it over */
 } tq_loop_cfg_t;
 
 typedef struct tq_loop tq_loop_t;
@@ -81,8 +81,7 @@ void tq_loop_set_retry(tq_loop_t *self, uint32_t max_attempts, int64_t lease_tim
  * submitted keep theirs). Returns 0, or -1 with err when a queue cannot
  * be made (the name table is full; nothing changed then). */
 int tq_loop_set_queue_timeouts(tq_loop_t *self, const tq_queue_timeout_t *old, size_t nold,
-                               const tq_queue_timeout_t *now, size_t n, char *err,
-                               size_t errlen);
+                               const tq_queue_timeout_t *now, size_t n, char *err, size_t errlen);
 /* SIGHUP's new --allow-keys table (the loop takes it over): the ZAP
  * handler accepts exactly its keys from now on, peers whose identity is
  * gone or changed its role are forgotten and their connections shut

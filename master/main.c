@@ -105,12 +105,12 @@ static const tq_cfg_entry_t table[] = {
      "state directory (required; created with mode 0700)"},
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE", S(authkey_file), "FILE",
      "shared secret (default: DIR/authkey, generated on first start)"},
-    {"heartbeat-interval", TQ_CFG_MS, "1", 50, 60000, NULL, NULL, S(heartbeat_interval_ms), "SECONDS",
-     "send HEARTBEAT to every peer this often (0.05..60)"},
+    {"heartbeat-interval", TQ_CFG_MS, "1", 50, 60000, NULL, NULL, S(heartbeat_interval_ms),
+     "SECONDS", "send HEARTBEAT to every peer this often (0.05..60)"},
     {"heartbeat-timeout", TQ_CFG_MS, "5", 100, 3600000, NULL, NULL, S(heartbeat_timeout_ms),
      "SECONDS", "a peer silent this long is dead (> --heartbeat-interval, up to 3600)"},
-    {"max-payload", TQ_CFG_SIZE, "64M", 1, (int64_t)TQ_PAYLOAD_HARD_MAX, NULL, NULL,
-     S(max_payload), "SIZE", "largest payload, result or error (up to 512M)"},
+    {"max-payload", TQ_CFG_SIZE, "64M", 1, (int64_t)TQ_PAYLOAD_HARD_MAX, NULL, NULL, S(max_payload),
+     "SIZE", "largest payload, result or error (up to 512M)"},
     {"result-ttl", TQ_CFG_MS, "3600", 0, 10 * YEAR_MS, NULL, NULL, S(result_ttl_ms), "SECONDS",
      "keep a result this long after it was delivered to a client (SIGHUP applies a new value)"},
     {"unfetched-ttl", TQ_CFG_MS, "604800", 0, 10 * YEAR_MS, NULL, NULL, S(unfetched_ttl_ms),
@@ -142,7 +142,8 @@ static const tq_cfg_entry_t table[] = {
      "closed, or else the new one (default: the file descriptor limit minus an eighth of it, "
      "at least 64, at most 4096)"},
     {"handshake-timeout", TQ_CFG_MS, "10", 100, 3600000, NULL, NULL, S(handshake_timeout_ms),
-     "SECONDS", "a connection that has not finished its CURVE handshake this long after it "
+     "SECONDS",
+     "a connection that has not finished its CURVE handshake this long after it "
      "opened is closed (0.1..3600)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
      "remember a SUBMIT idempotency key this long (1..31622400)"},
@@ -163,7 +164,8 @@ static const tq_cfg_entry_t table[] = {
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, S(version), NULL,
      "print the version and exit"},
     {"log-format", TQ_CFG_ENUM, "logfmt", 0, 0, TQ_LOG_FORMATS, "TASKQ_LOG_FORMAT", S(log_format),
-     "FORMAT", "log lines as logfmt (ts=... level=... role=master msg=\"...\"), json (one object "
+     "FORMAT",
+     "log lines as logfmt (ts=... level=... role=master msg=\"...\"), json (one object "
      "a line) or text (the older 'TIME master LEVEL message')"},
     {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_CONFIG", S(config), "FILE",
      "read settings from FILE (name = value per line, names as these flags; flags and the "
@@ -198,11 +200,11 @@ static const tq_cfg_entry_t table[] = {
 };
 
 /* Short forms of the common options (docs/master.md). */
-static const tq_short_t shorts[] = {{'h', "help"},         {'V', "version"}, {'b', "bind"},
-                                    {'d', "data-dir"},     {'k', "authkey-file"},
-                                    {0, NULL}};
+static const tq_short_t shorts[] = {{'h', "help"},     {'V', "version"},      {'b', "bind"},
+                                    {'d', "data-dir"}, {'k', "authkey-file"}, {0, NULL}};
 
-static void usage(FILE *out) {
+static void usage(FILE *out)
+{
     fprintf(out, "usage: taskq-master --bind ENDPOINT --data-dir DIR --authkey-file FILE "
                  "[options]\n\noptions:\n");
     tq_cfg_usage(table, out);
@@ -211,22 +213,25 @@ static void usage(FILE *out) {
 /* Parse each --queue-timeout Q=SECONDS (a valid queue name, a timeout
  * of 0.001..49 days: the wire's u32 milliseconds) into out[l->n]; the
  * names point into l's strings. */
-static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, tq_err_t *err) {
+static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, tq_err_t *err)
+{
     if (l->n > MAX_QUEUE_TIMEOUTS) {
         tq_err_set(err, 0, "--queue-timeout: given %zu times, at most %d", l->n,
-                     MAX_QUEUE_TIMEOUTS);
+                   MAX_QUEUE_TIMEOUTS);
         return -1;
     }
     for (size_t i = 0; i < l->n; i++) {
         const char *item = l->items[i], *eq = strchr(item, '=');
         int64_t ms;
         if (!eq || !tq_name_valid((tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)})) {
-            return tq_err_set(
-                err, 0, "--queue-timeout: '%s' is not QUEUE=SECONDS with a valid queue name", item);
+            return tq_err_set(err, 0,
+                              "--queue-timeout: '%s' is not QUEUE=SECONDS with a valid queue name",
+                              item);
         }
         if (tq_parse_seconds_ms(eq + 1, &ms) < 0 || ms < 1 || ms > (int64_t)UINT32_MAX) {
-            return tq_err_set(
-                err, 0, "--queue-timeout: '%s' is not a number of seconds (0.001..4294967)", eq + 1);
+            return tq_err_set(err, 0,
+                              "--queue-timeout: '%s' is not a number of seconds (0.001..4294967)",
+                              eq + 1);
         }
         out[i].queue = (tq_bytes_t){(const uint8_t *)item, (size_t)(eq - item)};
         out[i].timeout_ms = (uint32_t)ms;
@@ -239,7 +244,8 @@ static int parse_queue_timeouts(const tq_strlist_t *l, tq_queue_timeout_t *out, 
  * the limit minus a reserve unless given (then it must fit). Sets
  * *fd_limit and *max_conns; returns -1 with err when the limit leaves no
  * room for connections. */
-static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_err_t *err) {
+static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_err_t *err)
+{
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
         tq_err_set(err, 0, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
@@ -264,15 +270,16 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_
     else
         tq_info("file descriptors: %" PRId64 " (soft limit, equal to the hard limit)", limit);
     int64_t reserve = limit / 8;
-    reserve = reserve < FD_RESERVE_MIN ? FD_RESERVE_MIN
+    reserve = reserve < FD_RESERVE_MIN   ? FD_RESERVE_MIN
               : reserve > FD_RESERVE_MAX ? FD_RESERVE_MAX
                                          : reserve;
     if (limit < FD_MIN) {
         tq_err_set(err, 0,
-                     "the file descriptor limit (%" PRId64 ", ulimit -n) is too low: the master keeps "
-                     "%d for itself and the journal, and needs more for connections (raise it to at "
-                     "least %d)",
-                     limit, FD_RESERVE_MIN, FD_MIN);
+                   "the file descriptor limit (%" PRId64
+                   ", ulimit -n) is too low: the master keeps "
+                   "%d for itself and the journal, and needs more for connections (raise it to at "
+                   "least %d)",
+                   limit, FD_RESERVE_MIN, FD_MIN);
         return -1;
     }
     int64_t room = limit - reserve;
@@ -299,7 +306,8 @@ static int plan_descriptors(int64_t asked, int *fd_limit, size_t *max_conns, tq_
  * root, not writable by group or others. Another user's data dir could
  * hold that user's authkey (used when no --authkey-file is given) and
  * journal. */
-static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_err_t *err) {
+static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_err_t *err)
+{
     struct stat st;
     if (stat(dir, &st) < 0) {
         if (errno != ENOENT) {
@@ -311,8 +319,8 @@ static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_err_t *er
             return -1;
         }
         if (user && chown(dir, user->uid, user->gid) < 0) {
-            tq_err_set(err, 0, "--data-dir %s: cannot give it to --user %s: %s", dir,
-                         user->name, strerror(errno));
+            tq_err_set(err, 0, "--data-dir %s: cannot give it to --user %s: %s", dir, user->name,
+                       strerror(errno));
             return -1;
         }
         tq_info("created data dir %s (mode 0700%s%s)", dir, user ? ", owner " : "",
@@ -325,23 +333,23 @@ static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_err_t *er
     }
     if (user && st.st_uid != user->uid) {
         tq_err_set(err, 0,
-                     "--data-dir %s: owned by uid %u, but --user %s (uid %u) runs the master and "
-                     "must own it: chown -R %s %s",
-                     dir, (unsigned)st.st_uid, user->name, (unsigned)user->uid, user->name, dir);
+                   "--data-dir %s: owned by uid %u, but --user %s (uid %u) runs the master and "
+                   "must own it: chown -R %s %s",
+                   dir, (unsigned)st.st_uid, user->name, (unsigned)user->uid, user->name, dir);
         return -1;
     }
     if (!user && st.st_uid != geteuid() && st.st_uid != 0) {
         tq_err_set(err, 0,
-                     "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
-                     "could have put its authkey and journal there; use a directory of our own",
-                     dir, (unsigned)st.st_uid, (unsigned)geteuid());
+                   "--data-dir %s: owned by uid %u, not by us (uid %u) or root: another user "
+                   "could have put its authkey and journal there; use a directory of our own",
+                   dir, (unsigned)st.st_uid, (unsigned)geteuid());
         return -1;
     }
     if ((st.st_mode & 022) != 0) {
         tq_err_set(err, 0,
-                     "--data-dir %s: writable by group or others (mode %04o): another user could "
-                     "put its authkey and journal there; fix it with: chmod go-w %s",
-                     dir, (unsigned)(st.st_mode & 07777), dir);
+                   "--data-dir %s: writable by group or others (mode %04o): another user could "
+                   "put its authkey and journal there; fix it with: chmod go-w %s",
+                   dir, (unsigned)(st.st_mode & 07777), dir);
         return -1;
     }
     if (!user && access(dir, R_OK | W_OK | X_OK) < 0) {
@@ -353,7 +361,8 @@ static int prepare_data_dir(const char *dir, const tq_user_t *user, tq_err_t *er
 
 /* The key file to use; generates DIR/authkey when no file was named and
  * it does not exist yet. path[len] receives the path. */
-static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_err_t *err) {
+static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_err_t *err)
+{
     if (s->authkey_file && *s->authkey_file) {
         tq_strlcpy(path, s->authkey_file, len);
         return 0;
@@ -374,21 +383,23 @@ static int resolve_authkey(const settings_t *s, char *path, size_t len, tq_err_t
 
 /* Checks across settings that the table's bounds cannot make: the same
  * at start and on SIGHUP. Returns 0, or -1 with err. */
-static int check_settings(const settings_t *s, tq_err_t *err) {
+static int check_settings(const settings_t *s, tq_err_t *err)
+{
     if (s->heartbeat_timeout_ms <= s->heartbeat_interval_ms) {
         tq_err_set(err, 0,
-                 "--heartbeat-timeout (%.3g s) must be greater than --heartbeat-interval (%.3g s)",
-                 (double)s->heartbeat_timeout_ms / 1000.0, (double)s->heartbeat_interval_ms / 1000.0);
+                   "--heartbeat-timeout (%.3g s) must be greater than --heartbeat-interval (%.3g "
+                   "s)",
+                   (double)s->heartbeat_timeout_ms / 1000.0,
+                   (double)s->heartbeat_interval_ms / 1000.0);
         return -1;
     }
     if (s->retry_backoff_max_ms < s->retry_backoff_ms) {
         tq_err_set(err, 0,
-                 "--retry-backoff-max (%.3g s) must not be less than --retry-backoff (%.3g s)",
-                 (double)s->retry_backoff_max_ms / 1000.0, (double)s->retry_backoff_ms / 1000.0);
+                   "--retry-backoff-max (%.3g s) must not be less than --retry-backoff (%.3g s)",
+                   (double)s->retry_backoff_max_ms / 1000.0, (double)s->retry_backoff_ms / 1000.0);
         return -1;
     }
-    tq_queue_timeout_t *qt =
-        tq_calloc(s->queue_timeout.n ? s->queue_timeout.n : 1, sizeof *qt);
+    tq_queue_timeout_t *qt = tq_calloc(s->queue_timeout.n ? s->queue_timeout.n : 1, sizeof *qt);
     int rc = parse_queue_timeouts(&s->queue_timeout, qt, err);
     free(qt);
     return rc;
@@ -402,28 +413,31 @@ static int check_settings(const settings_t *s, tq_err_t *err) {
  * others (--bind, --data-dir, ...: they need a restart). One function
  * per group of settings, each applying its whole group from `next`. */
 
-static int apply_log_level(void *arg, const void *cur, const void *next, char *why,
-                           size_t whylen) {
+static int apply_log_level(void *arg, const void *cur, const void *next, char *why, size_t whylen)
+{
     (void)arg, (void)cur, (void)why, (void)whylen;
     tq_log_set_level(tq_log_level_parse(((const settings_t *)next)->log_level));
     return 0;
 }
 
-static int apply_ttls(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+static int apply_ttls(void *arg, const void *cur, const void *next, char *why, size_t whylen)
+{
     (void)cur, (void)why, (void)whylen;
     const settings_t *n = next;
     tq_loop_set_ttls(arg, n->result_ttl_ms, n->unfetched_ttl_ms);
     return 0;
 }
 
-static int apply_limits(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+static int apply_limits(void *arg, const void *cur, const void *next, char *why, size_t whylen)
+{
     (void)cur, (void)why, (void)whylen;
     const settings_t *n = next;
     tq_loop_set_limits(arg, (size_t)n->max_tasks, (uint64_t)n->peer_queue_bytes);
     return 0;
 }
 
-static int apply_retry(void *arg, const void *cur, const void *next, char *why, size_t whylen) {
+static int apply_retry(void *arg, const void *cur, const void *next, char *why, size_t whylen)
+{
     (void)cur, (void)why, (void)whylen;
     const settings_t *n = next;
     tq_loop_set_retry(arg, (uint32_t)n->max_attempts, n->lease_timeout_ms, n->retry_backoff_ms,
@@ -432,7 +446,8 @@ static int apply_retry(void *arg, const void *cur, const void *next, char *why, 
 }
 
 static int apply_queue_timeouts(void *arg, const void *cur, const void *next, char *why,
-                                size_t whylen) {
+                                size_t whylen)
+{
     const settings_t *c = cur, *n = next;
     tq_queue_timeout_t *old = tq_calloc(c->queue_timeout.n + 1, sizeof *old);
     tq_queue_timeout_t *now = tq_calloc(n->queue_timeout.n + 1, sizeof *now);
@@ -466,7 +481,8 @@ static const tq_cfg_live_t live[] = {
     {NULL, NULL},
 };
 
-static void reload_note(void *arg, int warn, const char *line) {
+static void reload_note(void *arg, int warn, const char *line)
+{
     (void)arg;
     tq_log_write(warn ? TQ_LOG_WARN : TQ_LOG_INFO, "SIGHUP: %s", line);
 }
@@ -474,7 +490,8 @@ static void reload_note(void *arg, int warn, const char *line) {
 /* SIGHUP with --allow-keys: read the file again (now: the settings as
  * parsed again) and hand it to the loop; a file that does not load
  * leaves the old one in force. Returns 1 if the loop got a new table. */
-static int reload_allow(tq_loop_t *loop, const settings_t *now) {
+static int reload_allow(tq_loop_t *loop, const settings_t *now)
+{
     if (!now->allow_keys || !*now->allow_keys) {
         tq_warn("SIGHUP: --allow-keys is no longer set: the master stays in key-pair mode "
                 "with the old file (a restart changes the mode)");
@@ -494,7 +511,8 @@ static int reload_allow(tq_loop_t *loop, const settings_t *now) {
  * settings in force, updated with what was applied) and the loop. A
  * source that no longer parses, or settings that do not fit together,
  * are logged and change nothing. Never stops the master. */
-static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **argv, int keymode) {
+static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **argv, int keymode)
+{
     settings_t next;
     memset(&next, 0, sizeof next);
     char err[TQ_CFG_ERR_MAX];
@@ -518,7 +536,8 @@ static void reload_settings(settings_t *cur, tq_loop_t *loop, int argc, char **a
  * Fills *qt (the parsed --queue-timeout), *allow and *user (user_buf,
  * when --user is given). Returns 0, or -1 after printing why. */
 static int check_start(settings_t *s, int check, tq_queue_timeout_t **qt, tq_allow_t **allow,
-                       tq_user_t *user_buf, tq_user_t **user) {
+                       tq_user_t *user_buf, tq_user_t **user)
+{
     tq_err_t e;
     if (!s->data_dir || !*s->data_dir) {
         fprintf(stderr, "taskq-master: --data-dir is required\n");
@@ -576,7 +595,8 @@ static int check_start(settings_t *s, int check, tq_queue_timeout_t **qt, tq_all
  * the authkey's derived pair (generated in the data dir when no file is
  * named) and/or --key's pair (key-pair mode). NULL after logging why. */
 static tq_curve_keys_t *load_keys(const settings_t *s, int use_authkey, int keymode,
-                                  const tq_allow_t *allow) {
+                                  const tq_allow_t *allow)
+{
     tq_err_t e;
     char keypath[4096];
     if (use_authkey && resolve_authkey(s, keypath, sizeof keypath, &e) < 0) {
@@ -610,7 +630,8 @@ static tq_curve_keys_t *load_keys(const settings_t *s, int use_authkey, int keym
 /* The loop's configuration from the settings (strings point into s). */
 static void loop_config(const settings_t *s, tq_queue_timeout_t *qtimeouts, size_t max_conns,
                         int fd_limit, void *ctx, int use_authkey, tq_allow_t *allow,
-                        tq_loop_cfg_t *out) {
+                        tq_loop_cfg_t *out)
+{
     *out = (tq_loop_cfg_t){
         .endpoint = s->bind,
         .heartbeat_ms = s->heartbeat_interval_ms,
@@ -631,14 +652,15 @@ static void loop_config(const settings_t *s, tq_queue_timeout_t *qtimeouts, size
         .backoff_cap_ms = s->retry_backoff_max_ms,
         .queue_timeouts = qtimeouts,
         .nqueue_timeouts = s->queue_timeout.n,
-        .journal = {
-            .data_dir = s->data_dir,
-            .mode = (tq_fsync_mode_t)tq_fsync_mode_parse(s->fsync),
-            .interval_ms = s->fsync_interval_ms,
-            .repair = s->repair,
-            .reserve = (uint64_t)s->journal_reserve,
-            .zmq_ctx = ctx,
-        },
+        .journal =
+            {
+                .data_dir = s->data_dir,
+                .mode = (tq_fsync_mode_t)tq_fsync_mode_parse(s->fsync),
+                .interval_ms = s->fsync_interval_ms,
+                .repair = s->repair,
+                .reserve = (uint64_t)s->journal_reserve,
+                .zmq_ctx = ctx,
+            },
         .metrics_listen = s->metrics_listen && *s->metrics_listen ? s->metrics_listen : NULL,
         .http_listen = s->http_listen && *s->http_listen ? s->http_listen : NULL,
         .http_auth_file = s->http_auth_file && *s->http_auth_file ? s->http_auth_file : NULL,
@@ -652,7 +674,8 @@ static void loop_config(const settings_t *s, tq_queue_timeout_t *qtimeouts, size
  * any thread (ZeroMQ's, the auth actor) exists, so all inherit it.
  * SIGHUP reloads (reload_settings), never stops. Returns the fd, or -1
  * after logging why. */
-static int signals_fd(void) {
+static int signals_fd(void)
+{
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);
@@ -669,7 +692,8 @@ static int signals_fd(void) {
 /* Run the loop until SIGTERM or SIGINT arrives on sfd; SIGHUP reloads
  * the settings (reload_settings) and the loop goes on. Returns the exit
  * status. */
-static int serve(tq_loop_t *loop, int sfd, settings_t *s, int argc, char **argv, int keymode) {
+static int serve(tq_loop_t *loop, int sfd, settings_t *s, int argc, char **argv, int keymode)
+{
     for (;;) {
         if (tq_loop_run(loop, sfd) != 0)
             return TQ_EXIT_INTERNAL;
@@ -686,7 +710,8 @@ static int serve(tq_loop_t *loop, int sfd, settings_t *s, int argc, char **argv,
     }
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     tq_log_init("master");
     tq_process_protect(); /* no core file or ptrace with the keys in memory */
     /* The flags table in docs/master.md is generated from the same table. */

@@ -24,7 +24,7 @@
 #define METRICS_ADDR_MAX 128
 
 /* Histogram bucket bounds (seconds) for queue wait and run times. */
-static const double hist_le[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+static const double hist_le[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,  1,
                                  2.5,   5,    10,    30,   60,  300,  1800, 3600};
 #define HIST_N (sizeof hist_le / sizeof hist_le[0])
 
@@ -153,9 +153,9 @@ int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storag
         *len = sizeof *a6;
     } else {
         tq_err_set(err, 0,
-                 "%s: '%s' is not an IP address (give 127.0.0.1, ::1 or "
-                 "another address of this host)",
-                 flag, host);
+                   "%s: '%s' is not an IP address (give 127.0.0.1, ::1 or "
+                   "another address of this host)",
+                   flag, host);
         return -1;
     }
     return 0;
@@ -171,8 +171,8 @@ int tq_metrics_addr_check(const char *listen, tq_err_t *err)
 /* libmicrohttpd's request handler (its thread): GET or HEAD /metrics
  * gets a copy of the published text; nothing else is served. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     tq_metrics_t *self = cls;
     (void)version;
@@ -224,8 +224,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 struct MHD_Daemon *tq_mhd_start(const char *flag, const char *listen, unsigned flags,
                                 unsigned max_conns, unsigned timeout_s,
                                 MHD_AccessHandlerCallback handler, void *cls,
-                                MHD_RequestCompletedCallback completed, const char *path,
-                                char *url, size_t urllen, tq_err_t *err)
+                                MHD_RequestCompletedCallback completed, const char *path, char *url,
+                                size_t urllen, tq_err_t *err)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -238,15 +238,17 @@ struct MHD_Daemon *tq_mhd_start(const char *flag, const char *listen, unsigned f
     uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                    : ((struct sockaddr_in *)&ss)->sin_port);
     const char *logname = strcmp(flag, "--metrics-listen") == 0 ? "metrics" : "http";
-    struct MHD_Daemon *d = MHD_start_daemon(
-        flags, port, NULL, NULL, handler, cls, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        (void *)logname, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, max_conns, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+    struct MHD_Daemon *d = MHD_start_daemon(flags, port, NULL, NULL, handler, cls,
+                                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)logname,
+                                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                            MHD_OPTION_CONNECTION_LIMIT, max_conns,
+                                            MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+                                            MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+                                            MHD_OPTION_END);
     if (!d) {
         tq_err_set(err, 0,
-                 "%s %s: cannot listen there (address in use, or not an address of this host)",
-                 flag, listen);
+                   "%s %s: cannot listen there (address in use, or not an address of this host)",
+                   flag, listen);
         return NULL;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
@@ -453,14 +455,14 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
     text_add(t, "taskq_uptime_seconds %.3f\n", (double)info->uptime_ms / 1000.0);
 
     /* Tasks by queue and state (gauges, from the state after replay). */
-    static const char *const states[] = {"queued", "running", "delayed", "done",
+    static const char *const states[] = {"queued", "running",   "delayed", "done",
                                          "failed", "cancelled", "dead"};
     size_t nq = tq_store_nqueues(store);
     head(t, "taskq_tasks", "gauge", "tasks stored now, by queue and state");
     for (size_t i = 0; i < nq && i < TQ_METRICS_MAX_QUEUES; i++) {
         const tq_queue_t *q = tq_store_queue_at(store, i);
         const tq_queue_counts_t *c = tq_queue_counts(q);
-        const size_t v[] = {c->queued, c->running, c->delayed, c->done,
+        const size_t v[] = {c->queued, c->running,   c->delayed, c->done,
                             c->failed, c->cancelled, c->dead};
         for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) {
             text_add(t, "taskq_tasks{queue=\"");
@@ -574,8 +576,7 @@ void tq_metrics_render(tq_metrics_t *self, const tq_store_t *store, const tq_pee
         text_add(t, "taskq_journal_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
                  (double)tq_journal_sync_le_us[i] / 1e6, cum);
     }
-    text_add(t, "taskq_journal_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
-             info->fsync.count);
+    text_add(t, "taskq_journal_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", info->fsync.count);
     text_add(t, "taskq_journal_fsync_seconds_sum %.6f\n", (double)info->fsync.sum_us / 1e6);
     text_add(t, "taskq_journal_fsync_seconds_count %" PRIu64 "\n", info->fsync.count);
 

@@ -37,7 +37,7 @@ typedef struct {
     int64_t uptime_ms;
     uint64_t late_results;
     uint64_t journal_bytes, journal_live_bytes, compactions, journal_records;
-    int journal_error; /* errno of a standing write failure, or 0 */
+    int journal_error;             /* errno of a standing write failure, or 0 */
     tq_journal_sync_stats_t fsync; /* sync round latency, write errors */
     uint64_t auth_failures, connections;
     const tq_policy_t *policy; /* key-pair mode: identities (access.h) */
@@ -59,8 +59,8 @@ int tq_listen_addr_parse(const char *flag, const char *s, struct sockaddr_storag
 struct MHD_Daemon *tq_mhd_start(const char *flag, const char *listen, unsigned flags,
                                 unsigned max_conns, unsigned timeout_s,
                                 MHD_AccessHandlerCallback handler, void *cls,
-                                MHD_RequestCompletedCallback completed, const char *path,
-                                char *url, size_t urllen, tq_err_t *err);
+                                MHD_RequestCompletedCallback completed, const char *path, char *url,
+                                size_t urllen, tq_err_t *err);
 
 /* The metrics without a server of their own (the HTTP module of
  * --http-listen serves them: tq_metrics_copy). Caller owns it. */

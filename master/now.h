@@ -7,7 +7,8 @@
 #include "engine.h"
 #include "tq_util.h"
 
-static inline tq_now_t tq_now(void) {
+static inline tq_now_t tq_now(void)
+{
     tq_now_t now = {tq_wall_ms(), tq_mono_ms()};
     return now;
 }

@@ -46,7 +46,8 @@ struct tq_outbox {
     size_t nkills, capkills;
 };
 
-tq_outbox_t *tq_outbox_new(void *router, tq_peers_t *peers) {
+tq_outbox_t *tq_outbox_new(void *router, tq_peers_t *peers)
+{
     tq_outbox_t *self = tq_calloc(1, sizeof *self);
     self->router = router;
     self->peers = peers;
@@ -54,7 +55,8 @@ tq_outbox_t *tq_outbox_new(void *router, tq_peers_t *peers) {
     return self;
 }
 
-void tq_outbox_destroy(tq_outbox_t **self_p) {
+void tq_outbox_destroy(tq_outbox_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_outbox_t *self = *self_p;
@@ -68,7 +70,8 @@ tq_out_t *tq_outbox_msg(tq_outbox_t *self) { return &self->out; }
 
 static tq_bytes_t rid_of(const tq_peer_t *p) { return (tq_bytes_t){p->rid, p->rid_len}; }
 
-static void mark_gone(tq_outbox_t *self, tq_peer_t *p) {
+static void mark_gone(tq_outbox_t *self, tq_peer_t *p)
+{
     p->gone = 1;
     self->gone = 1;
 }
@@ -77,7 +80,8 @@ static void mark_gone(tq_outbox_t *self, tq_peer_t *p) {
 
 /* 1 if the built message may be queued rather than dropped: anything
  * but HEARTBEAT (the next replaces it) and RESULTS (kept as pending ids). */
-static int queueable(const tq_out_t *o) {
+static int queueable(const tq_out_t *o)
+{
     return o->type != TQ_MSG_HEARTBEAT && o->type != TQ_MSG_RESULTS;
 }
 
@@ -85,7 +89,8 @@ static int queueable(const tq_out_t *o) {
  * send them: the head, then the data frames) in p. A peer whose replies
  * pile up past TQ_OUTBOX_MAX_QUEUED_BYTES reads nothing: it is
  * forgotten. */
-static void enqueue(tq_outbox_t *self, tq_peer_t *p, uint64_t lsn, uint64_t pass, int blocked) {
+static void enqueue(tq_outbox_t *self, tq_peer_t *p, uint64_t lsn, uint64_t pass, int blocked)
+{
     tq_outq_t *q = &p->outq;
     const tq_out_t *o = &self->out;
     if (q->n == q->cap) {
@@ -124,13 +129,15 @@ static void enqueue(tq_outbox_t *self, tq_peer_t *p, uint64_t lsn, uint64_t pass
     }
 }
 
-static void msg_free(tq_outmsg_t *m) {
+static void msg_free(tq_outmsg_t *m)
+{
     free(m->data);
     free(m->lens);
 }
 
 /* Drop the first n queued messages of p (sent). */
-static void pop(tq_peer_t *p, size_t n) {
+static void pop(tq_peer_t *p, size_t n)
+{
     tq_outq_t *q = &p->outq;
     for (size_t i = 0; i < n; i++) {
         if (!q->m[i].dispatch)
@@ -143,7 +150,8 @@ static void pop(tq_peer_t *p, size_t n) {
 }
 
 /* Send one queued message. Returns 0, or -1 with errno (nothing sent). */
-static int send_queued(tq_outbox_t *self, tq_peer_t *p, const tq_outmsg_t *m) {
+static int send_queued(tq_outbox_t *self, tq_peer_t *p, const tq_outmsg_t *m)
+{
     if (zmq_send(self->router, p->rid, p->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return -1;
     /* after the routing id is accepted the message goes through whole */
@@ -156,7 +164,8 @@ static int send_queued(tq_outbox_t *self, tq_peer_t *p, const tq_outmsg_t *m) {
     return 0;
 }
 
-void tq_outbox_flush(tq_outbox_t *self, tq_peer_t *p, uint64_t ready_lsn) {
+void tq_outbox_flush(tq_outbox_t *self, tq_peer_t *p, uint64_t ready_lsn)
+{
     tq_outq_t *q = &p->outq;
     size_t sent = 0;
     while (sent < q->n && !p->gone) {
@@ -177,7 +186,8 @@ void tq_outbox_flush(tq_outbox_t *self, tq_peer_t *p, uint64_t ready_lsn) {
     pop(p, sent);
 }
 
-void tq_outbox_forget(tq_outbox_t *self, tq_peer_t *p) {
+void tq_outbox_forget(tq_outbox_t *self, tq_peer_t *p)
+{
     pop(p, p->outq.n);
     free(p->outq.m);
     p->outq.m = NULL;
@@ -191,7 +201,8 @@ void tq_outbox_forget(tq_outbox_t *self, tq_peer_t *p) {
 
 /* ---- sending ------------------------------------------------------------ */
 
-int tq_outbox_send(tq_outbox_t *self, tq_peer_t *p) {
+int tq_outbox_send(tq_outbox_t *self, tq_peer_t *p)
+{
     if (p->gone) {
         errno = EHOSTUNREACH;
         return -1;
@@ -219,7 +230,8 @@ int tq_outbox_send(tq_outbox_t *self, tq_peer_t *p) {
 }
 
 void tq_outbox_send_gated(tq_outbox_t *self, tq_peer_t *p, uint64_t lsn, uint64_t ready_lsn,
-                          int hold) {
+                          int hold)
+{
     if (p->gone)
         return;
     if (!hold && lsn <= ready_lsn) {
@@ -231,7 +243,8 @@ void tq_outbox_send_gated(tq_outbox_t *self, tq_peer_t *p, uint64_t lsn, uint64_
     enqueue(self, p, lsn, hold ? self->held_until : 0, 0);
 }
 
-void tq_outbox_send_rid(tq_outbox_t *self, tq_bytes_t rid) {
+void tq_outbox_send_rid(tq_outbox_t *self, tq_bytes_t rid)
+{
     tq_peer_t *p = tq_peers_find(self->peers, rid);
     if (p) {
         tq_outbox_send(self, p);
@@ -240,12 +253,14 @@ void tq_outbox_send_rid(tq_outbox_t *self, tq_bytes_t rid) {
     tq_out_send(&self->out, self->router, &rid, ZMQ_DONTWAIT);
 }
 
-void tq_outbox_error(tq_outbox_t *self, tq_bytes_t rid, int code, uint32_t ref, const char *msg) {
+void tq_outbox_error(tq_outbox_t *self, tq_bytes_t rid, int code, uint32_t ref, const char *msg)
+{
     tq_out_error(&self->out, code, ref, msg);
     tq_outbox_send_rid(self, rid);
 }
 
-int tq_outbox_dispatch(tq_outbox_t *self, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
+int tq_outbox_dispatch(tq_outbox_t *self, tq_peer_t *w, tq_task_t *const *tasks, size_t n)
+{
     if (w->gone)
         return -1;
     tq_out_begin(&self->out, TQ_MSG_DISPATCH);
@@ -263,7 +278,8 @@ int tq_outbox_dispatch(tq_outbox_t *self, tq_peer_t *w, tq_task_t *const *tasks,
     return 0;
 }
 
-void tq_outbox_kill(tq_outbox_t *self, tq_peer_t *w, uint64_t id, uint32_t attempt) {
+void tq_outbox_kill(tq_outbox_t *self, tq_peer_t *w, uint64_t id, uint32_t attempt)
+{
     if (self->nkills == self->capkills) {
         self->capkills = self->capkills ? self->capkills * 2 : 64;
         self->kills = tq_realloc(self->kills, self->capkills * sizeof *self->kills);
@@ -271,7 +287,8 @@ void tq_outbox_kill(tq_outbox_t *self, tq_peer_t *w, uint64_t id, uint32_t attem
     self->kills[self->nkills++] = (kill_t){w, id, attempt};
 }
 
-void tq_outbox_send_kills(tq_outbox_t *self) {
+void tq_outbox_send_kills(tq_outbox_t *self)
+{
     size_t nk = self->nkills;
     for (size_t i = 0; i < nk; i++) {
         tq_peer_t *w = self->kills[i].w;
@@ -308,7 +325,8 @@ void tq_outbox_send_kills(tq_outbox_t *self) {
  * (8 bytes each, no copy) until an ACK says the client read them. One
  * outcome larger than the budget still goes when nothing else waits. */
 void tq_outbox_results(tq_outbox_t *self, tq_peer_t *c, tq_engine_t *engine, uint64_t peer_bytes,
-                       tq_now_t now) {
+                       tq_now_t now)
+{
     tq_store_t *store = tq_engine_store(engine);
     size_t i = 0;
     uint64_t budget = peer_bytes ? peer_bytes : UINT64_MAX;
@@ -373,13 +391,15 @@ void tq_outbox_pass(tq_outbox_t *self) { self->pass++; }
 
 int tq_outbox_held(const tq_outbox_t *self) { return self->held_until >= self->pass; }
 
-int tq_outbox_take_stalled(tq_outbox_t *self) {
+int tq_outbox_take_stalled(tq_outbox_t *self)
+{
     int s = self->stalled;
     self->stalled = 0;
     return s;
 }
 
-int tq_outbox_take_gone(tq_outbox_t *self) {
+int tq_outbox_take_gone(tq_outbox_t *self)
+{
     int g = self->gone;
     self->gone = 0;
     return g;

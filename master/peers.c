@@ -15,7 +15,7 @@ struct tq_peers {
     size_t n, cap;
     tq_peer_t *buckets[PEERS_BUCKETS];
     size_t rr, qrr;
-    void *scratch;      /* tq_peers_scratch */
+    void *scratch; /* tq_peers_scratch */
     size_t scratch_cap;
 };
 
@@ -23,7 +23,8 @@ static uint64_t rid_hash(tq_bytes_t b) { return tq_fnv1a(TQ_FNV_BASIS, b.data, b
 
 tq_peers_t *tq_peers_new(void) { return tq_calloc(1, sizeof(tq_peers_t)); }
 
-static void peer_free(tq_peer_t *p) {
+static void peer_free(tq_peer_t *p)
+{
     TQ_ASSERT(p->outq.n == 0 && p->outq.m == NULL); /* tq_outbox_forget first */
     free(p->fns);
     free(p->leased);
@@ -34,7 +35,8 @@ static void peer_free(tq_peer_t *p) {
     free(p);
 }
 
-void tq_peers_destroy(tq_peers_t **self_p) {
+void tq_peers_destroy(tq_peers_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_peers_t *self = *self_p;
@@ -46,7 +48,8 @@ void tq_peers_destroy(tq_peers_t **self_p) {
     *self_p = NULL;
 }
 
-tq_peer_t *tq_peers_find(const tq_peers_t *self, tq_bytes_t rid) {
+tq_peer_t *tq_peers_find(const tq_peers_t *self, tq_bytes_t rid)
+{
     uint64_t h = rid_hash(rid);
     for (tq_peer_t *p = self->buckets[h % PEERS_BUCKETS]; p; p = p->hnext)
         if (p->hash == h && p->rid_len == rid.len && memcmp(p->rid, rid.data, rid.len) == 0)
@@ -54,7 +57,8 @@ tq_peer_t *tq_peers_find(const tq_peers_t *self, tq_bytes_t rid) {
     return NULL;
 }
 
-tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_t now_ms) {
+tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_t now_ms)
+{
     TQ_ASSERT(rid.len >= 1 && rid.len <= TQ_MAX_ROUTING_ID);
     TQ_ASSERT(!tq_peers_find(self, rid));
     tq_peer_t *p = tq_calloc(1, sizeof *p);
@@ -80,7 +84,8 @@ tq_peer_t *tq_peers_add(tq_peers_t *self, tq_bytes_t rid, tq_role_t role, int64_
     return p;
 }
 
-void tq_peers_remove(tq_peers_t *self, tq_peer_t **peer_p) {
+void tq_peers_remove(tq_peers_t *self, tq_peer_t **peer_p)
+{
     tq_peer_t *p = *peer_p;
     TQ_ASSERT(p->nleased == 0);
     TQ_ASSERT(!p->waits || tq_idmap_size(p->waits) == 0);
@@ -96,11 +101,13 @@ void tq_peers_remove(tq_peers_t *self, tq_peer_t **peer_p) {
 }
 
 size_t tq_peers_count(const tq_peers_t *self) { return self->n; }
-tq_peer_t *tq_peers_at(const tq_peers_t *self, size_t i) {
+tq_peer_t *tq_peers_at(const tq_peers_t *self, size_t i)
+{
     return i < self->n ? self->all[i] : NULL;
 }
 
-size_t tq_peers_count_role(const tq_peers_t *self, tq_role_t role) {
+size_t tq_peers_count_role(const tq_peers_t *self, tq_role_t role)
+{
     size_t n = 0;
     for (size_t i = 0; i < self->n; i++)
         n += self->all[i]->role == role;
@@ -110,7 +117,8 @@ size_t tq_peers_count_role(const tq_peers_t *self, tq_role_t role) {
 size_t *tq_peers_rr(tq_peers_t *self) { return &self->rr; }
 size_t *tq_peers_qrr(tq_peers_t *self) { return &self->qrr; }
 
-void *tq_peers_scratch(tq_peers_t *self, size_t bytes) {
+void *tq_peers_scratch(tq_peers_t *self, size_t bytes)
+{
     if (bytes > self->scratch_cap) {
         free(self->scratch);
         self->scratch_cap = bytes > 2 * self->scratch_cap ? bytes : 2 * self->scratch_cap;
@@ -119,21 +127,24 @@ void *tq_peers_scratch(tq_peers_t *self, size_t bytes) {
     return self->scratch;
 }
 
-int tq_peer_serves(const tq_peer_t *w, const char *fn) {
+int tq_peer_serves(const tq_peer_t *w, const char *fn)
+{
     for (size_t i = 0; i < w->nfns; i++)
         if (w->fns[i] == fn)
             return 1;
     return 0;
 }
 
-void tq_peer_set_fns(tq_peer_t *w, const char *const *fns, size_t n) {
+void tq_peer_set_fns(tq_peer_t *w, const char *const *fns, size_t n)
+{
     free(w->fns);
     w->fns = tq_calloc(n ? n : 1, sizeof *w->fns);
     memcpy(w->fns, fns, n * sizeof *fns);
     w->nfns = n;
 }
 
-void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len) {
+void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len)
+{
     size_t off = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < w->nfns; i++) {
@@ -147,7 +158,8 @@ void tq_peer_fns_text(const tq_peer_t *w, char *buf, size_t len) {
     }
 }
 
-int tq_peer_take_name(tq_peer_t *p, int64_t now_ms) {
+int tq_peer_take_name(tq_peer_t *p, int64_t now_ms)
+{
     if (p->name_tokens >= TQ_PEER_NEW_NAMES_BURST) {
         p->name_refill_ms = now_ms;
     } else if (now_ms > p->name_refill_ms) {
@@ -164,7 +176,8 @@ int tq_peer_take_name(tq_peer_t *p, int64_t now_ms) {
     return 0;
 }
 
-void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t) {
+void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t)
+{
     if (w->nleased == w->capleased) {
         w->capleased = w->capleased ? w->capleased * 2 : 8;
         w->leased = tq_realloc(w->leased, w->capleased * sizeof *w->leased);
@@ -173,7 +186,8 @@ void tq_peer_lease_add(tq_peer_t *w, tq_task_t *t) {
     w->leased[w->nleased++] = t;
 }
 
-void tq_peer_lease_remove(tq_peer_t *w, tq_task_t *t) {
+void tq_peer_lease_remove(tq_peer_t *w, tq_task_t *t)
+{
     size_t i = t->x->peer_lease_idx;
     TQ_ASSERT(i < w->nleased && w->leased[i] == t);
     w->leased[i] = w->leased[--w->nleased];
@@ -181,7 +195,8 @@ void tq_peer_lease_remove(tq_peer_t *w, tq_task_t *t) {
     t->x->peer_lease_idx = (size_t)-1;
 }
 
-int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t) {
+int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t)
+{
     if (tq_idmap_get(c->waits, t->id))
         return -1;
     tq_idmap_put(c->waits, t->id, t);
@@ -189,7 +204,8 @@ int tq_peer_wait_add(tq_peer_t *c, tq_task_t *t) {
     return 0;
 }
 
-void tq_peer_pending_add(tq_peer_t *c, uint64_t id) {
+void tq_peer_pending_add(tq_peer_t *c, uint64_t id)
+{
     if (c->npending == c->cappending) {
         c->cappending = c->cappending ? c->cappending * 2 : 16;
         c->pending = tq_realloc(c->pending, c->cappending * sizeof *c->pending);
@@ -197,7 +213,8 @@ void tq_peer_pending_add(tq_peer_t *c, uint64_t id) {
     c->pending[c->npending++] = id;
 }
 
-void tq_peer_sent_add(tq_peer_t *c, uint64_t id, uint64_t bytes) {
+void tq_peer_sent_add(tq_peer_t *c, uint64_t id, uint64_t bytes)
+{
     TQ_ASSERT(bytes > 0 && c->sent_ids);
     if (c->nsent == c->capsent) { /* grow the ring, unrolled to the front */
         size_t ncap = c->capsent ? c->capsent * 2 : 64;
@@ -215,7 +232,8 @@ void tq_peer_sent_add(tq_peer_t *c, uint64_t id, uint64_t bytes) {
     tq_idmap_put(c->sent_ids, id, (void *)(uintptr_t)c->sent_total);
 }
 
-void tq_peer_sent_ack(tq_peer_t *c, uint64_t id) {
+void tq_peer_sent_ack(tq_peer_t *c, uint64_t id)
+{
     if (!c->sent_ids)
         return;
     /* ACKs come mostly in send order: the oldest outcome needs no lookup */
@@ -237,7 +255,8 @@ void tq_peer_sent_ack(tq_peer_t *c, uint64_t id) {
 
 /* Forget every unconfirmed outcome (a new session: the old queue is
  * gone or will be read by the new one). */
-static void sent_reset(tq_peer_t *c) {
+static void sent_reset(tq_peer_t *c)
+{
     if (c->sent_ids) {
         tq_idmap_destroy(&c->sent_ids);
         c->sent_ids = tq_idmap_new();
@@ -247,7 +266,8 @@ static void sent_reset(tq_peer_t *c) {
 }
 
 
-void tq_peer_notify_waiters(tq_task_t *t) {
+void tq_peer_notify_waiters(tq_task_t *t)
+{
     for (size_t i = 0; i < tq_task_nwaiters(t); i++) {
         tq_peer_t *c = t->x->waiters[i];
         tq_idmap_remove(c->waits, t->id);
@@ -260,12 +280,14 @@ typedef struct {
     tq_peer_t *client;
 } drop_arg_t;
 
-static void drop_one(uint64_t id, void *value, void *arg) {
+static void drop_one(uint64_t id, void *value, void *arg)
+{
     (void)id;
     tq_task_waiter_remove(value, ((drop_arg_t *)arg)->client);
 }
 
-void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store) {
+void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store)
+{
     (void)store;
     if (!c->waits)
         return;
@@ -278,6 +300,7 @@ void tq_peer_drop_waits(tq_peer_t *c, tq_store_t *store) {
 }
 
 
-void tq_worker_id(const tq_peer_t *p, char *out, size_t len) {
+void tq_worker_id(const tq_peer_t *p, char *out, size_t len)
+{
     snprintf(out, len, "%016" PRIx64, p->instance);
 }

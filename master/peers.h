@@ -38,7 +38,7 @@ typedef struct tq_peer {
     uint8_t rid[TQ_MAX_ROUTING_ID];
     size_t rid_len;
     tq_role_t role;
-    int packed;           /* HELLO "packed": send it packed messages */
+    int packed; /* HELLO "packed": send it packed messages */
     char name[TQ_MAX_PEER_NAME + 1];
     char address[64];
     /* --allow-keys (key-pair mode): the ZAP User-Id of its connection
@@ -50,49 +50,49 @@ typedef struct tq_peer {
     const tq_ident_t *ident;
     const char *ident_owner;
     tq_connref_t conn;
-    int64_t joined_ms;    /* monotonic */
-    int64_t last_seen_ms; /* monotonic: last message from it */
-    size_t idx;           /* index in the peers array */
+    int64_t joined_ms;     /* monotonic */
+    int64_t last_seen_ms;  /* monotonic: last message from it */
+    size_t idx;            /* index in the peers array */
     struct tq_peer *hnext; /* hash chain */
     uint64_t hash;
 
     /* worker */
-    uint64_t instance;     /* HELLO "instance" (the same across its
+    uint64_t instance; /* HELLO "instance" (the same across its
                               reconnects), or random per registration;
                               never 0: leases record it (tq_task_holder) */
     uint32_t slots;
-    uint32_t prefetch;     /* tasks it takes beyond its slots (no run
+    uint32_t prefetch; /* tasks it takes beyond its slots (no run
                               timeout: tq_sched_run) */
-    uint32_t credit;       /* tasks it can take now; RESULT credit never
+    uint32_t credit;   /* tasks it can take now; RESULT credit never
                               raises it above slots + prefetch (a
                               resizing HELLO may leave it above) */
-    const char **fns;      /* interned function names */
+    const char **fns;  /* interned function names */
     size_t nfns;
     int draining;
-    int quiet;             /* draining at an operator's request (ADMIN
+    int quiet;          /* draining at an operator's request (ADMIN
                               quiet): it still runs, and may be resumed
                               by a restart of the worker only */
-    int gone;              /* a send failed for good: removed after this
+    int gone;           /* a send failed for good: removed after this
                               loop iteration; the scheduler skips it */
-    int stalled;           /* a send would block: skip until next iteration */
-    tq_task_t **leased;    /* tasks leased to it; task->x->peer_lease_idx */
+    int stalled;        /* a send would block: skip until next iteration */
+    tq_task_t **leased; /* tasks leased to it; task->x->peer_lease_idx */
     size_t nleased, capleased;
-    uint64_t done;         /* tasks it finished (any outcome) */
+    uint64_t done; /* tasks it finished (any outcome) */
 
     /* client */
-    tq_idmap_t *waits;     /* task id -> task it waits for */
-    uint64_t *pending;     /* ids whose outcome goes out in the next RESULTS */
+    tq_idmap_t *waits; /* task id -> task it waits for */
+    uint64_t *pending; /* ids whose outcome goes out in the next RESULTS */
     size_t npending, cappending;
     /* Outcomes handed to ZeroMQ that the client has not confirmed yet
      * (tq_peer_sent_add / tq_peer_sent_ack): bytes charged so far and
      * bytes confirmed, as running totals; sent_total - acked_total is
      * what may still sit in ZeroMQ's queue (--peer-queue-bytes). */
     uint64_t sent_total, acked_total;
-    tq_peer_sent_t *sent;  /* ring, in send order */
+    tq_peer_sent_t *sent; /* ring, in send order */
     size_t sent_head, nsent, capsent;
-    tq_idmap_t *sent_ids;  /* id -> its sent_total mark (newest copy) */
+    tq_idmap_t *sent_ids; /* id -> its sent_total mark (newest copy) */
 
-    tq_outq_t outq;        /* outbox.c's: messages not sent yet, in order */
+    tq_outq_t outq; /* outbox.c's: messages not sent yet, in order */
 
     /* new names it may still create (TQ_PEER_NEW_NAMES_*), refilled
      * from name_refill_ms on: tq_peer_take_name */
@@ -167,7 +167,8 @@ void tq_peer_sent_add(tq_peer_t *c, uint64_t id, uint64_t bytes);
  * are ignored. */
 void tq_peer_sent_ack(tq_peer_t *c, uint64_t id);
 /* Bytes of outcomes sent to c and not confirmed by an ACK. */
-static inline uint64_t tq_peer_unconfirmed(const tq_peer_t *c) {
+static inline uint64_t tq_peer_unconfirmed(const tq_peer_t *c)
+{
     return c->sent_total - c->acked_total;
 }
 /* Queue an id for the client's next RESULTS. */

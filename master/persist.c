@@ -16,15 +16,15 @@
  * new type; an unknown type refuses the start (written by a newer
  * taskq). */
 enum {
-    R_TASK = 1,    /* a task's full state (submit, and compaction) */
-    R_LEASE = 2,   /* dispatched: attempt, optionally the holder */
-    R_REQUEUE = 3, /* back in its queue: attempt, releases, retried */
-    R_FINISH = 4,  /* finished: state, time, result or error */
-    R_FETCHED = 5, /* a keyed task's outcome was ACKed: its TTL starts */
-    R_GONE = 6,    /* not live any more (ACKed, expired, undone) */
-    R_KEY = 7,     /* retained idempotency key -> id until expiry */
-    R_PAUSE = 8,   /* a queue paused (1) or resumed (0) */
-    R_ITEM = 9,    /* a plain-queue item: id, queue (str8), its bytes */
+    R_TASK = 1,       /* a task's full state (submit, and compaction) */
+    R_LEASE = 2,      /* dispatched: attempt, optionally the holder */
+    R_REQUEUE = 3,    /* back in its queue: attempt, releases, retried */
+    R_FINISH = 4,     /* finished: state, time, result or error */
+    R_FETCHED = 5,    /* a keyed task's outcome was ACKed: its TTL starts */
+    R_GONE = 6,       /* not live any more (ACKed, expired, undone) */
+    R_KEY = 7,        /* retained idempotency key -> id until expiry */
+    R_PAUSE = 8,      /* a queue paused (1) or resumed (0) */
+    R_ITEM = 9,       /* a plain-queue item: id, queue (str8), its bytes */
     R_ITEM_GONE = 10, /* a plain-queue item taken for good (TAKE_ACK) */
 };
 
@@ -33,7 +33,8 @@ enum {
 #define TF_FETCHED 0x02u
 #define TF_NOT_BEFORE 0x04u /* u64 not_before_ms follows the names */
 #define TF_PAYLOAD 0x08u    /* dead or failed: u32 length + the payload follow; blob = error */
-#define TF_OWNER 0x10u      /* str8 owner (key-pair mode: the identity that
+#define TF_OWNER                                                                                   \
+    0x10u /* str8 owner (key-pair mode: the identity that
                                submitted it) follows not_before */
 
 /* Fixed part of an R_TASK body (before fn, queue, key and the blob). */
@@ -54,26 +55,26 @@ typedef enum { C_IDLE, C_TASKS, C_KEYS, C_DROPPING } compact_phase_t;
 struct tq_persist {
     tq_journal_t *j;
     tq_store_t *store;
-    tq_engine_t *engine;      /* whose events become records */
-    tq_policy_t *policy;      /* task owners (key-pair mode), or NULL */
+    tq_engine_t *engine; /* whose events become records */
+    tq_policy_t *policy; /* task owners (key-pair mode), or NULL */
     tq_fsync_mode_t mode;
-    tq_buf_t rec;             /* scratch for one record's fixed part */
+    tq_buf_t rec; /* scratch for one record's fixed part */
     uint64_t live_bytes;
-    uint64_t records;         /* appended since start */
+    uint64_t records; /* appended since start */
     uint64_t compactions;
     compact_phase_t phase;
-    uint64_t cseg;            /* segment the compaction writes into */
-    uint64_t walk;            /* next task id to look at (0: none left) */
-    unsigned jgen;            /* tq_task_t.jgen of records written since the
+    uint64_t cseg;   /* segment the compaction writes into */
+    uint64_t walk;   /* next task id to look at (0: none left) */
+    unsigned jgen;   /* tq_task_t.jgen of records written since the
                                * current (or last) compaction started */
-    tq_key_t *kwalk;          /* next key to rewrite */
+    tq_key_t *kwalk; /* next key to rewrite */
     int64_t compact_start_ms;
     uint64_t compact_from_bytes;
     /* replay */
     int64_t now_wall;
-    int damaged;              /* --repair went past damage */
-    uint64_t unreadable;      /* places with missing or unreadable bytes */
-    struct {                  /* ids damage touched: id -> DM_ flags */
+    int damaged;         /* --repair went past damage */
+    uint64_t unreadable; /* places with missing or unreadable bytes */
+    struct {             /* ids damage touched: id -> DM_ flags */
         uint64_t *ids;
         uint8_t *flags;
         size_t cap, n;
@@ -81,26 +82,29 @@ struct tq_persist {
 };
 
 /* What --repair learned about a task id (persist.c's damage map). */
-#define DM_TASK 0x01u   /* a damaged TASK record named it */
-#define DM_OTHER 0x02u  /* a damaged record of another type named it */
-#define DM_ORPHAN 0x04u /* a later record named it, unknown then */
-#define DM_GONE 0x08u   /* it was not needed any more after the damage */
+#define DM_TASK 0x01u       /* a damaged TASK record named it */
+#define DM_OTHER 0x02u      /* a damaged record of another type named it */
+#define DM_ORPHAN 0x04u     /* a later record named it, unknown then */
+#define DM_GONE 0x08u       /* it was not needed any more after the damage */
 #define DM_TASK_AFTER 0x10u /* a sound TASK record came after */
 
 /* ---- sizes and encodings ------------------------------------------------ */
 
 /* A finished task whose record carries its payload: the dead and the
  * failed set (an operator may retry them). */
-static int keeps_payload(const tq_task_t *t) {
+static int keeps_payload(const tq_task_t *t)
+{
     return t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED;
 }
 
 /* The recorded owner of t (key-pair mode), or NULL. */
-static const char *task_owner(const tq_persist_t *self, const tq_task_t *t) {
+static const char *task_owner(const tq_persist_t *self, const tq_task_t *t)
+{
     return self->policy ? tq_idmap_get(self->policy->owners, t->id) : NULL;
 }
 
-static uint32_t task_rec_size(const tq_persist_t *self, const tq_task_t *t) {
+static uint32_t task_rec_size(const tq_persist_t *self, const tq_task_t *t)
+{
     size_t skey = tq_task_skey_len(t);
     size_t blob = tq_task_finished(t) ? tq_task_data(t).len : t->payload_len;
     const char *owner = task_owner(self, t);
@@ -118,26 +122,30 @@ _Static_assert(2ull * TQ_PAYLOAD_HARD_MAX + (1u << 20) < (1ull << 31),
 
 /* t's record is live with its current full size: persist.c's slot of t
  * (jsize) and the live byte count follow. */
-static void set_live_size(tq_persist_t *self, tq_task_t *t) {
+static void set_live_size(tq_persist_t *self, tq_task_t *t)
+{
     self->live_bytes -= t->jsize;
     t->jsize = task_rec_size(self, t) & 0x7fffffffu;
     self->live_bytes += t->jsize;
 }
 
-static uint32_t key_rec_size(const tq_key_t *k) {
+static uint32_t key_rec_size(const tq_key_t *k)
+{
     return (uint32_t)(TQ_JOURNAL_RECORD_HEAD + 1 + 16 + tq_key_bytes(k).len);
 }
 
 static void rec_reset(tq_persist_t *self) { self->rec.len = 0; }
 
-static void append(tq_persist_t *self, uint8_t type, const void *blob, size_t blob_len) {
+static void append(tq_persist_t *self, uint8_t type, const void *blob, size_t blob_len)
+{
     tq_journal_append(self->j, type, self->rec.data, self->rec.len, blob, blob_len);
     self->records++;
 }
 
 /* Append a LEASE record: t's attempt and the instance id of the worker
  * holding it (docs/journal.md). */
-static void put_lease(tq_persist_t *self, const tq_task_t *t) {
+static void put_lease(tq_persist_t *self, const tq_task_t *t)
+{
     rec_reset(self);
     tq_buf_u64(&self->rec, t->id);
     tq_buf_u32(&self->rec, tq_task_attempt(t));
@@ -146,7 +154,8 @@ static void put_lease(tq_persist_t *self, const tq_task_t *t) {
 }
 
 /* Append t's full state; it is live from now, in the current segment. */
-static void put_task(tq_persist_t *self, tq_task_t *t) {
+static void put_task(tq_persist_t *self, tq_task_t *t)
+{
     int fin = tq_task_finished(t);
     rec_reset(self);
     tq_buf_t *b = &self->rec;
@@ -168,8 +177,9 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
                            (owner ? TF_OWNER : 0)));
     tq_buf_u64(b, (uint64_t)tq_task_finished_ms(t));
     /* a keyed, ACKed task: when it was delivered (its TTL runs from then) */
-    int64_t fetched_ms =
-        tq_task_acked(t) ? tq_task_expires_ms(t) - tq_store_cfg(self->store)->result_ttl_ms : 0;
+    int64_t fetched_ms = tq_task_acked(t)
+                             ? tq_task_expires_ms(t) - tq_store_cfg(self->store)->result_ttl_ms
+                             : 0;
     tq_buf_u64(b, (uint64_t)fetched_ms);
     tq_buf_str8(b, tq_bytes_str(tq_task_fn(t)));
     tq_buf_str8(b, tq_bytes_str(tq_queue_name(tq_task_queue(t))));
@@ -194,7 +204,8 @@ static void put_task(tq_persist_t *self, tq_task_t *t) {
     t->jgen = self->jgen;
 }
 
-static void put_key(tq_persist_t *self, const tq_key_t *k) {
+static void put_key(tq_persist_t *self, const tq_key_t *k)
+{
     rec_reset(self);
     tq_buf_u64(&self->rec, tq_key_id(k));
     tq_buf_u64(&self->rec, (uint64_t)tq_key_expires(k));
@@ -203,14 +214,16 @@ static void put_key(tq_persist_t *self, const tq_key_t *k) {
 }
 
 /* A queue's paused mark (docs/journal.md). */
-static void put_pause(tq_persist_t *self, const char *queue, int paused) {
+static void put_pause(tq_persist_t *self, const char *queue, int paused)
+{
     rec_reset(self);
     tq_buf_u8(&self->rec, paused ? 1 : 0);
     append(self, R_PAUSE, queue, strlen(queue));
 }
 
 /* Every paused queue's mark: compaction and --repair's checkpoint. */
-static void put_paused_set(tq_persist_t *self) {
+static void put_paused_set(tq_persist_t *self)
+{
     for (size_t i = 0; i < tq_store_nqueues(self->store); i++) {
         const tq_queue_t *q = tq_store_queue_at(self->store, i);
         if (tq_queue_paused(q))
@@ -218,16 +231,21 @@ static void put_paused_set(tq_persist_t *self) {
     }
 }
 
-static void put_id(tq_persist_t *self, uint8_t type, uint64_t id) {
+static void put_id(tq_persist_t *self, uint8_t type, uint64_t id)
+{
     rec_reset(self);
     tq_buf_u64(&self->rec, id);
     append(self, type, NULL, 0);
 }
 
 /* An item's record size, for live_bytes. */
-static size_t item_rec_size(const tq_item_t *it) { return 8 + 1 + tq_iqueue_name(it->q).len + it->len; }
+static size_t item_rec_size(const tq_item_t *it)
+{
+    return 8 + 1 + tq_iqueue_name(it->q).len + it->len;
+}
 
-static void put_item(tq_persist_t *self, const tq_item_t *it) {
+static void put_item(tq_persist_t *self, const tq_item_t *it)
+{
     rec_reset(self);
     tq_buf_u64(&self->rec, it->id);
     tq_buf_str8(&self->rec, tq_iqueue_name(it->q));
@@ -236,7 +254,8 @@ static void put_item(tq_persist_t *self, const tq_item_t *it) {
 
 static void put_item_cb(void *arg, const tq_item_t *it) { put_item(arg, it); }
 
-static void set_not_live(tq_persist_t *self, tq_task_t *t) {
+static void set_not_live(tq_persist_t *self, tq_task_t *t)
+{
     put_id(self, R_GONE, t->id);
     self->live_bytes -= t->jsize;
     t->jsize = 0;
@@ -244,7 +263,8 @@ static void set_not_live(tq_persist_t *self, tq_task_t *t) {
 
 /* ---- the store's observer ------------------------------------------------ */
 
-static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
+static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev)
+{
     switch (ev) {
     case TQ_SEV_ADDED:
     case TQ_SEV_REVIVED:
@@ -257,8 +277,7 @@ static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
         if (t->jsize)
             set_not_live(self, t);
         return;
-    default:
-        break;
+    default: break;
     }
     if (!t->jsize)
         return;
@@ -299,21 +318,21 @@ static void on_task(tq_persist_t *self, tq_task_t *t, tq_store_event_t ev) {
              * result TTL passes from now */
             /* when it was delivered (its TTL runs from then), as
              * compaction writes it */
-            int64_t when = tq_task_fetched(t) ? tq_task_expires_ms(t) -
-                                                    tq_store_cfg(self->store)->result_ttl_ms
-                                              : tq_wall_ms();
+            int64_t when = tq_task_fetched(t)
+                               ? tq_task_expires_ms(t) - tq_store_cfg(self->store)->result_ttl_ms
+                               : tq_wall_ms();
             tq_buf_u64(&self->rec, (uint64_t)when);
             append(self, R_FETCHED, NULL, 0);
         } else {
             set_not_live(self, t);
         }
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
-static void on_key(tq_persist_t *self, tq_key_t *k, int deleted) {
+static void on_key(tq_persist_t *self, tq_key_t *k, int deleted)
+{
     if (deleted) {
         if (self->kwalk == k)
             self->kwalk = tq_key_next(k);
@@ -325,7 +344,8 @@ static void on_key(tq_persist_t *self, tq_key_t *k, int deleted) {
 }
 
 /* The engine's subscriber: task and key changes become records. */
-static void on_event(void *arg, const tq_engine_ev_t *ev) {
+static void on_event(void *arg, const tq_engine_ev_t *ev)
+{
     tq_persist_t *self = arg;
     if (ev->kind == TQ_EV_TASK)
         on_task(self, ev->task, ev->store_ev);
@@ -345,7 +365,8 @@ static void on_event(void *arg, const tq_engine_ev_t *ev) {
 /* ---- replay --------------------------------------------------------------- */
 
 /* The damage map's slot for id (open addressing; ids are not 0). */
-static size_t dm_slot(const tq_persist_t *self, uint64_t id) {
+static size_t dm_slot(const tq_persist_t *self, uint64_t id)
+{
     size_t mask = self->dm.cap - 1, i = (size_t)(id * 0x9E3779B97F4A7C15ull >> 20) & mask;
     while (self->dm.ids[i] && self->dm.ids[i] != id)
         i = (i + 1) & mask;
@@ -353,7 +374,8 @@ static size_t dm_slot(const tq_persist_t *self, uint64_t id) {
 }
 
 /* Add flags to id (add: 1 also creates it). */
-static void dm_mark(tq_persist_t *self, uint64_t id, uint8_t flags, int add) {
+static void dm_mark(tq_persist_t *self, uint64_t id, uint8_t flags, int add)
+{
     if (id == 0)
         return;
     if (add && (self->dm.n + 1) * 2 > self->dm.cap) {
@@ -387,8 +409,8 @@ static void dm_mark(tq_persist_t *self, uint64_t id, uint8_t flags, int add) {
 /* --repair hands what it could not replay: note what it probably was
  * (a damaged record's type and id may be wrong: a best guess, as the
  * report says). */
-static void note_dropped(tq_persist_t *self, uint8_t type, const uint8_t *body, size_t len,
-                         int how) {
+static void note_dropped(tq_persist_t *self, uint8_t type, const uint8_t *body, size_t len, int how)
+{
     self->damaged = 1;
     if (how == TQ_JREC_LOST || !body || len < 8) {
         self->unreadable++;
@@ -405,7 +427,8 @@ static void note_dropped(tq_persist_t *self, uint8_t type, const uint8_t *body, 
 }
 
 /* After the replay: which tasks the damage took, and which it set back. */
-static void count_lost(tq_persist_t *self, tq_persist_report_t *rep) {
+static void count_lost(tq_persist_t *self, tq_persist_report_t *rep)
+{
     for (size_t i = 0; i < self->dm.cap; i++) {
         uint64_t id = self->dm.ids[i];
         uint8_t f = self->dm.flags[i];
@@ -436,7 +459,8 @@ static void count_lost(tq_persist_t *self, tq_persist_report_t *rep) {
 
 #define BAD(what) (tq_err_set(err, 0, "journal record of type %u: %s", type, what), -1)
 
-static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err) {
+static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err)
+{
     tq_task_image_t img;
     memset(&img, 0, sizeof img);
     uint64_t created, finished, fetched;
@@ -461,9 +485,8 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_
         img.not_before_ms = (int64_t)nb;
     }
     tq_bytes_t owner = {NULL, 0};
-    if ((flags & TF_OWNER) &&
-        (tq_cursor_str8(c, &owner) < 0 ||
-         !tq_ident_name_valid((const char *)owner.data, owner.len)))
+    if ((flags & TF_OWNER) && (tq_cursor_str8(c, &owner) < 0 ||
+                               !tq_ident_name_valid((const char *)owner.data, owner.len)))
         return BAD("truncated or bad owner");
     if (flags & TF_PAYLOAD) {
         uint32_t plen;
@@ -495,7 +518,8 @@ static int replay_task(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_
 }
 
 /* R_PAUSE: u8 paused, then the queue name. */
-static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err) {
+static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err)
+{
     uint8_t paused;
     tq_bytes_t name;
     if (tq_cursor_u8(c, &paused) < 0 || paused > 1)
@@ -515,7 +539,8 @@ static int replay_pause(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err
 }
 
 /* R_ITEM: id, queue (str8), the item's bytes; R_ITEM_GONE: id. */
-static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err) {
+static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_t *err)
+{
     uint64_t id;
     if (tq_cursor_u64(c, &id) < 0)
         return BAD("truncated item id");
@@ -539,7 +564,8 @@ static int replay_item(tq_persist_t *self, tq_cursor_t *c, uint8_t type, tq_err_
 }
 
 static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int dropped,
-                  tq_err_t *err) {
+                  tq_err_t *err)
+{
     tq_persist_t *self = arg;
     if (dropped) {
         note_dropped(self, type, body, len, dropped);
@@ -593,8 +619,7 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
         uint16_t retried;
         uint64_t nb = 0;
         if (tq_cursor_u32(&c, &attempt) < 0 || tq_cursor_u32(&c, &releases) < 0 ||
-            tq_cursor_u16(&c, &retried) < 0 ||
-            (tq_cursor_left(&c) && tq_cursor_u64(&c, &nb) < 0))
+            tq_cursor_u16(&c, &retried) < 0 || (tq_cursor_left(&c) && tq_cursor_u64(&c, &nb) < 0))
             return BAD("truncated requeue");
         if (t && !tq_task_finished(t)) {
             tq_task_set_counts(t, attempt, releases, retried);
@@ -639,8 +664,7 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
             return BAD("key not valid");
         break;
     }
-    default:
-        break;
+    default: break;
     }
     if (type != R_TASK && type != R_FINISH && type != R_KEY && tq_cursor_left(&c) != 0)
         return BAD("bytes left over");
@@ -648,7 +672,8 @@ static int replay(void *arg, uint8_t type, const uint8_t *body, size_t len, int 
 }
 
 /* After replay: count what is live and where (all of it in old segments). */
-static void account(tq_persist_t *self, tq_persist_report_t *rep) {
+static void account(tq_persist_t *self, tq_persist_report_t *rep)
+{
     for (tq_task_t *t = tq_store_first(self->store); t; t = tq_store_next(self->store, t)) {
         t->jsize = 0;
         set_live_size(self, t);
@@ -666,7 +691,8 @@ static void account(tq_persist_t *self, tq_persist_report_t *rep) {
 }
 
 /* --repair: the recovered state, appended whole (journal.h). */
-static void checkpoint(void *arg, tq_journal_t *j) {
+static void checkpoint(void *arg, tq_journal_t *j)
+{
     tq_persist_t *self = arg;
     self->j = j;
     for (tq_task_t *t = tq_store_first(self->store); t; t = tq_store_next(self->store, t))
@@ -678,13 +704,14 @@ static void checkpoint(void *arg, tq_journal_t *j) {
         tq_items_each(tq_engine_items(self->engine), put_item_cb, self);
 }
 
-static void add_item_bytes(void *arg, const tq_item_t *it) {
+static void add_item_bytes(void *arg, const tq_item_t *it)
+{
     ((tq_persist_t *)arg)->live_bytes += item_rec_size(it);
 }
 
-tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
-                              tq_policy_t *policy, tq_persist_report_t *report,
-                              tq_err_t *err) {
+tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine, tq_policy_t *policy,
+                              tq_persist_report_t *report, tq_err_t *err)
+{
     tq_store_t *store = tq_engine_store(engine);
     TQ_ASSERT(tq_store_size(store) == 0);
     tq_persist_t *self = tq_calloc(1, sizeof *self);
@@ -719,7 +746,8 @@ tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
     return self;
 }
 
-void tq_persist_destroy(tq_persist_t **self_p) {
+void tq_persist_destroy(tq_persist_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_persist_t *self = *self_p;
@@ -734,14 +762,16 @@ uint64_t tq_persist_lsn(const tq_persist_t *self) { return tq_journal_appended(s
 
 uint64_t tq_persist_durable(const tq_persist_t *self) { return tq_journal_durable(self->j); }
 
-uint64_t tq_persist_ready(const tq_persist_t *self) {
+uint64_t tq_persist_ready(const tq_persist_t *self)
+{
     return self->mode == TQ_FSYNC_ALWAYS ? tq_journal_durable(self->j)
                                          : tq_journal_written(self->j);
 }
 
 int tq_persist_failed(const tq_persist_t *self) { return tq_journal_failed(self->j); }
 
-int tq_persist_flush(tq_persist_t *self) {
+int tq_persist_flush(tq_persist_t *self)
+{
     uint64_t before = tq_persist_ready(self);
     if (tq_journal_appended(self->j) != tq_journal_written(self->j))
         tq_journal_write(self->j);
@@ -750,7 +780,8 @@ int tq_persist_flush(tq_persist_t *self) {
 
 void *tq_persist_socket(tq_persist_t *self) { return tq_journal_socket(self->j); }
 
-int tq_persist_on_sync(tq_persist_t *self) {
+int tq_persist_on_sync(tq_persist_t *self)
+{
     uint64_t before = tq_persist_ready(self);
     int moved = tq_journal_on_sync(self->j);
     if (self->phase == C_DROPPING && !tq_journal_drop_pending(self->j)) {
@@ -766,7 +797,8 @@ int tq_persist_on_sync(tq_persist_t *self) {
 
 /* ---- compaction ------------------------------------------------------------ */
 
-static void compact_start(tq_persist_t *self) {
+static void compact_start(tq_persist_t *self)
+{
     uint64_t seg = tq_journal_rotate(self->j);
     if (!seg)
         return; /* the journal is failing: try again when it works */
@@ -782,7 +814,8 @@ static void compact_start(tq_persist_t *self) {
 }
 
 /* Rewrite live tasks and keys for at most TQ_PERSIST_STEP_MS. */
-static void compact_step(tq_persist_t *self) {
+static void compact_step(tq_persist_t *self)
+{
     int64_t deadline = tq_mono_ms() + TQ_PERSIST_STEP_MS;
     uint64_t start = tq_journal_appended(self->j);
     unsigned n = 0;
@@ -796,8 +829,8 @@ static void compact_step(tq_persist_t *self) {
         self->walk = t->id + 1; /* 0 (the end) after the largest id */
         if (t->jsize && t->jgen != self->jgen)
             put_task(self, t);
-        if ((++n & 127) == 0 && (tq_mono_ms() >= deadline ||
-                                 tq_journal_appended(self->j) - start >= STEP_MAX_BYTES))
+        if ((++n & 127) == 0 &&
+            (tq_mono_ms() >= deadline || tq_journal_appended(self->j) - start >= STEP_MAX_BYTES))
             return;
     }
     while (self->phase == C_KEYS) {
@@ -817,27 +850,30 @@ static void compact_step(tq_persist_t *self) {
     }
 }
 
-void tq_persist_tick(tq_persist_t *self, int64_t now_ms) {
+void tq_persist_tick(tq_persist_t *self, int64_t now_ms)
+{
     tq_journal_tick(self->j, now_ms);
     if (self->phase == C_IDLE) {
         uint64_t bytes = tq_journal_bytes(self->j);
         int failed = tq_journal_failed(self->j);
         /* The disk is full: compaction is what frees room, whatever the
          * journal's size (the reserve given back leaves room for it). */
-        if (failed == ENOSPC ? bytes > self->live_bytes * 2 + TQ_PERSIST_COMPACT_SLACK
-                             : !failed && bytes > TQ_PERSIST_COMPACT_MIN &&
-                                   self->live_bytes * 2 < bytes)
+        if (failed == ENOSPC
+                ? bytes > self->live_bytes * 2 + TQ_PERSIST_COMPACT_SLACK
+                : !failed && bytes > TQ_PERSIST_COMPACT_MIN && self->live_bytes * 2 < bytes)
             compact_start(self);
     }
     if (self->phase == C_TASKS || self->phase == C_KEYS)
         compact_step(self);
 }
 
-int tq_persist_busy(const tq_persist_t *self) {
+int tq_persist_busy(const tq_persist_t *self)
+{
     return self->phase == C_TASKS || self->phase == C_KEYS;
 }
 
-void tq_persist_stats(const tq_persist_t *self, tq_persist_stats_t *out) {
+void tq_persist_stats(const tq_persist_t *self, tq_persist_stats_t *out)
+{
     out->bytes = tq_journal_bytes(self->j);
     out->live_bytes = self->live_bytes;
     out->compactions = self->compactions;

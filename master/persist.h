@@ -58,9 +58,8 @@ typedef struct {
  * object, or NULL with a message in err (damage without --repair, an
  * unreadable directory, a record the store cannot take). Caller owns the
  * result. */
-tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine,
-                              tq_policy_t *policy, tq_persist_report_t *report,
-                              tq_err_t *err);
+tq_persist_t *tq_persist_open(const tq_journal_cfg_t *cfg, tq_engine_t *engine, tq_policy_t *policy,
+                              tq_persist_report_t *report, tq_err_t *err);
 /* Write what is appended, sync everything (any mode), close. Accepts
  * NULL; nulls *self_p. */
 void tq_persist_destroy(tq_persist_t **self_p);

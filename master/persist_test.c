@@ -24,20 +24,26 @@ static tq_engine_t *engine;
 static tq_policy_t *policy; /* task owners, when a test sets it */
 
 /* A store inside an engine (so that its changes reach the journal). */
-static tq_store_t *new_store(void) {
+static tq_store_t *new_store(void)
+{
     tq_engine_cfg_t c = {.store = {1, 1000000, 3600000, 3600000, 86400000}, .max_attempts = 3};
     engine = tq_engine_new(&c);
     return tq_engine_store(engine);
 }
 
-static void store_destroy(tq_store_t **s) {
+static void store_destroy(tq_store_t **s)
+{
     tq_engine_destroy(&engine);
     *s = NULL;
 }
 
-static tq_persist_t *open_dir(const char *dir, tq_store_t *s) {
+static tq_persist_t *open_dir(const char *dir, tq_store_t *s)
+{
     TQ_ASSERT(s == tq_engine_store(engine));
-    tq_journal_cfg_t cfg = {.data_dir = dir, .mode = TQ_FSYNC_INTERVAL, .interval_ms = 50, .zmq_ctx = ctx};
+    tq_journal_cfg_t cfg = {.data_dir = dir,
+                            .mode = TQ_FSYNC_INTERVAL,
+                            .interval_ms = 50,
+                            .zmq_ctx = ctx};
     tq_persist_report_t rep;
     tq_err_t err;
     tq_persist_t *p = tq_persist_open(&cfg, engine, policy, &rep, &err);
@@ -46,10 +52,11 @@ static tq_persist_t *open_dir(const char *dir, tq_store_t *s) {
     return p;
 }
 
-static tq_task_t *add(tq_store_t *s, size_t payload_len) {
+static tq_task_t *add(tq_store_t *s, size_t payload_len)
+{
     static uint8_t buf[100 * 1024];
-    tq_task_spec_t spec = {tq_bytes_str("echo"), tq_bytes_str(""), {NULL, 0}, 0, 0, 0,
-                           {buf, payload_len}, 0};
+    tq_task_spec_t spec =
+        {tq_bytes_str("echo"), tq_bytes_str(""), {NULL, 0}, 0, 0, 0, {buf, payload_len}, 0};
     tq_err_t code = {0, ""};
     tq_task_t *t = tq_store_add(s, &spec, tq_wall_ms(), &code);
     CHECK(t != NULL);
@@ -57,7 +64,8 @@ static tq_task_t *add(tq_store_t *s, size_t payload_len) {
 }
 
 /* Close and reopen: the store as recovery rebuilds it. */
-static void reopen(const char *dir, tq_store_t **s, tq_persist_t **p) {
+static void reopen(const char *dir, tq_store_t **s, tq_persist_t **p)
+{
     tq_persist_flush(*p);
     tq_persist_destroy(p);
     store_destroy(s);
@@ -67,14 +75,16 @@ static void reopen(const char *dir, tq_store_t **s, tq_persist_t **p) {
 }
 
 /* 1 if the journal of dir has segment file name. */
-static int has_segment(const char *dir, const char *name) {
+static int has_segment(const char *dir, const char *name)
+{
     char path[512];
     snprintf(path, sizeof path, "%s/journal/%s", dir, name);
     return access(path, F_OK) == 0;
 }
 
 /* The name of the journal's oldest segment into out (empty if none). */
-static void oldest_segment(const char *dir, char *out, size_t size) {
+static void oldest_segment(const char *dir, char *out, size_t size)
+{
     char jd[256];
     snprintf(jd, sizeof jd, "%s/journal", dir);
     DIR *d = opendir(jd);
@@ -87,7 +97,8 @@ static void oldest_segment(const char *dir, char *out, size_t size) {
         closedir(d);
 }
 
-static void test_holder_replayed(void) {
+static void test_holder_replayed(void)
+{
     char dir[128];
     snprintf(dir, sizeof dir, "%s/a", base);
     mkdir(dir, 0700);
@@ -100,7 +111,7 @@ static void test_holder_replayed(void) {
     CHECK_EQ_INT(tq_task_holder(a), 0x1111222233334444ull);
     tq_store_lease(s, b, &w, 0x5555);
     tq_store_requeue(s, b, 0, 0); /* b's lease is lost: its holder stays */
-    tq_store_hold(s, b); /* planned, not dispatched: nothing is written */
+    tq_store_hold(s, b);          /* planned, not dispatched: nothing is written */
     tq_store_unhold(s, b);
     CHECK_EQ_INT(tq_task_attempt(b), 1);
     CHECK_EQ_INT(tq_task_holder(b), 0x5555);
@@ -119,7 +130,8 @@ static void test_holder_replayed(void) {
 
 /* Add garbage past TQ_PERSIST_COMPACT_MIN (finished and ACKed tasks),
  * then compact the journal of p until its oldest segment is gone. */
-static void compact(const char *dir, tq_store_t *s, tq_persist_t *p) {
+static void compact(const char *dir, tq_store_t *s, tq_persist_t *p)
+{
     for (int i = 0; i < 60; i++) {
         tq_task_t *g = add(s, 100 * 1024);
         tq_store_finish(s, g, TQ_TASK_DONE, "x", 1, tq_wall_ms());
@@ -143,7 +155,8 @@ static void compact(const char *dir, tq_store_t *s, tq_persist_t *p) {
     CHECK(!has_segment(dir, first));
 }
 
-static void test_holder_survives_compaction(void) {
+static void test_holder_survives_compaction(void)
+{
     char dir[128];
     snprintf(dir, sizeof dir, "%s/b", base);
     mkdir(dir, 0700);
@@ -190,7 +203,8 @@ static void test_holder_survives_compaction(void) {
 /* The identity that submitted a task is recorded with it (TF_OWNER),
  * replayed into policy->owners, and rewritten by compaction; a task
  * added without a submitter has no owner. */
-static void test_owner_survives_restart_and_compaction(void) {
+static void test_owner_survives_restart_and_compaction(void)
+{
     char dir[128];
     snprintf(dir, sizeof dir, "%s/c", base);
     mkdir(dir, 0700);
@@ -228,12 +242,14 @@ static void test_owner_survives_restart_and_compaction(void) {
     tq_ident_intern_free();
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
     (void)sb, (void)flag, (void)ftw;
     return remove(path);
 }
 
-int main(void) {
+int main(void)
+{
     tq_log_init("persist_test");
     tq_log_set_level(TQ_LOG_WARN);
     ctx = zmq_ctx_new();

@@ -39,14 +39,14 @@ struct tq_roster {
     tq_peers_t *peers;
     tq_outbox_t *outbox;
     int *wake;
-    rl_t anon_rl; /* for peers not registered */
-    rl_t warn_rl; /* bad-input lines of all peers together */
-    rl_t peer_rl; /* join/leave/drain lines of all peers */
+    rl_t anon_rl;                      /* for peers not registered */
+    rl_t warn_rl;                      /* bad-input lines of all peers together */
+    rl_t peer_rl;                      /* join/leave/drain lines of all peers */
     rl_t addr_rl[ROSTER_ADDR_BUCKETS]; /* ... per address (hashed) */
 };
 
-tq_roster_t *tq_roster_new(tq_engine_t *engine, tq_peers_t *peers, tq_outbox_t *outbox,
-                           int *wake) {
+tq_roster_t *tq_roster_new(tq_engine_t *engine, tq_peers_t *peers, tq_outbox_t *outbox, int *wake)
+{
     tq_roster_t *self = tq_calloc(1, sizeof *self);
     self->engine = engine;
     self->store = tq_engine_store(engine);
@@ -56,7 +56,8 @@ tq_roster_t *tq_roster_new(tq_engine_t *engine, tq_peers_t *peers, tq_outbox_t *
     return self;
 }
 
-void tq_roster_destroy(tq_roster_t **self_p) {
+void tq_roster_destroy(tq_roster_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     free(*self_p);
@@ -67,7 +68,8 @@ void tq_roster_destroy(tq_roster_t **self_p) {
 
 /* If rl's second is over: log how many lines it held back (what names
  * them) and start a new one. */
-static void rl_roll(rl_t *rl, int64_t now, const char *what) {
+static void rl_roll(rl_t *rl, int64_t now, const char *what)
+{
     if (now - rl->window_ms < 1000)
         return;
     if (rl->suppressed)
@@ -79,7 +81,8 @@ static void rl_roll(rl_t *rl, int64_t now, const char *what) {
 
 /* 1 if one more line fits in rl's current second (at most per_s), else
  * counts it and returns 0. */
-static int rl_take(rl_t *rl, int64_t now, unsigned per_s, const char *what) {
+static int rl_take(rl_t *rl, int64_t now, unsigned per_s, const char *what)
+{
     rl_roll(rl, now, what);
     if (rl->lines < per_s) {
         rl->lines++;
@@ -92,7 +95,8 @@ static int rl_take(rl_t *rl, int64_t now, unsigned per_s, const char *what) {
 #define WARN_WHAT "lines about bad messages from peers"
 #define PEER_WHAT "lines about peers joining or leaving"
 
-int tq_roster_line(tq_roster_t *self, int level, const char *addr) {
+int tq_roster_line(tq_roster_t *self, int level, const char *addr)
+{
     if (level > tq_log_level())
         return 0;
     int64_t now = tq_mono_ms();
@@ -113,14 +117,16 @@ int tq_roster_line(tq_roster_t *self, int level, const char *addr) {
     return 1;
 }
 
-void tq_roster_tick(tq_roster_t *self, int64_t now) {
+void tq_roster_tick(tq_roster_t *self, int64_t now)
+{
     rl_roll(&self->warn_rl, now, WARN_WHAT);
     rl_roll(&self->peer_rl, now, PEER_WHAT);
 }
 
 /* See roster.h: at most ROSTER_WARN_PER_S lines per second per peer
  * (unregistered peers share one budget). */
-void tq_roster_warn(tq_roster_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...) {
+void tq_roster_warn(tq_roster_t *self, tq_peer_t *p, const char *addr, const char *fmt, ...)
+{
     if (TQ_LOG_WARN > tq_log_level())
         return;
     rl_t tmp, *rl = &self->anon_rl;
@@ -164,7 +170,8 @@ out:
 
 /* Undo a worker's registration: its leased tasks go back (or die), a
  * client's waits are dropped. The peer stays in the table. */
-static void peer_unregister(tq_roster_t *self, tq_peer_t *p) {
+static void peer_unregister(tq_roster_t *self, tq_peer_t *p)
+{
     tq_now_t now = tq_now();
     while (p->nleased > 0) /* the engine's LEASE_END takes it off p */
         tq_engine_lost(self->engine, p->leased[p->nleased - 1], "worker lost", now);
@@ -175,15 +182,16 @@ static void peer_unregister(tq_roster_t *self, tq_peer_t *p) {
     *self->wake = 1;
 }
 
-void tq_roster_forget(tq_roster_t *self, tq_peer_t **pp, const char *why) {
+void tq_roster_forget(tq_roster_t *self, tq_peer_t **pp, const char *why)
+{
     tq_peer_t *p = *pp;
-    if (!tq_roster_line(self, p->role == TQ_ROLE_WORKER ? TQ_LOG_INFO : TQ_LOG_DEBUG,
-                           p->address)) {
+    if (!tq_roster_line(self, p->role == TQ_ROLE_WORKER ? TQ_LOG_INFO : TQ_LOG_DEBUG, p->address)) {
         /* rate-limited: counted */
     } else if (p->role == TQ_ROLE_WORKER) {
         char fns[256];
         tq_peer_fns_text(p, fns, sizeof fns);
-        tq_info("worker %s %s (address %s, slots %" PRIu32 ", functions %s, %zu leased task%s back)",
+        tq_info("worker %s %s (address %s, slots %" PRIu32
+                ", functions %s, %zu leased task%s back)",
                 p->name, why, p->address, p->slots, fns, p->nleased, p->nleased == 1 ? "" : "s");
     } else {
         tq_debug("client %s %s (address %s)", p->name, why, p->address);
@@ -195,7 +203,8 @@ void tq_roster_forget(tq_roster_t *self, tq_peer_t **pp, const char *why) {
     tq_peers_remove(self->peers, pp);
 }
 
-void tq_roster_reap(tq_roster_t *self) {
+void tq_roster_reap(tq_roster_t *self)
+{
     for (size_t i = tq_peers_count(self->peers); i-- > 0;) {
         tq_peer_t *p = tq_peers_at(self->peers, i);
         if (p->gone)

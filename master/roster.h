@@ -18,8 +18,7 @@ typedef struct tq_roster tq_roster_t;
 
 /* wake: set to 1 when a peer's leaving may let the scheduler do more.
  * Caller owns the result (tq_roster_destroy). */
-tq_roster_t *tq_roster_new(tq_engine_t *engine, tq_peers_t *peers, tq_outbox_t *outbox,
-                           int *wake);
+tq_roster_t *tq_roster_new(tq_engine_t *engine, tq_peers_t *peers, tq_outbox_t *outbox, int *wake);
 /* Accepts NULL; nulls *self_p. */
 void tq_roster_destroy(tq_roster_t **self_p);
 

@@ -13,12 +13,13 @@ typedef struct {
     size_t leased;   /* its leases, with the plan's */
     tq_task_t **tasks;
     size_t n;
-    int done;        /* nothing more it can run */
+    int done; /* nothing more it can run */
 } slot_t;
 
 /* Append s's planned tasks to plan as DISPATCHes of at most
  * TQ_MAX_BATCH tasks and TQ_SEND_BYTES of payload (or one larger task). */
-static void cut_batches(tq_sched_plan_t *plan, const slot_t *s) {
+static void cut_batches(tq_sched_plan_t *plan, const slot_t *s)
+{
     size_t i = 0;
     while (i < s->n) {
         tq_sched_batch_t *b = &plan->b[plan->n++];
@@ -36,7 +37,8 @@ static void cut_batches(tq_sched_plan_t *plan, const slot_t *s) {
 }
 
 /* Best task for worker w, queues round-robin from *qrr. */
-static tq_task_t *pick(const tq_store_t *store, const tq_peer_t *w, size_t *qrr) {
+static tq_task_t *pick(const tq_store_t *store, const tq_peer_t *w, size_t *qrr)
+{
     size_t nq = tq_store_nqueues(store);
     for (size_t i = 0; i < nq; i++) {
         size_t qi = (*qrr + i) % nq;
@@ -50,12 +52,14 @@ static tq_task_t *pick(const tq_store_t *store, const tq_peer_t *w, size_t *qrr)
 }
 
 /* A worker that may get tasks in this run. */
-static int eligible(const tq_peer_t *w) {
-    return w->role == TQ_ROLE_WORKER && !w->draining && !w->gone && !w->stalled &&
-           w->credit > 0 && w->nfns > 0;
+static int eligible(const tq_peer_t *w)
+{
+    return w->role == TQ_ROLE_WORKER && !w->draining && !w->gone && !w->stalled && w->credit > 0 &&
+           w->nfns > 0;
 }
 
-size_t tq_sched_plan(tq_engine_t *engine, tq_peers_t *peers, tq_sched_plan_t *plan) {
+size_t tq_sched_plan(tq_engine_t *engine, tq_peers_t *peers, tq_sched_plan_t *plan)
+{
     tq_store_t *store = tq_engine_store(engine);
     plan->b = NULL;
     plan->n = 0;
@@ -84,8 +88,10 @@ size_t tq_sched_plan(tq_engine_t *engine, tq_peers_t *peers, tq_sched_plan_t *pl
         tq_peer_t *w = tq_peers_at(peers, (*rr + k) % np);
         if (!eligible(w))
             continue;
-        slots[ns] = (slot_t){.w = w, .credit = w->credit < c.queued ? w->credit : (uint32_t)c.queued,
-                             .leased = w->nleased, .tasks = arena};
+        slots[ns] = (slot_t){.w = w,
+                             .credit = w->credit < c.queued ? w->credit : (uint32_t)c.queued,
+                             .leased = w->nleased,
+                             .tasks = arena};
         arena += slots[ns].credit;
         ns++;
     }
@@ -141,7 +147,8 @@ size_t tq_sched_plan(tq_engine_t *engine, tq_peers_t *peers, tq_sched_plan_t *pl
 }
 
 size_t tq_sched_commit(tq_engine_t *engine, const tq_sched_plan_t *plan, tq_now_t now,
-                       tq_sched_send_fn send, void *arg) {
+                       tq_sched_send_fn send, void *arg)
+{
     size_t leased = 0;
     for (size_t k = 0; k < plan->n; k++) {
         const tq_sched_batch_t *b = &plan->b[k];
@@ -162,7 +169,8 @@ size_t tq_sched_commit(tq_engine_t *engine, const tq_sched_plan_t *plan, tq_now_
 }
 
 size_t tq_sched_run(tq_engine_t *engine, tq_peers_t *peers, tq_now_t now, tq_sched_send_fn send,
-                    void *arg) {
+                    void *arg)
+{
     tq_sched_plan_t plan;
     tq_sched_plan(engine, peers, &plan);
     return tq_sched_commit(engine, &plan, now, send, arg);

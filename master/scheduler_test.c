@@ -10,12 +10,13 @@ typedef struct {
     size_t calls;
     size_t tasks;
     size_t max_batch;
-    int wrong_fn;   /* a task went to a worker without its function */
+    int wrong_fn; /* a task went to a worker without its function */
     int over_credit;
 } emit_log_t;
 
 /* The send callback: the tasks are planned (held) for w, not leased yet. */
-static int on_emit(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
+static int on_emit(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n)
+{
     emit_log_t *log = arg;
     log->calls++;
     log->tasks += n;
@@ -35,15 +36,19 @@ static int on_emit(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
 static tq_engine_t *engine;
 static const tq_now_t now0 = {0, 0};
 
-static tq_store_t *new_store(void) {
-    tq_engine_cfg_t cfg = {.store = {.first_id = 1, .max_tasks = 100000, .result_ttl_ms = 1000,
+static tq_store_t *new_store(void)
+{
+    tq_engine_cfg_t cfg = {.store = {.first_id = 1,
+                                     .max_tasks = 100000,
+                                     .result_ttl_ms = 1000,
                                      .unfetched_ttl_ms = 1000},
                            .max_attempts = 3};
     engine = tq_engine_new(&cfg);
     return tq_engine_store(engine);
 }
 
-static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t prio) {
+static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t prio)
+{
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str(fn);
@@ -55,7 +60,8 @@ static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t 
 }
 
 static tq_peer_t *worker(tq_peers_t *ps, tq_store_t *s, const char *name, uint32_t slots,
-                         const char *fn1, const char *fn2) {
+                         const char *fn1, const char *fn2)
+{
     tq_peer_t *w = tq_peers_add(ps, tq_bytes_str(name), TQ_ROLE_WORKER, 0);
     snprintf(w->name, sizeof w->name, "%s", name);
     w->slots = w->credit = slots;
@@ -69,7 +75,8 @@ static tq_peer_t *worker(tq_peers_t *ps, tq_store_t *s, const char *name, uint32
     return w;
 }
 
-static void release_all(tq_store_t *s, tq_peers_t *ps) {
+static void release_all(tq_store_t *s, tq_peers_t *ps)
+{
     for (size_t i = 0; i < tq_peers_count(ps); i++) {
         tq_peer_t *p = tq_peers_at(ps, i);
         while (p->nleased) {
@@ -80,14 +87,16 @@ static void release_all(tq_store_t *s, tq_peers_t *ps) {
     }
 }
 
-static void teardown(tq_store_t **s, tq_peers_t **ps) {
+static void teardown(tq_store_t **s, tq_peers_t **ps)
+{
     release_all(*s, *ps);
     tq_peers_destroy(ps);
     tq_engine_destroy(&engine);
     *s = NULL;
 }
 
-static void test_fair_spread(void) {
+static void test_fair_spread(void)
+{
     tq_store_t *s = new_store();
     tq_peers_t *ps = tq_peers_new();
     tq_peer_t *w[4];
@@ -110,7 +119,8 @@ static void test_fair_spread(void) {
     teardown(&s, &ps);
 }
 
-static void test_credit_never_exceeded(void) {
+static void test_credit_never_exceeded(void)
+{
     tq_store_t *s = new_store();
     tq_peers_t *ps = tq_peers_new();
     tq_peer_t *a = worker(ps, s, "a", 3, "f", NULL);
@@ -140,7 +150,8 @@ static void test_credit_never_exceeded(void) {
     teardown(&s, &ps);
 }
 
-static void test_routing_by_function(void) {
+static void test_routing_by_function(void)
+{
     tq_store_t *s = new_store();
     tq_peers_t *ps = tq_peers_new();
     tq_peer_t *wx = worker(ps, s, "wx", 100, "x", NULL);
@@ -165,7 +176,8 @@ static void test_routing_by_function(void) {
     teardown(&s, &ps);
 }
 
-static void test_priority_and_queues(void) {
+static void test_priority_and_queues(void)
+{
     tq_store_t *s = new_store();
     tq_peers_t *ps = tq_peers_new();
     tq_peer_t *w = worker(ps, s, "w", 1, "f", NULL);
@@ -189,7 +201,8 @@ static void test_priority_and_queues(void) {
     teardown(&s, &ps);
 }
 
-static void test_large_burst_batches(void) {
+static void test_large_burst_batches(void)
+{
     tq_store_t *s = new_store();
     tq_peers_t *ps = tq_peers_new();
     tq_peer_t *w = worker(ps, s, "w", TQ_MAX_SLOTS, "f", NULL);
@@ -203,19 +216,22 @@ static void test_large_burst_batches(void) {
     teardown(&s, &ps);
 }
 
-static int refuse_b(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n) {
+static int refuse_b(void *arg, tq_peer_t *w, tq_task_t *const *tasks, size_t n)
+{
     (void)tasks, (void)n;
     return strcmp(w->name, (const char *)arg) == 0 ? -1 : 0;
 }
 
-static void count_leases(void *arg, const tq_engine_ev_t *ev) {
+static void count_leases(void *arg, const tq_engine_ev_t *ev)
+{
     if (ev->kind == TQ_EV_TASK && ev->store_ev == TQ_SEV_LEASED)
         ++*(size_t *)arg;
 }
 
 /* A batch whose DISPATCH cannot be queued (its worker is gone) is not
  * leased: no LEASE is recorded, and its tasks keep their place. */
-static void test_refused_batch_not_leased(void) {
+static void test_refused_batch_not_leased(void)
+{
     tq_store_t *s = new_store();
     tq_peers_t *ps = tq_peers_new();
     tq_peer_t *a = worker(ps, s, "a", 2, "f", NULL);
@@ -251,7 +267,8 @@ static void test_refused_batch_not_leased(void) {
     teardown(&s, &ps);
 }
 
-int main(void) {
+int main(void)
+{
     RUN(test_fair_spread);
     RUN(test_credit_never_exceeded);
     RUN(test_routing_by_function);

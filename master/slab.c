@@ -26,13 +26,13 @@
 #define NCLASSES (TQ_SLAB_MAX / STEP + 1)
 
 typedef struct block {
-    struct block *prev, *next; /* the class's list of blocks with room */
+    struct block *prev, *next;   /* the class's list of blocks with room */
     struct block *aprev, *anext; /* every block of the slab */
-    void *free;                /* freed objects, linked through their first word */
-    uint8_t *bump, *end;       /* never used space */
-    size_t used;               /* objects handed out */
+    void *free;                  /* freed objects, linked through their first word */
+    uint8_t *bump, *end;         /* never used space */
+    size_t used;                 /* objects handed out */
     size_t cls;
-    int listed;                /* on the class's list */
+    int listed; /* on the class's list */
 } block_t;
 
 /* Objects start after the header, kept 16-aligned. */
@@ -51,7 +51,8 @@ struct tq_slab {
 
 tq_slab_t *tq_slab_new(void) { return tq_calloc(1, sizeof(tq_slab_t)); }
 
-static void list_add(class_t *c, block_t *b) {
+static void list_add(class_t *c, block_t *b)
+{
     b->prev = NULL;
     b->next = c->room;
     if (c->room)
@@ -60,7 +61,8 @@ static void list_add(class_t *c, block_t *b) {
     b->listed = 1;
 }
 
-static void list_del(class_t *c, block_t *b) {
+static void list_del(class_t *c, block_t *b)
+{
     if (b->prev)
         b->prev->next = b->next;
     else
@@ -74,7 +76,8 @@ static void list_del(class_t *c, block_t *b) {
 /* A BLOCK_SIZE-aligned block straight from the kernel (not the malloc
  * heap: aligned heap blocks leave large holes that other allocations
  * then dirty), or NULL. */
-static void *block_map(void) {
+static void *block_map(void)
+{
     size_t len = 2 * BLOCK_SIZE;
     uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
@@ -90,7 +93,8 @@ static void *block_map(void) {
 
 static void block_unmap(block_t *b) { munmap(b, BLOCK_SIZE); }
 
-static block_t *block_new(tq_slab_t *self, size_t cls) {
+static block_t *block_new(tq_slab_t *self, size_t cls)
+{
     block_t *b = block_map();
     if (!b)
         return NULL;
@@ -110,11 +114,13 @@ static block_t *block_new(tq_slab_t *self, size_t cls) {
     return b;
 }
 
-static int block_full(const block_t *b) {
+static int block_full(const block_t *b)
+{
     return !b->free && (size_t)(b->end - b->bump) < b->cls * STEP;
 }
 
-void *tq_slab_alloc(tq_slab_t *self, size_t size) {
+void *tq_slab_alloc(tq_slab_t *self, size_t size)
+{
     if (SLAB_PASSTHROUGH || size > TQ_SLAB_MAX)
         return malloc(size ? size : 1);
     size_t cls = size <= STEP ? 1 : (size + STEP - 1) / STEP;
@@ -143,7 +149,8 @@ void *tq_slab_alloc(tq_slab_t *self, size_t size) {
     return p;
 }
 
-void tq_slab_free(tq_slab_t *self, void *p, size_t size) {
+void tq_slab_free(tq_slab_t *self, void *p, size_t size)
+{
     if (!p)
         return;
     if (SLAB_PASSTHROUGH || size > TQ_SLAB_MAX) {
@@ -180,7 +187,8 @@ void tq_slab_free(tq_slab_t *self, void *p, size_t size) {
 
 size_t tq_slab_block_bytes(const tq_slab_t *self) { return self->nblocks * BLOCK_SIZE; }
 
-void tq_slab_destroy(tq_slab_t **self_p) {
+void tq_slab_destroy(tq_slab_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_slab_t *self = *self_p;

@@ -31,7 +31,8 @@ struct tq_status {
 
 static uint64_t finished_of(const tq_store_totals_t *t) { return t->done; }
 
-tq_status_t *tq_status_new(int64_t now_ms) {
+tq_status_t *tq_status_new(int64_t now_ms)
+{
     tq_status_t *self = tq_calloc(1, sizeof *self);
     self->s[0].t = now_ms;
     self->n = 1;
@@ -39,14 +40,16 @@ tq_status_t *tq_status_new(int64_t now_ms) {
     return self;
 }
 
-void tq_status_destroy(tq_status_t **self_p) {
+void tq_status_destroy(tq_status_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     free(*self_p);
     *self_p = NULL;
 }
 
-void tq_status_sample(tq_status_t *self, const tq_store_t *store, int64_t now_ms) {
+void tq_status_sample(tq_status_t *self, const tq_store_t *store, int64_t now_ms)
+{
     const sample_t *last = &self->s[(self->head + RATE_SAMPLES - 1) % RATE_SAMPLES];
     if (now_ms - last->t < 900)
         return;
@@ -61,7 +64,8 @@ void tq_status_sample(tq_status_t *self, const tq_store_t *store, int64_t now_ms
 }
 
 /* The oldest sample no older than the window (or the oldest one). */
-static const sample_t *window_start(const tq_status_t *self, int64_t now_ms) {
+static const sample_t *window_start(const tq_status_t *self, int64_t now_ms)
+{
     const sample_t *best = NULL;
     for (size_t i = 0; i < self->n; i++) {
         const sample_t *s = &self->s[(self->head + RATE_SAMPLES - self->n + i) % RATE_SAMPLES];
@@ -73,7 +77,8 @@ static const sample_t *window_start(const tq_status_t *self, int64_t now_ms) {
     return best ? best : &self->s[(self->head + RATE_SAMPLES - 1) % RATE_SAMPLES];
 }
 
-static double rate(uint64_t now_v, uint64_t then_v, int64_t dt_ms) {
+static double rate(uint64_t now_v, uint64_t then_v, int64_t dt_ms)
+{
     if (dt_ms <= 0 || now_v < then_v)
         return 0.0;
     double r = (double)(now_v - then_v) * 1000.0 / (double)dt_ms;
@@ -81,7 +86,8 @@ static double rate(uint64_t now_v, uint64_t then_v, int64_t dt_ms) {
 }
 
 void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers_t *peers,
-                      const tq_status_info_t *info, size_t queue_offset, int64_t now_ms) {
+                      const tq_status_info_t *info, size_t queue_offset, int64_t now_ms)
+{
     const tq_store_totals_t *t = tq_store_totals(store);
     tq_queue_counts_t c;
     tq_store_counts(store, &c);
@@ -126,7 +132,8 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
 
     const sample_t *w0 = window_start(self, now_ms);
     cJSON *r = cJSON_AddObjectToObject(doc, "rates");
-    cJSON_AddNumberToObject(r, "submitted_per_s", rate(t->submitted, w0->submitted, now_ms - w0->t));
+    cJSON_AddNumberToObject(r, "submitted_per_s",
+                            rate(t->submitted, w0->submitted, now_ms - w0->t));
     cJSON_AddNumberToObject(r, "done_per_s", rate(finished_of(t), w0->finished, now_ms - w0->t));
 
     cJSON *qs = cJSON_AddArrayToObject(doc, "queues");
@@ -184,8 +191,8 @@ void *tq_status_build(tq_status_t *self, const tq_store_t *store, const tq_peers
         cJSON *fns = cJSON_AddArrayToObject(o, "functions");
         for (size_t k = 0; k < p->nfns; k++)
             cJSON_AddItemToArray(fns, cJSON_CreateString(p->fns[k]));
-        cJSON_AddStringToObject(o, "state", p->draining ? (p->quiet ? "quiet" : "draining")
-                                                        : "active");
+        cJSON_AddStringToObject(o, "state",
+                                p->draining ? (p->quiet ? "quiet" : "draining") : "active");
         cJSON_AddNumberToObject(o, "idle_ms", (double)(now_ms - p->last_seen_ms));
         cJSON_AddNumberToObject(o, "done", (double)p->done);
         tq_inspect_running(p, o);

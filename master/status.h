@@ -19,12 +19,12 @@ typedef struct tq_status tq_status_t;
 
 typedef struct {
     const char *endpoint;
-    int64_t start_ms;   /* monotonic */
+    int64_t start_ms; /* monotonic */
     uint64_t late_results;
     /* the journal */
     const char *fsync;
     uint64_t journal_bytes, journal_live_bytes, compactions;
-    int journal_error;  /* errno of a standing write failure, or 0 */
+    int journal_error; /* errno of a standing write failure, or 0 */
 } tq_status_info_t;
 
 /* Caller owns the result (tq_status_destroy). */

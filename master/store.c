@@ -17,12 +17,14 @@ _Static_assert(offsetof(tq_task_t, bytes) <= 50, "tq_task_t grew");
  * 128 with the lease holder (issue 12: results only from the holder). */
 _Static_assert(sizeof(tq_task_ext_t) <= 128, "tq_task_ext_t grew");
 
-static void notify(tq_store_t *self, tq_task_t *t, tq_store_event_t ev) {
+static void notify(tq_store_t *self, tq_task_t *t, tq_store_event_t ev)
+{
     if (self->obs)
         self->obs(self->obs_arg, t, ev);
 }
 
-void tq_store_observe(tq_store_t *self, tq_store_task_fn fn, tq_store_key_fn kfn, void *arg) {
+void tq_store_observe(tq_store_t *self, tq_store_task_fn fn, tq_store_key_fn kfn, void *arg)
+{
     self->obs = fn;
     self->kobs = kfn;
     self->obs_arg = arg;
@@ -36,7 +38,8 @@ typedef struct {
     _Alignas(16) atomic_int refs;
 } rc_head_t;
 
-static void *rc_alloc(size_t len) {
+static void *rc_alloc(size_t len)
+{
     rc_head_t *h = malloc(sizeof *h + len);
     if (!h)
         return NULL;
@@ -48,14 +51,16 @@ static rc_head_t *rc_head(const void *data) { return (rc_head_t *)(uintptr_t)dat
 
 static void rc_hold(void *hint) { atomic_fetch_add(&((rc_head_t *)hint)->refs, 1); }
 
-static void rc_release(void *data, void *hint) {
+static void rc_release(void *data, void *hint)
+{
     (void)data;
     if (atomic_fetch_sub(&((rc_head_t *)hint)->refs, 1) == 1)
         free(hint);
 }
 
 /* The store's reference (NULL is fine). */
-static void rc_free(void *data) {
+static void rc_free(void *data)
+{
     if (data)
         rc_release(data, rc_head(data));
 }
@@ -63,35 +68,41 @@ static void rc_free(void *data) {
 /* ---- the task record -------------------------------------------------- */
 
 /* t's cold part, created if absent. */
-static tq_task_ext_t *ext(tq_task_t *t) {
+static tq_task_ext_t *ext(tq_task_t *t)
+{
     if (!t->x)
         t->x = tq_calloc(1, sizeof *t->x);
     return t->x;
 }
 
 /* Where the payload part starts: after the session key part. */
-static uint8_t *payload_part(const tq_task_t *t) {
+static uint8_t *payload_part(const tq_task_t *t)
+{
     return (uint8_t *)t->bytes + keys_part_size(t->skey_len);
 }
 
-tq_bytes_t tq_task_payload(const tq_task_t *t) {
+tq_bytes_t tq_task_payload(const tq_task_t *t)
+{
     tq_bytes_t b = {payload_part(t), t->payload_len};
     if (t->payload_len && (t->flags & TQ_TASK_F_PAYEXT))
         memcpy(&b.data, payload_part(t), sizeof b.data);
     return b;
 }
 
-void tq_task_lend_payload(const tq_task_t *t, tq_out_t *out) {
+void tq_task_lend_payload(const tq_task_t *t, tq_out_t *out)
+{
     if ((t->flags & TQ_TASK_F_PAYEXT) && t->payload_len >= TQ_LEND_MIN)
         tq_out_lend(out, rc_hold, rc_release, rc_head(tq_task_payload(t).data));
 }
 
-void tq_task_lend_data(const tq_task_t *t, tq_out_t *out) {
+void tq_task_lend_data(const tq_task_t *t, tq_out_t *out)
+{
     if (t->x && t->x->data && t->x->data_len >= TQ_LEND_MIN)
         tq_out_lend(out, rc_hold, rc_release, rc_head(t->x->data));
 }
 
-tq_bytes_t tq_task_data(const tq_task_t *t) {
+tq_bytes_t tq_task_data(const tq_task_t *t)
+{
     tq_bytes_t b = {NULL, 0};
     if (t->x) {
         b.data = t->x->data;
@@ -103,21 +114,24 @@ tq_bytes_t tq_task_data(const tq_task_t *t) {
 const char *tq_task_fn(const tq_task_t *t) { return t->cls->heap->fn; }
 tq_queue_t *tq_task_queue(const tq_task_t *t) { return t->cls->heap->queue; }
 
-void tq_task_set_counts(tq_task_t *t, uint32_t attempt, uint32_t releases, uint16_t retried) {
+void tq_task_set_counts(tq_task_t *t, uint32_t attempt, uint32_t releases, uint16_t retried)
+{
     tq_task_ext_t *x = ext(t);
     x->attempt = attempt;
     x->releases = releases;
     x->retried = retried;
 }
 
-void tq_task_set_holder(tq_task_t *t, uint64_t holder, uint32_t attempt) {
+void tq_task_set_holder(tq_task_t *t, uint64_t holder, uint32_t attempt)
+{
     tq_task_ext_t *x = ext(t);
     x->holder = holder;
     x->holder_attempt = attempt;
 }
 
 /* Free the payload when it is a separate allocation. */
-static void payload_free(tq_task_t *t) {
+static void payload_free(tq_task_t *t)
+{
     if (t->flags & TQ_TASK_F_PAYEXT) {
         uint8_t *p;
         memcpy(&p, payload_part(t), sizeof p);
@@ -129,7 +143,8 @@ static void payload_free(tq_task_t *t) {
 /* A zeroed record for a task with a session key of skey_len bytes and a
  * payload of plen bytes (copied in; apart when large), or NULL when
  * memory is short. */
-static tq_task_t *task_alloc(tq_store_t *self, size_t skey_len, const void *payload, size_t plen) {
+static tq_task_t *task_alloc(tq_store_t *self, size_t skey_len, const void *payload, size_t plen)
+{
     int apart = plen > TQ_TASK_INLINE_PAYLOAD;
     size_t size = offsetof(tq_task_t, bytes) + keys_part_size(skey_len) +
                   (apart ? sizeof(uint8_t *) : plen);
@@ -159,7 +174,8 @@ static tq_task_t *task_alloc(tq_store_t *self, size_t skey_len, const void *payl
     return t;
 }
 
-static void task_free(tq_store_t *self, tq_task_t *t) {
+static void task_free(tq_store_t *self, tq_task_t *t)
+{
     payload_free(t);
     if (t->x) {
         rc_free(t->x->data);
@@ -181,28 +197,32 @@ static size_t delay_get(const tq_task_t *t) { return t->heap_idx; }
 static void delay_set(tq_task_t *t, size_t i) { t->heap_idx = (uint32_t)i; }
 
 /* Drop t's deadline, if it has one. */
-static void dl_clear(tq_store_t *self, tq_task_t *t) {
+static void dl_clear(tq_store_t *self, tq_task_t *t)
+{
     if (!t->x || !t->x->deadline_ms)
         return;
     theap_remove(&self->dl, t);
     t->x->deadline_ms = 0;
 }
 
-void tq_store_set_deadline(tq_store_t *self, tq_task_t *t, int64_t deadline_ms) {
+void tq_store_set_deadline(tq_store_t *self, tq_task_t *t, int64_t deadline_ms)
+{
     TQ_ASSERT(t->state == TQ_TASK_LEASED);
     dl_clear(self, t);
     ext(t)->deadline_ms = deadline_ms <= 0 ? 1 : deadline_ms; /* 0 means none */
     theap_push(&self->dl, t);
 }
 
-tq_task_t *tq_store_overdue(const tq_store_t *self, int64_t now_ms) {
+tq_task_t *tq_store_overdue(const tq_store_t *self, int64_t now_ms)
+{
     tq_task_t *t = theap_top(&self->dl);
     return t && t->x->deadline_ms <= now_ms ? t : NULL;
 }
 
 /* ---- per-state counters ------------------------------------------------ */
 
-static size_t *count_slot(tq_queue_counts_t *c, tq_task_state_t st) {
+static size_t *count_slot(tq_queue_counts_t *c, tq_task_state_t st)
+{
     switch (st) {
     case TQ_TASK_QUEUED: return &c->queued;
     case TQ_TASK_LEASED: return &c->running;
@@ -217,7 +237,8 @@ static size_t *count_slot(tq_queue_counts_t *c, tq_task_state_t st) {
 
 /* Count t in its queue and in the store's sum over all queues (kept
  * here, so a status costs no walk over every queue). */
-static void count_inc(tq_task_t *t) {
+static void count_inc(tq_task_t *t)
+{
     tq_queue_t *q = t->cls->heap->queue;
     (*count_slot(&q->counts, (tq_task_state_t)t->state))++;
     (*count_slot(q->all, (tq_task_state_t)t->state))++;
@@ -227,7 +248,8 @@ static void count_inc(tq_task_t *t) {
     }
 }
 
-static void count_dec(tq_task_t *t) {
+static void count_dec(tq_task_t *t)
+{
     tq_queue_t *q = t->cls->heap->queue;
     size_t *from = count_slot(&q->counts, (tq_task_state_t)t->state);
     TQ_ASSERT(*from > 0);
@@ -239,7 +261,8 @@ static void count_dec(tq_task_t *t) {
     }
 }
 
-static void set_state(tq_task_t *t, tq_task_state_t st) {
+static void set_state(tq_task_t *t, tq_task_state_t st)
+{
     count_dec(t);
     t->state = (uint8_t)st;
     count_inc(t);
@@ -247,7 +270,8 @@ static void set_state(tq_task_t *t, tq_task_state_t st) {
 
 /* ---- TTL lists (finished tasks: they have their cold part) -------------- */
 
-static void ttl_append(ttl_list_t *l, tq_task_t *t) {
+static void ttl_append(ttl_list_t *l, tq_task_t *t)
+{
     t->x->ttl_next = NULL;
     t->x->ttl_prev = l->tail;
     if (l->tail)
@@ -258,7 +282,8 @@ static void ttl_append(ttl_list_t *l, tq_task_t *t) {
 }
 
 /* The list finished t is on: by expiry, or the dead list. */
-static ttl_list_t *ttl_list_of(tq_store_t *self, tq_task_t *t) {
+static ttl_list_t *ttl_list_of(tq_store_t *self, tq_task_t *t)
+{
     if (t->state == TQ_TASK_DEAD)
         return &self->dead;
     return tq_task_fetched(t) ? &self->fetched : &self->unfetched;
@@ -266,7 +291,8 @@ static ttl_list_t *ttl_list_of(tq_store_t *self, tq_task_t *t) {
 
 /* Move every expiry on TTL list l by delta ms: a TTL changed
  * (tq_store_set_ttls). The order stays. */
-static void ttl_shift(ttl_list_t *l, int64_t delta) {
+static void ttl_shift(ttl_list_t *l, int64_t delta)
+{
     if (delta == 0)
         return;
     for (tq_task_t *t = l->head; t; t = t->x->ttl_next)
@@ -278,7 +304,8 @@ static void ttl_shift(ttl_list_t *l, int64_t delta) {
  * sorted by expiry), or into the dead list
  * in id order (tasks die in nearly id order: the walk from the tail is
  * short). */
-static void ttl_add(tq_store_t *self, tq_task_t *t) {
+static void ttl_add(tq_store_t *self, tq_task_t *t)
+{
     ttl_list_t *l = ttl_list_of(self, t);
     if (t->state != TQ_TASK_DEAD) {
         ttl_append(l, t);
@@ -299,7 +326,8 @@ static void ttl_add(tq_store_t *self, tq_task_t *t) {
         l->head = t;
 }
 
-static void ttl_unlink(ttl_list_t *l, tq_task_t *t) {
+static void ttl_unlink(ttl_list_t *l, tq_task_t *t)
+{
     tq_task_ext_t *x = t->x;
     if (x->ttl_prev)
         x->ttl_prev->x->ttl_next = x->ttl_next;
@@ -314,7 +342,8 @@ static void ttl_unlink(ttl_list_t *l, tq_task_t *t) {
 
 /* ---- store ------------------------------------------------------------ */
 
-tq_store_t *tq_store_new(const tq_store_cfg_t *cfg) {
+tq_store_t *tq_store_new(const tq_store_cfg_t *cfg)
+{
     tq_store_t *self = tq_calloc(1, sizeof *self);
     self->cfg = *cfg;
     self->tasks = tq_taskidx_new();
@@ -329,7 +358,8 @@ tq_store_t *tq_store_new(const tq_store_cfg_t *cfg) {
     return self;
 }
 
-void tq_store_destroy(tq_store_t **self_p) {
+void tq_store_destroy(tq_store_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_store_t *self = *self_p;
@@ -362,37 +392,43 @@ void tq_store_destroy(tq_store_t **self_p) {
 
 void tq_store_set_max_tasks(tq_store_t *self, size_t max_tasks) { self->cfg.max_tasks = max_tasks; }
 
-void tq_store_set_ttls(tq_store_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms) {
+void tq_store_set_ttls(tq_store_t *self, int64_t result_ttl_ms, int64_t unfetched_ttl_ms)
+{
     ttl_shift(&self->fetched, result_ttl_ms - self->cfg.result_ttl_ms);
     ttl_shift(&self->unfetched, unfetched_ttl_ms - self->cfg.unfetched_ttl_ms);
     self->cfg.result_ttl_ms = result_ttl_ms;
     self->cfg.unfetched_ttl_ms = unfetched_ttl_ms;
 }
 
-int tq_store_has_room(const tq_store_t *self, size_t n) {
+int tq_store_has_room(const tq_store_t *self, size_t n)
+{
     return tq_taskidx_size(self->tasks) + n <= self->cfg.max_tasks;
 }
 
 /* Unlink t from every store structure but its heap/TTL list (the caller
  * did those), drop its session key, free it. */
-static void task_forget(tq_store_t *self, tq_task_t *t) {
+static void task_forget(tq_store_t *self, tq_task_t *t)
+{
     if (t->flags & TQ_TASK_F_SKEY)
         keys_session_detach(self, t);
     tq_taskidx_remove(self->tasks, t->id);
     task_free(self, t);
 }
 
-tq_task_t *tq_store_from(const tq_store_t *self, uint64_t id) {
+tq_task_t *tq_store_from(const tq_store_t *self, uint64_t id)
+{
     uint64_t found;
     return tq_taskidx_next(self->tasks, id ? id : 1, &found);
 }
 tq_task_t *tq_store_first(const tq_store_t *self) { return tq_store_from(self, 1); }
-tq_task_t *tq_store_next(const tq_store_t *self, const tq_task_t *t) {
+tq_task_t *tq_store_next(const tq_store_t *self, const tq_task_t *t)
+{
     return t->id < UINT64_MAX ? tq_store_from(self, t->id + 1) : NULL;
 }
 
 /* Queued t leaves its heap (or the delayed heap). */
-static void dequeue(tq_store_t *self, tq_task_t *t) {
+static void dequeue(tq_store_t *self, tq_task_t *t)
+{
     if (tq_task_not_before(t)) {
         theap_remove(&self->delayed, t);
         t->x->not_before_ms = 0;
@@ -406,7 +442,8 @@ static void dequeue(tq_store_t *self, tq_task_t *t) {
 
 /* Queued t enters its heap, or the delayed heap while not_before_ms is
  * set. */
-static void enqueue(tq_store_t *self, tq_task_t *t) {
+static void enqueue(tq_store_t *self, tq_task_t *t)
+{
     if (tq_task_not_before(t)) {
         theap_push(&self->delayed, t);
         t->cls->heap->queue->counts.delayed++;
@@ -418,7 +455,8 @@ static void enqueue(tq_store_t *self, tq_task_t *t) {
 }
 
 size_t tq_store_queue_queued_some(const tq_store_t *self, const tq_queue_t *q, tq_task_t **out,
-                                  size_t max) {
+                                  size_t max)
+{
     size_t n = 0;
     /* the ends of the arrays: removing those moves nothing else */
     for (size_t h = 0; h < q->nheaps && n < max; h++) {
@@ -434,21 +472,24 @@ size_t tq_store_queue_queued_some(const tq_store_t *self, const tq_queue_t *q, t
 }
 
 /* Set t's not_before_ms (0 = runnable now). */
-static void set_not_before(tq_task_t *t, int64_t not_before_ms) {
+static void set_not_before(tq_task_t *t, int64_t not_before_ms)
+{
     if (not_before_ms > 0)
         ext(t)->not_before_ms = not_before_ms;
     else if (t->x)
         t->x->not_before_ms = 0;
 }
 
-void tq_store_delay(tq_store_t *self, tq_task_t *t, int64_t not_before_ms) {
+void tq_store_delay(tq_store_t *self, tq_task_t *t, int64_t not_before_ms)
+{
     TQ_ASSERT(t->state == TQ_TASK_QUEUED);
     dequeue(self, t);
     set_not_before(t, not_before_ms);
     enqueue(self, t);
 }
 
-size_t tq_store_promote(tq_store_t *self, int64_t now_ms, size_t max) {
+size_t tq_store_promote(tq_store_t *self, int64_t now_ms, size_t max)
+{
     size_t n = 0;
     tq_task_t *t;
     while (n < max && (t = theap_top(&self->delayed)) != NULL && t->x->not_before_ms <= now_ms) {
@@ -459,23 +500,26 @@ size_t tq_store_promote(tq_store_t *self, int64_t now_ms, size_t max) {
     return n;
 }
 
-int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms) {
+int64_t tq_store_next_due(const tq_store_t *self, int64_t now_ms)
+{
     tq_task_t *t = theap_top(&self->delayed);
     if (!t)
         return -1;
     return t->x->not_before_ms > now_ms ? t->x->not_before_ms - now_ms : 0;
 }
 
-int store_full(const tq_store_t *self, tq_err_t *err) {
+int store_full(const tq_store_t *self, tq_err_t *err)
+{
     return tq_err_set(err, TQ_ERR_FULL,
-                        "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
-                        tq_store_size(self) > tq_store_nkeys(self) ? tq_store_size(self)
-                                                                   : tq_store_nkeys(self),
-                        self->cfg.max_tasks);
+                      "master is full: %zu tasks or idempotency keys stored (--max-tasks %zu)",
+                      tq_store_size(self) > tq_store_nkeys(self) ? tq_store_size(self)
+                                                                 : tq_store_nkeys(self),
+                      self->cfg.max_tasks);
 }
 
 static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                           int session, tq_err_t *err) {
+                           int session, tq_err_t *err)
+{
     if (!tq_store_has_room(self, 1)) {
         store_full(self, err);
         return NULL;
@@ -534,17 +578,19 @@ static tq_task_t *add_task(tq_store_t *self, const tq_task_spec_t *spec, int64_t
     return t;
 }
 
-tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                        tq_err_t *err) {
+tq_task_t *tq_store_add(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms, tq_err_t *err)
+{
     return add_task(self, spec, now_ms, 0, err);
 }
 
 tq_task_t *tq_store_add_session(tq_store_t *self, const tq_task_spec_t *spec, int64_t now_ms,
-                                tq_err_t *err) {
+                                tq_err_t *err)
+{
     return add_task(self, spec, now_ms, 1, err);
 }
 
-void tq_store_remove_queued(tq_store_t *self, tq_task_t *t) {
+void tq_store_remove_queued(tq_store_t *self, tq_task_t *t)
+{
     TQ_ASSERT(t->state == TQ_TASK_QUEUED && tq_task_nwaiters(t) == 0);
     notify(self, t, TQ_SEV_DELETED);
     dequeue(self, t);
@@ -558,13 +604,15 @@ void tq_store_remove_queued(tq_store_t *self, tq_task_t *t) {
 
 const tq_store_cfg_t *tq_store_cfg(const tq_store_t *self) { return &self->cfg; }
 
-tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id) {
+tq_task_t *tq_store_get(const tq_store_t *self, uint64_t id)
+{
     return id ? tq_taskidx_get(self->tasks, id) : NULL;
 }
 
 size_t tq_store_size(const tq_store_t *self) { return tq_taskidx_size(self->tasks); }
 
-void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holder) {
+void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holder)
+{
     TQ_ASSERT(t->state == TQ_TASK_QUEUED && !tq_task_not_before(t));
     if (t->flags & TQ_TASK_F_HELD)
         t->flags &= (uint8_t)~TQ_TASK_F_HELD; /* out of its heap already */
@@ -581,26 +629,29 @@ void tq_store_lease(tq_store_t *self, tq_task_t *t, void *worker, uint64_t holde
     notify(self, t, TQ_SEV_LEASED);
 }
 
-void tq_store_set_started(tq_task_t *t, int64_t wall_ms) {
+void tq_store_set_started(tq_task_t *t, int64_t wall_ms)
+{
     TQ_ASSERT(t->state == TQ_TASK_LEASED && t->x);
     int64_t d = wall_ms - t->created_ms;
     t->x->started_after_ms = d >= 0 && d < (int64_t)UINT32_MAX ? (uint32_t)d + 1 : 0;
 }
 
-void tq_store_hold(tq_store_t *self, tq_task_t *t) {
-    TQ_ASSERT(t->state == TQ_TASK_QUEUED && !tq_task_not_before(t) &&
-              !(t->flags & TQ_TASK_F_HELD));
+void tq_store_hold(tq_store_t *self, tq_task_t *t)
+{
+    TQ_ASSERT(t->state == TQ_TASK_QUEUED && !tq_task_not_before(t) && !(t->flags & TQ_TASK_F_HELD));
     dequeue(self, t);
     t->flags |= TQ_TASK_F_HELD;
 }
 
-void tq_store_unhold(tq_store_t *self, tq_task_t *t) {
+void tq_store_unhold(tq_store_t *self, tq_task_t *t)
+{
     TQ_ASSERT(t->state == TQ_TASK_QUEUED && (t->flags & TQ_TASK_F_HELD));
     t->flags &= (uint8_t)~TQ_TASK_F_HELD;
     enqueue(self, t); /* same id: its old place */
 }
 
-void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released, int64_t not_before_ms) {
+void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released, int64_t not_before_ms)
+{
     TQ_ASSERT(t->state == TQ_TASK_LEASED);
     dl_clear(self, t);
     if (released)
@@ -613,7 +664,8 @@ void tq_store_requeue(tq_store_t *self, tq_task_t *t, int released, int64_t not_
     notify(self, t, TQ_SEV_REQUEUED);
 }
 
-void tq_store_retry(tq_store_t *self, tq_task_t *t, int64_t not_before_ms) {
+void tq_store_retry(tq_store_t *self, tq_task_t *t, int64_t not_before_ms)
+{
     TQ_ASSERT(t->state == TQ_TASK_LEASED && tq_task_can_retry(t));
     dl_clear(self, t);
     t->x->retried++;
@@ -627,7 +679,8 @@ void tq_store_retry(tq_store_t *self, tq_task_t *t, int64_t not_before_ms) {
 
 int tq_task_can_retry(const tq_task_t *t) { return tq_task_retried(t) < t->retries; }
 
-uint32_t tq_task_lost(const tq_task_t *t) {
+uint32_t tq_task_lost(const tq_task_t *t)
+{
     uint64_t kept = (uint64_t)tq_task_releases(t) + tq_task_retried(t);
     uint32_t attempt = tq_task_attempt(t);
     return attempt > kept ? (uint32_t)(attempt - kept) : 0;
@@ -635,7 +688,8 @@ uint32_t tq_task_lost(const tq_task_t *t) {
 
 /* Give finished t (with its cold part) a copy of data[len]: see
  * tq_store_finish. */
-static void set_data(tq_task_t *t, const void *data, size_t len) {
+static void set_data(tq_task_t *t, const void *data, size_t len)
+{
     tq_task_ext_t *x = t->x;
     rc_free(x->data);
     x->data = NULL;
@@ -658,7 +712,8 @@ static void set_data(tq_task_t *t, const void *data, size_t len) {
 }
 
 void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const void *data,
-                     size_t len, int64_t now_ms) {
+                     size_t len, int64_t now_ms)
+{
     TQ_ASSERT(!tq_task_finished(t));
     TQ_ASSERT(st >= TQ_TASK_DONE);
     if (t->state == TQ_TASK_QUEUED)
@@ -687,7 +742,8 @@ void tq_store_finish(tq_store_t *self, tq_task_t *t, tq_task_state_t st, const v
     notify(self, t, TQ_SEV_FINISHED);
 }
 
-void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms) {
+void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms)
+{
     TQ_ASSERT(tq_task_finished(t));
     if (tq_task_fetched(t))
         return;
@@ -699,7 +755,8 @@ void tq_store_fetched(tq_store_t *self, tq_task_t *t, int64_t now_ms) {
     ttl_append(&self->fetched, t);
 }
 
-void tq_store_ack(tq_store_t *self, tq_task_t *t) {
+void tq_store_ack(tq_store_t *self, tq_task_t *t)
+{
     TQ_ASSERT(tq_task_finished(t));
     if (tq_task_acked(t))
         return;
@@ -709,7 +766,8 @@ void tq_store_ack(tq_store_t *self, tq_task_t *t) {
     notify(self, t, TQ_SEV_ACKED);
 }
 
-static void delete_task(tq_store_t *self, tq_task_t *t) {
+static void delete_task(tq_store_t *self, tq_task_t *t)
+{
     TQ_ASSERT(tq_task_finished(t) && tq_task_nwaiters(t) == 0);
     notify(self, t, TQ_SEV_DELETED);
     ttl_unlink(ttl_list_of(self, t), t);
@@ -719,7 +777,8 @@ static void delete_task(tq_store_t *self, tq_task_t *t) {
 
 tq_task_t *tq_store_dead_first(const tq_store_t *self) { return self->dead.head; }
 
-tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id) {
+tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id)
+{
     tq_task_t *t = tq_store_get(self, id);
     if (t && t->state == TQ_TASK_DEAD)
         return t->x->ttl_next;
@@ -729,15 +788,15 @@ tq_task_t *tq_store_dead_after(const tq_store_t *self, uint64_t id) {
 }
 tq_task_t *tq_store_dead_next(const tq_task_t *t) { return t->x->ttl_next; }
 
-void tq_store_revive(tq_store_t *self, tq_task_t *t) {
-    TQ_ASSERT((t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED) &&
-              tq_task_nwaiters(t) == 0);
+void tq_store_revive(tq_store_t *self, tq_task_t *t)
+{
+    TQ_ASSERT((t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED) && tq_task_nwaiters(t) == 0);
     ttl_unlink(ttl_list_of(self, t), t);
     tq_task_ext_t *x = t->x;
     set_data(t, NULL, 0);
     x->releases = x->attempt; /* no lost leases from here */
     x->retried = 0;
-    t->flags &= (uint8_t)~(TQ_TASK_F_FETCHED | TQ_TASK_F_ACKED);
+    t->flags &= (uint8_t) ~(TQ_TASK_F_FETCHED | TQ_TASK_F_ACKED);
     x->finished_ms = 0;
     x->expires_ms = 0;
     set_state(t, TQ_TASK_QUEUED);
@@ -746,19 +805,22 @@ void tq_store_revive(tq_store_t *self, tq_task_t *t) {
     notify(self, t, TQ_SEV_REVIVED);
 }
 
-void tq_store_purge(tq_store_t *self, tq_task_t *t) {
+void tq_store_purge(tq_store_t *self, tq_task_t *t)
+{
     TQ_ASSERT(t->state == TQ_TASK_DEAD || t->state == TQ_TASK_FAILED);
     self->totals.purged++;
     delete_task(self, t);
 }
 
 /* The finished task that expires first, or NULL. */
-static tq_task_t *ttl_first(const tq_store_t *self) {
+static tq_task_t *ttl_first(const tq_store_t *self)
+{
     tq_task_t *a = self->unfetched.head, *b = self->fetched.head;
     return a && (!b || a->x->expires_ms <= b->x->expires_ms) ? a : b;
 }
 
-size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps) {
+size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps)
+{
     size_t n = 0;
     while (n < max_steps) {
         tq_task_t *t = ttl_first(self);
@@ -775,7 +837,8 @@ size_t tq_store_sweep(tq_store_t *self, int64_t now_ms, size_t max_steps) {
     return n;
 }
 
-int64_t tq_store_next_expiry(const tq_store_t *self, int64_t now_ms) {
+int64_t tq_store_next_expiry(const tq_store_t *self, int64_t now_ms)
+{
     tq_task_t *t = ttl_first(self);
     if (!t)
         return -1;
@@ -790,7 +853,8 @@ void tq_store_counts(const tq_store_t *self, tq_queue_counts_t *out) { *out = se
 
 int tq_task_finished(const tq_task_t *t) { return t->state >= TQ_TASK_DONE; }
 
-uint8_t tq_task_wire_status(const tq_task_t *t) {
+uint8_t tq_task_wire_status(const tq_task_t *t)
+{
     switch (t->state) {
     case TQ_TASK_DONE: return TQ_ST_DONE;
     case TQ_TASK_FAILED: return TQ_ST_FAILED;
@@ -800,12 +864,14 @@ uint8_t tq_task_wire_status(const tq_task_t *t) {
     }
 }
 
-const char *tq_task_state_name(tq_task_state_t st) {
+const char *tq_task_state_name(tq_task_state_t st)
+{
     static const char *names[] = {"queued", "leased", "done", "failed", "cancelled", "dead"};
     return (size_t)st < sizeof names / sizeof names[0] ? names[st] : "?";
 }
 
-int tq_task_waiter_add(tq_task_t *t, void *p) {
+int tq_task_waiter_add(tq_task_t *t, void *p)
+{
     tq_task_ext_t *x = ext(t);
     for (size_t i = 0; i < x->nwaiters; i++)
         if (x->waiters[i] == p)
@@ -819,7 +885,8 @@ int tq_task_waiter_add(tq_task_t *t, void *p) {
     return 0;
 }
 
-int tq_task_waiter_remove(tq_task_t *t, void *p) {
+int tq_task_waiter_remove(tq_task_t *t, void *p)
+{
     tq_task_ext_t *x = t->x;
     for (size_t i = 0; x && i < x->nwaiters; i++)
         if (x->waiters[i] == p) {
@@ -829,14 +896,16 @@ int tq_task_waiter_remove(tq_task_t *t, void *p) {
     return -1;
 }
 
-void tq_task_waiters_clear(tq_task_t *t) {
+void tq_task_waiters_clear(tq_task_t *t)
+{
     if (t->x)
         t->x->nwaiters = 0;
 }
 
 /* ---- recovery ------------------------------------------------------------ */
 
-void tq_store_drop(tq_store_t *self, tq_task_t *t) {
+void tq_store_drop(tq_store_t *self, tq_task_t *t)
+{
     TQ_ASSERT(t->state != TQ_TASK_LEASED && tq_task_nwaiters(t) == 0);
     if (t->state == TQ_TASK_QUEUED)
         dequeue(self, t);
@@ -846,7 +915,8 @@ void tq_store_drop(tq_store_t *self, tq_task_t *t) {
     task_forget(self, t);
 }
 
-tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err_t *err) {
+tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err_t *err)
+{
     tq_task_t *old = tq_store_get(self, img->id);
     if (old)
         tq_store_drop(self, old);
@@ -884,9 +954,9 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err
         }
     }
     tq_task_state_t st = img->state == TQ_TASK_LEASED ? TQ_TASK_QUEUED : img->state;
-    tq_bytes_t payload = st == TQ_TASK_QUEUED  ? img->blob
+    tq_bytes_t payload = st == TQ_TASK_QUEUED                         ? img->blob
                          : st == TQ_TASK_DEAD || st == TQ_TASK_FAILED ? img->payload
-                                              : (tq_bytes_t){NULL, 0};
+                                                                      : (tq_bytes_t){NULL, 0};
     tq_task_t *t = task_alloc(self, keep_key ? img->skey.len : 0, payload.data, payload.len);
     if (!t) {
         tq_err_set(err, TQ_ERR_TOO_LARGE, "out of memory");
@@ -896,8 +966,8 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err
     if (img->attempt || img->releases || img->retried)
         tq_task_set_counts(t, img->attempt, img->releases, img->retried);
     t->retries = img->retries;
-    t->cls = store_tclass_ref(self, store_queue_heap(self, store_queue_get(self, qe), fn), img->priority,
-                              img->timeout_ms);
+    t->cls = store_tclass_ref(self, store_queue_heap(self, store_queue_get(self, qe), fn),
+                              img->priority, img->timeout_ms);
     t->created_ms = img->created_ms;
     if (img->keyed)
         t->flags |= TQ_TASK_F_KEYED;
@@ -923,7 +993,8 @@ tq_task_t *tq_store_restore(tq_store_t *self, const tq_task_image_t *img, tq_err
     return t;
 }
 
-void tq_store_restore_fetched(tq_store_t *self, tq_task_t *t, int64_t fetched_ms) {
+void tq_store_restore_fetched(tq_store_t *self, tq_task_t *t, int64_t fetched_ms)
+{
     TQ_ASSERT(tq_task_finished(t));
     if (t->state == TQ_TASK_DEAD) {
         t->flags |= TQ_TASK_F_FETCHED | TQ_TASK_F_ACKED; /* dead tasks have no TTL */

@@ -59,32 +59,32 @@ typedef struct tq_fnheap tq_fnheap_t;
 /* A task's cold part: only tasks that were leased, finished, delayed or
  * waited on have one (tq_task_t.x); it stays until the task is freed. */
 typedef struct tq_task_ext {
-    void *worker;         /* tq_peer_t holding the lease, or NULL */
-    int64_t deadline_ms;  /* monotonic: lease expiry (run timeout), 0 = none */
-    size_t dl_idx;        /* index in the store's deadline heap */
-    void **waiters;       /* tq_peer_t clients waiting for the outcome */
-    uint8_t *data;        /* result or error text once finished */
-    uint32_t data_len;    /* at most TQ_PAYLOAD_HARD_MAX (results are payloads) */
-    uint32_t started_after_ms; /* the current attempt's dispatch, in ms after
+    void *worker;                        /* tq_peer_t holding the lease, or NULL */
+    int64_t deadline_ms;                 /* monotonic: lease expiry (run timeout), 0 = none */
+    size_t dl_idx;                       /* index in the store's deadline heap */
+    void **waiters;                      /* tq_peer_t clients waiting for the outcome */
+    uint8_t *data;                       /* result or error text once finished */
+    uint32_t data_len;                   /* at most TQ_PAYLOAD_HARD_MAX (results are payloads) */
+    uint32_t started_after_ms;           /* the current attempt's dispatch, in ms after
                                 * created_ms, plus 1; 0 = not known (not
                                 * journaled, or 49 days late):
                                 * tq_task_started_ms */
-    int64_t finished_ms;  /* wall clock; 0 while not finished */
-    int64_t expires_ms;   /* wall clock; 0 while not finished, and for dead
+    int64_t finished_ms;                 /* wall clock; 0 while not finished */
+    int64_t expires_ms;                  /* wall clock; 0 while not finished, and for dead
                            * tasks (kept until retried or purged) */
-    int64_t not_before_ms; /* wall clock; non-zero while queued but not yet
+    int64_t not_before_ms;               /* wall clock; non-zero while queued but not yet
                             * runnable (in the delayed heap): submit
                             * --delay/--at, or a retry's backoff */
     struct tq_task *ttl_prev, *ttl_next; /* expiry list while finished; the
                                           * dead list while dead */
-    uint64_t holder;      /* instance id of the worker given attempt
+    uint64_t holder;                     /* instance id of the worker given attempt
                            * holder_attempt (tq_task_holder), 0 = none */
     uint32_t nwaiters, capwaiters;
-    uint32_t attempt;     /* dispatches so far (the current lease's token) */
+    uint32_t attempt;        /* dispatches so far (the current lease's token) */
     uint32_t holder_attempt; /* the attempt holder was given */
-    uint32_t releases;    /* dispatches not counted as lost: handed back
+    uint32_t releases;       /* dispatches not counted as lost: handed back
                            * by RELEASE, or before a manual retry */
-    uint16_t retried;     /* re-runs used so far */
+    uint16_t retried;        /* re-runs used so far */
     /* peers.c's slot, read and written by peers.c alone (the store and
      * the engine never touch it): the index of this task in its
      * worker's lease array, for O(1) removal. */
@@ -128,15 +128,15 @@ typedef struct tq_task {
     uint32_t heap_idx;    /* index in heap (or the delayed heap) while queued */
     uint32_t payload_len; /* 0 once finished, but for dead and failed tasks */
     /* persist.c's slot, read and written by persist.c alone: */
-    uint32_t jsize : 31;  /* bytes of its full journal record while live,
+    uint32_t jsize : 31; /* bytes of its full journal record while live,
                            * 0 = not live (below 2^31: see persist.c) */
-    uint32_t jgen : 1;    /* compaction generation of that record */
-    uint16_t retries;     /* re-runs allowed after a failed/timed-out run */
-    uint8_t state;        /* tq_task_state_t */
-    uint8_t flags;        /* TQ_TASK_F_* */
-    uint8_t skey_len;     /* session key length (bytes kept while F_SKEY) */
-    uint8_t rsize8;       /* store's: allocation size / 8 */
-    uint8_t bytes[];      /* session key part, then the payload part */
+    uint32_t jgen : 1;   /* compaction generation of that record */
+    uint16_t retries;    /* re-runs allowed after a failed/timed-out run */
+    uint8_t state;       /* tq_task_state_t */
+    uint8_t flags;       /* TQ_TASK_F_* */
+    uint8_t skey_len;    /* session key length (bytes kept while F_SKEY) */
+    uint8_t rsize8;      /* store's: allocation size / 8 */
+    uint8_t bytes[];     /* session key part, then the payload part */
 } tq_task_t;
 
 /* Payloads up to this size are kept inside the task record (and only
@@ -382,21 +382,21 @@ void tq_store_observe(tq_store_t *self, tq_store_task_fn fn, tq_store_key_fn kfn
 /* A task as the journal holds it. blob is the payload while queued or
  * leased, the result or error text once finished. */
 typedef struct {
-    uint64_t id, seq;        /* seq: read from old journals, not kept (the id
+    uint64_t id, seq; /* seq: read from old journals, not kept (the id
                               * gives the same order) */
     int64_t created_ms;
     int32_t priority;
     uint32_t attempt, releases, timeout_ms;
     uint16_t retries, retried;
-    tq_task_state_t state;   /* LEASED is restored as QUEUED */
+    tq_task_state_t state; /* LEASED is restored as QUEUED */
     tq_bytes_t fn, queue;
-    tq_bytes_t skey;         /* session key, or empty */
-    int keyed;               /* has a retained key */
+    tq_bytes_t skey; /* session key, or empty */
+    int keyed;       /* has a retained key */
     tq_bytes_t blob;
-    tq_bytes_t payload;      /* dead tasks: the payload (blob is the error) */
-    int64_t not_before_ms;   /* queued: not runnable before (wall clock) */
-    int64_t finished_ms;     /* finished tasks */
-    int fetched;             /* finished: delivered (and ACKed) */
+    tq_bytes_t payload;    /* dead tasks: the payload (blob is the error) */
+    int64_t not_before_ms; /* queued: not runnable before (wall clock) */
+    int64_t finished_ms;   /* finished tasks */
+    int fetched;           /* finished: delivered (and ACKed) */
     int64_t fetched_ms;
 } tq_task_image_t;
 
@@ -469,23 +469,25 @@ static inline uint32_t tq_task_attempt(const tq_task_t *t) { return t->x ? t->x-
 static inline uint32_t tq_task_releases(const tq_task_t *t) { return t->x ? t->x->releases : 0; }
 static inline uint16_t tq_task_retried(const tq_task_t *t) { return t->x ? t->x->retried : 0; }
 static inline void *tq_task_worker(const tq_task_t *t) { return t->x ? t->x->worker : NULL; }
-static inline int64_t tq_task_not_before(const tq_task_t *t) {
+static inline int64_t tq_task_not_before(const tq_task_t *t)
+{
     return t->x ? t->x->not_before_ms : 0;
 }
-static inline int64_t tq_task_finished_ms(const tq_task_t *t) {
+static inline int64_t tq_task_finished_ms(const tq_task_t *t)
+{
     return t->x ? t->x->finished_ms : 0;
 }
-static inline int64_t tq_task_expires_ms(const tq_task_t *t) {
-    return t->x ? t->x->expires_ms : 0;
-}
+static inline int64_t tq_task_expires_ms(const tq_task_t *t) { return t->x ? t->x->expires_ms : 0; }
 /* Wall ms of the current attempt's dispatch, 0 when not known. */
-static inline int64_t tq_task_started_ms(const tq_task_t *t) {
+static inline int64_t tq_task_started_ms(const tq_task_t *t)
+{
     return t->x && t->x->started_after_ms ? t->created_ms + t->x->started_after_ms - 1 : 0;
 }
 static inline size_t tq_task_nwaiters(const tq_task_t *t) { return t->x ? t->x->nwaiters : 0; }
 static inline int tq_task_keyed(const tq_task_t *t) { return (t->flags & TQ_TASK_F_KEYED) != 0; }
 static inline int tq_task_acked(const tq_task_t *t) { return (t->flags & TQ_TASK_F_ACKED) != 0; }
-static inline int tq_task_fetched(const tq_task_t *t) {
+static inline int tq_task_fetched(const tq_task_t *t)
+{
     return (t->flags & TQ_TASK_F_FETCHED) != 0;
 }
 /* The result or error text of a finished task (empty if none). */
@@ -502,7 +504,8 @@ void tq_task_lend_data(const tq_task_t *t, tq_out_t *out);
 /* The instance id of the worker that holds, or last held, t's current
  * attempt; 0 when not known (never dispatched, a dispatch undone, or a
  * lease journaled without one). */
-static inline uint64_t tq_task_holder(const tq_task_t *t) {
+static inline uint64_t tq_task_holder(const tq_task_t *t)
+{
     return t->x && t->x->holder_attempt == t->x->attempt ? t->x->holder : 0;
 }
 /* Recovery: holder held attempt `attempt` of t (a LEASE record). */

@@ -6,18 +6,21 @@
 
 /* ---- (queue, fn) heaps ---------------------------------------------------- */
 
-int fnheap_before(const tq_task_t *a, const tq_task_t *b) {
+int fnheap_before(const tq_task_t *a, const tq_task_t *b)
+{
     if (a->cls->priority != b->cls->priority)
         return a->cls->priority > b->cls->priority;
     return a->id < b->id; /* ids count up as tasks come: FIFO */
 }
 
-static void heap_set(tq_fnheap_t *h, size_t i, tq_task_t *t) {
+static void heap_set(tq_fnheap_t *h, size_t i, tq_task_t *t)
+{
     h->items[i] = t;
     t->heap_idx = (uint32_t)i;
 }
 
-static void heap_up(tq_fnheap_t *h, size_t i) {
+static void heap_up(tq_fnheap_t *h, size_t i)
+{
     tq_task_t *t = h->items[i];
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -29,7 +32,8 @@ static void heap_up(tq_fnheap_t *h, size_t i) {
     heap_set(h, i, t);
 }
 
-static void heap_down(tq_fnheap_t *h, size_t i) {
+static void heap_down(tq_fnheap_t *h, size_t i)
+{
     tq_task_t *t = h->items[i];
     for (;;) {
         size_t l = 2 * i + 1, best = i;
@@ -48,7 +52,8 @@ static void heap_down(tq_fnheap_t *h, size_t i) {
     heap_set(h, i, t);
 }
 
-void fnheap_push(tq_fnheap_t *h, tq_task_t *t) {
+void fnheap_push(tq_fnheap_t *h, tq_task_t *t)
+{
     if (h->n == h->cap) {
         TQ_ASSERT(h->cap < UINT32_MAX / 2);
         h->cap = h->cap ? h->cap * 2 : 16;
@@ -59,7 +64,8 @@ void fnheap_push(tq_fnheap_t *h, tq_task_t *t) {
     heap_up(h, h->n - 1);
 }
 
-void fnheap_remove(tq_fnheap_t *h, tq_task_t *t) {
+void fnheap_remove(tq_fnheap_t *h, tq_task_t *t)
+{
     size_t i = t->heap_idx;
     TQ_ASSERT(i < h->n && h->items[i] == t);
     h->n--;
@@ -79,12 +85,14 @@ void fnheap_remove(tq_fnheap_t *h, tq_task_t *t) {
 
 /* ---- min-heaps on a time -------------------------------------------------- */
 
-static void theap_set(theap_t *h, size_t i, tq_task_t *t) {
+static void theap_set(theap_t *h, size_t i, tq_task_t *t)
+{
     h->a[i] = t;
     h->set(t, i);
 }
 
-static void theap_up(theap_t *h, size_t i) {
+static void theap_up(theap_t *h, size_t i)
+{
     tq_task_t *t = h->a[i];
     int64_t k = h->key(t);
     while (i > 0) {
@@ -97,7 +105,8 @@ static void theap_up(theap_t *h, size_t i) {
     theap_set(h, i, t);
 }
 
-static void theap_down(theap_t *h, size_t i) {
+static void theap_down(theap_t *h, size_t i)
+{
     tq_task_t *t = h->a[i];
     for (;;) {
         size_t l = 2 * i + 1, best = i;
@@ -116,7 +125,8 @@ static void theap_down(theap_t *h, size_t i) {
     theap_set(h, i, t);
 }
 
-void theap_push(theap_t *h, tq_task_t *t) {
+void theap_push(theap_t *h, tq_task_t *t)
+{
     if (h->n == h->cap) {
         TQ_ASSERT(h->cap < UINT32_MAX / 2);
         h->cap = h->cap ? h->cap * 2 : 64;
@@ -127,7 +137,8 @@ void theap_push(theap_t *h, tq_task_t *t) {
     theap_up(h, h->n - 1);
 }
 
-void theap_remove(theap_t *h, tq_task_t *t) {
+void theap_remove(theap_t *h, tq_task_t *t)
+{
     size_t i = h->get(t);
     TQ_ASSERT(i < h->n && h->a[i] == t);
     h->n--;

@@ -107,7 +107,7 @@ struct tq_store {
     tq_queue_t **queues;
     size_t nqueues;
     size_t gc_queue, gc_name; /* tq_store_gc's cursors */
-    tq_tclass_t **classes; /* open addressing, capacity a power of two */
+    tq_tclass_t **classes;    /* open addressing, capacity a power of two */
     size_t nclasses, classes_cap;
     ttl_list_t unfetched, fetched;
     keys_t keys;

@@ -16,14 +16,16 @@ size_t tq_store_nkeys(const tq_store_t *self) { return keys_count(self); }
 
 /* ---- stems ------------------------------------------------------------- */
 
-static uint32_t task_stem(const tq_task_t *t) {
+static uint32_t task_stem(const tq_task_t *t)
+{
     uint32_t s;
     memcpy(&s, t->bytes, sizeof s);
     return s;
 }
 
 /* Index of the stem with bytes p[n] (hash h), or 0. */
-static uint32_t stem_find(const keys_t *k, const uint8_t *p, size_t n, uint64_t h) {
+static uint32_t stem_find(const keys_t *k, const uint8_t *p, size_t n, uint64_t h)
+{
     if (!k->shcap)
         return 0;
     size_t m = k->shcap - 1;
@@ -35,7 +37,8 @@ static uint32_t stem_find(const keys_t *k, const uint8_t *p, size_t n, uint64_t 
     return 0;
 }
 
-static void shash_put(keys_t *k, uint32_t idx) {
+static void shash_put(keys_t *k, uint32_t idx)
+{
     size_t m = k->shcap - 1;
     size_t j = (size_t)k->stems[idx]->hash & m;
     while (k->shash[j])
@@ -43,7 +46,8 @@ static void shash_put(keys_t *k, uint32_t idx) {
     k->shash[j] = idx;
 }
 
-static void shash_grow(keys_t *k) {
+static void shash_grow(keys_t *k)
+{
     uint32_t *old = k->shash;
     size_t ocap = k->shcap;
     k->shcap = ocap ? ocap * 2 : 64;
@@ -55,7 +59,8 @@ static void shash_grow(keys_t *k) {
 }
 
 /* A reference to the stem p[n] (hash h), created if absent. */
-static uint32_t stem_ref(keys_t *k, const uint8_t *p, size_t n, uint64_t h) {
+static uint32_t stem_ref(keys_t *k, const uint8_t *p, size_t n, uint64_t h)
+{
     uint32_t idx = stem_find(k, p, n, h);
     if (idx) {
         k->stems[idx]->refs++;
@@ -87,7 +92,8 @@ static uint32_t stem_ref(keys_t *k, const uint8_t *p, size_t n, uint64_t h) {
     return idx;
 }
 
-static void stem_unref(keys_t *k, uint32_t idx) {
+static void stem_unref(keys_t *k, uint32_t idx)
+{
     stem_t *s = k->stems[idx];
     if (--s->refs > 0)
         return;
@@ -113,13 +119,15 @@ static void stem_unref(keys_t *k, uint32_t idx) {
 /* ---- session keys ------------------------------------------------------ */
 
 /* Hash of t's session key (the same as tq_fnv1a over its bytes). */
-static uint64_t task_key_hash(const keys_t *k, const tq_task_t *t) {
+static uint64_t task_key_hash(const keys_t *k, const tq_task_t *t)
+{
     if (t->skey_len <= TQ_KEY_TAIL)
         return tq_fnv1a(TQ_FNV_BASIS, t->bytes, t->skey_len);
     return tq_fnv1a(k->stems[task_stem(t)]->hash, t->bytes + 4, TQ_KEY_TAIL);
 }
 
-static void stab_put(keys_t *k, tq_task_t *t) {
+static void stab_put(keys_t *k, tq_task_t *t)
+{
     size_t m = k->scap - 1;
     size_t j = (size_t)task_key_hash(k, t) & m;
     while (k->stab[j])
@@ -127,7 +135,8 @@ static void stab_put(keys_t *k, tq_task_t *t) {
     k->stab[j] = t;
 }
 
-static void stab_grow(keys_t *k) {
+static void stab_grow(keys_t *k)
+{
     tq_task_t **old = k->stab;
     size_t ocap = k->scap;
     k->scap = ocap ? ocap * 2 : 64;
@@ -138,7 +147,8 @@ static void stab_grow(keys_t *k) {
     free(old);
 }
 
-tq_task_t *keys_session_find(const tq_store_t *self, tq_bytes_t key) {
+tq_task_t *keys_session_find(const tq_store_t *self, tq_bytes_t key)
+{
     const keys_t *k = &self->keys;
     if (!k->nsess || key.len == 0 || key.len > TQ_MAX_KEY)
         return NULL;
@@ -167,7 +177,8 @@ tq_task_t *keys_session_find(const tq_store_t *self, tq_bytes_t key) {
     return NULL;
 }
 
-void keys_session_attach(tq_store_t *self, tq_task_t *t, tq_bytes_t key) {
+void keys_session_attach(tq_store_t *self, tq_task_t *t, tq_bytes_t key)
+{
     keys_t *k = &self->keys;
     TQ_ASSERT(key.len == t->skey_len && key.len > 0);
     if (key.len <= TQ_KEY_TAIL) {
@@ -186,7 +197,8 @@ void keys_session_attach(tq_store_t *self, tq_task_t *t, tq_bytes_t key) {
     t->flags |= TQ_TASK_F_SKEY;
 }
 
-void keys_session_detach(tq_store_t *self, tq_task_t *t) {
+void keys_session_detach(tq_store_t *self, tq_task_t *t)
+{
     keys_t *k = &self->keys;
     TQ_ASSERT(t->flags & TQ_TASK_F_SKEY);
     size_t m = k->scap - 1;
@@ -207,11 +219,10 @@ void keys_session_detach(tq_store_t *self, tq_task_t *t) {
     t->flags &= (uint8_t)~TQ_TASK_F_SKEY;
 }
 
-size_t tq_task_skey_len(const tq_task_t *t) {
-    return t->flags & TQ_TASK_F_SKEY ? t->skey_len : 0;
-}
+size_t tq_task_skey_len(const tq_task_t *t) { return t->flags & TQ_TASK_F_SKEY ? t->skey_len : 0; }
 
-size_t tq_store_task_skey(const tq_store_t *self, const tq_task_t *t, uint8_t out[TQ_MAX_KEY]) {
+size_t tq_store_task_skey(const tq_store_t *self, const tq_task_t *t, uint8_t out[TQ_MAX_KEY])
+{
     if (!(t->flags & TQ_TASK_F_SKEY))
         return 0;
     if (t->skey_len <= TQ_KEY_TAIL) {
@@ -226,7 +237,8 @@ size_t tq_store_task_skey(const tq_store_t *self, const tq_task_t *t, uint8_t ou
 
 /* ---- retained keys ------------------------------------------------------ */
 
-key_ent_t *keys_retained_find(const tq_store_t *self, tq_bytes_t key) {
+key_ent_t *keys_retained_find(const tq_store_t *self, tq_bytes_t key)
+{
     const keys_t *k = &self->keys;
     if (!k->cap)
         return NULL;
@@ -237,7 +249,8 @@ key_ent_t *keys_retained_find(const tq_store_t *self, tq_bytes_t key) {
     return NULL;
 }
 
-static void ret_grow(keys_t *k) {
+static void ret_grow(keys_t *k)
+{
     size_t ncap = k->cap ? k->cap * 2 : 64;
     key_ent_t **nb = tq_calloc(ncap, sizeof *nb);
     for (size_t i = 0; i < k->cap; i++) {
@@ -255,7 +268,8 @@ static void ret_grow(keys_t *k) {
     k->cap = ncap;
 }
 
-void keys_retained_delete(tq_store_t *self, key_ent_t *e) {
+void keys_retained_delete(tq_store_t *self, key_ent_t *e)
+{
     keys_t *k = &self->keys;
     if (self->kobs)
         self->kobs(self->obs_arg, e, 1);
@@ -275,7 +289,8 @@ void keys_retained_delete(tq_store_t *self, key_ent_t *e) {
     free(e);
 }
 
-void keys_retained_insert(tq_store_t *self, key_ent_t *e) {
+void keys_retained_insert(tq_store_t *self, key_ent_t *e)
+{
     keys_t *k = &self->keys;
     if (k->nret + 1 > k->cap)
         ret_grow(k);
@@ -292,7 +307,8 @@ void keys_retained_insert(tq_store_t *self, key_ent_t *e) {
     k->nret++;
 }
 
-key_ent_t *keys_retained_new(tq_bytes_t key) {
+key_ent_t *keys_retained_new(tq_bytes_t key)
+{
     key_ent_t *e = malloc(sizeof *e + key.len);
     if (!e)
         return NULL;
@@ -303,7 +319,8 @@ key_ent_t *keys_retained_new(tq_bytes_t key) {
     return e;
 }
 
-int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_err_t *err) {
+int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_err_t *err)
+{
     if (keys_session_find(self, key)) {
         /* a session key still held by a live task: cannot happen, the
          * caller looked the key up first */
@@ -317,7 +334,8 @@ int keys_prepare(tq_store_t *self, tq_bytes_t key, tq_err_t *err) {
     return 0;
 }
 
-uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_ms) {
+uint64_t tq_store_key_find(const tq_store_t *self, tq_bytes_t key, int64_t now_ms)
+{
     if (key.len == 0 || key.len > TQ_MAX_KEY)
         return 0;
     tq_task_t *t = keys_session_find(self, key);
@@ -332,7 +350,8 @@ tq_key_t *tq_store_key_first(const tq_store_t *self) { return self->keys.head; }
 /* Walk from both ends of the creation-order list at once: a task's key
  * was made when the task was, so recent and old tasks are both found
  * within a few steps; at most max_steps entries are looked at. */
-const tq_key_t *tq_store_key_of(const tq_store_t *self, const tq_task_t *t, size_t max_steps) {
+const tq_key_t *tq_store_key_of(const tq_store_t *self, const tq_task_t *t, size_t max_steps)
+{
     if (!tq_task_keyed(t))
         return NULL;
     const key_ent_t *a = self->keys.head, *b = self->keys.tail;
@@ -349,14 +368,16 @@ const tq_key_t *tq_store_key_of(const tq_store_t *self, const tq_task_t *t, size
     return NULL;
 }
 tq_key_t *tq_key_next(const tq_key_t *k) { return k->next; }
-tq_bytes_t tq_key_bytes(const tq_key_t *k) {
+tq_bytes_t tq_key_bytes(const tq_key_t *k)
+{
     tq_bytes_t b = {k->key, k->len};
     return b;
 }
 uint64_t tq_key_id(const tq_key_t *k) { return k->id; }
 int64_t tq_key_expires(const tq_key_t *k) { return k->expires_ms; }
 
-int tq_store_key_restore(tq_store_t *self, tq_bytes_t key, uint64_t id, int64_t expires_ms) {
+int tq_store_key_restore(tq_store_t *self, tq_bytes_t key, uint64_t id, int64_t expires_ms)
+{
     if (key.len == 0 || key.len > TQ_MAX_KEY || id == 0)
         return -1;
     if (keys_session_find(self, key))
@@ -375,7 +396,8 @@ int tq_store_key_restore(tq_store_t *self, tq_bytes_t key, uint64_t id, int64_t 
     return 0;
 }
 
-void keys_free(tq_store_t *self) {
+void keys_free(tq_store_t *self)
+{
     keys_t *k = &self->keys;
     while (k->head) {
         key_ent_t *e = k->head;

@@ -11,14 +11,16 @@
 #include "tq_test.h"
 
 static uint64_t rng = 88172645463325252ull;
-static uint64_t next_rand(void) {
+static uint64_t next_rand(void)
+{
     rng ^= rng << 13;
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return rng;
 }
 
-static void test_taskidx(void) {
+static void test_taskidx(void)
+{
     enum { N = 20000 };
     static uint64_t ids[N];
     static char present[N];
@@ -84,7 +86,8 @@ static void test_taskidx(void) {
     tq_taskidx_destroy(&m); /* NULL is fine */
 }
 
-static void test_slab(void) {
+static void test_slab(void)
+{
     enum { N = 30000 };
     static uint8_t *p[N];
     static size_t sz[N];
@@ -116,7 +119,8 @@ static void test_slab(void) {
     tq_slab_destroy(&s);
 }
 
-static tq_task_t *add_keyed(tq_store_t *s, const uint8_t *key, size_t klen, size_t plen) {
+static tq_task_t *add_keyed(tq_store_t *s, const uint8_t *key, size_t klen, size_t plen)
+{
     static uint8_t payload[1000];
     memset(payload, 'p', sizeof payload);
     tq_task_spec_t spec;
@@ -128,8 +132,11 @@ static tq_task_t *add_keyed(tq_store_t *s, const uint8_t *key, size_t klen, size
     return tq_store_add_session(s, &spec, 0, &code);
 }
 
-static void test_session_keys(void) {
-    tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 100000, .result_ttl_ms = 100,
+static void test_session_keys(void)
+{
+    tq_store_cfg_t cfg = {.first_id = 1,
+                          .max_tasks = 100000,
+                          .result_ttl_ms = 100,
                           .unfetched_ttl_ms = 1000};
     tq_store_t *s = tq_store_new(&cfg);
     enum { N = 5000 };
@@ -173,8 +180,7 @@ static void test_session_keys(void) {
     }
     for (size_t i = 0; i < N; i++)
         if (id[i])
-            CHECK(tq_store_key_find(s, (tq_bytes_t){keys[i], klen[i]}, 0) ==
-                  (i % 2 ? id[i] : 0));
+            CHECK(tq_store_key_find(s, (tq_bytes_t){keys[i], klen[i]}, 0) == (i % 2 ? id[i] : 0));
     /* an unknown stem and an unknown tail are not found */
     uint8_t other[24];
     memset(other, 9, sizeof other);
@@ -195,7 +201,8 @@ static void test_session_keys(void) {
     tq_store_destroy(&s);
 }
 
-int main(void) {
+int main(void)
+{
     RUN(test_taskidx);
     RUN(test_slab);
     RUN(test_session_keys);

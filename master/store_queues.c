@@ -9,7 +9,8 @@
 
 /* ---- names ---------------------------------------------------------- */
 
-static void names_grow(tq_store_t *self) {
+static void names_grow(tq_store_t *self)
+{
     size_t ncap = self->names_cap ? self->names_cap * 2 : 64;
     name_ent_t *n = tq_calloc(ncap, sizeof *n);
     for (size_t i = 0; i < self->names_cap; i++) {
@@ -26,7 +27,8 @@ static void names_grow(tq_store_t *self) {
     self->names_cap = ncap;
 }
 
-name_ent_t *store_name_find(const tq_store_t *self, tq_bytes_t name) {
+name_ent_t *store_name_find(const tq_store_t *self, tq_bytes_t name)
+{
     if (!self->names_cap)
         return NULL;
     uint64_t h = tq_fnv1a(TQ_FNV_BASIS, name.data, name.len);
@@ -41,7 +43,8 @@ name_ent_t *store_name_find(const tq_store_t *self, tq_bytes_t name) {
 }
 
 /* The entry for name, created if absent; NULL when the table is full. */
-name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name) {
+name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name)
+{
     name_ent_t *found = store_name_find(self, name);
     if (found)
         return found;
@@ -65,29 +68,34 @@ name_ent_t *store_name_entry(tq_store_t *self, tq_bytes_t name) {
     return e;
 }
 
-const char *tq_store_intern(tq_store_t *self, tq_bytes_t name) {
+const char *tq_store_intern(tq_store_t *self, tq_bytes_t name)
+{
     name_ent_t *e = store_name_entry(self, name);
     return e ? e->name : NULL;
 }
 
-int tq_store_name_known(const tq_store_t *self, tq_bytes_t name) {
+int tq_store_name_known(const tq_store_t *self, tq_bytes_t name)
+{
     return store_name_find(self, name) != NULL;
 }
 
-const char *tq_store_lookup(const tq_store_t *self, tq_bytes_t name) {
+const char *tq_store_lookup(const tq_store_t *self, tq_bytes_t name)
+{
     const name_ent_t *e = store_name_find(self, name);
     return e ? e->name : NULL;
 }
 
 size_t tq_store_nnames(const tq_store_t *self) { return self->nnames; }
 
-void tq_store_name_hold(tq_store_t *self, const char *name) {
+void tq_store_name_hold(tq_store_t *self, const char *name)
+{
     name_ent_t *e = store_name_find(self, tq_bytes_str(name));
     TQ_ASSERT(e && e->name == name && e->holds < UINT32_MAX);
     e->holds++;
 }
 
-void tq_store_name_release(tq_store_t *self, const char *name) {
+void tq_store_name_release(tq_store_t *self, const char *name)
+{
     name_ent_t *e = store_name_find(self, tq_bytes_str(name));
     TQ_ASSERT(e && e->name == name && e->holds > 0);
     e->holds--;
@@ -95,7 +103,8 @@ void tq_store_name_release(tq_store_t *self, const char *name) {
 
 /* Take slot i out of the name table (backward shift, so probes stay
  * unbroken) and free its string. */
-static void name_delete(tq_store_t *self, size_t i) {
+static void name_delete(tq_store_t *self, size_t i)
+{
     size_t m = self->names_cap - 1;
     free(self->names[i].name);
     for (size_t j = (i + 1) & m; self->names[j].name; j = (j + 1) & m) {
@@ -111,7 +120,8 @@ static void name_delete(tq_store_t *self, size_t i) {
 
 /* Free heap k of q (no task class on it: it is empty); the last heap
  * takes its place. */
-static void heap_delete(tq_store_t *self, tq_queue_t *q, size_t k) {
+static void heap_delete(tq_store_t *self, tq_queue_t *q, size_t k)
+{
     tq_fnheap_t *h = q->heaps[k];
     TQ_ASSERT(h->n == 0 && h->nclasses == 0);
     name_ent_t *fe = store_name_find(self, tq_bytes_str(h->fn));
@@ -124,7 +134,8 @@ static void heap_delete(tq_store_t *self, tq_queue_t *q, size_t k) {
 
 /* Free the heaps of q that no task class uses (a queue that lives on
  * must not pin every function name it ever saw). */
-static void heaps_prune(tq_store_t *self, tq_queue_t *q) {
+static void heaps_prune(tq_store_t *self, tq_queue_t *q)
+{
     for (size_t k = 0; k < q->nheaps;) {
         if (q->heaps[k]->nclasses == 0)
             heap_delete(self, q, k);
@@ -135,7 +146,8 @@ static void heaps_prune(tq_store_t *self, tq_queue_t *q) {
 
 /* A queue no task, setting or heap needs: free it and its (empty)
  * heaps; queues[i] takes the last queue's place. */
-static void queue_delete(tq_store_t *self, size_t i) {
+static void queue_delete(tq_store_t *self, size_t i)
+{
     tq_queue_t *q = self->queues[i];
     while (q->nheaps)
         heap_delete(self, q, q->nheaps - 1);
@@ -149,7 +161,8 @@ static void queue_delete(tq_store_t *self, size_t i) {
 
 /* 1 if nothing refers to q: no task (every task holds a class of one of
  * its heaps), not paused, no default timeout. */
-static int queue_unused(const tq_queue_t *q) {
+static int queue_unused(const tq_queue_t *q)
+{
     if (q->paused || q->default_timeout_ms || q->queued_total)
         return 0;
     for (size_t k = 0; k < q->nheaps; k++)
@@ -158,7 +171,8 @@ static int queue_unused(const tq_queue_t *q) {
     return 1;
 }
 
-size_t tq_store_gc(tq_store_t *self, size_t steps) {
+size_t tq_store_gc(tq_store_t *self, size_t steps)
+{
     size_t freed = 0;
     for (size_t s = 0; s < steps && self->nqueues; s++) {
         if (self->gc_queue >= self->nqueues)
@@ -187,7 +201,8 @@ size_t tq_store_gc(tq_store_t *self, size_t steps) {
 
 /* ---- queues ----------------------------------------------------------- */
 
-tq_queue_t *store_queue_get(tq_store_t *self, name_ent_t *e) {
+tq_queue_t *store_queue_get(tq_store_t *self, name_ent_t *e)
+{
     if (!e->queue) {
         tq_queue_t *q = tq_calloc(1, sizeof *q);
         q->name = e->name;
@@ -199,7 +214,8 @@ tq_queue_t *store_queue_get(tq_store_t *self, name_ent_t *e) {
     return e->queue;
 }
 
-tq_fnheap_t *store_queue_heap(tq_store_t *self, tq_queue_t *q, const char *fn) {
+tq_fnheap_t *store_queue_heap(tq_store_t *self, tq_queue_t *q, const char *fn)
+{
     for (size_t i = 0; i < q->nheaps; i++)
         if (q->heaps[i]->fn == fn)
             return q->heaps[i];
@@ -215,14 +231,16 @@ tq_fnheap_t *store_queue_heap(tq_store_t *self, tq_queue_t *q, const char *fn) {
 }
 
 size_t tq_store_nqueues(const tq_store_t *self) { return self->nqueues; }
-tq_queue_t *tq_store_queue_at(const tq_store_t *self, size_t i) {
+tq_queue_t *tq_store_queue_at(const tq_store_t *self, size_t i)
+{
     return i < self->nqueues ? self->queues[i] : NULL;
 }
 const char *tq_queue_name(const tq_queue_t *q) { return q->name; }
 const tq_queue_counts_t *tq_queue_counts(const tq_queue_t *q) { return &q->counts; }
 size_t tq_queue_queued(const tq_queue_t *q) { return q->queued_total; }
 
-int64_t tq_queue_head_created(const tq_queue_t *q) {
+int64_t tq_queue_head_created(const tq_queue_t *q)
+{
     int64_t oldest = -1;
     for (size_t i = 0; i < q->nheaps; i++) {
         const tq_fnheap_t *h = q->heaps[i];
@@ -233,16 +251,19 @@ int64_t tq_queue_head_created(const tq_queue_t *q) {
 }
 void tq_queue_set_paused(tq_queue_t *q, int paused) { q->paused = paused != 0; }
 int tq_queue_paused(const tq_queue_t *q) { return q->paused; }
-void tq_queue_set_default_timeout(tq_queue_t *q, uint32_t timeout_ms) {
+void tq_queue_set_default_timeout(tq_queue_t *q, uint32_t timeout_ms)
+{
     q->default_timeout_ms = timeout_ms;
 }
 
-tq_queue_t *tq_store_queue(tq_store_t *self, tq_bytes_t name) {
+tq_queue_t *tq_store_queue(tq_store_t *self, tq_bytes_t name)
+{
     name_ent_t *e = store_name_entry(self, name);
     return e ? store_queue_get(self, e) : NULL;
 }
 
-tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfns) {
+tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfns)
+{
     if (q->queued_total == 0 || q->paused)
         return NULL;
     tq_task_t *best = NULL;
@@ -262,17 +283,20 @@ tq_task_t *tq_queue_best(const tq_queue_t *q, const char *const *fns, size_t nfn
 
 /* ---- task classes ----------------------------------------------------- */
 
-static uint64_t tclass_hash(const tq_fnheap_t *heap, int32_t priority, uint32_t timeout_ms) {
+static uint64_t tclass_hash(const tq_fnheap_t *heap, int32_t priority, uint32_t timeout_ms)
+{
     uint64_t h = (uint64_t)(uintptr_t)heap * 0x9E3779B97F4A7C15ull;
     h ^= ((uint64_t)(uint32_t)priority << 32 | timeout_ms) * 0xC2B2AE3D27D4EB4Full;
     return h ^ (h >> 29);
 }
 
-static size_t tclass_home(const tq_store_t *self, const tq_tclass_t *c) {
+static size_t tclass_home(const tq_store_t *self, const tq_tclass_t *c)
+{
     return (size_t)tclass_hash(c->heap, c->priority, c->timeout_ms) & (self->classes_cap - 1);
 }
 
-static void tclass_put(tq_store_t *self, tq_tclass_t *c) {
+static void tclass_put(tq_store_t *self, tq_tclass_t *c)
+{
     size_t m = self->classes_cap - 1;
     size_t j = tclass_home(self, c);
     while (self->classes[j])
@@ -281,7 +305,8 @@ static void tclass_put(tq_store_t *self, tq_tclass_t *c) {
 }
 
 tq_tclass_t *store_tclass_ref(tq_store_t *self, tq_fnheap_t *heap, int32_t priority,
-                              uint32_t timeout_ms) {
+                              uint32_t timeout_ms)
+{
     if (self->classes_cap) {
         size_t m = self->classes_cap - 1;
         for (size_t j = (size_t)tclass_hash(heap, priority, timeout_ms) & m; self->classes[j];
@@ -315,7 +340,8 @@ tq_tclass_t *store_tclass_ref(tq_store_t *self, tq_fnheap_t *heap, int32_t prior
     return c;
 }
 
-void store_tclass_unref(tq_store_t *self, tq_tclass_t *c) {
+void store_tclass_unref(tq_store_t *self, tq_tclass_t *c)
+{
     TQ_ASSERT(c->refs > 0);
     if (--c->refs > 0)
         return;
@@ -337,7 +363,8 @@ void store_tclass_unref(tq_store_t *self, tq_tclass_t *c) {
     free(c);
 }
 
-void store_tclass_free(tq_store_t *self) {
+void store_tclass_free(tq_store_t *self)
+{
     for (size_t i = 0; i < self->classes_cap; i++)
         free(self->classes[i]);
     free(self->classes);
@@ -347,7 +374,8 @@ void store_tclass_free(tq_store_t *self) {
 
 size_t tq_queue_nheaps(const tq_queue_t *q) { return q->nheaps; }
 
-size_t tq_queue_heap_at(const tq_queue_t *q, size_t i, const char **fn) {
+size_t tq_queue_heap_at(const tq_queue_t *q, size_t i, const char **fn)
+{
     *fn = q->heaps[i]->fn;
     return q->heaps[i]->n;
 }

@@ -8,14 +8,18 @@
 
 #include "tq_test.h"
 
-static tq_store_t *new_store(size_t max_tasks) {
-    tq_store_cfg_t cfg = {.first_id = 1000, .max_tasks = max_tasks,
-                          .result_ttl_ms = 100, .unfetched_ttl_ms = 1000};
+static tq_store_t *new_store(size_t max_tasks)
+{
+    tq_store_cfg_t cfg = {.first_id = 1000,
+                          .max_tasks = max_tasks,
+                          .result_ttl_ms = 100,
+                          .unfetched_ttl_ms = 1000};
     return tq_store_new(&cfg);
 }
 
 static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t prio,
-                      const char *payload) {
+                      const char *payload)
+{
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str(fn);
@@ -27,7 +31,8 @@ static tq_task_t *add(tq_store_t *s, const char *fn, const char *queue, int32_t 
 }
 
 /* Pop the best task of queue 0 for fn by leasing it; returns its payload[0]. */
-static char pop(tq_store_t *s, const char *fn) {
+static char pop(tq_store_t *s, const char *fn)
+{
     const char *f = tq_store_intern(s, tq_bytes_str(fn));
     tq_task_t *t = tq_queue_best(tq_store_queue_at(s, 0), &f, 1);
     if (!t)
@@ -36,7 +41,8 @@ static char pop(tq_store_t *s, const char *fn) {
     return (char)tq_task_payload(t).data[0];
 }
 
-static void test_priority_then_fifo(void) {
+static void test_priority_then_fifo(void)
+{
     tq_store_t *s = new_store(100);
     add(s, "f", "", 0, "a");
     add(s, "f", "", 5, "b");
@@ -54,7 +60,8 @@ static void test_priority_then_fifo(void) {
     CHECK(s == NULL);
 }
 
-static void test_ids_count_up(void) {
+static void test_ids_count_up(void)
+{
     tq_store_t *s = new_store(100);
     tq_task_t *a = add(s, "f", "", 0, "a"), *b = add(s, "f", "", 0, "b");
     CHECK_EQ_INT(a->id, 1000);
@@ -64,7 +71,8 @@ static void test_ids_count_up(void) {
     tq_store_destroy(&s);
 }
 
-static void test_cancel_middle(void) {
+static void test_cancel_middle(void)
+{
     tq_store_t *s = new_store(1000);
     tq_task_t *ts[200];
     for (int i = 0; i < 200; i++) {
@@ -87,9 +95,9 @@ static void test_cancel_middle(void) {
     tq_task_t *t;
     while ((t = tq_queue_best(q, &f, 1)) != NULL) {
         CHECK(t->state == TQ_TASK_QUEUED);
-        if (prev && (tq_task_priority(t) > tq_task_priority(prev) ||
-                     (tq_task_priority(t) == tq_task_priority(prev) &&
-                      tq_task_seq(t) < tq_task_seq(prev))))
+        if (prev &&
+            (tq_task_priority(t) > tq_task_priority(prev) ||
+             (tq_task_priority(t) == tq_task_priority(prev) && tq_task_seq(t) < tq_task_seq(prev))))
             ordered = 0;
         tq_store_lease(s, t, NULL, 0);
         prev = t;
@@ -100,7 +108,8 @@ static void test_cancel_middle(void) {
     tq_store_destroy(&s);
 }
 
-static void test_requeue_keeps_place(void) {
+static void test_requeue_keeps_place(void)
+{
     tq_store_t *s = new_store(100);
     add(s, "f", "", 1, "a");
     add(s, "f", "", 1, "b");
@@ -121,7 +130,8 @@ static void test_requeue_keeps_place(void) {
     tq_store_destroy(&s);
 }
 
-static void test_functions_separate(void) {
+static void test_functions_separate(void)
+{
     tq_store_t *s = new_store(100);
     add(s, "x", "", 0, "1");
     add(s, "y", "", 9, "2");
@@ -132,7 +142,8 @@ static void test_functions_separate(void) {
     tq_store_destroy(&s);
 }
 
-static void test_max_tasks(void) {
+static void test_max_tasks(void)
+{
     tq_store_t *s = new_store(2);
     CHECK(add(s, "f", "", 0, "a") != NULL);
     CHECK(add(s, "f", "", 0, "b") != NULL);
@@ -154,7 +165,8 @@ static void test_max_tasks(void) {
     tq_store_destroy(&s);
 }
 
-static void test_ttl_expiry(void) {
+static void test_ttl_expiry(void)
+{
     tq_store_t *s = new_store(100); /* result ttl 100 ms, unfetched 1000 ms */
     tq_task_t *a = add(s, "f", "", 0, "a");
     tq_task_t *b = add(s, "f", "", 0, "b");
@@ -194,15 +206,16 @@ static void test_ttl_expiry(void) {
 /* SIGHUP's new TTLs apply to results already kept: each expiry moves by
  * the difference, so the lists stay sorted; a new max-tasks applies to
  * the next add. */
-static void test_ttls_and_max_tasks_change(void) {
+static void test_ttls_and_max_tasks_change(void)
+{
     tq_store_t *s = new_store(2); /* result ttl 100 ms, unfetched 1000 ms */
     tq_task_t *a = add(s, "f", "", 0, "a");
     tq_task_t *b = add(s, "f", "", 0, "b");
     uint64_t ida = a->id, idb = b->id;
-    tq_store_finish(s, a, TQ_TASK_DONE, "r", 1, 10);  /* unfetched: expires 1010 */
-    tq_store_finish(s, b, TQ_TASK_DONE, "r", 1, 20);  /* 1020 */
-    tq_store_fetched(s, b, 30);                       /* fetched: 130 */
-    tq_store_set_ttls(s, 500, 50); /* fetched b: 530; unfetched a: 60 */
+    tq_store_finish(s, a, TQ_TASK_DONE, "r", 1, 10); /* unfetched: expires 1010 */
+    tq_store_finish(s, b, TQ_TASK_DONE, "r", 1, 20); /* 1020 */
+    tq_store_fetched(s, b, 30);                      /* fetched: 130 */
+    tq_store_set_ttls(s, 500, 50);                   /* fetched b: 530; unfetched a: 60 */
     CHECK_EQ_INT(tq_store_cfg(s)->result_ttl_ms, 500);
     CHECK_EQ_INT(tq_store_cfg(s)->unfetched_ttl_ms, 50);
     CHECK_EQ_INT(tq_store_next_expiry(s, 0), 60);
@@ -230,7 +243,8 @@ static void test_ttls_and_max_tasks_change(void) {
     tq_store_destroy(&s);
 }
 
-static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, tq_err_t *code) {
+static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, tq_err_t *code)
+{
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
     spec.fn = tq_bytes_str("f");
@@ -240,9 +254,13 @@ static tq_task_t *add_key(tq_store_t *s, const char *key, int64_t now, tq_err_t 
     return tq_store_add(s, &spec, now, code);
 }
 
-static void test_idempotency_keys(void) {
-    tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 3, .result_ttl_ms = 100,
-                          .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
+static void test_idempotency_keys(void)
+{
+    tq_store_cfg_t cfg = {.first_id = 1,
+                          .max_tasks = 3,
+                          .result_ttl_ms = 100,
+                          .unfetched_ttl_ms = 100,
+                          .key_retention_ms = 5000};
     tq_store_t *s = tq_store_new(&cfg);
     tq_err_t code = {0, ""};
     CHECK_EQ_INT(tq_store_key_find(s, tq_bytes_str("k1"), 0), 0);
@@ -295,7 +313,8 @@ static void test_idempotency_keys(void) {
     tq_store_destroy(&s);
 }
 
-static void test_retry(void) {
+static void test_retry(void)
+{
     tq_store_t *s = new_store(100);
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
@@ -323,7 +342,8 @@ static void test_retry(void) {
     tq_store_destroy(&s);
 }
 
-static void test_deadlines(void) {
+static void test_deadlines(void)
+{
     tq_store_t *s = new_store(100);
     tq_task_t *t[4];
     for (int i = 0; i < 4; i++) {
@@ -348,7 +368,8 @@ static void test_deadlines(void) {
 
 /* A dispatch plan holds tasks out of their heap, unseen, and gives them
  * back at their place (or leases them from there). */
-static void test_hold(void) {
+static void test_hold(void)
+{
     tq_store_t *s = new_store(100);
     tq_task_t *a = add(s, "f", "", 0, "a"), *b = add(s, "f", "", 0, "b");
     const char *fns[1] = {tq_task_fn(a)};
@@ -372,7 +393,8 @@ static void test_hold(void) {
 
 /* Events the store reports, as a string of letters. */
 static char events[64];
-static void record_event(void *arg, tq_task_t *t, tq_store_event_t ev) {
+static void record_event(void *arg, tq_task_t *t, tq_store_event_t ev)
+{
     (void)arg;
     (void)t;
     size_t n = strlen(events);
@@ -380,7 +402,8 @@ static void record_event(void *arg, tq_task_t *t, tq_store_event_t ev) {
         events[n] = "ALRFKD"[ev];
 }
 
-static void test_session_keys_observer_restore(void) {
+static void test_session_keys_observer_restore(void)
+{
     tq_store_t *s = new_store(100);
     tq_store_observe(s, record_event, NULL, NULL);
     tq_task_spec_t spec;
@@ -440,7 +463,8 @@ static void test_session_keys_observer_restore(void) {
 
 /* Delayed tasks stay out of the heaps until promoted; the dead set is in
  * id order, keeps payloads, has no TTL; revive and purge; pause. */
-static void test_delay_dead_pause(void) {
+static void test_delay_dead_pause(void)
+{
     tq_store_t *s = new_store(100);
     tq_task_spec_t spec;
     memset(&spec, 0, sizeof spec);
@@ -480,7 +504,7 @@ static void test_delay_dead_pause(void) {
     CHECK(tq_store_dead_after(s, d->id) == a);
     CHECK(tq_store_dead_after(s, 0) == d);
     CHECK(tq_store_dead_after(s, a->id) == NULL);
-    CHECK_EQ_INT(a->payload_len, 1); /* kept for a retry */
+    CHECK_EQ_INT(a->payload_len, 1);                        /* kept for a retry */
     CHECK_EQ_INT(tq_store_sweep(s, INT64_MAX / 2, 100), 0); /* no TTL */
     tq_store_fetched(s, a, 20);
     CHECK_EQ_INT(tq_store_sweep(s, INT64_MAX / 2, 100), 0);
@@ -503,7 +527,8 @@ static void test_delay_dead_pause(void) {
 
 /* Names and queues nothing uses are freed by tq_store_gc; a paused
  * queue, a queue with tasks and a held function name stay. */
-static void test_name_gc(void) {
+static void test_name_gc(void)
+{
     tq_store_t *s = new_store(100000);
     char q[32], f[32];
     for (int i = 0; i < 1000; i++) {
@@ -551,9 +576,13 @@ static void test_name_gc(void) {
 /* tq_store_key_of finds a keyed task's key from either end of the key
  * list, within its step budget; tq_store_queue_queued_some hands out a
  * queue's runnable then delayed tasks, bounded by max. */
-static void test_key_of_and_queued_some(void) {
-    tq_store_cfg_t cfg = {.first_id = 1, .max_tasks = 100, .result_ttl_ms = 100,
-                          .unfetched_ttl_ms = 100, .key_retention_ms = 5000};
+static void test_key_of_and_queued_some(void)
+{
+    tq_store_cfg_t cfg = {.first_id = 1,
+                          .max_tasks = 100,
+                          .result_ttl_ms = 100,
+                          .unfetched_ttl_ms = 100,
+                          .key_retention_ms = 5000};
     tq_store_t *s = tq_store_new(&cfg);
     tq_err_t code;
     char key[16];
@@ -583,7 +612,8 @@ static void test_key_of_and_queued_some(void) {
     tq_store_destroy(&s);
 }
 
-int main(void) {
+int main(void)
+{
     RUN(test_priority_then_fifo);
     RUN(test_ids_count_up);
     RUN(test_cancel_middle);

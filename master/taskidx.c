@@ -30,7 +30,8 @@ struct tq_taskidx {
 
 tq_taskidx_t *tq_taskidx_new(void) { return tq_calloc(1, sizeof(tq_taskidx_t)); }
 
-void tq_taskidx_destroy(tq_taskidx_t **self_p) {
+void tq_taskidx_destroy(tq_taskidx_t **self_p)
+{
     if (!self_p || !*self_p)
         return;
     tq_taskidx_t *self = *self_p;
@@ -44,7 +45,8 @@ void tq_taskidx_destroy(tq_taskidx_t **self_p) {
 size_t tq_taskidx_size(const tq_taskidx_t *self) { return self->size; }
 
 /* Index of the first entry with pn >= pn (hi if none). */
-static size_t dir_find(const tq_taskidx_t *self, uint64_t pn) {
+static size_t dir_find(const tq_taskidx_t *self, uint64_t pn)
+{
     if (self->lo == self->hi)
         return self->hi;
     uint64_t first = self->dir[self->lo].pn;
@@ -71,19 +73,22 @@ static size_t dir_find(const tq_taskidx_t *self, uint64_t pn) {
     return a;
 }
 
-static page_t *page_of(const tq_taskidx_t *self, uint64_t id) {
+static page_t *page_of(const tq_taskidx_t *self, uint64_t id)
+{
     uint64_t pn = id >> SHIFT;
     size_t i = dir_find(self, pn);
     return i < self->hi && self->dir[i].pn == pn ? self->dir[i].p : NULL;
 }
 
-void *tq_taskidx_get(const tq_taskidx_t *self, uint64_t id) {
+void *tq_taskidx_get(const tq_taskidx_t *self, uint64_t id)
+{
     page_t *p = page_of(self, id);
     return p ? p->slot[id & (TQ_TASKIDX_PAGE - 1)] : NULL;
 }
 
 /* Drop the holes from the directory (and the space below lo). */
-static void dir_compact(tq_taskidx_t *self) {
+static void dir_compact(tq_taskidx_t *self)
+{
     size_t w = 0;
     for (size_t i = self->lo; i < self->hi; i++)
         if (self->dir[i].p)
@@ -94,7 +99,8 @@ static void dir_compact(tq_taskidx_t *self) {
 }
 
 /* Room for one more entry at hi. */
-static void dir_reserve(tq_taskidx_t *self) {
+static void dir_reserve(tq_taskidx_t *self)
+{
     if (self->hi < self->cap)
         return;
     if (self->lo > 0 || self->holes > 0)
@@ -106,7 +112,8 @@ static void dir_reserve(tq_taskidx_t *self) {
 }
 
 /* The page for pn, created if absent. */
-static page_t *page_make(tq_taskidx_t *self, uint64_t pn) {
+static page_t *page_make(tq_taskidx_t *self, uint64_t pn)
+{
     size_t i = dir_find(self, pn);
     if (i < self->hi && self->dir[i].pn == pn) {
         if (!self->dir[i].p) {
@@ -128,7 +135,8 @@ static page_t *page_make(tq_taskidx_t *self, uint64_t pn) {
     return p;
 }
 
-void tq_taskidx_put(tq_taskidx_t *self, uint64_t id, void *value) {
+void tq_taskidx_put(tq_taskidx_t *self, uint64_t id, void *value)
+{
     TQ_ASSERT(id != 0 && value != NULL);
     page_t *p = page_make(self, id >> SHIFT);
     void **s = &p->slot[id & (TQ_TASKIDX_PAGE - 1)];
@@ -139,7 +147,8 @@ void tq_taskidx_put(tq_taskidx_t *self, uint64_t id, void *value) {
     *s = value;
 }
 
-void *tq_taskidx_remove(tq_taskidx_t *self, uint64_t id) {
+void *tq_taskidx_remove(tq_taskidx_t *self, uint64_t id)
+{
     uint64_t pn = id >> SHIFT;
     size_t i = dir_find(self, pn);
     if (i >= self->hi || self->dir[i].pn != pn || !self->dir[i].p)
@@ -169,7 +178,8 @@ void *tq_taskidx_remove(tq_taskidx_t *self, uint64_t id) {
     return v;
 }
 
-void *tq_taskidx_next(const tq_taskidx_t *self, uint64_t id, uint64_t *found) {
+void *tq_taskidx_next(const tq_taskidx_t *self, uint64_t id, uint64_t *found)
+{
     uint64_t pn = id >> SHIFT;
     for (size_t i = dir_find(self, pn); i < self->hi; i++) {
         page_t *p = self->dir[i].p;

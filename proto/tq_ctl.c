@@ -22,9 +22,17 @@ typedef struct {
 } jfield_t;
 
 #define JFIELD(f, type, req, a, b)                                                                 \
-    {#f, J_##type, R_##req, (uint64_t)(a), (uint64_t)(b), (uint16_t)offsetof(CTL_T, f),           \
+    {#f,                                                                                           \
+     J_##type,                                                                                     \
+     R_##req,                                                                                      \
+     (uint64_t)(a),                                                                                \
+     (uint64_t)(b),                                                                                \
+     (uint16_t)offsetof(CTL_T, f),                                                                 \
      (uint16_t)sizeof(((CTL_T *)0)->f)},
-#define JEND {NULL, 0, 0, 0, 0, 0, 0}
+#define JEND                                                                                       \
+    {                                                                                              \
+        NULL, 0, 0, 0, 0, 0, 0                                                                     \
+    }
 
 #define CTL_T tq_hello_t
 static const jfield_t json_hello[] = {TQ_JSON_HELLO(JFIELD) JEND};
@@ -71,28 +79,28 @@ static int read_fields(const char *what, const cJSON *j, const jfield_t *fields,
         switch (f->type) {
         case J_INT:
             if (tq_json_uint(v, f->a, f->b, &u) < 0)
-                return tq_err_set(err, TQ_ERR_MALFORMED,
-                                    "%s: \"%s\" must be an integer %llu..%llu", what, f->name,
-                                    (unsigned long long)f->a, (unsigned long long)f->b);
+                return tq_err_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be an integer %llu..%llu",
+                                  what, f->name, (unsigned long long)f->a,
+                                  (unsigned long long)f->b);
             store_uint(p, f->size, u);
             break;
         case J_BOOL:
             if (!cJSON_IsBool(v))
                 return tq_err_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be true or false", what,
-                                    f->name);
+                                  f->name);
             *(int *)p = cJSON_IsTrue(v);
             break;
         case J_STR: {
             if (!cJSON_IsString(v))
                 return tq_err_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be a string", what,
-                                    f->name);
+                                  f->name);
             size_t n = strlen(v->valuestring);
             /* a longer text is cut to the member (ERROR message), a
              * shorter one than a is refused */
             if (n < f->a || (n > f->b && f->b < f->size))
                 return tq_err_set(err, TQ_ERR_MALFORMED, "%s: \"%s\" must be %llu..%llu bytes",
-                                    what, f->name, (unsigned long long)f->a,
-                                    (unsigned long long)f->b);
+                                  what, f->name, (unsigned long long)f->a,
+                                  (unsigned long long)f->b);
             if (n >= f->size)
                 n = f->size - 1;
             memcpy(p, v->valuestring, n);
@@ -102,10 +110,10 @@ static int read_fields(const char *what, const cJSON *j, const jfield_t *fields,
         case J_STRS:
             if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) < (int)f->a)
                 return tq_err_set(err, TQ_ERR_MALFORMED,
-                                    "%s: \"%s\" must be a non-empty array of names", what, f->name);
+                                  "%s: \"%s\" must be a non-empty array of names", what, f->name);
             if (cJSON_GetArraySize(v) > (int)f->b)
                 return tq_err_set(err, TQ_ERR_TOO_MANY, "%s: %d %s, max %llu", what,
-                                    cJSON_GetArraySize(v), f->name, (unsigned long long)f->b);
+                                  cJSON_GetArraySize(v), f->name, (unsigned long long)f->b);
             break;
         }
     }
@@ -172,8 +180,8 @@ int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *h, tq_err_t *err
     }
     h->worker = strcmp(role->valuestring, "worker") == 0;
     if (!cJSON_IsString(name) || !printable(name->valuestring, TQ_MAX_PEER_NAME)) {
-        tq_err_set(err, TQ_ERR_BAD_NAME,
-                     "HELLO: \"name\" must be 1..%d printable ASCII characters", TQ_MAX_PEER_NAME);
+        tq_err_set(err, TQ_ERR_BAD_NAME, "HELLO: \"name\" must be 1..%d printable ASCII characters",
+                   TQ_MAX_PEER_NAME);
         goto out;
     }
     if (read_fields("HELLO", j, json_hello, h->worker, h, err) < 0)
@@ -184,22 +192,23 @@ int tq_hello_decode(tq_bytes_t body, size_t nparts, tq_hello_t *h, tq_err_t *err
     }
     if (h->instance[0] && instance_value(h->instance, &h->instance_id) < 0) {
         tq_err_set(err, TQ_ERR_MALFORMED,
-                     "HELLO: \"instance\" must be %d lowercase hex digits, not all zero",
-                     TQ_INSTANCE_HEX);
+                   "HELLO: \"instance\" must be %d lowercase hex digits, not all zero",
+                   TQ_INSTANCE_HEX);
         goto out;
     }
     if (h->busy > h->slots + h->prefetch) {
         tq_err_set(err, TQ_ERR_MALFORMED,
-                     "HELLO: \"busy\" must be an integer 0..slots+prefetch (%u)",
-                     (unsigned)(h->slots + h->prefetch));
+                   "HELLO: \"busy\" must be an integer 0..slots+prefetch (%u)",
+                   (unsigned)(h->slots + h->prefetch));
         goto out;
     }
     const cJSON *it;
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "functions")) {
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "functions"))
+    {
         if (!cJSON_IsString(it) || !tq_name_valid(tq_bytes_str(it->valuestring))) {
             tq_err_set(err, TQ_ERR_BAD_NAME,
-                         "HELLO: functions[%zu] is not a valid name (1..%d of [A-Za-z0-9_.:-])",
-                         h->nfunctions, TQ_MAX_NAME);
+                       "HELLO: functions[%zu] is not a valid name (1..%d of [A-Za-z0-9_.:-])",
+                       h->nfunctions, TQ_MAX_NAME);
             goto out;
         }
         snprintf(h->functions[h->nfunctions++], sizeof h->functions[0], "%s", it->valuestring);
@@ -251,9 +260,9 @@ int tq_welcome_decode(tq_bytes_t body, size_t nparts, tq_welcome_t *w, tq_err_t 
     cJSON_Delete(j);
     if (rc == 0 && w->heartbeat_timeout_ms <= w->heartbeat_ms)
         rc = tq_err_set(err, TQ_ERR_MALFORMED,
-                          "WELCOME: \"heartbeat_timeout_ms\" (%u) must be greater than "
-                          "\"heartbeat_ms\" (%u)",
-                          (unsigned)w->heartbeat_timeout_ms, (unsigned)w->heartbeat_ms);
+                        "WELCOME: \"heartbeat_timeout_ms\" (%u) must be greater than "
+                        "\"heartbeat_ms\" (%u)",
+                        (unsigned)w->heartbeat_timeout_ms, (unsigned)w->heartbeat_ms);
     return rc;
 }
 

@@ -15,37 +15,37 @@
 
 /* HELLO (12.1). */
 typedef struct {
-    int worker;                                 /* role "worker" (else "client") */
+    int worker; /* role "worker" (else "client") */
     char role[8];
-    char name[TQ_MAX_PEER_NAME + 1];            /* 1..128 printable ASCII */
-    char instance[TQ_INSTANCE_HEX + 1];         /* "" when not given */
-    uint64_t instance_id;                       /* its value; 0 when not given */
-    uint32_t slots;                             /* worker: 1..TQ_MAX_SLOTS */
-    uint32_t prefetch;                          /* worker, default 0 */
-    uint32_t busy;                              /* worker, 0..slots+prefetch */
-    int adaptive;                               /* worker: first credit slots - busy,
+    char name[TQ_MAX_PEER_NAME + 1];                   /* 1..128 printable ASCII */
+    char instance[TQ_INSTANCE_HEX + 1];                /* "" when not given */
+    uint64_t instance_id;                              /* its value; 0 when not given */
+    uint32_t slots;                                    /* worker: 1..TQ_MAX_SLOTS */
+    uint32_t prefetch;                                 /* worker, default 0 */
+    uint32_t busy;                                     /* worker, 0..slots+prefetch */
+    int adaptive;                                      /* worker: first credit slots - busy,
                                                  * the rest comes in RESULT credit */
-    int packed;                                 /* send me packed messages */
-    size_t nfunctions;                          /* worker: 1..TQ_MAX_FUNCTIONS */
+    int packed;                                        /* send me packed messages */
+    size_t nfunctions;                                 /* worker: 1..TQ_MAX_FUNCTIONS */
     char functions[TQ_MAX_FUNCTIONS][TQ_MAX_NAME + 1]; /* valid names */
 } tq_hello_t;
 
 /* WELCOME (12.2). */
 typedef struct {
-    uint32_t version;              /* TQ_PROTO_VERSION */
-    uint32_t heartbeat_ms;         /* TQ_WELCOME_HB_MIN_MS..TQ_WELCOME_HB_MAX_MS */
-    uint32_t heartbeat_timeout_ms; /* more than heartbeat_ms, at most
+    uint32_t version;                  /* TQ_PROTO_VERSION */
+    uint32_t heartbeat_ms;             /* TQ_WELCOME_HB_MIN_MS..TQ_WELCOME_HB_MAX_MS */
+    uint32_t heartbeat_timeout_ms;     /* more than heartbeat_ms, at most
                                     * TQ_WELCOME_HB_TIMEOUT_MAX_MS */
-    uint64_t max_payload;          /* 1..TQ_PAYLOAD_HARD_MAX */
+    uint64_t max_payload;              /* 1..TQ_PAYLOAD_HARD_MAX */
     char master[TQ_MAX_PEER_NAME + 1]; /* "" when not given */
-    int packed;                    /* the master takes packed messages */
+    int packed;                        /* the master takes packed messages */
 } tq_welcome_t;
 
 /* ERROR (12.3). */
 typedef struct {
-    uint32_t code;                    /* tq_err_code_t (others possible) */
-    char message[TQ_MAX_ERROR_TEXT];  /* cut at TQ_MAX_ERROR_TEXT - 1 bytes */
-    uint32_t ref;                     /* the req it answers, 0 if none */
+    uint32_t code;                   /* tq_err_code_t (others possible) */
+    char message[TQ_MAX_ERROR_TEXT]; /* cut at TQ_MAX_ERROR_TEXT - 1 bytes */
+    uint32_t ref;                    /* the req it answers, 0 if none */
 } tq_errmsg_t;
 
 /* STATUS (4, STATUS). */

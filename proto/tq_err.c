@@ -7,8 +7,8 @@
 
 void tq_assert_fail(const char *what, const char *file, int line)
 {
-    fprintf(stderr, "taskq: internal error (a bug): assertion '%s' failed at %s:%d\n", what,
-            file, line);
+    fprintf(stderr, "taskq: internal error (a bug): assertion '%s' failed at %s:%d\n", what, file,
+            line);
     fflush(stderr);
     abort();
 }

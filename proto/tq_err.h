@@ -35,8 +35,7 @@ typedef struct {
 /* Fill err (when not NULL) with code and a printf-style message, cut to
  * TQ_MAX_ERROR_TEXT. Returns -1, so that a failing function can
  * `return tq_err_set(err, ...)`. */
-int tq_err_set(tq_err_t *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int tq_err_set(tq_err_t *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Always-on invariant check, for our own bugs only (never for what a
  * peer, a file or a flag can cause): prints "internal error (a bug):

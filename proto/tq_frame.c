@@ -40,8 +40,7 @@ static int send_part(const tq_out_t *o, size_t i, void *sock, int flags)
         return send_frame(sock, o->parts[i].data, o->parts[i].len, flags, 0);
     zmq_msg_t m;
     l->hold(l->hint);
-    if (zmq_msg_init_data(&m, (void *)o->parts[i].data, o->parts[i].len, l->release, l->hint) <
-        0) {
+    if (zmq_msg_init_data(&m, (void *)o->parts[i].data, o->parts[i].len, l->release, l->hint) < 0) {
         l->release((void *)o->parts[i].data, l->hint);
         return -1;
     }
@@ -202,13 +201,13 @@ struct tq_in {
     size_t nviews; /* views: the frames, or a packed message's records */
     int router;
     int oversized;
-    int toolarge;  /* frames past max_bytes: dropped as they were read */
-    int badpack;   /* packed, but 1: data frames follow, 2: a record
+    int toolarge;                /* frames past max_bytes: dropped as they were read */
+    int badpack;                 /* packed, but 1: data frames follow, 2: a record
                       runs past the pack's end, 3: bad pack length */
-    size_t badpack_at; /* the record where the pack went wrong */
-    size_t nframes;    /* frames the peer sent (no routing id) */
-    size_t max_bytes;  /* 0: no cap */
-    int unpacked;      /* the views after frame 0 are records of frame 0 */
+    size_t badpack_at;           /* the record where the pack went wrong */
+    size_t nframes;              /* frames the peer sent (no routing id) */
+    size_t max_bytes;            /* 0: no cap */
+    int unpacked;                /* the views after frame 0 are records of frame 0 */
     tq_msgref_t *kept[IN_SLOTS]; /* frames moved out by tq_in_keep */
 };
 
@@ -412,10 +411,7 @@ void tq_msgref_drop(tq_msgref_t *ref)
     }
 }
 
-void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes)
-{
-    self->max_bytes = max_bytes;
-}
+void tq_in_set_max_bytes(tq_in_t *self, size_t max_bytes) { self->max_bytes = max_bytes; }
 
 int tq_in_source_fd(const tq_in_t *self)
 {
@@ -448,10 +444,7 @@ tq_bytes_t tq_in_frame0(const tq_in_t *self)
     return self->nmsgs > i ? self->views[i] : none;
 }
 
-const tq_bytes_t *tq_in_parts(const tq_in_t *self)
-{
-    return &self->views[self->router + 1];
-}
+const tq_bytes_t *tq_in_parts(const tq_in_t *self) { return &self->views[self->router + 1]; }
 
 size_t tq_in_nparts(const tq_in_t *self)
 {
@@ -459,10 +452,7 @@ size_t tq_in_nparts(const tq_in_t *self)
     return self->nviews > skip ? self->nviews - skip : 0;
 }
 
-int tq_in_oversized(const tq_in_t *self)
-{
-    return self->oversized;
-}
+int tq_in_oversized(const tq_in_t *self) { return self->oversized; }
 
 const char *tq_in_peer_address(const tq_in_t *self)
 {
@@ -491,24 +481,24 @@ int tq_in_head(const tq_in_t *self, int *type, tq_bytes_t *body, tq_err_t *err)
         return -1;
     if (self->oversized)
         return tq_err_set(err, TQ_ERR_TOO_MANY, "%s message has more than %d frames",
-                            tq_msg_type_name(*type), TQ_MAX_FRAMES);
+                          tq_msg_type_name(*type), TQ_MAX_FRAMES);
     if (self->toolarge)
         return tq_err_set(err, TQ_ERR_TOO_LARGE,
-                            "%s message carries more than %zu bytes (max_payload + %u)",
-                            tq_msg_type_name(*type), self->max_bytes,
-                            TQ_BATCH_BYTES + TQ_MSG_OVERHEAD);
+                          "%s message carries more than %zu bytes (max_payload + %u)",
+                          tq_msg_type_name(*type), self->max_bytes,
+                          TQ_BATCH_BYTES + TQ_MSG_OVERHEAD);
     if (self->badpack == 1)
         return tq_err_set(err, TQ_ERR_MALFORMED,
-                            "packed %s message has %zu data frames, expected none",
-                            tq_msg_type_name(*type), self->nframes - 1);
+                          "packed %s message has %zu data frames, expected none",
+                          tq_msg_type_name(*type), self->nframes - 1);
     if (self->badpack == 3)
         return tq_err_set(err, TQ_ERR_MALFORMED,
-                            "packed %s message: the pack length at the end of frame 0 is "
-                            "missing or larger than the frame",
-                            tq_msg_type_name(*type));
+                          "packed %s message: the pack length at the end of frame 0 is "
+                          "missing or larger than the frame",
+                          tq_msg_type_name(*type));
     if (self->badpack)
         return tq_err_set(err, TQ_ERR_MALFORMED,
-                            "packed %s message: record %zu runs past the end of the pack",
-                            tq_msg_type_name(*type), self->badpack_at);
+                          "packed %s message: record %zu runs past the end of the pack",
+                          tq_msg_type_name(*type), self->badpack_at);
     return 0;
 }

@@ -66,7 +66,7 @@ int tq_in_source_fd(const tq_in_t *self);
 
 /* Views of what tq_in_recv got. routing id is empty on a DEALER. */
 tq_bytes_t tq_in_routing_id(const tq_in_t *self);
-tq_bytes_t tq_in_frame0(const tq_in_t *self); /* empty if no frames */
+tq_bytes_t tq_in_frame0(const tq_in_t *self);       /* empty if no frames */
 const tq_bytes_t *tq_in_parts(const tq_in_t *self); /* frames after frame 0 */
 size_t tq_in_nparts(const tq_in_t *self);
 int tq_in_oversized(const tq_in_t *self);

@@ -99,7 +99,8 @@ static void test_sockets(void)
     static tq_result_item_t r[TQ_MAX_BATCH];
     uint16_t credit;
     CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
-                                  &credit, r, &n, &err), 0);
+                                  &credit, r, &n, &err),
+                 0);
     CHECK_EQ_INT(credit, 2);
     CHECK_EQ_INT(n, 2);
     CHECK(tq_bytes_eq(r[0].data, B("12 * 12 = 144")));
@@ -219,7 +220,8 @@ static void test_packed(void)
     CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
     CHECK_EQ_INT(type, TQ_MSG_RESULT);
     CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
-                                  &credit, r, &n, &err), 0);
+                                  &credit, r, &n, &err),
+                 0);
     CHECK_EQ_INT(n, 3);
     CHECK_EQ_INT(credit, 3);
     CHECK(tq_bytes_eq(r[0].data, B("7 * 7 = 49")));
@@ -367,7 +369,7 @@ static void test_keep(void)
         tq_msgref_t *k1 = tq_in_keep(rin, 1, d[1].payload.data);
         CHECK(k1 == (packed ? k0 : NULL)); /* 2 bytes: its own frame is not kept */
         tq_msgref_drop(k1);
-        CHECK(packed ? k0 == k2 : k0 != k2); /* a packed message is one frame */
+        CHECK(packed ? k0 == k2 : k0 != k2);                  /* a packed message is one frame */
         CHECK(tq_in_keep(rin, 3, d[2].payload.data) == NULL); /* no such part */
         CHECK(tq_in_keep(rin, 0, d[2].payload.data) == NULL); /* not that part's view */
         tq_bytes_t p0 = d[0].payload, p2 = d[2].payload;
@@ -433,11 +435,12 @@ static void test_lend(void)
     CHECK_EQ_INT(tq_in_nparts(rin), 2);
     CHECK_EQ_INT(tq_in_head(rin, &type, &body, &err), 0);
     CHECK_EQ_INT(tq_decode_result(body, tq_in_parts(rin), tq_in_nparts(rin), TQ_PAYLOAD_DEFAULT_MAX,
-                                  &credit, r, &n, &err), 0);
+                                  &credit, r, &n, &err),
+                 0);
     CHECK(n == 2 && tq_bytes_eq(r[0].data, B("small")) &&
           tq_bytes_eq(r[1].data, (tq_bytes_t){big, sizeof big}));
     CHECK(r[1].data.data == big); /* inproc hands the very frame over: no copy anywhere */
-    tq_in_destroy(&rin); /* the receiver lets go of the frame */
+    tq_in_destroy(&rin);          /* the receiver lets go of the frame */
     CHECK_EQ_INT(lend_refs, 0);
     /* begin again: nothing lent; a message of mostly copied data packs */
     rin = tq_in_new();

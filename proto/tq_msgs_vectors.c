@@ -169,7 +169,8 @@ static void one(const cJSON *in)
     tq_out_begin_msg(&o, type, &fx);
     uint8_t *rec = calloc(TQ_MAX_BATCH, size);
     const cJSON *r;
-    cJSON_ArrayForEach(r, rin) {
+    cJSON_ArrayForEach(r, rin)
+    {
         memset(rec, 0, size);
         for (const vfield_t *f = vfields; f->msg; f++)
             if (!strcmp(f->msg, name) && strcmp(f->part, "FIX"))

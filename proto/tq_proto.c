@@ -69,7 +69,16 @@ typedef struct {
 enum { P_END, P_FIX, P_REC, P_DATA };
 enum { W_U8, W_U16, W_U32, W_U64, W_I32, W_STR8, W_FRAME };
 enum {
-    C_ANY, C_COUNT, C_RANGE, C_LIMIT, C_FLAGS, C_NAME, C_QNAME, C_MAXLEN, C_PAYLOAD, C_WHENFLAG
+    C_ANY,
+    C_COUNT,
+    C_RANGE,
+    C_LIMIT,
+    C_FLAGS,
+    C_NAME,
+    C_QNAME,
+    C_MAXLEN,
+    C_PAYLOAD,
+    C_WHENFLAG
 };
 enum { B_BIN, B_JSON, B_EMPTY };
 
@@ -94,9 +103,9 @@ typedef void rec_enc_fn(tq_out_t *o, const void *rec);
 typedef struct {
     const char *name;
     uint8_t body;
-    uint8_t frames;   /* 1: one data frame per record */
-    size_t json_max;  /* JSON bodies: largest accepted */
-    size_t rec_size;  /* sizeof the record struct */
+    uint8_t frames;        /* 1: one data frame per record */
+    size_t json_max;       /* JSON bodies: largest accepted */
+    size_t rec_size;       /* sizeof the record struct */
     const field_t *fields; /* P_FIX ones first, ended by P_END */
     rec_dec_fn *dec;
     rec_enc_fn *enc;
@@ -112,7 +121,7 @@ TQ_MSGS(M)
 #define OFF_DATA(N, f) offsetof(rec_##N##_t, f)
 #define FIELD(N, part, f, wire, check, a, b)                                                       \
     {P_##part, W_##wire, C_##check, (uint16_t)OFF_##part(N, f), (uint64_t)(a), (uint64_t)(b), #f},
-#define M(N, code, body, sender, frames, jmax, rect)                                              \
+#define M(N, code, body, sender, frames, jmax, rect)                                               \
     static const field_t fields_##N[] = {TQ_FIELDS_##N(FIELD){P_END, 0, 0, 0, 0, 0, NULL}};
 TQ_MSGS(M)
 #undef M
@@ -196,11 +205,11 @@ static inline int rd_u64(tq_cursor_t *c, void *p)
 #define DEC_STEP(N, part, f, wire, check, a, b) DEC_##part(f, wire, check, a, b)
 #define DEC_FIX(f, wire, check, a, b)
 #define DEC_REC(f, wire, check, a, b)                                                              \
-    _Static_assert(sizeof r->f == SIZE_##wire, #f ": member and wire size differ");                 \
+    _Static_assert(sizeof r->f == SIZE_##wire, #f ": member and wire size differ");                \
     if (WHEN_##check(a)) {                                                                         \
         if (RD_##wire(c, &r->f) < 0)                                                               \
-            return tq_err_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", what, i,   \
-                                #f);                                                               \
+            return tq_err_set(err, TQ_ERR_MALFORMED, "%s record %zu: truncated at %s", what, i,    \
+                              #f);                                                                 \
         if (!OK_##check(r->f, a, b))                                                               \
             return FIELD_ERROR(f, wire, check, a, b);                                              \
     } else {                                                                                       \
@@ -217,9 +226,9 @@ static inline int rd_u64(tq_cursor_t *c, void *p)
         WR_##wire(&o->head, ENCV_##check(r->f));
 #define ENC_DATA(f, wire, check, a, b) add_part(o, r->f);
 
-#define REC_CODEC(N, code, body, sender, frames, jmax, rect)                                      \
-    static int rec_dec_##N(const char *what, tq_cursor_t *c, const tq_bytes_t *parts, size_t n,   \
-                           size_t max_payload, unsigned flags, void *recs, tq_err_t *err)       \
+#define REC_CODEC(N, code, body, sender, frames, jmax, rect)                                       \
+    static int rec_dec_##N(const char *what, tq_cursor_t *c, const tq_bytes_t *parts, size_t n,    \
+                           size_t max_payload, unsigned flags, void *recs, tq_err_t *err)          \
     {                                                                                              \
         (void)what, (void)c, (void)parts, (void)max_payload, (void)flags, (void)err;               \
         for (size_t i = 0; i < n; i++) {                                                           \
@@ -239,9 +248,9 @@ static inline int rd_u64(tq_cursor_t *c, void *p)
 TQ_MSGS(REC_CODEC)
 
 static const msg_desc_t msg_table[256] = {
-#define M(N, code, body, sender, frames, jmax, rect)                                              \
-    [code] = {#N, B_##body, frames, jmax, sizeof(rec_##N##_t), fields_##N, rec_dec_##N,          \
-              rec_enc_##N},
+#define M(N, code, body, sender, frames, jmax, rect)                                               \
+    [code] = {#N,         B_##body,    frames,     jmax, sizeof(rec_##N##_t),                      \
+              fields_##N, rec_dec_##N, rec_enc_##N},
     TQ_MSGS(M)
 #undef M
 };
@@ -285,18 +294,20 @@ int tq_decode_head(tq_bytes_t frame0, int *type, tq_bytes_t *body, tq_err_t *err
     if (frame0.len == 0)
         return tq_err_set(err, TQ_ERR_MALFORMED, "frame 0 is empty, expected the 4-byte head");
     if (frame0.len < TQ_HEAD_SIZE)
-        return tq_err_set(err, TQ_ERR_MALFORMED, "frame 0 is %zu bytes, shorter than the %d-byte head",
-                            frame0.len, TQ_HEAD_SIZE);
+        return tq_err_set(err, TQ_ERR_MALFORMED,
+                          "frame 0 is %zu bytes, shorter than the %d-byte head", frame0.len,
+                          TQ_HEAD_SIZE);
     const uint8_t *h = frame0.data;
     if (h[0] != TQ_SIG0 || h[1] != TQ_SIG1)
         return tq_err_set(err, TQ_ERR_SIGNATURE,
-                            "frame 0 starts with 0x%02x 0x%02x, not the signature \"TQ\"", h[0], h[1]);
+                          "frame 0 starts with 0x%02x 0x%02x, not the signature \"TQ\"", h[0],
+                          h[1]);
     if (h[2] != TQ_PROTO_VERSION)
         return tq_err_set(err, TQ_ERR_VERSION, "protocol version %u not supported (this is %d)",
-                            h[2], TQ_PROTO_VERSION);
+                          h[2], TQ_PROTO_VERSION);
     if (!msg_desc(h[3]))
         return tq_err_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x unknown in version %d",
-                            h[3], TQ_PROTO_VERSION);
+                          h[3], TQ_PROTO_VERSION);
     *type = h[3];
     body->data = h + TQ_HEAD_SIZE;
     body->len = frame0.len - TQ_HEAD_SIZE;
@@ -344,29 +355,28 @@ static int check_fix(const msg_desc_t *d, const char *what, const field_t *f, ui
     case C_COUNT:
         if (v > f->b)
             return tq_err_set(err, TQ_ERR_TOO_MANY, "%s: count %u over the limit of %u", what,
-                                (unsigned)v, (unsigned)f->b);
+                              (unsigned)v, (unsigned)f->b);
         if (d->frames && v != nparts)
             return tq_err_set(err, TQ_ERR_MALFORMED, "%s: count is %u but %zu data frames follow",
-                                what, (unsigned)v, nparts);
+                              what, (unsigned)v, nparts);
         if (!d->frames && nparts != 0)
             return tq_err_set(err, TQ_ERR_MALFORMED, "%s: %zu unexpected data frames", what,
-                                nparts);
+                              nparts);
         if (v < f->a)
             return tq_err_set(err, TQ_ERR_MALFORMED, "%s: count is %u, need at least %u", what,
-                                (unsigned)v, (unsigned)f->a);
+                              (unsigned)v, (unsigned)f->a);
         return 0;
     case C_FLAGS:
         if (v & ~f->a)
             return tq_err_set(err, TQ_ERR_MALFORMED, "%s: unknown %s 0x%04x", what, f->name,
-                                (unsigned)v);
+                              (unsigned)v);
         return 0;
     case C_LIMIT:
         if (v > f->b)
             return tq_err_set(err, TQ_ERR_TOO_MANY, "%s: %s %llu over the limit of %llu", what,
-                                f->name, (unsigned long long)v, (unsigned long long)f->b);
+                              f->name, (unsigned long long)v, (unsigned long long)f->b);
         return 0;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -378,21 +388,20 @@ static int field_error(const char *what, int check, const char *name, size_t i, 
     switch (check) {
     case C_NAME:
     case C_QNAME:
-        return tq_err_set(err, TQ_ERR_BAD_NAME, "%s record %zu: %s name not valid", what, i,
-                            name);
+        return tq_err_set(err, TQ_ERR_BAD_NAME, "%s record %zu: %s name not valid", what, i, name);
     case C_MAXLEN:
-        return tq_err_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %u", what,
-                            i, name, len, (unsigned)a);
+        return tq_err_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %u", what, i,
+                          name, len, (unsigned)a);
     case C_PAYLOAD:
-        return tq_err_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %zu", what,
-                            i, name, len, max_payload);
+        return tq_err_set(err, TQ_ERR_TOO_LARGE, "%s record %zu: %s is %zu bytes, max %zu", what, i,
+                          name, len, max_payload);
     case C_RANGE:
         return tq_err_set(err, TQ_ERR_MALFORMED, "%s record %zu: %s %u not valid", what, i, name,
-                            (unsigned)v);
+                          (unsigned)v);
     default: /* C_WHENFLAG */
         return tq_err_set(err, TQ_ERR_MALFORMED,
-                            "%s record %zu: %s %llu over the limit of %llu (year 9999)", what, i,
-                            name, (unsigned long long)v, (unsigned long long)b);
+                          "%s record %zu: %s %llu over the limit of %llu (year 9999)", what, i,
+                          name, (unsigned long long)v, (unsigned long long)b);
     }
 }
 
@@ -407,7 +416,7 @@ static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_byte
     const msg_desc_t *d = msg_desc(type);
     if (!d || d->body != B_BIN)
         return tq_err_set(err, TQ_ERR_UNKNOWN_TYPE, "message type 0x%02x has no binary body",
-                            (unsigned)type & 0xffu);
+                          (unsigned)type & 0xffu);
     if (!what)
         what = d->name;
     tq_cursor_t c;
@@ -427,8 +436,8 @@ static int decode_bin(int type, const char *what, tq_bytes_t body, const tq_byte
         return -1;
     size_t left = tq_cursor_left(&c);
     if (left)
-        return tq_err_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records",
-                            what, left, n);
+        return tq_err_set(err, TQ_ERR_MALFORMED, "%s: %zu bytes left over after %zu records", what,
+                          left, n);
     *count = n;
     return 0;
 }
@@ -439,13 +448,13 @@ int tq_decode_msg(int type, tq_bytes_t body, const tq_bytes_t *parts, size_t npa
     return decode_bin(type, NULL, body, parts, nparts, max_payload, fx, recs, count, err);
 }
 
-int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                     size_t max_payload, uint32_t *req_id, uint16_t *flags,
-                     tq_task_spec_t *out, size_t *count, tq_err_t *err)
+int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, size_t max_payload,
+                     uint32_t *req_id, uint16_t *flags, tq_task_spec_t *out, size_t *count,
+                     tq_err_t *err)
 {
     tq_fixed_t fx;
-    int rc =
-        decode_bin(TQ_MSG_SUBMIT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
+    int rc = decode_bin(TQ_MSG_SUBMIT, NULL, body, parts, nparts, max_payload, &fx, out, count,
+                        err);
     *req_id = fx.req;
     *flags = fx.flags;
     return rc;
@@ -505,8 +514,8 @@ int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, si
                      uint16_t *credit, tq_result_item_t *out, size_t *count, tq_err_t *err)
 {
     tq_fixed_t fx;
-    int rc =
-        decode_bin(TQ_MSG_RESULT, NULL, body, parts, nparts, max_payload, &fx, out, count, err);
+    int rc = decode_bin(TQ_MSG_RESULT, NULL, body, parts, nparts, max_payload, &fx, out, count,
+                        err);
     *credit = fx.credit;
     return rc;
 }
@@ -528,10 +537,7 @@ int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_err_t *err)
     return 0;
 }
 
-static int is_json_space(uint8_t ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
-}
+static int is_json_space(uint8_t ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; }
 
 int tq_json_uint(const void *item, uint64_t min, uint64_t max, uint64_t *out)
 {
@@ -556,10 +562,10 @@ int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out, t
     *out = NULL;
     if (nparts)
         return tq_err_set(err, TQ_ERR_MALFORMED, "JSON message with %zu unexpected data frames",
-                            nparts);
+                          nparts);
     if (body.len > max_len)
         return tq_err_set(err, TQ_ERR_TOO_LARGE, "JSON body is %zu bytes, max %zu", body.len,
-                            max_len);
+                          max_len);
     if (body.len == 0)
         return tq_err_set(err, TQ_ERR_MALFORMED, "JSON body is empty, expected an object");
     /* cJSON stops at a NUL inside strings; refuse rather than truncate. */
@@ -568,7 +574,8 @@ int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out, t
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts((const char *)body.data, body.len, &end, 0);
     if (!j) {
-        size_t at = end && end >= (const char *)body.data ? (size_t)(end - (const char *)body.data) : 0;
+        size_t at = end && end >= (const char *)body.data ? (size_t)(end - (const char *)body.data)
+                                                          : 0;
         return tq_err_set(err, TQ_ERR_MALFORMED, "JSON body does not parse (near byte %zu)", at);
     }
     /* cJSON_ParseWithLength accepts trailing bytes after the value; we
@@ -579,7 +586,7 @@ int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out, t
     if (p != stop) {
         cJSON_Delete(j);
         return tq_err_set(err, TQ_ERR_MALFORMED, "JSON body: %zu bytes left over after the value",
-                            (size_t)(stop - p));
+                          (size_t)(stop - p));
     }
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
@@ -661,10 +668,7 @@ void tq_out_begin_msg(tq_out_t *o, int type, const tq_fixed_t *fx)
     }
 }
 
-void tq_out_begin(tq_out_t *o, int type)
-{
-    tq_out_begin_msg(o, type, NULL);
-}
+void tq_out_begin(tq_out_t *o, int type) { tq_out_begin_msg(o, type, NULL); }
 
 void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags)
 {
@@ -674,7 +678,7 @@ void tq_out_begin_submit(tq_out_t *o, uint32_t req_id, uint16_t flags)
 void tq_out_begin_ids(tq_out_t *o, int type, uint32_t req_id)
 {
     TQ_ASSERT(type == TQ_MSG_WAIT || type == TQ_MSG_CANCEL || type == TQ_MSG_SUBMIT_ACK ||
-                 type == TQ_MSG_ACK);
+              type == TQ_MSG_ACK);
     tq_out_begin_msg(o, type, &(tq_fixed_t){.req = req_id});
 }
 
@@ -693,10 +697,7 @@ int tq_out_full(const tq_out_t *o)
     return o->count >= TQ_MAX_BATCH || o->part_bytes >= TQ_SEND_BYTES;
 }
 
-size_t tq_out_count(const tq_out_t *o)
-{
-    return o->count;
-}
+size_t tq_out_count(const tq_out_t *o) { return o->count; }
 
 void tq_out_lend(tq_out_t *o, void (*hold)(void *hint), void (*release)(void *data, void *hint),
                  void *hint)
@@ -749,8 +750,8 @@ void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t)
 
 void tq_out_id(tq_out_t *o, uint64_t id)
 {
-    TQ_ASSERT(o->type == TQ_MSG_WAIT || o->type == TQ_MSG_CANCEL ||
-                 o->type == TQ_MSG_SUBMIT_ACK || o->type == TQ_MSG_ACK);
+    TQ_ASSERT(o->type == TQ_MSG_WAIT || o->type == TQ_MSG_CANCEL || o->type == TQ_MSG_SUBMIT_ACK ||
+              o->type == TQ_MSG_ACK);
     tq_out_record(o, &(tq_id_rec_t){id});
 }
 

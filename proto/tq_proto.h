@@ -93,9 +93,9 @@ typedef enum {
 
 /* Result status in RESULT (worker -> master). */
 typedef enum {
-    TQ_RUN_OK = 0,       /* data = result */
-    TQ_RUN_FAILED = 1,   /* data = error text */
-    TQ_RUN_TIMEOUT = 2,  /* data = error text */
+    TQ_RUN_OK = 0,      /* data = result */
+    TQ_RUN_FAILED = 1,  /* data = error text */
+    TQ_RUN_TIMEOUT = 2, /* data = error text */
 } tq_run_status_t;
 
 /* CANCEL_ACK outcome per id. */
@@ -109,13 +109,13 @@ typedef enum {
 
 /* One task of a SUBMIT. */
 typedef struct {
-    tq_bytes_t fn;       /* 1..TQ_MAX_NAME, a valid name */
-    tq_bytes_t queue;    /* 0..TQ_MAX_NAME; empty means "default" */
-    tq_bytes_t key;      /* idempotency key, 0..TQ_MAX_KEY bytes */
-    int32_t priority;    /* higher runs first */
-    uint32_t timeout_ms; /* run timeout, 0 = none */
-    uint16_t retries;    /* re-runs after failure */
-    tq_bytes_t payload;  /* the task's frame */
+    tq_bytes_t fn;         /* 1..TQ_MAX_NAME, a valid name */
+    tq_bytes_t queue;      /* 0..TQ_MAX_NAME; empty means "default" */
+    tq_bytes_t key;        /* idempotency key, 0..TQ_MAX_KEY bytes */
+    int32_t priority;      /* higher runs first */
+    uint32_t timeout_ms;   /* run timeout, 0 = none */
+    uint16_t retries;      /* re-runs after failure */
+    tq_bytes_t payload;    /* the task's frame */
     int64_t not_before_ms; /* wall clock (Unix ms); 0 = runnable now.
                             * Sent only with TQ_SUBMIT_NOT_BEFORE. */
 } tq_task_spec_t;
@@ -176,12 +176,12 @@ typedef struct {
 /* The fixed fields before the records of a binary body (each message
  * has those tq_msgs.def lists; the others read 0). */
 typedef struct {
-    uint32_t req;   /* SUBMIT, SUBMIT_ACK, WAIT, CANCEL, CANCEL_ACK, ACK */
-    uint16_t flags; /* SUBMIT */
-    uint16_t credit; /* RESULT */
+    uint32_t req;        /* SUBMIT, SUBMIT_ACK, WAIT, CANCEL, CANCEL_ACK, ACK */
+    uint16_t flags;      /* SUBMIT */
+    uint16_t credit;     /* RESULT */
     uint32_t timeout_ms; /* GET: longest wait, ms */
-    uint16_t max;   /* GET: most items wanted */
-    uint16_t count; /* records */
+    uint16_t max;        /* GET: most items wanted */
+    uint16_t count;      /* records */
 } tq_fixed_t;
 
 /* One (id, outcome) of CANCEL_ACK. */
@@ -235,34 +235,33 @@ int tq_decode_req_ids(int type, tq_bytes_t body, size_t nparts, uint32_t *req_id
                       size_t *count, tq_err_t *err);
 
 /* SUBMIT. max_payload: the master's current cap for one payload. */
-int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                     size_t max_payload, uint32_t *req_id, uint16_t *flags,
-                     tq_task_spec_t *out, size_t *count, tq_err_t *err);
+int tq_decode_submit(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, size_t max_payload,
+                     uint32_t *req_id, uint16_t *flags, tq_task_spec_t *out, size_t *count,
+                     tq_err_t *err);
 
 /* SUBMIT_ACK: ids in submit order. */
-int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id,
-                         uint64_t *ids, size_t *count, tq_err_t *err);
+int tq_decode_submit_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
+                         size_t *count, tq_err_t *err);
 
 /* WAIT and CANCEL (the same layout): tq_decode_req_ids. */
-int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids,
-                  size_t *count, tq_err_t *err);
+int tq_decode_ids(tq_bytes_t body, size_t nparts, uint32_t *req_id, uint64_t *ids, size_t *count,
+                  tq_err_t *err);
 
 /* RESULTS (master -> client). */
-int tq_decode_results(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                      tq_outcome_t *out, size_t *count, tq_err_t *err);
+int tq_decode_results(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, tq_outcome_t *out,
+                      size_t *count, tq_err_t *err);
 
 /* CANCEL_ACK. */
-int tq_decode_cancel_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id,
-                         tq_cancel_item_t *out, size_t *count, tq_err_t *err);
+int tq_decode_cancel_ack(tq_bytes_t body, size_t nparts, uint32_t *req_id, tq_cancel_item_t *out,
+                         size_t *count, tq_err_t *err);
 
 /* DISPATCH (master -> worker). */
 int tq_decode_dispatch(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
                        tq_dispatch_item_t *out, size_t *count, tq_err_t *err);
 
 /* RESULT (worker -> master). *credit: slots the worker adds. */
-int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts,
-                     size_t max_payload, uint16_t *credit, tq_result_item_t *out,
-                     size_t *count, tq_err_t *err);
+int tq_decode_result(tq_bytes_t body, const tq_bytes_t *parts, size_t nparts, size_t max_payload,
+                     uint16_t *credit, tq_result_item_t *out, size_t *count, tq_err_t *err);
 
 /* RELEASE and KILL. */
 int tq_decode_leases(tq_bytes_t body, size_t nparts, tq_lease_ref_t *out, size_t *count,
@@ -275,8 +274,7 @@ int tq_decode_empty(tq_bytes_t body, size_t nparts, tq_err_t *err);
 /* A JSON body of at most max_len bytes that parses to an object.
  * Caller owns *out (cJSON_Delete). Declared as void ** so that this
  * header does not pull in cJSON. */
-int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out,
-                   tq_err_t *err);
+int tq_decode_json(tq_bytes_t body, size_t nparts, size_t max_len, void **out, tq_err_t *err);
 
 /* A field of such a document (a cJSON *, or NULL) that must be an
  * integer in min..max: returns 0 with *out, or -1 when it is absent, not
@@ -360,7 +358,7 @@ void tq_out_record(tq_out_t *o, const void *rec);
 void tq_out_submit_task(tq_out_t *o, const tq_task_spec_t *t);
 void tq_out_id(tq_out_t *o, uint64_t id); /* WAIT, CANCEL, SUBMIT_ACK */
 void tq_out_cancel_item(tq_out_t *o, uint64_t id, uint8_t outcome);
-void tq_out_outcome(tq_out_t *o, const tq_outcome_t *r);         /* RESULTS */
+void tq_out_outcome(tq_out_t *o, const tq_outcome_t *r); /* RESULTS */
 void tq_out_dispatch_item(tq_out_t *o, const tq_dispatch_item_t *d);
 void tq_out_result_item(tq_out_t *o, const tq_result_item_t *r); /* RESULT */
 void tq_out_lease(tq_out_t *o, uint64_t id, uint32_t attempt);   /* RELEASE, KILL */

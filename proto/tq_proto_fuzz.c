@@ -30,15 +30,9 @@ static const size_t max_jsons[4] = {TQ_MAX_JSON, TQ_MAX_STATUS_JSON, 0, 16};
 
 unsigned long tq_fuzz_accepted[257], tq_fuzz_rejected[257];
 
-size_t tq_fuzz_max_payload(uint8_t config)
-{
-    return max_payloads[config & 7];
-}
+size_t tq_fuzz_max_payload(uint8_t config) { return max_payloads[config & 7]; }
 
-size_t tq_fuzz_max_json(uint8_t config)
-{
-    return max_jsons[(config >> 3) & 3];
-}
+size_t tq_fuzz_max_json(uint8_t config) { return max_jsons[(config >> 3) & 3]; }
 
 static void fail(const char *what, int line)
 {
@@ -75,10 +69,7 @@ static int inside(tq_bytes_t v, tq_bytes_t f)
     return vb >= fb && vb - fb <= f.len && v.len <= f.len - (vb - fb);
 }
 
-static int same_view(tq_bytes_t a, tq_bytes_t b)
-{
-    return a.data == b.data && a.len == b.len;
-}
+static int same_view(tq_bytes_t a, tq_bytes_t b) { return a.data == b.data && a.len == b.len; }
 
 /* Frame 0 re-encoded by the builder must equal the received frame 0. */
 static void require_reencodes(const tq_out_t *o, tq_bytes_t frame0)
@@ -134,10 +125,10 @@ static void decode_ctl(int type, tq_bytes_t body, size_t nparts)
         rc = tq_hello_decode(body, nparts, &hello, &err);
         if (rc == 0) {
             REQUIRE(strlen(hello.name) >= 1 && strlen(hello.name) <= TQ_MAX_PEER_NAME);
-            REQUIRE(!hello.worker || (hello.slots >= 1 && hello.slots <= TQ_MAX_SLOTS &&
-                                      hello.busy <= hello.slots + hello.prefetch &&
-                                      hello.nfunctions >= 1 &&
-                                      hello.nfunctions <= TQ_MAX_FUNCTIONS));
+            REQUIRE(!hello.worker ||
+                    (hello.slots >= 1 && hello.slots <= TQ_MAX_SLOTS &&
+                     hello.busy <= hello.slots + hello.prefetch && hello.nfunctions >= 1 &&
+                     hello.nfunctions <= TQ_MAX_FUNCTIONS));
             for (size_t i = 0; i < hello.nfunctions; i++)
                 REQUIRE(tq_name_valid(tq_bytes_str(hello.functions[i])));
         } else {
@@ -150,9 +141,8 @@ static void decode_ctl(int type, tq_bytes_t body, size_t nparts)
             REQUIRE(w.heartbeat_ms >= TQ_WELCOME_HB_MIN_MS &&
                     w.heartbeat_ms <= TQ_WELCOME_HB_MAX_MS &&
                     w.heartbeat_timeout_ms > w.heartbeat_ms &&
-                    w.heartbeat_timeout_ms <= TQ_WELCOME_HB_TIMEOUT_MAX_MS &&
-                    w.max_payload >= 1 && w.max_payload <= TQ_PAYLOAD_HARD_MAX &&
-                    memchr(w.master, 0, sizeof w.master));
+                    w.heartbeat_timeout_ms <= TQ_WELCOME_HB_TIMEOUT_MAX_MS && w.max_payload >= 1 &&
+                    w.max_payload <= TQ_PAYLOAD_HARD_MAX && memchr(w.master, 0, sizeof w.master));
         else
             require_error(rc, &err);
         break;
@@ -169,8 +159,7 @@ static void decode_ctl(int type, tq_bytes_t body, size_t nparts)
         if (rc < 0)
             require_error(rc, &err);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -395,9 +384,7 @@ static void decode_body(int type, tq_bytes_t frame0, tq_bytes_t body, const tq_b
         }
         break;
     }
-    default:
-        fail("tq_decode_head accepted a type with no decoder", __LINE__);
-        rc = -1;
+    default: fail("tq_decode_head accepted a type with no decoder", __LINE__); rc = -1;
     }
     if (rc == 0)
         tq_fuzz_accepted[type]++;

@@ -38,16 +38,10 @@ static uint64_t rnd(void)
 }
 
 /* Uniform-ish in [0, n); n > 0. */
-static size_t below(size_t n)
-{
-    return (size_t)(rnd() % n);
-}
+static size_t below(size_t n) { return (size_t)(rnd() % n); }
 
 /* 1 with probability pct percent. */
-static int chance(unsigned pct)
-{
-    return below(100) < pct;
-}
+static int chance(unsigned pct) { return below(100) < pct; }
 
 /* ---- a growable byte vector -------------------------------------------- */
 
@@ -78,10 +72,7 @@ static void vec_put(vec_t *v, const void *p, size_t n)
     v->len += n;
 }
 
-static void vec_u8(vec_t *v, uint8_t x)
-{
-    vec_put(v, &x, 1);
-}
+static void vec_u8(vec_t *v, uint8_t x) { vec_put(v, &x, 1); }
 
 static void vec_u16(vec_t *v, uint16_t x)
 {
@@ -171,16 +162,14 @@ static uint64_t gen_u64(void)
     }
 }
 
-static uint32_t gen_u32(void)
-{
-    return chance(50) ? (uint32_t)below(10) : (uint32_t)rnd();
-}
+static uint32_t gen_u32(void) { return chance(50) ? (uint32_t)below(10) : (uint32_t)rnd(); }
 
 static const int all_types[] = {
-    TQ_MSG_HELLO, TQ_MSG_WELCOME, TQ_MSG_HEARTBEAT, TQ_MSG_ERROR, TQ_MSG_BYE,
-    TQ_MSG_STATUS, TQ_MSG_STATUS_REPLY, TQ_MSG_DRAIN, TQ_MSG_SUBMIT, TQ_MSG_SUBMIT_ACK,
-    TQ_MSG_WAIT, TQ_MSG_RESULTS, TQ_MSG_CANCEL, TQ_MSG_CANCEL_ACK, TQ_MSG_DISPATCH,
-    TQ_MSG_RESULT, TQ_MSG_RELEASE, TQ_MSG_KILL, TQ_MSG_ACK, TQ_MSG_QUIET, TQ_MSG_STOP,
+    TQ_MSG_HELLO,  TQ_MSG_WELCOME,      TQ_MSG_HEARTBEAT, TQ_MSG_ERROR,      TQ_MSG_BYE,
+    TQ_MSG_STATUS, TQ_MSG_STATUS_REPLY, TQ_MSG_DRAIN,     TQ_MSG_SUBMIT,     TQ_MSG_SUBMIT_ACK,
+    TQ_MSG_WAIT,   TQ_MSG_RESULTS,      TQ_MSG_CANCEL,    TQ_MSG_CANCEL_ACK, TQ_MSG_DISPATCH,
+    TQ_MSG_RESULT, TQ_MSG_RELEASE,      TQ_MSG_KILL,      TQ_MSG_ACK,        TQ_MSG_QUIET,
+    TQ_MSG_STOP,
 };
 #define NTYPES (sizeof all_types / sizeof all_types[0])
 
@@ -245,8 +234,7 @@ static void gen_json(tq_out_t *o, int type)
         }
         break;
     }
-    default:
-        break;
+    default: break;
     }
     tq_out_json(o, type, j);
     cJSON_Delete(j);
@@ -259,7 +247,7 @@ typedef struct {
     tq_bytes_t parts[TQ_MAX_BATCH + 8];
     size_t nparts;
     uint8_t config;
-    size_t count_off;       /* record count in f0, 0 if none */
+    size_t count_off;             /* record count in f0, 0 if none */
     size_t rec_off[TQ_MAX_BATCH]; /* record starts (SUBMIT, DISPATCH) */
     size_t nrec;
 } msg_t;
@@ -276,16 +264,12 @@ static void gen_valid(msg_t *m, tq_out_t *o)
     case TQ_MSG_WELCOME:
     case TQ_MSG_ERROR:
     case TQ_MSG_STATUS:
-    case TQ_MSG_STATUS_REPLY:
-        gen_json(o, type);
-        break;
+    case TQ_MSG_STATUS_REPLY: gen_json(o, type); break;
     case TQ_MSG_HEARTBEAT:
     case TQ_MSG_BYE:
     case TQ_MSG_DRAIN:
     case TQ_MSG_QUIET:
-    case TQ_MSG_STOP:
-        tq_out_begin(o, type);
-        break;
+    case TQ_MSG_STOP: tq_out_begin(o, type); break;
     case TQ_MSG_SUBMIT:
         tq_out_begin_submit(o, gen_u32(), chance(50) ? TQ_SUBMIT_SUBSCRIBE : 0);
         n = batch_len(0);
@@ -364,12 +348,26 @@ static void gen_valid(msg_t *m, tq_out_t *o)
 }
 
 static const char *const json_tokens[] = {
-    "{", "}", "[", "]", "\"", ":", ",", "\\", "\\u0000", "\\ud800", "null", "true", "1e999",
-    "-0", "0x10", "\"\":", "{}", "[[[[[[[[", "\xc3\x28", "\xf4\x90\x80\x80", " ", "\x00",
+    "{",     "}",    "[",        "]",        "\"",
+    ":",     ",",    "\\",       "\\u0000",  "\\ud800",
+    "null",  "true", "1e999",    "-0",       "0x10",
+    "\"\":", "{}",   "[[[[[[[[", "\xc3\x28", "\xf4\x90\x80\x80",
+    " ",     "\x00",
 };
 
-static const uint16_t interesting16[] = {0, 1, 2, 0x7f, 0x80, 0xff, 0x100, TQ_MAX_BATCH - 1,
-                                         TQ_MAX_BATCH, TQ_MAX_BATCH + 1, 0x7fff, 0x8000, 0xffff};
+static const uint16_t interesting16[] = {0,
+                                         1,
+                                         2,
+                                         0x7f,
+                                         0x80,
+                                         0xff,
+                                         0x100,
+                                         TQ_MAX_BATCH - 1,
+                                         TQ_MAX_BATCH,
+                                         TQ_MAX_BATCH + 1,
+                                         0x7fff,
+                                         0x8000,
+                                         0xffff};
 
 /* One random mutation of m. */
 static void mutate(msg_t *m)
@@ -440,9 +438,7 @@ static void mutate(msg_t *m)
             if (!m->parts[i].data)
                 m->parts[i] = pool_slice(below(8));
         break;
-    case 10: /* other caps */
-        m->config = (uint8_t)rnd();
-        break;
+    case 10: /* other caps */ m->config = (uint8_t)rnd(); break;
     case 11: /* another type: one decoder's body given to another */
         if (f->len >= TQ_HEAD_SIZE)
             f->data[3] = chance(90) ? (uint8_t)all_types[below(NTYPES)] : (uint8_t)rnd();
@@ -531,8 +527,7 @@ static void gen_random(vec_t *in)
             for (size_t k = 0; k < len; k++)
                 vec_u8(in, (uint8_t)rnd());
         }
-        uint8_t h[4] = {TQ_SIG0, TQ_SIG1, TQ_PROTO_VERSION,
-                        (uint8_t)all_types[below(NTYPES)]};
+        uint8_t h[4] = {TQ_SIG0, TQ_SIG1, TQ_PROTO_VERSION, (uint8_t)all_types[below(NTYPES)]};
         vec_put(in, h, sizeof h);
     }
     for (size_t i = 0; i < n; i++)
@@ -632,8 +627,7 @@ int main(int argc, char **argv)
             LLVMFuzzerTestOneInput(in.data, in.len);
         }
         printf("tq_proto_fuzz: %llu inputs (%llu mutated, %llu random), seed %llu, %.1f s cpu\n",
-               iterations, mutated, random_inputs, seed,
-               (double)(clock() - t0) / CLOCKS_PER_SEC);
+               iterations, mutated, random_inputs, seed, (double)(clock() - t0) / CLOCKS_PER_SEC);
         printf("  %-12s %8s %8s\n", "type", "accepted", "rejected");
         for (size_t t = 0; t < NTYPES; t++)
             printf("  %-12s %8lu %8lu\n", tq_msg_type_name(all_types[t]),

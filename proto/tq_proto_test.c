@@ -50,8 +50,8 @@ static void test_wire(void)
     tq_buf_str8(&b, B("hi"));
     tq_buf_str8(&b, B(""));
     CHECK_EQ_INT(b.len, 1 + 2 + 4 + 8 + 4 + 3 + 1);
-    static const uint8_t want[] = {0xab, 0x34, 0x12, 0xef, 0xbe, 0xad, 0xde, 8, 7, 6, 5, 4, 3,
-                                   2, 1, 0xfe, 0xff, 0xff, 0xff, 2, 'h', 'i', 0};
+    static const uint8_t want[] = {0xab, 0x34, 0x12, 0xef, 0xbe, 0xad, 0xde, 8, 7,   6,   5, 4,
+                                   3,    2,    1,    0xfe, 0xff, 0xff, 0xff, 2, 'h', 'i', 0};
     CHECK(memcmp(b.data, want, sizeof want) == 0);
     tq_buf_patch_u16(&b, 1, 0xbeef);
     CHECK(b.data[1] == 0xef && b.data[2] == 0xbe);
@@ -334,8 +334,8 @@ static void test_json_rejects(void)
 {
     tq_err_t err;
     void *j = (void *)1;
-    const char *bad[] = {"[1,2]", "\"str\"", "42", "null", "", "{", "{\"a\":", "{} x", "{}{}",
-                         "{\"a\":12"};
+    const char *bad[] = {"[1,2]", "\"str\"", "42",   "null", "",
+                         "{",     "{\"a\":", "{} x", "{}{}", "{\"a\":12"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         uint8_t *keep;
         tq_bytes_t b = exact_copy((const uint8_t *)bad[i], strlen(bad[i]), &keep);
@@ -369,7 +369,8 @@ static void test_json_rejects(void)
     big[0] = '{';
     big[cap] = '}';
     big[cap + 1] = 0;
-    CHECK_EQ_INT(tq_decode_json((tq_bytes_t){(uint8_t *)big, cap}, 0, cap, &j, &err), -1); /* "{  ..." unfinished */
+    CHECK_EQ_INT(tq_decode_json((tq_bytes_t){(uint8_t *)big, cap}, 0, cap, &j, &err),
+                 -1); /* "{  ..." unfinished */
     CHECK_EQ_INT(tq_decode_json((tq_bytes_t){(uint8_t *)big, cap + 1}, 0, cap, &j, &err), -1);
     CHECK_EQ_INT(err.code, TQ_ERR_TOO_LARGE);
     CHECK_EQ_INT(tq_decode_json((tq_bytes_t){(uint8_t *)big, cap + 1}, 0, cap + 1, &j, &err), 0);
@@ -415,7 +416,8 @@ static void test_submit_roundtrip(void)
     size_t n = 0;
     tq_err_t err;
     CHECK_EQ_INT(tq_decode_submit(body, o.parts, o.nparts, TQ_PAYLOAD_DEFAULT_MAX, &req, &flags,
-                                  g_specs, &n, &err), 0);
+                                  g_specs, &n, &err),
+                 0);
     CHECK(req == 0xa1b2c3d4);
     CHECK_EQ_INT(flags, TQ_SUBMIT_SUBSCRIBE);
     CHECK_EQ_INT(n, 3);
@@ -455,9 +457,8 @@ static void test_ids_roundtrip(void)
         expect_head(&o, types[k], &body);
         uint32_t req = 0;
         size_t n = 0;
-        int rc = types[k] == TQ_MSG_SUBMIT_ACK
-                     ? tq_decode_submit_ack(body, 0, &req, ids, &n, &err)
-                     : tq_decode_ids(body, 0, &req, ids, &n, &err);
+        int rc = types[k] == TQ_MSG_SUBMIT_ACK ? tq_decode_submit_ack(body, 0, &req, ids, &n, &err)
+                                               : tq_decode_ids(body, 0, &req, ids, &n, &err);
         CHECK_EQ_INT(rc, 0);
         CHECK_EQ_INT(req, 900 + k);
         CHECK_EQ_INT(n, 5);
@@ -855,7 +856,9 @@ static void test_ctl_welcome(void)
     tq_err_t err;
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":5000,"
                             "\"max_payload\":67108864,\"master\":\"taskq-master 0.1.0\","
-                            "\"packed\":true,\"future\":[1]}", &w, &err), 0);
+                            "\"packed\":true,\"future\":[1]}",
+                            &w, &err),
+                 0);
     CHECK_EQ_INT(w.heartbeat_ms, 1000);
     CHECK_EQ_INT(w.heartbeat_timeout_ms, 5000);
     CHECK_EQ_INT(w.max_payload, 67108864);
@@ -864,24 +867,40 @@ static void test_ctl_welcome(void)
     /* the one bound for every receiver (the client took 3,600,000, the
      * worker 600,000) */
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":600000,\"heartbeat_timeout_ms\":"
-                            "3600000,\"max_payload\":1}", &w, &err), 0);
+                            "3600000,\"max_payload\":1}",
+                            &w, &err),
+                 0);
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":600001,\"heartbeat_timeout_ms\":"
-                            "3600000,\"max_payload\":1}", &w, &err), -1);
+                            "3600000,\"max_payload\":1}",
+                            &w, &err),
+                 -1);
     CHECK_EQ_STR(err.msg, "WELCOME: \"heartbeat_ms\" must be an integer 10..600000");
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":3600000,\"heartbeat_timeout_ms\":"
-                            "36000000,\"max_payload\":1}", &w, &err), -1);
+                            "36000000,\"max_payload\":1}",
+                            &w, &err),
+                 -1);
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":9,\"heartbeat_timeout_ms\":"
-                            "5000,\"max_payload\":1}", &w, &err), -1);
+                            "5000,\"max_payload\":1}",
+                            &w, &err),
+                 -1);
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
-                            "1000,\"max_payload\":1}", &w, &err), -1);
+                            "1000,\"max_payload\":1}",
+                            &w, &err),
+                 -1);
     CHECK(strstr(err.msg, "must be greater than") != NULL);
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
-                            "5000}", &w, &err), -1);
+                            "5000}",
+                            &w, &err),
+                 -1);
     CHECK_EQ_STR(err.msg, "WELCOME: \"max_payload\" missing");
     CHECK_EQ_INT(welcome_of("{\"version\":2,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
-                            "5000,\"max_payload\":1}", &w, &err), -1);
+                            "5000,\"max_payload\":1}",
+                            &w, &err),
+                 -1);
     CHECK_EQ_INT(welcome_of("{\"version\":1,\"heartbeat_ms\":1000,\"heartbeat_timeout_ms\":"
-                            "5000,\"max_payload\":1,\"packed\":1}", &w, &err), -1);
+                            "5000,\"max_payload\":1,\"packed\":1}",
+                            &w, &err),
+                 -1);
     CHECK_EQ_INT(welcome_of("[]", &w, &err), -1);
 
     /* the encoder gives back what the decoder takes */
@@ -906,8 +925,9 @@ static void test_ctl_error_status(void)
 {
     tq_errmsg_t e;
     tq_err_t err;
-    CHECK_EQ_INT(tq_errmsg_decode(B("{\"code\":6,\"message\":\"not registered\",\"ref\":7}"), 0,
-                                  &e, &err), 0);
+    CHECK_EQ_INT(tq_errmsg_decode(B("{\"code\":6,\"message\":\"not registered\",\"ref\":7}"), 0, &e,
+                                  &err),
+                 0);
     CHECK_EQ_INT(e.code, 6);
     CHECK_EQ_INT(e.ref, 7);
     CHECK_EQ_STR(e.message, "not registered");
@@ -955,7 +975,9 @@ static void test_ctl_hello(void)
     CHECK_EQ_STR(h.name, "host:1");
     CHECK_EQ_INT(hello_of("{\"role\":\"worker\",\"name\":\"w 1\",\"instance\":\"3f9c0a51d2e4b786\","
                           "\"slots\":4,\"prefetch\":2,\"busy\":6,\"packed\":true,"
-                          "\"functions\":[\"square\",\"echo\"]}", &h, &err), 0);
+                          "\"functions\":[\"square\",\"echo\"]}",
+                          &h, &err),
+                 0);
     CHECK_EQ_INT(h.worker, 1);
     CHECK_EQ_INT(h.slots, 4);
     CHECK_EQ_INT(h.prefetch, 2);
@@ -989,9 +1011,11 @@ static void test_ctl_hello(void)
         {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"busy\":2,\"functions\":[\"f\"]}",
          TQ_ERR_MALFORMED, "HELLO: \"busy\" must be an integer 0..slots+prefetch (1)"},
         {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"instance\":\"0000000000000000\","
-         "\"functions\":[\"f\"]}", TQ_ERR_MALFORMED, "HELLO: \"instance\""},
+         "\"functions\":[\"f\"]}",
+         TQ_ERR_MALFORMED, "HELLO: \"instance\""},
         {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"instance\":\"3F9C0A51D2E4B786\","
-         "\"functions\":[\"f\"]}", TQ_ERR_MALFORMED, "HELLO: \"instance\""},
+         "\"functions\":[\"f\"]}",
+         TQ_ERR_MALFORMED, "HELLO: \"instance\""},
         {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[]}", TQ_ERR_MALFORMED,
          "HELLO: \"functions\" must be a non-empty array"},
         {"{\"role\":\"worker\",\"name\":\"x\",\"slots\":1,\"functions\":[\"a b\"]}",

@@ -24,10 +24,7 @@ int tq_bytes_eq(tq_bytes_t a, tq_bytes_t b)
     return a.len == 0 || memcmp(a.data, b.data, a.len) == 0;
 }
 
-int tq_bytes_eq_str(tq_bytes_t b, const char *s)
-{
-    return tq_bytes_eq(b, tq_bytes_str(s));
-}
+int tq_bytes_eq_str(tq_bytes_t b, const char *s) { return tq_bytes_eq(b, tq_bytes_str(s)); }
 
 /* ---- output buffer ---------------------------------------------------- */
 
@@ -117,10 +114,7 @@ void tq_cursor_init(tq_cursor_t *c, tq_bytes_t b)
     c->end = b.data ? b.data + b.len : b.data;
 }
 
-size_t tq_cursor_left(const tq_cursor_t *c)
-{
-    return (size_t)(c->end - c->pos);
-}
+size_t tq_cursor_left(const tq_cursor_t *c) { return (size_t)(c->end - c->pos); }
 
 static int get_le(tq_cursor_t *c, size_t n, uint64_t *v)
 {
@@ -160,10 +154,7 @@ int tq_cursor_u32(tq_cursor_t *c, uint32_t *v)
     return 0;
 }
 
-int tq_cursor_u64(tq_cursor_t *c, uint64_t *v)
-{
-    return get_le(c, 8, v);
-}
+int tq_cursor_u64(tq_cursor_t *c, uint64_t *v) { return get_le(c, 8, v); }
 
 int tq_cursor_i32(tq_cursor_t *c, int32_t *v)
 {

@@ -77,10 +77,11 @@ static int round_trip(taskq_t *tq, long n, taskq_error_t *err)
         }
         if (ev.type != TASKQ_EVENT_RESULT)
             continue;
-        if (ev.status != TASKQ_DONE || ev.len != (size_t)wlen || memcmp(ev.data, want, ev.len) != 0) {
+        if (ev.status != TASKQ_DONE || ev.len != (size_t)wlen ||
+            memcmp(ev.data, want, ev.len) != 0) {
             err->code = TASKQ_ERR_TASK_FAILED;
-            snprintf(err->message, sizeof err->message, "square(%ld): status %s, result '%.*s'",
-                     n, taskq_status_name(ev.status), (int)(ev.len > 200 ? 200 : ev.len),
+            snprintf(err->message, sizeof err->message, "square(%ld): status %s, result '%.*s'", n,
+                     taskq_status_name(ev.status), (int)(ev.len > 200 ? 200 : ev.len),
                      ev.data ? (const char *)ev.data : "");
             return -1;
         }

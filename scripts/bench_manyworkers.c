@@ -60,14 +60,17 @@ static int square(const void *payload, size_t len, taskq_result_t *out, void *ar
     if (i < len && (p[i] == '-' || p[i] == '+'))
         neg = p[i++] == '-';
     if (i == len || len - i > 10)
-        return taskq_result_error(out, "square: payload is not an integer whose square fits 64 bits");
+        return taskq_result_error(out,
+                                  "square: payload is not an integer whose square fits 64 bits");
     for (; i < len; i++) {
         if (p[i] < '0' || p[i] > '9')
-            return taskq_result_error(out, "square: payload is not an integer whose square fits 64 bits");
+            return taskq_result_error(out, "square: payload is not an integer whose square fits 64 "
+                                           "bits");
         mag = mag * 10 + (uint64_t)(p[i] - '0');
     }
     if (mag > 3037000499ULL)
-        return taskq_result_error(out, "square: payload is not an integer whose square fits 64 bits");
+        return taskq_result_error(out,
+                                  "square: payload is not an integer whose square fits 64 bits");
     const char *sign = neg && mag ? "-" : "";
     return taskq_result_printf(out, "%s%" PRIu64 " * %s%" PRIu64 " = %" PRIu64, sign, mag, sign,
                                mag, mag * mag);
@@ -99,7 +102,8 @@ int main(int argc, char **argv)
     long k = 0;
     long prefetch = 0;
     if (argc != 5 && argc != 6) {
-        fprintf(stderr, "usage: bench_manyworkers ENDPOINT AUTHKEY_FILE K NAME_PREFIX [PREFETCH]\n");
+        fprintf(stderr,
+                "usage: bench_manyworkers ENDPOINT AUTHKEY_FILE K NAME_PREFIX [PREFETCH]\n");
         return 2;
     }
     if (parse_long(argv[3], 1, WORKERS_MAX, &k) != 0) {

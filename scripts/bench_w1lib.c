@@ -99,8 +99,8 @@ static int run(taskq_t *tq, long n, long window, uint8_t *seen, taskq_error_t *e
             return -1;
         if (rc == 0) {
             err->code = TASKQ_ERR_TIMEOUT;
-            snprintf(err->message, sizeof err->message,
-                     "no event in %d ms with %ld of %ld results", EVENT_TIMEOUT_MS, done, n);
+            snprintf(err->message, sizeof err->message, "no event in %d ms with %ld of %ld results",
+                     EVENT_TIMEOUT_MS, done, n);
             return -1;
         }
         if (ev.type == TASKQ_EVENT_ERROR) {

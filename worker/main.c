@@ -63,18 +63,18 @@ static const tq_cfg_entry_t table[] = {
     {"connect", TQ_CFG_STRING, DEFAULT_CONNECT, 0, 0, NULL, "TASKQ_CONNECT",
      offsetof(settings_t, connect), "ENDPOINT", "master endpoint to connect to"},
     {"authkey-file", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_AUTHKEY_FILE",
-     offsetof(settings_t, authkey_file), "FILE",
-     "shared secret file (mode 0600); required"},
+     offsetof(settings_t, authkey_file), "FILE", "shared secret file (mode 0600); required"},
     {"key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_KEY_FILE", offsetof(settings_t, key_file),
-     "FILE", "key-pair mode: this worker's key pair (NAME.key from taskq keygen; the master "
+     "FILE",
+     "key-pair mode: this worker's key pair (NAME.key from taskq keygen; the master "
      "lists its .pub in --allow-keys with the functions it may serve)"},
     {"master-key", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_MASTER_KEY_FILE",
      offsetof(settings_t, master_key_file), "FILE",
      "key-pair mode: the master's public key (its .pub file)"},
-    {"concurrency", TQ_CFG_INT, "0", 0, TQ_MAX_SLOTS, NULL, NULL,
-     offsetof(settings_t, concurrency), "N", "tasks run at once (0: number of cores; SIGHUP applies a new value)"},
-    {"prefetch", TQ_CFG_STRING, "auto", 0, 0, NULL, NULL, offsetof(settings_t, prefetch),
-     "N|auto", "tasks taken beyond --concurrency, waiting here (only tasks without --timeout): "
+    {"concurrency", TQ_CFG_INT, "0", 0, TQ_MAX_SLOTS, NULL, NULL, offsetof(settings_t, concurrency),
+     "N", "tasks run at once (0: number of cores; SIGHUP applies a new value)"},
+    {"prefetch", TQ_CFG_STRING, "auto", 0, 0, NULL, NULL, offsetof(settings_t, prefetch), "N|auto",
+     "tasks taken beyond --concurrency, waiting here (only tasks without --timeout): "
      "auto sizes it from measured run times and the round trip (docs/workers.md), 0: none"},
     {"name", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, name), "NAME",
      "name shown in the master's status (default: HOSTNAME:PID)"},
@@ -82,8 +82,7 @@ static const tq_cfg_entry_t table[] = {
      "serve NAME by running COMMAND per task (payload on stdin, result on stdout)"},
     {"plugin", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, plugin), "PATH.so",
      "load a C plugin and serve the functions it registers (docs/workers.md)"},
-    {"fn-mode", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, fn_mode),
-     "NAME=MODE",
+    {"fn-mode", TQ_CFG_LIST, NULL, 0, 0, NULL, NULL, offsetof(settings_t, fn_mode), "NAME=MODE",
      "run NAME as thread|prefork|spawn|inline (C functions, built-ins) or spawn|coprocess (--fn "
      "commands); default thread (built-ins square, echo, fail: inline), commands spawn"},
     {"task-memory", TQ_CFG_SIZE, "0", 0, (int64_t)1 << 40, NULL, NULL,
@@ -92,8 +91,8 @@ static const tq_cfg_entry_t table[] = {
     {"task-cpu-seconds", TQ_CFG_INT, "0", 0, 86400, NULL, NULL,
      offsetof(settings_t, task_cpu_seconds), "N",
      "CPU-time limit (RLIMIT_CPU) of each child process running tasks (0: none)"},
-    {"functions", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, functions),
-     "LIST", "comma list of the built-ins to serve (default: all; --fn functions are always served)"},
+    {"functions", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, functions), "LIST",
+     "comma list of the built-ins to serve (default: all; --fn functions are always served)"},
     {"drain-timeout", TQ_CFG_MS, "30", 0, 86400000, NULL, NULL,
      offsetof(settings_t, drain_timeout_ms), "SECONDS",
      "on SIGTERM/SIGINT, wait this long for running tasks before killing them"},
@@ -105,10 +104,11 @@ static const tq_cfg_entry_t table[] = {
     {"version", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, version), NULL,
      "print the version and exit"},
     {"config", TQ_CFG_STRING, NULL, 0, 0, NULL, "TASKQ_CONFIG", offsetof(settings_t, config),
-     "FILE", "read settings from FILE (name = value per line, names as these flags; flags and "
+     "FILE",
+     "read settings from FILE (name = value per line, names as these flags; flags and "
      "the environment win over it; taskq.conf(5))"},
-    {"check-config", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, check_config),
-     NULL, "check the settings (file, environment, flags) and exit: prints 'configuration OK', "
+    {"check-config", TQ_CFG_FLAG, NULL, 0, 0, NULL, NULL, offsetof(settings_t, check_config), NULL,
+     "check the settings (file, environment, flags) and exit: prints 'configuration OK', "
      "or every error (FILE:LINE: message) and exits 2"},
     {"user", TQ_CFG_STRING, NULL, 0, 0, NULL, NULL, offsetof(settings_t, user), "USER",
      "started as root: read the key and load plugins as root, then run as USER for good, "
@@ -125,9 +125,9 @@ static const tq_cfg_entry_t table[] = {
 };
 
 /* Short forms of the common options (docs/workers.md). */
-static const tq_short_t shorts[] = {{'h', "help"},         {'V', "version"}, {'c', "connect"},
-                                    {'k', "authkey-file"}, {'j', "concurrency"}, {'f', "fn"},
-                                    {0, NULL}};
+static const tq_short_t shorts[] =
+    {{'h', "help"},        {'V', "version"}, {'c', "connect"}, {'k', "authkey-file"},
+     {'j', "concurrency"}, {'f', "fn"},      {0, NULL}};
 
 /* The worker the signal handlers stop (set once before they are
  * installed). */
@@ -150,16 +150,14 @@ static int log_level(const char *name);
  * through its function below and refuses, with a log line, the others
  * (--connect, --fn, ...: they need a restart). */
 
-static int apply_log_level(void *arg, const void *cur, const void *next, char *why,
-                           size_t whylen)
+static int apply_log_level(void *arg, const void *cur, const void *next, char *why, size_t whylen)
 {
     (void)cur, (void)why, (void)whylen;
     taskq_worker_set_log_level(arg, log_level(((const settings_t *)next)->log_level));
     return 0;
 }
 
-static int apply_concurrency(void *arg, const void *cur, const void *next, char *why,
-                             size_t whylen)
+static int apply_concurrency(void *arg, const void *cur, const void *next, char *why, size_t whylen)
 {
     (void)cur;
     if (taskq_worker_set_concurrency(arg, (size_t)((const settings_t *)next)->concurrency) < 0) {
@@ -250,8 +248,7 @@ static int usage_error(const char *fmt, const char *a, const char *b)
 static int log_level(const char *name)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
-    static const int levels[] = {TASKQ_LOG_ERROR, TASKQ_LOG_WARN, TASKQ_LOG_INFO,
-                                 TASKQ_LOG_DEBUG};
+    static const int levels[] = {TASKQ_LOG_ERROR, TASKQ_LOG_WARN, TASKQ_LOG_INFO, TASKQ_LOG_DEBUG};
     for (size_t i = 0; name && i < sizeof levels / sizeof levels[0]; i++)
         if (strcasecmp(name, names[i]) == 0)
             return levels[i];
@@ -281,7 +278,7 @@ static int add_functions(const settings_t *s, taskq_worker_t *w)
         nb++;
     if (s->fn.n > TQ_MAX_FUNCTIONS)
         return usage_error("--fn: at most %s functions (%s given)", "256", "more");
-    char (*names)[TQ_MAX_NAME + 1] = tq_calloc(s->fn.n ? s->fn.n : 1, sizeof *names);
+    char(*names)[TQ_MAX_NAME + 1] = tq_calloc(s->fn.n ? s->fn.n : 1, sizeof *names);
     const char **cmds = tq_calloc(s->fn.n ? s->fn.n : 1, sizeof *cmds);
     size_t ncmd = 0;
     int rc = 0;
@@ -302,7 +299,8 @@ static int add_functions(const settings_t *s, taskq_worker_t *w)
             char nm[TQ_MAX_NAME + 8];
             snprintf(nm, sizeof nm, "%.*s", (int)(nl > TQ_MAX_NAME ? TQ_MAX_NAME : nl), arg);
             rc = usage_error("--fn: '%s' is not a valid function name (1..64 of "
-                             "[A-Za-z0-9_.:-])%s", nm, "");
+                             "[A-Za-z0-9_.:-])%s",
+                             nm, "");
             break;
         }
         memcpy(names[ncmd], arg, nl);
@@ -336,7 +334,8 @@ static int add_functions(const settings_t *s, taskq_worker_t *w)
                     found = 1;
             if (!found)
                 rc = usage_error("--functions: '%s' is not a built-in (square, echo, sleep, "
-                                 "fail) or a --fn function%s", tok, "");
+                                 "fail) or a --fn function%s",
+                                 tok, "");
         }
         free(list);
     } else {
@@ -437,8 +436,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (s.name && !tq_peer_name_valid(s.name, TQ_MAX_PEER_NAME, 0)) {
-        usage_error("--name: must be 1..128 printable ASCII characters without spaces%s%s", "",
-                    "");
+        usage_error("--name: must be 1..128 printable ASCII characters without spaces%s%s", "", "");
         goto out;
     }
     if (s.check_config) {
@@ -514,14 +512,15 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (taskq_worker_set_limits(w, (uint64_t)s.task_memory, (uint64_t)s.task_cpu_seconds,
-                                &werr) < 0) {
+    if (taskq_worker_set_limits(w, (uint64_t)s.task_memory, (uint64_t)s.task_cpu_seconds, &werr) <
+        0) {
         usage_error("--task-memory/--task-cpu-seconds: %s%s", werr.message, "");
         goto out;
     }
     if (s.user && s.task_user) {
         usage_error("--task-user needs the worker to stay root: give --user or --task-user, "
-                    "not both%s%s", "", "");
+                    "not both%s%s",
+                    "", "");
         goto out;
     }
     if (s.user && taskq_worker_set_user(w, s.user, &werr) < 0) {

@@ -23,7 +23,7 @@ static int run(const char *fn, const char *payload, size_t len, char *buf, size_
 #define SQ(in, want_st, want)                                                                      \
     do {                                                                                           \
         char b_[512];                                                                              \
-        CHECK_EQ_INT(run("square", in, strlen(in), b_, sizeof b_), want_st);                      \
+        CHECK_EQ_INT(run("square", in, strlen(in), b_, sizeof b_), want_st);                       \
         CHECK_EQ_STR(b_, want);                                                                    \
     } while (0)
 

@@ -11,11 +11,11 @@
 struct taskq_result {
     const tq_run_ctx_t *ctx;
     const tq_cfn_task_t *task;
-    uint8_t *data;   /* the result being built */
+    uint8_t *data; /* the result being built */
     size_t len, cap;
-    int oversize;    /* a result over ctx->max_result was asked for */
-    int failed;      /* taskq_result_error was called */
-    int oom;         /* a copy could not be allocated */
+    int oversize; /* a result over ctx->max_result was asked for */
+    int failed;   /* taskq_result_error was called */
+    int oom;      /* a copy could not be allocated */
     char error[TQ_CFN_ERROR_MAX];
 };
 
@@ -118,10 +118,7 @@ int taskq_result_cancelled(const taskq_result_t *out)
     return c->deadline_ms > 0 && tq_run_now_ms() >= c->deadline_ms;
 }
 
-int taskq_result_cancel_fd(const taskq_result_t *out)
-{
-    return out ? out->ctx->cancel_fd : -1;
-}
+int taskq_result_cancel_fd(const taskq_result_t *out) { return out ? out->ctx->cancel_fd : -1; }
 
 int64_t taskq_result_remaining_ms(const taskq_result_t *out)
 {
@@ -131,25 +128,13 @@ int64_t taskq_result_remaining_ms(const taskq_result_t *out)
     return left > 0 ? left : 0;
 }
 
-uint64_t taskq_result_task_id(const taskq_result_t *out)
-{
-    return out ? out->task->id : 0;
-}
+uint64_t taskq_result_task_id(const taskq_result_t *out) { return out ? out->task->id : 0; }
 
-uint32_t taskq_result_attempt(const taskq_result_t *out)
-{
-    return out ? out->task->attempt : 0;
-}
+uint32_t taskq_result_attempt(const taskq_result_t *out) { return out ? out->task->attempt : 0; }
 
-int taskq_result_slot(const taskq_result_t *out)
-{
-    return out ? out->task->slot : -1;
-}
+int taskq_result_slot(const taskq_result_t *out) { return out ? out->task->slot : -1; }
 
-void *taskq_result_slot_ctx(const taskq_result_t *out)
-{
-    return out ? out->task->slot_ctx : NULL;
-}
+void *taskq_result_slot_ctx(const taskq_result_t *out) { return out ? out->task->slot_ctx : NULL; }
 
 void tq_cfn_run(const tq_fn_t *fn, const tq_run_ctx_t *ctx, const tq_cfn_task_t *task,
                 tq_run_result_t *out)
@@ -168,8 +153,7 @@ void tq_cfn_run(const tq_fn_t *fn, const tq_run_ctx_t *ctx, const tq_cfn_task_t 
         tq_run_result_fmt(out, TQ_RUN_FAILED, "result exceeds max payload (%zu bytes)",
                           ctx->max_result);
     else if (r.oom)
-        tq_run_result_fmt(out, TQ_RUN_FAILED, "%s: worker out of memory for the result",
-                          fn->name);
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "%s: worker out of memory for the result", fn->name);
     else if (r.failed)
         tq_run_result_set(out, TQ_RUN_FAILED, r.error, strlen(r.error));
     else if (rc != 0)

@@ -97,8 +97,8 @@ static void test_outcomes(void)
     /* over max_result (100): the task fails whatever it does next */
     CHECK_EQ_INT(run(f_big, NULL, &ctx, "", b, sizeof b), TQ_RUN_FAILED);
     CHECK_EQ_STR(b, "result exceeds max payload (100 bytes)");
-    CHECK_EQ_INT(run(f_append, NULL, &ctx, "0123456789012345678901234567890123456789", b,
-                     sizeof b), TQ_RUN_FAILED);
+    CHECK_EQ_INT(run(f_append, NULL, &ctx, "0123456789012345678901234567890123456789", b, sizeof b),
+                 TQ_RUN_FAILED);
     CHECK_EQ_STR(b, "result exceeds max payload (100 bytes)");
     /* an error wins over a result */
     CHECK_EQ_INT(run(f_error_then_set, NULL, &ctx, "xyz", b, sizeof b), TQ_RUN_FAILED);
@@ -108,7 +108,6 @@ static void test_outcomes(void)
     CHECK_EQ_STR(b, "f: failed (returned 7)");
     CHECK_EQ_INT(run(f_rc, &zero, &ctx, "", b, sizeof b), TQ_RUN_OK);
     CHECK_EQ_STR(b, "");
-
 }
 
 static void test_questions(void)
@@ -124,14 +123,15 @@ static void test_questions(void)
     atomic_store(&cancel, 1);
     CHECK_EQ_INT(run_task(f_info, NULL, &c2, &t2, "", b, sizeof b), TQ_RUN_OK);
     CHECK_EQ_STR(b, "42/3/5/sc/1/-1");
-
 }
 
 static void test_timeout_and_null(void)
 {
     char b[512];
     /* returned after the deadline: a timeout, whatever it set */
-    tq_run_ctx_t c3 = {.cancel_fd = -1, .max_result = 100, .timeout_ms = 1500,
+    tq_run_ctx_t c3 = {.cancel_fd = -1,
+                       .max_result = 100,
+                       .timeout_ms = 1500,
                        .deadline_ms = tq_run_now_ms() - 1};
     CHECK_EQ_INT(run(f_printf, NULL, &c3, "1", b, sizeof b), TQ_RUN_TIMEOUT);
     CHECK_EQ_STR(b, "timed out after 1.5 s");
@@ -140,7 +140,6 @@ static void test_timeout_and_null(void)
     CHECK_EQ_INT(taskq_result_set(NULL, "x", 1), -1);
     CHECK_EQ_INT(taskq_result_cancelled(NULL), 0);
     CHECK_EQ_INT(taskq_result_slot(NULL), -1);
-
 }
 
 static void test_plugin_errors(void)

@@ -33,9 +33,9 @@ enum { REPLY_OK = 0, REPLY_ERROR = 1, REPLY_TIMEOUT = 2 };
 struct tq_child {
     const tq_fn_t *fn;
     int slot;
-    pid_t pid;  /* 0: not running */
-    int wfd;    /* requests go here */
-    int rfd;    /* replies come from here (== wfd for a socketpair) */
+    pid_t pid; /* 0: not running */
+    int wfd;   /* requests go here */
+    int rfd;   /* replies come from here (== wfd for a socketpair) */
 };
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -57,10 +57,7 @@ static void put_be64(uint8_t *p, uint64_t v)
     put_be32(p + 4, (uint32_t)v);
 }
 
-static uint64_t get_be64(const uint8_t *p)
-{
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
+static uint64_t get_be64(const uint8_t *p) { return (uint64_t)get_be32(p) << 32 | get_be32(p + 4); }
 
 void tq_child_describe(int st, char *out, size_t outlen)
 {
@@ -123,8 +120,7 @@ static void child_serve(const tq_fn_t *fn, int slot, int fd, int oneshot)
                     inited = 1;
             }
             if (fn->slot_init && !inited) {
-                tq_run_result_fmt(&res, TQ_RUN_FAILED, "%s: slot initialisation failed",
-                                  fn->name);
+                tq_run_result_fmt(&res, TQ_RUN_FAILED, "%s: slot initialisation failed", fn->name);
             } else {
                 tq_cfn_task_t task = {
                     .id = get_be64(req),
@@ -139,7 +135,7 @@ static void child_serve(const tq_fn_t *fn, int slot, int fd, int oneshot)
             tq_run_result_fmt(&res, TQ_RUN_FAILED, "function '%s' is not served here", fn->name);
         }
         uint8_t rh[CHILD_REPLY_HEADER];
-        rh[0] = res.status == TQ_RUN_OK       ? REPLY_OK
+        rh[0] = res.status == TQ_RUN_OK        ? REPLY_OK
                 : res.status == TQ_RUN_TIMEOUT ? REPLY_TIMEOUT
                                                : REPLY_ERROR;
         put_be32(rh + 1, (uint32_t)res.len);
@@ -369,9 +365,8 @@ static int exchange(tq_child_t *c, const uint8_t *req, size_t reqlen, const tq_r
             return EX_CANCELLED;
         }
         if (i_w >= 0 && (pfd[i_w].revents & (POLLOUT | POLLERR | POLLHUP)) && woff < reqlen) {
-            ssize_t w = c->wfd == c->rfd
-                            ? send(c->wfd, req + woff, reqlen - woff, MSG_NOSIGNAL)
-                            : write(c->wfd, req + woff, reqlen - woff);
+            ssize_t w = c->wfd == c->rfd ? send(c->wfd, req + woff, reqlen - woff, MSG_NOSIGNAL)
+                                         : write(c->wfd, req + woff, reqlen - woff);
             if (w > 0)
                 woff += (size_t)w;
             else if (w < 0 && errno != EAGAIN && errno != EINTR) {
@@ -475,8 +470,7 @@ void tq_child_run(tq_child_t *c, const tq_run_ctx_t *ctx, uint64_t id, uint32_t 
     char desc[128];
     switch (ex) {
     case EX_OK:
-        if (status == REPLY_OK || status == REPLY_ERROR ||
-            (!coproc && status == REPLY_TIMEOUT)) {
+        if (status == REPLY_OK || status == REPLY_ERROR || (!coproc && status == REPLY_TIMEOUT)) {
             tq_run_result_free(out);
             out->status = status == REPLY_OK      ? TQ_RUN_OK
                           : status == REPLY_ERROR ? TQ_RUN_FAILED
@@ -487,8 +481,8 @@ void tq_child_run(tq_child_t *c, const tq_run_ctx_t *ctx, uint64_t id, uint32_t 
         } else {
             reap(c, 0, NULL);
             tq_run_result_fmt(out, TQ_RUN_FAILED,
-                              "%s broke the framing: reply status byte %u (0 or 1 expected)",
-                              who, (unsigned)status);
+                              "%s broke the framing: reply status byte %u (0 or 1 expected)", who,
+                              (unsigned)status);
         }
         if (c->pid > 0 && fn->mode == TASKQ_MODE_SPAWN)
             reap(c, TQ_CHILD_EXIT_GRACE_MS, NULL);

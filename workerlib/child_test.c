@@ -14,19 +14,19 @@
 /* A coprocess in Python (only double quotes: it goes inside single
  * ones): "die" exits 3, "garbage" answers status 9, "huge" answers 70,000
  * bytes, "slow" sleeps, anything else is echoed. */
-static const char coproc_cmd[] =
-    "python3 -c '\n"
-    "import struct, sys, time\n"
-    "i, o = sys.stdin.buffer, sys.stdout.buffer\n"
-    "while True:\n"
-    "    h = i.read(4)\n"
-    "    if len(h) < 4: sys.exit(0)\n"
-    "    p = i.read(struct.unpack(\">I\", h)[0])\n"
-    "    if p == b\"die\": sys.exit(3)\n"
-    "    if p == b\"slow\": time.sleep(30)\n"
-    "    st, d = (9, b\"\") if p == b\"garbage\" else (0, b\"x\" * 70000 if p == b\"huge\" else p)\n"
-    "    o.write(struct.pack(\">BI\", st, len(d)) + d); o.flush()\n"
-    "'";
+static const char coproc_cmd[] = "python3 -c '\n"
+                                 "import struct, sys, time\n"
+                                 "i, o = sys.stdin.buffer, sys.stdout.buffer\n"
+                                 "while True:\n"
+                                 "    h = i.read(4)\n"
+                                 "    if len(h) < 4: sys.exit(0)\n"
+                                 "    p = i.read(struct.unpack(\">I\", h)[0])\n"
+                                 "    if p == b\"die\": sys.exit(3)\n"
+                                 "    if p == b\"slow\": time.sleep(30)\n"
+                                 "    st, d = (9, b\"\") if p == b\"garbage\" else (0, b\"x\" * "
+                                 "70000 if p == b\"huge\" else p)\n"
+                                 "    o.write(struct.pack(\">BI\", st, len(d)) + d); o.flush()\n"
+                                 "'";
 
 static int f_crashy(const void *p, size_t len, taskq_result_t *out, void *arg)
 {
@@ -41,8 +41,12 @@ static int f_crashy(const void *p, size_t len, taskq_result_t *out, void *arg)
 static void run(tq_child_t *c, const char *payload, int64_t timeout_ms, size_t max, int cancel_fd,
                 tq_run_result_t *r, char *text, size_t textlen)
 {
-    tq_run_ctx_t ctx = {(const uint8_t *)payload, strlen(payload), cancel_fd,
-                        (uint32_t)timeout_ms, timeout_ms ? tq_run_now_ms() + timeout_ms : 0, max,
+    tq_run_ctx_t ctx = {(const uint8_t *)payload,
+                        strlen(payload),
+                        cancel_fd,
+                        (uint32_t)timeout_ms,
+                        timeout_ms ? tq_run_now_ms() + timeout_ms : 0,
+                        max,
                         {0, 0}};
     tq_run_result_free(r);
     tq_child_run(c, &ctx, 1, 1, r);

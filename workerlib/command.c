@@ -118,8 +118,8 @@ int tq_command_split(const char *text, char ***argv_out, size_t *argc_out, tq_er
                     why = "unterminated double quote";
                     goto fail;
                 }
-                if (*p == '\\' && (p[1] == '"' || p[1] == '\\' || p[1] == '$' || p[1] == '`' ||
-                                   p[1] == '\n')) {
+                if (*p == '\\' &&
+                    (p[1] == '"' || p[1] == '\\' || p[1] == '$' || p[1] == '`' || p[1] == '\n')) {
                     p++;
                     if (*p == '\n')
                         continue; /* line continuation */
@@ -191,15 +191,9 @@ void tq_command_destroy(tq_command_t **self_p)
     *self_p = NULL;
 }
 
-char *const *tq_command_argv(const tq_command_t *self)
-{
-    return self->argv;
-}
+char *const *tq_command_argv(const tq_command_t *self) { return self->argv; }
 
-const char *tq_command_text(const tq_command_t *self)
-{
-    return self->text;
-}
+const char *tq_command_text(const tq_command_t *self) { return self->text; }
 
 static void apply_limits(const tq_limits_t *l)
 {
@@ -289,9 +283,9 @@ int tq_command_check_env(const tq_task_proc_t *p, tq_err_t *err)
                          (i > 0 && c >= '0' && c <= '9') || (c == '*' && i + 1 == len && i > 0);
                 if (!ok) {
                     tq_err_set(err, 0,
-                             "task environment: '%.*s' is not a variable name (letters, digits, "
-                             "'_'; a trailing '*' for a prefix)",
-                             (int)len, q);
+                               "task environment: '%.*s' is not a variable name (letters, digits, "
+                               "'_'; a trailing '*' for a prefix)",
+                               (int)len, q);
                     return -1;
                 }
             }
@@ -332,10 +326,7 @@ int tq_command_set_task_proc(const tq_task_proc_t *p, tq_err_t *err)
     return 0;
 }
 
-int tq_command_task_proc_active(void)
-{
-    return task_proc.dir != NULL || task_proc.has_user;
-}
+int tq_command_task_proc_active(void) { return task_proc.dir != NULL || task_proc.has_user; }
 
 char **tq_command_task_env(void)
 {
@@ -531,8 +522,7 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
     close_fd(&po[1]);
     close_fd(&pe[1]);
     if (rc != 0) {
-        tq_run_result_fmt(out, TQ_RUN_FAILED, "cannot run '%s': %s", self->argv[0],
-                          strerror(rc));
+        tq_run_result_fmt(out, TQ_RUN_FAILED, "cannot run '%s': %s", self->argv[0], strerror(rc));
         close_fd(&in[1]), close_fd(&po[0]), close_fd(&pe[0]);
         return;
     }
@@ -622,7 +612,8 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
                 }
                 if (r < 0)
                     break;
-                if ((size_t)r > ctx->max_result - res_len || res_len + (size_t)r > ctx->max_result) {
+                if ((size_t)r > ctx->max_result - res_len ||
+                    res_len + (size_t)r > ctx->max_result) {
                     end = END_TOO_BIG;
                     break;
                 }
@@ -679,12 +670,8 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
     tq_reaper_disown(pid);
 
     switch (end) {
-    case END_TIMEOUT:
-        tq_run_result_timeout(out, ctx);
-        break;
-    case END_CANCELLED:
-        tq_run_result_fmt(out, TQ_RUN_FAILED, "cancelled");
-        break;
+    case END_TIMEOUT: tq_run_result_timeout(out, ctx); break;
+    case END_CANCELLED: tq_run_result_fmt(out, TQ_RUN_FAILED, "cancelled"); break;
     case END_TOO_BIG:
         tq_run_result_fmt(out, TQ_RUN_FAILED, "result exceeds max payload (%zu bytes)",
                           ctx->max_result);

@@ -58,14 +58,14 @@ void tq_command_run(const tq_command_t *self, const tq_run_ctx_t *ctx, tq_run_re
 /* How task processes run (taskq_worker_set_task_dir, _task_user,
  * _task_env): set once before any task runs, read-only afterwards. */
 typedef struct {
-    const char *dir;   /* working directory (NULL: the worker's) */
-    int has_user;      /* run as uid/gid with groups (the worker is root) */
+    const char *dir; /* working directory (NULL: the worker's) */
+    int has_user;    /* run as uid/gid with groups (the worker is root) */
     uid_t uid;
     gid_t gid;
     const gid_t *groups;
     int ngroups;
     const char *user, *home; /* USER/LOGNAME and HOME given to tasks */
-    const char *env;   /* comma list of variable names kept ("LC_*": a
+    const char *env;         /* comma list of variable names kept ("LC_*": a
                           prefix), or NULL: all but TASKQ_* */
 } tq_task_proc_t;
 

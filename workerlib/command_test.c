@@ -77,8 +77,13 @@ static int run_cmd(const char *text, const char *payload, size_t len, uint32_t t
     CHECK(c != NULL);
     if (!c)
         return -1;
-    tq_run_ctx_t ctx = {(const uint8_t *)payload, len, -1, timeout_ms,
-                        timeout_ms ? tq_run_now_ms() + timeout_ms : 0, max, {0, 0}};
+    tq_run_ctx_t ctx = {(const uint8_t *)payload,
+                        len,
+                        -1,
+                        timeout_ms,
+                        timeout_ms ? tq_run_now_ms() + timeout_ms : 0,
+                        max,
+                        {0, 0}};
     tq_run_result_t r = {0};
     tq_command_run(c, &ctx, &r);
     tq_command_destroy(&c);
@@ -101,8 +106,8 @@ static void test_run_basic(void)
     CHECK_EQ_STR(b, "hi\n");
     CHECK_EQ_INT(run_cmd("tr a-z A-Z", "hello", 5, 0, 1024, b, sizeof b, NULL), TQ_RUN_OK);
     CHECK_EQ_STR(b, "HELLO");
-    CHECK_EQ_INT(run_cmd("sh -c 'echo oops >&2; echo bad >&2; exit 3'", "", 0, 0, 1024, b,
-                         sizeof b, NULL),
+    CHECK_EQ_INT(run_cmd("sh -c 'echo oops >&2; echo bad >&2; exit 3'", "", 0, 0, 1024, b, sizeof b,
+                         NULL),
                  TQ_RUN_FAILED);
     CHECK_EQ_STR(b, "exit status 3: oops\nbad");
     CHECK_EQ_INT(run_cmd("sh -c 'exit 4'", "", 0, 0, 1024, b, sizeof b, NULL), TQ_RUN_FAILED);
@@ -124,8 +129,7 @@ static void test_run_basic(void)
                  TQ_RUN_OK);
     CHECK_EQ_STR(b, "4\n"); /* 0, 1, 2 and ls's own directory fd */
     /* The child starts with SIGPIPE at its default (we ignore it). */
-    CHECK_EQ_INT(run_cmd("sh -c 'kill -PIPE $$; echo survived'", "", 0, 0, 1024, b, sizeof b,
-                         NULL),
+    CHECK_EQ_INT(run_cmd("sh -c 'kill -PIPE $$; echo survived'", "", 0, 0, 1024, b, sizeof b, NULL),
                  TQ_RUN_FAILED);
     CHECK_EQ_STR(b, "killed by signal 13 (SIGPIPE)");
 }
@@ -139,8 +143,8 @@ static void test_stderr_tail(void)
                          "", 0, 0, 1024, NULL, 0, NULL),
                  TQ_RUN_FAILED);
     tq_run_result_t r;
-    run_cmd("sh -c 'head -c 10000 /dev/zero | tr \"\\000\" e >&2; echo END >&2; exit 1'", "", 0,
-            0, 1024, b, sizeof b, &r);
+    run_cmd("sh -c 'head -c 10000 /dev/zero | tr \"\\000\" e >&2; echo END >&2; exit 1'", "", 0, 0,
+            1024, b, sizeof b, &r);
     CHECK(r.len <= strlen("exit status 1: ") + TQ_COMMAND_STDERR_TAIL);
     CHECK(r.len > 3 && memcmp(r.data + r.len - 4, "eEND", 4) == 0);
     tq_run_result_free(&r);

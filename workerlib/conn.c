@@ -73,22 +73,22 @@ typedef struct {
 typedef struct {
     const tq_conn_opts_t *o;
     void *zctx;
-    tq_link_t *link;      /* the connection to the master */
+    tq_link_t *link; /* the connection to the master */
     void *pull;
     tq_pool_t *pool;
     tq_dispatch_item_t *items; /* TQ_MAX_BATCH */
     tq_lease_ref_t *refs;      /* TQ_MAX_BATCH */
 
-    int64_t last_warn;      /* "cannot reach master" said then */
+    int64_t last_warn; /* "cannot reach master" said then */
 
-    size_t slots;           /* the pool's slots now (o->slots, or as resized) */
-    int resized;            /* a resizing HELLO is out: its WELCOME is no news */
-    tq_idmap_t *tasks;      /* id -> running task of the current attempt */
-    size_t inflight;        /* tasks handed to the pool, not yet back */
-    size_t debt;            /* slots announced in HELLO that are still busy */
-    size_t credit;          /* slots freed, to announce in the next RESULT */
+    size_t slots;                          /* the pool's slots now (o->slots, or as resized) */
+    int resized;                           /* a resizing HELLO is out: its WELCOME is no news */
+    tq_idmap_t *tasks;                     /* id -> running task of the current attempt */
+    size_t inflight;                       /* tasks handed to the pool, not yet back */
+    size_t debt;                           /* slots announced in HELLO that are still busy */
+    size_t credit;                         /* slots freed, to announce in the next RESULT */
     tq_pool_task_t *done_head, *done_tail; /* finished, result not yet sent */
-    lease_t *rel;           /* leases to hand back with RELEASE */
+    lease_t *rel;                          /* leases to hand back with RELEASE */
     size_t nrel, relcap;
 
     /* HELLO "instance": this run's random id, the same on every
@@ -99,19 +99,19 @@ typedef struct {
     /* Adaptive prefetch (o->adaptive). Credit the master may give us is
      * slots + pcap; we keep `withheld` of it back, so what we hold plus
      * what the master may still send is slots + target. */
-    size_t pcap;            /* HELLO prefetch: the most beyond the slots */
-    size_t target;          /* prefetch wanted now, 0..pcap */
-    size_t withheld;        /* credit not given back to the master */
-    size_t mcredit;         /* the master's credit for us, as we count it */
-    int64_t rtt_stamp;      /* µs: credit sent when the master had none; 0: none */
-    double rtt;             /* mean round trip in µs, 0 until measured */
-    double lrun;            /* mean of log2(run time in µs) */
-    int have_run;           /* lrun has a sample */
-    double payload_avg;     /* mean payload bytes */
-    int64_t progress_us;    /* a slot took or finished a task then (at least) */
-    int64_t stall_next;     /* µs: the next hand-back waits this long (0: the least) */
-    int64_t log_ms;         /* last "prefetch now" line */
-    size_t logged;          /* the target it said */
+    size_t pcap;         /* HELLO prefetch: the most beyond the slots */
+    size_t target;       /* prefetch wanted now, 0..pcap */
+    size_t withheld;     /* credit not given back to the master */
+    size_t mcredit;      /* the master's credit for us, as we count it */
+    int64_t rtt_stamp;   /* µs: credit sent when the master had none; 0: none */
+    double rtt;          /* mean round trip in µs, 0 until measured */
+    double lrun;         /* mean of log2(run time in µs) */
+    int have_run;        /* lrun has a sample */
+    double payload_avg;  /* mean payload bytes */
+    int64_t progress_us; /* a slot took or finished a task then (at least) */
+    int64_t stall_next;  /* µs: the next hand-back waits this long (0: the least) */
+    int64_t log_ms;      /* last "prefetch now" line */
+    size_t logged;       /* the target it said */
 
     int nsignals;
     int draining, drain_killed;
@@ -132,10 +132,7 @@ static void send_simple(conn_t *c, int type)
 }
 
 /* The master's --max-payload, from its WELCOME. */
-static size_t max_payload(const conn_t *c)
-{
-    return tq_link_welcome(c->link)->max_payload;
-}
+static size_t max_payload(const conn_t *c) { return tq_link_welcome(c->link)->max_payload; }
 
 /* Build and send HELLO; returns the busy count it announced. */
 static size_t hello_out(conn_t *c)
@@ -189,10 +186,7 @@ static void send_hello(conn_t *c)
 /* ---- adaptive prefetch ----------------------------------------------------- */
 
 /* The round trip now in µs, 0 when not measured yet. */
-static int64_t rtt_us(const conn_t *c)
-{
-    return (int64_t)c->rtt;
-}
+static int64_t rtt_us(const conn_t *c) { return (int64_t)c->rtt; }
 
 /* Credit goes to the master (k > 0 in a RESULT): if it had none left,
  * the next DISPATCH measures the round trip. */
@@ -299,8 +293,7 @@ static void fit_result(tq_pool_task_t *t, size_t max)
     if (t->result.len <= max)
         return;
     if (t->result.status == TQ_RUN_OK)
-        tq_run_result_fmt(&t->result, TQ_RUN_FAILED, "result exceeds max payload (%zu bytes)",
-                          max);
+        tq_run_result_fmt(&t->result, TQ_RUN_FAILED, "result exceeds max payload (%zu bytes)", max);
     if (t->result.len <= max)
         return;
     size_t n = max;
@@ -428,17 +421,16 @@ static void log_outcome(const tq_pool_task_t *t, const char *fn, int64_t run_us)
 {
     double ms = (double)run_us / 1000.0;
     if (t->result.status == TQ_RUN_OK) {
-        tq_debug("task %llu attempt %u (%s) done in %.1f ms, %zu bytes",
-                 (unsigned long long)t->id, t->attempt, fn, ms, t->result.len);
+        tq_debug("task %llu attempt %u (%s) done in %.1f ms, %zu bytes", (unsigned long long)t->id,
+                 t->attempt, fn, ms, t->result.len);
         return;
     }
     if (tq_log_level() < TQ_LOG_INFO)
         return;
     char text[CONN_LOG_ERROR_MAX + 8];
     tq_log_escape(text, sizeof text, t->result.data, t->result.len);
-    tq_info("task %llu attempt %u (%s) %s after %.1f ms: %s", (unsigned long long)t->id,
-            t->attempt, fn, t->result.status == TQ_RUN_TIMEOUT ? "timed out" : "failed", ms,
-            text);
+    tq_info("task %llu attempt %u (%s) %s after %.1f ms: %s", (unsigned long long)t->id, t->attempt,
+            fn, t->result.status == TQ_RUN_TIMEOUT ? "timed out" : "failed", ms, text);
 }
 
 /* A slot is free again. */
@@ -514,7 +506,8 @@ static void on_dispatch_item(conn_t *c, const tq_dispatch_item_t *d, size_t i)
     tq_msgref_t *ref = d->payload.len >= TQ_IN_KEEP_MIN
                            ? tq_in_keep(tq_link_in(c->link), i, d->payload.data)
                            : NULL;
-    uint8_t *payload = ref ? (uint8_t *)d->payload.data : malloc(d->payload.len ? d->payload.len : 1);
+    uint8_t *payload = ref ? (uint8_t *)d->payload.data
+                           : malloc(d->payload.len ? d->payload.len : 1);
     if (!t || !payload) {
         free(t);
         if (ref)
@@ -581,9 +574,7 @@ static void on_task_back(conn_t *c, tq_pool_task_t *t)
         add_release(c, t->id, t->attempt);
         tq_pool_task_free(t);
         break;
-    default:
-        log_outcome(t, t->fn->name, t->run_us);
-        push_done(c, t);
+    default: log_outcome(t, t->fn->name, t->run_us); push_done(c, t);
     }
 }
 
@@ -727,8 +718,8 @@ static void on_registered(conn_t *c)
         return;
     }
     tq_info("connected to master at %s as %s (%zu slots, heartbeat %lld/%lld ms, max payload %zu)",
-            c->o->endpoint, c->o->name, c->slots, (long long)w->hb_ms,
-            (long long)w->hb_timeout_ms, w->max_payload);
+            c->o->endpoint, c->o->name, c->slots, (long long)w->hb_ms, (long long)w->hb_timeout_ms,
+            w->max_payload);
     if (c->draining || c->quiet)
         send_simple(c, TQ_MSG_DRAIN);
 }
@@ -790,32 +781,22 @@ static void on_message(conn_t *c, int type, tq_bytes_t body, size_t nparts)
             tq_pool_cancel_queued(c->pool, TQ_POOL_CANCEL_RELEASED);
         }
         break;
-    default:
-        tq_warn("unexpected %s from master; ignored", tq_msg_type_name(type));
+    default: tq_warn("unexpected %s from master; ignored", tq_msg_type_name(type));
     }
 }
 
 /* ---- the loop ------------------------------------------------------------- */
 
-static int64_t min64(int64_t a, int64_t b)
-{
-    return a < b ? a : b;
-}
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* One event of the link. Returns 0 to go on, or -1 (c->err filled) when
  * the run cannot go on. */
 static int on_link_event(conn_t *c, const tq_link_event_t *ev)
 {
     switch (ev->type) {
-    case TQ_LINK_HELLO:
-        send_hello(c);
-        break;
-    case TQ_LINK_REGISTERED:
-        on_registered(c);
-        break;
-    case TQ_LINK_MESSAGE:
-        on_message(c, ev->msg_type, ev->body, ev->nparts);
-        break;
+    case TQ_LINK_HELLO: send_hello(c); break;
+    case TQ_LINK_REGISTERED: on_registered(c); break;
+    case TQ_LINK_MESSAGE: on_message(c, ev->msg_type, ev->body, ev->nparts); break;
     case TQ_LINK_LOST:
         if (ev->silent_ms > 0)
             tq_warn("master at %s silent for %lld ms; reconnecting", c->o->endpoint,
@@ -833,18 +814,17 @@ static int on_link_event(conn_t *c, const tq_link_event_t *ev)
     case TQ_LINK_AUTH_FAILED:
         if (!ev->again)
             return tq_err_set(c->err, TASKQ_ERR_CONNECT,
-                                "authentication failed connecting to %s (wrong authkey?)",
-                                c->o->endpoint);
+                              "authentication failed connecting to %s (wrong authkey?)",
+                              c->o->endpoint);
         tq_warn("authentication failed connecting to %s (wrong key, or this key was removed "
                 "from the master's --allow-keys?); retrying",
                 c->o->endpoint);
         break;
     case TQ_LINK_DEAD:
         return tq_err_set(c->err, TASKQ_ERR_INTERNAL,
-                            "cannot open a new socket to %s (out of sockets or memory?)",
-                            c->o->endpoint);
-    default:
-        break;
+                          "cannot open a new socket to %s (out of sockets or memory?)",
+                          c->o->endpoint);
+    default: break;
     }
     return 0;
 }
@@ -963,13 +943,15 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_err_t *err)
     c.zctx = opts->zctx ? opts->zctx : zmq_ctx_new();
     if (!c.zctx)
         return tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot create a ZeroMQ context: %s",
-                            zmq_strerror(errno));
+                          zmq_strerror(errno));
     char result_ep[96];
     snprintf(result_ep, sizeof result_ep, "%s-%p", CONN_RESULT_PREFIX, (void *)&c);
     char wname[64];
     snprintf(wname, sizeof wname, "worker-%p", (void *)&c);
-    tq_link_opts_t lo = {
-        .endpoint = opts->endpoint, .keys = opts->keys, .zctx = c.zctx, .watch_name = wname};
+    tq_link_opts_t lo = {.endpoint = opts->endpoint,
+                         .keys = opts->keys,
+                         .zctx = c.zctx,
+                         .watch_name = wname};
     c.link = tq_link_new(&lo);
     TQ_ASSERT(c.link); /* the options are complete */
     c.items = tq_calloc(TQ_MAX_BATCH, sizeof *c.items);
@@ -977,8 +959,7 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_err_t *err)
     c.tasks = tq_idmap_new();
     c.pull = zmq_socket(c.zctx, ZMQ_PULL);
     if (!c.pull || zmq_bind(c.pull, result_ep) < 0) {
-        tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot bind %s: %s", result_ep,
-                     zmq_strerror(errno));
+        tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot bind %s: %s", result_ep, zmq_strerror(errno));
         goto done;
     }
     /* Processes that leave a task's group come back to us, to be killed
@@ -990,7 +971,7 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_err_t *err)
     c.pool = tq_pool_new(c.zctx, result_ep, opts->slots, opts->fns, opts->nfns);
     if (!c.pool) {
         tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot start %zu slot threads (see the log)",
-                     opts->slots);
+                   opts->slots);
         goto done;
     }
     tq_info("worker %s starting: %zu slots, connecting to %s (libtaskq %s, pid %ld, prefetch %s, "
@@ -1000,7 +981,7 @@ int tq_conn_run(const tq_conn_opts_t *opts, int *stuck, tq_err_t *err)
     c.last_warn = tq_mono_ms();
     if (tq_link_start(c.link) < 0) {
         tq_err_set(err, TASKQ_ERR_INTERNAL, "cannot connect to %s: %s", opts->endpoint,
-                     zmq_strerror(errno));
+                   zmq_strerror(errno));
         goto done;
     }
     rc = loop(&c);

@@ -43,14 +43,14 @@
 #include "tq_err.h"
 
 typedef struct {
-    const char *endpoint;         /* tcp://host:port */
-    const tq_curve_keys_t *keys;  /* derived from the authkey */
-    const char *name;             /* shown in the master's status */
-    size_t slots;                 /* 1..TQ_MAX_SLOTS */
-    size_t prefetch;              /* 0..TQ_MAX_PREFETCH tasks beyond the slots */
-    int adaptive;                 /* size the prefetch from what we measure
+    const char *endpoint;        /* tcp://host:port */
+    const tq_curve_keys_t *keys; /* derived from the authkey */
+    const char *name;            /* shown in the master's status */
+    size_t slots;                /* 1..TQ_MAX_SLOTS */
+    size_t prefetch;             /* 0..TQ_MAX_PREFETCH tasks beyond the slots */
+    int adaptive;                /* size the prefetch from what we measure
                                    * (docs/workers.md); prefetch is unused */
-    const tq_fn_t *fns;           /* functions served */
+    const tq_fn_t *fns;          /* functions served */
     size_t nfns;
     int64_t drain_timeout_ms;
     int stop_fd;                  /* readable: one byte per stop request,

@@ -10,8 +10,9 @@ int tq_plugin_check_abi(const char *path, int abi, tq_err_t *err)
 {
     if (abi == TASKQ_WORKER_ABI)
         return 0;
-    return tq_err_set(err, TASKQ_ERR_ENV, "plugin %s: built for worker ABI %d, this worker has ABI %d", path, abi,
-                TASKQ_WORKER_ABI);
+    return tq_err_set(err, TASKQ_ERR_ENV,
+                      "plugin %s: built for worker ABI %d, this worker has ABI %d", path, abi,
+                      TASKQ_WORKER_ABI);
 }
 
 void *tq_plugin_open(const char *path, taskq_plugin_init_fn *init_out, tq_err_t *err)
@@ -24,14 +25,15 @@ void *tq_plugin_open(const char *path, taskq_plugin_init_fn *init_out, tq_err_t 
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *why = dlerror();
-        tq_err_set(err, TASKQ_ERR_ENV, "plugin %s: cannot load: %s", path, why ? why : "unknown error");
+        tq_err_set(err, TASKQ_ERR_ENV, "plugin %s: cannot load: %s", path,
+                   why ? why : "unknown error");
         return NULL;
     }
     dlerror();
     const int *abi = dlsym(h, TASKQ_PLUGIN_ABI_SYMBOL);
     if (!abi) {
         tq_err_set(err, TASKQ_ERR_ENV, "plugin %s: no %s symbol (not a taskq plugin?)", path,
-             TASKQ_PLUGIN_ABI_SYMBOL);
+                   TASKQ_PLUGIN_ABI_SYMBOL);
         dlclose(h);
         return NULL;
     }
@@ -44,7 +46,7 @@ void *tq_plugin_open(const char *path, taskq_plugin_init_fn *init_out, tq_err_t 
     void *sym = dlsym(h, TASKQ_PLUGIN_INIT_SYMBOL);
     if (!sym) {
         tq_err_set(err, TASKQ_ERR_ENV, "plugin %s: no %s symbol (not a taskq plugin?)", path,
-             TASKQ_PLUGIN_INIT_SYMBOL);
+                   TASKQ_PLUGIN_INIT_SYMBOL);
         dlclose(h);
         return NULL;
     }

@@ -25,9 +25,9 @@ typedef struct {
     int wake_fd; /* eventfd: readable when the running task is cancelled */
     pthread_t thread;
     int started;
-    void **fn_ctx;         /* per function: slot_init's slot_ctx */
-    unsigned char *fn_ok;  /* per function: slot_init succeeded */
-    tq_child_t **child;    /* per function: its child process (isolated modes) */
+    void **fn_ctx;        /* per function: slot_init's slot_ctx */
+    unsigned char *fn_ok; /* per function: slot_init succeeded */
+    tq_child_t **child;   /* per function: its child process (isolated modes) */
 } slot_t;
 
 struct tq_pool {
@@ -38,10 +38,10 @@ struct tq_pool {
     pthread_cond_t cv;
     tq_pool_task_t *head, *tail;
     int stopping;
-    size_t nslots;   /* slot threads started */
-    size_t active;   /* slots that take tasks: 0..active-1; the rest are
+    size_t nslots;  /* slot threads started */
+    size_t active;  /* slots that take tasks: 0..active-1; the rest are
                         parked (tq_pool_resize) */
-    slot_t **slots;  /* TQ_MAX_SLOTS pointers, nslots made */
+    slot_t **slots; /* TQ_MAX_SLOTS pointers, nslots made */
     const tq_fn_t *fns;
     size_t nfns;
 };
@@ -53,10 +53,7 @@ struct tq_result_box {
     uint8_t *data;
 };
 
-static void box_hold(void *hint)
-{
-    atomic_fetch_add(&((struct tq_result_box *)hint)->refs, 1);
-}
+static void box_hold(void *hint) { atomic_fetch_add(&((struct tq_result_box *)hint)->refs, 1); }
 
 static void box_release(void *data, void *hint)
 {
@@ -317,8 +314,8 @@ static int add_slots(tq_pool_t *self, size_t n)
     return 0;
 }
 
-tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
-                       const tq_fn_t *fns, size_t nfns)
+tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots, const tq_fn_t *fns,
+                       size_t nfns)
 {
     tq_pool_t *self = tq_calloc(1, sizeof *self);
     self->zctx = zctx;

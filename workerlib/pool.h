@@ -24,8 +24,8 @@
  * function registered through the API. */
 typedef struct {
     char name[TQ_MAX_NAME + 1];
-    tq_command_t *cmd;  /* an external command, or NULL */
-    taskq_fn cfn;       /* a C function, or NULL (both NULL: the built-in) */
+    tq_command_t *cmd; /* an external command, or NULL */
+    taskq_fn cfn;      /* a C function, or NULL (both NULL: the built-in) */
     void *arg;
     taskq_slot_init_fn slot_init;
     taskq_slot_fini_fn slot_fini;
@@ -49,14 +49,14 @@ typedef struct tq_task {
     tq_msgref_t *payload_ref; /* payload is a view of this received frame, or NULL (owned) */
     size_t len;
     size_t max_result;
-    int64_t accepted_ms;   /* when it arrived (tq_run_now_ms) */
-    atomic_int cancel;     /* TQ_POOL_CANCEL_*, set by tq_pool_cancel */
-    int slot;              /* running on this slot, -1 if not (pool mutex) */
-    int ran;               /* 1 once a slot ran it (written by the slot) */
-    int64_t run_us;        /* how long its run took (written by the slot) */
-    tq_run_result_t result; /* written by the slot */
+    int64_t accepted_ms;              /* when it arrived (tq_run_now_ms) */
+    atomic_int cancel;                /* TQ_POOL_CANCEL_*, set by tq_pool_cancel */
+    int slot;                         /* running on this slot, -1 if not (pool mutex) */
+    int ran;                          /* 1 once a slot ran it (written by the slot) */
+    int64_t run_us;                   /* how long its run took (written by the slot) */
+    tq_run_result_t result;           /* written by the slot */
     struct tq_result_box *result_box; /* result.data's references once lent (tq_task_lend_result) */
-    struct tq_task *next;  /* pool queue link, then free for the owner */
+    struct tq_task *next;             /* pool queue link, then free for the owner */
 } tq_pool_task_t;
 
 typedef struct tq_pool tq_pool_t;
@@ -68,8 +68,8 @@ typedef struct tq_pool tq_pool_t;
  * function's slot_init runs on the slot before its first task there,
  * its slot_fini when the pool is destroyed. Caller owns the result.
  * NULL on failure. */
-tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots,
-                       const tq_fn_t *fns, size_t nfns);
+tq_pool_t *tq_pool_new(void *zctx, const char *result_endpoint, size_t nslots, const tq_fn_t *fns,
+                       size_t nfns);
 
 /* Run an inline-mode task (fn->mode TASKQ_MODE_INLINE) on the calling
  * thread: its result is in task->result on return. */

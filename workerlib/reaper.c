@@ -55,7 +55,7 @@ int tq_reaper_start(void)
 #define PUSH(arr, n, cap, v)                                                                       \
     do {                                                                                           \
         if ((n) == (cap)) {                                                                        \
-            (cap) = (cap) ? (cap) * 2 : 16;                                                        \
+            (cap) = (cap) ? (cap)*2 : 16;                                                          \
             (arr) = tq_realloc((arr), (cap) * sizeof *(arr));                                      \
         }                                                                                          \
         (arr)[(n)++] = (v);                                                                        \
@@ -126,7 +126,8 @@ static int proc_stat(pid_t pid, char *state, pid_t *pgrp, uint64_t *start)
         return -1;
     int ppid, pg;
     unsigned long long st;
-    if (sscanf(p + 1, " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+    if (sscanf(p + 1,
+               " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
                state, &ppid, &pg, &st) != 4)
         return -1;
     *pgrp = (pid_t)pg;

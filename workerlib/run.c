@@ -83,7 +83,7 @@ void tq_run_quote(const uint8_t *p, size_t n, char *out, size_t outlen)
     size_t o = 0;
     if (outlen == 0)
         return;
-    /* Room check leaves space for the closing quote, "..." and NUL. */
+        /* Room check leaves space for the closing quote, "..." and NUL. */
 #define PUT(ch)                                                                                    \
     do {                                                                                           \
         if (o + 1 < outlen)                                                                        \

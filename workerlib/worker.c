@@ -38,28 +38,28 @@
 
 struct taskq_worker {
     char *endpoint;
-    char *authkey_file;            /* NULL: none given */
-    char *key_file;                /* key-pair mode: our pair, or NULL */
-    char *master_key_file;         /* key-pair mode: the master's public key, or NULL */
+    char *authkey_file;    /* NULL: none given */
+    char *key_file;        /* key-pair mode: our pair, or NULL */
+    char *master_key_file; /* key-pair mode: the master's public key, or NULL */
     char name[TQ_MAX_PEER_NAME + 1];
     size_t slots;
-    _Atomic size_t slots_wanted;   /* taskq_worker_set_concurrency; 0: none */
-    size_t prefetch;               /* tasks taken beyond the slots */
-    int prefetch_set;              /* fixed by taskq_worker_set_prefetch;
+    _Atomic size_t slots_wanted; /* taskq_worker_set_concurrency; 0: none */
+    size_t prefetch;             /* tasks taken beyond the slots */
+    int prefetch_set;            /* fixed by taskq_worker_set_prefetch;
                                       else adaptive (docs/workers.md) */
-    void *zctx;                    /* the caller's ZeroMQ context, or NULL */
+    void *zctx;                  /* the caller's ZeroMQ context, or NULL */
     int64_t drain_timeout_ms;
-    tq_fn_t *fns;                  /* TQ_MAX_FUNCTIONS entries */
+    tq_fn_t *fns; /* TQ_MAX_FUNCTIONS entries */
     size_t nfns;
-    void **plugins;                /* dlopen handles, TQ_MAX_FUNCTIONS */
+    void **plugins; /* dlopen handles, TQ_MAX_FUNCTIONS */
     size_t nplugins;
-    int stop_r, stop_w;            /* taskq_worker_stop's pipe */
-    int ran;                       /* taskq_worker_run was called */
-    int stuck;                     /* slot threads were left running */
-    tq_limits_t limits;            /* for every child process */
-    tq_user_t *user;               /* taskq_worker_set_user: drop to it */
-    tq_user_t *task_user;          /* task processes run as it */
-    char *task_dir, *task_env;     /* their directory, kept variables */
+    int stop_r, stop_w;        /* taskq_worker_stop's pipe */
+    int ran;                   /* taskq_worker_run was called */
+    int stuck;                 /* slot threads were left running */
+    tq_limits_t limits;        /* for every child process */
+    tq_user_t *user;           /* taskq_worker_set_user: drop to it */
+    tq_user_t *task_user;      /* task processes run as it */
+    char *task_dir, *task_env; /* their directory, kept variables */
 };
 
 static void default_name(char *out, size_t outlen)
@@ -86,7 +86,7 @@ taskq_worker_t *taskq_worker_new(const taskq_worker_opts_t *opts, taskq_error_t 
     }
     if (opts->name && !tq_peer_name_valid(opts->name, TQ_MAX_PEER_NAME, 0)) {
         tq_api_fail(err, TASKQ_ERR_USAGE,
-             "name: must be 1..128 printable ASCII characters without spaces");
+                    "name: must be 1..128 printable ASCII characters without spaces");
         return NULL;
     }
     if (opts->slots > TQ_MAX_SLOTS) {
@@ -98,7 +98,8 @@ taskq_worker_t *taskq_worker_new(const taskq_worker_opts_t *opts, taskq_error_t 
         return NULL;
     }
     if (opts->log_level > TASKQ_LOG_DEBUG) {
-        tq_api_fail(err, TASKQ_ERR_USAGE, "log_level: %d is not a TASKQ_LOG_* level", opts->log_level);
+        tq_api_fail(err, TASKQ_ERR_USAGE, "log_level: %d is not a TASKQ_LOG_* level",
+                    opts->log_level);
         return NULL;
     }
     int pfd[2];
@@ -120,8 +121,8 @@ taskq_worker_t *taskq_worker_new(const taskq_worker_opts_t *opts, taskq_error_t 
         self->slots = TQ_MAX_SLOTS;
     if (self->slots == 0)
         self->slots = 1;
-    self->drain_timeout_ms =
-        opts->drain_timeout_ms < 0 ? WORKER_DEFAULT_DRAIN_MS : opts->drain_timeout_ms;
+    self->drain_timeout_ms = opts->drain_timeout_ms < 0 ? WORKER_DEFAULT_DRAIN_MS
+                                                        : opts->drain_timeout_ms;
     self->fns = tq_calloc(TQ_MAX_FUNCTIONS, sizeof *self->fns);
     self->plugins = tq_calloc(TQ_MAX_FUNCTIONS, sizeof *self->plugins);
     /* The engine's log lines (this library's copy of the logger). */
@@ -182,8 +183,8 @@ static tq_fn_t *new_entry(taskq_worker_t *self, const char *name, taskq_error_t 
     size_t nl = name ? strlen(name) : 0;
     if (!name || nl > TQ_MAX_NAME || !tq_name_valid((tq_bytes_t){(const uint8_t *)name, nl})) {
         tq_api_fail(err, TASKQ_ERR_USAGE,
-             "'%.64s' is not a valid function name (1..64 of [A-Za-z0-9_.:-])",
-             name ? name : "(null)");
+                    "'%.64s' is not a valid function name (1..64 of [A-Za-z0-9_.:-])",
+                    name ? name : "(null)");
         return NULL;
     }
     for (size_t i = 0; i < self->nfns; i++)
@@ -207,20 +208,21 @@ int taskq_worker_add_def(taskq_worker_t *self, const taskq_fn_def_t *def, taskq_
         return tq_api_fail(err, TASKQ_ERR_USAGE, "function definition is NULL");
     if (!def->fn)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "function '%.64s': fn is NULL",
-                    def->name ? def->name : "(null)");
+                           def->name ? def->name : "(null)");
     if (def->mode == TASKQ_MODE_COPROCESS)
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                    "function '%.64s': coprocess is for commands; a C function runs as thread, "
-                    "prefork, spawn or inline",
-                    def->name ? def->name : "(null)");
+                           "function '%.64s': coprocess is for commands; a C function runs as "
+                           "thread, "
+                           "prefork, spawn or inline",
+                           def->name ? def->name : "(null)");
     if (def->mode != TASKQ_MODE_THREAD && def->mode != TASKQ_MODE_PREFORK &&
         def->mode != TASKQ_MODE_SPAWN && def->mode != TASKQ_MODE_INLINE)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "function '%.64s': mode %d is not supported",
-                    def->name ? def->name : "(null)", def->mode);
+                           def->name ? def->name : "(null)", def->mode);
     if (def->mode == TASKQ_MODE_INLINE && (def->slot_init || def->slot_fini))
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                    "function '%.64s': inline mode has no slots, so no slot_init/slot_fini",
-                    def->name ? def->name : "(null)");
+                           "function '%.64s': inline mode has no slots, so no slot_init/slot_fini",
+                           def->name ? def->name : "(null)");
     tq_fn_t *f = new_entry(self, def->name, err);
     if (!f)
         return -1;
@@ -289,22 +291,25 @@ int taskq_worker_set_mode(taskq_worker_t *self, const char *name, int mode, task
             f = &self->fns[i];
     if (!f)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "function '%.64s' is not registered",
-                    name ? name : "(null)");
+                           name ? name : "(null)");
     if (f->cmd && mode != TASKQ_MODE_SPAWN && mode != TASKQ_MODE_COPROCESS)
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                    "function '%s' is a command: its mode is spawn or coprocess, not %s", f->name,
-                    taskq_mode_name(mode));
+                           "function '%s' is a command: its mode is spawn or coprocess, not %s",
+                           f->name, taskq_mode_name(mode));
     if (!f->cmd && mode == TASKQ_MODE_COPROCESS)
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                    "function '%s' is not a command: coprocess is for --fn NAME=COMMAND; use "
-                    "thread, prefork or spawn",
-                    f->name);
+                           "function '%s' is not a command: coprocess is for --fn NAME=COMMAND; "
+                           "use "
+                           "thread, prefork or spawn",
+                           f->name);
     if (mode == TASKQ_MODE_INLINE && (f->slot_init || f->slot_fini))
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                    "function '%s' has slot_init/slot_fini: inline mode has no slots", f->name);
+                           "function '%s' has slot_init/slot_fini: inline mode has no slots",
+                           f->name);
     if (mode == TASKQ_MODE_INLINE && !f->cfn && strcmp(f->name, "sleep") == 0)
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                    "built-in 'sleep' blocks: it cannot run inline (thread, prefork or spawn)");
+                           "built-in 'sleep' blocks: it cannot run inline (thread, prefork or "
+                           "spawn)");
     f->mode = mode;
     return 0;
 }
@@ -317,8 +322,8 @@ int taskq_worker_set_context(taskq_worker_t *self, void *zmq_context, taskq_erro
     return 0;
 }
 
-int taskq_worker_set_keys(taskq_worker_t *self, const char *key_file,
-                          const char *master_key_file, taskq_error_t *err)
+int taskq_worker_set_keys(taskq_worker_t *self, const char *key_file, const char *master_key_file,
+                          taskq_error_t *err)
 {
     if (!self || self->ran)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "keys are set before taskq_worker_run");
@@ -337,7 +342,7 @@ int taskq_worker_set_prefetch(taskq_worker_t *self, size_t prefetch, taskq_error
         return tq_api_fail(err, TASKQ_ERR_USAGE, "prefetch is set before taskq_worker_run");
     if (prefetch > TQ_MAX_PREFETCH)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "prefetch: %zu is more than %d", prefetch,
-                              TQ_MAX_PREFETCH);
+                           TQ_MAX_PREFETCH);
     self->prefetch = prefetch;
     self->prefetch_set = 1;
     return 0;
@@ -350,10 +355,10 @@ int taskq_worker_set_limits(taskq_worker_t *self, uint64_t memory_bytes, uint64_
         return tq_api_fail(err, TASKQ_ERR_USAGE, "limits are set before taskq_worker_run");
     if (memory_bytes != 0 && memory_bytes < TQ_WORKER_MIN_MEMORY)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "memory limit %llu is less than %d bytes",
-                    (unsigned long long)memory_bytes, TQ_WORKER_MIN_MEMORY);
+                           (unsigned long long)memory_bytes, TQ_WORKER_MIN_MEMORY);
     if (cpu_seconds > TQ_WORKER_MAX_CPU_SECONDS)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "cpu limit %llu s is more than %d s",
-                    (unsigned long long)cpu_seconds, TQ_WORKER_MAX_CPU_SECONDS);
+                           (unsigned long long)cpu_seconds, TQ_WORKER_MAX_CPU_SECONDS);
     self->limits.memory = memory_bytes;
     self->limits.cpu_seconds = cpu_seconds;
     return 0;
@@ -382,14 +387,12 @@ int taskq_worker_set_task_process(taskq_worker_t *self, const char *dir, const c
     tq_err_t why;
     if (!self || self->ran)
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                              "task processes are set up before taskq_worker_run");
+                           "task processes are set up before taskq_worker_run");
     struct stat st;
     if (dir && stat(dir, &st) < 0)
-        return tq_api_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: %s", dir,
-                              strerror(errno));
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: %s", dir, strerror(errno));
     if (dir && !S_ISDIR(st.st_mode))
-        return tq_api_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: not a directory",
-                              dir);
+        return tq_api_fail(err, TASKQ_ERR_USAGE, "task directory %.200s: not a directory", dir);
     tq_user_t u;
     if (user && tq_user_lookup(user, "task user", 1, &u, &why) < 0)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "%s", why.msg);
@@ -422,8 +425,9 @@ const char *taskq_worker_builtin(size_t i)
 int taskq_worker_add_builtin(taskq_worker_t *self, const char *name, taskq_error_t *err)
 {
     if (!name || !tq_builtin_exists(name))
-        return tq_api_fail(err, TASKQ_ERR_USAGE, "'%.64s' is not a built-in (square, echo, sleep, fail)",
-                    name ? name : "(null)");
+        return tq_api_fail(err, TASKQ_ERR_USAGE,
+                           "'%.64s' is not a built-in (square, echo, sleep, fail)",
+                           name ? name : "(null)");
     tq_fn_t *f = new_entry(self, name, err);
     if (!f)
         return -1;
@@ -452,7 +456,7 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
         dlclose(h);
         if (perr.message[0])
             return tq_api_fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed: %s", path,
-                        perr.message);
+                               perr.message);
         return tq_api_fail(err, TASKQ_ERR_ENV, "plugin %s: taskq_plugin_init failed", path);
     }
     if (self->nfns == before)
@@ -478,19 +482,19 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     keys = tq_curve_keys_new();
     if (!keys)
         return tq_api_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
-                              strerror(errno));
+                           strerror(errno));
     if (self->user && self->task_user) {
         tq_curve_keys_free(&keys);
         return tq_api_fail(err, TASKQ_ERR_USAGE,
-                              "a task user needs the worker to stay root: give the worker a "
-                              "user or its tasks one, not both");
+                           "a task user needs the worker to stay root: give the worker a "
+                           "user or its tasks one, not both");
     }
     tq_err_t why;
-    if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys,
-                          &why) < 0) {
+    if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys, &why) <
+        0) {
         tq_curve_keys_free(&keys);
-        return tq_api_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV,
-                              "%s", why.msg);
+        return tq_api_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
+                           why.msg);
     }
     /* Task processes: set once, before any thread that forks exists. */
     const tq_user_t *tu = self->task_user;
@@ -519,8 +523,8 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
             tq_curve_keys_free(&keys);
             return tq_api_fail(err, TASKQ_ERR_ENV, "%s", pwhy.msg);
         }
-        tq_info("running as user %s (uid %u, gid %u): root's privileges dropped",
-                self->user->name, (unsigned)self->user->uid, (unsigned)self->user->gid);
+        tq_info("running as user %s (uid %u, gid %u): root's privileges dropped", self->user->name,
+                (unsigned)self->user->uid, (unsigned)self->user->gid);
     }
     self->ran = 1;
     for (size_t i = 0; i < self->nfns; i++)
@@ -544,10 +548,10 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     tq_curve_keys_free(&keys);
     if (rc < 0 && rerr.code == TASKQ_ERR_CONNECT && keypair)
         return tq_api_fail(err, TASKQ_ERR_CONNECT,
-                              "authentication failed connecting to %s (key not accepted: is this "
-                              "key's .pub in the master's --allow-keys, and --master-key the "
-                              "master's public key?)",
-                              self->endpoint);
+                           "authentication failed connecting to %s (key not accepted: is this "
+                           "key's .pub in the master's --allow-keys, and --master-key the "
+                           "master's public key?)",
+                           self->endpoint);
     return rc < 0 ? tq_err_to_public(err, &rerr) : 0;
 }
 

@@ -94,7 +94,7 @@ TASKQ_PLUGIN_DECLARE()
     static const struct {
         const char *name;
         taskq_fn fn;
-    } fns[] = {{"spin", spin}, {"nap", nap}, {"big", big},
+    } fns[] = {{"spin", spin}, {"nap", nap},     {"big", big},
                {"rc7", rc7},   {"empty", empty}, {"whoami", whoami}};
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         if (taskq_worker_add(w, fns[i].name, fns[i].fn, NULL, err) < 0)

@@ -51,8 +51,7 @@ static int crashy(const void *p, size_t len, taskq_result_t *out, void *arg)
          * default action, so a sanitizer build dies as a plain build
          * does. */
         signal(SIGSEGV, SIG_DFL);
-        volatile char *page =
-            mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        volatile char *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (page != MAP_FAILED)
             page[0] = 1;
         raise(SIGSEGV);
