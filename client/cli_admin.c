@@ -326,6 +326,23 @@ static int fix_all_failed(taskq_t *tq, const char *op, const char *queue, const 
     return status;
 }
 
+/* The task ids of the command line (when want_ids) and a connection:
+ * NULL with *status set when either fails (nothing to free then). */
+static taskq_t *ids_and_connect(const command_t *cmd, global_t *g, int argc, char **argv,
+                                int want_ids, uint64_t **ids, size_t *n, int *status)
+{
+    if (want_ids && (*status = tq_cli_parse_ids(cmd->name, argc, argv, ids, n)))
+        return NULL;
+    taskq_t *tq = tq_cli_connect(g, status);
+    if (!tq) {
+        free(*ids);
+        *ids = NULL;
+        return NULL;
+    }
+    *status = TQ_EXIT_OK;
+    return tq;
+}
+
 int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, char **argv)
 {
     fix_settings_t *s = settings;
@@ -344,14 +361,9 @@ int tq_cli_run_fix(const command_t *cmd, global_t *g, void *settings, int argc, 
                                   cmd->name);
     if ((status = check_queue("--queue", s->queue)))
         return status;
-    if (!s->all && (status = tq_cli_parse_ids(cmd->name, argc, argv, &ids, &n)))
+    taskq_t *tq = ids_and_connect(cmd, g, argc, argv, !s->all, &ids, &n, &status);
+    if (!tq)
         return status;
-    taskq_t *tq = tq_cli_connect(g, &status);
-    if (!tq) {
-        free(ids);
-        return status;
-    }
-    status = TQ_EXIT_OK;
     if (s->all && s->failed) {
         status = fix_all_failed(tq, cmd->name, s->queue, done_word);
     } else if (s->all) {
@@ -622,14 +634,9 @@ int tq_cli_run_show(const command_t *cmd, global_t *g, void *settings, int argc,
     int status;
     uint64_t *ids = NULL;
     size_t n = 0;
-    if ((status = tq_cli_parse_ids(cmd->name, argc, argv, &ids, &n)))
+    taskq_t *tq = ids_and_connect(cmd, g, argc, argv, 1, &ids, &n, &status);
+    if (!tq)
         return status;
-    taskq_t *tq = tq_cli_connect(g, &status);
-    if (!tq) {
-        free(ids);
-        return status;
-    }
-    status = TQ_EXIT_OK;
     int unknown = 0;
     for (size_t off = 0; off < n && status == TQ_EXIT_OK; off += TQ_MAX_SHOW_IDS) {
         size_t k = n - off < TQ_MAX_SHOW_IDS ? n - off : TQ_MAX_SHOW_IDS;

@@ -120,7 +120,7 @@ class TestKeysAndTable(unittest.TestCase):
         """The vectors of common/tq_authkey_test.c and PROTOCOL.md section 2."""
         src = h.read_text(os.path.join(h.REPO, "common", "tq_authkey_test.c"))
         body = src[src.index("vectors[] = {"):]
-        quads = re.findall(r'\{(key_\w+), (\d+), "([^"]+)", "([^"]+)",\s*"([^"]+)", "([^"]+)"\}',
+        quads = re.findall(r'\{(key_\w+),\s*(\d+),\s*"([^"]+)",\s*"([^"]+)",\s*"([^"]+)",\s*"([^"]+)"\}',
                            body)
         self.assertGreaterEqual(len(quads), 2, "vectors not found in tq_authkey_test.c")
         keys = {"key_abc": b"abcabcabcabcabcabc", "key_seq": bytes(range(32))}
