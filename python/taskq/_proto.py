@@ -29,7 +29,11 @@ TYPE_PACKED = 0x80
 # Limits (proto/tq_limits.h, PROTOCOL.md section 9).
 MAX_BATCH = 1024
 MAX_FRAMES = 1026
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024  # what a receiver takes in one message
+# What a sender puts in one message before it closes the batch (as the C
+# peers: TQ_SEND_BYTES): each hop receives and seals a message whole, so
+# smaller messages let the hops overlap.
+SEND_BYTES = 256 * 1024
 MAX_NAME = 64
 MAX_KEY = 128
 MAX_PEER_NAME = 128

@@ -422,7 +422,7 @@ class _Core(threading.Thread):
             items: List[Tuple[tuple, bytes, Handle]] = []
             size = 0
             nb = False
-            while self.outq and len(items) < _proto.MAX_BATCH and size < _proto.BATCH_BYTES:
+            while self.outq and len(items) < _proto.MAX_BATCH and size < _proto.SEND_BYTES:
                 rec, data, h = self.outq[0]
                 if rec[6] != scoped:
                     break

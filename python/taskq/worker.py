@@ -480,7 +480,7 @@ class _Engine:
         while self.out or self.credit:
             batch: List[Tuple[int, int, int, bytes]] = []
             size = 0
-            while self.out and len(batch) < _proto.MAX_BATCH and size < _proto.BATCH_BYTES:
+            while self.out and len(batch) < _proto.MAX_BATCH and size < _proto.SEND_BYTES:
                 batch.append(self.out.popleft())
                 size += len(batch[-1][3])
             credit = min(self.credit, _proto.MAX_SLOTS)
