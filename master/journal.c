@@ -1446,15 +1446,29 @@ tq_journal_t *tq_journal_open(const tq_journal_cfg_t *cfg, tq_journal_replay_fn 
         tq_err_set(err, 0, "journal: cannot start the sync thread");
         goto fail;
     }
-    int rcvtimeo = 5000;
+    /* Its "ok", or its end: a thread that cannot make or connect its
+     * socket returns at once, one that can sends "ok". So wait for one of
+     * the two, however long (a loaded machine), and never take a signal
+     * that interrupts the wait (EINTR) for an answer: joining a thread
+     * that is about to say "ok" would wait forever (the journal fuzzer
+     * found that: libFuzzer's SIGALRM). */
+    int rcvtimeo = 100;
     zmq_setsockopt(self->pipe, ZMQ_RCVTIMEO, &rcvtimeo, sizeof rcvtimeo);
-    char hello[8];
-    int hn = zmq_recv(self->pipe, hello, sizeof hello, 0);
+    int answered = 0;
+    for (;;) {
+        char hello[8];
+        int hn = zmq_recv(self->pipe, hello, sizeof hello, 0);
+        if (hn == 2 && memcmp(hello, "ok", 2) == 0) {
+            answered = 1;
+            break;
+        }
+        if (pthread_tryjoin_np(self->thread, NULL) == 0)
+            break; /* it ended without a socket */
+    }
     int none = -1;
     zmq_setsockopt(self->pipe, ZMQ_RCVTIMEO, &none, sizeof none);
-    if (hn != 2 || memcmp(hello, "ok", 2) != 0) {
-        tq_err_set(err, 0, "journal: no answer from the sync thread: %s", zmq_strerror(errno));
-        pthread_join(self->thread, NULL); /* it could not connect: it has exited */
+    if (!answered) {
+        tq_err_set(err, 0, "journal: the sync thread could not connect its pipe");
         goto fail;
     }
     self->thread_started = 1;
