@@ -33,9 +33,16 @@
 #define JOURNAL_RETRY_MS 100
 /* A failed fdatasync is tried again by the thread this often. */
 #define JOURNAL_SYNC_RETRY_MS 100
-/* The batch buffer shrinks back to this when it is empty (a big record
- * should not pin its memory for the rest of the run). */
+/* The batch buffer (what one loop pass appends) is kept between passes
+ * up to JOURNAL_BATCH_HOLD, so a stream of big payloads reuses memory
+ * that is mapped and cached: freed and grown again each pass, it cost
+ * W3's master 10 % of its CPU in realloc copies and page faults. Once no
+ * pass has needed more than JOURNAL_BATCH_KEEP for JOURNAL_BATCH_IDLE_MS
+ * it is given back (a burst should not pin its memory for the rest of
+ * the run); a buffer over JOURNAL_BATCH_HOLD is given back when empty. */
 #define JOURNAL_BATCH_KEEP (1u << 20)
+#define JOURNAL_BATCH_HOLD (16u << 20)
+#define JOURNAL_BATCH_IDLE_MS 2000
 /* "SSSSSSSSSSSSSSSS.tqj" */
 #define SEG_NAME_LEN 20
 /* The file of reserved bytes, and the temporary name of a segment that
@@ -152,6 +159,7 @@ struct tq_journal {
     int64_t next_space_ms;
     uint8_t *batch; /* appended, not yet written (a failed write's rest first) */
     size_t blen, bcap;
+    int64_t batch_big_ms; /* when a write last took more than JOURNAL_BATCH_KEEP */
     uint64_t appended, written, durable;
     uint64_t bytes;
 
@@ -1575,12 +1583,21 @@ static int rotation_finish(tq_journal_t *self, int64_t now)
     return 0;
 }
 
+static void batch_release(tq_journal_t *self)
+{
+    free(self->batch);
+    self->batch = NULL;
+    self->bcap = 0;
+}
+
 static int write_batch(tq_journal_t *self, int64_t now)
 {
     outq_flush(self);
     for (;;) {
         /* a record never spans two segments: the old one ends at rot_lsn */
         size_t n = self->rot_pending ? (size_t)(self->rot_lsn - self->written) : self->blen;
+        if (n > JOURNAL_BATCH_KEEP)
+            self->batch_big_ms = now;
         if (n > 0) {
             int e;
             size_t done = write_all(self->fd, self->batch, n, &e);
@@ -1618,11 +1635,8 @@ static int write_batch(tq_journal_t *self, int64_t now)
         if (self->rot_pending)
             break; /* waits for the old segment's sync */
     }
-    if (self->blen == 0 && self->bcap > JOURNAL_BATCH_KEEP) {
-        free(self->batch);
-        self->batch = NULL;
-        self->bcap = 0;
-    }
+    if (self->blen == 0 && self->bcap > JOURNAL_BATCH_HOLD)
+        batch_release(self);
     write_ok(self);
     return 0;
 }
@@ -1670,6 +1684,9 @@ void tq_journal_tick(tq_journal_t *self, int64_t now_ms)
     outq_flush(self);
     if (self->write_err && now_ms >= self->next_retry_ms)
         write_batch(self, now_ms);
+    if (self->blen == 0 && self->bcap > JOURNAL_BATCH_KEEP &&
+        now_ms - self->batch_big_ms >= JOURNAL_BATCH_IDLE_MS)
+        batch_release(self);
     space_check(self, now_ms);
 }
 
@@ -1678,6 +1695,7 @@ uint64_t tq_journal_written(const tq_journal_t *self) { return self->written; }
 uint64_t tq_journal_durable(const tq_journal_t *self) { return self->durable; }
 uint64_t tq_journal_bytes(const tq_journal_t *self) { return self->bytes; }
 uint64_t tq_journal_segment(const tq_journal_t *self) { return self->seg; }
+size_t tq_journal_batch_capacity(const tq_journal_t *self) { return self->bcap; }
 void *tq_journal_socket(tq_journal_t *self) { return self->pipe; }
 
 int tq_journal_failed(const tq_journal_t *self)

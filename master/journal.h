@@ -256,6 +256,10 @@ int tq_journal_drop_pending(const tq_journal_t *self);
 /* Bytes in all segment files (headers included), as written. */
 uint64_t tq_journal_bytes(const tq_journal_t *self);
 
+/* Bytes of memory held by the buffer of appended records (kept between
+ * writes while big passes keep coming, given back after a quiet spell). */
+size_t tq_journal_batch_capacity(const tq_journal_t *self);
+
 /* fdatasync latency, for metrics: each sync round of the sync thread
  * (the directory and every file written since the last round), timed
  * there and reported to the loop with the durable LSN that round made.

@@ -578,6 +578,45 @@ static void test_damage_and_repair(void)
     tq_journal_destroy(&j);
 }
 
+/* A pass that appends megabytes (big payloads) keeps its buffer for the
+ * next pass, not freed and grown again (realloc copies, page faults);
+ * it is given back after JOURNAL_BATCH_IDLE_MS with no big pass, and at
+ * once when empty if it grew past JOURNAL_BATCH_HOLD. */
+static void test_batch_buffer_kept_then_released(void)
+{
+    char dir[128], err[512];
+    fresh_dir(dir, sizeof dir);
+    replay_t r = {0};
+    tq_journal_t *j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    CHECK(j != NULL);
+    static uint8_t big[256 * 1024];
+    memset(big, 'p', sizeof big);
+    for (int pass = 0; pass < 3; pass++) {
+        for (int k = 0; k < 12; k++) /* 3 MiB in one pass */
+            tq_journal_append(j, 1, "t", 1, big, sizeof big);
+        CHECK_EQ_INT(tq_journal_write(j), 0);
+        CHECK(tq_journal_batch_capacity(j) >= 12 * sizeof big);
+    }
+    size_t cap = tq_journal_batch_capacity(j);
+    tq_journal_append(j, 1, "t", 1, big, sizeof big); /* no regrowth */
+    CHECK_EQ_INT(tq_journal_write(j), 0);
+    CHECK_EQ_INT(tq_journal_batch_capacity(j), cap);
+    tq_journal_tick(j, now_ms()); /* a big pass just now: kept */
+    CHECK_EQ_INT(tq_journal_batch_capacity(j), cap);
+    tq_journal_tick(j, now_ms() + 2500); /* quiet since: given back */
+    CHECK_EQ_INT(tq_journal_batch_capacity(j), 0);
+    for (int k = 0; k < 80; k++) /* 20 MiB, over the hold: freed once written */
+        tq_journal_append(j, 1, "t", 1, big, sizeof big);
+    CHECK_EQ_INT(tq_journal_write(j), 0);
+    CHECK_EQ_INT(tq_journal_batch_capacity(j), 0);
+    tq_journal_destroy(&j);
+    r = (replay_t){0};
+    j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
+    CHECK(j != NULL);
+    CHECK_EQ_INT(r.n, 3 * 12 + 1 + 80); /* every record back (not put()'s bodies: no content check) */
+    tq_journal_destroy(&j);
+}
+
 static void test_drop_before(void)
 {
     char dir[128], err[512], path[256];
@@ -936,6 +975,7 @@ int main(void)
     RUN(test_damage_and_repair);
     RUN(test_cut_and_missing_segments);
     RUN(test_version1_journal);
+    RUN(test_batch_buffer_kept_then_released);
     RUN(test_drop_before);
     RUN(test_enospc);
     RUN(test_fdatasync_eio);
