@@ -613,7 +613,8 @@ static void test_batch_buffer_kept_then_released(void)
     r = (replay_t){0};
     j = jopen(dir, TQ_FSYNC_OFF, 0, &r, NULL, err, sizeof err);
     CHECK(j != NULL);
-    CHECK_EQ_INT(r.n, 3 * 12 + 1 + 80); /* every record back (not put()'s bodies: no content check) */
+    /* every record back (not put()'s bodies: no content check) */
+    CHECK_EQ_INT(r.n, 3 * 12 + 1 + 80);
     tq_journal_destroy(&j);
 }
 
