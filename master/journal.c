@@ -160,6 +160,7 @@ struct tq_journal {
     uint8_t *batch; /* appended, not yet written (a failed write's rest first) */
     size_t blen, bcap;
     int64_t batch_big_ms; /* when a write last took more than JOURNAL_BATCH_KEEP */
+    uint64_t pipe_ops;    /* sends and receives on pipe (tq_journal_socket_ops) */
     uint64_t appended, written, durable;
     uint64_t bytes;
 
@@ -227,6 +228,8 @@ static void outq_push(tq_journal_t *self, const jmsg_t *m)
 /* Send what the thread's inbox takes now. */
 static void outq_flush(tq_journal_t *self)
 {
+    if (self->outq_len > 0)
+        self->pipe_ops++;
     while (self->outq_len > 0) {
         if (zmq_send(self->pipe, &self->outq[self->outq_head], sizeof(jmsg_t), ZMQ_DONTWAIT) < 0) {
             if (errno == EINTR)
@@ -1697,6 +1700,7 @@ uint64_t tq_journal_bytes(const tq_journal_t *self) { return self->bytes; }
 uint64_t tq_journal_segment(const tq_journal_t *self) { return self->seg; }
 size_t tq_journal_batch_capacity(const tq_journal_t *self) { return self->bcap; }
 void *tq_journal_socket(tq_journal_t *self) { return self->pipe; }
+uint64_t tq_journal_socket_ops(const tq_journal_t *self) { return self->pipe_ops; }
 
 int tq_journal_failed(const tq_journal_t *self)
 {
@@ -1743,6 +1747,7 @@ void tq_journal_sync_stats(const tq_journal_t *self, tq_journal_sync_stats_t *ou
 int tq_journal_on_sync(tq_journal_t *self)
 {
     int moved = 0;
+    self->pipe_ops++;
     jmsg_t m;
     int n;
     while ((n = zmq_recv(self->pipe, &m, sizeof m, ZMQ_DONTWAIT)) >= 0 || errno == EINTR) {

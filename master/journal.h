@@ -229,6 +229,10 @@ void tq_journal_sync(tq_journal_t *self);
  * durable, the failure state and the byte count. Returns 1 if durable
  * moved or a drop finished, else 0. */
 void *tq_journal_socket(tq_journal_t *self);
+/* How many times the journal has sent or received on that socket: while
+ * it stays the same, the loop may wait on the socket without asking it
+ * for ZMQ_EVENTS first (TQ_ZPOLL_QUIET). */
+uint64_t tq_journal_socket_ops(const tq_journal_t *self);
 int tq_journal_on_sync(tq_journal_t *self);
 
 /* Retry a failed write if its time has come (every 100 ms); call from

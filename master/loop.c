@@ -90,6 +90,11 @@ typedef struct {
 struct tq_loop {
     void *ctx;
     void *router;
+    /* The journal's pipe was not ready at the last wait and the journal
+     * has not touched it since (its op count was pipe_ops): the next
+     * wait need not ask it for ZMQ_EVENTS (TQ_ZPOLL_QUIET). */
+    int pipe_quiet;
+    uint64_t pipe_ops;
     tq_auth_t *auth;
     tq_loop_cfg_t cfg;
     char endpoint[256];
@@ -620,8 +625,12 @@ static void end_pass(tq_loop_t *self)
 static int loop_wait(tq_loop_t *self, int stop_fd, long timeout, int *router_in, int *pipe_in,
                      int *stop, int *http_in)
 {
+    /* One wait in two of a single task's round trip has nothing but the
+     * ROUTER to look at: the journal's pipe speaks once per sync round. */
+    uint64_t ops = tq_persist_socket_ops(self->persist);
+    short pipe_ev = ZMQ_POLLIN | (self->pipe_quiet && ops == self->pipe_ops ? TQ_ZPOLL_QUIET : 0);
     zmq_pollitem_t items[4] = {{self->router, 0, ZMQ_POLLIN, 0},
-                               {tq_persist_socket(self->persist), 0, ZMQ_POLLIN, 0}};
+                               {tq_persist_socket(self->persist), 0, pipe_ev, 0}};
     int n = 2, istop = -1, ihttp = -1;
     if (stop_fd >= 0) {
         items[n] = (zmq_pollitem_t){NULL, stop_fd, ZMQ_POLLIN, 0};
@@ -631,10 +640,15 @@ static int loop_wait(tq_loop_t *self, int stop_fd, long timeout, int *router_in,
         items[n] = (zmq_pollitem_t){NULL, tq_http_fd(self->http), ZMQ_POLLIN, 0};
         ihttp = n++;
     }
+    self->pipe_quiet = 0;
     if (tq_zpoll(items, n, timeout) < 0)
         return -1;
     *router_in = (items[0].revents & ZMQ_POLLIN) != 0;
     *pipe_in = (items[1].revents & ZMQ_POLLIN) != 0;
+    /* Not ready: tq_zpoll asked it (or, quiet, it did not fire): nothing
+     * can be waiting on it unseen until someone sends or receives. */
+    self->pipe_quiet = !*pipe_in;
+    self->pipe_ops = ops;
     *stop = istop >= 0 && (items[istop].revents & (ZMQ_POLLIN | ZMQ_POLLERR));
     *http_in = ihttp >= 0 && (items[ihttp].revents & ZMQ_POLLIN);
     return 0;

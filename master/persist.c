@@ -779,6 +779,7 @@ int tq_persist_flush(tq_persist_t *self)
 }
 
 void *tq_persist_socket(tq_persist_t *self) { return tq_journal_socket(self->j); }
+uint64_t tq_persist_socket_ops(const tq_persist_t *self) { return tq_journal_socket_ops(self->j); }
 
 int tq_persist_on_sync(tq_persist_t *self)
 {

@@ -81,6 +81,8 @@ int tq_persist_flush(tq_persist_t *self);
 /* The journal's report socket (poll ZMQ_POLLIN) and its handler: returns
  * 1 if the ready LSN moved or a compaction finished. */
 void *tq_persist_socket(tq_persist_t *self);
+/* tq_journal_socket_ops of the journal. */
+uint64_t tq_persist_socket_ops(const tq_persist_t *self);
 int tq_persist_on_sync(tq_persist_t *self);
 /* Retry failed writes; start compaction when due; run one compaction
  * step (at most TQ_PERSIST_STEP_MS). now_ms: monotonic. */

@@ -160,7 +160,7 @@ int tq_zpoll(zmq_pollitem_t *items, int n, long timeout)
         if (items[i].socket) {
             size_t len = sizeof fds[i].fd;
             if (zmq_getsockopt(items[i].socket, ZMQ_FD, &fds[i].fd, &len) < 0 ||
-                zsock_events(&items[i]) < 0)
+                (!(items[i].events & TQ_ZPOLL_QUIET) && zsock_events(&items[i]) < 0))
                 return -1;
             fds[i].events = POLLIN;
             ready += items[i].revents != 0;

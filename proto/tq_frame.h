@@ -35,6 +35,12 @@ int tq_out_send_packed(tq_out_t *o, void *sock, const tq_bytes_t *routing_id, in
  * At most TQ_ZPOLL_MAX items. */
 #define TQ_ZPOLL_MAX 8
 int tq_zpoll(zmq_pollitem_t *items, int n, long timeout);
+/* In a socket item's events: the caller has done nothing on this socket
+ * since a tq_zpoll reported it not ready (no send, no receive, its
+ * ZMQ_FD did not fire), so its ZMQ_EVENTS cannot have changed unseen:
+ * tq_zpoll waits on its ZMQ_FD without asking first (a getpid(2) and a
+ * poll(2) inside libzmq saved). Any send or receive on it ends that. */
+#define TQ_ZPOLL_QUIET 0x100
 
 /* ---- receiving ----------------------------------------------------------
  * tq_in_t receives one multipart message into fixed storage. */

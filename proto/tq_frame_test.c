@@ -486,6 +486,20 @@ static void test_zpoll(void)
     CHECK_EQ_INT(read(pfd[0], b, 1), 1);
     CHECK_EQ_INT(tq_zpoll(it, 2, 10), 0);
     CHECK_EQ_INT(tq_zpoll(it, TQ_ZPOLL_MAX + 1, 0), -1);
+    /* TQ_ZPOLL_QUIET: not asked first, yet a message that comes while
+     * it waits (the peer's activate command fires ZMQ_FD), or before
+     * it waits, wakes it and is reported */
+    it[0].events = ZMQ_POLLIN | TQ_ZPOLL_QUIET;
+    CHECK_EQ_INT(tq_zpoll(it, 1, 10), 0);
+    CHECK_EQ_INT(zmq_send(dealer, "z", 1, 0), 1);
+    CHECK_EQ_INT(tq_zpoll(it, 1, 1000), 1);
+    CHECK(it[0].revents == ZMQ_POLLIN);
+    CHECK(zmq_recv(router, b, sizeof b, 0) > 0);
+    CHECK_EQ_INT(zmq_recv(router, b, sizeof b, 0), 1);
+    CHECK_EQ_INT(zmq_recv(router, b, sizeof b, ZMQ_DONTWAIT), -1); /* drained: quiet again */
+    CHECK_EQ_INT(zmq_send(dealer, "w", 1, 0), 1);
+    CHECK_EQ_INT(tq_zpoll(it, 1, 1000), 1);
+    CHECK(it[0].revents == ZMQ_POLLIN);
     close(pfd[0]);
     close(pfd[1]);
     zmq_close(dealer);
