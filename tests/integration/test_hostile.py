@@ -31,7 +31,10 @@ from test_netdos import idle_connections, open_fds as nfds  # noqa: E402
 import zmq  # noqa: E402
 
 SUBSCRIBE = 0x0001
-PROBES = 60            # round trips per measurement
+PROBES = 200           # quiet round trips: about as many as during an attack
+PACE_S = 0.02          # between probes, quiet and during alike (an idle gap
+                       # makes the next round trip slower: unpaced quiet
+                       # probes made the quiet p99 look better than it is)
 # The bound during an attack: 3x the quiet p99 plus this much slack (the
 # machine is shared), three times as much in a sanitizer build (several
 # times slower).
@@ -139,7 +142,7 @@ class Hostile(TQTestCase):
         probe = Prober(self.endpoint, self.key)
         self.addCleanup(probe.close)
         probe.run(10)  # warm up
-        quiet = probe.run()
+        quiet = probe.run(pace=PACE_S)
         rss0, fd0 = m.rss_kb(), nfds(m.pid)
         att = self.start_attack(*attack_args)
         time.sleep(settle)
@@ -148,7 +151,7 @@ class Hostile(TQTestCase):
             during.append(probe.once())
             rss_max = max(rss_max, m.rss_kb())
             fd_max = max(fd_max, nfds(m.pid))
-            time.sleep(0.02)
+            time.sleep(PACE_S)
         out, err = att.communicate()
         self.assertEqual(att.returncode, 0, err.decode()[-2000:])
         self.assertGreaterEqual(len(during), 20, "too few probes during the attack")
