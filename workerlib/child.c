@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "builtins.h"
+#include "forkserver.h"
 #include "reaper.h"
 #include "tq_util.h"
 #include "cfn.h"
@@ -89,8 +90,11 @@ static int read_full(int fd, void *buf, size_t n)
 
 /* ---- the forked child (prefork, spawn) ----------------------------------- */
 
-/* Serve requests on fd until EOF (or one, when oneshot); never returns. */
-static void child_serve(const tq_fn_t *fn, int slot, int fd, int oneshot)
+/* Serve requests on fd until EOF (or one, when oneshot); never returns.
+ * worker > 0: a child of the fork server, whose parent died at its
+ * birth; once a request came it is the worker's (forkserver.h), and it
+ * dies with the worker from then on. */
+static void child_serve(const tq_fn_t *fn, int slot, int fd, int oneshot, pid_t worker)
 {
     void *slot_ctx = NULL;
     int inited = 0;
@@ -98,6 +102,12 @@ static void child_serve(const tq_fn_t *fn, int slot, int fd, int oneshot)
         uint8_t hdr[4];
         if (read_full(fd, hdr, sizeof hdr) < 0)
             break;
+        if (worker > 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != worker)
+                _exit(1);
+            worker = 0;
+        }
         uint32_t n = get_be32(hdr);
         if (n < CHILD_REQ_HEADER)
             _exit(3);
@@ -165,8 +175,56 @@ static void child_serve(const tq_fn_t *fn, int slot, int fd, int oneshot)
     _exit(0);
 }
 
+/* In a fresh child: the task process's setup (limits, user, directory,
+ * environment); with parent > 0 the parent-death signal (after the
+ * setup: a change of user clears it), checked against a parent that
+ * died meanwhile; the request socket as fd 3, stdin from /dev/null, no
+ * other fd; then serve (worker: see child_serve). */
+static void child_enter(const tq_fn_t *fn, int slot, int fd, int oneshot, const tq_limits_t *limits,
+                        char **env, pid_t parent, pid_t worker)
+{
+    if (tq_command_child_setup(limits, env) < 0)
+        _exit(1);
+    if (parent > 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+    }
+    /* The socket becomes fd 3 first (it may be 0..2 in a program that
+     * closed those), then stdin is /dev/null. */
+    if (fd != 3 && dup2(fd, 3) < 0)
+        _exit(1);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0 && devnull != 0) {
+        dup2(devnull, 0);
+        close(devnull);
+    }
+    close_range(4, ~0U, 0);
+    child_serve(fn, slot, 3, oneshot, worker);
+}
+
+void tq_child_main(const tq_fn_t *fn, int slot, int fd, int oneshot, pid_t worker)
+{
+    child_enter(fn, slot, fd, oneshot, &fn->limits, tq_command_task_env(), 0, worker);
+    _exit(1);
+}
+
 static int start_forked(tq_child_t *c, const tq_run_ctx_t *ctx, char *why, size_t whylen)
 {
+    int oneshot = c->fn->mode == TASKQ_MODE_SPAWN;
+    if (c->fn->forks) {
+        int fd = -1;
+        pid_t pid = tq_forkserver_spawn(c->fn->forks, c->fn, c->slot, oneshot, &fd, why, whylen);
+        if (pid == -1)
+            return -1;
+        if (pid > 0) {
+            tq_reaper_own(pid);
+            c->pid = pid;
+            c->wfd = c->rfd = fd;
+            return 0;
+        }
+        /* -2: not a subreaper: fork it here (the fork server logged why) */
+    }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         snprintf(why, whylen, "socketpair: %s", strerror(errno));
@@ -181,25 +239,8 @@ static int start_forked(tq_child_t *c, const tq_run_ctx_t *ctx, char *why, size_
         close(sv[1]);
         return -1;
     }
-    if (pid == 0) {
-        if (tq_command_child_setup(&ctx->limits, env) < 0)
-            _exit(1);
-        /* Die with the worker (the forking slot thread lives as long). */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(1);
-        /* The socket becomes fd 3 first (it may be 0..2 in a program
-         * that closed those), then stdin is /dev/null. */
-        if (sv[1] != 3 && dup2(sv[1], 3) < 0)
-            _exit(1);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0 && devnull != 0) {
-            dup2(devnull, 0);
-            close(devnull);
-        }
-        close_range(4, ~0U, 0);
-        child_serve(c->fn, c->slot, 3, c->fn->mode == TASKQ_MODE_SPAWN);
-    }
+    if (pid == 0) /* dies with the worker (the forking slot thread lives as long) */
+        child_enter(c->fn, c->slot, sv[1], oneshot, &ctx->limits, env, parent, 0);
     setpgid(pid, pid);
     tq_reaper_own(pid);
     close(sv[1]);

@@ -4,12 +4,15 @@
  *
  * A slot keeps one tq_child_t per function whose mode is not thread and
  * calls tq_child_run from its own thread only. Modes:
- *   prefork    C function or built-in: a long-lived fork of the worker
- *              (started at the slot's first task of the function,
- *              restarted after it dies) that runs one task per request;
- *              slot_init runs in it, slot_fini when it is told to end.
- *   spawn      C function or built-in: a fork per task (slot_init and
+ *   prefork    C function or built-in: a long-lived child (started at
+ *              the slot's first task of the function, restarted after it
+ *              dies) that runs one task per request; slot_init runs in
+ *              it, slot_fini when it is told to end.
+ *   spawn      C function or built-in: a child per task (slot_init and
  *              slot_fini around that one task).
+ * Both are forks of the fork server when the function has one
+ * (tq_fn_t.forks, forkserver.h: no copy of the worker's key), else
+ * forks of the worker.
  *   coprocess  command: a long-lived program speaking the framing below
  *              on its stdin and stdout.
  * (spawn for a command is tq_command_run: a fresh exec per task.)
@@ -57,6 +60,11 @@ void tq_child_run(tq_child_t *self, const tq_run_ctx_t *ctx, uint64_t id, uint32
  * TQ_CHILD_EXIT_GRACE_MS, then kill its process group. Accepts NULL;
  * nulls *self_p. */
 void tq_child_destroy(tq_child_t **self_p);
+
+/* The main of a prefork or spawn child started by the fork server
+ * (tq_forkserver_main_fn): the setup every child gets, then serve
+ * requests for fn from fd. Never returns. */
+void tq_child_main(const tq_fn_t *fn, int slot, int fd, int oneshot, pid_t worker);
 
 /* How long an ending child may take to exit by itself. */
 #define TQ_CHILD_EXIT_GRACE_MS 2000

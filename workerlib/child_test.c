@@ -7,7 +7,11 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <sys/prctl.h>
+
 #include "child.h"
+#include "forkserver.h"
+#include "reaper.h"
 #include "tq_proto.h"
 #include "tq_test.h"
 
@@ -153,6 +157,86 @@ static void test_coprocess(void)
     tq_run_result_free(&r);
 }
 
+/* Set after the fork server started: a stand-in for the worker's key. */
+static char *late_secret;
+
+static int f_probe(const void *p, size_t len, taskq_result_t *out, void *arg)
+{
+    (void)p, (void)len, (void)arg;
+    return taskq_result_printf(out, "ppid %ld secret %s", (long)getppid(),
+                               late_secret ? late_secret : "none");
+}
+
+static void test_fork_server(void)
+{
+    char t[256], want[256], u[256];
+    tq_fn_t fns[2];
+    memset(fns, 0, sizeof fns);
+    snprintf(fns[0].name, sizeof fns[0].name, "probe");
+    fns[0].cfn = f_probe;
+    fns[0].mode = TASKQ_MODE_PREFORK;
+    snprintf(fns[1].name, sizeof fns[1].name, "square");
+    fns[1].mode = TASKQ_MODE_SPAWN;
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    tq_err_t err;
+    tq_forkserver_t *fs = tq_forkserver_start(fns, 2, NULL, tq_child_main, &err);
+    CHECK(fs != NULL);
+    if (!fs)
+        return;
+    late_secret = strdup("s3cret");
+    fns[0].forks = fns[1].forks = fs;
+    tq_run_result_t r = {0, NULL, 0};
+
+    /* Not a subreaper: the child could not be ours, so it is forked here
+     * (and holds what this process holds). */
+    tq_child_t *c = tq_child_new(&fns[0], 0);
+    run(c, "x", 0, 1024, -1, &r, t, sizeof t);
+    snprintf(want, sizeof want, "ppid %ld secret s3cret", (long)getpid());
+    CHECK_EQ_STR(t, want);
+    tq_child_destroy(&c);
+
+    /* A subreaper: children come from the server, yet are ours. */
+    CHECK_EQ_INT(tq_reaper_start(), 0);
+    c = tq_child_new(&fns[0], 1);
+    run(c, "x", 0, 1024, -1, &r, t, sizeof t);
+    snprintf(want, sizeof want, "ppid %ld secret none", (long)getpid());
+    CHECK_EQ_STR(t, want);
+    run(c, "y", 0, 1024, -1, &r, u, sizeof u);
+    CHECK_EQ_STR(u, want); /* the same child, still ours */
+    /* a timeout kills it; the next one is started and reaped as well */
+    int fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+    run(c, "z", 0, 1024, fd, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "cancelled");
+    close(fd);
+    run(c, "w", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_STR(t, want);
+    tq_child_destroy(&c);
+    c = tq_child_new(&fns[1], 0);
+    run(c, "6", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "6 * 6 = 36");
+    run(c, "7", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_STR(t, "7 * 7 = 49");
+    tq_child_destroy(&c);
+
+    /* The server gone: a clear failure, no crash. */
+    pid_t spid = tq_forkserver_pid(fs);
+    kill(spid, SIGKILL);
+    c = tq_child_new(&fns[0], 0);
+    run(c, "x", 0, 1024, -1, &r, t, sizeof t);
+    CHECK_EQ_INT(r.status, TQ_RUN_FAILED);
+    snprintf(want, sizeof want,
+             "probe: cannot start a worker child: the fork server (pid %ld) "
+             "has exited",
+             (long)spid);
+    CHECK_EQ_STR(t, want);
+    tq_child_destroy(&c);
+    tq_forkserver_stop(&fs);
+    CHECK(fs == NULL);
+    free(late_secret);
+    late_secret = NULL;
+    tq_run_result_free(&r);
+}
+
 static void test_describe(void)
 {
     char b[64];
@@ -167,5 +251,6 @@ int main(void)
     RUN(test_prefork_and_spawn);
     RUN(test_coprocess);
     RUN(test_describe);
+    RUN(test_fork_server);
     TEST_MAIN_END();
 }

@@ -29,8 +29,10 @@ typedef struct {
     void *arg;
     taskq_slot_init_fn slot_init;
     taskq_slot_fini_fn slot_fini;
-    int mode;           /* TASKQ_MODE_* (commands: spawn or coprocess) */
-    tq_limits_t limits; /* for its child processes (set when the worker runs) */
+    int mode;                    /* TASKQ_MODE_* (commands: spawn or coprocess) */
+    tq_limits_t limits;          /* for its child processes (set when the worker runs) */
+    struct tq_forkserver *forks; /* prefork/spawn children come from it, or NULL:
+                                    forked by the slot (forkserver.h) */
 } tq_fn_t;
 
 /* Why a task was cancelled (tq_pool_task_t.cancel). */

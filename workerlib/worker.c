@@ -14,7 +14,9 @@
 
 #include "builtins.h"
 #include "command.h"
+#include "child.h"
 #include "conn.h"
+#include "forkserver.h"
 #include "plugin.h"
 #include "pool.h"
 #include "taskq.h"
@@ -465,9 +467,20 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
     return 0;
 }
 
+/* 1 if some function runs in prefork or spawn children of its own (a C
+ * function or a built-in; a command execs, a coprocess too). */
+static int needs_forks(const taskq_worker_t *self)
+{
+    for (size_t i = 0; i < self->nfns; i++) {
+        const tq_fn_t *f = &self->fns[i];
+        if (!f->cmd && (f->mode == TASKQ_MODE_PREFORK || f->mode == TASKQ_MODE_SPAWN))
+            return 1;
+    }
+    return 0;
+}
+
 int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
 {
-    tq_curve_keys_t *keys = NULL;
     if (!self)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "worker is NULL");
     if (self->ran)
@@ -477,25 +490,10 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     int keypair = self->key_file || self->master_key_file;
     if ((!self->authkey_file || !*self->authkey_file) && !keypair)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "no authkey file given");
-    /* Only the client pair and the server's public key are kept, in
-     * memory a core dump leaves out (tq_authkey.h). */
-    keys = tq_curve_keys_new();
-    if (!keys)
-        return tq_api_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
-                           strerror(errno));
-    if (self->user && self->task_user) {
-        tq_curve_keys_free(&keys);
+    if (self->user && self->task_user)
         return tq_api_fail(err, TASKQ_ERR_USAGE,
                            "a task user needs the worker to stay root: give the worker a "
                            "user or its tasks one, not both");
-    }
-    tq_err_t why;
-    if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys, &why) <
-        0) {
-        tq_curve_keys_free(&keys);
-        return tq_api_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
-                           why.msg);
-    }
     /* Task processes: set once, before any thread that forks exists. */
     const tq_user_t *tu = self->task_user;
     tq_task_proc_t tp = {
@@ -513,22 +511,48 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     /* Only when asked: the settings are the process's, shared by every
      * worker in it (taskq_worker_set_task_process). */
     if ((self->task_dir || self->task_user || self->task_env) &&
-        tq_command_set_task_proc(&tp, &pwhy) < 0) {
-        tq_curve_keys_free(&keys);
+        tq_command_set_task_proc(&tp, &pwhy) < 0)
         return tq_api_fail(err, TASKQ_ERR_USAGE, "%s", pwhy.msg);
+    for (size_t i = 0; i < self->nfns; i++)
+        self->fns[i].limits = self->limits;
+    /* Prefork and spawn children come from a copy of this process made
+     * now, before the key is read or ZeroMQ holds it (forkserver.h). */
+    tq_forkserver_t *forks = NULL;
+    if (needs_forks(self)) {
+        forks = tq_forkserver_start(self->fns, self->nfns, self->user, tq_child_main, &pwhy);
+        if (!forks)
+            return tq_api_fail(err, TASKQ_ERR_ENV, "%s", pwhy.msg);
+        for (size_t i = 0; i < self->nfns; i++)
+            if (!self->fns[i].cmd)
+                self->fns[i].forks = forks;
+    }
+    /* Only the client pair and the server's public key are kept, in
+     * memory a core dump leaves out (tq_authkey.h). */
+    tq_curve_keys_t *keys = tq_curve_keys_new();
+    if (!keys) {
+        tq_forkserver_stop(&forks);
+        return tq_api_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
+                           strerror(errno));
+    }
+    tq_err_t why;
+    if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys, &why) <
+        0) {
+        tq_curve_keys_free(&keys);
+        tq_forkserver_stop(&forks);
+        return tq_api_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
+                           why.msg);
     }
     /* The key is read (and the plugins loaded): root is no longer needed. */
     if (self->user) {
         if (tq_priv_drop(self->user, &pwhy) < 0) {
             tq_curve_keys_free(&keys);
+            tq_forkserver_stop(&forks);
             return tq_api_fail(err, TASKQ_ERR_ENV, "%s", pwhy.msg);
         }
         tq_info("running as user %s (uid %u, gid %u): root's privileges dropped", self->user->name,
                 (unsigned)self->user->uid, (unsigned)self->user->gid);
     }
     self->ran = 1;
-    for (size_t i = 0; i < self->nfns; i++)
-        self->fns[i].limits = self->limits;
     tq_conn_opts_t o = {
         .endpoint = self->endpoint,
         .keys = keys,
@@ -546,6 +570,9 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     tq_err_t rerr;
     int rc = tq_conn_run(&o, &self->stuck, &rerr);
     tq_curve_keys_free(&keys);
+    /* Slot threads left running (stuck) may still ask it for children. */
+    if (!self->stuck)
+        tq_forkserver_stop(&forks);
     if (rc < 0 && rerr.code == TASKQ_ERR_CONNECT && keypair)
         return tq_api_fail(err, TASKQ_ERR_CONNECT,
                            "authentication failed connecting to %s (key not accepted: is this "

@@ -49,6 +49,28 @@ while True:
 '''
 
 
+def proc_status(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def fork_server(worker_pid):
+    """The pid of the worker's fork server (a child named taskq-forks)."""
+    for tid in os.listdir("/proc/%d/task" % worker_pid):
+        with open("/proc/%d/task/%s/children" % (worker_pid, tid)) as f:
+            for pid in f.read().split():
+                try:
+                    if proc_status(int(pid))["Name"] == "taskq-forks":
+                        return int(pid)
+                except OSError:
+                    pass
+    return None
+
+
 def results(r):
     return [json.loads(line) for line in r.out.splitlines()]
 
@@ -124,8 +146,43 @@ class Prefork(TQTestCase):
 
     def test_children_end_with_the_worker(self):
         pid = self.ok_pid("a")
+        server = fork_server(self.w.pid)
         self.w.stop()
         wait_until(lambda: self._gone(pid), 10, what="the prefork child to exit")
+        wait_until(lambda: self._gone(server), 10, what="the fork server to exit")
+
+    def test_children_are_the_workers_and_come_from_the_fork_server(self):
+        # The fork server is the worker's child; the prefork child it
+        # started was handed to the worker (workerlib/forkserver.h).
+        server = fork_server(self.w.pid)
+        self.assertIsNotNone(server)
+        pid = self.ok_pid("a")
+        self.assertEqual(proc_status(pid)["PPid"], str(self.w.pid))
+        self.assertNotEqual(pid, server)
+        # a crash and a kill still reach the worker as its child's death
+        o = self.run1("crash")
+        self.assertEqual(o["error"], "worker child died: signal 11 (Segmentation fault)")
+        self.assertNotEqual(self.ok_pid("b"), pid)
+
+    def test_kill_9_of_the_worker_takes_the_children_along(self):
+        pid = self.ok_pid("a")
+        server = fork_server(self.w.pid)
+        self.w.signal(9)
+        self.w.wait(10)
+        wait_until(lambda: self._gone(pid), 10, what="the prefork child to die")
+        wait_until(lambda: self._gone(server), 10, what="the fork server to die")
+
+    def test_a_dead_fork_server_fails_new_children_clearly(self):
+        server = fork_server(self.w.pid)
+        os.kill(server, 9)
+        o = self.run1("a", "--retries", "0")
+        self.assertEqual(o["status"], "failed", o)
+        self.assertEqual(o["error"], "crashy: cannot start a worker child: the fork server "
+                         "(pid %d) has exited" % server, o)
+        self.assertIn("the fork server (pid %d) has exited" % server, self.w.output())
+        self.assertTrue(self.w.alive())
+        # thread-mode functions are not affected
+        self.assertEqual(self.tq_ok("map", "--fn", "echo", "hi").out, "hi\n")
 
 
 class Spawn(TQTestCase):

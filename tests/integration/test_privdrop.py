@@ -8,9 +8,10 @@ import pwd
 import subprocess
 import unittest
 
-from tqharness import TQTestCase, MASTER_BIN, WORKER_BIN, free_port, wait_until
+from tqharness import TQTestCase, BUILD, MASTER_BIN, WORKER_BIN, free_port, wait_until
 
 NOBODY = "nobody"
+CRASH_SO = os.path.join(BUILD, "tests", "crash_plugin.so")
 
 
 def ids(pid):
@@ -87,6 +88,22 @@ class UserFlag(TQTestCase):
         r = self.tq_ok("map", "--fn", "who", "x")
         self.assertEqual(r.out.split(), [str(self.nobody.pw_uid), str(self.nobody.pw_gid)])
 
+    def test_prefork_and_spawn_children_run_as_the_user(self):
+        # They come from the fork server, which drops root as the worker
+        # does (workerlib/forkserver.h).
+        self.start_master()
+        w = self.start_worker("--user", NOBODY, "--plugin", CRASH_SO,
+                              "--fn-mode", "crashy=prefork", "--fn-mode", "square=spawn",
+                              concurrency=1)
+        r = self.tq_ok("map", "--fn", "crashy", "a")
+        pid = int(r.out.split()[2])
+        uids, gids, groups, nnp = ids(pid)[str(pid)]
+        self.assertEqual(uids, [str(self.nobody.pw_uid)] * 4)
+        self.assertEqual(gids, [str(self.nobody.pw_gid)] * 4)
+        self.assertEqual(nnp, "1")
+        self.assertEqual(self.tq_ok("map", "--fn", "square", "5").out, "5 * 5 = 25\n")
+        self.assert_dropped(w.pid)
+
     def test_refusals(self):
         d = os.path.join(self.tmp, "d")
         cases = [
@@ -156,6 +173,18 @@ class UserFlag(TQTestCase):
         self.assertNotEqual(r.rc, 0, r)
         self.assertIn("Permission denied", r.err)
         # the worker itself is still root (it changes user per task)
+        self.assertEqual(ids(w.pid)[str(w.pid)][0][0], "0")
+
+    def test_prefork_child_runs_as_the_task_user(self):
+        self.start_master()
+        tdir = os.path.join(self.tmp, "tasks")
+        os.mkdir(tdir, 0o755)
+        w = self.start_worker("--task-user", NOBODY, "--task-dir", tdir, "--plugin", CRASH_SO,
+                              "--fn-mode", "crashy=prefork", concurrency=1)
+        r = self.tq_ok("map", "--fn", "crashy", "a")
+        pid = int(r.out.split()[2])
+        self.assertEqual(ids(pid)[str(pid)][0], [str(self.nobody.pw_uid)] * 4)
+        self.assertEqual(os.readlink("/proc/%d/cwd" % pid), tdir)
         self.assertEqual(ids(w.pid)[str(w.pid)][0][0], "0")
 
 
