@@ -248,8 +248,8 @@ static void gone(tq_forkserver_t *self)
     }
 }
 
-pid_t tq_forkserver_spawn(tq_forkserver_t *self, const tq_fn_t *fn, int slot, int oneshot,
-                          int *fd, char *why, size_t whylen)
+pid_t tq_forkserver_spawn(tq_forkserver_t *self, const tq_fn_t *fn, int slot, int oneshot, int *fd,
+                          char *why, size_t whylen)
 {
     TQ_ASSERT(fn >= self->fns && fn < self->fns + self->nfns);
     int reaper = 0;

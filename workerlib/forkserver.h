@@ -57,8 +57,8 @@ tq_forkserver_t *tq_forkserver_start(const tq_fn_t *fns, size_t nfns, const tq_u
  * with why (the server is gone, fork failed); or -2 when this process
  * is not a subreaper, so the child could not become ours (the caller
  * forks it itself). Thread-safe (one request at a time). */
-pid_t tq_forkserver_spawn(tq_forkserver_t *self, const tq_fn_t *fn, int slot, int oneshot,
-                          int *fd, char *why, size_t whylen);
+pid_t tq_forkserver_spawn(tq_forkserver_t *self, const tq_fn_t *fn, int slot, int oneshot, int *fd,
+                          char *why, size_t whylen);
 
 /* The server's pid (for tests and logs). */
 pid_t tq_forkserver_pid(const tq_forkserver_t *self);
