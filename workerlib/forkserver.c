@@ -5,11 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -77,9 +79,43 @@ static void fail(fs_rep_t *rep, int e, const char *what)
     snprintf(rep->why, sizeof rep->why, "%s: %s", what, strerror(e));
 }
 
-/* Start one child for fn: fork a middle process that forks the child and
- * exits, so the child goes to the subreaper (the worker). Fills rep and
- * *fd (the worker's end of the child's socket). */
+/* What the middle process is given. */
+typedef struct {
+    const tq_fn_t *fn;
+    int slot, oneshot;
+    tq_forkserver_main_fn child_main;
+    pid_t worker;
+    int sv0, sv1, p0, p1;
+} middle_arg_t;
+
+/* The middle process: fork the child, write its pid (or -errno) to p1,
+ * exit. It shares the server's memory until it exits (CLONE_VM |
+ * CLONE_VFORK, as posix_spawn does), so it costs no copy of the page
+ * tables; the child is a plain fork, with glibc's fork handlers. */
+static int middle(void *arg)
+{
+    const middle_arg_t *a = arg;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(a->p0), close(a->p1), close(a->sv0);
+        a->child_main(a->fn, a->slot, a->sv1, a->oneshot, a->worker);
+        _exit(1);
+    }
+    int32_t v = pid > 0 ? (int32_t)pid : -(int32_t)errno;
+    if (pid > 0)
+        setpgid(pid, pid); /* also here: no window where a kill misses it */
+    ssize_t w = write(a->p1, &v, sizeof v);
+    (void)w;
+    return 0;
+}
+
+/* The middle process's stack (it runs while the server waits). */
+#define MIDDLE_STACK (256 * 1024)
+static uint8_t *middle_stack;
+
+/* Start one child for fn: a middle process forks the child and exits, so
+ * the child goes to the subreaper (the worker). Fills rep and *fd (the
+ * worker's end of the child's socket). */
 static void spawn_one(const tq_fn_t *fn, int slot, int oneshot, tq_forkserver_main_fn child_main,
                       pid_t worker, fs_rep_t *rep, int *fd)
 {
@@ -93,25 +129,12 @@ static void spawn_one(const tq_fn_t *fn, int slot, int oneshot, tq_forkserver_ma
         close(sv[0]), close(sv[1]);
         return;
     }
-    pid_t mid = fork();
-    if (mid == 0) {
-        pid_t pid = fork();
-        if (pid == 0) {
-            close(p[0]), close(p[1]), close(sv[0]);
-            child_main(fn, slot, sv[1], oneshot, worker);
-            _exit(1);
-        }
-        int32_t v = pid > 0 ? (int32_t)pid : -(int32_t)errno;
-        if (pid > 0)
-            setpgid(pid, pid); /* also here: no window where a kill misses it */
-        ssize_t w = write(p[1], &v, sizeof v);
-        (void)w;
-        _exit(0);
-    }
+    middle_arg_t a = {fn, slot, oneshot, child_main, worker, sv[0], sv[1], p[0], p[1]};
+    pid_t mid = clone(middle, middle_stack + MIDDLE_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
     int e = errno;
     close(sv[1]), close(p[1]);
     if (mid < 0) {
-        fail(rep, e, "fork");
+        fail(rep, e, "clone");
         close(sv[0]), close(p[0]);
         return;
     }
@@ -166,6 +189,13 @@ static void server_main(int ctl, const tq_fn_t *fns, size_t nfns, const tq_user_
         _exit(1);
     }
     (void)tq_command_task_env(); /* built here, once: children only point at it */
+    middle_stack = mmap(NULL, MIDDLE_STACK, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (middle_stack == MAP_FAILED) {
+        fail(&rep, errno, "mmap");
+        send_reply(ctl, &rep, -1);
+        _exit(1);
+    }
     rep.pid = getpid();
     send_reply(ctl, &rep, -1);
 

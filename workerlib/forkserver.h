@@ -10,8 +10,10 @@
  * same drop of root; no key, no socket, no thread.
  *
  * The worker asks over a SOCK_SEQPACKET socketpair for a child running
- * function fns[i] on a slot. The server forks twice: the middle process
- * forks the child and exits at once, so the kernel hands the child to
+ * function fns[i] on a slot. The server starts a middle process that
+ * shares its memory until it exits (clone CLONE_VM | CLONE_VFORK, as
+ * posix_spawn does: no copy of the page tables); the middle process forks
+ * the child (a plain fork, with glibc's fork handlers) and exits at once, so the kernel hands the child to
  * the nearest subreaper, which is the worker (tq_reaper_start). The
  * worker then waits for, kills and reaps the child exactly as one it
  * forked itself (child.c). The answer carries the child's pid and, by
