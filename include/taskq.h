@@ -453,7 +453,11 @@ TASKQ_API const char *taskq_status_name(int status);
  * own slot. In the default mode (thread) a crash in a function takes
  * the whole worker down (its tasks are then re-run elsewhere by the
  * master); the prefork and spawn modes run it in child processes
- * instead (TASKQ_MODE_* below). Configure (new, add,
+ * instead (TASKQ_MODE_* below): for them taskq_worker_run first forks
+ * a fork server, a copy of the calling process as it is then (before
+ * the worker reads its key; best before your program starts threads or
+ * holds secrets of its own), which the children are forked from and
+ * which ends with the run. Configure (new, add,
  * load_plugin) from one thread before taskq_worker_run; taskq_worker_stop
  * may be called from anywhere, signal handlers included.
  *
@@ -500,15 +504,18 @@ typedef void (*taskq_slot_fini_fn)(void *arg, int slot, void *slot_ctx);
     0 /* C functions, built-ins: on the worker's slot
                                   threads; a crash takes the worker down */
 #define TASKQ_MODE_PREFORK                                                                         \
-    1 /* C functions, built-ins: one long-lived fork of
-                                  the worker per slot (slot_init runs there);
+    1 /* C functions, built-ins: one long-lived child
+                                  process per slot (slot_init runs there),
+                                  forked from a copy of the worker made
+                                  when taskq_worker_run began, before the
+                                  key was read (docs/workers.md);
                                   a crash or abort() fails that task only
                                   ("worker child died: signal 11
                                   (Segmentation fault)") and the child is
                                   started again; a run timeout or KILL kills it */
 #define TASKQ_MODE_SPAWN                                                                           \
-    2 /* a fresh process per task: a fork for C
-                                  functions and built-ins, an exec for
+    2 /* a fresh process per task: a fork (as for
+                                  prefork) for C functions and built-ins, an exec for
                                   commands (their default) */
 #define TASKQ_MODE_COPROCESS                                                                       \
     3 /* commands: one long-lived program per slot
