@@ -58,6 +58,7 @@ typedef struct {
     int64_t peer_queue_bytes;
     int64_t max_connections;
     int64_t handshake_timeout_ms;
+    int64_t io_threads;
     int64_t key_retention_ms;
     char *fsync;
     int64_t fsync_interval_ms;
@@ -145,6 +146,10 @@ static const tq_cfg_entry_t table[] = {
      "SECONDS",
      "a connection that has not finished its CURVE handshake this long after it "
      "opened is closed (0.1..3600)"},
+    {"io-threads", TQ_CFG_INT, "2", 1, 64, NULL, NULL, S(io_threads), "N",
+     "ZeroMQ I/O threads: TCP, framing and CURVE encryption of the connections (with 2, a "
+     "burst of new connections, a handshake flood among them, is shared between them instead "
+     "of holding up every connected peer)"},
     {"key-retention", TQ_CFG_MS, "86400", 1000, YEAR_MS, NULL, NULL, S(key_retention_ms), "SECONDS",
      "remember a SUBMIT idempotency key this long (1..31622400)"},
     {"fsync", TQ_CFG_ENUM, "interval", 0, 0, "always|interval|off", NULL, S(fsync), "MODE",
@@ -822,6 +827,12 @@ int main(int argc, char **argv)
         goto out;
     }
     void *ctx = zmq_ctx_new();
+    /* Before the first socket: the threads start with it. */
+    if (ctx && zmq_ctx_set(ctx, ZMQ_IO_THREADS, (int)s.io_threads) != 0) {
+        tq_error("--io-threads %d: %s", (int)s.io_threads, zmq_strerror(zmq_errno()));
+        zmq_ctx_term(ctx);
+        ctx = NULL;
+    }
     tq_loop_cfg_t lcfg;
     loop_config(&s, qtimeouts, max_conns, fd_limit, ctx, use_authkey, allow, &lcfg);
     tq_loop_t *loop = ctx ? tq_loop_new(ctx, &lcfg, keys, &e) : NULL;

@@ -239,6 +239,28 @@ class ConnectionFlood(TQTestCase):
         self.assertRegex(out, r"file descriptors: \d+ \(soft limit")
         self.assertRegex(out, r"max-connections \d+")
 
+    def test_io_threads(self):
+        # two ZeroMQ I/O threads by default, N with --io-threads N
+        # (docs/master.md: a handshake flood is then shared between them)
+        def io_threads(pid):
+            names = []
+            for tid in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                    names.append(f.read().strip())
+            return sorted(n for n in names if n.startswith("ZMQbg/IO/"))
+        m = self.start_master()
+        self.assertEqual(io_threads(m.pid), ["ZMQbg/IO/0", "ZMQbg/IO/1"])
+        self.assertEqual(self.tq_ok("status").rc, 0)
+        m.stop()
+        m = self.start_master("--io-threads", "3")
+        self.assertEqual(io_threads(m.pid), ["ZMQbg/IO/0", "ZMQbg/IO/1", "ZMQbg/IO/2"])
+        self.start_worker(concurrency=1)
+        self.assertEqual(self.tq_ok("map", "--fn", "square", "3").out, "3 * 3 = 9\n")
+        for bad in ("0", "65", "two"):
+            r = self.run_prog([h.MASTER_BIN, "--data-dir", self.data_dir, "--io-threads", bad])
+            self.assertEqual(r.rc, h.EXIT_USAGE, r)
+            self.assertIn("--io-threads", r.err)
+
 
 class MessageBounds(TQTestCase):
     """Point 6(b): what one message from a peer with the key may hold."""
