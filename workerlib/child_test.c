@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "child.h"
 #include "forkserver.h"
@@ -167,6 +168,21 @@ static int f_probe(const void *p, size_t len, taskq_result_t *out, void *arg)
                                late_secret ? late_secret : "none");
 }
 
+/* How many children this (single-threaded) test process has. */
+static int count_children(void)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "/proc/self/task/%ld/children", (long)getpid());
+    FILE *f = fopen(buf, "r");
+    if (!f)
+        return -1;
+    int n = 0, pid;
+    while (fscanf(f, "%d", &pid) == 1)
+        n++;
+    fclose(f);
+    return n;
+}
+
 static void test_fork_server(void)
 {
     char t[256], want[256], u[256];
@@ -217,6 +233,24 @@ static void test_fork_server(void)
     run(c, "7", 0, 1024, -1, &r, t, sizeof t);
     CHECK_EQ_STR(t, "7 * 7 = 49");
     tq_child_destroy(&c);
+
+    /* At the descriptor limit the child's socket cannot arrive: a clear
+     * failure, and the child is not left behind. */
+    int lowest = dup(0);
+    close(lowest);
+    struct rlimit lim, tight;
+    getrlimit(RLIMIT_NOFILE, &lim);
+    tight = lim;
+    tight.rlim_cur = (rlim_t)lowest;
+    CHECK_EQ_INT(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    c = tq_child_new(&fns[0], 0);
+    run(c, "x", 0, 1024, -1, &r, t, sizeof t);
+    setrlimit(RLIMIT_NOFILE, &lim);
+    CHECK_EQ_INT(r.status, TQ_RUN_FAILED);
+    CHECK_EQ_STR(t, "probe: cannot start a worker child: the child's socket did not come from the "
+                    "fork server (the worker is at its descriptor limit)");
+    tq_child_destroy(&c);
+    CHECK_EQ_INT(count_children(), 1); /* the server only */
 
     /* The server gone: a clear failure, no crash. */
     pid_t spid = tq_forkserver_pid(fs);

@@ -326,11 +326,23 @@ pid_t tq_forkserver_spawn(tq_forkserver_t *self, const tq_fn_t *fn, int slot, in
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
             c->cmsg_len == CMSG_LEN(sizeof(int)))
             memcpy(&got, CMSG_DATA(c), sizeof got);
-    if (rep.pid <= 0 || got < 0) {
+    if (rep.pid > 0 && got < 0) {
+        /* The child exists and is ours, but its socket did not come
+         * (MSG_CTRUNC: this process is at its descriptor limit): end it
+         * here rather than leave it to the stray sweep. */
+        kill(-rep.pid, SIGKILL);
+        kill(rep.pid, SIGKILL);
+        while (waitpid(rep.pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        snprintf(why, whylen, "the child's socket did not come from the fork server%s",
+                 (m.msg_flags & MSG_CTRUNC) ? " (the worker is at its descriptor limit)" : "");
+        return -1;
+    }
+    if (rep.pid <= 0) {
         if (got >= 0)
             close(got);
         rep.why[sizeof rep.why - 1] = '\0';
-        snprintf(why, whylen, "%s", rep.why[0] ? rep.why : "the fork server sent no socket");
+        snprintf(why, whylen, "%s", rep.why[0] ? rep.why : "the fork server failed");
         return -1;
     }
     *fd = got;
