@@ -457,7 +457,10 @@ TASKQ_API const char *taskq_status_name(int status);
  * a fork server, a copy of the calling process as it is then (before
  * the worker reads its key; best before your program starts threads or
  * holds secrets of its own), which the children are forked from and
- * which ends with the run. Configure (new, add,
+ * which ends with the run. (Several workers in one process: a worker
+ * started while another runs forks its server from a process that holds
+ * the other's key; run workers with prefork or spawn functions one per
+ * process, or start them first.) Configure (new, add,
  * load_plugin) from one thread before taskq_worker_run; taskq_worker_stop
  * may be called from anywhere, signal handlers included.
  *
