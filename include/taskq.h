@@ -460,7 +460,7 @@ TASKQ_API const char *taskq_status_name(int status);
  * which ends with the run. (Several workers in one process: a worker
  * started while another runs forks its server from a process that holds
  * the other's key; run workers with prefork or spawn functions one per
- * process, or start them first.) Configure (new, add,
+ * process, or start that one before the others.) Configure (new, add,
  * load_plugin) from one thread before taskq_worker_run; taskq_worker_stop
  * may be called from anywhere, signal handlers included.
  *
