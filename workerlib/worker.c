@@ -479,6 +479,14 @@ static int needs_forks(const taskq_worker_t *self)
     return 0;
 }
 
+/* Stop the fork server and forget it in the function table. */
+static void forks_stop(taskq_worker_t *self, tq_forkserver_t **forks)
+{
+    for (size_t i = 0; i < self->nfns; i++)
+        self->fns[i].forks = NULL;
+    tq_forkserver_stop(forks);
+}
+
 int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
 {
     if (!self)
@@ -530,7 +538,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
      * memory a core dump leaves out (tq_authkey.h). */
     tq_curve_keys_t *keys = tq_curve_keys_new();
     if (!keys) {
-        tq_forkserver_stop(&forks);
+        forks_stop(self, &forks);
         return tq_api_fail(err, TASKQ_ERR_ENV, "cannot map memory for the keys: %s",
                            strerror(errno));
     }
@@ -538,7 +546,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     if (tq_keys_load_peer(self->authkey_file, self->key_file, self->master_key_file, keys, &why) <
         0) {
         tq_curve_keys_free(&keys);
-        tq_forkserver_stop(&forks);
+        forks_stop(self, &forks);
         return tq_api_fail(err, strstr(why.msg, "needs") ? TASKQ_ERR_USAGE : TASKQ_ERR_ENV, "%s",
                            why.msg);
     }
@@ -546,7 +554,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     if (self->user) {
         if (tq_priv_drop(self->user, &pwhy) < 0) {
             tq_curve_keys_free(&keys);
-            tq_forkserver_stop(&forks);
+            forks_stop(self, &forks);
             return tq_api_fail(err, TASKQ_ERR_ENV, "%s", pwhy.msg);
         }
         tq_info("running as user %s (uid %u, gid %u): root's privileges dropped", self->user->name,
@@ -572,7 +580,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
     tq_curve_keys_free(&keys);
     /* Slot threads left running (stuck) may still ask it for children. */
     if (!self->stuck)
-        tq_forkserver_stop(&forks);
+        forks_stop(self, &forks);
     if (rc < 0 && rerr.code == TASKQ_ERR_CONNECT && keypair)
         return tq_api_fail(err, TASKQ_ERR_CONNECT,
                            "authentication failed connecting to %s (key not accepted: is this "
