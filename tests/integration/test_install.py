@@ -92,7 +92,10 @@ class InstallTest(TQTestCase):
             self.assertIn(line, unit)
         with open(self.path("lib", "systemd", "system", "taskq-worker@.service")) as f:
             wunit = f.read()
-        self.assertIn("KillMode=control-group", wunit)
+        # SIGTERM to the worker only, so its running tasks drain; SIGKILL
+        # to what is left once it exited (control-group would SIGTERM the
+        # task processes too, failing their tasks at once)
+        self.assertIn("KillMode=mixed", wunit)
         stop = int(re.search(r"^TimeoutStopSec=(\d+)$", wunit, re.M).group(1))
         self.assertGreater(stop, 30)  # above the default --drain-timeout
         r = run(["bash", "-n", self.path(o["datadir"], "bash-completion", "completions",
