@@ -141,9 +141,7 @@ static void run_cfn(slot_t *slot, tq_pool_task_t *task, const tq_run_ctx_t *ctx)
  * function or built-in, coprocess); a spawned command is tq_command_run. */
 static int in_child(const tq_fn_t *fn)
 {
-    if (fn->cmd)
-        return fn->mode == TASKQ_MODE_COPROCESS;
-    return fn->mode == TASKQ_MODE_PREFORK || fn->mode == TASKQ_MODE_SPAWN;
+    return tq_fn_forks(fn) || (fn->cmd && fn->mode == TASKQ_MODE_COPROCESS);
 }
 
 static void run_in_child(slot_t *slot, tq_pool_task_t *task, const tq_run_ctx_t *ctx)

@@ -35,6 +35,13 @@ typedef struct {
                                     forked by the slot (forkserver.h) */
 } tq_fn_t;
 
+/* 1 if fn runs in forked children (prefork or spawn of a C function or a
+ * built-in: child.c), which come from the fork server when it has one. */
+static inline int tq_fn_forks(const tq_fn_t *fn)
+{
+    return !fn->cmd && (fn->mode == TASKQ_MODE_PREFORK || fn->mode == TASKQ_MODE_SPAWN);
+}
+
 /* Why a task was cancelled (tq_pool_task_t.cancel). */
 enum {
     TQ_POOL_CANCEL_NONE = 0,

@@ -467,15 +467,13 @@ int taskq_worker_load_plugin(taskq_worker_t *self, const char *path, taskq_error
     return 0;
 }
 
-/* 1 if some function runs in prefork or spawn children of its own (a C
- * function or a built-in; a command execs, a coprocess too). */
+/* 1 if some function runs in forked children (tq_fn_forks; a command
+ * execs, a coprocess too). */
 static int needs_forks(const taskq_worker_t *self)
 {
-    for (size_t i = 0; i < self->nfns; i++) {
-        const tq_fn_t *f = &self->fns[i];
-        if (!f->cmd && (f->mode == TASKQ_MODE_PREFORK || f->mode == TASKQ_MODE_SPAWN))
+    for (size_t i = 0; i < self->nfns; i++)
+        if (tq_fn_forks(&self->fns[i]))
             return 1;
-    }
     return 0;
 }
 
@@ -531,7 +529,7 @@ int taskq_worker_run(taskq_worker_t *self, taskq_error_t *err)
         if (!forks)
             return tq_api_fail(err, TASKQ_ERR_ENV, "%s", pwhy.msg);
         for (size_t i = 0; i < self->nfns; i++)
-            if (!self->fns[i].cmd)
+            if (tq_fn_forks(&self->fns[i]))
                 self->fns[i].forks = forks;
     }
     /* Only the client pair and the server's public key are kept, in
